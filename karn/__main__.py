@@ -1,0 +1,3 @@
+from karn.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""The guest address space as the kernel books it: VMAs, brk, and the memory cap.
+
+The page tables never change after start (DESIGN.md: PVM would not see edits), so a VMA
+here is bookkeeping: it decides where new mappings go, what /proc/self/maps shows, what
+counts against --memory, and which host pages to give back. One invariant keeps it
+simple: memory outside every VMA reads as zero (unmapping discards the host pages), so a
+new anonymous mapping needs no clearing.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+from dataclasses import dataclass
+from typing import Protocol
+
+from karn.kernel.errors import SyscallError
+
+PAGE = 0x1000
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
+
+
+def page_up(value: int) -> int:
+    return (value + PAGE - 1) & ~(PAGE - 1)
+
+
+def page_down(value: int) -> int:
+    return value & ~(PAGE - 1)
+
+
+class DiscardableMemory(Protocol):
+    def discard(self, addr: int, size: int) -> None: ...
+
+
+@dataclass
+class Vma:
+    start: int
+    end: int
+    prot: int
+    offset: int = 0
+    name: str = ""  # file path, "[heap]", "[stack]" or "" for anonymous
+
+    def sliced(self, start: int, end: int) -> Vma:
+        offset = self.offset + (start - self.start) if self.name.startswith("/") else 0
+        return Vma(start, end, self.prot, offset, self.name)
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where things go, fixed by the platform's layout."""
+
+    user_start: int
+    user_end: int
+    mmap_top: int  # mappings without a hint are placed top-down below this
+    limit: int  # bytes of accessible (not PROT_NONE) memory the guest may hold
+
+
+class AddressSpace:
+    def __init__(self, memory: DiscardableMemory, region: Region) -> None:
+        self.memory = memory
+        self.region = region
+        self._vmas: list[Vma] = []
+        self._starts: list[int] = []
+        self.mapped_bytes = 0  # accessible bytes, counted against region.limit
+        self.brk_start = 0
+        self.brk = 0
+
+    # -- queries -----------------------------------------------------------------------
+
+    def vmas(self) -> list[Vma]:
+        return list(self._vmas)
+
+    def total_bytes(self) -> int:
+        return sum(v.end - v.start for v in self._vmas)
+
+    def is_mapped(self, start: int, end: int) -> bool:
+        """Whether [start, end) is covered by VMAs without holes."""
+        pos = start
+        for vma in self._overlapping(start, end):
+            if vma.start > pos:
+                return False
+            pos = vma.end
+        return pos >= end
+
+    def overlaps(self, start: int, end: int) -> bool:
+        return bool(self._overlapping(start, end))
+
+    def _overlapping(self, start: int, end: int) -> list[Vma]:
+        i = bisect.bisect_right(self._starts, start) - 1
+        if i < 0 or self._vmas[i].end <= start:
+            i += 1
+        out = []
+        while i < len(self._vmas) and self._vmas[i].start < end:
+            out.append(self._vmas[i])
+            i += 1
+        return out
+
+    def find_free(self, length: int, hint: int = 0) -> int:
+        """A free page-aligned range: at the hint if it is free, else top-down."""
+        reg = self.region
+        if hint:
+            hint = page_down(hint)
+            if reg.user_start <= hint and hint + length <= reg.mmap_top:
+                if not self._overlapping(hint, hint + length):
+                    return hint
+        top = reg.mmap_top
+        for vma in reversed(self._vmas):
+            if vma.start >= top:
+                continue
+            if vma.end <= top - length:
+                break
+            top = min(top, vma.start)
+        candidate = top - length
+        floor = max(reg.user_start, page_up(self.brk or reg.user_start))
+        if candidate < floor:
+            raise SyscallError(errno.ENOMEM)
+        return candidate
+
+    # -- changes -----------------------------------------------------------------------
+
+    def _charge(self, delta: int) -> None:
+        if delta > 0 and self.mapped_bytes + delta > self.region.limit:
+            raise SyscallError(errno.ENOMEM)
+        self.mapped_bytes += delta
+
+    def _check_range(self, start: int, end: int) -> None:
+        if start & (PAGE - 1) or end <= start:
+            raise SyscallError(errno.EINVAL)
+        if start < self.region.user_start or end > self.region.user_end:
+            raise SyscallError(errno.ENOMEM)
+
+    @staticmethod
+    def _accessible(vma: Vma) -> int:
+        return vma.end - vma.start if vma.prot != PROT_NONE else 0
+
+    def _remove(self, start: int, end: int, discard: bool) -> int:
+        """Drop [start, end) from the books; returns the accessible bytes released."""
+        released = 0
+        kept: list[Vma] = []
+        for vma in self._overlapping(start, end):
+            self._delete(vma)
+            lo, hi = max(vma.start, start), min(vma.end, end)
+            if vma.prot != PROT_NONE:
+                released += hi - lo
+            if vma.start < lo:
+                kept.append(vma.sliced(vma.start, lo))
+            if hi < vma.end:
+                kept.append(vma.sliced(hi, vma.end))
+        for vma in kept:
+            self._insert(vma)
+        if discard:
+            self.memory.discard(start, end - start)
+        return released
+
+    def _insert(self, vma: Vma) -> None:
+        i = bisect.bisect_left(self._starts, vma.start)
+        self._starts.insert(i, vma.start)
+        self._vmas.insert(i, vma)
+
+    def _delete(self, vma: Vma) -> None:
+        i = bisect.bisect_left(self._starts, vma.start)
+        del self._starts[i]
+        del self._vmas[i]
+
+    def map(self, start: int, length: int, prot: int, name: str = "", offset: int = 0) -> int:
+        """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
+        end = start + page_up(length)
+        self._check_range(start, end)
+        replaced = self._overlapping(start, end)
+        released = self._remove(start, end, discard=bool(replaced)) if replaced else 0
+        new = end - start if prot != PROT_NONE else 0
+        try:
+            self._charge(new - released)
+        except SyscallError:
+            self.mapped_bytes -= released
+            raise
+        self._insert(Vma(start, end, prot, offset, name))
+        return start
+
+    def unmap(self, start: int, length: int) -> None:
+        end = start + page_up(length)
+        self._check_range(start, end)
+        self.mapped_bytes -= self._remove(start, end, discard=True)
+
+    def protect(self, start: int, length: int, prot: int) -> None:
+        end = start + page_up(length)
+        self._check_range(start, end)
+        if not self.is_mapped(start, end):
+            raise SyscallError(errno.ENOMEM)
+        pieces = self._overlapping(start, end)
+        delta = 0
+        for vma in pieces:
+            lo, hi = max(vma.start, start), min(vma.end, end)
+            was = hi - lo if vma.prot != PROT_NONE else 0
+            now = hi - lo if prot != PROT_NONE else 0
+            delta += now - was
+        self._charge(delta)
+        self._remove(start, end, discard=False)
+        for vma in pieces:
+            lo, hi = max(vma.start, start), min(vma.end, end)
+            piece = vma.sliced(lo, hi)
+            piece.prot = prot
+            self._insert(piece)
+        self._merge_around(start, end)
+
+    def _merge_around(self, start: int, end: int) -> None:
+        """Join neighbours with identical attributes, so maps stays readable."""
+        i = max(bisect.bisect_left(self._starts, start) - 1, 0)
+        while i + 1 < len(self._vmas) and self._vmas[i].start <= end:
+            a, b = self._vmas[i], self._vmas[i + 1]
+            contiguous_file = not a.name.startswith("/") or a.offset + (a.end - a.start) == b.offset
+            if a.end == b.start and a.prot == b.prot and a.name == b.name and contiguous_file:
+                a.end = b.end
+                del self._vmas[i + 1]
+                del self._starts[i + 1]
+            else:
+                i += 1
+
+    def find_vma(self, addr: int) -> Vma | None:
+        i = bisect.bisect_right(self._starts, addr) - 1
+        if i >= 0 and self._vmas[i].end > addr:
+            return self._vmas[i]
+        return None
+
+    # -- brk ---------------------------------------------------------------------------
+
+    def set_brk_start(self, addr: int) -> None:
+        self.brk_start = self.brk = page_up(addr)
+
+    def set_brk(self, new: int) -> int:
+        """Linux brk: returns the (possibly unchanged) break; never an error code."""
+        if new < self.brk_start:
+            return self.brk
+        old_top, new_top = page_up(self.brk), page_up(new)
+        try:
+            if new_top > old_top:
+                if self._overlapping(old_top, new_top) or new_top > self.region.mmap_top:
+                    return self.brk
+                self._charge(new_top - old_top)
+                self._insert(Vma(old_top, new_top, PROT_READ | PROT_WRITE, 0, "[heap]"))
+                self._merge_around(old_top, new_top)
+            elif new_top < old_top:
+                self.mapped_bytes -= self._remove(new_top, old_top, discard=True)
+        except SyscallError:
+            return self.brk
+        self.brk = new
+        return new

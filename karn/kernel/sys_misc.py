@@ -1,0 +1,230 @@
+"""Process-wide odds and ends: exit, limits, randomness, arch_prctl, thread bookkeeping."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+import time
+
+from karn.kernel.abi import s32
+from karn.kernel.errors import SyscallError
+from karn.kernel.limits import RLIM_NLIMITS, RLIMIT_NOFILE
+from karn.kernel.process import ProcessExit, Task
+
+ARCH_SET_GS = 0x1001
+ARCH_SET_FS = 0x1002
+ARCH_GET_FS = 0x1003
+ARCH_GET_GS = 0x1004
+ARCH_GET_CPUID = 0x1011
+ARCH_SET_CPUID = 0x1012
+
+GRND_NONBLOCK = 1
+GRND_RANDOM = 2
+GRND_INSECURE = 4
+GETRANDOM_MAX = 33554431  # Linux caps one call at 32 MiB - 1
+
+PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
+PR_GET_NAME = 16
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+
+RLIMIT = struct.Struct("<QQ")
+ROBUST_LIST_HEAD_SIZE = 24
+USER_ADDR_LIMIT = 1 << 47  # canonical user-half addresses
+
+
+def sys_exit(task: Task, status: int) -> int:
+    # Single-threaded for now: the last thread's exit ends the process.
+    raise ProcessExit(status & 0xFF)
+
+
+def sys_exit_group(task: Task, status: int) -> int:
+    raise ProcessExit(status & 0xFF)
+
+
+def sys_arch_prctl(task: Task, code: int, addr: int) -> int:
+    code = s32(code)
+    if code in (ARCH_SET_FS, ARCH_SET_GS):
+        if addr >= USER_ADDR_LIMIT:
+            raise SyscallError(errno.EPERM)
+        (task.cpu.set_fs_base if code == ARCH_SET_FS else task.cpu.set_gs_base)(addr)
+        return 0
+    if code in (ARCH_GET_FS, ARCH_GET_GS):
+        value = task.cpu.get_fs_base() if code == ARCH_GET_FS else task.cpu.get_gs_base()
+        task.mem.write_u64(addr, value)
+        return 0
+    if code == ARCH_GET_CPUID:
+        return 1  # cpuid is not faulting
+    raise SyscallError(errno.EINVAL)
+
+
+def sys_set_tid_address(task: Task, tidptr: int) -> int:
+    task.clear_child_tid = tidptr
+    return task.tid
+
+
+def sys_set_robust_list(task: Task, head: int, length: int) -> int:
+    if length != ROBUST_LIST_HEAD_SIZE:
+        raise SyscallError(errno.EINVAL)
+    task.robust_list, task.robust_list_len = head, length
+    return 0
+
+
+def sys_get_robust_list(task: Task, pid: int, head_ptr: int, len_ptr: int) -> int:
+    if s32(pid) not in (0, task.tid):
+        raise SyscallError(errno.ESRCH)
+    task.mem.write_u64(head_ptr, task.robust_list)
+    task.mem.write_u64(len_ptr, ROBUST_LIST_HEAD_SIZE)
+    return 0
+
+
+def sys_getrandom(task: Task, buf: int, count: int, flags: int) -> int:
+    if s32(flags) & ~(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE):
+        raise SyscallError(errno.EINVAL)
+    count = min(count, GETRANDOM_MAX)
+    task.mem.write(buf, os.urandom(count))
+    return count
+
+
+def _rlimit_resource(resource: int) -> int:
+    resource = s32(resource)
+    if not 0 <= resource < RLIM_NLIMITS:
+        raise SyscallError(errno.EINVAL)
+    return resource
+
+
+def _set_rlimit(task: Task, resource: int, soft: int, hard: int) -> None:
+    old_soft, old_hard = task.process.rlimits[resource]
+    if soft > hard:
+        raise SyscallError(errno.EINVAL)
+    if hard > old_hard and task.process.identity.euid != 0:
+        raise SyscallError(errno.EPERM)
+    task.process.rlimits[resource] = (soft, hard)
+    if resource == RLIMIT_NOFILE:
+        task.process.fds.set_limit(soft)
+
+
+def sys_prlimit64(task: Task, pid: int, resource: int, new: int, old: int) -> int:
+    if s32(pid) not in (0, task.process.pid):
+        raise SyscallError(errno.ESRCH)
+    resource = _rlimit_resource(resource)
+    current = task.process.rlimits[resource]
+    wanted = RLIMIT.unpack(task.mem.read(new, RLIMIT.size)) if new else None
+    if old:
+        task.mem.write(old, RLIMIT.pack(*current))
+    if wanted is not None:
+        _set_rlimit(task, resource, *wanted)
+    return 0
+
+
+def sys_getrlimit(task: Task, resource: int, rlim: int) -> int:
+    resource = _rlimit_resource(resource)
+    task.mem.write(rlim, RLIMIT.pack(*task.process.rlimits[resource]))
+    return 0
+
+
+def sys_setrlimit(task: Task, resource: int, rlim: int) -> int:
+    resource = _rlimit_resource(resource)
+    _set_rlimit(task, resource, *RLIMIT.unpack(task.mem.read(rlim, RLIMIT.size)))
+    return 0
+
+
+_SYSINFO = struct.Struct("<q3Q6QHH4xQQI4x")  # struct sysinfo, 112 bytes on x86-64
+
+
+def sys_sysinfo(task: Task, info: int) -> int:
+    proc = task.process
+    total = proc.config.memory_limit
+    free = max(total - proc.mm.mapped_bytes, 0)
+    uptime = int(time.monotonic() - proc.start_monotonic) + 1
+    loads = (0, 0, 0)
+    ram = (total, free, 0, 0, 0, 0)  # total, free, shared, buffer, totalswap, freeswap
+    packed = _SYSINFO.pack(uptime, *loads, *ram, len(proc.tasks), 0, 0, 0, 1)
+    task.mem.write(info, packed)
+    return 0
+
+
+def sys_sched_yield(task: Task) -> int:
+    os.sched_yield()
+    return 0
+
+
+def sys_sched_getaffinity(task: Task, pid: int, size: int, mask: int) -> int:
+    if s32(pid) not in (0, task.tid, task.process.pid):
+        raise SyscallError(errno.ESRCH)
+    ncpus = task.process.config.ncpus
+    needed = (ncpus + 63) // 64 * 8
+    if size < needed or size & 7:
+        raise SyscallError(errno.EINVAL)
+    bits = (1 << ncpus) - 1
+    task.mem.write(mask, bits.to_bytes(needed, "little"))
+    return needed
+
+
+def sys_getcpu(task: Task, cpu: int, node: int, cache: int) -> int:
+    if cpu:
+        task.mem.write_u32(cpu, 0)
+    if node:
+        task.mem.write_u32(node, 0)
+    return 0
+
+
+def sys_prctl(task: Task, option: int, arg2: int, arg3: int, arg4: int, arg5: int) -> int:
+    option = s32(option)
+    proc = task.process
+    if option == PR_SET_NAME:
+        task.comm = task.mem.read_cstring(arg2, 16)[:15]
+        return 0
+    if option == PR_GET_NAME:
+        task.mem.write(arg2, task.comm.ljust(16, b"\0"))
+        return 0
+    if option == PR_GET_DUMPABLE:
+        return proc.dumpable
+    if option == PR_SET_DUMPABLE:
+        if arg2 not in (0, 1):
+            raise SyscallError(errno.EINVAL)
+        proc.dumpable = arg2
+        return 0
+    if option == PR_SET_NO_NEW_PRIVS:
+        if arg2 != 1 or arg3 or arg4 or arg5:
+            raise SyscallError(errno.EINVAL)
+        proc.no_new_privs = True
+        return 0
+    if option == PR_GET_NO_NEW_PRIVS:
+        return int(proc.no_new_privs)
+    if option == PR_SET_PDEATHSIG:
+        return 0  # the parent (the monitor) outlives the guest by construction
+    if option == PR_GET_PDEATHSIG:
+        task.mem.write_u32(arg2, 0)
+        return 0
+    raise SyscallError(errno.EINVAL)
+
+
+HANDLERS = {
+    "exit": sys_exit,
+    "exit_group": sys_exit_group,
+    "arch_prctl": sys_arch_prctl,
+    "set_tid_address": sys_set_tid_address,
+    "set_robust_list": sys_set_robust_list,
+    "get_robust_list": sys_get_robust_list,
+    "getrandom": sys_getrandom,
+    "prlimit64": sys_prlimit64,
+    "getrlimit": sys_getrlimit,
+    "setrlimit": sys_setrlimit,
+    "sysinfo": sys_sysinfo,
+    "sched_yield": sys_sched_yield,
+    "sched_getaffinity": sys_sched_getaffinity,
+    "getcpu": sys_getcpu,
+    "prctl": sys_prctl,
+}
+
+NOTES = {
+    "prctl": "PR_SET/GET_NAME, DUMPABLE, NO_NEW_PRIVS, PDEATHSIG; other options EINVAL.",
+    "exit": "Ends the process: threads arrive with the threads work (issue 4).",
+    "sched_getaffinity": "Reports the guest's --cpus, not the host's CPUs.",
+}

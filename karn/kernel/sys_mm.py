@@ -1,0 +1,192 @@
+"""Memory syscalls: brk, mmap, munmap, mremap, mprotect, madvise."""
+
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from karn.kernel.abi import s32, s64
+from karn.kernel.errors import SyscallError
+from karn.kernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, page_up
+from karn.kernel.process import Task
+
+if TYPE_CHECKING:
+    from karn.kernel.fs.file import OpenFile
+
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_SHARED_VALIDATE = 0x03
+MAP_TYPE = 0x0F
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_FIXED_NOREPLACE = 0x100000
+
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+MREMAP_DONTUNMAP = 4
+
+MADV_DONTNEED = 4
+MADV_FREE = 8
+MADV_REMOVE = 9
+
+PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC | 0x01000000 | 0x02000000  # + GROWSDOWN/UP
+
+
+def sys_brk(task: Task, addr: int) -> int:
+    return task.process.mm.set_brk(addr)
+
+
+def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int, off: int) -> int:
+    mm = task.process.mm
+    flags, prot, off = s32(flags), s32(prot), s64(off)
+    kind = flags & MAP_TYPE
+    if length == 0 or off < 0 or off & (PAGE - 1) or prot & ~PROT_KNOWN:
+        raise SyscallError(errno.EINVAL)
+    if kind not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
+        raise SyscallError(errno.EINVAL)
+    length = page_up(length)
+    if length == 0 or length > mm.region.user_end:
+        raise SyscallError(errno.ENOMEM)
+    file = None
+    if not flags & MAP_ANONYMOUS:
+        file = task.process.fds.get(s32(fd))
+        if not file.readable or (kind != MAP_PRIVATE and prot & PROT_WRITE and not file.writable):
+            raise SyscallError(errno.EACCES)
+        if kind != MAP_PRIVATE and prot & PROT_WRITE:
+            # Writes would have to reach the file; without shared pages we cannot do that.
+            raise SyscallError(errno.ENODEV)
+    if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
+        if addr & (PAGE - 1):
+            raise SyscallError(errno.EINVAL)
+        if flags & MAP_FIXED_NOREPLACE and mm.overlaps(addr, addr + length):
+            raise SyscallError(errno.EEXIST)
+        start = addr
+    else:
+        start = mm.find_free(length, addr)
+    name = file.path if file is not None else ""
+    mm.map(start, length, prot, name, off)
+    if file is not None:
+        _fill_from_file(task, file, start, length, off)
+    return start
+
+
+def _fill_from_file(task: Task, file: OpenFile, start: int, length: int, off: int) -> None:
+    view = task.mem.view(start, length)
+    done = 0
+    while done < length:
+        n = file.pread_into(view[done:], off + done)
+        if n <= 0:
+            break
+        done += n
+
+
+def sys_munmap(task: Task, addr: int, length: int) -> int:
+    if addr & (PAGE - 1) or length == 0:
+        raise SyscallError(errno.EINVAL)
+    task.process.mm.unmap(addr, length)
+    return 0
+
+
+def sys_mprotect(task: Task, addr: int, length: int, prot: int) -> int:
+    prot = s32(prot)
+    if addr & (PAGE - 1) or prot & ~PROT_KNOWN:
+        raise SyscallError(errno.EINVAL)
+    if length == 0:
+        return 0
+    task.process.mm.protect(addr, length, prot & (PROT_READ | PROT_WRITE | PROT_EXEC))
+    return 0
+
+
+def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+    mm = task.process.mm
+    flags = s32(flags)
+    if old & (PAGE - 1) or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
+        raise SyscallError(errno.EINVAL)
+    if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
+        raise SyscallError(errno.EINVAL)
+    if flags & MREMAP_DONTUNMAP:
+        raise SyscallError(errno.EINVAL)
+    old_len, new_len = page_up(old_len), page_up(new_len)
+    if new_len == 0 or old_len == 0:
+        raise SyscallError(errno.EINVAL)
+    vma = mm.find_vma(old)
+    if vma is None or not mm.is_mapped(old, old + old_len):
+        raise SyscallError(errno.EFAULT)
+    prot, name = vma.prot, vma.name
+    offset = vma.offset + (old - vma.start)
+    if new_len <= old_len and not flags & MREMAP_FIXED:
+        if new_len < old_len:
+            mm.unmap(old + new_len, old_len - new_len)
+        return old
+    if not flags & MREMAP_FIXED and not mm.overlaps(old + old_len, old + new_len):
+        if old + new_len <= mm.region.mmap_top:
+            mm.map(old + old_len, new_len - old_len, prot, name, offset + old_len)
+            return old
+    if not flags & MREMAP_MAYMOVE:
+        raise SyscallError(errno.ENOMEM)
+    if flags & MREMAP_FIXED:
+        if new_addr & (PAGE - 1):
+            raise SyscallError(errno.EINVAL)
+        target = new_addr
+    else:
+        target = mm.find_free(new_len)
+    keep = min(old_len, new_len)
+    data = task.mem.read(old, keep)
+    mm.map(target, new_len, prot, name, offset)
+    task.mem.write(target, data)
+    mm.unmap(old, old_len)
+    return target
+
+
+def sys_madvise(task: Task, addr: int, length: int, advice: int) -> int:
+    if addr & (PAGE - 1):
+        raise SyscallError(errno.EINVAL)
+    length = page_up(length)
+    if length == 0:
+        return 0
+    mm = task.process.mm
+    if not mm.is_mapped(addr, addr + length):
+        raise SyscallError(errno.ENOMEM)
+    if s32(advice) in (MADV_DONTNEED, MADV_FREE, MADV_REMOVE):
+        # Anonymous private memory reads back as zeros after this, as on Linux.
+        mm.memory.discard(addr, length)
+    return 0
+
+
+def sys_msync(task: Task, addr: int, length: int, flags: int) -> int:
+    if addr & (PAGE - 1):
+        raise SyscallError(errno.EINVAL)
+    return 0
+
+
+def sys_mlock(task: Task, addr: int, length: int) -> int:
+    return 0
+
+
+def sys_munlock(task: Task, addr: int, length: int) -> int:
+    return 0
+
+
+HANDLERS = {
+    "brk": sys_brk,
+    "mmap": sys_mmap,
+    "munmap": sys_munmap,
+    "mprotect": sys_mprotect,
+    "mremap": sys_mremap,
+    "madvise": sys_madvise,
+    "msync": sys_msync,
+    "mlock": sys_mlock,
+    "munlock": sys_munlock,
+}
+
+NOTES = {
+    "mmap": "Private file mappings are copies; MAP_SHARED with PROT_WRITE on a file gives "
+    "ENODEV. Shared anonymous memory behaves as private (one process).",
+    "mprotect": "Bookkeeping only: page tables are fixed at start (PVM), so protections are "
+    "not enforced by the MMU.",
+    "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (they read back as zeros); other "
+    "advice is accepted and ignored.",
+    "msync": "Nothing to flush: file mappings are private copies.",
+    "mlock": "Accepted; guest memory is never swapped by karn.",
+    "munlock": "Accepted; guest memory is never swapped by karn.",
+}

@@ -1,0 +1,80 @@
+"""The one syscall table: number -> name, handler, support status, note.
+
+Handlers live in area modules (sys_fs, sys_mm, ...), each exporting HANDLERS
+{name: handler} and optionally NOTES {name: "what is partial"}. DELIBERATE_ENOSYS lists
+calls that return -ENOSYS on purpose (not logged). Any other number is -ENOSYS by
+construction and logged once by name. docs/syscalls.md is generated from this table.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+
+from karn.kernel import sys_fs, sys_identity, sys_misc, sys_mm, sys_time
+from karn.kernel.errors import SyscallError
+from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
+
+log = logging.getLogger("karn.kernel")
+
+AREAS: tuple[ModuleType, ...] = (sys_fs, sys_mm, sys_identity, sys_time, sys_misc)
+
+DELIBERATE_ENOSYS: dict[str, str] = {
+    "rseq": "ENOSYS, as a kernel built without rseq; glibc falls back",
+}
+
+Handler = Callable[..., int]
+
+
+@dataclass(frozen=True, slots=True)
+class Syscall:
+    number: int
+    name: str
+    handler: Handler
+    arity: int
+    area: str
+    note: str
+
+
+def _build_table() -> dict[int, Syscall]:
+    table: dict[int, Syscall] = {}
+    for area in AREAS:
+        notes: dict[str, str] = getattr(area, "NOTES", {})
+        for name, handler in area.HANDLERS.items():
+            number = SYSCALL_NUMBERS[name]
+            if number in table:
+                raise RuntimeError(f"syscall {name} registered twice")
+            arity = handler.__code__.co_argcount - 1  # minus the task
+            area_name = area.__name__.rsplit(".", 1)[-1]
+            table[number] = Syscall(number, name, handler, arity, area_name, notes.get(name, ""))
+    return table
+
+
+TABLE: dict[int, Syscall] = _build_table()
+_warned: set[int] = set()
+
+
+def unimplemented(number: int) -> int:
+    name = SYSCALL_NAMES.get(number)
+    if name not in DELIBERATE_ENOSYS and number not in _warned:
+        _warned.add(number)
+        log.warning("unimplemented syscall %s (%d): returning -ENOSYS", name or "?", number)
+    return -errno.ENOSYS
+
+
+def dispatch(task: object, number: int, args: tuple[int, ...]) -> int:
+    """Serve one syscall; returns the raw result (negative errno on failure)."""
+    entry = TABLE.get(number)
+    if entry is None:
+        return unimplemented(number)
+    try:
+        return entry.handler(task, *args[: entry.arity])
+    except SyscallError as err:
+        return -err.errno
+    except (OverflowError, ValueError, UnicodeError) as err:
+        # Guest values that do not fit a host call: the guest gets EINVAL, we keep running.
+        log.debug("%s: guest argument rejected: %s", entry.name, err)
+        return -errno.EINVAL

@@ -1,0 +1,248 @@
+"""Opening /dev/kvm, creating a VM with its guest memory, and the static x86-64 set-up."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+
+from karn.errors import PlatformError
+from karn.platform import kvm_abi as K
+from karn.platform.features import CpuFeatures
+from karn.platform.layout import (
+    EXCEPTION_PORT_BASE,
+    GIB,
+    LARGE_PAGE,
+    NULL_GUARD,
+    PAGE,
+    SYS_GDT,
+    SYS_IDT,
+    SYS_PD_FIRST,
+    SYS_PDPT,
+    SYS_PML4,
+    SYS_PT_LOW,
+    SYS_PT_SYS,
+    SYS_STUBS,
+    SYS_TRAMPOLINE,
+    SYS_TSS,
+    SYSCALL_PORT,
+    Layout,
+)
+from karn.platform.memory import HostGuestMemory
+
+DEFAULT_DEVICE = "/dev/kvm"
+
+# Page-table entry bits.
+PTE_P = 1 << 0
+PTE_W = 1 << 1
+PTE_U = 1 << 2
+PTE_PS = 1 << 7
+PTE_NX = 1 << 63
+
+# GDT selectors; user data precedes user code so that SYSRET's STAR arithmetic works.
+SEL_KCODE = 0x08
+SEL_KDATA = 0x10
+SEL_UDATA = 0x18 | 3
+SEL_UCODE = 0x20 | 3
+SEL_TSS = 0x28
+
+# Exceptions that push an error code.
+ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
+
+# TSS: 104 bytes of fields, then an I/O permission bitmap covering ports 0..255.
+TSS_IOPB_OFFSET = 0x68
+TSS_IOPB_BYTES = 256 // 8
+TSS_LIMIT = TSS_IOPB_OFFSET + TSS_IOPB_BYTES  # includes the bitmap's trailing 0xff byte
+
+XCR0_WANTED = 0x7 | 0xE0  # x87, SSE, AVX, and AVX-512 state when the CPU has it
+
+
+def _ioctl(fd: int, request: int, arg: object = 0) -> int:
+    return fcntl.ioctl(fd, request, arg)
+
+
+def open_kvm(device: str | None = None) -> int:
+    path = device or os.environ.get("KARN_KVM_DEVICE") or DEFAULT_DEVICE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PlatformError(f"{path} not found: KVM is not available on this host") from None
+    except PermissionError:
+        raise PlatformError(
+            f"{path}: permission denied (add yourself to the 'kvm' group or run as root)"
+        ) from None
+    except OSError as err:
+        raise PlatformError(f"{path}: {err.strerror}") from None
+    try:
+        version = _ioctl(fd, K.KVM_GET_API_VERSION)
+    except OSError:
+        os.close(fd)
+        raise PlatformError(f"{path} is not a KVM device") from None
+    if version != K.KVM_API_VERSION:
+        os.close(fd)
+        raise PlatformError(f"{path}: unsupported KVM API version {version}")
+    if not _ioctl(fd, K.KVM_CHECK_EXTENSION, K.KVM_CAP_SYNC_REGS):
+        os.close(fd)
+        raise PlatformError(f"{path}: KVM lacks KVM_CAP_SYNC_REGS")
+    return fd
+
+
+def supported_cpuid(kvm_fd: int) -> K.kvm_cpuid2:
+    cpuid = K.kvm_cpuid2(nent=K.MAX_CPUID_ENTRIES)
+    _ioctl(kvm_fd, K.KVM_GET_SUPPORTED_CPUID, cpuid)
+    return cpuid
+
+
+def cpuid_entry(cpuid: K.kvm_cpuid2, function: int, index: int = 0) -> K.kvm_cpuid_entry2 | None:
+    for i in range(cpuid.nent):
+        entry = cpuid.entries[i]
+        if entry.function == function and entry.index == index:
+            return entry
+    return None
+
+
+class VirtualMachine:
+    """A KVM VM whose guest memory and system tables are fully built before any vCPU runs."""
+
+    def __init__(self, layout: Layout, device: str | None = None) -> None:
+        self.layout = layout
+        self.kvm_fd = open_kvm(device)
+        try:
+            self.fd = _ioctl(self.kvm_fd, K.KVM_CREATE_VM, 0)
+        except OSError as err:
+            raise PlatformError(f"cannot create a KVM virtual machine: {err.strerror}") from None
+        self.vcpu_mmap_size = _ioctl(self.kvm_fd, K.KVM_GET_VCPU_MMAP_SIZE)
+        self.cpuid = supported_cpuid(self.kvm_fd)
+        self.memory = HostGuestMemory(layout.span, NULL_GUARD, layout.user_end)
+        region = K.kvm_userspace_memory_region(
+            slot=0,
+            flags=0,
+            guest_phys_addr=0,
+            memory_size=layout.span,
+            userspace_addr=self.memory.host_address,
+        )
+        try:
+            _ioctl(self.fd, K.KVM_SET_USER_MEMORY_REGION, region)
+        except OSError as err:
+            raise PlatformError(f"KVM refused guest memory: {err.strerror}") from None
+        self._build_page_tables()
+        self._build_descriptor_tables()
+        self._build_code_pages()
+
+    # -- static guest structures -------------------------------------------------------
+
+    def _put64(self, addr: int, value: int) -> None:
+        struct.pack_into("<Q", self.memory.raw, addr, value)
+
+    def _build_page_tables(self) -> None:
+        lay = self.layout
+        pml4 = lay.system_page(SYS_PML4)
+        pdpt = lay.system_page(SYS_PDPT)
+        self._put64(pml4, pdpt | PTE_P | PTE_W | PTE_U)
+        for gib in range(lay.span // GIB):
+            pd = lay.system_page(SYS_PD_FIRST + gib)
+            self._put64(pdpt + gib * 8, pd | PTE_P | PTE_W | PTE_U)
+            flags = PTE_P | PTE_W | PTE_U | PTE_PS
+            for i in range(512):
+                self._put64(pd + i * 8, (gib * GIB + i * LARGE_PAGE) | flags)
+        # The lowest 2 MiB through a 4 KiB table: NULL guard pages stay not-present.
+        pt_low = lay.system_page(SYS_PT_LOW)
+        self._put64(lay.system_page(SYS_PD_FIRST), pt_low | PTE_P | PTE_W | PTE_U)
+        for i in range(NULL_GUARD // PAGE, 512):
+            self._put64(pt_low + i * 8, i * PAGE | PTE_P | PTE_W | PTE_U)
+        # The system region: supervisor-only, except the trampoline (user, read+execute).
+        pt_sys = lay.system_page(SYS_PT_SYS)
+        last_pd = lay.system_page(SYS_PD_FIRST + lay.span // GIB - 1)
+        self._put64(last_pd + 511 * 8, pt_sys | PTE_P | PTE_W | PTE_U)
+        for i in range(512):
+            addr = lay.system_base + i * PAGE
+            if i == SYS_TRAMPOLINE:
+                entry = addr | PTE_P | PTE_U
+            elif i == SYS_STUBS:
+                entry = addr | PTE_P
+            else:
+                entry = addr | PTE_P | PTE_W | PTE_NX
+            self._put64(pt_sys + i * 8, entry)
+
+    def _build_descriptor_tables(self) -> None:
+        lay = self.layout
+        gdt = lay.system_page(SYS_GDT)
+        # Flat 64-bit segments: access byte and flags (L=1 for code).
+        self._put64(gdt + SEL_KCODE, 0x00AF9A000000FFFF)
+        self._put64(gdt + SEL_KDATA, 0x00CF92000000FFFF)
+        self._put64(gdt + (SEL_UDATA & ~3), 0x00CFF2000000FFFF)
+        self._put64(gdt + (SEL_UCODE & ~3), 0x00AFFA000000FFFF)
+        tss = lay.system_page(SYS_TSS)
+        limit = TSS_LIMIT
+        low = (
+            (limit & 0xFFFF)
+            | ((tss & 0xFFFFFF) << 16)
+            | (0x89 << 40)  # present, 64-bit available TSS
+            | (((tss >> 24) & 0xFF) << 56)
+        )
+        self._put64(gdt + SEL_TSS, low)
+        self._put64(gdt + SEL_TSS + 8, tss >> 32)
+        # TSS: RSP0 and IST1 both point at the exception stack. The I/O bitmap lets CPL3
+        # reach only the syscall port: under PVM `syscall` stays at CPL3, so the
+        # trampoline's `out` is checked against it; every other port raises #GP.
+        ist_top = lay.ist_stack_top
+        struct.pack_into("<Q", self.memory.raw, tss + 4, ist_top)
+        struct.pack_into("<Q", self.memory.raw, tss + 0x24, ist_top)
+        struct.pack_into("<H", self.memory.raw, tss + 0x66, TSS_IOPB_OFFSET)
+        bitmap = bytearray(b"\xff" * (TSS_IOPB_BYTES + 1))
+        bitmap[SYSCALL_PORT // 8] &= ~(1 << (SYSCALL_PORT % 8)) & 0xFF
+        start = tss + TSS_IOPB_OFFSET
+        self.memory.raw[start : start + len(bitmap)] = bitmap
+        # IDT: every vector 0..31 goes to its stub on IST1.
+        idt = lay.system_page(SYS_IDT)
+        stubs = lay.system_page(SYS_STUBS)
+        for vector in range(32):
+            handler = stubs + vector * 16
+            dpl = 3 if vector in (3, 4) else 0  # int3 / into allowed from user mode
+            type_attr = 0x80 | (dpl << 5) | 0xE  # present, interrupt gate
+            low = (
+                (handler & 0xFFFF)
+                | (SEL_KCODE << 16)
+                | (1 << 32)  # IST1
+                | (type_attr << 40)
+                | (((handler >> 16) & 0xFFFF) << 48)
+            )
+            self._put64(idt + vector * 16, low)
+            self._put64(idt + vector * 16 + 8, handler >> 32)
+
+    def _build_code_pages(self) -> None:
+        # Exception stub: `out EXCEPTION_PORT_BASE+vector, al; hlt` — the port names the
+        # vector, so no register is clobbered and the monitor sees the faulting state.
+        stubs = self.layout.system_page(SYS_STUBS)
+        for vector in range(32):
+            code = bytes((0xE6, EXCEPTION_PORT_BASE + vector, 0xF4))
+            self.memory.raw[stubs + vector * 16 : stubs + vector * 16 + len(code)] = code
+        # Syscall trampoline: `out SYSCALL_PORT, al; sysretq` (see DESIGN.md: on PVM the
+        # monitor returns to RCX itself; on hardware KVM the sysretq does).
+        code = bytes((0xE6, SYSCALL_PORT, 0x48, 0x0F, 0x07))
+        tramp = self.layout.trampoline
+        self.memory.raw[tramp : tramp + len(code)] = code
+
+    def cpu_features(self) -> CpuFeatures:
+        leaf1 = cpuid_entry(self.cpuid, 1)
+        xsave = cpuid_entry(self.cpuid, 0xD, 0)
+        return CpuFeatures(
+            hwcap=leaf1.edx if leaf1 else 0,
+            hwcap2=0,  # CR4.FSGSBASE stays off, so no HWCAP2_FSGSBASE
+            xsave_size=xsave.ebx if xsave and xsave.ebx else 512 + 64,
+        )
+
+    def xcr0(self) -> int:
+        leaf = cpuid_entry(self.cpuid, 0xD, 0)
+        supported = leaf.eax if leaf else 0x3
+        return (supported & XCR0_WANTED) | 0x3
+
+    def close(self) -> None:
+        for fd in (getattr(self, "fd", -1), getattr(self, "kvm_fd", -1)):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError as err:
+                    if err.errno != errno.EBADF:
+                        raise

@@ -1,0 +1,72 @@
+"""Guest address-space layout, fixed before the first KVM_RUN.
+
+Under PVM the guest never sees page-table edits made after it first ran (DESIGN.md), so
+the whole address space is mapped once: guest virtual == guest physical, 2 MiB pages,
+user read/write/execute, except
+  * [0, NULL_GUARD)          not present: NULL dereferences fault like on Linux;
+  * the top 2 MiB             supervisor-only system pages (page tables, GDT, IDT, TSS,
+                              exception stubs, IST stack) plus one user-executable
+                              trampoline page for `syscall`.
+Host memory behind it is MAP_NORESERVE: pages cost nothing until the guest touches them.
+"""
+
+from dataclasses import dataclass
+
+PAGE = 0x1000
+LARGE_PAGE = 0x200000
+GIB = 1 << 30
+NULL_GUARD = 0x10000  # Linux's default vm.mmap_min_addr
+
+# Port numbers of the exits the guest makes (out imm8, al).
+SYSCALL_PORT = 0x10
+EXCEPTION_PORT_BASE = 0x20  # + vector, for vectors 0..31
+
+# Page indexes inside the system region (the top 2 MiB).
+SYS_PML4 = 0
+SYS_PDPT = 1
+SYS_PT_LOW = 2  # 4 KiB page table for [0, 2 MiB): the NULL guard
+SYS_PT_SYS = 3  # 4 KiB page table for the system region itself
+SYS_GDT = 4
+SYS_IDT = 5
+SYS_TSS = 6
+SYS_STUBS = 7  # exception stubs, supervisor executable
+SYS_TRAMPOLINE = 8  # syscall trampoline, user executable
+SYS_IST_STACK = 9  # 4 pages of exception stack
+SYS_IST_PAGES = 4
+SYS_PD_FIRST = 16  # one page directory per GiB of address space
+
+
+@dataclass(frozen=True)
+class Layout:
+    span: int  # bytes of guest address space (multiple of 1 GiB)
+
+    @property
+    def system_base(self) -> int:
+        return self.span - LARGE_PAGE
+
+    def system_page(self, index: int) -> int:
+        return self.system_base + index * PAGE
+
+    @property
+    def user_start(self) -> int:
+        return NULL_GUARD
+
+    @property
+    def user_end(self) -> int:
+        return self.system_base
+
+    @property
+    def trampoline(self) -> int:
+        return self.system_page(SYS_TRAMPOLINE)
+
+    @property
+    def ist_stack_top(self) -> int:
+        return self.system_page(SYS_IST_STACK + SYS_IST_PAGES)
+
+
+def layout_for(span: int) -> Layout:
+    if span % GIB or span < GIB:
+        raise ValueError("address space span must be a positive multiple of 1 GiB")
+    if SYS_PD_FIRST + span // GIB > LARGE_PAGE // PAGE:
+        raise ValueError("address space span too large for the system region")
+    return Layout(span)
