@@ -1,0 +1,300 @@
+"""Gather the files a host program needs to run in a guest (like `ops run` / `ldd`).
+
+The program, its PT_INTERP and its DT_NEEDED closure are found the way the dynamic
+linker will look for them inside the guest, and each lands in the guest at the path where
+the linker will look (content taken from the host's real path). glibc's search order:
+
+    DT_RPATH of the loader and its loaders (only where there is no DT_RUNPATH),
+    [LD_LIBRARY_PATH: deliberately not used; the host environment is not the guest's],
+    DT_RUNPATH of the loader, /etc/ld.so.cache (or /etc/ld.so.conf when there is no
+    usable cache), then the default directories.
+
+musl's linker (PT_INTERP /lib/ld-musl-x86_64.so.1) is also libc, so its "libc.so" and
+friends need no file, and it searches rpath/runpath, then /etc/ld-musl-x86_64.path or
+/lib:/usr/local/lib:/usr/lib. Only plain directories are searched, not the
+glibc-hwcaps/ subdirectories: the guest's ld.so falls back to the plain copy we provide.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+from karn.errors import ImageError
+from karn.image.elfinfo import ElfInfo, inspect_elf, is_compatible_elf
+
+LD_SO_CACHE = "/etc/ld.so.cache"
+LD_SO_CONF = "/etc/ld.so.conf"
+# Debian's multiarch glibc: what $LIB and $PLATFORM expand to (checked with LD_DEBUG=libs).
+DST_LIB = "lib/x86_64-linux-gnu"
+DST_PLATFORM = "x86_64"
+DEFAULT_DIRS = (
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+)
+MUSL_PATH_FILE = "/etc/ld-musl-x86_64.path"
+MUSL_DEFAULT_DIRS = ("/lib", "/usr/local/lib", "/usr/lib")
+# musl's ld.so answers for these itself ("lib" + name + "."): see load_library in ldso.
+_MUSL_BUILTIN = ("c.", "pthread.", "rt.", "m.", "dl.", "util.", "xnet.")
+
+# ld.so.cache (glibc >= 2.32 writes only the new format) and its x86-64 entry flags.
+_CACHE_MAGIC_NEW = b"glibc-ld.so.cache1.1"
+_CACHE_MAGIC_OLD = b"ld.so-1.7.0"
+_CACHE_HEADER = struct.Struct("<20sII")  # magic+version, nlibs, len_strings (then 24 bytes)
+_CACHE_ENTRY = struct.Struct("<iIIIQ")  # flags, key, value, osversion, hwcap
+_CACHE_FLAGS_X8664 = (0x0303, 0x0001)  # FLAG_ELF_LIBC6|FLAG_X8664_LIB64, or untyped libc6
+
+
+@dataclass
+class RootManifest:
+    """The guest root filesystem for one program."""
+
+    files: dict[str, str]  # guest absolute path -> host real path of a regular file
+    symlinks: dict[str, str]  # guest path -> link target
+    entry: str  # guest path of the program
+    interpreter: str | None = None  # guest path of PT_INTERP (None: static program)
+    libraries: list[str] = field(default_factory=list)  # guest paths, in load order
+
+
+class _Loaded:
+    """One object in the load graph (a plain class: dataclass set-up costs start-up time)."""
+
+    __slots__ = ("guest", "info", "loader")
+
+    def __init__(self, guest: str, info: ElfInfo, loader: _Loaded | None) -> None:
+        self.guest = guest
+        self.info = info
+        self.loader = loader  # the object whose DT_NEEDED brought this one in
+
+
+def collect_program(host_path: str) -> RootManifest:
+    """Find the program, its interpreter and its libraries; ImageError if any is missing."""
+    guest = _locate_program(host_path)
+    info = inspect_elf(guest, name=host_path)
+    manifest = RootManifest(files={guest: os.path.realpath(guest)}, symlinks={}, entry=guest)
+    if info.interpreter is None:
+        return manifest  # static or static-PIE: nothing else is opened at load time
+    interp = info.interpreter
+    if not is_compatible_elf(interp):
+        raise ImageError(f"{host_path}: interpreter {interp} not found")
+    manifest.interpreter = interp
+    manifest.files[interp] = os.path.realpath(interp)
+    musl = os.path.basename(interp).startswith("ld-musl-")
+    resolver = _MuslResolver() if musl else _GlibcResolver()
+    main = _Loaded(guest, info, None)
+    for lib in _load_closure(main, interp, resolver, host_path):
+        manifest.libraries.append(lib)
+        manifest.files[lib] = os.path.realpath(lib)
+    if not musl and os.path.isfile(LD_SO_CACHE):
+        manifest.files[LD_SO_CACHE] = os.path.realpath(LD_SO_CACHE)
+    return manifest
+
+
+def _locate_program(host_path: str) -> str:
+    """Absolute path of the program: relative to cwd, or searched in $PATH for a bare name."""
+    if "/" in host_path:
+        path = os.path.abspath(host_path)
+        if not os.path.exists(path):
+            raise ImageError(f"{host_path}: no such file or directory")
+        return path
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        cand = os.path.join(os.path.abspath(d or "."), host_path)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return os.path.normpath(cand)
+    raise ImageError(f"{host_path}: command not found in $PATH")
+
+
+def _load_closure(main: _Loaded, interp: str, resolver: _Resolver, label: str) -> list[str]:
+    """Breadth-first DT_NEEDED closure, in the order ld.so maps objects."""
+    interp_info = inspect_elf(interp)
+    # Names already satisfied: ld.so matches DT_NEEDED against loaded names and sonames.
+    known: dict[str, str] = {os.path.basename(interp): interp}
+    if interp_info.soname:
+        known[interp_info.soname] = interp
+    seen_paths = {main.guest, interp}
+    order: list[str] = []
+    queue = deque([main])
+    while queue:
+        obj = queue.popleft()
+        for name in obj.info.needed:
+            if name in known or resolver.is_builtin(name):
+                continue
+            path = resolver.find(name, obj, main)
+            if path is None:
+                raise ImageError(f"{label}: library {name} not found (needed by {obj.guest})")
+            known[name] = path
+            if path in seen_paths:
+                continue
+            seen_paths.add(path)
+            info = inspect_elf(path)
+            if info.soname:
+                known.setdefault(info.soname, path)
+            order.append(path)
+            queue.append(_Loaded(path, info, obj))
+    return order
+
+
+class _Resolver:
+    """Where the guest's dynamic linker will find a DT_NEEDED name."""
+
+    def is_builtin(self, name: str) -> bool:
+        return False
+
+    def find(self, name: str, obj: _Loaded, main: _Loaded) -> str | None:
+        if "/" in name:  # a path, used as is (relative ones against the cwd)
+            path = os.path.abspath(_expand(name, obj))
+            return path if is_compatible_elf(path) else None
+        return _first_in(name, self.search_dirs(obj, main))
+
+    def search_dirs(self, obj: _Loaded, main: _Loaded) -> list[str]:
+        raise NotImplementedError
+
+
+class _GlibcResolver(_Resolver):
+    def __init__(self) -> None:
+        self._cache: dict[str, str] | None = None
+        self._conf_dirs: list[str] | None = None
+
+    def find(self, name: str, obj: _Loaded, main: _Loaded) -> str | None:
+        if "/" in name:
+            return super().find(name, obj, main)
+        found = _first_in(name, self._path_dirs(obj, main))
+        if found is None:
+            found = self._from_cache(name)
+        return found or _first_in(name, DEFAULT_DIRS)
+
+    def _path_dirs(self, obj: _Loaded, main: _Loaded) -> list[str]:
+        dirs: list[str] = []
+        if not obj.info.runpath:
+            # DT_RPATH of the loading object, then of each object up the chain that
+            # loaded it, then the executable's; an object with DT_RUNPATH is skipped.
+            chain: list[_Loaded] = []
+            walk: _Loaded | None = obj
+            while walk is not None:
+                chain.append(walk)
+                walk = walk.loader
+            if main not in chain:
+                chain.append(main)
+            for o in chain:
+                if not o.info.runpath:
+                    dirs.extend(_expand(d, o) for d in o.info.rpath)
+        dirs.extend(_expand(d, obj) for d in obj.info.runpath)
+        return dirs
+
+    def _from_cache(self, name: str) -> str | None:
+        if self._cache is None:
+            self._cache = _read_ld_so_cache(LD_SO_CACHE)
+        if self._cache:
+            path = self._cache.get(name)
+            return path if path and is_compatible_elf(path) else None
+        if self._conf_dirs is None:  # no usable cache: ldconfig's configuration instead
+            self._conf_dirs = _read_ld_so_conf(LD_SO_CONF, set())
+        return _first_in(name, self._conf_dirs)
+
+
+class _MuslResolver(_Resolver):
+    def __init__(self) -> None:
+        self._sys_dirs: list[str] | None = None
+
+    def is_builtin(self, name: str) -> bool:
+        return name.startswith("lib") and name[3:].startswith(_MUSL_BUILTIN)
+
+    def search_dirs(self, obj: _Loaded, main: _Loaded) -> list[str]:
+        dirs: list[str] = []
+        walk: _Loaded | None = obj
+        while walk is not None:  # musl: rpath (runpath wins if both) up the needed_by chain
+            dirs.extend(_expand(d, walk) for d in (walk.info.runpath or walk.info.rpath))
+            walk = walk.loader
+        if self._sys_dirs is None:
+            self._sys_dirs = _read_musl_path(MUSL_PATH_FILE)
+        return dirs + self._sys_dirs
+
+
+def _first_in(name: str, dirs: list[str] | tuple[str, ...]) -> str | None:
+    for d in dirs:
+        cand = os.path.normpath(os.path.join(os.path.abspath(d), name))
+        if is_compatible_elf(cand):  # ld.so skips wrong-class/machine files and goes on
+            return cand
+    return None
+
+
+def _expand(path: str, obj: _Loaded) -> str:
+    """Expand $ORIGIN, $LIB, $PLATFORM (and ${...}) as ld.so does for `obj`'s paths."""
+    if "$" not in path:
+        return path
+    origin = os.path.dirname(obj.guest)  # where the guest's ld.so sees the object
+    for var, value in (("ORIGIN", origin), ("LIB", DST_LIB), ("PLATFORM", DST_PLATFORM)):
+        path = path.replace("${" + var + "}", value).replace("$" + var, value)
+    return path
+
+
+def _read_ld_so_cache(path: str) -> dict[str, str]:
+    """soname -> path for x86-64 entries of glibc's ld.so.cache; {} if absent/unusable."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    base = 0
+    if data.startswith(_CACHE_MAGIC_OLD):  # old+new combined: skip the old table
+        (nlibs,) = struct.unpack_from("<I", data, 12)
+        base = (16 + nlibs * 12 + 7) & ~7
+    if data[base : base + len(_CACHE_MAGIC_NEW)] != _CACHE_MAGIC_NEW:
+        return {}
+    try:
+        _, nlibs, _ = _CACHE_HEADER.unpack_from(data, base)
+        entries = _CACHE_ENTRY.iter_unpack(data[base + 48 : base + 48 + nlibs * _CACHE_ENTRY.size])
+        out: dict[str, str] = {}
+        for flags, key, value, _, hwcap in entries:
+            if flags not in _CACHE_FLAGS_X8664 or hwcap:
+                continue  # other ABIs, and glibc-hwcaps variants (we ship the baseline)
+            out.setdefault(_cstr(data, base + key), _cstr(data, base + value))
+        return out
+    except (struct.error, ValueError, UnicodeDecodeError):
+        return {}
+
+
+def _cstr(data: bytes, offset: int) -> str:
+    return data[offset : data.index(b"\0", offset)].decode()
+
+
+def _read_ld_so_conf(path: str, seen: set[str]) -> list[str]:
+    """Directories listed by ld.so.conf, following `include` globs (relative to the file)."""
+    import glob  # rarely needed (no usable ld.so.cache), and it pulls in re/fnmatch
+
+    if path in seen:
+        return []
+    seen.add(path)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    dirs: list[str] = []
+    for line in lines:
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if words[0] == "include":
+            for pattern in words[1:]:
+                pattern = os.path.join(os.path.dirname(path), pattern)
+                for inc in sorted(glob.glob(pattern)):
+                    dirs.extend(_read_ld_so_conf(inc, seen))
+        elif words[0] != "hwcap":
+            dirs.extend(w.split("=", 1)[0] for w in line.split("#", 1)[0].replace(",", " ").split())
+    return [d for d in dirs if d.startswith("/")]
+
+
+def _read_musl_path(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return list(MUSL_DEFAULT_DIRS)
+    return [d for d in text.replace(":", "\n").split() if d]
