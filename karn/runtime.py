@@ -24,6 +24,8 @@ DEFAULT_MEMORY = 512 * MIB
 MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
 MAX_SPAN = 64 * GIB
 MMAP_GAP = 16 * MIB  # between the stack and the top-down mmap area
+GUEST_MOUNTS = ("/tmp", "/dev", "/proc")  # synthetic mounts that would hide collected files
+RELOCATED_PREFIX = "/run/karn"
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
 
 
@@ -102,7 +104,7 @@ class Unikernel:
         self.fs = self._filesystem()
         kconfig = KernelConfig(
             hostname=config.hostname,
-            argv=[self.manifest.entry.encode(), *(a.encode() for a in config.args)],
+            argv=[config.program.encode(), *(a.encode() for a in config.args)],  # as typed
             envp=guest_environment(config.env),
             exe_path=self.manifest.entry,
             memory_limit=config.memory,
@@ -125,7 +127,8 @@ class Unikernel:
 
     def _root_manifest(self) -> RootManifest:
         if self.config.root is None:
-            return collect_program(self.config.program)
+            shadowed = [*GUEST_MOUNTS, *(v.guest for v in self.config.volumes)]
+            return collect_program(self.config.program).relocated(shadowed, RELOCATED_PREFIX)
         entry = self.config.program
         if not entry.startswith("/"):
             raise UsageError(f"with --root, the program must be an absolute guest path: {entry}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from karn.errors import ImageError
@@ -60,6 +61,25 @@ class RootManifest:
     entry: str  # guest path of the program
     interpreter: str | None = None  # guest path of PT_INTERP (None: static program)
     libraries: list[str] = field(default_factory=list)  # guest paths, in load order
+
+    def relocated(self, shadowed: Iterable[str], prefix: str) -> RootManifest:
+        """Move files that a guest mount (/tmp, /proc, a volume) would hide under prefix.
+
+        A program built in the host's /tmp must still be reachable in the guest, whose
+        /tmp is an empty tmpfs; libraries beside it move with it, so $ORIGIN still works.
+        """
+        roots = tuple(m.rstrip("/") + "/" for m in shadowed)
+
+        def move(path: str) -> str:
+            return prefix + path if path.startswith(roots) else path
+
+        return RootManifest(
+            files={move(g): h for g, h in self.files.items()},
+            symlinks={move(g): t for g, t in self.symlinks.items()},
+            entry=move(self.entry),
+            interpreter=self.interpreter and move(self.interpreter),
+            libraries=[move(lib) for lib in self.libraries],
+        )
 
 
 class _Loaded:

@@ -1,0 +1,380 @@
+"""Open file descriptions: what an fd points to (shared across dup, with one offset).
+
+Handlers talk to every kind of file through OpenFile; subclasses are host-backed files
+(host directories, volumes, stdio, pipes), tmpfs files, devices and synthetic content.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat as pystat
+import termios
+from typing import NamedTuple
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import (
+    DT_DIR,
+    DT_LNK,
+    DT_REG,
+    DT_UNKNOWN,
+    O_ACCMODE,
+    O_OPEN_ONLY,
+    S_IFREG,
+    SEEK_CUR,
+    SEEK_END,
+    SEEK_SET,
+    OFlag,
+)
+from karn.kernel.fs.stat import Stat
+
+Buffer = bytes | bytearray | memoryview
+
+
+class DirEntry(NamedTuple):
+    name: str
+    ino: int
+    dtype: int
+
+
+def host_error(err: OSError) -> SyscallError:
+    return SyscallError(err.errno or errno.EIO)
+
+
+class OpenFile:
+    """Base class: every operation fails as Linux fails it for a file that lacks it."""
+
+    is_dir = False
+    is_regular = False  # reads return the full count when the data is there
+
+    def __init__(self, path: str, flags: int) -> None:
+        self.path = path  # guest path, for /proc/self/fd, fchdir and getcwd
+        self.flags = flags  # O_ACCMODE | status flags (O_APPEND, O_NONBLOCK, ...)
+        self.refs = 0  # fd-table references; the description closes when it drops to 0
+        self.dir_entries: list[DirEntry] | None = None  # getdents snapshot
+        self.dir_pos = 0
+
+    @property
+    def readable(self) -> bool:
+        return not self.flags & OFlag.PATH and (self.flags & O_ACCMODE) != OFlag.WRONLY
+
+    @property
+    def writable(self) -> bool:
+        return not self.flags & OFlag.PATH and (self.flags & O_ACCMODE) in (1, 2)  # WRONLY, RDWR
+
+    def readinto(self, view: memoryview) -> int:
+        raise SyscallError(errno.EINVAL)
+
+    def write(self, data: Buffer) -> int:
+        raise SyscallError(errno.EINVAL)
+
+    def pread_into(self, view: memoryview, offset: int) -> int:
+        raise SyscallError(errno.ESPIPE)
+
+    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
+        """readv/preadv: fill views in order, stopping at the first short read; a
+        stream (pipe, tty) is read once so a second read cannot block after data came."""
+        total = 0
+        for view in views:
+            n = self.readinto(view) if offset is None else self.pread_into(view, offset + total)
+            total += n
+            if n < len(view) or (n and not self.is_regular):
+                break
+        return total
+
+    def writev(self, bufs: list[memoryview], offset: int | None = None) -> int:
+        total = 0
+        for buf in bufs:
+            n = self.write(buf) if offset is None else self.pwrite(buf, offset + total)
+            total += n
+            if n < len(buf):
+                break
+        return total
+
+    def pwrite(self, data: Buffer, offset: int) -> int:
+        raise SyscallError(errno.ESPIPE)
+
+    def lseek(self, offset: int, whence: int) -> int:
+        if self.is_dir:
+            # Directory offsets are getdents cookies (telldir/seekdir).
+            if whence == SEEK_SET and offset >= 0:
+                self.dir_pos = offset
+                if offset == 0:
+                    self.dir_entries = None  # rewinddir sees new entries
+                return offset
+            if whence == SEEK_CUR and offset == 0:
+                return self.dir_pos
+            raise SyscallError(errno.EINVAL)
+        raise SyscallError(errno.ESPIPE)
+
+    def stat(self) -> Stat:
+        raise NotImplementedError
+
+    def list_dir(self) -> list[DirEntry]:
+        raise SyscallError(errno.ENOTDIR)
+
+    def truncate(self, size: int) -> None:
+        raise SyscallError(errno.EINVAL)
+
+    def fsync(self) -> None:
+        return None
+
+    def available(self) -> int:
+        """Bytes readable without blocking (FIONREAD)."""
+        raise SyscallError(errno.ENOTTY)
+
+    def set_status_flags(self, flags: int) -> None:
+        self.flags = (self.flags & ~int(OFlag.APPEND | OFlag.NONBLOCK)) | flags
+
+    def host_fd(self) -> int | None:
+        """The host fd behind this file, if any (tty ioctls, polling)."""
+        return None
+
+    def reopen(self, flags: int) -> OpenFile:
+        """A new description of the same file (opening /proc/self/fd/N)."""
+        raise SyscallError(errno.ENXIO)
+
+    def link_name(self) -> str:
+        """What readlink(/proc/self/fd/N) shows."""
+        return self.path
+
+    def close(self) -> None:
+        return None
+
+
+class HostFile(OpenFile):
+    """A host fd: files and directories of host-backed mounts, stdio, pipes."""
+
+    def __init__(self, fd: int, path: str, flags: int) -> None:
+        super().__init__(path, flags)
+        self.fd = fd
+        st = os.fstat(fd)
+        self.is_dir = pystat.S_ISDIR(st.st_mode)
+        self.is_regular = pystat.S_ISREG(st.st_mode)
+        self._ino = st.st_ino
+        self._fifo = pystat.S_ISFIFO(st.st_mode)
+
+    def readinto(self, view: memoryview) -> int:
+        if self.is_dir:
+            raise SyscallError(errno.EISDIR)
+        try:
+            return os.readv(self.fd, [view])
+        except OSError as err:
+            raise host_error(err) from None
+
+    def write(self, data: Buffer) -> int:
+        try:
+            return os.write(self.fd, data)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def pread_into(self, view: memoryview, offset: int) -> int:
+        return self.readv_into([view], offset)
+
+    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
+        if self.is_dir:
+            raise SyscallError(errno.EISDIR)
+        try:
+            return os.readv(self.fd, views) if offset is None else os.preadv(
+                self.fd, views, offset)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def writev(self, bufs: list[memoryview], offset: int | None = None) -> int:
+        try:
+            return os.writev(self.fd, bufs) if offset is None else os.pwritev(
+                self.fd, bufs, offset)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def pwrite(self, data: Buffer, offset: int) -> int:
+        try:
+            return os.pwrite(self.fd, data, offset)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def lseek(self, offset: int, whence: int) -> int:
+        if self.is_dir:
+            return super().lseek(offset, whence)
+        try:
+            return os.lseek(self.fd, offset, whence)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def stat(self) -> Stat:
+        try:
+            return Stat.from_host(os.fstat(self.fd))
+        except OSError as err:
+            raise host_error(err) from None
+
+    def list_dir(self) -> list[DirEntry]:
+        if not self.is_dir:
+            raise SyscallError(errno.ENOTDIR)
+        out = []
+        try:
+            with os.scandir(self.fd) as it:
+                for e in it:
+                    # d_type from the host's dirent: no extra stat per entry.
+                    if e.is_symlink():
+                        dt = DT_LNK
+                    elif e.is_dir(follow_symlinks=False):
+                        dt = DT_DIR
+                    elif e.is_file(follow_symlinks=False):
+                        dt = DT_REG
+                    else:
+                        dt = DT_UNKNOWN
+                    out.append(DirEntry(e.name, e.inode(), dt))
+        except OSError as err:
+            raise host_error(err) from None
+        return out
+
+    def truncate(self, size: int) -> None:
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def fsync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def available(self) -> int:
+        if self.is_regular:
+            return max(0, os.fstat(self.fd).st_size - os.lseek(self.fd, 0, SEEK_CUR))
+        buf = bytearray(4)
+        try:
+            fcntl.ioctl(self.fd, termios.FIONREAD, buf)
+        except OSError as err:
+            raise host_error(err) from None
+        return int.from_bytes(buf, "little")
+
+    def set_status_flags(self, flags: int) -> None:
+        host = fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~(os.O_APPEND | os.O_NONBLOCK)
+        host |= (os.O_APPEND if flags & OFlag.APPEND else 0) | (
+            os.O_NONBLOCK if flags & OFlag.NONBLOCK else 0
+        )
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, host)
+        super().set_status_flags(flags)
+
+    def host_fd(self) -> int | None:
+        return self.fd
+
+    def reopen(self, flags: int) -> OpenFile:
+        if (flags & O_ACCMODE) != OFlag.RDONLY and not self.writable:
+            raise SyscallError(errno.EACCES)  # never widen access through /proc/self/fd
+        if self.is_regular or self.is_dir:
+            host_flags = (flags & (O_ACCMODE | OFlag.APPEND)) | os.O_CLOEXEC
+            try:
+                fd = os.open(f"/proc/self/fd/{self.fd}", host_flags)
+            except OSError as err:
+                raise host_error(err) from None
+        else:
+            fd = os.dup(self.fd)  # pipes and ttys: the same channel
+        return HostFile(fd, self.path, flags & ~O_OPEN_ONLY)
+
+    def link_name(self) -> str:
+        if self._fifo and not self.path:
+            return f"pipe:[{self._ino}]"
+        return self.path
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class MemoryFile(OpenFile):
+    """Positioned access to an in-memory byte buffer (synthetic content, tmpfs data)."""
+
+    def _data(self) -> bytes | bytearray:
+        raise NotImplementedError
+
+    def __init__(self, path: str, flags: int) -> None:
+        super().__init__(path, flags)
+        self.pos = 0
+
+    is_regular = True
+
+    def pread_into(self, view: memoryview, offset: int) -> int:
+        data = self._data()
+        n = max(0, min(len(view), len(data) - offset))
+        if n:
+            with memoryview(data) as src:  # no intermediate copy of the slice
+                view[:n] = src[offset : offset + n]
+        return n
+
+    def readinto(self, view: memoryview) -> int:
+        n = self.pread_into(view, self.pos)
+        self.pos += n
+        return n
+
+    def available(self) -> int:
+        return max(0, len(self._data()) - self.pos)
+
+    def lseek(self, offset: int, whence: int) -> int:
+        if whence == SEEK_SET:
+            new = offset
+        elif whence == SEEK_CUR:
+            new = self.pos + offset
+        elif whence == SEEK_END:
+            new = len(self._data()) + offset
+        else:
+            size = len(self._data())  # SEEK_DATA/SEEK_HOLE: no holes in memory
+            if offset >= size:
+                raise SyscallError(errno.ENXIO)
+            new = offset if whence == 3 else size
+        if new < 0:
+            raise SyscallError(errno.EINVAL)
+        self.pos = new
+        return new
+
+
+class SyntheticFile(MemoryFile):
+    """Read-only content generated at open time (procfs)."""
+
+    def __init__(self, path: str, flags: int, content: bytes, ino: int, dev: int) -> None:
+        super().__init__(path, flags)
+        self.content = content
+        self._stat = Stat(mode=S_IFREG | 0o444, ino=ino, dev=dev, size=0)
+
+    def _data(self) -> bytes:
+        return self.content
+
+    def write(self, data: Buffer) -> int:
+        raise SyscallError(errno.EBADF)
+
+    def stat(self) -> Stat:
+        return self._stat
+
+    def reopen(self, flags: int) -> OpenFile:
+        return SyntheticFile(self.path, flags, self.content, self._stat.ino, self._stat.dev)
+
+
+class DirListFile(OpenFile):
+    """A directory whose entries are computed (virtual and synthetic directories)."""
+
+    is_dir = True
+
+    def __init__(self, path: str, flags: int, entries: list[DirEntry], st: Stat) -> None:
+        super().__init__(path, flags)
+        self._entries = entries
+        self._stat = st
+
+    def readinto(self, view: memoryview) -> int:
+        raise SyscallError(errno.EISDIR)
+
+    def pread_into(self, view: memoryview, offset: int) -> int:
+        raise SyscallError(errno.EISDIR)
+
+    def stat(self) -> Stat:
+        return self._stat
+
+    def list_dir(self) -> list[DirEntry]:
+        return list(self._entries)
+
+    def reopen(self, flags: int) -> OpenFile:
+        return DirListFile(self.path, flags, self._entries, self._stat)

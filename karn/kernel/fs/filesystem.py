@@ -1,0 +1,91 @@
+"""The interface every mounted filesystem implements.
+
+The VFS calls these with `rel`: the path inside the filesystem as a tuple of plain
+components (no "", ".", ".." and, except possibly the last one, no symlinks: the VFS has
+already resolved them in guest terms). A filesystem never follows a symlink itself.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import S_IFDIR, S_IFMT, W_OK, X_OK
+from karn.kernel.fs.file import OpenFile
+from karn.kernel.fs.stat import Stat, StatFs
+
+Rel = tuple[str, ...]
+
+_next_minor = itertools.count(20)
+
+
+def new_dev() -> int:
+    """A device number for a synthetic filesystem (anonymous major 0, like tmpfs)."""
+    return os.makedev(0, next(_next_minor))
+
+
+class Filesystem:
+    readonly = False
+    fstype = "none"  # what /proc/mounts would call it
+
+    def __init__(self) -> None:
+        self.dev = new_dev()
+
+    # -- lookups -------------------------------------------------------------------
+    def lstat(self, rel: Rel) -> Stat:
+        raise NotImplementedError
+
+    def readlink(self, rel: Rel) -> str:
+        raise SyscallError(errno.EINVAL)
+
+    def magic_link(self, rel: Rel) -> OpenFile | None:
+        """For /proc/self/fd/N: the file a magic link stands for, else None."""
+        return None
+
+    def open(self, rel: Rel, flags: int, mode: int, path: str) -> OpenFile:
+        raise NotImplementedError
+
+    def access(self, rel: Rel, mode: int) -> None:
+        st = self.lstat(rel)
+        if mode & W_OK and self.readonly:
+            raise SyscallError(errno.EROFS)
+        # The guest runs as root: only execute needs a bit set (or a directory).
+        if mode & X_OK and (st.mode & S_IFMT) != S_IFDIR and not st.mode & 0o111:
+            raise SyscallError(errno.EACCES)
+
+    def statfs(self) -> StatFs:
+        raise NotImplementedError
+
+    # -- changes (read-only filesystems inherit EROFS) ------------------------------
+    def _refuse(self) -> SyscallError:
+        return SyscallError(errno.EROFS if self.readonly else errno.EPERM)
+
+    def mkdir(self, rel: Rel, mode: int) -> None:
+        raise self._refuse()
+
+    def rmdir(self, rel: Rel) -> None:
+        raise self._refuse()
+
+    def unlink(self, rel: Rel) -> None:
+        raise self._refuse()
+
+    def symlink(self, target: str, rel: Rel) -> None:
+        raise self._refuse()
+
+    def link(self, src: Rel, dst: Rel) -> None:
+        raise self._refuse()
+
+    def rename(self, src: Rel, dst: Rel, flags: int) -> None:
+        raise self._refuse()
+
+    def chmod(self, rel: Rel, mode: int) -> None:
+        raise self._refuse()
+
+    def utimens(self, rel: Rel, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """None leaves a time unchanged (UTIME_OMIT); callers resolve UTIME_NOW."""
+        raise self._refuse()
+
+    def truncate(self, rel: Rel, size: int) -> None:
+        raise self._refuse()

@@ -1,0 +1,213 @@
+"""A host directory as a guest filesystem (root directory, --volume mounts).
+
+Every host access starts from a held O_PATH fd of the host root and goes through
+openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS), so neither a
+symlink nor a concurrent rename by another guest thread can lead outside the mount; the
+VFS has already resolved symlinks in guest terms, so none is left to follow here.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import (
+    EXT4_SUPER_MAGIC,
+    O_ACCMODE,
+    O_OPEN_ONLY,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    ST_RDONLY,
+    ST_VALID,
+    OFlag,
+)
+from karn.kernel.fs.file import HostFile, OpenFile, host_error
+from karn.kernel.fs.filesystem import Filesystem, Rel
+from karn.kernel.fs.stat import Stat, StatFs
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+SYS_openat2 = 437
+SYS_renameat2 = 316
+_RESOLVE = 0x02 | 0x04 | 0x08  # NO_MAGICLINKS | NO_SYMLINKS | BENEATH
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+# Guest open flags passed to the host unchanged: karn runs only on x86-64 Linux, where the
+# guest's and the host's O_* values are the same numbers.
+_PASS_FLAGS = (
+    O_ACCMODE | OFlag.CREAT | OFlag.EXCL | OFlag.TRUNC | OFlag.APPEND | OFlag.NONBLOCK
+    | OFlag.DSYNC | OFlag.SYNC | OFlag.DIRECTORY | OFlag.NOATIME | OFlag.PATH
+)
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode, _RESOLVE)
+    fd = _libc.syscall(
+        SYS_openat2, dirfd, os.fsencode(path or "."), ctypes.byref(how), ctypes.sizeof(how)
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise SyscallError(errno.ELOOP if err == errno.EXDEV else err)
+    return fd
+
+
+class HostDirFs(Filesystem):
+    fstype = "hostfs"
+
+    def __init__(self, host_root: str, readonly: bool = False) -> None:
+        super().__init__()
+        self.host_root = host_root
+        self.readonly = readonly
+        self.root_fd = os.open(host_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    @contextmanager
+    def _at(self, rel: Rel) -> Iterator[tuple[int, str]]:
+        """(dirfd, name) for the last component of rel, its parent opened safely."""
+        if not rel:
+            raise SyscallError(errno.EBUSY)  # the mount root itself cannot be changed
+        if len(rel) == 1:
+            yield self.root_fd, rel[0]
+            return
+        fd = openat2(self.root_fd, "/".join(rel[:-1]), os.O_PATH | os.O_DIRECTORY)
+        try:
+            yield fd, rel[-1]
+        except OSError as err:
+            raise host_error(err) from None
+        finally:
+            os.close(fd)
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise SyscallError(errno.EROFS)
+
+    def lstat(self, rel: Rel) -> Stat:
+        try:
+            if not rel:
+                return Stat.from_host(os.fstat(self.root_fd))
+            with self._at(rel) as (d, name):
+                return Stat.from_host(os.stat(name, dir_fd=d, follow_symlinks=False))
+        except OSError as err:
+            raise host_error(err) from None
+
+    def readlink(self, rel: Rel) -> str:
+        if not rel:
+            raise SyscallError(errno.EINVAL)
+        try:
+            with self._at(rel) as (d, name):
+                return os.readlink(name, dir_fd=d)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def open(self, rel: Rel, flags: int, mode: int, path: str) -> OpenFile:
+        host_flags = flags & _PASS_FLAGS
+        created = False
+        if flags & OFlag.CREAT:
+            try:
+                self.lstat(rel)
+            except SyscallError as err:
+                if err.errno != errno.ENOENT:
+                    raise
+                self._check_writable()
+                created = True
+            host_flags = host_flags if created else host_flags & ~int(OFlag.CREAT)
+        if self.readonly and ((flags & O_ACCMODE) != OFlag.RDONLY or flags & OFlag.TRUNC):
+            raise SyscallError(errno.EROFS)
+        fd = openat2(self.root_fd, "/".join(rel), host_flags, mode)
+        if created:
+            try:
+                os.fchmod(fd, mode)  # the guest's umask applied, not the monitor's
+            except OSError:
+                pass
+        return HostFile(fd, path, flags & ~O_OPEN_ONLY)
+
+    def statfs(self) -> StatFs:
+        v = os.statvfs(f"/proc/self/fd/{self.root_fd}")
+        flags = ST_VALID | (ST_RDONLY if self.readonly else 0)
+        return StatFs(
+            EXT4_SUPER_MAGIC, v.f_bsize, v.f_blocks, v.f_bfree, v.f_bavail, v.f_files,
+            v.f_ffree, v.f_namemax, flags,
+        )
+
+    def _do(self, rel: Rel, fn) -> None:  # noqa: ANN001 - small local adaptor
+        self._check_writable()
+        try:
+            with self._at(rel) as (d, name):
+                fn(d, name)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def mkdir(self, rel: Rel, mode: int) -> None:
+        self._do(rel, lambda d, n: os.mkdir(n, mode, dir_fd=d))
+
+    def rmdir(self, rel: Rel) -> None:
+        self._do(rel, lambda d, n: os.rmdir(n, dir_fd=d))
+
+    def unlink(self, rel: Rel) -> None:
+        self._do(rel, lambda d, n: os.unlink(n, dir_fd=d))
+
+    def symlink(self, target: str, rel: Rel) -> None:
+        self._do(rel, lambda d, n: os.symlink(target, n, dir_fd=d))
+
+    def link(self, src: Rel, dst: Rel) -> None:
+        self._check_writable()
+        with self._at(src) as (sd, sn), self._at(dst) as (dd, dn):
+            try:
+                os.link(sn, dn, src_dir_fd=sd, dst_dir_fd=dd, follow_symlinks=False)
+            except OSError as err:
+                raise host_error(err) from None
+
+    def rename(self, src: Rel, dst: Rel, flags: int) -> None:
+        self._check_writable()
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+            raise SyscallError(errno.EINVAL)
+        with self._at(src) as (sd, sn), self._at(dst) as (dd, dn):
+            res = _libc.syscall(
+                SYS_renameat2, sd, os.fsencode(sn), dd, os.fsencode(dn), ctypes.c_uint(flags)
+            )
+            if res < 0:
+                raise SyscallError(ctypes.get_errno())
+
+    def _via_fd(self, rel: Rel, flags: int) -> int:
+        return openat2(self.root_fd, "/".join(rel), flags)
+
+    def chmod(self, rel: Rel, mode: int) -> None:
+        self._check_writable()
+        fd = self._via_fd(rel, os.O_PATH)
+        try:
+            os.chmod(f"/proc/self/fd/{fd}", mode & 0o7777)
+        except OSError as err:
+            raise host_error(err) from None
+        finally:
+            os.close(fd)
+
+    def utimens(self, rel: Rel, atime_ns: int | None, mtime_ns: int | None) -> None:
+        self._check_writable()
+        st = self.lstat(rel)
+        times = (st.atime_ns if atime_ns is None else atime_ns,
+                 st.mtime_ns if mtime_ns is None else mtime_ns)
+        if not rel:
+            fd = os.open(f"/proc/self/fd/{self.root_fd}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.utime(fd, ns=times)
+            finally:
+                os.close(fd)
+            return
+        self._do(rel, lambda d, n: os.utime(n, ns=times, dir_fd=d, follow_symlinks=False))
+
+    def truncate(self, rel: Rel, size: int) -> None:
+        self._check_writable()
+        fd = self._via_fd(rel, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, size)
+        except OSError as err:
+            raise host_error(err) from None
+        finally:
+            os.close(fd)

@@ -1,0 +1,127 @@
+"""The contents of /proc files, each generated when the guest opens it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from karn.kernel.fs.procfs import KERNEL_RELEASE, ProcFs, host_cpuinfo, uptime
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Process
+
+PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
+
+
+def generate(fs: ProcFs, proc: Process, rel: tuple[str, ...]) -> bytes:
+    name = rel[-1]
+    if len(rel) == 1:
+        return _ROOT[name](fs, proc)
+    return _PID[name](fs, proc)
+
+
+def _comm(proc: Process) -> str:
+    return proc.config.exe_path.rsplit("/", 1)[-1][:15]
+
+
+def maps(fs: ProcFs, proc: Process) -> bytes:
+    lines = []
+    for vma in proc.mm.vmas():
+        prot = vma.prot
+        perms = ("r" if prot & PROT_READ else "-") + ("w" if prot & PROT_WRITE else "-") + (
+            "x" if prot & PROT_EXEC else "-") + ("s" if getattr(vma, "shared", False) else "p")
+        line = f"{vma.start:08x}-{vma.end:08x} {perms} {vma.offset:08x} 00:00 0"
+        lines.append(f"{line:<72} {vma.name}" if vma.name else line)
+    return "".join(line + "\n" for line in lines).encode()
+
+
+def status(fs: ProcFs, proc: Process) -> bytes:
+    ident = proc.identity
+    size_kb = proc.mm.mapped_bytes // 1024
+    return (
+        f"Name:\t{_comm(proc)}\nUmask:\t{proc.fs.umask:04o}\nState:\tR (running)\n"
+        f"Tgid:\t{proc.pid}\nNgid:\t0\nPid:\t{proc.pid}\nPPid:\t{proc.ppid}\nTracerPid:\t0\n"
+        f"Uid:\t{ident.uid}\t{ident.euid}\t{ident.euid}\t{ident.euid}\n"
+        f"Gid:\t{ident.gid}\t{ident.egid}\t{ident.egid}\t{ident.egid}\n"
+        f"FDSize:\t{proc.fds.limit}\nGroups:\t\n"
+        f"VmPeak:\t{size_kb:8d} kB\nVmSize:\t{size_kb:8d} kB\nVmHWM:\t{size_kb:8d} kB\n"
+        f"VmRSS:\t{size_kb:8d} kB\nThreads:\t{len(proc.tasks)}\n"
+        f"SigQ:\t0/0\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
+        f"Cpus_allowed_list:\t0-{proc.config.ncpus - 1}\n"
+    ).encode()
+
+
+def _nul_list(items: list[bytes]) -> bytes:
+    return b"".join(item + b"\0" for item in items)
+
+
+def pid_stat(fs: ProcFs, proc: Process) -> bytes:
+    vsize = proc.mm.mapped_bytes
+    fields = [str(proc.pid), f"({_comm(proc)})", "R", str(proc.ppid), str(proc.pid),
+              str(proc.pid), "0", "-1", "4194304"] + ["0"] * 10 + [
+        str(len(proc.tasks)), "0", "0", str(vsize), str(vsize // 4096)]
+    fields += ["0"] * (52 - len(fields))
+    return (" ".join(fields) + "\n").encode()
+
+
+def statm(fs: ProcFs, proc: Process) -> bytes:
+    pages = proc.mm.mapped_bytes // 4096
+    return f"{pages} {pages} 0 0 0 {pages} 0\n".encode()
+
+
+def mounts(fs: ProcFs, proc: Process) -> bytes:
+    out = []
+    for path, mfs in proc.fs.vfs.mount_list():
+        opts = "ro" if mfs.readonly else "rw"
+        out.append(f"{mfs.fstype} {path} {mfs.fstype} {opts},relatime 0 0\n")
+    return "".join(out).encode()
+
+
+def cpuinfo(fs: ProcFs, proc: Process) -> bytes:
+    blocks = [b for b in host_cpuinfo().split("\n\n") if b.strip()]
+    if not blocks:
+        return b""
+    out = []
+    for i in range(proc.config.ncpus):
+        lines = blocks[min(i, len(blocks) - 1)].splitlines()
+        renumbered = [f"processor\t: {i}" if ln.startswith("processor") else ln for ln in lines]
+        out.append("\n".join(renumbered) + "\n\n")
+    return "".join(out).encode()
+
+
+def meminfo(fs: ProcFs, proc: Process) -> bytes:
+    total = proc.config.memory_limit // 1024
+    free = max(0, total - proc.mm.mapped_bytes // 1024)
+    rows = [("MemTotal", total), ("MemFree", free), ("MemAvailable", free), ("Buffers", 0),
+            ("Cached", 0), ("SwapCached", 0), ("Active", total - free), ("Inactive", 0),
+            ("SwapTotal", 0), ("SwapFree", 0), ("Shmem", 0), ("CommitLimit", total),
+            ("Committed_AS", total - free)]
+    return "".join(f"{k + ':':<16}{v:8d} kB\n" for k, v in rows).encode()
+
+
+def stat(fs: ProcFs, proc: Process) -> bytes:
+    cpus = "".join(f"cpu{i} 0 0 0 0 0 0 0 0 0 0\n" for i in range(proc.config.ncpus))
+    boot = int(time.time() - uptime(fs))
+    return (f"cpu  0 0 0 0 0 0 0 0 0 0\n{cpus}intr 0\nctxt 0\nbtime {boot}\n"
+            f"processes 1\nprocs_running 1\nprocs_blocked 0\n").encode()
+
+
+_ROOT = {
+    "cpuinfo": cpuinfo,
+    "meminfo": meminfo,
+    "uptime": lambda fs, p: f"{uptime(fs):.2f} 0.00\n".encode(),
+    "version": lambda fs, p: f"Linux version {KERNEL_RELEASE} (karn) #1 SMP\n".encode(),
+    "filesystems": lambda fs, p: b"nodev\ttmpfs\nnodev\tproc\nnodev\tdevtmpfs\n\text4\n",
+    "stat": stat,
+    "loadavg": lambda fs, p: f"0.00 0.00 0.00 1/{len(p.tasks)} {p.pid}\n".encode(),
+}
+_PID = {
+    "maps": maps,
+    "status": status,
+    "cmdline": lambda fs, p: _nul_list(p.config.argv),
+    "environ": lambda fs, p: _nul_list(p.config.envp),
+    "stat": pid_stat,
+    "statm": statm,
+    "mounts": mounts,
+    "comm": lambda fs, p: (_comm(p) + "\n").encode(),
+}

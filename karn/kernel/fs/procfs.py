@@ -1,0 +1,171 @@
+"""/proc: the few files real programs read, generated from the monitor's own state."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import time
+from typing import TYPE_CHECKING
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import (
+    DT_DIR,
+    DT_LNK,
+    DT_REG,
+    O_ACCMODE,
+    O_OPEN_ONLY,
+    PROC_SUPER_MAGIC,
+    S_IFDIR,
+    S_IFLNK,
+    S_IFREG,
+    ST_VALID,
+    OFlag,
+)
+from karn.kernel.fs.file import DirEntry, DirListFile, OpenFile, SyntheticFile
+from karn.kernel.fs.filesystem import Filesystem, Rel
+from karn.kernel.fs.stat import Stat, StatFs
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Process
+
+KERNEL_RELEASE = "6.1.0-karn"
+ROOT_FILES = ("cpuinfo", "meminfo", "uptime", "version", "filesystems", "stat", "loadavg")
+ROOT_LINKS = ("self", "thread-self", "mounts")
+PID_FILES = ("maps", "status", "cmdline", "environ", "stat", "statm", "mounts", "comm")
+PID_LINKS = ("exe", "cwd", "root")
+
+
+class ProcFs(Filesystem):
+    fstype = "proc"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.process: Process | None = None
+        self.started = time.monotonic()
+        self._inos: dict[Rel, int] = {}
+        self._next = itertools.count(2)
+
+    def bind(self, process: Process) -> None:
+        self.process = process
+
+    def _proc(self) -> Process:
+        if self.process is None:
+            raise SyscallError(errno.ENOENT)  # no process yet (e.g. while loading)
+        return self.process
+
+    def _ino(self, rel: Rel) -> int:
+        if rel not in self._inos:
+            self._inos[rel] = next(self._next)
+        return self._inos[rel]
+
+    # -- the tree ----------------------------------------------------------------------
+    def _kind(self, rel: Rel) -> str:
+        """'dir', 'file' or 'link' for rel; ENOENT/ENOTDIR like a lookup."""
+        if not rel:
+            return "dir"
+        head = rel[0]
+        pid = str(self.process.pid) if self.process else None
+        if len(rel) == 1:
+            if head in ROOT_FILES:
+                return "file"
+            if head in ROOT_LINKS and pid:
+                return "link"
+            if head == pid:
+                return "dir"
+            raise SyscallError(errno.ENOENT)
+        if head in ROOT_FILES:
+            raise SyscallError(errno.ENOTDIR)
+        if head != pid:
+            raise SyscallError(errno.ENOENT)
+        sub = rel[1]
+        if len(rel) == 2:
+            if sub in PID_FILES:
+                return "file"
+            if sub in PID_LINKS:
+                return "link"
+            if sub == "fd":
+                return "dir"
+            raise SyscallError(errno.ENOENT)
+        if sub != "fd":
+            raise SyscallError(errno.ENOTDIR if sub in PID_FILES else errno.ENOENT)
+        if len(rel) == 3 and rel[2].isdigit() and self._fd(rel) is not None:
+            return "link"
+        raise SyscallError(errno.ENOENT)
+
+    def _fd(self, rel: Rel) -> OpenFile | None:
+        try:
+            return self._proc().fds.get(int(rel[2]))
+        except SyscallError:
+            return None
+
+    def _children(self, rel: Rel) -> list[DirEntry]:
+        proc = self.process
+        if not rel:
+            names = [(n, DT_REG) for n in ROOT_FILES]
+            if proc is not None:
+                names += [(n, DT_LNK) for n in ROOT_LINKS] + [(str(proc.pid), DT_DIR)]
+        elif len(rel) == 1:
+            names = [(n, DT_REG) for n in PID_FILES] + [(n, DT_LNK) for n in PID_LINKS]
+            names.append(("fd", DT_DIR))
+        else:
+            names = [(str(fd), DT_LNK) for fd in self._proc().fds.fds()]
+        return [DirEntry(n, self._ino(rel + (n,)), dt) for n, dt in names]
+
+    def lstat(self, rel: Rel) -> Stat:
+        kind = self._kind(rel)
+        t = time.time_ns()
+        mode = {"dir": S_IFDIR | 0o555, "file": S_IFREG | 0o444, "link": S_IFLNK | 0o777}[kind]
+        return Stat(mode=mode, ino=self._ino(rel), dev=self.dev, nlink=2 if kind == "dir" else 1,
+                    atime_ns=t, mtime_ns=t, ctime_ns=t)
+
+    def readlink(self, rel: Rel) -> str:
+        if self._kind(rel) != "link":
+            raise SyscallError(errno.EINVAL)
+        proc = self._proc()
+        name = rel[-1]
+        if len(rel) == 1:
+            return {"self": str(proc.pid), "thread-self": f"{proc.pid}/task/{proc.pid}",
+                    "mounts": "self/mounts"}[name]
+        if len(rel) == 3:
+            file = self._fd(rel)
+            return file.link_name() if file else ""
+        return {"exe": proc.config.exe_path, "cwd": proc.fs.cwd, "root": "/"}[name]
+
+    def magic_link(self, rel: Rel) -> OpenFile | None:
+        if len(rel) == 3 and rel[1] == "fd" and self._kind(rel) == "link":
+            return self._fd(rel)
+        return None
+
+    def open(self, rel: Rel, flags: int, mode: int, path: str) -> OpenFile:
+        kind = self._kind(rel)
+        kept = flags & ~O_OPEN_ONLY
+        if flags & OFlag.CREAT and flags & OFlag.EXCL:
+            raise SyscallError(errno.EEXIST)
+        if (flags & O_ACCMODE) != OFlag.RDONLY:
+            raise SyscallError(errno.EISDIR if kind == "dir" else errno.EACCES)
+        if kind == "dir":
+            return DirListFile(path, kept, self._children(rel), self.lstat(rel))
+        if kind == "link":
+            raise SyscallError(errno.ELOOP)
+        if flags & OFlag.DIRECTORY:
+            raise SyscallError(errno.ENOTDIR)
+        from karn.kernel.fs import procfiles  # the generators, kept in their own module
+
+        content = procfiles.generate(self, self._proc(), rel)
+        return SyntheticFile(path, kept, content, self._ino(rel), self.dev)
+
+    def statfs(self) -> StatFs:
+        return StatFs(PROC_SUPER_MAGIC, flags=ST_VALID)
+
+
+def host_cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def uptime(fs: ProcFs) -> float:
+    return time.monotonic() - fs.started
+

@@ -1,0 +1,214 @@
+"""Handlers: the fd table itself (close, dup, fcntl, pipes, ioctl)."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from typing import TYPE_CHECKING
+
+from karn.kernel.abi import s32, u32
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import OFlag
+from karn.kernel.fs.file import HostFile
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
+
+F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4
+F_GETLK, F_SETLK, F_SETLKW, F_SETOWN, F_GETOWN = 5, 6, 7, 8, 9
+F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
+F_DUPFD_CLOEXEC, F_SETPIPE_SZ, F_GETPIPE_SZ = 1030, 1031, 1032
+F_UNLCK = 2
+FD_CLOEXEC = 1
+CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
+
+TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
+TIOCGPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540F, 0x5413, 0x5414
+FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x541B, 0x5421, 0x5450, 0x5451
+# tty ioctls passed to the host tty: request -> (bytes copied in, bytes copied out)
+_TTY_PASS = {TCGETS: (0, 36), TCSETS: (36, 0), TCSETSW: (36, 0), TCSETSF: (36, 0),
+             TIOCGWINSZ: (0, 8), TIOCSWINSZ: (8, 0)}
+
+
+def sys_close(task: Task, fd: int) -> int:
+    task.process.fds.close(s32(fd))
+    return 0
+
+
+def sys_dup(task: Task, oldfd: int) -> int:
+    fds = task.process.fds
+    return fds.install(fds.get(s32(oldfd)))
+
+
+def sys_dup3(task: Task, oldfd: int, newfd: int, flags: int) -> int:
+    old, new, flags = s32(oldfd), s32(newfd), s32(flags)
+    if flags & ~OFlag.CLOEXEC or old == new:
+        raise SyscallError(errno.EINVAL)
+    fds = task.process.fds
+    fds.install_at(new, fds.get(old), cloexec=bool(flags & OFlag.CLOEXEC))
+    return new
+
+
+def sys_dup2(task: Task, oldfd: int, newfd: int) -> int:
+    old, new = s32(oldfd), s32(newfd)
+    file = task.process.fds.get(old)
+    if old == new:
+        return new
+    task.process.fds.install_at(new, file)
+    return new
+
+
+def sys_fcntl(task: Task, fd: int, cmd: int, arg: int) -> int:
+    fd, cmd = s32(fd), s32(cmd)
+    fds = task.process.fds
+    file = fds.get(fd)
+    if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+        lowest = s32(arg)
+        if not 0 <= lowest < fds.limit:
+            raise SyscallError(errno.EINVAL)
+        return fds.install(file, cloexec=cmd == F_DUPFD_CLOEXEC, lowest=lowest)
+    if cmd == F_GETFD:
+        return FD_CLOEXEC if fds.get_cloexec(fd) else 0
+    if cmd == F_SETFD:
+        fds.set_cloexec(fd, bool(arg & FD_CLOEXEC))
+        return 0
+    if cmd == F_GETFL:
+        return file.flags
+    if cmd == F_SETFL:
+        file.set_status_flags(u32(arg) & (OFlag.APPEND | OFlag.NONBLOCK))
+        return 0
+    if cmd in (F_GETLK, F_OFD_GETLK):
+        task.mem.read(arg, 32)  # struct flock must be there
+        task.mem.write(arg, F_UNLCK.to_bytes(2, "little"))  # nothing else holds locks
+        return 0
+    if cmd in (F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
+        task.mem.read(arg, 32)
+        return 0  # one process: every lock is granted
+    if cmd == F_GETOWN:
+        return 0
+    if cmd == F_SETOWN:
+        return 0
+    if cmd in (F_GETPIPE_SZ, F_SETPIPE_SZ):
+        host = file.host_fd()
+        if host is None or not getattr(file, "_fifo", False):
+            raise SyscallError(errno.EBADF)
+        try:
+            return fcntl.fcntl(host, cmd, u32(arg)) if cmd == F_SETPIPE_SZ else fcntl.fcntl(
+                host, cmd)
+        except OSError as err:
+            raise SyscallError(err.errno or errno.EINVAL) from None
+    raise SyscallError(errno.EINVAL)
+
+
+def sys_pipe2(task: Task, pipefd: int, flags: int) -> int:
+    flags = s32(flags)
+    if flags & ~(OFlag.CLOEXEC | OFlag.NONBLOCK | OFlag.DIRECT):
+        raise SyscallError(errno.EINVAL)
+    task.mem.read(pipefd, 8)  # EFAULT before anything is created
+    r, w = os.pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if flags & OFlag.NONBLOCK else 0))
+    status = flags & OFlag.NONBLOCK
+    fds = task.process.fds
+    cloexec = bool(flags & OFlag.CLOEXEC)
+    rfile, wfile = HostFile(r, "", OFlag.RDONLY | status), HostFile(w, "", OFlag.WRONLY | status)
+    try:
+        rfd = fds.install(rfile, cloexec)
+    except SyscallError:
+        rfile.close()
+        wfile.close()
+        raise
+    try:
+        wfd = fds.install(wfile, cloexec)
+    except SyscallError:
+        wfile.close()
+        fds.close(rfd)
+        raise
+    task.mem.write(pipefd, rfd.to_bytes(4, "little") + wfd.to_bytes(4, "little"))
+    return 0
+
+
+def sys_pipe(task: Task, pipefd: int) -> int:
+    return sys_pipe2(task, pipefd, 0)
+
+
+def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
+    fd, req = s32(fd), u32(request)
+    fds = task.process.fds
+    file = fds.get(fd)
+    if req == FIOCLEX or req == FIONCLEX:
+        fds.set_cloexec(fd, req == FIOCLEX)
+        return 0
+    if req == FIONBIO:
+        on = task.mem.read_u32(arg) != 0
+        file.set_status_flags((file.flags & OFlag.APPEND) | (OFlag.NONBLOCK if on else 0))
+        return 0
+    if req == FIONREAD:
+        if file.is_dir:
+            raise SyscallError(errno.ENOTTY)
+        task.mem.write_u32(arg, min(file.available(), 0x7FFFFFFF))
+        return 0
+    host = file.host_fd()
+    if host is None or not os.isatty(host):
+        raise SyscallError(errno.ENOTTY)
+    if req == TIOCGPGRP:
+        task.mem.write_u32(arg, task.process.pid)
+        return 0
+    if req not in _TTY_PASS:
+        raise SyscallError(errno.ENOTTY)
+    size_in, size_out = _TTY_PASS[req]
+    buf = bytearray(task.mem.read(arg, size_in) if size_in else bytes(size_out))
+    try:
+        fcntl.ioctl(host, req, buf)
+    except OSError as err:
+        raise SyscallError(err.errno or errno.ENOTTY) from None
+    if size_out:
+        task.mem.write(arg, bytes(buf[:size_out]))
+    return 0
+
+
+def sys_close_range(task: Task, first: int, last: int, flags: int) -> int:
+    first, last, flags = u32(first), u32(last), u32(flags)
+    if flags & ~(CLOSE_RANGE_UNSHARE | CLOSE_RANGE_CLOEXEC) or first > last:
+        raise SyscallError(errno.EINVAL)
+    task.process.fds.close_range(first, last, cloexec_only=bool(flags & CLOSE_RANGE_CLOEXEC))
+    return 0
+
+
+def sys_flock(task: Task, fd: int, operation: int) -> int:
+    task.process.fds.get(s32(fd))
+    if s32(operation) & ~(1 | 2 | 4 | 8) or not s32(operation) & 0b1011:
+        raise SyscallError(errno.EINVAL)
+    return 0
+
+
+def sys_fadvise64(task: Task, fd: int, offset: int, length: int, advice: int) -> int:
+    file = task.process.fds.get(s32(fd))
+    if getattr(file, "_fifo", False):
+        raise SyscallError(errno.ESPIPE)
+    if not 0 <= s32(advice) <= 5:
+        raise SyscallError(errno.EINVAL)
+    return 0
+
+
+HANDLERS = {
+    "close": sys_close,
+    "dup": sys_dup,
+    "dup2": sys_dup2,
+    "dup3": sys_dup3,
+    "fcntl": sys_fcntl,
+    "pipe": sys_pipe,
+    "pipe2": sys_pipe2,
+    "ioctl": sys_ioctl,
+    "close_range": sys_close_range,
+    "flock": sys_flock,
+    "fadvise64": sys_fadvise64,
+}
+NOTES = {
+    "fcntl": "record locks (F_SETLK, F_OFD_*) are granted without checking: one process; "
+    "F_SETOWN/F_GETOWN are no-ops; F_SETFL changes only O_APPEND and O_NONBLOCK",
+    "ioctl": "FIONREAD, FIONBIO, FIOCLEX, FIONCLEX; TCGETS/TCSETS*/TIOC[GS]WINSZ/TIOCGPGRP "
+    "reach the host only when the fd is the host's tty; anything else ENOTTY",
+    "close_range": "CLOSE_RANGE_UNSHARE is accepted (one fd table)",
+    "flock": "locks are granted without checking: one process",
+    "fadvise64": "advice is accepted and ignored",
+}

@@ -1,0 +1,223 @@
+"""Handlers: moving bytes through fds (read, write and their vector/positional kin)."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from karn.kernel.abi import s32, s64
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.sysutil import (
+    MAX_RW,
+    ctx,
+    guest_view,
+    iovecs,
+    readable,
+    writable,
+)
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
+
+_DIRENT64 = struct.Struct("<QqHB")
+_DIRENT = struct.Struct("<QQH")
+_SENDFILE_CHUNK = 1 << 16
+
+
+def _offset(value: int) -> int:
+    off = s64(value)
+    if off < 0:
+        raise SyscallError(errno.EINVAL)
+    return off
+
+
+def sys_read(task: Task, fd: int, buf: int, count: int) -> int:
+    file = readable(task, fd)
+    if count == 0:
+        return 0
+    return file.readinto(guest_view(task, file, buf, count))
+
+
+def sys_write(task: Task, fd: int, buf: int, count: int) -> int:
+    file = writable(task, fd)
+    if count == 0:
+        return 0
+    return file.write(task.mem.view(buf, min(count, MAX_RW)))
+
+
+def sys_pread64(task: Task, fd: int, buf: int, count: int, offset: int) -> int:
+    file = readable(task, fd)
+    off = _offset(offset)
+    if count == 0:
+        return 0
+    return file.pread_into(guest_view(task, file, buf, count), off)
+
+
+def sys_pwrite64(task: Task, fd: int, buf: int, count: int, offset: int) -> int:
+    file = writable(task, fd)
+    off = _offset(offset)
+    if count == 0:
+        return 0
+    return file.pwrite(task.mem.view(buf, min(count, MAX_RW)), off)
+
+
+def sys_readv(task: Task, fd: int, iov: int, iovcnt: int) -> int:
+    file = readable(task, fd)
+    views = iovecs(task, iov, iovcnt)
+    return file.readv_into(views) if views else 0
+
+
+def sys_writev(task: Task, fd: int, iov: int, iovcnt: int) -> int:
+    file = writable(task, fd)
+    views = iovecs(task, iov, iovcnt)
+    return file.writev(views) if views else 0
+
+
+def sys_preadv(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int) -> int:
+    file = readable(task, fd)
+    off = _offset(pos_l)  # x86-64 passes the whole offset in pos_l
+    views = iovecs(task, iov, iovcnt)
+    return file.readv_into(views, off) if views else 0
+
+
+def sys_pwritev(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int) -> int:
+    file = writable(task, fd)
+    off = _offset(pos_l)
+    views = iovecs(task, iov, iovcnt)
+    return file.writev(views, off) if views else 0
+
+
+def sys_preadv2(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int,
+                flags: int) -> int:
+    if s64(pos_l) == -1:  # -1: use and advance the file offset
+        return sys_readv(task, fd, iov, iovcnt)
+    return sys_preadv(task, fd, iov, iovcnt, pos_l, pos_h)
+
+
+def sys_pwritev2(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int,
+                 flags: int) -> int:
+    if s64(pos_l) == -1:
+        return sys_writev(task, fd, iov, iovcnt)
+    return sys_pwritev(task, fd, iov, iovcnt, pos_l, pos_h)
+
+
+def sys_lseek(task: Task, fd: int, offset: int, whence: int) -> int:
+    file = task.process.fds.get(s32(fd))
+    if whence > 4:
+        raise SyscallError(errno.EINVAL)
+    return file.lseek(s64(offset), whence)
+
+
+def sys_sendfile(task: Task, out_fd: int, in_fd: int, offset_ptr: int, count: int) -> int:
+    src = readable(task, in_fd)
+    dst = writable(task, out_fd)
+    pos = _offset(task.mem.read_u64(offset_ptr)) if offset_ptr else None
+    count = min(count, MAX_RW)
+    buf = bytearray(min(count, _SENDFILE_CHUNK))  # bounded, whatever count says
+    view = memoryview(buf)
+    total = 0
+    while total < count:
+        want = view[: min(len(buf), count - total)]
+        n = src.readinto(want) if pos is None else src.pread_into(want, pos + total)
+        if n == 0:
+            break
+        written = dst.write(view[:n])
+        total += written
+        if written < n or n < len(want) or not src.is_regular:
+            break
+    if pos is not None:
+        task.mem.write_u64(offset_ptr, pos + total)
+    return total
+
+
+def sys_fsync(task: Task, fd: int) -> int:
+    task.process.fds.get(s32(fd)).fsync()
+    return 0
+
+
+def sys_ftruncate(task: Task, fd: int, length: int) -> int:
+    file = task.process.fds.get(s32(fd))
+    size = s64(length)
+    if size < 0 or not file.writable:
+        raise SyscallError(errno.EINVAL)
+    file.truncate(size)
+    return 0
+
+
+def _dir_entries(task: Task, fd: int):  # noqa: ANN202 - (file, entries)
+    file = task.process.fds.get(s32(fd))
+    if not file.is_dir:
+        raise SyscallError(errno.ENOTDIR)
+    if file.dir_entries is None:
+        file.dir_entries = ctx(task).dir_entries(file)
+    return file, file.dir_entries
+
+
+def sys_getdents64(task: Task, fd: int, dirp: int, count: int) -> int:
+    file, entries = _dir_entries(task, fd)
+    out = bytearray()
+    pos = file.dir_pos
+    limit = min(count, MAX_RW)
+    while pos < len(entries):
+        e = entries[pos]
+        name = e.name.encode(errors="surrogateescape") + b"\0"
+        reclen = (_DIRENT64.size + len(name) + 7) & ~7
+        if len(out) + reclen > limit:
+            break
+        out += _DIRENT64.pack(e.ino, pos + 1, reclen, e.dtype) + name
+        out += bytes(reclen - _DIRENT64.size - len(name))
+        pos += 1
+    if not out and pos < len(entries):
+        raise SyscallError(errno.EINVAL)
+    task.mem.write(dirp, out)
+    file.dir_pos = pos
+    return len(out)
+
+
+def sys_getdents(task: Task, fd: int, dirp: int, count: int) -> int:
+    file, entries = _dir_entries(task, fd)
+    out = bytearray()
+    pos = file.dir_pos
+    limit = min(count, MAX_RW)
+    while pos < len(entries):
+        e = entries[pos]
+        name = e.name.encode(errors="surrogateescape") + b"\0"
+        reclen = (_DIRENT.size + len(name) + 1 + 7) & ~7  # d_type is the record's last byte
+        if len(out) + reclen > limit:
+            break
+        rec = bytearray(_DIRENT.pack(e.ino, pos + 1, reclen) + name)
+        rec += bytes(reclen - len(rec))
+        rec[-1] = e.dtype
+        out += rec
+        pos += 1
+    if not out and pos < len(entries):
+        raise SyscallError(errno.EINVAL)
+    task.mem.write(dirp, out)
+    file.dir_pos = pos
+    return len(out)
+
+
+HANDLERS = {
+    "read": sys_read,
+    "write": sys_write,
+    "pread64": sys_pread64,
+    "pwrite64": sys_pwrite64,
+    "readv": sys_readv,
+    "writev": sys_writev,
+    "preadv": sys_preadv,
+    "pwritev": sys_pwritev,
+    "preadv2": sys_preadv2,
+    "pwritev2": sys_pwritev2,
+    "lseek": sys_lseek,
+    "sendfile": sys_sendfile,
+    "fsync": sys_fsync,
+    "fdatasync": sys_fsync,
+    "ftruncate": sys_ftruncate,
+    "getdents64": sys_getdents64,
+    "getdents": sys_getdents,
+}
+NOTES = {
+    "preadv2": "flags (RWF_*) are ignored",
+    "pwritev2": "flags (RWF_*) are ignored",
+}

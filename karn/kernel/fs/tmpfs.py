@@ -1,0 +1,314 @@
+"""An in-memory writable filesystem (/tmp, /dev/shm), with a size cap like tmpfs size=."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import (
+    O_ACCMODE,
+    O_OPEN_ONLY,
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    S_IFDIR,
+    S_IFLNK,
+    S_IFMT,
+    S_IFREG,
+    ST_VALID,
+    TMPFS_MAGIC,
+    OFlag,
+    dtype_of,
+)
+from karn.kernel.fs.file import Buffer, DirEntry, MemoryFile, OpenFile
+from karn.kernel.fs.filesystem import Filesystem, Rel
+from karn.kernel.fs.stat import Stat, StatFs, now_ns
+
+MAX_FILE_SIZE = (1 << 63) - 1
+
+
+class Node:
+    __slots__ = ("mode", "ino", "nlink", "uid", "gid", "atime", "mtime", "ctime",
+                 "data", "children", "target")
+
+    def __init__(self, mode: int, ino: int) -> None:
+        t = now_ns()
+        self.mode, self.ino, self.nlink, self.uid, self.gid = mode, ino, 1, 0, 0
+        self.atime = self.mtime = self.ctime = t
+        self.data = bytearray() if mode & S_IFMT == S_IFREG else None
+        self.children: dict[str, Node] | None = {} if mode & S_IFMT == S_IFDIR else None
+        self.target = ""
+        if self.children is not None:
+            self.nlink = 2
+
+    def touch(self) -> None:
+        self.mtime = self.ctime = now_ns()
+
+
+class TmpFs(Filesystem):
+    fstype = "tmpfs"
+
+    def __init__(self, size_limit: int = 256 << 20, mode: int = 0o1777) -> None:
+        super().__init__()
+        self.size_limit = size_limit
+        self.used = 0
+        self._ino = itertools.count(2)
+        self.root = Node(S_IFDIR | mode, 1)
+
+    # -- tree walking ----------------------------------------------------------------
+    def _lookup(self, rel: Rel) -> Node:
+        node = self.root
+        for name in rel:
+            if node.children is None:
+                raise SyscallError(errno.ENOTDIR)
+            child = node.children.get(name)
+            if child is None:
+                raise SyscallError(errno.ENOENT)
+            node = child
+        return node
+
+    def _parent(self, rel: Rel) -> tuple[Node, str]:
+        if not rel:
+            raise SyscallError(errno.EBUSY)
+        parent = self._lookup(rel[:-1])
+        if parent.children is None:
+            raise SyscallError(errno.ENOTDIR)
+        return parent, rel[-1]
+
+    def _new(self, parent: Node, name: str, mode: int) -> Node:
+        if name in parent.children:  # type: ignore[operator]
+            raise SyscallError(errno.EEXIST)
+        node = Node(mode, next(self._ino))
+        parent.children[name] = node  # type: ignore[index]
+        if node.children is not None:
+            parent.nlink += 1
+        parent.touch()
+        return node
+
+    def resize(self, node: Node, size: int) -> None:
+        """Set a file's size, charging the filesystem's cap."""
+        if size > MAX_FILE_SIZE:
+            raise SyscallError(errno.EFBIG)
+        data = node.data
+        assert data is not None
+        delta = size - len(data)
+        if delta > 0 and self.used + delta > self.size_limit:
+            raise SyscallError(errno.ENOSPC)
+        if delta > 0:
+            data.extend(bytes(delta))
+        else:
+            del data[size:]
+        self.used += delta
+        node.touch()
+
+    def _release(self, node: Node) -> None:
+        node.nlink -= 1
+        node.ctime = now_ns()
+        if node.nlink == 0 and node.data is not None:
+            self.used -= len(node.data)  # open descriptions keep the bytes until closed
+
+    # -- Filesystem interface ---------------------------------------------------------
+    def lstat(self, rel: Rel) -> Stat:
+        node = self._lookup(rel)
+        size = len(node.data) if node.data is not None else (
+            len(node.target) if node.mode & S_IFMT == S_IFLNK else 4096)
+        return Stat(mode=node.mode, ino=node.ino, dev=self.dev, nlink=node.nlink,
+                    uid=node.uid, gid=node.gid, size=size, blocks=(size + 511) // 512,
+                    atime_ns=node.atime, mtime_ns=node.mtime, ctime_ns=node.ctime)
+
+    def readlink(self, rel: Rel) -> str:
+        node = self._lookup(rel)
+        if node.mode & S_IFMT != S_IFLNK:
+            raise SyscallError(errno.EINVAL)
+        return node.target
+
+    def open(self, rel: Rel, flags: int, mode: int, path: str) -> OpenFile:
+        try:
+            node = self._lookup(rel)
+        except SyscallError as err:
+            if err.errno != errno.ENOENT or not flags & OFlag.CREAT:
+                raise
+            parent, name = self._parent(rel)
+            node = self._new(parent, name, S_IFREG | (mode & 0o7777))
+        else:
+            if flags & OFlag.CREAT and flags & OFlag.EXCL:
+                raise SyscallError(errno.EEXIST)
+        fmt = node.mode & S_IFMT
+        writing = (flags & O_ACCMODE) != OFlag.RDONLY
+        if fmt == S_IFLNK:
+            raise SyscallError(errno.ELOOP)
+        if fmt == S_IFDIR and (writing or flags & OFlag.CREAT):
+            raise SyscallError(errno.EISDIR)
+        if fmt != S_IFDIR and flags & OFlag.DIRECTORY:
+            raise SyscallError(errno.ENOTDIR)
+        if flags & OFlag.TRUNC and writing and node.data:
+            self.resize(node, 0)
+        return TmpFile(self, node, path, flags & ~O_OPEN_ONLY)
+
+    def statfs(self) -> StatFs:
+        blocks = self.size_limit // 4096
+        free = max(0, blocks - (self.used + 4095) // 4096)
+        return StatFs(TMPFS_MAGIC, 4096, blocks, free, free, 1 << 20, 1 << 20, 255, ST_VALID)
+
+    def mkdir(self, rel: Rel, mode: int) -> None:
+        parent, name = self._parent(rel)
+        self._new(parent, name, S_IFDIR | (mode & 0o7777))
+
+    def symlink(self, target: str, rel: Rel) -> None:
+        parent, name = self._parent(rel)
+        self._new(parent, name, S_IFLNK | 0o777).target = target
+
+    def link(self, src: Rel, dst: Rel) -> None:
+        node = self._lookup(src)
+        if node.children is not None:
+            raise SyscallError(errno.EPERM)
+        parent, name = self._parent(dst)
+        if name in parent.children:  # type: ignore[operator]
+            raise SyscallError(errno.EEXIST)
+        parent.children[name] = node  # type: ignore[index]
+        node.nlink += 1
+        node.ctime = now_ns()
+        parent.touch()
+
+    def unlink(self, rel: Rel) -> None:
+        parent, name = self._parent(rel)
+        node = self._lookup(rel)
+        if node.children is not None:
+            raise SyscallError(errno.EISDIR)
+        del parent.children[name]  # type: ignore[union-attr]
+        parent.touch()
+        self._release(node)
+
+    def rmdir(self, rel: Rel) -> None:
+        parent, name = self._parent(rel)
+        node = self._lookup(rel)
+        if node.children is None:
+            raise SyscallError(errno.ENOTDIR)
+        if node.children:
+            raise SyscallError(errno.ENOTEMPTY)
+        del parent.children[name]  # type: ignore[union-attr]
+        parent.nlink -= 1
+        parent.touch()
+        node.nlink = 0
+
+    def rename(self, src: Rel, dst: Rel, flags: int) -> None:
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
+            RENAME_NOREPLACE | RENAME_EXCHANGE
+        ):
+            raise SyscallError(errno.EINVAL)
+        sparent, sname = self._parent(src)
+        dparent, dname = self._parent(dst)
+        node = self._lookup(src)
+        if src == dst:
+            return
+        if dst[: len(src)] == src or (flags & RENAME_EXCHANGE and src[: len(dst)] == dst):
+            raise SyscallError(errno.EINVAL)  # a directory into its own subtree
+        target = dparent.children.get(dname)  # type: ignore[union-attr]
+        if flags & RENAME_EXCHANGE:
+            if target is None:
+                raise SyscallError(errno.ENOENT)
+            sparent.children[sname], dparent.children[dname] = target, node  # type: ignore
+            for moved, old, new in ((node, sparent, dparent), (target, dparent, sparent)):
+                if moved.children is not None and old is not new:
+                    old.nlink -= 1
+                    new.nlink += 1
+            sparent.touch()
+            dparent.touch()
+            return
+        if target is not None:
+            if flags & RENAME_NOREPLACE:
+                raise SyscallError(errno.EEXIST)
+            if target is node:
+                return  # two links to one file: POSIX says do nothing
+            if node.children is not None:
+                if target.children is None:
+                    raise SyscallError(errno.ENOTDIR)
+                if target.children:
+                    raise SyscallError(errno.ENOTEMPTY)
+                dparent.nlink -= 1
+                target.nlink = 0
+            elif target.children is not None:
+                raise SyscallError(errno.EISDIR)
+            else:
+                self._release(target)
+        del sparent.children[sname]  # type: ignore[union-attr]
+        dparent.children[dname] = node  # type: ignore[index]
+        if node.children is not None:
+            sparent.nlink -= 1
+            dparent.nlink += 1
+        node.ctime = now_ns()
+        sparent.touch()
+        dparent.touch()
+
+    def chmod(self, rel: Rel, mode: int) -> None:
+        node = self._lookup(rel)
+        node.mode = (node.mode & S_IFMT) | (mode & 0o7777)
+        node.ctime = now_ns()
+
+    def utimens(self, rel: Rel, atime_ns: int | None, mtime_ns: int | None) -> None:
+        node = self._lookup(rel)
+        if atime_ns is not None:
+            node.atime = atime_ns
+        if mtime_ns is not None:
+            node.mtime = mtime_ns
+        node.ctime = now_ns()
+
+    def truncate(self, rel: Rel, size: int) -> None:
+        node = self._lookup(rel)
+        if node.children is not None:
+            raise SyscallError(errno.EISDIR)
+        if node.data is None:
+            raise SyscallError(errno.EINVAL)
+        self.resize(node, size)
+
+
+class TmpFile(MemoryFile):
+    def __init__(self, fs: TmpFs, node: Node, path: str, flags: int) -> None:
+        super().__init__(path, flags)
+        self.fs, self.node = fs, node
+        self.is_dir = node.children is not None
+
+    def _data(self) -> bytearray:
+        if self.node.data is None:
+            raise SyscallError(errno.EISDIR)
+        return self.node.data
+
+    def pwrite(self, data: Buffer, offset: int) -> int:
+        buf = self._data()
+        end = offset + len(data)
+        if end > len(buf):
+            self.fs.resize(self.node, end)
+        buf[offset:end] = data
+        self.node.touch()
+        return len(data)
+
+    def write(self, data: Buffer) -> int:
+        if self.flags & OFlag.APPEND:
+            self.pos = len(self._data())
+        n = self.pwrite(data, self.pos)
+        self.pos += n
+        return n
+
+    def lseek(self, offset: int, whence: int) -> int:
+        return OpenFile.lseek(self, offset, whence) if self.is_dir else super().lseek(
+            offset, whence)
+
+    def stat(self) -> Stat:
+        node = self.node
+        size = len(node.data) if node.data is not None else 4096
+        return Stat(mode=node.mode, ino=node.ino, dev=self.fs.dev, nlink=node.nlink,
+                    uid=node.uid, gid=node.gid, size=size, blocks=(size + 511) // 512,
+                    atime_ns=node.atime, mtime_ns=node.mtime, ctime_ns=node.ctime)
+
+    def list_dir(self) -> list[DirEntry]:
+        if self.node.children is None:
+            raise SyscallError(errno.ENOTDIR)
+        return [DirEntry(n, c.ino, dtype_of(c.mode)) for n, c in self.node.children.items()]
+
+    def truncate(self, size: int) -> None:
+        if self.node.data is None:
+            raise SyscallError(errno.EINVAL)
+        self.fs.resize(self.node, size)
+
+    def reopen(self, flags: int) -> OpenFile:
+        return TmpFile(self.fs, self.node, self.path, flags & ~O_OPEN_ONLY)

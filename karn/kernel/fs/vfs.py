@@ -1,0 +1,169 @@
+"""The mount table and guest path resolution.
+
+Paths are resolved component by component in guest terms, the way Linux's namei does:
+".." never climbs above the guest root, symlinks are read and spliced in as guest paths
+(absolute targets restart at the guest root), and every step may cross a mount point.
+Filesystems only ever see plain, symlink-free components relative to their own root.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import NAME_MAX, S_IFDIR, S_IFLNK, S_IFMT, SYMLOOP_MAX
+from karn.kernel.fs.file import OpenFile
+from karn.kernel.fs.filesystem import Filesystem, Rel, new_dev
+from karn.kernel.fs.stat import Stat
+
+Comps = tuple[str, ...]
+
+
+def split_path(path: str) -> list[str]:
+    return [c for c in path.split("/") if c and c != "."]
+
+
+def join_path(comps: Comps | list[str]) -> str:
+    return "/" + "/".join(comps)
+
+
+@dataclass(slots=True)
+class Resolved:
+    comps: Comps  # the absolute guest path, normalised, symlinks resolved
+    fs: Filesystem
+    rel: Rel  # the path inside fs
+    stat: Stat | None  # None if the last component does not exist (its parent does)
+    magic: OpenFile | None = None  # /proc/self/fd/N: the file it stands for
+    virtual: bool = False  # a directory that exists only to hold a mount point
+    trailing_slash: bool = False
+
+    @property
+    def path(self) -> str:
+        return join_path(self.comps)
+
+    @property
+    def is_dir(self) -> bool:
+        return self.stat is not None and self.stat.mode & S_IFMT == S_IFDIR
+
+    def require(self) -> Stat:
+        if self.stat is None:
+            raise SyscallError(errno.ENOENT)
+        return self.stat
+
+
+class Vfs:
+    def __init__(self, root: Filesystem) -> None:
+        self._mounts: dict[Comps, Filesystem] = {(): root}
+        self._depths: list[int] = [0]  # distinct mount depths, deepest first
+        self._virtual: dict[Comps, set[str]] = {}  # dir -> child names that are mounts
+        self._virtual_dev = new_dev()
+
+    def mount(self, guest_path: str, fs: Filesystem) -> None:
+        comps = tuple(split_path(guest_path))
+        if comps in self._mounts and comps:
+            raise ValueError(f"two filesystems mounted at {guest_path}")
+        self._mounts[comps] = fs
+        self._depths = sorted({len(c) for c in self._mounts}, reverse=True)
+        for i in range(len(comps)):
+            self._virtual.setdefault(comps[:i], set()).add(comps[i])
+
+    def mount_list(self) -> list[tuple[str, Filesystem]]:
+        return [(join_path(c), fs) for c, fs in sorted(self._mounts.items())]
+
+    def mount_children(self, comps: Comps) -> set[str]:
+        """Names directly below comps that are mount points or lead to one."""
+        return self._virtual.get(comps, set())
+
+    def locate(self, comps: Comps) -> tuple[Filesystem, Rel]:
+        n = len(comps)
+        for depth in self._depths:
+            if depth <= n:
+                fs = self._mounts.get(comps[:depth])
+                if fs is not None:
+                    return fs, comps[depth:]
+        raise AssertionError("the root mount is missing")
+
+    def lstat(self, comps: Comps) -> tuple[Stat, bool]:
+        """(stat, virtual): a missing dir on the way to a mount point is shown as a dir."""
+        fs, rel = self.locate(comps)
+        try:
+            return fs.lstat(rel), False
+        except SyscallError as err:
+            if err.errno not in (errno.ENOENT, errno.ENOTDIR) or comps not in self._virtual:
+                raise
+            return Stat(mode=S_IFDIR | 0o755, ino=hash(comps) & 0xFFFFFFFF,
+                        dev=self._virtual_dev, nlink=2, size=4096), True
+
+    def resolve(self, path: str, base: Comps, follow: bool = True) -> Resolved:
+        """Resolve path (relative ones from base, a directory's guest components).
+
+        follow: whether a symlink in the last component is followed. The last component
+        may be missing (stat None) as long as its parent exists, for creating calls.
+        """
+        if not path:
+            raise SyscallError(errno.ENOENT)
+        last_raw = path.rstrip("/").rsplit("/", 1)[-1]
+        trailing = (path.endswith("/") or last_raw in (".", "..")) and path.strip("/") != ""
+        if trailing:
+            follow = True  # "link/" and "link/." mean the directory the link points to
+        pending = split_path(path)
+        pending.reverse()
+        comps: list[str] = [] if path.startswith("/") else list(base)
+        links = 0
+        st: Stat | None = None
+        virtual = False
+        if not pending:  # "/" or "." or the base itself
+            st, virtual = self.lstat(tuple(comps))
+        while pending:
+            name = pending.pop()
+            if name == "..":
+                if comps:
+                    comps.pop()
+                if not pending:
+                    st, virtual = self.lstat(tuple(comps))
+                continue
+            if len(name.encode(errors="surrogateescape")) > NAME_MAX:
+                raise SyscallError(errno.ENAMETOOLONG)
+            comps.append(name)
+            key = tuple(comps)
+            last = not pending
+            try:
+                st, virtual = self.lstat(key)
+            except SyscallError as err:
+                if err.errno == errno.ENOENT and last:
+                    st, virtual = None, False
+                    break
+                raise
+            fmt = st.mode & S_IFMT
+            if fmt == S_IFLNK and (follow or not last):
+                links += 1
+                if links > SYMLOOP_MAX:
+                    raise SyscallError(errno.ELOOP)
+                fs, rel = self.locate(key)
+                magic = fs.magic_link(rel)
+                if magic is not None:
+                    if last:
+                        return Resolved(key, fs, rel, magic.stat(), magic, False, trailing)
+                    if not magic.is_dir:
+                        raise SyscallError(errno.ENOTDIR)
+                    target = magic.path
+                else:
+                    target = fs.readlink(rel)
+                comps.pop()
+                if target.startswith("/"):
+                    comps.clear()
+                elif not target:
+                    raise SyscallError(errno.ENOENT)
+                parts = split_path(target)
+                if not parts:  # a link to "/" or "."
+                    st, virtual = self.lstat(tuple(comps))
+                pending.extend(reversed(parts))
+                continue
+            if not last and fmt != S_IFDIR:
+                raise SyscallError(errno.ENOTDIR)
+        key = tuple(comps)
+        if trailing and st is not None and st.mode & S_IFMT != S_IFDIR:
+            raise SyscallError(errno.ENOTDIR)
+        fs, rel = self.locate(key)
+        return Resolved(key, fs, rel, st, None, virtual, trailing)

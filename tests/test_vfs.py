@@ -1,0 +1,360 @@
+"""Path resolution, mounts and filesystems against real host directories (no KVM)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import O_ACCMODE, S_IFDIR, S_IFMT, S_IFREG, OFlag
+from karn.kernel.fs.context import FsContext
+from karn.kernel.fs.fdtable import FdTable
+from karn.kernel.fs.hostfs import HostDirFs
+from karn.kernel.fs.manifestfs import ManifestFs
+from karn.kernel.fs.tmpfs import TmpFs
+from karn.kernel.mm import AddressSpace, Region
+from karn.kernel.numbers import SYSCALL_NUMBERS as NR
+from karn.kernel.process import KernelConfig, Process, Task
+from karn.kernel.syscalls import dispatch
+from karn.platform.memory import HostGuestMemory
+
+
+def errno_of(fn, *args, **kwargs) -> int:  # noqa: ANN001
+    with pytest.raises(SyscallError) as info:
+        fn(*args, **kwargs)
+    return info.value.errno
+
+
+def names(fs: FsContext, path: str) -> set[str]:
+    f = fs.open(path, OFlag.RDONLY | OFlag.DIRECTORY)
+    try:
+        return {e.name for e in fs.dir_entries(f)} - {".", ".."}
+    finally:
+        f.close()
+
+
+@pytest.fixture
+def rootdir(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("guest passwd\n")
+    (root / "bin").mkdir()
+    (root / "bin" / "prog").write_bytes(b"\x7fELF guest")
+    (root / "lib").mkdir()
+    (root / "lib" / "libc.so.6").write_text("libc")
+    os.symlink("libc.so.6", root / "lib" / "libc.so")
+    os.symlink("/etc/passwd", root / "abs-passwd")
+    os.symlink("../../../../../../etc/passwd", root / "up-passwd")
+    os.symlink("/", root / "to-root")
+    os.symlink("loop2", root / "loop1")
+    os.symlink("loop1", root / "loop2")
+    return root
+
+
+@pytest.fixture
+def ctx(rootdir: Path, tmp_path: Path) -> FsContext:
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "data.txt").write_text("volume data")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "ro.txt").write_text("read only")
+    return FsContext.build(
+        HostDirFs(str(rootdir)),
+        volumes=[(str(vol), "/data", False), (str(ro), "/srv/deep/ro", True)],
+    )
+
+
+def test_absolute_symlink_resolves_inside_guest_root(ctx: FsContext) -> None:
+    assert ctx.read_file("/abs-passwd") == b"guest passwd\n"
+    assert ctx.resolve("/abs-passwd").path == "/etc/passwd"
+
+
+def test_dotdot_never_leaves_guest_root(ctx: FsContext) -> None:
+    assert ctx.read_file("/../../../../etc/passwd") == b"guest passwd\n"
+    assert ctx.read_file("/up-passwd") == b"guest passwd\n"
+    assert ctx.resolve("/to-root/../..").path == "/"
+    assert ctx.read_file("bin/../../../etc/passwd") == b"guest passwd\n"
+
+
+def test_relative_symlink_and_cwd(ctx: FsContext) -> None:
+    ctx.chdir("/lib")
+    assert ctx.read_file("libc.so") == b"libc"
+    assert ctx.cwd == "/lib"
+    assert errno_of(ctx.chdir, "/etc/passwd") == errno.ENOTDIR
+
+
+def test_lookup_errors(ctx: FsContext) -> None:
+    assert errno_of(ctx.stat, "/loop1") == errno.ELOOP
+    assert errno_of(ctx.stat, "/nope") == errno.ENOENT
+    assert errno_of(ctx.stat, "/nope/x") == errno.ENOENT
+    assert errno_of(ctx.stat, "/etc/passwd/x") == errno.ENOTDIR
+    assert errno_of(ctx.stat, "/etc/passwd/") == errno.ENOTDIR
+    assert errno_of(ctx.stat, "/" + "a" * 256) == errno.ENAMETOOLONG
+    assert errno_of(ctx.stat, "") == errno.ENOENT
+    assert ctx.stat("/loop1", follow=False).mode & S_IFMT != S_IFREG
+
+
+def test_open_rules(ctx: FsContext) -> None:
+    assert errno_of(ctx.open, "/etc", OFlag.WRONLY) == errno.EISDIR
+    assert errno_of(ctx.open, "/etc/passwd", OFlag.RDONLY | OFlag.DIRECTORY) == errno.ENOTDIR
+    assert errno_of(ctx.open, "/etc/passwd", OFlag.CREAT | OFlag.EXCL | OFlag.WRONLY) == \
+        errno.EEXIST
+    assert errno_of(ctx.open, "/abs-passwd", OFlag.RDONLY | OFlag.NOFOLLOW) == errno.ELOOP
+    assert errno_of(ctx.open, "/newfile/", OFlag.CREAT | OFlag.WRONLY) == errno.EISDIR
+
+
+def test_host_writes_stay_in_root(ctx: FsContext, rootdir: Path, tmp_path: Path) -> None:
+    f = ctx.open("/up-passwd", OFlag.WRONLY | OFlag.TRUNC)
+    f.write(b"changed")
+    f.close()
+    assert (rootdir / "etc" / "passwd").read_text() == "changed"
+    # A dangling absolute symlink with O_CREAT creates its target inside the root.
+    os.symlink("/made-by-guest", rootdir / "dangling")
+    ctx.open("/dangling", OFlag.CREAT | OFlag.WRONLY, 0o644).close()
+    assert (rootdir / "made-by-guest").exists()
+    assert not Path("/made-by-guest").exists()
+
+
+def test_volumes_and_virtual_mount_points(ctx: FsContext, tmp_path: Path) -> None:
+    assert ctx.read_file("/data/data.txt") == b"volume data"
+    assert ctx.read_file("/srv/deep/ro/ro.txt") == b"read only"
+    assert ctx.stat("/srv").mode & S_IFMT == S_IFDIR
+    assert names(ctx, "/srv") == {"deep"}
+    assert {"data", "srv", "tmp", "dev", "proc", "etc"} <= names(ctx, "/")
+    # ".." from a mount's root goes to the guest parent, not the host's.
+    assert ctx.read_file("/data/../etc/passwd") == b"guest passwd\n"
+    f = ctx.open("/data/new.txt", OFlag.CREAT | OFlag.WRONLY, 0o600)
+    f.write(b"hi")
+    f.close()
+    assert (tmp_path / "vol" / "new.txt").read_bytes() == b"hi"
+
+
+def test_readonly_volume_gives_erofs(ctx: FsContext) -> None:
+    assert errno_of(ctx.open, "/srv/deep/ro/ro.txt", OFlag.WRONLY) == errno.EROFS
+    assert errno_of(ctx.open, "/srv/deep/ro/x", OFlag.CREAT | OFlag.WRONLY) == errno.EROFS
+    r = ctx.resolve("/srv/deep/ro/ro.txt")
+    assert errno_of(r.fs.unlink, r.rel) == errno.EROFS
+    assert errno_of(r.fs.mkdir, ("d",), 0o755) == errno.EROFS
+    # Reading with O_CREAT of an existing file is allowed on a read-only mount.
+    ctx.open("/srv/deep/ro/ro.txt", OFlag.RDONLY | OFlag.CREAT).close()
+
+
+def test_tmpfs_namespace(ctx: FsContext) -> None:
+    tmp = ctx.resolve("/tmp").fs
+    assert isinstance(tmp, TmpFs)
+    tmp.mkdir(("d",), 0o755)
+    f = ctx.open("/tmp/d/a", OFlag.CREAT | OFlag.RDWR, 0o666)
+    assert f.write(b"hello") == 5
+    assert f.lseek(0, 0) == 0
+    buf = bytearray(10)
+    assert f.readinto(memoryview(buf)) == 5 and buf[:5] == b"hello"
+    assert f.stat().mode == S_IFREG | 0o644  # umask 022
+    assert errno_of(tmp.rmdir, ("d",)) == errno.ENOTEMPTY
+    tmp.rename(("d", "a"), ("b",), 0)
+    assert ctx.read_file("/tmp/b") == b"hello"
+    tmp.symlink("/tmp/b", ("link",))
+    assert ctx.read_file("/tmp/link") == b"hello"
+    tmp.rmdir(("d",))
+    assert errno_of(ctx.stat, "/tmp/d") == errno.ENOENT
+    tmp.mkdir(("e",), 0o755)
+    tmp.mkdir(("e", "f"), 0o755)
+    assert errno_of(tmp.rename, ("e",), ("e", "f", "g"), 0) == errno.EINVAL
+    assert errno_of(tmp.rename, ("b",), ("e",), 0) == errno.EISDIR
+    assert errno_of(tmp.unlink, ("e",)) == errno.EISDIR
+    tmp.unlink(("b",))
+    # The open description keeps the data after unlink, like Linux.
+    f.lseek(0, 0)
+    assert f.readinto(memoryview(buf)) == 5
+    f.close()
+
+
+def test_tmpfs_size_cap() -> None:
+    fs = FsContext.build(TmpFs())
+    tmp = TmpFs(size_limit=8192)
+    fs.vfs.mount("/small", tmp)
+    f = fs.open("/small/f", OFlag.CREAT | OFlag.WRONLY)
+    f.write(b"x" * 8192)
+    assert errno_of(f.write, b"y") == errno.ENOSPC
+    f.truncate(0)
+    f.lseek(0, 0)
+    assert f.write(b"y") == 1
+
+
+def test_manifest_root(tmp_path: Path) -> None:
+    host = tmp_path / "libc.so.6"
+    host.write_bytes(b"LIBC")
+    prog = tmp_path / "prog"
+    prog.write_bytes(b"PROG")
+    prog.chmod(0o755)
+    root = ManifestFs(
+        {"/usr/lib/x86_64-linux-gnu/libc.so.6": str(host), "/app/prog": str(prog)},
+        {"/lib": "usr/lib", "/lib64": "/usr/lib"},
+    )
+    ctx = FsContext.build(root)
+    assert {"usr", "app", "lib", "lib64", "tmp", "dev", "proc"} <= names(ctx, "/")
+    assert names(ctx, "/usr/lib") == {"x86_64-linux-gnu"}
+    assert ctx.read_file("/lib/x86_64-linux-gnu/libc.so.6") == b"LIBC"
+    assert ctx.read_file("/lib64/x86_64-linux-gnu/libc.so.6") == b"LIBC"
+    assert ctx.stat("/app/prog").mode == S_IFREG | 0o755
+    assert errno_of(ctx.open, "/app/prog", OFlag.WRONLY) == errno.EROFS
+    assert errno_of(ctx.open, "/app/new", OFlag.CREAT | OFlag.WRONLY) == errno.EROFS
+    assert errno_of(ctx.stat, "/app/prog/x") == errno.ENOTDIR
+    with pytest.raises(ValueError):
+        ManifestFs({"/a": str(host), "/a/b": str(host)})
+
+
+def test_dev_and_proc(ctx: FsContext) -> None:
+    null = ctx.open("/dev/null", OFlag.RDWR)
+    assert null.write(b"abc") == 3
+    assert null.readinto(memoryview(bytearray(4))) == 0
+    full = ctx.open("/dev/full", OFlag.WRONLY)
+    assert errno_of(full.write, b"x") == errno.ENOSPC
+    buf = bytearray(b"\xff" * 100)
+    assert ctx.open("/dev/zero", OFlag.RDONLY).readinto(memoryview(buf)) == 100
+    assert buf == bytes(100)
+    assert ctx.resolve("/dev/stdout", follow=False).fs.readlink(("stdout",)) == \
+        "/proc/self/fd/1"
+    # /proc needs a process; without one it is empty rather than wrong.
+    assert errno_of(ctx.stat, "/proc/self") == errno.ENOENT
+    assert "cpuinfo" in names(ctx, "/proc")
+
+
+def test_fdtable_dup_cloexec_and_limit(ctx: FsContext) -> None:
+    fds = FdTable(limit=8)
+    f = ctx.open("/etc/passwd", OFlag.RDONLY)
+    a = fds.install(f)
+    b = fds.install(f, cloexec=True)
+    assert (a, b) == (0, 1) and f.refs == 2
+    assert fds.get_cloexec(1) and not fds.get_cloexec(0)
+    fds.close(0)
+    assert fds.install(f) == 0  # lowest free
+    fds.install_at(5, f)
+    assert fds.install(f, lowest=5) == 6
+    fds.close_range(0, 7)
+    assert f.refs == 0
+    assert errno_of(fds.get, 0) == errno.EBADF
+    for _ in range(8):
+        fds.install(ctx.open("/etc/passwd", OFlag.RDONLY))
+    assert errno_of(fds.install, f) == errno.EMFILE
+    assert errno_of(fds.install_at, 8, f) == errno.EBADF
+    fds.close_all()
+
+
+def test_stdio_fds_are_duplicates() -> None:
+    fds = FdTable.with_stdio()
+    assert fds.fds() == [0, 1, 2]
+    out = fds.get(1)
+    assert out.host_fd() not in (0, 1, 2)
+    assert out.flags & O_ACCMODE in (OFlag.WRONLY, OFlag.RDWR)
+    fds.close_all()
+    os.fstat(1)  # the monitor's own stdout is still open
+
+
+# -- the syscall handlers, on real guest memory (an mmap; no vCPU needed) ----------------
+
+BASE = 0x10000
+PATH, BUF, STATBUF = BASE, BASE + 0x1000, BASE + 0x3000
+
+
+@pytest.fixture
+def task(ctx: FsContext) -> Task:
+    mem = HostGuestMemory(1 << 20, BASE, 1 << 20)
+    mm = AddressSpace(mem, Region(BASE, 1 << 20, 1 << 20, 1 << 20))
+    mm.map(BASE, 0x4000, 3, "", 0)
+    config = KernelConfig(argv=[b"/bin/prog", b"x"], exe_path="/bin/prog")
+    proc = Process(mem, mm, ctx, FdTable.with_stdio(), config)
+    return Task(proc, 1, None)  # type: ignore[arg-type]
+
+
+def call(task: Task, name: str, *args: int) -> int:
+    return dispatch(task, NR[name], tuple(a & (2**64 - 1) for a in args))
+
+
+def put_path(task: Task, path: str, at: int = PATH) -> int:
+    task.mem.write(at, path.encode() + b"\0")
+    return at
+
+
+def test_handlers_open_read_stat_getdents(task: Task) -> None:
+    fd = call(task, "openat", -100, put_path(task, "/abs-passwd"), 0, 0)
+    assert fd == 3
+    assert call(task, "read", fd, BUF, 1 << 40) == 13  # a huge count is not an allocation
+    assert task.mem.read(BUF, 13) == b"guest passwd\n"
+    assert call(task, "read", fd, BUF, 100) == 0
+    assert call(task, "lseek", fd, 6, 0) == 6
+    assert call(task, "pread64", fd, BUF, 6, 0) == 6
+    assert call(task, "fstat", fd, STATBUF) == 0
+    assert struct.unpack_from("<q", task.mem.read(STATBUF + 48, 8))[0] == 13
+    assert call(task, "write", fd, BUF, 1) == -errno.EBADF
+    assert call(task, "close", fd) == 0
+    assert call(task, "close", fd) == -errno.EBADF
+    assert call(task, "statx", -100, put_path(task, "/etc"), 0, 0x7FF, STATBUF) == 0
+    assert struct.unpack_from("<H", task.mem.read(STATBUF + 28, 2))[0] & S_IFMT == S_IFDIR
+    d = call(task, "open", put_path(task, "/"), OFlag.DIRECTORY, 0)
+    seen: list[str] = []
+    while (n := call(task, "getdents64", d, BUF, 256)) > 0:
+        raw, off = task.mem.read(BUF, n), 0
+        while off < n:
+            reclen = struct.unpack_from("<H", raw, off + 16)[0]
+            seen.append(raw[off + 19 : off + reclen].split(b"\0")[0].decode())
+            off += reclen
+    assert n == 0 and {".", "..", "etc", "tmp", "proc", "data", "srv"} <= set(seen)
+    assert call(task, "getdents64", d, BUF, 8) == 0
+    call(task, "lseek", d, 0, 0)
+    assert call(task, "getdents64", d, BUF, 8) == -errno.EINVAL
+
+
+def test_handlers_paths_and_fds(task: Task) -> None:
+    assert call(task, "mkdir", put_path(task, "/tmp/d"), 0o755) == 0
+    assert call(task, "mkdir", put_path(task, "/tmp/d"), 0o755) == -errno.EEXIST
+    assert call(task, "chdir", put_path(task, "/tmp/d")) == 0
+    assert call(task, "getcwd", BUF, 100) == len("/tmp/d") + 1
+    assert call(task, "getcwd", BUF, 3) == -errno.ERANGE
+    fd = call(task, "creat", put_path(task, "f"), 0o600)
+    task.mem.write(BUF, b"abc")
+    assert call(task, "write", fd, BUF, 3) == 3
+    assert call(task, "dup2", fd, 10) == 10
+    assert call(task, "fcntl", 10, 1, 0) == 0  # F_GETFD
+    assert call(task, "fcntl", fd, 1030, 20) == 20  # F_DUPFD_CLOEXEC
+    assert call(task, "fcntl", 20, 1, 0) == 1
+    assert call(task, "readlink", put_path(task, f"/proc/self/fd/{fd}"), BUF, 100) == len(
+        "/tmp/d/f")
+    assert task.mem.read(BUF, 8) == b"/tmp/d/f"
+    assert call(task, "rename", put_path(task, "f"), put_path(task, "/data/f", PATH + 512)) \
+        == -errno.EXDEV
+    assert call(task, "rmdir", put_path(task, "/tmp/d")) == -errno.ENOTEMPTY
+    assert call(task, "unlink", put_path(task, "f")) == 0
+    assert call(task, "rmdir", put_path(task, "/tmp/d")) == 0
+    assert call(task, "unlink", put_path(task, "/srv/deep/ro/ro.txt")) == -errno.EROFS
+    assert call(task, "rmdir", put_path(task, "/tmp")) == -errno.EBUSY
+    assert call(task, "access", put_path(task, "/srv/deep/ro/ro.txt"), 2) == -errno.EROFS
+    assert call(task, "access", put_path(task, "/bin/prog"), 4) == 0
+    assert call(task, "pipe2", BUF, OFlag.CLOEXEC) == 0
+    r, w = struct.unpack("<ii", task.mem.read(BUF, 8))
+    task.mem.write(BUF + 64, b"ping")
+    assert call(task, "write", w, BUF + 64, 4) == 4
+    assert call(task, "ioctl", r, 0x541B, BUF + 128) == 0  # FIONREAD
+    assert task.mem.read_u32(BUF + 128) == 4
+    assert call(task, "read", r, BUF + 256, 100) == 4
+    assert call(task, "ioctl", r, 0x5401, BUF) == -errno.ENOTTY
+    assert call(task, "readlink", put_path(task, f"/proc/self/fd/{r}"), BUF, 100) > 0
+    assert task.mem.read(BUF, 5) == b"pipe:"
+    assert call(task, "close_range", 3, 0xFFFFFFFF, 0) == 0
+    assert task.process.fds.fds() == [0, 1, 2]
+
+
+def test_handlers_proc(task: Task) -> None:
+    fd = call(task, "open", put_path(task, "/proc/self/maps"), 0, 0)
+    n = call(task, "read", fd, BUF, 4096)
+    assert task.mem.read(BUF, n).startswith(b"00010000-00014000 rw-p 00000000 00:00 0")
+    fd = call(task, "open", put_path(task, "/proc/self/cmdline"), 0, 0)
+    assert task.mem.read(BUF, call(task, "read", fd, BUF, 100)) == b"/bin/prog\0x\0"
+    assert call(task, "readlink", put_path(task, "/proc/self/exe"), BUF, 100) == 9
+    # /dev/stdout -> /proc/self/fd/1 -> the guest's fd 1 (a magic link)
+    out = call(task, "open", put_path(task, "/dev/stdout"), OFlag.WRONLY, 0)
+    assert out > 2 and call(task, "write", out, BUF, 0) == 0
