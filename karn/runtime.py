@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from karn.debug.crash import classify, format_report
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
+from karn.kernel.errors import SyscallError
 from karn.kernel.mm import AddressSpace, Region
 from karn.kernel.process import KernelConfig, Process, ProcessExit, Task
 from karn.kernel.syscalls import dispatch
@@ -106,7 +107,7 @@ class Unikernel:
             hostname=config.hostname,
             argv=[config.program.encode(), *(a.encode() for a in config.args)],  # as typed
             envp=guest_environment(config.env),
-            exe_path=self.manifest.entry,
+            exe_path=self._canonical(self.manifest.entry),
             memory_limit=config.memory,
         )
         from karn.kernel.fs.fdtable import FdTable
@@ -123,7 +124,12 @@ class Unikernel:
             kconfig.envp,
             self.vm.cpu_features(),
         )
-        self.fs.chdir(config.workdir)
+        try:
+            self.fs.chdir(config.workdir)
+        except SyscallError as err:
+            raise UsageError(
+                f"--workdir {config.workdir}: {os.strerror(err.errno)} in the guest"
+            ) from None
 
     def _root_manifest(self) -> RootManifest:
         if self.config.root is None:
@@ -145,6 +151,13 @@ class Unikernel:
             root = ManifestFs(self.manifest.files, self.manifest.symlinks)
         volumes = [(v.host, v.guest, v.readonly) for v in self.config.volumes]
         return FsContext.build(root, volumes)
+
+    def _canonical(self, guest_path: str) -> str:
+        """The path /proc/self/exe shows: symlinks resolved, as the kernel reports it."""
+        try:
+            return self.fs.resolve(guest_path).path
+        except SyscallError:
+            return guest_path  # missing: load_program reports it
 
     def host_path(self, guest_path: str) -> str | None:
         if self.config.root is not None:

@@ -49,18 +49,40 @@ def _ldd(path: str) -> tuple[str | None, dict[str, str]]:
     return interp, libs
 
 
+def _guest_file(manifest, path: str) -> str | None:
+    """The host file the guest reaches at path, following the manifest's symlinks."""
+    pending = [c for c in path.split("/") if c]
+    current = ""
+    for _ in range(100):
+        if not pending:
+            return manifest.files.get(current)
+        component = pending.pop(0)
+        if component == "..":
+            current = current.rsplit("/", 1)[0]
+            continue
+        candidate = f"{current}/{component}"
+        target = manifest.symlinks.get(candidate)
+        if target is None:
+            current = candidate
+            continue
+        current = "" if target.startswith("/") else current
+        pending[:0] = [c for c in target.split("/") if c]
+    raise AssertionError(f"symlink loop at {path}")
+
+
 def _check_against_ldd(path: str) -> None:
     manifest = collect_program(path)
     interp, libs = _ldd(path)
     assert manifest.interpreter == interp
-    assert manifest.files[interp] == os.path.realpath(interp)
+    assert _guest_file(manifest, interp) == os.path.realpath(interp)
     for soname, resolved in libs.items():
         if soname == os.path.basename(interp):
             continue  # ldd lists the interpreter again for libraries that need it
-        assert resolved in manifest.files, f"{soname} => {resolved} missing"
-        assert manifest.files[resolved] == os.path.realpath(resolved)
+        assert _guest_file(manifest, resolved) == os.path.realpath(resolved), (
+            f"{soname} => {resolved} missing"
+        )
     assert set(manifest.libraries) == {p for s, p in libs.items() if s != os.path.basename(interp)}
-    assert manifest.files[manifest.entry] == os.path.realpath(path)
+    assert _guest_file(manifest, manifest.entry) == os.path.realpath(path)
     for host in manifest.files.values():
         assert os.path.isfile(host) and not os.path.islink(host)
 
@@ -136,7 +158,7 @@ def test_musl_dynamic(tmp_path: Path) -> None:
     exe = _cc(tmp_path, MATH_C, "musl", "-lm", compiler="musl-gcc")
     manifest = collect_program(str(exe))
     assert manifest.interpreter == "/lib/ld-musl-x86_64.so.1"
-    assert manifest.files["/lib/ld-musl-x86_64.so.1"] == os.path.realpath(
+    assert _guest_file(manifest, "/lib/ld-musl-x86_64.so.1") == os.path.realpath(
         "/lib/ld-musl-x86_64.so.1"
     )
     assert manifest.libraries == []  # libc.so and libm are the interpreter itself

@@ -102,8 +102,9 @@ def test_lookup_errors(ctx: FsContext) -> None:
 def test_open_rules(ctx: FsContext) -> None:
     assert errno_of(ctx.open, "/etc", OFlag.WRONLY) == errno.EISDIR
     assert errno_of(ctx.open, "/etc/passwd", OFlag.RDONLY | OFlag.DIRECTORY) == errno.ENOTDIR
-    assert errno_of(ctx.open, "/etc/passwd", OFlag.CREAT | OFlag.EXCL | OFlag.WRONLY) == \
-        errno.EEXIST
+    assert (
+        errno_of(ctx.open, "/etc/passwd", OFlag.CREAT | OFlag.EXCL | OFlag.WRONLY) == errno.EEXIST
+    )
     assert errno_of(ctx.open, "/abs-passwd", OFlag.RDONLY | OFlag.NOFOLLOW) == errno.ELOOP
     assert errno_of(ctx.open, "/newfile/", OFlag.CREAT | OFlag.WRONLY) == errno.EISDIR
 
@@ -217,8 +218,7 @@ def test_dev_and_proc(ctx: FsContext) -> None:
     buf = bytearray(b"\xff" * 100)
     assert ctx.open("/dev/zero", OFlag.RDONLY).readinto(memoryview(buf)) == 100
     assert buf == bytes(100)
-    assert ctx.resolve("/dev/stdout", follow=False).fs.readlink(("stdout",)) == \
-        "/proc/self/fd/1"
+    assert ctx.resolve("/dev/stdout", follow=False).fs.readlink(("stdout",)) == "/proc/self/fd/1"
     # /proc needs a process; without one it is empty rather than wrong.
     assert errno_of(ctx.stat, "/proc/self") == errno.ENOENT
     assert "cpuinfo" in names(ctx, "/proc")
@@ -323,10 +323,13 @@ def test_handlers_paths_and_fds(task: Task) -> None:
     assert call(task, "fcntl", fd, 1030, 20) == 20  # F_DUPFD_CLOEXEC
     assert call(task, "fcntl", 20, 1, 0) == 1
     assert call(task, "readlink", put_path(task, f"/proc/self/fd/{fd}"), BUF, 100) == len(
-        "/tmp/d/f")
+        "/tmp/d/f"
+    )
     assert task.mem.read(BUF, 8) == b"/tmp/d/f"
-    assert call(task, "rename", put_path(task, "f"), put_path(task, "/data/f", PATH + 512)) \
+    assert (
+        call(task, "rename", put_path(task, "f"), put_path(task, "/data/f", PATH + 512))
         == -errno.EXDEV
+    )
     assert call(task, "rmdir", put_path(task, "/tmp/d")) == -errno.ENOTEMPTY
     assert call(task, "unlink", put_path(task, "f")) == 0
     assert call(task, "rmdir", put_path(task, "/tmp/d")) == 0

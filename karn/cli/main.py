@@ -40,8 +40,7 @@ def parse_volume(text: str):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 125 like docker
-        self.print_usage(sys.stderr)
-        sys.stderr.write(f"karn: {message}\n")
+        sys.stderr.write(f"karn: {message} (see '{self.prog} --help')\n")
         raise SystemExit(125)
 
 

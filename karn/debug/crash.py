@@ -29,9 +29,7 @@ VECTOR_SIGNALS: dict[int, tuple[signal.Signals, str]] = {
 
 PF_PRESENT, PF_WRITE, PF_USER, PF_FETCH = 1, 2, 4, 16
 
-REGISTER_ORDER = (
-    "rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags".split()
-)
+REGISTER_ORDER = "rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags".split()
 
 Symbolize = Callable[[int], str | None]
 

@@ -99,7 +99,7 @@ def collect_program(host_path: str) -> RootManifest:
     info = inspect_elf(guest, name=host_path)
     manifest = RootManifest(files={guest: os.path.realpath(guest)}, symlinks={}, entry=guest)
     if info.interpreter is None:
-        return manifest  # static or static-PIE: nothing else is opened at load time
+        return _mirror_host_links(manifest)  # static: nothing else is opened at load time
     interp = info.interpreter
     if not is_compatible_elf(interp):
         raise ImageError(f"{host_path}: interpreter {interp} not found")
@@ -113,7 +113,50 @@ def collect_program(host_path: str) -> RootManifest:
         manifest.files[lib] = os.path.realpath(lib)
     if not musl and os.path.isfile(LD_SO_CACHE):
         manifest.files[LD_SO_CACHE] = os.path.realpath(LD_SO_CACHE)
+    return _mirror_host_links(manifest)
+
+
+MAX_SYMLINK_HOPS = 40
+
+
+def _mirror_host_links(manifest: RootManifest) -> RootManifest:
+    """Put each file at its canonical path and recreate the host symlinks leading to it.
+
+    The guest then sees what the host's kernel would: /bin/busybox reached through the
+    /bin -> usr/bin link, and /proc/self/exe naming /usr/bin/busybox.
+    """
+    links: dict[str, str] = {}
+    files = {_trace_links(guest, links): host for guest, host in manifest.files.items()}
+    manifest.files = files
+    manifest.symlinks = links
     return manifest
+
+
+def _trace_links(path: str, links: dict[str, str]) -> str:
+    """Resolve path on the host as the kernel would, recording each symlink passed."""
+    pending = [c for c in path.split("/") if c]
+    current = ""
+    hops = 0
+    while pending:
+        component = pending.pop(0)
+        if component == ".":
+            continue
+        if component == "..":
+            current = current.rsplit("/", 1)[0]
+            continue
+        candidate = f"{current}/{component}"
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > MAX_SYMLINK_HOPS:
+                raise ImageError(f"{path}: too many levels of symbolic links")
+            target = os.readlink(candidate)
+            links[candidate] = target
+            if target.startswith("/"):
+                current = ""
+            pending[:0] = [c for c in target.split("/") if c]
+        else:
+            current = candidate
+    return current or "/"
 
 
 def _locate_program(host_path: str) -> str:

@@ -62,8 +62,7 @@ def load_object(
                 mem.write(bias + seg.vaddr, data[seg.offset : seg.offset + seg.filesz])
     except SyscallError as err:
         raise ImageError(
-            f"{guest_path}: does not fit in the guest address space ({err}); "
-            "try a larger --memory"
+            f"{guest_path}: does not fit in the guest address space ({err}); try a larger --memory"
         ) from None
     low, high = extent(info)
     return LoadedObject(

@@ -126,8 +126,11 @@ class FsContext:
         comps = tuple(split_path(file.path))
         names = {e.name for e in entries}
         ino = file.stat().ino
-        extra = [DirEntry(n, hash(comps + (n,)) & 0xFFFFFFFF, DT_DIR)
-                 for n in sorted(self.vfs.mount_children(comps)) if n not in names]
+        extra = [
+            DirEntry(n, hash(comps + (n,)) & 0xFFFFFFFF, DT_DIR)
+            for n in sorted(self.vfs.mount_children(comps))
+            if n not in names
+        ]
         return [DirEntry(".", ino, DT_DIR), DirEntry("..", ino, DT_DIR), *entries, *extra]
 
     def chdir(self, path: str, base: Comps | None = None) -> None:

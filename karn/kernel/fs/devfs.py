@@ -23,10 +23,16 @@ from karn.kernel.fs.stat import Stat, StatFs, now_ns
 
 # name -> (major, minor) as on Linux
 DEVICES: dict[str, tuple[int, int]] = {
-    "null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8), "urandom": (1, 9),
+    "null": (1, 3),
+    "zero": (1, 5),
+    "full": (1, 7),
+    "random": (1, 8),
+    "urandom": (1, 9),
 }
 LINKS: dict[str, str] = {
-    "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
     "fd": "/proc/self/fd",
 }
 _RANDOM_CHUNK = 1 << 20  # a read of /dev/urandom may be short; it never allocates more
@@ -86,22 +92,34 @@ class DevFs(Filesystem):
 
     def _stat(self, name: str) -> Stat:
         if name in DEVICES:
-            st = Stat(mode=S_IFCHR | 0o666, ino=self._inos[name], dev=self.dev,
-                      rdev=os.makedev(*DEVICES[name]))
+            st = Stat(
+                mode=S_IFCHR | 0o666,
+                ino=self._inos[name],
+                dev=self.dev,
+                rdev=os.makedev(*DEVICES[name]),
+            )
         else:
-            st = Stat(mode=S_IFLNK | 0o777, ino=self._inos[name], dev=self.dev,
-                      size=len(LINKS[name]))
+            st = Stat(
+                mode=S_IFLNK | 0o777, ino=self._inos[name], dev=self.dev, size=len(LINKS[name])
+            )
         st.atime_ns = st.mtime_ns = st.ctime_ns = self._t
         return st
 
     def lstat(self, rel: Rel) -> Stat:
         if not rel:
-            return Stat(mode=S_IFDIR | 0o755, ino=1, dev=self.dev, nlink=2, size=4096,
-                        atime_ns=self._t, mtime_ns=self._t, ctime_ns=self._t)
+            return Stat(
+                mode=S_IFDIR | 0o755,
+                ino=1,
+                dev=self.dev,
+                nlink=2,
+                size=4096,
+                atime_ns=self._t,
+                mtime_ns=self._t,
+                ctime_ns=self._t,
+            )
         if len(rel) == 1 and rel[0] in self._inos:
             return self._stat(rel[0])
-        raise SyscallError(errno.ENOTDIR if len(rel) > 1 and rel[0] in self._inos
-                           else errno.ENOENT)
+        raise SyscallError(errno.ENOTDIR if len(rel) > 1 and rel[0] in self._inos else errno.ENOENT)
 
     def readlink(self, rel: Rel) -> str:
         if len(rel) == 1 and rel[0] in LINKS:
@@ -117,8 +135,9 @@ class DevFs(Filesystem):
         if not rel:
             if flags & (OFlag.WRONLY | OFlag.RDWR):
                 raise SyscallError(errno.EISDIR)
-            entries = [DirEntry(n, self._inos[n], DT_CHR if n in DEVICES else DT_LNK)
-                       for n in self._inos]
+            entries = [
+                DirEntry(n, self._inos[n], DT_CHR if n in DEVICES else DT_LNK) for n in self._inos
+            ]
             return DirListFile(path, kept, entries, st)
         if rel[0] in LINKS:
             raise SyscallError(errno.ELOOP)
@@ -128,4 +147,3 @@ class DevFs(Filesystem):
 
     def statfs(self) -> StatFs:
         return StatFs(TMPFS_MAGIC, files=len(self._inos), flags=ST_VALID)
-

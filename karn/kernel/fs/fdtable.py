@@ -30,8 +30,9 @@ class FdTable:
         self._lock = threading.Lock()  # vCPU threads share the table
 
     @classmethod
-    def with_stdio(cls, limit: int = DEFAULT_LIMIT, host_fds: tuple[int, ...] = (0, 1, 2)
-                   ) -> FdTable:
+    def with_stdio(
+        cls, limit: int = DEFAULT_LIMIT, host_fds: tuple[int, ...] = (0, 1, 2)
+    ) -> FdTable:
         """Guest fds 0, 1, 2 on duplicates of the monitor's host fds (closing the guest's
         copy leaves the monitor's own stdio alone). A closed host fd is left closed."""
         table = cls(limit)

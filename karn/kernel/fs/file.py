@@ -176,15 +176,13 @@ class HostFile(OpenFile):
         if self.is_dir:
             raise SyscallError(errno.EISDIR)
         try:
-            return os.readv(self.fd, views) if offset is None else os.preadv(
-                self.fd, views, offset)
+            return os.readv(self.fd, views) if offset is None else os.preadv(self.fd, views, offset)
         except OSError as err:
             raise host_error(err) from None
 
     def writev(self, bufs: list[memoryview], offset: int | None = None) -> int:
         try:
-            return os.writev(self.fd, bufs) if offset is None else os.pwritev(
-                self.fd, bufs, offset)
+            return os.writev(self.fd, bufs) if offset is None else os.pwritev(self.fd, bufs, offset)
         except OSError as err:
             raise host_error(err) from None
 

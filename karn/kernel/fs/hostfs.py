@@ -43,8 +43,17 @@ class _OpenHow(ctypes.Structure):
 # Guest open flags passed to the host unchanged: karn runs only on x86-64 Linux, where the
 # guest's and the host's O_* values are the same numbers.
 _PASS_FLAGS = (
-    O_ACCMODE | OFlag.CREAT | OFlag.EXCL | OFlag.TRUNC | OFlag.APPEND | OFlag.NONBLOCK
-    | OFlag.DSYNC | OFlag.SYNC | OFlag.DIRECTORY | OFlag.NOATIME | OFlag.PATH
+    O_ACCMODE
+    | OFlag.CREAT
+    | OFlag.EXCL
+    | OFlag.TRUNC
+    | OFlag.APPEND
+    | OFlag.NONBLOCK
+    | OFlag.DSYNC
+    | OFlag.SYNC
+    | OFlag.DIRECTORY
+    | OFlag.NOATIME
+    | OFlag.PATH
 )
 
 
@@ -132,8 +141,15 @@ class HostDirFs(Filesystem):
         v = os.statvfs(f"/proc/self/fd/{self.root_fd}")
         flags = ST_VALID | (ST_RDONLY if self.readonly else 0)
         return StatFs(
-            EXT4_SUPER_MAGIC, v.f_bsize, v.f_blocks, v.f_bfree, v.f_bavail, v.f_files,
-            v.f_ffree, v.f_namemax, flags,
+            EXT4_SUPER_MAGIC,
+            v.f_bsize,
+            v.f_blocks,
+            v.f_bfree,
+            v.f_bavail,
+            v.f_files,
+            v.f_ffree,
+            v.f_namemax,
+            flags,
         )
 
     def _do(self, rel: Rel, fn) -> None:  # noqa: ANN001 - small local adaptor
@@ -191,8 +207,10 @@ class HostDirFs(Filesystem):
     def utimens(self, rel: Rel, atime_ns: int | None, mtime_ns: int | None) -> None:
         self._check_writable()
         st = self.lstat(rel)
-        times = (st.atime_ns if atime_ns is None else atime_ns,
-                 st.mtime_ns if mtime_ns is None else mtime_ns)
+        times = (
+            st.atime_ns if atime_ns is None else atime_ns,
+            st.mtime_ns if mtime_ns is None else mtime_ns,
+        )
         if not rel:
             fd = os.open(f"/proc/self/fd/{self.root_fd}", os.O_RDONLY | os.O_CLOEXEC)
             try:

@@ -93,13 +93,28 @@ class ManifestFs(Filesystem):
             children, number = self._dirs[rel]
             nlink = 2 + sum(1 for dt in children.values() if dt == DT_DIR)
             t = self._built
-            return Stat(mode=S_IFDIR | 0o755, ino=number, dev=self.dev, nlink=nlink, size=4096,
-                        atime_ns=t, mtime_ns=t, ctime_ns=t)
+            return Stat(
+                mode=S_IFDIR | 0o755,
+                ino=number,
+                dev=self.dev,
+                nlink=nlink,
+                size=4096,
+                atime_ns=t,
+                mtime_ns=t,
+                ctime_ns=t,
+            )
         if rel in self._links:
             target, number = self._links[rel]
             t = self._built
-            return Stat(mode=S_IFLNK | 0o777, ino=number, dev=self.dev, size=len(target),
-                        atime_ns=t, mtime_ns=t, ctime_ns=t)
+            return Stat(
+                mode=S_IFLNK | 0o777,
+                ino=number,
+                dev=self.dev,
+                size=len(target),
+                atime_ns=t,
+                mtime_ns=t,
+                ctime_ns=t,
+            )
         if rel in self._files:
             host, number = self._files[rel]
             try:
@@ -125,8 +140,9 @@ class ManifestFs(Filesystem):
             raise SyscallError(errno.EISDIR if rel in self._dirs else errno.EROFS)
         kept = flags & ~O_OPEN_ONLY
         if rel in self._dirs:
-            entries = [DirEntry(n, self._ino_of(rel + (n,)), dt)
-                       for n, dt in self._dirs[rel][0].items()]
+            entries = [
+                DirEntry(n, self._ino_of(rel + (n,)), dt) for n, dt in self._dirs[rel][0].items()
+            ]
             return DirListFile(path, kept, entries, self.lstat(rel))
         if rel in self._links:
             raise SyscallError(errno.ELOOP)

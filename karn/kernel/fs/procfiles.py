@@ -28,8 +28,12 @@ def maps(fs: ProcFs, proc: Process) -> bytes:
     lines = []
     for vma in proc.mm.vmas():
         prot = vma.prot
-        perms = ("r" if prot & PROT_READ else "-") + ("w" if prot & PROT_WRITE else "-") + (
-            "x" if prot & PROT_EXEC else "-") + ("s" if getattr(vma, "shared", False) else "p")
+        perms = (
+            ("r" if prot & PROT_READ else "-")
+            + ("w" if prot & PROT_WRITE else "-")
+            + ("x" if prot & PROT_EXEC else "-")
+            + ("s" if getattr(vma, "shared", False) else "p")
+        )
         line = f"{vma.start:08x}-{vma.end:08x} {perms} {vma.offset:08x} 00:00 0"
         lines.append(f"{line:<72} {vma.name}" if vma.name else line)
     return "".join(line + "\n" for line in lines).encode()
@@ -57,9 +61,21 @@ def _nul_list(items: list[bytes]) -> bytes:
 
 def pid_stat(fs: ProcFs, proc: Process) -> bytes:
     vsize = proc.mm.mapped_bytes
-    fields = [str(proc.pid), f"({_comm(proc)})", "R", str(proc.ppid), str(proc.pid),
-              str(proc.pid), "0", "-1", "4194304"] + ["0"] * 10 + [
-        str(len(proc.tasks)), "0", "0", str(vsize), str(vsize // 4096)]
+    fields = (
+        [
+            str(proc.pid),
+            f"({_comm(proc)})",
+            "R",
+            str(proc.ppid),
+            str(proc.pid),
+            str(proc.pid),
+            "0",
+            "-1",
+            "4194304",
+        ]
+        + ["0"] * 10
+        + [str(len(proc.tasks)), "0", "0", str(vsize), str(vsize // 4096)]
+    )
     fields += ["0"] * (52 - len(fields))
     return (" ".join(fields) + "\n").encode()
 
@@ -92,18 +108,31 @@ def cpuinfo(fs: ProcFs, proc: Process) -> bytes:
 def meminfo(fs: ProcFs, proc: Process) -> bytes:
     total = proc.config.memory_limit // 1024
     free = max(0, total - proc.mm.mapped_bytes // 1024)
-    rows = [("MemTotal", total), ("MemFree", free), ("MemAvailable", free), ("Buffers", 0),
-            ("Cached", 0), ("SwapCached", 0), ("Active", total - free), ("Inactive", 0),
-            ("SwapTotal", 0), ("SwapFree", 0), ("Shmem", 0), ("CommitLimit", total),
-            ("Committed_AS", total - free)]
+    rows = [
+        ("MemTotal", total),
+        ("MemFree", free),
+        ("MemAvailable", free),
+        ("Buffers", 0),
+        ("Cached", 0),
+        ("SwapCached", 0),
+        ("Active", total - free),
+        ("Inactive", 0),
+        ("SwapTotal", 0),
+        ("SwapFree", 0),
+        ("Shmem", 0),
+        ("CommitLimit", total),
+        ("Committed_AS", total - free),
+    ]
     return "".join(f"{k + ':':<16}{v:8d} kB\n" for k, v in rows).encode()
 
 
 def stat(fs: ProcFs, proc: Process) -> bytes:
     cpus = "".join(f"cpu{i} 0 0 0 0 0 0 0 0 0 0\n" for i in range(proc.config.ncpus))
     boot = int(time.time() - uptime(fs))
-    return (f"cpu  0 0 0 0 0 0 0 0 0 0\n{cpus}intr 0\nctxt 0\nbtime {boot}\n"
-            f"processes 1\nprocs_running 1\nprocs_blocked 0\n").encode()
+    return (
+        f"cpu  0 0 0 0 0 0 0 0 0 0\n{cpus}intr 0\nctxt 0\nbtime {boot}\n"
+        f"processes 1\nprocs_running 1\nprocs_blocked 0\n"
+    ).encode()
 
 
 _ROOT = {

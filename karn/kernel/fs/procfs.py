@@ -115,8 +115,15 @@ class ProcFs(Filesystem):
         kind = self._kind(rel)
         t = time.time_ns()
         mode = {"dir": S_IFDIR | 0o555, "file": S_IFREG | 0o444, "link": S_IFLNK | 0o777}[kind]
-        return Stat(mode=mode, ino=self._ino(rel), dev=self.dev, nlink=2 if kind == "dir" else 1,
-                    atime_ns=t, mtime_ns=t, ctime_ns=t)
+        return Stat(
+            mode=mode,
+            ino=self._ino(rel),
+            dev=self.dev,
+            nlink=2 if kind == "dir" else 1,
+            atime_ns=t,
+            mtime_ns=t,
+            ctime_ns=t,
+        )
 
     def readlink(self, rel: Rel) -> str:
         if self._kind(rel) != "link":
@@ -124,8 +131,11 @@ class ProcFs(Filesystem):
         proc = self._proc()
         name = rel[-1]
         if len(rel) == 1:
-            return {"self": str(proc.pid), "thread-self": f"{proc.pid}/task/{proc.pid}",
-                    "mounts": "self/mounts"}[name]
+            return {
+                "self": str(proc.pid),
+                "thread-self": f"{proc.pid}/task/{proc.pid}",
+                "mounts": "self/mounts",
+            }[name]
         if len(rel) == 3:
             file = self._fd(rel)
             return file.link_name() if file else ""
@@ -168,4 +178,3 @@ def host_cpuinfo() -> str:
 
 def uptime(fs: ProcFs) -> float:
     return time.monotonic() - fs.started
-

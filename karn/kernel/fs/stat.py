@@ -49,18 +49,41 @@ class Stat:
     @classmethod
     def from_host(cls, st: os.stat_result) -> Stat:
         return cls(
-            mode=st.st_mode, ino=st.st_ino, dev=st.st_dev, nlink=st.st_nlink,
-            uid=st.st_uid, gid=st.st_gid, rdev=st.st_rdev, size=st.st_size,
-            blksize=st.st_blksize, blocks=st.st_blocks, atime_ns=st.st_atime_ns,
-            mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
+            mode=st.st_mode,
+            ino=st.st_ino,
+            dev=st.st_dev,
+            nlink=st.st_nlink,
+            uid=st.st_uid,
+            gid=st.st_gid,
+            rdev=st.st_rdev,
+            size=st.st_size,
+            blksize=st.st_blksize,
+            blocks=st.st_blocks,
+            atime_ns=st.st_atime_ns,
+            mtime_ns=st.st_mtime_ns,
+            ctime_ns=st.st_ctime_ns,
         )
 
     def pack(self) -> bytes:
         a, m, c = self.atime_ns, self.mtime_ns, self.ctime_ns
         return _STAT.pack(
-            self.dev, self.ino, self.nlink, self.mode, self.uid, self.gid, 0, self.rdev,
-            self.size, self.blksize, self.blocks,
-            a // 10**9, a % 10**9, m // 10**9, m % 10**9, c // 10**9, c % 10**9,
+            self.dev,
+            self.ino,
+            self.nlink,
+            self.mode,
+            self.uid,
+            self.gid,
+            0,
+            self.rdev,
+            self.size,
+            self.blksize,
+            self.blocks,
+            a // 10**9,
+            a % 10**9,
+            m // 10**9,
+            m % 10**9,
+            c // 10**9,
+            c % 10**9,
         )
 
     def pack_statx(self) -> bytes:
@@ -68,10 +91,25 @@ class Stat:
         for t in (self.atime_ns, self.ctime_ns, self.ctime_ns, self.mtime_ns):  # a, b, c, m
             times += [t // 10**9, t % 10**9, 0]
         return _STATX.pack(
-            STATX_BASIC_STATS, self.blksize, 0, self.nlink, self.uid, self.gid,
-            self.mode & 0xFFFF, self.ino, self.size, self.blocks, 0, *times,
-            os.major(self.rdev), os.minor(self.rdev), os.major(self.dev), os.minor(self.dev),
-            0, 0, 0,
+            STATX_BASIC_STATS,
+            self.blksize,
+            0,
+            self.nlink,
+            self.uid,
+            self.gid,
+            self.mode & 0xFFFF,
+            self.ino,
+            self.size,
+            self.blocks,
+            0,
+            *times,
+            os.major(self.rdev),
+            os.minor(self.rdev),
+            os.major(self.dev),
+            os.minor(self.dev),
+            0,
+            0,
+            0,
         )
 
 
@@ -89,8 +127,18 @@ class StatFs:
 
     def pack(self) -> bytes:
         return _STATFS.pack(
-            self.type, self.bsize, self.blocks, self.bfree, self.bavail, self.files,
-            self.ffree, 0, 0, self.namelen, self.bsize, self.flags,
+            self.type,
+            self.bsize,
+            self.blocks,
+            self.bfree,
+            self.bavail,
+            self.files,
+            self.ffree,
+            0,
+            0,
+            self.namelen,
+            self.bsize,
+            self.flags,
         )
 
 

@@ -27,8 +27,14 @@ TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
 TIOCGPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540F, 0x5413, 0x5414
 FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x541B, 0x5421, 0x5450, 0x5451
 # tty ioctls passed to the host tty: request -> (bytes copied in, bytes copied out)
-_TTY_PASS = {TCGETS: (0, 36), TCSETS: (36, 0), TCSETSW: (36, 0), TCSETSF: (36, 0),
-             TIOCGWINSZ: (0, 8), TIOCSWINSZ: (8, 0)}
+_TTY_PASS = {
+    TCGETS: (0, 36),
+    TCSETS: (36, 0),
+    TCSETSW: (36, 0),
+    TCSETSF: (36, 0),
+    TIOCGWINSZ: (0, 8),
+    TIOCSWINSZ: (8, 0),
+}
 
 
 def sys_close(task: Task, fd: int) -> int:
@@ -94,8 +100,9 @@ def sys_fcntl(task: Task, fd: int, cmd: int, arg: int) -> int:
         if host is None or not getattr(file, "_fifo", False):
             raise SyscallError(errno.EBADF)
         try:
-            return fcntl.fcntl(host, cmd, u32(arg)) if cmd == F_SETPIPE_SZ else fcntl.fcntl(
-                host, cmd)
+            return (
+                fcntl.fcntl(host, cmd, u32(arg)) if cmd == F_SETPIPE_SZ else fcntl.fcntl(host, cmd)
+            )
         except OSError as err:
             raise SyscallError(err.errno or errno.EINVAL) from None
     raise SyscallError(errno.EINVAL)

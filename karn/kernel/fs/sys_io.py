@@ -88,15 +88,17 @@ def sys_pwritev(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: i
     return file.writev(views, off) if views else 0
 
 
-def sys_preadv2(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int,
-                flags: int) -> int:
+def sys_preadv2(
+    task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int, flags: int
+) -> int:
     if s64(pos_l) == -1:  # -1: use and advance the file offset
         return sys_readv(task, fd, iov, iovcnt)
     return sys_preadv(task, fd, iov, iovcnt, pos_l, pos_h)
 
 
-def sys_pwritev2(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int,
-                 flags: int) -> int:
+def sys_pwritev2(
+    task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int, flags: int
+) -> int:
     if s64(pos_l) == -1:
         return sys_writev(task, fd, iov, iovcnt)
     return sys_pwritev(task, fd, iov, iovcnt, pos_l, pos_h)

@@ -88,11 +88,13 @@ def sys_unlink(task: Task, pathname: int) -> int:
     return sys_unlinkat(task, -100, pathname, 0)
 
 
-def sys_renameat2(task: Task, olddirfd: int, oldpath: int, newdirfd: int, newpath: int,
-                  flags: int) -> int:
+def sys_renameat2(
+    task: Task, olddirfd: int, oldpath: int, newdirfd: int, newpath: int, flags: int
+) -> int:
     flags = u32(flags)
     if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
-            RENAME_NOREPLACE | RENAME_EXCHANGE):
+        RENAME_NOREPLACE | RENAME_EXCHANGE
+    ):
         raise SyscallError(errno.EINVAL)
     for ptr in (oldpath, newpath):
         if _last_name(task, ptr) in (".", ".."):
@@ -116,8 +118,9 @@ def sys_rename(task: Task, oldpath: int, newpath: int) -> int:
     return sys_renameat2(task, -100, oldpath, -100, newpath, 0)
 
 
-def sys_linkat(task: Task, olddirfd: int, oldpath: int, newdirfd: int, newpath: int,
-               flags: int) -> int:
+def sys_linkat(
+    task: Task, olddirfd: int, oldpath: int, newdirfd: int, newpath: int, flags: int
+) -> int:
     flags = s32(flags)
     if flags & ~(AT_SYMLINK_FOLLOW | AT_EMPTY_PATH):
         raise SyscallError(errno.EINVAL)

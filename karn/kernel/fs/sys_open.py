@@ -79,8 +79,11 @@ def sys_lstat(task: Task, pathname: int, statbuf: int) -> int:
 
 def sys_statx(task: Task, dirfd: int, pathname: int, flags: int, mask: int, buf: int) -> int:
     flags = s32(flags)
-    if flags & ~(_STAT_FLAGS | AT_STATX_SYNC_TYPE) or flags & AT_STATX_SYNC_TYPE == \
-            AT_STATX_SYNC_TYPE or u32(mask) & STATX_RESERVED:
+    if (
+        flags & ~(_STAT_FLAGS | AT_STATX_SYNC_TYPE)
+        or flags & AT_STATX_SYNC_TYPE == AT_STATX_SYNC_TYPE
+        or u32(mask) & STATX_RESERVED
+    ):
         raise SyscallError(errno.EINVAL)
     target = file_or_path(task, dirfd, pathname, flags, not flags & AT_SYMLINK_NOFOLLOW)
     task.mem.write(buf, _stat_of(target).pack_statx())

@@ -127,6 +127,10 @@ HANDLERS = {
 }
 _XATTR = "no filesystem stores extended attributes: get/remove ENODATA, list empty, set EOPNOTSUPP"
 NOTES = {name: _XATTR for name in HANDLERS if "xattr" in name}
-NOTES.update({name: "ownership is not stored: accepted (EROFS on read-only mounts), "
-              "files keep showing their owner" for name in ("fchownat", "chown", "lchown",
-                                                             "fchown")})
+NOTES.update(
+    {
+        name: "ownership is not stored: accepted (EROFS on read-only mounts), "
+        "files keep showing their owner"
+        for name in ("fchownat", "chown", "lchown", "fchown")
+    }
+)

@@ -48,8 +48,9 @@ def resolve_at(task: Task, dirfd: int, path_ptr: int, follow: bool) -> Resolved:
     return ctx(task).resolve(path, base_of(task, dirfd, path), follow)
 
 
-def file_or_path(task: Task, dirfd: int, path_ptr: int, flags: int, follow: bool
-                 ) -> OpenFile | Resolved:
+def file_or_path(
+    task: Task, dirfd: int, path_ptr: int, flags: int, follow: bool
+) -> OpenFile | Resolved:
     """For calls taking AT_EMPTY_PATH: the dirfd's own file when the path is empty."""
     path = path_arg(task, path_ptr) if path_ptr else ""
     if not path and flags & AT_EMPTY_PATH:

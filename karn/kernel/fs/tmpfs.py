@@ -28,8 +28,19 @@ MAX_FILE_SIZE = (1 << 63) - 1
 
 
 class Node:
-    __slots__ = ("mode", "ino", "nlink", "uid", "gid", "atime", "mtime", "ctime",
-                 "data", "children", "target")
+    __slots__ = (
+        "mode",
+        "ino",
+        "nlink",
+        "uid",
+        "gid",
+        "atime",
+        "mtime",
+        "ctime",
+        "data",
+        "children",
+        "target",
+    )
 
     def __init__(self, mode: int, ino: int) -> None:
         t = now_ns()
@@ -110,11 +121,24 @@ class TmpFs(Filesystem):
     # -- Filesystem interface ---------------------------------------------------------
     def lstat(self, rel: Rel) -> Stat:
         node = self._lookup(rel)
-        size = len(node.data) if node.data is not None else (
-            len(node.target) if node.mode & S_IFMT == S_IFLNK else 4096)
-        return Stat(mode=node.mode, ino=node.ino, dev=self.dev, nlink=node.nlink,
-                    uid=node.uid, gid=node.gid, size=size, blocks=(size + 511) // 512,
-                    atime_ns=node.atime, mtime_ns=node.mtime, ctime_ns=node.ctime)
+        size = (
+            len(node.data)
+            if node.data is not None
+            else (len(node.target) if node.mode & S_IFMT == S_IFLNK else 4096)
+        )
+        return Stat(
+            mode=node.mode,
+            ino=node.ino,
+            dev=self.dev,
+            nlink=node.nlink,
+            uid=node.uid,
+            gid=node.gid,
+            size=size,
+            blocks=(size + 511) // 512,
+            atime_ns=node.atime,
+            mtime_ns=node.mtime,
+            ctime_ns=node.ctime,
+        )
 
     def readlink(self, rel: Rel) -> str:
         node = self._lookup(rel)
@@ -290,15 +314,26 @@ class TmpFile(MemoryFile):
         return n
 
     def lseek(self, offset: int, whence: int) -> int:
-        return OpenFile.lseek(self, offset, whence) if self.is_dir else super().lseek(
-            offset, whence)
+        return (
+            OpenFile.lseek(self, offset, whence) if self.is_dir else super().lseek(offset, whence)
+        )
 
     def stat(self) -> Stat:
         node = self.node
         size = len(node.data) if node.data is not None else 4096
-        return Stat(mode=node.mode, ino=node.ino, dev=self.fs.dev, nlink=node.nlink,
-                    uid=node.uid, gid=node.gid, size=size, blocks=(size + 511) // 512,
-                    atime_ns=node.atime, mtime_ns=node.mtime, ctime_ns=node.ctime)
+        return Stat(
+            mode=node.mode,
+            ino=node.ino,
+            dev=self.fs.dev,
+            nlink=node.nlink,
+            uid=node.uid,
+            gid=node.gid,
+            size=size,
+            blocks=(size + 511) // 512,
+            atime_ns=node.atime,
+            mtime_ns=node.mtime,
+            ctime_ns=node.ctime,
+        )
 
     def list_dir(self) -> list[DirEntry]:
         if self.node.children is None:

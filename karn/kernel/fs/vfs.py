@@ -92,8 +92,13 @@ class Vfs:
         except SyscallError as err:
             if err.errno not in (errno.ENOENT, errno.ENOTDIR) or comps not in self._virtual:
                 raise
-            return Stat(mode=S_IFDIR | 0o755, ino=hash(comps) & 0xFFFFFFFF,
-                        dev=self._virtual_dev, nlink=2, size=4096), True
+            return Stat(
+                mode=S_IFDIR | 0o755,
+                ino=hash(comps) & 0xFFFFFFFF,
+                dev=self._virtual_dev,
+                nlink=2,
+                size=4096,
+            ), True
 
     def resolve(self, path: str, base: Comps, follow: bool = True) -> Resolved:
         """Resolve path (relative ones from base, a directory's guest components).

@@ -1,0 +1,50 @@
+# karn: the two commands at the top of README.md, plus benchmarks and lint.
+#   make example   install karn if needed, build examples/hello.c, run it under karn
+#   make test      install what the tests need (only what is missing), run pytest
+#   make bench     run the benchmarks (python3 bench/run.py; BENCH_ARGS="--runs 9 --write")
+#   make lint      ruff check
+
+PYTHON ?= python3
+APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static
+BENCH_ARGS ?=
+
+.PHONY: all example test bench lint install install-test-deps clean
+all: test
+
+# Install the package (editable) unless it and its dependencies already import.
+install:
+	@$(PYTHON) -c 'import karn, karn.cli.main, elftools, capstone' 2>/dev/null \
+	  || $(PYTHON) -m pip install -q -e .
+
+examples/hello: examples/hello.c
+	@command -v gcc >/dev/null || $(MAKE) --no-print-directory install-test-deps
+	gcc -O2 -o $@ $<
+
+example: install examples/hello
+	$(PYTHON) -m karn run examples/hello
+
+# apt only when a tool is missing; pip only when pytest or karn is missing.
+install-test-deps:
+	@missing=""; \
+	for tool in gcc musl-gcc nm; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	[ -x /bin/busybox ] || missing="$$missing busybox"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages (missing:$$missing)"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
+	fi
+	@$(PYTHON) -c 'import pytest, karn, karn.cli.main, elftools, capstone' 2>/dev/null \
+	  || $(PYTHON) -m pip install -q -e '.[test]'
+
+test: install-test-deps
+	$(PYTHON) -m pytest -q
+
+bench: install
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+lint:
+	ruff check karn tests bench
+
+clean:
+	rm -f examples/hello
