@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 
-from karn.debug.crash import classify, format_report
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
 from karn.kernel.errors import SyscallError
@@ -17,8 +15,6 @@ from karn.loader.program import load_program
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
 from karn.platform.vcpu import Vcpu
-
-log = logging.getLogger("karn")
 
 MIB = 1 << 20
 DEFAULT_MEMORY = 512 * MIB
@@ -175,6 +171,8 @@ class Unikernel:
             fault = self.vcpu.run(on_syscall)
         except ProcessExit as done:
             return done.status
+        from karn.debug.crash import classify, format_report  # only when crashing
+
         report = classify(fault)
         os.write(2, (format_report(report, self.manifest.entry, self.symbolize) + "\n").encode())
         return report.exit_status

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
-from karn import __version__
+from karn import __version__, log
 from karn.errors import KarnError, UsageError
 
 SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
@@ -98,15 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("karn: %(message)s"))
-    root = logging.getLogger("karn")
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    root.propagate = False
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from karn.runtime import RunConfig, Unikernel
 
@@ -126,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging("debug" if args.debug else args.log_level)
+    log.set_level("debug" if args.debug else args.log_level)
     if args.command is None:
         parser.print_help()
         return 125

@@ -9,16 +9,14 @@ construction and logged once by name. docs/syscalls.md is generated from this ta
 from __future__ import annotations
 
 import errno
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
+from karn import log
 from karn.kernel import sys_fs, sys_identity, sys_misc, sys_mm, sys_time
 from karn.kernel.errors import SyscallError
 from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
-
-log = logging.getLogger("karn.kernel")
 
 AREAS: tuple[ModuleType, ...] = (sys_fs, sys_mm, sys_identity, sys_time, sys_misc)
 

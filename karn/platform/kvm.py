@@ -135,35 +135,42 @@ class VirtualMachine:
     def _put64(self, addr: int, value: int) -> None:
         struct.pack_into("<Q", self.memory.raw, addr, value)
 
+    def _put_table(self, addr: int, entries: list[int]) -> None:
+        """Write a whole 512-entry paging structure in one go (start-up time matters)."""
+        struct.pack_into("<512Q", self.memory.raw, addr, *entries)
+
     def _build_page_tables(self) -> None:
         lay = self.layout
+        table = PTE_P | PTE_W | PTE_U  # flags of an entry pointing at a lower table
         pml4 = lay.system_page(SYS_PML4)
         pdpt = lay.system_page(SYS_PDPT)
-        self._put64(pml4, pdpt | PTE_P | PTE_W | PTE_U)
-        for gib in range(lay.span // GIB):
-            pd = lay.system_page(SYS_PD_FIRST + gib)
-            self._put64(pdpt + gib * 8, pd | PTE_P | PTE_W | PTE_U)
-            flags = PTE_P | PTE_W | PTE_U | PTE_PS
-            for i in range(512):
-                self._put64(pd + i * 8, (gib * GIB + i * LARGE_PAGE) | flags)
-        # The lowest 2 MiB through a 4 KiB table: NULL guard pages stay not-present.
-        pt_low = lay.system_page(SYS_PT_LOW)
-        self._put64(lay.system_page(SYS_PD_FIRST), pt_low | PTE_P | PTE_W | PTE_U)
-        for i in range(NULL_GUARD // PAGE, 512):
-            self._put64(pt_low + i * 8, i * PAGE | PTE_P | PTE_W | PTE_U)
+        gibs = lay.span // GIB
+        self._put64(pml4, pdpt | table)
+        pds = [lay.system_page(SYS_PD_FIRST + g) for g in range(gibs)]
+        self._put_table(pdpt, [pd | table for pd in pds] + [0] * (512 - gibs))
+        large = PTE_P | PTE_W | PTE_U | PTE_PS
+        for gib, pd in enumerate(pds):
+            entries = [(gib * GIB + i * LARGE_PAGE) | large for i in range(512)]
+            if gib == 0:
+                # The lowest 2 MiB through a 4 KiB table: NULL guard pages stay not-present.
+                entries[0] = lay.system_page(SYS_PT_LOW) | table
+            if gib == gibs - 1:
+                entries[511] = lay.system_page(SYS_PT_SYS) | table
+            self._put_table(pd, entries)
+        first_user = NULL_GUARD // PAGE
+        low = [0] * first_user + [i * PAGE | table for i in range(first_user, 512)]
+        self._put_table(lay.system_page(SYS_PT_LOW), low)
         # The system region: supervisor-only, except the trampoline (user, read+execute).
-        pt_sys = lay.system_page(SYS_PT_SYS)
-        last_pd = lay.system_page(SYS_PD_FIRST + lay.span // GIB - 1)
-        self._put64(last_pd + 511 * 8, pt_sys | PTE_P | PTE_W | PTE_U)
+        system = []
         for i in range(512):
             addr = lay.system_base + i * PAGE
             if i == SYS_TRAMPOLINE:
-                entry = addr | PTE_P | PTE_U
+                system.append(addr | PTE_P | PTE_U)
             elif i == SYS_STUBS:
-                entry = addr | PTE_P
+                system.append(addr | PTE_P)
             else:
-                entry = addr | PTE_P | PTE_W | PTE_NX
-            self._put64(pt_sys + i * 8, entry)
+                system.append(addr | PTE_P | PTE_W | PTE_NX)
+        self._put_table(lay.system_page(SYS_PT_SYS), system)
 
     def _build_descriptor_tables(self) -> None:
         lay = self.layout
