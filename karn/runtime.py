@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
@@ -26,25 +26,36 @@ RELOCATED_PREFIX = "/run/karn"
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
 
 
-@dataclass(frozen=True)
-class Volume:
+class Volume(NamedTuple):
     host: str
     guest: str
     readonly: bool = False
 
 
-@dataclass
 class RunConfig:
     """Everything `karn run` needs, validated before anything starts."""
 
-    program: str
-    args: list[str] = field(default_factory=list)
-    memory: int = DEFAULT_MEMORY
-    env: list[str] = field(default_factory=list)
-    volumes: list[Volume] = field(default_factory=list)
-    workdir: str = "/"
-    hostname: str = "karn"
-    root: str | None = None  # a host directory used as the read-only root filesystem
+    __slots__ = ("program", "args", "memory", "env", "volumes", "workdir", "hostname", "root")
+
+    def __init__(
+        self,
+        program: str,
+        args: list[str] | None = None,
+        memory: int = DEFAULT_MEMORY,
+        env: list[str] | None = None,
+        volumes: list[Volume] | None = None,
+        workdir: str = "/",
+        hostname: str = "karn",
+        root: str | None = None,
+    ) -> None:
+        self.program = program
+        self.args = [] if args is None else args
+        self.memory = memory
+        self.env = [] if env is None else env
+        self.volumes = [] if volumes is None else volumes
+        self.workdir = workdir
+        self.hostname = hostname
+        self.root = root  # a host directory used as the read-only root filesystem
 
     def validate(self) -> None:
         if self.memory < 16 * MIB:

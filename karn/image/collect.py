@@ -21,7 +21,6 @@ import os
 import struct
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from karn.errors import ImageError
 from karn.image.elfinfo import ElfInfo, inspect_elf, is_compatible_elf
@@ -52,15 +51,24 @@ _CACHE_ENTRY = struct.Struct("<iIIIQ")  # flags, key, value, osversion, hwcap
 _CACHE_FLAGS_X8664 = (0x0303, 0x0001)  # FLAG_ELF_LIBC6|FLAG_X8664_LIB64, or untyped libc6
 
 
-@dataclass
 class RootManifest:
     """The guest root filesystem for one program."""
 
-    files: dict[str, str]  # guest absolute path -> host real path of a regular file
-    symlinks: dict[str, str]  # guest path -> link target
-    entry: str  # guest path of the program
-    interpreter: str | None = None  # guest path of PT_INTERP (None: static program)
-    libraries: list[str] = field(default_factory=list)  # guest paths, in load order
+    __slots__ = ("files", "symlinks", "entry", "interpreter", "libraries")
+
+    def __init__(
+        self,
+        files: dict[str, str],
+        symlinks: dict[str, str],
+        entry: str,
+        interpreter: str | None = None,
+        libraries: list[str] | None = None,
+    ) -> None:
+        self.files = files  # guest absolute path -> host real path of a regular file
+        self.symlinks = symlinks  # guest path -> link target
+        self.entry = entry  # guest path of the program
+        self.interpreter = interpreter  # guest path of PT_INTERP (None: static program)
+        self.libraries = [] if libraries is None else libraries  # guest paths, in load order
 
     def relocated(self, shadowed: Iterable[str], prefix: str) -> RootManifest:
         """Move files that a guest mount (/tmp, /proc, a volume) would hide under prefix.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from karn.errors import ImageError
 
@@ -53,8 +53,7 @@ _DYN = struct.Struct("<qQ")  # Elf64_Dyn
 _MAX_PHNUM = 4096  # far above anything real; bounds the work a hostile header can cause
 
 
-@dataclass(frozen=True, slots=True)
-class LoadSegment:
+class LoadSegment(NamedTuple):
     """One PT_LOAD program header."""
 
     vaddr: int
@@ -65,25 +64,47 @@ class LoadSegment:
     align: int
 
 
-@dataclass(slots=True)
 class ElfInfo:
     """What karn needs to know about an x86-64 ELF executable or shared object."""
 
-    path: str
-    e_type: int
-    entry: int
-    phoff: int
-    phnum: int
-    phentsize: int
-    segments: list[LoadSegment] = field(default_factory=list)
-    interpreter: str | None = None
-    needed: list[str] = field(default_factory=list)
-    soname: str | None = None
-    rpath: list[str] = field(default_factory=list)
-    runpath: list[str] = field(default_factory=list)
-    has_tls: bool = False
-    exec_stack: bool = False  # PT_GNU_STACK with PF_X (or no PT_GNU_STACK at all)
-    is_dynamic: bool = False  # has PT_DYNAMIC
+    __slots__ = (
+        "path", "e_type", "entry", "phoff", "phnum", "phentsize", "segments", "interpreter",
+        "needed", "soname", "rpath", "runpath", "has_tls", "exec_stack", "is_dynamic",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        path: str,
+        e_type: int,
+        entry: int,
+        phoff: int,
+        phnum: int,
+        phentsize: int,
+        segments: list[LoadSegment] | None = None,
+        interpreter: str | None = None,
+        needed: list[str] | None = None,
+        soname: str | None = None,
+        rpath: list[str] | None = None,
+        runpath: list[str] | None = None,
+        has_tls: bool = False,
+        exec_stack: bool = False,
+        is_dynamic: bool = False,
+    ) -> None:
+        self.path = path
+        self.e_type = e_type
+        self.entry = entry
+        self.phoff = phoff
+        self.phnum = phnum
+        self.phentsize = phentsize
+        self.segments = [] if segments is None else segments
+        self.interpreter = interpreter
+        self.needed = [] if needed is None else needed
+        self.soname = soname
+        self.rpath = [] if rpath is None else rpath
+        self.runpath = [] if runpath is None else runpath
+        self.has_tls = has_tls
+        self.exec_stack = exec_stack  # PT_GNU_STACK with PF_X (or no PT_GNU_STACK at all)
+        self.is_dynamic = is_dynamic  # has PT_DYNAMIC
 
     @property
     def is_pie(self) -> bool:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import bisect
 import errno
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from karn.kernel.errors import SyscallError
 
@@ -35,21 +34,22 @@ class DiscardableMemory(Protocol):
     def discard(self, addr: int, size: int) -> None: ...
 
 
-@dataclass
 class Vma:
-    start: int
-    end: int
-    prot: int
-    offset: int = 0
-    name: str = ""  # file path, "[heap]", "[stack]" or "" for anonymous
+    __slots__ = ("start", "end", "prot", "offset", "name")
+
+    def __init__(self, start: int, end: int, prot: int, offset: int = 0, name: str = "") -> None:
+        self.start = start
+        self.end = end
+        self.prot = prot
+        self.offset = offset
+        self.name = name  # file path, "[heap]", "[stack]" or "" for anonymous
 
     def sliced(self, start: int, end: int) -> Vma:
         offset = self.offset + (start - self.start) if self.name.startswith("/") else 0
         return Vma(start, end, self.prot, offset, self.name)
 
 
-@dataclass(frozen=True)
-class Region:
+class Region(NamedTuple):
     """Where things go, fixed by the platform's layout."""
 
     user_start: int

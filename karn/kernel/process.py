@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from karn.kernel.limits import default_rlimits
@@ -32,24 +31,36 @@ class Cpu(Protocol):
     def set_gs_base(self, value: int) -> None: ...
 
 
-@dataclass
 class Identity:
-    uid: int = 0
-    gid: int = 0
-    euid: int = 0
-    egid: int = 0
+    __slots__ = ("uid", "gid", "euid", "egid")
+
+    def __init__(self, uid: int = 0, gid: int = 0, euid: int = 0, egid: int = 0) -> None:
+        self.uid = uid
+        self.gid = gid
+        self.euid = euid
+        self.egid = egid
 
 
-@dataclass
 class KernelConfig:
     """Guest-visible settings fixed at start."""
 
-    hostname: str = "karn"
-    argv: list[bytes] = field(default_factory=list)
-    envp: list[bytes] = field(default_factory=list)
-    exe_path: str = "/"  # guest path of the main program, for /proc/self/exe
-    memory_limit: int = 512 << 20
-    ncpus: int = 1
+    __slots__ = ("hostname", "argv", "envp", "exe_path", "memory_limit", "ncpus")
+
+    def __init__(
+        self,
+        hostname: str = "karn",
+        argv: list[bytes] | None = None,
+        envp: list[bytes] | None = None,
+        exe_path: str = "/",  # guest path of the main program, for /proc/self/exe
+        memory_limit: int = 512 << 20,
+        ncpus: int = 1,
+    ) -> None:
+        self.hostname = hostname
+        self.argv = [] if argv is None else argv
+        self.envp = [] if envp is None else envp
+        self.exe_path = exe_path
+        self.memory_limit = memory_limit
+        self.ncpus = ncpus
 
 
 class ProcessExit(Exception):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-import platform
+import os
 
 from karn.kernel.abi import s32
 from karn.kernel.errors import SyscallError
@@ -123,7 +123,7 @@ def sys_uname(task: Task, buf: int) -> int:
         task.process.config.hostname,
         KERNEL_RELEASE,
         KERNEL_VERSION,
-        platform.machine() or "x86_64",
+        os.uname().machine or "x86_64",
         "(none)",
     )
     task.mem.write(buf, b"".join(_uts(f) for f in fields))

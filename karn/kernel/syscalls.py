@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
+from typing import NamedTuple
 
 from karn import log
 from karn.kernel import sys_fs, sys_identity, sys_misc, sys_mm, sys_time
@@ -27,8 +27,7 @@ DELIBERATE_ENOSYS: dict[str, str] = {
 Handler = Callable[..., int]
 
 
-@dataclass(frozen=True, slots=True)
-class Syscall:
+class Syscall(NamedTuple):
     number: int
     name: str
     handler: Handler

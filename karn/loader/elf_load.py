@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from karn.errors import ImageError
 from karn.image.elfinfo import ET_DYN, ElfInfo
@@ -13,8 +13,7 @@ from karn.kernel.mm import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, page_
 PF_X, PF_W, PF_R = 1, 2, 4
 
 
-@dataclass(frozen=True)
-class LoadedObject:
+class LoadedObject(NamedTuple):
     """Where an ELF object landed: what auxv, /proc/self/maps and crash reports need."""
 
     guest_path: str

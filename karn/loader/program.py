@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from karn.errors import ImageError
 from karn.image.elfinfo import inspect_elf
@@ -19,8 +19,7 @@ PIE_BASE = 0x5555_4000  # where a position-independent executable goes (no ASLR 
 RT_SIGFRAME_BASE = 440 + 4  # struct rt_sigframe without FPU state, + FP_XSTATE_MAGIC2
 
 
-@dataclass(frozen=True)
-class ProgramImage:
+class ProgramImage(NamedTuple):
     rip: int  # first instruction: the interpreter's entry, or the program's
     rsp: int
     objects: list[LoadedObject]

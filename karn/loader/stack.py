@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from karn.kernel.guestmem import GuestMemory
 
@@ -32,8 +32,7 @@ AT_MINSIGSTKSZ = 51
 PLATFORM = b"x86_64"
 
 
-@dataclass(frozen=True)
-class StartInfo:
+class StartInfo(NamedTuple):
     argv: list[bytes]
     envp: list[bytes]
     execfn: bytes

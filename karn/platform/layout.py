@@ -10,7 +10,7 @@ user read/write/execute, except
 Host memory behind it is MAP_NORESERVE: pages cost nothing until the guest touches them.
 """
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PAGE = 0x1000
 LARGE_PAGE = 0x200000
@@ -36,8 +36,7 @@ SYS_IST_PAGES = 4
 SYS_PD_FIRST = 16  # one page directory per GiB of address space
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     span: int  # bytes of guest address space (multiple of 1 GiB)
 
     @property

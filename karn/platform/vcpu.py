@@ -12,7 +12,7 @@ import mmap
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
@@ -42,8 +42,7 @@ SYSCALL_FLAGS_MASK = 0x47700
 GPR_NAMES = tuple(name for name, _ in K.kvm_regs._fields_)
 
 
-@dataclass(frozen=True)
-class GuestFault:
+class GuestFault(NamedTuple):
     """A CPU exception raised by guest code, with the state at the faulting instruction."""
 
     vector: int

@@ -1,10 +1,11 @@
 """Linux x86-64 file ABI constants, as the guest sees them (not the host's `os` values)."""
 
-import enum
 
+class OFlag:
+    """open(2) flags, plain ints (an enum.IntFlag cost start-up time and made every
+    `flags & OFlag.X` build a flag object)."""
 
-class OFlag(enum.IntFlag):
-    """open(2) flags; an IntFlag so a trace prints O_WRONLY|O_CREAT, not 577."""
+    __slots__ = ()
 
     RDONLY = 0
     WRONLY = 0o1

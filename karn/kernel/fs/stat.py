@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import struct
 import time
-from dataclasses import dataclass
 
 from karn.kernel.fs.constants import S_IFMT
 
@@ -26,21 +25,41 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-@dataclass(slots=True)
 class Stat:
-    mode: int
-    ino: int
-    dev: int = 0
-    nlink: int = 1
-    uid: int = 0
-    gid: int = 0
-    rdev: int = 0
-    size: int = 0
-    blksize: int = 4096
-    blocks: int = 0
-    atime_ns: int = 0
-    mtime_ns: int = 0
-    ctime_ns: int = 0
+    __slots__ = (
+        "mode", "ino", "dev", "nlink", "uid", "gid", "rdev", "size", "blksize", "blocks",
+        "atime_ns", "mtime_ns", "ctime_ns",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        mode: int,
+        ino: int,
+        dev: int = 0,
+        nlink: int = 1,
+        uid: int = 0,
+        gid: int = 0,
+        rdev: int = 0,
+        size: int = 0,
+        blksize: int = 4096,
+        blocks: int = 0,
+        atime_ns: int = 0,
+        mtime_ns: int = 0,
+        ctime_ns: int = 0,
+    ) -> None:
+        self.mode = mode
+        self.ino = ino
+        self.dev = dev
+        self.nlink = nlink
+        self.uid = uid
+        self.gid = gid
+        self.rdev = rdev
+        self.size = size
+        self.blksize = blksize
+        self.blocks = blocks
+        self.atime_ns = atime_ns
+        self.mtime_ns = mtime_ns
+        self.ctime_ns = ctime_ns
 
     @property
     def fmt(self) -> int:
@@ -113,17 +132,30 @@ class Stat:
         )
 
 
-@dataclass(slots=True)
 class StatFs:
-    type: int
-    bsize: int = 4096
-    blocks: int = 0
-    bfree: int = 0
-    bavail: int = 0
-    files: int = 0
-    ffree: int = 0
-    namelen: int = 255
-    flags: int = 0
+    __slots__ = ("type", "bsize", "blocks", "bfree", "bavail", "files", "ffree", "namelen", "flags")
+
+    def __init__(
+        self,
+        type: int,
+        bsize: int = 4096,
+        blocks: int = 0,
+        bfree: int = 0,
+        bavail: int = 0,
+        files: int = 0,
+        ffree: int = 0,
+        namelen: int = 255,
+        flags: int = 0,
+    ) -> None:
+        self.type = type
+        self.bsize = bsize
+        self.blocks = blocks
+        self.bfree = bfree
+        self.bavail = bavail
+        self.files = files
+        self.ffree = ffree
+        self.namelen = namelen
+        self.flags = flags
 
     def pack(self) -> bytes:
         return _STATFS.pack(

@@ -24,8 +24,9 @@ if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 _VALID_OPEN = 0
-for _flag in OFlag.__members__.values():  # aliases too: O_SYNC, O_TMPFILE are multi-bit
-    _VALID_OPEN |= int(_flag)  # any other bit: Linux ignores it on open
+for _name, _flag in vars(OFlag).items():  # O_SYNC, O_TMPFILE are multi-bit
+    if _name.isupper():
+        _VALID_OPEN |= _flag  # any other bit: Linux ignores it on open
 _STAT_FLAGS = AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT
 STATX_RESERVED = 0x80000000
 

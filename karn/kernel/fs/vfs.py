@@ -9,7 +9,6 @@ Filesystems only ever see plain, symlink-free components relative to their own r
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
 
 from karn.kernel.errors import SyscallError
 from karn.kernel.fs.constants import NAME_MAX, S_IFDIR, S_IFLNK, S_IFMT, SYMLOOP_MAX
@@ -28,15 +27,26 @@ def join_path(comps: Comps | list[str]) -> str:
     return "/" + "/".join(comps)
 
 
-@dataclass(slots=True)
 class Resolved:
-    comps: Comps  # the absolute guest path, normalised, symlinks resolved
-    fs: Filesystem
-    rel: Rel  # the path inside fs
-    stat: Stat | None  # None if the last component does not exist (its parent does)
-    magic: OpenFile | None = None  # /proc/self/fd/N: the file it stands for
-    virtual: bool = False  # a directory that exists only to hold a mount point
-    trailing_slash: bool = False
+    __slots__ = ("comps", "fs", "rel", "stat", "magic", "virtual", "trailing_slash")
+
+    def __init__(
+        self,
+        comps: Comps,
+        fs: Filesystem,
+        rel: Rel,
+        stat: Stat | None,
+        magic: OpenFile | None = None,
+        virtual: bool = False,
+        trailing_slash: bool = False,
+    ) -> None:
+        self.comps = comps  # the absolute guest path, normalised, symlinks resolved
+        self.fs = fs
+        self.rel = rel  # the path inside fs
+        self.stat = stat  # None if the last component does not exist (its parent does)
+        self.magic = magic  # /proc/self/fd/N: the file it stands for
+        self.virtual = virtual  # a directory that exists only to hold a mount point
+        self.trailing_slash = trailing_slash
 
     @property
     def path(self) -> str:
