@@ -22,8 +22,6 @@ F_DUPFD_CLOEXEC, F_SETPIPE_SZ, F_GETPIPE_SZ = 1030, 1031, 1032
 F_UNLCK = 2
 FD_CLOEXEC = 1
 CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
-# Bits 0-22: all that `~OFlag.X` kept while OFlag was an enum.IntFlag, so dup3 and pipe2
-# still ignore higher bits (Linux rejects them with EINVAL).
 
 TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
 TIOCGPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540F, 0x5413, 0x5414
