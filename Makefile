@@ -5,7 +5,8 @@
 #   make lint      ruff check
 
 PYTHON ?= python3
-APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static
+APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static \
+	docker-registry skopeo umoci apache2-utils
 BENCH_ARGS ?=
 
 .PHONY: all example test bench lint install install-test-deps clean
@@ -26,7 +27,7 @@ example: install examples/hello
 # apt only when a tool is missing; pip only when pytest or karn is missing.
 install-test-deps:
 	@missing=""; \
-	for tool in gcc musl-gcc nm; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	for tool in gcc musl-gcc nm docker-registry skopeo umoci htpasswd; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /bin/busybox ] || missing="$$missing busybox"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
@@ -34,7 +35,7 @@ install-test-deps:
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
 	fi
-	@$(PYTHON) -c 'import pytest, karn, karn.cli.main, elftools, capstone' 2>/dev/null \
+	@$(PYTHON) -c 'import pytest, cryptography, karn, karn.cli.main, elftools, capstone' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e '.[test]'
 
 test: install-test-deps

@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import NamedTuple
 
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
 from karn.kernel.errors import SyscallError
 from karn.kernel.mm import AddressSpace, Region
-from karn.kernel.process import KernelConfig, Process, ProcessExit, Task
-from karn.kernel.syscalls import dispatch
+from karn.kernel.process import KernelConfig, Process, Task
+from karn.kernel.signals import SI_USER, SigInfo, signal_name
 from karn.loader.program import load_program
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
-from karn.platform.vcpu import Vcpu
+from karn.platform.machine import KvmMachine
+from karn.platform.vcpu import install_kick_handler
 
 MIB = 1 << 20
 DEFAULT_MEMORY = 512 * MIB
+MAX_CPUS = 256
 MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
 MAX_SPAN = 64 * GIB
 MMAP_GAP = 16 * MIB  # between the stack and the top-down mmap area
 GUEST_MOUNTS = ("/tmp", "/dev", "/proc")  # synthetic mounts that would hide collected files
 RELOCATED_PREFIX = "/run/karn"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
 
 
@@ -35,7 +40,10 @@ class Volume(NamedTuple):
 class RunConfig:
     """Everything `karn run` needs, validated before anything starts."""
 
-    __slots__ = ("program", "args", "memory", "env", "volumes", "workdir", "hostname", "root")
+    __slots__ = (
+        "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
+        "cpus",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -47,6 +55,8 @@ class RunConfig:
         workdir: str = "/",
         hostname: str = "karn",
         root: str | None = None,
+        argv0: str | None = None,
+        cpus: int = 1,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -56,8 +66,12 @@ class RunConfig:
         self.workdir = workdir
         self.hostname = hostname
         self.root = root  # a host directory used as the read-only root filesystem
+        self.argv0 = argv0  # argv[0] when it is not program (an image's entrypoint as given)
+        self.cpus = cpus  # guest vCPUs that may run at once
 
     def validate(self) -> None:
+        if not 1 <= self.cpus <= MAX_CPUS:
+            raise UsageError(f"--cpus must be between 1 and {MAX_CPUS}")
         if self.memory < 16 * MIB:
             raise UsageError("--memory must be at least 16m")
         if self.memory > MAX_SPAN // 2:
@@ -105,23 +119,27 @@ class Unikernel:
             user_start=lay.user_start,
             user_end=lay.user_end,
             mmap_top=lay.user_end - 8 * MIB - MMAP_GAP,
-            limit=config.memory,
+            # Mappings are bounded by the address space, like overcommit on Linux; --memory
+            # is what the guest sees as RAM (resident-memory enforcement: docs/architecture.md).
+            limit=lay.user_end - lay.user_start,
         )
         mem = self.vm.memory
         self.mm = AddressSpace(mem, region)
         self.fs = self._filesystem()
         kconfig = KernelConfig(
             hostname=config.hostname,
-            argv=[config.program.encode(), *(a.encode() for a in config.args)],  # as typed
+            argv=[(config.argv0 or config.program).encode(), *(a.encode() for a in config.args)],
             envp=guest_environment(config.env),
             exe_path=self._canonical(self.manifest.entry),
             memory_limit=config.memory,
+            ncpus=config.cpus,
         )
         from karn.kernel.fs.fdtable import FdTable
 
-        self.process = Process(mem, self.mm, self.fs, FdTable.with_stdio(), kconfig)
-        self.vcpu = Vcpu(self.vm, 0)
-        self.task = Task(self.process, 1, self.vcpu)
+        self.machine = KvmMachine(self.vm)
+        self.process = Process(
+            mem, self.mm, self.fs, FdTable.with_stdio(), kconfig, machine=self.machine
+        )
         self.image = load_program(
             mem,
             self.mm,
@@ -169,24 +187,44 @@ class Unikernel:
     def host_path(self, guest_path: str) -> str | None:
         if self.config.root is not None:
             return os.path.join(self.config.root, guest_path.lstrip("/"))
-        return self.manifest.files.get(guest_path)
+        return self.manifest.files.get(self._canonical(guest_path))
 
     def run(self) -> int:
-        task = self.task
-
-        def on_syscall(nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int:
-            return dispatch(task, nr, (a0, a1, a2, a3, a4, a5))
-
-        self.vcpu.start(self.image.rip, self.image.rsp)
+        """Start the main thread, wait for the process to end, report how it ended."""
+        proc = self.process
+        install_kick_handler()
+        forwarded = {sig: signal.signal(sig, self._forward_signal) for sig in FORWARDED_SIGNALS}
         try:
-            fault = self.vcpu.run(on_syscall)
-        except ProcessExit as done:
-            return done.status
-        from karn.debug.crash import classify, format_report  # only when crashing
+            main = Task(proc, proc.pid, None)
+            proc.start_task(main, {"rip": self.image.rip, "rsp": self.image.rsp}, 0)
+            while not proc.done.wait(1.0):
+                pass
+        finally:
+            for sig, previous in forwarded.items():
+                signal.signal(sig, previous)
+        if proc.internal_failure is not None:
+            raise proc.internal_failure
+        self._report_fatal_signal()
+        return proc.exit_status if proc.exit_status is not None else 0
 
-        report = classify(fault)
-        os.write(2, (format_report(report, self.manifest.entry, self.symbolize) + "\n").encode())
-        return report.exit_status
+    def _forward_signal(self, signum: int, frame: object) -> None:
+        """Host signals to karn (Ctrl-C, kill) go to the guest, as to a process."""
+        proc = self.process
+        if proc.exit_status is not None:  # asked twice: the guest is not leaving, stop now
+            raise KeyboardInterrupt
+        proc.signal_process(SigInfo.from_sender(signum, SI_USER, 0))
+
+    def _report_fatal_signal(self) -> None:
+        proc = self.process
+        if proc.crash_fault is not None:
+            from karn.debug.crash import classify, format_report  # only when crashing
+
+            report = classify(proc.crash_fault)
+            text = format_report(report, self.manifest.entry, self.symbolize)
+            os.write(2, (text + "\n").encode())
+        elif proc.fatal_core:
+            name = signal_name(proc.fatal_signal)
+            os.write(2, f"karn: {self.manifest.entry} terminated by {name}\n".encode())
 
     def symbolize(self, addr: int) -> str | None:
         from karn.debug.symbols import Symbolizer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from karn import __version__, log
 from karn.errors import KarnError, UsageError
@@ -43,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(125)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="karn",
         description="Run unmodified Linux programs as KVM unikernels.",
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "into a read-only root; nothing else of the host is visible unless mounted.",
     )
     run.add_argument(
-        "-m", "--memory", type=parse_size, default="512m", help="guest memory limit (default 512m)"
+        "-m", "--memory", type=parse_size, help="guest memory limit (default 512m, or the image's)"
     )
     run.add_argument(
         "-e",
@@ -84,37 +85,82 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:GUEST[:ro]",
         help="mount a host directory into the guest",
     )
-    run.add_argument("-w", "--workdir", default="/", help="guest working directory (default /)")
+    run.add_argument(
+        "-w", "--workdir", help="guest working directory (default /, or the image's)"
+    )
     run.add_argument("--hostname", default="karn", help="guest hostname (default karn)")
+    run.add_argument("--cpus", type=int, default=1,
+                     help="guest threads that may run at once, one vCPU each (default 1)")
     run.add_argument(
         "--root",
         metavar="DIR",
         help="use a host directory as the read-only root filesystem; "
         "PROGRAM is then a path inside it",
     )
-    run.add_argument("program", metavar="PROGRAM")
+    run.add_argument(
+        "--entrypoint",
+        metavar="PROGRAM",
+        help="with an image: run PROGRAM instead of its entrypoint",
+    )
+    run.add_argument("program", metavar="PROGRAM|IMAGE", help="host program, or image NAME[:TAG]")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    # ---- image commands: build, images, inspect, tag, rm, prune, push, pull, login, logout
+    if with_images:  # ~4 ms of parsers that `karn run` does not need
+        from karn.cli import images
+
+        images.register(sub, parse_size)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand word in argv (skipping karn's own options)."""
+    it = iter(argv)
+    for word in it:
+        if word == "--log-level":
+            next(it, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from karn.runtime import RunConfig, Unikernel
+    from karn.runtime import DEFAULT_MEMORY, RunConfig, Unikernel
 
     config = RunConfig(
         program=args.program,
         args=args.args,
-        memory=args.memory,
+        memory=args.memory or DEFAULT_MEMORY,
         env=args.env,
         volumes=args.volume,
-        workdir=args.workdir,
+        workdir=args.workdir or "/",
         hostname=args.hostname,
         root=args.root,
+        cpus=args.cpus,
     )
+    host_path = "/" in args.program and os.path.exists(args.program)  # never an image
+    if args.root is None and not host_path:
+        from karn.cli import images
+
+        if images.is_image(args.program):  # root, program, argv, env, workdir from the image
+            images.apply_image(config, args)
+            return Unikernel(config).run()
+    if args.entrypoint is not None:
+        raise UsageError("--entrypoint applies only to images")
     return Unikernel(config).run()
 
 
+def _leave(status: int) -> int:
+    """Exit now if guest threads remain (blocked in host calls after exit_group)."""
+    if threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(with_images=_command(argv) != "run")
     args = parser.parse_args(argv)
     log.set_level("debug" if args.debug else args.log_level)
     if args.command is None:
@@ -122,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         return 125
     try:
         if args.command == "run":
-            return cmd_run(args)
+            return _leave(cmd_run(args))
+        if hasattr(args, "func"):  # the image commands (karn/cli/images.py)
+            return args.func(args)
         raise UsageError(f"unknown command {args.command}")
     except KarnError as err:
         if args.debug:

@@ -119,9 +119,18 @@ def collect_program(host_path: str) -> RootManifest:
     for lib in _load_closure(main, interp, resolver, host_path):
         manifest.libraries.append(lib)
         manifest.files[lib] = os.path.realpath(lib)
-    if not musl and os.path.isfile(LD_SO_CACHE):
-        manifest.files[LD_SO_CACHE] = os.path.realpath(LD_SO_CACHE)
+    if not musl:
+        if os.path.isfile(LD_SO_CACHE):
+            manifest.files[LD_SO_CACHE] = os.path.realpath(LD_SO_CACHE)
+        # glibc dlopens these itself (pthread_cancel, backtrace); no DT_NEEDED names them.
+        for name in GLIBC_DLOPENS:
+            path = resolver.find(name, main, main)
+            if path is not None:
+                manifest.files.setdefault(path, os.path.realpath(path))
     return _mirror_host_links(manifest)
+
+
+GLIBC_DLOPENS = ("libgcc_s.so.1",)
 
 
 MAX_SYMLINK_HOPS = 40

@@ -6,11 +6,32 @@ objects point to (address space, fd table, filesystem context).
 
 from __future__ import annotations
 
+import errno
 import os
+import threading
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from karn.kernel.limits import default_rlimits
+from karn.kernel.blocking import Waker
+from karn.kernel.cpugate import CpuGate
+from karn.kernel.errors import SyscallError
+from karn.kernel.futex import FutexTable
+from karn.kernel.limits import RLIMIT_NPROC, default_rlimits
+from karn.kernel.signals import (
+    FULL_MASK,
+    NSIG,
+    SIG_DFL,
+    SIGKILL,
+    SIGSEGV,
+    UNBLOCKABLE,
+    AltStack,
+    PendingSignals,
+    SigAction,
+    SigInfo,
+    bit,
+    default_action,
+    read_frame,
+)
 
 if TYPE_CHECKING:
     from karn.kernel.fs.context import FsContext
@@ -22,6 +43,8 @@ if TYPE_CHECKING:
 class Cpu(Protocol):
     """What the kernel may ask of the vCPU a task runs on."""
 
+    xcr0: int
+
     def get_fs_base(self) -> int: ...
 
     def set_fs_base(self, value: int) -> None: ...
@@ -29,6 +52,38 @@ class Cpu(Protocol):
     def get_gs_base(self) -> int: ...
 
     def set_gs_base(self, value: int) -> None: ...
+
+    def get_context(self) -> dict[str, int]:
+        """The user-mode registers the task resumes with (after a syscall: rip = return)."""
+        ...
+
+    def set_context(self, regs: dict[str, int]) -> None:
+        """Resume in user mode with these registers instead (signals, sigreturn)."""
+        ...
+
+    def get_fpu(self) -> bytes: ...
+
+    def set_fpu(self, state: bytes) -> None: ...
+
+    def interruptible(self) -> bool:
+        """Whether the task stopped in user code (a kick can land in the trampoline)."""
+        ...
+
+    def kick(self) -> None:
+        """Make the vCPU leave guest mode soon (from any host thread)."""
+        ...
+
+    def start(self, regs: dict[str, int], fs_base: int) -> None: ...
+
+    def run(self, loop: object, gate: object) -> None: ...
+
+
+class Machine(Protocol):
+    """The platform as the kernel sees it: a source of vCPUs for new threads."""
+
+    def new_cpu(self) -> Cpu: ...
+
+    def release_cpu(self, cpu: Cpu) -> None: ...
 
 
 class Identity:
@@ -64,12 +119,19 @@ class KernelConfig:
 
 
 class ProcessExit(Exception):
-    """Raised by exit/exit_group (or a fatal signal) to end the run loop."""
+    """Raised by exit_group to end every thread of the process."""
 
-    def __init__(self, status: int, signal: int = 0) -> None:
+    def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
-        self.signal = signal
+
+
+class ThreadExit(Exception):
+    """Raised by exit (and by a thread told to stop) to end one host thread."""
+
+    def __init__(self, status: int = 0) -> None:
+        super().__init__(status)
+        self.status = status
 
 
 class Process:
@@ -83,24 +145,153 @@ class Process:
         fs: FsContext,
         fds: FdTable,
         config: KernelConfig,
+        machine: Machine | None = None,
     ) -> None:
         self.mem = mem
         self.mm = mm
         self.fs = fs
         self.fds = fds
         self.config = config
+        self.machine = machine
         self.identity = Identity()
         self.tasks: dict[int, Task] = {}
         self.rlimits = default_rlimits(config.memory_limit)
         self.start_monotonic = time.monotonic()
         self.dumpable = 1
         self.no_new_privs = False
+        self.signal_lock = threading.RLock()
+        self.actions = [SigAction() for _ in range(NSIG + 1)]
+        self.pending = PendingSignals()
+        self.futex = FutexTable()
+        self.gate = CpuGate(config.ncpus) if machine is not None else None
+        self._next_tid = self.pid + 1
+        # How it ended: exit status, the fatal signal (0: a normal exit) and, for a fault,
+        # what the CPU reported — the runtime turns these into the user's report.
+        self.exit_status: int | None = None
+        self.fatal_signal = 0
+        self.fatal_core = False
+        self.crash_fault: object | None = None
+        self.internal_failure: BaseException | None = None
+        self.done = threading.Event()
+
+    # -- threads -----------------------------------------------------------------------
+
+    def new_task(self) -> Task:
+        limit = self.rlimits[RLIMIT_NPROC][0]
+        with self.signal_lock:
+            if len(self.tasks) >= limit:
+                raise SyscallError(errno.EAGAIN)
+            tid = self._next_tid
+            self._next_tid += 1
+            return Task(self, tid, None)
+
+    def start_task(self, task: Task, regs: dict[str, int], fs_base: int) -> None:
+        """Give the task a vCPU and a host thread, and let it run from `regs`."""
+        from karn.kernel.threads import run_task
+
+        assert self.machine is not None
+        cpu = self.machine.new_cpu()
+        cpu.start(regs, fs_base)
+        task.cpu = cpu
+        thread = threading.Thread(
+            target=run_task, args=(task, self.gate), name=f"guest-{task.tid}", daemon=True
+        )
+        thread.start()
+
+    def task_exited(self, task: Task) -> None:
+        """Thread teardown as Linux does it: clear_child_tid, robust futexes, last thread."""
+        if task.clear_child_tid:
+            try:
+                task.mem.write_u32(task.clear_child_tid, 0)
+                self.futex.wake(task.clear_child_tid, 1)
+            except SyscallError:
+                pass
+        release_robust_futexes(task)
+        with self.signal_lock:
+            self.tasks.pop(task.tid, None)
+            last = not self.tasks
+            if last and self.exit_status is None:
+                self.exit_status = task.exit_status
+        task.waker.close()
+        if self.machine is not None and task.cpu is not None:
+            self.machine.release_cpu(task.cpu)
+        if last:
+            self.done.set()
+
+    def exit_group(self, status: int) -> None:
+        with self.signal_lock:
+            if self.exit_status is None:
+                self.exit_status = status
+            others = list(self.tasks.values())
+        for task in others:
+            task.exit_requested = True
+            task.interrupt()
+        # Linux's exit_group does not wait for the other threads to notice; neither do we
+        # (one could be blocked in a host call that no signal reaches).
+        self.done.set()
+
+    def terminate_by_signal(self, sig: int, core: bool) -> None:
+        with self.signal_lock:
+            if self.exit_status is None:
+                self.fatal_signal, self.fatal_core = sig, core
+        self.exit_group(128 + sig)
+
+    def crash(self, fault: object, sig: int) -> None:
+        with self.signal_lock:
+            if self.exit_status is None:
+                self.crash_fault = fault
+        self.terminate_by_signal(sig, core=True)
+
+    def internal_error(self, err: BaseException) -> None:
+        with self.signal_lock:
+            if self.internal_failure is None:
+                self.internal_failure = err
+        self.exit_group(125)
+
+    # -- signals -----------------------------------------------------------------------
+
+    def _kills_process(self, sig: int) -> bool:
+        """A signal whose default action ends the process ends it at once, as Linux does."""
+        action = self.actions[sig]
+        return sig == SIGKILL or (
+            action.handler == SIG_DFL and default_action(sig) in ("terminate", "core")
+        )
+
+    def signal_process(self, info: SigInfo) -> None:
+        sig = info.signo
+        with self.signal_lock:
+            if self.actions[sig].ignored(sig) and sig != SIGKILL:
+                return
+            candidates = [t for t in self.tasks.values() if not t.blocked & bit(sig)]
+            if self._kills_process(sig) and (candidates or sig == SIGKILL):
+                fatal = True
+            else:
+                fatal = False
+                self.pending.add(info)
+        if fatal:
+            self.terminate_by_signal(sig, core=default_action(sig) == "core")
+            return
+        if candidates:
+            candidates[0].notify_signal()
+
+    def signal_thread(self, task: Task, info: SigInfo) -> None:
+        sig = info.signo
+        with self.signal_lock:
+            if self.actions[sig].ignored(sig) and sig != SIGKILL:
+                return
+            fatal = self._kills_process(sig) and not task.blocked & bit(sig)
+            if not fatal:
+                task.pending.add(info)
+        if fatal:
+            self.terminate_by_signal(sig, core=default_action(sig) == "core")
+        elif not task.blocked & bit(sig):
+            task.notify_signal()
 
 
 class Task:
     """One guest thread."""
 
-    def __init__(self, process: Process, tid: int, cpu: Cpu) -> None:
+    def __init__(self, process: Process, tid: int, cpu: Cpu | None) -> None:
         self.process = process
         self.mem = process.mem
         self.tid = tid
@@ -109,4 +300,89 @@ class Task:
         self.robust_list = 0
         self.robust_list_len = 0
         self.comm = os.path.basename(process.config.exe_path).encode()[:15]
+        self.blocked = 0
+        self.pending = PendingSignals()
+        self.altstack = AltStack()
+        self.saved_mask: int | None = None  # sigsuspend's mask, restored by the frame
+        self.waker = Waker()
+        self.loop = None  # the TaskLoop, once running
+        self.host_thread = 0
+        self.exit_requested = False
+        self.exit_status = 0
+        self.sched_policy = 0
+        self.sched_priority = 0
         process.tasks[tid] = self
+
+    def set_blocked(self, mask: int) -> None:
+        self.blocked = mask & ~UNBLOCKABLE & FULL_MASK
+        if self.signal_pending() and self.loop is not None:
+            self.loop.work_pending = True
+
+    def signal_pending(self) -> bool:
+        if self.exit_requested:
+            return True
+        return bool((self.pending.mask | self.process.pending.mask) & ~self.blocked)
+
+    def take_signal(self, allowed: int) -> SigInfo | None:
+        with self.process.signal_lock:
+            return self.pending.take(allowed) or self.process.pending.take(allowed)
+
+    def notify_signal(self) -> None:
+        if self.loop is not None:
+            self.loop.work_pending = True
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        """Wake the task from a blocking wait and out of guest mode."""
+        self.waker.wake()
+        if self.cpu is not None:
+            self.cpu.kick()
+
+    def sigreturn(self) -> int:
+        cpu = self.cpu
+        ctx = cpu.get_context()
+        try:
+            restored = read_frame(self.mem, ctx["rsp"], ctx, len(cpu.get_fpu()))
+            if restored.fpu is not None:
+                cpu.set_fpu(restored.fpu)
+        except (SyscallError, ValueError):
+            self.process.terminate_by_signal(SIGSEGV, core=True)
+            raise ThreadExit from None
+        cpu.set_context(restored.regs)
+        self.set_blocked(restored.blocked)
+        return 0
+
+
+ROBUST_LIST_LIMIT = 2048
+FUTEX_OWNER_DIED = 0x40000000
+FUTEX_TID_MASK = 0x3FFFFFFF
+FUTEX_WAITERS = 0x80000000
+
+
+def release_robust_futexes(task: Task) -> None:
+    """Mark robust mutexes the dying thread holds as owner-died and wake a waiter."""
+    head = task.robust_list
+    if not head:
+        return
+    mem = task.mem
+    try:
+        entry = mem.read_u64(head)
+        offset = mem.read_u64(head + 8)
+        offset = offset - (1 << 64) if offset >> 63 else offset
+        pending = mem.read_u64(head + 16)
+        seen = 0
+        while entry != head and seen < ROBUST_LIST_LIMIT:
+            _release_one(task, entry + offset)
+            entry = mem.read_u64(entry)
+            seen += 1
+        if pending:
+            _release_one(task, pending + offset)
+    except SyscallError:
+        pass  # a corrupt list ends the walk, as in Linux
+
+
+def _release_one(task: Task, addr: int) -> None:
+    value = task.mem.read_u32(addr)
+    if value & FUTEX_TID_MASK == task.tid:
+        task.mem.write_u32(addr, (value & FUTEX_WAITERS) | FUTEX_OWNER_DIED)
+        task.process.futex.wake(addr, 1)

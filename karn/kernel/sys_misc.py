@@ -38,11 +38,6 @@ ROBUST_LIST_HEAD_SIZE = 24
 USER_ADDR_LIMIT = 1 << 47  # canonical user-half addresses
 
 
-def sys_exit(task: Task, status: int) -> int:
-    # Single-threaded for now: the last thread's exit ends the process.
-    raise ProcessExit(status & 0xFF)
-
-
 def sys_exit_group(task: Task, status: int) -> int:
     raise ProcessExit(status & 0xFF)
 
@@ -206,7 +201,6 @@ def sys_prctl(task: Task, option: int, arg2: int, arg3: int, arg4: int, arg5: in
 
 
 HANDLERS = {
-    "exit": sys_exit,
     "exit_group": sys_exit_group,
     "arch_prctl": sys_arch_prctl,
     "set_tid_address": sys_set_tid_address,
@@ -225,6 +219,5 @@ HANDLERS = {
 
 NOTES = {
     "prctl": "PR_SET/GET_NAME, DUMPABLE, NO_NEW_PRIVS, PDEATHSIG; other options EINVAL.",
-    "exit": "Ends the process: threads arrive with the threads work (issue 4).",
     "sched_getaffinity": "Reports the guest's --cpus, not the host's CPUs.",
 }

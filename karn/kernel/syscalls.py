@@ -14,11 +14,21 @@ from types import ModuleType
 from typing import NamedTuple
 
 from karn import log
-from karn.kernel import sys_fs, sys_identity, sys_misc, sys_mm, sys_time
+from karn.kernel import (
+    sys_fs,
+    sys_identity,
+    sys_misc,
+    sys_mm,
+    sys_signal,
+    sys_thread,
+    sys_time,
+)
 from karn.kernel.errors import SyscallError
 from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
 
-AREAS: tuple[ModuleType, ...] = (sys_fs, sys_mm, sys_identity, sys_time, sys_misc)
+AREAS: tuple[ModuleType, ...] = (
+    sys_fs, sys_mm, sys_identity, sys_time, sys_misc, sys_signal, sys_thread,
+)
 
 DELIBERATE_ENOSYS: dict[str, str] = {
     "rseq": "ENOSYS, as a kernel built without rseq; glibc falls back",

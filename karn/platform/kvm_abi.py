@@ -193,6 +193,10 @@ class kvm_fpu(C.Structure):
     ]
 
 
+class kvm_xsave(C.Structure):
+    _fields_ = [("region", C.c_uint32 * 1024)]
+
+
 class kvm_xcr(C.Structure):
     _fields_ = [("xcr", C.c_uint32), ("reserved", C.c_uint32), ("value", C.c_uint64)]
 
@@ -223,6 +227,8 @@ KVM_SET_MSRS = _ioc(_IOC_WRITE, 0x89, 8)
 KVM_GET_FPU = _ioc(_IOC_READ, 0x8C, C.sizeof(kvm_fpu))
 KVM_SET_FPU = _ioc(_IOC_WRITE, 0x8D, C.sizeof(kvm_fpu))
 KVM_SET_CPUID2 = _ioc(_IOC_WRITE, 0x90, 8)
+KVM_GET_XSAVE = _ioc(_IOC_READ, 0xA4, C.sizeof(kvm_xsave))
+KVM_SET_XSAVE = _ioc(_IOC_WRITE, 0xA5, C.sizeof(kvm_xsave))
 KVM_SET_XCRS = _ioc(_IOC_WRITE, 0xA7, C.sizeof(kvm_xcrs))
 
 KVM_API_VERSION = 12

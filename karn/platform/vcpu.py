@@ -10,9 +10,10 @@ from __future__ import annotations
 import fcntl
 import mmap
 import os
+import signal
 import struct
-from collections.abc import Callable
-from typing import NamedTuple
+import threading
+from typing import NamedTuple, Protocol
 
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
@@ -55,7 +56,33 @@ class GuestFault(NamedTuple):
     fs_base: int
 
 
-SyscallHandler = Callable[[int, int, int, int, int, int, int], int]
+STOP_USER, STOP_SYSCALL, STOP_FAULT = 0, 1, 2  # where the vCPU stopped
+
+# The host signal that kicks a vCPU thread out of KVM_RUN (EINTR). Its handler does
+# nothing; install_kick_handler() sets it up from the main thread.
+KICK_SIGNAL = signal.SIGRTMIN + 2
+
+
+def install_kick_handler() -> None:
+    signal.signal(KICK_SIGNAL, lambda signum, frame: None)
+
+
+class ExitClient(Protocol):
+    work_pending: bool
+
+    def syscall(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int: ...
+
+    def fault(self, fault: GuestFault) -> None: ...
+
+    def interrupted(self) -> None: ...
+
+    def do_work(self) -> None: ...
+
+
+class Gate(Protocol):
+    def enter(self, cpu: Vcpu) -> None: ...
+
+    def leave(self, cpu: Vcpu) -> None: ...
 
 
 def _segment(selector: int, code: bool, dpl: int) -> K.kvm_segment:
@@ -87,6 +114,14 @@ class Vcpu:
         self.sregs = self.run_page.s.sregs
         fcntl.ioctl(self.fd, K.KVM_SET_CPUID2, vm.cpuid)
         self._init_system_state()
+        self._user_cs = _segment(SEL_UCODE, True, 3)
+        self._user_ss = _segment(SEL_UDATA, False, 3)
+        self.xcr0 = vm.xcr0()
+        self.xsave_size = vm.cpu_features().xsave_size
+        self._stop = STOP_USER
+        self._context_replaced = False
+        self._fault_frame: tuple[int, int, int] | None = None
+        self._thread = 0
 
     def _init_system_state(self) -> None:
         lay = self.vm.layout
@@ -125,8 +160,6 @@ class Vcpu:
                 K.MSR_SYSCALL_MASK: SYSCALL_FLAGS_MASK,
             }
         )
-        fpu = K.kvm_fpu(fcw=0x37F, mxcsr=0x1F80)
-        fcntl.ioctl(self.fd, K.KVM_SET_FPU, fpu)
         self.run_page.kvm_valid_regs = SYNC_REGS_AND_SREGS
 
     def set_msrs(self, values: dict[int, int]) -> None:
@@ -138,11 +171,17 @@ class Vcpu:
         if done != len(values):
             raise PlatformError(f"KVM refused MSR {msrs.entries[done].index:#x}")
 
-    def start(self, rip: int, rsp: int, regs: dict[str, int] | None = None) -> None:
-        r = K.kvm_regs(rip=rip, rsp=rsp, rflags=0x2)
-        for name, value in (regs or {}).items():
+    def start(self, regs: dict[str, int], fs_base: int = 0) -> None:
+        """Initial user-mode registers (a new process or a new thread)."""
+        self.run_page.kvm_dirty_regs = 0  # nothing stale from a previous thread's use
+        r = K.kvm_regs(rflags=0x2)
+        for name, value in regs.items():
             setattr(r, name, value)
         fcntl.ioctl(self.fd, K.KVM_SET_REGS, r)
+        fcntl.ioctl(self.fd, K.KVM_SET_FPU, K.kvm_fpu(fcw=0x37F, mxcsr=0x1F80))
+        self.set_msrs({K.MSR_FS_BASE: fs_base, K.MSR_GS_BASE: 0})
+        self._stop = STOP_USER
+        self.run_page.immediate_exit = 0
 
     # -- the kernel's view of this CPU (karn.kernel.process.Cpu) -------------------------
 
@@ -151,25 +190,82 @@ class Vcpu:
 
     def set_fs_base(self, value: int) -> None:
         self.set_msrs({K.MSR_FS_BASE: value})
+        self.sregs.fs.base = value  # keep the synced copy true if sregs go back dirty
 
     def get_gs_base(self) -> int:
         return self.sregs.gs.base
 
     def set_gs_base(self, value: int) -> None:
         self.set_msrs({K.MSR_GS_BASE: value})
+        self.sregs.gs.base = value
 
     def snapshot_regs(self) -> dict[str, int]:
         regs = self.regs
         return {name: getattr(regs, name) for name in GPR_NAMES}
 
+    def get_context(self) -> dict[str, int]:
+        """User-mode registers to resume with, whatever stopped the vCPU."""
+        ctx = self.snapshot_regs()
+        if self._stop == STOP_SYSCALL:
+            ctx["rip"], ctx["rflags"] = ctx["rcx"], ctx["r11"]  # where sysret returns
+        elif self._stop == STOP_FAULT and self._fault_frame is not None:
+            ctx["rip"], ctx["rsp"], ctx["rflags"] = self._fault_frame
+        return ctx
+
+    def set_context(self, regs: dict[str, int]) -> None:
+        """Resume at CPL3 with `regs`, also from CPL0 (a fault stub, or the trampoline on
+        hardware KVM): then the user code and stack segments are loaded as well."""
+        target = self.regs
+        for name in GPR_NAMES:
+            setattr(target, name, regs[name] & MASK64)
+        dirty = K.KVM_SYNC_X86_REGS
+        sregs = self.sregs
+        if not sregs.cs.selector & 3:
+            sregs.cs = self._user_cs
+            sregs.ss = self._user_ss
+            dirty |= K.KVM_SYNC_X86_SREGS
+        self.run_page.kvm_dirty_regs |= dirty
+        self._context_replaced = True
+        self._stop = STOP_USER
+
+    def get_fpu(self) -> bytes:
+        state = K.kvm_xsave()
+        fcntl.ioctl(self.fd, K.KVM_GET_XSAVE, state)
+        return bytes(state)[: self.xsave_size]
+
+    def set_fpu(self, data: bytes) -> None:
+        state = K.kvm_xsave.from_buffer_copy(bytes(data[: self.xsave_size]).ljust(4096, b"\0"))
+        try:
+            fcntl.ioctl(self.fd, K.KVM_SET_XSAVE, state)
+        except OSError:
+            raise ValueError("invalid FPU state") from None
+
+    def interruptible(self) -> bool:
+        if self._stop != STOP_USER or not self.sregs.cs.selector & 3:
+            return False
+        rip = self.regs.rip
+        tramp = self.vm.layout.trampoline
+        return not tramp <= rip < tramp + 4096
+
+    def kick(self) -> None:
+        self.run_page.immediate_exit = 1
+        thread = self._thread
+        if thread:
+            try:
+                signal.pthread_kill(thread, KICK_SIGNAL)
+            except ProcessLookupError:
+                pass
+
     # -- the exit loop ------------------------------------------------------------------
 
-    def run(self, syscall: SyscallHandler) -> GuestFault:
-        """Run until the guest faults; syscalls are served by `syscall` on the way.
+    def run(self, client: ExitClient, gate: Gate | None = None) -> None:
+        """Run the guest until the client ends it by raising.
 
-        The syscall handler ends the loop by raising (exit, fatal signal); a fault is
-        returned for the caller to turn into a signal.
+        client.syscall serves a syscall; client.fault takes a CPU exception;
+        client.interrupted follows a kick; client.do_work runs after a syscall when
+        client.work_pending is set (signals to deliver, exit requested).
         """
+        self._thread = threading.get_ident()
         fd = self.fd
         page = self.run_page
         regs = self.regs
@@ -179,24 +275,47 @@ class Vcpu:
         kvm_run = K.KVM_RUN
         exit_io = K.KVM_EXIT_IO
         dirty = K.KVM_SYNC_X86_REGS
+        syscall = client.syscall
+        enter = gate.enter if gate is not None else None
+        leave = gate.leave if gate is not None else None
         while True:
-            ioctl(fd, kvm_run, 0)
+            if enter is not None:
+                enter(self)
+            try:
+                ioctl(fd, kvm_run, 0)
+            except InterruptedError:
+                if leave is not None:
+                    leave(self)
+                page.immediate_exit = 0
+                self._stop = STOP_USER
+                client.interrupted()
+                continue
+            if leave is not None:
+                leave(self)
             reason = page.exit_reason
             if reason == exit_io:
                 port = io.port
                 if port == SYSCALL_PORT:
+                    self._stop = STOP_SYSCALL
+                    self._context_replaced = False
                     result = syscall(
                         regs.rax, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9
                     )
-                    regs.rax = result & MASK64
-                    if sregs.cs.selector & 3:
-                        # PVM: `syscall` stayed at CPL3, so return to the caller here.
-                        regs.rip = regs.rcx
-                        regs.rflags = regs.r11
-                    page.kvm_dirty_regs = dirty
+                    if not self._context_replaced:
+                        regs.rax = result & MASK64
+                        if sregs.cs.selector & 3:
+                            # PVM: `syscall` stayed at CPL3, so return to the caller here.
+                            regs.rip = regs.rcx
+                            regs.rflags = regs.r11
+                        page.kvm_dirty_regs |= dirty
+                    if client.work_pending:
+                        client.do_work()
                     continue
                 if EXCEPTION_PORT_BASE <= port < EXCEPTION_PORT_BASE + 32:
-                    return self._fault(port - EXCEPTION_PORT_BASE)
+                    self._stop = STOP_FAULT
+                    fault = self._fault(port - EXCEPTION_PORT_BASE)
+                    client.fault(fault)
+                    continue
             self._unexpected_exit(reason)
 
     def _fault(self, vector: int) -> GuestFault:
@@ -208,6 +327,7 @@ class Vcpu:
             error_code = struct.unpack_from("<Q", mem, sp)[0]
             sp += 8
         rip, _cs, rflags, rsp, _ss = struct.unpack_from("<5Q", mem, sp)
+        self._fault_frame = (rip, rsp, rflags)
         regs = self.snapshot_regs()
         regs.update(rip=rip, rsp=rsp, rflags=rflags)
         return GuestFault(

@@ -1,0 +1,412 @@
+"""Image commands: build, images, inspect, tag, rm, prune, push, pull, login, logout;
+and the image half of `karn run IMAGE`.
+
+Only argparse/os/json are imported at module level: `karn run PROGRAM` registers these
+parsers on every start, and the store/registry modules load only when a command needs
+them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from karn.errors import UsageError
+
+# ---- `karn run IMAGE`
+
+
+def _local_names() -> list[str] | None:
+    """Tags in the store's index.json (cheap: no store modules imported); None if no store."""
+    from karn.image.home import karn_home
+
+    try:
+        with open(os.path.join(karn_home(), "oci", "index.json"), "rb") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        return None
+    names = []
+    for desc in doc.get("manifests", []):
+        name = (desc.get("annotations") or {}).get("org.opencontainers.image.ref.name")
+        names.append(name or "")
+        names.append(desc.get("digest", ""))
+    return names
+
+
+def is_image(text: str) -> bool:
+    """Is `karn run TEXT` about an image (True) or a host program (False)?
+
+    A host path that exists is a program; a name tagged in the store is an image (it
+    wins over $PATH, as in docker); so is anything with a registry part, a tag or a
+    digest. Any other bare name is looked up in $PATH.
+    """
+    if "/" in text and os.path.exists(text):
+        return False
+    names = _local_names() or []
+    if text in names or f"{text}:latest" in names:
+        return True
+    hexpart = text.removeprefix("sha256:")
+    if len(hexpart) >= 12 and all(c in "0123456789abcdef" for c in hexpart):
+        return any(n.startswith(f"sha256:{hexpart}") for n in names)
+    first = text.split("/", 1)[0]
+    if "/" in text and first not in (".", "..") and ("." in first or ":" in first
+                                                   or first == "localhost"):  # fmt: skip
+        return True
+    return ("/" not in text) and (":" in text or "@" in text)
+
+
+def apply_image(config: Any, args: argparse.Namespace) -> None:
+    """Fill a RunConfig from the image named by args.program (pulling a remote one)."""
+    from karn.image.launch import prepare_run
+    from karn.image.oci import parse_reference
+    from karn.image.store import open_store
+
+    store = open_store()
+    image = store.find(args.program)
+    if image is None:
+        ref = parse_reference(args.program)
+        if ref.registry is None:
+            raise UsageError(f"image {args.program} not found in the store (see `karn images`)")
+        from karn.image.registry import pull
+
+        image = pull(store, args.program)
+    global _run_lock
+    _run_lock = store.hold_for_run()  # `karn prune` waits until this run ends
+    run = prepare_run(store, image, list(args.args), args.entrypoint, args.workdir)
+    config.root = run.root
+    config.program = run.program
+    config.argv0 = run.argv[0]
+    config.args = run.argv[1:]
+    config.env = [*run.env, *config.env]
+    config.workdir = run.workdir
+    if args.memory is None and run.memory:
+        config.memory = run.memory
+
+
+_run_lock: int | None = None
+
+
+# ---- parsers
+
+
+def register(sub: Any, parse_size: Any) -> None:
+    """Add the image commands to the `karn` sub-parsers."""
+    p = sub.add_parser(
+        "build",
+        help="build an image from a program, a directory, a Karnfile or another image",
+        description="Build an OCI image into the local store. PATH is a program (collected "
+        "with its ELF interpreter and libraries), a directory (its Karnfile, or else the "
+        "directory itself as the root filesystem) or a Karnfile. The same inputs always give "
+        "the same image digest, which is printed on stdout.",
+        epilog="examples:  karn build -t hello:1 ./hello\n"
+        "           karn build -t app .          (reads ./Karnfile)\n"
+        "           karn build -t base --from oci:./layout:1.0\n"
+        "           karn build -t bb --from docker-archive:busybox.tar",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("path", nargs="?", metavar="PATH", help="program, directory or Karnfile")
+    p.add_argument("-t", "--tag", metavar="NAME[:TAG]", help="name the image (default tag latest)")
+    p.add_argument("-f", "--file", metavar="KARNFILE", help="read this Karnfile")
+    p.add_argument(
+        "--from",
+        dest="base",
+        metavar="SOURCE",
+        help="base image: oci:DIR[:REF], docker-archive:FILE, docker://REF or a stored image",
+    )
+    p.add_argument("--root", metavar="DIR", help="use DIR as the root filesystem")
+    p.add_argument(
+        "--add",
+        action="append",
+        default=[],
+        metavar="SRC:DST",
+        help="add a host file or directory at a guest path (repeatable)",
+    )
+    p.add_argument(
+        "--entrypoint",
+        action="append",
+        metavar="ARG",
+        help="entrypoint word (repeat for each word; default: the program)",
+    )
+    p.add_argument("--cmd", action="append", metavar="ARG", help="default argument (repeatable)")
+    p.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="image environment"
+    )
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory in the guest")
+    p.add_argument("-m", "--memory", type=parse_size, help="default guest memory (e.g. 256m)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser(
+        "images", help="list images in the store", description="List the images in the store."
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print image IDs only")
+    p.add_argument("--digests", action="store_true", help="show full manifest digests")
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser(
+        "inspect",
+        help="show an image's manifest and config as JSON",
+        description="Print, as JSON, each image's ID, names, digest, size, config and layers.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="NAME[:TAG], ID or digest")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "tag",
+        help="give an image another name",
+        description="Create the tag TARGET for the image SOURCE (moving TARGET if it exists).",
+    )
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("target", metavar="TARGET[:TAG]")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser(
+        "rm",
+        help="remove images from the store",
+        description="Remove image names; an image without names left is deleted with the "
+        "blobs and extracted root no other image uses.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser(
+        "prune",
+        help="delete untagged images, unused blobs and extracted roots",
+        description="Delete images that have no name, blobs no image refers to, extracted "
+        "roots no image uses, and leftovers of interrupted builds and pulls.",
+    )
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "push",
+        help="upload an image to a registry",
+        description="Upload IMAGE to the registry named in its name (or in DEST), e.g. "
+        "karn push 127.0.0.1:5000/hello:1. Blobs the registry has are skipped; larger "
+        "blobs go in chunks.",
+    )
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("dest", nargs="?", metavar="DEST", help="REGISTRY/NAME[:TAG] to push to")
+    p.add_argument(
+        "--chunk-size",
+        type=parse_size,
+        default=8 << 20,
+        metavar="SIZE",
+        help="upload blobs larger than this in chunks of this size (default 8m)",
+    )
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser(
+        "pull",
+        help="download an image from a registry",
+        description="Download REGISTRY/NAME[:TAG|@DIGEST] (linux/amd64) into the store. "
+        "Every blob is verified against its digest before it is stored.",
+    )
+    p.add_argument("reference", metavar="REFERENCE")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser(
+        "login",
+        help="save credentials for a registry",
+        description="Check a user name and password against REGISTRY and save them in "
+        "$KARN_HOME/auth.json (docker's ~/.docker/config.json is also read).",
+    )
+    p.add_argument("registry", metavar="REGISTRY", help="host[:port]")
+    p.add_argument("-u", "--username", help="user name (asked for if missing)")
+    p.add_argument("-p", "--password", help="password (prefer --password-stdin)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser(
+        "logout",
+        help="forget the credentials for a registry",
+        description="Remove REGISTRY's credentials from $KARN_HOME/auth.json.",
+    )
+    p.add_argument("registry", metavar="REGISTRY")
+    p.set_defaults(func=cmd_logout)
+
+
+# ---- commands
+
+
+def _store() -> Any:
+    from karn.image.store import open_store
+
+    return open_store()
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.3g}{unit}"
+        size /= 1000
+    return f"{size}"
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from karn.image.build import build_image
+    from karn.image.karnfile import BuildSpec, FileSpec, parse_karnfile
+
+    karnfile = args.file
+    program = root = None
+    if args.path and not karnfile:
+        path = args.path
+        if os.path.isdir(path):
+            if os.path.isfile(os.path.join(path, "Karnfile")):
+                karnfile = os.path.join(path, "Karnfile")
+            else:
+                root = path
+        elif os.path.basename(path) == "Karnfile" or path.endswith(".toml"):
+            karnfile = path
+        else:
+            program = path
+    elif args.path:
+        raise UsageError("give either PATH or -f KARNFILE, not both")
+    spec = parse_karnfile(karnfile) if karnfile else BuildSpec()
+    spec.program = program or spec.program
+    spec.root = args.root or root or spec.root
+    spec.base = args.base or spec.base
+    if args.tag:
+        spec.name = args.tag
+    for item in args.add:
+        src, sep, dst = item.partition(":")
+        if not sep or not src or not dst.startswith("/"):
+            raise UsageError(f"--add {item!r}: use SRC:DST with DST an absolute guest path")
+        spec.files.append(FileSpec(os.path.abspath(src), dst))
+    if args.entrypoint:
+        spec.entrypoint = args.entrypoint
+    if args.cmd:
+        spec.cmd = args.cmd
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r}: use KEY=VALUE")
+        spec.env[key] = value
+    spec.workdir = args.workdir or spec.workdir
+    spec.memory = args.memory or spec.memory
+    if spec.root and not spec.entrypoint and not spec.cmd:
+        raise UsageError("a root-directory image needs an entrypoint (--entrypoint PROGRAM)")
+    image = build_image(_store(), spec)
+    from karn.image.progress import note
+
+    note(f"built {', '.join(image.names) or image.id}: {_human(image.total_size)}")
+    print(image.digest)
+    return 0
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    images = _store().images()
+    if args.quiet:
+        for image in images:
+            print(image.id)
+        return 0
+    rows = [("REPOSITORY", "TAG", "DIGEST" if args.digests else "IMAGE ID", "CREATED", "SIZE")]
+    for image in images:
+        ident = image.digest if args.digests else image.id
+        created = (image.created or "")[:19].replace("T", " ")
+        for name in image.names or ["<none>:<none>"]:
+            repo, _, tag = name.rpartition(":")
+            if "/" in tag:  # a registry port, not a tag
+                repo, tag = name, "<none>"
+            rows.append((repo, tag, ident, created, _human(image.total_size)))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    store = _store()
+    out = []
+    for text in args.images:
+        image = store.get(text)
+        out.append(
+            {
+                "Id": image.id,
+                "Digest": image.digest,
+                "RepoTags": image.names,
+                "Created": image.created,
+                "Size": image.total_size,
+                "Architecture": image.config.get("architecture"),
+                "Os": image.config.get("os"),
+                "Config": image.config.get("config") or {},
+                "RootFS": image.config.get("rootfs"),
+                "Manifest": image.manifest,
+            }
+        )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from karn.image.oci import parse_reference
+
+    store = _store()
+    image = store.get(args.source)
+    target = parse_reference(args.target)
+    if target.digest:
+        raise UsageError(f"{args.target}: a tag cannot contain a digest")
+    media_type = image.manifest.get("mediaType")
+    store.add_image(image.digest, image.size, str(target.with_tag()), media_type)
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    store = _store()
+    for text in args.images:
+        image, deleted = store.untag(text)
+        print(f"deleted {image.digest}" if deleted else f"untagged {text}")
+    store.collect_garbage()
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    files, size = _store().collect_garbage(dangling=True)
+    print(f"removed {files} blobs and roots, {_human(size)} of blobs")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from karn.image.registry import push
+
+    print(push(_store(), args.image, args.dest, args.chunk_size))
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from karn.image.registry import pull
+
+    print(pull(_store(), args.reference).digest)
+    return 0
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    from karn.image.registry import login
+
+    user = args.username
+    if not user:
+        if not sys.stdin.isatty():
+            raise UsageError("login: give --username (stdin is not a terminal)")
+        user = input("Username: ")
+    password = args.password
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif password is None:
+        if not sys.stdin.isatty():
+            raise UsageError("login: give --password-stdin (stdin is not a terminal)")
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    login(_store(), args.registry, user, password)
+    print("Login Succeeded")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    from karn.image.auth import remove_credentials
+
+    if not remove_credentials(_store().auth_path, args.registry):
+        raise UsageError(f"not logged in to {args.registry}")
+    print(f"Removed login credentials for {args.registry}")
+    return 0

@@ -1,0 +1,313 @@
+"""`karn build`: a BuildSpec (from flags or a Karnfile) -> an OCI image in the store.
+
+Sources: a host program (collected with its interpreter and libraries, as `karn run`
+does), a host directory as the root, or a base image (`from`): an OCI layout, a
+`docker save` archive, a registry reference, or an image already in the store. Extra
+files go into one more layer on top. The config is a standard OCI image config.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import os
+import stat
+import tarfile
+from typing import Any
+
+from karn.errors import ImageError, UsageError
+from karn.image.karnfile import BuildSpec
+from karn.image.layer import Entry, LayerBlob, guess_layer_type, tree_entries, write_layer
+from karn.image.oci import (
+    INDEX_TYPES,
+    LABEL_PREFIX,
+    MANIFEST_TYPES,
+    OCI_CONFIG,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+    REF_NAME,
+    canonical_json,
+    check_digest,
+    parse_reference,
+)
+from karn.image.store import Image, Store
+
+# Mirrors karn.runtime: guest mounts that would hide files placed below them.
+GUEST_MOUNTS = ("/tmp", "/dev", "/proc")
+RELOCATED_PREFIX = "/run/karn"
+
+
+def build_image(store: Store, spec: BuildSpec) -> Image:
+    spec.check()
+    name = str(parse_reference(spec.name).with_tag()) if spec.name else None
+    with store.writing():
+        base: Image | None = resolve_base(store, spec.base) if spec.base else None
+        entries: list[Entry] = []
+        entrypoint = spec.entrypoint
+        if spec.program:
+            program_entries, guest_entry = program_to_entries(spec.program)
+            entries += program_entries
+            entrypoint = entrypoint or [guest_entry]
+        elif spec.root:
+            if not os.path.isdir(spec.root):
+                raise ImageError(f"root {spec.root}: not a directory")
+            entries += tree_entries(spec.root)
+        for f in spec.files:
+            entries += file_entries(f.src, f.dst, f.mode)
+        if base is not None and not entries and not _overrides(spec):
+            # A plain import: keep the manifest (and so its digest) as it is.
+            store.add_image(base.digest, base.size, name, base.manifest.get("mediaType"))
+            return store.get(base.digest)
+        layer = write_layer(store, entries) if entries else None
+        config = make_config(spec, base.config if base else None, entrypoint, layer)
+        layers = list(base.layers) if base else []
+        if layer:
+            layers.append({"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size})
+        if not layers:
+            raise UsageError("nothing to build: the image would have no files")
+        config_bytes = canonical_json(config)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": OCI_CONFIG,
+                "digest": store.put_bytes(config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": layers,
+        }
+        manifest_bytes = canonical_json(manifest)
+        digest = store.put_bytes(manifest_bytes)
+        store.add_image(digest, len(manifest_bytes), name)
+    return store.get(digest)
+
+
+def _overrides(spec: BuildSpec) -> bool:
+    return any(
+        (spec.entrypoint, spec.cmd is not None, spec.env, spec.workdir, spec.memory, spec.cpus,
+         spec.ports, spec.volumes, spec.labels, spec.policy)
+    )  # fmt: skip
+
+
+def program_to_entries(program: str) -> tuple[list[Entry], str]:
+    """The program, its interpreter and libraries at the paths the guest looks for them."""
+    from karn.image.collect import collect_program
+
+    manifest = collect_program(program).relocated(GUEST_MOUNTS, RELOCATED_PREFIX)
+    entries = [
+        Entry(guest, "file", stat.S_IMODE(os.stat(host).st_mode), source=host)
+        for guest, host in manifest.files.items()
+    ]
+    entries += [Entry(g, "symlink", 0o777, target=t) for g, t in manifest.symlinks.items()]
+    return entries, manifest.entry
+
+
+def file_entries(src: str, dst: str, mode: int | None) -> list[Entry]:
+    try:
+        st = os.stat(src)
+    except OSError as err:
+        raise ImageError(f"file {src}: {err.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        return [Entry(dst, "dir", mode or stat.S_IMODE(st.st_mode)), *tree_entries(src, dst)]
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"file {src}: not a regular file or directory")
+    return [Entry(dst, "file", stat.S_IMODE(st.st_mode) if mode is None else mode, source=src)]
+
+
+def created_timestamp() -> str:
+    from karn.image.layer import source_date_epoch
+
+    when = datetime.datetime.fromtimestamp(source_date_epoch(), datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def make_config(
+    spec: BuildSpec,
+    base: dict[str, Any] | None,
+    entrypoint: list[str] | None,
+    layer: LayerBlob | None,
+) -> dict[str, Any]:
+    config = copy.deepcopy(base) if base else {}
+    created = created_timestamp()
+    config["created"] = created
+    config["architecture"] = "amd64"
+    config["os"] = "linux"
+    run = config.setdefault("config", {}) or {}
+    config["config"] = run
+    if spec.entrypoint is not None or (entrypoint and not base):
+        run["Entrypoint"] = entrypoint
+        if spec.cmd is None:
+            run.pop("Cmd", None)  # as in a Dockerfile: a new ENTRYPOINT resets CMD
+    if spec.cmd is not None:
+        run["Cmd"] = spec.cmd
+    if spec.env:
+        env = dict(e.split("=", 1) for e in run.get("Env") or [] if "=" in e)
+        env.update(spec.env)
+        run["Env"] = [f"{k}={v}" for k, v in env.items()]
+    if spec.workdir:
+        run["WorkingDir"] = spec.workdir
+    for port in spec.ports:
+        run.setdefault("ExposedPorts", {})[port if "/" in port else f"{port}/tcp"] = {}
+    for vol in spec.volumes:
+        run.setdefault("Volumes", {})[vol] = {}
+    labels = dict(run.get("Labels") or {})
+    labels.update(spec.labels)
+    if spec.memory:
+        labels[LABEL_PREFIX + "memory"] = str(spec.memory)
+    if spec.cpus:
+        labels[LABEL_PREFIX + "cpus"] = str(spec.cpus)
+    if spec.policy:
+        labels[LABEL_PREFIX + "policy"] = json.dumps(spec.policy, sort_keys=True)
+    if labels:
+        run["Labels"] = labels
+    rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    rootfs.setdefault("type", "layers")
+    diff_ids = rootfs.setdefault("diff_ids", [])
+    if layer:
+        diff_ids.append(layer.diff_id)
+        if base and base.get("history"):
+            config["history"].append({"created": created, "created_by": "karn build"})
+    return config
+
+
+# ---- base images
+
+
+def resolve_base(store: Store, source: str) -> Image:
+    """The image named by a `from` source, brought into the store."""
+    if source.startswith("oci:"):
+        return import_oci_layout(store, source[4:])
+    if source.startswith("docker-archive:"):
+        return import_docker_archive(store, source[len("docker-archive:") :])
+    if source.startswith("docker://"):
+        from karn.image.registry import pull
+
+        return pull(store, source[len("docker://") :])
+    found = store.find(source)
+    if found is not None:
+        return found
+    ref = parse_reference(source)
+    if ref.registry:
+        from karn.image.registry import pull
+
+        return pull(store, source)
+    raise ImageError(f"base image {source} not found in the store (pull it, or use oci:DIR)")
+
+
+def _load_json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise ImageError(f"{what} is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ImageError(f"{what} is not a JSON object")
+    return doc
+
+
+def pick_platform(index: dict[str, Any], what: str) -> dict[str, Any]:
+    """linux/amd64 from a multi-platform index (or its only entry)."""
+    entries = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+    for m in entries:
+        p = m.get("platform") or {}
+        if p.get("os") == "linux" and p.get("architecture") == "amd64":
+            return m
+    if len(entries) == 1 and not entries[0].get("platform"):
+        return entries[0]
+    raise ImageError(f"{what}: no linux/amd64 image in the index")
+
+
+def import_oci_layout(store: Store, spec: str) -> Image:
+    """Copy one image of an OCI layout directory (`DIR[:REF]`) into the store."""
+    path, _, ref = spec.partition(":")
+    what = f"oci:{spec}"
+    try:
+        with open(os.path.join(path, "index.json"), "rb") as f:
+            index = _load_json(f.read(), f"{what}: index.json")
+    except FileNotFoundError:
+        raise ImageError(f"{what}: not an OCI layout (no index.json)") from None
+    manifests = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+    if ref:
+        chosen = [
+            m for m in manifests
+            if (m.get("annotations") or {}).get(REF_NAME) in (ref, ref.rsplit(":", 1)[-1])
+        ]  # fmt: skip
+        if not chosen:
+            raise ImageError(f"{what}: no image tagged {ref!r} in the layout")
+    else:
+        chosen = manifests
+        if len(chosen) != 1:
+            raise ImageError(f"{what}: the layout holds {len(chosen)} images; name one (DIR:REF)")
+    desc = chosen[0]
+
+    def blob(digest: str) -> str:
+        return os.path.join(path, "blobs", *check_digest(digest).split(":", 1))
+
+    while desc.get("mediaType") in INDEX_TYPES:
+        with open(blob(desc["digest"]), "rb") as f:
+            desc = pick_platform(_load_json(f.read(), what), what)
+    try:
+        digest, size = store.put_file(blob(desc["digest"]), desc["digest"])
+        manifest = store.read_json(digest)
+        if manifest.get("mediaType", desc.get("mediaType")) not in MANIFEST_TYPES:
+            raise ImageError(f"{what}: unsupported manifest type {manifest.get('mediaType')}")
+        for d in [manifest["config"], *manifest["layers"]]:
+            if not store.has_blob(d["digest"]):
+                store.put_file(blob(d["digest"]), d["digest"])
+    except FileNotFoundError as err:
+        raise ImageError(f"{what}: missing blob {err.filename}") from None
+    except (KeyError, TypeError):
+        raise ImageError(f"{what}: malformed manifest") from None
+    store.add_image(digest, size, None, manifest.get("mediaType"))
+    return store.get(digest)
+
+
+def import_docker_archive(store: Store, path: str) -> Image:
+    """A `docker save` archive (manifest.json + config + layer tars) -> an OCI image."""
+    what = f"docker-archive:{path}"
+    try:
+        tar = tarfile.open(path, "r:")
+    except FileNotFoundError:
+        raise ImageError(f"{what}: no such file") from None
+    except (tarfile.TarError, OSError) as err:
+        raise ImageError(f"{what}: not a tar archive ({err})") from None
+    with tar:
+
+        def member(name: str) -> Any:
+            try:
+                f = tar.extractfile(os.path.normpath(name))
+            except KeyError:
+                f = None
+            if f is None:
+                raise ImageError(f"{what}: {name} is missing from the archive")
+            return f
+
+        entries = json.loads(member("manifest.json").read())
+        if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+            raise ImageError(f"{what}: manifest.json is malformed")
+        entry = entries[0]
+        config_bytes = member(entry["Config"]).read()
+        _load_json(config_bytes, f"{what}: config")
+        layers = []
+        for name in entry.get("Layers", []):
+            src = member(name)
+            with store.blob_writer() as w:
+                while chunk := src.read(1 << 20):
+                    w.write(chunk)
+                digest = w.commit(name)
+            kind = guess_layer_type(store.blob_path(digest))
+            layers.append({"mediaType": kind, "digest": digest, "size": w.size})
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": store.put_bytes(config_bytes),
+            "size": len(config_bytes),
+        },
+        "layers": layers,
+    }
+    data = canonical_json(manifest)
+    digest = store.put_bytes(data)
+    store.add_image(digest, len(data), None)
+    return store.get(digest)

@@ -1,0 +1,299 @@
+"""Layer tars: written reproducibly, extracted safely (whiteouts, no path escapes).
+
+Writing: entries sorted by path, mtime fixed (SOURCE_DATE_EPOCH or 0), owner 0:0 with no
+names, PAX format, gzip with no name and mtime 0 -> the same inputs give the same bytes.
+
+Extracting: every path is resolved inside the destination with symlinks interpreted as
+the guest would (an absolute link target starts again at the destination), so neither
+`../x`, `/etc/x`, a symlinked parent directory nor a hardlink can place or reach a file
+outside it. Whiteouts follow the OCI image spec: `.wh.NAME` deletes NAME from lower
+layers, `.wh..wh..opq` empties its directory of lower-layer entries.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from karn.errors import ImageError
+from karn.image.oci import (
+    GZIP_LAYERS,
+    LAYER_TYPES,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+)
+from karn.image.paths import resolve_inside
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One file system object in a layer being built."""
+
+    path: str  # absolute guest path
+    kind: str  # "file", "dir" or "symlink"
+    mode: int = 0o755
+    source: str | None = None  # host file with the content (kind "file")
+    target: str | None = None  # link target (kind "symlink")
+
+
+@dataclass(frozen=True)
+class LayerBlob:
+    digest: str  # of the gzip blob
+    size: int
+    diff_id: str  # of the uncompressed tar (the config's rootfs.diff_ids)
+
+
+def source_date_epoch() -> int:
+    try:
+        return int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
+    except ValueError:
+        return 0
+
+
+def with_parents(entries: Iterable[Entry]) -> list[Entry]:
+    """Add the missing parent directories (0755) and sort by path; later duplicates win."""
+    by_path: dict[str, Entry] = {}
+    for e in entries:
+        path = "/" + "/".join(c for c in e.path.split("/") if c)
+        by_path[path] = Entry(path, e.kind, e.mode, e.source, e.target)
+        parent = os.path.dirname(path)
+        while parent != "/" and parent not in by_path:
+            by_path[parent] = Entry(parent, "dir", 0o755)
+            parent = os.path.dirname(parent)
+    by_path.pop("/", None)
+    return [by_path[p] for p in sorted(by_path)]
+
+
+class _HashingSink:
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return self.sink.write(data)
+
+
+def write_layer(store: Any, entries: Iterable[Entry]) -> LayerBlob:
+    """Write a gzip tar layer into the store; returns its digest, size and diff_id."""
+    mtime = source_date_epoch()
+    with store.blob_writer() as blob:
+        gz = gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0, compresslevel=6)
+        plain = _HashingSink(gz)
+        with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for e in with_parents(entries):
+                info = tarfile.TarInfo(e.path.lstrip("/"))
+                info.mtime = mtime
+                info.mode = e.mode & 0o7777
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                if e.kind == "dir":
+                    info.type = tarfile.DIRTYPE
+                    tar.addfile(info)
+                elif e.kind == "symlink":
+                    info.type = tarfile.SYMTYPE
+                    info.linkname = e.target or ""
+                    tar.addfile(info)
+                else:
+                    assert e.source is not None
+                    try:
+                        with open(e.source, "rb") as src:
+                            info.size = os.fstat(src.fileno()).st_size
+                            tar.addfile(info, src)
+                    except OSError as err:
+                        raise ImageError(f"{e.source}: {err.strerror}") from None
+        gz.close()
+        digest = blob.commit("layer")
+        return LayerBlob(digest, blob.size, "sha256:" + plain.hash.hexdigest())
+
+
+def tree_entries(host_root: str, guest_root: str = "/") -> list[Entry]:
+    """Everything under a host directory, as entries below guest_root (sockets etc. skipped)."""
+    out: list[Entry] = []
+    host_root = os.path.abspath(host_root)
+    for dirpath, dirnames, filenames in os.walk(host_root):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, host_root)
+        base = guest_root if rel == "." else os.path.join(guest_root, rel)
+        for name in sorted(dirnames + filenames):
+            host = os.path.join(dirpath, name)
+            st = os.lstat(host)
+            guest = os.path.join(base, name)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                out.append(Entry(guest, "symlink", 0o777, target=os.readlink(host)))
+            elif stat.S_ISDIR(st.st_mode):
+                out.append(Entry(guest, "dir", mode))
+            elif stat.S_ISREG(st.st_mode):
+                out.append(Entry(guest, "file", mode, source=host))
+        # os.walk does not descend into symlinked directories: they stay links
+    return out
+
+
+# ---- extraction
+
+
+class _HashingReader:
+    """Reads a blob while hashing it, so a corrupted layer is refused."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.hash.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return "sha256:" + self.hash.hexdigest()
+
+
+def _archive_path(name: str, label: str) -> list[str]:
+    """The components of a tar member name; refuses absolute names and '..'."""
+    if name.startswith("/"):
+        raise ImageError(f"{label}: absolute path {name!r} in layer")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise ImageError(f"{label}: path {name!r} in layer leaves the root")
+    return parts
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
+def _open_layer(f: IO[bytes], media_type: str, label: str) -> IO[bytes]:
+    if media_type == OCI_LAYER_ZSTD or media_type.endswith("+zstd"):
+        raise ImageError(f"{label}: zstd-compressed layers are not supported yet")
+    if media_type not in LAYER_TYPES:
+        raise ImageError(f"{label}: unsupported layer media type {media_type}")
+    if media_type in GZIP_LAYERS:
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    return f
+
+
+def extract_layer(root: str, f: IO[bytes], media_type: str, label: str) -> None:
+    """Apply one layer (a file object of its blob) on top of the tree at root."""
+    stream = _open_layer(f, media_type, label)
+    created: set[str] = set()
+    dir_modes: dict[str, int] = {}
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                _apply(root, tar, member, created, dir_modes, label)
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise ImageError(f"{label}: layer is not a valid tar archive ({err})") from None
+    except NotADirectoryError as err:
+        raise ImageError(f"{label}: {err.filename} is not a directory") from None
+    except OSError as err:
+        raise ImageError(f"{label}: extracting: {err.strerror}: {err.filename}") from None
+    for path, mode in dir_modes.items():
+        os.chmod(path, mode | 0o700)  # stays writable for the next layer and for rm
+
+
+def _apply(
+    root: str,
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    created: set[str],
+    dir_modes: dict[str, int],
+    label: str,
+) -> None:
+    parts = _archive_path(member.name, label)
+    if not parts:
+        return  # the root directory itself
+    *dir_parts, base = parts
+    parent = resolve_inside(root, dir_parts, create=True)
+    if base == OPAQUE:
+        for name in os.listdir(parent):
+            child = os.path.join(parent, name)
+            if os.path.relpath(child, root) not in created:
+                _remove(child)
+        return
+    if base.startswith(WHITEOUT):
+        _remove(os.path.join(parent, base[len(WHITEOUT) :]))
+        return
+    dest = os.path.join(parent, base)
+    rel = os.path.relpath(dest, root)
+    mode = member.mode & 0o1777  # no setuid/setgid bits in the host's cache
+    if member.isdir():
+        if os.path.lexists(dest) and not (os.path.isdir(dest) and not os.path.islink(dest)):
+            _remove(dest)
+        if not os.path.lexists(dest):
+            os.mkdir(dest, 0o755)
+        dir_modes[dest] = mode
+        created.add(rel)
+        return
+    if os.path.lexists(dest):
+        _remove(dest)
+    if member.issym():
+        os.symlink(member.linkname, dest)
+    elif member.islnk():
+        link_parts = _archive_path(member.linkname, label)
+        if not link_parts:
+            raise ImageError(f"{label}: hardlink {member.name!r} to the root directory")
+        src = os.path.join(resolve_inside(root, link_parts[:-1]), link_parts[-1])
+        if not stat.S_ISREG(os.lstat(src).st_mode):
+            raise ImageError(f"{label}: hardlink {member.name!r} to a non-regular file")
+        os.link(src, dest, follow_symlinks=False)
+    elif member.isreg():
+        src = tar.extractfile(member)
+        assert src is not None
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.chmod(dest, mode | 0o400)
+    else:
+        return  # devices and fifos: the guest has its own /dev
+    created.add(rel)
+
+
+def extract_image(store: Any, layers: list[dict[str, Any]], dest: str, label: str) -> None:
+    """Extract an image's layers into dest (created atomically; absent on failure)."""
+    tmp = tempfile.mkdtemp(prefix="rootfs-", dir=store.tmp_dir)
+    try:
+        os.chmod(tmp, 0o755)
+        for i, layer in enumerate(layers):
+            what = f"{label} layer {i + 1}"
+            with open(store.blob_path(layer["digest"]), "rb") as f:
+                reader = _HashingReader(f)
+                try:
+                    extract_layer(tmp, reader, layer.get("mediaType", ""), what)  # type: ignore[arg-type]
+                finally:  # a damaged blob is reported as such, not as the error it caused
+                    if reader.drain() != layer["digest"]:
+                        raise ImageError(f"{what}: blob {layer['digest']} is corrupted")
+        try:
+            os.rename(tmp, dest)
+        except OSError:
+            if not os.path.isdir(dest):  # else: a concurrent run extracted it first
+                raise
+    except FileNotFoundError as err:
+        raise ImageError(f"{label}: blob missing from the store: {err.filename}") from None
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def guess_layer_type(path: str) -> str:
+    with open(path, "rb") as f:
+        return OCI_LAYER_GZIP if f.read(2) == _GZIP_MAGIC else OCI_LAYER

@@ -1,0 +1,137 @@
+"""OCI image format: media types, canonical JSON, digests and image references.
+
+karn writes plain OCI images (image-spec v1.0/1.1): an image manifest, an image config
+and gzip-compressed tar layers, so any OCI tool (skopeo, umoci, registries) copies them
+untouched. karn's own settings (memory, cpus, policy) travel as config labels under
+`org.karn.`; see docs/images.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from karn.errors import ImageError, UsageError
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+GZIP_LAYERS = (OCI_LAYER_GZIP, DOCKER_LAYER_GZIP)
+PLAIN_LAYERS = (OCI_LAYER, DOCKER_LAYER)
+LAYER_TYPES = GZIP_LAYERS + PLAIN_LAYERS
+REF_NAME = "org.opencontainers.image.ref.name"  # tag annotation in an index.json
+LABEL_PREFIX = "org.karn."
+
+DEFAULT_REGISTRY = "docker.io"
+DEFAULT_TAG = "latest"
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+# distribution's reference grammar, simplified: lowercase path components, tag <= 128.
+_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Stable bytes for a JSON document: sorted keys, no spaces (same input, same digest)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def check_digest(digest: str) -> str:
+    if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+        raise ImageError(f"unsupported or malformed digest {digest!r} (karn uses sha256)")
+    return digest
+
+
+def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data), **extra}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An image reference: [REGISTRY/]REPOSITORY[:TAG][@DIGEST].
+
+    A name without a registry part stays local (`hello:1`); with one
+    (`127.0.0.1:5000/hello:1`, `ghcr.io/x/y`) it also says where push and pull go.
+    """
+
+    registry: str | None
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.registry}/{self.repository}" if self.registry else self.repository
+
+    def __str__(self) -> str:
+        text = self.name
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+    def with_tag(self) -> Reference:
+        """The tagged name stored locally (latest when neither tag nor digest is given)."""
+        if self.tag or self.digest:
+            return self
+        return Reference(self.registry, self.repository, DEFAULT_TAG)
+
+    @property
+    def remote_registry(self) -> str:
+        return self.registry or DEFAULT_REGISTRY
+
+    @property
+    def remote_repository(self) -> str:
+        if self.registry is None and "/" not in self.repository:
+            return f"library/{self.repository}"  # Docker Hub's official images
+        return self.repository
+
+
+def looks_like_registry(component: str) -> bool:
+    return "." in component or ":" in component or component == "localhost"
+
+
+def parse_reference(text: str) -> Reference:
+    """Parse an image reference; UsageError naming the problem if it is malformed."""
+    if not text or len(text) > 255 or any(c.isspace() for c in text):
+        raise UsageError(f"invalid image reference {text!r}")
+    rest, digest = text, None
+    if "@" in rest:
+        rest, digest = rest.split("@", 1)
+        if not _DIGEST_RE.match(digest):
+            raise UsageError(f"invalid image reference {text!r}: bad digest")
+    registry = None
+    first, sep, remainder = rest.partition("/")
+    if sep and looks_like_registry(first):
+        registry, rest = first, remainder
+    tag = None
+    last_slash = rest.rfind("/")
+    colon = rest.rfind(":")
+    if colon > last_slash:
+        rest, tag = rest[:colon], rest[colon + 1 :]
+        if not _TAG_RE.match(tag):
+            raise UsageError(f"invalid image reference {text!r}: bad tag {tag!r}")
+    if not rest or not all(_COMPONENT_RE.match(c) for c in rest.split("/")):
+        raise UsageError(
+            f"invalid image reference {text!r} "
+            "(names are lowercase letters, digits and . _ - separated by /)"
+        )
+    return Reference(registry, rest, tag, digest)

@@ -1,0 +1,70 @@
+"""How a guest thread blocks inside a syscall, and how others wake or interrupt it.
+
+Every blocking wait polls the task's own eventfd (plus any host fds the call waits on):
+a futex wake, a signal, or process exit writes to it. One primitive serves futexes,
+sleeps, sigsuspend and readiness waits, and all of them are interruptible by signals.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.signals import ERESTARTSYS
+
+_EFD_FLAGS = os.EFD_NONBLOCK | os.EFD_CLOEXEC
+
+
+class Interrupted(SyscallError):
+    """A signal arrived while blocked: restart or -EINTR, decided at signal delivery."""
+
+    def __init__(self) -> None:
+        super().__init__(ERESTARTSYS)
+
+
+class Waker:
+    """A task's wake-up eventfd."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, _EFD_FLAGS)
+
+    def wake(self) -> None:
+        try:
+            os.eventfd_write(self.fd, 1)
+        except BlockingIOError:  # counter saturated: a wake is already pending
+            pass
+
+    def drain(self) -> None:
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+
+    def wait(self, deadline: float | None, fds: tuple[tuple[int, int], ...] = ()) -> list:
+        """Block until woken, a host fd is ready, or the monotonic deadline passes.
+
+        Returns the ready (fd, events) pairs of `fds` (empty when woken or timed out).
+        """
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        for fd, events in fds:
+            poller.register(fd, events)
+        if deadline is None:
+            timeout_ms = None
+        else:
+            timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+        ready = poller.poll(timeout_ms)
+        out = []
+        for fd, events in ready:
+            if fd == self.fd:
+                self.drain()
+            else:
+                out.append((fd, events))
+        return out
+
+    def close(self) -> None:
+        os.close(self.fd)

@@ -1,0 +1,158 @@
+"""futex(2): wait queues keyed by guest address, shared by all threads of the process."""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from karn.kernel.blocking import Interrupted
+from karn.kernel.errors import SyscallError
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
+
+FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
+
+
+class _Waiter:
+    __slots__ = ("task", "bitset", "woken")
+
+    def __init__(self, task: Task, bitset: int) -> None:
+        self.task = task
+        self.bitset = bitset
+        self.woken = False
+
+
+class FutexTable:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[int, list[_Waiter]] = {}
+
+    def wait(self, task: Task, addr: int, expected: int, deadline: float | None,
+             bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
+        if addr & 3:
+            raise SyscallError(errno.EINVAL)
+        waiter = _Waiter(task, bitset)
+        with self._lock:
+            # The value check and the enqueue are atomic with respect to wake(): a waker
+            # changes the value first and then calls wake() under this lock.
+            if task.mem.read_u32(addr) != expected & 0xFFFFFFFF:
+                raise SyscallError(errno.EAGAIN)
+            self._queues.setdefault(addr, []).append(waiter)
+        try:
+            while not waiter.woken:
+                if task.signal_pending():
+                    raise Interrupted
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise SyscallError(errno.ETIMEDOUT)
+                task.waker.wait(deadline)
+            return 0
+        finally:
+            if not waiter.woken:
+                with self._lock:
+                    queue = self._queues.get(addr)
+                    if queue and waiter in queue:
+                        queue.remove(waiter)
+                        if not queue:
+                            del self._queues[addr]
+
+    def _wake_locked(self, addr: int, count: int, bitset: int) -> int:
+        queue = self._queues.get(addr)
+        if not queue:
+            return 0
+        woken = 0
+        kept = []
+        for waiter in queue:
+            if woken < count and waiter.bitset & bitset:
+                waiter.woken = True
+                waiter.task.waker.wake()
+                woken += 1
+            else:
+                kept.append(waiter)
+        if kept:
+            self._queues[addr] = kept
+        else:
+            del self._queues[addr]
+        return woken
+
+    def wake(self, addr: int, count: int, bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
+        if addr & 3:
+            raise SyscallError(errno.EINVAL)
+        if bitset == 0:
+            raise SyscallError(errno.EINVAL)
+        with self._lock:
+            return self._wake_locked(addr, count, bitset)
+
+    def requeue(self, task: Task, addr: int, count: int, addr2: int, requeue: int,
+                expected: int | None) -> int:
+        if addr & 3 or addr2 & 3:
+            raise SyscallError(errno.EINVAL)
+        with self._lock:
+            if expected is not None and task.mem.read_u32(addr) != expected & 0xFFFFFFFF:
+                raise SyscallError(errno.EAGAIN)
+            woken = self._wake_locked(addr, count, FUTEX_BITSET_MATCH_ANY)
+            moved = 0
+            queue = self._queues.get(addr, [])
+            while queue and moved < requeue:
+                self._queues.setdefault(addr2, []).append(queue.pop(0))
+                moved += 1
+            if not queue:
+                self._queues.pop(addr, None)
+            return woken + moved
+
+    def wake_op(self, task: Task, addr: int, count: int, addr2: int, count2: int,
+                op: int) -> int:
+        """FUTEX_WAKE_OP: *addr2 = f(*addr2); wake addr; and addr2 if the old value matched."""
+        if addr & 3 or addr2 & 3:
+            raise SyscallError(errno.EINVAL)
+        with self._lock:
+            old = task.mem.read_u32(addr2)
+            task.mem.write_u32(addr2, _apply_op(op, old))
+            woken = self._wake_locked(addr, count, FUTEX_BITSET_MATCH_ANY)
+            if _compare(op, old):
+                woken += self._wake_locked(addr2, count2, FUTEX_BITSET_MATCH_ANY)
+            return woken
+
+
+def _sign_extend12(value: int) -> int:
+    return value - 0x1000 if value & 0x800 else value
+
+
+def _apply_op(encoded: int, old: int) -> int:
+    op = (encoded >> 28) & 7
+    oparg = _sign_extend12((encoded >> 12) & 0xFFF)
+    if (encoded >> 28) & 8:  # FUTEX_OP_OPARG_SHIFT
+        if not 0 <= oparg < 32:
+            raise SyscallError(errno.EINVAL)
+        oparg = 1 << oparg
+    oparg &= 0xFFFFFFFF
+    if op == 0:
+        return oparg
+    if op == 1:
+        return (old + oparg) & 0xFFFFFFFF
+    if op == 2:
+        return old | oparg
+    if op == 3:
+        return old & ~oparg & 0xFFFFFFFF
+    if op == 4:
+        return old ^ oparg
+    raise SyscallError(errno.ENOSYS)
+
+
+def _compare(encoded: int, old: int) -> bool:
+    cmp = (encoded >> 24) & 0xF
+    cmparg = _sign_extend12(encoded & 0xFFF)
+    signed_old = old - (1 << 32) if old & 0x80000000 else old
+    checks = {
+        0: signed_old == cmparg,
+        1: signed_old != cmparg,
+        2: signed_old < cmparg,
+        3: signed_old <= cmparg,
+        4: signed_old > cmparg,
+        5: signed_old >= cmparg,
+    }
+    if cmp not in checks:
+        raise SyscallError(errno.ENOSYS)
+    return checks[cmp]

@@ -1,0 +1,214 @@
+"""Signal syscalls: dispositions, masks, waiting, sending, alternate stacks, sigreturn."""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+
+from karn.kernel.abi import s32
+from karn.kernel.blocking import Interrupted
+from karn.kernel.errors import SyscallError
+from karn.kernel.process import Task
+from karn.kernel.signals import (
+    MINSIGSTKSZ,
+    SI_QUEUE,
+    SI_TKILL,
+    SI_USER,
+    SIGKILL,
+    SIGSTOP,
+    SS_AUTODISARM,
+    SS_DISABLE,
+    SS_ONSTACK,
+    UNBLOCKABLE,
+    AltStack,
+    SigAction,
+    SigInfo,
+    bit,
+    check_signal,
+)
+from karn.kernel.sys_time import read_timespec
+
+SIG_BLOCK, SIG_UNBLOCK, SIG_SETMASK = 0, 1, 2
+SIGSET_SIZE = 8
+
+
+def _sigset_size(size: int) -> None:
+    if size != SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+
+
+def sys_rt_sigaction(task: Task, sig: int, act: int, oact: int, sigsetsize: int) -> int:
+    _sigset_size(sigsetsize)
+    sig = check_signal(s32(sig))
+    proc = task.process
+    new = SigAction.unpack(task.mem.read(act, SigAction.KSIGACTION.size)) if act else None
+    if new is not None and sig in (SIGKILL, SIGSTOP):
+        raise SyscallError(errno.EINVAL)
+    with proc.signal_lock:
+        old = proc.actions[sig]
+        if oact:
+            task.mem.write(oact, old.pack())
+        if new is not None:
+            proc.actions[sig] = new
+            if new.ignored(sig):  # POSIX: setting SIG_IGN discards what is pending
+                proc.pending.discard(sig)
+                for t in proc.tasks.values():
+                    t.pending.discard(sig)
+    return 0
+
+
+def sys_rt_sigprocmask(task: Task, how: int, nset: int, oset: int, sigsetsize: int) -> int:
+    _sigset_size(sigsetsize)
+    old = task.blocked
+    if nset:
+        (mask,) = struct.unpack("<Q", task.mem.read(nset, 8))
+        how = s32(how)
+        if how == SIG_BLOCK:
+            new = old | mask
+        elif how == SIG_UNBLOCK:
+            new = old & ~mask
+        elif how == SIG_SETMASK:
+            new = mask
+        else:
+            raise SyscallError(errno.EINVAL)
+        task.set_blocked(new)
+    if oset:
+        task.mem.write(oset, struct.pack("<Q", old))
+    return 0
+
+
+def sys_rt_sigpending(task: Task, uset: int, sigsetsize: int) -> int:
+    if sigsetsize > SIGSET_SIZE:
+        raise SyscallError(errno.EINVAL)
+    pending = (task.pending.mask | task.process.pending.mask) & task.blocked
+    task.mem.write(uset, pending.to_bytes(8, "little")[:sigsetsize])
+    return 0
+
+
+def sys_rt_sigsuspend(task: Task, mask: int, sigsetsize: int) -> int:
+    _sigset_size(sigsetsize)
+    (new,) = struct.unpack("<Q", task.mem.read(mask, 8))
+    task.saved_mask = task.blocked
+    task.set_blocked(new)
+    while not task.signal_pending():
+        task.waker.wait(None)
+    raise SyscallError(errno.EINTR)  # the old mask returns after the handler runs
+
+
+def sys_pause(task: Task) -> int:
+    while not task.signal_pending():
+        task.waker.wait(None)
+    raise SyscallError(errno.EINTR)
+
+
+def sys_rt_sigtimedwait(task: Task, uthese: int, uinfo: int, uts: int, sigsetsize: int) -> int:
+    _sigset_size(sigsetsize)
+    (wanted,) = struct.unpack("<Q", task.mem.read(uthese, 8))
+    wanted &= ~UNBLOCKABLE
+    deadline = time.monotonic() + read_timespec(task, uts) / 1e9 if uts else None
+    while True:
+        info = task.take_signal(wanted)
+        if info is not None:
+            if uinfo:
+                task.mem.write(uinfo, info.data)
+            return info.signo
+        if task.signal_pending():
+            raise Interrupted
+        if deadline is not None and time.monotonic() >= deadline:
+            raise SyscallError(errno.EAGAIN)
+        task.waker.wait(deadline)
+
+
+def sys_sigaltstack(task: Task, uss: int, uoss: int) -> int:
+    alt = task.altstack
+    rsp = task.cpu.get_context()["rsp"]
+    if uoss:
+        task.mem.write(uoss, alt.pack(rsp))
+    if uss:
+        sp, flags, size = AltStack.STACK_T.unpack(task.mem.read(uss, AltStack.STACK_T.size))
+        if alt.contains(rsp):
+            raise SyscallError(errno.EPERM)
+        mode = flags & ~SS_AUTODISARM
+        if mode not in (0, SS_ONSTACK, SS_DISABLE):
+            raise SyscallError(errno.EINVAL)
+        if mode == SS_DISABLE:
+            alt.sp, alt.size, alt.flags = 0, 0, SS_DISABLE
+        else:
+            if size < MINSIGSTKSZ:
+                raise SyscallError(errno.ENOMEM)
+            alt.sp, alt.size, alt.flags = sp, size, flags & SS_AUTODISARM
+    return 0
+
+
+def _send_to_thread(task: Task, tgid: int | None, tid: int, sig: int, code: int) -> int:
+    proc = task.process
+    if tid <= 0 or (tgid is not None and tgid != proc.pid):
+        raise SyscallError(errno.EINVAL if tid <= 0 else errno.ESRCH)
+    target = proc.tasks.get(tid)
+    if target is None:
+        raise SyscallError(errno.ESRCH)
+    if sig:
+        proc.signal_thread(target, SigInfo.from_sender(sig, code, proc.pid))
+    return 0
+
+
+def sys_kill(task: Task, pid: int, sig: int) -> int:
+    pid, sig = s32(pid), check_signal(s32(sig), allow_zero=True)
+    proc = task.process
+    if pid not in (0, -1, proc.pid, -proc.pid):
+        raise SyscallError(errno.ESRCH)
+    if sig:
+        proc.signal_process(SigInfo.from_sender(sig, SI_USER, proc.pid))
+    return 0
+
+
+def sys_tgkill(task: Task, tgid: int, tid: int, sig: int) -> int:
+    sig = check_signal(s32(sig), allow_zero=True)
+    return _send_to_thread(task, s32(tgid), s32(tid), sig, SI_TKILL)
+
+
+def sys_tkill(task: Task, tid: int, sig: int) -> int:
+    sig = check_signal(s32(sig), allow_zero=True)
+    return _send_to_thread(task, None, s32(tid), sig, SI_TKILL)
+
+
+def sys_rt_sigqueueinfo(task: Task, pid: int, sig: int, uinfo: int) -> int:
+    sig = check_signal(s32(sig), allow_zero=True)
+    proc = task.process
+    if s32(pid) != proc.pid:
+        raise SyscallError(errno.ESRCH)
+    data = task.mem.read(uinfo, 128)
+    (code,) = struct.unpack_from("<i", data, 8)
+    if code >= 0 or code == SI_TKILL:
+        raise SyscallError(errno.EPERM)  # only SI_QUEUE-like codes may be forged, as Linux
+    if sig:
+        info = SigInfo(sig, code, data[16:])
+        proc.signal_process(info)
+    return 0
+
+
+def sys_rt_sigreturn(task: Task) -> int:
+    return task.sigreturn()
+
+
+HANDLERS = {
+    "rt_sigaction": sys_rt_sigaction,
+    "rt_sigprocmask": sys_rt_sigprocmask,
+    "rt_sigpending": sys_rt_sigpending,
+    "rt_sigsuspend": sys_rt_sigsuspend,
+    "rt_sigtimedwait": sys_rt_sigtimedwait,
+    "rt_sigqueueinfo": sys_rt_sigqueueinfo,
+    "rt_sigreturn": sys_rt_sigreturn,
+    "sigaltstack": sys_sigaltstack,
+    "pause": sys_pause,
+    "kill": sys_kill,
+    "tgkill": sys_tgkill,
+    "tkill": sys_tkill,
+}
+
+NOTES = {
+    "kill": "Only the guest's own process (pid 1, 0 or -1) exists; others give ESRCH.",
+}
+
+_ = (SI_QUEUE, bit)

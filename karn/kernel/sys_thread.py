@@ -1,0 +1,254 @@
+"""Thread syscalls: clone/clone3 for threads, exit, futex, and scheduling queries."""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+
+from karn import log
+from karn.kernel.abi import s32
+from karn.kernel.errors import SyscallError
+from karn.kernel.process import Task, ThreadExit
+from karn.kernel.sys_time import NSEC, TIMESPEC
+
+CLONE_VM = 0x100
+CLONE_FS = 0x200
+CLONE_FILES = 0x400
+CLONE_SIGHAND = 0x800
+CLONE_PIDFD = 0x1000
+CLONE_PTRACE = 0x2000
+CLONE_VFORK = 0x4000
+CLONE_PARENT = 0x8000
+CLONE_THREAD = 0x10000
+CLONE_NEWNS = 0x20000
+CLONE_SYSVSEM = 0x40000
+CLONE_SETTLS = 0x80000
+CLONE_PARENT_SETTID = 0x100000
+CLONE_CHILD_CLEARTID = 0x200000
+CLONE_DETACHED = 0x400000
+CLONE_UNTRACED = 0x800000
+CLONE_CHILD_SETTID = 0x1000000
+CLONE_IO = 0x80000000
+THREAD_FLAGS = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD
+ALLOWED_THREAD_FLAGS = (THREAD_FLAGS | CLONE_SYSVSEM | CLONE_SETTLS | CLONE_PARENT_SETTID
+                        | CLONE_CHILD_CLEARTID | CLONE_CHILD_SETTID | CLONE_DETACHED
+                        | CLONE_UNTRACED | CLONE_IO)
+
+FUTEX_WAIT = 0
+FUTEX_WAKE = 1
+FUTEX_REQUEUE = 3
+FUTEX_CMP_REQUEUE = 4
+FUTEX_WAKE_OP = 5
+FUTEX_WAIT_BITSET = 9
+FUTEX_WAKE_BITSET = 10
+FUTEX_PRIVATE_FLAG = 128
+FUTEX_CLOCK_REALTIME = 256
+FUTEX_CMD_MASK = ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+
+SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE = 0, 1, 2, 3, 5
+SCHED_RESET_ON_FORK = 0x40000000
+
+_CLONE_ARGS = struct.Struct("<11Q")
+_fork_warned = False
+
+
+def _no_processes(what: str) -> None:
+    global _fork_warned
+    if not _fork_warned:
+        _fork_warned = True
+        log.warning("%s: creating processes is not supported (one program per "
+                    "unikernel); returning -ENOSYS", what)
+    raise SyscallError(errno.ENOSYS)
+
+
+def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int,
+           exit_signal: int) -> int:
+    if flags & THREAD_FLAGS != THREAD_FLAGS or flags & CLONE_VFORK:
+        if not flags & CLONE_THREAD:
+            _no_processes("fork/clone without CLONE_THREAD")
+        raise SyscallError(errno.EINVAL)  # thread without shared VM/handlers: invalid
+    if flags & ~ALLOWED_THREAD_FLAGS or exit_signal:
+        raise SyscallError(errno.EINVAL)
+    proc = task.process
+    context = task.cpu.get_context()
+    context["rax"] = 0
+    if stack:
+        context["rsp"] = stack
+    fs_base = tls if flags & CLONE_SETTLS else task.cpu.get_fs_base()
+    child = proc.new_task()
+    if flags & CLONE_PARENT_SETTID:
+        task.mem.write_u32(parent_tid, child.tid)
+    if flags & CLONE_CHILD_SETTID:
+        task.mem.write_u32(child_tid, child.tid)
+    if flags & CLONE_CHILD_CLEARTID:
+        child.clear_child_tid = child_tid
+    child.set_blocked(task.blocked)
+    proc.start_task(child, context, fs_base)
+    return child.tid
+
+
+def sys_clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int,
+              tls: int) -> int:
+    return _clone(task, flags & ~0xFF, stack, parent_tid, child_tid, tls, flags & 0xFF)
+
+
+def sys_clone3(task: Task, uargs: int, size: int) -> int:
+    if size < 64 or size > 4096:
+        raise SyscallError(errno.EINVAL)
+    raw = task.mem.read(uargs, min(size, _CLONE_ARGS.size)).ljust(_CLONE_ARGS.size, b"\0")
+    (flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
+     set_tid, set_tid_size, cgroup) = _CLONE_ARGS.unpack(raw)
+    if set_tid or set_tid_size or cgroup or flags & CLONE_PIDFD:
+        raise SyscallError(errno.EINVAL)
+    top = stack + stack_size if stack else 0
+    return _clone(task, flags, top, parent_tid, child_tid, tls, exit_signal)
+
+
+def sys_fork(task: Task) -> int:
+    _no_processes("fork")
+    return 0
+
+
+def sys_vfork(task: Task) -> int:
+    _no_processes("vfork")
+    return 0
+
+
+def sys_exit(task: Task, status: int) -> int:
+    raise ThreadExit(status & 0xFF)
+
+
+def _timeout(task: Task, addr: int, absolute: bool, realtime: bool) -> float | None:
+    """A futex timeout as a monotonic deadline in seconds."""
+    if not addr:
+        return None
+    sec, nsec = TIMESPEC.unpack(task.mem.read(addr, TIMESPEC.size))
+    if sec < 0 or not 0 <= nsec < NSEC:
+        raise SyscallError(errno.EINVAL)
+    value = sec + nsec / NSEC
+    if not absolute:
+        return time.monotonic() + value
+    now = time.time() if realtime else time.monotonic()
+    return time.monotonic() + (value - now)
+
+
+def sys_futex(task: Task, uaddr: int, op: int, val: int, utime: int, uaddr2: int,
+              val3: int) -> int:
+    futex = task.process.futex
+    op = s32(op)
+    cmd = op & FUTEX_CMD_MASK
+    realtime = bool(op & FUTEX_CLOCK_REALTIME)
+    if realtime and cmd not in (FUTEX_WAIT, FUTEX_WAIT_BITSET):
+        raise SyscallError(errno.ENOSYS)
+    if cmd == FUTEX_WAIT:
+        return futex.wait(task, uaddr, val, _timeout(task, utime, False, realtime))
+    if cmd == FUTEX_WAIT_BITSET:
+        if not val3 & 0xFFFFFFFF:
+            raise SyscallError(errno.EINVAL)
+        return futex.wait(task, uaddr, val, _timeout(task, utime, True, realtime),
+                          val3 & 0xFFFFFFFF)
+    count = s32(val)
+    if cmd == FUTEX_WAKE:
+        return futex.wake(uaddr, max(count, 0))
+    if cmd == FUTEX_WAKE_BITSET:
+        return futex.wake(uaddr, max(count, 0), val3 & 0xFFFFFFFF)
+    nr_requeue = s32(utime)  # val2 travels in the timeout argument
+    if cmd in (FUTEX_REQUEUE, FUTEX_CMP_REQUEUE):
+        if count < 0 or nr_requeue < 0:
+            raise SyscallError(errno.EINVAL)
+        expected = val3 if cmd == FUTEX_CMP_REQUEUE else None
+        return futex.requeue(task, uaddr, count, uaddr2, nr_requeue, expected)
+    if cmd == FUTEX_WAKE_OP:
+        return futex.wake_op(task, uaddr, max(count, 0), uaddr2, max(nr_requeue, 0), val3)
+    raise SyscallError(errno.ENOSYS)
+
+
+def _policy_target(task: Task, pid: int) -> Task:
+    pid = s32(pid)
+    if pid < 0:
+        raise SyscallError(errno.EINVAL)
+    target = task if pid == 0 else task.process.tasks.get(pid)
+    if target is None:
+        raise SyscallError(errno.ESRCH)
+    return target
+
+
+def sys_sched_getscheduler(task: Task, pid: int) -> int:
+    return _policy_target(task, pid).sched_policy
+
+
+def sys_sched_setscheduler(task: Task, pid: int, policy: int, param: int) -> int:
+    target = _policy_target(task, pid)
+    policy = s32(policy) & ~SCHED_RESET_ON_FORK
+    if policy not in (SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE):
+        raise SyscallError(errno.EINVAL)
+    priority = s32(task.mem.read_u32(param))
+    low, high = (1, 99) if policy in (SCHED_FIFO, SCHED_RR) else (0, 0)
+    if not low <= priority <= high:
+        raise SyscallError(errno.EINVAL)
+    target.sched_policy, target.sched_priority = policy, priority
+    return 0
+
+
+def sys_sched_getparam(task: Task, pid: int, param: int) -> int:
+    task.mem.write_u32(param, _policy_target(task, pid).sched_priority)
+    return 0
+
+
+def sys_sched_setparam(task: Task, pid: int, param: int) -> int:
+    target = _policy_target(task, pid)
+    return sys_sched_setscheduler(task, target.tid, target.sched_policy, param)
+
+
+def sys_sched_get_priority_max(task: Task, policy: int) -> int:
+    policy = s32(policy)
+    if policy in (SCHED_FIFO, SCHED_RR):
+        return 99
+    if policy in (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE):
+        return 0
+    raise SyscallError(errno.EINVAL)
+
+
+def sys_sched_get_priority_min(task: Task, policy: int) -> int:
+    policy = s32(policy)
+    if policy in (SCHED_FIFO, SCHED_RR):
+        return 1
+    if policy in (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE):
+        return 0
+    raise SyscallError(errno.EINVAL)
+
+
+def sys_sched_setaffinity(task: Task, pid: int, size: int, mask: int) -> int:
+    _policy_target(task, pid)
+    ncpus = task.process.config.ncpus
+    data = task.mem.read(mask, min(size, 128))
+    if not int.from_bytes(data, "little") & ((1 << ncpus) - 1):
+        raise SyscallError(errno.EINVAL)
+    return 0  # recorded nowhere: vCPUs float over the host's CPUs (docs/syscalls.md)
+
+
+HANDLERS = {
+    "clone": sys_clone,
+    "clone3": sys_clone3,
+    "fork": sys_fork,
+    "vfork": sys_vfork,
+    "exit": sys_exit,
+    "futex": sys_futex,
+    "sched_getscheduler": sys_sched_getscheduler,
+    "sched_setscheduler": sys_sched_setscheduler,
+    "sched_getparam": sys_sched_getparam,
+    "sched_setparam": sys_sched_setparam,
+    "sched_get_priority_max": sys_sched_get_priority_max,
+    "sched_get_priority_min": sys_sched_get_priority_min,
+    "sched_setaffinity": sys_sched_setaffinity,
+}
+
+NOTES = {
+    "clone": "Threads only (CLONE_VM|CLONE_THREAD|...); creating a process gives ENOSYS.",
+    "clone3": "Threads only; set_tid, cgroup and pidfd are refused with EINVAL.",
+    "fork": "ENOSYS: one program per unikernel.",
+    "vfork": "ENOSYS: one program per unikernel.",
+    "sched_setscheduler": "Recorded and reported; the partitioned-system work maps it.",
+    "sched_setaffinity": "Accepted when the mask names a guest CPU; not enforced.",
+}

@@ -1,0 +1,169 @@
+"""Guest threads: one host thread and one vCPU per task, the kernel side of the exit loop,
+signal delivery at the points Linux delivers them, and the --cpus gate.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from karn.kernel.cpugate import CpuGate
+from karn.kernel.errors import SyscallError
+from karn.kernel.process import ProcessExit, ThreadExit
+from karn.kernel.signals import (
+    ERESTARTSYS,
+    SA_NODEFER,
+    SA_RESETHAND,
+    SA_RESTART,
+    SIG_DFL,
+    SIG_IGN,
+    FrameError,
+    SigAction,
+    SigInfo,
+    bit,
+    build_frame,
+    default_action,
+)
+from karn.kernel.syscalls import dispatch
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Process, Task
+
+SYSCALL_INSN_LEN = 2  # `syscall` is 0f 05: a restart re-executes it
+EINTR = 4
+FAULT_SIGNALS = {  # vector -> (signal, si_code)
+    0: (8, 1), 1: (5, 1), 3: (5, 1), 4: (11, 0x80), 5: (11, 0x80), 6: (4, 2), 7: (8, 0),
+    10: (11, 0x80), 11: (7, 0x80), 12: (7, 0x80), 13: (11, 0x80), 14: (11, 1), 16: (8, 0),
+    17: (7, 1), 19: (8, 0),
+}
+PF_PRESENT = 1
+
+
+class TaskLoop:
+    """The kernel's side of one vCPU's exit loop (see platform/vcpu.py Vcpu.run)."""
+
+    __slots__ = ("task", "work_pending", "_dispatch", "syscall_nr")
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.work_pending = False
+        self.syscall_nr = -1
+
+    def syscall(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int:
+        self.syscall_nr = nr
+        result = dispatch(self.task, nr, (a0, a1, a2, a3, a4, a5))
+        if result == -ERESTARTSYS:
+            self.work_pending = True
+        return result
+
+    def do_work(self) -> None:
+        """After a syscall or an interrupted KVM_RUN: exit requests and signals."""
+        task = self.task
+        self.work_pending = False
+        if task.process.exit_status is not None or task.exit_requested:
+            raise ThreadExit
+        restart = self.syscall_nr >= 0 and task.cpu.get_context()["rax"] == (-ERESTARTSYS) & (
+            (1 << 64) - 1)
+        delivered = deliver_signal(task, restart_nr=self.syscall_nr if restart else -1)
+        if restart and not delivered:
+            _restart_syscall(task, self.syscall_nr)
+        self.syscall_nr = -1
+        if task.signal_pending():
+            self.work_pending = True
+
+    def interrupted(self) -> None:
+        self.syscall_nr = -1
+        if self.task.cpu.interruptible():
+            self.do_work()
+        else:
+            self.work_pending = True
+
+    def fault(self, fault) -> None:
+        self.syscall_nr = -1
+        task = self.task
+        sig, code = FAULT_SIGNALS.get(fault.vector, (11, 0x80))
+        addr = fault.cr2 if fault.vector == 14 else (fault.rip if sig in (4, 8) else 0)
+        if fault.vector == 14 and (fault.error_code or 0) & PF_PRESENT:
+            code = 2  # SEGV_ACCERR
+        info = SigInfo.fault(sig, code, addr)
+        action = task.process.actions[sig]
+        blocked = task.blocked & bit(sig)
+        if action.handler in (SIG_DFL, SIG_IGN) or blocked:
+            # Linux forces a synchronous fault's default action when it cannot be handled.
+            task.process.crash(fault, sig)
+            raise ThreadExit
+        trap = fault.vector
+        _enter_handler(task, info, action, (fault.error_code or 0, trap, fault.cr2))
+
+
+def _restart_syscall(task: Task, nr: int) -> None:
+    ctx = task.cpu.get_context()
+    ctx["rax"] = nr
+    ctx["rip"] -= SYSCALL_INSN_LEN
+    task.cpu.set_context(ctx)
+
+
+def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
+    """Deliver one pending unblocked signal; True if a handler was entered."""
+    proc = task.process
+    while True:
+        info = task.take_signal(~task.blocked)
+        if info is None:
+            return False
+        sig = info.signo
+        action = proc.actions[sig]
+        if action.handler == SIG_IGN:
+            continue
+        if action.handler == SIG_DFL:
+            if default_action(sig) == "ignore":
+                continue
+            proc.terminate_by_signal(sig, core=default_action(sig) == "core")
+            raise ThreadExit
+        if restart_nr >= 0:
+            if action.flags & SA_RESTART:
+                _restart_syscall(task, restart_nr)
+            else:
+                ctx = task.cpu.get_context()
+                ctx["rax"] = -EINTR & ((1 << 64) - 1)
+                task.cpu.set_context(ctx)
+        _enter_handler(task, info, action)
+        return True
+
+
+def _enter_handler(task: Task, info: SigInfo, action: SigAction,
+                   fault: tuple[int, int, int] = (0, 0, 0)) -> None:
+    cpu = task.cpu
+    ctx = cpu.get_context()
+    frame_mask = task.saved_mask if task.saved_mask is not None else task.blocked
+    task.saved_mask = None
+    try:
+        entry = build_frame(task.mem, ctx, cpu.get_fpu(), cpu.xcr0, info, action, frame_mask,
+                            task.altstack, fault)
+    except FrameError:
+        task.process.terminate_by_signal(11, core=True)
+        raise ThreadExit from None
+    cpu.set_context(entry)
+    sig = info.signo
+    task.set_blocked(task.blocked | action.mask | (0 if action.flags & SA_NODEFER else bit(sig)))
+    if action.flags & SA_RESETHAND:
+        task.process.actions[sig] = SigAction()
+
+
+def run_task(task: Task, gate: CpuGate | None) -> None:
+    """Body of a guest thread's host thread."""
+    loop = TaskLoop(task)
+    task.loop = loop
+    task.host_thread = threading.get_ident()
+    proc: Process = task.process
+    try:
+        task.cpu.run(loop, gate)
+    except ThreadExit:
+        pass
+    except ProcessExit as done:
+        proc.exit_group(done.status)
+    except SyscallError:
+        raise
+    except BaseException as err:  # a monitor bug: end the guest, keep the report
+        proc.internal_error(err)
+    finally:
+        proc.task_exited(task)
