@@ -67,6 +67,8 @@ class AddressSpace:
         self.mapped_bytes = 0  # accessible bytes, counted against region.limit
         self.brk_start = 0
         self.brk = 0
+        # MAP_SHARED writable file mappings: start -> (file, offset, length), see sys_mm.
+        self.shared_files: dict[int, tuple[object, int, int]] = {}
 
     # -- queries -----------------------------------------------------------------------
 

@@ -52,9 +52,6 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
         file = task.process.fds.get(s32(fd))
         if not file.readable or (kind != MAP_PRIVATE and prot & PROT_WRITE and not file.writable):
             raise SyscallError(errno.EACCES)
-        if kind != MAP_PRIVATE and prot & PROT_WRITE:
-            # Writes would have to reach the file; without shared pages we cannot do that.
-            raise SyscallError(errno.ENODEV)
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         if addr & (PAGE - 1):
             raise SyscallError(errno.EINVAL)
@@ -67,7 +64,33 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     mm.map(start, length, prot, name, off)
     if file is not None:
         _fill_from_file(task, file, start, length, off)
+        if kind != MAP_PRIVATE and prot & PROT_WRITE:
+            # No page sharing with the host file: the guest writes into its copy and we
+            # write the copy back on msync and munmap.
+            mm.shared_files[start] = (file, off, length)
     return start
+
+
+def _write_back(task: Task, start: int, end: int, forget: bool) -> None:
+    """Write shared file mappings overlapping [start, end) back to their files."""
+    shared = task.process.mm.shared_files
+    for base, (file, off, length) in list(shared.items()):
+        lo, hi = max(base, start), min(base + length, end)
+        if lo >= hi:
+            continue
+        try:
+            size = file.stat().size
+            limit = min(hi, base + max(size - off, 0))  # never extend the file
+            if limit > lo:
+                file.pwrite(task.mem.view(lo, limit - lo), off + (lo - base))
+        except SyscallError:
+            pass  # the file went away or became unwritable: as with a lost page
+        if forget:
+            del shared[base]
+            if base < lo:
+                shared[base] = (file, off, lo - base)
+            if hi < base + length:
+                shared[hi] = (file, off + (hi - base), base + length - hi)
 
 
 def _fill_from_file(task: Task, file: OpenFile, start: int, length: int, off: int) -> None:
@@ -83,6 +106,8 @@ def _fill_from_file(task: Task, file: OpenFile, start: int, length: int, off: in
 def sys_munmap(task: Task, addr: int, length: int) -> int:
     if addr & (PAGE - 1) or length == 0:
         raise SyscallError(errno.EINVAL)
+    if task.process.mm.shared_files:
+        _write_back(task, addr, addr + page_up(length), forget=True)
     task.process.mm.unmap(addr, length)
     return 0
 
@@ -156,6 +181,9 @@ def sys_madvise(task: Task, addr: int, length: int, advice: int) -> int:
 def sys_msync(task: Task, addr: int, length: int, flags: int) -> int:
     if addr & (PAGE - 1):
         raise SyscallError(errno.EINVAL)
+    if not task.process.mm.is_mapped(addr, addr + page_up(length)):
+        raise SyscallError(errno.ENOMEM)
+    _write_back(task, addr, addr + page_up(length), forget=False)
     return 0
 
 
@@ -180,13 +208,14 @@ HANDLERS = {
 }
 
 NOTES = {
-    "mmap": "Private file mappings are copies; MAP_SHARED with PROT_WRITE on a file gives "
-    "ENODEV. Shared anonymous memory behaves as private (one process).",
+    "mmap": "File mappings are copies: MAP_SHARED writable ones are written back to the file "
+    "on msync and munmap, not coherent with read/write meanwhile. Shared anonymous memory "
+    "behaves as private (one process).",
     "mprotect": "Bookkeeping only: page tables are fixed at start (PVM), so protections are "
     "not enforced by the MMU.",
     "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (they read back as zeros); other "
     "advice is accepted and ignored.",
-    "msync": "Nothing to flush: file mappings are private copies.",
+    "msync": "Writes shared file mappings back to their files.",
     "mlock": "Accepted; guest memory is never swapped by karn.",
     "munlock": "Accepted; guest memory is never swapped by karn.",
 }

@@ -19,6 +19,7 @@ from karn.kernel import (
     sys_identity,
     sys_misc,
     sys_mm,
+    sys_poll,
     sys_signal,
     sys_thread,
     sys_time,
@@ -27,7 +28,7 @@ from karn.kernel.errors import SyscallError
 from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
 
 AREAS: tuple[ModuleType, ...] = (
-    sys_fs, sys_mm, sys_identity, sys_time, sys_misc, sys_signal, sys_thread,
+    sys_fs, sys_mm, sys_identity, sys_time, sys_misc, sys_signal, sys_thread, sys_poll,
 )
 
 DELIBERATE_ENOSYS: dict[str, str] = {

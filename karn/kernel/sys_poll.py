@@ -1,0 +1,372 @@
+"""Readiness: poll/ppoll, select/pselect6, epoll, eventfd.
+
+Files backed by a host fd (pipes, sockets, eventfds, stdio) are polled on the host;
+files without one (tmpfs, /dev/null, /proc) are always ready, as regular files are on
+Linux. A guest epoll is a host epoll over those host fds. Every wait also polls the
+task's waker, so signals and exit interrupt it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import struct
+import time
+
+from karn.kernel.abi import s32
+from karn.kernel.blocking import Interrupted
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import OFlag
+from karn.kernel.fs.file import HostFile, OpenFile
+from karn.kernel.process import Task
+from karn.kernel.sys_time import NSEC, TIMESPEC
+
+POLLIN, POLLPRI, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 1, 2, 4, 8, 16, 32
+POLLRDNORM, POLLRDBAND, POLLWRNORM, POLLWRBAND = 0x40, 0x80, 0x100, 0x200
+EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = 1, 4, 8, 16
+EPOLLEXCLUSIVE, EPOLLWAKEUP, EPOLLONESHOT, EPOLLET = 1 << 28, 1 << 29, 1 << 30, 1 << 31
+EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CTL_MOD = 1, 2, 3
+EPOLL_CLOEXEC = 0o2000000
+EFD_SEMAPHORE, EFD_NONBLOCK, EFD_CLOEXEC = 1, 0o4000, 0o2000000
+POLLFD = struct.Struct("<ihh")
+EPOLL_EVENT = struct.Struct("<IQ")  # packed on x86-64: 12 bytes
+FD_SETSIZE = 1024
+MAX_EVENTS = (1 << 31) // EPOLL_EVENT.size
+ALWAYS_READY = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM
+
+
+def _deadline_ms(timeout_ms: int) -> float | None:
+    return None if timeout_ms < 0 else time.monotonic() + timeout_ms / 1000
+
+
+def _deadline_ts(task: Task, addr: int) -> float | None:
+    if not addr:
+        return None
+    sec, nsec = TIMESPEC.unpack(task.mem.read(addr, TIMESPEC.size))
+    if sec < 0 or not 0 <= nsec < NSEC:
+        raise SyscallError(errno.EINVAL)
+    return time.monotonic() + sec + nsec / NSEC
+
+
+class _SignalMask:
+    """ppoll/pselect/epoll_pwait's temporary mask; on EINTR the frame restores the old."""
+
+    def __init__(self, task: Task, addr: int, size: int) -> None:
+        self.task = task
+        self.old: int | None = None
+        if addr:
+            if size != 8:
+                raise SyscallError(errno.EINVAL)
+            (mask,) = struct.unpack("<Q", task.mem.read(addr, 8))
+            self.old = task.blocked
+            task.set_blocked(mask)
+
+    def done(self, interrupted: bool) -> None:
+        if self.old is None:
+            return
+        if interrupted:
+            self.task.saved_mask = self.old
+        else:
+            self.task.set_blocked(self.old)
+
+
+def _wait_ready(task: Task, watch: list[tuple[int, int]], deadline: float | None,
+                immediate: bool) -> dict[int, int]:
+    """Host fds ready among `watch` ((fd, events)); waits unless `immediate`."""
+    while True:
+        if watch:
+            poller = select.poll()
+            for fd, events in watch:
+                poller.register(fd, events)
+            ready = dict(poller.poll(0))
+            if ready or immediate:
+                return ready
+        elif immediate:
+            return {}
+        if task.signal_pending():
+            raise Interrupted
+        if deadline is not None and time.monotonic() >= deadline:
+            return {}
+        task.waker.wait(deadline, tuple(watch))
+
+
+def _poll_files(task: Task, entries: list[tuple[int, int]], deadline: float | None
+                ) -> list[int]:
+    """revents for each (fd, events), waiting until one is non-zero."""
+    fds = task.process.fds
+    revents = [0] * len(entries)
+    watch: list[tuple[int, int]] = []
+    where: list[tuple[int, int]] = []
+    for i, (fd, events) in enumerate(entries):
+        if fd < 0:
+            continue
+        try:
+            file = fds.get(fd)
+        except SyscallError:
+            revents[i] = POLLNVAL
+            continue
+        host = file.host_fd()
+        if host is None:
+            revents[i] = events & ALWAYS_READY
+        else:
+            watch.append((host, events))
+            where.append((i, host))
+    ready = _wait_ready(task, watch, deadline, immediate=any(revents))
+    for i, host in where:
+        revents[i] = ready.get(host, 0) & (entries[i][1] | POLLERR | POLLHUP | POLLNVAL)
+    return revents
+
+
+def _do_poll(task: Task, ufds: int, nfds: int, deadline: float | None) -> int:
+    if nfds > task.process.fds.limit:
+        raise SyscallError(errno.EINVAL)
+    raw = task.mem.read(ufds, nfds * POLLFD.size)
+    entries = [POLLFD.unpack_from(raw, i * POLLFD.size)[:2] for i in range(nfds)]
+    revents = _poll_files(task, [(fd, ev & 0xFFFF) for fd, ev in entries], deadline)
+    out = bytearray(raw)
+    for i, rev in enumerate(revents):
+        struct.pack_into("<h", out, i * POLLFD.size + 6, rev - 0x10000 if rev & 0x8000 else rev)
+    task.mem.write(ufds, bytes(out))
+    return sum(1 for r in revents if r)
+
+
+def sys_poll(task: Task, ufds: int, nfds: int, timeout: int) -> int:
+    return _do_poll(task, ufds, nfds, _deadline_ms(s32(timeout)))
+
+
+def sys_ppoll(task: Task, ufds: int, nfds: int, tsp: int, sigmask: int, size: int) -> int:
+    deadline = _deadline_ts(task, tsp)
+    mask = _SignalMask(task, sigmask, size)
+    try:
+        result = _do_poll(task, ufds, nfds, deadline)
+    except Interrupted:
+        mask.done(True)
+        raise SyscallError(errno.EINTR) from None
+    mask.done(False)
+    return result
+
+
+def _do_select(task: Task, n: int, inp: int, outp: int, exp: int,
+               deadline: float | None) -> int:
+    n = s32(n)
+    if not 0 <= n <= FD_SETSIZE:
+        raise SyscallError(errno.EINVAL)
+    size = (n + 63) // 64 * 8
+    sets = [int.from_bytes(task.mem.read(a, size), "little") if a else 0
+            for a in (inp, outp, exp)]
+    entries = []
+    for fd in range(n):
+        events = ((POLLIN if sets[0] >> fd & 1 else 0) | (POLLOUT if sets[1] >> fd & 1 else 0)
+                  | (POLLPRI if sets[2] >> fd & 1 else 0))
+        if events:
+            entries.append((fd, events))
+    revents = _poll_files(task, entries, deadline)
+    result = [0, 0, 0]
+    count = 0
+    for (fd, events), rev in zip(entries, revents, strict=True):
+        if rev & POLLNVAL:
+            raise SyscallError(errno.EBADF)
+        for k, bits in enumerate((POLLIN | POLLHUP | POLLERR, POLLOUT | POLLERR, POLLPRI)):
+            want = (POLLIN, POLLOUT, POLLPRI)[k]
+            if events & want and rev & bits:
+                result[k] |= 1 << fd
+                count += 1
+    for addr, value in zip((inp, outp, exp), result, strict=True):
+        if addr:
+            task.mem.write(addr, value.to_bytes(size, "little"))
+    return count
+
+
+def sys_select(task: Task, n: int, inp: int, outp: int, exp: int, tvp: int) -> int:
+    deadline = None
+    if tvp:
+        sec, usec = struct.unpack("<qq", task.mem.read(tvp, 16))
+        if sec < 0 or not 0 <= usec < 1_000_000:
+            raise SyscallError(errno.EINVAL)
+        deadline = time.monotonic() + sec + usec / 1e6
+    return _do_select(task, n, inp, outp, exp, deadline)
+
+
+def sys_pselect6(task: Task, n: int, inp: int, outp: int, exp: int, tsp: int, sig: int) -> int:
+    deadline = _deadline_ts(task, tsp)
+    mask = None
+    if sig:
+        ss, size = struct.unpack("<QQ", task.mem.read(sig, 16))
+        mask = _SignalMask(task, ss, size)
+    try:
+        result = _do_select(task, n, inp, outp, exp, deadline)
+    except Interrupted:
+        if mask:
+            mask.done(True)
+        raise SyscallError(errno.EINTR) from None
+    if mask:
+        mask.done(False)
+    return result
+
+
+# -- epoll -----------------------------------------------------------------------------
+
+class EpollFile(OpenFile):
+    """A guest epoll instance: a host epoll over the host fds of the watched files."""
+
+    def __init__(self, flags: int) -> None:
+        super().__init__("anon_inode:[eventpoll]", OFlag.RDWR | flags)
+        self.epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
+        self.watched: dict[int, tuple[OpenFile, int, int]] = {}  # host fd -> file, gfd, data
+
+    def host_fd(self) -> int | None:
+        return self.epoll.fileno()
+
+    def link_name(self) -> str:
+        return "anon_inode:[eventpoll]"
+
+    def close(self) -> None:
+        self.epoll.close()
+
+
+def _epoll_create(task: Task, flags: int) -> int:
+    if flags & ~EPOLL_CLOEXEC:
+        raise SyscallError(errno.EINVAL)
+    return task.process.fds.install(EpollFile(0), bool(flags & EPOLL_CLOEXEC))
+
+
+def sys_epoll_create(task: Task, size: int) -> int:
+    if s32(size) <= 0:
+        raise SyscallError(errno.EINVAL)
+    return _epoll_create(task, 0)
+
+
+def sys_epoll_create1(task: Task, flags: int) -> int:
+    return _epoll_create(task, s32(flags))
+
+
+def _epoll(task: Task, epfd: int) -> EpollFile:
+    file = task.process.fds.get(s32(epfd))
+    if not isinstance(file, EpollFile):
+        raise SyscallError(errno.EINVAL)
+    return file
+
+
+def sys_epoll_ctl(task: Task, epfd: int, op: int, fd: int, event: int) -> int:
+    ep = _epoll(task, epfd)
+    fd, op = s32(fd), s32(op)
+    target = task.process.fds.get(fd)
+    if target is ep:
+        raise SyscallError(errno.EINVAL)
+    host = target.host_fd()
+    if host is None or getattr(target, "is_regular", False) or getattr(target, "is_dir", False):
+        raise SyscallError(errno.EPERM)  # as Linux for regular files and directories
+    if op in (EPOLL_CTL_ADD, EPOLL_CTL_MOD):
+        events, data = EPOLL_EVENT.unpack(task.mem.read(event, EPOLL_EVENT.size))
+        mask = events & ~(EPOLLEXCLUSIVE | EPOLLWAKEUP)
+        try:
+            (ep.epoll.register if op == EPOLL_CTL_ADD else ep.epoll.modify)(host, mask)
+        except FileExistsError:
+            raise SyscallError(errno.EEXIST) from None
+        except FileNotFoundError:
+            raise SyscallError(errno.ENOENT) from None
+        ep.watched[host] = (target, fd, data)
+        return 0
+    if op == EPOLL_CTL_DEL:
+        try:
+            ep.epoll.unregister(host)
+        except FileNotFoundError:
+            raise SyscallError(errno.ENOENT) from None
+        ep.watched.pop(host, None)
+        return 0
+    raise SyscallError(errno.EINVAL)
+
+
+def _epoll_wait(task: Task, epfd: int, events: int, maxevents: int,
+                deadline: float | None) -> int:
+    ep = _epoll(task, epfd)
+    maxevents = s32(maxevents)
+    if not 0 < maxevents <= MAX_EVENTS:
+        raise SyscallError(errno.EINVAL)
+    task.mem.view(events, maxevents * EPOLL_EVENT.size)  # EFAULT before waiting
+    while True:
+        ready = ep.epoll.poll(0, maxevents)
+        if ready:
+            out = b"".join(EPOLL_EVENT.pack(ev, ep.watched[host][2])
+                           for host, ev in ready if host in ep.watched)
+            task.mem.write(events, out)
+            return len(out) // EPOLL_EVENT.size
+        if task.signal_pending():
+            raise Interrupted
+        if deadline is not None and time.monotonic() >= deadline:
+            return 0
+        task.waker.wait(deadline, ((ep.epoll.fileno(), select.POLLIN),))
+
+
+def sys_epoll_wait(task: Task, epfd: int, events: int, maxevents: int, timeout: int) -> int:
+    return _epoll_wait(task, epfd, events, maxevents, _deadline_ms(s32(timeout)))
+
+
+def sys_epoll_pwait(task: Task, epfd: int, events: int, maxevents: int, timeout: int,
+                    sigmask: int, size: int) -> int:
+    mask = _SignalMask(task, sigmask, size)
+    try:
+        result = _epoll_wait(task, epfd, events, maxevents, _deadline_ms(s32(timeout)))
+    except Interrupted:
+        mask.done(True)
+        raise SyscallError(errno.EINTR) from None
+    mask.done(False)
+    return result
+
+
+def sys_epoll_pwait2(task: Task, epfd: int, events: int, maxevents: int, tsp: int,
+                     sigmask: int, size: int) -> int:
+    mask = _SignalMask(task, sigmask, size)
+    try:
+        result = _epoll_wait(task, epfd, events, maxevents, _deadline_ts(task, tsp))
+    except Interrupted:
+        mask.done(True)
+        raise SyscallError(errno.EINTR) from None
+    mask.done(False)
+    return result
+
+
+# -- eventfd ---------------------------------------------------------------------------
+
+def sys_eventfd2(task: Task, initval: int, flags: int) -> int:
+    flags = s32(flags)
+    if flags & ~(EFD_SEMAPHORE | EFD_NONBLOCK | EFD_CLOEXEC):
+        raise SyscallError(errno.EINVAL)
+    host_flags = os.EFD_CLOEXEC | (os.EFD_NONBLOCK if flags & EFD_NONBLOCK else 0)
+    host_flags |= os.EFD_SEMAPHORE if flags & EFD_SEMAPHORE else 0
+    fd = os.eventfd(initval & 0xFFFFFFFF, host_flags)
+    status = OFlag.NONBLOCK if flags & EFD_NONBLOCK else 0
+    file = HostFile(fd, "anon_inode:[eventfd]", OFlag.RDWR | status)
+    try:
+        return task.process.fds.install(file, bool(flags & EFD_CLOEXEC))
+    except SyscallError:
+        file.close()
+        raise
+
+
+def sys_eventfd(task: Task, initval: int) -> int:
+    return sys_eventfd2(task, initval, 0)
+
+
+HANDLERS = {
+    "poll": sys_poll,
+    "ppoll": sys_ppoll,
+    "select": sys_select,
+    "pselect6": sys_pselect6,
+    "epoll_create": sys_epoll_create,
+    "epoll_create1": sys_epoll_create1,
+    "epoll_ctl": sys_epoll_ctl,
+    "epoll_wait": sys_epoll_wait,
+    "epoll_pwait": sys_epoll_pwait,
+    "epoll_pwait2": sys_epoll_pwait2,
+    "eventfd": sys_eventfd,
+    "eventfd2": sys_eventfd2,
+}
+
+NOTES = {
+    "poll": "Files without a host fd (tmpfs, /dev, /proc) are always ready.",
+    "epoll_ctl": "Watches files with a host fd (pipes, eventfds, stdio); EPOLLEXCLUSIVE and "
+    "EPOLLWAKEUP are accepted and ignored.",
+}
+
