@@ -32,6 +32,7 @@ from karn.kernel.signals import (
     default_action,
     read_frame,
 )
+from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
     from karn.kernel.fs.context import FsContext
@@ -163,6 +164,10 @@ class Process:
         self.actions = [SigAction() for _ in range(NSIG + 1)]
         self.pending = PendingSignals()
         self.futex = FutexTable()
+        self.timer_service = TimerService()
+        self.itimer_real = None  # created on first use (sys_timer.py)
+        self.posix_timers: dict[int, object] = {}
+        self.next_timer_id = 0
         self.gate = CpuGate(config.ncpus) if machine is not None else None
         self._next_tid = self.pid + 1
         # How it ended: exit status, the fatal signal (0: a normal exit) and, for a fault,

@@ -92,17 +92,24 @@ def sys_time(task: Task, tloc: int) -> int:
     return now
 
 
-def _sleep_until(clock: int, deadline_ns: int) -> None:
+def _sleep_until(task: Task, clock: int, deadline_ns: int, rem: int = 0) -> None:
+    """Sleep on `clock` until deadline_ns; a signal ends it with EINTR (and the time left
+    in rem, for relative sleeps), as a handler will run."""
     while True:
         remaining = deadline_ns - time.clock_gettime_ns(clock)
         if remaining <= 0:
             return
-        time.sleep(remaining / NSEC)
+        if task.signal_pending():
+            if rem:
+                write_timespec(task, rem, remaining)
+            raise SyscallError(errno.EINTR)
+        task.waker.wait(time.monotonic() + remaining / NSEC)
 
 
 def sys_nanosleep(task: Task, req: int, rem: int) -> int:
     duration = read_timespec(task, req)
-    _sleep_until(time.CLOCK_MONOTONIC, time.clock_gettime_ns(time.CLOCK_MONOTONIC) + duration)
+    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    _sleep_until(task, time.CLOCK_MONOTONIC, now + duration, rem)
     return 0
 
 
@@ -111,8 +118,10 @@ def sys_clock_nanosleep(task: Task, clock_id: int, flags: int, req: int, rem: in
         raise SyscallError(errno.EINVAL)
     clock = host_clock(clock_id)
     value = read_timespec(task, req)
-    deadline = value if s32(flags) & TIMER_ABSTIME else time.clock_gettime_ns(clock) + value
-    _sleep_until(clock, deadline)
+    if s32(flags) & TIMER_ABSTIME:
+        _sleep_until(task, clock, value)
+    else:
+        _sleep_until(task, clock, time.clock_gettime_ns(clock) + value, rem)
     return 0
 
 

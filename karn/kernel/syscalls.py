@@ -23,12 +23,14 @@ from karn.kernel import (
     sys_signal,
     sys_thread,
     sys_time,
+    sys_timer,
 )
 from karn.kernel.errors import SyscallError
 from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
 
 AREAS: tuple[ModuleType, ...] = (
     sys_fs, sys_mm, sys_identity, sys_time, sys_misc, sys_signal, sys_thread, sys_poll,
+    sys_timer,
 )
 
 DELIBERATE_ENOSYS: dict[str, str] = {

@@ -1,0 +1,202 @@
+"""Timer syscalls: alarm, setitimer/getitimer, and POSIX timers (timer_create ...)."""
+
+from __future__ import annotations
+
+import errno
+import struct
+import time
+
+from karn import log
+from karn.kernel.abi import s32
+from karn.kernel.errors import SyscallError
+from karn.kernel.process import Process, Task
+from karn.kernel.signals import SI_KERNEL, SI_TIMER, SIGALRM, SigInfo, check_signal
+from karn.kernel.sys_time import (
+    CLOCK_BOOTTIME,
+    CLOCK_MONOTONIC,
+    CLOCK_REALTIME,
+    CLOCK_TAI,
+    NSEC,
+    TIMER_ABSTIME,
+)
+from karn.kernel.timers import ITIMERSPEC, ITIMERVAL, Timer
+
+ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF = 0, 1, 2
+SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD, SIGEV_THREAD_ID = 0, 1, 2, 4
+SIGEVENT = struct.Struct("<QiiI")  # sigev_value, sigev_signo, sigev_notify, sigev_tid
+MAX_TIMERS = 1024
+_warned: set[str] = set()
+
+
+def _itimer_real(proc: Process) -> Timer:
+    if proc.itimer_real is None:
+        def fire(_timer: Timer) -> None:
+            proc.signal_process(SigInfo.from_sender(SIGALRM, SI_KERNEL, 0))
+
+        proc.itimer_real = Timer(fire)
+    return proc.itimer_real
+
+
+def _check_which(which: int) -> None:
+    if which in (ITIMER_VIRTUAL, ITIMER_PROF):
+        name = "ITIMER_VIRTUAL" if which == ITIMER_VIRTUAL else "ITIMER_PROF"
+        if name not in _warned:
+            _warned.add(name)
+            log.warning("setitimer(%s): CPU-time timers are not supported; returning -EINVAL",
+                        name)
+        raise SyscallError(errno.EINVAL)
+    if which != ITIMER_REAL:
+        raise SyscallError(errno.EINVAL)
+
+
+def _split(seconds: float, unit: int) -> tuple[int, int]:
+    whole = int(seconds)
+    return whole, int(round((seconds - whole) * unit))
+
+
+def sys_alarm(task: Task, seconds: int) -> int:
+    proc = task.process
+    timer = _itimer_real(proc)
+    left = timer.remaining()
+    seconds &= 0xFFFFFFFF
+    proc.timer_service.arm(timer, time.monotonic() + seconds if seconds else None, 0.0)
+    return int(left + 0.999999) if left else 0  # rounded up, as Linux
+
+
+def sys_getitimer(task: Task, which: int, value: int) -> int:
+    _check_which(s32(which))
+    timer = _itimer_real(task.process)
+    task.mem.write(value, ITIMERVAL.pack(*_split(timer.interval, 1_000_000),
+                                         *_split(timer.remaining(), 1_000_000)))
+    return 0
+
+
+def sys_setitimer(task: Task, which: int, new: int, old: int) -> int:
+    _check_which(s32(which))
+    timer = _itimer_real(task.process)
+    if old:
+        sys_getitimer(task, which, old)
+    if new:
+        isec, iusec, vsec, vusec = ITIMERVAL.unpack(task.mem.read(new, ITIMERVAL.size))
+        if min(isec, vsec) < 0 or not (0 <= iusec < 1_000_000 and 0 <= vusec < 1_000_000):
+            raise SyscallError(errno.EINVAL)
+        value = vsec + vusec / 1e6
+        deadline = time.monotonic() + value if value else None
+        task.process.timer_service.arm(timer, deadline, isec + iusec / 1e6)
+    return 0
+
+
+class PosixTimer:
+    __slots__ = ("id", "timer", "clock", "signo", "value", "notify", "target_tid")
+
+    def __init__(self, proc: Process, timer_id: int, clock: int, signo: int, value: int,
+                 notify: int, target_tid: int) -> None:
+        self.id = timer_id
+        self.clock = clock
+        self.signo = signo
+        self.value = value
+        self.notify = notify
+        self.target_tid = target_tid
+
+        def fire(timer: Timer) -> None:
+            if self.notify == SIGEV_NONE:
+                return
+            info = SigInfo(self.signo, SI_TIMER,
+                           struct.pack("<iiQ", self.id, timer.overrun, self.value))
+            target = proc.tasks.get(self.target_tid) if self.notify == SIGEV_THREAD_ID else None
+            if target is not None:
+                proc.signal_thread(target, info)
+            else:
+                proc.signal_process(info)
+
+        self.timer = Timer(fire)
+
+
+def sys_timer_create(task: Task, clock_id: int, sevp: int, timerid: int) -> int:
+    proc = task.process
+    clock = s32(clock_id)
+    if clock not in (CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME, CLOCK_TAI):
+        raise SyscallError(errno.EINVAL if clock not in (2, 3) else errno.ENOTSUP)
+    timer_id = proc.next_timer_id
+    if sevp:
+        value, signo, notify, tid = SIGEVENT.unpack(task.mem.read(sevp, SIGEVENT.size))
+    else:
+        value, signo, notify, tid = timer_id, SIGALRM, SIGEV_SIGNAL, 0
+    if notify not in (SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID):
+        raise SyscallError(errno.EINVAL)  # SIGEV_THREAD is done by libc with THREAD_ID
+    if notify != SIGEV_NONE:
+        check_signal(signo)
+    if notify == SIGEV_THREAD_ID and tid not in proc.tasks:
+        raise SyscallError(errno.EINVAL)
+    if len(proc.posix_timers) >= MAX_TIMERS:
+        raise SyscallError(errno.EAGAIN)
+    task.mem.write_u32(timerid, timer_id)
+    proc.next_timer_id += 1
+    proc.posix_timers[timer_id] = PosixTimer(proc, timer_id, clock, signo, value, notify, tid)
+    return 0
+
+
+def _posix_timer(task: Task, timer_id: int) -> PosixTimer:
+    timer = task.process.posix_timers.get(s32(timer_id))
+    if timer is None:
+        raise SyscallError(errno.EINVAL)
+    return timer
+
+
+def _write_itimerspec(task: Task, addr: int, timer: Timer) -> None:
+    task.mem.write(addr, ITIMERSPEC.pack(*_split(timer.interval, NSEC),
+                                         *_split(timer.remaining(), NSEC)))
+
+
+def sys_timer_settime(task: Task, timer_id: int, flags: int, new: int, old: int) -> int:
+    pt = _posix_timer(task, timer_id)
+    isec, insec, vsec, vnsec = ITIMERSPEC.unpack(task.mem.read(new, ITIMERSPEC.size))
+    if min(isec, vsec) < 0 or not (0 <= insec < NSEC and 0 <= vnsec < NSEC):
+        raise SyscallError(errno.EINVAL)
+    if old:
+        _write_itimerspec(task, old, pt.timer)
+    value = vsec + vnsec / NSEC
+    if not value:
+        deadline = None
+    elif s32(flags) & TIMER_ABSTIME:
+        now = time.clock_gettime(pt.clock if pt.clock != CLOCK_BOOTTIME else CLOCK_MONOTONIC)
+        deadline = time.monotonic() + (value - now)
+    else:
+        deadline = time.monotonic() + value
+    task.process.timer_service.arm(pt.timer, deadline, isec + insec / NSEC)
+    return 0
+
+
+def sys_timer_gettime(task: Task, timer_id: int, value: int) -> int:
+    _write_itimerspec(task, value, _posix_timer(task, timer_id).timer)
+    return 0
+
+
+def sys_timer_getoverrun(task: Task, timer_id: int) -> int:
+    return _posix_timer(task, timer_id).timer.overrun
+
+
+def sys_timer_delete(task: Task, timer_id: int) -> int:
+    pt = _posix_timer(task, timer_id)
+    task.process.timer_service.arm(pt.timer, None, 0.0)
+    del task.process.posix_timers[pt.id]
+    return 0
+
+
+HANDLERS = {
+    "alarm": sys_alarm,
+    "getitimer": sys_getitimer,
+    "setitimer": sys_setitimer,
+    "timer_create": sys_timer_create,
+    "timer_settime": sys_timer_settime,
+    "timer_gettime": sys_timer_gettime,
+    "timer_getoverrun": sys_timer_getoverrun,
+    "timer_delete": sys_timer_delete,
+}
+
+NOTES = {
+    "setitimer": "ITIMER_REAL only; ITIMER_VIRTUAL/ITIMER_PROF (CPU time) give EINVAL.",
+    "getitimer": "ITIMER_REAL only.",
+    "timer_create": "Wall and monotonic clocks; CPU-time clocks give ENOTSUP. Absolute "
+    "CLOCK_REALTIME expiries do not follow later clock changes.",
+}
