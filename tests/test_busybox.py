@@ -114,8 +114,9 @@ def run_both(native, karn, data: Path, args, input: bytes | None = None, karn_op
 STDIN_TEXT = LINES.encode()
 
 # Known gaps, strict: when karn gains the feature these start passing and must be unmarked.
-NEEDS_FORK = pytest.mark.xfail(strict=True, reason="busybox forks here; karn has no clone yet")
-NEEDS_POLL = pytest.mark.xfail(strict=True, reason="ash's read builtin polls; no poll yet")
+NEEDS_FORK = pytest.mark.xfail(
+    strict=True, reason="busybox forks here; karn runs one program, no process creation"
+)
 
 # (test id, busybox arguments, stdin[, mark])
 CASES = [
@@ -225,7 +226,7 @@ CASES = [
         ["sh", "-c", "x=6; echo $((x*7)); for i in a b c; do echo $i; done; exit 3"],
         None,
     ),
-    ("sh-read", ["sh", "-c", "read line; echo got:$line"], b"input line\n", NEEDS_POLL),
+    ("sh-read", ["sh", "-c", "read line; echo got:$line"], b"input line\n"),
     ("readlink-proc-exe", ["readlink", "/proc/self/exe"], None),
     ("sleep", ["sleep", "0.1"], None),
     ("wc-c-devnull", ["wc", "-c", "/dev/null"], None),
