@@ -55,6 +55,8 @@ def build_image(store: Store, spec: BuildSpec) -> Image:
             entries += tree_entries(spec.root)
         for f in spec.files:
             entries += file_entries(f.src, f.dst, f.mode)
+        if spec.files:
+            entries += dependency_entries(entries)
         if base is not None and not entries and not _overrides(spec):
             # A plain import: keep the manifest (and so its digest) as it is.
             store.add_image(base.digest, base.size, name, base.manifest.get("mediaType"))
@@ -101,6 +103,23 @@ def program_to_entries(program: str) -> tuple[list[Entry], str]:
     ]
     entries += [Entry(g, "symlink", 0o777, target=t) for g, t in manifest.symlinks.items()]
     return entries, manifest.entry
+
+
+def dependency_entries(entries: list[Entry]) -> list[Entry]:
+    """Libraries that added ELF files (dlopened modules) need and the image lacks."""
+    from karn.image.collect import collect_dependencies
+
+    have = {e.path for e in entries}
+    deps = collect_dependencies(e.source for e in entries if e.kind == "file" and e.source)
+    out = [
+        Entry(guest, "file", stat.S_IMODE(os.stat(host).st_mode), source=host)
+        for guest, host in deps.files.items()
+        if guest not in have
+    ]
+    out += [
+        Entry(g, "symlink", 0o777, target=t) for g, t in deps.symlinks.items() if g not in have
+    ]
+    return out
 
 
 def file_entries(src: str, dst: str, mode: int | None) -> list[Entry]:

@@ -22,6 +22,7 @@ import struct
 from collections import deque
 from collections.abc import Iterable
 
+from karn import log
 from karn.errors import ImageError
 from karn.image.elfinfo import ElfInfo, inspect_elf, is_compatible_elf
 
@@ -131,6 +132,33 @@ def collect_program(host_path: str) -> RootManifest:
 
 
 GLIBC_DLOPENS = ("libgcc_s.so.1",)
+GLIBC_INTERPRETER = "/lib64/ld-linux-x86-64.so.2"
+
+
+def collect_dependencies(host_paths: Iterable[str]) -> RootManifest:
+    """Libraries needed by the ELF objects among host_paths that no DT_NEEDED chain from
+    the program reaches: modules it dlopens (Python extensions, plugins). Only glibc
+    objects are followed (musl programs rarely dlopen)."""
+    manifest = RootManifest(files={}, symlinks={}, entry="")
+    if not is_compatible_elf(GLIBC_INTERPRETER):
+        return manifest
+    resolver = _GlibcResolver()
+    for path in host_paths:
+        if not is_compatible_elf(path):
+            continue
+        try:
+            info = inspect_elf(path)
+            if not info.needed or (info.interpreter and "musl" in info.interpreter):
+                continue
+            libs = _load_closure(_Loaded(path, info, None), GLIBC_INTERPRETER, resolver, path)
+        except ImageError as err:
+            # An object file (.o), or a module whose library the host lacks too: it
+            # would not load on the host, and it will not in the guest.
+            log.debug("not following %s: %s", path, err)
+            continue
+        for lib in libs:
+            manifest.files.setdefault(lib, os.path.realpath(lib))
+    return _mirror_host_links(manifest)
 
 
 MAX_SYMLINK_HOPS = 40
