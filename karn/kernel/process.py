@@ -198,10 +198,17 @@ class Process:
         cpu = self.machine.new_cpu()
         cpu.start(regs, fs_base)
         task.cpu = cpu
+        if self.gate is not None:
+            self.gate.thread_started(self._kick_all)
         thread = threading.Thread(
             target=run_task, args=(task, self.gate), name=f"guest-{task.tid}", daemon=True
         )
         thread.start()
+
+    def _kick_all(self) -> None:
+        for task in list(self.tasks.values()):
+            if task.cpu is not None:
+                task.cpu.kick()
 
     def task_exited(self, task: Task) -> None:
         """Thread teardown as Linux does it: clear_child_tid, robust futexes, last thread."""
@@ -218,6 +225,8 @@ class Process:
             if last and self.exit_status is None:
                 self.exit_status = task.exit_status
         task.waker.close()
+        if self.gate is not None:
+            self.gate.thread_exited()
         if self.machine is not None and task.cpu is not None:
             self.machine.release_cpu(task.cpu)
         if last:
