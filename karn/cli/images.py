@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from karn import log
 from karn.errors import UsageError
 
 # ---- `karn run IMAGE`
@@ -84,6 +85,10 @@ def apply_image(config: Any, args: argparse.Namespace) -> None:
     config.workdir = run.workdir
     if args.memory is None and run.memory:
         config.memory = run.memory
+    if args.cpus is None and run.cpus:
+        config.cpus = run.cpus
+    for key in run.unenforced:
+        log.warning("the image's %s setting is not enforced by this version of karn", key)
 
 
 _run_lock: int | None = None

@@ -89,8 +89,9 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
         "-w", "--workdir", help="guest working directory (default /, or the image's)"
     )
     run.add_argument("--hostname", default="karn", help="guest hostname (default karn)")
-    run.add_argument("--cpus", type=int, default=1,
-                     help="guest threads that may run at once, one vCPU each (default 1)")
+    run.add_argument("--cpus", type=int,
+                     help="guest threads that may run at once, one vCPU each "
+                     "(default 1, or the image's)")
     run.add_argument(
         "--root",
         metavar="DIR",
@@ -135,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workdir=args.workdir or "/",
         hostname=args.hostname,
         root=args.root,
-        cpus=args.cpus,
+        cpus=1 if args.cpus is None else args.cpus,
     )
     host_path = "/" in args.program and os.path.exists(args.program)  # never an image
     if args.root is None and not host_path:

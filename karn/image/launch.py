@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from karn.errors import ImageError, UsageError
 from karn.image.oci import LABEL_PREFIX
@@ -28,6 +29,8 @@ class ImageRun:
     env: list[str]  # the image's Env (KEY=VALUE), before -e options
     workdir: str
     memory: int | None
+    cpus: int | None
+    unenforced: list[str]  # Karnfile settings this version of karn does not apply yet
 
 
 def ensure_root(store: Store, image: Image) -> str:
@@ -79,8 +82,13 @@ def prepare_run(
     workdir = workdir or run.get("WorkingDir") or "/"
     root = ensure_root(store, image)
     program = find_program(root, argv[0], path_env, workdir)
-    memory = None
-    label = (run.get("Labels") or {}).get(LABEL_PREFIX + "memory")
-    if label and str(label).isdigit():
-        memory = int(label)
-    return ImageRun(image, root, program, argv, env, workdir, memory)
+    labels = run.get("Labels") or {}
+    memory = _int_label(labels, "memory")
+    cpus = _int_label(labels, "cpus")
+    unenforced = [key for key in ("policy",) if labels.get(LABEL_PREFIX + key)]
+    return ImageRun(image, root, program, argv, env, workdir, memory, cpus, unenforced)
+
+
+def _int_label(labels: dict[str, Any], key: str) -> int | None:
+    value = labels.get(LABEL_PREFIX + key)
+    return int(value) if value and str(value).isdigit() else None
