@@ -9,8 +9,7 @@ Command-line options override the image config as docker's do: ARGS replace Cmd,
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from karn.errors import ImageError, UsageError
 from karn.image.oci import LABEL_PREFIX
@@ -20,8 +19,7 @@ from karn.image.store import Image, Store
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@dataclass
-class ImageRun:
+class ImageRun(NamedTuple):
     image: Image
     root: str  # host directory holding the extracted root filesystem
     program: str  # absolute guest path of the executable

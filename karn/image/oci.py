@@ -11,8 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from karn.errors import ImageError, UsageError
 
@@ -63,8 +62,7 @@ def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": sha256_digest(data), "size": len(data), **extra}
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(NamedTuple):
     """An image reference: [REGISTRY/]REPOSITORY[:TAG][@DIGEST].
 
     A name without a registry part stays local (`hello:1`); with one

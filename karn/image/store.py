@@ -24,7 +24,6 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from karn.errors import ImageError, KarnError
@@ -46,17 +45,24 @@ class StoreError(KarnError):
     """The store is unusable (permissions, corruption); the message says what to do."""
 
 
-@dataclass
 class Image:
-    """One image in the store: its manifest descriptor, manifest and config."""
+    """One image in the store: its manifest descriptor, manifest and config.
 
-    digest: str  # of the manifest
-    size: int
-    names: list[str]
-    manifest: dict[str, Any]
-    config: dict[str, Any]
-    created: str | None = None
-    layers: list[dict[str, Any]] = field(default_factory=list)
+    (A plain class: dataclasses cost ~15 ms of `karn run IMAGE` start-up.)
+    """
+
+    __slots__ = ("digest", "size", "names", "manifest", "config", "created", "layers")
+
+    def __init__(self, digest: str, size: int, names: list[str], manifest: dict[str, Any],
+                 config: dict[str, Any], created: str | None = None,
+                 layers: list[dict[str, Any]] | None = None) -> None:
+        self.digest = digest  # of the manifest
+        self.size = size
+        self.names = names
+        self.manifest = manifest
+        self.config = config
+        self.created = created
+        self.layers = [] if layers is None else layers
 
     @property
     def id(self) -> str:
