@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
     from karn.kernel.mm import AddressSpace
+    from karn.kernel.threads import Observer
 
 
 class Cpu(Protocol):
@@ -178,6 +179,7 @@ class Process:
         self.crash_fault: object | None = None
         self.internal_failure: BaseException | None = None
         self.done = threading.Event()
+        self.observer: Observer | None = None  # debug hooks (threads.py Observer), or none
 
     # -- threads -----------------------------------------------------------------------
 

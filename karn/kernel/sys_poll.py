@@ -19,6 +19,7 @@ from karn.kernel.blocking import Interrupted
 from karn.kernel.errors import SyscallError
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile, OpenFile
+from karn.kernel.fs.stat import Stat
 from karn.kernel.process import Task
 from karn.kernel.sys_time import NSEC, TIMESPEC
 
@@ -217,6 +218,9 @@ class EpollFile(OpenFile):
 
     def host_fd(self) -> int | None:
         return self.epoll.fileno()
+
+    def stat(self) -> Stat:
+        return Stat.from_host(os.fstat(self.epoll.fileno()))  # an anonymous inode, 0600
 
     def link_name(self) -> str:
         return "anon_inode:[eventpoll]"

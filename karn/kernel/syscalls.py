@@ -27,6 +27,7 @@ from karn.kernel import (
 )
 from karn.kernel.errors import SyscallError
 from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
+from karn.kernel.process import ProcessExit, ThreadExit
 
 AREAS: tuple[ModuleType, ...] = (
     sys_fs, sys_mm, sys_identity, sys_time, sys_misc, sys_signal, sys_thread, sys_poll,
@@ -88,3 +89,22 @@ def dispatch(task: object, number: int, args: tuple[int, ...]) -> int:
         # Guest values that do not fit a host call: the guest gets EINVAL, we keep running.
         log.debug("%s: guest argument rejected: %s", entry.name, err)
         return -errno.EINVAL
+    except (ProcessExit, ThreadExit):
+        raise
+    except Exception as err:  # a monitor bug: keep the guest running, make it visible
+        _internal_error(entry.name, err)
+        return -errno.EINVAL
+
+
+_reported: set[str] = set()
+
+
+def _internal_error(name: str, err: Exception) -> None:
+    if name not in _reported:
+        _reported.add(name)
+        log.error("internal error serving %s (%s: %s); returning -EINVAL. Please report "
+                  "this with `karn --debug run ...` output.", name, type(err).__name__, err)
+    if log.enabled("debug"):
+        import traceback
+
+        log.debug("%s", "".join(traceback.format_exception(err)))

@@ -5,7 +5,7 @@ signal delivery at the points Linux delivers them, and the --cpus gate.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.errors import SyscallError
@@ -96,6 +96,69 @@ class TaskLoop:
         _enter_handler(task, info, action, (fault.error_code or 0, trap, fault.cr2))
 
 
+class Observer(Protocol):
+    """Optional debug features (tracer, gdb stub, core dumps: karn/debug/) around one
+    process's threads. Set as Process.observer before the first thread starts; with none
+    set, threads run the plain TaskLoop and pay nothing."""
+
+    def thread_started(self, task: Task) -> None: ...
+
+    def syscall_enter(self, task: Task, nr: int, args: tuple[int, ...]) -> object: ...
+
+    def syscall_exit(self, task: Task, nr: int, args: tuple[int, ...], result: int | None,
+                     token: object) -> None:
+        """result None: the call did not return (exit, exit_group, a thread told to stop)."""
+        ...
+
+    def fault(self, task: Task, fault) -> bool:
+        """True if the observer consumed the fault (a debugger's breakpoint or step)."""
+        ...
+
+    def crashed(self, task: Task, fault) -> None:
+        """The fault ends the process (called before the other threads are gone)."""
+        ...
+
+    def interrupted(self, task: Task) -> None: ...
+
+
+class ObservedTaskLoop(TaskLoop):
+    """TaskLoop with an Observer called around syscalls, faults and kicks."""
+
+    __slots__ = ("observer",)
+
+    def __init__(self, task: Task, observer: Observer) -> None:
+        super().__init__(task)
+        self.observer = observer
+
+    def syscall(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int:
+        observer = self.observer
+        task = self.task
+        args = (a0, a1, a2, a3, a4, a5)
+        token = observer.syscall_enter(task, nr, args)
+        try:
+            result = TaskLoop.syscall(self, nr, a0, a1, a2, a3, a4, a5)
+        except BaseException:
+            observer.syscall_exit(task, nr, args, None, token)
+            raise
+        observer.syscall_exit(task, nr, args, result, token)
+        return result
+
+    def interrupted(self) -> None:
+        self.observer.interrupted(self.task)
+        TaskLoop.interrupted(self)
+
+    def fault(self, fault) -> None:
+        if self.observer.fault(self.task, fault):
+            self.syscall_nr = -1
+            return
+        try:
+            TaskLoop.fault(self, fault)
+        except ThreadExit:
+            if self.task.process.crash_fault is fault:
+                self.observer.crashed(self.task, fault)
+            raise
+
+
 def _restart_syscall(task: Task, nr: int) -> None:
     ctx = task.cpu.get_context()
     ctx["rax"] = nr
@@ -151,11 +214,14 @@ def _enter_handler(task: Task, info: SigInfo, action: SigAction,
 
 def run_task(task: Task, gate: CpuGate | None) -> None:
     """Body of a guest thread's host thread."""
-    loop = TaskLoop(task)
+    proc: Process = task.process
+    observer = proc.observer
+    loop = TaskLoop(task) if observer is None else ObservedTaskLoop(task, observer)
     task.loop = loop
     task.host_thread = threading.get_ident()
-    proc: Process = task.process
     try:
+        if observer is not None:
+            observer.thread_started(task)
         task.cpu.run(loop, gate)
     except ThreadExit:
         pass
