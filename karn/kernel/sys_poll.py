@@ -13,6 +13,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Callable
 
 from karn.kernel.abi import s32
 from karn.kernel.blocking import Interrupted
@@ -70,6 +71,18 @@ class _SignalMask:
             self.task.saved_mask = self.old
         else:
             self.task.set_blocked(self.old)
+
+
+def _masked(task: Task, addr: int, size: int, wait: Callable[[], int]) -> int:
+    """Run a wait with a temporary signal mask; a signal ends it with EINTR (no restart)."""
+    mask = _SignalMask(task, addr, size)
+    try:
+        result = wait()
+    except Interrupted:
+        mask.done(True)
+        raise SyscallError(errno.EINTR) from None
+    mask.done(False)
+    return result
 
 
 def _wait_ready(task: Task, watch: list[tuple[int, int]], deadline: float | None,
@@ -138,14 +151,7 @@ def sys_poll(task: Task, ufds: int, nfds: int, timeout: int) -> int:
 
 def sys_ppoll(task: Task, ufds: int, nfds: int, tsp: int, sigmask: int, size: int) -> int:
     deadline = _deadline_ts(task, tsp)
-    mask = _SignalMask(task, sigmask, size)
-    try:
-        result = _do_poll(task, ufds, nfds, deadline)
-    except Interrupted:
-        mask.done(True)
-        raise SyscallError(errno.EINTR) from None
-    mask.done(False)
-    return result
+    return _masked(task, sigmask, size, lambda: _do_poll(task, ufds, nfds, deadline))
 
 
 def _do_select(task: Task, n: int, inp: int, outp: int, exp: int,
@@ -191,19 +197,8 @@ def sys_select(task: Task, n: int, inp: int, outp: int, exp: int, tvp: int) -> i
 
 def sys_pselect6(task: Task, n: int, inp: int, outp: int, exp: int, tsp: int, sig: int) -> int:
     deadline = _deadline_ts(task, tsp)
-    mask = None
-    if sig:
-        ss, size = struct.unpack("<QQ", task.mem.read(sig, 16))
-        mask = _SignalMask(task, ss, size)
-    try:
-        result = _do_select(task, n, inp, outp, exp, deadline)
-    except Interrupted:
-        if mask:
-            mask.done(True)
-        raise SyscallError(errno.EINTR) from None
-    if mask:
-        mask.done(False)
-    return result
+    ss, size = struct.unpack("<QQ", task.mem.read(sig, 16)) if sig else (0, 8)
+    return _masked(task, ss, size, lambda: _do_select(task, n, inp, outp, exp, deadline))
 
 
 # -- epoll -----------------------------------------------------------------------------
@@ -309,26 +304,16 @@ def sys_epoll_wait(task: Task, epfd: int, events: int, maxevents: int, timeout: 
 
 def sys_epoll_pwait(task: Task, epfd: int, events: int, maxevents: int, timeout: int,
                     sigmask: int, size: int) -> int:
-    mask = _SignalMask(task, sigmask, size)
-    try:
-        result = _epoll_wait(task, epfd, events, maxevents, _deadline_ms(s32(timeout)))
-    except Interrupted:
-        mask.done(True)
-        raise SyscallError(errno.EINTR) from None
-    mask.done(False)
-    return result
+    deadline = _deadline_ms(s32(timeout))
+    return _masked(task, sigmask, size,
+                   lambda: _epoll_wait(task, epfd, events, maxevents, deadline))
 
 
 def sys_epoll_pwait2(task: Task, epfd: int, events: int, maxevents: int, tsp: int,
                      sigmask: int, size: int) -> int:
-    mask = _SignalMask(task, sigmask, size)
-    try:
-        result = _epoll_wait(task, epfd, events, maxevents, _deadline_ts(task, tsp))
-    except Interrupted:
-        mask.done(True)
-        raise SyscallError(errno.EINTR) from None
-    mask.done(False)
-    return result
+    deadline = _deadline_ts(task, tsp)
+    return _masked(task, sigmask, size,
+                   lambda: _epoll_wait(task, epfd, events, maxevents, deadline))
 
 
 # -- eventfd ---------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def sys_sched_setscheduler(task: Task, pid: int, policy: int, param: int) -> int
     if policy not in (SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE):
         raise SyscallError(errno.EINVAL)
     priority = s32(task.mem.read_u32(param))
-    low, high = (1, 99) if policy in (SCHED_FIFO, SCHED_RR) else (0, 0)
+    low, high = _priority_range(policy)
     if not low <= priority <= high:
         raise SyscallError(errno.EINVAL)
     target.sched_policy, target.sched_priority = policy, priority
@@ -201,22 +201,20 @@ def sys_sched_setparam(task: Task, pid: int, param: int) -> int:
     return sys_sched_setscheduler(task, target.tid, target.sched_policy, param)
 
 
-def sys_sched_get_priority_max(task: Task, policy: int) -> int:
-    policy = s32(policy)
+def _priority_range(policy: int) -> tuple[int, int]:
     if policy in (SCHED_FIFO, SCHED_RR):
-        return 99
+        return 1, 99
     if policy in (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE):
-        return 0
+        return 0, 0
     raise SyscallError(errno.EINVAL)
+
+
+def sys_sched_get_priority_max(task: Task, policy: int) -> int:
+    return _priority_range(s32(policy))[1]
 
 
 def sys_sched_get_priority_min(task: Task, policy: int) -> int:
-    policy = s32(policy)
-    if policy in (SCHED_FIFO, SCHED_RR):
-        return 1
-    if policy in (SCHED_OTHER, SCHED_BATCH, SCHED_IDLE):
-        return 0
-    raise SyscallError(errno.EINVAL)
+    return _priority_range(s32(policy))[0]
 
 
 def sys_sched_setaffinity(task: Task, pid: int, size: int, mask: int) -> int:
