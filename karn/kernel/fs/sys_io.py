@@ -18,6 +18,9 @@ from karn.kernel.fs.sysutil import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from karn.kernel.fs.file import DirEntry
     from karn.kernel.process import Task
 
 _DIRENT64 = struct.Struct("<QqHB")
@@ -156,41 +159,18 @@ def _dir_entries(task: Task, fd: int):  # noqa: ANN202 - (file, entries)
     return file, file.dir_entries
 
 
-def sys_getdents64(task: Task, fd: int, dirp: int, count: int) -> int:
+def _getdents(task: Task, fd: int, dirp: int, count: int,
+              record: Callable[[DirEntry, int, bytes], bytes]) -> int:
+    """Fill the guest buffer with as many whole records as fit; EINVAL if none does."""
     file, entries = _dir_entries(task, fd)
     out = bytearray()
     pos = file.dir_pos
     limit = min(count, MAX_RW)
     while pos < len(entries):
         e = entries[pos]
-        name = e.name.encode(errors="surrogateescape") + b"\0"
-        reclen = (_DIRENT64.size + len(name) + 7) & ~7
-        if len(out) + reclen > limit:
+        rec = record(e, pos + 1, e.name.encode(errors="surrogateescape") + b"\0")
+        if len(out) + len(rec) > limit:
             break
-        out += _DIRENT64.pack(e.ino, pos + 1, reclen, e.dtype) + name
-        out += bytes(reclen - _DIRENT64.size - len(name))
-        pos += 1
-    if not out and pos < len(entries):
-        raise SyscallError(errno.EINVAL)
-    task.mem.write(dirp, out)
-    file.dir_pos = pos
-    return len(out)
-
-
-def sys_getdents(task: Task, fd: int, dirp: int, count: int) -> int:
-    file, entries = _dir_entries(task, fd)
-    out = bytearray()
-    pos = file.dir_pos
-    limit = min(count, MAX_RW)
-    while pos < len(entries):
-        e = entries[pos]
-        name = e.name.encode(errors="surrogateescape") + b"\0"
-        reclen = (_DIRENT.size + len(name) + 1 + 7) & ~7  # d_type is the record's last byte
-        if len(out) + reclen > limit:
-            break
-        rec = bytearray(_DIRENT.pack(e.ino, pos + 1, reclen) + name)
-        rec += bytes(reclen - len(rec))
-        rec[-1] = e.dtype
         out += rec
         pos += 1
     if not out and pos < len(entries):
@@ -198,6 +178,26 @@ def sys_getdents(task: Task, fd: int, dirp: int, count: int) -> int:
     task.mem.write(dirp, out)
     file.dir_pos = pos
     return len(out)
+
+
+def _dirent64(e: DirEntry, offset: int, name: bytes) -> bytes:
+    reclen = (_DIRENT64.size + len(name) + 7) & ~7
+    return (_DIRENT64.pack(e.ino, offset, reclen, e.dtype) + name).ljust(reclen, b"\0")
+
+
+def _dirent(e: DirEntry, offset: int, name: bytes) -> bytes:
+    reclen = (_DIRENT.size + len(name) + 1 + 7) & ~7  # d_type is the record's last byte
+    rec = bytearray((_DIRENT.pack(e.ino, offset, reclen) + name).ljust(reclen, b"\0"))
+    rec[-1] = e.dtype
+    return bytes(rec)
+
+
+def sys_getdents64(task: Task, fd: int, dirp: int, count: int) -> int:
+    return _getdents(task, fd, dirp, count, _dirent64)
+
+
+def sys_getdents(task: Task, fd: int, dirp: int, count: int) -> int:
+    return _getdents(task, fd, dirp, count, _dirent)
 
 
 HANDLERS = {

@@ -55,6 +55,25 @@ class Node:
     def touch(self) -> None:
         self.mtime = self.ctime = now_ns()
 
+    def stat(self, dev: int) -> Stat:
+        if self.data is not None:
+            size = len(self.data)
+        else:
+            size = len(self.target) if self.mode & S_IFMT == S_IFLNK else 4096
+        return Stat(
+            mode=self.mode,
+            ino=self.ino,
+            dev=dev,
+            nlink=self.nlink,
+            uid=self.uid,
+            gid=self.gid,
+            size=size,
+            blocks=(size + 511) // 512,
+            atime_ns=self.atime,
+            mtime_ns=self.mtime,
+            ctime_ns=self.ctime,
+        )
+
 
 class TmpFs(Filesystem):
     fstype = "tmpfs"
@@ -120,25 +139,7 @@ class TmpFs(Filesystem):
 
     # -- Filesystem interface ---------------------------------------------------------
     def lstat(self, rel: Rel) -> Stat:
-        node = self._lookup(rel)
-        size = (
-            len(node.data)
-            if node.data is not None
-            else (len(node.target) if node.mode & S_IFMT == S_IFLNK else 4096)
-        )
-        return Stat(
-            mode=node.mode,
-            ino=node.ino,
-            dev=self.dev,
-            nlink=node.nlink,
-            uid=node.uid,
-            gid=node.gid,
-            size=size,
-            blocks=(size + 511) // 512,
-            atime_ns=node.atime,
-            mtime_ns=node.mtime,
-            ctime_ns=node.ctime,
-        )
+        return self._lookup(rel).stat(self.dev)
 
     def readlink(self, rel: Rel) -> str:
         node = self._lookup(rel)
@@ -319,21 +320,7 @@ class TmpFile(MemoryFile):
         )
 
     def stat(self) -> Stat:
-        node = self.node
-        size = len(node.data) if node.data is not None else 4096
-        return Stat(
-            mode=node.mode,
-            ino=node.ino,
-            dev=self.fs.dev,
-            nlink=node.nlink,
-            uid=node.uid,
-            gid=node.gid,
-            size=size,
-            blocks=(size + 511) // 512,
-            atime_ns=node.atime,
-            mtime_ns=node.mtime,
-            ctime_ns=node.ctime,
-        )
+        return self.node.stat(self.fs.dev)
 
     def list_dir(self) -> list[DirEntry]:
         if self.node.children is None:
