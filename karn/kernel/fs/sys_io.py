@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import select
 import struct
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from karn.kernel.fs.sysutil import (
     guest_view,
     iovecs,
     readable,
+    wait_until_ready,
     writable,
 )
 
@@ -39,6 +41,7 @@ def sys_read(task: Task, fd: int, buf: int, count: int) -> int:
     file = readable(task, fd)
     if count == 0:
         return 0
+    wait_until_ready(task, file, select.POLLIN)
     return file.readinto(guest_view(task, file, buf, count))
 
 
@@ -46,6 +49,7 @@ def sys_write(task: Task, fd: int, buf: int, count: int) -> int:
     file = writable(task, fd)
     if count == 0:
         return 0
+    wait_until_ready(task, file, select.POLLOUT)
     return file.write(task.mem.view(buf, min(count, MAX_RW)))
 
 
@@ -68,13 +72,19 @@ def sys_pwrite64(task: Task, fd: int, buf: int, count: int, offset: int) -> int:
 def sys_readv(task: Task, fd: int, iov: int, iovcnt: int) -> int:
     file = readable(task, fd)
     views = iovecs(task, iov, iovcnt)
-    return file.readv_into(views) if views else 0
+    if not views:
+        return 0
+    wait_until_ready(task, file, select.POLLIN)
+    return file.readv_into(views)
 
 
 def sys_writev(task: Task, fd: int, iov: int, iovcnt: int) -> int:
     file = writable(task, fd)
     views = iovecs(task, iov, iovcnt)
-    return file.writev(views) if views else 0
+    if not views:
+        return 0
+    wait_until_ready(task, file, select.POLLOUT)
+    return file.writev(views)
 
 
 def sys_preadv(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int) -> int:

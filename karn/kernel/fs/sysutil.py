@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 from typing import TYPE_CHECKING
 
 from karn.kernel.abi import s32
+from karn.kernel.blocking import Interrupted
 from karn.kernel.errors import SyscallError
-from karn.kernel.fs.constants import AT_EMPTY_PATH, AT_FDCWD, PATH_MAX
+from karn.kernel.fs.constants import AT_EMPTY_PATH, AT_FDCWD, PATH_MAX, OFlag
 from karn.kernel.fs.file import OpenFile
 from karn.kernel.fs.vfs import Comps, Resolved, split_path
 
@@ -73,6 +75,25 @@ def writable(task: Task, fd: int) -> OpenFile:
     if not file.writable:
         raise SyscallError(errno.EBADF)
     return file
+
+
+def wait_until_ready(task: Task, file: OpenFile, events: int) -> None:
+    """Before a blocking read or write on a pipe, tty or eventfd: wait on the host fd and
+    the task's waker together, so a signal interrupts the wait (the call then restarts or
+    fails with EINTR) instead of leaving the thread stuck in a host read."""
+    if file.flags & OFlag.NONBLOCK or getattr(file, "is_regular", True):
+        return
+    if getattr(file, "is_dir", False):
+        return
+    host = file.host_fd()
+    if host is None:
+        return
+    probe = select.poll()
+    probe.register(host, events)
+    while not probe.poll(0):
+        if task.signal_pending():
+            raise Interrupted
+        task.waker.wait(None, ((host, events),))
 
 
 def iovecs(task: Task, iov: int, iovcnt: int) -> list[memoryview]:
