@@ -6,7 +6,7 @@
 
 PYTHON ?= python3
 APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static \
-	docker-registry skopeo umoci apache2-utils
+	docker-registry skopeo umoci apache2-utils golang-go python3 gdb strace
 BENCH_ARGS ?=
 
 .PHONY: all example test bench lint install install-test-deps clean
@@ -27,8 +27,9 @@ example: install examples/hello
 # apt only when a tool is missing; pip only when pytest or karn is missing.
 install-test-deps:
 	@missing=""; \
-	for tool in gcc musl-gcc nm docker-registry skopeo umoci htpasswd; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	for tool in gcc musl-gcc nm docker-registry skopeo umoci htpasswd go gdb strace; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /bin/busybox ] || missing="$$missing busybox"; \
+	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
@@ -17,6 +17,9 @@ from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
 from karn.platform.machine import KvmMachine
 from karn.platform.vcpu import install_kick_handler
+
+if TYPE_CHECKING:
+    from karn.debug.options import DebugOptions
 
 MIB = 1 << 20
 DEFAULT_MEMORY = 512 * MIB
@@ -42,7 +45,7 @@ class RunConfig:
 
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
-        "cpus",
+        "cpus", "debug", "publish", "network",
     )  # fmt: skip
 
     def __init__(
@@ -57,6 +60,9 @@ class RunConfig:
         root: str | None = None,
         argv0: str | None = None,
         cpus: int = 1,
+        debug: DebugOptions | None = None,
+        publish: list[str] | None = None,
+        network: str | None = None,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -68,6 +74,9 @@ class RunConfig:
         self.root = root  # a host directory used as the read-only root filesystem
         self.argv0 = argv0  # argv[0] when it is not program (an image's entrypoint as given)
         self.cpus = cpus  # guest vCPUs that may run at once
+        self.debug = debug  # trace, gdb, core dumps (karn/debug/); None: no hooks at all
+        self.publish = [] if publish is None else publish  # --publish specs (networking)
+        self.network = network  # --network none|host|egress=...; None: none
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -87,6 +96,16 @@ class RunConfig:
                 raise UsageError(f"volume target must be an absolute path below /: {vol.guest}")
         if self.root is not None and not os.path.isdir(self.root):
             raise UsageError(f"--root {self.root} is not a directory")
+        self.net_policy()
+
+    def net_policy(self):  # noqa: ANN201 - a NetPolicy (imported only when networking is set)
+        """The network policy (docs/networking.md); UsageError for a bad spec."""
+        from karn.kernel.net.policy import NetPolicy, PolicyError
+
+        try:
+            return NetPolicy.parse(self.network, self.publish)
+        except PolicyError as err:
+            raise UsageError(str(err)) from None
 
 
 def guest_environment(extra: list[str]) -> list[bytes]:
@@ -140,6 +159,7 @@ class Unikernel:
         self.process = Process(
             mem, self.mm, self.fs, FdTable.with_stdio(), kconfig, machine=self.machine
         )
+        self.process.net = self._network()  # type: ignore[attr-defined]
         self.image = load_program(
             mem,
             self.mm,
@@ -155,11 +175,32 @@ class Unikernel:
             raise UsageError(
                 f"--workdir {config.workdir}: {os.strerror(err.errno)} in the guest"
             ) from None
+        self.debug = None
+        if config.debug is not None and config.debug.any():
+            from karn.debug.session import DebugSession
+
+            self.debug = DebugSession(self, config.debug)
+
+    def _network(self):  # noqa: ANN202 - a NetStack
+        """Networking (docs/networking.md): the policy, published ports reserved now."""
+        from karn.kernel.net.policy import PolicyError
+        from karn.kernel.net.stack import NetStack
+
+        net = NetStack(self.config.net_policy())
+        try:
+            net.reserve_published()
+        except PolicyError as err:
+            raise UsageError(str(err)) from None
+        return net
 
     def _root_manifest(self) -> RootManifest:
         if self.config.root is None:
+            from karn.kernel.net.etc import add_to_manifest
+
             shadowed = [*GUEST_MOUNTS, *(v.guest for v in self.config.volumes)]
-            return collect_program(self.config.program).relocated(shadowed, RELOCATED_PREFIX)
+            manifest = collect_program(self.config.program).relocated(shadowed, RELOCATED_PREFIX)
+            add_to_manifest(manifest.files, self.config.hostname, self.config.network or "none")
+            return manifest
         entry = self.config.program
         if not entry.startswith("/"):
             raise UsageError(f"with --root, the program must be an absolute guest path: {entry}")
@@ -202,6 +243,9 @@ class Unikernel:
         finally:
             for sig, previous in forwarded.items():
                 signal.signal(sig, previous)
+            if self.debug is not None:
+                self.debug.finish()
+            self.process.net.close()  # type: ignore[attr-defined]
         if proc.internal_failure is not None:
             raise proc.internal_failure
         self._report_fatal_signal()
@@ -217,21 +261,26 @@ class Unikernel:
     def _report_fatal_signal(self) -> None:
         proc = self.process
         if proc.crash_fault is not None:
-            from karn.debug.crash import classify, format_report  # only when crashing
+            from karn.debug.crash import CrashContext, classify, format_report  # on a crash
 
             report = classify(proc.crash_fault)
-            text = format_report(report, self.manifest.entry, self.symbolize)
+            history = list(self.debug.history.records) if self.debug is not None else None
+            symbolizer = self.symbolizer()
+            context = CrashContext(proc.mem, symbolizer, history)
+            text = format_report(report, self.manifest.entry, symbolizer.symbolize, context)
             os.write(2, (text + "\n").encode())
         elif proc.fatal_core:
             name = signal_name(proc.fatal_signal)
             os.write(2, f"karn: {self.manifest.entry} terminated by {name}\n".encode())
 
-    def symbolize(self, addr: int) -> str | None:
-        from karn.debug.symbols import Symbolizer
+    def symbolizer(self):
+        """Symbols of every ELF object mapped now: the program, interpreter, libraries."""
+        from karn.debug.objects import mapped_objects
+        from karn.debug.symbols import LoadedObject, Symbolizer
 
-        objects = []
-        for obj in self.image.objects:
-            host = self.host_path(obj.guest_path)
-            if host:
-                objects.append((host, obj.bias))
-        return Symbolizer(objects).symbolize(addr)
+        objects = [LoadedObject(o.host_path, o.bias, o.guest_path)
+                   for o in mapped_objects(self.mm, self.host_path)]
+        return Symbolizer(objects)
+
+    def symbolize(self, addr: int) -> str | None:
+        return self.symbolizer().symbolize(addr)

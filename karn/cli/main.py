@@ -103,6 +103,13 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
         metavar="PROGRAM",
         help="with an image: run PROGRAM instead of its entrypoint",
     )
+    run.add_argument(
+        "-p", "--publish", action="append", default=[], metavar="[HOSTIP:]HOSTPORT:GUESTPORT[/udp]",
+        help="expose a guest listener on the host (default host IP 127.0.0.1)")
+    run.add_argument(
+        "--network", metavar="none|host|egress=CIDR[:PORTS],...",
+        help="outbound network policy (default none: the guest's own loopback only)")
+    _add_debug_options(run)
     run.add_argument("program", metavar="PROGRAM|IMAGE", help="host program, or image NAME[:TAG]")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     # ---- image commands: build, images, inspect, tag, rm, prune, push, pull, login, logout
@@ -111,6 +118,45 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
 
         images.register(sub, parse_size)
     return parser
+
+
+def _add_debug_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group("observability and debugging (docs/debugging.md)")
+    group.add_argument(
+        "--trace", action="store_true",
+        help="--trace[=FILTER]: print each syscall, strace-style, on stderr; FILTER is a "
+        "comma-separated list of syscall names and classes (file, desc, net, memory, "
+        "signal, process, time)")
+    group.add_argument("--trace-filter", metavar="FILTER", help=argparse.SUPPRESS)
+    group.add_argument("--trace-file", metavar="FILE", help="write the trace to FILE")
+    group.add_argument("--trace-summary", action="store_true",
+                       help="count calls, errors and time per syscall; print a table at exit")
+    group.add_argument("--gdb", metavar="[HOST:]PORT",
+                       help="serve the GDB remote protocol; the guest waits for gdb to "
+                       "attach before its first instruction")
+    group.add_argument("--core-dump", metavar="DIR",
+                       help="on a fatal fault, write an ELF core file (core.karn.PID) to DIR")
+    group.add_argument("--crash-history", action="store_true",
+                       help="keep the last 20 syscalls for a crash report (on with any "
+                       "other debug option)")
+
+
+def _rewrite_trace(argv: list[str], run: argparse.ArgumentParser) -> list[str]:
+    """`--trace=FILTER` -> `--trace-filter=FILTER`, among karn's own options only (an
+    argparse option cannot be both a flag and take an optional `=value`)."""
+    takes_value = {o for a in run._actions if a.nargs != 0 for o in a.option_strings}
+    out = list(argv)
+    i = out.index("run") + 1 if "run" in out else len(out)
+    while i < len(out):
+        word = out[i]
+        if word.startswith("--trace="):
+            out[i] = "--trace-filter=" + word.removeprefix("--trace=")
+        elif not word.startswith("-") or word == "--":
+            break
+        elif word in takes_value:
+            i += 1
+        i += 1
+    return out
 
 
 def _command(argv: list[str]) -> str | None:
@@ -137,6 +183,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         hostname=args.hostname,
         root=args.root,
         cpus=1 if args.cpus is None else args.cpus,
+        debug=_debug_options(args),
+        publish=args.publish,
+        network=args.network,
     )
     host_path = "/" in args.program and os.path.exists(args.program)  # never an image
     if args.root is None and not host_path:
@@ -150,6 +199,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return Unikernel(config).run()
 
 
+def _debug_options(args: argparse.Namespace):
+    if not (args.trace or args.trace_filter or args.trace_summary or args.gdb
+            or args.core_dump or args.crash_history):
+        return None  # karn/debug is not even imported
+    if args.trace_file and not (args.trace or args.trace_filter or args.trace_summary):
+        raise UsageError("--trace-file needs --trace or --trace-summary")
+    from karn.debug.options import DebugOptions
+
+    return DebugOptions(trace=args.trace, trace_filter=args.trace_filter,
+                        trace_file=args.trace_file, trace_summary=args.trace_summary,
+                        gdb=args.gdb, core_dir=args.core_dump, history=args.crash_history)
+
+
 def _leave(status: int) -> int:
     """Exit now if guest threads remain (blocked in host calls after exit_group)."""
     if threading.active_count() > 1:
@@ -161,7 +223,11 @@ def _leave(status: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(with_images=_command(argv) != "run")
+    command = _command(argv)
+    parser = build_parser(with_images=command != "run")
+    if command == "run":
+        run_parser = parser._subparsers._group_actions[0].choices["run"]  # type: ignore
+        argv = _rewrite_trace(argv, run_parser)
     args = parser.parse_args(argv)
     log.set_level("debug" if args.debug else args.log_level)
     if args.command is None:

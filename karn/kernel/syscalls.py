@@ -19,11 +19,13 @@ from karn.kernel import (
     sys_identity,
     sys_misc,
     sys_mm,
+    sys_net,
     sys_poll,
     sys_signal,
     sys_thread,
     sys_time,
     sys_timer,
+    sys_timerfd,
 )
 from karn.kernel.errors import SyscallError
 from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
@@ -31,7 +33,7 @@ from karn.kernel.process import ProcessExit, ThreadExit
 
 AREAS: tuple[ModuleType, ...] = (
     sys_fs, sys_mm, sys_identity, sys_time, sys_misc, sys_signal, sys_thread, sys_poll,
-    sys_timer,
+    sys_timer, sys_net, sys_timerfd,
 )
 
 DELIBERATE_ENOSYS: dict[str, str] = {
