@@ -289,6 +289,9 @@ class Process:
             return
         if candidates:
             candidates[0].notify_signal()
+        else:  # all block it: a thread in sigtimedwait/sigwait may be waiting for it
+            for task in list(self.tasks.values()):
+                task.waker.wake()
 
     def signal_thread(self, task: Task, info: SigInfo) -> None:
         sig = info.signo

@@ -33,6 +33,7 @@ PR_GET_NAME = 16
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
 
+NR_OPEN = 1 << 20  # Linux fs.nr_open default: the most fds RLIMIT_NOFILE can give
 RLIMIT = struct.Struct("<QQ")
 ROBUST_LIST_HEAD_SIZE = 24
 USER_ADDR_LIMIT = 1 << 47  # canonical user-half addresses
@@ -101,7 +102,7 @@ def _set_rlimit(task: Task, resource: int, soft: int, hard: int) -> None:
         raise SyscallError(errno.EPERM)
     task.process.rlimits[resource] = (soft, hard)
     if resource == RLIMIT_NOFILE:
-        task.process.fds.set_limit(soft)
+        task.process.fds.limit = min(soft, NR_OPEN)
 
 
 def sys_prlimit64(task: Task, pid: int, resource: int, new: int, old: int) -> int:

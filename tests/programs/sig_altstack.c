@@ -1,6 +1,9 @@
 /* sigaltstack: an SA_ONSTACK handler runs on the alternate stack (and sees SS_ONSTACK),
- * one without SA_ONSTACK does not; a stack overflow is caught on the alternate stack. */
+ * one without SA_ONSTACK does not, also in a second thread with its own alternate stack.
+ * Usage: sig_altstack [overflow]: a stack overflow (needs a guard below the stack) is
+ * caught by a SIGSEGV handler on the alternate stack. */
 #include "karntest.h"
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdint.h>
@@ -34,7 +37,22 @@ static int depth(int n)
     return n <= 0 ? pad[0] : depth(n + 1) + pad[0];
 }
 
-int main(void)
+static void *thread_main(void *arg)
+{
+    (void)arg;
+    stack_t q;
+    sigaltstack(NULL, &q);
+    printf("new thread: alt stack inherited %s\n", q.ss_flags & SS_DISABLE ? "no" : "yes");
+    alt = malloc(alt_size);
+    stack_t ss = {.ss_sp = alt, .ss_size = alt_size, .ss_flags = 0};
+    MUST(sigaltstack(&ss, NULL) == 0);
+    raise(SIGUSR1); /* to this thread */
+    printf("thread SA_ONSTACK handler: on its alt stack %s, SS_ONSTACK %s\n",
+           on_alt ? "yes" : "no", ss_onstack ? "yes" : "no");
+    return NULL;
+}
+
+int main(int argc, char **argv)
 {
     alt = malloc(alt_size);
     stack_t ss = {.ss_sp = alt, .ss_size = alt_size, .ss_flags = 0};
@@ -56,6 +74,15 @@ int main(void)
     raise(SIGUSR2);
     printf("plain handler: on alt stack %s, SS_ONSTACK %s\n", on_alt ? "yes" : "no",
            ss_onstack ? "yes" : "no");
+
+    char *main_alt = alt;
+    pthread_t t;
+    MUST(pthread_create(&t, NULL, thread_main, NULL) == 0);
+    pthread_join(t, NULL);
+    printf("main again: alt stack kept %s\n", sigaltstack(NULL, &q) == 0 && q.ss_sp == main_alt ? "yes" : "no");
+    alt = main_alt;
+    if (argc < 2 || strcmp(argv[1], "overflow") != 0)
+        return 0;
 
     sa.sa_handler = overflow_handler;
     sa.sa_flags = SA_ONSTACK;

@@ -13,7 +13,7 @@
 
 static volatile sig_atomic_t count[65];
 static volatile int last_code, last_pid_is_me, nested;
-static volatile sig_atomic_t depth;
+static volatile sig_atomic_t depth, raise_again;
 
 static void handler(int sig, siginfo_t *si, void *uc)
 {
@@ -21,8 +21,10 @@ static void handler(int sig, siginfo_t *si, void *uc)
     count[sig]++;
     last_code = si->si_code;
     last_pid_is_me = si->si_pid == getpid();
-    if (depth++ == 0 && sig == SIGUSR2)
-        raise(SIGUSR2); /* with SA_NODEFER this nests */
+    if (depth++ == 0 && sig == SIGUSR2 && raise_again) {
+        raise_again = 0;
+        raise(SIGUSR2); /* with SA_NODEFER this nests; without, it runs after we return */
+    }
     if (depth > 1)
         nested = 1;
     depth--;
@@ -166,10 +168,12 @@ int main(int argc, char **argv)
 
     /* SA_NODEFER: the handler's own raise nests */
     install(SIGUSR2, SA_NODEFER);
+    raise_again = 1;
     raise(SIGUSR2);
     printf("SA_NODEFER: count %d, nested %d\n", (int)count[SIGUSR2], nested);
     nested = 0;
     install(SIGUSR2, 0);
+    raise_again = 1;
     raise(SIGUSR2);
     printf("without SA_NODEFER: count %d, nested %d\n", (int)count[SIGUSR2], nested);
 

@@ -1,6 +1,7 @@
 /* pthread_cancel: a thread blocked at a cancellation point (read on an empty pipe, in a
  * condvar wait, in nanosleep) is cancelled, its cleanup handlers run, join gives
- * PTHREAD_CANCELED; a thread with cancellation disabled finishes normally. */
+ * PTHREAD_CANCELED; a thread with cancellation disabled finishes normally.
+ * Usage: thr_cancel [read|cond_wait|nanosleep|disabled] (default: all in turn). */
 #include "karntest.h"
 #include <pthread.h>
 #include <time.h>
@@ -85,13 +86,18 @@ static void run(const char *name, void *(*fn)(void *))
     pthread_barrier_destroy(&started);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const char *only = argc > 1 ? argv[1] : NULL;
+    struct {
+        const char *name;
+        void *(*fn)(void *);
+    } cases[] = {{"read", in_read}, {"cond_wait", in_condwait}, {"nanosleep", in_sleep},
+                 {"disabled", disabled}};
     MUST(pipe(pipefd) == 0);
-    run("read", in_read);
-    run("cond_wait", in_condwait);
-    run("nanosleep", in_sleep);
-    run("disabled", disabled);
+    for (unsigned i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (!only || strcmp(only, cases[i].name) == 0)
+            run(cases[i].name, cases[i].fn);
     /* the mutex the condvar waiter held was released by its cleanup handler */
     printf("mutex free: %s\n", pthread_mutex_trylock(&mu) == 0 ? "yes" : "no");
     return 0;

@@ -1,0 +1,223 @@
+"""What every guest socket shares: a non-blocking host socket behind an OpenFile.
+
+The host socket never blocks the monitor. A guest call that would block waits on the
+host fd and the task's waker together (task.waker.wait), so a signal interrupts it and
+other threads keep running; O_NONBLOCK, MSG_DONTWAIT and SO_RCVTIMEO/SO_SNDTIMEO behave
+as on Linux (EAGAIN).
+"""
+
+from __future__ import annotations
+
+import _socket as socket
+import errno
+import fcntl
+import os
+import select
+import termios
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from karn.kernel.blocking import Interrupted
+from karn.kernel.errors import SyscallError
+from karn.kernel.fs.constants import OFlag
+from karn.kernel.fs.file import Buffer, OpenFile
+from karn.kernel.fs.stat import Stat
+from karn.kernel.net.consts import MSG_DONTWAIT, MSG_NOSIGNAL, MSG_PEEK, MSG_WAITALL, SOCK_STREAM
+from karn.kernel.signals import SI_USER, SigInfo
+
+if TYPE_CHECKING:
+    from karn.kernel.net.stack import NetStack
+    from karn.kernel.process import Process, Task
+
+T = TypeVar("T")
+SIGPIPE = 13
+POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
+HOST_FLAG_MASK = 0x1 | 0x2 | 0x4 | 0x20 | 0x80 | 0x8000  # OOB PEEK DONTROUTE TRUNC EOR MORE
+
+
+def current_task(process: Process) -> Task | None:
+    """The task whose host thread is calling (read/write reach a file without the task)."""
+    me = threading.get_ident()
+    for task in list(process.tasks.values()):
+        if task.host_thread == me:
+            return task
+    return None
+
+
+def host_errno(err: OSError) -> SyscallError:
+    return SyscallError(err.errno or errno.EIO)
+
+
+class SocketFile(OpenFile):
+    """A guest socket; subclasses add addressing (inet.py, unix.py)."""
+
+    def __init__(self, net: NetStack, process: Process, family: int, stype: int, proto: int,
+                 sock: socket.socket, nonblock: bool) -> None:
+        super().__init__("", OFlag.RDWR | (OFlag.NONBLOCK if nonblock else 0))
+        sock.setblocking(False)
+        self.net = net
+        self.process = process
+        self.family = family
+        self.stype = stype
+        self.proto = proto
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.rcvtimeo: float | None = None  # SO_RCVTIMEO, seconds (None: forever)
+        self.sndtimeo: float | None = None
+        self.listening = False
+        self.opts: dict[tuple[int, int], bytes] = {}  # options the guest set, for replays
+
+    # -- OpenFile --------------------------------------------------------------------
+    def host_fd(self) -> int | None:
+        return self.fd
+
+    def stat(self) -> Stat:
+        return Stat.from_host(os.fstat(self.fd))
+
+    def link_name(self) -> str:
+        return f"socket:[{os.fstat(self.fd).st_ino}]"
+
+    def available(self) -> int:
+        buf = bytearray(4)
+        try:
+            fcntl.ioctl(self.fd, termios.FIONREAD, buf)
+        except OSError as err:
+            raise host_errno(err) from None
+        return int.from_bytes(buf, "little")
+
+    def readinto(self, view: memoryview) -> int:
+        return self.recv(current_task(self.process), [view], 0)[0]
+
+    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
+        if offset is not None:
+            raise SyscallError(errno.ESPIPE)
+        return self.recv(current_task(self.process), views, 0)[0]
+
+    def write(self, data: Buffer) -> int:
+        return self.send(current_task(self.process), [memoryview(data)], 0, None)
+
+    def writev(self, bufs: list[memoryview], offset: int | None = None) -> int:
+        if offset is not None:
+            raise SyscallError(errno.ESPIPE)
+        return self.send(current_task(self.process), bufs, 0, None)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # -- blocking --------------------------------------------------------------------
+    def nonblocking(self, flags: int = 0) -> bool:
+        return bool(self.flags & OFlag.NONBLOCK or flags & MSG_DONTWAIT)
+
+    def wait(self, task: Task | None, events: int, deadline: float | None) -> None:
+        """Wait until the host fd may be ready; EAGAIN at the deadline, Interrupted on a
+        signal."""
+        if task is None:  # not a guest thread: do not block
+            raise SyscallError(errno.EAGAIN)
+        if task.signal_pending():
+            raise Interrupted
+        if deadline is not None and time.monotonic() >= deadline:
+            raise SyscallError(errno.EAGAIN)
+        task.waker.wait(deadline, ((self.fd, events),))
+
+    def retry(self, task: Task | None, op: Callable[[], T], events: int, nonblock: bool,
+              timeout: float | None) -> T:
+        """Run a host operation, waiting for readiness while it would block."""
+        deadline = None
+        while True:
+            try:
+                return op()
+            except BlockingIOError:
+                if nonblock:
+                    raise SyscallError(errno.EAGAIN) from None
+            except InterruptedError:
+                continue
+            except OSError as err:
+                raise host_errno(err) from None
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
+            self.wait(task, events, deadline)
+
+    # -- data ------------------------------------------------------------------------
+    def translate_from(self, host_addr: object) -> object:
+        """The guest's view of a datagram's source (subclasses translate)."""
+        return host_addr
+
+    def recv(self, task: Task | None, views: list[memoryview], flags: int,
+             ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
+        """(bytes, host ancillary data, msg flags, host source address)."""
+        nonblock = self.nonblocking(flags)
+        host_flags = flags & HOST_FLAG_MASK
+        sock = self.sock
+
+        def once() -> tuple[int, list, int, object]:
+            if not msg and len(views) == 1 and not host_flags & 0x20:
+                if self.stype == SOCK_STREAM:
+                    return sock.recv_into(views[0], 0, host_flags), [], 0, None
+                n, src = sock.recvfrom_into(views[0], 0, host_flags)
+                return n, [], 0, src
+            return sock.recvmsg_into(views, ancbufsize, host_flags)
+
+        result = self.retry(task, once, POLLIN, nonblock, self.rcvtimeo)
+        if flags & MSG_WAITALL and self.stype == SOCK_STREAM and not flags & MSG_PEEK:
+            total = result[0]
+            want = sum(len(v) for v in views)
+            while 0 < total < want:
+                rest = _advance(views, total)
+                try:
+                    n = self.recv(task, rest, flags & ~MSG_WAITALL)[0]
+                except SyscallError:
+                    break  # what arrived so far is the result, as Linux returns it
+                if n == 0:
+                    break
+                total += n
+            result = (total, *result[1:])
+        return result
+
+    def send(self, task: Task | None, bufs: list[memoryview], flags: int, addr: object,
+             ancdata: list | None = None) -> int:
+        """Stream sockets in blocking mode send everything (a signal after some data
+        ends the call with what was sent); datagrams go whole or not at all."""
+        nonblock = self.nonblocking(flags)
+        host_flags = flags & HOST_FLAG_MASK
+        sock = self.sock
+        total = sum(len(b) for b in bufs)
+
+        def once() -> int:
+            if addr is None and not ancdata and len(bufs) == 1:
+                return sock.send(bufs[0], host_flags)
+            if addr is None:
+                return sock.sendmsg(bufs, ancdata or [], host_flags)
+            return sock.sendmsg(bufs, ancdata or [], host_flags, addr)
+
+        try:
+            sent = self.retry(task, once, POLLOUT, nonblock, self.sndtimeo)
+        except SyscallError as err:
+            if err.errno == errno.EPIPE and not flags & MSG_NOSIGNAL and task is not None:
+                task.process.signal_thread(task, SigInfo.from_sender(SIGPIPE, SI_USER,
+                                                                     task.process.pid))
+            raise
+        if self.stype != SOCK_STREAM or nonblock:
+            return sent
+        while sent < total:
+            rest = _advance(bufs, sent)
+            try:
+                n = self.retry(task, lambda r=rest: sock.sendmsg(r, [], host_flags),
+                               POLLOUT, False, self.sndtimeo)
+            except SyscallError:
+                return sent  # interrupted or failed after some data: the count so far
+            sent += n
+            ancdata = None
+        return sent
+
+
+def _advance(views: list[memoryview], count: int) -> list[memoryview]:
+    out = []
+    for v in views:
+        if count >= len(v):
+            count -= len(v)
+            continue
+        out.append(v[count:])
+        count = 0
+    return out

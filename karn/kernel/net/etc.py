@@ -1,0 +1,80 @@
+"""Name-service files for guests whose root has none: getaddrinfo reads /etc/hosts,
+/etc/resolv.conf and /etc/nsswitch.conf; getpwnam (nginx, redis) /etc/passwd and
+/etc/group, which list root and nobody.
+
+`guest_etc_files(exists, hostname, mode)` returns {guest path: content} for the files
+the root lacks; `add_to_manifest` writes them to a host cache directory (one file per
+distinct content, so nothing accumulates per run) and adds them to a collected root
+(runtime.py calls it where the root manifest is built).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from collections.abc import Callable
+
+NSSWITCH = b"passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\n" \
+    b"protocols: files\nservices: files\n"
+
+
+PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:" \
+    b"/usr/sbin/nologin\n"
+GROUP = b"root:x:0:\nnogroup:x:65534:\n"
+
+
+def _hosts(hostname: str) -> bytes:
+    return (f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{hostname}\n").encode()
+
+
+def _resolv(mode: str) -> bytes:
+    """`--network none`: no name server is reachable, so none is listed (lookups fail
+    fast). Otherwise the host's name servers (its resolv.conf), which egress rules must
+    allow (port 53)."""
+    if mode == "none":
+        return b"# karn: --network none, no name servers\n"
+    try:
+        with open("/etc/resolv.conf", "rb") as f:
+            lines = [ln for ln in f.read().splitlines()
+                     if ln.startswith((b"nameserver", b"search", b"options"))]
+    except OSError:
+        lines = []
+    return b"\n".join(lines) + b"\n"
+
+
+def guest_etc_files(exists: Callable[[str], bool], hostname: str, mode: str
+                    ) -> dict[str, bytes]:
+    wanted = {
+        "/etc/passwd": PASSWD,
+        "/etc/group": GROUP,
+        "/etc/hosts": _hosts(hostname),
+        "/etc/resolv.conf": _resolv(mode),
+        "/etc/nsswitch.conf": NSSWITCH,
+    }
+    return {path: data for path, data in wanted.items() if not exists(path)}
+
+
+def _cached(name: str, data: bytes) -> str:
+    base = os.path.join(tempfile.gettempdir(), f"karn-etc-{os.getuid()}")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    path = os.path.join(base, f"{zlib.crc32(data):08x}-{name}")
+    try:
+        with open(path, "rb") as f:
+            same = f.read() == data
+    except OSError:
+        same = False
+    if not same:
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return path
+
+
+def add_to_manifest(files: dict[str, str], hostname: str, mode: str) -> None:
+    """Add the missing name-service files to a collected root's {guest: host} files."""
+    for guest, data in guest_etc_files(lambda p: p in files, hostname, mode).items():
+        files[guest] = _cached(os.path.basename(guest), data)

@@ -1,0 +1,321 @@
+"""AF_INET and AF_INET6 sockets: guest addresses and ports translated by the policy.
+
+Under `--network none`/`egress`, a guest bind on a loopback or wildcard address becomes a
+host socket on the loopback with an ephemeral host port (or the published one); the guest
+keeps seeing the port it asked for. A guest connect to its own loopback reaches its own
+listeners through that table; anything else needs an egress rule. `--network host`
+passes addresses through unchanged.
+"""
+
+from __future__ import annotations
+
+import _socket as socket
+import errno
+import ipaddress
+import select
+from typing import TYPE_CHECKING
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.net.addr import Address, InetAddr, UnspecAddr, from_host
+from karn.kernel.net.base import SocketFile, host_errno
+from karn.kernel.net.consts import AF_INET, AF_INET6, SOCK_STREAM, SOMAXCONN
+
+if TYPE_CHECKING:
+    from karn.kernel.net.stack import NetStack
+    from karn.kernel.process import Process, Task
+
+
+def _unspec_connect(fd: int) -> None:
+    """connect(AF_UNSPEC): dissolve a datagram socket's association (not in Python)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    addr = (ctypes.c_char * 16)()
+    if libc.connect(fd, addr, 16) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EAFNOSUPPORT,):
+            raise SyscallError(err)
+
+
+class InetSocket(SocketFile):
+    def __init__(self, net: NetStack, process: Process, family: int, stype: int, proto: int,
+                 sock: socket.socket, nonblock: bool) -> None:
+        super().__init__(net, process, family, stype, proto, sock, nonblock)
+        self.pname = "tcp" if stype == SOCK_STREAM else "udp"
+        self.guest_local: InetAddr | None = None
+        self.guest_peer: InetAddr | None = None
+        self.host_local: tuple | None = None  # where the host socket is bound, when known
+        self.guest_port = 0  # registered in the stack's table (0: not registered)
+        self.v6only = False
+        self.reuseport = False
+        self.blackhole = False  # a UDP socket "connected" to a closed guest port
+        self.pending_error = 0
+
+    # -- addresses ---------------------------------------------------------------------
+    def _check_family(self, addr: Address) -> InetAddr:
+        if not isinstance(addr, InetAddr):
+            raise SyscallError(errno.EAFNOSUPPORT)
+        if addr.family != self.family:
+            raise SyscallError(errno.EAFNOSUPPORT if self.family == AF_INET else errno.EINVAL)
+        return addr
+
+    def _host_ip(self, addr: InetAddr) -> str:
+        """The host address a guest bind on addr (loopback or wildcard) uses."""
+        if self.family == AF_INET:
+            return addr.host if addr.is_loopback() else "127.0.0.1"
+        ip = ipaddress.IPv6Address(addr.host)
+        if ip.ipv4_mapped is not None:
+            return addr.host
+        if ip.is_unspecified and not self.v6only:
+            return "::ffff:127.0.0.1"  # dual-stack: reached from 127.0.0.1 and ::1 guests
+        return "::1"
+
+    def _publish_ip(self, host_ip: str) -> str:
+        if self.family == AF_INET6 and ":" not in host_ip:
+            return "::ffff:" + host_ip
+        if self.family == AF_INET and ":" in host_ip:
+            raise SyscallError(errno.EADDRNOTAVAIL)
+        return host_ip
+
+    def bind(self, task: Task, addr: Address) -> None:
+        addr = self._check_family(addr)
+        if self.guest_local is not None or self.host_local is not None:
+            raise SyscallError(errno.EINVAL)
+        if self.net.policy.passthrough:
+            self._host_bind(addr.host_tuple())
+            self.guest_local = from_host(self.family, self.host_local)
+            return
+        if not (addr.is_any() or addr.is_loopback()):
+            raise SyscallError(errno.EADDRNOTAVAIL)  # the guest has only a loopback
+        net = self.net
+        with net.lock:
+            port = addr.port
+            host_port = 0
+            host_ip = self._host_ip(addr)
+            users = [u for u in net.bound.get((self.pname, port), []) if port
+                     and u.covers() & self._covers(addr)]
+            if users:
+                if not (self.reuseport and all(u.reuseport for u in users)):
+                    raise SyscallError(errno.EADDRINUSE)
+                host_ip, host_port = users[0].host_local[:2]
+            elif port:
+                pub = net.claim(self.pname, port, self, self._covers(addr))
+                if pub is not None:
+                    host_ip, host_port = self._publish_ip(pub.host_ip), pub.host_port
+            self._host_bind(self._tuple(host_ip, host_port))
+            if not port:
+                port = self.host_local[1]
+            net.register(self.pname, port, self.host_local[1], self)
+            self.guest_port = port
+        self.guest_local = addr.with_port(port)
+
+    def _covers(self, addr: InetAddr) -> int:
+        """Which loopbacks a bind on addr answers: 1 IPv4, 2 IPv6 (ports may be shared
+        between an IPv4 socket and a v6-only IPv6 one, as on Linux)."""
+        if self.family == AF_INET:
+            return 1
+        ip = ipaddress.IPv6Address(addr.host)
+        if ip.ipv4_mapped is not None:
+            return 1
+        return 3 if ip.is_unspecified and not self.v6only else 2
+
+    def covers(self) -> int:
+        return self._covers(self.guest_local) if self.guest_local is not None else 0
+
+    def _tuple(self, ip: str, port: int) -> tuple:
+        return (ip, port) if self.family == AF_INET else (ip, port, 0, 0)
+
+    def _host_bind(self, where: tuple) -> None:
+        try:
+            self.sock.bind(where)
+        except OSError as err:
+            raise host_errno(err) from None
+        self.host_local = self.sock.getsockname()
+
+    def _autobind(self, task: Task, target: tuple | None, connecting: bool) -> None:
+        """Bind an unbound datagram socket before it sends, as Linux does, on the host
+        loopback that can reach target (an IPv6 socket: ::1 or the IPv4-mapped one). A
+        connected socket then shows that source address (glibc's getaddrinfo sorts
+        addresses by it); an unconnected one the wildcard."""
+        if self.host_local is not None or self.net.policy.passthrough:
+            return
+        if target is not None and not ipaddress.ip_address(target[0]).is_loopback and \
+                not target[0].startswith("::ffff:127."):
+            return  # egress: the host picks the source address
+        if self.family == AF_INET:
+            self.bind(task, InetAddr(AF_INET, "127.0.0.1" if connecting else "0.0.0.0", 0))
+            return
+        v6 = target is not None and len(target) == 4 and not target[0].startswith("::ffff:")
+        self.bind(task, InetAddr(AF_INET6, "::1" if v6 else "::ffff:127.0.0.1", 0))
+        if not connecting:
+            self.guest_local = InetAddr(AF_INET6, "::", self.guest_port)
+
+    def local_address(self) -> InetAddr:
+        if self.guest_local is not None:
+            return self.guest_local
+        try:
+            host = from_host(self.family, self.sock.getsockname())
+        except OSError as err:
+            raise host_errno(err) from None
+        if self.net.policy.passthrough:
+            return host
+        return host.with_port(self.net.guest_port(self.pname, host.port))
+
+    def peer_address(self) -> InetAddr:
+        if self.guest_peer is not None and (self.stype != SOCK_STREAM or self._connected()):
+            return self.guest_peer
+        raise SyscallError(errno.ENOTCONN)
+
+    def _connected(self) -> bool:
+        try:
+            self.sock.getpeername()
+            return True
+        except OSError:
+            return False
+
+    def translate_from(self, host_addr: object) -> object:
+        if host_addr is None:
+            return None
+        addr = from_host(self.family, host_addr)
+        if self.net.policy.passthrough or not addr.is_loopback():
+            return addr
+        return addr.with_port(self.net.guest_port(self.pname, addr.port))
+
+    # -- routing -----------------------------------------------------------------------
+    def route(self, dest: InetAddr, what: str) -> tuple | None:
+        """The host address for a guest destination, or a denial (SyscallError). None:
+        a closed port on the guest's own loopback (datagrams vanish there)."""
+        policy = self.net.policy
+        if policy.passthrough:
+            return dest.host_tuple()
+        if self.family == AF_INET6 and dest.family == AF_INET6:
+            ip = ipaddress.IPv6Address(dest.host)
+            if ip.ipv4_mapped is not None:
+                dest = InetAddr(AF_INET, str(ip.ipv4_mapped), dest.port)
+        if dest.is_loopback() or dest.is_any():
+            if dest.is_any():  # connect to 0.0.0.0 means the local host
+                dest = dest._replace(host="127.0.0.1" if dest.family == AF_INET else "::1")
+            target = self.net.lookup(self.pname, dest, self.family)
+            if target is not None:
+                return target
+        if policy.egress_allowed(dest):
+            return self._in_family(dest)
+        if dest.is_loopback() and self.stype != SOCK_STREAM:
+            return None
+        if not dest.is_loopback():
+            self.net.denied(what, dest)
+        raise SyscallError(policy.denial(dest))
+
+    def _in_family(self, dest: InetAddr) -> tuple:
+        if self.family == dest.family:
+            return dest.host_tuple()
+        if self.family == AF_INET6:
+            return ("::ffff:" + dest.host, dest.port, 0, 0)
+        raise SyscallError(errno.EAFNOSUPPORT)
+
+    # -- connections -------------------------------------------------------------------
+    def connect(self, task: Task, addr: Address) -> None:
+        if isinstance(addr, UnspecAddr):
+            if self.stype == SOCK_STREAM:
+                return  # nothing to dissolve that the guest could observe
+            _unspec_connect(self.fd)
+            self.guest_peer, self.blackhole = None, False
+            return
+        if not isinstance(addr, InetAddr):
+            raise SyscallError(errno.EAFNOSUPPORT)
+        if addr.family != self.family and not (self.family == AF_INET6 and self.stype != 1):
+            raise SyscallError(errno.EAFNOSUPPORT if self.family == AF_INET else errno.EINVAL)
+        if self.listening:
+            raise SyscallError(errno.EISCONN)
+        target = self.route(addr, "connect to")
+        if self.stype != SOCK_STREAM:
+            self._autobind(task, target, True)
+            self.blackhole = target is None
+            if target is not None:
+                try:
+                    self.sock.connect(target)
+                except OSError as err:
+                    raise host_errno(err) from None
+            self.guest_peer = addr
+            return
+        err = self.sock.connect_ex(target)
+        if err == 0 or err == errno.EISCONN and self.guest_peer is not None:
+            self.guest_peer = addr
+            if err:
+                raise SyscallError(errno.EISCONN)
+            return
+        if err not in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
+            raise SyscallError(err)
+        self.guest_peer = addr
+        if self.nonblocking():
+            raise SyscallError(errno.EALREADY if err == errno.EALREADY else errno.EINPROGRESS)
+        while True:
+            self.wait(task, select.POLLOUT, None)
+            ready = select.poll()
+            ready.register(self.fd, select.POLLOUT)
+            if ready.poll(0):
+                break
+        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise SyscallError(err)
+
+    def listen(self, task: Task, backlog: int) -> None:
+        if self.stype != SOCK_STREAM:
+            raise SyscallError(errno.EOPNOTSUPP)
+        if self.host_local is None and not self.net.policy.passthrough:
+            self.bind(task, InetAddr(self.family, "0.0.0.0" if self.family == AF_INET
+                                     else "::", 0))
+        backlog = SOMAXCONN if backlog < 0 or backlog > SOMAXCONN else backlog
+        try:
+            self.sock.listen(backlog)
+        except OSError as err:
+            raise host_errno(err) from None
+        self.listening = True
+
+    def accept(self, task: Task, nonblock: bool) -> tuple[InetSocket, InetAddr]:
+        if not self.listening:
+            raise SyscallError(errno.EINVAL)
+        fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
+                              self.rcvtimeo)
+        conn = socket.socket(self.sock.family, self.stype, self.sock.proto, fd)
+        new = InetSocket(self.net, self.process, self.family, self.stype, self.proto, conn,
+                         nonblock)
+        local = self.local_address()
+        try:
+            here = from_host(self.family, conn.getsockname())
+            if not self.net.policy.passthrough:
+                here = here.with_port(local.port)
+                if not local.is_any():
+                    here = here._replace(host=local.host)
+        except OSError:
+            here = local
+        new.guest_local = here
+        new.guest_peer = self.translate_from(peer)  # type: ignore[assignment]
+        return new, new.guest_peer  # type: ignore[return-value]
+
+    # -- data --------------------------------------------------------------------------
+    def send_to(self, task: Task, bufs: list[memoryview], flags: int,
+                dest: Address | None, ancdata: list | None = None) -> int:
+        if self.pending_error:
+            err, self.pending_error = self.pending_error, 0
+            raise SyscallError(err)
+        if dest is None or self.stype == SOCK_STREAM:
+            if self.stype != SOCK_STREAM and self.guest_peer is None:
+                raise SyscallError(errno.EDESTADDRREQ)
+            if self.blackhole:
+                self.pending_error = errno.ECONNREFUSED
+                return sum(len(b) for b in bufs)
+            return self.send(task, bufs, flags, None, ancdata)
+        if isinstance(dest, UnspecAddr) or not isinstance(dest, InetAddr):
+            raise SyscallError(errno.EAFNOSUPPORT)
+        target = self.route(dest, "send to")
+        self._autobind(task, target, False)
+        if target is None:
+            return sum(len(b) for b in bufs)  # nothing listens: the datagram is dropped
+        return self.send(task, bufs, flags, target, ancdata)
+
+    def close(self) -> None:
+        if self.guest_port:
+            self.net.unregister(self.pname, self.guest_port, self.host_local[1], self)
+            self.guest_port = 0
+        super().close()

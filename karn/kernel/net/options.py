@@ -1,0 +1,133 @@
+"""setsockopt/getsockopt: the options servers use, passed to the host socket from an
+allow-list; what the guest must see differently (timeouts, type, credentials) is
+answered here. Anything else is ENOPROTOOPT, logged once."""
+
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING
+
+from karn import log
+from karn.kernel.errors import SyscallError
+from karn.kernel.net import consts as c
+from karn.kernel.net.base import SocketFile, host_errno
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
+
+TIMEVAL = struct.Struct("<qq")
+UCRED = struct.Struct("<iII")
+IP_BIND_ADDRESS_NO_PORT = 24
+IPV6_ADDR_PREFERENCES = 72
+
+PASS: dict[int, frozenset[int]] = {
+    c.SOL_SOCKET: frozenset({
+        c.SO_DEBUG, c.SO_REUSEADDR, c.SO_DONTROUTE, c.SO_BROADCAST, c.SO_SNDBUF, c.SO_RCVBUF,
+        c.SO_KEEPALIVE, c.SO_OOBINLINE, c.SO_PRIORITY, c.SO_LINGER, c.SO_REUSEPORT,
+        c.SO_PASSCRED, c.SO_RCVLOWAT, c.SO_TIMESTAMP, c.SO_SNDBUFFORCE, c.SO_RCVBUFFORCE,
+        c.SO_RXQ_OVFL, c.SO_BUSY_POLL, c.SO_INCOMING_CPU, c.SO_ZEROCOPY, c.SO_ERROR,
+        c.SO_SNDLOWAT,
+    }),
+    c.IPPROTO_TCP: frozenset({
+        c.TCP_NODELAY, c.TCP_MAXSEG, c.TCP_CORK, c.TCP_KEEPIDLE, c.TCP_KEEPINTVL,
+        c.TCP_KEEPCNT, c.TCP_SYNCNT, c.TCP_LINGER2, c.TCP_DEFER_ACCEPT, c.TCP_WINDOW_CLAMP,
+        c.TCP_INFO, c.TCP_QUICKACK, c.TCP_CONGESTION, c.TCP_USER_TIMEOUT, c.TCP_FASTOPEN,
+        c.TCP_NOTSENT_LOWAT, c.TCP_FASTOPEN_CONNECT,
+    }),
+    c.IPPROTO_IP: frozenset({
+        c.IP_TOS, c.IP_TTL, c.IP_RECVERR, c.IP_MTU_DISCOVER, c.IP_FREEBIND,
+        c.IP_MULTICAST_TTL, c.IP_MULTICAST_LOOP, IP_BIND_ADDRESS_NO_PORT,
+    }),
+    c.IPPROTO_IPV6: frozenset({
+        c.IPV6_UNICAST_HOPS, c.IPV6_MULTICAST_LOOP, c.IPV6_V6ONLY, c.IPV6_RECVERR,
+        c.IPV6_TCLASS, IPV6_ADDR_PREFERENCES,
+    }),
+}
+_warned: set[tuple[int, int]] = set()
+
+
+def _refuse(level: int, name: int) -> SyscallError:
+    if (level, name) not in _warned:
+        _warned.add((level, name))
+        log.warning("socket option level %d name %d is not supported; returning ENOPROTOOPT",
+                    level, name)
+    return SyscallError(errno.ENOPROTOOPT)
+
+
+def _timeout(raw: bytes) -> float | None:
+    if len(raw) < TIMEVAL.size:
+        raise SyscallError(errno.EINVAL)
+    sec, usec = TIMEVAL.unpack_from(raw)
+    if usec < 0 or usec >= 1_000_000:
+        raise SyscallError(errno.EDOM)
+    if sec < 0:
+        return 0.000001  # Linux: a negative timeout is the shortest one
+    return None if sec == 0 and usec == 0 else sec + usec / 1e6
+
+
+def set_option(task: Task, sock: SocketFile, level: int, name: int, raw: bytes) -> None:
+    if level == c.SOL_SOCKET and name in (c.SO_RCVTIMEO, c.SO_SNDTIMEO):
+        value = _timeout(raw)
+        if name == c.SO_RCVTIMEO:
+            sock.rcvtimeo = value
+        else:
+            sock.sndtimeo = value
+        return
+    if level == c.SOL_SOCKET and name == c.SO_BINDTODEVICE:
+        device = raw.split(b"\0", 1)[0]
+        if device in (b"", b"lo"):
+            return
+        raise SyscallError(errno.ENODEV)  # the guest has only a loopback device
+    if name not in PASS.get(level, ()) or (level, name) == (c.SOL_SOCKET, c.SO_ERROR):
+        raise _refuse(level, name)
+    if sock.family == c.AF_UNIX and level != c.SOL_SOCKET:
+        raise SyscallError(errno.EOPNOTSUPP)
+    if level == c.IPPROTO_IPV6 and name == c.IPV6_V6ONLY:
+        if sock.family != c.AF_INET6:
+            raise SyscallError(errno.ENOPROTOOPT)
+        if getattr(sock, "host_local", None) is not None:
+            raise SyscallError(errno.EINVAL)
+    try:
+        sock.sock.setsockopt(level, name, raw)
+    except OSError as err:
+        raise host_errno(err) from None
+    value = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
+    if level == c.IPPROTO_IPV6 and name == c.IPV6_V6ONLY:
+        sock.v6only = bool(value)  # type: ignore[attr-defined]
+    if level == c.SOL_SOCKET and name == c.SO_REUSEPORT:
+        sock.reuseport = bool(value)  # type: ignore[attr-defined]
+    sock.opts[(level, name)] = raw
+
+
+def get_option(task: Task, sock: SocketFile, level: int, name: int, size: int) -> bytes:
+    if level == c.SOL_SOCKET:
+        if name in (c.SO_RCVTIMEO, c.SO_SNDTIMEO):
+            value = sock.rcvtimeo if name == c.SO_RCVTIMEO else sock.sndtimeo
+            sec = int(value or 0)
+            return TIMEVAL.pack(sec, int(round(((value or 0) - sec) * 1e6)))
+        if name == c.SO_TYPE:
+            return sock.stype.to_bytes(4, "little")
+        if name == c.SO_DOMAIN:
+            return sock.family.to_bytes(4, "little")
+        if name == c.SO_PROTOCOL:
+            return sock.sock.proto.to_bytes(4, "little")
+        if name == c.SO_ACCEPTCONN:
+            return int(sock.listening).to_bytes(4, "little")
+        if name == c.SO_PEERCRED and sock.family == c.AF_UNIX:
+            ident = task.process.identity
+            return UCRED.pack(task.process.pid, ident.uid, ident.gid)
+        if name == c.SO_ERROR:
+            pending = getattr(sock, "pending_error", 0)
+            if pending:
+                sock.pending_error = 0  # type: ignore[attr-defined]
+                return pending.to_bytes(4, "little")
+    if name not in PASS.get(level, ()):
+        raise _refuse(level, name)
+    if sock.family == c.AF_UNIX and level != c.SOL_SOCKET:
+        raise SyscallError(errno.EOPNOTSUPP)
+    try:
+        return sock.sock.getsockopt(level, name, max(4, min(size, 1024)))
+    except OSError as err:
+        raise host_errno(err) from None
+

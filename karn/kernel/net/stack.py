@@ -1,0 +1,161 @@
+"""Per-process network state: which guest ports are bound to which host ports, the
+published ports' reservations, AF_UNIX names and fds in flight over SCM_RIGHTS."""
+
+from __future__ import annotations
+
+import _socket as socket
+import os
+import shutil
+import tempfile
+import threading
+from typing import TYPE_CHECKING
+
+from karn import log
+from karn.kernel.net.addr import InetAddr
+from karn.kernel.net.consts import AF_INET, AF_INET6
+from karn.kernel.net.policy import NetPolicy, PolicyError, Publish
+
+if TYPE_CHECKING:
+    from karn.kernel.fs.file import OpenFile
+    from karn.kernel.net.base import SocketFile
+    from karn.kernel.net.inet import InetSocket
+
+PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+
+
+class NetStack:
+    def __init__(self, policy: NetPolicy | None = None) -> None:
+        self.policy = policy or NetPolicy()
+        self.lock = threading.Lock()
+        self.bound: dict[tuple[str, int], list[InetSocket]] = {}  # (proto, guest port)
+        self.host_ports: dict[tuple[str, int], int] = {}  # (proto, host port) -> guest port
+        self.reserved: dict[tuple[str, int], socket.socket] = {}
+        self.claimed: dict[tuple[str, int], InetSocket] = {}  # who holds a published port
+        self.unix_names: dict[bytes, tuple[str, SocketFile]] = {}  # guest name -> host path
+        self.unix_hosts: dict[str, bytes] = {}  # host path -> guest name
+        self.in_flight: dict[int, list[OpenFile]] = {}  # SCM_RIGHTS token inode -> files
+        self._unix_dir: str | None = None
+        self._unix_seq = 0
+        self._logged: set[str] = set()
+
+    # -- published ports -------------------------------------------------------------
+    def reserve_published(self) -> None:
+        """Bind every published host port now, so a port in use is reported before the
+        guest starts; the guest's bind takes the port over."""
+        for pub in self.policy.publish:
+            family = socket.AF_INET6 if ":" in pub.host_ip else socket.AF_INET
+            sock = socket.socket(family, PROTOS[pub.proto] | socket.SOCK_CLOEXEC)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((pub.host_ip, pub.host_port))
+            except OSError as err:
+                sock.close()
+                self.close()
+                where = f"[{pub.host_ip}]" if family == socket.AF_INET6 else pub.host_ip
+                raise PolicyError(f"--publish {pub.spec}: cannot bind {where}:{pub.host_port}"
+                                  f"/{pub.proto}: {err.strerror}") from None
+            self.reserved[(pub.proto, pub.guest_port)] = sock
+
+    def claim(self, proto: str, guest_port: int, sock: InetSocket, covers: int
+              ) -> Publish | None:
+        """The publication of guest_port for the first socket that can serve it (covers:
+        1 IPv4, 2 IPv6), releasing its reservation. The caller holds the lock."""
+        pub = self.policy.published(proto, guest_port)
+        if pub is None or (proto, guest_port) in self.claimed:
+            return None
+        if not covers & (2 if ":" in pub.host_ip else 1):
+            return None
+        held = self.reserved.pop((proto, guest_port), None)
+        if held is not None:
+            held.close()
+        self.claimed[(proto, guest_port)] = sock
+        return pub
+
+    # -- guest port table ------------------------------------------------------------
+    def register(self, proto: str, guest_port: int, host_port: int, sock: InetSocket) -> None:
+        self.bound.setdefault((proto, guest_port), []).append(sock)
+        self.host_ports[(proto, host_port)] = guest_port
+
+    def unregister(self, proto: str, guest_port: int, host_port: int, sock: InetSocket) -> None:
+        with self.lock:
+            users = self.bound.get((proto, guest_port), [])
+            if sock in users:
+                users.remove(sock)
+            if self.claimed.get((proto, guest_port)) is sock:
+                del self.claimed[(proto, guest_port)]  # a later bind publishes again
+            if not users:
+                self.bound.pop((proto, guest_port), None)
+                if self.host_ports.get((proto, host_port)) == guest_port:
+                    del self.host_ports[(proto, host_port)]
+
+    def guest_port(self, proto: str, host_port: int) -> int:
+        return self.host_ports.get((proto, host_port), host_port)
+
+    def lookup(self, proto: str, dest: InetAddr, family: int) -> tuple | None:
+        """The host address of the guest socket that dest (a loopback address) reaches,
+        in the caller's family; None when no guest socket is bound there."""
+        want6 = dest.family == AF_INET6 and not dest.host.startswith("::ffff:")
+        with self.lock:
+            candidates = list(self.bound.get((proto, dest.port), ()))
+        for sock in candidates:
+            if proto == "tcp" and not sock.listening:
+                continue
+            host = sock.host_local
+            if host is None:
+                continue
+            ip = host[0]
+            mapped = ip.startswith("::ffff:")
+            if want6 and sock.family != AF_INET6:
+                continue  # an IPv6 destination reaches only IPv6 listeners (dual-stack
+                # ones through their IPv4-mapped host address)
+            if not want6 and sock.family == AF_INET6 and not mapped:
+                continue
+            if family == AF_INET:
+                return (ip.removeprefix("::ffff:"), host[1])
+            if sock.family == AF_INET:
+                return ("::ffff:" + ip, host[1], 0, 0)
+            return (ip, host[1], 0, 0)
+        return None
+
+    # -- AF_UNIX names ---------------------------------------------------------------
+    def unix_dir(self) -> str:
+        with self.lock:
+            if self._unix_dir is None:
+                self._unix_dir = tempfile.mkdtemp(prefix="karn-unix-")
+            return self._unix_dir
+
+    def new_unix_path(self) -> str:
+        base = self.unix_dir()
+        with self.lock:
+            self._unix_seq += 1
+            return os.path.join(base, str(self._unix_seq))
+
+    # -- logging ---------------------------------------------------------------------
+    def denied(self, what: str, dest: object) -> None:
+        key = f"{what} {dest}"
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("network policy: %s %s denied (%s)", what, dest, self.policy.describe())
+
+    def close(self) -> None:
+        for sock in self.reserved.values():
+            sock.close()
+        self.reserved.clear()
+        if self._unix_dir is not None:
+            shutil.rmtree(self._unix_dir, ignore_errors=True)
+
+
+_default_lock = threading.Lock()
+
+
+def net_of(process: object) -> NetStack:
+    """The process's network state (runtime.py sets it; a bare Process gets the default
+    policy on first use)."""
+    net = getattr(process, "net", None)
+    if net is None:
+        with _default_lock:
+            net = getattr(process, "net", None)
+            if net is None:
+                net = NetStack()
+                process.net = net  # type: ignore[attr-defined]
+    return net

@@ -1,0 +1,185 @@
+"""AF_UNIX sockets: socketpair, and named sockets in the guest's own namespace.
+
+A name the guest binds (a path, or an abstract name) becomes a host socket file in a
+private directory of the monitor, never a host path the guest names; other guest
+sockets reach it by the guest name. SCM_RIGHTS passes guest open files: the host message
+carries a token fd that stands for the guest files, kept in the stack until received.
+"""
+
+from __future__ import annotations
+
+import _socket as socket
+import array
+import errno
+import os
+import posixpath
+import select
+import struct
+from typing import TYPE_CHECKING
+
+from karn.kernel.errors import SyscallError
+from karn.kernel.net.addr import Address, UnixAddr
+from karn.kernel.net.base import SocketFile, host_errno
+from karn.kernel.net.consts import SCM_RIGHTS, SOL_SOCKET, SOMAXCONN
+
+if TYPE_CHECKING:
+    from karn.kernel.fs.file import OpenFile
+    from karn.kernel.process import Task
+
+SCM_MAX_FD = 253
+
+
+class UnixSocket(SocketFile):
+    guest_name: bytes = b""
+    peer_name: bytes | None = None
+
+    def _guest_name(self, task: Task, addr: Address) -> bytes:
+        if not isinstance(addr, UnixAddr):
+            raise SyscallError(errno.EINVAL)
+        name = addr.path
+        if not name:
+            raise SyscallError(errno.EINVAL)
+        if name[:1] != b"\0" and not name.startswith(b"/"):
+            name = posixpath.normpath(posixpath.join(task.process.fs.cwd.encode(), name))
+        return name
+
+    def bind(self, task: Task, addr: Address) -> None:
+        if isinstance(addr, UnixAddr) and not addr.path:  # autobind: an abstract name
+            addr = UnixAddr(b"\0" + os.urandom(3).hex()[:5].encode())
+        name = self._guest_name(task, addr)
+        if self.guest_name:
+            raise SyscallError(errno.EINVAL)
+        net = self.net
+        host = net.new_unix_path()
+        with net.lock:
+            owner = net.unix_names.get(name)
+            if owner is not None:
+                raise SyscallError(errno.EADDRINUSE)
+            try:
+                self.sock.bind(host)
+            except OSError as err:
+                raise host_errno(err) from None
+            net.unix_names[name] = (host, self)
+            net.unix_hosts[host] = name
+        self.guest_name = name
+
+    def connect(self, task: Task, addr: Address) -> None:
+        name = self._guest_name(task, addr)
+        entry = self.net.unix_names.get(name)
+        if entry is None:
+            raise SyscallError(errno.ECONNREFUSED if name[:1] == b"\0" else errno.ENOENT)
+        host = entry[0]
+        while True:
+            try:
+                self.sock.connect(host)
+                break
+            except BlockingIOError:  # the listener's backlog is full
+                if self.nonblocking():
+                    raise SyscallError(errno.EAGAIN) from None
+                self.wait(task, 0, None)  # woken by signals only: poll the backlog again
+            except OSError as err:
+                raise host_errno(err) from None
+        self.peer_name = name
+
+    def listen(self, task: Task, backlog: int) -> None:
+        if not self.guest_name:
+            self.bind(task, UnixAddr(b""))
+        backlog = SOMAXCONN if backlog < 0 or backlog > SOMAXCONN else backlog
+        try:
+            self.sock.listen(backlog)
+        except OSError as err:
+            raise host_errno(err) from None
+        self.listening = True
+
+    def accept(self, task: Task, nonblock: bool) -> tuple[UnixSocket, UnixAddr]:
+        if not self.listening:
+            raise SyscallError(errno.EINVAL)
+        fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
+                              self.rcvtimeo)
+        conn = socket.socket(socket.AF_UNIX, self.stype, 0, fd)
+        new = UnixSocket(self.net, self.process, self.family, self.stype, self.proto, conn,
+                         nonblock)
+        new.guest_name = self.guest_name
+        new.peer_name = self._name_of(peer)
+        return new, UnixAddr(new.peer_name or b"")
+
+    def _name_of(self, host: object) -> bytes:
+        if isinstance(host, str) and host:
+            return self.net.unix_hosts.get(host, b"")
+        return b""
+
+    def local_address(self) -> UnixAddr:
+        return UnixAddr(self.guest_name)
+
+    def peer_address(self) -> UnixAddr:
+        if self.peer_name is None:
+            try:
+                self.sock.getpeername()
+            except OSError as err:
+                raise host_errno(err) from None
+            return UnixAddr(b"")
+        return UnixAddr(self.peer_name)
+
+    def translate_from(self, host_addr: object) -> object:
+        return UnixAddr(self._name_of(host_addr))
+
+    def send_to(self, task: Task, bufs: list[memoryview], flags: int,
+                dest: Address | None, ancdata: list | None = None) -> int:
+        target = None
+        if dest is not None and self.stype != socket.SOCK_STREAM:
+            name = self._guest_name(task, dest)
+            entry = self.net.unix_names.get(name)
+            if entry is None:
+                raise SyscallError(errno.ECONNREFUSED if name[:1] == b"\0" else errno.ENOENT)
+            target = entry[0]
+        elif dest is not None:
+            raise SyscallError(errno.EISCONN if self.peer_name is not None else errno.EOPNOTSUPP)
+        return self.send(task, bufs, flags, target, ancdata)
+
+    def close(self) -> None:
+        net = self.net
+        if self.guest_name and not self.peer_name:
+            with net.lock:
+                entry = net.unix_names.get(self.guest_name)
+                if entry is not None and entry[1] is self:
+                    del net.unix_names[self.guest_name]
+                    net.unix_hosts.pop(entry[0], None)
+                    try:
+                        os.unlink(entry[0])
+                    except OSError:
+                        pass
+        super().close()
+
+    # -- SCM_RIGHTS ----------------------------------------------------------------------
+    def pack_rights(self, files: list[OpenFile]) -> tuple[list, int]:
+        """Host ancillary data standing for files, and the token fd to close after the
+        send."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.close(w)
+        token = os.fstat(r).st_ino
+        for f in files:
+            f.refs += 1  # in flight: a close of the sender's fd must not close it
+        with self.net.lock:
+            self.net.in_flight[token] = files
+        return [(SOL_SOCKET, SCM_RIGHTS, array.array("i", [r]).tobytes())], r
+
+    def unpack_rights(self, ancdata: list) -> list[list[OpenFile]]:
+        out = []
+        for level, kind, data in ancdata:
+            if level != SOL_SOCKET or kind != SCM_RIGHTS:
+                continue
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - len(data) % 4])
+            for fd in fds:
+                token = os.fstat(fd).st_ino
+                os.close(fd)
+                with self.net.lock:
+                    files = self.net.in_flight.pop(token, None)
+                if files is not None:
+                    out.append(files)
+        return out
+
+
+def cmsg_rights(data: bytes) -> list[int]:
+    count = len(data) // 4
+    return list(struct.unpack(f"<{count}i", data[: count * 4]))
