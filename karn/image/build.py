@@ -68,21 +68,27 @@ def build_image(store: Store, spec: BuildSpec) -> Image:
             layers.append({"mediaType": OCI_LAYER_GZIP, "digest": layer.digest, "size": layer.size})
         if not layers:
             raise UsageError("nothing to build: the image would have no files")
-        config_bytes = canonical_json(config)
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {
-                "mediaType": OCI_CONFIG,
-                "digest": store.put_bytes(config_bytes),
-                "size": len(config_bytes),
-            },
-            "layers": layers,
-        }
-        manifest_bytes = canonical_json(manifest)
-        digest = store.put_bytes(manifest_bytes)
-        store.add_image(digest, len(manifest_bytes), name)
+        digest = _store_manifest(store, canonical_json(config), layers, name)
     return store.get(digest)
+
+
+def _store_manifest(store: Store, config_bytes: bytes, layers: list[dict[str, Any]],
+                    name: str | None) -> str:
+    """Store the config and an OCI manifest over it and the layers; returns its digest."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": OCI_CONFIG,
+            "digest": store.put_bytes(config_bytes),
+            "size": len(config_bytes),
+        },
+        "layers": layers,
+    }
+    data = canonical_json(manifest)
+    digest = store.put_bytes(data)
+    store.add_image(digest, len(data), name)
+    return digest
 
 
 def _overrides(spec: BuildSpec) -> bool:
@@ -316,17 +322,4 @@ def import_docker_archive(store: Store, path: str) -> Image:
                 digest = w.commit(name)
             kind = guess_layer_type(store.blob_path(digest))
             layers.append({"mediaType": kind, "digest": digest, "size": w.size})
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": OCI_CONFIG,
-            "digest": store.put_bytes(config_bytes),
-            "size": len(config_bytes),
-        },
-        "layers": layers,
-    }
-    data = canonical_json(manifest)
-    digest = store.put_bytes(data)
-    store.add_image(digest, len(data), None)
-    return store.get(digest)
+    return store.get(_store_manifest(store, config_bytes, layers, None))

@@ -24,7 +24,14 @@ from karn.kernel.errors import SyscallError
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import Buffer, OpenFile
 from karn.kernel.fs.stat import Stat
-from karn.kernel.net.consts import MSG_DONTWAIT, MSG_NOSIGNAL, MSG_PEEK, MSG_WAITALL, SOCK_STREAM
+from karn.kernel.net.consts import (
+    MSG_DONTWAIT,
+    MSG_NOSIGNAL,
+    MSG_PEEK,
+    MSG_WAITALL,
+    SOCK_STREAM,
+    SOMAXCONN,
+)
 from karn.kernel.signals import SI_USER, SigInfo
 
 if TYPE_CHECKING:
@@ -120,6 +127,15 @@ class SocketFile(OpenFile):
         if deadline is not None and time.monotonic() >= deadline:
             raise SyscallError(errno.EAGAIN)
         task.waker.wait(deadline, ((self.fd, events),))
+
+    def host_listen(self, backlog: int) -> None:
+        """listen(2) on the host socket, with Linux's clamp of the backlog."""
+        backlog = SOMAXCONN if backlog < 0 or backlog > SOMAXCONN else backlog
+        try:
+            self.sock.listen(backlog)
+        except OSError as err:
+            raise host_errno(err) from None
+        self.listening = True
 
     def retry(self, task: Task | None, op: Callable[[], T], events: int, nonblock: bool,
               timeout: float | None) -> T:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from karn.kernel.errors import SyscallError
 from karn.kernel.net.addr import Address, InetAddr, UnspecAddr, from_host
 from karn.kernel.net.base import SocketFile, host_errno
-from karn.kernel.net.consts import AF_INET, AF_INET6, SOCK_STREAM, SOMAXCONN
+from karn.kernel.net.consts import AF_INET, AF_INET6, SOCK_STREAM
 
 if TYPE_CHECKING:
     from karn.kernel.net.stack import NetStack
@@ -265,12 +265,7 @@ class InetSocket(SocketFile):
         if self.host_local is None and not self.net.policy.passthrough:
             self.bind(task, InetAddr(self.family, "0.0.0.0" if self.family == AF_INET
                                      else "::", 0))
-        backlog = SOMAXCONN if backlog < 0 or backlog > SOMAXCONN else backlog
-        try:
-            self.sock.listen(backlog)
-        except OSError as err:
-            raise host_errno(err) from None
-        self.listening = True
+        self.host_listen(backlog)
 
     def accept(self, task: Task, nonblock: bool) -> tuple[InetSocket, InetAddr]:
         if not self.listening:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from karn.kernel.errors import SyscallError
 from karn.kernel.net.addr import Address, UnixAddr
 from karn.kernel.net.base import SocketFile, host_errno
-from karn.kernel.net.consts import SCM_RIGHTS, SOL_SOCKET, SOMAXCONN
+from karn.kernel.net.consts import SCM_RIGHTS, SOL_SOCKET
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
@@ -84,12 +84,7 @@ class UnixSocket(SocketFile):
     def listen(self, task: Task, backlog: int) -> None:
         if not self.guest_name:
             self.bind(task, UnixAddr(b""))
-        backlog = SOMAXCONN if backlog < 0 or backlog > SOMAXCONN else backlog
-        try:
-            self.sock.listen(backlog)
-        except OSError as err:
-            raise host_errno(err) from None
-        self.listening = True
+        self.host_listen(backlog)
 
     def accept(self, task: Task, nonblock: bool) -> tuple[UnixSocket, UnixAddr]:
         if not self.listening:
