@@ -20,6 +20,7 @@ from karn.platform.vcpu import install_kick_handler
 
 if TYPE_CHECKING:
     from karn.debug.options import DebugOptions
+    from karn.instance.monitor import InstanceOptions
 
 MIB = 1 << 20
 DEFAULT_MEMORY = 512 * MIB
@@ -45,7 +46,7 @@ class RunConfig:
 
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
-        "cpus", "debug", "publish", "network",
+        "cpus", "debug", "publish", "network", "instance",
     )  # fmt: skip
 
     def __init__(
@@ -63,6 +64,7 @@ class RunConfig:
         debug: DebugOptions | None = None,
         publish: list[str] | None = None,
         network: str | None = None,
+        instance: InstanceOptions | None = None,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -77,6 +79,7 @@ class RunConfig:
         self.debug = debug  # trace, gdb, core dumps (karn/debug/); None: no hooks at all
         self.publish = [] if publish is None else publish  # --publish specs (networking)
         self.network = network  # --network none|host|egress=...; None: none
+        self.instance = instance  # -d, --name, --metrics (karn/instance/); None: defaults
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -175,6 +178,7 @@ class Unikernel:
             raise UsageError(
                 f"--workdir {config.workdir}: {os.strerror(err.errno)} in the guest"
             ) from None
+        self.instance = None  # registered when run() starts (karn/instance/)
         self.debug = None
         if config.debug is not None and config.debug.any():
             from karn.debug.session import DebugSession
@@ -235,9 +239,14 @@ class Unikernel:
         proc = self.process
         install_kick_handler()
         forwarded = {sig: signal.signal(sig, self._forward_signal) for sig in FORWARDED_SIGNALS}
+        from karn.instance.monitor import register
+
+        self.instance = register(self, self.config.instance)  # karn ps/inspect/stop
         try:
             main = Task(proc, proc.pid, None)
             proc.start_task(main, {"rip": self.image.rip, "rsp": self.image.rsp}, 0)
+            if self.instance is not None:
+                self.instance.started()
             while not proc.done.wait(1.0):
                 pass
         finally:
@@ -246,6 +255,9 @@ class Unikernel:
             if self.debug is not None:
                 self.debug.finish()
             self.process.net.close()  # type: ignore[attr-defined]
+            if self.instance is not None:
+                failed = proc.internal_failure is not None or proc.exit_status is None
+                self.instance.finish(125 if failed else proc.exit_status, proc.fatal_signal)
         if proc.internal_failure is not None:
             raise proc.internal_failure
         self._report_fatal_signal()

@@ -152,10 +152,13 @@ def register(sub: Any, parse_size: Any) -> None:
 
     p = sub.add_parser(
         "inspect",
-        help="show an image's manifest and config as JSON",
-        description="Print, as JSON, each image's ID, names, digest, size, config and layers.",
+        help="show an instance's live state, or an image's manifest, as JSON",
+        description="Print, as JSON, for an instance: its threads (state, RIP, symbol), "
+        "memory, open fds, syscall counts and policy; for an image: its ID, names, digest, "
+        "size, config and layers.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="NAME[:TAG], ID or digest")
+    p.add_argument("images", nargs="+", metavar="INSTANCE|IMAGE",
+                   help="instance ID or name; image NAME[:TAG], ID or digest")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
@@ -169,11 +172,11 @@ def register(sub: Any, parse_size: Any) -> None:
 
     p = sub.add_parser(
         "rm",
-        help="remove images from the store",
-        description="Remove image names; an image without names left is deleted with the "
-        "blobs and extracted root no other image uses.",
+        help="remove exited instances, or images from the store",
+        description="Remove exited instances (by ID or name), or image names; an image "
+        "without names left is deleted with the blobs and extracted root no other image uses.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="INSTANCE|IMAGE")
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser(
@@ -322,10 +325,16 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    store = _store()
+    from karn.cli import instances
+    from karn.instance.registry import lookup
+
     out = []
     for text in args.images:
-        image = store.get(text)
+        inst = lookup(text)  # an instance id or name wins over an image of that name
+        if inst is not None:
+            out.append(instances.inspect(inst))
+            continue
+        image = _store().get(text)
         out.append(
             {
                 "Id": image.id,
@@ -358,8 +367,15 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    from karn.cli import instances
+    from karn.instance.registry import lookup
+
     store = _store()
     for text in args.images:
+        inst = lookup(text)
+        if inst is not None:
+            instances.remove(inst)
+            continue
         image, deleted = store.untag(text)
         print(f"deleted {image.digest}" if deleted else f"untagged {text}")
     store.collect_garbage()

@@ -109,15 +109,28 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
     run.add_argument(
         "--network", metavar="none|host|egress=CIDR[:PORTS],...",
         help="outbound network policy (default none: the guest's own loopback only)")
+    _add_instance_options(run)
     _add_debug_options(run)
     run.add_argument("program", metavar="PROGRAM|IMAGE", help="host program, or image NAME[:TAG]")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     # ---- image commands: build, images, inspect, tag, rm, prune, push, pull, login, logout
     if with_images:  # ~4 ms of parsers that `karn run` does not need
-        from karn.cli import images
+        from karn.cli import images, instances
 
         images.register(sub, parse_size)
+        instances.register(sub)
     return parser
+
+
+def _add_instance_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group("instances (docs/instances.md)")
+    group.add_argument("-d", "--detach", action="store_true",
+                       help="run in the background and print the instance ID "
+                       "(see karn ps, logs, stop, inspect)")
+    group.add_argument("--name", help="a name for the instance, usable instead of its ID")
+    group.add_argument("--metrics", metavar="[HOST:]PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics "
+                       "(default host 127.0.0.1)")
 
 
 def _add_debug_options(run: argparse.ArgumentParser) -> None:
@@ -187,15 +200,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         publish=args.publish,
         network=args.network,
     )
+    if args.detach or args.name or args.metrics:
+        from karn.instance.monitor import InstanceOptions
+
+        config.instance = InstanceOptions(name=args.name, metrics=args.metrics)
     host_path = "/" in args.program and os.path.exists(args.program)  # never an image
+    image = False
     if args.root is None and not host_path:
         from karn.cli import images
 
-        if images.is_image(args.program):  # root, program, argv, env, workdir from the image
+        image = images.is_image(args.program)
+        if image:  # root, program, argv, env, workdir from the image
             images.apply_image(config, args)
-            return Unikernel(config).run()
-    if args.entrypoint is not None:
+    if args.entrypoint is not None and not image:
         raise UsageError("--entrypoint applies only to images")
+    if args.detach:
+        from karn.instance.detach import run_detached
+
+        if args.gdb:
+            raise UsageError("--gdb needs a foreground run (the guest waits for gdb)")
+        return run_detached(config.instance, lambda: Unikernel(config).run())
     return Unikernel(config).run()
 
 

@@ -136,6 +136,9 @@ class ThreadExit(Exception):
         self.status = status
 
 
+COUNTED_SYSCALLS = 512  # x86-64 numbers are below this; larger ones are not counted
+
+
 class Process:
     pid = 1
     ppid = 0
@@ -180,6 +183,7 @@ class Process:
         self.internal_failure: BaseException | None = None
         self.done = threading.Event()
         self.observer: Observer | None = None  # debug hooks (threads.py Observer), or none
+        self.syscall_counts = [0] * COUNTED_SYSCALLS  # by number, for inspect and metrics
 
     # -- threads -----------------------------------------------------------------------
 

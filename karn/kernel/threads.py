@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.errors import SyscallError
-from karn.kernel.process import ProcessExit, ThreadExit
+from karn.kernel.process import COUNTED_SYSCALLS, ProcessExit, ThreadExit
 from karn.kernel.signals import (
     ERESTARTSYS,
     SA_NODEFER,
@@ -42,16 +42,21 @@ PF_PRESENT = 1
 class TaskLoop:
     """The kernel's side of one vCPU's exit loop (see platform/vcpu.py Vcpu.run)."""
 
-    __slots__ = ("task", "work_pending", "_dispatch", "syscall_nr")
+    __slots__ = ("task", "work_pending", "_dispatch", "syscall_nr", "serving", "_counts")
 
     def __init__(self, task: Task) -> None:
         self.task = task
         self.work_pending = False
         self.syscall_nr = -1
+        self.serving = -1  # the syscall being served now, for `karn inspect`
+        self._counts = task.process.syscall_counts
 
     def syscall(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int:
-        self.syscall_nr = nr
+        self.syscall_nr = self.serving = nr
+        if nr < COUNTED_SYSCALLS:
+            self._counts[nr] += 1
         result = dispatch(self.task, nr, (a0, a1, a2, a3, a4, a5))
+        self.serving = -1
         if result == -ERESTARTSYS:
             self.work_pending = True
         return result

@@ -9,6 +9,7 @@ import struct
 
 from karn.kernel.errors import SyscallError
 
+PAGE = mmap.PAGESIZE
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 
@@ -82,3 +83,12 @@ class HostGuestMemory:
         self._check(addr, size)
         if size:
             self._map.madvise(mmap.MADV_DONTNEED, addr, size)
+
+    def resident_bytes(self) -> int:
+        """Host pages of guest memory in RAM now (mincore over the whole mapping)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        vec = ctypes.create_string_buffer(self.size // PAGE)
+        if libc.mincore(ctypes.c_void_p(self.host_address), ctypes.c_size_t(self.size), vec):
+            return 0
+        raw = vec.raw  # one byte per page: bit 0 set when resident, other bits reserved (0)
+        return (len(raw) - raw.count(0)) * PAGE

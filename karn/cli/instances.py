@@ -1,0 +1,235 @@
+"""Instance commands: ps, logs, stop, kill, and the instance side of inspect and rm."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from karn.errors import KarnError, UsageError
+from karn.instance import registry
+from karn.instance.registry import Instance
+
+POLL = 0.05
+KILL_GRACE = 3.0  # after SIGKILL to the guest, before the monitor itself is killed
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("ps", help="list running instances",
+                       description="List running instances (with -a, exited ones too).")
+    p.add_argument("-a", "--all", action="store_true", help="also show exited instances")
+    p.add_argument("-q", "--quiet", action="store_true", help="print instance IDs only")
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("logs", help="show a detached instance's output",
+                       description="Print the stdout and stderr of a detached instance.")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new output until the instance exits")
+    p.add_argument("instance", metavar="INSTANCE", help="ID, ID prefix or name")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("stop", help="stop instances (SIGTERM, then SIGKILL)",
+                       description="Send SIGTERM to each guest; after the timeout, SIGKILL.")
+    p.add_argument("-t", "--time", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds to wait before killing (default 10)")
+    p.add_argument("instances", nargs="+", metavar="INSTANCE")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("kill", help="send a signal to instances (default SIGKILL)",
+                       description="Send a signal to each instance's guest process.")
+    p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
+    p.add_argument("instances", nargs="+", metavar="INSTANCE")
+    p.set_defaults(func=cmd_kill)
+
+
+def ask(inst: Instance, op: str, **fields: object) -> dict:
+    """One control-socket request; a one-line error when the monitor does not answer."""
+    from karn.debug.control import request
+
+    if not inst.alive():
+        raise UsageError(f"instance {inst.id} is not running ({inst.describe_state()})")
+    try:
+        answer = request(inst.socket_path, op, **fields)
+    except OSError as err:
+        raise KarnError(f"instance {inst.id} does not answer on its control socket: "
+                        f"{err.strerror or err}") from None
+    if not answer.get("ok"):
+        raise KarnError(f"instance {inst.id}: {answer.get('error')}")
+    return answer
+
+
+# -- ps -----------------------------------------------------------------------------------
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    rows = []
+    for inst in registry.all_instances():
+        state = inst.state()
+        if state != "running" and not args.all:
+            continue
+        if args.quiet:
+            print(inst.id)
+            continue
+        stats = _stats(inst) if state == "running" else None
+        rows.append([
+            inst.id, inst.name or "-", _command_line(inst.meta), inst.describe_state(),
+            _duration(stats["uptime"]) if stats else "-",
+            f"{_size(stats['guest_resident'])} / {_size(stats['memory_limit'])}" if stats
+            else "-",
+            f"{stats['cpu_seconds']:.2f}s" if stats else "-",
+        ])
+    if not args.quiet:
+        _table(["INSTANCE ID", "NAME", "COMMAND", "STATE", "UPTIME", "MEMORY", "CPU"], rows)
+    return 0
+
+
+def _stats(inst: Instance) -> dict | None:
+    try:
+        return ask(inst, "stats")
+    except KarnError:
+        return None  # exited meanwhile, or hung: ps still lists it
+
+
+def _command_line(meta: dict) -> str:
+    text = " ".join([meta["program"], *meta["args"]])
+    return text if len(text) <= 30 else text[:29] + "…"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def _size(value: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return str(value)
+
+
+# -- logs ---------------------------------------------------------------------------------
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    inst = registry.find(args.instance)
+    if not inst.detached:
+        raise UsageError(f"instance {inst.id} runs in the foreground: its output goes to "
+                         "the terminal that started it")
+    try:
+        log = open(inst.log_path, "rb")
+    except FileNotFoundError:
+        raise UsageError(f"instance {inst.id} has no log") from None
+    out = sys.stdout.buffer
+    with log:
+        while True:
+            running = args.follow and inst.refresh().alive()  # checked before the read
+            chunk = log.read(1 << 16)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not running:
+                return 0
+            time.sleep(0.1)
+
+
+# -- stop, kill ---------------------------------------------------------------------------
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    if args.time < 0:
+        raise UsageError("--time must not be negative")
+    for ref in args.instances:
+        inst = registry.find(ref)
+        if inst.alive():
+            ask(inst, "signal", signal=signal.SIGTERM)
+            if not _wait_exit(inst, args.time):
+                _kill_hard(inst)
+        print(ref)
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    sig = parse_signal(args.signal)
+    for ref in args.instances:
+        inst = registry.find(ref)
+        ask(inst, "signal", signal=sig)
+        if sig == signal.SIGKILL and not _wait_exit(inst, KILL_GRACE):
+            os.kill(inst.pid, signal.SIGKILL)
+        print(ref)
+    return 0
+
+
+def parse_signal(text: str) -> int:
+    name = text.upper()
+    if name.isdigit():
+        number = int(name)
+    else:
+        try:
+            number = signal.Signals["SIG" + name.removeprefix("SIG")].value
+        except KeyError:
+            raise UsageError(f"unknown signal {text!r}") from None
+    if not 1 <= number < 65:
+        raise UsageError(f"invalid signal number {number}")
+    return number
+
+
+def _wait_exit(inst: Instance, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while inst.refresh().alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL)
+    return True
+
+
+def _kill_hard(inst: Instance) -> None:
+    """SIGKILL to the guest; if the monitor does not end either, to the monitor."""
+    try:
+        ask(inst, "signal", signal=signal.SIGKILL)
+    except KarnError:
+        pass
+    if not _wait_exit(inst, KILL_GRACE):
+        os.kill(inst.pid, signal.SIGKILL)
+        _wait_exit(inst, KILL_GRACE)
+
+
+# -- inspect, rm: instances first, then images (karn/cli/images.py) ---------------------
+
+def inspect(inst: Instance) -> dict:
+    info: dict = {"Id": inst.id, "Name": inst.name, "State": inst.state(),
+                  "Pid": inst.pid, "Created": inst.meta["created"],
+                  "Program": inst.meta["program"], "Args": inst.meta["args"],
+                  "Detached": inst.detached}
+    if inst.status is not None:
+        info["ExitCode"] = inst.status["exit_code"]
+        info["Finished"] = inst.status["finished"]
+    elif inst.alive():
+        live = ask(inst, "inspect")
+        live.pop("ok")
+        info.update(live)
+    return info
+
+
+def remove(inst: Instance) -> None:
+    if inst.alive():
+        raise UsageError(f"instance {inst.id} is running: stop it first (karn stop {inst.id})")
+    registry.remove(inst)
+    print(inst.id)
+
+
+def print_json(value: object) -> None:
+    json.dump(value, sys.stdout, indent=2)
+    sys.stdout.write("\n")

@@ -1,0 +1,93 @@
+"""What `karn ps`, `karn inspect` and --metrics report about a running unikernel.
+
+Read from another host thread while the guest runs: every value is a snapshot. A thread's
+registers are those of its last exit to the monitor (a running vCPU is not stopped).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from karn.kernel.numbers import SYSCALL_NAMES
+
+if TYPE_CHECKING:
+    from karn.runtime import Unikernel
+
+
+def stats(uk: Unikernel) -> dict:
+    """The cheap numbers (for ps and metrics)."""
+    proc = uk.process
+    times = os.times()
+    return {
+        "uptime": time.monotonic() - proc.start_monotonic,
+        "threads": len(proc.tasks),
+        "cpu_seconds": times.user + times.system,
+        "memory_limit": uk.config.memory,
+        "guest_mapped": proc.mm.mapped_bytes,
+        "guest_resident": proc.mem.resident_bytes(),
+        "monitor_rss": monitor_rss(),
+        "syscalls": sum(proc.syscall_counts),
+    }
+
+
+def inspect(uk: Unikernel) -> dict:
+    proc = uk.process
+    return {
+        "program": uk.manifest.entry,
+        "argv": [a.decode(errors="replace") for a in proc.config.argv],
+        "stats": stats(uk),
+        "threads": threads(uk),
+        "fds": [{"fd": fd, "target": f.link_name(), "kind": type(f).__name__}
+                for fd, f in sorted(proc.fds.items())],
+        "syscalls": syscall_counts(proc.syscall_counts),
+        "policy": policy(uk),
+    }
+
+
+def threads(uk: Unikernel) -> list[dict]:
+    symbolize = uk.symbolizer().symbolize
+    out = []
+    for tid, task in sorted(uk.process.tasks.items()):
+        loop, cpu = task.loop, task.cpu
+        serving = getattr(loop, "serving", -1)
+        state = f"in syscall {SYSCALL_NAMES.get(serving, serving)}" if serving >= 0 \
+            else "running"
+        entry: dict = {"tid": tid, "state": state}
+        if cpu is not None and loop is not None:
+            rip = cpu.get_context()["rip"]
+            entry["rip"] = f"{rip:#x}"
+            entry["symbol"] = symbolize(rip)
+        out.append(entry)
+    return out
+
+
+def syscall_counts(counts: list[int]) -> dict[str, int]:
+    named = {SYSCALL_NAMES.get(nr, str(nr)): n for nr, n in enumerate(counts) if n}
+    return dict(sorted(named.items(), key=lambda item: -item[1]))
+
+
+def policy(uk: Unikernel) -> dict:
+    config, proc = uk.config, uk.process
+    from karn.kernel.limits import RLIMIT_NOFILE, RLIMIT_NPROC
+
+    net = proc.net  # type: ignore[attr-defined]
+    sandbox = getattr(uk, "sandbox", None)
+    return {
+        "root": f"{config.root or 'collected program files'} (read-only)",
+        "volumes": [f"{v.host}:{v.guest}:{'ro' if v.readonly else 'rw'}"
+                    for v in config.volumes],
+        "network": net.policy.describe(),
+        "published": [str(p) for p in net.policy.publish],
+        "memory_limit": config.memory,
+        "cpus": config.cpus,
+        "max_open_files": proc.rlimits[RLIMIT_NOFILE][0],
+        "max_threads": proc.rlimits[RLIMIT_NPROC][0],
+        "sandbox": sandbox.describe() if sandbox is not None else "off",
+    }
+
+
+def monitor_rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -1,0 +1,184 @@
+"""Instances: run -d, ps, logs -f, inspect, stop, kill, rm and --metrics, against a real
+guest service in a real VM, through the monitor's control socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture()
+def state_dir():
+    # short: the control socket's path must fit in sockaddr_un
+    path = tempfile.mkdtemp(prefix="ks-", dir="/tmp")
+    yield path
+    for inst in Path(path, "instances").glob("*/meta.json"):  # never leave a guest behind
+        pid = json.loads(inst.read_text())["pid"]
+        subprocess.run(["kill", "-9", str(pid)], capture_output=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture()
+def cli(state_dir):
+    def run(*args: str, timeout: float = TIMEOUT, check: bool = True):
+        env = {**os.environ, "KARN_STATE_DIR": state_dir}
+        got = subprocess.run([sys.executable, "-m", "karn", *args], capture_output=True,
+                             text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+        if check:
+            assert got.returncode == 0, (args, got.stderr)
+        return got
+    return run
+
+
+@pytest.fixture(scope="module")
+def service(build):
+    return build("service", extra_flags=("-pthread",))
+
+
+def wait_for(predicate, what: str, timeout: float = TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def ps_rows(cli, *flags: str) -> list[list[str]]:
+    lines = cli("ps", *flags).stdout.splitlines()
+    assert lines[0].split()[:2] == ["INSTANCE", "ID"]
+    return [line.split() for line in lines[1:]]
+
+
+def test_detached_service_lifecycle(cli, service, state_dir):
+    instance_id = cli("run", "-d", "--name", "svc", str(service), "3").stdout.strip()
+    assert len(instance_id) == 12
+
+    rows = ps_rows(cli)
+    assert [r[:2] for r in rows] == [[instance_id, "svc"]]
+    assert "running" in rows[0]
+
+    env = {**os.environ, "KARN_STATE_DIR": state_dir}
+    follow = subprocess.Popen([sys.executable, "-m", "karn", "logs", "-f", instance_id],
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        seen = [follow.stdout.readline() for _ in range(3)]
+        assert seen == ["tick 0\n", "tick 1\n", "tick 2\n"]  # streamed while running
+
+        info = json.loads(cli("inspect", "svc").stdout)[0]
+        assert info["State"] == "running"
+        threads = info["threads"]
+        assert len(threads) == 4 and info["stats"]["threads"] == 4
+        states = sorted(t["state"] for t in threads)
+        assert states[-3:] == ["in syscall pause"] * 3, states
+        main = next(t for t in threads if t["tid"] == 1)
+        assert "nanosleep" in main["symbol"], main  # RIP symbolized in the guest libc
+        targets = [f["target"] for f in info["fds"]]
+        assert targets[3] == "/proc/1/status", targets  # the file the program opened
+        assert info["syscalls"]["clock_nanosleep"] >= 3
+        assert info["policy"]["network"] == "--network none"
+
+        assert cli("stop", "-t", "10", "svc").stdout.strip() == "svc"
+        rest = follow.communicate(timeout=TIMEOUT)[0]
+    finally:
+        follow.kill()
+    assert follow.returncode == 0  # logs -f ends when the instance does
+    assert rest.rstrip().endswith("got SIGTERM, fd 3 still open, exiting")  # handler ran
+
+    rows = ps_rows(cli, "-a")
+    assert rows[0][:2] == [instance_id, "svc"] and "exited (3)" in " ".join(rows[0])
+    assert ps_rows(cli) == []  # not running any more
+    info = json.loads(cli("inspect", instance_id[:6]).stdout)[0]
+    assert (info["State"], info["ExitCode"]) == ("exited", 3)
+
+    assert cli("rm", "svc").stdout.strip() == instance_id
+    assert ps_rows(cli, "-a") == []
+
+
+def test_stop_kills_a_guest_that_ignores_sigterm(cli, service):
+    instance_id = cli("run", "-d", str(service), "1", "ignore-term").stdout.strip()
+    started = time.monotonic()
+    cli("stop", "-t", "1", instance_id)
+    assert time.monotonic() - started >= 1.0  # it waited for the grace period
+    info = json.loads(cli("inspect", instance_id).stdout)[0]
+    assert (info["State"], info["ExitCode"]) == ("exited", 128 + 9)
+
+
+def test_kill_sends_the_named_signal(cli, service):
+    instance_id = cli("run", "-d", str(service), "0").stdout.strip()
+    cli("kill", "-s", "TERM", instance_id)
+    info = wait_for(lambda: (i := json.loads(cli("inspect", instance_id).stdout)[0])
+                    ["State"] == "exited" and i, "the guest to exit")
+    assert info["ExitCode"] == 3  # the guest's own SIGTERM handler chose the status
+    assert "unknown signal" in cli("kill", "-s", "BOGUS", instance_id, check=False).stderr
+
+
+def test_foreground_run_is_listed_and_inspectable(cli, service, state_dir):
+    env = {**os.environ, "KARN_STATE_DIR": state_dir}
+    run = subprocess.Popen([sys.executable, "-m", "karn", "run", str(service), "2"],
+                           stdout=subprocess.PIPE, env=env)
+    try:
+        rows = wait_for(lambda: ps_rows(cli), "the foreground run in ps")
+        instance_id = rows[0][0]
+        info = json.loads(cli("inspect", instance_id).stdout)[0]
+        assert info["stats"]["threads"] == 3 and not info["Detached"]
+        assert "foreground" in cli("logs", instance_id, check=False).stderr
+        cli("kill", "-s", "TERM", instance_id)
+        assert run.wait(TIMEOUT) == 3
+    finally:
+        run.kill()
+    assert ps_rows(cli, "-a") == []  # a foreground run leaves no record
+
+
+def test_metrics_endpoint(cli, service):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    instance_id = cli("run", "-d", "--metrics", f"127.0.0.1:{port}", str(service), "2"
+                      ).stdout.strip()
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            text = r.read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+    first = scrape()
+    assert first["karn_guest_threads"] == 3
+    assert first["karn_memory_limit_bytes"] == 512 << 20
+    assert 0 < first["karn_guest_resident_bytes"] < first["karn_memory_limit_bytes"]
+    name = 'karn_syscalls_total{name="clock_nanosleep"}'
+    wait_for(lambda: scrape().get(name, 0) > first.get(name, 0), "the sleep count to grow")
+    cli("stop", instance_id)
+
+
+def test_detached_start_failure_is_reported_and_leaves_nothing(cli, state_dir):
+    got = cli("run", "-d", "/nonexistent/program", check=False)
+    assert got.returncode == 127
+    assert got.stdout == ""
+    assert got.stderr.strip().splitlines() == ["karn: /nonexistent/program: no such file or "
+                                               "directory"]
+    assert ps_rows(cli, "-a") == []
+
+
+@pytest.mark.parametrize("command", [["logs", "nope"], ["stop", "nope"], ["kill", "nope"],
+                                     ["inspect", "nope"]])
+def test_unknown_instance_is_one_line(cli, command):
+    got = cli(*command, check=False)
+    assert got.returncode != 0
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0], got.stderr
