@@ -32,6 +32,9 @@ GUEST_MOUNTS = ("/tmp", "/dev", "/proc")  # synthetic mounts that would hide col
 RELOCATED_PREFIX = "/run/karn"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
+# A foreground run appears in `karn ps` once it has run this long: short runs skip the
+# ~15 ms of registering (imports, socket, files) that nobody could have used.
+LISTED_AFTER = 0.05
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
 
 
@@ -239,14 +242,16 @@ class Unikernel:
         proc = self.process
         install_kick_handler()
         forwarded = {sig: signal.signal(sig, self._forward_signal) for sig in FORWARDED_SIGNALS}
-        from karn.instance.monitor import register
-
-        self.instance = register(self, self.config.instance)  # karn ps/inspect/stop
+        eager = self.config.instance is not None  # -d, --name, --metrics
+        if eager:
+            self.instance = self._register()
         try:
             main = Task(proc, proc.pid, None)
             proc.start_task(main, {"rip": self.image.rip, "rsp": self.image.rsp}, 0)
             if self.instance is not None:
                 self.instance.started()
+            if not eager and not proc.done.wait(LISTED_AFTER):
+                self.instance = self._register()
             while not proc.done.wait(1.0):
                 pass
         finally:
@@ -262,6 +267,12 @@ class Unikernel:
             raise proc.internal_failure
         self._report_fatal_signal()
         return proc.exit_status if proc.exit_status is not None else 0
+
+    def _register(self):  # noqa: ANN202 - a MonitorInstance or None
+        """karn ps/inspect/stop find the run through this (karn/instance/)."""
+        from karn.instance.monitor import register
+
+        return register(self, self.config.instance)
 
     def _forward_signal(self, signum: int, frame: object) -> None:
         """Host signals to karn (Ctrl-C, kill) go to the guest, as to a process."""
