@@ -49,7 +49,7 @@ class RunConfig:
 
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
-        "cpus", "debug", "publish", "network", "instance",
+        "cpus", "debug", "publish", "network", "instance", "ports",
     )  # fmt: skip
 
     def __init__(
@@ -68,6 +68,7 @@ class RunConfig:
         publish: list[str] | None = None,
         network: str | None = None,
         instance: InstanceOptions | None = None,
+        ports: list | None = None,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -83,6 +84,7 @@ class RunConfig:
         self.publish = [] if publish is None else publish  # --publish specs (networking)
         self.network = network  # --network none|host|egress=...; None: none
         self.instance = instance  # -d, --name, --metrics (karn/instance/); None: defaults
+        self.ports = [] if ports is None else ports  # a partition's PortSpecs (docs/systems.md)
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -223,7 +225,7 @@ class Unikernel:
         else:
             root = ManifestFs(self.manifest.files, self.manifest.symlinks)
         volumes = [(v.host, v.guest, v.readonly) for v in self.config.volumes]
-        return FsContext.build(root, volumes)
+        return FsContext.build(root, volumes, ports=self.config.ports)
 
     def _canonical(self, guest_path: str) -> str:
         """The path /proc/self/exe shows: symlinks resolved, as the kernel reports it."""
@@ -283,10 +285,14 @@ class Unikernel:
 
     def _report_fatal_signal(self) -> None:
         proc = self.process
-        if proc.crash_fault is not None:
-            from karn.debug.crash import CrashContext, classify, format_report  # on a crash
+        snapshot = proc.fatal_snapshot
+        if proc.crash_fault is not None or snapshot is not None:
+            from karn.debug.crash import CrashContext, classify, format_report, signal_report
 
-            report = classify(proc.crash_fault)
+            if proc.crash_fault is not None:
+                report = classify(proc.crash_fault)
+            else:
+                report = signal_report(proc.fatal_signal, snapshot.regs, snapshot.fs_base)
             history = list(self.debug.history.records) if self.debug is not None else None
             symbolizer = self.symbolizer()
             context = CrashContext(proc.mem, symbolizer, history)

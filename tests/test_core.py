@@ -44,3 +44,27 @@ def test_no_core_without_a_crash(build, karn, build_dir):
     got = karn("--core-dump", cores, build("exit42", "static"))
     assert got.returncode == 42
     assert not list(cores.iterdir())
+
+
+def test_abort_gets_a_report_and_a_core(build, karn, build_dir):
+    """abort() is a signal the program sends itself: report and core show where."""
+    exe = build("abort_check", "dynamic")
+    cores = build_dir / "cores-abort"
+    cores.mkdir(exist_ok=True)
+    got = karn("--core-dump", cores, exe)
+    err = got.stderr.decode()
+    assert got.returncode == 134, err
+    assert "crashed: SIGABRT (abort() or raise() in the program)" in err
+    report = re.findall(r"#\d+\s+0x[0-9a-f]+ in (\w+)\+0x[0-9a-f]+ .*?(?: at .*:(\d+))?$",
+                        err, re.M)
+    names = [name for name, _ in report]
+    assert names.index("abort") < names.index("check_positive") < names.index("main"), err
+    assert dict(report)["check_positive"] == "9" and dict(report)["main"] == "16", report
+    files = list(cores.glob("core.*"))
+    assert len(files) == 1, err
+    gdb = subprocess.run([shutil.which("gdb") or "gdb", "-batch", "-nx", "-ex", "bt",
+                          str(exe), str(files[0])], capture_output=True, text=True, timeout=120)
+    out = gdb.stdout + gdb.stderr
+    assert "Program terminated with signal SIGABRT" in out, out
+    assert re.search(r"in check_positive \(.*abort_check\.c:9", out), out
+    assert re.search(r"in main \(.*abort_check\.c:16", out), out

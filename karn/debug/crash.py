@@ -69,6 +69,16 @@ def classify(fault: GuestFault) -> CrashReport:
     return CrashReport(sig, cause, fault, address, access)
 
 
+def signal_report(sig: int, regs: dict[str, int], fs_base: int) -> CrashReport:
+    """A core-dumping signal the program sent itself (abort(), raise()), reported at the
+    call that sent it."""
+    state = GuestFault(-1, None, regs["rip"], regs["rsp"], regs["rflags"], 0, regs, fs_base)
+    name = signal.Signals(sig)
+    cause = "abort() or raise() in the program" if name == signal.SIGABRT \
+        else "sent by the program to itself"
+    return CrashReport(name, cause, state, None, "")
+
+
 class CrashContext:
     """What a full report needs beyond the fault: guest memory, the mapped objects and,
     when recorded, the last syscalls."""

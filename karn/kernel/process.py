@@ -10,7 +10,7 @@ import errno
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
@@ -136,6 +136,14 @@ class ThreadExit(Exception):
         self.status = status
 
 
+class SignalSnapshot(NamedTuple):
+    """A thread's state when it sent itself a fatal core-dumping signal (like a fault's)."""
+
+    tid: int
+    regs: dict[str, int]
+    fs_base: int
+
+
 COUNTED_SYSCALLS = 512  # x86-64 numbers are below this; larger ones are not counted
 
 
@@ -180,6 +188,7 @@ class Process:
         self.fatal_signal = 0
         self.fatal_core = False
         self.crash_fault: object | None = None
+        self.fatal_snapshot: SignalSnapshot | None = None  # who raised a core signal
         self.internal_failure: BaseException | None = None
         self.done = threading.Event()
         self.observer: Observer | None = None  # debug hooks (threads.py Observer), or none
@@ -252,9 +261,24 @@ class Process:
 
     def terminate_by_signal(self, sig: int, core: bool) -> None:
         with self.signal_lock:
-            if self.exit_status is None:
+            first = self.exit_status is None
+            if first:
                 self.fatal_signal, self.fatal_core = sig, core
+        if first and core and self.crash_fault is None:
+            self._snapshot_self_signal()
         self.exit_group(128 + sig)
+
+    def _snapshot_self_signal(self) -> None:
+        """abort(), raise(SIGSEGV)...: the thread that sent itself a core-dumping signal is
+        the one serving the call now; keep its registers for the report and core dump."""
+        me = threading.get_ident()
+        task = next((t for t in list(self.tasks.values()) if t.host_thread == me), None)
+        if task is None or task.cpu is None:
+            return  # sent from outside (karn kill, a forwarded host signal)
+        self.fatal_snapshot = SignalSnapshot(task.tid, task.cpu.get_context(),
+                                             task.cpu.get_fs_base())
+        if self.observer is not None:
+            self.observer.crashed(task, self.fatal_snapshot)
 
     def crash(self, fault: object, sig: int) -> None:
         with self.signal_lock:

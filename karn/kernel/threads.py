@@ -120,7 +120,8 @@ class Observer(Protocol):
         ...
 
     def crashed(self, task: Task, fault) -> None:
-        """The fault ends the process (called before the other threads are gone)."""
+        """The fault ends the process (called before the other threads are gone); for a
+        core-dumping signal the thread sent itself, `fault` is a process.SignalSnapshot."""
         ...
 
     def interrupted(self, task: Task) -> None: ...
