@@ -72,9 +72,13 @@ _warned: set[int] = set()
 
 def unimplemented(number: int) -> int:
     name = SYSCALL_NAMES.get(number)
-    if name not in DELIBERATE_ENOSYS and number not in _warned:
-        _warned.add(number)
-        log.warning("unimplemented syscall %s (%d): returning -ENOSYS", name or "?", number)
+    # Numbers outside the table share one key: a guest must not flood the log or grow the set.
+    key = number if name is not None else -1
+    if name not in DELIBERATE_ENOSYS and key not in _warned:
+        _warned.add(key)
+        later = "" if name else " (later unknown numbers are not logged)"
+        log.warning("unimplemented syscall %s (%d): returning -ENOSYS%s", name or "?", number,
+                    later)
     return -errno.ENOSYS
 
 

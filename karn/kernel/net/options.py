@@ -48,8 +48,10 @@ _warned: set[tuple[int, int]] = set()
 
 
 def _refuse(level: int, name: int) -> SyscallError:
-    if (level, name) not in _warned:
-        _warned.add((level, name))
+    # Levels we do not know share one key: a guest must not flood the log or grow the set.
+    key = (level, name) if level in PASS and 0 <= name < 256 else (-1, -1)
+    if key not in _warned:
+        _warned.add(key)
         log.warning("socket option level %d name %d is not supported; returning ENOPROTOOPT",
                     level, name)
     return SyscallError(errno.ENOPROTOOPT)
