@@ -49,7 +49,7 @@ class RunConfig:
 
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
-        "cpus", "debug", "publish", "network", "instance", "ports",
+        "cpus", "debug", "publish", "network", "instance", "ports", "sandbox",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +69,7 @@ class RunConfig:
         network: str | None = None,
         instance: InstanceOptions | None = None,
         ports: list | None = None,
+        sandbox: bool = True,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -85,6 +86,7 @@ class RunConfig:
         self.network = network  # --network none|host|egress=...; None: none
         self.instance = instance  # -d, --name, --metrics (karn/instance/); None: defaults
         self.ports = [] if ports is None else ports  # a partition's PortSpecs (docs/systems.md)
+        self.sandbox = sandbox  # confine the monitor after set-up (karn/sandbox/)
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -248,6 +250,10 @@ class Unikernel:
         if eager:
             self.instance = self._register()
         try:
+            if self.config.sandbox:  # after set-up, before the guest runs
+                from karn.sandbox import confine
+
+                self.sandbox = confine(self)
             main = Task(proc, proc.pid, None)
             proc.start_task(main, {"rip": self.image.rip, "rsp": self.image.rsp}, 0)
             if self.instance is not None:

@@ -109,6 +109,9 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
     run.add_argument(
         "--network", metavar="none|host|egress=CIDR[:PORTS],...",
         help="outbound network policy (default none: the guest's own loopback only)")
+    run.add_argument("--no-sandbox", action="store_true",
+                     help="do not confine the monitor process (seccomp, Landlock, "
+                     "namespaces); for debugging karn itself (docs/security.md)")
     _add_instance_options(run)
     _add_debug_options(run)
     run.add_argument("program", metavar="PROGRAM|IMAGE", help="host program, or image NAME[:TAG]")
@@ -199,6 +202,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         debug=_debug_options(args),
         publish=args.publish,
         network=args.network,
+        sandbox=not args.no_sandbox,
     )
     if args.detach or args.name or args.metrics:
         from karn.instance.monitor import InstanceOptions

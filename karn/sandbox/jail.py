@@ -1,0 +1,138 @@
+"""Confine a monitor whose set-up is done: what it may still touch, then lock it in."""
+
+from __future__ import annotations
+
+import os
+import site
+import sysconfig
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import karn
+from karn import log
+from karn.errors import KarnError
+from karn.sandbox import landlock as L
+from karn.sandbox import privileges, seccomp
+from karn.sandbox.probe import armed
+from karn.sandbox.threads import ThreadRoutine
+
+if TYPE_CHECKING:
+    from karn.runtime import Unikernel
+
+_confined: Confinement | None = None
+
+
+@dataclass
+class Confinement:
+    """What confine() did; `describe()` is what `karn inspect` shows."""
+
+    syscalls: int  # host system calls the monitor may still make
+    landlock_abi: int  # 0: not available, files not confined
+    landlock_rules: int
+    threads: int
+    namespaces: list[str] = field(default_factory=list)
+    capabilities: list[str] | None = None  # kept (root); None: not root
+    pinned: list[int] = field(default_factory=list, repr=False)
+
+    def describe(self) -> dict:
+        return {
+            "seccomp": f"{self.syscalls} host syscalls allowed; others fail with EPERM, "
+                       "exec/ptrace/mount/module loading kill the monitor",
+            "no_new_privs": True,
+            "landlock": (f"ABI {self.landlock_abi}, {self.landlock_rules} rules"
+                         if self.landlock_abi else "not available: host files not confined"),
+            "namespaces": self.namespaces or ["none"],
+            "capabilities": ("not root" if self.capabilities is None
+                             else self.capabilities or ["none"]),
+        }
+
+
+def allowed_syscall_count() -> int | None:
+    """Host system calls this (confined) monitor may still make; None if not confined."""
+    return None if _confined is None else _confined.syscalls
+
+
+def confine(uk: Unikernel) -> Confinement:
+    """Confine this process for the rest of its life; KarnError if it cannot be."""
+    global _confined
+    probe = armed()
+    try:
+        result = _confine(uk)
+    except (OSError, ImportError) as err:
+        raise KarnError(f"cannot confine the monitor ({err}); run with --no-sandbox "
+                        "to go without") from None
+    _confined = result
+    log.debug("sandbox: %s", result.describe())
+    if probe is not None:
+        probe.fire()
+    return result
+
+
+def _confine(uk: Unikernel) -> Confinement:
+    import pyseccomp  # noqa: F401 - now: it runs ldconfig and makes temporary files
+
+    policy = uk.process.net.policy  # type: ignore[attr-defined]
+    abi = L.abi_version()
+    ruleset = _ruleset(uk, abi, restrict_bind=policy.mode != "host") if abi else None
+    if ruleset is None:
+        log.warning("sandbox: Landlock is not available on this kernel: the monitor's "
+                    "host file access is not confined (seccomp only)")
+    namespaces: list[str] = []
+    netns, keep = -1, None
+    if privileges.is_root():
+        if policy.mode == "none" and not policy.publish:
+            netns = privileges.private_network()
+            namespaces.append("net")
+        privileged_bind = policy.mode == "host" or any(
+            p.host_port < 1024 for p in policy.publish)
+        keep = privileges.capabilities_to_keep(privileged_bind)
+    try:
+        threads = ThreadRoutine(-1 if ruleset is None else ruleset.fd, netns, keep)
+        count = threads.apply_everywhere()
+    finally:
+        if ruleset is not None:
+            ruleset.close()
+        if netns >= 0:
+            os.close(netns)
+    allowed = seccomp.load_filter()
+    return Confinement(
+        syscalls=allowed, landlock_abi=abi, landlock_rules=ruleset.rules if ruleset else 0,
+        threads=count, namespaces=namespaces,
+        capabilities=None if keep is None else privileges.describe_caps(keep),
+        pinned=ruleset.pinned if ruleset else [])
+
+
+def _ruleset(uk: Unikernel, abi: int, restrict_bind: bool) -> L.Ruleset:
+    """Everything the monitor may still open, and how."""
+    config = uk.config
+    rules = L.Ruleset(abi, restrict_bind)
+    # the guest's files
+    if config.root is not None:
+        rules.allow(config.root, L.READ)
+    rules.allow_all(uk.manifest.files.values(), L.READ_FILE)
+    for vol in config.volumes:
+        rules.allow(vol.host, L.READ if vol.readonly else L.READ | L.WRITE)
+    net = uk.process.net  # type: ignore[attr-defined]
+    unix_dir = net.unix_dir()  # made now: guest AF_UNIX names live there
+    rules.allow(unix_dir, L.READ | L.WRITE)
+    rules.allow(os.path.dirname(unix_dir), L.REMOVE_DIR)  # removed at exit
+    # Python's own modules and karn's, read-only, for imports made after confinement
+    paths = sysconfig.get_paths()
+    rules.allow_all({paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"],
+                     *site.getsitepackages(), os.path.dirname(karn.__file__)}, L.READ)
+    # /proc/cpuinfo (the guest's copy), /proc/self/{statm,fd/N} (inspect, reopening)
+    rules.allow_pinned("/proc/cpuinfo", L.READ_FILE)
+    rules.allow_pinned(f"/proc/{os.getpid()}", L.READ)
+    # debugging and the instance record
+    debug = config.debug
+    if debug is not None and debug.core_dir is not None:
+        rules.allow(debug.core_dir, L.MAKE_REG | L.WRITE_FILE | L.TRUNCATE)
+    registration = getattr(getattr(uk, "instance", None), "registration", None)
+    if registration is not None:  # removed at exit (karn/instance/registry.py)
+        rules.allow(registration.directory, L.READ_DIR | L.REMOVE_FILE | L.WRITE_FILE)
+        rules.allow(os.path.dirname(registration.directory), L.REMOVE_DIR)
+    # TCP binds: ephemeral ports (the guest's loopback) and the published ports
+    rules.allow_bind(0)
+    for pub in net.policy.publish:
+        rules.allow_bind(pub.host_port)
+    return rules

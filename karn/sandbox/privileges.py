@@ -1,0 +1,52 @@
+"""What a monitor started as root gives up: capabilities, and the host's network when
+the guest has none (Firecracker's jailer does the same with namespaces and a uid)."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import socket
+import struct
+
+CLONE_NEWNET = 0x40000000
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+# Kept: what serving the guest's files in its volumes as root takes (owner, mode and
+# permission checks of a root guest); Landlock still limits *where*.
+CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID = 0, 1, 2, 3, 4
+CAP_NET_BIND_SERVICE = 10
+FILE_CAPS = (CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID)
+CAP_NAMES = {CAP_CHOWN: "chown", CAP_DAC_OVERRIDE: "dac_override",
+             CAP_DAC_READ_SEARCH: "dac_read_search", CAP_FOWNER: "fowner",
+             CAP_FSETID: "fsetid", CAP_NET_BIND_SERVICE: "net_bind_service"}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def capabilities_to_keep(privileged_bind: bool) -> int:
+    """The capability mask the monitor keeps (everything else is dropped)."""
+    caps = FILE_CAPS + ((CAP_NET_BIND_SERVICE,) if privileged_bind else ())
+    return sum(1 << c for c in caps)
+
+
+def describe_caps(mask: int) -> list[str]:
+    return [name for cap, name in sorted(CAP_NAMES.items()) if mask & (1 << cap)]
+
+
+def private_network() -> int:
+    """Move this thread into a new network namespace with only a loopback (up), so the
+    guest's own loopback keeps working and nothing of the host's network is reachable.
+    Returns an fd of the namespace for the other threads to join."""
+    if _libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = bytearray(struct.pack("16sH22x", b"lo", 0))
+        fcntl.ioctl(s, SIOCGIFFLAGS, ifreq)
+        flags = struct.unpack_from("H", ifreq, 16)[0] | IFF_UP
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags))
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
