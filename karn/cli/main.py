@@ -38,6 +38,15 @@ def parse_volume(text: str):
     return Volume(os.path.abspath(parts[0]), os.path.normpath(parts[1]), mode == "ro")
 
 
+def parse_port(text: str):  # noqa: ANN201 - a PortSpec (karn/kernel/fs/ports.py)
+    from karn.kernel.fs.ports import PortSpec
+
+    try:
+        return PortSpec.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 125 like docker
         sys.stderr.write(f"karn: {message} (see '{self.prog} --help')\n")
@@ -112,6 +121,8 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
     run.add_argument("--no-sandbox", action="store_true",
                      help="do not confine the monitor process (seccomp, Landlock, "
                      "namespaces); for debugging karn itself (docs/security.md)")
+    run.add_argument("--port", action="append", default=[], type=parse_port,
+                     help=argparse.SUPPRESS)  # a partition's port, from `karn system up`
     _add_instance_options(run)
     _add_debug_options(run)
     run.add_argument("program", metavar="PROGRAM|IMAGE", help="host program, or image NAME[:TAG]")
@@ -122,6 +133,9 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
 
         images.register(sub, parse_size)
         instances.register(sub)
+        from karn.cli import system
+
+        system.register(sub)
     return parser
 
 
@@ -202,6 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         debug=_debug_options(args),
         publish=args.publish,
         network=args.network,
+        ports=args.port,
         sandbox=not args.no_sandbox,
     )
     if args.detach or args.name or args.metrics:

@@ -41,15 +41,21 @@ class FsContext:
         root: Filesystem,
         volumes: Iterable[tuple[str, str, bool]] = (),
         tmp_size: int = 256 << 20,
+        ports: list | None = None,
     ) -> FsContext:
         """Mount root at /, tmpfs at /tmp and /dev/shm, devfs at /dev, procfs at /proc,
-        then each volume (host_dir, guest_path, readonly); mount points need not exist."""
+        a partition's ports at /dev/ports (PortSpecs, docs/systems.md), then each volume
+        (host_dir, guest_path, readonly); mount points need not exist."""
         vfs = Vfs(root)
         proc = ProcFs()
         vfs.mount("/tmp", TmpFs(tmp_size))
         vfs.mount("/dev", DevFs())
         vfs.mount("/dev/shm", TmpFs(tmp_size))
         vfs.mount("/proc", proc)
+        if ports:
+            from karn.kernel.fs.ports import PortsFs
+
+            vfs.mount("/dev/ports", PortsFs(ports))
         for host, guest, readonly in volumes:
             if not guest.startswith("/") or ".." in split_path(guest):
                 raise ValueError(f"volume mount point must be an absolute path: {guest}")

@@ -1,0 +1,257 @@
+"""`karn system check|up|down|status|logs|graph`: partitioned systems (docs/systems.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from karn.errors import KarnError, UsageError
+
+DOWN_WAIT = 15.0  # seconds `down` waits for the supervisor to finish
+
+
+def register(sub: Any) -> None:
+    system = sub.add_parser(
+        "system", help="run partitioned systems (ports, diodes, guards, schedules)",
+        description="Several unikernels joined by ports, one-way data diodes and guards, "
+        "described in one TOML file (docs/systems.md).")
+    cmds = system.add_subparsers(dest="system_command", metavar="COMMAND",
+                                 parser_class=type(system))
+    system.set_defaults(func=lambda args: _usage(system))
+
+    p = cmds.add_parser("check", help="validate a system description",
+                        description="Validate FILE; print a summary or one precise error.")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_check)
+
+    p = cmds.add_parser("up", help="start a system",
+                        description="Start every partition of FILE and run the channels, "
+                        "schedule and health monitor until `karn system down` or Ctrl-C.")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run the supervisor in the background")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_up)
+
+    p = cmds.add_parser("down", help="stop a running system",
+                        description="Stop every partition of SYSTEM (name or FILE; default: "
+                        "the only running system).")
+    p.add_argument("system", nargs="?", metavar="SYSTEM")
+    p.set_defaults(func=cmd_down)
+
+    p = cmds.add_parser("status", help="partitions, restarts and channel counters",
+                        description="Show SYSTEM's partitions and channel counters (the "
+                        "final ones once it has stopped).")
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("system", nargs="?", metavar="SYSTEM")
+    p.set_defaults(func=cmd_status)
+
+    p = cmds.add_parser("logs", help="show partition output and system events",
+                        description="Print PARTITION's output, or the system's event log "
+                        "and every partition's output.")
+    p.add_argument("-s", "--system", metavar="SYSTEM", help="name or FILE (default: the "
+                   "only running system)")
+    p.add_argument("partition", nargs="?", metavar="PARTITION")
+    p.set_defaults(func=cmd_logs)
+
+    p = cmds.add_parser("graph", help="draw a system as SVG (graphviz)",
+                        description="Write an SVG of FILE's partitions, ports, channels, "
+                        "diodes and guards.")
+    p.add_argument("-o", "--output", metavar="SVG", help="default: FILE with .svg")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=cmd_graph)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 125
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from karn.system.description import load
+
+    system = load(args.file)
+    nports = len(system.ports())
+    diodes = sum(1 for c in system.channels if c.diode)
+    guarded = sum(1 for c in system.channels if c.guard is not None)
+    print(f"{system.name}: ok: {len(system.partitions)} partitions, {nports} ports, "
+          f"{len(system.channels)} channels ({diodes} diodes, {guarded} guarded), "
+          f"{system.schedule.policy} schedule")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from karn.system import state
+    from karn.system.description import load
+    from karn.system.supervisor import serve
+
+    system = load(args.file)
+    if state.is_running(system.name):
+        raise UsageError(f"system {system.name} is already running")
+    if not args.detach:
+        return serve(system, echo=True)
+    return _up_detached(system)
+
+
+def _up_detached(system: Any) -> int:
+    """Fork the supervisor into its own session; print the name once it is up."""
+    from karn.system import state
+    from karn.system.supervisor import serve
+
+    directory = state.system_dir(system.name)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    log_path = os.path.join(directory, "supervisor.log")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r)
+        status = 125
+        try:
+            os.setsid()
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.close(null)
+            os.close(log)
+
+            def ready() -> None:
+                os.write(ready_w, b"ok")
+                os.close(ready_w)
+
+            status = serve(system, echo=False, on_ready=ready)
+        except KarnError as err:
+            sys.stderr.write(f"karn: {err}\n")
+            status = err.exit_code
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+    os.close(ready_w)
+    with os.fdopen(ready_r, "rb") as ready:
+        started = ready.read() == b"ok"
+    if started:
+        print(system.name)
+        return 0
+    _, wait_status = os.waitpid(pid, 0)
+    with open(log_path, "rb") as log:
+        sys.stderr.write(log.read().decode(errors="replace"))
+    return os.waitstatus_to_exitcode(wait_status) or 125
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from karn.system import state
+
+    name = state.resolve(args.system)
+    if not state.is_running(name):
+        raise UsageError(f"system {name} is not running")
+    state.request(name, "down")
+    deadline = time.monotonic() + DOWN_WAIT
+    while state.is_running(name):
+        if time.monotonic() > deadline:
+            raise KarnError(f"system {name} did not stop within {DOWN_WAIT:g} s")
+        time.sleep(0.05)
+    print(name)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from karn.system import state
+
+    name = state.resolve(args.system)
+    if state.is_running(name):
+        status = state.request(name, "status")
+    else:
+        status = state.read_json(os.path.join(state.system_dir(name), state.STATUS))
+        if status is None:
+            raise KarnError(f"system {name} is not running and left no status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    _print_status(status)
+    return 0
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print_status(status: dict) -> None:
+    print(f"system {status['name']}: {status['state']}, {status['schedule']} schedule, "
+          f"up {status['uptime']:.0f} s")
+    rows = [["PARTITION", "STATE", "PID", "RESTARTS", "LAST EXIT"]]
+    for p in status["partitions"]:
+        rows.append([p["name"], p["state"], str(p["pid"] or "-"), str(p["restarts"]),
+                     "-" if p["last_exit"] is None else str(p["last_exit"])])
+    _table(rows)
+    if status["channels"]:
+        print()
+        rows = [["CHANNEL", "KIND", "SENT", "RECEIVED", "DROPPED", "REJECTED", "QUEUED"]]
+        for c in status["channels"]:
+            kind = c["kind"] + (" diode" if c["diode"] else "") + (
+                f" guard={c['guard']}" if c["guard"] else "")
+            rows.append([c["name"], kind, *(str(c[k]) for k in ("sent", "received",
+                                                                 "dropped", "rejected",
+                                                                 "queued"))])
+        _table(rows)
+    cyclic = status.get("cyclic")
+    if cyclic and "lateness_us" in cyclic:
+        late = cyclic["lateness_us"]
+        print(f"\ncyclic: {cyclic['frames']} frames, window start lateness p50 "
+              f"{late['p50']} us, p99 {late['p99']} us, max {late['max']} us")
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from karn.system import state
+
+    name = state.resolve(args.system)
+    directory = state.system_dir(name)
+    if args.partition is not None:
+        path = os.path.join(directory, state.LOGS, f"{args.partition}.log")
+        if not os.path.exists(path):
+            raise UsageError(f"system {name} has no partition {args.partition!r}")
+        _copy(path, prefix=None)
+        return 0
+    _copy(os.path.join(directory, state.EVENTS), prefix="events")
+    logs = os.path.join(directory, state.LOGS)
+    for entry in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
+        _copy(os.path.join(logs, entry), prefix=entry.removesuffix(".log"))
+    return 0
+
+
+def _copy(path: str, prefix: str | None) -> None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return
+    out = sys.stdout.buffer
+    if prefix is None:
+        out.write(data)
+    else:
+        for line in data.splitlines():
+            out.write(prefix.encode() + b" | " + line + b"\n")
+    out.flush()
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from karn.system.description import load
+    from karn.system.graph import render_svg
+
+    system = load(args.file)
+    out = args.output or os.path.splitext(args.file)[0] + ".svg"
+    render_svg(system, out)
+    print(out)
+    return 0

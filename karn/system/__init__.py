@@ -1,0 +1,1 @@
+"""Partitioned systems: several unikernels joined by ports, diodes and guards (docs/systems.md)."""

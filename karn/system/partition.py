@@ -1,0 +1,104 @@
+"""One partition as a host process: a `karn run` monitor with its ports' sockets.
+
+Each port is a SOCK_SEQPACKET socketpair (message boundaries kept): the partition's end
+is inherited by the monitor and named with the internal `karn run --port` option; the
+supervisor keeps the other end. The monitor runs in its own session, so a terminal's
+Ctrl-C reaches only the supervisor, which stops the system in order.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import karn
+from karn.kernel.fs.ports import PortSpec
+from karn.system.description import Partition
+
+STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when the system goes down
+
+
+def monitor_env() -> dict[str, str]:
+    """The monitor imports this very karn, installed or not."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(karn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (root, env.get("PYTHONPATH"))))
+    return env
+
+
+def monitor_command(part: Partition, specs: list[PortSpec]) -> list[str]:
+    cmd = [sys.executable, "-m", "karn", "run"]
+    if part.memory is not None:
+        cmd += ["--memory", str(part.memory)]
+    if part.cpus is not None:
+        cmd += ["--cpus", str(part.cpus)]
+    if part.network is not None:
+        cmd += ["--network", part.network]
+    for item in part.env:
+        cmd += ["--env", item]
+    for vol in part.volumes:
+        cmd += ["--volume", vol]
+    cmd += ["--hostname", part.name]
+    for spec in specs:
+        cmd.append("--port=" + spec.format())
+    return [*cmd, part.program, *part.args]
+
+
+class PartitionProcess:
+    """A started partition: its process, its ports' supervisor ends, its output pipe."""
+
+    def __init__(self, part: Partition, cwd: str) -> None:
+        self.socks: dict[str, socket.socket] = {}
+        theirs: list[socket.socket] = []
+        specs = []
+        try:
+            for port in part.ports.values():
+                mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                mine.setblocking(False)
+                self.socks[port.name] = mine
+                theirs.append(other)
+                specs.append(PortSpec(port.name, port.direction, port.kind, port.max_size,
+                                      other.fileno(), port.refresh_ms))
+            out_r, out_w = os.pipe()
+            try:
+                self.proc = subprocess.Popen(
+                    monitor_command(part, specs), stdin=subprocess.DEVNULL, stdout=out_w,
+                    stderr=out_w, pass_fds=[s.fileno() for s in theirs], cwd=cwd,
+                    env=monitor_env(), start_new_session=True)
+            finally:
+                os.close(out_w)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            for sock in theirs:
+                sock.close()
+        os.set_blocking(out_r, False)
+        self.output = out_r
+        self.pid = self.proc.pid
+        self.pidfd = os.pidfd_open(self.pid)
+
+    def terminate(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGCONT)  # a paused (cyclic) partition must see it
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        for sock in self.socks.values():
+            sock.close()
+        self.socks.clear()
+        for fd in ("output", "pidfd"):
+            if getattr(self, fd, None) is not None:
+                os.close(getattr(self, fd))
+                setattr(self, fd, None)

@@ -1,0 +1,95 @@
+"""Where a system's supervisor keeps its state, and how commands reach it.
+
+    $STATE/systems/NAME/meta.json      name, description file, supervisor pid, started
+    $STATE/systems/NAME/control.sock   the supervisor's control socket (JSON lines)
+    $STATE/systems/NAME/events.log     health-monitor, guard and schedule events
+    $STATE/systems/NAME/logs/P.log     partition P's stdout and stderr
+    $STATE/systems/NAME/status.json    the final status, written when the system stops
+
+$STATE is karn's state directory (docs/instances.md). The directory stays after the
+system stops, so `status` and `logs` still answer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from karn.errors import KarnError, UsageError
+from karn.instance.registry import process_start_time, state_dir
+
+META, SOCKET, EVENTS, STATUS = "meta.json", "control.sock", "events.log", "status.json"
+LOGS = "logs"
+REQUEST_TIMEOUT = 10.0
+
+
+def systems_dir() -> str:
+    return os.path.join(state_dir(), "systems")
+
+
+def system_dir(name: str) -> str:
+    return os.path.join(systems_dir(), name)
+
+
+def read_json(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def is_running(name: str) -> bool:
+    meta = read_json(os.path.join(system_dir(name), META))
+    if not meta or meta.get("stopped"):
+        return False
+    return process_start_time(meta["pid"]) == meta.get("pid_start")
+
+
+def known_systems() -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(systems_dir())
+                      if os.path.isfile(os.path.join(systems_dir(), n, META)))
+    except OSError:
+        return []
+
+
+def resolve(name_or_file: str | None) -> str:
+    """A system name from NAME, a description FILE, or nothing (the only running one)."""
+    if name_or_file is None:
+        running = [n for n in known_systems() if is_running(n)]
+        if len(running) == 1:
+            return running[0]
+        if not running:
+            raise UsageError("no system is running (name one: karn system status NAME)")
+        raise UsageError(f"several systems are running ({', '.join(running)}): name one")
+    if os.path.isfile(name_or_file):
+        from karn.system.description import load
+
+        return load(name_or_file).name
+    if name_or_file not in known_systems():
+        raise UsageError(f"unknown system {name_or_file!r}")
+    return name_or_file
+
+
+def request(name: str, op: str) -> dict:
+    """One control request to a running supervisor."""
+    path = os.path.join(system_dir(name), SOCKET)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(REQUEST_TIMEOUT)
+            sock.connect(path)
+            sock.sendall(json.dumps({"op": op}).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+    except OSError as err:
+        raise KarnError(f"system {name} does not answer ({err.strerror or err})") from None
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise KarnError(f"system {name} sent a malformed answer") from None

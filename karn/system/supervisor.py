@@ -1,0 +1,424 @@
+"""The system supervisor: starts the partitions, runs the channels, guards, schedule and
+health monitor, and answers `karn system status/down` on its control socket.
+
+One thread runs everything event-driven (a selector over the ports' sockets, the
+partitions' output pipes and pidfds, and the control socket); the cyclic schedule has
+its own thread, because window boundaries must not wait for message handling.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+from karn.errors import UsageError
+from karn.system import schedule, state
+from karn.system.channels import ChannelRun
+from karn.system.description import SystemDescription
+from karn.system.health import decide, describe_exit
+from karn.system.partition import STOP_GRACE, PartitionProcess
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+OUTPUT_CHUNK = 65536
+
+
+class PartitionRun:
+    """A partition's life across restarts."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = "starting"  # running, restarting, halted, stopped
+        self.process: PartitionProcess | None = None
+        self.restarts = 0
+        self.last_exit: int | None = None
+        self.started = 0.0
+        self.pending_line = b""
+        self.log_fd = -1
+
+
+class Supervisor:
+    def __init__(self, system: SystemDescription, echo: bool) -> None:
+        self.system = system
+        self.echo = echo  # foreground: partition output also on our stdout, prefixed
+        self.dir = state.system_dir(system.name)
+        self.sel = selectors.DefaultSelector()
+        self.watched: dict[int, tuple[object, int, Callable[[int], None]]] = {}
+        self.timers: list[tuple[float, int, Callable[[], None]]] = []
+        self.timer_seq = 0
+        self.parts = {name: PartitionRun(name) for name in system.partitions}
+        self.channels = [ChannelRun(ch, self.event) for ch in system.channels]
+        self.by_port: dict[tuple[str, str], ChannelRun] = {}
+        for ch in self.channels:
+            self.by_port[(ch.desc.source.partition, ch.desc.source.name)] = ch
+            self.by_port[(ch.desc.dest.partition, ch.desc.dest.name)] = ch
+        self.on_source = {ch.name: self._source_handler(ch) for ch in self.channels}
+        self.on_dest = {ch.name: self._dest_handler(ch) for ch in self.channels}
+        self.cyclic: schedule.CyclicScheduler | None = None
+        self.stopping = False
+        self.failed = False  # the health monitor stopped the system, or a partition failed
+        self.started = time.time()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.events_fd = -1
+        self.control: socket.socket | None = None
+
+    # -- set-up ------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """State directory and control socket; errors before anything starts."""
+        if state.is_running(self.system.name):
+            raise UsageError(f"system {self.system.name} is already running")
+        os.makedirs(os.path.join(self.dir, state.LOGS), mode=0o700, exist_ok=True)
+        for old in (state.STATUS, state.EVENTS, state.SOCKET):
+            try:
+                os.unlink(os.path.join(self.dir, old))
+            except FileNotFoundError:
+                pass
+        self.events_fd = os.open(os.path.join(self.dir, state.EVENTS),
+                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        for run in self.parts.values():
+            run.log_fd = os.open(os.path.join(self.dir, state.LOGS, f"{run.name}.log"),
+                                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                                 | os.O_CLOEXEC, 0o600)
+        self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.control.bind(os.path.join(self.dir, state.SOCKET))
+        self.control.listen(16)
+        self.control.setblocking(False)
+        self._watch(self.control, READ, self._accept)
+        self._watch(self.wake_r, READ, lambda _m: self._drain_wake())
+        if self.system.schedule.policy == "priority":
+            top = max(p.priority for p in self.system.partitions.values())
+            schedule.raise_self(top + 1)  # fails here, clearly, without CAP_SYS_NICE
+        from karn.instance.registry import process_start_time
+
+        meta = {"name": self.system.name, "file": self.system.path, "pid": os.getpid(),
+                "pid_start": process_start_time(os.getpid()), "started": self.started}
+        with open(os.path.join(self.dir, state.META), "w") as f:
+            json.dump(meta, f)
+
+    def event(self, text: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n"
+        if self.events_fd >= 0:
+            os.write(self.events_fd, line.encode())
+        if self.echo:
+            sys.stderr.write(f"karn system: {text}\n")
+            sys.stderr.flush()
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, on_ready: Callable[[], None] | None = None) -> int:
+        """Start every partition, serve until the system stops; the exit status."""
+        for name in self.parts:
+            self._start(name)
+        if self.system.schedule.policy == "cyclic":
+            self.cyclic = schedule.CyclicScheduler(self.system.schedule, self._pid_of,
+                                                   self.event)
+            self.cyclic.start()
+        self.event(f"system {self.system.name} up ({len(self.parts)} partitions, "
+                   f"{self.system.schedule.policy} schedule)")
+        if on_ready is not None:
+            on_ready()
+        try:
+            while not self.stopping:
+                self._step()
+        finally:
+            self._shutdown()
+        return 1 if self.failed else 0
+
+    def request_stop(self) -> None:
+        """From a signal handler or the control socket: stop after this step."""
+        self.stopping = True
+        try:
+            os.write(self.wake_w, b"x")
+        except OSError:
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            os.read(self.wake_r, 4096)
+        except OSError:
+            pass
+
+    def _step(self) -> None:
+        timeout = None
+        if self.timers:
+            timeout = max(0.0, self.timers[0][0] - time.monotonic())
+        for key, mask in self.sel.select(timeout):
+            entry = self.watched.get(key.fd)
+            if entry is not None:
+                entry[2](mask)
+        now = time.monotonic()
+        while self.timers and self.timers[0][0] <= now:
+            _, _, callback = heapq.heappop(self.timers)
+            callback()
+        self._update_interest()
+
+    def _after(self, delay_s: float, callback: Callable[[], None]) -> None:
+        self.timer_seq += 1
+        heapq.heappush(self.timers, (time.monotonic() + delay_s, self.timer_seq, callback))
+
+    def _watch(self, obj: object, events: int, callback: Callable[[int], None]) -> None:
+        fd = obj if isinstance(obj, int) else obj.fileno()  # type: ignore[attr-defined]
+        old = self.watched.get(fd)
+        if old is not None and old[1] == events and old[2] is callback:
+            return
+        if not events:
+            if old is not None:
+                self.sel.unregister(fd)
+                del self.watched[fd]
+            return
+        if old is None:
+            self.sel.register(fd, events)
+        else:
+            self.sel.modify(fd, events)
+        self.watched[fd] = (obj, events, callback)
+
+    def _unwatch(self, obj: object) -> None:
+        self._watch(obj, 0, lambda _m: None)
+
+    def _update_interest(self) -> None:
+        for ch in self.channels:
+            if ch.source is not None:
+                self._watch(ch.source, READ if ch.wants_source() else 0,
+                            self.on_source[ch.name])
+            if ch.dest is not None:
+                self._watch(ch.dest, READ | (WRITE if ch.wants_dest_write() else 0),
+                            self.on_dest[ch.name])
+
+    # -- partitions --------------------------------------------------------------------
+    def _pid_of(self, name: str) -> int | None:
+        process = self.parts[name].process
+        return process.pid if process is not None else None
+
+    def _start(self, name: str) -> None:
+        run = self.parts[name]
+        part = self.system.partitions[name]
+        try:
+            process = PartitionProcess(part, os.path.dirname(self.system.path))
+        except OSError as err:
+            self.event(f"partition {name}: cannot start: {err}")
+            self._halt(run, failed=True)
+            return
+        run.process, run.state, run.started = process, "running", time.time()
+        if part.affinity:
+            schedule.set_affinity(process.pid, part.affinity)
+        if self.system.schedule.policy == "priority":
+            schedule.set_fifo(process.pid, part.priority)
+        for port, sock in process.socks.items():
+            ch = self.by_port[(name, port)]
+            if part.ports[port].direction == "out":
+                ch.attach_source(sock)
+            else:
+                ch.attach_dest(sock)
+        self._watch(process.output, READ, lambda _m, r=run: self._output(r))
+        self._watch(process.pidfd, READ, lambda _m, r=run: self._exited(r))
+        self.event(f"partition {name} started (pid {process.pid})")
+
+    def _source_handler(self, ch: ChannelRun) -> Callable[[int], None]:
+        def handle(_mask: int) -> None:
+            sock = ch.source
+            if not ch.source_readable():
+                self._unwatch(sock)
+                ch.detach_source()
+        return handle
+
+    def _dest_handler(self, ch: ChannelRun) -> Callable[[int], None]:
+        def handle(mask: int) -> None:
+            sock = ch.dest
+            if mask & READ and not ch.dest_readable():
+                self._unwatch(sock)
+                ch.detach_dest()
+            elif mask & WRITE:
+                ch.flush()
+        return handle
+
+    def _output(self, run: PartitionRun) -> None:
+        process = run.process
+        if process is None or process.output is None:
+            return
+        try:
+            data = os.read(process.output, OUTPUT_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._unwatch(process.output)
+            return
+        os.write(run.log_fd, data)
+        if self.echo:
+            text = run.pending_line + data
+            *lines, run.pending_line = text.split(b"\n")
+            for line in lines:
+                sys.stdout.buffer.write(f"{run.name} | ".encode() + line + b"\n")
+            sys.stdout.flush()
+
+    def _exited(self, run: PartitionRun) -> None:
+        process = run.process
+        assert process is not None
+        self._output(run)  # what it wrote last
+        status = process.proc.wait()
+        run.last_exit = status
+        self._release(run)
+        if self.stopping:
+            return
+        decision = decide(self.system.partitions[run.name].health, status, run.restarts)
+        self.event(f"partition {run.name} {decision.reason}: {decision.action}")
+        if decision.action == "restart":
+            run.state = "restarting"
+            run.restarts += 1
+            self._after(decision.delay_ms / 1000, lambda: self._restart(run))
+        elif decision.action == "halt":
+            self._halt(run, failed=status != 0)
+        else:
+            self.event(f"health monitor: stopping system {self.system.name} "
+                       f"(partition {run.name} {describe_exit(status)})")
+            self.failed = True
+            self.request_stop()
+
+    def _restart(self, run: PartitionRun) -> None:
+        if not self.stopping and run.state == "restarting":
+            self._start(run.name)
+
+    def _halt(self, run: PartitionRun, failed: bool) -> None:
+        run.state = "halted"
+        self.failed = self.failed or failed
+        if all(r.state in ("halted", "stopped") for r in self.parts.values()):
+            self.event(f"every partition has ended: system {self.system.name} stops")
+            self.request_stop()
+
+    def _release(self, run: PartitionRun) -> None:
+        """Detach a partition's ports from their channels and close its process handles."""
+        process = run.process
+        if process is None:
+            return
+        for port, sock in process.socks.items():
+            ch = self.by_port[(run.name, port)]
+            self._unwatch(sock)
+            if ch.source is sock:
+                ch.detach_source()
+            if ch.dest is sock:
+                ch.detach_dest()
+        for fd in (process.output, process.pidfd):
+            if fd is not None:
+                self._unwatch(fd)
+        process.close()
+        run.process = None
+
+    # -- control -----------------------------------------------------------------------
+    def _accept(self, _mask: int) -> None:
+        assert self.control is not None
+        try:
+            conn, _ = self.control.accept()
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        buf = bytearray()
+
+        def readable(_m: int) -> None:
+            try:
+                chunk = conn.recv(4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            buf.extend(chunk)
+            if chunk and b"\n" not in buf and len(buf) < 65536:
+                return
+            self._unwatch(conn)
+            self._answer(conn, bytes(buf))
+
+        self._watch(conn, READ, readable)
+
+    def _answer(self, conn: socket.socket, data: bytes) -> None:
+        try:
+            op = json.loads(data or b"{}").get("op")
+        except (ValueError, AttributeError):
+            op = None
+        if op == "status":
+            reply = self.status()
+        elif op == "down":
+            reply = {"ok": True}
+            self.event("down requested")
+            self.request_stop()
+        else:
+            reply = {"error": f"unknown request {op!r}"}
+        try:
+            conn.setblocking(True)
+            conn.settimeout(2)
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        except OSError:
+            pass
+        conn.close()
+
+    def status(self) -> dict:
+        parts = []
+        for run in self.parts.values():
+            parts.append({"name": run.name, "state": run.state, "restarts": run.restarts,
+                          "pid": run.process.pid if run.process else None,
+                          "last_exit": run.last_exit})
+        out = {"name": self.system.name, "file": self.system.path,
+               "state": "stopping" if self.stopping else "running", "pid": os.getpid(),
+               "schedule": self.system.schedule.policy, "uptime": time.time() - self.started,
+               "partitions": parts, "channels": [ch.counters() for ch in self.channels]}
+        if self.cyclic is not None:
+            out["cyclic"] = self.cyclic.stats()
+        return out
+
+    # -- shutdown ----------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self.stopping = True
+        if self.cyclic is not None:
+            self.cyclic.stop()
+        live = [r for r in self.parts.values() if r.process is not None]
+        for run in live:
+            run.process.terminate()  # type: ignore[union-attr]
+        deadline = time.monotonic() + STOP_GRACE
+        for run in live:
+            process = run.process
+            assert process is not None
+            try:
+                process.proc.wait(max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - TimeoutExpired: it did not stop in time
+                process.kill()
+                process.proc.wait()
+            self._output(run)
+            run.last_exit = process.proc.returncode
+            self._release(run)
+        for run in self.parts.values():
+            if run.state != "halted":
+                run.state = "stopped"
+        final = self.status()
+        final["state"] = "stopped"
+        with open(os.path.join(self.dir, state.STATUS), "w") as f:
+            json.dump(final, f)
+        self.event(f"system {self.system.name} down")
+        meta_path = os.path.join(self.dir, state.META)
+        meta = state.read_json(meta_path) or {}
+        meta["stopped"] = time.time()
+        with open(meta_path, "w") as f:
+            json.dump(meta, f)
+        if self.control is not None:
+            self.control.close()
+            try:
+                os.unlink(os.path.join(self.dir, state.SOCKET))
+            except FileNotFoundError:
+                pass
+
+
+def serve(system: SystemDescription, echo: bool,
+          on_ready: Callable[[], None] | None = None) -> int:
+    """Run a system until it stops; SIGINT/SIGTERM/SIGHUP stop it in order."""
+    sup = Supervisor(system, echo)
+    sup.prepare()
+    previous = {sig: signal.signal(sig, lambda *_: sup.request_stop())
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return sup.run(on_ready)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

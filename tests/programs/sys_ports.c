@@ -1,0 +1,199 @@
+/* Port tool for the partitioned-system tests (docs/systems.md): one program, several roles.
+ *   sensor PORT            JSON readings (and some malformed ones) to PORT, one write each
+ *   detector IN OUT LIMIT  read readings from IN; for each value over LIMIT write an alert
+ *   logger PORT N          print N messages from PORT (poll, then read), one per line
+ *   probe PORT             try the wrong direction on PORT and print what happened
+ *   sender PORT N PAUSE_MS write N messages, print each result, errno and time class
+ *   sampler PORT           print the latest sampling message and PORT.status
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static char path[256];
+
+static const char *port(const char *name)
+{
+    snprintf(path, sizeof path, "/dev/ports/%s", name);
+    return path;
+}
+
+static double now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int open_or_die(const char *name, int flags)
+{
+    int fd = open(port(name), flags);
+    if (fd < 0) {
+        printf("open %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    return fd;
+}
+
+static const char *readings[] = {
+    "{\"id\": 1, \"value\": 10}",
+    "{\"id\": 2, \"value\": 70}",
+    "{\"id\": 3, \"value\": \"high\"}",            /* schema: value is not a number */
+    "{\"id\": 4, \"value\": 90}",
+    "{\"id\": 5, \"value\": 95, \"note\": \"DROP TABLE\"}", /* denied word */
+    "{\"id\": 6, \"value\": 20",                   /* not JSON */
+    "{\"id\": 7, \"value\": 55}",
+    "{\"id\": 8, \"value\": 60, \"pad\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}", /* too big */
+    "{\"id\": 9, \"value\": 99}",
+    "{\"value\": 99}",                             /* schema: id missing */
+    "{\"id\": 10, \"value\": 51}",
+};
+
+static int sensor(const char *name)
+{
+    int fd = open_or_die(name, O_WRONLY);
+    for (size_t i = 0; i < sizeof readings / sizeof *readings; i++) {
+        ssize_t n = write(fd, readings[i], strlen(readings[i]));
+        if (n != (ssize_t)strlen(readings[i]))
+            printf("write %zu: %zd %s\n", i, n, strerror(errno));
+    }
+    printf("sensor sent %zu\n", sizeof readings / sizeof *readings);
+    return 0;
+}
+
+static int detector(const char *in, const char *out, int limit)
+{
+    int rfd = open_or_die(in, O_RDONLY), wfd = open_or_die(out, O_WRONLY);
+    char buf[512], alert[600];
+    for (;;) {
+        ssize_t n = read(rfd, buf, sizeof buf - 1);
+        if (n < 0) {
+            printf("read: %s\n", strerror(errno));
+            return 1;
+        }
+        buf[n] = 0;
+        int id = -1, value = -1;
+        char *p = strstr(buf, "\"id\":"), *q = strstr(buf, "\"value\":");
+        if (p && q && sscanf(p + 5, "%d", &id) == 1 && sscanf(q + 8, "%d", &value) == 1
+            && value > limit) {
+            int len = snprintf(alert, sizeof alert, "ALERT id=%d value=%d", id, value);
+            if (write(wfd, alert, len) != len)
+                printf("alert write: %s\n", strerror(errno));
+        }
+    }
+}
+
+static int logger(const char *name, int count)
+{
+    int fd = open_or_die(name, O_RDONLY | O_NONBLOCK);
+    char buf[512];
+    for (int i = 0; i < count;) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, 20000) != 1) {
+            printf("poll timed out\n");
+            return 1;
+        }
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EAGAIN)
+            continue;
+        if (n < 0) {
+            printf("read: %s\n", strerror(errno));
+            return 1;
+        }
+        printf("%.*s\n", (int)n, buf);
+        fflush(stdout);
+        i++;
+    }
+    printf("logger done\n");
+    return 0;
+}
+
+static int probe(const char *name)
+{
+    char buf[64];
+    int fd = open(port(name), O_RDWR);
+    printf("open rdwr: %s\n", fd < 0 ? strerror(errno) : "ok");
+    fd = open(port(name), O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = write(fd, "x", 1);
+        printf("open rdonly: ok; write: %s\n", n < 0 ? strerror(errno) : "ok");
+    } else {
+        printf("open rdonly: %s\n", strerror(errno));
+    }
+    fd = open(port(name), O_WRONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        printf("open wronly: ok; read: %s\n", n < 0 ? strerror(errno) : "ok");
+    } else {
+        printf("open wronly: %s\n", strerror(errno));
+    }
+    return 0;
+}
+
+/* Every result of a diode sender: the return value, errno, and the time class of each
+ * write (under 5 ms, "fast", or not), plus the slowest write. */
+static int sender(const char *name, int count, int pause_ms)
+{
+    int fd = open_or_die(name, O_WRONLY);
+    char msg[64];
+    int fast = 0, ok = 0;
+    double slowest = 0;
+    for (int i = 0; i < count; i++) {
+        int len = snprintf(msg, sizeof msg, "message %d", i);
+        double t0 = now_us();
+        ssize_t n = write(fd, msg, len);
+        double dt = now_us() - t0;
+        if (n == len)
+            ok++;
+        else
+            printf("write %d: %zd %s\n", i, n, n < 0 ? strerror(errno) : "short");
+        if (dt < 5000)
+            fast++;
+        if (dt > slowest)
+            slowest = dt;
+        if (pause_ms) {
+            struct timespec ts = {0, pause_ms * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    printf("sent %d ok %d fast %d\n", count, ok, fast);
+    printf("slowest_us %.0f\n", slowest);
+    return 0;
+}
+
+static int sampler(const char *name)
+{
+    int fd = open_or_die(name, O_RDONLY);
+    char buf[256], status[256];
+    ssize_t n = read(fd, buf, sizeof buf);
+    printf("read %.*s\n", (int)(n < 0 ? 0 : n), buf);
+    snprintf(status, sizeof status, "/dev/ports/%s.status", name);
+    int sfd = open(status, O_RDONLY);
+    n = read(sfd, buf, sizeof buf);
+    printf("%.*s", (int)(n < 0 ? 0 : n), buf);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc >= 3 && !strcmp(argv[1], "sensor"))
+        return sensor(argv[2]);
+    if (argc >= 5 && !strcmp(argv[1], "detector"))
+        return detector(argv[2], argv[3], atoi(argv[4]));
+    if (argc >= 4 && !strcmp(argv[1], "logger"))
+        return logger(argv[2], atoi(argv[3]));
+    if (argc >= 3 && !strcmp(argv[1], "probe"))
+        return probe(argv[2]);
+    if (argc >= 5 && !strcmp(argv[1], "sender"))
+        return sender(argv[2], atoi(argv[3]), atoi(argv[4]));
+    if (argc >= 3 && !strcmp(argv[1], "sampler"))
+        return sampler(argv[2]);
+    fprintf(stderr, "usage: sys_ports sensor|detector|logger|probe|sender|sampler ...\n");
+    return 2;
+}
