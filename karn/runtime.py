@@ -6,17 +6,20 @@ import os
 import signal
 from typing import TYPE_CHECKING, NamedTuple
 
+from karn import log
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
 from karn.kernel.errors import SyscallError
-from karn.kernel.mm import AddressSpace, Region
+from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import KernelConfig, Process, Task
-from karn.kernel.signals import SI_USER, SigInfo, signal_name
+from karn.kernel.signals import SI_KERNEL, SI_USER, SigInfo, signal_name
+from karn.loader.aslr import choose_placement
 from karn.loader.program import load_program
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
 from karn.platform.machine import KvmMachine
 from karn.platform.vcpu import install_kick_handler
+from karn.policy import Policy, apply_policy
 
 if TYPE_CHECKING:
     from karn.debug.options import DebugOptions
@@ -49,7 +52,7 @@ class RunConfig:
 
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
-        "cpus", "debug", "publish", "network", "instance", "ports", "sandbox",
+        "cpus", "debug", "publish", "network", "instance", "ports", "sandbox", "policy",
     )  # fmt: skip
 
     def __init__(
@@ -70,6 +73,7 @@ class RunConfig:
         instance: InstanceOptions | None = None,
         ports: list | None = None,
         sandbox: bool = True,
+        policy: Policy | None = None,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -87,6 +91,7 @@ class RunConfig:
         self.instance = instance  # -d, --name, --metrics (karn/instance/); None: defaults
         self.ports = [] if ports is None else ports  # a partition's PortSpecs (docs/systems.md)
         self.sandbox = sandbox  # confine the monitor after set-up (karn/sandbox/)
+        self.policy = Policy() if policy is None else policy  # syscalls, limits, aslr
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -135,6 +140,29 @@ def address_space_span(memory: int) -> int:
     return min(MAX_SPAN, (span + GIB - 1) // GIB * GIB)
 
 
+class CpuTimeLimit:
+    """RLIMIT_CPU for the whole unikernel (vCPU threads and the monitor serving them):
+    SIGXCPU when the limit is reached, SIGKILL a second later if the guest goes on."""
+
+    def __init__(self, proc: Process, seconds: int | None) -> None:
+        self.proc = proc
+        self.seconds = seconds
+        self.tick = 1.0 if seconds is None else 0.1
+        self.warned = False
+
+    def check(self) -> None:
+        if self.seconds is None:
+            return
+        times = os.times()
+        used = times.user + times.system
+        if used >= self.seconds + 1:
+            self.proc.signal_process(SigInfo.from_sender(signal.SIGKILL, SI_KERNEL, 0))
+        elif used >= self.seconds and not self.warned:
+            self.warned = True
+            log.warning("policy: CPU time limit of %d s reached: SIGXCPU", self.seconds)
+            self.proc.signal_process(SigInfo.from_sender(signal.SIGXCPU, SI_KERNEL, 0))
+
+
 class Unikernel:
     """One program in its own VM; `run()` returns the exit status a shell would see."""
 
@@ -144,16 +172,19 @@ class Unikernel:
         self.manifest = self._root_manifest()
         self.vm = VirtualMachine(layout_for(address_space_span(config.memory)))
         lay = self.vm.layout
+        policy = config.policy
+        placement = choose_placement(policy.aslr)
         region = Region(
             user_start=lay.user_start,
             user_end=lay.user_end,
-            mmap_top=lay.user_end - 8 * MIB - MMAP_GAP,
-            # Mappings are bounded by the address space, like overcommit on Linux; --memory
-            # is what the guest sees as RAM (resident-memory enforcement: docs/architecture.md).
-            limit=lay.user_end - lay.user_start,
+            mmap_top=lay.user_end - 8 * MIB - MMAP_GAP - placement.mmap_offset,
+            # --memory caps what the guest can make the host hold: accessible mappings and
+            # tmpfs file data (MemoryAccount). Guest RAM outside them is never touched.
+            limit=config.memory,
         )
         mem = self.vm.memory
-        self.mm = AddressSpace(mem, region)
+        self.memory = MemoryAccount(config.memory)
+        self.mm = AddressSpace(mem, region, self.memory)
         self.fs = self._filesystem()
         kconfig = KernelConfig(
             hostname=config.hostname,
@@ -170,6 +201,7 @@ class Unikernel:
             mem, self.mm, self.fs, FdTable.with_stdio(), kconfig, machine=self.machine
         )
         self.process.net = self._network()  # type: ignore[attr-defined]
+        apply_policy(self.process, policy)
         self.image = load_program(
             mem,
             self.mm,
@@ -178,6 +210,7 @@ class Unikernel:
             kconfig.argv,
             kconfig.envp,
             self.vm.cpu_features(),
+            placement,
         )
         try:
             self.fs.chdir(config.workdir)
@@ -227,7 +260,10 @@ class Unikernel:
         else:
             root = ManifestFs(self.manifest.files, self.manifest.symlinks)
         volumes = [(v.host, v.guest, v.readonly) for v in self.config.volumes]
-        return FsContext.build(root, volumes, ports=self.config.ports)
+        policy = self.config.policy
+        return FsContext.build(root, volumes, ports=self.config.ports, memory=self.memory,
+                               tmp_size=policy.tmpfs_size or self.config.memory // 2,
+                               max_file_size=policy.file_size)
 
     def _canonical(self, guest_path: str) -> str:
         """The path /proc/self/exe shows: symlinks resolved, as the kernel reports it."""
@@ -260,8 +296,9 @@ class Unikernel:
                 self.instance.started()
             if not eager and not proc.done.wait(LISTED_AFTER):
                 self.instance = self._register()
-            while not proc.done.wait(1.0):
-                pass
+            cpu_limit = CpuTimeLimit(proc, self.config.policy.cpu_time)
+            while not proc.done.wait(cpu_limit.tick):
+                cpu_limit.check()
         finally:
             for sig, previous in forwarded.items():
                 signal.signal(sig, previous)

@@ -14,7 +14,6 @@ import os
 import sys
 from typing import Any
 
-from karn import log
 from karn.errors import UsageError
 
 # ---- `karn run IMAGE`
@@ -87,8 +86,8 @@ def apply_image(config: Any, args: argparse.Namespace) -> None:
         config.memory = run.memory
     if args.cpus is None and run.cpus:
         config.cpus = run.cpus
-    for key in run.unenforced:
-        log.warning("the image's %s setting is not enforced by this version of karn", key)
+    if run.policy:
+        config.policy.update(run.policy, f"image {args.program}")
 
 
 _run_lock: int | None = None

@@ -118,25 +118,48 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
     run.add_argument(
         "--network", metavar="none|host|egress=CIDR[:PORTS],...",
         help="outbound network policy (default none: the guest's own loopback only)")
+    run.add_argument("--port", action="append", default=[], type=parse_port,
+                     help=argparse.SUPPRESS)  # a partition's port, from `karn system up`
     run.add_argument("--no-sandbox", action="store_true",
                      help="do not confine the monitor process (seccomp, Landlock, "
                      "namespaces); for debugging karn itself (docs/security.md)")
-    run.add_argument("--port", action="append", default=[], type=parse_port,
-                     help=argparse.SUPPRESS)  # a partition's port, from `karn system up`
     _add_instance_options(run)
+    _add_policy_options(run)
     _add_debug_options(run)
     run.add_argument("program", metavar="PROGRAM|IMAGE", help="host program, or image NAME[:TAG]")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
     # ---- image commands: build, images, inspect, tag, rm, prune, push, pull, login, logout
     if with_images:  # ~4 ms of parsers that `karn run` does not need
-        from karn.cli import images, instances
+        from karn.cli import images, instances, policy
 
         images.register(sub, parse_size)
         instances.register(sub)
+        policy.register(sub)
         from karn.cli import system
 
         system.register(sub)
     return parser
+
+
+def _add_policy_options(run: argparse.ArgumentParser) -> None:
+    group = run.add_argument_group("policy: override the image's (docs/security.md)")
+    group.add_argument("--syscalls", metavar="LIST",
+                       help="allow only these syscalls: names and classes (base, file, desc, "
+                       "net, memory, signal, process, time), comma-separated; 'all' (default) "
+                       "for every implemented call. See `karn policy suggest`")
+    group.add_argument("--on-denied", choices=["eperm", "kill"],
+                       help="a call outside --syscalls fails with EPERM (default) or kills "
+                       "the guest with SIGSYS")
+    group.add_argument("--pids-limit", type=int, metavar="N",
+                       help="most guest threads at once (default 1024): EAGAIN beyond")
+    group.add_argument("--ulimit", action="append", default=[], metavar="NAME=VALUE",
+                       help="nofile=N (open files, default 1024), nproc=N, cpu=SECONDS "
+                       "(SIGXCPU, then SIGKILL), fsize=SIZE (largest tmpfs file: EFBIG)")
+    group.add_argument("--tmpfs-size", metavar="SIZE",
+                       help="size of /tmp and /dev/shm each (default half of --memory); "
+                       "their data also counts against --memory")
+    group.add_argument("--no-aslr", action="store_true",
+                       help="fixed addresses for the program, libraries, mmap and stack")
 
 
 def _add_instance_options(run: argparse.ArgumentParser) -> None:
@@ -201,7 +224,21 @@ def _command(argv: list[str]) -> str | None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from karn.runtime import DEFAULT_MEMORY, RunConfig, Unikernel
+    from karn.runtime import Unikernel
+
+    config = run_config(args)
+    if args.detach:
+        from karn.instance.detach import run_detached
+
+        if args.gdb:
+            raise UsageError("--gdb needs a foreground run (the guest waits for gdb)")
+        return run_detached(config.instance, lambda: Unikernel(config).run())
+    return Unikernel(config).run()
+
+
+def run_config(args: argparse.Namespace):  # noqa: ANN201 - a RunConfig
+    """The `karn run` options, the image's settings and policy, as one RunConfig."""
+    from karn.runtime import DEFAULT_MEMORY, RunConfig
 
     config = RunConfig(
         program=args.program,
@@ -233,13 +270,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             images.apply_image(config, args)
     if args.entrypoint is not None and not image:
         raise UsageError("--entrypoint applies only to images")
-    if args.detach:
-        from karn.instance.detach import run_detached
+    _policy_overrides(config, args)
+    return config
 
-        if args.gdb:
-            raise UsageError("--gdb needs a foreground run (the guest waits for gdb)")
-        return run_detached(config.instance, lambda: Unikernel(config).run())
-    return Unikernel(config).run()
+
+def _policy_overrides(config, args: argparse.Namespace) -> None:  # noqa: ANN001 - RunConfig
+    """Command-line policy options win over the image's (docs/security.md)."""
+    from karn.policy import parse_ulimit
+
+    values = {"syscalls": args.syscalls, "on_denied": args.on_denied,
+              "threads": args.pids_limit, "tmpfs_size": args.tmpfs_size,
+              "aslr": False if args.no_aslr else None}
+    for spec in args.ulimit:
+        values.update(parse_ulimit(spec))
+    config.policy.update(values, "command line")
+    if config.network is None:
+        config.network = config.policy.network
 
 
 def _debug_options(args: argparse.Namespace):
@@ -279,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _leave(cmd_run(args))
+        if args.command == "policy":
+            return _leave(args.func(args))
         if hasattr(args, "func"):  # the image commands (karn/cli/images.py)
             return args.func(args)
         raise UsageError(f"unknown command {args.command}")

@@ -70,8 +70,6 @@ def syscall_counts(counts: list[int]) -> dict[str, int]:
 
 def policy(uk: Unikernel) -> dict:
     config, proc = uk.config, uk.process
-    from karn.kernel.limits import RLIMIT_NOFILE, RLIMIT_NPROC
-
     net = proc.net  # type: ignore[attr-defined]
     sandbox = getattr(uk, "sandbox", None)
     return {
@@ -82,9 +80,8 @@ def policy(uk: Unikernel) -> dict:
         "published": [str(p) for p in net.policy.publish],
         "memory_limit": config.memory,
         "cpus": config.cpus,
-        "max_open_files": proc.rlimits[RLIMIT_NOFILE][0],
-        "max_threads": proc.rlimits[RLIMIT_NPROC][0],
         "sandbox": sandbox.describe() if sandbox is not None else "off",
+        **config.policy.describe(),
     }
 
 

@@ -215,6 +215,12 @@ def parse_karnfile(path: str) -> BuildSpec:
     policy = doc.get("policy", {})
     if not isinstance(policy, dict):
         raise KarnfileError("Karnfile: policy must be a table")
+    from karn.policy import Policy
+
+    try:
+        Policy().update(policy, "Karnfile")  # checked now, not when the image runs
+    except UsageError as err:
+        raise KarnfileError(str(err)) from None
     spec.policy = policy
     spec.check()
     return spec

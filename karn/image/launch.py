@@ -8,6 +8,7 @@ Command-line options override the image config as docker's do: ARGS replace Cmd,
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, NamedTuple
 
@@ -28,7 +29,7 @@ class ImageRun(NamedTuple):
     workdir: str
     memory: int | None
     cpus: int | None
-    unenforced: list[str]  # Karnfile settings this version of karn does not apply yet
+    policy: dict[str, Any]  # the Karnfile's [policy] table (karn/policy.py)
 
 
 def ensure_root(store: Store, image: Image) -> str:
@@ -83,8 +84,18 @@ def prepare_run(
     labels = run.get("Labels") or {}
     memory = _int_label(labels, "memory")
     cpus = _int_label(labels, "cpus")
-    unenforced = [key for key in ("policy",) if labels.get(LABEL_PREFIX + key)]
-    return ImageRun(image, root, program, argv, env, workdir, memory, cpus, unenforced)
+    policy = _json_label(labels, "policy")
+    return ImageRun(image, root, program, argv, env, workdir, memory, cpus, policy)
+
+
+def _json_label(labels: dict[str, Any], key: str) -> dict[str, Any]:
+    try:
+        value = json.loads(labels.get(LABEL_PREFIX + key) or "{}")
+    except ValueError:
+        raise ImageError(f"image label {LABEL_PREFIX + key} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise ImageError(f"image label {LABEL_PREFIX + key} must be a JSON object")
+    return value
 
 
 def _int_label(labels: dict[str, Any], key: str) -> int | None:

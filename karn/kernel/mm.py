@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import threading
 from typing import NamedTuple, Protocol
 
 from karn.kernel.errors import SyscallError
@@ -58,10 +59,32 @@ class Region(NamedTuple):
     limit: int  # bytes of accessible (not PROT_NONE) memory the guest may hold
 
 
+class MemoryAccount:
+    """Guest memory held against the limit (--memory): accessible mappings plus tmpfs file
+    data, i.e. the host memory a guest can make its monitor hold."""
+
+    __slots__ = ("limit", "used", "_lock")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()  # mmap in one thread, a tmpfs write in another
+
+    def charge(self, delta: int) -> bool:
+        """Take (delta > 0) or give back bytes; False when taking would pass the limit."""
+        with self._lock:
+            if delta > 0 and self.used + delta > self.limit:
+                return False
+            self.used += delta
+            return True
+
+
 class AddressSpace:
-    def __init__(self, memory: DiscardableMemory, region: Region) -> None:
+    def __init__(self, memory: DiscardableMemory, region: Region,
+                 account: MemoryAccount | None = None) -> None:
         self.memory = memory
         self.region = region
+        self.account = MemoryAccount(region.limit) if account is None else account
         self._vmas: list[Vma] = []
         self._starts: list[int] = []
         self.mapped_bytes = 0  # accessible bytes, counted against region.limit
@@ -124,7 +147,7 @@ class AddressSpace:
     # -- changes -----------------------------------------------------------------------
 
     def _charge(self, delta: int) -> None:
-        if delta > 0 and self.mapped_bytes + delta > self.region.limit:
+        if not self.account.charge(delta):
             raise SyscallError(errno.ENOMEM)
         self.mapped_bytes += delta
 
@@ -177,7 +200,7 @@ class AddressSpace:
         try:
             self._charge(new - released)
         except SyscallError:
-            self.mapped_bytes -= released
+            self._charge(-released)
             raise
         self._insert(Vma(start, end, prot, offset, name))
         return start
@@ -185,7 +208,7 @@ class AddressSpace:
     def unmap(self, start: int, length: int) -> None:
         end = start + page_up(length)
         self._check_range(start, end)
-        self.mapped_bytes -= self._remove(start, end, discard=True)
+        self._charge(-self._remove(start, end, discard=True))
 
     def protect(self, start: int, length: int, prot: int) -> None:
         end = start + page_up(length)
@@ -245,7 +268,7 @@ class AddressSpace:
                 self._insert(Vma(old_top, new_top, PROT_READ | PROT_WRITE, 0, "[heap]"))
                 self._merge_around(old_top, new_top)
             elif new_top < old_top:
-                self.mapped_bytes -= self._remove(new_top, old_top, discard=True)
+                self._charge(-self._remove(new_top, old_top, discard=True))
         except SyscallError:
             return self.brk
         self.brk = new

@@ -169,6 +169,7 @@ class Process:
         self.identity = Identity()
         self.tasks: dict[int, Task] = {}
         self.rlimits = default_rlimits(config.memory_limit)
+        self.rlimit_ceilings: dict[int, int] = {}  # hard limits a policy set: not raisable
         self.start_monotonic = time.monotonic()
         self.dumpable = 1
         self.no_new_privs = False
@@ -193,6 +194,7 @@ class Process:
         self.done = threading.Event()
         self.observer: Observer | None = None  # debug hooks (threads.py Observer), or none
         self.syscall_counts = [0] * COUNTED_SYSCALLS  # by number, for inspect and metrics
+        self.syscall_table: dict | None = None  # None: all of syscalls.TABLE; or a policy's
 
     # -- threads -----------------------------------------------------------------------
 

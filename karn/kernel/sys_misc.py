@@ -98,8 +98,9 @@ def _set_rlimit(task: Task, resource: int, soft: int, hard: int) -> None:
     old_soft, old_hard = task.process.rlimits[resource]
     if soft > hard:
         raise SyscallError(errno.EINVAL)
-    if hard > old_hard and task.process.identity.euid != 0:
-        raise SyscallError(errno.EPERM)
+    if hard > old_hard and (task.process.identity.euid != 0
+                            or hard > task.process.rlimit_ceilings.get(resource, hard)):
+        raise SyscallError(errno.EPERM)  # a policy's limit binds root too (no CAP_SYS_RESOURCE)
     task.process.rlimits[resource] = (soft, hard)
     if resource == RLIMIT_NOFILE:
         task.process.fds.limit = min(soft, NR_OPEN)

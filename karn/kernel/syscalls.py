@@ -31,6 +31,8 @@ from karn.kernel.errors import SyscallError
 from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
 from karn.kernel.process import ProcessExit, ThreadExit
 
+SIGSYS = 31
+
 AREAS: tuple[ModuleType, ...] = (
     sys_fs, sys_mm, sys_identity, sys_time, sys_misc, sys_signal, sys_thread, sys_poll,
     sys_timer, sys_net, sys_timerfd,
@@ -82,9 +84,11 @@ def unimplemented(number: int) -> int:
     return -errno.ENOSYS
 
 
-def dispatch(task: object, number: int, args: tuple[int, ...]) -> int:
-    """Serve one syscall; returns the raw result (negative errno on failure)."""
-    entry = TABLE.get(number)
+def dispatch(task: object, number: int, args: tuple[int, ...],
+             table: dict[int, Syscall] = TABLE) -> int:
+    """Serve one syscall; returns the raw result (negative errno on failure). `table` is
+    the process's own when a policy restricts it (restricted_table)."""
+    entry = table.get(number)
     if entry is None:
         return unimplemented(number)
     try:
@@ -114,3 +118,30 @@ def _internal_error(name: str, err: Exception) -> None:
         import traceback
 
         log.debug("%s", "".join(traceback.format_exception(err)))
+
+
+def restricted_table(allowed: frozenset[str], kill: bool) -> dict[int, Syscall]:
+    """The table under a syscall allow-list: every other known call is denied, failing
+    with EPERM (logged once by name) or killing the guest with SIGSYS, as seccomp would."""
+    table = {nr: e for nr, e in TABLE.items() if e.name in allowed}
+    for number, name in SYSCALL_NAMES.items():
+        if name not in allowed:
+            table[number] = Syscall(number, name, _denial(name, kill), 0, "policy", "denied")
+    return table
+
+
+def _denial(name: str, kill: bool) -> Handler:
+    warned = False
+
+    def denied(task) -> int:  # noqa: ANN001 - a Task
+        nonlocal warned
+        if not warned:
+            warned = True
+            action = "killing the guest (SIGSYS)" if kill else "returning -EPERM"
+            log.warning("policy: syscall %s is not in the allow-list; %s", name, action)
+        if kill:
+            task.process.terminate_by_signal(SIGSYS, core=False)
+            raise ThreadExit
+        raise SyscallError(errno.EPERM)
+
+    return denied

@@ -24,7 +24,7 @@ from karn.kernel.signals import (
     build_frame,
     default_action,
 )
-from karn.kernel.syscalls import dispatch
+from karn.kernel.syscalls import TABLE, dispatch
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process, Task
@@ -42,7 +42,7 @@ PF_PRESENT = 1
 class TaskLoop:
     """The kernel's side of one vCPU's exit loop (see platform/vcpu.py Vcpu.run)."""
 
-    __slots__ = ("task", "work_pending", "_dispatch", "syscall_nr", "serving", "_counts")
+    __slots__ = ("task", "work_pending", "syscall_nr", "serving", "_counts", "_table")
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -50,12 +50,13 @@ class TaskLoop:
         self.syscall_nr = -1
         self.serving = -1  # the syscall being served now, for `karn inspect`
         self._counts = task.process.syscall_counts
+        self._table = task.process.syscall_table or TABLE  # a policy's restricted_table
 
     def syscall(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int:
         self.syscall_nr = self.serving = nr
         if nr < COUNTED_SYSCALLS:
             self._counts[nr] += 1
-        result = dispatch(self.task, nr, (a0, a1, a2, a3, a4, a5))
+        result = dispatch(self.task, nr, (a0, a1, a2, a3, a4, a5), self._table)
         self.serving = -1
         if result == -ERESTARTSYS:
             self.work_pending = True

@@ -11,11 +11,12 @@ from karn.kernel.errors import SyscallError, errno_name
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.limits import STACK_SIZE
 from karn.kernel.mm import PROT_READ, PROT_WRITE, AddressSpace
+from karn.loader.aslr import FIXED, Placement
 from karn.loader.elf_load import LoadedObject, extent, is_position_independent, load_object
 from karn.loader.stack import StartInfo, build_stack
 from karn.platform.features import CpuFeatures
 
-PIE_BASE = 0x5555_4000  # where a position-independent executable goes (no ASLR yet)
+PIE_BASE = 0x5555_4000  # where a position-independent executable goes (+ aslr.py offset)
 RT_SIGFRAME_BASE = 440 + 4  # struct rt_sigframe without FPU state, + FP_XSTATE_MAGIC2
 
 
@@ -43,11 +44,13 @@ def load_program(
     argv: list[bytes],
     envp: list[bytes],
     cpu: CpuFeatures,
+    placement: Placement = FIXED,
 ) -> ProgramImage:
     data = _read(read_file, path, "program")
     info = inspect_elf(data, name=path)
     low, _high = extent(info)
-    bias = PIE_BASE - low if is_position_independent(info) else 0
+    pie_base = PIE_BASE + placement.pie_offset
+    bias = pie_base - low if is_position_independent(info) else 0
     main = load_object(mem, mm, info, data, path, bias)
     mm.set_brk_start(main.end)
     objects = [main]
@@ -66,7 +69,7 @@ def load_program(
         objects.append(interp)
         interp_base, rip = interp.bias + ilow, interp.entry
 
-    stack_top = mm.region.user_end
+    stack_top = mm.region.user_end - placement.stack_offset
     mm.map(stack_top - STACK_SIZE, STACK_SIZE, PROT_READ | PROT_WRITE, "[stack]")
     start = StartInfo(
         argv=argv,

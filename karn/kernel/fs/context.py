@@ -18,10 +18,11 @@ from karn.kernel.fs.filesystem import Filesystem
 from karn.kernel.fs.hostfs import HostDirFs
 from karn.kernel.fs.procfs import ProcFs
 from karn.kernel.fs.stat import Stat
-from karn.kernel.fs.tmpfs import TmpFs
+from karn.kernel.fs.tmpfs import MAX_FILE_SIZE, TmpFs
 from karn.kernel.fs.vfs import Comps, Resolved, Vfs, join_path, split_path
 
 if TYPE_CHECKING:
+    from karn.kernel.mm import MemoryAccount
     from karn.kernel.process import Process
 
 READ_FILE_LIMIT = 1 << 30  # the loader reads whole ELF files; refuse absurd ones
@@ -42,15 +43,19 @@ class FsContext:
         volumes: Iterable[tuple[str, str, bool]] = (),
         tmp_size: int = 256 << 20,
         ports: list | None = None,
+        memory: MemoryAccount | None = None,
+        max_file_size: int | None = None,
     ) -> FsContext:
         """Mount root at /, tmpfs at /tmp and /dev/shm, devfs at /dev, procfs at /proc,
         a partition's ports at /dev/ports (PortSpecs, docs/systems.md), then each volume
         (host_dir, guest_path, readonly); mount points need not exist."""
         vfs = Vfs(root)
         proc = ProcFs()
-        vfs.mount("/tmp", TmpFs(tmp_size))
+        # File data in a tmpfs is guest memory: it is charged to the memory limit too.
+        largest = max_file_size or MAX_FILE_SIZE
+        vfs.mount("/tmp", TmpFs(tmp_size, account=memory, max_file_size=largest))
         vfs.mount("/dev", DevFs())
-        vfs.mount("/dev/shm", TmpFs(tmp_size))
+        vfs.mount("/dev/shm", TmpFs(tmp_size, account=memory, max_file_size=largest))
         vfs.mount("/proc", proc)
         if ports:
             from karn.kernel.fs.ports import PortsFs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+from typing import TYPE_CHECKING
 
 from karn.kernel.errors import SyscallError
 from karn.kernel.fs.constants import (
@@ -23,6 +24,9 @@ from karn.kernel.fs.constants import (
 from karn.kernel.fs.file import Buffer, DirEntry, MemoryFile, OpenFile
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs, now_ns
+
+if TYPE_CHECKING:
+    from karn.kernel.mm import MemoryAccount
 
 MAX_FILE_SIZE = (1 << 63) - 1
 
@@ -78,9 +82,13 @@ class Node:
 class TmpFs(Filesystem):
     fstype = "tmpfs"
 
-    def __init__(self, size_limit: int = 256 << 20, mode: int = 0o1777) -> None:
+    def __init__(self, size_limit: int = 256 << 20, mode: int = 0o1777,
+                 account: MemoryAccount | None = None,
+                 max_file_size: int = MAX_FILE_SIZE) -> None:
         super().__init__()
         self.size_limit = size_limit
+        self.max_file_size = max_file_size  # a policy's file_size; EFBIG beyond, as s_maxbytes
+        self.account = account  # file data also counts against the guest's memory limit
         self.used = 0
         self._ino = itertools.count(2)
         self.root = Node(S_IFDIR | mode, 1)
@@ -117,13 +125,15 @@ class TmpFs(Filesystem):
 
     def resize(self, node: Node, size: int) -> None:
         """Set a file's size, charging the filesystem's cap."""
-        if size > MAX_FILE_SIZE:
+        if size > self.max_file_size:
             raise SyscallError(errno.EFBIG)
         data = node.data
         assert data is not None
         delta = size - len(data)
         if delta > 0 and self.used + delta > self.size_limit:
             raise SyscallError(errno.ENOSPC)
+        if self.account is not None and not self.account.charge(delta):
+            raise SyscallError(errno.ENOSPC)  # as tmpfs in a full memory cgroup
         if delta > 0:
             data.extend(bytes(delta))
         else:
@@ -136,6 +146,8 @@ class TmpFs(Filesystem):
         node.ctime = now_ns()
         if node.nlink == 0 and node.data is not None:
             self.used -= len(node.data)  # open descriptions keep the bytes until closed
+            if self.account is not None:
+                self.account.charge(-len(node.data))
 
     # -- Filesystem interface ---------------------------------------------------------
     def lstat(self, rel: Rel) -> Stat:

@@ -1,0 +1,37 @@
+"""Address-space layout randomisation: where the PIE program, the mmap area (and with it
+the interpreter and libraries) and the stack go. `--no-aslr` gives the fixed layout.
+
+The guest address space is small (4 GiB unless --memory is large, platform/layout.py),
+so the ranges are smaller than Linux's: 16 bits of page offset for the program and the
+mmap area, 11 bits for the stack (Linux x86-64: 28, 28 and 22).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+PAGE = 4096
+PIE_RANGE = 256 << 20
+MMAP_RANGE = 256 << 20
+STACK_RANGE = 8 << 20  # inside the gap kept between the stack and the mmap area
+
+
+class Placement(NamedTuple):
+    pie_offset: int  # added to the fixed PIE base
+    mmap_offset: int  # taken off the top of the mmap area
+    stack_offset: int  # taken off the top of the stack
+
+
+FIXED = Placement(0, 0, 0)
+
+
+def _random_pages(span: int) -> int:
+    return int.from_bytes(os.urandom(4), "little") % (span // PAGE) * PAGE
+
+
+def choose_placement(randomize: bool) -> Placement:
+    if not randomize:
+        return FIXED
+    return Placement(_random_pages(PIE_RANGE), _random_pages(MMAP_RANGE),
+                     _random_pages(STACK_RANGE))

@@ -1,0 +1,174 @@
+"""The run policy: one model for what a guest may do (docs/security.md).
+
+Defaults are deny-by-default where Linux programs still run: a read-only root, no network
+(karn/kernel/net/policy.py), bounded memory, threads, files and tmpfs. An image's
+Karnfile `[policy]` table sets it; `karn run` options override it, key by key:
+
+    Karnfile [policy]   karn run option          enforced by
+    syscalls = [...]    --syscalls LIST          the per-process syscall table (kernel)
+    on_denied = "..."   --on-denied eperm|kill   same
+    network = "..."     --network ...            kernel/net (policy.py)
+    threads = N         --pids-limit N           RLIMIT_NPROC hard limit
+    open_files = N      --ulimit nofile=N        RLIMIT_NOFILE hard limit
+    cpu_time = S        --ulimit cpu=S           RLIMIT_CPU: SIGXCPU, then SIGKILL
+    file_size = SIZE    --ulimit fsize=SIZE      RLIMIT_FSIZE: EFBIG and SIGXFSZ
+    tmpfs_size = SIZE   --tmpfs-size SIZE        /tmp and /dev/shm: ENOSPC
+    aslr = bool         --no-aslr                the loader and mm placement
+    (memory, top level) -m/--memory              mappings + tmpfs data: ENOMEM/ENOSPC
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from karn.errors import UsageError
+
+DEFAULT_THREADS = 1024  # one vCPU and one host thread each: keep a thread bomb small
+DEFAULT_OPEN_FILES = 1024
+MAX_THREADS = 4096
+ON_DENIED = ("eperm", "kill")
+SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+class Policy:
+    __slots__ = ("syscalls", "on_denied", "network", "threads", "open_files", "cpu_time",
+                 "file_size", "tmpfs_size", "aslr")
+
+    def __init__(self) -> None:
+        self.syscalls: str | None = None  # allow-list (names and classes); None: all
+        self.on_denied = "eperm"
+        self.network: str | None = None  # --network spec; None: none
+        self.threads = DEFAULT_THREADS
+        self.open_files = DEFAULT_OPEN_FILES
+        self.cpu_time: int | None = None  # seconds of CPU; None: unlimited
+        self.file_size: int | None = None  # bytes per written file; None: unlimited
+        self.tmpfs_size: int | None = None  # bytes per tmpfs; None: half of --memory
+        self.aslr = True
+
+    def update(self, values: dict[str, Any], source: str) -> Policy:
+        """Apply settings (a Karnfile table, or command-line overrides), checking each."""
+        for key, value in values.items():
+            if value is None:
+                continue
+            check = _CHECKS.get(key)
+            if check is None:
+                known = ", ".join(sorted(_CHECKS))
+                raise UsageError(f"{source}: unknown policy key {key!r} (known: {known})")
+            try:
+                setattr(self, key, check(value))
+            except (TypeError, ValueError) as err:
+                raise UsageError(f"{source}: policy {key} = {value!r}: {err}") from None
+        return self
+
+    def syscall_names(self) -> frozenset[str] | None:
+        if self.syscalls is None:
+            return None
+        from karn.kernel.syscall_groups import expand
+
+        return expand(self.syscalls)
+
+    def describe(self) -> dict[str, Any]:
+        names = self.syscall_names()
+        return {
+            "syscalls": "all implemented" if names is None else sorted(names),
+            "on_denied": self.on_denied, "max_threads": self.threads,
+            "max_open_files": self.open_files, "cpu_time": self.cpu_time,
+            "file_size": self.file_size, "tmpfs_size": self.tmpfs_size, "aslr": self.aslr,
+        }
+
+
+def parse_size(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        text = str(value).strip().lower().removesuffix("b").removesuffix("i")
+        unit = text[-1:] if text[-1:] in SIZE_UNITS else ""
+        size = int(float(text[: len(text) - len(unit)]) * SIZE_UNITS[unit])
+    if size <= 0:
+        raise ValueError("must be a positive size (e.g. 64m)")
+    return size
+
+
+def _count(low: int, high: int):
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or int(value) != value or not low <= int(value) <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return int(value)
+    return check
+
+
+def _syscalls(value: Any) -> str | None:
+    text = ",".join(value) if isinstance(value, list) else str(value)
+    if text.strip() == "all":
+        return None
+    from karn.kernel.syscall_groups import expand
+
+    if not expand(text):  # ValueError names what is unknown
+        raise ValueError("the allow-list is empty (use 'all' for no list)")
+    return text
+
+
+def _on_denied(value: Any) -> str:
+    if value not in ON_DENIED:
+        raise ValueError("must be eperm (the call fails) or kill (the guest is killed)")
+    return value
+
+
+def _network(value: Any) -> str:
+    from karn.kernel.net.policy import NetPolicy, PolicyError
+
+    try:
+        NetPolicy.parse(str(value))
+    except PolicyError as err:
+        raise ValueError(str(err)) from None
+    return str(value)
+
+
+def _aslr(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+_CHECKS = {
+    "syscalls": _syscalls, "on_denied": _on_denied, "network": _network,
+    "threads": _count(1, MAX_THREADS), "open_files": _count(3, 1 << 20),
+    "cpu_time": _count(1, 1 << 31), "file_size": parse_size, "tmpfs_size": parse_size,
+    "aslr": _aslr,
+}
+
+
+def parse_ulimit(text: str) -> dict[str, Any]:
+    """--ulimit nofile=N | cpu=SECONDS | fsize=SIZE (docker's names) -> policy keys."""
+    name, sep, value = text.partition("=")
+    keys = {"nofile": "open_files", "cpu": "cpu_time", "fsize": "file_size",
+            "nproc": "threads"}
+    if not sep or name not in keys:
+        raise UsageError(f"--ulimit {text!r}: use nofile=N, nproc=N, cpu=SECONDS or "
+                         "fsize=SIZE")
+    soft = value.split(":")[0]  # SOFT[:HARD] as docker takes it: karn enforces one limit
+    key = keys[name]
+    return {key: soft if key == "file_size" else _number(soft, text)}
+
+
+def _number(text: str, spec: str) -> int:
+    if not text.isdigit():
+        raise UsageError(f"--ulimit {spec!r}: {text!r} is not a number")
+    return int(text)
+
+
+def apply_policy(proc: Any, policy: Policy) -> None:
+    """Set a kernel Process's limits and syscall table from the policy."""
+    from karn.kernel.limits import RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC
+    from karn.kernel.syscalls import restricted_table
+
+    limits = {RLIMIT_NPROC: policy.threads, RLIMIT_NOFILE: policy.open_files,
+              RLIMIT_CPU: policy.cpu_time, RLIMIT_FSIZE: policy.file_size}
+    for resource, value in limits.items():
+        if value is not None:
+            proc.rlimits[resource] = (value, value)
+            proc.rlimit_ceilings[resource] = value
+    proc.fds.limit = policy.open_files
+    names = policy.syscall_names()
+    if names is not None:
+        proc.syscall_table = restricted_table(names, kill=policy.on_denied == "kill")
