@@ -13,7 +13,8 @@ import termios
 
 UNCONDITIONAL: tuple[str, ...] = (
     # Python itself: memory, locks, threads' lifecycle, signals, time
-    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "futex", "set_robust_list",
+    "brk", "mmap", "munmap", "mremap", "mprotect", "madvise", "mincore", "futex",
+    "set_robust_list",
     "rseq", "exit", "exit_group", "restart_syscall", "rt_sigaction", "rt_sigprocmask",
     "rt_sigreturn", "rt_sigtimedwait", "sigaltstack", "getpid", "gettid", "getuid", "geteuid",
     "getgid", "getegid", "getppid", "clock_gettime", "clock_getres", "clock_nanosleep",
@@ -22,11 +23,11 @@ UNCONDITIONAL: tuple[str, ...] = (
     # files: guest files in the root and volumes, lazy imports, core dumps, AF_UNIX names
     # (where: Landlock decides; these only say how)
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
-    "preadv2", "pwritev2", "lseek", "close", "close_range", "openat", "open", "fstat",
+    "preadv2", "pwritev2", "lseek", "close", "close_range", "openat", "openat2", "open", "fstat",
     "newfstatat", "stat", "lstat", "statx", "statfs", "fstatfs", "getdents64", "readlink",
     "readlinkat", "access", "faccessat", "faccessat2", "getcwd", "dup", "dup2", "dup3",
     "fcntl", "pipe2", "mkdirat", "mkdir", "unlinkat", "unlink", "rmdir", "renameat",
-    "renameat2", "rename", "linkat", "symlinkat", "mknodat", "fchmod", "fchmodat",
+    "renameat2", "rename", "linkat", "symlinkat", "mknodat", "chmod", "fchmod", "fchmodat",
     "fchown", "fchownat", "utimensat", "ftruncate", "truncate", "fsync", "fdatasync",
     "fallocate", "flock", "fadvise64", "copy_file_range", "sendfile", "umask",
     # readiness and waiting: eventfds, epoll/poll/select, timerfds

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import karn
 from karn import log
 from karn.errors import KarnError
+from karn.instance.registry import instances_dir
 from karn.sandbox import landlock as L
 from karn.sandbox import privileges, seccomp
 from karn.sandbox.probe import armed
@@ -31,7 +32,7 @@ class Confinement:
     landlock_rules: int
     threads: int
     namespaces: list[str] = field(default_factory=list)
-    capabilities: list[str] | None = None  # kept (root); None: not root
+    capabilities: list[str] | None = None  # kept; None: had none to drop
     pinned: list[int] = field(default_factory=list, repr=False)
 
     def describe(self) -> dict:
@@ -42,8 +43,8 @@ class Confinement:
             "landlock": (f"ABI {self.landlock_abi}, {self.landlock_rules} rules"
                          if self.landlock_abi else "not available: host files not confined"),
             "namespaces": self.namespaces or ["none"],
-            "capabilities": ("not root" if self.capabilities is None
-                             else self.capabilities or ["none"]),
+            "capabilities": ("none held" if self.capabilities is None
+                             else "kept: " + (", ".join(self.capabilities) or "none")),
         }
 
 
@@ -79,13 +80,14 @@ def _confine(uk: Unikernel) -> Confinement:
                     "host file access is not confined (seccomp only)")
     namespaces: list[str] = []
     netns, keep = -1, None
-    if privileges.is_root():
-        if policy.mode == "none" and not policy.publish:
+    caps = privileges.effective_capabilities()
+    if caps:
+        if privileges.can_unshare(caps) and policy.mode == "none" and not policy.publish:
             netns = privileges.private_network()
             namespaces.append("net")
         privileged_bind = policy.mode == "host" or any(
             p.host_port < 1024 for p in policy.publish)
-        keep = privileges.capabilities_to_keep(privileged_bind)
+        keep = privileges.capabilities_to_keep(caps, privileged_bind)
     try:
         threads = ThreadRoutine(-1 if ruleset is None else ruleset.fd, netns, keep)
         count = threads.apply_everywhere()
@@ -127,10 +129,15 @@ def _ruleset(uk: Unikernel, abi: int, restrict_bind: bool) -> L.Ruleset:
     debug = config.debug
     if debug is not None and debug.core_dir is not None:
         rules.allow(debug.core_dir, L.MAKE_REG | L.WRITE_FILE | L.TRUNCATE)
-    registration = getattr(getattr(uk, "instance", None), "registration", None)
-    if registration is not None:  # removed at exit (karn/instance/registry.py)
-        rules.allow(registration.directory, L.READ_DIR | L.REMOVE_FILE | L.WRITE_FILE)
-        rules.allow(os.path.dirname(registration.directory), L.REMOVE_DIR)
+    # A foreground run registers for `karn ps` after 50 ms, confined by then: its own
+    # directory (record, control socket) is made, written and removed in the state dir.
+    instances = instances_dir()
+    try:
+        os.makedirs(instances, exist_ok=True)
+    except OSError:
+        pass  # no usable state directory: the run goes unlisted (karn/instance/monitor.py)
+    rules.allow(instances, L.READ_DIR | L.MAKE_DIR | L.MAKE_REG | L.MAKE_SOCK | L.WRITE_FILE
+                | L.TRUNCATE | L.REMOVE_FILE | L.REMOVE_DIR)
     # TCP binds: ephemeral ports (the guest's loopback) and the published ports
     rules.allow_bind(0)
     for pub in net.policy.publish:

@@ -1,5 +1,6 @@
-"""What a monitor started as root gives up: capabilities, and the host's network when
-the guest has none (Firecracker's jailer does the same with namespaces and a uid)."""
+"""What a privileged monitor (root, or any capabilities) gives up: capabilities, and the
+host's network when the guest has none (Firecracker's jailer does the same with
+namespaces and a uid)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,26 @@ CAP_NAMES = {CAP_CHOWN: "chown", CAP_DAC_OVERRIDE: "dac_override",
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
+CAP_SYS_ADMIN = 21
 
 
-def capabilities_to_keep(privileged_bind: bool) -> int:
-    """The capability mask the monitor keeps (everything else is dropped)."""
-    caps = FILE_CAPS + ((CAP_NET_BIND_SERVICE,) if privileged_bind else ())
-    return sum(1 << c for c in caps)
+def effective_capabilities() -> int:
+    """This thread's effective capability mask (0 for an ordinary user)."""
+    with open("/proc/thread-self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def can_unshare(caps: int) -> bool:
+    return bool(caps & (1 << CAP_SYS_ADMIN))
+
+
+def capabilities_to_keep(caps: int, privileged_bind: bool) -> int:
+    """The part of `caps` the monitor keeps (everything else is dropped)."""
+    wanted = FILE_CAPS + ((CAP_NET_BIND_SERVICE,) if privileged_bind else ())
+    return caps & sum(1 << c for c in wanted)
 
 
 def describe_caps(mask: int) -> list[str]:
