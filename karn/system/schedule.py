@@ -4,13 +4,21 @@ Each partition is one `karn run` monitor process; its vCPU threads are host thre
 scheduling acts on that process:
 
 * fair: the host's default (CFS), nothing to do.
-* priority: every thread of the partition's process gets SCHED_FIFO at the partition's
-  priority (threads created later inherit it), so a higher-priority partition keeps its
-  CPU until it blocks. The supervisor runs one level above every partition, so channels
-  keep flowing. Needs root or CAP_SYS_NICE.
+* priority: every thread of the partition's process gets a real-time priority (threads
+  created later inherit it), so a higher-priority partition keeps its CPU until it
+  blocks or yields: the SCHED_FIFO rule. The policy is SCHED_RR, which differs from
+  SCHED_FIFO only among threads of equal priority: those of one partition take turns
+  (a time slice), so a spinning vCPU cannot starve its own monitor's other threads, e.g.
+  the one that handles SIGTERM. The supervisor runs one level above every partition, so
+  channels keep flowing. Needs root or CAP_SYS_NICE.
 * cyclic: an ARINC 653 major frame divided into windows; a thread of the supervisor
   (SCHED_FIFO when allowed, for low jitter) sends SIGCONT to the partition whose window
-  begins and SIGSTOP to the others, so a partition runs only inside its windows.
+  begins and SIGSTOP to the others, so a partition runs only inside its windows. When
+  allowed, partitions also get nice -20: inside its window a partition takes ~99% of its
+  CPU against an ordinary task (weight 88761 against 1024) rather than sharing it
+  evenly with whatever else the host runs there. (A real-time policy would do better
+  against other load but hits the host's RT throttling: 50 ms of every second, always
+  at the same place in a frame that divides one second, i.e. in the same window.)
 
 CPU pinning (cpu_affinity) applies under every schedule.
 """
@@ -27,6 +35,8 @@ from karn.errors import UsageError
 from karn.system.description import Schedule
 
 JITTER_KEEP = 10_000  # recent window-start latencies kept for status/benchmarks
+WINDOW_NICE = -20  # cyclic: inside its windows a partition takes nearly all of its CPU
+CAP_SYS_NICE = 23
 
 
 def threads_of(pid: int) -> list[int]:
@@ -44,13 +54,29 @@ def set_affinity(pid: int, cpus: list[int]) -> None:
             pass  # the thread ended meanwhile
 
 
-def set_fifo(pid: int, priority: int) -> None:
-    """SCHED_FIFO for every thread of pid (later threads inherit it)."""
+def set_realtime(pid: int, priority: int) -> None:
+    """SCHED_RR at priority for every thread of pid (later threads inherit it)."""
     for tid in threads_of(pid):
         try:
-            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+            os.sched_setscheduler(tid, os.SCHED_RR, os.sched_param(priority))
         except ProcessLookupError:
             pass
+
+
+def set_nice(pid: int, nice: int) -> None:
+    """The nice value of every thread of pid (per thread on Linux; later ones inherit),
+    and of its autogroup: with sched_autogroup, nice counts only inside a session's group
+    and each partition is a session of its own."""
+    for tid in threads_of(pid):
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+        except ProcessLookupError:
+            pass
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(nice))
+    except OSError:
+        pass  # no autogroup: the threads' nice value is what counts
 
 
 def raise_self(priority: int) -> None:
@@ -60,6 +86,16 @@ def raise_self(priority: int) -> None:
     except PermissionError:
         raise UsageError("the priority schedule needs root or CAP_SYS_NICE "
                          "(sched_setscheduler SCHED_FIFO: permission denied)") from None
+
+
+def may_use_fifo() -> bool:
+    """May this process use real-time policies? (asked without changing anything)"""
+    try:
+        with open("/proc/self/status") as f:
+            caps = next(line for line in f if line.startswith("CapEff:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caps.split()[1], 16) >> CAP_SYS_NICE & 1)
 
 
 def try_raise_self(priority: int) -> bool:
@@ -75,12 +111,13 @@ class CyclicScheduler(threading.Thread):
     continue the one that enters. `pid_of(name)` gives a partition's current pid."""
 
     def __init__(self, schedule: Schedule, pid_of: Callable[[str], int | None],
-                 log: Callable[[str], None]) -> None:
+                 cpus: set[int], log: Callable[[str], None]) -> None:
         super().__init__(name="karn-cyclic", daemon=True)
         self.frame = schedule.major_frame_ms / 1000
         self.events = self._events(schedule)
         self.partitions = sorted({w.partition for w in schedule.windows})
         self.pid_of = pid_of
+        self.cpus = cpus  # the CPUs partitions are pinned to
         self.log = log
         self.stopping = threading.Event()
         self.lateness_us: list[float] = []
@@ -113,6 +150,9 @@ class CyclicScheduler(threading.Thread):
 
     def run(self) -> None:
         self.realtime = try_raise_self(os.sched_get_priority_max(os.SCHED_FIFO))
+        others = set(range(os.cpu_count() or 1)) - self.cpus
+        if others:
+            os.sched_setaffinity(0, others)  # never preempt a partition to switch windows
         for name in self.partitions:
             self._signal(name, signal.SIGSTOP)
         running: str | None = None

@@ -56,14 +56,19 @@ def known_systems() -> list[str]:
 
 
 def resolve(name_or_file: str | None) -> str:
-    """A system name from NAME, a description FILE, or nothing (the only running one)."""
+    """A system name from NAME, a description FILE, or nothing: the only running system,
+    else the one started last."""
     if name_or_file is None:
-        running = [n for n in known_systems() if is_running(n)]
+        known = known_systems()
+        running = [n for n in known if is_running(n)]
         if len(running) == 1:
             return running[0]
-        if not running:
-            raise UsageError("no system is running (name one: karn system status NAME)")
-        raise UsageError(f"several systems are running ({', '.join(running)}): name one")
+        if running:
+            raise UsageError(f"several systems are running ({', '.join(running)}): name one")
+        if not known:
+            raise UsageError("no system has run here yet")
+        return max(known, key=lambda n: (read_json(os.path.join(system_dir(n), META))
+                                         or {}).get("started", 0))  # the latest one
     if os.path.isfile(name_or_file):
         from karn.system.description import load
 

@@ -67,6 +67,7 @@ class Supervisor:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.events_fd = -1
         self.control: socket.socket | None = None
+        self.realtime = False  # nice < 0 and real-time policies allowed (root, CAP_SYS_NICE)
 
     # -- set-up ------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -94,6 +95,7 @@ class Supervisor:
         if self.system.schedule.policy == "priority":
             top = max(p.priority for p in self.system.partitions.values())
             schedule.raise_self(top + 1)  # fails here, clearly, without CAP_SYS_NICE
+        self.realtime = schedule.may_use_fifo()
         from karn.instance.registry import process_start_time
 
         meta = {"name": self.system.name, "file": self.system.path, "pid": os.getpid(),
@@ -115,8 +117,9 @@ class Supervisor:
         for name in self.parts:
             self._start(name)
         if self.system.schedule.policy == "cyclic":
+            pinned = {c for p in self.system.partitions.values() for c in p.affinity}
             self.cyclic = schedule.CyclicScheduler(self.system.schedule, self._pid_of,
-                                                   self.event)
+                                                   pinned, self.event)
             self.cyclic.start()
         self.event(f"system {self.system.name} up ({len(self.parts)} partitions, "
                    f"{self.system.schedule.policy} schedule)")
@@ -144,6 +147,7 @@ class Supervisor:
             pass
 
     def _step(self) -> None:
+        self._update_interest()  # what each channel wants now, before waiting
         timeout = None
         if self.timers:
             timeout = max(0.0, self.timers[0][0] - time.monotonic())
@@ -155,7 +159,6 @@ class Supervisor:
         while self.timers and self.timers[0][0] <= now:
             _, _, callback = heapq.heappop(self.timers)
             callback()
-        self._update_interest()
 
     def _after(self, delay_s: float, callback: Callable[[], None]) -> None:
         self.timer_seq += 1
@@ -206,8 +209,11 @@ class Supervisor:
         run.process, run.state, run.started = process, "running", time.time()
         if part.affinity:
             schedule.set_affinity(process.pid, part.affinity)
-        if self.system.schedule.policy == "priority":
-            schedule.set_fifo(process.pid, part.priority)
+        policy = self.system.schedule.policy
+        if policy == "priority":
+            schedule.set_realtime(process.pid, part.priority)
+        elif policy == "cyclic" and self.realtime:
+            schedule.set_nice(process.pid, schedule.WINDOW_NICE)  # owns its windows
         for port, sock in process.socks.items():
             ch = self.by_port[(name, port)]
             if part.ports[port].direction == "out":

@@ -1,15 +1,20 @@
 /* Port tool for the partitioned-system tests (docs/systems.md): one program, several roles.
- *   sensor PORT            JSON readings (and some malformed ones) to PORT, one write each
+ *   sensor PORT MSG...     each MSG to PORT, one write() each
  *   detector IN OUT LIMIT  read readings from IN; for each value over LIMIT write an alert
  *   logger PORT N          print N messages from PORT (poll, then read), one per line
  *   probe PORT             try the wrong direction on PORT and print what happened
  *   sender PORT N PAUSE_MS write N messages, print each result, errno and time class
- *   sampler PORT           print the latest sampling message and PORT.status
+ *   sampler PORT MS1 MS2   the latest sampling message and PORT.status, twice
+ *   drain PORT             read forever
+ *   wakeup COUNT PERIOD_US wake-up latency percentiles of COUNT sleeps
+ *   idle                   sleep forever
+ *   exit CODE              exit with CODE
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
+#include <sys/epoll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -40,37 +45,33 @@ static int open_or_die(const char *name, int flags)
     return fd;
 }
 
-static const char *readings[] = {
-    "{\"id\": 1, \"value\": 10}",
-    "{\"id\": 2, \"value\": 70}",
-    "{\"id\": 3, \"value\": \"high\"}",            /* schema: value is not a number */
-    "{\"id\": 4, \"value\": 90}",
-    "{\"id\": 5, \"value\": 95, \"note\": \"DROP TABLE\"}", /* denied word */
-    "{\"id\": 6, \"value\": 20",                   /* not JSON */
-    "{\"id\": 7, \"value\": 55}",
-    "{\"id\": 8, \"value\": 60, \"pad\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}", /* too big */
-    "{\"id\": 9, \"value\": 99}",
-    "{\"value\": 99}",                             /* schema: id missing */
-    "{\"id\": 10, \"value\": 51}",
-};
-
-static int sensor(const char *name)
+/* Each argument is one message: the test decides what is well-formed. */
+static int sensor(const char *name, int count, char **messages)
 {
     int fd = open_or_die(name, O_WRONLY);
-    for (size_t i = 0; i < sizeof readings / sizeof *readings; i++) {
-        ssize_t n = write(fd, readings[i], strlen(readings[i]));
-        if (n != (ssize_t)strlen(readings[i]))
-            printf("write %zu: %zd %s\n", i, n, strerror(errno));
+    for (int i = 0; i < count; i++) {
+        ssize_t n = write(fd, messages[i], strlen(messages[i]));
+        if (n != (ssize_t)strlen(messages[i]))
+            printf("write %d: %zd %s\n", i, n, strerror(errno));
     }
-    printf("sensor sent %zu\n", sizeof readings / sizeof *readings);
+    printf("sensor sent %d\n", count);
     return 0;
 }
 
+/* Waits with epoll, then reads one message per read(). */
 static int detector(const char *in, const char *out, int limit)
 {
     int rfd = open_or_die(in, O_RDONLY), wfd = open_or_die(out, O_WRONLY);
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = rfd};
     char buf[512], alert[600];
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, rfd, &ev) != 0) {
+        printf("epoll: %s\n", strerror(errno));
+        return 1;
+    }
     for (;;) {
+        if (epoll_wait(ep, &ev, 1, -1) != 1 || !(ev.events & EPOLLIN))
+            continue;
         ssize_t n = read(rfd, buf, sizeof buf - 1);
         if (n < 0) {
             printf("read: %s\n", strerror(errno));
@@ -152,7 +153,7 @@ static int sender(const char *name, int count, int pause_ms)
             ok++;
         else
             printf("write %d: %zd %s\n", i, n, n < 0 ? strerror(errno) : "short");
-        if (dt < 5000)
+        if (dt < 50000)
             fast++;
         if (dt > slowest)
             slowest = dt;
@@ -166,16 +167,59 @@ static int sender(const char *name, int count, int pause_ms)
     return 0;
 }
 
-static int sampler(const char *name)
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The latest sampling message and PORT.status, twice: after FIRST_MS and SECOND_MS more. */
+static int sampler(const char *name, int first_ms, int second_ms)
 {
     int fd = open_or_die(name, O_RDONLY);
     char buf[256], status[256];
-    ssize_t n = read(fd, buf, sizeof buf);
-    printf("read %.*s\n", (int)(n < 0 ? 0 : n), buf);
     snprintf(status, sizeof status, "/dev/ports/%s.status", name);
-    int sfd = open(status, O_RDONLY);
-    n = read(sfd, buf, sizeof buf);
-    printf("%.*s", (int)(n < 0 ? 0 : n), buf);
+    for (int round = 0; round < 2; round++) {
+        sleep_ms(round == 0 ? first_ms : second_ms);
+        ssize_t n = read(fd, buf, sizeof buf);
+        printf("read %.*s\n", (int)(n < 0 ? 0 : n), buf);
+        int sfd = open(status, O_RDONLY);
+        n = read(sfd, buf, sizeof buf);
+        close(sfd);
+        printf("%.*s", (int)(n < 0 ? 0 : n), buf);
+    }
+    return 0;
+}
+
+/* Reads forever and never prints: a receiver that keeps up. */
+static int drain(const char *name)
+{
+    int fd = open_or_die(name, O_RDONLY);
+    char buf[512];
+    for (;;)
+        if (read(fd, buf, sizeof buf) < 0)
+            return 1;
+}
+
+/* Wake-up latency: COUNT sleeps of PERIOD_US; prints percentiles of the oversleep. */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int wakeup(int count, int period_us)
+{
+    double *late = calloc(count, sizeof *late);
+    for (int i = 0; i < count; i++) {
+        struct timespec ts = {0, period_us * 1000L};
+        double t0 = now_us();
+        nanosleep(&ts, NULL);
+        late[i] = now_us() - t0 - period_us;
+    }
+    qsort(late, count, sizeof *late, cmp_double);
+    printf("wakeup_us p50 %.0f p90 %.0f p99 %.0f max %.0f\n", late[count / 2],
+           late[count * 9 / 10], late[count * 99 / 100], late[count - 1]);
     return 0;
 }
 
@@ -183,7 +227,7 @@ int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 3 && !strcmp(argv[1], "sensor"))
-        return sensor(argv[2]);
+        return sensor(argv[2], argc - 3, argv + 3);
     if (argc >= 5 && !strcmp(argv[1], "detector"))
         return detector(argv[2], argv[3], atoi(argv[4]));
     if (argc >= 4 && !strcmp(argv[1], "logger"))
@@ -192,8 +236,20 @@ int main(int argc, char **argv)
         return probe(argv[2]);
     if (argc >= 5 && !strcmp(argv[1], "sender"))
         return sender(argv[2], atoi(argv[3]), atoi(argv[4]));
-    if (argc >= 3 && !strcmp(argv[1], "sampler"))
-        return sampler(argv[2]);
-    fprintf(stderr, "usage: sys_ports sensor|detector|logger|probe|sender|sampler ...\n");
+    if (argc >= 5 && !strcmp(argv[1], "sampler"))
+        return sampler(argv[2], atoi(argv[3]), atoi(argv[4]));
+    if (argc >= 3 && !strcmp(argv[1], "drain"))
+        return drain(argv[2]);
+    if (argc >= 4 && !strcmp(argv[1], "wakeup"))
+        return wakeup(atoi(argv[2]), atoi(argv[3]));
+    if (argc >= 2 && !strcmp(argv[1], "idle"))
+        for (;;)
+            pause();
+    if (argc >= 3 && !strcmp(argv[1], "exit")) {
+        printf("exiting with %d\n", atoi(argv[2]));
+        return atoi(argv[2]);
+    }
+    fprintf(stderr, "usage: sys_ports sensor|detector|logger|probe|sender|sampler|drain|"
+            "wakeup|idle|exit ...\n");
     return 2;
 }
