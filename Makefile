@@ -7,7 +7,7 @@
 PYTHON ?= python3
 APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static libseccomp2 \
 	docker-registry skopeo umoci apache2-utils golang-go python3 gdb strace \
-	nginx redis-server redis-tools wrk curl
+	nginx redis-server redis-tools wrk curl graphviz
 BENCH_ARGS ?=
 
 .PHONY: all example test bench lint install install-test-deps clean
@@ -28,7 +28,7 @@ example: install examples/hello
 # apt only when a tool is missing; pip only when pytest or karn is missing.
 install-test-deps:
 	@missing=""; \
-	for tool in gcc musl-gcc nm docker-registry skopeo umoci htpasswd go gdb strace nginx redis-server redis-cli wrk curl; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	for tool in gcc musl-gcc nm docker-registry skopeo umoci htpasswd go gdb strace nginx redis-server redis-cli wrk curl dot; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /bin/busybox ] || missing="$$missing busybox"; \
 	ls /usr/lib/*/libseccomp.so.2 >/dev/null 2>&1 || missing="$$missing libseccomp2"; \
 	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \

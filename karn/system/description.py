@@ -18,6 +18,7 @@ FINAL_ACTIONS = ("halt", "stop")
 DEFAULT_DEPTH = 16
 MAX_MESSAGE = 1 << 16  # one SOCK_SEQPACKET datagram stays well inside the socket buffer
 MAX_DEPTH = 4096
+SUPERVISOR_OPTIONS = ("--port", "-d", "--detach", "--name", "--gdb")  # set or refused by it
 
 
 class DescriptionError(UsageError):
@@ -60,6 +61,7 @@ class Partition:
         self.cpus: int | None = None  # guest vCPUs (karn run --cpus)
         self.network: str | None = None  # the partition's network policy (--network)
         self.volumes: list[str] = []
+        self.options: list[str] = []  # more `karn run` options: the partition's policy
         self.affinity: list[int] = []  # host CPUs its monitor may run on
         self.priority = 0  # SCHED_FIFO priority under the priority schedule
         self.ports: dict[str, Port] = {}
@@ -200,8 +202,8 @@ class _Loader:
         if not isinstance(table, dict):
             raise self.fail(where, "must be a table")
         self._keys(where, table, {"program", "image", "args", "env", "memory", "cpus",
-                                  "network", "volumes", "cpu_affinity", "priority", "ports",
-                                  "health"})
+                                  "network", "volumes", "options", "cpu_affinity", "priority",
+                                  "ports", "health"})
         part = Partition(name)
         program = self._get(where, table, "program", str, None)
         image = self._get(where, table, "image", str, None)
@@ -223,6 +225,11 @@ class _Loader:
             raise self.fail(where, "cpus must be at least 1")
         part.network = self._get(where, table, "network", str, None)
         part.volumes = [str(v) for v in self._get(where, table, "volumes", list, [])]
+        part.options = [str(o) for o in self._get(where, table, "options", list, [])]
+        for option in part.options:
+            if not option.startswith("-") or option.split("=")[0] in SUPERVISOR_OPTIONS:
+                raise self.fail(where, f"options: {option!r} is not a karn run option the "
+                                       "partition may set")
         part.affinity = self._get(where, table, "cpu_affinity", list, [])
         ncpu = os.cpu_count() or 1
         for cpu in part.affinity:

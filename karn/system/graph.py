@@ -28,10 +28,13 @@ def to_dot(system: SystemDescription) -> str:
         lines.append(f"    {_q(part.name + '.program')} [shape=box, style=filled, "
                      f"fillcolor=lightgrey, label={_q(part.program.rsplit('/', 1)[-1])}];")
         for port in part.ports.values():
-            detail = (f"depth {port.depth}" if port.kind == "queuing"
-                      else f"refresh {port.refresh_ms:g}ms" if port.refresh_ms else "sampling")
+            detail = ""
+            if port.direction == "in" and port.kind == "queuing":
+                detail = f", depth {port.depth}"
+            elif port.direction == "in" and port.refresh_ms:
+                detail = f", refresh {port.refresh_ms:g}ms"
             shape = "rarrow" if port.direction == "out" else "larrow"
-            label = _q(f"{port.name}{NL}{port.kind}, {port.max_size} B, {detail}")
+            label = _q(f"{port.name}{NL}{port.kind}, {port.max_size} B{detail}")
             lines.append(f"    {_q(port.ref)} [shape={shape}, label={label}];")
         lines.append("  }")
     for i, ch in enumerate(system.channels):

@@ -41,7 +41,7 @@ def monitor_command(part: Partition, specs: list[PortSpec]) -> list[str]:
         cmd += ["--env", item]
     for vol in part.volumes:
         cmd += ["--volume", vol]
-    cmd += ["--hostname", part.name]
+    cmd += ["--hostname", part.name, *part.options]
     for spec in specs:
         cmd.append("--port=" + spec.format())
     return [*cmd, part.program, *part.args]

@@ -283,7 +283,7 @@ class Supervisor:
         else:
             self.event(f"health monitor: stopping system {self.system.name} "
                        f"(partition {run.name} {describe_exit(status)})")
-            self.failed = True
+            self.failed = self.failed or status != 0
             self.request_stop()
 
     def _restart(self, run: PartitionRun) -> None:

@@ -9,6 +9,7 @@
  *   wakeup COUNT PERIOD_US wake-up latency percentiles of COUNT sleeps
  *   idle                   sleep forever
  *   exit CODE              exit with CODE
+ *   ping OUT IN N SIZE, echo IN OUT, blast OUT N SIZE, sink IN N: bench/system.py
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -223,6 +224,82 @@ static int wakeup(int count, int period_us)
     return 0;
 }
 
+/* Benchmarks (bench/system.py). ping: COUNT round trips of SIZE bytes through OUT and
+ * back on IN, percentiles of the round trip; echo: send back what arrives. */
+static int ping(const char *out, const char *in, int count, int size)
+{
+    int wfd = open_or_die(out, O_WRONLY), rfd = open_or_die(in, O_RDONLY);
+    char *buf = calloc(1, size + 1);
+    double *rtt = calloc(count, sizeof *rtt);
+    if (size >= 8) { /* a JSON document, so a guard's checks can pass it */
+        memset(buf, 'x', size);
+        memcpy(buf, "{\"v\":\"", 6);
+        memcpy(buf + size - 2, "\"}", 2);
+    }
+    for (int i = 0; i < count; i++) {
+        double t0 = now_us();
+        if (write(wfd, buf, size) != size || read(rfd, buf, size) != size) {
+            printf("ping %d: %s\n", i, strerror(errno));
+            return 1;
+        }
+        rtt[i] = now_us() - t0;
+    }
+    qsort(rtt, count, sizeof *rtt, cmp_double);
+    printf("rtt_us p50 %.1f p99 %.1f\n", rtt[count / 2], rtt[count * 99 / 100]);
+    return 0;
+}
+
+static int echo(const char *in, const char *out)
+{
+    int rfd = open_or_die(in, O_RDONLY), wfd = open_or_die(out, O_WRONLY);
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(rfd, buf, sizeof buf);
+        if (n < 0 || write(wfd, buf, n) != n)
+            return 1;
+    }
+}
+
+/* blast: COUNT messages of SIZE bytes as fast as they go; sink: time from the first to
+ * the last of up to COUNT messages (it stops 1 s after the last one arrived). */
+static int blast(const char *out, int count, int size)
+{
+    int fd = open_or_die(out, O_WRONLY);
+    char *buf = calloc(1, size);
+    double t0 = now_us();
+    for (int i = 0; i < count; i++)
+        if (write(fd, buf, size) != size) {
+            printf("blast %d: %s\n", i, strerror(errno));
+            return 1;
+        }
+    printf("blast_us %.0f\n", now_us() - t0);
+    return 0;
+}
+
+static int sink(const char *in, int count)
+{
+    int fd = open_or_die(in, O_RDONLY);
+    static char buf[65536];
+    double first = 0, last = 0;
+    long bytes = 0;
+    int got = 0;
+    while (got < count) {
+        struct pollfd pfd = {fd, POLLIN, 0};
+        if (poll(&pfd, 1, got ? 1000 : 60000) != 1)
+            break;
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0)
+            return 1;
+        last = now_us();
+        if (!got++)
+            first = last;
+        else
+            bytes += n;
+    }
+    printf("sink got %d bytes %ld us %.0f\n", got, bytes, last - first);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -242,6 +319,14 @@ int main(int argc, char **argv)
         return drain(argv[2]);
     if (argc >= 4 && !strcmp(argv[1], "wakeup"))
         return wakeup(atoi(argv[2]), atoi(argv[3]));
+    if (argc >= 6 && !strcmp(argv[1], "ping"))
+        return ping(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
+    if (argc >= 4 && !strcmp(argv[1], "echo"))
+        return echo(argv[2], argv[3]);
+    if (argc >= 5 && !strcmp(argv[1], "blast"))
+        return blast(argv[2], atoi(argv[3]), atoi(argv[4]));
+    if (argc >= 4 && !strcmp(argv[1], "sink"))
+        return sink(argv[2], atoi(argv[3]));
     if (argc >= 2 && !strcmp(argv[1], "idle"))
         for (;;)
             pause();
@@ -250,6 +335,6 @@ int main(int argc, char **argv)
         return atoi(argv[2]);
     }
     fprintf(stderr, "usage: sys_ports sensor|detector|logger|probe|sender|sampler|drain|"
-            "wakeup|idle|exit ...\n");
+            "wakeup|idle|exit|ping|echo|blast|sink ...\n");
     return 2;
 }
