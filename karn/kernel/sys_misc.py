@@ -202,8 +202,15 @@ def sys_prctl(task: Task, option: int, arg2: int, arg3: int, arg4: int, arg5: in
     raise SyscallError(errno.EINVAL)
 
 
+def sys_ptrace(task: Task, request: int, pid: int, addr: int, data: int) -> int:
+    # The guest has nothing to trace (one process) and must never reach the monitor or a
+    # host process: refused as for a process without CAP_SYS_PTRACE.
+    raise SyscallError(errno.EPERM)
+
+
 HANDLERS = {
     "exit_group": sys_exit_group,
+    "ptrace": sys_ptrace,
     "arch_prctl": sys_arch_prctl,
     "set_tid_address": sys_set_tid_address,
     "set_robust_list": sys_set_robust_list,
@@ -220,6 +227,7 @@ HANDLERS = {
 }
 
 NOTES = {
+    "ptrace": "Always EPERM: nothing in the guest may be traced.",
     "prctl": "PR_SET/GET_NAME, DUMPABLE, NO_NEW_PRIVS, PDEATHSIG; other options EINVAL.",
     "sched_getaffinity": "Reports the guest's --cpus, not the host's CPUs.",
 }

@@ -65,6 +65,9 @@ def _check_type(family: int, stype: int, proto: int) -> None:
             raise SyscallError(errno.ESOCKTNOSUPPORT)
         if proto not in (0, c.AF_UNIX):
             raise SyscallError(errno.EPROTONOSUPPORT)
+    elif family == c.AF_PACKET:
+        _warn_once("packet", "packet sockets are not allowed in the guest; returning EPERM")
+        raise SyscallError(errno.EPERM)  # as Linux without CAP_NET_RAW
     else:
         if family != c.AF_NETLINK:  # glibc probes netlink and copes without it
             # Keyed by family only for real ones: a guest must not flood the log.

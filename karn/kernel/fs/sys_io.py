@@ -22,7 +22,7 @@ from karn.kernel.fs.sysutil import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from karn.kernel.fs.file import DirEntry
+    from karn.kernel.fs.file import DirEntry, OpenFile
     from karn.kernel.process import Task
 
 _DIRENT64 = struct.Struct("<QqHB")
@@ -132,7 +132,12 @@ def sys_sendfile(task: Task, out_fd: int, in_fd: int, offset_ptr: int, count: in
     buf = bytearray(min(count, _SENDFILE_CHUNK))  # bounded, whatever count says
     view = memoryview(buf)
     total = 0
+    if count:  # wait for an empty pipe or a full one where a signal reaches, not in a host call
+        wait_until_ready(task, src, select.POLLIN)
+        wait_until_ready(task, dst, select.POLLOUT)
     while total < count:
+        if total and not _ready_now(dst, select.POLLOUT):
+            break  # a short count rather than a thread stuck in a host write
         want = view[: min(len(buf), count - total)]
         n = src.readinto(want) if pos is None else src.pread_into(want, pos + total)
         if n == 0:
@@ -144,6 +149,15 @@ def sys_sendfile(task: Task, out_fd: int, in_fd: int, offset_ptr: int, count: in
     if pos is not None:
         task.mem.write_u64(offset_ptr, pos + total)
     return total
+
+
+def _ready_now(file: OpenFile, events: int) -> bool:
+    host = None if getattr(file, "is_regular", True) else file.host_fd()
+    if host is None:
+        return True
+    probe = select.poll()
+    probe.register(host, events)
+    return bool(probe.poll(0))
 
 
 def sys_fsync(task: Task, fd: int) -> int:

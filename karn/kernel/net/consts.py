@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 AF_UNSPEC, AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 0, 1, 2, 10, 16
+AF_PACKET = 17
 AF_MAX = 46  # one past the highest family Linux knows (AF_MCTP)
 SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, SOCK_SEQPACKET = 1, 2, 3, 5
 SOCK_TYPE_MASK = 0xF
