@@ -9,6 +9,7 @@ its own thread, because window boundaries must not wait for message handling.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import os
 import selectors
@@ -27,6 +28,7 @@ from karn.system.partition import STOP_GRACE, PartitionProcess
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 OUTPUT_CHUNK = 65536
+OUTPUT_BURST = 16  # chunks per readiness event
 
 
 class PartitionRun:
@@ -242,19 +244,26 @@ class Supervisor:
                 ch.flush()
         return handle
 
-    def _output(self, run: PartitionRun) -> None:
+    def _output(self, run: PartitionRun, drain: bool = False) -> None:
+        """Copy what the partition wrote to its log (and our stdout, in the foreground):
+        a bounded amount per event, so a chatty partition cannot hold up the channels;
+        everything (drain) once it has ended."""
         process = run.process
         if process is None or process.output is None:
             return
-        try:
-            data = os.read(process.output, OUTPUT_CHUNK)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._unwatch(process.output)
-            return
+        for _ in itertools.count() if drain else range(OUTPUT_BURST):
+            try:
+                data = os.read(process.output, OUTPUT_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._unwatch(process.output)
+                return
+            self._copy_output(run, data)
+
+    def _copy_output(self, run: PartitionRun, data: bytes) -> None:
         os.write(run.log_fd, data)
         if self.echo:
             text = run.pending_line + data
@@ -266,7 +275,7 @@ class Supervisor:
     def _exited(self, run: PartitionRun) -> None:
         process = run.process
         assert process is not None
-        self._output(run)  # what it wrote last
+        self._output(run, drain=True)  # what it wrote last
         status = process.proc.wait()
         run.last_exit = status
         self._release(run)
@@ -392,7 +401,7 @@ class Supervisor:
             except Exception:  # noqa: BLE001 - TimeoutExpired: it did not stop in time
                 process.kill()
                 process.proc.wait()
-            self._output(run)
+            self._output(run, drain=True)
             run.last_exit = process.proc.returncode
             self._release(run)
         for run in self.parts.values():

@@ -104,10 +104,10 @@ class Port:
             pass  # supervisor gone (system going down): the message is lost, as on a wire
         return len(data)
 
-    def receive_queued(self, view: memoryview) -> int:
+    def receive_queued(self, views: list[memoryview]) -> int:
         header = bytearray(HEADER.size)
         try:
-            n = os.readv(self.fd, [header, view])  # a longer message is truncated
+            n = os.readv(self.fd, [header, *views])  # a longer message is truncated
         except BlockingIOError:
             raise SyscallError(errno.EAGAIN) from None
         except OSError as err:
@@ -135,13 +135,16 @@ class Port:
             self.latest = data[HEADER.size :]
             self.received += 1
 
-    def receive_sampling(self, view: memoryview) -> int:
+    def receive_sampling(self, views: list[memoryview]) -> int:
         self.refresh_sampling()
         if self.latest is None:
             raise SyscallError(errno.EAGAIN)
-        n = min(len(view), len(self.latest))
-        view[:n] = self.latest[:n]
-        return n
+        done = 0
+        for view in views:  # scattered like readv
+            n = min(len(view), len(self.latest) - done)
+            view[:n] = self.latest[done : done + n]
+            done += n
+        return done
 
     def status(self) -> bytes:
         spec = self.spec
@@ -175,17 +178,18 @@ class PortFile(OpenFile):
         return self.port.spec.kind == "sampling" and self.port.latest is not None
 
     def readinto(self, view: memoryview) -> int:
+        return self.readv_into([view])
+
+    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
+        """One message, scattered over the buffers."""
         port = self.port
+        if offset is not None:
+            raise SyscallError(errno.ESPIPE)
         if port.source:
             raise SyscallError(errno.EBADF)
         if port.spec.kind == "sampling":
-            return port.receive_sampling(view)
-        return port.receive_queued(view)
-
-    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
-        if offset is not None:
-            raise SyscallError(errno.ESPIPE)
-        return self.readinto(views[0]) if views else 0  # one message, into the first buffer
+            return port.receive_sampling(views)
+        return port.receive_queued(views)
 
     def write(self, data: Buffer) -> int:
         if not self.port.source:
