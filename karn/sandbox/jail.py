@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import site
-import sysconfig
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -70,8 +70,7 @@ def confine(uk: Unikernel) -> Confinement:
 
 
 def _confine(uk: Unikernel) -> Confinement:
-    import pyseccomp  # noqa: F401 - now: it runs ldconfig and makes temporary files
-
+    seccomp.import_bindings()  # before Landlock: finding libraries may spawn ldconfig
     policy = uk.process.net.policy  # type: ignore[attr-defined]
     abi = L.abi_version()
     ruleset = _ruleset(uk, abi, restrict_bind=policy.mode != "host") if abi else None
@@ -119,9 +118,7 @@ def _ruleset(uk: Unikernel, abi: int, restrict_bind: bool) -> L.Ruleset:
     rules.allow(unix_dir, L.READ | L.WRITE)
     rules.allow(os.path.dirname(unix_dir), L.REMOVE_DIR)  # removed at exit
     # Python's own modules and karn's, read-only, for imports made after confinement
-    paths = sysconfig.get_paths()
-    rules.allow_all({paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"],
-                     *site.getsitepackages(), os.path.dirname(karn.__file__)}, L.READ)
+    rules.allow_all(_python_paths(), L.READ)
     # /proc/cpuinfo (the guest's copy), /proc/self/{statm,fd/N} (inspect, reopening)
     rules.allow_pinned("/proc/cpuinfo", L.READ_FILE)
     rules.allow_pinned(f"/proc/{os.getpid()}", L.READ)
@@ -143,3 +140,12 @@ def _ruleset(uk: Unikernel, abi: int, restrict_bind: bool) -> L.Ruleset:
     for pub in net.policy.publish:
         rules.allow_bind(pub.host_port)
     return rules
+
+
+def _python_paths() -> set[str]:
+    """The import path inside Python's installation (and the user's site-packages), and
+    karn's package; not sys.path[0], which `python -m` sets to the working directory."""
+    homes = (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             site.getusersitepackages())
+    inside = {p for p in sys.path if p and p.startswith(homes) and os.path.isdir(p)}
+    return inside | set(site.getsitepackages()) | {os.path.dirname(karn.__file__)}

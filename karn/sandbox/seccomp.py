@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from types import ModuleType
 
 from karn import log
 from karn.sandbox import allowlist as A
@@ -14,9 +15,27 @@ def allowed_names() -> list[str]:
     return sorted({*A.UNCONDITIONAL, *A.CONDITIONAL})
 
 
+# The libraries pyseccomp loads, by their ABI sonames: it would look them up with
+# ctypes.util.find_library, which runs ldconfig twice (~10 ms, more on a busy host).
+SONAMES = {"c": "libc.so.6", "seccomp": "libseccomp.so.2"}
+
+
+def import_bindings() -> ModuleType:
+    """pyseccomp; OSError when libseccomp.so.2 is not installed (Debian: libseccomp2)."""
+    import ctypes.util
+
+    find = ctypes.util.find_library
+    ctypes.util.find_library = lambda name: SONAMES.get(name) or find(name)
+    try:
+        import pyseccomp
+    finally:
+        ctypes.util.find_library = find
+    return pyseccomp
+
+
 def load_filter() -> int:
     """Install the filter on every thread (TSYNC); the number of calls it allows."""
-    import pyseccomp as sc  # imported by jail.py already: finding libseccomp execs ldconfig
+    sc = import_bindings()
 
     pid = os.getpid()
     f = sc.SyscallFilter(sc.ERRNO(errno.EPERM))
