@@ -38,7 +38,7 @@ install-test-deps:
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
 	fi
-	@$(PYTHON) -c 'import pytest, cryptography, karn, karn.cli.main, elftools, capstone, pyseccomp' 2>/dev/null \
+	@$(PYTHON) -c 'import pytest, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, pyseccomp' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e '.[test]'
 
 test: install-test-deps
