@@ -8,6 +8,7 @@ Ctrl-C reaches only the supervisor, which stops the system in order.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -19,6 +20,14 @@ from karn.kernel.fs.ports import PortSpec
 from karn.system.description import Partition
 
 STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL when the system goes down
+PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before any fork
+
+
+def _die_with_supervisor() -> None:
+    """In the child before exec: SIGKILL when the supervisor (the forking thread) dies,
+    so a killed supervisor leaves no partition running without its channels."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def monitor_env() -> dict[str, str]:
@@ -67,7 +76,8 @@ class PartitionProcess:
                 self.proc = subprocess.Popen(
                     monitor_command(part, specs), stdin=subprocess.DEVNULL, stdout=out_w,
                     stderr=out_w, pass_fds=[s.fileno() for s in theirs], cwd=cwd,
-                    env=monitor_env(), start_new_session=True)
+                    env=monitor_env(), start_new_session=True,
+                    preexec_fn=_die_with_supervisor)
             finally:
                 os.close(out_w)
         except BaseException:
