@@ -37,6 +37,15 @@ def _unspec_connect(fd: int) -> None:
             raise SyscallError(err)
 
 
+def _host_key(addr: tuple) -> tuple[str, int]:
+    """A host socket address compared across families: ::ffff:127.0.0.1 is 127.0.0.1."""
+    return addr[0].removeprefix("::ffff:"), addr[1]
+
+
+def _on_host_loopback(ip: str) -> bool:
+    return ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback
+
+
 class InetSocket(SocketFile):
     def __init__(self, net: NetStack, process: Process, family: int, stype: int, proto: int,
                  sock: socket.socket, nonblock: bool) -> None:
@@ -50,6 +59,7 @@ class InetSocket(SocketFile):
         self.reuseport = False
         self.blackhole = False  # a UDP socket "connected" to a closed guest port
         self.pending_error = 0
+        self.client_key: tuple[str, int] | None = None  # in net.guest_clients while connecting
 
     # -- addresses ---------------------------------------------------------------------
     def _check_family(self, addr: Address) -> InetAddr:
@@ -238,6 +248,8 @@ class InetSocket(SocketFile):
                     raise host_errno(err) from None
             self.guest_peer = addr
             return
+        if not self.net.policy.passthrough and _on_host_loopback(target[0]):
+            self._note_client(target)
         err = self.sock.connect_ex(target)
         if err == 0 or err == errno.EISCONN and self.guest_peer is not None:
             self.guest_peer = addr
@@ -259,6 +271,33 @@ class InetSocket(SocketFile):
         if err:
             raise SyscallError(err)
 
+    def _note_client(self, target: tuple) -> None:
+        """Record the host address this stream socket connects from, before it connects,
+        so the guest's listeners can tell its own connections from a host process's."""
+        if self.client_key is not None:
+            return
+        if self.host_local is None:  # bind now (as connect would) to learn the port first
+            v6 = self.family == AF_INET6
+            here = ("::ffff:127.0.0.1" if target[0].startswith("::ffff:") else "::1") if v6 \
+                else "127.0.0.1"
+            try:
+                self.sock.bind((here, 0))
+            except OSError as err:
+                raise host_errno(err) from None
+        self.client_key = _host_key(self.sock.getsockname())
+        with self.net.lock:
+            self.net.guest_clients.add(self.client_key)
+
+    def _from_guest(self, peer: tuple) -> bool:
+        """Whether an accepted connection may reach the guest: one of its own sockets, or
+        any peer on a published port (or with --network host). An unpublished listener
+        is a host socket on an ephemeral port that a host process could find."""
+        net = self.net
+        if net.policy.passthrough or net.claimed.get((self.pname, self.guest_port)) is self:
+            return True
+        with net.lock:
+            return _host_key(peer) in net.guest_clients
+
     def listen(self, task: Task, backlog: int) -> None:
         if self.stype != SOCK_STREAM:
             raise SyscallError(errno.EOPNOTSUPP)
@@ -270,8 +309,14 @@ class InetSocket(SocketFile):
     def accept(self, task: Task, nonblock: bool) -> tuple[InetSocket, InetAddr]:
         if not self.listening:
             raise SyscallError(errno.EINVAL)
-        fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
-                              self.rcvtimeo)
+        while True:
+            fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
+                                  self.rcvtimeo)
+            if self._from_guest(peer):
+                break
+            socket.close(fd)  # as if it never arrived: the guest's ports are its own
+            self.net.denied("connection from the host to unpublished port",
+                            f"{self.guest_port}/{self.pname}")
         conn = socket.socket(self.sock.family, self.stype, self.sock.proto, fd)
         new = InetSocket(self.net, self.process, self.family, self.stype, self.proto, conn,
                          nonblock)
@@ -310,6 +355,10 @@ class InetSocket(SocketFile):
         return self.send(task, bufs, flags, target, ancdata)
 
     def close(self) -> None:
+        if self.client_key is not None:
+            with self.net.lock:
+                self.net.guest_clients.discard(self.client_key)
+            self.client_key = None
         if self.guest_port:
             self.net.unregister(self.pname, self.guest_port, self.host_local[1], self)
             self.guest_port = 0

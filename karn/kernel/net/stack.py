@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from karn.kernel.net.inet import InetSocket
 
 PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+MAX_LOGGED_DENIALS = 64
 
 
 class NetStack:
@@ -34,6 +35,7 @@ class NetStack:
         self.unix_names: dict[bytes, tuple[str, SocketFile]] = {}  # guest name -> host path
         self.unix_hosts: dict[str, bytes] = {}  # host path -> guest name
         self.in_flight: dict[int, list[OpenFile]] = {}  # SCM_RIGHTS token inode -> files
+        self.guest_clients: set[tuple[str, int]] = set()  # host (ip, port) of guest connects
         self._unix_dir: str | None = None
         self._unix_seq = 0
         self._logged: set[str] = set()
@@ -133,9 +135,13 @@ class NetStack:
     # -- logging ---------------------------------------------------------------------
     def denied(self, what: str, dest: object) -> None:
         key = f"{what} {dest}"
-        if key not in self._logged:
-            self._logged.add(key)
-            log.warning("network policy: %s %s denied (%s)", what, dest, self.policy.describe())
+        if key in self._logged or len(self._logged) > MAX_LOGGED_DENIALS:
+            return  # a guest must not flood the log or grow the set
+        self._logged.add(key)
+        later = " (later denials are not logged)" if len(self._logged) > MAX_LOGGED_DENIALS \
+            else ""
+        log.warning("network policy: %s %s denied (%s)%s", what, dest, self.policy.describe(),
+                    later)
 
     def close(self) -> None:
         for sock in self.reserved.values():
