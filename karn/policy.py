@@ -172,3 +172,54 @@ def apply_policy(proc: Any, policy: Policy) -> None:
     names = policy.syscall_names()
     if names is not None:
         proc.syscall_table = restricted_table(names, kill=policy.on_denied == "kill")
+
+
+class LimitWatch:
+    """Limits checked on the monitor's main thread while the guest runs, a few times a
+    second: CPU time (RLIMIT_CPU: SIGXCPU, SIGKILL a second later) and the monitor's
+    resident memory, the backstop for guest memory not charged up front (MAP_STACK,
+    MAP_NORESERVE): beyond the limit plus the monitor's own, the guest is killed, as by
+    the OOM killer of a memory cgroup."""
+
+    TICK = 0.25
+    SLACK = 64 << 20  # the monitor's own growth while it runs (buffers, threads, imports)
+
+    def __init__(self, proc: Any, policy: Policy, memory_limit: int) -> None:
+        self.proc = proc
+        self.cpu_time = policy.cpu_time
+        self.rss_limit = _resident_bytes() + memory_limit + self.SLACK
+        self.tick = self.TICK
+        self.warned_cpu = False
+
+    def check(self) -> None:
+        import os
+
+        from karn import log
+
+        if self.cpu_time is not None:
+            times = os.times()
+            used = times.user + times.system
+            if used >= self.cpu_time + 1:
+                self._kill(9)
+            elif used >= self.cpu_time and not self.warned_cpu:
+                self.warned_cpu = True
+                log.warning("policy: CPU time limit of %d s reached: SIGXCPU", self.cpu_time)
+                self._kill(24)  # SIGXCPU
+        rss = _resident_bytes()
+        if rss > self.rss_limit:
+            log.warning("policy: out of memory: the monitor holds %d MiB, over the limit "
+                        "(--memory plus its own): killing the guest", rss >> 20)
+            self._kill(9)
+            self.rss_limit = 1 << 62  # said once
+
+    def _kill(self, sig: int) -> None:
+        from karn.kernel.signals import SI_KERNEL, SigInfo
+
+        self.proc.signal_process(SigInfo.from_sender(sig, SI_KERNEL, 0))
+
+
+def _resident_bytes() -> int:
+    import os
+
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -6,20 +6,19 @@ import os
 import signal
 from typing import TYPE_CHECKING, NamedTuple
 
-from karn import log
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
 from karn.kernel.errors import SyscallError
 from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import KernelConfig, Process, Task
-from karn.kernel.signals import SI_KERNEL, SI_USER, SigInfo, signal_name
+from karn.kernel.signals import SI_USER, SigInfo, signal_name
 from karn.loader.aslr import choose_placement
 from karn.loader.program import load_program
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
 from karn.platform.machine import KvmMachine
 from karn.platform.vcpu import install_kick_handler
-from karn.policy import Policy, apply_policy
+from karn.policy import LimitWatch, Policy, apply_policy
 
 if TYPE_CHECKING:
     from karn.debug.options import DebugOptions
@@ -138,29 +137,6 @@ def guest_environment(extra: list[str]) -> list[bytes]:
 def address_space_span(memory: int) -> int:
     span = max(MIN_SPAN, 4 * memory)
     return min(MAX_SPAN, (span + GIB - 1) // GIB * GIB)
-
-
-class CpuTimeLimit:
-    """RLIMIT_CPU for the whole unikernel (vCPU threads and the monitor serving them):
-    SIGXCPU when the limit is reached, SIGKILL a second later if the guest goes on."""
-
-    def __init__(self, proc: Process, seconds: int | None) -> None:
-        self.proc = proc
-        self.seconds = seconds
-        self.tick = 1.0 if seconds is None else 0.1
-        self.warned = False
-
-    def check(self) -> None:
-        if self.seconds is None:
-            return
-        times = os.times()
-        used = times.user + times.system
-        if used >= self.seconds + 1:
-            self.proc.signal_process(SigInfo.from_sender(signal.SIGKILL, SI_KERNEL, 0))
-        elif used >= self.seconds and not self.warned:
-            self.warned = True
-            log.warning("policy: CPU time limit of %d s reached: SIGXCPU", self.seconds)
-            self.proc.signal_process(SigInfo.from_sender(signal.SIGXCPU, SI_KERNEL, 0))
 
 
 class Unikernel:
@@ -296,9 +272,9 @@ class Unikernel:
                 self.instance.started()
             if not eager and not proc.done.wait(LISTED_AFTER):
                 self.instance = self._register()
-            cpu_limit = CpuTimeLimit(proc, self.config.policy.cpu_time)
-            while not proc.done.wait(cpu_limit.tick):
-                cpu_limit.check()
+            watch = LimitWatch(proc, self.config.policy, self.config.memory)
+            while not proc.done.wait(watch.tick):
+                watch.check()
         finally:
             for sig, previous in forwarded.items():
                 signal.signal(sig, previous)

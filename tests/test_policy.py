@@ -46,6 +46,14 @@ def test_memory_hog_hits_the_cap_and_the_host_holds_no_more(exhaust):
     assert hog_rss - idle_rss < 64 * MIB, (hog_rss, idle_rss)
 
 
+def test_memory_the_limit_does_not_charge_is_caught_by_the_watchdog(karn, exhaust):
+    """Thread stacks (MAP_STACK) are not charged up front, as under overcommit; a guest
+    that fills them anyway is killed once the monitor holds more than the limit allows."""
+    got = karn("-m", "64m", exhaust, "stackmem")
+    assert got.returncode == 128 + 9, got.stderr
+    assert b"policy: out of memory" in got.stderr
+
+
 def test_thread_bomb_stops_at_the_pids_limit(karn, exhaust):
     got = karn("--pids-limit", "32", exhaust, "threads")
     assert got.returncode == 0, got.stderr

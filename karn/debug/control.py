@@ -47,11 +47,15 @@ class ControlServer:
             with conn:
                 try:
                     conn.settimeout(CLIENT_TIMEOUT)
-                    conn.sendall(json.dumps(self.answer(_read_line(conn))).encode() + b"\n")
+                    request = _read_line(conn)
+                    try:
+                        answer = self.answer(request)
+                    except Exception as err:  # a monitor bug: the guest keeps running
+                        log.error("control socket: %s: %s", type(err).__name__, err)
+                        answer = {"ok": False, "error": f"internal error: {err!r}"}
+                    conn.sendall(json.dumps(answer).encode() + b"\n")
                 except OSError:
                     pass  # the client went away
-                except Exception as err:  # a monitor bug: the guest keeps running
-                    log.error("control socket: %s: %s", type(err).__name__, err)
 
     def answer(self, raw: bytes) -> dict:
         try:

@@ -36,18 +36,27 @@ class DiscardableMemory(Protocol):
 
 
 class Vma:
-    __slots__ = ("start", "end", "prot", "offset", "name")
+    __slots__ = ("start", "end", "prot", "offset", "name", "charged")
 
-    def __init__(self, start: int, end: int, prot: int, offset: int = 0, name: str = "") -> None:
+    def __init__(self, start: int, end: int, prot: int, offset: int = 0, name: str = "",
+                 charged: bool = True) -> None:
         self.start = start
         self.end = end
         self.prot = prot
         self.offset = offset
         self.name = name  # file path, "[heap]", "[stack]" or "" for anonymous
+        # Counted against the memory limit when accessible; MAP_NORESERVE and MAP_STACK
+        # mappings are not (the resident-memory watchdog bounds them: runtime.py).
+        self.charged = charged
 
     def sliced(self, start: int, end: int) -> Vma:
         offset = self.offset + (start - self.start) if self.name.startswith("/") else 0
-        return Vma(start, end, self.prot, offset, self.name)
+        return Vma(start, end, self.prot, offset, self.name, self.charged)
+
+    def cost(self, lo: int, hi: int, prot: int | None = None) -> int:
+        """Bytes of [lo, hi) charged to the limit, with its protection or `prot`."""
+        prot = self.prot if prot is None else prot
+        return hi - lo if self.charged and prot != PROT_NONE else 0
 
 
 class Region(NamedTuple):
@@ -157,10 +166,6 @@ class AddressSpace:
         if start < self.region.user_start or end > self.region.user_end:
             raise SyscallError(errno.ENOMEM)
 
-    @staticmethod
-    def _accessible(vma: Vma) -> int:
-        return vma.end - vma.start if vma.prot != PROT_NONE else 0
-
     def _remove(self, start: int, end: int, discard: bool) -> int:
         """Drop [start, end) from the books; returns the accessible bytes released."""
         released = 0
@@ -168,8 +173,7 @@ class AddressSpace:
         for vma in self._overlapping(start, end):
             self._delete(vma)
             lo, hi = max(vma.start, start), min(vma.end, end)
-            if vma.prot != PROT_NONE:
-                released += hi - lo
+            released += vma.cost(lo, hi)
             if vma.start < lo:
                 kept.append(vma.sliced(vma.start, lo))
             if hi < vma.end:
@@ -190,19 +194,20 @@ class AddressSpace:
         del self._starts[i]
         del self._vmas[i]
 
-    def map(self, start: int, length: int, prot: int, name: str = "", offset: int = 0) -> int:
+    def map(self, start: int, length: int, prot: int, name: str = "", offset: int = 0,
+            charged: bool = True) -> int:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
         replaced = self._overlapping(start, end)
         released = self._remove(start, end, discard=bool(replaced)) if replaced else 0
-        new = end - start if prot != PROT_NONE else 0
+        vma = Vma(start, end, prot, offset, name, charged)
         try:
-            self._charge(new - released)
+            self._charge(vma.cost(start, end) - released)
         except SyscallError:
             self._charge(-released)
             raise
-        self._insert(Vma(start, end, prot, offset, name))
+        self._insert(vma)
         return start
 
     def unmap(self, start: int, length: int) -> None:
@@ -219,9 +224,7 @@ class AddressSpace:
         delta = 0
         for vma in pieces:
             lo, hi = max(vma.start, start), min(vma.end, end)
-            was = hi - lo if vma.prot != PROT_NONE else 0
-            now = hi - lo if prot != PROT_NONE else 0
-            delta += now - was
+            delta += vma.cost(lo, hi, prot) - vma.cost(lo, hi)
         self._charge(delta)
         self._remove(start, end, discard=False)
         for vma in pieces:
@@ -237,7 +240,8 @@ class AddressSpace:
         while i + 1 < len(self._vmas) and self._vmas[i].start <= end:
             a, b = self._vmas[i], self._vmas[i + 1]
             contiguous_file = not a.name.startswith("/") or a.offset + (a.end - a.start) == b.offset
-            if a.end == b.start and a.prot == b.prot and a.name == b.name and contiguous_file:
+            if a.end == b.start and a.prot == b.prot and a.name == b.name and contiguous_file \
+                    and a.charged == b.charged:
                 a.end = b.end
                 del self._vmas[i + 1]
                 del self._starts[i + 1]

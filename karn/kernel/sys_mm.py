@@ -19,6 +19,8 @@ MAP_SHARED_VALIDATE = 0x03
 MAP_TYPE = 0x0F
 MAP_FIXED = 0x10
 MAP_ANONYMOUS = 0x20
+MAP_NORESERVE = 0x4000
+MAP_STACK = 0x20000
 MAP_FIXED_NOREPLACE = 0x100000
 
 MREMAP_MAYMOVE = 1
@@ -61,7 +63,10 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     else:
         start = mm.find_free(length, addr)
     name = file.path if file is not None else ""
-    mm.map(start, length, prot, name, off)
+    # MAP_NORESERVE asks for no reservation, MAP_STACK is a thread stack (glibc maps 8 MiB
+    # each, mostly untouched): neither counts against --memory, as under overcommit.
+    charged = not flags & (MAP_NORESERVE | MAP_STACK)
+    mm.map(start, length, prot, name, off, charged)
     if file is not None:
         _fill_from_file(task, file, start, length, off)
         if kind != MAP_PRIVATE and prot & PROT_WRITE:
@@ -137,7 +142,7 @@ def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new
     vma = mm.find_vma(old)
     if vma is None or not mm.is_mapped(old, old + old_len):
         raise SyscallError(errno.EFAULT)
-    prot, name = vma.prot, vma.name
+    prot, name, charged = vma.prot, vma.name, vma.charged
     offset = vma.offset + (old - vma.start)
     if new_len <= old_len and not flags & MREMAP_FIXED:
         if new_len < old_len:
@@ -145,7 +150,7 @@ def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new
         return old
     if not flags & MREMAP_FIXED and not mm.overlaps(old + old_len, old + new_len):
         if old + new_len <= mm.region.mmap_top:
-            mm.map(old + old_len, new_len - old_len, prot, name, offset + old_len)
+            mm.map(old + old_len, new_len - old_len, prot, name, offset + old_len, charged)
             return old
     if not flags & MREMAP_MAYMOVE:
         raise SyscallError(errno.ENOMEM)
@@ -157,7 +162,7 @@ def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new
         target = mm.find_free(new_len)
     keep = min(old_len, new_len)
     data = task.mem.read(old, keep)
-    mm.map(target, new_len, prot, name, offset)
+    mm.map(target, new_len, prot, name, offset, charged)
     task.mem.write(target, data)
     mm.unmap(old, old_len)
     return target

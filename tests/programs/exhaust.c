@@ -1,5 +1,6 @@
 /* Resource exhaustion, one mode per run; prints how far it got and the error that
- * stopped it:  mem | threads | fds | tmpfs PATH | cpu | rlimit-nofile */
+ * stopped it:  mem | stackmem | threads | fds | tmpfs PATH | cpu
+ * (stackmem: MAP_STACK memory, which the limit does not charge up front) */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -22,10 +23,11 @@ int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "";
     long n = 0;
-    if (!strcmp(mode, "mem")) { /* touch every page: the host must really hold it */
+    if (!strcmp(mode, "mem") || !strcmp(mode, "stackmem")) { /* touch every page */
+        int extra = !strcmp(mode, "stackmem") ? MAP_STACK : 0;
         for (;;) {
-            char *p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                           -1, 0);
+            char *p = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | extra, -1, 0);
             if (p == MAP_FAILED)
                 break;
             memset(p, 0xa5, 1 << 20);
@@ -67,7 +69,7 @@ int main(int argc, char **argv)
         for (;;)
             x++;
     } else {
-        fprintf(stderr, "usage: exhaust mem|threads|fds|tmpfs PATH|cpu\n");
+        fprintf(stderr, "usage: exhaust mem|stackmem|threads|fds|tmpfs PATH|cpu\n");
         return 2;
     }
     fflush(stdout);
