@@ -117,3 +117,29 @@ def test_trace_does_not_change_program_arguments(karn):
     got = karn(BUSYBOX, "echo", "--trace=x")
     assert got.stdout == b"--trace=x\n"
     assert b"echo(" not in got.stderr
+
+
+def test_trace_shows_signal_delivery_and_how_it_ended(build):
+    """strace's `--- SIG ---` and `+++ exited with N +++` lines, from a real delivery."""
+    import signal
+    import sys
+
+    exe = build("service", extra_flags=("-pthread",))
+    proc = subprocess.Popen([sys.executable, "-m", "karn", "run", "--trace=signal", exe, "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"tick 0\n"
+        proc.send_signal(signal.SIGTERM)  # forwarded to the guest, whose handler runs
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3
+    assert out.endswith(b"got SIGTERM, fd 3 still open, exiting\n")
+    lines = err.decode().splitlines()
+    delivered = [i for i, line in enumerate(lines)
+                 if re.fullmatch(r"\[1\] \d+\.\d+ --- SIGTERM \{si_signo=SIGTERM, "
+                                 r"si_code=SI_USER\} ---", line)]
+    assert len(delivered) == 1, lines
+    assert any(line.startswith("[1] ") and " rt_sigreturn(" in line
+               for line in lines[delivered[0]:]), lines  # the handler returned
+    assert lines[-1] == "+++ exited with 3 +++"

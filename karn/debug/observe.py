@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
+    from karn.kernel.signals import SigInfo
     from karn.platform.vcpu import GuestFault
 
 
@@ -30,6 +31,9 @@ class BaseObserver:
 
     def fault(self, task: Task, fault: GuestFault) -> bool:
         return False
+
+    def signal_delivered(self, task: Task, info: SigInfo) -> None:
+        pass
 
     def crashed(self, task: Task, fault: GuestFault) -> None:
         pass
@@ -61,6 +65,10 @@ class Combined(BaseObserver):
 
     def fault(self, task: Task, fault: GuestFault) -> bool:
         return any(p.fault(task, fault) for p in self.parts)
+
+    def signal_delivered(self, task: Task, info: SigInfo) -> None:
+        for p in self.parts:
+            p.signal_delivered(task, info)
 
     def crashed(self, task: Task, fault: GuestFault) -> None:
         for p in self.parts:

@@ -33,7 +33,7 @@ class DebugSession:
                 from karn.debug.decode import expand_filter
 
                 only = expand_filter(options.trace_filter) if options.trace_filter else None
-                parts.append(Tracer(proc.mem, out, only))
+                parts.append(Tracer(proc, out, only))
             if options.trace_summary:
                 parts.append(Summary(out))
         self.core = None

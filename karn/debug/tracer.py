@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, TextIO
 from karn.debug.decode import Decoder, s64
 from karn.debug.observe import BaseObserver
 from karn.kernel.numbers import SYSCALL_NAMES
+from karn.kernel.signals import SI_KERNEL, SI_QUEUE, SI_TIMER, SI_TKILL, SI_USER, signal_name
 
 if TYPE_CHECKING:
-    from karn.kernel.guestmem import GuestMemory
-    from karn.kernel.process import Task
+    from karn.kernel.process import Process, Task
+    from karn.kernel.signals import SigInfo
+
+SI_CODES = {SI_USER: "SI_USER", SI_KERNEL: "SI_KERNEL", SI_QUEUE: "SI_QUEUE",
+            SI_TIMER: "SI_TIMER", SI_TKILL: "SI_TKILL"}
 
 
 def syscall_name(nr: int) -> str:
@@ -26,12 +30,37 @@ def syscall_name(nr: int) -> str:
 
 
 class Tracer(BaseObserver):
-    def __init__(self, mem: GuestMemory, out: TextIO, only: frozenset[str] | None = None) -> None:
-        self.decoder = Decoder(mem)
+    """Also, as strace: `--- SIGTERM {si_signo=..., si_code=...} ---` when a signal is
+    delivered, and `+++ exited with N +++` / `+++ killed by SIGX +++` at the end."""
+
+    def __init__(self, process: Process, out: TextIO,
+                 only: frozenset[str] | None = None) -> None:
+        self.process = process
+        self.decoder = Decoder(process.mem)
         self.out = out
         self.only = only  # syscall names to show; None: all
         self.start = time.monotonic()
         self.lock = threading.Lock()
+
+    def _write(self, line: str) -> None:
+        with self.lock:
+            self.out.write(line)
+            self.out.flush()
+
+    def signal_delivered(self, task: Task, info: SigInfo) -> None:
+        name = signal_name(info.signo)
+        code = SI_CODES.get(info.code, str(info.code))
+        when = time.monotonic() - self.start
+        self._write(f"[{task.tid}] {when:.6f} --- {name} {{si_signo={name}, "
+                    f"si_code={code}}} ---\n")
+
+    def finish(self) -> None:
+        proc = self.process
+        if proc.fatal_signal:
+            core = " (core dumped)" if proc.fatal_core else ""
+            self._write(f"+++ killed by {signal_name(proc.fatal_signal)}{core} +++\n")
+        elif proc.exit_status is not None:
+            self._write(f"+++ exited with {proc.exit_status} +++\n")
 
     def syscall_enter(self, task: Task, nr: int, args: tuple[int, ...]) -> object:
         return time.monotonic()
@@ -42,10 +71,7 @@ class Tracer(BaseObserver):
         if self.only is not None and name not in self.only:
             return
         began: float = token  # type: ignore[assignment]
-        line = self.format(task.tid, began, name, args, result)
-        with self.lock:
-            self.out.write(line)
-            self.out.flush()
+        self._write(self.format(task.tid, began, name, args, result))
 
     def format(self, tid: int, began: float, name: str, args: tuple[int, ...],
                result: int | None) -> str:

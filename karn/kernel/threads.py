@@ -99,6 +99,8 @@ class TaskLoop:
             task.process.crash(fault, sig)
             raise ThreadExit
         trap = fault.vector
+        if task.process.observer is not None:
+            task.process.observer.signal_delivered(task, info)
         _enter_handler(task, info, action, (fault.error_code or 0, trap, fault.cr2))
 
 
@@ -118,6 +120,10 @@ class Observer(Protocol):
 
     def fault(self, task: Task, fault) -> bool:
         """True if the observer consumed the fault (a debugger's breakpoint or step)."""
+        ...
+
+    def signal_delivered(self, task: Task, info: SigInfo) -> None:
+        """A signal is about to run its handler, or its default action (not ignored)."""
         ...
 
     def crashed(self, task: Task, fault) -> None:
@@ -184,9 +190,11 @@ def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
         action = proc.actions[sig]
         if action.handler == SIG_IGN:
             continue
+        if action.handler == SIG_DFL and default_action(sig) == "ignore":
+            continue
+        if proc.observer is not None:
+            proc.observer.signal_delivered(task, info)
         if action.handler == SIG_DFL:
-            if default_action(sig) == "ignore":
-                continue
             proc.terminate_by_signal(sig, core=default_action(sig) == "core")
             raise ThreadExit
         if restart_nr >= 0:
