@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import merge
+
 BENCH = Path(__file__).resolve().parent
 DOCS = BENCH.parent / "docs" / "benchmarks.md"
 KARN = [sys.executable, "-m", "karn"]
@@ -139,15 +141,7 @@ def main() -> int:
     report = "\n".join(lines)
     print(report)
     if opts.write:
-        text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            nxt = rest.find("\n## ")
-            tail = rest[nxt + 1 :] if nxt >= 0 else ""
-            text = head + report + ("\n" + tail if tail else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + report
-        DOCS.write_text(text)
+        merge(report)
     return 0
 
 

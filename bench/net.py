@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import merge
+
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Network"
@@ -195,14 +197,7 @@ def main() -> int:
     report = render(rows, per_request, args, problems)
     print(report)
     if args.write:
-        text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            nxt = rest.find("\n## ")
-            text = head + report + ("\n" + rest[nxt + 1:] if nxt >= 0 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + report
-        DOCS.write_text(text)
+        merge(report)
     return 0
 
 

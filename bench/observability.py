@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from report import replace_section
+from report import merge
 from threads import BenchError, run_once
 
 BENCH = Path(__file__).resolve().parent
@@ -102,7 +102,7 @@ def main() -> int:
     report = render(rows, small, large, args.runs, poller.polls)
     print(report)
     if args.write:
-        replace_section(SECTION, report)
+        merge(report)
     return 0
 
 

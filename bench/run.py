@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from report import merge
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -213,10 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs, rounds, compute_runs, startup, per_call, loops, compute_res, rss, skipped, problems
     )
     print(report)
-    if args.write:
-        DOCS.parent.mkdir(parents=True, exist_ok=True)
-        DOCS.write_text(report)
-        print(f"wrote {DOCS}", file=sys.stderr)
+    if args.write:  # the other scripts' sections are kept
+        merge(report)
     return 1 if problems else 0
 
 

@@ -31,6 +31,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from report import merge
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PROGRAMS = REPO / "tests" / "programs"
@@ -199,16 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = render(runs, rounds, join, join_n, pingpong, pp_n, speed, notes, problems)
     print(report)
     if args.write:
-        text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n\n"
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            nxt = rest.find("\n## ")
-            tail = rest[nxt + 1 :] if nxt >= 0 else ""
-            text = head + report + ("\n" + tail if tail else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + report
-        DOCS.write_text(text)
-        print(f"wrote {DOCS}", file=sys.stderr)
+        merge(report)
     return 1 if problems else 0
 
 
