@@ -44,7 +44,6 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PROGRAM = REPO / "tests" / "programs" / "sys_ports.c"
 SPIN = REPO / "tests" / "programs" / "spin.c"
-DOCS = REPO / "docs" / "benchmarks.md"
 SECTION = "## Partitioned systems"
 LAST_CPU = (os.cpu_count() or 1) - 1
 
@@ -248,7 +247,9 @@ def main() -> int:
     report = render(args.runs, lat, thr, cyclic, wake, guards)
     print(report)
     if args.write:
-        replace_section(report)
+        from report import merge  # bench/report.py
+
+        merge(report)
     return 0
 
 
@@ -326,18 +327,6 @@ def render(runs: int, lat: dict, thr: dict, cyclic: dict, wake: dict, guards: di
               "is dropped and counted there. Window switches are signals from a Python "
               "thread; the shares come from the partitions' CPU times (/proc/PID/stat).", ""]
     return "\n".join(lines)
-
-
-def replace_section(report: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# karn benchmarks\n"
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION)
-        nxt = rest.find("\n## ")
-        text = head + report + ("\n" + rest[nxt + 1:] if nxt >= 0 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + report
-    DOCS.write_text(text)
-    print(f"wrote {DOCS}", file=sys.stderr)
 
 
 if __name__ == "__main__":
