@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import site
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -31,15 +32,18 @@ class Confinement:
     landlock_abi: int  # 0: not available, files not confined
     landlock_rules: int
     threads: int
+    seconds: float  # how long confining took (start-up cost)
     namespaces: list[str] = field(default_factory=list)
     capabilities: list[str] | None = None  # kept; None: had none to drop
-    pinned: list[int] = field(default_factory=list, repr=False)
+    pinned: list[int] = field(default_factory=list, repr=False)  # open for good (landlock)
 
     def describe(self) -> dict:
         return {
             "seccomp": f"{self.syscalls} host syscalls allowed; others fail with EPERM, "
                        "exec/ptrace/mount/module loading kill the monitor",
             "no_new_privs": True,
+            "threads": self.threads,
+            "took_ms": round(self.seconds * 1e3, 2),
             "landlock": (f"ABI {self.landlock_abi}, {self.landlock_rules} rules"
                          if self.landlock_abi else "not available: host files not confined"),
             "namespaces": self.namespaces or ["none"],
@@ -57,11 +61,12 @@ def confine(uk: Unikernel) -> Confinement:
     """Confine this process for the rest of its life; KarnError if it cannot be."""
     global _confined
     probe = armed()
+    start = time.perf_counter()
     try:
-        result = _confine(uk)
+        result = _confine(uk, start)
     except (OSError, ImportError) as err:
-        raise KarnError(f"cannot confine the monitor ({err}); run with --no-sandbox "
-                        "to go without") from None
+        raise KarnError(f"cannot confine the monitor ({_reason(err)}); run with "
+                        "--no-sandbox to go without") from None
     _confined = result
     log.debug("sandbox: %s", result.describe())
     if probe is not None:
@@ -69,8 +74,14 @@ def confine(uk: Unikernel) -> Confinement:
     return result
 
 
-def _confine(uk: Unikernel) -> Confinement:
-    seccomp.import_bindings()  # before Landlock: finding libraries may spawn ldconfig
+def _reason(err: OSError | ImportError) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    return str(err)
+
+
+def _confine(uk: Unikernel, start: float) -> Confinement:
+    seccomp.import_bindings()  # first: a missing libseccomp fails before anything changed
     policy = uk.process.net.policy  # type: ignore[attr-defined]
     abi = L.abi_version()
     ruleset = _ruleset(uk, abi, restrict_bind=policy.mode != "host") if abi else None
@@ -98,7 +109,7 @@ def _confine(uk: Unikernel) -> Confinement:
     allowed = seccomp.load_filter()
     return Confinement(
         syscalls=allowed, landlock_abi=abi, landlock_rules=ruleset.rules if ruleset else 0,
-        threads=count, namespaces=namespaces,
+        threads=count, seconds=time.perf_counter() - start, namespaces=namespaces,
         capabilities=None if keep is None else privileges.describe_caps(keep),
         pinned=ruleset.pinned if ruleset else [])
 
