@@ -319,6 +319,68 @@ def test_diode_sender_cannot_tell_receiver_state(tmp_path: Path, state_env: dict
     assert seen["dead"] == seen["running"]
 
 
+def test_ordinary_queuing_channel_holds_the_sender_back(
+        tmp_path: Path, state_env: dict[str, str], tool: Path) -> None:
+    """Unlike a diode: with the receiver not reading, the queue fills and the sender is
+    held back; nothing is dropped."""
+    text = DIODE.format(name="backpressure", tool=tool, count=300,
+                        receiver=json.dumps(["idle"])).replace("diode = true", "")
+    path = write(tmp_path, text)
+    with Up(state_env, path, "backpressure"):
+        wait_for(lambda: channel(status(state_env, "backpressure"),
+                                 "sender.out->receiver.in")["queued"] == 8,
+                 what="the queue to fill")
+        time.sleep(1.0)
+        counters = channel(status(state_env, "backpressure"), "sender.out->receiver.in")
+        sender_log = logs(state_env, "backpressure", "sender")
+    assert sender_log == ""  # still blocked in a write: it never got to print
+    assert (counters["queued"], counters["dropped"], counters["received"]) == (8, 0, 0)
+    assert counters["sent"] == 8  # the supervisor stopped reading the sender when full
+
+
+RATE = """
+name = "rate"
+[partitions.sensor]
+program = "{tool}"
+args = {messages}
+[partitions.sensor.ports.out]
+direction = "out"
+max_size = 64
+[partitions.sink]
+program = "{tool}"
+args = ["drain", "in"]
+[partitions.sink.ports.in]
+direction = "in"
+max_size = 64
+depth = 64
+[[channels]]
+from = "sensor.out"
+to = "sink.in"
+guard = "slow"
+[guards.slow]
+rate = 2
+burst = 5
+"""
+
+
+def test_guard_rate_limit_rejects_a_burst(tmp_path: Path, state_env: dict[str, str],
+                                          tool: Path) -> None:
+    count = 20
+    messages = ["sensor", "out", *(f"reading {i}" for i in range(count))]
+    path = write(tmp_path, RATE.format(tool=tool, messages=json.dumps(messages)))
+    with Up(state_env, path, "rate"):
+        wait_for(lambda: "sensor sent" in logs(state_env, "rate", "sensor"), what="sensor")
+        wait_for(lambda: channel(status(state_env, "rate"), "sensor.out->sink.in")["sent"]
+                 == count, what="the supervisor")
+        counters = channel(status(state_env, "rate"), "sensor.out->sink.in")
+        events = karn_system(state_env, "logs", "-s", "rate").stdout
+    # The burst of 5 passes (the whole write burst takes far less than the 0.5 s a
+    # token needs to refill); the rest is rejected and logged.
+    assert counters["rejected"] in (count - 5, count - 6), counters
+    assert counters["received"] + counters["queued"] == count - counters["rejected"]
+    assert events.count("over the rate limit of 2 messages/s") == counters["rejected"]
+
+
 WRONG_WAY = """
 name = "wrongway"
 [partitions.a]
