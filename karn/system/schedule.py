@@ -150,6 +150,9 @@ class CyclicScheduler(threading.Thread):
 
     def run(self) -> None:
         self.realtime = try_raise_self(os.sched_get_priority_max(os.SCHED_FIFO))
+        if not self.realtime:
+            self.log("cyclic schedule without root or CAP_SYS_NICE: window switches and "
+                     "partitions run at normal priority, other host load can take their time")
         others = set(range(os.cpu_count() or 1)) - self.cpus
         if others:
             os.sched_setaffinity(0, others)  # never preempt a partition to switch windows

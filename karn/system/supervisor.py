@@ -375,7 +375,7 @@ class Supervisor:
         for run in self.parts.values():
             parts.append({"name": run.name, "state": run.state, "restarts": run.restarts,
                           "pid": run.process.pid if run.process else None,
-                          "last_exit": run.last_exit})
+                          "started": run.started or None, "last_exit": run.last_exit})
         out = {"name": self.system.name, "file": self.system.path,
                "state": "stopping" if self.stopping else "running", "pid": os.getpid(),
                "schedule": self.system.schedule.policy, "uptime": time.time() - self.started,
