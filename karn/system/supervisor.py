@@ -76,6 +76,9 @@ class Supervisor:
         """State directory and control socket; errors before anything starts."""
         if state.is_running(self.system.name):
             raise UsageError(f"system {self.system.name} is already running")
+        if self.system.schedule.policy == "priority":
+            top = max(p.priority for p in self.system.partitions.values())
+            schedule.raise_self(top + 1)  # fails here, clearly, without CAP_SYS_NICE
         os.makedirs(os.path.join(self.dir, state.LOGS), mode=0o700, exist_ok=True)
         for old in (state.STATUS, state.EVENTS, state.SOCKET):
             try:
@@ -94,9 +97,6 @@ class Supervisor:
         self.control.setblocking(False)
         self._watch(self.control, READ, self._accept)
         self._watch(self.wake_r, READ, lambda _m: self._drain_wake())
-        if self.system.schedule.policy == "priority":
-            top = max(p.priority for p in self.system.partitions.values())
-            schedule.raise_self(top + 1)  # fails here, clearly, without CAP_SYS_NICE
         self.realtime = schedule.may_use_fifo()
         from karn.instance.registry import process_start_time
 
