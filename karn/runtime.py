@@ -171,11 +171,12 @@ class Unikernel:
             ncpus=config.cpus,
         )
         from karn.kernel.fs.fdtable import FdTable
+        from karn.kernel.guestmem import MappedMemory
 
         self.machine = KvmMachine(self.vm)
-        self.process = Process(
-            mem, self.mm, self.fs, FdTable.with_stdio(), kconfig, machine=self.machine
-        )
+        # Syscall handlers reach guest memory only where the guest has mappings (EFAULT).
+        self.process = Process(MappedMemory(mem, self.mm), self.mm, self.fs,
+                               FdTable.with_stdio(), kconfig, machine=self.machine)
         self.process.net = self._network()  # type: ignore[attr-defined]
         apply_policy(self.process, policy)
         self.image = load_program(

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import KARN_TIMEOUT
 
 MIB = 1 << 20
@@ -175,3 +174,12 @@ def test_aslr_moves_everything_and_no_aslr_does_not(karn, build):
     fields = [dict(f.split("=") for f in r.decode().split()) for r in runs]
     for key in ("main", "heap", "mmap", "stack", "printf"):
         assert len({f[key] for f in fields}) > 1, (key, runs)  # 3 runs, 16 bits: distinct
+
+
+def test_unmapped_and_prot_none_buffers_get_efault_as_natively(karn, native, build):
+    exe = build("efault", "static")
+    want = native(exe)
+    got = karn(exe)
+    assert got.returncode == want.returncode == 0, got.stderr
+    assert got.stdout == want.stdout
+    assert b"remapped page is zero" in got.stdout and b"Bad address" in got.stdout

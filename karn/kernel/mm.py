@@ -119,6 +119,19 @@ class AddressSpace:
             pos = vma.end
         return pos >= end
 
+    def is_accessible(self, start: int, end: int) -> bool:
+        """Whether [start, end) is mapped without holes and none of it is PROT_NONE."""
+        return self.accessible_prefix(start, end) == end - start
+
+    def accessible_prefix(self, start: int, end: int) -> int:
+        """How many bytes from start on are mapped and not PROT_NONE (at most end-start)."""
+        pos = start
+        for vma in self._overlapping(start, end):
+            if vma.start > pos or vma.prot == PROT_NONE:
+                break
+            pos = vma.end
+        return min(pos, end) - start
+
     def overlaps(self, start: int, end: int) -> bool:
         return bool(self._overlapping(start, end))
 
