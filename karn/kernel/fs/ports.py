@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat as pystat
 import struct
 import time
 from typing import NamedTuple
@@ -71,6 +72,12 @@ class PortSpec(NamedTuple):
             raise ValueError(f"invalid port {text!r}: MAX, FD and REFRESH are numbers") from None
         if max_size <= 0 or fd < 0 or refresh < 0:
             raise ValueError(f"invalid port {text!r}")
+        try:
+            is_socket = pystat.S_ISSOCK(os.fstat(fd).st_mode)
+        except OSError:
+            is_socket = False
+        if not is_socket:
+            raise ValueError(f"invalid port {text!r}: fd {fd} is not an open socket")
         return cls(name, parts[1], parts[2], max_size, fd, refresh)
 
     def format(self) -> str:
