@@ -26,7 +26,7 @@ def stats(uk: Unikernel) -> dict:
         "cpu_seconds": times.user + times.system,
         "memory_limit": uk.config.memory,
         "guest_mapped": proc.mm.mapped_bytes,
-        "guest_resident": proc.mem.resident_bytes(),
+        "guest_resident": uk.vm.memory.resident_bytes(),
         "monitor_rss": monitor_rss(),
         "syscalls": sum(proc.syscall_counts),
     }
