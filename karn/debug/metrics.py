@@ -54,7 +54,11 @@ class MetricsServer:
                 if self.path.split("?")[0] != "/metrics":
                     self.send_error(404, "try /metrics")
                     return
-                body = render(uk).encode()
+                try:
+                    body = render(uk).encode()
+                except Exception as err:  # a monitor bug: say so, keep serving
+                    self.send_error(500, f"karn: {type(err).__name__}: {err}")
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))
