@@ -97,56 +97,19 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _up_detached(system: Any) -> int:
-    """Fork the supervisor into its own session; print the name once it is up."""
+    """The supervisor in its own session; print the name once it is up."""
+    from karn.instance.detach import start_in_background
     from karn.system import state
     from karn.system.supervisor import serve
 
     directory = state.system_dir(system.name)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    log_path = os.path.join(directory, "supervisor.log")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(ready_r)
-        status = 125
-        try:
-            os.setsid()
-            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            os.close(null)
-            os.close(log)
-
-            def ready() -> None:
-                os.write(ready_w, b"ok")
-                os.close(ready_w)
-
-            status = serve(system, echo=False, on_ready=ready)
-        except KarnError as err:
-            sys.stderr.write(f"karn: {err}\n")
-            status = err.exit_code
-        except BaseException:
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(status)
-    os.close(ready_w)
-    with os.fdopen(ready_r, "rb") as ready:
-        started = ready.read() == b"ok"
-    if started:
+    status = start_in_background(os.path.join(directory, "supervisor.log"),
+                                 lambda ready: serve(system, echo=False, on_ready=ready))
+    if status is None:
         print(system.name)
         return 0
-    _, wait_status = os.waitpid(pid, 0)
-    with open(log_path, "rb") as log:
-        sys.stderr.write(log.read().decode(errors="replace"))
-    return os.waitstatus_to_exitcode(wait_status) or 125
+    return status
 
 
 def cmd_down(args: argparse.Namespace) -> int:

@@ -36,6 +36,9 @@ class ControlServer:
         self.listener.bind(path)
         os.chmod(path, 0o600)
         self.listener.listen(8)
+        # Held while a request is answered: a `kill` may end the guest, and the monitor
+        # with it, between doing it and saying so (close() waits for the answer).
+        self._answering = threading.Lock()
         threading.Thread(target=self._serve, name="karn-control", daemon=True).start()
 
     def _serve(self) -> None:
@@ -44,7 +47,7 @@ class ControlServer:
                 conn, _ = self.listener.accept()
             except OSError:
                 return  # closed at exit
-            with conn:
+            with conn, self._answering:
                 try:
                     conn.settimeout(CLIENT_TIMEOUT)
                     request = _read_line(conn)
@@ -81,6 +84,8 @@ class ControlServer:
 
     def close(self) -> None:
         self.listener.close()
+        if self._answering.acquire(timeout=CLIENT_TIMEOUT):
+            self._answering.release()
 
 
 def _read_line(conn: socket.socket) -> bytes:

@@ -1,9 +1,8 @@
-"""`karn run -d`: the monitor continues in the background, in its own session.
+"""Running in the background: `karn run -d` and `karn system up -d`.
 
 The parent forks before any VM exists (a KVM VM belongs to the process that made it),
-then waits until the child's guest is running, prints the instance id and exits. If the
-child fails to start, the parent shows its error and exits with its status, and nothing
-is left behind.
+then waits until the child says it is up, and exits. If the child fails to start, the
+parent shows its log and exits with its status.
 """
 
 from __future__ import annotations
@@ -17,39 +16,54 @@ from karn.errors import KarnError
 from karn.instance.monitor import InstanceOptions
 from karn.instance.registry import LOG, instances_dir, new_id
 
+Started = Callable[[], None]
 
-def run_detached(options: InstanceOptions, body: Callable[[], int]) -> int:
+
+def run_detached(options: InstanceOptions, run: Callable[[], int]) -> int:
+    """`karn run -d`: prints the instance id once the guest runs."""
     options.detached = True
     options.instance_id = new_id()
     directory = os.path.join(instances_dir(), options.instance_id)
     os.makedirs(directory, mode=0o700)
+
+    def body(started: Started) -> int:
+        options.on_started = started
+        return run()
+
+    status = start_in_background(os.path.join(directory, LOG), body)
+    if status is None:
+        print(options.instance_id)
+        return 0
+    shutil.rmtree(directory, ignore_errors=True)  # nothing left behind
+    return status
+
+
+def start_in_background(log_path: str, body: Callable[[Started], int]) -> int | None:
+    """Fork a child in its own session (stdin /dev/null, stdout and stderr to log_path)
+    that runs body(started). None once the child calls started(); if it ends first, its
+    log is copied to stderr and its exit status returned."""
     sys.stdout.flush()
     sys.stderr.flush()
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
-        _child(options, directory, ready_w, body)
+        _child(log_path, ready_w, body)
     os.close(ready_w)
     with os.fdopen(ready_r, "rb") as ready:
-        started = ready.read() == b"ok"
-    if started:
-        print(options.instance_id)
-        return 0
+        if ready.read() == b"ok":
+            return None
     _, wait_status = os.waitpid(pid, 0)
-    with open(os.path.join(directory, LOG), "rb") as log:
+    with open(log_path, "rb") as log:
         sys.stderr.write(log.read().decode(errors="replace"))
-    shutil.rmtree(directory, ignore_errors=True)
     return os.waitstatus_to_exitcode(wait_status) or 125
 
 
-def _child(options: InstanceOptions, directory: str, ready_w: int,
-           body: Callable[[], int]) -> None:
+def _child(log_path: str, ready_w: int, body: Callable[[Started], int]) -> None:
     status = 125
     try:
         os.setsid()  # no terminal: the shell's Ctrl-C and hang-up do not reach it
-        log = os.open(os.path.join(directory, LOG), os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                      0o600)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)
@@ -61,8 +75,7 @@ def _child(options: InstanceOptions, directory: str, ready_w: int,
             os.write(ready_w, b"ok")
             os.close(ready_w)
 
-        options.on_started = started
-        status = body()
+        status = body(started)
     except KarnError as err:
         sys.stderr.write(f"karn: {err}\n")
         status = err.exit_code
