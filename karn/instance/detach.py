@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from karn.errors import KarnError
 from karn.instance.monitor import InstanceOptions
-from karn.instance.registry import LOG, instances_dir, new_id
+from karn.instance.paths import instances_dir
+from karn.instance.registry import LOG, new_id
 
 Started = Callable[[], None]
 

@@ -19,23 +19,9 @@ import shutil
 import time
 
 from karn.errors import UsageError
+from karn.instance.paths import instances_dir
 
 META, STATUS, SOCKET, LOG = "meta.json", "status.json", "control.sock", "output.log"
-
-
-def state_dir() -> str:
-    """$KARN_STATE_DIR, else /run/karn (root) or $XDG_RUNTIME_DIR/karn or /tmp/karn-UID."""
-    configured = os.environ.get("KARN_STATE_DIR")
-    if configured:
-        return configured
-    if os.geteuid() == 0:
-        return "/run/karn"
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    return os.path.join(runtime, "karn") if runtime else f"/tmp/karn-{os.getuid()}"
-
-
-def instances_dir() -> str:
-    return os.path.join(state_dir(), "instances")
 
 
 def process_start_time(pid: int) -> int | None:

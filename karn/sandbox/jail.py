@@ -6,13 +6,12 @@ import os
 import site
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import karn
 from karn import log
 from karn.errors import KarnError
-from karn.instance.registry import instances_dir
+from karn.instance.paths import instances_dir
 from karn.sandbox import landlock as L
 from karn.sandbox import privileges, seccomp
 from karn.sandbox.probe import armed
@@ -24,18 +23,21 @@ if TYPE_CHECKING:
 _confined: Confinement | None = None
 
 
-@dataclass
 class Confinement:
-    """What confine() did; `describe()` is what `karn inspect` shows."""
+    """What confine() did; `describe()` is what `karn inspect` shows. (A plain class:
+    importing dataclasses costs ~12 ms of every start-up.)"""
 
-    syscalls: int  # host system calls the monitor may still make
-    landlock_abi: int  # 0: not available, files not confined
-    landlock_rules: int
-    threads: int
-    seconds: float  # how long confining took (start-up cost)
-    namespaces: list[str] = field(default_factory=list)
-    capabilities: list[str] | None = None  # kept; None: had none to drop
-    pinned: list[int] = field(default_factory=list, repr=False)  # open for good (landlock)
+    def __init__(self, syscalls: int, landlock_abi: int, landlock_rules: int, threads: int,
+                 seconds: float, namespaces: list[str], capabilities: list[str] | None,
+                 pinned: list[int]) -> None:
+        self.syscalls = syscalls  # host system calls the monitor may still make
+        self.landlock_abi = landlock_abi  # 0: not available, files not confined
+        self.landlock_rules = landlock_rules
+        self.threads = threads
+        self.seconds = seconds  # how long confining took (start-up cost)
+        self.namespaces = namespaces
+        self.capabilities = capabilities  # kept; None: had none to drop
+        self.pinned = pinned  # fds open for good (landlock)
 
     def describe(self) -> dict:
         return {

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
-import socket
 import struct
 
 CLONE_NEWNET = 0x40000000
@@ -57,6 +56,8 @@ def private_network() -> int:
     if _libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+    import socket  # only here: the socket module costs ~4 ms of start-up
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifreq = bytearray(struct.pack("16sH22x", b"lo", 0))
         fcntl.ioctl(s, SIOCGIFFLAGS, ifreq)

@@ -17,7 +17,8 @@ import os
 import socket
 
 from karn.errors import KarnError, UsageError
-from karn.instance.registry import process_start_time, state_dir
+from karn.instance.paths import state_dir
+from karn.instance.registry import process_start_time
 
 META, SOCKET, EVENTS, STATUS = "meta.json", "control.sock", "events.log", "status.json"
 LOGS = "logs"
