@@ -364,3 +364,69 @@ def test_python_guest_cannot_escape(karn, host_dirs, host_server):
     time.sleep(0.2)
     assert host_server.arrived() == []
 
+
+
+UDP_GUEST = textwrap.dedent("""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 5353))
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"own", ("127.0.0.1", 5353))
+    print("own datagram:", s.recvfrom(100)[0].decode(), flush=True)
+    print("READY", flush=True)
+    s.settimeout(3)
+    try:
+        print("then:", s.recvfrom(100)[0].decode(), flush=True)
+    except socket.timeout:
+        print("then: nothing", flush=True)
+""")
+
+
+def udp_ports(pid: int) -> list[int]:
+    """The UDP ports process pid has sockets bound to (its fds in /proc/net/udp*)."""
+    inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
+              if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+    ports = []
+    for table in ("udp", "udp6"):
+        with open(f"/proc/{pid}/net/{table}") as f:
+            ports += [int(fields[1].rsplit(":", 1)[1], 16) for fields in
+                      (line.split() for line in f.readlines()[1:]) if fields[9] in inodes]
+    return ports
+
+
+def run_udp_guest(*opts: str, send_to: list[int] | None = None) -> bytes:
+    """The guest binds UDP 5353; then the host sends a datagram to send_to (default:
+    every UDP port the monitor has, i.e. the host ports behind the guest's sockets)."""
+    cmd = [sys.executable, "-m", "karn", "run", "--root", "/", *opts, "/usr/bin/python3",
+           "-c", UDP_GUEST]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out = b""
+        while b"READY" not in out:
+            line = proc.stdout.readline()
+            assert line, out + proc.stderr.read()
+            out += line
+        ports = udp_ports(proc.pid) if send_to is None else send_to
+        assert ports
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as host:
+            for port in ports:
+                host.sendto(b"from-host", ("127.0.0.1", port))
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out + rest + err
+    return out + rest
+
+
+def test_unpublished_udp_socket_does_not_hear_the_host():
+    out = run_udp_guest()
+    assert b"own datagram: own\n" in out  # the guest's own traffic still flows
+    assert out.endswith(b"then: nothing\n"), out
+
+
+def test_published_udp_port_hears_the_host():
+    """The control: the same datagram on a published port reaches the guest."""
+    host_port = free_port()
+    out = run_udp_guest("-p", f"{host_port}:5353/udp", send_to=[host_port])
+    assert out.endswith(b"then: from-host\n"), out

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from karn.kernel.errors import SyscallError
 from karn.kernel.net.addr import Address, InetAddr, UnspecAddr, from_host
 from karn.kernel.net.base import SocketFile, host_errno
-from karn.kernel.net.consts import AF_INET, AF_INET6, SOCK_STREAM
+from karn.kernel.net.consts import AF_INET, AF_INET6, MSG_DONTWAIT, MSG_PEEK, SOCK_STREAM
 
 if TYPE_CHECKING:
     from karn.kernel.net.stack import NetStack
@@ -297,6 +297,36 @@ class InetSocket(SocketFile):
             return True
         with net.lock:
             return _host_key(peer) in net.guest_clients
+
+    def _datagram_allowed(self, src: tuple | None) -> bool:
+        """Whether a datagram may reach the guest: from one of its own sockets, from
+        outside the host (replies to allowed egress), or to a published port. An
+        unpublished UDP socket is a host socket on a loopback port a host process could
+        find, as for accept()."""
+        net = self.net
+        if src is None or net.policy.passthrough or \
+                net.claimed.get((self.pname, self.guest_port)) is self:
+            return True
+        ip = ipaddress.ip_address(src[0].removeprefix("::ffff:"))
+        if not ip.is_loopback or any(r.allows(ip, src[1]) for r in net.policy.egress):
+            return True  # not from this host, or a host service egress allows
+        with net.lock:
+            return (self.pname, src[1]) in net.guest_sources
+
+    def recv(self, task: Task | None, views: list[memoryview], flags: int,
+             ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
+        if self.stype == SOCK_STREAM:
+            return super().recv(task, views, flags, ancbufsize, msg)
+        while True:  # look at the sender first; drop what a host process sent
+            src = super().recv(task, [memoryview(bytearray(1))], flags | MSG_PEEK)[3]
+            if self._datagram_allowed(src):
+                return super().recv(task, views, flags, ancbufsize, msg)
+            try:
+                self.sock.recv(1, MSG_DONTWAIT)
+            except OSError:
+                pass  # taken meanwhile by another thread
+            self.net.denied("datagram from the host to unpublished port",
+                            f"{self.guest_port}/{self.pname}")
 
     def listen(self, task: Task, backlog: int) -> None:
         if self.stype != SOCK_STREAM:

@@ -36,6 +36,9 @@ class NetStack:
         self.unix_hosts: dict[str, bytes] = {}  # host path -> guest name
         self.in_flight: dict[int, list[OpenFile]] = {}  # SCM_RIGHTS token inode -> files
         self.guest_clients: set[tuple[str, int]] = set()  # host (ip, port) of guest connects
+        # (proto, host port) of every guest socket ever bound: a datagram may arrive after
+        # its sender closed. Only grows, at most 65536 ports per protocol.
+        self.guest_sources: set[tuple[str, int]] = set()
         self._unix_dir: str | None = None
         self._unix_seq = 0
         self._logged: set[str] = set()
@@ -77,6 +80,7 @@ class NetStack:
     def register(self, proto: str, guest_port: int, host_port: int, sock: InetSocket) -> None:
         self.bound.setdefault((proto, guest_port), []).append(sock)
         self.host_ports[(proto, host_port)] = guest_port
+        self.guest_sources.add((proto, host_port))
 
     def unregister(self, proto: str, guest_port: int, host_port: int, sock: InetSocket) -> None:
         with self.lock:
