@@ -19,15 +19,17 @@ Karnfile `[policy]` table sets it; `karn run` options override it, key by key:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from karn import log
 from karn.errors import UsageError
+from karn.sizes import parse_size
 
 DEFAULT_THREADS = 1024  # one vCPU and one host thread each: keep a thread bomb small
 DEFAULT_OPEN_FILES = 1024
 MAX_THREADS = 4096
 ON_DENIED = ("eperm", "kill")
-SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 class Policy:
@@ -75,18 +77,6 @@ class Policy:
             "max_open_files": self.open_files, "cpu_time": self.cpu_time,
             "file_size": self.file_size, "tmpfs_size": self.tmpfs_size, "aslr": self.aslr,
         }
-
-
-def parse_size(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    else:
-        text = str(value).strip().lower().removesuffix("b").removesuffix("i")
-        unit = text[-1:] if text[-1:] in SIZE_UNITS else ""
-        size = int(float(text[: len(text) - len(unit)]) * SIZE_UNITS[unit])
-    if size <= 0:
-        raise ValueError("must be a positive size (e.g. 64m)")
-    return size
 
 
 def _count(low: int, high: int):
@@ -187,15 +177,11 @@ class LimitWatch:
     def __init__(self, proc: Any, policy: Policy, memory_limit: int) -> None:
         self.proc = proc
         self.cpu_time = policy.cpu_time
-        self.rss_limit = _resident_bytes() + memory_limit + self.SLACK
+        self.rss_limit = resident_bytes() + memory_limit + self.SLACK
         self.tick = self.TICK
         self.warned_cpu = False
 
     def check(self) -> None:
-        import os
-
-        from karn import log
-
         if self.cpu_time is not None:
             times = os.times()
             used = times.user + times.system
@@ -205,7 +191,7 @@ class LimitWatch:
                 self.warned_cpu = True
                 log.warning("policy: CPU time limit of %d s reached: SIGXCPU", self.cpu_time)
                 self._kill(24)  # SIGXCPU
-        rss = _resident_bytes()
+        rss = resident_bytes()
         if rss > self.rss_limit:
             log.warning("policy: out of memory: the monitor holds %d MiB, over the limit "
                         "(--memory plus its own): killing the guest", rss >> 20)
@@ -218,8 +204,7 @@ class LimitWatch:
         self.proc.signal_process(SigInfo.from_sender(sig, SI_KERNEL, 0))
 
 
-def _resident_bytes() -> int:
-    import os
-
+def resident_bytes() -> int:
+    """The monitor process's resident memory (guest pages it touched, Python, tmpfs)."""
     with open("/proc/self/statm", "rb") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

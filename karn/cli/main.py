@@ -9,21 +9,14 @@ import threading
 
 from karn import __version__, log
 from karn.errors import KarnError, UsageError
-
-SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+from karn.sizes import parse_size as size_of
 
 
 def parse_size(text: str) -> int:
-    value = text.strip().lower().removesuffix("ib").removesuffix("b") or text
-    unit = value[-1] if value and value[-1] in SIZE_UNITS else ""
-    number = value[: len(value) - len(unit)]
     try:
-        size = int(float(number) * SIZE_UNITS[unit])
+        return size_of(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (use e.g. 512m, 2g)") from None
-    if size <= 0:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}")
-    return size
 
 
 def parse_volume(text: str):

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from karn.kernel.numbers import SYSCALL_NAMES
+from karn.policy import resident_bytes
 
 if TYPE_CHECKING:
     from karn.runtime import Unikernel
@@ -27,7 +28,7 @@ def stats(uk: Unikernel) -> dict:
         "memory_limit": uk.config.memory,
         "guest_mapped": proc.mm.mapped_bytes,
         "guest_resident": uk.vm.memory.resident_bytes(),
-        "monitor_rss": monitor_rss(),
+        "monitor_rss": resident_bytes(),
         "syscalls": sum(proc.syscall_counts),
     }
 
@@ -83,8 +84,3 @@ def policy(uk: Unikernel) -> dict:
         "sandbox": sandbox.describe() if sandbox is not None else "off",
         **config.policy.describe(),
     }
-
-
-def monitor_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from karn.errors import UsageError
+from karn.sizes import parse_size
 
 
 class KarnfileError(UsageError):
@@ -109,22 +110,13 @@ def _str_map(doc: dict[str, Any], key: str) -> dict[str, str]:
     return out
 
 
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
 def parse_size_value(value: Any, key: str) -> int:
     """Bytes from 268435456, "256m", "1g" or "512MiB" (the units of `karn run -m`)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
-    if isinstance(value, str):
-        text = value.strip().lower().removesuffix("ib").removesuffix("b")
-        unit = text[-1:] if text[-1:] in _UNITS else ""
+    if isinstance(value, int | str):  # not a TOML float or table
         try:
-            size = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+            return parse_size(value)
         except ValueError:
-            size = 0
-        if size > 0:
-            return size
+            pass
     raise KarnfileError(f'Karnfile: {key} = {value!r} is not a size (use e.g. "256m")')
 
 

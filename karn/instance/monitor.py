@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from karn import log
 from karn.errors import UsageError
+from karn.instance.paths import instances_dir
 from karn.instance.registry import Registration
 
 if TYPE_CHECKING:
@@ -76,5 +76,5 @@ def register(uk: Unikernel, options: InstanceOptions | None) -> MonitorInstance 
     except OSError as err:
         if options.detached or options.name or options.metrics:
             raise UsageError(f"cannot register the instance: {err}") from None
-        log.debug("not registered in %s: %s", os.environ.get("KARN_STATE_DIR", "state"), err)
+        log.debug("not registered in %s: %s", instances_dir(), err)
         return None
