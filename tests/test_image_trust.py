@@ -236,3 +236,134 @@ def test_a_system_partition_needs_its_own_opt_in(tmp_path) -> None:
                 )
     finally:
         shutil.rmtree(state, ignore_errors=True)
+
+
+# ---- V5: what collection may take from the host
+
+
+PROGRAMS = Path(__file__).resolve().parent / "programs"
+
+
+def gcc(*args: str | os.PathLike[str]) -> None:
+    got = subprocess.run(["gcc", "-O1", *map(str, args)], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+
+
+def library(path: Path, soname: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gcc("-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", path, PROGRAMS / "collect_probe_lib.c")
+    return path
+
+
+def probe(out: Path, *link: str | os.PathLike[str]) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gcc("-o", out, PROGRAMS / "collect_probe.c", *link)
+    return out
+
+
+def run(*args: str | os.PathLike[str], env: dict[str, str] | None = None):  # noqa: ANN201
+    return subprocess.run(
+        [sys.executable, "-m", "karn", "run", *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=KARN_TIMEOUT * 2,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def refused(got: subprocess.CompletedProcess[bytes], lib: Path) -> None:
+    err = got.stderr.decode()
+    assert got.returncode != 0 and got.stdout == b"", err
+    assert err.count("\n") == 1 and err.startswith("karn: ") and str(lib) in err, err
+
+
+@pytest.fixture
+def place() -> Iterator[Path]:
+    """A directory outside /tmp (the guest's /tmp is a tmpfs) that any user may enter:
+    programs here, and the host's "secret" libraries in a root-only directory beside them."""
+    path = Path(tempfile.mkdtemp(prefix="karn-trust-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def secret_dir(place: Path) -> Path:
+    secret = place / "secret"
+    secret.mkdir(mode=0o700)
+    return secret
+
+
+def test_an_absolute_needed_name_is_not_collected_without_collect(place) -> None:
+    lib = library(secret_dir(place) / "libsecret.so", str(place / "secret" / "libsecret.so"))
+    exe = probe(place / "app" / "abs", lib)  # DT_NEEDED is the absolute soname
+    needed = subprocess.run(["readelf", "-d", exe], capture_output=True, text=True).stdout
+    assert f"Shared library: [{lib}]" in needed
+    got = run(exe, lib)
+    refused(got, lib)
+    assert "--collect" in got.stderr.decode()
+    allowed = run("--collect", lib, exe, lib)
+    assert allowed.returncode == 0, allowed.stderr.decode()
+    assert allowed.stdout.decode() == f"{lib}: readable\n"
+
+
+@pytest.mark.parametrize("tags", ["--disable-new-dtags", "--enable-new-dtags"])
+def test_an_absolute_rpath_outside_the_program_is_not_searched(place, tags) -> None:
+    lib = library(secret_dir(place) / "libprobe.so", "libprobe.so")
+    exe = probe(
+        place / "app" / "rpath", f"-L{lib.parent}", "-lprobe", f"-Wl,{tags},-rpath,{lib.parent}"
+    )
+    refused(run(exe, lib), lib)
+    for allow in (lib, lib.parent):  # the file, or a directory holding it
+        allowed = run("--collect", allow, exe, lib)
+        assert allowed.returncode == 0, allowed.stderr.decode()
+        assert allowed.stdout.decode() == f"{lib}: readable\n"
+
+
+def test_origin_and_the_programs_directory_still_work(place, native) -> None:
+    lib = library(place / "app" / "lib" / "libprobe.so", "libprobe.so")
+    relative = probe(
+        place / "app" / "bin" / "origin", f"-L{lib.parent}", "-lprobe", "-Wl,-rpath,$ORIGIN/../lib"
+    )
+    inside = probe(
+        place / "app" / "inside", f"-L{lib.parent}", "-lprobe", f"-Wl,-rpath,{lib.parent}"
+    )  # absolute, beneath the program's directory
+    for exe in (relative, inside):
+        got = run(exe, lib)
+        assert got.returncode == 0, got.stderr.decode()
+        assert got.stdout == native(exe, lib).stdout == f"{lib}: readable\n".encode()
+
+
+def test_origin_outside_the_program_takes_only_public_files(place) -> None:
+    """$ORIGIN/.. leaving the program's directory for a root-only file is refused even
+    for root (who could read it), unless given with --collect."""
+    lib = library(secret_dir(place) / "libprobe.so", "libprobe.so")
+    exe = probe(
+        place / "app" / "bin" / "escape",
+        f"-L{lib.parent}",
+        "-lprobe",
+        "-Wl,-rpath,$ORIGIN/../../secret",
+    )
+    got = run(exe, lib)
+    refused(got, lib)
+    assert "not readable by every user" in got.stderr.decode()
+    allowed = run("--collect", lib, exe, lib)
+    assert allowed.returncode == 0, allowed.stderr.decode()
+    assert allowed.stdout.decode() == f"{lib}: readable\n"
+
+
+def test_under_sudo_a_file_the_user_cannot_read_is_never_collected(place) -> None:
+    """SUDO_UID names the invoking user: a library beside the program that only root may
+    read stays out of the guest even with --collect; once readable, it is collected."""
+    nobody = {"SUDO_UID": "65534", "SUDO_GID": "65534"}
+    private = place / "app" / "private"
+    lib = library(private / "libprobe.so", "libprobe.so")
+    private.chmod(0o700)
+    exe = probe(place / "app" / "sudo", f"-L{private}", "-lprobe", "-Wl,-rpath,$ORIGIN/private")
+    for extra in ((), ("--collect", lib)):
+        got = run(*extra, exe, "/", env=nobody)
+        refused(got, lib)
+        assert "(uid 65534) cannot read it" in got.stderr.decode()
+    assert run(exe, "/").returncode == 0  # root itself may: its own file, its own directory
+    private.chmod(0o755)
+    got = run(exe, "/", env=nobody)
+    assert got.returncode == 0 and got.stdout == b"/: readable\n", got.stderr.decode()

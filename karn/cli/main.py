@@ -101,6 +101,12 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
         "PROGRAM is then a path inside it",
     )
     run.add_argument(
+        "--collect", action="append", default=[], metavar="HOSTPATH",
+        help="let karn put this host file (or the files under this directory) in the root "
+        "when the program's ELF names ask for it: absolute library names, RPATH/RUNPATH "
+        "and interpreters outside the standard library directories and the program's own "
+        "directory are refused without it (repeatable; docs/images.md)")
+    run.add_argument(
         "--entrypoint",
         metavar="PROGRAM",
         help="with an image: run PROGRAM instead of its entrypoint",
@@ -252,6 +258,7 @@ def run_config(args: argparse.Namespace):  # noqa: ANN201 - a RunConfig
         network=args.network,
         ports=args.port,
         sandbox=not args.no_sandbox,
+        collect=args.collect,
     )
     if args.detach or args.name or args.metrics:
         from karn.instance.monitor import InstanceOptions
