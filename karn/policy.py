@@ -15,6 +15,9 @@ Karnfile `[policy]` table sets it; `karn run` options override it, key by key:
     tmpfs_size = SIZE   --tmpfs-size SIZE        /tmp and /dev/shm: ENOSPC
     aslr = bool         --no-aslr                the loader and mm placement
     (memory, top level) -m/--memory              mappings + tmpfs data: ENOMEM/ENOSPC
+
+An image may tighten these by itself; what loosens karn's defaults (loosenings()) needs
+the user's consent at run time: --trust-image-policy, or the option on the command line.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from karn.sizes import parse_size
 
 DEFAULT_THREADS = 1024  # one vCPU and one host thread each: keep a thread bomb small
 DEFAULT_OPEN_FILES = 1024
+DEFAULT_CPUS = 1
 MAX_THREADS = 4096
 ON_DENIED = ("eperm", "kill")
 
@@ -126,6 +130,53 @@ _CHECKS = {
     "cpu_time": _count(1, 1 << 31), "file_size": parse_size, "tmpfs_size": parse_size,
     "aslr": _aslr,
 }
+
+
+# Keys no value of which loosens the default: it allows every call (a list is tighter),
+# fails denied calls with EPERM (kill is stricter) and sets no CPU time or file size limit.
+_NEVER_LOOSER = frozenset(("syscalls", "on_denied", "cpu_time", "file_size"))
+# What overrides each key on the `karn run` command line (aslr=false has no opposite).
+OVERRIDE_OPTIONS = {"memory": "-m", "cpus": "--cpus", "network": "--network",
+                    "threads": "--pids-limit", "open_files": "--ulimit nofile=N",
+                    "tmpfs_size": "--tmpfs-size"}
+
+
+def loosenings(values: dict[str, Any], memory: int, default_memory: int) -> list[str]:
+    """The settings among `values` (checked policy keys, plus "memory" and "cpus") that
+    are looser than karn's defaults for a guest of `memory` bytes, as "key=value"; any key
+    not known here counts as looser. Networks order none < egress < host."""
+    default = Policy()
+    out = []
+    for key, value in values.items():
+        if value is None or key in _NEVER_LOOSER:
+            continue
+        if key == "memory":
+            looser = value > default_memory
+        elif key == "cpus":
+            looser = value > DEFAULT_CPUS
+        elif key == "network":
+            from karn.kernel.net.policy import NetPolicy
+
+            looser = NetPolicy.parse(value).mode != "none"
+        elif key in ("threads", "open_files"):
+            looser = value > getattr(default, key)
+        elif key == "tmpfs_size":
+            looser = value > memory // 2
+        elif key == "aslr":
+            looser = value is False
+        else:
+            looser = True
+        if looser:
+            shown = _size(value) if key in ("memory", "tmpfs_size") else value
+            out.append(f"{key}={str(shown).lower() if isinstance(value, bool) else shown}")
+    return out
+
+
+def _size(n: int) -> str:
+    for unit, shift in (("g", 30), ("m", 20), ("k", 10)):
+        if n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
 
 
 def parse_ulimit(text: str) -> dict[str, Any]:

@@ -52,6 +52,7 @@ class RunConfig:
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
         "cpus", "debug", "publish", "network", "instance", "ports", "sandbox", "policy",
+        "collect",
     )  # fmt: skip
 
     def __init__(
@@ -73,6 +74,7 @@ class RunConfig:
         ports: list | None = None,
         sandbox: bool = True,
         policy: Policy | None = None,
+        collect: list[str] | None = None,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -91,6 +93,7 @@ class RunConfig:
         self.ports = [] if ports is None else ports  # a partition's PortSpecs (docs/systems.md)
         self.sandbox = sandbox  # confine the monitor after set-up (karn/sandbox/)
         self.policy = Policy() if policy is None else policy  # syscalls, limits, aslr
+        self.collect = [] if collect is None else collect  # host paths collection may take
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -219,7 +222,8 @@ class Unikernel:
             from karn.kernel.net.etc import add_to_manifest
 
             shadowed = [*GUEST_MOUNTS, *(v.guest for v in self.config.volumes)]
-            manifest = collect_program(self.config.program).relocated(shadowed, RELOCATED_PREFIX)
+            manifest = collect_program(self.config.program, self.config.collect).relocated(
+                shadowed, RELOCATED_PREFIX)
             add_to_manifest(manifest.files, self.config.hostname, self.config.network or "none")
             return manifest
         entry = self.config.program

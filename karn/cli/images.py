@@ -58,8 +58,9 @@ def is_image(text: str) -> bool:
     return ("/" not in text) and (":" in text or "@" in text)
 
 
-def apply_image(config: Any, args: argparse.Namespace) -> None:
-    """Fill a RunConfig from the image named by args.program (pulling a remote one)."""
+def apply_image(config: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Fill a RunConfig from the image named by args.program (pulling a remote one).
+    Returns what the image asks for: its policy keys (checked), memory and cpus."""
     from karn.image.launch import prepare_run
     from karn.image.oci import parse_reference
     from karn.image.store import open_store
@@ -86,8 +87,26 @@ def apply_image(config: Any, args: argparse.Namespace) -> None:
         config.memory = run.memory
     if args.cpus is None and run.cpus:
         config.cpus = run.cpus
-    if run.policy:
-        config.policy.update(run.policy, f"image {args.program}")
+    config.policy.update(run.policy, f"image {args.program}")
+    return {"memory": run.memory, "cpus": run.cpus,
+            **{key: getattr(config.policy, key) for key in run.policy}}
+
+
+def image_policy(image: Any) -> dict[str, Any]:
+    """What an image asks of karn, and what of it loosens the defaults (`karn inspect`)."""
+    from karn.errors import KarnError
+    from karn.image.launch import image_settings
+    from karn.policy import Policy, loosenings
+    from karn.runtime import DEFAULT_MEMORY
+
+    try:
+        memory, cpus, policy = image_settings(image)
+        checked = Policy().update(policy, "image")
+    except KarnError as err:
+        return {"error": str(err)}
+    asks = {"memory": memory, "cpus": cpus, **{key: getattr(checked, key) for key in policy}}
+    return {"memory": memory, "cpus": cpus, "policy": policy,
+            "looser_than_default": loosenings(asks, memory or DEFAULT_MEMORY, DEFAULT_MEMORY)}
 
 
 _run_lock: int | None = None
@@ -346,6 +365,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 "Config": image.config.get("config") or {},
                 "RootFS": image.config.get("rootfs"),
                 "Manifest": image.manifest,
+                "KarnPolicy": image_policy(image),
             }
         )
     print(json.dumps(out, indent=2))

@@ -101,6 +101,12 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
         "PROGRAM is then a path inside it",
     )
     run.add_argument(
+        "--collect", action="append", default=[], metavar="HOSTPATH",
+        help="let karn put this host file (or the files under this directory) in the root "
+        "when the program's ELF names ask for it: absolute library names, RPATH/RUNPATH "
+        "and interpreters outside the standard library directories and the program's own "
+        "directory are refused without it (repeatable; docs/images.md)")
+    run.add_argument(
         "--entrypoint",
         metavar="PROGRAM",
         help="with an image: run PROGRAM instead of its entrypoint",
@@ -153,6 +159,10 @@ def _add_policy_options(run: argparse.ArgumentParser) -> None:
                        "their data also counts against --memory")
     group.add_argument("--no-aslr", action="store_true",
                        help="fixed addresses for the program, libraries, mmap and stack")
+    group.add_argument("--trust-image-policy", action="store_true",
+                       help="accept an image's settings that loosen karn's defaults (more "
+                       "memory, cpus, threads or files, a network, no ASLR); without it "
+                       "an image may only tighten them (docs/images.md)")
 
 
 def _add_instance_options(run: argparse.ArgumentParser) -> None:
@@ -248,27 +258,31 @@ def run_config(args: argparse.Namespace):  # noqa: ANN201 - a RunConfig
         network=args.network,
         ports=args.port,
         sandbox=not args.no_sandbox,
+        collect=args.collect,
     )
     if args.detach or args.name or args.metrics:
         from karn.instance.monitor import InstanceOptions
 
         config.instance = InstanceOptions(name=args.name, metrics=args.metrics)
     host_path = "/" in args.program and os.path.exists(args.program)  # never an image
-    image = False
+    asks = None
     if args.root is None and not host_path:
         from karn.cli import images
 
-        image = images.is_image(args.program)
-        if image:  # root, program, argv, env, workdir from the image
-            images.apply_image(config, args)
-    if args.entrypoint is not None and not image:
+        if images.is_image(args.program):  # root, program, argv, env, workdir, policy
+            asks = images.apply_image(config, args)
+    if args.entrypoint is not None and asks is None:
         raise UsageError("--entrypoint applies only to images")
-    _policy_overrides(config, args)
+    given = _policy_overrides(config, args)
+    if asks is not None and not args.trust_image_policy:
+        _refuse_loosening(args.program, {k: v for k, v in asks.items() if k not in given},
+                          config.memory)
     return config
 
 
-def _policy_overrides(config, args: argparse.Namespace) -> None:  # noqa: ANN001 - RunConfig
-    """Command-line policy options win over the image's (docs/security.md)."""
+def _policy_overrides(config, args: argparse.Namespace) -> set[str]:  # noqa: ANN001
+    """Command-line policy options win over the image's (docs/security.md); returns the
+    keys the command line set."""
     from karn.policy import parse_ulimit
 
     values = {"syscalls": args.syscalls, "on_denied": args.on_denied,
@@ -279,6 +293,25 @@ def _policy_overrides(config, args: argparse.Namespace) -> None:  # noqa: ANN001
     config.policy.update(values, "command line")
     if config.network is None:
         config.network = config.policy.network
+    given = {key for key, value in values.items() if value is not None}
+    others = {"network": args.network, "memory": args.memory, "cpus": args.cpus}
+    return given | {key for key, value in others.items() if value is not None}
+
+
+def _refuse_loosening(image: str, asks: dict, memory: int) -> None:
+    """An image may tighten karn's default policy by itself, never loosen it: that takes
+    the user's consent, --trust-image-policy or the same option on the command line."""
+    from karn.policy import OVERRIDE_OPTIONS, loosenings
+    from karn.runtime import DEFAULT_MEMORY
+
+    looser = loosenings(asks, memory, DEFAULT_MEMORY)
+    if not looser:
+        return
+    options = [OVERRIDE_OPTIONS[key] for key in asks if key in OVERRIDE_OPTIONS
+               and any(item.startswith(key + "=") for item in looser)]
+    other = f", or give {', '.join(options)} yourself" if options else ""
+    raise UsageError(f"image {image} asks for a looser policy than karn's default "
+                     f"({', '.join(looser)}): pass --trust-image-policy to accept it{other}")
 
 
 def _debug_options(args: argparse.Namespace):

@@ -13,6 +13,10 @@ musl's linker (PT_INTERP /lib/ld-musl-x86_64.so.1) is also libc, so its "libc.so
 friends need no file, and it searches rpath/runpath, then /etc/ld-musl-x86_64.path or
 /lib:/usr/local/lib:/usr/lib. Only plain directories are searched, not the
 glibc-hwcaps/ subdirectories: the guest's ld.so falls back to the plain copy we provide.
+
+The program's author writes its ELF names, so they only choose among files the user
+shares (CollectRule): an absolute name or RPATH elsewhere is not followed, and the
+guest's ld.so, finding nothing there, goes on as this search does.
 """
 
 from __future__ import annotations
@@ -50,6 +54,122 @@ _CACHE_MAGIC_OLD = b"ld.so-1.7.0"
 _CACHE_HEADER = struct.Struct("<20sII")  # magic+version, nlibs, len_strings (then 24 bytes)
 _CACHE_ENTRY = struct.Struct("<iIIIQ")  # flags, key, value, osversion, hwcap
 _CACHE_FLAGS_X8664 = (0x0303, 0x0001)  # FLAG_ELF_LIBC6|FLAG_X8664_LIB64, or untyped libc6
+# The standard library trees: an absolute RPATH, DT_NEEDED or PT_INTERP may point here.
+SYSTEM_LIB_ROOTS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib")
+_ORIGIN = ("$ORIGIN", "${ORIGIN}")
+
+Reader = tuple[int, frozenset[int]]  # a uid and its groups
+
+
+class CollectRule:
+    """Which host files collection may put in a guest root (docs/images.md, "Collection").
+
+    Without asking: the standard library trees, the program's own directory (and what
+    its $ORIGIN paths name) and the paths given with --collect. An absolute DT_NEEDED
+    name, RPATH/RUNPATH entry or PT_INTERP elsewhere is not followed. A library found
+    through $ORIGIN or ld.so.conf outside those places must be readable by every user. A
+    file the invoking user cannot read is never collected: karn checks that under sudo
+    (SUDO_UID's user, by mode bits); a plain user's reads are the kernel's to refuse, and
+    plain root reads everything, so for root only the places count.
+    """
+
+    def __init__(self, program: str, collect: Iterable[str] = (), label: str = "") -> None:
+        self.program = label or program  # for messages
+        own = os.path.dirname(os.path.realpath(program))
+        # (a program in / would share the whole host: there, only its $ORIGIN counts)
+        self.places = (*([own] if own != "/" else []), *(os.path.realpath(p) for p in collect))
+        self.reader = _sudo_user()
+        self.origin_dirs: set[str] = set()  # RPATH/RUNPATH entries made from $ORIGIN
+        self.refused: list[str] = []  # files found where collection may not take them
+
+    def shared(self, path: str) -> bool:
+        """Is `path` in the standard library trees, the program's directory or --collect?"""
+        real = os.path.realpath(path)
+        return any(real == p or real.startswith(p.rstrip("/") + "/")
+                   for p in (*SYSTEM_LIB_ROOTS, *self.places))  # fmt: skip
+
+    def rpath_dirs(self, entries: list[str], obj: _Loaded) -> list[str]:
+        """RPATH/RUNPATH entries, expanded; those from $ORIGIN are the program's own."""
+        dirs = [_expand(entry, obj) for entry in entries]
+        self.origin_dirs.update(d for d, e in zip(dirs, entries, strict=True)
+                                if e.startswith(_ORIGIN))  # fmt: skip
+        return dirs
+
+    def may_take(self, directory: str, path: str) -> bool:
+        """May the search take `path`, found in the RPATH/RUNPATH `directory`? If not, the
+        guest's ld.so finds no copy there either and goes on, as the search does."""
+        if directory in self.origin_dirs or self.shared(path):
+            return True
+        self.refused.append(path)
+        return False
+
+    def follow(self, path: str, subject: str) -> str:
+        """`path` (an absolute name from the ELF file) if shared; ImageError otherwise."""
+        if not self.shared(path):
+            raise self._refusal(path, subject, "is outside the standard library directories "
+                                "and the program's directory")  # fmt: skip
+        return path
+
+    def check(self, path: str, subject: str) -> None:
+        """ImageError unless `path`, found by the search, may be collected."""
+        real = os.path.realpath(path)
+        if not self.shared(real) and not _may_read(real, None):
+            raise self._refusal(path, subject, "is not readable by every user and lies "
+                                "outside the standard library directories and the program's "
+                                "directory")  # fmt: skip
+        if self.reader is not None and not _may_read(real, self.reader):
+            raise ImageError(f"{self.program}: {subject}: the invoking user (uid "
+                             f"{self.reader[0]}) cannot read it, so karn does not collect it")
+
+    def missing(self, name: str, needed_by: str) -> ImageError:
+        for path in self.refused:
+            if os.path.basename(path) == name:
+                return self._refusal(path, f"library {path} (needed by {needed_by})",
+                                     "is in an RPATH/RUNPATH directory outside the standard "
+                                     "library directories and the program's directory")
+        return ImageError(f"{self.program}: library {name} not found (needed by {needed_by})")
+
+    def _refusal(self, path: str, subject: str, why: str) -> ImageError:
+        return ImageError(f"{self.program}: {subject} {why}: pass --collect {path} to put it "
+                          "in the guest")
+
+
+def _sudo_user() -> Reader | None:
+    """Under sudo, the user who ran it (SUDO_UID, SUDO_GID and that user's groups)."""
+    uid, gid = os.environ.get("SUDO_UID", ""), os.environ.get("SUDO_GID", "")
+    if os.geteuid() != 0 or not uid.isdigit():
+        return None
+    import pwd
+
+    group = int(gid) if gid.isdigit() else int(uid)
+    try:
+        groups = os.getgrouplist(pwd.getpwuid(int(uid)).pw_name, group)
+    except KeyError:
+        groups = [group]
+    return int(uid), frozenset(groups)
+
+
+def _may_read(real: str, reader: Reader | None) -> bool:
+    """May `reader` (None: every user) open the file at the real path `real`? Mode bits
+    only: the directories on the way need x, the file r."""
+    parts = real.split("/")
+    try:
+        for i in range(1, len(parts)):
+            if not _permits(os.stat("/".join(parts[:i]) or "/"), reader, 1):
+                return False
+        return _permits(os.stat(real), reader, 4)
+    except OSError:
+        return False
+
+
+def _permits(st: os.stat_result, reader: Reader | None, bit: int) -> bool:
+    if reader is not None:
+        uid, groups = reader
+        if st.st_uid == uid:
+            return bool(st.st_mode >> 6 & bit)
+        if st.st_gid in groups:
+            return bool(st.st_mode >> 3 & bit)
+    return bool(st.st_mode & bit)
 
 
 class RootManifest:
@@ -102,8 +222,9 @@ class _Loaded:
         self.loader = loader  # the object whose DT_NEEDED brought this one in
 
 
-def collect_program(host_path: str) -> RootManifest:
-    """Find the program, its interpreter and its libraries; ImageError if any is missing."""
+def collect_program(host_path: str, collect: Iterable[str] = ()) -> RootManifest:
+    """Find the program, its interpreter and its libraries; ImageError if any is missing
+    or may not be collected (CollectRule; `collect`: the --collect paths)."""
     guest = _locate_program(host_path)
     info = inspect_elf(guest, name=host_path)
     manifest = RootManifest(files={guest: os.path.realpath(guest)}, symlinks={}, entry=guest)
@@ -112,12 +233,14 @@ def collect_program(host_path: str) -> RootManifest:
     interp = info.interpreter
     if not is_compatible_elf(interp):
         raise ImageError(f"{host_path}: interpreter {interp} not found")
+    rule = CollectRule(guest, collect, label=host_path)
+    rule.check(rule.follow(interp, f"interpreter {interp}"), f"interpreter {interp}")
     manifest.interpreter = interp
     manifest.files[interp] = os.path.realpath(interp)
     musl = os.path.basename(interp).startswith("ld-musl-")
-    resolver = _MuslResolver() if musl else _GlibcResolver()
+    resolver = _MuslResolver(rule) if musl else _GlibcResolver(rule)
     main = _Loaded(guest, info, None)
-    for lib in _load_closure(main, interp, resolver, host_path):
+    for lib in _load_closure(main, interp, resolver):
         manifest.libraries.append(lib)
         manifest.files[lib] = os.path.realpath(lib)
     if not musl:
@@ -127,6 +250,7 @@ def collect_program(host_path: str) -> RootManifest:
         for name in GLIBC_DLOPENS:
             path = resolver.find(name, main, main)
             if path is not None:
+                rule.check(path, f"library {path}")
                 manifest.files.setdefault(path, os.path.realpath(path))
     return _mirror_host_links(manifest)
 
@@ -142,7 +266,6 @@ def collect_dependencies(host_paths: Iterable[str]) -> RootManifest:
     manifest = RootManifest(files={}, symlinks={}, entry="")
     if not is_compatible_elf(GLIBC_INTERPRETER):
         return manifest
-    resolver = _GlibcResolver()
     for path in host_paths:
         if not is_compatible_elf(path):
             continue
@@ -150,7 +273,8 @@ def collect_dependencies(host_paths: Iterable[str]) -> RootManifest:
             info = inspect_elf(path)
             if not info.needed or (info.interpreter and "musl" in info.interpreter):
                 continue
-            libs = _load_closure(_Loaded(path, info, None), GLIBC_INTERPRETER, resolver, path)
+            resolver = _GlibcResolver(CollectRule(path))
+            libs = _load_closure(_Loaded(path, info, None), GLIBC_INTERPRETER, resolver)
         except ImageError as err:
             # An object file (.o), or a module whose library the host lacks too: it
             # would not load on the host, and it will not in the guest.
@@ -218,7 +342,7 @@ def _locate_program(host_path: str) -> str:
     raise ImageError(f"{host_path}: command not found in $PATH")
 
 
-def _load_closure(main: _Loaded, interp: str, resolver: _Resolver, label: str) -> list[str]:
+def _load_closure(main: _Loaded, interp: str, resolver: _Resolver) -> list[str]:
     """Breadth-first DT_NEEDED closure, in the order ld.so maps objects."""
     interp_info = inspect_elf(interp)
     # Names already satisfied: ld.so matches DT_NEEDED against loaded names and sonames.
@@ -235,7 +359,8 @@ def _load_closure(main: _Loaded, interp: str, resolver: _Resolver, label: str) -
                 continue
             path = resolver.find(name, obj, main)
             if path is None:
-                raise ImageError(f"{label}: library {name} not found (needed by {obj.guest})")
+                raise resolver.rule.missing(name, obj.guest)
+            resolver.rule.check(path, f"library {path} (needed by {obj.guest})")
             known[name] = path
             if path in seen_paths:
                 continue
@@ -251,33 +376,47 @@ def _load_closure(main: _Loaded, interp: str, resolver: _Resolver, label: str) -
 class _Resolver:
     """Where the guest's dynamic linker will find a DT_NEEDED name."""
 
+    def __init__(self, rule: CollectRule) -> None:
+        self.rule = rule
+
     def is_builtin(self, name: str) -> bool:
         return False
 
     def find(self, name: str, obj: _Loaded, main: _Loaded) -> str | None:
         if "/" in name:  # a path, used as is (relative ones against the cwd)
             path = os.path.abspath(_expand(name, obj))
-            return path if is_compatible_elf(path) else None
-        return _first_in(name, self.search_dirs(obj, main))
+            if not is_compatible_elf(path):
+                return None
+            if name.startswith(_ORIGIN):
+                return path
+            return self.rule.follow(path, f"library {path} (needed by {obj.guest})")
+        return _first_in(name, self.search_dirs(obj, main), self.rule) or _first_in(
+            name, self.system_dirs())
 
     def search_dirs(self, obj: _Loaded, main: _Loaded) -> list[str]:
+        """The RPATH/RUNPATH directories, in search order."""
+        raise NotImplementedError
+
+    def system_dirs(self) -> list[str]:
+        """The linker's own directories, searched after those."""
         raise NotImplementedError
 
 
 class _GlibcResolver(_Resolver):
-    def __init__(self) -> None:
+    def __init__(self, rule: CollectRule) -> None:
+        super().__init__(rule)
         self._cache: dict[str, str] | None = None
         self._conf_dirs: list[str] | None = None
 
     def find(self, name: str, obj: _Loaded, main: _Loaded) -> str | None:
         if "/" in name:
             return super().find(name, obj, main)
-        found = _first_in(name, self._path_dirs(obj, main))
+        found = _first_in(name, self.search_dirs(obj, main), self.rule)
         if found is None:
             found = self._from_cache(name)
         return found or _first_in(name, DEFAULT_DIRS)
 
-    def _path_dirs(self, obj: _Loaded, main: _Loaded) -> list[str]:
+    def search_dirs(self, obj: _Loaded, main: _Loaded) -> list[str]:
         dirs: list[str] = []
         if not obj.info.runpath:
             # DT_RPATH of the loading object, then of each object up the chain that
@@ -291,8 +430,8 @@ class _GlibcResolver(_Resolver):
                 chain.append(main)
             for o in chain:
                 if not o.info.runpath:
-                    dirs.extend(_expand(d, o) for d in o.info.rpath)
-        dirs.extend(_expand(d, obj) for d in obj.info.runpath)
+                    dirs.extend(self.rule.rpath_dirs(o.info.rpath, o))
+        dirs.extend(self.rule.rpath_dirs(obj.info.runpath, obj))
         return dirs
 
     def _from_cache(self, name: str) -> str | None:
@@ -307,7 +446,8 @@ class _GlibcResolver(_Resolver):
 
 
 class _MuslResolver(_Resolver):
-    def __init__(self) -> None:
+    def __init__(self, rule: CollectRule) -> None:
+        super().__init__(rule)
         self._sys_dirs: list[str] | None = None
 
     def is_builtin(self, name: str) -> bool:
@@ -317,17 +457,23 @@ class _MuslResolver(_Resolver):
         dirs: list[str] = []
         walk: _Loaded | None = obj
         while walk is not None:  # musl: rpath (runpath wins if both) up the needed_by chain
-            dirs.extend(_expand(d, walk) for d in (walk.info.runpath or walk.info.rpath))
+            dirs.extend(self.rule.rpath_dirs(walk.info.runpath or walk.info.rpath, walk))
             walk = walk.loader
+        return dirs
+
+    def system_dirs(self) -> list[str]:
         if self._sys_dirs is None:
             self._sys_dirs = _read_musl_path(MUSL_PATH_FILE)
-        return dirs + self._sys_dirs
+        return self._sys_dirs
 
 
-def _first_in(name: str, dirs: list[str] | tuple[str, ...]) -> str | None:
+def _first_in(name: str, dirs: list[str] | tuple[str, ...],
+              rule: CollectRule | None = None) -> str | None:  # fmt: skip
+    """The first directory holding `name`; with `rule`, only where the rule may take it."""
     for d in dirs:
         cand = os.path.normpath(os.path.join(os.path.abspath(d), name))
-        if is_compatible_elf(cand):  # ld.so skips wrong-class/machine files and goes on
+        # ld.so skips wrong-class/machine files and goes on
+        if is_compatible_elf(cand) and (rule is None or rule.may_take(d, cand)):
             return cand
     return None
 

@@ -81,11 +81,15 @@ def prepare_run(
     workdir = workdir or run.get("WorkingDir") or "/"
     root = ensure_root(store, image)
     program = find_program(root, argv[0], path_env, workdir)
-    labels = run.get("Labels") or {}
-    memory = _int_label(labels, "memory")
-    cpus = _int_label(labels, "cpus")
-    policy = _json_label(labels, "policy")
-    return ImageRun(image, root, program, argv, env, workdir, memory, cpus, policy)
+    return ImageRun(image, root, program, argv, env, workdir, *image_settings(image))
+
+
+def image_settings(image: Image) -> tuple[int | None, int | None, dict[str, Any]]:
+    """What the image asks of karn (its labels): memory, cpus and the [policy] table."""
+    labels = (image.config.get("config") or {}).get("Labels") or {}
+    if not isinstance(labels, dict):
+        raise ImageError("the image config's Labels is not an object")
+    return _int_label(labels, "memory"), _int_label(labels, "cpus"), _json_label(labels, "policy")
 
 
 def _json_label(labels: dict[str, Any], key: str) -> dict[str, Any]:
