@@ -113,7 +113,10 @@ def sys_pipe2(task: Task, pipefd: int, flags: int) -> int:
     if flags & ~(OFlag.CLOEXEC | OFlag.NONBLOCK | OFlag.DIRECT):
         raise SyscallError(errno.EINVAL)
     task.mem.read(pipefd, 8)  # EFAULT before anything is created
-    r, w = os.pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if flags & OFlag.NONBLOCK else 0))
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if flags & OFlag.NONBLOCK else 0))
+    except OSError as err:  # the monitor's own limits (EMFILE, ENFILE)
+        raise SyscallError(err.errno) from None
     status = flags & OFlag.NONBLOCK
     fds = task.process.fds
     cloexec = bool(flags & OFlag.CLOEXEC)

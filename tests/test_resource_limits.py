@@ -1,0 +1,144 @@
+"""Host resources a hostile guest can pin through the kernel, beyond its own memory:
+files in flight over SCM_RIGHTS (charged to the sender, released with the socket buffer
+that holds them) and socket and pipe buffers (charged to --memory)."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import KARN_TIMEOUT
+
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def scm(build) -> Path:
+    return build("scm_inflight")
+
+
+@pytest.fixture(scope="module")
+def public_dir() -> Iterator[Path]:
+    """A directory an unprivileged user can run programs from (the build directory is
+    private to root)."""
+    path = Path(tempfile.mkdtemp(prefix="karn-limits-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def native_unprivileged(
+    program: Path, public_dir: Path, nofile: int, *args: str
+) -> subprocess.CompletedProcess[bytes]:
+    """Run natively as nobody, without capabilities (root's CAP_SYS_RESOURCE would lift
+    the in-flight limit), with RLIMIT_NOFILE set as karn's --ulimit sets it."""
+    copy = public_dir / program.name
+    if not copy.exists():
+        shutil.copy(program, copy)
+        copy.chmod(0o755)
+    cmd = [
+        "setpriv",
+        f"--reuid={NOBODY}",
+        f"--regid={NOBODY}",
+        "--clear-groups",
+        "prlimit",
+        f"--nofile={nofile}",
+        str(copy),
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, timeout=KARN_TIMEOUT, cwd="/")
+
+
+class Guest:
+    """A karn run the test talks to line by line, to sample the monitor while the guest
+    waits."""
+
+    def __init__(self, *args: str | os.PathLike[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "karn", "run", *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.out = b""
+
+    def expect(self, line: bytes, timeout: float = KARN_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while line + b"\n" not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self.fail(f"no {line!r} in time")
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.fail(f"the guest ended before {line!r}")
+            self.out += chunk
+
+    def release(self) -> None:
+        self.proc.stdin.write(b"\n")
+        self.proc.stdin.flush()
+
+    def host_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def finish(self) -> tuple[int, bytes, bytes]:
+        out, err = self.proc.communicate(timeout=KARN_TIMEOUT)
+        return self.proc.returncode, self.out + out, err
+
+    def fail(self, why: str) -> None:
+        self.proc.kill()
+        out, err = self.proc.communicate()
+        pytest.fail(
+            f"{why}\n--- stdout\n{(self.out + out)[-2000:]!r}\n--- stderr\n"
+            f"{err[-3000:].decode(errors='replace')}",
+            pytrace=False,
+        )
+
+
+# -- files in flight (SCM_RIGHTS) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("per_message", [16, 253])
+def test_files_in_flight_count_against_the_senders_open_file_limit(
+    karn, scm, public_dir, per_message
+):
+    """Queued unread, they stop at RLIMIT_NOFILE with ETOOMANYREFS, as on Linux; closing
+    the socket that holds them, or receiving them, gives them back."""
+    native = native_unprivileged(scm, public_dir, 128, "limit", str(per_message))
+    assert native.returncode == 0, native.stderr
+    assert b"Too many references" in native.stdout  # the native run did reach the limit
+    got = karn("--ulimit", "nofile=128", scm, "limit", str(per_message))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == native.stdout
+    assert b"Traceback" not in got.stderr
+
+
+def test_files_in_flight_peeked_received_and_discarded_as_on_linux(karn, native, same, scm):
+    """MSG_PEEK gives a second fd and leaves the message queued; read() without room for
+    the ancillary data drops its file at once (the pipe's reader sees end of file)."""
+    same(native(scm, "peek"), karn(scm, "peek"), "scm_inflight peek")
+
+
+def test_files_in_flight_are_released_with_the_socket_buffer(scm):
+    """300 socketpairs, each closed with 64 files in flight that nobody received: the
+    monitor's host fds do not grow (they did by 64 a round, past --ulimit nofile)."""
+    guest = Guest("--ulimit", "nofile=128", scm, "leak", "300")
+    guest.expect(b"ready after 1")
+    first = guest.host_fds()
+    guest.release()
+    guest.expect(b"ready after 300")
+    last = guest.host_fds()
+    guest.release()
+    status, out, err = guest.finish()
+    assert status == 0, err
+    assert out.endswith(b"done\n"), out
+    assert b"Traceback" not in err, err.decode(errors="replace")
+    assert last - first < 64, f"monitor host fds: {first} after 1 round, {last} after 300"
