@@ -142,3 +142,15 @@ def test_files_in_flight_are_released_with_the_socket_buffer(scm):
     assert out.endswith(b"done\n"), out
     assert b"Traceback" not in err, err.decode(errors="replace")
     assert last - first < 64, f"monitor host fds: {first} after 1 round, {last} after 300"
+
+
+def test_limit_watch_survives_a_monitor_out_of_fds(scm, build):
+    """A guest holding the monitor at its host fd limit (EMFILE) does not blind or crash
+    the limit watch, which read /proc/self/statm by opening it every check."""
+    fill = build("hostfd_fill")
+    name = f"limits-fdfill-{os.getpid()}"  # registered before the guest starts
+    cmd = ["prlimit", "--nofile=80", sys.executable, "-m", "karn", "run", "--name", name, fill]
+    got = subprocess.run(cmd, capture_output=True, timeout=KARN_TIMEOUT)
+    assert b"Traceback" not in got.stderr, got.stderr.decode(errors="replace")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"sockets until: Too many open files\n"
