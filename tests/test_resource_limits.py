@@ -154,3 +154,70 @@ def test_limit_watch_survives_a_monitor_out_of_fds(scm, build):
     assert b"Traceback" not in got.stderr, got.stderr.decode(errors="replace")
     assert got.returncode == 0, got.stderr
     assert got.stdout == b"sockets until: Too many open files\n"
+
+
+# -- socket and pipe buffers (--memory) --------------------------------------------------
+
+MIB = 1 << 20
+LINUX_WMEM_MAX = 212992  # Linux's default net.core.wmem_max (this host's may be larger)
+
+
+@pytest.fixture(scope="module")
+def sockbuf(build) -> Path:
+    return build("sockbuf")
+
+
+def _fill(sockbuf: Path, *args: str) -> tuple[bytes, int, int]:
+    """Run the guest under -m 32m: its output, the bytes it left queued in the host
+    kernel (sockets or pipes nobody reads), and the monitor's resident memory sampled
+    while the guest holds them."""
+    guest = Guest("-m", "32m", sockbuf, *args)
+    guest.expect(b"ready")
+    rss = _vm_rss(guest.proc.pid)
+    guest.release()
+    status, out, err = guest.finish()
+    assert status == 0, err
+    assert b"Traceback" not in err, err.decode(errors="replace")
+    queued = int(out.split(b"queued ")[1].split(b" KiB")[0]) << 10
+    return out, queued, rss
+
+
+def _vm_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError("no VmRSS")
+
+
+def test_socket_buffers_are_charged_to_the_memory_limit(sockbuf):
+    """200 AF_UNIX pairs asking for 4 MiB send buffers, filled under -m 32m: what they
+    cost the host (bytes queued plus the monitor's memory) over one pair stays within
+    the limit (it was 8 MiB a pair here, 3.9 GB for 500), and SO_SNDBUF is clamped as
+    Linux clamps it."""
+    one, one_queued, one_rss = _fill(sockbuf, "pairs", "1")
+    out, queued, rss = _fill(sockbuf, "pairs", "200")
+    for got in (one, out):
+        sndbuf = int(got.split(b"SO_SNDBUF ")[1].split()[0])
+        assert 0 < sndbuf <= 2 * LINUX_WMEM_MAX, got
+    assert one_queued > 0 and MIB < queued < 16 * MIB, out  # a quarter of --memory, plus
+    # minimal buffers past it
+    growth = queued + rss - one_queued - one_rss
+    assert growth < 32 * MIB, f"200 pairs hold {growth >> 20} MiB more than one"
+
+
+def test_pipe_buffers_are_charged_to_the_memory_limit(sockbuf):
+    """200 pipes asking for 1 MiB each and filled under -m 32m: F_SETPIPE_SZ is refused
+    (EPERM, as past Linux's pipe-user-pages limits) once the budget is spent."""
+    out, queued, _ = _fill(sockbuf, "pipes", "200")
+    assert b"then: Operation not permitted" in out, out
+    granted = int(out.split(b"granted to ")[1].split()[0])
+    assert granted >= 1, out
+    assert queued < 16 * MIB, out
+
+
+def test_pipe_size_beyond_pipe_max_size_is_refused(karn, sockbuf, public_dir):
+    native = native_unprivileged(sockbuf, public_dir, 1024, "bigpipe")
+    assert native.returncode == 0, native.stderr
+    got = karn(sockbuf, "bigpipe")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == native.stdout

@@ -18,7 +18,7 @@ from karn.kernel.net import consts as c
 from karn.kernel.net.addr import Address, read_addr, write_addr
 from karn.kernel.net.base import SocketFile, host_errno
 from karn.kernel.net.inet import InetSocket
-from karn.kernel.net.options import get_option, set_option
+from karn.kernel.net.options import charge_buffers, get_option, set_option
 from karn.kernel.net.stack import net_of
 from karn.kernel.net.unix import SCM_MAX_FD, UnixSocket
 
@@ -88,7 +88,13 @@ def _split_type(kind: int) -> tuple[int, bool, bool]:
 def _wrap(task: Task, family: int, stype: int, proto: int, sock: socket.socket,
           nonblock: bool) -> SocketFile:
     cls = UnixSocket if family == c.AF_UNIX else InetSocket
-    return cls(net_of(task.process), task.process, family, stype, proto, sock, nonblock)
+    file = cls(net_of(task.process), task.process, family, stype, proto, sock, nonblock)
+    try:
+        charge_buffers(task, file)
+    except SyscallError:
+        file.close()
+        raise
+    return file
 
 
 def _install(task: Task, file: OpenFile, cloexec: bool) -> int:
@@ -122,8 +128,16 @@ def sys_socketpair(task: Task, domain: int, kind: int, protocol: int, sv: int) -
                                  | socket.SOCK_CLOEXEC)
     except OSError as err:
         raise host_errno(err) from None
-    fa = _wrap(task, family, stype, proto, a, nonblock)
-    fb = _wrap(task, family, stype, proto, b, nonblock)
+    try:
+        fa = _wrap(task, family, stype, proto, a, nonblock)
+    except SyscallError:
+        b.close()
+        raise
+    try:
+        fb = _wrap(task, family, stype, proto, b, nonblock)
+    except SyscallError:
+        fa.close()
+        raise
     fa.peer_name = fb.peer_name = b""  # type: ignore[attr-defined]
     first = _install(task, fa, cloexec)
     try:
@@ -165,6 +179,11 @@ def sys_accept4(task: Task, fd: int, addr: int, addrlen: int, flags: int) -> int
     if addr:
         task.mem.read_u32(addrlen)  # EFAULT before a connection is taken
     new, peer = sock.accept(task, bool(flags & c.SOCK_NONBLOCK))  # type: ignore[attr-defined]
+    try:
+        charge_buffers(task, new)
+    except SyscallError:
+        new.close()
+        raise
     newfd = _install(task, new, bool(flags & c.SOCK_CLOEXEC))
     write_addr(task, addr, addrlen, peer)
     return newfd
