@@ -87,12 +87,13 @@ def _host_buf(sock: SocketFile, name: int) -> int:
     return sock.sock.getsockopt(c.SOL_SOCKET, name)
 
 
-def _size_buf(sock: SocketFile, charge: Charge, name: int, want: int) -> None:
+def _size_buf(sock: SocketFile, charge: Charge, name: int, want: int, lock: bool) -> None:
     """Give buffer name want bytes (the host's doubled value), or what the budget has
-    left, and charge what the host then reports."""
+    left, and charge what the host then reports. lock: set it even if unchanged (the
+    guest asked: TCP stops tuning it)."""
     n = charge.resize(name, want, BUF_FLOOR[name])
     assert n is not None
-    if n != _host_buf(sock, name):
+    if lock or n != _host_buf(sock, name):
         sock.sock.setsockopt(c.SOL_SOCKET, name, n // 2)  # the kernel doubles it
     charge.settle(name, _host_buf(sock, name))
 
@@ -103,7 +104,7 @@ def charge_buffers(task: Task, sock: SocketFile) -> None:
     sock.charge = charge = Charge(buffer_budget(task.process))
     try:
         for name in _charged(sock):
-            _size_buf(sock, charge, name, _host_buf(sock, name))
+            _size_buf(sock, charge, name, _host_buf(sock, name), False)
     except OSError as err:
         raise host_errno(err) from None
 
@@ -118,7 +119,7 @@ def _set_buffer(sock: SocketFile, name: int, raw: bytes) -> None:
         if sock.charge is None or name not in _charged(sock):
             sock.sock.setsockopt(c.SOL_SOCKET, name, want)
         else:
-            _size_buf(sock, sock.charge, name, max(want * 2, BUF_FLOOR[name]))
+            _size_buf(sock, sock.charge, name, max(want * 2, BUF_FLOOR[name]), True)
     except OSError as err:
         raise host_errno(err) from None
 
