@@ -228,7 +228,10 @@ class LimitWatch:
     def __init__(self, proc: Any, policy: Policy, memory_limit: int) -> None:
         self.proc = proc
         self.cpu_time = policy.cpu_time
-        self.rss_limit = resident_bytes() + memory_limit + self.SLACK
+        # Opened once and kept: a guest that exhausts the monitor's fds (EMFILE) must not
+        # blind the watch.
+        self.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        self.rss_limit = resident_bytes(self.statm) + memory_limit + self.SLACK
         self.tick = self.TICK
         self.warned_cpu = False
 
@@ -242,7 +245,7 @@ class LimitWatch:
                 self.warned_cpu = True
                 log.warning("policy: CPU time limit of %d s reached: SIGXCPU", self.cpu_time)
                 self._kill(24)  # SIGXCPU
-        rss = resident_bytes()
+        rss = resident_bytes(self.statm)
         if rss > self.rss_limit:
             log.warning("policy: out of memory: the monitor holds %d MiB, over the limit "
                         "(--memory plus its own): killing the guest", rss >> 20)
@@ -255,7 +258,12 @@ class LimitWatch:
         self.proc.signal_process(SigInfo.from_sender(sig, SI_KERNEL, 0))
 
 
-def resident_bytes() -> int:
-    """The monitor process's resident memory (guest pages it touched, Python, tmpfs)."""
-    with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def resident_bytes(statm: int | None = None) -> int:
+    """The monitor process's resident memory (guest pages it touched, Python, tmpfs), from
+    statm: an open /proc/self/statm, read again at offset 0."""
+    if statm is None:
+        with open("/proc/self/statm", "rb") as f:
+            data = f.read()
+    else:
+        data = os.pread(statm, 128, 0)
+    return int(data.split()[1]) * os.sysconf("SC_PAGE_SIZE")

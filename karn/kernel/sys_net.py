@@ -13,11 +13,12 @@ from karn import log
 from karn.kernel.abi import s32, u32
 from karn.kernel.errors import SyscallError
 from karn.kernel.fs.sysutil import iovecs
+from karn.kernel.limits import RLIMIT_NOFILE
 from karn.kernel.net import consts as c
 from karn.kernel.net.addr import Address, read_addr, write_addr
 from karn.kernel.net.base import SocketFile, host_errno
 from karn.kernel.net.inet import InetSocket
-from karn.kernel.net.options import get_option, set_option
+from karn.kernel.net.options import charge_buffers, get_option, set_option
 from karn.kernel.net.stack import net_of
 from karn.kernel.net.unix import SCM_MAX_FD, UnixSocket
 
@@ -87,7 +88,13 @@ def _split_type(kind: int) -> tuple[int, bool, bool]:
 def _wrap(task: Task, family: int, stype: int, proto: int, sock: socket.socket,
           nonblock: bool) -> SocketFile:
     cls = UnixSocket if family == c.AF_UNIX else InetSocket
-    return cls(net_of(task.process), task.process, family, stype, proto, sock, nonblock)
+    file = cls(net_of(task.process), task.process, family, stype, proto, sock, nonblock)
+    try:
+        charge_buffers(task, file)
+    except SyscallError:
+        file.close()
+        raise
+    return file
 
 
 def _install(task: Task, file: OpenFile, cloexec: bool) -> int:
@@ -121,8 +128,16 @@ def sys_socketpair(task: Task, domain: int, kind: int, protocol: int, sv: int) -
                                  | socket.SOCK_CLOEXEC)
     except OSError as err:
         raise host_errno(err) from None
-    fa = _wrap(task, family, stype, proto, a, nonblock)
-    fb = _wrap(task, family, stype, proto, b, nonblock)
+    try:
+        fa = _wrap(task, family, stype, proto, a, nonblock)
+    except SyscallError:
+        b.close()
+        raise
+    try:
+        fb = _wrap(task, family, stype, proto, b, nonblock)
+    except SyscallError:
+        fa.close()
+        raise
     fa.peer_name = fb.peer_name = b""  # type: ignore[attr-defined]
     first = _install(task, fa, cloexec)
     try:
@@ -164,6 +179,11 @@ def sys_accept4(task: Task, fd: int, addr: int, addrlen: int, flags: int) -> int
     if addr:
         task.mem.read_u32(addrlen)  # EFAULT before a connection is taken
     new, peer = sock.accept(task, bool(flags & c.SOCK_NONBLOCK))  # type: ignore[attr-defined]
+    try:
+        charge_buffers(task, new)
+    except SyscallError:
+        new.close()
+        raise
     newfd = _install(task, new, bool(flags & c.SOCK_CLOEXEC))
     write_addr(task, addr, addrlen, peer)
     return newfd
@@ -227,18 +247,13 @@ def _send(task: Task, sock: SocketFile, views: list[memoryview], flags: int,
         raise SyscallError(errno.EOPNOTSUPP)
     if files:
         assert isinstance(sock, UnixSocket)
-        ancdata, token = sock.pack_rights(files)
+        limit = task.process.rlimits[RLIMIT_NOFILE][0]
+        ancdata, token = sock.pack_rights(files, limit)
         try:
             return sock.send_to(task, views, flags, dest, ancdata)
-        except SyscallError:
-            with sock.net.lock:
-                sock.net.in_flight = {k: v for k, v in sock.net.in_flight.items()
-                                      if v is not files}
-            for f in files:
-                task.process.fds._unref(f)
-            raise
         finally:
-            os.close(token)
+            os.close(token)  # the host message holds it now, or was never queued
+            sock.net.in_flight.reap()  # so a failed send gives the files back
     return sock.send_to(task, views, flags, dest)  # type: ignore[attr-defined]
 
 
@@ -315,10 +330,10 @@ def sys_sendmsg(task: Task, fd: int, msg: int, flags: int) -> int:
 
 
 def _deliver_rights(task: Task, sock: UnixSocket, ancdata: list, room: int,
-                    cloexec: bool) -> tuple[bytes, bool]:
+                    cloexec: bool, peek: bool) -> tuple[bytes, bool]:
     """Install received guest files; the SCM_RIGHTS control message and whether it was
     truncated (files that do not fit are closed, as Linux does)."""
-    groups = sock.unpack_rights(ancdata)
+    groups = sock.unpack_rights(ancdata, peek)
     files = [f for group in groups for f in group]
     if not files:
         return b"", False
@@ -330,7 +345,8 @@ def _deliver_rights(task: Task, sock: UnixSocket, ancdata: list, room: int,
                 fds.append(task.process.fds.install(f, cloexec))
             except SyscallError:
                 fit = i
-        task.process.fds._unref(f)  # the in-flight reference
+        if not peek:
+            task.process.fds._unref(f)  # the in-flight reference
     data = struct.pack(f"<{len(fds)}i", *fds)
     cmsg = CMSGHDR.pack(CMSGHDR.size + len(data), c.SOL_SOCKET, c.SCM_RIGHTS) + data
     return cmsg, len(fds) < len(files)
@@ -343,13 +359,14 @@ def _do_recvmsg(task: Task, sock: SocketFile, msg: int, flags: int) -> int:
         raise SyscallError(errno.EMSGSIZE)
     views = iovecs(task, iov, iovlen) or [memoryview(bytearray(0))]
     unix = isinstance(sock, UnixSocket)
-    ancsize = socket.CMSG_SPACE(4 * 8) if unix and sock.net.in_flight else 0
+    ancsize = socket.CMSG_SPACE(4 * 8) if unix and sock.net.in_flight.messages else 0
     n, ancdata, msg_flags, host_src = sock.recv(task, views, flags, ancsize, msg=True)
     msg_flags &= c.MSG_TRUNC | c.MSG_CTRUNC | c.MSG_EOR | c.MSG_OOB
     cmsg = b""
     if unix and ancdata:
         cmsg, truncated = _deliver_rights(task, sock, ancdata, controllen,
-                                          bool(flags & c.MSG_CMSG_CLOEXEC))
+                                          bool(flags & c.MSG_CMSG_CLOEXEC),
+                                          bool(flags & c.MSG_PEEK))
         if truncated:
             msg_flags |= c.MSG_CTRUNC
             cmsg = cmsg[:controllen] if len(cmsg) > controllen else cmsg

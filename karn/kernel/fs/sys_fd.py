@@ -11,6 +11,7 @@ from karn.kernel.abi import s32, u32
 from karn.kernel.errors import SyscallError
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile
+from karn.kernel.limits import PIPE_DEF_SIZE, PIPE_MAX_SIZE, PIPE_MIN_SIZE, Charge, buffer_budget
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
@@ -99,13 +100,42 @@ def sys_fcntl(task: Task, fd: int, cmd: int, arg: int) -> int:
         host = file.host_fd()
         if host is None or not getattr(file, "_fifo", False):
             raise SyscallError(errno.EBADF)
-        try:
-            return (
-                fcntl.fcntl(host, cmd, u32(arg)) if cmd == F_SETPIPE_SZ else fcntl.fcntl(host, cmd)
-            )
-        except OSError as err:
-            raise SyscallError(err.errno or errno.EINVAL) from None
+        if cmd == F_GETPIPE_SZ:
+            return fcntl.fcntl(host, cmd)
+        return _set_pipe_size(file, host, u32(arg))
     raise SyscallError(errno.EINVAL)
+
+
+class PipeEnd(HostFile):
+    """An end of a guest pipe: the pipe's buffer is charged to the guest's memory limit
+    (karn/kernel/limits.py BufferBudget) until both ends are closed."""
+
+    def __init__(self, fd: int, flags: int, charge: Charge) -> None:
+        super().__init__(fd, "", flags)
+        self.charge = charge
+
+    def close(self) -> None:
+        super().close()
+        self.charge.drop()
+
+
+def _set_pipe_size(file: object, host: int, size: int) -> int:
+    """F_SETPIPE_SZ as for an unprivileged Linux user: EPERM beyond pipe-max-size, or
+    beyond what the guest's buffer budget has left."""
+    pages = max(1, -(-size // 4096))
+    rounded = (1 << (pages - 1).bit_length()) * 4096  # the kernel's power-of-two pages
+    if rounded > PIPE_MAX_SIZE:
+        raise SyscallError(errno.EPERM)
+    charge = file.charge if isinstance(file, PipeEnd) else None
+    if charge is not None and charge.resize(0, rounded, rounded, exact=True) is None:
+        raise SyscallError(errno.EPERM)
+    try:
+        return fcntl.fcntl(host, F_SETPIPE_SZ, size)
+    except OSError as err:
+        raise SyscallError(err.errno or errno.EINVAL) from None
+    finally:
+        if charge is not None:
+            charge.settle(0, fcntl.fcntl(host, F_GETPIPE_SZ))
 
 
 def sys_pipe2(task: Task, pipefd: int, flags: int) -> int:
@@ -113,11 +143,20 @@ def sys_pipe2(task: Task, pipefd: int, flags: int) -> int:
     if flags & ~(OFlag.CLOEXEC | OFlag.NONBLOCK | OFlag.DIRECT):
         raise SyscallError(errno.EINVAL)
     task.mem.read(pipefd, 8)  # EFAULT before anything is created
-    r, w = os.pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if flags & OFlag.NONBLOCK else 0))
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if flags & OFlag.NONBLOCK else 0))
+    except OSError as err:  # the monitor's own limits (EMFILE, ENFILE)
+        raise SyscallError(err.errno) from None
+    charge = Charge(buffer_budget(task.process), users=2)
+    size = charge.resize(0, PIPE_DEF_SIZE, PIPE_MIN_SIZE)
+    if size != PIPE_DEF_SIZE:  # past the budget: a small pipe, as Linux past its soft limit
+        fcntl.fcntl(w, F_SETPIPE_SZ, size)
+        charge.settle(0, fcntl.fcntl(w, F_GETPIPE_SZ))
     status = flags & OFlag.NONBLOCK
     fds = task.process.fds
     cloexec = bool(flags & OFlag.CLOEXEC)
-    rfile, wfile = HostFile(r, "", OFlag.RDONLY | status), HostFile(w, "", OFlag.WRONLY | status)
+    rfile = PipeEnd(r, OFlag.RDONLY | status, charge)
+    wfile = PipeEnd(w, OFlag.WRONLY | status, charge)
     try:
         rfd = fds.install(rfile, cloexec)
     except SyscallError:

@@ -35,6 +35,7 @@ from karn.kernel.net.consts import (
 from karn.kernel.signals import SI_USER, SigInfo
 
 if TYPE_CHECKING:
+    from karn.kernel.limits import Charge
     from karn.kernel.net.stack import NetStack
     from karn.kernel.process import Process, Task
 
@@ -75,6 +76,7 @@ class SocketFile(OpenFile):
         self.sndtimeo: float | None = None
         self.listening = False
         self.opts: dict[tuple[int, int], bytes] = {}  # options the guest set, for replays
+        self.charge: Charge | None = None  # its buffers' share of --memory (net/options.py)
 
     # -- OpenFile --------------------------------------------------------------------
     def host_fd(self) -> int | None:
@@ -112,6 +114,9 @@ class SocketFile(OpenFile):
 
     def close(self) -> None:
         self.sock.close()
+        if self.charge is not None:
+            self.charge.drop()
+            self.charge = None
 
     # -- blocking --------------------------------------------------------------------
     def nonblocking(self, flags: int = 0) -> bool:

@@ -1,6 +1,7 @@
 """setsockopt/getsockopt: the options servers use, passed to the host socket from an
 allow-list; what the guest must see differently (timeouts, type, credentials) is
-answered here. Anything else is ENOPROTOOPT, logged once."""
+answered here. Anything else is ENOPROTOOPT, logged once. Buffer sizes are charged to
+the guest's memory limit (karn/kernel/limits.py BufferBudget)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from typing import TYPE_CHECKING
 
 from karn import log
 from karn.kernel.errors import SyscallError
+from karn.kernel.limits import (
+    SOCK_BUF_MAX,
+    SOCK_MIN_RCVBUF,
+    SOCK_MIN_SNDBUF,
+    Charge,
+    buffer_budget,
+)
 from karn.kernel.net import consts as c
 from karn.kernel.net.base import SocketFile, host_errno
 
@@ -45,6 +53,7 @@ PASS: dict[int, frozenset[int]] = {
     }),
 }
 _warned: set[tuple[int, int]] = set()
+BUF_FLOOR = {c.SO_SNDBUF: SOCK_MIN_SNDBUF, c.SO_RCVBUF: SOCK_MIN_RCVBUF}
 
 
 def _refuse(level: int, name: int) -> SyscallError:
@@ -68,6 +77,53 @@ def _timeout(raw: bytes) -> float | None:
     return None if sec == 0 and usec == 0 else sec + usec / 1e6
 
 
+def _charged(sock: SocketFile) -> tuple[int, ...]:
+    """The buffers that hold a socket's data: an AF_UNIX message is charged to its
+    sender's send buffer only (as in Linux); an inet socket queues in both."""
+    return (c.SO_SNDBUF,) if sock.family == c.AF_UNIX else (c.SO_SNDBUF, c.SO_RCVBUF)
+
+
+def _host_buf(sock: SocketFile, name: int) -> int:
+    return sock.sock.getsockopt(c.SOL_SOCKET, name)
+
+
+def _size_buf(sock: SocketFile, charge: Charge, name: int, want: int, lock: bool) -> None:
+    """Give buffer name want bytes (the host's doubled value), or what the budget has
+    left, and charge what the host then reports. lock: set it even if unchanged (the
+    guest asked: TCP stops tuning it)."""
+    n = charge.resize(name, want, BUF_FLOOR[name])
+    assert n is not None
+    if lock or n != _host_buf(sock, name):
+        sock.sock.setsockopt(c.SOL_SOCKET, name, n // 2)  # the kernel doubles it
+    charge.settle(name, _host_buf(sock, name))
+
+
+def charge_buffers(task: Task, sock: SocketFile) -> None:
+    """Charge a new socket's buffers, as the host made them, to the guest's budget;
+    past the budget they shrink to Linux's minimum."""
+    sock.charge = charge = Charge(buffer_budget(task.process))
+    try:
+        for name in _charged(sock):
+            _size_buf(sock, charge, name, _host_buf(sock, name), False)
+    except OSError as err:
+        raise host_errno(err) from None
+
+
+def _set_buffer(sock: SocketFile, name: int, raw: bytes) -> None:
+    """SO_SNDBUF/SO_RCVBUF as Linux takes them: at most wmem_max/rmem_max (Linux's
+    default, not the host's), doubled; within the budget when charged."""
+    if len(raw) < 4:
+        raise SyscallError(errno.EINVAL)
+    want = min(int.from_bytes(raw[:4], "little"), SOCK_BUF_MAX)  # unsigned, as Linux
+    try:
+        if sock.charge is None or name not in _charged(sock):
+            sock.sock.setsockopt(c.SOL_SOCKET, name, want)
+        else:
+            _size_buf(sock, sock.charge, name, max(want * 2, BUF_FLOOR[name]), True)
+    except OSError as err:
+        raise host_errno(err) from None
+
+
 def set_option(task: Task, sock: SocketFile, level: int, name: int, raw: bytes) -> None:
     if level == c.SOL_SOCKET and name in (c.SO_RCVTIMEO, c.SO_SNDTIMEO):
         value = _timeout(raw)
@@ -85,6 +141,12 @@ def set_option(task: Task, sock: SocketFile, level: int, name: int, raw: bytes) 
         raise _refuse(level, name)
     if sock.family == c.AF_UNIX and level != c.SOL_SOCKET:
         raise SyscallError(errno.EOPNOTSUPP)
+    if level == c.SOL_SOCKET and name in (c.SO_SNDBUFFORCE, c.SO_RCVBUFFORCE):
+        raise SyscallError(errno.EPERM)  # the guest has no CAP_NET_ADMIN
+    if level == c.SOL_SOCKET and name in (c.SO_SNDBUF, c.SO_RCVBUF):
+        _set_buffer(sock, name, raw)
+        sock.opts[(level, name)] = raw
+        return
     if level == c.IPPROTO_IPV6 and name == c.IPV6_V6ONLY:
         if sock.family != c.AF_INET6:
             raise SyscallError(errno.ENOPROTOOPT)

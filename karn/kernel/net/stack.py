@@ -14,9 +14,9 @@ from karn import log
 from karn.kernel.net.addr import InetAddr
 from karn.kernel.net.consts import AF_INET, AF_INET6
 from karn.kernel.net.policy import NetPolicy, PolicyError, Publish
+from karn.kernel.net.unix import InFlight
 
 if TYPE_CHECKING:
-    from karn.kernel.fs.file import OpenFile
     from karn.kernel.net.base import SocketFile
     from karn.kernel.net.inet import InetSocket
 
@@ -34,7 +34,7 @@ class NetStack:
         self.claimed: dict[tuple[str, int], InetSocket] = {}  # who holds a published port
         self.unix_names: dict[bytes, tuple[str, SocketFile]] = {}  # guest name -> host path
         self.unix_hosts: dict[str, bytes] = {}  # host path -> guest name
-        self.in_flight: dict[int, list[OpenFile]] = {}  # SCM_RIGHTS token inode -> files
+        self.in_flight = InFlight()  # files passed with SCM_RIGHTS, not yet received
         self.guest_clients: set[tuple[str, int]] = set()  # host (ip, port) of guest connects
         # (proto, host port) of every guest socket ever bound: a datagram may arrive after
         # its sender closed. Only grows, at most 65536 ports per protocol.
@@ -151,6 +151,7 @@ class NetStack:
         for sock in self.reserved.values():
             sock.close()
         self.reserved.clear()
+        self.in_flight.close()
         if self._unix_dir is not None:
             shutil.rmtree(self._unix_dir, ignore_errors=True)
 

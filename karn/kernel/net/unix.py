@@ -3,7 +3,8 @@
 A name the guest binds (a path, or an abstract name) becomes a host socket file in a
 private directory of the monitor, never a host path the guest names; other guest
 sockets reach it by the guest name. SCM_RIGHTS passes guest open files: the host message
-carries a token fd that stands for the guest files, kept in the stack until received.
+carries a token fd that stands for the guest files, kept in the stack (InFlight) until
+received or dropped with the socket buffer that holds it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import os
 import posixpath
 import select
 import struct
+import threading
 from typing import TYPE_CHECKING
 
 from karn.kernel.errors import SyscallError
+from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.net.addr import Address, UnixAddr
 from karn.kernel.net.base import SocketFile, host_errno
 from karn.kernel.net.consts import SCM_RIGHTS, SOL_SOCKET
@@ -144,21 +147,26 @@ class UnixSocket(SocketFile):
                     except OSError:
                         pass
         super().close()
+        net.in_flight.reap()  # messages queued on this socket went with it
+
+    def recv(self, task: Task | None, views: list[memoryview], flags: int,
+             ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
+        try:
+            return super().recv(task, views, flags, ancbufsize, msg)
+        finally:
+            # A read without room for ancillary data discards a message's files.
+            self.net.in_flight.reap()
 
     # -- SCM_RIGHTS ----------------------------------------------------------------------
-    def pack_rights(self, files: list[OpenFile]) -> tuple[list, int]:
+    def pack_rights(self, files: list[OpenFile], limit: int) -> tuple[list, int]:
         """Host ancillary data standing for files, and the token fd to close after the
-        send."""
-        r, w = os.pipe2(os.O_CLOEXEC)
-        os.close(w)
-        token = os.fstat(r).st_ino
-        for f in files:
-            f.refs += 1  # in flight: a close of the sender's fd must not close it
-        with self.net.lock:
-            self.net.in_flight[token] = files
-        return [(SOL_SOCKET, SCM_RIGHTS, array.array("i", [r]).tobytes())], r
+        send (then reap: a failed send dropped the token)."""
+        token = self.net.in_flight.add(files, limit)
+        return [(SOL_SOCKET, SCM_RIGHTS, array.array("i", [token]).tobytes())], token
 
-    def unpack_rights(self, ancdata: list) -> list[list[OpenFile]]:
+    def unpack_rights(self, ancdata: list, peek: bool) -> list[list[OpenFile]]:
+        """The files of received messages: taken out of flight, or still there when only
+        peeked at (the caller gives the in-flight reference up when not peeking)."""
         out = []
         for level, kind, data in ancdata:
             if level != SOL_SOCKET or kind != SCM_RIGHTS:
@@ -166,13 +174,78 @@ class UnixSocket(SocketFile):
             fds = array.array("i")
             fds.frombytes(data[: len(data) - len(data) % 4])
             for fd in fds:
-                token = os.fstat(fd).st_ino
-                os.close(fd)
-                with self.net.lock:
-                    files = self.net.in_flight.pop(token, None)
+                files = self.net.in_flight.take(fd, peek)
                 if files is not None:
                     out.append(files)
         return out
+
+
+class InFlight:
+    """Guest files in SCM_RIGHTS messages not yet received, as Linux keeps them: they
+    belong to the socket buffer that holds the message, and count against the sender's
+    RLIMIT_NOFILE (ETOOMANYREFS beyond it; the guest has no CAP_SYS_RESOURCE).
+
+    Each message carries the read end of a pipe; the monitor keeps the write end, which
+    polls POLLERR once the host kernel dropped the message (its socket closed, or read
+    without room for the ancillary data): reap() then releases the files."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.messages: dict[int, tuple[int, list[OpenFile]]] = {}  # token inode -> (write
+        # end, files)
+        self.files = 0
+
+    def add(self, files: list[OpenFile], limit: int) -> int:
+        """A token (a host fd) for a message carrying files, which gain a reference."""
+        self.reap()
+        with self.lock:
+            if self.files > limit:  # Linux checks before adding, as here
+                raise SyscallError(errno.ETOOMANYREFS)
+            try:
+                r, w = os.pipe2(os.O_CLOEXEC)
+            except OSError as err:
+                raise host_errno(err) from None
+            self.messages[os.fstat(r).st_ino] = (w, files)
+            self.files += len(files)
+            for f in files:
+                f.refs += 1
+        return r
+
+    def take(self, token: int, peek: bool) -> list[OpenFile] | None:
+        """The files a received token stands for; closes the token."""
+        ino = os.fstat(token).st_ino
+        with self.lock:  # before closing the token: reap() must not see it dropped
+            entry = self.messages.get(ino) if peek else self.messages.pop(ino, None)
+            if entry is not None and not peek:
+                os.close(entry[0])
+                self.files -= len(entry[1])
+        os.close(token)
+        return None if entry is None else entry[1]
+
+    def reap(self) -> None:
+        """Release the files of messages the host kernel dropped unread."""
+        if not self.messages:
+            return
+        released: list[OpenFile] = []
+        with self.lock:
+            poller = select.poll()
+            ends = {w: ino for ino, (w, _) in self.messages.items()}
+            for w in ends:
+                poller.register(w, 0)  # POLLERR is always reported: no reader left
+            for w, _ in poller.poll(0):
+                _, files = self.messages.pop(ends[w])
+                os.close(w)
+                self.files -= len(files)
+                released += files
+        for f in released:  # outside the lock: closing a socket here reaps again
+            FdTable._unref(f)
+
+    def close(self) -> None:
+        with self.lock:
+            for w, _ in self.messages.values():
+                os.close(w)
+            self.messages.clear()
+            self.files = 0
 
 
 def cmsg_rights(data: bytes) -> list[int]:
