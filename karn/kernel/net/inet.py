@@ -11,7 +11,9 @@ could find. It is kept for the guest by the kernel: the listener and every guest
 that connects to it sign their TCP segments with a per-run secret key (TCP MD5, RFC
 2385) and the listener requires that signature from every peer, so a host process's
 handshake never completes; the guest's own connections (of any thread, either family,
-closed before accept or not) are signed from their first SYN.
+closed before accept or not) are signed from their first SYN. Signing costs bulk
+throughput, so a monitor in a network namespace of its own (the sandbox's, as root with
+`--network none` and nothing published), which no host process can reach, does not sign.
 """
 
 from __future__ import annotations
@@ -346,8 +348,9 @@ class InetSocket(SocketFile):
         if self.host_local is None and not net.policy.passthrough:
             self.bind(task, InetAddr(self.family, "0.0.0.0" if self.family == AF_INET
                                      else "::", 0))
-        if not (net.policy.passthrough or self.signed
-                or net.claimed.get((self.pname, self.guest_port)) is self):
+        holder = net.claimed.get((self.pname, self.guest_port))
+        published = holder is not None and holder.host_local[1] == self.host_local[1]
+        if not (net.policy.passthrough or net.private or self.signed or published):
             self._sign()  # unpublished: only the guest's own (signed) connections get in
         self.host_listen(backlog)
 

@@ -36,6 +36,7 @@ class NetStack:
         self.unix_hosts: dict[str, bytes] = {}  # host path -> guest name
         self.in_flight: dict[int, list[OpenFile]] = {}  # SCM_RIGHTS token inode -> files
         self.tcp_key = os.urandom(80)  # signs the guest's own TCP connections (inet.py)
+        self.private = False  # the sandbox gave the monitor a network namespace of its own
         # (proto, host port) of every guest socket ever bound: a datagram may arrive after
         # its sender closed. Only grows, at most 65536 ports per protocol.
         self.guest_sources: set[tuple[str, int]] = set()
