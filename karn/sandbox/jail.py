@@ -97,6 +97,7 @@ def _confine(uk: Unikernel, start: float) -> Confinement:
         if privileges.can_unshare(caps) and policy.mode == "none" and not policy.publish:
             netns = privileges.private_network()
             namespaces.append("net")
+            uk.process.net.private = True  # type: ignore[attr-defined]
         privileged_bind = policy.mode == "host" or any(
             p.host_port < 1024 for p in policy.publish)
         keep = privileges.capabilities_to_keep(caps, privileged_bind)

@@ -5,6 +5,15 @@ host socket on the loopback with an ephemeral host port (or the published one); 
 keeps seeing the port it asked for. A guest connect to its own loopback reaches its own
 listeners through that table; anything else needs an egress rule. `--network host`
 passes addresses through unchanged.
+
+An unpublished guest listener is a host socket on a loopback port that a host process
+could find. It is kept for the guest by the kernel: the listener and every guest client
+that connects to it sign their TCP segments with a per-run secret key (TCP MD5, RFC
+2385) and the listener requires that signature from every peer, so a host process's
+handshake never completes; the guest's own connections (of any thread, either family,
+closed before accept or not) are signed from their first SYN. Signing costs bulk
+throughput, so a monitor in a network namespace of its own (the sandbox's, as root with
+`--network none` and nothing published), which no host process can reach, does not sign.
 """
 
 from __future__ import annotations
@@ -13,8 +22,10 @@ import _socket as socket
 import errno
 import ipaddress
 import select
+import struct
 from typing import TYPE_CHECKING
 
+from karn import log
 from karn.kernel.errors import SyscallError
 from karn.kernel.net.addr import Address, InetAddr, UnspecAddr, from_host
 from karn.kernel.net.base import SocketFile, host_errno
@@ -37,13 +48,19 @@ def _unspec_connect(fd: int) -> None:
             raise SyscallError(err)
 
 
-def _host_key(addr: tuple) -> tuple[str, int]:
-    """A host socket address compared across families: ::ffff:127.0.0.1 is 127.0.0.1."""
-    return addr[0].removeprefix("::ffff:"), addr[1]
+TCP_MD5SIG_EXT, TCP_MD5SIG_FLAG_PREFIX = 32, 1
+_unsigned_logged = False
 
 
-def _on_host_loopback(ip: str) -> bool:
-    return ipaddress.ip_address(ip.removeprefix("::ffff:")).is_loopback
+def _md5_option(family: int, ip: str, key: bytes) -> bytes:
+    """A struct tcp_md5sig giving key for every peer of a family (prefix length 0; an
+    IPv4-mapped ip stands for the IPv4 peers of an IPv6 socket)."""
+    if family == AF_INET:
+        addr = struct.pack("=HH4s", AF_INET, 0, socket.inet_pton(AF_INET, ip))
+    else:
+        addr = struct.pack("=HHI16sI", AF_INET6, 0, 0, socket.inet_pton(AF_INET6, ip), 0)
+    return addr.ljust(128, b"\0") + struct.pack("=BBHi", TCP_MD5SIG_FLAG_PREFIX, 0,
+                                                len(key), 0) + key.ljust(80, b"\0")
 
 
 class InetSocket(SocketFile):
@@ -59,7 +76,7 @@ class InetSocket(SocketFile):
         self.reuseport = False
         self.blackhole = False  # a UDP socket "connected" to a closed guest port
         self.pending_error = 0
-        self.client_key: tuple[str, int] | None = None  # in net.guest_clients while connecting
+        self.signed = False  # segments carry the guest's TCP MD5 signature
 
     # -- addresses ---------------------------------------------------------------------
     def _check_family(self, addr: Address) -> InetAddr:
@@ -205,8 +222,11 @@ class InetSocket(SocketFile):
         if dest.is_loopback() or dest.is_any():
             if dest.is_any():  # connect to 0.0.0.0 means the local host
                 dest = dest._replace(host="127.0.0.1" if dest.family == AF_INET else "::1")
-            target = self.net.lookup(self.pname, dest, self.family)
-            if target is not None:
+            found = self.net.lookup(self.pname, dest, self.family)
+            if found is not None:
+                target, listener = found
+                if listener.signed and not self.signed:
+                    self._sign()  # before the SYN: the listener takes only signed peers
                 return target
         if policy.egress_allowed(dest):
             return self._in_family(dest)
@@ -248,8 +268,6 @@ class InetSocket(SocketFile):
                     raise host_errno(err) from None
             self.guest_peer = addr
             return
-        if not self.net.policy.passthrough and _on_host_loopback(target[0]):
-            self._note_client(target)
         err = self.sock.connect_ex(target)
         if err == 0 or err == errno.EISCONN and self.guest_peer is not None:
             self.guest_peer = addr
@@ -271,32 +289,27 @@ class InetSocket(SocketFile):
         if err:
             raise SyscallError(err)
 
-    def _note_client(self, target: tuple) -> None:
-        """Record the host address this stream socket connects from, before it connects,
-        so the guest's listeners can tell its own connections from a host process's."""
-        if self.client_key is not None:
-            return
-        if self.host_local is None:  # bind now (as connect would) to learn the port first
-            v6 = self.family == AF_INET6
-            here = ("::ffff:127.0.0.1" if target[0].startswith("::ffff:") else "::1") if v6 \
-                else "127.0.0.1"
-            try:
-                self.sock.bind((here, 0))
-            except OSError as err:
+    def _sign(self) -> None:
+        """Sign this stream socket's segments with the run's key and require the signature
+        from every peer (see the module's docstring). Without TCP MD5 in the host kernel
+        the socket stays unsigned, and says so once."""
+        global _unsigned_logged
+        peers = [(AF_INET, "0.0.0.0")] if self.family == AF_INET else \
+            [(AF_INET6, "::"), (AF_INET6, "::ffff:0.0.0.0")]
+        try:
+            for family, ip in peers:
+                self.sock.setsockopt(socket.IPPROTO_TCP, TCP_MD5SIG_EXT,
+                                     _md5_option(family, ip, self.net.tcp_key))
+        except OSError as err:
+            if err.errno not in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
                 raise host_errno(err) from None
-        self.client_key = _host_key(self.sock.getsockname())
-        with self.net.lock:
-            self.net.guest_clients.add(self.client_key)
-
-    def _from_guest(self, peer: tuple) -> bool:
-        """Whether an accepted connection may reach the guest: one of its own sockets, or
-        any peer on a published port (or with --network host). An unpublished listener
-        is a host socket on an ephemeral port that a host process could find."""
-        net = self.net
-        if net.policy.passthrough or net.claimed.get((self.pname, self.guest_port)) is self:
-            return True
-        with net.lock:
-            return _host_key(peer) in net.guest_clients
+            if not _unsigned_logged:
+                _unsigned_logged = True
+                log.warning("network: the host kernel has no TCP MD5 signatures "
+                            "(CONFIG_TCP_MD5SIG): host processes can connect to "
+                            "unpublished guest listeners")
+            return
+        self.signed = True
 
     def _datagram_allowed(self, src: tuple | None) -> bool:
         """Whether a datagram may reach the guest: from one of its own sockets, from
@@ -331,25 +344,25 @@ class InetSocket(SocketFile):
     def listen(self, task: Task, backlog: int) -> None:
         if self.stype != SOCK_STREAM:
             raise SyscallError(errno.EOPNOTSUPP)
-        if self.host_local is None and not self.net.policy.passthrough:
+        net = self.net
+        if self.host_local is None and not net.policy.passthrough:
             self.bind(task, InetAddr(self.family, "0.0.0.0" if self.family == AF_INET
                                      else "::", 0))
+        holder = net.claimed.get((self.pname, self.guest_port))
+        published = holder is not None and holder.host_local[1] == self.host_local[1]
+        if not (net.policy.passthrough or net.private or self.signed or published):
+            self._sign()  # unpublished: only the guest's own (signed) connections get in
         self.host_listen(backlog)
 
     def accept(self, task: Task, nonblock: bool) -> tuple[InetSocket, InetAddr]:
         if not self.listening:
             raise SyscallError(errno.EINVAL)
-        while True:
-            fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
-                                  self.rcvtimeo)
-            if self._from_guest(peer):
-                break
-            socket.close(fd)  # as if it never arrived: the guest's ports are its own
-            self.net.denied("connection from the host to unpublished port",
-                            f"{self.guest_port}/{self.pname}")
+        fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
+                              self.rcvtimeo)
         conn = socket.socket(self.sock.family, self.stype, self.sock.proto, fd)
         new = InetSocket(self.net, self.process, self.family, self.stype, self.proto, conn,
                          nonblock)
+        new.signed = self.signed  # the kernel gave the connection the listener's keys
         local = self.local_address()
         try:
             here = from_host(self.family, conn.getsockname())
@@ -385,10 +398,6 @@ class InetSocket(SocketFile):
         return self.send(task, bufs, flags, target, ancdata)
 
     def close(self) -> None:
-        if self.client_key is not None:
-            with self.net.lock:
-                self.net.guest_clients.discard(self.client_key)
-            self.client_key = None
         if self.guest_port:
             self.net.unregister(self.pname, self.guest_port, self.host_local[1], self)
             self.guest_port = 0

@@ -35,7 +35,8 @@ class NetStack:
         self.unix_names: dict[bytes, tuple[str, SocketFile]] = {}  # guest name -> host path
         self.unix_hosts: dict[str, bytes] = {}  # host path -> guest name
         self.in_flight = InFlight()  # files passed with SCM_RIGHTS, not yet received
-        self.guest_clients: set[tuple[str, int]] = set()  # host (ip, port) of guest connects
+        self.tcp_key = os.urandom(80)  # signs the guest's own TCP connections (inet.py)
+        self.private = False  # the sandbox gave the monitor a network namespace of its own
         # (proto, host port) of every guest socket ever bound: a datagram may arrive after
         # its sender closed. Only grows, at most 65536 ports per protocol.
         self.guest_sources: set[tuple[str, int]] = set()
@@ -97,9 +98,10 @@ class NetStack:
     def guest_port(self, proto: str, host_port: int) -> int:
         return self.host_ports.get((proto, host_port), host_port)
 
-    def lookup(self, proto: str, dest: InetAddr, family: int) -> tuple | None:
-        """The host address of the guest socket that dest (a loopback address) reaches,
-        in the caller's family; None when no guest socket is bound there."""
+    def lookup(self, proto: str, dest: InetAddr, family: int
+               ) -> tuple[tuple, InetSocket] | None:
+        """The host address (in the caller's family) and the guest socket that dest (a
+        loopback address) reaches; None when no guest socket is bound there."""
         want6 = dest.family == AF_INET6 and not dest.host.startswith("::ffff:")
         with self.lock:
             candidates = list(self.bound.get((proto, dest.port), ()))
@@ -117,10 +119,10 @@ class NetStack:
             if not want6 and sock.family == AF_INET6 and not mapped:
                 continue
             if family == AF_INET:
-                return (ip.removeprefix("::ffff:"), host[1])
+                return (ip.removeprefix("::ffff:"), host[1]), sock
             if sock.family == AF_INET:
-                return ("::ffff:" + ip, host[1], 0, 0)
-            return (ip, host[1], 0, 0)
+                return ("::ffff:" + ip, host[1], 0, 0), sock
+            return (ip, host[1], 0, 0), sock
         return None
 
     # -- AF_UNIX names ---------------------------------------------------------------
