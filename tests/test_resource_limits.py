@@ -127,6 +127,13 @@ def test_files_in_flight_peeked_received_and_discarded_as_on_linux(karn, native,
     same(native(scm, "peek"), karn(scm, "peek"), "scm_inflight peek")
 
 
+def test_files_reach_a_receiver_already_waiting(karn, native, same, scm):
+    """A thread blocked in recvmsg before the files were sent still gets them."""
+    expected = native(scm, "blocked")
+    assert b"got the file" in expected.stdout, expected.stdout
+    same(expected, karn(scm, "blocked"), "scm_inflight blocked")
+
+
 def test_files_in_flight_are_released_with_the_socket_buffer(scm):
     """300 socketpairs, each closed with 64 files in flight that nobody received: the
     monitor's host fds do not grow (they did by 64 a round, past --ulimit nofile)."""

@@ -359,7 +359,10 @@ def _do_recvmsg(task: Task, sock: SocketFile, msg: int, flags: int) -> int:
         raise SyscallError(errno.EMSGSIZE)
     views = iovecs(task, iov, iovlen) or [memoryview(bytearray(0))]
     unix = isinstance(sock, UnixSocket)
-    ancsize = socket.CMSG_SPACE(4 * 8) if unix and sock.net.in_flight.messages else 0
+    # Room for tokens whenever the guest gave room for files or files are in flight now: a
+    # receive that blocks may be handed a message sent after it started.
+    wants_files = unix and (controllen > 0 or sock.net.in_flight.messages)
+    ancsize = socket.CMSG_SPACE(4 * 8) if wants_files else 0
     n, ancdata, msg_flags, host_src = sock.recv(task, views, flags, ancsize, msg=True)
     msg_flags &= c.MSG_TRUNC | c.MSG_CTRUNC | c.MSG_EOR | c.MSG_OOB
     cmsg = b""

@@ -11,6 +11,8 @@
  *   scm_inflight peek      a pipe's write end sent: peeked at, received, then sent
  *                          again and read() without room for it (the file is dropped:
  *                          the pipe's reader then sees end of file).
+ *   scm_inflight blocked   a thread is already waiting in recvmsg when the other sends
+ *                          it a pipe's write end: the file arrives with the byte.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -165,13 +168,49 @@ static int peek(void) {
     return 0;
 }
 
+static int blocked_sv[2], blocked_ready[2];
+
+static void *blocked_receiver(void *arg) {
+    int *got = arg;
+    if (write(blocked_ready[1], "r", 1) != 1)
+        return NULL;
+    recv_one(blocked_sv[1], 0, got);
+    return NULL;
+}
+
+static int blocked(void) {
+    int p[2], got = -1;
+    char c;
+    pthread_t t;
+    if (pipe(p) < 0 || pipe(blocked_ready) < 0 ||
+        socketpair(AF_UNIX, SOCK_STREAM, 0, blocked_sv) < 0 ||
+        pthread_create(&t, NULL, blocked_receiver, &got))
+        return 2;
+    if (read(blocked_ready[0], &c, 1) != 1)
+        return 2;
+    usleep(200 * 1000); /* the receiver is in recvmsg by now (if not, nothing is tested) */
+    if (send_fds(blocked_sv[0], &p[1], 1))
+        return 2;
+    close(p[1]);
+    pthread_join(t, NULL);
+    printf("the waiting receiver got %s\n", got >= 0 ? "the file" : "no file");
+    if (got >= 0) {
+        printf("write through it: %zd\n", write(got, "ab", 2));
+        close(got);
+    }
+    printf("the pipe's reader reads %zd\n", read(p[0], &c, 1));
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc == 2 && !strcmp(argv[1], "blocked"))
+        return blocked();
     if (argc == 2 && !strcmp(argv[1], "peek"))
         return peek();
     if (argc == 3 && !strcmp(argv[1], "limit"))
         return limit(atoi(argv[2]));
     if (argc == 3 && !strcmp(argv[1], "leak"))
         return leak(atoi(argv[2]));
-    fprintf(stderr, "usage: scm_inflight limit N | leak ITER | peek\n");
+    fprintf(stderr, "usage: scm_inflight limit N | leak ITER | peek | blocked\n");
     return 2;
 }
