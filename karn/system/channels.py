@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from karn.kernel.fs.ports import HEADER
 from karn.system.description import Channel
-from karn.system.guards import GuardCheck
+from karn.system.guards import GuardCheck, Rejected
 
 MAX_BATCH = 256  # messages taken from one socket per readiness event (fairness)
 ACK_READ = 4096
@@ -114,18 +114,15 @@ class ChannelRun:
 
     def offer(self, data: bytes) -> None:
         self.sent += 1
-        reason = None
-        if len(data) > self.limit:
-            reason = f"size over the channel's limit of {self.limit}"
-        elif self.guard is not None:
-            reason = self.guard.reject(data)
-        if reason is not None:
+        try:
+            forward = self._judge(data)
+        except Rejected as err:
             self.rejected += 1
-            self.last_reason = reason
+            self.last_reason = str(err)
             self.log(f"channel {self.name}: rejected message {self.sent} "
-                     f"({len(data)} bytes): {reason}")
+                     f"({len(data)} bytes): {err}")
             return
-        message = HEADER.pack(now_ns()) + data
+        message = HEADER.pack(now_ns()) + forward
         if self.kind == "sampling":
             self.latest = message
             self.latest_pending = True
@@ -133,6 +130,18 @@ class ChannelRun:
             self.dropped += 1  # only a diode reads a sender while full
         else:
             self.queue.append(message)
+
+    def _judge(self, data: bytes) -> bytes:
+        """What to forward (the guard may canonicalise it); Rejected with the reason."""
+        if len(data) > self.limit:
+            raise Rejected(f"size over the channel's limit of {self.limit}")
+        if self.guard is None:
+            return data
+        forward = self.guard.check(data)
+        if len(forward) > self.limit:  # a canonical number can be longer than the sender's
+            raise Rejected(f"canonical form ({len(forward)} bytes) over the channel's limit "
+                           f"of {self.limit}")
+        return forward
 
     def flush(self) -> None:
         """Give the receiver what it may take now."""

@@ -1,0 +1,232 @@
+"""Partitioned systems against a hostile partition or host-local client (issue 12: V6, R4,
+R10 and the refused configurations): real systems of real KVM partitions, the guest side
+compiled at test time (tests/programs/guard_hostile.c).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Builder
+
+
+@pytest.fixture(scope="module")
+def state_env() -> Iterator[dict[str, str]]:
+    """A private karn state directory (short: it holds UNIX socket paths)."""
+    path = tempfile.mkdtemp(prefix="ksh-", dir="/tmp")
+    env = dict(os.environ, KARN_STATE_DIR=path, KARN_HOME=os.path.join(path, "home"))
+    yield env
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tool(build: Builder) -> Path:
+    return build("guard_hostile")
+
+
+def karn_system(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "karn", "system", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}", pytrace=False)
+        time.sleep(0.1)
+
+
+def logs(env: dict[str, str], name: str, part: str | None = None) -> str:
+    args = ["logs", "-s", name] + ([part] if part else [])
+    proc = karn_system(env, *args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def status(env: dict[str, str], name: str) -> dict:
+    proc = karn_system(env, "status", "--json", name)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def channel(st: dict, name: str) -> dict:
+    return next(c for c in st["channels"] if c["name"] == name)
+
+
+class Up:
+    """`karn system up -d FILE` for a `with` block; `down` at the end, whatever happened."""
+
+    def __init__(self, env: dict[str, str], path: Path, name: str) -> None:
+        self.env, self.path, self.name = env, path, name
+
+    def __enter__(self) -> Up:
+        proc = karn_system(self.env, "up", "-d", str(self.path))
+        assert proc.returncode == 0, proc.stderr
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        karn_system(self.env, "down", self.name)
+
+
+def received(env: dict[str, str], name: str, part: str) -> list[bytes]:
+    """The messages a `recv` partition printed (one hex line each)."""
+    return [bytes.fromhex(line) for line in logs(env, name, part).split()]
+
+
+# ---- V6: guards and ambiguous JSON ----------------------------------------------------
+
+GUARDS = """
+name = "{name}"
+[partitions.s]
+program = "{tool}"
+args = {schema_msgs}
+[partitions.s.ports.out]
+direction = "out"
+max_size = 256
+[partitions.r]
+program = "{tool}"
+args = ["recv", "in"]
+[partitions.r.ports.in]
+direction = "in"
+max_size = 256
+depth = 64
+[partitions.t]
+program = "{tool}"
+args = {text_msgs}
+[partitions.t.ports.out]
+direction = "out"
+max_size = 256
+[partitions.u]
+program = "{tool}"
+args = ["recv", "in"]
+[partitions.u.ports.in]
+direction = "in"
+max_size = 256
+depth = 64
+[[channels]]
+from = "s.out"
+to = "r.in"
+guard = "json"
+[[channels]]
+from = "t.out"
+to = "u.in"
+guard = "text"
+[guards.json]
+max_size = 200
+allow = '^\\{{.*\\}}$'
+deny = ["drop table", "rm -rf"]
+schema = {{ type = "object", required = ["id", "value"], properties = {{ id = {{ type = "integer" }}, value = {{ type = "number", minimum = 0, maximum = 100 }} }} }}
+[guards.text]
+deny = ["drop table", "rm -rf"]
+"""  # noqa: E501
+
+# Each is a message a receiver's JSON parser could read differently from the guard, or
+# that hides a denied phrase from a check of the raw text; with the reason the guard logs.
+AMBIGUOUS = {
+    b'{"id":4,"value":NaN}': "NaN is not a JSON number",
+    b'{"id":5,"value":Infinity}': "Infinity is not a JSON number",
+    b'{"id":5,"value":-Infinity}': "-Infinity is not a JSON number",
+    b'{"id":6,"value":1e400}': "out of range",
+    b'{"id":7,"value":-1e400}': "out of range",
+    b'{"id":8,"value":1000,"value":50}': "duplicate key 'value'",
+    b'{"id":9,"value":50,"x":{"a":1,"a":2}}': "duplicate key 'a'",
+    b'{"id":10,"value":50,"cmd":"drop t\\u0061ble users"}': "denied word 'drop table'",
+    b'{"id":11,"value":50,"cmd":"rm \\u002drf /"}': "denied word 'rm -rf'",
+    b'{"id":12,"value":50,"cmd":"drop\\ttable"}': "denied word 'drop table'",
+    b'{"id":13,"value":50,"cmd":"drop\\u00a0table"}': "denied word 'drop table'",
+    b'{"id":14,"value":50,"cmd":"dr\\u200bop table"}': "denied word 'drop table'",
+    b'{"id":15,"value":50,"DROP\\u0020TABLE":1}': "denied word 'drop table'",
+    b'{"id":16,"value":50,"cmd":"\\ud800"}': "lone surrogate U+D800",
+    b'{"id":17,"value":50,"cmd":"\\udc00x"}': "lone surrogate U+DC00",
+    b'{"id":18,"value":50,"cmd":"\\ud800\\u0041"}': "lone surrogate U+D800",
+    b'{"id":19,"value":50,"cmd":"\xed\xa0\x80"}': "not UTF-8",
+    b'{"id":20,"value":50}\xff': "not UTF-8",
+    b'{"id":21,"value":50}\n{"id":22,"value":900}': "not JSON: Extra data",
+    b'{"id":9007199254740993,"value":50}': "beyond",
+    b'\xef\xbb\xbf{"id":23,"value":50}': "does not match the allow-list pattern",
+}
+# Well-formed controls: each must arrive, as its canonical form.
+CONTROLS = [
+    b'{"id":1,"value":50}',
+    b'{ "id" : 2, "value": 1e1, "note": "caf\\u00e9 \\"ok\\"" }',
+    b'{"id":3,"value":100.000000000000000001}',
+    b'{"id":4,"value":0.5,"cmd":"select * from t"}',
+]
+# For the text guard: JSON to its receiver, hiding denied phrases from the raw text.
+TEXT_HIDDEN = {
+    b'{"cmd":"drop t\\u0061ble"}': "denied word 'drop table'",
+    b'{"cmd":"ok","cmd":"rm -\\u0072f /"}': "denied word 'rm -rf'",
+    b'["x",{"k":"DROP\\u00a0TABLE"}]': "denied word 'drop table'",
+    b"plain DROP   Table text": "denied word 'drop table'",
+}
+TEXT_CONTROLS = [b"plain text", b'{"cmd":"drop","what":"table"}', b"caf\xc3\xa9 \\u0041"]
+
+
+def interleave(bad: list[bytes], good: list[bytes]) -> list[bytes]:
+    """bad messages with the controls spread among them, the last control last."""
+    out, step = [], max(1, len(bad) // len(good))
+    for i, control in enumerate(good):
+        out += [*bad[i * step : (i + 1) * step], control]
+    out[-1:-1] = bad[len(good) * step :]
+    return out
+
+
+def test_guard_rejects_ambiguous_json_and_forwards_canonical(
+    tmp_path: Path, state_env: dict[str, str], tool: Path
+) -> None:
+    schema_msgs = interleave(list(AMBIGUOUS), CONTROLS)
+    text_msgs = interleave(list(TEXT_HIDDEN), TEXT_CONTROLS)
+    path = tmp_path / "guards.toml"
+    path.write_text(
+        GUARDS.format(
+            name="guards",
+            tool=tool,
+            schema_msgs=json.dumps(["send", "out", *(m.hex() for m in schema_msgs)]),
+            text_msgs=json.dumps(["send", "out", *(m.hex() for m in text_msgs)]),
+        )
+    )
+    with Up(state_env, path, "guards"):
+        wait_for(lambda: len(received(state_env, "guards", "r")) >= len(CONTROLS),
+                 what="the schema guard's receiver")
+        wait_for(lambda: len(received(state_env, "guards", "u")) >= len(TEXT_CONTROLS),
+                 what="the text guard's receiver")
+        st = status(state_env, "guards")
+        events = logs(state_env, "guards")
+    # The receiver gets exactly the controls, each as the canonical JSON of what the guard
+    # validated: compact, UTF-8, keys in order.
+    got = received(state_env, "guards", "r")
+    assert got == [
+        json.dumps(json.loads(c), ensure_ascii=False, separators=(",", ":")).encode()
+        for c in CONTROLS
+    ]
+    assert got[1] == '{"id":2,"value":10.0,"note":"café \\"ok\\""}'.encode()
+    assert received(state_env, "guards", "u") == TEXT_CONTROLS  # text: the exact bytes
+    for name, sent, bad in (("s.out->r.in", schema_msgs, AMBIGUOUS),
+                            ("t.out->u.in", text_msgs, TEXT_HIDDEN)):
+        counters = channel(st, name)
+        assert (counters["sent"], counters["rejected"]) == (len(sent), len(bad)), counters
+        for number, message in enumerate(sent, start=1):
+            if message in bad:
+                line = f"channel {name}: rejected message {number} ({len(message)} bytes): "
+                found = [e for e in events.splitlines() if line in e]
+                assert found, f"no rejection logged for {message!r}"
+                assert bad[message] in found[0], found[0]
