@@ -230,3 +230,74 @@ def test_guard_rejects_ambiguous_json_and_forwards_canonical(
                 found = [e for e in events.splitlines() if line in e]
                 assert found, f"no rejection logged for {message!r}"
                 assert bad[message] in found[0], found[0]
+
+
+# ---- R4: a partition cannot grow the event log or its own log without bound -------------
+
+FLOOD = """
+name = "flood"
+[partitions.f]
+program = "{tool}"
+args = ["flood", "out", "{count}", "not json"]
+[partitions.f.ports.out]
+direction = "out"
+max_size = 64
+[partitions.g]
+program = "{tool}"
+args = ["spew", "{mib}"]
+[partitions.g.ports.in]
+direction = "in"
+max_size = 64
+[[channels]]
+from = "f.out"
+to = "g.in"
+guard = "json"
+[guards.json]
+allow = '^\\{{.*\\}}$'
+"""
+EVENTS_MAX = 1 << 20  # docs/systems.md
+PARTITION_LOG_MAX = 8 << 20
+
+
+def rejections_logged(events: str) -> int:
+    """Rejections the event log accounts for: one line each, plus the summed-up ones."""
+    count = 0
+    for line in events.splitlines():
+        if "f.out->g.in: rejected message " in line:
+            count += 1
+        elif "more rejected messages in the last" in line:
+            count += int(line.split("f.out->g.in: ")[1].split()[0])
+    return count
+
+
+def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
+    tmp_path: Path, state_env: dict[str, str], tool: Path
+) -> None:
+    count, mib = 20000, 20
+    path = tmp_path / "flood.toml"
+    path.write_text(FLOOD.format(tool=tool, count=count, mib=mib))
+    directory = Path(state_env["KARN_STATE_DIR"]) / "systems" / "flood"
+    with Up(state_env, path, "flood"):
+        wait_for(lambda: f"flooded {count}" in logs(state_env, "flood", "f"),
+                 what="the flooding sender", timeout=180)
+        wait_for(lambda: f"spewed {mib}" in logs(state_env, "flood", "g"),
+                 what="the chatty partition", timeout=180)
+        # Every rejection is accounted for, most in summary lines once their second is over.
+        wait_for(lambda: rejections_logged(logs(state_env, "flood")) == count,
+                 what="the event log to account for every rejection")
+        counters = channel(status(state_env, "flood"), "f.out->g.in")
+    assert (counters["sent"], counters["rejected"], counters["received"]) == (count, count, 0)
+    events = (directory / "events.log").read_bytes()
+    assert len(events) < EVENTS_MAX
+    assert events.count(b"rejected message ") < count // 10  # not one line each
+    assert b"does not match the allow-list pattern" in events
+    # The partition's own log rotated: one old part, at most twice the limit on disk, and
+    # `logs` still shows the end of what it wrote.
+    part = directory / "logs" / "g.log"
+    old = directory / "logs" / "g.log.1"
+    assert part.stat().st_size <= PARTITION_LOG_MAX
+    assert old.stat().st_size <= PARTITION_LOG_MAX
+    assert sorted(p.name for p in part.parent.iterdir()) == ["f.log", "g.log", "g.log.1"]
+    tail = logs(state_env, "flood", "g")
+    assert tail.endswith(f"spewed {mib}\n")
+    assert len(tail) > PARTITION_LOG_MAX  # both parts

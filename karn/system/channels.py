@@ -11,6 +11,10 @@ the guard, into a destination port's socket, with ARINC 653 port semantics.
   (its supervisor end is shut for writing), so nothing about the receiver reaches the
   sender; overflow is counted on the receiving side only.
 
+A hostile sender can have every message rejected: the rejections are logged one line
+each up to LOG_LINES per LOG_WINDOW per channel, then counted and summed up in one line
+when the window ends, so the event log grows by a bounded amount whatever the rate.
+
 Counters: sent (messages the sender wrote), rejected (by the guard), dropped (overflow,
 or delivered to a receiver that died before reading them), received (read by the
 receiver; for sampling, delivered), queued (waiting or unread).
@@ -29,6 +33,9 @@ from karn.system.guards import GuardCheck, Rejected
 
 MAX_BATCH = 256  # messages taken from one socket per readiness event (fairness)
 ACK_READ = 4096
+LOG_LINES = 50  # rejection lines per channel per window; the rest are summed up
+MAX_REASON = 200  # characters of a rejection's reason kept (it can quote the message)
+LOG_WINDOW = 1.0  # seconds
 
 
 def now_ns() -> int:
@@ -55,6 +62,9 @@ class ChannelRun:
         self.latest_pending = False  # sampling: the receiver has not been given latest
         self.sent = self.received = self.dropped = self.rejected = 0
         self.last_reason = ""
+        self.log_window = -LOG_WINDOW  # when the current window of rejection lines began
+        self.log_lines = 0  # lines logged in it
+        self.unlogged = 0  # rejections counted but not logged in it
 
     # -- endpoints ----------------------------------------------------------------------
     def attach_source(self, sock: socket.socket) -> None:
@@ -118,9 +128,10 @@ class ChannelRun:
             forward = self._judge(data)
         except Rejected as err:
             self.rejected += 1
-            self.last_reason = str(err)
-            self.log(f"channel {self.name}: rejected message {self.sent} "
-                     f"({len(data)} bytes): {err}")
+            reason = str(err)
+            self.last_reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON] + "..."
+            self._log_rejection(f"channel {self.name}: rejected message {self.sent} "
+                                f"({len(data)} bytes): {self.last_reason}")
             return
         message = HEADER.pack(now_ns()) + forward
         if self.kind == "sampling":
@@ -130,6 +141,27 @@ class ChannelRun:
             self.dropped += 1  # only a diode reads a sender while full
         else:
             self.queue.append(message)
+
+    def _log_rejection(self, line: str) -> None:
+        now = time.monotonic()
+        if now - self.log_window >= LOG_WINDOW:
+            self.summarise()
+            self.log_window, self.log_lines = now, 0
+        if self.log_lines < LOG_LINES:
+            self.log_lines += 1
+            self.log(line)
+        else:
+            self.unlogged += 1
+
+    def summarise(self, ended: bool = False) -> None:
+        """One line for the rejections not logged one by one, once their window is over
+        (or the system stops: ended)."""
+        elapsed = time.monotonic() - self.log_window
+        if self.unlogged and (ended or elapsed >= LOG_WINDOW):
+            self.log(f"channel {self.name}: {self.unlogged} more rejected messages in the "
+                     f"last {elapsed:.1f} s, not logged one by one (the last: "
+                     f"{self.last_reason})")
+            self.unlogged = 0
 
     def _judge(self, data: bytes) -> bytes:
         """What to forward (the guard may canonicalise it); Rejected with the reason."""

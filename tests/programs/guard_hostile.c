@@ -2,6 +2,7 @@
  *   send PORT HEX...        each HEX (the message's bytes in hex) is one write() to PORT
  *   flood PORT N MSG        write MSG to PORT N times, then print how many writes succeeded
  *   recv PORT               print each message read from PORT as one line of hex, forever
+ *   spew MIB                write MIB mebibytes of text lines to stdout, then "spewed MIB"
  *   idle                    sleep until killed
  * Hex keeps every byte (invalid UTF-8, NUL) intact through argv and the log. */
 #include <errno.h>
@@ -68,9 +69,19 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
     }
+    if (argc >= 3 && !strcmp(argv[1], "spew")) {
+        memset(buf, 'x', sizeof buf);
+        for (size_t i = 63; i < sizeof buf; i += 64)
+            buf[i] = '\n';
+        for (int i = 0; i < atoi(argv[2]) * 16; i++)
+            if (write(1, buf, sizeof buf) != (ssize_t)sizeof buf)
+                return 1;
+        printf("spewed %s\n", argv[2]);
+        return 0;
+    }
     if (argc >= 2 && !strcmp(argv[1], "idle"))
         for (;;)
             pause();
-    printf("usage: guard_hostile send|flood|recv|idle ...\n");
+    printf("usage: guard_hostile send|flood|recv|spew|idle ...\n");
     return 2;
 }
