@@ -301,3 +301,73 @@ def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
     tail = logs(state_env, "flood", "g")
     assert tail.endswith(f"spewed {mib}\n")
     assert len(tail) > PARTITION_LOG_MAX  # both parts
+
+
+# ---- R10: idle clients cannot take the --metrics endpoint down ------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int, timeout: float = 10.0) -> str | None:
+    """GET /metrics; None if the endpoint does not answer (closed, reset, timed out)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    except OSError:
+        return None
+    text = data.decode(errors="replace")
+    return text if text.startswith("HTTP/1.0 200") else None
+
+
+def threads(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(f.read().split("Threads:")[1].split()[0])
+
+
+def test_metrics_endpoint_survives_idle_and_slow_clients(tool: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "karn", "run", "--metrics", f"127.0.0.1:{port}", str(tool),
+         "idle"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    idle: list[socket.socket] = []
+    try:
+        wait_for(lambda: scrape(port) is not None, what="the metrics endpoint")
+        # A client that trickles its request a byte at a time is cut off.
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as trickler:
+            started, closed = time.monotonic(), False
+            request = iter(b"GET /metrics HTTP/1.0\r\nX-Slow: " + b"y" * 1000)
+            while not closed and time.monotonic() - started < 45:
+                try:
+                    trickler.sendall(bytes([next(request)]))
+                except OSError:
+                    closed = True
+                time.sleep(0.5)
+        assert closed, "a client trickling its request kept its connection for 45 s"
+        # Idle clients: with all of them still connected, scrapes are answered again (the
+        # endpoint drops idle clients after a few seconds and turns away the ones over its
+        # limit), and the monitor did not start a thread per client.
+        before = threads(proc.pid)
+        for _ in range(300):
+            idle.append(socket.create_connection(("127.0.0.1", port), timeout=60))
+        deadline = time.monotonic() + 60
+        while (body := scrape(port)) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert body is not None, "the metrics endpoint stopped answering"
+        assert "karn_guest_threads 1" in body
+        assert threads(proc.pid) < before + 50
+        assert proc.poll() is None
+    finally:
+        for s in idle:
+            s.close()
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert b"Traceback" not in err, err.decode(errors="replace")
