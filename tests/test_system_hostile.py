@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -371,3 +373,165 @@ def test_metrics_endpoint_survives_idle_and_slow_clients(tool: Path) -> None:
         proc.kill()
         _, err = proc.communicate(timeout=30)
     assert b"Traceback" not in err, err.decode(errors="replace")
+
+
+# ---- configurations refused: ReDoS-prone patterns, remote $ref, an unsandboxed partition --
+
+PAIR = """
+name = "{name}"
+{top}
+[partitions.s]
+program = "{tool}"
+args = {sender}
+{options}
+[partitions.s.ports.out]
+direction = "out"
+max_size = 256
+[partitions.r]
+program = "{tool}"
+args = ["recv", "in"]
+[partitions.r.ports.in]
+direction = "in"
+max_size = 256
+[[channels]]
+from = "s.out"
+to = "r.in"
+guard = "g"
+[guards.g]
+{guard}
+"""
+
+
+def pair(tmp_path: Path, tool: Path, name: str, guard: str, messages: list[bytes] = (),
+         options: str = "", top: str = "") -> Path:
+    path = tmp_path / f"{name}.toml"
+    sender = ["send", "out", *(m.hex() for m in messages)] if messages else ["idle"]
+    path.write_text(PAIR.format(name=name, tool=tool, sender=json.dumps(sender),
+                                guard=guard, options=options, top=top))
+    return path
+
+
+def refused(env: dict[str, str], path: Path, error: str) -> None:
+    """`check` and `up` both refuse the file with one `karn:` line, and nothing starts."""
+    for command in (["check"], ["up", "-d"]):
+        proc = karn_system(env, *command, str(path))
+        assert proc.returncode == 125, (command, proc.stdout, proc.stderr)
+        assert proc.stderr == f"karn: {path}: {error}\n"
+    assert not (Path(env["KARN_STATE_DIR"]) / "systems" / path.stem / "meta.json").exists()
+
+
+def supervisor_pid(env: dict[str, str], name: str) -> int | None:
+    meta = Path(env["KARN_STATE_DIR"]) / "systems" / name / "meta.json"
+    return json.loads(meta.read_text())["pid"] if meta.exists() else None
+
+
+@pytest.mark.parametrize("pattern, error", [
+    (r"^(a)\1$", "invalid escape sequence: \\1"),
+    (r"^(?=a).*$", "invalid perl operator: (?="),
+    (r"^(?<!a)b$", "invalid perl operator: (?<!"),
+])
+def test_check_refuses_patterns_without_a_linear_time_match(
+    tmp_path: Path, state_env: dict[str, str], tool: Path, pattern: str, error: str
+) -> None:
+    path = pair(tmp_path, tool, "backref", f"allow = '{pattern}'")
+    refused(state_env, path, f"guard g: allow: not a pattern RE2 accepts: {error}")
+
+
+def test_catastrophic_pattern_does_not_stall_the_supervisor(
+    tmp_path: Path, state_env: dict[str, str], tool: Path
+) -> None:
+    """'^(a+)+$' against 'aaa...ab' backtracks 2^40 times in a backtracking engine."""
+    evil = b"a" * 40 + b"b"
+    path = pair(tmp_path, tool, "redos", "allow = '^(a+)+$'", [evil, b"aaaa"])
+    try:
+        with Up(state_env, path, "redos"):
+            wait_for(lambda: received(state_env, "redos", "r") == [b"aaaa"],
+                     what="the message after the evil one")
+            counters = channel(status(state_env, "redos"), "s.out->r.in")
+        assert (counters["sent"], counters["rejected"]) == (2, 1)
+    finally:
+        pid = supervisor_pid(state_env, "redos")  # a stalled supervisor ignores `down`
+        if pid is not None and os.path.exists(f"/proc/{pid}"):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+            if "karn\0system\0up" in cmdline:
+                os.kill(pid, 9)
+
+
+class SchemaServer:
+    """A local HTTP server that counts requests: a guard must never make one."""
+
+    def __init__(self) -> None:
+        outer = self
+        self.requests = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.requests += 1
+                body = b'{"type": "object"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/schema+json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def schema_server() -> Iterator[SchemaServer]:
+    server = SchemaServer()
+    yield server
+    server.close()
+
+
+def test_guard_schema_never_refers_outside_itself(
+    tmp_path: Path, state_env: dict[str, str], tool: Path, schema_server: SchemaServer
+) -> None:
+    url = f"{schema_server.url}/s.json"
+    cases = {
+        f'schema = {{ "$ref" = "{url}" }}': f"$ref '{url}'",
+        f'schema = {{ type = "object", properties = {{ a = {{ "$ref" = "{url}#/x" }} }} }}':
+            f"$ref '{url}#/x'",
+        f'schema = {{ "$id" = "{schema_server.url}/", items = {{ "$ref" = "b.json" }} }}':
+            "$ref 'b.json'",
+        'schema = { "$dynamicRef" = "file:///etc/passwd" }': "$dynamicRef 'file:///etc/passwd'",
+    }
+    for guard, ref in cases.items():
+        path = pair(tmp_path, tool, "remoteref", guard)
+        refused(state_env, path, f"guard g: invalid JSON schema: {ref} is not local ('#/...'): "
+                                 "a guard never fetches or reads schemas")
+    # Local references still work, and a remote $schema or $id is never fetched.
+    guard = (f'schema = {{ "$schema" = "{url}", "$id" = "{schema_server.url}/root", '
+             'type = "object", properties = { v = { "$ref" = "#/$defs/n" } }, '
+             '"$defs" = { n = { type = "integer" } } }')
+    path = pair(tmp_path, tool, "localref", guard, [b'{"v":"x"}', b'{"v":1}'])
+    with Up(state_env, path, "localref"):
+        wait_for(lambda: received(state_env, "localref", "r") == [b'{"v":1}'],
+                 what="the valid message")
+        counters = channel(status(state_env, "localref"), "s.out->r.in")
+    assert (counters["sent"], counters["rejected"]) == (2, 1)
+    assert schema_server.requests == 0
+
+
+@pytest.mark.parametrize("option", ["--no-sandbox", "--no-s", "--no-sandbox=1"])
+def test_unsandboxed_partition_needs_the_top_level_opt_in(
+    tmp_path: Path, state_env: dict[str, str], tool: Path, option: str
+) -> None:
+    path = pair(tmp_path, tool, "nosandbox", "max_size = 64",
+                options=f'options = ["{option}"]')
+    refused(state_env, path, f"partition s: options: {option!r} runs the partition's monitor "
+                             "unconfined; allow it with allow_unsandboxed = true at the top "
+                             "of the system file")
+    path = pair(tmp_path, tool, "nosandbox", "max_size = 64",
+                options='options = ["--no-sandbox"]', top="allow_unsandboxed = true")
+    proc = karn_system(state_env, "check", str(path))
+    assert proc.returncode == 0, proc.stderr

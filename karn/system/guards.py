@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -31,15 +30,63 @@ class Rejected(Exception):
     """The guard's reason for refusing a message."""
 
 
+REF_KEYWORDS = ("$ref", "$dynamicRef", "$recursiveRef")
+DATA_KEYWORDS = ("const", "enum", "default", "examples")  # hold instances, not schemas
+
+
 def check_schema(schema: dict) -> str | None:
-    """Why a JSON schema is invalid (or may fetch something), or None."""
+    """Why a JSON schema is invalid, or refers to anything outside itself, or None."""
     import jsonschema
 
     try:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as err:
         return err.message
+    stack: list[Any] = [schema]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key in REF_KEYWORDS and isinstance(value, str) and not value.startswith("#"):
+                    return (f"{key} {value!r} is not local ('#/...'): a guard never "
+                            "fetches or reads schemas")
+                if key not in DATA_KEYWORDS:
+                    stack.append(value)
     return None
+
+
+def _no_retrieval(uri: str) -> Any:
+    raise LookupError(f"a guard never fetches schemas ({uri})")
+
+
+def validator(schema: dict) -> Any:
+    """A JSON Schema validator that resolves references only inside the schema itself
+    (jsonschema would otherwise fetch a remote $ref over HTTP)."""
+    import jsonschema
+    import referencing
+
+    registry: Any = referencing.Registry(retrieve=_no_retrieval)
+    return jsonschema.validators.validator_for(schema)(schema, registry=registry)
+
+
+def compile_allow(pattern: str) -> Any:
+    """An allow-list pattern for RE2, whose matching takes linear time whatever the
+    pattern and message (no catastrophic backtracking: a guard must not be stalled by a
+    message); ValueError for what RE2 does not accept (backreferences, lookaround)."""
+    import re2
+
+    options = re2.Options()
+    options.dot_nl = True  # DOTALL: the whole message, newlines included
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as err:
+        detail = err.args[0].decode(errors="replace") if err.args else str(err)
+        raise ValueError(f"not a pattern RE2 accepts: {detail}") from None
+    except UnicodeError:
+        raise ValueError("not a pattern RE2 accepts: not valid Unicode") from None
 
 
 def normalise(text: str) -> str:
@@ -127,13 +174,9 @@ class GuardCheck:
     def __init__(self, guard: Guard) -> None:
         self.name = guard.name
         self.max_size = guard.max_size
-        self.allow = re.compile(guard.allow, re.DOTALL) if guard.allow is not None else None
+        self.allow = compile_allow(guard.allow) if guard.allow is not None else None
         self.deny = [normalise(w) for w in guard.deny]
-        self.validator: Any = None
-        if guard.schema is not None:
-            import jsonschema
-
-            self.validator = jsonschema.validators.validator_for(guard.schema)(guard.schema)
+        self.validator = validator(guard.schema) if guard.schema is not None else None
         self.rate = guard.rate
         self.burst = float(guard.burst)
         self.tokens = self.burst
