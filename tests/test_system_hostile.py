@@ -207,10 +207,14 @@ def test_guard_rejects_ambiguous_json_and_forwards_canonical(
         )
     )
     with Up(state_env, path, "guards"):
-        wait_for(lambda: len(received(state_env, "guards", "r")) >= len(CONTROLS),
-                 what="the schema guard's receiver")
-        wait_for(lambda: len(received(state_env, "guards", "u")) >= len(TEXT_CONTROLS),
-                 what="the text guard's receiver")
+        wait_for(
+            lambda: len(received(state_env, "guards", "r")) >= len(CONTROLS),
+            what="the schema guard's receiver",
+        )
+        wait_for(
+            lambda: len(received(state_env, "guards", "u")) >= len(TEXT_CONTROLS),
+            what="the text guard's receiver",
+        )
         st = status(state_env, "guards")
         events = logs(state_env, "guards")
     # The receiver gets exactly the controls, each as the canonical JSON of what the guard
@@ -222,8 +226,10 @@ def test_guard_rejects_ambiguous_json_and_forwards_canonical(
     ]
     assert got[1] == '{"id":2,"value":10.0,"note":"café \\"ok\\""}'.encode()
     assert received(state_env, "guards", "u") == TEXT_CONTROLS  # text: the exact bytes
-    for name, sent, bad in (("s.out->r.in", schema_msgs, AMBIGUOUS),
-                            ("t.out->u.in", text_msgs, TEXT_HIDDEN)):
+    for name, sent, bad in (
+        ("s.out->r.in", schema_msgs, AMBIGUOUS),
+        ("t.out->u.in", text_msgs, TEXT_HIDDEN),
+    ):
         counters = channel(st, name)
         assert (counters["sent"], counters["rejected"]) == (len(sent), len(bad)), counters
         for number, message in enumerate(sent, start=1):
@@ -280,13 +286,21 @@ def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
     path.write_text(FLOOD.format(tool=tool, count=count, mib=mib))
     directory = Path(state_env["KARN_STATE_DIR"]) / "systems" / "flood"
     with Up(state_env, path, "flood"):
-        wait_for(lambda: f"flooded {count}" in logs(state_env, "flood", "f"),
-                 what="the flooding sender", timeout=180)
-        wait_for(lambda: f"spewed {mib}" in logs(state_env, "flood", "g"),
-                 what="the chatty partition", timeout=180)
+        wait_for(
+            lambda: f"flooded {count}" in logs(state_env, "flood", "f"),
+            what="the flooding sender",
+            timeout=180,
+        )
+        wait_for(
+            lambda: f"spewed {mib}" in logs(state_env, "flood", "g"),
+            what="the chatty partition",
+            timeout=180,
+        )
         # Every rejection is accounted for, most in summary lines once their second is over.
-        wait_for(lambda: rejections_logged(logs(state_env, "flood")) == count,
-                 what="the event log to account for every rejection")
+        wait_for(
+            lambda: rejections_logged(logs(state_env, "flood")) == count,
+            what="the event log to account for every rejection",
+        )
         counters = channel(status(state_env, "flood"), "f.out->g.in")
     assert (counters["sent"], counters["rejected"], counters["received"]) == (count, count, 0)
     events = (directory / "events.log").read_bytes()
@@ -336,9 +350,10 @@ def threads(pid: int) -> int:
 def test_metrics_endpoint_survives_idle_and_slow_clients(tool: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "karn", "run", "--metrics", f"127.0.0.1:{port}", str(tool),
-         "idle"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "karn", "run", "--metrics", f"127.0.0.1:{port}", str(tool), "idle"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     idle: list[socket.socket] = []
     try:
@@ -402,12 +417,22 @@ guard = "g"
 """
 
 
-def pair(tmp_path: Path, tool: Path, name: str, guard: str, messages: list[bytes] = (),
-         options: str = "", top: str = "") -> Path:
+def pair(
+    tmp_path: Path,
+    tool: Path,
+    name: str,
+    guard: str,
+    messages: list[bytes] = (),
+    options: str = "",
+    top: str = "",
+) -> Path:
     path = tmp_path / f"{name}.toml"
     sender = ["send", "out", *(m.hex() for m in messages)] if messages else ["idle"]
-    path.write_text(PAIR.format(name=name, tool=tool, sender=json.dumps(sender),
-                                guard=guard, options=options, top=top))
+    path.write_text(
+        PAIR.format(
+            name=name, tool=tool, sender=json.dumps(sender), guard=guard, options=options, top=top
+        )
+    )
     return path
 
 
@@ -425,11 +450,14 @@ def supervisor_pid(env: dict[str, str], name: str) -> int | None:
     return json.loads(meta.read_text())["pid"] if meta.exists() else None
 
 
-@pytest.mark.parametrize("pattern, error", [
-    (r"^(a)\1$", "invalid escape sequence: \\1"),
-    (r"^(?=a).*$", "invalid perl operator: (?="),
-    (r"^(?<!a)b$", "invalid perl operator: (?<!"),
-])
+@pytest.mark.parametrize(
+    "pattern, error",
+    [
+        (r"^(a)\1$", "invalid escape sequence: \\1"),
+        (r"^(?=a).*$", "invalid perl operator: (?="),
+        (r"^(?<!a)b$", "invalid perl operator: (?<!"),
+    ],
+)
 def test_check_refuses_patterns_without_a_linear_time_match(
     tmp_path: Path, state_env: dict[str, str], tool: Path, pattern: str, error: str
 ) -> None:
@@ -445,8 +473,10 @@ def test_catastrophic_pattern_does_not_stall_the_supervisor(
     path = pair(tmp_path, tool, "redos", "allow = '^(a+)+$'", [evil, b"aaaa"])
     try:
         with Up(state_env, path, "redos"):
-            wait_for(lambda: received(state_env, "redos", "r") == [b"aaaa"],
-                     what="the message after the evil one")
+            wait_for(
+                lambda: received(state_env, "redos", "r") == [b"aaaa"],
+                what="the message after the evil one",
+            )
             counters = channel(status(state_env, "redos"), "s.out->r.in")
         assert (counters["sent"], counters["rejected"]) == (2, 1)
     finally:
@@ -497,26 +527,35 @@ def test_guard_schema_never_refers_outside_itself(
     tmp_path: Path, state_env: dict[str, str], tool: Path, schema_server: SchemaServer
 ) -> None:
     url = f"{schema_server.url}/s.json"
-    cases = {
-        f'schema = {{ "$ref" = "{url}" }}': f"$ref '{url}'",
-        f'schema = {{ type = "object", properties = {{ a = {{ "$ref" = "{url}#/x" }} }} }}':
+    base = schema_server.url
+    cases = [  # (guard, the reference check names)
+        (f'schema = {{ "$ref" = "{url}" }}', f"$ref '{url}'"),
+        (
+            f'schema = {{ type = "object", properties = {{ a = {{ "$ref" = "{url}#/x" }} }} }}',
             f"$ref '{url}#/x'",
-        f'schema = {{ "$id" = "{schema_server.url}/", items = {{ "$ref" = "b.json" }} }}':
-            "$ref 'b.json'",
-        'schema = { "$dynamicRef" = "file:///etc/passwd" }': "$dynamicRef 'file:///etc/passwd'",
-    }
-    for guard, ref in cases.items():
+        ),
+        (f'schema = {{ "$id" = "{base}/", items = {{ "$ref" = "b.json" }} }}', "$ref 'b.json'"),
+        ('schema = { "$dynamicRef" = "file:///etc/passwd" }', "$dynamicRef 'file:///etc/passwd'"),
+    ]
+    for guard, ref in cases:
         path = pair(tmp_path, tool, "remoteref", guard)
-        refused(state_env, path, f"guard g: invalid JSON schema: {ref} is not local ('#/...'): "
-                                 "a guard never fetches or reads schemas")
+        refused(
+            state_env,
+            path,
+            f"guard g: invalid JSON schema: {ref} is not local ('#/...'): "
+            "a guard never fetches or reads schemas",
+        )
     # Local references still work, and a remote $schema or $id is never fetched.
-    guard = (f'schema = {{ "$schema" = "{url}", "$id" = "{schema_server.url}/root", '
-             'type = "object", properties = { v = { "$ref" = "#/$defs/n" } }, '
-             '"$defs" = { n = { type = "integer" } } }')
+    guard = (
+        f'schema = {{ "$schema" = "{url}", "$id" = "{schema_server.url}/root", '
+        'type = "object", properties = { v = { "$ref" = "#/$defs/n" } }, '
+        '"$defs" = { n = { type = "integer" } } }'
+    )
     path = pair(tmp_path, tool, "localref", guard, [b'{"v":"x"}', b'{"v":1}'])
     with Up(state_env, path, "localref"):
-        wait_for(lambda: received(state_env, "localref", "r") == [b'{"v":1}'],
-                 what="the valid message")
+        wait_for(
+            lambda: received(state_env, "localref", "r") == [b'{"v":1}'], what="the valid message"
+        )
         counters = channel(status(state_env, "localref"), "s.out->r.in")
     assert (counters["sent"], counters["rejected"]) == (2, 1)
     assert schema_server.requests == 0
@@ -526,12 +565,37 @@ def test_guard_schema_never_refers_outside_itself(
 def test_unsandboxed_partition_needs_the_top_level_opt_in(
     tmp_path: Path, state_env: dict[str, str], tool: Path, option: str
 ) -> None:
-    path = pair(tmp_path, tool, "nosandbox", "max_size = 64",
-                options=f'options = ["{option}"]')
-    refused(state_env, path, f"partition s: options: {option!r} runs the partition's monitor "
-                             "unconfined; allow it with allow_unsandboxed = true at the top "
-                             "of the system file")
-    path = pair(tmp_path, tool, "nosandbox", "max_size = 64",
-                options='options = ["--no-sandbox"]', top="allow_unsandboxed = true")
+    path = pair(tmp_path, tool, "nosandbox", "max_size = 64", options=f'options = ["{option}"]')
+    refused(
+        state_env,
+        path,
+        f"partition s: options: {option!r} runs the partition's monitor "
+        "unconfined; allow it with allow_unsandboxed = true at the top "
+        "of the system file",
+    )
+    path = pair(
+        tmp_path,
+        tool,
+        "nosandbox",
+        "max_size = 64",
+        options='options = ["--no-sandbox"]',
+        top="allow_unsandboxed = true",
+    )
     proc = karn_system(state_env, "check", str(path))
     assert proc.returncode == 0, proc.stderr
+
+
+def test_rejection_reason_quoting_the_message_is_cut(
+    tmp_path: Path, state_env: dict[str, str], tool: Path
+) -> None:
+    """A schema error quotes the message: the log keeps only the start of it."""
+    long = json.dumps("x" * 240).encode()
+    path = pair(tmp_path, tool, "longreason", 'schema = { type = "integer" }', [long, b"7"])
+    with Up(state_env, path, "longreason"):
+        wait_for(lambda: received(state_env, "longreason", "r") == [b"7"], what="the control")
+        events = logs(state_env, "longreason")
+        last = channel(status(state_env, "longreason"), "s.out->r.in")["last_rejection"]
+    line = next(e for e in events.splitlines() if "rejected message 1 " in e)
+    assert "schema: (root): 'xxxxxxxx" in line
+    assert line.endswith("...") and len(line) < 400, line
+    assert last.endswith("...") and len(last) < 210

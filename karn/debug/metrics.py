@@ -90,11 +90,13 @@ def render(uk: Unikernel) -> str:
     lines = []
     for key, name, text in GAUGES:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {stats[key]}"]
-    lines += ["# HELP karn_cpu_seconds_total CPU time of the monitor and its vCPUs.",
-              "# TYPE karn_cpu_seconds_total counter",
-              f"karn_cpu_seconds_total {stats['cpu_seconds']:.3f}",
-              "# HELP karn_syscalls_total Guest system calls served, by name.",
-              "# TYPE karn_syscalls_total counter"]
+    lines += [
+        "# HELP karn_cpu_seconds_total CPU time of the monitor and its vCPUs.",
+        "# TYPE karn_cpu_seconds_total counter",
+        f"karn_cpu_seconds_total {stats['cpu_seconds']:.3f}",
+        "# HELP karn_syscalls_total Guest system calls served, by name.",
+        "# TYPE karn_syscalls_total counter",
+    ]
     for name, count in introspect.syscall_counts(uk.process.syscall_counts).items():
         lines.append(f'karn_syscalls_total{{name="{name}"}} {count}')
     return "\n".join(lines) + "\n"
@@ -129,8 +131,7 @@ class MetricsServer:
             self.server = BoundedHTTPServer(address, Handler)
         except OSError as err:
             raise UsageError(f"--metrics {spec}: {err.strerror}") from None
-        threading.Thread(target=self.server.serve_forever, name="karn-metrics",
-                         daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, name="karn-metrics", daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()

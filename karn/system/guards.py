@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,13 @@ from typing import Any
 from karn.system.description import Guard
 
 MAX_EXACT_INT = 2**53 - 1  # I-JSON: integers a double represents exactly
+# Code points I-JSON forbids in strings: surrogates (a decoded string holds one only
+# when it was lone: a valid pair decodes to one character) and noncharacters.
+FORBIDDEN = re.compile(
+    "[\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(f"{chr(p << 16 | 0xFFFE)}{chr(p << 16 | 0xFFFF)}" for p in range(17))
+    + "]"
+)
 
 
 class Rejected(Exception):
@@ -50,8 +58,10 @@ def check_schema(schema: dict) -> str | None:
         elif isinstance(item, dict):
             for key, value in item.items():
                 if key in REF_KEYWORDS and isinstance(value, str) and not value.startswith("#"):
-                    return (f"{key} {value!r} is not local ('#/...'): a guard never "
-                            "fetches or reads schemas")
+                    return (
+                        f"{key} {value!r} is not local ('#/...'): a guard never "
+                        "fetches or reads schemas"
+                    )
                 if key not in DATA_KEYWORDS:
                     stack.append(value)
     return None
@@ -130,16 +140,21 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_strict(text: str) -> Any:
     """One I-JSON document; Rejected otherwise."""
     try:
-        doc = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant,
-                         parse_int=_exact_int, parse_float=_finite_float)
+        doc = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+            parse_int=_exact_int,
+            parse_float=_finite_float,
+        )
     except ValueError as err:
         raise Rejected(f"not JSON: {err}") from None
     for s in strings(doc):
-        for c in s:
-            if 0xD800 <= ord(c) <= 0xDFFF:
-                raise Rejected(f"not I-JSON: lone surrogate U+{ord(c):04X} in a string")
-            if 0xFDD0 <= ord(c) <= 0xFDEF or ord(c) & 0xFFFE == 0xFFFE:
-                raise Rejected(f"not I-JSON: noncharacter U+{ord(c):04X} in a string")
+        bad = FORBIDDEN.search(s)
+        if bad is not None:
+            c = ord(bad.group())
+            kind = "lone surrogate" if 0xD800 <= c <= 0xDFFF else "noncharacter"
+            raise Rejected(f"not I-JSON: {kind} U+{c:04X} in a string")
     return doc
 
 
@@ -163,8 +178,7 @@ def canonical(doc: Any) -> bytes:
     UTF-8 characters as themselves (ensure_ascii off, so a receiver that searches the raw
     text sees what the deny words were matched against); only '"', '\\' and control
     characters are escaped."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False).encode()
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 class GuardCheck:
