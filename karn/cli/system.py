@@ -185,27 +185,31 @@ def cmd_logs(args: argparse.Namespace) -> int:
         path = os.path.join(directory, state.LOGS, f"{args.partition}.log")
         if not os.path.exists(path):
             raise UsageError(f"system {name} has no partition {args.partition!r}")
-        _copy(path, prefix=None)
+        _copy(state.log_parts(path), prefix=None)
         return 0
-    _copy(os.path.join(directory, state.EVENTS), prefix="events")
+    _copy(state.log_parts(os.path.join(directory, state.EVENTS)), prefix="events")
     logs = os.path.join(directory, state.LOGS)
     for entry in sorted(os.listdir(logs)) if os.path.isdir(logs) else []:
-        _copy(os.path.join(logs, entry), prefix=entry.removesuffix(".log"))
+        if entry.endswith(".log"):
+            path = os.path.join(logs, entry)
+            _copy(state.log_parts(path), prefix=entry.removesuffix(".log"))
     return 0
 
 
-def _copy(path: str, prefix: str | None) -> None:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return
+def _copy(paths: list[str], prefix: str | None) -> None:
+    """Print log files (a rotated log's older part first)."""
     out = sys.stdout.buffer
-    if prefix is None:
-        out.write(data)
-    else:
-        for line in data.splitlines():
-            out.write(prefix.encode() + b" | " + line + b"\n")
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        if prefix is None:
+            out.write(data)
+        else:
+            for line in data.splitlines():
+                out.write(prefix.encode() + b" | " + line + b"\n")
     out.flush()
 
 

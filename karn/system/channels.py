@@ -11,6 +11,10 @@ the guard, into a destination port's socket, with ARINC 653 port semantics.
   (its supervisor end is shut for writing), so nothing about the receiver reaches the
   sender; overflow is counted on the receiving side only.
 
+A hostile sender can have every message rejected: the rejections are logged one line
+each up to LOG_LINES per LOG_WINDOW per channel, then counted and summed up in one line
+when the window ends, so the event log grows by a bounded amount whatever the rate.
+
 Counters: sent (messages the sender wrote), rejected (by the guard), dropped (overflow,
 or delivered to a receiver that died before reading them), received (read by the
 receiver; for sampling, delivered), queued (waiting or unread).
@@ -25,10 +29,13 @@ from collections.abc import Callable
 
 from karn.kernel.fs.ports import HEADER
 from karn.system.description import Channel
-from karn.system.guards import GuardCheck
+from karn.system.guards import GuardCheck, Rejected
 
 MAX_BATCH = 256  # messages taken from one socket per readiness event (fairness)
 ACK_READ = 4096
+LOG_LINES = 50  # rejection lines per channel per window; the rest are summed up
+MAX_REASON = 200  # characters of a rejection's reason kept (it can quote the message)
+LOG_WINDOW = 1.0  # seconds
 
 
 def now_ns() -> int:
@@ -55,6 +62,9 @@ class ChannelRun:
         self.latest_pending = False  # sampling: the receiver has not been given latest
         self.sent = self.received = self.dropped = self.rejected = 0
         self.last_reason = ""
+        self.log_window = -LOG_WINDOW  # when the current window of rejection lines began
+        self.log_lines = 0  # lines logged in it
+        self.unlogged = 0  # rejections counted but not logged in it
 
     # -- endpoints ----------------------------------------------------------------------
     def attach_source(self, sock: socket.socket) -> None:
@@ -114,18 +124,16 @@ class ChannelRun:
 
     def offer(self, data: bytes) -> None:
         self.sent += 1
-        reason = None
-        if len(data) > self.limit:
-            reason = f"size over the channel's limit of {self.limit}"
-        elif self.guard is not None:
-            reason = self.guard.reject(data)
-        if reason is not None:
+        try:
+            forward = self._judge(data)
+        except Rejected as err:
             self.rejected += 1
-            self.last_reason = reason
-            self.log(f"channel {self.name}: rejected message {self.sent} "
-                     f"({len(data)} bytes): {reason}")
+            reason = str(err)
+            self.last_reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON] + "..."
+            self._log_rejection(f"channel {self.name}: rejected message {self.sent} "
+                                f"({len(data)} bytes): {self.last_reason}")
             return
-        message = HEADER.pack(now_ns()) + data
+        message = HEADER.pack(now_ns()) + forward
         if self.kind == "sampling":
             self.latest = message
             self.latest_pending = True
@@ -133,6 +141,39 @@ class ChannelRun:
             self.dropped += 1  # only a diode reads a sender while full
         else:
             self.queue.append(message)
+
+    def _log_rejection(self, line: str) -> None:
+        now = time.monotonic()
+        if now - self.log_window >= LOG_WINDOW:
+            self.summarise()
+            self.log_window, self.log_lines = now, 0
+        if self.log_lines < LOG_LINES:
+            self.log_lines += 1
+            self.log(line)
+        else:
+            self.unlogged += 1
+
+    def summarise(self, ended: bool = False) -> None:
+        """One line for the rejections not logged one by one, once their window is over
+        (or the system stops: ended)."""
+        elapsed = time.monotonic() - self.log_window
+        if self.unlogged and (ended or elapsed >= LOG_WINDOW):
+            self.log(f"channel {self.name}: {self.unlogged} more rejected messages in the "
+                     f"last {elapsed:.1f} s, not logged one by one (the last: "
+                     f"{self.last_reason})")
+            self.unlogged = 0
+
+    def _judge(self, data: bytes) -> bytes:
+        """What to forward (the guard may canonicalise it); Rejected with the reason."""
+        if len(data) > self.limit:
+            raise Rejected(f"size over the channel's limit of {self.limit}")
+        if self.guard is None:
+            return data
+        forward = self.guard.check(data)
+        if len(forward) > self.limit:  # a canonical number can be longer than the sender's
+            raise Rejected(f"canonical form ({len(forward)} bytes) over the channel's limit "
+                           f"of {self.limit}")
+        return forward
 
     def flush(self) -> None:
         """Give the receiver what it may take now."""

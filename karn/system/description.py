@@ -19,6 +19,21 @@ DEFAULT_DEPTH = 16
 MAX_MESSAGE = 1 << 16  # one SOCK_SEQPACKET datagram stays well inside the socket buffer
 MAX_DEPTH = 4096
 SUPERVISOR_OPTIONS = ("--port", "-d", "--detach", "--name", "--gdb")  # set or refused by it
+UNSANDBOXED_OPTIONS = ("--no-sandbox",)  # only with allow_unsandboxed = true at the top
+
+
+def names_option(arg: str, options: tuple[str, ...]) -> str | None:
+    """Which of options a `karn run` argument sets, as argparse reads it: a long option
+    abbreviated to any prefix of it ("--no-s"), a short flag with others after it ("-dm"),
+    both with or without "=VALUE"; None if none."""
+    name = arg.split("=", 1)[0]
+    for option in options:
+        if name.startswith("--"):
+            if option.startswith(name):
+                return option
+        elif not option.startswith("--") and name.startswith(option):
+            return option
+    return None
 
 
 class DescriptionError(UsageError):
@@ -141,14 +156,16 @@ class _Loader:
         self.path = path
         self.doc = doc
         self.base = os.path.dirname(os.path.abspath(path))
+        self.allow_unsandboxed = False
 
     def fail(self, where: str, what: str) -> DescriptionError:
         return DescriptionError(f"{self.path}: {where}: {what}")
 
     def load(self) -> SystemDescription:
         doc = self.doc
-        self._keys("top level", doc, {"name", "acyclic", "partitions", "channels", "guards",
-                                      "schedule"})
+        self._keys("top level", doc, {"name", "acyclic", "allow_unsandboxed", "partitions",
+                                      "channels", "guards", "schedule"})
+        self.allow_unsandboxed = self._get("top level", doc, "allow_unsandboxed", bool, False)
         stem = os.path.splitext(os.path.basename(self.path))[0]
         name = self._get("top level", doc, "name", str, stem)
         if not NAME.match(name):
@@ -227,9 +244,14 @@ class _Loader:
         part.volumes = [str(v) for v in self._get(where, table, "volumes", list, [])]
         part.options = [str(o) for o in self._get(where, table, "options", list, [])]
         for option in part.options:
-            if not option.startswith("-") or option.split("=")[0] in SUPERVISOR_OPTIONS:
+            if not option.startswith("-") or option in ("-", "--") or names_option(
+                    option, SUPERVISOR_OPTIONS):
                 raise self.fail(where, f"options: {option!r} is not a karn run option the "
                                        "partition may set")
+            if names_option(option, UNSANDBOXED_OPTIONS) and not self.allow_unsandboxed:
+                raise self.fail(where, f"options: {option!r} runs the partition's monitor "
+                                       "unconfined; allow it with allow_unsandboxed = true at "
+                                       "the top of the system file")
         part.affinity = self._get(where, table, "cpu_affinity", list, [])
         ncpu = os.cpu_count() or 1
         for cpu in part.affinity:
@@ -316,10 +338,12 @@ class _Loader:
                 raise self.fail(where, f"invalid JSON schema: {problem}")
         guard.allow = self._get(where, table, "allow", str, None)
         if guard.allow is not None:
+            from karn.system.guards import compile_allow
+
             try:
-                re.compile(guard.allow)
-            except re.error as err:
-                raise self.fail(where, f"allow: invalid regular expression: {err}") from None
+                compile_allow(guard.allow)
+            except ValueError as err:
+                raise self.fail(where, f"allow: {err}") from None
         guard.deny = self._get(where, table, "deny", list, [])
         if not all(isinstance(w, str) and w for w in guard.deny):
             raise self.fail(where, "deny must be a list of non-empty strings")

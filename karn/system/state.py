@@ -4,6 +4,7 @@
     $STATE/systems/NAME/control.sock   the supervisor's control socket (JSON lines)
     $STATE/systems/NAME/events.log     health-monitor, guard and schedule events
     $STATE/systems/NAME/logs/P.log     partition P's stdout and stderr
+    ... .log.1                         the previous part of a full log (RotatingLog)
     $STATE/systems/NAME/status.json    the final status, written when the system stops
 
 $STATE is karn's state directory (docs/instances.md). The directory stays after the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 
 from karn.errors import KarnError, UsageError
 from karn.instance.paths import state_dir
@@ -23,6 +25,51 @@ from karn.instance.registry import process_start_time
 META, SOCKET, EVENTS, STATUS = "meta.json", "control.sock", "events.log", "status.json"
 LOGS = "logs"
 REQUEST_TIMEOUT = 10.0
+EVENTS_MAX = 1 << 20  # bytes of events.log before it rotates
+PARTITION_LOG_MAX = 8 << 20  # bytes of a partition's log before it rotates
+OLD = ".1"  # suffix of a rotated log
+
+
+class RotatingLog:
+    """An append-only log of at most `limit` bytes: when the next write would pass it, the
+    file becomes NAME.1 (replacing the older one) and a new one starts, so a partition
+    cannot fill the disk through its output or the events it causes. At most twice the
+    limit on disk. Starts empty. Thread-safe (the cyclic scheduler logs from its thread)."""
+
+    def __init__(self, path: str, limit: int) -> None:
+        self.path, self.limit = path, limit
+        self.lock = threading.Lock()
+        try:
+            os.unlink(path + OLD)
+        except FileNotFoundError:
+            pass
+        self.fd = self._open()
+        self.size = 0
+
+    def _open(self) -> int:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC
+        return os.open(self.path, flags, 0o600)
+
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            if self.fd < 0:
+                return
+            if self.size and self.size + len(data) > self.limit:
+                os.close(self.fd)
+                os.replace(self.path, self.path + OLD)
+                self.fd, self.size = self._open(), 0
+            self.size += os.write(self.fd, data[: self.limit])
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd >= 0:
+                os.close(self.fd)
+                self.fd = -1
+
+
+def log_parts(path: str) -> list[str]:
+    """A log's files, oldest first."""
+    return [p for p in (path + OLD, path) if os.path.exists(p)]
 
 
 def systems_dir() -> str:

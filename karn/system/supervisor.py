@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from karn.errors import UsageError
 from karn.system import schedule, state
-from karn.system.channels import ChannelRun
+from karn.system.channels import LOG_WINDOW, ChannelRun
 from karn.system.description import SystemDescription
 from karn.system.health import decide, describe_exit
 from karn.system.partition import STOP_GRACE, PartitionProcess
@@ -42,7 +42,7 @@ class PartitionRun:
         self.last_exit: int | None = None
         self.started = 0.0
         self.pending_line = b""
-        self.log_fd = -1
+        self.log: state.RotatingLog | None = None
 
 
 class Supervisor:
@@ -67,7 +67,7 @@ class Supervisor:
         self.failed = False  # the health monitor stopped the system, or a partition failed
         self.started = time.time()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.events_fd = -1
+        self.events: state.RotatingLog | None = None
         self.control: socket.socket | None = None
         self.realtime = False  # nice < 0 and real-time policies allowed (root, CAP_SYS_NICE)
 
@@ -80,17 +80,15 @@ class Supervisor:
             top = max(p.priority for p in self.system.partitions.values())
             schedule.raise_self(top + 1)  # fails here, clearly, without CAP_SYS_NICE
         os.makedirs(os.path.join(self.dir, state.LOGS), mode=0o700, exist_ok=True)
-        for old in (state.STATUS, state.EVENTS, state.SOCKET):
+        for old in (state.STATUS, state.SOCKET):
             try:
                 os.unlink(os.path.join(self.dir, old))
             except FileNotFoundError:
                 pass
-        self.events_fd = os.open(os.path.join(self.dir, state.EVENTS),
-                                 os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.events = state.RotatingLog(os.path.join(self.dir, state.EVENTS), state.EVENTS_MAX)
         for run in self.parts.values():
-            run.log_fd = os.open(os.path.join(self.dir, state.LOGS, f"{run.name}.log"),
-                                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                                 | os.O_CLOEXEC, 0o600)
+            run.log = state.RotatingLog(os.path.join(self.dir, state.LOGS, f"{run.name}.log"),
+                                        state.PARTITION_LOG_MAX)
         self.control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.control.bind(os.path.join(self.dir, state.SOCKET))
         self.control.listen(16)
@@ -107,8 +105,8 @@ class Supervisor:
 
     def event(self, text: str) -> None:
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {text}\n"
-        if self.events_fd >= 0:
-            os.write(self.events_fd, line.encode())
+        if self.events is not None:
+            self.events.write(line.encode())
         if self.echo:
             sys.stderr.write(f"karn system: {text}\n")
             sys.stderr.flush()
@@ -125,6 +123,7 @@ class Supervisor:
             self.cyclic.start()
         self.event(f"system {self.system.name} up ({len(self.parts)} partitions, "
                    f"{self.system.schedule.policy} schedule)")
+        self._after(LOG_WINDOW, self._summarise)
         if on_ready is not None:
             on_ready()
         try:
@@ -161,6 +160,12 @@ class Supervisor:
         while self.timers and self.timers[0][0] <= now:
             _, _, callback = heapq.heappop(self.timers)
             callback()
+
+    def _summarise(self) -> None:
+        """Rejections left out of the event log, each second."""
+        for ch in self.channels:
+            ch.summarise()
+        self._after(LOG_WINDOW, self._summarise)
 
     def _after(self, delay_s: float, callback: Callable[[], None]) -> None:
         self.timer_seq += 1
@@ -264,7 +269,8 @@ class Supervisor:
             self._copy_output(run, data)
 
     def _copy_output(self, run: PartitionRun, data: bytes) -> None:
-        os.write(run.log_fd, data)
+        assert run.log is not None
+        run.log.write(data)
         if self.echo:
             text = run.pending_line + data
             *lines, run.pending_line = text.split(b"\n")
@@ -407,6 +413,8 @@ class Supervisor:
         for run in self.parts.values():
             if run.state != "halted":
                 run.state = "stopped"
+        for ch in self.channels:
+            ch.summarise(ended=True)
         final = self.status()
         final["state"] = "stopped"
         with open(os.path.join(self.dir, state.STATUS), "w") as f:
