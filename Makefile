@@ -15,7 +15,7 @@ all: test
 
 # Install the package (editable) unless it and its dependencies already import.
 install:
-	@$(PYTHON) -c 'import karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema' 2>/dev/null \
+	@$(PYTHON) -c 'import karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema, re2' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e .
 
 examples/hello: examples/hello.c
@@ -38,7 +38,7 @@ install-test-deps:
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
 	fi
-	@$(PYTHON) -c 'import pytest, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema' 2>/dev/null \
+	@$(PYTHON) -c 'import pytest, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema, re2' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e '.[test]'
 
 test: install-test-deps
