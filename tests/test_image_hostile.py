@@ -123,3 +123,182 @@ def test_directory_mode_across_layers(home: Path, tmp_path: Path) -> None:
     upper = _tar([_dir("x", 0o1777), _dir("d/sub", 0o777), _file("d/keep", b"pwned", 0o777)])
     build_and_run(home, docker_archive(tmp_path / "v1b.tar", [lower, upper]), "v1b:1")
     assert tree_state(victim) == before
+
+
+# ---- R5: OCI layouts are checked blob by blob; index nesting is bounded
+
+IDX = "application/vnd.oci.image.index.v1+json"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def oci_layout(path: Path, index: object, blobs: dict[str, bytes] | None = None) -> Path:
+    (path / "blobs" / "sha256").mkdir(parents=True)
+    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (path / "index.json").write_text(json.dumps(index))
+    for hexd, data in (blobs or {}).items():
+        (path / "blobs" / "sha256" / hexd).write_bytes(data)
+    return path
+
+
+def _desc(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+            "size": len(data), **extra}  # fmt: skip
+
+
+def test_self_referencing_index_is_refused(home: Path, tmp_path: Path) -> None:
+    """An index naming itself by a digest its content does not have used to loop forever."""
+    fake = "a" * 64
+    inner = {"schemaVersion": 2, "manifests": [
+        {"mediaType": IDX, "digest": "sha256:" + fake, "size": 1,
+         "platform": {"os": "linux", "architecture": "amd64"}}]}  # fmt: skip
+    layout = oci_layout(tmp_path / "loop", {"schemaVersion": 2, "manifests": inner["manifests"]},
+                        {fake: json.dumps(inner).encode()})  # fmt: skip
+    ok(karn_in(home, "build", "-t", "keep", "--root", tmp_path / "loop", "--entrypoint", "/x"))
+    before = store_snapshot(home)
+    proc = karn_in(home, "build", "-t", "x", "--from", f"oci:{layout}", timeout=60)
+    assert_one_error_line(proc, None, "does not match its digest")
+    assert store_snapshot(home) == before
+
+
+def test_deeply_nested_indexes_are_refused(home: Path, tmp_path: Path) -> None:
+    """Indexes with correct digests nested deeper than karn follows: refused, not followed."""
+    blobs: dict[str, bytes] = {}
+    desc = {"mediaType": MANIFEST, "digest": "sha256:" + "b" * 64, "size": 10}
+    for _ in range(20):
+        data = json.dumps({"schemaVersion": 2, "manifests": [desc]}).encode()
+        blobs[hashlib.sha256(data).hexdigest()] = data
+        desc = _desc(IDX, data)
+    layout = oci_layout(tmp_path / "deep", {"schemaVersion": 2, "manifests": [desc]}, blobs)
+    proc = karn_in(home, "build", "-t", "x", "--from", f"oci:{layout}", timeout=60)
+    assert_one_error_line(proc, None, "indexes nested more than")
+
+
+# ---- R6/R7: malformed manifests, indexes and configs give one line
+
+
+GOOD_LAYER = _tar([_file("bin/busybox", BB, 0o755)])
+
+
+@pytest.mark.parametrize(
+    "manifest, config, extra, text",
+    [
+        (b"not json", None, {}, "manifest.json: not valid JSON"),
+        pytest.param(
+            b"[" * 100000 + b"]" * 100000,
+            None,
+            {},
+            "manifest.json: not valid JSON",
+            id="deeply-nested",
+        ),
+        (b'[{"Layers":["l0.tar"]}]', None, {}, "'Config' is required"),
+        (b'[{"Config":5,"Layers":["l0.tar"]}]', None, {}, "Config: must be string"),
+        (b'[{"Config":"config.json","Layers":5}]', None, {}, "Layers: must be array"),
+        (b'[{"Config":"config.json","Layers":[5]}]', None, {}, "Layers[0]: must be string"),
+        (b'{"Config":"config.json"}', None, {}, "must be array"),
+        (b"[]", None, {}, "must not be empty"),
+        (b'[{"Config":"/","Layers":[]}]', None, {}, "missing from the archive"),
+        (b'[{"Config":"../../../etc/passwd","Layers":[]}]', None, {}, "missing"),
+        (None, b"[1,2]", {}, "must be object"),
+        (None, b'{"rootfs":5,"config":"x"}', {}, "must be object"),
+        (None, b'{"config":"x"}', {}, "config: must be object or null"),
+        (None, b'{"config":{"Cmd":"sh"}}', {}, "config.Cmd: must be array or null"),
+        (None, b'{"config":{"Env":[1]}}', {}, "config.Env[0]: must be string"),
+        (None, b'{"config":{"Labels":{"a":1}}}', {}, "config.Labels.a: must be string"),
+        (b'[{"Config":"c","Layers":[]}]', None, {"c": b""}, "not valid JSON"),
+    ],
+)
+def test_malformed_docker_archive(home: Path, tmp_path: Path, manifest: bytes | None,
+                                  config: bytes | None, extra: dict[str, bytes],
+                                  text: str) -> None:  # fmt: skip
+    ok(karn_in(home, "build", "-t", "keep", "--root", tmp_path, "--entrypoint", "/x"))
+    before = store_snapshot(home)
+    archive = docker_archive(tmp_path / "bad.tar", [GOOD_LAYER], config=config or CONFIG,
+                             manifest=manifest, extra=extra)  # fmt: skip
+    proc = karn_in(home, "build", "-t", "x", "--from", f"docker-archive:{archive}")
+    assert_one_error_line(proc, None, text)
+    assert store_snapshot(home) == before
+    assert list((home / "tmp").iterdir()) == []
+
+
+def test_docker_archive_member_links(home: Path, tmp_path: Path) -> None:
+    """Layers named through links inside the archive (as old `docker save` wrote) import;
+    a chain of links too long to follow is refused."""
+    archive = docker_archive(tmp_path / "a.tar", [GOOD_LAYER])
+    with tarfile.open(archive, "a") as tar:
+        for i in range(3000):  # a long chain: tarfile's own lookup recursed on each
+            tar.addfile(
+                _special(f"chain{i}", tarfile.SYMTYPE, f"chain{i - 1}" if i else "l0.tar")[0]
+            )
+        tar.addfile(_special("hard", tarfile.LNKTYPE, "l0.tar")[0])
+        manifest = json.dumps([{"Config": "config.json", "Layers": ["hard", "chain3"]}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    ok(karn_in(home, "build", "-t", "links", "--from", f"docker-archive:{archive}"))
+    assert ok(karn_in(home, "run", "links", "/bin/busybox", "echo", "linked")) == "linked\n"
+    with tarfile.open(archive, "a") as tar:
+        manifest = json.dumps([{"Config": "config.json", "Layers": ["chain2999"]}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+    proc = karn_in(home, "build", "-t", "x", "--from", f"docker-archive:{archive}")
+    assert_one_error_line(proc, None, "too many levels of links")
+
+
+@pytest.mark.parametrize(
+    "index, text",
+    [
+        ([1, 2], "index.json: the document: must be object"),
+        ({"schemaVersion": 2, "manifests": "x"}, "manifests: must be array"),
+        ({"schemaVersion": 2, "manifests": [{"mediaType": MANIFEST}]}, "'digest' is required"),
+        ({"schemaVersion": 2, "manifests": [{"mediaType": MANIFEST, "size": 2,
+                                             "digest": "sha256:../../../../etc/passwd"}]},
+         "malformed digest"),
+        ({"schemaVersion": 2, "manifests": [{"mediaType": MANIFEST, "size": "2",
+                                             "digest": "sha256:" + "c" * 64}]},
+         "size: must be integer"),
+    ],
+)  # fmt: skip
+def test_malformed_oci_index(home: Path, tmp_path: Path, index: object, text: str) -> None:
+    layout = oci_layout(tmp_path / "layout", index)
+    assert_one_error_line(karn_in(home, "build", "-t", "x", "--from", f"oci:{layout}"), None, text)
+
+
+@pytest.mark.parametrize(
+    "manifest, text",
+    [
+        ({"mediaType": MANIFEST, "config": 5, "layers": []}, "config: must be object"),
+        ({"mediaType": MANIFEST, "config": {"digest": "sha256:" + "d" * 64, "size": 2}},
+         "'layers' is required"),
+        ({"mediaType": MANIFEST, "config": {"digest": "sha256:" + "d" * 64, "size": 2},
+          "layers": [{"digest": 3, "size": 1}]}, "layers[0].digest: must be string"),
+        ({"mediaType": MANIFEST, "config": {"digest": "sha256:" + "d" * 64, "size": 2},
+          "layers": []}, "missing blob"),
+    ],
+)  # fmt: skip
+def test_malformed_oci_manifest(home: Path, tmp_path: Path, manifest: object, text: str) -> None:
+    data = json.dumps(manifest).encode()
+    desc = _desc(MANIFEST, data)
+    layout = oci_layout(tmp_path / "layout", {"schemaVersion": 2, "manifests": [desc]},
+                        {str(desc["digest"])[7:]: data})  # fmt: skip
+    assert_one_error_line(karn_in(home, "build", "-t", "x", "--from", f"oci:{layout}"), None, text)
+
+
+def test_config_not_an_object_is_refused_before_the_store(home: Path, tmp_path: Path) -> None:
+    """An image whose config.config is a string used to import, then fail `karn run` and
+    `karn build --from` with a traceback."""
+    layout = tmp_path / "layout"
+    write_layout(layout, [GOOD_LAYER], "x")  # type: ignore[arg-type]
+    proc = karn_in(home, "build", "-t", "x", "--from", f"oci:{layout}:t")
+    assert_one_error_line(proc, None, "config: must be object or null")
+    assert not (home / "oci" / "index.json").exists() or "x:" not in ok(karn_in(home, "images"))
+
+
+# ---- R8: a build directory whose entries vanish while karn reads it
+
+
+def test_build_root_with_vanishing_entries(home: Path) -> None:
+    """/proc/self/fd lists the fd karn opened to read it, gone when karn looks at it."""
+    proc = karn_in(home, "build", "-t", "vanish", "--entrypoint", "/x", "--root", "/proc/self/fd")
+    assert b"Traceback" not in proc.stderr, proc.stderr.decode()
+    assert proc.returncode == 0, proc.stderr.decode()

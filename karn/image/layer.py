@@ -115,8 +115,8 @@ def write_layer(store: Any, entries: Iterable[Entry]) -> LayerBlob:
                         with open(e.source, "rb") as src:
                             info.size = os.fstat(src.fileno()).st_size
                             tar.addfile(info, src)
-                    except OSError as err:
-                        raise ImageError(f"{e.source}: {err.strerror}") from None
+                    except OSError as err:  # e.g. removed or shortened while we read it
+                        raise ImageError(f"{e.source}: {err.strerror or err}") from None
         gz.close()
         digest = blob.commit("layer")
         return LayerBlob(digest, blob.size, "sha256:" + plain.hash.hexdigest())
@@ -132,11 +132,17 @@ def tree_entries(host_root: str, guest_root: str = "/") -> list[Entry]:
         base = guest_root if rel == "." else os.path.join(guest_root, rel)
         for name in sorted(dirnames + filenames):
             host = os.path.join(dirpath, name)
-            st = os.lstat(host)
             guest = os.path.join(base, name)
+            try:
+                st = os.lstat(host)
+                target = os.readlink(host) if stat.S_ISLNK(st.st_mode) else None
+            except FileNotFoundError:
+                continue  # removed while we walk: as if it had not been there
+            except OSError as err:
+                raise ImageError(f"{host}: {err.strerror}") from None
             mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISLNK(st.st_mode):
-                out.append(Entry(guest, "symlink", 0o777, target=os.readlink(host)))
+            if target is not None:
+                out.append(Entry(guest, "symlink", 0o777, target=target))
             elif stat.S_ISDIR(st.st_mode):
                 out.append(Entry(guest, "dir", mode))
             elif stat.S_ISREG(st.st_mode):
