@@ -7,6 +7,7 @@ outside the store untouched, one `karn:` error line, the store as it was.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
@@ -302,3 +303,116 @@ def test_build_root_with_vanishing_entries(home: Path) -> None:
     proc = karn_in(home, "build", "-t", "vanish", "--entrypoint", "/x", "--root", "/proc/self/fd")
     assert b"Traceback" not in proc.stderr, proc.stderr.decode()
     assert proc.returncode == 0, proc.stderr.decode()
+
+
+# ---- V7: whiteouts name one entry of their own directory
+
+
+@pytest.mark.parametrize("whiteout", [".wh...", ".wh..", "sub/.wh...", "link/.wh...", ".wh."])
+def test_whiteout_cannot_leave_the_root(home: Path, tmp_path: Path, whiteout: str) -> None:
+    """'.wh...' whited out '..': the extraction root's parent ($KARN_HOME/tmp) was deleted."""
+    lower = _tar([_file("bin/busybox", BB, 0o755), _dir("sub", 0o755),
+                  _special("link", tarfile.SYMTYPE, "/")])  # fmt: skip
+    upper = _tar([_file(whiteout, b"")])
+    build_and_run(home, docker_archive(tmp_path / "wh.tar", [lower, upper]), "wh:1")
+    (home / "tmp" / "other-pull").write_text("in flight")  # what a concurrent pull has there
+    proc = karn_in(home, "run", "wh:1")
+    assert_one_error_line(proc, None, "names no entry")
+    assert (home / "tmp" / "other-pull").read_text() == "in flight"
+    assert (home / "oci" / "index.json").exists()
+    assert list((home / "rootfs").iterdir()) == []
+
+
+def test_opaque_whiteout_below_a_symlink_stays_inside(home: Path, tmp_path: Path) -> None:
+    """An opaque whiteout in a directory reached through a symlink to '..' or the host's
+    root empties the image's directory, never the host's."""
+    victim = make_victims(tmp_path)
+    before = tree_state(victim)
+    lower = _tar([_file("bin/busybox", BB, 0o755),
+                  _special("up", tarfile.SYMTYPE, "../../../../../../../.." + str(victim)),
+                  _special("abs", tarfile.SYMTYPE, str(victim / "dir"))])  # fmt: skip
+    upper = _tar([_file("up/.wh..wh..opq", b""), _file("abs/.wh..wh..opq", b""),
+                  _file("abs/.wh.keep", b""), _file("up/.wh.shadow", b"")])  # fmt: skip
+    build_and_run(home, docker_archive(tmp_path / "opq.tar", [lower, upper]), "opq:1")
+    assert tree_state(victim) == before
+    assert ok(karn_in(home, "run", "opq:1", "/bin/busybox", "echo", "ran")) == "ran\n"
+
+
+# ---- R3: extraction is bounded; sparse files stay sparse
+
+
+def sparse_member(name: str, realsize: int, blocks: list[tuple[int, bytes]]) -> bytes:
+    """One PAX (GNU sparse 1.0) member: the map, then only the data blocks."""
+    lines = [str(len(blocks))] + [f"{off}\n{len(data)}" for off, data in blocks]
+    sparse_map = ("\n".join(lines) + "\n").encode()
+    sparse_map += b"\0" * (-len(sparse_map) % 512)
+    payload = sparse_map + b"".join(data for _, data in blocks)
+    info = tarfile.TarInfo(f"GNUSparseFile.0/{name}")
+    info.size = len(payload)
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                        "GNU.sparse.name": name, "GNU.sparse.realsize": str(realsize)}  # fmt: skip
+    return info.tobuf(tarfile.PAX_FORMAT) + payload + b"\0" * (-len(payload) % 512)
+
+
+def test_sparse_member_stays_sparse(home: Path, tmp_path: Path) -> None:
+    """A 1 GiB sparse file with 2 data blocks: extracted with its holes, read back right."""
+    gib = 1 << 30
+    layer = sparse_member("big", gib, [(4096, b"head"), (gib - 4096, b"tail")]) + _tar(
+        [_file("bin/busybox", BB, 0o755)])  # fmt: skip
+    archive = docker_archive(tmp_path / "sparse.tar", [gzip.compress(layer)])
+    assert archive.stat().st_size < 4 << 20  # busybox and a few bytes of the big file
+    build_and_run(home, archive, "sparse:1")
+    (root,) = (home / "rootfs").iterdir()
+    big = root / "big"
+    assert big.stat().st_size == gib
+    assert big.stat().st_blocks * 512 < 1 << 20  # holes, not a GiB of zeros on disk
+    with open(big, "rb") as f:
+        f.seek(4096)
+        assert f.read(8) == b"head\0\0\0\0"
+        f.seek(gib - 4096)
+        assert f.read() == b"tail" + b"\0" * 4092
+    got = karn_in(home, "run", "sparse:1", "/bin/busybox", "stat", "-c", "%s", "/big")
+    assert ok(got).split()[0] == str(gib)
+
+
+def test_zero_bomb_is_bounded(home: Path, tmp_path: Path) -> None:
+    """256 MiB of zeros in a small gzip layer: refused at the default limit (one line, no
+    root, nothing left in the store's tmp/); KARN_MAX_EXTRACT lowers or raises the limit."""
+    size = 256 << 20
+
+    class Zeros:
+        def read(self, n: int) -> bytes:
+            return bytes(n)
+
+    gz = io.BytesIO()
+    with gzip.GzipFile(fileobj=gz, mode="wb", compresslevel=9) as z, \
+            tarfile.open(fileobj=z, mode="w|") as tar:  # fmt: skip
+        info, data = _file("bin/busybox", BB, 0o755)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("zeros")
+        info.size = size
+        tar.addfile(info, Zeros())  # type: ignore[arg-type]
+    archive = docker_archive(tmp_path / "bomb.tar", [gz.getvalue()])
+    assert archive.stat().st_size < 2 << 20
+    ok(karn_in(home, "build", "-t", "bomb:1", "--from", f"docker-archive:{archive}"))
+    proc = karn_in(home, "run", "bomb:1", "/bin/busybox", "true")
+    assert_one_error_line(proc, None, "expands to more than", "KARN_MAX_EXTRACT")
+    assert list((home / "rootfs").iterdir()) == []
+    assert list((home / "tmp").iterdir()) == []
+    proc = karn_in(home, "run", "bomb:1", "/bin/busybox", "true", env={"KARN_MAX_EXTRACT": "1m"})
+    assert_one_error_line(proc, None, "more than 1.0 MiB")
+    proc = karn_in(home, "run", "bomb:1", "/bin/busybox", "true", env={"KARN_MAX_EXTRACT": "x"})
+    assert_one_error_line(proc, None, "KARN_MAX_EXTRACT=x")
+    got = karn_in(home, "run", "bomb:1", "/bin/busybox", "stat", "-c", "%s", "/zeros",
+                  env={"KARN_MAX_EXTRACT": "1g"})  # fmt: skip
+    assert ok(got).split()[0] == str(size)
+
+
+@pytest.mark.parametrize("blocks", [[(100, b"a"), (50, b"b")], [(0, b"abc"), (1, b"d")],
+                                    [(4090, b"0123456789")]])  # fmt: skip
+def test_malformed_sparse_map(home: Path, tmp_path: Path, blocks: list[tuple[int, bytes]]) -> None:
+    layer = sparse_member("bad", 4096, blocks) + _tar([_file("bin/busybox", BB, 0o755)])
+    build_and_run(home, docker_archive(tmp_path / "badsparse.tar", [layer]), "bs:1")
+    proc = karn_in(home, "run", "bs:1", "/bin/busybox", "true")
+    assert_one_error_line(proc, None, "malformed sparse file map")

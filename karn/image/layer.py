@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from karn.errors import ImageError
+from karn.errors import ImageError, UsageError
 from karn.image.oci import (
     GZIP_LAYERS,
     LAYER_TYPES,
@@ -34,6 +34,7 @@ from karn.image.oci import (
     OCI_LAYER_ZSTD,
 )
 from karn.image.paths import MAX_LINK_HOPS
+from karn.sizes import parse_size
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -170,6 +171,57 @@ class _HashingReader:
         while self.read(1 << 20):
             pass
         return "sha256:" + self.hash.hexdigest()
+
+
+EXPANSION = 100  # default limit: 100 x the compressed layers ...
+EXTRA = 64 << 20  # ... + 64 MiB (and never more than the store's free space)
+
+
+class ExtractLimit:
+    """How many bytes of tar stream (headers and file data, holes of sparse files excluded)
+    an image may expand to: bounds the disk, time and memory one extraction can take."""
+
+    def __init__(self, limit: int, why: str) -> None:
+        self.left = limit
+        self.limit = limit
+        self.why = why
+
+    @classmethod
+    def for_image(cls, compressed: int, store_dir: str) -> ExtractLimit:
+        text = os.environ.get("KARN_MAX_EXTRACT")
+        if text:
+            try:
+                limit, why = parse_size(text), "KARN_MAX_EXTRACT"
+            except ValueError as err:
+                raise UsageError(f"KARN_MAX_EXTRACT={text}: {err}") from None
+        else:
+            limit = EXTRA + EXPANSION * compressed
+            why = f"{EXPANSION} x the compressed layers + {EXTRA >> 20} MiB; see KARN_MAX_EXTRACT"
+        st = os.statvfs(store_dir)
+        free = st.f_bavail * st.f_frsize
+        if free < limit:
+            limit, why = free, "the free space of the image store"
+        return cls(limit, why)
+
+
+class _LimitedReader:
+    """The uncompressed tar stream of a layer, charged to the image's ExtractLimit."""
+
+    def __init__(self, f: IO[bytes], limit: ExtractLimit, label: str) -> None:
+        self.f = f
+        self.limit = limit
+        self.label = label
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n if 0 <= n <= 1 << 20 else 1 << 20)
+        self.limit.left -= len(data)
+        if self.limit.left < 0:
+            raise ImageError(
+                f"{self.label}: the image expands to more than {self.limit.limit / (1 << 20):.1f}"
+                " MiB "
+                f"(the limit: {self.limit.why})"
+            )
+        return data
 
 
 def _archive_path(name: str, label: str) -> list[str]:
@@ -310,18 +362,21 @@ def _open_layer(f: IO[bytes], media_type: str, label: str) -> IO[bytes]:
     return f
 
 
-def extract_layer(root: str, f: IO[bytes], media_type: str, label: str) -> None:
+def extract_layer(root: str, f: IO[bytes], media_type: str, label: str,
+                  limit: ExtractLimit) -> None:  # fmt: skip
     """Apply one layer (a file object of its blob) on top of the tree at root."""
-    stream = _open_layer(f, media_type, label)
+    stream = _LimitedReader(_open_layer(f, media_type, label), limit, label)
     created: set[tuple[str, ...]] = set()
     tree = _Tree(root)
     name = ""
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
+                tar.members.clear()  # a stream needs no index of past members: flat memory
                 name = member.name
                 _apply(tree, tar, member, created, label)
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as err:
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, ValueError,
+            OverflowError, UnicodeError) as err:  # fmt: skip
         raise ImageError(f"{label}: layer is not a valid tar archive ({err})") from None
     except NotADirectoryError:
         raise ImageError(f"{label}: {name}: a parent is not a directory") from None
@@ -396,7 +451,7 @@ def _apply_in(
     elif member.islnk():
         _hardlink(parent, base, tree, member, label)
     else:
-        _write_file(parent, base, tar, member, mode)
+        _write_file(parent, base, tar, member, mode, label)
     created.add((*names, base))
 
 
@@ -415,14 +470,35 @@ def _hardlink(parent: int, base: str, tree: _Tree, member: tarfile.TarInfo, labe
 
 
 def _write_file(parent: int, base: str, tar: tarfile.TarFile, member: tarfile.TarInfo,
-                mode: int) -> None:  # fmt: skip
+                mode: int, label: str) -> None:  # fmt: skip
     src = tar.extractfile(member)
     assert src is not None
+    blocks = _sparse_map(member, label) if member.sparse is not None else [(0, member.size)]
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(base, flags, 0o600, dir_fd=parent)
     with os.fdopen(fd, "wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
+        raw = src.raw  # unbuffered: reading stops at each block's end, never in a hole
+        for offset, size in blocks:  # only the data of a sparse file: its holes stay holes
+            raw.seek(offset)
+            out.seek(offset)
+            while size > 0:
+                chunk = raw.read(min(size, 1 << 20))
+                if not chunk:
+                    raise ImageError(f"{label}: {member.name}: unexpected end of data")
+                out.write(chunk)
+                size -= len(chunk)
+        out.truncate(member.size)
         os.fchmod(out.fileno(), mode | 0o400)
+
+
+def _sparse_map(member: tarfile.TarInfo, label: str) -> list[tuple[int, int]]:
+    """A sparse member's data blocks, checked: in order, not overlapping, inside the file."""
+    end = 0
+    for offset, size in member.sparse or []:
+        if offset < end or size < 0 or offset + size > member.size:
+            raise ImageError(f"{label}: {member.name}: malformed sparse file map")
+        end = offset + size
+    return list(member.sparse or [])
 
 
 def extract_image(store: Any, layers: list[dict[str, Any]], dest: str, label: str) -> None:
@@ -430,12 +506,14 @@ def extract_image(store: Any, layers: list[dict[str, Any]], dest: str, label: st
     tmp = tempfile.mkdtemp(prefix="rootfs-", dir=store.tmp_dir)
     try:
         os.chmod(tmp, 0o755)
+        compressed = sum(os.stat(store.blob_path(x["digest"])).st_size for x in layers)
+        limit = ExtractLimit.for_image(compressed, store.tmp_dir)
         for i, layer in enumerate(layers):
             what = f"{label} layer {i + 1}"
             with open(store.blob_path(layer["digest"]), "rb") as f:
                 reader = _HashingReader(f)
                 try:
-                    extract_layer(tmp, reader, layer.get("mediaType", ""), what)  # type: ignore[arg-type]
+                    extract_layer(tmp, reader, layer.get("mediaType", ""), what, limit)  # type: ignore[arg-type]
                 finally:  # a damaged blob is reported as such, not as the error it caused
                     if reader.drain() != layer["digest"]:
                         raise ImageError(f"{what}: blob {layer['digest']} is corrupted")
