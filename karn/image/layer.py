@@ -6,8 +6,11 @@ names, PAX format, gzip with no name and mtime 0 -> the same inputs give the sam
 Extracting: every path is resolved inside the destination with symlinks interpreted as
 the guest would (an absolute link target starts again at the destination), so neither
 `../x`, `/etc/x`, a symlinked parent directory nor a hardlink can place or reach a file
-outside it. Whiteouts follow the OCI image spec: `.wh.NAME` deletes NAME from lower
-layers, `.wh..wh..opq` empties its directory of lower-layer entries.
+outside it. The whole extraction works through directory fds below the destination's
+(see _Tree): no host path is given to the kernel, no link is followed by a syscall.
+Whiteouts follow the OCI image spec: `.wh.NAME` deletes NAME from lower layers,
+`.wh..wh..opq` empties its directory of lower-layer entries. An image may expand to
+KARN_MAX_EXTRACT bytes of tar stream (see ExtractLimit); sparse files keep their holes.
 """
 
 from __future__ import annotations
