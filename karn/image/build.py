@@ -14,23 +14,33 @@ import json
 import os
 import stat
 import tarfile
-from typing import Any
+from typing import IO, Any
 
 from karn.errors import ImageError, UsageError
 from karn.image.karnfile import BuildSpec
 from karn.image.layer import Entry, LayerBlob, guess_layer_type, tree_entries, write_layer
 from karn.image.oci import (
+    CONFIG_SCHEMA,
+    DOCKER_ARCHIVE_SCHEMA,
+    INDEX_SCHEMA,
     INDEX_TYPES,
     LABEL_PREFIX,
+    MANIFEST_SCHEMA,
     MANIFEST_TYPES,
+    MAX_INDEX_DEPTH,
+    MAX_JSON,
     OCI_CONFIG,
     OCI_LAYER_GZIP,
     OCI_MANIFEST,
     REF_NAME,
     canonical_json,
     check_digest,
+    check_shape,
+    load_json,
     parse_reference,
+    sha256_digest,
 )
+from karn.image.paths import MAX_LINK_HOPS
 from karn.image.store import Image, Store
 
 # Mirrors karn.runtime: guest mounts that would hide files placed below them.
@@ -210,7 +220,8 @@ def resolve_base(store: Store, source: str) -> Image:
 
         return pull(store, source[len("docker://") :])
     found = store.find(source)
-    if found is not None:
+    if found is not None:  # imported before configs were checked, perhaps: check it now
+        check_shape(found.config, CONFIG_SCHEMA, f"{source}: config")
         return found
     ref = parse_reference(source)
     if ref.registry:
@@ -220,19 +231,9 @@ def resolve_base(store: Store, source: str) -> Image:
     raise ImageError(f"base image {source} not found in the store (pull it, or use oci:DIR)")
 
 
-def _load_json(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise ImageError(f"{what} is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ImageError(f"{what} is not a JSON object")
-    return doc
-
-
 def pick_platform(index: dict[str, Any], what: str) -> dict[str, Any]:
-    """linux/amd64 from a multi-platform index (or its only entry)."""
-    entries = [m for m in index.get("manifests", []) if isinstance(m, dict)]
+    """linux/amd64 from a multi-platform index (checked against INDEX_SCHEMA), or its only entry."""
+    entries = index["manifests"]
     for m in entries:
         p = m.get("platform") or {}
         if p.get("os") == "linux" and p.get("architecture") == "amd64":
@@ -243,48 +244,90 @@ def pick_platform(index: dict[str, Any], what: str) -> dict[str, Any]:
 
 
 def import_oci_layout(store: Store, spec: str) -> Image:
-    """Copy one image of an OCI layout directory (`DIR[:REF]`) into the store."""
+    """Copy one image of an OCI layout directory (`DIR[:REF]`) into the store.
+
+    Every blob is checked against its descriptor's digest and size as it is read, and
+    indexes may nest only MAX_INDEX_DEPTH deep, so a layout cannot loop or lie.
+    """
     path, _, ref = spec.partition(":")
     what = f"oci:{spec}"
-    try:
-        with open(os.path.join(path, "index.json"), "rb") as f:
-            index = _load_json(f.read(), f"{what}: index.json")
-    except FileNotFoundError:
-        raise ImageError(f"{what}: not an OCI layout (no index.json)") from None
-    manifests = [m for m in index.get("manifests", []) if isinstance(m, dict)]
-    if ref:
-        chosen = [
-            m for m in manifests
-            if (m.get("annotations") or {}).get(REF_NAME) in (ref, ref.rsplit(":", 1)[-1])
-        ]  # fmt: skip
-        if not chosen:
-            raise ImageError(f"{what}: no image tagged {ref!r} in the layout")
-    else:
-        chosen = manifests
-        if len(chosen) != 1:
-            raise ImageError(f"{what}: the layout holds {len(chosen)} images; name one (DIR:REF)")
-    desc = chosen[0]
 
-    def blob(digest: str) -> str:
-        return os.path.join(path, "blobs", *check_digest(digest).split(":", 1))
+    def blob(desc: dict[str, Any]) -> str:
+        return os.path.join(path, "blobs", *check_digest(desc["digest"]).split(":", 1))
 
-    while desc.get("mediaType") in INDEX_TYPES:
-        with open(blob(desc["digest"]), "rb") as f:
-            desc = pick_platform(_load_json(f.read(), what), what)
+    def read(desc: dict[str, Any], kind: str) -> bytes:
+        if desc["size"] > MAX_JSON:
+            raise ImageError(f"{what}: {kind} {desc['digest']} is larger than {MAX_JSON} bytes")
+        with open(blob(desc), "rb") as f:
+            data = f.read(MAX_JSON + 1)
+        if len(data) != desc["size"] or sha256_digest(data) != desc["digest"]:
+            raise ImageError(f"{what}: {kind} {desc['digest']} does not match its digest or size")
+        return data
+
     try:
-        digest, size = store.put_file(blob(desc["digest"]), desc["digest"])
-        manifest = store.read_json(digest)
-        if manifest.get("mediaType", desc.get("mediaType")) not in MANIFEST_TYPES:
-            raise ImageError(f"{what}: unsupported manifest type {manifest.get('mediaType')}")
-        for d in [manifest["config"], *manifest["layers"]]:
+        try:
+            with open(os.path.join(path, "index.json"), "rb") as f:
+                index_bytes = f.read(MAX_JSON + 1)
+        except FileNotFoundError:
+            raise ImageError(f"{what}: not an OCI layout (no index.json)") from None
+        manifests = load_json(index_bytes, INDEX_SCHEMA, f"{what}: index.json")["manifests"]
+        if ref:
+            chosen = [
+                m for m in manifests
+                if (m.get("annotations") or {}).get(REF_NAME) in (ref, ref.rsplit(":", 1)[-1])
+            ]  # fmt: skip
+            if not chosen:
+                raise ImageError(f"{what}: no image tagged {ref!r} in the layout")
+        else:
+            chosen = manifests
+            if len(chosen) != 1:
+                raise ImageError(
+                    f"{what}: the layout holds {len(chosen)} images; name one (DIR:REF)"
+                )
+        desc = chosen[0]
+        depth = 0
+        while desc.get("mediaType") in INDEX_TYPES:
+            depth += 1
+            if depth > MAX_INDEX_DEPTH:
+                raise ImageError(f"{what}: indexes nested more than {MAX_INDEX_DEPTH} deep")
+            index = load_json(read(desc, "index"), INDEX_SCHEMA, f"{what}: index")
+            desc = pick_platform(index, what)
+        manifest_bytes = read(desc, "manifest")
+        manifest = load_json(manifest_bytes, MANIFEST_SCHEMA, f"{what}: manifest")
+        media_type = manifest.get("mediaType", desc.get("mediaType"))
+        if media_type not in MANIFEST_TYPES:
+            raise ImageError(f"{what}: unsupported manifest type {media_type}")
+        config_bytes = read(manifest["config"], "config")
+        load_json(config_bytes, CONFIG_SCHEMA, f"{what}: config")
+        store.put_bytes(config_bytes)
+        for d in manifest["layers"]:
             if not store.has_blob(d["digest"]):
-                store.put_file(blob(d["digest"]), d["digest"])
+                store.put_file(blob(d), d["digest"], d["size"])
+        digest = store.put_bytes(manifest_bytes)
     except FileNotFoundError as err:
         raise ImageError(f"{what}: missing blob {err.filename}") from None
-    except (KeyError, TypeError):
-        raise ImageError(f"{what}: malformed manifest") from None
-    store.add_image(digest, size, None, manifest.get("mediaType"))
+    except OSError as err:
+        raise ImageError(f"{what}: {err.filename}: {err.strerror}") from None
+    store.add_image(digest, len(manifest_bytes), None, manifest.get("mediaType"))
     return store.get(digest)
+
+
+def _archive_member(tar: tarfile.TarFile, name: str, what: str) -> tarfile.TarInfo:
+    """A regular file of a tar archive by name, links within the archive followed."""
+    for _ in range(MAX_LINK_HOPS):
+        try:
+            info = tar.getmember(os.path.normpath(name))
+        except KeyError:
+            raise ImageError(f"{what}: {name} is missing from the archive") from None
+        if info.issym():
+            name = os.path.join(os.path.dirname(info.name), info.linkname)
+        elif info.islnk():
+            name = info.linkname
+        elif info.isreg() and info.sparse is None:
+            return info
+        else:
+            raise ImageError(f"{what}: {name} is not a regular file in the archive")
+    raise ImageError(f"{what}: {name}: too many levels of links in the archive")
 
 
 def import_docker_archive(store: Store, path: str) -> Image:
@@ -294,32 +337,30 @@ def import_docker_archive(store: Store, path: str) -> Image:
         tar = tarfile.open(path, "r:")
     except FileNotFoundError:
         raise ImageError(f"{what}: no such file") from None
-    except (tarfile.TarError, OSError) as err:
+    except (tarfile.TarError, OSError, ValueError, EOFError) as err:
         raise ImageError(f"{what}: not a tar archive ({err})") from None
-    with tar:
 
-        def member(name: str) -> Any:
-            try:
-                f = tar.extractfile(os.path.normpath(name))
-            except KeyError:
-                f = None
-            if f is None:
-                raise ImageError(f"{what}: {name} is missing from the archive")
-            return f
+    def member(name: str) -> IO[bytes]:
+        f = tar.extractfile(_archive_member(tar, name, what))
+        assert f is not None  # a regular file
+        return f
 
-        entries = json.loads(member("manifest.json").read())
-        if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
-            raise ImageError(f"{what}: manifest.json is malformed")
-        entry = entries[0]
-        config_bytes = member(entry["Config"]).read()
-        _load_json(config_bytes, f"{what}: config")
-        layers = []
-        for name in entry.get("Layers", []):
-            src = member(name)
-            with store.blob_writer() as w:
-                while chunk := src.read(1 << 20):
-                    w.write(chunk)
-                digest = w.commit(name)
-            kind = guess_layer_type(store.blob_path(digest))
-            layers.append({"mediaType": kind, "digest": digest, "size": w.size})
+    try:
+        with tar:
+            entries = load_json(member("manifest.json").read(MAX_JSON + 1), DOCKER_ARCHIVE_SCHEMA,
+                                f"{what}: manifest.json")  # fmt: skip
+            entry = entries[0]
+            config_bytes = member(entry["Config"]).read(MAX_JSON + 1)
+            load_json(config_bytes, CONFIG_SCHEMA, f"{what}: {entry['Config']}")
+            layers = []
+            for name in entry["Layers"]:
+                src = member(name)
+                with store.blob_writer() as w:
+                    while chunk := src.read(1 << 20):
+                        w.write(chunk)
+                    digest = w.commit(name)
+                kind = guess_layer_type(store.blob_path(digest))
+                layers.append({"mediaType": kind, "digest": digest, "size": w.size})
+    except (tarfile.TarError, EOFError, ValueError) as err:
+        raise ImageError(f"{what}: damaged archive ({err})") from None
     return store.get(_store_manifest(store, config_bytes, layers, None))

@@ -6,12 +6,16 @@ names, PAX format, gzip with no name and mtime 0 -> the same inputs give the sam
 Extracting: every path is resolved inside the destination with symlinks interpreted as
 the guest would (an absolute link target starts again at the destination), so neither
 `../x`, `/etc/x`, a symlinked parent directory nor a hardlink can place or reach a file
-outside it. Whiteouts follow the OCI image spec: `.wh.NAME` deletes NAME from lower
-layers, `.wh..wh..opq` empties its directory of lower-layer entries.
+outside it. The whole extraction works through directory fds below the destination's
+(see _Tree): no host path is given to the kernel, no link is followed by a syscall.
+Whiteouts follow the OCI image spec: `.wh.NAME` deletes NAME from lower layers,
+`.wh..wh..opq` empties its directory of lower-layer entries. An image may expand to
+KARN_MAX_EXTRACT bytes of tar stream (see ExtractLimit); sparse files keep their holes.
 """
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -24,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import IO, Any
 
-from karn.errors import ImageError
+from karn.errors import ImageError, UsageError
 from karn.image.oci import (
     GZIP_LAYERS,
     LAYER_TYPES,
@@ -32,7 +36,8 @@ from karn.image.oci import (
     OCI_LAYER_GZIP,
     OCI_LAYER_ZSTD,
 )
-from karn.image.paths import resolve_inside
+from karn.image.paths import MAX_LINK_HOPS
+from karn.sizes import parse_size
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -114,8 +119,8 @@ def write_layer(store: Any, entries: Iterable[Entry]) -> LayerBlob:
                         with open(e.source, "rb") as src:
                             info.size = os.fstat(src.fileno()).st_size
                             tar.addfile(info, src)
-                    except OSError as err:
-                        raise ImageError(f"{e.source}: {err.strerror}") from None
+                    except OSError as err:  # e.g. removed or shortened while we read it
+                        raise ImageError(f"{e.source}: {err.strerror or err}") from None
         gz.close()
         digest = blob.commit("layer")
         return LayerBlob(digest, blob.size, "sha256:" + plain.hash.hexdigest())
@@ -131,11 +136,17 @@ def tree_entries(host_root: str, guest_root: str = "/") -> list[Entry]:
         base = guest_root if rel == "." else os.path.join(guest_root, rel)
         for name in sorted(dirnames + filenames):
             host = os.path.join(dirpath, name)
-            st = os.lstat(host)
             guest = os.path.join(base, name)
+            try:
+                st = os.lstat(host)
+                target = os.readlink(host) if stat.S_ISLNK(st.st_mode) else None
+            except FileNotFoundError:
+                continue  # removed while we walk: as if it had not been there
+            except OSError as err:
+                raise ImageError(f"{host}: {err.strerror}") from None
             mode = stat.S_IMODE(st.st_mode)
-            if stat.S_ISLNK(st.st_mode):
-                out.append(Entry(guest, "symlink", 0o777, target=os.readlink(host)))
+            if target is not None:
+                out.append(Entry(guest, "symlink", 0o777, target=target))
             elif stat.S_ISDIR(st.st_mode):
                 out.append(Entry(guest, "dir", mode))
             elif stat.S_ISREG(st.st_mode):
@@ -165,21 +176,183 @@ class _HashingReader:
         return "sha256:" + self.hash.hexdigest()
 
 
+EXPANSION = 100  # default limit: 100 x the compressed layers ...
+EXTRA = 64 << 20  # ... + 64 MiB (and never more than the store's free space)
+
+
+class ExtractLimit:
+    """How many bytes of tar stream (headers and file data, holes of sparse files excluded)
+    an image may expand to: bounds the disk, time and memory one extraction can take."""
+
+    def __init__(self, limit: int, why: str) -> None:
+        self.left = limit
+        self.limit = limit
+        self.why = why
+
+    @classmethod
+    def for_image(cls, compressed: int, store_dir: str) -> ExtractLimit:
+        text = os.environ.get("KARN_MAX_EXTRACT")
+        if text:
+            try:
+                limit, why = parse_size(text), "KARN_MAX_EXTRACT"
+            except ValueError as err:
+                raise UsageError(f"KARN_MAX_EXTRACT={text}: {err}") from None
+        else:
+            limit = EXTRA + EXPANSION * compressed
+            why = f"{EXPANSION} x the compressed layers + {EXTRA >> 20} MiB; see KARN_MAX_EXTRACT"
+        st = os.statvfs(store_dir)
+        free = st.f_bavail * st.f_frsize
+        if free < limit:
+            limit, why = free, "the free space of the image store"
+        return cls(limit, why)
+
+
+class _LimitedReader:
+    """The uncompressed tar stream of a layer, charged to the image's ExtractLimit."""
+
+    def __init__(self, f: IO[bytes], limit: ExtractLimit, label: str) -> None:
+        self.f = f
+        self.limit = limit
+        self.label = label
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n if 0 <= n <= 1 << 20 else 1 << 20)
+        self.limit.left -= len(data)
+        if self.limit.left < 0:
+            raise ImageError(
+                f"{self.label}: the image expands to more than {self.limit.limit / (1 << 20):.1f}"
+                " MiB "
+                f"(the limit: {self.limit.why})"
+            )
+        return data
+
+
 def _archive_path(name: str, label: str) -> list[str]:
-    """The components of a tar member name; refuses absolute names and '..'."""
+    """The components of a tar member name; refuses absolute names, '..' and NUL."""
     if name.startswith("/"):
         raise ImageError(f"{label}: absolute path {name!r} in layer")
+    if "\0" in name:
+        raise ImageError(f"{label}: path {name!r} in layer has a NUL byte")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise ImageError(f"{label}: path {name!r} in layer leaves the root")
     return parts
 
 
-def _remove(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NOT_A_DIR = (errno.ELOOP, errno.ENOTDIR)
+
+
+class _Tree:
+    """The root being extracted, reached only through file descriptors.
+
+    Every path is walked one component at a time from the root's fd, each opened with
+    O_NOFOLLOW relative to its parent's fd; the walk reads symlinks itself and resolves
+    them as the guest would ('..' stops at the root, an absolute target restarts there).
+    Every change (mkdir, create, chmod, link, symlink, unlink) is relative to a directory
+    fd found this way and names one component, never followed: no entry of any layer can
+    make a syscall act on a host path outside the root.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.fd = os.open(root, _DIR_FLAGS)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def _reopen(self, names: list[str]) -> int:
+        """The fd of a directory reached by real directories only (a walk's resolved names)."""
+        fd = os.dup(self.fd)
+        try:
+            for name in names:
+                child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def walk(self, parts: list[str], create: bool = False) -> tuple[int, list[str]]:
+        """An fd of the directory at guest path parts, and its resolved names below the root.
+
+        With create=True missing directories are made (0755), as tar extraction needs.
+        Raises FileNotFoundError/NotADirectoryError, or ImageError on a symlink loop.
+        """
+        pending = list(parts)
+        current: list[str] = []
+        fd = os.dup(self.fd)
+        hops = 0
+        try:
+            while pending:
+                comp = pending.pop(0)
+                if comp in ("", "."):
+                    continue
+                if comp == "..":
+                    if current:
+                        current.pop()
+                        os.close(fd)
+                        fd = -1
+                        fd = self._reopen(current)
+                    continue
+                try:
+                    child = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    os.mkdir(comp, 0o755, dir_fd=fd)
+                    child = os.open(comp, _DIR_FLAGS, dir_fd=fd)
+                except OSError as err:
+                    if err.errno not in _NOT_A_DIR:
+                        raise
+                    target = self._link(fd, comp)
+                    hops += 1
+                    if hops > MAX_LINK_HOPS:
+                        raise ImageError(
+                            f"too many levels of symbolic links at /{'/'.join(parts)}"
+                        ) from None
+                    if target.startswith("/"):
+                        current = []
+                        os.close(fd)
+                        fd = -1
+                        fd = os.dup(self.fd)
+                    pending[:0] = target.split("/")
+                    continue
+                os.close(fd)
+                fd = child
+                current.append(comp)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        return fd, current
+
+    @staticmethod
+    def _link(dir_fd: int, name: str) -> str:
+        try:
+            return os.readlink(name, dir_fd=dir_fd)
+        except OSError as err:
+            if err.errno == errno.EINVAL:  # not a symlink: a file where a directory should be
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory", name) from None
+            raise
+
+
+def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _remove(dir_fd: int, name: str) -> None:
+    """Delete one entry of a directory (a directory recursively); links are not followed."""
+    st = _lstat(dir_fd, name)
+    if st is None:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)  # fd-based: never follows a link out
+    else:
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def _open_layer(f: IO[bytes], media_type: str, label: str) -> IO[bytes]:
@@ -192,80 +365,143 @@ def _open_layer(f: IO[bytes], media_type: str, label: str) -> IO[bytes]:
     return f
 
 
-def extract_layer(root: str, f: IO[bytes], media_type: str, label: str) -> None:
+def extract_layer(root: str, f: IO[bytes], media_type: str, label: str,
+                  limit: ExtractLimit) -> None:  # fmt: skip
     """Apply one layer (a file object of its blob) on top of the tree at root."""
-    stream = _open_layer(f, media_type, label)
-    created: set[str] = set()
-    dir_modes: dict[str, int] = {}
+    stream = _LimitedReader(_open_layer(f, media_type, label), limit, label)
+    created: set[tuple[str, ...]] = set()
+    tree = _Tree(root)
+    name = ""
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
-                _apply(root, tar, member, created, dir_modes, label)
-    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as err:
+                tar.members.clear()  # a stream needs no index of past members: flat memory
+                name = member.name
+                _apply(tree, tar, member, created, label)
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, ValueError,
+            OverflowError, UnicodeError) as err:  # fmt: skip
         raise ImageError(f"{label}: layer is not a valid tar archive ({err})") from None
-    except NotADirectoryError as err:
-        raise ImageError(f"{label}: {err.filename} is not a directory") from None
+    except NotADirectoryError:
+        raise ImageError(f"{label}: {name}: a parent is not a directory") from None
     except OSError as err:
-        raise ImageError(f"{label}: extracting: {err.strerror}: {err.filename}") from None
-    for path, mode in dir_modes.items():
-        os.chmod(path, mode | 0o700)  # stays writable for the next layer and for rm
+        raise ImageError(f"{label}: extracting {name}: {err.strerror}") from None
+    finally:
+        tree.close()
 
 
 def _apply(
-    root: str,
+    tree: _Tree,
     tar: tarfile.TarFile,
     member: tarfile.TarInfo,
-    created: set[str],
-    dir_modes: dict[str, int],
+    created: set[tuple[str, ...]],
     label: str,
 ) -> None:
     parts = _archive_path(member.name, label)
     if not parts:
         return  # the root directory itself
     *dir_parts, base = parts
-    parent = resolve_inside(root, dir_parts, create=True)
+    parent, names = tree.walk(dir_parts, create=True)
+    try:
+        _apply_in(parent, names, base, tree, tar, member, created, label)
+    finally:
+        os.close(parent)
+
+
+def _apply_in(
+    parent: int,
+    names: list[str],
+    base: str,
+    tree: _Tree,
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    created: set[tuple[str, ...]],
+    label: str,
+) -> None:
     if base == OPAQUE:
-        for name in os.listdir(parent):
-            child = os.path.join(parent, name)
-            if os.path.relpath(child, root) not in created:
-                _remove(child)
+        for child in os.listdir(parent):
+            if (*names, child) not in created:
+                _remove(parent, child)
         return
     if base.startswith(WHITEOUT):
-        _remove(os.path.join(parent, base[len(WHITEOUT) :]))
+        hidden = base[len(WHITEOUT) :]
+        if hidden in ("", ".", ".."):
+            raise ImageError(f"{label}: whiteout {member.name!r} names no entry")
+        _remove(parent, hidden)
         return
-    dest = os.path.join(parent, base)
-    rel = os.path.relpath(dest, root)
     mode = member.mode & 0o1777  # no setuid/setgid bits in the host's cache
+    st = _lstat(parent, base)
     if member.isdir():
-        if os.path.lexists(dest) and not (os.path.isdir(dest) and not os.path.islink(dest)):
-            _remove(dest)
-        if not os.path.lexists(dest):
-            os.mkdir(dest, 0o755)
-        dir_modes[dest] = mode
-        created.add(rel)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            _remove(parent, base)
+            st = None
+        if st is None:
+            os.mkdir(base, 0o755, dir_fd=parent)
+        fd = os.open(base, _DIR_FLAGS, dir_fd=parent)
+        try:
+            os.fchmod(fd, mode | 0o700)  # stays writable for the next layer and for rm
+        finally:
+            os.close(fd)
+        created.add((*names, base))
         return
-    if os.path.lexists(dest):
-        _remove(dest)
-    if member.issym():
-        os.symlink(member.linkname, dest)
-    elif member.islnk():
-        link_parts = _archive_path(member.linkname, label)
-        if not link_parts:
-            raise ImageError(f"{label}: hardlink {member.name!r} to the root directory")
-        src = os.path.join(resolve_inside(root, link_parts[:-1]), link_parts[-1])
-        if not stat.S_ISREG(os.lstat(src).st_mode):
-            raise ImageError(f"{label}: hardlink {member.name!r} to a non-regular file")
-        os.link(src, dest, follow_symlinks=False)
-    elif member.isreg():
-        src = tar.extractfile(member)
-        assert src is not None
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-        os.chmod(dest, mode | 0o400)
-    else:
+    if not (member.issym() or member.islnk() or member.isreg()):
         return  # devices and fifos: the guest has its own /dev
-    created.add(rel)
+    if st is not None:
+        _remove(parent, base)
+    if member.issym():
+        if "\0" in member.linkname:
+            raise ImageError(f"{label}: symlink {member.name!r} has a NUL byte")
+        os.symlink(member.linkname, base, dir_fd=parent)
+    elif member.islnk():
+        _hardlink(parent, base, tree, member, label)
+    else:
+        _write_file(parent, base, tar, member, mode, label)
+    created.add((*names, base))
+
+
+def _hardlink(parent: int, base: str, tree: _Tree, member: tarfile.TarInfo, label: str) -> None:
+    link_parts = _archive_path(member.linkname, label)
+    if not link_parts:
+        raise ImageError(f"{label}: hardlink {member.name!r} to the root directory")
+    src_dir, _ = tree.walk(link_parts[:-1])
+    try:
+        st = _lstat(src_dir, link_parts[-1])
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{label}: hardlink {member.name!r} to a missing or non-regular file")
+        os.link(link_parts[-1], base, src_dir_fd=src_dir, dst_dir_fd=parent, follow_symlinks=False)
+    finally:
+        os.close(src_dir)
+
+
+def _write_file(parent: int, base: str, tar: tarfile.TarFile, member: tarfile.TarInfo,
+                mode: int, label: str) -> None:  # fmt: skip
+    src = tar.extractfile(member)
+    assert src is not None
+    blocks = _sparse_map(member, label) if member.sparse is not None else [(0, member.size)]
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(base, flags, 0o600, dir_fd=parent)
+    with os.fdopen(fd, "wb") as out:
+        raw = src.raw  # unbuffered: reading stops at each block's end, never in a hole
+        for offset, size in blocks:  # only the data of a sparse file: its holes stay holes
+            raw.seek(offset)
+            out.seek(offset)
+            while size > 0:
+                chunk = raw.read(min(size, 1 << 20))
+                if not chunk:
+                    raise ImageError(f"{label}: {member.name}: unexpected end of data")
+                out.write(chunk)
+                size -= len(chunk)
+        out.truncate(member.size)
+        os.fchmod(out.fileno(), mode | 0o400)
+
+
+def _sparse_map(member: tarfile.TarInfo, label: str) -> list[tuple[int, int]]:
+    """A sparse member's data blocks, checked: in order, not overlapping, inside the file."""
+    end = 0
+    for offset, size in member.sparse or []:
+        if offset < end or size < 0 or offset + size > member.size:
+            raise ImageError(f"{label}: {member.name}: malformed sparse file map")
+        end = offset + size
+    return list(member.sparse or [])
 
 
 def extract_image(store: Any, layers: list[dict[str, Any]], dest: str, label: str) -> None:
@@ -273,12 +509,14 @@ def extract_image(store: Any, layers: list[dict[str, Any]], dest: str, label: st
     tmp = tempfile.mkdtemp(prefix="rootfs-", dir=store.tmp_dir)
     try:
         os.chmod(tmp, 0o755)
+        compressed = sum(os.stat(store.blob_path(x["digest"])).st_size for x in layers)
+        limit = ExtractLimit.for_image(compressed, store.tmp_dir)
         for i, layer in enumerate(layers):
             what = f"{label} layer {i + 1}"
             with open(store.blob_path(layer["digest"]), "rb") as f:
                 reader = _HashingReader(f)
                 try:
-                    extract_layer(tmp, reader, layer.get("mediaType", ""), what)  # type: ignore[arg-type]
+                    extract_layer(tmp, reader, layer.get("mediaType", ""), what, limit)  # type: ignore[arg-type]
                 finally:  # a damaged blob is reported as such, not as the error it caused
                     if reader.drain() != layer["digest"]:
                         raise ImageError(f"{what}: blob {layer['digest']} is corrupted")

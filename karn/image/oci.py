@@ -133,3 +133,108 @@ def parse_reference(text: str) -> Reference:
             "(names are lowercase letters, digits and . _ - separated by /)"
         )
     return Reference(registry, rest, tag, digest)
+
+
+# ---- shapes of the documents karn reads (the fields it uses; others are passed through)
+
+MAX_JSON = 4 << 20  # a manifest, index or config larger than this is refused (as registries do)
+MAX_INDEX_DEPTH = 4  # an index may name an index; deeper nesting (or a loop) is refused
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+_STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_DESCRIPTOR = {
+    "type": "object",
+    "required": ["digest", "size"],
+    "properties": {
+        "mediaType": {"type": "string"},
+        "digest": {"type": "string"},
+        "size": {"type": "integer", "minimum": 0},
+        "annotations": _STRING_MAP,
+        "platform": {
+            "type": "object",
+            "properties": {"os": {"type": "string"}, "architecture": {"type": "string"}},
+        },
+    },
+}
+INDEX_SCHEMA = {
+    "type": "object",
+    "required": ["manifests"],
+    "properties": {"mediaType": {"type": "string"}, "manifests": {"type": "array",
+                                                                  "items": _DESCRIPTOR}},
+}  # fmt: skip
+MANIFEST_SCHEMA = {
+    "type": "object",
+    "required": ["config", "layers"],
+    "properties": {
+        "mediaType": {"type": "string"},
+        "config": _DESCRIPTOR,
+        "layers": {"type": "array", "items": _DESCRIPTOR},
+    },
+}
+CONFIG_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "created": {"type": "string"},
+        "architecture": {"type": "string"},
+        "os": {"type": "string"},
+        "config": {
+            "type": ["object", "null"],
+            "properties": {
+                "Entrypoint": {"type": ["array", "null"], "items": {"type": "string"}},
+                "Cmd": {"type": ["array", "null"], "items": {"type": "string"}},
+                "Env": {"type": ["array", "null"], "items": {"type": "string"}},
+                "WorkingDir": {"type": "string"},
+                "Labels": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+                "ExposedPorts": {"type": ["object", "null"]},
+                "Volumes": {"type": ["object", "null"]},
+            },
+        },
+        "rootfs": {"type": "object", "properties": {"type": {"type": "string"},
+                                                    "diff_ids": _STRINGS}},
+        "history": {"type": "array", "items": {"type": "object"}},
+    },
+}  # fmt: skip
+DOCKER_ARCHIVE_SCHEMA = {  # manifest.json of `docker save`
+    "type": "array",
+    "minItems": 1,
+    "items": {
+        "type": "object",
+        "required": ["Config", "Layers"],
+        "properties": {"Config": {"type": "string"}, "Layers": _STRINGS,
+                       "RepoTags": {"type": ["array", "null"], "items": {"type": "string"}}},
+    },
+}  # fmt: skip
+
+
+def load_json(data: bytes, schema: dict[str, Any], what: str) -> Any:
+    """A JSON document checked against the shape karn expects; ImageError naming the field."""
+    if len(data) > MAX_JSON:
+        raise ImageError(f"{what}: larger than {MAX_JSON >> 20} MiB")
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ImageError(f"{what}: not valid JSON") from None
+    check_shape(doc, schema, what)
+    return doc
+
+
+def check_shape(doc: Any, schema: dict[str, Any], what: str) -> None:
+    import jsonschema  # only when importing images: `karn run IMAGE` reads checked documents
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema)
+                                             .iter_errors(doc))  # fmt: skip
+    if error is not None:
+        where = error.json_path.removeprefix("$").lstrip(".") or "the document"
+        raise ImageError(f"{what}: {where}: {_short(error)}")
+
+
+def _short(error: Any) -> str:
+    """jsonschema's message without the offending value (it may be huge)."""
+    if error.validator == "type":
+        want = error.validator_value
+        return "must be " + (" or ".join(want) if isinstance(want, list) else want)
+    if error.validator == "required":
+        return error.message.split(" is a required")[0] + " is required"
+    if error.validator == "minItems":
+        return "must not be empty"
+    return error.message[:200]

@@ -27,13 +27,18 @@ from typing import IO, Any
 from karn.errors import ImageError, KarnError
 from karn.image.auth import find_credentials
 from karn.image.oci import (
+    CONFIG_SCHEMA,
     DOCKER_LIST,
     DOCKER_MANIFEST,
+    INDEX_SCHEMA,
     INDEX_TYPES,
+    MANIFEST_SCHEMA,
     MANIFEST_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
     Reference,
+    check_digest,
+    load_json,
     parse_reference,
     sha256_digest,
 )
@@ -283,8 +288,10 @@ class Registry:
             raise ImageError(f"manifest {reference}: digest mismatch (got {digest})")
         try:
             media_type = json.loads(data).get("mediaType") or resp.header("Content-Type")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             raise ImageError(f"manifest {reference} is not valid JSON") from None
+        if not isinstance(media_type, str):
+            raise ImageError(f"manifest {reference}: mediaType must be a string")
         return data, media_type.split(";")[0].strip()
 
     def fetch_blob(self, desc: dict[str, Any], label: str) -> None:
@@ -400,18 +407,17 @@ def pull(store: Store, text: str) -> Image:
             if media_type in INDEX_TYPES:
                 from karn.image.build import pick_platform
 
-                chosen = pick_platform(json.loads(data), str(ref))
-                data, media_type = client.get_manifest(chosen["digest"])
+                chosen = pick_platform(load_json(data, INDEX_SCHEMA, f"{ref}: index"), str(ref))
+                data, media_type = client.get_manifest(check_digest(chosen["digest"]))
             if media_type not in MANIFEST_TYPES:
                 raise ImageError(f"{ref}: unsupported manifest type {media_type}")
-            manifest = json.loads(data)
-            try:
-                blobs = [manifest["config"], *manifest["layers"]]
-                for i, desc in enumerate(blobs):
-                    label = "config" if i == 0 else f"layer {i}/{len(blobs) - 1}"
-                    client.fetch_blob(desc, f"{label} {desc['digest'][7:19]}")
-            except (KeyError, TypeError):
-                raise ImageError(f"{ref}: malformed manifest") from None
+            manifest = load_json(data, MANIFEST_SCHEMA, f"{ref}: manifest")
+            blobs = [manifest["config"], *manifest["layers"]]
+            for i, desc in enumerate(blobs):
+                label = "config" if i == 0 else f"layer {i}/{len(blobs) - 1}"
+                client.fetch_blob(desc, f"{label} {check_digest(desc['digest'])[7:19]}")
+            config = store.read_blob(manifest["config"]["digest"])
+            load_json(config, CONFIG_SCHEMA, f"{ref}: config")
             digest = store.put_bytes(data)
             name = str(ref.with_tag()) if not ref.digest else None
             store.add_image(digest, len(data), name, media_type)

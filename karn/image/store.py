@@ -95,6 +95,9 @@ class BlobWriter:
         self.digest: str | None = None
 
     def write(self, data: bytes) -> int:
+        if self.expected_size is not None and self.size + len(data) > self.expected_size:
+            self.abort()  # stop a blob that runs past its descriptor's size at once
+            raise ImageError(f"blob larger than its descriptor's size ({self.expected_size} bytes)")
         self.file.write(data)
         self.hash.update(data)
         self.size += len(data)
@@ -201,9 +204,11 @@ class Store:
                 w.commit()
         return digest
 
-    def put_file(self, path: str, expected: str | None = None) -> tuple[str, int]:
-        """Copy a file into the store (verified against `expected` if given)."""
-        with open(path, "rb") as src, self.blob_writer(expected) as w:
+    def put_file(
+        self, path: str, expected: str | None = None, size: int | None = None
+    ) -> tuple[str, int]:
+        """Copy a file into the store (verified against `expected` and `size` if given)."""
+        with open(path, "rb") as src, self.blob_writer(expected, size) as w:
             while chunk := src.read(1 << 20):
                 w.write(chunk)
             return w.commit(os.path.basename(path)), w.size
