@@ -306,6 +306,27 @@ def test_an_absolute_needed_name_is_not_collected_without_collect(place) -> None
     assert allowed.stdout.decode() == f"{lib}: readable\n"
 
 
+def test_build_follows_the_same_collection_rule(place, tmp_path) -> None:
+    """karn build refuses the same names as karn run, and takes --collect (or the
+    Karnfile's collect list); the image then runs with the library inside it."""
+    home = tmp_path / "home"
+    lib = library(secret_dir(place) / "libsecret.so", str(place / "secret" / "libsecret.so"))
+    exe = probe(place / "app" / "abs", lib)
+    got = karn_in(home, "build", "-t", "abs:1", exe)
+    refused(got, lib)
+    assert "--collect" in got.stderr.decode()
+    got = karn_in(home, "build", "-t", "abs:1", "--collect", lib, "--cmd", str(lib), exe)
+    assert got.returncode == 0, got.stderr.decode()
+    ran = karn_in(home, "run", "abs:1")
+    assert ran.returncode == 0, ran.stderr.decode()
+    assert ran.stdout.decode() == f"{lib}: readable\n"
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Karnfile").write_text(f'name = "abs:2"\nprogram = "{exe}"\ncollect = ["{lib}"]\n')
+    got = karn_in(home, "build", ctx)
+    assert got.returncode == 0, got.stderr.decode()
+
+
 @pytest.mark.parametrize("tags", ["--disable-new-dtags", "--enable-new-dtags"])
 def test_an_absolute_rpath_outside_the_program_is_not_searched(place, tags) -> None:
     lib = library(secret_dir(place) / "libprobe.so", "libprobe.so")

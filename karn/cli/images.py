@@ -141,6 +141,14 @@ def register(sub: Any, parse_size: Any) -> None:
     )
     p.add_argument("--root", metavar="DIR", help="use DIR as the root filesystem")
     p.add_argument(
+        "--collect",
+        action="append",
+        default=[],
+        metavar="HOSTPATH",
+        help="let the program's ELF names take this host file (or the files under this "
+        "directory) from outside the standard library directories (repeatable; as karn run)",
+    )
+    p.add_argument(
         "--add",
         action="append",
         default=[],
@@ -291,6 +299,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("give either PATH or -f KARNFILE, not both")
     spec = parse_karnfile(karnfile) if karnfile else BuildSpec()
     spec.program = program or spec.program
+    spec.collect += [os.path.abspath(c) for c in args.collect]
     spec.root = args.root or root or spec.root
     spec.base = args.base or spec.base
     if args.tag:

@@ -56,7 +56,7 @@ def build_image(store: Store, spec: BuildSpec) -> Image:
         entries: list[Entry] = []
         entrypoint = spec.entrypoint
         if spec.program:
-            program_entries, guest_entry = program_to_entries(spec.program)
+            program_entries, guest_entry = program_to_entries(spec.program, spec.collect)
             entries += program_entries
             entrypoint = entrypoint or [guest_entry]
         elif spec.root:
@@ -108,11 +108,12 @@ def _overrides(spec: BuildSpec) -> bool:
     )  # fmt: skip
 
 
-def program_to_entries(program: str) -> tuple[list[Entry], str]:
-    """The program, its interpreter and libraries at the paths the guest looks for them."""
+def program_to_entries(program: str, collect: list[str]) -> tuple[list[Entry], str]:
+    """The program, its interpreter and libraries at the paths the guest looks for them
+    (collect: host paths its ELF names may take from outside the standard places)."""
     from karn.image.collect import collect_program
 
-    manifest = collect_program(program).relocated(GUEST_MOUNTS, RELOCATED_PREFIX)
+    manifest = collect_program(program, collect).relocated(GUEST_MOUNTS, RELOCATED_PREFIX)
     entries = [
         Entry(guest, "file", stat.S_IMODE(os.stat(host).st_mode), source=host)
         for guest, host in manifest.files.items()

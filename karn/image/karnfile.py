@@ -41,6 +41,7 @@ class BuildSpec:
 
     name: str | None = None
     program: str | None = None
+    collect: list[str] = field(default_factory=list)  # --collect: host files ELF names may take
     root: str | None = None
     base: str | None = None  # `from`: oci:DIR[:REF], docker-archive:FILE, docker://REF, REF
     files: list[FileSpec] = field(default_factory=list)
@@ -67,7 +68,7 @@ class BuildSpec:
 
 
 KEYS = {
-    "name", "program", "root", "from", "files", "entrypoint", "cmd", "env", "workdir",
+    "name", "program", "collect", "root", "from", "files", "entrypoint", "cmd", "env", "workdir",
     "memory", "cpus", "ports", "volumes", "labels", "policy",
 }  # fmt: skip
 
@@ -176,6 +177,7 @@ def parse_karnfile(path: str) -> BuildSpec:
     spec = BuildSpec(
         name=_str(doc, "name"),
         program=host("program"),
+        collect=[os.path.join(base_dir, c) for c in _str_list(doc, "collect") or []],
         root=host("root"),
         base=_str(doc, "from"),
         files=_files(doc, base_dir),
