@@ -85,8 +85,8 @@ class Gen:
             return r.choice(self.names)
         return r.choice([
             str(c), str(c / "secret"), str(c / "dir"), "../" * r.randint(1, 12) + c.name,
-            "../" * r.randint(1, 12) + f"{c.name}/secret", "/", "..", ".", "", self.name(),
-            "a", "dir", "link", "/nonexistent-karn-fuzz/x", "x" * 5000,
+            "../" * r.randint(1, 12) + f"{c.name}/secret", str(c.parent), "..", ".", "",
+            self.name(), "a", "dir", "link", "/nonexistent-karn-fuzz/x", "x" * 5000,
         ])  # fmt: skip
 
     # ---- layers
@@ -233,7 +233,7 @@ def docker_archive(g: Gen, path: Path) -> None:
         if r.random() < 0.2 and names:  # layers named through links, as old docker wrote
             link = tarfile.TarInfo("linked.tar")
             link.type = r.choice([tarfile.SYMTYPE, tarfile.LNKTYPE])
-            link.linkname = r.choice([*names, "linked.tar", "../x", "/etc/passwd"])
+            link.linkname = r.choice([*names, "linked.tar", "../x", str(g.canary / "secret")])
             tar.addfile(link)
             names.append("linked.tar")
         add(tar, "config.json", g.json_bytes(g.config()))

@@ -310,9 +310,13 @@ def test_build_root_with_vanishing_entries(home: Path) -> None:
 
 @pytest.mark.parametrize("whiteout", [".wh...", ".wh..", "sub/.wh...", "link/.wh...", ".wh."])
 def test_whiteout_cannot_leave_the_root(home: Path, tmp_path: Path, whiteout: str) -> None:
-    """'.wh...' whited out '..': the extraction root's parent ($KARN_HOME/tmp) was deleted."""
+    """'.wh...' whited out '..': the extraction root's parent ($KARN_HOME/tmp) was deleted.
+    The link aims at a victim directory, never at the host's root: on a regression this
+    test must not delete the machine it runs on (once, it took /etc with it)."""
+    victim = make_victims(tmp_path)
+    before = tree_state(victim)
     lower = _tar([_file("bin/busybox", BB, 0o755), _dir("sub", 0o755),
-                  _special("link", tarfile.SYMTYPE, "/")])  # fmt: skip
+                  _special("link", tarfile.SYMTYPE, str(victim / "dir"))])  # fmt: skip
     upper = _tar([_file(whiteout, b"")])
     build_and_run(home, docker_archive(tmp_path / "wh.tar", [lower, upper]), "wh:1")
     (home / "tmp" / "other-pull").write_text("in flight")  # what a concurrent pull has there
@@ -321,6 +325,7 @@ def test_whiteout_cannot_leave_the_root(home: Path, tmp_path: Path, whiteout: st
     assert (home / "tmp" / "other-pull").read_text() == "in flight"
     assert (home / "oci" / "index.json").exists()
     assert list((home / "rootfs").iterdir()) == []
+    assert tree_state(victim) == before
 
 
 def test_opaque_whiteout_below_a_symlink_stays_inside(home: Path, tmp_path: Path) -> None:
