@@ -23,7 +23,6 @@ from karn.kernel.fs.constants import (
 )
 from karn.kernel.fs.file import DirEntry, DirListFile, OpenFile, SyntheticFile
 from karn.kernel.fs.filesystem import Filesystem, Rel
-from karn.kernel.fs.procfiles import generate
 from karn.kernel.fs.stat import Stat, StatFs
 
 if TYPE_CHECKING:
@@ -158,6 +157,9 @@ class ProcFs(Filesystem):
             raise SyscallError(errno.ELOOP)
         if flags & OFlag.DIRECTORY:
             raise SyscallError(errno.ENOTDIR)
+        # Loaded at the first /proc read: most programs make none.
+        from karn.kernel.fs.procfiles import generate
+
         content = generate(self._proc(), rel)
         return SyntheticFile(path, kept, content, self._ino(rel), self.dev)
 
