@@ -258,8 +258,7 @@ def guard_cost() -> dict[str, float]:
     import tomllib
 
     sys.path.insert(0, str(REPO))  # karn, installed or not
-    from karn.system.description import Guard
-    from karn.system.guards import GuardCheck
+    from karn.system.guards import Guard, GuardCheck
 
     table = tomllib.loads(GUARD)["guards"]["g"]
     guard = Guard("g")

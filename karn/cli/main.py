@@ -1,4 +1,5 @@
-"""The `karn` command line: parse, validate, run, and turn errors into one line."""
+"""The `karn` command line: the top-level parser, dispatch to a command, and errors as one
+line. Each command's options and work live in its own module (`run` in karn/cli/run.py)."""
 
 from __future__ import annotations
 
@@ -8,36 +9,8 @@ import sys
 import threading
 
 from karn import __version__, log
+from karn.cli import run
 from karn.errors import KarnError, UsageError
-from karn.sizes import parse_size as size_of
-
-
-def parse_size(text: str) -> int:
-    try:
-        return size_of(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r} (use e.g. 512m, 2g)") from None
-
-
-def parse_volume(text: str):
-    from karn.runtime import Volume
-
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-        raise argparse.ArgumentTypeError(f"invalid volume {text!r} (use HOST:GUEST[:ro|rw])")
-    mode = parts[2] if len(parts) == 3 else "rw"
-    if mode not in ("ro", "rw"):
-        raise argparse.ArgumentTypeError(f"invalid volume mode {mode!r} (use ro or rw)")
-    return Volume(os.path.abspath(parts[0]), os.path.normpath(parts[1]), mode == "ro")
-
-
-def parse_port(text: str):  # noqa: ANN201 - a PortSpec (karn/kernel/fs/ports.py)
-    from karn.kernel.fs.ports import PortSpec
-
-    try:
-        return PortSpec.parse(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,7 +19,10 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(125)
 
 
-def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
+def build_parser(
+    with_images: bool = True,
+) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The top-level parser and its `run` parser."""
     parser = _Parser(
         prog="karn",
         description="Run unmodified Linux programs as KVM unikernels.",
@@ -60,159 +36,18 @@ def build_parser(with_images: bool = True) -> argparse.ArgumentParser:
         help="monitor log verbosity on stderr (default: warning)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    run = sub.add_parser(
-        "run",
-        help="run a program in its own unikernel VM",
-        description="Run PROGRAM (a host path or a name on $PATH) in its own KVM virtual "
-        "machine. karn collects the program, its ELF interpreter and its shared libraries "
-        "into a read-only root; nothing else of the host is visible unless mounted.",
-    )
-    run.add_argument(
-        "-m", "--memory", type=parse_size, help="guest memory limit (default 512m, or the image's)"
-    )
-    run.add_argument(
-        "-e",
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY[=VALUE]",
-        help="set a guest environment variable (KEY alone copies the host's)",
-    )
-    run.add_argument(
-        "-v",
-        "--volume",
-        action="append",
-        default=[],
-        type=parse_volume,
-        metavar="HOST:GUEST[:ro]",
-        help="mount a host directory into the guest",
-    )
-    run.add_argument(
-        "-w", "--workdir", help="guest working directory (default /, or the image's)"
-    )
-    run.add_argument("--hostname", default="karn", help="guest hostname (default karn)")
-    run.add_argument("--cpus", type=int,
-                     help="guest threads that may run at once, one vCPU each "
-                     "(default 1, or the image's)")
-    run.add_argument(
-        "--root",
-        metavar="DIR",
-        help="use a host directory as the read-only root filesystem; "
-        "PROGRAM is then a path inside it",
-    )
-    run.add_argument(
-        "--collect", action="append", default=[], metavar="HOSTPATH",
-        help="let karn put this host file (or the files under this directory) in the root "
-        "when the program's ELF names ask for it: absolute library names, RPATH/RUNPATH "
-        "and interpreters outside the standard library directories and the program's own "
-        "directory are refused without it (repeatable; docs/images.md)")
-    run.add_argument(
-        "--entrypoint",
-        metavar="PROGRAM",
-        help="with an image: run PROGRAM instead of its entrypoint",
-    )
-    run.add_argument(
-        "-p", "--publish", action="append", default=[], metavar="[HOSTIP:]HOSTPORT:GUESTPORT[/udp]",
-        help="expose a guest listener on the host (default host IP 127.0.0.1)")
-    run.add_argument(
-        "--network", metavar="none|host|egress=CIDR[:PORTS],...",
-        help="outbound network policy (default none: the guest's own loopback only)")
-    run.add_argument("--port", action="append", default=[], type=parse_port,
-                     help=argparse.SUPPRESS)  # a partition's port, from `karn system up`
-    run.add_argument("--no-sandbox", action="store_true",
-                     help="do not confine the monitor process (seccomp, Landlock, "
-                     "namespaces); for debugging karn itself (docs/security.md)")
-    _add_instance_options(run)
-    _add_policy_options(run)
-    _add_debug_options(run)
-    run.add_argument("program", metavar="PROGRAM|IMAGE", help="host program, or image NAME[:TAG]")
-    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS")
+    run_parser = run.register(sub)
     # ---- image commands: build, images, inspect, tag, rm, prune, push, pull, login, logout
     if with_images:  # ~4 ms of parsers that `karn run` does not need
         from karn.cli import images, instances, policy
 
-        images.register(sub, parse_size)
+        images.register(sub, run.parse_size)
         instances.register(sub)
-        policy.register(sub)
+        policy.register(sub, run_parser)
         from karn.cli import system
 
         system.register(sub)
-    return parser
-
-
-def _add_policy_options(run: argparse.ArgumentParser) -> None:
-    group = run.add_argument_group("policy: override the image's (docs/security.md)")
-    group.add_argument("--syscalls", metavar="LIST",
-                       help="allow only these syscalls: names and classes (base, file, desc, "
-                       "net, memory, signal, process, time), comma-separated; 'all' (default) "
-                       "for every implemented call. See `karn policy suggest`")
-    group.add_argument("--on-denied", choices=["eperm", "kill"],
-                       help="a call outside --syscalls fails with EPERM (default) or kills "
-                       "the guest with SIGSYS")
-    group.add_argument("--pids-limit", type=int, metavar="N",
-                       help="most guest threads at once (default 1024): EAGAIN beyond")
-    group.add_argument("--ulimit", action="append", default=[], metavar="NAME=VALUE",
-                       help="nofile=N (open files, default 1024), nproc=N, cpu=SECONDS "
-                       "(SIGXCPU, then SIGKILL), fsize=SIZE (largest tmpfs file: EFBIG)")
-    group.add_argument("--tmpfs-size", metavar="SIZE",
-                       help="size of /tmp and /dev/shm each (default half of --memory); "
-                       "their data also counts against --memory")
-    group.add_argument("--no-aslr", action="store_true",
-                       help="fixed addresses for the program, libraries, mmap and stack")
-    group.add_argument("--trust-image-policy", action="store_true",
-                       help="accept an image's settings that loosen karn's defaults (more "
-                       "memory, cpus, threads or files, a network, no ASLR); without it "
-                       "an image may only tighten them (docs/images.md)")
-
-
-def _add_instance_options(run: argparse.ArgumentParser) -> None:
-    group = run.add_argument_group("instances (docs/instances.md)")
-    group.add_argument("-d", "--detach", action="store_true",
-                       help="run in the background and print the instance ID "
-                       "(see karn ps, logs, stop, inspect)")
-    group.add_argument("--name", help="a name for the instance, usable instead of its ID")
-    group.add_argument("--metrics", metavar="[HOST:]PORT",
-                       help="serve Prometheus metrics at http://HOST:PORT/metrics "
-                       "(default host 127.0.0.1)")
-
-
-def _add_debug_options(run: argparse.ArgumentParser) -> None:
-    group = run.add_argument_group("observability and debugging (docs/debugging.md)")
-    group.add_argument(
-        "--trace", action="store_true",
-        help="--trace[=FILTER]: print each syscall, strace-style, on stderr; FILTER is a "
-        "comma-separated list of syscall names and classes (file, desc, net, memory, "
-        "signal, process, time)")
-    group.add_argument("--trace-filter", metavar="FILTER", help=argparse.SUPPRESS)
-    group.add_argument("--trace-file", metavar="FILE", help="write the trace to FILE")
-    group.add_argument("--trace-summary", action="store_true",
-                       help="count calls, errors and time per syscall; print a table at exit")
-    group.add_argument("--gdb", metavar="[HOST:]PORT",
-                       help="serve the GDB remote protocol; the guest waits for gdb to "
-                       "attach before its first instruction")
-    group.add_argument("--core-dump", metavar="DIR",
-                       help="on a fatal fault, write an ELF core file (core.karn.PID) to DIR")
-    group.add_argument("--crash-history", action="store_true",
-                       help="keep the last 20 syscalls for a crash report (on with any "
-                       "other debug option)")
-
-
-def _rewrite_trace(argv: list[str], run: argparse.ArgumentParser) -> list[str]:
-    """`--trace=FILTER` -> `--trace-filter=FILTER`, among karn's own options only (an
-    argparse option cannot be both a flag and take an optional `=value`)."""
-    takes_value = {o for a in run._actions if a.nargs != 0 for o in a.option_strings}
-    out = list(argv)
-    i = out.index("run") + 1 if "run" in out else len(out)
-    while i < len(out):
-        word = out[i]
-        if word.startswith("--trace="):
-            out[i] = "--trace-filter=" + word.removeprefix("--trace=")
-        elif not word.startswith("-") or word == "--":
-            break
-        elif word in takes_value:
-            i += 1
-        i += 1
-    return out
+    return parser, run_parser
 
 
 def _command(argv: list[str]) -> str | None:
@@ -224,107 +59,6 @@ def _command(argv: list[str]) -> str | None:
         elif not word.startswith("-"):
             return word
     return None
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from karn.runtime import Unikernel
-
-    config = run_config(args)
-    if args.detach:
-        from karn.instance.detach import run_detached
-
-        if args.gdb:
-            raise UsageError("--gdb needs a foreground run (the guest waits for gdb)")
-        return run_detached(config.instance, lambda: Unikernel(config).run())
-    return Unikernel(config).run()
-
-
-def run_config(args: argparse.Namespace):  # noqa: ANN201 - a RunConfig
-    """The `karn run` options, the image's settings and policy, as one RunConfig."""
-    from karn.runtime import DEFAULT_MEMORY, RunConfig
-
-    config = RunConfig(
-        program=args.program,
-        args=args.args,
-        memory=args.memory or DEFAULT_MEMORY,
-        env=args.env,
-        volumes=args.volume,
-        workdir=args.workdir or "/",
-        hostname=args.hostname,
-        root=args.root,
-        cpus=1 if args.cpus is None else args.cpus,
-        debug=_debug_options(args),
-        publish=args.publish,
-        network=args.network,
-        ports=args.port,
-        sandbox=not args.no_sandbox,
-        collect=args.collect,
-    )
-    if args.detach or args.name or args.metrics:
-        from karn.instance.monitor import InstanceOptions
-
-        config.instance = InstanceOptions(name=args.name, metrics=args.metrics)
-    host_path = "/" in args.program and os.path.exists(args.program)  # never an image
-    asks = None
-    if args.root is None and not host_path:
-        from karn.cli import images
-
-        if images.is_image(args.program):  # root, program, argv, env, workdir, policy
-            asks = images.apply_image(config, args)
-    if args.entrypoint is not None and asks is None:
-        raise UsageError("--entrypoint applies only to images")
-    given = _policy_overrides(config, args)
-    if asks is not None and not args.trust_image_policy:
-        _refuse_loosening(args.program, {k: v for k, v in asks.items() if k not in given},
-                          config.memory)
-    return config
-
-
-def _policy_overrides(config, args: argparse.Namespace) -> set[str]:  # noqa: ANN001
-    """Command-line policy options win over the image's (docs/security.md); returns the
-    keys the command line set."""
-    from karn.policy import parse_ulimit
-
-    values = {"syscalls": args.syscalls, "on_denied": args.on_denied,
-              "threads": args.pids_limit, "tmpfs_size": args.tmpfs_size,
-              "aslr": False if args.no_aslr else None}
-    for spec in args.ulimit:
-        values.update(parse_ulimit(spec))
-    config.policy.update(values, "command line")
-    if config.network is None:
-        config.network = config.policy.network
-    given = {key for key, value in values.items() if value is not None}
-    others = {"network": args.network, "memory": args.memory, "cpus": args.cpus}
-    return given | {key for key, value in others.items() if value is not None}
-
-
-def _refuse_loosening(image: str, asks: dict, memory: int) -> None:
-    """An image may tighten karn's default policy by itself, never loosen it: that takes
-    the user's consent, --trust-image-policy or the same option on the command line."""
-    from karn.policy import OVERRIDE_OPTIONS, loosenings
-    from karn.runtime import DEFAULT_MEMORY
-
-    looser = loosenings(asks, memory, DEFAULT_MEMORY)
-    if not looser:
-        return
-    options = [OVERRIDE_OPTIONS[key] for key in asks if key in OVERRIDE_OPTIONS
-               and any(item.startswith(key + "=") for item in looser)]
-    other = f", or give {', '.join(options)} yourself" if options else ""
-    raise UsageError(f"image {image} asks for a looser policy than karn's default "
-                     f"({', '.join(looser)}): pass --trust-image-policy to accept it{other}")
-
-
-def _debug_options(args: argparse.Namespace):
-    if not (args.trace or args.trace_filter or args.trace_summary or args.gdb
-            or args.core_dump or args.crash_history):
-        return None  # karn/debug is not even imported
-    if args.trace_file and not (args.trace or args.trace_filter or args.trace_summary):
-        raise UsageError("--trace-file needs --trace or --trace-summary")
-    from karn.debug.options import DebugOptions
-
-    return DebugOptions(trace=args.trace, trace_filter=args.trace_filter,
-                        trace_file=args.trace_file, trace_summary=args.trace_summary,
-                        gdb=args.gdb, core_dir=args.core_dump, history=args.crash_history)
 
 
 def _leave(status: int) -> int:
@@ -339,19 +73,17 @@ def _leave(status: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = _command(argv)
-    parser = build_parser(with_images=command != "run")
+    parser, run_parser = build_parser(with_images=command != "run")
     if command == "run":
-        run_parser = parser._subparsers._group_actions[0].choices["run"]  # type: ignore
-        argv = _rewrite_trace(argv, run_parser)
+        at = argv.index("run") + 1
+        argv = argv[:at] + run.rewrite_trace(argv[at:], run_parser)
     args = parser.parse_args(argv)
     log.set_level("debug" if args.debug else args.log_level)
     if args.command is None:
         parser.print_help()
         return 125
     try:
-        if args.command == "run":
-            return _leave(cmd_run(args))
-        if args.command == "policy":
+        if args.command in ("run", "policy"):  # they run a guest
             return _leave(args.func(args))
         if hasattr(args, "func"):  # the image commands (karn/cli/images.py)
             return args.func(args)

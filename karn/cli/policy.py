@@ -6,10 +6,11 @@ import argparse
 import sys
 from typing import Any
 
+from karn.cli.run import rewrite_trace, run_config
 from karn.errors import UsageError
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, run_parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("policy", help="work out a policy for a program",
                        description="Policy helpers (docs/security.md).")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -23,17 +24,16 @@ def register(sub: Any) -> None:
                    help="write the suggestion to FILE (default: stderr, after the run)")
     s.add_argument("run_args", nargs=argparse.REMAINDER, metavar="[RUN OPTIONS] PROGRAM ...",
                    help="what you would give `karn run`")
-    s.set_defaults(func=cmd_suggest)
+    s.set_defaults(func=cmd_suggest, run_parser=run_parser)
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    from karn.cli.main import build_parser, run_config
     from karn.kernel.numbers import SYSCALL_NAMES
     from karn.runtime import Unikernel
 
     if not args.run_args:
         raise UsageError("policy suggest: give the program to run, as for `karn run`")
-    run_args = build_parser(with_images=False).parse_args(["run", *args.run_args])
+    run_args = args.run_parser.parse_args(rewrite_trace(args.run_args, args.run_parser))
     if run_args.detach:
         raise UsageError("policy suggest runs the program in the foreground: drop -d")
     config = run_config(run_args)

@@ -38,6 +38,7 @@ from karn.image.oci import (
     check_shape,
     load_json,
     parse_reference,
+    pick_platform,
     sha256_digest,
 )
 from karn.image.paths import MAX_LINK_HOPS
@@ -230,18 +231,6 @@ def resolve_base(store: Store, source: str) -> Image:
 
         return pull(store, source)
     raise ImageError(f"base image {source} not found in the store (pull it, or use oci:DIR)")
-
-
-def pick_platform(index: dict[str, Any], what: str) -> dict[str, Any]:
-    """linux/amd64 from a multi-platform index (checked against INDEX_SCHEMA), or its only entry."""
-    entries = index["manifests"]
-    for m in entries:
-        p = m.get("platform") or {}
-        if p.get("os") == "linux" and p.get("architecture") == "amd64":
-            return m
-    if len(entries) == 1 and not entries[0].get("platform"):
-        return entries[0]
-    raise ImageError(f"{what}: no linux/amd64 image in the index")
 
 
 def import_oci_layout(store: Store, spec: str) -> Image:

@@ -238,3 +238,15 @@ def _short(error: Any) -> str:
     if error.validator == "minItems":
         return "must not be empty"
     return error.message[:200]
+
+
+def pick_platform(index: dict[str, Any], what: str) -> dict[str, Any]:
+    """linux/amd64 from a multi-platform index (checked against INDEX_SCHEMA), or its only entry."""
+    entries = index["manifests"]
+    for m in entries:
+        p = m.get("platform") or {}
+        if p.get("os") == "linux" and p.get("architecture") == "amd64":
+            return m
+    if len(entries) == 1 and not entries[0].get("platform"):
+        return entries[0]
+    raise ImageError(f"{what}: no linux/amd64 image in the index")

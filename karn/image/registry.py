@@ -40,6 +40,7 @@ from karn.image.oci import (
     check_digest,
     load_json,
     parse_reference,
+    pick_platform,
     sha256_digest,
 )
 from karn.image.progress import Progress, note
@@ -405,8 +406,6 @@ def pull(store: Store, text: str) -> Image:
         with store.writing():
             data, media_type = client.get_manifest(ref.digest or ref.tag or "latest")
             if media_type in INDEX_TYPES:
-                from karn.image.build import pick_platform
-
                 chosen = pick_platform(load_json(data, INDEX_SCHEMA, f"{ref}: index"), str(ref))
                 data, media_type = client.get_manifest(check_digest(chosen["digest"]))
             if media_type not in MANIFEST_TYPES:

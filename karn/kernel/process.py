@@ -163,6 +163,7 @@ class Process:
         self.mem = mem
         self.mm = mm
         self.fs = fs
+        fs.bind_process(self)  # /proc shows this process, bound once, here
         self.fds = fds
         self.config = config
         self.machine = machine

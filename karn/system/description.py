@@ -9,6 +9,7 @@ import tomllib
 from typing import Any
 
 from karn.errors import UsageError
+from karn.system.guards import Guard, check_schema, compile_allow
 from karn.system.units import duration_ms, size_bytes
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -81,17 +82,6 @@ class Partition:
         self.priority = 0  # SCHED_FIFO priority under the priority schedule
         self.ports: dict[str, Port] = {}
         self.health = Health()
-
-
-class Guard:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.max_size: int | None = None
-        self.schema: dict | None = None
-        self.allow: str | None = None  # the whole message must match
-        self.deny: list[str] = []  # case-insensitive words or phrases
-        self.rate: float | None = None  # messages per second (token bucket)
-        self.burst: int = 1
 
 
 class Channel:
@@ -331,15 +321,11 @@ class _Loader:
         else:
             guard.schema = self._get(where, table, "schema", dict, None)
         if guard.schema is not None:
-            from karn.system.guards import check_schema
-
             problem = check_schema(guard.schema)
             if problem:
                 raise self.fail(where, f"invalid JSON schema: {problem}")
         guard.allow = self._get(where, table, "allow", str, None)
         if guard.allow is not None:
-            from karn.system.guards import compile_allow
-
             try:
                 compile_allow(guard.allow)
             except ValueError as err:

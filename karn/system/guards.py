@@ -22,8 +22,6 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from karn.system.description import Guard
-
 MAX_EXACT_INT = 2**53 - 1  # I-JSON: integers a double represents exactly
 # Code points I-JSON forbids in strings: surrogates (a decoded string holds one only
 # when it was lone: a valid pair decodes to one character) and noncharacters.
@@ -179,6 +177,19 @@ def canonical(doc: Any) -> bytes:
     text sees what the deny words were matched against); only '"', '\\' and control
     characters are escaped."""
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+class Guard:
+    """A guard as the system description declares it (docs/systems.md)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.max_size: int | None = None
+        self.schema: dict | None = None
+        self.allow: str | None = None  # the whole message must match
+        self.deny: list[str] = []  # case-insensitive words or phrases
+        self.rate: float | None = None  # messages per second (token bucket)
+        self.burst: int = 1
 
 
 class GuardCheck:

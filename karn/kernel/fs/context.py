@@ -68,7 +68,7 @@ class FsContext:
         return cls(vfs, proc)
 
     def bind_process(self, process: Process) -> None:
-        """Give /proc its process (the process is created after its filesystem)."""
+        """Give /proc its process: the Process does, as it is made (after its filesystem)."""
         if self.proc is not None:
             self.proc.bind(process)
 

@@ -1,30 +1,42 @@
-"""The contents of /proc files, each generated when the guest opens it."""
+"""The contents of /proc files, each generated from the process when the guest opens it."""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING
 
-from karn.kernel.fs.procfs import KERNEL_RELEASE, ProcFs, host_cpuinfo, uptime
-
 if TYPE_CHECKING:
     from karn.kernel.process import Process
 
+KERNEL_RELEASE = "6.1.0-karn"
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 
 
-def generate(fs: ProcFs, proc: Process, rel: tuple[str, ...]) -> bytes:
+def generate(proc: Process, rel: tuple[str, ...]) -> bytes:
+    """The file at rel (a root file, or one of the process's directory)."""
     name = rel[-1]
     if len(rel) == 1:
-        return _ROOT[name](fs, proc)
-    return _PID[name](fs, proc)
+        return _ROOT[name](proc)
+    return _PID[name](proc)
+
+
+def host_cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def uptime(proc: Process) -> float:
+    return time.monotonic() - proc.start_monotonic
 
 
 def _comm(proc: Process) -> str:
     return proc.config.exe_path.rsplit("/", 1)[-1][:15]
 
 
-def maps(fs: ProcFs, proc: Process) -> bytes:
+def maps(proc: Process) -> bytes:
     lines = []
     for vma in proc.mm.vmas():
         prot = vma.prot
@@ -39,7 +51,7 @@ def maps(fs: ProcFs, proc: Process) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
-def status(fs: ProcFs, proc: Process) -> bytes:
+def status(proc: Process) -> bytes:
     ident = proc.identity
     size_kb = proc.mm.mapped_bytes // 1024
     return (
@@ -59,7 +71,7 @@ def _nul_list(items: list[bytes]) -> bytes:
     return b"".join(item + b"\0" for item in items)
 
 
-def pid_stat(fs: ProcFs, proc: Process) -> bytes:
+def pid_stat(proc: Process) -> bytes:
     vsize = proc.mm.mapped_bytes
     fields = (
         [
@@ -80,12 +92,12 @@ def pid_stat(fs: ProcFs, proc: Process) -> bytes:
     return (" ".join(fields) + "\n").encode()
 
 
-def statm(fs: ProcFs, proc: Process) -> bytes:
+def statm(proc: Process) -> bytes:
     pages = proc.mm.mapped_bytes // 4096
     return f"{pages} {pages} 0 0 0 {pages} 0\n".encode()
 
 
-def mounts(fs: ProcFs, proc: Process) -> bytes:
+def mounts(proc: Process) -> bytes:
     out = []
     for path, mfs in proc.fs.vfs.mount_list():
         opts = "ro" if mfs.readonly else "rw"
@@ -93,7 +105,7 @@ def mounts(fs: ProcFs, proc: Process) -> bytes:
     return "".join(out).encode()
 
 
-def cpuinfo(fs: ProcFs, proc: Process) -> bytes:
+def cpuinfo(proc: Process) -> bytes:
     blocks = [b for b in host_cpuinfo().split("\n\n") if b.strip()]
     if not blocks:
         return b""
@@ -105,7 +117,7 @@ def cpuinfo(fs: ProcFs, proc: Process) -> bytes:
     return "".join(out).encode()
 
 
-def meminfo(fs: ProcFs, proc: Process) -> bytes:
+def meminfo(proc: Process) -> bytes:
     total = proc.config.memory_limit // 1024
     free = max(0, total - proc.mm.mapped_bytes // 1024)
     rows = [
@@ -126,9 +138,9 @@ def meminfo(fs: ProcFs, proc: Process) -> bytes:
     return "".join(f"{k + ':':<16}{v:8d} kB\n" for k, v in rows).encode()
 
 
-def stat(fs: ProcFs, proc: Process) -> bytes:
+def stat(proc: Process) -> bytes:
     cpus = "".join(f"cpu{i} 0 0 0 0 0 0 0 0 0 0\n" for i in range(proc.config.ncpus))
-    boot = int(time.time() - uptime(fs))
+    boot = int(time.time() - uptime(proc))
     return (
         f"cpu  0 0 0 0 0 0 0 0 0 0\n{cpus}intr 0\nctxt 0\nbtime {boot}\n"
         f"processes 1\nprocs_running 1\nprocs_blocked 0\n"
@@ -138,19 +150,19 @@ def stat(fs: ProcFs, proc: Process) -> bytes:
 _ROOT = {
     "cpuinfo": cpuinfo,
     "meminfo": meminfo,
-    "uptime": lambda fs, p: f"{uptime(fs):.2f} 0.00\n".encode(),
-    "version": lambda fs, p: f"Linux version {KERNEL_RELEASE} (karn) #1 SMP\n".encode(),
-    "filesystems": lambda fs, p: b"nodev\ttmpfs\nnodev\tproc\nnodev\tdevtmpfs\n\text4\n",
+    "uptime": lambda p: f"{uptime(p):.2f} 0.00\n".encode(),
+    "version": lambda p: f"Linux version {KERNEL_RELEASE} (karn) #1 SMP\n".encode(),
+    "filesystems": lambda p: b"nodev\ttmpfs\nnodev\tproc\nnodev\tdevtmpfs\n\text4\n",
     "stat": stat,
-    "loadavg": lambda fs, p: f"0.00 0.00 0.00 1/{len(p.tasks)} {p.pid}\n".encode(),
+    "loadavg": lambda p: f"0.00 0.00 0.00 1/{len(p.tasks)} {p.pid}\n".encode(),
 }
 _PID = {
     "maps": maps,
     "status": status,
-    "cmdline": lambda fs, p: _nul_list(p.config.argv),
-    "environ": lambda fs, p: _nul_list(p.config.envp),
+    "cmdline": lambda p: _nul_list(p.config.argv),
+    "environ": lambda p: _nul_list(p.config.envp),
     "stat": pid_stat,
     "statm": statm,
     "mounts": mounts,
-    "comm": lambda fs, p: (_comm(p) + "\n").encode(),
+    "comm": lambda p: (_comm(p) + "\n").encode(),
 }

@@ -28,7 +28,6 @@ from karn.kernel.fs.stat import Stat, StatFs
 if TYPE_CHECKING:
     from karn.kernel.process import Process
 
-KERNEL_RELEASE = "6.1.0-karn"
 ROOT_FILES = ("cpuinfo", "meminfo", "uptime", "version", "filesystems", "stat", "loadavg")
 ROOT_LINKS = ("self", "thread-self", "mounts")
 PID_FILES = ("maps", "status", "cmdline", "environ", "stat", "statm", "mounts", "comm")
@@ -41,7 +40,6 @@ class ProcFs(Filesystem):
     def __init__(self) -> None:
         super().__init__()
         self.process: Process | None = None
-        self.started = time.monotonic()
         self._inos: dict[Rel, int] = {}
         self._next = itertools.count(2)
 
@@ -159,22 +157,11 @@ class ProcFs(Filesystem):
             raise SyscallError(errno.ELOOP)
         if flags & OFlag.DIRECTORY:
             raise SyscallError(errno.ENOTDIR)
-        from karn.kernel.fs import procfiles  # the generators, kept in their own module
+        # Loaded at the first /proc read: most programs make none.
+        from karn.kernel.fs.procfiles import generate
 
-        content = procfiles.generate(self, self._proc(), rel)
+        content = generate(self._proc(), rel)
         return SyntheticFile(path, kept, content, self._ino(rel), self.dev)
 
     def statfs(self) -> StatFs:
         return StatFs(PROC_SUPER_MAGIC, flags=ST_VALID)
-
-
-def host_cpuinfo() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def uptime(fs: ProcFs) -> float:
-    return time.monotonic() - fs.started

@@ -23,10 +23,8 @@ IOV_MAX = 1024
 
 
 def ctx(task: Task) -> FsContext:
-    fs = task.process.fs
-    if fs.proc is not None and fs.proc.process is None:
-        fs.bind_process(task.process)  # /proc needs the process; bind on first use
-    return fs
+    """The task's filesystem view (its /proc bound to the process when it was made)."""
+    return task.process.fs
 
 
 def path_arg(task: Task, ptr: int) -> str:
