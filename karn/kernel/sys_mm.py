@@ -221,6 +221,8 @@ NOTES = {
     "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (they read back as zeros); other "
     "advice is accepted and ignored.",
     "msync": "Writes shared file mappings back to their files.",
-    "mlock": "Accepted; guest memory is never swapped by karn.",
-    "munlock": "Accepted; guest memory is never swapped by karn.",
+    "mremap": "MREMAP_DONTUNMAP gives EINVAL.",
+    "mlock": "Accepted without effect: nothing is pinned (the host may swap guest memory) "
+    "and an unmapped range is not reported (ENOMEM on Linux).",
+    "munlock": "Accepted without effect (see mlock).",
 }
