@@ -122,7 +122,7 @@ def _status(name: str, notes: dict[str, str]) -> Status:
 
 
 def _refusal(code: int) -> Handler:
-    def refuse(task) -> int:  # noqa: ANN001 - a Task
+    def refuse(task, *args: int) -> int:  # noqa: ANN001 - a Task
         raise SyscallError(code)
 
     return refuse
@@ -144,7 +144,8 @@ def _build_table() -> dict[int, Syscall]:
     for name, status in ERRORS.items():
         number = SYSCALL_NUMBERS[name]
         if number not in table:
-            table[number] = Syscall(number, name, _refusal(status.code), 0, "", status)
+            # All six arguments, so that --trace shows them as for any call karn does not serve
+            table[number] = Syscall(number, name, _refusal(status.code), 6, "", status)
     return table
 
 
