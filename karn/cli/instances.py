@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -229,7 +228,3 @@ def remove(inst: Instance) -> None:
     registry.remove(inst)
     print(inst.id)
 
-
-def print_json(value: object) -> None:
-    json.dump(value, sys.stdout, indent=2)
-    sys.stdout.write("\n")

@@ -107,16 +107,6 @@ class ElfInfo:
         self.is_dynamic = is_dynamic  # has PT_DYNAMIC
 
     @property
-    def is_pie(self) -> bool:
-        """ET_DYN: position independent, loaded at a chosen bias (PIE or shared object)."""
-        return self.e_type == ET_DYN
-
-    @property
-    def is_static(self) -> bool:
-        """No program interpreter: the kernel (karn) jumps straight to the entry point."""
-        return self.interpreter is None
-
-    @property
     def vaddr_range(self) -> tuple[int, int]:
         """[lowest, highest) link-time address covered by PT_LOAD segments."""
         if not self.segments:

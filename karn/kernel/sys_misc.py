@@ -227,7 +227,13 @@ HANDLERS = {
 }
 
 NOTES = {
-    "ptrace": "Always EPERM: nothing in the guest may be traced.",
-    "prctl": "PR_SET/GET_NAME, DUMPABLE, NO_NEW_PRIVS, PDEATHSIG; other options EINVAL.",
+    "prctl": "PR_SET/GET_NAME, DUMPABLE, NO_NEW_PRIVS; PR_SET_PDEATHSIG is accepted and not "
+    "recorded (the parent, the monitor, outlives the guest), PR_GET_PDEATHSIG reads 0; "
+    "other options EINVAL.",
+    "arch_prctl": "ARCH_SET/GET_FS/GS; ARCH_GET_CPUID reads 1 (cpuid never faults); "
+    "ARCH_SET_CPUID and other codes EINVAL.",
     "sched_getaffinity": "Reports the guest's --cpus, not the host's CPUs.",
+    "getcpu": "Always CPU 0, node 0, whichever vCPU runs the thread.",
+    "sysinfo": "totalram is --memory and freeram what the guest has not mapped; load "
+    "averages, shared, buffer and swap are 0; procs counts the guest's threads.",
 }

@@ -12,6 +12,7 @@ from karn.kernel.process import Task
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
+    from karn.kernel.mm import AddressSpace
 
 MAP_SHARED = 0x01
 MAP_PRIVATE = 0x02
@@ -62,6 +63,8 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
         start = addr
     else:
         start = mm.find_free(length, addr)
+    if mm.shared_files:  # a shared file mapping that MAP_FIXED replaces is unmapped first
+        _write_back(task, start, start + length, forget=True)
     name = file.path if file is not None else ""
     # MAP_NORESERVE asks for no reservation, MAP_STACK is a thread stack (glibc maps 8 MiB
     # each, mostly untouched): neither counts against --memory, as under overcommit.
@@ -128,6 +131,37 @@ def sys_mprotect(task: Task, addr: int, length: int, prot: int) -> int:
 
 
 def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
+    """A shared file mapping keeps its file when it moves, grows or shrinks: its pages are
+    written back, and the write-back follows the new range (never the old addresses)."""
+    mm = task.process.mm
+    shared = _shared_at(mm, old) if mm.shared_files and not old & (PAGE - 1) else None
+    if shared is None:
+        return _mremap(task, old, old_len, new_len, flags, new_addr)
+    file, off = shared
+    old_len, new_len = page_up(old_len), page_up(new_len)
+    _write_back(task, old, old + old_len, forget=True)
+    if s32(flags) & MREMAP_FIXED:
+        _write_back(task, new_addr, new_addr + new_len, forget=True)
+    try:
+        result = _mremap(task, old, old_len, new_len, flags, new_addr)
+    except SyscallError:
+        mm.shared_files[old] = (file, off, old_len)  # nothing moved
+        raise
+    if new_len > old_len:  # the grown pages show the file, as they would on Linux
+        _fill_from_file(task, file, result + old_len, new_len - old_len, off + old_len)
+    mm.shared_files[result] = (file, off, new_len)
+    return result
+
+
+def _shared_at(mm: AddressSpace, addr: int) -> tuple[OpenFile, int] | None:
+    """The file and file offset of the shared file mapping at addr, if one is there."""
+    for base, (file, off, length) in mm.shared_files.items():
+        if base <= addr < base + length:
+            return file, off + (addr - base)  # type: ignore[return-value] - typed object in mm
+    return None
+
+
+def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
     mm = task.process.mm
     flags = s32(flags)
     if old & (PAGE - 1) or flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP):
@@ -221,6 +255,9 @@ NOTES = {
     "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (they read back as zeros); other "
     "advice is accepted and ignored.",
     "msync": "Writes shared file mappings back to their files.",
-    "mlock": "Accepted; guest memory is never swapped by karn.",
-    "munlock": "Accepted; guest memory is never swapped by karn.",
+    "mremap": "MREMAP_DONTUNMAP gives EINVAL. A grown MAP_PRIVATE file mapping reads "
+    "zeros past its old end, not the file's data.",
+    "mlock": "Accepted without effect: nothing is pinned (the host may swap guest memory) "
+    "and an unmapped range is not reported (ENOMEM on Linux).",
+    "munlock": "Accepted without effect (see mlock).",
 }

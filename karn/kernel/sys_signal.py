@@ -156,7 +156,8 @@ def _send_to_thread(task: Task, tgid: int | None, tid: int, sig: int, code: int)
 def sys_kill(task: Task, pid: int, sig: int) -> int:
     pid, sig = s32(pid), check_signal(s32(sig), allow_zero=True)
     proc = task.process
-    if pid not in (0, -1, proc.pid, -proc.pid):
+    # -1 is every process but the caller (and init), never group 1: the guest is alone.
+    if pid == -1 or pid not in (0, proc.pid, -proc.pid):
         raise SyscallError(errno.ESRCH)
     if sig:
         proc.signal_process(SigInfo.from_sender(sig, SI_USER, proc.pid))
@@ -208,7 +209,8 @@ HANDLERS = {
 }
 
 NOTES = {
-    "kill": "Only the guest's own process (pid 1, 0 or -1) exists; others give ESRCH.",
+    "kill": "Only the guest's own process exists: pid 1 and 0 reach it; others, -1 "
+    "included (every process but the caller), give ESRCH.",
 }
 
 _ = (SI_QUEUE, bit)

@@ -245,8 +245,9 @@ HANDLERS = {
 NOTES = {
     "clone": "Threads only (CLONE_VM|CLONE_THREAD|...); creating a process gives ENOSYS.",
     "clone3": "Threads only; set_tid, cgroup and pidfd are refused with EINVAL.",
-    "fork": "ENOSYS: one program per unikernel.",
-    "vfork": "ENOSYS: one program per unikernel.",
-    "sched_setscheduler": "Recorded and reported; the partitioned-system work maps it.",
+    "sched_setscheduler": "Recorded and reported back; the host schedules the vCPU "
+    "threads as before.",
+    "sched_setparam": "Recorded and reported back; the host schedules the vCPU threads as "
+    "before.",
     "sched_setaffinity": "Accepted when the mask names a guest CPU; not enforced.",
 }

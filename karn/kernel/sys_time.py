@@ -144,6 +144,8 @@ HANDLERS = {
 }
 
 NOTES = {
+    "times": "User and system times are the monitor's (which include serving the guest's "
+    "syscalls); children's are 0.",
     "clock_gettime": "CPU-time clocks count the monitor's CPU time, which includes serving "
     "the guest's syscalls.",
 }

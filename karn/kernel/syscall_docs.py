@@ -5,33 +5,46 @@ Regenerate with: python3 -m karn.kernel.syscall_docs > docs/syscalls.md
 
 from __future__ import annotations
 
+from karn.kernel.errors import errno_name
 from karn.kernel.numbers import SYSCALL_NAMES
-from karn.kernel.syscalls import DELIBERATE_ENOSYS, TABLE
+from karn.kernel.syscalls import TABLE, Denied, Error, Partial, Status, Supported
+
+
+def status_cells(status: Status | Denied) -> tuple[str, str]:
+    """The status and notes columns of a row (a policy's denial has none)."""
+    match status:
+        case Supported():
+            return "supported", ""
+        case Partial(note):
+            return "partial", note
+        case Error(code, reason):
+            return f"error {errno_name(code)}", reason
+    raise TypeError(f"not a syscall status: {status!r}")
 
 
 def render() -> str:
-    implemented = len(TABLE)
+    counts = {kind: 0 for kind in (Supported, Partial, Error)}
+    rows = []
+    for number in sorted(TABLE):
+        entry = TABLE[number]
+        status, notes = status_cells(entry.status)
+        counts[type(entry.status)] += 1
+        rows.append(f"| {number} | {entry.name} | {entry.area} | {status} | {notes} |")
     lines = [
         "# System calls",
         "",
         "Generated from `karn/kernel/syscalls.py` by `python3 -m karn.kernel.syscall_docs`;",
         "a test fails when this page and the table disagree.",
         "",
-        f"{implemented} of {len(SYSCALL_NAMES)} x86-64 system calls are served. Any other",
-        "number returns `-ENOSYS` and is logged once by name (`karn: unimplemented syscall`).",
+        f"{len(TABLE)} of {len(SYSCALL_NAMES)} x86-64 system calls have a row below:",
+        f"{counts[Supported]} supported as Linux does, {counts[Partial]} partial (served with",
+        f"the limitation in the notes) and {counts[Error]} refused on purpose: every",
+        "well-formed call of an `error` row fails with the errno shown. Any other number",
+        "returns `-ENOSYS` and is logged once by name (`karn: unimplemented syscall`).",
         "",
         "| nr | name | area | status | notes |",
         "|---:|------|------|--------|-------|",
-    ]
-    for number in sorted(SYSCALL_NAMES):
-        name = SYSCALL_NAMES[number]
-        entry = TABLE.get(number)
-        if entry is not None:
-            status = "partial" if entry.note else "supported"
-            lines.append(f"| {number} | {name} | {entry.area} | {status} | {entry.note} |")
-        elif name in DELIBERATE_ENOSYS:
-            lines.append(f"| {number} | {name} | | ENOSYS | {DELIBERATE_ENOSYS[name]} |")
-    lines += [
+        *rows,
         "",
         "Calls not listed return `-ENOSYS`.",
         "",

@@ -121,10 +121,6 @@ class FdTable:
     def close_all(self) -> None:
         self.close_range(0, 1 << 31)
 
-    def close_on_exec(self) -> None:
-        for fd in list(self._cloexec):
-            self.close(fd)
-
     @staticmethod
     def _unref(file: OpenFile) -> None:
         file.refs -= 1

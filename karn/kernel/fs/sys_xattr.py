@@ -125,12 +125,16 @@ HANDLERS = {
     "lchown": sys_lchown,
     "fchown": sys_fchown,
 }
-_XATTR = "no filesystem stores extended attributes: get/remove ENODATA, list empty, set EOPNOTSUPP"
-NOTES = {name: _XATTR for name in HANDLERS if "xattr" in name}
+# getxattr, setxattr, removexattr and their l/f kin always fail: syscalls.ERRORS says how.
+NOTES = {
+    name: "no filesystem stores extended attributes: the list is always empty"
+    for name in ("listxattr", "llistxattr", "flistxattr")
+}
 NOTES.update(
     {
-        name: "ownership is not stored: accepted (EROFS on read-only mounts), "
+        name: "ownership is not stored: accepted (EROFS on read-only mounts, by path), "
         "files keep showing their owner"
-        for name in ("fchownat", "chown", "lchown", "fchown")
+        for name in ("fchownat", "chown", "lchown")
     }
 )
+NOTES["fchown"] = "ownership is not stored: accepted, files keep showing their owner"

@@ -15,7 +15,6 @@ import errno
 import os
 import posixpath
 import select
-import struct
 import threading
 from typing import TYPE_CHECKING
 
@@ -247,7 +246,3 @@ class InFlight:
             self.messages.clear()
             self.files = 0
 
-
-def cmsg_rights(data: bytes) -> list[int]:
-    count = len(data) // 4
-    return list(struct.unpack(f"<{count}i", data[: count * 4]))
