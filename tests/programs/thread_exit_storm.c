@@ -1,7 +1,7 @@
 /* Many threads, then exit_group from one of them while the others sleep, spin, make
  * syscalls or are just waking from a futex: the monitor must end with the guest's status
  * (regression: it segfaulted signalling vCPU threads that had already exited).
- * usage: thread_exit_storm NTHREADS STATUS */
+ * usage: thread_exit_storm NTHREADS STATUS [DELAY_MS before exit_group, default 20] */
 #define _GNU_SOURCE
 #include <limits.h>
 #include <linux/futex.h>
@@ -29,6 +29,7 @@ static void *worker(void *arg) {
 int main(int argc, char **argv) {
   int nthreads = argc > 1 ? atoi(argv[1]) : 100;
   int status = argc > 2 ? atoi(argv[2]) : 0;
+  long delay_ms = argc > 3 ? atol(argv[3]) : 20;
   pthread_attr_t at;
   pthread_attr_init(&at);
   pthread_attr_setstacksize(&at, 64 * 1024);
@@ -43,7 +44,7 @@ int main(int argc, char **argv) {
   fflush(stdout);
   atomic_store(&go, 1);
   syscall(SYS_futex, &go, FUTEX_WAKE_PRIVATE, INT_MAX, 0, 0, 0);
-  struct timespec ts = {0, 20 * 1000 * 1000};
+  struct timespec ts = {delay_ms / 1000, delay_ms % 1000 * 1000000};
   nanosleep(&ts, 0);
   syscall(SYS_exit_group, status);
   return 99;
