@@ -40,3 +40,20 @@ def test_many_threads_exit_without_monitor_crash(build, tmp_path: Path) -> None:
             )
     assert not failures, f"{len(failures)}/{STORM_RUNS} runs failed:\n" + "\n".join(failures)
     assert [name for name in os.listdir(tmp) if name.startswith("karn-unix-")] == []
+
+
+def test_shared_mapping_writes_back_to_its_own_file(build, tmp_path: Path) -> None:
+    """R2: a MAP_SHARED mapping holds its open file: after close() and the fd number's
+    reuse, munmap writes to the mapped file, not to whatever took the number; MAP_FIXED
+    over the mapping and exit write it back too, as natively."""
+    prog = build("stale_shared_map")
+    native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
+    native_dir.mkdir()
+    guest_dir.mkdir()
+    native = native_run(prog, native_dir)
+    assert b"fd reused: yes" in native.stdout
+    res = karn_run("-v", f"{guest_dir}:/rw", prog, "/rw")
+    assert res.returncode == native.returncode == 0, res.stderr
+    assert res.stdout == native.stdout
+    for name in "abcd":
+        assert (guest_dir / name).read_bytes() == (native_dir / name).read_bytes(), name
