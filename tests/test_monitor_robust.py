@@ -5,9 +5,15 @@ tmpfs metadata (issue 12: R1, R2, R11, V2's thread memory, RT signals, tmpfs ino
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-from conftest import karn_run, native_run
+import pytest
+from conftest import KARN_TIMEOUT, karn_run, native_run
+
+MIB = 1 << 20
 
 STORM_THREADS = 100
 STORM_RUNS = 20
@@ -57,3 +63,44 @@ def test_shared_mapping_writes_back_to_its_own_file(build, tmp_path: Path) -> No
     assert res.stdout == native.stdout
     for name in "abcd":
         assert (guest_dir / name).read_bytes() == (native_dir / name).read_bytes(), name
+
+
+def _karn_peak(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[bytes], int]:
+    """Run karn; its peak resident memory in bytes (wait4's ru_maxrss, as the host's
+    kernel counted it: guest pages, Python, everything)."""
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("wb") as o, err.open("wb") as e:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "karn", "run", *args],
+            stdout=o,
+            stderr=e,
+            stdin=subprocess.DEVNULL,
+        )
+    deadline = time.monotonic() + KARN_TIMEOUT
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"timed out: karn run {' '.join(args)}")
+        time.sleep(0.05)
+    code = os.waitstatus_to_exitcode(status)
+    got = subprocess.CompletedProcess(proc.args, code, out.read_bytes(), err.read_bytes())
+    return got, usage.ru_maxrss * 1024
+
+
+@pytest.mark.parametrize("kind", ["noreserve", "stack"])
+def test_untouched_memory_is_stopped_near_the_limit(build, tmp_path: Path, kind: str) -> None:
+    """R11: MAP_NORESERVE/MAP_STACK memory is not charged up front; touching 1 GiB of it
+    page by page, with no syscall, under -m 64m is stopped as out of memory while the
+    monitor holds little more than the limit above an idle run (it reached ~300 MiB)."""
+    prog = build("touch_noreserve")
+    idle, idle_peak = _karn_peak(tmp_path, "-m", "64m", str(prog), "1", kind)
+    assert idle.returncode == 0, idle.stderr
+    got, peak = _karn_peak(tmp_path, "-m", "64m", str(prog), "1024", kind)
+    assert got.returncode == 128 + 9, got.stderr  # SIGKILL, as by a cgroup's OOM killer
+    assert got.stdout == b""
+    assert b"karn: policy: out of memory" in got.stderr
+    assert peak - idle_peak < (64 + 48) * MIB, (peak >> 20, idle_peak >> 20)
