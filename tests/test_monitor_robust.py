@@ -104,3 +104,19 @@ def test_untouched_memory_is_stopped_near_the_limit(build, tmp_path: Path, kind:
     assert got.stdout == b""
     assert b"karn: policy: out of memory" in got.stderr
     assert peak - idle_peak < (64 + 48) * MIB, (peak >> 20, idle_peak >> 20)
+
+
+def test_threads_host_memory_counts_against_the_limit(build) -> None:
+    """V2: each guest thread costs the host memory (vCPU, kvm_run page, host thread stack,
+    Python objects): under -m 64m, creating idle threads stops with EAGAIN within the
+    budget (1023 idle threads used to cost 530 MB), and ended threads give it back."""
+    prog = build("idle_threads", "static", ("-pthread",))
+    native = native_run(prog, "400")
+    assert native.stdout == b"round 0: all\nround 1: all\n"
+    got = karn_run("-m", "64m", prog, "400")
+    assert got.returncode == 0, got.stderr
+    stopped = b"created some: Resource temporarily unavailable\nround %d: stopped\n"
+    assert got.stdout == stopped % 0 + stopped % 1
+    counts = [int(line.split()[2]) for line in got.stderr.decode().splitlines()]
+    assert len(counts) == 2 and counts[0] == counts[1], got.stderr
+    assert 16 < counts[0] < 256, counts  # 64 MiB at the ~256 KiB a thread costs the host
