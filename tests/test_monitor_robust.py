@@ -120,3 +120,14 @@ def test_threads_host_memory_counts_against_the_limit(build) -> None:
     counts = [int(line.split()[2]) for line in got.stderr.decode().splitlines()]
     assert len(counts) == 2 and counts[0] == counts[1], got.stderr
     assert 16 < counts[0] < 256, counts  # 64 MiB at the ~256 KiB a thread costs the host
+
+
+def test_realtime_signals_queue_up_to_rlimit_sigpending(build) -> None:
+    """Real-time signals queued without limit: past RLIMIT_SIGPENDING (set by the program
+    itself) sigqueue and tgkill fail with EAGAIN and kill() only marks the signal pending,
+    as natively."""
+    prog = build("rt_sigpending")
+    native = native_run(prog)
+    assert b"sigqueue: Resource temporarily unavailable" in native.stdout
+    got = karn_run(prog)
+    assert (got.returncode, got.stdout) == (native.returncode, native.stdout), got.stderr
