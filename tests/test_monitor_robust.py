@@ -131,3 +131,18 @@ def test_realtime_signals_queue_up_to_rlimit_sigpending(build) -> None:
     assert b"sigqueue: Resource temporarily unavailable" in native.stdout
     got = karn_run(prog)
     assert (got.returncode, got.stdout) == (native.returncode, native.stdout), got.stderr
+
+
+def test_tmpfs_names_count_against_its_size(build) -> None:
+    """tmpfs metadata was not charged (200,000 empty files took 185 MB of the monitor):
+    every entry counts against --tmpfs-size, so empty files, hard links and symlinks end
+    in ENOSPC (as Linux's tmpfs out of inodes), and removing them gives the room back."""
+    prog = build("tmpfs_entries")
+    got = karn_run("--tmpfs-size", "1m", prog, "/tmp", "5000")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"No space left on device\n" * 2
+    counts = [int(line.split()[2]) for line in got.stderr.decode().splitlines()]
+    assert len(counts) == 2 and counts[0] == counts[1], got.stderr
+    assert 128 < counts[0] < 1024, counts  # two entries per file in 1 MiB
+    roomy = karn_run(prog, "/tmp", "300")  # the default size holds a normal program's files
+    assert (roomy.returncode, roomy.stdout) == (0, b"all\nall\n"), roomy.stderr
