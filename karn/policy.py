@@ -223,7 +223,12 @@ class LimitWatch:
     the OOM killer of a memory cgroup."""
 
     TICK = 0.25
-    SLACK = 64 << 20  # the monitor's own growth while it runs (buffers, threads, imports)
+    SLACK = 16 << 20  # the monitor's own growth while it runs (buffers, imports)
+    # Guest pages are touched without exits, at up to ~1 GiB/s here: the next check comes
+    # before the guest could touch the headroom left at TOUCH_RATE (at most TICK, at least
+    # MIN_TICK apart), so it stops within a few MiB of the limit, not 250 ms later.
+    TOUCH_RATE = 2 << 30
+    MIN_TICK = 0.002
 
     def __init__(self, proc: Any, policy: Policy, memory_limit: int) -> None:
         self.proc = proc
@@ -246,6 +251,7 @@ class LimitWatch:
                 log.warning("policy: CPU time limit of %d s reached: SIGXCPU", self.cpu_time)
                 self._kill(24)  # SIGXCPU
         rss = resident_bytes(self.statm)
+        self.tick = min(self.TICK, max(self.MIN_TICK, (self.rss_limit - rss) / self.TOUCH_RATE))
         if rss > self.rss_limit:
             log.warning("policy: out of memory: the monitor holds %d MiB, over the limit "
                         "(--memory plus its own): killing the guest", rss >> 20)

@@ -283,6 +283,10 @@ class Unikernel:
         finally:
             for sig, previous in forwarded.items():
                 signal.signal(sig, previous)
+            if self.mm.shared_files:  # dirty shared pages reach their files at exit
+                from karn.kernel.sys_mm import write_back
+
+                write_back(proc.mem, self.mm, 0, self.mm.region.user_end, forget=True)
             if self.debug is not None:
                 self.debug.finish()
             self.process.net.close()  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 import time
 
 from karn.kernel.errors import SyscallError
@@ -25,18 +26,23 @@ class Interrupted(SyscallError):
 
 
 class Waker:
-    """A task's wake-up eventfd."""
+    """A task's wake-up eventfd. Other threads may wake it while its task exits: wake and
+    close are serialised, so a wake never writes to a closed (or reused) fd number."""
 
-    __slots__ = ("fd",)
+    __slots__ = ("fd", "_lock")
 
     def __init__(self) -> None:
         self.fd = os.eventfd(0, _EFD_FLAGS)
+        self._lock = threading.RLock()  # a host signal handler may wake it too
 
     def wake(self) -> None:
-        try:
-            os.eventfd_write(self.fd, 1)
-        except BlockingIOError:  # counter saturated: a wake is already pending
-            pass
+        with self._lock:
+            if self.fd < 0:
+                return  # the task has exited
+            try:
+                os.eventfd_write(self.fd, 1)
+            except BlockingIOError:  # counter saturated: a wake is already pending
+                pass
 
     def drain(self) -> None:
         try:
@@ -67,4 +73,6 @@ class Waker:
         return out
 
     def close(self) -> None:
-        os.close(self.fd)
+        with self._lock:
+            fd, self.fd = self.fd, -1
+        os.close(fd)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 
@@ -20,7 +21,9 @@ class CpuGate:
         self._threads = 0
         self._cond = threading.Condition()
         self._holders: dict[int, tuple[object, float]] = {}
-        self._waiting = 0
+        # Waiters take free slots in arrival order: a preempted thread that comes straight
+        # back queues behind the others instead of taking its slot again (starvation).
+        self._queue: deque[object] = deque()
 
     def thread_started(self, kick_all: Callable[[], None]) -> None:
         with self._cond:
@@ -42,23 +45,26 @@ class CpuGate:
         if not self.gated:
             return
         with self._cond:
-            while self.gated and len(self._holders) >= self.slots:
-                self._waiting += 1
-                try:
+            queue = self._queue
+            queue.append(cpu)
+            try:
+                while self.gated and (len(self._holders) >= self.slots or queue[0] is not cpu):
                     if not self._cond.wait(self.TIMESLICE):
                         self._preempt_one()
-                finally:
-                    self._waiting -= 1
+            finally:
+                queue.remove(cpu)
             if self.gated:
                 self._holders[id(cpu)] = (cpu, time.monotonic())
+                if queue:
+                    self._cond.notify_all()  # the next in line may take another free slot
 
     def leave(self, cpu: object) -> None:
         if not self.gated:
             return
         with self._cond:
             self._holders.pop(id(cpu), None)
-            if self._waiting:
-                self._cond.notify()
+            if self._queue:
+                self._cond.notify_all()  # only the first in line takes the slot
 
     def _preempt_one(self) -> None:
         """Kick the holder that has run longest, if it has had a full time slice."""

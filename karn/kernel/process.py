@@ -361,6 +361,7 @@ class Task:
         self.exit_status = 0
         self.sched_policy = 0
         self.sched_priority = 0
+        self.host_cost = 0  # host memory charged to --memory for this thread (sys_thread)
         process.tasks[tid] = self
 
     def set_blocked(self, mask: int) -> None:

@@ -12,6 +12,7 @@ from karn.kernel.process import Task
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
+    from karn.kernel.guestmem import GuestMemory
     from karn.kernel.mm import AddressSpace
 
 MAP_SHARED = 0x01
@@ -63,25 +64,39 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
         start = addr
     else:
         start = mm.find_free(length, addr)
-    if mm.shared_files:  # a shared file mapping that MAP_FIXED replaces is unmapped first
-        _write_back(task, start, start + length, forget=True)
     name = file.path if file is not None else ""
     # MAP_NORESERVE asks for no reservation, MAP_STACK is a thread stack (glibc maps 8 MiB
     # each, mostly untouched): neither counts against --memory, as under overcommit.
     charged = not flags & (MAP_NORESERVE | MAP_STACK)
+    if mm.shared_files:
+        write_back(task.mem, mm, start, start + length, forget=True)  # MAP_FIXED over one
     mm.map(start, length, prot, name, off, charged)
     if file is not None:
         _fill_from_file(task, file, start, length, off)
         if kind != MAP_PRIVATE and prot & PROT_WRITE:
             # No page sharing with the host file: the guest writes into its copy and we
             # write the copy back on msync and munmap.
-            mm.shared_files[start] = (file, off, length)
+            _share(mm, start, file, off, length)
     return start
 
 
-def _write_back(task: Task, start: int, end: int, forget: bool) -> None:
-    """Write shared file mappings overlapping [start, end) back to their files."""
-    shared = task.process.mm.shared_files
+def _share(mm: AddressSpace, start: int, file: OpenFile, off: int, length: int) -> None:
+    """Track a shared piece; it holds the open file description, as a Linux mapping
+    does: closing the fd must not let the write-back reach whatever reuses the host fd."""
+    file.refs += 1
+    mm.shared_files[start] = (file, off, length)
+
+
+def _release(file: OpenFile) -> None:
+    file.refs -= 1
+    if file.refs <= 0:
+        file.close()
+
+
+def write_back(mem: GuestMemory, mm: AddressSpace, start: int, end: int, forget: bool) -> None:
+    """Write shared file mappings overlapping [start, end) back to their files; with
+    forget, the range is leaving the address space (munmap, replaced, moved, exit)."""
+    shared = mm.shared_files
     for base, (file, off, length) in list(shared.items()):
         lo, hi = max(base, start), min(base + length, end)
         if lo >= hi:
@@ -90,15 +105,17 @@ def _write_back(task: Task, start: int, end: int, forget: bool) -> None:
             size = file.stat().size
             limit = min(hi, base + max(size - off, 0))  # never extend the file
             if limit > lo:
-                file.pwrite(task.mem.view(lo, limit - lo), off + (lo - base))
+                file.pwrite(mem.view(lo, limit - lo), off + (lo - base))
         except SyscallError:
             pass  # the file went away or became unwritable: as with a lost page
         if forget:
-            del shared[base]
+            if shared.pop(base, None) is None:
+                continue  # another thread released it meanwhile (exit racing a munmap)
             if base < lo:
-                shared[base] = (file, off, lo - base)
+                _share(mm, base, file, off, lo - base)
             if hi < base + length:
-                shared[hi] = (file, off + (hi - base), base + length - hi)
+                _share(mm, hi, file, off + (hi - base), base + length - hi)
+            _release(file)
 
 
 def _fill_from_file(task: Task, file: OpenFile, start: int, length: int, off: int) -> None:
@@ -114,9 +131,10 @@ def _fill_from_file(task: Task, file: OpenFile, start: int, length: int, off: in
 def sys_munmap(task: Task, addr: int, length: int) -> int:
     if addr & (PAGE - 1) or length == 0:
         raise SyscallError(errno.EINVAL)
-    if task.process.mm.shared_files:
-        _write_back(task, addr, addr + page_up(length), forget=True)
-    task.process.mm.unmap(addr, length)
+    mm = task.process.mm
+    if mm.shared_files:
+        write_back(task.mem, mm, addr, addr + page_up(length), forget=True)
+    mm.unmap(addr, length)
     return 0
 
 
@@ -131,25 +149,16 @@ def sys_mprotect(task: Task, addr: int, length: int, prot: int) -> int:
 
 
 def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
-    """A shared file mapping keeps its file when it moves, grows or shrinks: its pages are
-    written back, and the write-back follows the new range (never the old addresses)."""
+    """A shared file mapping keeps its file when it moves, grows or shrinks (_mremap moves
+    the pieces); grown pages show the file and are written back to it, as on Linux."""
     mm = task.process.mm
     shared = _shared_at(mm, old) if mm.shared_files and not old & (PAGE - 1) else None
-    if shared is None:
-        return _mremap(task, old, old_len, new_len, flags, new_addr)
-    file, off = shared
+    result = _mremap(task, old, old_len, new_len, flags, new_addr)
     old_len, new_len = page_up(old_len), page_up(new_len)
-    _write_back(task, old, old + old_len, forget=True)
-    if s32(flags) & MREMAP_FIXED:
-        _write_back(task, new_addr, new_addr + new_len, forget=True)
-    try:
-        result = _mremap(task, old, old_len, new_len, flags, new_addr)
-    except SyscallError:
-        mm.shared_files[old] = (file, off, old_len)  # nothing moved
-        raise
-    if new_len > old_len:  # the grown pages show the file, as they would on Linux
+    if shared is not None and new_len > old_len:
+        file, off = shared
         _fill_from_file(task, file, result + old_len, new_len - old_len, off + old_len)
-    mm.shared_files[result] = (file, off, new_len)
+        _share(mm, result + old_len, file, off + old_len, new_len - old_len)
     return result
 
 
@@ -180,6 +189,8 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     offset = vma.offset + (old - vma.start)
     if new_len <= old_len and not flags & MREMAP_FIXED:
         if new_len < old_len:
+            if mm.shared_files:
+                write_back(task.mem, mm, old + new_len, old + old_len, forget=True)
             mm.unmap(old + new_len, old_len - new_len)
         return old
     if not flags & MREMAP_FIXED and not mm.overlaps(old + old_len, old + new_len):
@@ -196,9 +207,21 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
         target = mm.find_free(new_len)
     keep = min(old_len, new_len)
     data = task.mem.read(old, keep)
+    # Shared file pieces move with the pages (written back now, tracked at the target).
+    moved = [
+        (base - old, piece) for base, piece in mm.shared_files.items() if old <= base < old + keep
+    ]
+    for _, (file, _, _) in moved:
+        file.refs += 1  # held across the move
+    if mm.shared_files:
+        write_back(task.mem, mm, old, old + old_len, forget=True)
+        write_back(task.mem, mm, target, target + new_len, forget=True)
     mm.map(target, new_len, prot, name, offset, charged)
     task.mem.write(target, data)
     mm.unmap(old, old_len)
+    for rel, (file, off, length) in moved:
+        _share(mm, target + rel, file, off, min(length, keep - rel))
+        _release(file)
     return target
 
 
@@ -222,7 +245,7 @@ def sys_msync(task: Task, addr: int, length: int, flags: int) -> int:
         raise SyscallError(errno.EINVAL)
     if not task.process.mm.is_mapped(addr, addr + page_up(length)):
         raise SyscallError(errno.ENOMEM)
-    _write_back(task, addr, addr + page_up(length), forget=False)
+    write_back(task.mem, task.process.mm, addr, addr + page_up(length), forget=False)
     return 0
 
 

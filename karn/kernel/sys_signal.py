@@ -9,6 +9,7 @@ import time
 from karn.kernel.abi import s32
 from karn.kernel.blocking import Interrupted
 from karn.kernel.errors import SyscallError
+from karn.kernel.limits import RLIMIT_SIGPENDING
 from karn.kernel.process import Task
 from karn.kernel.signals import (
     MINSIGSTKSZ,
@@ -16,6 +17,7 @@ from karn.kernel.signals import (
     SI_TKILL,
     SI_USER,
     SIGKILL,
+    SIGRTMIN,
     SIGSTOP,
     SS_AUTODISARM,
     SS_DISABLE,
@@ -141,6 +143,28 @@ def sys_sigaltstack(task: Task, uss: int, uoss: int) -> int:
     return 0
 
 
+def _send(task: Task, target: Task | None, info: SigInfo) -> None:
+    """Send to a thread, or the process when target is None. Each real-time signal queues
+    a siginfo, up to RLIMIT_SIGPENDING queued in all: past it Linux fails sigqueue and
+    tgkill with EAGAIN, and kill() only marks the signal pending (its info lost)."""
+    proc = task.process
+    sig = info.signo
+    with proc.signal_lock:
+        if sig >= SIGRTMIN:
+            queued = len(proc.pending.queue) + sum(
+                len(t.pending.queue) for t in proc.tasks.values()
+            )
+            if queued >= proc.rlimits[RLIMIT_SIGPENDING][0]:
+                if info.code != SI_USER:
+                    raise SyscallError(errno.EAGAIN)
+                if (proc.pending if target is None else target.pending).mask & bit(sig):
+                    return  # pending already: this instance is lost
+        if target is None:
+            proc.signal_process(info)
+        else:
+            proc.signal_thread(target, info)
+
+
 def _send_to_thread(task: Task, tgid: int | None, tid: int, sig: int, code: int) -> int:
     proc = task.process
     if tid <= 0 or (tgid is not None and tgid != proc.pid):
@@ -149,7 +173,7 @@ def _send_to_thread(task: Task, tgid: int | None, tid: int, sig: int, code: int)
     if target is None:
         raise SyscallError(errno.ESRCH)
     if sig:
-        proc.signal_thread(target, SigInfo.from_sender(sig, code, proc.pid))
+        _send(task, target, SigInfo.from_sender(sig, code, proc.pid))
     return 0
 
 
@@ -160,7 +184,7 @@ def sys_kill(task: Task, pid: int, sig: int) -> int:
     if pid == -1 or pid not in (0, proc.pid, -proc.pid):
         raise SyscallError(errno.ESRCH)
     if sig:
-        proc.signal_process(SigInfo.from_sender(sig, SI_USER, proc.pid))
+        _send(task, None, SigInfo.from_sender(sig, SI_USER, proc.pid))
     return 0
 
 
@@ -184,8 +208,7 @@ def sys_rt_sigqueueinfo(task: Task, pid: int, sig: int, uinfo: int) -> int:
     if code >= 0 or code == SI_TKILL:
         raise SyscallError(errno.EPERM)  # only SI_QUEUE-like codes may be forged, as Linux
     if sig:
-        info = SigInfo(sig, code, data[16:])
-        proc.signal_process(info)
+        _send(task, None, SigInfo(sig, code, data[16:]))
     return 0
 
 

@@ -248,3 +248,5 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
         proc.internal_error(err)
     finally:
         proc.task_exited(task)
+        if task.host_cost:
+            proc.mm.account.charge(-task.host_cost)

@@ -121,7 +121,11 @@ class Vcpu:
         self._stop = STOP_USER
         self._context_replaced = False
         self._fault_frame: tuple[int, int, int] | None = None
+        # The host thread in run(), 0 outside it. A kick signals it only under this lock,
+        # and run() clears it under the lock before its thread can exit: a pthread_t is
+        # never used after its thread is gone (use-after-free in pthread_kill).
         self._thread = 0
+        self._thread_lock = threading.RLock()  # a host signal handler may kick too
 
     def _init_system_state(self) -> None:
         lay = self.vm.layout
@@ -248,13 +252,11 @@ class Vcpu:
         return not tramp <= rip < tramp + 4096
 
     def kick(self) -> None:
+        # immediate_exit stops a KVM_RUN about to start; the signal one already running.
         self.run_page.immediate_exit = 1
-        thread = self._thread
-        if thread:
-            try:
-                signal.pthread_kill(thread, KICK_SIGNAL)
-            except ProcessLookupError:
-                pass
+        with self._thread_lock:
+            if self._thread:
+                signal.pthread_kill(self._thread, KICK_SIGNAL)
 
     # -- the exit loop ------------------------------------------------------------------
 
@@ -265,7 +267,15 @@ class Vcpu:
         client.interrupted follows a kick; client.do_work runs after a syscall when
         client.work_pending is set (signals to deliver, exit requested).
         """
-        self._thread = threading.get_ident()
+        with self._thread_lock:
+            self._thread = threading.get_ident()
+        try:
+            self._loop(client, gate)
+        finally:
+            with self._thread_lock:
+                self._thread = 0
+
+    def _loop(self, client: ExitClient, gate: Gate | None) -> None:
         fd = self.fd
         page = self.run_page
         regs = self.regs

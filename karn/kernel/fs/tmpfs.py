@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from karn.kernel.mm import MemoryAccount
 
 MAX_FILE_SIZE = (1 << 63) - 1
+# A directory entry and its node as the monitor holds them (~925 bytes measured for empty
+# files). Like Linux's tmpfs, entries have their own budget beside the data's (nr_inodes:
+# here the size limit over this cost), and both count against --memory, so many empty
+# files or links end in ENOSPC, not in unbounded monitor memory.
+ENTRY_COST = 1 << 10
 
 
 class Node:
@@ -90,6 +95,8 @@ class TmpFs(Filesystem):
         self.max_file_size = max_file_size  # a policy's file_size; EFBIG beyond, as s_maxbytes
         self.account = account  # file data also counts against the guest's memory limit
         self.used = 0
+        self.max_entries = max(size_limit // ENTRY_COST, 1)
+        self.entries = 0
         self._ino = itertools.count(2)
         self.root = Node(S_IFDIR | mode, 1)
 
@@ -113,10 +120,23 @@ class TmpFs(Filesystem):
             raise SyscallError(errno.ENOTDIR)
         return parent, rel[-1]
 
-    def _new(self, parent: Node, name: str, mode: int) -> Node:
+    def _charge(self, delta: int, entries: int = 0) -> None:
+        """Take or give back data bytes and directory entries (ENOSPC past either cap)."""
+        if delta > 0 and self.used + delta > self.size_limit:
+            raise SyscallError(errno.ENOSPC)
+        if entries > 0 and self.entries + entries > self.max_entries:
+            raise SyscallError(errno.ENOSPC)
+        if self.account is not None and not self.account.charge(delta + entries * ENTRY_COST):
+            raise SyscallError(errno.ENOSPC)  # as tmpfs in a full memory cgroup
+        self.used += delta
+        self.entries += entries
+
+    def _new(self, parent: Node, name: str, mode: int, target: str = "") -> Node:
         if name in parent.children:  # type: ignore[operator]
             raise SyscallError(errno.EEXIST)
+        self._charge(len(target), entries=1)
         node = Node(mode, next(self._ino))
+        node.target = target
         parent.children[name] = node  # type: ignore[index]
         if node.children is not None:
             parent.nlink += 1
@@ -130,24 +150,20 @@ class TmpFs(Filesystem):
         data = node.data
         assert data is not None
         delta = size - len(data)
-        if delta > 0 and self.used + delta > self.size_limit:
-            raise SyscallError(errno.ENOSPC)
-        if self.account is not None and not self.account.charge(delta):
-            raise SyscallError(errno.ENOSPC)  # as tmpfs in a full memory cgroup
+        self._charge(delta)
         if delta > 0:
             data.extend(bytes(delta))
         else:
             del data[size:]
-        self.used += delta
         node.touch()
 
     def _release(self, node: Node) -> None:
+        """A link to a non-directory goes: its entry's cost, and with the last link its
+        data (open descriptions keep the bytes until closed) or symlink target."""
         node.nlink -= 1
         node.ctime = now_ns()
-        if node.nlink == 0 and node.data is not None:
-            self.used -= len(node.data)  # open descriptions keep the bytes until closed
-            if self.account is not None:
-                self.account.charge(-len(node.data))
+        size = len(node.data) if node.data is not None else len(node.target)
+        self._charge(-size if node.nlink == 0 else 0, entries=-1)
 
     # -- Filesystem interface ---------------------------------------------------------
     def lstat(self, rel: Rel) -> Stat:
@@ -185,7 +201,8 @@ class TmpFs(Filesystem):
     def statfs(self) -> StatFs:
         blocks = self.size_limit // 4096
         free = max(0, blocks - (self.used + 4095) // 4096)
-        return StatFs(TMPFS_MAGIC, 4096, blocks, free, free, 1 << 20, 1 << 20, 255, ST_VALID)
+        files, ffree = self.max_entries, self.max_entries - self.entries
+        return StatFs(TMPFS_MAGIC, 4096, blocks, free, free, files, ffree, 255, ST_VALID)
 
     def mkdir(self, rel: Rel, mode: int) -> None:
         parent, name = self._parent(rel)
@@ -193,7 +210,7 @@ class TmpFs(Filesystem):
 
     def symlink(self, target: str, rel: Rel) -> None:
         parent, name = self._parent(rel)
-        self._new(parent, name, S_IFLNK | 0o777).target = target
+        self._new(parent, name, S_IFLNK | 0o777, target)
 
     def link(self, src: Rel, dst: Rel) -> None:
         node = self._lookup(src)
@@ -202,6 +219,7 @@ class TmpFs(Filesystem):
         parent, name = self._parent(dst)
         if name in parent.children:  # type: ignore[operator]
             raise SyscallError(errno.EEXIST)
+        self._charge(0, entries=1)
         parent.children[name] = node  # type: ignore[index]
         node.nlink += 1
         node.ctime = now_ns()
@@ -227,6 +245,7 @@ class TmpFs(Filesystem):
         parent.nlink -= 1
         parent.touch()
         node.nlink = 0
+        self._charge(0, entries=-1)
 
     def rename(self, src: Rel, dst: Rel, flags: int) -> None:
         if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
@@ -264,6 +283,7 @@ class TmpFs(Filesystem):
                     raise SyscallError(errno.ENOTEMPTY)
                 dparent.nlink -= 1
                 target.nlink = 0
+                self._charge(0, entries=-1)
             elif target.children is not None:
                 raise SyscallError(errno.EISDIR)
             else:
