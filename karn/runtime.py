@@ -6,6 +6,7 @@ import os
 import signal
 from typing import TYPE_CHECKING, NamedTuple
 
+from karn import log
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
 from karn.kernel.errors import SyscallError
@@ -271,13 +272,14 @@ class Unikernel:
                 from karn.sandbox import confine
 
                 self.sandbox = confine(self)
+            # the watch opens what it reads before the guest can use up the monitor's fds
+            watch = LimitWatch(proc, self.config.policy, self.config.memory)
             main = Task(proc, proc.pid, None)
             proc.start_task(main, {"rip": self.image.rip, "rsp": self.image.rsp}, 0)
             if self.instance is not None:
                 self.instance.started()
             if not eager and not proc.done.wait(LISTED_AFTER):
-                self.instance = self._register()
-            watch = LimitWatch(proc, self.config.policy, self.config.memory)
+                self.instance = self._register_unlisted()
             while not proc.done.wait(watch.tick):
                 watch.check()
         finally:
@@ -303,6 +305,15 @@ class Unikernel:
         from karn.instance.monitor import register
 
         return register(self, self.config.instance)
+
+    def _register_unlisted(self):  # noqa: ANN202 - a MonitorInstance or None
+        """A foreground run registers late; if the guest has used up the monitor's fds by
+        then, the import itself fails, and the run goes on unlisted (as register() does)."""
+        try:
+            return self._register()
+        except OSError as err:
+            log.debug("not registered: %s", err)
+            return None
 
     def _forward_signal(self, signum: int, frame: object) -> None:
         """Host signals to karn (Ctrl-C, kill) go to the guest, as to a process."""

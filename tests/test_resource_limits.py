@@ -151,12 +151,14 @@ def test_files_in_flight_are_released_with_the_socket_buffer(scm):
     assert last - first < 64, f"monitor host fds: {first} after 1 round, {last} after 300"
 
 
-def test_limit_watch_survives_a_monitor_out_of_fds(scm, build):
+@pytest.mark.parametrize("listed", ["named", "unnamed"])
+def test_limit_watch_survives_a_monitor_out_of_fds(scm, build, listed):
     """A guest holding the monitor at its host fd limit (EMFILE) does not blind or crash
-    the limit watch, which read /proc/self/statm by opening it every check."""
+    the limit watch, which read /proc/self/statm by opening it every check; an unnamed
+    run, registered for `karn ps` only once the guest runs, then goes on unlisted."""
     fill = build("hostfd_fill")
-    name = f"limits-fdfill-{os.getpid()}"  # registered before the guest starts
-    cmd = ["prlimit", "--nofile=80", sys.executable, "-m", "karn", "run", "--name", name, fill]
+    name = ["--name", f"limits-fdfill-{os.getpid()}"] if listed == "named" else []
+    cmd = ["prlimit", "--nofile=80", sys.executable, "-m", "karn", "run", *name, fill]
     got = subprocess.run(cmd, capture_output=True, timeout=KARN_TIMEOUT)
     assert b"Traceback" not in got.stderr, got.stderr.decode(errors="replace")
     assert got.returncode == 0, got.stderr
