@@ -11,10 +11,10 @@ from karn.errors import ImageError
 MAX_LINK_HOPS = 40
 
 
-def resolve_inside(root: str, parts: list[str], create: bool = False) -> str:
+def resolve_inside(root: str, parts: list[str]) -> str:
     """Host path of a directory below root; the result has no symlink and is inside root.
 
-    With create=True missing directories are made (0755), as tar extraction needs.
+    For reading an extracted root (extraction itself walks directory fds: layer._Tree).
     Raises FileNotFoundError/NotADirectoryError, or ImageError on a symlink loop.
     """
     pending = list(parts)
@@ -29,14 +29,7 @@ def resolve_inside(root: str, parts: list[str], create: bool = False) -> str:
                 current.pop()
             continue
         host = os.path.join(root, *current, comp)
-        try:
-            st = os.lstat(host)
-        except FileNotFoundError:
-            if not create:
-                raise
-            os.mkdir(host, 0o755)
-            current.append(comp)
-            continue
+        st = os.lstat(host)
         if stat.S_ISLNK(st.st_mode):
             hops += 1
             if hops > MAX_LINK_HOPS:
