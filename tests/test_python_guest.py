@@ -59,7 +59,7 @@ SCRIPTS: dict[str, str] = {
             global counter
             barrier.wait()
             total = 0
-            for j in range(20000):
+            for j in range(4000):
                 total += j * i
                 with lock:
                     counter += 1
