@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port, listening_ports
 
 SECRET = b"TOPSECRET host file\n"
 
@@ -221,38 +222,12 @@ def test_egress_rule_for_the_host_service_does_let_it_through(build, karn, host_
     assert "tcp connection" in host_server.arrived()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def host_connect(port: int) -> str:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             return "connected"
     except OSError as err:
         return type(err).__name__
-
-
-def listening_ports(pid: int) -> list[int]:
-    """The TCP ports process pid listens on (its socket fds in /proc/net/tcp*)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    ports = []
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
-                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 def run_listener(build, *opts: str, port: int, host_ports: list[int]) -> tuple[dict, dict]:
