@@ -8,6 +8,7 @@ them; see .ci/run and `make test`), it never skips them.
 from __future__ import annotations
 
 import difflib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -72,6 +73,30 @@ def prerequisites() -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not hasattr(session.config, "workerinput"):  # once a run: not in each xdist worker
         prune_cache()
+
+
+@pytest.fixture(autouse=True)
+def machine_share(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Under pytest-xdist, a test marked serial runs with the machine to itself.
+
+    A readers-writer lock shared by the workers: every test holds it shared, a serial one
+    exclusive. A serial test waiting for it holds the turnstile, so that the other workers
+    start nothing new until it had its turn.
+    """
+    if not hasattr(request.config, "workerinput"):
+        yield
+        return
+    base = tmp_path_factory.getbasetemp().parent  # the run's, shared by its workers
+    serial = request.node.get_closest_marker("serial") is not None
+    with open(base / "turnstile.lock", "a") as turnstile, open(base / "tests.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if serial:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
 
 
 @pytest.fixture(scope="session")

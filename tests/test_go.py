@@ -67,6 +67,7 @@ def cpu_over_wall(cmd: list[str]) -> tuple[float, bytes]:
 ROUNDS = "600000000"  # about 1 s of CPU natively, split over 4 goroutines
 
 
+@pytest.mark.serial
 def test_go_parallel_uses_two_vcpus(go_build):
     """A CPU-bound program with --cpus 2 keeps two vCPUs busy (CPU time / wall > 1.3),
     with --cpus 1 one (<= 1.1). The machine is shared and noisy: up to four tries, each

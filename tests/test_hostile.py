@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import free_port, listening_ports
+from helpers import free_port, listening_ports, wait_for
 
 SECRET = b"TOPSECRET host file\n"
 
@@ -218,8 +218,7 @@ def test_egress_rule_for_the_host_service_does_let_it_through(build, karn, host_
     run = karn("--network", f"egress=127.0.0.1/32:{host_server.port}", exe, "net",
                str(host_server.port))
     assert results(run.stdout)["connect 127.0.0.1"] == "0", run.stdout + run.stderr
-    time.sleep(0.2)
-    assert "tcp connection" in host_server.arrived()
+    wait_for(lambda: "tcp connection" in host_server.arrived(), "the guest's connection")
 
 
 def host_connect(port: int) -> str:

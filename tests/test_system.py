@@ -445,11 +445,13 @@ windows = [{{ partition = "a", start = "0ms", duration = "60ms" }},
 """
 
 
+@pytest.mark.serial
 def test_cyclic_schedule_shares_the_cpu_by_windows(tmp_path: Path, state_env: dict[str, str],
                                                    spin: Path) -> None:
     path = write(tmp_path, CYCLIC.format(spin=spin, cpu=LAST_CPU))
     with Up(state_env, path, "cyclic"):
-        time.sleep(1.0)  # start-up done: both guests spin
+        wait_for(lambda: all("spinning" in logs(state_env, "cyclic", n) for n in "ab"),
+                 what="both guests to spin")  # start-up done
         pids = {p["name"]: p["pid"] for p in status(state_env, "cyclic")["partitions"]}
         t0, before = time.monotonic(), {n: cpu_seconds(p) for n, p in pids.items()}
         time.sleep(10)
@@ -478,6 +480,7 @@ priority = 10
 """
 
 
+@pytest.mark.serial
 def test_priority_schedule_high_partition_wakes_promptly(
         tmp_path: Path, state_env: dict[str, str], tool: Path, spin: Path) -> None:
     path = write(tmp_path, PRIORITY.format(tool=tool, spin=spin, cpu=LAST_CPU))
