@@ -67,6 +67,7 @@ def cpu_over_wall(cmd: list[str]) -> tuple[float, bytes]:
 ROUNDS = "600000000"  # about 1 s of CPU natively, split over 4 goroutines
 
 
+@pytest.mark.slow
 @pytest.mark.serial
 def test_go_parallel_uses_two_vcpus(go_build):
     """A CPU-bound program with --cpus 2 keeps two vCPUs busy (CPU time / wall > 1.3),

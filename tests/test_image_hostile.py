@@ -371,6 +371,7 @@ def test_sparse_member_stays_sparse(home: Path, tmp_path: Path) -> None:
     assert ok(got).split()[0] == str(gib)
 
 
+@pytest.mark.slow
 def test_zero_bomb_is_bounded(home: Path, tmp_path: Path) -> None:
     """256 MiB of zeros in a small gzip layer: refused at the default limit (one line, no
     root, nothing left in the store's tmp/); KARN_MAX_EXTRACT lowers or raises the limit."""

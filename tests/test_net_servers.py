@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from helpers import PROGRAMS, free_port, go_build
 
+pytestmark = pytest.mark.slow  # real servers under load (wrk, redis-benchmark)
+
 KARN = [sys.executable, "-m", "karn", "run"]
 NGINX_CONF = """daemon off;
 master_process off;

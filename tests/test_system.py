@@ -253,6 +253,7 @@ diode = true
 RECEIVERS = {"running": ["drain", "in"], "stalled": ["idle"], "dead": ["exit", "3"]}
 
 
+@pytest.mark.slow
 def test_diode_sender_cannot_tell_receiver_state(tmp_path: Path, state_env: dict[str, str],
                                                  tool: Path) -> None:
     count = 300
@@ -445,6 +446,7 @@ windows = [{{ partition = "a", start = "0ms", duration = "60ms" }},
 """
 
 
+@pytest.mark.slow
 @pytest.mark.serial
 def test_cyclic_schedule_shares_the_cpu_by_windows(tmp_path: Path, state_env: dict[str, str],
                                                    spin: Path) -> None:

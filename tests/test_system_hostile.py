@@ -232,6 +232,7 @@ def rejections_logged(events: str) -> int:
     return count
 
 
+@pytest.mark.slow
 def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
     tmp_path: Path, state_env: dict[str, str], tool: Path
 ) -> None:
@@ -295,6 +296,7 @@ def threads(pid: int) -> int:
         return int(f.read().split("Threads:")[1].split()[0])
 
 
+@pytest.mark.slow
 def test_metrics_endpoint_survives_idle_and_slow_clients(tool: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -471,6 +473,7 @@ def schema_server() -> Iterator[SchemaServer]:
     server.close()
 
 
+@pytest.mark.slow
 def test_guard_schema_never_refers_outside_itself(
     tmp_path: Path, state_env: dict[str, str], tool: Path, schema_server: SchemaServer
 ) -> None:
