@@ -341,12 +341,13 @@ def test_python_guest_cannot_escape(karn, host_dirs, host_server):
 
 
 UDP_GUEST = textwrap.dedent("""
-    import socket
+    import socket, sys
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 5353))
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"own", ("127.0.0.1", 5353))
     print("own datagram:", s.recvfrom(100)[0].decode(), flush=True)
     print("READY", flush=True)
+    sys.stdin.readline()  # the host has sent its datagrams
     s.settimeout(3)
     try:
         print("then:", s.recvfrom(100)[0].decode(), flush=True)
@@ -372,7 +373,8 @@ def run_udp_guest(*opts: str, send_to: list[int] | None = None) -> bytes:
     every UDP port the monitor has, i.e. the host ports behind the guest's sockets)."""
     cmd = [sys.executable, "-m", "karn", "run", "--root", "/", *opts, "/usr/bin/python3",
            "-c", UDP_GUEST]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
         out = b""
         while b"READY" not in out:
@@ -384,7 +386,7 @@ def run_udp_guest(*opts: str, send_to: list[int] | None = None) -> bytes:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as host:
             for port in ports:
                 host.sendto(b"from-host", ("127.0.0.1", port))
-        rest, err = proc.communicate(timeout=60)
+        rest, err = proc.communicate(b"sent\n", timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

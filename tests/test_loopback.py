@@ -96,6 +96,7 @@ def go_exe() -> Path:
     return go_build(PROGRAMS / "go" / "loopback_dial.go", "go-loopback_dial")
 
 
+@pytest.mark.serial  # 40 dials within the program's 10 s timeout: flaky beside other tests
 def test_go_dials_itself_over_both_families(go_exe, karn, native, same, netns):
     """40 concurrent dials over 127.0.0.1 and [::1] closed before accept, then a
     happy-eyeballs dial to localhost (the collected root's /etc/hosts has both)."""
