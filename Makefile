@@ -1,6 +1,8 @@
 # karn: the two commands at the top of README.md, plus benchmarks and lint.
 #   make example   install karn if needed, build examples/hello.c, run it under karn
-#   make test      install what the tests need (only what is missing), run pytest
+#   make test      install what the tests need (only what is missing), run pytest: every
+#                  test, on TEST_JOBS workers (pytest-xdist; tests marked serial run alone)
+#   make test-quick  the same without the tests marked slow (> ~10 s each): the edit loop
 #   make bench     run the benchmarks (python3 bench/run.py; BENCH_ARGS="--runs 9 --write")
 #   make lint      ruff check
 
@@ -9,8 +11,10 @@ APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static libseccomp2 \
 	docker-registry skopeo umoci apache2-utils golang-go python3 gdb strace \
 	nginx redis-server redis-tools wrk curl graphviz
 BENCH_ARGS ?=
+TEST_JOBS ?= auto
+PYTEST := $(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadscope
 
-.PHONY: all example test bench lint install install-test-deps clean
+.PHONY: all example test test-quick bench lint install install-test-deps clean
 all: test
 
 # Install the package (editable) unless it and its dependencies already import.
@@ -38,11 +42,14 @@ install-test-deps:
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
 	fi
-	@$(PYTHON) -c 'import pytest, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema, re2' 2>/dev/null \
+	@$(PYTHON) -c 'import pytest, xdist, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema, re2' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e '.[test]'
 
 test: install-test-deps
-	$(PYTHON) -m pytest -q
+	$(PYTEST)
+
+test-quick: install-test-deps
+	$(PYTEST) -m "not slow"
 
 bench: install
 	$(PYTHON) bench/run.py $(BENCH_ARGS)

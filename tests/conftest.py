@@ -8,6 +8,7 @@ them; see .ci/run and `make test`), it never skips them.
 from __future__ import annotations
 
 import difflib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -18,10 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-PROGRAMS = TESTS / "programs"
+from helpers import PROGRAMS, compile_c, prune_cache
 
 # What karn gives a guest by default (like docker): the tests give native runs the same.
 GUEST_DEFAULT_ENV: dict[str, str] = {
@@ -72,6 +70,35 @@ def prerequisites() -> None:
     _require_tools()
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # once a run: not in each xdist worker
+        prune_cache()
+
+
+@pytest.fixture(autouse=True)
+def machine_share(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Under pytest-xdist, a test marked serial runs with the machine to itself.
+
+    A readers-writer lock shared by the workers: every test holds it shared, a serial one
+    exclusive. A serial test waiting for it holds the turnstile, so that the other workers
+    start nothing new until it had its turn.
+    """
+    if not hasattr(request.config, "workerinput"):
+        yield
+        return
+    base = tmp_path_factory.getbasetemp().parent  # the run's, shared by its workers
+    serial = request.node.get_closest_marker("serial") is not None
+    with open(base / "turnstile.lock", "a") as turnstile, open(base / "tests.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        if serial:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
 @pytest.fixture(scope="session")
 def build_dir() -> Iterator[Path]:
     """Where compiled programs go: outside /tmp, which is a tmpfs inside the guest."""
@@ -85,39 +112,40 @@ def build_dir() -> Iterator[Path]:
 Builder = Callable[..., Path]
 
 
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A KARN_HOME of the test's own (karn makes it on first use)."""
+    return tmp_path / "karn-home"
+
+
+@pytest.fixture(scope="module")
+def state_env() -> Iterator[dict[str, str]]:
+    """karn's environment with a private state directory (short: it holds UNIX socket
+    paths) and KARN_HOME inside it."""
+    path = tempfile.mkdtemp(prefix="ks-", dir="/tmp")
+    env = dict(os.environ, KARN_STATE_DIR=path, KARN_HOME=os.path.join(path, "home"))
+    yield env
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def build(build_dir: Path) -> Builder:
+def build() -> Builder:
     """build(program, variant="static", extra_flags=()) -> path of the compiled binary.
 
-    program is the stem of tests/programs/<program>.c; results are cached per session.
+    program is the stem of tests/programs/<program>.c; binaries are cached across runs
+    (tests/helpers.py: keyed by the source, its headers, the flags and the compiler).
     """
-    cache: dict[tuple[str, str, tuple[str, ...]], Path] = {}
     by_name = {v.name: v for v in VARIANTS}
 
     def _build(program: str, variant: str = "static", extra_flags: Sequence[str] = ()) -> Path:
-        key = (program, variant, tuple(extra_flags))
-        if key in cache:
-            return cache[key]
         v = by_name[variant]
-        source = PROGRAMS / f"{program}.c"
-        suffix = f"-{len(cache)}" if extra_flags else ""
-        out = build_dir / f"{program}-{variant}{suffix}"
-        cmd = [
+        return compile_c(
+            PROGRAMS / f"{program}.c",
+            f"{program}-{variant}",
             v.compiler,
-            *v.flags,
-            "-O1",
-            "-g",
-            "-Wall",
-            "-o",
-            str(out),
-            str(source),
-            *extra_flags,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            pytest.fail(f"compiling failed: {' '.join(cmd)}\n{proc.stderr}", pytrace=False)
-        cache[key] = out
-        return out
+            (*v.flags, "-O1", "-g", "-Wall"),
+            tuple(extra_flags),
+        )
 
     return _build
 

@@ -307,6 +307,7 @@ WRITE_STEPS: list[tuple[list[str], bytes | None]] = [
 ]
 
 
+@pytest.mark.slow
 def test_writable_volume(tmp_path, native, karn, same):
     """Writes through a read-write volume leave the same tree as native writes."""
     native_dir, karn_dir = tmp_path / "native", tmp_path / "karn"

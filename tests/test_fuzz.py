@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 TOTAL_CALLS = int(os.environ.get("KARN_FUZZ_CALLS", "1000000"))
 RUNS = int(os.environ.get("KARN_FUZZ_RUNS", "4"))
 FIRST_SEED = int(os.environ.get("KARN_FUZZ_SEED", "1"))
@@ -132,6 +134,7 @@ class FuzzRun:
                 + "\n".join(notable[-40:]))
 
 
+@pytest.mark.slow
 def test_random_syscalls_never_crash_hang_or_leak_the_monitor(build):
     exe = build("fuzz_syscalls", "static")
     per_run = -(-TOTAL_CALLS // RUNS)

@@ -92,6 +92,7 @@ def arguments(stack: int) -> st.SearchStrategy[int]:
     )
 
 
+@pytest.mark.slow
 @settings(max_examples=800, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data())

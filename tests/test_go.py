@@ -6,9 +6,7 @@ pointers, os/signal), sched_getaffinity and the clocks. Missing `go` fails the t
 
 from __future__ import annotations
 
-import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,37 +15,19 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import GUEST_DEFAULT_ENV, PROGRAMS
+from conftest import GUEST_DEFAULT_ENV
+from helpers import PROGRAMS
+from helpers import go_build as build_go
 
 GO_PROGRAMS = PROGRAMS / "go"
 
 
 @pytest.fixture(scope="session")
-def go_build(build_dir: Path):
+def go_build():
     """go_build(name) -> path of tests/programs/go/<name>.go built static (cached)."""
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail("go not found (apt-get install golang-go)", pytrace=False)
-    env = dict(os.environ)
-    env.update(
-        CGO_ENABLED="0",
-        GOCACHE=str(build_dir / "gocache"),
-        GOPATH=str(build_dir / "gopath"),
-        GOFLAGS="-mod=mod",
-        GO111MODULE="auto",
-        GOTOOLCHAIN="local",
-    )
-    cache: dict[str, Path] = {}
 
     def _build(name: str) -> Path:
-        if name not in cache:
-            out = build_dir / f"go-{name}"
-            cmd = [go, "build", "-o", str(out), str(GO_PROGRAMS / f"{name}.go")]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-            if proc.returncode != 0:
-                pytest.fail(f"go build failed: {' '.join(cmd)}\n{proc.stderr}", pytrace=False)
-            cache[name] = out
-        return cache[name]
+        return build_go(GO_PROGRAMS / f"{name}.go", f"go-{name}", {"GOFLAGS": "-mod=mod"})
 
     return _build
 
@@ -87,6 +67,8 @@ def cpu_over_wall(cmd: list[str]) -> tuple[float, bytes]:
 ROUNDS = "600000000"  # about 1 s of CPU natively, split over 4 goroutines
 
 
+@pytest.mark.slow
+@pytest.mark.serial
 def test_go_parallel_uses_two_vcpus(go_build):
     """A CPU-bound program with --cpus 2 keeps two vCPUs busy (CPU time / wall > 1.3),
     with --cpus 1 one (<= 1.1). The machine is shared and noisy: up to four tries, each

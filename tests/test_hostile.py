@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import free_port, listening_ports, wait_for
 
 SECRET = b"TOPSECRET host file\n"
 
@@ -217,14 +218,7 @@ def test_egress_rule_for_the_host_service_does_let_it_through(build, karn, host_
     run = karn("--network", f"egress=127.0.0.1/32:{host_server.port}", exe, "net",
                str(host_server.port))
     assert results(run.stdout)["connect 127.0.0.1"] == "0", run.stdout + run.stderr
-    time.sleep(0.2)
-    assert "tcp connection" in host_server.arrived()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    wait_for(lambda: "tcp connection" in host_server.arrived(), "the guest's connection")
 
 
 def host_connect(port: int) -> str:
@@ -233,26 +227,6 @@ def host_connect(port: int) -> str:
             return "connected"
     except OSError as err:
         return type(err).__name__
-
-
-def listening_ports(pid: int) -> list[int]:
-    """The TCP ports process pid listens on (its socket fds in /proc/net/tcp*)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    ports = []
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
-                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 def run_listener(build, *opts: str, port: int, host_ports: list[int]) -> tuple[dict, dict]:
@@ -367,12 +341,13 @@ def test_python_guest_cannot_escape(karn, host_dirs, host_server):
 
 
 UDP_GUEST = textwrap.dedent("""
-    import socket
+    import socket, sys
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 5353))
     socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"own", ("127.0.0.1", 5353))
     print("own datagram:", s.recvfrom(100)[0].decode(), flush=True)
     print("READY", flush=True)
+    sys.stdin.readline()  # the host has sent its datagrams
     s.settimeout(3)
     try:
         print("then:", s.recvfrom(100)[0].decode(), flush=True)
@@ -398,7 +373,8 @@ def run_udp_guest(*opts: str, send_to: list[int] | None = None) -> bytes:
     every UDP port the monitor has, i.e. the host ports behind the guest's sockets)."""
     cmd = [sys.executable, "-m", "karn", "run", "--root", "/", *opts, "/usr/bin/python3",
            "-c", UDP_GUEST]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
         out = b""
         while b"READY" not in out:
@@ -410,7 +386,7 @@ def run_udp_guest(*opts: str, send_to: list[int] | None = None) -> bytes:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as host:
             for port in ports:
                 host.sendto(b"from-host", ("127.0.0.1", port))
-        rest, err = proc.communicate(timeout=60)
+        rest, err = proc.communicate(b"sent\n", timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -324,6 +324,7 @@ def work(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_image_inputs_fuzz(work: Path) -> None:
     tmp_path = work
     rng = random.Random(SEED)

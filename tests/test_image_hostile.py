@@ -17,16 +17,12 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import karn_in
 from test_errors import assert_one_error_line
-from test_images import BB, _file, _special, _tar, karn_in, ok, store_snapshot, write_layout
+from test_images import BB, _file, _special, _tar, ok, store_snapshot, write_layout
 
 CONFIG = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/busybox", "true"]},
           "rootfs": {"type": "layers", "diff_ids": []}}  # fmt: skip
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "karn-home"
 
 
 def docker_archive(
@@ -380,6 +376,7 @@ def test_sparse_member_stays_sparse(home: Path, tmp_path: Path) -> None:
     assert ok(got).split()[0] == str(gib)
 
 
+@pytest.mark.slow
 def test_zero_bomb_is_bounded(home: Path, tmp_path: Path) -> None:
     """256 MiB of zeros in a small gzip layer: refused at the default limit (one line, no
     root, nothing left in the store's tmp/); KARN_MAX_EXTRACT lowers or raises the limit."""

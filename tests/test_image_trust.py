@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BUSYBOX, KARN_TIMEOUT
+from helpers import karn_in
 
 GIB = 1 << 30
 LOOSE_KARNFILE = f"""name = "loose:1"
@@ -58,17 +59,6 @@ entrypoint = ["{BUSYBOX}"]
 REFUSAL = "asks for a looser policy than karn's default"
 
 
-def karn_in(home: Path, *args: str | os.PathLike[str]) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "KARN_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "karn", *map(str, args)],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        env=env,
-        timeout=KARN_TIMEOUT * 2,
-    )
-
-
 def built(home: Path, tmp_path: Path, karnfile: str) -> str:
     ctx = tmp_path / karnfile.split('"')[1].replace(":", "-")
     ctx.mkdir()
@@ -76,11 +66,6 @@ def built(home: Path, tmp_path: Path, karnfile: str) -> str:
     got = karn_in(home, "build", ctx)
     assert got.returncode == 0, got.stderr.decode()
     return karnfile.split('"')[1]
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "karn-home"
 
 
 @pytest.fixture

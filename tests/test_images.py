@@ -11,28 +11,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 from conftest import BUSYBOX, native_run
+from helpers import compile_c, karn_in, source_file
 from test_errors import assert_one_error_line
-
-
-def karn_in(home: Path, *args: str | os.PathLike[str], input: bytes | None = None,
-            timeout: float = 120, env: dict[str, str] | None = None,
-            ) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
-    """`python -m karn ARGS` with KARN_HOME=home."""
-    host_env = {**os.environ, "KARN_HOME": str(home), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "karn", *map(str, args)],
-        input=input,
-        stdin=None if input is not None else subprocess.DEVNULL,
-        capture_output=True,
-        env=host_env,
-        timeout=timeout,
-    )
 
 
 def ok(proc: subprocess.CompletedProcess[bytes]) -> str:
@@ -49,18 +34,11 @@ def store_snapshot(home: Path) -> dict[str, bytes]:
     return out
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    # outside /tmp (the guest's /tmp is a tmpfs) is not needed for the store, but keep
-    # everything of one test under its own tmp_path
-    return tmp_path / "karn-home"
-
-
 @pytest.fixture(scope="session")
-def greet(build_dir: Path) -> Path:
+def greet() -> Path:
     """A gcc-built dynamic program printing its argv, an env variable, cwd and a file."""
-    src = build_dir / "greet.c"
-    src.write_text(
+    src = source_file(
+        "greet.c",
         "#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n"
         "int main(int argc, char **argv) {\n"
         '  char cwd[256]; const char *g = getenv("GREETING");\n'
@@ -71,9 +49,7 @@ def greet(build_dir: Path) -> Path:
         '  if (f && fgets(line, sizeof line, f)) printf("conf: %s", line);\n'
         "  return 3;\n}\n"
     )
-    exe = build_dir / "greet"
-    subprocess.run(["gcc", "-O1", "-o", str(exe), str(src)], check=True)
-    return exe
+    return compile_c(src, "greet", flags=("-O1",))
 
 
 # ---- build and run

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 
 TIMEOUT = 30.0
 
@@ -45,16 +46,6 @@ def cli(state_dir):
 @pytest.fixture(scope="module")
 def service(build):
     return build("service", extra_flags=("-pthread",))
-
-
-def wait_for(predicate, what: str, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def ps_rows(cli, *flags: str) -> list[list[str]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -21,15 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS
+from helpers import PROGRAMS, free_port, go_build, listening_ports
 
 PYTHON = "/usr/bin/python3"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(params=["private", "host"], ids=["private-netns", "host-netns"])
@@ -99,20 +92,11 @@ def test_c_threads_connect_over_both_families(build, karn, native, netns):
 
 
 @pytest.fixture(scope="module")
-def go_exe(build_dir: Path) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        pytest.fail("go not found (apt-get install golang-go)", pytrace=False)
-    out = build_dir / "go-loopback_dial"
-    env = dict(os.environ, CGO_ENABLED="0", GOCACHE=str(build_dir / "gocache"),
-               GOPATH=str(build_dir / "gopath"), GOTOOLCHAIN="local", GO111MODULE="auto")
-    cmd = [go, "build", "-o", str(out), str(PROGRAMS / "go" / "loopback_dial.go")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    if proc.returncode:
-        pytest.fail(f"go build failed: {proc.stderr}", pytrace=False)
-    return out
+def go_exe() -> Path:
+    return go_build(PROGRAMS / "go" / "loopback_dial.go", "go-loopback_dial")
 
 
+@pytest.mark.serial  # 40 dials within the program's 10 s timeout: flaky beside other tests
 def test_go_dials_itself_over_both_families(go_exe, karn, native, same, netns):
     """40 concurrent dials over 127.0.0.1 and [::1] closed before accept, then a
     happy-eyeballs dial to localhost (the collected root's /etc/hosts has both)."""
@@ -120,26 +104,6 @@ def test_go_dials_itself_over_both_families(go_exe, karn, native, same, netns):
     assert expected.returncode == 0, expected.stdout
     got = karn(*netns, go_exe, timeout=90)
     same(expected, got, "go loopback")
-
-
-def listening_ports(pid: int) -> list[int]:
-    """The TCP ports process pid listens on (its socket fds in /proc/PID/net/tcp*)."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    ports = []
-    for table in ("tcp", "tcp6"):
-        with open(f"/proc/{pid}/net/{table}") as f:
-            for line in f.readlines()[1:]:
-                fields = line.split()
-                if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
-                    ports.append(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
 
 
 def test_host_connection_never_makes_the_listener_readable(build):

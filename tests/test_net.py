@@ -12,28 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS
+from helpers import PROGRAMS, compile_c, free_port
 
 NET = PROGRAMS / "net"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def cc(build_dir: Path):
+def cc():
     def _cc(name: str, *flags: str) -> Path:
-        out = build_dir / f"net-{name}{''.join(flags).replace('-', '_')}"
-        if not out.exists():
-            cmd = ["gcc", "-O1", "-g", "-Wall", *flags, "-o", str(out), str(NET / f"{name}.c"),
-                   "-lpthread"]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if proc.returncode:
-                pytest.fail(f"compiling failed: {proc.stderr}", pytrace=False)
-        return out
+        return compile_c(NET / f"{name}.c", f"net-{name}{''.join(flags).replace('-', '_')}",
+                         flags=("-O1", "-g", "-Wall", *flags), after=("-lpthread",))
     return _cc
 
 
@@ -44,7 +32,7 @@ def test_sockets_inside_guest_match_native(flags, cc, karn, native, same) -> Non
     SCM_RIGHTS, connection refused, EAGAIN, SO_RCVTIMEO, timerfd under edge-triggered
     epoll; getsockname shows the guest's ports."""
     exe = cc("net_basic", *flags)
-    base = str(_free_port() // 10 * 10 % 50000 + 10000)
+    base = str(free_port() // 10 * 10 % 50000 + 10000)
     expected = native(exe, base)
     assert expected.returncode == 0, expected.stdout
     same(expected, karn(exe, base), "net_basic")
@@ -128,8 +116,8 @@ def _get(port: int) -> bytes | None:
 
 def test_published_port_reachable_unpublished_not(cc) -> None:
     exe = cc("net_probe", "-static")
-    guest_port = _free_port()
-    host_port = _free_port()
+    guest_port = free_port()
+    host_port = free_port()
     karn = [sys.executable, "-m", "karn", "run"]
     proc = _start([*karn, "-p", f"{host_port}:{guest_port}", str(exe), "serve",
                    str(guest_port)])
@@ -139,7 +127,7 @@ def test_published_port_reachable_unpublished_not(cc) -> None:
     finally:
         proc.kill()
         proc.wait()
-    other = _free_port()
+    other = free_port()
     proc = _start([*karn, str(exe), "serve", str(other)])
     try:
         assert _get(other) is None

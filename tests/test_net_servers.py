@@ -18,7 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import PROGRAMS
+from helpers import PROGRAMS, free_port, go_build
+
+pytestmark = pytest.mark.slow  # real servers under load (wrk, redis-benchmark)
 
 KARN = [sys.executable, "-m", "karn", "run"]
 NGINX_CONF = """daemon off;
@@ -50,12 +52,6 @@ def _tool(name: str) -> str:
         pytest.fail(f"{name} not found (apt-get install nginx redis-server redis-tools wrk "
                     "curl golang-go)", pytrace=False)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -101,7 +97,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_nginx_curl_and_wrk(site: Path) -> None:
     nginx, curl, wrk = _tool("nginx"), _tool("curl"), _tool("wrk")
-    port = _free_port()
+    port = free_port()
     with guest_server(["-p", f"{port}:8080", "-v", f"{site}:/data:ro", nginx, "-c",
                        "/data/nginx.conf", "-p", "/tmp"], port):
         for name in ("index.html", "big.bin"):
@@ -124,7 +120,7 @@ def test_nginx_curl_and_wrk(site: Path) -> None:
 
 def test_redis(tmp_path: Path) -> None:
     server, cli, bench = _tool("redis-server"), _tool("redis-cli"), _tool("redis-benchmark")
-    port = _free_port()
+    port = free_port()
     with guest_server(["-p", f"{port}:6379", server, "--port", "6379", "--save", "",
                        "--appendonly", "no", "--dir", "/tmp"], port):
         def redis(*args: str) -> str:
@@ -146,15 +142,10 @@ def test_redis(tmp_path: Path) -> None:
         assert redis("get", "karn") == "unikernel"
 
 
-def test_go_http_server(build_dir: Path) -> None:
-    go, curl = _tool("go"), _tool("curl")
-    exe = build_dir / "go-httpserver"
-    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local",
-           "GOCACHE": str(build_dir / "gocache"), "GOPATH": str(build_dir / "gopath")}
-    built = subprocess.run([go, "build", "-o", str(exe), str(PROGRAMS / "net" / "httpserver.go")],
-                           capture_output=True, text=True, env=env, timeout=300)
-    assert built.returncode == 0, built.stderr
-    port = _free_port()
+def test_go_http_server() -> None:
+    curl = _tool("curl")
+    exe = go_build(PROGRAMS / "net" / "httpserver.go", "go-httpserver")
+    port = free_port()
     with guest_server(["--cpus", "2", "-p", f"{port}:8081", str(exe), "8081"], port):
         def get(path: str) -> bytes:
             out = subprocess.run([curl, "-sf", f"http://127.0.0.1:{port}{path}"],
@@ -186,7 +177,7 @@ def test_python_servers_match_native() -> None:
 
 def test_python_http_server_published(site: Path) -> None:
     curl = _tool("curl")
-    port = _free_port()
+    port = free_port()
     with guest_server(["--root", "/", "-p", f"{port}:8000", "-v", f"{site}:/site:ro", "-w",
                        "/site/html",
                        "/usr/bin/python3", "-m", "http.server", "8000"], port):

@@ -186,7 +186,10 @@ def debian_python() -> None:
         pytest.fail(f"{PYTHON} cannot import sqlite3: {check.stderr.decode()}", pytrace=False)
 
 
-@pytest.mark.parametrize("name", [n for n in SCRIPTS if n != "traceback"])
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n == "threading" else n
+    for n in SCRIPTS if n != "traceback"
+])
 def test_python_stdlib(name, karn, native, same):
     expected, got = run_both(karn, native, SCRIPTS[name])
     assert expected.returncode == 0, expected.stderr.decode()

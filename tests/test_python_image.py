@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the module's image holds the whole stdlib
+
 PYTHON = "/usr/bin/python3"
 SCRIPT = """
 import hashlib, json, re, sqlite3, threading, queue

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -24,16 +23,11 @@ from pathlib import Path
 
 import pytest
 from conftest import BUSYBOX, native_run
+from helpers import free_port, karn_in
 from test_errors import assert_one_error_line
-from test_images import karn_in, ok, store_snapshot
+from test_images import ok, store_snapshot
 
 USER, PASSWORD = "alice", "s3cret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -95,11 +89,6 @@ def auth_registry(tmp_path_factory) -> Iterator[Registry]:
     (base / "htpasswd").write_text(htpasswd)
     auth = f"auth:\n  htpasswd:\n    realm: karn-tests\n    path: {base / 'htpasswd'}\n"
     yield from start_registry(base, auth)
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    return tmp_path / "karn-home"
 
 
 @pytest.fixture(scope="session")

@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Builder
+from conftest import Builder
+from helpers import REPO, channel, karn_system, wait_for
+from helpers import system_logs as logs
+from helpers import system_status as status
 
 LAST_CPU = (os.cpu_count() or 1) - 1  # partitions measured against each other share it
-
-
-@pytest.fixture(scope="module")
-def state_env() -> Iterator[dict[str, str]]:
-    """A private karn state directory (short: it holds UNIX socket paths)."""
-    path = tempfile.mkdtemp(prefix="ks-", dir="/tmp")
-    env = dict(os.environ, KARN_STATE_DIR=path, KARN_HOME=os.path.join(path, "home"))
-    yield env
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -41,44 +32,14 @@ def spin(build: Builder) -> Path:
     return build("spin")
 
 
-def karn_system(env: dict[str, str], *args: str, timeout: float = 60
-                ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "karn", "system", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def write(tmp_path: Path, text: str, name: str = "system.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
 
 
-def status(env: dict[str, str], name: str) -> dict:
-    proc = karn_system(env, "status", "--json", name)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
-def channel(st: dict, name: str) -> dict:
-    return next(c for c in st["channels"] if c["name"] == name)
-
-
 def partition(st: dict, name: str) -> dict:
     return next(p for p in st["partitions"] if p["name"] == name)
-
-
-def logs(env: dict[str, str], name: str, part: str) -> str:
-    proc = karn_system(env, "logs", "-s", name, part)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def wait_for(predicate, timeout: float = 30.0, what: str = "") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}", pytrace=False)
-        time.sleep(0.1)
 
 
 class Up:
@@ -292,6 +253,7 @@ diode = true
 RECEIVERS = {"running": ["drain", "in"], "stalled": ["idle"], "dead": ["exit", "3"]}
 
 
+@pytest.mark.slow
 def test_diode_sender_cannot_tell_receiver_state(tmp_path: Path, state_env: dict[str, str],
                                                  tool: Path) -> None:
     count = 300
@@ -484,11 +446,14 @@ windows = [{{ partition = "a", start = "0ms", duration = "60ms" }},
 """
 
 
+@pytest.mark.slow
+@pytest.mark.serial
 def test_cyclic_schedule_shares_the_cpu_by_windows(tmp_path: Path, state_env: dict[str, str],
                                                    spin: Path) -> None:
     path = write(tmp_path, CYCLIC.format(spin=spin, cpu=LAST_CPU))
     with Up(state_env, path, "cyclic"):
-        time.sleep(1.0)  # start-up done: both guests spin
+        wait_for(lambda: all("spinning" in logs(state_env, "cyclic", n) for n in "ab"),
+                 what="both guests to spin")  # start-up done
         pids = {p["name"]: p["pid"] for p in status(state_env, "cyclic")["partitions"]}
         t0, before = time.monotonic(), {n: cpu_seconds(p) for n, p in pids.items()}
         time.sleep(10)
@@ -517,6 +482,7 @@ priority = 10
 """
 
 
+@pytest.mark.serial
 def test_priority_schedule_high_partition_wakes_promptly(
         tmp_path: Path, state_env: dict[str, str], tool: Path, spin: Path) -> None:
     path = write(tmp_path, PRIORITY.format(tool=tool, spin=spin, cpu=LAST_CPU))

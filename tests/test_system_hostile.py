@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,59 +17,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Builder
-
-
-@pytest.fixture(scope="module")
-def state_env() -> Iterator[dict[str, str]]:
-    """A private karn state directory (short: it holds UNIX socket paths)."""
-    path = tempfile.mkdtemp(prefix="ksh-", dir="/tmp")
-    env = dict(os.environ, KARN_STATE_DIR=path, KARN_HOME=os.path.join(path, "home"))
-    yield env
-    shutil.rmtree(path, ignore_errors=True)
+from conftest import Builder
+from helpers import REPO, channel, free_port, karn_system, wait_for
+from helpers import system_logs as logs
+from helpers import system_status as status
 
 
 @pytest.fixture(scope="module")
 def tool(build: Builder) -> Path:
     return build("guard_hostile")
-
-
-def karn_system(
-    env: dict[str, str], *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "karn", "system", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}", pytrace=False)
-        time.sleep(0.1)
-
-
-def logs(env: dict[str, str], name: str, part: str | None = None) -> str:
-    args = ["logs", "-s", name] + ([part] if part else [])
-    proc = karn_system(env, *args)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def status(env: dict[str, str], name: str) -> dict:
-    proc = karn_system(env, "status", "--json", name)
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
-
-
-def channel(st: dict, name: str) -> dict:
-    return next(c for c in st["channels"] if c["name"] == name)
 
 
 class Up:
@@ -278,6 +232,7 @@ def rejections_logged(events: str) -> int:
     return count
 
 
+@pytest.mark.slow
 def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
     tmp_path: Path, state_env: dict[str, str], tool: Path
 ) -> None:
@@ -322,12 +277,6 @@ def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
 # ---- R10: idle clients cannot take the --metrics endpoint down ------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def scrape(port: int, timeout: float = 10.0) -> str | None:
     """GET /metrics; None if the endpoint does not answer (closed, reset, timed out)."""
     try:
@@ -347,6 +296,7 @@ def threads(pid: int) -> int:
         return int(f.read().split("Threads:")[1].split()[0])
 
 
+@pytest.mark.slow
 def test_metrics_endpoint_survives_idle_and_slow_clients(tool: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
@@ -523,6 +473,7 @@ def schema_server() -> Iterator[SchemaServer]:
     server.close()
 
 
+@pytest.mark.slow
 def test_guard_schema_never_refers_outside_itself(
     tmp_path: Path, state_env: dict[str, str], tool: Path, schema_server: SchemaServer
 ) -> None:
