@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -80,6 +81,38 @@ def listening_ports(pid: int) -> list[int]:
                 if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
                     ports.append(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def signal_when_ready(
+    cmd: Sequence[str],
+    sig: int,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float = 40,
+) -> tuple[int, bytes, str]:
+    """Start cmd, wait for its "ready" line, send it sig; (returncode, stdout, stderr)."""
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+    )
+    watchdog = threading.Timer(60, proc.kill)  # never hang the suite
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        if first == b"ready\n":
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, first + out, err.decode(errors="replace")
 
 
 # ---- the karn CLI -----------------------------------------------------------------------
