@@ -181,12 +181,26 @@ def toolchain(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
         pytest.fail(f"{tool} not found", pytrace=False)
-    version_args = ["version"] if tool == "go" else ["--version"]
-    parts = [path, _output([path, *version_args]), _stat(path)]
-    if tool != "go":
-        libc = _output([path, "-print-file-name=libc.a"]).strip()
-        parts += [libc, _stat(libc)]
-    return "\n".join(parts)
+    if tool == "go":
+        return "\n".join([path, _output([path, "version"]), _stat(path)])
+    libc = _static_libc(path)
+    return "\n".join([path, _output([path, "--version"]), _stat(path), libc, _stat(libc)])
+
+
+def _static_libc(compiler: str) -> str:
+    """The libc.a a static link takes: the first in the link's -L directories (musl-gcc's
+    come from its specs file, which -print-file-name does not read)."""
+    link = subprocess.run(
+        [compiler, "-static", "-###", "-x", "c", "/dev/null", "-o", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stderr
+    for directory in re.findall(r'"?-L\s*"?([^\s"]+)', link):
+        libc = os.path.join(directory, "libc.a")
+        if os.path.exists(libc):
+            return os.path.realpath(libc)
+    return "none"
 
 
 def _output(cmd: list[str]) -> str:
