@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -80,6 +81,38 @@ def listening_ports(pid: int) -> list[int]:
                 if fields[3] == "0A" and fields[9] in inodes:  # LISTEN
                     ports.append(int(fields[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def signal_when_ready(
+    cmd: Sequence[str],
+    sig: int,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    timeout: float = 40,
+) -> tuple[int, bytes, str]:
+    """Start cmd, wait for its "ready" line, send it sig; (returncode, stdout, stderr)."""
+    proc = subprocess.Popen(
+        list(cmd),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+    )
+    watchdog = threading.Timer(60, proc.kill)  # never hang the suite
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        if first == b"ready\n":
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, first + out, err.decode(errors="replace")
 
 
 # ---- the karn CLI -----------------------------------------------------------------------
@@ -148,12 +181,26 @@ def toolchain(tool: str) -> str:
     path = shutil.which(tool)
     if path is None:
         pytest.fail(f"{tool} not found", pytrace=False)
-    version_args = ["version"] if tool == "go" else ["--version"]
-    parts = [path, _output([path, *version_args]), _stat(path)]
-    if tool != "go":
-        libc = _output([path, "-print-file-name=libc.a"]).strip()
-        parts += [libc, _stat(libc)]
-    return "\n".join(parts)
+    if tool == "go":
+        return "\n".join([path, _output([path, "version"]), _stat(path)])
+    libc = _static_libc(path)
+    return "\n".join([path, _output([path, "--version"]), _stat(path), libc, _stat(libc)])
+
+
+def _static_libc(compiler: str) -> str:
+    """The libc.a a static link takes: the first in the link's -L directories (musl-gcc's
+    come from its specs file, which -print-file-name does not read)."""
+    link = subprocess.run(
+        [compiler, "-static", "-###", "-x", "c", "/dev/null", "-o", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stderr
+    for directory in re.findall(r'"?-L\s*"?([^\s"]+)', link):
+        libc = os.path.join(directory, "libc.a")
+        if os.path.exists(libc):
+            return os.path.realpath(libc)
+    return "none"
 
 
 def _output(cmd: list[str]) -> str:

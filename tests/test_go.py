@@ -10,13 +10,12 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import GUEST_DEFAULT_ENV
-from helpers import PROGRAMS
+from helpers import PROGRAMS, signal_when_ready
 from helpers import go_build as build_go
 
 GO_PROGRAMS = PROGRAMS / "go"
@@ -94,31 +93,11 @@ def test_go_parallel_uses_two_vcpus(go_build):
     assert one <= 1.1, f"--cpus 1: CPU/wall {one:.2f}, want <= 1.1"
 
 
-def sigterm_when_ready(cmd: list[str], env=None, cwd=None) -> tuple[int, bytes, str]:
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-        env=env, cwd=cwd,
-    )
-    watchdog = threading.Timer(60, proc.kill)  # never hang the suite
-    watchdog.start()
-    try:
-        first = proc.stdout.readline()
-        if first == b"ready\n":
-            proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=40)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, first + out, err.decode(errors="replace")
-
-
 def test_go_os_signal_catches_sigterm_to_karn(go_build):
     """SIGTERM sent to the karn process reaches the guest's os/signal channel."""
     exe = go_build("sigterm")
-    want = sigterm_when_ready([str(exe)], env=GUEST_DEFAULT_ENV, cwd="/")
+    want = signal_when_ready([str(exe)], signal.SIGTERM, env=GUEST_DEFAULT_ENV, cwd="/")
     assert want[:2] == (0, b"ready\ngot signal: terminated\n"), want
-    got = sigterm_when_ready([sys.executable, "-m", "karn", "run", str(exe)])
+    got = signal_when_ready([sys.executable, "-m", "karn", "run", str(exe)], signal.SIGTERM)
     assert got[:2] == want[:2], f"karn (status, stdout) {got[:2]}, native {want[:2]}\n{got[2]}"
     assert "Traceback" not in got[2], got[2]

@@ -8,13 +8,12 @@ death by signal n (returncode -n) is karn's exit status 128+n, as a shell report
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-import threading
 from collections.abc import Sequence
 
 import pytest
 from conftest import GUEST_DEFAULT_ENV
+from helpers import signal_when_ready as run_signalled
 
 SIGNAL_VARIANTS = ("static", "dynamic", "musl-static")
 
@@ -126,27 +125,8 @@ def test_unhandled_sigterm_from_kill(variant, build, karn, native):
 
 def signal_when_ready(cmd: Sequence[str], sig: int, env=None, cwd=None) -> tuple[int, bytes, str]:
     """Start cmd, wait for its "ready" line, send it sig; (exit status, stdout, stderr)."""
-    proc = subprocess.Popen(
-        list(cmd),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=cwd,
-    )
-    watchdog = threading.Timer(60, proc.kill)  # never hang the suite
-    watchdog.start()
-    try:
-        first = proc.stdout.readline()
-        if first == b"ready\n":
-            proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return shell_status(proc.returncode), first + out, err.decode(errors="replace")
+    returncode, out, err = run_signalled(cmd, sig, env=env, cwd=cwd, timeout=30)
+    return shell_status(returncode), out, err
 
 
 HOST_SIGNALS = [
