@@ -107,9 +107,6 @@ class AddressSpace:
     def vmas(self) -> list[Vma]:
         return list(self._vmas)
 
-    def total_bytes(self) -> int:
-        return sum(v.end - v.start for v in self._vmas)
-
     def is_mapped(self, start: int, end: int) -> bool:
         """Whether [start, end) is covered by VMAs without holes."""
         pos = start
