@@ -229,14 +229,16 @@ class Process:
                 task.cpu.kick()
 
     def task_exited(self, task: Task) -> None:
-        """Thread teardown as Linux does it: clear_child_tid, robust futexes, last thread."""
+        """Thread teardown as Linux does it: robust futexes, clear_child_tid, last thread.
+        Robust mutexes first (Linux's exit_mm_release): a joiner woken by the tid futex
+        must already find the dead owner's mutexes marked EOWNERDEAD."""
+        release_robust_futexes(task)
         if task.clear_child_tid:
             try:
                 task.mem.write_u32(task.clear_child_tid, 0)
                 self.futex.wake(task.clear_child_tid, 1)
             except SyscallError:
                 pass
-        release_robust_futexes(task)
         with self.signal_lock:
             self.tasks.pop(task.tid, None)
             last = not self.tasks
