@@ -28,6 +28,7 @@ GUEST_DEFAULT_ENV: dict[str, str] = {
 }
 
 KARN_TIMEOUT = 60.0
+_STATE_DIR = pytest.StashKey[str]()
 BUSYBOX = "/bin/busybox"
 
 
@@ -68,6 +69,19 @@ def _require_tools() -> None:
 def prerequisites() -> None:
     """Fail (never skip) every test when KVM or a build tool is missing."""
     _require_tools()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every karn the tests start records its instance in a state directory of this run
+    (of this worker): `karn ps`, or `karn rm IMAGE` (refused while an instance of the image
+    runs), must not see the instances of another run or another user of the machine.
+    Short: the directory holds UNIX socket paths."""
+    config.stash[_STATE_DIR] = tempfile.mkdtemp(prefix="ks-", dir="/tmp")
+    os.environ["KARN_STATE_DIR"] = config.stash[_STATE_DIR]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash.get(_STATE_DIR, ""), ignore_errors=True)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
