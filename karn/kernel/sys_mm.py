@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from karn.kernel.abi import s32, s64
 from karn.kernel.errors import SyscallError
+from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, page_up
 from karn.kernel.process import Task
 
@@ -87,12 +88,6 @@ def _share(mm: AddressSpace, start: int, file: OpenFile, off: int, length: int) 
     mm.shared_files[start] = (file, off, length)
 
 
-def _release(file: OpenFile) -> None:
-    file.refs -= 1
-    if file.refs <= 0:
-        file.close()
-
-
 def write_back(mem: GuestMemory, mm: AddressSpace, start: int, end: int, forget: bool) -> None:
     """Write shared file mappings overlapping [start, end) back to their files; with
     forget, the range is leaving the address space (munmap, replaced, moved, exit)."""
@@ -115,7 +110,7 @@ def write_back(mem: GuestMemory, mm: AddressSpace, start: int, end: int, forget:
                 _share(mm, base, file, off, lo - base)
             if hi < base + length:
                 _share(mm, hi, file, off + (hi - base), base + length - hi)
-            _release(file)
+            FdTable.unref(file)
 
 
 def _fill_from_file(task: Task, file: OpenFile, start: int, length: int, off: int) -> None:
@@ -221,7 +216,7 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     mm.unmap(old, old_len)
     for rel, (file, off, length) in moved:
         _share(mm, target + rel, file, off, min(length, keep - rel))
-        _release(file)
+        FdTable.unref(file)
     return target
 
 

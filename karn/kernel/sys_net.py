@@ -346,7 +346,7 @@ def _deliver_rights(task: Task, sock: UnixSocket, ancdata: list, room: int,
             except SyscallError:
                 fit = i
         if not peek:
-            task.process.fds._unref(f)  # the in-flight reference
+            task.process.fds.unref(f)  # the in-flight reference
     data = struct.pack(f"<{len(fds)}i", *fds)
     cmsg = CMSGHDR.pack(CMSGHDR.size + len(data), c.SOL_SOCKET, c.SCM_RIGHTS) + data
     return cmsg, len(fds) < len(files)

@@ -89,7 +89,7 @@ class FdTable:
             old = self._files.get(fd)
             self._set(fd, file, cloexec)
         if old is not None:
-            self._unref(old)
+            self.unref(old)
 
     def _set(self, fd: int, file: OpenFile, cloexec: bool) -> None:
         file.refs += 1
@@ -105,7 +105,7 @@ class FdTable:
             self._cloexec.discard(fd)
         if file is None:
             raise SyscallError(errno.EBADF)
-        self._unref(file)
+        self.unref(file)
 
     def close_range(self, first: int, last: int, cloexec_only: bool = False) -> None:
         with self._lock:
@@ -116,13 +116,14 @@ class FdTable:
             files = [self._files.pop(fd) for fd in targets]
             self._cloexec.difference_update(targets)
         for file in files:
-            self._unref(file)
+            self.unref(file)
 
     def close_all(self) -> None:
         self.close_range(0, 1 << 31)
 
     @staticmethod
-    def _unref(file: OpenFile) -> None:
+    def unref(file: OpenFile) -> None:
+        """Drop one reference to an open file description; the last one closes it."""
         file.refs -= 1
         if file.refs <= 0:
             file.close()

@@ -237,7 +237,7 @@ class InFlight:
                 self.files -= len(files)
                 released += files
         for f in released:  # outside the lock: closing a socket here reaps again
-            FdTable._unref(f)
+            FdTable.unref(f)
 
     def close(self) -> None:
         with self.lock:
