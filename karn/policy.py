@@ -259,7 +259,8 @@ class LimitWatch:
             self.rss_limit = 1 << 62  # said once
 
     def _kill(self, sig: int) -> None:
-        from karn.kernel.signals import SI_KERNEL, SigInfo
+        from karn.abi.signals import SI_KERNEL
+        from karn.kernel.signals import SigInfo
 
         self.proc.signal_process(SigInfo.from_sender(sig, SI_KERNEL, 0))
 

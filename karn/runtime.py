@@ -7,12 +7,13 @@ import signal
 from typing import TYPE_CHECKING, NamedTuple
 
 from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SI_USER, signal_name
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
-from karn.kernel.errors import SyscallError
 from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import KernelConfig, Process, Task
-from karn.kernel.signals import SI_USER, SigInfo, signal_name
+from karn.kernel.signals import SigInfo
 from karn.loader.aslr import choose_placement
 from karn.loader.program import load_program
 from karn.platform.kvm import VirtualMachine

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from karn.abi.syscalls import SYSCALL_NUMBERS
 from karn.kernel import syscalls
 from karn.kernel.fs.fdtable import FdTable
-from karn.kernel.numbers import SYSCALL_NUMBERS
 from karn.kernel.process import ProcessExit, Task, ThreadExit
 from karn.runtime import RunConfig, Unikernel
 

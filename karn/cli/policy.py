@@ -28,7 +28,7 @@ def register(sub: Any, run_parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    from karn.kernel.numbers import SYSCALL_NAMES
+    from karn.abi.syscalls import SYSCALL_NAMES
     from karn.runtime import Unikernel
 
     if not args.run_args:

@@ -20,7 +20,8 @@ import threading
 from typing import TYPE_CHECKING
 
 from karn import log
-from karn.kernel.signals import NSIG, SI_USER, SigInfo
+from karn.abi.signals import NSIG, SI_USER
+from karn.kernel.signals import SigInfo
 
 if TYPE_CHECKING:
     from karn.runtime import Unikernel

@@ -13,13 +13,14 @@ import struct
 from typing import TYPE_CHECKING
 
 from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SIGSEGV
 from karn.debug.objects import read_auxv
 from karn.debug.observe import BaseObserver
-from karn.kernel.errors import SyscallError
 
 if TYPE_CHECKING:
+    from karn.abi.faults import GuestFault
     from karn.kernel.process import Task
-    from karn.platform.vcpu import GuestFault
     from karn.runtime import Unikernel
 
 ET_CORE, EM_X86_64, PT_LOAD, PT_NOTE = 4, 62, 1, 4
@@ -47,7 +48,7 @@ class CoreDumper(BaseObserver):
 
     def crashed(self, task: Task, fault: GuestFault) -> None:
         """Snapshot every thread now, while the others are still in the process."""
-        self.signal = task.process.fatal_signal or 11
+        self.signal = task.process.fatal_signal or SIGSEGV
         self.threads = [ThreadState(task.tid, dict(fault.regs), fault.fs_base, _fpu(task))]
         for other in list(task.process.tasks.values()):
             if other is task or other.cpu is None:

@@ -23,22 +23,21 @@ import time
 from typing import TYPE_CHECKING
 
 from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.faults import BREAKPOINT, DEBUG, fault_signal
+from karn.abi.signals import SIGINT, SIGKILL, SIGTRAP
 from karn.debug import gdbregs
 from karn.debug.objects import read_auxv
 from karn.debug.observe import BaseObserver
 from karn.errors import UsageError
-from karn.kernel.errors import SyscallError
 
 if TYPE_CHECKING:
+    from karn.abi.faults import GuestFault
     from karn.kernel.process import Task
-    from karn.platform.vcpu import GuestFault
     from karn.runtime import Unikernel
 
-SIGINT, SIGTRAP, SIGKILL = 2, 5, 9
 TF = 0x100
 INT3 = b"\xcc"
-FAULT_SIGNALS = {0: 8, 1: 5, 3: 5, 4: 11, 5: 11, 6: 4, 7: 8, 13: 11, 14: 11, 16: 8, 17: 7,
-                 19: 8, 11: 7, 12: 7}
 PARK_TIMEOUT = 2.0  # how long a stop waits for running threads to leave guest mode
 AT_PHDR, AT_PHNUM = 3, 5
 PT_DYNAMIC, PT_PHDR = 2, 6
@@ -109,15 +108,15 @@ class GdbStub(BaseObserver):
             return False
         cpu = task.cpu
         ctx = cpu.get_context()
-        if fault.vector == 3 and fault.rip - 1 in self.breakpoints:
+        if fault.vector == BREAKPOINT and fault.rip - 1 in self.breakpoints:
             ctx["rip"] = fault.rip - 1
             cpu.set_context(ctx)
             return self._stop_here(task, SIGTRAP, "swbreak:;", rewind=True)
-        if fault.vector == 1 and ctx["rflags"] & TF and self.step_tid == task.tid:
+        if fault.vector == DEBUG and ctx["rflags"] & TF and self.step_tid == task.tid:
             ctx["rflags"] &= ~TF
             cpu.set_context(ctx)
             return self._stop_here(task, SIGTRAP, "")
-        sig = FAULT_SIGNALS.get(fault.vector, 11)
+        sig = fault_signal(fault).signal
         cpu.set_context(ctx)  # leave the exception stub if gdb lets the thread go on
         self._stop_here(task, sig, "")
         return not self.resume_signal.pop(task.tid, 0)  # a passed signal goes to the kernel

@@ -10,7 +10,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from karn.kernel.numbers import SYSCALL_NAMES
+from karn.abi.syscalls import SYSCALL_NAMES
 from karn.policy import resident_bytes
 
 if TYPE_CHECKING:

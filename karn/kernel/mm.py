@@ -14,7 +14,7 @@ import errno
 import threading
 from typing import NamedTuple, Protocol
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 
 PAGE = 0x1000
 PROT_NONE = 0

@@ -12,17 +12,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from karn.abi.errno import SyscallError
+from karn.abi.signals import NSIG, SIGKILL, SIGSEGV
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.errors import SyscallError
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC, default_rlimits
 from karn.kernel.signals import (
     FULL_MASK,
-    NSIG,
     SIG_DFL,
-    SIGKILL,
-    SIGSEGV,
     UNBLOCKABLE,
     AltStack,
     PendingSignals,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from karn.kernel.abi import s32, s64
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, s64
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, page_up
 from karn.kernel.process import Task

@@ -10,8 +10,8 @@ import struct
 from typing import TYPE_CHECKING
 
 from karn import log
-from karn.kernel.abi import s32, u32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, u32
 from karn.kernel.fs.sysutil import iovecs
 from karn.kernel.limits import RLIMIT_NOFILE
 from karn.kernel.net import consts as c

@@ -7,9 +7,9 @@ import struct
 import time
 
 from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
 from karn.errors import PlatformError
-from karn.kernel.abi import s32
-from karn.kernel.errors import SyscallError
 from karn.kernel.process import Task, ThreadExit
 from karn.kernel.sys_time import NSEC, TIMESPEC
 

@@ -7,8 +7,8 @@ import os
 import struct
 import time
 
-from karn.kernel.abi import s32, s64
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, s64
 from karn.kernel.process import Task
 
 TIMESPEC = struct.Struct("<qq")

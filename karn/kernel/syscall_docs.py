@@ -5,8 +5,8 @@ Regenerate with: python3 -m karn.kernel.syscall_docs > docs/syscalls.md
 
 from __future__ import annotations
 
-from karn.kernel.errors import errno_name
-from karn.kernel.numbers import SYSCALL_NAMES
+from karn.abi.errno import errno_name
+from karn.abi.syscalls import SYSCALL_NAMES
 from karn.kernel.syscalls import TABLE, Denied, Error, Partial, Status, Supported
 
 

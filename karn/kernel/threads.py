@@ -4,14 +4,16 @@ signal delivery at the points Linux delivers them, and the --cpus gate.
 
 from __future__ import annotations
 
+import errno
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from karn.abi.errno import ERESTARTSYS, SyscallError
+from karn.abi.faults import GuestFault, fault_signal
+from karn.abi.signals import SIGSEGV
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.errors import SyscallError
 from karn.kernel.process import COUNTED_SYSCALLS, ProcessExit, ThreadExit
 from karn.kernel.signals import (
-    ERESTARTSYS,
     SA_NODEFER,
     SA_RESETHAND,
     SA_RESTART,
@@ -30,13 +32,6 @@ if TYPE_CHECKING:
     from karn.kernel.process import Process, Task
 
 SYSCALL_INSN_LEN = 2  # `syscall` is 0f 05: a restart re-executes it
-EINTR = 4
-FAULT_SIGNALS = {  # vector -> (signal, si_code)
-    0: (8, 1), 1: (5, 1), 3: (5, 0x80), 4: (11, 0x80), 5: (11, 0x80), 6: (4, 2), 7: (8, 0),
-    10: (11, 0x80), 11: (7, 0x80), 12: (7, 0x80), 13: (11, 0x80), 14: (11, 1), 16: (8, 0),
-    17: (7, 1), 19: (8, 0),
-}
-PF_PRESENT = 1
 
 
 class TaskLoop:
@@ -84,13 +79,10 @@ class TaskLoop:
         else:
             self.work_pending = True
 
-    def fault(self, fault) -> None:
+    def fault(self, fault: GuestFault) -> None:
         self.syscall_nr = -1
         task = self.task
-        sig, code = FAULT_SIGNALS.get(fault.vector, (11, 0x80))
-        addr = fault.cr2 if fault.vector == 14 else (fault.rip if sig in (4, 8) else 0)
-        if fault.vector == 14 and (fault.error_code or 0) & PF_PRESENT:
-            code = 2  # SEGV_ACCERR
+        sig, code, addr, _cause, _access = fault_signal(fault)
         info = SigInfo.fault(sig, code, addr)
         action = task.process.actions[sig]
         blocked = task.blocked & bit(sig)
@@ -118,7 +110,7 @@ class Observer(Protocol):
         """result None: the call did not return (exit, exit_group, a thread told to stop)."""
         ...
 
-    def fault(self, task: Task, fault) -> bool:
+    def fault(self, task: Task, fault: GuestFault) -> bool:
         """True if the observer consumed the fault (a debugger's breakpoint or step)."""
         ...
 
@@ -160,7 +152,7 @@ class ObservedTaskLoop(TaskLoop):
         self.observer.interrupted(self.task)
         TaskLoop.interrupted(self)
 
-    def fault(self, fault) -> None:
+    def fault(self, fault: GuestFault) -> None:
         if self.observer.fault(self.task, fault):
             self.syscall_nr = -1
             return
@@ -202,7 +194,7 @@ def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
                 _restart_syscall(task, restart_nr)
             else:
                 ctx = task.cpu.get_context()
-                ctx["rax"] = -EINTR & ((1 << 64) - 1)
+                ctx["rax"] = -errno.EINTR & ((1 << 64) - 1)
                 task.cpu.set_context(ctx)
         _enter_handler(task, info, action)
         return True
@@ -218,7 +210,7 @@ def _enter_handler(task: Task, info: SigInfo, action: SigAction,
         entry = build_frame(task.mem, ctx, cpu.get_fpu(), cpu.xcr0, info, action, frame_mask,
                             task.altstack, fault)
     except FrameError:
-        task.process.terminate_by_signal(11, core=True)
+        task.process.terminate_by_signal(SIGSEGV, core=True)
         raise ThreadExit from None
     cpu.set_context(entry)
     sig = info.signo

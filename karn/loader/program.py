@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from karn.abi.errno import SyscallError, errno_name
 from karn.errors import ImageError
 from karn.image.elfinfo import inspect_elf
-from karn.kernel.errors import SyscallError, errno_name
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.limits import STACK_SIZE
 from karn.kernel.mm import PROT_READ, PROT_WRITE, AddressSpace

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     DT_CHR,
     DT_LNK,

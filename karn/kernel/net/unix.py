@@ -18,7 +18,7 @@ import select
 import threading
 from typing import TYPE_CHECKING
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.net.addr import Address, UnixAddr
 from karn.kernel.net.base import SocketFile, host_errno
