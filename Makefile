@@ -4,7 +4,7 @@
 #                  test, on TEST_JOBS workers (pytest-xdist; tests marked serial run alone)
 #   make test-quick  the same without the tests marked slow (> ~10 s each): the edit loop
 #   make bench     run the benchmarks (python3 bench/run.py; BENCH_ARGS="--runs 9 --write")
-#   make lint      ruff check
+#   make lint      ruff check and mypy (the type checker) on karn/
 
 PYTHON ?= python3
 APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static libseccomp2 \
@@ -55,7 +55,9 @@ bench: install
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 lint:
-	ruff check karn tests bench
+	@$(PYTHON) -c 'import ruff, mypy' 2>/dev/null || $(PYTHON) -m pip install -q -e '.[lint]'
+	$(PYTHON) -m ruff check karn tests bench
+	$(PYTHON) -m mypy
 
 clean:
 	rm -f examples/hello
