@@ -46,9 +46,9 @@ def errno_action(err: int) -> int:
 
 
 class Arg(NamedTuple):
-    """One condition on a 64-bit argument: (args[index] & mask) == value."""
+    """One condition on a 64-bit argument: (args[position] & mask) == value."""
 
-    index: int
+    position: int  # which argument, 0-5
     value: int
     mask: int = (1 << 64) - 1
 
@@ -123,7 +123,7 @@ def _rules(rules: list[Rule], default: int) -> list[Insn]:
 def _condition(arg: Arg) -> list[Insn]:
     """(args[i] & mask) == value as two 32-bit tests, high word then low word; a half
     whose mask is zero holds whatever it holds. jf is set by the caller."""
-    base = OFFSET_ARGS + 8 * arg.index
+    base = OFFSET_ARGS + 8 * arg.position
     out: list[Insn] = []
     for offset, shift in ((4, 32), (0, 0)):  # little-endian: the high word is at +4
         mask = (arg.mask >> shift) & 0xFFFFFFFF
