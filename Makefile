@@ -4,10 +4,10 @@
 #                  test, on TEST_JOBS workers (pytest-xdist; tests marked serial run alone)
 #   make test-quick  the same without the tests marked slow (> ~10 s each): the edit loop
 #   make bench     run the benchmarks (python3 bench/run.py; BENCH_ARGS="--runs 9 --write")
-#   make lint      ruff check
+#   make lint      ruff check and mypy (the type checker) on karn/
 
 PYTHON ?= python3
-APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static libseccomp2 \
+APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static \
 	docker-registry skopeo umoci apache2-utils golang-go python3 gdb strace \
 	nginx redis-server redis-tools wrk curl graphviz
 BENCH_ARGS ?=
@@ -19,7 +19,7 @@ all: test
 
 # Install the package (editable) unless it and its dependencies already import.
 install:
-	@$(PYTHON) -c 'import karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema, re2' 2>/dev/null \
+	@$(PYTHON) -c 'import karn, karn.cli.main, elftools, capstone, jsonschema, re2' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e .
 
 examples/hello: examples/hello.c
@@ -34,7 +34,6 @@ install-test-deps:
 	@missing=""; \
 	for tool in gcc musl-gcc nm docker-registry skopeo umoci htpasswd go gdb strace nginx redis-server redis-cli wrk curl dot; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /bin/busybox ] || missing="$$missing busybox"; \
-	ls /usr/lib/*/libseccomp.so.2 >/dev/null 2>&1 || missing="$$missing libseccomp2"; \
 	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
@@ -42,7 +41,7 @@ install-test-deps:
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
 	fi
-	@$(PYTHON) -c 'import pytest, xdist, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema, re2' 2>/dev/null \
+	@$(PYTHON) -c 'import pytest, xdist, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, jsonschema, re2' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e '.[test]'
 
 test: install-test-deps
@@ -55,7 +54,9 @@ bench: install
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 lint:
-	ruff check karn tests bench
+	@$(PYTHON) -c 'import ruff, mypy' 2>/dev/null || $(PYTHON) -m pip install -q -e '.[lint]'
+	$(PYTHON) -m ruff check karn tests bench
+	$(PYTHON) -m mypy
 
 clean:
 	rm -f examples/hello

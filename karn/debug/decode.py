@@ -305,15 +305,15 @@ class Decoder:
             import ipaddress
 
             port = struct.unpack_from(">H", raw, 2)[0]
-            ip = ipaddress.IPv6Address(raw[8:24])
-            return f'{{sa_family={fam}, sin6_port=htons({port}), sin6_addr="{ip}"}}'
+            ip6 = ipaddress.IPv6Address(raw[8:24])
+            return f'{{sa_family={fam}, sin6_port=htons({port}), sin6_addr="{ip6}"}}'
         if family == 1:
             path = raw[2:].split(b"\0", 1)[0] if raw[2:3] != b"\0" else b"@" + raw[3:]
             return f"{{sa_family={fam}, sun_path={quote(path)}}}"
         return f"{{sa_family={fam}, ...}}"
 
     def argv(self, addr: int, length: int, result: int | None) -> str:
-        items = []
+        items: list[str] = []
         for i in range(ARRAY_LIMIT):
             raw = self._read(addr + 8 * i, 8)
             if raw is None:

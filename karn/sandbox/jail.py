@@ -83,7 +83,6 @@ def _reason(err: OSError | ImportError) -> str:
 
 
 def _confine(uk: Unikernel, start: float) -> Confinement:
-    seccomp.import_bindings()  # first: a missing libseccomp fails before anything changed
     policy = uk.process.net.policy  # type: ignore[attr-defined]
     abi = L.abi_version()
     ruleset = _ruleset(uk, abi, restrict_bind=policy.mode != "host") if abi else None
