@@ -6,7 +6,7 @@ import errno
 import os
 
 from karn import log
-from karn.kernel.numbers import SYSCALL_NUMBERS
+from karn.abi.syscalls import SYSCALL_NUMBERS
 from karn.sandbox import allowlist as A
 from karn.sandbox import bpf
 from karn.sandbox.bpf import Arg, Rule
