@@ -82,7 +82,7 @@ class GdbStub(BaseObserver):
             with self.cv:
                 self.event = (task.tid, SIGTRAP, "")
         if self.attached and self.stopped:
-            task.cpu.kick()  # the first KVM_RUN returns at once: park with synced registers
+            task.vcpu.kick()  # the first KVM_RUN returns at once: park with synced registers
 
     def syscall_enter(self, task: Task, nr: int, args: tuple[int, ...]) -> object:
         if self.attached:
@@ -106,7 +106,7 @@ class GdbStub(BaseObserver):
     def fault(self, task: Task, fault: GuestFault) -> bool:
         if not self.attached:
             return False
-        cpu = task.cpu
+        cpu = task.vcpu
         ctx = cpu.get_context()
         if fault.vector == BREAKPOINT and fault.rip - 1 in self.breakpoints:
             ctx["rip"] = fault.rip - 1
@@ -163,9 +163,9 @@ class GdbStub(BaseObserver):
             self.parked.discard(tid)
             step = self.step_tid == tid
         if step:
-            ctx = task.cpu.get_context()
+            ctx = task.vcpu.get_context()
             ctx["rflags"] |= TF
-            task.cpu.set_context(ctx)
+            task.vcpu.set_context(ctx)
 
     def _all_parked(self) -> bool:
         live = set(self.proc.tasks) & self.started
@@ -311,14 +311,14 @@ class GdbStub(BaseObserver):
             data = self._read_memory(addr, min(length, 0x4000))
             return b"E14" if data is None else data.hex().encode()
         if head == "M":
-            where, data = text[1:].split(":")
-            addr, length = (int(x, 16) for x in where.split(","))
-            return self._write_memory(addr, bytes.fromhex(data)[:length])
+            where, hexdata = text[1:].split(":")
+            start, count = (int(x, 16) for x in where.split(","))
+            return self._write_memory(start, bytes.fromhex(hexdata)[:count])
         if head in ("Z", "z"):
-            kind, addr, _ = text[1:].split(",")
+            kind, place, _ = text[1:].split(",")
             if kind != "0":
                 return b""  # hardware breakpoints and watchpoints: not on this platform
-            return self._breakpoint(int(addr, 16), insert=head == "Z")
+            return self._breakpoint(int(place, 16), insert=head == "Z")
         if text == "vCont?":
             return b"vCont;c;C;s;S"
         if text.startswith("vCont;"):
@@ -432,7 +432,7 @@ class GdbStub(BaseObserver):
 
     def _write_register(self, number: int, value: bytes) -> bytes:
         task = self._task()
-        if task is None or number >= len(gdbregs.REGISTERS):
+        if task is None or task.cpu is None or number >= len(gdbregs.REGISTERS):
             return b"E45"
         name = gdbregs.REGISTERS[number][0]
         n = int.from_bytes(value, "little")

@@ -12,9 +12,12 @@ from __future__ import annotations
 import bisect
 import errno
 import threading
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from karn.abi.errno import SyscallError
+
+if TYPE_CHECKING:
+    from karn.kernel.fs.file import OpenFile
 
 PAGE = 0x1000
 PROT_NONE = 0
@@ -100,7 +103,7 @@ class AddressSpace:
         self.brk_start = 0
         self.brk = 0
         # MAP_SHARED writable file mappings: start -> (file, offset, length), see sys_mm.
-        self.shared_files: dict[int, tuple[object, int, int]] = {}
+        self.shared_files: dict[int, tuple[OpenFile, int, int]] = {}
 
     # -- queries -----------------------------------------------------------------------
 

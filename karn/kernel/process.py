@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
     from karn.kernel.mm import AddressSpace
-    from karn.kernel.threads import Observer
+    from karn.kernel.sys_timer import PosixTimer
+    from karn.kernel.threads import Observer, TaskLoop
+    from karn.kernel.timers import Timer
 
 
 class Cpu(Protocol):
@@ -177,8 +179,8 @@ class Process:
         self.pending = PendingSignals()
         self.futex = FutexTable()
         self.timer_service = TimerService()
-        self.itimer_real = None  # created on first use (sys_timer.py)
-        self.posix_timers: dict[int, object] = {}
+        self.itimer_real: Timer | None = None  # created on first use (sys_timer.py)
+        self.posix_timers: dict[int, PosixTimer] = {}
         self.next_timer_id = 0
         self.gate = CpuGate(config.ncpus) if machine is not None else None
         self._next_tid = self.pid + 1
@@ -355,7 +357,7 @@ class Task:
         self.altstack = AltStack()
         self.saved_mask: int | None = None  # sigsuspend's mask, restored by the frame
         self.waker = Waker()
-        self.loop = None  # the TaskLoop, once running
+        self.loop: TaskLoop | None = None  # once running
         self.host_thread = 0
         self.exit_requested = False
         self.exit_status = 0
@@ -363,6 +365,14 @@ class Task:
         self.sched_priority = 0
         self.host_cost = 0  # host memory charged to --memory for this thread (sys_thread)
         process.tasks[tid] = self
+
+    @property
+    def vcpu(self) -> Cpu:
+        """The vCPU of a started task: only those make syscalls, take signals, fault."""
+        cpu = self.cpu
+        if cpu is None:
+            raise RuntimeError(f"thread {self.tid} has no vCPU")
+        return cpu
 
     def set_blocked(self, mask: int) -> None:
         self.blocked = mask & ~UNBLOCKABLE & FULL_MASK
@@ -390,7 +400,7 @@ class Task:
             self.cpu.kick()
 
     def sigreturn(self) -> int:
-        cpu = self.cpu
+        cpu = self.vcpu
         ctx = cpu.get_context()
         try:
             restored = read_frame(self.mem, ctx["rsp"], ctx, len(cpu.get_fpu()))

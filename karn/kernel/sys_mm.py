@@ -161,7 +161,7 @@ def _shared_at(mm: AddressSpace, addr: int) -> tuple[OpenFile, int] | None:
     """The file and file offset of the shared file mapping at addr, if one is there."""
     for base, (file, off, length) in mm.shared_files.items():
         if base <= addr < base + length:
-            return file, off + (addr - base)  # type: ignore[return-value] - typed object in mm
+            return file, off + (addr - base)
     return None
 
 

@@ -119,7 +119,7 @@ def sys_rt_sigtimedwait(task: Task, uthese: int, uinfo: int, uts: int, sigsetsiz
 
 def sys_sigaltstack(task: Task, uss: int, uoss: int) -> int:
     alt = task.altstack
-    rsp = task.cpu.get_context()["rsp"]
+    rsp = task.vcpu.get_context()["rsp"]
     if uoss:
         task.mem.write(uoss, alt.pack(rsp))
     if uss:

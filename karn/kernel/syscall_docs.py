@@ -23,7 +23,7 @@ def status_cells(status: Status | Denied) -> tuple[str, str]:
 
 
 def render() -> str:
-    counts = {kind: 0 for kind in (Supported, Partial, Error)}
+    counts: dict[type, int] = {kind: 0 for kind in (Supported, Partial, Error)}
     rows = []
     for number in sorted(TABLE):
         entry = TABLE[number]

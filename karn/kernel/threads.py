@@ -63,7 +63,7 @@ class TaskLoop:
         self.work_pending = False
         if task.process.exit_status is not None or task.exit_requested:
             raise ThreadExit
-        restart = self.syscall_nr >= 0 and task.cpu.get_context()["rax"] == (-ERESTARTSYS) & (
+        restart = self.syscall_nr >= 0 and task.vcpu.get_context()["rax"] == (-ERESTARTSYS) & (
             (1 << 64) - 1)
         delivered = deliver_signal(task, restart_nr=self.syscall_nr if restart else -1)
         if restart and not delivered:
@@ -74,7 +74,7 @@ class TaskLoop:
 
     def interrupted(self) -> None:
         self.syscall_nr = -1
-        if self.task.cpu.interruptible():
+        if self.task.vcpu.interruptible():
             self.do_work()
         else:
             self.work_pending = True
@@ -165,10 +165,10 @@ class ObservedTaskLoop(TaskLoop):
 
 
 def _restart_syscall(task: Task, nr: int) -> None:
-    ctx = task.cpu.get_context()
+    ctx = task.vcpu.get_context()
     ctx["rax"] = nr
     ctx["rip"] -= SYSCALL_INSN_LEN
-    task.cpu.set_context(ctx)
+    task.vcpu.set_context(ctx)
 
 
 def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
@@ -193,16 +193,16 @@ def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
             if action.flags & SA_RESTART:
                 _restart_syscall(task, restart_nr)
             else:
-                ctx = task.cpu.get_context()
+                ctx = task.vcpu.get_context()
                 ctx["rax"] = -errno.EINTR & ((1 << 64) - 1)
-                task.cpu.set_context(ctx)
+                task.vcpu.set_context(ctx)
         _enter_handler(task, info, action)
         return True
 
 
 def _enter_handler(task: Task, info: SigInfo, action: SigAction,
                    fault: tuple[int, int, int] = (0, 0, 0)) -> None:
-    cpu = task.cpu
+    cpu = task.vcpu
     ctx = cpu.get_context()
     frame_mask = task.saved_mask if task.saved_mask is not None else task.blocked
     task.saved_mask = None
@@ -229,7 +229,7 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
     try:
         if observer is not None:
             observer.thread_started(task)
-        task.cpu.run(loop, gate)
+        task.vcpu.run(loop, gate)
     except ThreadExit:
         pass
     except ProcessExit as done:

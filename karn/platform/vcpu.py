@@ -41,7 +41,7 @@ SYNC_REGS_AND_SREGS = K.KVM_SYNC_X86_REGS | K.KVM_SYNC_X86_SREGS
 # Linux's SYSCALL_MASK: TF, DF, IF, IOPL, NT, AC cleared on syscall entry.
 SYSCALL_FLAGS_MASK = 0x47700
 
-GPR_NAMES = tuple(name for name, _ in K.kvm_regs._fields_)
+GPR_NAMES = tuple(field[0] for field in K.kvm_regs._fields_)
 
 
 STOP_USER, STOP_SYSCALL, STOP_FAULT = 0, 1, 2  # where the vCPU stopped
