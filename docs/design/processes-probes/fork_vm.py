@@ -1,7 +1,8 @@
 """Probe for issue 15, option (a): fork the monitor from the vCPU thread serving a guest's
 fork, and in the child build a fresh VM over the inherited (copy-on-write) guest memory.
 
-Run as root from the worktree root:  PYTHONPATH=$PWD python3 docs/design/processes-probes/fork_vm.py [MiB]
+Run as root from the worktree root (MiB: guest RAM to touch, default 200):
+    PYTHONPATH=$PWD python3 docs/design/processes-probes/fork_vm.py [MiB] [--thp]
 
 The guest is a tiny interpreter at 0x400000: every `syscall` exits to the monitor, which
 answers with an operation in rax (bit 0: store rdx at [rbx]; bit 1: load [rbx] into rsi,
@@ -199,10 +200,8 @@ def main() -> None:
     hold_go.wait()
 
     def spin_thread() -> None:
-        class Nop(Script):
-            pass
         try:
-            spinner.run(Nop(spinner, []))
+            spinner.run(Script(spinner, []))
         except Stop:
             pass
 
