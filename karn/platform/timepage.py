@@ -16,7 +16,7 @@ clock set steps: more than STEP_NS off, a clock steps (MONOTONIC, BOOTTIME and R
 forward); less, its rate is slewed by at most MAX_SLEW so the error is gone within
 SLEW_NS. REALTIME, BOOTTIME and TAI run at MONOTONIC's rate from offsets that change only
 when the host's do. Call it often (every monitor tick): it samples once per
-RESYNC_INTERVAL. The first page is written by attach(), before the guest runs.
+`interval` seconds. The first page is written by attach(), before the guest runs.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ SLEW_NS = 1_000_000_000
 MAX_SLEW = 500e-6
 OFFSET_STEP_NS = 50_000  # a change of the host's REALTIME-MONOTONIC (etc.) beyond noise
 PUBLISH_MARGIN_NS = 1_000_000
+ROUNDING_NS = 2  # the old and the new formula round down differently: up to 2 ns apart
 RESYNC_INTERVAL = 1.0
 NSEC = 1_000_000_000
 CLOCK_MONOTONIC_COARSE = 6  # not in the time module
@@ -150,6 +151,7 @@ class Timeline:
         mult = int(max(low, min(high, mult)))
         if mult < self.mult:
             base += ((self.mult - mult) * window_ticks) >> SHIFT
+        base += ROUNDING_NS
         self.tsc_base, self.base, self.mult = tsc, base, mult
 
 
@@ -167,6 +169,7 @@ class TimePage:
         self._offsets = (0, 0, 0)
         self._coarse_ns = round(time.clock_getres(CLOCK_MONOTONIC_COARSE) * NSEC)
         self._last = 0.0
+        self.interval = RESYNC_INTERVAL  # seconds between samples
         self._lock = threading.Lock()  # one writer at a time: the sequence count needs it
 
     @property
@@ -197,28 +200,31 @@ class TimePage:
         self._offsets = s.offsets
         self._last = time.monotonic()
 
-    def resync(self) -> None:
-        """Follow the host's clocks; cheap unless RESYNC_INTERVAL has passed."""
-        if self._mono is None or time.monotonic() - self._last < RESYNC_INTERVAL:
-            return
+    def resync(self) -> bool:
+        """Follow the host's clocks; cheap unless `interval` has passed. Whether the
+        page was rewritten."""
+        if self._mono is None or time.monotonic() - self._last < self.interval:
+            return False
         if not self._mapped():  # the guest unmapped it: it reads zeros, mode 0 (syscalls)
             self._mono = None
-            return
+            return False
         with self._lock:
             self._last = time.monotonic()
             try:
                 s = self._tsc.sample()
             except (OSError, PlatformError) as err:
                 log.debug("vDSO time page not resynced: %s", err)
-                return
+                return False
             self._offsets = tuple(_follow(old, new, forward_only=i == 1) for i, (old, new)
                                   in enumerate(zip(self._offsets, s.offsets, strict=True)))
             elapsed = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - s.mono
             window = (elapsed + PUBLISH_MARGIN_NS) * self._tsc.khz // 1_000_000
             self._mono.retune(s.tsc, s.mono, window)
             self._raw.retune(s.tsc, s.raw, window)
-            if self._mapped():
-                self._publish()
+            if not self._mapped():
+                return False
+            self._publish()
+            return True
 
     def _publish(self) -> None:
         d = self._data
