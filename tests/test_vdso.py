@@ -272,6 +272,18 @@ def test_resync_while_the_guest_reads_keeps_time_monotonic_and_on_the_host(build
     assert int(out["worst_outside_ns"][0]) <= MS
 
 
+def test_an_image_may_turn_the_vdso_off_without_consent():
+    """`vdso = false` in a Karnfile's [policy] only makes more system calls: not a
+    loosening that needs --trust-image-policy; anything but a boolean is refused."""
+    from karn.errors import UsageError
+    from karn.policy import Policy, loosenings
+
+    assert Policy().update({"vdso": False}, "Karnfile").vdso is False
+    assert loosenings({"vdso": False}, 64 << 20, 64 << 20) == []
+    with pytest.raises(UsageError, match="vdso"):
+        Policy().update({"vdso": "no"}, "Karnfile")
+
+
 # -- the time page's arithmetic ----------------------------------------------------------
 
 KHZ = 2_445_404
