@@ -8,12 +8,13 @@ just below, which the code reaches RIP-relative.
 from __future__ import annotations
 
 import functools
-from importlib import resources
+import os
 
 VVAR_SIZE = 0x1000  # the time page, immediately below the image
 
 
 @functools.cache
 def image() -> bytes:
-    """The vdso.so bytes, read once per process."""
-    return resources.files(__package__).joinpath("vdso.so").read_bytes()
+    """The vdso.so bytes (package data beside this file), read once per process."""
+    with open(os.path.join(os.path.dirname(__file__), "vdso.so"), "rb") as f:
+        return f.read()
