@@ -5,6 +5,7 @@
 #   make test-quick  the same without the tests marked slow (> ~10 s each): the edit loop
 #   make bench     run the benchmarks (python3 bench/run.py; BENCH_ARGS="--runs 9 --write")
 #   make lint      ruff check and mypy (the type checker) on karn/
+#   make vdso      rebuild karn/platform/vdso/vdso.so (committed; needs gcc and binutils)
 
 PYTHON ?= python3
 APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static \
@@ -14,7 +15,7 @@ BENCH_ARGS ?=
 TEST_JOBS ?= auto
 PYTEST := $(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadscope
 
-.PHONY: all example test test-quick bench lint install install-test-deps clean
+.PHONY: all example test test-quick bench lint install install-test-deps clean vdso
 all: test
 
 # Install the package (editable) unless it and its dependencies already import.
@@ -57,6 +58,20 @@ lint:
 	@$(PYTHON) -c 'import ruff, mypy' 2>/dev/null || $(PYTHON) -m pip install -q -e '.[lint]'
 	$(PYTHON) -m ruff check karn tests bench
 	$(PYTHON) -m mypy
+
+# The guest's vDSO (docs/design/fast-syscalls.md, section 6): freestanding, no relocations,
+# unwind tables kept. The image is committed as package data, so installs need no compiler.
+VDSO_DIR := karn/platform/vdso
+VDSO_CFLAGS := -O2 -fPIC -fno-stack-protector -fasynchronous-unwind-tables \
+	-fcf-protection=none -ffreestanding -fno-builtin -nostdlib -shared -Wall -Wextra -Werror
+VDSO_LDFLAGS := -Wl,--hash-style=both -Wl,-soname=linux-vdso.so.1 -Wl,--eh-frame-hdr \
+	-Wl,--version-script=$(VDSO_DIR)/vdso.map -Wl,-T,$(VDSO_DIR)/vdso.lds -Wl,--no-undefined \
+	-Wl,--build-id=none -Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
+vdso: $(VDSO_DIR)/vdso.so
+$(VDSO_DIR)/vdso.so: $(VDSO_DIR)/vdso.c $(VDSO_DIR)/vdso.lds $(VDSO_DIR)/vdso.map
+	gcc $(VDSO_CFLAGS) $(VDSO_LDFLAGS) -o $@.tmp $(VDSO_DIR)/vdso.c
+	strip --strip-all -o $@ $@.tmp
+	rm -f $@.tmp
 
 clean:
 	rm -f examples/hello

@@ -19,6 +19,7 @@ from karn.loader.program import load_program
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
 from karn.platform.machine import KvmMachine
+from karn.platform.timepage import GuestTsc, TimePage
 from karn.platform.vcpu import install_kick_handler
 from karn.policy import LimitWatch, Policy, apply_policy
 
@@ -184,6 +185,8 @@ class Unikernel:
                                FdTable.with_stdio(), kconfig, machine=self.machine)
         self.process.net = self._network()  # type: ignore[attr-defined]
         apply_policy(self.process, policy)
+        # The vDSO's time page; resync() belongs on the monitor's periodic tick.
+        self.time_page = TimePage(GuestTsc(self.machine)) if policy.vdso else None
         self.image = load_program(
             mem,
             self.mm,
@@ -193,6 +196,7 @@ class Unikernel:
             kconfig.envp,
             self.vm.cpu_features(),
             placement,
+            self.time_page,
         )
         try:
             self.fs.chdir(config.workdir)

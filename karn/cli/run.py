@@ -167,6 +167,11 @@ def _add_policy_options(run: argparse.ArgumentParser) -> None:
         help="fixed addresses for the program, libraries, mmap and stack",
     )
     group.add_argument(
+        "--no-vdso",
+        action="store_true",
+        help="no vDSO: every clock read is a system call (seen by --trace)",
+    )
+    group.add_argument(
         "--trust-image-policy",
         action="store_true",
         help="accept an image's settings that loosen karn's defaults (more "
@@ -309,6 +314,7 @@ def _policy_overrides(config, args: argparse.Namespace) -> set[str]:  # noqa: AN
         "threads": args.pids_limit,
         "tmpfs_size": args.tmpfs_size,
         "aslr": False if args.no_aslr else None,
+        "vdso": False if args.no_vdso else None,
     }
     for spec in args.ulimit:
         values.update(parse_ulimit(spec))

@@ -1,4 +1,4 @@
-"""Time syscalls: clocks, sleeps. There is no vDSO, so every clock read is a syscall."""
+"""Time syscalls: clocks, sleeps. Clock reads the vDSO serves (platform/vdso) do not get here."""
 
 from __future__ import annotations
 
