@@ -44,6 +44,7 @@ STEP_NS = 200_000
 SLEW_NS = 1_000_000_000
 MAX_SLEW = 500e-6
 OFFSET_STEP_NS = 50_000  # a change of the host's REALTIME-MONOTONIC (etc.) beyond noise
+MAX_SAMPLE_WIDTH_NS = 20_000  # a resync sample less certain than this is not used
 PUBLISH_MARGIN_NS = 1_000_000
 ROUNDING_NS = 2  # the old and the new formula round down differently: up to 2 ns apart
 RESYNC_INTERVAL = 1.0
@@ -72,16 +73,25 @@ class Sample(NamedTuple):
     mono: int
     raw: int
     offsets: tuple[int, int, int]  # host REALTIME, BOOTTIME, TAI minus MONOTONIC
+    width: int  # ns: the widest bracket behind these figures (the host preempted us)
 
 
-def _host_offsets() -> tuple[int, int, int]:
-    out = []
+def _host_offsets() -> tuple[tuple[int, int, int], int]:
+    """REALTIME, BOOTTIME and TAI minus MONOTONIC, each from the narrowest of SAMPLES
+    brackets, and the widest of those brackets (a preempted read is off by its width)."""
+    out, widest = [], 0
     for clock in (time.CLOCK_REALTIME, time.CLOCK_BOOTTIME, time.CLOCK_TAI):
-        before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        value = time.clock_gettime_ns(clock)
-        after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        out.append(value - (before + after) // 2)
-    return out[0], out[1], out[2]
+        best: tuple[int, int] | None = None
+        for _ in range(SAMPLES):
+            before = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            value = time.clock_gettime_ns(clock)
+            after = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            if best is None or after - before < best[1]:
+                best = (value - (before + after) // 2, after - before)
+        assert best is not None
+        out.append(best[0])
+        widest = max(widest, best[1])
+    return (out[0], out[1], out[2]), widest
 
 
 class GuestTsc:
@@ -110,13 +120,15 @@ class GuestTsc:
                     best = (before, after, msrs.entries[0].data)
         finally:
             self._machine.release_cpu(cpu)
+        assert best is not None  # SAMPLES > 0
         before, after, tsc = best
         # The bracket is in RAW (never slewed, so its width is exact); MONOTONIC at the
         # same instant is RAW plus their current difference.
         raw = (before + after) // 2
         mono = raw + time.clock_gettime_ns(time.CLOCK_MONOTONIC) - time.clock_gettime_ns(
             time.CLOCK_MONOTONIC_RAW)
-        return Sample(tsc, mono, raw, _host_offsets())
+        offsets, width = _host_offsets()
+        return Sample(tsc, mono, raw, offsets, max(after - before, width))
 
 
 class Timeline:
@@ -203,7 +215,8 @@ class TimePage:
     def resync(self) -> bool:
         """Follow the host's clocks; cheap unless `interval` has passed. Whether the
         page was rewritten."""
-        if self._mono is None or time.monotonic() - self._last < self.interval:
+        mono, raw = self._mono, self._raw
+        if mono is None or raw is None or time.monotonic() - self._last < self.interval:
             return False
         if not self._mapped():  # the guest unmapped it: it reads zeros, mode 0 (syscalls)
             self._mono = None
@@ -215,12 +228,15 @@ class TimePage:
             except (OSError, PlatformError) as err:
                 log.debug("vDSO time page not resynced: %s", err)
                 return False
-            self._offsets = tuple(_follow(old, new, forward_only=i == 1) for i, (old, new)
-                                  in enumerate(zip(self._offsets, s.offsets, strict=True)))
+            if s.width > MAX_SAMPLE_WIDTH_NS:  # on a busy host: try again next time
+                return False
+            real, boot, tai = (_follow(old, new, forward_only=i == 1) for i, (old, new)
+                               in enumerate(zip(self._offsets, s.offsets, strict=True)))
+            self._offsets = (real, boot, tai)
             elapsed = time.clock_gettime_ns(time.CLOCK_MONOTONIC) - s.mono
             window = (elapsed + PUBLISH_MARGIN_NS) * self._tsc.khz // 1_000_000
-            self._mono.retune(s.tsc, s.mono, window)
-            self._raw.retune(s.tsc, s.raw, window)
+            mono.retune(s.tsc, s.mono, window)
+            raw.retune(s.tsc, s.raw, window)
             if not self._mapped():
                 return False
             self._publish()
@@ -228,18 +244,20 @@ class TimePage:
 
     def _publish(self) -> None:
         d = self._data
+        if d is None:
+            return
         self._seq += 1
         d.seq = self._seq  # odd: readers retry until the even store below
-        if self._mono is None:
+        mono, raw = self._mono, self._raw
+        if mono is None or raw is None:
             d.mode = MODE_SYSCALL
         else:
-            mono = self._mono
             real, boot, tai = self._offsets
             d.tsc_base = mono.tsc_base
             d.mult = mono.mult
-            d.raw_mult = self._raw.mult
+            d.raw_mult = raw.mult
             d.base[:] = (mono.base + real, mono.base, mono.base + boot, mono.base + tai,
-                         self._raw.base)
+                         raw.base)
             d.coarse_ns = self._coarse_ns
             d.mode = MODE_TSC
         self._seq += 1
