@@ -289,7 +289,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         collect=args.collect,
     )
     if args.detach or args.name or args.metrics:
-        from karn.instance.monitor import InstanceOptions
+        from karn.instance.options import InstanceOptions
 
         config.instance = InstanceOptions(name=args.name, metrics=args.metrics)
     policy = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from karn import log
@@ -12,24 +11,11 @@ from karn.instance.registry import Registration
 
 if TYPE_CHECKING:
     from karn.debug.control import ControlServer
+    from karn.debug.metrics import MetricsServer
+    from karn.instance.options import InstanceOptions
     from karn.run.guest import Guest
 
 SOCKET_PATH_MAX = 107  # sockaddr_un.sun_path, minus the NUL
-
-
-class InstanceOptions:
-    """How `karn run` registers: -d/--detach, --name, --metrics."""
-
-    __slots__ = ("name", "detached", "instance_id", "metrics", "on_started")
-
-    def __init__(self, name: str | None = None, detached: bool = False,
-                 instance_id: str | None = None, metrics: str | None = None,
-                 on_started: Callable[[], None] | None = None) -> None:
-        self.name = name
-        self.detached = detached
-        self.instance_id = instance_id  # chosen by the parent of a detached run
-        self.metrics = metrics
-        self.on_started = on_started  # a detached run tells its parent it is up
 
 
 class MonitorInstance:
@@ -38,7 +24,7 @@ class MonitorInstance:
 
     def __init__(self, options: InstanceOptions) -> None:
         self.options = options
-        self.metrics = None
+        self.metrics: MetricsServer | None = None
         self.control: ControlServer | None = None
         self.registration: Registration | None = None
 

@@ -22,6 +22,7 @@ from karn.run.guest import Guest
 
 if TYPE_CHECKING:
     from karn.kernel.fs.context import FsContext
+    from karn.kernel.fs.filesystem import Filesystem
     from karn.kernel.net.stack import NetStack
 
 MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
@@ -112,6 +113,7 @@ def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount)
     from karn.kernel.fs.hostfs import HostDirFs
     from karn.kernel.fs.manifestfs import ManifestFs
 
+    root: Filesystem
     if config.root is not None:
         root = HostDirFs(config.root, readonly=True)
     else:

@@ -17,7 +17,7 @@ from karn.policy import OVERRIDE_OPTIONS, Policy, loosenings
 if TYPE_CHECKING:
     from karn.debug.options import DebugOptions
     from karn.image.launch import ImageRun
-    from karn.instance.monitor import InstanceOptions
+    from karn.instance.options import InstanceOptions
     from karn.kernel.fs.ports import PortSpec
     from karn.kernel.net.policy import NetPolicy
 

@@ -19,6 +19,7 @@ from karn.platform.vcpu import install_kick_handler
 from karn.policy import LimitWatch
 
 if TYPE_CHECKING:
+    from karn.debug.crash import CrashReport
     from karn.debug.session import DebugSession
     from karn.run.guest import Guest, RunPlugin
 
@@ -51,7 +52,7 @@ class Runner:
         install_kick_handler()
         forwarded = {sig: signal.signal(sig, self._forward_signal) for sig in FORWARDED_SIGNALS}
         eager = config.instance is not None  # -d, --name, --metrics: listed from the start
-        if eager:
+        if config.instance is not None:
             from karn.instance.monitor import MonitorInstance
 
             self._attach(MonitorInstance(config.instance))
@@ -79,8 +80,9 @@ class Runner:
 
                 write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
             guest.net.close()
-            failed = proc.internal_failure is not None or proc.exit_status is None
-            status = 125 if failed else proc.exit_status
+            status = proc.exit_status
+            if proc.internal_failure is not None or status is None:
+                status = 125
             for plugin in self.plugins:
                 plugin.finish(status, proc.fatal_signal)
         if proc.internal_failure is not None:
@@ -97,7 +99,8 @@ class Runner:
         guest has used up the monitor's fds by then, the import itself fails, and the run
         goes on unlisted (as MonitorInstance.attach does when it cannot register)."""
         try:
-            from karn.instance.monitor import InstanceOptions, MonitorInstance
+            from karn.instance.monitor import MonitorInstance
+            from karn.instance.options import InstanceOptions
 
             self._attach(MonitorInstance(InstanceOptions()))
         except OSError as err:
@@ -112,19 +115,25 @@ class Runner:
 
     def _report_fatal_signal(self) -> None:
         proc, entry = self.guest.process, self.guest.manifest.entry
-        snapshot = proc.fatal_snapshot
-        if proc.crash_fault is not None or snapshot is not None:
-            from karn.debug.crash import CrashContext, classify, format_report, signal_report
+        fault, snapshot = proc.crash_fault, proc.fatal_snapshot
+        if fault is not None:
+            from karn.debug.crash import classify
 
-            if proc.crash_fault is not None:
-                report = classify(proc.crash_fault)
-            else:
-                report = signal_report(proc.fatal_signal, snapshot.regs, snapshot.fs_base)
-            history = list(self.debug.history.records) if self.debug is not None else None
-            symbolizer = self.guest.symbolizer()
-            context = CrashContext(proc.mem, symbolizer, history)
-            text = format_report(report, entry, symbolizer.symbolize, context)
-            os.write(2, (text + "\n").encode())
+            self._report_crash(classify(fault))
+        elif snapshot is not None:
+            from karn.debug.crash import signal_report
+
+            self._report_crash(signal_report(proc.fatal_signal, snapshot.regs,
+                                             snapshot.fs_base))
         elif proc.fatal_core:
             name = signal_name(proc.fatal_signal)
             os.write(2, f"karn: {entry} terminated by {name}\n".encode())
+
+    def _report_crash(self, report: CrashReport) -> None:
+        from karn.debug.crash import CrashContext, format_report
+
+        history = list(self.debug.history.records) if self.debug is not None else None
+        symbolizer = self.guest.symbolizer()
+        context = CrashContext(self.guest.mem, symbolizer, history)
+        text = format_report(report, self.guest.manifest.entry, symbolizer.symbolize, context)
+        os.write(2, (text + "\n").encode())
