@@ -154,7 +154,7 @@ def resolve(config: RunConfig, choices: Choices) -> RunConfig:
             run = open_image(config.program, config.args, choices.entrypoint, choices.workdir)
     if choices.entrypoint is not None and run is None:
         raise UsageError("--entrypoint applies only to images")
-    image = config.program
+    name = config.program  # the image's name, if it is one
     asks = _apply_image(config, choices, run) if run is not None else None
     config.policy.update(choices.policy, "command line")
     if config.network is None:
@@ -162,7 +162,7 @@ def resolve(config: RunConfig, choices: Choices) -> RunConfig:
     if asks is not None:
         if not choices.trust_image_policy:
             given = choices.given()
-            _refuse_loosening(image, {k: v for k, v in asks.items() if k not in given},
+            _refuse_loosening(name, {k: v for k, v in asks.items() if k not in given},
                               config.memory)
         config.validate()  # what the image set
     return config

@@ -51,8 +51,7 @@ class Runner:
             self._attach(self.debug)
         install_kick_handler()
         forwarded = {sig: signal.signal(sig, self._forward_signal) for sig in FORWARDED_SIGNALS}
-        eager = config.instance is not None  # -d, --name, --metrics: listed from the start
-        if config.instance is not None:
+        if config.instance is not None:  # -d, --name, --metrics: listed from the start
             from karn.instance.monitor import MonitorInstance
 
             self._attach(MonitorInstance(config.instance))
@@ -67,7 +66,7 @@ class Runner:
             proc.start_task(main, {"rip": guest.image.rip, "rsp": guest.image.rsp}, 0)
             for plugin in self.plugins:
                 plugin.started()
-            if not eager and not proc.done.wait(LISTED_AFTER):
+            if config.instance is None and not proc.done.wait(LISTED_AFTER):
                 self._attach_unlisted()
             while not proc.done.wait(watch.tick):
                 watch.check()
@@ -79,7 +78,7 @@ class Runner:
                 from karn.kernel.sys_mm import write_back
 
                 write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
-            guest.net.close()
+            guest.net.close()  # before a plug-in tells anyone the run ended: ports are free
             status = proc.exit_status
             if proc.internal_failure is not None or status is None:
                 status = 125
