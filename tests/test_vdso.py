@@ -243,11 +243,14 @@ def test_resync_while_the_guest_reads_keeps_time_monotonic_and_on_the_host(build
     """The monitor rewrites the time page as fast as it can while a guest reads the
     clocks: no reader sees MONOTONIC go back, and the clocks stay within 1 ms of the
     kernel's."""
-    from karn.runtime import RunConfig, Unikernel
+    from karn.run.builder import build as build_guest
+    from karn.run.config import RunConfig
+    from karn.run.runner import run
 
     exe = build("vdso_clocks", "static")
-    uk = Unikernel(RunConfig(program=str(exe), args=["watch", "3"], sandbox=False))
-    page = uk.time_page
+    guest = build_guest(RunConfig(program=str(exe), args=["watch", "3"], sandbox=False))
+    page = guest.time_page
+    assert page is not None
     page.interval = 0
     rewrites = []
     done = threading.Event()
@@ -260,7 +263,7 @@ def test_resync_while_the_guest_reads_keeps_time_monotonic_and_on_the_host(build
     worker = threading.Thread(target=resync_until_done, daemon=True)
     worker.start()
     try:
-        status = uk.run()
+        status = run(guest)
     finally:
         done.set()
         worker.join(30)

@@ -34,7 +34,7 @@ from karn.errors import UsageError
 if TYPE_CHECKING:
     from karn.abi.faults import GuestFault
     from karn.kernel.process import Task
-    from karn.runtime import Unikernel
+    from karn.run.guest import Guest
 
 TF = 0x100
 INT3 = b"\xcc"
@@ -45,10 +45,10 @@ DT_DEBUG = 21
 
 
 class GdbStub(BaseObserver):
-    def __init__(self, uk: Unikernel, host: str, port: int) -> None:
-        self.uk = uk
-        self.proc = uk.process
-        self.mem = uk.process.mem
+    def __init__(self, guest: Guest, host: str, port: int) -> None:
+        self.guest = guest
+        self.proc = guest.process
+        self.mem = guest.mem
         try:
             self.listener = socket.create_server((host, port))
         except OSError as err:
@@ -69,7 +69,7 @@ class GdbStub(BaseObserver):
         self.no_ack = False
         self.server: threading.Thread | None = None
         self.exit_reported = False
-        self.auxv = read_auxv(self.mem, uk.image.rsp)
+        self.auxv = read_auxv(self.mem, guest.image.rsp)
 
     # -- observer hooks (guest threads) ---------------------------------------------------
 
@@ -351,7 +351,7 @@ class GdbStub(BaseObserver):
         elif obj == "libraries-svr4":
             data = self._library_list().encode()
         elif obj == "exec-file":
-            data = (self.uk.host_path(self.uk.manifest.entry) or "").encode()
+            data = (self.guest.host_path(self.guest.manifest.entry) or "").encode()
         else:
             return b""
         chunk = data[offset:offset + length]

@@ -49,7 +49,7 @@ class Vma:
         self.offset = offset
         self.name = name  # file path, "[heap]", "[stack]" or "" for anonymous
         # Counted against the memory limit when accessible; MAP_NORESERVE and MAP_STACK
-        # mappings are not (the resident-memory watchdog bounds them: runtime.py).
+        # mappings are not (the resident-memory watchdog bounds them: LimitWatch in policy.py).
         self.charged = charged
 
     def sliced(self, start: int, end: int) -> Vma:

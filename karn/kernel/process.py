@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
     from karn.kernel.mm import AddressSpace
+    from karn.kernel.net.stack import NetStack
     from karn.kernel.sys_timer import PosixTimer
     from karn.kernel.threads import Observer, TaskLoop
     from karn.kernel.timers import Timer
@@ -159,6 +160,7 @@ class Process:
         fds: FdTable,
         config: KernelConfig,
         machine: Machine | None = None,
+        net: NetStack | None = None,
     ) -> None:
         self.mem = mem
         self.mm = mm
@@ -167,6 +169,9 @@ class Process:
         self.fds = fds
         self.config = config
         self.machine = machine
+        # the network stack (karn/kernel/net/stack.py); None: one with the default policy,
+        # made on first use (net_of)
+        self.net = net
         self.identity = Identity()
         self.tasks: dict[int, Task] = {}
         self.rlimits = default_rlimits(config.memory_limit)
@@ -185,7 +190,8 @@ class Process:
         self.gate = CpuGate(config.ncpus) if machine is not None else None
         self._next_tid = self.pid + 1
         # How it ended: exit status, the fatal signal (0: a normal exit) and, for a fault,
-        # what the CPU reported — the runtime turns these into the user's report.
+        # what the CPU reported — the runner (karn/run/runner.py) turns these into the
+        # user's report.
         self.exit_status: int | None = None
         self.fatal_signal = 0
         self.fatal_core = False
