@@ -173,3 +173,20 @@ def test_unknown_instance_is_one_line(cli, command):
     assert got.returncode != 0
     lines = got.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope" in lines[0], got.stderr
+
+
+def test_state_dir_too_long_for_sockets(build, tmp_path):
+    """A state directory whose control socket path cannot fit sockaddr_un: a foreground
+    run goes on unlisted; a run asked to be an instance (-d) says why it cannot be."""
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    env = {**os.environ, "KARN_STATE_DIR": str(deep)}
+    exe = build("exit42")
+    slow = [sys.executable, "-m", "karn", "run", "/bin/busybox", "sleep", "0.3"]
+    got = subprocess.run(slow, capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert got.returncode == 0, got.stderr
+    got = subprocess.run([sys.executable, "-m", "karn", "run", "-d", str(exe)],
+                         capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert got.returncode != 0
+    assert got.stderr.startswith("karn: ") and "too long for a socket" in got.stderr, got.stderr
+    assert len(got.stderr.strip().splitlines()) == 1

@@ -45,17 +45,19 @@ def start_in_background(log_path: str, body: Callable[[Started], int]) -> int | 
     log is copied to stderr and its exit status returned."""
     sys.stdout.flush()
     sys.stderr.flush()
+    # opened here: a child that fails may remove the instance directory with its log
+    log_r = os.open(log_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
         _child(log_path, ready_w, body)
     os.close(ready_w)
-    with os.fdopen(ready_r, "rb") as ready:
-        if ready.read() == b"ok":
-            return None
-    _, wait_status = os.waitpid(pid, 0)
-    with open(log_path, "rb") as log:
+    with os.fdopen(log_r, "rb") as log:
+        with os.fdopen(ready_r, "rb") as ready:
+            if ready.read() == b"ok":
+                return None
+        _, wait_status = os.waitpid(pid, 0)
         sys.stderr.write(log.read().decode(errors="replace"))
     return os.waitstatus_to_exitcode(wait_status) or 125
 

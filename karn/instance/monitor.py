@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 from karn import log
@@ -35,7 +36,9 @@ class MonitorInstance:
             self._register(guest)
         except OSError as err:
             if options.detached or options.name or options.metrics:
-                raise UsageError(f"cannot register the instance: {err}") from None
+                where = f": {err.filename}" if err.filename else ""
+                raise UsageError(f"cannot register the instance: {err.strerror or err}{where}"
+                                 ) from None
             log.debug("not registered in %s: %s", instances_dir(), err)
 
     def _register(self, guest: Guest) -> None:
@@ -50,9 +53,10 @@ class MonitorInstance:
         registration = Registration(config.argv0 or config.program, config.args,
                                     options.name, options.detached, options.instance_id)
         try:
-            if len(registration.socket_path) > SOCKET_PATH_MAX:
-                raise UsageError(f"state directory path too long for a socket: "
-                                 f"{registration.directory} (set KARN_STATE_DIR)")
+            if len(registration.socket_path) > SOCKET_PATH_MAX:  # attach() decides: fatal
+                # only for a run that asked to be an instance (-d, --name, --metrics)
+                raise OSError(errno.ENAMETOOLONG, "state directory path too long for a "
+                              f"socket: {registration.directory} (set KARN_STATE_DIR)")
             self.control = ControlServer(guest, registration.socket_path)
         except BaseException:
             registration.discard()
