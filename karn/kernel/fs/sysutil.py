@@ -79,9 +79,7 @@ def wait_until_ready(task: Task, file: OpenFile, events: int) -> None:
     """Before a blocking read or write on a pipe, tty or eventfd: wait on the host fd and
     the task's waker together, so a signal interrupts the wait (the call then restarts or
     fails with EINTR) instead of leaving the thread stuck in a host read."""
-    if file.flags & OFlag.NONBLOCK or getattr(file, "is_regular", True):
-        return
-    if getattr(file, "is_dir", False):
+    if file.flags & OFlag.NONBLOCK or file.is_regular or file.is_dir:
         return
     host = file.host_fd()
     if host is None:
