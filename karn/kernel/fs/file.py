@@ -57,6 +57,7 @@ class OpenFile:
 
     is_dir = False
     is_regular = False  # reads return the full count when the data is there
+    waits_itself = False  # its stream operations block on their own (sockets: timeouts)
 
     def __init__(self, path: str, flags: int) -> None:
         self.path = path  # guest path, for /proc/self/fd, fchdir and getcwd

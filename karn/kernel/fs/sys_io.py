@@ -133,8 +133,8 @@ def sys_sendfile(task: Task, out_fd: int, in_fd: int, offset_ptr: int, count: in
     view = memoryview(buf)
     total = 0
     if count:  # wait for an empty pipe or a full one where a signal reaches, not in a host call
-        wait_until_ready(task, src, select.POLLIN)
-        wait_until_ready(task, dst, select.POLLOUT)
+        wait_until_ready(task, src, select.POLLIN, copying=True)
+        wait_until_ready(task, dst, select.POLLOUT, copying=True)
     while total < count:
         if total and not _ready_now(dst, select.POLLOUT):
             break  # a short count rather than a thread stuck in a host write

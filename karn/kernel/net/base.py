@@ -64,6 +64,7 @@ class SocketFile(OpenFile):
     """A guest socket; subclasses add addressing (inet.py, unix.py)."""
 
     passes_files: ClassVar[bool] = False  # carries SCM_RIGHTS (AF_UNIX)
+    waits_itself = True  # read/write honour SO_RCVTIMEO/SO_SNDTIMEO (retry)
 
     def __init__(self, net: NetStack, family: int, stype: int, proto: int,
                  sock: socket.socket, nonblock: bool) -> None:

@@ -214,6 +214,8 @@ static void nonblocking_and_refused(void) {
     CHECK(setsockopt(t, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
     ssize_t r2 = recv(t, buf, sizeof buf, 0);
     printf("SO_RCVTIMEO recv: %zd %s\n", r2, strerror(errno));
+    r2 = read(t, buf, sizeof buf);
+    printf("SO_RCVTIMEO read: %zd %s\n", r2, strerror(errno));
     int type; socklen_t tl = sizeof type;
     CHECK(getsockopt(t, SOL_SOCKET, SO_TYPE, &type, &tl) == 0);
     printf("SO_TYPE %d\n", type);
