@@ -58,6 +58,7 @@ class OpenFile:
     is_dir = False
     is_regular = False  # reads return the full count when the data is there
     waits_itself = False  # its stream operations block on their own (sockets: timeouts)
+    is_pipe = False  # a pipe or FIFO (F_GETPIPE_SZ, fadvise's ESPIPE)
 
     def __init__(self, path: str, flags: int) -> None:
         self.path = path  # guest path, for /proc/self/fd, fchdir and getcwd
@@ -186,7 +187,7 @@ class HostFile(OpenFile):
         self.is_dir = pystat.S_ISDIR(st.st_mode)
         self.is_regular = pystat.S_ISREG(st.st_mode)
         self._ino = st.st_ino
-        self._fifo = pystat.S_ISFIFO(st.st_mode)
+        self.is_pipe = pystat.S_ISFIFO(st.st_mode)
 
     def readinto(self, task: Task, view: memoryview) -> int:
         if self.is_dir:
@@ -321,7 +322,7 @@ class HostFile(OpenFile):
         return HostFile(fd, self.path, flags & ~O_OPEN_ONLY)
 
     def link_name(self) -> str:
-        if self._fifo and not self.path:
+        if self.is_pipe and not self.path:
             return f"pipe:[{self._ino}]"
         return self.path
 

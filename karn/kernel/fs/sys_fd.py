@@ -98,7 +98,7 @@ def sys_fcntl(task: Task, fd: int, cmd: int, arg: int) -> int:
         return 0
     if cmd in (F_GETPIPE_SZ, F_SETPIPE_SZ):
         host = file.host_fd()
-        if host is None or not getattr(file, "_fifo", False):
+        if host is None or not file.is_pipe:
             raise SyscallError(errno.EBADF)
         if cmd == F_GETPIPE_SZ:
             return fcntl.fcntl(host, cmd)
@@ -229,7 +229,7 @@ def sys_flock(task: Task, fd: int, operation: int) -> int:
 
 def sys_fadvise64(task: Task, fd: int, offset: int, length: int, advice: int) -> int:
     file = task.process.fds.get(s32(fd))
-    if getattr(file, "_fifo", False):
+    if file.is_pipe:
         raise SyscallError(errno.ESPIPE)
     if not 0 <= s32(advice) <= 5:
         raise SyscallError(errno.EINVAL)
