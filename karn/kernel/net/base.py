@@ -21,7 +21,7 @@ import select
 import termios
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from karn.kernel.blocking import Interrupted
 from karn.kernel.errors import SyscallError
@@ -63,7 +63,7 @@ class Received(NamedTuple):
 class SocketFile(OpenFile):
     """A guest socket; subclasses add addressing (inet.py, unix.py)."""
 
-    passes_files: ClassVar[bool] = False  # carries SCM_RIGHTS (AF_UNIX)
+    passes_files = False  # carries SCM_RIGHTS (AF_UNIX)
     waits_itself = True  # read/write honour SO_RCVTIMEO/SO_SNDTIMEO (retry)
 
     def __init__(self, net: NetStack, family: int, stype: int, proto: int,
