@@ -4,22 +4,23 @@
 #                  test, on TEST_JOBS workers (pytest-xdist; tests marked serial run alone)
 #   make test-quick  the same without the tests marked slow (> ~10 s each): the edit loop
 #   make bench     run the benchmarks (python3 bench/run.py; BENCH_ARGS="--runs 9 --write")
-#   make lint      ruff check
+#   make lint      ruff check and mypy (the type checker) on karn/
+#   make vdso      rebuild karn/platform/vdso/vdso.so (committed; needs gcc and binutils)
 
 PYTHON ?= python3
-APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static libseccomp2 \
+APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static \
 	docker-registry skopeo umoci apache2-utils golang-go python3 gdb strace \
 	nginx redis-server redis-tools wrk curl graphviz
 BENCH_ARGS ?=
 TEST_JOBS ?= auto
 PYTEST := $(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadscope
 
-.PHONY: all example test test-quick bench lint install install-test-deps clean
+.PHONY: all example test test-quick bench lint install install-test-deps clean vdso
 all: test
 
 # Install the package (editable) unless it and its dependencies already import.
 install:
-	@$(PYTHON) -c 'import karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema, re2' 2>/dev/null \
+	@$(PYTHON) -c 'import karn, karn.cli.main, elftools, capstone, jsonschema, re2' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e .
 
 examples/hello: examples/hello.c
@@ -34,7 +35,6 @@ install-test-deps:
 	@missing=""; \
 	for tool in gcc musl-gcc nm docker-registry skopeo umoci htpasswd go gdb strace nginx redis-server redis-cli wrk curl dot; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /bin/busybox ] || missing="$$missing busybox"; \
-	ls /usr/lib/*/libseccomp.so.2 >/dev/null 2>&1 || missing="$$missing libseccomp2"; \
 	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
@@ -42,7 +42,7 @@ install-test-deps:
 	  $$SUDO apt-get update -q && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
 	fi
-	@$(PYTHON) -c 'import pytest, xdist, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, pyseccomp, jsonschema, re2' 2>/dev/null \
+	@$(PYTHON) -c 'import pytest, xdist, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, jsonschema, re2' 2>/dev/null \
 	  || $(PYTHON) -m pip install -q -e '.[test]'
 
 test: install-test-deps
@@ -55,7 +55,23 @@ bench: install
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 
 lint:
-	ruff check karn tests bench
+	@$(PYTHON) -c 'import ruff, mypy' 2>/dev/null || $(PYTHON) -m pip install -q -e '.[lint]'
+	$(PYTHON) -m ruff check karn tests bench
+	$(PYTHON) -m mypy
+
+# The guest's vDSO (docs/design/fast-syscalls.md, section 6): freestanding, no relocations,
+# unwind tables kept. The image is committed as package data, so installs need no compiler.
+VDSO_DIR := karn/platform/vdso
+VDSO_CFLAGS := -O2 -fPIC -fno-stack-protector -fasynchronous-unwind-tables \
+	-fcf-protection=none -ffreestanding -fno-builtin -nostdlib -shared -Wall -Wextra -Werror
+VDSO_LDFLAGS := -Wl,--hash-style=both -Wl,-soname=linux-vdso.so.1 -Wl,--eh-frame-hdr \
+	-Wl,--version-script=$(VDSO_DIR)/vdso.map -Wl,-T,$(VDSO_DIR)/vdso.lds -Wl,--no-undefined \
+	-Wl,--build-id=none -Wl,-z,max-page-size=4096 -Wl,-z,noexecstack
+vdso: $(VDSO_DIR)/vdso.so
+$(VDSO_DIR)/vdso.so: $(VDSO_DIR)/vdso.c $(VDSO_DIR)/vdso.lds $(VDSO_DIR)/vdso.map
+	gcc $(VDSO_CFLAGS) $(VDSO_LDFLAGS) -o $@.tmp $(VDSO_DIR)/vdso.c
+	strip --strip-all -o $@ $@.tmp
+	rm -f $@.tmp
 
 clean:
 	rm -f examples/hello

@@ -7,7 +7,8 @@
    and gVisor (`runsc --network=none --platform=ptrace do hello`, when runsc is installed
    and we are root). karn's own cost is karn minus `python3 -c pass`.
 2. per-syscall cost of a raw getpid loop: (t(N_large) - t(N_small)) / (N_large - N_small),
-   which removes start-up, for native, karn and runsc.
+   which removes start-up, for native, karn and runsc; the same for clock_gettime through
+   libc (the vDSO), with karn also run with --no-vdso.
 3. compute: a fixed integer hash loop (~1 s natively); karn/native ratio of the loop time
    the program measures itself (and of the wall time).
 4. host memory: peak RSS of the process running an idle hello (karn's includes Python).
@@ -143,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # outside /tmp: inside a karn guest /tmp is a private tmpfs
     with tempfile.TemporaryDirectory(prefix="karn-bench-", dir="/var/tmp") as tmp:
         out = Path(tmp)
-        hello, loop, compute, probe = (
-            build(out, n) for n in ("hello", "getpid_loop", "compute", "rss_probe")
+        hello, loop, clock_loop, compute, probe = (
+            build(out, n) for n in ("hello", "getpid_loop", "clock_loop", "compute", "rss_probe")
         )
 
         # 1. start-up
@@ -174,6 +175,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BenchError as exc:
                 per_call[r.name] = None
                 problems.append(f"getpid loop, {r.name}: {exc}")
+
+        # 2b. clock_gettime through libc: the vDSO (karn's, runsc's) or a syscall each
+        clock_runners = [*runners[:2], Runner("karn --no-vdso", [*KARN, "--no-vdso"]),
+                         *runners[2:]]
+        clock_loops = {"native": (1_000, 20_000_000), "karn": (1_000, 20_000_000),
+                       "karn --no-vdso": (1_000, 20_000),
+                       "gVisor (runsc, ptrace)": (1_000, 20_000_000)}
+        if args.quick:
+            clock_loops = {k: (small, max(small * 2, large // 10))
+                           for k, (small, large) in clock_loops.items()}
+        clock_cost: dict[str, float | None] = {}
+        print("clock_gettime loop ...", file=sys.stderr)
+        for r in clock_runners:
+            small, large = clock_loops[r.name]
+            try:
+                t_small = median_time(r.cmd(clock_loop, str(small)), runs)
+                t_large = median_time(r.cmd(clock_loop, str(large)), runs)
+                clock_cost[r.name] = max(0.0, t_large - t_small) / (large - small)
+            except BenchError as exc:
+                clock_cost[r.name] = None
+                problems.append(f"clock_gettime loop, {r.name}: {exc}")
 
         # 3. compute: calibrate ~1 s natively, then compare the loop's own time
         print("compute ...", file=sys.stderr)
@@ -212,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 problems.append(f"peak RSS, {r.name}: {exc}")
 
     report = render(
-        runs, rounds, compute_runs, startup, per_call, loops, compute_res, rss, skipped, problems
+        runs, rounds, compute_runs, startup, per_call, loops, compute_res, rss, skipped, problems,
+        (clock_cost, clock_loops),
     )
     print(report)
     if args.write:  # the other scripts' sections are kept
@@ -221,7 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def render(
-    runs, rounds, compute_runs, startup, per_call, loops, compute_res, rss, skipped, problems
+    runs, rounds, compute_runs, startup, per_call, loops, compute_res, rss, skipped, problems,
+    clock,
 ) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -257,6 +281,20 @@ def render(
     ]
     for name, cost in per_call.items():
         small, large = loops[name]
+        lines.append(f"| {name} | {small:,} | {large:,} | {fmt_us(cost)} |")
+    clock_cost, clock_loops = clock
+    lines += [
+        "",
+        "## Per-call cost: `clock_gettime(CLOCK_MONOTONIC)` loop",
+        "",
+        "Through libc, which uses the vDSO when there is one (karn's reads a TSC time page "
+        "the monitor keeps; `--no-vdso` makes every call a system call). Per call as above.",
+        "",
+        "| runner | N small | N large | per call |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, cost in clock_cost.items():
+        small, large = clock_loops[name]
         lines.append(f"| {name} | {small:,} | {large:,} | {fmt_us(cost)} |")
     lines += [
         "",

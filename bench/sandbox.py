@@ -180,8 +180,8 @@ def render(runs: int, startup: dict[str, float], confining: float, getpid_cost: 
         *(f"| {name} | {t * 1e3:.1f} ms |" for name, t in startup.items()),
         "",
         f"Difference (sandbox on − off): {(on - off) * 1e3:.1f} ms. confine() itself, as the "
-        f"monitor measures it: **{confining * 1e3:.1f} ms** (median; importing the libseccomp "
-        "bindings, Landlock rules, the per-thread calls, the private network namespace as "
+        f"monitor measures it: **{confining * 1e3:.1f} ms** (median; "
+        "Landlock rules, the per-thread calls, the private network namespace as "
         "root, compiling and loading the filter).",
         "",
         "### Per-syscall cost",

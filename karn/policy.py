@@ -14,6 +14,7 @@ Karnfile `[policy]` table sets it; `karn run` options override it, key by key:
     file_size = SIZE    --ulimit fsize=SIZE      RLIMIT_FSIZE: EFBIG and SIGXFSZ
     tmpfs_size = SIZE   --tmpfs-size SIZE        /tmp and /dev/shm: ENOSPC
     aslr = bool         --no-aslr                the loader and mm placement
+    vdso = bool         --no-vdso                the loader: clocks without a VM exit
     (memory, top level) -m/--memory              mappings + tmpfs data: ENOMEM/ENOSPC
 
 An image may tighten these by itself; what loosens karn's defaults (loosenings()) needs
@@ -38,7 +39,7 @@ ON_DENIED = ("eperm", "kill")
 
 class Policy:
     __slots__ = ("syscalls", "on_denied", "network", "threads", "open_files", "cpu_time",
-                 "file_size", "tmpfs_size", "aslr")
+                 "file_size", "tmpfs_size", "aslr", "vdso")
 
     def __init__(self) -> None:
         self.syscalls: str | None = None  # allow-list (names and classes); None: all
@@ -50,6 +51,7 @@ class Policy:
         self.file_size: int | None = None  # bytes per written file; None: unlimited
         self.tmpfs_size: int | None = None  # bytes per tmpfs; None: half of --memory
         self.aslr = True
+        self.vdso = True  # map a vDSO (platform/vdso); off: every clock read is a syscall
 
     def update(self, values: dict[str, Any], source: str) -> Policy:
         """Apply settings (a Karnfile table, or command-line overrides), checking each."""
@@ -80,6 +82,7 @@ class Policy:
             "on_denied": self.on_denied, "max_threads": self.threads,
             "max_open_files": self.open_files, "cpu_time": self.cpu_time,
             "file_size": self.file_size, "tmpfs_size": self.tmpfs_size, "aslr": self.aslr,
+            "vdso": self.vdso,
         }
 
 
@@ -118,7 +121,7 @@ def _network(value: Any) -> str:
     return str(value)
 
 
-def _aslr(value: Any) -> bool:
+def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
@@ -128,13 +131,14 @@ _CHECKS = {
     "syscalls": _syscalls, "on_denied": _on_denied, "network": _network,
     "threads": _count(1, MAX_THREADS), "open_files": _count(3, 1 << 20),
     "cpu_time": _count(1, 1 << 31), "file_size": parse_size, "tmpfs_size": parse_size,
-    "aslr": _aslr,
+    "aslr": _flag, "vdso": _flag,
 }
 
 
 # Keys no value of which loosens the default: it allows every call (a list is tighter),
-# fails denied calls with EPERM (kill is stricter) and sets no CPU time or file size limit.
-_NEVER_LOOSER = frozenset(("syscalls", "on_denied", "cpu_time", "file_size"))
+# fails denied calls with EPERM (kill is stricter) and sets no CPU time or file size limit;
+# without a vDSO the guest only makes more system calls.
+_NEVER_LOOSER = frozenset(("syscalls", "on_denied", "cpu_time", "file_size", "vdso"))
 # What overrides each key on the `karn run` command line (aslr=false has no opposite).
 OVERRIDE_OPTIONS = {"memory": "-m", "cpus": "--cpus", "network": "--network",
                     "threads": "--pids-limit", "open_files": "--ulimit nofile=N",
@@ -259,7 +263,8 @@ class LimitWatch:
             self.rss_limit = 1 << 62  # said once
 
     def _kill(self, sig: int) -> None:
-        from karn.kernel.signals import SI_KERNEL, SigInfo
+        from karn.abi.signals import SI_KERNEL
+        from karn.kernel.signals import SigInfo
 
         self.proc.signal_process(SigInfo.from_sender(sig, SI_KERNEL, 0))
 

@@ -71,4 +71,4 @@ def test_a_normal_run_imports_no_debug_modules(karn):
     heavy = {m for m in imported if m.split(".")[0] in ("capstone", "elftools")
              or m.startswith("karn.debug")}
     assert not heavy, heavy
-    assert "karn.runtime" in imported  # the probe works
+    assert "karn.run.runner" in imported  # the probe works

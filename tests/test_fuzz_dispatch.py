@@ -17,11 +17,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from karn.abi.syscalls import SYSCALL_NUMBERS
 from karn.kernel import syscalls
 from karn.kernel.fs.fdtable import FdTable
-from karn.kernel.numbers import SYSCALL_NUMBERS
 from karn.kernel.process import ProcessExit, Task, ThreadExit
-from karn.runtime import RunConfig, Unikernel
+from karn.run.builder import build
+from karn.run.config import RunConfig
 
 MAX_ERRNO = 4095
 HANG_SECONDS = 10.0
@@ -39,15 +40,15 @@ class Kernel:
         self.build()
 
     def build(self) -> None:
-        self.uk = Unikernel(RunConfig(program=self.program))
-        proc = self.uk.process
+        self.guest = build(RunConfig(program=self.program))
+        proc = self.guest.process
         devnull = os.open(os.devnull, os.O_RDWR)
         proc.fds = FdTable.with_stdio(host_fds=(devnull, devnull, devnull))  # not pytest's
         os.close(devnull)
         self.task = Task(proc, proc.pid, None)
-        self.task.cpu = self.uk.machine.new_cpu()
-        self.task.cpu.start({"rip": self.uk.image.rip, "rsp": self.uk.image.rsp}, 0)
-        self.stack = self.uk.image.rsp  # pointers near here are real, mapped guest memory
+        self.task.cpu = self.guest.machine.new_cpu()
+        self.task.cpu.start({"rip": self.guest.image.rip, "rsp": self.guest.image.rsp}, 0)
+        self.stack = self.guest.image.rsp  # pointers near here are real, mapped guest memory
 
     def call(self, nr: int, args: tuple[int, ...]) -> object:
         """The result or the exception; fails if the call hangs."""
@@ -72,7 +73,7 @@ class Kernel:
         return box[0]
 
     def ended(self) -> bool:
-        return self.uk.process.exit_status is not None
+        return self.guest.process.exit_status is not None
 
 
 @pytest.fixture(scope="module")

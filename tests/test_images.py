@@ -377,6 +377,35 @@ def test_bad_input_one_line_store_intact(home: Path, args: list[str], text: str)
     assert list((home / "tmp").iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "options, text",
+    [
+        (["--syscalls", "nosuchcall"], "nosuchcall"),
+        (["--ulimit", "nofile=many"], "--ulimit"),
+        (["--cpus", "0"], "--cpus"),
+        (["--memory", "1m"], "--memory"),
+        (["--workdir", "relative"], "--workdir"),
+        (["--network", "everywhere"], "--network"),
+        (["--publish", "80"], "--publish"),
+        (["--volume", "/no/such/dir:/data"], "/no/such/dir"),
+        (["--trace=nosuchcall"], "--trace"),
+        (["-d", "--gdb", "1234"], "--gdb"),
+    ],
+)
+def test_bad_options_are_refused_before_any_pull(home: Path, options: list[str],
+                                                 text: str) -> None:
+    """What the command line alone decides is checked before karn contacts a registry:
+    the run fails on the option, and the registry (a listening socket) sees no one."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as registry:
+        registry.setblocking(False)
+        image = f"127.0.0.1:{registry.getsockname()[1]}/app:1"
+        assert_one_error_line(karn_in(home, "run", *options, image), 125, text)
+        with pytest.raises(BlockingIOError):
+            registry.accept()  # a pull would have connected (and waits in the backlog)
+
+
 def test_corrupted_blob_in_store_is_refused(home: Path) -> None:
     ok(karn_in(home, "build", "-t", "bb", BUSYBOX))
     (info,) = json.loads(ok(karn_in(home, "inspect", "bb")))

@@ -12,7 +12,7 @@ import errno
 
 import pytest
 
-from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
+from karn.abi.syscalls import SYSCALL_NAMES, SYSCALL_NUMBERS
 from karn.kernel.syscalls import AREAS, ERRORS, TABLE, Error, Partial, Supported
 
 # Arguments that make each refused call well-formed (an existing path, a name, a buffer,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.syscalls import SYSCALL_NUMBERS as NR
 from karn.kernel.fs.constants import O_ACCMODE, S_IFDIR, S_IFMT, S_IFREG, OFlag
 from karn.kernel.fs.context import FsContext
 from karn.kernel.fs.fdtable import FdTable
@@ -17,7 +18,6 @@ from karn.kernel.fs.hostfs import HostDirFs
 from karn.kernel.fs.manifestfs import ManifestFs
 from karn.kernel.fs.tmpfs import TmpFs
 from karn.kernel.mm import AddressSpace, Region
-from karn.kernel.numbers import SYSCALL_NUMBERS as NR
 from karn.kernel.process import KernelConfig, Process, Task
 from karn.kernel.syscalls import dispatch
 from karn.platform.memory import HostGuestMemory

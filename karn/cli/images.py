@@ -1,8 +1,8 @@
-"""Image commands: build, images, inspect, tag, rm, prune, push, pull, login, logout;
-and the image half of `karn run IMAGE`.
+"""Image commands: build, images, inspect, tag, rm, prune, push, pull, login, logout.
+(`karn run IMAGE` finds its image in karn/run/image.py.)
 
-Only argparse/os/json are imported at module level: `karn run PROGRAM` registers these
-parsers on every start, and the store/registry modules load only when a command needs
+Only argparse/os/json are imported at module level: every command but `karn run`
+registers these parsers, and the store/registry modules load only when a command needs
 them.
 """
 
@@ -16,80 +16,7 @@ from typing import Any
 
 from karn.errors import UsageError
 
-# ---- `karn run IMAGE`
-
-
-def _local_names() -> list[str] | None:
-    """Tags in the store's index.json (cheap: no store modules imported); None if no store."""
-    from karn.image.home import karn_home
-
-    try:
-        with open(os.path.join(karn_home(), "oci", "index.json"), "rb") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return None
-    names = []
-    for desc in doc.get("manifests", []):
-        name = (desc.get("annotations") or {}).get("org.opencontainers.image.ref.name")
-        names.append(name or "")
-        names.append(desc.get("digest", ""))
-    return names
-
-
-def is_image(text: str) -> bool:
-    """Is `karn run TEXT` about an image (True) or a host program (False)?
-
-    A host path that exists is a program; a name tagged in the store is an image (it
-    wins over $PATH, as in docker); so is anything with a registry part, a tag or a
-    digest. Any other bare name is looked up in $PATH.
-    """
-    if "/" in text and os.path.exists(text):
-        return False
-    names = _local_names() or []
-    if text in names or f"{text}:latest" in names:
-        return True
-    hexpart = text.removeprefix("sha256:")
-    if len(hexpart) >= 12 and all(c in "0123456789abcdef" for c in hexpart):
-        return any(n.startswith(f"sha256:{hexpart}") for n in names)
-    first = text.split("/", 1)[0]
-    if "/" in text and first not in (".", "..") and ("." in first or ":" in first
-                                                   or first == "localhost"):  # fmt: skip
-        return True
-    return ("/" not in text) and (":" in text or "@" in text)
-
-
-def apply_image(config: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Fill a RunConfig from the image named by args.program (pulling a remote one).
-    Returns what the image asks for: its policy keys (checked), memory and cpus."""
-    from karn.image.launch import prepare_run
-    from karn.image.oci import parse_reference
-    from karn.image.store import open_store
-
-    store = open_store()
-    image = store.find(args.program)
-    if image is None:
-        ref = parse_reference(args.program)
-        if ref.registry is None:
-            raise UsageError(f"image {args.program} not found in the store (see `karn images`)")
-        from karn.image.registry import pull
-
-        image = pull(store, args.program)
-    global _run_lock
-    _run_lock = store.hold_for_run()  # `karn prune` waits until this run ends
-    run = prepare_run(store, image, list(args.args), args.entrypoint, args.workdir)
-    config.root = run.root
-    config.program = run.program
-    config.argv0 = run.argv[0]
-    config.args = run.argv[1:]
-    config.env = [*run.env, *config.env]
-    config.workdir = run.workdir
-    if args.memory is None and run.memory:
-        config.memory = run.memory
-    if args.cpus is None and run.cpus:
-        config.cpus = run.cpus
-    config.policy.update(run.policy, f"image {args.program}")
-    return {"memory": run.memory, "cpus": run.cpus,
-            **{key: getattr(config.policy, key) for key in run.policy}}
+# ---- `karn inspect IMAGE`
 
 
 def image_policy(image: Any) -> dict[str, Any]:
@@ -97,7 +24,7 @@ def image_policy(image: Any) -> dict[str, Any]:
     from karn.errors import KarnError
     from karn.image.launch import image_settings
     from karn.policy import Policy, loosenings
-    from karn.runtime import DEFAULT_MEMORY
+    from karn.run.config import DEFAULT_MEMORY
 
     try:
         memory, cpus, policy = image_settings(image)
@@ -107,9 +34,6 @@ def image_policy(image: Any) -> dict[str, Any]:
     asks = {"memory": memory, "cpus": cpus, **{key: getattr(checked, key) for key in policy}}
     return {"memory": memory, "cpus": cpus, "policy": policy,
             "looser_than_default": loosenings(asks, memory or DEFAULT_MEMORY, DEFAULT_MEMORY)}
-
-
-_run_lock: int | None = None
 
 
 # ---- parsers

@@ -47,12 +47,12 @@ def register(sub: Any) -> None:
 
 def ask(inst: Instance, op: str, **fields: object) -> dict:
     """One control-socket request; a one-line error when the monitor does not answer."""
-    from karn.debug.control import request
+    from karn.debug.control import CLIENT_TIMEOUT, request
 
     if not inst.alive():
         raise UsageError(f"instance {inst.id} is not running ({inst.describe_state()})")
     try:
-        answer = request(inst.socket_path, op, **fields)
+        answer = request(inst.socket_path, op, CLIENT_TIMEOUT, **fields)
     except OSError as err:
         raise KarnError(f"instance {inst.id} does not answer on its control socket: "
                         f"{err.strerror or err}") from None
@@ -112,7 +112,7 @@ def _duration(seconds: float) -> str:
     return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
-def _size(value: int) -> str:
+def _size(value: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
             return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"

@@ -28,8 +28,9 @@ def register(sub: Any, run_parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_suggest(args: argparse.Namespace) -> int:
-    from karn.kernel.numbers import SYSCALL_NAMES
-    from karn.runtime import Unikernel
+    from karn.abi.syscalls import SYSCALL_NAMES
+    from karn.run.builder import build
+    from karn.run.runner import run
 
     if not args.run_args:
         raise UsageError("policy suggest: give the program to run, as for `karn run`")
@@ -38,14 +39,14 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         raise UsageError("policy suggest runs the program in the foreground: drop -d")
     config = run_config(run_args)
     config.policy.syscalls = None  # everything is allowed while we watch
-    uk = Unikernel(config)
+    guest = build(config)
     try:  # opened first: the monitor confines itself while the guest runs (karn/sandbox)
         out = open(args.output, "w") if args.output else sys.stderr
     except OSError as err:
         raise UsageError(f"policy suggest: {args.output}: {err.strerror}") from None
     with out:
-        status = uk.run()
-        counts = uk.process.syscall_counts
+        status = run(guest)
+        counts = guest.process.syscall_counts
         used = sorted(SYSCALL_NAMES[nr] for nr, n in enumerate(counts)
                       if n and nr in SYSCALL_NAMES)
         out.write(render(used, " ".join(args.run_args), status))

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from karn.errors import UsageError
 from karn.sizes import parse_size as size_of
+
+if TYPE_CHECKING:
+    from karn.debug.options import DebugOptions
+    from karn.run.config import RunConfig, Volume
 
 
 def parse_size(text: str) -> int:
@@ -18,8 +22,8 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid size {text!r} (use e.g. 512m, 2g)") from None
 
 
-def parse_volume(text: str):
-    from karn.runtime import Volume
+def parse_volume(text: str) -> Volume:
+    from karn.run.config import Volume
 
     parts = text.split(":")
     if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
@@ -167,6 +171,11 @@ def _add_policy_options(run: argparse.ArgumentParser) -> None:
         help="fixed addresses for the program, libraries, mmap and stack",
     )
     group.add_argument(
+        "--no-vdso",
+        action="store_true",
+        help="no vDSO: every clock read is a system call (seen by --trace)",
+    )
+    group.add_argument(
         "--trust-image-policy",
         action="store_true",
         help="accept an image's settings that loosen karn's defaults (more "
@@ -244,21 +253,28 @@ def rewrite_trace(words: list[str], run: argparse.ArgumentParser) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from karn.runtime import Unikernel
-
+    if args.detach and args.gdb:
+        raise UsageError("--gdb needs a foreground run (the guest waits for gdb)")
     config = run_config(args)
     if args.detach:
         from karn.instance.detach import run_detached
 
-        if args.gdb:
-            raise UsageError("--gdb needs a foreground run (the guest waits for gdb)")
-        return run_detached(config.instance, lambda: Unikernel(config).run())
-    return Unikernel(config).run()
+        return run_detached(config.instance, lambda: start(config))
+    return start(config)
 
 
-def run_config(args: argparse.Namespace):  # noqa: ANN201 - a RunConfig
-    """The `karn run` options, the image's settings and policy, as one RunConfig."""
-    from karn.runtime import DEFAULT_MEMORY, RunConfig
+def start(config: RunConfig) -> int:
+    """Build the guest of a resolved config and run it (karn/run/)."""
+    from karn.run.builder import build
+    from karn.run.runner import run
+
+    return run(build(config))
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The `karn run` options, the image's settings and policy, as one resolved RunConfig."""
+    from karn.policy import parse_ulimit
+    from karn.run.config import DEFAULT_MEMORY, Choices, RunConfig, resolve
 
     config = RunConfig(
         program=args.program,
@@ -278,70 +294,26 @@ def run_config(args: argparse.Namespace):  # noqa: ANN201 - a RunConfig
         collect=args.collect,
     )
     if args.detach or args.name or args.metrics:
-        from karn.instance.monitor import InstanceOptions
+        from karn.instance.options import InstanceOptions
 
         config.instance = InstanceOptions(name=args.name, metrics=args.metrics)
-    host_path = "/" in args.program and os.path.exists(args.program)  # never an image
-    asks = None
-    if args.root is None and not host_path:
-        from karn.cli import images
-
-        if images.is_image(args.program):  # root, program, argv, env, workdir, policy
-            asks = images.apply_image(config, args)
-    if args.entrypoint is not None and asks is None:
-        raise UsageError("--entrypoint applies only to images")
-    given = _policy_overrides(config, args)
-    if asks is not None and not args.trust_image_policy:
-        _refuse_loosening(
-            args.program, {k: v for k, v in asks.items() if k not in given}, config.memory
-        )
-    return config
-
-
-def _policy_overrides(config, args: argparse.Namespace) -> set[str]:  # noqa: ANN001
-    """Command-line policy options win over the image's (docs/security.md); returns the
-    keys the command line set."""
-    from karn.policy import parse_ulimit
-
-    values = {
+    policy = {
         "syscalls": args.syscalls,
         "on_denied": args.on_denied,
         "threads": args.pids_limit,
         "tmpfs_size": args.tmpfs_size,
         "aslr": False if args.no_aslr else None,
+        "vdso": False if args.no_vdso else None,
     }
     for spec in args.ulimit:
-        values.update(parse_ulimit(spec))
-    config.policy.update(values, "command line")
-    if config.network is None:
-        config.network = config.policy.network
-    given = {key for key, value in values.items() if value is not None}
-    others = {"network": args.network, "memory": args.memory, "cpus": args.cpus}
-    return given | {key for key, value in others.items() if value is not None}
+        policy.update(parse_ulimit(spec))
+    choices = Choices(memory=args.memory, cpus=args.cpus, workdir=args.workdir,
+                      network=args.network, entrypoint=args.entrypoint, policy=policy,
+                      trust_image_policy=args.trust_image_policy)
+    return resolve(config, choices)
 
 
-def _refuse_loosening(image: str, asks: dict, memory: int) -> None:
-    """An image may tighten karn's default policy by itself, never loosen it: that takes
-    the user's consent, --trust-image-policy or the same option on the command line."""
-    from karn.policy import OVERRIDE_OPTIONS, loosenings
-    from karn.runtime import DEFAULT_MEMORY
-
-    looser = loosenings(asks, memory, DEFAULT_MEMORY)
-    if not looser:
-        return
-    options = [
-        OVERRIDE_OPTIONS[key]
-        for key in asks
-        if key in OVERRIDE_OPTIONS and any(item.startswith(key + "=") for item in looser)
-    ]
-    other = f", or give {', '.join(options)} yourself" if options else ""
-    raise UsageError(
-        f"image {image} asks for a looser policy than karn's default "
-        f"({', '.join(looser)}): pass --trust-image-policy to accept it{other}"
-    )
-
-
-def _debug_options(args: argparse.Namespace):
+def _debug_options(args: argparse.Namespace) -> DebugOptions | None:
     if not (
         args.trace
         or args.trace_filter

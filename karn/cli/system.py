@@ -135,9 +135,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if state.is_running(name):
         status = state.request(name, "status")
     else:
-        status = state.read_json(os.path.join(state.system_dir(name), state.STATUS))
-        if status is None:
+        saved = state.read_json(os.path.join(state.system_dir(name), state.STATUS))
+        if saved is None:
             raise KarnError(f"system {name} is not running and left no status")
+        status = saved
     if args.json:
         print(json.dumps(status, indent=2))
         return 0

@@ -20,18 +20,19 @@ import threading
 from typing import TYPE_CHECKING
 
 from karn import log
-from karn.kernel.signals import NSIG, SI_USER, SigInfo
+from karn.abi.signals import NSIG, SI_USER
+from karn.kernel.signals import SigInfo
 
 if TYPE_CHECKING:
-    from karn.runtime import Unikernel
+    from karn.run.guest import Guest
 
 MAX_REQUEST = 4096
 CLIENT_TIMEOUT = 5.0
 
 
 class ControlServer:
-    def __init__(self, uk: Unikernel, path: str) -> None:
-        self.uk = uk
+    def __init__(self, guest: Guest, path: str) -> None:
+        self.guest = guest
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         os.chmod(path, 0o600)
@@ -71,14 +72,14 @@ class ControlServer:
         if op == "ping":
             return {"ok": True, "pid": os.getpid()}
         if op == "stats":
-            return {"ok": True, **introspect.stats(self.uk)}
+            return {"ok": True, **introspect.stats(self.guest)}
         if op == "inspect":
-            return {"ok": True, **introspect.inspect(self.uk)}
+            return {"ok": True, **introspect.inspect(self.guest)}
         if op == "signal":
             sig = request.get("signal")
             if not isinstance(sig, int) or not 1 <= sig < NSIG:
                 return {"ok": False, "error": f"invalid signal {sig!r}"}
-            self.uk.process.signal_process(SigInfo.from_sender(sig, SI_USER, 0))
+            self.guest.process.signal_process(SigInfo.from_sender(sig, SI_USER, 0))
             return {"ok": True}
         return {"ok": False, "error": f"unknown op {op!r}"}
 

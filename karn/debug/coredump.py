@@ -13,14 +13,15 @@ import struct
 from typing import TYPE_CHECKING
 
 from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SIGSEGV
 from karn.debug.objects import read_auxv
 from karn.debug.observe import BaseObserver
-from karn.kernel.errors import SyscallError
 
 if TYPE_CHECKING:
+    from karn.abi.faults import GuestFault
     from karn.kernel.process import Task
-    from karn.platform.vcpu import GuestFault
-    from karn.runtime import Unikernel
+    from karn.run.guest import Guest
 
 ET_CORE, EM_X86_64, PT_LOAD, PT_NOTE = 4, 62, 1, 4
 NT_PRSTATUS, NT_FPREGSET, NT_PRPSINFO, NT_AUXV, NT_FILE = 1, 2, 3, 6, 0x46494C45
@@ -38,8 +39,8 @@ class ThreadState:
 
 
 class CoreDumper(BaseObserver):
-    def __init__(self, uk: Unikernel, directory: str) -> None:
-        self.uk = uk
+    def __init__(self, guest: Guest, directory: str) -> None:
+        self.guest = guest
         self.directory = directory
         self.threads: list[ThreadState] = []
         self.signal = 0
@@ -47,7 +48,7 @@ class CoreDumper(BaseObserver):
 
     def crashed(self, task: Task, fault: GuestFault) -> None:
         """Snapshot every thread now, while the others are still in the process."""
-        self.signal = task.process.fatal_signal or 11
+        self.signal = task.process.fatal_signal or SIGSEGV
         self.threads = [ThreadState(task.tid, dict(fault.regs), fault.fs_base, _fpu(task))]
         for other in list(task.process.tasks.values()):
             if other is task or other.cpu is None:
@@ -61,11 +62,11 @@ class CoreDumper(BaseObserver):
     def finish(self) -> None:
         if not self.threads:
             return
-        name = os.path.basename(self.uk.manifest.entry) or "guest"
+        name = os.path.basename(self.guest.manifest.entry) or "guest"
         path = os.path.join(self.directory, f"core.{name}.{os.getpid()}")
         try:
             with open(path, "wb") as f:
-                write_core(f, self.uk, self.threads, self.signal)
+                write_core(f, self.guest, self.threads, self.signal)
         except OSError as err:
             log.error("core dump %s: %s", path, err.strerror)
             return
@@ -96,9 +97,9 @@ def _prstatus(thread: ThreadState, sig: int) -> bytes:
     return head + times + body + struct.pack("<i4x", 1)
 
 
-def _prpsinfo(uk: Unikernel) -> bytes:
-    argv = [a if isinstance(a, bytes) else str(a).encode() for a in uk.process.config.argv]
-    fname = os.path.basename(uk.manifest.entry).encode()[:15]
+def _prpsinfo(guest: Guest) -> bytes:
+    argv = [a if isinstance(a, bytes) else str(a).encode() for a in guest.process.config.argv]
+    fname = os.path.basename(guest.manifest.entry).encode()[:15]
     psargs = b" ".join(argv)[:79]
     return struct.pack("<bcbb4xQIIiiii16s80s", 0, b"R", 0, 0, 0, 0, 0, 1, 0, 1, 1,
                        fname, psargs)
@@ -113,14 +114,14 @@ def _file_note(vmas: list) -> bytes:
     return desc
 
 
-def write_core(f, uk: Unikernel, threads: list[ThreadState], sig: int) -> None:
-    mem = uk.process.mem
-    vmas = sorted(uk.mm.vmas(), key=lambda v: v.start)
+def write_core(f, guest: Guest, threads: list[ThreadState], sig: int) -> None:
+    mem = guest.mem
+    vmas = sorted(guest.mm.vmas(), key=lambda v: v.start)
     notes = b"".join(
         _note(b"CORE", NT_PRSTATUS, _prstatus(t, sig)) + _note(b"CORE", NT_FPREGSET, t.fpu)
         for t in threads)
-    notes += _note(b"CORE", NT_PRPSINFO, _prpsinfo(uk))
-    notes += _note(b"CORE", NT_AUXV, read_auxv(mem, uk.image.rsp))
+    notes += _note(b"CORE", NT_PRPSINFO, _prpsinfo(guest))
+    notes += _note(b"CORE", NT_AUXV, read_auxv(mem, guest.image.rsp))
     notes += _note(b"CORE", NT_FILE, _file_note(vmas))
     phnum = 1 + len(vmas)
     offset = 64 + 56 * phnum

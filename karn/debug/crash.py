@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from karn.kernel.errors import SyscallError
-from karn.platform.vcpu import GuestFault
+from karn.abi.errno import SyscallError
+from karn.abi.faults import PAGE_FAULT, GuestFault, fault_signal
+from karn.abi.signals import SIGABRT, signal_name
 
 if TYPE_CHECKING:
     from karn.debug.observe import SyscallRecord
     from karn.debug.symbols import Symbolizer
     from karn.kernel.guestmem import GuestMemory
-
-# x86 exception vector -> (Linux signal, what happened)
-VECTOR_SIGNALS: dict[int, tuple[signal.Signals, str]] = {
-    0: (signal.SIGFPE, "integer divide error"),
-    1: (signal.SIGTRAP, "debug trap"),
-    3: (signal.SIGTRAP, "breakpoint (int3)"),
-    4: (signal.SIGSEGV, "overflow (into)"),
-    5: (signal.SIGSEGV, "bound range exceeded"),
-    6: (signal.SIGILL, "invalid opcode"),
-    7: (signal.SIGFPE, "device not available"),
-    10: (signal.SIGSEGV, "invalid TSS"),
-    11: (signal.SIGBUS, "segment not present"),
-    12: (signal.SIGBUS, "stack-segment fault"),
-    13: (signal.SIGSEGV, "general protection fault"),
-    14: (signal.SIGSEGV, "page fault"),
-    16: (signal.SIGFPE, "x87 floating-point error"),
-    17: (signal.SIGBUS, "alignment check"),
-    19: (signal.SIGFPE, "SIMD floating-point error"),
-}
-
-PF_PRESENT, PF_WRITE, PF_USER, PF_FETCH = 1, 2, 4, 16
 
 REGISTER_ORDER = "rax rbx rcx rdx rsi rdi rbp rsp r8 r9 r10 r11 r12 r13 r14 r15 rip rflags".split()
 
@@ -44,7 +23,7 @@ ReadBytes = Callable[[int, int], bytes | None]
 
 @dataclass(frozen=True)
 class CrashReport:
-    signal: signal.Signals
+    signal: int
     cause: str
     fault: GuestFault
     address: int | None  # the faulting data address, when the CPU reports one
@@ -52,20 +31,12 @@ class CrashReport:
 
     @property
     def exit_status(self) -> int:
-        return 128 + int(self.signal)
+        return 128 + self.signal
 
 
 def classify(fault: GuestFault) -> CrashReport:
-    sig, cause = VECTOR_SIGNALS.get(fault.vector, (signal.SIGSEGV, f"exception {fault.vector}"))
-    address = None
-    access = ""
-    if fault.vector == 14:
-        address = fault.cr2
-        code = fault.error_code or 0
-        access = "execute" if code & PF_FETCH else "write" if code & PF_WRITE else "read"
-        cause = f"{access} of {'protected' if code & PF_PRESENT else 'unmapped'} memory"
-    elif fault.vector == 13:
-        cause = "general protection fault (non-canonical address or privileged instruction)"
+    sig, _code, si_addr, cause, access = fault_signal(fault)
+    address = si_addr if fault.vector == PAGE_FAULT else None
     return CrashReport(sig, cause, fault, address, access)
 
 
@@ -73,10 +44,9 @@ def signal_report(sig: int, regs: dict[str, int], fs_base: int) -> CrashReport:
     """A core-dumping signal the program sent itself (abort(), raise()), reported at the
     call that sent it."""
     state = GuestFault(-1, None, regs["rip"], regs["rsp"], regs["rflags"], 0, regs, fs_base)
-    name = signal.Signals(sig)
-    cause = "abort() or raise() in the program" if name == signal.SIGABRT \
+    cause = "abort() or raise() in the program" if sig == SIGABRT \
         else "sent by the program to itself"
-    return CrashReport(name, cause, state, None, "")
+    return CrashReport(sig, cause, state, None, "")
 
 
 class CrashContext:
@@ -178,7 +148,7 @@ def _history(report: CrashReport, ctx: CrashContext) -> list[str]:
 def _format_basic(report: CrashReport, program: str, symbolize: Symbolize) -> str:
     fault = report.fault
     where = symbolize(fault.rip)
-    lines = [f"karn: {program} crashed: {report.signal.name} ({report.cause})"]
+    lines = [f"karn: {program} crashed: {signal_name(report.signal)} ({report.cause})"]
     if report.address is not None:
         lines.append(f"  fault address: {report.address:#x} ({report.access})")
     lines.append(f"  at rip {fault.rip:#x}" + (f" in {where}" if where else ""))

@@ -8,14 +8,14 @@ unreadable pointer prints as its address, never fails the trace.
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 from collections.abc import Callable
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError, errno_name
+from karn.abi.registers import s32, s64
+from karn.abi.signals import signal_name
 from karn.kernel.guestmem import GuestMemory
-from karn.kernel.signals import signal_name
 
 STRING_LIMIT = 32  # bytes of a buffer shown, like strace -s 32
 ARRAY_LIMIT = 16
@@ -184,20 +184,7 @@ def flags(value: int, table: list[tuple[int, str]], zero: str = "0") -> str:
 
 
 def errno_text(err: int) -> str:
-    name = errno.errorcode.get(err, f"E{err}")
-    if err == 512:
-        name = "ERESTARTSYS"
-    return f"-1 {name} ({os.strerror(err)})"
-
-
-def s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v >> 31 else v
-
-
-def s64(v: int) -> int:
-    v &= (1 << 64) - 1
-    return v - (1 << 64) if v >> 63 else v
+    return f"-1 {errno_name(err)} ({os.strerror(err)})"
 
 
 class Decoder:
@@ -318,15 +305,15 @@ class Decoder:
             import ipaddress
 
             port = struct.unpack_from(">H", raw, 2)[0]
-            ip = ipaddress.IPv6Address(raw[8:24])
-            return f'{{sa_family={fam}, sin6_port=htons({port}), sin6_addr="{ip}"}}'
+            ip6 = ipaddress.IPv6Address(raw[8:24])
+            return f'{{sa_family={fam}, sin6_port=htons({port}), sin6_addr="{ip6}"}}'
         if family == 1:
             path = raw[2:].split(b"\0", 1)[0] if raw[2:3] != b"\0" else b"@" + raw[3:]
             return f"{{sa_family={fam}, sun_path={quote(path)}}}"
         return f"{{sa_family={fam}, ...}}"
 
     def argv(self, addr: int, length: int, result: int | None) -> str:
-        items = []
+        items: list[str] = []
         for i in range(ARRAY_LIMIT):
             raw = self._read(addr + 8 * i, 8)
             if raw is None:
@@ -340,7 +327,7 @@ class Decoder:
 
 def _arity(name: str) -> int:
     """How many arguments the handler takes (all six for a call karn does not serve)."""
-    from karn.kernel.numbers import SYSCALL_NUMBERS
+    from karn.abi.syscalls import SYSCALL_NUMBERS
     from karn.kernel.syscalls import TABLE
 
     entry = TABLE.get(SYSCALL_NUMBERS.get(name, -1))

@@ -23,22 +23,21 @@ import time
 from typing import TYPE_CHECKING
 
 from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.faults import BREAKPOINT, DEBUG, fault_signal
+from karn.abi.signals import SIGINT, SIGKILL, SIGTRAP
 from karn.debug import gdbregs
 from karn.debug.objects import read_auxv
 from karn.debug.observe import BaseObserver
 from karn.errors import UsageError
-from karn.kernel.errors import SyscallError
 
 if TYPE_CHECKING:
+    from karn.abi.faults import GuestFault
     from karn.kernel.process import Task
-    from karn.platform.vcpu import GuestFault
-    from karn.runtime import Unikernel
+    from karn.run.guest import Guest
 
-SIGINT, SIGTRAP, SIGKILL = 2, 5, 9
 TF = 0x100
 INT3 = b"\xcc"
-FAULT_SIGNALS = {0: 8, 1: 5, 3: 5, 4: 11, 5: 11, 6: 4, 7: 8, 13: 11, 14: 11, 16: 8, 17: 7,
-                 19: 8, 11: 7, 12: 7}
 PARK_TIMEOUT = 2.0  # how long a stop waits for running threads to leave guest mode
 AT_PHDR, AT_PHNUM = 3, 5
 PT_DYNAMIC, PT_PHDR = 2, 6
@@ -46,10 +45,10 @@ DT_DEBUG = 21
 
 
 class GdbStub(BaseObserver):
-    def __init__(self, uk: Unikernel, host: str, port: int) -> None:
-        self.uk = uk
-        self.proc = uk.process
-        self.mem = uk.process.mem
+    def __init__(self, guest: Guest, host: str, port: int) -> None:
+        self.guest = guest
+        self.proc = guest.process
+        self.mem = guest.mem
         try:
             self.listener = socket.create_server((host, port))
         except OSError as err:
@@ -70,7 +69,7 @@ class GdbStub(BaseObserver):
         self.no_ack = False
         self.server: threading.Thread | None = None
         self.exit_reported = False
-        self.auxv = read_auxv(self.mem, uk.image.rsp)
+        self.auxv = read_auxv(self.mem, guest.image.rsp)
 
     # -- observer hooks (guest threads) ---------------------------------------------------
 
@@ -83,7 +82,7 @@ class GdbStub(BaseObserver):
             with self.cv:
                 self.event = (task.tid, SIGTRAP, "")
         if self.attached and self.stopped:
-            task.cpu.kick()  # the first KVM_RUN returns at once: park with synced registers
+            task.vcpu.kick()  # the first KVM_RUN returns at once: park with synced registers
 
     def syscall_enter(self, task: Task, nr: int, args: tuple[int, ...]) -> object:
         if self.attached:
@@ -107,17 +106,17 @@ class GdbStub(BaseObserver):
     def fault(self, task: Task, fault: GuestFault) -> bool:
         if not self.attached:
             return False
-        cpu = task.cpu
+        cpu = task.vcpu
         ctx = cpu.get_context()
-        if fault.vector == 3 and fault.rip - 1 in self.breakpoints:
+        if fault.vector == BREAKPOINT and fault.rip - 1 in self.breakpoints:
             ctx["rip"] = fault.rip - 1
             cpu.set_context(ctx)
             return self._stop_here(task, SIGTRAP, "swbreak:;", rewind=True)
-        if fault.vector == 1 and ctx["rflags"] & TF and self.step_tid == task.tid:
+        if fault.vector == DEBUG and ctx["rflags"] & TF and self.step_tid == task.tid:
             ctx["rflags"] &= ~TF
             cpu.set_context(ctx)
             return self._stop_here(task, SIGTRAP, "")
-        sig = FAULT_SIGNALS.get(fault.vector, 11)
+        sig = fault_signal(fault).signal
         cpu.set_context(ctx)  # leave the exception stub if gdb lets the thread go on
         self._stop_here(task, sig, "")
         return not self.resume_signal.pop(task.tid, 0)  # a passed signal goes to the kernel
@@ -164,9 +163,9 @@ class GdbStub(BaseObserver):
             self.parked.discard(tid)
             step = self.step_tid == tid
         if step:
-            ctx = task.cpu.get_context()
+            ctx = task.vcpu.get_context()
             ctx["rflags"] |= TF
-            task.cpu.set_context(ctx)
+            task.vcpu.set_context(ctx)
 
     def _all_parked(self) -> bool:
         live = set(self.proc.tasks) & self.started
@@ -312,14 +311,14 @@ class GdbStub(BaseObserver):
             data = self._read_memory(addr, min(length, 0x4000))
             return b"E14" if data is None else data.hex().encode()
         if head == "M":
-            where, data = text[1:].split(":")
-            addr, length = (int(x, 16) for x in where.split(","))
-            return self._write_memory(addr, bytes.fromhex(data)[:length])
+            where, hexdata = text[1:].split(":")
+            start, count = (int(x, 16) for x in where.split(","))
+            return self._write_memory(start, bytes.fromhex(hexdata)[:count])
         if head in ("Z", "z"):
-            kind, addr, _ = text[1:].split(",")
+            kind, place, _ = text[1:].split(",")
             if kind != "0":
                 return b""  # hardware breakpoints and watchpoints: not on this platform
-            return self._breakpoint(int(addr, 16), insert=head == "Z")
+            return self._breakpoint(int(place, 16), insert=head == "Z")
         if text == "vCont?":
             return b"vCont;c;C;s;S"
         if text.startswith("vCont;"):
@@ -352,7 +351,7 @@ class GdbStub(BaseObserver):
         elif obj == "libraries-svr4":
             data = self._library_list().encode()
         elif obj == "exec-file":
-            data = (self.uk.host_path(self.uk.manifest.entry) or "").encode()
+            data = (self.guest.host_path(self.guest.manifest.entry) or "").encode()
         else:
             return b""
         chunk = data[offset:offset + length]
@@ -433,7 +432,7 @@ class GdbStub(BaseObserver):
 
     def _write_register(self, number: int, value: bytes) -> bytes:
         task = self._task()
-        if task is None or number >= len(gdbregs.REGISTERS):
+        if task is None or task.cpu is None or number >= len(gdbregs.REGISTERS):
             return b"E45"
         name = gdbregs.REGISTERS[number][0]
         n = int.from_bytes(value, "little")

@@ -10,47 +10,47 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from karn.kernel.numbers import SYSCALL_NAMES
+from karn.abi.syscalls import SYSCALL_NAMES
 from karn.policy import resident_bytes
 
 if TYPE_CHECKING:
-    from karn.runtime import Unikernel
+    from karn.run.guest import Guest
 
 
-def stats(uk: Unikernel) -> dict:
+def stats(guest: Guest) -> dict:
     """The cheap numbers (for ps and metrics)."""
-    proc = uk.process
+    proc = guest.process
     times = os.times()
     return {
         "uptime": time.monotonic() - proc.start_monotonic,
         "threads": len(proc.tasks),
         "cpu_seconds": times.user + times.system,
-        "memory_limit": uk.config.memory,
+        "memory_limit": guest.config.memory,
         "guest_mapped": proc.mm.mapped_bytes,
-        "guest_resident": uk.vm.memory.resident_bytes(),
+        "guest_resident": guest.vm.memory.resident_bytes(),
         "monitor_rss": resident_bytes(),
         "syscalls": sum(proc.syscall_counts),
     }
 
 
-def inspect(uk: Unikernel) -> dict:
-    proc = uk.process
+def inspect(guest: Guest) -> dict:
+    proc = guest.process
     return {
-        "program": uk.manifest.entry,
+        "program": guest.manifest.entry,
         "argv": [a.decode(errors="replace") for a in proc.config.argv],
-        "stats": stats(uk),
-        "threads": threads(uk),
+        "stats": stats(guest),
+        "threads": threads(guest),
         "fds": [{"fd": fd, "target": f.link_name(), "kind": type(f).__name__}
                 for fd, f in sorted(proc.fds.items())],
         "syscalls": syscall_counts(proc.syscall_counts),
-        "policy": policy(uk),
+        "policy": policy(guest),
     }
 
 
-def threads(uk: Unikernel) -> list[dict]:
-    symbolize = uk.symbolizer().symbolize
+def threads(guest: Guest) -> list[dict]:
+    symbolize = guest.symbolizer().symbolize
     out = []
-    for tid, task in sorted(uk.process.tasks.items()):
+    for tid, task in sorted(guest.process.tasks.items()):
         loop, cpu = task.loop, task.cpu
         serving = getattr(loop, "serving", -1)
         state = f"in syscall {SYSCALL_NAMES.get(serving, serving)}" if serving >= 0 \
@@ -69,10 +69,8 @@ def syscall_counts(counts: list[int]) -> dict[str, int]:
     return dict(sorted(named.items(), key=lambda item: -item[1]))
 
 
-def policy(uk: Unikernel) -> dict:
-    config, proc = uk.config, uk.process
-    net = proc.net  # type: ignore[attr-defined]
-    sandbox = getattr(uk, "sandbox", None)
+def policy(guest: Guest) -> dict:
+    config, net, sandbox = guest.config, guest.net, guest.sandbox
     return {
         "root": f"{config.root or 'collected program files'} (read-only)",
         "volumes": [f"{v.host}:{v.guest}:{'ro' if v.readonly else 'rw'}"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from karn.errors import UsageError
 
 if TYPE_CHECKING:
-    from karn.runtime import Unikernel
+    from karn.run.guest import Guest
 
 GAUGES = (  # stats key, metric name, help
     ("uptime", "karn_uptime_seconds", "Seconds since the guest started."),
@@ -83,10 +83,10 @@ def parse_address(spec: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
-def render(uk: Unikernel) -> str:
+def render(guest: Guest) -> str:
     from karn.debug import introspect
 
-    stats = introspect.stats(uk)
+    stats = introspect.stats(guest)
     lines = []
     for key, name, text in GAUGES:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} gauge", f"{name} {stats[key]}"]
@@ -97,13 +97,13 @@ def render(uk: Unikernel) -> str:
         "# HELP karn_syscalls_total Guest system calls served, by name.",
         "# TYPE karn_syscalls_total counter",
     ]
-    for name, count in introspect.syscall_counts(uk.process.syscall_counts).items():
+    for name, count in introspect.syscall_counts(guest.process.syscall_counts).items():
         lines.append(f'karn_syscalls_total{{name="{name}"}} {count}')
     return "\n".join(lines) + "\n"
 
 
 class MetricsServer:
-    def __init__(self, uk: Unikernel, spec: str) -> None:
+    def __init__(self, guest: Guest, spec: str) -> None:
         address = parse_address(spec)
 
         class Handler(BaseHTTPRequestHandler):
@@ -114,7 +114,7 @@ class MetricsServer:
                     self.send_error(404, "try /metrics")
                     return
                 try:
-                    body = render(uk).encode()
+                    body = render(guest).encode()
                 except Exception as err:  # a monitor bug: say so, keep serving
                     self.send_error(500, f"karn: {type(err).__name__}: {err}")
                     return

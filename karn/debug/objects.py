@@ -49,7 +49,7 @@ def mapped_objects(mm: AddressSpace, host_path: Callable[[str], str | None]) -> 
 
 def read_auxv(mem, rsp: int) -> bytes:
     """The auxiliary vector from the initial stack: argc, argv, NULL, envp, NULL, auxv."""
-    from karn.kernel.errors import SyscallError
+    from karn.abi.errno import SyscallError
 
     try:
         argc = mem.read_u64(rsp)

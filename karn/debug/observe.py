@@ -11,9 +11,9 @@ from collections import deque
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from karn.abi.faults import GuestFault
     from karn.kernel.process import Task
     from karn.kernel.signals import SigInfo
-    from karn.platform.vcpu import GuestFault
 
 
 class BaseObserver:

@@ -1,4 +1,5 @@
-"""The debug features of one run, attached to its process as one Observer."""
+"""The debug features of one run, attached to its process as one Observer: a RunPlugin
+(karn/run/guest.py) the runner attaches before the guest runs and finishes after."""
 
 from __future__ import annotations
 
@@ -9,21 +10,23 @@ from karn.debug.observe import BaseObserver, History, combine
 
 if TYPE_CHECKING:
     from karn.debug.options import DebugOptions
-    from karn.runtime import Unikernel
+    from karn.run.guest import Guest
 
 HISTORY = 20
 
 
 class DebugSession:
-    def __init__(self, uk: Unikernel, options: DebugOptions) -> None:
-        options.validate()
-        self.uk = uk
-        self.options = options
-        proc = uk.process
-        parts: list[BaseObserver] = []
+    def __init__(self, options: DebugOptions) -> None:
+        self.options = options  # validated with the run's config (karn/run/config.py)
         self.history = History(HISTORY)
-        parts.append(self.history)
-        self._outputs = []
+        self._outputs: list = []
+        self.observer: BaseObserver | None = None
+
+    def attach(self, guest: Guest) -> None:
+        """Trace, core dumps, gdb: the guest's process reports to them from now on."""
+        options = self.options
+        proc = guest.process
+        parts: list[BaseObserver] = [self.history]
         if options.trace or options.trace_summary:
             from karn.debug.tracer import Summary, Tracer, open_trace_file
 
@@ -36,22 +39,21 @@ class DebugSession:
                 parts.append(Tracer(proc, out, only))
             if options.trace_summary:
                 parts.append(Summary(out))
-        self.core = None
         if options.core_dir is not None:
             from karn.debug.coredump import CoreDumper
 
-            self.core = CoreDumper(uk, options.core_dir)
-            parts.append(self.core)
-        self.gdb = None
+            parts.append(CoreDumper(guest, options.core_dir))
         if options.gdb is not None:
             from karn.debug.gdbstub import GdbStub
 
-            self.gdb = GdbStub(uk, *options.gdb)
-            parts.append(self.gdb)
+            parts.append(GdbStub(guest, *options.gdb))
         self.observer = combine(parts)
         proc.observer = self.observer
 
-    def finish(self) -> None:
+    def started(self) -> None:
+        pass
+
+    def finish(self, status: int, signal: int) -> None:
         """After the process ended: summaries, core file, the debugger's exit notice."""
         if self.observer is not None:
             try:

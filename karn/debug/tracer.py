@@ -12,10 +12,11 @@ import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from karn.debug.decode import Decoder, s64
+from karn.abi.registers import s64
+from karn.abi.signals import SI_KERNEL, SI_QUEUE, SI_TIMER, SI_TKILL, SI_USER, signal_name
+from karn.abi.syscalls import SYSCALL_NAMES
+from karn.debug.decode import Decoder
 from karn.debug.observe import BaseObserver
-from karn.kernel.numbers import SYSCALL_NAMES
-from karn.kernel.signals import SI_KERNEL, SI_QUEUE, SI_TIMER, SI_TKILL, SI_USER, signal_name
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process, Task

@@ -13,12 +13,13 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from karn.debug.symbols import LoadedObject, Symbolizer, _with_elf
 
 if TYPE_CHECKING:
     from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
 
 MAX_FRAMES = 64
 # DWARF register numbers for x86-64 -> names (System V psABI, figure 3.36)
@@ -61,6 +62,7 @@ class _Cfi:
             self._parse_all()  # no search table (static binaries): read every FDE
             return
         count = struct.unpack_from("<I", data, 8)[0]
+        assert hdr is not None  # the version check above failed without one
         base = hdr["sh_addr"]
         table = struct.unpack_from(f"<{2 * count}i", data, 12)
         self._starts = [base + table[2 * i] for i in range(count)]
@@ -224,7 +226,7 @@ def _got_symbols(elf: ELFFile) -> dict[int, str]:
         section = elf.get_section_by_name(name)
         if section is None or not hasattr(section, "iter_relocations"):
             continue
-        symtab = elf.get_section(section["sh_link"])
+        symtab = cast("SymbolTableSection", elf.get_section(section["sh_link"]))
         for rel in section.iter_relocations():
             index = rel["r_info_sym"]
             if index:

@@ -33,7 +33,7 @@ def _read(path: str) -> dict[str, Any]:
 
 
 def _keys(registry: str) -> tuple[str, ...]:
-    keys = (registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/")
+    keys: tuple[str, ...] = (registry, f"https://{registry}", f"http://{registry}", f"https://{registry}/v1/")
     if registry == "docker.io":
         keys += ("https://index.docker.io/v1/", "index.docker.io")
     return keys

@@ -44,7 +44,7 @@ from karn.image.oci import (
 from karn.image.paths import MAX_LINK_HOPS
 from karn.image.store import Image, Store
 
-# Mirrors karn.runtime: guest mounts that would hide files placed below them.
+# Mirrors karn.run.builder: guest mounts that would hide files placed below them.
 GUEST_MOUNTS = ("/tmp", "/dev", "/proc")
 RELOCATED_PREFIX = "/run/karn"
 

@@ -129,8 +129,8 @@ def _files(doc: dict[str, Any], base_dir: str) -> list[FileSpec]:
     for i, item in enumerate(value):
         where = f"files[{i}]"
         if isinstance(item, str):  # "SRC:DST" shorthand
-            src, sep, dst = item.partition(":")
-            item = {"src": src, "dst": dst} if sep else {"src": item}
+            host, sep, guest = item.partition(":")
+            item = {"src": host, "dst": guest} if sep else {"src": item}
         if not isinstance(item, dict):
             raise KarnfileError(f"Karnfile: {where} must be a table with src and dst")
         unknown = set(item) - {"src", "dst", "mode"}

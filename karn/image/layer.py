@@ -26,7 +26,7 @@ import tempfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from karn.errors import ImageError, UsageError
 from karn.image.oci import (
@@ -99,7 +99,8 @@ def write_layer(store: Any, entries: Iterable[Entry]) -> LayerBlob:
     with store.blob_writer() as blob:
         gz = gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0, compresslevel=6)
         plain = _HashingSink(gz)
-        with tarfile.open(fileobj=plain, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        sink = cast(IO[bytes], plain)  # tarfile's stream mode needs only write()
+        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for e in with_parents(entries):
                 info = tarfile.TarInfo(e.path.lstrip("/"))
                 info.mtime = mtime
@@ -480,7 +481,7 @@ def _write_file(parent: int, base: str, tar: tarfile.TarFile, member: tarfile.Ta
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(base, flags, 0o600, dir_fd=parent)
     with os.fdopen(fd, "wb") as out:
-        raw = src.raw  # unbuffered: reading stops at each block's end, never in a hole
+        raw = cast(Any, src).raw  # unbuffered: reading stops at each block's end, never in a hole
         for offset, size in blocks:  # only the data of a sparse file: its holes stay holes
             raw.seek(offset)
             out.seek(offset)
@@ -496,12 +497,13 @@ def _write_file(parent: int, base: str, tar: tarfile.TarFile, member: tarfile.Ta
 
 def _sparse_map(member: tarfile.TarInfo, label: str) -> list[tuple[int, int]]:
     """A sparse member's data blocks, checked: in order, not overlapping, inside the file."""
+    sparse = cast(list[tuple[int, int]], member.sparse or [])  # typeshed: bytes (wrong)
     end = 0
-    for offset, size in member.sparse or []:
+    for offset, size in sparse:
         if offset < end or size < 0 or offset + size > member.size:
             raise ImageError(f"{label}: {member.name}: malformed sparse file map")
         end = offset + size
-    return list(member.sparse or [])
+    return list(sparse)
 
 
 def extract_image(store: Any, layers: list[dict[str, Any]], dest: str, label: str) -> None:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 
 from karn.errors import KarnError
-from karn.instance.monitor import InstanceOptions
+from karn.instance.options import InstanceOptions
 from karn.instance.paths import instances_dir
 from karn.instance.registry import LOG, new_id
 

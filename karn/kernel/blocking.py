@@ -12,8 +12,7 @@ import select
 import threading
 import time
 
-from karn.kernel.errors import SyscallError
-from karn.kernel.signals import ERESTARTSYS
+from karn.abi.errno import ERESTARTSYS, SyscallError
 
 _EFD_FLAGS = os.EFD_NONBLOCK | os.EFD_CLOEXEC
 

@@ -7,8 +7,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from karn.abi.errno import SyscallError
 from karn.kernel.blocking import Interrupted
-from karn.kernel.errors import SyscallError
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task

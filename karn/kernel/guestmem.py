@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Protocol
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 
 if TYPE_CHECKING:
     from karn.kernel.mm import AddressSpace

@@ -12,9 +12,12 @@ from __future__ import annotations
 import bisect
 import errno
 import threading
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+
+if TYPE_CHECKING:
+    from karn.kernel.fs.file import OpenFile
 
 PAGE = 0x1000
 PROT_NONE = 0
@@ -46,7 +49,7 @@ class Vma:
         self.offset = offset
         self.name = name  # file path, "[heap]", "[stack]" or "" for anonymous
         # Counted against the memory limit when accessible; MAP_NORESERVE and MAP_STACK
-        # mappings are not (the resident-memory watchdog bounds them: runtime.py).
+        # mappings are not (the resident-memory watchdog bounds them: LimitWatch in policy.py).
         self.charged = charged
 
     def sliced(self, start: int, end: int) -> Vma:
@@ -100,7 +103,7 @@ class AddressSpace:
         self.brk_start = 0
         self.brk = 0
         # MAP_SHARED writable file mappings: start -> (file, offset, length), see sys_mm.
-        self.shared_files: dict[int, tuple[object, int, int]] = {}
+        self.shared_files: dict[int, tuple[OpenFile, int, int]] = {}
 
     # -- queries -----------------------------------------------------------------------
 

@@ -12,17 +12,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from karn.abi.errno import SyscallError
+from karn.abi.signals import NSIG, SIGKILL, SIGSEGV
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.errors import SyscallError
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC, default_rlimits
 from karn.kernel.signals import (
     FULL_MASK,
-    NSIG,
     SIG_DFL,
-    SIGKILL,
-    SIGSEGV,
     UNBLOCKABLE,
     AltStack,
     PendingSignals,
@@ -39,7 +37,10 @@ if TYPE_CHECKING:
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
     from karn.kernel.mm import AddressSpace
-    from karn.kernel.threads import Observer
+    from karn.kernel.net.stack import NetStack
+    from karn.kernel.sys_timer import PosixTimer
+    from karn.kernel.threads import Observer, TaskLoop
+    from karn.kernel.timers import Timer
 
 
 class Cpu(Protocol):
@@ -159,6 +160,7 @@ class Process:
         fds: FdTable,
         config: KernelConfig,
         machine: Machine | None = None,
+        net: NetStack | None = None,
     ) -> None:
         self.mem = mem
         self.mm = mm
@@ -167,6 +169,9 @@ class Process:
         self.fds = fds
         self.config = config
         self.machine = machine
+        # the network stack (karn/kernel/net/stack.py); None: one with the default policy,
+        # made on first use (net_of)
+        self.net = net
         self.identity = Identity()
         self.tasks: dict[int, Task] = {}
         self.rlimits = default_rlimits(config.memory_limit)
@@ -179,13 +184,14 @@ class Process:
         self.pending = PendingSignals()
         self.futex = FutexTable()
         self.timer_service = TimerService()
-        self.itimer_real = None  # created on first use (sys_timer.py)
-        self.posix_timers: dict[int, object] = {}
+        self.itimer_real: Timer | None = None  # created on first use (sys_timer.py)
+        self.posix_timers: dict[int, PosixTimer] = {}
         self.next_timer_id = 0
         self.gate = CpuGate(config.ncpus) if machine is not None else None
         self._next_tid = self.pid + 1
         # How it ended: exit status, the fatal signal (0: a normal exit) and, for a fault,
-        # what the CPU reported — the runtime turns these into the user's report.
+        # what the CPU reported — the runner (karn/run/runner.py) turns these into the
+        # user's report.
         self.exit_status: int | None = None
         self.fatal_signal = 0
         self.fatal_core = False
@@ -357,7 +363,7 @@ class Task:
         self.altstack = AltStack()
         self.saved_mask: int | None = None  # sigsuspend's mask, restored by the frame
         self.waker = Waker()
-        self.loop = None  # the TaskLoop, once running
+        self.loop: TaskLoop | None = None  # once running
         self.host_thread = 0
         self.exit_requested = False
         self.exit_status = 0
@@ -365,6 +371,14 @@ class Task:
         self.sched_priority = 0
         self.host_cost = 0  # host memory charged to --memory for this thread (sys_thread)
         process.tasks[tid] = self
+
+    @property
+    def vcpu(self) -> Cpu:
+        """The vCPU of a started task: only those make syscalls, take signals, fault."""
+        cpu = self.cpu
+        if cpu is None:
+            raise RuntimeError(f"thread {self.tid} has no vCPU")
+        return cpu
 
     def set_blocked(self, mask: int) -> None:
         self.blocked = mask & ~UNBLOCKABLE & FULL_MASK
@@ -392,7 +406,7 @@ class Task:
             self.cpu.kick()
 
     def sigreturn(self) -> int:
-        cpu = self.cpu
+        cpu = self.vcpu
         ctx = cpu.get_context()
         try:
             restored = read_frame(self.mem, ctx["rsp"], ctx, len(cpu.get_fpu()))

@@ -13,15 +13,42 @@ import errno
 import struct
 from collections import deque
 
-from karn.kernel.errors import SyscallError
-
-NSIG = 64
-SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE = 1, 2, 3, 4, 5, 6, 7, 8
-SIGKILL, SIGUSR1, SIGSEGV, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM = 9, 10, 11, 12, 13, 14, 15
-SIGSTKFLT, SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU = 16, 17, 18, 19, 20, 21, 22
-SIGURG, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR, SIGSYS = (
-    23, 24, 25, 26, 27, 28, 29, 30, 31)
-SIGRTMIN = 32
+from karn.abi.errno import SyscallError
+from karn.abi.signals import (
+    NSIG,
+    SIGABRT,
+    SIGALRM,
+    SIGBUS,
+    SIGCHLD,
+    SIGCONT,
+    SIGFPE,
+    SIGHUP,
+    SIGILL,
+    SIGINT,
+    SIGIO,
+    SIGKILL,
+    SIGPIPE,
+    SIGPROF,
+    SIGPWR,
+    SIGQUIT,
+    SIGRTMIN,
+    SIGSEGV,
+    SIGSTKFLT,
+    SIGSTOP,
+    SIGSYS,
+    SIGTERM,
+    SIGTRAP,
+    SIGTSTP,
+    SIGTTIN,
+    SIGTTOU,
+    SIGURG,
+    SIGUSR1,
+    SIGUSR2,
+    SIGVTALRM,
+    SIGWINCH,
+    SIGXCPU,
+    SIGXFSZ,
+)
 
 SIG_DFL = 0
 SIG_IGN = 1
@@ -42,20 +69,6 @@ SS_DISABLE = 2
 SS_AUTODISARM = 1 << 31
 MINSIGSTKSZ = 2048
 
-SI_USER = 0
-SI_KERNEL = 0x80
-SI_QUEUE = -1
-SI_TIMER = -2
-SI_TKILL = -6
-SEGV_MAPERR, SEGV_ACCERR = 1, 2
-ILL_ILLOPN = 2
-FPE_INTDIV = 1
-BUS_ADRERR = 2
-TRAP_BRKPT = 1
-
-# Internal: a blocking call interrupted by a signal; becomes EINTR or a restart.
-ERESTARTSYS = 512
-
 UNBLOCKABLE = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1))
 FULL_MASK = (1 << NSIG) - 1
 
@@ -65,21 +78,6 @@ _CORE = {SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGXCPU, SI
 _IGNORE = {SIGCHLD, SIGCONT, SIGURG, SIGWINCH}
 # SIGSTOP/SIGTSTP/SIGTTIN/SIGTTOU would stop the process; with no job control they are
 # ignored (docs/syscalls.md).
-
-SIGNAL_NAMES = {
-    1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 5: "SIGTRAP", 6: "SIGABRT",
-    7: "SIGBUS", 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2",
-    13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 16: "SIGSTKFLT", 17: "SIGCHLD",
-    18: "SIGCONT", 19: "SIGSTOP", 20: "SIGTSTP", 21: "SIGTTIN", 22: "SIGTTOU", 23: "SIGURG",
-    24: "SIGXCPU", 25: "SIGXFSZ", 26: "SIGVTALRM", 27: "SIGPROF", 28: "SIGWINCH",
-    29: "SIGIO", 30: "SIGPWR", 31: "SIGSYS",
-}
-
-
-def signal_name(sig: int) -> str:
-    if sig >= SIGRTMIN:
-        return f"SIGRT{sig - SIGRTMIN}" if sig > SIGRTMIN else "SIGRTMIN"
-    return SIGNAL_NAMES.get(sig, f"signal {sig}")
 
 
 def bit(sig: int) -> int:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 import os
 
-from karn.kernel.abi import s32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
 from karn.kernel.process import Task
 
 UTS_FIELD = 65

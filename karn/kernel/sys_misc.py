@@ -7,8 +7,8 @@ import os
 import struct
 import time
 
-from karn.kernel.abi import s32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
 from karn.kernel.limits import RLIM_NLIMITS, RLIMIT_NOFILE
 from karn.kernel.process import ProcessExit, Task
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from karn.kernel.abi import s32, s64
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, s64
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, page_up
 from karn.kernel.process import Task
@@ -161,7 +161,7 @@ def _shared_at(mm: AddressSpace, addr: int) -> tuple[OpenFile, int] | None:
     """The file and file offset of the shared file mapping at addr, if one is there."""
     for base, (file, off, length) in mm.shared_files.items():
         if base <= addr < base + length:
-            return file, off + (addr - base)  # type: ignore[return-value] - typed object in mm
+            return file, off + (addr - base)
     return None
 
 

@@ -9,8 +9,8 @@ import struct
 from typing import TYPE_CHECKING, TypeVar
 
 from karn import log
-from karn.kernel.abi import s32, u32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, u32
 from karn.kernel.fs.file import host_error
 from karn.kernel.fs.sysutil import iovecs
 from karn.kernel.net import consts as c

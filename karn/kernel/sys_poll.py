@@ -15,9 +15,9 @@ import struct
 import time
 from collections.abc import Callable
 
-from karn.kernel.abi import s32
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
 from karn.kernel.blocking import Interrupted
-from karn.kernel.errors import SyscallError
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile, OpenFile
 from karn.kernel.fs.stat import Stat

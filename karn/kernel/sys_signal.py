@@ -6,19 +6,14 @@ import errno
 import struct
 import time
 
-from karn.kernel.abi import s32
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
+from karn.abi.signals import SI_QUEUE, SI_TKILL, SI_USER, SIGKILL, SIGRTMIN, SIGSTOP
 from karn.kernel.blocking import Interrupted
-from karn.kernel.errors import SyscallError
 from karn.kernel.limits import RLIMIT_SIGPENDING
 from karn.kernel.process import Task
 from karn.kernel.signals import (
     MINSIGSTKSZ,
-    SI_QUEUE,
-    SI_TKILL,
-    SI_USER,
-    SIGKILL,
-    SIGRTMIN,
-    SIGSTOP,
     SS_AUTODISARM,
     SS_DISABLE,
     SS_ONSTACK,
@@ -124,7 +119,7 @@ def sys_rt_sigtimedwait(task: Task, uthese: int, uinfo: int, uts: int, sigsetsiz
 
 def sys_sigaltstack(task: Task, uss: int, uoss: int) -> int:
     alt = task.altstack
-    rsp = task.cpu.get_context()["rsp"]
+    rsp = task.vcpu.get_context()["rsp"]
     if uoss:
         task.mem.write(uoss, alt.pack(rsp))
     if uss:

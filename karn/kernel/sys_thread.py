@@ -7,9 +7,9 @@ import struct
 import time
 
 from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
 from karn.errors import PlatformError
-from karn.kernel.abi import s32
-from karn.kernel.errors import SyscallError
 from karn.kernel.process import Task, ThreadExit
 from karn.kernel.sys_time import NSEC, TIMESPEC
 
@@ -77,11 +77,11 @@ def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, 
     if flags & ~ALLOWED_THREAD_FLAGS or exit_signal:
         raise SyscallError(errno.EINVAL)
     proc = task.process
-    context = task.cpu.get_context()
+    context = task.vcpu.get_context()
     context["rax"] = 0
     if stack:
         context["rsp"] = stack
-    fs_base = tls if flags & CLONE_SETTLS else task.cpu.get_fs_base()
+    fs_base = tls if flags & CLONE_SETTLS else task.vcpu.get_fs_base()
     account = proc.mm.account
     if not account.charge(THREAD_HOST_COST):
         raise SyscallError(errno.EAGAIN)  # as clone under a memory cgroup's limit

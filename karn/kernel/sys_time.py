@@ -1,4 +1,4 @@
-"""Time syscalls: clocks, sleeps. There is no vDSO, so every clock read is a syscall."""
+"""Time syscalls: clocks, sleeps. Clock reads the vDSO serves (platform/vdso) do not get here."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import struct
 import time
 
-from karn.kernel.abi import s32, s64
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, s64
 from karn.kernel.process import Task
 
 TIMESPEC = struct.Struct("<qq")

@@ -7,10 +7,11 @@ import struct
 import time
 
 from karn import log
-from karn.kernel.abi import s32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
+from karn.abi.signals import SI_KERNEL, SI_TIMER, SIGALRM
 from karn.kernel.process import Process, Task
-from karn.kernel.signals import SI_KERNEL, SI_TIMER, SIGALRM, SigInfo, check_signal
+from karn.kernel.signals import SigInfo, check_signal
 from karn.kernel.sys_time import (
     CLOCK_BOOTTIME,
     CLOCK_MONOTONIC,

@@ -10,8 +10,8 @@ import ctypes
 import errno
 import os
 
-from karn.kernel.abi import s32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile
 from karn.kernel.process import Task

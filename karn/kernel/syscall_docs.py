@@ -5,8 +5,8 @@ Regenerate with: python3 -m karn.kernel.syscall_docs > docs/syscalls.md
 
 from __future__ import annotations
 
-from karn.kernel.errors import errno_name
-from karn.kernel.numbers import SYSCALL_NAMES
+from karn.abi.errno import errno_name
+from karn.abi.syscalls import SYSCALL_NAMES
 from karn.kernel.syscalls import TABLE, Denied, Error, Partial, Status, Supported
 
 
@@ -23,7 +23,7 @@ def status_cells(status: Status | Denied) -> tuple[str, str]:
 
 
 def render() -> str:
-    counts = {kind: 0 for kind in (Supported, Partial, Error)}
+    counts: dict[type, int] = {kind: 0 for kind in (Supported, Partial, Error)}
     rows = []
     for number in sorted(TABLE):
         entry = TABLE[number]

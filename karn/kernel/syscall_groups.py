@@ -6,7 +6,7 @@ to start, print and exit under glibc or musl (the loader, TLS set-up, stdio, abo
 
 from __future__ import annotations
 
-from karn.kernel.numbers import SYSCALL_NUMBERS
+from karn.abi.syscalls import SYSCALL_NUMBERS
 
 CLASSES: dict[str, frozenset[str]] = {
     "file": frozenset(

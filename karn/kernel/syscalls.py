@@ -19,6 +19,9 @@ from types import ModuleType
 from typing import NamedTuple
 
 from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SIGSYS
+from karn.abi.syscalls import SYSCALL_NAMES, SYSCALL_NUMBERS
 from karn.kernel import (
     sys_fs,
     sys_identity,
@@ -32,11 +35,7 @@ from karn.kernel import (
     sys_timer,
     sys_timerfd,
 )
-from karn.kernel.errors import SyscallError
-from karn.kernel.numbers import SYSCALL_NAMES, SYSCALL_NUMBERS
 from karn.kernel.process import ProcessExit, ThreadExit
-
-SIGSYS = 31
 
 AREAS: tuple[ModuleType, ...] = (
     sys_fs,

@@ -4,14 +4,16 @@ signal delivery at the points Linux delivers them, and the --cpus gate.
 
 from __future__ import annotations
 
+import errno
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from karn.abi.errno import ERESTARTSYS, SyscallError
+from karn.abi.faults import GuestFault, fault_signal
+from karn.abi.signals import SIGSEGV
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.errors import SyscallError
 from karn.kernel.process import COUNTED_SYSCALLS, ProcessExit, ThreadExit
 from karn.kernel.signals import (
-    ERESTARTSYS,
     SA_NODEFER,
     SA_RESETHAND,
     SA_RESTART,
@@ -30,13 +32,6 @@ if TYPE_CHECKING:
     from karn.kernel.process import Process, Task
 
 SYSCALL_INSN_LEN = 2  # `syscall` is 0f 05: a restart re-executes it
-EINTR = 4
-FAULT_SIGNALS = {  # vector -> (signal, si_code)
-    0: (8, 1), 1: (5, 1), 3: (5, 0x80), 4: (11, 0x80), 5: (11, 0x80), 6: (4, 2), 7: (8, 0),
-    10: (11, 0x80), 11: (7, 0x80), 12: (7, 0x80), 13: (11, 0x80), 14: (11, 1), 16: (8, 0),
-    17: (7, 1), 19: (8, 0),
-}
-PF_PRESENT = 1
 
 
 class TaskLoop:
@@ -68,7 +63,7 @@ class TaskLoop:
         self.work_pending = False
         if task.process.exit_status is not None or task.exit_requested:
             raise ThreadExit
-        restart = self.syscall_nr >= 0 and task.cpu.get_context()["rax"] == (-ERESTARTSYS) & (
+        restart = self.syscall_nr >= 0 and task.vcpu.get_context()["rax"] == (-ERESTARTSYS) & (
             (1 << 64) - 1)
         delivered = deliver_signal(task, restart_nr=self.syscall_nr if restart else -1)
         if restart and not delivered:
@@ -79,18 +74,15 @@ class TaskLoop:
 
     def interrupted(self) -> None:
         self.syscall_nr = -1
-        if self.task.cpu.interruptible():
+        if self.task.vcpu.interruptible():
             self.do_work()
         else:
             self.work_pending = True
 
-    def fault(self, fault) -> None:
+    def fault(self, fault: GuestFault) -> None:
         self.syscall_nr = -1
         task = self.task
-        sig, code = FAULT_SIGNALS.get(fault.vector, (11, 0x80))
-        addr = fault.cr2 if fault.vector == 14 else (fault.rip if sig in (4, 8) else 0)
-        if fault.vector == 14 and (fault.error_code or 0) & PF_PRESENT:
-            code = 2  # SEGV_ACCERR
+        sig, code, addr, _cause, _access = fault_signal(fault)
         info = SigInfo.fault(sig, code, addr)
         action = task.process.actions[sig]
         blocked = task.blocked & bit(sig)
@@ -118,7 +110,7 @@ class Observer(Protocol):
         """result None: the call did not return (exit, exit_group, a thread told to stop)."""
         ...
 
-    def fault(self, task: Task, fault) -> bool:
+    def fault(self, task: Task, fault: GuestFault) -> bool:
         """True if the observer consumed the fault (a debugger's breakpoint or step)."""
         ...
 
@@ -160,7 +152,7 @@ class ObservedTaskLoop(TaskLoop):
         self.observer.interrupted(self.task)
         TaskLoop.interrupted(self)
 
-    def fault(self, fault) -> None:
+    def fault(self, fault: GuestFault) -> None:
         if self.observer.fault(self.task, fault):
             self.syscall_nr = -1
             return
@@ -173,10 +165,10 @@ class ObservedTaskLoop(TaskLoop):
 
 
 def _restart_syscall(task: Task, nr: int) -> None:
-    ctx = task.cpu.get_context()
+    ctx = task.vcpu.get_context()
     ctx["rax"] = nr
     ctx["rip"] -= SYSCALL_INSN_LEN
-    task.cpu.set_context(ctx)
+    task.vcpu.set_context(ctx)
 
 
 def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
@@ -201,16 +193,16 @@ def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
             if action.flags & SA_RESTART:
                 _restart_syscall(task, restart_nr)
             else:
-                ctx = task.cpu.get_context()
-                ctx["rax"] = -EINTR & ((1 << 64) - 1)
-                task.cpu.set_context(ctx)
+                ctx = task.vcpu.get_context()
+                ctx["rax"] = -errno.EINTR & ((1 << 64) - 1)
+                task.vcpu.set_context(ctx)
         _enter_handler(task, info, action)
         return True
 
 
 def _enter_handler(task: Task, info: SigInfo, action: SigAction,
                    fault: tuple[int, int, int] = (0, 0, 0)) -> None:
-    cpu = task.cpu
+    cpu = task.vcpu
     ctx = cpu.get_context()
     frame_mask = task.saved_mask if task.saved_mask is not None else task.blocked
     task.saved_mask = None
@@ -218,7 +210,7 @@ def _enter_handler(task: Task, info: SigInfo, action: SigAction,
         entry = build_frame(task.mem, ctx, cpu.get_fpu(), cpu.xcr0, info, action, frame_mask,
                             task.altstack, fault)
     except FrameError:
-        task.process.terminate_by_signal(11, core=True)
+        task.process.terminate_by_signal(SIGSEGV, core=True)
         raise ThreadExit from None
     cpu.set_context(entry)
     sig = info.signo
@@ -237,7 +229,7 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
     try:
         if observer is not None:
             observer.thread_started(task)
-        task.cpu.run(loop, gate)
+        task.vcpu.run(loop, gate)
     except ThreadExit:
         pass
     except ProcessExit as done:

@@ -1,9 +1,10 @@
 """Address-space layout randomisation: where the PIE program, the mmap area (and with it
-the interpreter and libraries) and the stack go. `--no-aslr` gives the fixed layout.
+the interpreter and libraries), the stack and the vDSO go. `--no-aslr` gives the fixed
+layout.
 
 The guest address space is small (4 GiB unless --memory is large, platform/layout.py),
 so the ranges are smaller than Linux's: 16 bits of page offset for the program and the
-mmap area, 11 bits for the stack (Linux x86-64: 28, 28 and 22).
+mmap area, 11 bits for the stack, 10 for the vDSO (Linux x86-64: 28, 28, 22 and 18).
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ PAGE = 4096
 PIE_RANGE = 256 << 20
 MMAP_RANGE = 256 << 20
 STACK_RANGE = 8 << 20  # inside the gap kept between the stack and the mmap area
+VDSO_RANGE = 4 << 20  # below the lowest the stack may reach, in the same gap
 
 
 class Placement(NamedTuple):
     pie_offset: int  # added to the fixed PIE base
     mmap_offset: int  # taken off the top of the mmap area
     stack_offset: int  # taken off the top of the stack
+    vdso_offset: int  # taken off the top of the vDSO's range (loader/vdso.py)
 
 
-FIXED = Placement(0, 0, 0)
+FIXED = Placement(0, 0, 0, 0)
 
 
 def _random_pages(span: int) -> int:
@@ -34,4 +37,4 @@ def choose_placement(randomize: bool) -> Placement:
     if not randomize:
         return FIXED
     return Placement(_random_pages(PIE_RANGE), _random_pages(MMAP_RANGE),
-                     _random_pages(STACK_RANGE))
+                     _random_pages(STACK_RANGE), _random_pages(VDSO_RANGE))

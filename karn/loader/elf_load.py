@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from karn.abi.errno import SyscallError
 from karn.errors import ImageError
 from karn.image.elfinfo import ET_DYN, ElfInfo
-from karn.kernel.errors import SyscallError
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.mm import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, page_down, page_up
 

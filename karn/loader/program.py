@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from karn.abi.errno import SyscallError, errno_name
 from karn.errors import ImageError
 from karn.image.elfinfo import inspect_elf
-from karn.kernel.errors import SyscallError, errno_name
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.limits import STACK_SIZE
 from karn.kernel.mm import PROT_READ, PROT_WRITE, AddressSpace
 from karn.loader.aslr import FIXED, Placement
 from karn.loader.elf_load import LoadedObject, extent, is_position_independent, load_object
 from karn.loader.stack import StartInfo, build_stack
+from karn.loader.vdso import TimeSource, map_vdso
 from karn.platform.features import CpuFeatures
 
 PIE_BASE = 0x5555_4000  # where a position-independent executable goes (+ aslr.py offset)
@@ -45,7 +46,10 @@ def load_program(
     envp: list[bytes],
     cpu: CpuFeatures,
     placement: Placement = FIXED,
+    clock: TimeSource | None = None,
 ) -> ProgramImage:
+    """Map the program (and its interpreter), the stack and, given a clock to keep its
+    time page, the vDSO; returns where the first thread starts."""
     data = _read(read_file, path, "program")
     info = inspect_elf(data, name=path)
     low, _high = extent(info)
@@ -71,6 +75,7 @@ def load_program(
 
     stack_top = mm.region.user_end - placement.stack_offset
     mm.map(stack_top - STACK_SIZE, STACK_SIZE, PROT_READ | PROT_WRITE, "[stack]")
+    vdso = map_vdso(mem, mm, placement, clock) if clock is not None else 0
     start = StartInfo(
         argv=argv,
         envp=envp,
@@ -83,6 +88,7 @@ def load_program(
         hwcap=cpu.hwcap,
         hwcap2=cpu.hwcap2,
         minsigstksz=(cpu.xsave_size + RT_SIGFRAME_BASE + 63) & ~63,
+        vdso=vdso,
     )
     rsp = build_stack(mem, stack_top, start)
     return ProgramImage(rip=rip, rsp=rsp, objects=objects)

@@ -27,6 +27,7 @@ AT_SECURE = 23
 AT_RANDOM = 25
 AT_HWCAP2 = 26
 AT_EXECFN = 31
+AT_SYSINFO_EHDR = 33
 AT_MINSIGSTKSZ = 51
 
 PLATFORM = b"x86_64"
@@ -44,6 +45,7 @@ class StartInfo(NamedTuple):
     hwcap: int
     hwcap2: int
     minsigstksz: int
+    vdso: int = 0  # AT_SYSINFO_EHDR: the vDSO's address; 0: none (left out of auxv)
     uid: int = 0
     gid: int = 0
 
@@ -64,6 +66,7 @@ def build_stack(mem: GuestMemory, top: int, info: StartInfo) -> int:
     platform = push_bytes(PLATFORM + b"\0")
     random = push_bytes(os.urandom(16))
     auxv = [
+        *([(AT_SYSINFO_EHDR, info.vdso)] if info.vdso else []),
         (AT_PHDR, info.phdr),
         (AT_PHENT, info.phent),
         (AT_PHNUM, info.phnum),

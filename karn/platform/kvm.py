@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 import struct
+from typing import Any
 
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
@@ -58,7 +59,7 @@ TSS_LIMIT = TSS_IOPB_OFFSET + TSS_IOPB_BYTES  # includes the bitmap's trailing 0
 XCR0_WANTED = 0x7 | 0xE0  # x87, SSE, AVX, and AVX-512 state when the CPU has it
 
 
-def _ioctl(fd: int, request: int, arg: object = 0) -> int:
+def _ioctl(fd: int, request: int, arg: Any = 0) -> int:  # an int or a ctypes structure
     return fcntl.ioctl(fd, request, arg)
 
 

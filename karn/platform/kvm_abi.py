@@ -223,6 +223,7 @@ KVM_GET_REGS = _ioc(_IOC_READ, 0x81, C.sizeof(kvm_regs))
 KVM_SET_REGS = _ioc(_IOC_WRITE, 0x82, C.sizeof(kvm_regs))
 KVM_GET_SREGS = _ioc(_IOC_READ, 0x83, C.sizeof(kvm_sregs))
 KVM_SET_SREGS = _ioc(_IOC_WRITE, 0x84, C.sizeof(kvm_sregs))
+KVM_GET_MSRS = _ioc(_IOC_READ | _IOC_WRITE, 0x88, 8)
 KVM_SET_MSRS = _ioc(_IOC_WRITE, 0x89, 8)
 KVM_GET_FPU = _ioc(_IOC_READ, 0x8C, C.sizeof(kvm_fpu))
 KVM_SET_FPU = _ioc(_IOC_WRITE, 0x8D, C.sizeof(kvm_fpu))
@@ -230,6 +231,7 @@ KVM_SET_CPUID2 = _ioc(_IOC_WRITE, 0x90, 8)
 KVM_GET_XSAVE = _ioc(_IOC_READ, 0xA4, C.sizeof(kvm_xsave))
 KVM_SET_XSAVE = _ioc(_IOC_WRITE, 0xA5, C.sizeof(kvm_xsave))
 KVM_SET_XCRS = _ioc(_IOC_WRITE, 0xA7, C.sizeof(kvm_xcrs))
+KVM_GET_TSC_KHZ = _io(0xA3)  # a vCPU's guest TSC rate, kHz
 
 KVM_API_VERSION = 12
 
@@ -282,6 +284,7 @@ EFER_LME = 1 << 8
 EFER_LMA = 1 << 10
 EFER_NXE = 1 << 11
 
+MSR_IA32_TSC = 0x10
 MSR_STAR = 0xC0000081
 MSR_LSTAR = 0xC0000082
 MSR_CSTAR = 0xC0000083

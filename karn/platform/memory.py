@@ -7,7 +7,7 @@ import errno
 import mmap
 import struct
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 
 PAGE = mmap.PAGESIZE
 _U64 = struct.Struct("<Q")

@@ -13,8 +13,9 @@ import os
 import signal
 import struct
 import threading
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
+from karn.abi.faults import GuestFault
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
 from karn.platform.kvm import (
@@ -40,20 +41,7 @@ SYNC_REGS_AND_SREGS = K.KVM_SYNC_X86_REGS | K.KVM_SYNC_X86_SREGS
 # Linux's SYSCALL_MASK: TF, DF, IF, IOPL, NT, AC cleared on syscall entry.
 SYSCALL_FLAGS_MASK = 0x47700
 
-GPR_NAMES = tuple(name for name, _ in K.kvm_regs._fields_)
-
-
-class GuestFault(NamedTuple):
-    """A CPU exception raised by guest code, with the state at the faulting instruction."""
-
-    vector: int
-    error_code: int | None
-    rip: int
-    rsp: int
-    rflags: int
-    cr2: int
-    regs: dict[str, int]
-    fs_base: int
+GPR_NAMES = tuple(field[0] for field in K.kvm_regs._fields_)
 
 
 STOP_USER, STOP_SYSCALL, STOP_FAULT = 0, 1, 2  # where the vCPU stopped
@@ -187,7 +175,7 @@ class Vcpu:
         self._stop = STOP_USER
         self.run_page.immediate_exit = 0
 
-    # -- the kernel's view of this CPU (karn.kernel.process.Cpu) -------------------------
+    # -- the kernel's view of this CPU (the Cpu protocol in kernel/process.py) -----------
 
     def get_fs_base(self) -> int:
         return self.sregs.fs.base

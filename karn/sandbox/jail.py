@@ -18,7 +18,7 @@ from karn.sandbox.probe import armed
 from karn.sandbox.threads import ThreadRoutine
 
 if TYPE_CHECKING:
-    from karn.runtime import Unikernel
+    from karn.run.guest import Guest
 
 _confined: Confinement | None = None
 
@@ -59,13 +59,27 @@ def allowed_syscall_count() -> int | None:
     return None if _confined is None else _confined.syscalls
 
 
-def confine(uk: Unikernel) -> Confinement:
+class Jail:
+    """The RunPlugin (karn/run/guest.py) that confines the monitor once the guest is set
+    up, before it runs; `karn inspect` shows what it did (guest.sandbox)."""
+
+    def attach(self, guest: Guest) -> None:
+        guest.sandbox = confine(guest)
+
+    def started(self) -> None:
+        pass
+
+    def finish(self, status: int, signal: int) -> None:
+        pass  # confined for the rest of the process's life
+
+
+def confine(guest: Guest) -> Confinement:
     """Confine this process for the rest of its life; KarnError if it cannot be."""
     global _confined
     probe = armed()
     start = time.perf_counter()
     try:
-        result = _confine(uk, start)
+        result = _confine(guest, start)
     except (OSError, ImportError) as err:
         raise KarnError(f"cannot confine the monitor ({_reason(err)}); run with "
                         "--no-sandbox to go without") from None
@@ -82,11 +96,10 @@ def _reason(err: OSError | ImportError) -> str:
     return str(err)
 
 
-def _confine(uk: Unikernel, start: float) -> Confinement:
-    seccomp.import_bindings()  # first: a missing libseccomp fails before anything changed
-    policy = uk.process.net.policy  # type: ignore[attr-defined]
+def _confine(guest: Guest, start: float) -> Confinement:
+    policy = guest.net.policy
     abi = L.abi_version()
-    ruleset = _ruleset(uk, abi, restrict_bind=policy.mode != "host") if abi else None
+    ruleset = _ruleset(guest, abi, restrict_bind=policy.mode != "host") if abi else None
     if ruleset is None:
         log.warning("sandbox: Landlock is not available on this kernel: the monitor's "
                     "host file access is not confined (seccomp only)")
@@ -97,7 +110,7 @@ def _confine(uk: Unikernel, start: float) -> Confinement:
         if privileges.can_unshare(caps) and policy.mode == "none" and not policy.publish:
             netns = privileges.private_network()
             namespaces.append("net")
-            uk.process.net.private = True  # type: ignore[attr-defined]
+            guest.net.private = True
         privileged_bind = policy.mode == "host" or any(
             p.host_port < 1024 for p in policy.publish)
         keep = privileges.capabilities_to_keep(caps, privileged_bind)
@@ -117,17 +130,17 @@ def _confine(uk: Unikernel, start: float) -> Confinement:
         pinned=ruleset.pinned if ruleset else [])
 
 
-def _ruleset(uk: Unikernel, abi: int, restrict_bind: bool) -> L.Ruleset:
+def _ruleset(guest: Guest, abi: int, restrict_bind: bool) -> L.Ruleset:
     """Everything the monitor may still open, and how."""
-    config = uk.config
+    config = guest.config
     rules = L.Ruleset(abi, restrict_bind)
     # the guest's files
     if config.root is not None:
         rules.allow(config.root, L.READ)
-    rules.allow_all(uk.manifest.files.values(), L.READ_FILE)
+    rules.allow_all(guest.manifest.files.values(), L.READ_FILE)
     for vol in config.volumes:
         rules.allow(vol.host, L.READ if vol.readonly else L.READ | L.WRITE)
-    net = uk.process.net  # type: ignore[attr-defined]
+    net = guest.net
     unix_dir = net.unix_dir()  # made now: guest AF_UNIX names live there
     rules.allow(unix_dir, L.READ | L.WRITE)
     rules.allow(os.path.dirname(unix_dir), L.REMOVE_DIR)  # removed at exit

@@ -75,7 +75,8 @@ def validator(schema: dict) -> Any:
     import jsonschema
     import referencing
 
-    registry: Any = referencing.Registry(retrieve=_no_retrieval)
+    # mypy's attrs plugin does not know the field alias `retrieve` (referencing's API)
+    registry: Any = referencing.Registry(retrieve=_no_retrieval)  # type: ignore[call-arg]
     return jsonschema.validators.validator_for(schema)(schema, registry=registry)
 
 
@@ -261,6 +262,7 @@ class GuardCheck:
         return strings(doc)
 
     def _take_token(self) -> bool:
+        assert self.rate is not None
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.refilled) * self.rate)
         self.refilled = now

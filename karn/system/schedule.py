@@ -156,8 +156,8 @@ class CyclicScheduler(threading.Thread):
         others = set(range(os.cpu_count() or 1)) - self.cpus
         if others:
             os.sched_setaffinity(0, others)  # never preempt a partition to switch windows
-        for name in self.partitions:
-            self._signal(name, signal.SIGSTOP)
+        for part in self.partitions:
+            self._signal(part, signal.SIGSTOP)
         running: str | None = None
         start = time.monotonic()
         while not self.stopping.is_set():

@@ -227,8 +227,8 @@ class Supervisor:
                 ch.attach_source(sock)
             else:
                 ch.attach_dest(sock)
-        self._watch(process.output, READ, lambda _m, r=run: self._output(r))
-        self._watch(process.pidfd, READ, lambda _m, r=run: self._exited(r))
+        self._watch(process.output, READ, lambda _m: self._output(run))
+        self._watch(process.pidfd, READ, lambda _m: self._exited(run))
         self.event(f"partition {name} started (pid {process.pid})")
 
     def _source_handler(self, ch: ChannelRun) -> Callable[[int], None]:
@@ -382,7 +382,7 @@ class Supervisor:
             parts.append({"name": run.name, "state": run.state, "restarts": run.restarts,
                           "pid": run.process.pid if run.process else None,
                           "started": run.started or None, "last_exit": run.last_exit})
-        out = {"name": self.system.name, "file": self.system.path,
+        out: dict[str, object] = {"name": self.system.name, "file": self.system.path,
                "state": "stopping" if self.stopping else "running", "pid": os.getpid(),
                "schedule": self.system.schedule.policy, "uptime": time.time() - self.started,
                "partitions": parts, "channels": [ch.counters() for ch in self.channels]}

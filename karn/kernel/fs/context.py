@@ -10,7 +10,7 @@ import errno
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import DT_DIR, O_ACCMODE, S_IFDIR, S_IFLNK, S_IFMT, OFlag
 from karn.kernel.fs.devfs import DevFs
 from karn.kernel.fs.file import DirEntry, DirListFile, OpenFile

@@ -6,7 +6,7 @@ import errno
 import os
 from typing import TYPE_CHECKING
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     DT_CHR,
     DT_LNK,

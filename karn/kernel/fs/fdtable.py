@@ -7,7 +7,7 @@ import fcntl
 import os
 import threading
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.file import HostFile, OpenFile
 
 DEFAULT_LIMIT = 1024  # RLIMIT_NOFILE soft limit, as on most distributions

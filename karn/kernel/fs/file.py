@@ -19,7 +19,7 @@ import stat as pystat
 import termios
 from typing import TYPE_CHECKING, NamedTuple
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     DT_DIR,
     DT_LNK,

@@ -11,7 +11,7 @@ import errno
 import itertools
 import os
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import S_IFDIR, S_IFMT, W_OK, X_OK
 from karn.kernel.fs.file import OpenFile
 from karn.kernel.fs.stat import Stat, StatFs

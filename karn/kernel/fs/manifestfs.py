@@ -9,7 +9,7 @@ import errno
 import itertools
 import os
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     DT_DIR,
     DT_LNK,

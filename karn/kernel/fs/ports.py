@@ -23,7 +23,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, NamedTuple
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     DT_CHR,
     DT_REG,

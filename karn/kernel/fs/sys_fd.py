@@ -7,8 +7,8 @@ import fcntl
 import os
 from typing import TYPE_CHECKING
 
-from karn.kernel.abi import s32, u32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, u32
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile, host_error
 from karn.kernel.limits import PIPE_DEF_SIZE, PIPE_MAX_SIZE, PIPE_MIN_SIZE, Charge, buffer_budget

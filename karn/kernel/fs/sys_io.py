@@ -7,8 +7,8 @@ import select
 import struct
 from typing import TYPE_CHECKING
 
-from karn.kernel.abi import s32, s64
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, s64
 from karn.kernel.fs.sysutil import (
     MAX_RW,
     ctx,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from karn.kernel.abi import s32, u32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32, u32
 from karn.kernel.fs.constants import (
     AT_EACCESS,
     AT_EMPTY_PATH,

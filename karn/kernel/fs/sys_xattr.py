@@ -5,8 +5,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from karn.kernel.abi import s32
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
 from karn.kernel.fs.constants import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW
 from karn.kernel.fs.sysutil import file_or_path, resolve_at
 from karn.kernel.fs.vfs import Resolved

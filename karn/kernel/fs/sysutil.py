@@ -7,9 +7,9 @@ import os
 import select
 from typing import TYPE_CHECKING
 
-from karn.kernel.abi import s32
+from karn.abi.errno import SyscallError
+from karn.abi.registers import s32
 from karn.kernel.blocking import Interrupted
-from karn.kernel.errors import SyscallError
 from karn.kernel.fs.constants import AT_EMPTY_PATH, AT_FDCWD, PATH_MAX, OFlag
 from karn.kernel.fs.file import OpenFile
 from karn.kernel.fs.vfs import Comps, Resolved, split_path

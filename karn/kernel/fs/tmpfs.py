@@ -6,7 +6,7 @@ import errno
 import itertools
 from typing import TYPE_CHECKING
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     O_ACCMODE,
     O_OPEN_ONLY,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import NAME_MAX, S_IFDIR, S_IFLNK, S_IFMT, SYMLOOP_MAX
 from karn.kernel.fs.file import OpenFile
 from karn.kernel.fs.filesystem import Filesystem, Rel, new_dev

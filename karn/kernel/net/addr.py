@@ -8,7 +8,7 @@ import ipaddress
 import struct
 from typing import TYPE_CHECKING, NamedTuple
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.net.consts import AF_INET, AF_INET6, AF_UNIX, AF_UNSPEC
 
 if TYPE_CHECKING:

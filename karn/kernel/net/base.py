@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SI_USER, SIGPIPE
 from karn.kernel.blocking import Interrupted
-from karn.kernel.errors import SyscallError
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import Buffer, OpenFile, host_error
 from karn.kernel.fs.stat import Stat
@@ -37,7 +38,7 @@ from karn.kernel.net.consts import (
     SOMAXCONN,
 )
 from karn.kernel.net.options import get_option, set_option
-from karn.kernel.signals import SI_USER, SigInfo
+from karn.kernel.signals import SigInfo
 
 if TYPE_CHECKING:
     from karn.kernel.limits import Charge
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 T = TypeVar("T")
-SIGPIPE = 13
 POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
 HOST_FLAG_MASK = 0x1 | 0x2 | 0x4 | 0x20 | 0x80 | 0x8000  # OOB PEEK DONTROUTE TRUNC EOR MORE
 

@@ -5,7 +5,7 @@
 `guest_etc_files(exists, hostname, mode)` returns {guest path: content} for the files
 the root lacks; `add_to_manifest` writes them to a host cache directory (one file per
 distinct content, so nothing accumulates per run) and adds them to a collected root
-(runtime.py calls it where the root manifest is built).
+(karn/run/builder.py calls it where the root manifest is built).
 """
 
 from __future__ import annotations

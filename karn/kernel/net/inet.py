@@ -26,7 +26,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from karn import log
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.file import host_error
 from karn.kernel.net.addr import Address, InetAddr, UnspecAddr, from_host
 from karn.kernel.net.base import SocketFile

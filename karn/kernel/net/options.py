@@ -10,7 +10,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from karn import log
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.file import host_error
 from karn.kernel.limits import (
     SOCK_BUF_MAX,

@@ -19,6 +19,7 @@ from karn.kernel.net.unix import InFlight
 if TYPE_CHECKING:
     from karn.kernel.net.base import SocketFile
     from karn.kernel.net.inet import InetSocket
+    from karn.kernel.process import Process
 
 PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 MAX_LOGGED_DENIALS = 64
@@ -161,14 +162,13 @@ class NetStack:
 _default_lock = threading.Lock()
 
 
-def net_of(process: object) -> NetStack:
-    """The process's network state (runtime.py sets it; a bare Process gets the default
-    policy on first use)."""
-    net = getattr(process, "net", None)
+def net_of(process: Process) -> NetStack:
+    """The process's network state (the run builder gives it one; a bare Process gets the
+    default policy on first use)."""
+    net = process.net
     if net is None:
         with _default_lock:
-            net = getattr(process, "net", None)
+            net = process.net
             if net is None:
-                net = NetStack()
-                process.net = net  # type: ignore[attr-defined]
+                net = process.net = NetStack()
     return net

@@ -18,7 +18,7 @@ import select
 import threading
 from typing import TYPE_CHECKING
 
-from karn.kernel.errors import SyscallError
+from karn.abi.errno import SyscallError
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.fs.file import host_error
 from karn.kernel.limits import RLIMIT_NOFILE

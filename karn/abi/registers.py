@@ -1,4 +1,4 @@
-"""Helpers for decoding raw 64-bit syscall argument registers."""
+"""Raw 64-bit syscall argument registers read as the C types the syscall ABI passes."""
 
 MASK64 = (1 << 64) - 1
 

@@ -1,4 +1,4 @@
-"""x86-64 Linux system call numbers (from the kernel's asm/unistd_64.h)."""
+"""x86-64 Linux system call numbers and names (asm/unistd_64.h)."""
 
 SYSCALL_NAMES: dict[int, str] = {
     0: "read",

@@ -1,0 +1,149 @@
+"""A resolved RunConfig -> a Guest, in one direction: root manifest, filesystems, network
+stack, VM, address space, process, loaded program. Nothing runs yet (runner.py)."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from karn.abi.errno import SyscallError
+from karn.errors import UsageError
+from karn.image.collect import RootManifest, collect_program
+from karn.kernel.mm import AddressSpace, MemoryAccount, Region
+from karn.kernel.process import KernelConfig, Process
+from karn.loader.aslr import choose_placement
+from karn.loader.program import load_program
+from karn.platform.kvm import VirtualMachine
+from karn.platform.layout import GIB, layout_for
+from karn.platform.machine import KvmMachine
+from karn.platform.timepage import GuestTsc, TimePage
+from karn.policy import apply_policy
+from karn.run.config import MAX_SPAN, MIB, RunConfig, guest_environment
+from karn.run.guest import Guest
+
+if TYPE_CHECKING:
+    from karn.kernel.fs.context import FsContext
+    from karn.kernel.fs.filesystem import Filesystem
+    from karn.kernel.net.stack import NetStack
+
+MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
+MMAP_GAP = 16 * MIB  # between the stack and the top-down mmap area
+GUEST_MOUNTS = ("/tmp", "/dev", "/proc")  # synthetic mounts that would hide collected files
+RELOCATED_PREFIX = "/run/karn"
+
+
+def address_space_span(memory: int) -> int:
+    span = max(MIN_SPAN, 4 * memory)
+    return min(MAX_SPAN, (span + GIB - 1) // GIB * GIB)
+
+
+def build(config: RunConfig) -> Guest:
+    """The guest of a resolved config (resolve()); UsageError for what only the guest's
+    files can tell (a missing program, a --workdir that is not there)."""
+    manifest = root_manifest(config)
+    memory = MemoryAccount(config.memory)
+    fs = filesystem(config, manifest, memory)
+    try:
+        fs.chdir(config.workdir)
+    except SyscallError as err:
+        raise UsageError(
+            f"--workdir {config.workdir}: {os.strerror(err.errno)} in the guest"
+        ) from None
+    net = network(config)
+    try:
+        return _machine(config, manifest, memory, fs, net)
+    except BaseException:
+        net.close()  # published ports and the AF_UNIX directory go with a failed build
+        raise
+
+
+def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
+             fs: FsContext, net: NetStack) -> Guest:
+    """The VM, its address space and the process in it, the program loaded."""
+    from karn.kernel.fs.fdtable import FdTable
+    from karn.kernel.guestmem import MappedMemory
+
+    vm = VirtualMachine(layout_for(address_space_span(config.memory)))
+    lay = vm.layout
+    placement = choose_placement(config.policy.aslr)
+    region = Region(
+        user_start=lay.user_start,
+        user_end=lay.user_end,
+        mmap_top=lay.user_end - 8 * MIB - MMAP_GAP - placement.mmap_offset,
+        # --memory caps what the guest can make the host hold: accessible mappings and
+        # tmpfs file data (MemoryAccount). Guest RAM outside them is never touched.
+        limit=config.memory,
+    )
+    mm = AddressSpace(vm.memory, region, memory)
+    kconfig = KernelConfig(
+        hostname=config.hostname,
+        argv=[(config.argv0 or config.program).encode(), *(a.encode() for a in config.args)],
+        envp=guest_environment(config.env),
+        exe_path=_canonical(fs, manifest.entry),
+        memory_limit=config.memory,
+        ncpus=config.cpus,
+    )
+    machine = KvmMachine(vm)
+    # Syscall handlers reach guest memory only where the guest has mappings (EFAULT).
+    process = Process(MappedMemory(vm.memory, mm), mm, fs, FdTable.with_stdio(), kconfig,
+                      machine=machine, net=net)
+    apply_policy(process, config.policy)
+    # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
+    time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
+    image = load_program(vm.memory, mm, fs.read_file, manifest.entry, kconfig.argv,
+                         kconfig.envp, vm.cpu_features(), placement, time_page)
+    return Guest(config, manifest, vm, machine, mm, fs, process, image, time_page)
+
+
+def root_manifest(config: RunConfig) -> RootManifest:
+    """The files of the guest's root: the collected program, or none (--root, an image)."""
+    if config.root is None:
+        from karn.kernel.net.etc import add_to_manifest
+
+        shadowed = [*GUEST_MOUNTS, *(v.guest for v in config.volumes)]
+        manifest = collect_program(config.program, config.collect).relocated(
+            shadowed, RELOCATED_PREFIX)
+        add_to_manifest(manifest.files, config.hostname, config.network or "none")
+        return manifest
+    entry = config.program
+    if not entry.startswith("/"):
+        raise UsageError(f"with --root, the program must be an absolute guest path: {entry}")
+    return RootManifest(files={}, symlinks={}, entry=entry)
+
+
+def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount) -> FsContext:
+    from karn.kernel.fs.context import FsContext
+    from karn.kernel.fs.hostfs import HostDirFs
+    from karn.kernel.fs.manifestfs import ManifestFs
+
+    root: Filesystem
+    if config.root is not None:
+        root = HostDirFs(config.root, readonly=True)
+    else:
+        root = ManifestFs(manifest.files, manifest.symlinks)
+    volumes = [(v.host, v.guest, v.readonly) for v in config.volumes]
+    policy = config.policy
+    return FsContext.build(root, volumes, ports=config.ports, memory=memory,
+                           tmp_size=policy.tmpfs_size or config.memory // 2,
+                           max_file_size=policy.file_size)
+
+
+def network(config: RunConfig) -> NetStack:
+    """Networking (docs/networking.md): the policy, published ports reserved now."""
+    from karn.kernel.net.policy import PolicyError
+    from karn.kernel.net.stack import NetStack
+
+    net = NetStack(config.net_policy())
+    try:
+        net.reserve_published()
+    except PolicyError as err:  # it closed itself
+        raise UsageError(str(err)) from None
+    return net
+
+
+def _canonical(fs: FsContext, guest_path: str) -> str:
+    """The path /proc/self/exe shows: symlinks resolved, as the kernel reports it."""
+    try:
+        return fs.resolve(guest_path).path
+    except SyscallError:
+        return guest_path  # missing: load_program reports it

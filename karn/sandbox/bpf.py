@@ -1,0 +1,159 @@
+"""A seccomp filter as classic BPF, built here: no libseccomp at run time.
+
+The program checks the architecture, then finds the call's number by binary search (about
+eight comparisons for any of the ~190 numbers a filter names, where a linear chain would
+test them one by one on every host system call the monitor makes), then tests a rule's
+argument conditions. Facts used: seccomp(2) (struct seccomp_data, return values, flags),
+the classic BPF instruction set of linux/filter.h, and the x86-64 syscall ABI (x32 calls
+carry bit 30 in the number).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import struct
+from typing import NamedTuple
+
+# linux/filter.h: instruction classes, sizes, modes, jumps, sources
+LD_W_ABS = 0x00 | 0x00 | 0x20  # BPF_LD | BPF_W | BPF_ABS
+ALU_AND_K = 0x04 | 0x50 | 0x00  # BPF_ALU | BPF_AND | BPF_K
+JMP_JA = 0x05 | 0x00
+JMP_JEQ_K = 0x05 | 0x10 | 0x00
+JMP_JGE_K = 0x05 | 0x30 | 0x00
+RET_K = 0x06 | 0x00
+
+# linux/seccomp.h
+RET_KILL_PROCESS = 0x80000000
+RET_ERRNO = 0x00050000
+RET_ALLOW = 0x7FFF0000
+FLAG_TSYNC = 1
+FLAG_LOG = 2
+SET_MODE_FILTER = 1
+AUDIT_ARCH_X86_64 = 0xC000003E
+X32_BIT = 0x40000000
+SYS_SECCOMP = 317  # x86-64
+
+# struct seccomp_data: int nr; u32 arch; u64 instruction_pointer; u64 args[6]
+OFFSET_NR = 0
+OFFSET_ARCH = 4
+OFFSET_ARGS = 16
+
+
+def errno_action(err: int) -> int:
+    return RET_ERRNO | (err & 0xFFFF)
+
+
+class Arg(NamedTuple):
+    """One condition on a 64-bit argument: (args[position] & mask) == value."""
+
+    position: int  # which argument, 0-5
+    value: int
+    mask: int = (1 << 64) - 1
+
+
+class Rule(NamedTuple):
+    action: int
+    conditions: tuple[Arg, ...] = ()
+
+
+class Insn(NamedTuple):
+    code: int
+    jt: int
+    jf: int
+    k: int
+
+
+class FilterError(Exception):
+    """A filter that cannot be expressed (a rule set too large for a short jump)."""
+
+
+def compile_filter(rules: dict[int, list[Rule]], default: int) -> list[Insn]:
+    """The program for {syscall number: rules tried in order}; unmatched calls get
+    `default`, as does a call whose rules all fail their conditions."""
+    prog = [
+        Insn(LD_W_ABS, 0, 0, OFFSET_ARCH),
+        Insn(JMP_JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        Insn(RET_K, 0, 0, RET_KILL_PROCESS),  # another ABI (i386 int 0x80): never ours
+        Insn(LD_W_ABS, 0, 0, OFFSET_NR),
+        Insn(JMP_JGE_K, 0, 1, X32_BIT),
+        Insn(RET_K, 0, 0, default),  # x32 numbers alias x86-64 ones; -1 lands here too
+    ]
+    prog += _search(sorted(rules.items()), default)
+    return prog
+
+
+def _search(entries: list[tuple[int, list[Rule]]], default: int) -> list[Insn]:
+    """Binary search over numbers sorted ascending, the number in the accumulator."""
+    if not entries:
+        return [Insn(RET_K, 0, 0, default)]
+    if len(entries) == 1:
+        nr, rules = entries[0]
+        return [Insn(JMP_JEQ_K, 1, 0, nr), Insn(RET_K, 0, 0, default), *_rules(rules, default)]
+    middle = len(entries) // 2
+    low = _search(entries[:middle], default)
+    high = _search(entries[middle:], default)
+    # jge true: the next instruction, a long jump over the low half (jt/jf reach 255 only)
+    return [Insn(JMP_JGE_K, 0, 1, entries[middle][0]), Insn(JMP_JA, 0, 0, len(low)),
+            *low, *high]
+
+
+def _rules(rules: list[Rule], default: int) -> list[Insn]:
+    """Rules in order: the first whose conditions all hold gives its action. Argument
+    loads overwrite the accumulator, so a leaf ends in returns only."""
+    out: list[Insn] = []
+    for rule in rules:
+        block: list[Insn] = []
+        for arg in rule.conditions:
+            block += _condition(arg)
+        block.append(Insn(RET_K, 0, 0, rule.action))
+        # a failed comparison skips the rest of the block, its return included
+        for i, insn in enumerate(block):
+            if insn.code == JMP_JEQ_K:
+                skip = len(block) - i - 1
+                if skip > 255:
+                    raise FilterError("a rule with too many conditions for one jump")
+                block[i] = insn._replace(jf=skip)
+        out += block
+    out.append(Insn(RET_K, 0, 0, default))
+    return out
+
+
+def _condition(arg: Arg) -> list[Insn]:
+    """(args[i] & mask) == value as two 32-bit tests, high word then low word; a half
+    whose mask is zero holds whatever it holds. jf is set by the caller."""
+    base = OFFSET_ARGS + 8 * arg.position
+    out: list[Insn] = []
+    for offset, shift in ((4, 32), (0, 0)):  # little-endian: the high word is at +4
+        mask = (arg.mask >> shift) & 0xFFFFFFFF
+        if mask == 0:
+            continue
+        out.append(Insn(LD_W_ABS, 0, 0, base + offset))
+        if mask != 0xFFFFFFFF:
+            out.append(Insn(ALU_AND_K, 0, 0, mask))
+        out.append(Insn(JMP_JEQ_K, 0, 0, (arg.value >> shift) & mask))
+    return out
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install(prog: list[Insn], flags: int) -> None:
+    """seccomp(SECCOMP_SET_MODE_FILTER): the caller has set no_new_privs (or holds
+    CAP_SYS_ADMIN). With FLAG_TSYNC a thread that cannot take the filter is named."""
+    if len(prog) > 4096:  # BPF_MAXINSNS
+        raise FilterError(f"a filter of {len(prog)} instructions (at most 4096)")
+    code = b"".join(struct.pack("<HBBI", *insn) for insn in prog)
+    buf = ctypes.create_string_buffer(code, len(code))
+    fprog = _SockFprog(len(prog), ctypes.addressof(buf))
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    result = libc.syscall(ctypes.c_long(SYS_SECCOMP), ctypes.c_long(SET_MODE_FILTER),
+                          ctypes.c_long(flags), ctypes.byref(fprog))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"seccomp: {os.strerror(err)}")
+    if result > 0:  # TSYNC: this thread could not be synchronised
+        raise OSError(errno.ESRCH, f"seccomp: thread {result} cannot take the filter")
