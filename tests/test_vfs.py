@@ -22,6 +22,19 @@ from karn.kernel.process import KernelConfig, Process, Task
 from karn.kernel.syscalls import dispatch
 from karn.platform.memory import HostGuestMemory
 
+BASE = 0x10000
+
+
+def task_of(ctx: FsContext) -> Task:
+    """A task of a process with ctx as its filesystem (no VM: guest memory is host memory);
+    the caller of file operations in these tests."""
+    mem = HostGuestMemory(1 << 20, BASE, 1 << 20)
+    mm = AddressSpace(mem, Region(BASE, 1 << 20, 1 << 20, 1 << 20))
+    mm.map(BASE, 0x4000, 3, "", 0)
+    config = KernelConfig(argv=[b"/bin/prog", b"x"], exe_path="/bin/prog")
+    proc = Process(mem, mm, ctx, FdTable.with_stdio(), config)
+    return Task(proc, 1, None)  # type: ignore[arg-type]
+
 
 def errno_of(fn, *args, **kwargs) -> int:  # noqa: ANN001
     with pytest.raises(SyscallError) as info:
@@ -109,9 +122,10 @@ def test_open_rules(ctx: FsContext) -> None:
     assert errno_of(ctx.open, "/newfile/", OFlag.CREAT | OFlag.WRONLY) == errno.EISDIR
 
 
-def test_host_writes_stay_in_root(ctx: FsContext, rootdir: Path, tmp_path: Path) -> None:
+def test_host_writes_stay_in_root(ctx: FsContext, task: Task, rootdir: Path,
+                                  tmp_path: Path) -> None:
     f = ctx.open("/up-passwd", OFlag.WRONLY | OFlag.TRUNC)
-    f.write(b"changed")
+    f.write(task, b"changed")
     f.close()
     assert (rootdir / "etc" / "passwd").read_text() == "changed"
     # A dangling absolute symlink with O_CREAT creates its target inside the root.
@@ -121,7 +135,7 @@ def test_host_writes_stay_in_root(ctx: FsContext, rootdir: Path, tmp_path: Path)
     assert not Path("/made-by-guest").exists()
 
 
-def test_volumes_and_virtual_mount_points(ctx: FsContext, tmp_path: Path) -> None:
+def test_volumes_and_virtual_mount_points(ctx: FsContext, task: Task, tmp_path: Path) -> None:
     assert ctx.read_file("/data/data.txt") == b"volume data"
     assert ctx.read_file("/srv/deep/ro/ro.txt") == b"read only"
     assert ctx.stat("/srv").mode & S_IFMT == S_IFDIR
@@ -130,7 +144,7 @@ def test_volumes_and_virtual_mount_points(ctx: FsContext, tmp_path: Path) -> Non
     # ".." from a mount's root goes to the guest parent, not the host's.
     assert ctx.read_file("/data/../etc/passwd") == b"guest passwd\n"
     f = ctx.open("/data/new.txt", OFlag.CREAT | OFlag.WRONLY, 0o600)
-    f.write(b"hi")
+    f.write(task, b"hi")
     f.close()
     assert (tmp_path / "vol" / "new.txt").read_bytes() == b"hi"
 
@@ -145,15 +159,15 @@ def test_readonly_volume_gives_erofs(ctx: FsContext) -> None:
     ctx.open("/srv/deep/ro/ro.txt", OFlag.RDONLY | OFlag.CREAT).close()
 
 
-def test_tmpfs_namespace(ctx: FsContext) -> None:
+def test_tmpfs_namespace(ctx: FsContext, task: Task) -> None:
     tmp = ctx.resolve("/tmp").fs
     assert isinstance(tmp, TmpFs)
     tmp.mkdir(("d",), 0o755)
     f = ctx.open("/tmp/d/a", OFlag.CREAT | OFlag.RDWR, 0o666)
-    assert f.write(b"hello") == 5
+    assert f.write(task, b"hello") == 5
     assert f.lseek(0, 0) == 0
     buf = bytearray(10)
-    assert f.readinto(memoryview(buf)) == 5 and buf[:5] == b"hello"
+    assert f.readinto(task, memoryview(buf)) == 5 and buf[:5] == b"hello"
     assert f.stat().mode == S_IFREG | 0o644  # umask 022
     assert errno_of(tmp.rmdir, ("d",)) == errno.ENOTEMPTY
     tmp.rename(("d", "a"), ("b",), 0)
@@ -170,7 +184,7 @@ def test_tmpfs_namespace(ctx: FsContext) -> None:
     tmp.unlink(("b",))
     # The open description keeps the data after unlink, like Linux.
     f.lseek(0, 0)
-    assert f.readinto(memoryview(buf)) == 5
+    assert f.readinto(task, memoryview(buf)) == 5
     f.close()
 
 
@@ -178,12 +192,13 @@ def test_tmpfs_size_cap() -> None:
     fs = FsContext.build(TmpFs())
     tmp = TmpFs(size_limit=8192)
     fs.vfs.mount("/small", tmp)
+    task = task_of(fs)
     f = fs.open("/small/f", OFlag.CREAT | OFlag.WRONLY)
-    f.write(b"x" * 8192)
-    assert errno_of(f.write, b"y") == errno.ENOSPC
+    f.write(task, b"x" * 8192)
+    assert errno_of(f.write, task, b"y") == errno.ENOSPC
     f.truncate(0)
     f.lseek(0, 0)
-    assert f.write(b"y") == 1
+    assert f.write(task, b"y") == 1
 
 
 def test_manifest_root(tmp_path: Path) -> None:
@@ -210,13 +225,14 @@ def test_manifest_root(tmp_path: Path) -> None:
 
 
 def test_dev_and_proc(ctx: FsContext) -> None:
+    caller = task_of(FsContext.build(TmpFs()))  # not of ctx: its /proc stays without one
     null = ctx.open("/dev/null", OFlag.RDWR)
-    assert null.write(b"abc") == 3
-    assert null.readinto(memoryview(bytearray(4))) == 0
+    assert null.write(caller, b"abc") == 3
+    assert null.readinto(caller, memoryview(bytearray(4))) == 0
     full = ctx.open("/dev/full", OFlag.WRONLY)
-    assert errno_of(full.write, b"x") == errno.ENOSPC
+    assert errno_of(full.write, caller, b"x") == errno.ENOSPC
     buf = bytearray(b"\xff" * 100)
-    assert ctx.open("/dev/zero", OFlag.RDONLY).readinto(memoryview(buf)) == 100
+    assert ctx.open("/dev/zero", OFlag.RDONLY).readinto(caller, memoryview(buf)) == 100
     assert buf == bytes(100)
     assert ctx.resolve("/dev/stdout", follow=False).fs.readlink(("stdout",)) == "/proc/self/fd/1"
     # /proc needs a process; without one it is empty rather than wrong.
@@ -257,18 +273,12 @@ def test_stdio_fds_are_duplicates() -> None:
 
 # -- the syscall handlers, on real guest memory (an mmap; no vCPU needed) ----------------
 
-BASE = 0x10000
 PATH, BUF, STATBUF = BASE, BASE + 0x1000, BASE + 0x3000
 
 
 @pytest.fixture
 def task(ctx: FsContext) -> Task:
-    mem = HostGuestMemory(1 << 20, BASE, 1 << 20)
-    mm = AddressSpace(mem, Region(BASE, 1 << 20, 1 << 20, 1 << 20))
-    mm.map(BASE, 0x4000, 3, "", 0)
-    config = KernelConfig(argv=[b"/bin/prog", b"x"], exe_path="/bin/prog")
-    proc = Process(mem, mm, ctx, FdTable.with_stdio(), config)
-    return Task(proc, 1, None)  # type: ignore[arg-type]
+    return task_of(ctx)
 
 
 def call(task: Task, name: str, *args: int) -> int:

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import _socket as socket
 import errno
-import os
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
+from karn.kernel.fs.file import host_error
 from karn.kernel.fs.sysutil import iovecs
-from karn.kernel.limits import RLIMIT_NOFILE
 from karn.kernel.net import consts as c
-from karn.kernel.net.addr import Address, read_addr, write_addr
-from karn.kernel.net.base import SocketFile, host_errno
+from karn.kernel.net.addr import Address, encode, read_addr, write_addr
+from karn.kernel.net.base import SocketFile
 from karn.kernel.net.inet import InetSocket
-from karn.kernel.net.options import charge_buffers, get_option, set_option
+from karn.kernel.net.options import charge_buffers
 from karn.kernel.net.stack import net_of
 from karn.kernel.net.unix import SCM_MAX_FD, UnixSocket
 
@@ -30,6 +29,7 @@ MSGHDR = struct.Struct("<QI4xQQQQi4x")  # name, namelen, iov, iovlen, control, c
 MMSGHDR_SIZE = 64  # struct msghdr + unsigned msg_len, padded
 CMSGHDR = struct.Struct("<Qii")
 UIO_MAXIOV = 1024
+S = TypeVar("S", bound=SocketFile)
 _warned: set[str] = set()
 
 
@@ -85,10 +85,9 @@ def _split_type(kind: int) -> tuple[int, bool, bool]:
     return stype, bool(kind & c.SOCK_NONBLOCK), bool(kind & c.SOCK_CLOEXEC)
 
 
-def _wrap(task: Task, family: int, stype: int, proto: int, sock: socket.socket,
-          nonblock: bool) -> SocketFile:
-    cls = UnixSocket if family == c.AF_UNIX else InetSocket
-    file = cls(net_of(task.process), task.process, family, stype, proto, sock, nonblock)
+def _wrap(task: Task, cls: type[S], family: int, stype: int, proto: int,
+          sock: socket.socket, nonblock: bool) -> S:
+    file = cls(net_of(task.process), family, stype, proto, sock, nonblock)
     try:
         charge_buffers(task, file)
     except SyscallError:
@@ -112,8 +111,9 @@ def sys_socket(task: Task, domain: int, kind: int, protocol: int) -> int:
     try:
         sock = socket.socket(family, stype | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
     except OSError as err:
-        raise host_errno(err) from None
-    return _install(task, _wrap(task, family, stype, proto, sock, nonblock), cloexec)
+        raise host_error(err) from None
+    cls = UnixSocket if family == c.AF_UNIX else InetSocket
+    return _install(task, _wrap(task, cls, family, stype, proto, sock, nonblock), cloexec)
 
 
 def sys_socketpair(task: Task, domain: int, kind: int, protocol: int, sv: int) -> int:
@@ -127,18 +127,18 @@ def sys_socketpair(task: Task, domain: int, kind: int, protocol: int, sv: int) -
         a, b = socket.socketpair(socket.AF_UNIX, stype | socket.SOCK_NONBLOCK
                                  | socket.SOCK_CLOEXEC)
     except OSError as err:
-        raise host_errno(err) from None
+        raise host_error(err) from None
     try:
-        fa = _wrap(task, family, stype, proto, a, nonblock)
+        fa = _wrap(task, UnixSocket, family, stype, proto, a, nonblock)
     except SyscallError:
         b.close()
         raise
     try:
-        fb = _wrap(task, family, stype, proto, b, nonblock)
+        fb = _wrap(task, UnixSocket, family, stype, proto, b, nonblock)
     except SyscallError:
         fa.close()
         raise
-    fa.peer_name = fb.peer_name = b""  # type: ignore[attr-defined]
+    fa.peer_name = fb.peer_name = b""
     first = _install(task, fa, cloexec)
     try:
         second = _install(task, fb, cloexec)
@@ -151,21 +151,18 @@ def sys_socketpair(task: Task, domain: int, kind: int, protocol: int, sv: int) -
 
 def sys_bind(task: Task, fd: int, addr: int, addrlen: int) -> int:
     sock = _sock(task, fd)
-    sock.bind(task, read_addr(task, addr, s32(addrlen)))  # type: ignore[attr-defined]
+    sock.bind(task, read_addr(task, addr, s32(addrlen)))
     return 0
 
 
 def sys_connect(task: Task, fd: int, addr: int, addrlen: int) -> int:
     sock = _sock(task, fd)
-    sock.connect(task, read_addr(task, addr, s32(addrlen)))  # type: ignore[attr-defined]
+    sock.connect(task, read_addr(task, addr, s32(addrlen)))
     return 0
 
 
 def sys_listen(task: Task, fd: int, backlog: int) -> int:
-    sock = _sock(task, fd)
-    if sock.stype == c.SOCK_DGRAM:
-        raise SyscallError(errno.EOPNOTSUPP)
-    sock.listen(task, s32(backlog))  # type: ignore[attr-defined]
+    _sock(task, fd).listen(task, s32(backlog))
     return 0
 
 
@@ -174,11 +171,9 @@ def sys_accept4(task: Task, fd: int, addr: int, addrlen: int, flags: int) -> int
     if flags & ~(c.SOCK_NONBLOCK | c.SOCK_CLOEXEC):
         raise SyscallError(errno.EINVAL)
     sock = _sock(task, fd)
-    if sock.stype == c.SOCK_DGRAM:
-        raise SyscallError(errno.EOPNOTSUPP)
-    if addr:
+    if addr and sock.listening:
         task.mem.read_u32(addrlen)  # EFAULT before a connection is taken
-    new, peer = sock.accept(task, bool(flags & c.SOCK_NONBLOCK))  # type: ignore[attr-defined]
+    new, peer = sock.accept(task, bool(flags & c.SOCK_NONBLOCK))
     try:
         charge_buffers(task, new)
     except SyscallError:
@@ -195,13 +190,13 @@ def sys_accept(task: Task, fd: int, addr: int, addrlen: int) -> int:
 
 def sys_getsockname(task: Task, fd: int, addr: int, addrlen: int) -> int:
     sock = _sock(task, fd)
-    write_addr(task, addr, addrlen, sock.local_address())  # type: ignore[attr-defined]
+    write_addr(task, addr, addrlen, sock.getsockname())
     return 0
 
 
 def sys_getpeername(task: Task, fd: int, addr: int, addrlen: int) -> int:
     sock = _sock(task, fd)
-    write_addr(task, addr, addrlen, sock.peer_address())  # type: ignore[attr-defined]
+    write_addr(task, addr, addrlen, sock.getpeername())
     return 0
 
 
@@ -210,10 +205,7 @@ def sys_shutdown(task: Task, fd: int, how: int) -> int:
     how = s32(how)
     if how not in (c.SHUT_RD, c.SHUT_WR, c.SHUT_RDWR):
         raise SyscallError(errno.EINVAL)
-    try:
-        sock.sock.shutdown(how)
-    except OSError as err:
-        raise host_errno(err) from None
+    sock.shutdown(how)
     return 0
 
 
@@ -223,7 +215,7 @@ def sys_setsockopt(task: Task, fd: int, level: int, name: int, val: int, optlen:
     if length < 0:
         raise SyscallError(errno.EINVAL)
     raw = task.mem.read(val, min(length, 1024)) if length else b""
-    set_option(task, sock, s32(level), s32(name), raw)
+    sock.setsockopt(task, s32(level), s32(name), raw)
     return 0
 
 
@@ -232,7 +224,7 @@ def sys_getsockopt(task: Task, fd: int, level: int, name: int, val: int, lenptr:
     size = s32(task.mem.read_u32(lenptr))
     if size < 0:
         raise SyscallError(errno.EINVAL)
-    data = get_option(task, sock, s32(level), s32(name), size)
+    data = sock.getsockopt(task, s32(level), s32(name), size)
     data = data[:size]
     task.mem.write(val, data)
     task.mem.write_u32(lenptr, len(data))
@@ -245,16 +237,7 @@ def _send(task: Task, sock: SocketFile, views: list[memoryview], flags: int,
           dest: Address | None, files: list[OpenFile] | None = None) -> int:
     if flags & ~(c.SEND_FLAGS | 0x800 | 0x10000 | 0x20000000):  # CONFIRM, BATCH, ZEROCOPY
         raise SyscallError(errno.EOPNOTSUPP)
-    if files:
-        assert isinstance(sock, UnixSocket)
-        limit = task.process.rlimits[RLIMIT_NOFILE][0]
-        ancdata, token = sock.pack_rights(files, limit)
-        try:
-            return sock.send_to(task, views, flags, dest, ancdata)
-        finally:
-            os.close(token)  # the host message holds it now, or was never queued
-            sock.net.in_flight.reap()  # so a failed send gives the files back
-    return sock.send_to(task, views, flags, dest)  # type: ignore[attr-defined]
+    return sock.sendmsg(task, views, flags, dest, files)
 
 
 def sys_sendto(task: Task, fd: int, buf: int, length: int, flags: int, dest: int,
@@ -265,28 +248,18 @@ def sys_sendto(task: Task, fd: int, buf: int, length: int, flags: int, dest: int
     return _send(task, sock, views, s32(flags), where)
 
 
-def _source(sock: SocketFile, host_src: object) -> Address | None:
-    if host_src is None:
-        return None
-    return sock.translate_from(host_src)  # type: ignore[return-value]
-
-
 def sys_recvfrom(task: Task, fd: int, buf: int, length: int, flags: int, src: int,
                  addrlen: int) -> int:
     sock = _sock(task, fd)
-    flags = s32(flags)
     if src:
         task.mem.read_u32(addrlen)
     view = task.mem.view(buf, length) if length else memoryview(bytearray(0))
-    n, _, msg_flags, host_src = sock.recv(task, [view], flags)
+    n, source = sock.recvfrom(task, view, s32(flags), bool(src))
     if src:
-        addr = _source(sock, host_src)
-        if addr is not None:
-            write_addr(task, src, addrlen, addr)
+        if source is not None:
+            write_addr(task, src, addrlen, source)
         else:
             task.mem.write_u32(addrlen, 0)
-    if flags & c.MSG_TRUNC and msg_flags & c.MSG_TRUNC:
-        return n  # recvmsg_into reports the datagram's full length with MSG_TRUNC
     return n
 
 
@@ -317,7 +290,7 @@ def _do_sendmsg(task: Task, sock: SocketFile, msg: int, flags: int) -> int:
     files = None
     if control and controllen:
         raw = task.mem.read(control, min(controllen, 1 << 16))
-        if isinstance(sock, UnixSocket):
+        if sock.passes_files:
             files = _rights_of(task, raw)
         elif "cmsg" not in _warned:
             _warned.add("cmsg")
@@ -329,12 +302,10 @@ def sys_sendmsg(task: Task, fd: int, msg: int, flags: int) -> int:
     return _do_sendmsg(task, _sock(task, fd), msg, s32(flags))
 
 
-def _deliver_rights(task: Task, sock: UnixSocket, ancdata: list, room: int,
-                    cloexec: bool, peek: bool) -> tuple[bytes, bool]:
+def _deliver_rights(task: Task, files: list[OpenFile], room: int, cloexec: bool,
+                    peek: bool) -> tuple[bytes, bool]:
     """Install received guest files; the SCM_RIGHTS control message and whether it was
     truncated (files that do not fit are closed, as Linux does)."""
-    groups = sock.unpack_rights(ancdata, peek)
-    files = [f for group in groups for f in group]
     if not files:
         return b"", False
     fit = max(0, (room - CMSGHDR.size) // 4) if room >= CMSGHDR.size else 0
@@ -358,36 +329,25 @@ def _do_recvmsg(task: Task, sock: SocketFile, msg: int, flags: int) -> int:
     if iovlen > UIO_MAXIOV:
         raise SyscallError(errno.EMSGSIZE)
     views = iovecs(task, iov, iovlen) or [memoryview(bytearray(0))]
-    unix = isinstance(sock, UnixSocket)
-    # Room for tokens whenever the guest gave room for files or files are in flight now: a
-    # receive that blocks may be handed a message sent after it started.
-    wants_files = unix and (controllen > 0 or sock.net.in_flight.messages)
-    ancsize = socket.CMSG_SPACE(4 * 8) if wants_files else 0
-    n, ancdata, msg_flags, host_src = sock.recv(task, views, flags, ancsize, msg=True)
-    msg_flags &= c.MSG_TRUNC | c.MSG_CTRUNC | c.MSG_EOR | c.MSG_OOB
-    cmsg = b""
-    if unix and ancdata:
-        cmsg, truncated = _deliver_rights(task, sock, ancdata, controllen,
-                                          bool(flags & c.MSG_CMSG_CLOEXEC),
-                                          bool(flags & c.MSG_PEEK))
-        if truncated:
-            msg_flags |= c.MSG_CTRUNC
-            cmsg = cmsg[:controllen] if len(cmsg) > controllen else cmsg
+    got = sock.recvmsg(task, views, flags, bool(name and namelen), controllen > 0)
+    msg_flags = got.flags & (c.MSG_TRUNC | c.MSG_CTRUNC | c.MSG_EOR | c.MSG_OOB)
+    cmsg, truncated = _deliver_rights(task, got.files, controllen,
+                                      bool(flags & c.MSG_CMSG_CLOEXEC),
+                                      bool(flags & c.MSG_PEEK))
+    if truncated:
+        msg_flags |= c.MSG_CTRUNC
+        cmsg = cmsg[:controllen] if len(cmsg) > controllen else cmsg
     if cmsg and control:
         task.mem.write(control, cmsg)
     written_namelen = 0
-    if name and namelen:
-        addr = _source(sock, host_src)
-        if addr is not None:
-            from karn.kernel.net.addr import encode
-
-            raw = encode(addr)
-            task.mem.write(name, raw[:namelen])
-            written_namelen = len(raw)
+    if got.source is not None:
+        raw = encode(got.source)
+        task.mem.write(name, raw[:namelen])
+        written_namelen = len(raw)
     task.mem.write(msg + 8, struct.pack("<I", written_namelen))
     task.mem.write(msg + 40, struct.pack("<Q", _align(len(cmsg)) if cmsg else 0))
     task.mem.write(msg + 48, struct.pack("<i", msg_flags))
-    return n
+    return got.nbytes
 
 
 def sys_recvmsg(task: Task, fd: int, msg: int, flags: int) -> int:

@@ -254,7 +254,7 @@ def sys_epoll_ctl(task: Task, epfd: int, op: int, fd: int, event: int) -> int:
     if target is ep:
         raise SyscallError(errno.EINVAL)
     host = target.host_fd()
-    if host is None or getattr(target, "is_regular", False) or getattr(target, "is_dir", False):
+    if host is None or target.is_regular or target.is_dir:
         raise SyscallError(errno.EPERM)  # as Linux for regular files and directories
     if op in (EPOLL_CTL_ADD, EPOLL_CTL_MOD):
         events, data = EPOLL_EVENT.unpack(task.mem.read(event, EPOLL_EVENT.size))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
@@ -20,6 +21,9 @@ from karn.kernel.fs.constants import (
 from karn.kernel.fs.file import Buffer, DirEntry, DirListFile, OpenFile
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs, now_ns
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
 
 # name -> (major, minor) as on Linux
 DEVICES: dict[str, tuple[int, int]] = {
@@ -45,7 +49,10 @@ class DeviceFile(OpenFile):
         self.name = name
         self._stat = st
 
-    def readinto(self, view: memoryview) -> int:
+    def readinto(self, task: Task, view: memoryview) -> int:
+        return self.pread_into(view, 0)
+
+    def pread_into(self, view: memoryview, offset: int) -> int:
         if self.name == "null":
             return 0
         if self.name in ("random", "urandom"):
@@ -58,16 +65,15 @@ class DeviceFile(OpenFile):
             view[start:end] = _ZEROS[: end - start]
         return n
 
-    def pread_into(self, view: memoryview, offset: int) -> int:
-        return self.readinto(view)
-
-    def write(self, data: Buffer) -> int:
-        if self.name == "full":
+    def write(self, task: Task, data: Buffer) -> int:
+        if self.name == "full":  # not through pwrite: writes to /dev/null are hot
             raise SyscallError(errno.ENOSPC)
         return len(data)
 
     def pwrite(self, data: Buffer, offset: int) -> int:
-        return self.write(data)
+        if self.name == "full":
+            raise SyscallError(errno.ENOSPC)
+        return len(data)
 
     def lseek(self, offset: int, whence: int) -> int:
         return 0

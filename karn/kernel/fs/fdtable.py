@@ -17,7 +17,7 @@ class StdioFile(HostFile):
     """The monitor's own stdin/stdout/stderr, dup'ed: guest writes go straight out."""
 
     def link_name(self) -> str:
-        if self._fifo:
+        if self.is_pipe:
             return f"pipe:[{self._ino}]"
         return "/dev/pts/0" if os.isatty(self.fd) else f"anon_inode:[stdio{self.path[-1:]}]"
 

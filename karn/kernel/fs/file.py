@@ -2,6 +2,12 @@
 
 Handlers talk to every kind of file through OpenFile; subclasses are host-backed files
 (host directories, volumes, stdio, pipes), tmpfs files, devices and synthetic content.
+
+The stream operations (readinto, readv_into, write, writev) take the calling task first:
+they may block, and a wait belongs to a task (its signals, its waker), as may a signal
+the operation raises (SIGPIPE). Positional operations (pread_into, preadv_into, pwrite,
+pwritev) exist only on seekable files, which never block: they take no task, so the
+kernel (the loader, shared mappings) uses them too. Metadata operations take no task.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import fcntl
 import os
 import stat as pystat
 import termios
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
@@ -29,6 +35,9 @@ from karn.kernel.fs.constants import (
 )
 from karn.kernel.fs.stat import Stat
 
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
+
 Buffer = bytes | bytearray | memoryview
 
 
@@ -38,8 +47,9 @@ class DirEntry(NamedTuple):
     dtype: int
 
 
-def host_error(err: OSError) -> SyscallError:
-    return SyscallError(err.errno or errno.EIO)
+def host_error(err: OSError, fallback: int = errno.EIO) -> SyscallError:
+    """A failed host call as the guest sees it: the host's errno (fallback if it has none)."""
+    return SyscallError(err.errno or fallback)
 
 
 class OpenFile:
@@ -47,6 +57,8 @@ class OpenFile:
 
     is_dir = False
     is_regular = False  # reads return the full count when the data is there
+    waits_itself = False  # its stream operations block on their own (sockets: timeouts)
+    is_pipe = False  # a pipe or FIFO (F_GETPIPE_SZ, fadvise's ESPIPE)
 
     def __init__(self, path: str, flags: int) -> None:
         self.path = path  # guest path, for /proc/self/fd, fchdir and getcwd
@@ -63,37 +75,59 @@ class OpenFile:
     def writable(self) -> bool:
         return not self.flags & OFlag.PATH and (self.flags & O_ACCMODE) in (1, 2)  # WRONLY, RDWR
 
-    def readinto(self, view: memoryview) -> int:
+    # -- stream operations: at the file offset, on behalf of a task --------------------
+    def readinto(self, task: Task, view: memoryview) -> int:
         raise SyscallError(errno.EINVAL)
 
-    def write(self, data: Buffer) -> int:
+    def write(self, task: Task, data: Buffer) -> int:
         raise SyscallError(errno.EINVAL)
 
-    def pread_into(self, view: memoryview, offset: int) -> int:
-        raise SyscallError(errno.ESPIPE)
-
-    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
-        """readv/preadv: fill views in order, stopping at the first short read; a
-        stream (pipe, tty) is read once so a second read cannot block after data came."""
+    def readv_into(self, task: Task, views: list[memoryview]) -> int:
+        """readv: fill views in order, stopping at the first short read; a stream (pipe,
+        tty) is read once so a second read cannot block after data came."""
         total = 0
         for view in views:
-            n = self.readinto(view) if offset is None else self.pread_into(view, offset + total)
+            n = self.readinto(task, view)
             total += n
             if n < len(view) or (n and not self.is_regular):
                 break
         return total
 
-    def writev(self, bufs: list[memoryview], offset: int | None = None) -> int:
+    def writev(self, task: Task, bufs: list[memoryview]) -> int:
         total = 0
         for buf in bufs:
-            n = self.write(buf) if offset is None else self.pwrite(buf, offset + total)
+            n = self.write(task, buf)
             total += n
             if n < len(buf):
                 break
         return total
 
+    # -- positional operations: seekable files only ------------------------------------
+    def pread_into(self, view: memoryview, offset: int) -> int:
+        raise SyscallError(errno.ESPIPE)
+
     def pwrite(self, data: Buffer, offset: int) -> int:
         raise SyscallError(errno.ESPIPE)
+
+    def preadv_into(self, views: list[memoryview], offset: int) -> int:
+        total = 0
+        for view in views:
+            n = self.pread_into(view, offset + total)
+            total += n
+            if n < len(view) or (n and not self.is_regular):  # as readv_into
+                break
+        return total
+
+    def pwritev(self, bufs: list[memoryview], offset: int) -> int:
+        total = 0
+        for buf in bufs:
+            n = self.pwrite(buf, offset + total)
+            total += n
+            if n < len(buf):
+                break
+        return total
+
+    # -- metadata and the rest ----------------------------------------------------------
 
     def lseek(self, offset: int, whence: int) -> int:
         if self.is_dir:
@@ -153,9 +187,9 @@ class HostFile(OpenFile):
         self.is_dir = pystat.S_ISDIR(st.st_mode)
         self.is_regular = pystat.S_ISREG(st.st_mode)
         self._ino = st.st_ino
-        self._fifo = pystat.S_ISFIFO(st.st_mode)
+        self.is_pipe = pystat.S_ISFIFO(st.st_mode)
 
-    def readinto(self, view: memoryview) -> int:
+    def readinto(self, task: Task, view: memoryview) -> int:
         if self.is_dir:
             raise SyscallError(errno.EISDIR)
         try:
@@ -163,26 +197,40 @@ class HostFile(OpenFile):
         except OSError as err:
             raise host_error(err) from None
 
-    def write(self, data: Buffer) -> int:
+    def write(self, task: Task, data: Buffer) -> int:
         try:
             return os.write(self.fd, data)
         except OSError as err:
             raise host_error(err) from None
 
-    def pread_into(self, view: memoryview, offset: int) -> int:
-        return self.readv_into([view], offset)
-
-    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
+    def readv_into(self, task: Task, views: list[memoryview]) -> int:
         if self.is_dir:
             raise SyscallError(errno.EISDIR)
         try:
-            return os.readv(self.fd, views) if offset is None else os.preadv(self.fd, views, offset)
+            return os.readv(self.fd, views)
         except OSError as err:
             raise host_error(err) from None
 
-    def writev(self, bufs: list[memoryview], offset: int | None = None) -> int:
+    def writev(self, task: Task, bufs: list[memoryview]) -> int:
         try:
-            return os.writev(self.fd, bufs) if offset is None else os.pwritev(self.fd, bufs, offset)
+            return os.writev(self.fd, bufs)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def pread_into(self, view: memoryview, offset: int) -> int:
+        return self.preadv_into([view], offset)
+
+    def preadv_into(self, views: list[memoryview], offset: int) -> int:
+        if self.is_dir:
+            raise SyscallError(errno.EISDIR)
+        try:
+            return os.preadv(self.fd, views, offset)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def pwritev(self, bufs: list[memoryview], offset: int) -> int:
+        try:
+            return os.pwritev(self.fd, bufs, offset)
         except OSError as err:
             raise host_error(err) from None
 
@@ -274,7 +322,7 @@ class HostFile(OpenFile):
         return HostFile(fd, self.path, flags & ~O_OPEN_ONLY)
 
     def link_name(self) -> str:
-        if self._fifo and not self.path:
+        if self.is_pipe and not self.path:
             return f"pipe:[{self._ino}]"
         return self.path
 
@@ -305,7 +353,7 @@ class MemoryFile(OpenFile):
                 view[:n] = src[offset : offset + n]
         return n
 
-    def readinto(self, view: memoryview) -> int:
+    def readinto(self, task: Task, view: memoryview) -> int:
         n = self.pread_into(view, self.pos)
         self.pos += n
         return n
@@ -342,7 +390,7 @@ class SyntheticFile(MemoryFile):
     def _data(self) -> bytes:
         return self.content
 
-    def write(self, data: Buffer) -> int:
+    def write(self, task: Task, data: Buffer) -> int:
         raise SyscallError(errno.EBADF)
 
     def stat(self) -> Stat:
@@ -362,7 +410,7 @@ class DirListFile(OpenFile):
         self._entries = entries
         self._stat = st
 
-    def readinto(self, view: memoryview) -> int:
+    def readinto(self, task: Task, view: memoryview) -> int:
         raise SyscallError(errno.EISDIR)
 
     def pread_into(self, view: memoryview, offset: int) -> int:

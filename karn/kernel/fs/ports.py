@@ -21,7 +21,7 @@ import os
 import stat as pystat
 import struct
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
@@ -36,9 +36,19 @@ from karn.kernel.fs.constants import (
     TMPFS_MAGIC,
     OFlag,
 )
-from karn.kernel.fs.file import Buffer, DirEntry, DirListFile, OpenFile, SyntheticFile
+from karn.kernel.fs.file import (
+    Buffer,
+    DirEntry,
+    DirListFile,
+    OpenFile,
+    SyntheticFile,
+    host_error,
+)
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
 
 HEADER = struct.Struct("<Q")
 ACK = b"\x01"
@@ -118,7 +128,7 @@ class Port:
         except BlockingIOError:
             raise SyscallError(errno.EAGAIN) from None
         except OSError as err:
-            raise SyscallError(err.errno or errno.EIO) from None
+            raise host_error(err) from None
         if n < HEADER.size:
             raise SyscallError(errno.EAGAIN)  # supervisor gone: nothing will come
         try:
@@ -184,29 +194,25 @@ class PortFile(OpenFile):
         # A sampling read never waits once a message has arrived: it returns the latest.
         return self.port.spec.kind == "sampling" and self.port.latest is not None
 
-    def readinto(self, view: memoryview) -> int:
-        return self.readv_into([view])
+    def readinto(self, task: Task, view: memoryview) -> int:
+        return self.readv_into(task, [view])
 
-    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
+    def readv_into(self, task: Task, views: list[memoryview]) -> int:
         """One message, scattered over the buffers."""
         port = self.port
-        if offset is not None:
-            raise SyscallError(errno.ESPIPE)
         if port.source:
             raise SyscallError(errno.EBADF)
         if port.spec.kind == "sampling":
             return port.receive_sampling(views)
         return port.receive_queued(views)
 
-    def write(self, data: Buffer) -> int:
+    def write(self, task: Task, data: Buffer) -> int:
         if not self.port.source:
             raise SyscallError(errno.EBADF)
         return self.port.send(data)
 
-    def writev(self, bufs: list[memoryview], offset: int | None = None) -> int:
-        if offset is not None:
-            raise SyscallError(errno.ESPIPE)
-        return self.write(b"".join(bufs))  # the buffers make one message
+    def writev(self, task: Task, bufs: list[memoryview]) -> int:
+        return self.write(task, b"".join(bufs))  # the buffers make one message
 
     def available(self) -> int:
         latest = self.port.latest

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
 from karn.kernel.fs.constants import OFlag
-from karn.kernel.fs.file import HostFile
+from karn.kernel.fs.file import HostFile, host_error
 from karn.kernel.limits import PIPE_DEF_SIZE, PIPE_MAX_SIZE, PIPE_MIN_SIZE, Charge, buffer_budget
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def sys_fcntl(task: Task, fd: int, cmd: int, arg: int) -> int:
         return 0
     if cmd in (F_GETPIPE_SZ, F_SETPIPE_SZ):
         host = file.host_fd()
-        if host is None or not getattr(file, "_fifo", False):
+        if host is None or not file.is_pipe:
             raise SyscallError(errno.EBADF)
         if cmd == F_GETPIPE_SZ:
             return fcntl.fcntl(host, cmd)
@@ -132,7 +132,7 @@ def _set_pipe_size(file: object, host: int, size: int) -> int:
     try:
         return fcntl.fcntl(host, F_SETPIPE_SZ, size)
     except OSError as err:
-        raise SyscallError(err.errno or errno.EINVAL) from None
+        raise host_error(err, errno.EINVAL) from None
     finally:
         if charge is not None:
             charge.settle(0, fcntl.fcntl(host, F_GETPIPE_SZ))
@@ -146,7 +146,7 @@ def sys_pipe2(task: Task, pipefd: int, flags: int) -> int:
     try:
         r, w = os.pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if flags & OFlag.NONBLOCK else 0))
     except OSError as err:  # the monitor's own limits (EMFILE, ENFILE)
-        raise SyscallError(err.errno) from None
+        raise host_error(err) from None
     charge = Charge(buffer_budget(task.process), users=2)
     size = charge.resize(0, PIPE_DEF_SIZE, PIPE_MIN_SIZE)
     if size != PIPE_DEF_SIZE:  # past the budget: a small pipe, as Linux past its soft limit
@@ -206,7 +206,7 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
     try:
         fcntl.ioctl(host, req, buf)
     except OSError as err:
-        raise SyscallError(err.errno or errno.ENOTTY) from None
+        raise host_error(err, errno.ENOTTY) from None
     if size_out:
         task.mem.write(arg, bytes(buf[:size_out]))
     return 0
@@ -229,7 +229,7 @@ def sys_flock(task: Task, fd: int, operation: int) -> int:
 
 def sys_fadvise64(task: Task, fd: int, offset: int, length: int, advice: int) -> int:
     file = task.process.fds.get(s32(fd))
-    if getattr(file, "_fifo", False):
+    if file.is_pipe:
         raise SyscallError(errno.ESPIPE)
     if not 0 <= s32(advice) <= 5:
         raise SyscallError(errno.EINVAL)

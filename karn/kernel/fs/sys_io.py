@@ -42,7 +42,7 @@ def sys_read(task: Task, fd: int, buf: int, count: int) -> int:
     if count == 0:
         return 0
     wait_until_ready(task, file, select.POLLIN)
-    return file.readinto(guest_view(task, file, buf, count))
+    return file.readinto(task, guest_view(task, file, buf, count))
 
 
 def sys_write(task: Task, fd: int, buf: int, count: int) -> int:
@@ -50,7 +50,7 @@ def sys_write(task: Task, fd: int, buf: int, count: int) -> int:
     if count == 0:
         return 0
     wait_until_ready(task, file, select.POLLOUT)
-    return file.write(task.mem.view(buf, min(count, MAX_RW)))
+    return file.write(task, task.mem.view(buf, min(count, MAX_RW)))
 
 
 def sys_pread64(task: Task, fd: int, buf: int, count: int, offset: int) -> int:
@@ -75,7 +75,7 @@ def sys_readv(task: Task, fd: int, iov: int, iovcnt: int) -> int:
     if not views:
         return 0
     wait_until_ready(task, file, select.POLLIN)
-    return file.readv_into(views)
+    return file.readv_into(task, views)
 
 
 def sys_writev(task: Task, fd: int, iov: int, iovcnt: int) -> int:
@@ -84,21 +84,21 @@ def sys_writev(task: Task, fd: int, iov: int, iovcnt: int) -> int:
     if not views:
         return 0
     wait_until_ready(task, file, select.POLLOUT)
-    return file.writev(views)
+    return file.writev(task, views)
 
 
 def sys_preadv(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int) -> int:
     file = readable(task, fd)
     off = _offset(pos_l)  # x86-64 passes the whole offset in pos_l
     views = iovecs(task, iov, iovcnt)
-    return file.readv_into(views, off) if views else 0
+    return file.preadv_into(views, off) if views else 0
 
 
 def sys_pwritev(task: Task, fd: int, iov: int, iovcnt: int, pos_l: int, pos_h: int) -> int:
     file = writable(task, fd)
     off = _offset(pos_l)
     views = iovecs(task, iov, iovcnt)
-    return file.writev(views, off) if views else 0
+    return file.pwritev(views, off) if views else 0
 
 
 def sys_preadv2(
@@ -133,16 +133,16 @@ def sys_sendfile(task: Task, out_fd: int, in_fd: int, offset_ptr: int, count: in
     view = memoryview(buf)
     total = 0
     if count:  # wait for an empty pipe or a full one where a signal reaches, not in a host call
-        wait_until_ready(task, src, select.POLLIN)
-        wait_until_ready(task, dst, select.POLLOUT)
+        wait_until_ready(task, src, select.POLLIN, copying=True)
+        wait_until_ready(task, dst, select.POLLOUT, copying=True)
     while total < count:
         if total and not _ready_now(dst, select.POLLOUT):
             break  # a short count rather than a thread stuck in a host write
         want = view[: min(len(buf), count - total)]
-        n = src.readinto(want) if pos is None else src.pread_into(want, pos + total)
+        n = src.readinto(task, want) if pos is None else src.pread_into(want, pos + total)
         if n == 0:
             break
-        written = dst.write(view[:n])
+        written = dst.write(task, view[:n])
         total += written
         if written < n or n < len(want) or not src.is_regular:
             break
@@ -152,7 +152,7 @@ def sys_sendfile(task: Task, out_fd: int, in_fd: int, offset_ptr: int, count: in
 
 
 def _ready_now(file: OpenFile, events: int) -> bool:
-    host = None if getattr(file, "is_regular", True) else file.host_fd()
+    host = None if file.is_regular else file.host_fd()
     if host is None:
         return True
     probe = select.poll()

@@ -9,6 +9,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
 from karn.kernel.fs.constants import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW
 from karn.kernel.fs.sysutil import file_or_path, resolve_at
+from karn.kernel.fs.vfs import Resolved
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
@@ -87,9 +88,9 @@ def sys_fchownat(task: Task, dirfd: int, path: int, owner: int, group: int, flag
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
         raise SyscallError(errno.EINVAL)
     target = file_or_path(task, dirfd, path, flags, not flags & AT_SYMLINK_NOFOLLOW)
-    if hasattr(target, "require"):
-        target.require()  # type: ignore[union-attr]
-        if target.fs.readonly:  # type: ignore[union-attr]
+    if isinstance(target, Resolved):
+        target.require()
+        if target.fs.readonly:
             raise SyscallError(errno.EROFS)
     return 0
 

@@ -75,13 +75,14 @@ def writable(task: Task, fd: int) -> OpenFile:
     return file
 
 
-def wait_until_ready(task: Task, file: OpenFile, events: int) -> None:
+def wait_until_ready(task: Task, file: OpenFile, events: int, copying: bool = False) -> None:
     """Before a blocking read or write on a pipe, tty or eventfd: wait on the host fd and
     the task's waker together, so a signal interrupts the wait (the call then restarts or
-    fails with EINTR) instead of leaving the thread stuck in a host read."""
-    if file.flags & OFlag.NONBLOCK or getattr(file, "is_regular", True):
-        return
-    if getattr(file, "is_dir", False):
+    fails with EINTR) instead of leaving the thread stuck in a host read. A file that
+    waits itself (a socket, honouring its timeouts) is waited for only when copying
+    (sendfile: bytes it read could not be given back if the write then waited)."""
+    if file.flags & OFlag.NONBLOCK or file.is_regular or file.is_dir or (
+            file.waits_itself and not copying):
         return
     host = file.host_fd()
     if host is None:

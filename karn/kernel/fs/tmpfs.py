@@ -27,6 +27,7 @@ from karn.kernel.fs.stat import Stat, StatFs, now_ns
 
 if TYPE_CHECKING:
     from karn.kernel.mm import MemoryAccount
+    from karn.kernel.process import Task
 
 MAX_FILE_SIZE = (1 << 63) - 1
 # A directory entry and its node as the monitor holds them (~925 bytes measured for empty
@@ -339,7 +340,7 @@ class TmpFile(MemoryFile):
         self.node.touch()
         return len(data)
 
-    def write(self, data: Buffer) -> int:
+    def write(self, task: Task, data: Buffer) -> int:
         if self.flags & OFlag.APPEND:
             self.pos = len(self._data())
         n = self.pwrite(data, self.pos)

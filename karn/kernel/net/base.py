@@ -1,9 +1,14 @@
-"""What every guest socket shares: a non-blocking host socket behind an OpenFile.
+"""What every guest socket shares: a non-blocking host socket behind an OpenFile, and
+the socket interface the syscall handlers call (sys_net.py).
 
 The host socket never blocks the monitor. A guest call that would block waits on the
 host fd and the task's waker together (task.waker.wait), so a signal interrupts it and
 other threads keep running; O_NONBLOCK, MSG_DONTWAIT and SO_RCVTIMEO/SO_SNDTIMEO behave
 as on Linux (EAGAIN).
+
+An operation a family does not implement fails as Linux fails it for a socket without
+it (EOPNOTSUPP); a family refuses an operation its socket type lacks itself (listen on a
+datagram socket).
 """
 
 from __future__ import annotations
@@ -14,16 +19,15 @@ import fcntl
 import os
 import select
 import termios
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER, SIGPIPE
 from karn.kernel.blocking import Interrupted
 from karn.kernel.fs.constants import OFlag
-from karn.kernel.fs.file import Buffer, OpenFile
+from karn.kernel.fs.file import Buffer, OpenFile, host_error
 from karn.kernel.fs.stat import Stat
 from karn.kernel.net.consts import (
     MSG_DONTWAIT,
@@ -33,40 +37,40 @@ from karn.kernel.net.consts import (
     SOCK_STREAM,
     SOMAXCONN,
 )
+from karn.kernel.net.options import get_option, set_option
 from karn.kernel.signals import SigInfo
 
 if TYPE_CHECKING:
     from karn.kernel.limits import Charge
+    from karn.kernel.net.addr import Address
     from karn.kernel.net.stack import NetStack
-    from karn.kernel.process import Process, Task
+    from karn.kernel.process import Task
 
 T = TypeVar("T")
 POLLIN, POLLOUT = select.POLLIN, select.POLLOUT
 HOST_FLAG_MASK = 0x1 | 0x2 | 0x4 | 0x20 | 0x80 | 0x8000  # OOB PEEK DONTROUTE TRUNC EOR MORE
 
 
-def current_task(process: Process) -> Task | None:
-    """The task whose host thread is calling (read/write reach a file without the task)."""
-    me = threading.get_ident()
-    for task in list(process.tasks.values()):
-        if task.host_thread == me:
-            return task
-    return None
+class Received(NamedTuple):
+    """What one recvmsg got."""
 
-
-def host_errno(err: OSError) -> SyscallError:
-    return SyscallError(err.errno or errno.EIO)
+    nbytes: int  # bytes received
+    flags: int  # the host's msg_flags (MSG_TRUNC, MSG_CTRUNC, ...)
+    source: Address | None  # the sender as the guest sees it, when the host named one
+    files: list[OpenFile]  # SCM_RIGHTS; each holds an in-flight reference unless peeked
 
 
 class SocketFile(OpenFile):
     """A guest socket; subclasses add addressing (inet.py, unix.py)."""
 
-    def __init__(self, net: NetStack, process: Process, family: int, stype: int, proto: int,
+    passes_files = False  # carries SCM_RIGHTS (AF_UNIX)
+    waits_itself = True  # read/write honour SO_RCVTIMEO/SO_SNDTIMEO (retry)
+
+    def __init__(self, net: NetStack, family: int, stype: int, proto: int,
                  sock: socket.socket, nonblock: bool) -> None:
         super().__init__("", OFlag.RDWR | (OFlag.NONBLOCK if nonblock else 0))
         sock.setblocking(False)
         self.net = net
-        self.process = process
         self.family = family
         self.stype = stype
         self.proto = proto
@@ -93,24 +97,20 @@ class SocketFile(OpenFile):
         try:
             fcntl.ioctl(self.fd, termios.FIONREAD, buf)
         except OSError as err:
-            raise host_errno(err) from None
+            raise host_error(err) from None
         return int.from_bytes(buf, "little")
 
-    def readinto(self, view: memoryview) -> int:
-        return self.recv(current_task(self.process), [view], 0)[0]
+    def readinto(self, task: Task, view: memoryview) -> int:
+        return self.recv(task, [view], 0)[0]
 
-    def readv_into(self, views: list[memoryview], offset: int | None = None) -> int:
-        if offset is not None:
-            raise SyscallError(errno.ESPIPE)
-        return self.recv(current_task(self.process), views, 0)[0]
+    def readv_into(self, task: Task, views: list[memoryview]) -> int:
+        return self.recv(task, views, 0)[0]
 
-    def write(self, data: Buffer) -> int:
-        return self.send(current_task(self.process), [memoryview(data)], 0, None)
+    def write(self, task: Task, data: Buffer) -> int:
+        return self.send(task, [memoryview(data)], 0, None)
 
-    def writev(self, bufs: list[memoryview], offset: int | None = None) -> int:
-        if offset is not None:
-            raise SyscallError(errno.ESPIPE)
-        return self.send(current_task(self.process), bufs, 0, None)
+    def writev(self, task: Task, bufs: list[memoryview]) -> int:
+        return self.send(task, bufs, 0, None)
 
     def close(self) -> None:
         self.sock.close()
@@ -118,15 +118,69 @@ class SocketFile(OpenFile):
             self.charge.drop()
             self.charge = None
 
+    # -- the socket interface (sys_net.py) ---------------------------------------------
+    def bind(self, task: Task, addr: Address) -> None:
+        raise SyscallError(errno.EOPNOTSUPP)
+
+    def connect(self, task: Task, addr: Address) -> None:
+        raise SyscallError(errno.EOPNOTSUPP)
+
+    def listen(self, task: Task, backlog: int) -> None:
+        raise SyscallError(errno.EOPNOTSUPP)
+
+    def accept(self, task: Task, nonblock: bool) -> tuple[SocketFile, Address]:
+        """A new connection and its peer's address; listening sockets only."""
+        raise SyscallError(errno.EOPNOTSUPP)
+
+    def getsockname(self) -> Address:
+        raise SyscallError(errno.EOPNOTSUPP)
+
+    def getpeername(self) -> Address:
+        raise SyscallError(errno.EOPNOTSUPP)
+
+    def shutdown(self, how: int) -> None:
+        try:
+            self.sock.shutdown(how)
+        except OSError as err:
+            raise host_error(err) from None
+
+    def sendmsg(self, task: Task, bufs: list[memoryview], flags: int, dest: Address | None,
+                files: list[OpenFile] | None = None) -> int:
+        """Send to dest (None: the connected peer); files only where passes_files."""
+        raise SyscallError(errno.EOPNOTSUPP)
+
+    def recvmsg(self, task: Task, views: list[memoryview], flags: int, named: bool,
+                control: bool) -> Received:
+        """Receive into views; named: the guest asked for the sender's address; control:
+        it gave room for control messages."""
+        n, _, msg_flags, host_src = self.recv(task, views, flags, 0, msg=True)
+        return Received(n, msg_flags, self._source(host_src, named), [])
+
+    def recvfrom(self, task: Task, view: memoryview, flags: int,
+                 named: bool) -> tuple[int, Address | None]:
+        n, _, _, host_src = self.recv(task, [view], flags)
+        return n, self._source(host_src, named)
+
+    def _source(self, host_src: object, named: bool) -> Address | None:
+        return None if host_src is None or not named else self.guest_address(host_src)
+
+    def setsockopt(self, task: Task, level: int, name: int, raw: bytes) -> None:
+        set_option(task, self, level, name, raw)
+
+    def getsockopt(self, task: Task, level: int, name: int, size: int) -> bytes:
+        return get_option(task, self, level, name, size)
+
+    def guest_address(self, host_addr: object) -> Address:
+        """The guest's view of a host socket address (a datagram's source, a peer)."""
+        raise NotImplementedError
+
     # -- blocking --------------------------------------------------------------------
     def nonblocking(self, flags: int = 0) -> bool:
         return bool(self.flags & OFlag.NONBLOCK or flags & MSG_DONTWAIT)
 
-    def wait(self, task: Task | None, events: int, deadline: float | None) -> None:
+    def wait(self, task: Task, events: int, deadline: float | None) -> None:
         """Wait until the host fd may be ready; EAGAIN at the deadline, Interrupted on a
         signal."""
-        if task is None:  # not a guest thread: do not block
-            raise SyscallError(errno.EAGAIN)
         if task.signal_pending():
             raise Interrupted
         if deadline is not None and time.monotonic() >= deadline:
@@ -139,10 +193,10 @@ class SocketFile(OpenFile):
         try:
             self.sock.listen(backlog)
         except OSError as err:
-            raise host_errno(err) from None
+            raise host_error(err) from None
         self.listening = True
 
-    def retry(self, task: Task | None, op: Callable[[], T], events: int, nonblock: bool,
+    def retry(self, task: Task, op: Callable[[], T], events: int, nonblock: bool,
               timeout: float | None) -> T:
         """Run a host operation, waiting for readiness while it would block."""
         deadline = None
@@ -155,17 +209,13 @@ class SocketFile(OpenFile):
             except InterruptedError:
                 continue
             except OSError as err:
-                raise host_errno(err) from None
+                raise host_error(err) from None
             if deadline is None and timeout is not None:
                 deadline = time.monotonic() + timeout
             self.wait(task, events, deadline)
 
     # -- data ------------------------------------------------------------------------
-    def translate_from(self, host_addr: object) -> object:
-        """The guest's view of a datagram's source (subclasses translate)."""
-        return host_addr
-
-    def recv(self, task: Task | None, views: list[memoryview], flags: int,
+    def recv(self, task: Task, views: list[memoryview], flags: int,
              ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
         """(bytes, host ancillary data, msg flags, host source address)."""
         nonblock = self.nonblocking(flags)
@@ -196,7 +246,7 @@ class SocketFile(OpenFile):
             result = (total, *result[1:])
         return result
 
-    def send(self, task: Task | None, bufs: list[memoryview], flags: int, addr: object,
+    def send(self, task: Task, bufs: list[memoryview], flags: int, addr: object,
              ancdata: list | None = None) -> int:
         """Stream sockets in blocking mode send everything (a signal after some data
         ends the call with what was sent); datagrams go whole or not at all."""
@@ -215,7 +265,7 @@ class SocketFile(OpenFile):
         try:
             sent = self.retry(task, once, POLLOUT, nonblock, self.sndtimeo)
         except SyscallError as err:
-            if err.errno == errno.EPIPE and not flags & MSG_NOSIGNAL and task is not None:
+            if err.errno == errno.EPIPE and not flags & MSG_NOSIGNAL:
                 task.process.signal_thread(task, SigInfo.from_sender(SIGPIPE, SI_USER,
                                                                      task.process.pid))
             raise

@@ -27,13 +27,26 @@ from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.errno import SyscallError
+from karn.kernel.fs.file import host_error
 from karn.kernel.net.addr import Address, InetAddr, UnspecAddr, from_host
-from karn.kernel.net.base import SocketFile, host_errno
-from karn.kernel.net.consts import AF_INET, AF_INET6, MSG_DONTWAIT, MSG_PEEK, SOCK_STREAM
+from karn.kernel.net.base import SocketFile
+from karn.kernel.net.consts import (
+    AF_INET,
+    AF_INET6,
+    IPPROTO_IPV6,
+    IPV6_V6ONLY,
+    MSG_DONTWAIT,
+    MSG_PEEK,
+    SO_ERROR,
+    SO_REUSEPORT,
+    SOCK_STREAM,
+    SOL_SOCKET,
+)
 
 if TYPE_CHECKING:
+    from karn.kernel.fs.file import OpenFile
     from karn.kernel.net.stack import NetStack
-    from karn.kernel.process import Process, Task
+    from karn.kernel.process import Task
 
 
 def _unspec_connect(fd: int) -> None:
@@ -64,9 +77,9 @@ def _md5_option(family: int, ip: str, key: bytes) -> bytes:
 
 
 class InetSocket(SocketFile):
-    def __init__(self, net: NetStack, process: Process, family: int, stype: int, proto: int,
+    def __init__(self, net: NetStack, family: int, stype: int, proto: int,
                  sock: socket.socket, nonblock: bool) -> None:
-        super().__init__(net, process, family, stype, proto, sock, nonblock)
+        super().__init__(net, family, stype, proto, sock, nonblock)
         self.pname = "tcp" if stype == SOCK_STREAM else "udp"
         self.guest_local: InetAddr | None = None
         self.guest_peer: InetAddr | None = None
@@ -156,7 +169,7 @@ class InetSocket(SocketFile):
         try:
             self.sock.bind(where)
         except OSError as err:
-            raise host_errno(err) from None
+            raise host_error(err) from None
         self.host_local = self.sock.getsockname()
 
     def _autobind(self, task: Task, target: tuple | None, connecting: bool) -> None:
@@ -177,18 +190,18 @@ class InetSocket(SocketFile):
         if not connecting:
             self.guest_local = InetAddr(AF_INET6, "::", self.guest_port)
 
-    def local_address(self) -> InetAddr:
+    def getsockname(self) -> InetAddr:
         if self.guest_local is not None:
             return self.guest_local
         try:
             host = from_host(self.family, self.sock.getsockname())
         except OSError as err:
-            raise host_errno(err) from None
+            raise host_error(err) from None
         if self.net.policy.passthrough:
             return host
         return host.with_port(self.net.guest_port(self.pname, host.port))
 
-    def peer_address(self) -> InetAddr:
+    def getpeername(self) -> InetAddr:
         if self.guest_peer is not None and (self.stype != SOCK_STREAM or self._connected()):
             return self.guest_peer
         raise SyscallError(errno.ENOTCONN)
@@ -200,9 +213,7 @@ class InetSocket(SocketFile):
         except OSError:
             return False
 
-    def translate_from(self, host_addr: object) -> object:
-        if host_addr is None:
-            return None
+    def guest_address(self, host_addr: object) -> InetAddr:
         addr = from_host(self.family, host_addr)
         if self.net.policy.passthrough or not addr.is_loopback():
             return addr
@@ -265,7 +276,7 @@ class InetSocket(SocketFile):
                 try:
                     self.sock.connect(target)
                 except OSError as err:
-                    raise host_errno(err) from None
+                    raise host_error(err) from None
             self.guest_peer = addr
             return
         err = self.sock.connect_ex(target)
@@ -302,7 +313,7 @@ class InetSocket(SocketFile):
                                      _md5_option(family, ip, self.net.tcp_key))
         except OSError as err:
             if err.errno not in (errno.ENOPROTOOPT, errno.EOPNOTSUPP):
-                raise host_errno(err) from None
+                raise host_error(err) from None
             if not _unsigned_logged:
                 _unsigned_logged = True
                 log.warning("network: the host kernel has no TCP MD5 signatures "
@@ -326,7 +337,7 @@ class InetSocket(SocketFile):
         with net.lock:
             return (self.pname, src[1]) in net.guest_sources
 
-    def recv(self, task: Task | None, views: list[memoryview], flags: int,
+    def recv(self, task: Task, views: list[memoryview], flags: int,
              ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
         if self.stype == SOCK_STREAM:
             return super().recv(task, views, flags, ancbufsize, msg)
@@ -355,15 +366,16 @@ class InetSocket(SocketFile):
         self.host_listen(backlog)
 
     def accept(self, task: Task, nonblock: bool) -> tuple[InetSocket, InetAddr]:
+        if self.stype != SOCK_STREAM:
+            raise SyscallError(errno.EOPNOTSUPP)
         if not self.listening:
             raise SyscallError(errno.EINVAL)
         fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
                               self.rcvtimeo)
         conn = socket.socket(self.sock.family, self.stype, self.sock.proto, fd)
-        new = InetSocket(self.net, self.process, self.family, self.stype, self.proto, conn,
-                         nonblock)
+        new = InetSocket(self.net, self.family, self.stype, self.proto, conn, nonblock)
         new.signed = self.signed  # the kernel gave the connection the listener's keys
-        local = self.local_address()
+        local = self.getsockname()
         try:
             here = from_host(self.family, conn.getsockname())
             if not self.net.policy.passthrough:
@@ -373,12 +385,12 @@ class InetSocket(SocketFile):
         except OSError:
             here = local
         new.guest_local = here
-        new.guest_peer = self.translate_from(peer)  # type: ignore[assignment]
-        return new, new.guest_peer  # type: ignore[return-value]
+        new.guest_peer = peer_addr = self.guest_address(peer)
+        return new, peer_addr
 
     # -- data --------------------------------------------------------------------------
-    def send_to(self, task: Task, bufs: list[memoryview], flags: int,
-                dest: Address | None, ancdata: list | None = None) -> int:
+    def sendmsg(self, task: Task, bufs: list[memoryview], flags: int, dest: Address | None,
+                files: list[OpenFile] | None = None) -> int:
         if self.pending_error:
             err, self.pending_error = self.pending_error, 0
             raise SyscallError(err)
@@ -388,14 +400,35 @@ class InetSocket(SocketFile):
             if self.blackhole:
                 self.pending_error = errno.ECONNREFUSED
                 return sum(len(b) for b in bufs)
-            return self.send(task, bufs, flags, None, ancdata)
+            return self.send(task, bufs, flags, None)
         if isinstance(dest, UnspecAddr) or not isinstance(dest, InetAddr):
             raise SyscallError(errno.EAFNOSUPPORT)
         target = self.route(dest, "send to")
         self._autobind(task, target, False)
         if target is None:
             return sum(len(b) for b in bufs)  # nothing listens: the datagram is dropped
-        return self.send(task, bufs, flags, target, ancdata)
+        return self.send(task, bufs, flags, target)
+
+    # -- options --------------------------------------------------------------------------
+    def setsockopt(self, task: Task, level: int, name: int, raw: bytes) -> None:
+        v6only = level == IPPROTO_IPV6 and name == IPV6_V6ONLY
+        if v6only:
+            if self.family != AF_INET6:
+                raise SyscallError(errno.ENOPROTOOPT)
+            if self.host_local is not None:
+                raise SyscallError(errno.EINVAL)  # fixed once bound
+        super().setsockopt(task, level, name, raw)
+        value = bool(int.from_bytes(raw[:4], "little")) if len(raw) >= 4 else False
+        if v6only:
+            self.v6only = value
+        elif level == SOL_SOCKET and name == SO_REUSEPORT:
+            self.reuseport = value
+
+    def getsockopt(self, task: Task, level: int, name: int, size: int) -> bytes:
+        if level == SOL_SOCKET and name == SO_ERROR and self.pending_error:
+            err, self.pending_error = self.pending_error, 0  # a refused "connected" datagram
+            return err.to_bytes(4, "little")
+        return super().getsockopt(task, level, name, size)
 
     def close(self) -> None:
         if self.guest_port:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.errno import SyscallError
+from karn.kernel.fs.file import host_error
 from karn.kernel.limits import (
     SOCK_BUF_MAX,
     SOCK_MIN_RCVBUF,
@@ -19,9 +20,9 @@ from karn.kernel.limits import (
     buffer_budget,
 )
 from karn.kernel.net import consts as c
-from karn.kernel.net.base import SocketFile, host_errno
 
 if TYPE_CHECKING:
+    from karn.kernel.net.base import SocketFile
     from karn.kernel.process import Task
 
 TIMEVAL = struct.Struct("<qq")
@@ -106,7 +107,7 @@ def charge_buffers(task: Task, sock: SocketFile) -> None:
         for name in _charged(sock):
             _size_buf(sock, charge, name, _host_buf(sock, name), False)
     except OSError as err:
-        raise host_errno(err) from None
+        raise host_error(err) from None
 
 
 def _set_buffer(sock: SocketFile, name: int, raw: bytes) -> None:
@@ -121,10 +122,11 @@ def _set_buffer(sock: SocketFile, name: int, raw: bytes) -> None:
         else:
             _size_buf(sock, sock.charge, name, max(want * 2, BUF_FLOOR[name]), True)
     except OSError as err:
-        raise host_errno(err) from None
+        raise host_error(err) from None
 
 
 def set_option(task: Task, sock: SocketFile, level: int, name: int, raw: bytes) -> None:
+    """setsockopt for every family (InetSocket adds its own options' bookkeeping)."""
     if level == c.SOL_SOCKET and name in (c.SO_RCVTIMEO, c.SO_SNDTIMEO):
         value = _timeout(raw)
         if name == c.SO_RCVTIMEO:
@@ -147,20 +149,10 @@ def set_option(task: Task, sock: SocketFile, level: int, name: int, raw: bytes) 
         _set_buffer(sock, name, raw)
         sock.opts[(level, name)] = raw
         return
-    if level == c.IPPROTO_IPV6 and name == c.IPV6_V6ONLY:
-        if sock.family != c.AF_INET6:
-            raise SyscallError(errno.ENOPROTOOPT)
-        if getattr(sock, "host_local", None) is not None:
-            raise SyscallError(errno.EINVAL)
     try:
         sock.sock.setsockopt(level, name, raw)
     except OSError as err:
-        raise host_errno(err) from None
-    value = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
-    if level == c.IPPROTO_IPV6 and name == c.IPV6_V6ONLY:
-        sock.v6only = bool(value)  # type: ignore[attr-defined]
-    if level == c.SOL_SOCKET and name == c.SO_REUSEPORT:
-        sock.reuseport = bool(value)  # type: ignore[attr-defined]
+        raise host_error(err) from None
     sock.opts[(level, name)] = raw
 
 
@@ -181,11 +173,6 @@ def get_option(task: Task, sock: SocketFile, level: int, name: int, size: int) -
         if name == c.SO_PEERCRED and sock.family == c.AF_UNIX:
             ident = task.process.identity
             return UCRED.pack(task.process.pid, ident.uid, ident.gid)
-        if name == c.SO_ERROR:
-            pending = getattr(sock, "pending_error", 0)
-            if pending:
-                sock.pending_error = 0  # type: ignore[attr-defined]
-                return pending.to_bytes(4, "little")
     if name not in PASS.get(level, ()):
         raise _refuse(level, name)
     if sock.family == c.AF_UNIX and level != c.SOL_SOCKET:
@@ -193,5 +180,5 @@ def get_option(task: Task, sock: SocketFile, level: int, name: int, size: int) -
     try:
         return sock.sock.getsockopt(level, name, max(4, min(size, 1024)))
     except OSError as err:
-        raise host_errno(err) from None
+        raise host_error(err) from None
 

@@ -20,9 +20,11 @@ from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.fdtable import FdTable
+from karn.kernel.fs.file import host_error
+from karn.kernel.limits import RLIMIT_NOFILE
 from karn.kernel.net.addr import Address, UnixAddr
-from karn.kernel.net.base import SocketFile, host_errno
-from karn.kernel.net.consts import SCM_RIGHTS, SOL_SOCKET
+from karn.kernel.net.base import Received, SocketFile
+from karn.kernel.net.consts import MSG_PEEK, SCM_RIGHTS, SOCK_DGRAM, SOL_SOCKET
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
@@ -32,8 +34,9 @@ SCM_MAX_FD = 253
 
 
 class UnixSocket(SocketFile):
+    passes_files = True
     guest_name: bytes = b""
-    peer_name: bytes | None = None
+    peer_name: bytes | None = None  # b"": connected to an unnamed socket (socketpair)
 
     def _guest_name(self, task: Task, addr: Address) -> bytes:
         if not isinstance(addr, UnixAddr):
@@ -60,7 +63,7 @@ class UnixSocket(SocketFile):
             try:
                 self.sock.bind(host)
             except OSError as err:
-                raise host_errno(err) from None
+                raise host_error(err) from None
             net.unix_names[name] = (host, self)
             net.unix_hosts[host] = name
         self.guest_name = name
@@ -80,22 +83,25 @@ class UnixSocket(SocketFile):
                     raise SyscallError(errno.EAGAIN) from None
                 self.wait(task, 0, None)  # woken by signals only: poll the backlog again
             except OSError as err:
-                raise host_errno(err) from None
+                raise host_error(err) from None
         self.peer_name = name
 
     def listen(self, task: Task, backlog: int) -> None:
+        if self.stype == SOCK_DGRAM:
+            raise SyscallError(errno.EOPNOTSUPP)
         if not self.guest_name:
             self.bind(task, UnixAddr(b""))
         self.host_listen(backlog)
 
     def accept(self, task: Task, nonblock: bool) -> tuple[UnixSocket, UnixAddr]:
+        if self.stype == SOCK_DGRAM:
+            raise SyscallError(errno.EOPNOTSUPP)
         if not self.listening:
             raise SyscallError(errno.EINVAL)
         fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
                               self.rcvtimeo)
         conn = socket.socket(socket.AF_UNIX, self.stype, 0, fd)
-        new = UnixSocket(self.net, self.process, self.family, self.stype, self.proto, conn,
-                         nonblock)
+        new = UnixSocket(self.net, self.family, self.stype, self.proto, conn, nonblock)
         new.guest_name = self.guest_name
         new.peer_name = self._name_of(peer)
         return new, UnixAddr(new.peer_name or b"")
@@ -105,23 +111,34 @@ class UnixSocket(SocketFile):
             return self.net.unix_hosts.get(host, b"")
         return b""
 
-    def local_address(self) -> UnixAddr:
+    def getsockname(self) -> UnixAddr:
         return UnixAddr(self.guest_name)
 
-    def peer_address(self) -> UnixAddr:
+    def getpeername(self) -> UnixAddr:
         if self.peer_name is None:
             try:
                 self.sock.getpeername()
             except OSError as err:
-                raise host_errno(err) from None
+                raise host_error(err) from None
             return UnixAddr(b"")
         return UnixAddr(self.peer_name)
 
-    def translate_from(self, host_addr: object) -> object:
+    def guest_address(self, host_addr: object) -> UnixAddr:
         return UnixAddr(self._name_of(host_addr))
 
-    def send_to(self, task: Task, bufs: list[memoryview], flags: int,
-                dest: Address | None, ancdata: list | None = None) -> int:
+    def sendmsg(self, task: Task, bufs: list[memoryview], flags: int, dest: Address | None,
+                files: list[OpenFile] | None = None) -> int:
+        if not files:
+            return self._send_to(task, bufs, flags, dest, None)
+        ancdata, token = self.pack_rights(files, task.process.rlimits[RLIMIT_NOFILE][0])
+        try:
+            return self._send_to(task, bufs, flags, dest, ancdata)
+        finally:
+            os.close(token)  # the host message holds it now, or was never queued
+            self.net.in_flight.reap()  # so a failed send gives the files back
+
+    def _send_to(self, task: Task, bufs: list[memoryview], flags: int,
+                 dest: Address | None, ancdata: list | None) -> int:
         target = None
         if dest is not None and self.stype != socket.SOCK_STREAM:
             name = self._guest_name(task, dest)
@@ -148,13 +165,24 @@ class UnixSocket(SocketFile):
         super().close()
         net.in_flight.reap()  # messages queued on this socket went with it
 
-    def recv(self, task: Task | None, views: list[memoryview], flags: int,
+    def recv(self, task: Task, views: list[memoryview], flags: int,
              ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
         try:
             return super().recv(task, views, flags, ancbufsize, msg)
         finally:
             # A read without room for ancillary data discards a message's files.
             self.net.in_flight.reap()
+
+    def recvmsg(self, task: Task, views: list[memoryview], flags: int, named: bool,
+                control: bool) -> Received:
+        # Room for tokens whenever the guest gave room for files or files are in flight
+        # now: a receive that blocks may be handed a message sent after it started.
+        wants_files = control or bool(self.net.in_flight.messages)
+        ancsize = socket.CMSG_SPACE(4 * 8) if wants_files else 0
+        n, ancdata, msg_flags, host_src = self.recv(task, views, flags, ancsize, msg=True)
+        files = [f for group in self.unpack_rights(ancdata, bool(flags & MSG_PEEK))
+                 for f in group] if ancdata else []
+        return Received(n, msg_flags, self._source(host_src, named), files)
 
     # -- SCM_RIGHTS ----------------------------------------------------------------------
     def pack_rights(self, files: list[OpenFile], limit: int) -> tuple[list, int]:
@@ -203,7 +231,7 @@ class InFlight:
             try:
                 r, w = os.pipe2(os.O_CLOEXEC)
             except OSError as err:
-                raise host_errno(err) from None
+                raise host_error(err) from None
             self.messages[os.fstat(r).st_ino] = (w, files)
             self.files += len(files)
             for f in files:

@@ -1,6 +1,7 @@
 /* Sockets inside one guest: TCP over 127.0.0.1 and [::1], UDP echo, a dual-stack
  * listener, AF_UNIX socketpair, named AF_UNIX and SCM_RIGHTS, non-blocking connect,
- * getsockname/getpeername views, timerfd, epoll edge-triggered. Output is identical
+ * getsockname/getpeername views, timerfd, epoll edge-triggered, the errors of operations
+ * a socket type lacks, SIGPIPE from write() on a socket. Output is identical
  * natively and under karn (no ephemeral port numbers are printed). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -10,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,10 +214,58 @@ static void nonblocking_and_refused(void) {
     CHECK(setsockopt(t, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
     ssize_t r2 = recv(t, buf, sizeof buf, 0);
     printf("SO_RCVTIMEO recv: %zd %s\n", r2, strerror(errno));
+    r2 = read(t, buf, sizeof buf);
+    printf("SO_RCVTIMEO read: %zd %s\n", r2, strerror(errno));
     int type; socklen_t tl = sizeof type;
     CHECK(getsockopt(t, SOL_SOCKET, SO_TYPE, &type, &tl) == 0);
     printf("SO_TYPE %d\n", type);
     close(s); close(t);
+}
+
+static volatile sig_atomic_t sigpipes;
+
+static void on_sigpipe(int sig) { (void)sig; sigpipes++; }
+
+static void report(const char *what, int r) {
+    printf("%s: %d %s\n", what, r, r < 0 ? strerror(errno) : "ok");
+}
+
+static void operations_a_socket_lacks(void) {
+    int udp = socket(AF_INET, SOCK_DGRAM, 0);
+    report("udp listen", listen(udp, 1));
+    report("udp accept", accept(udp, NULL, NULL));
+    int ud = socket(AF_UNIX, SOCK_DGRAM, 0);
+    report("unix dgram listen", listen(ud, 1));
+    report("unix dgram accept", accept(ud, NULL, NULL));
+    int tcp = socket(AF_INET, SOCK_STREAM, 0);
+    report("tcp accept unlistened", accept(tcp, NULL, NULL));
+    struct sockaddr_in peer; socklen_t plen = sizeof peer;
+    report("tcp getpeername unconnected", getpeername(tcp, (void *)&peer, &plen));
+    int one = 1;
+    report("inet IPV6_V6ONLY", setsockopt(udp, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one));
+    int six = socket(AF_INET6, SOCK_DGRAM, 0);
+    struct sockaddr_in6 any = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    CHECK(bind(six, (void *)&any, sizeof any) == 0);
+    report("IPV6_V6ONLY after bind", setsockopt(six, IPPROTO_IPV6, IPV6_V6ONLY, &one,
+                                                sizeof one));
+    report("SO_REUSEPORT", setsockopt(tcp, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one));
+    int got = 0; socklen_t gl = sizeof got;
+    CHECK(getsockopt(tcp, SOL_SOCKET, SO_REUSEPORT, &got, &gl) == 0);
+    printf("SO_REUSEPORT reads %d\n", got);
+    close(udp); close(ud); close(tcp); close(six);
+    /* read and write reach a socket as file operations: shutdown ends the stream, and a
+     * write to a closed peer raises SIGPIPE in the writing thread */
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    CHECK(shutdown(sv[0], SHUT_WR) == 0);
+    char c;
+    report("read after peer shutdown", (int)read(sv[1], &c, 1));
+    signal(SIGPIPE, on_sigpipe);
+    close(sv[1]);
+    report("write to closed peer", (int)write(sv[0], "x", 1));
+    printf("sigpipes %d\n", (int)sigpipes);
+    signal(SIGPIPE, SIG_DFL);
+    close(sv[0]);
 }
 
 static void timer_and_epoll(void) {
@@ -257,6 +307,7 @@ int main(int argc, char **argv) {
     udp_echo();
     unix_tests();
     nonblocking_and_refused();
+    operations_a_socket_lacks();
     timer_and_epoll();
     printf("done\n");
     return 0;
