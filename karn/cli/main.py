@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import threading
+from typing import NoReturn
 
 from karn import __version__, log
 from karn.cli import run
@@ -14,7 +15,7 @@ from karn.errors import KarnError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 125 like docker
+    def error(self, message: str) -> NoReturn:  # one line, exit 125 like docker
         sys.stderr.write(f"karn: {message} (see '{self.prog} --help')\n")
         raise SystemExit(125)
 

@@ -259,6 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach:
         from karn.instance.detach import run_detached
 
+        assert config.instance is not None  # resolve() makes one for -d
         return run_detached(config.instance, lambda: start(config))
     return start(config)
 

@@ -75,6 +75,8 @@ class CoreDumper(BaseObserver):
 
 
 def _fpu(task: Task) -> bytes:
+    if task.cpu is None:  # not started yet
+        return bytes(512)
     try:
         return task.cpu.get_fpu()[:512]
     except (OSError, ValueError):

@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
@@ -92,7 +92,7 @@ class GdbStub(BaseObserver):
         return None
 
     def syscall_exit(self, task: Task, nr: int, args: tuple[int, ...], result: int | None,
-                     token: object) -> None:
+                     token: Any) -> None:
         if self.attached:
             with self.cv:
                 self.in_syscall.discard(task.tid)

@@ -8,7 +8,7 @@ No feature is attached unless asked for, so a plain `karn run` pays nothing.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from karn.abi.faults import GuestFault
@@ -26,7 +26,7 @@ class BaseObserver:
         return None
 
     def syscall_exit(self, task: Task, nr: int, args: tuple[int, ...], result: int | None,
-                     token: object) -> None:
+                     token: Any) -> None:
         pass
 
     def fault(self, task: Task, fault: GuestFault) -> bool:
@@ -59,8 +59,8 @@ class Combined(BaseObserver):
         return [p.syscall_enter(task, nr, args) for p in self.parts]
 
     def syscall_exit(self, task: Task, nr: int, args: tuple[int, ...], result: int | None,
-                     token: object) -> None:
-        for p, t in zip(self.parts, token, strict=True):  # type: ignore[call-overload]
+                     token: Any) -> None:
+        for p, t in zip(self.parts, token, strict=True):
             p.syscall_exit(task, nr, args, result, t)
 
     def fault(self, task: Task, fault: GuestFault) -> bool:
@@ -103,5 +103,5 @@ class History(BaseObserver):
         self.records: deque[SyscallRecord] = deque(maxlen=size)
 
     def syscall_exit(self, task: Task, nr: int, args: tuple[int, ...], result: int | None,
-                     token: object) -> None:
+                     token: Any) -> None:
         self.records.append(SyscallRecord(task.tid, nr, args, result))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from karn.abi.registers import s64
 from karn.abi.signals import SI_KERNEL, SI_QUEUE, SI_TIMER, SI_TKILL, SI_USER, signal_name
@@ -67,11 +67,11 @@ class Tracer(BaseObserver):
         return time.monotonic()
 
     def syscall_exit(self, task: Task, nr: int, args: tuple[int, ...], result: int | None,
-                     token: object) -> None:
+                     token: Any) -> None:
         name = syscall_name(nr)
         if self.only is not None and name not in self.only:
             return
-        began: float = token  # type: ignore[assignment]
+        began: float = token
         self._write(self.format(task.tid, began, name, args, result))
 
     def format(self, tid: int, began: float, name: str, args: tuple[int, ...],
@@ -97,8 +97,8 @@ class Summary(BaseObserver):
         return time.perf_counter()
 
     def syscall_exit(self, task: Task, nr: int, args: tuple[int, ...], result: int | None,
-                     token: object) -> None:
-        spent = time.perf_counter() - token  # type: ignore[operator]
+                     token: Any) -> None:
+        spent = time.perf_counter() - token
         failed = result is not None and -4096 < s64(result) < 0
         with self.lock:
             entry = self.stats.get(nr)

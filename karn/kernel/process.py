@@ -10,7 +10,7 @@ import errno
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import NSIG, SIGKILL, SIGSEGV
@@ -33,6 +33,7 @@ from karn.kernel.signals import (
 from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
+    from karn.abi.faults import GuestFault
     from karn.kernel.fs.context import FsContext
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
@@ -81,12 +82,16 @@ class Cpu(Protocol):
     def run(self, loop: object, gate: object) -> None: ...
 
 
-class Machine(Protocol):
-    """The platform as the kernel sees it: a source of vCPUs for new threads."""
+CpuT = TypeVar("CpuT", bound=Cpu)
 
-    def new_cpu(self) -> Cpu: ...
 
-    def release_cpu(self, cpu: Cpu) -> None: ...
+class Machine(Protocol[CpuT]):
+    """The platform as the kernel sees it: a source of vCPUs for new threads, each given
+    back to the machine it came from."""
+
+    def new_cpu(self) -> CpuT: ...
+
+    def release_cpu(self, cpu: CpuT) -> None: ...
 
 
 class Identity:
@@ -159,7 +164,7 @@ class Process:
         fs: FsContext,
         fds: FdTable,
         config: KernelConfig,
-        machine: Machine | None = None,
+        machine: Machine[Any] | None = None,
         net: NetStack | None = None,
     ) -> None:
         self.mem = mem
@@ -195,7 +200,7 @@ class Process:
         self.exit_status: int | None = None
         self.fatal_signal = 0
         self.fatal_core = False
-        self.crash_fault: object | None = None
+        self.crash_fault: GuestFault | None = None
         self.fatal_snapshot: SignalSnapshot | None = None  # who raised a core signal
         self.internal_failure: BaseException | None = None
         self.done = threading.Event()
@@ -291,7 +296,7 @@ class Process:
         if self.observer is not None:
             self.observer.crashed(task, self.fatal_snapshot)
 
-    def crash(self, fault: object, sig: int) -> None:
+    def crash(self, fault: GuestFault, sig: int) -> None:
         with self.signal_lock:
             if self.exit_status is None:
                 self.crash_fault = fault

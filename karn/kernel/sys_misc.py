@@ -48,10 +48,10 @@ def sys_arch_prctl(task: Task, code: int, addr: int) -> int:
     if code in (ARCH_SET_FS, ARCH_SET_GS):
         if addr >= USER_ADDR_LIMIT:
             raise SyscallError(errno.EPERM)
-        (task.cpu.set_fs_base if code == ARCH_SET_FS else task.cpu.set_gs_base)(addr)
+        (task.vcpu.set_fs_base if code == ARCH_SET_FS else task.vcpu.set_gs_base)(addr)
         return 0
     if code in (ARCH_GET_FS, ARCH_GET_GS):
-        value = task.cpu.get_fs_base() if code == ARCH_GET_FS else task.cpu.get_gs_base()
+        value = task.vcpu.get_fs_base() if code == ARCH_GET_FS else task.vcpu.get_gs_base()
         task.mem.write_u64(addr, value)
         return 0
     if code == ARCH_GET_CPUID:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import errno
 import threading
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from karn.abi.errno import ERESTARTSYS, SyscallError
 from karn.abi.faults import GuestFault, fault_signal
@@ -106,7 +106,7 @@ class Observer(Protocol):
     def syscall_enter(self, task: Task, nr: int, args: tuple[int, ...]) -> object: ...
 
     def syscall_exit(self, task: Task, nr: int, args: tuple[int, ...], result: int | None,
-                     token: object) -> None:
+                     token: Any) -> None:
         """result None: the call did not return (exit, exit_group, a thread told to stop)."""
         ...
 

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from karn.errors import UsageError
 from karn.system import schedule, state
@@ -29,6 +30,10 @@ from karn.system.partition import STOP_GRACE, PartitionProcess
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 OUTPUT_CHUNK = 65536
 OUTPUT_BURST = 16  # chunks per readiness event
+
+
+class HasFileno(Protocol):
+    def fileno(self) -> int: ...
 
 
 class PartitionRun:
@@ -171,8 +176,9 @@ class Supervisor:
         self.timer_seq += 1
         heapq.heappush(self.timers, (time.monotonic() + delay_s, self.timer_seq, callback))
 
-    def _watch(self, obj: object, events: int, callback: Callable[[int], None]) -> None:
-        fd = obj if isinstance(obj, int) else obj.fileno()  # type: ignore[attr-defined]
+    def _watch(self, obj: int | HasFileno, events: int, callback: Callable[[int], None]
+               ) -> None:
+        fd = obj if isinstance(obj, int) else obj.fileno()
         old = self.watched.get(fd)
         if old is not None and old[1] == events and old[2] is callback:
             return
@@ -187,7 +193,7 @@ class Supervisor:
             self.sel.modify(fd, events)
         self.watched[fd] = (obj, events, callback)
 
-    def _unwatch(self, obj: object) -> None:
+    def _unwatch(self, obj: int | HasFileno) -> None:
         self._watch(obj, 0, lambda _m: None)
 
     def _update_interest(self) -> None:
@@ -234,6 +240,7 @@ class Supervisor:
     def _source_handler(self, ch: ChannelRun) -> Callable[[int], None]:
         def handle(_mask: int) -> None:
             sock = ch.source
+            assert sock is not None  # watched only while attached
             if not ch.source_readable():
                 self._unwatch(sock)
                 ch.detach_source()
@@ -242,6 +249,7 @@ class Supervisor:
     def _dest_handler(self, ch: ChannelRun) -> Callable[[int], None]:
         def handle(mask: int) -> None:
             sock = ch.dest
+            assert sock is not None  # watched only while attached
             if mask & READ and not ch.dest_readable():
                 self._unwatch(sock)
                 ch.detach_dest()
@@ -395,13 +403,11 @@ class Supervisor:
         self.stopping = True
         if self.cyclic is not None:
             self.cyclic.stop()
-        live = [r for r in self.parts.values() if r.process is not None]
-        for run in live:
-            run.process.terminate()  # type: ignore[union-attr]
+        live = [(r, r.process) for r in self.parts.values() if r.process is not None]
+        for _, process in live:
+            process.terminate()
         deadline = time.monotonic() + STOP_GRACE
-        for run in live:
-            process = run.process
-            assert process is not None
+        for run, process in live:
             try:
                 process.proc.wait(max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001 - TimeoutExpired: it did not stop in time

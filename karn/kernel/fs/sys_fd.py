@@ -149,6 +149,7 @@ def sys_pipe2(task: Task, pipefd: int, flags: int) -> int:
         raise host_error(err) from None
     charge = Charge(buffer_budget(task.process), users=2)
     size = charge.resize(0, PIPE_DEF_SIZE, PIPE_MIN_SIZE)
+    assert size is not None  # only an exact resize can fail
     if size != PIPE_DEF_SIZE:  # past the budget: a small pipe, as Linux past its soft limit
         fcntl.fcntl(w, F_SETPIPE_SZ, size)
         charge.settle(0, fcntl.fcntl(w, F_GETPIPE_SZ))

@@ -62,6 +62,13 @@ class Node:
         if self.children is not None:
             self.nlink = 2
 
+    @property
+    def dir_entries(self) -> dict[str, Node]:
+        """A directory's children (ENOTDIR for any other node)."""
+        if self.children is None:
+            raise SyscallError(errno.ENOTDIR)
+        return self.children
+
     def touch(self) -> None:
         self.mtime = self.ctime = now_ns()
 
@@ -133,12 +140,12 @@ class TmpFs(Filesystem):
         self.entries += entries
 
     def _new(self, parent: Node, name: str, mode: int, target: str = "") -> Node:
-        if name in parent.children:  # type: ignore[operator]
+        if name in parent.dir_entries:
             raise SyscallError(errno.EEXIST)
         self._charge(len(target), entries=1)
         node = Node(mode, next(self._ino))
         node.target = target
-        parent.children[name] = node  # type: ignore[index]
+        parent.dir_entries[name] = node
         if node.children is not None:
             parent.nlink += 1
         parent.touch()
@@ -218,10 +225,10 @@ class TmpFs(Filesystem):
         if node.children is not None:
             raise SyscallError(errno.EPERM)
         parent, name = self._parent(dst)
-        if name in parent.children:  # type: ignore[operator]
+        if name in parent.dir_entries:
             raise SyscallError(errno.EEXIST)
         self._charge(0, entries=1)
-        parent.children[name] = node  # type: ignore[index]
+        parent.dir_entries[name] = node
         node.nlink += 1
         node.ctime = now_ns()
         parent.touch()
@@ -231,7 +238,7 @@ class TmpFs(Filesystem):
         node = self._lookup(rel)
         if node.children is not None:
             raise SyscallError(errno.EISDIR)
-        del parent.children[name]  # type: ignore[union-attr]
+        del parent.dir_entries[name]
         parent.touch()
         self._release(node)
 
@@ -242,7 +249,7 @@ class TmpFs(Filesystem):
             raise SyscallError(errno.ENOTDIR)
         if node.children:
             raise SyscallError(errno.ENOTEMPTY)
-        del parent.children[name]  # type: ignore[union-attr]
+        del parent.dir_entries[name]
         parent.nlink -= 1
         parent.touch()
         node.nlink = 0
@@ -260,11 +267,11 @@ class TmpFs(Filesystem):
             return
         if dst[: len(src)] == src or (flags & RENAME_EXCHANGE and src[: len(dst)] == dst):
             raise SyscallError(errno.EINVAL)  # a directory into its own subtree
-        target = dparent.children.get(dname)  # type: ignore[union-attr]
+        target = dparent.dir_entries.get(dname)
         if flags & RENAME_EXCHANGE:
             if target is None:
                 raise SyscallError(errno.ENOENT)
-            sparent.children[sname], dparent.children[dname] = target, node  # type: ignore
+            sparent.dir_entries[sname], dparent.dir_entries[dname] = target, node
             for moved, old, new in ((node, sparent, dparent), (target, dparent, sparent)):
                 if moved.children is not None and old is not new:
                     old.nlink -= 1
@@ -289,8 +296,8 @@ class TmpFs(Filesystem):
                 raise SyscallError(errno.EISDIR)
             else:
                 self._release(target)
-        del sparent.children[sname]  # type: ignore[union-attr]
-        dparent.children[dname] = node  # type: ignore[index]
+        del sparent.dir_entries[sname]
+        dparent.dir_entries[dname] = node
         if node.children is not None:
             sparent.nlink -= 1
             dparent.nlink += 1

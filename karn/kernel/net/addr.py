@@ -108,12 +108,12 @@ def encode(addr: Address) -> bytes:
     return AF_UNSPEC.to_bytes(2, "little") + bytes(14)
 
 
-def from_host(family: int, host_addr: object) -> InetAddr:
+def from_host(family: int, host_addr: tuple) -> InetAddr:
     """A Python host address tuple as an InetAddr."""
     if family == AF_INET:
-        host, port = host_addr  # type: ignore[misc]
+        host, port = host_addr
         return InetAddr(AF_INET, host, port)
-    host, port, flow, scope = host_addr  # type: ignore[misc]
+    host, port, flow, scope = host_addr
     return InetAddr(AF_INET6, host.split("%", 1)[0], port, flow, scope)
 
 

@@ -21,7 +21,8 @@ import select
 import termios
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER, SIGPIPE
@@ -58,6 +59,13 @@ class Received(NamedTuple):
     flags: int  # the host's msg_flags (MSG_TRUNC, MSG_CTRUNC, ...)
     source: Address | None  # the sender as the guest sees it, when the host named one
     files: list[OpenFile]  # SCM_RIGHTS; each holds an in-flight reference unless peeked
+
+
+def host_accept(sock: socket.socket) -> Callable[[], tuple[int, Any]]:
+    """accept4(SOCK_CLOEXEC) on a host socket: a new fd and the peer's address. karn uses
+    the C module (_socket: no enum set-up at start), whose accept is named _accept, which
+    typeshed does not list."""
+    return sock._accept  # type: ignore[attr-defined]
 
 
 class SocketFile(OpenFile):
@@ -170,7 +178,7 @@ class SocketFile(OpenFile):
     def getsockopt(self, task: Task, level: int, name: int, size: int) -> bytes:
         return get_option(task, self, level, name, size)
 
-    def guest_address(self, host_addr: object) -> Address:
+    def guest_address(self, host_addr: Any) -> Address:
         """The guest's view of a host socket address (a datagram's source, a peer)."""
         raise NotImplementedError
 
@@ -216,7 +224,7 @@ class SocketFile(OpenFile):
 
     # -- data ------------------------------------------------------------------------
     def recv(self, task: Task, views: list[memoryview], flags: int,
-             ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
+             ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, Any]:
         """(bytes, host ancillary data, msg flags, host source address)."""
         nonblock = self.nonblocking(flags)
         host_flags = flags & HOST_FLAG_MASK
@@ -246,7 +254,7 @@ class SocketFile(OpenFile):
             result = (total, *result[1:])
         return result
 
-    def send(self, task: Task, bufs: list[memoryview], flags: int, addr: object,
+    def send(self, task: Task, bufs: list[memoryview], flags: int, addr: Any,
              ancdata: list | None = None) -> int:
         """Stream sockets in blocking mode send everything (a signal after some data
         ends the call with what was sent); datagrams go whole or not at all."""
@@ -274,7 +282,7 @@ class SocketFile(OpenFile):
         while sent < total:
             rest = _advance(bufs, sent)
             try:
-                n = self.retry(task, lambda r=rest: sock.sendmsg(r, [], host_flags),
+                n = self.retry(task, partial(sock.sendmsg, rest, [], host_flags),
                                POLLOUT, False, self.sndtimeo)
             except SyscallError:
                 return sent  # interrupted or failed after some data: the count so far

@@ -23,13 +23,13 @@ import errno
 import ipaddress
 import select
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.file import host_error
 from karn.kernel.net.addr import Address, InetAddr, UnspecAddr, from_host
-from karn.kernel.net.base import SocketFile
+from karn.kernel.net.base import SocketFile, host_accept
 from karn.kernel.net.consts import (
     AF_INET,
     AF_INET6,
@@ -92,6 +92,13 @@ class InetSocket(SocketFile):
         self.signed = False  # segments carry the guest's TCP MD5 signature
 
     # -- addresses ---------------------------------------------------------------------
+
+    @property
+    def host_bound(self) -> tuple:
+        """The host address of a socket known to be bound."""
+        if self.host_local is None:
+            raise SyscallError(errno.EINVAL)
+        return self.host_local
     def _check_family(self, addr: Address) -> InetAddr:
         if not isinstance(addr, InetAddr):
             raise SyscallError(errno.EAFNOSUPPORT)
@@ -123,7 +130,7 @@ class InetSocket(SocketFile):
             raise SyscallError(errno.EINVAL)
         if self.net.policy.passthrough:
             self._host_bind(addr.host_tuple())
-            self.guest_local = from_host(self.family, self.host_local)
+            self.guest_local = from_host(self.family, self.host_bound)
             return
         if not (addr.is_any() or addr.is_loopback()):
             raise SyscallError(errno.EADDRNOTAVAIL)  # the guest has only a loopback
@@ -137,15 +144,15 @@ class InetSocket(SocketFile):
             if users:
                 if not (self.reuseport and all(u.reuseport for u in users)):
                     raise SyscallError(errno.EADDRINUSE)
-                host_ip, host_port = users[0].host_local[:2]
+                host_ip, host_port = users[0].host_bound[:2]
             elif port:
                 pub = net.claim(self.pname, port, self, self._covers(addr))
                 if pub is not None:
                     host_ip, host_port = self._publish_ip(pub.host_ip), pub.host_port
             self._host_bind(self._tuple(host_ip, host_port))
             if not port:
-                port = self.host_local[1]
-            net.register(self.pname, port, self.host_local[1], self)
+                port = self.host_bound[1]
+            net.register(self.pname, port, self.host_bound[1], self)
             self.guest_port = port
         self.guest_local = addr.with_port(port)
 
@@ -213,7 +220,7 @@ class InetSocket(SocketFile):
         except OSError:
             return False
 
-    def guest_address(self, host_addr: object) -> InetAddr:
+    def guest_address(self, host_addr: Any) -> InetAddr:
         addr = from_host(self.family, host_addr)
         if self.net.policy.passthrough or not addr.is_loopback():
             return addr
@@ -279,26 +286,28 @@ class InetSocket(SocketFile):
                     raise host_error(err) from None
             self.guest_peer = addr
             return
-        err = self.sock.connect_ex(target)
-        if err == 0 or err == errno.EISCONN and self.guest_peer is not None:
+        if target is None:  # route() gives None to datagram sockets only
+            raise SyscallError(errno.ECONNREFUSED)
+        code = self.sock.connect_ex(target)
+        if code == 0 or code == errno.EISCONN and self.guest_peer is not None:
             self.guest_peer = addr
-            if err:
+            if code:
                 raise SyscallError(errno.EISCONN)
             return
-        if err not in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
-            raise SyscallError(err)
+        if code not in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
+            raise SyscallError(code)
         self.guest_peer = addr
         if self.nonblocking():
-            raise SyscallError(errno.EALREADY if err == errno.EALREADY else errno.EINPROGRESS)
+            raise SyscallError(errno.EALREADY if code == errno.EALREADY else errno.EINPROGRESS)
         while True:
             self.wait(task, select.POLLOUT, None)
             ready = select.poll()
             ready.register(self.fd, select.POLLOUT)
             if ready.poll(0):
                 break
-        err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            raise SyscallError(err)
+        pending = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if pending:
+            raise SyscallError(pending)
 
     def _sign(self) -> None:
         """Sign this stream socket's segments with the run's key and require the signature
@@ -338,7 +347,7 @@ class InetSocket(SocketFile):
             return (self.pname, src[1]) in net.guest_sources
 
     def recv(self, task: Task, views: list[memoryview], flags: int,
-             ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
+             ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, Any]:
         if self.stype == SOCK_STREAM:
             return super().recv(task, views, flags, ancbufsize, msg)
         while True:  # look at the sender first; drop what a host process sent
@@ -360,7 +369,7 @@ class InetSocket(SocketFile):
             self.bind(task, InetAddr(self.family, "0.0.0.0" if self.family == AF_INET
                                      else "::", 0))
         holder = net.claimed.get((self.pname, self.guest_port))
-        published = holder is not None and holder.host_local[1] == self.host_local[1]
+        published = holder is not None and holder.host_bound[1] == self.host_bound[1]
         if not (net.policy.passthrough or net.private or self.signed or published):
             self._sign()  # unpublished: only the guest's own (signed) connections get in
         self.host_listen(backlog)
@@ -370,7 +379,7 @@ class InetSocket(SocketFile):
             raise SyscallError(errno.EOPNOTSUPP)
         if not self.listening:
             raise SyscallError(errno.EINVAL)
-        fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
+        fd, peer = self.retry(task, host_accept(self.sock), select.POLLIN, self.nonblocking(),
                               self.rcvtimeo)
         conn = socket.socket(self.sock.family, self.stype, self.sock.proto, fd)
         new = InetSocket(self.net, self.family, self.stype, self.proto, conn, nonblock)
@@ -432,6 +441,6 @@ class InetSocket(SocketFile):
 
     def close(self) -> None:
         if self.guest_port:
-            self.net.unregister(self.pname, self.guest_port, self.host_local[1], self)
+            self.net.unregister(self.pname, self.guest_port, self.host_bound[1], self)
             self.guest_port = 0
         super().close()

@@ -117,7 +117,7 @@ class NetPolicy:
 
     @classmethod
     def parse(cls, network: str | None, publish: list[str] | tuple[str, ...] = ()) -> NetPolicy:
-        mode, rules = "none", ()
+        mode, rules = "none", tuple[EgressRule, ...]()
         if network:
             if network.startswith("egress="):
                 items = [i for i in network.removeprefix("egress=").split(",") if i]

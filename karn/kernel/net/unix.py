@@ -16,14 +16,14 @@ import os
 import posixpath
 import select
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.fs.file import host_error
 from karn.kernel.limits import RLIMIT_NOFILE
 from karn.kernel.net.addr import Address, UnixAddr
-from karn.kernel.net.base import Received, SocketFile
+from karn.kernel.net.base import Received, SocketFile, host_accept
 from karn.kernel.net.consts import MSG_PEEK, SCM_RIGHTS, SOCK_DGRAM, SOL_SOCKET
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ class UnixSocket(SocketFile):
             raise SyscallError(errno.EOPNOTSUPP)
         if not self.listening:
             raise SyscallError(errno.EINVAL)
-        fd, peer = self.retry(task, self.sock._accept, select.POLLIN, self.nonblocking(),
+        fd, peer = self.retry(task, host_accept(self.sock), select.POLLIN, self.nonblocking(),
                               self.rcvtimeo)
         conn = socket.socket(socket.AF_UNIX, self.stype, 0, fd)
         new = UnixSocket(self.net, self.family, self.stype, self.proto, conn, nonblock)
@@ -123,7 +123,7 @@ class UnixSocket(SocketFile):
             return UnixAddr(b"")
         return UnixAddr(self.peer_name)
 
-    def guest_address(self, host_addr: object) -> UnixAddr:
+    def guest_address(self, host_addr: Any) -> UnixAddr:
         return UnixAddr(self._name_of(host_addr))
 
     def sendmsg(self, task: Task, bufs: list[memoryview], flags: int, dest: Address | None,
