@@ -362,7 +362,7 @@ def _open_layer(f: IO[bytes], media_type: str, label: str) -> IO[bytes]:
     if media_type not in LAYER_TYPES:
         raise ImageError(f"{label}: unsupported layer media type {media_type}")
     if media_type in GZIP_LAYERS:
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return cast(IO[bytes], gzip.GzipFile(fileobj=f, mode="rb"))  # a binary stream
     return f
 
 
@@ -374,9 +374,10 @@ def extract_layer(root: str, f: IO[bytes], media_type: str, label: str,
     tree = _Tree(root)
     name = ""
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|") as tar:  # read() only
             for member in tar:
-                tar.members.clear()  # a stream needs no index of past members: flat memory
+                # TarFile.members (undocumented) indexes past members: a stream needs none
+                tar.members.clear()  # type: ignore[attr-defined]
                 name = member.name
                 _apply(tree, tar, member, created, label)
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, ValueError,
@@ -518,7 +519,8 @@ def extract_image(store: Any, layers: list[dict[str, Any]], dest: str, label: st
             with open(store.blob_path(layer["digest"]), "rb") as f:
                 reader = _HashingReader(f)
                 try:
-                    extract_layer(tmp, reader, layer.get("mediaType", ""), what, limit)  # type: ignore[arg-type]
+                    blob = cast(IO[bytes], reader)  # read() only
+                    extract_layer(tmp, blob, layer.get("mediaType", ""), what, limit)
                 finally:  # a damaged blob is reported as such, not as the error it caused
                     if reader.drain() != layer["digest"]:
                         raise ImageError(f"{what}: blob {layer['digest']} is corrupted")

@@ -190,7 +190,7 @@ class PortFile(OpenFile):
         self._stat = st
 
     @property
-    def is_regular(self) -> bool:  # type: ignore[override]
+    def is_regular(self) -> bool:  # type: ignore[override]  # a class attribute elsewhere
         # A sampling read never waits once a message has arrived: it returns the latest.
         return self.port.spec.kind == "sampling" and self.port.latest is not None
 
