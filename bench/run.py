@@ -89,6 +89,23 @@ def peak_rss_kib(probe: Path, cmd: Sequence[str]) -> int:
     return int(kib)
 
 
+def per_call_cost(runners: Sequence[Runner], loops: dict[str, tuple[int, int]], program: Path,
+                  runs: int, what: str, problems: list[str]) -> dict[str, float | None]:
+    """Seconds per call of a loop program: (t(N large) - t(N small)) / (large - small), so
+    start-up cancels out; None where a runner failed (the reason goes to problems)."""
+    cost: dict[str, float | None] = {}
+    for r in runners:
+        small, large = loops[r.name]
+        try:
+            t_small = median_time(r.cmd(program, str(small)), runs)
+            t_large = median_time(r.cmd(program, str(large)), runs)
+            cost[r.name] = max(0.0, t_large - t_small) / (large - small)
+        except BenchError as exc:
+            cost[r.name] = None
+            problems.append(f"{what}, {r.name}: {exc}")
+    return cost
+
+
 def fmt_ms(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1e3:.1f} ms"
 
@@ -164,17 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loops["gVisor (runsc, ptrace)"] = (1_000, 10_000)
         if args.quick:
             loops = {k: (small, max(small * 2, large // 10)) for k, (small, large) in loops.items()}
-        per_call: dict[str, float | None] = {}
         print("getpid loop ...", file=sys.stderr)
-        for r in runners:
-            small, large = loops[r.name]
-            try:
-                t_small = median_time(r.cmd(loop, str(small)), runs)
-                t_large = median_time(r.cmd(loop, str(large)), runs)
-                per_call[r.name] = max(0.0, t_large - t_small) / (large - small)
-            except BenchError as exc:
-                per_call[r.name] = None
-                problems.append(f"getpid loop, {r.name}: {exc}")
+        per_call = per_call_cost(runners, loops, loop, runs, "getpid loop", problems)
 
         # 2b. clock_gettime through libc: the vDSO (karn's, runsc's) or a syscall each
         clock_runners = [*runners[:2], Runner("karn --no-vdso", [*KARN, "--no-vdso"]),
@@ -185,17 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.quick:
             clock_loops = {k: (small, max(small * 2, large // 10))
                            for k, (small, large) in clock_loops.items()}
-        clock_cost: dict[str, float | None] = {}
         print("clock_gettime loop ...", file=sys.stderr)
-        for r in clock_runners:
-            small, large = clock_loops[r.name]
-            try:
-                t_small = median_time(r.cmd(clock_loop, str(small)), runs)
-                t_large = median_time(r.cmd(clock_loop, str(large)), runs)
-                clock_cost[r.name] = max(0.0, t_large - t_small) / (large - small)
-            except BenchError as exc:
-                clock_cost[r.name] = None
-                problems.append(f"clock_gettime loop, {r.name}: {exc}")
+        clock_cost = per_call_cost(clock_runners, clock_loops, clock_loop, runs,
+                                   "clock_gettime loop", problems)
 
         # 3. compute: calibrate ~1 s natively, then compare the loop's own time
         print("compute ...", file=sys.stderr)
