@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
-from karn.kernel.blocking import Interrupted
+from karn.kernel.blocking import Interrupted, WouldBlock
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
@@ -47,7 +47,12 @@ class FutexTable:
                     raise Interrupted
                 if deadline is not None and time.monotonic() >= deadline:
                     raise SyscallError(errno.ETIMEDOUT)
-                task.waker.wait(deadline)
+                try:
+                    task.waker.wait(deadline)
+                except WouldBlock:
+                    if waiter.woken:  # woken meanwhile: a redo would lose the wake
+                        return 0
+                    raise
             return 0
         finally:
             if not waiter.woken:
