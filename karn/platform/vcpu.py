@@ -50,7 +50,6 @@ GPR_NAMES = tuple(field[0] for field in K.kvm_regs._fields_)
 
 
 STOP_USER, STOP_SYSCALL, STOP_FAULT = 0, 1, 2  # where the vCPU stopped
-BREAKPOINT = 3  # #BP: an int3 (the patcher's, while it rewrites a site)
 
 # The host signal that kicks a vCPU thread out of KVM_RUN (EINTR). Its handler does
 # nothing; install_kick_handler() sets it up from the main thread.
@@ -380,13 +379,6 @@ class Vcpu:
                 if EXCEPTION_PORT_BASE <= port < EXCEPTION_PORT_BASE + 32:
                     self._stop = STOP_FAULT
                     fault = self._fault(port - EXCEPTION_PORT_BASE)
-                    if fault.vector == BREAKPOINT and fast is not None \
-                            and fast.patcher.breakpoint_at(fault.rip - 1):
-                        # a site being rewritten: run the window again
-                        ctx = self.get_context()
-                        ctx["rip"] = fault.rip - 1
-                        self.set_context(ctx)
-                        continue
                     client.fault(fault)
                     continue
             self._unexpected_exit(reason)

@@ -6,14 +6,18 @@ overwritten with `jmp rel32` to a per-site stub in an arena within +-2 GiB. The 
 stays: a thread already past the old `mov`, or a jump into the window, still makes a
 correct real syscall, and a restarted call (RIP = return - 2) lands on it.
 
-Writes another vCPU may be executing follow Linux's text_poke_bp order: int3 at the first
-byte, the other bytes, then the first byte, each step followed by a sync (every other
-vCPU in guest mode leaves it once, a serialising VM exit). A thread that meets the int3
-is resumed at the window's start (breakpoint_at).
+Writes another vCPU may be executing follow the order of Linux's text_poke_bp, with a
+self-loop `jmp .` (eb fe) where Linux puts an int3: the loop at the first two bytes (one
+atomic 16-bit store), the other three, then the first two; each step followed by a sync
+(every other vCPU in guest mode leaves it once: a VM exit serialises its instruction
+fetches). A thread that meets the loop waits in it for the last store. No exception is
+involved: all vCPUs share one exception stack, so concurrent int3 hits would overwrite
+each other's frames.
 """
 
 from __future__ import annotations
 
+import ctypes
 import struct
 import threading
 import time
@@ -28,7 +32,8 @@ STUBS_OFFSET = 0x200
 REACH = 1 << 31  # of a rel32 jump
 SYNC_TIMEOUT = 1.0  # seconds a vCPU gets to leave guest mode once
 JMP_REL32 = 0xE9
-INT3 = 0xCC
+SELF_LOOP = 0xFEEB  # eb fe as a little-endian u16
+CACHE_LINE = 64
 SYSCALL = b"\x0f\x05"
 
 
@@ -95,9 +100,10 @@ def find_window(code: bytes, nr: int) -> tuple[int, int] | None:
 
 
 class Patcher:
-    def __init__(self, raw: memoryview, code: CodeSpace, user_start: int, user_end: int,
-                 cpus: Callable[[], Iterable[RunningCpu]]) -> None:
+    def __init__(self, raw: memoryview, host_base: int, code: CodeSpace, user_start: int,
+                 user_end: int, cpus: Callable[[], Iterable[RunningCpu]]) -> None:
         self._raw = raw
+        self._host_base = host_base
         self._code = code
         self._user = (user_start, user_end)
         self._cpus = cpus  # the vCPUs that may run guest code now
@@ -106,7 +112,6 @@ class Patcher:
         self.known: dict[int, bool] = {}  # P -> patched (True) or refused (False)
         self.patched: dict[int, Site] = {}  # by S
         self.arenas: list[Arena] = []
-        self._poked: set[int] = set()  # every S ever written: a late int3 hit resumes there
 
     # -- patching ------------------------------------------------------------------------
 
@@ -125,6 +130,8 @@ class Patcher:
         if window is None:
             return False
         start, length = p + window[0], window[1]
+        if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic
+            return False
         if not self._code.is_private_code(start, p + 2):
             return False
         arena = self._arena_for(start, length)
@@ -154,17 +161,17 @@ class Patcher:
         return arena
 
     def _poke(self, caller: RunningCpu | None, start: int, data: bytes) -> None:
-        """Write 5 bytes of code that other vCPUs may be executing (text_poke_bp order)."""
-        self._poked.add(start)
+        """Write 5 bytes of code that other vCPUs may be executing (see the top)."""
         others = [cpu for cpu in self._cpus() if cpu is not caller]
         if not others:
             self._raw[start : start + 5] = data
             return
-        self._raw[start] = INT3
+        head = ctypes.c_uint16.from_address(self._host_base + start)
+        head.value = SELF_LOOP
         self._sync(others)
-        self._raw[start + 1 : start + 5] = data[1:]
+        self._raw[start + 2 : start + 5] = data[2:]
         self._sync(others)
-        self._raw[start] = data[0]
+        head.value = data[0] | data[1] << 8
 
     @staticmethod
     def _sync(cpus: list[RunningCpu]) -> None:
@@ -181,10 +188,6 @@ class Patcher:
                 time.sleep(0.0001)
 
     # -- questions from the exit paths ---------------------------------------------------
-
-    def breakpoint_at(self, addr: int) -> bool:
-        """Whether an int3 at addr is one of ours (the thread resumes at addr)."""
-        return addr in self._poked
 
     def arena_of(self, addr: int) -> Arena | None:
         for arena in self.arenas:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import Protocol
 
+from karn import log
 from karn.abi.fastcall import (
     DONE,
     DONE_WORK,
@@ -94,10 +95,11 @@ class FastTransport:
                 self._fastmap[nr // 8] |= 1 << (nr % 8)
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
         self._lock = threading.Lock()
-        self.patcher = Patcher(raw, code, user_start, user_end, self._running)
+        self.patcher = Patcher(raw, host_base, code, user_start, user_end, self._running)
         self.server = Server(helper, raw, slots_addr, host_base, lambda: len(self._slots),
                              self._serve)
         self.served = 0  # calls answered by the server
+        self.redone = 0  # calls it left to the exit path (they would have blocked)
 
     @property
     def active(self) -> bool:
@@ -132,6 +134,10 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with slot.lock:
             slot.client = None
+        if not any(s.client is not None for s in self._slots):
+            log.info("fast syscalls: %d sites patched, %d calls served in shared memory, "
+                     "%d redone on the exit path", len(self.patcher.patched), self.served,
+                     self.redone)
 
     def patcher_lock(self) -> threading.RLock:
         return self.patcher._lock
@@ -161,6 +167,7 @@ class FastTransport:
         with slot.lock:
             if result is None:
                 state = REDO
+                self.redone += 1
             else:
                 _U64.pack_into(raw, slot.addr + SLOT_RESULT, result & MASK64)
                 state = DONE_WORK if client is not None and client.work_due() else DONE
