@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
-from karn.kernel.blocking import Interrupted, WouldBlock
+from karn.kernel.blocking import Interrupted
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
@@ -47,12 +47,7 @@ class FutexTable:
                     raise Interrupted
                 if deadline is not None and time.monotonic() >= deadline:
                     raise SyscallError(errno.ETIMEDOUT)
-                try:
-                    task.waker.wait(deadline)
-                except WouldBlock:
-                    if waiter.woken:  # woken meanwhile: a redo would lose the wake
-                        return 0
-                    raise
+                task.waker.wait(deadline)
             return 0
         finally:
             if not waiter.woken:
