@@ -8,6 +8,7 @@ idle or blocked guest costs no host core. The exit path wakes it (wake()).
 
 from __future__ import annotations
 
+import importlib
 import struct
 import threading
 from collections.abc import Callable
@@ -22,10 +23,9 @@ IDLE_NS = 200_000  # spin this long without a request before sleeping
 def load_helper() -> ModuleType | None:
     """The C helper, or None (built by `pip install`, optional; needs a C compiler)."""
     try:
-        from karn.platform.fastcall import _fastpoll
+        return importlib.import_module("karn.platform.fastcall._fastpoll")
     except ImportError:
         return None
-    return _fastpoll
 
 
 class Server:
