@@ -133,3 +133,23 @@ def test_bad_transport_is_one_line(karn):
     got = subprocess.run([sys.executable, "-m", "karn", "run", "--syscall-transport", "warp",
                           "/bin/true"], capture_output=True)
     assert got.returncode != 0 and b"Traceback" not in got.stderr
+
+
+def test_entry_bytes_are_entry_s(tmp_path):
+    """stubs.ENTRY is entry.S assembled (binutils' `as`, as CI installs it)."""
+    from pathlib import Path
+
+    from karn.platform.fastcall import stubs
+
+    source = Path(stubs.__file__).with_name("entry.S")
+    obj, raw = tmp_path / "entry.o", tmp_path / "entry.bin"
+    subprocess.run(["as", "--64", "-o", obj, source], check=True)
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", obj, raw], check=True)
+    assert raw.read_bytes() == stubs.ENTRY
+    labels = dict(line.split()[::2][::-1] for line in subprocess.run(
+        ["nm", obj], capture_output=True, text=True, check=True).stdout.splitlines()
+        if " t " in line)
+    used = {"saved": stubs.SAVED, "published": stubs.PUBLISHED, "redo": stubs.REDO,
+            "done_work": stubs.DONE_WORK, "end": len(stubs.ENTRY)}
+    assert {k: int(labels[k], 16) for k in used} == used
+    assert stubs.SLOW_END == stubs.DONE_WORK
