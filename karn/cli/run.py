@@ -122,6 +122,14 @@ def register(sub: Any) -> argparse.ArgumentParser:
         help="do not confine the monitor process (seccomp, Landlock, "
         "namespaces); for debugging karn itself (docs/security.md)",
     )
+    run.add_argument(
+        "--syscall-transport",
+        choices=("exit", "fast"),
+        default=os.environ.get("KARN_SYSCALL_TRANSPORT", "exit"),
+        help="exit: every syscall is a VM exit (default); fast: a syscall site is "
+        "patched at its first call and later calls go to a server thread through "
+        "shared memory (docs/design/fast-syscalls.md)",
+    )
     _add_instance_options(run)
     _add_policy_options(run)
     _add_debug_options(run)
@@ -293,6 +301,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         ports=args.port,
         sandbox=not args.no_sandbox,
         collect=args.collect,
+        syscall_transport=args.syscall_transport,
     )
     if args.detach or args.name or args.metrics:
         from karn.instance.options import InstanceOptions

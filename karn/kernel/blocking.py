@@ -3,6 +3,11 @@
 Every blocking wait polls the task's own eventfd (plus any host fds the call waits on):
 a futex wake, a signal, or process exit writes to it. One primitive serves futexes,
 sleeps, sigsuspend and readiness waits, and all of them are interruptible by signals.
+
+The fast-syscall server thread must never block (it serves every vCPU): there a wait that
+would block raises WouldBlock instead, and the call is redone on the exit path, in the
+calling vCPU's own thread. Handlers make no change before their wait that a redo would
+repeat (a futex waiter is dequeued, nothing is consumed).
 """
 
 from __future__ import annotations
@@ -22,6 +27,18 @@ class Interrupted(SyscallError):
 
     def __init__(self) -> None:
         super().__init__(ERESTARTSYS)
+
+
+class WouldBlock(BaseException):
+    """A wait on a thread that must not block (not an Exception: no handler swallows it)."""
+
+
+_thread = threading.local()
+
+
+def forbid_waits() -> None:
+    """From now on, waits on this thread that would block raise WouldBlock."""
+    _thread.nowait = True
 
 
 class Waker:
@@ -62,7 +79,12 @@ class Waker:
             timeout_ms = None
         else:
             timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-        ready = poller.poll(timeout_ms)
+        if timeout_ms != 0 and getattr(_thread, "nowait", False):
+            ready = poller.poll(0)
+            if not ready:
+                raise WouldBlock
+        else:
+            ready = poller.poll(timeout_ms)
         out = []
         for fd, events in ready:
             if fd == self.fd:

@@ -38,6 +38,17 @@ class DiscardableMemory(Protocol):
     def discard(self, addr: int, size: int) -> None: ...
 
 
+class CodeWatcher(Protocol):
+    """Told before a range's contents go (munmap, MAP_FIXED over it, brk shrinking): the
+    fast-syscall patcher (platform/fastcall) forgets the sites and arenas inside."""
+
+    def forget(self, start: int, end: int) -> None: ...
+
+
+KARN_VMA = "[karn]"  # karn's own code in the guest (fast-syscall stub arenas)
+BRK_ROOM = 256 << 20  # arenas stay this far above the heap's start: room for it to grow
+
+
 class Vma:
     __slots__ = ("start", "end", "prot", "offset", "name", "charged")
 
@@ -104,6 +115,7 @@ class AddressSpace:
         self.brk = 0
         # MAP_SHARED writable file mappings: start -> (file, offset, length), see sys_mm.
         self.shared_files: dict[int, tuple[OpenFile, int, int]] = {}
+        self.code_watcher: CodeWatcher | None = None
 
     # -- queries -----------------------------------------------------------------------
 
@@ -166,6 +178,43 @@ class AddressSpace:
             raise SyscallError(errno.ENOMEM)
         return candidate
 
+    def is_private_code(self, start: int, end: int) -> bool:
+        """Whether [start, end) is executable guest code that karn may rewrite in place:
+        mapped, executable, not karn's own, not backed by a shared file mapping."""
+        pos = start
+        for vma in self._overlapping(start, end):
+            if vma.start > pos or not vma.prot & PROT_EXEC or vma.name == KARN_VMA:
+                return False
+            pos = vma.end
+        if pos < end:
+            return False
+        return not any(s < end and start < s + length
+                       for s, (_f, _o, length) in self.shared_files.items())
+
+    def reserve_near(self, lo: int, hi: int, length: int) -> int | None:
+        """Book a free page-aligned range of `length` bytes inside [lo, hi) for karn's own
+        code ([karn], uncharged, like the vDSO); None if none fits. Top-down, below the
+        mmap area's top and clear of the heap's room to grow, so guest mappings placed
+        afterwards simply go around it."""
+        reg = self.region
+        floor = max(lo, reg.user_start, self.brk_start + BRK_ROOM if self.brk_start else 0)
+        top = min(hi, reg.mmap_top)
+        for vma in reversed([*self._vmas]):
+            if vma.start >= top:
+                continue
+            gap_start = max(vma.end, floor)
+            candidate = page_down(top - length)
+            if candidate >= gap_start:
+                break
+            top = min(top, vma.start)
+        else:
+            candidate = page_down(top - length)
+        if candidate < floor or candidate + length > top:
+            return None
+        self._insert(Vma(candidate, candidate + length, PROT_READ | PROT_EXEC, 0, KARN_VMA,
+                         charged=False))
+        return candidate
+
     # -- changes -----------------------------------------------------------------------
 
     def _charge(self, delta: int) -> None:
@@ -181,6 +230,8 @@ class AddressSpace:
 
     def _remove(self, start: int, end: int, discard: bool) -> int:
         """Drop [start, end) from the books; returns the accessible bytes released."""
+        if discard and self.code_watcher is not None:
+            self.code_watcher.forget(start, end)
         released = 0
         kept: list[Vma] = []
         for vma in self._overlapping(start, end):

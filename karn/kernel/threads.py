@@ -1,5 +1,6 @@
-"""Guest threads: one host thread and one vCPU per task, the kernel side of the exit loop,
-signal delivery at the points Linux delivers them, and the --cpus gate.
+"""Guest threads: one host thread and one vCPU per task, the kernel side of the exit loop
+(and of the fast transport's server, which serves calls through the same loop), signal
+delivery at the points Linux delivers them, and the --cpus gate.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from karn.abi.errno import ERESTARTSYS, SyscallError
 from karn.abi.faults import GuestFault, fault_signal
 from karn.abi.signals import SIGSEGV
+from karn.kernel.blocking import WouldBlock, forbid_waits
 from karn.kernel.cpugate import CpuGate
+from karn.kernel.fastmap import MAY_BLOCK
 from karn.kernel.process import COUNTED_SYSCALLS, ProcessExit, ThreadExit
 from karn.kernel.signals import (
     SA_NODEFER,
@@ -56,6 +59,36 @@ class TaskLoop:
         if result == -ERESTARTSYS:
             self.work_pending = True
         return result
+
+    def serve_fast(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int,
+                   a5: int) -> int | None:
+        """Serve a call the fast transport's server took (on the server thread, while the
+        task's vCPU spins for the answer); None: redo it on the exit path (it would block).
+        ThreadExit and ProcessExit become an exit request the answer's work check sees."""
+        forbid_waits()
+        try:
+            return self.syscall(nr, a0, a1, a2, a3, a4, a5)
+        except WouldBlock:
+            self.serving = -1
+            if nr < COUNTED_SYSCALLS:
+                self._counts[nr] -= 1  # counted when redone
+            return None
+        except ThreadExit:
+            self.task.exit_requested = True
+            return 0
+        except ProcessExit as done:
+            self.task.process.exit_group(done.status)
+            return 0
+
+    def work_due(self) -> bool:
+        task = self.task
+        return self.work_pending or task.signal_pending() or \
+            task.process.exit_status is not None
+
+    def answered(self, nr: int) -> None:
+        """The vCPU returns from fast call nr (its result in rax) with work due."""
+        self.syscall_nr = nr
+        self.do_work()
 
     def do_work(self) -> None:
         """After a syscall or an interrupted KVM_RUN: exit requests and signals."""
@@ -147,6 +180,12 @@ class ObservedTaskLoop(TaskLoop):
             raise
         observer.syscall_exit(task, nr, args, result, token)
         return result
+
+    def serve_fast(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int,
+                   a5: int) -> int | None:
+        if nr in MAY_BLOCK:
+            return None  # a redone call would reach the observer twice
+        return TaskLoop.serve_fast(self, nr, a0, a1, a2, a3, a4, a5)
 
     def interrupted(self) -> None:
         self.observer.interrupted(self.task)

@@ -8,6 +8,7 @@ import os
 import struct
 from typing import Any
 
+from karn.abi.fastcall import WORK_PORT
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
 from karn.platform.features import CpuFeatures
@@ -17,6 +18,8 @@ from karn.platform.layout import (
     LARGE_PAGE,
     NULL_GUARD,
     PAGE,
+    SYS_FAST_PAGES,
+    SYS_FAST_SLOTS,
     SYS_GDT,
     SYS_IDT,
     SYS_PD_FIRST,
@@ -161,12 +164,15 @@ class VirtualMachine:
         first_user = NULL_GUARD // PAGE
         low = [0] * first_user + [i * PAGE | table for i in range(first_user, 512)]
         self._put_table(lay.system_page(SYS_PT_LOW), low)
-        # The system region: supervisor-only, except the trampoline (user, read+execute).
+        # The system region: supervisor-only, except the trampoline (user, read+execute)
+        # and the fast transport's slots (user, read+write, never executable).
         system = []
         for i in range(512):
             addr = lay.system_base + i * PAGE
             if i == SYS_TRAMPOLINE:
                 system.append(addr | PTE_P | PTE_U)
+            elif SYS_FAST_SLOTS <= i < SYS_FAST_SLOTS + SYS_FAST_PAGES:
+                system.append(addr | PTE_P | PTE_W | PTE_U | PTE_NX)
             elif i == SYS_STUBS:
                 system.append(addr | PTE_P)
             else:
@@ -192,14 +198,16 @@ class VirtualMachine:
         self._put64(gdt + SEL_TSS, low)
         self._put64(gdt + SEL_TSS + 8, tss >> 32)
         # TSS: RSP0 and IST1 both point at the exception stack. The I/O bitmap lets CPL3
-        # reach only the syscall port: under PVM `syscall` stays at CPL3, so the
-        # trampoline's `out` is checked against it; every other port raises #GP.
+        # reach only the syscall and work ports: under PVM `syscall` stays at CPL3, so
+        # the trampoline's `out` is checked against it, and the fast transport's stubs
+        # leave through them (karn/abi/fastcall.py); every other port raises #GP.
         ist_top = lay.ist_stack_top
         struct.pack_into("<Q", self.memory.raw, tss + 4, ist_top)
         struct.pack_into("<Q", self.memory.raw, tss + 0x24, ist_top)
         struct.pack_into("<H", self.memory.raw, tss + 0x66, TSS_IOPB_OFFSET)
         bitmap = bytearray(b"\xff" * (TSS_IOPB_BYTES + 1))
-        bitmap[SYSCALL_PORT // 8] &= ~(1 << (SYSCALL_PORT % 8)) & 0xFF
+        for port in (SYSCALL_PORT, WORK_PORT):
+            bitmap[port // 8] &= ~(1 << (port % 8)) & 0xFF
         start = tss + TSS_IOPB_OFFSET
         self.memory.raw[start : start + len(bitmap)] = bitmap
         # IDT: every vector 0..31 goes to its stub on IST1.

@@ -6,7 +6,8 @@ user read/write/execute, except
   * [0, NULL_GUARD)          not present: NULL dereferences fault like on Linux;
   * the top 2 MiB             supervisor-only system pages (page tables, GDT, IDT, TSS,
                               exception stubs, IST stack) plus one user-executable
-                              trampoline page for `syscall`.
+                              trampoline page for `syscall` and the user read/write
+                              (never executable) slots of the fast-syscall transport.
 Host memory behind it is MAP_NORESERVE: pages cost nothing until the guest touches them.
 """
 
@@ -34,6 +35,9 @@ SYS_TRAMPOLINE = 8  # syscall trampoline, user executable
 SYS_IST_STACK = 9  # 4 pages of exception stack
 SYS_IST_PAGES = 4
 SYS_PD_FIRST = 16  # one page directory per GiB of address space
+SYS_FAST_SLOTS = 128  # the fast transport's per-vCPU slots (karn/abi/fastcall.py)
+SYS_FAST_PAGES = 64  # 16 slots of 256 bytes a page: MAX_VCPUS of them
+MAX_VCPUS = 1024
 
 
 class Layout(NamedTuple):
@@ -59,6 +63,10 @@ class Layout(NamedTuple):
         return self.system_page(SYS_TRAMPOLINE)
 
     @property
+    def fast_slots(self) -> int:
+        return self.system_page(SYS_FAST_SLOTS)
+
+    @property
     def ist_stack_top(self) -> int:
         return self.system_page(SYS_IST_STACK + SYS_IST_PAGES)
 
@@ -66,6 +74,6 @@ class Layout(NamedTuple):
 def layout_for(span: int) -> Layout:
     if span % GIB or span < GIB:
         raise ValueError("address space span must be a positive multiple of 1 GiB")
-    if SYS_PD_FIRST + span // GIB > LARGE_PAGE // PAGE:
+    if SYS_PD_FIRST + span // GIB > SYS_FAST_SLOTS:
         raise ValueError("address space span too large for the system region")
     return Layout(span)

@@ -1,21 +1,58 @@
-"""The KVM platform as the kernel sees it: vCPUs for new guest threads, recycled on exit."""
+"""The KVM platform as the kernel sees it: vCPUs for new guest threads, recycled on exit,
+and optionally the fast syscall transport they share (platform/fastcall)."""
 
 from __future__ import annotations
 
+import fcntl
 import threading
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
+from karn import log
 from karn.errors import PlatformError
+from karn.platform import kvm_abi as K
 from karn.platform.kvm import VirtualMachine
+from karn.platform.layout import MAX_VCPUS
 from karn.platform.vcpu import Vcpu
+
+if TYPE_CHECKING:
+    from karn.platform.fastcall.patcher import CodeSpace
+    from karn.platform.fastcall.transport import FastTransport
 
 
 class KvmMachine:
-    def __init__(self, vm: VirtualMachine, max_vcpus: int = 1024) -> None:
+    def __init__(self, vm: VirtualMachine, max_vcpus: int = MAX_VCPUS) -> None:
         self.vm = vm
-        self.max_vcpus = max_vcpus
+        self.max_vcpus = min(max_vcpus, MAX_VCPUS)  # one fast-transport slot each
         self._lock = threading.Lock()
         self._free: list[Vcpu] = []
         self._created = 0
+        self.fast: FastTransport | None = None
+
+    def enable_fast(self, code: CodeSpace, fastmap: Iterable[int]) -> bool:
+        """Use the fast syscall transport for calls numbered in fastmap; False (said in
+        one line) when its C helper is missing: every call then exits, as without it."""
+        from karn.platform.fastcall.server import load_helper
+        from karn.platform.fastcall.transport import FastTransport
+
+        helper = load_helper()
+        if helper is None:
+            log.warning("--syscall-transport fast: the C helper karn.platform.fastcall."
+                        "_fastpoll is not built (reinstall karn where a C compiler is "
+                        "installed); every syscall exits")
+            return False
+        cpu = self.new_cpu()
+        try:
+            khz = fcntl.ioctl(cpu.fd, K.KVM_GET_TSC_KHZ)
+        finally:
+            self.release_cpu(cpu)
+        mem, lay = self.vm.memory, self.vm.layout
+        self.fast = FastTransport(helper, mem.raw, mem.host_address, lay.fast_slots, code,
+                                  lay.user_start, lay.user_end, fastmap, khz)
+        with self._lock:
+            for free in self._free:
+                free.attach_fast(self.fast)
+        return True
 
     def new_cpu(self) -> Vcpu:
         with self._lock:
@@ -25,7 +62,10 @@ class KvmMachine:
                 raise PlatformError(f"more than {self.max_vcpus} guest threads at once")
             index = self._created
             self._created += 1
-        return Vcpu(self.vm, index)
+        cpu = Vcpu(self.vm, index)
+        if self.fast is not None:
+            cpu.attach_fast(self.fast)
+        return cpu
 
     def release_cpu(self, cpu: Vcpu) -> None:
         with self._lock:

@@ -1,8 +1,9 @@
 """A vCPU: long-mode register set-up at CPL3 and the exit loop.
 
-The loop knows two kinds of exit the guest makes on purpose: the syscall trampoline's
-port and the exception stubs' ports (layout.py). It hands syscalls to a callback and turns
-exceptions into a GuestFault; it knows nothing about Linux.
+The loop knows the exits the guest makes on purpose: the syscall trampoline's port, the
+exception stubs' ports (layout.py) and, with the fast transport (platform/fastcall), the
+work port of an answered call. It hands syscalls to a callback and turns exceptions into
+a GuestFault; it knows nothing about Linux.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import os
 import signal
 import struct
 import threading
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from karn.abi.fastcall import WORK_PORT
 from karn.abi.faults import GuestFault
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
@@ -35,6 +37,9 @@ from karn.platform.layout import (
     SYS_TSS,
     SYSCALL_PORT,
 )
+
+if TYPE_CHECKING:
+    from karn.platform.fastcall.transport import FastTransport
 
 MASK64 = (1 << 64) - 1
 SYNC_REGS_AND_SREGS = K.KVM_SYNC_X86_REGS | K.KVM_SYNC_X86_SREGS
@@ -65,6 +70,15 @@ class ExitClient(Protocol):
     def interrupted(self) -> None: ...
 
     def do_work(self) -> None: ...
+
+    def answered(self, nr: int) -> None:
+        """A fast call's answer stands (the vCPU returns from it): do the work due."""
+        ...
+
+    def serve_fast(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int,
+                   a5: int) -> int | None: ...
+
+    def work_due(self) -> bool: ...
 
 
 class Gate(Protocol):
@@ -114,6 +128,11 @@ class Vcpu:
         # never used after its thread is gone (use-after-free in pthread_kill).
         self._thread = 0
         self._thread_lock = threading.RLock()  # a host signal handler may kick too
+        self.in_guest = False  # in KVM_RUN now; with exits, what a patch's sync waits on
+        self.exits = 0
+        self.fast: FastTransport | None = None
+        self._fast_gs = 0  # this vCPU's slot: the GS base while the fast path is on
+        self._guest_gs = 0  # the GS base the guest set (arch_prctl), virtual with fast on
 
     def _init_system_state(self) -> None:
         lay = self.vm.layout
@@ -154,6 +173,10 @@ class Vcpu:
         )
         self.run_page.kvm_valid_regs = SYNC_REGS_AND_SREGS
 
+    def attach_fast(self, fast: FastTransport) -> None:
+        self.fast = fast
+        self._fast_gs = fast.slot_address(self.index)
+
     def set_msrs(self, values: dict[int, int]) -> None:
         msrs = K.kvm_msrs(nmsrs=len(values))
         for i, (index, data) in enumerate(values.items()):
@@ -171,7 +194,10 @@ class Vcpu:
             setattr(r, name, value)
         fcntl.ioctl(self.fd, K.KVM_SET_REGS, r)
         fcntl.ioctl(self.fd, K.KVM_SET_FPU, K.kvm_fpu(fcw=0x37F, mxcsr=0x1F80))
-        self.set_msrs({K.MSR_FS_BASE: fs_base, K.MSR_GS_BASE: 0})
+        self._guest_gs = 0
+        fast = self.fast
+        gs = self._fast_gs if fast is not None and fast.active else 0
+        self.set_msrs({K.MSR_FS_BASE: fs_base, K.MSR_GS_BASE: gs})
         self._stop = STOP_USER
         self.run_page.immediate_exit = 0
 
@@ -185,9 +211,18 @@ class Vcpu:
         self.sregs.fs.base = value  # keep the synced copy true if sregs go back dirty
 
     def get_gs_base(self) -> int:
+        if self.fast is not None:
+            return self._guest_gs
         return self.sregs.gs.base
 
     def set_gs_base(self, value: int) -> None:
+        fast = self.fast
+        if fast is not None:
+            self._guest_gs = value
+            if not value and fast.active:
+                value = self._fast_gs
+            elif fast.active:  # the stubs find their slot through GS: no more stubs
+                fast.patcher.unpatch_all(self)
         self.set_msrs({K.MSR_GS_BASE: value})
         self.sregs.gs.base = value
 
@@ -237,6 +272,8 @@ class Vcpu:
             return False
         rip = self.regs.rip
         tramp = self.vm.layout.trampoline
+        if self.fast is not None and self.fast.in_entry(rip):
+            return False  # a call the server is serving: its answer makes the vCPU exit
         return not tramp <= rip < tramp + 4096
 
     def kick(self) -> None:
@@ -257,9 +294,14 @@ class Vcpu:
         """
         with self._thread_lock:
             self._thread = threading.get_ident()
+        fast = self.fast
+        if fast is not None:
+            fast.bind(self, client)
         try:
             self._loop(client, gate)
         finally:
+            if fast is not None:
+                fast.unbind(self)
             with self._thread_lock:
                 self._thread = 0
 
@@ -276,18 +318,31 @@ class Vcpu:
         syscall = client.syscall
         enter = gate.enter if gate is not None else None
         leave = gate.leave if gate is not None else None
+        fast = self.fast
+        tramp = self.vm.layout.trampoline
         while True:
             if enter is not None:
                 enter(self)
+            self.in_guest = True
             try:
                 ioctl(fd, kvm_run, 0)
             except InterruptedError:
+                self.in_guest = False
+                self.exits += 1
                 if leave is not None:
                     leave(self)
                 page.immediate_exit = 0
                 self._stop = STOP_USER
+                if fast is not None:
+                    nr = fast.settle(self)
+                    if nr >= 0:
+                        self._stop = STOP_SYSCALL
+                        client.answered(nr)
+                        continue
                 client.interrupted()
                 continue
+            self.in_guest = False
+            self.exits += 1
             if leave is not None:
                 leave(self)
             reason = page.exit_reason
@@ -296,10 +351,13 @@ class Vcpu:
                 if port == SYSCALL_PORT:
                     self._stop = STOP_SYSCALL
                     self._context_replaced = False
-                    result = syscall(
-                        regs.rax, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9
-                    )
+                    nr = regs.rax
+                    result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
                     if not self._context_replaced:
+                        if fast is not None:
+                            if 0 <= regs.rip - tramp < 4096:  # a real `syscall` instruction
+                                fast.patcher.first_exit(self, regs.rcx - 2, nr)
+                            fast.exit_path_call(nr)
                         regs.rax = result & MASK64
                         if sregs.cs.selector & 3:
                             # PVM: `syscall` stayed at CPL3, so return to the caller here.
@@ -308,6 +366,15 @@ class Vcpu:
                         page.kvm_dirty_regs |= dirty
                     if client.work_pending:
                         client.do_work()
+                    continue
+                if port == WORK_PORT and fast is not None:
+                    # an answered fast call with work due: return from it, then the work
+                    self._stop = STOP_SYSCALL
+                    if sregs.cs.selector & 3:
+                        regs.rip = regs.rcx
+                        regs.rflags = regs.r11
+                        page.kvm_dirty_regs |= dirty
+                    client.answered(fast.slot_nr(self.index))
                     continue
                 if EXCEPTION_PORT_BASE <= port < EXCEPTION_PORT_BASE + 32:
                     self._stop = STOP_FAULT

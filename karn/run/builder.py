@@ -88,6 +88,11 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
     process = Process(MappedMemory(vm.memory, mm), mm, fs, FdTable.with_stdio(), kconfig,
                       machine=machine, net=net)
     apply_policy(process, config.policy)
+    if config.syscall_transport == "fast" and not (config.debug and config.debug.gdb):
+        from karn.kernel.fastmap import fastmap  # gdb parks threads in syscalls: exit only
+
+        observed = config.debug is not None and config.debug.any()
+        machine.enable_fast(mm, fastmap(process.syscall_table, observed))
     # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
     time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
     image = load_program(vm.memory, mm, fs.read_file, manifest.entry, kconfig.argv,

@@ -25,6 +25,7 @@ MIB = 1 << 20
 DEFAULT_MEMORY = 512 * MIB
 MAX_CPUS = 256
 MAX_SPAN = 64 * GIB  # of guest-physical addresses (builder.py); --memory is at most half
+SYSCALL_TRANSPORTS = ("exit", "fast")
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
 
 
@@ -40,7 +41,7 @@ class RunConfig:
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
         "cpus", "debug", "publish", "network", "instance", "ports", "sandbox", "policy",
-        "collect",
+        "collect", "syscall_transport",
     )  # fmt: skip
 
     def __init__(
@@ -63,6 +64,7 @@ class RunConfig:
         sandbox: bool = True,
         policy: Policy | None = None,
         collect: list[str] | None = None,
+        syscall_transport: str = "exit",
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -82,6 +84,9 @@ class RunConfig:
         self.sandbox = sandbox  # confine the monitor after set-up (karn/sandbox/)
         self.policy = Policy() if policy is None else policy  # syscalls, limits, aslr
         self.collect = [] if collect is None else collect  # host paths collection may take
+        # exit: every syscall is a VM exit; fast: patched sites hand calls to a server
+        # thread through shared memory (karn/platform/fastcall)
+        self.syscall_transport = syscall_transport
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -90,6 +95,8 @@ class RunConfig:
             raise UsageError("--memory must be at least 16m")
         if self.memory > MAX_SPAN // 2:
             raise UsageError(f"--memory must be at most {MAX_SPAN // 2 // GIB}g")
+        if self.syscall_transport not in SYSCALL_TRANSPORTS:
+            raise UsageError(f"--syscall-transport must be one of {', '.join(SYSCALL_TRANSPORTS)}")
         if not self.workdir.startswith("/"):
             raise UsageError(f"--workdir must be an absolute guest path, not {self.workdir!r}")
         if not 0 < len(self.hostname) < 65:

@@ -1,0 +1,103 @@
+# karn's in-guest fast-syscall entry (issue 14, docs/design/fast-syscalls.md section 4).
+# Reference source of the bytes in stubs.py: tests/test_fast_syscalls.py assembles it with
+# `as` and compares. GS base = this vCPU's slot (karn/abi/fastcall.py has the layout).
+# Entered by `jmp` from a per-site stub with rax = nr, rcx = the return address; it
+# writes nothing below rsp (flags are kept with lahf/seto), so the red zone is safe.
+        .set S_STATE,0; .set S_FLAGS,4; .set S_NR,8; .set S_A0,16; .set S_A1,24
+        .set S_A2,32; .set S_A3,40; .set S_A4,48; .set S_A5,56; .set S_RET,64
+        .set S_RES,72; .set S_AWAKE,80; .set S_BUDGET,88; .set S_FASTMAP,128
+        .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
+        .set SYSCALL_PORT,0x10; .set WORK_PORT,0x12
+        .text
+entry:
+        movq    %rax, %gs:S_NR
+        movq    %rdi, %gs:S_A0
+        movq    %rsi, %gs:S_A1
+        movq    %rdx, %gs:S_A2
+        movq    %r10, %gs:S_A3
+        movq    %r8, %gs:S_A4
+        movq    %r9, %gs:S_A5
+        movq    %rcx, %gs:S_RET
+        lahf                            # ah = SF ZF AF PF CF (rflags bits 0-7)
+        seto    %al                     # al = OF
+        movw    %ax, %gs:S_FLAGS
+saved:                                  # the user's flags are in the slot from here
+        cmpl    $0, %gs:S_AWAKE         # server asleep: do not wait for it
+        je      slow
+        movq    %gs:S_NR, %rax
+        cmpq    $511, %rax
+        ja      slow
+        btq     %rax, %gs:S_FASTMAP     # calls the server may take
+        jnc     slow
+        movl    $REQ, %gs:S_STATE       # publish (TSO: after the argument stores)
+published:
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rax, %rdx
+        addq    %gs:S_BUDGET, %rdx      # rdx = deadline in TSC ticks
+spin:   pause
+        movl    %gs:S_STATE, %eax
+        cmpl    $DONE, %eax
+        je      done
+        cmpl    $DONE_WORK, %eax
+        je      done_work
+        cmpl    $REDO, %eax
+        je      redo
+        cmpl    $TAKEN, %eax
+        je      spin                    # the server has it: wait for the answer
+        movq    %rdx, %r11
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rax, %rdx
+        cmpq    %r11, %rdx
+        movq    %r11, %rdx
+        jb      spin
+        movl    $REQ, %eax              # budget spent: withdraw the request
+        xorl    %r11d, %r11d
+        lock cmpxchgl %r11d, %gs:S_STATE
+        jne     spin                    # taken meanwhile: wait for the answer
+redo:   movl    $IDLE, %gs:S_STATE
+slow:                                   # the exit path, registers as at the site
+        movq    %gs:S_A2, %rdx
+        movzbl  %gs:S_FLAGS+1, %r11d    # r11 = rflags image, as `syscall` leaves it
+        movzbl  %gs:S_FLAGS, %eax
+        shll    $11, %eax
+        orl     %eax, %r11d
+        orl     $0x200, %r11d
+        movw    %gs:S_FLAGS, %ax
+        addb    $0x7f, %al              # OF back
+        sahf                            # SF ZF AF PF CF back
+        movq    %gs:S_NR, %rax          # movs: the flags stay
+        movq    %gs:S_RET, %rcx
+        outb    %al, $SYSCALL_PORT      # served as a syscall: RIP = RCX, RFLAGS = R11
+        ud2
+done_work:                              # answered, and signals or an exit are due
+        movq    %gs:S_A2, %rdx
+        movzbl  %gs:S_FLAGS+1, %r11d
+        movzbl  %gs:S_FLAGS, %eax
+        shll    $11, %eax
+        orl     %eax, %r11d
+        orl     $0x200, %r11d
+        movw    %gs:S_FLAGS, %ax
+        addb    $0x7f, %al
+        sahf
+        movq    %gs:S_RES, %rax
+        movq    %gs:S_RET, %rcx
+        movl    $IDLE, %gs:S_STATE
+        outb    %al, $WORK_PORT         # RIP = RCX, RFLAGS = R11, then the work
+        ud2
+done:
+        movq    %gs:S_A2, %rdx
+        movzbl  %gs:S_FLAGS+1, %r11d
+        movzbl  %gs:S_FLAGS, %eax
+        shll    $11, %eax
+        orl     %eax, %r11d
+        orl     $0x200, %r11d
+        movw    %gs:S_FLAGS, %ax
+        addb    $0x7f, %al
+        sahf
+        movq    %gs:S_RES, %rax
+        movq    %gs:S_RET, %rcx
+        movl    $IDLE, %gs:S_STATE      # after the loads (TSO keeps the order)
+        jmpq    *%rcx
+end:

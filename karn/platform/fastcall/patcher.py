@@ -1,0 +1,221 @@
+"""Syscall-site patching, tier 1 (docs/design/fast-syscalls.md, section 3.2).
+
+At a site's first exit (P = RCX - 2, nr = RAX) the window `mov $nr,%eax; syscall`
+(b8 imm32 0f 05) or `mov $nr,%rax; syscall` (48 c7 c0 imm32 0f 05) has its `mov`
+overwritten with `jmp rel32` to a per-site stub in an arena within +-2 GiB. The `0f 05`
+stays: a thread already past the old `mov`, or a jump into the window, still makes a
+correct real syscall, and a restarted call (RIP = return - 2) lands on it.
+
+Writes another vCPU may be executing follow the order of Linux's text_poke_bp, with a
+self-loop `jmp .` (eb fe) where Linux puts an int3: the loop at the first two bytes (one
+atomic 16-bit store), the other three, then the first two; each step followed by a sync
+(every other vCPU in guest mode leaves it once: a VM exit serialises its instruction
+fetches). A thread that meets the loop waits in it for the last store. No exception is
+involved: all vCPUs share one exception stack, so concurrent int3 hits would overwrite
+each other's frames.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import NamedTuple, Protocol
+
+from karn.abi.fastcall import FASTMAP_BITS
+from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, site_stub
+
+ARENA_SIZE = 0x10000  # the entry, then per-site stubs
+STUBS_OFFSET = 0x200
+REACH = 1 << 31  # of a rel32 jump
+SYNC_TIMEOUT = 1.0  # seconds a vCPU gets to leave guest mode once
+JMP_REL32 = 0xE9
+SELF_LOOP = 0xFEEB  # eb fe as a little-endian u16
+CACHE_LINE = 64
+SYSCALL = b"\x0f\x05"
+
+
+class CodeSpace(Protocol):
+    """The guest's address-space books (kernel/mm.py AddressSpace), as far as patching
+    needs them."""
+
+    def is_private_code(self, start: int, end: int) -> bool: ...
+
+    def reserve_near(self, lo: int, hi: int, length: int) -> int | None: ...
+
+
+class RunningCpu(Protocol):
+    """A vCPU as a sync sees it (platform/vcpu.py)."""
+
+    in_guest: bool
+    exits: int
+
+    def kick(self) -> None: ...
+
+
+class Site(NamedTuple):
+    start: int  # S: the window's first byte
+    length: int  # 7 or 9
+    nr: int
+    original: bytes  # the 5 bytes the jmp replaced
+    stub: int
+
+
+class Arena:
+    __slots__ = ("start", "next_stub", "sites")
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.next_stub = start + STUBS_OFFSET
+        self.sites: dict[int, Site] = {}  # stub address -> site
+
+    @property
+    def entry(self) -> int:
+        return self.start
+
+    @property
+    def end(self) -> int:
+        return self.start + ARENA_SIZE
+
+    def full(self) -> bool:
+        return self.next_stub + SITE_STUB_STRIDE > self.end
+
+    def reaches(self, start: int, length: int) -> bool:
+        return start + length - REACH < self.start and self.end < start + REACH
+
+
+def find_window(code: bytes, nr: int) -> tuple[int, int] | None:
+    """`code` = the 9 bytes before P and the 2 at P; (offset of S from P, length) of a
+    tier-1 window whose immediate is nr, or None."""
+    if code[9:11] != SYSCALL:
+        return None
+    if code[4] == 0xB8 and struct.unpack_from("<I", code, 5)[0] == nr \
+            and not 0x40 <= code[3] <= 0x4F:  # a REX byte would make it mov r8d..r15d
+        return -5, 7
+    if code[2:5] == b"\x48\xc7\xc0" and struct.unpack_from("<i", code, 5)[0] == nr:
+        return -7, 9
+    return None
+
+
+class Patcher:
+    def __init__(self, raw: memoryview, host_base: int, code: CodeSpace, user_start: int,
+                 user_end: int, cpus: Callable[[], Iterable[RunningCpu]]) -> None:
+        self._raw = raw
+        self._host_base = host_base
+        self._code = code
+        self._user = (user_start, user_end)
+        self._cpus = cpus  # the vCPUs that may run guest code now
+        self._lock = threading.RLock()  # forget() may come from inside a patch's mm call
+        self.enabled = True
+        self.known: dict[int, bool] = {}  # P -> patched (True) or refused (False)
+        self.patched: dict[int, Site] = {}  # by S
+        self.arenas: list[Arena] = []
+
+    # -- patching ------------------------------------------------------------------------
+
+    def first_exit(self, caller: RunningCpu, site: int, nr: int) -> None:
+        """A real `syscall` at `site` was just served on `caller`'s exit."""
+        with self._lock:
+            if site in self.known or not self.enabled:
+                return
+            self.known[site] = self._patch(caller, site, nr)
+
+    def _patch(self, caller: RunningCpu, p: int, nr: int) -> bool:
+        lo, hi = self._user
+        if not 0 <= nr < FASTMAP_BITS or p - 9 < lo or p + 2 > hi:
+            return False
+        window = find_window(bytes(self._raw[p - 9 : p + 2]), nr)
+        if window is None:
+            return False
+        start, length = p + window[0], window[1]
+        if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic
+            return False
+        if not self._code.is_private_code(start, p + 2):
+            return False
+        arena = self._arena_for(start, length)
+        if arena is None:
+            return False
+        stub = arena.next_stub
+        arena.next_stub += SITE_STUB_STRIDE
+        self._raw[stub : stub + SITE_STUB_STRIDE] = site_stub(
+            stub, nr, start + length, arena.entry).ljust(SITE_STUB_STRIDE, b"\xcc")
+        site = Site(start, length, nr, bytes(self._raw[start : start + 5]), stub)
+        self._poke(caller, start, bytes((JMP_REL32,)) + struct.pack("<i", stub - start - 5))
+        self.patched[start] = site
+        arena.sites[stub] = site
+        return True
+
+    def _arena_for(self, start: int, length: int) -> Arena | None:
+        for arena in self.arenas:
+            if not arena.full() and arena.reaches(start, length):
+                return arena
+        lo = max(self._user[0], start + length - REACH + 0x1000)
+        addr = self._code.reserve_near(lo, start + REACH - ARENA_SIZE, ARENA_SIZE)
+        if addr is None:
+            return None
+        arena = Arena(addr)
+        self._raw[addr : addr + len(ENTRY)] = ENTRY
+        self.arenas.append(arena)
+        return arena
+
+    def _poke(self, caller: RunningCpu | None, start: int, data: bytes) -> None:
+        """Write 5 bytes of code that other vCPUs may be executing (see the top)."""
+        others = [cpu for cpu in self._cpus() if cpu is not caller]
+        if not others:
+            self._raw[start : start + 5] = data
+            return
+        head = ctypes.c_uint16.from_address(self._host_base + start)
+        head.value = SELF_LOOP
+        self._sync(others)
+        self._raw[start + 2 : start + 5] = data[2:]
+        self._sync(others)
+        head.value = data[0] | data[1] << 8
+
+    @staticmethod
+    def _sync(cpus: list[RunningCpu]) -> None:
+        """Every vCPU in guest mode leaves it once (a VM exit serialises its fetches)."""
+        waiting = []
+        for cpu in cpus:
+            if cpu.in_guest:
+                waiting.append((cpu, cpu.exits))
+                cpu.kick()
+        deadline = time.monotonic() + SYNC_TIMEOUT
+        while waiting and time.monotonic() < deadline:
+            waiting = [(cpu, n) for cpu, n in waiting if cpu.in_guest and cpu.exits == n]
+            if waiting:
+                time.sleep(0.0001)
+
+    # -- questions from the exit paths ---------------------------------------------------
+
+    def arena_of(self, addr: int) -> Arena | None:
+        for arena in self.arenas:
+            if arena.start <= addr < arena.end:
+                return arena
+        return None
+
+    # -- undoing -------------------------------------------------------------------------
+
+    def unpatch_all(self, caller: RunningCpu) -> None:
+        """Put every site back and patch no more (the guest took GS for itself)."""
+        with self._lock:
+            self.enabled = False
+            for site in list(self.patched.values()):
+                self._poke(caller, site.start, site.original)
+            self.patched.clear()
+
+    def forget(self, start: int, end: int) -> None:
+        """[start, end) is about to be unmapped or replaced: sites inside are dropped (the
+        code arriving there is patched afresh), sites outside that use an arena inside are
+        put back first."""
+        with self._lock:
+            self.known = {p: v for p, v in self.known.items() if not start <= p < end}
+            for s in [s for s in self.patched if start <= s < end]:
+                del self.patched[s]
+            for arena in [a for a in self.arenas if a.start < end and start < a.end]:
+                for site in arena.sites.values():
+                    if self.patched.pop(site.start, None) is not None:
+                        self._poke(None, site.start, site.original)
+                        self.known.pop(site.start + site.length - 2, None)
+                self.arenas.remove(arena)

@@ -1,0 +1,237 @@
+/* The fast syscall transport's cases (tests/test_fast_syscalls.py); each mode prints what
+ * it saw, compared with a native run. */
+#define _GNU_SOURCE
+#include <asm/prctl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+/* mov $nr,%eax; syscall: the window karn patches (glibc's wrappers look like this). */
+#define SITE(name, nr)                                                                 \
+    static __attribute__((noinline)) long name(void)                                   \
+    {                                                                                  \
+        long r;                                                                        \
+        __asm__ volatile("mov $" #nr ", %%eax\n\tsyscall" : "=a"(r) : : "rcx", "r11", \
+                         "memory");                                                   \
+        return r;                                                                      \
+    }
+#define SITES8(p) SITE(p##0, 39) SITE(p##1, 39) SITE(p##2, 39) SITE(p##3, 39) \
+    SITE(p##4, 39) SITE(p##5, 39) SITE(p##6, 39) SITE(p##7, 39)
+SITES8(s0) SITES8(s1) SITES8(s2) SITES8(s3) SITES8(s4) SITES8(s5) SITES8(s6) SITES8(s7)
+#define LIST8(p) p##0, p##1, p##2, p##3, p##4, p##5, p##6, p##7
+static long (*const sites[])(void) = {LIST8(s0), LIST8(s1), LIST8(s2), LIST8(s3),
+                                      LIST8(s4), LIST8(s5), LIST8(s6), LIST8(s7)};
+#define NSITES (sizeof(sites) / sizeof(sites[0]))
+
+static long loop_getpid(long n)
+{
+    long bad = 0, pid = getpid();
+    for (long i = 0; i < n; i++)
+        bad += getpid() != pid;
+    return bad;
+}
+
+/* Threads that reach the same unpatched sites at once: all must be served. */
+#define RACERS 4
+static pthread_barrier_t start_line;
+static long racer_bad[RACERS];
+
+static void *racer(void *arg)
+{
+    long id = (long)arg, pid = getpid();
+    pthread_barrier_wait(&start_line);
+    for (int round = 0; round < 50; round++)
+        for (unsigned i = 0; i < NSITES; i++)
+            racer_bad[id] += sites[i]() != pid;
+    return NULL;
+}
+
+static int race(void)
+{
+    pthread_t t[RACERS];
+    pthread_barrier_init(&start_line, NULL, RACERS);
+    for (long i = 0; i < RACERS; i++)
+        pthread_create(&t[i], NULL, racer, (void *)i);
+    long bad = 0;
+    for (int i = 0; i < RACERS; i++) {
+        pthread_join(t[i], NULL);
+        bad += racer_bad[i];
+    }
+    printf("race: %d threads x %zu sites, wrong results %ld\n", RACERS, NSITES, bad);
+    return bad != 0;
+}
+
+/* futex hand-over between two threads. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t turn_changed = PTHREAD_COND_INITIALIZER;
+static int turn, rounds = 2000;
+
+static void *pong(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < rounds; i++) {
+        pthread_mutex_lock(&lock);
+        while (turn != 1)
+            pthread_cond_wait(&turn_changed, &lock);
+        turn = 0;
+        pthread_cond_signal(&turn_changed);
+        pthread_mutex_unlock(&lock);
+    }
+    return NULL;
+}
+
+static int pingpong(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, pong, NULL);
+    for (int i = 0; i < rounds; i++) {
+        pthread_mutex_lock(&lock);
+        turn = 1;
+        pthread_cond_signal(&turn_changed);
+        while (turn != 0)
+            pthread_cond_wait(&turn_changed, &lock);
+        pthread_mutex_unlock(&lock);
+    }
+    pthread_join(t, NULL);
+    printf("pingpong: %d rounds\n", rounds);
+    return 0;
+}
+
+/* Signals while calls go through the stubs: a 1 ms interval timer. */
+static volatile sig_atomic_t ticks;
+static void on_tick(int sig) { (void)sig; ticks++; getppid(); }
+
+static int timer_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_tick, .sa_flags = SA_RESTART};
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {{0, 1000}, {0, 1000}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    long calls = 0, bad = 0, pid = getpid();
+    while (ticks < 30) {
+        bad += getpid() != pid;
+        calls++;
+    }
+    struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_REAL, &off, NULL);
+    printf("timer: 30 handlers ran, wrong results %ld\n", bad);
+    return bad != 0;
+}
+
+/* A signal while blocked in read(): restarted with SA_RESTART, EINTR without. */
+static int pipe_fds[2];
+static pthread_t reader;
+static volatile sig_atomic_t usr1;
+static void on_usr1(int sig) { (void)sig; usr1 = 1; }
+
+static void *signal_then_write(void *arg)
+{
+    (void)arg;
+    usleep(100000);  /* the reader is blocked by then (or reads late: same output) */
+    pthread_kill(reader, SIGUSR1);
+    while (!usr1)
+        usleep(1000);
+    usleep(50000);
+    if (write(pipe_fds[1], "x", 1) != 1)
+        abort();
+    return NULL;
+}
+
+static int blocked_read(int restart)
+{
+    struct sigaction sa = {.sa_handler = on_usr1, .sa_flags = restart ? SA_RESTART : 0};
+    sigaction(SIGUSR1, &sa, NULL);
+    if (pipe(pipe_fds))
+        return 1;
+    reader = pthread_self();
+    pthread_t t;
+    pthread_create(&t, NULL, signal_then_write, NULL);
+    char c = 0;
+    ssize_t n = read(pipe_fds[0], &c, 1);
+    int err = errno;
+    pthread_join(t, NULL);
+    if (n < 0)
+        printf("read: -1 %s, handler ran %d\n", strerror(err), (int)usr1);
+    else
+        printf("read: %zd '%c', handler ran %d\n", n, c, (int)usr1);
+    return 0;
+}
+
+/* The guest takes GS for itself: its %gs: loads must see its own memory. */
+static long gs_data[4] = {11, 22, 33, 44};
+
+static int own_gs(void)
+{
+    unsigned long before = 1, after = 0;
+    syscall(SYS_arch_prctl, ARCH_GET_GS, &before);
+    long pid = getpid(), bad = loop_getpid(100);
+    if (syscall(SYS_arch_prctl, ARCH_SET_GS, (unsigned long)gs_data))
+        return 1;
+    syscall(SYS_arch_prctl, ARCH_GET_GS, &after);
+    long third;
+    __asm__ volatile("mov %%gs:16, %0" : "=r"(third));
+    bad += loop_getpid(100) + (getpid() != pid);
+    printf("gs: before %lu, after is ours %d, %%gs:16 = %ld, wrong results %ld\n", before,
+           after == (unsigned long)gs_data, third, bad);
+    return 0;
+}
+
+/* Code mapped, patched, unmapped and mapped again with another call at the same place. */
+static int remap(void)
+{
+    static const unsigned char getpid_code[] = {0xb8, 39, 0, 0, 0, 0x0f, 0x05, 0xc3};
+    static const unsigned char getppid_code[] = {0xb8, 110, 0, 0, 0, 0x0f, 0x05, 0xc3};
+    long results[2][3];
+    void *at = NULL;
+    for (int round = 0; round < 2; round++) {
+        const unsigned char *code = round ? getppid_code : getpid_code;
+        void *p = mmap(at, 4096, PROT_READ | PROT_WRITE | PROT_EXEC,
+                       MAP_PRIVATE | MAP_ANONYMOUS | (at ? MAP_FIXED : 0), -1, 0);
+        if (p == MAP_FAILED)
+            return 1;
+        at = p;
+        memcpy(p, code, sizeof getpid_code);
+        long (*fn)(void) = (long (*)(void))p;
+        for (int i = 0; i < 3; i++)
+            results[round][i] = fn();
+        munmap(p, 4096);
+    }
+    printf("remap: getpid %d %d %d, then getppid %d %d %d\n",
+           results[0][0] == getpid(), results[0][1] == getpid(), results[0][2] == getpid(),
+           results[1][0] == getppid(), results[1][1] == getppid(), results[1][2] == getppid());
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "getpid";
+    setvbuf(stdout, NULL, _IONBF, 0);
+    if (!strcmp(mode, "getpid")) {
+        long n = argc > 2 ? atol(argv[2]) : 3000;
+        printf("getpid: %ld calls, wrong results %ld\n", n, loop_getpid(n));
+        return 0;
+    }
+    if (!strcmp(mode, "race"))
+        return race();
+    if (!strcmp(mode, "pingpong"))
+        return pingpong();
+    if (!strcmp(mode, "timer"))
+        return timer_signals();
+    if (!strcmp(mode, "restart"))
+        return blocked_read(1);
+    if (!strcmp(mode, "eintr"))
+        return blocked_read(0);
+    if (!strcmp(mode, "gs"))
+        return own_gs();
+    if (!strcmp(mode, "remap"))
+        return remap();
+    fprintf(stderr, "unknown mode %s\n", mode);
+    return 2;
+}

@@ -1,0 +1,155 @@
+"""--syscall-transport fast (docs/design/fast-syscalls.md): syscall sites patched at their
+first exit, later calls served through shared memory; every case against a native run of
+the same binary, with both transports where both make sense.
+
+The fast transport reports at info level how many calls its server answered: a case that
+asserts the fast path was taken reads that line.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+from test_gdb import debug
+from test_trace import trace_lines
+
+TRANSPORTS = ("exit", "fast")
+SERVED = re.compile(rb"fast syscalls: (\d+) sites patched, (\d+) calls served")
+
+
+def run(karn, transport: str, *args, timeout: float = 60):
+    return karn("--syscall-transport", transport, *args, timeout=timeout)
+
+
+def served(result: subprocess.CompletedProcess[bytes]) -> tuple[int, int]:
+    """(sites patched, calls served) from the fast transport's info line."""
+    m = SERVED.search(result.stderr)
+    assert m, result.stderr.decode(errors="replace")
+    return int(m[1]), int(m[2])
+
+
+def karn_info(*args, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "karn", "--log-level", "info", "run", *args],
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=timeout)
+
+
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+def test_getpid_loop_is_served_in_shared_memory(variant, build, native, same):
+    exe = build("fastcall", variant, ("-pthread",))
+    expected = native(exe, "getpid", "3000")
+    got = karn_info("--syscall-transport", "fast", exe, "getpid", "3000")
+    assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+    sites, calls = served(got)
+    assert sites >= 1 and calls >= 1, got.stderr
+
+
+def test_exit_transport_patches_nothing(build):
+    exe = build("fastcall", "static", ("-pthread",))
+    got = karn_info("--syscall-transport", "exit", exe, "getpid", "100")
+    assert got.returncode == 0 and not SERVED.search(got.stderr), got.stderr
+    assert b"wrong results 0" in got.stdout
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", ["pingpong", "timer", "restart", "eintr", "gs", "remap"])
+def test_cases_match_native(mode, transport, build, karn, native, same):
+    """futex hand-over between threads; signal handlers while calls go through the stubs;
+    a signal during a blocking read with and without SA_RESTART; a guest that sets its
+    own GS base (the stubs use GS: sites are put back, its %gs: loads see its memory);
+    code patched, unmapped and mapped again with another call at the same address."""
+    exe = build("fastcall", "static", ("-pthread",))
+    expected = native(exe, mode)
+    assert expected.returncode == 0 and expected.stdout, expected.stderr
+    same(expected, run(karn, transport, "--cpus", "2", exe, mode), f"{mode} ({transport})")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_threads_racing_on_unpatched_sites(transport, build, karn, native, same):
+    """4 threads released together call the same 64 unpatched sites: each site is rewritten
+    while others execute it; every call must return the right pid."""
+    exe = build("fastcall", "static", ("-pthread",))
+    expected = native(exe, "race")
+    same(expected, run(karn, transport, "--cpus", "4", exe, "race"), f"race ({transport})")
+
+
+def test_trace_is_the_same_with_both_transports(build, karn):
+    exe = build("fastcall", "static", ("-pthread",))
+    calls = {}
+    for transport in TRANSPORTS:
+        got = run(karn, transport, "--trace", "--no-aslr", exe, "getpid", "50")
+        assert got.returncode == 0, got.stderr
+        calls[transport] = [(m[3], m[4], m[5]) for m in trace_lines(got.stderr)]
+    assert sum(1 for c in calls["fast"] if c[0] == "getpid") == 51
+    assert calls["fast"] == calls["exit"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_crash_report_after_fast_calls(transport, build, karn):
+    exe = build("crash_segv", "static")
+    got = run(karn, transport, exe)
+    assert got.returncode == 139, got.stderr
+    assert b"SIGSEGV" in got.stderr and b"at rip" in got.stderr
+
+
+def test_gdb_with_fast_transport(build):
+    """gdb parks threads inside syscalls: under --gdb every call exits, as without fast."""
+    exe = build("debug_gdb", "static")
+    s = debug(exe, ["break main", "continue", "bt", "continue"],
+              karn_opts=("--syscall-transport", "fast"))
+    assert "Breakpoint 1, main" in s.gdb, s.gdb + s.err
+    assert s.rc == 0, s.err
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_go_program(transport, karn, native, same):
+    from helpers import go_build
+    from test_go import GO_PROGRAMS
+
+    exe = go_build(GO_PROGRAMS / "goroutines.go", "go-goroutines", {"GOFLAGS": "-mod=mod"})
+    expected = native(exe)
+    same(expected, run(karn, transport, "--cpus", "2", exe), f"go goroutines ({transport})")
+
+
+PYTHON_SCRIPT = (
+    "import os, threading\n"
+    "t = threading.Thread(target=print, args=(os.getpid() > 0,))\n"
+    "t.start(); t.join(); print(sum(range(10**5)))\n"
+)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_python_guest(transport, karn, native, same):
+    """Debian's python3 with its stdlib from the host root (as tests/test_python_guest.py)."""
+    expected = native("/usr/bin/python3", "-c", PYTHON_SCRIPT)
+    got = run(karn, transport, "--root", "/", "/usr/bin/python3", "-c", PYTHON_SCRIPT,
+              timeout=120)
+    same(expected, got, f"python3 ({transport})")
+
+
+def test_bad_transport_is_one_line(karn):
+    got = subprocess.run([sys.executable, "-m", "karn", "run", "--syscall-transport", "warp",
+                          "/bin/true"], capture_output=True)
+    assert got.returncode != 0 and b"Traceback" not in got.stderr
+
+
+def test_entry_bytes_are_entry_s(tmp_path):
+    """stubs.ENTRY is entry.S assembled (binutils' `as`, as CI installs it)."""
+    from pathlib import Path
+
+    from karn.platform.fastcall import stubs
+
+    source = Path(stubs.__file__).with_name("entry.S")
+    obj, raw = tmp_path / "entry.o", tmp_path / "entry.bin"
+    subprocess.run(["as", "--64", "-o", obj, source], check=True)
+    subprocess.run(["objcopy", "-O", "binary", "-j", ".text", obj, raw], check=True)
+    assert raw.read_bytes() == stubs.ENTRY
+    labels = dict(line.split()[::2][::-1] for line in subprocess.run(
+        ["nm", obj], capture_output=True, text=True, check=True).stdout.splitlines()
+        if " t " in line)
+    used = {"saved": stubs.SAVED, "published": stubs.PUBLISHED, "redo": stubs.REDO,
+            "done_work": stubs.DONE_WORK, "end": len(stubs.ENTRY)}
+    assert {k: int(labels[k], 16) for k in used} == used
+    assert stubs.SLOW_END == stubs.DONE_WORK
