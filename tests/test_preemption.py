@@ -9,13 +9,15 @@ each waits for the program to finish, with deadlines far above a loaded machine'
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 
 import pytest
-from helpers import signal_when_ready
+from helpers import signal_when_ready, wait_for
 
 PYTHON = "/usr/bin/python3"
 
@@ -74,6 +76,30 @@ def test_sigint_ends_a_guest_whose_threads_all_spin(build):
         _karn_cmd("--cpus", "1", str(exe), "default"), signal.SIGINT, timeout=60)
     assert status == 128 + signal.SIGINT, err
     assert out == b"ready\n"
+
+
+def test_inspect_shows_the_gate_preempting(build, state_env):
+    """`karn inspect` of a guest whose two threads spin at --cpus 1: one slot, one thread
+    waiting, and kicks that go on."""
+    exe = build("preempt_sigterm")
+
+    def karn_cli(*args: str) -> str:
+        got = subprocess.run([sys.executable, "-m", "karn", *args], capture_output=True,
+                             text=True, env=state_env, timeout=60, stdin=subprocess.DEVNULL)
+        assert got.returncode == 0, (args, got.stderr)
+        return got.stdout
+
+    karn_cli("run", "-d", "--name", "spinners", "--cpus", "1", str(exe), "default")
+    try:
+        def gate() -> dict:
+            return json.loads(karn_cli("inspect", "spinners"))[0].get("cpu_gate") or {}
+
+        first = wait_for(lambda: (g := gate()).get("kicks") and g, "the gate's first kick")
+        assert first["slots"] == 1 and first["gated"] is True
+        wait_for(lambda: gate()["kicks"] > first["kicks"], "more kicks")
+        assert len(gate()["running_ms"]) <= 1
+    finally:
+        karn_cli("kill", "-s", "KILL", "spinners")
 
 
 # -- CPython: the GIL's hand-overs go through the gate ------------------------------------
