@@ -38,7 +38,7 @@ class _Holder:
 class _Waiter:
     __slots__ = ("cpu", "woken", "released", "cond")
 
-    def __init__(self, cpu: Kickable, woken: bool, lock: threading.Lock) -> None:
+    def __init__(self, cpu: Kickable, woken: bool, lock: threading.RLock) -> None:
         self.cpu = cpu
         self.woken = woken  # which queue it is in
         self.released = False
@@ -55,7 +55,9 @@ class CpuGate:
         self.slots = slots
         self.gated = False  # only while threads > slots
         self._threads = 0
-        self._lock = threading.Lock()
+        # Re-entrant: karn's own signal handler (SIGTERM forwarded to the guest) runs on the
+        # main thread and may interrupt a task while that thread is inside thread_started.
+        self._lock = threading.RLock()
         self._holders: dict[int, _Holder] = {}
         self._woken: deque[_Waiter] = deque()
         self._others: deque[_Waiter] = deque()
