@@ -8,7 +8,11 @@
 2. futex ping-pong: tests/programs/thr_pingpong.c, two threads handing a turn back and
    forth with a mutex and a condvar (futex wait/wake each way); per round trip by the
    same difference of two round counts.
-3. Go CPU-parallel speed-up: tests/programs/go/parallel.go (4 goroutines, no syscalls in
+3. Sleep beside a spinner: tests/programs/preempt_sleep.c, the main thread sleeps 10 ms
+   50 times while a second thread spins in user mode; the median and worst sleep as the
+   program measures them. With one CPU the sleeper gets it back only by preemption (karn
+   --cpus 1: the gate's tick; natively `taskset -c 0`: the host scheduler).
+4. Go CPU-parallel speed-up: tests/programs/go/parallel.go (4 goroutines, no syscalls in
    the loop), loop time as the program measures it, with one CPU and with two: karn
    --cpus 1 / --cpus 2, natively `taskset -c 0` / `taskset -c 0,1`.
 
@@ -106,6 +110,18 @@ def go_loop_time(cmd: list[str], runs: int) -> float:
     return statistics.median(times)
 
 
+def sleep_latency(cmd: list[str], runs: int) -> tuple[float, float]:
+    """Median of the per-run median sleeps and the worst sleep preempt_sleep reports on
+    stderr ("sleep_us median M max X"), in seconds."""
+    run_once(cmd)
+    medians, worst = [], 0.0
+    for _ in range(runs):
+        fields = run_once(cmd)[2].decode().split()
+        medians.append(float(fields[fields.index("median") + 1]) / 1e6)
+        worst = max(worst, float(fields[fields.index("max") + 1]) / 1e6)
+    return statistics.median(medians), worst
+
+
 def fmt_us(seconds: float | None) -> str:
     return "—" if seconds is None else f"{seconds * 1e6:.1f} µs"
 
@@ -152,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     join: dict[str, float | None] = {}
     pingpong: dict[str, float | None] = {}
     speed: dict[str, tuple[float, float] | None] = {}
+    sleeps: dict[str, tuple[float, float] | None] = {}
 
     with tempfile.TemporaryDirectory(prefix="karn-bench-", dir="/var/tmp") as tmp:
         out = Path(tmp)
@@ -174,6 +191,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             except BenchError as exc:
                 pingpong[name] = None
                 problems.append(f"ping-pong, {name}: {exc}")
+
+        print("sleep beside a spinner ...", file=sys.stderr)
+        sleeper = build_c(out, "preempt_sleep")
+        sleep_runners = {
+            "native": [],
+            "native, `taskset -c 0`": ["taskset", "-c", "0"],
+            **{name: prefix for name, prefix in runners.items() if name != "native"},
+        }
+        for name, prefix in sleep_runners.items():
+            try:
+                sleeps[name] = sleep_latency([*prefix, str(sleeper), str(50 // scale)], runs)
+            except BenchError as exc:
+                sleeps[name] = None
+                problems.append(f"sleep beside a spinner, {name}: {exc}")
 
         print("Go parallel speed-up ...", file=sys.stderr)
         rounds = str(800_000_000 // scale)
@@ -198,14 +229,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BenchError as exc:
             problems.append(f"Go speed-up: {exc}")
 
-    report = render(runs, rounds, join, join_n, pingpong, pp_n, speed, notes, problems)
+    report = render(runs, rounds, join, join_n, pingpong, pp_n, sleeps, speed, notes,
+                    problems)
     print(report)
     if args.write:
         merge(report)
     return 1 if problems else 0
 
 
-def render(runs, rounds, join, join_n, pingpong, pp_n, speed, notes, problems) -> str:
+def render(runs, rounds, join, join_n, pingpong, pp_n, sleeps, speed, notes,
+           problems) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()[0]
     lines = [
@@ -237,6 +270,20 @@ def render(runs, rounds, join, join_n, pingpong, pp_n, speed, notes, problems) -
     for name, cost in pingpong.items():
         small, large = pp_n[name]
         lines.append(f"| {name} | {small:,} | {large:,} | {fmt_us(cost)} |")
+    lines += [
+        "",
+        "### Sleep 10 ms beside a spinning thread (`preempt_sleep 50`)",
+        "",
+        "How long a 10 ms `nanosleep` takes while another thread spins in user mode: with "
+        "one CPU (karn `--cpus 1`, native `taskset -c 0`) the sleeper needs the spinner "
+        "preempted; karn `--cpus 2` does not gate two threads.",
+        "",
+        "| runner | median sleep | worst sleep |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, res in sleeps.items():
+        cells = ("—", "—") if res is None else (f"{res[0] * 1e3:.2f} ms", f"{res[1] * 1e3:.1f} ms")
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
     lines += [
         "",
         f"### Go CPU-parallel speed-up (`parallel.go {rounds} 4`: 4 goroutines, no syscalls)",

@@ -43,6 +43,7 @@ def inspect(guest: Guest) -> dict:
         "fds": [{"fd": fd, "target": f.link_name(), "kind": type(f).__name__}
                 for fd, f in sorted(proc.fds.items())],
         "syscalls": syscall_counts(proc.syscall_counts),
+        "cpu_gate": proc.gate.snapshot() if proc.gate is not None else None,
         "policy": policy(guest),
     }
 

@@ -228,7 +228,7 @@ class Process:
         cpu.start(regs, fs_base)
         task.cpu = cpu
         if self.gate is not None:
-            self.gate.thread_started(self._kick_all)
+            self.gate.thread_started(cpu, self._kick_all)
         thread = threading.Thread(
             target=run_task, args=(task, self.gate), name=f"guest-{task.tid}", daemon=True
         )
@@ -407,8 +407,12 @@ class Task:
     def interrupt(self) -> None:
         """Wake the task from a blocking wait and out of guest mode."""
         self.waker.wake()
-        if self.cpu is not None:
-            self.cpu.kick()
+        cpu = self.cpu
+        if cpu is not None:
+            cpu.kick()
+            gate = self.process.gate
+            if gate is not None:  # after the kick: its KVM_RUN must not run guest code
+                gate.interrupt(cpu)
 
     def sigreturn(self) -> int:
         cpu = self.vcpu

@@ -147,6 +147,9 @@ def sys_sysinfo(task: Task, info: int) -> int:
 
 
 def sys_sched_yield(task: Task) -> int:
+    gate = task.process.gate
+    if gate is not None and task.cpu is not None:
+        gate.yield_slot(task.cpu)  # back in the queue behind every thread waiting now
     os.sched_yield()
     return 0
 
