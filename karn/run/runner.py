@@ -74,23 +74,33 @@ class Runner:
                 if guest.time_page is not None:
                     guest.time_page.resync()  # at most once a second
         finally:
-            for sig, previous in forwarded.items():
-                signal.signal(sig, previous)
-            mm = guest.mm
-            if mm.shared_files:  # dirty shared pages reach their files at exit
-                from karn.kernel.sys_mm import write_back
-
-                write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
-            guest.net.close()  # before a plug-in tells anyone the run ended: ports are free
-            status = proc.exit_status
-            if proc.internal_failure is not None or status is None:
-                status = 125
-            for plugin in self.plugins:
-                plugin.finish(status, proc.fatal_signal)
+            # The guest has ended (or karn was asked twice): a further Ctrl-C or SIGTERM
+            # must not cut the write-back, the trace summary or the instance's last record.
+            for sig in forwarded:
+                signal.signal(sig, signal.SIG_IGN)
+            try:
+                self._finish()
+            finally:
+                for sig, previous in forwarded.items():
+                    signal.signal(sig, previous)
         if proc.internal_failure is not None:
             raise proc.internal_failure
         self._report_fatal_signal()
         return proc.exit_status if proc.exit_status is not None else 0
+
+    def _finish(self) -> None:
+        guest, proc = self.guest, self.guest.process
+        mm = guest.mm
+        if mm.shared_files:  # dirty shared pages reach their files at exit
+            from karn.kernel.sys_mm import write_back
+
+            write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
+        guest.net.close()  # before a plug-in tells anyone the run ended: ports are free
+        status = proc.exit_status
+        if proc.internal_failure is not None or status is None:
+            status = 125
+        for plugin in self.plugins:
+            plugin.finish(status, proc.fatal_signal)
 
     def _attach(self, plugin: RunPlugin) -> None:
         plugin.attach(self.guest)
@@ -111,6 +121,8 @@ class Runner:
     def _forward_signal(self, signum: int, frame: object) -> None:
         """Host signals to karn (Ctrl-C, kill) go to the guest, as to a process."""
         proc = self.guest.process
+        if proc.done.is_set():  # it has ended: the run is finishing, nothing to interrupt
+            return
         if proc.exit_status is not None:  # asked twice: the guest is not leaving, stop now
             raise KeyboardInterrupt
         proc.signal_process(SigInfo.from_sender(signum, SI_USER, 0))
