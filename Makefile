@@ -2,7 +2,8 @@
 #   make example   install karn if needed, build examples/hello.c, run it under karn
 #   make test      install what the tests need (only what is missing), run pytest: every
 #                  test, on TEST_JOBS workers (pytest-xdist; tests marked serial run alone)
-#   make test-quick  the same without the tests marked slow (> ~10 s each): the edit loop
+#   make test-quick  the same without the tests marked slow (> ~10 s each) or breadth (many
+#                  similar cases): the edit loop, about 2 minutes on a quiet 2-core machine
 #   make bench     run the benchmarks (python3 bench/run.py; BENCH_ARGS="--runs 9 --write")
 #   make lint      ruff check and mypy (the type checker) on karn/
 #   make vdso      rebuild karn/platform/vdso/vdso.so (committed; needs gcc and binutils)
@@ -49,7 +50,7 @@ test: install-test-deps
 	$(PYTEST)
 
 test-quick: install-test-deps
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow and not breadth"
 
 bench: install
 	$(PYTHON) bench/run.py $(BENCH_ARGS)

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from conftest import BUSYBOX, GUEST_DEFAULT_ENV
 
+pytestmark = pytest.mark.breadth  # make test-quick leaves these out
+
 FIXED_MTIME = 1_600_000_000  # 2020-09-13, so listings don't depend on when tests ran
 ENV = dict(GUEST_DEFAULT_ENV, TZ="UTC")
 

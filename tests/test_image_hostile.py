@@ -21,6 +21,8 @@ from helpers import karn_in
 from test_errors import assert_one_error_line
 from test_images import BB, _file, _special, _tar, ok, store_snapshot, write_layout
 
+pytestmark = pytest.mark.breadth  # make test-quick leaves these out
+
 CONFIG = {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/busybox", "true"]},
           "rootfs": {"type": "layers", "diff_ids": []}}  # fmt: skip
 

@@ -27,6 +27,8 @@ from helpers import free_port, karn_in
 from test_errors import assert_one_error_line
 from test_images import ok, store_snapshot
 
+pytestmark = pytest.mark.breadth  # make test-quick leaves these out
+
 USER, PASSWORD = "alice", "s3cret"
 
 
