@@ -20,7 +20,6 @@ from karn.platform.layout import (
     PAGE,
     SYS_FAST_PAGES,
     SYS_FAST_SLOTS,
-    SYS_GDT,
     SYS_IDT,
     SYS_PD_FIRST,
     SYS_PDPT,
@@ -29,7 +28,6 @@ from karn.platform.layout import (
     SYS_PT_SYS,
     SYS_STUBS,
     SYS_TRAMPOLINE,
-    SYS_TSS,
     SYSCALL_PORT,
     Layout,
 )
@@ -50,6 +48,7 @@ SEL_KDATA = 0x10
 SEL_UDATA = 0x18 | 3
 SEL_UCODE = 0x20 | 3
 SEL_TSS = 0x28
+GDT_LIMIT = SEL_TSS + 15
 
 # Exceptions that push an error code.
 ERROR_CODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
@@ -131,7 +130,7 @@ class VirtualMachine:
         except OSError as err:
             raise PlatformError(f"KVM refused guest memory: {err.strerror}") from None
         self._build_page_tables()
-        self._build_descriptor_tables()
+        self._build_idt()
         self._build_code_pages()
 
     # -- static guest structures -------------------------------------------------------
@@ -179,18 +178,21 @@ class VirtualMachine:
                 system.append(addr | PTE_P | PTE_W | PTE_NX)
         self._put_table(lay.system_page(SYS_PT_SYS), system)
 
-    def _build_descriptor_tables(self) -> None:
+    def build_cpu_tables(self, index: int) -> None:
+        """vCPU `index`'s own GDT and TSS, whose IST1 is its own exception stack (layout.py).
+        Only memory contents: the pages were mapped before the first KVM_RUN."""
         lay = self.layout
-        gdt = lay.system_page(SYS_GDT)
+        gdt = lay.cpu_tables(index)
+        tss = lay.cpu_tss(index)
+        raw = self.memory.raw
+        raw[gdt : lay.cpu_stack_top(index)] = bytes(lay.cpu_stack_top(index) - gdt)
         # Flat 64-bit segments: access byte and flags (L=1 for code).
         self._put64(gdt + SEL_KCODE, 0x00AF9A000000FFFF)
         self._put64(gdt + SEL_KDATA, 0x00CF92000000FFFF)
         self._put64(gdt + (SEL_UDATA & ~3), 0x00CFF2000000FFFF)
         self._put64(gdt + (SEL_UCODE & ~3), 0x00AFFA000000FFFF)
-        tss = lay.system_page(SYS_TSS)
-        limit = TSS_LIMIT
         low = (
-            (limit & 0xFFFF)
+            (TSS_LIMIT & 0xFFFF)
             | ((tss & 0xFFFFFF) << 16)
             | (0x89 << 40)  # present, 64-bit available TSS
             | (((tss >> 24) & 0xFF) << 56)
@@ -201,15 +203,18 @@ class VirtualMachine:
         # reach only the syscall and work ports: under PVM `syscall` stays at CPL3, so
         # the trampoline's `out` is checked against it, and the fast transport's stubs
         # leave through them (karn/abi/fastcall.py); every other port raises #GP.
-        ist_top = lay.ist_stack_top
-        struct.pack_into("<Q", self.memory.raw, tss + 4, ist_top)
-        struct.pack_into("<Q", self.memory.raw, tss + 0x24, ist_top)
-        struct.pack_into("<H", self.memory.raw, tss + 0x66, TSS_IOPB_OFFSET)
+        stack_top = lay.cpu_stack_top(index)
+        struct.pack_into("<Q", raw, tss + 4, stack_top)
+        struct.pack_into("<Q", raw, tss + 0x24, stack_top)
+        struct.pack_into("<H", raw, tss + 0x66, TSS_IOPB_OFFSET)
         bitmap = bytearray(b"\xff" * (TSS_IOPB_BYTES + 1))
         for port in (SYSCALL_PORT, WORK_PORT):
             bitmap[port // 8] &= ~(1 << (port % 8)) & 0xFF
         start = tss + TSS_IOPB_OFFSET
-        self.memory.raw[start : start + len(bitmap)] = bitmap
+        raw[start : start + len(bitmap)] = bitmap
+
+    def _build_idt(self) -> None:
+        lay = self.layout
         # IDT: every vector 0..31 goes to its stub on IST1.
         idt = lay.system_page(SYS_IDT)
         stubs = lay.system_page(SYS_STUBS)

@@ -4,8 +4,9 @@ Under PVM the guest never sees page-table edits made after it first ran (DESIGN.
 the whole address space is mapped once: guest virtual == guest physical, 2 MiB pages,
 user read/write/execute, except
   * [0, NULL_GUARD)          not present: NULL dereferences fault like on Linux;
-  * the top 2 MiB             supervisor-only system pages (page tables, GDT, IDT, TSS,
-                              exception stubs, IST stack) plus one user-executable
+  * the top 2 MiB             supervisor-only system pages (page tables, IDT, exception
+                              stubs, each vCPU's GDT, TSS and exception stack) plus one
+                              user-executable
                               trampoline page for `syscall` and the user read/write
                               (never executable) slots of the fast-syscall transport.
 Host memory behind it is MAP_NORESERVE: pages cost nothing until the guest touches them.
@@ -27,17 +28,19 @@ SYS_PML4 = 0
 SYS_PDPT = 1
 SYS_PT_LOW = 2  # 4 KiB page table for [0, 2 MiB): the NULL guard
 SYS_PT_SYS = 3  # 4 KiB page table for the system region itself
-SYS_GDT = 4
 SYS_IDT = 5
-SYS_TSS = 6
 SYS_STUBS = 7  # exception stubs, supervisor executable
 SYS_TRAMPOLINE = 8  # syscall trampoline, user executable
-SYS_IST_STACK = 9  # 4 pages of exception stack
-SYS_IST_PAGES = 4
 SYS_PD_FIRST = 16  # one page directory per GiB of address space
 SYS_FAST_SLOTS = 128  # the fast transport's per-vCPU slots (karn/abi/fastcall.py)
 SYS_FAST_PAGES = 64  # 16 slots of 256 bytes a page: MAX_VCPUS of them
 MAX_VCPUS = 1024
+# Each vCPU's own descriptor tables and exception stack, CPU_TABLES_SIZE bytes apiece: its
+# GDT at +0, its TSS at +CPU_TSS_OFFSET, and the stack below +CPU_TABLES_SIZE (IST1).
+# One exception stack per vCPU: two threads faulting at once must not share a frame.
+SYS_CPU_TABLES = 192  # to page 447: MAX_VCPUS of them
+CPU_TABLES_SIZE = 1024
+CPU_TSS_OFFSET = 64
 
 
 class Layout(NamedTuple):
@@ -66,9 +69,17 @@ class Layout(NamedTuple):
     def fast_slots(self) -> int:
         return self.system_page(SYS_FAST_SLOTS)
 
-    @property
-    def ist_stack_top(self) -> int:
-        return self.system_page(SYS_IST_STACK + SYS_IST_PAGES)
+    def cpu_tables(self, index: int) -> int:
+        """Where vCPU `index` keeps its GDT (here), TSS and exception stack."""
+        if not 0 <= index < MAX_VCPUS:
+            raise ValueError(f"vCPU index {index} out of range")
+        return self.system_page(SYS_CPU_TABLES) + index * CPU_TABLES_SIZE
+
+    def cpu_tss(self, index: int) -> int:
+        return self.cpu_tables(index) + CPU_TSS_OFFSET
+
+    def cpu_stack_top(self, index: int) -> int:
+        return self.cpu_tables(index) + CPU_TABLES_SIZE
 
 
 def layout_for(span: int) -> Layout:

@@ -22,6 +22,7 @@ from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
 from karn.platform.kvm import (
     ERROR_CODE_VECTORS,
+    GDT_LIMIT,
     SEL_KCODE,
     SEL_TSS,
     SEL_UCODE,
@@ -31,10 +32,8 @@ from karn.platform.kvm import (
 )
 from karn.platform.layout import (
     EXCEPTION_PORT_BASE,
-    SYS_GDT,
     SYS_IDT,
     SYS_PML4,
-    SYS_TSS,
     SYSCALL_PORT,
 )
 
@@ -136,16 +135,17 @@ class Vcpu:
 
     def _init_system_state(self) -> None:
         lay = self.vm.layout
+        self.vm.build_cpu_tables(self.index)  # this vCPU's own TSS: its own exception stack
         sregs = K.kvm_sregs()
         fcntl.ioctl(self.fd, K.KVM_GET_SREGS, sregs)
         sregs.cs = _segment(SEL_UCODE, True, 3)
         for name in ("ds", "es", "fs", "gs", "ss"):
             setattr(sregs, name, _segment(SEL_UDATA, False, 3))
         sregs.tr = K.kvm_segment(
-            base=lay.system_page(SYS_TSS), limit=TSS_LIMIT, selector=SEL_TSS, type=0xB, present=1
+            base=lay.cpu_tss(self.index), limit=TSS_LIMIT, selector=SEL_TSS, type=0xB, present=1
         )
         sregs.ldt = K.kvm_segment(unusable=1)
-        sregs.gdt = K.kvm_dtable(base=lay.system_page(SYS_GDT), limit=SEL_TSS + 15)
+        sregs.gdt = K.kvm_dtable(base=lay.cpu_tables(self.index), limit=GDT_LIMIT)
         sregs.idt = K.kvm_dtable(base=lay.system_page(SYS_IDT), limit=32 * 16 - 1)
         sregs.cr0 = K.CR0_PE | K.CR0_MP | K.CR0_ET | K.CR0_NE | K.CR0_WP | K.CR0_AM | K.CR0_PG
         sregs.cr3 = lay.system_page(SYS_PML4)
@@ -384,7 +384,7 @@ class Vcpu:
             self._unexpected_exit(reason)
 
     def _fault(self, vector: int) -> GuestFault:
-        """Read the interrupt frame the CPU pushed on the IST stack."""
+        """Read the interrupt frame the CPU pushed on this vCPU's own exception stack."""
         mem = self.vm.memory.raw
         sp = self.regs.rsp
         error_code = None
