@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """The fast syscall transport beside the exit transport and native (issue 14):
 
-    python3 bench/fastcall.py [--runs N] [--calls N] [--rounds N]
+    python3 bench/fastcall.py [--runs N] [--calls N] [--rounds N] [--load N]
 
 getpid: glibc's getpid() in a loop; pingpong: a futex hand-over between two threads (one
 round = two hand-overs), on --cpus 2. Each run measures inside the program (start-up
-excluded); prints medians of --runs runs in microseconds, with the host's load average,
-which these numbers depend on (the fast path needs the guest's vCPU and the server thread
-on host cores at the same time).
+excluded); the runners take turns run by run, so a change in the host's load falls on all
+of them alike. Prints medians of --runs runs in microseconds per operation, and the host
+CPU time (user+sys of the whole run, start-up included) per operation, with the load
+average, which these numbers depend on (the fast path needs the guest's vCPU and the
+server thread on host cores at the same time). --load N adds N busy-looping processes for
+the whole measurement (a host short of cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,9 +28,17 @@ BENCH = Path(__file__).resolve().parent
 KARN = [sys.executable, "-m", "karn", "run", "--cpus", "2"]
 
 
-def per_op(cmd: list[str]) -> float:
+def run_once(cmd: list[str]) -> tuple[float, float]:
+    """(µs per operation the program measured, host CPU µs of the whole run)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, check=True, timeout=600).stdout
-    return float(out.split()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1e6
+    return float(out.split()[-1]), cpu
+
+
+def busy_loops(n: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
 def main() -> int:
@@ -34,6 +46,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--load", type=int, default=0, help="busy-looping processes to add")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         exe = Path(tmp) / "fastcall_loops"
@@ -45,17 +58,33 @@ def main() -> int:
             "karn fast": [*KARN, "--syscall-transport", "fast"],
         }
         cases = {"getpid": args.calls, "pingpong": args.rounds}
-        load = os.getloadavg()[0]
-        print(f"medians of {args.runs} runs, us per operation; load average {load:.1f} "
-              f"on {os.cpu_count()} cores")
-        print("| case | " + " | ".join(runners) + " |")
-        print("|---|" + "---:|" * len(runners))
-        for case, n in cases.items():
-            cells = []
-            for prefix in runners.values():
-                times = [per_op([*prefix, str(exe), case, str(n)]) for _ in range(args.runs)]
-                cells.append(f"{statistics.median(times):.2f}")
-            print(f"| {case} | " + " | ".join(cells) + " |")
+        load = busy_loops(args.load)
+        try:
+            before = os.getloadavg()[0]
+            rows = []
+            for case, n in cases.items():
+                times: dict[str, list[float]] = {name: [] for name in runners}
+                cpus: dict[str, list[float]] = {name: [] for name in runners}
+                for _ in range(args.runs):
+                    for name, prefix in runners.items():
+                        per_op, cpu = run_once([*prefix, str(exe), case, str(n)])
+                        times[name].append(per_op)
+                        cpus[name].append(cpu / n)
+                rows.append((case, times, cpus))
+            after = os.getloadavg()[0]
+        finally:
+            for proc in load:
+                proc.kill()
+                proc.wait()
+    added = f", {args.load} busy loops added" if args.load else ""
+    print(f"medians of {args.runs} runs, us per operation (host CPU us per operation); "
+          f"load average {before:.1f}-{after:.1f} on {os.cpu_count()} cores{added}")
+    print("| case | " + " | ".join(runners) + " |")
+    print("|---|" + "---:|" * len(runners))
+    for case, times, cpus in rows:
+        cells = [f"{statistics.median(times[name]):.2f} ({statistics.median(cpus[name]):.1f})"
+                 for name in runners]
+        print(f"| {case} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -8,15 +8,22 @@ asserts the fast path was taken reads that line.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from test_gdb import debug
 from test_trace import trace_lines
 
 TRANSPORTS = ("exit", "fast")
+ATTEMPTS = 5
 SERVED = re.compile(rb"fast syscalls: (\d+) sites patched, (\d+) calls served")
 
 
@@ -38,12 +45,19 @@ def karn_info(*args, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
 
 @pytest.mark.parametrize("variant", ["static", "dynamic"])
 def test_getpid_loop_is_served_in_shared_memory(variant, build, native, same):
+    """The server needs a host core at the same time as the guest's vCPU; on a host short
+    of cores the transport rightly sends every call through the exit path (it adapts), so
+    a few runs may be needed before one is served in shared memory."""
     exe = build("fastcall", variant, ("-pthread",))
     expected = native(exe, "getpid", "3000")
-    got = karn_info("--syscall-transport", "fast", exe, "getpid", "3000")
-    assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
-    sites, calls = served(got)
-    assert sites >= 1 and calls >= 1, got.stderr
+    for _ in range(ATTEMPTS):
+        got = karn_info("--syscall-transport", "fast", exe, "getpid", "3000")
+        assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+        sites, calls = served(got)
+        assert sites >= 1, got.stderr
+        if calls >= 1:
+            break
+    assert calls >= 1, got.stderr
 
 
 def test_exit_transport_patches_nothing(build):
@@ -129,6 +143,49 @@ def test_python_guest(transport, karn, native, same):
     same(expected, got, f"python3 ({transport})")
 
 
+@pytest.fixture()
+def karn_cli():
+    """karn_cli(*args) -> stdout, against a state directory of its own."""
+    state = tempfile.mkdtemp(prefix="ks-", dir="/tmp")  # short: a socket path inside
+    env = {**os.environ, "KARN_STATE_DIR": state}
+
+    def cli(*args: str) -> str:
+        got = subprocess.run([sys.executable, "-m", "karn", *args], capture_output=True,
+                             text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        assert got.returncode == 0, (args, got.stderr)
+        return got.stdout
+
+    yield cli
+    for meta in Path(state, "instances").glob("*/meta.json"):  # never leave a guest behind
+        subprocess.run(["kill", "-9", str(json.loads(meta.read_text())["pid"])],
+                       capture_output=True)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_inspect_counts_calls_per_transport(transport, build, karn_cli):
+    """`karn inspect` says how the calls travelled; every call is counted once, whichever
+    transport served it (the kernel's own count is the reference)."""
+    exe = build("fastcall", "static", ("-pthread",))
+    iid = karn_cli("run", "-d", "--syscall-transport", transport, str(exe), "getpid", "3000",
+                   "pause").strip()
+    wait_for(lambda: "wrong results 0" in karn_cli("logs", iid), "the getpid loop")
+    info = wait_for(lambda: (i := json.loads(karn_cli("inspect", iid))[0])["threads"][0]
+                    ["state"] == "in syscall pause" and i, "the guest to pause")
+    karn_cli("kill", "-s", "KILL", iid)
+    counts = info["transport"]
+    total = info["stats"]["syscalls"]
+    assert counts.pop("mode") == transport, counts
+    if transport == "exit":
+        assert counts == {"exit": total}, counts
+        return
+    assert counts.pop("sites_patched") >= 1, counts
+    assert set(counts) == {"fast", "redone", "withdrawn", "skipped", "exit"}, counts
+    assert sum(counts.values()) == total, (counts, total)
+    # the loop's calls all came from a patched site: through its stub
+    assert counts["fast"] + counts["withdrawn"] + counts["skipped"] >= 3000, counts
+
+
 def test_bad_transport_is_one_line(karn):
     got = subprocess.run([sys.executable, "-m", "karn", "run", "--syscall-transport", "warp",
                           "/bin/true"], capture_output=True)
@@ -137,8 +194,6 @@ def test_bad_transport_is_one_line(karn):
 
 def test_entry_bytes_are_entry_s(tmp_path):
     """stubs.ENTRY is entry.S assembled (binutils' `as`, as CI installs it)."""
-    from pathlib import Path
-
     from karn.platform.fastcall import stubs
 
     source = Path(stubs.__file__).with_name("entry.S")
@@ -149,7 +204,7 @@ def test_entry_bytes_are_entry_s(tmp_path):
     labels = dict(line.split()[::2][::-1] for line in subprocess.run(
         ["nm", obj], capture_output=True, text=True, check=True).stdout.splitlines()
         if " t " in line)
-    used = {"saved": stubs.SAVED, "published": stubs.PUBLISHED, "redo": stubs.REDO,
+    used = {"saved": stubs.SAVED, "published": stubs.PUBLISHED, "slow": stubs.SLOW,
             "done_work": stubs.DONE_WORK, "end": len(stubs.ENTRY)}
     assert {k: int(labels[k], 16) for k in used} == used
     assert stubs.SLOW_END == stubs.DONE_WORK

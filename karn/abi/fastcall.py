@@ -19,14 +19,15 @@ SLOT_NR = 8  # u64
 SLOT_ARGS = 16  # 6 x u64: rdi rsi rdx r10 r8 r9
 SLOT_RET = 64  # u64: the return address (rcx)
 SLOT_RESULT = 72  # u64
-SLOT_AWAKE = 80  # u32: 0 = the server sleeps, go straight to the exit path
-SLOT_BUDGET = 88  # u64: TSC ticks a stub waits for an untaken request
+SLOT_ALIVE = 80  # u64: guest TSC until which the server polls (its lease); 0 = asleep
+SLOT_BUDGET = 88  # u64: TSC ticks a stub waits for an untaken request; 0 = go straight to
+#                   the exit path (the monitor backs a slot off after withdrawn calls)
 SLOT_FASTMAP = 128  # 64 bytes: bit nr set = the server may take call nr
 
 FASTMAP_BITS = 512  # calls numbered above go through the exit path
 
-# Slot states.
-IDLE, REQ, TAKEN, DONE, DONE_WORK, REDO = range(6)
+# Slot states. REDO and WITHDRAWN stay in the slot until the exit path reads them.
+IDLE, REQ, TAKEN, DONE, DONE_WORK, REDO, WITHDRAWN = range(7)
 
 # rflags bits the stub keeps in SLOT_FLAGS: CF PF AF ZF SF (lahf) and OF (seto).
 LAHF_FLAGS = 0xD5

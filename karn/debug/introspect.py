@@ -43,6 +43,7 @@ def inspect(guest: Guest) -> dict:
         "fds": [{"fd": fd, "target": f.link_name(), "kind": type(f).__name__}
                 for fd, f in sorted(proc.fds.items())],
         "syscalls": syscall_counts(proc.syscall_counts),
+        "transport": transport(guest),
         "cpu_gate": proc.gate.snapshot() if proc.gate is not None else None,
         "policy": policy(guest),
     }
@@ -63,6 +64,19 @@ def threads(guest: Guest) -> list[dict]:
             entry["symbol"] = symbolize(rip)
         out.append(entry)
     return out
+
+
+def transport(guest: Guest) -> dict:
+    """How the calls travelled: with the fast transport, served in shared memory (fast),
+    redone on the exit path because they would block (redone), given up by a stub whose
+    server did not take them in time (withdrawn), sent straight to the exit path while the
+    server was asleep, busy or off its host core, or backed off (skipped), and every other
+    exit (exit); many withdrawn or skipped calls mean the server is short of host CPU."""
+    fast = guest.machine.fast
+    if fast is None:
+        return {"mode": "exit", "exit": sum(guest.process.syscall_counts)}
+    return {"mode": "fast", "sites_patched": len(fast.patcher.patched),
+            **fast.counts()._asdict()}
 
 
 def syscall_counts(counts: list[int]) -> dict[str, int]:

@@ -352,12 +352,13 @@ class Vcpu:
                     self._stop = STOP_SYSCALL
                     self._context_replaced = False
                     nr = regs.rax
+                    real = 0 <= regs.rip - tramp < 4096  # a `syscall` instruction
+                    if fast is not None:
+                        fast.exit_path_call(self.index, nr, real)
                     result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
                     if not self._context_replaced:
-                        if fast is not None:
-                            if 0 <= regs.rip - tramp < 4096:  # a real `syscall` instruction
-                                fast.patcher.first_exit(self, regs.rcx - 2, nr)
-                            fast.exit_path_call(nr)
+                        if fast is not None and real:
+                            fast.patcher.first_exit(self, regs.rcx - 2, nr)
                         regs.rax = result & MASK64
                         if sregs.cs.selector & 3:
                             # PVM: `syscall` stayed at CPL3, so return to the caller here.

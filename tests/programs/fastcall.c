@@ -216,6 +216,8 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "getpid")) {
         long n = argc > 2 ? atol(argv[2]) : 3000;
         printf("getpid: %ld calls, wrong results %ld\n", n, loop_getpid(n));
+        if (argc > 3 && !strcmp(argv[3], "pause")) /* then wait to be inspected */
+            pause();
         return 0;
     }
     if (!strcmp(mode, "race"))

@@ -2,55 +2,157 @@
  *
  * Why C: a Python loop polling shared memory holds the GIL (every other monitor thread
  * would wait up to the 5 ms switch interval) and cannot spin for a fraction of a
- * microsecond. poll() spins over the slots' state words with the GIL released.
+ * microsecond. poll() spins over the slots' state words with the GIL released, and sleeps
+ * (futex) without taking the GIL back: a server woken by an exit path starts polling as
+ * soon as the host gives it a core, instead of first waiting for the GIL that the waking
+ * vCPU thread holds through its whole exit (up to the switch interval, measured).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <linux/futex.h>
 #include <stdint.h>
-#include <time.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <x86intrin.h>
 
 enum { REQ = 1, TAKEN = 2 };
+enum { ASLEEP = 0, AWAKE = 1 }; /* control.bell (server.py adds STOPPED: never woken) */
+enum { REFRESH_ROUNDS = 64 };   /* polling rounds between lease refreshes */
 
-static uint64_t now_ns(void)
+/* Shared with server.py (a ctypes array of two u32). */
+struct control {
+    uint32_t bell;  /* ASLEEP, AWAKE; wake() changes only ASLEEP */
+    uint32_t count; /* slots in use */
+};
+
+struct slots {
+    uint64_t base; /* host address of slot 0 */
+    unsigned int stride, alive_at;
+};
+
+static uint32_t *state_of(const struct slots *s, unsigned int i)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return (uint32_t *)(uintptr_t)(s->base + (uint64_t)i * s->stride);
 }
 
-/* poll(base, stride, count, start, idle_ns) -> index of a slot whose state went
- * REQ -> TAKEN, or -1 once idle_ns passed with no request. base is a host address. */
+/* Every slot's lease word (a u64 at alive_at) says until which guest TSC the server is
+ * known to be polling: a stub whose server is off its host core (asleep, busy serving, or
+ * preempted by the host's scheduler) sees the lease run out and takes the exit path. */
+static void refresh(const struct slots *s, unsigned int count, uint64_t lease_end)
+{
+    for (unsigned int i = 0; i < count; i++)
+        __atomic_store_n((uint64_t *)(uintptr_t)(s->base + (uint64_t)i * s->stride +
+                                                 s->alive_at),
+                         lease_end, __ATOMIC_RELAXED);
+}
+
+static long take(const struct slots *s, unsigned int count, unsigned int start)
+{
+    for (unsigned int k = 0; k < count; k++) {
+        unsigned int i = (start + k) % count;
+        uint32_t *state = state_of(s, i);
+        uint32_t expected = REQ;
+        if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == REQ &&
+            __atomic_compare_exchange_n(state, &expected, TAKEN, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            return (long)i;
+    }
+    return -1;
+}
+
+/* Ends the leases and sleeps until wake(); a request published just before the leases
+ * ended is taken instead (its index returned), else -1 once woken. */
+static long sleep_until_woken(const struct slots *s, struct control *ctl, unsigned int start)
+{
+    __atomic_store_n(&ctl->bell, ASLEEP, __ATOMIC_SEQ_CST);
+    unsigned int count = __atomic_load_n(&ctl->count, __ATOMIC_ACQUIRE);
+    refresh(s, count, 0);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    long found = take(s, count, start);
+    if (found >= 0) {
+        __atomic_store_n(&ctl->bell, AWAKE, __ATOMIC_SEQ_CST);
+        return found;
+    }
+    while (__atomic_load_n(&ctl->bell, __ATOMIC_SEQ_CST) == ASLEEP)
+        syscall(SYS_futex, &ctl->bell, FUTEX_WAIT_PRIVATE, ASLEEP, NULL, NULL, 0);
+    return -1;
+}
+
+/* poll(base, stride, control, start, idle_ticks, cold_ticks, alive_at, guest_offset,
+ *      lease_ticks)
+ * -> index of a slot whose state went REQ -> TAKEN. base and control are host addresses;
+ * guest TSC = host TSC + guest_offset (mod 2^64). After idle_ticks (host TSC) of polling
+ * with no request it sleeps until wake(); after only cold_ticks when it has just been
+ * woken or was off its core (no stub is likely to be waiting then: spinning longer would
+ * only take a core from the guest's own threads). Leases are renewed while polling, not
+ * after: a server busy serving lets them run out. */
 static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
 {
-    unsigned long long base, idle_ns;
-    unsigned int stride, count, start;
-    if (!PyArg_ParseTuple(args, "KIIIK", &base, &stride, &count, &start, &idle_ns))
+    unsigned long long base, control, idle_ticks, cold_ticks, guest_offset, lease_ticks;
+    unsigned int stride, start, alive_at;
+    if (!PyArg_ParseTuple(args, "KIKIKKIKK", &base, &stride, &control, &start, &idle_ticks,
+                          &cold_ticks, &alive_at, &guest_offset, &lease_ticks))
         return NULL;
-    if (count == 0 || stride < sizeof(uint32_t) || stride % sizeof(uint32_t))
-        return PyLong_FromLong(-1);
+    if (stride < sizeof(uint32_t) || stride % sizeof(uint32_t) ||
+        alive_at % sizeof(uint64_t) || alive_at + sizeof(uint64_t) > stride) {
+        PyErr_SetString(PyExc_ValueError, "bad slot layout");
+        return NULL;
+    }
+    struct slots s = {base, stride, alive_at};
+    struct control *ctl = (struct control *)(uintptr_t)control;
     long found = -1;
     Py_BEGIN_ALLOW_THREADS
-    uint64_t deadline = now_ns() + idle_ns;
-    for (unsigned int round = 0;; round++) {
-        for (unsigned int k = 0; k < count; k++) {
-            unsigned int i = (start + k) % count;
-            uint32_t *state = (uint32_t *)(uintptr_t)(base + (uint64_t)i * stride);
-            uint32_t expected = REQ;
-            if (__atomic_load_n(state, __ATOMIC_ACQUIRE) == REQ &&
-                __atomic_compare_exchange_n(state, &expected, TAKEN, 0, __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE)) {
-                found = (long)i;
-                break;
-            }
-        }
+    uint64_t now = __rdtsc();
+    uint64_t deadline = now + idle_ticks;
+    unsigned int count = __atomic_load_n(&ctl->count, __ATOMIC_ACQUIRE);
+    refresh(&s, count, now + guest_offset + lease_ticks);
+    for (unsigned int round = 1;; round++) {
+        count = __atomic_load_n(&ctl->count, __ATOMIC_ACQUIRE);
+        found = take(&s, count, count ? start % count : 0);
         if (found >= 0)
             break;
         __builtin_ia32_pause();
-        if ((round & 63) == 0 && now_ns() >= deadline)
-            break;
+        if (round % REFRESH_ROUNDS)
+            continue;
+        uint64_t last = now;
+        now = __rdtsc();
+        /* Off the core since the last look (the host preempted this thread): the leases
+         * ran out meanwhile, so stubs did not wait and no request came; that time is not
+         * idleness. */
+        if (now - last > lease_ticks)
+            deadline = now + cold_ticks;
+        if (now >= deadline) {
+            found = sleep_until_woken(&s, ctl, start);
+            if (found >= 0)
+                break;
+            now = __rdtsc();
+            deadline = now + cold_ticks;
+        }
+        refresh(&s, count, now + guest_offset + lease_ticks);
     }
     Py_END_ALLOW_THREADS
     return PyLong_FromLong(found);
+}
+
+/* wake(control): a sleeping poll() starts polling again. */
+static PyObject *fastpoll_wake(PyObject *self, PyObject *args)
+{
+    unsigned long long control;
+    if (!PyArg_ParseTuple(args, "K", &control))
+        return NULL;
+    uint32_t *bell = &((struct control *)(uintptr_t)control)->bell;
+    uint32_t asleep = ASLEEP;
+    if (__atomic_compare_exchange_n(bell, &asleep, AWAKE, 0, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_SEQ_CST))
+        syscall(SYS_futex, bell, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    Py_RETURN_NONE;
+}
+
+/* tsc() -> the host's TSC now (to measure the guest's offset from it). */
+static PyObject *fastpoll_tsc(PyObject *self, PyObject *args)
+{
+    return PyLong_FromUnsignedLongLong(__rdtsc());
 }
 
 /* cas32(addr, old, new) -> True if the u32 at host address addr was old and is now new. */
@@ -67,7 +169,9 @@ static PyObject *fastpoll_cas32(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"poll", fastpoll_poll, METH_VARARGS, "Take a requested slot, or -1 after idle_ns."},
+    {"poll", fastpoll_poll, METH_VARARGS, "Take a requested slot (sleeping while idle)."},
+    {"wake", fastpoll_wake, METH_VARARGS, "Wake a sleeping poll()."},
+    {"tsc", fastpoll_tsc, METH_NOARGS, "The host's time-stamp counter."},
     {"cas32", fastpoll_cas32, METH_VARARGS, "Atomic compare-and-swap of a u32."},
     {NULL, NULL, 0, NULL},
 };

@@ -5,8 +5,9 @@
 # writes nothing below rsp (flags are kept with lahf/seto), so the red zone is safe.
         .set S_STATE,0; .set S_FLAGS,4; .set S_NR,8; .set S_A0,16; .set S_A1,24
         .set S_A2,32; .set S_A3,40; .set S_A4,48; .set S_A5,56; .set S_RET,64
-        .set S_RES,72; .set S_AWAKE,80; .set S_BUDGET,88; .set S_FASTMAP,128
+        .set S_RES,72; .set S_ALIVE,80; .set S_BUDGET,88; .set S_FASTMAP,128
         .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
+        .set WITHDRAWN,6
         .set SYSCALL_PORT,0x10; .set WORK_PORT,0x12
         .text
 entry:
@@ -21,20 +22,23 @@ entry:
         lahf                            # ah = SF ZF AF PF CF (rflags bits 0-7)
         seto    %al                     # al = OF
         movw    %ax, %gs:S_FLAGS
-saved:                                  # the user's flags are in the slot from here
-        cmpl    $0, %gs:S_AWAKE         # server asleep: do not wait for it
-        je      slow
+saved:                                  # the user's flags and rdx are in the slot
         movq    %gs:S_NR, %rax
         cmpq    $511, %rax
         ja      slow
         btq     %rax, %gs:S_FASTMAP     # calls the server may take
         jnc     slow
-        movl    $REQ, %gs:S_STATE       # publish (TSO: after the argument stores)
-published:
+        movq    %gs:S_BUDGET, %r11
+        testq   %r11, %r11              # 0: the monitor backs this slot off
+        jz      slow
         rdtsc
         shlq    $32, %rdx
-        orq     %rax, %rdx
-        addq    %gs:S_BUDGET, %rdx      # rdx = deadline in TSC ticks
+        orq     %rax, %rdx              # rdx = now
+        cmpq    %gs:S_ALIVE, %rdx       # the server's lease ran out: it is asleep or
+        jae     slow                    # off its host core; do not wait for it
+        addq    %rdx, %r11              # r11 = deadline in TSC ticks
+        movl    $REQ, %gs:S_STATE       # publish (TSO: after the argument stores)
+published:
 spin:   pause
         movl    %gs:S_STATE, %eax
         cmpl    $DONE, %eax
@@ -42,21 +46,21 @@ spin:   pause
         cmpl    $DONE_WORK, %eax
         je      done_work
         cmpl    $REDO, %eax
-        je      redo
+        je      slow                    # REDO stays for the exit path to count
         cmpl    $TAKEN, %eax
         je      spin                    # the server has it: wait for the answer
-        movq    %rdx, %r11
         rdtsc
         shlq    $32, %rdx
         orq     %rax, %rdx
-        cmpq    %r11, %rdx
-        movq    %r11, %rdx
+        cmpq    %r11, %rdx              # budget spent,
+        jae     withdraw
+        cmpq    %gs:S_ALIVE, %rdx       # or the server's lease ran out
         jb      spin
-        movl    $REQ, %eax              # budget spent: withdraw the request
-        xorl    %r11d, %r11d
-        lock cmpxchgl %r11d, %gs:S_STATE
+withdraw:
+        movl    $REQ, %eax
+        movl    $WITHDRAWN, %edx
+        lock cmpxchgl %edx, %gs:S_STATE
         jne     spin                    # taken meanwhile: wait for the answer
-redo:   movl    $IDLE, %gs:S_STATE
 slow:                                   # the exit path, registers as at the site
         movq    %gs:S_A2, %rdx
         movzbl  %gs:S_FLAGS+1, %r11d    # r11 = rflags image, as `syscall` leaves it

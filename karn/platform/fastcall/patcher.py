@@ -10,9 +10,11 @@ Writes another vCPU may be executing follow the order of Linux's text_poke_bp, w
 self-loop `jmp .` (eb fe) where Linux puts an int3: the loop at the first two bytes (one
 atomic 16-bit store), the other three, then the first two; each step followed by a sync
 (every other vCPU in guest mode leaves it once: a VM exit serialises its instruction
-fetches). A thread that meets the loop waits in it for the last store. No exception is
-involved: all vCPUs share one exception stack, so concurrent int3 hits would overwrite
-each other's frames.
+fetches). A thread that meets the loop waits in it for the last store. Each vCPU has its
+own exception stack, so int3 would work too, but the loop is kept: it needs no fault exit
+and no special case on the signal path (a guest's own SIGTRAP handler or gdb can never
+take it for theirs), and a thread leaves it by itself. Its one cost: a window whose first
+two bytes straddle a cache line is not patched (one site in 64).
 """
 
 from __future__ import annotations

@@ -1,13 +1,17 @@
 """The fast transport's server thread: one per process, polling every vCPU's slot with the
 GIL released (the C helper _fastpoll), serving what it takes through a callback.
 
-Adaptive: it spins while requests come and sleeps after IDLE_NS without one; while it
-sleeps, the slots say so (SLOT_AWAKE = 0) and stubs go straight to the exit path, so an
-idle or blocked guest costs no host core. The exit path wakes it (wake()).
+Adaptive: it spins while requests come and sleeps after IDLE_US without one, in C, so a
+wake from the exit path (wake()) needs no GIL hand-over. While it polls it renews a lease
+in every slot (SLOT_ALIVE: a guest TSC LEASE_US ahead); a stub waits for it only while the
+lease holds, so when the server sleeps (the lease is 0), is busy serving another slot, or
+was put off its core by the host's scheduler, calls go straight to the exit path instead
+of spinning for nothing. An idle or blocked guest costs no host core.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import struct
 import threading
@@ -15,9 +19,14 @@ from collections.abc import Callable
 from types import ModuleType
 
 from karn import log
-from karn.abi.fastcall import SLOT_AWAKE, SLOT_SIZE
+from karn.abi.fastcall import SLOT_ALIVE, SLOT_SIZE
 
-IDLE_NS = 200_000  # spin this long without a request before sleeping
+IDLE_US = 200  # spin this long without a request before sleeping, after serving one
+COLD_US = 50  # and this long once woken or back on a core: a probe's wait (transport.py)
+# A lease covers a serve's usual few µs (the next call comes soon after an answer) and
+# bounds what a stub spends waiting for a server that stopped polling.
+LEASE_US = 20
+ASLEEP, AWAKE, STOPPED = 0, 1, 2  # the bell (_fastpoll.c struct control)
 
 
 def load_helper() -> ModuleType | None:
@@ -30,58 +39,56 @@ def load_helper() -> ModuleType | None:
 
 class Server:
     def __init__(self, helper: ModuleType, raw: memoryview, slots_addr: int, host_base: int,
-                 count: Callable[[], int], serve: Callable[[int], None]) -> None:
+                 serve: Callable[[int], None], tsc_khz: int, guest_offset: int) -> None:
+        """guest_offset: the guest's TSC minus the host's (0 under PVM)."""
         self._poll = helper.poll
+        self._wake = helper.wake
+        self._idle_ticks = tsc_khz * IDLE_US // 1000
+        self._cold_ticks = tsc_khz * COLD_US // 1000
+        self._lease_ticks = tsc_khz * LEASE_US // 1000
+        self._guest_offset = guest_offset % (1 << 64)
         self._raw = raw
         self._slots = slots_addr  # guest address of slot 0
         self._host_slots = host_base + slots_addr  # the same, as a host address
-        self._count = count  # slots in use (vCPUs created)
+        self._control = (ctypes.c_uint32 * 2)(AWAKE, 0)  # bell, slots in use
+        self._control_addr = ctypes.addressof(self._control)
         self._serve = serve
-        self._wakeup = threading.Event()
-        self.asleep = False
         self._thread: threading.Thread | None = None
+
+    @property
+    def asleep(self) -> bool:
+        return self._control[0] == ASLEEP
+
+    def set_count(self, count: int) -> None:
+        """Slots in use (vCPUs created): the poller reads it every round."""
+        self._control[1] = count
 
     def start(self) -> None:
         if self._thread is None:
-            self._set_awake(1)
             self._thread = threading.Thread(target=self._run, name="karn-fastcall",
                                             daemon=True)
             self._thread.start()
 
     def wake(self) -> None:
-        """From the exit path: the guest's next calls should wait for the server. The
-        slots say so before the caller re-enters the guest (the server thread may take
-        longer than one exit to be scheduled)."""
-        if self.asleep:
-            self._set_awake(1)
-            self._wakeup.set()
+        """From the exit path: the guest's next calls may wait for the server (once it
+        polls and its lease says so)."""
+        self._wake(self._control_addr)
 
     def _run(self) -> None:
         start = 0
         poll, serve = self._poll, self._serve
         try:
             while True:
-                count = self._count()
-                taken = poll(self._host_slots, SLOT_SIZE, count, start % max(count, 1), IDLE_NS)
-                if taken >= 0:
-                    start = taken + 1
-                    serve(taken)
-                    continue
-                self._sleep()
+                taken = poll(self._host_slots, SLOT_SIZE, self._control_addr, start,
+                             self._idle_ticks, self._cold_ticks, SLOT_ALIVE,
+                             self._guest_offset,
+                             self._lease_ticks)
+                start = taken + 1
+                serve(taken)
         except BaseException as err:  # a monitor bug: stubs fall back to the exit path
-            self._set_awake(0)
+            self._control[0] = STOPPED
+            pack, raw = struct.pack_into, self._raw
+            for i in range(self._control[1]):
+                pack("<Q", raw, self._slots + i * SLOT_SIZE + SLOT_ALIVE, 0)
             log.error("fast-syscall server stopped (%s: %s); every call now exits",
                       type(err).__name__, err)
-
-    def _sleep(self) -> None:
-        self._wakeup.clear()
-        self.asleep = True
-        self._set_awake(0)
-        self._wakeup.wait()
-        self.asleep = False
-        self._set_awake(1)
-
-    def _set_awake(self, value: int) -> None:
-        pack, raw = struct.pack_into, self._raw
-        for i in range(self._count()):
-            pack("<I", raw, self._slots + i * SLOT_SIZE + SLOT_AWAKE, value)

@@ -5,15 +5,23 @@ A patched site jumps to a stub that hands the call to the server through the vCP
 and spins for the answer (entry.S); the server serves it through the vCPU's own exit
 client, so tracing, counters and policy see it as on the exit path. Whatever the server
 declines, withdraws or cannot finish without blocking leaves through the exit path.
+
+Never worse than the exit path: a stub waits only while the server's lease says it is
+polling (server.py), and a slot whose calls were withdrawn (the server did not take them
+within the budget or its lease ran out: it is short of a host core) is backed off: its
+budget is 0, so its calls go straight to the exit path, which from a stub costs less than
+a `syscall` (no `syscall` instruction), until a probe after `skip` such calls; each
+withdrawn probe doubles `skip` (to MAX_SKIP), a run of served calls resets it.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
+import time
 from collections.abc import Iterable
 from types import ModuleType
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from karn import log
 from karn.abi.fastcall import (
@@ -26,8 +34,8 @@ from karn.abi.fastcall import (
     OF_FLAG,
     REDO,
     REQ,
+    SLOT_ALIVE,
     SLOT_ARGS,
-    SLOT_AWAKE,
     SLOT_BUDGET,
     SLOT_FASTMAP,
     SLOT_FLAGS,
@@ -37,12 +45,18 @@ from karn.abi.fastcall import (
     SLOT_SIZE,
     SLOT_STATE,
     TAKEN,
+    WITHDRAWN,
 )
 from karn.platform.fastcall import stubs
 from karn.platform.fastcall.patcher import STUBS_OFFSET, CodeSpace, Patcher, RunningCpu
 from karn.platform.fastcall.server import Server
 
 BUDGET_US = 50  # a stub waits this long for an untaken request: about one exit's cost
+MAX_SKIP = 256  # calls a backed-off slot sends straight to the exit path between probes
+RESET_AFTER = 64  # served calls since the last back-off that end a back-off streak
+# A slot whose fast calls all went past the server this long (a few exits' time: a woken
+# server gets a core within it unless the host is short of cores) is backed off.
+QUIET_US = 300
 MASK64 = (1 << 64) - 1
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -70,22 +84,45 @@ class SlotCpu(RunningCpu, Protocol):
     def set_context(self, regs: dict[str, int]) -> None: ...
 
 
+class Counts(NamedTuple):
+    """How a process's calls travelled, per transport (karn inspect)."""
+
+    fast: int  # answered by the server in shared memory
+    redone: int  # taken by the server, then redone on the exit path (they would block)
+    withdrawn: int  # published, not taken in time: the stub took the exit path
+    skipped: int  # fast calls a stub sent straight to the exit path (server asleep, off
+    #               its core or busy, or the slot backed off)
+    exit: int  # every other call: unpatched sites, calls the server never takes
+
+
 class _Slot:
-    __slots__ = ("addr", "lock", "client", "cpu")
+    __slots__ = ("addr", "lock", "client", "cpu", "fast", "redone", "withdrawn", "skipped",
+                 "exit", "skip", "skip_left", "fast_at_back_off", "fast_seen", "quiet_since")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
         self.lock = threading.Lock()  # the server's answer vs. settle on the vCPU thread
         self.client: FastClient | None = None
         self.cpu: SlotCpu | None = None
+        # Counters: fast and redone written by the server thread only, the others by the
+        # vCPU's thread only (no lost updates).
+        self.fast = self.redone = self.withdrawn = self.skipped = self.exit = 0
+        # Back-off, the vCPU's thread only.
+        self.skip = 0  # calls to send straight to the exit path after a back-off
+        self.skip_left = 0  # of those, still to come (0: not backed off)
+        self.fast_at_back_off = 0
+        self.fast_seen = 0  # self.fast when the current quiet spell began
+        self.quiet_since = 0.0  # monotonic seconds; 0: no quiet spell
 
 
 class FastTransport:
     def __init__(self, helper: ModuleType, raw: memoryview, host_base: int, slots_addr: int,
                  code: CodeSpace, user_start: int, user_end: int, fastmap: Iterable[int],
-                 tsc_khz: int) -> None:
+                 tsc_khz: int, guest_tsc_offset: int) -> None:
         self._raw = raw
         self._cas = helper.cas32
+        self._host_tsc = helper.tsc
+        self._guest_tsc_offset = guest_tsc_offset
         self._host_base = host_base
         self._slots_addr = slots_addr
         self._slots: list[_Slot] = []
@@ -96,10 +133,8 @@ class FastTransport:
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
         self._lock = threading.Lock()
         self.patcher = Patcher(raw, host_base, code, user_start, user_end, self._running)
-        self.server = Server(helper, raw, slots_addr, host_base, lambda: len(self._slots),
-                             self._serve)
-        self.served = 0  # calls answered by the server
-        self.redone = 0  # calls it left to the exit path (they would have blocked)
+        self.server = Server(helper, raw, slots_addr, host_base, self._serve, tsc_khz,
+                             guest_tsc_offset)
 
     @property
     def active(self) -> bool:
@@ -117,10 +152,10 @@ class FastTransport:
                 addr = self._slots_addr + len(self._slots) * SLOT_SIZE
                 self._raw[addr : addr + SLOT_SIZE] = bytes(SLOT_SIZE)
                 _U64.pack_into(self._raw, addr + SLOT_BUDGET, self._budget)
-                _U32.pack_into(self._raw, addr + SLOT_AWAKE, 0 if self.server.asleep else 1)
                 self._raw[addr + SLOT_FASTMAP : addr + SLOT_FASTMAP + len(self._fastmap)] = \
                     self._fastmap
                 self._slots.append(_Slot(addr))
+                self.server.set_count(len(self._slots))
             return self._slots[index].addr
 
     def bind(self, cpu: SlotCpu, client: FastClient) -> None:
@@ -135,9 +170,15 @@ class FastTransport:
         with slot.lock:
             slot.client = None
         if not any(s.client is not None for s in self._slots):
+            counts = self.counts()
             log.info("fast syscalls: %d sites patched, %d calls served in shared memory, "
-                     "%d redone on the exit path", len(self.patcher.patched), self.served,
-                     self.redone)
+                     "%d redone on the exit path, %d withdrawn, %d skipped, %d other exits",
+                     len(self.patcher.patched), counts.fast, counts.redone,
+                     counts.withdrawn, counts.skipped, counts.exit)
+
+    def counts(self) -> Counts:
+        slots = list(self._slots)
+        return Counts(*(sum(getattr(s, field) for s in slots) for field in Counts._fields))
 
     def patcher_lock(self) -> threading.RLock:
         return self.patcher._lock
@@ -145,10 +186,71 @@ class FastTransport:
     def fast_call(self, nr: int) -> bool:
         return 0 <= nr < FASTMAP_BITS and bool(self._fastmap[nr // 8] >> (nr % 8) & 1)
 
-    def exit_path_call(self, nr: int) -> None:
-        """A call the server could have taken came through the exit path: wake it."""
-        if self.server.asleep and self.fast_call(nr):
-            self.server.wake()
+    def exit_path_call(self, index: int, nr: int, real: bool) -> None:
+        """vCPU `index` makes call nr through the exit path, by a real `syscall` (real) or
+        from a stub: count it, and back its slot off when the server did not serve it
+        (the stub withdrew it, or QUIET_US passed since the slot's last served call
+        while its calls were sent past an absent server); else wake the server if it
+        sleeps."""
+        slot = self._slots[index]
+        if not self.fast_call(nr):
+            slot.exit += 1
+            return
+        if real:
+            slot.exit += 1  # an unpatched site: its next call may reach the server
+        else:
+            state_at = slot.addr + SLOT_STATE
+            state = _U32.unpack_from(self._raw, state_at)[0]
+            if state != IDLE:
+                _U32.pack_into(self._raw, state_at, IDLE)  # no request is pending now
+            if state == REDO:
+                return  # counted by the server; the server is doing well
+            if state == WITHDRAWN:
+                slot.withdrawn += 1
+                self._back_off(slot)
+                return
+            slot.skipped += 1
+            if slot.skip_left:
+                slot.skip_left -= 1
+                if slot.skip_left:
+                    return
+                self._set_budget(slot, self._budget)  # the next calls probe
+                slot.quiet_since = 0.0
+            elif self._quiet_too_long(slot):
+                self._back_off(slot)
+                return
+        if self.server.asleep:
+            self._probe(slot)
+
+    def _probe(self, slot: _Slot) -> None:
+        """Wake the sleeping server, and give the slot a lease of the budget's length in
+        its name: the next call waits that long for the server to get a core and take it
+        (served: the fast path is back; withdrawn: the slot backs off further)."""
+        now = (self._host_tsc() + self._guest_tsc_offset) & MASK64
+        _U64.pack_into(self._raw, slot.addr + SLOT_ALIVE, now + self._budget)
+        self.server.wake()
+
+    def _quiet_too_long(self, slot: _Slot) -> bool:
+        """The slot's calls went past the server for more than QUIET_US since it last
+        served one (or since this quiet spell began)."""
+        now = time.monotonic()
+        if slot.fast != slot.fast_seen or not slot.quiet_since:
+            slot.fast_seen, slot.quiet_since = slot.fast, now
+            return False
+        return now - slot.quiet_since > QUIET_US / 1e6
+
+    def _back_off(self, slot: _Slot) -> None:
+        """Send the slot's next `skip` calls straight to the exit path: 1, doubling with
+        every failed probe to MAX_SKIP, back to 1 after RESET_AFTER served calls."""
+        if slot.fast - slot.fast_at_back_off >= RESET_AFTER:
+            slot.skip = 0
+        slot.skip = min(MAX_SKIP, max(1, slot.skip * 2))
+        slot.skip_left = slot.skip
+        slot.fast_at_back_off = slot.fast
+        self._set_budget(slot, 0)
+
+    def _set_budget(self, slot: _Slot, ticks: int) -> None:
+        _U64.pack_into(self._raw, slot.addr + SLOT_BUDGET, ticks)
 
     def slot_nr(self, index: int) -> int:
         return _U64.unpack_from(self._raw, self._slots[index].addr + SLOT_NR)[0]
@@ -167,11 +269,11 @@ class FastTransport:
         with slot.lock:
             if result is None:
                 state = REDO
-                self.redone += 1
+                slot.redone += 1
             else:
                 _U64.pack_into(raw, slot.addr + SLOT_RESULT, result & MASK64)
                 state = DONE_WORK if client is not None and client.work_due() else DONE
-                self.served += 1
+                slot.fast += 1
             _U32.pack_into(raw, slot.addr + SLOT_STATE, state)
 
     # -- a vCPU stopped inside the entry code ---------------------------------------------
@@ -204,7 +306,7 @@ class FastTransport:
         addr = slot.addr
         with slot.lock:
             state = _U32.unpack_from(self._raw, addr + SLOT_STATE)[0]
-            if stubs.PUBLISHED <= offset < stubs.REDO:  # spinning: the state says
+            if stubs.PUBLISHED <= offset < stubs.SLOW:  # spinning: the state says
                 if state == TAKEN:
                     return -1
                 if state == REQ and not self._cas(self._host_base + addr, REQ, IDLE):
@@ -230,9 +332,8 @@ class FastTransport:
         raw = self._raw
         if offset > 0:
             regs["rax"] = _U64.unpack_from(raw, addr + SLOT_NR)[0]
-        if offset >= stubs.PUBLISHED:
-            regs["rdx"] = _U64.unpack_from(raw, addr + SLOT_ARGS + 16)[0]
         if offset >= stubs.SAVED:
+            regs["rdx"] = _U64.unpack_from(raw, addr + SLOT_ARGS + 16)[0]
             self._with_flags(regs, addr)
         regs["rip"] = (regs["rcx"] - 2) & MASK64
         _U32.pack_into(raw, addr + SLOT_STATE, IDLE)
