@@ -104,8 +104,8 @@ class _Slot:
         self.lock = threading.Lock()  # the server's answer vs. settle on the vCPU thread
         self.client: FastClient | None = None
         self.cpu: SlotCpu | None = None
-        # Counters: fast and redone written by the server thread only, the others by the
-        # vCPU's thread only (no lost updates).
+        # Counters: fast written by the server thread only, the others by the vCPU's
+        # thread only (no lost updates).
         self.fast = self.redone = self.withdrawn = self.skipped = self.exit = 0
         # Back-off, the vCPU's thread only.
         self.skip = 0  # calls to send straight to the exit path after a back-off
@@ -204,7 +204,8 @@ class FastTransport:
             if state != IDLE:
                 _U32.pack_into(self._raw, state_at, IDLE)  # no request is pending now
             if state == REDO:
-                return  # counted by the server; the server is doing well
+                slot.redone += 1  # here, not by the server: a kick may turn it into a
+                return  # real syscall (settle), counted as such
             if state == WITHDRAWN:
                 slot.withdrawn += 1
                 self._back_off(slot)
@@ -269,7 +270,6 @@ class FastTransport:
         with slot.lock:
             if result is None:
                 state = REDO
-                slot.redone += 1
             else:
                 _U64.pack_into(raw, slot.addr + SLOT_RESULT, result & MASK64)
                 state = DONE_WORK if client is not None and client.work_due() else DONE
