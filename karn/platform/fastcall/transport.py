@@ -7,11 +7,12 @@ client, so tracing, counters and policy see it as on the exit path. Whatever the
 declines, withdraws or cannot finish without blocking leaves through the exit path.
 
 Never worse than the exit path: a stub waits only while the server's lease says it is
-polling (server.py), and a slot whose calls were withdrawn (the server did not take them
-within the budget or its lease ran out: it is short of a host core) is backed off: its
-budget is 0, so its calls go straight to the exit path, which from a stub costs less than
-a `syscall` (no `syscall` instruction), until a probe after `skip` such calls; each
-withdrawn probe doubles `skip` (to MAX_SKIP), a run of served calls resets it.
+polling (server.py). A slot whose call was withdrawn (not taken within the budget, or the
+lease ran out: the server is short of a host core), or whose calls all went past the
+server for QUIET_US, is backed off: its budget is 0 and it wakes no server, so its calls
+go straight to the exit path (from a stub that costs less than a `syscall` instruction),
+for `skip` calls; then a probe wakes the server and lends the slot a lease. Each failed
+probe doubles `skip` (to MAX_SKIP); a run of served calls resets it.
 """
 
 from __future__ import annotations
@@ -220,7 +221,7 @@ class FastTransport:
             elif self._quiet_too_long(slot):
                 self._back_off(slot)
                 return
-        if self.server.asleep:
+        if self.server.asleep and not slot.skip_left:
             self._probe(slot)
 
     def _probe(self, slot: _Slot) -> None:
