@@ -396,7 +396,8 @@ def _initial_fpu(size: int) -> bytes:
     return bytes(state)
 
 
-def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str) -> None:
+def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str,
+                   name: str) -> None:
     from karn.kernel.sys_mm import write_back
 
     proc = task.process
@@ -422,7 +423,7 @@ def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str) 
     proc.config.exe_path = image.exe_path
     proc.exec_path = filename
     proc.image = loaded
-    task.comm = os.fsencode(os.path.basename(filename.rstrip("/")))[:15]
+    task.comm = os.fsencode(os.path.basename(name))[:15]
 
 
 # -- the calls ------------------------------------------------------------------------
@@ -441,6 +442,8 @@ def _execveat(task: Task, dirfd: int, pathname: int, argv: int, envp: int, flags
             raise ThreadExit  # another thread's execve is ending this one
     try:
         program, filename = _open_program(task, dirfd, path, flags)
+        # comm: the name execve was given; by fd, the file's own name (as Linux 6.x)
+        name = program.path if filename.startswith("/dev/fd/") else filename
         try:
             args, env, space = _arguments(task, argv, envp, filename)
         except BaseException:
@@ -449,10 +452,10 @@ def _execveat(task: Task, dirfd: int, pathname: int, argv: int, envp: int, flags
         image = _find_image(task, program, filename, args, space)
         _end_other_threads(task)
         try:
-            _replace_image(task, image, env, filename)
+            _replace_image(task, image, env, filename, name)
         except (SyscallError, ImageError, OSError, ValueError) as err:
-            log.warning("execve %s: the old program is gone and the new one failed to "
-                        "load (%s): killed with SIGSEGV, as Linux does", filename, err)
+            log.warning("execve %s failed past the point of no return (%s); the process "
+                        "is killed with SIGSEGV, as Linux does", filename, err)
             proc.terminate_by_signal(SIGSEGV, core=False)
             raise ThreadExit from None
     finally:

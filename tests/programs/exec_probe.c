@@ -8,6 +8,8 @@
  *                                     alternate stack; then exec "show"
  *   exec_probe threads                three threads; the third execs "show"
  *   exec_probe fexec                  fexecve (execveat AT_EMPTY_PATH) of itself
+ *   exec_probe txtbsy                 exec of a file open for writing (ETXTBSY), then of
+ *                                     the same file closed and unlinked, by its fd
  *   exec_probe big                    one argument past MAX_ARG_STRLEN (E2BIG)
  *   exec_probe badptr                 argv pointing nowhere (EFAULT)
  *
@@ -20,6 +22,7 @@
 #include <stdint.h>
 #include <sys/auxv.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -75,6 +78,11 @@ static int show(int argc, char **argv)
     sigaltstack(NULL, &ss);
     YESNO("alt stack disabled", ss.ss_flags & SS_DISABLE);
     YESNO("tid is pid", syscall(SYS_gettid) == getpid());
+    YESNO("vdso mapped", getauxval(AT_SYSINFO_EHDR) != 0);
+    struct timespec fast, slow;
+    clock_gettime(CLOCK_REALTIME, &fast); /* the vDSO's, from its time page */
+    syscall(SYS_clock_gettime, CLOCK_REALTIME, &slow);
+    YESNO("vdso clock agrees", llabs((long long)slow.tv_sec - fast.tv_sec) <= 1);
     const char *old = getenv("KARN_OLDPID");
     if (old)
         YESNO("pid kept", atol(old) == getpid());
@@ -127,7 +135,7 @@ int main(int argc, char **argv)
     if (argc < 2)
         return 2;
     const char *mode = argv[1];
-    if (!strcmp(mode, "show"))
+    if (!strncmp(mode, "show", 4)) /* also "show ..." from a `#!` line's argument */
         return show(argc, argv);
     if (!strcmp(mode, "run") && argc >= 3) {
         execv(argv[2], argv + 2);
@@ -177,6 +185,26 @@ int main(int argc, char **argv)
         MUST(fd >= 0);
         char *args[] = {"fexec-argv0", "show", NULL};
         fexecve(fd, args, environ);
+        printf("fexecve: %s\n", errno_name(errno));
+        return 1;
+    }
+    if (!strcmp(mode, "txtbsy")) {
+        char path[64];
+        snprintf(path, sizeof path, "/tmp/exec-txtbsy-%d", getpid());
+        int in = open("/bin/busybox", O_RDONLY);
+        int out = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+        MUST(in >= 0 && out >= 0);
+        char buf[65536];
+        ssize_t n;
+        while ((n = read(in, buf, sizeof buf)) > 0)
+            MUST(write(out, buf, n) == n);
+        char *args[] = {"echo", "exec'd after close", NULL};
+        execv(path, args);
+        printf("execv while open for writing: %s\n", errno_name(errno));
+        close(out);
+        int fd = open(path, O_RDONLY);
+        MUST(fd >= 0 && unlink(path) == 0);
+        fexecve(fd, args, environ); /* an unlinked file, through its fd */
         printf("fexecve: %s\n", errno_name(errno));
         return 1;
     }
