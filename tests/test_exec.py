@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BUSYBOX
+from helpers import PROGRAMS, go_build
 
 PYTHON = "/usr/bin/python3"
 
@@ -53,12 +54,13 @@ def test_exec_resets_as_linux(build, karn, native, same, variant, mode):
     assert b"vdso clock agrees: yes" in got.stdout
 
 
-def test_exec_busybox_with_argv_and_envp(build, karn, native, same):
+def test_exec_programs_with_argv_and_envp(build, karn, native, same):
     probe = build("exec_probe")
     got = _both(karn, native, same, probe, "env", BUSYBOX, "env")
     assert got.stdout == b"EXEC_ONE=1\nEXEC_TWO=two words\nPATH=/bin\n"
     _both(karn, native, same, probe, "env", BUSYBOX, "echo", "one", "two  three", "")
     _both(karn, native, same, probe, "run", BUSYBOX, "readlink", "/proc/self/exe")
+    _both(karn, native, same, probe, "run", "/proc/self/exe", "show", "again")
 
 
 def test_exec_from_a_thread_keeps_the_pid(build, karn, native, same):
@@ -153,3 +155,9 @@ def test_exec_failure_past_the_point_of_no_return(build, karn, native):
     got = karn("-m", "64m", "--root", "/", probe, "run", big)
     assert got.returncode == 128 + 11, got.stderr
     assert b"killed with SIGSEGV" in got.stderr
+
+
+def test_go_syscall_exec(karn, native, same):
+    exe = go_build(PROGRAMS / "go" / "exec_self.go", "go-exec_self")
+    got = _both(karn, native, same, exe)
+    assert got.stdout.endswith(b"exec'd: [self second third arg] yes\n")

@@ -5,7 +5,8 @@
  *   exec_probe env PATH ARGV0 [ARGS]  execve with argv [ARGV0, ARGS...] and a fixed envp
  *   exec_probe fds                    cloexec fd 5, plain fd 6, then exec "show"
  *   exec_probe signals                a handler, an ignored, a blocked+pending signal, an
- *                                     alternate stack; then exec "show"
+ *                                     alternate stack, a POSIX timer, an alarm; then
+ *                                     exec "show"
  *   exec_probe threads                three threads; the third execs "show"
  *   exec_probe fexec                  fexecve (execveat AT_EMPTY_PATH) of itself
  *   exec_probe txtbsy                 exec of a file open for writing (ETXTBSY), then of
@@ -77,6 +78,9 @@ static int show(int argc, char **argv)
     stack_t ss;
     sigaltstack(NULL, &ss);
     YESNO("alt stack disabled", ss.ss_flags & SS_DISABLE);
+    struct itimerspec its;
+    SHOW("POSIX timer 0 after exec", syscall(SYS_timer_gettime, 0, &its));
+    YESNO("alarm kept", alarm(0) > 0);
     YESNO("tid is pid", syscall(SYS_gettid) == getpid());
     YESNO("vdso mapped", getauxval(AT_SYSINFO_EHDR) != 0);
     struct timespec fast, slow;
@@ -166,6 +170,9 @@ int main(int argc, char **argv)
         static char altstack[65536];
         stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
         MUST(sigaltstack(&ss, NULL) == 0);
+        timer_t timer;
+        MUST(timer_create(CLOCK_MONOTONIC, NULL, &timer) == 0);
+        MUST(alarm(1000) == 0);
         exec_show("signals");
     }
     if (!strcmp(mode, "threads")) {
