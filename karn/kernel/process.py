@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from karn.kernel.sys_timer import PosixTimer
     from karn.kernel.threads import Observer, TaskLoop
     from karn.kernel.timers import Timer
+    from karn.loader.program import LoadSettings, ProgramImage
 
 
 class Cpu(Protocol):
@@ -105,7 +106,7 @@ class Identity:
 
 
 class KernelConfig:
-    """Guest-visible settings fixed at start."""
+    """Guest-visible settings fixed at start (execve replaces argv, envp and exe_path)."""
 
     __slots__ = ("hostname", "argv", "envp", "exe_path", "memory_limit", "ncpus")
 
@@ -207,6 +208,13 @@ class Process:
         self.observer: Observer | None = None  # debug hooks (threads.py Observer), or none
         self.syscall_counts = [0] * COUNTED_SYSCALLS  # by number, for inspect and metrics
         self.syscall_table: dict | None = None  # None: all of syscalls.TABLE; or a policy's
+        # execve (kernel/exec.py): how this VM loads programs (set with the first one; None:
+        # execve fails with ENOEXEC), one execve at a time, and what the last one loaded
+        # (None: still the first program)
+        self.load_settings: LoadSettings | None = None
+        self.exec_lock = threading.Lock()
+        self.exec_path: str | None = None  # the path execve was given
+        self.image: ProgramImage | None = None
 
     # -- threads -----------------------------------------------------------------------
 

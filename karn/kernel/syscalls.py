@@ -22,6 +22,7 @@ from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SIGSYS
 from karn.abi.syscalls import SYSCALL_NAMES, SYSCALL_NUMBERS
+from karn.kernel import exec as sys_exec
 from karn.kernel import (
     sys_fs,
     sys_identity,
@@ -49,6 +50,7 @@ AREAS: tuple[ModuleType, ...] = (
     sys_timer,
     sys_net,
     sys_timerfd,
+    sys_exec,
 )
 
 Handler = Callable[..., int]

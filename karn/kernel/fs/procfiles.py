@@ -33,7 +33,11 @@ def uptime(proc: Process) -> float:
 
 
 def _comm(proc: Process) -> str:
-    return proc.config.exe_path.rsplit("/", 1)[-1][:15]
+    """The leader thread's name: set by execve (the file's name) or PR_SET_NAME."""
+    leader = proc.tasks.get(proc.pid)
+    if leader is None:
+        return proc.config.exe_path.rsplit("/", 1)[-1][:15]
+    return leader.comm.decode(errors="replace")
 
 
 def maps(proc: Process) -> bytes:
