@@ -64,7 +64,8 @@ def test_busybox_image_runs_like_native(home: Path) -> None:
         got = karn_in(home, "run", "bb:1", *argv)
         want = native_run(BUSYBOX, *argv)
         if argv[0] == "ls":  # the guest root is the image: bin, usr plus karn's mounts
-            assert ok(got).split() == ["bin", "dev", "proc", "tmp", "usr"]
+            # (and /etc, for the name-service files karn adds where the image has none)
+            assert ok(got).split() == ["bin", "dev", "etc", "proc", "tmp", "usr"]
             continue
         assert got.returncode == want.returncode
         assert got.stdout == want.stdout
@@ -244,8 +245,9 @@ def test_whiteouts_and_opaque_dirs(home: Path, tmp_path: Path) -> None:
     ])  # fmt: skip
     write_layout(tmp_path / "layout", [lower, upper], {"Entrypoint": ["/bin/busybox"]})
     ok(karn_in(home, "build", "-t", "wh", "--from", f"oci:{tmp_path / 'layout'}:t"))
+    # (/etc also shows the name-service files karn adds to an image that lacks them)
     assert ok(karn_in(home, "run", "wh", "ls", "/etc", "/data", "/dir")) == (
-        "/data:\nnew\n\n/dir:\n\n/etc:\nkeep\n"
+        "/data:\nnew\n\n/dir:\n\n/etc:\ngroup\nhosts\nkeep\nnsswitch.conf\npasswd\nresolv.conf\n"
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import karn_run, native_run
+from helpers import karn_in
 
 PYTHON = "/usr/bin/python3"
 
@@ -93,13 +94,91 @@ def test_perl_runs_with_its_modules() -> None:
     assert guest.stdout == native.stdout
 
 
-def test_python_image_built_from_the_interpreter_alone(home: os.PathLike[str]) -> None:
-    """`karn build python3` makes an image that imports sqlite3 with no --add."""
-    from helpers import karn_in
-
+@pytest.fixture(scope="module")
+def python_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A KARN_HOME holding `py:bare`, built from the interpreter alone (no --add)."""
+    home = tmp_path_factory.mktemp("karn-home")
     built = karn_in(home, "build", "-t", "py:bare", PYTHON, timeout=300)
     assert built.returncode == 0, built.stderr.decode(errors="replace")
-    ran = karn_in(home, "run", "py:bare", "-c", "import sqlite3; print(sqlite3.sqlite_version)")
+    return home
+
+
+def test_python_image_built_from_the_interpreter_alone(python_image: Path) -> None:
+    """`karn build python3` makes an image that imports sqlite3 with no --add."""
+    script = "import sqlite3; print(sqlite3.sqlite_version)"
+    ran = karn_in(python_image, "run", "py:bare", "-c", script)
     assert ran.returncode == 0, ran.stderr.decode(errors="replace")
-    native = native_run(PYTHON, "-c", "import sqlite3; print(sqlite3.sqlite_version)")
-    assert ran.stdout == native.stdout
+    assert ran.stdout == native_run(PYTHON, "-c", script).stdout
+
+
+# ---- one root filesystem model ----------------------------------------------------------
+
+ETC_SCRIPT = """
+import pwd, grp, socket
+print(pwd.getpwnam("nobody").pw_uid, grp.getgrgid(0).gr_name, socket.gethostbyname("localhost"))
+print(open("/etc/nsswitch.conf").read().split()[:2], open("/etc/hosts").read().count("localhost"))
+"""
+
+
+def test_image_gets_the_generated_etc_files(python_image: Path) -> None:
+    """An image with no /etc gets what `karn run PROGRAM` generates: getpwnam("nobody")
+    (nginx's user), the group file, /etc/hosts, nsswitch.conf."""
+    from_image = karn_in(python_image, "run", "py:bare", "-c", ETC_SCRIPT)
+    assert from_image.returncode == 0, from_image.stderr.decode(errors="replace")
+    collected = karn_run(PYTHON, "-c", ETC_SCRIPT)
+    assert collected.returncode == 0, collected.stderr.decode(errors="replace")
+    assert from_image.stdout == collected.stdout
+    assert from_image.stdout.startswith(b"65534 root 127.0.0.1\n")
+
+
+def test_root_keeps_its_own_etc_files(var_tmp: Path) -> None:
+    """--root DIR with its own /etc/passwd: that one is used, the missing ones generated."""
+    root = var_tmp / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "nobody:x:4242:4242:nobody:/:/bin/false\n")
+    script = ("import pwd, os; print(pwd.getpwnam('nobody').pw_uid, "
+              "os.path.exists('/etc/group'), os.path.exists('/etc/hosts'))")
+    ran = karn_run("--root", root, "-v", "/usr:/usr:ro", "-v", "/lib:/lib:ro",
+                   "-v", "/lib64:/lib64:ro", "/usr/bin/python3", "-c", script)
+    assert ran.returncode == 0, ran.stderr.decode(errors="replace")
+    assert ran.stdout == b"4242 True True\n"
+
+
+# ---- volumes ----------------------------------------------------------------------------
+
+
+def test_single_file_volume(var_tmp: Path) -> None:
+    """`-v ./app.conf:/etc/app.conf:ro` mounts one file: readable, not writable; a rw one
+    is written through to the host file."""
+    conf = var_tmp / "app.conf"
+    conf.write_text("worker_processes 1;\n")
+    log = var_tmp / "app.log"
+    log.write_text("")
+    script = ("read line < /etc/app/app.conf; echo \"$line\"; "
+              "echo changed > /etc/app/app.conf || echo refused; echo logged >> /var/log/app.log")
+    ran = karn_run("-v", f"{conf}:/etc/app/app.conf:ro", "-v", f"{log}:/var/log/app.log",
+                   "/bin/sh", "-c", script)
+    assert ran.returncode == 0, ran.stderr.decode(errors="replace")
+    assert ran.stdout == b"worker_processes 1;\nrefused\n"
+    assert b"Read-only file system" in ran.stderr
+    assert conf.read_text() == "worker_processes 1;\n"
+    assert log.read_text() == "logged\n"
+
+
+def test_volume_over_tmp_replaces_the_tmpfs(var_tmp: Path) -> None:
+    (var_tmp / "seen").write_text("from the host\n")
+    ran = karn_run("-v", f"{var_tmp}:/tmp", "/bin/sh", "-c",
+                   "read x < /tmp/seen; echo \"$x\"; echo guest > /tmp/made")
+    assert ran.returncode == 0, ran.stderr.decode(errors="replace")
+    _no_traceback(ran.stderr)
+    assert ran.stdout == b"from the host\n"
+    assert (var_tmp / "made").read_text() == "guest\n"
+
+
+@pytest.mark.parametrize("target", ["/proc", "/dev"])
+def test_volume_over_karn_own_mount_is_one_line(var_tmp: Path, target: str) -> None:
+    ran = karn_run("-v", f"{var_tmp}:{target}", "/bin/true")
+    assert ran.returncode == 125
+    _no_traceback(ran.stderr)
+    assert ran.stderr.decode().count("\n") == 1 and target in ran.stderr.decode()
