@@ -182,3 +182,52 @@ def test_volume_over_karn_own_mount_is_one_line(var_tmp: Path, target: str) -> N
     assert ran.returncode == 125
     _no_traceback(ran.stderr)
     assert ran.stderr.decode().count("\n") == 1 and target in ran.stderr.decode()
+
+
+# ---- datagrams to a closed guest port ---------------------------------------------------
+
+UDP_REFUSED = """
+import errno, select, socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", 9))
+s.send(b"query")
+start = time.monotonic()
+readable = select.select([s], [], [], 20)[0]
+try:
+    s.recv(100)
+    print("received")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+print("woke", bool(readable), time.monotonic() - start < 10)
+s.send(b"again")
+time.sleep(0.2)
+print("so_error", errno.errorcode.get(s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), 0))
+s.send(b"third")
+time.sleep(0.2)
+try:
+    s.send(b"fourth")
+    print("sent")
+except OSError as e:
+    print("send", errno.errorcode[e.errno])
+"""
+
+
+def test_datagram_to_closed_guest_port_is_refused_at_once() -> None:
+    """A connected UDP socket whose datagram finds no guest listener: poll wakes and the
+    next call fails with ECONNREFUSED, as Linux's ICMP port unreachable makes it."""
+    native = native_run(PYTHON, "-c", UDP_REFUSED)  # nothing listens on the host's port 9
+    assert native.returncode == 0, native.stderr
+    guest = karn_run(PYTHON, "-c", UDP_REFUSED)
+    assert guest.returncode == 0, guest.stderr.decode(errors="replace")
+    assert guest.stdout == native.stdout
+
+
+def test_name_lookup_without_name_server_fails_fast() -> None:
+    """--network none lists no name server, so glibc asks 127.0.0.1:53, a closed guest
+    port: the lookup fails at once, not after the resolver's 5 s timeouts."""
+    script = ("import socket, time\nstart = time.monotonic()\n"
+              "try:\n    socket.getaddrinfo('karn-test.invalid', 80)\nexcept OSError as e:\n"
+              "    print(type(e).__name__)\nprint(time.monotonic() - start < 4)\n")
+    guest = karn_run(PYTHON, "-c", script)
+    assert guest.returncode == 0, guest.stderr.decode(errors="replace")
+    assert guest.stdout == b"gaierror\nTrue\n"
