@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import textwrap
 from collections.abc import Iterator
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import karn_run, native_run
-from helpers import karn_in
+from helpers import REPO, karn_in
 
 PYTHON = "/usr/bin/python3"
 
@@ -231,3 +233,26 @@ def test_name_lookup_without_name_server_fails_fast() -> None:
     guest = karn_run(PYTHON, "-c", script)
     assert guest.returncode == 0, guest.stderr.decode(errors="replace")
     assert guest.stdout == b"gaierror\nTrue\n"
+
+
+# ---- karn's output in files ---------------------------------------------------------------
+
+
+def _run_to_files(argv: list[str], out: Path, err: Path) -> int:
+    with open(out, "ab") as stdout, open(err, "ab") as stderr:  # (shared offsets aside)
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, cwd="/",
+                              timeout=120).returncode
+
+
+def test_dev_stdout_and_stderr_open_when_output_is_a_file(var_tmp: Path) -> None:
+    """`karn run ... >out.log 2>err.log`: the guest's /dev/stdout and /dev/stderr are those
+    files (nginx's `error_log /dev/stderr`), as they would be natively."""
+    script = "echo one >> /dev/stdout; echo two >> /dev/stderr; echo three; echo four >&2"
+    results = []
+    for name, argv in (("native", ["/bin/sh", "-c", script]),
+                       ("karn", [sys.executable, "-m", "karn", "run", "/bin/sh", "-c", script])):
+        out, err = var_tmp / f"{name}.out", var_tmp / f"{name}.err"
+        status = _run_to_files(argv, out, err)
+        results.append((status, out.read_bytes(), err.read_bytes()))
+    assert results[1] == results[0] == (0, b"one\nthree\n", b"two\nfour\n")
