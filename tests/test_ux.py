@@ -256,3 +256,15 @@ def test_dev_stdout_and_stderr_open_when_output_is_a_file(var_tmp: Path) -> None
         status = _run_to_files(argv, out, err)
         results.append((status, out.read_bytes(), err.read_bytes()))
     assert results[1] == results[0] == (0, b"one\nthree\n", b"two\nfour\n")
+
+
+def test_policy_suggest_to_stderr() -> None:
+    """Without -o the suggestion goes to stderr and karn exits with the program's status
+    (it used to close its own stderr and abort)."""
+    for program, status in (("/bin/true", 0), ("/bin/false", 1)):
+        proc = subprocess.run([sys.executable, "-m", "karn", "policy", "suggest", program],
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+        assert proc.returncode == status, proc.stderr.decode(errors="replace")
+        assert b"[policy]\nsyscalls = [" in proc.stderr
+        assert b"exit_group" in proc.stderr
+        assert b"lost sys.stderr" not in proc.stderr
