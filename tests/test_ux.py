@@ -268,3 +268,30 @@ def test_policy_suggest_to_stderr() -> None:
         assert b"[policy]\nsyscalls = [" in proc.stderr
         assert b"exit_group" in proc.stderr
         assert b"lost sys.stderr" not in proc.stderr
+
+
+def test_ctrl_c_while_karn_starts_exits_130_quietly() -> None:
+    """SIGINT at any moment of karn's start (imports, parsing, set-up): status 130 (or
+    killed by SIGINT, before Python's handler exists: 130 to a shell), and no traceback
+    through karn's code. (python -S: the host's .pth files are not karn's start-up; what
+    runpy imports before karn's first line is Python's.)"""
+    import site
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *site.getsitepackages()])}
+    for step in range(12):
+        proc = subprocess.Popen([sys.executable, "-S", "-m", "karn", "run", "/bin/sleep", "30"],
+                                stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        time.sleep(step * 0.02)
+        proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"karn did not end after SIGINT at {step * 0.02:.2f} s", pytrace=False)
+        text = err.decode(errors="replace")
+        if "Traceback" in text:  # Python's own start (runpy's imports), before karn's code
+            assert f"{os.sep}karn{os.sep}" not in text, text
+        else:
+            assert proc.returncode in (130, -signal.SIGINT), text
