@@ -275,8 +275,8 @@ def test_ctrl_c_while_karn_starts_exits_130_quietly() -> None:
     killed by SIGINT, before Python's handler exists: 130 to a shell), and no traceback
     through karn's code. (python -S: the host's .pth files are not karn's start-up; what
     runpy imports before karn's first line is Python's.)"""
-    import site
     import signal
+    import site
     import time
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *site.getsitepackages()])}
