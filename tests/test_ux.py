@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import karn_run, native_run
 from helpers import REPO, karn_in
+from test_errors import assert_one_error_line
 
 PYTHON = "/usr/bin/python3"
 
@@ -295,3 +296,81 @@ def test_ctrl_c_while_karn_starts_exits_130_quietly() -> None:
             assert f"{os.sep}karn{os.sep}" not in text, text
         else:
             assert proc.returncode in (130, -signal.SIGINT), text
+
+
+# ---- a consistent command line (docs/cli.md) ----------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["rm", "nosuch"], ["inspect", "nosuch"], ["push", "nosuch:1"], ["tag", "nosuch", "x"],
+    ["build", "-t", "x", "--from", "nosuch:1"], ["logs", "nosuch"], ["stop", "nosuch"],
+    ["kill", "nosuch"],
+])
+def test_not_found_exits_1(home: Path, state_env: dict[str, str], args: list[str]) -> None:
+    """docs/cli.md: every command says "not found" with status 1, as docker does."""
+    proc = karn_in(home, *args, env={"KARN_STATE_DIR": state_env["KARN_STATE_DIR"]})
+    assert_one_error_line(proc, 1)
+    assert b"not found" in proc.stderr or b"no such" in proc.stderr
+
+
+def test_system_down_of_a_stopped_system_succeeds(tmp_path: Path,
+                                                  state_env: dict[str, str]) -> None:
+    system = tmp_path / "idle.toml"
+    system.write_text('name = "ux-idle"\n[partitions.a]\nprogram = "/bin/sleep"\n'
+                      'args = ["60"]\n')
+    up = subprocess.run([sys.executable, "-m", "karn", "system", "up", "-d", str(system)],
+                        env=state_env, capture_output=True, timeout=120)
+    assert up.returncode == 0, up.stderr.decode(errors="replace")
+    for _ in range(2):
+        down = subprocess.run([sys.executable, "-m", "karn", "system", "down", "ux-idle"],
+                              env=state_env, capture_output=True, timeout=60)
+        assert (down.returncode, down.stdout, down.stderr) == (0, b"ux-idle\n", b"")
+
+
+def test_images_created_id_and_json(home: Path) -> None:
+    """CREATED is the config's `created` (the build time), IMAGE ID the config's digest
+    (as podman), and --format json gives the same facts unabbreviated."""
+    import json
+    import time
+
+    before = time.time()
+    digest = karn_in(home, "build", "-t", "when:1", "/bin/true").stdout.decode().strip()
+    listed = json.loads(karn_in(home, "images", "--format", "json").stdout)
+    assert [i["RepoTags"] for i in listed] == [["when:1"]]
+    image = listed[0]
+    assert image["Digest"] == digest
+    manifest = json.loads((home / "oci" / "blobs" / "sha256" / digest[7:]).read_bytes())
+    assert image["ConfigDigest"] == manifest["config"]["digest"]
+    assert image["Id"] == image["ConfigDigest"][7:19]
+    created = time.mktime(time.strptime(image["Created"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert before - 2 <= created <= time.time() + 2
+    table = karn_in(home, "images").stdout.decode().splitlines()
+    assert table[1].split()[:3] == ["when", "1", image["Id"]]
+    assert image["Created"][:10] in table[1]
+
+
+def test_ps_json_and_inspect_of_an_instance(state_env: dict[str, str]) -> None:
+    """`ps --format json`; inspect: each fact once, RFC 3339 times, rounded CPU seconds."""
+    import json
+    import re
+
+    def cli(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run([sys.executable, "-m", "karn", *args], env=state_env,
+                              capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+
+    started = cli("run", "-d", "/bin/sleep", "60")
+    assert started.returncode == 0, started.stderr.decode(errors="replace")
+    ident = started.stdout.decode().strip()
+    try:
+        rows = json.loads(cli("ps", "--format", "json").stdout)
+        assert [r["Id"] for r in rows] == [ident]
+        assert rows[0]["Command"] == ["/bin/sleep", "60"] and rows[0]["State"] == "running"
+        info = json.loads(cli("inspect", ident).stdout)[0]
+        rfc3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+        assert re.fullmatch(rfc3339, info["Created"])
+        lowered = [k.lower() for k in info]
+        assert len(lowered) == len(set(lowered)), sorted(info)
+        cpu = info["stats"]["cpu_seconds"]
+        assert cpu == round(cpu, 3)
+    finally:
+        cli("kill", ident)
