@@ -374,3 +374,33 @@ def test_ps_json_and_inspect_of_an_instance(state_env: dict[str, str]) -> None:
         assert cpu == round(cpu, 3)
     finally:
         cli("kill", ident)
+
+
+# ---- the install step -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_make_example_installs_a_karn_command(tmp_path: Path) -> None:
+    """`make example` on Debian's own python3 (PEP 668: no system-wide pip) makes a venv in
+    the checkout, installs a `karn` command there and runs the example with it; a second
+    run reuses them."""
+    python = "/usr/bin/python3"
+    if not os.path.exists(python):
+        pytest.fail(f"{python} missing (apt-get install python3)", pytrace=False)
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                            check=True).stdout.decode().split("\0")
+    checkout = tmp_path / "karn"
+    for name in filter(None, listed):
+        if (REPO / name).is_file():
+            (checkout / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, checkout / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    for attempt in range(2):
+        made = subprocess.run(["make", "example", f"PYTHON={python}"], cwd=checkout, env=env,
+                              capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
+        out = made.stdout.decode(errors="replace")
+        assert made.returncode == 0, out + made.stderr.decode(errors="replace")
+        karn = checkout / ".venv" / "bin" / "karn"
+        assert f"{karn} run examples/hello" in out
+        assert "Hello from hello" in out
+        assert ("-m venv" in out) == (attempt == 0)  # made once, then reused
