@@ -115,7 +115,23 @@ def root_manifest(config: RunConfig) -> RootManifest:
     entry = config.program
     if not entry.startswith("/"):
         raise UsageError(f"with --root, the program must be an absolute guest path: {entry}")
-    return RootManifest(files={}, symlinks={}, entry=entry)
+    return RootManifest(files=_generated_etc(config, config.root), symlinks={}, entry=entry)
+
+
+def _generated_etc(config: RunConfig, root: str) -> dict[str, str]:
+    """The name-service files an image or --root lacks (nginx's getpwnam("nobody")), as
+    single files mounted over the root; none where a volume decides what is there."""
+    from karn.image.paths import guest_file
+    from karn.kernel.net.etc import add_to_manifest
+
+    def provided(path: str) -> bool:
+        return guest_file(root, path) is not None or any(
+            path == v.guest or path.startswith(v.guest.rstrip("/") + "/")
+            for v in config.volumes)
+
+    files: dict[str, str] = {}
+    add_to_manifest(files, config.hostname, config.network or "none", provided)
+    return files
 
 
 def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount) -> FsContext:
@@ -124,11 +140,13 @@ def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount)
     from karn.kernel.fs.manifestfs import ManifestFs
 
     root: Filesystem
+    volumes = [(v.host, v.guest, v.readonly) for v in config.volumes]
     if config.root is not None:
         root = HostDirFs(config.root, readonly=True)
+        # the generated /etc files: single files over the root
+        volumes += [(host, guest, True) for guest, host in manifest.files.items()]
     else:
         root = ManifestFs(manifest.files, manifest.symlinks)
-    volumes = [(v.host, v.guest, v.readonly) for v in config.volumes]
     policy = config.policy
     return FsContext.build(root, volumes, ports=config.ports, memory=memory,
                            tmp_size=policy.tmpfs_size or config.memory // 2,
