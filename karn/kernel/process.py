@@ -16,6 +16,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.signals import NSIG, SIGKILL, SIGSEGV
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
+from karn.kernel.cputime import monitor_times
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC, default_rlimits
 from karn.kernel.signals import (
@@ -182,6 +183,8 @@ class Process:
         self.rlimits = default_rlimits(config.memory_limit)
         self.rlimit_ceilings: dict[int, int] = {}  # hard limits a policy set: not raisable
         self.start_monotonic = time.monotonic()
+        self.cpu_base = monitor_times()  # the monitor's CPU time before the guest's (cputime)
+        self.peak_resident = 0  # the most guest memory seen resident (getrusage's maxrss)
         self.dumpable = 1
         self.no_new_privs = False
         self.signal_lock = threading.RLock()
@@ -374,6 +377,7 @@ class Task:
         self.exit_status = 0
         self.sched_policy = 0
         self.sched_priority = 0
+        self.nice = 0  # getpriority/setpriority: per thread, as Linux
         self.host_cost = 0  # host memory charged to --memory for this thread (sys_thread)
         process.tasks[tid] = self
 
