@@ -5,6 +5,8 @@ times or addresses), and a karn run must print the same as the same binary run n
 
 from __future__ import annotations
 
+import resource
+
 import pytest
 
 THREADED = ("-pthread",)
@@ -17,3 +19,15 @@ def test_cpu_time_getrusage_and_cpu_clocks(variant, build, karn, native, same):
     expected = native(exe)
     assert expected.returncode == 0, expected.stdout.decode()
     same(expected, karn(exe), f"calls_cputime ({variant})")
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_prctl_priority_ids_and_nofile(variant, build, karn, native, same):
+    """prctl options programs use at start, per-thread nice values, saved ids, and an
+    RLIMIT_NOFILE whose hard limit is the host's (the native run gets karn's 1024 soft)."""
+    exe = build("calls_identity", variant, extra_flags=THREADED)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    env = {"HOST_NOFILE_HARD": str(hard)}
+    expected = native("prlimit", f"--nofile=1024:{hard}", exe, extra_env=env)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn("-e", f"HOST_NOFILE_HARD={hard}", exe), f"calls_identity ({variant})")

@@ -96,13 +96,17 @@ class Machine(Protocol[CpuT]):
 
 
 class Identity:
-    __slots__ = ("uid", "gid", "euid", "egid")
+    __slots__ = ("uid", "gid", "euid", "egid", "suid", "sgid", "keepcaps", "dropped_caps")
 
     def __init__(self, uid: int = 0, gid: int = 0, euid: int = 0, egid: int = 0) -> None:
         self.uid = uid
         self.gid = gid
         self.euid = euid
         self.egid = egid
+        self.suid = euid  # saved set-user/group-ID (setresuid/setresgid)
+        self.sgid = egid
+        self.keepcaps = 0  # prctl(PR_SET_KEEPCAPS)
+        self.dropped_caps = 0  # capabilities PR_CAPBSET_DROP took from the bounding set
 
 
 class KernelConfig:
@@ -187,6 +191,7 @@ class Process:
         self.peak_resident = 0  # the most guest memory seen resident (getrusage's maxrss)
         self.dumpable = 1
         self.no_new_privs = False
+        self.child_subreaper = False  # prctl(PR_SET_CHILD_SUBREAPER)
         self.signal_lock = threading.RLock()
         self.actions = [SigAction() for _ in range(NSIG + 1)]
         self.pending = PendingSignals()
@@ -378,6 +383,7 @@ class Task:
         self.sched_policy = 0
         self.sched_priority = 0
         self.nice = 0  # getpriority/setpriority: per thread, as Linux
+        self.pdeath_signal = 0  # prctl(PR_SET_PDEATHSIG)
         self.host_cost = 0  # host memory charged to --memory for this thread (sys_thread)
         process.tasks[tid] = self
 
