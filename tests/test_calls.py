@@ -31,3 +31,11 @@ def test_prctl_priority_ids_and_nofile(variant, build, karn, native, same):
     expected = native("prlimit", f"--nofile=1024:{hard}", exe, extra_env=env)
     assert expected.returncode == 0, expected.stdout.decode()
     same(expected, karn("-e", f"HOST_NOFILE_HARD={hard}", exe), f"calls_identity ({variant})")
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_memfd_sealing_and_shared_mappings(variant, build, karn, native, same):
+    exe = build("calls_memfd", variant)
+    expected = native(exe)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn(exe), f"calls_memfd ({variant})")

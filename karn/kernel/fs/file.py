@@ -173,6 +173,11 @@ class OpenFile:
         """What readlink(/proc/self/fd/N) shows."""
         return self.path
 
+    def map_shared_writable(self) -> None:
+        """A writable MAP_SHARED mapping of the file is about to be made (sealed memfds
+        refuse it)."""
+        return None
+
     def close(self) -> None:
         return None
 

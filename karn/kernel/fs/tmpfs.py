@@ -30,6 +30,10 @@ if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 MAX_FILE_SIZE = (1 << 63) - 1
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 0x1, 0x2, 0x4, 0x8
+F_SEAL_FUTURE_WRITE, F_SEAL_EXEC = 0x10, 0x20
+ALL_SEALS = 0x3F
+WRITE_SEALS = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE
 # A directory entry and its node as the monitor holds them (~925 bytes measured for empty
 # files). Like Linux's tmpfs, entries have their own budget beside the data's (nr_inodes:
 # here the size limit over this cost), and both count against --memory, so many empty
@@ -50,6 +54,7 @@ class Node:
         "data",
         "children",
         "target",
+        "seals",
     )
 
     def __init__(self, mode: int, ino: int) -> None:
@@ -59,6 +64,9 @@ class Node:
         self.data = bytearray() if mode & S_IFMT == S_IFREG else None
         self.children: dict[str, Node] | None = {} if mode & S_IFMT == S_IFDIR else None
         self.target = ""
+        # File seals (fcntl F_ADD_SEALS): a tmpfs file is sealable, born sealed against
+        # new seals as on Linux; only memfd_create(MFD_ALLOW_SEALING) makes one without.
+        self.seals = F_SEAL_SEAL
         if self.children is not None:
             self.nlink = 2
 
@@ -152,18 +160,32 @@ class TmpFs(Filesystem):
         return node
 
     def resize(self, node: Node, size: int) -> None:
-        """Set a file's size, charging the filesystem's cap."""
+        """Set a file's size, charging the filesystem's cap (and honouring its seals)."""
         if size > self.max_file_size:
             raise SyscallError(errno.EFBIG)
         data = node.data
         assert data is not None
         delta = size - len(data)
+        if node.seals & (F_SEAL_GROW if delta > 0 else F_SEAL_SHRINK if delta < 0 else 0):
+            raise SyscallError(errno.EPERM)
         self._charge(delta)
         if delta > 0:
             data.extend(bytes(delta))
         else:
             del data[size:]
         node.touch()
+
+    def anonymous(self, mode: int) -> Node:
+        """A file in no directory (memfd_create): its data is charged as any file's."""
+        node = Node(S_IFREG | mode, next(self._ino))
+        node.nlink = 0
+        return node
+
+    def forget(self, node: Node) -> None:
+        """The last description of an anonymous file closed: give its data back."""
+        assert node.data is not None
+        self._charge(-len(node.data))
+        node.data = bytearray()
 
     def _release(self, node: Node) -> None:
         """A link to a non-directory goes: its entry's cost, and with the last link its
@@ -340,6 +362,8 @@ class TmpFile(MemoryFile):
 
     def pwrite(self, data: Buffer, offset: int) -> int:
         buf = self._data()
+        if self.node.seals & WRITE_SEALS:
+            raise SyscallError(errno.EPERM)
         end = offset + len(data)
         if end > len(buf):
             self.fs.resize(self.node, end)
@@ -374,3 +398,18 @@ class TmpFile(MemoryFile):
 
     def reopen(self, flags: int) -> OpenFile:
         return TmpFile(self.fs, self.node, self.path, flags & ~O_OPEN_ONLY)
+
+    def map_shared_writable(self) -> None:
+        if self.node.seals & WRITE_SEALS:
+            raise SyscallError(errno.EPERM)
+
+    def add_seals(self, seals: int, mapped_writable: bool) -> None:
+        """fcntl(F_ADD_SEALS), as Linux: on a description open for writing, not after
+        F_SEAL_SEAL, and F_SEAL_WRITE not while a writable shared mapping exists."""
+        if seals & ~ALL_SEALS or self.node.data is None:
+            raise SyscallError(errno.EINVAL)
+        if not self.writable or self.node.seals & F_SEAL_SEAL:
+            raise SyscallError(errno.EPERM)
+        if seals & F_SEAL_WRITE and mapped_writable:
+            raise SyscallError(errno.EBUSY)
+        self.node.seals |= seals
