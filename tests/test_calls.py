@@ -39,3 +39,24 @@ def test_memfd_sealing_and_shared_mappings(variant, build, karn, native, same):
     expected = native(exe)
     assert expected.returncode == 0, expected.stdout.decode()
     same(expected, karn(exe), f"calls_memfd ({variant})")
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_fifo_on_tmpfs(variant, build, karn, native, same):
+    """mkfifo/mknod in the guest's /tmp, with Linux's blocking and O_NONBLOCK open rules."""
+    exe = build("calls_fifo", variant, extra_flags=THREADED)
+    expected = native(exe, "/tmp")
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn(exe, "/tmp"), f"calls_fifo on tmpfs ({variant})")
+
+
+def test_fifo_on_volume(tmp_path, build, karn, native, same):
+    """The same on a host volume: the FIFO is a host FIFO."""
+    exe = build("calls_fifo", "static", extra_flags=THREADED)
+    native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
+    native_dir.mkdir()
+    guest_dir.mkdir()
+    expected = native(exe, native_dir)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_fifo on a volume")
+    assert list(guest_dir.iterdir()) == [], "the program cleans up after itself"

@@ -74,6 +74,10 @@ class Filesystem:
     def symlink(self, target: str, rel: Rel) -> None:
         raise self._refuse()
 
+    def mknod(self, rel: Rel, mode: int) -> None:
+        """A FIFO, socket or empty regular file (mode has its type; never a device)."""
+        raise self._refuse()
+
     def link(self, src: Rel, dst: Rel) -> None:
         raise self._refuse()
 

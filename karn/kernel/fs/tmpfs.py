@@ -13,14 +13,17 @@ from karn.kernel.fs.constants import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     S_IFDIR,
+    S_IFIFO,
     S_IFLNK,
     S_IFMT,
     S_IFREG,
+    S_IFSOCK,
     ST_VALID,
     TMPFS_MAGIC,
     OFlag,
     dtype_of,
 )
+from karn.kernel.fs.fifo import FifoState, PendingFifo, new_pipe_end
 from karn.kernel.fs.file import Buffer, DirEntry, MemoryFile, OpenFile
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs, now_ns
@@ -55,6 +58,7 @@ class Node:
         "children",
         "target",
         "seals",
+        "fifo",
     )
 
     def __init__(self, mode: int, ino: int) -> None:
@@ -67,6 +71,7 @@ class Node:
         # File seals (fcntl F_ADD_SEALS): a tmpfs file is sealable, born sealed against
         # new seals as on Linux; only memfd_create(MFD_ALLOW_SEALING) makes one without.
         self.seals = F_SEAL_SEAL
+        self.fifo: FifoState | None = None  # a FIFO's ends, once first opened
         if self.children is not None:
             self.nlink = 2
 
@@ -81,10 +86,13 @@ class Node:
         self.mtime = self.ctime = now_ns()
 
     def stat(self, dev: int) -> Stat:
+        fmt = self.mode & S_IFMT
         if self.data is not None:
             size = len(self.data)
+        elif fmt in (S_IFLNK, S_IFDIR):
+            size = len(self.target) if fmt == S_IFLNK else 4096
         else:
-            size = len(self.target) if self.mode & S_IFMT == S_IFLNK else 4096
+            size = 0  # FIFOs, sockets
         return Stat(
             mode=self.mode,
             ino=self.ino,
@@ -220,6 +228,13 @@ class TmpFs(Filesystem):
         writing = (flags & O_ACCMODE) != OFlag.RDONLY
         if fmt == S_IFLNK:
             raise SyscallError(errno.ELOOP)
+        if fmt == S_IFIFO:
+            if node.fifo is None:
+                node.fifo = FifoState(new_pipe_end, host_poll=False)
+            return PendingFifo(path, flags & ~O_OPEN_ONLY, node.fifo,
+                               lambda: node.stat(self.dev))
+        if fmt == S_IFSOCK:
+            raise SyscallError(errno.ENXIO)
         if fmt == S_IFDIR and (writing or flags & OFlag.CREAT):
             raise SyscallError(errno.EISDIR)
         if fmt != S_IFDIR and flags & OFlag.DIRECTORY:
@@ -237,6 +252,10 @@ class TmpFs(Filesystem):
     def mkdir(self, rel: Rel, mode: int) -> None:
         parent, name = self._parent(rel)
         self._new(parent, name, S_IFDIR | (mode & 0o7777))
+
+    def mknod(self, rel: Rel, mode: int) -> None:
+        parent, name = self._parent(rel)
+        self._new(parent, name, mode)
 
     def symlink(self, target: str, rel: Rel) -> None:
         parent, name = self._parent(rel)
