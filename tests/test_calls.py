@@ -5,7 +5,10 @@ times or addresses), and a karn run must print the same as the same binary run n
 
 from __future__ import annotations
 
+import os
 import resource
+import shutil
+import tempfile
 
 import pytest
 
@@ -60,3 +63,34 @@ def test_fifo_on_volume(tmp_path, build, karn, native, same):
     assert expected.returncode == 0, expected.stdout.decode()
     same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_fifo on a volume")
     assert list(guest_dir.iterdir()) == [], "the program cleans up after itself"
+
+
+@pytest.fixture
+def native_shm_dir():
+    """A directory on the host's /dev/shm (a tmpfs, as the guest's /dev/shm)."""
+    path = tempfile.mkdtemp(prefix="karn-calls-", dir="/dev/shm")
+    os.chmod(path, 0o755)  # the program goes on as a user, who must reach its files
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_xattrs_and_owners_on_tmpfs(variant, native_shm_dir, build, karn, native, same):
+    """Extended attributes kept on tmpfs, and chown recorded in what stat shows."""
+    exe = build("calls_xattr", variant)
+    expected = native(exe, native_shm_dir)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn(exe, "/dev/shm"), f"calls_xattr on tmpfs ({variant})")
+
+
+def test_xattrs_on_volume(tmp_path, build, karn, native, same):
+    """A volume's extended attributes are the host file's."""
+    exe = build("calls_xattr", "static")
+    native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
+    native_dir.mkdir()
+    guest_dir.mkdir()
+    expected = native(exe, native_dir, "no-owners")
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data", "no-owners"),
+         "calls_xattr on a volume")
+    assert os.getxattr(guest_dir / "calls-xattr-file", "user.b") == b""

@@ -107,9 +107,10 @@ int main(int argc, char **argv)
     /* a blocking writer waits for a reader thread */
     MUST(pthread_create(&th, NULL, reader, NULL) == 0);
     w = open(path, O_WRONLY);
+    ssize_t wrote = write(w, "to the reader", 13);
+    pthread_join(th, NULL); /* the reader prints first */
     SHOW("blocking open WRONLY", w >= 0 ? 0 : -1);
-    SHOW("write", write(w, "to the reader", 13));
-    pthread_join(th, NULL);
+    printf("wrote %zd\n", wrote);
     signal(SIGPIPE, SIG_IGN);
     SHOW("write after the reader closed", write(w, "x", 1));
     close(w);

@@ -32,6 +32,7 @@ from karn.kernel.fs.fifo import FifoState, PendingFifo
 from karn.kernel.fs.file import HostFile, OpenFile, host_error
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs
+from karn.kernel.fs.xattr import HostStore, XattrStore
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -167,6 +168,10 @@ class HostDirFs(Filesystem):
                                   host_poll=True)
                 self._fifos[(st.dev, st.ino)] = state
         return PendingFifo(path, flags & ~O_OPEN_ONLY, state, lambda: self.lstat(rel))
+
+    def xattrs(self, rel: Rel) -> XattrStore:
+        name = "/".join(rel) or "."
+        return HostStore(lambda: openat2(self.root_fd, name, os.O_PATH), self.readonly)
 
     def mknod(self, rel: Rel, mode: int) -> None:
         self._do(rel, lambda d, n: os.mknod(n, mode, dir_fd=d))

@@ -27,6 +27,7 @@ from karn.kernel.fs.fifo import FifoState, PendingFifo, new_pipe_end
 from karn.kernel.fs.file import Buffer, DirEntry, MemoryFile, OpenFile
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs, now_ns
+from karn.kernel.fs.xattr import NodeStore, XattrStore
 
 if TYPE_CHECKING:
     from karn.kernel.mm import MemoryAccount
@@ -59,6 +60,7 @@ class Node:
         "target",
         "seals",
         "fifo",
+        "xattrs",
     )
 
     def __init__(self, mode: int, ino: int) -> None:
@@ -72,6 +74,7 @@ class Node:
         # new seals as on Linux; only memfd_create(MFD_ALLOW_SEALING) makes one without.
         self.seals = F_SEAL_SEAL
         self.fifo: FifoState | None = None  # a FIFO's ends, once first opened
+        self.xattrs: dict[str, bytes] | None = None  # extended attributes (xattr.py)
         if self.children is not None:
             self.nlink = 2
 
@@ -84,6 +87,9 @@ class Node:
 
     def touch(self) -> None:
         self.mtime = self.ctime = now_ns()
+
+    def touch_meta(self) -> None:
+        self.ctime = now_ns()
 
     def stat(self, dev: int) -> Stat:
         fmt = self.mode & S_IFMT
@@ -182,6 +188,28 @@ class TmpFs(Filesystem):
         else:
             del data[size:]
         node.touch()
+
+    def chown(self, rel: Rel, uid: int | None, gid: int | None) -> None:
+        self.chown_node(self._lookup(rel), uid, gid)
+
+    def chown_node(self, node: Node, uid: int | None, gid: int | None) -> None:
+        if uid is not None:
+            node.uid = uid
+        if gid is not None:
+            node.gid = gid
+        if node.children is None and node.mode & S_IFMT != S_IFLNK:
+            # set-user-ID goes, and set-group-ID with group execute, as on Linux (even
+            # for chown(-1, -1))
+            kill = 0o4000 | (0o2000 if node.mode & 0o010 else 0)
+            node.mode &= ~kill
+        node.touch_meta()
+
+    def charge_metadata(self, delta: int) -> None:
+        """Bytes of extended attributes, counted with the data (ENOSPC past the cap)."""
+        self._charge(delta)
+
+    def xattrs(self, rel: Rel) -> XattrStore:
+        return NodeStore(self, self._lookup(rel))
 
     def anonymous(self, mode: int) -> Node:
         """A file in no directory (memfd_create): its data is charged as any file's."""
