@@ -94,3 +94,22 @@ def test_xattrs_on_volume(tmp_path, build, karn, native, same):
     same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data", "no-owners"),
          "calls_xattr on a volume")
     assert os.getxattr(guest_dir / "calls-xattr-file", "user.b") == b""
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_splice_tee_copy_file_range_fallocate_on_tmpfs(variant, native_shm_dir, build, karn,
+                                                      native, same):
+    exe = build("calls_splice", variant)
+    expected = native(exe, native_shm_dir)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn(exe, "/dev/shm"), f"calls_splice on tmpfs ({variant})")
+
+
+def test_splice_tee_copy_file_range_fallocate_on_volume(tmp_path, build, karn, native, same):
+    exe = build("calls_splice", "static")
+    native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
+    native_dir.mkdir()
+    guest_dir.mkdir()
+    expected = native(exe, native_dir)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_splice on a volume")
