@@ -113,3 +113,18 @@ def test_splice_tee_copy_file_range_fallocate_on_volume(tmp_path, build, karn, n
     expected = native(exe, native_dir)
     assert expected.returncode == 0, expected.stdout.decode()
     same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_splice on a volume")
+
+
+def test_unimplemented_notice_is_a_whole_line_among_the_guests(build, karn):
+    """karn's notice about a call it lacks shares stderr with the guest's own lines:
+    neither splits the other."""
+    exe = build("calls_notice", "static", extra_flags=THREADED)
+    got = karn(exe)
+    assert got.returncode == 0 and got.stdout == b"done\n", got.stderr.decode()[-2000:]
+    lines = got.stderr.decode().splitlines()
+    assert lines[0] == "checking afs_syscall ... ok", lines[:3]
+    guest = "guest line: the quick brown fox jumps over the lazy dog"
+    notices = [line for line in lines[1:] if line != guest]
+    assert len(lines) - len(notices) > 0, "the guest's lines are there"
+    assert len(notices) == 2, notices
+    assert all(line.startswith("karn: unimplemented syscall ") for line in notices), notices
