@@ -128,3 +128,11 @@ def test_unimplemented_notice_is_a_whole_line_among_the_guests(build, karn):
     assert len(lines) - len(notices) > 0, "the guest's lines are there"
     assert len(notices) == 2, notices
     assert all(line.startswith("karn: unimplemented syscall ") for line in notices), notices
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_proc_sys_files(variant, build, karn, native, same):
+    exe = build("calls_procsys", variant)
+    expected = native(exe)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn(exe), f"calls_procsys ({variant})")

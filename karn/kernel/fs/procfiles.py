@@ -15,6 +15,10 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 def generate(proc: Process, rel: tuple[str, ...]) -> bytes:
     """The file at rel (a root file, or one of the process's directory)."""
     name = rel[-1]
+    if rel[0] == "sys":
+        from karn.kernel.fs.procsys import read
+
+        return read(proc, rel[1:])
     if len(rel) == 1:
         return _ROOT[name](proc)
     return _PID[name](proc)
