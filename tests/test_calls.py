@@ -136,3 +136,21 @@ def test_proc_sys_files(variant, build, karn, native, same):
     expected = native(exe)
     assert expected.returncode == 0, expected.stdout.decode()
     same(expected, karn(exe), f"calls_procsys ({variant})")
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_unix_bind_makes_a_socket_file(variant, build, karn, native, same, native_shm_dir):
+    exe = build("calls_unixbind", variant)
+    expected = native(exe, native_shm_dir)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn(exe, "/tmp"), f"calls_unixbind on tmpfs ({variant})")
+
+
+def test_unix_bind_on_volume(tmp_path, build, karn, native, same):
+    exe = build("calls_unixbind", "static")
+    native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
+    native_dir.mkdir()
+    guest_dir.mkdir()
+    expected = native(exe, native_dir)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_unixbind on a volume")
