@@ -301,7 +301,11 @@ HANDLERS = {
     "fstatfs": sys_fstatfs,
     "umask": sys_umask,
 }
+_MKNOD = ("FIFOs, sockets and regular files; device nodes EPERM (no CAP_MKNOD). A FIFO "
+          "on tmpfs is a host pipe while open; on a volume, the host FIFO.")
 NOTES = {
+    "mknod": _MKNOD,
+    "mknodat": _MKNOD,
     "renameat2": "RENAME_WHITEOUT gives EINVAL",
     "fchmod": "EPERM on pipes and stdio",
     "utimensat": "EPERM through fds of pipes and stdio",
