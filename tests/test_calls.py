@@ -154,3 +154,12 @@ def test_unix_bind_on_volume(tmp_path, build, karn, native, same):
     expected = native(exe, native_dir)
     assert expected.returncode == 0, expected.stdout.decode()
     same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_unixbind on a volume")
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_timers_on_cpu_time(variant, build, karn, native, same):
+    """ITIMER_PROF/ITIMER_VIRTUAL and timer_create on CPU clocks fire as CPU time passes."""
+    exe = build("calls_cputimers", variant, extra_flags=THREADED)
+    expected = native(exe)
+    assert expected.returncode == 0, expected.stdout.decode()
+    same(expected, karn(exe), f"calls_cputimers ({variant})")

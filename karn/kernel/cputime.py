@@ -14,6 +14,7 @@ import errno
 import resource
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi.errno import SyscallError
@@ -101,6 +102,18 @@ def cpu_clock_target(task: Task, clock_id: int) -> tuple[Task | None, int]:
     if pid not in (0, proc.pid):
         raise SyscallError(errno.EINVAL)
     return None, which
+
+
+def cpu_clock_reader(task: Task, clock_id: int) -> Callable[[], int]:
+    """A CPU clock as a function any host thread may call (the CPU timers' sampler)."""
+    target, which = cpu_clock_target(task, clock_id)
+    proc = task.process
+    if target is None:
+        if which == CPUCLOCK_SCHED:
+            base = proc.cpu_base.total_ns
+            return lambda: max(time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID) - base, 0)
+        return lambda: _clock_value(process_times(proc), which)
+    return lambda: _thread_clock_ns(target)  # a thread's user time is not split apart
 
 
 def cpu_clock_ns(task: Task, clock_id: int) -> int:

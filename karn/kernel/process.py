@@ -35,6 +35,7 @@ from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
     from karn.abi.faults import GuestFault
+    from karn.kernel.cputimers import CpuTimer, CpuTimerService
     from karn.kernel.fs.context import FsContext
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
@@ -198,6 +199,8 @@ class Process:
         self.futex = FutexTable()
         self.timer_service = TimerService()
         self.itimer_real: Timer | None = None  # created on first use (sys_timer.py)
+        self.cpu_itimers: dict[int, CpuTimer] = {}  # ITIMER_VIRTUAL/PROF, on first use
+        self.cpu_timers: CpuTimerService | None = None  # their sampler (cputimers.py)
         self.posix_timers: dict[int, PosixTimer] = {}
         self.next_timer_id = 0
         self.gate = CpuGate(config.ncpus) if machine is not None else None
