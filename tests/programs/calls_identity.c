@@ -27,6 +27,17 @@ static void ids(const char *label)
     printf("%s: uid %u %u %u gid %u %u %u\n", label, r, e, s, rg, eg, sg);
 }
 
+static void status_ids(void)
+{
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    MUST(f != NULL);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "Uid:", 4) == 0 || strncmp(line, "Gid:", 4) == 0)
+            printf("status %s", line);
+    fclose(f);
+}
+
 static void *thread_nice(void *arg)
 {
     (void)arg;
@@ -116,6 +127,7 @@ int main(void)
     ids("after setres");
     SHOW("setuid 0 (the saved id)", setuid(0));
     ids("after setuid 0");
+    status_ids();
     SHOW("setresuid -1 1000 -1", setresuid(-1, 1000, -1));
     SHOW("setresuid 2000 -1 -1", setresuid(2000, -1, -1));
     SHOW("setreuid -1 0", setreuid(-1, 0));

@@ -61,8 +61,8 @@ def status(proc: Process) -> bytes:
     return (
         f"Name:\t{_comm(proc)}\nUmask:\t{proc.fs.umask:04o}\nState:\tR (running)\n"
         f"Tgid:\t{proc.pid}\nNgid:\t0\nPid:\t{proc.pid}\nPPid:\t{proc.ppid}\nTracerPid:\t0\n"
-        f"Uid:\t{ident.uid}\t{ident.euid}\t{ident.euid}\t{ident.euid}\n"
-        f"Gid:\t{ident.gid}\t{ident.egid}\t{ident.egid}\t{ident.egid}\n"
+        f"Uid:\t{ident.uid}\t{ident.euid}\t{ident.suid}\t{ident.euid}\n"
+        f"Gid:\t{ident.gid}\t{ident.egid}\t{ident.sgid}\t{ident.egid}\n"
         f"FDSize:\t{proc.fds.limit}\nGroups:\t\n"
         f"VmPeak:\t{size_kb:8d} kB\nVmSize:\t{size_kb:8d} kB\nVmHWM:\t{size_kb:8d} kB\n"
         f"VmRSS:\t{size_kb:8d} kB\nThreads:\t{len(proc.tasks)}\n"
