@@ -9,8 +9,10 @@ import os
 import resource
 import shutil
 import tempfile
+import threading
 
 import pytest
+from conftest import BUSYBOX
 
 THREADED = ("-pthread",)
 
@@ -163,3 +165,35 @@ def test_timers_on_cpu_time(variant, build, karn, native, same):
     expected = native(exe)
     assert expected.returncode == 0, expected.stdout.decode()
     same(expected, karn(exe), f"calls_cputimers ({variant})")
+
+
+@pytest.mark.parametrize("direction", ["host writes", "guest writes"])
+def test_volume_fifo_with_a_host_process(direction, tmp_path, karn):
+    """A volume's FIFO joins a guest and a host process: the guest's open waits for the
+    host's end, as it would for another guest thread's."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = b"through a host fifo\n"
+    got: list[bytes] = []
+
+    def host_side() -> None:
+        if direction == "host writes":
+            with open(fifo, "wb") as f:  # waits for the guest's reader
+                f.write(data)
+        else:
+            with open(fifo, "rb") as f:
+                got.append(f.read())
+
+    host = threading.Thread(target=host_side, daemon=True)
+    host.start()
+    if direction == "host writes":
+        result = karn("-v", f"{tmp_path}:/data", BUSYBOX, "cat", "/data/fifo")
+        assert result.stdout == data, result.stderr.decode()
+    else:
+        result = karn("-v", f"{tmp_path}:/data", BUSYBOX, "sh", "-c",
+                      "echo through a host fifo > /data/fifo")
+        host.join(30)
+        assert got == [data], result.stderr.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    host.join(30)
+    assert not host.is_alive()

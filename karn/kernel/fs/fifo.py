@@ -63,14 +63,19 @@ class FifoState:
         for waker in list(self.waiting):
             waker.wake()
 
-    def open(self, task: Task, flags: int, path: str, stat: StatOf) -> FifoEnd:
-        """open(2) of the FIFO: an end, after waiting for a partner as Linux does."""
+    def open(self, task: Task, flags: int, path: str, stat: StatOf, opened: int | None = None
+             ) -> FifoEnd:
+        """open(2) of the FIFO: an end, after waiting for a partner as Linux does.
+        `opened`: a host end of the right mode already open (a volume's FIFO, opened
+        before it was known to be one: closing it could cheat a host process of its
+        partner)."""
         mode = flags & O_ACCMODE
         nonblock = bool(flags & OFlag.NONBLOCK)
         if mode == OFlag.WRONLY:
-            return self._open_writer(task, flags, path, stat, nonblock)
+            return self._open_writer(task, flags, path, stat, nonblock, opened)
         with self.lock:
-            fd = self._new_end(os.O_RDWR if mode == OFlag.RDWR else os.O_RDONLY)
+            fd = opened if opened is not None else self._new_end(
+                os.O_RDWR if mode == OFlag.RDWR else os.O_RDONLY)
             end = FifoEnd(fd, path, flags & ~O_OPEN_ONLY, stat, self)
             self.readers += 1
             self.read_opens += 1
@@ -84,15 +89,16 @@ class FifoState:
             self._wait(task, end, lambda: self.write_opens != seen, (fd, select.POLLIN))
         return end
 
-    def _open_writer(self, task: Task, flags: int, path: str, stat: StatOf, nonblock: bool
-                     ) -> FifoEnd:
+    def _open_writer(self, task: Task, flags: int, path: str, stat: StatOf, nonblock: bool,
+                     opened: int | None) -> FifoEnd:
         """A writer counts once it has its host end: a reader it releases must find the
         pipe with a writer, not at end of file."""
         with self.lock:
-            if self.readers == 0 and nonblock:
+            if self.readers == 0 and nonblock and opened is None:
                 raise SyscallError(errno.ENXIO)
             seen = self.read_opens
-        while True:
+        fd = opened if opened is not None else -1
+        while fd < 0:
             with self.lock:
                 if self.readers > 0 or self.read_opens != seen:
                     fd = self._new_end(os.O_WRONLY)
@@ -179,10 +185,12 @@ class PendingFifo(OpenFile):
     """What a filesystem's open gives for a FIFO: the end is made by finish_open, which
     has the task to wait with (sys_open.py)."""
 
-    def __init__(self, path: str, flags: int, state: FifoState, stat: StatOf) -> None:
+    def __init__(self, path: str, flags: int, state: FifoState, stat: StatOf,
+                 opened: int | None = None) -> None:
         super().__init__(path, flags)
         self.state = state
         self._stat = stat
+        self.opened = opened  # a host end already open, handed to the FIFO's end
 
     def stat(self) -> Stat:
         return self._stat()
@@ -190,7 +198,13 @@ class PendingFifo(OpenFile):
     def finish_open(self, task: Task) -> OpenFile:
         if self.flags & OFlag.PATH:
             return self
-        return self.state.open(task, self.flags, self.path, self._stat)
+        opened, self.opened = self.opened, None  # the FIFO's end owns it from now on
+        return self.state.open(task, self.flags, self.path, self._stat, opened)
+
+    def close(self) -> None:
+        if self.opened is not None:
+            os.close(self.opened)
+            self.opened = None
 
 
 def new_pipe_end(host_flags: int) -> int:

@@ -150,14 +150,13 @@ class HostDirFs(Filesystem):
             except OSError:
                 pass
         file = HostFile(fd, path, flags & ~O_OPEN_ONLY)
-        if file.is_pipe:
-            file.close()
-            return self._fifo(rel, flags, path)
+        if file.is_pipe:  # this end becomes the FIFO end: a host partner may have seen it
+            return self._fifo(rel, flags, path, fd)
         if not flags & (OFlag.NONBLOCK | OFlag.PATH):
             file.set_status_flags(file.flags & OFlag.APPEND)
         return file
 
-    def _fifo(self, rel: Rel, flags: int, path: str) -> OpenFile:
+    def _fifo(self, rel: Rel, flags: int, path: str, opened: int | None = None) -> OpenFile:
         """A FIFO of the volume: one FifoState per host FIFO, shared by its openers."""
         st = self.lstat(rel)
         name = "/".join(rel)
@@ -167,7 +166,7 @@ class HostDirFs(Filesystem):
                 state = FifoState(lambda host_flags: openat2(self.root_fd, name, host_flags),
                                   host_poll=True)
                 self._fifos[(st.dev, st.ino)] = state
-        return PendingFifo(path, flags & ~O_OPEN_ONLY, state, lambda: self.lstat(rel))
+        return PendingFifo(path, flags & ~O_OPEN_ONLY, state, lambda: self.lstat(rel), opened)
 
     def xattrs(self, rel: Rel) -> XattrStore:
         name = "/".join(rel) or "."
