@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -153,7 +154,11 @@ class HostDirFs(Filesystem):
         if file.is_pipe:  # this end becomes the FIFO end: a host partner may have seen it
             return self._fifo(rel, flags, path, fd)
         if not flags & (OFlag.NONBLOCK | OFlag.PATH):
-            file.set_status_flags(file.flags & OFlag.APPEND)
+            try:  # one call: F_SETFL sets only these of the flags the file was opened with
+                fcntl.fcntl(fd, fcntl.F_SETFL, host_flags & (os.O_APPEND | os.O_NOATIME))
+            except OSError as err:
+                file.close()
+                raise host_error(err) from None
         return file
 
     def _fifo(self, rel: Rel, flags: int, path: str, opened: int | None = None) -> OpenFile:
