@@ -40,11 +40,24 @@ static void spin(long long ns)
             sink += i;
 }
 
-static volatile int worker_stop;
+/* The worker spins until its own timer's signal came (or 5 s of CPU): the main thread
+ * waits in pthread_join, so nothing here needs the CPU handed from a spinning thread. */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static pid_t worker_tid;
+static int armed;
+
 static void *worker(void *arg)
 {
     (void)arg;
-    while (!worker_stop)
+    pthread_mutex_lock(&lock);
+    worker_tid = syscall(SYS_gettid);
+    pthread_cond_broadcast(&cond);
+    while (!armed)
+        pthread_cond_wait(&cond, &lock);
+    pthread_mutex_unlock(&lock);
+    long long start = cpu_ns();
+    while (usr2 < 2 && cpu_ns() - start < 5000000000LL)
         for (int i = 0; i < 10000; i++)
             sink += i;
     return NULL;
@@ -116,21 +129,28 @@ int main(void)
     YESNO("one SIGUSR2", usr2 == 1);
     SHOW("timer_delete", timer_delete(t2));
 
-    /* another thread's clock: it advances while this one sleeps */
+    /* another thread's clock, its signal to that thread */
     pthread_t th;
     clockid_t cid;
     MUST(pthread_create(&th, NULL, worker, NULL) == 0);
+    pthread_mutex_lock(&lock);
+    while (!worker_tid)
+        pthread_cond_wait(&cond, &lock);
+    pthread_mutex_unlock(&lock);
     MUST(pthread_getcpuclockid(th, &cid) == 0);
-    ev.sigev_notify = SIGEV_SIGNAL;
-    ev.sigev_signo = SIGUSR2;
+#ifdef __GLIBC__
+    ev._sigev_un._tid = worker_tid;
+#else
+    ev.sigev_notify_thread_id = worker_tid;
+#endif
     SHOW("timer_create on the worker's clock", timer_create(cid, &ev, &t3));
-    SHOW("timer_settime 50ms absolute", timer_settime(t3, TIMER_ABSTIME, &(struct itimerspec){{0, 0}, {0, 50000000}}, NULL));
-    while (usr2 < 2) {
-        struct timespec nap = {0, 5000000};
-        nanosleep(&nap, NULL);
-    }
-    worker_stop = 1;
+    struct itimerspec at50 = {{0, 0}, {0, 50000000}};
+    SHOW("timer_settime 50ms absolute", timer_settime(t3, TIMER_ABSTIME, &at50, NULL));
+    pthread_mutex_lock(&lock);
+    armed = 1;
+    pthread_cond_broadcast(&cond);
+    pthread_mutex_unlock(&lock);
     pthread_join(th, NULL);
-    printf("worker's timer fired\n");
+    YESNO("the worker's timer fired", usr2 == 2);
     return 0;
 }
