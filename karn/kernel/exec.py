@@ -39,6 +39,7 @@ from karn.kernel.fs.sysutil import base_of, path_arg
 from karn.kernel.limits import RLIMIT_STACK
 from karn.kernel.process import ThreadExit
 from karn.kernel.signals import SIG_IGN, AltStack, SigAction
+from karn.kernel.sys_timer import delete_posix_timer
 from karn.loader.aslr import choose_placement, mmap_top
 from karn.loader.program import ElfFile, Executable, map_executable
 
@@ -381,9 +382,8 @@ def _reset_process(task: Task) -> None:
                 proc.actions[sig] = SigAction()
     task.altstack = AltStack()
     task.saved_mask = None
-    for timer in proc.posix_timers.values():
-        proc.timer_service.arm(timer.timer, None, 0.0)
-    proc.posix_timers.clear()
+    for timer in list(proc.posix_timers.values()):
+        delete_posix_timer(proc, timer)
     task.robust_list = task.robust_list_len = task.clear_child_tid = 0
 
 

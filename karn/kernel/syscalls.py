@@ -87,7 +87,6 @@ class Denied:
 
 
 _NO_PROCESSES = "one program per unikernel: no process is created"
-_NO_XATTRS = "no filesystem stores extended attributes"
 
 # The calls refused with a fixed errno. Those an area serves raise it themselves (the
 # real-guest test holds them to it); the others are refused here, without a log line.
@@ -97,11 +96,6 @@ ERRORS: dict[str, Error] = {
     "vfork": Error(errno.ENOSYS, _NO_PROCESSES),
     "ptrace": Error(errno.EPERM, "nothing in the guest may be traced (as without CAP_SYS_PTRACE)"),
     "setsid": Error(errno.EPERM, "the guest is pid 1, already a process-group leader"),
-    **dict.fromkeys(
-        "getxattr lgetxattr fgetxattr removexattr lremovexattr fremovexattr".split(),
-        Error(errno.ENODATA, _NO_XATTRS),
-    ),
-    **dict.fromkeys("setxattr lsetxattr fsetxattr".split(), Error(errno.EOPNOTSUPP, _NO_XATTRS)),
 }
 
 
