@@ -1,5 +1,6 @@
 # karn: the two commands at the top of README.md, plus benchmarks and lint.
-#   make example   install karn if needed, build examples/hello.c, run it under karn
+#   make example   install karn if needed (a `karn` command: in .venv unless python3
+#                  already imports this checkout), build examples/hello.c, run it under karn
 #   make test      install what the tests need (only what is missing), run pytest: every
 #                  test, on TEST_JOBS workers (pytest-xdist; tests marked serial run alone)
 #   make test-quick  the same without the tests marked slow (> ~10 s each) or breadth (many
@@ -14,37 +15,60 @@ APT_PACKAGES := gcc libc6-dev binutils musl-tools busybox-static \
 	nginx redis-server redis-tools wrk curl graphviz
 BENCH_ARGS ?=
 TEST_JOBS ?= auto
-PYTEST := $(PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadscope
+VENV ?= .venv
+RUNTIME_MODULES := karn, karn.cli.main, elftools, capstone, jsonschema, re2
+# The Python that runs karn: $(PYTHON) when it already imports this checkout's karn from
+# outside the repository directory (`pip install -e .` done, as CI does), else a venv in
+# $(VENV), made on first use (PEP 668: Debian's python3 refuses a system-wide pip install).
+THIS_KARN := import os, sys, karn; sys.exit(os.path.realpath(karn.__path__[0]) != \
+	os.path.realpath("$(CURDIR)/karn"))
+ifeq ($(shell cd / && $(PYTHON) -c '$(THIS_KARN)' 2>/dev/null && echo yes),yes)
+KARN_PYTHON := $(PYTHON)
+else
+KARN_PYTHON := $(abspath $(VENV))/bin/python
+endif
+# The `karn` command pip installed for KARN_PYTHON (looked up once it is installed)
+KARN = $(shell cd / && $(KARN_PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/karn
+PYTEST := $(KARN_PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadscope
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all example test test-quick bench lint install install-test-deps clean vdso
 all: test
 
-# Install the package (editable) unless it and its dependencies already import.
-install:
-	@$(PYTHON) -c 'import karn, karn.cli.main, elftools, capstone, jsonschema, re2' 2>/dev/null \
-	  || $(PYTHON) -m pip install -q -e .
+# Install the package (editable) unless this checkout's karn and its dependencies import.
+install: $(if $(filter $(abspath $(VENV))/%,$(KARN_PYTHON)),$(abspath $(VENV))/bin/python)
+	@cd / && $(KARN_PYTHON) -c 'import $(RUNTIME_MODULES); $(THIS_KARN)' 2>/dev/null \
+	  || $(KARN_PYTHON) -m pip install -q -e '$(CURDIR)'
+	@test -x "$(KARN)" || { echo "karn: no karn command in $(dir $(KARN))"; exit 1; }
+
+# The venv (Debian's python3 needs python3-venv for ensurepip)
+$(abspath $(VENV))/bin/python:
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { echo "installing python3-venv"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q python3-venv; }
+	$(PYTHON) -m venv $(VENV)
 
 examples/hello: examples/hello.c
 	@command -v gcc >/dev/null || $(MAKE) --no-print-directory install-test-deps
 	gcc -O2 -o $@ $<
 
 example: install examples/hello
-	$(PYTHON) -m karn run examples/hello
+	$(KARN) run examples/hello
+	@case "$(KARN)" in "$(abspath $(VENV))"/*) \
+	  echo "karn is $(KARN): add $(dir $(KARN)) to PATH, or run '. $(VENV)/bin/activate'";; esac
 
 # apt only when a tool is missing; pip only when pytest or karn is missing.
-install-test-deps:
+install-test-deps: install
 	@missing=""; \
 	for tool in gcc musl-gcc nm docker-registry skopeo umoci htpasswd go gdb strace nginx redis-server redis-cli wrk curl dot; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
 	[ -x /bin/busybox ] || missing="$$missing busybox"; \
 	[ -x /usr/bin/python3 ] || missing="$$missing python3"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages (missing:$$missing)"; \
-	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $(APT_PACKAGES); \
+	  $(SUDO) apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(APT_PACKAGES); \
 	fi
-	@$(PYTHON) -c 'import pytest, xdist, cryptography, hypothesis, karn, karn.cli.main, elftools, capstone, jsonschema, re2' 2>/dev/null \
-	  || $(PYTHON) -m pip install -q -e '.[test]'
+	@$(KARN_PYTHON) -c 'import pytest, xdist, cryptography, hypothesis, $(RUNTIME_MODULES)' 2>/dev/null \
+	  || $(KARN_PYTHON) -m pip install -q -e '.[test]'
 
 test: install-test-deps
 	$(PYTEST)
@@ -53,12 +77,12 @@ test-quick: install-test-deps
 	$(PYTEST) -m "not slow and not breadth"
 
 bench: install
-	$(PYTHON) bench/run.py $(BENCH_ARGS)
+	$(KARN_PYTHON) bench/run.py $(BENCH_ARGS)
 
-lint:
-	@$(PYTHON) -c 'import ruff, mypy' 2>/dev/null || $(PYTHON) -m pip install -q -e '.[lint]'
-	$(PYTHON) -m ruff check karn tests bench
-	$(PYTHON) -m mypy
+lint: install
+	@$(KARN_PYTHON) -c 'import ruff, mypy' 2>/dev/null || $(KARN_PYTHON) -m pip install -q -e '.[lint]'
+	$(KARN_PYTHON) -m ruff check karn tests bench
+	$(KARN_PYTHON) -m mypy
 
 # The guest's vDSO (docs/design/fast-syscalls.md, section 6): freestanding, no relocations,
 # unwind tables kept. The image is committed as package data, so installs need no compiler.

@@ -11,6 +11,13 @@ class UsageError(KarnError):
     exit_code = 125
 
 
+class NotFoundError(KarnError):
+    """No image, instance or system by that name (docs/cli.md: exit 1, as docker's `No
+    such container` / `No such image`)."""
+
+    exit_code = 1
+
+
 class PlatformError(KarnError):
     """KVM missing, inaccessible or refusing the set-up."""
 

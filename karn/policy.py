@@ -9,7 +9,7 @@ Karnfile `[policy]` table sets it; `karn run` options override it, key by key:
     on_denied = "..."   --on-denied eperm|kill   same
     network = "..."     --network ...            kernel/net (policy.py)
     threads = N         --pids-limit N           RLIMIT_NPROC hard limit
-    open_files = N      --ulimit nofile=N        RLIMIT_NOFILE hard limit
+    open_files = N      --ulimit nofile=N        RLIMIT_NOFILE (1024; hard: host's, <= 65536)
     cpu_time = S        --ulimit cpu=S           RLIMIT_CPU: SIGXCPU, then SIGKILL
     file_size = SIZE    --ulimit fsize=SIZE      RLIMIT_FSIZE: EFBIG and SIGXFSZ
     tmpfs_size = SIZE   --tmpfs-size SIZE        /tmp and /dev/shm: ENOSPC
@@ -28,10 +28,11 @@ from typing import Any
 
 from karn import log
 from karn.errors import UsageError
+from karn.kernel.limits import host_nofile_hard
 from karn.sizes import parse_size
 
 DEFAULT_THREADS = 1024  # one vCPU and one host thread each: keep a thread bomb small
-DEFAULT_OPEN_FILES = 1024
+DEFAULT_OPEN_FILES = 1024  # the soft limit, the hard one the host's, unless set
 DEFAULT_CPUS = 1
 MAX_THREADS = 4096
 ON_DENIED = ("eperm", "kill")
@@ -46,7 +47,7 @@ class Policy:
         self.on_denied = "eperm"
         self.network: str | None = None  # --network spec; None: none
         self.threads = DEFAULT_THREADS
-        self.open_files = DEFAULT_OPEN_FILES
+        self.open_files: int | None = None  # None: soft DEFAULT_OPEN_FILES, hard the host's
         self.cpu_time: int | None = None  # seconds of CPU; None: unlimited
         self.file_size: int | None = None  # bytes per written file; None: unlimited
         self.tmpfs_size: int | None = None  # bytes per tmpfs; None: half of --memory
@@ -80,7 +81,7 @@ class Policy:
         return {
             "syscalls": "all implemented" if names is None else sorted(names),
             "on_denied": self.on_denied, "max_threads": self.threads,
-            "max_open_files": self.open_files, "cpu_time": self.cpu_time,
+            "max_open_files": self.open_files or host_nofile_hard(), "cpu_time": self.cpu_time,
             "file_size": self.file_size, "tmpfs_size": self.tmpfs_size, "aslr": self.aslr,
             "vdso": self.vdso,
         }
@@ -162,8 +163,10 @@ def loosenings(values: dict[str, Any], memory: int, default_memory: int) -> list
             from karn.kernel.net.policy import NetPolicy
 
             looser = NetPolicy.parse(value).mode != "none"
-        elif key in ("threads", "open_files"):
-            looser = value > getattr(default, key)
+        elif key == "threads":
+            looser = value > default.threads
+        elif key == "open_files":
+            looser = value > DEFAULT_OPEN_FILES
         elif key == "tmpfs_size":
             looser = value > memory // 2
         elif key == "aslr":
@@ -204,7 +207,13 @@ def _number(text: str, spec: str) -> int:
 
 def apply_policy(proc: Any, policy: Policy) -> None:
     """Set a kernel Process's limits and syscall table from the policy."""
-    from karn.kernel.limits import RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC
+    from karn.kernel.limits import (
+        RLIMIT_CPU,
+        RLIMIT_FSIZE,
+        RLIMIT_NOFILE,
+        RLIMIT_NPROC,
+        raise_monitor_nofile,
+    )
     from karn.kernel.syscalls import restricted_table
 
     limits = {RLIMIT_NPROC: policy.threads, RLIMIT_NOFILE: policy.open_files,
@@ -213,7 +222,8 @@ def apply_policy(proc: Any, policy: Policy) -> None:
         if value is not None:
             proc.rlimits[resource] = (value, value)
             proc.rlimit_ceilings[resource] = value
-    proc.fds.limit = policy.open_files
+    proc.fds.limit = proc.rlimits[RLIMIT_NOFILE][0]
+    raise_monitor_nofile()
     names = policy.syscall_names()
     if names is not None:
         proc.syscall_table = restricted_table(names, kill=policy.on_denied == "kill")

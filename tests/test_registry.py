@@ -194,7 +194,7 @@ def test_registry_down(home: Path) -> None:
 
 
 def test_unknown_image_in_registry(registry: Registry, home: Path) -> None:
-    assert_one_error_line(karn_in(home, "pull", f"{registry.host}/no/such:1"), None, "not found")
+    assert_one_error_line(karn_in(home, "pull", f"{registry.host}/no/such:1"), 1, "not found")
 
 
 # ---- htpasswd basic auth

@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from karn.cli.output import add_format, print_json
 from karn.errors import UsageError
 
 # ---- `karn inspect IMAGE`
@@ -98,6 +99,7 @@ def register(sub: Any, parse_size: Any) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print image IDs only")
     p.add_argument("--digests", action="store_true", help="show full manifest digests")
+    add_format(p)
     p.set_defaults(func=cmd_images)
 
     p = sub.add_parser(
@@ -259,6 +261,11 @@ def cmd_images(args: argparse.Namespace) -> int:
     if args.quiet:
         for image in images:
             print(image.id)
+        return 0
+    if args.format == "json":
+        print_json([{"Id": image.id, "ConfigDigest": image.config_digest,
+                     "Digest": image.digest, "RepoTags": image.names,
+                     "Created": image.created, "Size": image.total_size} for image in images])
         return 0
     rows = [("REPOSITORY", "TAG", "DIGEST" if args.digests else "IMAGE ID", "CREATED", "SIZE")]
     for image in images:

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from karn.cli.output import add_format, print_json, rfc3339
 from karn.errors import KarnError, UsageError
 from karn.instance import registry
 from karn.instance.registry import Instance
@@ -22,6 +23,7 @@ def register(sub: Any) -> None:
                        description="List running instances (with -a, exited ones too).")
     p.add_argument("-a", "--all", action="store_true", help="also show exited instances")
     p.add_argument("-q", "--quiet", action="store_true", help="print instance IDs only")
+    add_format(p)
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("logs", help="show a detached instance's output",
@@ -65,6 +67,7 @@ def ask(inst: Instance, op: str, **fields: object) -> dict:
 
 def cmd_ps(args: argparse.Namespace) -> int:
     rows = []
+    objects = []
     for inst in registry.all_instances():
         state = inst.state()
         if state != "running" and not args.all:
@@ -73,6 +76,9 @@ def cmd_ps(args: argparse.Namespace) -> int:
             print(inst.id)
             continue
         stats = _stats(inst) if state == "running" else None
+        if args.format == "json":
+            objects.append(_ps_object(inst, state, stats))
+            continue
         rows.append([
             inst.id, inst.name or "-", _command_line(inst.meta), inst.describe_state(),
             _duration(stats["uptime"]) if stats else "-",
@@ -80,9 +86,28 @@ def cmd_ps(args: argparse.Namespace) -> int:
             else "-",
             f"{stats['cpu_seconds']:.2f}s" if stats else "-",
         ])
-    if not args.quiet:
+    if args.quiet:
+        return 0
+    if args.format == "json":
+        print_json(objects)
+    else:
         _table(["INSTANCE ID", "NAME", "COMMAND", "STATE", "UPTIME", "MEMORY", "CPU"], rows)
     return 0
+
+
+def _ps_object(inst: Instance, state: str, stats: dict | None) -> dict:
+    """One `ps --format json` row: the table's columns, unabbreviated and in units."""
+    row: dict[str, Any] = {
+        "Id": inst.id, "Name": inst.name, "Command": [inst.meta["program"], *inst.meta["args"]],
+        "State": state, "Status": inst.describe_state(), "Created": rfc3339(inst.meta["created"]),
+    }
+    if stats is not None:
+        row.update(UptimeSeconds=round(stats["uptime"], 3),
+                   MemoryBytes=stats["guest_resident"], MemoryLimitBytes=stats["memory_limit"],
+                   CpuSeconds=round(stats["cpu_seconds"], 3))
+    if inst.status is not None:
+        row["ExitCode"] = inst.status["exit_code"]
+    return row
 
 
 def _stats(inst: Instance) -> dict | None:
@@ -209,15 +234,22 @@ def _kill_hard(inst: Instance) -> None:
 
 def inspect(inst: Instance) -> dict:
     info: dict = {"Id": inst.id, "Name": inst.name, "State": inst.state(),
-                  "Pid": inst.pid, "Created": inst.meta["created"],
+                  "Pid": inst.pid, "Created": rfc3339(inst.meta["created"]),
                   "Program": inst.meta["program"], "Args": inst.meta["args"],
                   "Detached": inst.detached}
     if inst.status is not None:
         info["ExitCode"] = inst.status["exit_code"]
-        info["Finished"] = inst.status["finished"]
+        info["Finished"] = rfc3339(inst.status["finished"])
     elif inst.alive():
         live = ask(inst, "inspect")
-        live.pop("ok")
+        for said_above in ("ok", "program"):
+            live.pop(said_above, None)
+        if "argv" in live:
+            info["Argv"] = live.pop("argv")  # argv[0] as the guest sees it
+        stats = live.get("stats") or {}
+        for key in ("uptime", "cpu_seconds"):  # float sums: 0.39999999999999997
+            if isinstance(stats.get(key), float):
+                stats[key] = round(stats[key], 3)
         info.update(live)
     return info
 

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from karn import __version__, log
 from karn.cli import run
+from karn.cli.interrupt import quiet_interrupts
 from karn.errors import KarnError, UsageError
 
 
@@ -72,6 +73,7 @@ def _leave(status: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_interrupts()  # (the `karn` script imports this module first)
     argv = sys.argv[1:] if argv is None else argv
     command = _command(argv)
     parser, run_parser = build_parser(with_images=command != "run")

@@ -44,12 +44,15 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         out = open(args.output, "w") if args.output else sys.stderr
     except OSError as err:
         raise UsageError(f"policy suggest: {args.output}: {err.strerror}") from None
-    with out:
+    try:
         status = run(guest)
         counts = guest.process.syscall_counts
         used = sorted(SYSCALL_NAMES[nr] for nr, n in enumerate(counts)
                       if n and nr in SYSCALL_NAMES)
         out.write(render(used, " ".join(args.run_args), status))
+    finally:
+        if out is not sys.stderr:  # karn's own stderr stays open for its exit
+            out.close()
     return status
 
 

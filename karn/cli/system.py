@@ -116,8 +116,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     from karn.system import state
 
     name = state.resolve(args.system)
-    if not state.is_running(name):
-        raise UsageError(f"system {name} is not running")
+    if not state.is_running(name):  # already down: done, as `docker stop` of a stopped one
+        print(name)
+        return 0
     state.request(name, "down")
     deadline = time.monotonic() + DOWN_WAIT
     while state.is_running(name):

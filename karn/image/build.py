@@ -14,9 +14,10 @@ import json
 import os
 import stat
 import tarfile
+import time
 from typing import IO, Any
 
-from karn.errors import ImageError, UsageError
+from karn.errors import ImageError, NotFoundError, UsageError
 from karn.image.karnfile import BuildSpec
 from karn.image.layer import Entry, LayerBlob, guess_layer_type, tree_entries, write_layer
 from karn.image.oci import (
@@ -153,9 +154,12 @@ def file_entries(src: str, dst: str, mode: int | None) -> list[Entry]:
 
 
 def created_timestamp() -> str:
+    """The config's `created`: now, or $SOURCE_DATE_EPOCH for a reproducible digest."""
     from karn.image.layer import source_date_epoch
 
-    when = datetime.datetime.fromtimestamp(source_date_epoch(), datetime.UTC)
+    pinned = "SOURCE_DATE_EPOCH" in os.environ
+    when = datetime.datetime.fromtimestamp(source_date_epoch() if pinned else int(time.time()),
+                                           datetime.UTC)
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -230,7 +234,7 @@ def resolve_base(store: Store, source: str) -> Image:
         from karn.image.registry import pull
 
         return pull(store, source)
-    raise ImageError(f"base image {source} not found in the store (pull it, or use oci:DIR)")
+    raise NotFoundError(f"base image {source} not found in the store (pull it, or use oci:DIR)")
 
 
 def import_oci_layout(store: Store, spec: str) -> Image:

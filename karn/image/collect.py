@@ -252,7 +252,11 @@ def collect_program(host_path: str, collect: Iterable[str] = ()) -> RootManifest
             if path is not None:
                 rule.check(path, f"library {path}")
                 manifest.files.setdefault(path, os.path.realpath(path))
-    return _mirror_host_links(manifest)
+    manifest = _mirror_host_links(manifest)
+    from karn.image.runtimes import add_runtime  # (it builds on this module)
+
+    add_runtime(manifest, guest, rule)  # an interpreter's standard library
+    return manifest
 
 
 GLIBC_DLOPENS = ("libgcc_s.so.1",)
@@ -342,9 +346,19 @@ def _locate_program(host_path: str) -> str:
     raise ImageError(f"{host_path}: command not found in $PATH")
 
 
-def _load_closure(main: _Loaded, interp: str, resolver: _Resolver) -> list[str]:
-    """Breadth-first DT_NEEDED closure, in the order ld.so maps objects."""
-    interp_info = inspect_elf(interp)
+def _load_closure(main: _Loaded, interp: str, resolver: _Resolver,
+                  inspected: dict[str, ElfInfo] | None = None) -> list[str]:
+    """Breadth-first DT_NEEDED closure, in the order ld.so maps objects (`inspected`: ELF
+    files already parsed, shared by the closures of many modules)."""
+    cache = {} if inspected is None else inspected
+
+    def inspect(path: str) -> ElfInfo:
+        info = cache.get(path)
+        if info is None:
+            info = cache[path] = inspect_elf(path)
+        return info
+
+    interp_info = inspect(interp)
     # Names already satisfied: ld.so matches DT_NEEDED against loaded names and sonames.
     known: dict[str, str] = {os.path.basename(interp): interp}
     if interp_info.soname:
@@ -365,7 +379,7 @@ def _load_closure(main: _Loaded, interp: str, resolver: _Resolver) -> list[str]:
             if path in seen_paths:
                 continue
             seen_paths.add(path)
-            info = inspect_elf(path)
+            info = inspect(path)
             if info.soname:
                 known.setdefault(info.soname, path)
             order.append(path)

@@ -24,7 +24,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import IO, Any
 
-from karn.errors import ImageError, KarnError
+from karn.errors import ImageError, KarnError, NotFoundError
 from karn.image.auth import find_credentials
 from karn.image.oci import (
     CONFIG_SCHEMA,
@@ -276,7 +276,7 @@ class Registry:
         )
         data = resp.body.read(MAX_MANIFEST + 1)
         if resp.status == 404:
-            raise RegistryError(
+            raise NotFoundError(
                 f"image {self.registry}/{self.repository}:{reference} not found in the registry"
             )
         if len(data) > MAX_MANIFEST:

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, Any
 
-from karn.errors import ImageError, KarnError
+from karn.errors import ImageError, KarnError, NotFoundError
 from karn.image.home import karn_home
 from karn.image.oci import (
     INDEX_TYPES,
@@ -66,7 +66,12 @@ class Image:
 
     @property
     def id(self) -> str:
-        return self.digest.split(":", 1)[1][:12]
+        """The IMAGE ID: the config's digest, shortened (as podman and docker show it)."""
+        return self.config_digest.split(":", 1)[1][:12]
+
+    @property
+    def config_digest(self) -> str:
+        return str(self.manifest["config"]["digest"])
 
     @property
     def total_size(self) -> int:
@@ -325,7 +330,8 @@ class Store:
         images = self.images()
         hexpart = text.removeprefix("sha256:")
         if len(hexpart) >= 4 and all(c in "0123456789abcdef" for c in hexpart):
-            hits = [i for i in images if i.digest.split(":", 1)[1].startswith(hexpart)]
+            hits = [i for i in images if any(d.split(":", 1)[1].startswith(hexpart)
+                                             for d in (i.config_digest, i.digest))]
             if len(hits) == 1:
                 return hits[0]
             if len(hits) > 1:
@@ -346,7 +352,7 @@ class Store:
     def get(self, text: str) -> Image:
         image = self.find(text)
         if image is None:
-            raise ImageError(f"image {text} not found in the store (see `karn images`)")
+            raise NotFoundError(f"image {text} not found in the store (see `karn images`)")
         return image
 
     def untag(self, text: str) -> tuple[Image, bool]:

@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 
-from karn.errors import UsageError
+from karn.errors import NotFoundError, UsageError
 from karn.instance.paths import instances_dir
 
 META, STATUS, SOCKET, LOG = "meta.json", "status.json", "control.sock", "output.log"
@@ -107,7 +107,7 @@ def find(ref: str) -> Instance:
     """By name, full id or unique id prefix; UsageError otherwise."""
     inst = lookup(ref)
     if inst is None:
-        raise UsageError(f"no such instance: {ref}")
+        raise NotFoundError(f"no such instance: {ref}")
     return inst
 
 

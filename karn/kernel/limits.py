@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import threading
 from typing import Any
 
@@ -26,14 +27,34 @@ RLIMIT_RTTIME = 15
 RLIM_NLIMITS = 16
 
 DEFAULT_NOFILE = 1024
+NR_OPEN = 1 << 20  # Linux fs.nr_open default: the most fds RLIMIT_NOFILE can give
+# Each guest fd is a host fd of the monitor, whose kernel memory --memory does not see:
+# without --ulimit nofile, the hard limit is the host's but at most this many.
+MAX_DEFAULT_NOFILE_HARD = 1 << 16
 STACK_SIZE = 8 << 20
+
+
+def host_nofile_hard() -> int:
+    """The host's RLIMIT_NOFILE hard limit, at most MAX_DEFAULT_NOFILE_HARD: the guest's
+    default hard limit and karn's nr_open, as the fds the guest opens are the monitor's."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    cap = min(NR_OPEN, MAX_DEFAULT_NOFILE_HARD)
+    return cap if hard == resource.RLIM_INFINITY else min(hard, cap)
+
+
+def raise_monitor_nofile() -> None:
+    """Let the monitor hold as many host fds as the guest may ask for (its soft limit up
+    to its hard one), as Go and systemd services do for themselves."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def default_rlimits(memory_limit: int) -> list[tuple[int, int]]:
     limits = [(RLIM_INFINITY, RLIM_INFINITY)] * RLIM_NLIMITS
     limits[RLIMIT_STACK] = (STACK_SIZE, RLIM_INFINITY)
     limits[RLIMIT_CORE] = (0, RLIM_INFINITY)
-    limits[RLIMIT_NOFILE] = (DEFAULT_NOFILE, DEFAULT_NOFILE)
+    limits[RLIMIT_NOFILE] = (DEFAULT_NOFILE, max(host_nofile_hard(), DEFAULT_NOFILE))
     limits[RLIMIT_MEMLOCK] = (8 << 20, 8 << 20)
     limits[RLIMIT_AS] = (memory_limit, memory_limit)
     limits[RLIMIT_NPROC] = (4096, 4096)

@@ -318,6 +318,21 @@ class AddressSpace:
             return self._vmas[i]
         return None
 
+    def discard_all(self, mmap_top: int) -> None:
+        """execve: every mapping goes at once (shared file mappings written back by the
+        caller first), its host pages given back; the books restart empty, with the mmap
+        area's top at `mmap_top` (the new program's ASLR placement)."""
+        reg = self.region
+        if self.code_watcher is not None:  # first: nothing it knows is put back then
+            self.code_watcher.forget(reg.user_start, reg.user_end)
+        for vma in self._vmas:
+            self.memory.discard(vma.start, vma.end - vma.start)
+        self._charge(-self.mapped_bytes)
+        self._vmas, self._starts = [], []
+        self.shared_files.clear()
+        self.brk_start = self.brk = 0
+        self.region = reg._replace(mmap_top=mmap_top)
+
     # -- brk ---------------------------------------------------------------------------
 
     def set_brk_start(self, addr: int) -> None:

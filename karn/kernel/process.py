@@ -16,6 +16,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.signals import NSIG, SIGKILL, SIGSEGV
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
+from karn.kernel.cputime import monitor_times
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC, default_rlimits
 from karn.kernel.signals import (
@@ -34,6 +35,7 @@ from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
     from karn.abi.faults import GuestFault
+    from karn.kernel.cputimers import CpuTimer, CpuTimerService
     from karn.kernel.fs.context import FsContext
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
     from karn.kernel.sys_timer import PosixTimer
     from karn.kernel.threads import Observer, TaskLoop
     from karn.kernel.timers import Timer
+    from karn.loader.program import LoadSettings, ProgramImage
 
 
 class Cpu(Protocol):
@@ -95,17 +98,21 @@ class Machine(Protocol[CpuT]):
 
 
 class Identity:
-    __slots__ = ("uid", "gid", "euid", "egid")
+    __slots__ = ("uid", "gid", "euid", "egid", "suid", "sgid", "keepcaps", "dropped_caps")
 
     def __init__(self, uid: int = 0, gid: int = 0, euid: int = 0, egid: int = 0) -> None:
         self.uid = uid
         self.gid = gid
         self.euid = euid
         self.egid = egid
+        self.suid = euid  # saved set-user/group-ID (setresuid/setresgid)
+        self.sgid = egid
+        self.keepcaps = 0  # prctl(PR_SET_KEEPCAPS)
+        self.dropped_caps = 0  # capabilities PR_CAPBSET_DROP took from the bounding set
 
 
 class KernelConfig:
-    """Guest-visible settings fixed at start."""
+    """Guest-visible settings fixed at start (execve replaces argv, envp and exe_path)."""
 
     __slots__ = ("hostname", "argv", "envp", "exe_path", "memory_limit", "ncpus")
 
@@ -182,14 +189,19 @@ class Process:
         self.rlimits = default_rlimits(config.memory_limit)
         self.rlimit_ceilings: dict[int, int] = {}  # hard limits a policy set: not raisable
         self.start_monotonic = time.monotonic()
+        self.cpu_base = monitor_times()  # the monitor's CPU time before the guest's (cputime)
+        self.peak_resident = 0  # the most guest memory seen resident (getrusage's maxrss)
         self.dumpable = 1
         self.no_new_privs = False
+        self.child_subreaper = False  # prctl(PR_SET_CHILD_SUBREAPER)
         self.signal_lock = threading.RLock()
         self.actions = [SigAction() for _ in range(NSIG + 1)]
         self.pending = PendingSignals()
         self.futex = FutexTable()
         self.timer_service = TimerService()
         self.itimer_real: Timer | None = None  # created on first use (sys_timer.py)
+        self.cpu_itimers: dict[int, CpuTimer] = {}  # ITIMER_VIRTUAL/PROF, on first use
+        self.cpu_timers: CpuTimerService | None = None  # their sampler (cputimers.py)
         self.posix_timers: dict[int, PosixTimer] = {}
         self.next_timer_id = 0
         self.gate = CpuGate(config.ncpus) if machine is not None else None
@@ -207,6 +219,13 @@ class Process:
         self.observer: Observer | None = None  # debug hooks (threads.py Observer), or none
         self.syscall_counts = [0] * COUNTED_SYSCALLS  # by number, for inspect and metrics
         self.syscall_table: dict | None = None  # None: all of syscalls.TABLE; or a policy's
+        # execve (kernel/exec.py): how this VM loads programs (set with the first one; None:
+        # execve fails with ENOEXEC), one execve at a time, and what the last one loaded
+        # (None: still the first program)
+        self.load_settings: LoadSettings | None = None
+        self.exec_lock = threading.Lock()
+        self.exec_path: str | None = None  # the path execve was given
+        self.image: ProgramImage | None = None
 
     # -- threads -----------------------------------------------------------------------
 
@@ -374,6 +393,8 @@ class Task:
         self.exit_status = 0
         self.sched_policy = 0
         self.sched_priority = 0
+        self.nice = 0  # getpriority/setpriority: per thread, as Linux
+        self.pdeath_signal = 0  # prctl(PR_SET_PDEATHSIG)
         self.host_cost = 0  # host memory charged to --memory for this thread (sys_thread)
         process.tasks[tid] = self
 

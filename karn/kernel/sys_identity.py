@@ -7,7 +7,7 @@ import os
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
-from karn.kernel.process import Task
+from karn.kernel.process import Identity, Task
 
 UTS_FIELD = 65
 KERNEL_RELEASE = "6.1.0-karn"
@@ -44,14 +44,14 @@ def sys_getegid(task: Task) -> int:
 
 def sys_getresuid(task: Task, ruid: int, euid: int, suid: int) -> int:
     ident = task.process.identity
-    for addr, value in ((ruid, ident.uid), (euid, ident.euid), (suid, ident.euid)):
+    for addr, value in ((ruid, ident.uid), (euid, ident.euid), (suid, ident.suid)):
         task.mem.write_u32(addr, value)
     return 0
 
 
 def sys_getresgid(task: Task, rgid: int, egid: int, sgid: int) -> int:
     ident = task.process.identity
-    for addr, value in ((rgid, ident.gid), (egid, ident.egid), (sgid, ident.egid)):
+    for addr, value in ((rgid, ident.gid), (egid, ident.egid), (sgid, ident.sgid)):
         task.mem.write_u32(addr, value)
     return 0
 
@@ -62,25 +62,91 @@ def sys_getgroups(task: Task, size: int, addr: int) -> int:
     return 0  # no supplementary groups
 
 
-def _set_id(task: Task, value: int, attr_real: str, attr_eff: str) -> int:
+# The guest's privilege is its effective uid: root (0) has CAP_SETUID and CAP_SETGID.
+_UIDS = ("uid", "euid", "suid")
+_GIDS = ("gid", "egid", "sgid")
+UNCHANGED = 0xFFFFFFFF  # -1 as an id_t: leave this id alone
+
+
+def _id_arg(value: int) -> int | None:
+    value &= 0xFFFFFFFF
+    return None if value == UNCHANGED else value
+
+
+def _set_ids(task: Task, names: tuple[str, str, str], wanted: tuple[int | None, ...]) -> int:
+    """setres[ug]id: each id set (not None) must be one of the current three, unless
+    the caller is privileged; all or nothing."""
     ident = task.process.identity
-    value = s32(value)
-    if value < 0:
-        raise SyscallError(errno.EINVAL)
-    if ident.euid != 0 and value not in (getattr(ident, attr_real), getattr(ident, attr_eff)):
+    current = {getattr(ident, name) for name in names}
+    if ident.euid != 0 and any(v is not None and v not in current for v in wanted):
         raise SyscallError(errno.EPERM)
+    _assign(ident, names, wanted)
+    return 0
+
+
+def _assign(ident: Identity, names: tuple[str, str, str], values: tuple[int | None, ...]
+            ) -> None:
+    for name, value in zip(names, values, strict=True):
+        if value is not None:
+            setattr(ident, name, value)
+
+
+def _set_one(task: Task, value: int, names: tuple[str, str, str]) -> int:
+    """set[ug]id: privileged sets all three; otherwise the effective one, to the real or
+    saved id only."""
+    wanted = _id_arg(value)
+    if wanted is None:
+        raise SyscallError(errno.EINVAL)
+    ident = task.process.identity
+    real, _, saved = (getattr(ident, name) for name in names)
     if ident.euid == 0:
-        setattr(ident, attr_real, value)
-    setattr(ident, attr_eff, value)
+        return _set_ids(task, names, (wanted, wanted, wanted))
+    if wanted not in (real, saved):
+        raise SyscallError(errno.EPERM)
+    return _set_ids(task, names, (None, wanted, None))
+
+
+def _set_re(task: Task, real: int, effective: int, names: tuple[str, str, str]) -> int:
+    """setre[ug]id: the real id may become the real or effective one, the effective any
+    of the three (anything when privileged); the saved id follows the new effective one
+    when the real one is set or the effective one differs from the old real one."""
+    ident = task.process.identity
+    old_real, old_eff, old_saved = (getattr(ident, name) for name in names)
+    new_real, new_eff = _id_arg(real), _id_arg(effective)
+    if ident.euid != 0 and (
+        (new_real is not None and new_real not in (old_real, old_eff))
+        or (new_eff is not None and new_eff not in (old_real, old_eff, old_saved))
+    ):
+        raise SyscallError(errno.EPERM)
+    saved = None
+    if new_real is not None or (new_eff is not None and new_eff != old_real):
+        saved = old_eff if new_eff is None else new_eff
+    _assign(ident, names, (new_real, new_eff, saved))
     return 0
 
 
 def sys_setuid(task: Task, uid: int) -> int:
-    return _set_id(task, uid, "uid", "euid")
+    return _set_one(task, uid, _UIDS)
 
 
 def sys_setgid(task: Task, gid: int) -> int:
-    return _set_id(task, gid, "gid", "egid")
+    return _set_one(task, gid, _GIDS)
+
+
+def sys_setresuid(task: Task, ruid: int, euid: int, suid: int) -> int:
+    return _set_ids(task, _UIDS, (_id_arg(ruid), _id_arg(euid), _id_arg(suid)))
+
+
+def sys_setresgid(task: Task, rgid: int, egid: int, sgid: int) -> int:
+    return _set_ids(task, _GIDS, (_id_arg(rgid), _id_arg(egid), _id_arg(sgid)))
+
+
+def sys_setreuid(task: Task, ruid: int, euid: int) -> int:
+    return _set_re(task, ruid, euid, _UIDS)
+
+
+def sys_setregid(task: Task, rgid: int, egid: int) -> int:
+    return _set_re(task, rgid, egid, _GIDS)
 
 
 def sys_getpgrp(task: Task) -> int:
@@ -152,6 +218,10 @@ HANDLERS = {
     "getgroups": sys_getgroups,
     "setuid": sys_setuid,
     "setgid": sys_setgid,
+    "setresuid": sys_setresuid,
+    "setresgid": sys_setresgid,
+    "setreuid": sys_setreuid,
+    "setregid": sys_setregid,
     "getpgrp": sys_getpgrp,
     "getpgid": sys_getpgid,
     "getsid": sys_getsid,

@@ -9,8 +9,15 @@ import time
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
-from karn.kernel.limits import RLIM_NLIMITS, RLIMIT_NOFILE
+from karn.kernel.limits import (
+    NR_OPEN,
+    RLIM_NLIMITS,
+    RLIMIT_NICE,
+    RLIMIT_NOFILE,
+    host_nofile_hard,
+)
 from karn.kernel.process import ProcessExit, Task
+from karn.kernel.signals import check_signal
 
 ARCH_SET_GS = 0x1001
 ARCH_SET_FS = 0x1002
@@ -28,12 +35,19 @@ PR_SET_PDEATHSIG = 1
 PR_GET_PDEATHSIG = 2
 PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
+PR_GET_KEEPCAPS = 7
+PR_SET_KEEPCAPS = 8
 PR_SET_NAME = 15
 PR_GET_NAME = 16
+PR_GET_SECCOMP = 21
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
 
-NR_OPEN = 1 << 20  # Linux fs.nr_open default: the most fds RLIMIT_NOFILE can give
 RLIMIT = struct.Struct("<QQ")
 ROBUST_LIST_HEAD_SIZE = 24
 USER_ADDR_LIMIT = 1 << 47  # canonical user-half addresses
@@ -98,6 +112,8 @@ def _set_rlimit(task: Task, resource: int, soft: int, hard: int) -> None:
     old_soft, old_hard = task.process.rlimits[resource]
     if soft > hard:
         raise SyscallError(errno.EINVAL)
+    if resource == RLIMIT_NOFILE and hard > max(host_nofile_hard(), old_hard):
+        raise SyscallError(errno.EPERM)  # beyond nr_open: Linux's EPERM, root included
     if hard > old_hard and (task.process.identity.euid != 0
                             or hard > task.process.rlimit_ceilings.get(resource, hard)):
         raise SyscallError(errno.EPERM)  # a policy's limit binds root too (no CAP_SYS_RESOURCE)
@@ -166,11 +182,116 @@ def sys_sched_getaffinity(task: Task, pid: int, size: int, mask: int) -> int:
     return needed
 
 
+PRIO_PROCESS, PRIO_PGRP, PRIO_USER = 0, 1, 2
+NICE_MIN, NICE_MAX = -20, 19
+SCHED_FIFO, SCHED_RR = 1, 2
+RR_TIMESLICE_NS = 100_000_000  # Linux's SCHED_RR quantum
+FAIR_SLICE_NS = 3_000_000  # Linux's default slice for SCHED_OTHER (sched_base_slice)
+
+
+def _priority_targets(task: Task, which: int, who: int) -> list[Task]:
+    """The threads getpriority/setpriority act on: PRIO_PROCESS names one thread (0: the
+    caller), PRIO_PGRP the process group (all, the guest is one), PRIO_USER the threads
+    of a user (all, or none)."""
+    which, who = s32(which), s32(who)
+    proc = task.process
+    if which == PRIO_PROCESS:
+        target = task if who == 0 else proc.tasks.get(who)
+        targets = [] if target is None else [target]
+    elif which == PRIO_PGRP:
+        targets = list(proc.tasks.values()) if who in (0, proc.pid) else []
+    elif which == PRIO_USER:
+        uid = proc.identity.uid
+        targets = list(proc.tasks.values()) if who in (0, uid) else []
+    else:
+        raise SyscallError(errno.EINVAL)
+    if not targets:
+        raise SyscallError(errno.ESRCH)
+    return targets
+
+
+def sys_getpriority(task: Task, which: int, who: int) -> int:
+    # The raw call returns 20 - nice (1..40), never negative; libc turns it back.
+    return max(20 - t.nice for t in _priority_targets(task, which, who))
+
+
+def sys_setpriority(task: Task, which: int, who: int, prio: int) -> int:
+    targets = _priority_targets(task, which, who)
+    nice = min(max(s32(prio), NICE_MIN), NICE_MAX)
+    limit = task.process.rlimits[RLIMIT_NICE][0]
+    for target in targets:
+        # Raising the priority needs CAP_SYS_NICE (root) or room under RLIMIT_NICE.
+        if nice < target.nice and 20 - nice > limit and task.process.identity.euid != 0:
+            raise SyscallError(errno.EACCES)
+    for target in targets:
+        target.nice = nice
+    return 0
+
+
+def sys_sched_rr_get_interval(task: Task, pid: int, interval: int) -> int:
+    pid = s32(pid)
+    if pid < 0:
+        raise SyscallError(errno.EINVAL)
+    target = task if pid == 0 else task.process.tasks.get(pid)
+    if target is None:
+        raise SyscallError(errno.ESRCH)
+    if target.sched_policy == SCHED_FIFO:
+        ns = 0
+    elif target.sched_policy == SCHED_RR:
+        ns = RR_TIMESLICE_NS
+    else:
+        ns = FAIR_SLICE_NS
+    task.mem.write(interval, struct.pack("<qq", *divmod(ns, 1_000_000_000)))
+    return 0
+
+
 def sys_getcpu(task: Task, cpu: int, node: int, cache: int) -> int:
     if cpu:
         task.mem.write_u32(cpu, 0)
     if node:
         task.mem.write_u32(node, 0)
+    return 0
+
+
+CAP_LAST_CAP = 40  # CAP_CHECKPOINT_RESTORE, Linux 5.9+
+PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_RAISE = 1, 2
+PR_CAP_AMBIENT_LOWER, PR_CAP_AMBIENT_CLEAR_ALL = 3, 4
+SECCOMP_MODE_FILTER = 2
+# Capabilities karn refuses root's uses of (ptrace, rlimits past a policy, the clock, alarm
+# timers): never in the bounding set PR_CAPBSET_READ reports.
+CAP_SYS_PTRACE, CAP_SYS_RESOURCE, CAP_SYS_TIME, CAP_WAKE_ALARM = 19, 24, 25, 35
+NOT_GRANTED = sum(1 << cap for cap in (CAP_SYS_PTRACE, CAP_SYS_RESOURCE, CAP_SYS_TIME,
+                                      CAP_WAKE_ALARM))
+
+
+def _flag(value: int) -> int:
+    """A prctl on/off argument: 0 or 1, EINVAL otherwise."""
+    if value not in (0, 1):
+        raise SyscallError(errno.EINVAL)
+    return value
+
+
+def _prctl_caps(task: Task, option: int, arg2: int, arg3: int) -> int:
+    """The capability bounding and ambient sets: root's but NOT_GRANTED, none ambient
+    (bookkeeping: the guest runs nothing that could gain them)."""
+    proc = task.process
+    if option == PR_CAP_AMBIENT:
+        if arg2 in (PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_LOWER):
+            if arg3 > CAP_LAST_CAP:
+                raise SyscallError(errno.EINVAL)
+            if arg2 == PR_CAP_AMBIENT_RAISE:
+                raise SyscallError(errno.EPERM)  # not in the (empty) inheritable set
+            return 0
+        if arg2 == PR_CAP_AMBIENT_CLEAR_ALL:
+            return 0
+        raise SyscallError(errno.EINVAL)
+    if arg2 > CAP_LAST_CAP:
+        raise SyscallError(errno.EINVAL)
+    if option == PR_CAPBSET_READ:
+        return int(not (proc.identity.dropped_caps | NOT_GRANTED) >> arg2 & 1)
+    if proc.identity.euid != 0:
+        raise SyscallError(errno.EPERM)  # PR_CAPBSET_DROP needs CAP_SETPCAP
+    proc.identity.dropped_caps |= 1 << arg2
     return 0
 
 
@@ -186,9 +307,7 @@ def sys_prctl(task: Task, option: int, arg2: int, arg3: int, arg4: int, arg5: in
     if option == PR_GET_DUMPABLE:
         return proc.dumpable
     if option == PR_SET_DUMPABLE:
-        if arg2 not in (0, 1):
-            raise SyscallError(errno.EINVAL)
-        proc.dumpable = arg2
+        proc.dumpable = _flag(arg2)
         return 0
     if option == PR_SET_NO_NEW_PRIVS:
         if arg2 != 1 or arg3 or arg4 or arg5:
@@ -198,10 +317,28 @@ def sys_prctl(task: Task, option: int, arg2: int, arg3: int, arg4: int, arg5: in
     if option == PR_GET_NO_NEW_PRIVS:
         return int(proc.no_new_privs)
     if option == PR_SET_PDEATHSIG:
-        return 0  # the parent (the monitor) outlives the guest by construction
-    if option == PR_GET_PDEATHSIG:
-        task.mem.write_u32(arg2, 0)
+        # Recorded only: the parent, the monitor, outlives the guest by construction.
+        task.pdeath_signal = check_signal(s32(arg2), allow_zero=True)
         return 0
+    if option == PR_GET_PDEATHSIG:
+        task.mem.write_u32(arg2, task.pdeath_signal)
+        return 0
+    if option == PR_SET_KEEPCAPS:
+        proc.identity.keepcaps = _flag(arg2)
+        return 0
+    if option == PR_GET_KEEPCAPS:
+        return proc.identity.keepcaps
+    if option == PR_SET_CHILD_SUBREAPER:
+        proc.child_subreaper = bool(arg2)  # no children: nothing to reap
+        return 0
+    if option == PR_GET_CHILD_SUBREAPER:
+        task.mem.write_u32(arg2, int(proc.child_subreaper))
+        return 0
+    if option == PR_GET_SECCOMP:
+        # A policy's syscall allow-list works as a seccomp filter would.
+        return SECCOMP_MODE_FILTER if proc.syscall_table is not None else 0
+    if option in (PR_CAPBSET_READ, PR_CAPBSET_DROP, PR_CAP_AMBIENT):
+        return _prctl_caps(task, option, arg2, arg3)
     raise SyscallError(errno.EINVAL)
 
 
@@ -226,16 +363,27 @@ HANDLERS = {
     "sched_yield": sys_sched_yield,
     "sched_getaffinity": sys_sched_getaffinity,
     "getcpu": sys_getcpu,
+    "getpriority": sys_getpriority,
+    "setpriority": sys_setpriority,
+    "sched_rr_get_interval": sys_sched_rr_get_interval,
     "prctl": sys_prctl,
 }
 
 NOTES = {
-    "prctl": "PR_SET/GET_NAME, DUMPABLE, NO_NEW_PRIVS; PR_SET_PDEATHSIG is accepted and not "
-    "recorded (the parent, the monitor, outlives the guest), PR_GET_PDEATHSIG reads 0; "
-    "other options EINVAL.",
+    "prctl": "PR_SET/GET_NAME, DUMPABLE, NO_NEW_PRIVS, KEEPCAPS, CHILD_SUBREAPER, "
+    "PDEATHSIG (recorded: the parent, the monitor, outlives the guest), PR_GET_SECCOMP (2 "
+    "under a policy's syscall list), PR_CAPBSET_READ/DROP and PR_CAP_AMBIENT (bookkeeping: "
+    "root's bounding set without the capabilities karn refuses (SYS_PTRACE, SYS_RESOURCE, "
+    "SYS_TIME, WAKE_ALARM), an empty ambient one); other options EINVAL.",
     "arch_prctl": "ARCH_SET/GET_FS/GS; ARCH_GET_CPUID reads 1 (cpuid never faults); "
     "ARCH_SET_CPUID and other codes EINVAL.",
     "sched_getaffinity": "Reports the guest's --cpus, not the host's CPUs.",
+    "getpriority": "Nice values are recorded per thread; the host schedules the vCPU "
+    "threads as it does the monitor's.",
+    "setpriority": "Recorded per thread (EACCES past RLIMIT_NICE unless root), not applied "
+    "to the host threads.",
+    "sched_rr_get_interval": "SCHED_RR's 100 ms, 0 for SCHED_FIFO, Linux's default 3 ms "
+    "slice otherwise (not the host's, which varies with its load).",
     "getcpu": "Always CPU 0, node 0, whichever vCPU runs the thread.",
     "sysinfo": "totalram is --memory and freeram what the guest has not mapped; load "
     "averages, shared, buffer and swap are 0; procs counts the guest's threads.",

@@ -57,6 +57,8 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
         file = task.process.fds.get(s32(fd))
         if not file.readable or (kind != MAP_PRIVATE and prot & PROT_WRITE and not file.writable):
             raise SyscallError(errno.EACCES)
+        if kind != MAP_PRIVATE and prot & PROT_WRITE:
+            file.map_shared_writable()  # EPERM on a write-sealed memfd
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         if addr & (PAGE - 1):
             raise SyscallError(errno.EINVAL)

@@ -419,8 +419,9 @@ NOTES = {
     "other families EAFNOSUPPORT",
     "socketpair": "AF_UNIX only, as Linux",
     "bind": "inet: loopback and wildcard addresses only (the guest has a loopback of its "
-    "own); ports are mapped to host ports unless --network host; AF_UNIX names live in "
-    "a private namespace",
+    "own); ports are mapped to host ports unless --network host; an AF_UNIX path is a "
+    "socket file in the guest's filesystem (its host socket sits in a private directory), "
+    "abstract names are the guest's own",
     "connect": "inet: the guest's own listeners, egress allowed by --network, else "
     "ECONNREFUSED/ENETUNREACH",
     "sendmsg": "SCM_RIGHTS between guest fds on AF_UNIX; other control messages are "

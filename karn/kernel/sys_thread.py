@@ -91,6 +91,7 @@ def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, 
         account.charge(-THREAD_HOST_COST)
         raise
     child.host_cost = THREAD_HOST_COST  # given back when its thread ends (threads.py)
+    child.nice = task.nice  # inherited, as Linux's clone
     try:
         if flags & CLONE_PARENT_SETTID:
             task.mem.write_u32(parent_tid, child.tid)

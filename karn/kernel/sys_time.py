@@ -9,6 +9,14 @@ import time
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64
+from karn.kernel.cputime import (
+    CpuTimes,
+    cpu_clock_ns,
+    cpu_clock_target,
+    is_cpu_clock,
+    process_times,
+    thread_times,
+)
 from karn.kernel.process import Task
 
 TIMESPEC = struct.Struct("<qq")
@@ -28,13 +36,11 @@ CLOCK_REALTIME_ALARM = 8
 CLOCK_BOOTTIME_ALARM = 9
 CLOCK_TAI = 11
 
-# Guest clock id -> host clock id. CPU-time clocks read the monitor's own CPU time, which
-# includes the time spent serving the guest's syscalls (documented in docs/syscalls.md).
+# Guest clock id -> host clock id, for the clocks the host keeps for the guest; CPU-time
+# clocks are the guest's own (cputime.py).
 _HOST_CLOCKS = {
     CLOCK_REALTIME: time.CLOCK_REALTIME,
     CLOCK_MONOTONIC: time.CLOCK_MONOTONIC,
-    CLOCK_PROCESS_CPUTIME_ID: time.CLOCK_PROCESS_CPUTIME_ID,
-    CLOCK_THREAD_CPUTIME_ID: time.CLOCK_THREAD_CPUTIME_ID,
     CLOCK_MONOTONIC_RAW: getattr(time, "CLOCK_MONOTONIC_RAW", time.CLOCK_MONOTONIC),
     CLOCK_REALTIME_COARSE: CLOCK_REALTIME_COARSE,
     CLOCK_MONOTONIC_COARSE: CLOCK_MONOTONIC_COARSE,
@@ -64,16 +70,42 @@ def write_timespec(task: Task, addr: int, ns: int) -> None:
     task.mem.write(addr, TIMESPEC.pack(*divmod(ns, NSEC)))
 
 
+def clock_now_ns(task: Task, clock_id: int) -> int:
+    """The value of any clock the guest may name: the host's, or a CPU-time clock."""
+    clock_id = s32(clock_id)
+    if is_cpu_clock(clock_id):
+        return cpu_clock_ns(task, clock_id)
+    return time.clock_gettime_ns(host_clock(clock_id))
+
+
 def sys_clock_gettime(task: Task, clock_id: int, tp: int) -> int:
-    write_timespec(task, tp, time.clock_gettime_ns(host_clock(clock_id)))
+    write_timespec(task, tp, clock_now_ns(task, clock_id))
     return 0
 
 
 def sys_clock_getres(task: Task, clock_id: int, tp: int) -> int:
-    res = time.clock_getres(host_clock(clock_id))
+    if is_cpu_clock(s32(clock_id)):
+        cpu_clock_target(task, s32(clock_id))  # EINVAL for a bad id
+        res = 1  # as Linux: CPU clocks count nanoseconds
+    else:
+        res = round(time.clock_getres(host_clock(clock_id)) * NSEC)
     if tp:
-        write_timespec(task, tp, round(res * NSEC))
+        write_timespec(task, tp, res)
     return 0
+
+
+def sys_clock_settime(task: Task, clock_id: int, tp: int) -> int:
+    """Linux's order of checks: the clock, the pointer, the value, then the permission
+    (setting the host's clock: refused, as without CAP_SYS_TIME; a CPU clock never)."""
+    clock = s32(clock_id)
+    if clock < 0:  # a CPU clock by id: validated, then never set
+        cpu_clock_target(task, clock)
+        task.mem.read(tp, TIMESPEC.size)
+        raise SyscallError(errno.EPERM)
+    if clock != CLOCK_REALTIME:
+        raise SyscallError(errno.EINVAL)  # unknown, or a clock without clock_set
+    read_timespec(task, tp)
+    raise SyscallError(errno.EPERM)
 
 
 def sys_gettimeofday(task: Task, tv: int, tz: int) -> int:
@@ -93,10 +125,11 @@ def sys_time(task: Task, tloc: int) -> int:
 
 
 def _sleep_until(task: Task, clock: int, deadline_ns: int, rem: int = 0) -> None:
-    """Sleep on `clock` until deadline_ns; a signal ends it with EINTR (and the time left
-    in rem, for relative sleeps), as a handler will run."""
+    """Sleep on guest clock `clock` until deadline_ns; a signal ends it with EINTR (and the
+    time left in rem, for relative sleeps), as a handler will run. A CPU-time clock
+    advances no faster than real time: waiting the time left is never too long."""
     while True:
-        remaining = deadline_ns - time.clock_gettime_ns(clock)
+        remaining = deadline_ns - clock_now_ns(task, clock)
         if remaining <= 0:
             return
         if task.signal_pending():
@@ -109,33 +142,70 @@ def _sleep_until(task: Task, clock: int, deadline_ns: int, rem: int = 0) -> None
 def sys_nanosleep(task: Task, req: int, rem: int) -> int:
     duration = read_timespec(task, req)
     now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-    _sleep_until(task, time.CLOCK_MONOTONIC, now + duration, rem)
+    _sleep_until(task, CLOCK_MONOTONIC, now + duration, rem)
     return 0
 
 
 def sys_clock_nanosleep(task: Task, clock_id: int, flags: int, req: int, rem: int) -> int:
-    if s32(clock_id) in (CLOCK_THREAD_CPUTIME_ID,):
-        raise SyscallError(errno.EINVAL)
-    clock = host_clock(clock_id)
+    clock = s32(clock_id)
+    if is_cpu_clock(clock):
+        target, _ = cpu_clock_target(task, clock)
+        if target is task:
+            raise SyscallError(errno.EINVAL)  # the caller's own CPU clock cannot advance
+    else:
+        host_clock(clock)
     value = read_timespec(task, req)
     if s32(flags) & TIMER_ABSTIME:
         _sleep_until(task, clock, value)
     else:
-        _sleep_until(task, clock, time.clock_gettime_ns(clock) + value, rem)
+        _sleep_until(task, clock, clock_now_ns(task, clock) + value, rem)
     return 0
 
 
 def sys_times(task: Task, buf: int) -> int:
-    t = os.times()
     if buf:
-        ticks = (t.user, t.system, 0.0, 0.0)
-        task.mem.write(buf, struct.pack("<4q", *(int(v * CLK_TCK) for v in ticks)))
-    return s64(int(t.elapsed * CLK_TCK))
+        t = process_times(task.process)
+        ticks = (t.user_ns, t.system_ns, 0, 0)
+        task.mem.write(buf, struct.pack("<4q", *(v * CLK_TCK // NSEC for v in ticks)))
+    return s64(int(os.times().elapsed * CLK_TCK))
+
+
+RUSAGE_SELF, RUSAGE_CHILDREN, RUSAGE_THREAD = 0, -1, 1
+_RUSAGE = struct.Struct("<4q14q")  # ru_utime, ru_stime (timevals), then 14 longs
+
+
+def _peak_resident(task: Task) -> int:
+    """The most guest memory seen resident so far, sampled now (bytes)."""
+    proc = task.process
+    sample = getattr(proc.mm.memory, "resident_bytes", None)
+    if sample is not None:
+        proc.peak_resident = max(proc.peak_resident, sample())
+    return proc.peak_resident
+
+
+def sys_getrusage(task: Task, who: int, usage: int) -> int:
+    who = s32(who)
+    if who == RUSAGE_SELF:
+        times = process_times(task.process)
+    elif who == RUSAGE_THREAD:
+        times = thread_times(task)
+    elif who == RUSAGE_CHILDREN:
+        times = CpuTimes(0, 0)  # no child processes
+    else:
+        raise SyscallError(errno.EINVAL)
+    maxrss_kib = 0 if who == RUSAGE_CHILDREN else _peak_resident(task) >> 10
+    user_s, user_ns = divmod(times.user_ns, NSEC)
+    sys_s, sys_ns = divmod(times.system_ns, NSEC)
+    longs = [maxrss_kib] + [0] * 13  # ru_maxrss first; the others are not counted
+    task.mem.write(usage, _RUSAGE.pack(user_s, user_ns // 1000, sys_s, sys_ns // 1000, *longs))
+    return 0
 
 
 HANDLERS = {
     "clock_gettime": sys_clock_gettime,
     "clock_getres": sys_clock_getres,
+    "clock_settime": sys_clock_settime,
+    "getrusage": sys_getrusage,
     "gettimeofday": sys_gettimeofday,
     "time": sys_time,
     "nanosleep": sys_nanosleep,
@@ -144,8 +214,13 @@ HANDLERS = {
 }
 
 NOTES = {
-    "times": "User and system times are the monitor's (which include serving the guest's "
-    "syscalls); children's are 0.",
-    "clock_gettime": "CPU-time clocks count the monitor's CPU time, which includes serving "
-    "the guest's syscalls.",
+    "times": "As getrusage(RUSAGE_SELF); children's are 0.",
+    "clock_gettime": "CPU-time clocks count the host threads running the guest's threads: "
+    "the guest's own time and the monitor's serving its syscalls (the process's also the "
+    "monitor's other threads, from the guest's start).",
+    "getrusage": "CPU times as the CPU-time clocks; ru_maxrss is the most guest memory seen "
+    "resident at a getrusage call; the other counters are 0 (no children: RUSAGE_CHILDREN "
+    "is all 0).",
+    "clock_settime": "CLOCK_REALTIME is the host's clock: EPERM, as without CAP_SYS_TIME "
+    "(as Linux: EPERM for CPU clocks by id, EINVAL for the others).",
 }

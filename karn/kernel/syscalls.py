@@ -22,6 +22,7 @@ from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SIGSYS
 from karn.abi.syscalls import SYSCALL_NAMES, SYSCALL_NUMBERS
+from karn.kernel import exec as sys_exec
 from karn.kernel import (
     sys_fs,
     sys_identity,
@@ -49,6 +50,7 @@ AREAS: tuple[ModuleType, ...] = (
     sys_timer,
     sys_net,
     sys_timerfd,
+    sys_exec,
 )
 
 Handler = Callable[..., int]
@@ -85,7 +87,6 @@ class Denied:
 
 
 _NO_PROCESSES = "one program per unikernel: no process is created"
-_NO_XATTRS = "no filesystem stores extended attributes"
 
 # The calls refused with a fixed errno. Those an area serves raise it themselves (the
 # real-guest test holds them to it); the others are refused here, without a log line.
@@ -95,11 +96,6 @@ ERRORS: dict[str, Error] = {
     "vfork": Error(errno.ENOSYS, _NO_PROCESSES),
     "ptrace": Error(errno.EPERM, "nothing in the guest may be traced (as without CAP_SYS_PTRACE)"),
     "setsid": Error(errno.EPERM, "the guest is pid 1, already a process-group leader"),
-    **dict.fromkeys(
-        "getxattr lgetxattr fgetxattr removexattr lremovexattr fremovexattr".split(),
-        Error(errno.ENODATA, _NO_XATTRS),
-    ),
-    **dict.fromkeys("setxattr lsetxattr fsetxattr".split(), Error(errno.EOPNOTSUPP, _NO_XATTRS)),
 }
 
 

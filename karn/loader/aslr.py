@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
+from karn.kernel.limits import STACK_SIZE
+
 PAGE = 4096
 PIE_RANGE = 256 << 20
 MMAP_RANGE = 256 << 20
 STACK_RANGE = 8 << 20  # inside the gap kept between the stack and the mmap area
 VDSO_RANGE = 4 << 20  # below the lowest the stack may reach, in the same gap
+MMAP_GAP = 16 << 20  # between the stack and the top-down mmap area
 
 
 class Placement(NamedTuple):
@@ -38,3 +41,8 @@ def choose_placement(randomize: bool) -> Placement:
         return FIXED
     return Placement(_random_pages(PIE_RANGE), _random_pages(MMAP_RANGE),
                      _random_pages(STACK_RANGE), _random_pages(VDSO_RANGE))
+
+
+def mmap_top(user_end: int, placement: Placement) -> int:
+    """Where the top-down mmap area starts: below the stack, the gap and the offset."""
+    return user_end - STACK_SIZE - MMAP_GAP - placement.mmap_offset

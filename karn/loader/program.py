@@ -1,4 +1,9 @@
-"""Loading a program the way execve does: the executable, its interpreter, the stack."""
+"""Loading a program the way execve does: the executable, its interpreter, the stack.
+
+Two steps, as Linux's execve takes them: prepare() reads and checks every file (nothing
+changes yet: an error leaves the caller's program running), map_executable() builds the
+new image in an empty address space (past execve's point of no return).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import NamedTuple
 
 from karn.abi.errno import SyscallError, errno_name
 from karn.errors import ImageError
-from karn.image.elfinfo import inspect_elf
+from karn.image.elfinfo import ElfInfo, inspect_elf
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.limits import STACK_SIZE
 from karn.kernel.mm import PROT_READ, PROT_WRITE, AddressSpace
@@ -27,6 +32,27 @@ class ProgramImage(NamedTuple):
     objects: list[LoadedObject]
 
 
+class ElfFile(NamedTuple):
+    path: str  # the guest path its mappings are named by
+    data: bytes
+    info: ElfInfo
+
+
+class Executable(NamedTuple):
+    """A program read and checked, ready to map: the executable and its PT_INTERP."""
+
+    main: ElfFile
+    interp: ElfFile | None
+
+
+class LoadSettings(NamedTuple):
+    """What every program loaded into one VM shares: execve loads the next one alike."""
+
+    cpu: CpuFeatures
+    randomize: bool  # ASLR (aslr.py); False: --no-aslr
+    clock: TimeSource | None  # keeps the vDSO's time page; None: no vDSO (--no-vdso)
+
+
 ReadFile = Callable[[str], bytes]
 
 
@@ -35,6 +61,18 @@ def _read(read_file: ReadFile, path: str, what: str) -> bytes:
         return read_file(path)
     except SyscallError as err:
         raise ImageError(f"{what} {path}: {errno_name(err.errno)} in the guest root") from None
+
+
+def prepare(read_file: ReadFile, path: str) -> Executable:
+    """Read and check the program at `path` and its interpreter; ImageError if unusable."""
+    data = _read(read_file, path, "program")
+    info = inspect_elf(data, name=path)
+    if not info.interpreter:
+        return Executable(ElfFile(path, data, info), None)
+    interp_data = _read(read_file, info.interpreter, f"{path}: interpreter")
+    interp = ElfFile(info.interpreter, interp_data,
+                     inspect_elf(interp_data, name=info.interpreter))
+    return Executable(ElfFile(path, data, info), interp)
 
 
 def load_program(
@@ -50,26 +88,42 @@ def load_program(
 ) -> ProgramImage:
     """Map the program (and its interpreter), the stack and, given a clock to keep its
     time page, the vDSO; returns where the first thread starts."""
-    data = _read(read_file, path, "program")
-    info = inspect_elf(data, name=path)
+    return map_executable(mem, mm, prepare(read_file, path), argv, envp, cpu, placement,
+                          clock, path.encode())
+
+
+def map_executable(
+    mem: GuestMemory,
+    mm: AddressSpace,
+    exe: Executable,
+    argv: list[bytes],
+    envp: list[bytes],
+    cpu: CpuFeatures,
+    placement: Placement,
+    clock: TimeSource | None,
+    execfn: bytes,
+) -> ProgramImage:
+    """Map a prepared program into `mm` (empty of program mappings); execfn is the path
+    AT_EXECFN names (the one execve was given)."""
+    info, path = exe.main.info, exe.main.path
     low, _high = extent(info)
     pie_base = PIE_BASE + placement.pie_offset
     bias = pie_base - low if is_position_independent(info) else 0
-    main = load_object(mem, mm, info, data, path, bias)
+    main = load_object(mem, mm, info, exe.main.data, path, bias)
     mm.set_brk_start(main.end)
     objects = [main]
 
     interp_base = 0
     rip = main.entry
-    if info.interpreter:
-        interp_data = _read(read_file, info.interpreter, f"{path}: interpreter")
-        interp_info = inspect_elf(interp_data, name=info.interpreter)
+    if exe.interp is not None:
+        interp_info = exe.interp.info
         ilow, ihigh = extent(interp_info)
         try:
             interp_bias = mm.find_free(ihigh - ilow) - ilow
         except SyscallError:
-            raise ImageError(f"{info.interpreter}: no room in the guest address space") from None
-        interp = load_object(mem, mm, interp_info, interp_data, info.interpreter, interp_bias)
+            raise ImageError(f"{exe.interp.path}: no room in the guest address space") from None
+        interp = load_object(mem, mm, interp_info, exe.interp.data, exe.interp.path,
+                             interp_bias)
         objects.append(interp)
         interp_base, rip = interp.bias + ilow, interp.entry
 
@@ -79,7 +133,7 @@ def load_program(
     start = StartInfo(
         argv=argv,
         envp=envp,
-        execfn=path.encode(),
+        execfn=execfn,
         phdr=main.phdr,
         phent=main.phentsize,
         phnum=main.phnum,

@@ -11,14 +11,14 @@ from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
 from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import KernelConfig, Process
-from karn.loader.aslr import choose_placement
-from karn.loader.program import load_program
+from karn.loader.aslr import choose_placement, mmap_top
+from karn.loader.program import LoadSettings, load_program
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
 from karn.platform.machine import KvmMachine
 from karn.platform.timepage import GuestTsc, TimePage
 from karn.policy import apply_policy
-from karn.run.config import MAX_SPAN, MIB, RunConfig, guest_environment
+from karn.run.config import MAX_SPAN, RunConfig, guest_environment
 from karn.run.guest import Guest
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from karn.kernel.net.stack import NetStack
 
 MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
-MMAP_GAP = 16 * MIB  # between the stack and the top-down mmap area
 GUEST_MOUNTS = ("/tmp", "/dev", "/proc")  # synthetic mounts that would hide collected files
 RELOCATED_PREFIX = "/run/karn"
 
@@ -69,7 +68,7 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
     region = Region(
         user_start=lay.user_start,
         user_end=lay.user_end,
-        mmap_top=lay.user_end - 8 * MIB - MMAP_GAP - placement.mmap_offset,
+        mmap_top=mmap_top(lay.user_end, placement),
         # --memory caps what the guest can make the host hold: accessible mappings and
         # tmpfs file data (MemoryAccount). Guest RAM outside them is never touched.
         limit=config.memory,
@@ -92,11 +91,14 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
         from karn.kernel.fastmap import fastmap  # gdb parks threads in syscalls: exit only
 
         observed = config.debug is not None and config.debug.any()
-        machine.enable_fast(mm, fastmap(process.syscall_table, observed))
+        if machine.enable_fast(mm, fastmap(process.syscall_table, observed)):
+            # munmap, MAP_FIXED and execve: patched sites and arenas in the range go
+            mm.code_watcher = machine.fast.patcher if machine.fast is not None else None
     # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
     time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
+    process.load_settings = LoadSettings(vm.cpu_features(), config.policy.aslr, time_page)
     image = load_program(vm.memory, mm, fs.read_file, manifest.entry, kconfig.argv,
-                         kconfig.envp, vm.cpu_features(), placement, time_page)
+                         kconfig.envp, process.load_settings.cpu, placement, time_page)
     return Guest(config, manifest, vm, machine, mm, fs, process, image, time_page)
 
 
@@ -113,7 +115,23 @@ def root_manifest(config: RunConfig) -> RootManifest:
     entry = config.program
     if not entry.startswith("/"):
         raise UsageError(f"with --root, the program must be an absolute guest path: {entry}")
-    return RootManifest(files={}, symlinks={}, entry=entry)
+    return RootManifest(files=_generated_etc(config, config.root), symlinks={}, entry=entry)
+
+
+def _generated_etc(config: RunConfig, root: str) -> dict[str, str]:
+    """The name-service files an image or --root lacks (nginx's getpwnam("nobody")), as
+    single files mounted over the root; none where a volume decides what is there."""
+    from karn.image.paths import guest_file
+    from karn.kernel.net.etc import add_to_manifest
+
+    def provided(path: str) -> bool:
+        return guest_file(root, path) is not None or any(
+            path == v.guest or path.startswith(v.guest.rstrip("/") + "/")
+            for v in config.volumes)
+
+    files: dict[str, str] = {}
+    add_to_manifest(files, config.hostname, config.network or "none", provided)
+    return files
 
 
 def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount) -> FsContext:
@@ -122,11 +140,13 @@ def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount)
     from karn.kernel.fs.manifestfs import ManifestFs
 
     root: Filesystem
+    volumes = [(v.host, v.guest, v.readonly) for v in config.volumes]
     if config.root is not None:
         root = HostDirFs(config.root, readonly=True)
+        # the generated /etc files: single files over the root
+        volumes += [(host, guest, True) for guest, host in manifest.files.items()]
     else:
         root = ManifestFs(manifest.files, manifest.symlinks)
-    volumes = [(v.host, v.guest, v.readonly) for v in config.volumes]
     policy = config.policy
     return FsContext.build(root, volumes, ports=config.ports, memory=memory,
                            tmp_size=policy.tmpfs_size or config.memory // 2,

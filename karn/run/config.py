@@ -29,6 +29,10 @@ SYSCALL_TRANSPORTS = ("exit", "fast")
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
 
 
+# Mounts a volume may not replace (a volume at /tmp or /dev/shm replaces the tmpfs).
+KARN_MOUNTS = {"/dev": "devfs", "/proc": "procfs", "/dev/ports": "ports"}
+
+
 class Volume(NamedTuple):
     host: str
     guest: str
@@ -101,11 +105,18 @@ class RunConfig:
             raise UsageError(f"--workdir must be an absolute guest path, not {self.workdir!r}")
         if not 0 < len(self.hostname) < 65:
             raise UsageError("--hostname must be 1 to 64 characters")
+        targets: set[str] = set()
         for vol in self.volumes:
-            if not os.path.isdir(vol.host):
-                raise UsageError(f"volume source {vol.host} is not a directory")
+            if not (os.path.isdir(vol.host) or os.path.isfile(vol.host)):
+                raise UsageError(f"volume source {vol.host}: no such directory or file")
             if not vol.guest.startswith("/") or vol.guest == "/":
                 raise UsageError(f"volume target must be an absolute path below /: {vol.guest}")
+            if vol.guest in KARN_MOUNTS:
+                raise UsageError(f"volume target {vol.guest}: karn's own {KARN_MOUNTS[vol.guest]} "
+                                 "is mounted there; choose another path")
+            if vol.guest in targets:
+                raise UsageError(f"volume target {vol.guest} is given twice")
+            targets.add(vol.guest)
         if self.root is not None and not os.path.isdir(self.root):
             raise UsageError(f"--root {self.root} is not a directory")
         if self.debug is not None:

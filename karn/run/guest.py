@@ -44,7 +44,7 @@ class Guest:
         self.mm = mm
         self.fs = fs
         self.process = process
-        self.image = image  # the loaded program: its first thread's rip and rsp
+        self._first_image = image  # the loaded program: its first thread's rip and rsp
         self.time_page = time_page  # the vDSO's clock parameters, kept on the host's
         self.sandbox: Described | None = None  # the monitor's confinement, once made
 
@@ -52,6 +52,16 @@ class Guest:
     def mem(self) -> GuestMemory:
         """Guest memory as syscall handlers see it: only where the guest has mappings."""
         return self.process.mem
+
+    @property
+    def image(self) -> ProgramImage:
+        """The running program's start (rip, rsp: its auxv): execve's last, or the first."""
+        return self.process.image or self._first_image
+
+    @property
+    def program(self) -> str:
+        """The guest path of the running program, as execve or the user named it."""
+        return self.process.exec_path or self.manifest.entry
 
     @property
     def net(self) -> NetStack:

@@ -49,7 +49,7 @@ def is_image(text: str) -> bool:
         return True
     hexpart = text.removeprefix("sha256:")
     if len(hexpart) >= 12 and all(c in "0123456789abcdef" for c in hexpart):
-        return any(n.startswith(f"sha256:{hexpart}") for n in names)
+        return True  # an IMAGE ID (the config's digest) or a manifest digest
     first = text.split("/", 1)[0]
     if "/" in text and first not in (".", "..") and ("." in first or ":" in first
                                                    or first == "localhost"):  # fmt: skip

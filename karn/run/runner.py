@@ -128,7 +128,7 @@ class Runner:
         proc.signal_process(SigInfo.from_sender(signum, SI_USER, 0))
 
     def _report_fatal_signal(self) -> None:
-        proc, entry = self.guest.process, self.guest.manifest.entry
+        proc, entry = self.guest.process, self.guest.program
         fault, snapshot = proc.crash_fault, proc.fatal_snapshot
         if fault is not None:
             from karn.debug.crash import classify
@@ -149,5 +149,5 @@ class Runner:
         history = list(self.debug.history.records) if self.debug is not None else None
         symbolizer = self.guest.symbolizer()
         context = CrashContext(self.guest.mem, symbolizer, history)
-        text = format_report(report, self.guest.manifest.entry, symbolizer.symbolize, context)
+        text = format_report(report, self.guest.program, symbolizer.symbolize, context)
         os.write(2, (text + "\n").encode())

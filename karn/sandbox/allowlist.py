@@ -29,7 +29,9 @@ UNCONDITIONAL: tuple[str, ...] = (
     "fcntl", "pipe2", "mkdirat", "mkdir", "unlinkat", "unlink", "rmdir", "renameat",
     "renameat2", "rename", "linkat", "symlinkat", "mknodat", "chmod", "fchmod", "fchmodat",
     "fchown", "fchownat", "utimensat", "ftruncate", "truncate", "fsync", "fdatasync",
-    "fallocate", "flock", "fadvise64", "copy_file_range", "sendfile", "umask",
+    "fallocate", "flock", "fadvise64", "copy_file_range", "sendfile", "splice", "tee",
+    "umask",
+    "getxattr", "setxattr", "listxattr", "removexattr",  # volumes' xattrs, by /proc/self/fd
     # readiness and waiting: eventfds, epoll/poll/select, timerfds
     "eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
     "poll", "ppoll", "select", "pselect6", "timerfd_create", "timerfd_settime",

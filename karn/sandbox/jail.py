@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import site
+import stat
 import sys
 import time
 from typing import TYPE_CHECKING
@@ -140,6 +142,7 @@ def _ruleset(guest: Guest, abi: int, restrict_bind: bool) -> L.Ruleset:
     rules.allow_all(guest.manifest.files.values(), L.READ_FILE)
     for vol in config.volumes:
         rules.allow(vol.host, L.READ if vol.readonly else L.READ | L.WRITE)
+    _allow_stdio_files(rules)
     net = guest.net
     unix_dir = net.unix_dir()  # made now: guest AF_UNIX names live there
     rules.allow(unix_dir, L.READ | L.WRITE)
@@ -167,6 +170,22 @@ def _ruleset(guest: Guest, abi: int, restrict_bind: bool) -> L.Ruleset:
     for pub in net.policy.publish:
         rules.allow_bind(pub.host_port)
     return rules
+
+
+def _allow_stdio_files(rules: L.Ruleset) -> None:
+    """The guest opens /dev/stdout as /proc/self/fd/1, which reopens karn's own fd: where
+    that is a regular file (`karn run ... 2>err.log`), the file itself, with the access
+    the fd has. (Pipes and terminals are duplicated, not reopened.)"""
+    for fd in (0, 1, 2):
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            continue  # closed
+        access = {os.O_RDONLY: L.READ_FILE, os.O_WRONLY: L.WRITE_FILE}.get(
+            mode, L.READ_FILE | L.WRITE_FILE)
+        rules.allow(f"/proc/self/fd/{fd}", access)  # O_PATH through the link: the file
 
 
 def _python_paths() -> set[str]:

@@ -7,6 +7,7 @@ files and metadata, applying Linux's open(2) rules on top of the VFS.
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -48,14 +49,20 @@ class FsContext:
     ) -> FsContext:
         """Mount root at /, tmpfs at /tmp and /dev/shm, devfs at /dev, procfs at /proc,
         a partition's ports at /dev/ports (PortSpecs, docs/systems.md), then each volume
-        (host_dir, guest_path, readonly); mount points need not exist."""
+        (host_dir or host_file, guest_path, readonly); mount points need not exist. A
+        volume at /tmp or /dev/shm takes the tmpfs's place (docker's -v /tmp:/tmp)."""
+        from karn.kernel.fs.hostfile import HostFileFs
+
         vfs = Vfs(root)
         proc = ProcFs()
         # File data in a tmpfs is guest memory: it is charged to the memory limit too.
         largest = max_file_size or MAX_FILE_SIZE
-        vfs.mount("/tmp", TmpFs(tmp_size, account=memory, max_file_size=largest))
+        volumes = list(volumes)
+        targets = {tuple(split_path(guest)) for _, guest, _ in volumes}
+        for path in ("/tmp", "/dev/shm"):
+            if tuple(split_path(path)) not in targets:
+                vfs.mount(path, TmpFs(tmp_size, account=memory, max_file_size=largest))
         vfs.mount("/dev", DevFs())
-        vfs.mount("/dev/shm", TmpFs(tmp_size, account=memory, max_file_size=largest))
         vfs.mount("/proc", proc)
         if ports:
             from karn.kernel.fs.ports import PortsFs
@@ -64,7 +71,10 @@ class FsContext:
         for host, guest, readonly in volumes:
             if not guest.startswith("/") or ".." in split_path(guest):
                 raise ValueError(f"volume mount point must be an absolute path: {guest}")
-            vfs.mount(guest, HostDirFs(host, readonly))
+            if os.path.isdir(host):
+                vfs.mount(guest, HostDirFs(host, readonly))
+            else:
+                vfs.mount(guest, HostFileFs(host, readonly))
         return cls(vfs, proc)
 
     def bind_process(self, process: Process) -> None:

@@ -19,6 +19,7 @@ import stat as pystat
 import termios
 from typing import TYPE_CHECKING, NamedTuple
 
+from karn import log
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     DT_DIR,
@@ -173,6 +174,11 @@ class OpenFile:
         """What readlink(/proc/self/fd/N) shows."""
         return self.path
 
+    def map_shared_writable(self) -> None:
+        """A writable MAP_SHARED mapping of the file is about to be made (sealed memfds
+        refuse it)."""
+        return None
+
     def close(self) -> None:
         return None
 
@@ -188,6 +194,8 @@ class HostFile(OpenFile):
         self.is_regular = pystat.S_ISREG(st.st_mode)
         self._ino = st.st_ino
         self.is_pipe = pystat.S_ISFIFO(st.st_mode)
+        # the file karn's own log lines go to (log.py holds them while a line is open)
+        self.shares_log = (st.st_dev, st.st_ino) == log.stderr_identity()
 
     def readinto(self, task: Task, view: memoryview) -> int:
         if self.is_dir:
@@ -199,9 +207,12 @@ class HostFile(OpenFile):
 
     def write(self, task: Task, data: Buffer) -> int:
         try:
-            return os.write(self.fd, data)
+            n = os.write(self.fd, data)
         except OSError as err:
             raise host_error(err) from None
+        if self.shares_log and n:
+            log.guest_wrote(data[n - 1])
+        return n
 
     def readv_into(self, task: Task, views: list[memoryview]) -> int:
         if self.is_dir:
@@ -213,9 +224,12 @@ class HostFile(OpenFile):
 
     def writev(self, task: Task, bufs: list[memoryview]) -> int:
         try:
-            return os.writev(self.fd, bufs)
+            n = os.writev(self.fd, bufs)
         except OSError as err:
             raise host_error(err) from None
+        if self.shares_log and n:
+            log.guest_wrote(_byte_at(bufs, n - 1))
+        return n
 
     def pread_into(self, view: memoryview, offset: int) -> int:
         return self.preadv_into([view], offset)
@@ -331,6 +345,14 @@ class HostFile(OpenFile):
             os.close(self.fd)
         except OSError:
             pass
+
+
+def _byte_at(bufs: list[memoryview], index: int) -> int:
+    for buf in bufs:
+        if index < len(buf):
+            return buf[index]
+        index -= len(buf)
+    return 0
 
 
 class MemoryFile(OpenFile):

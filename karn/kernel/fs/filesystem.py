@@ -15,6 +15,7 @@ from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import S_IFDIR, S_IFMT, W_OK, X_OK
 from karn.kernel.fs.file import OpenFile
 from karn.kernel.fs.stat import Stat, StatFs
+from karn.kernel.fs.xattr import ReadOnlyStore, XattrStore
 
 Rel = tuple[str, ...]
 
@@ -72,6 +73,20 @@ class Filesystem:
         raise self._refuse()
 
     def symlink(self, target: str, rel: Rel) -> None:
+        raise self._refuse()
+
+    def chown(self, rel: Rel, uid: int | None, gid: int | None) -> None:
+        """Record an owner (None: unchanged); by default not stored, as on volumes."""
+        if self.readonly:
+            raise SyscallError(errno.EROFS)
+
+    def xattrs(self, rel: Rel) -> XattrStore:
+        """The extended attributes of the file at rel (none by default)."""
+        self.lstat(rel)
+        return ReadOnlyStore() if self.readonly else XattrStore()
+
+    def mknod(self, rel: Rel, mode: int) -> None:
+        """A FIFO, socket or empty regular file (mode has its type; never a device)."""
         raise self._refuse()
 
     def link(self, src: Rel, dst: Rel) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,13 +23,17 @@ from karn.kernel.fs.constants import (
     O_OPEN_ONLY,
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
+    S_IFIFO,
+    S_IFMT,
     ST_RDONLY,
     ST_VALID,
     OFlag,
 )
+from karn.kernel.fs.fifo import FifoState, PendingFifo
 from karn.kernel.fs.file import HostFile, OpenFile, host_error
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs
+from karn.kernel.fs.xattr import HostStore, XattrStore
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -76,6 +82,8 @@ class HostDirFs(Filesystem):
         self.host_root = host_root
         self.readonly = readonly
         self.root_fd = os.open(host_root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._fifos: dict[tuple[int, int], FifoState] = {}  # by host (dev, ino)
+        self._fifos_lock = threading.Lock()
 
     @contextmanager
     def _at(self, rel: Rel) -> Iterator[tuple[int, str]]:
@@ -129,13 +137,48 @@ class HostDirFs(Filesystem):
             host_flags = host_flags if created else host_flags & ~int(OFlag.CREAT)
         if self.readonly and ((flags & O_ACCMODE) != OFlag.RDONLY or flags & OFlag.TRUNC):
             raise SyscallError(errno.EROFS)
-        fd = openat2(self.root_fd, "/".join(rel), host_flags, mode)
+        # Non-blocking, so that a FIFO's open never blocks the monitor (fifo.py waits
+        # for its partner); cleared again for anything else unless the guest asked.
+        try:
+            fd = openat2(self.root_fd, "/".join(rel), host_flags | os.O_NONBLOCK, mode)
+        except SyscallError as err:
+            if err.errno == errno.ENXIO and self.lstat(rel).mode & S_IFMT == S_IFIFO:
+                return self._fifo(rel, flags, path)  # a writer before any reader
+            raise
         if created:
             try:
                 os.fchmod(fd, mode)  # the guest's umask applied, not the monitor's
             except OSError:
                 pass
-        return HostFile(fd, path, flags & ~O_OPEN_ONLY)
+        file = HostFile(fd, path, flags & ~O_OPEN_ONLY)
+        if file.is_pipe:  # this end becomes the FIFO end: a host partner may have seen it
+            return self._fifo(rel, flags, path, fd)
+        if not flags & (OFlag.NONBLOCK | OFlag.PATH):
+            try:  # one call: F_SETFL sets only these of the flags the file was opened with
+                fcntl.fcntl(fd, fcntl.F_SETFL, host_flags & (os.O_APPEND | os.O_NOATIME))
+            except OSError as err:
+                file.close()
+                raise host_error(err) from None
+        return file
+
+    def _fifo(self, rel: Rel, flags: int, path: str, opened: int | None = None) -> OpenFile:
+        """A FIFO of the volume: one FifoState per host FIFO, shared by its openers."""
+        st = self.lstat(rel)
+        name = "/".join(rel)
+        with self._fifos_lock:
+            state = self._fifos.get((st.dev, st.ino))
+            if state is None:
+                state = FifoState(lambda host_flags: openat2(self.root_fd, name, host_flags),
+                                  host_poll=True)
+                self._fifos[(st.dev, st.ino)] = state
+        return PendingFifo(path, flags & ~O_OPEN_ONLY, state, lambda: self.lstat(rel), opened)
+
+    def xattrs(self, rel: Rel) -> XattrStore:
+        name = "/".join(rel) or "."
+        return HostStore(lambda: openat2(self.root_fd, name, os.O_PATH), self.readonly)
+
+    def mknod(self, rel: Rel, mode: int) -> None:
+        self._do(rel, lambda d, n: os.mknod(n, mode, dir_fd=d))
 
     def statfs(self) -> StatFs:
         v = os.statvfs(f"/proc/self/fd/{self.root_fd}")

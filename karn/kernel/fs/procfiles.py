@@ -15,6 +15,10 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 def generate(proc: Process, rel: tuple[str, ...]) -> bytes:
     """The file at rel (a root file, or one of the process's directory)."""
     name = rel[-1]
+    if rel[0] == "sys":
+        from karn.kernel.fs.procsys import read
+
+        return read(proc, rel[1:])
     if len(rel) == 1:
         return _ROOT[name](proc)
     return _PID[name](proc)
@@ -33,7 +37,11 @@ def uptime(proc: Process) -> float:
 
 
 def _comm(proc: Process) -> str:
-    return proc.config.exe_path.rsplit("/", 1)[-1][:15]
+    """The leader thread's name: set by execve (the file's name) or PR_SET_NAME."""
+    leader = proc.tasks.get(proc.pid)
+    if leader is None:
+        return proc.config.exe_path.rsplit("/", 1)[-1][:15]
+    return leader.comm.decode(errors="replace")
 
 
 def maps(proc: Process) -> bytes:
@@ -57,8 +65,8 @@ def status(proc: Process) -> bytes:
     return (
         f"Name:\t{_comm(proc)}\nUmask:\t{proc.fs.umask:04o}\nState:\tR (running)\n"
         f"Tgid:\t{proc.pid}\nNgid:\t0\nPid:\t{proc.pid}\nPPid:\t{proc.ppid}\nTracerPid:\t0\n"
-        f"Uid:\t{ident.uid}\t{ident.euid}\t{ident.euid}\t{ident.euid}\n"
-        f"Gid:\t{ident.gid}\t{ident.egid}\t{ident.egid}\t{ident.egid}\n"
+        f"Uid:\t{ident.uid}\t{ident.euid}\t{ident.suid}\t{ident.euid}\n"
+        f"Gid:\t{ident.gid}\t{ident.egid}\t{ident.sgid}\t{ident.egid}\n"
         f"FDSize:\t{proc.fds.limit}\nGroups:\t\n"
         f"VmPeak:\t{size_kb:8d} kB\nVmSize:\t{size_kb:8d} kB\nVmHWM:\t{size_kb:8d} kB\n"
         f"VmRSS:\t{size_kb:8d} kB\nThreads:\t{len(proc.tasks)}\n"

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.kernel.fs import procsys
 from karn.kernel.fs.constants import (
     DT_DIR,
     DT_LNK,
@@ -63,6 +64,8 @@ class ProcFs(Filesystem):
             return "dir"
         head = rel[0]
         pid = str(self.process.pid) if self.process else None
+        if head == "sys":
+            return "dir" if isinstance(procsys.lookup(rel[1:]), dict) else "file"
         if len(rel) == 1:
             if head in ROOT_FILES:
                 return "file"
@@ -98,8 +101,12 @@ class ProcFs(Filesystem):
 
     def _children(self, rel: Rel) -> list[DirEntry]:
         proc = self.process
-        if not rel:
-            names = [(n, DT_REG) for n in ROOT_FILES]
+        if rel and rel[0] == "sys":
+            tree = procsys.lookup(rel[1:])
+            assert isinstance(tree, dict)
+            names = [(n, DT_DIR if isinstance(v, dict) else DT_REG) for n, v in tree.items()]
+        elif not rel:
+            names = [(n, DT_REG) for n in ROOT_FILES] + [("sys", DT_DIR)]
             if proc is not None:
                 names += [(n, DT_LNK) for n in ROOT_LINKS] + [(str(proc.pid), DT_DIR)]
         elif len(rel) == 1:

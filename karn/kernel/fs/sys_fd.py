@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
 from karn.kernel.fs.constants import OFlag
-from karn.kernel.fs.file import HostFile, host_error
+from karn.kernel.fs.file import HostFile, OpenFile, host_error
+from karn.kernel.fs.tmpfs import TmpFile
 from karn.kernel.limits import PIPE_DEF_SIZE, PIPE_MAX_SIZE, PIPE_MIN_SIZE, Charge, buffer_budget
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL = 0, 1, 2, 3, 4
 F_GETLK, F_SETLK, F_SETLKW, F_SETOWN, F_GETOWN = 5, 6, 7, 8, 9
 F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
 F_DUPFD_CLOEXEC, F_SETPIPE_SZ, F_GETPIPE_SZ = 1030, 1031, 1032
+F_ADD_SEALS, F_GET_SEALS = 1033, 1034
 F_UNLCK = 2
 FD_CLOEXEC = 1
 CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
@@ -103,7 +105,23 @@ def sys_fcntl(task: Task, fd: int, cmd: int, arg: int) -> int:
         if cmd == F_GETPIPE_SZ:
             return fcntl.fcntl(host, cmd)
         return _set_pipe_size(file, host, u32(arg))
+    if cmd in (F_ADD_SEALS, F_GET_SEALS):
+        return _seals(task, file, cmd, u32(arg))
     raise SyscallError(errno.EINVAL)
+
+
+def _seals(task: Task, file: OpenFile, cmd: int, seals: int) -> int:
+    """File seals: tmpfs files (memfds among them) only, EINVAL for any other file."""
+    if not isinstance(file, TmpFile):
+        raise SyscallError(errno.EINVAL)
+    if cmd == F_GET_SEALS:
+        if file.node.data is None:
+            raise SyscallError(errno.EINVAL)
+        return file.node.seals
+    mapped = any(isinstance(f, TmpFile) and f.node is file.node
+                 for f, _, _ in list(task.process.mm.shared_files.values()))
+    file.add_seals(seals, mapped)
+    return 0
 
 
 class PipeEnd(HostFile):

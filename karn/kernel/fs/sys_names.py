@@ -14,8 +14,13 @@ from karn.kernel.fs.constants import (
     AT_SYMLINK_NOFOLLOW,
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
+    S_IFBLK,
+    S_IFCHR,
     S_IFDIR,
+    S_IFIFO,
     S_IFMT,
+    S_IFREG,
+    S_IFSOCK,
     UTIME_NOW,
     UTIME_OMIT,
 )
@@ -52,6 +57,24 @@ def sys_mkdirat(task: Task, dirfd: int, pathname: int, mode: int) -> int:
 
 def sys_mkdir(task: Task, pathname: int, mode: int) -> int:
     return sys_mkdirat(task, -100, pathname, mode)
+
+
+def sys_mknodat(task: Task, dirfd: int, pathname: int, mode: int, dev: int) -> int:
+    mode = u32(mode)
+    kind = mode & S_IFMT or S_IFREG  # no type: a regular file
+    if kind in (S_IFCHR, S_IFBLK):
+        raise SyscallError(errno.EPERM)  # device nodes: not in a unikernel (no CAP_MKNOD)
+    if kind not in (S_IFREG, S_IFIFO, S_IFSOCK):
+        raise SyscallError(errno.EINVAL)
+    r = resolve_at(task, dirfd, pathname, follow=False)
+    if r.stat is not None:
+        raise SyscallError(errno.EEXIST)
+    r.fs.mknod(r.rel, kind | (mode & 0o7777 & ~ctx(task).umask))
+    return 0
+
+
+def sys_mknod(task: Task, pathname: int, mode: int, dev: int) -> int:
+    return sys_mknodat(task, -100, pathname, mode, dev)
 
 
 def _rmdir(task: Task, dirfd: int, pathname: int) -> int:
@@ -257,6 +280,8 @@ def sys_umask(task: Task, mask: int) -> int:
 HANDLERS = {
     "mkdirat": sys_mkdirat,
     "mkdir": sys_mkdir,
+    "mknodat": sys_mknodat,
+    "mknod": sys_mknod,
     "rmdir": sys_rmdir,
     "unlinkat": sys_unlinkat,
     "unlink": sys_unlink,
@@ -276,7 +301,11 @@ HANDLERS = {
     "fstatfs": sys_fstatfs,
     "umask": sys_umask,
 }
+_MKNOD = ("FIFOs, sockets and regular files; device nodes EPERM (no CAP_MKNOD). A FIFO "
+          "on tmpfs is a host pipe while open; on a volume, the host FIFO.")
 NOTES = {
+    "mknod": _MKNOD,
+    "mknodat": _MKNOD,
     "renameat2": "RENAME_WHITEOUT gives EINVAL",
     "fchmod": "EPERM on pipes and stdio",
     "utimensat": "EPERM through fds of pipes and stdio",

@@ -15,6 +15,7 @@ from karn.kernel.fs.constants import (
     AT_SYMLINK_NOFOLLOW,
     OFlag,
 )
+from karn.kernel.fs.fifo import PendingFifo
 from karn.kernel.fs.file import OpenFile
 from karn.kernel.fs.stat import Stat
 from karn.kernel.fs.sysutil import base_of, ctx, file_or_path, path_arg, resolve_at
@@ -36,6 +37,8 @@ def sys_openat(task: Task, dirfd: int, pathname: int, flags: int, mode: int) -> 
     path = path_arg(task, pathname)
     fs = ctx(task)
     file = fs.open(path, flags, u32(mode) & 0o7777, base_of(task, dirfd, path))
+    if isinstance(file, PendingFifo):
+        file = file.finish_open(task)  # may wait for the other end, as Linux's open
     try:
         return task.process.fds.install(file, cloexec=bool(flags & OFlag.CLOEXEC))
     except SyscallError:

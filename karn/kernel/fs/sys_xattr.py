@@ -1,4 +1,4 @@
-"""Handlers: extended attributes and ownership (no filesystem here stores either)."""
+"""Handlers: extended attributes (fs/xattr.py stores) and ownership."""
 
 from __future__ import annotations
 
@@ -6,81 +6,174 @@ import errno
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
-from karn.abi.registers import s32
+from karn.abi.registers import s32, u32
 from karn.kernel.fs.constants import AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW
-from karn.kernel.fs.sysutil import file_or_path, resolve_at
+from karn.kernel.fs.file import OpenFile
+from karn.kernel.fs.sysutil import ctx, file_or_path, resolve_at
+from karn.kernel.fs.tmpfs import TmpFile
 from karn.kernel.fs.vfs import Resolved
+from karn.kernel.fs.xattr import (
+    NAMESPACES,
+    XATTR_CREATE,
+    XATTR_LIST_MAX,
+    XATTR_NAME_MAX,
+    XATTR_REPLACE,
+    XATTR_SIZE_MAX,
+    NodeStore,
+    XattrStore,
+)
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
 
-
-def _exists(task: Task, path: int, follow: bool) -> None:
-    resolve_at(task, -100, path, follow).require()
+UNCHANGED = 0xFFFFFFFF  # chown's -1
 
 
-def _fd(task: Task, fd: int) -> None:
-    task.process.fds.get(s32(fd))
+def _store_of(task: Task, target: OpenFile | Resolved) -> XattrStore:
+    if isinstance(target, TmpFile):
+        return NodeStore(target.fs, target.node)  # memfds too, which have no path
+    if isinstance(target, OpenFile):
+        if not target.path.startswith("/"):
+            return XattrStore()  # pipes, sockets: no attributes
+        target = ctx(task).resolve(target.path, None, follow=False)
+    if target.magic is not None:
+        return _store_of(task, target.magic)
+    target.require()
+    return target.fs.xattrs(target.rel)
+
+
+def _by_path(task: Task, path: int, follow: bool) -> XattrStore:
+    return _store_of(task, resolve_at(task, -100, path, follow))
+
+
+def _by_fd(task: Task, fd: int) -> XattrStore:
+    return _store_of(task, task.process.fds.get(s32(fd)))
+
+
+def _name(task: Task, ptr: int) -> str:
+    """An attribute name, checked as Linux's VFS does: ERANGE if empty or too long,
+    EOPNOTSUPP outside the known namespaces."""
+    try:
+        raw = task.mem.read_cstring(ptr, XATTR_NAME_MAX + 1)
+    except SyscallError as err:
+        raise SyscallError(errno.ERANGE if err.errno == errno.ENAMETOOLONG else err.errno
+                           ) from None
+    if not raw:
+        raise SyscallError(errno.ERANGE)
+    name = raw.decode(errors="surrogateescape")
+    if not name.startswith(NAMESPACES):
+        raise SyscallError(errno.EOPNOTSUPP)
+    return name
+
+
+def _get(task: Task, store: XattrStore, name: int, value: int, size: int) -> int:
+    data = store.get(_name(task, name))
+    if size:
+        if len(data) > size:
+            raise SyscallError(errno.ERANGE)
+        task.mem.write(value, data)
+    return len(data)
+
+
+def _list(task: Task, store: XattrStore, buf: int, size: int) -> int:
+    data = b"".join(n.encode(errors="surrogateescape") + b"\0" for n in store.names())
+    if size:
+        if len(data) > size:
+            raise SyscallError(errno.ERANGE)
+        task.mem.write(buf, data)
+    return len(data)
+
+
+def _set(task: Task, name: int, value: int, size: int, flags: int
+         ) -> tuple[str, bytes, int]:
+    """setxattr's arguments, checked: flags, then the name, then the size."""
+    flags = s32(flags)
+    if flags & ~(XATTR_CREATE | XATTR_REPLACE):
+        raise SyscallError(errno.EINVAL)
+    attr = _name(task, name)
+    if size > XATTR_SIZE_MAX:
+        raise SyscallError(errno.E2BIG)
+    data = task.mem.read(value, size) if size else b""
+    return attr, data, flags
 
 
 def sys_getxattr(task: Task, path: int, name: int, value: int, size: int) -> int:
-    _exists(task, path, True)
-    raise SyscallError(errno.ENODATA)
+    return _get(task, _by_path(task, path, True), name, value, size)
 
 
 def sys_lgetxattr(task: Task, path: int, name: int, value: int, size: int) -> int:
-    _exists(task, path, False)
-    raise SyscallError(errno.ENODATA)
+    return _get(task, _by_path(task, path, False), name, value, size)
 
 
 def sys_fgetxattr(task: Task, fd: int, name: int, value: int, size: int) -> int:
-    _fd(task, fd)
-    raise SyscallError(errno.ENODATA)
+    return _get(task, _by_fd(task, fd), name, value, size)
 
 
 def sys_listxattr(task: Task, path: int, buf: int, size: int) -> int:
-    _exists(task, path, True)
-    return 0
+    return _list(task, _by_path(task, path, True), buf, min(size, XATTR_LIST_MAX))
 
 
 def sys_llistxattr(task: Task, path: int, buf: int, size: int) -> int:
-    _exists(task, path, False)
-    return 0
+    return _list(task, _by_path(task, path, False), buf, min(size, XATTR_LIST_MAX))
 
 
 def sys_flistxattr(task: Task, fd: int, buf: int, size: int) -> int:
-    _fd(task, fd)
-    return 0
+    return _list(task, _by_fd(task, fd), buf, min(size, XATTR_LIST_MAX))
 
 
 def sys_setxattr(task: Task, path: int, name: int, value: int, size: int, flags: int) -> int:
-    _exists(task, path, True)
-    raise SyscallError(errno.EOPNOTSUPP)
+    store = _by_path(task, path, True)
+    store.set(*_set(task, name, value, size, flags))
+    return 0
 
 
 def sys_lsetxattr(task: Task, path: int, name: int, value: int, size: int, flags: int) -> int:
-    _exists(task, path, False)
-    raise SyscallError(errno.EOPNOTSUPP)
+    store = _by_path(task, path, False)
+    store.set(*_set(task, name, value, size, flags))
+    return 0
 
 
 def sys_fsetxattr(task: Task, fd: int, name: int, value: int, size: int, flags: int) -> int:
-    _fd(task, fd)
-    raise SyscallError(errno.EOPNOTSUPP)
+    store = _by_fd(task, fd)
+    store.set(*_set(task, name, value, size, flags))
+    return 0
 
 
 def sys_removexattr(task: Task, path: int, name: int) -> int:
-    _exists(task, path, True)
-    raise SyscallError(errno.ENODATA)
+    _by_path(task, path, True).remove(_name(task, name))
+    return 0
 
 
 def sys_lremovexattr(task: Task, path: int, name: int) -> int:
-    _exists(task, path, False)
-    raise SyscallError(errno.ENODATA)
+    _by_path(task, path, False).remove(_name(task, name))
+    return 0
 
 
 def sys_fremovexattr(task: Task, fd: int, name: int) -> int:
-    _fd(task, fd)
-    raise SyscallError(errno.ENODATA)
+    _by_fd(task, fd).remove(_name(task, name))
+    return 0
+
+
+def _chown(task: Task, target: OpenFile | Resolved, owner: int, group: int) -> None:
+    uid = None if u32(owner) == UNCHANGED else u32(owner)
+    gid = None if u32(group) == UNCHANGED else u32(group)
+    if isinstance(target, OpenFile) and not isinstance(target, TmpFile):
+        if not target.path.startswith("/"):
+            return  # pipes, sockets: nothing to record
+        target = ctx(task).resolve(target.path, None, follow=False)
+    if isinstance(target, Resolved) and target.magic is not None:
+        return _chown(task, target.magic, owner, group)
+    st = target.stat() if isinstance(target, OpenFile) else target.require()
+    ident = task.process.identity
+    # Linux's rules: root changes anything; the owner may only change the group, to its
+    # own group.
+    if ident.euid != 0 and (ident.euid != st.uid or (uid is not None and uid != st.uid)
+                            or (gid is not None and gid != ident.egid)):
+        raise SyscallError(errno.EPERM)
+    if isinstance(target, TmpFile):
+        target.fs.chown_node(target.node, uid, gid)
+    else:
+        target.fs.chown(target.rel, uid, gid)
 
 
 def sys_fchownat(task: Task, dirfd: int, path: int, owner: int, group: int, flags: int) -> int:
@@ -88,10 +181,7 @@ def sys_fchownat(task: Task, dirfd: int, path: int, owner: int, group: int, flag
     if flags & ~(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH):
         raise SyscallError(errno.EINVAL)
     target = file_or_path(task, dirfd, path, flags, not flags & AT_SYMLINK_NOFOLLOW)
-    if isinstance(target, Resolved):
-        target.require()
-        if target.fs.readonly:
-            raise SyscallError(errno.EROFS)
+    _chown(task, target, owner, group)
     return 0
 
 
@@ -104,7 +194,7 @@ def sys_lchown(task: Task, path: int, owner: int, group: int) -> int:
 
 
 def sys_fchown(task: Task, fd: int, owner: int, group: int) -> int:
-    _fd(task, fd)
+    _chown(task, task.process.fds.get(s32(fd)), owner, group)
     return 0
 
 
@@ -126,16 +216,14 @@ HANDLERS = {
     "lchown": sys_lchown,
     "fchown": sys_fchown,
 }
-# getxattr, setxattr, removexattr and their l/f kin always fail: syscalls.ERRORS says how.
-NOTES = {
-    name: "no filesystem stores extended attributes: the list is always empty"
-    for name in ("listxattr", "llistxattr", "flistxattr")
-}
+_XATTR_NOTE = ("tmpfs keeps them (user.* on files and directories, trusted.*, security.*; "
+               "no system.* ACLs); volumes pass them to the host file; other filesystems "
+               "have none (EROFS to change on read-only ones)")
+NOTES = {name: _XATTR_NOTE for name in HANDLERS if "xattr" in name}
 NOTES.update(
     {
-        name: "ownership is not stored: accepted (EROFS on read-only mounts, by path), "
-        "files keep showing their owner"
-        for name in ("fchownat", "chown", "lchown")
+        name: "recorded on tmpfs (and shown by stat); accepted and not stored on volumes "
+        "(files keep the host's owner); EROFS on read-only filesystems"
+        for name in ("fchownat", "chown", "lchown", "fchown")
     }
 )
-NOTES["fchown"] = "ownership is not stored: accepted, files keep showing their owner"

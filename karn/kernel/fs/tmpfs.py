@@ -13,23 +13,31 @@ from karn.kernel.fs.constants import (
     RENAME_EXCHANGE,
     RENAME_NOREPLACE,
     S_IFDIR,
+    S_IFIFO,
     S_IFLNK,
     S_IFMT,
     S_IFREG,
+    S_IFSOCK,
     ST_VALID,
     TMPFS_MAGIC,
     OFlag,
     dtype_of,
 )
+from karn.kernel.fs.fifo import FifoState, PendingFifo, new_pipe_end
 from karn.kernel.fs.file import Buffer, DirEntry, MemoryFile, OpenFile
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs, now_ns
+from karn.kernel.fs.xattr import NodeStore, XattrStore
 
 if TYPE_CHECKING:
     from karn.kernel.mm import MemoryAccount
     from karn.kernel.process import Task
 
 MAX_FILE_SIZE = (1 << 63) - 1
+F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 0x1, 0x2, 0x4, 0x8
+F_SEAL_FUTURE_WRITE, F_SEAL_EXEC = 0x10, 0x20
+ALL_SEALS = 0x3F
+WRITE_SEALS = F_SEAL_WRITE | F_SEAL_FUTURE_WRITE
 # A directory entry and its node as the monitor holds them (~925 bytes measured for empty
 # files). Like Linux's tmpfs, entries have their own budget beside the data's (nr_inodes:
 # here the size limit over this cost), and both count against --memory, so many empty
@@ -50,6 +58,9 @@ class Node:
         "data",
         "children",
         "target",
+        "seals",
+        "fifo",
+        "xattrs",
     )
 
     def __init__(self, mode: int, ino: int) -> None:
@@ -59,6 +70,11 @@ class Node:
         self.data = bytearray() if mode & S_IFMT == S_IFREG else None
         self.children: dict[str, Node] | None = {} if mode & S_IFMT == S_IFDIR else None
         self.target = ""
+        # File seals (fcntl F_ADD_SEALS): a tmpfs file is sealable, born sealed against
+        # new seals as on Linux; only memfd_create(MFD_ALLOW_SEALING) makes one without.
+        self.seals = F_SEAL_SEAL
+        self.fifo: FifoState | None = None  # a FIFO's ends, once first opened
+        self.xattrs: dict[str, bytes] | None = None  # extended attributes (xattr.py)
         if self.children is not None:
             self.nlink = 2
 
@@ -72,11 +88,17 @@ class Node:
     def touch(self) -> None:
         self.mtime = self.ctime = now_ns()
 
+    def touch_meta(self) -> None:
+        self.ctime = now_ns()
+
     def stat(self, dev: int) -> Stat:
+        fmt = self.mode & S_IFMT
         if self.data is not None:
             size = len(self.data)
+        elif fmt in (S_IFLNK, S_IFDIR):
+            size = len(self.target) if fmt == S_IFLNK else 4096
         else:
-            size = len(self.target) if self.mode & S_IFMT == S_IFLNK else 4096
+            size = 0  # FIFOs, sockets
         return Stat(
             mode=self.mode,
             ino=self.ino,
@@ -152,18 +174,54 @@ class TmpFs(Filesystem):
         return node
 
     def resize(self, node: Node, size: int) -> None:
-        """Set a file's size, charging the filesystem's cap."""
+        """Set a file's size, charging the filesystem's cap (and honouring its seals)."""
         if size > self.max_file_size:
             raise SyscallError(errno.EFBIG)
         data = node.data
         assert data is not None
         delta = size - len(data)
+        if node.seals & (F_SEAL_GROW if delta > 0 else F_SEAL_SHRINK if delta < 0 else 0):
+            raise SyscallError(errno.EPERM)
         self._charge(delta)
         if delta > 0:
             data.extend(bytes(delta))
         else:
             del data[size:]
         node.touch()
+
+    def chown(self, rel: Rel, uid: int | None, gid: int | None) -> None:
+        self.chown_node(self._lookup(rel), uid, gid)
+
+    def chown_node(self, node: Node, uid: int | None, gid: int | None) -> None:
+        if uid is not None:
+            node.uid = uid
+        if gid is not None:
+            node.gid = gid
+        if node.children is None and node.mode & S_IFMT != S_IFLNK:
+            # set-user-ID goes, and set-group-ID with group execute, as on Linux (even
+            # for chown(-1, -1))
+            kill = 0o4000 | (0o2000 if node.mode & 0o010 else 0)
+            node.mode &= ~kill
+        node.touch_meta()
+
+    def charge_metadata(self, delta: int) -> None:
+        """Bytes of extended attributes, counted with the data (ENOSPC past the cap)."""
+        self._charge(delta)
+
+    def xattrs(self, rel: Rel) -> XattrStore:
+        return NodeStore(self, self._lookup(rel))
+
+    def anonymous(self, mode: int) -> Node:
+        """A file in no directory (memfd_create): its data is charged as any file's."""
+        node = Node(S_IFREG | mode, next(self._ino))
+        node.nlink = 0
+        return node
+
+    def forget(self, node: Node) -> None:
+        """The last description of an anonymous file closed: give its data back."""
+        assert node.data is not None
+        self._charge(-len(node.data))
+        node.data = bytearray()
 
     def _release(self, node: Node) -> None:
         """A link to a non-directory goes: its entry's cost, and with the last link its
@@ -198,6 +256,13 @@ class TmpFs(Filesystem):
         writing = (flags & O_ACCMODE) != OFlag.RDONLY
         if fmt == S_IFLNK:
             raise SyscallError(errno.ELOOP)
+        if fmt == S_IFIFO:
+            if node.fifo is None:
+                node.fifo = FifoState(new_pipe_end, host_poll=False)
+            return PendingFifo(path, flags & ~O_OPEN_ONLY, node.fifo,
+                               lambda: node.stat(self.dev))
+        if fmt == S_IFSOCK:
+            raise SyscallError(errno.ENXIO)
         if fmt == S_IFDIR and (writing or flags & OFlag.CREAT):
             raise SyscallError(errno.EISDIR)
         if fmt != S_IFDIR and flags & OFlag.DIRECTORY:
@@ -215,6 +280,10 @@ class TmpFs(Filesystem):
     def mkdir(self, rel: Rel, mode: int) -> None:
         parent, name = self._parent(rel)
         self._new(parent, name, S_IFDIR | (mode & 0o7777))
+
+    def mknod(self, rel: Rel, mode: int) -> None:
+        parent, name = self._parent(rel)
+        self._new(parent, name, mode)
 
     def symlink(self, target: str, rel: Rel) -> None:
         parent, name = self._parent(rel)
@@ -340,6 +409,8 @@ class TmpFile(MemoryFile):
 
     def pwrite(self, data: Buffer, offset: int) -> int:
         buf = self._data()
+        if self.node.seals & WRITE_SEALS:
+            raise SyscallError(errno.EPERM)
         end = offset + len(data)
         if end > len(buf):
             self.fs.resize(self.node, end)
@@ -374,3 +445,18 @@ class TmpFile(MemoryFile):
 
     def reopen(self, flags: int) -> OpenFile:
         return TmpFile(self.fs, self.node, self.path, flags & ~O_OPEN_ONLY)
+
+    def map_shared_writable(self) -> None:
+        if self.node.seals & WRITE_SEALS:
+            raise SyscallError(errno.EPERM)
+
+    def add_seals(self, seals: int, mapped_writable: bool) -> None:
+        """fcntl(F_ADD_SEALS), as Linux: on a description open for writing, not after
+        F_SEAL_SEAL, and F_SEAL_WRITE not while a writable shared mapping exists."""
+        if seals & ~ALL_SEALS or self.node.data is None:
+            raise SyscallError(errno.EINVAL)
+        if not self.writable or self.node.seals & F_SEAL_SEAL:
+            raise SyscallError(errno.EPERM)
+        if seals & F_SEAL_WRITE and mapped_writable:
+            raise SyscallError(errno.EBUSY)
+        self.node.seals |= seals

@@ -74,7 +74,10 @@ def _cached(name: str, data: bytes) -> str:
     return path
 
 
-def add_to_manifest(files: dict[str, str], hostname: str, mode: str) -> None:
-    """Add the missing name-service files to a collected root's {guest: host} files."""
-    for guest, data in guest_etc_files(lambda p: p in files, hostname, mode).items():
+def add_to_manifest(files: dict[str, str], hostname: str, mode: str,
+                    exists: Callable[[str], bool] | None = None) -> None:
+    """Add the missing name-service files to a root's {guest: host} files (`exists`: what
+    the root already has; by default, what `files` lists)."""
+    have = exists or (lambda p: p in files)
+    for guest, data in guest_etc_files(have, hostname, mode).items():
         files[guest] = _cached(os.path.basename(guest), data)

@@ -279,11 +279,10 @@ class InetSocket(SocketFile):
         if self.stype != SOCK_STREAM:
             self._autobind(task, target, True)
             self.blackhole = target is None
-            if target is not None:
-                try:
-                    self.sock.connect(target)
-                except OSError as err:
-                    raise host_error(err) from None
+            try:  # a closed guest port: the host socket talks to itself (_refuse)
+                self.sock.connect(self.sock.getsockname() if target is None else target)
+            except OSError as err:
+                raise host_error(err) from None
             self.guest_peer = addr
             return
         if target is None:  # route() gives None to datagram sockets only
@@ -346,10 +345,30 @@ class InetSocket(SocketFile):
         with net.lock:
             return (self.pname, src[1]) in net.guest_sources
 
+    def _refuse(self) -> None:
+        """A datagram to a closed guest port: as Linux's ICMP error, fail the next call and
+        wake poll (an empty datagram to itself; the host socket is connected to itself)."""
+        self.pending_error = errno.ECONNREFUSED
+        try:
+            self.sock.send(b"")
+        except OSError:
+            pass  # its buffer is full: it is readable already
+
+    def _take_error(self) -> int:
+        err, self.pending_error = self.pending_error, 0
+        while self.blackhole:  # drain _refuse's wake-ups
+            try:
+                self.sock.recv(1, MSG_DONTWAIT)
+            except OSError:
+                break
+        return err
+
     def recv(self, task: Task, views: list[memoryview], flags: int,
              ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, Any]:
         if self.stype == SOCK_STREAM:
             return super().recv(task, views, flags, ancbufsize, msg)
+        if self.pending_error:
+            raise SyscallError(self._take_error())
         while True:  # look at the sender first; drop what a host process sent
             src = super().recv(task, [memoryview(bytearray(1))], flags | MSG_PEEK)[3]
             if self._datagram_allowed(src):
@@ -401,13 +420,12 @@ class InetSocket(SocketFile):
     def sendmsg(self, task: Task, bufs: list[memoryview], flags: int, dest: Address | None,
                 files: list[OpenFile] | None = None) -> int:
         if self.pending_error:
-            err, self.pending_error = self.pending_error, 0
-            raise SyscallError(err)
+            raise SyscallError(self._take_error())
         if dest is None or self.stype == SOCK_STREAM:
             if self.stype != SOCK_STREAM and self.guest_peer is None:
                 raise SyscallError(errno.EDESTADDRREQ)
             if self.blackhole:
-                self.pending_error = errno.ECONNREFUSED
+                self._refuse()
                 return sum(len(b) for b in bufs)
             return self.send(task, bufs, flags, None)
         if isinstance(dest, UnspecAddr) or not isinstance(dest, InetAddr):
@@ -435,8 +453,7 @@ class InetSocket(SocketFile):
 
     def getsockopt(self, task: Task, level: int, name: int, size: int) -> bytes:
         if level == SOL_SOCKET and name == SO_ERROR and self.pending_error:
-            err, self.pending_error = self.pending_error, 0  # a refused "connected" datagram
-            return err.to_bytes(4, "little")
+            return self._take_error().to_bytes(4, "little")  # a refused "connected" datagram
         return super().getsockopt(task, level, name, size)
 
     def close(self) -> None:

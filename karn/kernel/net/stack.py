@@ -33,7 +33,8 @@ class NetStack:
         self.host_ports: dict[tuple[str, int], int] = {}  # (proto, host port) -> guest port
         self.reserved: dict[tuple[str, int], socket.socket] = {}
         self.claimed: dict[tuple[str, int], InetSocket] = {}  # who holds a published port
-        self.unix_names: dict[bytes, tuple[str, SocketFile]] = {}  # guest name -> host path
+        # abstract name, or (dev, ino) of a bound path's socket file -> host path, socket
+        self.unix_names: dict[bytes | tuple[int, int], tuple[str, SocketFile]] = {}
         self.unix_hosts: dict[str, bytes] = {}  # host path -> guest name
         self.in_flight = InFlight()  # files passed with SCM_RIGHTS, not yet received
         self.tcp_key = os.urandom(80)  # signs the guest's own TCP connections (inet.py)

@@ -19,6 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from karn.abi.errno import SyscallError
+from karn.kernel.fs.constants import S_IFMT, S_IFSOCK
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.fs.file import host_error
 from karn.kernel.limits import RLIMIT_NOFILE
@@ -37,6 +38,7 @@ class UnixSocket(SocketFile):
     passes_files = True
     guest_name: bytes = b""
     peer_name: bytes | None = None  # b"": connected to an unnamed socket (socketpair)
+    bound_key: bytes | tuple[int, int] | None = None  # its entry in the stack's unix_names
 
     def _guest_name(self, task: Task, addr: Address) -> bytes:
         if not isinstance(addr, UnixAddr):
@@ -57,23 +59,38 @@ class UnixSocket(SocketFile):
         net = self.net
         host = net.new_unix_path()
         with net.lock:
-            owner = net.unix_names.get(name)
-            if owner is not None:
+            key = name if name[:1] == b"\0" else _make_socket_file(task, name)
+            if key in net.unix_names:
                 raise SyscallError(errno.EADDRINUSE)
             try:
                 self.sock.bind(host)
             except OSError as err:
+                if isinstance(key, tuple):
+                    _remove_socket_file(task, name)
                 raise host_error(err) from None
-            net.unix_names[name] = (host, self)
+            net.unix_names[key] = (host, self)
             net.unix_hosts[host] = name
         self.guest_name = name
+        self.bound_key = key
+
+    def _target(self, task: Task, name: bytes) -> str:
+        """The host path of the socket a guest name reaches: an abstract name's, or the one
+        bound to the socket file at a path (ENOENT without one, ECONNREFUSED for a file
+        that is no socket or one nothing is bound to now)."""
+        key: bytes | tuple[int, int] = name
+        if name[:1] != b"\0":
+            st = task.process.fs.stat(os.fsdecode(name))
+            if st.mode & S_IFMT != S_IFSOCK:
+                raise SyscallError(errno.ECONNREFUSED)
+            key = (st.dev, st.ino)
+        entry = self.net.unix_names.get(key)
+        if entry is None:
+            raise SyscallError(errno.ECONNREFUSED)
+        return entry[0]
 
     def connect(self, task: Task, addr: Address) -> None:
         name = self._guest_name(task, addr)
-        entry = self.net.unix_names.get(name)
-        if entry is None:
-            raise SyscallError(errno.ECONNREFUSED if name[:1] == b"\0" else errno.ENOENT)
-        host = entry[0]
+        host = self._target(task, name)
         while True:
             try:
                 self.sock.connect(host)
@@ -141,22 +158,19 @@ class UnixSocket(SocketFile):
                  dest: Address | None, ancdata: list | None) -> int:
         target = None
         if dest is not None and self.stype != socket.SOCK_STREAM:
-            name = self._guest_name(task, dest)
-            entry = self.net.unix_names.get(name)
-            if entry is None:
-                raise SyscallError(errno.ECONNREFUSED if name[:1] == b"\0" else errno.ENOENT)
-            target = entry[0]
+            target = self._target(task, self._guest_name(task, dest))
         elif dest is not None:
             raise SyscallError(errno.EISCONN if self.peer_name is not None else errno.EOPNOTSUPP)
         return self.send(task, bufs, flags, target, ancdata)
 
     def close(self) -> None:
         net = self.net
-        if self.guest_name and not self.peer_name:
+        if self.bound_key is not None:
+            # The socket file stays, as on Linux: only what it reaches goes.
             with net.lock:
-                entry = net.unix_names.get(self.guest_name)
+                entry = net.unix_names.get(self.bound_key)
                 if entry is not None and entry[1] is self:
-                    del net.unix_names[self.guest_name]
+                    del net.unix_names[self.bound_key]
                     net.unix_hosts.pop(entry[0], None)
                     try:
                         os.unlink(entry[0])
@@ -205,6 +219,28 @@ class UnixSocket(SocketFile):
                 if files is not None:
                     out.append(files)
         return out
+
+
+def _make_socket_file(task: Task, name: bytes) -> tuple[int, int]:
+    """bind(2) on a path: a socket file there (EADDRINUSE if anything is), which stat
+    shows and connect finds; its (dev, ino) names the bound socket."""
+    fs = task.process.fs
+    r = fs.resolve(os.fsdecode(name), follow=False)
+    if r.stat is not None:
+        raise SyscallError(errno.EADDRINUSE)
+    if not r.rel or r.virtual or r.magic is not None:
+        raise SyscallError(errno.EADDRINUSE)
+    r.fs.mknod(r.rel, S_IFSOCK | (0o777 & ~fs.umask))
+    st = r.fs.lstat(r.rel)
+    return st.dev, st.ino
+
+
+def _remove_socket_file(task: Task, name: bytes) -> None:
+    r = task.process.fs.resolve(os.fsdecode(name), follow=False)
+    try:
+        r.fs.unlink(r.rel)
+    except SyscallError:
+        pass
 
 
 class InFlight:
