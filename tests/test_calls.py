@@ -159,12 +159,23 @@ def test_unix_bind_on_volume(tmp_path, build, karn, native, same):
 
 
 @pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_timers_on_cpu_time(variant, build, karn, native, same):
-    """ITIMER_PROF/ITIMER_VIRTUAL and timer_create on CPU clocks fire as CPU time passes."""
+def test_timers_on_cpu_time(variant, build, karn, native):
+    """ITIMER_PROF/ITIMER_VIRTUAL and timer_create on CPU clocks fire as CPU time passes.
+    The program's checks ("...: yes/no", counts of signals within CPU-time windows) must
+    all hold under karn; they are not compared with the native run's, which misses some
+    on a loaded host (seen: the host's own tick-based CPU timers fell short). Every other
+    line (return values, errnos) must be the native run's."""
     exe = build("calls_cputimers", variant, extra_flags=THREADED)
-    expected = native(exe)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn(exe), f"calls_cputimers ({variant})")
+    expected, got = native(exe), karn(exe)
+    assert got.returncode == expected.returncode == 0, got.stderr.decode()
+    want_lines, got_lines = expected.stdout.decode().splitlines(), got.stdout.decode().splitlines()
+    assert len(got_lines) == len(want_lines), got.stdout.decode()
+    for want, line in zip(want_lines, got_lines, strict=True):
+        label, _, verdict = line.rpartition(": ")
+        if verdict in ("yes", "no"):
+            assert want.rpartition(": ")[0] == label and verdict == "yes", line
+        else:
+            assert line == want, (line, want)
 
 
 @pytest.mark.parametrize("direction", ["host writes", "guest writes"])

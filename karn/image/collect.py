@@ -263,13 +263,17 @@ GLIBC_DLOPENS = ("libgcc_s.so.1",)
 GLIBC_INTERPRETER = "/lib64/ld-linux-x86-64.so.2"
 
 
-def collect_dependencies(host_paths: Iterable[str]) -> RootManifest:
+def collect_dependencies(host_paths: Iterable[str],
+                         rule: CollectRule | None = None) -> RootManifest:
     """Libraries needed by the ELF objects among host_paths that no DT_NEEDED chain from
-    the program reaches: modules it dlopens (Python extensions, plugins). Only glibc
-    objects are followed (musl programs rarely dlopen)."""
+    the program reaches: modules it dlopens (Python extensions, plugins), found as dlopen
+    will find them, canonical. rule: where they may come from (default: each object's own
+    rule). Only glibc objects are followed (musl programs rarely dlopen)."""
     manifest = RootManifest(files={}, symlinks={}, entry="")
     if not is_compatible_elf(GLIBC_INTERPRETER):
         return manifest
+    shared = None if rule is None else _GlibcResolver(rule)
+    inspected: dict[str, ElfInfo] = {}  # libraries many modules share are parsed once
     for path in host_paths:
         if not is_compatible_elf(path):
             continue
@@ -277,8 +281,9 @@ def collect_dependencies(host_paths: Iterable[str]) -> RootManifest:
             info = inspect_elf(path)
             if not info.needed or (info.interpreter and "musl" in info.interpreter):
                 continue
-            resolver = _GlibcResolver(CollectRule(path))
-            libs = _load_closure(_Loaded(path, info, None), GLIBC_INTERPRETER, resolver)
+            resolver = shared or _GlibcResolver(CollectRule(path))
+            libs = _load_closure(_Loaded(path, info, None), GLIBC_INTERPRETER, resolver,
+                                 inspected)
         except ImageError as err:
             # An object file (.o), or a module whose library the host lacks too: it
             # would not load on the host, and it will not in the guest.

@@ -15,20 +15,14 @@ import re
 import time
 
 from karn import log
-from karn.errors import ImageError
 from karn.image.collect import (
-    GLIBC_INTERPRETER,
     SYSTEM_LIB_ROOTS,
     CollectRule,
     RootManifest,
-    _GlibcResolver,
-    _load_closure,
-    _Loaded,
     _may_read,
-    _mirror_host_links,
     _trace_links,
+    collect_dependencies,
 )
-from karn.image.elfinfo import ElfInfo, inspect_elf, is_compatible_elf
 
 # Where a runtime's own library trees may lie besides SYSTEM_LIB_ROOTS: architecture-
 # independent modules (Debian's perl keeps its standard library in /usr/share/perl).
@@ -98,7 +92,7 @@ def add_runtime(manifest: RootManifest, program: str, rule: CollectRule) -> None
         if real_tree not in walked:
             walked.add(real_tree)
             _walk_tree(real_tree, rule, files, links, modules)
-    deps = _module_dependencies(modules, rule)
+    deps = collect_dependencies(modules, rule)
     for path, host in {**files, **deps.files}.items():
         manifest.files.setdefault(path, host)
     for path, target in {**links, **deps.symlinks}.items():
@@ -137,26 +131,3 @@ def _readable(path: str, rule: CollectRule) -> bool:
     if rule.reader is not None:
         return _may_read(path, rule.reader)
     return os.access(path, os.R_OK)
-
-
-def _module_dependencies(modules: list[str], rule: CollectRule) -> RootManifest:
-    """The libraries the extension modules need (as dlopen will find them), canonical."""
-    manifest = RootManifest(files={}, symlinks={}, entry="")
-    if not modules or not is_compatible_elf(GLIBC_INTERPRETER):
-        return manifest
-    resolver = _GlibcResolver(rule)
-    inspected: dict[str, ElfInfo] = {}
-    for path in modules:
-        try:
-            info = inspect_elf(path)
-            if not info.needed or (info.interpreter and "musl" in info.interpreter):
-                continue
-            libs = _load_closure(_Loaded(path, info, None), GLIBC_INTERPRETER, resolver,
-                                 inspected)
-        except ImageError as err:
-            # A module whose library the host lacks too fails to import there as well.
-            log.debug("not following %s: %s", path, err)
-            continue
-        for lib in libs:
-            manifest.files.setdefault(lib, os.path.realpath(lib))
-    return _mirror_host_links(manifest)

@@ -184,9 +184,6 @@ def sys_sched_getaffinity(task: Task, pid: int, size: int, mask: int) -> int:
 
 PRIO_PROCESS, PRIO_PGRP, PRIO_USER = 0, 1, 2
 NICE_MIN, NICE_MAX = -20, 19
-SCHED_FIFO, SCHED_RR = 1, 2
-RR_TIMESLICE_NS = 100_000_000  # Linux's SCHED_RR quantum
-FAIR_SLICE_NS = 3_000_000  # Linux's default slice for SCHED_OTHER (sched_base_slice)
 
 
 def _priority_targets(task: Task, which: int, who: int) -> list[Task]:
@@ -225,23 +222,6 @@ def sys_setpriority(task: Task, which: int, who: int, prio: int) -> int:
             raise SyscallError(errno.EACCES)
     for target in targets:
         target.nice = nice
-    return 0
-
-
-def sys_sched_rr_get_interval(task: Task, pid: int, interval: int) -> int:
-    pid = s32(pid)
-    if pid < 0:
-        raise SyscallError(errno.EINVAL)
-    target = task if pid == 0 else task.process.tasks.get(pid)
-    if target is None:
-        raise SyscallError(errno.ESRCH)
-    if target.sched_policy == SCHED_FIFO:
-        ns = 0
-    elif target.sched_policy == SCHED_RR:
-        ns = RR_TIMESLICE_NS
-    else:
-        ns = FAIR_SLICE_NS
-    task.mem.write(interval, struct.pack("<qq", *divmod(ns, 1_000_000_000)))
     return 0
 
 
@@ -365,7 +345,6 @@ HANDLERS = {
     "getcpu": sys_getcpu,
     "getpriority": sys_getpriority,
     "setpriority": sys_setpriority,
-    "sched_rr_get_interval": sys_sched_rr_get_interval,
     "prctl": sys_prctl,
 }
 
@@ -382,8 +361,6 @@ NOTES = {
     "threads as it does the monitor's.",
     "setpriority": "Recorded per thread (EACCES past RLIMIT_NICE unless root), not applied "
     "to the host threads.",
-    "sched_rr_get_interval": "SCHED_RR's 100 ms, 0 for SCHED_FIFO, Linux's default 3 ms "
-    "slice otherwise (not the host's, which varies with its load).",
     "getcpu": "Always CPU 0, node 0, whichever vCPU runs the thread.",
     "sysinfo": "totalram is --memory and freeram what the guest has not mapped; load "
     "averages, shared, buffer and swap are 0; procs counts the guest's threads.",

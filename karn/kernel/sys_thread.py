@@ -54,6 +54,8 @@ FUTEX_CMD_MASK = ~(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
 
 SCHED_OTHER, SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_IDLE = 0, 1, 2, 3, 5
 SCHED_RESET_ON_FORK = 0x40000000
+RR_TIMESLICE_NS = 100_000_000  # Linux's SCHED_RR quantum
+FAIR_SLICE_NS = 3_000_000  # Linux's default slice for SCHED_OTHER (sched_base_slice)
 
 _CLONE_ARGS = struct.Struct("<11Q")
 _fork_warned = False
@@ -248,7 +250,20 @@ def sys_sched_setaffinity(task: Task, pid: int, size: int, mask: int) -> int:
     return 0  # recorded nowhere: vCPUs float over the host's CPUs (docs/syscalls.md)
 
 
+def sys_sched_rr_get_interval(task: Task, pid: int, interval: int) -> int:
+    target = _policy_target(task, pid)
+    if target.sched_policy == SCHED_FIFO:
+        ns = 0
+    elif target.sched_policy == SCHED_RR:
+        ns = RR_TIMESLICE_NS
+    else:
+        ns = FAIR_SLICE_NS
+    task.mem.write(interval, struct.pack("<qq", *divmod(ns, 1_000_000_000)))
+    return 0
+
+
 HANDLERS = {
+    "sched_rr_get_interval": sys_sched_rr_get_interval,
     "clone": sys_clone,
     "clone3": sys_clone3,
     "fork": sys_fork,
@@ -265,6 +280,8 @@ HANDLERS = {
 }
 
 NOTES = {
+    "sched_rr_get_interval": "SCHED_RR's 100 ms, 0 for SCHED_FIFO, Linux's default 3 ms "
+    "slice otherwise (not the host's, which varies with its load).",
     "clone": "Threads only (CLONE_VM|CLONE_THREAD|...); creating a process gives ENOSYS.",
     "clone3": "Threads only; set_tid, cgroup and pidfd are refused with EINVAL.",
     "sched_setscheduler": "Recorded and reported back; the host schedules the vCPU "
