@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import ModuleType
 from typing import NamedTuple
 
@@ -56,31 +55,27 @@ AREAS: tuple[ModuleType, ...] = (
 Handler = Callable[..., int]
 
 
-@dataclass(frozen=True)
-class Supported:
+class Supported(NamedTuple):
     """Served as Linux serves it."""
 
 
-@dataclass(frozen=True)
-class Partial:
+class Partial(NamedTuple):
     """Served, with a limitation the note states."""
 
     note: str
 
 
-@dataclass(frozen=True)
-class Error:
+class Error(NamedTuple):
     """Refused on purpose: every well-formed call fails with `code` (an errno)."""
 
     code: int
     reason: str
 
 
-Status = Supported | Partial | Error
+Status = Supported | Partial | Error  # tell them apart by type: Supported() is an empty tuple
 
 
-@dataclass(frozen=True)
-class Denied:
+class Denied(NamedTuple):
     """Not in a policy's allow-list: only in restricted_table's tables, never in TABLE."""
 
     kill: bool
