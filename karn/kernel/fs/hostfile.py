@@ -13,15 +13,13 @@ import stat
 
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
-    EXT4_SUPER_MAGIC,
     O_ACCMODE,
     O_OPEN_ONLY,
-    ST_RDONLY,
-    ST_VALID,
     OFlag,
 )
 from karn.kernel.fs.file import HostFile, OpenFile, host_error
 from karn.kernel.fs.filesystem import Filesystem, Rel
+from karn.kernel.fs.hostfs import host_statfs
 from karn.kernel.fs.stat import Stat, StatFs
 
 # What a reopen passes on (the file exists: no O_CREAT/O_EXCL; never a directory).
@@ -65,10 +63,7 @@ class HostFileFs(Filesystem):
         return HostFile(self._reopen(flags & _PASS_FLAGS), path, flags & ~O_OPEN_ONLY)
 
     def statfs(self) -> StatFs:
-        v = os.statvfs(f"/proc/self/fd/{self.fd}")
-        flags = ST_VALID | (ST_RDONLY if self.readonly else 0)
-        return StatFs(EXT4_SUPER_MAGIC, v.f_bsize, v.f_blocks, v.f_bfree, v.f_bavail,
-                      v.f_files, v.f_ffree, v.f_namemax, flags)
+        return host_statfs(self.fd, self.readonly)
 
     def truncate(self, rel: Rel, size: int) -> None:
         self._only_root(rel)

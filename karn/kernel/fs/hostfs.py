@@ -74,6 +74,14 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
     return fd
 
 
+def host_statfs(fd: int, readonly: bool) -> StatFs:
+    """statfs of the host filesystem holding fd, as a karn host mount reports it."""
+    v = os.statvfs(f"/proc/self/fd/{fd}")
+    flags = ST_VALID | (ST_RDONLY if readonly else 0)
+    return StatFs(EXT4_SUPER_MAGIC, v.f_bsize, v.f_blocks, v.f_bfree, v.f_bavail, v.f_files,
+                  v.f_ffree, v.f_namemax, flags)
+
+
 class HostDirFs(Filesystem):
     fstype = "hostfs"
 
@@ -181,19 +189,7 @@ class HostDirFs(Filesystem):
         self._do(rel, lambda d, n: os.mknod(n, mode, dir_fd=d))
 
     def statfs(self) -> StatFs:
-        v = os.statvfs(f"/proc/self/fd/{self.root_fd}")
-        flags = ST_VALID | (ST_RDONLY if self.readonly else 0)
-        return StatFs(
-            EXT4_SUPER_MAGIC,
-            v.f_bsize,
-            v.f_blocks,
-            v.f_bfree,
-            v.f_bavail,
-            v.f_files,
-            v.f_ffree,
-            v.f_namemax,
-            flags,
-        )
+        return host_statfs(self.root_fd, self.readonly)
 
     def _do(self, rel: Rel, fn) -> None:  # noqa: ANN001 - small local adaptor
         self._check_writable()
