@@ -146,3 +146,16 @@ def test_tmpfs_names_count_against_its_size(build) -> None:
     assert 128 < counts[0] < 1024, counts  # two entries per file in 1 MiB
     roomy = karn_run(prog, "/tmp", "300")  # the default size holds a normal program's files
     assert (roomy.returncode, roomy.stdout) == (0, b"all\nall\n"), roomy.stderr
+
+
+def test_timeouts_centuries_ahead_block_as_natively(build) -> None:
+    """Timeouts of 2**62 seconds (a fuzzer found them; "sleep forever" code uses them):
+    the timer thread died of an OverflowError and ppoll, futex and nanosleep returned at
+    once with errors. Linux saturates such timeouts: the calls block until woken or
+    interrupted, and the timers stay armed."""
+    prog = build("far_timeouts", "static", ("-pthread",))
+    native = native_run(prog)
+    assert native.returncode == 0 and native.stdout.endswith(b"done\n"), native.stdout
+    got = karn_run(prog)
+    assert (got.returncode, got.stdout) == (0, native.stdout), got.stderr
+    assert b"Traceback" not in got.stderr, got.stderr

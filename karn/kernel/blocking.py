@@ -21,6 +21,12 @@ from karn.abi.errno import ERESTARTSYS, SyscallError
 
 _EFD_FLAGS = os.EFD_NONBLOCK | os.EFD_CLOEXEC
 
+# The longest single host wait, in seconds: poll(2) takes an int of milliseconds and
+# Python's locks a bounded float, while a guest may ask for centuries (Linux saturates
+# such timeouts). Every waiter loops and re-checks its deadline, so a wait this long
+# ends early only to be resumed.
+MAX_HOST_WAIT = 86400.0
+
 
 class Interrupted(SyscallError):
     """A signal arrived while blocked: restart or -EINTR, decided at signal delivery."""
@@ -78,7 +84,8 @@ class Waker:
         if deadline is None:
             timeout_ms = None
         else:
-            timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            left = min(deadline - time.monotonic(), MAX_HOST_WAIT)
+            timeout_ms = max(0, int(left * 1000 + 0.999))
         if timeout_ms != 0 and getattr(_thread, "nowait", False):
             ready = poller.poll(0)
             if not ready:

@@ -10,6 +10,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from karn.kernel.blocking import MAX_HOST_WAIT
+
 
 class Timer:
     """One armed-or-not timer; `fire` queues its signal (set by whoever creates it)."""
@@ -59,7 +61,8 @@ class TimerService:
                         heapq.heappop(self._heap)  # disarmed or re-armed since
                     if self._heap and self._heap[0][0] <= now:
                         break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    self._cond.wait(min(self._heap[0][0] - now, MAX_HOST_WAIT)
+                                    if self._heap else None)
                 deadline, _, _, timer = heapq.heappop(self._heap)
                 if timer.interval > 0:
                     missed = int((now - deadline) // timer.interval)
