@@ -17,54 +17,35 @@ from conftest import BUSYBOX
 THREADED = ("-pthread",)
 
 
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_cpu_time_getrusage_and_cpu_clocks(variant, build, karn, native, same):
-    """getrusage, times and the CPU-time clocks count the guest's threads' CPU time."""
-    exe = build("calls_cputime", variant, extra_flags=THREADED)
-    expected = native(exe)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn(exe), f"calls_cputime ({variant})")
+@pytest.fixture
+def like_native(build, karn, native, same):
+    """like_native(program, variant, *args, what="", flags=(), karn_opts=(), guest_args=None,
+    native_cmd=(), native_env=None): build tests/programs/PROGRAM.c, run it natively with
+    args (it must succeed), then under karn with karn_opts and guest_args (default: args),
+    and fail unless both print the same."""
+
+    def check(program: str, variant: str, *args: object, what: str = "",
+              flags: tuple[str, ...] = (), karn_opts: tuple[str, ...] = (),
+              guest_args: tuple[object, ...] | None = None,
+              native_cmd: tuple[str, ...] = (), native_env: dict[str, str] | None = None
+              ) -> None:
+        exe = build(program, variant, extra_flags=flags)
+        expected = native(*native_cmd, exe, *args, extra_env=native_env)
+        assert expected.returncode == 0, expected.stdout.decode()
+        got = karn(*karn_opts, exe, *(args if guest_args is None else guest_args))
+        same(expected, got, " ".join(filter(None, (program, what, f"({variant})"))))
+
+    return check
 
 
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_prctl_priority_ids_and_nofile(variant, build, karn, native, same):
-    """prctl options programs use at start, per-thread nice values, saved ids, and an
-    RLIMIT_NOFILE whose hard limit is the host's (the native run gets karn's 1024 soft)."""
-    exe = build("calls_identity", variant, extra_flags=THREADED)
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    env = {"HOST_NOFILE_HARD": str(hard)}
-    expected = native("prlimit", f"--nofile=1024:{hard}", exe, extra_env=env)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn("-e", f"HOST_NOFILE_HARD={hard}", exe), f"calls_identity ({variant})")
-
-
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_memfd_sealing_and_shared_mappings(variant, build, karn, native, same):
-    exe = build("calls_memfd", variant)
-    expected = native(exe)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn(exe), f"calls_memfd ({variant})")
-
-
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_fifo_on_tmpfs(variant, build, karn, native, same):
-    """mkfifo/mknod in the guest's /tmp, with Linux's blocking and O_NONBLOCK open rules."""
-    exe = build("calls_fifo", variant, extra_flags=THREADED)
-    expected = native(exe, "/tmp")
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn(exe, "/tmp"), f"calls_fifo on tmpfs ({variant})")
-
-
-def test_fifo_on_volume(tmp_path, build, karn, native, same):
-    """The same on a host volume: the FIFO is a host FIFO."""
-    exe = build("calls_fifo", "static", extra_flags=THREADED)
+@pytest.fixture
+def volume(tmp_path):
+    """(native_dir, guest_dir, karn options mounting guest_dir at /data): two empty host
+    directories, one for the native run and one for the guest's volume."""
     native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
     native_dir.mkdir()
     guest_dir.mkdir()
-    expected = native(exe, native_dir)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_fifo on a volume")
-    assert list(guest_dir.iterdir()) == [], "the program cleans up after itself"
+    return native_dir, guest_dir, ("-v", f"{guest_dir}:/data")
 
 
 @pytest.fixture
@@ -76,45 +57,70 @@ def native_shm_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_xattrs_and_owners_on_tmpfs(variant, native_shm_dir, build, karn, native, same):
+BOTH_LIBCS = pytest.mark.parametrize("variant", ["static", "musl-static"])
+
+
+@BOTH_LIBCS
+def test_cpu_time_getrusage_and_cpu_clocks(variant, like_native):
+    """getrusage, times and the CPU-time clocks count the guest's threads' CPU time."""
+    like_native("calls_cputime", variant, flags=THREADED)
+
+
+@BOTH_LIBCS
+def test_prctl_priority_ids_and_nofile(variant, like_native):
+    """prctl options programs use at start, per-thread nice values, saved ids, and an
+    RLIMIT_NOFILE whose hard limit is the host's (the native run gets karn's 1024 soft)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    like_native("calls_identity", variant, flags=THREADED,
+                native_cmd=("prlimit", f"--nofile=1024:{hard}"),
+                native_env={"HOST_NOFILE_HARD": str(hard)},
+                karn_opts=("-e", f"HOST_NOFILE_HARD={hard}"))
+
+
+@BOTH_LIBCS
+def test_memfd_sealing_and_shared_mappings(variant, like_native):
+    like_native("calls_memfd", variant)
+
+
+@BOTH_LIBCS
+def test_fifo_on_tmpfs(variant, like_native):
+    """mkfifo/mknod in the guest's /tmp, with Linux's blocking and O_NONBLOCK open rules."""
+    like_native("calls_fifo", variant, "/tmp", what="on tmpfs", flags=THREADED)
+
+
+def test_fifo_on_volume(volume, like_native):
+    """The same on a host volume: the FIFO is a host FIFO."""
+    native_dir, guest_dir, mount = volume
+    like_native("calls_fifo", "static", native_dir, what="on a volume", flags=THREADED,
+                karn_opts=mount, guest_args=("/data",))
+    assert list(guest_dir.iterdir()) == [], "the program cleans up after itself"
+
+
+@BOTH_LIBCS
+def test_xattrs_and_owners_on_tmpfs(variant, native_shm_dir, like_native):
     """Extended attributes kept on tmpfs, and chown recorded in what stat shows."""
-    exe = build("calls_xattr", variant)
-    expected = native(exe, native_shm_dir)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn(exe, "/dev/shm"), f"calls_xattr on tmpfs ({variant})")
+    like_native("calls_xattr", variant, native_shm_dir, what="on tmpfs",
+                guest_args=("/dev/shm",))
 
 
-def test_xattrs_on_volume(tmp_path, build, karn, native, same):
+def test_xattrs_on_volume(volume, like_native):
     """A volume's extended attributes are the host file's."""
-    exe = build("calls_xattr", "static")
-    native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
-    native_dir.mkdir()
-    guest_dir.mkdir()
-    expected = native(exe, native_dir, "no-owners")
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data", "no-owners"),
-         "calls_xattr on a volume")
+    native_dir, guest_dir, mount = volume
+    like_native("calls_xattr", "static", native_dir, "no-owners", what="on a volume",
+                karn_opts=mount, guest_args=("/data", "no-owners"))
     assert os.getxattr(guest_dir / "calls-xattr-file", "user.b") == b""
 
 
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_splice_tee_copy_file_range_fallocate_on_tmpfs(variant, native_shm_dir, build, karn,
-                                                      native, same):
-    exe = build("calls_splice", variant)
-    expected = native(exe, native_shm_dir)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn(exe, "/dev/shm"), f"calls_splice on tmpfs ({variant})")
+@BOTH_LIBCS
+def test_splice_tee_copy_file_range_fallocate_on_tmpfs(variant, native_shm_dir, like_native):
+    like_native("calls_splice", variant, native_shm_dir, what="on tmpfs",
+                guest_args=("/dev/shm",))
 
 
-def test_splice_tee_copy_file_range_fallocate_on_volume(tmp_path, build, karn, native, same):
-    exe = build("calls_splice", "static")
-    native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
-    native_dir.mkdir()
-    guest_dir.mkdir()
-    expected = native(exe, native_dir)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_splice on a volume")
+def test_splice_tee_copy_file_range_fallocate_on_volume(volume, like_native):
+    native_dir, _, mount = volume
+    like_native("calls_splice", "static", native_dir, what="on a volume", karn_opts=mount,
+                guest_args=("/data",))
 
 
 def test_unimplemented_notice_is_a_whole_line_among_the_guests(build, karn):
@@ -132,33 +138,24 @@ def test_unimplemented_notice_is_a_whole_line_among_the_guests(build, karn):
     assert all(line.startswith("karn: unimplemented syscall ") for line in notices), notices
 
 
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_proc_sys_files(variant, build, karn, native, same):
-    exe = build("calls_procsys", variant)
-    expected = native(exe)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn(exe), f"calls_procsys ({variant})")
+@BOTH_LIBCS
+def test_proc_sys_files(variant, like_native):
+    like_native("calls_procsys", variant)
 
 
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_unix_bind_makes_a_socket_file(variant, build, karn, native, same, native_shm_dir):
-    exe = build("calls_unixbind", variant)
-    expected = native(exe, native_shm_dir)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn(exe, "/tmp"), f"calls_unixbind on tmpfs ({variant})")
+@BOTH_LIBCS
+def test_unix_bind_makes_a_socket_file(variant, native_shm_dir, like_native):
+    like_native("calls_unixbind", variant, native_shm_dir, what="on tmpfs",
+                guest_args=("/tmp",))
 
 
-def test_unix_bind_on_volume(tmp_path, build, karn, native, same):
-    exe = build("calls_unixbind", "static")
-    native_dir, guest_dir = tmp_path / "native", tmp_path / "guest"
-    native_dir.mkdir()
-    guest_dir.mkdir()
-    expected = native(exe, native_dir)
-    assert expected.returncode == 0, expected.stdout.decode()
-    same(expected, karn("-v", f"{guest_dir}:/data", exe, "/data"), "calls_unixbind on a volume")
+def test_unix_bind_on_volume(volume, like_native):
+    native_dir, _, mount = volume
+    like_native("calls_unixbind", "static", native_dir, what="on a volume", karn_opts=mount,
+                guest_args=("/data",))
 
 
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
+@BOTH_LIBCS
 def test_timers_on_cpu_time(variant, build, karn, native):
     """ITIMER_PROF/ITIMER_VIRTUAL and timer_create on CPU clocks fire as CPU time passes.
     The program's checks ("...: yes/no", counts of signals within CPU-time windows) must
