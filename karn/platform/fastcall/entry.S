@@ -9,6 +9,17 @@
         .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
         .set WITHDRAWN,6
         .set SYSCALL_PORT,0x10; .set WORK_PORT,0x12
+        .macro  restore_user_state      # rdx and the flags as at the site
+        movq    %gs:S_A2, %rdx
+        movzbl  %gs:S_FLAGS+1, %r11d    # r11 = rflags image, as `syscall` leaves it
+        movzbl  %gs:S_FLAGS, %eax
+        shll    $11, %eax
+        orl     %eax, %r11d
+        orl     $0x200, %r11d
+        movw    %gs:S_FLAGS, %ax
+        addb    $0x7f, %al              # OF back
+        sahf                            # SF ZF AF PF CF back
+        .endm
         .text
 entry:
         movq    %rax, %gs:S_NR
@@ -62,44 +73,20 @@ withdraw:
         lock cmpxchgl %edx, %gs:S_STATE
         jne     spin                    # taken meanwhile: wait for the answer
 slow:                                   # the exit path, registers as at the site
-        movq    %gs:S_A2, %rdx
-        movzbl  %gs:S_FLAGS+1, %r11d    # r11 = rflags image, as `syscall` leaves it
-        movzbl  %gs:S_FLAGS, %eax
-        shll    $11, %eax
-        orl     %eax, %r11d
-        orl     $0x200, %r11d
-        movw    %gs:S_FLAGS, %ax
-        addb    $0x7f, %al              # OF back
-        sahf                            # SF ZF AF PF CF back
+        restore_user_state
         movq    %gs:S_NR, %rax          # movs: the flags stay
         movq    %gs:S_RET, %rcx
         outb    %al, $SYSCALL_PORT      # served as a syscall: RIP = RCX, RFLAGS = R11
         ud2
 done_work:                              # answered, and signals or an exit are due
-        movq    %gs:S_A2, %rdx
-        movzbl  %gs:S_FLAGS+1, %r11d
-        movzbl  %gs:S_FLAGS, %eax
-        shll    $11, %eax
-        orl     %eax, %r11d
-        orl     $0x200, %r11d
-        movw    %gs:S_FLAGS, %ax
-        addb    $0x7f, %al
-        sahf
+        restore_user_state
         movq    %gs:S_RES, %rax
         movq    %gs:S_RET, %rcx
         movl    $IDLE, %gs:S_STATE
         outb    %al, $WORK_PORT         # RIP = RCX, RFLAGS = R11, then the work
         ud2
 done:
-        movq    %gs:S_A2, %rdx
-        movzbl  %gs:S_FLAGS+1, %r11d
-        movzbl  %gs:S_FLAGS, %eax
-        shll    $11, %eax
-        orl     %eax, %r11d
-        orl     $0x200, %r11d
-        movw    %gs:S_FLAGS, %ax
-        addb    $0x7f, %al
-        sahf
+        restore_user_state
         movq    %gs:S_RES, %rax
         movq    %gs:S_RET, %rcx
         movl    $IDLE, %gs:S_STATE      # after the loads (TSO keeps the order)
