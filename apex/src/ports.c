@@ -126,7 +126,7 @@ static struct port *by_id(struct port *table, int n, APEX_INTEGER id)
 
 /* ---- sampling ports ------------------------------------------------------------------- */
 
-void CREATE_SAMPLING_PORT(SAMPLING_PORT_NAME_TYPE SAMPLING_PORT_NAME,
+void CREATE_SAMPLING_PORT(const char SAMPLING_PORT_NAME[],
                           MESSAGE_SIZE_TYPE MAX_MESSAGE_SIZE, PORT_DIRECTION_TYPE PORT_DIRECTION,
                           SYSTEM_TIME_TYPE REFRESH_PERIOD, SAMPLING_PORT_ID_TYPE *SAMPLING_PORT_ID,
                           RETURN_CODE_TYPE *RETURN_CODE)
@@ -224,7 +224,7 @@ void READ_SAMPLING_MESSAGE(SAMPLING_PORT_ID_TYPE SAMPLING_PORT_ID, MESSAGE_ADDR_
     leave(me);
 }
 
-void GET_SAMPLING_PORT_ID(SAMPLING_PORT_NAME_TYPE SAMPLING_PORT_NAME,
+void GET_SAMPLING_PORT_ID(const char SAMPLING_PORT_NAME[],
                           SAMPLING_PORT_ID_TYPE *SAMPLING_PORT_ID, RETURN_CODE_TYPE *RETURN_CODE)
 {
     struct proc *me = enter();
@@ -259,7 +259,7 @@ void GET_SAMPLING_PORT_STATUS(SAMPLING_PORT_ID_TYPE SAMPLING_PORT_ID,
 
 /* ---- queuing ports -------------------------------------------------------------------- */
 
-void CREATE_QUEUING_PORT(QUEUING_PORT_NAME_TYPE QUEUING_PORT_NAME,
+void CREATE_QUEUING_PORT(const char QUEUING_PORT_NAME[],
                          MESSAGE_SIZE_TYPE MAX_MESSAGE_SIZE, MESSAGE_RANGE_TYPE MAX_NB_MESSAGE,
                          PORT_DIRECTION_TYPE PORT_DIRECTION,
                          QUEUING_DISCIPLINE_TYPE QUEUING_DISCIPLINE,
@@ -402,7 +402,7 @@ void RECEIVE_QUEUING_MESSAGE(QUEUING_PORT_ID_TYPE QUEUING_PORT_ID, SYSTEM_TIME_T
     leave(me);
 }
 
-void GET_QUEUING_PORT_ID(QUEUING_PORT_NAME_TYPE QUEUING_PORT_NAME,
+void GET_QUEUING_PORT_ID(const char QUEUING_PORT_NAME[],
                          QUEUING_PORT_ID_TYPE *QUEUING_PORT_ID, RETURN_CODE_TYPE *RETURN_CODE)
 {
     struct proc *me = enter();

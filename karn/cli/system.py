@@ -79,7 +79,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     guarded = sum(1 for c in system.channels if c.guard is not None)
     print(f"{system.name}: ok: {len(system.partitions)} partitions, {nports} ports, "
           f"{len(system.channels)} channels ({diodes} diodes, {guarded} guarded), "
-          f"{system.schedule.policy} schedule")
+          f"{system.schedule.policy} schedule"
+          + (f", {len(system.apex)} APEX partitions" if system.apex else ""))
     return 0
 
 

@@ -9,6 +9,7 @@ import tomllib
 from typing import Any
 
 from karn.errors import UsageError
+from karn.system.apex import configure as configure_apex
 from karn.system.guards import Guard, check_schema, compile_allow
 from karn.system.units import duration_ms, size_bytes
 
@@ -122,6 +123,7 @@ class SystemDescription:
         self.channels: list[Channel] = []
         self.schedule = Schedule()
         self.acyclic = False  # no path may lead from a diode's receiver back to its sender
+        self.apex: dict[str, Any] = {}  # partition -> its APEX configuration (apex.py)
 
     def ports(self) -> list[Port]:
         return [port for p in self.partitions.values() for port in p.ports.values()]
@@ -176,6 +178,7 @@ class _Loader:
                                                            dict, {}))
         if system.acyclic:
             self._check_acyclic(system)
+        configure_apex(system, partitions, self.fail)
         return system
 
     # -- helpers ---------------------------------------------------------------------
@@ -210,7 +213,7 @@ class _Loader:
             raise self.fail(where, "must be a table")
         self._keys(where, table, {"program", "image", "args", "env", "memory", "cpus",
                                   "network", "volumes", "options", "cpu_affinity", "priority",
-                                  "ports", "health"})
+                                  "ports", "health", "apex"})
         part = Partition(name)
         program = self._get(where, table, "program", str, None)
         image = self._get(where, table, "image", str, None)
