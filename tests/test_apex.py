@@ -255,6 +255,7 @@ def test_return_codes_of_sampling_and_queuing_ports_between_partitions(
     assert "queuing status max_nb 4 max_size 32 destination 1" in reader
 
 
+@pytest.mark.serial  # bounds on lateness: the machine to itself
 def test_a_high_priority_process_preempts_a_busy_low_priority_one(
         apex_build: Builder, karn) -> None:
     """The low process spins without calling APEX; the high one (periodic, 20 ms) must be
@@ -330,6 +331,7 @@ def example(tmp_path_factory: pytest.TempPathFactory, libapex: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.serial
+@pytest.mark.serial  # bounds on lateness: the machine to itself
 def test_avionics_example_meets_its_deadlines_under_the_cyclic_schedule(
         example: Path, state_env: dict[str, str]) -> None:
     proc = karn_system(state_env, "up", str(example / "avionics.toml"), timeout=300)
