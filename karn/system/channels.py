@@ -188,21 +188,21 @@ class ChannelRun:
 
     def summarise(self, ended: bool = False) -> None:
         """One line for the rejections not logged one by one, once their window is over
-        (or the system stops: ended). Reports still in the socket are read first, so they
-        are logged as lines rather than summed up."""
+        (or the system stops: ended). The reader's counter is the truth: rejections
+        whose report never came (the socket was full) are summed up too. The counter is
+        read first and the reports after: the reader sends a report before it counts,
+        so every rejection in the count has its report read by then (or lost)."""
+        counted = self.counters_now().rejected
         if self.reports is not None:
             self.reports_readable()
         elapsed = time.monotonic() - self.log_window
         if ended or elapsed >= LOG_WINDOW:
+            if counted > self.accounted:
+                self.unlogged += counted - self.accounted
+                self.accounted = counted
             self._sum_up(elapsed)
 
     def _sum_up(self, elapsed: float) -> None:
-        """The reader's counter is the truth: rejections whose report never came (the
-        socket was full) are summed up too."""
-        rejected = self.counters_now().rejected
-        if rejected > self.accounted:
-            self.unlogged += rejected - self.accounted
-            self.accounted = rejected
         if self.unlogged:
             self.log(f"channel {self.name}: {self.unlogged} more rejected messages in the "
                      f"last {elapsed:.1f} s, not logged one by one (the last: "
