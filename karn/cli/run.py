@@ -38,14 +38,9 @@ def parse_port(text: str):  # noqa: ANN201 - a PortSpec (karn/kernel/fs/ports.py
     from karn.kernel.fs.ports import PortSpec
 
     try:
-        spec = PortSpec.parse(text)
-        if spec.guard is None:
-            return spec
-        from karn.system.guards import Guard, GuardCheck  # the channel's guard runs here
-
-        return spec._replace(check=GuardCheck(Guard.from_json(spec.guard)).check)
-    except (ValueError, TypeError, KeyError) as err:
-        raise argparse.ArgumentTypeError(f"invalid port: {err}") from None
+        return PortSpec.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def register(sub: Any) -> argparse.ArgumentParser:

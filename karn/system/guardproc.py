@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
         print("usage: python3 -m karn.system.guardproc FROM_JSON TO_JSON", file=sys.stderr)
         return 2
     try:
-        into_spec, out_spec = PortSpec.parse(argv[0]), PortSpec.parse(argv[1])
+        into_spec, out_spec = PortSpec.parse(argv[0], guarded=True), PortSpec.parse(argv[1])
         if into_spec.guard is None:
             raise ValueError("the reading end has no guard")
         check = GuardCheck(Guard.from_json(into_spec.guard)).check

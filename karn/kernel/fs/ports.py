@@ -76,7 +76,7 @@ Check = Callable[[bytes], bytes]  # a guard: the bytes to forward, or raises its
 class PortSpec(NamedTuple):
     """One port as the supervisor hands it to `karn run --port JSON`: the port, its
     channel's ring geometry and limit, and the host fds the monitor inherits (-1: none).
-    `guard` is the channel's guard (a destination's); `check` is built from it."""
+    `guard` is the channel's guard, for the guard process; `check` is built from it."""
 
     name: str
     direction: str
@@ -95,10 +95,13 @@ class PortSpec(NamedTuple):
     check: Check | None = None
 
     @classmethod
-    def parse(cls, text: str) -> PortSpec:
+    def parse(cls, text: str, guarded: bool = False) -> PortSpec:
+        """A port from its JSON; a guard only where one runs (`guarded`: the guard
+        process), never in a partition's monitor."""
         try:
             fields = json.loads(text)
-            if not isinstance(fields, dict) or "check" in fields:
+            if not isinstance(fields, dict) or "check" in fields or (
+                    fields.get("guard") is not None and not guarded):
                 raise ValueError
             spec = cls(**fields)
         except (ValueError, TypeError):
