@@ -134,13 +134,13 @@ class Bench:
             raise BenchError(f"ping: {' '.join(words)[:200]}")
         return float(words[words.index("p50") + 1]) / 2
 
-    def throughput(self, size: int, count: int, diode: bool = False
+    def throughput(self, size: int, count: int, diode: bool = False, guarded: bool = False
                    ) -> tuple[float, float, int]:
         """(messages/s, MB/s) at the receiver, and messages dropped."""
         name, path = self.system(
             {"a": (["blast", "out", str(count), str(size)], [("out", "out", "")]),
              "b": (["sink", "in", str(count)], [("in", "in", "")])},
-            [("a.out", "b.in", diode, False)], size, stop_after="b")
+            [("a.out", "b.in", diode, guarded)], size, stop_after="b")
         self.karn("up", str(path))
         words = self.log(name, "b").split()
         if "sink" not in words:

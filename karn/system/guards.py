@@ -192,6 +192,20 @@ class Guard:
         self.rate: float | None = None  # messages per second (token bucket)
         self.burst: int = 1
 
+    FIELDS = ("max_size", "schema", "allow", "deny", "rate", "burst")
+
+    def to_json(self) -> dict:
+        """As the supervisor hands it to the receiver's monitor (docs/design/channels.md)."""
+        return {"name": self.name, **{key: getattr(self, key) for key in self.FIELDS}}
+
+    @classmethod
+    def from_json(cls, fields: dict) -> Guard:
+        guard = cls(str(fields["name"]))
+        for key in cls.FIELDS:
+            if key in fields:
+                setattr(guard, key, fields[key])
+        return guard
+
 
 class GuardCheck:
     """A guard's checks, compiled once; `check(message)` -> the bytes to forward, or

@@ -1,9 +1,10 @@
-"""One partition as a host process: a `karn run` monitor with its ports' sockets.
+"""One partition as a host process: a `karn run` monitor with its ports' ends.
 
-Each port is a SOCK_SEQPACKET socketpair (message boundaries kept): the partition's end
-is inherited by the monitor and named with the internal `karn run --port` option; the
-supervisor keeps the other end. The monitor runs in its own session, so a terminal's
-Ctrl-C reaches only the supervisor, which stops the system in order.
+Each port is one end of its channel's ring (system/channels.py): the monitor inherits
+the fds the supervisor made and is told about them with the internal `karn run --port`
+option. The monitor runs in its own session, so a terminal's Ctrl-C reaches only the
+supervisor, which stops the system in order. Guard processes (system/guardproc.py) are
+started the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ def monitor_env() -> dict[str, str]:
     return env
 
 
+def guard_command(into: PortSpec, out: PortSpec) -> list[str]:
+    return [sys.executable, "-m", "karn.system.guardproc", into.format(), out.format()]
+
+
 def monitor_command(part: Partition, specs: list[PortSpec]) -> list[str]:
     cmd = [sys.executable, "-m", "karn", "run"]
     if part.memory is not None:
@@ -56,38 +61,36 @@ def monitor_command(part: Partition, specs: list[PortSpec]) -> list[str]:
     return [*cmd, part.program, *part.args]
 
 
-class PartitionProcess:
-    """A started partition: its process, its ports' supervisor ends, its output pipe."""
+def spawn(cmd: list[str], fds: list[int], cwd: str) -> tuple[subprocess.Popen, int]:
+    """Start cmd in its own session with fds inherited; (process, its output pipe)."""
+    out_r, out_w = os.pipe()
+    try:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
+                                pass_fds=fds, cwd=cwd, env=monitor_env(),
+                                start_new_session=True, preexec_fn=_die_with_supervisor)
+    except BaseException:
+        os.close(out_r)
+        raise
+    finally:
+        os.close(out_w)
+    os.set_blocking(out_r, False)
+    return proc, out_r
 
-    def __init__(self, part: Partition, cwd: str) -> None:
-        self.socks: dict[str, socket.socket] = {}
-        theirs: list[socket.socket] = []
-        specs = []
+
+class PartitionProcess:
+    """A started partition (or guard process): its process, the supervisor's ends of
+    its report sockets, its output pipe."""
+
+    def __init__(self, cmd: list[str], fds: list[int], cwd: str,
+                 socks: dict[str, socket.socket]) -> None:
+        self.socks = socks  # port -> the supervisor's end of its report socket
         try:
-            for port in part.ports.values():
-                mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                mine.setblocking(False)
-                self.socks[port.name] = mine
-                theirs.append(other)
-                specs.append(PortSpec(port.name, port.direction, port.kind, port.max_size,
-                                      other.fileno(), port.refresh_ms))
-            out_r, out_w = os.pipe()
-            try:
-                self.proc = subprocess.Popen(
-                    monitor_command(part, specs), stdin=subprocess.DEVNULL, stdout=out_w,
-                    stderr=out_w, pass_fds=[s.fileno() for s in theirs], cwd=cwd,
-                    env=monitor_env(), start_new_session=True,
-                    preexec_fn=_die_with_supervisor)
-            finally:
-                os.close(out_w)
+            self.proc, self.output = spawn(cmd, fds, cwd)
         except BaseException:
+            self.output = None
+            self.pidfd = None
             self.close()
             raise
-        finally:
-            for sock in theirs:
-                sock.close()
-        os.set_blocking(out_r, False)
-        self.output = out_r
         self.pid = self.proc.pid
         self.pidfd = os.pidfd_open(self.pid)
 

@@ -1,9 +1,11 @@
 """The system supervisor: starts the partitions, runs the channels, guards, schedule and
 health monitor, and answers `karn system status/down` on its control socket.
 
-One thread runs everything event-driven (a selector over the ports' sockets, the
-partitions' output pipes and pidfds, and the control socket); the cyclic schedule has
-its own thread, because window boundaries must not wait for message handling.
+One thread runs everything event-driven (a selector over the rejection-report sockets,
+the partitions' output pipes and pidfds, and the control socket); the cyclic schedule
+has its own thread, because window boundaries must not wait for it. Messages never pass
+through here: each channel is a shared-memory ring between the monitors (channels.py),
+with a guard process in between when the channel has a guard (guardproc.py).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from karn.system import schedule, state
 from karn.system.channels import LOG_WINDOW, ChannelRun
 from karn.system.description import SystemDescription
 from karn.system.health import decide, describe_exit
-from karn.system.partition import STOP_GRACE, PartitionProcess
+from karn.system.partition import STOP_GRACE, PartitionProcess, guard_command, monitor_command
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 OUTPUT_CHUNK = 65536
 OUTPUT_BURST = 16  # chunks per readiness event
+GUARD_RESTART = 0.1  # seconds before a guard process that ended is started again
 
 
 class HasFileno(Protocol):
@@ -65,8 +68,9 @@ class Supervisor:
         for ch in self.channels:
             self.by_port[(ch.desc.source.partition, ch.desc.source.name)] = ch
             self.by_port[(ch.desc.dest.partition, ch.desc.dest.name)] = ch
-        self.on_source = {ch.name: self._source_handler(ch) for ch in self.channels}
-        self.on_dest = {ch.name: self._dest_handler(ch) for ch in self.channels}
+        self.on_reports = {ch.name: self._reports_handler(ch) for ch in self.channels}
+        self.guards: dict[str, PartitionProcess | None] = {
+            ch.name: None for ch in self.channels if ch.guarded}
         self.cyclic: schedule.CyclicScheduler | None = None
         self.stopping = False
         self.failed = False  # the health monitor stopped the system, or a partition failed
@@ -119,6 +123,9 @@ class Supervisor:
     # -- the loop ----------------------------------------------------------------------
     def run(self, on_ready: Callable[[], None] | None = None) -> int:
         """Start every partition, serve until the system stops; the exit status."""
+        for ch in self.channels:
+            if ch.guarded:
+                self._start_guard(ch)
         for name in self.parts:
             self._start(name)
         if self.system.schedule.policy == "cyclic":
@@ -153,7 +160,6 @@ class Supervisor:
             pass
 
     def _step(self) -> None:
-        self._update_interest()  # what each channel wants now, before waiting
         timeout = None
         if self.timers:
             timeout = max(0.0, self.timers[0][0] - time.monotonic())
@@ -196,15 +202,6 @@ class Supervisor:
     def _unwatch(self, obj: int | HasFileno) -> None:
         self._watch(obj, 0, lambda _m: None)
 
-    def _update_interest(self) -> None:
-        for ch in self.channels:
-            if ch.source is not None:
-                self._watch(ch.source, READ if ch.wants_source() else 0,
-                            self.on_source[ch.name])
-            if ch.dest is not None:
-                self._watch(ch.dest, READ | (WRITE if ch.wants_dest_write() else 0),
-                            self.on_dest[ch.name])
-
     # -- partitions --------------------------------------------------------------------
     def _pid_of(self, name: str) -> int | None:
         process = self.parts[name].process
@@ -213,12 +210,27 @@ class Supervisor:
     def _start(self, name: str) -> None:
         run = self.parts[name]
         part = self.system.partitions[name]
+        specs, fds, socks, theirs = [], [], {}, []
+        for port in part.ports.values():
+            report = -1
+            if port.direction == "in":  # the receiver reports rejections on a socket
+                mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                mine.setblocking(False)
+                socks[port.name], report = mine, other.fileno()
+                theirs.append(other)
+            spec, port_fds = self.by_port[(name, port.name)].endpoint(port, report)
+            specs.append(spec)
+            fds += port_fds
         try:
-            process = PartitionProcess(part, os.path.dirname(self.system.path))
+            process = PartitionProcess(monitor_command(part, specs), fds,
+                                       os.path.dirname(self.system.path), socks)
         except OSError as err:
             self.event(f"partition {name}: cannot start: {err}")
             self._halt(run, failed=True)
             return
+        finally:
+            for sock in theirs:
+                sock.close()
         run.process, run.state, run.started = process, "running", time.time()
         if part.affinity:
             schedule.set_affinity(process.pid, part.affinity)
@@ -229,33 +241,77 @@ class Supervisor:
             schedule.set_nice(process.pid, schedule.WINDOW_NICE)  # owns its windows
         for port, sock in process.socks.items():
             ch = self.by_port[(name, port)]
-            if part.ports[port].direction == "out":
-                ch.attach_source(sock)
-            else:
-                ch.attach_dest(sock)
+            if not ch.guarded:  # else the guard process is the one that rejects
+                ch.reports = sock
+                self._watch(sock, READ, self.on_reports[ch.name])
         self._watch(process.output, READ, lambda _m: self._output(run))
         self._watch(process.pidfd, READ, lambda _m: self._exited(run))
         self.event(f"partition {name} started (pid {process.pid})")
 
-    def _source_handler(self, ch: ChannelRun) -> Callable[[int], None]:
+    def _reports_handler(self, ch: ChannelRun) -> Callable[[int], None]:
         def handle(_mask: int) -> None:
-            sock = ch.source
+            sock = ch.reports
             assert sock is not None  # watched only while attached
-            if not ch.source_readable():
+            if not ch.reports_readable():
                 self._unwatch(sock)
-                ch.detach_source()
+                ch.reports = None
         return handle
 
-    def _dest_handler(self, ch: ChannelRun) -> Callable[[int], None]:
-        def handle(mask: int) -> None:
-            sock = ch.dest
-            assert sock is not None  # watched only while attached
-            if mask & READ and not ch.dest_readable():
-                self._unwatch(sock)
-                ch.detach_dest()
-            elif mask & WRITE:
-                ch.flush()
-        return handle
+    def _start_guard(self, ch: ChannelRun) -> None:
+        """The guard process of a guarded channel; started again whenever it ends."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        mine.setblocking(False)
+        into, out, fds = ch.guard_ends(theirs.fileno())
+        try:
+            process = PartitionProcess(guard_command(into, out), fds,
+                                       os.path.dirname(self.system.path), {"": mine})
+        except OSError as err:
+            mine.close()
+            self.event(f"channel {ch.name}: cannot start its guard process: {err}")
+            return
+        finally:
+            theirs.close()
+        self.guards[ch.name] = process
+        if self.system.schedule.policy == "priority":  # beside the supervisor, above all
+            schedule.set_realtime(process.pid, max(
+                p.priority for p in self.system.partitions.values()) + 1)
+        ch.reports = mine
+        self._watch(mine, READ, self.on_reports[ch.name])
+        self._watch(process.output, READ, lambda _m: self._guard_output(ch, process))
+        self._watch(process.pidfd, READ, lambda _m: self._guard_exited(ch, process))
+
+    def _guard_output(self, ch: ChannelRun, process: PartitionProcess) -> None:
+        """What a guard process writes (only errors) goes to the event log, bounded."""
+        assert process.output is not None
+        try:
+            data = os.read(process.output, OUTPUT_CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            self._unwatch(process.output)
+            return
+        for line in data.decode(errors="replace").splitlines()[-20:]:
+            self.event(f"channel {ch.name}: guard process: {line[:400]}")
+
+    def _guard_exited(self, ch: ChannelRun, process: PartitionProcess) -> None:
+        status = process.proc.wait()
+        self._release_guard(ch, process)
+        if not self.stopping:
+            self.event(f"channel {ch.name}: guard process {describe_exit(status)}; "
+                       f"restarting it")
+            self._after(GUARD_RESTART, lambda: None if self.stopping else self._start_guard(ch))
+
+    def _release_guard(self, ch: ChannelRun, process: PartitionProcess) -> None:
+        sock = process.socks[""]
+        if ch.reports is sock:
+            ch.reports_readable()  # its last reports
+            self._unwatch(sock)
+            ch.reports = None
+        for fd in (process.output, process.pidfd):
+            if fd is not None:
+                self._unwatch(fd)
+        process.close()
+        self.guards[ch.name] = None
 
     def _output(self, run: PartitionRun, drain: bool = False) -> None:
         """Copy what the partition wrote to its log (and our stdout, in the foreground):
@@ -327,11 +383,10 @@ class Supervisor:
             return
         for port, sock in process.socks.items():
             ch = self.by_port[(run.name, port)]
-            self._unwatch(sock)
-            if ch.source is sock:
-                ch.detach_source()
-            if ch.dest is sock:
-                ch.detach_dest()
+            if ch.reports is sock:
+                ch.reports_readable()  # its last reports
+                self._unwatch(sock)
+                ch.reports = None
         for fd in (process.output, process.pidfd):
             if fd is not None:
                 self._unwatch(fd)
@@ -384,6 +439,9 @@ class Supervisor:
             pass
         conn.close()
 
+    def by_name(self, name: str) -> ChannelRun:
+        return next(ch for ch in self.channels if ch.name == name)
+
     def status(self) -> dict:
         parts = []
         for run in self.parts.values():
@@ -404,7 +462,8 @@ class Supervisor:
         if self.cyclic is not None:
             self.cyclic.stop()
         live = [(r, r.process) for r in self.parts.values() if r.process is not None]
-        for _, process in live:
+        guards = [(self.by_name(n), p) for n, p in self.guards.items() if p is not None]
+        for _, process in live + guards:  # type: ignore[operator]
             process.terminate()
         deadline = time.monotonic() + STOP_GRACE
         for run, process in live:
@@ -416,6 +475,13 @@ class Supervisor:
             self._output(run, drain=True)
             run.last_exit = process.proc.returncode
             self._release(run)
+        for ch, process in guards:
+            try:
+                process.proc.wait(max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - TimeoutExpired: it did not stop in time
+                process.kill()
+                process.proc.wait()
+            self._release_guard(ch, process)
         for run in self.parts.values():
             if run.state != "halted":
                 run.state = "stopped"
@@ -431,6 +497,8 @@ class Supervisor:
         meta["stopped"] = time.time()
         with open(meta_path, "w") as f:
             json.dump(meta, f)
+        for ch in self.channels:
+            ch.close()
         if self.control is not None:
             self.control.close()
             try:

@@ -267,6 +267,11 @@ static int blast(const char *out, int count, int size)
 {
     int fd = open_or_die(out, O_WRONLY);
     char *buf = calloc(1, size);
+    if (size >= 8) { /* a JSON document, so a guard's checks can pass it (as ping) */
+        memset(buf, 'x', size);
+        memcpy(buf, "{\"v\":\"", 6);
+        memcpy(buf + size - 2, "\"}", 2);
+    }
     double t0 = now_us();
     for (int i = 0; i < count; i++)
         if (write(fd, buf, size) != size) {

@@ -1,13 +1,21 @@
 """/dev/ports: a partition's ports (docs/systems.md) as files.
 
-Each port is one host SOCK_SEQPACKET socket to the system supervisor, which owns the
-channels. One write() sends one message; one read() receives one. The socket is the
-file's host fd, so poll/select/epoll and blocking reads work like for a pipe.
+Each port is one end of a channel's shared-memory ring (kernel/fs/ring.py,
+docs/design/channels.md), set up by the system supervisor, which never copies a message:
 
-Messages from the supervisor carry an 8-byte header: the supervisor's CLOCK_MONOTONIC
-time (ns) when the sender's message arrived. A queuing-port read answers each message
-with one byte, so the supervisor knows how many messages the receiver still holds (the
-queue depth is exact). Nothing ever travels back to a sending port.
+* a source port writes each message into the ring and one byte into the channel's wake
+  pipe (ignoring the result: a full pipe means the receiver has been told already);
+* a destination port copies messages out of its read-only view of the ring, runs the
+  channel's guard on its private copy (the guard is here, on the only way into this
+  partition, so a sender cannot go around it), and reports each rejection on a socket
+  to the supervisor, which counts nothing itself and logs the reasons.
+
+One write() sends one message; one read() receives one. Readiness is a host fd, so
+poll/select/epoll work as for a pipe: a destination's fd is a private epoll set over the
+wake pipe and a private eventfd that stays set while messages wait; the source of an
+ordinary queuing channel waits on an eventfd both sides share (set by the sender when
+the ring is full, cleared by the receiver after each read); a diode's source has a
+private eventfd that is always writable, as nothing about the receiver reaches it.
 
 NAME.status beside each port is a text file of "key value" lines; for a sampling
 destination port it tells whether the latest message is still valid (younger than the
@@ -17,10 +25,13 @@ port's refresh period).
 from __future__ import annotations
 
 import errno
+import json
 import os
+import select
 import stat as pystat
 import struct
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi.errno import SyscallError
@@ -42,144 +53,337 @@ from karn.kernel.fs.file import (
     DirListFile,
     OpenFile,
     SyntheticFile,
-    host_error,
 )
 from karn.kernel.fs.filesystem import Filesystem, Rel
+from karn.kernel.fs.ring import Geometry, Message, ReaderPage, RingReader, RingWriter
 from karn.kernel.fs.stat import Stat, StatFs
+from karn.kernel.fs.sysutil import wait_until_ready
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
 
-HEADER = struct.Struct("<Q")
-ACK = b"\x01"
 STATUS_SUFFIX = ".status"
 DIRECTIONS = ("in", "out")
 KINDS = ("sampling", "queuing")
+FULL = 0xFFFFFFFFFFFFFFFE  # an eventfd at this count is not writable (POLLOUT off)
+REPORT = struct.Struct("<QQI")  # rejection ordinal, message number, message length
+MAX_REASON = 200  # characters of a rejection's reason sent (it can quote the message)
+WAKE_DRAIN = 65536
+
+Check = Callable[[bytes], bytes]  # a guard: the bytes to forward, or raises its Rejected
 
 
 class PortSpec(NamedTuple):
-    """How `karn run --port` names one port: NAME:in|out:sampling|queuing:MAX:FD[:REFRESH_MS]."""
+    """One port as the supervisor hands it to `karn run --port JSON`: the port, its
+    channel's ring geometry and limit, and the host fds the monitor inherits (-1: none).
+    `guard` is the channel's guard, for the guard process; `check` is built from it."""
 
     name: str
     direction: str
     kind: str
     max_size: int
-    fd: int
+    ring: int  # the ring memfd (read-only for a destination)
+    wake: int  # the wake pipe: write end (source) or read end (destination)
+    reader: int = -1  # reader page: writable (destination), read-only (queuing source)
+    space: int = -1  # shared eventfd of an ordinary queuing channel
+    report: int = -1  # destination: rejection reports to the supervisor
+    slots: int = 1
+    slot_size: int = 0
+    limit: int = 0  # the channel's max_size
     refresh_ms: float = 0.0
+    guard: dict | None = None
+    check: Check | None = None
 
     @classmethod
-    def parse(cls, text: str) -> PortSpec:
-        parts = text.split(":")
-        if len(parts) not in (5, 6) or parts[1] not in DIRECTIONS or parts[2] not in KINDS:
-            raise ValueError(f"invalid port {text!r} (NAME:in|out:sampling|queuing:MAX:FD)")
-        name = parts[0]
-        if not name or "/" in name or name.startswith(".") or name.endswith(STATUS_SUFFIX):
+    def parse(cls, text: str, guarded: bool = False) -> PortSpec:
+        """A port from its JSON; a guard only where one runs (`guarded`: the guard
+        process), never in a partition's monitor."""
+        try:
+            fields = json.loads(text)
+            if not isinstance(fields, dict) or "check" in fields or (
+                    fields.get("guard") is not None and not guarded):
+                raise ValueError
+            spec = cls(**fields)
+        except (ValueError, TypeError):
+            raise ValueError(f"invalid port {text[:200]!r}") from None
+        name = spec.name
+        if not isinstance(name, str) or not name or "/" in name or name.startswith(".") \
+                or name.endswith(STATUS_SUFFIX):
             raise ValueError(f"invalid port name {name!r}")
-        try:
-            max_size, fd = int(parts[3]), int(parts[4])
-            refresh = float(parts[5]) if len(parts) == 6 else 0.0
-        except ValueError:
-            raise ValueError(f"invalid port {text!r}: MAX, FD and REFRESH are numbers") from None
-        if max_size <= 0 or fd < 0 or refresh < 0:
-            raise ValueError(f"invalid port {text!r}")
-        try:
-            is_socket = pystat.S_ISSOCK(os.fstat(fd).st_mode)
-        except OSError:
-            is_socket = False
-        if not is_socket:
-            raise ValueError(f"invalid port {text!r}: fd {fd} is not an open socket")
-        return cls(name, parts[1], parts[2], max_size, fd, refresh)
+        numbers = (spec.max_size, spec.ring, spec.wake, spec.reader, spec.space, spec.report,
+                   spec.slots, spec.slot_size, spec.limit)
+        if (spec.direction not in DIRECTIONS or spec.kind not in KINDS
+                or not all(type(n) is int for n in numbers)
+                or not isinstance(spec.refresh_ms, (int, float)) or spec.refresh_ms < 0
+                or spec.max_size <= 0 or spec.slots <= 0 or spec.limit <= 0
+                or (spec.direction == "out" and spec.slot_size < spec.max_size)
+                or (spec.guard is not None and not isinstance(spec.guard, dict))):
+            raise ValueError(f"invalid port {name!r}")
+        source = spec.direction == "out"
+        need = [("ring", spec.ring, pystat.S_ISREG), ("wake", spec.wake, pystat.S_ISFIFO)]
+        if spec.reader >= 0 or not source:
+            need.append(("reader", spec.reader, pystat.S_ISREG))
+        if spec.space >= 0:
+            need.append(("space", spec.space, lambda _m: True))
+        if not source:
+            need.append(("report", spec.report, pystat.S_ISSOCK))
+        for what, fd, kind in need:
+            try:
+                ok = kind(os.fstat(fd).st_mode)
+            except OSError:
+                ok = False
+            if not ok:
+                raise ValueError(f"invalid port {name!r}: {what} fd {fd} is not open")
+        return spec
 
     def format(self) -> str:
-        return ":".join(str(v) for v in self)
+        fields = self._asdict()
+        del fields["check"]
+        return json.dumps(fields, separators=(",", ":"))
+
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry(self.slots, self.slot_size)
 
 
-class Port:
-    """One port of this partition: its socket and, for a sampling destination, the
-    latest message seen (shared by every open file of the port)."""
+def _eventfd() -> int:
+    return os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+
+
+class SourcePort:
+    """Writes messages into the ring. Through a diode it never reads anything the
+    receiver writes; an ordinary queuing channel reads the receiver's position."""
 
     def __init__(self, spec: PortSpec) -> None:
         self.spec = spec
-        self.fd = spec.fd
-        os.set_blocking(self.fd, False)
-        self.latest: bytes | None = None
-        self.latest_ns = 0  # supervisor's monotonic time of the latest message
-        self.received = 0
-
-    @property
-    def source(self) -> bool:
-        return self.spec.direction == "out"
+        self.writer = RingWriter(spec.ring, spec.geometry)
+        self.wake = spec.wake
+        os.set_blocking(self.wake, False)
+        self.page = ReaderPage(spec.reader, writable=False) if spec.reader >= 0 else None
+        self.ready = spec.space if spec.space >= 0 else _eventfd()  # a diode: always writable
 
     def send(self, data: Buffer) -> int:
         if len(data) > self.spec.max_size:
             raise SyscallError(errno.EMSGSIZE)
+        if self.page is not None and self.full():
+            raise SyscallError(errno.EAGAIN)
+        self.writer.write(data)
         try:
-            os.write(self.fd, data)
-        except BlockingIOError:
-            raise SyscallError(errno.EAGAIN) from None
+            os.write(self.wake, b"\0")
         except OSError:
-            pass  # supervisor gone (system going down): the message is lost, as on a wire
+            pass  # full: the receiver has wake-ups enough; its result is never looked at
         return len(data)
 
-    def receive_queued(self, views: list[memoryview]) -> int:
-        header = bytearray(HEADER.size)
+    def full(self) -> bool:
+        """Is the queue full? If so, mark the shared eventfd unwritable, then look again:
+        the receiver clears the mark after every read (after moving its position), so
+        either it sees our mark or we see its move."""
+        assert self.page is not None
+        if self.writer.published - self.page.position < self.spec.slots:
+            return False
         try:
-            n = os.readv(self.fd, [header, *views])  # a longer message is truncated
+            os.eventfd_write(self.ready, FULL)
         except BlockingIOError:
-            raise SyscallError(errno.EAGAIN) from None
-        except OSError as err:
-            raise host_error(err) from None
-        if n < HEADER.size:
-            raise SyscallError(errno.EAGAIN)  # supervisor gone: nothing will come
-        try:
-            os.write(self.fd, ACK)
-        except OSError:
-            pass  # supervisor gone or its ack buffer full: it recounts on restart
-        self.received += 1
-        self.latest_ns = HEADER.unpack(header)[0]
-        return n - HEADER.size
-
-    def refresh_sampling(self) -> None:
-        """Take every message waiting in the socket; keep the newest."""
-        while True:
+            pass  # marked already
+        if self.writer.published - self.page.position < self.spec.slots:
             try:
-                data = os.read(self.fd, HEADER.size + self.spec.max_size)
-            except OSError:
-                return
-            if len(data) < HEADER.size:
-                return
-            self.latest_ns = HEADER.unpack_from(data)[0]
-            self.latest = data[HEADER.size :]
-            self.received += 1
+                os.eventfd_read(self.ready)
+            except BlockingIOError:
+                pass
+            return False
+        return True
+
+
+class DestPort:
+    """Reads messages from its read-only view of the ring, through the guard."""
+
+    def __init__(self, spec: PortSpec) -> None:
+        self.spec = spec
+        self.ring = RingReader(spec.ring, spec.reader, spec.geometry)
+        self.wake = spec.wake
+        os.set_blocking(self.wake, False)
+        os.set_blocking(spec.report, False)
+        self.flag = _eventfd()  # set while messages wait whose wake-up byte may be gone
+        self.flagged = False
+        self.epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
+        self.epoll.register(self.wake, select.EPOLLIN)
+        self.epoll.register(self.flag, select.EPOLLIN)
+        self.latest: bytes | None = None  # sampling: the latest accepted message
+        self.latest_ns = 0  # its sender's monitor's monotonic time
+        self.received = 0
+        if spec.kind == "sampling":
+            message = self.ring.peek_latest()  # a restarted receiver sees the current value
+            if message is not None and message.seq < self.ring.position:
+                self.latest = self._accept(message, count=False)
+        self._settle()
+
+    # -- readiness ------------------------------------------------------------------------
+    def _set_flag(self, on: bool) -> None:
+        if on == self.flagged:
+            return
+        if on:
+            os.eventfd_write(self.flag, 1)
+        else:
+            try:
+                os.eventfd_read(self.flag)
+            except BlockingIOError:
+                pass
+        self.flagged = on
+
+    def _settle(self) -> bool:
+        """Make the fd readable exactly while messages wait; True if any do. Wake-up
+        bytes are drained only with the ring found empty, and it is looked at again
+        after: a byte written after the drain keeps the fd readable by itself."""
+        if self.ring.pending():
+            self._set_flag(True)
+            return True
+        self._set_flag(False)
+        try:
+            while len(os.read(self.wake, WAKE_DRAIN)) == WAKE_DRAIN:
+                pass
+        except OSError:
+            pass
+        waiting = self.ring.pending() > 0
+        self._set_flag(waiting)
+        return waiting
+
+    # -- messages -------------------------------------------------------------------------
+    def _judge(self, message: Message, count: bool = True) -> bytes | None:
+        """What to deliver, or None when the guard rejected it (counted and reported)."""
+        data, spec = message.data, self.spec
+        try:
+            if len(data) > spec.limit:
+                raise ValueError(f"size over the channel's limit of {spec.limit}")
+            if spec.check is None:
+                return data
+            forward = spec.check(data)
+            if len(forward) > spec.limit:  # a canonical number can be longer
+                raise ValueError(f"canonical form ({len(forward)} bytes) over the channel's "
+                                 f"limit of {spec.limit}")
+            return forward
+        except Exception as err:  # noqa: BLE001 - the guard's Rejected, or a failure: reject
+            if count:
+                self._reject(message, str(err))
+            return None
+
+    def _reject(self, message: Message, reason: str) -> None:
+        ring = self.ring
+        ring.rejected += 1
+        if len(reason) > MAX_REASON:
+            reason = reason[:MAX_REASON] + "..."
+        try:
+            os.write(self.spec.report, REPORT.pack(ring.rejected, message.seq + 1,
+                                                   len(message.data)) + reason.encode())
+        except OSError:
+            pass  # supervisor busy or gone: it sums up from the counter instead
+
+    def _accept(self, message: Message, count: bool = True) -> bytes | None:
+        forward = self._judge(message, count)
+        if forward is not None:
+            self.latest_ns = message.time_ns
+            if count:
+                self.ring.received += 1
+                self.received += 1
+        return forward
+
+    def _done(self) -> None:
+        """Publish position and counters, then free the sender (queuing back-pressure)."""
+        self.ring.commit()
+        if self.spec.space >= 0:
+            try:
+                os.eventfd_read(self.spec.space)
+            except BlockingIOError:
+                pass
+
+    def next_queued(self) -> bytes | None:
+        """The next message the guard lets through, or None when none waits."""
+        while True:
+            message = self.ring.take()
+            if message is None:
+                if self._settle():
+                    continue
+                return None
+            forward = self._accept(message)
+            self._done()
+            self._settle()
+            if forward is not None:
+                return forward
+
+    def receive_queued(self, views: list[memoryview]) -> int:
+        forward = self.next_queued()
+        if forward is None:
+            raise SyscallError(errno.EAGAIN)
+        return _scatter(forward, views)
+
+    def refresh_sampling(self) -> bool:
+        """Take the newest message, if newer than the last one; True if it was let
+        through (a new latest)."""
+        message = self.ring.latest()
+        fresh = False
+        if message is not None:
+            forward = self._accept(message)
+            if forward is not None:
+                self.latest, fresh = forward, True
+            self._done()
+        self._settle()
+        return fresh
 
     def receive_sampling(self, views: list[memoryview]) -> int:
         self.refresh_sampling()
         if self.latest is None:
             raise SyscallError(errno.EAGAIN)
-        done = 0
-        for view in views:  # scattered like readv
-            n = min(len(view), len(self.latest) - done)
-            view[:n] = self.latest[done : done + n]
-            done += n
-        return done
+        return _scatter(self.latest, views)
+
+
+def _scatter(data: bytes, views: list[memoryview]) -> int:
+    """As readv: the message over the buffers; what does not fit is discarded."""
+    done = 0
+    for view in views:
+        n = min(len(view), len(data) - done)
+        view[:n] = data[done : done + n]
+        done += n
+    return done
+
+
+class Port:
+    """One port of this partition (shared by every open file of it)."""
+
+    def __init__(self, spec: PortSpec) -> None:
+        self.spec = spec
+        self.source = spec.direction == "out"
+        self.out = SourcePort(spec) if self.source else None
+        self.into = None if self.source else DestPort(spec)
+
+    @property
+    def fd(self) -> int:
+        """The host fd whose readiness is the port's."""
+        if self.out is not None:
+            return self.out.ready
+        assert self.into is not None
+        return self.into.epoll.fileno()
+
+    @property
+    def latest(self) -> bytes | None:
+        return self.into.latest if self.into is not None else None
 
     def status(self) -> bytes:
         spec = self.spec
         lines = [f"kind {spec.kind}", f"direction {spec.direction}",
                  f"max_size {spec.max_size}"]
-        if spec.direction == "in":
+        dest = self.into
+        if dest is not None:
             if spec.kind == "sampling":
-                self.refresh_sampling()
+                dest.refresh_sampling()
                 lines.append(f"refresh_ms {spec.refresh_ms:g}")
-            if self.latest_ns:
-                age_ms = (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - self.latest_ns) / 1e6
+            if dest.latest_ns:
+                age_ms = (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - dest.latest_ns) / 1e6
                 if spec.kind == "sampling":
                     valid = spec.refresh_ms == 0 or age_ms <= spec.refresh_ms
                     lines.append(f"valid {int(valid)}")
                 lines.append(f"age_ms {age_ms:.3f}")
             elif spec.kind == "sampling":
                 lines.append("valid 0")
-            lines.append(f"received {self.received}")
+            lines.append(f"received {dest.received}")
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -188,6 +392,8 @@ class PortFile(OpenFile):
         super().__init__(path, flags)
         self.port = port
         self._stat = st
+
+    waits_itself = True  # a blocking read or write waits here, on the port's fd
 
     @property
     def is_regular(self) -> bool:  # type: ignore[override]  # a class attribute elsewhere
@@ -199,17 +405,36 @@ class PortFile(OpenFile):
 
     def readv_into(self, task: Task, views: list[memoryview]) -> int:
         """One message, scattered over the buffers."""
-        port = self.port
-        if port.source:
+        dest = self.port.into
+        if dest is None:
             raise SyscallError(errno.EBADF)
-        if port.spec.kind == "sampling":
-            return port.receive_sampling(views)
-        return port.receive_queued(views)
+        receive = dest.receive_sampling if self.port.spec.kind == "sampling" \
+            else dest.receive_queued
+        while True:
+            try:
+                return receive(views)
+            except SyscallError as err:
+                if err.errno != errno.EAGAIN:
+                    raise
+                self._wait(task, select.POLLIN)
 
     def write(self, task: Task, data: Buffer) -> int:
-        if not self.port.source:
+        out = self.port.out
+        if out is None:
             raise SyscallError(errno.EBADF)
-        return self.port.send(data)
+        while True:
+            try:
+                return out.send(data)
+            except SyscallError as err:
+                if err.errno != errno.EAGAIN:
+                    raise
+                self._wait(task, select.POLLOUT)
+
+    def _wait(self, task: Task, events: int) -> None:
+        """EAGAIN under O_NONBLOCK; else wait for the port's fd (a signal interrupts)."""
+        if self.flags & OFlag.NONBLOCK:
+            raise SyscallError(errno.EAGAIN)
+        wait_until_ready(task, self, events, copying=True)
 
     def writev(self, task: Task, bufs: list[memoryview]) -> int:
         return self.write(task, b"".join(bufs))  # the buffers make one message

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""The channel's own cost, without the guests: the ports' monitor-side code (SourcePort and
+DestPort of karn/kernel/fs/ports.py, the rings of karn/kernel/fs/ring.py) in two host
+processes, as the supervisor sets them up (karn/system/channels.py), through a plain
+queuing channel, a diode, and a diode + guard (with its guard process).
+
+    python3 bench/channels.py [--count N]
+
+Throughput: the sender writes N messages as fast as it can; the receiver (blocking on the
+port's fd as a monitor does) times first to last. Latency: ping-pong over two channels,
+half the median round trip. bench/system.py measures the same with guests around it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # karn, installed or not
+
+from karn.kernel.fs.ports import DestPort, SourcePort  # noqa: E402
+from karn.system.channels import ChannelRun  # noqa: E402
+from karn.system.description import Channel, Port  # noqa: E402
+from karn.system.guards import Guard  # noqa: E402
+from karn.system.partition import guard_command, spawn  # noqa: E402
+
+
+def guard() -> Guard:
+    g = Guard("g")
+    g.max_size, g.allow, g.deny = 65536, "^\\{.*\\}$", ["drop table", "rm -rf"]
+    g.schema = {"type": "object", "required": ["v"], "properties": {"v": {"type": "string"}}}
+    return g
+
+
+def message(size: int) -> bytes:
+    return b'{"v":"' + b"x" * (size - 8) + b'"}'
+
+
+class Link:
+    """One channel a -> b, its guard process running if it has a guard."""
+
+    def __init__(self, size: int, diode: bool, guarded: bool, depth: int = 64) -> None:
+        src = Port("a", "out", "out", "queuing", size, depth, 0.0)
+        dst = Port("b", "in", "in", "queuing", size, depth, 0.0)
+        self.run = ChannelRun(Channel(src, dst, diode, guard() if guarded else None, size),
+                              lambda _line: None)
+        self.mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.out, _ = self.run.endpoint(src, -1)
+        self.into, _ = self.run.endpoint(dst, theirs.fileno())
+        self.theirs = theirs
+        self.guard_proc: subprocess.Popen | None = None
+        if guarded:
+            g_mine, g_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            into, out, fds = self.run.guard_ends(g_theirs.fileno())
+            self.guard_proc, _ = spawn(guard_command(into, out), fds, ".")
+            self.keep = (g_mine, g_theirs)
+
+    def close(self) -> None:
+        if self.guard_proc is not None:
+            self.guard_proc.kill()
+            self.guard_proc.wait()
+
+
+def receive(dest: DestPort) -> bytes:
+    while True:
+        data = dest.next_queued()
+        if data is not None:
+            return data
+        select.select([dest.epoll.fileno()], [], [])
+
+
+def send(source: SourcePort, data: bytes) -> None:
+    while source.page is not None and source.full():
+        select.select([], [source.ready], [])
+    source.send(data)
+
+
+def throughput(size: int, count: int, diode: bool, guarded: bool) -> tuple[float, int]:
+    link = Link(size, diode, guarded)
+    pid = os.fork()
+    if pid == 0:  # the receiver
+        dest = DestPort(link.into)
+        got, first = 0, 0.0
+        deadline = None
+        while got < count:
+            data = dest.next_queued()
+            if data is None:
+                ready, _, _ = select.select([dest.epoll.fileno()], [], [], 1.0 if got else 60)
+                if not ready:
+                    break
+                continue
+            got += 1
+            if got == 1:
+                first = time.perf_counter()
+            deadline = time.perf_counter()
+        os.write(w, f"{got} {(deadline or first) - first}".encode())
+        os._exit(0)
+    source = SourcePort(link.out)
+    data = message(size)
+    for _ in range(count):
+        send(source, data) if not diode else source.send(data)
+    os.waitpid(pid, 0)
+    got, secs = os.read(r, 100).split()
+    link.close()
+    return (int(got) - 1) / float(secs) if float(secs) > 0 else 0.0, count - int(got)
+
+
+def latency(size: int, diode: bool, guarded: bool, count: int) -> float:
+    there, back = Link(size, diode, guarded), Link(size, diode, False)
+    pid = os.fork()
+    if pid == 0:  # the echo
+        into, out = DestPort(there.into), SourcePort(back.out)
+        for _ in range(count):
+            send(out, receive(into))
+        os._exit(0)
+    into, out = DestPort(back.into), SourcePort(there.out)
+    data, rtts = message(size), []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        send(out, data)
+        receive(into)
+        rtts.append(time.perf_counter() - t0)
+    os.waitpid(pid, 0)
+    there.close()
+    back.close()
+    return statistics.median(rtts) / 2 * 1e6
+
+
+r, w = os.pipe()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=20000)
+    args = parser.parse_args()
+    print("| channel | size | messages/s (dropped) | one-way p50 |")
+    print("| --- | ---: | ---: | ---: |")
+    for label, diode, guarded in (("queuing", False, False), ("diode", True, False),
+                                  ("diode + guard", True, True)):
+        for size in (64, 1024, 61440):
+            count = args.count if size < 61440 else args.count // 10
+            rate, dropped = throughput(size, count, diode, guarded)
+            lat = latency(size, diode, guarded, min(count, 2000))
+            print(f"| {label} | {size} | {rate:,.0f} ({dropped}) | {lat:.1f} µs |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Channels as shared-memory rings (docs/design/channels.md): one-way enforced by the host
+kernel, the receiver's position private to it, overflow as sequence gaps, exact counters,
+and a guard no sender can go around. The ring tests use real memfds and mappings; the
+system tests run real partitions (KVM monitors with tests/programs/sys_ports.c) and look
+at what each monitor process actually holds, in /proc.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import mmap
+import os
+from pathlib import Path
+
+import pytest
+from conftest import Builder
+from helpers import channel, karn_system, wait_for
+from helpers import system_logs as logs
+from helpers import system_status as status
+
+from karn.kernel.fs import ring
+
+
+@pytest.fixture(scope="module")
+def tool(build: Builder) -> Path:
+    return build("sys_ports")
+
+
+def make_ring(slots: int, slot_size: int = 64) -> tuple[ring.Geometry, int, int, int]:
+    geo = ring.Geometry(slots, slot_size)
+    ring_fd = ring.create("test-ring", geo.size)
+    reader_fd = ring.create("test-reader", ring.READER_SIZE)
+    return geo, ring_fd, ring.reopen_readonly(ring_fd), reader_fd
+
+
+def test_receiver_view_of_a_ring_cannot_be_written() -> None:
+    geo, ring_fd, ring_ro, reader_fd = make_ring(8)
+    writer = ring.RingWriter(ring_fd, geo)
+    reader = ring.RingReader(ring_ro, reader_fd, geo)
+    writer.write(b"hello")
+    before = bytes(writer.mem)
+    with pytest.raises(PermissionError):  # no writable mapping of a read-only open
+        mmap.mmap(ring_ro, geo.size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    with pytest.raises(OSError) as err:
+        os.pwrite(ring_ro, b"forged", ring.HEADER_SIZE)
+    assert err.value.errno == errno.EBADF
+    with pytest.raises(OSError):
+        os.ftruncate(ring_ro, 0)
+    with pytest.raises(TypeError):  # the reader's own mapping is read-only too
+        reader.mem[0:8] = b"\xff" * 8
+    assert bytes(writer.mem) == before  # nothing the sender reads has changed
+    message = reader.take()
+    assert message is not None and (message.seq, message.data) == (0, b"hello")
+    for fd in (ring_fd, ring_ro, reader_fd):
+        os.close(fd)
+
+
+def test_overflow_shows_as_a_sequence_gap_and_counts_stay_exact() -> None:
+    geo, ring_fd, ring_ro, reader_fd = make_ring(8)
+    writer = ring.RingWriter(ring_fd, geo)
+    reader = ring.RingReader(ring_ro, reader_fd, geo)
+    supervisor = ring.ReaderPage(ring.reopen_readonly(reader_fd), writable=False)
+    view = ring.map_readonly(ring_ro, geo.size)
+    for i in range(20):
+        writer.write(f"m{i}".encode())
+    # Before the receiver looks: 8 kept, 12 overwritten, all accounted for.
+    assert ring.counters(view, supervisor, geo, sampling=False) == (20, 0, 12, 0, 8)
+    first = reader.take()
+    assert first is not None and (first.seq, first.data) == (12, b"m12")  # the gap: 0-11
+    reader.received += 1
+    reader.commit()
+    assert ring.counters(view, supervisor, geo, sampling=False) == (20, 1, 12, 0, 7)
+    rest = []
+    while (message := reader.take()) is not None:
+        rest.append(message.data)
+        reader.received += 1
+    reader.commit()
+    assert rest == [f"m{i}".encode() for i in range(13, 20)]
+    assert ring.counters(view, supervisor, geo, sampling=False) == (20, 8, 12, 0, 0)
+
+
+def test_sampling_reader_takes_the_newest_and_counts_the_superseded() -> None:
+    geo, ring_fd, ring_ro, reader_fd = make_ring(4)
+    writer = ring.RingWriter(ring_fd, geo)
+    reader = ring.RingReader(ring_ro, reader_fd, geo)
+    for i in range(3):
+        writer.write(f"v{i}".encode())
+    latest = reader.latest()
+    assert latest is not None and latest.data == b"v2"
+    assert reader.latest() is None  # nothing newer
+    assert reader.dropped == 2
+
+
+SYSTEM = """
+name = "{name}"
+[partitions.sender]
+program = "{tool}"
+args = {sender}
+[partitions.sender.ports.out]
+direction = "out"
+max_size = 256
+[partitions.receiver]
+program = "{tool}"
+args = {receiver}
+[partitions.receiver.ports.in]
+direction = "in"
+max_size = 256
+depth = 8
+[[channels]]
+from = "sender.out"
+to = "receiver.in"
+diode = {diode}
+{guard}
+"""
+GUARD = """guard = "g"
+[guards.g]
+schema = { type = "object", required = ["id"], properties = { id = { type = "integer" } } }
+"""
+
+
+class Up:
+    def __init__(self, env: dict[str, str], path: Path, name: str) -> None:
+        self.env, self.path, self.name = env, path, name
+
+    def __enter__(self) -> Up:
+        proc = karn_system(self.env, "up", "-d", str(self.path))
+        assert proc.returncode == 0, proc.stderr
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        karn_system(self.env, "down", self.name)
+
+
+def held_memfds(pid: int) -> dict[str, tuple[int, str]]:
+    """The karn memfds a process holds: name -> (access mode, mapping permissions)."""
+    maps: dict[str, str] = {}
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and "memfd:karn-" in fields[5]:
+                maps[fields[5].split("memfd:")[1].split()[0]] = fields[1]
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                flags = next(int(x.split()[1], 8) for x in f if x.startswith("flags:"))
+        except OSError:
+            continue
+        if "memfd:karn-" in target:
+            name = target.split("memfd:")[1].split()[0]
+            out[name] = (flags & os.O_ACCMODE, maps.get(name, ""))
+    return out
+
+
+def pids(env: dict[str, str], name: str) -> dict[str, int]:
+    return {p["name"]: p["pid"] for p in status(env, name)["partitions"]}
+
+
+def test_diode_ends_hold_only_their_side(tmp_path: Path, state_env: dict[str, str],
+                                        tool: Path) -> None:
+    """The receiver's monitor holds the ring read-only and maps it read-only; the sender's
+    monitor holds nothing of the receiver's page (its read position)."""
+    path = tmp_path / "diode.toml"
+    path.write_text(SYSTEM.format(name="ringdiode", tool=tool, diode="true", guard="",
+                                  sender=json.dumps(["idle"]),
+                                  receiver=json.dumps(["idle"])))
+    with Up(state_env, path, "ringdiode"):
+        ids = wait_for(lambda: (p := pids(state_env, "ringdiode")) and all(p.values()) and p,
+                       what="both partitions")
+        ring_name = "karn-ring-sender.out->receiver.in"
+        reader_name = "karn-reader-sender.out->receiver.in"
+        receiver = wait_for(lambda: (h := held_memfds(ids["receiver"])).get(ring_name, (0, ""))[1]
+                            and h, what="the receiver's mapping")
+        sender = wait_for(lambda: (h := held_memfds(ids["sender"])).get(ring_name, (0, ""))[1]
+                          and h, what="the sender's mapping")
+    assert receiver[ring_name] == (os.O_RDONLY, "r--s")
+    assert receiver[reader_name][0] == os.O_RDWR
+    assert sender[ring_name] == (os.O_RDWR, "rw-s")
+    assert reader_name not in sender  # the sender cannot read the receiver's position
+
+
+def test_diode_counters_exact_with_a_stalled_receiver(
+        tmp_path: Path, state_env: dict[str, str], tool: Path) -> None:
+    count = 50
+    path = tmp_path / "gap.toml"
+    path.write_text(SYSTEM.format(name="ringgap", tool=tool, diode="true", guard="",
+                                  sender=json.dumps(["sender", "out", str(count), "0"]),
+                                  receiver=json.dumps(["idle"])))
+    with Up(state_env, path, "ringgap"):
+        wait_for(lambda: "slowest_us" in logs(state_env, "ringgap", "sender"), what="sender")
+        counters = channel(status(state_env, "ringgap"), "sender.out->receiver.in")
+    assert (counters["sent"], counters["received"], counters["dropped"],
+            counters["queued"]) == (count, 0, count - 8, 8)
+
+
+def test_guard_process_cannot_be_bypassed(tmp_path: Path, state_env: dict[str, str],
+                                          tool: Path) -> None:
+    """The receiver reads only the guard process's ring: what the guard rejects never
+    reaches it, and its monitor holds no fd of the ring the sender writes."""
+    messages = ['{"id": 1}', '{"id": "x"}', "not json", '{"id": 1, "id": 2}', '{"id": 4}']
+    path = tmp_path / "guard.toml"
+    path.write_text(SYSTEM.format(name="ringguard", tool=tool, diode="true", guard=GUARD,
+                                  sender=json.dumps(["sensor", "out", *messages]),
+                                  receiver=json.dumps(["logger", "in", "2"])))
+    guarded = "karn-ring-sender.out->receiver.in-guarded"
+    with Up(state_env, path, "ringguard"):
+        held = wait_for(lambda: (p := pids(state_env, "ringguard")["receiver"]) and
+                        guarded in (h := held_memfds(p)) and h, what="the receiver's ring")
+        wait_for(lambda: "logger done" in logs(state_env, "ringguard", "receiver"),
+                 what="the receiver")
+        counters = wait_for(lambda: (c := channel(status(state_env, "ringguard"),
+                                                 "sender.out->receiver.in"))["rejected"] == 3
+                            and c, what="the rejections")
+        events = logs(state_env, "ringguard")
+    assert logs(state_env, "ringguard", "receiver").splitlines() == [
+        '{"id":1}', '{"id":4}', "logger done"]  # the canonical forms
+    assert (counters["sent"], counters["received"], counters["dropped"]) == (5, 2, 0)
+    assert "rejected message 2 (11 bytes): schema: id: 'x' is not of type 'integer'" in events
+    assert "rejected message 4" in events and "duplicate key" in events
+    assert held[guarded][0] == os.O_RDONLY
+    assert "karn-ring-sender.out->receiver.in" not in held
