@@ -87,8 +87,7 @@ class PartitionProcess:
         try:
             self.proc, self.output = spawn(cmd, fds, cwd)
         except BaseException:
-            self.output = None
-            self.pidfd = None
+            self.output = self.pidfd = -1  # nothing to close
             self.close()
             raise
         self.pid = self.proc.pid
@@ -111,7 +110,7 @@ class PartitionProcess:
         for sock in self.socks.values():
             sock.close()
         self.socks.clear()
-        for fd in ("output", "pidfd"):
-            if getattr(self, fd, None) is not None:
-                os.close(getattr(self, fd))
-                setattr(self, fd, None)
+        for fd in (self.output, self.pidfd):
+            if fd >= 0:
+                os.close(fd)
+        self.output = self.pidfd = -1

@@ -239,8 +239,8 @@ class Supervisor:
             schedule.set_realtime(process.pid, part.priority)
         elif policy == "cyclic" and self.realtime:
             schedule.set_nice(process.pid, schedule.WINDOW_NICE)  # owns its windows
-        for port, sock in process.socks.items():
-            ch = self.by_port[(name, port)]
+        for port_name, sock in process.socks.items():
+            ch = self.by_port[(name, port_name)]
             if not ch.guarded:  # else the guard process is the one that rejects
                 ch.reports = sock
                 self._watch(sock, READ, self.on_reports[ch.name])
@@ -463,7 +463,7 @@ class Supervisor:
             self.cyclic.stop()
         live = [(r, r.process) for r in self.parts.values() if r.process is not None]
         guards = [(self.by_name(n), p) for n, p in self.guards.items() if p is not None]
-        for _, process in live + guards:  # type: ignore[operator]
+        for _, process in live + guards:
             process.terminate()
         deadline = time.monotonic() + STOP_GRACE
         for run, process in live:

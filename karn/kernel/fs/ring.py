@@ -94,7 +94,7 @@ class RingWriter:
         self.mem = map_writable(ring_fd, geometry.size)
         self.published = PUBLISHED.unpack_from(self.mem, 0)[0]  # a restarted sender goes on
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         seq, geo, mem = self.published, self.geometry, self.mem
         at = geo.slot(seq)
         SLOT_HEADER.pack_into(mem, at, 0, 0, 0)  # being written: a reader there retries
