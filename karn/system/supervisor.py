@@ -282,7 +282,6 @@ class Supervisor:
 
     def _guard_output(self, ch: ChannelRun, process: PartitionProcess) -> None:
         """What a guard process writes (only errors) goes to the event log, bounded."""
-        assert process.output is not None
         try:
             data = os.read(process.output, OUTPUT_CHUNK)
         except OSError:
@@ -308,7 +307,7 @@ class Supervisor:
             self._unwatch(sock)
             ch.reports = None
         for fd in (process.output, process.pidfd):
-            if fd is not None:
+            if fd >= 0:
                 self._unwatch(fd)
         process.close()
         self.guards[ch.name] = None
@@ -318,7 +317,7 @@ class Supervisor:
         a bounded amount per event, so a chatty partition cannot hold up the channels;
         everything (drain) once it has ended."""
         process = run.process
-        if process is None or process.output is None:
+        if process is None or process.output < 0:
             return
         for _ in itertools.count() if drain else range(OUTPUT_BURST):
             try:
@@ -388,7 +387,7 @@ class Supervisor:
                 self._unwatch(sock)
                 ch.reports = None
         for fd in (process.output, process.pidfd):
-            if fd is not None:
+            if fd >= 0:
                 self._unwatch(fd)
         process.close()
         run.process = None
