@@ -4,7 +4,6 @@ stack, VM, address space, process, loaded program. Nothing runs yet (runner.py).
 from __future__ import annotations
 
 import os
-import threading
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
@@ -40,66 +39,30 @@ def address_space_span(memory: int) -> int:
 def build(config: RunConfig) -> Guest:
     """The guest of a resolved config (resolve()); UsageError for what only the guest's
     files can tell (a missing program, a --workdir that is not there)."""
-    vm = VmInBackground(config.memory)
+    manifest = root_manifest(config)
+    memory = MemoryAccount(config.memory)
+    fs = filesystem(config, manifest, memory)
     try:
-        manifest = root_manifest(config)
-        memory = MemoryAccount(config.memory)
-        fs = filesystem(config, manifest, memory)
-        try:
-            fs.chdir(config.workdir)
-        except SyscallError as err:
-            raise UsageError(
-                f"--workdir {config.workdir}: {os.strerror(err.errno)} in the guest"
-            ) from None
-        net = network(config)
-    except BaseException:
-        vm.discard()  # the guest's files decided first, as before the VM was made
-        raise
+        fs.chdir(config.workdir)
+    except SyscallError as err:
+        raise UsageError(
+            f"--workdir {config.workdir}: {os.strerror(err.errno)} in the guest"
+        ) from None
+    net = network(config)
     try:
-        return _machine(config, manifest, memory, fs, net, vm.result())
+        return _machine(config, manifest, memory, fs, net)
     except BaseException:
         net.close()  # published ports and the AF_UNIX directory go with a failed build
         raise
 
 
-class VmInBackground:
-    """The VM made on a thread while the guest's files and network are set up: creating
-    it and registering its memory are ioctls (~4 ms) that run without the GIL."""
-
-    def __init__(self, memory: int) -> None:
-        self._layout = layout_for(address_space_span(memory))
-        self._vm: VirtualMachine | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._make, name="karn-vm-setup", daemon=True)
-        self._thread.start()
-
-    def _make(self) -> None:
-        try:
-            self._vm = VirtualMachine(self._layout)
-        except BaseException as err:  # raised where the VM is wanted (result())
-            self._error = err
-
-    def result(self) -> VirtualMachine:
-        """The VM, or what making it raised (a PlatformError: no /dev/kvm, ...)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._vm is not None
-        return self._vm
-
-    def discard(self) -> None:
-        """The build failed before the VM was used: close it."""
-        self._thread.join()
-        if self._vm is not None:
-            self._vm.close()
-
-
 def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
-             fs: FsContext, net: NetStack, vm: VirtualMachine) -> Guest:
-    """The VM's address space and the process in it, the program loaded."""
+             fs: FsContext, net: NetStack) -> Guest:
+    """The VM, its address space and the process in it, the program loaded."""
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import MappedMemory
 
+    vm = VirtualMachine(layout_for(address_space_span(config.memory)))
     lay = vm.layout
     placement = choose_placement(config.policy.aslr)
     region = Region(
