@@ -31,10 +31,11 @@ def compile_bytecode(tree: Path) -> None:
 
 
 def time_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall and CPU seconds of one run; exits on a failed run."""
+    """Wall and CPU seconds of one run; exits on a failed run. Run from / : `python3 -m`
+    imports from the working directory first, which would take a checkout's karn there."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, cwd="/", stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
