@@ -39,6 +39,9 @@ all: test
 install: $(if $(filter $(abspath $(VENV))/%,$(KARN_PYTHON)),$(abspath $(VENV))/bin/python)
 	@cd / && $(KARN_PYTHON) -c 'import $(RUNTIME_MODULES); $(THIS_KARN)' 2>/dev/null \
 	  || $(KARN_PYTHON) -m pip install -q -e '$(CURDIR)'
+	@# bytecode, as a wheel install has: an editable one has none, and where
+	@# PYTHONDONTWRITEBYTECODE is set every `karn run` would compile karn's sources again
+	@$(KARN_PYTHON) -m compileall -q '$(CURDIR)/karn'
 	@test -x "$(KARN)" || { echo "karn: no karn command in $(dir $(KARN))"; exit 1; }
 
 # The venv (Debian's python3 needs python3-venv for ensurepip)

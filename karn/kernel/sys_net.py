@@ -16,7 +16,6 @@ from karn.kernel.fs.sysutil import iovecs
 from karn.kernel.net import consts as c
 from karn.kernel.net.addr import Address, encode, read_addr, write_addr
 from karn.kernel.net.base import SocketFile
-from karn.kernel.net.inet import InetSocket
 from karn.kernel.net.options import charge_buffers
 from karn.kernel.net.stack import net_of
 from karn.kernel.net.unix import SCM_MAX_FD, UnixSocket
@@ -112,7 +111,12 @@ def sys_socket(task: Task, domain: int, kind: int, protocol: int) -> int:
         sock = socket.socket(family, stype | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, proto)
     except OSError as err:
         raise host_error(err) from None
-    cls = UnixSocket if family == c.AF_UNIX else InetSocket
+    if family == c.AF_UNIX:
+        cls: type[SocketFile] = UnixSocket
+    else:
+        from karn.kernel.net.inet import InetSocket  # only for a guest that makes one
+
+        cls = InetSocket
     return _install(task, _wrap(task, cls, family, stype, proto, sock, nonblock), cloexec)
 
 

@@ -8,6 +8,7 @@ nothing of karn/debug, karn/instance or karn/sandbox before its guest runs.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from typing import TYPE_CHECKING
@@ -34,6 +35,14 @@ LISTED_AFTER = 0.05
 def run(guest: Guest) -> int:
     """Run the guest to its end; the exit status a shell would see."""
     return Runner(guest).run()
+
+
+def _collect_from_now() -> None:
+    """Turn the cycle collector back on if start-up turned it off (karn/cli/main.py),
+    leaving what start-up made (modules, the guest's set-up) out of its walks for good."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 class Runner:
@@ -64,6 +73,7 @@ class Runner:
             # the watch opens what it reads before the guest can use up the monitor's fds
             watch = LimitWatch(proc, config.policy, config.memory)
             main = Task(proc, proc.pid, None)
+            _collect_from_now()
             proc.start_task(main, {"rip": guest.image.rip, "rsp": guest.image.rsp}, 0)
             for plugin in self.plugins:
                 plugin.started()

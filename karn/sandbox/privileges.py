@@ -4,6 +4,7 @@ namespaces and a uid)."""
 
 from __future__ import annotations
 
+import _socket
 import ctypes
 import fcntl
 import os
@@ -56,11 +57,13 @@ def private_network() -> int:
     if _libc.unshare(CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
-    import socket  # only here: the socket module costs ~4 ms of start-up
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    # _socket, not socket: the socket module costs ~4 ms of start-up
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         ifreq = bytearray(struct.pack("16sH22x", b"lo", 0))
         fcntl.ioctl(s, SIOCGIFFLAGS, ifreq)
         flags = struct.unpack_from("H", ifreq, 16)[0] | IFF_UP
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags))
+    finally:
+        s.close()
     return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)

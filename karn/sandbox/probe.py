@@ -9,9 +9,9 @@ stderr line: `karn: sandbox probe: THREAD: ITEM: denied (EACCES)` or `... allowe
 
 from __future__ import annotations
 
+import _socket as socket
 import errno
 import os
-import socket
 import threading
 
 VARIABLE = "KARN_TEST_MONITOR_PROBE"

@@ -4,7 +4,6 @@ karn's own limits where karn sets one). Read-only, as in a container."""
 from __future__ import annotations
 
 import errno
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Union
 
@@ -18,7 +17,19 @@ if TYPE_CHECKING:
 Value = Callable[["Process"], str]
 Tree = dict[str, Union["Tree", Value]]
 
-_BOOT_ID = str(uuid.uuid4())  # one boot per monitor: one guest
+_boot_id: list[str] = []  # one boot per monitor (one guest), made when first read
+
+
+def _uuid4() -> str:
+    import uuid  # here: the uuid module (and platform, which it imports) cost ~5 ms of start-up
+
+    return str(uuid.uuid4())
+
+
+def _read_boot_id(proc: Process) -> str:
+    if not _boot_id:
+        _boot_id.append(_uuid4())
+    return _boot_id[0]
 
 
 def _const(text: str) -> Value:
@@ -53,8 +64,8 @@ TREE: Tree = {
         "shmall": _const("18446744073692774399"),
         "shmmni": _const("4096"),
         "random": {
-            "boot_id": _const(_BOOT_ID),
-            "uuid": lambda proc: str(uuid.uuid4()),
+            "boot_id": _read_boot_id,
+            "uuid": lambda proc: _uuid4(),
             "entropy_avail": _const("256"),
             "poolsize": _const("256"),
         },

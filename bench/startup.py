@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""karn's start-up: `karn run hello` (static, examples/hello.c) against `python3 -c pass`.
+
+    python3 bench/startup.py [--runs N] [--against DIR]
+
+The commands take turns run by run (A B A B ...), so that a machine whose speed drifts
+slows them alike; each row is the median of N runs: wall time, and the CPU time (user +
+sys) the process and its threads used. karn's own cost is its row minus python's.
+--against DIR adds `karn run hello` of another checkout (e.g. `git worktree add DIR
+main`), for a before/after table. Bytecode is compiled first in every checkout measured
+(python3 -m compileall), as a wheel install has it: where PYTHONDONTWRITEBYTECODE is set,
+a checkout without it compiles karn's sources on every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def compile_bytecode(tree: Path) -> None:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "karn")], check=True)
+
+
+def time_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU seconds of one run; exits on a failed run. Run from / : `python3 -m`
+    imports from the working directory first, which would take a checkout's karn there."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd="/", stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        sys.exit(f"`{' '.join(cmd)}` exited {proc.returncode}: {err.strip()[-300:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=21, help="runs of each command (21)")
+    parser.add_argument("--against", type=Path, help="another checkout to measure too")
+    args = parser.parse_args()
+    trees = {"karn run hello": REPO}
+    if args.against is not None:
+        trees = {"karn run hello (this tree)": REPO,
+                 f"karn run hello ({args.against})": args.against.resolve()}
+    for tree in trees.values():
+        compile_bytecode(tree)
+    with tempfile.TemporaryDirectory() as tmp:
+        hello = Path(tmp) / "hello"
+        subprocess.run(["gcc", "-O2", "-static", "-o", str(hello), str(REPO / "examples/hello.c")],
+                       check=True)
+        commands: dict[str, tuple[list[str], dict[str, str]]] = {
+            "python3 -c pass": ([sys.executable, "-c", "pass"], dict(os.environ)),
+        }
+        for name, tree in trees.items():
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            commands[name] = ([sys.executable, "-m", "karn", "run", str(hello)], env)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+        for cmd, env in commands.values():  # warm-up: page cache
+            time_once(cmd, env)
+        for _ in range(args.runs):
+            for name, (cmd, env) in commands.items():
+                times[name].append(time_once(cmd, env))
+    load = os.getloadavg()[0]
+    print(f"Medians of {args.runs} runs, commands in turn; bytecode compiled; "
+          f"{sys.executable}; load average {load:.1f} at the end.\n")
+    print("| command | wall | CPU (user+sys) |\n| --- | ---: | ---: |")
+    medians = {}
+    for name, runs in times.items():
+        wall = statistics.median(w for w, _ in runs)
+        cpu = statistics.median(c for _, c in runs)
+        medians[name] = (wall, cpu)
+        print(f"| {name} | {wall * 1e3:.1f} ms | {cpu * 1e3:.1f} ms |")
+    py_wall, py_cpu = medians["python3 -c pass"]
+    print()
+    for name in trees:
+        wall, cpu = medians[name]
+        print(f"{name} minus python3 -c pass: {(wall - py_wall) * 1e3:.1f} ms wall, "
+              f"{(cpu - py_cpu) * 1e3:.1f} ms CPU")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

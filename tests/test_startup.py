@@ -1,0 +1,96 @@
+"""Start-up stays lean without timing anything: `karn run` of a static hello imports none
+of the modules a run like it does not need (image building and registries, the other
+commands, debugging, the Python socket module for a guest that opens no socket, ...).
+Each of them cost milliseconds of every start-up once; this keeps laziness from rotting.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import compile_c
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Never imported by `karn run` of a static hello (no image, no --trace, no socket).
+NOT_NEEDED = (
+    # the other commands and images
+    "karn.cli.images", "karn.cli.instances", "karn.cli.policy", "karn.cli.system",
+    "karn.system", "karn.run.image", "karn.image.registry", "karn.image.build",
+    "karn.image.store", "karn.image.layer", "karn.image.oci", "karn.image.launch",
+    "karn.image.auth", "karn.image.karnfile",
+    # debugging (--trace, --gdb, core dumps, crash reports)
+    "karn.debug.options", "karn.debug.session", "karn.debug.tracer", "karn.debug.gdbstub",
+    "karn.debug.crash", "karn.debug.coredump", "karn.debug.disasm", "karn.debug.symbols",
+    # -d and --name (a foreground run registers late: see LATE below)
+    "karn.instance.detach",
+    # the fast transport (opt-in) and what only some guests use
+    "karn.platform.fastcall", "karn.kernel.net.inet",
+    "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
+    # the standard library's slow or unneeded modules
+    "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
+    "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",
+    "asyncio", "logging", "tempfile",
+)
+# A foreground run that lasts more than 50 ms registers for `karn ps` (runner.py): what
+# that imports is needed then, and on a loaded machine even hello can last that long.
+LATE = ("karn.instance.monitor", "karn.instance.options")
+
+
+def imports_by_top_level(stderr: str) -> dict[str, str]:
+    """Each module -X importtime reports, with the top-level import that brought it in
+    (importtime prints a module's imports, indented, before the module itself)."""
+    pending: list[str] = []
+    owner: dict[str, str] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        field = line.split("|", 2)[2]
+        name = field.strip()
+        pending.append(name)
+        if field[1:] == name:  # no indentation beyond the separator's space: top level
+            for module in pending:
+                owner[module] = name
+            pending = []
+    return owner
+
+
+def importtime(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True,
+                          stdin=subprocess.DEVNULL, timeout=120, text=True)
+
+
+def test_run_hello_imports_only_what_it_needs() -> None:
+    hello = compile_c(REPO / "examples" / "hello.c", "hello-example-static", "gcc",
+                      ("-static", "-O1"))
+    proc = importtime("-m", "karn", "run", str(hello))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Hello from hello" in proc.stdout
+    owner = imports_by_top_level(proc.stderr)
+    assert "karn.run.builder" in owner, "the importtime report was not parsed"
+    python_itself = imports_by_top_level(importtime("-c", "pass").stderr)  # site, .pth files
+    unneeded = sorted(
+        f"{module} (through {owner[module]})"
+        for module in owner
+        if any(module == bad or module.startswith(bad + ".") for bad in NOT_NEEDED)
+        and owner[module] not in LATE and module not in python_itself
+    )
+    assert not unneeded, "karn run hello imported: " + ", ".join(unneeded)
+
+
+def test_importtime_report_is_read_as_a_tree() -> None:
+    report = "\n".join([
+        "import time: self [us] | cumulative | imported package",
+        "import time:        10 |         10 |     select",
+        "import time:        20 |         30 |   karn.kernel.blocking",
+        "import time:        40 |         70 | karn.kernel.process",
+        "import time:         5 |          5 | karn.run.runner",
+    ])
+    assert imports_by_top_level(report) == {
+        "select": "karn.kernel.process",
+        "karn.kernel.blocking": "karn.kernel.process",
+        "karn.kernel.process": "karn.kernel.process",
+        "karn.run.runner": "karn.run.runner",
+    }
