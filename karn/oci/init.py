@@ -96,6 +96,7 @@ def _prepare(spec: ContainerSpec, console_socket: str | None) -> Guest:
         join_network(spec.netns)
     guest = build(spec.run)
     guest.process.identity = Identity(spec.uid, spec.gid, spec.uid, spec.gid)
+    guest.process.namespace_init = spec.pid_init
     return guest
 
 

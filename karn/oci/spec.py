@@ -35,7 +35,7 @@ class ContainerSpec:
 
     def __init__(self, bundle: str, config: dict[str, Any], run: RunConfig,
                  netns: str | None, terminal: bool, console_size: tuple[int, int] | None,
-                 uid: int, gid: int) -> None:
+                 uid: int, gid: int, pid_init: bool) -> None:
         self.bundle = bundle
         self.config = config  # the parsed config.json (hooks, annotations, root.path)
         self.run = run
@@ -44,6 +44,7 @@ class ContainerSpec:
         self.console_size = console_size  # (rows, columns)
         self.uid = uid
         self.gid = gid
+        self.pid_init = pid_init  # in a new PID namespace: the program is its init
 
     @property
     def rootfs(self) -> str:
@@ -105,8 +106,10 @@ def translate(bundle: str, config: dict[str, Any]) -> ContainerSpec:
     resolve(run, choices)
     size = process.get("consoleSize") or {}
     console = (int(size["height"]), int(size["width"])) if size.get("height") else None
+    pid_init = any(ns.get("type") == "pid" and not ns.get("path")
+                   for ns in linux.get("namespaces") or [])
     return ContainerSpec(bundle, config, run, netns, bool(process.get("terminal")), console,
-                         uid, gid)
+                         uid, gid, pid_init)
 
 
 def _rootfs(bundle: str, config: dict[str, Any]) -> str:
