@@ -296,7 +296,7 @@ def runc_options() -> list[str]:
     """runc applies podman's default rlimits itself: without CAP_SYS_RESOURCE (as here)
     it can only keep the hard limits it has."""
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    nproc = min(4096, resource.getrlimit(resource.RLIMIT_NPROC)[1])
     return ["--runtime", "runc", "--ulimit", f"nofile={nofile}:{nofile}",
             "--ulimit", f"nproc={nproc}:{nproc}"]
 
