@@ -50,6 +50,7 @@ def build_parser(
         from karn.cli import system
 
         system.register(sub)
+        __import__("karn.oci.cli", fromlist=["register"]).register(sub)  # `karn oci ...`
     return parser, run_parser
 
 

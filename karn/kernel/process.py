@@ -194,6 +194,9 @@ class Process:
         self.dumpable = 1
         self.no_new_privs = False
         self.child_subreaper = False  # prctl(PR_SET_CHILD_SUBREAPER)
+        # A PID namespace's init (an OCI container's program, karn/oci): as on Linux, a
+        # signal it leaves at SIG_DFL is dropped, SIGKILL aside.
+        self.namespace_init = False
         self.signal_lock = threading.RLock()
         self.actions = [SigAction() for _ in range(NSIG + 1)]
         self.pending = PendingSignals()
@@ -339,7 +342,9 @@ class Process:
     def signal_process(self, info: SigInfo) -> None:
         sig = info.signo
         with self.signal_lock:
-            if self.actions[sig].ignored(sig) and sig != SIGKILL:
+            action = self.actions[sig]
+            if (action.ignored(sig) or self.namespace_init and action.handler == SIG_DFL) \
+                    and sig != SIGKILL:
                 return
             candidates = [t for t in self.tasks.values() if not t.blocked & bit(sig)]
             if self._kills_process(sig) and (candidates or sig == SIGKILL):

@@ -150,7 +150,7 @@ def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount)
     policy = config.policy
     return FsContext.build(root, volumes, ports=config.ports, memory=memory,
                            tmp_size=policy.tmpfs_size or config.memory // 2,
-                           max_file_size=policy.file_size)
+                           max_file_size=policy.file_size, tmpfs=config.tmpfs)
 
 
 def network(config: RunConfig) -> NetStack:

@@ -45,7 +45,7 @@ class RunConfig:
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
         "cpus", "debug", "publish", "network", "instance", "ports", "sandbox", "policy",
-        "collect", "syscall_transport",
+        "collect", "syscall_transport", "tmpfs",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +69,7 @@ class RunConfig:
         policy: Policy | None = None,
         collect: list[str] | None = None,
         syscall_transport: str = "exit",
+        tmpfs: list[str] | None = None,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -91,6 +92,7 @@ class RunConfig:
         # exit: every syscall is a VM exit; fast: patched sites hand calls to a server
         # thread through shared memory (karn/platform/fastcall)
         self.syscall_transport = syscall_transport
+        self.tmpfs = [] if tmpfs is None else tmpfs  # guest paths of further tmpfs mounts
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -114,7 +116,7 @@ class RunConfig:
             if vol.guest in KARN_MOUNTS:
                 raise UsageError(f"volume target {vol.guest}: karn's own {KARN_MOUNTS[vol.guest]} "
                                  "is mounted there; choose another path")
-            if vol.guest in targets:
+            if vol.guest in targets or vol.guest in self.tmpfs:
                 raise UsageError(f"volume target {vol.guest} is given twice")
             targets.add(vol.guest)
         if self.root is not None and not os.path.isdir(self.root):

@@ -46,11 +46,13 @@ class FsContext:
         ports: list | None = None,
         memory: MemoryAccount | None = None,
         max_file_size: int | None = None,
+        tmpfs: Iterable[str] = (),
     ) -> FsContext:
         """Mount root at /, tmpfs at /tmp and /dev/shm, devfs at /dev, procfs at /proc,
         a partition's ports at /dev/ports (PortSpecs, docs/systems.md), then each volume
-        (host_dir or host_file, guest_path, readonly); mount points need not exist. A
-        volume at /tmp or /dev/shm takes the tmpfs's place (docker's -v /tmp:/tmp)."""
+        (host_dir or host_file, guest_path, readonly), then a tmpfs at each `tmpfs` guest
+        path; mount points need not exist. A volume at /tmp or /dev/shm takes the tmpfs's
+        place (docker's -v /tmp:/tmp)."""
         from karn.kernel.fs.hostfile import HostFileFs
 
         vfs = Vfs(root)
@@ -75,6 +77,8 @@ class FsContext:
                 vfs.mount(guest, HostDirFs(host, readonly))
             else:
                 vfs.mount(guest, HostFileFs(host, readonly))
+        for guest in tmpfs:
+            vfs.mount(guest, TmpFs(tmp_size, account=memory, max_file_size=largest))
         return cls(vfs, proc)
 
     def bind_process(self, process: Process) -> None:
