@@ -68,7 +68,7 @@ def dos(msgs: list[m.Message], rng: random.Random, t0: float, t1: float) -> list
         x.words = x.words[:1]
         x.timeout, x.gap1 = True, 0
         msgs.append(x)
-        t += duration(x) + 14e-6 + rng.random() * 40e-6
+        t += duration(x) + 14e-6 + rng.random() * 400e-6
     return msgs
 
 
@@ -118,11 +118,22 @@ def replay(msgs: list[m.Message], rng: random.Random, t0: float, t1: float) -> l
 
 def timing_drift(msgs: list[m.Message], rng: random.Random, t0: float, t1: float
                  ) -> list[m.Message]:
+    """The target slides later each time; what follows it in its minor frame moves too."""
     rt, sa = rng.choice(REPLY_KEYS)
     step = rng.uniform(15e-6, 40e-6)
-    for i, x in enumerate(_replies(msgs, t0, t1, rt, sa)):
-        x.time += (i + 1) * step
-        x.label = "timing_drift"
+    shift, frame = 0.0, -1
+    msgs.sort(key=lambda x: x.time)
+    for x in msgs:
+        if not t0 <= x.time < t1:
+            continue
+        f = int(x.time / MINOR_FRAME)
+        if f != frame:
+            frame, shift = f, 0.0
+        if x.kind == m.RT_BC and x.command.rt == rt and x.command.subaddress == sa:
+            shift = (int((x.time - t0) / MINOR_FRAME) + 1) * step
+        if shift:
+            x.time += shift
+            x.label = "timing_drift"
     return msgs
 
 
