@@ -5,7 +5,7 @@ Learned per message type (the commands' RT, T/R, subaddress or mode code): the w
 counts; each data word's range and largest change between consecutive messages; the
 responding terminal's response time (GAP1); the offset from the minor frame's
 "synchronize" mode code; the inter-arrival time (mean and spread, for a CUSUM); the
-most messages in any 5 consecutive minor frames; the Markov chain of which type follows
+most messages of the type in any 100 ms; the Markov chain of which type follows
 which; and which terminals ever used bus B (a BC uses B only to retry a message that
 failed on A).
 """
@@ -46,7 +46,6 @@ def train(msgs: list[m.Message]) -> dict:
     prev_key, sync_time, prev_end = None, None, None
     window: deque[m.Message] = deque()
     rate_max: dict[str, int] = defaultdict(int)
-    rate_total = 0
     timeouts_in_row: dict[int, int] = defaultdict(int)
     max_timeouts_in_row = 1
     for x in msgs:
@@ -97,7 +96,6 @@ def train(msgs: list[m.Message]) -> dict:
         window.append(x)
         while window[0].time < x.time - RATE_WINDOW:
             window.popleft()
-        rate_total = max(rate_total, len(window))
         rate_max[k] = max(rate_max[k], sum(1 for y in window if y.key == k))
     for k, info in keys.items():
         info.pop("t", None)
@@ -106,7 +104,7 @@ def train(msgs: list[m.Message]) -> dict:
             else None
         info["rate_max"] = rate_max[k]
     return {"keys": keys, "transitions": {a: dict(b) for a, b in transitions.items()},
-            "rate_total": rate_total, "max_timeouts_in_row": max_timeouts_in_row}
+            "max_timeouts_in_row": max_timeouts_in_row}
 
 
 class BusDetector:
@@ -134,10 +132,6 @@ class BusDetector:
         self.counts[k] += 1
         while self.window[0][0] < x.time - RATE_WINDOW:
             self.counts[self.window.popleft()[1]] -= 1
-        if len(self.window) > self.model["rate_total"] * 1.5 + 5:
-            out.append(Finding(0.8, "rate", f"{len(self.window)} messages in "
-                               f"{RATE_WINDOW * 1000:g} ms (normal at most "
-                               f"{self.model['rate_total']})"))
         for rt in {x.command.rt, *x.sources} - {m.BROADCAST}:
             self.timeouts_in_row[rt] = self.timeouts_in_row[rt] + 1 if x.timeout else 0
             if self.timeouts_in_row[rt] > self.model["max_timeouts_in_row"]:

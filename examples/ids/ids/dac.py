@@ -111,7 +111,13 @@ class Dac:
         if doc["type"] == "alert":
             self.policy.alert(doc)
         elif doc["type"] == "verdict":
-            self.verdicts.add((doc["s"], doc["n"]))
+            key = (doc["s"], doc["n"])
+            frame = self.frames.get(key)
+            if frame is not None and frame["complete"]:  # judged: on its way at once, so
+                del self.frames[key]  # a later frame's alert cannot block this one
+                self._forward(key, frame["rows"])
+            else:
+                self.verdicts.add(key)
 
     def step(self) -> None:
         """Forward every frame that has its verdict; drop those whose wait is over."""
