@@ -23,12 +23,13 @@ IMAGE = "ids:1"
 PYTHON = "/usr/bin/python3"
 
 
-def karn(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def karn(*args: str, timeout: float = 600, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "karn", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
-def build_image(tag: str = IMAGE) -> None:
+def build_image(tag: str = IMAGE, env: dict[str, str] | None = None) -> None:
     """Debian's python3 (with its standard library, collected by karn) plus the ids
     package and dpkt, started as `python3 ARGS` with /opt/ids on its path."""
     import dpkt
@@ -36,9 +37,9 @@ def build_image(tag: str = IMAGE) -> None:
     proc = karn("build", "-t", tag, "--add", f"{os.path.join(HERE, 'ids')}:/opt/ids/ids",
                 "--add", f"{os.path.dirname(dpkt.__file__)}:/opt/ids/dpkt",
                 "-e", "PYTHONPATH=/opt/ids", "-e", "PYTHONDONTWRITEBYTECODE=1",
-                "--entrypoint", PYTHON, PYTHON)
+                "--entrypoint", PYTHON, PYTHON, env=env)
     if proc.returncode:
-        sys.exit(f"karn build failed: {proc.stderr.strip()}")
+        raise SystemExit(f"karn build failed: {proc.stderr.strip()}")
 
 
 def system_file(directory: str, speed: float) -> str:

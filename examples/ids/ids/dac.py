@@ -168,7 +168,7 @@ class Dac:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dac")
     ap.add_argument("--quiet", type=float, default=5.0, help="release after S s without alert")
-    ap.add_argument("--hold", type=float, default=3.0, help="wait at most S s for a verdict")
+    ap.add_argument("--hold", type=float, default=10.0, help="wait at most S s for a verdict")
     ap.add_argument("--stale", type=float, default=1.0, help="closed after S s of silence")
     args = ap.parse_args(argv)
     dac = Dac(Port("out", "out"), args.quiet, args.hold, args.stale)

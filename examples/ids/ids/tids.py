@@ -19,7 +19,7 @@ from ids.ipdetect import IpDetector
 from ids.ipnet import Packet
 from ids.ports import Port
 
-MAX_ALERTS = 50  # per frame; a flood gets its worst findings reported, not every one
+MAX_ALERTS = 20  # per frame, one per target: a flood gets its worst findings reported
 WHOLE_RT = {"response-time", "silence"}  # findings that say the terminal itself is not itself
 
 
@@ -70,7 +70,7 @@ class Tids:
                 if f.score < THRESHOLD:
                     continue
                 alert = make(x, f, n)  # type: ignore[arg-type]
-                key = f"{f.detector}:{json.dumps(alert['block'])}"
+                key = json.dumps(alert["block"])
                 if key not in found and len(found) < MAX_ALERTS:
                     found[key] = alert
         if doc["last"]:
