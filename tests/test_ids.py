@@ -134,10 +134,12 @@ def test_pcap_round_trip_through_dpkt() -> None:
     for ts, frame in dpkt.pcap.Reader(io.BytesIO(buf.getvalue())):
         ip = dpkt.ethernet.Ethernet(frame).data
         flags = ip.data.flags if ip.p == dpkt.ip.IP_PROTO_TCP else 0
-        got.append((round(ts - 1.8e9, 5), socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst),
-                    ip.p, ip.data.sport, ip.data.dport, flags, ip.len))
-    assert got == [(round(p.time, 5), p.src, p.dst, p.proto, p.sport, p.dport, p.flags,
-                    p.length) for p in packets]
+        got.append((ts - 1.8e9, socket.inet_ntoa(ip.src), socket.inet_ntoa(ip.dst), ip.p,
+                    ip.data.sport, ip.data.dport, flags, ip.len))
+    assert [g[1:] for g in got] == [(p.src, p.dst, p.proto, p.sport, p.dport, p.flags, p.length)
+                                    for p in packets]
+    # pcap keeps microseconds (and a double holds 1.8e9 s to ~0.2 us)
+    assert all(abs(g[0] - p.time) < 2e-6 for g, p in zip(got, packets, strict=True))
     assert [p.dport for p in ipnet.read_pcap(io.BytesIO(buf.getvalue()))] == [
         p.dport for p in packets]
 
@@ -165,9 +167,10 @@ def test_system_detects_blocks_and_survives_a_tids_crash(
     up = karn_system(state_env, "up", "-d", path, timeout=300)
     assert up.returncode == 0, up.stderr
     try:
-        dac_log = wait_for(lambda: (t := logs(state_env, "ids", "dac")) if re.search(
+        wait_for(lambda: re.search(
             rf"^dac: block bus frame \d+ t=\S+: \d+ messages \(RT {rt} quarantined",
-            t, re.M) else None, what="the DAC blocking the spoofed RT", timeout=240)
+            logs(state_env, "ids", "dac"), re.M), what="the DAC blocking the spoofed RT",
+            timeout=240)
         # Crash the TIDS while the quarantine holds.
         pid = next(p["pid"] for p in status(state_env, "ids")["partitions"]
                    if p["name"] == "tids")
@@ -180,8 +183,9 @@ def test_system_detects_blocks_and_survives_a_tids_crash(
         wait_for(lambda: re.search(r"^dac: no verdict from the TIDS .* closed",
                                    logs(state_env, "ids", "dac"), re.M),
                  what="the DAC closing while the TIDS is down")
-        dac_log = wait_for(lambda: (t := logs(state_env, "ids", "dac")) if "streams ended"
-                           in t else None, what="the run to finish", timeout=400)
+        wait_for(lambda: "streams ended" in logs(state_env, "ids", "dac"),
+                 what="the run to finish", timeout=400)
+        dac_log = logs(state_env, "ids", "dac")
     finally:
         karn_system(state_env, "down", "ids")
     # The alert came from the spoofed RT, and the frame that raised it was already blocked:
