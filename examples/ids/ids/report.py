@@ -52,8 +52,8 @@ def report(directory: str, tids_log: str, dac_log: str, consumer_log: str) -> tu
         lines.append(
             f"{e['stream']:3} {e['attack']:18} {e['start']:7.3f}-{e['end']:<8.3f} "
             f"{'yes' if hits else 'NO':9} "
-            + (f"+{(first['time'] - e['start']) * 1000:7.1f} ms  {first['detector']}: "
-               f"{first['reason'][:70]}" if first else ""))
+            + (f"+{max(0.0, first['time'] - e['start']) * 1000:7.1f} ms  "
+               f"{first['detector']}: {first['reason'][:70]}" if first else ""))
     detected = sum(1 for e in summary["episodes"] if e["detected"])
     decisions = Counter(m.group(1) for m in re.finditer(r"^dac: (\w+)", dac_log, re.M))
     end = re.search(r"passed (\d+), blocked (\d+), dropped (\d+)", dac_log)
