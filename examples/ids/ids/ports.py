@@ -1,0 +1,36 @@
+"""The partitions' side of karn ports (docs/systems.md): /dev/ports/NAME, one write() one
+message, one read() one message. Messages here are compact JSON documents."""
+
+from __future__ import annotations
+
+import json
+import os
+
+PORTS = os.environ.get("IDS_PORTS", "/dev/ports")
+MAX_SIZE = 65536
+
+
+class Port:
+    def __init__(self, name: str, direction: str) -> None:
+        self.name = name
+        flags = os.O_WRONLY if direction == "out" else os.O_RDONLY | os.O_NONBLOCK
+        self.fd = os.open(os.path.join(PORTS, name), flags)
+
+    def send(self, doc: dict) -> None:
+        os.write(self.fd, json.dumps(doc, separators=(",", ":")).encode())
+
+    def receive(self) -> dict | None:
+        """The next message, or None when none is waiting."""
+        try:
+            data = os.read(self.fd, MAX_SIZE)
+        except BlockingIOError:
+            return None
+        return json.loads(data)
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def chunks(items: list, size: int) -> list[list]:
+    """items in pieces of at most size (at least one piece, maybe empty)."""
+    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
