@@ -404,3 +404,89 @@ def test_make_example_installs_a_karn_command(tmp_path: Path) -> None:
         assert f"{karn} run examples/hello" in out
         assert "Hello from hello" in out
         assert ("-m venv" in out) == (attempt == 0)  # made once, then reused
+
+
+# ---- docker's common run flags ----------------------------------------------------------
+
+BUSYBOX = "/bin/busybox"
+
+
+def test_user_flag_sets_the_guest_credentials() -> None:
+    """-u UID[:GID]: what `id` says is what it says natively under those credentials."""
+    for user, native_ids in (("1000:1001", ["--reuid=1000", "--regid=1001"]),
+                             ("1234", ["--reuid=1234", "--regid=1234"])):
+        guest = karn_run("-u", user, BUSYBOX, "id")
+        native = native_run("setpriv", *native_ids, "--clear-groups", BUSYBOX, "id")
+        assert guest.returncode == native.returncode == 0, guest.stderr
+        assert guest.stdout.split()[:2] == native.stdout.split()[:2]
+    bad = karn_run("-u", "nobody", BUSYBOX, "id")
+    assert_one_error_line(bad, 125)
+    assert b"numeric UID[:GID]" in bad.stderr
+
+
+def test_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("# settings\nGREETING=hello world\n\nQUOTED=\"kept as is\"\n"
+                        "FROM_HOST\nOVERRIDDEN=file\n")
+    ran = karn_run("--env-file", env_file, "-e", "OVERRIDDEN=option", BUSYBOX, "env",
+                   extra_env={"FROM_HOST": "host value"})
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.decode().splitlines()
+    for want in ("GREETING=hello world", 'QUOTED="kept as is"', "FROM_HOST=host value",
+                 "OVERRIDDEN=option"):
+        assert want in lines, lines
+    assert "OVERRIDDEN=file" not in lines
+    env_file.write_text("=no key\n")
+    assert_one_error_line(karn_run("--env-file", env_file, BUSYBOX, "env"), 125)
+    assert_one_error_line(karn_run("--env-file", tmp_path / "none", BUSYBOX, "env"), 125)
+
+
+def test_publish_all_ports_the_image_declares(home: Path, tmp_path: Path,
+                                              state_env: dict[str, str]) -> None:
+    """-P publishes each Karnfile port to a free host port, shown by inspect."""
+    import json
+    import socket
+
+    from helpers import wait_for
+
+    (tmp_path / "Karnfile").write_text(
+        f'name = "listener:1"\nprogram = "{BUSYBOX}"\n'
+        f'entrypoint = ["{BUSYBOX}", "nc", "-l", "-p", "7001"]\nports = ["7001"]\n')
+    env = {"KARN_STATE_DIR": state_env["KARN_STATE_DIR"]}
+    assert karn_in(home, "build", tmp_path, env=env).returncode == 0
+    started = karn_in(home, "run", "-d", "-P", "listener:1", env=env)
+    assert started.returncode == 0, started.stderr
+    ident = started.stdout.decode().strip()
+    try:
+        (ports,) = (json.loads(karn_in(home, "inspect", ident, env=env).stdout)[0]["Ports"],)
+        assert len(ports) == 1 and ports[0].endswith("->7001/tcp"), ports
+        assert started.stderr.decode() == f"karn: published {ports[0]}\n"
+        port = int(ports[0].split("->")[0].rsplit(":", 1)[1])
+
+        def send() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                    conn.sendall(b"via -P\n")
+                return True
+            except OSError:
+                return False
+
+        wait_for(send, "the image's port to be published")
+        assert karn_in(home, "wait", ident, env=env).stdout == b"0\n"
+        assert karn_in(home, "logs", ident, env=env).stdout == b"via -P\n"
+    finally:
+        karn_in(home, "kill", ident, env=env)
+    refused = karn_in(home, "run", "-P", BUSYBOX, "true", env=env)
+    assert_one_error_line(refused, 125)
+
+
+@pytest.mark.parametrize("words", [["ps", "--bogus"], ["run", "--bogus", "/bin/true"],
+                                   ["system", "status", "--bogus"], ["images", "-z"]])
+def test_unknown_option_points_at_the_subcommand_help(words: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "karn", *words], capture_output=True,
+                          timeout=60)
+    assert_one_error_line(proc, 125)
+    command = " ".join(w for w in words if not w.startswith("-"))
+    if words[0] == "run":
+        command = "run"
+    assert proc.stderr.decode().rstrip().endswith(f"(see 'karn {command} --help')")

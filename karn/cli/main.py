@@ -20,6 +20,13 @@ class _Parser(argparse.ArgumentParser):
         sys.stderr.write(f"karn: {message} (see '{self.prog} --help')\n")
         raise SystemExit(125)
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        # refused here, not by the top-level parser: the message names this command's help
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
 
 def build_parser(
     with_images: bool = True,
