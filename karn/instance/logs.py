@@ -13,7 +13,6 @@ import fcntl
 import os
 import struct
 import time
-from collections.abc import Iterator
 
 RECORD = struct.Struct("<Qq")  # byte offset in the log, time in ns since the epoch
 WRITER_WAIT = 10.0  # seconds a reader waits for the writer to copy the last output
@@ -141,9 +140,3 @@ def stamped(chunk: bytes, start: int, times: Times, at_line_start: bool) -> tupl
         pos = end
     return b"".join(out), at_line_start
 
-
-def read_from(log_path: str, offset: int) -> Iterator[bytes]:
-    with open(log_path, "rb") as f:
-        f.seek(offset)
-        while chunk := f.read(1 << 16):
-            yield chunk
