@@ -490,3 +490,55 @@ def test_unknown_option_points_at_the_subcommand_help(words: list[str]) -> None:
     if words[0] == "run":
         command = "run"
     assert proc.stderr.decode().rstrip().endswith(f"(see 'karn {command} --help')")
+
+
+def test_inspect_and_system_status_formats(home: Path, tmp_path: Path,
+                                           state_env: dict[str, str]) -> None:
+    """--format json|table on inspect (image and instance) and system status; RFC 3339."""
+    import json
+    import re
+
+    rfc3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
+    env = {"KARN_STATE_DIR": state_env["KARN_STATE_DIR"]}
+    assert karn_in(home, "build", "-t", "fmt:1", BUSYBOX).returncode == 0
+    as_json = json.loads(karn_in(home, "inspect", "fmt:1", "--format", "json").stdout)
+    assert as_json == json.loads(karn_in(home, "inspect", "fmt:1").stdout)
+    assert re.fullmatch(rfc3339, as_json[0]["Created"])
+    table = karn_in(home, "inspect", "--format", "table", "fmt:1").stdout.decode()
+    fields = dict(line.split(None, 1) for line in table.splitlines())
+    assert fields["Id"] == as_json[0]["Id"] and fields["RepoTags"] == '["fmt:1"]'
+    assert json.loads(fields["Config"]) == as_json[0]["Config"]
+
+    ident = karn_in(home, "run", "-d", BUSYBOX, "sh", "-c", "exit 5", env=env)
+    ident = ident.stdout.decode().strip()
+    assert karn_in(home, "wait", ident, env=env).stdout == b"5\n"
+    table = karn_in(home, "inspect", "--format", "table", ident, env=env).stdout.decode()
+    fields = dict(line.split(None, 1) for line in table.splitlines())
+    assert (fields["ExitCode"], fields["State"]) == ("5", "exited")
+    assert re.fullmatch(rfc3339, fields["Finished"])
+
+    system = tmp_path / "fmt.toml"
+    system.write_text('name = "ux-fmt"\n[partitions.a]\nprogram = "/bin/busybox"\n'
+                      'args = ["sleep", "60"]\n')
+    full_env = {**state_env}
+    up = subprocess.run([sys.executable, "-m", "karn", "system", "up", "-d", str(system)],
+                        env=full_env, capture_output=True, timeout=120)
+    assert up.returncode == 0, up.stderr.decode(errors="replace")
+    try:
+        def status(*flags: str) -> str:
+            got = subprocess.run([sys.executable, "-m", "karn", "system", "status", *flags,
+                                  "ux-fmt"], env=full_env, capture_output=True, timeout=60)
+            assert got.returncode == 0, got.stderr.decode(errors="replace")
+            return got.stdout.decode()
+
+        from helpers import wait_for
+
+        st = wait_for(lambda: (s := json.loads(status("--format", "json")))["partitions"][0]
+                      ["state"] == "running" and s, "the partition to run")
+        assert re.fullmatch(rfc3339, st["partitions"][0]["started"])
+        assert st["uptime"] == round(st["uptime"], 3)
+        assert json.loads(status("--json"))["name"] == "ux-fmt"
+        assert status("--format", "table").startswith("system ux-fmt: running")
+    finally:
+        subprocess.run([sys.executable, "-m", "karn", "system", "down", "ux-fmt"],
+                       env=full_env, capture_output=True, timeout=60)

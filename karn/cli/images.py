@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from karn.cli.output import add_format, print_json
+from karn.cli.output import add_format, print_fields, print_json
 from karn.errors import UsageError
 
 # ---- `karn inspect IMAGE`
@@ -111,6 +111,8 @@ def register(sub: Any, parse_size: Any) -> None:
     )
     p.add_argument("images", nargs="+", metavar="INSTANCE|IMAGE",
                    help="instance ID or name; image NAME[:TAG], ID or digest")
+    add_format(p, default="json", json_help="a JSON array, one object per argument; "
+               "table: one KEY  VALUE line per field")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
@@ -338,7 +340,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 "KarnPolicy": image_policy(image),
             }
         )
-    print(json.dumps(out, indent=2))
+    if args.format == "table":
+        print_fields(out)
+    else:
+        print(json.dumps(out, indent=2))
     return 0
 
 

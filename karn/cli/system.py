@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from karn.cli.output import add_format, rfc3339
 from karn.errors import KarnError, UsageError
 
 DOWN_WAIT = 15.0  # seconds `down` waits for the supervisor to finish
@@ -45,7 +46,9 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("status", help="partitions, restarts and channel counters",
                         description="Show SYSTEM's partitions and channel counters (the "
                         "final ones once it has stopped).")
-    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    add_format(p, json_help="the status as one JSON object")
+    p.add_argument("--json", dest="format", action="store_const", const="json",
+                   help=argparse.SUPPRESS)  # the older spelling of --format json
     p.add_argument("system", nargs="?", metavar="SYSTEM")
     p.set_defaults(func=cmd_status)
 
@@ -140,11 +143,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         if saved is None:
             raise KarnError(f"system {name} is not running and left no status")
         status = saved
-    if args.json:
-        print(json.dumps(status, indent=2))
+    if args.format == "json":
+        print(json.dumps(_dated(status), indent=2))
         return 0
     _print_status(status)
     return 0
+
+
+def _dated(status: dict) -> dict:
+    """The status with RFC 3339 times and rounded seconds (docs/cli.md)."""
+    out = dict(status)
+    if isinstance(out.get("uptime"), float):
+        out["uptime"] = round(out["uptime"], 3)
+    out["partitions"] = [
+        {**p, "started": rfc3339(p["started"]) if isinstance(p.get("started"), (int, float))
+         else p.get("started")} for p in status.get("partitions", [])]
+    return out
 
 
 def _table(rows: list[list[str]]) -> None:
