@@ -452,7 +452,7 @@ def test_bad_input_one_line_store_intact(home: Path, args: list[str], text: str)
         (["--memory", "1m"], "--memory"),
         (["--workdir", "relative"], "--workdir"),
         (["--network", "everywhere"], "--network"),
-        (["--publish", "80"], "--publish"),
+        (["--publish", "http"], "--publish"),
         (["--volume", "/no/such/dir:/data"], "/no/such/dir"),
         (["--trace=nosuchcall"], "--trace"),
         (["-d", "--gdb", "1234"], "--gdb"),

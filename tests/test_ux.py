@@ -542,3 +542,49 @@ def test_inspect_and_system_status_formats(home: Path, tmp_path: Path,
     finally:
         subprocess.run([sys.executable, "-m", "karn", "system", "down", "ux-fmt"],
                        env=full_env, capture_output=True, timeout=60)
+
+
+# ---- progress of long operations ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_build_progress_in_plain_lines_when_not_a_terminal(home: Path) -> None:
+    """A build that takes seconds says so as it goes: lines, no terminal escapes."""
+    built = karn_in(home, "build", "-t", "slowpy:1", PYTHON, timeout=300)
+    assert built.returncode == 0, built.stderr
+    said = built.stderr.decode()
+    assert "\x1b" not in said and "\r" not in said
+    lines = said.splitlines()
+    assert lines[0] == f"collecting {PYTHON} with its interpreter and libraries"
+    assert lines[1].startswith("layer  writing ") and lines[1].endswith(" MiB")
+    assert any(line.startswith("layer  ") and "% " in line for line in lines[2:]), lines
+    assert lines[-2].startswith("layer  done: ") and lines[-1].startswith("built slowpy:1: ")
+
+
+def test_build_progress_as_a_bar_on_a_terminal(home: Path) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "karn", "build", "-t", "tty:1", BUSYBOX],
+                              stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "KARN_HOME": str(home)}, timeout=120)
+        os.close(terminal)
+        terminal = -1
+        said = b""
+        while True:
+            try:
+                chunk = os.read(controller, 1 << 16)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert proc.returncode == 0
+    text = said.decode()
+    assert "\r\x1b[2Klayer  done: " in text, text  # redrawn in place, not a line per step
+    assert "layer  writing" not in text and "built tty:1: " in text

@@ -43,6 +43,7 @@ from karn.image.oci import (
     sha256_digest,
 )
 from karn.image.paths import MAX_LINK_HOPS
+from karn.image.progress import note
 from karn.image.store import Image, Store
 
 # Mirrors karn.run.builder: guest mounts that would hide files placed below them.
@@ -58,12 +59,14 @@ def build_image(store: Store, spec: BuildSpec) -> Image:
         entries: list[Entry] = []
         entrypoint = spec.entrypoint
         if spec.program:
+            note(f"collecting {spec.program} with its interpreter and libraries")
             program_entries, guest_entry = program_to_entries(spec.program, spec.collect)
             entries += program_entries
             entrypoint = entrypoint or [guest_entry]
         elif spec.root:
             if not os.path.isdir(spec.root):
                 raise ImageError(f"root {spec.root}: not a directory")
+            note(f"reading {spec.root}")
             entries += tree_entries(spec.root)
         for f in spec.files:
             entries += file_entries(f.src, f.dst, f.mode)
