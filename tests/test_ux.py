@@ -588,3 +588,42 @@ def test_build_progress_as_a_bar_on_a_terminal(home: Path) -> None:
     text = said.decode()
     assert "\r\x1b[2Klayer  done: " in text, text  # redrawn in place, not a line per step
     assert "layer  writing" not in text and "built tty:1: " in text
+
+
+# ---- docs drift -----------------------------------------------------------------------------
+
+TRACED = ("import os, fcntl, termios\n"
+          "os.access('/', os.R_OK | os.X_OK); os.access('/', os.F_OK)\n"
+          "os.access('/', os.W_OK)\n"
+          "for request in (termios.TIOCSPGRP, termios.TIOCGWINSZ, termios.FIONREAD):\n"
+          "    try: fcntl.ioctl(0, request, b'\\0' * 8)\n"
+          "    except OSError: pass\n")
+
+
+def test_trace_names_access_modes_and_ioctls_as_strace_does(tmp_path: Path) -> None:
+    """access(..., R_OK|X_OK) and ioctl(0, TIOCSPGRP, ...): the names strace prints."""
+    import re
+
+    def calls(text: str) -> list[str]:  # the call and its first two arguments
+        return re.findall(r"\b((?:access\(\"/\"|ioctl\(0), [A-Z_|]+)", text)
+
+    log = tmp_path / "strace.log"
+    native = subprocess.run(["strace", "-o", str(log), "-e", "trace=access,ioctl", PYTHON,
+                             "-c", TRACED], capture_output=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert native.returncode == 0, native.stderr
+    want = calls(log.read_text())
+    names = {c.rsplit(", ", 1)[1] for c in want}
+    assert {"R_OK|X_OK", "F_OK", "W_OK", "TIOCSPGRP", "TIOCGWINSZ", "FIONREAD"} <= names, want
+    guest = karn_run("--trace=access,ioctl", PYTHON, "-c", TRACED)
+    assert guest.returncode == 0, guest.stderr
+    assert calls(guest.stderr.decode()) == want
+
+
+def test_docs_drift_fixed() -> None:
+    """The --core-dump help names the file it writes; images.md knows karn has a network;
+    `system check` counts in words that agree with the numbers."""
+    help_text = subprocess.run([sys.executable, "-m", "karn", "run", "--help"],
+                               capture_output=True, text=True, timeout=60).stdout
+    assert "core.PROGRAM.PID" in " ".join(help_text.split())
+    assert "karn has no network" not in (REPO / "docs" / "images.md").read_text()

@@ -268,7 +268,8 @@ def _add_debug_options(run: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--core-dump",
         metavar="DIR",
-        help="on a fatal fault, write an ELF core file (core.karn.PID) to DIR",
+        help="on a fatal fault, write an ELF core file (core.PROGRAM.PID, PROGRAM the "
+        "program's file name) to DIR",
     )
     group.add_argument(
         "--crash-history",

@@ -80,10 +80,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     nports = len(system.ports())
     diodes = sum(1 for c in system.channels if c.diode)
     guarded = sum(1 for c in system.channels if c.guard is not None)
-    print(f"{system.name}: ok: {len(system.partitions)} partitions, {nports} ports, "
-          f"{len(system.channels)} channels ({diodes} diodes, {guarded} guarded), "
-          f"{system.schedule.policy} schedule")
+    print(f"{system.name}: ok: {_count(len(system.partitions), 'partition')}, "
+          f"{_count(nports, 'port')}, {_count(len(system.channels), 'channel')} "
+          f"({_count(diodes, 'diode')}, {guarded} guarded), {system.schedule.policy} schedule")
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
