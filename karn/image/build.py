@@ -59,15 +59,16 @@ def build_image(store: Store, spec: BuildSpec) -> Image:
         entries: list[Entry] = []
         entrypoint = spec.entrypoint
         if spec.program:
-            note(f"collecting {spec.program} with its interpreter and libraries")
             program_entries, guest_entry = program_to_entries(spec.program, spec.collect)
+            files = sum(1 for e in program_entries if e.kind == "file")
+            note(f"collected {spec.program}: {files} files with its interpreter and libraries")
             entries += program_entries
             entrypoint = entrypoint or [guest_entry]
         elif spec.root:
             if not os.path.isdir(spec.root):
                 raise ImageError(f"root {spec.root}: not a directory")
-            note(f"reading {spec.root}")
             entries += tree_entries(spec.root)
+            note(f"read {spec.root}: {sum(1 for e in entries if e.kind == 'file')} files")
         for f in spec.files:
             entries += file_entries(f.src, f.dst, f.mode)
         if spec.files:
