@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from typing import NoReturn
 
 from karn import __version__, log
@@ -20,12 +21,15 @@ class _Parser(argparse.ArgumentParser):
         sys.stderr.write(f"karn: {message} (see '{self.prog} --help')\n")
         raise SystemExit(125)
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         # refused here, not by the top-level parser: the message names this command's help
-        namespace, extras = super().parse_known_args(args, namespace)
+        parsed, extras = super().parse_known_args(args, namespace)
         if extras:
             self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return namespace, extras
+        assert parsed is not None  # argparse made one, or filled the one given
+        return parsed, extras
 
 
 def build_parser(

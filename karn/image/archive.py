@@ -22,8 +22,8 @@ from karn.image.oci import OCI_MANIFEST, REF_NAME, canonical_json, parse_referen
 from karn.image.store import Image, Store
 
 
-def save_archive(store: Store, images: list[tuple[str, Image]], out: IO[bytes]) -> None:
-    """Write the images (each with the name it was asked by) as an OCI archive to out."""
+def save_archive(store: Store, images: list[tuple[str | None, Image]], out: IO[bytes]) -> None:
+    """Write the images (each with the name it was asked by, or None) as an OCI archive."""
     index: list[dict[str, Any]] = []
     blobs: dict[str, int] = {}
     for name, image in images:
