@@ -219,6 +219,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     out = sys.stdout.buffer
     offset = 0 if tail is None else logs.tail_offset(inst.log_path, tail)
     line_start = True
+    times = logs.Times(inst.log_path) if args.timestamps else None
     with log:
         log.seek(offset)
         while True:
@@ -227,9 +228,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 logs.wait_for_writer(inst.log_path)  # the last output is in the log
             chunk = log.read(1 << 16)
             if chunk:
-                if args.timestamps:
-                    text, line_start = logs.stamped(chunk, offset, logs.Times(inst.log_path),
-                                                    line_start)
+                if times is not None:
+                    if times.ends_before(offset + len(chunk)):  # output newer than we read
+                        times = logs.Times(inst.log_path)
+                    text, line_start = logs.stamped(chunk, offset, times, line_start)
                     out.write(text)
                 else:
                     out.write(chunk)

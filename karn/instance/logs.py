@@ -117,6 +117,10 @@ class Times:
         self.offsets = [r[0] for r in records]
         self.stamps = [r[1] for r in records]
 
+    def ends_before(self, offset: int) -> bool:
+        """Whether the log may hold output at `offset` read after these records."""
+        return not self.offsets or self.offsets[-1] < offset
+
     def at(self, offset: int) -> str:
         """RFC 3339 with nanoseconds, as `docker logs -t`; '-' for output before any record."""
         i = bisect.bisect_right(self.offsets, offset) - 1
