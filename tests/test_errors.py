@@ -19,9 +19,12 @@ def assert_one_error_line(
 ) -> str:
     err = proc.stderr.decode(errors="replace")
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, f"want exactly one line on stderr, got {len(lines)}:\n{err}"
-    assert lines[0].startswith("karn: "), err
+    # the error is the last line; lines before it may only be progress of a long
+    # operation (build, pull, push: karn/image/progress.py), never another error
+    said = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in said if line.startswith("karn: ")]
+    assert len(lines) == 1, f"want exactly one error line on stderr, got {len(lines)}:\n{err}"
+    assert said[-1] == lines[0], err
     assert proc.returncode != 0
     if status is not None:
         assert proc.returncode == status, f"exit status {proc.returncode}, want {status}: {err}"

@@ -343,6 +343,57 @@ def test_store_is_an_oci_layout_skopeo_reads(home: Path, tmp_path: Path) -> None
     assert ok(karn_in(other, "run", "again", "echo", "round trip")) == "round trip\n"
 
 
+def test_save_and_load_an_oci_archive_skopeo_reads_and_writes(home: Path,
+                                                                 tmp_path: Path) -> None:
+    """`karn save` writes what skopeo's oci-archive: reads (podman's save format); an
+    archive skopeo writes loads back into another store with its name."""
+    ok(karn_in(home, "build", "-t", "bb:1", BUSYBOX))
+    saved = tmp_path / "bb.tar"
+    assert ok(karn_in(home, "save", "-o", saved, "bb:1")) == ""
+    inspected = json.loads(subprocess.run(["skopeo", "inspect", f"oci-archive:{saved}:bb:1"],
+                                          check=True, capture_output=True).stdout)
+    listed = json.loads(ok(karn_in(home, "images", "--format", "json")))
+    assert inspected["Digest"] == listed[0]["Digest"]
+    again = tmp_path / "again.tar"
+    subprocess.run(["skopeo", "copy", f"oci-archive:{saved}:bb:1",
+                    f"oci-archive:{again}:copied:2"], check=True, capture_output=True)
+    other = tmp_path / "home2"
+    assert ok(karn_in(other, "load", "-i", again)) == "Loaded image: copied:2\n"
+    assert ok(karn_in(other, "run", "copied:2", "echo", "loaded")) == "loaded\n"
+    # stdin and stdout too, and the same image gives the same archive
+    streamed = karn_in(home, "save", "bb:1")
+    assert streamed.returncode == 0 and streamed.stdout == saved.read_bytes()
+    third = tmp_path / "home3"
+    assert ok(karn_in(third, "load", input=streamed.stdout)) == "Loaded image: bb:1\n"
+
+
+@pytest.mark.parametrize("member", ["/etc/evil", "../evil", "blobs/link"])
+def test_load_refuses_a_hostile_or_broken_archive(home: Path, tmp_path: Path,
+                                                  member: str) -> None:
+    archive = tmp_path / "bad.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo(member)
+        if member == "blobs/link":
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(info)
+        else:
+            tar.addfile(info, io.BytesIO(b""))
+    proc = karn_in(home, "load", "-i", archive)
+    assert_one_error_line(proc, 125)
+    assert not (tmp_path / "evil").exists() and not Path("/etc/evil").exists()
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar" * 100)
+    assert_one_error_line(karn_in(home, "load", "-i", garbage), 125)
+
+
+def test_rmi_removes_images_only(home: Path, state_env: dict[str, str]) -> None:
+    ok(karn_in(home, "build", "-t", "gone:1", BUSYBOX))
+    assert ok(karn_in(home, "rmi", "gone:1")).startswith("deleted sha256:")
+    assert ok(karn_in(home, "images", "-q")) == ""
+    proc = karn_in(home, "rmi", "gone:1")
+    assert_one_error_line(proc, 1)
+
+
 # ---- errors: one line, store intact
 
 
@@ -401,7 +452,7 @@ def test_bad_input_one_line_store_intact(home: Path, args: list[str], text: str)
         (["--memory", "1m"], "--memory"),
         (["--workdir", "relative"], "--workdir"),
         (["--network", "everywhere"], "--network"),
-        (["--publish", "80"], "--publish"),
+        (["--publish", "http"], "--publish"),
         (["--volume", "/no/such/dir:/data"], "/no/such/dir"),
         (["--trace=nosuchcall"], "--trace"),
         (["-d", "--gdb", "1234"], "--gdb"),

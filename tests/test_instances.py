@@ -190,3 +190,115 @@ def test_state_dir_too_long_for_sockets(build, tmp_path):
     assert got.returncode != 0
     assert got.stderr.startswith("karn: ") and "too long for a socket" in got.stderr, got.stderr
     assert len(got.stderr.strip().splitlines()) == 1
+
+
+# ---- docker's habits: --rm, wait, logs --tail/-t, ps --filter/--no-trunc, stats, -p PORT ---
+
+BUSYBOX = "/bin/busybox"
+PYTHON = "/usr/bin/python3"  # a guest that can sleep between outputs (busybox sh would fork)
+
+
+def test_wait_prints_exit_codes_and_rm_leaves_no_record(cli, state_dir):
+    kept = cli("run", "-d", PYTHON, "-c", "import time; time.sleep(0.5); raise SystemExit(7)"
+               ).stdout.strip()
+    gone = cli("run", "-d", "--rm", BUSYBOX, "sh", "-c", "exit 0").stdout.strip()
+    assert cli("wait", kept).stdout == "7\n"
+    wait_for(lambda: not Path(state_dir, "instances", gone).exists(), "--rm's record to go")
+    rows = ps_rows(cli, "-a")
+    assert [r[0] for r in rows] == [kept]
+    got = cli("wait", gone, check=False)
+    assert got.returncode == 1 and got.stderr.startswith("karn: no such instance")
+
+
+def test_logs_tail_and_timestamps(cli):
+    before = time.time()
+    ident = cli("run", "-d", PYTHON, "-uc",
+                "import sys, time\nfor i in range(1, 6): print('line', i)\n"
+                "print('err', file=sys.stderr); time.sleep(0.3); print('late')").stdout.strip()
+    assert cli("wait", ident).stdout == "0\n"
+    assert cli("logs", ident).stdout == "line 1\nline 2\nline 3\nline 4\nline 5\nerr\nlate\n"
+    assert cli("logs", "--tail", "2", ident).stdout == "err\nlate\n"
+    assert cli("logs", "-n", "0", ident).stdout == ""
+    stamped = cli("logs", "-t", "--tail", "3", ident).stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in stamped] == ["line 5", "err", "late"]
+    stamps = [line.split(" ", 1)[0] for line in stamped]
+    times = [_rfc3339_nano(s) for s in stamps]
+    assert before - 1 <= times[0] <= times[2] <= time.time() + 1
+    assert times[2] - times[1] >= 0.25  # `late` came after the sleep
+    got = cli("logs", "--tail", "x", ident, check=False)
+    assert got.returncode == 125 and got.stderr.startswith("karn: --tail")
+
+
+def _rfc3339_nano(text: str) -> float:
+    import calendar
+
+    assert len(text) == 30 and text.endswith("Z"), text
+    whole = calendar.timegm(time.strptime(text[:19], "%Y-%m-%dT%H:%M:%S"))
+    return whole + int(text[20:29]) / 1e9
+
+
+def test_ps_filter_and_no_trunc(cli):
+    long_args = ["sleep", "10", "10", "10", "10", "10", "10"]  # longer than the column
+    alpha = cli("run", "-d", "--name", "alpha-1", BUSYBOX, *long_args).stdout.strip()
+    beta = cli("run", "-d", "--name", "beta-1", BUSYBOX, "sh", "-c", "exit 4").stdout.strip()
+    try:
+        cli("wait", beta)
+        assert [r[0] for r in ps_rows(cli, "--filter", "name=alpha")] == [alpha]
+        assert [r[0] for r in ps_rows(cli, "--filter", "status=exited")] == [beta]
+        assert ps_rows(cli, "--filter", "status=exited", "--filter", "name=alpha") == []
+        assert sorted(r[0] for r in ps_rows(cli, "-a", "-f", "name=alpha", "-f",
+                                            "name=beta")) == sorted([alpha, beta])
+        assert [r[0] for r in ps_rows(cli, "-a", "--filter", f"id={beta[:5]}")] == [beta]
+        full = " ".join([BUSYBOX, *long_args])
+        assert full not in cli("ps").stdout
+        assert full in cli("ps", "--no-trunc").stdout
+        got = cli("ps", "--filter", "color=red", check=False)
+        assert got.returncode == 125 and "invalid filter" in got.stderr
+    finally:
+        cli("kill", alpha, check=False)
+
+
+def test_stats_measures_cpu_and_syscalls(cli):
+    busy = cli("run", "-d", "--name", "busy", BUSYBOX, "sh", "-c",
+               "while :; do echo x > /dev/null; done").stdout.strip()
+    idle = cli("run", "-d", "--name", "idle", BUSYBOX, "sleep", "60").stdout.strip()
+    try:
+        rows = {r["Name"]: r for r in json.loads(
+            cli("stats", "--no-stream", "--format", "json").stdout)}
+        assert sorted(rows) == ["busy", "idle"]
+        assert rows["busy"]["Id"] == busy and rows["idle"]["Id"] == idle
+        assert rows["busy"]["CpuPercent"] > 10 and rows["busy"]["SyscallsPerSecond"] > 50
+        assert rows["idle"]["CpuPercent"] < 5 and rows["idle"]["SyscallsPerSecond"] < 5
+        assert 0 < rows["busy"]["MemoryBytes"] < rows["busy"]["MemoryLimitBytes"]
+        table = cli("stats", "--no-stream", "idle").stdout.splitlines()
+        assert table[0].split()[:4] == ["INSTANCE", "ID", "NAME", "CPU"]
+        assert [line.split()[0] for line in table[1:]] == [idle]
+    finally:
+        cli("kill", busy, idle, check=False)
+
+
+def test_publish_guest_port_to_a_free_host_port(cli):
+    """-p GUESTPORT: karn chooses a free host port, says which, and ps/inspect show it."""
+    got = cli("run", "-d", "-p", "7000", BUSYBOX, "nc", "-l", "-p", "7000")
+    ident = got.stdout.strip()
+    (note,) = got.stderr.splitlines()
+    assert note.startswith("karn: published 127.0.0.1:") and note.endswith("->7000/tcp")
+    port = int(note.split(":")[2].split("-")[0])
+    try:
+        info = json.loads(cli("inspect", ident).stdout)[0]
+        assert info["Ports"] == [f"127.0.0.1:{port}->7000/tcp"]
+        assert info["Ports"][0] in cli("ps").stdout
+
+        def connected() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                    conn.sendall(b"through the chosen port\n")
+                return True
+            except OSError:
+                return False
+
+        wait_for(connected, "the guest's listener at the chosen port")
+        assert cli("wait", ident).stdout == "0\n"
+        assert cli("logs", ident).stdout == "through the chosen port\n"
+    finally:
+        cli("kill", ident, check=False)

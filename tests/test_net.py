@@ -137,7 +137,7 @@ def test_published_port_reachable_unpublished_not(cc) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["-p", "80"], "invalid --publish '80'"),
+    (["-p", "http"], "invalid --publish 'http'"),
     (["-p", "70000:80"], "invalid host port '70000'"),
     (["-p", "8080:80/sctp"], "invalid protocol 'sctp'"),
     (["-p", "nohost:8080:80"], "invalid host address 'nohost'"),

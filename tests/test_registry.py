@@ -126,7 +126,11 @@ def test_run_pulls_a_missing_image(registry: Registry, home: Path, tmp_path: Pat
     name = f"{registry.host}/tests/autopull:1"
     ok(karn_in(tmp_path / "other", "build", "-t", name, BUSYBOX))
     ok(karn_in(tmp_path / "other", "push", name))
-    assert ok(karn_in(home, "run", name, "echo", "pulled on run")) == "pulled on run\n"
+    ran = karn_in(home, "run", name, "echo", "pulled on run")
+    assert ok(ran) == "pulled on run\n"
+    said = ran.stderr.decode().splitlines()  # the implicit pull is not silent
+    assert said[0] == f"pulling {name} from {registry.host}", said
+    assert any(line.startswith("layer 1/1 ") and "done" in line for line in said), said
 
 
 def test_chunked_upload_and_existing_blobs_skipped(registry: Registry, home: Path) -> None:

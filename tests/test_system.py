@@ -121,7 +121,7 @@ def test_check_accepts_a_good_description_and_graph_draws_it(
     path = write(tmp_path, GOOD.format(name="good", tool=tool))
     proc = karn_system(state_env, "check", str(path))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == ("good: ok: 2 partitions, 2 ports, 1 channels (1 diodes, "
+    assert proc.stdout == ("good: ok: 2 partitions, 2 ports, 1 channel (1 diode, "
                            "0 guarded), fair schedule\n")
     svg = tmp_path / "good.svg"
     proc = karn_system(state_env, "graph", "-o", str(svg), str(path))

@@ -404,3 +404,227 @@ def test_make_example_installs_a_karn_command(tmp_path: Path) -> None:
         assert f"{karn} run examples/hello" in out
         assert "Hello from hello" in out
         assert ("-m venv" in out) == (attempt == 0)  # made once, then reused
+
+
+# ---- docker's common run flags ----------------------------------------------------------
+
+BUSYBOX = "/bin/busybox"
+
+
+def test_user_flag_sets_the_guest_credentials() -> None:
+    """-u UID[:GID]: what `id` says is what it says natively under those credentials."""
+    for user, native_ids in (("1000:1001", ["--reuid=1000", "--regid=1001"]),
+                             ("1234", ["--reuid=1234", "--regid=1234"])):
+        guest = karn_run("-u", user, BUSYBOX, "id")
+        native = native_run("setpriv", *native_ids, "--clear-groups", BUSYBOX, "id")
+        assert guest.returncode == native.returncode == 0, guest.stderr
+        assert guest.stdout.split()[:2] == native.stdout.split()[:2]
+    bad = karn_run("-u", "nobody", BUSYBOX, "id")
+    assert_one_error_line(bad, 125)
+    assert b"numeric UID[:GID]" in bad.stderr
+
+
+def test_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("# settings\nGREETING=hello world\n\nQUOTED=\"kept as is\"\n"
+                        "FROM_HOST\nOVERRIDDEN=file\n")
+    ran = karn_run("--env-file", env_file, "-e", "OVERRIDDEN=option", BUSYBOX, "env",
+                   extra_env={"FROM_HOST": "host value"})
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.decode().splitlines()
+    for want in ("GREETING=hello world", 'QUOTED="kept as is"', "FROM_HOST=host value",
+                 "OVERRIDDEN=option"):
+        assert want in lines, lines
+    assert "OVERRIDDEN=file" not in lines
+    env_file.write_text("=no key\n")
+    assert_one_error_line(karn_run("--env-file", env_file, BUSYBOX, "env"), 125)
+    assert_one_error_line(karn_run("--env-file", tmp_path / "none", BUSYBOX, "env"), 125)
+
+
+def test_publish_all_ports_the_image_declares(home: Path, tmp_path: Path,
+                                              state_env: dict[str, str]) -> None:
+    """-P publishes each Karnfile port to a free host port, shown by inspect."""
+    import json
+    import socket
+
+    from helpers import wait_for
+
+    (tmp_path / "Karnfile").write_text(
+        f'name = "listener:1"\nprogram = "{BUSYBOX}"\n'
+        f'entrypoint = ["{BUSYBOX}", "nc", "-l", "-p", "7001"]\nports = ["7001"]\n')
+    env = {"KARN_STATE_DIR": state_env["KARN_STATE_DIR"]}
+    assert karn_in(home, "build", tmp_path, env=env).returncode == 0
+    started = karn_in(home, "run", "-d", "-P", "listener:1", env=env)
+    assert started.returncode == 0, started.stderr
+    ident = started.stdout.decode().strip()
+    try:
+        (ports,) = (json.loads(karn_in(home, "inspect", ident, env=env).stdout)[0]["Ports"],)
+        assert len(ports) == 1 and ports[0].endswith("->7001/tcp"), ports
+        assert started.stderr.decode() == f"karn: published {ports[0]}\n"
+        port = int(ports[0].split("->")[0].rsplit(":", 1)[1])
+
+        def send() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                    conn.sendall(b"via -P\n")
+                return True
+            except OSError:
+                return False
+
+        wait_for(send, "the image's port to be published")
+        assert karn_in(home, "wait", ident, env=env).stdout == b"0\n"
+        assert karn_in(home, "logs", ident, env=env).stdout == b"via -P\n"
+    finally:
+        karn_in(home, "kill", ident, env=env)
+    refused = karn_in(home, "run", "-P", BUSYBOX, "true", env=env)
+    assert_one_error_line(refused, 125)
+
+
+@pytest.mark.parametrize("words", [["ps", "--bogus"], ["run", "--bogus", "/bin/true"],
+                                   ["system", "status", "--bogus"], ["images", "-z"]])
+def test_unknown_option_points_at_the_subcommand_help(words: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "-m", "karn", *words], capture_output=True,
+                          timeout=60)
+    assert_one_error_line(proc, 125)
+    command = " ".join(w for w in words if not w.startswith("-"))
+    if words[0] == "run":
+        command = "run"
+    assert proc.stderr.decode().rstrip().endswith(f"(see 'karn {command} --help')")
+
+
+def test_inspect_and_system_status_formats(home: Path, tmp_path: Path,
+                                           state_env: dict[str, str]) -> None:
+    """--format json|table on inspect (image and instance) and system status; RFC 3339."""
+    import json
+    import re
+
+    rfc3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"
+    env = {"KARN_STATE_DIR": state_env["KARN_STATE_DIR"]}
+    assert karn_in(home, "build", "-t", "fmt:1", BUSYBOX).returncode == 0
+    as_json = json.loads(karn_in(home, "inspect", "fmt:1", "--format", "json").stdout)
+    assert as_json == json.loads(karn_in(home, "inspect", "fmt:1").stdout)
+    assert re.fullmatch(rfc3339, as_json[0]["Created"])
+    table = karn_in(home, "inspect", "--format", "table", "fmt:1").stdout.decode()
+    fields = dict(line.split(None, 1) for line in table.splitlines())
+    assert fields["Id"] == as_json[0]["Id"] and fields["RepoTags"] == '["fmt:1"]'
+    assert json.loads(fields["Config"]) == as_json[0]["Config"]
+
+    ident = karn_in(home, "run", "-d", BUSYBOX, "sh", "-c", "exit 5", env=env)
+    ident = ident.stdout.decode().strip()
+    assert karn_in(home, "wait", ident, env=env).stdout == b"5\n"
+    table = karn_in(home, "inspect", "--format", "table", ident, env=env).stdout.decode()
+    fields = dict(line.split(None, 1) for line in table.splitlines())
+    assert (fields["ExitCode"], fields["State"]) == ("5", "exited")
+    assert re.fullmatch(rfc3339, fields["Finished"])
+
+    system = tmp_path / "fmt.toml"
+    system.write_text('name = "ux-fmt"\n[partitions.a]\nprogram = "/bin/busybox"\n'
+                      'args = ["sleep", "60"]\n')
+    full_env = {**state_env}
+    up = subprocess.run([sys.executable, "-m", "karn", "system", "up", "-d", str(system)],
+                        env=full_env, capture_output=True, timeout=120)
+    assert up.returncode == 0, up.stderr.decode(errors="replace")
+    try:
+        def status(*flags: str) -> str:
+            got = subprocess.run([sys.executable, "-m", "karn", "system", "status", *flags,
+                                  "ux-fmt"], env=full_env, capture_output=True, timeout=60)
+            assert got.returncode == 0, got.stderr.decode(errors="replace")
+            return got.stdout.decode()
+
+        from helpers import wait_for
+
+        st = wait_for(lambda: (s := json.loads(status("--format", "json")))["partitions"][0]
+                      ["state"] == "running" and s, "the partition to run")
+        assert re.fullmatch(rfc3339, st["partitions"][0]["started"])
+        assert st["uptime"] == round(st["uptime"], 3)
+        assert json.loads(status("--json"))["name"] == "ux-fmt"
+        assert status("--format", "table").startswith("system ux-fmt: running")
+    finally:
+        subprocess.run([sys.executable, "-m", "karn", "system", "down", "ux-fmt"],
+                       env=full_env, capture_output=True, timeout=60)
+
+
+# ---- progress of long operations ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_build_progress_in_plain_lines_when_not_a_terminal(home: Path) -> None:
+    """A build that takes seconds says so as it goes: lines, no terminal escapes."""
+    built = karn_in(home, "build", "-t", "slowpy:1", PYTHON, timeout=300)
+    assert built.returncode == 0, built.stderr
+    said = built.stderr.decode()
+    assert "\x1b" not in said and "\r" not in said
+    lines = said.splitlines()
+    assert lines[0].startswith(f"collected {PYTHON}: ") and lines[0].endswith(
+        " files with its interpreter and libraries")
+    assert lines[1].startswith("layer  writing ") and lines[1].endswith(" MiB")
+    assert any(line.startswith("layer  ") and "% " in line for line in lines[2:]), lines
+    assert lines[-2].startswith("layer  done: ") and lines[-1].startswith("built slowpy:1: ")
+
+
+def test_build_progress_as_a_bar_on_a_terminal(home: Path) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "karn", "build", "-t", "tty:1", BUSYBOX],
+                              stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL,
+                              env={**os.environ, "KARN_HOME": str(home)}, timeout=120)
+        os.close(terminal)
+        terminal = -1
+        said = b""
+        while True:
+            try:
+                chunk = os.read(controller, 1 << 16)
+            except OSError:  # EIO: the terminal's other end closed
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert proc.returncode == 0
+    text = said.decode()
+    assert "\r\x1b[2Klayer  done: " in text, text  # redrawn in place, not a line per step
+    assert "layer  writing" not in text and "built tty:1: " in text
+
+
+# ---- docs drift -----------------------------------------------------------------------------
+
+TRACED = ("import os, fcntl, termios\n"
+          "os.access('/', os.R_OK | os.X_OK); os.access('/', os.F_OK)\n"
+          "os.access('/', os.W_OK)\n"
+          "for request in (termios.TIOCSPGRP, termios.TIOCGWINSZ, termios.FIONREAD):\n"
+          "    try: fcntl.ioctl(0, request, b'\\0' * 8)\n"
+          "    except OSError: pass\n")
+
+
+def test_trace_names_access_modes_and_ioctls_as_strace_does(tmp_path: Path) -> None:
+    """access(..., R_OK|X_OK) and ioctl(0, TIOCSPGRP, ...): the names strace prints."""
+    import re
+
+    def calls(text: str) -> list[str]:  # the call and its first two arguments
+        return re.findall(r"\b((?:access\(\"/\"|ioctl\(0), [A-Z_|]+)", text)
+
+    log = tmp_path / "strace.log"
+    native = subprocess.run(["strace", "-o", str(log), "-e", "trace=access,ioctl", PYTHON,
+                             "-c", TRACED], capture_output=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
+    assert native.returncode == 0, native.stderr
+    want = calls(log.read_text())
+    names = {c.rsplit(", ", 1)[1] for c in want}
+    assert {"R_OK|X_OK", "F_OK", "W_OK", "TIOCSPGRP", "TIOCGWINSZ", "FIONREAD"} <= names, want
+    guest = karn_run("--trace=access,ioctl", PYTHON, "-c", TRACED)
+    assert guest.returncode == 0, guest.stderr
+    assert calls(guest.stderr.decode()) == want
+
+
+def test_docs_drift_fixed() -> None:
+    """The --core-dump help names the file it writes; images.md knows karn has a network;
+    `system check` counts in words that agree with the numbers."""
+    help_text = subprocess.run([sys.executable, "-m", "karn", "run", "--help"],
+                               capture_output=True, text=True, timeout=60).stdout
+    assert "core.PROGRAM.PID" in " ".join(help_text.split())
+    assert "karn has no network" not in (REPO / "docs" / "images.md").read_text()

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from karn.cli.output import add_format, print_json
+from karn.cli.output import add_format, print_fields, print_json
 from karn.errors import UsageError
 
 # ---- `karn inspect IMAGE`
@@ -111,6 +111,8 @@ def register(sub: Any, parse_size: Any) -> None:
     )
     p.add_argument("images", nargs="+", metavar="INSTANCE|IMAGE",
                    help="instance ID or name; image NAME[:TAG], ID or digest")
+    add_format(p, default="json", json_help="a JSON array, one object per argument; "
+               "table: one KEY  VALUE line per field")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
@@ -130,6 +132,36 @@ def register(sub: Any, parse_size: Any) -> None:
     )
     p.add_argument("images", nargs="+", metavar="INSTANCE|IMAGE")
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser(
+        "rmi",
+        help="remove images from the store (rm for images only)",
+        description="Remove image names; an image without names left is deleted with the "
+        "blobs and extracted root no other image uses.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_rmi)
+
+    p = sub.add_parser(
+        "save",
+        help="write images to an OCI archive",
+        description="Write IMAGEs, with their names, as an OCI image layout in a tar "
+        "archive (podman save --format oci-archive; skopeo's oci-archive:FILE reads it).",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout, "
+                   "unless it is a terminal)")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.set_defaults(func=cmd_save)
+
+    p = sub.add_parser(
+        "load",
+        help="read images from an OCI archive",
+        description="Import the images of an OCI archive (karn save, podman save --format "
+        "oci-archive, skopeo copy ... oci-archive:FILE) into the store, with their names. "
+        "Every blob is verified against its digest.",
+    )
+    p.add_argument("-i", "--input", metavar="FILE", help="read FILE (default: stdin)")
+    p.set_defaults(func=cmd_load)
 
     p = sub.add_parser(
         "prune",
@@ -308,7 +340,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 "KarnPolicy": image_policy(image),
             }
         )
-    print(json.dumps(out, indent=2))
+    if args.format == "table":
+        print_fields(out)
+    else:
+        print(json.dumps(out, indent=2))
     return 0
 
 
@@ -338,6 +373,69 @@ def cmd_rm(args: argparse.Namespace) -> int:
         image, deleted = store.untag(text)
         print(f"deleted {image.digest}" if deleted else f"untagged {text}")
     store.collect_garbage()
+    return 0
+
+
+def cmd_rmi(args: argparse.Namespace) -> int:
+    store = _store()
+    for text in args.images:
+        image, deleted = store.untag(text)
+        print(f"deleted {image.digest}" if deleted else f"untagged {text}")
+    store.collect_garbage()
+    return 0
+
+
+def cmd_save(args: argparse.Namespace) -> int:
+    from karn.image.archive import save_archive
+    from karn.image.oci import parse_reference
+
+    store = _store()
+    chosen = []
+    for text in args.images:
+        image = store.get(text)
+        try:
+            name: str | None = str(parse_reference(text).with_tag())
+        except UsageError:  # an ID or digest prefix
+            name = None
+        chosen.append((name if name in image.names else None, image))
+    if args.output is None:
+        if sys.stdout.isatty():
+            raise UsageError("save: give -o FILE (stdout is a terminal)")
+        save_archive(store, chosen, sys.stdout.buffer)
+        return 0
+    partial = args.output + ".part"
+    try:
+        with open(partial, "wb") as out:
+            save_archive(store, chosen, out)
+        os.rename(partial, args.output)
+    except OSError as err:
+        raise UsageError(f"save: {err.filename or args.output}: {err.strerror}") from None
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from karn.errors import ImageError
+    from karn.image.archive import load_archive
+
+    try:
+        if args.input is None:
+            if sys.stdin.isatty():
+                raise UsageError("load: give -i FILE (stdin is a terminal)")
+            names = load_archive(_store(), sys.stdin.buffer, "stdin")
+        else:
+            try:
+                source = open(args.input, "rb")
+            except OSError as err:
+                raise UsageError(f"load: {args.input}: {err.strerror}") from None
+            with source:
+                names = load_archive(_store(), source, args.input)
+    except ImageError as err:  # a bad archive is a bad value (125), not an image to run
+        raise UsageError(str(err)) from None
+    for name in names:
+        print(f"Loaded image: {name}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Instance commands: ps, logs, stop, kill, and the instance side of inspect and rm."""
+"""Instance commands: ps, logs, stop, kill, wait, stats, and the instance side of inspect
+and rm."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 from karn.cli.output import add_format, print_json, rfc3339
 from karn.errors import KarnError, UsageError
-from karn.instance import registry
+from karn.instance import logs, registry
 from karn.instance.registry import Instance
 
 POLL = 0.05
@@ -23,6 +24,12 @@ def register(sub: Any) -> None:
                        description="List running instances (with -a, exited ones too).")
     p.add_argument("-a", "--all", action="store_true", help="also show exited instances")
     p.add_argument("-q", "--quiet", action="store_true", help="print instance IDs only")
+    p.add_argument("-f", "--filter", action="append", default=[], type=parse_filter,
+                   metavar="KEY=VALUE", help="only instances whose name contains VALUE "
+                   "(name=), whose ID begins with VALUE (id=) or in this state (status=running"
+                   "|exited|dead; with status=, exited ones are listed without -a); the same "
+                   "key again widens, another key narrows")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten the command")
     add_format(p)
     p.set_defaults(func=cmd_ps)
 
@@ -30,6 +37,10 @@ def register(sub: Any) -> None:
                        description="Print the stdout and stderr of a detached instance.")
     p.add_argument("-f", "--follow", action="store_true",
                    help="keep printing new output until the instance exits")
+    p.add_argument("-n", "--tail", metavar="N", default="all",
+                   help="only the last N lines (default all)")
+    p.add_argument("-t", "--timestamps", action="store_true",
+                   help="put the time each line arrived (RFC 3339, UTC) before it")
     p.add_argument("instance", metavar="INSTANCE", help="ID, ID prefix or name")
     p.set_defaults(func=cmd_logs)
 
@@ -45,6 +56,21 @@ def register(sub: Any) -> None:
     p.add_argument("-s", "--signal", default="KILL", help="signal name or number (default KILL)")
     p.add_argument("instances", nargs="+", metavar="INSTANCE")
     p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("wait", help="wait for instances to end; print their exit codes",
+                       description="Block until each instance ends, then print its exit "
+                       "code, one line per instance.")
+    p.add_argument("instances", nargs="+", metavar="INSTANCE")
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("stats", help="live CPU, memory and syscall rates of instances",
+                       description="Show each running instance's CPU use, guest memory and "
+                       "syscalls per second, measured over one second, refreshed until "
+                       "Ctrl-C (default: every running instance).")
+    p.add_argument("--no-stream", action="store_true", help="print one measurement and exit")
+    add_format(p)
+    p.add_argument("instances", nargs="*", metavar="INSTANCE")
+    p.set_defaults(func=cmd_stats)
 
 
 def ask(inst: Instance, op: str, **fields: object) -> dict:
@@ -65,12 +91,34 @@ def ask(inst: Instance, op: str, **fields: object) -> dict:
 
 # -- ps -----------------------------------------------------------------------------------
 
+FILTER_KEYS = ("name", "id", "status")
+STATES = ("running", "exited", "dead")
+
+
+def parse_filter(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or key not in FILTER_KEYS:
+        raise argparse.ArgumentTypeError(f"invalid filter {text!r} (use name=, id= or status=)")
+    if key == "status" and value not in STATES:
+        raise argparse.ArgumentTypeError(f"invalid status {value!r} ({', '.join(STATES)})")
+    return key, value
+
+
+def _selected(inst: Instance, state: str, filters: list[tuple[str, str]]) -> bool:
+    """Filters of one key: any may match; of different keys: each must (docker's rule)."""
+    facts = {"name": lambda v: v in inst.name, "id": inst.id.startswith,
+             "status": lambda v: v == state}
+    keys = {key for key, _ in filters}
+    return all(any(facts[key](v) for k, v in filters if k == key) for key in keys)
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     rows = []
     objects = []
+    every_state = args.all or any(key == "status" for key, _ in args.filter)
     for inst in registry.all_instances():
         state = inst.state()
-        if state != "running" and not args.all:
+        if state != "running" and not every_state or not _selected(inst, state, args.filter):
             continue
         if args.quiet:
             print(inst.id)
@@ -80,19 +128,23 @@ def cmd_ps(args: argparse.Namespace) -> int:
             objects.append(_ps_object(inst, state, stats))
             continue
         rows.append([
-            inst.id, inst.name or "-", _command_line(inst.meta), inst.describe_state(),
+            inst.id, inst.name or "-", _command_line(inst.meta, not args.no_trunc),
+            inst.describe_state(),
             _duration(stats["uptime"]) if stats else "-",
             f"{_size(stats['guest_resident'])} / {_size(stats['memory_limit'])}" if stats
             else "-",
             f"{stats['cpu_seconds']:.2f}s" if stats else "-",
+            ", ".join(_ports(inst)) or "-",
         ])
     if args.quiet:
         return 0
     if args.format == "json":
         print_json(objects)
     else:
-        _table(["INSTANCE ID", "NAME", "COMMAND", "STATE", "UPTIME", "MEMORY", "CPU"], rows)
+        _table(["INSTANCE ID", "NAME", "COMMAND", "STATE", "UPTIME", "MEMORY", "CPU", "PORTS"],
+               rows)
     return 0
+
 
 
 def _ps_object(inst: Instance, state: str, stats: dict | None) -> dict:
@@ -100,6 +152,7 @@ def _ps_object(inst: Instance, state: str, stats: dict | None) -> dict:
     row: dict[str, Any] = {
         "Id": inst.id, "Name": inst.name, "Command": [inst.meta["program"], *inst.meta["args"]],
         "State": state, "Status": inst.describe_state(), "Created": rfc3339(inst.meta["created"]),
+        "Ports": _ports(inst),
     }
     if stats is not None:
         row.update(UptimeSeconds=round(stats["uptime"], 3),
@@ -110,6 +163,12 @@ def _ps_object(inst: Instance, state: str, stats: dict | None) -> dict:
     return row
 
 
+def _ports(inst: Instance) -> list[str]:
+    from karn.run.publish import describe  # socket: only when there is a port to show
+
+    return [describe(spec) for spec in inst.ports]
+
+
 def _stats(inst: Instance) -> dict | None:
     try:
         return ask(inst, "stats")
@@ -117,9 +176,9 @@ def _stats(inst: Instance) -> dict | None:
         return None  # exited meanwhile, or hung: ps still lists it
 
 
-def _command_line(meta: dict) -> str:
+def _command_line(meta: dict, shorten: bool = True) -> str:
     text = " ".join([meta["program"], *meta["args"]])
-    return text if len(text) <= 30 else text[:29] + "…"
+    return text if len(text) <= 30 or not shorten else text[:29] + "…"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> None:
@@ -152,22 +211,44 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if not inst.detached:
         raise UsageError(f"instance {inst.id} runs in the foreground: its output goes to "
                          "the terminal that started it")
+    tail = _tail_lines(args.tail)
     try:
         log = open(inst.log_path, "rb")
     except FileNotFoundError:
         raise UsageError(f"instance {inst.id} has no log") from None
     out = sys.stdout.buffer
+    offset = 0 if tail is None else logs.tail_offset(inst.log_path, tail)
+    line_start = True
+    times = logs.Times(inst.log_path) if args.timestamps else None
     with log:
+        log.seek(offset)
         while True:
             running = args.follow and inst.refresh().alive()  # checked before the read
+            if not running:
+                logs.wait_for_writer(inst.log_path)  # the last output is in the log
             chunk = log.read(1 << 16)
             if chunk:
-                out.write(chunk)
+                if times is not None:
+                    if times.ends_before(offset + len(chunk)):  # output newer than we read
+                        times = logs.Times(inst.log_path)
+                    text, line_start = logs.stamped(chunk, offset, times, line_start)
+                    out.write(text)
+                else:
+                    out.write(chunk)
                 out.flush()
+                offset += len(chunk)
                 continue
             if not running:
                 return 0
             time.sleep(0.1)
+
+
+def _tail_lines(text: str) -> int | None:
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise UsageError(f"--tail {text!r}: give a number of lines or 'all'")
+    return int(text)
 
 
 # -- stop, kill ---------------------------------------------------------------------------
@@ -194,6 +275,66 @@ def cmd_kill(args: argparse.Namespace) -> int:
             os.kill(inst.pid, signal.SIGKILL)
         print(ref)
     return 0
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    for ref in args.instances:
+        inst = registry.find(ref)
+        while inst.alive():
+            time.sleep(POLL)
+            inst = inst.refresh()
+        if inst.status is None:
+            if not os.path.exists(os.path.join(inst.directory, registry.META)):
+                raise KarnError(f"instance {ref} ended and its record was removed (--rm, or "
+                                "a foreground run): no exit code to show")
+            raise KarnError(f"instance {ref} is dead: its monitor was killed, no exit code")
+        print(inst.status["exit_code"], flush=True)
+    return 0
+
+
+# -- stats --------------------------------------------------------------------------------
+
+STATS_INTERVAL = 1.0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    chosen = [registry.find(ref) for ref in args.instances]
+    while True:
+        instances = chosen or [i for i in registry.all_instances() if i.alive()]
+        first = {inst.id: _stats(inst) for inst in instances}
+        time.sleep(STATS_INTERVAL)
+        rates = [_rates(inst, first[inst.id], _stats(inst)) for inst in instances]
+        _print_stats(args.format, [r for r in rates if r is not None])
+        if args.no_stream:
+            return 0
+
+
+def _rates(inst: Instance, before: dict | None, after: dict | None) -> dict | None:
+    """CPU share and syscalls per second between two samples of the control socket."""
+    if before is None or after is None:
+        return None  # ended meanwhile
+    elapsed = max(after["uptime"] - before["uptime"], 1e-6)
+    return {"Id": inst.id, "Name": inst.name,
+            "CpuPercent": round(100 * (after["cpu_seconds"] - before["cpu_seconds"])
+                                / elapsed, 1),
+            "MemoryBytes": after["guest_resident"], "MemoryLimitBytes": after["memory_limit"],
+            "SyscallsPerSecond": round((after["syscalls"] - before["syscalls"]) / elapsed),
+            "Threads": after["threads"]}
+
+
+def _print_stats(form: str, rows: list[dict]) -> None:
+    if form == "json":
+        print_json(rows)
+        return
+    if sys.stdout.isatty():
+        sys.stdout.write("\x1b[H\x1b[2J")  # redraw in place, as docker stats does
+    _table(["INSTANCE ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "SYSCALLS/S",
+            "THREADS"],
+           [[r["Id"], r["Name"] or "-", f"{r['CpuPercent']:.1f}%",
+             f"{_size(r['MemoryBytes'])} / {_size(r['MemoryLimitBytes'])}",
+             f"{100 * r['MemoryBytes'] / max(r['MemoryLimitBytes'], 1):.1f}%",
+             str(r["SyscallsPerSecond"]), str(r["Threads"])] for r in rows])
+    sys.stdout.flush()
 
 
 def parse_signal(text: str) -> int:
@@ -236,7 +377,7 @@ def inspect(inst: Instance) -> dict:
     info: dict = {"Id": inst.id, "Name": inst.name, "State": inst.state(),
                   "Pid": inst.pid, "Created": rfc3339(inst.meta["created"]),
                   "Program": inst.meta["program"], "Args": inst.meta["args"],
-                  "Detached": inst.detached}
+                  "Detached": inst.detached, "Ports": _ports(inst)}
     if inst.status is not None:
         info["ExitCode"] = inst.status["exit_code"]
         info["Finished"] = rfc3339(inst.status["finished"])

@@ -8,6 +8,7 @@ import gc
 import os
 import sys
 import threading
+from collections.abc import Sequence
 from typing import NoReturn
 
 from karn import __version__, log
@@ -20,6 +21,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # one line, exit 125 like docker
         sys.stderr.write(f"karn: {message} (see '{self.prog} --help')\n")
         raise SystemExit(125)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # refused here, not by the top-level parser: the message names this command's help
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        assert parsed is not None  # argparse made one, or filled the one given
+        return parsed, extras
 
 
 def build_parser(

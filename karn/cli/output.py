@@ -7,9 +7,24 @@ import json
 import time
 
 
-def add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=("table", "json"), default="table",
-                        help="table (default) or json: a JSON array, one object per row")
+def add_format(parser: argparse.ArgumentParser, default: str = "table",
+               json_help: str = "a JSON array, one object per row") -> None:
+    other = "json" if default == "table" else "table"
+    parser.add_argument("--format", choices=("table", "json"), default=default,
+                        help=f"{default} (default) or {other}; json: {json_help}")
+
+
+def print_fields(objects: list[dict]) -> None:
+    """`--format table` of inspect: one KEY  VALUE line per top-level field (nested
+    values as one-line JSON), a blank line between objects."""
+    for number, obj in enumerate(objects):
+        if number:
+            print()
+        width = max((len(key) for key in obj), default=0)
+        for key, value in obj.items():
+            text = value if isinstance(value, str) and value else json.dumps(
+                value, ensure_ascii=False)
+            print(f"{key.ljust(width)}  {text}")
 
 
 def print_json(value: object) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from karn.errors import UsageError
@@ -32,6 +33,13 @@ def parse_volume(text: str) -> Volume:
     if mode not in ("ro", "rw"):
         raise argparse.ArgumentTypeError(f"invalid volume mode {mode!r} (use ro or rw)")
     return Volume(os.path.abspath(parts[0]), os.path.normpath(parts[1]), mode == "ro")
+
+
+def parse_user(text: str) -> tuple[int, int]:
+    uid, sep, gid = text.partition(":")
+    if not uid.isdigit() or (sep and not gid.isdigit()):
+        raise argparse.ArgumentTypeError(f"invalid user {text!r} (use numeric UID[:GID])")
+    return int(uid), int(gid) if sep else int(uid)
 
 
 def parse_port(text: str):  # noqa: ANN201 - a PortSpec (karn/kernel/fs/ports.py)
@@ -62,6 +70,21 @@ def register(sub: Any) -> argparse.ArgumentParser:
         default=[],
         metavar="KEY[=VALUE]",
         help="set a guest environment variable (KEY alone copies the host's)",
+    )
+    run.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="read guest environment variables from FILE: KEY=VALUE or KEY lines, '#' "
+        "comments (before -e, which wins)",
+    )
+    run.add_argument(
+        "-u",
+        "--user",
+        type=parse_user,
+        metavar="UID[:GID]",
+        help="run as this numeric user and group (default 0:0; GID defaults to UID)",
     )
     run.add_argument(
         "-v",
@@ -105,8 +128,15 @@ def register(sub: Any) -> argparse.ArgumentParser:
         "--publish",
         action="append",
         default=[],
-        metavar="[HOSTIP:]HOSTPORT:GUESTPORT[/udp]",
-        help="expose a guest listener on the host (default host IP 127.0.0.1)",
+        metavar="[[HOSTIP:]HOSTPORT:]GUESTPORT[/udp]",
+        help="expose a guest listener on the host (default host IP 127.0.0.1; without "
+        "HOSTPORT, a free host port, shown by ps and inspect)",
+    )
+    run.add_argument(
+        "-P",
+        "--publish-all",
+        action="store_true",
+        help="publish every port the image declares (Karnfile ports) to free host ports",
     )
     run.add_argument(
         "--network",
@@ -202,6 +232,11 @@ def _add_instance_options(run: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--name", help="a name for the instance, usable instead of its ID")
     group.add_argument(
+        "--rm",
+        action="store_true",
+        help="with -d: remove the instance's record (status, log) when it ends",
+    )
+    group.add_argument(
         "--metrics",
         metavar="[HOST:]PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (default host 127.0.0.1)",
@@ -233,7 +268,8 @@ def _add_debug_options(run: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--core-dump",
         metavar="DIR",
-        help="on a fatal fault, write an ELF core file (core.karn.PID) to DIR",
+        help="on a fatal fault, write an ELF core file (core.PROGRAM.PID, PROGRAM the "
+        "program's file name) to DIR",
     )
     group.add_argument(
         "--crash-history",
@@ -264,6 +300,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.detach and args.gdb:
         raise UsageError("--gdb needs a foreground run (the guest waits for gdb)")
     config = run_config(args)
+    if config.chosen_ports:
+        from karn.run.publish import describe
+
+        for spec in config.chosen_ports:
+            sys.stderr.write(f"karn: published {describe(spec)}\n")
     if args.detach:
         from karn.instance.detach import run_detached
 
@@ -283,13 +324,13 @@ def start(config: RunConfig) -> int:
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The `karn run` options, the image's settings and policy, as one resolved RunConfig."""
     from karn.policy import parse_ulimit
-    from karn.run.config import DEFAULT_MEMORY, Choices, RunConfig, resolve
+    from karn.run.config import DEFAULT_MEMORY, Choices, RunConfig, read_env_file, resolve
 
     config = RunConfig(
         program=args.program,
         args=args.args,
         memory=args.memory or DEFAULT_MEMORY,
-        env=args.env,
+        env=[item for path in args.env_file for item in read_env_file(path)] + args.env,
         volumes=args.volume,
         workdir=args.workdir or "/",
         hostname=args.hostname,
@@ -302,11 +343,13 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         sandbox=not args.no_sandbox,
         collect=args.collect,
         syscall_transport=args.syscall_transport,
+        user=args.user,
     )
     if args.detach or args.name or args.metrics:
         from karn.instance.options import InstanceOptions
 
-        config.instance = InstanceOptions(name=args.name, metrics=args.metrics)
+        config.instance = InstanceOptions(name=args.name, metrics=args.metrics,
+                                          remove=args.rm)
     policy = {
         "syscalls": args.syscalls,
         "on_denied": args.on_denied,
@@ -319,7 +362,8 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         policy.update(parse_ulimit(spec))
     choices = Choices(memory=args.memory, cpus=args.cpus, workdir=args.workdir,
                       network=args.network, entrypoint=args.entrypoint, policy=policy,
-                      trust_image_policy=args.trust_image_policy)
+                      trust_image_policy=args.trust_image_policy,
+                      publish_all=args.publish_all)
     return resolve(config, choices)
 
 

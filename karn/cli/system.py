@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from karn.cli.output import add_format, rfc3339
 from karn.errors import KarnError, UsageError
 
 DOWN_WAIT = 15.0  # seconds `down` waits for the supervisor to finish
@@ -45,7 +46,9 @@ def register(sub: Any) -> None:
     p = cmds.add_parser("status", help="partitions, restarts and channel counters",
                         description="Show SYSTEM's partitions and channel counters (the "
                         "final ones once it has stopped).")
-    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    add_format(p, json_help="the status as one JSON object")
+    p.add_argument("--json", dest="format", action="store_const", const="json",
+                   help=argparse.SUPPRESS)  # the older spelling of --format json
     p.add_argument("system", nargs="?", metavar="SYSTEM")
     p.set_defaults(func=cmd_status)
 
@@ -77,11 +80,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     nports = len(system.ports())
     diodes = sum(1 for c in system.channels if c.diode)
     guarded = sum(1 for c in system.channels if c.guard is not None)
-    print(f"{system.name}: ok: {len(system.partitions)} partitions, {nports} ports, "
-          f"{len(system.channels)} channels ({diodes} diodes, {guarded} guarded), "
-          f"{system.schedule.policy} schedule"
-          + (f", {len(system.apex)} APEX partitions" if system.apex else ""))
+    print(f"{system.name}: ok: {_count(len(system.partitions), 'partition')}, "
+          f"{_count(nports, 'port')}, {_count(len(system.channels), 'channel')} "
+          f"({_count(diodes, 'diode')}, {guarded} guarded), {system.schedule.policy} schedule"
+          + (f", {_count(len(system.apex), 'APEX partition')}" if system.apex else ""))
     return 0
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -141,11 +148,22 @@ def cmd_status(args: argparse.Namespace) -> int:
         if saved is None:
             raise KarnError(f"system {name} is not running and left no status")
         status = saved
-    if args.json:
-        print(json.dumps(status, indent=2))
+    if args.format == "json":
+        print(json.dumps(_dated(status), indent=2))
         return 0
     _print_status(status)
     return 0
+
+
+def _dated(status: dict) -> dict:
+    """The status with RFC 3339 times and rounded seconds (docs/cli.md)."""
+    out = dict(status)
+    if isinstance(out.get("uptime"), float):
+        out["uptime"] = round(out["uptime"], 3)
+    out["partitions"] = [
+        {**p, "started": rfc3339(p["started"]) if isinstance(p.get("started"), (int, float))
+         else p.get("started")} for p in status.get("partitions", [])]
+    return out
 
 
 def _table(rows: list[list[str]]) -> None:

@@ -73,6 +73,16 @@ ARCH_PRCTL = {0x1001: "ARCH_SET_GS", 0x1002: "ARCH_SET_FS", 0x1003: "ARCH_GET_FS
 ADDRESS_FAMILIES = {0: "AF_UNSPEC", 1: "AF_UNIX", 2: "AF_INET", 10: "AF_INET6",
                     16: "AF_NETLINK", 17: "AF_PACKET"}
 SOCK_TYPES = {1: "SOCK_STREAM", 2: "SOCK_DGRAM", 3: "SOCK_RAW", 5: "SOCK_SEQPACKET"}
+ACCESS_MODES = [(4, "R_OK"), (2, "W_OK"), (1, "X_OK")]
+# the tty and file ioctls programs make most (asm-generic/ioctls.h), named as strace does
+IOCTLS = {
+    0x5401: "TCGETS", 0x5402: "TCSETS", 0x5403: "TCSETSW", 0x5404: "TCSETSF",
+    0x5409: "TCSBRK", 0x540A: "TCXONC", 0x540B: "TCFLSH", 0x540E: "TIOCSCTTY",
+    0x540F: "TIOCGPGRP", 0x5410: "TIOCSPGRP", 0x5411: "TIOCOUTQ", 0x5413: "TIOCGWINSZ",
+    0x5414: "TIOCSWINSZ", 0x541B: "FIONREAD", 0x5421: "FIONBIO", 0x5422: "TIOCNOTTY",
+    0x5429: "TIOCGSID", 0x5450: "FIONCLEX", 0x5451: "FIOCLEX", 0x5452: "FIOASYNC",
+    0x80045430: "TIOCGPTN", 0x40045431: "TIOCSPTLCK",
+}
 S_IFMT = {0o140000: "S_IFSOCK", 0o120000: "S_IFLNK", 0o100000: "S_IFREG", 0o60000: "S_IFBLK",
           0o40000: "S_IFDIR", 0o20000: "S_IFCHR", 0o10000: "S_IFIFO"}
 
@@ -88,11 +98,11 @@ SIGNATURES: dict[str, tuple[Arg, ...]] = {
     "stat": ("path", "stat"), "lstat": ("path", "stat"), "fstat": ("fd", "stat"),
     "newfstatat": ("dirfd", "path", "stat", "atflags"),
     "statx": ("dirfd", "path", "atflags", "x", "p"),
-    "access": ("path", "mode"), "faccessat": ("dirfd", "path", "mode"),
-    "faccessat2": ("dirfd", "path", "mode", "atflags"),
+    "access": ("path", "amode"), "faccessat": ("dirfd", "path", "amode"),
+    "faccessat2": ("dirfd", "path", "amode", "atflags"),
     "lseek": ("fd", "d", "whence"), "dup": ("fd",), "dup2": ("fd", "fd"),
     "dup3": ("fd", "fd", "oflags"), "pipe": ("p",), "pipe2": ("p", "oflags"),
-    "fcntl": ("fd", "fcntl", "x"), "ioctl": ("fd", "x", "x"),
+    "fcntl": ("fd", "fcntl", "x"), "ioctl": ("fd", "ioctl", "x"),
     "getdents64": ("fd", "p", "u"), "getcwd": ("ostr", "u"),
     "chdir": ("path",), "fchdir": ("fd",), "mkdir": ("path", "mode"),
     "mkdirat": ("dirfd", "path", "mode"), "rmdir": ("path",), "unlink": ("path",),
@@ -377,6 +387,8 @@ _RENDER: dict[str, Callable[[Decoder, int, int, int | None], str]] = {
     "x": lambda d, v, n, r: f"{v:#x}",
     "p": lambda d, v, n, r: d.ptr(v),
     "mode": lambda d, v, n, r: f"{v & 0o7777:#o}" if v else "0",
+    "amode": lambda d, v, n, r: flags(v, ACCESS_MODES, "F_OK"),
+    "ioctl": lambda d, v, n, r: IOCTLS.get(v & 0xFFFFFFFF, f"{v:#x}"),
     "fd": _fd,
     "dirfd": _dirfd,
     "path": lambda d, v, n, r: d._cstring(v),

@@ -43,6 +43,7 @@ from karn.image.oci import (
     sha256_digest,
 )
 from karn.image.paths import MAX_LINK_HOPS
+from karn.image.progress import note
 from karn.image.store import Image, Store
 
 # Mirrors karn.run.builder: guest mounts that would hide files placed below them.
@@ -59,12 +60,15 @@ def build_image(store: Store, spec: BuildSpec) -> Image:
         entrypoint = spec.entrypoint
         if spec.program:
             program_entries, guest_entry = program_to_entries(spec.program, spec.collect)
+            files = sum(1 for e in program_entries if e.kind == "file")
+            note(f"collected {spec.program}: {files} files with its interpreter and libraries")
             entries += program_entries
             entrypoint = entrypoint or [guest_entry]
         elif spec.root:
             if not os.path.isdir(spec.root):
                 raise ImageError(f"root {spec.root}: not a directory")
             entries += tree_entries(spec.root)
+            note(f"read {spec.root}: {sum(1 for e in entries if e.kind == 'file')} files")
         for f in spec.files:
             entries += file_entries(f.src, f.dst, f.mode)
         if spec.files:
@@ -238,13 +242,42 @@ def resolve_base(store: Store, source: str) -> Image:
 
 
 def import_oci_layout(store: Store, spec: str) -> Image:
-    """Copy one image of an OCI layout directory (`DIR[:REF]`) into the store.
+    """Copy one image of an OCI layout directory (`DIR[:REF]`) into the store."""
+    path, _, ref = spec.partition(":")
+    what = f"oci:{spec}"
+    manifests = layout_index(path, what)
+    if ref:
+        chosen = [
+            m for m in manifests
+            if (m.get("annotations") or {}).get(REF_NAME) in (ref, ref.rsplit(":", 1)[-1])
+        ]  # fmt: skip
+        if not chosen:
+            raise ImageError(f"{what}: no image tagged {ref!r} in the layout")
+    else:
+        chosen = manifests
+        if len(chosen) != 1:
+            raise ImageError(f"{what}: the layout holds {len(chosen)} images; name one (DIR:REF)")
+    return import_layout_image(store, path, chosen[0], what)
+
+
+def layout_index(path: str, what: str) -> list[dict[str, Any]]:
+    """The descriptors of an OCI layout directory's index.json."""
+    try:
+        with open(os.path.join(path, "index.json"), "rb") as f:
+            index_bytes = f.read(MAX_JSON + 1)
+    except FileNotFoundError:
+        raise ImageError(f"{what}: not an OCI layout (no index.json)") from None
+    except OSError as err:
+        raise ImageError(f"{what}: {err.filename}: {err.strerror}") from None
+    return list(load_json(index_bytes, INDEX_SCHEMA, f"{what}: index.json")["manifests"])
+
+
+def import_layout_image(store: Store, path: str, desc: dict[str, Any], what: str) -> Image:
+    """The image an OCI layout's descriptor names, copied into the store (untagged).
 
     Every blob is checked against its descriptor's digest and size as it is read, and
     indexes may nest only MAX_INDEX_DEPTH deep, so a layout cannot loop or lie.
     """
-    path, _, ref = spec.partition(":")
-    what = f"oci:{spec}"
 
     def blob(desc: dict[str, Any]) -> str:
         return os.path.join(path, "blobs", *check_digest(desc["digest"]).split(":", 1))
@@ -259,26 +292,6 @@ def import_oci_layout(store: Store, spec: str) -> Image:
         return data
 
     try:
-        try:
-            with open(os.path.join(path, "index.json"), "rb") as f:
-                index_bytes = f.read(MAX_JSON + 1)
-        except FileNotFoundError:
-            raise ImageError(f"{what}: not an OCI layout (no index.json)") from None
-        manifests = load_json(index_bytes, INDEX_SCHEMA, f"{what}: index.json")["manifests"]
-        if ref:
-            chosen = [
-                m for m in manifests
-                if (m.get("annotations") or {}).get(REF_NAME) in (ref, ref.rsplit(":", 1)[-1])
-            ]  # fmt: skip
-            if not chosen:
-                raise ImageError(f"{what}: no image tagged {ref!r} in the layout")
-        else:
-            chosen = manifests
-            if len(chosen) != 1:
-                raise ImageError(
-                    f"{what}: the layout holds {len(chosen)} images; name one (DIR:REF)"
-                )
-        desc = chosen[0]
         depth = 0
         while desc.get("mediaType") in INDEX_TYPES:
             depth += 1

@@ -30,6 +30,7 @@ class ImageRun(NamedTuple):
     memory: int | None
     cpus: int | None
     policy: dict[str, Any]  # the Karnfile's [policy] table (karn/policy.py)
+    ports: list[str]  # the ports it declares (ExposedPorts: "80/tcp"), for -P
 
 
 def ensure_root(store: Store, image: Image) -> str:
@@ -81,7 +82,9 @@ def prepare_run(
     workdir = workdir or run.get("WorkingDir") or "/"
     root = ensure_root(store, image)
     program = find_program(root, argv[0], path_env, workdir)
-    return ImageRun(image, root, program, argv, env, workdir, *image_settings(image))
+    exposed = run.get("ExposedPorts")
+    ports = sorted(p for p in exposed if isinstance(p, str)) if isinstance(exposed, dict) else []
+    return ImageRun(image, root, program, argv, env, workdir, *image_settings(image), ports)
 
 
 def image_settings(image: Image) -> tuple[int | None, int | None, dict[str, Any]]:

@@ -37,6 +37,7 @@ from karn.image.oci import (
     OCI_LAYER_ZSTD,
 )
 from karn.image.paths import MAX_LINK_HOPS
+from karn.image.progress import Progress
 from karn.sizes import parse_size
 
 WHITEOUT = ".wh."
@@ -96,12 +97,14 @@ class _HashingSink:
 def write_layer(store: Any, entries: Iterable[Entry]) -> LayerBlob:
     """Write a gzip tar layer into the store; returns its digest, size and diff_id."""
     mtime = source_date_epoch()
+    entries = list(with_parents(entries))
+    progress = Progress("layer", _content_size(entries), "writing")
     with store.blob_writer() as blob:
         gz = gzip.GzipFile(filename="", mode="wb", fileobj=blob, mtime=0, compresslevel=6)
         plain = _HashingSink(gz)
         sink = cast(IO[bytes], plain)  # tarfile's stream mode needs only write()
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-            for e in with_parents(entries):
+            for e in entries:
                 info = tarfile.TarInfo(e.path.lstrip("/"))
                 info.mtime = mtime
                 info.mode = e.mode & 0o7777
@@ -119,12 +122,37 @@ def write_layer(store: Any, entries: Iterable[Entry]) -> LayerBlob:
                     try:
                         with open(e.source, "rb") as src:
                             info.size = os.fstat(src.fileno()).st_size
-                            tar.addfile(info, src)
+                            tar.addfile(info, _Counted(src, progress))
                     except OSError as err:  # e.g. removed or shortened while we read it
                         raise ImageError(f"{e.source}: {err.strerror or err}") from None
         gz.close()
         digest = blob.commit("layer")
-        return LayerBlob(digest, blob.size, "sha256:" + plain.hash.hexdigest())
+    progress.finish()
+    return LayerBlob(digest, blob.size, "sha256:" + plain.hash.hexdigest())
+
+
+def _content_size(entries: list[Entry]) -> int:
+    total = 0
+    for e in entries:
+        if e.kind == "file" and e.source is not None:
+            try:
+                total += os.stat(e.source).st_size
+            except OSError:
+                pass  # write_layer says what is wrong with it
+    return total
+
+
+class _Counted:
+    """A file whose reads advance a Progress (tarfile copies a file in blocks)."""
+
+    def __init__(self, f: IO[bytes], progress: Progress) -> None:
+        self.f = f
+        self.progress = progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.progress.advance(len(data))
+        return data
 
 
 def tree_entries(host_root: str, guest_root: str = "/") -> list[Entry]:

@@ -1,4 +1,7 @@
-"""A one-line transfer progress display on stderr, shown only when stderr is a terminal."""
+"""Progress of long image operations (build, push, pull) on stderr, never silent for long:
+on a terminal one bar per transfer, redrawn in place; otherwise (a log, CI) plain lines:
+one when a transfer starts, one every few seconds while it runs, one when it ends.
+(Hand-written: a few lines of stdlib, no dependency.)"""
 
 from __future__ import annotations
 
@@ -6,46 +9,53 @@ import sys
 import time
 
 MIB = 1 << 20
+REDRAW = 0.1  # seconds between bar redraws on a terminal
+LINE_EVERY = 2.0  # seconds between plain progress lines
 
 
 class Progress:
-    def __init__(self, label: str, total: int | None) -> None:
+    def __init__(self, label: str, total: int | None, verb: str = "downloading") -> None:
         self.label = label
         self.total = total
         self.done = 0
-        self.enabled = sys.stderr.isatty()
-        self._last = 0.0
+        self.tty = sys.stderr.isatty()
         self._start = time.monotonic()
+        self._last = self._start
+        if not self.tty:
+            size = f" {self.total / MIB:.1f} MiB" if self.total is not None else ""
+            _write(f"{label}  {verb}{size}\n")
 
     def advance(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if self.enabled and now - self._last > 0.1:
+        if now - self._last >= (REDRAW if self.tty else LINE_EVERY):
             self._last = now
-            self._draw()
-
-    def _draw(self, end: str = "") -> None:
-        done = f"{self.done / MIB:.1f}"
-        if self.total:
-            width = 24
-            filled = min(width, width * self.done // max(self.total, 1))
-            bar = "[" + "#" * filled + "." * (width - filled) + "]"
-            text = f"{self.label}  {bar} {done}/{self.total / MIB:.1f} MiB"
-        else:
-            text = f"{self.label}  {done} MiB"
-        sys.stderr.write("\r\x1b[2K" + text + end)
-        sys.stderr.flush()
-
-    def finish(self, note: str = "") -> None:
-        if self.enabled:
-            if note:
-                sys.stderr.write(f"\r\x1b[2K{self.label}  {note}\n")
+            if self.tty:
+                _write("\r\x1b[2K" + self._text())
             else:
-                self._draw("\n")
-            sys.stderr.flush()
+                _write(self._text() + "\n")
+
+    def _text(self) -> str:
+        done = f"{self.done / MIB:.1f}"
+        if not self.total:
+            return f"{self.label}  {done} MiB"
+        width = 24
+        filled = min(width, width * self.done // max(self.total, 1))
+        bar = "[" + "#" * filled + "." * (width - filled) + "]" if self.tty else \
+            f"{100 * self.done // max(self.total, 1)}%"
+        return f"{self.label}  {bar} {done}/{self.total / MIB:.1f} MiB"
+
+    def finish(self) -> None:
+        took = time.monotonic() - self._start
+        text = f"{self.label}  done: {self.done / MIB:.1f} MiB in {took:.1f} s"
+        _write(("\r\x1b[2K" if self.tty else "") + text + "\n")
 
 
 def note(text: str) -> None:
-    """A status line for terminals only (quiet when piped or in scripts)."""
-    if sys.stderr.isatty():
-        sys.stderr.write(text + "\n")
+    """A status line on stderr (what is being done, or was done)."""
+    _write(text + "\n")
+
+
+def _write(text: str) -> None:
+    sys.stderr.write(text)
+    sys.stderr.flush()

@@ -327,7 +327,7 @@ class Registry:
         )
         resp.read()
         location = self._location(resp)
-        progress = Progress(label, size)
+        progress = Progress(label, size, "uploading")
         with open(self.store.blob_path(digest), "rb") as f:
             if size <= chunk_size:  # monolithic: one PUT with the whole blob
                 body: IO[bytes] | bytes = f
@@ -402,6 +402,7 @@ def pull(store: Store, text: str) -> Image:
     """Download an image (linux/amd64 from an index) into the store and tag it."""
     ref = _remote(text)
     client = Registry(store, ref.remote_registry, ref.remote_repository)
+    note(f"pulling {ref} from {ref.remote_registry}")
     try:
         with store.writing():
             data, media_type = client.get_manifest(ref.digest or ref.tag or "latest")
@@ -432,6 +433,7 @@ def push(store: Store, local: str, dest: str | None = None, chunk_size: int = DE
     if dest is None and ref.digest is None and str(ref.with_tag()) not in image.names:
         ref = _remote(image.names[0]) if image.names else ref
     client = Registry(store, ref.remote_registry, ref.remote_repository, push=True)
+    note(f"pushing {local} to {ref}")
     try:
         blobs = [image.manifest["config"], *image.layers]
         for i, desc in enumerate(blobs):

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from karn.errors import KarnError
+from karn.instance.logs import start_writer, wait_for_writer
 from karn.instance.options import InstanceOptions
 from karn.instance.paths import instances_dir
 from karn.instance.registry import LOG, new_id
@@ -31,7 +32,7 @@ def run_detached(options: InstanceOptions, run: Callable[[], int]) -> int:
         options.on_started = started
         return run()
 
-    status = start_in_background(os.path.join(directory, LOG), body)
+    status = start_in_background(os.path.join(directory, LOG), body, dated=True)
     if status is None:
         print(options.instance_id)
         return 0
@@ -39,8 +40,10 @@ def run_detached(options: InstanceOptions, run: Callable[[], int]) -> int:
     return status
 
 
-def start_in_background(log_path: str, body: Callable[[Started], int]) -> int | None:
-    """Fork a child in its own session (stdin /dev/null, stdout and stderr to log_path)
+def start_in_background(log_path: str, body: Callable[[Started], int],
+                        dated: bool = False) -> int | None:
+    """Fork a child in its own session (stdin /dev/null, stdout and stderr to log_path;
+    dated: through a pipe to a writer that records when output arrived, karn/instance/logs.py)
     that runs body(started). None once the child calls started(); if it ends first, its
     log is copied to stderr and its exit status returned."""
     sys.stdout.flush()
@@ -51,22 +54,26 @@ def start_in_background(log_path: str, body: Callable[[Started], int]) -> int | 
     pid = os.fork()
     if pid == 0:
         os.close(ready_r)
-        _child(log_path, ready_w, body)
+        _child(log_path, ready_w, body, dated)
     os.close(ready_w)
     with os.fdopen(log_r, "rb") as log:
         with os.fdopen(ready_r, "rb") as ready:
             if ready.read() == b"ok":
                 return None
         _, wait_status = os.waitpid(pid, 0)
+        wait_for_writer(log_path)
         sys.stderr.write(log.read().decode(errors="replace"))
     return os.waitstatus_to_exitcode(wait_status) or 125
 
 
-def _child(log_path: str, ready_w: int, body: Callable[[Started], int]) -> None:
+def _child(log_path: str, ready_w: int, body: Callable[[Started], int], dated: bool) -> None:
     status = 125
     try:
         os.setsid()  # no terminal: the shell's Ctrl-C and hang-up do not reach it
-        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if dated:
+            log = start_writer(log_path)
+        else:
+            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(log, 1)

@@ -51,7 +51,8 @@ class MonitorInstance:
             self.metrics = MetricsServer(guest, options.metrics)
         config = guest.config
         registration = Registration(config.argv0 or config.program, config.args,
-                                    options.name, options.detached, options.instance_id)
+                                    options.name, options.detached, options.instance_id,
+                                    [str(p) for p in config.publish], options.remove)
         try:
             if len(registration.socket_path) > SOCKET_PATH_MAX:  # attach() decides: fatal
                 # only for a run that asked to be an instance (-d, --name, --metrics)

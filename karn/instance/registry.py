@@ -2,13 +2,14 @@
 
 One directory per instance under the state directory (docs/instances.md):
 
-    meta.json     written at start: id, name, program, args, pid, pid start time, created
+    meta.json     written at start: id, name, program, args, pid, pid start time, created,
+                  published ports
     control.sock  the monitor's control socket (JSON lines; karn/debug/control.py)
     output.log    a detached instance's stdout and stderr
     status.json   written at exit: exit code, fatal signal, finished
 
 A foreground run's directory is removed when it ends; a detached one stays (for `logs`
-and `ps -a`) until `karn rm ID`.
+and `ps -a`) until `karn rm ID`, unless it was started with --rm.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class Instance:
     detached = property(lambda self: bool(self.meta.get("detached")))
     socket_path = property(lambda self: os.path.join(self.directory, SOCKET))
     log_path = property(lambda self: os.path.join(self.directory, LOG))
+    ports = property(lambda self: self.meta.get("ports") or [])
 
     def alive(self) -> bool:
         return self.status is None and process_start_time(self.pid) == self.meta["pid_start"]
@@ -130,17 +132,19 @@ class Registration:
     """The monitor's own entry: created at start, status written (or removed) at exit."""
 
     def __init__(self, program: str, args: list[str], name: str | None, detached: bool,
-                 instance_id: str | None = None) -> None:
+                 instance_id: str | None = None, ports: list[str] | None = None,
+                 remove: bool = False) -> None:
         if name is not None:
             _check_name(name)
         self.id = instance_id or new_id()
         self.directory = os.path.join(instances_dir(), self.id)
         os.makedirs(self.directory, mode=0o700, exist_ok=True)  # -d: made by the parent
         self.detached = detached
+        self.remove = remove  # --rm: the record goes when the instance ends
         pid = os.getpid()
         self.meta = {"id": self.id, "name": name, "program": program, "args": args,
                      "pid": pid, "pid_start": process_start_time(pid),
-                     "created": time.time(), "detached": detached}
+                     "created": time.time(), "detached": detached, "ports": ports or []}
         self.socket_path = os.path.join(self.directory, SOCKET)
         self.log_path = os.path.join(self.directory, LOG)
         # Opened now: the status is written at exit through this descriptor, so a
@@ -160,7 +164,7 @@ class Registration:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def finish(self, exit_code: int, signal: int = 0) -> None:
-        if not self.detached:
+        if not self.detached or self.remove:
             self.discard()
             return
         status = {"exit_code": exit_code, "signal": signal, "finished": time.time()}

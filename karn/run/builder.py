@@ -10,7 +10,7 @@ from karn.abi.errno import SyscallError
 from karn.errors import UsageError
 from karn.image.collect import RootManifest, collect_program
 from karn.kernel.mm import AddressSpace, MemoryAccount, Region
-from karn.kernel.process import KernelConfig, Process
+from karn.kernel.process import Identity, KernelConfig, Process
 from karn.loader.aslr import choose_placement, mmap_top
 from karn.loader.program import LoadSettings, load_program
 from karn.platform.kvm import VirtualMachine
@@ -87,6 +87,8 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
     process = Process(MappedMemory(vm.memory, mm), mm, fs, FdTable.with_stdio(), kconfig,
                       machine=machine, net=net)
     apply_policy(process, config.policy)
+    if config.user is not None:  # -u UID[:GID]
+        process.identity = Identity(*config.user, *config.user)
     if config.syscall_transport == "fast" and not (config.debug and config.debug.gdb):
         from karn.kernel.fastmap import fastmap  # gdb parks threads in syscalls: exit only
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from karn.errors import UsageError
 from karn.platform.layout import GIB
 from karn.policy import OVERRIDE_OPTIONS, Policy, loosenings
+from karn.run.publish import needs_host_port, with_free_host_port
 
 if TYPE_CHECKING:
     from karn.debug.options import DebugOptions
@@ -45,7 +46,7 @@ class RunConfig:
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
         "cpus", "debug", "publish", "network", "instance", "ports", "sandbox", "policy",
-        "collect", "syscall_transport", "tmpfs",
+        "collect", "syscall_transport", "tmpfs", "user", "chosen_ports",
     )  # fmt: skip
 
     def __init__(
@@ -70,6 +71,7 @@ class RunConfig:
         collect: list[str] | None = None,
         syscall_transport: str = "exit",
         tmpfs: list[str] | None = None,
+        user: tuple[int, int] | None = None,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -93,6 +95,8 @@ class RunConfig:
         # thread through shared memory (karn/platform/fastcall)
         self.syscall_transport = syscall_transport
         self.tmpfs = [] if tmpfs is None else tmpfs  # guest paths of further tmpfs mounts
+        self.user = user  # -u UID[:GID]: the guest's credentials (None: root)
+        self.chosen_ports: list[str] = []  # --publish specs whose host port karn chose
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -140,12 +144,12 @@ class Choices:
     None: not given (a RunConfig holds karn's default for it until an image sets it)."""
 
     __slots__ = ("memory", "cpus", "workdir", "network", "entrypoint", "policy",
-                 "trust_image_policy")
+                 "trust_image_policy", "publish_all")
 
     def __init__(self, memory: int | None = None, cpus: int | None = None,
                  workdir: str | None = None, network: str | None = None,
                  entrypoint: str | None = None, policy: dict[str, Any] | None = None,
-                 trust_image_policy: bool = False) -> None:
+                 trust_image_policy: bool = False, publish_all: bool = False) -> None:
         self.memory = memory
         self.cpus = cpus
         self.workdir = workdir
@@ -153,6 +157,7 @@ class Choices:
         self.entrypoint = entrypoint  # with an image: run this instead of its entrypoint
         self.policy = {k: v for k, v in (policy or {}).items() if v is not None}  # Policy keys
         self.trust_image_policy = trust_image_policy  # accept an image's looser settings
+        self.publish_all = publish_all  # -P: the image's ports, to free host ports
 
     def given(self) -> set[str]:
         """The policy keys, and memory/cpus/network, the command line set."""
@@ -165,6 +170,7 @@ def resolve(config: RunConfig, choices: Choices) -> RunConfig:
     image's settings and policy merged in when config.program names an image, and the
     command line's policy over both; UsageError for anything wrong, before any VM exists."""
     Policy().update(choices.policy, "command line")  # a bad option fails before any pull
+    _choose_host_ports(config, [p for p in config.publish if needs_host_port(p)])
     config.validate()
     run = None
     if config.root is None and not ("/" in config.program and os.path.exists(config.program)):
@@ -176,6 +182,10 @@ def resolve(config: RunConfig, choices: Choices) -> RunConfig:
         raise UsageError("--entrypoint applies only to images")
     name = config.program  # the image's name, if it is one
     asks = _apply_image(config, choices, run) if run is not None else None
+    if choices.publish_all:
+        if run is None:
+            raise UsageError("-P/--publish-all applies only to images (their declared ports)")
+        _choose_host_ports(config, [port.removesuffix("/tcp") for port in run.ports])
     config.policy.update(choices.policy, "command line")
     if config.network is None:
         config.network = config.policy.network
@@ -186,6 +196,16 @@ def resolve(config: RunConfig, choices: Choices) -> RunConfig:
                               config.memory)
         config.validate()  # what the image set
     return config
+
+
+def _choose_host_ports(config: RunConfig, specs: list[str]) -> None:
+    """Publish these GUESTPORT[/udp] specs at free host ports (recorded in chosen_ports)."""
+    for spec in specs:
+        full = with_free_host_port(spec)
+        if spec in config.publish:
+            config.publish.remove(spec)
+        config.publish.append(full)
+        config.chosen_ports.append(full)
 
 
 def _apply_image(config: RunConfig, choices: Choices, run: ImageRun) -> dict[str, Any]:
@@ -223,6 +243,27 @@ def _refuse_loosening(image: str, asks: dict[str, Any], memory: int) -> None:
         f"image {image} asks for a looser policy than karn's default "
         f"({', '.join(looser)}): pass --trust-image-policy to accept it{other}"
     )
+
+
+def read_env_file(path: str) -> list[str]:
+    """`--env-file`: KEY=VALUE or KEY (the host's value) per line; '#' lines and blank
+    lines skipped; the value is taken as it is (no quotes removed), as docker does."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--env-file {path}: {getattr(err, 'strerror', None) or err}"
+                         ) from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        text = line.lstrip()
+        if not text or text.startswith("#"):
+            continue
+        key = text.partition("=")[0]
+        if not key or any(c.isspace() for c in key):
+            raise UsageError(f"--env-file {path}:{number}: not KEY=VALUE: {line!r}")
+        items.append(text)
+    return items
 
 
 def guest_environment(extra: list[str]) -> list[bytes]:

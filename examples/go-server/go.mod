@@ -1,0 +1,3 @@
+module example.com/karn/goserver
+
+go 1.19
