@@ -395,7 +395,7 @@ def test_check_validates_apex_period_and_duration_against_the_schedule(
     proc = karn_system(state_env, "check", str(path))
     if error is None:
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip().endswith("cyclic schedule, 1 APEX partitions")
+        assert proc.stdout.strip().endswith("cyclic schedule, 1 APEX partition")
     else:
         assert proc.returncode == 125
         assert proc.stderr.strip() == f"karn: {path}: {error}"
