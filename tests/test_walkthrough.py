@@ -137,10 +137,12 @@ def test_new_user_walkthrough(user: Reader, registry: Registry, tmp_path: Path) 
 
     # docs/images.md, its first block in order
     (user.clone / "pw.txt").write_text("any\n")  # this registry takes any login
-    for start in ("karn build -t hello:1", "karn run hello:1 --flag", "karn tag hello:1",
-                  "karn login", "karn push 127.0.0.1", "karn pull 127.0.0.1",
-                  "karn images; karn inspect hello:1"):
-        user.doc_sh("docs/images.md", start, replace=here)
+    said = {start: user.doc_sh("docs/images.md", start, replace=here).stdout
+            for start in ("karn build -t hello:1", "karn run hello:1 --flag", "karn tag hello:1",
+                          "karn login", "karn push 127.0.0.1", "karn pull 127.0.0.1",
+                          "karn images; karn inspect hello:1")}
+    pushed = said["karn push 127.0.0.1"].strip()  # the image built again just above
+    assert said["karn pull 127.0.0.1"].strip() == pushed
     assert re.fullmatch(r"[0-9a-f]{12}\n", user.sh("karn images -q").stdout)  # one left
     # nothing local left: `karn run` pulls, saying so on stderr, and runs it
     user.sh(f"karn rm {registry.host}/hello:1 && karn prune")
