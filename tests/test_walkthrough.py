@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import urllib.request
@@ -24,8 +25,6 @@ from pathlib import Path
 import pytest
 from helpers import REPO, free_port, wait_for
 from test_registry import Registry, start_registry
-
-pytestmark = [pytest.mark.breadth, pytest.mark.slow]
 
 SETUP_TIMEOUT = 900.0  # pip installing karn's dependencies into a new venv, on a loaded host
 COMMAND_TIMEOUT = 300.0
@@ -108,6 +107,8 @@ def http_get(port: int) -> str:
     return wait_for(get, f"an answer on port {port}", timeout=120)
 
 
+@pytest.mark.breadth
+@pytest.mark.slow
 def test_new_user_walkthrough(user: Reader, registry: Registry, tmp_path: Path) -> None:
     # README, first command: install karn (a venv here) and run the bundled example
     setup = user.doc("README.md").split("```sh\n", 1)[1].splitlines()[0]
@@ -213,3 +214,24 @@ def follow_logs_until_ctrl_c(user: Reader, command: str) -> None:
             follow.wait()
     assert follow.returncode == 130, f"{command}: exit {follow.returncode}\n{seen}{out}{err}"
     assert "Traceback" not in seen + out + err
+
+
+@pytest.mark.parametrize(("args", "closed"), [
+    (["ps", "-a"], "stdout"),  # `karn ps -a | head -0`
+    (["images", "--format", "json"], "stdout"),
+    (["run", "/no/such/program"], "stderr"),  # the error line itself cannot be written
+])
+def test_closed_output_pipe_ends_quietly(args: list[str], closed: str,
+                                         state_env: dict[str, str]) -> None:
+    """A reader that has gone (`karn system logs | head`): karn ends as a program killed
+    by SIGPIPE would, 141, with no BrokenPipeError traceback on the other stream."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe fails with EPIPE
+    try:
+        streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, closed: write_end}
+        ran = subprocess.run([sys.executable, "-m", "karn", *args], env=state_env,
+                             stdin=subprocess.DEVNULL, timeout=COMMAND_TIMEOUT, **streams)
+    finally:
+        os.close(write_end)
+    assert ran.returncode == 128 + signal.SIGPIPE, ran
+    assert (ran.stderr if closed == "stdout" else ran.stdout) == b"", ran
