@@ -78,7 +78,9 @@ def user(tmp_path: Path) -> Iterator[Reader]:
     env = {key: value for key, value in os.environ.items()
            if key not in ("PYTHONPATH", "VIRTUAL_ENV", "KARN_HOME", "KARN_STATE_DIR")}
     env.update(KARN_HOME=str(base / "home"), KARN_STATE_DIR=str(base / "state"))
-    clone = tmp_path / "karn"
+    if not (REPO / ".git").exists():
+        pytest.fail(f"{REPO} is not a git checkout: nothing to clone", pytrace=False)
+    clone = tmp_path / "karn"  # HEAD: commit what is to be walked through
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True, timeout=300)
     try:
         yield Reader(clone, env)
