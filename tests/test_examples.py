@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import REPO
 
-EXAMPLES = ("nginx", "python-http", "redis", "go-server")
+EXAMPLES = sorted(readme.parent.name for readme in (REPO / "examples").glob("*/README.md"))
 COMMAND_TIMEOUT = 300.0
 
 

@@ -4,8 +4,10 @@ line. Each command's options and work live in its own module (`run` in karn/cli/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -79,8 +81,9 @@ def _command(argv: list[str]) -> str | None:
 def _leave(status: int) -> int:
     """Exit now if guest threads remain (blocked in host calls after exit_group)."""
     if threading.active_count() > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(OSError):  # a closed pipe must not keep the threads alive
+            sys.stdout.flush()
+            sys.stderr.flush()
         os._exit(status)
     return status
 
@@ -92,9 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     # once its guest is built (karn/run/runner.py), any other command after parsing.
     gc.disable()
     try:
-        return _main(argv)
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, where an error is a traceback
+        sys.stderr.flush()
+        return status
+    except BrokenPipeError:
+        # the reader went away (`karn system logs | head`): end as a program SIGPIPE killed
+        # would, with nothing more to say and nothing left to flush
+        _discard_output()
+        return 128 + signal.SIGPIPE
     finally:
         gc.enable()
+
+
+def _discard_output() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (sys.stdout.fileno(), sys.stderr.fileno()):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _main(argv: list[str] | None) -> int:
