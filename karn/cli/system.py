@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from karn.cli.output import add_format, rfc3339
-from karn.errors import KarnError, UsageError
+from karn.errors import KarnError, NotFoundError, UsageError
 
 DOWN_WAIT = 15.0  # seconds `down` waits for the supervisor to finish
 
@@ -205,7 +205,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     if args.partition is not None:
         path = os.path.join(directory, state.LOGS, f"{args.partition}.log")
         if not os.path.exists(path):
-            raise UsageError(f"system {name} has no partition {args.partition!r}")
+            raise NotFoundError(f"system {name} has no partition {args.partition!r}")
         _copy(state.log_parts(path), prefix=None)
         return 0
     _copy(state.log_parts(os.path.join(directory, state.EVENTS)), prefix="events")

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 
-from karn.errors import KarnError, UsageError
+from karn.errors import KarnError, NotFoundError, UsageError
 from karn.instance.paths import state_dir
 from karn.instance.registry import process_start_time
 
@@ -114,7 +114,7 @@ def resolve(name_or_file: str | None) -> str:
         if running:
             raise UsageError(f"several systems are running ({', '.join(running)}): name one")
         if not known:
-            raise UsageError("no system has run here yet")
+            raise NotFoundError("no system has run here yet")
         return max(known, key=lambda n: (read_json(os.path.join(system_dir(n), META))
                                          or {}).get("started", 0))  # the latest one
     if os.path.isfile(name_or_file):
@@ -122,7 +122,7 @@ def resolve(name_or_file: str | None) -> str:
 
         return load(name_or_file).name
     if name_or_file not in known_systems():
-        raise UsageError(f"unknown system {name_or_file!r}")
+        raise NotFoundError(f"unknown system {name_or_file!r}")
     return name_or_file
 
 
