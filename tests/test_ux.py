@@ -310,7 +310,8 @@ def test_not_found_exits_1(home: Path, state_env: dict[str, str], args: list[str
     """docs/cli.md: every command says "not found" with status 1, as docker does."""
     proc = karn_in(home, *args, env={"KARN_STATE_DIR": state_env["KARN_STATE_DIR"]})
     assert_one_error_line(proc, 1)
-    assert any(word in proc.stderr for word in (b"not found", b"no such", b"no system", b"unknown system"))
+    said = (b"not found", b"no such", b"no system", b"unknown system")
+    assert any(word in proc.stderr for word in said), proc.stderr
 
 
 def test_system_down_of_a_stopped_system_succeeds(tmp_path: Path,
