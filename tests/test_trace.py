@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,18 @@ def test_trace_shows_signal_delivery_and_how_it_ended(build):
     assert any(line.startswith("[1] ") and " rt_sigreturn(" in line
                for line in lines[delivered[0]:]), lines  # the handler returned
     assert lines[-1] == "+++ exited with 3 +++"
+
+
+@pytest.mark.parametrize("summary", [[], ["--trace-summary"]], ids=["trace", "and-summary"])
+def test_trace_reader_going_away_stops_the_trace_not_the_guest(summary: list[str]) -> None:
+    """`karn run --trace PROG 2>&1 | head -1`: once the trace's reader has gone, the trace
+    stops (as strace's does) and the guest runs to its own end; karn aborted (SIGABRT)."""
+    script = "i=0; while [ $i -lt 300 ]; do echo $i; i=$((i+1)); done; exit 3"
+    argv = [sys.executable, "-m", "karn", "run", "--trace", *summary, BUSYBOX, "sh", "-c", script]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stderr is not None and proc.stdout is not None
+    assert re.match(rb"\[1\] [\d.]+ \w+\(", proc.stderr.readline())
+    proc.stderr.close()
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == 3
+    assert out.split() == [str(i).encode() for i in range(300)]

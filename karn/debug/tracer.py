@@ -7,6 +7,7 @@ do not return print `= ?`. Lines from several threads never interleave within a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -45,8 +46,7 @@ class Tracer(BaseObserver):
 
     def _write(self, line: str) -> None:
         with self.lock:
-            self.out.write(line)
-            self.out.flush()
+            write_out(self.out, line)
 
     def signal_delivered(self, task: Task, info: SigInfo) -> None:
         name = signal_name(info.signo)
@@ -132,8 +132,20 @@ class Summary(BaseObserver):
         return "\n".join(lines) + "\n"
 
     def finish(self) -> None:
-        self.out.write(self.table())
-        self.out.flush()
+        write_out(self.out, self.table())
+
+
+def write_out(out: TextIO, text: str) -> None:
+    """Write and flush trace output; once its reader has gone (`karn run --trace ... 2>&1 |
+    head`) the trace stops, as strace's does, and the guest runs on."""
+    if out.closed:
+        return
+    try:
+        out.write(text)
+        out.flush()
+    except OSError:
+        with contextlib.suppress(OSError):
+            out.close()  # closes the fd even though its flush fails: none at exit either
 
 
 def open_trace_file(path: str | None) -> TextIO:
