@@ -364,25 +364,29 @@ def cmd_rm(args: argparse.Namespace) -> int:
     from karn.cli import instances
     from karn.instance.registry import lookup
 
-    store = _store()
+    images = []
     for text in args.images:
         inst = lookup(text)
         if inst is not None:
-            instances.remove(inst)
-            continue
-        image, deleted = store.untag(text)
-        print(f"deleted {image.digest}" if deleted else f"untagged {text}")
-    store.collect_garbage()
+            instances.remove(inst, text)
+        else:
+            images.append(text)
+    _remove_images(images)
     return 0
 
 
 def cmd_rmi(args: argparse.Namespace) -> int:
+    _remove_images(args.images)
+    return 0
+
+
+def _remove_images(references: list[str]) -> None:
+    """Untag each; an image left with no tag is deleted."""
     store = _store()
-    for text in args.images:
+    for text in references:
         image, deleted = store.untag(text)
         print(f"deleted {image.digest}" if deleted else f"untagged {text}")
     store.collect_garbage()
-    return 0
 
 
 def cmd_save(args: argparse.Namespace) -> int:

@@ -395,9 +395,10 @@ def inspect(inst: Instance) -> dict:
     return info
 
 
-def remove(inst: Instance) -> None:
+def remove(inst: Instance, ref: str) -> None:
+    """Remove a stopped instance's record; print the name or id as given (docker's rm)."""
     if inst.alive():
-        raise UsageError(f"instance {inst.id} is running: stop it first (karn stop {inst.id})")
+        raise UsageError(f"instance {ref} is running: stop it first (karn stop {ref})")
     registry.remove(inst)
-    print(inst.id)
+    print(ref)
 
