@@ -128,9 +128,11 @@ class Link(ABC):
         try:
             while True:
                 seen = self.generation
-                found = self.call("wait", self.proc.pid, idtype, ident, options)
-                if found is not None or not block:
-                    return found
+                found = self.call("wait", idtype, ident, options)
+                if found is not None:
+                    return Reaped(*found)
+                if not block:
+                    return None
                 while self.generation == seen:
                     if task.signal_pending():
                         raise Interrupted

@@ -16,6 +16,7 @@ from karn.abi.errno import SyscallError
 # wait options (include/uapi/linux/wait.h)
 WNOHANG = 0x1
 WUNTRACED = 0x2
+WSTOPPED = WUNTRACED
 WEXITED = 0x4
 WCONTINUED = 0x8
 WNOWAIT = 0x01000000
@@ -49,7 +50,7 @@ class Entry:
     __slots__ = ("pid", "ppid", "pgid", "sid", "zombie", "wstatus", "children", "execed",
                  "vfork_parent", "comm")
 
-    def __init__(self, pid: int, ppid: int, pgid: int, sid: int, comm: bytes) -> None:
+    def __init__(self, pid: int, ppid: int, pgid: int, sid: int, comm: str) -> None:
         self.pid = pid
         self.ppid = ppid
         self.pgid = pgid
@@ -77,7 +78,7 @@ class ChildEvent(NamedTuple):
 
 class ProcTable:
     def __init__(self, first_pid: int = INIT, next_pid: int = INIT + 1,
-                 pids_limit: int | None = None, comm: bytes = b"") -> None:
+                 pids_limit: int | None = None, comm: str = "") -> None:
         self.entries: dict[int, Entry] = {first_pid: Entry(first_pid, 0, first_pid,
                                                            first_pid, comm)}
         self.next_pid = next_pid
@@ -138,7 +139,7 @@ class ProcTable:
             return None, orphans
         return ChildEvent(entry.ppid, pid, wstatus), orphans
 
-    def execed(self, pid: int, comm: bytes) -> int:
+    def execed(self, pid: int, comm: str) -> int:
         """The process exec'd; returns its vfork parent to release (0: none)."""
         entry = self.get(pid)
         entry.execed = True

@@ -109,15 +109,16 @@ class VirtualMachine:
     """A KVM VM whose guest memory and system tables are fully built before any vCPU runs."""
 
     def __init__(self, layout: Layout, device: str | None = None,
-                 memory: HostGuestMemory | None = None) -> None:
+                 memory: HostGuestMemory | None = None, kvm_fd: int | None = None) -> None:
         """A new VM; over `memory` (a forked monitor's inherited guest RAM, tables and all)
-        nothing is built: a fresh VM reads the page tables already in it."""
+        nothing is built: a fresh VM reads the page tables already in it. `kvm_fd`: an
+        open /dev/kvm (a forked monitor's inherited one: a confined monitor cannot open
+        it again)."""
         self.layout = layout
-        self.kvm_fd = open_kvm(device)
+        self.kvm_fd = open_kvm(device) if kvm_fd is None else kvm_fd
         try:
             self.fd = _ioctl(self.kvm_fd, K.KVM_CREATE_VM, 0)
         except OSError as err:
-            os.close(self.kvm_fd)
             raise PlatformError(f"cannot create a KVM virtual machine: {err.strerror}") from None
         self.vcpu_mmap_size = _ioctl(self.kvm_fd, K.KVM_GET_VCPU_MMAP_SIZE)
         self.cpuid = supported_cpuid(self.kvm_fd)
