@@ -363,7 +363,9 @@ class Process:
     def signal_process(self, info: SigInfo) -> None:
         sig = info.signo
         with self.signal_lock:
-            if self.actions[sig].ignored(sig) and sig != SIGKILL:
+            # an ignored signal is dropped unless blocked (a sigwaitinfo may take it), as Linux
+            if self.actions[sig].ignored(sig) and sig != SIGKILL and not any(
+                    t.blocked & bit(sig) for t in self.tasks.values()):
                 return
             candidates = [t for t in self.tasks.values() if not t.blocked & bit(sig)]
             if self._kills_process(sig) and (candidates or sig == SIGKILL):
@@ -383,7 +385,7 @@ class Process:
     def signal_thread(self, task: Task, info: SigInfo) -> None:
         sig = info.signo
         with self.signal_lock:
-            if self.actions[sig].ignored(sig) and sig != SIGKILL:
+            if self.actions[sig].ignored(sig) and sig != SIGKILL and not task.blocked & bit(sig):
                 return
             fatal = self._kills_process(sig) and not task.blocked & bit(sig)
             if not fatal:
