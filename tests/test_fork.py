@@ -1,0 +1,122 @@
+"""Processes: fork, vfork, wait, signals between processes, shells (issue 15).
+
+Each guest process is its own monitor process with its own VM (kernel/fork.py); the
+first monitor keeps the process table. Results are compared with native runs; the host
+must keep no process of a unikernel once it has ended, however it ended.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import BUSYBOX
+from helpers import wait_for
+
+SCRIPT = """\
+greet() { echo "hello $1"; }
+i=0
+while [ $i -lt 3 ]; do greet "n$i"; i=$((i+1)); done
+for f in x y; do echo "$f" | tr a-z A-Z; done
+total=0
+for n in $(seq 1 5); do total=$((total + n)); done
+echo "total $total"
+false || echo "false failed"
+(exit 4); echo "subshell $?"
+"""
+
+
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+def test_fork_wait_as_native(build, karn, native, same, variant):
+    """Exit codes, a crashing child's WTERMSIG, kill, pipes both ways, WNOHANG, a zombie
+    seen with WNOWAIT and reaped, SIGCHLD's siginfo (sigwaitinfo and a handler),
+    waitpid(-1), process groups and kill(-pgid), setsid, vfork, posix_spawn."""
+    probe = build("fork_wait", variant)
+    expected = native(probe)
+    got = karn(probe)
+    same(expected, got, "fork_wait")
+    assert b"terminated by SIGSEGV" in got.stderr  # the crashing child is reported
+
+
+def test_sh_exit_status(karn, native, same):
+    cmd = ("sh", "-c", "exit 7")
+    got = karn(BUSYBOX, *cmd)
+    assert got.returncode == 7
+    same(native(BUSYBOX, *cmd), got, "sh -c 'exit 7'")
+
+
+@pytest.mark.parametrize("command", [
+    "echo a b c | tr ' ' '\\n' | sort -r | head -2",
+    "x=$(echo inner | tr a-z A-Z); echo \"got $x\"; echo \"nested $(echo $(echo deep))\"",
+    "sleep 0.2 & sleep 0.1 & wait; echo waited $?; (exit 3) & wait $!; echo bg $?",
+    "echo to-stderr 1>&2 | cat; echo out > /dev/null; echo kept",
+])
+def test_sh_pipelines_and_jobs(karn, native, same, command):
+    same(native(BUSYBOX, "sh", "-c", command), karn(BUSYBOX, "sh", "-c", command), command)
+
+
+def test_sh_script_with_loop_and_function(karn, native, same, tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text(SCRIPT)
+    expected = native(BUSYBOX, "sh", str(script))
+    got = karn("-v", f"{tmp_path}:/data:ro", BUSYBOX, "sh", "/data/script.sh")
+    same(expected, got, "script")
+
+
+def _descendants(root: int) -> set[int]:
+    """Host processes under `root` (its children, theirs, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, sleeping or stopped: anything but gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _start_shell(command: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", command],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"started\n"
+    return proc
+
+
+def test_no_process_left_after_a_normal_end():
+    """The shell (pid 1) ends with children still running: they end with it, as in a pid
+    namespace whose init has exited."""
+    proc = _start_shell("sleep 30 & sleep 30 & echo started; read x")
+    monitors = wait_for(lambda: (found := _descendants(proc.pid)) and len(found) >= 2 and found,
+                        "the children's monitors")
+    proc.communicate(b"go\n", timeout=60)
+    wait_for(lambda: not any(_alive(pid) for pid in monitors), "every monitor gone")
+
+
+def test_no_process_left_when_the_first_monitor_is_killed():
+    proc = _start_shell("sleep 60 & sleep 60 & echo started; wait")
+    monitors = wait_for(lambda: (found := _descendants(proc.pid)) and len(found) >= 2 and found,
+                        "the children's monitors")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_for(lambda: not any(_alive(pid) for pid in monitors), "every monitor gone")
