@@ -120,3 +120,40 @@ def test_no_process_left_when_the_first_monitor_is_killed():
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     wait_for(lambda: not any(_alive(pid) for pid in monitors), "every monitor gone")
+
+
+PYTHON_PROCESSES = """
+import os, subprocess
+r = subprocess.run(["/bin/busybox", "sh", "-c", "echo out; echo err >&2; exit 3"],
+                   capture_output=True)
+print(r.returncode, r.stdout, r.stderr)
+r = subprocess.run(["/bin/busybox", "tr", "a-z", "A-Z"], input=b"piped through\\n",
+                   capture_output=True)
+print(r.stdout)
+try:
+    subprocess.run(["/bin/busybox", "sleep", "5"], timeout=0.5)
+except subprocess.TimeoutExpired:
+    print("timed out")
+pid = os.fork()
+if pid == 0:
+    os._exit(12)
+got, status = os.waitpid(pid, 0)
+print(got == pid, os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_python_subprocess_and_fork(karn, native, same):
+    """Debian's python3: subprocess.run with pipes, a timeout that kills the child,
+    os.fork and os.waitpid."""
+    expected = native("/usr/bin/python3", "-c", PYTHON_PROCESSES)
+    got = karn("--root", "/", "/usr/bin/python3", "-c", PYTHON_PROCESSES, timeout=180)
+    same(expected, got, "python3 subprocess")
+
+
+def test_fork_bomb_is_contained(build, karn):
+    """Every process forks until fork fails: --pids-limit stops them all with EAGAIN, and
+    pid 1 reaps them (orphans are reparented to it)."""
+    got = karn("--pids-limit", "8", build("fork_bomb"), timeout=300)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == (b"pid 1 stopped by EAGAIN: 1, every process ended normally: 1, "
+                          b"reaped some: 1\n")
