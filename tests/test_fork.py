@@ -157,3 +157,16 @@ def test_fork_bomb_is_contained(build, karn):
     assert got.returncode == 0, got.stderr
     assert got.stdout == (b"pid 1 stopped by EAGAIN: 1, every process ended normally: 1, "
                           b"reaped some: 1\n")
+
+
+def test_trace_shows_every_process(karn):
+    """--trace: each process's calls, on lines carrying its pid (a thread's tid)."""
+    got = karn("--trace", BUSYBOX, "sh", "-c", "echo hi | cat")
+    assert got.returncode == 0 and got.stdout == b"hi\n", got.stderr
+    lines = got.stderr.decode().splitlines()
+    forks = [line for line in lines if line.startswith("[1] ") and " clone(" in line]
+    children = sorted({int(line.split(" = ")[-1].split()[0]) for line in forks})
+    assert len(children) == 2, lines
+    for pid in children:
+        assert any(line.startswith(f"[{pid}] ") and "exit_group(0)" in line
+                   for line in lines), (pid, lines)

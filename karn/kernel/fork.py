@@ -45,6 +45,7 @@ from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process
+    from karn.platform.timepage import TimePage
 
 CLONE_SETTLS = 0x80000
 CLONE_PARENT_SETTID = 0x100000
@@ -145,6 +146,7 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
         proc = parent_task.process
         task = _rebuild(proc, parent_task, start, link_end)
         _forward_host_signals(proc)
+        _keep_time(proc)
         from karn.kernel.threads import run_task
 
         run_task(task, proc.gate)
@@ -186,6 +188,9 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
         task.mem.write_u32(start.child_tid, start.pid)
     if start.flags & CLONE_CHILD_CLEARTID:
         task.clear_child_tid = start.child_tid
+    clock = _time_page(proc)
+    if clock is not None:
+        clock.forked(machine)  # its TSC sample's vCPU goes back to the pool, for the task
     cpu = machine.new_cpu()
     cpu.start(start.regs, start.fs_base)
     cpu.set_fpu(start.fpu)
@@ -195,6 +200,29 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     assert proc.gate is not None
     proc.gate.thread_started(cpu, proc._kick_all)
     return task
+
+
+def _time_page(proc: Process) -> TimePage | None:
+    """The vDSO's time page, kept by this monitor (none with --no-vdso)."""
+    from karn.platform.timepage import TimePage
+
+    settings = proc.load_settings
+    clock = settings.clock if settings is not None else None
+    return clock if isinstance(clock, TimePage) else None
+
+
+def _keep_time(proc: Process) -> None:
+    """What the first monitor's main loop does for it (run/runner.py): the time page
+    follows the host's clocks while the process runs."""
+    clock = _time_page(proc)
+    if clock is None:
+        return
+
+    def follow() -> None:
+        while not proc.done.wait(1.0):
+            clock.resync()
+
+    threading.Thread(target=follow, name="karn-time", daemon=True).start()
 
 
 def _drop_parent_threads(proc: Process) -> None:

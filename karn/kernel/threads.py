@@ -175,6 +175,8 @@ class ObservedTaskLoop(TaskLoop):
         token = observer.syscall_enter(task, nr, args)
         try:
             result = TaskLoop.syscall(self, nr, a0, a1, a2, a3, a4, a5)
+        except Forked:
+            raise  # a forked child: the parent reports the call (its result is the pid)
         except BaseException:
             observer.syscall_exit(task, nr, args, None, token)
             raise
