@@ -170,3 +170,11 @@ def test_trace_shows_every_process(karn):
     for pid in children:
         assert any(line.startswith(f"[{pid}] ") and "exit_group(0)" in line
                    for line in lines), (pid, lines)
+
+
+@pytest.mark.parametrize("cpus", ["1", "2"])
+def test_fork_while_other_threads_are_busy(build, karn, native, same, cpus):
+    """Other threads open and close fds, map and unmap memory, make pipes while one
+    forks: the monitor takes the kernel's locks around its own fork, so no child hangs."""
+    probe = build("fork_threads", extra_flags=("-pthread",))
+    same(native(probe), karn("--cpus", cpus, probe), "fork with busy threads")
