@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BUSYBOX
-from helpers import wait_for
+from helpers import go_build, wait_for
 
 SCRIPT = """\
 greet() { echo "hello $1"; }
@@ -178,3 +178,10 @@ def test_fork_while_other_threads_are_busy(build, karn, native, same, cpus):
     forks: the monitor takes the kernel's locks around its own fork, so no child hangs."""
     probe = build("fork_threads", extra_flags=("-pthread",))
     same(native(probe), karn("--cpus", cpus, probe), "fork with busy threads")
+
+
+def test_go_os_exec(karn, native, same):
+    """Go's os/exec (clone with CLONE_VM|CLONE_VFORK, served as vfork): output, a pipe
+    to the child's stdin, an exit code."""
+    exe = go_build(Path(__file__).parent / "programs" / "go" / "fork_exec.go", "fork_exec")
+    same(native(exe), karn("--root", "/", exe, timeout=180), "go os/exec")

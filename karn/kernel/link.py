@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from karn.abi.errno import SyscallError
-from karn.abi.signals import SIGCHLD
+from karn.abi.signals import SI_USER, SIGCHLD
 from karn.kernel.blocking import Interrupted
 from karn.kernel.proctable import Reaped, child_code
 from karn.kernel.signals import SA_NOCLDWAIT, SIG_IGN, SigInfo
@@ -97,6 +97,10 @@ class Link(ABC):
             self._wake_waiters()
         elif kind == "reparent":
             proc.ppid = message[1]
+            for task in list(proc.tasks.values()):  # prctl(PR_SET_PDEATHSIG)
+                if task.pdeath_signal:
+                    proc.signal_thread(task, SigInfo.from_sender(task.pdeath_signal,
+                                                                 SI_USER, 0))
 
     def _child_changed(self, child: int, wstatus: int) -> None:
         proc = self.proc
