@@ -45,6 +45,7 @@ from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process
+    from karn.kernel.threads import Observer
     from karn.platform.timepage import TimePage
 
 CLONE_SETTLS = 0x80000
@@ -174,6 +175,7 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     proc.machine = machine
     proc.pid, proc.ppid = start.pid, start.ppid
     _reset_process_state(proc)
+    proc.observer = _child_observer(proc.observer)
     link = RemoteLink(proc, link_end)
     proc.link = link
     link.start()
@@ -200,6 +202,21 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     assert proc.gate is not None
     proc.gate.thread_started(cpu, proc._kick_all)
     return task
+
+
+def _child_observer(observer: Observer | None) -> Observer | None:
+    """--trace follows forked processes (their lines carry their own pids); the other
+    debug features (gdb, syscall history, core dumps, the summary) stay with the first
+    process, as the design says of --gdb."""
+    if observer is None:
+        return None
+    from karn.debug.tracer import Tracer
+
+    parts = getattr(observer, "parts", [observer])
+    tracers = [p for p in parts if isinstance(p, Tracer)]
+    for tracer in tracers:
+        tracer.lock = threading.Lock()  # another thread may have held it at the fork
+    return tracers[0] if tracers else None
 
 
 def _time_page(proc: Process) -> TimePage | None:
