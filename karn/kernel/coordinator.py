@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import os
 import selectors
 import signal
 import socket
@@ -169,21 +170,42 @@ class Coordinator:
         if not data:
             self._detach(pid, sock)
             return
-        _kind, ident, op, args = decode_message(data)
         try:
+            _kind, ident, op, args = decode_message(data)
             if op == "attach":
-                self.attach(args[0], socket.socket(fileno=fds[0]))
+                self._attach_child(pid, args[0], fds)
                 result: Any = None
             else:
                 result = self.handle(pid, op, args)
             reply = ("reply", ident, True, result)
         except SyscallError as err:
             reply = ("reply", ident, False, err.errno)
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            # not what a karn monitor sends: that monitor is no longer running karn's code
+            log.warning("process table: pid %d sent a malformed request (%s); ending it",
+                        pid, err)
+            for fd in fds:
+                os.close(fd)
+            self._detach(pid, sock)
+            return
         if ident:
             try:
                 send_message(sock, reply)
             except OSError as err:
                 log.debug("process table: reply to pid %d lost: %s", pid, err)
+
+    def _attach_child(self, caller: int, pid: int, fds: list[int]) -> None:
+        """A monitor hands over the link end of the child it is about to fork."""
+        if len(fds) != 1:
+            raise ValueError("an attach without exactly one fd")
+        end = socket.socket(fileno=fds[0])
+        with self.lock:
+            entry = self.table.entries.get(pid)
+            valid = entry is not None and entry.ppid == caller and pid not in self._socks
+        if not valid:
+            end.close()
+            raise SyscallError(errno.EINVAL)
+        self.attach(pid, end)
 
     def _detach(self, pid: int, sock: Any) -> None:
         self._selector.unregister(sock)
