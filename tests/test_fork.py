@@ -185,3 +185,12 @@ def test_go_os_exec(karn, native, same):
     to the child's stdin, an exit code."""
     exe = go_build(Path(__file__).parent / "programs" / "go" / "fork_exec.go", "fork_exec")
     same(native(exe), karn("--root", "/", exe, timeout=180), "go os/exec")
+
+
+def test_orphans_go_to_init(build, karn, native, same):
+    """An orphan's getppid() becomes 1, its PR_SET_PDEATHSIG signal fires, and pid 1
+    reaps it; natively the program runs as pid 1 of a new pid namespace."""
+    probe = build("fork_orphan")
+    expected = native("unshare", "--pid", "--fork", probe)
+    assert expected.stdout.startswith(b"first process is pid 1: 1\n"), expected.stderr
+    same(expected, karn(probe), "orphans")
