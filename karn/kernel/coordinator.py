@@ -37,8 +37,7 @@ PR_SET_CHILD_SUBREAPER = 36
 class Coordinator:
     def __init__(self, proc: Process, pids_limit: int | None) -> None:
         self.proc = proc
-        comm = proc.config.exe_path.rsplit("/", 1)[-1]
-        self.table = ProcTable(proc.pid, proc._next_tid, pids_limit, comm)
+        self.table = ProcTable(proc.pid, proc._next_tid, pids_limit)
         self.lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._socks: dict[int, socket.socket] = {}  # pid -> its monitor's link
@@ -75,7 +74,7 @@ class Coordinator:
             self._exited(caller, args[0], news)
             return None
         if op == "exec":
-            parent = table.execed(caller, args[0])
+            parent = table.execed(caller)
             if parent:
                 news.append((parent, ("released", caller)))
             return None

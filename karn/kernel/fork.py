@@ -251,19 +251,14 @@ def _drop_parent_threads(proc: Process) -> None:
     _inherited.append((machine, old_tasks))
     cpus = {id(t.cpu): t.cpu for t in old_tasks if t.cpu is not None}
     cpus.update((id(c), c) for c in machine._free)
-    for cpu in cpus.values():
-        _close_quietly(cpu.close_inherited)
-    for task in old_tasks:
-        _close_quietly(lambda fd=task.waker.fd: os.close(fd))  # noqa: B023
-    _close_quietly(lambda: os.close(machine.vm.fd))  # /dev/kvm's fd serves the new VM
+    fds = [cpu.fd for cpu in cpus.values()] + [task.waker.fd for task in old_tasks]
+    fds.append(machine.vm.fd)  # not /dev/kvm's: it serves the new VM
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # a waker its thread had closed already
     proc.tasks = {}
-
-
-def _close_quietly(close: object) -> None:
-    try:
-        close()  # type: ignore[operator]
-    except OSError:
-        pass
 
 
 def _reset_process_state(proc: Process) -> None:

@@ -257,10 +257,10 @@ class Process:
                 self._next_tid += 1
             return Task(self, tid, None)
 
-    def execed(self, comm: bytes) -> None:
+    def execed(self) -> None:
         """execve succeeded: the table learns it (a vfork parent resumes)."""
         if self.link is not None:
-            self.link.call("exec", comm.decode("latin-1"))
+            self.link.call("exec")
 
     def start_task(self, task: Task, regs: dict[str, int], fs_base: int) -> None:
         """Give the task a vCPU and a host thread, and let it run from `regs`."""

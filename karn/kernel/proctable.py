@@ -48,9 +48,9 @@ def child_code(wstatus: int) -> tuple[int, int]:
 
 class Entry:
     __slots__ = ("pid", "ppid", "pgid", "sid", "zombie", "wstatus", "children", "execed",
-                 "vfork_parent", "comm")
+                 "vfork_parent")
 
-    def __init__(self, pid: int, ppid: int, pgid: int, sid: int, comm: str) -> None:
+    def __init__(self, pid: int, ppid: int, pgid: int, sid: int) -> None:
         self.pid = pid
         self.ppid = ppid
         self.pgid = pgid
@@ -60,7 +60,6 @@ class Entry:
         self.children: set[int] = set()
         self.execed = False  # setpgid on a child that has exec'd: EACCES
         self.vfork_parent = 0  # a vfork parent waits until this child execs or exits
-        self.comm = comm
 
 
 class Reaped(NamedTuple):
@@ -78,9 +77,8 @@ class ChildEvent(NamedTuple):
 
 class ProcTable:
     def __init__(self, first_pid: int = INIT, next_pid: int = INIT + 1,
-                 pids_limit: int | None = None, comm: str = "") -> None:
-        self.entries: dict[int, Entry] = {first_pid: Entry(first_pid, 0, first_pid,
-                                                           first_pid, comm)}
+                 pids_limit: int | None = None) -> None:
+        self.entries: dict[int, Entry] = {first_pid: Entry(first_pid, 0, first_pid, first_pid)}
         self.next_pid = next_pid
         self.pids_limit = pids_limit
 
@@ -107,7 +105,7 @@ class ProcTable:
         if self.pids_limit is not None and len(self.entries) >= self.pids_limit:
             raise SyscallError(errno.EAGAIN)
         pid = self.new_tid()
-        entry = Entry(pid, parent, owner.pgid, owner.sid, owner.comm)
+        entry = Entry(pid, parent, owner.pgid, owner.sid)
         entry.vfork_parent = parent if vfork else 0
         self.entries[pid] = entry
         owner.children.add(pid)
@@ -139,11 +137,10 @@ class ProcTable:
             return None, orphans
         return ChildEvent(entry.ppid, pid, wstatus), orphans
 
-    def execed(self, pid: int, comm: str) -> int:
+    def execed(self, pid: int) -> int:
         """The process exec'd; returns its vfork parent to release (0: none)."""
         entry = self.get(pid)
         entry.execed = True
-        entry.comm = comm
         parent, entry.vfork_parent = entry.vfork_parent, 0
         return parent
 

@@ -423,11 +423,6 @@ class Vcpu:
         _libc.munmap(ctypes.c_void_p(self._run_address), ctypes.c_size_t(self._run_size))
         os.close(self.fd)
 
-    def close_inherited(self) -> None:
-        """In a forked monitor: only the fd. The run page is not mapped there (never
-        touch this object's registers again)."""
-        os.close(self.fd)
-
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
