@@ -194,3 +194,12 @@ def test_orphans_go_to_init(build, karn, native, same):
     expected = native("unshare", "--pid", "--fork", probe)
     assert expected.stdout.startswith(b"first process is pid 1: 1\n"), expected.stderr
     same(expected, karn(probe), "orphans")
+
+
+@pytest.mark.parametrize("limit", [6, 9])
+def test_pids_limit_counts_threads_and_processes(build, karn, limit):
+    """As a pids cgroup: the first process and its four threads are 5 tasks, so the
+    limit leaves limit - 5 forks (at most the program's 8)."""
+    got = karn("--pids-limit", str(limit), build("fork_pids", extra_flags=("-pthread",)))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == f"threads 4 forks {min(limit - 5, 8)}\n".encode()

@@ -38,6 +38,7 @@ class Coordinator:
     def __init__(self, proc: Process, pids_limit: int | None) -> None:
         self.proc = proc
         self.table = ProcTable(proc.pid, proc._next_tid, pids_limit)
+        self.table.entries[proc.pid].threads = max(len(proc.tasks) - 1, 0)
         self.lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
         self._socks: dict[int, socket.socket] = {}  # pid -> its monitor's link
@@ -65,7 +66,10 @@ class Coordinator:
         if op == "new_process":
             return table.new_process(caller, bool(args[0]))
         if op == "new_tid":
-            return table.new_tid()
+            return table.new_thread(caller)
+        if op == "thread_ended":
+            table.thread_ended(caller)
+            return None
         if op == "forget":
             table.forget(args[0])
             return None

@@ -248,13 +248,14 @@ class Process:
         if link is not None:  # tids and pids come from one counter, the table's
             if len(self.tasks) >= limit:
                 raise SyscallError(errno.EAGAIN)
-            tid = link.call("new_tid")
+            tid = link.call("new_tid")  # EAGAIN past --pids-limit
+            with self.signal_lock:
+                return Task(self, tid, None)
         with self.signal_lock:
             if len(self.tasks) >= limit:
                 raise SyscallError(errno.EAGAIN)
-            if link is None:
-                tid = self._next_tid
-                self._next_tid += 1
+            tid = self._next_tid
+            self._next_tid += 1
             return Task(self, tid, None)
 
     def execed(self) -> None:
@@ -298,6 +299,8 @@ class Process:
             last = not self.tasks
             if last and self.exit_status is None:
                 self.exit_status = task.exit_status
+        if not last and self.link is not None:  # the process's own end is counted apart
+            self.link.notify("thread_ended")
         task.waker.close()
         if self.gate is not None:
             self.gate.thread_exited()

@@ -48,7 +48,7 @@ def child_code(wstatus: int) -> tuple[int, int]:
 
 class Entry:
     __slots__ = ("pid", "ppid", "pgid", "sid", "zombie", "wstatus", "children", "execed",
-                 "vfork_parent")
+                 "vfork_parent", "threads")
 
     def __init__(self, pid: int, ppid: int, pgid: int, sid: int) -> None:
         self.pid = pid
@@ -60,6 +60,7 @@ class Entry:
         self.children: set[int] = set()
         self.execed = False  # setpgid on a child that has exec'd: EACCES
         self.vfork_parent = 0  # a vfork parent waits until this child execs or exits
+        self.threads = 0  # threads besides the first, counted by --pids-limit
 
 
 class Reaped(NamedTuple):
@@ -93,18 +94,37 @@ class ProcTable:
 
     # -- creation and exit --------------------------------------------------------------
 
-    def new_tid(self) -> int:
+    def _next(self) -> int:
         tid = self.next_pid
         self.next_pid += 1
         return tid
 
-    def new_process(self, parent: int, vfork: bool = False) -> int:
-        """A pid for a child of `parent`, in its group and session; EAGAIN past the limit
-        (every process that has not been reaped counts, as Linux counts tasks)."""
-        owner = self.get(parent)
-        if self.pids_limit is not None and len(self.entries) >= self.pids_limit:
+    def _check_limit(self) -> None:
+        """--pids-limit counts tasks as a pids cgroup does: every thread of every process,
+        zombies included until reaped."""
+        if self.pids_limit is None:
+            return
+        tasks = sum(1 + e.threads for e in self.entries.values())
+        if tasks >= self.pids_limit:
             raise SyscallError(errno.EAGAIN)
-        pid = self.new_tid()
+
+    def new_thread(self, pid: int) -> int:
+        """A tid for a new thread of process `pid`."""
+        owner = self.get(pid)
+        self._check_limit()
+        owner.threads += 1
+        return self._next()
+
+    def thread_ended(self, pid: int) -> None:
+        entry = self.entries.get(pid)
+        if entry is not None and entry.threads > 0:
+            entry.threads -= 1
+
+    def new_process(self, parent: int, vfork: bool = False) -> int:
+        """A pid for a child of `parent`, in its group and session; EAGAIN past the limit."""
+        owner = self.get(parent)
+        self._check_limit()
+        pid = self._next()
         entry = Entry(pid, parent, owner.pgid, owner.sid)
         entry.vfork_parent = parent if vfork else 0
         self.entries[pid] = entry
@@ -125,6 +145,7 @@ class ProcTable:
             return None, []
         entry.zombie = True
         entry.wstatus = wstatus
+        entry.threads = 0
         orphans = sorted(entry.children)
         init = self.entries.get(INIT)
         for child in orphans:

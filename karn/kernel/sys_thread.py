@@ -117,6 +117,8 @@ def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, 
     except (SyscallError, PlatformError) as err:  # no thread started: undo the task
         with proc.signal_lock:
             proc.tasks.pop(child.tid, None)
+        if proc.link is not None:
+            proc.link.notify("thread_ended")
         child.waker.close()
         account.charge(-THREAD_HOST_COST)
         raise SyscallError(err.errno if isinstance(err, SyscallError) else errno.EAGAIN) from None
