@@ -57,6 +57,7 @@ CLONE_CHILD_SETTID = 0x1000000
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
 INTERNAL_FAILURE = 125
+PAGE_FAULT = 14
 
 # One fork at a time per monitor: a child must not inherit another child's link end.
 _fork_lock = threading.Lock()
@@ -311,12 +312,23 @@ def _finish(proc: Process) -> None:
     elif proc.fatal_signal:
         wstatus = signal_wstatus(proc.fatal_signal, proc.fatal_core)
         if proc.fatal_core:
-            from karn.abi.signals import signal_name
-
-            name = signal_name(proc.fatal_signal)
-            os.write(2, f"karn: process {proc.pid} ({proc.config.exe_path}) terminated by "
-                        f"{name}\n".encode())
+            _report_crash(proc)
     else:
         wstatus = exit_wstatus(proc.exit_status or 0)
     assert proc.link is not None
     proc.link.notify("exit", wstatus)
+
+
+def _report_crash(proc: Process) -> None:
+    """One line on stderr for a forked process that dumped core (the first process gets
+    the runner's full report): which process, which program, and where."""
+    from karn.abi.signals import signal_name
+
+    fault = proc.crash_fault
+    where = ""
+    if fault is not None:
+        where = f" at rip {fault.rip:#x}"
+        if fault.vector == PAGE_FAULT:
+            where += f", address {fault.cr2:#x}"
+    os.write(2, f"karn: process {proc.pid} ({proc.config.exe_path}) terminated by "
+                f"{signal_name(proc.fatal_signal)}{where}\n".encode())
