@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""fork+exit+wait per operation, native and under karn, and what a forked child of a big
-parent adds to the host's resident memory (issue 15):
+"""fork+exit+wait and fork+exec+wait per operation, native and under karn, and what a
+forked child of a big parent adds to the host's resident memory (issue 15):
 
     python3 bench/fork.py [--runs N] [--forks N] [--mib N]
 
@@ -82,13 +82,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         program = build(Path(tmp))
-        native, karn = [], []
-        for _ in range(args.runs):  # taking turns: a change in load falls on both
-            native.append(per_fork([str(program), str(args.forks * 10)]))
-            karn.append(per_fork([*KARN, str(program), str(args.forks)]))
-        print(f"load average {os.getloadavg()[0]:.1f}")
-        print(f"fork+exit+wait  native {statistics.median(native):8.2f} ms   "
-              f"karn {statistics.median(karn):8.2f} ms   (median of {args.runs})")
+        for what, mode in (("fork+exit+wait", []), ("fork+exec+wait", ["exec"])):
+            native, karn = [], []
+            for _ in range(args.runs):  # taking turns: a change in load falls on both
+                native.append(per_fork([str(program), *mode, str(args.forks * 10)]))
+                karn.append(per_fork([*KARN, str(program), *mode, str(args.forks)]))
+            print(f"{what}  native {statistics.median(native):8.2f} ms   "
+                  f"karn {statistics.median(karn):8.2f} ms   (median of {args.runs}, "
+                  f"load average {os.getloadavg()[0]:.1f})")
         print(f"a {args.mib} MiB parent forks a child that waits:")
         cow(program, args.mib)
 

@@ -1,5 +1,6 @@
-/* bench/fork.py's guest: fork+exit+wait N times (prints µs per operation), or, with
-   `cow MIB`, touch MIB MiB, fork a child that waits on stdin, print "ready". */
+/* bench/fork.py's guest: fork+exit+wait N times (prints µs per operation); `exec N`:
+   fork+execve(this program, "exit")+wait N times; `cow MIB`: touch MIB MiB, fork a child
+   that waits on stdin, print "ready". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "exit") == 0)
+        return 0;
     if (argc > 2 && strcmp(argv[1], "cow") == 0) {
         size_t size = (size_t)atoi(argv[2]) << 20;
         char *heap = malloc(size);
@@ -37,11 +40,18 @@ int main(int argc, char **argv) {
         waitpid(pid, &status, 0);
         return WEXITSTATUS(status);
     }
-    int n = argc > 1 ? atoi(argv[1]) : 50;
+    int exec = argc > 2 && strcmp(argv[1], "exec") == 0;
+    int n = atoi(argv[argc - 1]);
     double start = now();
     for (int i = 0; i < n; i++) {
         pid_t pid = fork();
-        if (pid == 0) _exit(0);
+        if (pid == 0) {
+            if (exec) {
+                char *args[] = {argv[0], "exit", NULL};
+                execv("/proc/self/exe", args);
+            }
+            _exit(0);
+        }
         int status;
         waitpid(pid, &status, 0);
     }
