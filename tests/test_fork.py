@@ -7,6 +7,7 @@ must keep no process of a unikernel once it has ended, however it ended.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -203,3 +204,30 @@ def test_pids_limit_counts_threads_and_processes(build, karn, limit):
     got = karn("--pids-limit", str(limit), build("fork_pids", extra_flags=("-pthread",)))
     assert got.returncode == 0, got.stderr
     assert got.stdout == f"threads 4 forks {min(limit - 5, 8)}\n".encode()
+
+
+def test_process_table_rules():
+    """The table's Linux rules that the programs above do not reach."""
+    from karn.abi.errno import SyscallError
+    from karn.kernel.proctable import P_ALL, WNOHANG, ProcTable, exit_wstatus
+
+    table = ProcTable()
+    child = table.new_process(1)
+    grandchild = table.new_process(child)
+    with pytest.raises(SyscallError) as err:
+        table.setpgid(1, grandchild, 0)  # not the caller's child
+    assert err.value.errno == errno.ESRCH
+    table.execed(child)
+    with pytest.raises(SyscallError) as err:
+        table.setpgid(1, child, 0)  # a child that has exec'd
+    assert err.value.errno == errno.EACCES
+    assert table.setsid(grandchild) == grandchild
+    with pytest.raises(SyscallError) as err:
+        table.setpgid(grandchild, 0, 1)  # a session leader keeps its group
+    assert err.value.errno == errno.EPERM
+    assert table.kill_targets(1, -grandchild) == [grandchild]
+    event, orphans = table.exited(child, exit_wstatus(3))
+    assert event is not None and (event.parent, event.child) == (1, child)
+    assert orphans == [grandchild] and table.get(grandchild).ppid == 1
+    assert table.wait(1, P_ALL, 0, WNOHANG) == (child, exit_wstatus(3))
+    assert table.wait(1, P_ALL, 0, WNOHANG) is None  # the orphan runs on

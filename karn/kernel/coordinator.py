@@ -71,7 +71,7 @@ class Coordinator:
             table.thread_ended(caller)
             return None
         if op == "forget":
-            table.forget(args[0])
+            table.forget(caller, args[0])
             return None
         if op == "exit":
             self._ended.add(caller)

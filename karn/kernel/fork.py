@@ -114,16 +114,22 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
                        flags, child_tid)
     sites = process_locks(proc)
     with _fork_lock:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            link.call("forget", pid)
+            raise SyscallError(errno.EAGAIN) from None
         try:
             link.attach_child(pid, ours)
             with quiesced(task, sites):
                 host_pid = os.fork()
-        except OSError as err:
+        except BaseException as err:  # no child: the table forgets the pid before its
+            link.call("forget", pid)  # link closes (a link's EOF would make a zombie)
             theirs.close()
-            link.call("forget", pid)
-            log.debug("fork: %s", err)
-            raise SyscallError(errno.EAGAIN) from None
+            if isinstance(err, OSError):
+                log.debug("fork: %s", err)
+                raise SyscallError(errno.EAGAIN) from None
+            raise
         finally:
             ours.close()
         if host_pid == 0:

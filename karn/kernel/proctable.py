@@ -131,11 +131,12 @@ class ProcTable:
         owner.children.add(pid)
         return pid
 
-    def forget(self, pid: int) -> None:
-        """A child that never started (the host fork failed)."""
-        entry = self.entries.pop(pid, None)
-        if entry is not None and entry.ppid in self.entries:
-            self.entries[entry.ppid].children.discard(pid)
+    def forget(self, parent: int, pid: int) -> None:
+        """A child of `parent` that never started (the host fork failed)."""
+        entry = self.entries.get(pid)
+        if entry is None or entry.ppid != parent:
+            raise SyscallError(errno.ESRCH)
+        self.reap(pid)
 
     def exited(self, pid: int, wstatus: int) -> tuple[ChildEvent | None, list[int]]:
         """The process ended: a zombie until its parent waits. Its children go to init.
