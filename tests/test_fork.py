@@ -231,3 +231,10 @@ def test_process_table_rules():
     assert orphans == [grandchild] and table.get(grandchild).ppid == 1
     assert table.wait(1, P_ALL, 0, WNOHANG) == (child, exit_wstatus(3))
     assert table.wait(1, P_ALL, 0, WNOHANG) is None  # the orphan runs on
+
+
+def test_fork_with_the_fast_transport(build, karn, native, same):
+    """Under --syscall-transport fast the child puts the parent's patched call sites back
+    (it has no server for them) and makes its calls by exit."""
+    probe = build("fork_wait")
+    same(native(probe), karn("--syscall-transport", "fast", probe), "fork_wait, fast")

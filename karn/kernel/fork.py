@@ -64,7 +64,6 @@ _fork_lock = threading.Lock()
 # What a child inherits and must never use or free: the parent's VM, vCPUs and tasks
 # (the vCPUs' run pages are not mapped in the child: Vcpu maps them MADV_DONTFORK).
 _inherited: list[object] = []
-_fast_warned = False
 
 
 class ChildStart(NamedTuple):
@@ -95,13 +94,8 @@ def link_of(proc: Process) -> Link:
 def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int,
                  tls: int, vfork: bool) -> int:
     proc = task.process
-    if proc.machine is None or getattr(proc.machine, "fast", None) is not None:
-        # a forked child would keep patched call sites without the server they call
-        global _fast_warned
-        if not _fast_warned:
-            _fast_warned = True
-            log.warning("fork: not with --syscall-transport fast; returning -ENOSYS")
-        raise SyscallError(errno.ENOSYS)
+    if proc.machine is None:
+        raise SyscallError(errno.ENOSYS)  # a process without a VM (never in a run)
     link = link_of(proc)
     pid = link.call("new_process", vfork)
     cpu = task.vcpu
@@ -177,6 +171,7 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     from karn.platform.machine import KvmMachine
 
     old_vm = proc.machine.vm
+    _unpatch_fast_sites(proc)
     vm = VirtualMachine(old_vm.layout, memory=old_vm.memory, kvm_fd=old_vm.kvm_fd)
     machine = KvmMachine(vm)
     proc.machine = machine
@@ -247,6 +242,21 @@ def _keep_time(proc: Process) -> None:
             clock.resync()
 
     threading.Thread(target=follow, name="karn-time", daemon=True).start()
+
+
+def _unpatch_fast_sites(proc: Process) -> None:
+    """--syscall-transport fast: the child has no server for the parent's patched call
+    sites, so it puts their original bytes back in its own copy of the code and makes
+    every call by exit (the parent's transport objects are never touched: their vCPUs
+    are the parent's)."""
+    machine = proc.machine
+    fast = getattr(machine, "fast", None) if machine is not None else None
+    if fast is None:
+        return
+    raw = machine.vm.memory.raw
+    for site in fast.patcher.patched.values():
+        raw[site.start : site.start + len(site.original)] = site.original
+    proc.mm.code_watcher = None
 
 
 def _drop_parent_threads(proc: Process) -> None:
