@@ -95,7 +95,7 @@ def test_detached_service_lifecycle(cli, service, state_dir):
     info = json.loads(cli("inspect", instance_id[:6]).stdout)[0]
     assert (info["State"], info["ExitCode"]) == ("exited", 3)
 
-    assert cli("rm", "svc").stdout.strip() == instance_id
+    assert cli("rm", "svc").stdout.strip() == "svc"  # as given, as docker prints it
     assert ps_rows(cli, "-a") == []
 
 

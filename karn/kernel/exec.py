@@ -424,6 +424,7 @@ def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str,
     proc.exec_path = filename
     proc.image = loaded
     task.comm = os.fsencode(os.path.basename(name))[:15]
+    proc.execed()
 
 
 # -- the calls ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from karn.abi.errno import SyscallError
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from karn.kernel.fs.context import FsContext
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
+    from karn.kernel.link import Link
     from karn.kernel.mm import AddressSpace
     from karn.kernel.net.stack import NetStack
     from karn.kernel.sys_timer import PosixTimer
@@ -149,6 +151,15 @@ class ThreadExit(Exception):
         self.status = status
 
 
+class Forked(BaseException):
+    """Raised in a forked monitor on the forking thread (kernel/fork.py): it unwinds the
+    parent's exit loop, and run_task calls become() instead of ending the thread."""
+
+    def __init__(self, become: Callable[[], None]) -> None:
+        super().__init__()
+        self.become = become
+
+
 class SignalSnapshot(NamedTuple):
     """A thread's state when it sent itself a fatal core-dumping signal (like a fault's)."""
 
@@ -229,17 +240,31 @@ class Process:
         self.exec_lock = threading.Lock()
         self.exec_path: str | None = None  # the path execve was given
         self.image: ProgramImage | None = None
+        # the process table (kernel/link.py), from the first fork on; None: alone, pid 1
+        self.link: Link | None = None
 
     # -- threads -----------------------------------------------------------------------
 
     def new_task(self) -> Task:
         limit = self.rlimits[RLIMIT_NPROC][0]
+        link = self.link
+        if link is not None:  # tids and pids come from one counter, the table's
+            if len(self.tasks) >= limit:
+                raise SyscallError(errno.EAGAIN)
+            tid = link.call("new_tid")  # EAGAIN past --pids-limit
+            with self.signal_lock:
+                return Task(self, tid, None)
         with self.signal_lock:
             if len(self.tasks) >= limit:
                 raise SyscallError(errno.EAGAIN)
             tid = self._next_tid
             self._next_tid += 1
             return Task(self, tid, None)
+
+    def execed(self) -> None:
+        """execve succeeded: the table learns it (a vfork parent resumes)."""
+        if self.link is not None:
+            self.link.call("exec")
 
     def start_task(self, task: Task, regs: dict[str, int], fs_base: int) -> None:
         """Give the task a vCPU and a host thread, and let it run from `regs`."""
@@ -277,6 +302,8 @@ class Process:
             last = not self.tasks
             if last and self.exit_status is None:
                 self.exit_status = task.exit_status
+        if not last and self.link is not None:  # the process's own end is counted apart
+            self.link.notify("thread_ended")
         task.waker.close()
         if self.gate is not None:
             self.gate.thread_exited()
@@ -343,8 +370,10 @@ class Process:
         sig = info.signo
         with self.signal_lock:
             action = self.actions[sig]
-            if (action.ignored(sig) or self.namespace_init and action.handler == SIG_DFL) \
-                    and sig != SIGKILL:
+            dropped = action.ignored(sig) or self.namespace_init and action.handler == SIG_DFL
+            # a dropped signal still queues while blocked (a sigwaitinfo may take it), as Linux
+            if dropped and sig != SIGKILL and not any(
+                    t.blocked & bit(sig) for t in self.tasks.values()):
                 return
             candidates = [t for t in self.tasks.values() if not t.blocked & bit(sig)]
             if self._kills_process(sig) and (candidates or sig == SIGKILL):
@@ -364,7 +393,7 @@ class Process:
     def signal_thread(self, task: Task, info: SigInfo) -> None:
         sig = info.signo
         with self.signal_lock:
-            if self.actions[sig].ignored(sig) and sig != SIGKILL:
+            if self.actions[sig].ignored(sig) and sig != SIGKILL and not task.blocked & bit(sig):
                 return
             fatal = self._kills_process(sig) and not task.blocked & bit(sig)
             if not fatal:

@@ -150,28 +150,50 @@ def sys_setregid(task: Task, rgid: int, egid: int) -> int:
 
 
 def sys_getpgrp(task: Task) -> int:
-    return task.process.pid
+    return sys_getpgid(task, 0)
 
 
 def sys_getpgid(task: Task, pid: int) -> int:
-    _own_pid(task, pid)
-    return task.process.pid
+    link = task.process.link
+    if link is None:  # alone: pid 1 leads its group and session
+        _own_pid(task, pid)
+        return task.process.pid
+    return link.call("getpgid", _pid_arg(pid))
 
 
 def sys_getsid(task: Task, pid: int) -> int:
-    _own_pid(task, pid)
-    return task.process.pid
+    link = task.process.link
+    if link is None:
+        _own_pid(task, pid)
+        return task.process.pid
+    return link.call("getsid", _pid_arg(pid))
 
 
 def sys_setsid(task: Task) -> int:
-    raise SyscallError(errno.EPERM)  # already a process-group leader, as Linux says
+    link = task.process.link
+    if link is None:
+        raise SyscallError(errno.EPERM)  # pid 1 already leads a process group
+    return link.call("setsid")
 
 
 def sys_setpgid(task: Task, pid: int, pgid: int) -> int:
-    _own_pid(task, pid)
-    if s32(pgid) not in (0, task.process.pid):
-        raise SyscallError(errno.EPERM)
+    link = task.process.link
+    if link is None:
+        _own_pid(task, pid)
+        if s32(pgid) not in (0, task.process.pid):
+            raise SyscallError(errno.EPERM)
+        return 0
+    if s32(pgid) < 0:
+        raise SyscallError(errno.EINVAL)
+    link.call("setpgid", _pid_arg(pid), s32(pgid))
     return 0
+
+
+def _pid_arg(pid: int) -> int:
+    pid = s32(pid)
+    if pid < 0:
+        raise SyscallError(errno.ESRCH)
+    return pid
 
 
 def _own_pid(task: Task, pid: int) -> None:

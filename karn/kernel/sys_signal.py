@@ -162,11 +162,14 @@ def _send(task: Task, target: Task | None, info: SigInfo) -> None:
 
 def _send_to_thread(task: Task, tgid: int | None, tid: int, sig: int, code: int) -> int:
     proc = task.process
-    if tid <= 0 or (tgid is not None and tgid != proc.pid):
-        raise SyscallError(errno.EINVAL if tid <= 0 else errno.ESRCH)
-    target = proc.tasks.get(tid)
+    if tid <= 0 or (tgid is not None and tgid <= 0):
+        raise SyscallError(errno.EINVAL)
+    target = proc.tasks.get(tid) if tgid in (None, proc.pid) else None
     if target is None:
-        raise SyscallError(errno.ESRCH)
+        if proc.link is None or tgid in (None, proc.pid):  # tkill: own threads only
+            raise SyscallError(errno.ESRCH)
+        proc.link.call("tgkill", tgid, tid, sig, code)  # another process's thread
+        return 0
     if sig:
         _send(task, target, SigInfo.from_sender(sig, code, proc.pid))
     return 0
@@ -175,8 +178,12 @@ def _send_to_thread(task: Task, tgid: int | None, tid: int, sig: int, code: int)
 def sys_kill(task: Task, pid: int, sig: int) -> int:
     pid, sig = s32(pid), check_signal(s32(sig), allow_zero=True)
     proc = task.process
-    # -1 is every process but the caller (and init), never group 1: the guest is alone.
-    if pid == -1 or pid not in (0, proc.pid, -proc.pid):
+    if proc.link is not None and pid != proc.pid:
+        # other processes: the table sends to them; the caller's own share is sent here
+        if not proc.link.call("kill", pid, sig):
+            return 0
+    elif pid == -1 or pid not in (0, proc.pid, -proc.pid):
+        # alone: -1 is every process but the caller (and init), never group 1
         raise SyscallError(errno.ESRCH)
     if sig:
         _send(task, None, SigInfo.from_sender(sig, SI_USER, proc.pid))
@@ -227,8 +234,7 @@ HANDLERS = {
 }
 
 NOTES = {
-    "kill": "Only the guest's own process exists: pid 1 and 0 reach it; others, -1 "
-    "included (every process but the caller), give ESRCH.",
+    "kill": "To any guest process, group (kill(-pgid), kill(0)) or all (-1).",
 }
 
 _ = (SI_QUEUE, bit)

@@ -58,23 +58,34 @@ RR_TIMESLICE_NS = 100_000_000  # Linux's SCHED_RR quantum
 FAIR_SLICE_NS = 3_000_000  # Linux's default slice for SCHED_OTHER (sched_base_slice)
 
 _CLONE_ARGS = struct.Struct("<11Q")
-_fork_warned = False
+# Sharing a process cannot have with another monitor's: its fd table, cwd, handlers.
+SHARED_STATE_FLAGS = CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_PARENT | CLONE_PTRACE
+_sharing_warned = False
 
 
-def _no_processes(what: str) -> None:
-    global _fork_warned
-    if not _fork_warned:
-        _fork_warned = True
-        log.warning("%s: creating processes is not supported (one program per "
-                    "unikernel); returning -ENOSYS", what)
-    raise SyscallError(errno.ENOSYS)
+def _new_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int,
+                 tls: int) -> int:
+    """clone without CLONE_THREAD: a child process (kernel/fork.py). CLONE_VM|CLONE_VFORK
+    (posix_spawn, Go's os/exec) is served as vfork: a copy, the parent waiting."""
+    global _sharing_warned
+    sharing = flags & SHARED_STATE_FLAGS or (flags & CLONE_VM and not flags & CLONE_VFORK)
+    if sharing:
+        if not _sharing_warned:
+            _sharing_warned = True
+            log.warning("clone: a child process sharing memory, files or handlers with its "
+                        "parent (flags %#x) is not supported; returning -ENOSYS", flags)
+        raise SyscallError(errno.ENOSYS)
+    from karn.kernel.fork import fork_process
+
+    return fork_process(task, flags, stack, parent_tid, child_tid, tls,
+                        vfork=bool(flags & CLONE_VFORK))
 
 
 def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, tls: int,
            exit_signal: int) -> int:
+    if not flags & CLONE_THREAD:
+        return _new_process(task, flags, stack, parent_tid, child_tid, tls)
     if flags & THREAD_FLAGS != THREAD_FLAGS or flags & CLONE_VFORK:
-        if not flags & CLONE_THREAD:
-            _no_processes("fork/clone without CLONE_THREAD")
         raise SyscallError(errno.EINVAL)  # thread without shared VM/handlers: invalid
     if flags & ~ALLOWED_THREAD_FLAGS or exit_signal:
         raise SyscallError(errno.EINVAL)
@@ -106,6 +117,8 @@ def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, 
     except (SyscallError, PlatformError) as err:  # no thread started: undo the task
         with proc.signal_lock:
             proc.tasks.pop(child.tid, None)
+        if proc.link is not None:
+            proc.link.notify("thread_ended")
         child.waker.close()
         account.charge(-THREAD_HOST_COST)
         raise SyscallError(err.errno if isinstance(err, SyscallError) else errno.EAGAIN) from None
@@ -130,13 +143,11 @@ def sys_clone3(task: Task, uargs: int, size: int) -> int:
 
 
 def sys_fork(task: Task) -> int:
-    _no_processes("fork")
-    return 0
+    return _new_process(task, 0, 0, 0, 0, 0)
 
 
 def sys_vfork(task: Task) -> int:
-    _no_processes("vfork")
-    return 0
+    return _new_process(task, CLONE_VFORK, 0, 0, 0, 0)
 
 
 def sys_exit(task: Task, status: int) -> int:
@@ -282,8 +293,11 @@ HANDLERS = {
 NOTES = {
     "sched_rr_get_interval": "SCHED_RR's 100 ms, 0 for SCHED_FIFO, Linux's default 3 ms "
     "slice otherwise (not the host's, which varies with its load).",
-    "clone": "Threads only (CLONE_VM|CLONE_THREAD|...); creating a process gives ENOSYS.",
-    "clone3": "Threads only; set_tid, cgroup and pidfd are refused with EINVAL.",
+    "clone": "Threads, and processes as fork (CLONE_VM|CLONE_VFORK as vfork); a process "
+    "sharing files, cwd or handlers with its parent gives ENOSYS.",
+    "clone3": "As clone; set_tid, cgroup and pidfd are refused with EINVAL.",
+    "vfork": "A fork (copy-on-write) whose parent waits until the child execs or exits: "
+    "what the child writes is not seen by the parent.",
     "sched_setscheduler": "Recorded and reported back; the host schedules the vCPU "
     "threads as before.",
     "sched_setparam": "Recorded and reported back; the host schedules the vCPU threads as "

@@ -34,6 +34,7 @@ from karn.kernel import (
     sys_time,
     sys_timer,
     sys_timerfd,
+    sys_wait,
 )
 from karn.kernel.process import ProcessExit, ThreadExit
 
@@ -50,6 +51,7 @@ AREAS: tuple[ModuleType, ...] = (
     sys_net,
     sys_timerfd,
     sys_exec,
+    sys_wait,
 )
 
 Handler = Callable[..., int]
@@ -81,16 +83,11 @@ class Denied(NamedTuple):
     kill: bool
 
 
-_NO_PROCESSES = "one program per unikernel: no process is created"
-
 # The calls refused with a fixed errno. Those an area serves raise it themselves (the
 # real-guest test holds them to it); the others are refused here, without a log line.
 ERRORS: dict[str, Error] = {
     "rseq": Error(errno.ENOSYS, "as a kernel built without rseq; glibc falls back"),
-    "fork": Error(errno.ENOSYS, _NO_PROCESSES),
-    "vfork": Error(errno.ENOSYS, _NO_PROCESSES),
     "ptrace": Error(errno.EPERM, "nothing in the guest may be traced (as without CAP_SYS_PTRACE)"),
-    "setsid": Error(errno.EPERM, "the guest is pid 1, already a process-group leader"),
 }
 
 

@@ -15,7 +15,7 @@ from karn.abi.signals import SIGSEGV
 from karn.kernel.blocking import WouldBlock, forbid_waits
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.fastmap import MAY_BLOCK
-from karn.kernel.process import COUNTED_SYSCALLS, ProcessExit, ThreadExit
+from karn.kernel.process import COUNTED_SYSCALLS, Forked, ProcessExit, ThreadExit
 from karn.kernel.signals import (
     SA_NODEFER,
     SA_RESETHAND,
@@ -175,6 +175,8 @@ class ObservedTaskLoop(TaskLoop):
         token = observer.syscall_enter(task, nr, args)
         try:
             result = TaskLoop.syscall(self, nr, a0, a1, a2, a3, a4, a5)
+        except Forked:
+            raise  # a forked child: the parent reports the call (its result is the pid)
         except BaseException:
             observer.syscall_exit(task, nr, args, None, token)
             raise
@@ -269,6 +271,8 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
         if observer is not None:
             observer.thread_started(task)
         task.vcpu.run(loop, gate)
+    except Forked as forked:  # this is now the child's monitor: it never comes back here
+        forked.become()
     except ThreadExit:
         pass
     except ProcessExit as done:

@@ -108,16 +108,24 @@ def cpuid_entry(cpuid: K.kvm_cpuid2, function: int, index: int = 0) -> K.kvm_cpu
 class VirtualMachine:
     """A KVM VM whose guest memory and system tables are fully built before any vCPU runs."""
 
-    def __init__(self, layout: Layout, device: str | None = None) -> None:
+    def __init__(self, layout: Layout, device: str | None = None,
+                 memory: HostGuestMemory | None = None, kvm_fd: int | None = None) -> None:
+        """A new VM; over `memory` (a forked monitor's inherited guest RAM, tables and all)
+        nothing is built: a fresh VM reads the page tables already in it. `kvm_fd`: an
+        open /dev/kvm (a forked monitor's inherited one: a confined monitor cannot open
+        it again)."""
         self.layout = layout
-        self.kvm_fd = open_kvm(device)
+        self.kvm_fd = open_kvm(device) if kvm_fd is None else kvm_fd
         try:
             self.fd = _ioctl(self.kvm_fd, K.KVM_CREATE_VM, 0)
         except OSError as err:
             raise PlatformError(f"cannot create a KVM virtual machine: {err.strerror}") from None
         self.vcpu_mmap_size = _ioctl(self.kvm_fd, K.KVM_GET_VCPU_MMAP_SIZE)
         self.cpuid = supported_cpuid(self.kvm_fd)
-        self.memory = HostGuestMemory(layout.span, NULL_GUARD, layout.user_end)
+        adopted = memory is not None
+        if memory is None:
+            memory = HostGuestMemory(layout.span, NULL_GUARD, layout.user_end)
+        self.memory = memory
         region = K.kvm_userspace_memory_region(
             slot=0,
             flags=0,
@@ -129,6 +137,8 @@ class VirtualMachine:
             _ioctl(self.fd, K.KVM_SET_USER_MEMORY_REGION, region)
         except OSError as err:
             raise PlatformError(f"KVM refused guest memory: {err.strerror}") from None
+        if adopted:
+            return
         self._build_page_tables()
         self._build_idt()
         self._build_code_pages()

@@ -212,6 +212,22 @@ class TimePage:
         self._offsets = s.offsets
         self._last = time.monotonic()
 
+    def forked(self, machine: KvmMachine) -> None:
+        """In a forked monitor: read the TSC through the child's own VM (the parent's
+        vCPUs are not there) and start over from a sample, since a new VM's TSC may not
+        be its parent's (hardware KVM offsets it per VM)."""
+        self._lock = threading.Lock()
+        self._tsc = GuestTsc(machine)
+        if self._mono is None:
+            return
+        try:
+            self._start(self._tsc.sample())
+        except (OSError, PlatformError) as err:
+            log.debug("vDSO clocks make system calls in a forked process: %s", err)
+            self._mono = None
+        if self._mapped():
+            self._publish()
+
     def resync(self) -> bool:
         """Follow the host's clocks; cheap unless `interval` has passed. Whether the
         page was rewritten."""

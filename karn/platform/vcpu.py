@@ -8,6 +8,7 @@ a GuestFault; it knows nothing about Linux.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import mmap
 import os
@@ -109,8 +110,9 @@ class Vcpu:
             self.fd = fcntl.ioctl(vm.fd, K.KVM_CREATE_VCPU, index)
         except OSError as err:
             raise PlatformError(f"cannot create vCPU {index}: {err.strerror}") from None
-        self._run_map = mmap.mmap(self.fd, vm.vcpu_mmap_size, mmap.MAP_SHARED)
-        self.run_page = K.kvm_run.from_buffer(self._run_map)
+        self._run_size = vm.vcpu_mmap_size
+        self._run_address = _map_run_page(self.fd, self._run_size)
+        self.run_page = K.kvm_run.from_address(self._run_address)
         self.regs = self.run_page.s.regs
         self.sregs = self.run_page.s.sregs
         fcntl.ioctl(self.fd, K.KVM_SET_CPUID2, vm.cpuid)
@@ -418,5 +420,27 @@ class Vcpu:
 
     def close(self) -> None:
         del self.regs, self.sregs, self.run_page
-        self._run_map.close()
+        _libc.munmap(ctypes.c_void_p(self._run_address), ctypes.c_size_t(self._run_size))
         os.close(self.fd)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long)
+_libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _map_run_page(fd: int, size: int) -> int:
+    """The vCPU's kvm_run page, mapped without a Python mmap object (which would keep a
+    dup of the vCPU fd that a forked monitor could not find to close) and kept out of
+    forked monitors (MADV_DONTFORK: the child's VM is its own)."""
+    address = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    if address in (None, MAP_FAILED):
+        err = ctypes.get_errno()
+        os.close(fd)
+        raise PlatformError(f"cannot map a vCPU's run page: {os.strerror(err)}")
+    _libc.madvise(ctypes.c_void_p(address), ctypes.c_size_t(size), mmap.MADV_DONTFORK)
+    return address

@@ -43,9 +43,12 @@ UNCONDITIONAL: tuple[str, ...] = (
 )
 
 # Allowed only with the arguments seccomp.py checks.
-CONDITIONAL: tuple[str, ...] = ("clone", "socket", "socketpair", "ioctl", "kill", "tgkill")
+CONDITIONAL: tuple[str, ...] = ("clone", "socket", "socketpair", "ioctl", "kill", "tgkill",
+                                 "prctl")
+CLONE_VM = 0x00000100
 CLONE_THREAD = 0x00010000
 CLONE_NAMESPACES = 0x7E020000  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
+PR_SET_CHILD_SUBREAPER = 36  # the first monitor adopts orphaned monitors (coordinator.py)
 SOCKET_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6)
 SOCKET_TYPES = (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_SEQPACKET)  # not raw/packet
 SOCK_TYPE_MASK = 0xF

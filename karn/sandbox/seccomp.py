@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 
 from karn import log
 from karn.abi.syscalls import SYSCALL_NUMBERS
@@ -13,6 +14,7 @@ from karn.sandbox.bpf import Arg, Rule
 
 ALLOW = bpf.RET_ALLOW
 DENY = bpf.errno_action(errno.EPERM)
+KICK_SIGNAL = signal.SIGRTMIN + 2  # platform/vcpu.py's (not imported: it loads KVM)
 
 
 def allowed_names() -> list[str]:
@@ -23,14 +25,20 @@ def allowed_names() -> list[str]:
 def rules(pid: int) -> dict[int, list[Rule]]:
     """allowlist.py as rules by syscall number; everything else is denied (EPERM)."""
     by_name: dict[str, list[Rule]] = {name: [Rule(ALLOW)] for name in A.UNCONDITIONAL}
-    # threads only: no fork, no new namespaces
-    by_name["clone"] = [Rule(ALLOW, (Arg(0, A.CLONE_THREAD, A.CLONE_THREAD | A.CLONE_NAMESPACES),))]
+    # threads, and copies of the monitor for guest fork (kernel/fork.py: same filter, same
+    # Landlock domain); never new namespaces, never a process sharing memory
+    by_name["clone"] = [
+        Rule(ALLOW, (Arg(0, A.CLONE_THREAD, A.CLONE_THREAD | A.CLONE_NAMESPACES),)),
+        Rule(ALLOW, (Arg(0, 0, A.CLONE_VM | A.CLONE_THREAD | A.CLONE_NAMESPACES),))]
     by_name["socket"] = [Rule(ALLOW, (Arg(0, family), Arg(1, kind, A.SOCK_TYPE_MASK)))
                          for family in A.SOCKET_FAMILIES for kind in A.SOCKET_TYPES]
     by_name["socketpair"] = [Rule(ALLOW, (Arg(0, A.SOCKET_FAMILIES[0]),))]
     by_name["ioctl"] = [Rule(ALLOW, (Arg(1, A.KVMIO << 8, 0xFF00),)),
                         *(Rule(ALLOW, (Arg(1, request),)) for request in A.IOCTLS)]
-    by_name["tgkill"] = [Rule(ALLOW, (Arg(0, pid),))]  # own threads only (vCPU kicks)
+    # vCPU kicks: own threads; a forked monitor's pid differs from `pid`, so the kick
+    # signal itself is allowed too (to another monitor's thread at worst a spurious EINTR)
+    by_name["tgkill"] = [Rule(ALLOW, (Arg(0, pid),)), Rule(ALLOW, (Arg(2, KICK_SIGNAL),))]
+    by_name["prctl"] = [Rule(ALLOW, (Arg(0, A.PR_SET_CHILD_SUBREAPER),))]
     by_name["kill"] = [Rule(ALLOW, (Arg(0, pid),))]
     for name in A.KILL:
         by_name[name] = [Rule(bpf.RET_KILL_PROCESS)]

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""fork+exit+wait and fork+exec+wait per operation, native and under karn, and what a
+forked child of a big parent adds to the host's resident memory (issue 15):
+
+    python3 bench/fork.py [--runs N] [--forks N] [--mib N]
+
+Each run measures inside the program (bench/fork_loop.c; start-up excluded); medians of
+--runs runs in ms per operation. Then a parent touching --mib MiB forks a child that waits:
+the host memory of the child's monitor process from /proc/PID/smaps_rollup (Rss counts
+pages shared with the parent; Private is what the child added), beside the parent's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+KARN = [sys.executable, "-m", "karn", "run"]
+
+
+def build(out: Path) -> Path:
+    program = out / "fork_loop"
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(program), str(BENCH / "fork_loop.c")],
+                   check=True)
+    return program
+
+
+def per_fork(cmd: list[str]) -> float:
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=600).stdout
+    return float(out.split()[-1]) / 1000
+
+
+def memory(pid: int) -> dict[str, int]:
+    """KiB by smaps_rollup field."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0])
+    return fields
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def cow(program: Path, mib: int) -> None:
+    proc = subprocess.Popen([*KARN, "-m", f"{4 * mib}m", str(program), "cow", str(mib)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        (child,) = children(proc.pid)
+        for name, pid in (("parent monitor", proc.pid), ("child monitor", child)):
+            m = memory(pid)
+            private = m["Private_Clean"] + m["Private_Dirty"]
+            print(f"  {name:15} Rss {m['Rss'] / 1024:7.1f} MiB  Pss {m['Pss'] / 1024:7.1f} MiB"
+                  f"  Private {private / 1024:7.1f} MiB")
+    finally:
+        proc.communicate(b"\n", timeout=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--forks", type=int, default=20)
+    parser.add_argument("--mib", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        program = build(Path(tmp))
+        for what, mode in (("fork+exit+wait", []), ("fork+exec+wait", ["exec"])):
+            native, karn = [], []
+            for _ in range(args.runs):  # taking turns: a change in load falls on both
+                native.append(per_fork([str(program), *mode, str(args.forks * 10)]))
+                karn.append(per_fork([*KARN, str(program), *mode, str(args.forks)]))
+            print(f"{what}  native {statistics.median(native):8.2f} ms   "
+                  f"karn {statistics.median(karn):8.2f} ms   (median of {args.runs}, "
+                  f"load average {os.getloadavg()[0]:.1f})")
+        print(f"a {args.mib} MiB parent forks a child that waits:")
+        cow(program, args.mib)
+
+
+if __name__ == "__main__":
+    main()

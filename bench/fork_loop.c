@@ -1,0 +1,60 @@
+/* bench/fork.py's guest: fork+exit+wait N times (prints µs per operation); `exec N`:
+   fork+execve(this program, "exit")+wait N times; `cow MIB`: touch MIB MiB, fork a child
+   that waits on stdin, print "ready". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "exit") == 0)
+        return 0;
+    if (argc > 2 && strcmp(argv[1], "cow") == 0) {
+        size_t size = (size_t)atoi(argv[2]) << 20;
+        char *heap = malloc(size);
+        memset(heap, 1, size);
+        int go[2];
+        pipe(go);
+        pid_t pid = fork();
+        if (pid == 0) {
+            char c;
+            close(go[1]);
+            read(go[0], &c, 1);  /* the parent's stdin decides when we end */
+            _exit(heap[size - 1] == 1 ? 0 : 1);
+        }
+        close(go[0]);
+        printf("ready\n");
+        fflush(stdout);
+        char line[8];
+        fgets(line, sizeof line, stdin);
+        write(go[1], "x", 1);
+        int status;
+        waitpid(pid, &status, 0);
+        return WEXITSTATUS(status);
+    }
+    int exec = argc > 2 && strcmp(argv[1], "exec") == 0;
+    int n = atoi(argv[argc - 1]);
+    double start = now();
+    for (int i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            if (exec) {
+                char *args[] = {argv[0], "exit", NULL};
+                execv("/proc/self/exe", args);
+            }
+            _exit(0);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+    }
+    printf("%.1f\n", (now() - start) / n * 1e6);
+    return 0;
+}

@@ -1,0 +1,257 @@
+"""The first monitor's process table server (docs/design/processes.md, section 7.1).
+
+Made at the first fork of pid 1: the table (proctable.py) under one lock, a thread that
+answers the other monitors' links, and LocalLink for pid 1's own calls. News for a
+process go to its monitor's link (or straight to pid 1's Process). A link that reaches
+end of file without its process having said how it ended is a monitor that died (the
+host killed it): its process ends as by SIGKILL.
+
+The first monitor ignores SIGCHLD at the host level (its forked monitors are reaped by
+the host kernel; guest exit statuses travel over the links) and is made a child
+subreaper, so monitors orphaned by an ending parent monitor are reaped here too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import selectors
+import signal
+import socket
+import threading
+from typing import TYPE_CHECKING, Any
+
+from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SI_USER, SIGKILL
+from karn.kernel.link import MESSAGE_MAX, Link, decode_message, send_message
+from karn.kernel.proctable import ProcTable, signal_wstatus
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Process
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+class Coordinator:
+    def __init__(self, proc: Process, pids_limit: int | None) -> None:
+        self.proc = proc
+        self.table = ProcTable(proc.pid, proc._next_tid, pids_limit)
+        self.table.entries[proc.pid].threads = max(len(proc.tasks) - 1, 0)
+        self.lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._socks: dict[int, socket.socket] = {}  # pid -> its monitor's link
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, 0)
+        self._ended: set[int] = set()  # processes that said how they ended
+        _reap_host_children()
+        self._thread = threading.Thread(target=self._serve, name="karn-coordinator",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- requests ----------------------------------------------------------------------
+
+    def handle(self, caller: int, op: str, args: list) -> Any:
+        """One request of process `caller`; news are sent after the lock is dropped."""
+        news: list[tuple[int, tuple]] = []
+        with self.lock:
+            result = self._handle(caller, op, args, news)
+        for pid, message in news:
+            self.send(pid, message)
+        return result
+
+    def _handle(self, caller: int, op: str, args: list, news: list) -> Any:
+        table = self.table
+        if op == "new_process":
+            return table.new_process(caller, bool(args[0]))
+        if op == "new_tid":
+            return table.new_thread(caller)
+        if op == "thread_ended":
+            table.thread_ended(caller)
+            return None
+        if op == "forget":
+            table.forget(caller, args[0])
+            return None
+        if op == "exit":
+            self._ended.add(caller)
+            self._exited(caller, args[0], news)
+            return None
+        if op == "exec":
+            parent = table.execed(caller)
+            if parent:
+                news.append((parent, ("released", caller)))
+            return None
+        if op == "wait":
+            return table.wait(caller, *args)
+        if op == "reap":
+            entry = table.entries.get(args[0])
+            if entry is not None and entry.zombie and entry.ppid == caller:
+                table.reap(args[0])
+            return None
+        if op == "kill":
+            pid, signo = args
+            targets = table.kill_targets(caller, pid)
+            for target in targets:
+                if target != caller and signo:
+                    news.append((target, ("signal", 0, signo, SI_USER, caller)))
+            return caller in targets
+        if op == "tgkill":
+            tgid, tid, signo, code = args
+            if table.get(tgid).zombie:
+                raise SyscallError(errno.ESRCH)
+            if signo:
+                news.append((tgid, ("signal", tid, signo, code, caller)))
+            return None
+        if op == "setpgid":
+            table.setpgid(caller, *args)
+            return None
+        if op == "setsid":
+            return table.setsid(caller)
+        if op == "getpgid":
+            return table.getpgid(caller, args[0])
+        if op == "getsid":
+            return table.getsid(caller, args[0])
+        raise SyscallError(errno.EINVAL)
+
+    def _exited(self, pid: int, wstatus: int, news: list) -> None:
+        event, orphans = self.table.exited(pid, wstatus)
+        if event is not None:
+            news.append((event.parent, ("child", event.child, event.wstatus)))
+        for orphan in orphans:
+            news.append((orphan, ("reparent", 1)))
+            entry = self.table.entries.get(orphan)
+            if entry is not None and entry.zombie:  # an orphaned zombie: init may reap it
+                news.append((1, ("child", orphan, entry.wstatus)))
+
+    # -- links -------------------------------------------------------------------------
+
+    def attach(self, pid: int, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        with self.lock:
+            self._socks[pid] = sock
+        self._selector.register(sock, selectors.EVENT_READ, pid)
+        self._wake_w.send(b"x")  # the server's select() must see the new link
+
+    def close_in_child(self) -> None:
+        """In a forked monitor: close the server's sockets (copies of the first monitor's;
+        a link kept open here would never reach end of file)."""
+        for sock in list(self._socks.values()):
+            sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self._selector.close()
+
+    def send(self, pid: int, message: tuple) -> None:
+        if pid == self.proc.pid:
+            self.proc.link.deliver(message)
+            return
+        sock = self._socks.get(pid)
+        if sock is None:
+            return  # it has ended
+        try:
+            send_message(sock, message)
+        except OSError as err:  # a wedged or dead monitor must not stop the server
+            log.debug("process table: news for pid %d lost: %s", pid, err)
+
+    def _serve(self) -> None:
+        while True:
+            for key, _mask in self._selector.select():
+                pid = key.data
+                if not pid:
+                    self._wake_r.recv(4096)
+                    continue
+                self._read(pid, key.fileobj)
+
+    def _read(self, pid: int, sock: Any) -> None:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, MESSAGE_MAX, 1)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            self._detach(pid, sock)
+            return
+        try:
+            _kind, ident, op, args = decode_message(data)
+            if op == "attach":
+                self._attach_child(pid, args[0], fds)
+                result: Any = None
+            else:
+                result = self.handle(pid, op, args)
+            reply = ("reply", ident, True, result)
+        except SyscallError as err:
+            reply = ("reply", ident, False, err.errno)
+        except (ValueError, TypeError, KeyError, IndexError) as err:
+            # not what a karn monitor sends: that monitor is no longer running karn's code
+            log.warning("process table: pid %d sent a malformed request (%s); ending it",
+                        pid, err)
+            for fd in fds:
+                os.close(fd)
+            self._detach(pid, sock)
+            return
+        if ident:
+            try:
+                send_message(sock, reply)
+            except OSError as err:
+                log.debug("process table: reply to pid %d lost: %s", pid, err)
+
+    def _attach_child(self, caller: int, pid: int, fds: list[int]) -> None:
+        """A monitor hands over the link end of the child it is about to fork."""
+        if len(fds) != 1:
+            raise ValueError("an attach without exactly one fd")
+        end = socket.socket(fileno=fds[0])
+        with self.lock:
+            entry = self.table.entries.get(pid)
+            valid = entry is not None and entry.ppid == caller and pid not in self._socks
+        if not valid:
+            end.close()
+            raise SyscallError(errno.EINVAL)
+        self.attach(pid, end)
+
+    def _detach(self, pid: int, sock: Any) -> None:
+        self._selector.unregister(sock)
+        sock.close()
+        news: list[tuple[int, tuple]] = []
+        with self.lock:
+            self._socks.pop(pid, None)
+            if pid not in self._ended:  # its monitor died without a word
+                self._exited(pid, signal_wstatus(SIGKILL, False), news)
+        for target, message in news:
+            self.send(target, message)
+
+
+class LocalLink(Link):
+    """pid 1's link: calls on the coordinator in its own monitor."""
+
+    def __init__(self, proc: Process, coordinator: Coordinator) -> None:
+        super().__init__(proc)
+        self.coordinator = coordinator
+
+    def call(self, op: str, *args: Any) -> Any:
+        return self.coordinator.handle(self.proc.pid, op, list(args))
+
+    def notify(self, op: str, *args: Any) -> None:
+        self.coordinator.handle(self.proc.pid, op, list(args))
+
+    def attach_child(self, pid: int, end: socket.socket) -> None:
+        self.coordinator.attach(pid, socket.socket(fileno=end.detach()))
+
+    def close_in_child(self) -> None:
+        self.coordinator.close_in_child()
+
+
+def start_coordinator(proc: Process, pids_limit: int | None) -> LocalLink:
+    return LocalLink(proc, Coordinator(proc, pids_limit))
+
+
+def _reap_host_children() -> None:
+    """Forked monitors are reaped by the host kernel (SIGCHLD ignored: no host zombies);
+    as a subreaper, this monitor also adopts monitors whose parent monitor ended."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal(signal.SIGCHLD, ctypes.c_void_p(1))  # SIG_IGN
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.debug("process table: not a child subreaper (errno %d)", ctypes.get_errno())

@@ -1,0 +1,350 @@
+"""fork, vfork and clone without CLONE_VM: a new guest process is a new monitor process
+with its own VM (docs/design/processes.md, sections 3 and 4).
+
+The parent's monitor forks itself on the thread serving the call, holding the locks of
+forklocks.py. Guest RAM is host anonymous memory, so the host kernel copies it on write;
+the Python objects of the kernel state (fd table, signal dispositions, cwd, umask,
+rlimits, credentials, memory map) are copied the same way. In the child, Forked unwinds
+the parent's exit loop up to run_task, which calls become_child(): a fresh KVM VM over
+the inherited memory (a VM cannot be shared across a fork; the page tables are in guest
+RAM and a fresh VM reads them as they are), one vCPU started with the caller's registers
+and rax = 0, and new per-process services (gate, futexes, timers, the link to the
+process table). Only the calling thread lives on, as in Linux.
+
+What the child shares with the parent, as Linux: every open file description that is a
+host fd (pipes, sockets, eventfds, host and volume files, stdio), offsets included. What
+it does not: tmpfs files and other in-monitor files (their offsets and, for tmpfs, their
+contents are copies from the fork on), and SCM_RIGHTS tokens in flight.
+
+vfork is this fork with the parent suspended until the child execs or exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING, NamedTuple
+
+from karn import log
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SI_USER
+from karn.kernel.cpugate import CpuGate
+from karn.kernel.cputime import monitor_times
+from karn.kernel.forklocks import LockSite, process_locks, quiesced, renew
+from karn.kernel.futex import FutexTable
+from karn.kernel.limits import RLIMIT_NPROC
+from karn.kernel.link import Link, RemoteLink
+from karn.kernel.process import COUNTED_SYSCALLS, Forked, Task
+from karn.kernel.proctable import exit_wstatus, signal_wstatus
+from karn.kernel.signals import PendingSignals, SigInfo
+from karn.kernel.timers import TimerService
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Process
+    from karn.kernel.threads import Observer
+    from karn.platform.timepage import TimePage
+
+CLONE_SETTLS = 0x80000
+CLONE_PARENT_SETTID = 0x100000
+CLONE_CHILD_CLEARTID = 0x200000
+CLONE_CHILD_SETTID = 0x1000000
+# Host signals a monitor passes to its guest process (a terminal's Ctrl-C reaches every
+# monitor of the unikernel: they share karn's host process group).
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+INTERNAL_FAILURE = 125
+PAGE_FAULT = 14
+
+# One fork at a time per monitor: a child must not inherit another child's link end.
+_fork_lock = threading.Lock()
+# What a child inherits and must never use or free: the parent's VM, vCPUs and tasks
+# (the vCPUs' run pages are not mapped in the child: Vcpu maps them MADV_DONTFORK).
+_inherited: list[object] = []
+
+
+class ChildStart(NamedTuple):
+    """What the child needs of the forking thread, taken before the fork."""
+
+    pid: int
+    ppid: int
+    regs: dict[str, int]
+    fs_base: int
+    gs_base: int
+    fpu: bytes
+    flags: int
+    child_tid: int
+
+
+def link_of(proc: Process) -> Link:
+    """The process's link to the table; the first fork of the first process makes the
+    table (coordinator.py)."""
+    link = proc.link
+    if link is None:
+        from karn.kernel.coordinator import start_coordinator
+
+        link = start_coordinator(proc, proc.rlimit_ceilings.get(RLIMIT_NPROC))
+        proc.link = link
+    return link
+
+
+def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int,
+                 tls: int, vfork: bool) -> int:
+    proc = task.process
+    if proc.machine is None:
+        raise SyscallError(errno.ENOSYS)  # a process without a VM (never in a run)
+    link = link_of(proc)
+    pid = link.call("new_process", vfork)
+    cpu = task.vcpu
+    regs = cpu.get_context()
+    regs["rax"] = 0
+    if stack:
+        regs["rsp"] = stack
+    fs_base = tls if flags & CLONE_SETTLS else cpu.get_fs_base()
+    start = ChildStart(pid, proc.pid, regs, fs_base, cpu.get_gs_base(), cpu.get_fpu(),
+                       flags, child_tid)
+    sites = process_locks(proc)
+    with _fork_lock:
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        except OSError:
+            link.call("forget", pid)
+            raise SyscallError(errno.EAGAIN) from None
+        try:
+            link.attach_child(pid, ours)
+            with quiesced(task, sites):
+                host_pid = os.fork()
+        except BaseException as err:  # no child: the table forgets the pid before its
+            link.call("forget", pid)  # link closes (a link's EOF would make a zombie)
+            theirs.close()
+            if isinstance(err, OSError):
+                log.debug("fork: %s", err)
+                raise SyscallError(errno.EAGAIN) from None
+            raise
+        finally:
+            ours.close()
+        if host_pid == 0:
+            raise Forked(lambda: become_child(task, start, theirs, sites))
+        theirs.close()
+    if flags & CLONE_PARENT_SETTID:
+        task.mem.write_u32(parent_tid, pid)
+    if vfork:
+        link.wait_released(task, pid)
+    return pid
+
+
+# -- in the child ---------------------------------------------------------------------
+
+
+def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
+                 sites: list[LockSite]) -> None:
+    """The forked monitor's life: rebuild, run the one thread, report, end. Never
+    returns (os._exit: the parent's Python state must not run its clean-ups here)."""
+    try:
+        renew(sites)
+        proc = parent_task.process
+        task = _rebuild(proc, parent_task, start, link_end)
+        _forward_host_signals(proc)
+        _keep_time(proc)
+        from karn.kernel.threads import run_task
+
+        run_task(task, proc.gate)
+        proc.done.wait()
+        _finish(proc)
+    except BaseException as err:  # a monitor bug in a child: say it, end the child (the
+        # table hears of it as of a monitor killed: its link closes without a word)
+        os.write(2, f"karn: forked process {start.pid}: internal error: {err!r}\n".encode())
+    finally:
+        os._exit(0)
+
+
+def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
+             link_end: socket.socket) -> Task:
+    old_link = proc.link
+    assert old_link is not None
+    old_link.close_in_child()
+    _drop_parent_threads(proc)
+    from karn.platform.kvm import VirtualMachine
+    from karn.platform.machine import KvmMachine
+
+    old_vm = proc.machine.vm
+    _unpatch_fast_sites(proc)
+    vm = VirtualMachine(old_vm.layout, memory=old_vm.memory, kvm_fd=old_vm.kvm_fd)
+    machine = KvmMachine(vm)
+    proc.machine = machine
+    proc.pid, proc.ppid = start.pid, start.ppid
+    _reset_process_state(proc)
+    proc.observer = _child_observer(proc.observer)
+    link = RemoteLink(proc, link_end)
+    proc.link = link
+    link.start()
+
+    task = Task(proc, start.pid, None)
+    task.comm = parent_task.comm
+    task.set_blocked(parent_task.blocked)
+    task.altstack = parent_task.altstack
+    task.nice = parent_task.nice
+    task.sched_policy, task.sched_priority = parent_task.sched_policy, parent_task.sched_priority
+    if start.flags & CLONE_CHILD_SETTID:
+        task.mem.write_u32(start.child_tid, start.pid)
+    if start.flags & CLONE_CHILD_CLEARTID:
+        task.clear_child_tid = start.child_tid
+    clock = _time_page(proc)
+    if clock is not None:
+        clock.forked(machine)  # its TSC sample's vCPU goes back to the pool, for the task
+    cpu = machine.new_cpu()
+    cpu.start(start.regs, start.fs_base)
+    cpu.set_fpu(start.fpu)
+    if start.gs_base:
+        cpu.set_gs_base(start.gs_base)
+    task.cpu = cpu
+    assert proc.gate is not None
+    proc.gate.thread_started(cpu, proc._kick_all)
+    return task
+
+
+def _child_observer(observer: Observer | None) -> Observer | None:
+    """--trace follows forked processes (their lines carry their own pids); the other
+    debug features (gdb, syscall history, core dumps, the summary) stay with the first
+    process, as the design says of --gdb."""
+    if observer is None:
+        return None
+    from karn.debug.tracer import Tracer
+
+    parts = getattr(observer, "parts", [observer])
+    tracers = [p for p in parts if isinstance(p, Tracer)]
+    for tracer in tracers:
+        tracer.lock = threading.Lock()  # another thread may have held it at the fork
+    return tracers[0] if tracers else None
+
+
+def _time_page(proc: Process) -> TimePage | None:
+    """The vDSO's time page, kept by this monitor (none with --no-vdso)."""
+    from karn.platform.timepage import TimePage
+
+    settings = proc.load_settings
+    clock = settings.clock if settings is not None else None
+    return clock if isinstance(clock, TimePage) else None
+
+
+def _keep_time(proc: Process) -> None:
+    """What the first monitor's main loop does for it (run/runner.py): the time page
+    follows the host's clocks while the process runs."""
+    clock = _time_page(proc)
+    if clock is None:
+        return
+
+    def follow() -> None:
+        while not proc.done.wait(1.0):
+            clock.resync()
+
+    threading.Thread(target=follow, name="karn-time", daemon=True).start()
+
+
+def _unpatch_fast_sites(proc: Process) -> None:
+    """--syscall-transport fast: the child has no server for the parent's patched call
+    sites, so it puts their original bytes back in its own copy of the code and makes
+    every call by exit (the parent's transport objects are never touched: their vCPUs
+    are the parent's)."""
+    machine = proc.machine
+    fast = getattr(machine, "fast", None) if machine is not None else None
+    if fast is None:
+        return
+    raw = machine.vm.memory.raw
+    for site in fast.patcher.patched.values():
+        raw[site.start : site.start + len(site.original)] = site.original
+    proc.mm.code_watcher = None
+
+
+def _drop_parent_threads(proc: Process) -> None:
+    """The parent's threads do not exist here: close what their objects hold open (KVM
+    fds, wakers) without touching the objects otherwise, and keep them from being freed."""
+    machine = proc.machine
+    assert machine is not None
+    old_tasks = list(proc.tasks.values())
+    _inherited.append((machine, old_tasks))
+    cpus = {id(t.cpu): t.cpu for t in old_tasks if t.cpu is not None}
+    cpus.update((id(c), c) for c in machine._free)
+    fds = [cpu.fd for cpu in cpus.values()] + [task.waker.fd for task in old_tasks]
+    fds.append(machine.vm.fd)  # not /dev/kvm's: it serves the new VM
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # a waker its thread had closed already
+    proc.tasks = {}
+
+
+def _reset_process_state(proc: Process) -> None:
+    """What a child does not inherit (fork(2)): pending signals, timers, CPU times and
+    counters; and per-monitor services made anew."""
+    proc.gate = CpuGate(proc.config.ncpus)
+    proc.futex = FutexTable()  # private futexes are per address space
+    proc.timer_service = TimerService()
+    proc.itimer_real = None
+    proc.cpu_itimers = {}
+    proc.cpu_timers = None
+    proc.posix_timers = {}
+    proc.pending = PendingSignals()
+    proc.exit_status = None
+    proc.fatal_signal = 0
+    proc.fatal_core = False
+    proc.crash_fault = None
+    proc.fatal_snapshot = None
+    proc.internal_failure = None
+    proc.done = threading.Event()
+    proc.exec_lock = threading.Lock()
+    proc.start_monotonic = time.monotonic()
+    proc.cpu_base = monitor_times()
+    proc.peak_resident = 0
+    proc.syscall_counts[:] = [0] * COUNTED_SYSCALLS
+
+
+def _forward_host_signals(proc: Process) -> None:
+    """Host signals to this monitor go to its guest process (this thread is the child's
+    main thread, where Python runs signal handlers)."""
+    def forward(signum: int, frame: object) -> None:
+        if not proc.done.is_set():
+            proc.signal_process(SigInfo.from_sender(signum, SI_USER, 0))
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, forward)
+
+
+def _finish(proc: Process) -> None:
+    """Shared file mappings written back, the exit told to the table; the wait status."""
+    mm = proc.mm
+    if mm.shared_files:
+        from karn.kernel.sys_mm import write_back
+
+        write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
+    if proc.internal_failure is not None:
+        os.write(2, f"karn: process {proc.pid}: internal error: "
+                    f"{proc.internal_failure!r}\n".encode())
+        wstatus = exit_wstatus(INTERNAL_FAILURE)
+    elif proc.fatal_signal:
+        wstatus = signal_wstatus(proc.fatal_signal, proc.fatal_core)
+        if proc.fatal_core:
+            _report_crash(proc)
+    else:
+        wstatus = exit_wstatus(proc.exit_status or 0)
+    assert proc.link is not None
+    proc.link.notify("exit", wstatus)
+
+
+def _report_crash(proc: Process) -> None:
+    """One line on stderr for a forked process that dumped core (the first process gets
+    the runner's full report): which process, which program, and where."""
+    from karn.abi.signals import signal_name
+
+    fault = proc.crash_fault
+    where = ""
+    if fault is not None:
+        where = f" at rip {fault.rip:#x}"
+        if fault.vector == PAGE_FAULT:
+            where += f", address {fault.cr2:#x}"
+    os.write(2, f"karn: process {proc.pid} ({proc.config.exe_path}) terminated by "
+                f"{signal_name(proc.fatal_signal)}{where}\n".encode())

@@ -1,0 +1,223 @@
+"""A monitor's side of the process table (docs/design/processes.md, section 7.1).
+
+Each guest process is a monitor process; the table lives in the first monitor
+(coordinator.py). A Link is how a process asks it (new pids, wait, kill, groups) and how
+the table's news reach the process: signals from other processes, SIGCHLD with the
+child's exit, a vfork child's exec, a new parent after the old one died.
+
+LocalLink serves the first monitor's own process by direct calls; RemoteLink serves
+every other monitor over one SOCK_SEQPACKET socket to the first, on which a listener
+thread reads replies and news. The socket's end of file means the first monitor is
+gone, and with it the unikernel: the monitor ends at once (nothing is left running).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SI_USER, SIGCHLD
+from karn.kernel.blocking import Interrupted
+from karn.kernel.proctable import Reaped, child_code
+from karn.kernel.signals import SA_NOCLDWAIT, SIG_IGN, SigInfo
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Process, Task
+
+MESSAGE_MAX = 1 << 16
+LOST_MONITOR_STATUS = 128 + 9  # a monitor whose first monitor vanished ends as by SIGKILL
+
+
+def send_message(sock: socket.socket, message: tuple, fds: list[int] | None = None) -> None:
+    """One message: JSON (ints, strings, lists: nothing a peer could make run)."""
+    data = json.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [data], fds)
+    else:
+        sock.sendall(data)
+
+
+def decode_message(data: bytes) -> list:
+    return json.loads(data)
+
+
+class Link(ABC):
+    """What a process asks the table, and what it does with the table's news."""
+
+    def __init__(self, proc: Process) -> None:
+        self.proc = proc
+        self.generation = 0  # bumped by every child's change: waiters retry
+        self.released: set[int] = set()  # vfork children that exec'd or exited
+        self._waiting: set[Task] = set()
+        self._lock = threading.Lock()
+
+    @abstractmethod
+    def call(self, op: str, *args: Any) -> Any:
+        """A request to the table and its answer (SyscallError for an errno)."""
+
+    @abstractmethod
+    def notify(self, op: str, *args: Any) -> None:
+        """A message that needs no answer."""
+
+    @abstractmethod
+    def attach_child(self, pid: int, end: socket.socket) -> None:
+        """Give the table its end of a new child's link."""
+
+    @abstractmethod
+    def close_in_child(self) -> None:
+        """In a forked child: drop every inherited fd of this link."""
+
+    # -- news from the table --------------------------------------------------------------
+
+    def deliver(self, message: tuple) -> None:
+        kind = message[0]
+        proc = self.proc
+        if kind == "signal":
+            _kind, tid, signo, code, sender = message
+            info = SigInfo.from_sender(signo, code, sender)
+            target = proc.tasks.get(tid) if tid else None
+            if tid and target is None:
+                return  # the thread has ended
+            if target is None:
+                proc.signal_process(info)
+            else:
+                proc.signal_thread(target, info)
+        elif kind == "child":
+            _kind, child, wstatus = message
+            self._child_changed(child, wstatus)
+        elif kind == "released":
+            with self._lock:
+                self.released.add(message[1])
+            self._wake_waiters()
+        elif kind == "reparent":
+            proc.ppid = message[1]
+            for task in list(proc.tasks.values()):  # prctl(PR_SET_PDEATHSIG)
+                if task.pdeath_signal:
+                    proc.signal_thread(task, SigInfo.from_sender(task.pdeath_signal,
+                                                                 SI_USER, 0))
+
+    def _child_changed(self, child: int, wstatus: int) -> None:
+        proc = self.proc
+        action = proc.actions[SIGCHLD]
+        if action.handler == SIG_IGN or action.flags & SA_NOCLDWAIT:
+            self.notify("reap", child)  # no zombie, as Linux's autoreap
+        else:
+            code, status = child_code(wstatus)
+            fields = struct.pack("<iIi4xqq", child, 0, status, 0, 0)
+            proc.signal_process(SigInfo(SIGCHLD, code, fields))
+        with self._lock:
+            self.released.add(child)  # an exited vfork child releases its parent too
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        with self._lock:
+            self.generation += 1
+            waiting = list(self._waiting)
+        for task in waiting:
+            task.waker.wake()
+
+    # -- blocking on the table ------------------------------------------------------------
+
+    def wait_child(self, task: Task, idtype: int, ident: int, options: int,
+                   block: bool) -> Reaped | None:
+        """wait4/waitid's search, blocking (interruptibly) until a child matches."""
+        with self._lock:
+            self._waiting.add(task)
+        try:
+            while True:
+                seen = self.generation
+                found = self.call("wait", idtype, ident, options)
+                if found is not None:
+                    return Reaped(*found)
+                if not block:
+                    return None
+                while self.generation == seen:
+                    if task.signal_pending():
+                        raise Interrupted
+                    task.waker.wait(None)
+        finally:
+            with self._lock:
+                self._waiting.discard(task)
+
+    def wait_released(self, task: Task, child: int) -> None:
+        """A vfork parent waits until its child execs or exits (only SIGKILL and the
+        process's end cut the wait short, as Linux's)."""
+        with self._lock:
+            self._waiting.add(task)
+        try:
+            while True:
+                with self._lock:
+                    if child in self.released:
+                        self.released.discard(child)
+                        return
+                if task.exit_requested or self.proc.exit_status is not None:
+                    return
+                task.waker.wait(None)
+        finally:
+            with self._lock:
+                self._waiting.discard(task)
+
+
+class RemoteLink(Link):
+    """A monitor's link to the first monitor."""
+
+    def __init__(self, proc: Process, sock: socket.socket) -> None:
+        super().__init__(proc)
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self._replies: dict[int, tuple[threading.Event, list]] = {}
+        self._next_id = 0
+        self._listener = threading.Thread(target=self._listen, name="karn-link", daemon=True)
+
+    def start(self) -> None:
+        self._listener.start()
+
+    def _request(self, op: str, args: tuple, fds: list[int] | None = None) -> Any:
+        done = threading.Event()
+        box: list = []
+        with self._send_lock:
+            self._next_id += 1
+            ident = self._next_id
+            self._replies[ident] = (done, box)
+            send_message(self.sock, ("call", ident, op, args), fds)
+        done.wait()
+        ok, value = box[0]
+        if not ok:
+            raise SyscallError(value)
+        return value
+
+    def call(self, op: str, *args: Any) -> Any:
+        return self._request(op, args)
+
+    def notify(self, op: str, *args: Any) -> None:
+        with self._send_lock:
+            send_message(self.sock, ("call", 0, op, args))
+
+    def attach_child(self, pid: int, end: socket.socket) -> None:
+        self._request("attach", (pid,), [end.fileno()])
+
+    def close_in_child(self) -> None:
+        self.sock.close()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(MESSAGE_MAX)
+            except OSError:
+                data = b""
+            if not data:
+                os._exit(LOST_MONITOR_STATUS)  # the unikernel has ended
+            message = decode_message(data)
+            if message[0] == "reply":
+                _kind, ident, ok, value = message
+                done, box = self._replies.pop(ident)
+                box.append((ok, value))
+                done.set()
+            else:
+                self.deliver(message)

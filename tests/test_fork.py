@@ -1,0 +1,240 @@
+"""Processes: fork, vfork, wait, signals between processes, shells (issue 15).
+
+Each guest process is its own monitor process with its own VM (kernel/fork.py); the
+first monitor keeps the process table. Results are compared with native runs; the host
+must keep no process of a unikernel once it has ended, however it ended.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import BUSYBOX
+from helpers import go_build, wait_for
+
+SCRIPT = """\
+greet() { echo "hello $1"; }
+i=0
+while [ $i -lt 3 ]; do greet "n$i"; i=$((i+1)); done
+for f in x y; do echo "$f" | tr a-z A-Z; done
+total=0
+for n in $(seq 1 5); do total=$((total + n)); done
+echo "total $total"
+false || echo "false failed"
+(exit 4); echo "subshell $?"
+"""
+
+
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+def test_fork_wait_as_native(build, karn, native, same, variant):
+    """Exit codes, a crashing child's WTERMSIG, kill, pipes both ways, WNOHANG, a zombie
+    seen with WNOWAIT and reaped, SIGCHLD's siginfo (sigwaitinfo and a handler),
+    waitpid(-1), process groups and kill(-pgid), setsid, vfork, posix_spawn."""
+    probe = build("fork_wait", variant)
+    expected = native(probe)
+    got = karn(probe)
+    same(expected, got, "fork_wait")
+    assert b"terminated by SIGSEGV" in got.stderr  # the crashing child is reported
+
+
+def test_sh_exit_status(karn, native, same):
+    cmd = ("sh", "-c", "exit 7")
+    got = karn(BUSYBOX, *cmd)
+    assert got.returncode == 7
+    same(native(BUSYBOX, *cmd), got, "sh -c 'exit 7'")
+
+
+@pytest.mark.parametrize("command", [
+    "echo a b c | tr ' ' '\\n' | sort -r | head -2",
+    "x=$(echo inner | tr a-z A-Z); echo \"got $x\"; echo \"nested $(echo $(echo deep))\"",
+    "sleep 0.2 & sleep 0.1 & wait; echo waited $?; (exit 3) & wait $!; echo bg $?",
+    "echo to-stderr 1>&2 | cat; echo out > /dev/null; echo kept",
+])
+def test_sh_pipelines_and_jobs(karn, native, same, command):
+    same(native(BUSYBOX, "sh", "-c", command), karn(BUSYBOX, "sh", "-c", command), command)
+
+
+def test_sh_script_with_loop_and_function(karn, native, same, tmp_path):
+    script = tmp_path / "script.sh"
+    script.write_text(SCRIPT)
+    expected = native(BUSYBOX, "sh", str(script))
+    got = karn("-v", f"{tmp_path}:/data:ro", BUSYBOX, "sh", "/data/script.sh")
+    same(expected, got, "script")
+
+
+def _descendants(root: int) -> set[int]:
+    """Host processes under `root` (its children, theirs, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {root}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, sleeping or stopped: anything but gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _start_shell(command: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", command],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"started\n"
+    return proc
+
+
+def test_no_process_left_after_a_normal_end():
+    """The shell (pid 1) ends with children still running: they end with it, as in a pid
+    namespace whose init has exited."""
+    proc = _start_shell("sleep 30 & sleep 30 & echo started; read x")
+    monitors = wait_for(lambda: (found := _descendants(proc.pid)) and len(found) >= 2 and found,
+                        "the children's monitors")
+    proc.communicate(b"go\n", timeout=60)
+    wait_for(lambda: not any(_alive(pid) for pid in monitors), "every monitor gone")
+
+
+def test_no_process_left_when_the_first_monitor_is_killed():
+    proc = _start_shell("sleep 60 & sleep 60 & echo started; wait")
+    monitors = wait_for(lambda: (found := _descendants(proc.pid)) and len(found) >= 2 and found,
+                        "the children's monitors")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_for(lambda: not any(_alive(pid) for pid in monitors), "every monitor gone")
+
+
+PYTHON_PROCESSES = """
+import os, subprocess
+r = subprocess.run(["/bin/busybox", "sh", "-c", "echo out; echo err >&2; exit 3"],
+                   capture_output=True)
+print(r.returncode, r.stdout, r.stderr)
+r = subprocess.run(["/bin/busybox", "tr", "a-z", "A-Z"], input=b"piped through\\n",
+                   capture_output=True)
+print(r.stdout)
+try:
+    subprocess.run(["/bin/busybox", "sleep", "5"], timeout=0.5)
+except subprocess.TimeoutExpired:
+    print("timed out")
+pid = os.fork()
+if pid == 0:
+    os._exit(12)
+got, status = os.waitpid(pid, 0)
+print(got == pid, os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_python_subprocess_and_fork(karn, native, same):
+    """Debian's python3: subprocess.run with pipes, a timeout that kills the child,
+    os.fork and os.waitpid."""
+    expected = native("/usr/bin/python3", "-c", PYTHON_PROCESSES)
+    got = karn("--root", "/", "/usr/bin/python3", "-c", PYTHON_PROCESSES, timeout=180)
+    same(expected, got, "python3 subprocess")
+
+
+def test_fork_bomb_is_contained(build, karn):
+    """Every process forks until fork fails: --pids-limit stops them all with EAGAIN, and
+    pid 1 reaps them (orphans are reparented to it)."""
+    got = karn("--pids-limit", "8", build("fork_bomb"), timeout=300)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == (b"pid 1 stopped by EAGAIN: 1, every process ended normally: 1, "
+                          b"reaped some: 1\n")
+
+
+def test_trace_shows_every_process(karn):
+    """--trace: each process's calls, on lines carrying its pid (a thread's tid)."""
+    got = karn("--trace", BUSYBOX, "sh", "-c", "echo hi | cat")
+    assert got.returncode == 0 and got.stdout == b"hi\n", got.stderr
+    lines = got.stderr.decode().splitlines()
+    forks = [line for line in lines if line.startswith("[1] ") and " clone(" in line]
+    children = sorted({int(line.split(" = ")[-1].split()[0]) for line in forks})
+    assert len(children) == 2, lines
+    for pid in children:
+        assert any(line.startswith(f"[{pid}] ") and "exit_group(0)" in line
+                   for line in lines), (pid, lines)
+
+
+@pytest.mark.parametrize("cpus", ["1", "2"])
+def test_fork_while_other_threads_are_busy(build, karn, native, same, cpus):
+    """Other threads open and close fds, map and unmap memory, make pipes while one
+    forks: the monitor takes the kernel's locks around its own fork, so no child hangs."""
+    probe = build("fork_threads", extra_flags=("-pthread",))
+    same(native(probe), karn("--cpus", cpus, probe), "fork with busy threads")
+
+
+def test_go_os_exec(karn, native, same):
+    """Go's os/exec (clone with CLONE_VM|CLONE_VFORK, served as vfork): output, a pipe
+    to the child's stdin, an exit code."""
+    exe = go_build(Path(__file__).parent / "programs" / "go" / "fork_exec.go", "fork_exec")
+    same(native(exe), karn("--root", "/", exe, timeout=180), "go os/exec")
+
+
+def test_orphans_go_to_init(build, karn, native, same):
+    """An orphan's getppid() becomes 1, its PR_SET_PDEATHSIG signal fires, and pid 1
+    reaps it; natively the program runs as pid 1 of a new pid namespace."""
+    probe = build("fork_orphan")
+    expected = native("unshare", "--pid", "--fork", probe)
+    assert expected.stdout.startswith(b"first process is pid 1: 1\n"), expected.stderr
+    same(expected, karn(probe), "orphans")
+
+
+@pytest.mark.parametrize("limit", [6, 9])
+def test_pids_limit_counts_threads_and_processes(build, karn, limit):
+    """As a pids cgroup: the first process and its four threads are 5 tasks, so the
+    limit leaves limit - 5 forks (at most the program's 8)."""
+    got = karn("--pids-limit", str(limit), build("fork_pids", extra_flags=("-pthread",)))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == f"threads 4 forks {min(limit - 5, 8)}\n".encode()
+
+
+def test_process_table_rules():
+    """The table's Linux rules that the programs above do not reach."""
+    from karn.abi.errno import SyscallError
+    from karn.kernel.proctable import P_ALL, WNOHANG, ProcTable, exit_wstatus
+
+    table = ProcTable()
+    child = table.new_process(1)
+    grandchild = table.new_process(child)
+    with pytest.raises(SyscallError) as err:
+        table.setpgid(1, grandchild, 0)  # not the caller's child
+    assert err.value.errno == errno.ESRCH
+    table.execed(child)
+    with pytest.raises(SyscallError) as err:
+        table.setpgid(1, child, 0)  # a child that has exec'd
+    assert err.value.errno == errno.EACCES
+    assert table.setsid(grandchild) == grandchild
+    with pytest.raises(SyscallError) as err:
+        table.setpgid(grandchild, 0, 1)  # a session leader keeps its group
+    assert err.value.errno == errno.EPERM
+    assert table.kill_targets(1, -grandchild) == [grandchild]
+    event, orphans = table.exited(child, exit_wstatus(3))
+    assert event is not None and (event.parent, event.child) == (1, child)
+    assert orphans == [grandchild] and table.get(grandchild).ppid == 1
+    assert table.wait(1, P_ALL, 0, WNOHANG) == (child, exit_wstatus(3))
+    assert table.wait(1, P_ALL, 0, WNOHANG) is None  # the orphan runs on
+
+
+def test_fork_with_the_fast_transport(build, karn, native, same):
+    """Under --syscall-transport fast the child puts the parent's patched call sites back
+    (it has no server for them) and makes its calls by exit."""
+    probe = build("fork_wait")
+    same(native(probe), karn("--syscall-transport", "fast", probe), "fork_wait, fast")
