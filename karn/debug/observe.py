@@ -41,6 +41,12 @@ class BaseObserver:
     def interrupted(self, task: Task) -> None:
         pass
 
+    def forked(self) -> BaseObserver | None:
+        """What observes a forked child process, in the child's monitor: by default
+        nothing (gdb, the syscall history, core dumps and summaries stay with the first
+        process)."""
+        return None
+
     def finish(self) -> None:
         """The process has ended (called on the main thread, memory still readable)."""
 
@@ -77,6 +83,9 @@ class Combined(BaseObserver):
     def interrupted(self, task: Task) -> None:
         for p in self.parts:
             p.interrupted(task)
+
+    def forked(self) -> BaseObserver | None:
+        return combine([f for p in self.parts if (f := p.forked()) is not None])
 
     def finish(self) -> None:
         for p in self.parts:

@@ -48,6 +48,11 @@ class Tracer(BaseObserver):
         with self.lock:
             write_out(self.out, line)
 
+    def forked(self) -> Tracer:
+        """--trace follows forked processes (their lines carry their own pids)."""
+        self.lock = threading.Lock()  # another thread may have held it at the fork
+        return self
+
     def signal_delivered(self, task: Task, info: SigInfo) -> None:
         name = signal_name(info.signo)
         code = SI_CODES.get(info.code, str(info.code))

@@ -144,7 +144,9 @@ class Coordinator:
 
     def send(self, pid: int, message: tuple) -> None:
         if pid == self.proc.pid:
-            self.proc.link.deliver(message)
+            link = self.proc.link
+            assert link is not None  # the first process's, made with the coordinator
+            link.deliver(message)
             return
         sock = self._socks.get(pid)
         if sock is None:

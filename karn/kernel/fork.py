@@ -44,9 +44,9 @@ from karn.kernel.signals import PendingSignals, SigInfo
 from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
-    from karn.kernel.process import Process
+    from karn.kernel.process import Machine, Process
     from karn.kernel.threads import Observer
-    from karn.platform.timepage import TimePage
+    from karn.loader.vdso import TimeSource
 
 CLONE_SETTLS = 0x80000
 CLONE_PARENT_SETTID = 0x100000
@@ -166,14 +166,8 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     old_link = proc.link
     assert old_link is not None
     old_link.close_in_child()
-    _drop_parent_threads(proc)
-    from karn.platform.kvm import VirtualMachine
-    from karn.platform.machine import KvmMachine
-
-    old_vm = proc.machine.vm
-    _unpatch_fast_sites(proc)
-    vm = VirtualMachine(old_vm.layout, memory=old_vm.memory, kvm_fd=old_vm.kvm_fd)
-    machine = KvmMachine(vm)
+    machine = _drop_parent_threads(proc)
+    proc.mm.code_watcher = None  # the machine put patched fast-syscall sites back
     proc.machine = machine
     proc.pid, proc.ppid = start.pid, start.ppid
     _reset_process_state(proc)
@@ -207,27 +201,16 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
 
 
 def _child_observer(observer: Observer | None) -> Observer | None:
-    """--trace follows forked processes (their lines carry their own pids); the other
-    debug features (gdb, syscall history, core dumps, the summary) stay with the first
-    process, as the design says of --gdb."""
-    if observer is None:
-        return None
-    from karn.debug.tracer import Tracer
-
-    parts = getattr(observer, "parts", [observer])
-    tracers = [p for p in parts if isinstance(p, Tracer)]
-    for tracer in tracers:
-        tracer.lock = threading.Lock()  # another thread may have held it at the fork
-    return tracers[0] if tracers else None
+    """What of the debug features follows a forked process (--trace; gdb, the syscall
+    history, core dumps and the summary stay with the first process, as the design says
+    of --gdb)."""
+    return None if observer is None else observer.forked()
 
 
-def _time_page(proc: Process) -> TimePage | None:
+def _time_page(proc: Process) -> TimeSource | None:
     """The vDSO's time page, kept by this monitor (none with --no-vdso)."""
-    from karn.platform.timepage import TimePage
-
     settings = proc.load_settings
-    clock = settings.clock if settings is not None else None
-    return clock if isinstance(clock, TimePage) else None
+    return settings.clock if settings is not None else None
 
 
 def _keep_time(proc: Process) -> None:
@@ -244,38 +227,21 @@ def _keep_time(proc: Process) -> None:
     threading.Thread(target=follow, name="karn-time", daemon=True).start()
 
 
-def _unpatch_fast_sites(proc: Process) -> None:
-    """--syscall-transport fast: the child has no server for the parent's patched call
-    sites, so it puts their original bytes back in its own copy of the code and makes
-    every call by exit (the parent's transport objects are never touched: their vCPUs
-    are the parent's)."""
-    machine = proc.machine
-    fast = getattr(machine, "fast", None) if machine is not None else None
-    if fast is None:
-        return
-    raw = machine.vm.memory.raw
-    for site in fast.patcher.patched.values():
-        raw[site.start : site.start + len(site.original)] = site.original
-    proc.mm.code_watcher = None
-
-
-def _drop_parent_threads(proc: Process) -> None:
-    """The parent's threads do not exist here: close what their objects hold open (KVM
-    fds, wakers) without touching the objects otherwise, and keep them from being freed."""
+def _drop_parent_threads(proc: Process) -> Machine:
+    """The parent's threads do not exist here: close what their objects hold open (vCPUs,
+    wakers) without touching the objects otherwise, keep them from being freed, and
+    return the child's machine (a fresh VM over the inherited memory)."""
     machine = proc.machine
     assert machine is not None
     old_tasks = list(proc.tasks.values())
     _inherited.append((machine, old_tasks))
-    cpus = {id(t.cpu): t.cpu for t in old_tasks if t.cpu is not None}
-    cpus.update((id(c), c) for c in machine._free)
-    fds = [cpu.fd for cpu in cpus.values()] + [task.waker.fd for task in old_tasks]
-    fds.append(machine.vm.fd)  # not /dev/kvm's: it serves the new VM
-    for fd in fds:
+    for task in old_tasks:
         try:
-            os.close(fd)
+            os.close(task.waker.fd)
         except OSError:
             pass  # a waker its thread had closed already
     proc.tasks = {}
+    return machine.forked(t.cpu for t in old_tasks if t.cpu is not None)
 
 
 def _reset_process_state(proc: Process) -> None:

@@ -43,8 +43,8 @@ def send_message(sock: socket.socket, message: tuple, fds: list[int] | None = No
         sock.sendall(data)
 
 
-def decode_message(data: bytes) -> list:
-    return json.loads(data)
+def decode_message(data: bytes) -> tuple:
+    return tuple(json.loads(data))
 
 
 class Link(ABC):

@@ -10,7 +10,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from karn.abi.errno import SyscallError
@@ -97,6 +97,11 @@ class Machine(Protocol[CpuT]):
     def new_cpu(self) -> CpuT: ...
 
     def release_cpu(self, cpu: CpuT) -> None: ...
+
+    def forked(self, in_use: Iterable[CpuT]) -> Machine[CpuT]:
+        """In a forked monitor: a new machine over the same (inherited) guest memory; this
+        one's vCPUs and in_use (the parent's threads') are closed, never used again."""
+        ...
 
 
 class Identity:

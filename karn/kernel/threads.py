@@ -158,6 +158,10 @@ class Observer(Protocol):
 
     def interrupted(self, task: Task) -> None: ...
 
+    def forked(self) -> Observer | None:
+        """What observes a forked child process (in the child's monitor); None: nothing."""
+        ...
+
 
 class ObservedTaskLoop(TaskLoop):
     """TaskLoop with an Observer called around syscalls, faults and kicks."""

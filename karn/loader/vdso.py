@@ -8,7 +8,7 @@ counted against the memory limit. AT_SYSINFO_EHDR (stack.py) points at [vdso].
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.limits import STACK_SIZE
@@ -23,6 +23,15 @@ class TimeSource(Protocol):
     """What keeps the time page (platform/timepage.py)."""
 
     def attach(self, page: memoryview, mapped: Callable[[], bool]) -> None: ...
+
+    def resync(self) -> bool:
+        """Keep the page's clocks on the host's (called about once a second); whether
+        the page was rewritten."""
+        ...
+
+    def forked(self, machine: Any) -> None:
+        """In a forked monitor: sample the TSC through the child's own machine."""
+        ...
 
 
 def map_vdso(mem: GuestMemory, mm: AddressSpace, placement: Placement,

@@ -4,6 +4,7 @@ and optionally the fast syscall transport they share (platform/fastcall)."""
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
@@ -71,6 +72,26 @@ class KvmMachine:
     def release_cpu(self, cpu: Vcpu) -> None:
         with self._lock:
             self._free.append(cpu)
+
+    def forked(self, in_use: Iterable[Vcpu]) -> KvmMachine:
+        """In a forked monitor: a machine with a fresh VM over the inherited guest memory
+        (a KVM VM cannot be shared across a fork; the page tables are in guest RAM and a
+        new VM reads them as they are). The parent's VM and vCPUs (those its threads held,
+        in_use, and the free ones) are closed here and never used again. Patched fast
+        syscall sites get their original bytes back in this copy of the code: the child
+        has no server for them and makes every call by exit."""
+        cpus = {id(cpu): cpu for cpu in (*in_use, *self._free)}
+        for fd in [cpu.fd for cpu in cpus.values()] + [self.vm.fd]:  # not /dev/kvm's
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self.fast is not None:
+            raw = self.vm.memory.raw
+            for site in self.fast.patcher.patched.values():
+                raw[site.start : site.start + len(site.original)] = site.original
+        vm = VirtualMachine(self.vm.layout, memory=self.vm.memory, kvm_fd=self.vm.kvm_fd)
+        return KvmMachine(vm, self.max_vcpus)
 
 
 def _guest_tsc_offset(cpu: Vcpu, host_tsc: Callable[[], int], samples: int = 5) -> int:
