@@ -1,20 +1,27 @@
 """karn as containerd's runc binary (docs/oci-runtime.md): Debian's containerd, started
 here with its own root, state directory and sockets, runs the busybox-static image of
 tests/test_oci.py (saved by podman as an OCI archive, imported with `ctr images import`)
-through its runc shim with `ctr run --runc-binary karn-oci`, beside runc on the same
-image: the same exit statuses and output; `ctr task kill` and `delete` leave no state
-directory, shim or monitor behind. The CRI plugin loads with karn as a runtime named in
-config.toml (the runc shim's BinaryName option); no CRI client (crictl) is installable
-here, so a pod is not run through it.
+through its runc shim, beside runc on the same image:
+
+- `ctr run --runc-binary karn-oci`: the same exit statuses and output; `ctr task kill`
+  and `delete` leave no state directory, shim or monitor behind.
+- The CRI path a kubelet takes: containerd's CRI plugin with karn as a runtime handler
+  (the runc shim's BinaryName option in config.toml; a RuntimeClass names the handler),
+  driven over its gRPC socket as a kubelet would (crictl is not packaged for Debian 12):
+  a pod sandbox and its containers, their exit codes and logs; two containers of one
+  pod reach each other on 127.0.0.1 in the pod's network namespace, made by CNI (the
+  ptp plugin, an address range of this test's own).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tarfile
 import tempfile
 import time
 import uuid
@@ -32,6 +39,8 @@ pytestmark = [
     pytest.mark.slow,
 ]
 
+# restrict_oom_score_adj: runc (the reference) cannot lower the sandbox's OOM score here
+# (no CAP_SYS_RESOURCE); karn has no host process to score.
 CONFIG = """\
 version = 2
 root = "{d}/root"
@@ -42,6 +51,12 @@ state = "{d}/state"
   address = "{d}/containerd.sock.ttrpc"
 [plugins."io.containerd.grpc.v1.cri"]
   disable_tcp_service = true
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+  sandbox_image = "{pause}"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "{d}/cni"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "karn"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.karn]
@@ -49,6 +64,18 @@ state = "{d}/state"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.karn.options]
         BinaryName = "{karn_oci}"
         Root = "{d}/karn-root"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{d}/runc-root"
+"""
+PAUSE_IMAGE = "localhost/karn-test-pause:1"  # the test image with a command that waits
+# The pods' network: a veth pair per pod (CNI's ptp plugin), addresses from a range of
+# this test's own, leases kept in the test's directory.
+CNI = """{{"cniVersion": "0.4.0", "name": "karn-test", "plugins": [
+  {{"type": "ptp", "ipMasq": false,
+    "ipam": {{"type": "host-local", "subnet": "10.213.77.0/24", "dataDir": "{d}/cni-leases"}}}},
+  {{"type": "loopback"}}]}}
 """
 
 
@@ -82,7 +109,9 @@ def containerd(karn_oci: str) -> Iterator[Containerd]:  # noqa: F811 - the fixtu
     # short: the sockets' paths must fit in sun_path
     directory = Path(tempfile.mkdtemp(prefix="ctrd-", dir="/tmp"))
     config = directory / "config.toml"
-    config.write_text(CONFIG.format(d=directory, karn_oci=karn_oci))
+    config.write_text(CONFIG.format(d=directory, karn_oci=karn_oci, pause=PAUSE_IMAGE))
+    (directory / "cni").mkdir()
+    (directory / "cni" / "10-karn-test.conflist").write_text(CNI.format(d=directory))
     log = open(directory / "containerd.log", "wb")  # noqa: SIM115 - lives with the daemon
     process = subprocess.Popen(["containerd", "--config", str(config)], stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
@@ -93,6 +122,8 @@ def containerd(karn_oci: str) -> Iterator[Containerd]:  # noqa: F811 - the fixtu
         assert process.poll() is None, (directory / "containerd.log").read_text()[-2000:]
         yield daemon
     finally:
+        if process.poll() is None:
+            remove_all_pods(daemon)  # their network namespaces and veth pairs too
         process.terminate()
         try:
             process.wait(timeout=30)
@@ -100,8 +131,16 @@ def containerd(karn_oci: str) -> Iterator[Containerd]:  # noqa: F811 - the fixtu
             process.kill()
             process.wait()
         log.close()
-        subprocess.run(["umount", "-R", str(directory / "root")], capture_output=True)
+        unmount_below(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def unmount_below(directory: Path) -> None:
+    """Whatever containerd left mounted in its directories (a test that failed midway)."""
+    with open("/proc/mounts") as f:
+        points = [line.split()[1] for line in f if line.split()[1].startswith(f"{directory}/")]
+    for point in sorted(points, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 @pytest.fixture(scope="module")
@@ -218,13 +257,6 @@ def test_ctr_kill_and_delete_leave_nothing_behind(karn_oci: str,  # noqa: F811
     assert ("state directory left", False) in seen["karn"]
 
 
-def test_the_cri_plugin_loads_with_karn_as_its_runtime(containerd: Containerd) -> None:
-    """config.toml names karn-oci as the runc shim's BinaryName for a CRI runtime
-    handler `karn`; containerd accepts it (a RuntimeClass with handler: karn uses it)."""
-    plugins = containerd.ctr("plugins", "ls").stdout
-    assert re.search(r"io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok", plugins), plugins
-
-
 def test_signals_reach_the_guest_through_the_shim(karn_oci: str,  # noqa: F811
                                                   containerd: Containerd, ctr_image: str,
                                                   tmp_path: Path) -> None:
@@ -250,3 +282,220 @@ def test_signals_reach_the_guest_through_the_shim(karn_oci: str,  # noqa: F811
     finally:
         containerd.ctr("task", "delete", "--force", cid)
         containerd.ctr("container", "rm", cid)
+
+
+# ---- the CRI path (what a kubelet does with a RuntimeClass whose handler is karn)
+#
+# The CRI is gRPC (k8s.io/cri-api, runtime.v1); its messages are written here in the
+# protocol-buffer wire format directly, field numbers from the API's definition, so no
+# generated code is needed: a message is {field number: value or [values]}.
+
+K8S_NAMESPACE = "k8s.io"  # where the CRI plugin keeps its images and containers
+POD_MODE, CONTAINER_MODE, NODE_MODE = 0, 1, 2  # NamespaceMode
+CONTAINER_EXITED = 2  # ContainerState
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def pb_encode(fields: dict[int, object]) -> bytes:
+    out = bytearray()
+    for number, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, int):  # varint: ints, bools, enums
+                out += _varint(number << 3) + _varint(int(item))
+                continue
+            data = (item.encode() if isinstance(item, str)
+                    else pb_encode(item) if isinstance(item, dict) else bytes(item))
+            out += _varint(number << 3 | 2) + _varint(len(data)) + data
+    return bytes(out)
+
+
+def pb_decode(data: bytes) -> dict[int, list]:
+    """Field number -> its values: ints for varints, bytes for everything else."""
+    fields: dict[int, list] = {}
+    i = 0
+
+    def varint() -> int:
+        nonlocal i
+        shift = value = 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return value
+
+    while i < len(data):
+        key = varint()
+        kind = key & 7
+        if kind == 0:
+            value: object = varint()
+        elif kind == 2:
+            size = varint()
+            value, i = data[i:i + size], i + size
+        else:  # fixed 64 or 32 bits
+            width = 8 if kind == 1 else 4
+            value, i = data[i:i + width], i + width
+        fields.setdefault(key >> 3, []).append(value)
+    return fields
+
+
+class Cri:
+    """runtime.v1.RuntimeService of containerd's CRI plugin."""
+
+    def __init__(self, containerd: Containerd) -> None:
+        import grpc  # the test extra's grpcio
+
+        self.channel = grpc.insecure_channel(f"unix://{containerd.address}")
+
+    def call(self, method: str, request: dict[int, object]) -> dict[int, list]:
+        stub = self.channel.unary_unary(f"/runtime.v1.RuntimeService/{method}",
+                                        request_serializer=bytes,
+                                        response_deserializer=bytes)
+        return pb_decode(stub(pb_encode(request), timeout=TIMEOUT))
+
+    def run_pod(self, config: dict[int, object], handler: str) -> str:
+        return self.call("RunPodSandbox", {1: config, 2: handler})[1][0].decode()
+
+    def pod_network_namespace(self, pod: str) -> str:
+        status = self.call("PodSandboxStatus", {1: pod, 2: True})
+        info = {pb_decode(e)[1][0].decode(): pb_decode(e)[2][0].decode()
+                for e in status.get(2, [])}
+        spec = json.loads(info["info"])["runtimeSpec"]
+        return next(n["path"] for n in spec["linux"]["namespaces"] if n["type"] == "network")
+
+    def start_container(self, pod: str, pod_config: dict[int, object], name: str,
+                        args: list[str], env: dict[str, str] | None = None,
+                        network: int = POD_MODE) -> str:
+        config = {1: {1: name}, 2: {1: PAUSE_IMAGE}, 3: args,
+                  6: [{1: k, 2: v} for k, v in (env or {}).items()], 11: f"{name}.log",
+                  15: {2: {3: {1: network, 2: CONTAINER_MODE, 3: network}}}}
+        cid = self.call("CreateContainer", {1: pod, 2: config, 3: pod_config})[1][0].decode()
+        self.call("StartContainer", {1: cid})
+        return cid
+
+    def wait_exited(self, cid: str) -> int:
+        """The exit code once the container has exited."""
+        status: dict[int, list] = {}
+
+        def exited() -> bool:
+            nonlocal status
+            status = pb_decode(self.call("ContainerStatus", {1: cid})[1][0])
+            return status.get(3, [0])[0] == CONTAINER_EXITED
+
+        wait_for(exited, f"container {cid} to exit")
+        code = status.get(7, [0])[0]
+        return code - (1 << 32) if code >= 1 << 31 else code
+
+    def remove_pod(self, pod: str) -> None:
+        self.call("StopPodSandbox", {1: pod})
+        self.call("RemovePodSandbox", {1: pod})
+
+
+def remove_all_pods(containerd: Containerd) -> None:
+    try:
+        cri = Cri(containerd)
+        for item in cri.call("ListPodSandbox", {}).get(1, []):
+            cri.remove_pod(pb_decode(item)[1][0].decode())
+    except Exception:  # noqa: BLE001 - a cleanup after a failure: what can go, goes
+        pass
+
+
+def pod_config(name: str, logs: Path, network: int) -> dict[int, object]:
+    """A PodSandboxConfig as a kubelet sends it; a pod on the node's network has no
+    hostname of its own (runc refuses one without a UTS namespace)."""
+    metadata = {1: name, 2: uuid.uuid4().hex, 3: "default"}
+    return {1: metadata, 2: "" if network == NODE_MODE else name, 3: str(logs),
+            8: {2: {1: {1: network, 2: CONTAINER_MODE, 3: network}}}}
+
+
+def log_lines(path: Path) -> list[str]:
+    """A CRI log file's lines without their time stamps: `stdout F text`."""
+    return [line.split(" ", 1)[1] for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def cri(containerd: Containerd, rootfs: Path,  # noqa: F811 - the fixture
+        tmp_path_factory: pytest.TempPathFactory) -> Cri:
+    """The CRI client, with the test image in the CRI plugin's store, as the pod
+    sandbox image too (a command that waits: the role of Kubernetes' pause)."""
+    work = tmp_path_factory.mktemp("pause")
+    with tarfile.open(work / "rootfs.tar", "w") as tar:
+        tar.add(rootfs, arcname=".")
+    subprocess.run(["podman", "import", "--quiet", "--change",
+                    'CMD ["/bin/sleep", "2147483647"]', str(work / "rootfs.tar"), PAUSE_IMAGE],
+                   check=True, capture_output=True, timeout=TIMEOUT)
+    subprocess.run(["podman", "save", "--format", "oci-archive", "-o", str(work / "image.tar"),
+                    PAUSE_IMAGE], check=True, capture_output=True, timeout=TIMEOUT)
+    done = subprocess.run(["ctr", "--address", containerd.address, "--namespace",
+                           K8S_NAMESPACE, "images", "import", "--base-name",
+                           PAUSE_IMAGE.rsplit(":", 1)[0], str(work / "image.tar")],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    return Cri(containerd)
+
+
+def test_cri_pod_runs_with_karn_as_its_runtime_handler(containerd: Containerd, cri: Cri,
+                                                       tmp_path: Path) -> None:
+    """A pod on the node's network, one container that prints and exits 3: the same
+    exit code and log with the karn handler as with runc's; the pod's sandbox and
+    container are karn containers (their state is in karn-oci's root) and go with it."""
+    seen = {}
+    for handler in ("karn", "runc"):
+        logs = tmp_path / handler
+        logs.mkdir()
+        config = pod_config("pod1", logs, NODE_MODE)
+        pod = cri.run_pod(config, handler)
+        runtime_root = containerd.directory / f"{handler}-root" / K8S_NAMESPACE
+        assert (runtime_root / pod).is_dir()  # the sandbox: a container of this runtime
+        cid = cri.start_container(pod, config, "c1", ["/bin/sh", "-c",
+                                                      "echo hello from $WHO; exit 3"],
+                                  env={"WHO": "the pod"}, network=NODE_MODE)
+        code = cri.wait_exited(cid)
+        seen[handler] = (code, log_lines(logs / "c1.log"))
+        cri.call("RemoveContainer", {1: cid})
+        cri.remove_pod(pod)
+        assert not (runtime_root / pod).exists() and not (runtime_root / cid).exists()
+        assert not container_processes(containerd, pod)
+    assert seen["karn"] == seen["runc"]
+    assert seen["karn"] == (3, ["stdout F hello from the pod"])
+
+
+def test_cri_pod_containers_share_the_pods_network_namespace(containerd: Containerd,
+                                                             cri: Cri, tmp_path: Path) -> None:
+    """Two containers of a pod on a CNI network: a server listening on port 8080 and a
+    client connecting to 127.0.0.1:8080 meet in the pod's network namespace, as with
+    runc; removing the pod removes the namespace."""
+    seen = {}
+    for handler in ("karn", "runc"):
+        logs = tmp_path / handler
+        logs.mkdir()
+        config = pod_config("pod2", logs, POD_MODE)
+        pod = cri.run_pod(config, handler)
+        netns = cri.pod_network_namespace(pod)
+        server = cri.start_container(pod, config, "server", [
+            "/bin/sh", "-c", "echo pod-local > /f; exec nc -l -p 8080 < /f"])
+
+        def listening(netns: str = netns) -> bool:  # in the pod's network namespace
+            tables = subprocess.run(["nsenter", f"--net={netns}", "cat", "/proc/net/tcp",
+                                     "/proc/net/tcp6"], capture_output=True, text=True,
+                                    timeout=TIMEOUT).stdout
+            rows = [line.split() for line in tables.splitlines()]
+            return any(len(r) > 3 and r[1].endswith(":1F90") and r[3] == "0A" for r in rows)
+
+        wait_for(listening, "the server to listen in the pod")
+        client = cri.start_container(pod, config, "client", ["/bin/nc", "127.0.0.1", "8080"])
+        seen[handler] = (cri.wait_exited(client), cri.wait_exited(server),
+                         log_lines(logs / "client.log"))
+        cri.remove_pod(pod)
+        assert not os.path.exists(netns)
+    assert seen["karn"] == seen["runc"]
+    assert seen["karn"][2] == ["stdout F pod-local"]
