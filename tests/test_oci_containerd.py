@@ -445,9 +445,10 @@ def cri(containerd: Containerd, rootfs: Path,  # noqa: F811 - the fixture
 
 def test_cri_pod_runs_with_karn_as_its_runtime_handler(containerd: Containerd, cri: Cri,
                                                        tmp_path: Path) -> None:
-    """A pod on the node's network, one container that prints and exits 3: the same
-    exit code and log with the karn handler as with runc's; the pod's sandbox and
-    container are karn containers (their state is in karn-oci's root) and go with it."""
+    """A pod on the node's network, a container that prints and exits 3 and one stopped
+    by StopContainer: the same exit codes and log with the karn handler as with runc's;
+    the pod's sandbox and containers are karn containers (their state is in karn-oci's
+    root) and go with it."""
     seen = {}
     for handler in ("karn", "runc"):
         logs = tmp_path / handler
@@ -460,13 +461,17 @@ def test_cri_pod_runs_with_karn_as_its_runtime_handler(containerd: Containerd, c
                                                       "echo hello from $WHO; exit 3"],
                                   env={"WHO": "the pod"}, network=NODE_MODE)
         code = cri.wait_exited(cid)
-        seen[handler] = (code, log_lines(logs / "c1.log"))
-        cri.call("RemoveContainer", {1: cid})
+        sleeper = cri.start_container(pod, config, "c2", ["/bin/sleep", "600"],
+                                      network=NODE_MODE)
+        cri.call("StopContainer", {1: sleeper, 2: 1})  # TERM is left alone: KILL after 1 s
+        seen[handler] = (code, log_lines(logs / "c1.log"), cri.wait_exited(sleeper))
+        for container in (cid, sleeper):
+            cri.call("RemoveContainer", {1: container})
         cri.remove_pod(pod)
         assert not (runtime_root / pod).exists() and not (runtime_root / cid).exists()
         assert not container_processes(containerd, pod)
     assert seen["karn"] == seen["runc"]
-    assert seen["karn"] == (3, ["stdout F hello from the pod"])
+    assert seen["karn"] == (3, ["stdout F hello from the pod"], 137)
 
 
 def test_cri_pod_containers_share_the_pods_network_namespace(containerd: Containerd,
