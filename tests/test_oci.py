@@ -236,6 +236,42 @@ def test_exit_status_and_output_match_runc(karn_oci: str, rootfs: Path, tmp_path
     assert results["karn"] == results["runc"]
 
 
+@pytest.mark.parametrize("readonly", [False, True], ids=["writable", "readonly"])
+def test_root_readonly_is_honoured_as_runc_does(karn_oci: str, rootfs: Path, tmp_path: Path,
+                                                readonly: bool) -> None:
+    """root.readonly false: the guest writes its own root directory (the bundle's rootfs,
+    a host directory the engine made for this container), as runc's container does."""
+    results = {}
+    for name, runtime in runtimes(karn_oci).items():
+        bundle = make_bundle(tmp_path / name / "bundle", rootfs,
+                             ["/bin/sh", "-c", "echo written > /new-file"])
+        config = json.loads((bundle / "config.json").read_text())
+        config["root"]["readonly"] = readonly
+        (bundle / "config.json").write_text(json.dumps(config))
+        status, _ = run_as_conmon(runtime, bundle, tmp_path / name / "root")
+        written = bundle / "rootfs" / "new-file"
+        results[name] = (status, written.read_text() if written.exists() else None)
+    assert results["karn"] == results["runc"]
+    assert results["karn"][1] == (None if readonly else "written\n")
+
+
+def test_a_non_root_user_with_a_writable_root_is_refused(karn_oci: str, rootfs: Path,
+                                                        tmp_path: Path) -> None:
+    bundle = make_bundle(tmp_path / "bundle", rootfs, ["/bin/true"],
+                         user={"uid": 1000, "gid": 1000})
+    config = json.loads((bundle / "config.json").read_text())
+    config["root"]["readonly"] = False
+    (bundle / "config.json").write_text(json.dumps(config))
+    done = oci(karn_oci, tmp_path / "root", "create", "--bundle", str(bundle), "c1")
+    assert done.returncode == 1
+    assert done.stderr.startswith("karn: process.user: a non-root user with a writable "
+                                  "root.path"), done.stderr
+    config["root"]["readonly"] = True  # the same user with a read-only root runs
+    (bundle / "config.json").write_text(json.dumps(config))
+    status, _ = run_as_conmon(karn_oci, bundle, tmp_path / "root2")
+    assert status == "exit status: 0"
+
+
 def test_unsupported_fields_are_refused_by_name(karn_oci: str, rootfs: Path,
                                                 tmp_path: Path) -> None:
     cases = {
@@ -327,6 +363,7 @@ def test_podman_run_matches_runc(karn_oci: str, image: str, tmp_path: Path) -> N
         ["-e", "GREETING=hi there", image, "/bin/sh", "-c", 'echo "$GREETING"'],
         ["-v", f"{volume}:/data:ro", image, "/bin/cat", "/data/f"],
         ["-w", "/www", image, "/bin/pwd"],
+        [image, "/bin/touch", "/new-file"],
         ["--read-only", image, "/bin/touch", "/new-file"],
         ["--read-only", image, "/bin/touch", "/tmp/new-file"],
         ["--hostname", "guest1", image, "/bin/hostname"],
@@ -335,6 +372,25 @@ def test_podman_run_matches_runc(karn_oci: str, image: str, tmp_path: Path) -> N
         karn = podman_run(["--runtime", karn_oci], *case)
         runc = podman_run(runc_options(), *case)
         assert (karn.returncode, karn.stdout) == (runc.returncode, runc.stdout), case
+
+
+@pytest.mark.slow
+def test_podman_root_writes_land_in_the_containers_layer(karn_oci: str, image: str) -> None:
+    """Without --read-only the guest writes its root: podman sees the file in the
+    container's own layer (`podman diff`), the image is unchanged."""
+    cid = podman("create", "--runtime", karn_oci, image, "/bin/sh", "-c",
+                 "echo data > /www/new-file").stdout.strip()
+    try:
+        podman("start", "--attach", cid)
+        assert podman("inspect", cid, "--format", "{{.State.ExitCode}}").stdout.strip() == "0"
+        assert "A /www/new-file" in podman("diff", cid).stdout.splitlines()
+        mounted = podman("mount", cid).stdout.strip()
+        assert (Path(mounted) / "www" / "new-file").read_text() == "data\n"
+        podman("unmount", cid)
+    finally:
+        podman("rm", "-f", cid, check=False)
+    done = podman_run(["--runtime", karn_oci], image, "/bin/ls", "/www")
+    assert done.stdout.split() == ["index.html"]  # a new container: a fresh layer
 
 
 @pytest.mark.slow

@@ -86,6 +86,11 @@ def translate(bundle: str, config: dict[str, Any]) -> ContainerSpec:
     program = _program(root, process["args"][0], env)
     user = process.get("user") or {}
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    root_writable = not (config.get("root") or {}).get("readonly", False)
+    if uid != 0 and root_writable:
+        raise UsageError("process.user: a non-root user with a writable root.path is not "
+                         "supported (karn's monitor writes the root with its own "
+                         "credentials); make the root read-only (podman run --read-only)")
     if uid != 0 and any(not v.readonly and os.path.isdir(v.host) for v in volumes):
         raise UsageError("process.user: a non-root user with a writable bind mount of a "
                          "directory is not supported (karn's monitor writes volumes with "
@@ -98,6 +103,7 @@ def translate(bundle: str, config: dict[str, Any]) -> ContainerSpec:
         workdir=process.get("cwd") or "/", hostname=config.get("hostname") or "karn",
         root=root, network=found.policy.pop("network", network),
         cpus=found.cpus or 1, syscall_transport=found.syscall_transport or "exit",
+        root_writable=root_writable,
     )
     if found.memory is not None:
         run.memory = found.memory
@@ -119,7 +125,7 @@ def _rootfs(bundle: str, config: dict[str, Any]) -> str:
     root = os.path.normpath(os.path.join(bundle, path))
     if not os.path.isdir(root):
         raise UsageError(f"root.path: {root} is not a directory")
-    return root  # read-only in karn whatever root.readonly says (docs/oci-runtime.md)
+    return root
 
 
 def _refuse_unsupported(config: dict[str, Any], process: dict[str, Any],

@@ -144,7 +144,7 @@ def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount)
     root: Filesystem
     volumes = [(v.host, v.guest, v.readonly) for v in config.volumes]
     if config.root is not None:
-        root = HostDirFs(config.root, readonly=True)
+        root = HostDirFs(config.root, readonly=not config.root_writable)
         # the generated /etc files: single files over the root
         volumes += [(host, guest, True) for guest, host in manifest.files.items()]
     else:

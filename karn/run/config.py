@@ -46,7 +46,7 @@ class RunConfig:
     __slots__ = (
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
         "cpus", "debug", "publish", "network", "instance", "ports", "sandbox", "policy",
-        "collect", "syscall_transport", "tmpfs", "user", "chosen_ports",
+        "collect", "syscall_transport", "tmpfs", "user", "chosen_ports", "root_writable",
     )  # fmt: skip
 
     def __init__(
@@ -72,6 +72,7 @@ class RunConfig:
         syscall_transport: str = "exit",
         tmpfs: list[str] | None = None,
         user: tuple[int, int] | None = None,
+        root_writable: bool = False,
     ) -> None:
         self.program = program
         self.args = [] if args is None else args
@@ -80,7 +81,7 @@ class RunConfig:
         self.volumes = [] if volumes is None else volumes
         self.workdir = workdir
         self.hostname = hostname
-        self.root = root  # a host directory used as the read-only root filesystem
+        self.root = root  # a host directory used as the root filesystem
         self.argv0 = argv0  # argv[0] when it is not program (an image's entrypoint as given)
         self.cpus = cpus  # guest vCPUs that may run at once
         self.debug = debug  # trace, gdb, core dumps (karn/debug/); None: no hooks at all
@@ -97,6 +98,8 @@ class RunConfig:
         self.tmpfs = [] if tmpfs is None else tmpfs  # guest paths of further tmpfs mounts
         self.user = user  # -u UID[:GID]: the guest's credentials (None: root)
         self.chosen_ports: list[str] = []  # --publish specs whose host port karn chose
+        # the guest may write in root, as in a writable volume (an OCI bundle's own rootfs)
+        self.root_writable = root_writable
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:

@@ -138,7 +138,7 @@ def _ruleset(guest: Guest, abi: int, restrict_bind: bool) -> L.Ruleset:
     rules = L.Ruleset(abi, restrict_bind)
     # the guest's files
     if config.root is not None:
-        rules.allow(config.root, L.READ)
+        rules.allow(config.root, L.READ | L.WRITE if config.root_writable else L.READ)
     rules.allow_all(guest.manifest.files.values(), L.READ_FILE)
     for vol in config.volumes:
         rules.allow(vol.host, L.READ if vol.readonly else L.READ | L.WRITE)
