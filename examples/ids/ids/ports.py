@@ -16,8 +16,12 @@ class Port:
         flags = os.O_WRONLY if direction == "out" else os.O_RDONLY | os.O_NONBLOCK
         self.fd = os.open(os.path.join(PORTS, name), flags)
 
-    def send(self, doc: dict) -> None:
-        os.write(self.fd, json.dumps(doc, separators=(",", ":")).encode())
+    def send(self, doc: dict) -> int:
+        return self.write(encode(doc))
+
+    def write(self, data: bytes) -> int:
+        """Bytes the write took (one write is one message: all of them, or an error)."""
+        return os.write(self.fd, data)
 
     def receive(self) -> dict | None:
         """The next message, or None when none is waiting."""
@@ -29,6 +33,10 @@ class Port:
 
     def fileno(self) -> int:
         return self.fd
+
+
+def encode(doc: dict) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def chunks(items: list, size: int) -> list[list]:

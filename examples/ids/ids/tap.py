@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from ids import ch10, ipnet
 from ids.bus import MINOR_FRAME
-from ids.ports import Port, chunks
+from ids.ports import Port, chunks, encode
 
 CHUNK = 150
 
@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     frames = bus_frames if args.stream == "bus" else ip_frames
     began = time.monotonic()
     sent = 0
+    writes = Writes()
     for n, start, items in frames(args.recording):
         if args.speed > 0:
             delay = began + start / args.speed - time.monotonic()
@@ -75,13 +76,34 @@ def main(argv: list[str] | None = None) -> int:
         for i, piece in enumerate(pieces):
             doc = {"s": args.stream, "n": n, "last": i == len(pieces) - 1, "m": piece}
             for port in outs:
-                port.send(doc)
+                writes.send(port, doc)
         sent += len(items)
     for port in outs:
-        port.send({"s": args.stream, "end": True})
-    print(f"{args.stream} tap: replayed {sent} messages in "
-          f"{time.monotonic() - began:.1f} s", flush=True)
+        writes.send(port, {"s": args.stream, "end": True})
+    # What the tap itself observed, first without timing (the same whatever happens
+    # beyond its diodes), then the timing.
+    print(f"{args.stream} tap: replayed {sent} messages: {writes.count} writes, "
+          f"{writes.complete} complete, {writes.bytes} bytes", flush=True)
+    print(f"{args.stream} tap: took {time.monotonic() - began:.1f} s, slowest write "
+          f"{writes.slowest * 1e6:.0f} us", flush=True)
     return 0
+
+
+class Writes:
+    """Every port write's result and the longest one took."""
+
+    def __init__(self) -> None:
+        self.count = self.complete = self.bytes = 0
+        self.slowest = 0.0
+
+    def send(self, port: Port, doc: dict) -> None:
+        data = encode(doc)
+        t0 = time.monotonic()
+        took = port.write(data)
+        self.slowest = max(self.slowest, time.monotonic() - t0)
+        self.count += 1
+        self.complete += took == len(data)
+        self.bytes += took
 
 
 if __name__ == "__main__":
