@@ -189,12 +189,17 @@ def test_system_detects_blocks_and_survives_a_tids_crash(
     finally:
         karn_system(state_env, "down", "ids")
     # The alert came from the spoofed RT, and the frame that raised it was already blocked:
-    # the DAC holds each frame until its verdict, which follows the frame's alerts.
+    # the DAC holds each frame until its verdict, which follows the frame's alerts. In the
+    # DAC's own log (bus time): the first frame it blocks is the minor frame of the alert.
     first = next(a for a in alerts if a["s"] == "bus" and [rt, None] in a["block"])
-    blocked = [float(m[1]) for m in re.finditer(
-        rf"^dac: block bus frame \d+ t=(\S+): \d+ messages \(RT {rt} quarantined", dac_log,
-        re.M)]
-    assert abs(min(blocked) - first["time"]) < bus.MINOR_FRAME, (min(blocked), first)
+    quarantine = re.search(rf"^dac: quarantine bus RT {rt} at t=(\S+): ", dac_log, re.M)
+    assert quarantine and float(quarantine[1]) == pytest.approx(first["time"], abs=1e-6)
+    block = re.compile(rf"^dac: block bus frame (\d+) t=(\S+): \d+ messages \(RT {rt} "
+                       "quarantined", re.M).search(dac_log, quarantine.end())
+    assert block, dac_log[quarantine.start():quarantine.start() + 2000]
+    alert_time, frame_start = float(quarantine[1]), float(block[2])
+    assert int(block[1]) == int(alert_time / bus.MINOR_FRAME) == first["n"], (block[0], first)
+    assert 0 <= alert_time - frame_start < bus.MINOR_FRAME, (block[0], quarantine[0])
     # While the TIDS was down the DAC was closed; when it came back, the quarantine was
     # still there.
     closed = dac_log.index("no verdict from the TIDS")
