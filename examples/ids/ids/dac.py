@@ -21,7 +21,7 @@ import select
 import sys
 import time
 
-from ids.ports import Port, chunks
+from ids.ports import Busy, Port, chunks
 
 CHUNK = 150
 
@@ -175,14 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     traffic = [Port("bus", "in"), Port("ip", "in")]
     alerts = Port("alerts", "in")
     log("started: closed until the TIDS's first verdict")
+    busy = Busy()
     while not dac.done():
         ready, _, _ = select.select([*traffic, alerts], [], [], 0.1)
-        for port in ready:
-            while (doc := port.receive()) is not None:
-                (dac.tids if port is alerts else dac.traffic)(doc)
-        dac.step()
+        with busy:
+            for port in ready:
+                while (doc := port.receive()) is not None:
+                    if port is alerts:
+                        dac.tids(doc)
+                    else:
+                        busy.count(doc["s"], len(doc.get("m", ())))
+                        dac.traffic(doc)
+            dac.step()
     dac.out.send({"end": True})
-    log(f"streams ended: passed {dac.passed}, blocked {dac.blocked}, dropped {dac.dropped}")
+    log(f"streams ended: passed {dac.passed}, blocked {dac.blocked}, dropped {dac.dropped}; "
+        f"filtered {busy}")
     return 0
 
 

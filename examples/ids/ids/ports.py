@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 PORTS = os.environ.get("IDS_PORTS", "/dev/ports")
 MAX_SIZE = 65536
@@ -42,3 +43,31 @@ def encode(doc: dict) -> bytes:
 def chunks(items: list, size: int) -> list[list]:
     """items in pieces of at most size (at least one piece, maybe empty)."""
     return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+
+
+class Busy:
+    """A stage's work: messages per stream, and the time spent on them (inside `with`,
+    not waiting for input), from which its capacity in messages/s follows."""
+
+    def __init__(self) -> None:
+        self.messages: dict[str, int] = {}
+        self.seconds = 0.0
+        self.first = self.last = 0.0
+
+    def count(self, stream: str, messages: int) -> None:
+        self.messages[stream] = self.messages.get(stream, 0) + messages
+
+    def __enter__(self) -> None:
+        self.began = time.monotonic()
+        self.first = self.first or self.began
+
+    def __exit__(self, *exc: object) -> None:
+        self.last = time.monotonic()
+        self.seconds += self.last - self.began
+
+    def __str__(self) -> str:
+        counts = ", ".join(f"{s} {n}" for s, n in sorted(self.messages.items()))
+        total = sum(self.messages.values())
+        return (f"{counts} messages; busy {self.seconds:.3f} s "
+                f"({total / max(self.seconds, 1e-9):,.0f} messages/s), "
+                f"first to last {self.last - self.first:.3f} s")

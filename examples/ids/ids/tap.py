@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from ids import ch10, ipnet
 from ids.bus import MINOR_FRAME
-from ids.ports import Port, chunks, encode
+from ids.ports import Busy, Port, chunks, encode
 
 CHUNK = 150
 
@@ -67,16 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     sent = 0
     writes = Writes()
+    busy = Busy()  # the time not spent waiting for the recording's clock
     for n, start, items in frames(args.recording):
         if args.speed > 0:
             delay = began + start / args.speed - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        pieces = chunks(items, CHUNK)
-        for i, piece in enumerate(pieces):
-            doc = {"s": args.stream, "n": n, "last": i == len(pieces) - 1, "m": piece}
-            for port in outs:
-                writes.send(port, doc)
+        with busy:
+            pieces = chunks(items, CHUNK)
+            for i, piece in enumerate(pieces):
+                doc = {"s": args.stream, "n": n, "last": i == len(pieces) - 1, "m": piece}
+                for port in outs:
+                    writes.send(port, doc)
+        busy.count(args.stream, len(items))
         sent += len(items)
     for port in outs:
         writes.send(port, {"s": args.stream, "end": True})
@@ -84,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     # beyond its diodes), then the timing.
     print(f"{args.stream} tap: replayed {sent} messages: {writes.count} writes, "
           f"{writes.complete} complete, {writes.bytes} bytes", flush=True)
-    print(f"{args.stream} tap: took {time.monotonic() - began:.1f} s, slowest write "
-          f"{writes.slowest * 1e6:.0f} us", flush=True)
+    print(f"{args.stream} tap: took {time.monotonic() - began:.1f} s, sent {busy}; "
+          f"slowest write {writes.slowest * 1e6:.0f} us", flush=True)
     return 0
 
 
