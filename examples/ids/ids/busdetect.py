@@ -192,6 +192,7 @@ class BusDetector:
                                f"{x.gap1 / 10:.1f} us (normal {lo / 10:.1f}-{hi / 10:.1f} us): "
                                "another device answering for the terminal?"))
         prev = self.last.get(k)
+        prev_data = prev.data if prev is not None else []
         for i, w in enumerate(data):
             wlo, whi, step = info["data"][i]
             margin = (whi - wlo) * 0.1 + 16
@@ -199,8 +200,8 @@ class BusDetector:
                 out.append(Finding(0.8, "data-range", f"{k} word {i + 1} = {w} outside "
                                    f"{wlo}..{whi}"))
                 break
-            if prev is not None and i < len(prev.data):
-                d = _delta(w, prev.data[i])
+            if i < len(prev_data):
+                d = _delta(w, prev_data[i])
                 if abs(d) > step * 1.5 + 8:
                     out.append(Finding(0.8, "data-change", f"{k} word {i + 1} changed by {d} "
                                        f"(normal at most {step}): stale or forged data"))

@@ -53,9 +53,14 @@ class Busy:
         self.messages: dict[str, int] = {}
         self.seconds = 0.0
         self.first = self.last = 0.0
+        self.lag = 0.0  # the longest since the tap sent a frame (monotonic: the host's)
 
     def count(self, stream: str, messages: int) -> None:
         self.messages[stream] = self.messages.get(stream, 0) + messages
+
+    def sent_at(self, at: float | None) -> None:
+        if at is not None:
+            self.lag = max(self.lag, time.monotonic() - at)
 
     def __enter__(self) -> None:
         self.began = time.monotonic()
@@ -70,4 +75,5 @@ class Busy:
         total = sum(self.messages.values())
         return (f"{counts} messages; busy {self.seconds:.3f} s "
                 f"({total / max(self.seconds, 1e-9):,.0f} messages/s), "
-                f"first to last {self.last - self.first:.3f} s")
+                f"first to last {self.last - self.first:.3f} s, ending at {self.last:.3f}; "
+                f"longest since the tap {self.lag * 1e3:.1f} ms")

@@ -68,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     sent = 0
     writes = Writes()
     busy = Busy()  # the time not spent waiting for the recording's clock
-    for n, start, items in frames(args.recording):
+    recording = frames(args.recording)
+    while True:
+        with busy:
+            frame = next(recording, None)
+        if frame is None:
+            break
+        n, start, items = frame
         if args.speed > 0:
             delay = began + start / args.speed - time.monotonic()
             if delay > 0:
@@ -76,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         with busy:
             pieces = chunks(items, CHUNK)
             for i, piece in enumerate(pieces):
-                doc = {"s": args.stream, "n": n, "last": i == len(pieces) - 1, "m": piece}
+                doc = {"s": args.stream, "n": n, "last": i == len(pieces) - 1, "m": piece,
+                       "at": round(time.monotonic(), 6)}  # partitions share the host's clock
                 for port in outs:
                     writes.send(port, doc)
         busy.count(args.stream, len(items))

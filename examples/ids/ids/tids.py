@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                 if doc is None:
                     continue
                 busy.count(doc["s"], len(doc.get("m", ())))
-                if not tids.handle(doc):
+                ok = tids.handle(doc)
+                busy.sent_at(doc.get("at"))  # judged (and its alerts sent)
+                if not ok:
                     inputs.remove(port)
     print(f"tids: both streams ended: judged {busy}", flush=True)
     return 0
