@@ -53,14 +53,14 @@ class Busy:
         self.messages: dict[str, int] = {}
         self.seconds = 0.0
         self.first = self.last = 0.0
-        self.lag = 0.0  # the longest since the tap sent a frame (monotonic: the host's)
+        self.lags: list[float] = []  # since the tap sent each frame (the host's clock)
 
     def count(self, stream: str, messages: int) -> None:
         self.messages[stream] = self.messages.get(stream, 0) + messages
 
     def sent_at(self, at: float | None) -> None:
         if at is not None:
-            self.lag = max(self.lag, time.monotonic() - at)
+            self.lags.append(time.monotonic() - at)
 
     def __enter__(self) -> None:
         self.began = time.monotonic()
@@ -76,4 +76,11 @@ class Busy:
         return (f"{counts} messages; busy {self.seconds:.3f} s "
                 f"({total / max(self.seconds, 1e-9):,.0f} messages/s), "
                 f"first to last {self.last - self.first:.3f} s, ending at {self.last:.3f}; "
-                f"longest since the tap {self.lag * 1e3:.1f} ms")
+                f"since the tap: {self._lag()}")
+
+    def _lag(self) -> str:
+        if not self.lags:
+            return "-"
+        lags = sorted(self.lags)
+        return (f"p50 {lags[len(lags) // 2] * 1e3:.1f} ms, p99 "
+                f"{lags[len(lags) * 99 // 100] * 1e3:.1f} ms, max {lags[-1] * 1e3:.1f} ms")

@@ -82,14 +82,14 @@ def main(argv: list[str] | None = None) -> int:
         with busy:
             pieces = chunks(items, CHUNK)
             for i, piece in enumerate(pieces):
-                doc = {"s": args.stream, "n": n, "last": i == len(pieces) - 1, "m": piece,
-                       "at": round(time.monotonic(), 6)}  # partitions share the host's clock
+                data = encode({"s": args.stream, "n": n, "last": i == len(pieces) - 1,
+                               "m": piece, "at": round(time.monotonic(), 6)})  # the host's clock
                 for port in outs:
-                    writes.send(port, doc)
+                    writes.send(port, data)
         busy.count(args.stream, len(items))
         sent += len(items)
     for port in outs:
-        writes.send(port, {"s": args.stream, "end": True})
+        writes.send(port, encode({"s": args.stream, "end": True}))
     # What the tap itself observed, first without timing (the same whatever happens
     # beyond its diodes), then the timing.
     print(f"{args.stream} tap: replayed {sent} messages: {writes.count} writes, "
@@ -106,8 +106,7 @@ class Writes:
         self.count = self.complete = self.bytes = 0
         self.slowest = 0.0
 
-    def send(self, port: Port, doc: dict) -> None:
-        data = encode(doc)
+    def send(self, port: Port, data: bytes) -> None:
         t0 = time.monotonic()
         took = port.write(data)
         self.slowest = max(self.slowest, time.monotonic() - t0)
