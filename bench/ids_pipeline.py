@@ -163,7 +163,7 @@ def karn(env: dict[str, str], *args: str, timeout: float = 900) -> str:
 
 WORK = re.compile(r"(?:judged|filtered|sent) ([^;]*?) messages; busy ([\d.]+) s .*?"
                   r"first to last ([\d.]+) s, ending at ([\d.]+); since the tap: "
-                  r"p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms")
+                  r"(?:p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms|-)")
 
 
 def stage(log: str, what: str) -> dict[str, float]:
@@ -173,7 +173,7 @@ def stage(log: str, what: str) -> dict[str, float]:
     counts = dict((k, int(v)) for k, v in (x.split() for x in m[1].split(", ")))
     return {"bus": counts.get("bus", 0), "messages": sum(counts.values()),
             "busy": float(m[2]), "span": float(m[3]), "end": float(m[4]),
-            "lag": [float(m[i]) for i in (5, 6, 7)]}
+            "lag": [float(m[i] or 0) for i in (5, 6, 7)]}  # a tap has none
 
 
 def system_run(directory: Path, env: dict[str, str], speed: float, cyclic: bool) -> dict:
