@@ -58,9 +58,11 @@ class Busy:
     def count(self, stream: str, messages: int) -> None:
         self.messages[stream] = self.messages.get(stream, 0) + messages
 
-    def sent_at(self, at: float | None) -> None:
+    def sent_at(self, at: int | None) -> None:
+        """at: the tap's monotonic clock in microseconds (an integer: every frame's stamp
+        has the same length, so the tap's byte count does not depend on when it ran)."""
         if at is not None:
-            self.lags.append(time.monotonic() - at)
+            self.lags.append(time.monotonic() - at / 1e6)
 
     def __enter__(self) -> None:
         self.began = time.monotonic()
