@@ -4,11 +4,13 @@ DestPort of karn/kernel/fs/ports.py, the rings of karn/kernel/fs/ring.py) in two
 processes, as the supervisor sets them up (karn/system/channels.py), through a plain
 queuing channel, a diode, and a diode + guard (with its guard process).
 
-    python3 bench/channels.py [--count N]
+    python3 bench/channels.py [--count N] [--runs R] [--guests]
 
 Throughput: the sender writes N messages as fast as it can; the receiver (blocking on the
 port's fd as a monitor does) times first to last. Latency: ping-pong over two channels,
-half the median round trip. bench/system.py measures the same with guests around it.
+half the median round trip. With --guests, the same channels between real partitions
+(guests of tests/programs/sys_ports.c under `karn system up`, bench/system.py's
+harness) side by side. Medians of R runs.
 """
 
 from __future__ import annotations
@@ -136,19 +138,65 @@ def latency(size: int, diode: bool, guarded: bool, count: int) -> float:
 r, w = os.pipe()
 
 
+CHANNELS = (("queuing", False, False), ("diode", True, False), ("diode + guard", True, True))
+SIZES = (64, 1024, 61440)
+
+
+def monitors(size: int, diode: bool, guarded: bool, count: int) -> tuple[float, int, float]:
+    """(messages/s, dropped, one-way µs) between two host processes."""
+    rate, dropped = throughput(size, count, diode, guarded)
+    return rate, dropped, latency(size, diode, guarded, min(count, 2000))
+
+
+def guests(bench: object, size: int, diode: bool, guarded: bool, count: int
+           ) -> tuple[float, int, float]:
+    """(messages/s, dropped, one-way µs) between two partitions' guests."""
+    rate, _mbps, dropped = bench.throughput(size, count, diode, guarded)  # type: ignore[attr-defined]
+    return rate, dropped, bench.latency(size, diode, guarded)  # type: ignore[attr-defined]
+
+
+def medians(runs: list[tuple[float, int, float]]) -> tuple[float, int, float]:
+    return (statistics.median(r[0] for r in runs), int(statistics.median(r[1] for r in runs)),
+            statistics.median(r[2] for r in runs))
+
+
+def cell(m: tuple[float, int, float]) -> str:
+    rate, dropped, lat = m
+    return f"{lat:,.0f} µs / {rate:,.0f}" + (f" ({dropped:,} dropped)" if dropped else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=1, help="runs per figure (median)")
+    parser.add_argument("--guests", action="store_true", help="also between real guests")
     args = parser.parse_args()
-    print("| channel | size | messages/s (dropped) | one-way p50 |")
-    print("| --- | ---: | ---: | ---: |")
-    for label, diode, guarded in (("queuing", False, False), ("diode", True, False),
-                                  ("diode + guard", True, True)):
-        for size in (64, 1024, 61440):
-            count = args.count if size < 61440 else args.count // 10
-            rate, dropped = throughput(size, count, diode, guarded)
-            lat = latency(size, diode, guarded, min(count, 2000))
-            print(f"| {label} | {size} | {rate:,.0f} ({dropped}) | {lat:.1f} µs |", flush=True)
+    bench, work = None, None
+    if args.guests:
+        import tempfile
+
+        from system import Bench  # bench/system.py
+
+        work = Path(tempfile.mkdtemp(prefix="kbc-", dir="/tmp"))  # short: socket paths
+        bench = Bench(work)
+    head = "| channel | size | monitors only: one way / msg/s |"
+    print(head + (" guests: one way / msg/s |" if bench else ""))
+    print("| --- | ---: | ---: |" + (" ---: |" if bench else ""))
+    try:
+        for label, diode, guarded in CHANNELS:
+            for size in SIZES:
+                count = args.count if size < 61440 else args.count // 10
+                row = f"| {label} | {size} | " + cell(medians(
+                    [monitors(size, diode, guarded, count) for _ in range(args.runs)])) + " |"
+                if bench is not None:
+                    row += " " + cell(medians([guests(bench, size, diode, guarded, count // 4)
+                                               for _ in range(args.runs)])) + " |"
+                print(row, flush=True)
+    finally:
+        if work is not None:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

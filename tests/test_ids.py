@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import REPO, karn_system, wait_for
+from helpers import REPO, channel, karn_system, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
@@ -189,12 +189,17 @@ def test_system_detects_blocks_and_survives_a_tids_crash(
     finally:
         karn_system(state_env, "down", "ids")
     # The alert came from the spoofed RT, and the frame that raised it was already blocked:
-    # the DAC holds each frame until its verdict, which follows the frame's alerts.
+    # the DAC holds each frame until its verdict, which follows the frame's alerts. In the
+    # DAC's own log (bus time): the first frame it blocks is the minor frame of the alert.
     first = next(a for a in alerts if a["s"] == "bus" and [rt, None] in a["block"])
-    blocked = [float(m[1]) for m in re.finditer(
-        rf"^dac: block bus frame \d+ t=(\S+): \d+ messages \(RT {rt} quarantined", dac_log,
-        re.M)]
-    assert abs(min(blocked) - first["time"]) < bus.MINOR_FRAME, (min(blocked), first)
+    quarantine = re.search(rf"^dac: quarantine bus RT {rt} at t=(\S+): ", dac_log, re.M)
+    assert quarantine and float(quarantine[1]) == pytest.approx(first["time"], abs=1e-6)
+    block = re.compile(rf"^dac: block bus frame (\d+) t=(\S+): \d+ messages \(RT {rt} "
+                       "quarantined", re.M).search(dac_log, quarantine.end())
+    assert block, dac_log[quarantine.start():quarantine.start() + 2000]
+    alert_time, frame_start = float(quarantine[1]), float(block[2])
+    assert int(block[1]) == int(alert_time / bus.MINOR_FRAME) == first["n"], (block[0], first)
+    assert 0 <= alert_time - frame_start < bus.MINOR_FRAME, (block[0], quarantine[0])
     # While the TIDS was down the DAC was closed; when it came back, the quarantine was
     # still there.
     closed = dac_log.index("no verdict from the TIDS")
@@ -203,3 +208,87 @@ def test_system_detects_blocks_and_survives_a_tids_crash(
     assert reopened and int(reopened[1]) >= 1, dac_log[closed:closed + 2000]
     assert re.search(r"source 10\.1\.0\.\d+ quarantined", dac_log)  # the new IP talker
     assert "consumer: done: received bus" in logs(state_env, "ids", "consumer")
+
+
+DETECTOR_FATES = ("running", "stalled", "dead")
+
+
+def _tap_system(data: Path, name: str) -> Path:
+    """The reference system under the fair schedule (so a SIGSTOP holds), with a TIDS the
+    health monitor leaves down, and small TIDS queues a stalled TIDS overflows."""
+    import run  # examples/ids/run.py
+
+    text = Path(run.system_file(str(data), 1.0)).read_text()
+    text = text.replace('name = "ids"', f'name = "{name}"')
+    text = text[:text.index("[schedule]")]
+    text = text.replace('on_error = "restart"', 'on_error = "halt"')
+    for port in ("bus", "ip"):
+        text = text.replace(f'[partitions.tids.ports.{port}]\ndirection = "in"\n'
+                            'max_size = "60k"\ndepth = 4096',
+                            f'[partitions.tids.ports.{port}]\ndirection = "in"\n'
+                            'max_size = "60k"\ndepth = 16')
+    assert text.count("depth = 16") == 2
+    path = data / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.slow
+def test_taps_cannot_tell_whether_the_tids_runs_stalls_or_dies(
+        tmp_path: Path, state_env: dict[str, str]) -> None:
+    """The same recordings replayed three times: the TIDS reading, its monitor stopped
+    (SIGSTOP) mid-stream, and killed mid-stream. What each tap sees of its own writes
+    (their count, results and bytes) and its exit status are identical; no write blocks;
+    only the receiving side counts what the TIDS missed."""
+    import run  # examples/ids/run.py
+
+    data = tmp_path / "data"
+    scenario.write(str(data), 10, 10, 3, bus_attacks=("spoofing",), ip_attacks=("new_talker",))
+    run.build_image(env=state_env)
+    seen: dict[str, dict] = {}
+    for fate in DETECTOR_FATES:
+        name = f"ids-{fate}"
+        path = _tap_system(data, name)
+        up = karn_system(state_env, "up", "-d", str(path), timeout=300)
+        assert up.returncode == 0, up.stderr
+        try:
+            tids = next(p["pid"] for p in status(state_env, name)["partitions"]
+                        if p["name"] == "tids")
+            wait_for(lambda n=name: channel(status(state_env, n), "bustap.tids->tids.bus")
+                     ["received"] > 0, what=f"the TIDS reading ({fate})", timeout=240)
+            if fate != "running":
+                os.kill(tids, signal.SIGSTOP if fate == "stalled" else signal.SIGKILL)
+            wait_for(lambda n=name: all("slowest write" in logs(state_env, n, tap)
+                                        for tap in ("bustap", "iptap")),
+                     what=f"both taps to finish ({fate})", timeout=240)
+            st = wait_for(lambda n=name: (s := status(state_env, n)) and all(
+                p["last_exit"] is not None for p in s["partitions"]
+                if p["name"] in ("bustap", "iptap")) and s, what="the taps' exit")
+            if fate == "running":
+                wait_for(lambda n=name: "both streams ended" in logs(state_env, n, "tids"),
+                         what="the TIDS to read both streams to their end", timeout=240)
+                st = status(state_env, name)
+        finally:
+            if fate == "stalled":
+                os.kill(tids, signal.SIGCONT)
+            karn_system(state_env, "down", name)
+        taps = {}
+        for tap in ("bustap", "iptap"):
+            out = logs(state_env, name, tap).splitlines()
+            observed = next(line for line in out if " tap: replayed " in line)
+            slowest = int(re.search(r"slowest write (\d+) us", out[-1])[1])
+            assert slowest < 1_000_000, f"{fate}: a {tap} write took {slowest} us"
+            taps[tap] = (observed, next(p["last_exit"] for p in st["partitions"]
+                                        if p["name"] == tap))
+        seen[fate] = taps
+        for stream in ("bus", "ip"):
+            c = channel(st, f"{stream}tap.tids->tids.{stream}")
+            # Counted on the receiving side only: whatever the TIDS missed.
+            assert c["received"] + c["dropped"] + c["rejected"] + c["queued"] == c["sent"]
+            if fate != "running":
+                assert c["dropped"] > 0, (fate, c)
+    assert seen["running"]["bustap"][1] == 0 and seen["running"]["iptap"][1] == 0
+    assert re.fullmatch(r"bus tap: replayed \d+ messages: (\d+) writes, \1 complete, \d+ bytes",
+                        seen["running"]["bustap"][0])
+    assert seen["stalled"] == seen["running"]
+    assert seen["dead"] == seen["running"]

@@ -44,7 +44,8 @@ def train(msgs: list[m.Message]) -> dict:
     last: dict[str, m.Message] = {}
     intervals: dict[str, list[float]] = defaultdict(list)
     prev_key, sync_time, prev_end = None, None, None
-    window: deque[m.Message] = deque()
+    window: deque[tuple[float, str]] = deque()  # the last RATE_WINDOW's messages
+    in_window: dict[str, int] = defaultdict(int)  # ... counted per type
     rate_max: dict[str, int] = defaultdict(int)
     timeouts_in_row: dict[int, int] = defaultdict(int)
     max_timeouts_in_row = 1
@@ -93,10 +94,11 @@ def train(msgs: list[m.Message]) -> dict:
             if "t" in info:
                 intervals[k].append(x.time - info["t"])
             info["t"] = x.time
-        window.append(x)
-        while window[0].time < x.time - RATE_WINDOW:
-            window.popleft()
-        rate_max[k] = max(rate_max[k], sum(1 for y in window if y.key == k))
+        window.append((x.time, k))
+        in_window[k] += 1
+        while window[0][0] < x.time - RATE_WINDOW:
+            in_window[window.popleft()[1]] -= 1
+        rate_max[k] = max(rate_max[k], in_window[k])
     for k, info in keys.items():
         info.pop("t", None)
         iv = intervals.get(k, [])
@@ -190,6 +192,7 @@ class BusDetector:
                                f"{x.gap1 / 10:.1f} us (normal {lo / 10:.1f}-{hi / 10:.1f} us): "
                                "another device answering for the terminal?"))
         prev = self.last.get(k)
+        prev_data = prev.data if prev is not None else []
         for i, w in enumerate(data):
             wlo, whi, step = info["data"][i]
             margin = (whi - wlo) * 0.1 + 16
@@ -197,8 +200,8 @@ class BusDetector:
                 out.append(Finding(0.8, "data-range", f"{k} word {i + 1} = {w} outside "
                                    f"{wlo}..{whi}"))
                 break
-            if prev is not None and i < len(prev.data):
-                d = _delta(w, prev.data[i])
+            if i < len(prev_data):
+                d = _delta(w, prev_data[i])
                 if abs(d) > step * 1.5 + 8:
                     out.append(Finding(0.8, "data-change", f"{k} word {i + 1} changed by {d} "
                                        f"(normal at most {step}): stale or forged data"))

@@ -15,15 +15,19 @@ def main() -> int:
     os.set_blocking(port.fd, True)
     counts = {"bus": 0, "ip": 0}
     last = time.monotonic()
+    first = 0.0
     while True:
         doc = port.receive()
         if doc is None or doc.get("end"):
             break
+        first = first or time.monotonic()
         counts[doc["s"]] += len(doc["m"])
         if time.monotonic() - last > 1.0:
             last = time.monotonic()
             print(f"consumer: received bus {counts['bus']}, ip {counts['ip']}", flush=True)
-    print(f"consumer: done: received bus {counts['bus']}, ip {counts['ip']}", flush=True)
+    span = time.monotonic() - first if first else 0.0
+    print(f"consumer: done: received bus {counts['bus']}, ip {counts['ip']} "
+          f"in {span:.3f} s from the first", flush=True)
     return 0
 
 

@@ -21,7 +21,7 @@ import select
 import sys
 import time
 
-from ids.ports import Port, chunks
+from ids.ports import Busy, Port, chunks
 
 CHUNK = 150
 
@@ -89,6 +89,7 @@ class Dac:
         self.closed = True  # until the TIDS's first verdict
         self.ended: set[str] = set()
         self.passed = self.blocked = self.dropped = 0
+        self.busy = Busy()  # its work, and how long after the tap a frame passed on
 
     def traffic(self, doc: dict) -> None:
         if doc.get("end"):
@@ -96,7 +97,7 @@ class Dac:
             return
         key = (doc["s"], doc["n"])
         frame = self.frames.setdefault(key, {"rows": [], "complete": False,
-                                             "arrived": time.monotonic()})
+                                             "arrived": time.monotonic(), "at": doc.get("at")})
         frame["rows"] += doc["m"]
         frame["complete"] = doc["last"]
 
@@ -115,7 +116,7 @@ class Dac:
             frame = self.frames.get(key)
             if frame is not None and frame["complete"]:  # judged: on its way at once, so
                 del self.frames[key]  # a later frame's alert cannot block this one
-                self._forward(key, frame["rows"])
+                self._forward(key, frame)
             else:
                 self.verdicts.add(key)
 
@@ -131,7 +132,7 @@ class Dac:
                 continue
             if key in self.verdicts:
                 self.verdicts.discard(key)
-                self._forward(key, frame["rows"])
+                self._forward(key, frame)
             elif self.first_word is not None and \
                     now - max(frame["arrived"], self.first_word) > self.hold:
                 self.dropped += len(frame["rows"])
@@ -141,8 +142,10 @@ class Dac:
                 continue
             del self.frames[key]
 
-    def _forward(self, key: tuple[str, int], rows: list) -> None:
+    def _forward(self, key: tuple[str, int], frame: dict) -> None:
         stream, n = key
+        rows = frame["rows"]
+        self.busy.sent_at(frame["at"])
         if rows:
             self.policy.release(stream, rows[0][0])
         allowed, stopped = [], {}
@@ -175,14 +178,21 @@ def main(argv: list[str] | None = None) -> int:
     traffic = [Port("bus", "in"), Port("ip", "in")]
     alerts = Port("alerts", "in")
     log("started: closed until the TIDS's first verdict")
+    busy = dac.busy
     while not dac.done():
         ready, _, _ = select.select([*traffic, alerts], [], [], 0.1)
-        for port in ready:
-            while (doc := port.receive()) is not None:
-                (dac.tids if port is alerts else dac.traffic)(doc)
-        dac.step()
+        with busy:
+            for port in ready:
+                while (doc := port.receive()) is not None:
+                    if port is alerts:
+                        dac.tids(doc)
+                    else:
+                        busy.count(doc["s"], len(doc.get("m", ())))
+                        dac.traffic(doc)
+            dac.step()
     dac.out.send({"end": True})
-    log(f"streams ended: passed {dac.passed}, blocked {dac.blocked}, dropped {dac.dropped}")
+    log(f"streams ended: passed {dac.passed}, blocked {dac.blocked}, dropped {dac.dropped}; "
+        f"filtered {busy}")
     return 0
 
 

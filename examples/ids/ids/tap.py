@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from ids import ch10, ipnet
 from ids.bus import MINOR_FRAME
-from ids.ports import Port, chunks
+from ids.ports import Busy, Port, chunks, encode
 
 CHUNK = 150
 
@@ -66,22 +66,53 @@ def main(argv: list[str] | None = None) -> int:
     frames = bus_frames if args.stream == "bus" else ip_frames
     began = time.monotonic()
     sent = 0
-    for n, start, items in frames(args.recording):
+    writes = Writes()
+    busy = Busy()  # the time not spent waiting for the recording's clock
+    recording = frames(args.recording)
+    while True:
+        with busy:
+            frame = next(recording, None)
+        if frame is None:
+            break
+        n, start, items = frame
         if args.speed > 0:
             delay = began + start / args.speed - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        pieces = chunks(items, CHUNK)
-        for i, piece in enumerate(pieces):
-            doc = {"s": args.stream, "n": n, "last": i == len(pieces) - 1, "m": piece}
-            for port in outs:
-                port.send(doc)
+        with busy:
+            pieces = chunks(items, CHUNK)
+            for i, piece in enumerate(pieces):
+                data = encode({"s": args.stream, "n": n, "last": i == len(pieces) - 1,
+                               "m": piece, "at": time.monotonic_ns() // 1000})  # host's clock, us
+                for port in outs:
+                    writes.send(port, data)
+        busy.count(args.stream, len(items))
         sent += len(items)
     for port in outs:
-        port.send({"s": args.stream, "end": True})
-    print(f"{args.stream} tap: replayed {sent} messages in "
-          f"{time.monotonic() - began:.1f} s", flush=True)
+        writes.send(port, encode({"s": args.stream, "end": True}))
+    # What the tap itself observed, first without timing (the same whatever happens
+    # beyond its diodes), then the timing.
+    print(f"{args.stream} tap: replayed {sent} messages: {writes.count} writes, "
+          f"{writes.complete} complete, {writes.bytes} bytes", flush=True)
+    print(f"{args.stream} tap: took {time.monotonic() - began:.1f} s, sent {busy}; "
+          f"slowest write {writes.slowest * 1e6:.0f} us", flush=True)
     return 0
+
+
+class Writes:
+    """Every port write's result and the longest one took."""
+
+    def __init__(self) -> None:
+        self.count = self.complete = self.bytes = 0
+        self.slowest = 0.0
+
+    def send(self, port: Port, data: bytes) -> None:
+        t0 = time.monotonic()
+        took = port.write(data)
+        self.slowest = max(self.slowest, time.monotonic() - t0)
+        self.count += 1
+        self.complete += took == len(data)
+        self.bytes += took
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from ids import mil1553 as m
 from ids.busdetect import THRESHOLD, BusDetector, Finding, targets
 from ids.ipdetect import IpDetector
 from ids.ipnet import Packet
-from ids.ports import Port
+from ids.ports import Busy, Port
 
 MAX_ALERTS = 20  # per frame, one per target: a flood gets its worst findings reported
 WHOLE_RT = {"response-time", "silence"}  # findings that say the terminal itself is not itself
@@ -94,13 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     tids = Tids(model, Port(args.alerts, "out"))
     inputs = [Port(args.bus, "in"), Port(args.ip, "in")]
     print("tids: model loaded, watching bus and ip", flush=True)
+    busy = Busy()
     while inputs:
         ready, _, _ = select.select(inputs, [], [])
-        for port in ready:
-            doc = port.receive()
-            if doc is not None and not tids.handle(doc):
-                inputs.remove(port)
-    print("tids: both streams ended", flush=True)
+        with busy:
+            for port in ready:
+                doc = port.receive()
+                if doc is None:
+                    continue
+                busy.count(doc["s"], len(doc.get("m", ())))
+                ok = tids.handle(doc)
+                busy.sent_at(doc.get("at"))  # judged (and its alerts sent)
+                if not ok:
+                    inputs.remove(port)
+    print(f"tids: both streams ended: judged {busy}", flush=True)
     return 0
 
 
