@@ -58,12 +58,18 @@ static void *send_later(void *arg)
     return NULL;
 }
 
+static volatile int read_returned;
+
+/* Until the read returns: on a loaded host the first signal may come before the main
+ * thread is in read() (its handler runs, and the read would then block for ever). */
 static void *write_later(void *arg)
 {
     (void)arg;
     struct timespec ts = {0, 30 * 1000 * 1000};
-    nanosleep(&ts, NULL);
-    kill(getpid(), SIGUSR1);
+    while (!read_returned) {
+        nanosleep(&ts, NULL);
+        kill(getpid(), SIGUSR1);
+    }
     return NULL;
 }
 
@@ -159,6 +165,7 @@ int main(int argc, char **argv)
     MUST(pthread_create(&t, NULL, write_later, NULL) == 0);
     char c;
     SHOW("read interrupted", read(p[0], &c, 1));
+    read_returned = 1;
     pthread_join(t, NULL);
 
     /* SIG_IGN: raise does nothing */
