@@ -29,6 +29,10 @@ NOT_NEEDED = (
     # the fast transport (opt-in) and what only some guests use
     "karn.platform.fastcall", "karn.kernel.net.inet",
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
+    # the syscall areas whose calls a static hello never makes (each loads on its first call)
+    "karn.kernel.sys_time", "karn.kernel.sys_signal", "karn.kernel.sys_thread",
+    "karn.kernel.sys_poll", "karn.kernel.sys_timer", "karn.kernel.sys_net",
+    "karn.kernel.sys_timerfd", "karn.kernel.sys_wait", "karn.kernel.exec",
     # the standard library's slow or unneeded modules
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",
