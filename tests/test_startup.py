@@ -40,7 +40,9 @@ NOT_NEEDED = (
 )
 # A foreground run that lasts more than 50 ms registers for `karn ps` (runner.py): what
 # that imports is needed then, and on a loaded machine even hello can last that long.
-LATE = ("karn.instance.monitor", "karn.instance.options")
+# (its control socket's module is imported from a function, so importtime shows it as a
+# top-level import of its own).
+LATE = ("karn.instance.monitor", "karn.instance.options", "karn.debug.control")
 
 
 def imports_by_top_level(stderr: str) -> dict[str, str]:
