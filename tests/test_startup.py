@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from helpers import compile_c
@@ -84,6 +85,35 @@ def test_run_hello_imports_only_what_it_needs() -> None:
         and owner[module] not in LATE and module not in python_itself
     )
     assert not unneeded, "karn run hello imported: " + ", ".join(unneeded)
+
+
+def test_a_host_fork_with_threads_about_loads_every_syscall_area_first() -> None:
+    """Areas load on first use; a thread halfway through loading one when another forks
+    would leave the child waiting forever for its import lock, so such a fork loads them
+    all first (a fork with no other thread has nothing to wait for, and loads none)."""
+    code = textwrap.dedent("""
+        import os, sys, threading
+        from karn.kernel import syscalls
+
+        def fork_and_list_unloaded():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            return [a for a in syscalls.AREA_CALLS if "karn.kernel." + a not in sys.modules]
+
+        print(fork_and_list_unloaded())
+        hold = threading.Event()
+        threading.Thread(target=hold.wait).start()
+        print(fork_and_list_unloaded())
+        hold.set()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    alone, with_thread = proc.stdout.splitlines()
+    assert "sys_net" in alone
+    assert with_thread == "[]"
 
 
 def test_importtime_report_is_read_as_a_tree() -> None:

@@ -227,6 +227,7 @@ def _load_before_fork() -> None:
 
 
 os.register_at_fork(before=_load_before_fork)
+
 _warned: set[int] = set()
 
 
