@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from helpers import compile_c
@@ -29,6 +30,10 @@ NOT_NEEDED = (
     # the fast transport (opt-in) and what only some guests use
     "karn.platform.fastcall", "karn.kernel.net.inet",
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
+    # the syscall areas whose calls a static hello never makes (each loads on its first call)
+    "karn.kernel.sys_time", "karn.kernel.sys_signal", "karn.kernel.sys_thread",
+    "karn.kernel.sys_poll", "karn.kernel.sys_timer", "karn.kernel.sys_net",
+    "karn.kernel.sys_timerfd", "karn.kernel.sys_wait", "karn.kernel.exec",
     # the standard library's slow or unneeded modules
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",
@@ -36,7 +41,9 @@ NOT_NEEDED = (
 )
 # A foreground run that lasts more than 50 ms registers for `karn ps` (runner.py): what
 # that imports is needed then, and on a loaded machine even hello can last that long.
-LATE = ("karn.instance.monitor", "karn.instance.options")
+# (its control socket's module is imported from a function, so importtime shows it as a
+# top-level import of its own).
+LATE = ("karn.instance.monitor", "karn.instance.options", "karn.debug.control")
 
 
 def imports_by_top_level(stderr: str) -> dict[str, str]:
@@ -78,6 +85,35 @@ def test_run_hello_imports_only_what_it_needs() -> None:
         and owner[module] not in LATE and module not in python_itself
     )
     assert not unneeded, "karn run hello imported: " + ", ".join(unneeded)
+
+
+def test_a_host_fork_with_threads_about_loads_every_syscall_area_first() -> None:
+    """Areas load on first use; a thread halfway through loading one when another forks
+    would leave the child waiting forever for its import lock, so such a fork loads them
+    all first (a fork with no other thread has nothing to wait for, and loads none)."""
+    code = textwrap.dedent("""
+        import os, sys, threading
+        from karn.kernel import syscalls
+
+        def fork_and_list_unloaded():
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            os.waitpid(pid, 0)
+            return [a for a in syscalls.AREA_CALLS if "karn.kernel." + a not in sys.modules]
+
+        print(fork_and_list_unloaded())
+        hold = threading.Event()
+        threading.Thread(target=hold.wait).start()
+        print(fork_and_list_unloaded())
+        hold.set()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    alone, with_thread = proc.stdout.splitlines()
+    assert "sys_net" in alone
+    assert with_thread == "[]"
 
 
 def test_importtime_report_is_read_as_a_tree() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from karn.abi.errno import errno_name
 from karn.abi.syscalls import SYSCALL_NAMES
-from karn.kernel.syscalls import TABLE, Denied, Error, Partial, Status, Supported
+from karn.kernel.syscalls import TABLE, Denied, Error, Partial, Status, Supported, load_areas
 
 
 def status_cells(status: Status | Denied) -> tuple[str, str]:
@@ -23,6 +23,7 @@ def status_cells(status: Status | Denied) -> tuple[str, str]:
 
 
 def render() -> str:
+    load_areas()  # each row's status is its area's
     counts: dict[type, int] = {kind: 0 for kind in (Supported, Partial, Error)}
     rows = []
     for number in sorted(TABLE):

@@ -1,18 +1,22 @@
 """The one syscall table: number -> name, handler, and an explicit support status.
 
 Handlers live in area modules (sys_fs, sys_mm, ...), each exporting HANDLERS
-{name: handler} and optionally NOTES {name: "what is partial"}. Every entry's status is one
-of three kinds: Supported; Partial(note), served with a stated limitation (the area's
-NOTES); Error(code, reason), refused on purpose with a fixed errno (ERRORS below, the one
-place those are declared; a refused call no area serves gets a silent refusal handler).
-Any other number is -ENOSYS by construction and logged once by name. docs/syscalls.md is
-generated from this table and tests/test_syscall_status.py calls every Error row from a
-real guest to check that it returns what the table says.
+{name: handler} and optionally NOTES {name: "what is partial"}. The table itself is data,
+AREA_CALLS (which area serves which call): an area's module, with all it imports, loads
+on the first call it serves, so a run pays only for the areas its guest uses. Every
+entry's status is one of three kinds: Supported; Partial(note), served with a stated
+limitation (the area's NOTES); Error(code, reason), refused on purpose with a fixed errno
+(ERRORS below, the one place those are declared; a refused call no area serves gets a
+silent refusal handler). Any other number is -ENOSYS by construction and logged once by
+name. docs/syscalls.md is generated from this table and tests/test_syscall_status.py
+calls every Error row from a real guest to check that it returns what the table says.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import threading
 from collections.abc import Callable
 from types import ModuleType
 from typing import NamedTuple
@@ -21,38 +25,53 @@ from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SIGSYS
 from karn.abi.syscalls import SYSCALL_NAMES, SYSCALL_NUMBERS
-from karn.kernel import exec as sys_exec
-from karn.kernel import (
-    sys_fs,
-    sys_identity,
-    sys_misc,
-    sys_mm,
-    sys_net,
-    sys_poll,
-    sys_signal,
-    sys_thread,
-    sys_time,
-    sys_timer,
-    sys_timerfd,
-    sys_wait,
-)
 from karn.kernel.process import ProcessExit, ThreadExit
 
-AREAS: tuple[ModuleType, ...] = (
-    sys_fs,
-    sys_mm,
-    sys_identity,
-    sys_time,
-    sys_misc,
-    sys_signal,
-    sys_thread,
-    sys_poll,
-    sys_timer,
-    sys_net,
-    sys_timerfd,
-    sys_exec,
-    sys_wait,
-)
+# Each area module of karn.kernel and the calls its HANDLERS serve, in the table's order
+# (load_areas holds the modules to this list).
+AREA_CALLS: dict[str, str] = {
+    "sys_fs": (
+        "read write pread64 pwrite64 readv writev preadv pwritev preadv2 pwritev2 lseek sendfile "
+        "fsync fdatasync ftruncate getdents64 getdents openat open creat fstat newfstatat stat "
+        "lstat statx readlinkat readlink faccessat2 faccessat access getcwd chdir fchdir mkdirat "
+        "mkdir mknodat mknod rmdir unlinkat unlink renameat2 renameat rename linkat link "
+        "symlinkat symlink fchmodat chmod fchmod utimensat truncate statfs fstatfs umask close "
+        "dup dup2 dup3 fcntl pipe pipe2 ioctl close_range flock fadvise64 getxattr lgetxattr "
+        "fgetxattr listxattr llistxattr flistxattr setxattr lsetxattr fsetxattr removexattr "
+        "lremovexattr fremovexattr fchownat chown lchown fchown memfd_create splice tee vmsplice "
+        "copy_file_range fallocate"),
+    "sys_mm": "brk mmap munmap mprotect mremap madvise msync mlock munlock",
+    "sys_identity": (
+        "getpid gettid getppid getuid geteuid getgid getegid getresuid getresgid getgroups setuid "
+        "setgid setresuid setresgid setreuid setregid getpgrp getpgid getsid setsid setpgid uname "
+        "sethostname"),
+    "sys_time": (
+        "clock_gettime clock_getres clock_settime getrusage gettimeofday time nanosleep "
+        "clock_nanosleep times"),
+    "sys_misc": (
+        "exit_group ptrace arch_prctl set_tid_address set_robust_list get_robust_list getrandom "
+        "prlimit64 getrlimit setrlimit sysinfo sched_yield sched_getaffinity getcpu getpriority "
+        "setpriority prctl"),
+    "sys_signal": (
+        "rt_sigaction rt_sigprocmask rt_sigpending rt_sigsuspend rt_sigtimedwait rt_sigqueueinfo "
+        "rt_sigreturn sigaltstack pause kill tgkill tkill"),
+    "sys_thread": (
+        "sched_rr_get_interval clone clone3 fork vfork exit futex sched_getscheduler "
+        "sched_setscheduler sched_getparam sched_setparam sched_get_priority_max "
+        "sched_get_priority_min sched_setaffinity"),
+    "sys_poll": (
+        "poll ppoll select pselect6 epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait "
+        "epoll_pwait2 eventfd eventfd2"),
+    "sys_timer": (
+        "alarm getitimer setitimer timer_create timer_settime timer_gettime timer_getoverrun "
+        "timer_delete"),
+    "sys_net": (
+        "socket socketpair bind listen accept accept4 connect getsockname getpeername shutdown "
+        "setsockopt getsockopt sendto recvfrom sendmsg recvmsg sendmmsg recvmmsg"),
+    "sys_timerfd": "timerfd_create timerfd_settime timerfd_gettime",
+    "exec": "execve execveat",
+    "sys_wait": "wait4 waitid",
+}
 
 Handler = Callable[..., int]
 
@@ -91,13 +110,58 @@ ERRORS: dict[str, Error] = {
 }
 
 
-class Syscall(NamedTuple):
-    number: int
-    name: str
-    handler: Handler
-    arity: int
-    area: str
-    status: Status | Denied
+class Syscall:
+    """One row. A served call's handler, arity (raw arguments it takes) and status come
+    from its area's module, loaded on the row's first use (load); a refusal or a policy's
+    denial has them from the start."""
+
+    __slots__ = ("number", "name", "area", "_handler", "_arity", "_status")
+
+    def __init__(self, number: int, name: str, area: str, handler: Handler | None = None,
+                 arity: int = 0, status: Status | Denied | None = None) -> None:
+        self.number = number
+        self.name = name
+        self.area = area
+        self._arity = arity
+        self._status = status
+        self._handler = handler  # None: not loaded yet
+
+    @property
+    def handler(self) -> Handler:
+        return self._handler or self.load()
+
+    @property
+    def arity(self) -> int:
+        if self._handler is None:
+            self.load()
+        return self._arity
+
+    @property
+    def status(self) -> Status | Denied:
+        if self._handler is None:
+            self.load()
+        assert self._status is not None
+        return self._status
+
+    def load(self) -> Handler:
+        """The handler from the area's module, imported now if it is not yet. Without a
+        lock, as threads (vCPUs, the fast transport's server) may make the same first
+        call: each finds the same handler (the import system serialises the import), and
+        the handler is stored last, so a thread that sees it also sees its arity."""
+        module = area_module(self.area)
+        handler = module.HANDLERS.get(self.name)
+        if handler is None:
+            raise RuntimeError(f"{self.area} does not serve {self.name} (AREA_CALLS)")
+        self._status = _status(self.name, getattr(module, "NOTES", {}))
+        self._arity = handler.__code__.co_argcount - 1  # minus the task
+        self._handler = handler
+        return handler
+
+
+def area_module(area: str) -> ModuleType:
+    """The area's module, imported now if it is not yet. Through __import__, the import
+    statement's path: -X importtime reports it (tests/test_startup.py reads that)."""
+    return __import__(f"karn.kernel.{area}", fromlist=("HANDLERS",))
 
 
 def _status(name: str, notes: dict[str, str]) -> Status:
@@ -117,26 +181,53 @@ def _refusal(code: int) -> Handler:
 
 def _build_table() -> dict[int, Syscall]:
     table: dict[int, Syscall] = {}
-    for area in AREAS:
-        notes: dict[str, str] = getattr(area, "NOTES", {})
-        if stray := set(notes) - set(area.HANDLERS):
-            raise RuntimeError(f"notes for syscalls {area.__name__} does not serve: {stray}")
-        for name, handler in area.HANDLERS.items():
+    for area, calls in AREA_CALLS.items():
+        for name in calls.split():
             number = SYSCALL_NUMBERS[name]
             if number in table:
                 raise RuntimeError(f"syscall {name} registered twice")
-            arity = handler.__code__.co_argcount - 1  # minus the task
-            area_name = area.__name__.rsplit(".", 1)[-1]
-            table[number] = Syscall(number, name, handler, arity, area_name, _status(name, notes))
+            table[number] = Syscall(number, name, area)
     for name, status in ERRORS.items():
         number = SYSCALL_NUMBERS[name]
         if number not in table:
             # All six arguments, so that --trace shows them as for any call karn does not serve
-            table[number] = Syscall(number, name, _refusal(status.code), 6, "", status)
+            table[number] = Syscall(number, name, "", _refusal(status.code), 6, status)
     return table
 
 
 TABLE: dict[int, Syscall] = _build_table()
+
+
+def load_areas() -> list[ModuleType]:
+    """Every area's module, each held to AREA_CALLS, and every row loaded (for what reads
+    all of the table: the docs, the tests)."""
+    modules = []
+    for area, calls in AREA_CALLS.items():
+        module = area_module(area)
+        listed, served = set(calls.split()), set(module.HANDLERS)
+        if listed != served:
+            raise RuntimeError(f"AREA_CALLS[{area!r}] lacks {sorted(served - listed)} and "
+                               f"lists {sorted(listed - served)} it does not serve")
+        if stray := set(getattr(module, "NOTES", {})) - set(module.HANDLERS):
+            raise RuntimeError(f"notes for syscalls {area} does not serve: {stray}")
+        modules.append(module)
+    for entry in TABLE.values():
+        if entry._handler is None:
+            entry.load()
+    return modules
+
+
+def _load_before_fork() -> None:
+    """Before os.fork with other threads about: load every area, so that no thread is
+    halfway through importing one at the fork (the child would wait forever for the
+    import lock of a thread it does not have)."""
+    if threading.active_count() > 1:
+        for area in AREA_CALLS:
+            area_module(area)
+
+
+os.register_at_fork(before=_load_before_fork)
+
 _warned: set[int] = set()
 
 
@@ -162,7 +253,9 @@ def dispatch(
     if entry is None:
         return unimplemented(number)
     try:
-        return entry.handler(task, *args[: entry.arity])
+        # The row's slots, not its loading properties: this is every syscall's path.
+        handler = entry._handler or entry.load()
+        return handler(task, *args[: entry._arity])
     except SyscallError as err:
         return -err.errno
     except (OverflowError, ValueError, UnicodeError) as err:
@@ -201,7 +294,7 @@ def restricted_table(allowed: frozenset[str], kill: bool) -> dict[int, Syscall]:
     table = {nr: e for nr, e in TABLE.items() if e.name in allowed}
     for number, name in SYSCALL_NAMES.items():
         if name not in allowed:
-            table[number] = Syscall(number, name, _denial(name, kill), 0, "policy", Denied(kill))
+            table[number] = Syscall(number, name, "policy", _denial(name, kill), 0, Denied(kill))
     return table
 
 

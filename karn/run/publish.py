@@ -7,8 +7,6 @@ A chosen port is free when chosen; the monitor reserves it when it builds the ne
 
 from __future__ import annotations
 
-import socket
-
 from karn.errors import UsageError
 
 
@@ -21,6 +19,8 @@ def needs_host_port(spec: str) -> bool:
 
 def with_free_host_port(spec: str) -> str:
     """The spec with a free host port filled in: 80 -> 127.0.0.1:41523:80."""
+    import socket  # here: every run imports this module, few publish a port
+
     body, slash, proto = spec.partition("/")
     host, _, guest = body.rpartition("::") if "::" in body else ("127.0.0.1", "", body)
     ip = host.strip("[]")
