@@ -110,7 +110,10 @@ class PtyRegistry:
             master = PtyMaster(fd, flags)
         except OSError as err:
             os.close(fd)
-            raise host_error(err, errno.EIO) from None
+            raise host_error(err) from None
+        except SyscallError:
+            os.close(fd)
+            raise
         with self._lock:
             self._masters[master.number] = master
         return master
