@@ -148,7 +148,7 @@ class DevFs(Filesystem):
                 raise SyscallError(errno.EISDIR)
             entries = [DirEntry(n, self._inos[n], _dtype(n)) for n in self._inos]
             return DirListFile(path, kept, entries, st)
-        if rel == [PTS]:
+        if tuple(rel) == (PTS,):
             if flags & (OFlag.WRONLY | OFlag.RDWR):
                 raise SyscallError(errno.EISDIR)
             ptys = [DirEntry(str(n), PTYS.stat(n).ino, DT_CHR) for n in PTYS.numbers()]
