@@ -82,7 +82,7 @@ class Relay:
             self._relay()
         finally:
             if saved is not None:
-                termios.tcsetattr(0, termios.TCSADRAIN, saved)
+                _restore(saved)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             os.close(self.master)
@@ -142,6 +142,13 @@ class Relay:
 
     def _resize(self, signum: int, frame: object) -> None:
         _copy_size(self.master)  # the kernel sends SIGWINCH to the pty's foreground group
+
+
+def _restore(modes: list) -> None:
+    try:
+        termios.tcsetattr(0, termios.TCSADRAIN, modes)
+    except termios.error:
+        pass  # the terminal itself is gone (hung up): nothing to restore
 
 
 def _write_all(fd: int, data: bytes) -> None:
