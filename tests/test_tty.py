@@ -181,6 +181,17 @@ def test_interactive_tty_needs_a_terminal(tmp_path: Path) -> None:
     assert b"Traceback" not in result.stderr
 
 
+def test_without_tty_there_is_no_controlling_terminal(karn, build) -> None:
+    result = karn(BUSYBOX, "sh", "-c", "echo x > /dev/tty")
+    assert result.returncode != 0
+    assert b"No such device or address" in result.stderr
+    # under the sandbox a guest's own pty needs -t (docs/cli.md)
+    program = build("tty_openpty", "static", ("-lutil",))
+    result = karn(program)
+    assert result.returncode == 1
+    assert b"posix_openpt: Permission denied" in result.stderr
+
+
 def _child_of(pid: int) -> int:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     assert len(children) == 1, children
