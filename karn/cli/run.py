@@ -95,6 +95,20 @@ def register(sub: Any) -> argparse.ArgumentParser:
         metavar="HOST:GUEST[:ro]",
         help="mount a host directory into the guest",
     )
+    run.add_argument(
+        "-t",
+        "--tty",
+        action="store_true",
+        help="give the guest a pseudo-terminal for its stdio, as its controlling terminal "
+        "(job control, Ctrl-C to its foreground process group, window size)",
+    )
+    run.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="keep stdin open (always so without -t); with -t, what you type goes to the "
+        "guest's terminal, yours in raw mode until the run ends",
+    )
     run.add_argument("-w", "--workdir", help="guest working directory (default /, or the image's)")
     run.add_argument("--hostname", default="karn", help="guest hostname (default karn)")
     run.add_argument(
@@ -299,6 +313,8 @@ def rewrite_trace(words: list[str], run: argparse.ArgumentParser) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.detach and args.gdb:
         raise UsageError("--gdb needs a foreground run (the guest waits for gdb)")
+    if args.detach and args.tty:
+        raise UsageError("-t needs a foreground run (its terminal is yours)")
     config = run_config(args)
     if config.chosen_ports:
         from karn.run.publish import describe
@@ -310,6 +326,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         assert config.instance is not None  # resolve() makes one for -d
         return run_detached(config.instance, lambda: start(config))
+    if args.tty:
+        from karn.run.terminal import run_in_terminal
+
+        return run_in_terminal(args.interactive, lambda: start(config))
     return start(config)
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER, SIGKILL
+from karn.kernel import tty
 from karn.kernel.link import MESSAGE_MAX, Link, decode_message, send_message
 from karn.kernel.proctable import ProcTable, signal_wstatus
 
@@ -112,6 +113,11 @@ class Coordinator:
             return table.getpgid(caller, args[0])
         if op == "getsid":
             return table.getsid(caller, args[0])
+        if op == "tcgetpgrp":
+            return tty.table_getpgrp(table, caller)
+        if op == "tcsetpgrp":
+            tty.table_setpgrp(table, caller, args[0])
+            return None
         raise SyscallError(errno.EINVAL)
 
     def _exited(self, pid: int, wstatus: int, news: list) -> None:

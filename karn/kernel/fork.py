@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER
+from karn.kernel import tty
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.cputime import monitor_times
 from karn.kernel.forklocks import LockSite, process_locks, quiesced, renew
@@ -273,10 +274,12 @@ def _forward_host_signals(proc: Process) -> None:
     """Host signals to this monitor go to its guest process (this thread is the child's
     main thread, where Python runs signal handlers)."""
     def forward(signum: int, frame: object) -> None:
-        if not proc.done.is_set():
+        if tty.is_terminal_signal(signum):
+            tty.deliver_terminal_signal(proc, signum)
+        elif not proc.done.is_set():
             proc.signal_process(SigInfo.from_sender(signum, SI_USER, 0))
 
-    for sig in FORWARDED_SIGNALS:
+    for sig in FORWARDED_SIGNALS + tty.host_signals():
         signal.signal(sig, forward)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.signals import SI_USER, signal_name
+from karn.kernel import tty
 from karn.kernel.process import Task
 from karn.kernel.signals import SigInfo
 from karn.platform.vcpu import install_kick_handler
@@ -60,7 +61,8 @@ class Runner:
             self.debug = DebugSession(config.debug)
             self._attach(self.debug)
         install_kick_handler()
-        forwarded = {sig: signal.signal(sig, self._forward_signal) for sig in FORWARDED_SIGNALS}
+        forwarded = {sig: signal.signal(sig, self._forward_signal)
+                     for sig in FORWARDED_SIGNALS + tty.host_signals()}
         if config.instance is not None:  # -d, --name, --metrics: listed from the start
             from karn.instance.monitor import MonitorInstance
 
@@ -135,6 +137,9 @@ class Runner:
             return
         if proc.exit_status is not None:  # asked twice: the guest is not leaving, stop now
             raise KeyboardInterrupt
+        if tty.is_terminal_signal(signum):  # typed, or a resize: the foreground group's
+            tty.deliver_terminal_signal(proc, signum)
+            return
         proc.signal_process(SigInfo.from_sender(signum, SI_USER, 0))
 
     def _report_fatal_signal(self) -> None:

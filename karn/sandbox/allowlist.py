@@ -55,8 +55,10 @@ SOCK_TYPE_MASK = 0xF
 KVMIO = 0xAE  # every KVM ioctl has this type byte (bits 8..15 of the request)
 # Terminal ioctls the guest's tty calls pass through (kernel/fs/sys_fd.py), FIONREAD for
 # readiness; never TIOCSTI (typing into the host's terminal).
+# The guest's ptys (kernel/fs/pty.py): a new one's number, unlocking, its slave.
 IOCTLS = (termios.TCGETS, termios.TCSETS, termios.TCSETSW, termios.TCSETSF,
-          termios.TIOCGWINSZ, termios.TIOCSWINSZ, termios.FIONREAD, termios.FIONBIO)
+          termios.TIOCGWINSZ, termios.TIOCSWINSZ, termios.FIONREAD, termios.FIONBIO,
+          0x80045430, 0x40045431, 0x5441)  # TIOCGPTN, TIOCSPTLCK, TIOCGPTPEER
 
 # New processes, other programs, other processes' memory, the kernel's own state.
 KILL: tuple[str, ...] = (

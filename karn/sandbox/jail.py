@@ -14,6 +14,7 @@ import karn
 from karn import log
 from karn.errors import KarnError
 from karn.instance.paths import instances_dir
+from karn.kernel.tty import TERMINAL
 from karn.sandbox import landlock as L
 from karn.sandbox import privileges, seccomp
 from karn.sandbox.probe import armed
@@ -143,6 +144,12 @@ def _ruleset(guest: Guest, abi: int, restrict_bind: bool) -> L.Ruleset:
     for vol in config.volumes:
         rules.allow(vol.host, L.READ if vol.readonly else L.READ | L.WRITE)
     _allow_stdio_files(rules)
+    # The guest's /dev/ptmx opens the host's and its slave (karn/kernel/fs/pty.py), which
+    # Landlock checks as /dev/pts/N: every host pty of the user. Only a run the user gave
+    # a terminal (-t) may; without -t the guest's posix_openpt fails with EACCES.
+    if TERMINAL.active:
+        rules.allow("/dev/ptmx", L.READ_FILE | L.WRITE_FILE | L.IOCTL_DEV)
+        rules.allow("/dev/pts", L.READ_FILE | L.WRITE_FILE | L.IOCTL_DEV)
     net = guest.net
     unix_dir = net.unix_dir()  # made now: guest AF_UNIX names live there
     rules.allow(unix_dir, L.READ | L.WRITE)

@@ -1,4 +1,5 @@
-"""/dev: the character devices programs expect, with no host device behind any of them."""
+"""/dev: the character devices programs expect, with no host device behind any of them,
+and the terminals (tty, ptmx, pts/N), each a host pty (karn/kernel/fs/pty.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     DT_CHR,
+    DT_DIR,
     DT_LNK,
     O_OPEN_ONLY,
     S_IFCHR,
@@ -20,6 +22,7 @@ from karn.kernel.fs.constants import (
 )
 from karn.kernel.fs.file import Buffer, DirEntry, DirListFile, OpenFile
 from karn.kernel.fs.filesystem import Filesystem, Rel
+from karn.kernel.fs.pty import PTYS, open_terminal
 from karn.kernel.fs.stat import Stat, StatFs, now_ns
 
 if TYPE_CHECKING:
@@ -33,6 +36,8 @@ DEVICES: dict[str, tuple[int, int]] = {
     "random": (1, 8),
     "urandom": (1, 9),
 }
+TERMINALS: dict[str, tuple[int, int]] = {"tty": (5, 0), "ptmx": (5, 2)}
+PTS = "pts"
 LINKS: dict[str, str] = {
     "stdin": "/proc/self/fd/0",
     "stdout": "/proc/self/fd/1",
@@ -93,16 +98,19 @@ class DevFs(Filesystem):
 
     def __init__(self) -> None:
         super().__init__()
-        self._inos = {name: i for i, name in enumerate([*DEVICES, *LINKS], start=2)}
+        names = [*DEVICES, *LINKS, *TERMINALS, PTS]
+        self._inos = {name: i for i, name in enumerate(names, start=2)}
         self._t = now_ns()
 
     def _stat(self, name: str) -> Stat:
-        if name in DEVICES:
+        if name == PTS:
+            return self._dir_stat(self._inos[name])
+        if name in DEVICES or name in TERMINALS:
             st = Stat(
                 mode=S_IFCHR | 0o666,
                 ino=self._inos[name],
                 dev=self.dev,
-                rdev=os.makedev(*DEVICES[name]),
+                rdev=os.makedev(*(DEVICES.get(name) or TERMINALS[name])),
             )
         else:
             st = Stat(
@@ -111,20 +119,17 @@ class DevFs(Filesystem):
         st.atime_ns = st.mtime_ns = st.ctime_ns = self._t
         return st
 
+    def _dir_stat(self, ino: int) -> Stat:
+        return Stat(mode=S_IFDIR | 0o755, ino=ino, dev=self.dev, nlink=2, size=4096,
+                    atime_ns=self._t, mtime_ns=self._t, ctime_ns=self._t)
+
     def lstat(self, rel: Rel) -> Stat:
         if not rel:
-            return Stat(
-                mode=S_IFDIR | 0o755,
-                ino=1,
-                dev=self.dev,
-                nlink=2,
-                size=4096,
-                atime_ns=self._t,
-                mtime_ns=self._t,
-                ctime_ns=self._t,
-            )
+            return self._dir_stat(1)
         if len(rel) == 1 and rel[0] in self._inos:
             return self._stat(rel[0])
+        if len(rel) == 2 and rel[0] == PTS:
+            return PTYS.stat(_pty_number(rel[1]))
         raise SyscallError(errno.ENOTDIR if len(rel) > 1 and rel[0] in self._inos else errno.ENOENT)
 
     def readlink(self, rel: Rel) -> str:
@@ -141,15 +146,36 @@ class DevFs(Filesystem):
         if not rel:
             if flags & (OFlag.WRONLY | OFlag.RDWR):
                 raise SyscallError(errno.EISDIR)
-            entries = [
-                DirEntry(n, self._inos[n], DT_CHR if n in DEVICES else DT_LNK) for n in self._inos
-            ]
+            entries = [DirEntry(n, self._inos[n], _dtype(n)) for n in self._inos]
             return DirListFile(path, kept, entries, st)
+        if tuple(rel) == (PTS,):
+            if flags & (OFlag.WRONLY | OFlag.RDWR):
+                raise SyscallError(errno.EISDIR)
+            ptys = [DirEntry(str(n), PTYS.stat(n).ino, DT_CHR) for n in PTYS.numbers()]
+            return DirListFile(path, kept, ptys, st)
         if rel[0] in LINKS:
             raise SyscallError(errno.ELOOP)
         if flags & OFlag.DIRECTORY:
             raise SyscallError(errno.ENOTDIR)
+        if rel[0] == PTS:
+            return PTYS.open_slave(int(rel[1]), kept)
+        if rel[0] == "tty":
+            return open_terminal(kept)
+        if rel[0] == "ptmx":
+            return PTYS.open_master(kept)
         return DeviceFile(rel[0], path, kept, st)
 
     def statfs(self) -> StatFs:
         return StatFs(TMPFS_MAGIC, files=len(self._inos), flags=ST_VALID)
+
+
+def _dtype(name: str) -> int:
+    if name == PTS:
+        return DT_DIR
+    return DT_LNK if name in LINKS else DT_CHR
+
+
+def _pty_number(name: str) -> int:
+    if not name.isdigit() or (name != "0" and name.startswith("0")):
+        raise SyscallError(errno.ENOENT)
+    return int(name)

@@ -19,7 +19,11 @@ class StdioFile(HostFile):
     def link_name(self) -> str:
         if self.is_pipe:
             return f"pipe:[{self._ino}]"
-        return "/dev/pts/0" if os.isatty(self.fd) else f"anon_inode:[stdio{self.path[-1:]}]"
+        if not os.isatty(self.fd):
+            return f"anon_inode:[stdio{self.path[-1:]}]"
+        from karn.kernel.fs.pty import pty_number  # a console that is no pty: /dev/pts/0
+
+        return f"/dev/pts/{pty_number(os.fstat(self.fd).st_rdev) or 0}"
 
 
 class FdTable:

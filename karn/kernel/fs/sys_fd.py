@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
+from karn.kernel import tty
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile, OpenFile, host_error
+from karn.kernel.fs.pty import PtyMaster
 from karn.kernel.fs.tmpfs import TmpFile
 from karn.kernel.limits import PIPE_DEF_SIZE, PIPE_MAX_SIZE, PIPE_MIN_SIZE, Charge, buffer_budget
 
@@ -27,7 +29,8 @@ FD_CLOEXEC = 1
 CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
 
 TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
-TIOCGPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540F, 0x5413, 0x5414
+TIOCSCTTY, TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540E, 0x540F, 0x5410, 0x5413, 0x5414
+TIOCNOTTY, TIOCGSID = 0x5422, 0x5429
 FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x541B, 0x5421, 0x5450, 0x5451
 # tty ioctls passed to the host tty: request -> (bytes copied in, bytes copied out)
 _TTY_PASS = {
@@ -212,12 +215,44 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
             raise SyscallError(errno.ENOTTY)
         task.mem.write_u32(arg, min(file.available(), 0x7FFFFFFF))
         return 0
+    if isinstance(file, PtyMaster):
+        done = file.tty_ioctl(task, req, arg)
+        if done is not None:
+            return done
     host = file.host_fd()
     if host is None or not os.isatty(host):
         raise SyscallError(errno.ENOTTY)
+    if tty.is_terminal(host):
+        return _terminal_ioctl(task, req, arg) if req in _TERMINAL_OWN else _tty_pass(
+            task, host, req, arg)
     if req == TIOCGPGRP:
         task.mem.write_u32(arg, task.process.pid)
         return 0
+    return _tty_pass(task, host, req, arg)
+
+
+_TERMINAL_OWN = (TIOCSCTTY, TIOCGPGRP, TIOCSPGRP, TIOCNOTTY, TIOCGSID)
+
+
+def _terminal_ioctl(task: Task, req: int, arg: int) -> int:
+    """The controlling terminal's job control, on the guest's groups (karn/kernel/tty.py)."""
+    proc = task.process
+    if req == TIOCGPGRP:
+        task.mem.write_u32(arg, tty.foreground(proc))
+    elif req == TIOCSPGRP:
+        tty.set_foreground(proc, s32(task.mem.read_u32(arg)))
+    elif req == TIOCSCTTY:
+        tty.check_controlling(proc)
+    elif req == TIOCGSID:
+        if tty.own_session(proc) != tty.SESSION:
+            raise SyscallError(errno.ENOTTY)
+        task.mem.write_u32(arg, tty.SESSION)
+    elif tty.own_session(proc) != tty.SESSION:  # TIOCNOTTY
+        raise SyscallError(errno.ENOTTY)
+    return 0
+
+
+def _tty_pass(task: Task, host: int, req: int, arg: int) -> int:
     if req not in _TTY_PASS:
         raise SyscallError(errno.ENOTTY)
     size_in, size_out = _TTY_PASS[req]
@@ -271,8 +306,10 @@ HANDLERS = {
 NOTES = {
     "fcntl": "record locks (F_SETLK, F_OFD_*) are granted without checking: one process; "
     "F_SETOWN/F_GETOWN are no-ops; F_SETFL changes only O_APPEND and O_NONBLOCK",
-    "ioctl": "FIONREAD, FIONBIO, FIOCLEX, FIONCLEX; TCGETS/TCSETS*/TIOC[GS]WINSZ/TIOCGPGRP "
-    "reach the host only when the fd is the host's tty; anything else ENOTTY",
+    "ioctl": "FIONREAD, FIONBIO, FIOCLEX, FIONCLEX; TCGETS/TCSETS*/TIOC[GS]WINSZ reach the "
+    "host only when the fd is a host tty; with `karn run -t`, TIOC[GS]PGRP, TIOCSCTTY, "
+    "TIOCGSID, TIOCNOTTY on the terminal act on the guest's process groups; "
+    "TIOCGPTN/TIOCSPTLCK/TIOCGPTLCK/TIOCGPTPEER on /dev/ptmx; anything else ENOTTY",
     "close_range": "CLOSE_RANGE_UNSHARE is accepted (one fd table)",
     "flock": "locks are granted without checking: one process",
     "fadvise64": "advice is accepted and ignored",

@@ -1,0 +1,142 @@
+"""The controlling terminal of `karn run -t`: the guest's stdio is a host pty's slave
+(karn/run/terminal.py), and session 1 (pid 1's) has it as its controlling terminal.
+
+The host pty's line discipline does the terminal's work (echo, line editing, termios) and
+sends its signals (Ctrl-C, Ctrl-\\, a resize) to the host process group of the pty: every
+guest process's monitor. Guest process groups are the process table's, not the host's, so
+each monitor passes such a signal to its own guest process only when that process is in
+the terminal's guest foreground group (tcsetpgrp): the group the line discipline would
+have chosen. The foreground group lives in the first monitor, with the table
+(coordinator.py ops "tcgetpgrp", "tcsetpgrp"); before the first fork pid 1 keeps it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING
+
+from karn.abi.errno import SyscallError
+from karn.abi.signals import SI_KERNEL
+from karn.kernel.signals import SigInfo
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Process
+    from karn.kernel.proctable import ProcTable
+
+# What the line discipline sends (SIGTSTP is not here: job-control stops are not built,
+# and the host kernel discards it for the monitors' orphaned host process group).
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH)
+SESSION = 1  # pid 1's session holds the terminal from the start, as docker's -t
+
+
+class Terminal:
+    """Whether this run has a terminal, and (in the first monitor) its foreground group."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.fd = -1  # the monitor's own copy of the pty's slave
+        self.rdev = 0
+        self.number: int | None = None  # its N in /dev/pts
+        self.foreground = SESSION
+
+
+TERMINAL = Terminal()
+
+
+def activate(slave: int) -> None:
+    """This run's guest stdio is the pty whose slave is `slave` (called in the monitor
+    before the guest is built)."""
+    from karn.kernel.fs.pty import pty_number
+
+    TERMINAL.fd = os.dup(slave)
+    os.set_inheritable(TERMINAL.fd, False)
+    TERMINAL.rdev = os.fstat(slave).st_rdev
+    TERMINAL.number = pty_number(TERMINAL.rdev)
+    TERMINAL.active = True
+
+
+def is_terminal(host_fd: int) -> bool:
+    """Whether a guest file's host fd is the controlling terminal."""
+    if not TERMINAL.active:
+        return False
+    try:
+        return os.fstat(host_fd).st_rdev == TERMINAL.rdev
+    except OSError:
+        return False
+
+
+def host_signals() -> tuple[int, ...]:
+    """Host signals a monitor must catch for the terminal, beyond those it forwards."""
+    return (signal.SIGWINCH,) if TERMINAL.active else ()
+
+
+def is_terminal_signal(signum: int) -> bool:
+    return TERMINAL.active and signum in TERMINAL_SIGNALS
+
+
+def deliver_terminal_signal(proc: Process, signum: int) -> None:
+    """From a monitor's host signal handler: the signal goes to the guest process if it is
+    in the foreground group. Asking the table may wait for its lock, so not in the handler."""
+    def deliver() -> None:
+        try:
+            if own_group(proc) != foreground(proc):
+                return
+        except (SyscallError, OSError):
+            return  # the table is gone: the run is ending
+        if not proc.done.is_set():
+            proc.signal_process(SigInfo.from_sender(signum, SI_KERNEL, 0))
+
+    threading.Thread(target=deliver, name="karn-tty-signal", daemon=True).start()
+
+
+def own_group(proc: Process) -> int:
+    return proc.pid if proc.link is None else proc.link.call("getpgid", 0)
+
+
+def own_session(proc: Process) -> int:
+    return proc.pid if proc.link is None else proc.link.call("getsid", 0)
+
+
+def foreground(proc: Process) -> int:
+    """tcgetpgrp: ENOTTY for a process outside the terminal's session."""
+    if proc.link is None:
+        return TERMINAL.foreground
+    return proc.link.call("tcgetpgrp")
+
+
+def set_foreground(proc: Process, pgrp: int) -> None:
+    """tcsetpgrp: a group of the caller's session, which must be the terminal's."""
+    if pgrp < 0:
+        raise SyscallError(errno.EINVAL)
+    if proc.link is None:
+        if pgrp != proc.pid:
+            raise SyscallError(errno.EPERM)
+        TERMINAL.foreground = pgrp
+        return
+    proc.link.call("tcsetpgrp", pgrp)
+
+
+def check_controlling(proc: Process) -> None:
+    """TIOCSCTTY: only the terminal's own session leader (it already has it)."""
+    if own_session(proc) != SESSION or proc.pid != SESSION:
+        raise SyscallError(errno.EPERM)
+
+
+# -- in the first monitor, under the table's lock (coordinator.py) ---------------------------
+
+def table_getpgrp(table: ProcTable, caller: int) -> int:
+    if table.get(caller).sid != SESSION:
+        raise SyscallError(errno.ENOTTY)
+    return TERMINAL.foreground
+
+
+def table_setpgrp(table: ProcTable, caller: int, pgrp: int) -> None:
+    if table.get(caller).sid != SESSION:
+        raise SyscallError(errno.ENOTTY)
+    if not any(e.pgid == pgrp and e.sid == SESSION and not e.zombie
+               for e in table.entries.values()):
+        raise SyscallError(errno.EPERM)
+    TERMINAL.foreground = pgrp

@@ -1,0 +1,198 @@
+"""`karn run -it`: an interactive guest on a pty, driven as a user's terminal would drive
+it (the test holds a pty whose slave is karn's stdio and types into its master)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BUSYBOX
+
+DEADLINE = 60.0  # a loaded 2-core machine: fork and exec take a good part of a second
+
+
+class UserTerminal:
+    """A pty standing for the user's terminal, with a program on its slave."""
+
+    def __init__(self, argv: Sequence[str], rows: int = 24, columns: int = 80) -> None:
+        self.master, self.slave = os.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        self.modes = termios.tcgetattr(self.slave)
+        self.proc = subprocess.Popen(list(argv), stdin=self.slave, stdout=self.slave,
+                                     stderr=self.slave, start_new_session=True)
+        self.output = b""
+        self._seen = 0  # expect() looks after what it matched last
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, pattern: str | bytes, timeout: float = DEADLINE) -> re.Match[bytes]:
+        """Wait for pattern in the output after the last match; the match."""
+        regex = re.compile(pattern.encode() if isinstance(pattern, str) else pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = regex.search(self.output, self._seen)
+            if found:
+                self._seen = found.end()
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._read(left):
+                pytest.fail(f"no {regex.pattern!r} in the output:\n{self.output!r}",
+                            pytrace=False)
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if ready:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:
+                return False
+            self.output += data
+        return True
+
+    def wait(self, timeout: float = DEADLINE) -> int:
+        """The program's exit status; the output is read until then."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                pytest.fail(f"still running; output:\n{self.output!r}", pytrace=False)
+            self._read(0.1)
+        while self._read(0) and select.select([self.master], [], [], 0)[0]:
+            pass
+        return self.proc.returncode
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def terminal():
+    made: list[UserTerminal] = []
+
+    def start(*argv: str | os.PathLike[str], **size: int) -> UserTerminal:
+        made.append(UserTerminal([str(a) for a in argv], **size))
+        return made[-1]
+
+    yield start
+    for term in made:
+        term.close()
+
+
+def karn_it(*args: str | os.PathLike[str]) -> list[str]:
+    return [sys.executable, "-m", "karn", "run", "-it", *map(str, args)]
+
+
+PROMPT = rb"/ # "
+
+
+def test_shell_runs_a_line_and_exits_with_its_status(terminal) -> None:
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    assert not termios.tcgetattr(term.slave)[3] & termios.ICANON  # raw while it runs
+    term.type("echo hi; exit 3\r")
+    term.expect(rb"echo hi; exit 3\r\n")  # the guest's pty echoes what was typed
+    term.expect(rb"hi\r\n")
+    assert term.wait() == 3
+    assert termios.tcgetattr(term.slave) == term.modes  # the user's modes are back
+    assert b"job control turned off" not in term.output
+
+
+def test_tty_names_the_guest_terminal(terminal) -> None:
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    term.type("tty; ls -1 /dev/pts; exit\r")
+    name = term.expect(rb"\r\n(/dev/pts/(\d+))(?=\r\n)")
+    term.expect(rb"\r\n" + name.group(2) + rb"\r\n")  # listed in the guest's /dev/pts
+    assert term.wait() == 0
+
+
+def test_ctrl_c_interrupts_the_foreground_job_and_the_shell_stays(terminal) -> None:
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    # the job prints once it is the terminal's foreground group (ash's child sets it
+    # before running the command), then becomes sleep
+    term.type("sh -c 'echo started; exec sleep 30'\r")
+    term.expect(rb"\r\nstarted\r\n")
+    started = time.monotonic()
+    term.type("\x03")
+    term.expect(PROMPT)
+    assert time.monotonic() - started < 25  # not the sleep running out
+    term.type("echo status=$?; exit 5\r")
+    term.expect(rb"\r\nstatus=130\r\n")  # 128 + SIGINT: the job, not the shell
+    assert term.wait() == 5
+
+
+def test_window_size_and_its_changes_reach_the_guest(terminal) -> None:
+    term = terminal(*karn_it(BUSYBOX, "sh"), rows=33, columns=99)
+    term.expect(PROMPT)
+    term.type("stty size; sh -c 'trap \"stty size; exit\" WINCH; echo ready; "
+              "while :; do sleep 1; done'\r")
+    term.expect(rb"\r\n33 99(?=\r\n)")
+    term.expect(rb"\r\nready(?=\r\n)")  # the foreground job waits for SIGWINCH
+    fcntl.ioctl(term.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    term.proc.send_signal(signal.SIGWINCH)  # what the user's terminal emulator does
+    term.expect(rb"\r\n40 120\r\n")
+    term.expect(PROMPT)
+    term.type("exit\r")
+    assert term.wait() == 0
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_guest_program_opens_its_own_pty(terminal, build, variant: str) -> None:
+    program = build("tty_openpty", variant, ("-lutil",) if variant == "static" else ())
+    native = terminal(program)
+    native_status = native.wait()
+    guest = terminal(*karn_it(program))
+    assert guest.wait() == native_status == 0
+    assert guest.output == native.output
+
+
+def test_killed_monitor_leaves_the_terminal_restored(terminal) -> None:
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    monitor = _child_of(term.proc.pid)
+    os.kill(monitor, signal.SIGKILL)  # a crash of karn's monitor: the relay still cleans up
+    assert term.wait() == 128 + signal.SIGKILL
+    assert termios.tcgetattr(term.slave) == term.modes
+
+
+def test_interactive_tty_needs_a_terminal(tmp_path: Path) -> None:
+    result = subprocess.run(karn_it(BUSYBOX, "true"), stdin=subprocess.DEVNULL,
+                            capture_output=True, timeout=DEADLINE)
+    assert result.returncode != 0
+    assert result.stderr.startswith(b"karn: -it needs a terminal")
+    assert b"Traceback" not in result.stderr
+
+
+def test_without_tty_there_is_no_controlling_terminal(karn, build) -> None:
+    result = karn(BUSYBOX, "sh", "-c", "echo x > /dev/tty")
+    assert result.returncode != 0
+    assert b"No such device or address" in result.stderr
+    # under the sandbox a guest's own pty needs -t (docs/cli.md)
+    program = build("tty_openpty", "static", ("-lutil",))
+    result = karn(program)
+    assert result.returncode == 1
+    assert b"posix_openpt: Permission denied" in result.stderr
+
+
+def _child_of(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
