@@ -105,7 +105,8 @@ class Machine(Protocol[CpuT]):
 
 
 class Identity:
-    __slots__ = ("uid", "gid", "euid", "egid", "suid", "sgid", "keepcaps", "dropped_caps")
+    __slots__ = ("uid", "gid", "euid", "egid", "suid", "sgid", "keepcaps", "dropped_caps",
+                 "groups")
 
     def __init__(self, uid: int = 0, gid: int = 0, euid: int = 0, egid: int = 0) -> None:
         self.uid = uid
@@ -116,6 +117,7 @@ class Identity:
         self.sgid = egid
         self.keepcaps = 0  # prctl(PR_SET_KEEPCAPS)
         self.dropped_caps = 0  # capabilities PR_CAPBSET_DROP took from the bounding set
+        self.groups: tuple[int, ...] = ()  # supplementary groups (setgroups)
 
 
 class KernelConfig:
