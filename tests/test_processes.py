@@ -148,3 +148,19 @@ def _monitor_of(port: int) -> int | None:
                 return int(entry)
     return None
 
+
+
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+def test_pidfds_as_native(build, karn, native, same, variant):
+    """pidfd_open, poll/epoll on a pidfd when its process ends, pidfd_send_signal,
+    waitid(P_PIDFD) with PIDFD_NONBLOCK, and the errors of a misused pidfd."""
+    probe = build("proc_pidfd", variant)
+    expected = native(probe)
+    assert b"readable after its end: 1" in expected.stdout, expected.stdout
+    same(expected, karn(probe), "proc_pidfd")
+
+
+def test_files_passed_between_processes(build, karn, native, same):
+    """SCM_RIGHTS from a parent to its child of a pipe and a socket made after the fork."""
+    probe = build("proc_scm", "dynamic")
+    same(native(probe), karn(probe), "proc_scm")

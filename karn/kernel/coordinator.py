@@ -45,6 +45,7 @@ class Coordinator:
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ, 0)
         self._ended: set[int] = set()  # processes that said how they ended
+        self._watchers: dict[int, set[int]] = {}  # pid -> processes with a pidfd to it
         _reap_host_children()
         self._thread = threading.Thread(target=self._serve, name="karn-coordinator",
                                         daemon=True)
@@ -103,6 +104,11 @@ class Coordinator:
             if signo:
                 news.append((tgid, ("signal", tid, signo, code, caller)))
             return None
+        if op == "watch":  # a pidfd: news when it ends; True when it has ended already
+            if table.get(args[0]).zombie:
+                return True
+            self._watchers.setdefault(args[0], set()).add(caller)
+            return False
         if op == "setpgid":
             table.setpgid(caller, *args)
             return None
@@ -116,6 +122,8 @@ class Coordinator:
 
     def _exited(self, pid: int, wstatus: int, news: list) -> None:
         event, orphans = self.table.exited(pid, wstatus)
+        for watcher in sorted(self._watchers.pop(pid, ())):
+            news.append((watcher, ("exited", pid)))
         if event is not None:
             news.append((event.parent, ("child", event.child, event.wstatus)))
         for orphan in orphans:

@@ -28,6 +28,7 @@ from karn.kernel import (
     sys_misc,
     sys_mm,
     sys_net,
+    sys_pidfd,
     sys_poll,
     sys_signal,
     sys_thread,
@@ -52,6 +53,7 @@ AREAS: tuple[ModuleType, ...] = (
     sys_timerfd,
     sys_exec,
     sys_wait,
+    sys_pidfd,
 )
 
 Handler = Callable[..., int]
