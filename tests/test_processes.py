@@ -15,10 +15,29 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import BUSYBOX
 from helpers import free_port, wait_for
 from test_fork import _alive, _descendants
 
 NGINX = "/usr/sbin/nginx"
+# What a shell and ps see in /proc of other processes; nothing that depends on pid numbers.
+PROC_SCRIPT = r"""
+busybox sleep 30 & first=$!
+busybox sleep 31 & second=$!
+for pid in $first $second; do
+  echo "comm: $(cat /proc/$pid/comm)"
+  echo "cmdline: $(busybox tr '\0' ' ' < /proc/$pid/cmdline)"
+  set -- $(cat /proc/$pid/stat)
+  echo "stat: pid ok $([ $1 = $pid ] && echo y) name $2 ppid is shell $([ $4 = $$ ] && echo y)"
+  echo "status ppid is shell: $(busybox grep -c "^PPid:.$$\$" /proc/$pid/status)"
+  echo "exe: $(busybox readlink /proc/$pid/exe)"
+  echo "listed: $(ls /proc | busybox grep -cx $pid)"
+done
+echo "ps sees: $(busybox ps -o pid,args | busybox grep -c 'busybox slee[p] 3')"
+kill $first; wait $first; echo "killed: $?"
+echo "gone: $([ -e /proc/$first ] || echo y)"
+kill $second; wait
+"""
 # Paths are relative to the prefix (-p): the same file serves the native run and karn's.
 NGINX_CONF = """daemon off;
 master_process on;
@@ -164,3 +183,14 @@ def test_files_passed_between_processes(build, karn, native, same):
     """SCM_RIGHTS from a parent to its child of a pipe and a socket made after the fork."""
     probe = build("proc_scm", "dynamic")
     same(native(probe), karn(probe), "proc_scm")
+
+
+def test_proc_of_other_processes_as_native(karn, native, same, tmp_path):
+    """/proc/PID of every guest process: comm, cmdline, stat, status, exe, the listing of
+    /proc, busybox ps; an ended process's directory is gone."""
+    script = tmp_path / "procs.sh"
+    script.write_text(PROC_SCRIPT)
+    expected = native(BUSYBOX, "sh", str(script))
+    assert b"ps sees: 2" in expected.stdout, expected.stdout
+    same(expected, karn("-v", f"{tmp_path}:/data:ro", BUSYBOX, "sh", "/data/procs.sh"),
+         "/proc of other processes")

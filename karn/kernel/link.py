@@ -103,6 +103,9 @@ class Link(ABC):
             if event is not None:
                 os.eventfd_write(event, 1)
                 os.close(event)
+        elif kind == "query":  # another process reads one of this one's /proc files
+            threading.Thread(target=self._answer, args=message[1:], name="karn-proc-answer",
+                             daemon=True).start()
         elif kind == "reparent":
             proc.ppid = message[1]
             for task in list(proc.tasks.values()):  # prctl(PR_SET_PDEATHSIG)
@@ -129,6 +132,18 @@ class Link(ABC):
             waiting = list(self._waiting)
         for task in waiting:
             task.waker.wake()
+
+    def _answer(self, qid: int, name: str) -> None:
+        """The content of this process's /proc/PID/name, for the table (on a thread of
+        its own: reading the state may wait for locks a syscall holds while it waits for
+        the listener)."""
+        from karn.kernel.fs.procfiles import pid_entry
+
+        try:
+            answer = [qid, True, pid_entry(self.proc, name).decode("latin-1")]
+        except SyscallError as err:
+            answer = [qid, False, err.errno]
+        self.notify("answer", *answer)
 
     def exit_event(self, pid: int) -> int:
         """A host fd (an eventfd of its own) readable once process `pid` has ended, for
