@@ -302,8 +302,11 @@ def _finish(proc: Process) -> None:
 
 
 def _report_crash(proc: Process) -> None:
-    """One line on stderr for a forked process that dumped core (the first process gets
-    the runner's full report): which process, which program, and where."""
+    """A forked process that dumped core: the runner's full report (registers, code,
+    backtrace), or one line when there is no runner: which process, program, and where."""
+    if proc.crash_reporter is not None:
+        proc.crash_reporter()
+        return
     from karn.abi.signals import signal_name
 
     fault = proc.crash_fault
