@@ -194,3 +194,14 @@ def test_proc_of_other_processes_as_native(karn, native, same, tmp_path):
     assert b"ps sees: 2" in expected.stdout, expected.stdout
     same(expected, karn("-v", f"{tmp_path}:/data:ro", BUSYBOX, "sh", "/data/procs.sh"),
          "/proc of other processes")
+
+
+def test_cpu_limit_counts_per_process(build, karn, native):
+    """--ulimit cpu (RLIMIT_CPU) in a forked process's monitor: a spinning child dies by
+    SIGXCPU as natively; its waiting parent goes on."""
+    probe = build("proc_cpulimit", "dynamic")
+    expected = native("prlimit", "--cpu=2:3", probe)
+    assert expected.stdout == b"spinning child: killed by signal 24\n", expected.stdout
+    got = karn("--ulimit", "cpu=2", probe)
+    assert got.stdout == expected.stdout, got.stderr
+    assert got.returncode == expected.returncode == 0

@@ -149,6 +149,7 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
         task = _rebuild(proc, parent_task, start, link_end)
         _forward_host_signals(proc)
         _keep_time(proc)
+        _watch_limits(proc)
         from karn.kernel.threads import run_task
 
         run_task(task, proc.gate)
@@ -225,6 +226,20 @@ def _keep_time(proc: Process) -> None:
             clock.resync()
 
     threading.Thread(target=follow, name="karn-time", daemon=True).start()
+
+
+def _watch_limits(proc: Process) -> None:
+    """What the first monitor's main loop also does: RLIMIT_CPU and the --memory
+    backstop (policy.py LimitWatch), over this monitor's own CPU time and memory."""
+    if proc.limit_watch is None:
+        return
+    watch = proc.limit_watch = proc.limit_watch.forked()
+
+    def check() -> None:
+        while not proc.done.wait(watch.tick):
+            watch.check()
+
+    threading.Thread(target=check, name="karn-limits", daemon=True).start()
 
 
 def _drop_parent_threads(proc: Process) -> Machine:

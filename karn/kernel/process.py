@@ -237,6 +237,7 @@ class Process:
         self.fatal_snapshot: SignalSnapshot | None = None  # who raised a core signal
         # a forked process's full crash report (the runner's, which knows the guest)
         self.crash_reporter: Callable[[], None] | None = None
+        self.limit_watch: Any = None  # policy.LimitWatch, for forked monitors to copy
         self.internal_failure: BaseException | None = None
         self.done = threading.Event()
         self.observer: Observer | None = None  # debug hooks (threads.py Observer), or none

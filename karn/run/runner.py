@@ -73,6 +73,7 @@ class Runner:
             # the watch opens what it reads before the guest can use up the monitor's fds
             watch = LimitWatch(proc, config.policy, config.memory)
             proc.crash_reporter = self._report_forked_crash
+            proc.limit_watch = watch  # forked monitors watch their own (kernel/fork.py)
             main = Task(proc, proc.pid, None)
             _collect_from_now()
             proc.start_task(main, {"rip": guest.image.rip, "rsp": guest.image.rsp}, 0)
