@@ -262,7 +262,8 @@ class LimitWatch:
         The inherited statm names the parent's /proc/PID; the sandbox may not let this
         monitor open its own, and then its peak resident memory (getrusage) stands in."""
         watch = copy.copy(self)
-        os.close(self.statm)
+        if self.statm is not None:
+            os.close(self.statm)
         try:
             watch.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
