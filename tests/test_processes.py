@@ -130,8 +130,8 @@ def test_nginx_master_and_two_workers_as_native(tmp_path):
 
 
 @pytest.mark.slow
-def test_karn_stop_ends_nginx_and_its_workers(tmp_path):
-    env = {**os.environ, "KARN_STATE_DIR": str(tmp_path / "state")}
+def test_karn_stop_ends_nginx_and_its_workers(tmp_path, state_env):
+    env = state_env
     prefix = tmp_path / "site"
     (prefix / "html").mkdir(parents=True)
     (prefix / "tmp").mkdir()
@@ -139,9 +139,10 @@ def test_karn_stop_ends_nginx_and_its_workers(tmp_path):
     port = free_port()
     (prefix / "nginx.conf").write_text(NGINX_CONF.replace("PORT", str(port)))
     karn = [sys.executable, "-m", "karn"]
-    subprocess.run([*karn, "run", "-d", "--name", "web", "-p", f"{port}:{port}", "-v",
-                    f"{prefix}:/site", NGINX, "-p", "/site/", "-c", "nginx.conf"],
-                   env=env, check=True, capture_output=True, timeout=60)
+    started = subprocess.run([*karn, "run", "-d", "--name", "web", "-p", f"{port}:{port}",
+                              "-v", f"{prefix}:/site", NGINX, "-p", "/site/", "-c",
+                              "nginx.conf"], env=env, capture_output=True, timeout=60)
+    assert started.returncode == 0, started.stderr
     wait_for(lambda: _listening(port), "nginx listening")
     assert _get(port, "/index.html") == (200, b"detached\n")
     master = wait_for(lambda: _monitor_of(port), "the first monitor")
