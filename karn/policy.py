@@ -23,7 +23,9 @@ the user's consent at run time: --trust-image-policy, or the option on the comma
 
 from __future__ import annotations
 
+import copy
 import os
+from resource import RUSAGE_SELF, getrusage
 from typing import Any
 
 from karn import log
@@ -249,10 +251,31 @@ class LimitWatch:
         self.cpu_time = policy.cpu_time
         # Opened once and kept: a guest that exhausts the monitor's fds (EMFILE) must not
         # blind the watch.
-        self.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        self.statm: int | None = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
         self.rss_limit = resident_bytes(self.statm) + memory_limit + self.SLACK
         self.tick = self.TICK
         self.warned_cpu = False
+
+    def forked(self) -> LimitWatch:
+        """The watch of a forked monitor: the same limits over its own CPU time (a child's
+        starts at zero, as RLIMIT_CPU counts per process) and its own resident memory.
+        The inherited statm names the parent's /proc/PID; the sandbox may not let this
+        monitor open its own, and then its peak resident memory (getrusage) stands in."""
+        watch = copy.copy(self)
+        if self.statm is not None:
+            os.close(self.statm)
+        try:
+            watch.statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            watch.statm = None
+        watch.warned_cpu = False
+        watch.tick = self.TICK
+        return watch
+
+    def _resident(self) -> int:
+        if self.statm is None:
+            return getrusage(RUSAGE_SELF).ru_maxrss * 1024
+        return resident_bytes(self.statm)
 
     def check(self) -> None:
         if self.cpu_time is not None:
@@ -264,7 +287,7 @@ class LimitWatch:
                 self.warned_cpu = True
                 log.warning("policy: CPU time limit of %d s reached: SIGXCPU", self.cpu_time)
                 self._kill(24)  # SIGXCPU
-        rss = resident_bytes(self.statm)
+        rss = self._resident()
         self.tick = min(self.TICK, max(self.MIN_TICK, (self.rss_limit - rss) / self.TOUCH_RATE))
         if rss > self.rss_limit:
             log.warning("policy: out of memory: the monitor holds %d MiB, over the limit "

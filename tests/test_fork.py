@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,7 +41,9 @@ def test_fork_wait_as_native(build, karn, native, same, variant):
     expected = native(probe)
     got = karn(probe)
     same(expected, got, "fork_wait")
-    assert b"terminated by SIGSEGV" in got.stderr  # the crashing child is reported
+    # the crashing child gets a full report: which process, the fault, the backtrace
+    assert re.search(rb"karn: process \d+ \(\S+\) crashed: SIGSEGV", got.stderr), got.stderr
+    assert b"fault address: 0x0 (write)" in got.stderr and b"backtrace:" in got.stderr
 
 
 def test_sh_exit_status(karn, native, same):

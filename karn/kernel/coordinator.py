@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from karn.kernel.process import Process
 
 PR_SET_CHILD_SUBREAPER = 36
+QUERY_TIMEOUT = 5.0  # seconds a monitor has to answer for one of its /proc files
 
 
 class Coordinator:
@@ -46,6 +47,9 @@ class Coordinator:
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ, 0)
         self._ended: set[int] = set()  # processes that said how they ended
+        self._watchers: dict[int, set[int]] = {}  # pid -> processes with a pidfd to it
+        self._queries: dict[int, tuple[threading.Event, list]] = {}  # /proc reads asked
+        self._next_query = 0
         _reap_host_children()
         self._thread = threading.Thread(target=self._serve, name="karn-coordinator",
                                         daemon=True)
@@ -55,6 +59,8 @@ class Coordinator:
 
     def handle(self, caller: int, op: str, args: list) -> Any:
         """One request of process `caller`; news are sent after the lock is dropped."""
+        if op == "proc_file":
+            return self._proc_file(int(args[0]), str(args[1]))
         news: list[tuple[int, tuple]] = []
         with self.lock:
             result = self._handle(caller, op, args, news)
@@ -104,6 +110,20 @@ class Coordinator:
             if signo:
                 news.append((tgid, ("signal", tid, signo, code, caller)))
             return None
+        if op == "watch":  # a pidfd: news when it ends; True when it has ended already
+            if table.get(args[0]).zombie:
+                return True
+            self._watchers.setdefault(args[0], set()).add(caller)
+            return False
+        if op == "pids":  # the live processes, for a listing of /proc
+            return sorted(e.pid for e in table.live())
+        if op == "answer":  # a monitor's content of one of its /proc files
+            qid, ok, content = args
+            waiting = self._queries.get(qid)
+            if waiting is not None:
+                waiting[1].append((ok, content))
+                waiting[0].set()
+            return None
         if op == "setpgid":
             table.setpgid(caller, *args)
             return None
@@ -122,6 +142,8 @@ class Coordinator:
 
     def _exited(self, pid: int, wstatus: int, news: list) -> None:
         event, orphans = self.table.exited(pid, wstatus)
+        for watcher in sorted(self._watchers.pop(pid, ())):
+            news.append((watcher, ("exited", pid)))
         if event is not None:
             news.append((event.parent, ("child", event.child, event.wstatus)))
         for orphan in orphans:
@@ -129,6 +151,35 @@ class Coordinator:
             entry = self.table.entries.get(orphan)
             if entry is not None and entry.zombie:  # an orphaned zombie: init may reap it
                 news.append((1, ("child", orphan, entry.wstatus)))
+
+    def _proc_file(self, pid: int, name: str) -> str:
+        """The content of /proc/PID/name (latin-1 text), asked of the monitor running
+        PID: its own state says it best. ESRCH for a process that has ended or whose
+        monitor does not answer in time (a wedged monitor must not wedge the asker)."""
+        if pid == self.proc.pid:
+            from karn.kernel.fs.procfiles import pid_entry
+
+            return pid_entry(self.proc, name).decode("latin-1")
+        with self.lock:
+            entry = self.table.entries.get(pid)
+            if entry is None or entry.zombie or pid not in self._socks:
+                raise SyscallError(errno.ESRCH)
+            self._next_query += 1
+            qid = self._next_query
+            box: list = []
+            done = threading.Event()
+            self._queries[qid] = (done, box)
+        try:
+            self.send(pid, ("query", qid, name))
+            if not done.wait(QUERY_TIMEOUT):
+                raise SyscallError(errno.ESRCH)
+        finally:
+            with self.lock:
+                self._queries.pop(qid, None)
+        ok, content = box[0]
+        if not ok:
+            raise SyscallError(content)
+        return content
 
     # -- links -------------------------------------------------------------------------
 
@@ -186,6 +237,10 @@ class Coordinator:
             if op == "attach":
                 self._attach_child(pid, args[0], fds)
                 result: Any = None
+            elif op == "proc_file":  # waits for another monitor: not on this thread
+                threading.Thread(target=self._reply_later, args=(pid, sock, ident, op, args),
+                                 name="karn-proc-query", daemon=True).start()
+                return
             else:
                 result = self.handle(pid, op, args)
             reply = ("reply", ident, True, result)
@@ -204,6 +259,18 @@ class Coordinator:
                 send_message(sock, reply)
             except OSError as err:
                 log.debug("process table: reply to pid %d lost: %s", pid, err)
+
+    def _reply_later(self, pid: int, sock: Any, ident: int, op: str, args: list) -> None:
+        try:
+            reply = ("reply", ident, True, self.handle(pid, op, args))
+        except SyscallError as err:
+            reply = ("reply", ident, False, err.errno)
+        except (ValueError, TypeError, IndexError):
+            reply = ("reply", ident, False, errno.EINVAL)
+        try:
+            send_message(sock, reply)
+        except OSError as err:
+            log.debug("process table: reply to pid %d lost: %s", pid, err)
 
     def _attach_child(self, caller: int, pid: int, fds: list[int]) -> None:
         """A monitor hands over the link end of the child it is about to fork."""

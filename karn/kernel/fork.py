@@ -150,6 +150,7 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
         task = _rebuild(proc, parent_task, start, link_end)
         _forward_host_signals(proc)
         _keep_time(proc)
+        _watch_limits(proc)
         from karn.kernel.threads import run_task
 
         run_task(task, proc.gate)
@@ -226,6 +227,20 @@ def _keep_time(proc: Process) -> None:
             clock.resync()
 
     threading.Thread(target=follow, name="karn-time", daemon=True).start()
+
+
+def _watch_limits(proc: Process) -> None:
+    """What the first monitor's main loop also does: RLIMIT_CPU and the --memory
+    backstop (policy.py LimitWatch), over this monitor's own CPU time and memory."""
+    if proc.limit_watch is None:
+        return
+    watch = proc.limit_watch = proc.limit_watch.forked()
+
+    def check() -> None:
+        while not proc.done.wait(watch.tick):
+            watch.check()
+
+    threading.Thread(target=check, name="karn-limits", daemon=True).start()
 
 
 def _drop_parent_threads(proc: Process) -> Machine:
@@ -305,8 +320,11 @@ def _finish(proc: Process) -> None:
 
 
 def _report_crash(proc: Process) -> None:
-    """One line on stderr for a forked process that dumped core (the first process gets
-    the runner's full report): which process, which program, and where."""
+    """A forked process that dumped core: the runner's full report (registers, code,
+    backtrace), or one line when there is no runner: which process, program, and where."""
+    if proc.crash_reporter is not None:
+        proc.crash_reporter()
+        return
     from karn.abi.signals import signal_name
 
     fault = proc.crash_fault

@@ -3,7 +3,8 @@
 Each guest process is a monitor process; the table lives in the first monitor
 (coordinator.py). A Link is how a process asks it (new pids, wait, kill, groups) and how
 the table's news reach the process: signals from other processes, SIGCHLD with the
-child's exit, a vfork child's exec, a new parent after the old one died.
+child's exit, a vfork child's exec, a new parent after the old one died, the end of a
+process it holds a pidfd to.
 
 LocalLink serves the first monitor's own process by direct calls; RemoteLink serves
 every other monitor over one SOCK_SEQPACKET socket to the first, on which a listener
@@ -56,6 +57,7 @@ class Link(ABC):
         self.released: set[int] = set()  # vfork children that exec'd or exited
         self._waiting: set[Task] = set()
         self._lock = threading.Lock()
+        self._exit_events: dict[int, int] = {}  # pid -> a host eventfd set when it ends
 
     @abstractmethod
     def call(self, op: str, *args: Any) -> Any:
@@ -95,6 +97,15 @@ class Link(ABC):
             with self._lock:
                 self.released.add(message[1])
             self._wake_waiters()
+        elif kind == "exited":
+            with self._lock:
+                event = self._exit_events.pop(message[1], None)
+            if event is not None:
+                os.eventfd_write(event, 1)
+                os.close(event)
+        elif kind == "query":  # another process reads one of this one's /proc files
+            threading.Thread(target=self._answer, args=message[1:], name="karn-proc-answer",
+                             daemon=True).start()
         elif kind == "reparent":
             proc.ppid = message[1]
             for task in list(proc.tasks.values()):  # prctl(PR_SET_PDEATHSIG)
@@ -121,6 +132,36 @@ class Link(ABC):
             waiting = list(self._waiting)
         for task in waiting:
             task.waker.wake()
+
+    def _answer(self, qid: int, name: str) -> None:
+        """The content of this process's /proc/PID/name, for the table (on a thread of
+        its own: reading the state may wait for locks a syscall holds while it waits for
+        the listener)."""
+        from karn.kernel.fs.procfiles import pid_entry
+
+        try:
+            answer = [qid, True, pid_entry(self.proc, name).decode("latin-1")]
+        except SyscallError as err:
+            answer = [qid, False, err.errno]
+        self.notify("answer", *answer)
+
+    def exit_event(self, pid: int) -> int:
+        """A host fd (an eventfd of its own) readable once process `pid` has ended, for
+        a pidfd; ESRCH when the table no longer has it (reaped)."""
+        with self._lock:
+            event = self._exit_events.get(pid)
+            if event is None:  # made before asking: the news may come before the answer
+                event = self._exit_events[pid] = os.eventfd(0, os.EFD_CLOEXEC
+                                                            | os.EFD_NONBLOCK)
+            mine = os.dup(event)
+        try:
+            ended = self.call("watch", pid)
+        except SyscallError:
+            os.close(mine)
+            raise
+        if ended:
+            os.eventfd_write(mine, 1)
+        return mine
 
     # -- blocking on the table ------------------------------------------------------------
 

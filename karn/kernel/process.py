@@ -105,7 +105,8 @@ class Machine(Protocol[CpuT]):
 
 
 class Identity:
-    __slots__ = ("uid", "gid", "euid", "egid", "suid", "sgid", "keepcaps", "dropped_caps")
+    __slots__ = ("uid", "gid", "euid", "egid", "suid", "sgid", "keepcaps", "dropped_caps",
+                 "groups")
 
     def __init__(self, uid: int = 0, gid: int = 0, euid: int = 0, egid: int = 0) -> None:
         self.uid = uid
@@ -116,6 +117,7 @@ class Identity:
         self.sgid = egid
         self.keepcaps = 0  # prctl(PR_SET_KEEPCAPS)
         self.dropped_caps = 0  # capabilities PR_CAPBSET_DROP took from the bounding set
+        self.groups: tuple[int, ...] = ()  # supplementary groups (setgroups)
 
 
 class KernelConfig:
@@ -233,6 +235,9 @@ class Process:
         self.fatal_core = False
         self.crash_fault: GuestFault | None = None
         self.fatal_snapshot: SignalSnapshot | None = None  # who raised a core signal
+        # a forked process's full crash report (the runner's, which knows the guest)
+        self.crash_reporter: Callable[[], None] | None = None
+        self.limit_watch: Any = None  # policy.LimitWatch, for forked monitors to copy
         self.internal_failure: BaseException | None = None
         self.done = threading.Event()
         self.observer: Observer | None = None  # debug hooks (threads.py Observer), or none

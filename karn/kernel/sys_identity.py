@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
@@ -56,10 +57,31 @@ def sys_getresgid(task: Task, rgid: int, egid: int, sgid: int) -> int:
     return 0
 
 
+NGROUPS_MAX = 65536
+
+
 def sys_getgroups(task: Task, size: int, addr: int) -> int:
-    if s32(size) < 0:
+    size = s32(size)
+    groups = task.process.identity.groups
+    if size < 0 or (size and size < len(groups)):
         raise SyscallError(errno.EINVAL)
-    return 0  # no supplementary groups
+    if size and groups:
+        task.mem.write(addr, struct.pack(f"<{len(groups)}I", *groups))
+    return len(groups)
+
+
+def sys_setgroups(task: Task, size: int, addr: int) -> int:
+    """The supplementary groups: recorded for getgroups (file access checks use the
+    owner and the guest's ids only); setting them takes CAP_SETGID, as Linux's."""
+    size = s32(size)
+    if not 0 <= size <= NGROUPS_MAX:
+        raise SyscallError(errno.EINVAL)
+    ident = task.process.identity
+    if ident.euid != 0:
+        raise SyscallError(errno.EPERM)
+    raw = task.mem.read(addr, 4 * size) if size else b""
+    ident.groups = struct.unpack(f"<{size}I", raw)
+    return 0
 
 
 # The guest's privilege is its effective uid: root (0) has CAP_SETUID and CAP_SETGID.
@@ -238,6 +260,7 @@ HANDLERS = {
     "getresuid": sys_getresuid,
     "getresgid": sys_getresgid,
     "getgroups": sys_getgroups,
+    "setgroups": sys_setgroups,
     "setuid": sys_setuid,
     "setgid": sys_setgid,
     "setresuid": sys_setresuid,

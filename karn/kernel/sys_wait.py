@@ -24,6 +24,9 @@ from karn.kernel.proctable import (
     Reaped,
     child_code,
 )
+from karn.kernel.sys_pidfd import PIDFD_NONBLOCK, pidfd_of
+
+P_PIDFD = 3
 
 RUSAGE_SIZE = 144  # struct rusage: two timevals and fourteen longs
 SIGINFO_SIZE = 128
@@ -70,6 +73,13 @@ def sys_waitid(task: Task, idtype: int, ident: int, infop: int, options: int,
     idtype, ident, options = s32(idtype), s32(ident), options & 0xFFFFFFFF
     if options & ~WAITID_OPTIONS or not options & (WEXITED | WSTOPPED | WCONTINUED):
         raise SyscallError(errno.EINVAL)
+    nonblocking_pidfd = False
+    if idtype == P_PIDFD:  # the pidfd's process; its O_NONBLOCK makes a wait EAGAIN
+        pidfd = pidfd_of(task, ident)
+        idtype, ident = P_PID, pidfd.pid
+        nonblocking_pidfd = bool(pidfd.flags & PIDFD_NONBLOCK) and not options & WNOHANG
+        if nonblocking_pidfd:
+            options |= WNOHANG
     if idtype not in (P_ALL, P_PID, P_PGID) or (idtype == P_PID and ident <= 0) or ident < 0:
         raise SyscallError(errno.EINVAL)
     if not options & WEXITED:  # stops and continues are never reported here
@@ -77,6 +87,8 @@ def sys_waitid(task: Task, idtype: int, ident: int, infop: int, options: int,
             return 0
         raise SyscallError(errno.ECHILD)
     found = _find(task, idtype, ident, options)
+    if found is None and nonblocking_pidfd:
+        raise SyscallError(errno.EAGAIN)
     if infop:
         if found is None:
             task.mem.write(infop, bytes(SIGINFO_SIZE))  # si_pid 0: none has ended
@@ -96,5 +108,6 @@ HANDLERS = {
 NOTES = {
     "wait4": "Exited and killed children; stopped and continued ones are never reported "
     "(no job-control stops); rusage is zeros.",
-    "waitid": "WEXITED only (WSTOPPED/WCONTINUED alone find nothing); rusage is zeros.",
+    "waitid": "WEXITED only (WSTOPPED/WCONTINUED alone find nothing); P_PIDFD; rusage is "
+    "zeros.",
 }

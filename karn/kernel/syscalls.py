@@ -44,7 +44,7 @@ AREA_CALLS: dict[str, str] = {
     "sys_identity": (
         "getpid gettid getppid getuid geteuid getgid getegid getresuid getresgid getgroups setuid "
         "setgid setresuid setresgid setreuid setregid getpgrp getpgid getsid setsid setpgid uname "
-        "sethostname"),
+        "sethostname setgroups"),
     "sys_time": (
         "clock_gettime clock_getres clock_settime getrusage gettimeofday time nanosleep "
         "clock_nanosleep times"),
@@ -71,6 +71,7 @@ AREA_CALLS: dict[str, str] = {
     "sys_timerfd": "timerfd_create timerfd_settime timerfd_gettime",
     "exec": "execve execveat",
     "sys_wait": "wait4 waitid",
+    "sys_pidfd": "pidfd_open pidfd_send_signal",
 }
 
 Handler = Callable[..., int]

@@ -74,6 +74,8 @@ class Runner:
                 self._attach(Jail())
             # the watch opens what it reads before the guest can use up the monitor's fds
             watch = LimitWatch(proc, config.policy, config.memory)
+            proc.crash_reporter = self._report_forked_crash
+            proc.limit_watch = watch  # forked monitors watch their own (kernel/fork.py)
             main = Task(proc, proc.pid, None)
             _collect_from_now()
             proc.start_task(main, {"rip": guest.image.rip, "rsp": guest.image.rsp}, 0)
@@ -142,27 +144,36 @@ class Runner:
             return
         proc.signal_process(SigInfo.from_sender(signum, SI_USER, 0))
 
-    def _report_fatal_signal(self) -> None:
-        proc, entry = self.guest.process, self.guest.program
+    def _report_forked_crash(self) -> None:
+        """A forked process's report, made in its own monitor (by this runner's copy
+        there: the guest's memory and objects are the forked process's now); the
+        syscall history is the first process's, so it is left out."""
+        proc = self.guest.process
+        self._report_fatal_signal(f"process {proc.pid} ({self.guest.program})")
+
+    def _report_fatal_signal(self, label: str | None = None) -> None:
+        proc, entry = self.guest.process, label or self.guest.program
         fault, snapshot = proc.crash_fault, proc.fatal_snapshot
         if fault is not None:
             from karn.debug.crash import classify
 
-            self._report_crash(classify(fault))
+            self._report_crash(classify(fault), entry, label is None)
         elif snapshot is not None:
             from karn.debug.crash import signal_report
 
             self._report_crash(signal_report(proc.fatal_signal, snapshot.regs,
-                                             snapshot.fs_base))
+                                             snapshot.fs_base), entry, label is None)
         elif proc.fatal_core:
             name = signal_name(proc.fatal_signal)
             os.write(2, f"karn: {entry} terminated by {name}\n".encode())
 
-    def _report_crash(self, report: CrashReport) -> None:
+    def _report_crash(self, report: CrashReport, entry: str, first: bool) -> None:
         from karn.debug.crash import CrashContext, format_report
 
-        history = list(self.debug.history.records) if self.debug is not None else None
+        history = None
+        if first and self.debug is not None:
+            history = list(self.debug.history.records)
         symbolizer = self.guest.symbolizer()
         context = CrashContext(self.guest.mem, symbolizer, history)
-        text = format_report(report, self.guest.program, symbolizer.symbolize, context)
+        text = format_report(report, entry, symbolizer.symbolize, context)
         os.write(2, (text + "\n").encode())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import TYPE_CHECKING
+
+from karn.abi.errno import SyscallError
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process
@@ -22,6 +25,16 @@ def generate(proc: Process, rel: tuple[str, ...]) -> bytes:
     if len(rel) == 1:
         return _ROOT[name](proc)
     return _PID[name](proc)
+
+
+def pid_entry(proc: Process, name: str) -> bytes:
+    """A file of /proc/PID, or a link's target, for another process that asks (the
+    process table forwards the question to this process's monitor)."""
+    if name in _PID:
+        return _PID[name](proc)
+    if name in _PID_LINKS:
+        return _PID_LINKS[name](proc).encode()
+    raise SyscallError(errno.ENOENT)
 
 
 def host_cpuinfo() -> str:
@@ -173,4 +186,9 @@ _PID = {
     "statm": statm,
     "mounts": mounts,
     "comm": lambda p: (_comm(p) + "\n").encode(),
+}
+_PID_LINKS = {
+    "exe": lambda p: p.config.exe_path,
+    "cwd": lambda p: p.fs.cwd,
+    "root": lambda p: "/",
 }

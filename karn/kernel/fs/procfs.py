@@ -1,4 +1,6 @@
-"""/proc: the few files real programs read, generated from the monitor's own state."""
+"""/proc: the few files real programs read, generated from the monitor's own state; the
+directories of the other guest processes from theirs, asked through the process table
+(coordinator.py)."""
 
 from __future__ import annotations
 
@@ -71,13 +73,13 @@ class ProcFs(Filesystem):
                 return "file"
             if head in ROOT_LINKS and pid:
                 return "link"
-            if head == pid:
+            if head == pid or self._other_pid(head):
                 return "dir"
             raise SyscallError(errno.ENOENT)
         if head in ROOT_FILES:
             raise SyscallError(errno.ENOTDIR)
         if head != pid:
-            raise SyscallError(errno.ENOENT)
+            return self._other_kind(rel)
         sub = rel[1]
         if len(rel) == 2:
             if sub in PID_FILES:
@@ -92,6 +94,44 @@ class ProcFs(Filesystem):
         if len(rel) == 3 and rel[2].isdigit() and self._fd(rel) is not None:
             return "link"
         raise SyscallError(errno.ENOENT)
+
+    # -- other processes: their monitors answer, through the process table ------------
+    def _other_pids(self) -> list[int]:
+        """The other live guest processes (none before the first fork)."""
+        proc = self.process
+        if proc is None or proc.link is None:
+            return []
+        return [pid for pid in proc.link.call("pids") if pid != proc.pid]
+
+    def _other_pid(self, name: str) -> int | None:
+        if not name.isdigit() or int(name) not in self._other_pids():
+            return None
+        return int(name)
+
+    def _other_kind(self, rel: Rel) -> str:
+        """/proc/PID/... of another process: its files and links (not its fd/)."""
+        if self._other_pid(rel[0]) is None:
+            raise SyscallError(errno.ENOENT)
+        sub = rel[1]
+        if len(rel) == 2 and sub in PID_FILES:
+            return "file"
+        if len(rel) == 2 and sub in PID_LINKS:
+            return "link"
+        raise SyscallError(errno.ENOTDIR if sub in PID_FILES else errno.ENOENT)
+
+    def _other_entry(self, rel: Rel) -> bytes:
+        """The file's content, or the link's target, from the process's own monitor."""
+        link = self._proc().link
+        assert link is not None  # there are other processes only with the table
+        try:
+            return str(link.call("proc_file", int(rel[0]), rel[1])).encode("latin-1")
+        except SyscallError as err:
+            if err.errno == errno.ESRCH:  # it ended meanwhile: its directory is gone
+                raise SyscallError(errno.ENOENT) from None
+            raise
+
+    def _own(self, rel: Rel) -> bool:
+        return self.process is not None and rel[0] == str(self.process.pid)
 
     def _fd(self, rel: Rel) -> OpenFile | None:
         try:
@@ -108,10 +148,13 @@ class ProcFs(Filesystem):
         elif not rel:
             names = [(n, DT_REG) for n in ROOT_FILES] + [("sys", DT_DIR)]
             if proc is not None:
-                names += [(n, DT_LNK) for n in ROOT_LINKS] + [(str(proc.pid), DT_DIR)]
+                names += [(n, DT_LNK) for n in ROOT_LINKS]
+                pids = sorted([proc.pid, *self._other_pids()])  # in pid order, as Linux
+                names += [(str(pid), DT_DIR) for pid in pids]
         elif len(rel) == 1:
             names = [(n, DT_REG) for n in PID_FILES] + [(n, DT_LNK) for n in PID_LINKS]
-            names.append(("fd", DT_DIR))
+            if self._own(rel):
+                names.append(("fd", DT_DIR))
         else:
             names = [(str(fd), DT_LNK) for fd in self._proc().fds.fds()]
         return [DirEntry(n, self._ino(rel + (n,)), dt) for n, dt in names]
@@ -144,6 +187,8 @@ class ProcFs(Filesystem):
         if len(rel) == 3:
             file = self._fd(rel)
             return file.link_name() if file else ""
+        if not self._own(rel):
+            return self._other_entry(rel).decode("latin-1")
         return {"exe": proc.config.exe_path, "cwd": proc.fs.cwd, "root": "/"}[name]
 
     def magic_link(self, rel: Rel) -> OpenFile | None:
@@ -167,7 +212,10 @@ class ProcFs(Filesystem):
         # Loaded at the first /proc read: most programs make none.
         from karn.kernel.fs.procfiles import generate
 
-        content = generate(self._proc(), rel)
+        if len(rel) == 2 and rel[0] != "sys" and not self._own(rel):
+            content = self._other_entry(rel)
+        else:
+            content = generate(self._proc(), rel)
         return SyntheticFile(path, kept, content, self._ino(rel), self.dev)
 
     def statfs(self) -> StatFs:

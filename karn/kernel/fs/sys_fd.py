@@ -32,6 +32,7 @@ TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
 TIOCSCTTY, TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540E, 0x540F, 0x5410, 0x5413, 0x5414
 TIOCNOTTY, TIOCGSID = 0x5422, 0x5429
 FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x541B, 0x5421, 0x5450, 0x5451
+FIOASYNC = 0x5452
 # tty ioctls passed to the host tty: request -> (bytes copied in, bytes copied out)
 _TTY_PASS = {
     TCGETS: (0, 36),
@@ -210,6 +211,9 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
         on = task.mem.read_u32(arg) != 0
         file.set_status_flags((file.flags & OFlag.APPEND) | (OFlag.NONBLOCK if on else 0))
         return 0
+    if req == FIOASYNC:  # signal-driven I/O is not sent, as F_SETFL's O_ASYNC is ignored
+        task.mem.read_u32(arg)
+        return 0
     if req == FIONREAD:
         if file.is_dir:
             raise SyscallError(errno.ENOTTY)
@@ -306,10 +310,11 @@ HANDLERS = {
 NOTES = {
     "fcntl": "record locks (F_SETLK, F_OFD_*) are granted without checking: one process; "
     "F_SETOWN/F_GETOWN are no-ops; F_SETFL changes only O_APPEND and O_NONBLOCK",
-    "ioctl": "FIONREAD, FIONBIO, FIOCLEX, FIONCLEX; TCGETS/TCSETS*/TIOC[GS]WINSZ reach the "
-    "host only when the fd is a host tty; with `karn run -t`, TIOC[GS]PGRP, TIOCSCTTY, "
-    "TIOCGSID, TIOCNOTTY on the terminal act on the guest's process groups; "
-    "TIOCGPTN/TIOCSPTLCK/TIOCGPTLCK/TIOCGPTPEER on /dev/ptmx; anything else ENOTTY",
+    "ioctl": "FIONREAD, FIONBIO, FIOCLEX, FIONCLEX, FIOASYNC (accepted, no SIGIO); "
+    "TCGETS/TCSETS*/TIOC[GS]WINSZ reach the host only when the fd is a host tty; with "
+    "`karn run -t`, TIOC[GS]PGRP, TIOCSCTTY, TIOCGSID, TIOCNOTTY on the terminal act on the "
+    "guest's process groups; TIOCGPTN/TIOCSPTLCK/TIOCGPTLCK/TIOCGPTPEER on /dev/ptmx; "
+    "anything else ENOTTY",
     "close_range": "CLOSE_RANGE_UNSHARE is accepted (one fd table)",
     "flock": "locks are granted without checking: one process",
     "fadvise64": "advice is accepted and ignored",

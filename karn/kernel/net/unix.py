@@ -12,9 +12,11 @@ from __future__ import annotations
 import _socket as socket
 import array
 import errno
+import fcntl
 import os
 import posixpath
 import select
+import stat as pystat
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ from karn.kernel.net.consts import MSG_PEEK, SCM_RIGHTS, SOCK_DGRAM, SOL_SOCKET
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
+    from karn.kernel.net.stack import NetStack
     from karn.kernel.process import Task
 
 SCM_MAX_FD = 253
@@ -192,7 +195,7 @@ class UnixSocket(SocketFile):
         # Room for tokens whenever the guest gave room for files or files are in flight
         # now: a receive that blocks may be handed a message sent after it started.
         wants_files = control or bool(self.net.in_flight.messages)
-        ancsize = socket.CMSG_SPACE(4 * 8) if wants_files else 0
+        ancsize = socket.CMSG_SPACE(4 * (1 + SCM_MAX_FD)) if wants_files else 0  # token, fds
         n, ancdata, msg_flags, host_src = self.recv(task, views, flags, ancsize, msg=True)
         files = [f for group in self.unpack_rights(ancdata, bool(flags & MSG_PEEK))
                  for f in group] if ancdata else []
@@ -201,9 +204,16 @@ class UnixSocket(SocketFile):
     # -- SCM_RIGHTS ----------------------------------------------------------------------
     def pack_rights(self, files: list[OpenFile], limit: int) -> tuple[list, int]:
         """Host ancillary data standing for files, and the token fd to close after the
-        send (then reap: a failed send dropped the token)."""
+        send (then reap: a failed send dropped the token). The files' host fds follow
+        the token when every file has one and they fit the host's SCM_MAX_FD beside it:
+        a receiver in another process (another monitor, which does not know the token)
+        makes its files from them."""
         token = self.net.in_flight.add(files, limit)
-        return [(SOL_SOCKET, SCM_RIGHTS, array.array("i", [token]).tobytes())], token
+        hosts = [f.host_fd() for f in files]
+        fds = [token]
+        if None not in hosts and len(hosts) < SCM_MAX_FD:
+            fds += [h for h in hosts if h is not None]
+        return [(SOL_SOCKET, SCM_RIGHTS, array.array("i", fds).tobytes())], token
 
     def unpack_rights(self, ancdata: list, peek: bool) -> list[list[OpenFile]]:
         """The files of received messages: taken out of flight, or still there when only
@@ -214,11 +224,39 @@ class UnixSocket(SocketFile):
                 continue
             fds = array.array("i")
             fds.frombytes(data[: len(data) - len(data) % 4])
-            for fd in fds:
-                files = self.net.in_flight.take(fd, peek)
-                if files is not None:
-                    out.append(files)
+            if not fds:
+                continue
+            token, hosts = fds[0], list(fds[1:])
+            files = self.net.in_flight.take(token, peek)
+            if files is None and hosts:  # sent by another process
+                files = [adopt_host_fd(self.net, fd, in_flight=not peek) for fd in hosts]
+            else:
+                for fd in hosts:
+                    os.close(fd)
+            if files is not None:
+                out.append(files)
         return out
+
+
+def adopt_host_fd(net: NetStack, fd: int, in_flight: bool) -> OpenFile:
+    """A guest file over a host fd received from another process: a socket, or a host
+    file (pipes and the files of host-backed mounts). `in_flight`: it holds the message's
+    reference, which the receive gives up once installed."""
+    from karn.kernel.fs.file import HostFile
+    from karn.kernel.net.inet import InetSocket
+
+    file: OpenFile
+    if pystat.S_ISSOCK(os.fstat(fd).st_mode):
+        sock = socket.socket(fileno=fd)
+        cls = UnixSocket if sock.family == socket.AF_UNIX else InetSocket
+        file = cls(net, sock.family, sock.type, sock.proto, sock, False)
+        if isinstance(file, UnixSocket):
+            file.peer_name = b""
+    else:
+        accmode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        file = HostFile(fd, "", accmode)
+    file.refs = 1 if in_flight else 0
+    return file
 
 
 def _make_socket_file(task: Task, name: bytes) -> tuple[int, int]:
