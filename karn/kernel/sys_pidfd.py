@@ -15,7 +15,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
 from karn.abi.signals import SI_TKILL, SI_USER
 from karn.kernel.fs.constants import OFlag
-from karn.kernel.fs.file import HostFile
+from karn.kernel.fs.file import Buffer, HostFile
 from karn.kernel.process import Task
 from karn.kernel.signals import SigInfo, check_signal
 
@@ -42,7 +42,7 @@ class PidFd(HostFile):
     def readv_into(self, task: Task, views: list[memoryview]) -> int:
         raise SyscallError(errno.EINVAL)
 
-    def write(self, task: Task, data: bytes) -> int:
+    def write(self, task: Task, data: Buffer) -> int:
         raise SyscallError(errno.EINVAL)
 
     def writev(self, task: Task, bufs: list[memoryview]) -> int:
