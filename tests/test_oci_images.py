@@ -74,9 +74,10 @@ def base_root(root: Path) -> None:
     for directory in ("tmp", "run", "proc", "dev", "sys", "etc", "www"):
         (root / directory).mkdir(parents=True, exist_ok=True)
     (root / "tmp").chmod(0o1777)
+    # nginx run by root looks its default user up (Debian builds it with nobody:nogroup)
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
-                                         "www-data:x:33:33:www-data:/var/www:/bin/false\n")
-    (root / "etc" / "group").write_text("root:x:0:\nwww-data:x:33:\n")
+                                         "nobody:x:65534:65534:nobody:/:/bin/false\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
     (root / "www" / "index.html").write_text(PAGE)
 
 
