@@ -2,7 +2,7 @@
 
 No registry is reachable from these machines, so the images are made here from this
 machine's Debian files, as a Debian image holds them: the program, its shared libraries
-(ldd's paths), python3.11's standard library, nginx with a minimal configuration. They are
+(ldd's paths), Debian python3's standard library, nginx with a minimal configuration. They are
 imported once per module and shared by the tests.
 """
 
@@ -18,14 +18,14 @@ from pathlib import Path
 import pytest
 from test_oci import karn_oci, podman, runc_options, wait_for  # noqa: F401 - karn_oci: a fixture
 
-PYTHON = "/usr/bin/python3.11"
+PYTHON = os.path.realpath("/usr/bin/python3")  # Debian's, not this test's interpreter
+PYTHON_NAME = os.path.basename(PYTHON)  # python3.X: its standard library's directory
 NGINX = "/usr/sbin/nginx"
 PYTHON_IMAGE = "localhost/karn-test-python:1"
 NGINX_IMAGE = "localhost/karn-test-nginx:1"
 # Parts of the standard library no test here needs (tests, GUIs, bundled wheels).
 STDLIB_LEFT_OUT = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3",
-                   "pydoc_data", "config-3.11-x86_64-linux-gnu", "site-packages",
-                   "dist-packages")
+                   "pydoc_data", "site-packages", "dist-packages")
 # A page of nginx's welcome page's size (612 bytes), its text computed, not copied.
 PAGE = ("<!DOCTYPE html>\n<title>karn</title>\n<p>served by nginx in a karn unikernel</p>\n"
         ).ljust(611, "-") + "\n"
@@ -83,13 +83,13 @@ def base_root(root: Path) -> None:
 
 def python_root(root: Path) -> None:
     base_root(root)
-    stdlib = Path(PYTHON).resolve().parent.parent / "lib" / "python3.11"
-    shutil.copytree(stdlib, root / "usr" / "lib" / "python3.11", symlinks=True,
-                    ignore=lambda directory, names: [n for n in names
-                                                     if n in STDLIB_LEFT_OUT])
+    stdlib = Path(PYTHON).parent.parent / "lib" / PYTHON_NAME
+    shutil.copytree(stdlib, root / "usr" / "lib" / PYTHON_NAME, symlinks=True,
+                    ignore=lambda directory, names: [
+                        n for n in names if n in STDLIB_LEFT_OUT or n.startswith("config-")])
     modules = [str(p) for p in (stdlib / "lib-dynload").glob("*.so")]
     copy_into(root, PYTHON, *shared_libraries(PYTHON, *modules))
-    (root / "usr" / "bin" / "python3").symlink_to("python3.11")
+    (root / "usr" / "bin" / "python3").symlink_to(PYTHON_NAME)
 
 
 def nginx_root(root: Path) -> None:
