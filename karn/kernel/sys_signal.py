@@ -144,6 +144,8 @@ def _send(task: Task, target: Task | None, info: SigInfo) -> None:
     tgkill with EAGAIN, and kill() only marks the signal pending (its info lost)."""
     proc = task.process
     sig = info.signo
+    if proc.namespace_init and sig in (SIGKILL, SIGSTOP):
+        return  # sent from inside its PID namespace: Linux drops it for the init
     with proc.signal_lock:
         if sig >= SIGRTMIN:
             queued = len(proc.pending.queue) + sum(
