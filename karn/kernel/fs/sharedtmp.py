@@ -1,0 +1,240 @@
+"""tmpfs mounts shared by every process of a unikernel (docs/design/processes.md, 6.1).
+
+A single-process run keeps its tmpfs mounts in monitor memory (tmpfs.py: the size cap,
+the memory account, chown and xattrs as the guest set them). At the first fork, before
+the host fork, each in-memory tmpfs is copied into its own subdirectory of the run's
+private host directory and remounted there as a SharedTmpFs, a host directory every
+later monitor inherits: a file cc1 writes to /tmp is the file `as` reads, in another VM.
+Open descriptions of the copied files become host fds at their old offsets.
+
+The directory is made before the monitor is confined (Landlock allows it), on a host
+tmpfs, mode 0700, and removed by the first monitor when the run ends.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import threading
+from typing import TYPE_CHECKING
+
+from karn import log
+from karn.abi.errno import SyscallError
+from karn.kernel.fs.constants import (
+    S_IFDIR,
+    S_IFIFO,
+    S_IFLNK,
+    S_IFMT,
+    S_IFREG,
+    S_IFSOCK,
+    ST_VALID,
+    TMPFS_MAGIC,
+)
+from karn.kernel.fs.file import HostFile, host_error
+from karn.kernel.fs.filesystem import Rel
+from karn.kernel.fs.hostfs import HostDirFs, openat2
+from karn.kernel.fs.stat import Stat, StatFs
+from karn.kernel.fs.tmpfs import ENTRY_COST, Node, TmpFile, TmpFs
+from karn.kernel.fs.xattr import HostStore, XattrStore
+
+if TYPE_CHECKING:
+    from karn.kernel.fs.fdtable import FdTable
+    from karn.kernel.fs.vfs import Vfs
+
+# Where the run's directory goes when TMPDIR does not say: a host tmpfs, so guest
+# temporaries never reach a disk.
+HOST_TMPFS = "/dev/shm"
+
+
+def _host_base() -> str:
+    if os.environ.get("TMPDIR"):
+        return tempfile.gettempdir()
+    if os.path.isdir(HOST_TMPFS) and os.access(HOST_TMPFS, os.W_OK | os.X_OK):
+        return HOST_TMPFS
+    return tempfile.gettempdir()
+
+
+class SharedTmpDir:
+    """The run's private host directory for its shared tmpfs mounts, made on first use
+    and removed by the monitor that made it."""
+
+    def __init__(self) -> None:
+        self._path: str | None = None
+        self._owner = 0
+        self._lock = threading.Lock()
+
+    def path(self) -> str:
+        with self._lock:
+            if self._path is None:
+                self._path = tempfile.mkdtemp(prefix="karn-tmpfs-", dir=_host_base())
+                self._owner = os.getpid()
+            return self._path
+
+    def remove(self) -> None:
+        """The run has ended: the directory and everything the guest left in it go (a
+        forked monitor never removes it; it ends with os._exit)."""
+        if self._path is not None and self._owner == os.getpid():
+            shutil.rmtree(self._path, ignore_errors=True)
+            self._path = None
+
+
+class _FdStore(HostStore):
+    """Extended attributes through a readable fd rather than /proc/self/fd, which
+    Landlock allows for the first monitor's pid only (a forked monitor has another)."""
+
+    def __init__(self, fs: SharedTmpFs, name: str) -> None:
+        super().__init__(lambda: 0, readonly=False)
+        self.fs, self.name = fs, name
+
+    def _call(self, op):  # noqa: ANN001, ANN202 - HostStore's adaptor, typed there
+        fd = openat2(self.fs.root_fd, self.name, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            return op(fd)
+        except OSError as err:
+            raise host_error(err) from None
+        finally:
+            os.close(fd)
+
+
+class SharedTmpFs(HostDirFs):
+    """A tmpfs copied to the host at the first fork: a host directory that keeps the
+    tmpfs's face (statfs, chown recorded in stat) for every process of the run."""
+
+    fstype = "tmpfs"
+
+    def __init__(self, host_root: str, size_limit: int, max_entries: int,
+                 owners: dict[tuple[int, int], tuple[int, int]]) -> None:
+        super().__init__(host_root)
+        self.size_limit = size_limit
+        self.max_entries = max_entries
+        # chown as the guest asked (the monitor holds no CAP_CHOWN): by host (dev, ino),
+        # this process's record, inherited by its children
+        self.owners = owners
+
+    def lstat(self, rel: Rel) -> Stat:
+        st = super().lstat(rel)
+        owner = self.owners.get((st.dev, st.ino))
+        if owner is not None:
+            st.uid, st.gid = owner
+        return st
+
+    def chown(self, rel: Rel, uid: int | None, gid: int | None) -> None:
+        st = self.lstat(rel)
+        self.owners[(st.dev, st.ino)] = (st.uid if uid is None else uid,
+                                         st.gid if gid is None else gid)
+        if st.mode & S_IFMT not in (S_IFDIR, S_IFLNK):
+            kill = 0o4000 | (0o2000 if st.mode & 0o010 else 0)
+            if st.mode & kill:
+                self.chmod(rel, st.mode & ~kill & 0o7777)
+
+    def chmod(self, rel: Rel, mode: int) -> None:
+        try:
+            fd = openat2(self.root_fd, "/".join(rel), os.O_RDONLY | os.O_NONBLOCK)
+        except SyscallError:
+            super().chmod(rel, mode)  # a socket file (no open): through /proc/self/fd
+            return
+        try:
+            os.fchmod(fd, mode & 0o7777)
+        except OSError as err:
+            raise host_error(err) from None
+        finally:
+            os.close(fd)
+
+    def xattrs(self, rel: Rel) -> XattrStore:
+        return _FdStore(self, "/".join(rel) or ".")
+
+    def statfs(self) -> StatFs:
+        """The mount's size as --tmpfs-size set it (usage is not counted across the
+        processes: the host tmpfs holds the data)."""
+        blocks = self.size_limit // 4096
+        return StatFs(TMPFS_MAGIC, 4096, blocks, blocks, blocks, self.max_entries,
+                      self.max_entries, 255, ST_VALID)
+
+
+def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir) -> None:
+    """Before the first fork: every in-memory tmpfs of the process becomes a host
+    directory its children will share (a no-op once done)."""
+    mounts = [(path, fs) for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)]
+    if not mounts:
+        return
+    base = shared.path()
+    for index, (path, tmp) in enumerate(mounts):
+        host_root = os.path.join(base, str(index))
+        os.mkdir(host_root, 0o700)
+        owners: dict[tuple[int, int], tuple[int, int]] = {}
+        copied: dict[int, str] = {}  # id(node) -> host path, for hard links and open files
+        _copy_tree(tmp.root, host_root, owners, copied)
+        os.chmod(host_root, tmp.root.mode & 0o7777)
+        shared_fs = SharedTmpFs(host_root, tmp.size_limit, tmp.max_entries, owners)
+        vfs.replace(path, shared_fs)
+        _reopen_descriptions(fds, tmp, shared_fs, copied)
+        if tmp.account is not None:  # the data is the host tmpfs's now, not guest memory
+            tmp.account.charge(-(tmp.used + tmp.entries * ENTRY_COST))
+        log.debug("tmpfs %s moved to %s for sharing across processes", path, host_root)
+
+
+def _copy_tree(node: Node, host_dir: str, owners: dict[tuple[int, int], tuple[int, int]],
+               copied: dict[int, str]) -> None:
+    assert node.children is not None
+    for name, child in node.children.items():
+        path = os.path.join(host_dir, name)
+        first = copied.get(id(child))
+        if first is not None:  # another link to a file already copied
+            os.link(first, path, follow_symlinks=False)
+            continue
+        fmt = child.mode & S_IFMT
+        if fmt == S_IFDIR:
+            os.mkdir(path, 0o700)
+            _copy_tree(child, path, owners, copied)
+        elif fmt == S_IFREG:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, child.data or b"")
+            finally:
+                os.close(fd)
+        elif fmt == S_IFLNK:
+            os.symlink(child.target, path)
+        elif fmt in (S_IFIFO, S_IFSOCK):
+            os.mknod(path, fmt | 0o600)
+        else:
+            continue  # devices are not made in a tmpfs by an unprivileged guest
+        copied[id(child)] = path
+        st = os.lstat(path)
+        if child.uid or child.gid:
+            owners[(st.st_dev, st.st_ino)] = (child.uid, child.gid)
+        if fmt != S_IFLNK:
+            os.chmod(path, child.mode & 0o7777)
+            for key, value in (child.xattrs or {}).items():
+                try:
+                    os.setxattr(path, key, value)
+                except OSError as err:
+                    log.debug("tmpfs xattr %s of %s not copied: %s", key, path, err)
+        os.utime(path, ns=(child.atime, child.mtime), follow_symlinks=False)
+
+
+def _reopen_descriptions(fds: FdTable, tmp: TmpFs, shared: SharedTmpFs,
+                         copied: dict[int, str]) -> None:
+    """Open files of the old tmpfs become host fds on their copies, at their offsets,
+    so parent and child share them as Linux does (files no longer linked stay in
+    memory, a copy in each process)."""
+    new: dict[int, HostFile] = {}
+    for guest_fd, file in fds.items():
+        if not isinstance(file, TmpFile) or file.fs is not tmp:
+            continue
+        host_path = copied.get(id(file.node))
+        if file.node is tmp.root:
+            host_path = shared.host_root
+        if host_path is None:
+            continue
+        replacement = new.get(id(file))
+        if replacement is None:
+            flags = file.flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK)
+            fd = os.open(host_path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+            replacement = HostFile(fd, file.path, file.flags)
+            if not replacement.is_dir:
+                os.lseek(fd, file.pos, os.SEEK_SET)
+            new[id(file)] = replacement
+        fds.install_at(guest_fd, replacement, fds.get_cloexec(guest_fd))
+
