@@ -238,3 +238,38 @@ def test_fork_with_the_fast_transport(build, karn, native, same):
     (it has no server for them) and makes its calls by exit."""
     probe = build("fork_wait")
     same(native(probe), karn("--syscall-transport", "fast", probe), "fork_wait, fast")
+
+
+# -- /tmp is one file system for every process (kernel/fs/sharedtmp.py) --------------
+
+
+def test_tmp_file_a_child_writes_is_read_by_the_next(karn, same):
+    """`ls` writes /tmp/x in one process, `cat` reads it in another: the listing is what
+    `ls /` alone prints."""
+    alone = karn(BUSYBOX, "ls", "/")
+    assert alone.returncode == 0 and alone.stdout
+    same(alone, karn(BUSYBOX, "sh", "-c", "ls / > /tmp/x; cat /tmp/x"), "ls through /tmp")
+
+
+@pytest.mark.parametrize("command", [
+    # a background child writes, the parent reads after wait, then removes
+    "(echo from-child > $T/f; seq 1 3 >> $T/f) & wait; cat $T/f; rm $T/f; ls $T",
+    # a pipeline whose stages pass their data through files
+    "seq 1 200 | sort -r > $T/a; head -5 < $T/a | tr 0-9 a-j > $T/b; cat $T/b; wc -l < $T/a",
+    # a file opened before the first fork: one description, one offset, for both
+    "exec 3> $T/o; echo one >&3; (echo two >&3); echo three >&3; cat $T/o",
+    # directories, renames and links made by children, seen by the parent
+    "mkdir $T/d; (echo x > $T/d/1; ln $T/d/1 $T/d/2; mv $T/d/1 $T/d/3); ls $T/d; cat $T/d/2",
+])
+def test_tmp_is_shared_by_all_processes(karn, native, same, tmp_path, command):
+    expected = native(BUSYBOX, "sh", "-c", command, extra_env={"T": str(tmp_path)})
+    got = karn("-e", "T=/tmp", BUSYBOX, "sh", "-c", command)
+    same(expected, got, command)
+
+
+def test_shared_tmp_leaves_nothing_on_the_host(karn, tmp_path):
+    """The host directory /tmp moved to at the first fork goes with the run."""
+    got = karn(BUSYBOX, "sh", "-c", "echo data > /tmp/f; (cat /tmp/f)",
+               extra_env={"TMPDIR": str(tmp_path)})
+    assert got.stdout == b"data\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("karn-tmpfs-")] == []

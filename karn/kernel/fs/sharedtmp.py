@@ -13,7 +13,6 @@ tmpfs, mode 0700, and removed by the first monitor when the run ends.
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
