@@ -273,3 +273,25 @@ def test_shared_tmp_leaves_nothing_on_the_host(karn, tmp_path):
                extra_env={"TMPDIR": str(tmp_path)})
     assert got.stdout == b"data\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("karn-tmpfs-")] == []
+
+
+def test_shared_tmp_of_a_killed_run_is_removed_by_the_next(karn, tmp_path):
+    """SIGKILL to the first monitor leaves its directory; the next run removes it, once
+    no monitor of the killed run is left (they hold it locked), and keeps a live run's."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c",
+                             "(echo started > /tmp/f); cat /tmp/f; sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"started\n"
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith("karn-tmpfs-")]
+    assert len(left) == 1
+    karn(BUSYBOX, "sh", "-c", "(true)", extra_env={"TMPDIR": str(tmp_path)})
+    assert (tmp_path / left[0]).exists()  # a live run's directory stays
+    monitors = _descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_for(lambda: not any(_alive(pid) for pid in monitors), "every monitor gone")
+    assert (tmp_path / left[0]).exists()
+    karn(BUSYBOX, "sh", "-c", "(true)", extra_env={"TMPDIR": str(tmp_path)})
+    assert not (tmp_path / left[0]).exists()
