@@ -14,6 +14,7 @@ whose first monitor was killed (SIGKILL) is removed by the next run that makes i
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 # temporaries never reach a disk.
 HOST_TMPFS = "/dev/shm"
 PREFIX = "karn-tmpfs-"
+OWNER_XATTR = "user.karn.owner"  # a guest chown's uid:gid, on the host file
 
 
 def _host_base() -> str:
@@ -118,7 +120,8 @@ class SharedTmpDir:
 
 class _FdStore(HostStore):
     """Extended attributes through a readable fd rather than /proc/self/fd, which
-    Landlock allows for the first monitor's pid only (a forked monitor has another)."""
+    Landlock allows for the first monitor's pid only (a forked monitor has another);
+    karn's record of the owner is not the guest's to see or change."""
 
     def __init__(self, fs: SharedTmpFs, name: str) -> None:
         super().__init__(lambda: 0, readonly=False)
@@ -133,6 +136,24 @@ class _FdStore(HostStore):
         finally:
             os.close(fd)
 
+    def get(self, name: str) -> bytes:
+        if name == OWNER_XATTR:
+            raise SyscallError(errno.ENODATA)
+        return super().get(name)
+
+    def names(self) -> list[str]:
+        return [n for n in super().names() if n != OWNER_XATTR]
+
+    def set(self, name: str, value: bytes, flags: int) -> None:
+        if name == OWNER_XATTR:
+            raise SyscallError(errno.EPERM)
+        super().set(name, value, flags)
+
+    def remove(self, name: str) -> None:
+        if name == OWNER_XATTR:
+            raise SyscallError(errno.EPERM)
+        super().remove(name)
+
 
 class SharedTmpFs(HostDirFs):
     """A tmpfs copied to the host at the first fork: a host directory that keeps the
@@ -145,30 +166,57 @@ class SharedTmpFs(HostDirFs):
         super().__init__(host_root)
         self.size_limit = size_limit
         self.max_entries = max_entries
-        # chown as the guest asked (the monitor holds no CAP_CHOWN): by host (dev, ino),
-        # this process's record, inherited by its children
+        # chown as the guest asked (the monitor holds no CAP_CHOWN): in an extended
+        # attribute of the host file, seen by every process; for what takes none
+        # (symlinks, FIFOs, sockets), here, by host (dev, ino): this process's record,
+        # inherited by its children
         self.owners = owners
+
+    def _open_plain(self, rel: Rel) -> int | None:
+        """A readable fd on a regular file or directory of the mount, else None."""
+        try:
+            return openat2(self.root_fd, "/".join(rel), os.O_RDONLY | os.O_NONBLOCK)
+        except SyscallError:
+            return None
 
     def lstat(self, rel: Rel) -> Stat:
         st = super().lstat(rel)
         owner = self.owners.get((st.dev, st.ino))
+        if owner is None and st.mode & S_IFMT in (S_IFREG, S_IFDIR):
+            fd = self._open_plain(rel)
+            if fd is not None:
+                try:
+                    uid, gid = os.getxattr(fd, OWNER_XATTR).split(b":")
+                    owner = int(uid), int(gid)
+                except (OSError, ValueError):
+                    pass  # never changed (ENODATA)
+                finally:
+                    os.close(fd)
         if owner is not None:
             st.uid, st.gid = owner
         return st
 
     def chown(self, rel: Rel, uid: int | None, gid: int | None) -> None:
         st = self.lstat(rel)
-        self.owners[(st.dev, st.ino)] = (st.uid if uid is None else uid,
-                                         st.gid if gid is None else gid)
+        owner = (st.uid if uid is None else uid, st.gid if gid is None else gid)
+        fd = self._open_plain(rel) if st.mode & S_IFMT in (S_IFREG, S_IFDIR) else None
+        if fd is None:
+            self.owners[(st.dev, st.ino)] = owner
+        else:
+            try:
+                os.setxattr(fd, OWNER_XATTR, f"{owner[0]}:{owner[1]}".encode())
+            except OSError:  # a host filesystem without user xattrs: this process's record
+                self.owners[(st.dev, st.ino)] = owner
+            finally:
+                os.close(fd)
         if st.mode & S_IFMT not in (S_IFDIR, S_IFLNK):
             kill = 0o4000 | (0o2000 if st.mode & 0o010 else 0)
             if st.mode & kill:
                 self.chmod(rel, st.mode & ~kill & 0o7777)
 
     def chmod(self, rel: Rel, mode: int) -> None:
-        try:
-            fd = openat2(self.root_fd, "/".join(rel), os.O_RDONLY | os.O_NONBLOCK)
-        except SyscallError:
+        fd = self._open_plain(rel)
+        if fd is None:
             super().chmod(rel, mode)  # a socket file (no open): through /proc/self/fd
             return
         try:
@@ -237,9 +285,14 @@ def _copy_tree(node: Node, host_dir: str, owners: dict[tuple[int, int], tuple[in
         else:
             continue  # devices are not made in a tmpfs by an unprivileged guest
         copied[id(child)] = path
-        st = os.lstat(path)
         if child.uid or child.gid:
-            owners[(st.st_dev, st.st_ino)] = (child.uid, child.gid)
+            try:
+                if fmt not in (S_IFREG, S_IFDIR):
+                    raise OSError(errno.EPERM, "no user xattrs here")
+                os.setxattr(path, OWNER_XATTR, f"{child.uid}:{child.gid}".encode())
+            except OSError:
+                st = os.lstat(path)
+                owners[(st.st_dev, st.st_ino)] = (child.uid, child.gid)
         if fmt != S_IFLNK:
             os.chmod(path, child.mode & 0o7777)
             for key, value in (child.xattrs or {}).items():
