@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -295,3 +297,28 @@ def test_shared_tmp_of_a_killed_run_is_removed_by_the_next(karn, tmp_path):
     assert (tmp_path / left[0]).exists()
     karn(BUSYBOX, "sh", "-c", "(true)", extra_env={"TMPDIR": str(tmp_path)})
     assert not (tmp_path / left[0]).exists()
+
+
+@pytest.mark.parametrize("program, guest_dir, args, flags", [
+    ("calls_xattr", "/dev/shm", (), ()),
+    ("calls_fifo", "/tmp", (), ("-pthread",)),
+    ("calls_unixbind", "/tmp", (), ()),
+    ("calls_splice", "/dev/shm", (), ()),
+])
+@pytest.mark.parametrize("where", ["the shell's process", "a child"])
+def test_tmpfs_calls_after_the_first_fork(build, karn, native, same, program, guest_dir,
+                                          args, flags, where):
+    """What tests/test_calls.py checks of tmpfs, on the shared tmpfs: run by the shell
+    after a fork (exec), or in a child it forks."""
+    exe = build(program, "static", extra_flags=flags)
+    native_dir = tempfile.mkdtemp(prefix="karn-fork-", dir="/dev/shm")
+    try:
+        os.chmod(native_dir, 0o755)  # programs go on as a user, who must reach their files
+        expected = native(exe, native_dir, *args)
+    finally:
+        shutil.rmtree(native_dir, ignore_errors=True)
+    assert expected.returncode == 0, expected.stdout.decode()
+    run = f"/prog/{exe.name} {guest_dir} {' '.join(args)}"
+    script = f"(true); exec {run}" if where == "the shell's process" else f"(true); {run}; :"
+    got = karn("-v", f"{exe.parent}:/prog:ro", BUSYBOX, "sh", "-c", script)
+    same(expected, got, f"{program} in {where}")

@@ -155,6 +155,23 @@ class _FdStore(HostStore):
         super().remove(name)
 
 
+class _SymlinkStore(XattrStore):
+    """A symlink's attributes, as a tmpfs has them for a user: none, and user.* ones
+    refused (no fd can be opened on a symlink to reach the host's)."""
+
+    def get(self, name: str) -> bytes:
+        raise SyscallError(errno.ENODATA)
+
+    def names(self) -> list[str]:
+        return []
+
+    def set(self, name: str, value: bytes, flags: int) -> None:
+        raise SyscallError(errno.EPERM)
+
+    def remove(self, name: str) -> None:
+        raise SyscallError(errno.EPERM)
+
+
 class SharedTmpFs(HostDirFs):
     """A tmpfs copied to the host at the first fork: a host directory that keeps the
     tmpfs's face (statfs, chown recorded in stat) for every process of the run."""
@@ -227,6 +244,8 @@ class SharedTmpFs(HostDirFs):
             os.close(fd)
 
     def xattrs(self, rel: Rel) -> XattrStore:
+        if rel and self.lstat(rel).mode & S_IFMT == S_IFLNK:
+            return _SymlinkStore()
         return _FdStore(self, "/".join(rel) or ".")
 
     def statfs(self) -> StatFs:
