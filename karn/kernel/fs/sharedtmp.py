@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import mmap
 import os
 import shutil
+import struct
 import tempfile
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
+    O_ACCMODE,
+    RENAME_EXCHANGE,
     S_IFDIR,
     S_IFIFO,
     S_IFLNK,
@@ -33,8 +38,9 @@ from karn.kernel.fs.constants import (
     S_IFSOCK,
     ST_VALID,
     TMPFS_MAGIC,
+    OFlag,
 )
-from karn.kernel.fs.file import HostFile, host_error
+from karn.kernel.fs.file import Buffer, HostFile, OpenFile, host_error
 from karn.kernel.fs.filesystem import Rel
 from karn.kernel.fs.hostfs import HostDirFs, openat2
 from karn.kernel.fs.stat import Stat, StatFs
@@ -44,12 +50,14 @@ from karn.kernel.fs.xattr import HostStore, XattrStore
 if TYPE_CHECKING:
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.fs.vfs import Vfs
+    from karn.kernel.process import Task
 
 # Where the run's directory goes when TMPDIR does not say: a host tmpfs, so guest
 # temporaries never reach a disk.
 HOST_TMPFS = "/dev/shm"
 PREFIX = "karn-tmpfs-"
 OWNER_XATTR = "user.karn.owner"  # a guest chown's uid:gid, on the host file
+_COUNTERS = struct.Struct("qq")  # bytes, names
 
 
 def _host_base() -> str:
@@ -172,23 +180,203 @@ class _SymlinkStore(XattrStore):
         raise SyscallError(errno.EPERM)
 
 
+class Usage:
+    """Bytes and names in one shared tmpfs, counted by every monitor of the run: two
+    counters in memory shared across forks, changed under a POSIX record lock on a file
+    of the run's directory (one process at a time) and a thread lock (one thread)."""
+
+    def __init__(self, lock_path: str, size_limit: int, max_entries: int, used: int,
+                 entries: int) -> None:
+        self.size_limit, self.max_entries = size_limit, max_entries
+        self._counters = mmap.mmap(-1, _COUNTERS.size, flags=mmap.MAP_SHARED)
+        _COUNTERS.pack_into(self._counters, 0, used, entries)
+        self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._thread_lock = threading.Lock()
+        # a fork while another thread held it: the child's copy would stay held
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._thread_lock = threading.Lock()
+
+    def counts(self) -> tuple[int, int]:
+        used, entries = _COUNTERS.unpack_from(self._counters, 0)
+        return used, entries
+
+    def charge(self, delta: int, entries: int = 0) -> None:
+        """Take (ENOSPC past the size or the names' cap) or give back."""
+        with self._thread_lock:
+            fcntl.lockf(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                used, names = self.counts()
+                if (delta > 0 and used + delta > self.size_limit) or (
+                        entries > 0 and names + entries > self.max_entries):
+                    raise SyscallError(errno.ENOSPC)
+                _COUNTERS.pack_into(self._counters, 0, max(0, used + delta),
+                                    max(0, names + entries))
+            finally:
+                fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
+
+
+class SharedTmpFile(HostFile):
+    """A regular file of a shared tmpfs: growth is charged to the mount's Usage before
+    the host write, what was not written given back."""
+
+    fs: SharedTmpFs
+
+    @property
+    def usage(self) -> Usage:
+        return self.fs.usage
+
+    def stat(self) -> Stat:
+        return self.fs.as_tmpfs(super().stat(), self.fd)
+
+    def _charged(self, end: int, write: Callable[[], int]) -> int:
+        before = os.fstat(self.fd).st_size
+        grow = max(0, end - before)
+        if grow:
+            self.usage.charge(grow)
+        try:
+            n = write()
+        except BaseException:
+            if grow:
+                self.usage.charge(-grow)
+            raise
+        if grow:
+            self.usage.charge(max(0, end - before) - max(0, os.fstat(self.fd).st_size - before))
+        return n
+
+    def _end(self, count: int) -> int:
+        if self.flags & OFlag.APPEND:
+            return os.fstat(self.fd).st_size + count
+        return os.lseek(self.fd, 0, os.SEEK_CUR) + count
+
+    def write(self, task: Task, data: Buffer) -> int:
+        return self._charged(self._end(len(data)), lambda: super(SharedTmpFile, self).write(
+            task, data))
+
+    def writev(self, task: Task, bufs: list[memoryview]) -> int:
+        return self._charged(self._end(sum(len(b) for b in bufs)),
+                             lambda: super(SharedTmpFile, self).writev(task, bufs))
+
+    def pwrite(self, data: Buffer, offset: int) -> int:
+        return self._charged(offset + len(data),
+                             lambda: super(SharedTmpFile, self).pwrite(data, offset))
+
+    def pwritev(self, bufs: list[memoryview], offset: int) -> int:
+        return self._charged(offset + sum(len(b) for b in bufs),
+                             lambda: super(SharedTmpFile, self).pwritev(bufs, offset))
+
+    def truncate(self, size: int) -> None:
+        before = os.fstat(self.fd).st_size
+        self.usage.charge(size - before)
+        try:
+            super().truncate(size)
+        except BaseException:
+            self.usage.charge(before - size)
+            raise
+
+
 class SharedTmpFs(HostDirFs):
     """A tmpfs copied to the host at the first fork: a host directory that keeps the
     tmpfs's face (statfs, chown recorded in stat) for every process of the run."""
 
     fstype = "tmpfs"
 
-    def __init__(self, host_root: str, size_limit: int, max_entries: int,
+    def __init__(self, host_root: str, usage: Usage,
                  owners: dict[tuple[int, int], tuple[int, int]]) -> None:
         super().__init__(host_root)
-        self.size_limit = size_limit
-        self.max_entries = max_entries
+        self.usage = usage  # --tmpfs-size, for bytes and names, across the processes
         # chown as the guest asked (the monitor holds no CAP_CHOWN): in an extended
         # attribute of the host file, seen by every process; for what takes none
         # (symlinks, FIFOs, sockets), here, by host (dev, ino): this process's record,
         # inherited by its children
         self.owners = owners
 
+    # -- the size cap: names and bytes charged as TmpFs charges them ------------------
+    def _host_file(self, fd: int, path: str, flags: int) -> HostFile:
+        file = SharedTmpFile(fd, path, flags)
+        file.fs = self
+        return file
+
+    def _held(self, st: Stat) -> int:
+        """The bytes a name holds that go with its last link."""
+        fmt = st.mode & S_IFMT
+        if fmt == S_IFLNK:
+            return st.size
+        return st.size if fmt == S_IFREG and st.nlink <= 1 else 0
+
+    def _existing(self, rel: Rel) -> Stat | None:
+        try:
+            return HostDirFs.lstat(self, rel)
+        except SyscallError as err:
+            if err.errno in (errno.ENOENT, errno.ENOTDIR):
+                return None
+            raise
+
+    def _named(self, entries: int, nbytes: int, make: Callable[[], object]) -> None:
+        self.usage.charge(nbytes, entries)
+        try:
+            make()
+        except BaseException:
+            self.usage.charge(-nbytes, -entries)
+            raise
+
+    def open(self, rel: Rel, flags: int, mode: int, path: str) -> OpenFile:
+        st = self._existing(rel) if rel else None
+        if st is None and flags & OFlag.CREAT:
+            self.usage.charge(0, 1)
+            try:
+                return super().open(rel, flags, mode, path)
+            except BaseException:
+                self.usage.charge(0, -1)
+                raise
+        file = super().open(rel, flags, mode, path)
+        if (st is not None and flags & OFlag.TRUNC and flags & O_ACCMODE != OFlag.RDONLY
+                and st.mode & S_IFMT == S_IFREG):
+            self.usage.charge(-st.size)
+        return file
+
+    def mkdir(self, rel: Rel, mode: int) -> None:
+        self._named(1, 0, lambda: super(SharedTmpFs, self).mkdir(rel, mode))
+
+    def mknod(self, rel: Rel, mode: int) -> None:
+        self._named(1, 0, lambda: super(SharedTmpFs, self).mknod(rel, mode))
+
+    def symlink(self, target: str, rel: Rel) -> None:
+        self._named(1, len(os.fsencode(target)),
+                    lambda: super(SharedTmpFs, self).symlink(target, rel))
+
+    def link(self, src: Rel, dst: Rel) -> None:
+        self._named(1, 0, lambda: super(SharedTmpFs, self).link(src, dst))
+
+    def unlink(self, rel: Rel) -> None:
+        st = HostDirFs.lstat(self, rel)
+        super().unlink(rel)
+        self.usage.charge(-self._held(st), -1)
+
+    def rmdir(self, rel: Rel) -> None:
+        super().rmdir(rel)
+        self.usage.charge(0, -1)
+
+    def rename(self, src: Rel, dst: Rel, flags: int) -> None:
+        moved, replaced = self._existing(src), self._existing(dst)
+        super().rename(src, dst, flags)
+        if (replaced is not None and moved is not None and not flags & RENAME_EXCHANGE
+                and (replaced.dev, replaced.ino) != (moved.dev, moved.ino)):
+            self.usage.charge(-self._held(replaced), -1)
+
+    def truncate(self, rel: Rel, size: int) -> None:
+        st = HostDirFs.lstat(self, rel)
+        if st.mode & S_IFMT != S_IFREG:
+            return super().truncate(rel, size)
+        self.usage.charge(size - st.size)
+        try:
+            super().truncate(rel, size)
+        except BaseException:
+            self.usage.charge(st.size - size)
+            raise
+
+    # -- what tmpfs keeps that a host directory cannot --------------------------------
     def _open_plain(self, rel: Rel) -> int | None:
         """A readable fd on a regular file or directory of the mount, else None."""
         try:
@@ -198,19 +386,26 @@ class SharedTmpFs(HostDirFs):
 
     def lstat(self, rel: Rel) -> Stat:
         st = super().lstat(rel)
-        owner = self.owners.get((st.dev, st.ino))
-        if owner is None and st.mode & S_IFMT in (S_IFREG, S_IFDIR):
-            fd = self._open_plain(rel)
+        fd = self._open_plain(rel) if st.mode & S_IFMT in (S_IFREG, S_IFDIR) else None
+        try:
+            return self.as_tmpfs(st, fd)
+        finally:
             if fd is not None:
-                try:
-                    uid, gid = os.getxattr(fd, OWNER_XATTR).split(b":")
-                    owner = int(uid), int(gid)
-                except (OSError, ValueError):
-                    pass  # never changed (ENODATA)
-                finally:
-                    os.close(fd)
+                os.close(fd)
+
+    def as_tmpfs(self, st: Stat, fd: int | None) -> Stat:
+        """A host stat as this mount shows it: its own device (the host's is every
+        shared mount's), the owner a guest chown recorded (read through fd)."""
+        owner = self.owners.get((st.dev, st.ino))
+        if owner is None and fd is not None:
+            try:
+                uid, gid = os.getxattr(fd, OWNER_XATTR).split(b":")
+                owner = int(uid), int(gid)
+            except (OSError, ValueError):
+                pass  # never changed (ENODATA)
         if owner is not None:
             st.uid, st.gid = owner
+        st.dev = self.dev
         return st
 
     def chown(self, rel: Rel, uid: int | None, gid: int | None) -> None:
@@ -249,11 +444,12 @@ class SharedTmpFs(HostDirFs):
         return _FdStore(self, "/".join(rel) or ".")
 
     def statfs(self) -> StatFs:
-        """The mount's size as --tmpfs-size set it (usage is not counted across the
-        processes: the host tmpfs holds the data)."""
-        blocks = self.size_limit // 4096
-        return StatFs(TMPFS_MAGIC, 4096, blocks, blocks, blocks, self.max_entries,
-                      self.max_entries, 255, ST_VALID)
+        usage = self.usage
+        used, entries = usage.counts()
+        blocks = usage.size_limit // 4096
+        free = max(0, blocks - (used + 4095) // 4096)
+        return StatFs(TMPFS_MAGIC, 4096, blocks, free, free, usage.max_entries,
+                      max(0, usage.max_entries - entries), 255, ST_VALID)
 
 
 def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir) -> None:
@@ -270,7 +466,9 @@ def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir) -> None:
         copied: dict[int, str] = {}  # id(node) -> host path, for hard links and open files
         _copy_tree(tmp.root, host_root, owners, copied)
         os.chmod(host_root, tmp.root.mode & 0o7777)
-        shared_fs = SharedTmpFs(host_root, tmp.size_limit, tmp.max_entries, owners)
+        usage = Usage(os.path.join(base, f"{index}.lock"), tmp.size_limit, tmp.max_entries,
+                      tmp.used, tmp.entries)
+        shared_fs = SharedTmpFs(host_root, usage, owners)
         vfs.replace(path, shared_fs)
         _reopen_descriptions(fds, tmp, shared_fs, copied)
         if tmp.account is not None:  # the data is the host tmpfs's now, not guest memory
@@ -340,7 +538,7 @@ def _reopen_descriptions(fds: FdTable, tmp: TmpFs, shared: SharedTmpFs,
         if replacement is None:
             flags = file.flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK)
             fd = os.open(host_path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
-            replacement = HostFile(fd, file.path, file.flags)
+            replacement = shared._host_file(fd, file.path, file.flags)
             if not replacement.is_dir:
                 os.lseek(fd, file.pos, os.SEEK_SET)
             new[id(file)] = replacement
