@@ -322,3 +322,33 @@ def test_tmpfs_calls_after_the_first_fork(build, karn, native, same, program, gu
     script = f"(true); exec {run}" if where == "the shell's process" else f"(true); {run}; :"
     got = karn("-v", f"{exe.parent}:/prog:ro", BUSYBOX, "sh", "-c", script)
     same(expected, got, f"{program} in {where}")
+
+
+@pytest.mark.parametrize("where", ["the shell's process", "a child"])
+def test_tmpfs_names_count_against_its_size_after_the_first_fork(build, karn, where):
+    """tests/test_monitor_robust.py's check of --tmpfs-size, on the shared tmpfs."""
+    prog = build("tmpfs_entries")
+    run = f"/prog/{prog.name} /tmp 5000"
+    script = f"(true); exec {run}" if where == "the shell's process" else f"(true); {run}; :"
+    got = karn("--tmpfs-size", "1m", "-v", f"{prog.parent}:/prog:ro", BUSYBOX, "sh", "-c",
+               script)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"No space left on device\n" * 2
+    counts = [int(line.split()[2]) for line in got.stderr.decode().splitlines()]
+    assert len(counts) == 2 and counts[0] == counts[1], got.stderr
+    assert 128 < counts[0] < 1024, counts
+
+
+def test_tmpfs_size_is_one_budget_for_all_processes(karn):
+    """Two children writing 40 KiB each into a 64 KiB tmpfs: the second runs out of
+    space, and the room comes back when the first file goes."""
+    write = "dd if=/dev/zero of=/tmp/{} bs=1k count=40 2>&1 | grep -o 'No space left.*'"
+    script = "; ".join([
+        f"({write.format('a')})", f"({write.format('b')})", "wc -c /tmp/a /tmp/b",
+        "rm /tmp/a /tmp/b", f"({write.format('c')})", "wc -c /tmp/c"])
+    got = karn("--tmpfs-size", "64k", BUSYBOX, "sh", "-c", script)
+    lines = got.stdout.decode().splitlines()
+    assert lines[0] == "No space left on device", got.stdout
+    sizes = {line.split()[1]: int(line.split()[0]) for line in lines[1:]}
+    assert sizes["/tmp/a"] == 40 << 10 and sizes["total"] <= 64 << 10, sizes
+    assert sizes["/tmp/c"] == 40 << 10, sizes
