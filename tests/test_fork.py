@@ -352,3 +352,13 @@ def test_tmpfs_size_is_one_budget_for_all_processes(karn):
     sizes = {line.split()[1]: int(line.split()[0]) for line in lines[1:]}
     assert sizes["/tmp/a"] == 40 << 10 and sizes["total"] <= 64 << 10, sizes
     assert sizes["/tmp/c"] == 40 << 10, sizes
+
+
+def test_a_deep_tmp_tree_is_shared_and_removed(karn, tmp_path):
+    """A tree nested deeper than Python's recursion limit, made before the first fork
+    and left read-only: copied at the fork, seen by the child, and removed at the end."""
+    script = ("i=0; while [ $i -lt 1200 ]; do mkdir d; cd d; i=$((i+1)); done; "
+              "echo deep > f; (cat f; pwd | wc -c); chmod 500 /tmp/d/d /tmp/d")
+    got = karn("-w", "/tmp", BUSYBOX, "sh", "-c", script, extra_env={"TMPDIR": str(tmp_path)})
+    assert (got.returncode, got.stdout) == (0, b"deep\n2406\n"), got.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("karn-tmpfs-")] == []

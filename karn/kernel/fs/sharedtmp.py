@@ -18,11 +18,10 @@ import errno
 import fcntl
 import mmap
 import os
-import shutil
 import struct
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from karn import log
@@ -57,7 +56,7 @@ if TYPE_CHECKING:
 HOST_TMPFS = "/dev/shm"
 PREFIX = "karn-tmpfs-"
 OWNER_XATTR = "user.karn.owner"  # a guest chown's uid:gid, on the host file
-_COUNTERS = struct.Struct("qq")  # bytes, names
+_COUNTERS = struct.Struct("qqq")  # bytes, names, whether any owner was recorded
 
 
 def _host_base() -> str:
@@ -66,6 +65,50 @@ def _host_base() -> str:
     if os.path.isdir(HOST_TMPFS) and os.access(HOST_TMPFS, os.W_OK | os.X_OK):
         return HOST_TMPFS
     return tempfile.gettempdir()
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: str) -> None:
+    """rm -rf of a guest's tree, without recursion (it may be nested deeper than
+    Python's stack) and with one directory fd open at a time; directories the guest
+    made read-only are opened up first. Stops at the first thing it cannot remove."""
+    try:
+        fd = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return
+    below: list[str] = []  # names from path down to fd's directory
+    try:
+        while True:
+            subdir = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        subdir = entry.name
+                        break
+                    os.unlink(entry.name, dir_fd=fd)
+            if subdir is not None:
+                os.chmod(subdir, 0o700, dir_fd=fd)
+                inner = os.open(subdir, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+                below.append(subdir)
+                continue
+            if not below:
+                break
+            outer = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = outer
+            os.rmdir(below.pop(), dir_fd=fd)
+        os.close(fd)
+        fd = -1
+        os.rmdir(path)
+    except OSError as err:
+        log.debug("removing %s: %s", path, err)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _sweep(base: str) -> None:
@@ -89,7 +132,7 @@ def _sweep(base: str) -> None:
             continue  # a live run's
         finally:
             os.close(fd)  # (the lock, if taken, goes with it: the tree goes next)
-        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        remove_tree(os.path.join(base, name))
 
 
 class SharedTmpDir:
@@ -121,7 +164,7 @@ class SharedTmpDir:
         """The run has ended: the directory and everything the guest left in it go (a
         forked monitor never removes it; it ends with os._exit)."""
         if self._path is not None and self._owner == os.getpid():
-            shutil.rmtree(self._path, ignore_errors=True)
+            remove_tree(self._path)
             os.close(self._held)
             self._path = None
 
@@ -186,10 +229,10 @@ class Usage:
     of the run's directory (one process at a time) and a thread lock (one thread)."""
 
     def __init__(self, lock_path: str, size_limit: int, max_entries: int, used: int,
-                 entries: int) -> None:
+                 entries: int, owned: bool) -> None:
         self.size_limit, self.max_entries = size_limit, max_entries
         self._counters = mmap.mmap(-1, _COUNTERS.size, flags=mmap.MAP_SHARED)
-        _COUNTERS.pack_into(self._counters, 0, used, entries)
+        _COUNTERS.pack_into(self._counters, 0, used, entries, owned)
         self._lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._thread_lock = threading.Lock()
         # a fork while another thread held it: the child's copy would stay held
@@ -199,20 +242,29 @@ class Usage:
         self._thread_lock = threading.Lock()
 
     def counts(self) -> tuple[int, int]:
-        used, entries = _COUNTERS.unpack_from(self._counters, 0)
+        used, entries, _ = _COUNTERS.unpack_from(self._counters, 0)
         return used, entries
+
+    @property
+    def owned(self) -> bool:
+        """Whether a guest chown was ever recorded on this mount (if not, no file's
+        owner needs reading)."""
+        return bool(_COUNTERS.unpack_from(self._counters, 0)[2])
+
+    def set_owned(self) -> None:
+        struct.pack_into("q", self._counters, 2 * 8, 1)
 
     def charge(self, delta: int, entries: int = 0) -> None:
         """Take (ENOSPC past the size or the names' cap) or give back."""
         with self._thread_lock:
             fcntl.lockf(self._lock_fd, fcntl.LOCK_EX)
             try:
-                used, names = self.counts()
+                used, names, owned = _COUNTERS.unpack_from(self._counters, 0)
                 if (delta > 0 and used + delta > self.size_limit) or (
                         entries > 0 and names + entries > self.max_entries):
                     raise SyscallError(errno.ENOSPC)
                 _COUNTERS.pack_into(self._counters, 0, max(0, used + delta),
-                                    max(0, names + entries))
+                                    max(0, names + entries), owned)
             finally:
                 fcntl.lockf(self._lock_fd, fcntl.LOCK_UN)
 
@@ -386,7 +438,9 @@ class SharedTmpFs(HostDirFs):
 
     def lstat(self, rel: Rel) -> Stat:
         st = super().lstat(rel)
-        fd = self._open_plain(rel) if st.mode & S_IFMT in (S_IFREG, S_IFDIR) else None
+        fd = None
+        if self.usage.owned and st.mode & S_IFMT in (S_IFREG, S_IFDIR):
+            fd = self._open_plain(rel)
         try:
             return self.as_tmpfs(st, fd)
         finally:
@@ -397,7 +451,7 @@ class SharedTmpFs(HostDirFs):
         """A host stat as this mount shows it: its own device (the host's is every
         shared mount's), the owner a guest chown recorded (read through fd)."""
         owner = self.owners.get((st.dev, st.ino))
-        if owner is None and fd is not None:
+        if owner is None and fd is not None and self.usage.owned:
             try:
                 uid, gid = os.getxattr(fd, OWNER_XATTR).split(b":")
                 owner = int(uid), int(gid)
@@ -411,6 +465,7 @@ class SharedTmpFs(HostDirFs):
     def chown(self, rel: Rel, uid: int | None, gid: int | None) -> None:
         st = self.lstat(rel)
         owner = (st.uid if uid is None else uid, st.gid if gid is None else gid)
+        self.usage.set_owned()
         fd = self._open_plain(rel) if st.mode & S_IFMT in (S_IFREG, S_IFDIR) else None
         if fd is None:
             self.owners[(st.dev, st.ino)] = owner
@@ -459,15 +514,16 @@ def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir) -> None:
     if not mounts:
         return
     base = shared.path()
-    for index, (path, tmp) in enumerate(mounts):
-        host_root = os.path.join(base, str(index))
-        os.mkdir(host_root, 0o700)
+    for path, tmp in mounts:
+        # a name of its own (a copy that failed half-way leaves its directory behind)
+        host_root = tempfile.mkdtemp(dir=base)
         owners: dict[tuple[int, int], tuple[int, int]] = {}
         copied: dict[int, str] = {}  # id(node) -> host path, for hard links and open files
         _copy_tree(tmp.root, host_root, owners, copied)
-        os.chmod(host_root, tmp.root.mode & 0o7777)
-        usage = Usage(os.path.join(base, f"{index}.lock"), tmp.size_limit, tmp.max_entries,
-                      tmp.used, tmp.entries)
+        _set_attributes(tmp.root, host_root, owners)
+        owned = any(n.uid or n.gid for n in (tmp.root, *_nodes(tmp.root)))
+        usage = Usage(host_root + ".lock", tmp.size_limit, tmp.max_entries, tmp.used,
+                      tmp.entries, owned)
         shared_fs = SharedTmpFs(host_root, usage, owners)
         vfs.replace(path, shared_fs)
         _reopen_descriptions(fds, tmp, shared_fs, copied)
@@ -476,48 +532,81 @@ def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir) -> None:
         log.debug("tmpfs %s moved to %s for sharing across processes", path, host_root)
 
 
-def _copy_tree(node: Node, host_dir: str, owners: dict[tuple[int, int], tuple[int, int]],
+def _nodes(root: Node) -> Iterator[Node]:
+    """Every node below root (a loop, not recursion: a guest may nest deeply)."""
+    stack = [root]
+    while stack:
+        for child in (stack.pop().children or {}).values():
+            yield child
+            if child.children is not None:
+                stack.append(child)
+
+
+def _copy_tree(root: Node, host_root: str, owners: dict[tuple[int, int], tuple[int, int]],
                copied: dict[int, str]) -> None:
-    assert node.children is not None
-    for name, child in node.children.items():
-        path = os.path.join(host_dir, name)
-        first = copied.get(id(child))
-        if first is not None:  # another link to a file already copied
-            os.link(first, path, follow_symlinks=False)
+    """The tree below root, made under host_root; a directory's mode and times are set
+    once its entries are in (a read-only directory is filled first)."""
+    stack: list[tuple[Node, str, bool]] = [(root, host_root, False)]
+    while stack:
+        node, path, filled = stack.pop()
+        if filled:
+            _set_attributes(node, path, owners)
             continue
-        fmt = child.mode & S_IFMT
-        if fmt == S_IFDIR:
-            os.mkdir(path, 0o700)
-            _copy_tree(child, path, owners, copied)
-        elif fmt == S_IFREG:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        assert node.children is not None
+        for name, child in node.children.items():
+            child_path = os.path.join(path, name)
+            first = copied.get(id(child))
+            if first is not None:  # another link to a file already copied
+                os.link(first, child_path, follow_symlinks=False)
+                continue
+            if _make(child, child_path):
+                copied[id(child)] = child_path
+                if child.children is not None:
+                    stack.append((child, child_path, True))
+                    stack.append((child, child_path, False))
+                else:
+                    _set_attributes(child, child_path, owners)
+
+
+def _make(node: Node, path: str) -> bool:
+    """The host object of one node (False: a kind not copied)."""
+    fmt = node.mode & S_IFMT
+    if fmt == S_IFDIR:
+        os.mkdir(path, 0o700)
+    elif fmt == S_IFREG:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, node.data or b"")
+        finally:
+            os.close(fd)
+    elif fmt == S_IFLNK:
+        os.symlink(node.target, path)
+    elif fmt in (S_IFIFO, S_IFSOCK):
+        os.mknod(path, fmt | 0o600)
+    else:
+        return False  # devices are not made in a tmpfs by an unprivileged guest
+    return True
+
+
+def _set_attributes(node: Node, path: str,
+                    owners: dict[tuple[int, int], tuple[int, int]]) -> None:
+    fmt = node.mode & S_IFMT
+    if node.uid or node.gid:
+        try:
+            if fmt not in (S_IFREG, S_IFDIR):
+                raise OSError(errno.EPERM, "no user xattrs here")
+            os.setxattr(path, OWNER_XATTR, f"{node.uid}:{node.gid}".encode())
+        except OSError:
+            st = os.lstat(path)
+            owners[(st.st_dev, st.st_ino)] = (node.uid, node.gid)
+    if fmt != S_IFLNK:
+        for key, value in (node.xattrs or {}).items():
             try:
-                os.write(fd, child.data or b"")
-            finally:
-                os.close(fd)
-        elif fmt == S_IFLNK:
-            os.symlink(child.target, path)
-        elif fmt in (S_IFIFO, S_IFSOCK):
-            os.mknod(path, fmt | 0o600)
-        else:
-            continue  # devices are not made in a tmpfs by an unprivileged guest
-        copied[id(child)] = path
-        if child.uid or child.gid:
-            try:
-                if fmt not in (S_IFREG, S_IFDIR):
-                    raise OSError(errno.EPERM, "no user xattrs here")
-                os.setxattr(path, OWNER_XATTR, f"{child.uid}:{child.gid}".encode())
-            except OSError:
-                st = os.lstat(path)
-                owners[(st.st_dev, st.st_ino)] = (child.uid, child.gid)
-        if fmt != S_IFLNK:
-            os.chmod(path, child.mode & 0o7777)
-            for key, value in (child.xattrs or {}).items():
-                try:
-                    os.setxattr(path, key, value)
-                except OSError as err:
-                    log.debug("tmpfs xattr %s of %s not copied: %s", key, path, err)
-        os.utime(path, ns=(child.atime, child.mtime), follow_symlinks=False)
+                os.setxattr(path, key, value)
+            except OSError as err:
+                log.debug("tmpfs xattr %s of %s not copied: %s", key, path, err)
+        os.chmod(path, node.mode & 0o7777)
+    os.utime(path, ns=(node.atime, node.mtime), follow_symlinks=False)
 
 
 def _reopen_descriptions(fds: FdTable, tmp: TmpFs, shared: SharedTmpFs,
