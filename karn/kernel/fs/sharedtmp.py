@@ -520,7 +520,11 @@ def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir) -> None:
         owners: dict[tuple[int, int], tuple[int, int]] = {}
         copied: dict[int, str] = {}  # id(node) -> host path, for hard links and open files
         _copy_tree(tmp.root, host_root, owners, copied)
-        _set_attributes(tmp.root, host_root, owners)
+        root = _HostTree(host_root)
+        try:
+            _set_attributes(root, tmp.root, ".", owners)
+        finally:
+            root.close()
         owned = any(n.uid or n.gid for n in (tmp.root, *_nodes(tmp.root)))
         usage = Usage(host_root + ".lock", tmp.size_limit, tmp.max_entries, tmp.used,
                       tmp.entries, owned)
@@ -542,71 +546,96 @@ def _nodes(root: Node) -> Iterator[Node]:
                 stack.append(child)
 
 
+class _HostTree:
+    """Calls on a host directory by paths relative to its fd: the *at() forms, the
+    ones the sandbox allows (and no path grows with the tree's root prefixed)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 def _copy_tree(root: Node, host_root: str, owners: dict[tuple[int, int], tuple[int, int]],
                copied: dict[int, str]) -> None:
-    """The tree below root, made under host_root; a directory's mode and times are set
-    once its entries are in (a read-only directory is filled first)."""
-    stack: list[tuple[Node, str, bool]] = [(root, host_root, False)]
-    while stack:
-        node, path, filled = stack.pop()
-        if filled:
-            _set_attributes(node, path, owners)
-            continue
-        assert node.children is not None
-        for name, child in node.children.items():
-            child_path = os.path.join(path, name)
-            first = copied.get(id(child))
-            if first is not None:  # another link to a file already copied
-                os.link(first, child_path, follow_symlinks=False)
+    """The tree below root, made under host_root (copied: host paths of what was made);
+    a directory's mode and times are set once its entries are in (a read-only directory
+    is filled first)."""
+    tree = _HostTree(host_root)
+    try:
+        stack: list[tuple[Node, str, bool]] = [(root, ".", False)]
+        while stack:
+            node, rel, filled = stack.pop()
+            if filled:
+                _set_attributes(tree, node, rel, owners)
                 continue
-            if _make(child, child_path):
-                copied[id(child)] = child_path
-                if child.children is not None:
-                    stack.append((child, child_path, True))
-                    stack.append((child, child_path, False))
-                else:
-                    _set_attributes(child, child_path, owners)
+            assert node.children is not None
+            for name, child in node.children.items():
+                child_rel = name if rel == "." else f"{rel}/{name}"
+                first = copied.get(id(child))
+                if first is not None:  # another link to a file already copied
+                    os.link(first, child_rel, src_dir_fd=tree.fd, dst_dir_fd=tree.fd,
+                            follow_symlinks=False)
+                    continue
+                if _make(tree, child, child_rel):
+                    copied[id(child)] = child_rel
+                    if child.children is not None:
+                        stack.append((child, child_rel, True))
+                        stack.append((child, child_rel, False))
+                    else:
+                        _set_attributes(tree, child, child_rel, owners)
+    finally:
+        tree.close()
+    for key, rel in copied.items():
+        copied[key] = os.path.join(host_root, rel)
 
 
-def _make(node: Node, path: str) -> bool:
+def _make(tree: _HostTree, node: Node, rel: str) -> bool:
     """The host object of one node (False: a kind not copied)."""
     fmt = node.mode & S_IFMT
     if fmt == S_IFDIR:
-        os.mkdir(path, 0o700)
+        os.mkdir(rel, 0o700, dir_fd=tree.fd)
     elif fmt == S_IFREG:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(rel, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                     0o600, dir_fd=tree.fd)
         try:
             os.write(fd, node.data or b"")
         finally:
             os.close(fd)
     elif fmt == S_IFLNK:
-        os.symlink(node.target, path)
+        os.symlink(node.target, rel, dir_fd=tree.fd)
     elif fmt in (S_IFIFO, S_IFSOCK):
-        os.mknod(path, fmt | 0o600)
+        os.mknod(rel, fmt | 0o600, dir_fd=tree.fd)
     else:
         return False  # devices are not made in a tmpfs by an unprivileged guest
     return True
 
 
-def _set_attributes(node: Node, path: str,
+def _set_attributes(tree: _HostTree, node: Node, rel: str,
                     owners: dict[tuple[int, int], tuple[int, int]]) -> None:
     fmt = node.mode & S_IFMT
-    if node.uid or node.gid:
-        try:
-            if fmt not in (S_IFREG, S_IFDIR):
-                raise OSError(errno.EPERM, "no user xattrs here")
-            os.setxattr(path, OWNER_XATTR, f"{node.uid}:{node.gid}".encode())
-        except OSError:
-            st = os.lstat(path)
-            owners[(st.st_dev, st.st_ino)] = (node.uid, node.gid)
     if fmt != S_IFLNK:
-        for key, value in (node.xattrs or {}).items():
-            try:
-                os.setxattr(path, key, value)
-            except OSError as err:
-                log.debug("tmpfs xattr %s of %s not copied: %s", key, path, err)
-        os.chmod(path, node.mode & 0o7777)
-    os.utime(path, ns=(node.atime, node.mtime), follow_symlinks=False)
+        plain = node.uid or node.gid or node.xattrs
+        fd = os.open(rel, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=tree.fd) if plain and fmt in (S_IFREG, S_IFDIR) else -1
+        try:
+            if fd >= 0 and (node.uid or node.gid):
+                os.setxattr(fd, OWNER_XATTR, f"{node.uid}:{node.gid}".encode())
+            for key, value in (node.xattrs or {}).items() if fd >= 0 else ():
+                try:
+                    os.setxattr(fd, key, value)
+                except OSError as err:
+                    log.debug("tmpfs xattr %s of %s not copied: %s", key, rel, err)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        os.chmod(rel, node.mode & 0o7777, dir_fd=tree.fd)
+    if (node.uid or node.gid) and (fmt == S_IFLNK or fmt not in (S_IFREG, S_IFDIR)):
+        st = os.stat(rel, dir_fd=tree.fd, follow_symlinks=False)
+        owners[(st.st_dev, st.st_ino)] = (node.uid, node.gid)
+    os.utime(rel, ns=(node.atime, node.mtime), dir_fd=tree.fd, follow_symlinks=False)
 
 
 def _reopen_descriptions(fds: FdTable, tmp: TmpFs, shared: SharedTmpFs,
