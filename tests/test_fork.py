@@ -10,9 +10,11 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -241,3 +243,131 @@ def test_fork_with_the_fast_transport(build, karn, native, same):
     (it has no server for them) and makes its calls by exit."""
     probe = build("fork_wait")
     same(native(probe), karn("--syscall-transport", "fast", probe), "fork_wait, fast")
+
+
+# -- /tmp is one file system for every process (kernel/fs/sharedtmp.py) --------------
+
+
+def test_tmp_file_a_child_writes_is_read_by_the_next(karn, same):
+    """`ls` writes /tmp/x in one process, `cat` reads it in another: the listing is what
+    `ls /` alone prints."""
+    alone = karn(BUSYBOX, "ls", "/")
+    assert alone.returncode == 0 and alone.stdout
+    same(alone, karn(BUSYBOX, "sh", "-c", "ls / > /tmp/x; cat /tmp/x"), "ls through /tmp")
+
+
+@pytest.mark.parametrize("command", [
+    # a background child writes, the parent reads after wait, then removes
+    "(echo from-child > $T/f; seq 1 3 >> $T/f) & wait; cat $T/f; rm $T/f; ls $T",
+    # a pipeline whose stages pass their data through files
+    "seq 1 200 | sort -r > $T/a; head -5 < $T/a | tr 0-9 a-j > $T/b; cat $T/b; wc -l < $T/a",
+    # a file opened before the first fork: one description, one offset, for both
+    "exec 3> $T/o; echo one >&3; (echo two >&3); echo three >&3; cat $T/o",
+    # directories, renames and links made by children, seen by the parent
+    "mkdir $T/d; (echo x > $T/d/1; ln $T/d/1 $T/d/2; mv $T/d/1 $T/d/3); ls $T/d; cat $T/d/2",
+])
+def test_tmp_is_shared_by_all_processes(karn, native, same, tmp_path, command):
+    expected = native(BUSYBOX, "sh", "-c", command, extra_env={"T": str(tmp_path)})
+    got = karn("-e", "T=/tmp", BUSYBOX, "sh", "-c", command)
+    same(expected, got, command)
+
+
+def test_shared_tmp_leaves_nothing_on_the_host(karn, tmp_path):
+    """The host directory /tmp moved to at the first fork goes with the run."""
+    got = karn(BUSYBOX, "sh", "-c", "echo data > /tmp/f; (cat /tmp/f)",
+               extra_env={"TMPDIR": str(tmp_path)})
+    assert got.stdout == b"data\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("karn-tmpfs-")] == []
+
+
+def test_shared_tmp_of_a_killed_run_is_removed_by_the_next(karn, tmp_path):
+    """SIGKILL to the first monitor leaves its directory; the next run removes it, once
+    no monitor of the killed run is left (they hold it locked), and keeps a live run's."""
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c",
+                             "(echo started > /tmp/f); cat /tmp/f; sleep 60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"started\n"
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith("karn-tmpfs-")]
+    assert len(left) == 1
+    karn(BUSYBOX, "sh", "-c", "(true)", extra_env={"TMPDIR": str(tmp_path)})
+    assert (tmp_path / left[0]).exists()  # a live run's directory stays
+    monitors = _descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    wait_for(lambda: not any(_alive(pid) for pid in monitors), "every monitor gone")
+    assert (tmp_path / left[0]).exists()
+    karn(BUSYBOX, "sh", "-c", "(true)", extra_env={"TMPDIR": str(tmp_path)})
+    assert not (tmp_path / left[0]).exists()
+
+
+@pytest.mark.parametrize("program, guest_dir, args, flags", [
+    ("calls_xattr", "/dev/shm", (), ()),
+    ("calls_fifo", "/tmp", (), ("-pthread",)),
+    ("calls_unixbind", "/tmp", (), ()),
+    ("calls_splice", "/dev/shm", (), ()),
+])
+@pytest.mark.parametrize("where", ["the shell's process", "a child"])
+def test_tmpfs_calls_after_the_first_fork(build, karn, native, same, program, guest_dir,
+                                          args, flags, where):
+    """What tests/test_calls.py checks of tmpfs, on the shared tmpfs: run by the shell
+    after a fork (exec), or in a child it forks."""
+    exe = build(program, "static", extra_flags=flags)
+    native_dir = tempfile.mkdtemp(prefix="karn-fork-", dir="/dev/shm")
+    try:
+        os.chmod(native_dir, 0o755)  # programs go on as a user, who must reach their files
+        expected = native(exe, native_dir, *args)
+    finally:
+        shutil.rmtree(native_dir, ignore_errors=True)
+    assert expected.returncode == 0, expected.stdout.decode()
+    run = f"/prog/{exe.name} {guest_dir} {' '.join(args)}"
+    script = f"(true); exec {run}" if where == "the shell's process" else f"(true); {run}; :"
+    got = karn("-v", f"{exe.parent}:/prog:ro", BUSYBOX, "sh", "-c", script)
+    same(expected, got, f"{program} in {where}")
+
+
+@pytest.mark.parametrize("where", ["the shell's process", "a child"])
+def test_tmpfs_names_count_against_its_size_after_the_first_fork(build, karn, where):
+    """tests/test_monitor_robust.py's check of --tmpfs-size, on the shared tmpfs."""
+    prog = build("tmpfs_entries")
+    run = f"/prog/{prog.name} /tmp 5000"
+    script = f"(true); exec {run}" if where == "the shell's process" else f"(true); {run}; :"
+    got = karn("--tmpfs-size", "1m", "-v", f"{prog.parent}:/prog:ro", BUSYBOX, "sh", "-c",
+               script)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"No space left on device\n" * 2
+    counts = [int(line.split()[2]) for line in got.stderr.decode().splitlines()]
+    assert len(counts) == 2 and counts[0] == counts[1], got.stderr
+    assert 128 < counts[0] < 1024, counts
+
+
+def test_tmpfs_size_is_one_budget_for_all_processes(karn):
+    """Two children writing 40 KiB each into a 64 KiB tmpfs: the second runs out of
+    space, and the room comes back when the first file goes."""
+    write = "dd if=/dev/zero of=/tmp/{} bs=1k count=40 2>&1 | grep -o 'No space left.*'"
+    script = "; ".join([
+        f"({write.format('a')})", f"({write.format('b')})", "wc -c /tmp/a /tmp/b",
+        "rm /tmp/a /tmp/b", f"({write.format('c')})", "wc -c /tmp/c"])
+    got = karn("--tmpfs-size", "64k", BUSYBOX, "sh", "-c", script)
+    lines = got.stdout.decode().splitlines()
+    assert lines[0] == "No space left on device", got.stdout
+    sizes = {line.split()[1]: int(line.split()[0]) for line in lines[1:]}
+    assert sizes["/tmp/a"] == 40 << 10 and sizes["total"] <= 64 << 10, sizes
+    assert sizes["/tmp/c"] == 40 << 10, sizes
+
+
+@pytest.mark.parametrize("depth", [3, 1100])
+def test_a_tmp_tree_made_before_the_first_fork(build, karn, native, same, tmp_path, depth):
+    """Everything the first process made in /tmp is there for its children, with its
+    links, owners and modes, and an open file's offset is shared; a tree nested deeper
+    than Python's recursion limit is copied and removed at the end too."""
+    prog = build("tmp_tree_fork", "static")
+    native_dir = tmp_path / "native"
+    native_dir.mkdir()
+    expected = native(prog, native_dir, str(depth))
+    host_tmp = tmp_path / "karn"
+    host_tmp.mkdir()
+    got = karn(prog, "/tmp", str(depth), extra_env={"TMPDIR": str(host_tmp)})
+    same(expected, got, f"a tree {depth} deep")
+    assert [p.name for p in host_tmp.iterdir() if p.name.startswith("karn-tmpfs-")] == []

@@ -13,8 +13,9 @@ process table). Only the calling thread lives on, as in Linux.
 
 What the child shares with the parent, as Linux: every open file description that is a
 host fd (pipes, sockets, eventfds, host and volume files, stdio), offsets included. What
-it does not: tmpfs files and other in-monitor files (their offsets and, for tmpfs, their
-contents are copies from the fork on), and SCM_RIGHTS tokens in flight.
+it does not: in-monitor files (their offsets are copies from the fork on) and SCM_RIGHTS
+tokens in flight. The tmpfs mounts move to a shared host directory at the first fork
+(kernel/fs/sharedtmp.py), so /tmp is one file system for every process.
 
 vfork is this fork with the parent suspended until the child execs or exits.
 """
@@ -97,6 +98,7 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
     proc = task.process
     if proc.machine is None:
         raise SyscallError(errno.ENOSYS)  # a process without a VM (never in a run)
+    _share_tmpfs(proc)
     link = link_of(proc)
     pid = link.call("new_process", vfork)
     cpu = task.vcpu
@@ -135,6 +137,17 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
     if vfork:
         link.wait_released(task, pid)
     return pid
+
+
+def _share_tmpfs(proc: Process) -> None:
+    """The first fork moves the tmpfs mounts to a host directory all processes share
+    (kernel/fs/sharedtmp.py); ENOMEM if the host cannot hold the copy."""
+    with _fork_lock:
+        try:
+            proc.fs.share_tmpfs(proc.fds)
+        except OSError as err:
+            log.warning("fork: the tmpfs mounts cannot be shared: %s", err)
+            raise SyscallError(errno.ENOMEM) from None
 
 
 # -- in the child ---------------------------------------------------------------------

@@ -110,6 +110,7 @@ class Runner:
 
             write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
         guest.net.close()  # before a plug-in tells anyone the run ended: ports are free
+        guest.fs.close()  # the shared tmpfs directory
         status = proc.exit_status
         if proc.internal_failure is not None or status is None:
             status = 125

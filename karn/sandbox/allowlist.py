@@ -32,6 +32,8 @@ UNCONDITIONAL: tuple[str, ...] = (
     "fallocate", "flock", "fadvise64", "copy_file_range", "sendfile", "splice", "tee",
     "umask",
     "getxattr", "setxattr", "listxattr", "removexattr",  # volumes' xattrs, by /proc/self/fd
+    # the shared tmpfs's xattrs and owners, by fd (a forked monitor has no /proc/self/fd)
+    "fgetxattr", "fsetxattr", "flistxattr", "fremovexattr",
     # readiness and waiting: eventfds, epoll/poll/select, timerfds
     "eventfd2", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
     "poll", "ppoll", "select", "pselect6", "timerfd_create", "timerfd_settime",

@@ -154,6 +154,10 @@ def _ruleset(guest: Guest, abi: int, restrict_bind: bool) -> L.Ruleset:
     unix_dir = net.unix_dir()  # made now: guest AF_UNIX names live there
     rules.allow(unix_dir, L.READ | L.WRITE)
     rules.allow(os.path.dirname(unix_dir), L.REMOVE_DIR)  # removed at exit
+    # the host directory the tmpfs mounts move to at the first fork (made now)
+    shared_tmp = guest.fs.shared_tmp.path()
+    rules.allow(shared_tmp, L.READ | L.WRITE)
+    rules.allow(os.path.dirname(shared_tmp), L.REMOVE_DIR)  # removed at exit
     # Python's own modules and karn's, read-only, for imports made after confinement
     rules.allow_all(_python_paths(), L.READ)
     # /proc/cpuinfo (the guest's copy), /proc/self/{statm,fd/N} (inspect, reopening)

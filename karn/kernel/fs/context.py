@@ -18,11 +18,13 @@ from karn.kernel.fs.file import DirEntry, DirListFile, OpenFile
 from karn.kernel.fs.filesystem import Filesystem
 from karn.kernel.fs.hostfs import HostDirFs
 from karn.kernel.fs.procfs import ProcFs
+from karn.kernel.fs.sharedtmp import SharedTmpDir, share_tmpfs
 from karn.kernel.fs.stat import Stat
 from karn.kernel.fs.tmpfs import MAX_FILE_SIZE, TmpFs
 from karn.kernel.fs.vfs import Comps, Resolved, Vfs, join_path, split_path
 
 if TYPE_CHECKING:
+    from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.mm import MemoryAccount
     from karn.kernel.process import Process
 
@@ -36,6 +38,16 @@ class FsContext:
         self.cwd = "/"
         self.cwd_comps: Comps = ()
         self.umask = 0o022
+        # the host directory the tmpfs mounts move to at the first fork (sharedtmp.py)
+        self.shared_tmp = SharedTmpDir()
+
+    def share_tmpfs(self, fds: FdTable) -> None:
+        """Before a fork: tmpfs mounts become host directories every process shares."""
+        share_tmpfs(self.vfs, fds, self.shared_tmp)
+
+    def close(self) -> None:
+        """The run has ended: the shared tmpfs directory goes."""
+        self.shared_tmp.remove()
 
     @classmethod
     def build(

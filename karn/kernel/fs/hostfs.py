@@ -158,7 +158,7 @@ class HostDirFs(Filesystem):
                 os.fchmod(fd, mode)  # the guest's umask applied, not the monitor's
             except OSError:
                 pass
-        file = HostFile(fd, path, flags & ~O_OPEN_ONLY)
+        file = self._host_file(fd, path, flags & ~O_OPEN_ONLY)
         if file.is_pipe:  # this end becomes the FIFO end: a host partner may have seen it
             return self._fifo(rel, flags, path, fd)
         if not flags & (OFlag.NONBLOCK | OFlag.PATH):
@@ -168,6 +168,10 @@ class HostDirFs(Filesystem):
                 file.close()
                 raise host_error(err) from None
         return file
+
+    def _host_file(self, fd: int, path: str, flags: int) -> HostFile:
+        """The description of a file this mount opened."""
+        return HostFile(fd, path, flags)
 
     def _fifo(self, rel: Rel, flags: int, path: str, opened: int | None = None) -> OpenFile:
         """A FIFO of the volume: one FifoState per host FIFO, shared by its openers."""

@@ -78,6 +78,13 @@ class Vfs:
         for i in range(len(comps)):
             self._virtual.setdefault(comps[:i], set()).add(comps[i])
 
+    def replace(self, guest_path: str, fs: Filesystem) -> None:
+        """Put fs in the place of the filesystem mounted at guest_path."""
+        comps = tuple(split_path(guest_path))
+        if comps not in self._mounts:
+            raise ValueError(f"nothing mounted at {guest_path}")
+        self._mounts[comps] = fs
+
     def mount_list(self) -> list[tuple[str, Filesystem]]:
         return [(join_path(c), fs) for c, fs in sorted(self._mounts.items())]
 
