@@ -68,7 +68,10 @@ def test_a_normal_run_imports_no_debug_modules(karn):
     got = karn(BUSYBOX, "true", extra_env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert got.returncode == 0
     imported = {line.rsplit("|", 1)[-1].strip() for line in got.stderr.decode().splitlines()}
+    # A run still going after 50 ms registers as an instance (on a loaded host, even
+    # `true`): that serves the control socket, karn.debug.control, and nothing heavier.
+    late = {"karn.debug", "karn.debug.control"}
     heavy = {m for m in imported if m.split(".")[0] in ("capstone", "elftools")
-             or m.startswith("karn.debug")}
+             or m.startswith("karn.debug") and m not in late}
     assert not heavy, heavy
     assert "karn.run.runner" in imported  # the probe works

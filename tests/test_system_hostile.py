@@ -277,6 +277,15 @@ def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
 # ---- R10: idle clients cannot take the --metrics endpoint down ------------------------
 
 
+def _connect(port: int) -> socket.socket | None:
+    """A connection to the endpoint, or None when it turned this one away (a loaded host's
+    full backlog can reset a connect)."""
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=60)
+    except OSError:
+        return None
+
+
 def scrape(port: int, timeout: float = 10.0) -> str | None:
     """GET /metrics; None if the endpoint does not answer (closed, reset, timed out)."""
     try:
@@ -309,7 +318,7 @@ def test_metrics_endpoint_survives_idle_and_slow_clients(tool: Path) -> None:
     try:
         wait_for(lambda: scrape(port) is not None, what="the metrics endpoint")
         # A client that trickles its request a byte at a time is cut off.
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as trickler:
+        with wait_for(lambda: _connect(port), what="a connection") as trickler:
             started, closed = time.monotonic(), False
             request = iter(b"GET /metrics HTTP/1.0\r\nX-Slow: " + b"y" * 1000)
             while not closed and time.monotonic() - started < 45:
