@@ -301,16 +301,22 @@ class Supervisor:
             self._after(GUARD_RESTART, lambda: None if self.stopping else self._start_guard(ch))
 
     def _release_guard(self, ch: ChannelRun, process: PartitionProcess) -> None:
-        sock = process.socks[""]
-        if ch.reports is sock:
-            ch.reports_readable()  # its last reports
-            self._unwatch(sock)
-            ch.reports = None
+        self._close_process(process, [(process.socks[""], ch)])
+        self.guards[ch.name] = None
+
+    def _close_process(self, process: PartitionProcess,
+                       reporters: list[tuple[socket.socket, ChannelRun]]) -> None:
+        """An ended partition or guard process: the last rejection reports on its sockets
+        read, its fds no longer watched, its handles closed."""
+        for sock, ch in reporters:
+            if ch.reports is sock:
+                ch.reports_readable()  # its last reports
+                self._unwatch(sock)
+                ch.reports = None
         for fd in (process.output, process.pidfd):
             if fd >= 0:
                 self._unwatch(fd)
         process.close()
-        self.guards[ch.name] = None
 
     def _output(self, run: PartitionRun, drain: bool = False) -> None:
         """Copy what the partition wrote to its log (and our stdout, in the foreground):
@@ -380,16 +386,8 @@ class Supervisor:
         process = run.process
         if process is None:
             return
-        for port, sock in process.socks.items():
-            ch = self.by_port[(run.name, port)]
-            if ch.reports is sock:
-                ch.reports_readable()  # its last reports
-                self._unwatch(sock)
-                ch.reports = None
-        for fd in (process.output, process.pidfd):
-            if fd >= 0:
-                self._unwatch(fd)
-        process.close()
+        self._close_process(process, [(sock, self.by_port[(run.name, port)])
+                                      for port, sock in process.socks.items()])
         run.process = None
 
     # -- control -----------------------------------------------------------------------
