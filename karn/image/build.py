@@ -46,10 +46,6 @@ from karn.image.paths import MAX_LINK_HOPS
 from karn.image.progress import note
 from karn.image.store import Image, Store
 
-# Mirrors karn.run.builder: guest mounts that would hide files placed below them.
-GUEST_MOUNTS = ("/tmp", "/dev", "/proc")
-RELOCATED_PREFIX = "/run/karn"
-
 
 def build_image(store: Store, spec: BuildSpec) -> Image:
     spec.check()
@@ -117,7 +113,7 @@ def _overrides(spec: BuildSpec) -> bool:
 def program_to_entries(program: str, collect: list[str]) -> tuple[list[Entry], str]:
     """The program, its interpreter and libraries at the paths the guest looks for them
     (collect: host paths its ELF names may take from outside the standard places)."""
-    from karn.image.collect import collect_program
+    from karn.image.collect import GUEST_MOUNTS, RELOCATED_PREFIX, collect_program
 
     manifest = collect_program(program, collect).relocated(GUEST_MOUNTS, RELOCATED_PREFIX)
     entries = [

@@ -172,6 +172,12 @@ def _permits(st: os.stat_result, reader: Reader | None, bit: int) -> bool:
     return bool(st.st_mode & bit)
 
 
+# The guest's synthetic mounts, which would hide collected files placed below them, and
+# where such files go instead (RootManifest.relocated).
+GUEST_MOUNTS = ("/tmp", "/dev", "/proc")
+RELOCATED_PREFIX = "/run/karn"
+
+
 class RootManifest:
     """The guest root filesystem for one program."""
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.errors import UsageError
-from karn.image.collect import RootManifest, collect_program
+from karn.image.collect import GUEST_MOUNTS, RELOCATED_PREFIX, RootManifest, collect_program
 from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import Identity, KernelConfig, Process
 from karn.loader.aslr import choose_placement, mmap_top
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from karn.kernel.net.stack import NetStack
 
 MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
-GUEST_MOUNTS = ("/tmp", "/dev", "/proc")  # synthetic mounts that would hide collected files
-RELOCATED_PREFIX = "/run/karn"
 
 
 def address_space_span(memory: int) -> int:
