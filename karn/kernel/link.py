@@ -150,6 +150,7 @@ class Link(ABC):
         a pidfd; ESRCH when the table no longer has it (reaped)."""
         with self._lock:
             event = self._exit_events.get(pid)
+            made = event is None
             if event is None:  # made before asking: the news may come before the answer
                 event = self._exit_events[pid] = os.eventfd(0, os.EFD_CLOEXEC
                                                             | os.EFD_NONBLOCK)
@@ -158,6 +159,11 @@ class Link(ABC):
             ended = self.call("watch", pid)
         except SyscallError:
             os.close(mine)
+            if made:  # no such process: keep nothing for it (a guest may try every pid)
+                with self._lock:
+                    if self._exit_events.get(pid) == event:
+                        del self._exit_events[pid]
+                        os.close(event)
             raise
         if ended:
             os.eventfd_write(mine, 1)
