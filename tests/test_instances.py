@@ -148,8 +148,9 @@ def test_metrics_endpoint(cli, service):
         return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
                 for line in text.splitlines() if line and not line.startswith("#")}
 
-    first = scrape()
-    assert first["karn_guest_threads"] == 3
+    # run -d returns once the guest runs; its two workers start a moment later
+    first = wait_for(lambda: (m := scrape())["karn_guest_threads"] == 3 and m,
+                     "the service's three threads")
     assert first["karn_memory_limit_bytes"] == 512 << 20
     assert 0 < first["karn_guest_resident_bytes"] < first["karn_memory_limit_bytes"]
     name = 'karn_syscalls_total{name="clock_nanosleep"}'
