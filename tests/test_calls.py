@@ -205,3 +205,9 @@ def test_volume_fifo_with_a_host_process(direction, tmp_path, karn):
     assert result.returncode == 0, result.stderr.decode()
     host.join(30)
     assert not host.is_alive()
+
+
+def test_an_armed_periodic_timer_never_reads_as_zero(like_native):
+    """getitimer/timer_gettime just after an expiry, before karn's timer thread re-armed
+    it, read 0 (as if disarmed; a flaky check of calls_cputimers on a loaded host)."""
+    like_native("calls_itimer_left", "static")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from karn.kernel.timers import time_left
+
 NSEC = 1_000_000_000
 TICK = 0.004  # Linux checks CPU timers each tick (4 ms at HZ=250)
 MAX_SLEEP = 0.05
@@ -36,7 +38,7 @@ class CpuTimer:
     def remaining(self) -> float:
         if self.deadline is None:
             return 0.0
-        return max(self.deadline - self.now(), 0.0)
+        return time_left(self.deadline - self.now(), self.interval)
 
 
 class CpuTimerService:

@@ -73,8 +73,10 @@ def _itimer(task: Task, which: int) -> Timer | CpuTimer:
 
 
 def _split(seconds: float, unit: int) -> tuple[int, int]:
+    """(whole seconds, units); a time above 0 never reads as 0 (that means disarmed)."""
     whole = int(seconds)
-    return whole, int(round((seconds - whole) * unit))
+    part = int(round((seconds - whole) * unit))
+    return (whole, part) if whole or part or seconds <= 0 else (0, 1)
 
 
 def sys_alarm(task: Task, seconds: int) -> int:

@@ -28,7 +28,17 @@ class Timer:
     def remaining(self) -> float:
         if self.deadline is None:
             return 0.0
-        return max(self.deadline - time.monotonic(), 0.0)
+        return time_left(self.deadline - time.monotonic(), self.interval)
+
+
+def time_left(left: float, interval: float) -> float:
+    """What getitimer/timer_gettime report for a timer `left` seconds from its deadline:
+    a periodic timer past it that its service thread has not re-armed yet reports the
+    time to its next expiry, never 0 (0 would read as disarmed)."""
+    if left <= 0 and interval > 0:
+        left %= interval
+        return left or interval
+    return max(left, 0.0)
 
 
 class TimerService:
