@@ -270,6 +270,8 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
     observer = proc.observer
     loop = TaskLoop(task) if observer is None else ObservedTaskLoop(task, observer)
     task.loop = loop
+    if task.signal_pending():  # sent before the loop existed (a Ctrl-C while karn starts):
+        loop.work_pending = True  # delivered at the first chance, not left to make EINTRs
     task.host_thread = threading.get_ident()
     try:
         if observer is not None:
