@@ -162,8 +162,7 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
         proc = parent_task.process
         task = _rebuild(proc, parent_task, start, link_end)
         _forward_host_signals(proc)
-        _keep_time(proc)
-        _watch_limits(proc)
+        _tend(proc)
         from karn.kernel.threads import run_task
 
         run_task(task, proc.gate)
@@ -228,32 +227,25 @@ def _time_page(proc: Process) -> TimeSource | None:
     return settings.clock if settings is not None else None
 
 
-def _keep_time(proc: Process) -> None:
-    """What the first monitor's main loop does for it (run/runner.py): the time page
-    follows the host's clocks while the process runs."""
+def _tend(proc: Process) -> None:
+    """What the first monitor's main loop does for it (run/runner.py), on one thread: the
+    limits (policy.py LimitWatch: RLIMIT_CPU and the --memory backstop, over this
+    monitor's own CPU time and memory) and the time page following the host's clocks
+    (resync is cheap until its interval has passed)."""
+    watch = proc.limit_watch = None if proc.limit_watch is None else proc.limit_watch.forked()
     clock = _time_page(proc)
-    if clock is None:
+    if watch is None and clock is None:
         return
+    tick = 1.0 if watch is None else watch.tick
 
-    def follow() -> None:
-        while not proc.done.wait(1.0):
-            clock.resync()
+    def tend() -> None:
+        while not proc.done.wait(tick):
+            if watch is not None:
+                watch.check()
+            if clock is not None:
+                clock.resync()
 
-    threading.Thread(target=follow, name="karn-time", daemon=True).start()
-
-
-def _watch_limits(proc: Process) -> None:
-    """What the first monitor's main loop also does: RLIMIT_CPU and the --memory
-    backstop (policy.py LimitWatch), over this monitor's own CPU time and memory."""
-    if proc.limit_watch is None:
-        return
-    watch = proc.limit_watch = proc.limit_watch.forked()
-
-    def check() -> None:
-        while not proc.done.wait(watch.tick):
-            watch.check()
-
-    threading.Thread(target=check, name="karn-limits", daemon=True).start()
+    threading.Thread(target=tend, name="karn-tend", daemon=True).start()
 
 
 def _drop_parent_threads(proc: Process) -> Machine:
