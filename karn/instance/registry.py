@@ -25,15 +25,21 @@ from karn.instance.paths import instances_dir
 META, STATUS, SOCKET, LOG = "meta.json", "status.json", "control.sock", "output.log"
 
 
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: tells a live monitor from a reused pid."""
+def process_state(pid: int) -> tuple[bytes, int] | None:
+    """Fields 3 and 22 of /proc/PID/stat (state letter, start time); None once gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
     fields = data[data.rindex(b")") + 2 :].split()
-    return int(fields[19])
+    return fields[0], int(fields[19])
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: tells a live monitor from a reused pid."""
+    state = process_state(pid)
+    return None if state is None else state[1]
 
 
 class Instance:

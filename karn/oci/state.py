@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from karn.errors import NotFoundError, UsageError
+from karn.instance.registry import process_state
 
 OCI_VERSION = "1.0.2"
 DEFAULT_ROOT = "/run/karn-oci"
@@ -27,15 +28,8 @@ VALID_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+.-]{0,1023}$")
 def process_start_time(pid: int) -> int | None:
     """The start time of a live process (clock ticks since boot); None if it has ended or
     is a zombie waiting for its parent."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
+    state = process_state(pid)
+    return None if state is None or state[0] in (b"Z", b"X") else state[1]
 
 
 class Container:

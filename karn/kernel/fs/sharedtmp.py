@@ -210,12 +210,6 @@ class _SymlinkStore(XattrStore):
     """A symlink's attributes, as a tmpfs has them for a user: none, and user.* ones
     refused (no fd can be opened on a symlink to reach the host's)."""
 
-    def get(self, name: str) -> bytes:
-        raise SyscallError(errno.ENODATA)
-
-    def names(self) -> list[str]:
-        return []
-
     def set(self, name: str, value: bytes, flags: int) -> None:
         raise SyscallError(errno.EPERM)
 
