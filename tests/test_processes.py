@@ -25,6 +25,8 @@ PROC_SCRIPT = r"""
 busybox sleep 30 & first=$!
 busybox sleep 31 & second=$!
 for pid in $first $second; do
+  # the child runs the shell's code until its exec: wait for that, not for a time
+  until busybox grep -q sleep /proc/$pid/cmdline; do :; done
   echo "comm: $(cat /proc/$pid/comm)"
   echo "cmdline: $(busybox tr '\0' ' ' < /proc/$pid/cmdline)"
   set -- $(cat /proc/$pid/stat)
