@@ -63,6 +63,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_port_block(count: int) -> int:
+    """The first of count consecutive ports, all bindable on 0.0.0.0 and :: right now, below
+    the ephemeral range (32768 and up here), so no client connection takes one meanwhile."""
+    start = 10000 + (os.getpid() * 97 + time.monotonic_ns()) % 2000 * 10
+    for base in range(start, 32000, count):
+        if all(_bindable(socket.AF_INET, "0.0.0.0", p) and _bindable(socket.AF_INET6, "::", p)
+               for p in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no {count} consecutive free ports between {start} and 32000")
+
+
+def _bindable(family: socket.AddressFamily, address: str, port: int) -> bool:
+    with socket.socket(family) as s:
+        try:
+            s.bind((address, port))
+        except OSError:
+            return False
+        return True
+
+
 def listening_ports(pid: int) -> list[int]:
     """The TCP ports process pid listens on (its socket fds in /proc/PID/net/tcp*)."""
     inodes = set()

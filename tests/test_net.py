@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import PROGRAMS, compile_c, free_port
+from helpers import PROGRAMS, compile_c, free_port, free_port_block
 
 NET = PROGRAMS / "net"
 
@@ -32,7 +32,7 @@ def test_sockets_inside_guest_match_native(flags, cc, karn, native, same) -> Non
     SCM_RIGHTS, connection refused, EAGAIN, SO_RCVTIMEO, timerfd under edge-triggered
     epoll; getsockname shows the guest's ports."""
     exe = cc("net_basic", *flags)
-    base = str(free_port() // 10 * 10 % 50000 + 10000)
+    base = str(free_port_block(10))
     expected = native(exe, base)
     assert expected.returncode == 0, expected.stdout
     same(expected, karn(exe, base), "net_basic")

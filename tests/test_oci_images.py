@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import free_port
 from test_oci import karn_oci, podman, runc_options, wait_for  # noqa: F401 - karn_oci: a fixture
 
 PYTHON = os.path.realpath("/usr/bin/python3")  # Debian's, not this test's interpreter
@@ -132,12 +132,6 @@ def run_both(karn: str, *args: str) -> dict[str, tuple[int, str]]:
         done = podman("run", "--rm", *runtime, *args, check=False)
         results[name] = (done.returncode, done.stdout)
     return results
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def curl(port: int) -> subprocess.CompletedProcess[str]:
