@@ -182,6 +182,23 @@ def system_logs(env: dict[str, str], name: str, part: str | None = None) -> str:
     return proc.stdout
 
 
+class SystemUp:
+    """`karn system up -d FILE` for a `with` block (stdout must name the system); `down` at
+    the end, whatever happened."""
+
+    def __init__(self, env: dict[str, str], path: Path, name: str) -> None:
+        self.env, self.path, self.name = env, path, name
+
+    def __enter__(self) -> SystemUp:
+        proc = karn_system(self.env, "up", "-d", str(self.path))
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == self.name
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        karn_system(self.env, "down", self.name)
+
+
 def channel(st: dict, name: str) -> dict:
     """One channel of a system's status."""
     return next(c for c in st["channels"] if c["name"] == name)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Builder
-from helpers import channel, karn_system, wait_for
+from helpers import SystemUp, channel, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
@@ -119,18 +119,6 @@ schema = { type = "object", required = ["id"], properties = { id = { type = "int
 """
 
 
-class Up:
-    def __init__(self, env: dict[str, str], path: Path, name: str) -> None:
-        self.env, self.path, self.name = env, path, name
-
-    def __enter__(self) -> Up:
-        proc = karn_system(self.env, "up", "-d", str(self.path))
-        assert proc.returncode == 0, proc.stderr
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        karn_system(self.env, "down", self.name)
-
 
 def held_memfds(pid: int) -> dict[str, tuple[int, str]]:
     """The karn memfds a process holds: name -> (access mode, mapping permissions)."""
@@ -171,7 +159,7 @@ def test_diode_ends_hold_only_their_side(tmp_path: Path, state_env: dict[str, st
     path.write_text(SYSTEM.format(name="ringdiode", tool=tool, diode="true", guard="",
                                   sender=json.dumps(["idle"]),
                                   receiver=json.dumps(["idle"])))
-    with Up(state_env, path, "ringdiode"):
+    with SystemUp(state_env, path, "ringdiode"):
         ids = wait_for(lambda: (p := pids(state_env, "ringdiode")) and all(p.values()) and p,
                        what="both partitions")
         ring_name = "karn-ring-sender.out->receiver.in"
@@ -193,7 +181,7 @@ def test_diode_counters_exact_with_a_stalled_receiver(
     path.write_text(SYSTEM.format(name="ringgap", tool=tool, diode="true", guard="",
                                   sender=json.dumps(["sender", "out", str(count), "0"]),
                                   receiver=json.dumps(["idle"])))
-    with Up(state_env, path, "ringgap"):
+    with SystemUp(state_env, path, "ringgap"):
         wait_for(lambda: "slowest_us" in logs(state_env, "ringgap", "sender"), what="sender")
         counters = channel(status(state_env, "ringgap"), "sender.out->receiver.in")
     assert (counters["sent"], counters["received"], counters["dropped"],
@@ -212,7 +200,7 @@ def test_guard_process_cannot_be_bypassed(tmp_path: Path, state_env: dict[str, s
                                   receiver=json.dumps(["logger", "in", "3"])))
     guarded = "karn-ring-sender.out->receiver.in-guarded"
     passed = ['{"id":1}', '{"id":4}']  # the canonical forms
-    with Up(state_env, path, "ringguard"):
+    with SystemUp(state_env, path, "ringguard"):
         held = wait_for(lambda: (p := pids(state_env, "ringguard")["receiver"]) and
                         guarded in (h := held_memfds(p)) and h, what="the receiver's ring")
         wait_for(lambda: logs(state_env, "ringguard", "receiver").splitlines() == passed,

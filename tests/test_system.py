@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Builder
-from helpers import REPO, channel, karn_system, wait_for
+from helpers import REPO, SystemUp, channel, karn_system, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
@@ -41,21 +41,6 @@ def write(tmp_path: Path, text: str, name: str = "system.toml") -> Path:
 def partition(st: dict, name: str) -> dict:
     return next(p for p in st["partitions"] if p["name"] == name)
 
-
-class Up:
-    """`karn system up -d FILE` for a `with` block; `down` at the end, whatever happened."""
-
-    def __init__(self, env: dict[str, str], path: Path, name: str) -> None:
-        self.env, self.path, self.name = env, path, name
-
-    def __enter__(self) -> Up:
-        proc = karn_system(self.env, "up", "-d", str(self.path))
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.strip() == self.name
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        karn_system(self.env, "down", self.name)
 
 
 # ---- karn system check --------------------------------------------------------------
@@ -206,7 +191,7 @@ def test_pipeline_guard_diode_queuing(tmp_path: Path, state_env: dict[str, str],
     path = write(tmp_path, PIPELINE.format(
         tool=tool, limit=LIMIT, alerts=len(expected),
         readings=json.dumps(["sensor", "readings", *messages])))
-    with Up(state_env, path, "pipeline"):
+    with SystemUp(state_env, path, "pipeline"):
         wait_for(lambda: "logger done" in logs(state_env, "pipeline", "logger"),
                  what="the logger")
         st = status(state_env, "pipeline")
@@ -262,7 +247,7 @@ def test_diode_sender_cannot_tell_receiver_state(tmp_path: Path, state_env: dict
         name = f"diode-{state}"
         path = write(tmp_path, DIODE.format(name=name, tool=tool, count=count,
                                             receiver=json.dumps(receiver)), f"{name}.toml")
-        with Up(state_env, path, name):
+        with SystemUp(state_env, path, name):
             wait_for(lambda n=name: "slowest_us" in logs(state_env, n, "sender"),
                      what=f"the sender ({state} receiver)")
             st = status(state_env, name)
@@ -288,7 +273,7 @@ def test_ordinary_queuing_channel_holds_the_sender_back(
     text = DIODE.format(name="backpressure", tool=tool, count=300,
                         receiver=json.dumps(["idle"])).replace("diode = true", "")
     path = write(tmp_path, text)
-    with Up(state_env, path, "backpressure"):
+    with SystemUp(state_env, path, "backpressure"):
         wait_for(lambda: channel(status(state_env, "backpressure"),
                                  "sender.out->receiver.in")["queued"] == 8,
                  what="the queue to fill")
@@ -330,7 +315,7 @@ def test_guard_rate_limit_rejects_a_burst(tmp_path: Path, state_env: dict[str, s
     count = 20
     messages = ["sensor", "out", *(f"reading {i}" for i in range(count))]
     path = write(tmp_path, RATE.format(tool=tool, messages=json.dumps(messages)))
-    with Up(state_env, path, "rate"):
+    with SystemUp(state_env, path, "rate"):
         wait_for(lambda: "sensor sent" in logs(state_env, "rate", "sensor"), what="sensor")
         wait_for(lambda: channel(status(state_env, "rate"), "sensor.out->sink.in")["sent"]
                  == count, what="the supervisor")
@@ -451,7 +436,7 @@ windows = [{{ partition = "a", start = "0ms", duration = "60ms" }},
 def test_cyclic_schedule_shares_the_cpu_by_windows(tmp_path: Path, state_env: dict[str, str],
                                                    spin: Path) -> None:
     path = write(tmp_path, CYCLIC.format(spin=spin, cpu=LAST_CPU))
-    with Up(state_env, path, "cyclic"):
+    with SystemUp(state_env, path, "cyclic"):
         wait_for(lambda: all("spinning" in logs(state_env, "cyclic", n) for n in "ab"),
                  what="both guests to spin")  # start-up done
         pids = {p["name"]: p["pid"] for p in status(state_env, "cyclic")["partitions"]}
@@ -486,7 +471,7 @@ priority = 10
 def test_priority_schedule_high_partition_wakes_promptly(
         tmp_path: Path, state_env: dict[str, str], tool: Path, spin: Path) -> None:
     path = write(tmp_path, PRIORITY.format(tool=tool, spin=spin, cpu=LAST_CPU))
-    with Up(state_env, path, "priority"):
+    with SystemUp(state_env, path, "priority"):
         wait_for(lambda: "wakeup_us" in logs(state_env, "priority", "high"),
                  what="the high-priority partition")
         st = status(state_env, "priority")
@@ -555,7 +540,7 @@ def test_health_monitor_restarts_then_applies_final_action(
 def test_down_stops_a_detached_system(tmp_path: Path, state_env: dict[str, str],
                                       tool: Path) -> None:
     path = write(tmp_path, GOOD.format(name="idle", tool=tool))
-    with Up(state_env, path, "idle"):
+    with SystemUp(state_env, path, "idle"):
         pids = [p["pid"] for p in status(state_env, "idle")["partitions"]]
         again = karn_system(state_env, "up", "-d", str(path))
         assert (again.returncode, again.stderr) == (125, "karn: system idle is already "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Builder
-from helpers import REPO, channel, free_port, karn_system, wait_for
+from helpers import REPO, SystemUp, channel, free_port, karn_system, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
@@ -27,20 +27,6 @@ from helpers import system_status as status
 def tool(build: Builder) -> Path:
     return build("guard_hostile")
 
-
-class Up:
-    """`karn system up -d FILE` for a `with` block; `down` at the end, whatever happened."""
-
-    def __init__(self, env: dict[str, str], path: Path, name: str) -> None:
-        self.env, self.path, self.name = env, path, name
-
-    def __enter__(self) -> Up:
-        proc = karn_system(self.env, "up", "-d", str(self.path))
-        assert proc.returncode == 0, proc.stderr
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        karn_system(self.env, "down", self.name)
 
 
 def received(env: dict[str, str], name: str, part: str) -> list[bytes]:
@@ -160,7 +146,7 @@ def test_guard_rejects_ambiguous_json_and_forwards_canonical(
             text_msgs=json.dumps(["send", "out", *(m.hex() for m in text_msgs)]),
         )
     )
-    with Up(state_env, path, "guards"):
+    with SystemUp(state_env, path, "guards"):
         wait_for(
             lambda: len(received(state_env, "guards", "r")) >= len(CONTROLS),
             what="the schema guard's receiver",
@@ -240,7 +226,7 @@ def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
     path = tmp_path / "flood.toml"
     path.write_text(FLOOD.format(tool=tool, count=count, mib=mib))
     directory = Path(state_env["KARN_STATE_DIR"]) / "systems" / "flood"
-    with Up(state_env, path, "flood"):
+    with SystemUp(state_env, path, "flood"):
         wait_for(
             lambda: f"flooded {count}" in logs(state_env, "flood", "f"),
             what="the flooding sender",
@@ -434,7 +420,7 @@ def test_catastrophic_pattern_does_not_stall_the_supervisor(
     evil = b"a" * 40 + b"b"
     path = pair(tmp_path, tool, "redos", "allow = '^(a+)+$'", [evil, b"aaaa"])
     try:
-        with Up(state_env, path, "redos"):
+        with SystemUp(state_env, path, "redos"):
             wait_for(
                 lambda: received(state_env, "redos", "r") == [b"aaaa"],
                 what="the message after the evil one",
@@ -515,7 +501,7 @@ def test_guard_schema_never_refers_outside_itself(
         '"$defs" = { n = { type = "integer" } } }'
     )
     path = pair(tmp_path, tool, "localref", guard, [b'{"v":"x"}', b'{"v":1}'])
-    with Up(state_env, path, "localref"):
+    with SystemUp(state_env, path, "localref"):
         wait_for(
             lambda: received(state_env, "localref", "r") == [b'{"v":1}'], what="the valid message"
         )
@@ -554,7 +540,7 @@ def test_rejection_reason_quoting_the_message_is_cut(
     """A schema error quotes the message: the log keeps only the start of it."""
     long = json.dumps("x" * 240).encode()
     path = pair(tmp_path, tool, "longreason", 'schema = { type = "integer" }', [long, b"7"])
-    with Up(state_env, path, "longreason"):
+    with SystemUp(state_env, path, "longreason"):
         wait_for(lambda: received(state_env, "longreason", "r") == [b"7"], what="the control")
         events = logs(state_env, "longreason")
         last = channel(status(state_env, "longreason"), "s.out->r.in")["last_rejection"]
