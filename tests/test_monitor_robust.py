@@ -103,7 +103,10 @@ def test_untouched_memory_is_stopped_near_the_limit(build, tmp_path: Path, kind:
     assert got.returncode == 128 + 9, got.stderr  # SIGKILL, as by a cgroup's OOM killer
     assert got.stdout == b""
     assert b"karn: policy: out of memory" in got.stderr
-    assert peak - idle_peak < (64 + 48) * MIB, (peak >> 20, idle_peak >> 20)
+    # The limit, the watch's slack (16 MiB), and what the guest touches while a loaded
+    # host keeps the watch from running (~50 ms at up to 1 GiB/s); before R11 a run went
+    # 135-300 MiB above an idle one.
+    assert peak - idle_peak < (64 + 64) * MIB, (peak >> 20, idle_peak >> 20)
 
 
 def test_threads_host_memory_counts_against_the_limit(build) -> None:
