@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""fork+exit+wait and fork+exec+wait per operation, native and under karn, and what a
-forked child of a big parent adds to the host's resident memory (issue 15):
+"""fork+exit+wait and fork+exec+wait per operation, native and under karn, a shell
+pipeline, and what a forked child of a big parent adds to the host's resident memory
+(issue 15):
 
     python3 bench/fork.py [--runs N] [--forks N] [--mib N]
 
-Each run measures inside the program (bench/fork_loop.c; start-up excluded); medians of
---runs runs in ms per operation. Then a parent touching --mib MiB forks a child that waits:
-the host memory of the child's monitor process from /proc/PID/smaps_rollup (Rss counts
-pages shared with the parent; Private is what the child added), beside the parent's.
+Each fork run measures inside the program (bench/fork_loop.c; start-up excluded); medians
+of --runs runs in ms per operation. The pipeline row times whole `busybox sh -c` runs of
+a loop of `echo | cat | wc -c` (three processes each) with N and with 0 iterations and
+divides the difference by N, so start-up cancels out. Then a parent touching --mib MiB
+forks a child that waits: the host memory of the child's monitor process from
+/proc/PID/smaps_rollup (Rss counts pages shared with the parent; Private is what the child
+added), beside the parent's.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 KARN = [sys.executable, "-m", "karn", "run"]
+BUSYBOX = "/bin/busybox"
+PIPELINE = "i=0; while [ $i -lt {n} ]; do echo x | cat | wc -c >/dev/null; i=$((i+1)); done"
 
 
 def build(out: Path) -> Path:
@@ -34,6 +41,19 @@ def build(out: Path) -> Path:
 def per_fork(cmd: list[str]) -> float:
     out = subprocess.run(cmd, capture_output=True, check=True, timeout=600).stdout
     return float(out.split()[-1]) / 1000
+
+
+def wall(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, check=True, timeout=600)
+    return time.perf_counter() - started
+
+
+def per_pipeline(prefix: list[str], n: int) -> float:
+    """ms per `echo x | cat | wc -c` in a shell loop, start-up subtracted."""
+    def loop(count: int) -> float:
+        return wall([*prefix, BUSYBOX, "sh", "-c", PIPELINE.format(n=count)])
+    return (loop(n) - loop(0)) / n * 1000
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -90,6 +110,13 @@ def main() -> None:
             print(f"{what}  native {statistics.median(native):8.2f} ms   "
                   f"karn {statistics.median(karn):8.2f} ms   (median of {args.runs}, "
                   f"load average {os.getloadavg()[0]:.1f})")
+        native, karn = [], []
+        for _ in range(args.runs):
+            native.append(per_pipeline([], args.forks * 5))
+            karn.append(per_pipeline(KARN, args.forks))
+        print(f"sh pipeline  native {statistics.median(native):8.2f} ms   "
+              f"karn {statistics.median(karn):8.2f} ms   per `echo | cat | wc` (median of "
+              f"{args.runs}, load average {os.getloadavg()[0]:.1f})")
         print(f"a {args.mib} MiB parent forks a child that waits:")
         cow(program, args.mib)
 
