@@ -2,7 +2,9 @@
 """The channel's own cost, without the guests: the ports' monitor-side code (SourcePort and
 DestPort of karn/kernel/fs/ports.py, the rings of karn/kernel/fs/ring.py) in two host
 processes, as the supervisor sets them up (karn/system/channels.py), through a plain
-queuing channel, a diode, and a diode + guard (with its guard process).
+queuing channel, a diode, a queuing channel with a guard (the sender held back by the
+guard: its capacity), and a diode + guard (with its guard process; what a sender faster
+than the guard loses).
 
     python3 bench/channels.py [--count N] [--runs R] [--guests]
 
@@ -138,7 +140,8 @@ def latency(size: int, diode: bool, guarded: bool, count: int) -> float:
 r, w = os.pipe()
 
 
-CHANNELS = (("queuing", False, False), ("diode", True, False), ("diode + guard", True, True))
+CHANNELS = (("queuing", False, False), ("diode", True, False), ("queuing + guard", False, True),
+            ("diode + guard", True, True))
 SIZES = (64, 1024, 61440)
 
 
