@@ -200,22 +200,29 @@ SEEDED_UNDER_DEV = "/dev/shm/"
 
 
 def check_placement(manifest: RootManifest, volumes: Iterable[tuple[str, str]] = ()) -> None:
-    """ImageError if the guest would not see a collected file at its path: one under
-    /dev (but /dev/shm) or /proc, or one below a volume (host, guest) that shows another
-    file there (a volume's own copy of the same file is fine: `-v /tmp:/tmp`)."""
+    """ImageError if the guest would not see its program: a collected file under /dev
+    (but /dev/shm) or /proc, or a volume (host, guest) over the program's path that shows
+    another file there (its own copy is fine: `-v /tmp:/tmp`). A volume over the other
+    collected files (libraries, ld.so.cache) wins, as a mount does."""
     for guest in manifest.files:
         if guest.startswith(SYNTHETIC_TREES) and not guest.startswith(SEEDED_UNDER_DEV):
             tree = guest.split("/", 2)[1]
             raise ImageError(f"{guest}: karn cannot place a program's files under /{tree}, "
                              "the guest's own tree there; copy the program elsewhere")
+    volumes = list(volumes)
+    if not volumes:
+        return
+    program = os.path.realpath(manifest.entry)
+    paths = {manifest.entry, *(g for g, h in manifest.files.items() if h == program)}
     for host, mount in volumes:
         inside = mount.rstrip("/") + "/"
-        for guest, real in manifest.files.items():
+        for guest in paths:
             if guest == mount or guest.startswith(inside):
-                shown = os.path.join(host, guest[len(inside):]) if guest != mount else host
-                if os.path.realpath(shown) != real:
-                    raise ImageError(f"{guest}: the volume {host}:{mount} hides it in the guest; "
-                                     "mount the volume elsewhere or move the program")
+                shown = host if guest == mount else os.path.join(host, guest[len(inside):])
+                if os.path.realpath(shown) != program:
+                    raise ImageError(f"{manifest.entry}: the volume {host}:{mount} hides it "
+                                     "in the guest; mount the volume elsewhere or move the "
+                                     "program")
 
 
 class _Loaded:

@@ -149,7 +149,7 @@ def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount)
         seed = HostSeed.from_tree(config.root, TMPFS_MOUNTS) if config.image_tmp else None
     else:
         root = ManifestFs(manifest.files, manifest.symlinks)
-        seed = _tmpfs_seed(manifest, [*TMPFS_MOUNTS, *config.tmpfs])
+        seed = _tmpfs_seed(manifest)
     policy = config.policy
     return FsContext.build(root, volumes, ports=config.ports, memory=memory,
                            tmp_size=policy.tmpfs_size or config.memory // 2,
@@ -159,13 +159,13 @@ def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount)
 TMPFS_MOUNTS = ("/tmp", "/dev/shm")  # the tmpfs mounts every guest has (FsContext.build)
 
 
-def _tmpfs_seed(manifest: RootManifest, mounts: list[str]) -> HostSeed | None:
+def _tmpfs_seed(manifest: RootManifest) -> HostSeed | None:
     """The collected files a tmpfs mount would hide (a program built in the host's
     /tmp): copied into that tmpfs, they keep their paths. (They stay in the manifest
     too, where crash reports and the sandbox find their host files.)"""
     from karn.kernel.fs.context import HostSeed
 
-    below = tuple(m.rstrip("/") + "/" for m in mounts)
+    below = tuple(m + "/" for m in TMPFS_MOUNTS)
     files = {g: h for g, h in manifest.files.items() if g.startswith(below)}
     links = {g: t for g, t in manifest.symlinks.items() if g.startswith(below)}
     return HostSeed(files, links) if files or links else None
