@@ -110,17 +110,27 @@ def _overrides(spec: BuildSpec) -> bool:
     )  # fmt: skip
 
 
+SHARED_DIRS = ("/tmp", "/dev/shm")  # sticky and writable by every user on a host
+
+
 def program_to_entries(program: str, collect: list[str]) -> tuple[list[Entry], str]:
     """The program, its interpreter and libraries at the paths the guest looks for them
     (collect: host paths its ELF names may take from outside the standard places)."""
-    from karn.image.collect import GUEST_MOUNTS, RELOCATED_PREFIX, collect_program
+    from karn.image.collect import check_placement, collect_program
 
-    manifest = collect_program(program, collect).relocated(GUEST_MOUNTS, RELOCATED_PREFIX)
+    manifest = collect_program(program, collect)
+    check_placement(manifest)
     entries = [
         Entry(guest, "file", stat.S_IMODE(os.stat(host).st_mode), source=host)
         for guest, host in manifest.files.items()
     ]
     entries += [Entry(g, "symlink", 0o777, target=t) for g, t in manifest.symlinks.items()]
+    # A program from the host's /tmp keeps its path (a run copies the image's /tmp into
+    # the guest's tmpfs); /tmp itself stays sticky and world-writable in the image, as
+    # other runtimes expect, rather than an implied parent's 0755.
+    for path in SHARED_DIRS:
+        if any(e.path.startswith(path + "/") for e in entries):
+            entries.append(Entry(path, "dir", 0o1777))
     return entries, manifest.entry
 
 

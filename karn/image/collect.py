@@ -172,12 +172,6 @@ def _permits(st: os.stat_result, reader: Reader | None, bit: int) -> bool:
     return bool(st.st_mode & bit)
 
 
-# The guest's synthetic mounts, which would hide collected files placed below them, and
-# where such files go instead (RootManifest.relocated).
-GUEST_MOUNTS = ("/tmp", "/dev", "/proc")
-RELOCATED_PREFIX = "/run/karn"
-
-
 class RootManifest:
     """The guest root filesystem for one program."""
 
@@ -197,24 +191,38 @@ class RootManifest:
         self.interpreter = interpreter  # guest path of PT_INTERP (None: static program)
         self.libraries = [] if libraries is None else libraries  # guest paths, in load order
 
-    def relocated(self, shadowed: Iterable[str], prefix: str) -> RootManifest:
-        """Move files that a guest mount (/tmp, /proc, a volume) would hide under prefix.
 
-        A program built in the host's /tmp must still be reachable in the guest, whose
-        /tmp is an empty tmpfs; libraries beside it move with it, so $ORIGIN still works.
-        """
-        roots = tuple(m.rstrip("/") + "/" for m in shadowed)
+# The guest's own trees, where no collected file can be placed: /dev is karn's device
+# filesystem and /proc its process view. (/tmp and /dev/shm are tmpfs mounts, which
+# start with the collected files below them: see run/builder.py.)
+SYNTHETIC_TREES = ("/dev/", "/proc/")
+SEEDED_UNDER_DEV = "/dev/shm/"
 
-        def move(path: str) -> str:
-            return prefix + path if path.startswith(roots) else path
 
-        return RootManifest(
-            files={move(g): h for g, h in self.files.items()},
-            symlinks={move(g): t for g, t in self.symlinks.items()},
-            entry=move(self.entry),
-            interpreter=self.interpreter and move(self.interpreter),
-            libraries=[move(lib) for lib in self.libraries],
-        )
+def check_placement(manifest: RootManifest, volumes: Iterable[tuple[str, str]] = ()) -> None:
+    """ImageError if the guest would not see its program: a collected file under /dev
+    (but /dev/shm) or /proc, or a volume (host, guest) over the program's path that shows
+    another file there (its own copy is fine: `-v /tmp:/tmp`). A volume over the other
+    collected files (libraries, ld.so.cache) wins, as a mount does."""
+    for guest in manifest.files:
+        if guest.startswith(SYNTHETIC_TREES) and not guest.startswith(SEEDED_UNDER_DEV):
+            tree = guest.split("/", 2)[1]
+            raise ImageError(f"{guest}: karn cannot place a program's files under /{tree}, "
+                             "the guest's own tree there; copy the program elsewhere")
+    volumes = list(volumes)
+    if not volumes:
+        return
+    program = os.path.realpath(manifest.entry)
+    paths = {manifest.entry, *(g for g, h in manifest.files.items() if h == program)}
+    for host, mount in volumes:
+        inside = mount.rstrip("/") + "/"
+        for guest in paths:
+            if guest == mount or guest.startswith(inside):
+                shown = host if guest == mount else os.path.join(host, guest[len(inside):])
+                if os.path.realpath(shown) != program:
+                    raise ImageError(f"{manifest.entry}: the volume {host}:{mount} hides it "
+                                     "in the guest; mount the volume elsewhere or move the "
+                                     "program")
 
 
 class _Loaded:

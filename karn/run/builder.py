@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.errors import UsageError
-from karn.image.collect import GUEST_MOUNTS, RELOCATED_PREFIX, RootManifest, collect_program
+from karn.image.collect import RootManifest, check_placement, collect_program
 from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import Identity, KernelConfig, Process
 from karn.loader.aslr import choose_placement, mmap_top
@@ -22,7 +22,7 @@ from karn.run.config import MAX_SPAN, RunConfig, guest_environment
 from karn.run.guest import Guest
 
 if TYPE_CHECKING:
-    from karn.kernel.fs.context import FsContext
+    from karn.kernel.fs.context import FsContext, HostSeed
     from karn.kernel.fs.filesystem import Filesystem
     from karn.kernel.net.stack import NetStack
 
@@ -107,9 +107,8 @@ def root_manifest(config: RunConfig) -> RootManifest:
     if config.root is None:
         from karn.kernel.net.etc import add_to_manifest
 
-        shadowed = [*GUEST_MOUNTS, *(v.guest for v in config.volumes)]
-        manifest = collect_program(config.program, config.collect).relocated(
-            shadowed, RELOCATED_PREFIX)
+        manifest = collect_program(config.program, config.collect)
+        check_placement(manifest, [(v.host, v.guest) for v in config.volumes])
         add_to_manifest(manifest.files, config.hostname, config.network or "none")
         return manifest
     entry = config.program
@@ -135,7 +134,7 @@ def _generated_etc(config: RunConfig, root: str) -> dict[str, str]:
 
 
 def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount) -> FsContext:
-    from karn.kernel.fs.context import FsContext
+    from karn.kernel.fs.context import FsContext, HostSeed
     from karn.kernel.fs.hostfs import HostDirFs
     from karn.kernel.fs.manifestfs import ManifestFs
 
@@ -145,12 +144,31 @@ def filesystem(config: RunConfig, manifest: RootManifest, memory: MemoryAccount)
         root = HostDirFs(config.root, readonly=not config.root_writable)
         # the generated /etc files: single files over the root
         volumes += [(host, guest, True) for guest, host in manifest.files.items()]
+        # an image's /tmp files stay visible, as in docker (not a --root DIR's: that may
+        # be the host's /, whose /tmp the guest must not see)
+        seed = HostSeed.from_tree(config.root, TMPFS_MOUNTS) if config.image_tmp else None
     else:
         root = ManifestFs(manifest.files, manifest.symlinks)
+        seed = _tmpfs_seed(manifest)
     policy = config.policy
     return FsContext.build(root, volumes, ports=config.ports, memory=memory,
                            tmp_size=policy.tmpfs_size or config.memory // 2,
-                           max_file_size=policy.file_size, tmpfs=config.tmpfs)
+                           max_file_size=policy.file_size, tmpfs=config.tmpfs, seed=seed)
+
+
+TMPFS_MOUNTS = ("/tmp", "/dev/shm")  # the tmpfs mounts every guest has (FsContext.build)
+
+
+def _tmpfs_seed(manifest: RootManifest) -> HostSeed | None:
+    """The collected files a tmpfs mount would hide (a program built in the host's
+    /tmp): copied into that tmpfs, they keep their paths. (They stay in the manifest
+    too, where crash reports and the sandbox find their host files.)"""
+    from karn.kernel.fs.context import HostSeed
+
+    below = tuple(m + "/" for m in TMPFS_MOUNTS)
+    files = {g: h for g, h in manifest.files.items() if g.startswith(below)}
+    links = {g: t for g, t in manifest.symlinks.items() if g.startswith(below)}
+    return HostSeed(files, links) if files or links else None
 
 
 def network(config: RunConfig) -> NetStack:

@@ -47,6 +47,7 @@ class RunConfig:
         "program", "args", "memory", "env", "volumes", "workdir", "hostname", "root", "argv0",
         "cpus", "debug", "publish", "network", "instance", "ports", "sandbox", "policy",
         "collect", "syscall_transport", "tmpfs", "user", "chosen_ports", "root_writable",
+        "image_tmp",
     )  # fmt: skip
 
     def __init__(
@@ -100,6 +101,7 @@ class RunConfig:
         self.chosen_ports: list[str] = []  # --publish specs whose host port karn chose
         # the guest may write in root, as in a writable volume (an OCI bundle's own rootfs)
         self.root_writable = root_writable
+        self.image_tmp = False  # root is an image's: its /tmp files start the guest's tmpfs
 
     def validate(self) -> None:
         if not 1 <= self.cpus <= MAX_CPUS:
@@ -216,6 +218,7 @@ def _apply_image(config: RunConfig, choices: Choices, run: ImageRun) -> dict[str
     (checked), memory and cpus."""
     name = config.program
     config.root = run.root
+    config.image_tmp = True
     config.program = run.program
     config.argv0 = run.argv[0]
     config.args = run.argv[1:]

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.errors import UsageError
 from karn.kernel.fs.constants import DT_DIR, O_ACCMODE, S_IFDIR, S_IFLNK, S_IFMT, OFlag
 from karn.kernel.fs.devfs import DevFs
 from karn.kernel.fs.file import DirEntry, DirListFile, OpenFile
@@ -29,6 +31,95 @@ if TYPE_CHECKING:
     from karn.kernel.process import Process
 
 READ_FILE_LIMIT = 1 << 30  # the loader reads whole ELF files; refuse absurd ones
+
+
+class HostSeed:
+    """What the run's tmpfs mounts start with, copied from the host as the filesystem is
+    built (before the monitor is confined): a program collected from the host's /tmp
+    keeps its path there, an image keeps the files of its /tmp. Guest path -> a host
+    regular file, a symlink's target, a directory's mode. The copies are the guest's:
+    charged to the tmpfs size and the memory limit like files it writes, and changed or
+    removed without touching the host."""
+
+    __slots__ = ("files", "symlinks", "dirs")
+
+    def __init__(self, files: dict[str, str] | None = None,
+                 symlinks: dict[str, str] | None = None,
+                 dirs: dict[str, int] | None = None) -> None:
+        self.files = files or {}
+        self.symlinks = symlinks or {}
+        self.dirs = dirs or {}
+
+    def __bool__(self) -> bool:
+        return bool(self.files or self.symlinks or self.dirs)
+
+    @classmethod
+    def from_tree(cls, host_root: str, guest_dirs: Iterable[str]) -> HostSeed:
+        """What lies below each of guest_dirs in a root directory on the host (an
+        image's): symlinks are not followed; sockets, FIFOs and devices are left out."""
+        seed = cls()
+        real_root = os.path.realpath(host_root)
+        for guest in guest_dirs:
+            top = os.path.join(real_root, guest.strip("/"))
+            if os.path.realpath(top) != top or not os.path.isdir(top):
+                continue  # (a symlink on the way: the guest's mount is there instead)
+            pending = [(top, guest.rstrip("/"))]
+            while pending:  # no recursion: an image's tree may be nested deep
+                host_dir, guest_dir = pending.pop()
+                with os.scandir(host_dir) as entries:
+                    for entry in entries:
+                        st = entry.stat(follow_symlinks=False)
+                        path = f"{guest_dir}/{entry.name}"
+                        if stat.S_ISLNK(st.st_mode):
+                            seed.symlinks[path] = os.readlink(entry.path)
+                        elif stat.S_ISDIR(st.st_mode):
+                            seed.dirs[path] = stat.S_IMODE(st.st_mode)
+                            pending.append((entry.path, path))
+                        elif stat.S_ISREG(st.st_mode):
+                            seed.files[path] = entry.path
+        return seed
+
+    def apply(self, vfs: Vfs) -> None:
+        """Copy each entry into the tmpfs mounted where it lies (parents first); one
+        that another mount (a volume) covers is left out, as that mount shows instead."""
+        entries: list[tuple[str, int, bytes | str | None]] = [
+            *((g, mode, None) for g, mode in self.dirs.items()),
+            *((g, 0o777, target) for g, target in self.symlinks.items()),
+            *((g, 0, b"") for g in self.files),
+        ]
+        for guest, mode, content in sorted(entries, key=lambda e: split_path(e[0])):
+            fs, rel = vfs.locate(tuple(split_path(guest)))
+            if not isinstance(fs, TmpFs) or not rel:
+                continue
+            try:
+                if guest in self.files:
+                    content, mode = _read_host(self.files[guest])
+                fs.seed(rel, mode, content)
+            except OSError as err:
+                raise UsageError(f"{guest}: {self.files.get(guest, '')}: {err.strerror}"
+                                 ) from None
+            except SyscallError as err:
+                why = " (it counts against --tmpfs-size and --memory)" if err.errno in (
+                    errno.ENOSPC, errno.EFBIG) else ""
+                raise UsageError(f"{guest}: cannot be copied into the guest's tmpfs: "
+                                 f"{os.strerror(err.errno)}{why}") from None
+
+
+def _read_host(path: str) -> tuple[bytes, int]:
+    """A host regular file's bytes and permission bits (ENOENT, EISDIR... as OSError)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > READ_FILE_LIMIT:
+            raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks), stat.S_IMODE(st.st_mode)
+    finally:
+        os.close(fd)
 
 
 class FsContext:
@@ -59,12 +150,13 @@ class FsContext:
         memory: MemoryAccount | None = None,
         max_file_size: int | None = None,
         tmpfs: Iterable[str] = (),
+        seed: HostSeed | None = None,
     ) -> FsContext:
         """Mount root at /, tmpfs at /tmp and /dev/shm, devfs at /dev, procfs at /proc,
         a partition's ports at /dev/ports (PortSpecs, docs/systems.md), then each volume
         (host_dir or host_file, guest_path, readonly), then a tmpfs at each `tmpfs` guest
         path; mount points need not exist. A volume at /tmp or /dev/shm takes the tmpfs's
-        place (docker's -v /tmp:/tmp)."""
+        place (docker's -v /tmp:/tmp). Last, the tmpfs mounts get `seed`'s files."""
         from karn.kernel.fs.hostfile import HostFileFs
 
         vfs = Vfs(root)
@@ -91,6 +183,8 @@ class FsContext:
                 vfs.mount(guest, HostFileFs(host, readonly))
         for guest in tmpfs:
             vfs.mount(guest, TmpFs(tmp_size, account=memory, max_file_size=largest))
+        if seed:
+            seed.apply(vfs)
         return cls(vfs, proc)
 
     def bind_process(self, process: Process) -> None:

@@ -173,6 +173,32 @@ class TmpFs(Filesystem):
         parent.touch()
         return node
 
+    def seed(self, rel: Rel, mode: int, content: bytes | str | None) -> None:
+        """Before the guest runs: put a file (content: its bytes), a symlink (its target)
+        or a directory (None, or one already made: its mode set) at rel, making missing
+        directories above it 0755. Charged as the guest's own files (ENOSPC, EFBIG past
+        the caps), which the guest may then change or remove."""
+        parent = self.root
+        for name in rel[:-1]:
+            child = parent.dir_entries.get(name)
+            parent = self._new(parent, name, S_IFDIR | 0o755) if child is None else child
+        existing = parent.dir_entries.get(rel[-1])
+        if content is None:
+            if existing is None:
+                existing = self._new(parent, rel[-1], S_IFDIR | mode)
+            elif existing.children is None:
+                raise SyscallError(errno.EEXIST)
+            existing.mode = (existing.mode & S_IFMT) | (mode & 0o7777)
+        elif isinstance(content, str):
+            self._new(parent, rel[-1], S_IFLNK | 0o777, content)
+        else:
+            if len(content) > self.max_file_size:
+                raise SyscallError(errno.EFBIG)
+            node = self._new(parent, rel[-1], S_IFREG | (mode & 0o7777))
+            self._charge(len(content))
+            assert node.data is not None
+            node.data[:] = content
+
     def resize(self, node: Node, size: int) -> None:
         """Set a file's size, charging the filesystem's cap (and honouring its seals)."""
         if size > self.max_file_size:
