@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import contextlib
 import gc
 import os
 import signal
@@ -103,9 +102,13 @@ def _leave(status: int) -> NoReturn:
     modules of a run, a third of a hello's start-up cost. Exit handlers still run; the
     run's own files were closed by its plug-ins."""
     atexit._run_exitfuncs()  # e.g. log lines held for the end of a guest's line
-    with contextlib.suppress(OSError, ValueError):  # a closed pipe must not keep us alive
+    try:
         sys.stdout.flush()
         sys.stderr.flush()
+    except BrokenPipeError:  # as main() ends any command whose reader went away
+        status = 128 + signal.SIGPIPE
+    except (OSError, ValueError):
+        pass  # a closed stream must not keep us alive
     os._exit(status)
 
 
