@@ -82,8 +82,9 @@ def import_breakdown(cmd: list[str], env: dict[str, str], runs: int) -> list[str
     for group, names in sorted(groups.items(), key=lambda kv: kv[0]):
         ms = sum(statistics.median(samples[n]) for n in names) / 1e3
         total += ms
-        out.append(f"| {group}{'' if group in ('stdlib', 'karn') else '.*'} | {len(names)} "
-                   f"| {ms:.1f} ms |")
+        label = {"stdlib": "the standard library", "karn.policy": group}.get(
+            group, f"{group}.* (the rest)" if group in ("karn", "karn.kernel") else f"{group}.*")
+        out.append(f"| {label} | {len(names)} | {ms:.1f} ms |")
     out.append(f"| all | {len(samples)} | {total:.1f} ms |")
     return out
 
