@@ -6,6 +6,7 @@ Each of them cost milliseconds of every start-up once; this keeps laziness from 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -39,9 +40,12 @@ NOT_NEEDED = (
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",
     "asyncio", "logging", "tempfile",
-    # argparse's words are not translated where no catalogue can exist (karn/cli/main.py):
-    # gettext's search imported locale; copy is for a forked monitor's limit watch only
-    "locale", "copy",
+    # copy: for a forked monitor's limit watch only
+    "copy",
+) + (
+    # argparse's words are not translated where no catalogue can exist (karn/cli/main.py);
+    # gettext's search for one imports locale (where a locale directory exists, it searches)
+    () if os.path.isdir(os.path.join(sys.base_prefix, "share", "locale")) else ("locale",)
 )
 # A foreground run that lasts more than 50 ms registers for `karn ps` (runner.py): what
 # that imports is needed then, and on a loaded machine even hello can last that long.
