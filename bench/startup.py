@@ -135,6 +135,12 @@ def main() -> int:
         wall, cpu = medians[name]
         print(f"{name} minus python3 -c pass: {(wall - py_wall) * 1e3:.1f} ms wall, "
               f"{(cpu - py_cpu) * 1e3:.1f} ms CPU")
+    if len(trees) == 2:  # run by run: the two trees' runs were made side by side
+        this, other = (times[name] for name in trees)
+        wall = statistics.median(a[0] - b[0] for a, b in zip(this, other, strict=True))
+        cpu = statistics.median(a[1] - b[1] for a, b in zip(this, other, strict=True))
+        print(f"this tree minus {args.against}, pair by pair (median): {wall * 1e3:+.1f} ms "
+              f"wall, {cpu * 1e3:+.1f} ms CPU")
     print("\n".join(imports))
     return 0
 
