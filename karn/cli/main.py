@@ -42,10 +42,9 @@ def _argparse_words_untranslated() -> None:
     words are used as they are, which is what gettext would return."""
     import gettext
 
-    if gettext.textdomain() != "messages":  # someone chose a domain: leave it to gettext
-        return
-    localedir = os.path.join(sys.base_prefix, "share", "locale")  # gettext's default
-    if os.path.isdir(localedir) and gettext.find("messages", localedir) is not None:
+    domain = gettext.textdomain()  # argparse's, unless someone chose another
+    localedir = gettext.bindtextdomain(domain)  # where gettext would look for it
+    if os.path.isdir(localedir) and gettext.find(domain, localedir) is not None:
         return
     setattr(argparse, "_", lambda message: message)  # noqa: B010 (a module's private name)
     setattr(argparse, "ngettext",  # noqa: B010
