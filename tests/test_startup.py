@@ -147,9 +147,9 @@ def karn_run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("link", ["static", "dynamic"])
 def test_a_rebuilt_program_runs_as_rebuilt(tmp_path: Path, link: str) -> None:
-    """Nothing collected for a program may outlive the program: rebuilt in place between
-    two runs (same path, same inode where the compiler rewrites it), the second run runs
-    the new build."""
+    """Nothing collected for a program may outlive the program (a guard for any cache of
+    collected manifests): rebuilt at the same path between two runs, with a size of its
+    own, the second run runs the new build."""
     program = tmp_path / "prog"
     outputs = []
     for word in ("first", "second build"):
