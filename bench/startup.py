@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """karn's start-up: `karn run hello` (static, examples/hello.c) against `python3 -c pass`.
 
-    python3 bench/startup.py [--runs N] [--against DIR]
+    python3 bench/startup.py [--runs N] [--against DIR] [--imports]
 
 The commands take turns run by run (A B A B ...), so that a machine whose speed drifts
 slows them alike; each row is the median of N runs: wall time, and the CPU time (user +
@@ -10,11 +10,14 @@ sys) the process and its threads used. karn's own cost is its row minus python's
 main`), for a before/after table. Bytecode is compiled first in every checkout measured
 (python3 -m compileall), as a wheel install has it: where PYTHONDONTWRITEBYTECODE is set,
 a checkout without it compiles karn's sources on every run.
+--imports adds where `karn run hello`'s imports go (`-X importtime`, each module's own
+time, the median over the runs), by package, leaving out what `python3 -c pass` imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import subprocess
@@ -45,10 +48,53 @@ def time_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, usage.ru_utime + usage.ru_stime
 
 
+# importtime rows are grouped by the first of these prefixes a module starts with
+GROUPS = ("karn.cli", "karn.run", "karn.policy", "karn.image", "karn.loader", "karn.platform",
+          "karn.sandbox", "karn.kernel.fs", "karn.kernel.net", "karn.kernel", "karn")
+
+
+def self_times(cmd: list[str], env: dict[str, str]) -> dict[str, int]:
+    """Each module's own import time in µs, from `-X importtime`."""
+    proc = subprocess.run([cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd="/",
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
+    times = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith("import time:") and "imported package" not in line:
+            own, _, name = line.removeprefix("import time:").split("|")
+            times[name.strip()] = int(own)
+    return times
+
+
+def import_breakdown(cmd: list[str], env: dict[str, str], runs: int) -> list[str]:
+    python_itself = set(self_times([sys.executable, "-c", "pass"], env))
+    samples: dict[str, list[int]] = collections.defaultdict(list)
+    for _ in range(runs):
+        for name, own in self_times(cmd, env).items():
+            if name not in python_itself:
+                samples[name].append(own)
+    groups: dict[str, list[str]] = collections.defaultdict(list)
+    for name in samples:
+        group = next((g for g in GROUPS if name == g or name.startswith(g + ".")), "stdlib")
+        groups[group].append(name)
+    out = [f"\nImports of karn run hello (-X importtime, own time, median of {runs} runs):\n",
+           "| modules | count | import time |\n| --- | ---: | ---: |"]
+    total = 0.0
+    for group, names in sorted(groups.items(), key=lambda kv: kv[0]):
+        ms = sum(statistics.median(samples[n]) for n in names) / 1e3
+        total += ms
+        label = {"stdlib": "the standard library", "karn.policy": group}.get(
+            group, f"{group}.* (the rest)" if group in ("karn", "karn.kernel") else f"{group}.*")
+        out.append(f"| {label} | {len(names)} | {ms:.1f} ms |")
+    out.append(f"| all | {len(samples)} | {total:.1f} ms |")
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=21, help="runs of each command (21)")
     parser.add_argument("--against", type=Path, help="another checkout to measure too")
+    parser.add_argument("--imports", action="store_true",
+                        help="also the import time of this tree's run, by package")
     args = parser.parse_args()
     trees = {"karn run hello": REPO}
     if args.against is not None:
@@ -72,6 +118,7 @@ def main() -> int:
         for _ in range(args.runs):
             for name, (cmd, env) in commands.items():
                 times[name].append(time_once(cmd, env))
+        imports = import_breakdown(*commands[next(iter(trees))], args.runs) if args.imports else []
     load = os.getloadavg()[0]
     print(f"Medians of {args.runs} runs, commands in turn; bytecode compiled; "
           f"{sys.executable}; load average {load:.1f} at the end.\n")
@@ -88,6 +135,13 @@ def main() -> int:
         wall, cpu = medians[name]
         print(f"{name} minus python3 -c pass: {(wall - py_wall) * 1e3:.1f} ms wall, "
               f"{(cpu - py_cpu) * 1e3:.1f} ms CPU")
+    if len(trees) == 2:  # run by run: the two trees' runs were made side by side
+        this, other = (times[name] for name in trees)
+        wall = statistics.median(a[0] - b[0] for a, b in zip(this, other, strict=True))
+        cpu = statistics.median(a[1] - b[1] for a, b in zip(this, other, strict=True))
+        print(f"this tree minus {args.against}, pair by pair (median): {wall * 1e3:+.1f} ms "
+              f"wall, {cpu * 1e3:+.1f} ms CPU")
+    print("\n".join(imports))
     return 0
 
 

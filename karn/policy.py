@@ -23,7 +23,6 @@ the user's consent at run time: --trust-image-policy, or the option on the comma
 
 from __future__ import annotations
 
-import copy
 import os
 from resource import RUSAGE_SELF, getrusage
 from typing import Any
@@ -261,6 +260,8 @@ class LimitWatch:
         starts at zero, as RLIMIT_CPU counts per process) and its own resident memory.
         The inherited statm names the parent's /proc/PID; the sandbox may not let this
         monitor open its own, and then its peak resident memory (getrusage) stands in."""
+        import copy  # (not at start-up: only a forked monitor comes here)
+
         watch = copy.copy(self)
         if self.statm is not None:
             os.close(self.statm)

@@ -56,9 +56,10 @@ def load_object(
             start = page_down(bias + seg.vaddr)
             end = page_up(bias + seg.vaddr + seg.memsz)
             mm.map(start, end - start, _prot(seg.flags), guest_path, page_down(seg.offset))
+        view = memoryview(data)  # segments are written from the file's bytes, not copies
         for seg in info.segments:
             if seg.filesz:
-                mem.write(bias + seg.vaddr, data[seg.offset : seg.offset + seg.filesz])
+                mem.write(bias + seg.vaddr, view[seg.offset : seg.offset + seg.filesz])
     except SyscallError as err:
         raise ImageError(
             f"{guest_path}: does not fit in the guest address space ({err}); try a larger --memory"
