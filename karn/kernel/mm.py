@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from karn.abi.errno import SyscallError
+from karn.kernel.futex import SharedWords
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
@@ -34,8 +35,26 @@ def page_down(value: int) -> int:
     return value & ~(PAGE - 1)
 
 
-class DiscardableMemory(Protocol):
-    def discard(self, addr: int, size: int) -> None: ...
+class GuestRam(SharedWords, Protocol):
+    """Guest RAM as the address space manages it (platform/memory.py)."""
+
+    def discard(self, addr: int, size: int) -> None:
+        """The range leaves the address space: it reads zeros, private, afterwards."""
+        ...
+
+    def drop_pages(self, addr: int, size: int) -> None:
+        """madvise(MADV_DONTNEED): private pages read zeros, shared ones keep their data."""
+        ...
+
+    def share_anonymous(self, addr: int, size: int) -> None:
+        """Zeroed memory that stays shared with the processes forked from this one."""
+        ...
+
+    def share_file(self, addr: int, size: int, fd: int, offset: int, writable: bool) -> None:
+        """The host file's own pages at the range (see platform/memory.py)."""
+        ...
+
+    def is_shared(self, start: int, end: int) -> bool: ...
 
 
 class CodeWatcher(Protocol):
@@ -103,7 +122,7 @@ class MemoryAccount:
 
 
 class AddressSpace:
-    def __init__(self, memory: DiscardableMemory, region: Region,
+    def __init__(self, memory: GuestRam, region: Region,
                  account: MemoryAccount | None = None) -> None:
         self.memory = memory
         self.region = region
