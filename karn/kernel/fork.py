@@ -196,7 +196,6 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     proc.observer = _child_observer(proc.observer)
     link = RemoteLink(proc, link_end)
     proc.link = link
-    link.start()
 
     task = Task(proc, start.pid, None)
     task.comm = parent_task.comm
@@ -219,6 +218,9 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     task.cpu = cpu
     assert proc.gate is not None
     proc.gate.thread_started(cpu, proc._kick_all)
+    # Only now may the table's messages come: a SIGKILL before the task existed ended the
+    # process with no thread told to exit, and the guest ran on.
+    link.start()
     return task
 
 

@@ -4,12 +4,16 @@
    a shm_open file mapped before and after the fork. Prints only results that do not
    depend on timing, to compare with a native run. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -209,6 +213,62 @@ static void shm_file(void) {
     shm_unlink(name);
 }
 
+static void on_usr1(int sig) { (void)sig; }
+
+/* Waits on shared words end as on Linux: a handled signal interrupts sem_wait (EINTR,
+   no SA_RESTART), sem_timedwait times out, SIGKILL ends a process blocked in one. */
+static void interrupted_waits(void) {
+    struct state {
+        sem_t sem;
+        int result, err, ready;
+    } *s = shared_pages(sizeof(struct state));
+    MUST(sem_init(&s->sem, 1, 0) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        struct sigaction sa = {.sa_handler = on_usr1};
+        sigaction(SIGUSR1, &sa, NULL);
+        __atomic_store_n(&s->ready, 1, __ATOMIC_SEQ_CST);
+        int r = sem_wait(&s->sem);
+        s->err = errno;
+        __atomic_store_n(&s->result, r == -1 ? 1 : 2, __ATOMIC_SEQ_CST);
+        _exit(0);
+    }
+    while (!__atomic_load_n(&s->ready, __ATOMIC_SEQ_CST))
+        sched_yield();
+    /* the signal may land before the wait begins: send it until the wait has ended */
+    while (!__atomic_load_n(&s->result, __ATOMIC_SEQ_CST)) {
+        kill(child, SIGUSR1);
+        usleep(20000);
+    }
+    wait_all(1);
+    printf("sem_wait interrupted: %s, errno EINTR: %s\n", s->result == 1 ? "yes" : "no",
+           s->err == EINTR ? "yes" : "no");
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 50 * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    int r = sem_timedwait(&s->sem, &until);
+    printf("sem_timedwait: %d %s\n", r, r == -1 && errno == ETIMEDOUT ? "ETIMEDOUT" : "?");
+    child = fork();
+    if (child == 0) {
+        sem_wait(&s->sem);
+        _exit(0);
+    }
+    kill(child, SIGKILL);
+    int status;
+    MUST(waitpid(child, &status, 0) == child);
+    printf("killed while waiting: %s\n",
+           WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL ? "yes" : "no");
+    /* a post after all that still reaches a new waiter */
+    if (fork() == 0)
+        _exit(sem_wait(&s->sem) == 0 ? 0 : 1);
+    MUST(sem_post(&s->sem) == 0);
+    wait_all(1);
+}
+
 /* One part per run (argv[1]), so that each makes its shared memory before the run's
    first fork, as well as after it (the second half of each part). */
 int main(int argc, char **argv) {
@@ -222,8 +282,10 @@ int main(int argc, char **argv) {
         semaphores();
     else if (!strcmp(part, "shm"))
         shm_file();
+    else if (!strcmp(part, "interrupted"))
+        interrupted_waits();
     else {
-        fprintf(stderr, "usage: %s atomics|mutex|semaphores|shm\n", argv[0]);
+        fprintf(stderr, "usage: %s atomics|mutex|semaphores|shm|interrupted\n", argv[0]);
         return 2;
     }
     return 0;
