@@ -199,13 +199,13 @@ class AddressSpace:
 
     def is_private_code(self, start: int, end: int) -> bool:
         """Whether [start, end) is executable guest code that karn may rewrite in place:
-        mapped, executable, not karn's own, not backed by a shared file mapping."""
+        mapped, executable, not karn's own, not shared memory nor a shared file mapping."""
         pos = start
         for vma in self._overlapping(start, end):
             if vma.start > pos or not vma.prot & PROT_EXEC or vma.name == KARN_VMA:
                 return False
             pos = vma.end
-        if pos < end:
+        if pos < end or self.memory.is_shared(start, end):  # other processes' code too
             return False
         return not any(s < end and start < s + length
                        for s, (_f, _o, length) in self.shared_files.items())

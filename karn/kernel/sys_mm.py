@@ -98,7 +98,7 @@ def _map_shared(task: Task, start: int, length: int, prot: int, file: OpenFile |
     Another file's pages are a shared copy of its data, written back to it on msync,
     munmap and exit."""
     mm = task.process.mm
-    if isinstance(file, SharedTmpFile):
+    if isinstance(file, SharedTmpFile) and file.is_regular:
         in_file = min(length, max(page_up(file.stat().size - off), 0))
         if in_file:
             mm.memory.share_file(start, in_file, file.fd, off, file.writable)

@@ -76,7 +76,13 @@ static void atomics(void) {
     }
     wait_all(1);
     printf("grandchild wrote: %ld\n", counter[2]);
-    MUST(munmap(counter, 4096) == 0);
+    /* shared memory keeps its data through MADV_DONTNEED (private memory would not) */
+    MUST(madvise(counter, 4096, MADV_DONTNEED) == 0);
+    printf("after MADV_DONTNEED: %ld\n", counter[0]);
+    long *grown = mremap(counter, 4096, 8192, MREMAP_MAYMOVE);
+    MUST(grown != MAP_FAILED);
+    printf("after mremap: %ld %ld\n", grown[0], grown[1024]);
+    MUST(munmap(grown, 8192) == 0);
     /* a new mapping at the same place starts from zero */
     long *again = mmap(counter, 4096, PROT_READ | PROT_WRITE,
                        MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
