@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-PARTS = ["atomics", "mutex", "semaphores", "shm", "interrupted"]
+PARTS = ["atomics", "mutex", "semaphores", "shm", "interrupted", "truncated"]
 
 # Pool, Value with a Lock (sem_open semaphores in /dev/shm, a multiprocessing heap arena
 # in /dev/shm), ProcessPoolExecutor and a Queue: pipes, shared memory, futexes.
@@ -62,7 +62,8 @@ def test_shared_memory_as_native(build, karn, native, same, part, variant):
     MAP_SHARED|MAP_ANONYMOUS pages, a process-shared mutex and condition variable,
     named semaphores inherited and opened again by name in a child, a shm_open file
     mapped before the fork and again by a child; waits on shared words interrupted by a
-    handled signal, timed out, and ended by SIGKILL."""
+    handled signal, timed out, and ended by SIGKILL; a shared file truncated below its
+    mapping (SIGBUS past the end, EFAULT from write(2))."""
     probe = build("shared_memory", variant)
     same(native(probe, part), karn(probe, part), f"shared_memory {part}")
 

@@ -275,6 +275,38 @@ static void interrupted_waits(void) {
     wait_all(1);
 }
 
+/* A shared file truncated below a mapping of it: touching the page past the new end is
+   SIGBUS, in the process that touches it; a write(2) from it is EFAULT. */
+static void truncated_file(void) {
+    if (fork() == 0) /* after the first fork, as a process that opens the file later */
+        _exit(0);
+    wait_all(1);
+    char name[64];
+    snprintf(name, sizeof name, "/karn-test-cut-%d", getpid());
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    MUST(fd >= 0 && ftruncate(fd, 8192) == 0);
+    char *map = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    MUST(map != MAP_FAILED);
+    map[0] = map[4096] = 'x';
+    MUST(ftruncate(fd, 4096) == 0);
+    shm_unlink(name);
+    printf("first page still there: %c\n", map[0]);
+    int pipefd[2];
+    MUST(pipe(pipefd) == 0);
+    errno = 0;
+    long n = write(pipefd[1], map + 4096, 16);
+    printf("write(2) from past the end: %ld %s\n", n, errno == EFAULT ? "EFAULT" : "?");
+    pid_t child = fork();
+    if (child == 0) {
+        map[4096] = 'y';
+        _exit(0);
+    }
+    int status;
+    MUST(waitpid(child, &status, 0) == child);
+    printf("touching past the end: %s\n",
+           WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS ? "SIGBUS" : "no signal");
+}
+
 /* One part per run (argv[1]), so that each makes its shared memory before the run's
    first fork, as well as after it (the second half of each part). */
 int main(int argc, char **argv) {
@@ -290,8 +322,10 @@ int main(int argc, char **argv) {
         shm_file();
     else if (!strcmp(part, "interrupted"))
         interrupted_waits();
+    else if (!strcmp(part, "truncated"))
+        truncated_file();
     else {
-        fprintf(stderr, "usage: %s atomics|mutex|semaphores|shm|interrupted\n", argv[0]);
+        fprintf(stderr, "usage: %s atomics|mutex|semaphores|shm|interrupted|truncated\n", argv[0]);
         return 2;
     }
     return 0;
