@@ -207,6 +207,13 @@ static void shm_file(void) {
         char *map2 = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd2, 0);
         MUST(map2 != MAP_FAILED);
         strcpy(map2 + 4096, "child through its own mapping");
+        /* a read-only mapping of a read-only description sees later writes */
+        int fd3 = shm_open(name, O_RDONLY, 0);
+        MUST(fd3 >= 0);
+        const char *map3 = mmap(NULL, 8192, PROT_READ, MAP_SHARED, fd3, 0);
+        MUST(map3 != MAP_FAILED);
+        strcpy(map2 + 200, "written after the read-only mapping was made");
+        printf("read-only mapping reads: '%s'\n", map3 + 200);
         _exit(strcmp(map2, "parent") == 0 ? 0 : 1);
     }
     wait_all(1);
