@@ -155,7 +155,7 @@ def _share_tmpfs(proc: Process) -> None:
             log.warning("fork: the tmpfs mounts cannot be shared: %s", err)
             raise SyscallError(errno.ENOMEM) from None
         if moved:
-            map_moved_files(proc.mm, moved, dict(vfs.mount_list()))
+            map_moved_files(proc.mem, proc.mm, moved, dict(vfs.mount_list()))
 
 
 # -- in the child ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, NamedTuple
 
+from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64
 from karn.kernel.fs.constants import OFlag
@@ -80,7 +81,7 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     mm.map(start, length, prot, name, off, charged)
     if kind == MAP_PRIVATE:
         if file is not None:
-            _fill_from_file(task, file, start, length, off)
+            _fill_from_file(task.mem, file, start, length, off)
         return start
     try:
         _map_shared(task, start, length, prot, file, off)
@@ -107,7 +108,7 @@ def _map_shared(task: Task, start: int, length: int, prot: int, file: OpenFile |
         return
     mm.memory.share_anonymous(start, length)
     if file is not None:
-        _fill_from_file(task, file, start, length, off)
+        _fill_from_file(task.mem, file, start, length, off)
         if prot & PROT_WRITE:
             _share(mm, start, file, off, length)
 
@@ -159,6 +160,8 @@ def tmpfs_mappings(mem: GuestMemory, mm: AddressSpace, mounts: dict[str, TmpFs]
                    ) -> list[TmpfsMapping]:
     """The shared mappings of files linked in the tmpfs mounts `mounts` (path -> TmpFs),
     their data written back to the files: the first fork is about to copy them."""
+    if not any(isinstance(file, TmpFile) for file, _o, _l in mm.shared_files.values()):
+        return []  # no tree to walk
     paths: dict[int, tuple[str, tuple[str, ...]]] = {}
     for mount, fs in mounts.items():
         for rel, node in fs.regular_files():
@@ -172,7 +175,7 @@ def tmpfs_mappings(mem: GuestMemory, mm: AddressSpace, mounts: dict[str, TmpFs]
     return found
 
 
-def map_moved_files(mm: AddressSpace, moved: list[TmpfsMapping],
+def map_moved_files(mem: GuestMemory, mm: AddressSpace, moved: list[TmpfsMapping],
                     mounts: dict[str, Filesystem]) -> None:
     """After the tmpfs moved to the host: its files' shared mappings become mappings of
     the host files themselves, so a process that opens and maps the file later, by name,
@@ -190,7 +193,14 @@ def map_moved_files(mm: AddressSpace, moved: list[TmpfsMapping],
                 continue
             in_file = min(piece.length, max(page_up(host.stat().size - piece.offset), 0))
             if in_file:
-                mm.memory.share_file(piece.start, in_file, host.fd, piece.offset, True)
+                try:
+                    mm.memory.share_file(piece.start, in_file, host.fd, piece.offset, True)
+                except SyscallError as err:  # the host's map count: it stays a shared copy
+                    log.warning("fork: %s stays a copy in its shared mapping: %s", host.path,
+                                err)
+                    mm.memory.share_anonymous(piece.start, in_file)
+                    _fill_from_file(mem, host, piece.start, in_file, piece.offset)
+                    continue
         finally:
             host.close()
         entry = mm.shared_files.get(piece.start)
@@ -199,8 +209,9 @@ def map_moved_files(mm: AddressSpace, moved: list[TmpfsMapping],
             FdTable.unref(entry[0])
 
 
-def _fill_from_file(task: Task, file: OpenFile, start: int, length: int, off: int) -> None:
-    view = task.mem.view(start, length)
+def _fill_from_file(mem: GuestMemory, file: OpenFile, start: int, length: int,
+                    off: int) -> None:
+    view = mem.view(start, length)
     done = 0
     while done < length:
         n = file.pread_into(view[done:], off + done)
@@ -238,7 +249,7 @@ def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new
     old_len, new_len = page_up(old_len), page_up(new_len)
     if shared is not None and new_len > old_len:
         file, off = shared
-        _fill_from_file(task, file, result + old_len, new_len - old_len, off + old_len)
+        _fill_from_file(task.mem, file, result + old_len, new_len - old_len, off + old_len)
         _share(mm, result + old_len, file, off + old_len, new_len - old_len)
     return result
 
