@@ -69,10 +69,10 @@ BRK_ROOM = 256 << 20  # arenas stay this far above the heap's start: room for it
 
 
 class Vma:
-    __slots__ = ("start", "end", "prot", "offset", "name", "charged")
+    __slots__ = ("start", "end", "prot", "offset", "name", "charged", "shared")
 
     def __init__(self, start: int, end: int, prot: int, offset: int = 0, name: str = "",
-                 charged: bool = True) -> None:
+                 charged: bool = True, shared: bool = False) -> None:
         self.start = start
         self.end = end
         self.prot = prot
@@ -81,10 +81,11 @@ class Vma:
         # Counted against the memory limit when accessible; MAP_NORESERVE and MAP_STACK
         # mappings are not (the resident-memory watchdog bounds them: LimitWatch in policy.py).
         self.charged = charged
+        self.shared = shared  # MAP_SHARED: "s" in /proc/PID/maps
 
     def sliced(self, start: int, end: int) -> Vma:
         offset = self.offset + (start - self.start) if self.name.startswith("/") else 0
-        return Vma(start, end, self.prot, offset, self.name, self.charged)
+        return Vma(start, end, self.prot, offset, self.name, self.charged, self.shared)
 
     def cost(self, lo: int, hi: int, prot: int | None = None) -> int:
         """Bytes of [lo, hi) charged to the limit, with its protection or `prot`."""
@@ -132,7 +133,8 @@ class AddressSpace:
         self.mapped_bytes = 0  # accessible bytes, counted against region.limit
         self.brk_start = 0
         self.brk = 0
-        # MAP_SHARED writable file mappings: start -> (file, offset, length), see sys_mm.
+        # MAP_SHARED writable file mappings held as copies, written back to their files:
+        # start -> (file, offset, length), see sys_mm._map_shared.
         self.shared_files: dict[int, tuple[OpenFile, int, int]] = {}
         self.code_watcher: CodeWatcher | None = None
 
@@ -278,13 +280,13 @@ class AddressSpace:
         del self._vmas[i]
 
     def map(self, start: int, length: int, prot: int, name: str = "", offset: int = 0,
-            charged: bool = True) -> int:
+            charged: bool = True, shared: bool = False) -> int:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
         replaced = self._overlapping(start, end)
         released = self._remove(start, end, discard=bool(replaced)) if replaced else 0
-        vma = Vma(start, end, prot, offset, name, charged)
+        vma = Vma(start, end, prot, offset, name, charged, shared)
         try:
             self._charge(vma.cost(start, end) - released)
         except SyscallError:
@@ -324,7 +326,7 @@ class AddressSpace:
             a, b = self._vmas[i], self._vmas[i + 1]
             contiguous_file = not a.name.startswith("/") or a.offset + (a.end - a.start) == b.offset
             if a.end == b.start and a.prot == b.prot and a.name == b.name and contiguous_file \
-                    and a.charged == b.charged:
+                    and a.charged == b.charged and a.shared == b.shared:
                 a.end = b.end
                 del self._vmas[i + 1]
                 del self._starts[i + 1]

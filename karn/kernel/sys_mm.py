@@ -78,7 +78,7 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     charged = not flags & (MAP_NORESERVE | MAP_STACK)
     if mm.shared_files:
         write_back(task.mem, mm, start, start + length, forget=True)  # MAP_FIXED over one
-    mm.map(start, length, prot, name, off, charged)
+    mm.map(start, length, prot, name, off, charged, shared=kind != MAP_PRIVATE)
     if kind == MAP_PRIVATE:
         if file is not None:
             _fill_from_file(task.mem, file, start, length, off)
@@ -277,7 +277,7 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     vma = mm.find_vma(old)
     if vma is None or not mm.is_mapped(old, old + old_len):
         raise SyscallError(errno.EFAULT)
-    prot, name, charged = vma.prot, vma.name, vma.charged
+    prot, name, charged, shared_vma = vma.prot, vma.name, vma.charged, vma.shared
     offset = vma.offset + (old - vma.start)
     if new_len <= old_len and not flags & MREMAP_FIXED:
         if new_len < old_len:
@@ -290,7 +290,8 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     shared = mm.memory.is_shared(old, old + old_len)
     if not flags & MREMAP_FIXED and not mm.overlaps(old + old_len, old + new_len):
         if old + new_len <= mm.region.mmap_top:
-            mm.map(old + old_len, new_len - old_len, prot, name, offset + old_len, charged)
+            mm.map(old + old_len, new_len - old_len, prot, name, offset + old_len, charged,
+                   shared_vma)
             if shared:
                 mm.memory.share_anonymous(old + old_len, new_len - old_len)
             return old
@@ -313,7 +314,7 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     if mm.shared_files:
         write_back(task.mem, mm, old, old + old_len, forget=True)
         write_back(task.mem, mm, target, target + new_len, forget=True)
-    mm.map(target, new_len, prot, name, offset, charged)
+    mm.map(target, new_len, prot, name, offset, charged, shared_vma)
     if shared:
         mm.memory.share_anonymous(target, new_len)
     task.mem.write(target, data)

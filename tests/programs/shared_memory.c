@@ -53,6 +53,15 @@ static void atomics(void) {
                               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     MUST(private_page != MAP_FAILED);
     counter[1] = 7;
+    char want[32], line[256], perms[8] = "?";
+    snprintf(want, sizeof want, "%lx-", (unsigned long)counter);
+    FILE *maps = fopen("/proc/self/maps", "r");
+    MUST(maps != NULL);
+    while (fgets(line, sizeof line, maps))
+        if (!strncmp(line, want, strlen(want)))
+            sscanf(line, "%*s %7s", perms);
+    fclose(maps);
+    printf("/proc/self/maps: %s\n", perms);
     for (int i = 0; i < CHILDREN; i++) {
         if (fork() == 0) {
             for (int j = 0; j < ADDS; j++)
