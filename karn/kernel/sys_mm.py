@@ -377,11 +377,13 @@ NOTES = {
     "msync, munmap and exit. Pages past the end of a file read zeros (no SIGBUS).",
     "mprotect": "Bookkeeping only: page tables are fixed at start (PVM), so protections are "
     "not enforced by the MMU.",
-    "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (they read back as zeros); other "
-    "advice is accepted and ignored.",
+    "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (private ones read back as zeros, "
+    "shared ones keep their data; MADV_REMOVE punches no hole); other advice is accepted "
+    "and ignored.",
     "msync": "Writes shared file mappings back to their files.",
     "mremap": "MREMAP_DONTUNMAP gives EINVAL. A grown MAP_PRIVATE file mapping reads "
-    "zeros past its old end, not the file's data.",
+    "zeros past its old end, not the file's data. Grown or moved MAP_SHARED memory is "
+    "shared at its new pages within this process only (other processes keep the old).",
     "mlock": "Accepted without effect: nothing is pinned (the host may swap guest memory) "
     "and an unmapped range is not reported (ENOMEM on Linux).",
     "munlock": "Accepted without effect (see mlock).",
