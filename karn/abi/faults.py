@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 from karn.abi.signals import (
     BUS_ADRALN,
+    BUS_ADRERR,
     FPE_INTDIV,
     ILL_ILLOPN,
     SEGV_ACCERR,
@@ -23,6 +24,9 @@ from karn.abi.signals import (
 )
 
 DEBUG, BREAKPOINT, PAGE_FAULT = 1, 3, 14  # the vectors other code asks about by name
+# Not a CPU exception the guest takes (#MC never reaches it): KVM_RUN failed with EFAULT,
+# the host pages behind a guest address are gone (platform/vcpu.py).
+HOST_MEMORY_FAULT = 18
 PF_PRESENT, PF_WRITE, PF_FETCH = 1, 2, 16  # page-fault error code bits
 
 
@@ -63,6 +67,8 @@ FAULT_KINDS: dict[int, FaultKind] = {
     PAGE_FAULT: FaultKind(SIGSEGV, SEGV_MAPERR, "page fault"),
     16: FaultKind(SIGFPE, 0, "x87 floating-point error"),
     17: FaultKind(SIGBUS, BUS_ADRALN, "alignment check"),
+    HOST_MEMORY_FAULT: FaultKind(SIGBUS, BUS_ADRERR,
+                                 "access to a shared file's page past its end"),
     19: FaultKind(SIGFPE, 0, "SIMD floating-point error"),
 }
 

@@ -37,12 +37,14 @@ from karn.kernel import tty
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.cputime import monitor_times
 from karn.kernel.forklocks import LockSite, process_locks, quiesced, renew
+from karn.kernel.fs.tmpfs import TmpFs
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC
 from karn.kernel.link import Link, RemoteLink
 from karn.kernel.process import COUNTED_SYSCALLS, Forked, Task
 from karn.kernel.proctable import exit_wstatus, signal_wstatus
 from karn.kernel.signals import PendingSignals, SigInfo
+from karn.kernel.sys_mm import map_moved_files, tmpfs_mappings
 from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
@@ -141,13 +143,19 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
 
 def _share_tmpfs(proc: Process) -> None:
     """The first fork moves the tmpfs mounts to a host directory all processes share
-    (kernel/fs/sharedtmp.py); ENOMEM if the host cannot hold the copy."""
+    (kernel/fs/sharedtmp.py); ENOMEM if the host cannot hold the copy. Shared mappings
+    of their files become mappings of the host copies (sys_mm.map_moved_files)."""
     with _fork_lock:
+        vfs = proc.fs.vfs
+        tmpfs = {path: fs for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)}
+        moved = tmpfs_mappings(proc.mem, proc.mm, tmpfs) if tmpfs else []
         try:
             proc.fs.share_tmpfs(proc.fds)
         except OSError as err:
             log.warning("fork: the tmpfs mounts cannot be shared: %s", err)
             raise SyscallError(errno.ENOMEM) from None
+        if moved:
+            map_moved_files(proc.mem, proc.mm, moved, dict(vfs.mount_list()))
 
 
 # -- in the child ---------------------------------------------------------------------
@@ -188,7 +196,6 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     proc.observer = _child_observer(proc.observer)
     link = RemoteLink(proc, link_end)
     proc.link = link
-    link.start()
 
     task = Task(proc, start.pid, None)
     task.comm = parent_task.comm
@@ -211,6 +218,9 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     task.cpu = cpu
     assert proc.gate is not None
     proc.gate.thread_started(cpu, proc._kick_all)
+    # Only now may the table's messages come: a SIGKILL before the task existed ended the
+    # process with no thread told to exit, and the guest ran on.
+    link.start()
     return task
 
 
@@ -269,7 +279,7 @@ def _reset_process_state(proc: Process) -> None:
     """What a child does not inherit (fork(2)): pending signals, timers, CPU times and
     counters; and per-monitor services made anew."""
     proc.gate = CpuGate(proc.config.ncpus)
-    proc.futex = FutexTable()  # private futexes are per address space
+    proc.futex = FutexTable(proc.mm.memory)  # private futexes are per address space
     proc.timer_service = TimerService()
     proc.itimer_real = None
     proc.cpu_itimers = {}

@@ -1,12 +1,20 @@
-"""futex(2): wait queues keyed by guest address, shared by all threads of the process."""
+"""futex(2): wait queues keyed by guest address, shared by all threads of the process.
+
+A word in memory shared with other processes (MAP_SHARED, platform/memory.py) is a host
+futex instead, whatever the private flag says: each process is its own monitor, and the
+host kernel matches a wait in one with a wake in another by the shared page, with no
+round trip through karn. A thread in a host wait is interrupted by its vCPU kick (a host
+signal: EINTR); a kick landing just before the wait starts is seen at the next slice.
+"""
 
 from __future__ import annotations
 
 import errno
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from karn import log
 from karn.abi.errno import SyscallError
 from karn.kernel.blocking import Interrupted
 
@@ -14,6 +22,25 @@ if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
+# The longest single host wait on a shared word: how late at worst a signal or an exit
+# that raced with the start of the wait is noticed.
+SHARED_WAIT_SLICE = 0.1
+
+
+class SharedWords(Protocol):
+    """Host futexes on the words of memory shared across processes (platform/memory.py);
+    errors are SyscallError with the host's errno."""
+
+    def shared_word(self, addr: int) -> bool: ...
+
+    def futex_wait(self, addr: int, expected: int, until: float, bitset: int) -> None: ...
+
+    def futex_wake(self, addr: int, count: int, bitset: int) -> int: ...
+
+    def futex_requeue(self, addr: int, count: int, addr2: int, requeue: int,
+                      expected: int | None) -> int: ...
+
+    def futex_wake_op(self, addr: int, count: int, addr2: int, count2: int, op: int) -> int: ...
 
 
 class _Waiter:
@@ -26,14 +53,20 @@ class _Waiter:
 
 
 class FutexTable:
-    def __init__(self) -> None:
+    def __init__(self, words: SharedWords | None = None) -> None:
         self._lock = threading.Lock()
         self._queues: dict[int, list[_Waiter]] = {}
+        self._words = words
+
+    def _shared(self, addr: int) -> bool:
+        return self._words is not None and self._words.shared_word(addr)
 
     def wait(self, task: Task, addr: int, expected: int, deadline: float | None,
              bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
         if addr & 3:
             raise SyscallError(errno.EINVAL)
+        if self._shared(addr):
+            return self._wait_shared(task, addr, expected, deadline, bitset)
         waiter = _Waiter(task, bitset)
         with self._lock:
             # The value check and the enqueue are atomic with respect to wake(): a waker
@@ -57,6 +90,32 @@ class FutexTable:
                         queue.remove(waiter)
                         if not queue:
                             del self._queues[addr]
+
+    def _wait_shared(self, task: Task, addr: int, expected: int, deadline: float | None,
+                     bitset: int) -> int:
+        words = self._words
+        assert words is not None
+        first = True
+        while True:
+            if task.signal_pending():
+                raise Interrupted
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise SyscallError(errno.ETIMEDOUT)
+            until = now + SHARED_WAIT_SLICE
+            if deadline is not None:
+                until = min(until, deadline)
+            try:
+                words.futex_wait(addr, expected, until, bitset)
+                return 0
+            except SyscallError as err:
+                if err.errno == errno.EAGAIN:
+                    if first:
+                        raise
+                    return 0  # changed while we slept between slices: as a wake
+                if err.errno not in (errno.ETIMEDOUT, errno.EINTR):
+                    raise
+            first = False
 
     def _wake_locked(self, addr: int, count: int, bitset: int) -> int:
         queue = self._queues.get(addr)
@@ -82,6 +141,9 @@ class FutexTable:
             raise SyscallError(errno.EINVAL)
         if bitset == 0:
             raise SyscallError(errno.EINVAL)
+        if self._shared(addr):
+            assert self._words is not None
+            return self._words.futex_wake(addr, count, bitset)
         with self._lock:
             return self._wake_locked(addr, count, bitset)
 
@@ -89,6 +151,9 @@ class FutexTable:
                 expected: int | None) -> int:
         if addr & 3 or addr2 & 3:
             raise SyscallError(errno.EINVAL)
+        if self._shared(addr) or self._shared(addr2):
+            return self._shared_pair(addr, addr2).futex_requeue(addr, count, addr2, requeue,
+                                                                expected)
         with self._lock:
             if expected is not None and task.mem.read_u32(addr) != expected & 0xFFFFFFFF:
                 raise SyscallError(errno.EAGAIN)
@@ -107,6 +172,8 @@ class FutexTable:
         """FUTEX_WAKE_OP: *addr2 = f(*addr2); wake addr; and addr2 if the old value matched."""
         if addr & 3 or addr2 & 3:
             raise SyscallError(errno.EINVAL)
+        if self._shared(addr) or self._shared(addr2):
+            return self._shared_pair(addr, addr2).futex_wake_op(addr, count, addr2, count2, op)
         with self._lock:
             old = task.mem.read_u32(addr2)
             task.mem.write_u32(addr2, _apply_op(op, old))
@@ -114,6 +181,14 @@ class FutexTable:
             if _compare(op, old):
                 woken += self._wake_locked(addr2, count2, FUTEX_BITSET_MATCH_ANY)
             return woken
+
+    def _shared_pair(self, addr: int, addr2: int) -> SharedWords:
+        """The host futexes, for an operation on two words both shared: a private and a
+        shared word in one call would need both queues at once."""
+        if self._words is None or not (self._shared(addr) and self._shared(addr2)):
+            log.warning("futex: requeue/wake_op between shared and private memory")
+            raise SyscallError(errno.EINVAL)
+        return self._words
 
 
 def _sign_extend12(value: int) -> int:

@@ -15,6 +15,7 @@ import threading
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from karn.abi.errno import SyscallError
+from karn.kernel.futex import SharedWords
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
@@ -34,8 +35,26 @@ def page_down(value: int) -> int:
     return value & ~(PAGE - 1)
 
 
-class DiscardableMemory(Protocol):
-    def discard(self, addr: int, size: int) -> None: ...
+class GuestRam(SharedWords, Protocol):
+    """Guest RAM as the address space manages it (platform/memory.py)."""
+
+    def discard(self, addr: int, size: int) -> None:
+        """The range leaves the address space: it reads zeros, private, afterwards."""
+        ...
+
+    def drop_pages(self, addr: int, size: int) -> None:
+        """madvise(MADV_DONTNEED): private pages read zeros, shared ones keep their data."""
+        ...
+
+    def share_anonymous(self, addr: int, size: int) -> None:
+        """Zeroed memory that stays shared with the processes forked from this one."""
+        ...
+
+    def share_file(self, addr: int, size: int, fd: int, offset: int, writable: bool) -> None:
+        """The host file's own pages at the range (see platform/memory.py)."""
+        ...
+
+    def is_shared(self, start: int, end: int) -> bool: ...
 
 
 class CodeWatcher(Protocol):
@@ -50,10 +69,10 @@ BRK_ROOM = 256 << 20  # arenas stay this far above the heap's start: room for it
 
 
 class Vma:
-    __slots__ = ("start", "end", "prot", "offset", "name", "charged")
+    __slots__ = ("start", "end", "prot", "offset", "name", "charged", "shared")
 
     def __init__(self, start: int, end: int, prot: int, offset: int = 0, name: str = "",
-                 charged: bool = True) -> None:
+                 charged: bool = True, shared: bool = False) -> None:
         self.start = start
         self.end = end
         self.prot = prot
@@ -62,10 +81,11 @@ class Vma:
         # Counted against the memory limit when accessible; MAP_NORESERVE and MAP_STACK
         # mappings are not (the resident-memory watchdog bounds them: LimitWatch in policy.py).
         self.charged = charged
+        self.shared = shared  # MAP_SHARED: "s" in /proc/PID/maps
 
     def sliced(self, start: int, end: int) -> Vma:
         offset = self.offset + (start - self.start) if self.name.startswith("/") else 0
-        return Vma(start, end, self.prot, offset, self.name, self.charged)
+        return Vma(start, end, self.prot, offset, self.name, self.charged, self.shared)
 
     def cost(self, lo: int, hi: int, prot: int | None = None) -> int:
         """Bytes of [lo, hi) charged to the limit, with its protection or `prot`."""
@@ -103,7 +123,7 @@ class MemoryAccount:
 
 
 class AddressSpace:
-    def __init__(self, memory: DiscardableMemory, region: Region,
+    def __init__(self, memory: GuestRam, region: Region,
                  account: MemoryAccount | None = None) -> None:
         self.memory = memory
         self.region = region
@@ -113,7 +133,8 @@ class AddressSpace:
         self.mapped_bytes = 0  # accessible bytes, counted against region.limit
         self.brk_start = 0
         self.brk = 0
-        # MAP_SHARED writable file mappings: start -> (file, offset, length), see sys_mm.
+        # MAP_SHARED writable file mappings held as copies, written back to their files:
+        # start -> (file, offset, length), see sys_mm._map_shared.
         self.shared_files: dict[int, tuple[OpenFile, int, int]] = {}
         self.code_watcher: CodeWatcher | None = None
 
@@ -180,13 +201,13 @@ class AddressSpace:
 
     def is_private_code(self, start: int, end: int) -> bool:
         """Whether [start, end) is executable guest code that karn may rewrite in place:
-        mapped, executable, not karn's own, not backed by a shared file mapping."""
+        mapped, executable, not karn's own, not shared memory nor a shared file mapping."""
         pos = start
         for vma in self._overlapping(start, end):
             if vma.start > pos or not vma.prot & PROT_EXEC or vma.name == KARN_VMA:
                 return False
             pos = vma.end
-        if pos < end:
+        if pos < end or self.memory.is_shared(start, end):  # other processes' code too
             return False
         return not any(s < end and start < s + length
                        for s, (_f, _o, length) in self.shared_files.items())
@@ -259,13 +280,13 @@ class AddressSpace:
         del self._vmas[i]
 
     def map(self, start: int, length: int, prot: int, name: str = "", offset: int = 0,
-            charged: bool = True) -> int:
+            charged: bool = True, shared: bool = False) -> int:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
         replaced = self._overlapping(start, end)
         released = self._remove(start, end, discard=bool(replaced)) if replaced else 0
-        vma = Vma(start, end, prot, offset, name, charged)
+        vma = Vma(start, end, prot, offset, name, charged, shared)
         try:
             self._charge(vma.cost(start, end) - released)
         except SyscallError:
@@ -305,7 +326,7 @@ class AddressSpace:
             a, b = self._vmas[i], self._vmas[i + 1]
             contiguous_file = not a.name.startswith("/") or a.offset + (a.end - a.start) == b.offset
             if a.end == b.start and a.prot == b.prot and a.name == b.name and contiguous_file \
-                    and a.charged == b.charged:
+                    and a.charged == b.charged and a.shared == b.shared:
                 a.end = b.end
                 del self._vmas[i + 1]
                 del self._starts[i + 1]

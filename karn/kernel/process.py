@@ -218,7 +218,7 @@ class Process:
         self.signal_lock = threading.RLock()
         self.actions = [SigAction() for _ in range(NSIG + 1)]
         self.pending = PendingSignals()
-        self.futex = FutexTable()
+        self.futex = FutexTable(mm.memory)
         self.timer_service = TimerService()
         self.itimer_real: Timer | None = None  # created on first use (sys_timer.py)
         self.cpu_itimers: dict[int, CpuTimer] = {}  # ITIMER_VIRTUAL/PROF, on first use

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64
+from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.fdtable import FdTable
+from karn.kernel.fs.sharedtmp import SharedTmpFile, SharedTmpFs
+from karn.kernel.fs.tmpfs import TmpFile, TmpFs
 from karn.kernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, page_up
 from karn.kernel.process import Task
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
+    from karn.kernel.fs.filesystem import Filesystem
     from karn.kernel.guestmem import GuestMemory
     from karn.kernel.mm import AddressSpace
 
@@ -73,14 +78,39 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     charged = not flags & (MAP_NORESERVE | MAP_STACK)
     if mm.shared_files:
         write_back(task.mem, mm, start, start + length, forget=True)  # MAP_FIXED over one
-    mm.map(start, length, prot, name, off, charged)
-    if file is not None:
-        _fill_from_file(task, file, start, length, off)
-        if kind != MAP_PRIVATE and prot & PROT_WRITE:
-            # No page sharing with the host file: the guest writes into its copy and we
-            # write the copy back on msync and munmap.
-            _share(mm, start, file, off, length)
+    mm.map(start, length, prot, name, off, charged, shared=kind != MAP_PRIVATE)
+    if kind == MAP_PRIVATE:
+        if file is not None:
+            _fill_from_file(task.mem, file, start, length, off)
+        return start
+    try:
+        _map_shared(task, start, length, prot, file, off)
+    except SyscallError:
+        mm.unmap(start, length)
+        raise
     return start
+
+
+def _map_shared(task: Task, start: int, length: int, prot: int, file: OpenFile | None,
+                off: int) -> None:
+    """MAP_SHARED memory stays one with the other processes' after a fork (host-shared
+    pages, platform/memory.py; docs/design/processes.md 6.2). A file of the shared tmpfs
+    is mapped itself: every process mapping it sees every write, read(2) included.
+    Another file's pages are a shared copy of its data, written back to it on msync,
+    munmap and exit."""
+    mm = task.process.mm
+    if isinstance(file, SharedTmpFile) and file.is_regular:
+        in_file = min(length, max(page_up(file.stat().size - off), 0))
+        if in_file:
+            mm.memory.share_file(start, in_file, file.fd, off, file.writable)
+        if in_file < length:  # past the end of the file: SIGBUS on Linux, zeros here
+            mm.memory.share_anonymous(start + in_file, length - in_file)
+        return
+    mm.memory.share_anonymous(start, length)
+    if file is not None:
+        _fill_from_file(task.mem, file, start, length, off)
+        if prot & PROT_WRITE:
+            _share(mm, start, file, off, length)
 
 
 def _share(mm: AddressSpace, start: int, file: OpenFile, off: int, length: int) -> None:
@@ -115,8 +145,73 @@ def write_back(mem: GuestMemory, mm: AddressSpace, start: int, end: int, forget:
             FdTable.unref(file)
 
 
-def _fill_from_file(task: Task, file: OpenFile, start: int, length: int, off: int) -> None:
-    view = task.mem.view(start, length)
+class TmpfsMapping(NamedTuple):
+    """A shared mapping of an in-memory tmpfs file, found before the tmpfs moves to the
+    shared host directory (kernel/fs/sharedtmp.py)."""
+
+    start: int
+    length: int
+    offset: int
+    mount: str  # where its tmpfs is mounted
+    rel: tuple[str, ...]  # the file's path inside it
+
+
+def tmpfs_mappings(mem: GuestMemory, mm: AddressSpace, mounts: dict[str, TmpFs]
+                   ) -> list[TmpfsMapping]:
+    """The shared mappings of files linked in the tmpfs mounts `mounts` (path -> TmpFs),
+    their data written back to the files: the first fork is about to copy them."""
+    if not any(isinstance(file, TmpFile) for file, _o, _l in mm.shared_files.values()):
+        return []  # no tree to walk
+    paths: dict[int, tuple[str, tuple[str, ...]]] = {}
+    for mount, fs in mounts.items():
+        for rel, node in fs.regular_files():
+            paths.setdefault(id(node), (mount, rel))
+    found = []
+    for start, (file, off, length) in list(mm.shared_files.items()):
+        where = paths.get(id(file.node)) if isinstance(file, TmpFile) else None
+        if where is not None:
+            write_back(mem, mm, start, start + length, forget=False)
+            found.append(TmpfsMapping(start, length, off, *where))
+    return found
+
+
+def map_moved_files(mem: GuestMemory, mm: AddressSpace, moved: list[TmpfsMapping],
+                    mounts: dict[str, Filesystem]) -> None:
+    """After the tmpfs moved to the host: its files' shared mappings become mappings of
+    the host files themselves, so a process that opens and maps the file later, by name,
+    shares the pages with this one and its children."""
+    for piece in moved:
+        fs = mounts.get(piece.mount)
+        if not isinstance(fs, SharedTmpFs):
+            continue
+        try:
+            host = fs.open(piece.rel, OFlag.RDWR, 0, "/".join((piece.mount, *piece.rel)))
+        except SyscallError:
+            continue  # the copy cannot be opened: the mapping stays a shared copy
+        try:
+            if not isinstance(host, SharedTmpFile):
+                continue
+            in_file = min(piece.length, max(page_up(host.stat().size - piece.offset), 0))
+            if in_file:
+                try:
+                    mm.memory.share_file(piece.start, in_file, host.fd, piece.offset, True)
+                except SyscallError as err:  # the host's map count: it stays a shared copy
+                    log.warning("fork: %s stays a copy in its shared mapping: %s", host.path,
+                                err)
+                    mm.memory.share_anonymous(piece.start, in_file)
+                    _fill_from_file(mem, host, piece.start, in_file, piece.offset)
+                    continue
+        finally:
+            host.close()
+        entry = mm.shared_files.get(piece.start)
+        if in_file == piece.length and entry is not None:
+            del mm.shared_files[piece.start]  # the pages are the file's: nothing to write
+            FdTable.unref(entry[0])
+
+
+def _fill_from_file(mem: GuestMemory, file: OpenFile, start: int, length: int,
+                    off: int) -> None:
+    view = mem.view(start, length)
     done = 0
     while done < length:
         n = file.pread_into(view[done:], off + done)
@@ -154,7 +249,7 @@ def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new
     old_len, new_len = page_up(old_len), page_up(new_len)
     if shared is not None and new_len > old_len:
         file, off = shared
-        _fill_from_file(task, file, result + old_len, new_len - old_len, off + old_len)
+        _fill_from_file(task.mem, file, result + old_len, new_len - old_len, off + old_len)
         _share(mm, result + old_len, file, off + old_len, new_len - old_len)
     return result
 
@@ -182,7 +277,7 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     vma = mm.find_vma(old)
     if vma is None or not mm.is_mapped(old, old + old_len):
         raise SyscallError(errno.EFAULT)
-    prot, name, charged = vma.prot, vma.name, vma.charged
+    prot, name, charged, shared_vma = vma.prot, vma.name, vma.charged, vma.shared
     offset = vma.offset + (old - vma.start)
     if new_len <= old_len and not flags & MREMAP_FIXED:
         if new_len < old_len:
@@ -190,9 +285,15 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
                 write_back(task.mem, mm, old + new_len, old + old_len, forget=True)
             mm.unmap(old + new_len, old_len - new_len)
         return old
+    # Grown or moved host-shared memory is shared again at its new pages, but only this
+    # process's: the other processes keep the old pages (Linux moves them for all).
+    shared = mm.memory.is_shared(old, old + old_len)
     if not flags & MREMAP_FIXED and not mm.overlaps(old + old_len, old + new_len):
         if old + new_len <= mm.region.mmap_top:
-            mm.map(old + old_len, new_len - old_len, prot, name, offset + old_len, charged)
+            mm.map(old + old_len, new_len - old_len, prot, name, offset + old_len, charged,
+                   shared_vma)
+            if shared:
+                mm.memory.share_anonymous(old + old_len, new_len - old_len)
             return old
     if not flags & MREMAP_MAYMOVE:
         raise SyscallError(errno.ENOMEM)
@@ -213,7 +314,9 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     if mm.shared_files:
         write_back(task.mem, mm, old, old + old_len, forget=True)
         write_back(task.mem, mm, target, target + new_len, forget=True)
-    mm.map(target, new_len, prot, name, offset, charged)
+    mm.map(target, new_len, prot, name, offset, charged, shared_vma)
+    if shared:
+        mm.memory.share_anonymous(target, new_len)
     task.mem.write(target, data)
     mm.unmap(old, old_len)
     for rel, (file, off, length) in moved:
@@ -232,8 +335,9 @@ def sys_madvise(task: Task, addr: int, length: int, advice: int) -> int:
     if not mm.is_mapped(addr, addr + length):
         raise SyscallError(errno.ENOMEM)
     if s32(advice) in (MADV_DONTNEED, MADV_FREE, MADV_REMOVE):
-        # Anonymous private memory reads back as zeros after this, as on Linux.
-        mm.memory.discard(addr, length)
+        # Anonymous private memory reads back as zeros after this, shared memory keeps
+        # its data, as on Linux (MADV_REMOVE's hole punch aside).
+        mm.memory.drop_pages(addr, length)
     return 0
 
 
@@ -267,16 +371,19 @@ HANDLERS = {
 }
 
 NOTES = {
-    "mmap": "File mappings are copies: MAP_SHARED writable ones are written back to the file "
-    "on msync and munmap, not coherent with read/write meanwhile. Shared anonymous memory "
-    "behaves as private (one process).",
+    "mmap": "MAP_SHARED memory stays shared with forked processes. A file of /tmp or "
+    "/dev/shm after the first fork is mapped itself (coherent with read/write, across "
+    "processes); other files' MAP_SHARED mappings are copies written back to the file on "
+    "msync, munmap and exit. Pages past the end of a file read zeros (no SIGBUS).",
     "mprotect": "Bookkeeping only: page tables are fixed at start (PVM), so protections are "
     "not enforced by the MMU.",
-    "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (they read back as zeros); other "
-    "advice is accepted and ignored.",
+    "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (private ones read back as zeros, "
+    "shared ones keep their data; MADV_REMOVE punches no hole); other advice is accepted "
+    "and ignored.",
     "msync": "Writes shared file mappings back to their files.",
     "mremap": "MREMAP_DONTUNMAP gives EINVAL. A grown MAP_PRIVATE file mapping reads "
-    "zeros past its old end, not the file's data.",
+    "zeros past its old end, not the file's data. Grown or moved MAP_SHARED memory is "
+    "shared at its new pages within this process only (other processes keep the old).",
     "mlock": "Accepted without effect: nothing is pinned (the host may swap guest memory) "
     "and an unmapped range is not reported (ENOMEM on Linux).",
     "munlock": "Accepted without effect (see mlock).",

@@ -1,4 +1,12 @@
-"""Guest memory: one anonymous host mapping, bounds-checked access at guest addresses."""
+"""Guest memory: one anonymous host mapping, bounds-checked access at guest addresses.
+
+Ranges the guest maps MAP_SHARED are host MAP_SHARED mappings placed over the guest RAM
+mapping at their guest address (anonymous shared memory, or the host file itself): KVM's
+memory slot follows host virtual addresses, so the guest sees the new pages at once, and a
+host fork of the monitor keeps them shared with the child's VM (docs/design/processes.md,
+6.2). Futexes on such words are host futexes on the host address, which the host kernel
+keys by the shared page: a wait in one monitor is woken by a wake in another.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,25 @@ from karn.abi.errno import SyscallError
 PAGE = mmap.PAGESIZE
 _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
+_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
+_MAP_FIXED = 0x10
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_SYS_FUTEX = 202
+_FUTEX_WAKE_OP = 5
+_FUTEX_REQUEUE = 3
+_FUTEX_CMP_REQUEUE = 4
+_FUTEX_WAIT_BITSET = 9
+_FUTEX_WAKE_BITSET = 10
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_long]
+_libc.syscall.restype = ctypes.c_long
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
 
 
 class HostGuestMemory:
@@ -23,13 +50,18 @@ class HostGuestMemory:
     """
 
     def __init__(self, size: int, user_start: int, user_end: int) -> None:
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0x4000)
+        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE
         self._map = mmap.mmap(-1, size, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
         self.raw = memoryview(self._map)
         self.size = size
         self.host_address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
         self.user_start = user_start
         self.user_end = user_end
+        # Host-shared ranges (start, end, words_shared), disjoint; words_shared is False for
+        # a read-only file mapping (host MAP_PRIVATE: it sees the file's changes, but its
+        # futex words are this process's own). Replaced whole on a change, so a futex call
+        # on another thread reads a consistent set without a lock.
+        self._shared: tuple[tuple[int, int, bool], ...] = ()
 
     def _check(self, addr: int, size: int) -> None:
         if size < 0 or addr < self.user_start or addr + size > self.user_end:
@@ -79,10 +111,111 @@ class HostGuestMemory:
         self.raw[addr : addr + size] = bytes(size)
 
     def discard(self, addr: int, size: int) -> None:
-        """Give the host pages of a page-aligned range back; the guest then reads zeros."""
+        """The page-aligned range leaves the address space: its host pages go back and it
+        reads zeros; a host-shared piece becomes private anonymous memory again."""
+        self._check(addr, size)
+        if not size:
+            return
+        if self._cut_shared(addr, addr + size):
+            self._host_map(addr, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE, -1, 0)
+        else:
+            self._map.madvise(mmap.MADV_DONTNEED, addr, size)
+
+    def drop_pages(self, addr: int, size: int) -> None:
+        """madvise(MADV_DONTNEED): private pages read zeros afterwards, shared ones show
+        the shared memory's data again, as on Linux."""
         self._check(addr, size)
         if size:
             self._map.madvise(mmap.MADV_DONTNEED, addr, size)
+
+    # -- host-shared ranges ------------------------------------------------------------
+
+    def share_anonymous(self, addr: int, size: int) -> None:
+        """Make [addr, addr+size) zeroed memory that stays shared with forked monitors."""
+        self._share(addr, size, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | _NORESERVE, -1, 0, True)
+
+    def share_file(self, addr: int, size: int, fd: int, offset: int, writable: bool) -> None:
+        """Map the host file `fd` at `offset` over [addr, addr+size): writable, its pages
+        are the file's (every process mapping it sees every write); read-only, a private
+        mapping that reads the file's current data."""
+        kind = mmap.MAP_SHARED if writable else mmap.MAP_PRIVATE
+        self._share(addr, size, kind, fd, offset, writable)
+
+    def _share(self, addr: int, size: int, flags: int, fd: int, offset: int,
+               words_shared: bool) -> None:
+        self._check(addr, size)
+        if addr % PAGE or size % PAGE or not size:
+            raise SyscallError(errno.EINVAL)
+        self._cut_shared(addr, addr + size)
+        try:
+            self._host_map(addr, size, flags, fd, offset)
+        except SyscallError:  # the range must stay guest RAM whatever happened
+            self._host_map(addr, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE, -1, 0)
+            raise
+        self._shared = (*self._shared, (addr, addr + size, words_shared))
+
+    def _cut_shared(self, start: int, end: int) -> bool:
+        """Forget the host-shared ranges' parts inside [start, end); whether there were any."""
+        kept: list[tuple[int, int, bool]] = []
+        cut = False
+        for lo, hi, words in self._shared:
+            if hi <= start or end <= lo:
+                kept.append((lo, hi, words))
+                continue
+            cut = True
+            kept.extend((a, b, words) for a, b in ((lo, start), (end, hi)) if a < b)
+        if cut:
+            self._shared = tuple(kept)
+        return cut
+
+    def _host_map(self, addr: int, size: int, flags: int, fd: int, offset: int) -> None:
+        host = _libc.mmap(ctypes.c_void_p(self.host_address + addr), size,
+                          mmap.PROT_READ | mmap.PROT_WRITE, flags | _MAP_FIXED, fd, offset)
+        if host in (None, _MAP_FAILED):
+            raise SyscallError(ctypes.get_errno() or errno.ENOMEM)
+
+    def shared_word(self, addr: int) -> bool:
+        """Whether the futex word at addr lives in memory other processes share."""
+        return any(lo <= addr and addr + 4 <= hi and words for lo, hi, words in self._shared)
+
+    def is_shared(self, start: int, end: int) -> bool:
+        """Whether any of [start, end) is host-shared memory."""
+        return any(lo < end and start < hi for lo, hi, _ in self._shared)
+
+    # -- host futexes on shared words (errors come back as SyscallError) ---------------
+
+    def _futex(self, addr: int, op: int, val: int, timeout: object, addr2: int,
+               val3: int) -> int:
+        self._check(addr, 4)
+        uaddr2 = 0
+        if addr2:
+            self._check(addr2, 4)
+            uaddr2 = self.host_address + addr2
+        result = _libc.syscall(ctypes.c_long(_SYS_FUTEX), ctypes.c_void_p(self.host_address + addr),
+                               ctypes.c_int(op), ctypes.c_uint32(val & 0xFFFFFFFF), timeout,
+                               ctypes.c_void_p(uaddr2), ctypes.c_uint32(val3 & 0xFFFFFFFF))
+        if result < 0:
+            raise SyscallError(ctypes.get_errno())
+        return int(result)
+
+    def futex_wait(self, addr: int, expected: int, until: float, bitset: int) -> None:
+        """Sleep while the word holds `expected`, at most until the monotonic time `until`:
+        EAGAIN if it did not hold it, ETIMEDOUT at `until`, EINTR on a host signal (a
+        vCPU kick); returns on a wake (or spuriously: callers re-check)."""
+        ts = _Timespec(int(until), int((until % 1) * 1e9))
+        self._futex(addr, _FUTEX_WAIT_BITSET, expected, ctypes.byref(ts), 0, bitset)
+
+    def futex_wake(self, addr: int, count: int, bitset: int) -> int:
+        return self._futex(addr, _FUTEX_WAKE_BITSET, count, None, 0, bitset)
+
+    def futex_requeue(self, addr: int, count: int, addr2: int, requeue: int,
+                      expected: int | None) -> int:
+        """FUTEX_CMP_REQUEUE, or FUTEX_REQUEUE when expected is None."""
+        op = _FUTEX_REQUEUE if expected is None else _FUTEX_CMP_REQUEUE
+        return self._futex(addr, op, count, ctypes.c_void_p(requeue), addr2, expected or 0)
+
+    def futex_wake_op(self, addr: int, count: int, addr2: int, count2: int, op: int) -> int:
+        return self._futex(addr, _FUTEX_WAKE_OP, count, ctypes.c_void_p(count2), addr2, op)
 
     def resident_bytes(self) -> int:
         """Host pages of guest memory in RAM now (mincore over the whole mapping)."""

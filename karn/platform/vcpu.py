@@ -9,6 +9,7 @@ a GuestFault; it knows nothing about Linux.
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import mmap
 import os
@@ -18,7 +19,7 @@ import threading
 from typing import TYPE_CHECKING, Protocol
 
 from karn.abi.fastcall import WORK_PORT
-from karn.abi.faults import GuestFault
+from karn.abi.faults import HOST_MEMORY_FAULT, GuestFault
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
 from karn.platform.kvm import (
@@ -343,6 +344,16 @@ class Vcpu:
                         continue
                 client.interrupted()
                 continue
+            except OSError as err:
+                if err.errno != errno.EFAULT:
+                    raise
+                self.in_guest = False
+                self.exits += 1
+                if leave is not None:
+                    leave(self)
+                self._stop = STOP_FAULT
+                client.fault(self._host_memory_fault())
+                continue
             self.in_guest = False
             self.exits += 1
             if leave is not None:
@@ -408,6 +419,16 @@ class Vcpu:
             regs=regs,
             fs_base=self.sregs.fs.base,
         )
+
+    def _host_memory_fault(self) -> GuestFault:
+        """KVM_RUN failed with EFAULT: the host pages behind a guest address are gone (a
+        shared file truncated below a mapping of it, platform/memory.py). Linux sends
+        SIGBUS; the vCPU is still at the faulting instruction."""
+        regs = self.snapshot_regs()
+        self._fault_frame = (regs["rip"], regs["rsp"], regs["rflags"])
+        return GuestFault(vector=HOST_MEMORY_FAULT, error_code=None, rip=regs["rip"],
+                          rsp=regs["rsp"], rflags=regs["rflags"], cr2=0, regs=regs,
+                          fs_base=self.sregs.fs.base)
 
     def _unexpected_exit(self, reason: int) -> None:
         name = K.EXIT_REASON_NAMES.get(reason, str(reason))

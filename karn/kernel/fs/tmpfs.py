@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
@@ -258,6 +259,18 @@ class TmpFs(Filesystem):
         self._charge(-size if node.nlink == 0 else 0, entries=-1)
 
     # -- Filesystem interface ---------------------------------------------------------
+    def regular_files(self) -> Iterator[tuple[Rel, Node]]:
+        """Every regular file linked in the tree, with its path (for the shared mappings
+        of its files, kernel/sys_mm.py); a loop, not recursion: a guest may nest deeply."""
+        stack: list[tuple[Rel, Node]] = [((), self.root)]
+        while stack:
+            rel, node = stack.pop()
+            for name, child in (node.children or {}).items():
+                if child.children is not None:
+                    stack.append(((*rel, name), child))
+                elif child.data is not None:
+                    yield (*rel, name), child
+
     def lstat(self, rel: Rel) -> Stat:
         return self._lookup(rel).stat(self.dev)
 

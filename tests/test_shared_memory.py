@@ -1,0 +1,84 @@
+"""Memory shared between processes (issue 15): MAP_SHARED memory stays shared after fork
+(platform/memory.py), futexes on it work across processes (kernel/futex.py), and
+Python's multiprocessing runs as natively. Each process is its own monitor and VM, so
+all of this crosses host processes. Compared with native runs."""
+
+from __future__ import annotations
+
+import pytest
+
+PARTS = ["atomics", "mutex", "semaphores", "shm", "interrupted", "truncated"]
+
+# Pool, Value with a Lock (sem_open semaphores in /dev/shm, a multiprocessing heap arena
+# in /dev/shm), ProcessPoolExecutor and a Queue: pipes, shared memory, futexes.
+MULTIPROCESSING = """\
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
+
+
+def square(n):
+    return n * n
+
+
+def add_many(counter, lock, times):
+    for _ in range(times):
+        with lock:
+            counter.value += 1
+
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    with mp.Pool(2) as pool:
+        print("pool map:", sum(pool.map(square, range(1000))))
+        print("pool imap:", list(pool.imap(square, range(5))))
+    counter = mp.Value("i", 0, lock=False)
+    lock = mp.Lock()
+    workers = [mp.Process(target=add_many, args=(counter, lock, 500)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print("value:", counter.value, "exit codes:", [w.exitcode for w in workers])
+    shared = mp.Array("d", 4)
+    child = mp.Process(target=shared.__setitem__, args=(slice(0, 4), [1.5, 2.5, 3.5, 4.5]))
+    child.start()
+    child.join()
+    print("array:", list(shared))
+    with ProcessPoolExecutor(2) as executor:
+        print("executor:", sum(executor.map(square, range(200))))
+    queue = mp.Queue()
+    p = mp.Process(target=queue.put, args=("through a queue",))
+    p.start()
+    print("queue:", queue.get())
+    p.join()
+"""
+
+
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+@pytest.mark.parametrize("part", PARTS)
+def test_shared_memory_as_native(build, karn, native, same, part, variant):
+    """Each part makes its shared memory before the run's first fork (when /dev/shm is
+    still in the monitor's memory) and uses it across several processes: atomics on
+    MAP_SHARED|MAP_ANONYMOUS pages, a process-shared mutex and condition variable,
+    named semaphores inherited and opened again by name in a child, a shm_open file
+    mapped before the fork and again by a child; waits on shared words interrupted by a
+    handled signal, timed out, and ended by SIGKILL; a shared file truncated below its
+    mapping (SIGBUS past the end, EFAULT from write(2))."""
+    probe = build("shared_memory", variant)
+    same(native(probe, part), karn(probe, part), f"shared_memory {part}")
+
+
+def test_shared_memory_with_the_fast_transport(build, karn, native, same):
+    """mmap served by the fast transport's server thread shares the same way."""
+    probe = build("shared_memory")
+    same(native(probe, "mutex"), karn("--syscall-transport", "fast", probe, "mutex"),
+         "shared_memory mutex, fast")
+
+
+def test_python_multiprocessing(karn, native, same):
+    """Debian's python3: multiprocessing.Pool, Value and Lock, Array, a Queue, and
+    concurrent.futures.ProcessPoolExecutor print what they print natively."""
+    expected = native("/usr/bin/python3", "-c", MULTIPROCESSING)
+    assert expected.returncode == 0 and b"queue:" in expected.stdout, expected.stderr
+    got = karn("--root", "/", "/usr/bin/python3", "-c", MULTIPROCESSING, timeout=180)
+    same(expected, got, "python3 multiprocessing")
