@@ -45,7 +45,10 @@ from karn.abi.fastcall import (
     SLOT_RET,
     SLOT_SIZE,
     SLOT_STATE,
+    SLOT_USER_HI,
+    SLOT_USER_LO,
     TAKEN,
+    WAITS,
     WITHDRAWN,
 )
 from karn.platform.fastcall import stubs
@@ -98,7 +101,8 @@ class Counts(NamedTuple):
 
 class _Slot:
     __slots__ = ("addr", "lock", "client", "cpu", "fast", "redone", "withdrawn", "skipped",
-                 "exit", "skip", "skip_left", "fast_at_back_off", "fast_seen", "quiet_since")
+                 "exit", "skip", "skip_left", "fast_at_back_off", "fast_seen", "quiet_since",
+                 "quiet_back_off")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
@@ -112,6 +116,7 @@ class _Slot:
         self.skip = 0  # calls to send straight to the exit path after a back-off
         self.skip_left = 0  # of those, still to come (0: not backed off)
         self.fast_at_back_off = 0
+        self.quiet_back_off = False  # backed off for a sleeping server, not a withdrawal
         self.fast_seen = 0  # self.fast when the current quiet spell began
         self.quiet_since = 0.0  # monotonic seconds; 0: no quiet spell
 
@@ -132,6 +137,7 @@ class FastTransport:
             if 0 <= nr < FASTMAP_BITS:
                 self._fastmap[nr // 8] |= 1 << (nr % 8)
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
+        self._user = (user_start, user_end)
         self._lock = threading.Lock()
         self.patcher = Patcher(raw, host_base, code, user_start, user_end, self._running)
         self.server = Server(helper, raw, slots_addr, host_base, self._serve, tsc_khz,
@@ -153,6 +159,8 @@ class FastTransport:
                 addr = self._slots_addr + len(self._slots) * SLOT_SIZE
                 self._raw[addr : addr + SLOT_SIZE] = bytes(SLOT_SIZE)
                 _U64.pack_into(self._raw, addr + SLOT_BUDGET, self._budget)
+                _U64.pack_into(self._raw, addr + SLOT_USER_LO, self._user[0])
+                _U64.pack_into(self._raw, addr + SLOT_USER_HI, self._user[1])
                 self._raw[addr + SLOT_FASTMAP : addr + SLOT_FASTMAP + len(self._fastmap)] = \
                     self._fastmap
                 self._slots.append(_Slot(addr))
@@ -192,7 +200,7 @@ class FastTransport:
         from a stub: count it, and back its slot off when the server did not serve it
         (the stub withdrew it, or QUIET_US passed since the slot's last served call
         while its calls were sent past an absent server); else wake the server if it
-        sleeps."""
+        sleeps. A futex wait the stub saw would block (WAITS) is an ordinary exit."""
         slot = self._slots[index]
         if not self.fast_call(nr):
             slot.exit += 1
@@ -209,7 +217,11 @@ class FastTransport:
                 return  # real syscall (settle), counted as such
             if state == WITHDRAWN:
                 slot.withdrawn += 1
-                self._back_off(slot)
+                self._back_off(slot, quiet=False)
+                return
+            if state == WAITS:  # a futex wait that blocks: the server was not asked
+                slot.exit += 1
+                self._expect_wake(slot)
                 return
             slot.skipped += 1
             if slot.skip_left:
@@ -219,7 +231,7 @@ class FastTransport:
                 self._set_budget(slot, self._budget)  # the next calls probe
                 slot.quiet_since = 0.0
             elif self._quiet_too_long(slot):
-                self._back_off(slot)
+                self._back_off(slot, quiet=True)
                 return
         if self.server.asleep and not slot.skip_left:
             self._probe(slot)
@@ -241,7 +253,7 @@ class FastTransport:
             return False
         return now - slot.quiet_since > QUIET_US / 1e6
 
-    def _back_off(self, slot: _Slot) -> None:
+    def _back_off(self, slot: _Slot, quiet: bool) -> None:
         """Send the slot's next `skip` calls straight to the exit path: 1, doubling with
         every failed probe to MAX_SKIP, back to 1 after RESET_AFTER served calls."""
         if slot.fast - slot.fast_at_back_off >= RESET_AFTER:
@@ -249,7 +261,28 @@ class FastTransport:
         slot.skip = min(MAX_SKIP, max(1, slot.skip * 2))
         slot.skip_left = slot.skip
         slot.fast_at_back_off = slot.fast
+        slot.quiet_back_off = quiet
         self._set_budget(slot, 0)
+
+    def _expect_wake(self, waiter: _Slot) -> None:
+        """waiter's thread blocks in a futex wait: another thread's call will end it,
+        often soon (a hand-over). Wake the server, and let the other slots ask it for
+        the budget's time: a slot backed off only because its calls found the server
+        asleep (sparse calls) is probed again; one that withdrew a call (the server was
+        short of a host core) stays backed off. Other slots' fields are written from
+        this thread: a lost update only shifts when a back-off ends."""
+        lease = ((self._host_tsc() + self._guest_tsc_offset) & MASK64) + self._budget
+        for slot in self._slots:
+            if slot is waiter or slot.client is None:
+                continue
+            if slot.skip_left and slot.quiet_back_off:
+                slot.skip_left = 0
+                slot.quiet_since = 0.0
+                self._set_budget(slot, self._budget)
+            if not slot.skip_left:
+                _U64.pack_into(self._raw, slot.addr + SLOT_ALIVE, lease)
+        if self.server.asleep:
+            self.server.wake()
 
     def _set_budget(self, slot: _Slot, ticks: int) -> None:
         _U64.pack_into(self._raw, slot.addr + SLOT_BUDGET, ticks)
