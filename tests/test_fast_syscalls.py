@@ -78,6 +78,37 @@ def test_futex_wakes_are_served_in_shared_memory(build, native):
     assert calls >= 1, got.stderr
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of process pid so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_idle_guest_costs_no_host_core(transport, build):
+    """A guest whose threads all sleep or block (after a burst of fast calls that wakes
+    the server) costs its monitor almost no CPU time: nothing spins for it. Measured from
+    /proc of the monitor between the guest's "sleeping" and "awake" lines (3 s of guest
+    sleep); a spinning server would take all of it."""
+    exe = build("fastcall", "static", ("-pthread",))
+    proc = subprocess.Popen([sys.executable, "-m", "karn", "run", "--syscall-transport",
+                             transport, "--cpus", "2", str(exe), "idle", "3"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"getpid: wrong results 0\n"
+        assert proc.stdout.readline() == b"sleeping\n"
+        before = cpu_seconds(proc.pid)
+        assert proc.stdout.readline() == b"awake\n"
+        used = cpu_seconds(proc.pid) - before
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert used < 0.3, f"{used:.2f} s of monitor CPU time while the guest slept 3 s"
+
+
 def test_exit_transport_patches_nothing(build):
     exe = build("fastcall", "static", ("-pthread",))
     got = karn_info("--syscall-transport", "exit", exe, "getpid", "100")

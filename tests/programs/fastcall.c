@@ -281,6 +281,32 @@ static int futex_ops(void)
     return 0;
 }
 
+/* Fast calls, then every thread blocked: one in a read of an empty pipe, main in a sleep
+ * of `seconds`, then in a read of stdin until it closes (the test reads the monitor's CPU
+ * time at "sleeping" and "awake"). */
+static void *read_pipe(void *arg)
+{
+    char c;
+    return (void *)read(*(int *)arg, &c, 1);
+}
+
+static int idle(long seconds)
+{
+    int fds[2];
+    pthread_t t;
+    if (pipe(fds) || pthread_create(&t, NULL, read_pipe, &fds[0]))
+        return 1;
+    printf("getpid: wrong results %ld\n", loop_getpid(20000));
+    printf("sleeping\n");
+    struct timespec ts = {seconds, 0};
+    nanosleep(&ts, NULL);
+    printf("awake\n");
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0)
+        ;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "getpid";
@@ -308,6 +334,8 @@ int main(int argc, char **argv)
         return remap();
     if (!strcmp(mode, "futex"))
         return futex_ops();
+    if (!strcmp(mode, "idle"))
+        return idle(argc > 2 ? atol(argv[2]) : 3);
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
 }
