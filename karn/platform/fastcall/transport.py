@@ -61,6 +61,10 @@ RESET_AFTER = 64  # served calls since the last back-off that end a back-off str
 # A slot whose fast calls all went past the server this long (a few exits' time: a woken
 # server gets a core within it unless the host is short of cores) is backed off.
 QUIET_US = 300
+# A sleeping server is woken for a slot whose fast calls come this close together (a
+# loop of calls); sparser ones (a thread's start and exit) would only take a core from
+# the guest for the server's wake-up spin.
+DENSE_US = 100
 MASK64 = (1 << 64) - 1
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -102,7 +106,7 @@ class Counts(NamedTuple):
 class _Slot:
     __slots__ = ("addr", "lock", "client", "cpu", "fast", "redone", "withdrawn", "skipped",
                  "exit", "skip", "skip_left", "fast_at_back_off", "fast_seen", "quiet_since",
-                 "quiet_back_off")
+                 "passed_at")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
@@ -116,9 +120,9 @@ class _Slot:
         self.skip = 0  # calls to send straight to the exit path after a back-off
         self.skip_left = 0  # of those, still to come (0: not backed off)
         self.fast_at_back_off = 0
-        self.quiet_back_off = False  # backed off for a sleeping server, not a withdrawal
         self.fast_seen = 0  # self.fast when the current quiet spell began
         self.quiet_since = 0.0  # monotonic seconds; 0: no quiet spell
+        self.passed_at = 0.0  # when a call the server could take last went past it
 
 
 class FastTransport:
@@ -200,7 +204,8 @@ class FastTransport:
         from a stub: count it, and back its slot off when the server did not serve it
         (the stub withdrew it, or QUIET_US passed since the slot's last served call
         while its calls were sent past an absent server); else wake the server if it
-        sleeps. A futex wait the stub saw would block (WAITS) is an ordinary exit."""
+        sleeps and the slot's calls come DENSE_US apart or closer. A futex wait the stub
+        saw would block (WAITS) is an ordinary exit."""
         slot = self._slots[index]
         if not self.fast_call(nr):
             slot.exit += 1
@@ -217,12 +222,11 @@ class FastTransport:
                 return  # real syscall (settle), counted as such
             if state == WITHDRAWN:
                 slot.withdrawn += 1
-                self._back_off(slot, quiet=False)
+                self._back_off(slot)
                 return
-            if state == WAITS:  # a futex wait that blocks: the server was not asked
-                slot.exit += 1
-                self._expect_wake(slot)
-                return
+            if state == WAITS:  # a futex wait that blocks: the server was not asked (and
+                slot.exit += 1  # is not woken: measured, waking it for the wake to come
+                return  # slowed a hand-over on a host short of cores)
             slot.skipped += 1
             if slot.skip_left:
                 slot.skip_left -= 1
@@ -231,9 +235,12 @@ class FastTransport:
                 self._set_budget(slot, self._budget)  # the next calls probe
                 slot.quiet_since = 0.0
             elif self._quiet_too_long(slot):
-                self._back_off(slot, quiet=True)
+                self._back_off(slot)
                 return
-        if self.server.asleep and not slot.skip_left:
+        now = time.monotonic()
+        dense = now - slot.passed_at < DENSE_US / 1e6
+        slot.passed_at = now
+        if dense and self.server.asleep and not slot.skip_left:
             self._probe(slot)
 
     def _probe(self, slot: _Slot) -> None:
@@ -253,7 +260,7 @@ class FastTransport:
             return False
         return now - slot.quiet_since > QUIET_US / 1e6
 
-    def _back_off(self, slot: _Slot, quiet: bool) -> None:
+    def _back_off(self, slot: _Slot) -> None:
         """Send the slot's next `skip` calls straight to the exit path: 1, doubling with
         every failed probe to MAX_SKIP, back to 1 after RESET_AFTER served calls."""
         if slot.fast - slot.fast_at_back_off >= RESET_AFTER:
@@ -261,28 +268,7 @@ class FastTransport:
         slot.skip = min(MAX_SKIP, max(1, slot.skip * 2))
         slot.skip_left = slot.skip
         slot.fast_at_back_off = slot.fast
-        slot.quiet_back_off = quiet
         self._set_budget(slot, 0)
-
-    def _expect_wake(self, waiter: _Slot) -> None:
-        """waiter's thread blocks in a futex wait: another thread's call will end it,
-        often soon (a hand-over). Wake the server, and let the other slots ask it for
-        the budget's time: a slot backed off only because its calls found the server
-        asleep (sparse calls) is probed again; one that withdrew a call (the server was
-        short of a host core) stays backed off. Other slots' fields are written from
-        this thread: a lost update only shifts when a back-off ends."""
-        lease = ((self._host_tsc() + self._guest_tsc_offset) & MASK64) + self._budget
-        for slot in self._slots:
-            if slot is waiter or slot.client is None:
-                continue
-            if slot.skip_left and slot.quiet_back_off:
-                slot.skip_left = 0
-                slot.quiet_since = 0.0
-                self._set_budget(slot, self._budget)
-            if not slot.skip_left:
-                _U64.pack_into(self._raw, slot.addr + SLOT_ALIVE, lease)
-        if self.server.asleep:
-            self.server.wake()
 
     def _set_budget(self, slot: _Slot, ticks: int) -> None:
         _U64.pack_into(self._raw, slot.addr + SLOT_BUDGET, ticks)
