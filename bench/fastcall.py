@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The fast syscall transport beside the exit transport and native (issue 14):
 
-    python3 bench/fastcall.py [--runs N] [--calls N] [--rounds N] [--load N]
+    python3 bench/fastcall.py [--runs N] [--calls N] [--rounds N] [--threads N] [--load N]
 
 getpid: glibc's getpid() in a loop; pingpong: a futex hand-over between two threads (one
-round = two hand-overs), on --cpus 2. Each run measures inside the program (start-up
+round = two hand-overs); threads: pthread_create + pthread_join, one thread at a time; on
+--cpus 2. Each run measures inside the program (start-up
 excluded); the runners take turns run by run, so a change in the host's load falls on all
 of them alike. Prints medians of --runs runs in microseconds per operation, and the host
 CPU time (user+sys of the whole run, start-up included) per operation, with the load
@@ -46,6 +47,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=500)
     parser.add_argument("--load", type=int, default=0, help="busy-looping processes to add")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
@@ -57,7 +59,7 @@ def main() -> int:
             "karn exit": [*KARN, "--syscall-transport", "exit"],
             "karn fast": [*KARN, "--syscall-transport", "fast"],
         }
-        cases = {"getpid": args.calls, "pingpong": args.rounds}
+        cases = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads}
         load = busy_loops(args.load)
         try:
             before = os.getloadavg()[0]

@@ -1,7 +1,8 @@
 /* Per-operation cost measured inside the program (no start-up): `getpid N` (glibc's
- * getpid(), a `mov $39,%eax; syscall` site the fast transport patches) and `pingpong N`
- * (two threads handing a turn over through a mutex and a condition variable: futexes).
- * Prints microseconds per operation. */
+ * getpid(), a `mov $39,%eax; syscall` site the fast transport patches), `pingpong N`
+ * (two threads handing a turn over through a mutex and a condition variable: futexes)
+ * and `threads N` (create a thread and join it, one at a time). Prints microseconds per
+ * operation. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,11 @@ static void *pong(void *arg)
     return NULL;
 }
 
+static void *nothing(void *arg)
+{
+    return arg;
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3)
@@ -47,6 +53,12 @@ int main(int argc, char **argv)
             sum += getpid();
         if (sum == 0)
             return 1;
+    } else if (!strcmp(argv[1], "threads")) {
+        for (long i = 0; i < n; i++) {
+            pthread_t t;
+            if (pthread_create(&t, NULL, nothing, NULL) || pthread_join(t, NULL))
+                return 1;
+        }
     } else {
         pthread_t t;
         rounds = n;

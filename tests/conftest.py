@@ -80,6 +80,13 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["KARN_STATE_DIR"] = config.stash[_STATE_DIR]
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which syscall transport the karn runs use where a test names none: the default,
+    fast, unless KARN_SYSCALL_TRANSPORT=exit (how a file runs in exit mode)."""
+    chosen = os.environ.get("KARN_SYSCALL_TRANSPORT")
+    return f"karn syscall transport: {chosen or 'fast (the default)'}"
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(config.stash.get(_STATE_DIR, ""), ignore_errors=True)
 

@@ -63,6 +63,52 @@ def test_getpid_loop_is_served_in_shared_memory(variant, build, native, same):
     assert calls >= 1, got.stderr
 
 
+def test_futex_wakes_are_served_in_shared_memory(build, native):
+    """The futex calls that cannot wait reach the server (repeated as the getpid case: the
+    server needs a host core), and the output is native's."""
+    exe = build("fastcall", "static", ("-pthread",))
+    expected = native(exe, "futex")
+    deadline = time.monotonic() + SERVED_DEADLINE
+    while True:
+        got = karn_info("--syscall-transport", "fast", "--cpus", "2", exe, "futex")
+        assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+        sites, calls = served(got)
+        if calls >= 1 or time.monotonic() > deadline:
+            break
+    assert calls >= 1, got.stderr
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of every thread of process pid so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_idle_guest_costs_no_host_core(transport, build):
+    """A guest whose threads all sleep or block (after a burst of fast calls that wakes
+    the server) costs its monitor almost no CPU time: nothing spins for it. Measured from
+    /proc of the monitor between the guest's "sleeping" and "awake" lines (3 s of guest
+    sleep); a spinning server would take all of it."""
+    exe = build("fastcall", "static", ("-pthread",))
+    proc = subprocess.Popen([sys.executable, "-m", "karn", "run", "--syscall-transport",
+                             transport, "--cpus", "2", str(exe), "idle", "3"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"getpid: wrong results 0\n"
+        assert proc.stdout.readline() == b"sleeping\n"
+        before = cpu_seconds(proc.pid)
+        assert proc.stdout.readline() == b"awake\n"
+        used = cpu_seconds(proc.pid) - before
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert used < 0.3, f"{used:.2f} s of monitor CPU time while the guest slept 3 s"
+
+
 def test_exit_transport_patches_nothing(build):
     exe = build("fastcall", "static", ("-pthread",))
     got = karn_info("--syscall-transport", "exit", exe, "getpid", "100")
@@ -71,9 +117,12 @@ def test_exit_transport_patches_nothing(build):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("mode", ["pingpong", "timer", "restart", "eintr", "gs", "remap"])
+@pytest.mark.parametrize("mode", ["pingpong", "futex", "timer", "restart", "eintr", "gs",
+                                  "remap"])
 def test_cases_match_native(mode, transport, build, karn, native, same):
-    """futex hand-over between threads; signal handlers while calls go through the stubs;
+    """futex hand-over between threads; futex operations through one patched site (wakes,
+    waits on a changed word, bad addresses, a wait that times out, one that is woken: the
+    stub reads a wait's word itself); signal handlers while calls go through the stubs;
     a signal during a blocking read with and without SA_RESTART; a guest that sets its
     own GS base (the stubs use GS: sites are put back, its %gs: loads see its memory);
     code patched, unmapped and mapped again with another call at the same address."""

@@ -18,9 +18,11 @@ def test_concurrent_faults_see_their_own_frames(kind, build, karn, native, same)
     same(expected, karn("--cpus", "2", exe, kind, THREADS, FAULTS), f"fault storm {kind}")
 
 
-def test_concurrent_faults_with_the_fast_transport(build, karn, native, same):
-    """The same with the fast transport on (each vCPU's GS base is its slot)."""
+@pytest.mark.parametrize("transport", ["exit", "fast"])
+def test_concurrent_faults_with_either_transport(transport, build, karn, native, same):
+    """The same with each transport named (fast: each vCPU's GS base is its slot), whatever
+    the default is."""
     exe = build("fault_storm", "static", ("-pthread",))
     expected = native(exe, "segv", THREADS, FAULTS)
-    same(expected, karn("--syscall-transport", "fast", "--cpus", "2", exe, "segv", THREADS,
-                        FAULTS), "fault storm segv (fast)")
+    same(expected, karn("--syscall-transport", transport, "--cpus", "2", exe, "segv",
+                        THREADS, FAULTS), f"fault storm segv ({transport})")

@@ -29,8 +29,8 @@ NOT_NEEDED = (
     "karn.debug.crash", "karn.debug.coredump", "karn.debug.disasm", "karn.debug.symbols",
     # -d and --name (a foreground run registers late: see LATE below)
     "karn.instance.detach",
-    # the fast transport (opt-in) and what only some guests use
-    "karn.platform.fastcall", "karn.kernel.net.inet",
+    # what only some guests use (the fast transport, the default, is needed)
+    "karn.kernel.net.inet",
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
     # the syscall areas whose calls a static hello never makes (each loads on its first call)
     "karn.kernel.sys_time", "karn.kernel.sys_signal", "karn.kernel.sys_thread",

@@ -22,12 +22,17 @@ SLOT_RESULT = 72  # u64
 SLOT_ALIVE = 80  # u64: guest TSC until which the server polls (its lease); 0 = asleep
 SLOT_BUDGET = 88  # u64: TSC ticks a stub waits for an untaken request; 0 = go straight to
 #                   the exit path (the monitor backs a slot off after withdrawn calls)
+SLOT_USER_LO = 96  # u64, u64: the user range [lo, hi), mapped in every page table: a stub
+SLOT_USER_HI = 104  # reads a futex word there (never outside) to see if a wait would block
 SLOT_FASTMAP = 128  # 64 bytes: bit nr set = the server may take call nr
 
 FASTMAP_BITS = 512  # calls numbered above go through the exit path
 
-# Slot states. REDO and WITHDRAWN stay in the slot until the exit path reads them.
-IDLE, REQ, TAKEN, DONE, DONE_WORK, REDO, WITHDRAWN = range(7)
+# Slot states. REDO, WITHDRAWN and WAITS stay in the slot until the exit path reads them.
+# WAITS: the stub saw a futex wait that would block and sent it to the exit path itself.
+IDLE, REQ, TAKEN, DONE, DONE_WORK, REDO, WITHDRAWN, WAITS = range(8)
+
+FUTEX = 202  # futex(2): the stub looks at its command (entry.S)
 
 # rflags bits the stub keeps in SLOT_FLAGS: CF PF AF ZF SF (lahf) and OF (seto).
 LAHF_FLAGS = 0xD5

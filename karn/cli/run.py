@@ -169,10 +169,10 @@ def register(sub: Any) -> argparse.ArgumentParser:
     run.add_argument(
         "--syscall-transport",
         choices=("exit", "fast"),
-        default=os.environ.get("KARN_SYSCALL_TRANSPORT", "exit"),
-        help="exit: every syscall is a VM exit (default); fast: a syscall site is "
+        default=os.environ.get("KARN_SYSCALL_TRANSPORT", "fast"),
+        help="fast (default; KARN_SYSCALL_TRANSPORT sets another): a syscall site is "
         "patched at its first call and later calls go to a server thread through "
-        "shared memory (docs/design/fast-syscalls.md)",
+        "shared memory (docs/design/fast-syscalls.md); exit: every syscall is a VM exit",
     )
     _add_instance_options(run)
     _add_policy_options(run)

@@ -6,14 +6,18 @@ rt_sigreturn, sigaltstack, arch_prctl), that must block in the caller's own thre
 change its signal mask around a wait (sigsuspend, ppoll, pselect6, epoll_pwait, sleeps,
 wait4, accept, connect, open of a FIFO: the one opening its other end may need the
 server), that signal (the kill family: a core-dumping self-signal snapshots the calling
-thread), sched_yield (the caller's time slice), and futex: measured, a futex hand-over
-got slower through the server (most FUTEX_WAITs block, and each was served up to its
-wait, then redone on the exit path: 1268 us against 721 us a round); serving FUTEX_WAKE
-alone needs the stub to look at the operation, not only the number.
+thread), and sched_yield (the caller's time slice).
+
+futex is served by operation: the in-guest stub (platform/fastcall/entry.S) reads the word
+of a FUTEX_WAIT(_BITSET) and sends a wait that would block straight to the exit path, so
+the server never serves a wait up to its block only to have it redone (that made a
+hand-over slower than the exit path: 1268 us against 721 us a round, when futex went to
+the server whole); wakes, requeues and waits on a changed word (EAGAIN) are served fast.
 """
 
 from __future__ import annotations
 
+from karn.abi.fastcall import FUTEX
 from karn.abi.syscalls import SYSCALL_NUMBERS
 
 # Served at once, never waiting.
@@ -35,17 +39,28 @@ MAY_BLOCK = frozenset(SYSCALL_NUMBERS[name] for name in """
     read readv write writev recvfrom recvmsg sendto sendmsg poll select epoll_wait
 """.split())
 
-FAST = NONBLOCKING | MAY_BLOCK
+FAST = NONBLOCKING | MAY_BLOCK | {FUTEX}
+
+FUTEX_WAIT, FUTEX_WAIT_BITSET = 0, 9
+FUTEX_CMD_MASK = ~0x180  # FUTEX_PRIVATE_FLAG and FUTEX_CLOCK_REALTIME off
+
+
+def may_wait(nr: int, a1: int) -> bool:
+    """Call nr (a1: its second argument) may wait on the server thread, to be redone on
+    the exit path: a futex wait the stub let through (its word changed in between) may."""
+    return nr in MAY_BLOCK or (
+        nr == FUTEX and (a1 & 0xFFFFFFFF & FUTEX_CMD_MASK) in (FUTEX_WAIT, FUTEX_WAIT_BITSET))
 
 
 def fastmap(table: dict | None, observed: bool) -> list[int]:
     """The fast calls of a process whose syscall table is `table` (None: all of karn's):
     only those served by karn's own handlers (a policy's denials leave through the exit
     path: a denial that kills snapshots its caller), and with debug hooks observing the
-    calls (observed) only those that never wait, so none reaches an observer twice."""
+    calls (observed) only those that never wait, and futex (whose waits the observed
+    server redoes unserved, threads.py), so none reaches an observer twice."""
     from karn.kernel.syscalls import TABLE
 
-    calls = NONBLOCKING if observed else FAST
+    calls = NONBLOCKING | {FUTEX} if observed else FAST
     if table is None:
         return sorted(calls)
     return sorted(nr for nr in calls if nr in table and table[nr] is TABLE.get(nr))

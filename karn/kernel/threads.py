@@ -14,7 +14,7 @@ from karn.abi.faults import GuestFault, fault_signal
 from karn.abi.signals import SIGSEGV
 from karn.kernel.blocking import WouldBlock, forbid_waits
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.fastmap import MAY_BLOCK
+from karn.kernel.fastmap import may_wait
 from karn.kernel.process import COUNTED_SYSCALLS, Forked, ProcessExit, ThreadExit
 from karn.kernel.signals import (
     SA_NODEFER,
@@ -189,7 +189,7 @@ class ObservedTaskLoop(TaskLoop):
 
     def serve_fast(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int,
                    a5: int) -> int | None:
-        if nr in MAY_BLOCK:
+        if may_wait(nr, a1):
             return None  # a redone call would reach the observer twice
         return TaskLoop.serve_fast(self, nr, a0, a1, a2, a3, a4, a5)
 

@@ -102,7 +102,7 @@ def translate(bundle: str, config: dict[str, Any]) -> ContainerSpec:
         argv0=str(process["args"][0]), env=env, volumes=volumes, tmpfs=tmpfs,
         workdir=process.get("cwd") or "/", hostname=config.get("hostname") or "karn",
         root=root, network=found.policy.pop("network", network),
-        cpus=found.cpus or 1, syscall_transport=found.syscall_transport or "exit",
+        cpus=found.cpus or 1, syscall_transport=found.syscall_transport,
         root_writable=root_writable,
     )
     if found.memory is not None:

@@ -27,6 +27,12 @@ DEFAULT_MEMORY = 512 * MIB
 MAX_CPUS = 256
 MAX_SPAN = 64 * GIB  # of guest-physical addresses (builder.py); --memory is at most half
 SYSCALL_TRANSPORTS = ("exit", "fast")
+
+
+def default_syscall_transport() -> str:
+    """fast, unless KARN_SYSCALL_TRANSPORT names another (so a test file can run in exit
+    mode: KARN_SYSCALL_TRANSPORT=exit pytest ...)."""
+    return os.environ.get("KARN_SYSCALL_TRANSPORT") or "fast"
 DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root")
 
 
@@ -70,7 +76,7 @@ class RunConfig:
         sandbox: bool = True,
         policy: Policy | None = None,
         collect: list[str] | None = None,
-        syscall_transport: str = "exit",
+        syscall_transport: str | None = None,
         tmpfs: list[str] | None = None,
         user: tuple[int, int] | None = None,
         root_writable: bool = False,
@@ -95,7 +101,7 @@ class RunConfig:
         self.collect = [] if collect is None else collect  # host paths collection may take
         # exit: every syscall is a VM exit; fast: patched sites hand calls to a server
         # thread through shared memory (karn/platform/fastcall)
-        self.syscall_transport = syscall_transport
+        self.syscall_transport = syscall_transport or default_syscall_transport()
         self.tmpfs = [] if tmpfs is None else tmpfs  # guest paths of further tmpfs mounts
         self.user = user  # -u UID[:GID]: the guest's credentials (None: root)
         self.chosen_ports: list[str] = []  # --publish specs whose host port karn chose

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <linux/futex.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -209,6 +210,103 @@ static int remap(void)
     return 0;
 }
 
+/* futex(2) through one patched site (a `mov $202,%eax; syscall` window): each operation
+ * repeated, so later calls come through the stub, which reads a wait's word itself. */
+static __attribute__((noinline)) long futex_site(void *addr, long op, long val, void *timeout,
+                                                 void *addr2, long val3)
+{
+    long r;
+    register long r10 __asm__("r10") = (long)timeout;
+    register long r8 __asm__("r8") = (long)addr2;
+    register long r9 __asm__("r9") = val3;
+    __asm__ volatile("mov $202, %%eax\n\tsyscall"
+                     : "=a"(r)
+                     : "D"(addr), "S"(op), "d"(val), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return r;
+}
+
+static unsigned int word = 5;
+
+static void *wake_soon(void *arg)
+{
+    (void)arg;
+    while (__atomic_load_n(&word, __ATOMIC_SEQ_CST) == 5)
+        futex_site(&word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    return NULL;
+}
+
+static int futex_ops(void)
+{
+    struct { const char *what; void *addr; long op, val; long timeout_ns; } cases[] = {
+        {"wake, no waiter", &word, FUTEX_WAKE_PRIVATE, 1, -1},
+        {"wake, shared", &word, FUTEX_WAKE, 1, -1},
+        {"wait, word changed", &word, FUTEX_WAIT_PRIVATE, 4, -1},
+        {"wait_bitset realtime, word changed", &word,
+         FUTEX_WAIT_BITSET_PRIVATE | FUTEX_CLOCK_REALTIME, 6, -1},
+        {"wait, misaligned", (char *)&word + 1, FUTEX_WAIT_PRIVATE, 5, -1},
+        {"wait, NULL page", (void *)8, FUTEX_WAIT_PRIVATE, 0, -1},
+        {"wait, kernel address", (void *)0xffff800000000000ul, FUTEX_WAIT_PRIVATE, 0, -1},
+        {"wait, same word, 1 ms", &word, FUTEX_WAIT_PRIVATE, 5, 1000000},
+        {"requeue", &word, FUTEX_CMP_REQUEUE_PRIVATE, 1, -1},
+        {"unknown command", &word, 99, 0, -1},
+    };
+    void *gone = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    munmap(gone, 4096);
+    for (unsigned c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        long last = 0, same = 0;
+        int repeat = cases[c].timeout_ns >= 0 ? 5 : 200;
+        for (int i = 0; i < repeat; i++) {
+            struct timespec ts = {0, cases[c].timeout_ns};
+            long r = futex_site(cases[c].addr, cases[c].op, cases[c].val,
+                                cases[c].timeout_ns >= 0 ? (void *)&ts : NULL,
+                                &word, 5);
+            same += i == 0 || r == last;
+            last = r;
+        }
+        printf("futex %s: %s, same every time %d\n", cases[c].what,
+               last < 0 ? strerrorname_np(-last) : (last ? "positive" : "0"), same == repeat);
+    }
+    for (long val = 0; val < 2; val++) {
+        long r = futex_site(gone, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+        printf("futex wait, unmapped, val %ld: %s\n", val, r < 0 ? strerrorname_np(-r) : "0");
+    }
+    /* a wait that blocks until another thread changes the word and wakes it */
+    pthread_t t;
+    pthread_create(&t, NULL, wake_soon, NULL);
+    long r = futex_site(&word, FUTEX_WAIT_PRIVATE, 5, NULL, NULL, 0);
+    __atomic_store_n(&word, 6, __ATOMIC_SEQ_CST);
+    pthread_join(t, NULL);
+    printf("futex wait, woken: %s\n", r == 0 || r == -EAGAIN ? "ok" : strerrorname_np(-r));
+    return 0;
+}
+
+/* Fast calls, then every thread blocked: one in a read of an empty pipe, main in a sleep
+ * of `seconds`, then in a read of stdin until it closes (the test reads the monitor's CPU
+ * time at "sleeping" and "awake"). */
+static void *read_pipe(void *arg)
+{
+    char c;
+    return (void *)read(*(int *)arg, &c, 1);
+}
+
+static int idle(long seconds)
+{
+    int fds[2];
+    pthread_t t;
+    if (pipe(fds) || pthread_create(&t, NULL, read_pipe, &fds[0]))
+        return 1;
+    printf("getpid: wrong results %ld\n", loop_getpid(20000));
+    printf("sleeping\n");
+    struct timespec ts = {seconds, 0};
+    nanosleep(&ts, NULL);
+    printf("awake\n");
+    char buf[64];
+    while (read(0, buf, sizeof buf) > 0)
+        ;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "getpid";
@@ -234,6 +332,10 @@ int main(int argc, char **argv)
         return own_gs();
     if (!strcmp(mode, "remap"))
         return remap();
+    if (!strcmp(mode, "futex"))
+        return futex_ops();
+    if (!strcmp(mode, "idle"))
+        return idle(argc > 2 ? atol(argv[2]) : 3);
     fprintf(stderr, "unknown mode %s\n", mode);
     return 2;
 }

@@ -5,9 +5,11 @@
 # writes nothing below rsp (flags are kept with lahf/seto), so the red zone is safe.
         .set S_STATE,0; .set S_FLAGS,4; .set S_NR,8; .set S_A0,16; .set S_A1,24
         .set S_A2,32; .set S_A3,40; .set S_A4,48; .set S_A5,56; .set S_RET,64
-        .set S_RES,72; .set S_ALIVE,80; .set S_BUDGET,88; .set S_FASTMAP,128
+        .set S_RES,72; .set S_ALIVE,80; .set S_BUDGET,88; .set S_USER_LO,96
+        .set S_USER_HI,104; .set S_FASTMAP,128
+        .set FUTEX,202; .set FUTEX_CMD_MASK,~0x180; .set FUTEX_WAIT_BITSET,9
         .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
-        .set WITHDRAWN,6
+        .set WITHDRAWN,6; .set WAITS,7
         .set SYSCALL_PORT,0x10; .set WORK_PORT,0x12
         .macro  restore_user_state      # rdx and the flags as at the site
         movq    %gs:S_A2, %rdx
@@ -39,6 +41,27 @@ saved:                                  # the user's flags and rdx are in the sl
         ja      slow
         btq     %rax, %gs:S_FASTMAP     # calls the server may take
         jnc     slow
+        cmpl    $FUTEX, %eax
+        jne     ask
+        # futex: a wait that would block goes to the exit path (no server on the way to
+        # its wait); wakes, requeues and waits on a changed word go to the server
+        movl    %esi, %r11d
+        andl    $FUTEX_CMD_MASK, %r11d  # the command: PRIVATE and CLOCK_REALTIME off
+        jz      futex_wait              # FUTEX_WAIT
+        cmpl    $FUTEX_WAIT_BITSET, %r11d
+        jne     ask
+futex_wait:
+        testb   $3, %dil                # misaligned (EINVAL) or outside the user range
+        jnz     ask                     # (EFAULT): the server answers, the word is not
+        cmpq    %gs:S_USER_LO, %rdi     # read here (a read there could fault)
+        jb      ask
+        cmpq    %gs:S_USER_HI, %rdi     # aligned below a page-aligned end: 4 bytes fit
+        jae     ask
+        cmpl    (%rdi), %edx            # rdx = val: a changed word is EAGAIN, served fast
+        jne     ask
+        movl    $WAITS, %gs:S_STATE     # the same value: it would wait (the exit
+        jmp     slow                    # path neither counts it skipped nor backs off)
+ask:
         movq    %gs:S_BUDGET, %r11
         testq   %r11, %r11              # 0: the monitor backs this slot off
         jz      slow

@@ -30,7 +30,7 @@ from karn.abi.fastcall import FASTMAP_BITS
 from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, site_stub
 
 ARENA_SIZE = 0x10000  # the entry, then per-site stubs
-STUBS_OFFSET = 0x200
+STUBS_OFFSET = (len(ENTRY) + 0xFF) & ~0xFF  # per-site stubs follow the entry
 REACH = 1 << 31  # of a rel32 jump
 SYNC_TIMEOUT = 1.0  # seconds a vCPU gets to leave guest mode once
 JMP_REL32 = 0xE9

@@ -45,7 +45,10 @@ from karn.abi.fastcall import (
     SLOT_RET,
     SLOT_SIZE,
     SLOT_STATE,
+    SLOT_USER_HI,
+    SLOT_USER_LO,
     TAKEN,
+    WAITS,
     WITHDRAWN,
 )
 from karn.platform.fastcall import stubs
@@ -58,6 +61,10 @@ RESET_AFTER = 64  # served calls since the last back-off that end a back-off str
 # A slot whose fast calls all went past the server this long (a few exits' time: a woken
 # server gets a core within it unless the host is short of cores) is backed off.
 QUIET_US = 300
+# A sleeping server is woken for a slot whose fast calls come this close together (a
+# loop of calls); sparser ones (a thread's start and exit) would only take a core from
+# the guest for the server's wake-up spin.
+DENSE_US = 100
 MASK64 = (1 << 64) - 1
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -98,7 +105,8 @@ class Counts(NamedTuple):
 
 class _Slot:
     __slots__ = ("addr", "lock", "client", "cpu", "fast", "redone", "withdrawn", "skipped",
-                 "exit", "skip", "skip_left", "fast_at_back_off", "fast_seen", "quiet_since")
+                 "exit", "skip", "skip_left", "fast_at_back_off", "fast_seen", "quiet_since",
+                 "passed_at")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
@@ -114,6 +122,7 @@ class _Slot:
         self.fast_at_back_off = 0
         self.fast_seen = 0  # self.fast when the current quiet spell began
         self.quiet_since = 0.0  # monotonic seconds; 0: no quiet spell
+        self.passed_at = 0.0  # when a call the server could take last went past it
 
 
 class FastTransport:
@@ -132,6 +141,7 @@ class FastTransport:
             if 0 <= nr < FASTMAP_BITS:
                 self._fastmap[nr // 8] |= 1 << (nr % 8)
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
+        self._user = (user_start, user_end)
         self._lock = threading.Lock()
         self.patcher = Patcher(raw, host_base, code, user_start, user_end, self._running)
         self.server = Server(helper, raw, slots_addr, host_base, self._serve, tsc_khz,
@@ -153,6 +163,8 @@ class FastTransport:
                 addr = self._slots_addr + len(self._slots) * SLOT_SIZE
                 self._raw[addr : addr + SLOT_SIZE] = bytes(SLOT_SIZE)
                 _U64.pack_into(self._raw, addr + SLOT_BUDGET, self._budget)
+                _U64.pack_into(self._raw, addr + SLOT_USER_LO, self._user[0])
+                _U64.pack_into(self._raw, addr + SLOT_USER_HI, self._user[1])
                 self._raw[addr + SLOT_FASTMAP : addr + SLOT_FASTMAP + len(self._fastmap)] = \
                     self._fastmap
                 self._slots.append(_Slot(addr))
@@ -192,7 +204,8 @@ class FastTransport:
         from a stub: count it, and back its slot off when the server did not serve it
         (the stub withdrew it, or QUIET_US passed since the slot's last served call
         while its calls were sent past an absent server); else wake the server if it
-        sleeps."""
+        sleeps and the slot's calls come DENSE_US apart or closer. A futex wait the stub
+        saw would block (WAITS) is an ordinary exit."""
         slot = self._slots[index]
         if not self.fast_call(nr):
             slot.exit += 1
@@ -211,6 +224,9 @@ class FastTransport:
                 slot.withdrawn += 1
                 self._back_off(slot)
                 return
+            if state == WAITS:  # a futex wait that blocks: the server was not asked (and
+                slot.exit += 1  # is not woken: measured, waking it for the wake to come
+                return  # slowed a hand-over on a host short of cores)
             slot.skipped += 1
             if slot.skip_left:
                 slot.skip_left -= 1
@@ -221,7 +237,10 @@ class FastTransport:
             elif self._quiet_too_long(slot):
                 self._back_off(slot)
                 return
-        if self.server.asleep and not slot.skip_left:
+        now = time.monotonic()
+        dense = now - slot.passed_at < DENSE_US / 1e6
+        slot.passed_at = now
+        if dense and self.server.asleep and not slot.skip_left:
             self._probe(slot)
 
     def _probe(self, slot: _Slot) -> None:
