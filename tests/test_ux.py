@@ -299,6 +299,22 @@ def test_ctrl_c_while_karn_starts_exits_130_quietly() -> None:
             assert proc.returncode in (130, -signal.SIGINT), text
 
 
+def test_ctrl_c_landing_in_a_finaliser_still_ends_karn_130() -> None:
+    """A Ctrl-C that lands while Python runs a __del__ (or a gc/weakref callback) cannot
+    propagate: Python would print "Exception ignored" with a traceback and go on, the
+    Ctrl-C lost. karn's hook ends with 130 and one line instead."""
+    code = ("from karn.cli.interrupt import quiet_interrupts\n"
+            "quiet_interrupts()\n"
+            "class Finalised:\n"
+            "    def __del__(self):\n"
+            "        raise KeyboardInterrupt\n"
+            "Finalised()\n"
+            "print('went on')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "karn: interrupted\n")
+
+
 # ---- a consistent command line (docs/cli.md) ----------------------------------------------
 
 
