@@ -36,6 +36,8 @@ NOT_NEEDED = (
     "karn.kernel.sys_time", "karn.kernel.sys_signal", "karn.kernel.sys_thread",
     "karn.kernel.sys_poll", "karn.kernel.sys_timer", "karn.kernel.sys_net",
     "karn.kernel.sys_timerfd", "karn.kernel.sys_wait", "karn.kernel.exec",
+    "karn.kernel.fs.sys_names", "karn.kernel.fs.sys_xattr", "karn.kernel.fs.memfd",
+    "karn.kernel.fs.sys_splice",
     # the standard library's slow or unneeded modules
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",
