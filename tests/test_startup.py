@@ -30,7 +30,8 @@ NOT_NEEDED = (
     # -d and --name (a foreground run registers late: see LATE below)
     "karn.instance.detach",
     # the fast transport (opt-in) and what only some guests use
-    "karn.platform.fastcall", "karn.kernel.net.inet",
+    "karn.platform.fastcall", "karn.kernel.net.inet", "karn.kernel.net.unix",
+    "karn.kernel.net.base",
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
     # the syscall areas whose calls a static hello never makes (each loads on its first call)
     "karn.kernel.sys_time", "karn.kernel.sys_signal", "karn.kernel.sys_thread",

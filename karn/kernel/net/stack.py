@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from karn import log
 from karn.kernel.net.addr import InetAddr
 from karn.kernel.net.consts import AF_INET, AF_INET6
+from karn.kernel.net.inflight import InFlight
 from karn.kernel.net.policy import NetPolicy, PolicyError, Publish
-from karn.kernel.net.unix import InFlight
 
 if TYPE_CHECKING:
     from karn.kernel.net.base import SocketFile
