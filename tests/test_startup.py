@@ -31,7 +31,7 @@ NOT_NEEDED = (
     "karn.instance.detach",
     # the fast transport (opt-in) and what only some guests use
     "karn.platform.fastcall", "karn.kernel.net.inet", "karn.kernel.net.unix",
-    "karn.kernel.net.base", "karn.kernel.net.addr",
+    "karn.kernel.net.base", "karn.kernel.net.options", "karn.kernel.net.addr",
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
     # /dev (a mount made on first lookup), its ptys, /proc/sys
     "karn.kernel.fs.devfs", "karn.kernel.fs.pty", "karn.kernel.fs.procsys",
