@@ -30,12 +30,17 @@ NOT_NEEDED = (
     # -d and --name (a foreground run registers late: see LATE below)
     "karn.instance.detach",
     # what only some guests use (the fast transport, the default, is needed)
-    "karn.kernel.net.inet",
+    "karn.kernel.net.inet", "karn.kernel.net.unix",
+    "karn.kernel.net.base", "karn.kernel.net.options", "karn.kernel.net.addr",
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
+    # /dev (a mount made on first lookup), its ptys, /proc/sys
+    "karn.kernel.fs.devfs", "karn.kernel.fs.pty", "karn.kernel.fs.procsys",
     # the syscall areas whose calls a static hello never makes (each loads on its first call)
     "karn.kernel.sys_time", "karn.kernel.sys_signal", "karn.kernel.sys_thread",
     "karn.kernel.sys_poll", "karn.kernel.sys_timer", "karn.kernel.sys_net",
     "karn.kernel.sys_timerfd", "karn.kernel.sys_wait", "karn.kernel.exec",
+    "karn.kernel.fs.sys_names", "karn.kernel.fs.sys_xattr", "karn.kernel.fs.memfd",
+    "karn.kernel.fs.sys_splice",
     # the standard library's slow or unneeded modules
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",
@@ -96,19 +101,23 @@ def test_run_hello_imports_only_what_it_needs() -> None:
 
 
 def test_a_host_fork_with_threads_about_loads_every_syscall_area_first() -> None:
-    """Areas load on first use; a thread halfway through loading one when another forks
-    would leave the child waiting forever for its import lock, so such a fork loads them
-    all first (a fork with no other thread has nothing to wait for, and loads none)."""
+    """Areas load on first use, as does what the filesystem defers (/dev, /proc/sys); a
+    thread halfway through loading one when another forks would leave the child waiting
+    forever for its import lock, so such a fork loads them all first (a fork with no
+    other thread has nothing to wait for, and loads none)."""
     code = textwrap.dedent("""
         import os, sys, threading
         from karn.kernel import syscalls
+        from karn.kernel.fs import context
 
         def fork_and_list_unloaded():
             pid = os.fork()
             if pid == 0:
                 os._exit(0)
             os.waitpid(pid, 0)
-            return [a for a in syscalls.AREA_CALLS if "karn.kernel." + a not in sys.modules]
+            modules = ["karn.kernel." + a for a in syscalls.AREA_CALLS]
+            modules += context.IMPORTED_ON_FIRST_USE
+            return [m for m in modules if m not in sys.modules]
 
         print(fork_and_list_unloaded())
         hold = threading.Event()
@@ -120,7 +129,7 @@ def test_a_host_fork_with_threads_about_loads_every_syscall_area_first() -> None
                           timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     alone, with_thread = proc.stdout.splitlines()
-    assert "sys_net" in alone
+    assert "karn.kernel.sys_net" in alone and "karn.kernel.fs.devfs" in alone
     assert with_thread == "[]"
 
 

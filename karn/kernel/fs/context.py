@@ -9,14 +9,14 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.errors import UsageError
 from karn.kernel.fs.constants import DT_DIR, O_ACCMODE, S_IFDIR, S_IFLNK, S_IFMT, OFlag
-from karn.kernel.fs.devfs import DevFs
-from karn.kernel.fs.file import DirEntry, DirListFile, OpenFile
+from karn.kernel.fs.file import DirEntry, DirListFile, HostFile, OpenFile, host_error
 from karn.kernel.fs.filesystem import Filesystem
 from karn.kernel.fs.hostfs import HostDirFs
 from karn.kernel.fs.procfs import ProcFs
@@ -122,6 +122,41 @@ def _read_host(path: str) -> tuple[bytes, int]:
         os.close(fd)
 
 
+def _pread_whole(fd: int, size: int) -> bytes:
+    """The first `size` bytes of a host file (fewer if it is shorter), one read as a rule."""
+    chunks = []
+    got = 0
+    try:
+        while got < size and (chunk := os.pread(fd, size - got, got)):
+            chunks.append(chunk)
+            got += len(chunk)
+    except OSError as err:
+        raise host_error(err) from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _devfs() -> Filesystem:
+    from karn.kernel.fs.devfs import DevFs
+
+    return DevFs()
+
+
+# What the filesystem imports on first use (deferred mounts, /proc/sys): all of it is
+# imported before an os.fork made while other threads run, as syscalls.py does for the
+# syscall areas (a thread halfway through an import at the fork would leave the child
+# waiting forever for that module's lock).
+IMPORTED_ON_FIRST_USE = ("karn.kernel.fs.devfs", "karn.kernel.fs.procsys")
+
+
+def _import_before_fork() -> None:
+    if threading.active_count() > 1:
+        for name in IMPORTED_ON_FIRST_USE:
+            __import__(name)
+
+
+os.register_at_fork(before=_import_before_fork)
+
+
 class FsContext:
     def __init__(self, vfs: Vfs, proc: ProcFs | None = None) -> None:
         self.vfs = vfs
@@ -152,11 +187,12 @@ class FsContext:
         tmpfs: Iterable[str] = (),
         seed: HostSeed | None = None,
     ) -> FsContext:
-        """Mount root at /, tmpfs at /tmp and /dev/shm, devfs at /dev, procfs at /proc,
-        a partition's ports at /dev/ports (PortSpecs, docs/systems.md), then each volume
-        (host_dir or host_file, guest_path, readonly), then a tmpfs at each `tmpfs` guest
-        path; mount points need not exist. A volume at /tmp or /dev/shm takes the tmpfs's
-        place (docker's -v /tmp:/tmp). Last, the tmpfs mounts get `seed`'s files."""
+        """Mount root at /, tmpfs at /tmp and /dev/shm, devfs at /dev (made on the first
+        lookup there), procfs at /proc, a partition's ports at /dev/ports (PortSpecs,
+        docs/systems.md), then each volume (host_dir or host_file, guest_path, readonly),
+        then a tmpfs at each `tmpfs` guest path; mount points need not exist. A volume at
+        /tmp or /dev/shm takes the tmpfs's place (docker's -v /tmp:/tmp). Last, the tmpfs
+        mounts get `seed`'s files."""
         from karn.kernel.fs.hostfile import HostFileFs
 
         vfs = Vfs(root)
@@ -168,7 +204,7 @@ class FsContext:
         for path in ("/tmp", "/dev/shm"):
             if tuple(split_path(path)) not in targets:
                 vfs.mount(path, TmpFs(tmp_size, account=memory, max_file_size=largest))
-        vfs.mount("/dev", DevFs())
+        vfs.mount_deferred("/dev", _devfs)
         vfs.mount("/proc", proc)
         if ports:
             from karn.kernel.fs.ports import PortsFs
@@ -231,7 +267,9 @@ class FsContext:
         return r.fs.open(r.rel, flags & ~int(OFlag.CREAT | OFlag.EXCL), 0, r.path)
 
     def read_file(self, path: str, base: Comps | None = None) -> bytes:
-        """A whole file, following symlinks (the loader: the program, PT_INTERP)."""
+        """A whole file, following symlinks (the loader: the program, PT_INTERP). A host
+        file's bytes are read straight into the object returned: a program is copied once
+        (each copy of a 745 KiB one costs ~180 page faults)."""
         f = self.open(path, OFlag.RDONLY)
         try:
             st = f.stat()
@@ -239,6 +277,8 @@ class FsContext:
                 raise SyscallError(errno.EISDIR)
             if st.size > READ_FILE_LIMIT:
                 raise SyscallError(errno.EFBIG)
+            if isinstance(f, HostFile) and f.is_regular:
+                return _pread_whole(f.fd, st.size)
             buf = bytearray(st.size)
             view = memoryview(buf)
             got = 0
@@ -247,7 +287,7 @@ class FsContext:
                 if n == 0:
                     break
                 got += n
-            return bytes(buf[:got])
+            return bytes(view[:got])
         finally:
             f.close()
 

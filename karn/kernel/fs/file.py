@@ -17,7 +17,7 @@ import fcntl
 import os
 import stat as pystat
 import termios
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.errno import SyscallError
@@ -42,10 +42,15 @@ if TYPE_CHECKING:
 Buffer = bytes | bytearray | memoryview
 
 
-class DirEntry(NamedTuple):
-    name: str
-    ino: int
-    dtype: int
+class DirEntry:
+    """One entry of a directory listing (getdents)."""
+
+    __slots__ = ("name", "ino", "dtype")
+
+    def __init__(self, name: str, ino: int, dtype: int) -> None:
+        self.name = name
+        self.ino = ino
+        self.dtype = dtype
 
 
 def host_error(err: OSError, fallback: int = errno.EIO) -> SyscallError:

@@ -10,7 +10,6 @@ import time
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
-from karn.kernel.fs import procsys
 from karn.kernel.fs.constants import (
     DT_DIR,
     DT_LNK,
@@ -29,12 +28,20 @@ from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs
 
 if TYPE_CHECKING:
+    from karn.kernel.fs.procsys import Tree, Value
     from karn.kernel.process import Process
 
 ROOT_FILES = ("cpuinfo", "meminfo", "uptime", "version", "filesystems", "stat", "loadavg")
 ROOT_LINKS = ("self", "thread-self", "mounts")
 PID_FILES = ("maps", "status", "cmdline", "environ", "stat", "statm", "mounts", "comm")
 PID_LINKS = ("exe", "cwd", "root")
+
+
+def _sys_lookup(rel: Rel) -> Tree | Value:
+    """/proc/sys's tree, imported on the first look at it (most guests never look)."""
+    from karn.kernel.fs.procsys import lookup
+
+    return lookup(rel)
 
 
 class ProcFs(Filesystem):
@@ -67,7 +74,7 @@ class ProcFs(Filesystem):
         head = rel[0]
         pid = str(self.process.pid) if self.process else None
         if head == "sys":
-            return "dir" if isinstance(procsys.lookup(rel[1:]), dict) else "file"
+            return "dir" if isinstance(_sys_lookup(rel[1:]), dict) else "file"
         if len(rel) == 1:
             if head in ROOT_FILES:
                 return "file"
@@ -142,7 +149,7 @@ class ProcFs(Filesystem):
     def _children(self, rel: Rel) -> list[DirEntry]:
         proc = self.process
         if rel and rel[0] == "sys":
-            tree = procsys.lookup(rel[1:])
+            tree = _sys_lookup(rel[1:])
             assert isinstance(tree, dict)
             names = [(n, DT_DIR if isinstance(v, dict) else DT_REG) for n, v in tree.items()]
         elif not rel:

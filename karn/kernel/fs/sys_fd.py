@@ -12,7 +12,6 @@ from karn.abi.registers import s32, u32
 from karn.kernel import tty
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile, OpenFile, host_error
-from karn.kernel.fs.pty import PtyMaster
 from karn.kernel.fs.tmpfs import TmpFile
 from karn.kernel.limits import PIPE_DEF_SIZE, PIPE_MAX_SIZE, PIPE_MIN_SIZE, Charge, buffer_budget
 
@@ -219,8 +218,11 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
             raise SyscallError(errno.ENOTTY)
         task.mem.write_u32(arg, min(file.available(), 0x7FFFFFFF))
         return 0
-    if isinstance(file, PtyMaster):
-        done = file.tty_ioctl(task, req, arg)
+    # a file with terminal ioctls of its own (a pty master: not imported unless /dev/ptmx
+    # was opened) answers them first
+    own_ioctl = getattr(file, "tty_ioctl", None)
+    if own_ioctl is not None:
+        done = own_ioctl(task, req, arg)
         if done is not None:
             return done
     host = file.host_fd()

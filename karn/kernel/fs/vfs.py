@@ -9,6 +9,7 @@ Filesystems only ever see plain, symlink-free components relative to their own r
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import NAME_MAX, S_IFDIR, S_IFLNK, S_IFMT, SYMLOOP_MAX
@@ -62,9 +63,19 @@ class Resolved:
         return self.stat
 
 
+class Deferred(Filesystem):
+    """Stands in the mount table for a filesystem made on the first lookup below its
+    mount point (Vfs.mount_deferred), so that a run that never looks there never imports
+    its code. Never looked up itself: Vfs.locate puts the real one in its place."""
+
+    def __init__(self, make: Callable[[], Filesystem]) -> None:
+        self.make = make  # (no device number: it is not a filesystem the guest sees)
+
+
 class Vfs:
     def __init__(self, root: Filesystem) -> None:
         self._mounts: dict[Comps, Filesystem] = {(): root}
+        self._made: dict[Comps, Filesystem] = {}  # deferred mounts' filesystems, once made
         self._depths: list[int] = [0]  # distinct mount depths, deepest first
         self._virtual: dict[Comps, set[str]] = {}  # dir -> child names that are mounts
         self._virtual_dev = new_dev()
@@ -78,6 +89,20 @@ class Vfs:
         for i in range(len(comps)):
             self._virtual.setdefault(comps[:i], set()).add(comps[i])
 
+    def mount_deferred(self, guest_path: str, make: Callable[[], Filesystem]) -> None:
+        """Mount the filesystem make() returns, made on the first lookup below guest_path
+        (make must import what it needs: a module imported then is one more to load
+        before a host fork made while other threads run, see FsContext)."""
+        self.mount(guest_path, Deferred(make))
+
+    def _make(self, comps: Comps, deferred: Deferred) -> Filesystem:
+        """The deferred mount's filesystem, the same for every thread: without a lock (one
+        held at a host fork would stay held in the child), threads making it at once
+        keep the first one stored."""
+        fs = self._made.setdefault(comps, deferred.make())
+        self._mounts[comps] = fs
+        return fs
+
     def replace(self, guest_path: str, fs: Filesystem) -> None:
         """Put fs in the place of the filesystem mounted at guest_path."""
         comps = tuple(split_path(guest_path))
@@ -86,7 +111,9 @@ class Vfs:
         self._mounts[comps] = fs
 
     def mount_list(self) -> list[tuple[str, Filesystem]]:
-        return [(join_path(c), fs) for c, fs in sorted(self._mounts.items())]
+        """Every mount (deferred ones made now: the list is for what looks at them all)."""
+        return [(join_path(c), self._make(c, fs) if isinstance(fs, Deferred) else fs)
+                for c, fs in sorted(self._mounts.items())]
 
     def mount_children(self, comps: Comps) -> set[str]:
         """Names directly below comps that are mount points or lead to one."""
@@ -98,6 +125,8 @@ class Vfs:
             if depth <= n:
                 fs = self._mounts.get(comps[:depth])
                 if fs is not None:
+                    if fs.__class__ is Deferred:
+                        fs = self._make(comps[:depth], fs)
                     return fs, comps[depth:]
         raise AssertionError("the root mount is missing")
 

@@ -11,12 +11,12 @@ import threading
 from typing import TYPE_CHECKING
 
 from karn import log
-from karn.kernel.net.addr import InetAddr
 from karn.kernel.net.consts import AF_INET, AF_INET6
+from karn.kernel.net.inflight import InFlight
 from karn.kernel.net.policy import NetPolicy, PolicyError, Publish
-from karn.kernel.net.unix import InFlight
 
 if TYPE_CHECKING:
+    from karn.kernel.net.addr import InetAddr
     from karn.kernel.net.base import SocketFile
     from karn.kernel.net.inet import InetSocket
     from karn.kernel.process import Process
