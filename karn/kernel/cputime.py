@@ -54,7 +54,23 @@ def monitor_times() -> CpuTimes:
 
 
 def process_times(proc: Process) -> CpuTimes:
-    return monitor_times().since(proc.cpu_base)
+    """The monitor's CPU time since the guest process began, less the platform's overhead
+    (taken from user time first: the server's polling is user time)."""
+    times = monitor_times().since(proc.cpu_base)
+    overhead = _overhead_ns(proc)
+    user = max(times.user_ns - overhead, 0)
+    return CpuTimes(user, max(times.system_ns - (overhead - (times.user_ns - user)), 0))
+
+
+def process_clock_ns(proc: Process) -> int:
+    """The process's CPU time to the nanosecond (CLOCK_PROCESS_CPUTIME_ID's precision,
+    not rusage's microseconds)."""
+    return max(time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID) - proc.cpu_base.total_ns
+               - _overhead_ns(proc), 0)
+
+
+def _overhead_ns(proc: Process) -> int:
+    return proc.machine.overhead_cpu_ns() if proc.machine is not None else 0
 
 
 def thread_times(task: Task) -> CpuTimes:
@@ -110,8 +126,7 @@ def cpu_clock_reader(task: Task, clock_id: int) -> Callable[[], int]:
     proc = task.process
     if target is None:
         if which == CPUCLOCK_SCHED:
-            base = proc.cpu_base.total_ns
-            return lambda: max(time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID) - base, 0)
+            return lambda: process_clock_ns(proc)
         return lambda: _clock_value(process_times(proc), which)
     return lambda: _thread_clock_ns(target)  # a thread's user time is not split apart
 
@@ -120,9 +135,8 @@ def cpu_clock_ns(task: Task, clock_id: int) -> int:
     """The value of a CPU-time clock (clock_gettime)."""
     target, which = cpu_clock_target(task, clock_id)
     if target is None:
-        if which == CPUCLOCK_SCHED:  # the precise clock, not rusage's microseconds
-            return max(time.clock_gettime_ns(time.CLOCK_PROCESS_CPUTIME_ID)
-                       - task.process.cpu_base.total_ns, 0)
+        if which == CPUCLOCK_SCHED:
+            return process_clock_ns(task.process)
         return _clock_value(process_times(task.process), which)
     if which == CPUCLOCK_SCHED:
         if target is task and task.host_thread == threading.get_ident():

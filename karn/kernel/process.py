@@ -103,6 +103,11 @@ class Machine(Protocol[CpuT]):
         one's vCPUs and in_use (the parent's threads') are closed, never used again."""
         ...
 
+    def overhead_cpu_ns(self) -> int:
+        """Host CPU time the platform spent for none of the guest's threads (the fast
+        transport's server polling for calls): not the guest process's CPU time."""
+        ...
+
 
 class Identity:
     __slots__ = ("uid", "gid", "euid", "egid", "suid", "sgid", "keepcaps", "dropped_caps",

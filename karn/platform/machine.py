@@ -73,6 +73,9 @@ class KvmMachine:
         with self._lock:
             self._free.append(cpu)
 
+    def overhead_cpu_ns(self) -> int:
+        return self.fast.server.cpu_ns() if self.fast is not None else 0
+
     def forked(self, in_use: Iterable[Vcpu]) -> KvmMachine:
         """In a forked monitor: a machine with a fresh VM over the inherited guest memory
         (a KVM VM cannot be shared across a fork; the page tables are in guest RAM and a

@@ -15,6 +15,7 @@ import ctypes
 import importlib
 import struct
 import threading
+import time
 from collections.abc import Callable
 from types import ModuleType
 
@@ -54,6 +55,10 @@ class Server:
         self._control_addr = ctypes.addressof(self._control)
         self._serve = serve
         self._thread: threading.Thread | None = None
+        # The thread's CPU clock, taken by the thread itself: a clock id names the kernel
+        # thread and fails once it ends, where a pthread_t of an ended thread is unsafe.
+        self._clock: int | None = None
+        self._cpu_ns = 0
 
     @property
     def asleep(self) -> bool:
@@ -69,12 +74,23 @@ class Server:
                                             daemon=True)
             self._thread.start()
 
+    def cpu_ns(self) -> int:
+        """The host CPU time of the server's thread (polling included): 0 before it starts,
+        its last reading once it ended."""
+        if self._clock is not None:
+            try:
+                self._cpu_ns = time.clock_gettime_ns(self._clock)
+            except OSError:  # the thread ended (a stopped server): its clock with it
+                pass
+        return self._cpu_ns
+
     def wake(self) -> None:
         """From the exit path: the guest's next calls may wait for the server (once it
         polls and its lease says so)."""
         self._wake(self._control_addr)
 
     def _run(self) -> None:
+        self._clock = time.pthread_getcpuclockid(threading.get_ident())
         start = 0
         poll, serve = self._poll, self._serve
         try:
