@@ -158,6 +158,46 @@ def test_python_subprocess_and_fork(karn, native, same):
     same(expected, got, "python3 subprocess")
 
 
+GCC_PROGRAM = {
+    "prog.c": """#include <math.h>
+#include <stdio.h>
+#include "util.h"
+int main(int argc, char **argv) {
+    printf("%s: sqrt(2)=%.6f fib(20)=%ld args=%d\\n", GREETING, sqrt(2.0), fib(20), argc);
+    return (int)(fib(10) % 7);
+}
+""",
+    "util.h": """#define GREETING "compiled with gcc"
+long fib(int n);
+""",
+    "util.c": """#include "util.h"
+long fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+""",
+}
+GCC_COMMAND = "gcc -O2 -Wall -o {out} prog.c util.c -lm && {out}"
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs the host's gcc")
+def test_gcc_compiles_and_links_in_the_guest(karn, native, same, tmp_path):
+    """Debian's gcc in the guest, the toolchain from a read-only /usr volume (gcc, cc1,
+    as, collect2/ld and the headers, crt files and libraries under it): gcc forks and
+    execs each pass, the program it links into /tmp runs there as natively, and the
+    executable is byte for byte the one native gcc makes (copied out by coreutils cp to
+    `/out/`, whose O_PATH open of a volume directory failed with EINVAL)."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name, text in GCC_PROGRAM.items():
+        (src / name).write_text(text)
+    expected = native("sh", "-c", GCC_COMMAND.format(out=out / "native"), cwd=src)
+    assert expected.returncode == 6 and b"fib(20)=6765" in expected.stdout, expected
+    guest = GCC_COMMAND.format(out="/tmp/prog") + "; status=$?; cp /tmp/prog /out/; exit $status"
+    got = karn("-v", "/usr:/usr:ro", "-v", f"{src}:/src:ro", "-v", f"{out}:/out", "-w", "/src",
+               "sh", "-c", guest, timeout=300)
+    same(expected, got, "gcc in the guest")
+    assert (out / "prog").read_bytes() == (out / "native").read_bytes()
+
+
 def test_fork_bomb_is_contained(build, karn):
     """Every process forks until fork fails: --pids-limit stops them all with EAGAIN, and
     pid 1 reaps them (orphans are reparented to it)."""
