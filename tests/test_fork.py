@@ -256,7 +256,17 @@ def test_pids_limit_counts_threads_and_processes(build, karn, limit):
 def test_process_table_rules():
     """The table's Linux rules that the programs above do not reach."""
     from karn.abi.errno import SyscallError
-    from karn.kernel.proctable import P_ALL, WNOHANG, ProcTable, exit_wstatus
+    from karn.abi.signals import SIGSTOP, SIGTSTP
+    from karn.kernel.proctable import (
+        P_ALL,
+        WCONTINUED,
+        WEXITED,
+        WNOHANG,
+        WSTOPPED,
+        ProcTable,
+        exit_wstatus,
+        stopped_wstatus,
+    )
 
     table = ProcTable()
     child = table.new_process(1)
@@ -276,8 +286,20 @@ def test_process_table_rules():
     event, orphans = table.exited(child, exit_wstatus(3))
     assert event is not None and (event.parent, event.child) == (1, child)
     assert orphans == [grandchild] and table.get(grandchild).ppid == 1
-    assert table.wait(1, P_ALL, 0, WNOHANG) == (child, exit_wstatus(3))
-    assert table.wait(1, P_ALL, 0, WNOHANG) is None  # the orphan runs on
+    assert table.wait(1, P_ALL, 0, WNOHANG | WEXITED) == (child, exit_wstatus(3))
+    assert table.wait(1, P_ALL, 0, WNOHANG | WEXITED) is None  # the orphan runs on
+    # job control: one report per change, the latest only; a stopped child that ends
+    # reports its end
+    event2 = table.changed(grandchild, SIGTSTP)
+    assert event2 is not None and event2.wstatus == stopped_wstatus(SIGTSTP)
+    assert table.changed(grandchild, SIGSTOP) is None  # already stopped
+    assert table.wait(1, P_ALL, 0, WNOHANG | WEXITED) is None  # no WUNTRACED
+    table.changed(grandchild, 0)
+    assert table.wait(1, P_ALL, 0, WNOHANG | WSTOPPED) is None  # continued since
+    assert table.wait(1, P_ALL, 0, WNOHANG | WCONTINUED) == (grandchild, 0xFFFF)
+    table.changed(grandchild, SIGSTOP)
+    table.exited(grandchild, exit_wstatus(0))
+    assert table.wait(1, P_ALL, 0, WNOHANG | WSTOPPED | WEXITED) == (grandchild, 0)
 
 
 def test_fork_with_the_fast_transport(build, karn, native, same):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
-from karn.abi.signals import SI_USER, SIGKILL
+from karn.abi.signals import SI_USER, SIGCONT, SIGKILL
 from karn.kernel import tty
 from karn.kernel.link import MESSAGE_MAX, Link, decode_message, send_message
 from karn.kernel.proctable import ProcTable, signal_wstatus
@@ -84,6 +84,9 @@ class Coordinator:
             self._ended.add(caller)
             self._exited(caller, args[0], news)
             return None
+        if op == "changed":  # a job-control stop (its signal) or continue (0)
+            self._job_state(caller, args[0], news)
+            return None
         if op == "exec":
             parent = table.execed(caller)
             if parent:
@@ -102,6 +105,8 @@ class Coordinator:
             for target in targets:
                 if target != caller and signo:
                     news.append((target, ("signal", 0, signo, SI_USER, caller)))
+                if signo == SIGCONT:
+                    self._continued(target, news)
             return caller in targets
         if op == "tgkill":
             tgid, tid, signo, code = args
@@ -109,6 +114,8 @@ class Coordinator:
                 raise SyscallError(errno.ESRCH)
             if signo:
                 news.append((tgid, ("signal", tid, signo, code, caller)))
+            if signo == SIGCONT:
+                self._continued(tgid, news)
             return None
         if op == "watch":  # a pidfd: news when it ends; True when it has ended already
             if table.get(args[0]).zombie:
@@ -135,10 +142,23 @@ class Coordinator:
             return table.getsid(caller, args[0])
         if op == "tcgetpgrp":
             return tty.table_getpgrp(table, caller)
+        if op == "tty_foreground":
+            return tty.table_in_foreground(table, caller)
         if op == "tcsetpgrp":
             tty.table_setpgrp(table, caller, args[0])
             return None
         raise SyscallError(errno.EINVAL)
+
+    def _job_state(self, pid: int, stop_signal: int, news: list) -> None:
+        event = self.table.changed(pid, stop_signal)
+        if event is not None:
+            news.append((event.parent, ("child_state", event.child, event.wstatus)))
+
+    def _continued(self, pid: int, news: list) -> None:
+        """A SIGCONT sent: the process counts as continued from now, as Linux's kill
+        marks it before returning (its monitor's own report comes later and finds it
+        done), so the sender's wait with WCONTINUED sees it at once."""
+        self._job_state(pid, 0, news)
 
     def _exited(self, pid: int, wstatus: int, news: list) -> None:
         event, orphans = self.table.exited(pid, wstatus)

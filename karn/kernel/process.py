@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import NSIG, SIGKILL, SIGSEGV
+from karn.kernel import jobcontrol
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.cputime import monitor_times
@@ -218,6 +219,7 @@ class Process:
         self.signal_lock = threading.RLock()
         self.actions = [SigAction() for _ in range(NSIG + 1)]
         self.pending = PendingSignals()
+        self.job_stop = 0  # the signal that stopped the process (jobcontrol.py); 0: runs
         self.futex = FutexTable()
         self.timer_service = TimerService()
         self.itimer_real: Timer | None = None  # created on first use (sys_timer.py)
@@ -378,6 +380,7 @@ class Process:
 
     def signal_process(self, info: SigInfo) -> None:
         sig = info.signo
+        jobcontrol.signal_sent(self, sig)
         with self.signal_lock:
             action = self.actions[sig]
             dropped = action.ignored(sig) or self.namespace_init and action.handler == SIG_DFL
@@ -386,6 +389,8 @@ class Process:
                     t.blocked & bit(sig) for t in self.tasks.values()):
                 return
             candidates = [t for t in self.tasks.values() if not t.blocked & bit(sig)]
+            if self.job_stop and sig != SIGKILL:
+                candidates = []  # stopped: only SIGKILL acts before a SIGCONT, as Linux
             if self._kills_process(sig) and (candidates or sig == SIGKILL):
                 fatal = True
             else:
@@ -402,10 +407,12 @@ class Process:
 
     def signal_thread(self, task: Task, info: SigInfo) -> None:
         sig = info.signo
+        jobcontrol.signal_sent(self, sig)
         with self.signal_lock:
             if self.actions[sig].ignored(sig) and sig != SIGKILL and not task.blocked & bit(sig):
                 return
-            fatal = self._kills_process(sig) and not task.blocked & bit(sig)
+            fatal = self._kills_process(sig) and not task.blocked & bit(sig) \
+                and (not self.job_stop or sig == SIGKILL)
             if not fatal:
                 task.pending.add(info)
         if fatal:

@@ -18,17 +18,17 @@ import signal
 import threading
 from typing import TYPE_CHECKING
 
-from karn.abi.errno import SyscallError
-from karn.abi.signals import SI_KERNEL
-from karn.kernel.signals import SigInfo
+from karn.abi.errno import ERESTARTSYS, SyscallError
+from karn.abi.signals import SI_KERNEL, SIGTTIN
+from karn.kernel.signals import SIG_IGN, SigInfo, bit
 
 if TYPE_CHECKING:
-    from karn.kernel.process import Process
+    from karn.kernel.process import Process, Task
     from karn.kernel.proctable import ProcTable
 
-# What the line discipline sends (SIGTSTP is not here: job-control stops are not built,
-# and the host kernel discards it for the monitors' orphaned host process group).
-TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH)
+# What the line discipline sends. The monitors catch SIGTSTP (Ctrl-Z) with a handler: left
+# at SIG_DFL, the host kernel would discard it for their orphaned host process group.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH, signal.SIGTSTP)
 SESSION = 1  # pid 1's session holds the terminal from the start, as docker's -t
 
 
@@ -70,7 +70,7 @@ def is_terminal(host_fd: int) -> bool:
 
 def host_signals() -> tuple[int, ...]:
     """Host signals a monitor must catch for the terminal, beyond those it forwards."""
-    return (signal.SIGWINCH,) if TERMINAL.active else ()
+    return (signal.SIGWINCH, signal.SIGTSTP) if TERMINAL.active else ()
 
 
 def is_terminal_signal(signum: int) -> bool:
@@ -119,6 +119,22 @@ def set_foreground(proc: Process, pgrp: int) -> None:
     proc.link.call("tcsetpgrp", pgrp)
 
 
+def check_background_read(task: Task) -> None:
+    """Before a read of the terminal: a process outside its foreground group gets SIGTTIN
+    (its whole group does) and the read restarts once it is continued, as Linux's job
+    control; EIO when SIGTTIN is ignored or blocked. Alone (never forked), pid 1 is the
+    foreground."""
+    proc = task.process
+    link = proc.link
+    if link is None or link.call("tty_foreground"):
+        return
+    if proc.actions[SIGTTIN].handler == SIG_IGN or task.blocked & bit(SIGTTIN):
+        raise SyscallError(errno.EIO)
+    if link.call("kill", -own_group(proc), SIGTTIN):  # the others; the caller's own here
+        proc.signal_process(SigInfo.from_sender(SIGTTIN, SI_KERNEL, 0))
+    raise SyscallError(ERESTARTSYS)
+
+
 def check_controlling(proc: Process) -> None:
     """TIOCSCTTY: only the terminal's own session leader (it already has it)."""
     if own_session(proc) != SESSION or proc.pid != SESSION:
@@ -131,6 +147,13 @@ def table_getpgrp(table: ProcTable, caller: int) -> int:
     if table.get(caller).sid != SESSION:
         raise SyscallError(errno.ENOTTY)
     return TERMINAL.foreground
+
+
+def table_in_foreground(table: ProcTable, caller: int) -> bool:
+    """Whether the caller may read the terminal: in its foreground group, or outside
+    its session (the terminal is not its controlling one)."""
+    entry = table.get(caller)
+    return entry.sid != SESSION or entry.pgid == TERMINAL.foreground
 
 
 def table_setpgrp(table: ProcTable, caller: int, pgrp: int) -> None:

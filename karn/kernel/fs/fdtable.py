@@ -6,15 +6,30 @@ import errno
 import fcntl
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.kernel import tty
 from karn.kernel.fs.file import HostFile, OpenFile
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
 
 DEFAULT_LIMIT = 1024  # RLIMIT_NOFILE soft limit, as on most distributions
 
 
 class StdioFile(HostFile):
     """The monitor's own stdin/stdout/stderr, dup'ed: guest writes go straight out."""
+
+    def readinto(self, task: Task, view: memoryview) -> int:
+        if tty.is_terminal(self.fd):
+            tty.check_background_read(task)
+        return super().readinto(task, view)
+
+    def readv_into(self, task: Task, views: list[memoryview]) -> int:
+        if tty.is_terminal(self.fd):
+            tty.check_background_read(task)
+        return super().readv_into(task, views)
 
     def link_name(self) -> str:
         if self.is_pipe:

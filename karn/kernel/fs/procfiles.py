@@ -57,6 +57,11 @@ def _comm(proc: Process) -> str:
     return leader.comm.decode(errors="replace")
 
 
+def _state(proc: Process) -> str:
+    """State of /proc/PID/status: stopped by a job-control signal, or running."""
+    return "T (stopped)" if proc.job_stop else "R (running)"
+
+
 def maps(proc: Process) -> bytes:
     lines = []
     for vma in proc.mm.vmas():
@@ -76,7 +81,7 @@ def status(proc: Process) -> bytes:
     ident = proc.identity
     size_kb = proc.mm.mapped_bytes // 1024
     return (
-        f"Name:\t{_comm(proc)}\nUmask:\t{proc.fs.umask:04o}\nState:\tR (running)\n"
+        f"Name:\t{_comm(proc)}\nUmask:\t{proc.fs.umask:04o}\nState:\t{_state(proc)}\n"
         f"Tgid:\t{proc.pid}\nNgid:\t0\nPid:\t{proc.pid}\nPPid:\t{proc.ppid}\nTracerPid:\t0\n"
         f"Uid:\t{ident.uid}\t{ident.euid}\t{ident.suid}\t{ident.euid}\n"
         f"Gid:\t{ident.gid}\t{ident.egid}\t{ident.sgid}\t{ident.egid}\n"
@@ -98,7 +103,7 @@ def pid_stat(proc: Process) -> bytes:
         [
             str(proc.pid),
             f"({_comm(proc)})",
-            "R",
+            _state(proc)[0],
             str(proc.ppid),
             str(proc.pid),
             str(proc.pid),
