@@ -21,15 +21,9 @@ DEFAULT_LIMIT = 1024  # RLIMIT_NOFILE soft limit, as on most distributions
 class StdioFile(HostFile):
     """The monitor's own stdin/stdout/stderr, dup'ed: guest writes go straight out."""
 
-    def readinto(self, task: Task, view: memoryview) -> int:
+    def before_read(self, task: Task) -> None:
         if tty.is_terminal(self.fd):
             tty.check_background_read(task)
-        return super().readinto(task, view)
-
-    def readv_into(self, task: Task, views: list[memoryview]) -> int:
-        if tty.is_terminal(self.fd):
-            tty.check_background_read(task)
-        return super().readv_into(task, views)
 
     def link_name(self) -> str:
         if self.is_pipe:
