@@ -198,6 +198,14 @@ def test_gcc_compiles_and_links_in_the_guest(karn, native, same, tmp_path):
     assert (out / "prog").read_bytes() == (out / "native").read_bytes()
 
 
+def test_zombie_shows_in_proc_until_reaped(build, karn, native, same):
+    """An ended child not yet waited for: /proc/PID/stat says Z with its name and parent
+    (from the process table: its monitor is gone), busybox ps lists it as Z; once reaped
+    its /proc directory is gone."""
+    probe = build("zombie_proc")
+    same(native(probe, BUSYBOX), karn("--root", "/", probe, BUSYBOX), "zombie in /proc")
+
+
 def test_fork_bomb_is_contained(build, karn):
     """Every process forks until fork fails: --pids-limit stops them all with EAGAIN, and
     pid 1 reaps them (orphans are reparented to it)."""
@@ -274,7 +282,8 @@ def test_process_table_rules():
     with pytest.raises(SyscallError) as err:
         table.setpgid(1, grandchild, 0)  # not the caller's child
     assert err.value.errno == errno.ESRCH
-    table.execed(child)
+    table.execed(child, "prog")
+    assert table.get(child).comm == "prog"  # a zombie's name in /proc
     with pytest.raises(SyscallError) as err:
         table.setpgid(1, child, 0)  # a child that has exec'd
     assert err.value.errno == errno.EACCES

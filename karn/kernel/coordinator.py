@@ -39,7 +39,9 @@ QUERY_TIMEOUT = 5.0  # seconds a monitor has to answer for one of its /proc file
 class Coordinator:
     def __init__(self, proc: Process, pids_limit: int | None) -> None:
         self.proc = proc
-        self.table = ProcTable(proc.pid, proc._next_tid, pids_limit)
+        leader = proc.tasks.get(proc.pid)
+        self.table = ProcTable(proc.pid, proc._next_tid, pids_limit,
+                               leader.comm.decode(errors="replace") if leader else "")
         self.table.entries[proc.pid].threads = max(len(proc.tasks) - 1, 0)
         self.lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
@@ -88,7 +90,7 @@ class Coordinator:
             self._job_state(caller, args[0], news)
             return None
         if op == "exec":
-            parent = table.execed(caller)
+            parent = table.execed(caller, str(args[0]) if args else "")
             if parent:
                 news.append((parent, ("released", caller)))
             return None
@@ -122,8 +124,8 @@ class Coordinator:
                 return True
             self._watchers.setdefault(args[0], set()).add(caller)
             return False
-        if op == "pids":  # the live processes, for a listing of /proc
-            return sorted(e.pid for e in table.live())
+        if op == "pids":  # the processes, zombies included, for a listing of /proc
+            return sorted(table.entries)
         if op == "answer":  # a monitor's content of one of its /proc files
             qid, ok, content = args
             waiting = self._queries.get(qid)
@@ -182,7 +184,11 @@ class Coordinator:
             return pid_entry(self.proc, name).decode("latin-1")
         with self.lock:
             entry = self.table.entries.get(pid)
-            if entry is None or entry.zombie or pid not in self._socks:
+            if entry is not None and entry.zombie:  # its monitor is gone: the table's word
+                from karn.kernel.fs.procfiles import zombie_entry
+
+                return zombie_entry(entry, name).decode("latin-1")
+            if entry is None or pid not in self._socks:
                 raise SyscallError(errno.ESRCH)
             self._next_query += 1
             qid = self._next_query

@@ -276,7 +276,8 @@ class Process:
     def execed(self) -> None:
         """execve succeeded: the table learns it (a vfork parent resumes)."""
         if self.link is not None:
-            self.link.call("exec")
+            leader = self.tasks.get(self.pid)
+            self.link.call("exec", leader.comm.decode(errors="replace") if leader else "")
 
     def start_task(self, task: Task, regs: dict[str, int], fs_base: int) -> None:
         """Give the task a vCPU and a host thread, and let it run from `regs`."""

@@ -59,7 +59,7 @@ def child_code(wstatus: int) -> tuple[int, int]:
 
 class Entry:
     __slots__ = ("pid", "ppid", "pgid", "sid", "zombie", "wstatus", "children", "execed",
-                 "vfork_parent", "threads", "stopped", "report")
+                 "vfork_parent", "threads", "stopped", "report", "comm")
 
     def __init__(self, pid: int, ppid: int, pgid: int, sid: int) -> None:
         self.pid = pid
@@ -74,6 +74,7 @@ class Entry:
         self.threads = 0  # threads besides the first, counted by --pids-limit
         self.stopped = 0  # the signal that stopped it (job control); 0: running
         self.report = 0  # a stop or continue not yet waited for (its wait status); 0: none
+        self.comm = ""  # its name (the parent's, then its program's at execve): a zombie's
 
 
 class Reaped(NamedTuple):
@@ -91,8 +92,9 @@ class ChildEvent(NamedTuple):
 
 class ProcTable:
     def __init__(self, first_pid: int = INIT, next_pid: int = INIT + 1,
-                 pids_limit: int | None = None) -> None:
+                 pids_limit: int | None = None, comm: str = "") -> None:
         self.entries: dict[int, Entry] = {first_pid: Entry(first_pid, 0, first_pid, first_pid)}
+        self.entries[first_pid].comm = comm
         self.next_pid = next_pid
         self.pids_limit = pids_limit
 
@@ -140,6 +142,7 @@ class ProcTable:
         pid = self._next()
         entry = Entry(pid, parent, owner.pgid, owner.sid)
         entry.vfork_parent = parent if vfork else 0
+        entry.comm = owner.comm
         self.entries[pid] = entry
         owner.children.add(pid)
         return pid
@@ -185,10 +188,12 @@ class ProcTable:
             return None
         return ChildEvent(entry.ppid, pid, entry.report)
 
-    def execed(self, pid: int) -> int:
-        """The process exec'd; returns its vfork parent to release (0: none)."""
+    def execed(self, pid: int, comm: str) -> int:
+        """The process exec'd (comm: its new name); returns its vfork parent to release
+        (0: none)."""
         entry = self.get(pid)
         entry.execed = True
+        entry.comm = comm
         parent, entry.vfork_parent = entry.vfork_parent, 0
         return parent
 
