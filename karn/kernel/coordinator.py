@@ -105,19 +105,19 @@ class Coordinator:
             pid, signo = args
             targets = table.kill_targets(caller, pid)
             for target in targets:
+                if signo == SIGCONT:  # first: the parent hears it before the child runs
+                    self._continued(target, news)
                 if target != caller and signo:
                     news.append((target, ("signal", 0, signo, SI_USER, caller)))
-                if signo == SIGCONT:
-                    self._continued(target, news)
             return caller in targets
         if op == "tgkill":
             tgid, tid, signo, code = args
             if table.get(tgid).zombie:
                 raise SyscallError(errno.ESRCH)
-            if signo:
-                news.append((tgid, ("signal", tid, signo, code, caller)))
             if signo == SIGCONT:
                 self._continued(tgid, news)
+            if signo:
+                news.append((tgid, ("signal", tid, signo, code, caller)))
             return None
         if op == "watch":  # a pidfd: news when it ends; True when it has ended already
             if table.get(args[0]).zombie:
@@ -140,6 +140,8 @@ class Coordinator:
             return table.setsid(caller)
         if op == "getpgid":
             return table.getpgid(caller, args[0])
+        if op == "orphaned":  # whether the caller's process group is orphaned
+            return table.orphaned_group(table.get(caller).pgid)
         if op == "getsid":
             return table.getsid(caller, args[0])
         if op == "tcgetpgrp":
@@ -159,7 +161,9 @@ class Coordinator:
     def _continued(self, pid: int, news: list) -> None:
         """A SIGCONT sent: the process counts as continued from now, as Linux's kill
         marks it before returning (its monitor's own report comes later and finds it
-        done), so the sender's wait with WCONTINUED sees it at once."""
+        done), so the sender's wait with WCONTINUED sees it at once. Its news go before
+        the signal's: the parent learns of the continue before anything the child does
+        once it runs (its exit)."""
         self._job_state(pid, 0, news)
 
     def _exited(self, pid: int, wstatus: int, news: list) -> None:

@@ -48,8 +48,11 @@ def _discard(proc: Process, signals: tuple[int, ...]) -> None:
 
 def stop(task: Task, sig: int) -> bool:
     """The task took stop signal `sig` at SIG_DFL: the process stops. Returns once it
-    is continued (True) or ending (False)."""
+    is continued (True) or ending (False). SIGTSTP, SIGTTIN and SIGTTOU are discarded
+    in an orphaned process group (nobody in the session could continue it)."""
     proc = task.process
+    if sig != SIGSTOP and orphaned(proc):
+        return True
     with proc.signal_lock:
         first = proc.job_stop == 0 and proc.exit_status is None
         if first:
@@ -60,6 +63,11 @@ def stop(task: Task, sig: int) -> bool:
             other.notify_signal()
         _report(proc, sig)
     return park(task)
+
+
+def orphaned(proc: Process) -> bool:
+    """Whether the process's group is orphaned (alone, pid 1's group is not)."""
+    return proc.link is not None and bool(proc.link.call("orphaned"))
 
 
 def park(task: Task) -> bool:

@@ -260,6 +260,19 @@ class ProcTable:
 
     # -- groups and sessions -------------------------------------------------------------
 
+    def orphaned_group(self, pgid: int) -> bool:
+        """POSIX's orphaned process group: no member has a parent in another group of
+        its session. The first process's parent, outside the guest, counts as one (karn
+        is started from a shell), so pid 1's group is never orphaned."""
+        for entry in self.entries.values():
+            if entry.pgid != pgid or entry.zombie:
+                continue
+            parent = self.entries.get(entry.ppid)
+            if entry.ppid == 0 or (parent is not None and parent.pgid != pgid
+                                   and parent.sid == entry.sid):
+                return False
+        return True
+
     def setpgid(self, caller: int, pid: int, pgid: int) -> None:
         me = self.get(caller)
         pid = pid or caller

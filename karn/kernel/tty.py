@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from karn.abi.errno import ERESTARTSYS, SyscallError
 from karn.abi.signals import SI_KERNEL, SIGTTIN
+from karn.kernel import jobcontrol
 from karn.kernel.signals import SIG_IGN, SigInfo, bit
 
 if TYPE_CHECKING:
@@ -128,7 +129,8 @@ def check_background_read(task: Task) -> None:
     link = proc.link
     if link is None or link.call("tty_foreground"):
         return
-    if proc.actions[SIGTTIN].handler == SIG_IGN or task.blocked & bit(SIGTTIN):
+    if proc.actions[SIGTTIN].handler == SIG_IGN or task.blocked & bit(SIGTTIN) \
+            or jobcontrol.orphaned(proc):
         raise SyscallError(errno.EIO)
     if link.call("kill", -own_group(proc), SIGTTIN):  # the others; the caller's own here
         proc.signal_process(SigInfo.from_sender(SIGTTIN, SI_KERNEL, 0))

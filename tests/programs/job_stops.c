@@ -2,7 +2,8 @@
    SIGSTOP/SIGTSTP/SIGTTIN, waitpid with WUNTRACED and WCONTINUED, waitid with WSTOPPED,
    WCONTINUED and WNOWAIT, SIGCHLD's CLD_STOPPED/CLD_CONTINUED (none with SA_NOCLDSTOP),
    /proc/PID/stat's state, every thread of a stopped child stopped, SIGKILL of a stopped
-   child. Prints nothing that depends on pid numbering, to compare with a native run. */
+   child, SIGTSTP discarded in an orphaned group. Prints nothing that depends on pid
+   numbering, to compare with a native run. */
 #include "karntest.h"
 #include <poll.h>
 #include <pthread.h>
@@ -200,6 +201,26 @@ static void threads_stop_too(void) {
     close(ticks[0]);
 }
 
+/* setsid: the child's group is orphaned (its parent is in another session), so SIGTSTP
+   is discarded there; SIGSTOP still stops it. */
+static void orphaned_group(void) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        setsid();
+        raise(SIGTSTP);
+        raise(SIGSTOP);
+        _exit(3);
+    }
+    int status;
+    MUST(waitpid(pid, &status, WUNTRACED) == pid);
+    report("orphaned group: SIGTSTP discarded, then SIGSTOP", status);
+    next_sigchld("orphaned stop", pid, 10000);
+    kill(pid, SIGCONT);
+    MUST(waitpid(pid, &status, 0) == pid);
+    report("orphaned group", status);
+    next_sigchld("orphaned continue", pid, 10000);  /* the exit's SIGCHLD merges with it */
+}
+
 static void no_cldstop(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -234,6 +255,7 @@ int main(void) {
     stops_itself();
     stopped_by_others();
     threads_stop_too();
+    orphaned_group();
     no_cldstop();
     return 0;
 }
