@@ -188,6 +188,19 @@ def test_background_job_reading_the_terminal_stops_until_fg(terminal) -> None:
     assert term.wait() == 0
 
 
+def test_ctrl_z_leaves_pid_1_running(terminal) -> None:
+    """Ctrl-Z to pid 1 at SIG_DFL is not sent: nothing in the guest could continue it
+    (docker's -t: a container's init ignores it)."""
+    term = terminal(*karn_it(BUSYBOX, "sh", "-c", "echo ready; while read x; do echo got $x; done"))
+    term.expect(rb"ready\r\n")
+    term.type("\x1a")
+    for line in ("one", "two", "three"):  # each answered: still running after the Ctrl-Z
+        term.type(line + "\r")
+        term.expect(rb"got " + line.encode() + rb"\r\n")
+    term.type("\x04")
+    assert term.wait() == 0
+
+
 def test_window_size_and_its_changes_reach_the_guest(terminal) -> None:
     term = terminal(*karn_it(BUSYBOX, "sh"), rows=33, columns=99)
     term.expect(PROMPT)
