@@ -309,6 +309,16 @@ def test_process_table_rules():
     table.changed(grandchild, SIGSTOP)
     table.exited(grandchild, exit_wstatus(0))
     assert table.wait(1, P_ALL, 0, WNOHANG | WSTOPPED | WEXITED) == (grandchild, 0)
+    # an exit that orphans a group with a stopped process: SIGHUP and SIGCONT go to it
+    leader = table.new_process(1)
+    table.setsid(leader)
+    stopped = table.new_process(leader)
+    table.setpgid(leader, stopped, 0)
+    assert not table.orphaned_group(stopped)  # its parent is in the session, another group
+    table.changed(stopped, SIGSTOP)
+    table.exited(leader, exit_wstatus(0))
+    assert table.orphaned_group(stopped) and table.stranded_groups() == [stopped]
+    assert table.group_members(stopped) == [stopped]
 
 
 def test_fork_with_the_fast_transport(build, karn, native, same):

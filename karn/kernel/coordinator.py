@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
-from karn.abi.signals import SI_USER, SIGCONT, SIGKILL
+from karn.abi.signals import SI_KERNEL, SI_USER, SIGCONT, SIGHUP, SIGKILL
 from karn.kernel import tty
 from karn.kernel.link import MESSAGE_MAX, Link, decode_message, send_message
 from karn.kernel.proctable import ProcTable, signal_wstatus
@@ -177,6 +177,11 @@ class Coordinator:
             entry = self.table.entries.get(orphan)
             if entry is not None and entry.zombie:  # an orphaned zombie: init may reap it
                 news.append((1, ("child", orphan, entry.wstatus)))
+        for group in self.table.stranded_groups():
+            for member in self.table.group_members(group):
+                news.append((member, ("signal", 0, SIGHUP, SI_KERNEL, 0)))
+                self._continued(member, news)
+                news.append((member, ("signal", 0, SIGCONT, SI_KERNEL, 0)))
 
     def _proc_file(self, pid: int, name: str) -> str:
         """The content of /proc/PID/name (latin-1 text), asked of the monitor running

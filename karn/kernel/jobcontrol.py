@@ -24,20 +24,23 @@ STOP_SIGNALS = (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU)
 
 
 def signal_sent(proc: Process, sig: int) -> None:
-    """A signal is being sent to the process (before it is queued or dropped)."""
-    if sig == SIGCONT:
+    """A signal is being sent to the process (before it is queued or dropped): a SIGCONT
+    discards pending stop signals, a stop signal a pending SIGCONT."""
+    if sig == SIGCONT or sig in STOP_SIGNALS:
         with proc.signal_lock:
-            _discard(proc, STOP_SIGNALS)
-            resumed = proc.job_stop != 0
-            proc.job_stop = 0
-            tasks = list(proc.tasks.values())
-        if resumed:
-            for task in tasks:
-                task.waker.wake()
-            _report(proc, 0)
-    elif sig in STOP_SIGNALS:
-        with proc.signal_lock:
-            _discard(proc, (SIGCONT,))
+            _discard(proc, STOP_SIGNALS if sig == SIGCONT else (SIGCONT,))
+
+
+def continued(proc: Process) -> None:
+    """A SIGCONT was sent (and queued if it has a handler): a stopped process goes on."""
+    with proc.signal_lock:
+        resumed = proc.job_stop != 0
+        proc.job_stop = 0
+        tasks = list(proc.tasks.values())
+    if resumed:
+        for task in tasks:
+            task.waker.wake()
+        _report(proc, 0)
 
 
 def _discard(proc: Process, signals: tuple[int, ...]) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from karn.abi.errno import SyscallError
-from karn.abi.signals import NSIG, SIGKILL, SIGSEGV
+from karn.abi.signals import NSIG, SIGCONT, SIGKILL, SIGSEGV
 from karn.kernel import jobcontrol
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
@@ -380,8 +380,13 @@ class Process:
         )
 
     def signal_process(self, info: SigInfo) -> None:
+        jobcontrol.signal_sent(self, info.signo)
+        self._signal_process(info)
+        if info.signo == SIGCONT:  # after it is queued: a handler for it runs at once
+            jobcontrol.continued(self)
+
+    def _signal_process(self, info: SigInfo) -> None:
         sig = info.signo
-        jobcontrol.signal_sent(self, sig)
         with self.signal_lock:
             action = self.actions[sig]
             dropped = action.ignored(sig) or self.namespace_init and action.handler == SIG_DFL
@@ -407,8 +412,13 @@ class Process:
                 task.waker.wake()
 
     def signal_thread(self, task: Task, info: SigInfo) -> None:
+        jobcontrol.signal_sent(self, info.signo)
+        self._signal_thread(task, info)
+        if info.signo == SIGCONT:
+            jobcontrol.continued(self)
+
+    def _signal_thread(self, task: Task, info: SigInfo) -> None:
         sig = info.signo
-        jobcontrol.signal_sent(self, sig)
         with self.signal_lock:
             if self.actions[sig].ignored(sig) and sig != SIGKILL and not task.blocked & bit(sig):
                 return

@@ -97,6 +97,7 @@ class ProcTable:
         self.entries[first_pid].comm = comm
         self.next_pid = next_pid
         self.pids_limit = pids_limit
+        self._groups_at_risk: set[int] = set()  # exited(): groups it may orphan
 
     def get(self, pid: int) -> Entry:
         entry = self.entries.get(pid)
@@ -160,6 +161,8 @@ class ProcTable:
         entry = self.entries.get(pid)
         if entry is None or entry.zombie:
             return None, []
+        self._groups_at_risk = {entry.pgid, *(self.entries[c].pgid for c in entry.children)}
+        self._groups_at_risk -= {g for g in self._groups_at_risk if self.orphaned_group(g)}
         entry.zombie = True
         entry.wstatus = wstatus
         entry.threads = 0
@@ -175,6 +178,17 @@ class ProcTable:
             self.entries.pop(pid)  # nobody can wait for it
             return None, orphans
         return ChildEvent(entry.ppid, pid, wstatus), orphans
+
+    def stranded_groups(self) -> list[int]:
+        """After exited(): the groups its end orphaned that hold a stopped process. Linux
+        sends them SIGHUP and SIGCONT (POSIX), as nobody in their session could continue
+        them."""
+        groups, self._groups_at_risk = self._groups_at_risk, set()
+        return sorted(g for g in groups if self.orphaned_group(g) and any(
+            e.pgid == g and e.stopped and not e.zombie for e in self.entries.values()))
+
+    def group_members(self, pgid: int) -> list[int]:
+        return sorted(e.pid for e in self.entries.values() if e.pgid == pgid and not e.zombie)
 
     def changed(self, pid: int, stop_signal: int) -> ChildEvent | None:
         """The process stopped (by stop_signal) or continued (0): the parent's wait

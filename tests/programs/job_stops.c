@@ -2,11 +2,13 @@
    SIGSTOP/SIGTSTP/SIGTTIN, waitpid with WUNTRACED and WCONTINUED, waitid with WSTOPPED,
    WCONTINUED and WNOWAIT, SIGCHLD's CLD_STOPPED/CLD_CONTINUED (none with SA_NOCLDSTOP),
    /proc/PID/stat's state, every thread of a stopped child stopped, SIGKILL of a stopped
-   child, SIGTSTP discarded in an orphaned group. Prints nothing that depends on pid
-   numbering, to compare with a native run. */
+   child, SIGTSTP discarded in an orphaned group, SIGHUP and SIGCONT to a stopped group
+   its parent's end orphans. Prints nothing that depends on pid numbering, to compare
+   with a native run. */
 #include "karntest.h"
 #include <poll.h>
 #include <pthread.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -221,6 +223,52 @@ static void orphaned_group(void) {
     next_sigchld("orphaned continue", pid, 10000);  /* the exit's SIGCHLD merges with it */
 }
 
+static int hup_pipe;
+static void note_hup(int sig) { (void)sig; if (write(hup_pipe, "H", 1)) {} }
+static void note_cont(int sig) { (void)sig; if (write(hup_pipe, "C", 1)) {} }
+
+/* A stopped process whose group is orphaned by its parent's end (its new parent, this
+   subreaper, is in another session) gets SIGHUP then SIGCONT. */
+static void orphaned_by_exit(void) {
+    int notes[2];
+    MUST(pipe(notes) == 0);
+    pid_t middle = fork();
+    if (middle == 0) {
+        setsid();
+        pid_t grandchild = fork();
+        if (grandchild == 0) {
+            setpgid(0, 0);
+            hup_pipe = notes[1];
+            signal(SIGHUP, note_hup);
+            signal(SIGCONT, note_cont);
+            raise(SIGSTOP);
+            _exit(0);
+        }
+        int status;
+        MUST(waitpid(grandchild, &status, WUNTRACED) == grandchild);
+        _exit(WIFSTOPPED(status) ? 0 : 1);  /* its end orphans the stopped group */
+    }
+    close(notes[1]);
+    int status;
+    MUST(waitpid(middle, &status, 0) == middle);
+    report("orphaning parent", status);
+    next_sigchld("orphaning parent", middle, 10000);
+    char got[8] = "";
+    ssize_t n = 0, r;
+    while ((r = read(notes[0], got + n, sizeof got - 1 - (size_t)n)) > 0) n += r;
+    printf("the stopped grandchild got (H: SIGHUP, C: SIGCONT): %s\n", got);
+    pid_t reaped = wait(&status);
+    report("the grandchild, reaped here", status);
+    printf("reaped one: %d\n", reaped > 0);
+    /* its SIGCHLDs (continued, exited) merge or not as the timing falls: drop them */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    struct timespec none = {0, 0};
+    while (sigtimedwait(&set, NULL, &none) > 0) {}
+    close(notes[0]);
+}
+
 static void no_cldstop(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -252,10 +300,12 @@ int main(void) {
     /* A session of its own, each child in a group of its own: the children's groups are
        not orphaned, so SIGTSTP and SIGTTIN stop them (natively, whoever started this). */
     setsid();
+    prctl(PR_SET_CHILD_SUBREAPER, 1);  /* orphans come here natively, as to pid 1 */
     stops_itself();
     stopped_by_others();
     threads_stop_too();
     orphaned_group();
+    orphaned_by_exit();
     no_cldstop();
     return 0;
 }
