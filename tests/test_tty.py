@@ -188,6 +188,21 @@ def test_background_job_reading_the_terminal_stops_until_fg(terminal) -> None:
     assert term.wait() == 0
 
 
+def test_background_job_changing_the_terminal_stops_until_fg(terminal) -> None:
+    """tcsetattr from the background (stty) gets SIGTTOU: stopped "(tty output)" until
+    fg, then the change is made."""
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    term.type("stty -echo & pid=$!; until grep -q ') T ' /proc/$pid/stat; do :; done; jobs\r")
+    term.expect(rb"\[1\]\+ +Stopped \(tty output\) +stty -echo")
+    term.expect(PROMPT)
+    term.type("fg\r")
+    term.expect(PROMPT)
+    term.type("echo status=$?; stty -a | grep -c ' -echo '; exit\r")
+    term.expect(rb"status=0\r\n1\r\n")  # echo is off now: the line itself is not shown
+    assert term.wait() == 0
+
+
 def test_ctrl_z_leaves_pid_1_running(terminal) -> None:
     """Ctrl-Z to pid 1 at SIG_DFL is not sent: nothing in the guest could continue it
     (docker's -t: a container's init ignores it)."""

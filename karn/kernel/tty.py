@@ -19,7 +19,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import ERESTARTSYS, SyscallError
-from karn.abi.signals import SI_KERNEL, SIGTTIN
+from karn.abi.signals import SI_KERNEL, SIGTTIN, SIGTTOU
 from karn.kernel import jobcontrol
 from karn.kernel.signals import SIG_DFL, SIG_IGN, SigInfo, bit
 
@@ -133,14 +133,39 @@ def check_background_read(task: Task) -> None:
     control; EIO when SIGTTIN is ignored or blocked. Alone (never forked), pid 1 is the
     foreground."""
     proc = task.process
-    link = proc.link
-    if link is None or link.call("tty_foreground"):
+    if proc.link is None or proc.link.call("tty_foreground"):
         return
     if proc.actions[SIGTTIN].handler == SIG_IGN or task.blocked & bit(SIGTTIN) \
             or jobcontrol.orphaned(proc):
         raise SyscallError(errno.EIO)
-    if link.call("kill", -own_group(proc), SIGTTIN):  # the others; the caller's own here
-        proc.signal_process(SigInfo.from_sender(SIGTTIN, SI_KERNEL, 0))
+    _stop_group(proc, SIGTTIN)
+
+
+# ioctls that change the terminal: from the background, SIGTTOU first (Linux's
+# tty_check_change): TCSETS, TCSETSW, TCSETSF, TIOCSPGRP
+CHANGES = (0x5402, 0x5403, 0x5404, 0x5410)
+
+
+def check_background_change(task: Task) -> None:
+    """Before a change of the terminal's modes or foreground group: a process outside
+    its foreground group gets SIGTTOU (its group does) and the call restarts once it is
+    continued; allowed when SIGTTOU is ignored or blocked (how a shell takes the terminal
+    back), EIO in an orphaned group."""
+    proc = task.process
+    if proc.link is None or proc.link.call("tty_foreground"):
+        return
+    if proc.actions[SIGTTOU].handler == SIG_IGN or task.blocked & bit(SIGTTOU):
+        return
+    if jobcontrol.orphaned(proc):
+        raise SyscallError(errno.EIO)
+    _stop_group(proc, SIGTTOU)
+
+
+def _stop_group(proc: Process, sig: int) -> None:
+    link = proc.link
+    assert link is not None
+    if link.call("kill", -own_group(proc), sig):  # the others; the caller's own here
+        proc.signal_process(SigInfo.from_sender(sig, SI_KERNEL, 0))
     raise SyscallError(ERESTARTSYS)
 
 
