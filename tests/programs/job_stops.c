@@ -60,6 +60,22 @@ static char proc_state(pid_t pid) {
     return end && end[1] == ' ' ? end[2] : '?';
 }
 
+/* /proc/PID/stat's process group (its fifth field). */
+static long proc_pgrp(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *end = strrchr(buf, ')');
+    long ppid, pgrp;
+    char state;
+    if (!end || sscanf(end + 2, "%c %ld %ld", &state, &ppid, &pgrp) != 3) return -1;
+    return pgrp;
+}
+
 static void stops_itself(void) {
     int go[2];
     MUST(pipe(go) == 0);
@@ -77,6 +93,7 @@ static void stops_itself(void) {
     report("waitpid WUNTRACED", status);
     next_sigchld("stop", pid, 10000);
     printf("/proc state while stopped: %c\n", proc_state(pid));
+    printf("/proc shows its own process group: %d\n", proc_pgrp(pid) == pid);
     SHOW("waitpid WUNTRACED|WNOHANG again (reported once)", waitpid(pid, &status, WUNTRACED | WNOHANG));
     SHOW("kill SIGCONT", kill(pid, SIGCONT));
     MUST(waitpid(pid, &status, WCONTINUED) == pid);

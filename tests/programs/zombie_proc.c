@@ -1,5 +1,6 @@
-/* A child that has ended and not been waited for is a zombie in /proc: its stat says Z
-   (name and parent kept), busybox ps lists it; once reaped its directory is gone.
+/* /proc/PID/stat of a child: while it runs, its group and session are the parent's;
+   ended and not waited for, it is a zombie in /proc: its stat says Z (name and parent
+   kept), busybox ps lists it; once reaped its directory is gone.
    argv[1]: busybox, for ps. Prints nothing that depends on pid numbering. */
 #include "karntest.h"
 #include <fcntl.h>
@@ -58,26 +59,42 @@ static int ps_shows_zombie(const char *busybox, pid_t pid) {
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IONBF, 0);
     MUST(argc == 2);
-    int gone[2];
-    MUST(pipe(gone) == 0);
+    int gone[2], hold[2];
+    MUST(pipe(gone) == 0 && pipe(hold) == 0);
     pid_t pid = fork();
     if (pid == 0) {
         close(gone[0]);
-        _exit(7);  /* its end closes the pipe */
+        close(hold[1]);
+        char c;
+        _exit(read(hold[0], &c, 1) == 0 ? 7 : 8);  /* its end closes `gone` */
     }
     close(gone[1]);
-    char c;
-    MUST(read(gone[0], &c, 1) == 0);
+    close(hold[0]);
     char name[64] = "";
     pid_t ppid = 0;
-    char state;
+    char state = proc_stat(pid, name, sizeof name, &ppid);
+    printf("alive: state is not Z: %d\n", state != 'Z' && state != '-');
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+    if (fd >= 0) close(fd);
+    long pgrp = -1, session = -1;
+    if (n > 0) {
+        buf[n] = 0;
+        sscanf(strrchr(buf, ')') + 2, "%*c %*d %ld %ld", &pgrp, &session);
+    }
+    printf("alive: its group and session are the parent's: %d %d\n", pgrp == getpgrp(),
+           session == getsid(0));
+    close(hold[1]);
+    char c;
+    MUST(read(gone[0], &c, 1) == 0);
     /* the pipe closes as it ends; it is a zombie a moment later */
     while ((state = proc_stat(pid, name, sizeof name, &ppid)) != 'Z' && state != '-')
         ;
     printf("state before reaping: %c\n", state);
     printf("name kept: %d, parent kept: %d\n", strncmp(name, "zombie_proc", 15) == 0,
            ppid == getpid());
-    char path[64];
     snprintf(path, sizeof path, "/proc/%d", pid);
     struct stat st;
     YESNO("its /proc directory is there", stat(path, &st) == 0);

@@ -100,8 +100,20 @@ def _nul_list(items: list[bytes]) -> bytes:
 
 def pid_stat(proc: Process) -> bytes:
     vsize = proc.mm.mapped_bytes
-    return _stat_line(proc.pid, _comm(proc), _state(proc)[0], proc.ppid, proc.pid, proc.pid,
+    pgid, sid = _group_and_session(proc)
+    return _stat_line(proc.pid, _comm(proc), _state(proc)[0], proc.ppid, pgid, sid,
                       len(proc.tasks), vsize)
+
+
+def _group_and_session(proc: Process) -> tuple[int, int]:
+    """Its process group and session, the table's (alone, pid 1 leads both)."""
+    link = proc.link
+    if link is None:
+        return proc.pid, proc.pid
+    try:
+        return link.call("getpgid", 0), link.call("getsid", 0)
+    except SyscallError:  # the table is gone: the run is ending
+        return proc.pid, proc.pid
 
 
 def _stat_line(pid: int, comm: str, state: str, ppid: int, pgid: int, sid: int,
