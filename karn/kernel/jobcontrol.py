@@ -5,8 +5,9 @@ The thread that takes the stop signal (threads.py deliver_signal) marks the proc
 stopped, makes every other thread come to its delivery point (a kick out of guest mode;
 a thread blocked in a call stops when the call returns, which the guest cannot tell
 apart) and parks there itself. A SIGCONT acts when it is sent, as Linux's: it discards
-pending stop signals and wakes the parked threads, whatever its disposition or mask;
-a stop signal sent discards a pending SIGCONT. Each change goes to the process table
+pending stop signals and, once queued (for a handler), wakes the parked threads, whatever
+its disposition or mask; it also cancels a stop signal already taken but not yet acted
+on. A stop signal sent discards a pending SIGCONT. Each change goes to the process table
 (link.py job_state), which tells the parent: SIGCHLD with CLD_STOPPED or CLD_CONTINUED,
 and what wait's WUNTRACED and WCONTINUED report.
 """
@@ -36,6 +37,7 @@ def continued(proc: Process) -> None:
     with proc.signal_lock:
         resumed = proc.job_stop != 0
         proc.job_stop = 0
+        proc.job_continues += 1
         tasks = list(proc.tasks.values())
     if resumed:
         for task in tasks:
@@ -49,14 +51,17 @@ def _discard(proc: Process, signals: tuple[int, ...]) -> None:
             pending.discard(sig)
 
 
-def stop(task: Task, sig: int) -> bool:
-    """The task took stop signal `sig` at SIG_DFL: the process stops. Returns once it
-    is continued (True) or ending (False). SIGTSTP, SIGTTIN and SIGTTOU are discarded
-    in an orphaned process group (nobody in the session could continue it)."""
+def stop(task: Task, sig: int, continues: int) -> bool:
+    """The task took stop signal `sig` at SIG_DFL (when proc.job_continues was
+    `continues`): the process stops, unless a SIGCONT came since. Returns once it is
+    continued (True) or ending (False). SIGTSTP, SIGTTIN and SIGTTOU are discarded in an
+    orphaned process group (nobody in the session could continue it)."""
     proc = task.process
     if sig != SIGSTOP and orphaned(proc):
         return True
     with proc.signal_lock:
+        if proc.job_continues != continues:
+            return True
         first = proc.job_stop == 0 and proc.exit_status is None
         if first:
             proc.job_stop = sig

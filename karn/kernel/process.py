@@ -220,6 +220,7 @@ class Process:
         self.actions = [SigAction() for _ in range(NSIG + 1)]
         self.pending = PendingSignals()
         self.job_stop = 0  # the signal that stopped the process (jobcontrol.py); 0: runs
+        self.job_continues = 0  # SIGCONTs sent so far (jobcontrol.py)
         self.futex = FutexTable()
         self.timer_service = TimerService()
         self.itimer_real: Timer | None = None  # created on first use (sys_timer.py)

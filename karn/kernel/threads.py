@@ -223,6 +223,7 @@ def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
     """Deliver one pending unblocked signal; True if a handler was entered."""
     proc = task.process
     while True:
+        continues = proc.job_continues  # before the take: a SIGCONT after it cancels a stop
         info = task.take_signal(~task.blocked)
         if info is None:
             return False
@@ -233,7 +234,7 @@ def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
         if action.handler == SIG_DFL and default_action(sig) == "ignore":
             continue
         if action.handler == SIG_DFL and default_action(sig) == "stop":
-            if not jobcontrol.stop(task, sig):
+            if not jobcontrol.stop(task, sig, continues):
                 raise ThreadExit
             continue
         if proc.observer is not None:
