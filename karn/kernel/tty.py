@@ -2,12 +2,15 @@
 (karn/run/terminal.py), and session 1 (pid 1's) has it as its controlling terminal.
 
 The host pty's line discipline does the terminal's work (echo, line editing, termios) and
-sends its signals (Ctrl-C, Ctrl-\\, a resize) to the host process group of the pty: every
-guest process's monitor. Guest process groups are the process table's, not the host's, so
-each monitor passes such a signal to its own guest process only when that process is in
-the terminal's guest foreground group (tcsetpgrp): the group the line discipline would
-have chosen. The foreground group lives in the first monitor, with the table
-(coordinator.py ops "tcgetpgrp", "tcsetpgrp"); before the first fork pid 1 keeps it.
+sends its signals (Ctrl-C, Ctrl-\\, Ctrl-Z, a resize) to the host process group of the pty:
+every guest process's monitor. Guest process groups are the process table's, not the
+host's, so each monitor passes such a signal to its own guest process only when that
+process is in the terminal's guest foreground group (tcsetpgrp): the group the line
+discipline would have chosen. The foreground group lives in the first monitor, with the
+table (coordinator.py ops "tcgetpgrp", "tcsetpgrp"); before the first fork pid 1 keeps it.
+For the same reason the host kernel's own job-control checks never fire (every monitor is
+in the host's foreground group): a read or a change of the terminal from a guest
+background group is checked here, and stops that group (SIGTTIN, SIGTTOU) as Linux would.
 """
 
 from __future__ import annotations
