@@ -203,6 +203,23 @@ def test_background_job_changing_the_terminal_stops_until_fg(terminal) -> None:
     assert term.wait() == 0
 
 
+def test_background_write_with_tostop_stops_until_fg(terminal) -> None:
+    """With `stty tostop`, a background job's write to the terminal gets SIGTTOU; without
+    it the write goes through."""
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    term.type("stty tostop; (echo from-the-job) & pid=$!; until grep -q ') T ' /proc/$pid/stat;"
+              " do :; done; jobs\r")
+    term.expect(rb"\[1\]\+ +Stopped \(tty output\) +\(echo from-the-job\)")
+    term.expect(PROMPT)
+    term.type("fg\r")
+    term.expect(rb"\r\nfrom-the-job\r\n")
+    term.expect(PROMPT)
+    term.type("stty -tostop; (echo free) & wait; exit\r")
+    term.expect(rb"\r\nfree\r\n")
+    assert term.wait() == 0
+
+
 def test_ctrl_z_leaves_pid_1_running(terminal) -> None:
     """Ctrl-Z to pid 1 at SIG_DFL is not sent: nothing in the guest could continue it
     (docker's -t: a container's init ignores it)."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import termios
 import threading
 from typing import TYPE_CHECKING
 
@@ -162,6 +163,17 @@ def check_background_change(task: Task) -> None:
     if jobcontrol.orphaned(proc):
         raise SyscallError(errno.EIO)
     _stop_group(proc, SIGTTOU)
+
+
+def check_background_write(task: Task, host_fd: int) -> None:
+    """Before a write to the terminal: with TOSTOP set (stty tostop), a process outside
+    its foreground group is stopped as by a change (SIGTTOU)."""
+    try:
+        if not termios.tcgetattr(host_fd)[3] & termios.TOSTOP:
+            return
+    except termios.error:
+        return  # not a terminal after all: the write reports what is wrong
+    check_background_change(task)
 
 
 def _stop_group(proc: Process, sig: int) -> None:

@@ -25,6 +25,10 @@ class StdioFile(HostFile):
         if tty.is_terminal(self.fd):
             tty.check_background_read(task)
 
+    def before_write(self, task: Task) -> None:
+        if tty.is_terminal(self.fd):
+            tty.check_background_write(task, self.fd)
+
     def link_name(self) -> str:
         if self.is_pipe:
             return f"pipe:[{self._ino}]"

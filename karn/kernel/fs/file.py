@@ -80,6 +80,9 @@ class OpenFile:
     def before_read(self, task: Task) -> None:
         """Checks before a read that may wait (the terminal's job control: tty.py)."""
 
+    def before_write(self, task: Task) -> None:
+        """Checks before a write that may wait (the terminal's job control: tty.py)."""
+
     def readinto(self, task: Task, view: memoryview) -> int:
         raise SyscallError(errno.EINVAL)
 
