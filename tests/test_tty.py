@@ -221,8 +221,8 @@ def test_background_write_with_tostop_stops_until_fg(terminal) -> None:
 
 
 def test_ctrl_z_leaves_pid_1_running(terminal) -> None:
-    """Ctrl-Z to pid 1 at SIG_DFL is not sent: nothing in the guest could continue it
-    (docker's -t: a container's init ignores it)."""
+    """Ctrl-Z does not stop pid 1: nothing in the guest could continue it (docker's -t: a
+    container's init ignores it)."""
     term = terminal(*karn_it(BUSYBOX, "sh", "-c", "echo ready; while read x; do echo got $x; done"))
     term.expect(rb"ready\r\n")
     term.type("\x1a")

@@ -54,10 +54,12 @@ def _discard(proc: Process, signals: tuple[int, ...]) -> None:
 def stop(task: Task, sig: int, continues: int) -> bool:
     """The task took stop signal `sig` at SIG_DFL (when proc.job_continues was
     `continues`): the process stops, unless a SIGCONT came since. Returns once it is
-    continued (True) or ending (False). SIGTSTP, SIGTTIN and SIGTTOU are discarded in an
-    orphaned process group (nobody in the session could continue it)."""
+    continued (True) or ending (False). Discarded for the first process, whose parent is
+    outside the guest (nothing could continue it: a container's init ignores them too),
+    and SIGTSTP, SIGTTIN and SIGTTOU in an orphaned process group (nobody in the session
+    could continue it)."""
     proc = task.process
-    if sig != SIGSTOP and orphaned(proc):
+    if proc.ppid == 0 or sig != SIGSTOP and orphaned(proc):
         return True
     with proc.signal_lock:
         if proc.job_continues != continues:

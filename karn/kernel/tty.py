@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from karn.abi.errno import ERESTARTSYS, SyscallError
 from karn.abi.signals import SI_KERNEL, SIGTTIN, SIGTTOU
 from karn.kernel import jobcontrol
-from karn.kernel.signals import SIG_DFL, SIG_IGN, SigInfo, bit
+from karn.kernel.signals import SIG_IGN, SigInfo, bit
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process, Task
@@ -91,17 +91,10 @@ def deliver_terminal_signal(proc: Process, signum: int) -> None:
                 return
         except (SyscallError, OSError):
             return  # the table is gone: the run is ending
-        if proc.done.is_set() or signum == signal.SIGTSTP and stops_the_first(proc):
-            return
-        proc.signal_process(SigInfo.from_sender(signum, SI_KERNEL, 0))
+        if not proc.done.is_set():
+            proc.signal_process(SigInfo.from_sender(signum, SI_KERNEL, 0))
 
     threading.Thread(target=deliver, name="karn-tty-signal", daemon=True).start()
-
-
-def stops_the_first(proc: Process) -> bool:
-    """Whether Ctrl-Z would stop pid 1 itself: nobody in the guest could continue it, so
-    it is not sent (as docker's -t, where a container's init ignores it at SIG_DFL)."""
-    return proc.pid == SESSION and proc.actions[signal.SIGTSTP].handler == SIG_DFL
 
 
 def own_group(proc: Process) -> int:
