@@ -158,6 +158,54 @@ def test_python_subprocess_and_fork(karn, native, same):
     same(expected, got, "python3 subprocess")
 
 
+GCC_PROGRAM = {
+    "prog.c": """#include <math.h>
+#include <stdio.h>
+#include "util.h"
+int main(int argc, char **argv) {
+    printf("%s: sqrt(2)=%.6f fib(20)=%ld args=%d\\n", GREETING, sqrt(2.0), fib(20), argc);
+    return (int)(fib(10) % 7);
+}
+""",
+    "util.h": """#define GREETING "compiled with gcc"
+long fib(int n);
+""",
+    "util.c": """#include "util.h"
+long fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
+""",
+}
+GCC_COMMAND = "gcc -O2 -Wall -o {out} prog.c util.c -lm && {out}"
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs the host's gcc")
+def test_gcc_compiles_and_links_in_the_guest(karn, native, same, tmp_path):
+    """Debian's gcc in the guest, the toolchain from a read-only /usr volume (gcc, cc1,
+    as, collect2/ld and the headers, crt files and libraries under it): gcc forks and
+    execs each pass, the program it links into /tmp runs there as natively, and the
+    executable is byte for byte the one native gcc makes (copied out by coreutils cp to
+    `/out/`, whose O_PATH open of a volume directory failed with EINVAL)."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    for name, text in GCC_PROGRAM.items():
+        (src / name).write_text(text)
+    expected = native("sh", "-c", GCC_COMMAND.format(out=out / "native"), cwd=src)
+    assert expected.returncode == 6 and b"fib(20)=6765" in expected.stdout, expected
+    guest = GCC_COMMAND.format(out="/tmp/prog") + "; status=$?; cp /tmp/prog /out/; exit $status"
+    got = karn("-v", "/usr:/usr:ro", "-v", f"{src}:/src:ro", "-v", f"{out}:/out", "-w", "/src",
+               "sh", "-c", guest, timeout=300)
+    same(expected, got, "gcc in the guest")
+    assert (out / "prog").read_bytes() == (out / "native").read_bytes()
+
+
+def test_zombie_shows_in_proc_until_reaped(build, karn, native, same):
+    """An ended child not yet waited for: /proc/PID/stat says Z with its name and parent
+    (from the process table: its monitor is gone), busybox ps lists it as Z; once reaped
+    its /proc directory is gone."""
+    probe = build("zombie_proc")
+    same(native(probe, BUSYBOX), karn("--root", "/", probe, BUSYBOX), "zombie in /proc")
+
+
 def test_fork_bomb_is_contained(build, karn):
     """Every process forks until fork fails: --pids-limit stops them all with EAGAIN, and
     pid 1 reaps them (orphans are reparented to it)."""
@@ -216,7 +264,17 @@ def test_pids_limit_counts_threads_and_processes(build, karn, limit):
 def test_process_table_rules():
     """The table's Linux rules that the programs above do not reach."""
     from karn.abi.errno import SyscallError
-    from karn.kernel.proctable import P_ALL, WNOHANG, ProcTable, exit_wstatus
+    from karn.abi.signals import SIGSTOP, SIGTSTP
+    from karn.kernel.proctable import (
+        P_ALL,
+        WCONTINUED,
+        WEXITED,
+        WNOHANG,
+        WSTOPPED,
+        ProcTable,
+        exit_wstatus,
+        stopped_wstatus,
+    )
 
     table = ProcTable()
     child = table.new_process(1)
@@ -224,7 +282,8 @@ def test_process_table_rules():
     with pytest.raises(SyscallError) as err:
         table.setpgid(1, grandchild, 0)  # not the caller's child
     assert err.value.errno == errno.ESRCH
-    table.execed(child)
+    table.execed(child, "prog")
+    assert table.get(child).comm == "prog"  # a zombie's name in /proc
     with pytest.raises(SyscallError) as err:
         table.setpgid(1, child, 0)  # a child that has exec'd
     assert err.value.errno == errno.EACCES
@@ -236,8 +295,30 @@ def test_process_table_rules():
     event, orphans = table.exited(child, exit_wstatus(3))
     assert event is not None and (event.parent, event.child) == (1, child)
     assert orphans == [grandchild] and table.get(grandchild).ppid == 1
-    assert table.wait(1, P_ALL, 0, WNOHANG) == (child, exit_wstatus(3))
-    assert table.wait(1, P_ALL, 0, WNOHANG) is None  # the orphan runs on
+    assert table.wait(1, P_ALL, 0, WNOHANG | WEXITED) == (child, exit_wstatus(3))
+    assert table.wait(1, P_ALL, 0, WNOHANG | WEXITED) is None  # the orphan runs on
+    # job control: one report per change, the latest only; a stopped child that ends
+    # reports its end
+    event2 = table.changed(grandchild, SIGTSTP)
+    assert event2 is not None and event2.wstatus == stopped_wstatus(SIGTSTP)
+    assert table.changed(grandchild, SIGSTOP) is None  # already stopped
+    assert table.wait(1, P_ALL, 0, WNOHANG | WEXITED) is None  # no WUNTRACED
+    table.changed(grandchild, 0)
+    assert table.wait(1, P_ALL, 0, WNOHANG | WSTOPPED) is None  # continued since
+    assert table.wait(1, P_ALL, 0, WNOHANG | WCONTINUED) == (grandchild, 0xFFFF)
+    table.changed(grandchild, SIGSTOP)
+    table.exited(grandchild, exit_wstatus(0))
+    assert table.wait(1, P_ALL, 0, WNOHANG | WSTOPPED | WEXITED) == (grandchild, 0)
+    # an exit that orphans a group with a stopped process: SIGHUP and SIGCONT go to it
+    leader = table.new_process(1)
+    table.setsid(leader)
+    stopped = table.new_process(leader)
+    table.setpgid(leader, stopped, 0)
+    assert not table.orphaned_group(stopped)  # its parent is in the session, another group
+    table.changed(stopped, SIGSTOP)
+    table.exited(leader, exit_wstatus(0))
+    assert table.orphaned_group(stopped) and table.stranded_groups() == [stopped]
+    assert table.group_members(stopped) == [stopped]
 
 
 def test_fork_with_the_fast_transport(build, karn, native, same):

@@ -139,6 +139,100 @@ def test_ctrl_c_interrupts_the_foreground_job_and_the_shell_stays(terminal) -> N
     assert term.wait() == 5
 
 
+def test_ctrl_z_stops_the_foreground_job_and_fg_bg_jobs_work(terminal) -> None:
+    """Ctrl-Z: SIGTSTP to the foreground group, which stops (every guest process in it);
+    busybox sh sees it through waitpid(WUNTRACED), lists it, continues it in the
+    background (bg) and brings it back to the foreground (fg), where it reads the
+    terminal again."""
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    term.type("sh -c 'echo started; read line; echo got $line'\r")
+    term.expect(rb"\r\nstarted\r\n")
+    term.type("\x1a")
+    term.expect(rb"\[1\]\+ +Stopped +sh -c")
+    term.expect(PROMPT)
+    term.type("jobs; cut -d' ' -f3 /proc/$(pidof sh | tr ' ' '\\n' | sort -n | tail -1)/stat\r")
+    term.expect(rb"\[1\]\+ +Stopped +sh -c")
+    term.expect(rb"\r\nT\r\n")  # stopped, in /proc
+    term.expect(PROMPT)
+    term.type("bg; jobs\r")
+    term.expect(rb"\[1\]\+ +Running +sh -c")
+    term.expect(PROMPT)
+    # in the background its read of the terminal gets SIGTTIN: stopped again
+    term.type("while jobs | grep -q Running; do jobs >/dev/null; done; jobs\r")
+    term.expect(rb"\[1\]\+ +Stopped \(tty input\) +sh -c")
+    term.expect(PROMPT)
+    term.type("fg\r")
+    term.type("hello\r")  # waits in the pty until the job, foreground now, reads it
+    term.expect(rb"got hello\r\n")
+    term.expect(PROMPT)
+    term.type("echo status=$?; exit 4\r")
+    term.expect(rb"\r\nstatus=0\r\n")
+    assert term.wait() == 4
+
+
+def test_background_job_reading_the_terminal_stops_until_fg(terminal) -> None:
+    """A background job that reads the terminal gets SIGTTIN and stops (its read does
+    not take the user's input); fg continues it, and the read gets the line typed."""
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    term.type("head -n 1 >/tmp/got & pid=$!; until grep -q ') T ' /proc/$pid/stat; do :; done;"
+              " jobs\r")
+    term.expect(rb"\[1\]\+ +Stopped \(tty input\) +head -n 1")
+    term.expect(PROMPT)
+    term.type("fg\r")
+    term.type("typed line\r")  # echoed or not: the mode the shell leaves while it waits
+    term.expect(PROMPT)
+    term.type("echo status=$?; cat /tmp/got; exit\r")
+    term.expect(rb"\r\nstatus=0\r\ntyped line\r\n")
+    assert term.wait() == 0
+
+
+def test_background_job_changing_the_terminal_stops_until_fg(terminal) -> None:
+    """tcsetattr from the background (stty) gets SIGTTOU: stopped "(tty output)" until
+    fg, then the change is made."""
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    term.type("stty -echo & pid=$!; until grep -q ') T ' /proc/$pid/stat; do :; done; jobs\r")
+    term.expect(rb"\[1\]\+ +Stopped \(tty output\) +stty -echo")
+    term.expect(PROMPT)
+    term.type("fg\r")
+    term.expect(PROMPT)
+    term.type("echo status=$?; stty -a | grep -c ' -echo '; exit\r")
+    term.expect(rb"status=0\r\n1\r\n")  # echo is off now: the line itself is not shown
+    assert term.wait() == 0
+
+
+def test_background_write_with_tostop_stops_until_fg(terminal) -> None:
+    """With `stty tostop`, a background job's write to the terminal gets SIGTTOU; without
+    it the write goes through."""
+    term = terminal(*karn_it(BUSYBOX, "sh"))
+    term.expect(PROMPT)
+    term.type("stty tostop; (echo from-the-job) & pid=$!; until grep -q ') T ' /proc/$pid/stat;"
+              " do :; done; jobs\r")
+    term.expect(rb"\[1\]\+ +Stopped \(tty output\) +\(echo from-the-job\)")
+    term.expect(PROMPT)
+    term.type("fg\r")
+    term.expect(rb"\r\nfrom-the-job\r\n")
+    term.expect(PROMPT)
+    term.type("stty -tostop; (echo free) & wait; exit\r")
+    term.expect(rb"\r\nfree\r\n")
+    assert term.wait() == 0
+
+
+def test_ctrl_z_leaves_pid_1_running(terminal) -> None:
+    """Ctrl-Z does not stop pid 1: nothing in the guest could continue it (docker's -t: a
+    container's init ignores it)."""
+    term = terminal(*karn_it(BUSYBOX, "sh", "-c", "echo ready; while read x; do echo got $x; done"))
+    term.expect(rb"ready\r\n")
+    term.type("\x1a")
+    for line in ("one", "two", "three"):  # each answered: still running after the Ctrl-Z
+        term.type(line + "\r")
+        term.expect(rb"got " + line.encode() + rb"\r\n")
+    term.type("\x04")
+    assert term.wait() == 0
+
+
 def test_window_size_and_its_changes_reach_the_guest(terminal) -> None:
     term = terminal(*karn_it(BUSYBOX, "sh"), rows=33, columns=99)
     term.expect(PROMPT)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
-from karn.abi.signals import SI_USER, SIGKILL
+from karn.abi.signals import SI_KERNEL, SI_USER, SIGCONT, SIGHUP, SIGKILL
 from karn.kernel import tty
 from karn.kernel.link import MESSAGE_MAX, Link, decode_message, send_message
 from karn.kernel.proctable import ProcTable, signal_wstatus
@@ -39,7 +39,9 @@ QUERY_TIMEOUT = 5.0  # seconds a monitor has to answer for one of its /proc file
 class Coordinator:
     def __init__(self, proc: Process, pids_limit: int | None) -> None:
         self.proc = proc
-        self.table = ProcTable(proc.pid, proc._next_tid, pids_limit)
+        leader = proc.tasks.get(proc.pid)
+        self.table = ProcTable(proc.pid, proc._next_tid, pids_limit,
+                               leader.comm.decode(errors="replace") if leader else "")
         self.table.entries[proc.pid].threads = max(len(proc.tasks) - 1, 0)
         self.lock = threading.Lock()
         self._selector = selectors.DefaultSelector()
@@ -84,8 +86,11 @@ class Coordinator:
             self._ended.add(caller)
             self._exited(caller, args[0], news)
             return None
+        if op == "changed":  # a job-control stop (its signal) or continue (0)
+            self._job_state(caller, args[0], news)
+            return None
         if op == "exec":
-            parent = table.execed(caller)
+            parent = table.execed(caller, str(args[0]) if args else "")
             if parent:
                 news.append((parent, ("released", caller)))
             return None
@@ -100,6 +105,8 @@ class Coordinator:
             pid, signo = args
             targets = table.kill_targets(caller, pid)
             for target in targets:
+                if signo == SIGCONT:  # first: the parent hears it before the child runs
+                    self._continued(target, news)
                 if target != caller and signo:
                     news.append((target, ("signal", 0, signo, SI_USER, caller)))
             return caller in targets
@@ -107,6 +114,8 @@ class Coordinator:
             tgid, tid, signo, code = args
             if table.get(tgid).zombie:
                 raise SyscallError(errno.ESRCH)
+            if signo == SIGCONT:
+                self._continued(tgid, news)
             if signo:
                 news.append((tgid, ("signal", tid, signo, code, caller)))
             return None
@@ -115,8 +124,8 @@ class Coordinator:
                 return True
             self._watchers.setdefault(args[0], set()).add(caller)
             return False
-        if op == "pids":  # the live processes, for a listing of /proc
-            return sorted(e.pid for e in table.live())
+        if op == "pids":  # the processes, zombies included, for a listing of /proc
+            return sorted(table.entries)
         if op == "answer":  # a monitor's content of one of its /proc files
             qid, ok, content = args
             waiting = self._queries.get(qid)
@@ -131,14 +140,31 @@ class Coordinator:
             return table.setsid(caller)
         if op == "getpgid":
             return table.getpgid(caller, args[0])
+        if op == "orphaned":  # whether the caller's process group is orphaned
+            return table.orphaned_group(table.get(caller).pgid)
         if op == "getsid":
             return table.getsid(caller, args[0])
         if op == "tcgetpgrp":
             return tty.table_getpgrp(table, caller)
+        if op == "tty_foreground":
+            return tty.table_in_foreground(table, caller)
         if op == "tcsetpgrp":
             tty.table_setpgrp(table, caller, args[0])
             return None
         raise SyscallError(errno.EINVAL)
+
+    def _job_state(self, pid: int, stop_signal: int, news: list) -> None:
+        event = self.table.changed(pid, stop_signal)
+        if event is not None:
+            news.append((event.parent, ("child_state", event.child, event.wstatus)))
+
+    def _continued(self, pid: int, news: list) -> None:
+        """A SIGCONT sent: the process counts as continued from now, as Linux's kill
+        marks it before returning (its monitor's own report comes later and finds it
+        done), so the sender's wait with WCONTINUED sees it at once. Its news go before
+        the signal's: the parent learns of the continue before anything the child does
+        once it runs (its exit)."""
+        self._job_state(pid, 0, news)
 
     def _exited(self, pid: int, wstatus: int, news: list) -> None:
         event, orphans = self.table.exited(pid, wstatus)
@@ -151,6 +177,11 @@ class Coordinator:
             entry = self.table.entries.get(orphan)
             if entry is not None and entry.zombie:  # an orphaned zombie: init may reap it
                 news.append((1, ("child", orphan, entry.wstatus)))
+        for group in self.table.stranded_groups():
+            for member in self.table.group_members(group):
+                news.append((member, ("signal", 0, SIGHUP, SI_KERNEL, 0)))
+                self._continued(member, news)
+                news.append((member, ("signal", 0, SIGCONT, SI_KERNEL, 0)))
 
     def _proc_file(self, pid: int, name: str) -> str:
         """The content of /proc/PID/name (latin-1 text), asked of the monitor running
@@ -162,7 +193,11 @@ class Coordinator:
             return pid_entry(self.proc, name).decode("latin-1")
         with self.lock:
             entry = self.table.entries.get(pid)
-            if entry is None or entry.zombie or pid not in self._socks:
+            if entry is not None and entry.zombie:  # its monitor is gone: the table's word
+                from karn.kernel.fs.procfiles import zombie_entry
+
+                return zombie_entry(entry, name).decode("latin-1")
+            if entry is None or pid not in self._socks:
                 raise SyscallError(errno.ESRCH)
             self._next_query += 1
             qid = self._next_query

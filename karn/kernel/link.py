@@ -26,7 +26,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER, SIGCHLD
 from karn.kernel.blocking import Interrupted
 from karn.kernel.proctable import Reaped, child_code
-from karn.kernel.signals import SA_NOCLDWAIT, SIG_IGN, SigInfo
+from karn.kernel.signals import SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN, SigInfo
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process, Task
@@ -67,6 +67,11 @@ class Link(ABC):
     def notify(self, op: str, *args: Any) -> None:
         """A message that needs no answer."""
 
+    def job_state(self, stop_signal: int) -> None:
+        """This process stopped (by stop_signal) or continued (0): the table tells the
+        parent."""
+        self.notify("changed", stop_signal)
+
     @abstractmethod
     def attach_child(self, pid: int, end: socket.socket) -> None:
         """Give the table its end of a new child's link."""
@@ -93,6 +98,9 @@ class Link(ABC):
         elif kind == "child":
             _kind, child, wstatus = message
             self._child_changed(child, wstatus)
+        elif kind == "child_state":  # a child stopped or continued
+            _kind, child, wstatus = message
+            self._child_state(child, wstatus)
         elif kind == "released":
             with self._lock:
                 self.released.add(message[1])
@@ -124,6 +132,15 @@ class Link(ABC):
             proc.signal_process(SigInfo(SIGCHLD, code, fields))
         with self._lock:
             self.released.add(child)  # an exited vfork child releases its parent too
+        self._wake_waiters()
+
+    def _child_state(self, child: int, wstatus: int) -> None:
+        """SIGCHLD with CLD_STOPPED or CLD_CONTINUED, unless the handler asked for
+        none (SA_NOCLDSTOP); a waiter with WUNTRACED/WCONTINUED looks again."""
+        if not self.proc.actions[SIGCHLD].flags & SA_NOCLDSTOP:
+            code, status = child_code(wstatus)
+            fields = struct.pack("<iIi4xqq", child, 0, status, 0, 0)
+            self.proc.signal_process(SigInfo(SIGCHLD, code, fields))
         self._wake_waiters()
 
     def _wake_waiters(self) -> None:

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from karn.abi.errno import SyscallError
-from karn.abi.signals import NSIG, SIGKILL, SIGSEGV
+from karn.abi.signals import NSIG, SIGCONT, SIGKILL, SIGSEGV
+from karn.kernel import jobcontrol
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.cputime import monitor_times
@@ -223,6 +224,8 @@ class Process:
         self.signal_lock = threading.RLock()
         self.actions = [SigAction() for _ in range(NSIG + 1)]
         self.pending = PendingSignals()
+        self.job_stop = 0  # the signal that stopped the process (jobcontrol.py); 0: runs
+        self.job_continues = 0  # SIGCONTs sent so far (jobcontrol.py)
         self.futex = FutexTable(mm.memory)
         self.timer_service = TimerService()
         self.itimer_real: Timer | None = None  # created on first use (sys_timer.py)
@@ -279,7 +282,8 @@ class Process:
     def execed(self) -> None:
         """execve succeeded: the table learns it (a vfork parent resumes)."""
         if self.link is not None:
-            self.link.call("exec")
+            leader = self.tasks.get(self.pid)
+            self.link.call("exec", leader.comm.decode(errors="replace") if leader else "")
 
     def start_task(self, task: Task, regs: dict[str, int], fs_base: int) -> None:
         """Give the task a vCPU and a host thread, and let it run from `regs`."""
@@ -382,6 +386,12 @@ class Process:
         )
 
     def signal_process(self, info: SigInfo) -> None:
+        jobcontrol.signal_sent(self, info.signo)
+        self._signal_process(info)
+        if info.signo == SIGCONT:  # after it is queued: a handler for it runs at once
+            jobcontrol.continued(self)
+
+    def _signal_process(self, info: SigInfo) -> None:
         sig = info.signo
         with self.signal_lock:
             action = self.actions[sig]
@@ -391,6 +401,8 @@ class Process:
                     t.blocked & bit(sig) for t in self.tasks.values()):
                 return
             candidates = [t for t in self.tasks.values() if not t.blocked & bit(sig)]
+            if self.job_stop and sig != SIGKILL:
+                candidates = []  # stopped: only SIGKILL acts before a SIGCONT, as Linux
             if self._kills_process(sig) and (candidates or sig == SIGKILL):
                 fatal = True
             else:
@@ -406,11 +418,18 @@ class Process:
                 task.waker.wake()
 
     def signal_thread(self, task: Task, info: SigInfo) -> None:
+        jobcontrol.signal_sent(self, info.signo)
+        self._signal_thread(task, info)
+        if info.signo == SIGCONT:
+            jobcontrol.continued(self)
+
+    def _signal_thread(self, task: Task, info: SigInfo) -> None:
         sig = info.signo
         with self.signal_lock:
             if self.actions[sig].ignored(sig) and sig != SIGKILL and not task.blocked & bit(sig):
                 return
-            fatal = self._kills_process(sig) and not task.blocked & bit(sig)
+            fatal = self._kills_process(sig) and not task.blocked & bit(sig) \
+                and (not self.job_stop or sig == SIGKILL)
             if not fatal:
                 task.pending.add(info)
         if fatal:

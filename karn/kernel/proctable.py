@@ -12,6 +12,7 @@ import errno
 from typing import NamedTuple
 
 from karn.abi.errno import SyscallError
+from karn.abi.signals import SIGCONT
 
 # wait options (include/uapi/linux/wait.h)
 WNOHANG = 0x1
@@ -26,8 +27,9 @@ WCLONE = 0x80000000
 # waitid idtypes
 P_ALL, P_PID, P_PGID = 0, 1, 2
 # SIGCHLD's si_code
-CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+CLD_EXITED, CLD_KILLED, CLD_DUMPED, CLD_STOPPED, CLD_CONTINUED = 1, 2, 3, 5, 6
 INIT = 1
+CONTINUED_WSTATUS = 0xFFFF  # WIFCONTINUED
 
 
 def exit_wstatus(code: int) -> int:
@@ -38,9 +40,18 @@ def signal_wstatus(sig: int, core: bool) -> int:
     return (sig & 0x7F) | (0x80 if core else 0)
 
 
+def stopped_wstatus(sig: int) -> int:
+    """WIFSTOPPED, WSTOPSIG = sig."""
+    return ((sig & 0xFF) << 8) | 0x7F
+
+
 def child_code(wstatus: int) -> tuple[int, int]:
     """(si_code, si_status) of SIGCHLD and waitid for a wait status word."""
+    if wstatus == CONTINUED_WSTATUS:
+        return CLD_CONTINUED, SIGCONT
     sig = wstatus & 0x7F
+    if sig == 0x7F:
+        return CLD_STOPPED, (wstatus >> 8) & 0xFF
     if sig == 0:
         return CLD_EXITED, (wstatus >> 8) & 0xFF
     return (CLD_DUMPED if wstatus & 0x80 else CLD_KILLED), sig
@@ -48,7 +59,7 @@ def child_code(wstatus: int) -> tuple[int, int]:
 
 class Entry:
     __slots__ = ("pid", "ppid", "pgid", "sid", "zombie", "wstatus", "children", "execed",
-                 "vfork_parent", "threads")
+                 "vfork_parent", "threads", "stopped", "report", "comm")
 
     def __init__(self, pid: int, ppid: int, pgid: int, sid: int) -> None:
         self.pid = pid
@@ -61,6 +72,9 @@ class Entry:
         self.execed = False  # setpgid on a child that has exec'd: EACCES
         self.vfork_parent = 0  # a vfork parent waits until this child execs or exits
         self.threads = 0  # threads besides the first, counted by --pids-limit
+        self.stopped = 0  # the signal that stopped it (job control); 0: running
+        self.report = 0  # a stop or continue not yet waited for (its wait status); 0: none
+        self.comm = ""  # its name (the parent's, then its program's at execve): a zombie's
 
 
 class Reaped(NamedTuple):
@@ -78,10 +92,12 @@ class ChildEvent(NamedTuple):
 
 class ProcTable:
     def __init__(self, first_pid: int = INIT, next_pid: int = INIT + 1,
-                 pids_limit: int | None = None) -> None:
+                 pids_limit: int | None = None, comm: str = "") -> None:
         self.entries: dict[int, Entry] = {first_pid: Entry(first_pid, 0, first_pid, first_pid)}
+        self.entries[first_pid].comm = comm
         self.next_pid = next_pid
         self.pids_limit = pids_limit
+        self._groups_at_risk: set[int] = set()  # exited(): groups it may orphan
 
     def get(self, pid: int) -> Entry:
         entry = self.entries.get(pid)
@@ -127,6 +143,7 @@ class ProcTable:
         pid = self._next()
         entry = Entry(pid, parent, owner.pgid, owner.sid)
         entry.vfork_parent = parent if vfork else 0
+        entry.comm = owner.comm
         self.entries[pid] = entry
         owner.children.add(pid)
         return pid
@@ -144,9 +161,12 @@ class ProcTable:
         entry = self.entries.get(pid)
         if entry is None or entry.zombie:
             return None, []
+        self._groups_at_risk = {entry.pgid, *(self.entries[c].pgid for c in entry.children)}
+        self._groups_at_risk -= {g for g in self._groups_at_risk if self.orphaned_group(g)}
         entry.zombie = True
         entry.wstatus = wstatus
         entry.threads = 0
+        entry.stopped = entry.report = 0
         orphans = sorted(entry.children)
         init = self.entries.get(INIT)
         for child in orphans:
@@ -159,18 +179,45 @@ class ProcTable:
             return None, orphans
         return ChildEvent(entry.ppid, pid, wstatus), orphans
 
-    def execed(self, pid: int) -> int:
-        """The process exec'd; returns its vfork parent to release (0: none)."""
+    def stranded_groups(self) -> list[int]:
+        """After exited(): the groups its end orphaned that hold a stopped process. Linux
+        sends them SIGHUP and SIGCONT (POSIX), as nobody in their session could continue
+        them."""
+        groups, self._groups_at_risk = self._groups_at_risk, set()
+        return sorted(g for g in groups if self.orphaned_group(g) and any(
+            e.pgid == g and e.stopped and not e.zombie for e in self.entries.values()))
+
+    def group_members(self, pgid: int) -> list[int]:
+        return sorted(e.pid for e in self.entries.values() if e.pgid == pgid and not e.zombie)
+
+    def changed(self, pid: int, stop_signal: int) -> ChildEvent | None:
+        """The process stopped (by stop_signal) or continued (0): the parent's wait
+        with WUNTRACED or WCONTINUED reports it once, the latest change only."""
+        entry = self.entries.get(pid)
+        if entry is None or entry.zombie or bool(entry.stopped) == bool(stop_signal):
+            return None
+        entry.stopped = stop_signal
+        entry.report = stopped_wstatus(stop_signal) if stop_signal else CONTINUED_WSTATUS
+        if entry.ppid not in self.entries:
+            return None
+        return ChildEvent(entry.ppid, pid, entry.report)
+
+    def execed(self, pid: int, comm: str) -> int:
+        """The process exec'd (comm: its new name); returns its vfork parent to release
+        (0: none)."""
         entry = self.get(pid)
         entry.execed = True
+        entry.comm = comm
         parent, entry.vfork_parent = entry.vfork_parent, 0
         return parent
 
     # -- waiting ------------------------------------------------------------------------
 
     def wait(self, parent: int, idtype: int, ident: int, options: int) -> Reaped | None:
-        """A zombie child matching (idtype, ident), reaped unless WNOWAIT; None when some
-        child matches but none has ended; ECHILD when none matches."""
+        """A child matching (idtype, ident) with something to report, as Linux checks
+        each in turn: its end (WEXITED; reaped unless WNOWAIT), a stop (WSTOPPED) or a
+        continue (WCONTINUED) not yet reported. None when some child matches but has
+        nothing to report; ECHILD when none matches."""
         owner = self.get(parent)
         if options & WCLONE and not options & WALL:
             raise SyscallError(errno.ECHILD)  # every child here signals SIGCHLD at exit
@@ -180,9 +227,17 @@ class ProcTable:
             raise SyscallError(errno.ECHILD)
         for child in matching:
             if child.zombie:
+                if not options & WEXITED:
+                    continue
                 if not options & WNOWAIT:
                     self.reap(child.pid)
                 return Reaped(child.pid, child.wstatus)
+            wanted = WSTOPPED if child.stopped else WCONTINUED
+            if child.report and options & wanted:
+                report = child.report
+                if not options & WNOWAIT:
+                    child.report = 0
+                return Reaped(child.pid, report)
         return None
 
     @staticmethod
@@ -218,6 +273,19 @@ class ProcTable:
         return [t for t in targets if not self.entries[t].zombie]
 
     # -- groups and sessions -------------------------------------------------------------
+
+    def orphaned_group(self, pgid: int) -> bool:
+        """POSIX's orphaned process group: no member has a parent in another group of
+        its session. The first process's parent, outside the guest, counts as one (karn
+        is started from a shell), so pid 1's group is never orphaned."""
+        for entry in self.entries.values():
+            if entry.pgid != pgid or entry.zombie:
+                continue
+            parent = self.entries.get(entry.ppid)
+            if entry.ppid == 0 or (parent is not None and parent.pgid != pgid
+                                   and parent.sid == entry.sid):
+                return False
+        return True
 
     def setpgid(self, caller: int, pid: int, pgid: int) -> None:
         me = self.get(caller)

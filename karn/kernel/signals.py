@@ -76,8 +76,7 @@ _TERMINATE = {SIGHUP, SIGINT, SIGKILL, SIGPIPE, SIGALRM, SIGTERM, SIGUSR1, SIGUS
               SIGPROF, SIGVTALRM, SIGSTKFLT, SIGPWR}
 _CORE = {SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGXCPU, SIGXFSZ, SIGSYS}
 _IGNORE = {SIGCHLD, SIGCONT, SIGURG, SIGWINCH}
-# SIGSTOP/SIGTSTP/SIGTTIN/SIGTTOU would stop the process; with no job control they are
-# ignored (docs/syscalls.md).
+_STOP = {SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU}  # job-control stops (jobcontrol.py)
 
 
 def bit(sig: int) -> int:
@@ -85,10 +84,12 @@ def bit(sig: int) -> int:
 
 
 def default_action(sig: int) -> str:
-    """'terminate', 'core' or 'ignore'."""
+    """'terminate', 'core', 'stop' or 'ignore'."""
     if sig in _CORE:
         return "core"
-    if sig in _IGNORE or sig in (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU):
+    if sig in _STOP:
+        return "stop"
+    if sig in _IGNORE:
         return "ignore"
     return "terminate"  # _TERMINATE and every real-time signal
 

@@ -59,7 +59,7 @@ def sys_wait4(task: Task, pid: int, wstatus: int, options: int, rusage: int) -> 
         idtype, ident = P_PGID, 0  # the caller's group
     else:
         idtype, ident = P_PID, pid
-    found = _find(task, idtype, ident, options)
+    found = _find(task, idtype, ident, options | WEXITED)
     if found is None:
         return 0
     if wstatus:
@@ -82,10 +82,6 @@ def sys_waitid(task: Task, idtype: int, ident: int, infop: int, options: int,
             options |= WNOHANG
     if idtype not in (P_ALL, P_PID, P_PGID) or (idtype == P_PID and ident <= 0) or ident < 0:
         raise SyscallError(errno.EINVAL)
-    if not options & WEXITED:  # stops and continues are never reported here
-        if options & WNOHANG:
-            return 0
-        raise SyscallError(errno.ECHILD)
     found = _find(task, idtype, ident, options)
     if found is None and nonblocking_pidfd:
         raise SyscallError(errno.EAGAIN)
@@ -106,8 +102,7 @@ HANDLERS = {
 }
 
 NOTES = {
-    "wait4": "Exited and killed children; stopped and continued ones are never reported "
-    "(no job-control stops); rusage is zeros.",
-    "waitid": "WEXITED only (WSTOPPED/WCONTINUED alone find nothing); P_PIDFD; rusage is "
-    "zeros.",
+    "wait4": "Exited and killed children, job-control stops (WUNTRACED) and continues "
+    "(WCONTINUED); rusage is zeros.",
+    "waitid": "WEXITED, WSTOPPED, WCONTINUED, WNOWAIT; P_PIDFD; rusage is zeros.",
 }

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from karn.abi.errno import ERESTARTSYS, SyscallError
 from karn.abi.faults import GuestFault, fault_signal
 from karn.abi.signals import SIGSEGV
+from karn.kernel import jobcontrol
 from karn.kernel.blocking import WouldBlock, forbid_waits
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.fastmap import may_wait
@@ -95,6 +96,8 @@ class TaskLoop:
         task = self.task
         self.work_pending = False
         if task.process.exit_status is not None or task.exit_requested:
+            raise ThreadExit
+        if task.process.job_stop and not jobcontrol.park(task):  # another thread stopped it
             raise ThreadExit
         restart = self.syscall_nr >= 0 and task.vcpu.get_context()["rax"] == (-ERESTARTSYS) & (
             (1 << 64) - 1)
@@ -220,6 +223,7 @@ def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
     """Deliver one pending unblocked signal; True if a handler was entered."""
     proc = task.process
     while True:
+        continues = proc.job_continues  # before the take: a SIGCONT after it cancels a stop
         info = task.take_signal(~task.blocked)
         if info is None:
             return False
@@ -228,6 +232,10 @@ def deliver_signal(task: Task, restart_nr: int = -1) -> bool:
         if action.handler == SIG_IGN:
             continue
         if action.handler == SIG_DFL and default_action(sig) == "ignore":
+            continue
+        if action.handler == SIG_DFL and default_action(sig) == "stop":
+            if not jobcontrol.stop(task, sig, continues):
+                raise ThreadExit
             continue
         if proc.observer is not None:
             proc.observer.signal_delivered(task, info)

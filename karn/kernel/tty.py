@@ -2,12 +2,15 @@
 (karn/run/terminal.py), and session 1 (pid 1's) has it as its controlling terminal.
 
 The host pty's line discipline does the terminal's work (echo, line editing, termios) and
-sends its signals (Ctrl-C, Ctrl-\\, a resize) to the host process group of the pty: every
-guest process's monitor. Guest process groups are the process table's, not the host's, so
-each monitor passes such a signal to its own guest process only when that process is in
-the terminal's guest foreground group (tcsetpgrp): the group the line discipline would
-have chosen. The foreground group lives in the first monitor, with the table
-(coordinator.py ops "tcgetpgrp", "tcsetpgrp"); before the first fork pid 1 keeps it.
+sends its signals (Ctrl-C, Ctrl-\\, Ctrl-Z, a resize) to the host process group of the pty:
+every guest process's monitor. Guest process groups are the process table's, not the
+host's, so each monitor passes such a signal to its own guest process only when that
+process is in the terminal's guest foreground group (tcsetpgrp): the group the line
+discipline would have chosen. The foreground group lives in the first monitor, with the
+table (coordinator.py ops "tcgetpgrp", "tcsetpgrp"); before the first fork pid 1 keeps it.
+For the same reason the host kernel's own job-control checks never fire (every monitor is
+in the host's foreground group): a read or a change of the terminal from a guest
+background group is checked here, and stops that group (SIGTTIN, SIGTTOU) as Linux would.
 """
 
 from __future__ import annotations
@@ -15,20 +18,22 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import termios
 import threading
 from typing import TYPE_CHECKING
 
-from karn.abi.errno import SyscallError
-from karn.abi.signals import SI_KERNEL
-from karn.kernel.signals import SigInfo
+from karn.abi.errno import ERESTARTSYS, SyscallError
+from karn.abi.signals import SI_KERNEL, SIGTTIN, SIGTTOU
+from karn.kernel import jobcontrol
+from karn.kernel.signals import SIG_IGN, SigInfo, bit
 
 if TYPE_CHECKING:
-    from karn.kernel.process import Process
+    from karn.kernel.process import Process, Task
     from karn.kernel.proctable import ProcTable
 
-# What the line discipline sends (SIGTSTP is not here: job-control stops are not built,
-# and the host kernel discards it for the monitors' orphaned host process group).
-TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH)
+# What the line discipline sends. The monitors catch SIGTSTP (Ctrl-Z) with a handler: left
+# at SIG_DFL, the host kernel would discard it for their orphaned host process group.
+TERMINAL_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGWINCH, signal.SIGTSTP)
 SESSION = 1  # pid 1's session holds the terminal from the start, as docker's -t
 
 
@@ -70,7 +75,7 @@ def is_terminal(host_fd: int) -> bool:
 
 def host_signals() -> tuple[int, ...]:
     """Host signals a monitor must catch for the terminal, beyond those it forwards."""
-    return (signal.SIGWINCH,) if TERMINAL.active else ()
+    return (signal.SIGWINCH, signal.SIGTSTP) if TERMINAL.active else ()
 
 
 def is_terminal_signal(signum: int) -> bool:
@@ -119,6 +124,59 @@ def set_foreground(proc: Process, pgrp: int) -> None:
     proc.link.call("tcsetpgrp", pgrp)
 
 
+def check_background_read(task: Task) -> None:
+    """Before a read of the terminal: a process outside its foreground group gets SIGTTIN
+    (its whole group does) and the read restarts once it is continued, as Linux's job
+    control; EIO when SIGTTIN is ignored or blocked. Alone (never forked), pid 1 is the
+    foreground."""
+    proc = task.process
+    if proc.link is None or proc.link.call("tty_foreground"):
+        return
+    if proc.actions[SIGTTIN].handler == SIG_IGN or task.blocked & bit(SIGTTIN) \
+            or jobcontrol.orphaned(proc):
+        raise SyscallError(errno.EIO)
+    _stop_group(proc, SIGTTIN)
+
+
+# ioctls that change the terminal: from the background, SIGTTOU first (Linux's
+# tty_check_change): TCSETS, TCSETSW, TCSETSF, TIOCSPGRP
+CHANGES = (0x5402, 0x5403, 0x5404, 0x5410)
+
+
+def check_background_change(task: Task) -> None:
+    """Before a change of the terminal's modes or foreground group: a process outside
+    its foreground group gets SIGTTOU (its group does) and the call restarts once it is
+    continued; allowed when SIGTTOU is ignored or blocked (how a shell takes the terminal
+    back), EIO in an orphaned group."""
+    proc = task.process
+    if proc.link is None or proc.link.call("tty_foreground"):
+        return
+    if proc.actions[SIGTTOU].handler == SIG_IGN or task.blocked & bit(SIGTTOU):
+        return
+    if jobcontrol.orphaned(proc):
+        raise SyscallError(errno.EIO)
+    _stop_group(proc, SIGTTOU)
+
+
+def check_background_write(task: Task, host_fd: int) -> None:
+    """Before a write to the terminal: with TOSTOP set (stty tostop), a process outside
+    its foreground group is stopped as by a change (SIGTTOU)."""
+    try:
+        if not termios.tcgetattr(host_fd)[3] & termios.TOSTOP:
+            return
+    except termios.error:
+        return  # not a terminal after all: the write reports what is wrong
+    check_background_change(task)
+
+
+def _stop_group(proc: Process, sig: int) -> None:
+    link = proc.link
+    assert link is not None
+    if link.call("kill", -own_group(proc), sig):  # the others; the caller's own here
+        proc.signal_process(SigInfo.from_sender(sig, SI_KERNEL, 0))
+    raise SyscallError(ERESTARTSYS)
+
+
 def check_controlling(proc: Process) -> None:
     """TIOCSCTTY: only the terminal's own session leader (it already has it)."""
     if own_session(proc) != SESSION or proc.pid != SESSION:
@@ -131,6 +189,13 @@ def table_getpgrp(table: ProcTable, caller: int) -> int:
     if table.get(caller).sid != SESSION:
         raise SyscallError(errno.ENOTTY)
     return TERMINAL.foreground
+
+
+def table_in_foreground(table: ProcTable, caller: int) -> bool:
+    """Whether the caller may read the terminal: in its foreground group, or outside
+    its session (the terminal is not its controlling one)."""
+    entry = table.get(caller)
+    return entry.sid != SESSION or entry.pgid == TERMINAL.foreground
 
 
 def table_setpgrp(table: ProcTable, caller: int, pgrp: int) -> None:

@@ -6,15 +6,28 @@ import errno
 import fcntl
 import os
 import threading
+from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.kernel import tty
 from karn.kernel.fs.file import HostFile, OpenFile
+
+if TYPE_CHECKING:
+    from karn.kernel.process import Task
 
 DEFAULT_LIMIT = 1024  # RLIMIT_NOFILE soft limit, as on most distributions
 
 
 class StdioFile(HostFile):
     """The monitor's own stdin/stdout/stderr, dup'ed: guest writes go straight out."""
+
+    def before_read(self, task: Task) -> None:
+        if tty.is_terminal(self.fd):
+            tty.check_background_read(task)
+
+    def before_write(self, task: Task) -> None:
+        if tty.is_terminal(self.fd):
+            tty.check_background_write(task, self.fd)
 
     def link_name(self) -> str:
         if self.is_pipe:

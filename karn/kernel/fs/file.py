@@ -82,6 +82,12 @@ class OpenFile:
         return not self.flags & OFlag.PATH and (self.flags & O_ACCMODE) in (1, 2)  # WRONLY, RDWR
 
     # -- stream operations: at the file offset, on behalf of a task --------------------
+    def before_read(self, task: Task) -> None:
+        """Checks before a read that may wait (the terminal's job control: tty.py)."""
+
+    def before_write(self, task: Task) -> None:
+        """Checks before a write that may wait (the terminal's job control: tty.py)."""
+
     def readinto(self, task: Task, view: memoryview) -> int:
         raise SyscallError(errno.EINVAL)
 

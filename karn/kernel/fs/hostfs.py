@@ -147,8 +147,11 @@ class HostDirFs(Filesystem):
             raise SyscallError(errno.EROFS)
         # Non-blocking, so that a FIFO's open never blocks the monitor (fifo.py waits
         # for its partner); cleared again for anything else unless the guest asked.
+        # openat2 refuses O_PATH with any flag but O_DIRECTORY (EINVAL; open ignores them).
+        host_flags = host_flags & (OFlag.PATH | OFlag.DIRECTORY) if flags & OFlag.PATH \
+            else host_flags | os.O_NONBLOCK
         try:
-            fd = openat2(self.root_fd, "/".join(rel), host_flags | os.O_NONBLOCK, mode)
+            fd = openat2(self.root_fd, "/".join(rel), host_flags, mode)
         except SyscallError as err:
             if err.errno == errno.ENXIO and self.lstat(rel).mode & S_IFMT == S_IFIFO:
                 return self._fifo(rel, flags, path)  # a writer before any reader

@@ -10,6 +10,7 @@ from karn.abi.errno import SyscallError
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process
+    from karn.kernel.proctable import Entry
 
 KERNEL_RELEASE = "6.1.0-karn"
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
@@ -57,6 +58,11 @@ def _comm(proc: Process) -> str:
     return leader.comm.decode(errors="replace")
 
 
+def _state(proc: Process) -> str:
+    """State of /proc/PID/status: stopped by a job-control signal, or running."""
+    return "T (stopped)" if proc.job_stop else "R (running)"
+
+
 def maps(proc: Process) -> bytes:
     lines = []
     for vma in proc.mm.vmas():
@@ -76,7 +82,7 @@ def status(proc: Process) -> bytes:
     ident = proc.identity
     size_kb = proc.mm.mapped_bytes // 1024
     return (
-        f"Name:\t{_comm(proc)}\nUmask:\t{proc.fs.umask:04o}\nState:\tR (running)\n"
+        f"Name:\t{_comm(proc)}\nUmask:\t{proc.fs.umask:04o}\nState:\t{_state(proc)}\n"
         f"Tgid:\t{proc.pid}\nNgid:\t0\nPid:\t{proc.pid}\nPPid:\t{proc.ppid}\nTracerPid:\t0\n"
         f"Uid:\t{ident.uid}\t{ident.euid}\t{ident.suid}\t{ident.euid}\n"
         f"Gid:\t{ident.gid}\t{ident.egid}\t{ident.sgid}\t{ident.egid}\n"
@@ -94,23 +100,49 @@ def _nul_list(items: list[bytes]) -> bytes:
 
 def pid_stat(proc: Process) -> bytes:
     vsize = proc.mm.mapped_bytes
+    pgid, sid = _group_and_session(proc)
+    return _stat_line(proc.pid, _comm(proc), _state(proc)[0], proc.ppid, pgid, sid,
+                      len(proc.tasks), vsize)
+
+
+def _group_and_session(proc: Process) -> tuple[int, int]:
+    """Its process group and session, the table's (alone, pid 1 leads both)."""
+    link = proc.link
+    if link is None:
+        return proc.pid, proc.pid
+    try:
+        return link.call("getpgid", 0), link.call("getsid", 0)
+    except SyscallError:  # the table is gone: the run is ending
+        return proc.pid, proc.pid
+
+
+def _stat_line(pid: int, comm: str, state: str, ppid: int, pgid: int, sid: int,
+               threads: int, vsize: int) -> bytes:
     fields = (
-        [
-            str(proc.pid),
-            f"({_comm(proc)})",
-            "R",
-            str(proc.ppid),
-            str(proc.pid),
-            str(proc.pid),
-            "0",
-            "-1",
-            "4194304",
-        ]
+        [str(pid), f"({comm})", state, str(ppid), str(pgid), str(sid), "0", "-1", "4194304"]
         + ["0"] * 10
-        + [str(len(proc.tasks)), "0", "0", str(vsize), str(vsize // 4096)]
+        + [str(threads), "0", "0", str(vsize), str(vsize // 4096)]
     )
     fields += ["0"] * (52 - len(fields))
     return (" ".join(fields) + "\n").encode()
+
+
+def zombie_entry(entry: Entry, name: str) -> bytes:
+    """A file of /proc/PID for a process that has ended and not been waited for: its
+    monitor is gone, so the process table's entry says it all (state Z, no memory, no
+    command line, as Linux's zombie); its links do not resolve (ENOENT)."""
+    if name == "stat":
+        return _stat_line(entry.pid, entry.comm, "Z", entry.ppid, entry.pgid, entry.sid, 1, 0)
+    if name == "status":
+        return (f"Name:\t{entry.comm}\nState:\tZ (zombie)\nTgid:\t{entry.pid}\nNgid:\t0\n"
+                f"Pid:\t{entry.pid}\nPPid:\t{entry.ppid}\nThreads:\t1\n").encode()
+    if name == "comm":
+        return (entry.comm + "\n").encode()
+    if name == "statm":
+        return b"0 0 0 0 0 0 0\n"
+    if name in _PID:
+        return b""
+    raise SyscallError(errno.ENOENT)
 
 
 def statm(proc: Process) -> bytes:

@@ -229,6 +229,8 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
     if host is None or not os.isatty(host):
         raise SyscallError(errno.ENOTTY)
     if tty.is_terminal(host):
+        if req in tty.CHANGES:
+            tty.check_background_change(task)
         return _terminal_ioctl(task, req, arg) if req in _TERMINAL_OWN else _tty_pass(
             task, host, req, arg)
     if req == TIOCGPGRP:

@@ -81,6 +81,10 @@ def wait_until_ready(task: Task, file: OpenFile, events: int, copying: bool = Fa
     fails with EINTR) instead of leaving the thread stuck in a host read. A file that
     waits itself (a socket, honouring its timeouts) is waited for only when copying
     (sendfile: bytes it read could not be given back if the write then waited)."""
+    if events & select.POLLIN:
+        file.before_read(task)
+    else:
+        file.before_write(task)
     if file.flags & OFlag.NONBLOCK or file.is_regular or file.is_dir or (
             file.waits_itself and not copying):
         return
