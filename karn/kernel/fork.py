@@ -22,6 +22,7 @@ vfork is this fork with the parent suspended until the child execs or exits.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import signal
@@ -112,6 +113,9 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
     start = ChildStart(pid, proc.pid, regs, fs_base, cpu.get_gs_base(), cpu.get_fpu(),
                        flags, child_tid)
     sites = process_locks(proc)
+    # What every child would import on its way (policy.LimitWatch.forked): imported once
+    # here, or each child pays a module load.
+    import copy  # noqa: F401
     with _fork_lock:
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -169,7 +173,6 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
         renew(sites)
         proc = parent_task.process
         task = _rebuild(proc, parent_task, start, link_end)
-        _forward_host_signals(proc)
         _tend(proc)
         from karn.kernel.threads import run_task
 
@@ -207,6 +210,7 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
         task.mem.write_u32(start.child_tid, start.pid)
     if start.flags & CLONE_CHILD_CLEARTID:
         task.clear_child_tid = start.child_tid
+    _forward_host_signals(proc)  # while the new VM is made (machine.forked), as below
     clock = _time_page(proc)
     if clock is not None:
         clock.forked(machine)  # its TSC sample's vCPU goes back to the pool, for the task
@@ -255,7 +259,8 @@ def _tend(proc: Process) -> None:
             if clock is not None:
                 clock.resync()
 
-    threading.Thread(target=tend, name="karn-tend", daemon=True).start()
+    # Not threading.Thread: its start() waits until the thread runs (~1 ms on a busy host)
+    _thread.start_new_thread(tend, ())
 
 
 def _drop_parent_threads(proc: Process) -> Machine:
