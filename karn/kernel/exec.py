@@ -424,7 +424,6 @@ def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str,
     proc.exec_path = filename
     proc.image = loaded
     task.comm = os.fsencode(os.path.basename(name))[:15]
-    proc.execed()
 
 
 # -- the calls ------------------------------------------------------------------------
@@ -453,6 +452,9 @@ def _execveat(task: Task, dirfd: int, pathname: int, argv: int, envp: int, flags
         image = _find_image(task, program, filename, args, space)
         _end_other_threads(task)
         try:
+            # The table hears of the exec at the point of no return, as Linux's exec_mmap
+            # releases a vfork parent: the parent runs on while the new image is loaded.
+            proc.execed()
             _replace_image(task, image, env, filename, name)
         except (SyscallError, ImageError, OSError, ValueError) as err:
             log.warning("execve %s failed past the point of no return (%s); the process "
