@@ -173,6 +173,7 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
         renew(sites)
         proc = parent_task.process
         task = _rebuild(proc, parent_task, start, link_end)
+        _forward_host_signals(proc)
         _tend(proc)
         from karn.kernel.threads import run_task
 
@@ -210,7 +211,6 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
         task.mem.write_u32(start.child_tid, start.pid)
     if start.flags & CLONE_CHILD_CLEARTID:
         task.clear_child_tid = start.child_tid
-    _forward_host_signals(proc)  # while the new VM is made (machine.forked), as below
     clock = _time_page(proc)
     if clock is not None:
         clock.forked(machine)  # its TSC sample's vCPU goes back to the pool, for the task
