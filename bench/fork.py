@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""fork+exit+wait and fork+exec+wait per operation, native and under karn, a shell
-pipeline, and what a forked child of a big parent adds to the host's resident memory
-(issue 15):
+"""fork+exit+wait and fork+exec+wait per operation, native and under karn, posix_spawn
+(vfork) of a program that exits, a shell pipeline, and what a forked child of a big
+parent adds to the host's resident memory (issue 15):
 
     python3 bench/fork.py [--runs N] [--forks N] [--mib N]
 
 Each fork run measures inside the program (bench/fork_loop.c; start-up excluded); medians
-of --runs runs in ms per operation. The pipeline row times whole `busybox sh -c` runs of
-a loop of `echo | cat | wc -c` (three processes each) with N and with 0 iterations and
-divides the difference by N, so start-up cancels out. Then a parent touching --mib MiB
-forks a child that waits: the host memory of the child's monitor process from
-/proc/PID/smaps_rollup (Rss counts pages shared with the parent; Private is what the child
-added), beside the parent's.
+of --runs runs in ms per operation. The spawn rows give the time posix_spawn takes (the
+parent is suspended until its child execs) and spawn+wait. The pipeline row times whole
+`busybox sh -c` runs of a loop of `echo | cat | wc -c` (three processes each) with N and
+with 0 iterations and divides the difference by N, so start-up cancels out. Then a parent
+touching --mib MiB forks a child that waits: the host memory of the child's monitor
+process from /proc/PID/smaps_rollup (Rss counts pages shared with the parent; Private is
+what the child added), beside the parent's.
 """
 
 from __future__ import annotations
@@ -39,8 +40,13 @@ def build(out: Path) -> Path:
 
 
 def per_fork(cmd: list[str]) -> float:
+    return per_op(cmd)[-1]
+
+
+def per_op(cmd: list[str]) -> list[float]:
+    """The program's numbers (µs per operation) in ms."""
     out = subprocess.run(cmd, capture_output=True, check=True, timeout=600).stdout
-    return float(out.split()[-1]) / 1000
+    return [float(word) / 1000 for word in out.split()]
 
 
 def wall(cmd: list[str]) -> float:
@@ -110,6 +116,14 @@ def main() -> None:
             print(f"{what}  native {statistics.median(native):8.2f} ms   "
                   f"karn {statistics.median(karn):8.2f} ms   (median of {args.runs}, "
                   f"load average {os.getloadavg()[0]:.1f})")
+        native_spawn, karn_spawn = [], []
+        for _ in range(args.runs):
+            native_spawn.append(per_op([str(program), "spawn", str(args.forks * 10)]))
+            karn_spawn.append(per_op([*KARN, str(program), "spawn", str(args.forks)]))
+        for i, what in enumerate(("posix_spawn returns", "posix_spawn+wait")):
+            print(f"{what}  native {statistics.median(r[i] for r in native_spawn):8.2f} ms   "
+                  f"karn {statistics.median(r[i] for r in karn_spawn):8.2f} ms   (median of "
+                  f"{args.runs}, load average {os.getloadavg()[0]:.1f})")
         native, karn = [], []
         for _ in range(args.runs):
             native.append(per_pipeline([], args.forks * 5))

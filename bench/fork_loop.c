@@ -1,6 +1,9 @@
 /* bench/fork.py's guest: fork+exit+wait N times (prints µs per operation); `exec N`:
-   fork+execve(this program, "exit")+wait N times; `cow MIB`: touch MIB MiB, fork a child
-   that waits on stdin, print "ready". */
+   fork+execve(this program, "exit")+wait N times; `spawn N`: posix_spawn (glibc: clone
+   with CLONE_VM|CLONE_VFORK) of this program with "exit", then wait, N times (prints µs
+   per posix_spawn call, the parent's suspension, then µs per spawn+wait); `cow MIB`:
+   touch MIB MiB, fork a child that waits on stdin, print "ready". */
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +43,24 @@ int main(int argc, char **argv) {
         waitpid(pid, &status, 0);
         return WEXITSTATUS(status);
     }
-    int exec = argc > 2 && strcmp(argv[1], "exec") == 0;
     int n = atoi(argv[argc - 1]);
+    if (argc > 2 && strcmp(argv[1], "spawn") == 0) {
+        char *args[] = {argv[0], "exit", NULL};
+        char *env[] = {NULL};
+        double in_spawn = 0, start = now();
+        for (int i = 0; i < n; i++) {
+            pid_t pid;
+            double before = now();
+            if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, args, env) != 0)
+                return 1;
+            in_spawn += now() - before;
+            int status;
+            waitpid(pid, &status, 0);
+        }
+        printf("%.1f %.1f\n", in_spawn / n * 1e6, (now() - start) / n * 1e6);
+        return 0;
+    }
+    int exec = argc > 2 && strcmp(argv[1], "exec") == 0;
     double start = now();
     for (int i = 0; i < n; i++) {
         pid_t pid = fork();

@@ -396,8 +396,19 @@ def _initial_fpu(size: int) -> bytes:
     return bytes(state)
 
 
-def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str,
+def _take_identity(task: Task, image: _Image, envp: list[bytes], filename: str,
                    name: str) -> None:
+    """What /proc and `karn ps` show of the new program, set before the table hears of
+    the exec: a vfork parent released then already sees the child as the new program."""
+    proc = task.process
+    proc.config.argv = image.argv
+    proc.config.envp = envp
+    proc.config.exe_path = image.exe_path
+    proc.exec_path = filename
+    task.comm = os.fsencode(os.path.basename(name))[:15]
+
+
+def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str) -> None:
     from karn.kernel.sys_mm import write_back
 
     proc = task.process
@@ -418,13 +429,7 @@ def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str,
     cpu.set_fpu(_initial_fpu(len(cpu.get_fpu())))
     cpu.set_fs_base(0)
     cpu.set_gs_base(0)
-    proc.config.argv = image.argv
-    proc.config.envp = envp
-    proc.config.exe_path = image.exe_path
-    proc.exec_path = filename
     proc.image = loaded
-    task.comm = os.fsencode(os.path.basename(name))[:15]
-    proc.execed()
 
 
 # -- the calls ------------------------------------------------------------------------
@@ -453,7 +458,11 @@ def _execveat(task: Task, dirfd: int, pathname: int, argv: int, envp: int, flags
         image = _find_image(task, program, filename, args, space)
         _end_other_threads(task)
         try:
-            _replace_image(task, image, env, filename, name)
+            # The table hears of the exec at the point of no return, as Linux's exec_mmap
+            # releases a vfork parent: the parent runs on while the new image is loaded.
+            _take_identity(task, image, env, filename, name)
+            proc.execed()
+            _replace_image(task, image, env, filename)
         except (SyscallError, ImageError, OSError, ValueError) as err:
             log.warning("execve %s failed past the point of no return (%s); the process "
                         "is killed with SIGSEGV, as Linux does", filename, err)

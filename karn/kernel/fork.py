@@ -22,6 +22,7 @@ vfork is this fork with the parent suspended until the child execs or exits.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import signal
@@ -112,6 +113,9 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
     start = ChildStart(pid, proc.pid, regs, fs_base, cpu.get_gs_base(), cpu.get_fpu(),
                        flags, child_tid)
     sites = process_locks(proc)
+    # What every child would import on its way (policy.LimitWatch.forked): imported once
+    # here, or each child pays a module load.
+    import copy  # noqa: F401
     with _fork_lock:
         try:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -255,7 +259,8 @@ def _tend(proc: Process) -> None:
             if clock is not None:
                 clock.resync()
 
-    threading.Thread(target=tend, name="karn-tend", daemon=True).start()
+    # Not threading.Thread: its start() waits until the thread runs (~1 ms on a busy host)
+    _thread.start_new_thread(tend, ())
 
 
 def _drop_parent_threads(proc: Process) -> Machine:

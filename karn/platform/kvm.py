@@ -109,11 +109,12 @@ class VirtualMachine:
     """A KVM VM whose guest memory and system tables are fully built before any vCPU runs."""
 
     def __init__(self, layout: Layout, device: str | None = None,
-                 memory: HostGuestMemory | None = None, kvm_fd: int | None = None) -> None:
+                 memory: HostGuestMemory | None = None, kvm_fd: int | None = None,
+                 cpuid: K.kvm_cpuid2 | None = None) -> None:
         """A new VM; over `memory` (a forked monitor's inherited guest RAM, tables and all)
         nothing is built: a fresh VM reads the page tables already in it. `kvm_fd`: an
         open /dev/kvm (a forked monitor's inherited one: a confined monitor cannot open
-        it again)."""
+        it again); `cpuid`: what it supports, if known (the parent's: the same device)."""
         self.layout = layout
         self.kvm_fd = open_kvm(device) if kvm_fd is None else kvm_fd
         try:
@@ -121,7 +122,7 @@ class VirtualMachine:
         except OSError as err:
             raise PlatformError(f"cannot create a KVM virtual machine: {err.strerror}") from None
         self.vcpu_mmap_size = _ioctl(self.kvm_fd, K.KVM_GET_VCPU_MMAP_SIZE)
-        self.cpuid = supported_cpuid(self.kvm_fd)
+        self.cpuid = supported_cpuid(self.kvm_fd) if cpuid is None else cpuid
         adopted = memory is not None
         if memory is None:
             memory = HostGuestMemory(layout.span, NULL_GUARD, layout.user_end)
