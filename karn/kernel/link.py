@@ -14,6 +14,7 @@ gone, and with it the unikernel: the monitor ends at once (nothing is left runni
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import socket
@@ -237,10 +238,11 @@ class RemoteLink(Link):
         self._send_lock = threading.Lock()
         self._replies: dict[int, tuple[threading.Event, list]] = {}
         self._next_id = 0
-        self._listener = threading.Thread(target=self._listen, name="karn-link", daemon=True)
 
     def start(self) -> None:
-        self._listener.start()
+        # Not threading.Thread: its start() waits until the thread runs, 1.5-2.5 ms of each
+        # fork's critical path on a busy host (docs/design/processes.md 3.3)
+        _thread.start_new_thread(self._listen, ())
 
     def _request(self, op: str, args: tuple, fds: list[int] | None = None) -> Any:
         done = threading.Event()
