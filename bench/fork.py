@@ -9,7 +9,9 @@ Each fork run measures inside the program (bench/fork_loop.c; start-up excluded)
 of --runs runs in ms per operation. The spawn rows give the time posix_spawn takes (the
 parent is suspended until its child execs) and spawn+wait. The pipeline row times whole
 `busybox sh -c` runs of a loop of `echo | cat | wc -c` (three processes each) with N and
-with 0 iterations and divides the difference by N, so start-up cancels out. Then a parent
+with 0 iterations and divides the difference by N, so start-up cancels out. The make row
+times `make -j2` of a five-file C project (gcc spawning cc1, as, collect2 and ld for each)
+from scratch, the toolchain mounted read-only (`-v /usr:/usr:ro`), whole runs. Then a parent
 touching --mib MiB forks a child that waits: the host memory of the child's monitor
 process from /proc/PID/smaps_rollup (Rss counts pages shared with the parent; Private is
 what the child added), beside the parent's.
@@ -60,6 +62,32 @@ def per_pipeline(prefix: list[str], n: int) -> float:
     def loop(count: int) -> float:
         return wall([*prefix, BUSYBOX, "sh", "-c", PIPELINE.format(n=count)])
     return (loop(n) - loop(0)) / n * 1000
+
+
+def make_project(root: Path) -> Path:
+    """Five C files and a Makefile linking them."""
+    root.mkdir()
+    for i in range(1, 5):
+        (root / f"f{i}.c").write_text(f"int f{i}(int x) {{ return x * {i}; }}\n")
+    (root / "main.c").write_text(
+        "#include <stdio.h>\nint f1(int), f2(int), f3(int), f4(int);\n"
+        "int main(void) { printf(\"%d\\n\", f1(1) + f2(2) + f3(3) + f4(4)); return 0; }\n")
+    (root / "Makefile").write_text(
+        "OBJS = main.o f1.o f2.o f3.o f4.o\nprog: $(OBJS)\n\tgcc -o $@ $(OBJS)\n"
+        "%.o: %.c\n\tgcc -O2 -c -o $@ $<\n")
+    return root
+
+
+def per_make(prefix: list[str], project: Path) -> float:
+    """ms of a whole `make -j2` from scratch."""
+    for built in [*project.glob("*.o"), project / "prog"]:
+        built.unlink(missing_ok=True)
+    if prefix:
+        cmd = [*prefix, "-v", "/usr:/usr:ro", "-v", f"{project}:/src", "-w", "/src",
+               "/usr/bin/make", "-j2"]
+    else:
+        cmd = ["make", "-C", str(project), "-j2"]
+    return wall(cmd) * 1000
 
 
 def memory(pid: int) -> dict[str, int]:
@@ -130,6 +158,14 @@ def main() -> None:
             karn.append(per_pipeline(KARN, args.forks))
         print(f"sh pipeline  native {statistics.median(native):8.2f} ms   "
               f"karn {statistics.median(karn):8.2f} ms   per `echo | cat | wc` (median of "
+              f"{args.runs}, load average {os.getloadavg()[0]:.1f})")
+        project = make_project(Path(tmp) / "project")
+        native, karn = [], []
+        for _ in range(args.runs):
+            native.append(per_make([], project))
+            karn.append(per_make(KARN, project))
+        print(f"make -j2  native {statistics.median(native):8.2f} ms   "
+              f"karn {statistics.median(karn):8.2f} ms   5 C files, whole run (median of "
               f"{args.runs}, load average {os.getloadavg()[0]:.1f})")
         print(f"a {args.mib} MiB parent forks a child that waits:")
         cow(program, args.mib)
