@@ -208,6 +208,7 @@ def _number(text: str, spec: str) -> int:
 
 def apply_policy(proc: Any, policy: Policy) -> None:
     """Set a kernel Process's limits and syscall table from the policy."""
+    from karn.kernel import fdspare
     from karn.kernel.limits import (
         RLIMIT_CPU,
         RLIMIT_FSIZE,
@@ -225,6 +226,7 @@ def apply_policy(proc: Any, policy: Policy) -> None:
             proc.rlimit_ceilings[resource] = value
     proc.fds.limit = proc.rlimits[RLIMIT_NOFILE][0]
     raise_monitor_nofile()
+    fdspare.hold()
     names = policy.syscall_names()
     if names is not None:
         proc.syscall_table = restricted_table(names, kill=policy.on_denied == "kill")

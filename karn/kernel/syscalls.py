@@ -24,6 +24,7 @@ from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SIGSYS
 from karn.abi.syscalls import SYSCALL_NAMES, SYSCALL_NUMBERS
+from karn.kernel import fdspare
 from karn.kernel.process import ProcessExit, ThreadExit
 
 # Each area module of karn.kernel and the calls its HANDLERS serve, in the table's order
@@ -191,9 +192,9 @@ class Syscall:
 
 
 def area_module(area: str) -> ModuleType:
-    """The area's module, imported now if it is not yet. Through __import__, the import
-    statement's path: -X importtime reports it (tests/test_startup.py reads that)."""
-    return __import__(f"karn.kernel.{area}", fromlist=("HANDLERS",))
+    """The area's module, imported now if it is not yet (through the spare fd if the
+    guest holds every other: kernel/fdspare.py)."""
+    return fdspare.import_module(f"karn.kernel.{area}")
 
 
 def _status(name: str, notes: dict[str, str]) -> Status:

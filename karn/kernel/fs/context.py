@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.errors import UsageError
+from karn.kernel import fdspare
 from karn.kernel.fs.constants import DT_DIR, O_ACCMODE, S_IFDIR, S_IFLNK, S_IFMT, OFlag
 from karn.kernel.fs.file import DirEntry, DirListFile, HostFile, OpenFile, host_error
 from karn.kernel.fs.filesystem import Filesystem
@@ -136,9 +137,8 @@ def _pread_whole(fd: int, size: int) -> bytes:
 
 
 def _devfs() -> Filesystem:
-    from karn.kernel.fs.devfs import DevFs
-
-    return DevFs()
+    devfs = fdspare.import_module("karn.kernel.fs.devfs")  # the guest may hold every fd
+    return devfs.DevFs()
 
 
 # What the filesystem imports on first use (deferred mounts, /proc/sys): all of it is
