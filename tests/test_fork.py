@@ -198,6 +198,14 @@ def test_gcc_compiles_and_links_in_the_guest(karn, native, same, tmp_path):
     assert (out / "prog").read_bytes() == (out / "native").read_bytes()
 
 
+def test_named_unix_sockets_between_processes(build, karn, native, same):
+    """AF_UNIX names in /tmp reach across processes: bound before the first fork (the
+    guest's /tmp then moves to a host directory), after it, and by a sibling forked
+    after the connecting process (which never saw the bind)."""
+    probe = build("unix_across_fork")
+    same(native(probe), karn(probe), "named AF_UNIX sockets across processes")
+
+
 def test_zombie_shows_in_proc_until_reaped(build, karn, native, same):
     """An ended child not yet waited for: /proc/PID/stat says Z with its name and parent
     (from the process table: its monitor is gone), busybox ps lists it as Z; once reaped

@@ -75,10 +75,18 @@ def test_shared_memory_with_the_fast_transport(build, karn, native, same):
          "shared_memory mutex, fast")
 
 
-def test_python_multiprocessing(karn, native, same):
+@pytest.mark.parametrize("method", ["fork", "forkserver"])
+def test_python_multiprocessing(karn, native, same, method, tmp_path):
     """Debian's python3: multiprocessing.Pool, Value and Lock, Array, a Queue, and
-    concurrent.futures.ProcessPoolExecutor print what they print natively."""
-    expected = native("/usr/bin/python3", "-c", MULTIPROCESSING)
+    concurrent.futures.ProcessPoolExecutor print what they print natively; with the
+    forkserver start method too (its server is reached by an AF_UNIX name in /tmp that the
+    first process binds after its first fork and closes, the server holding it)."""
+    # a file, not -c: forkserver's children import the functions from __main__'s file
+    script = tmp_path / "mp.py"
+    script.write_text(MULTIPROCESSING.replace('set_start_method("fork")',
+                                              f'set_start_method("{method}")'))
+    expected = native("/usr/bin/python3", script)
     assert expected.returncode == 0 and b"queue:" in expected.stdout, expected.stderr
-    got = karn("--root", "/", "/usr/bin/python3", "-c", MULTIPROCESSING, timeout=180)
-    same(expected, got, "python3 multiprocessing")
+    got = karn("--root", "/", "-v", f"{tmp_path}:/mp:ro", "/usr/bin/python3", "/mp/mp.py",
+               timeout=180)
+    same(expected, got, f"python3 multiprocessing ({method})")

@@ -154,10 +154,12 @@ def _share_tmpfs(proc: Process) -> None:
         tmpfs = {path: fs for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)}
         moved = tmpfs_mappings(proc.mem, proc.mm, tmpfs) if tmpfs else []
         try:
-            proc.fs.share_tmpfs(proc.fds)
+            sockets = proc.fs.share_tmpfs(proc.fds)
         except OSError as err:
             log.warning("fork: the tmpfs mounts cannot be shared: %s", err)
             raise SyscallError(errno.ENOMEM) from None
+        if sockets and proc.net is not None:
+            proc.net.socket_files_moved(sockets)
         if moved:
             map_moved_files(proc.mem, proc.mm, moved, dict(vfs.mount_list()))
 

@@ -167,9 +167,10 @@ class FsContext:
         # the host directory the tmpfs mounts move to at the first fork (sharedtmp.py)
         self.shared_tmp = SharedTmpDir()
 
-    def share_tmpfs(self, fds: FdTable) -> None:
-        """Before a fork: tmpfs mounts become host directories every process shares."""
-        share_tmpfs(self.vfs, fds, self.shared_tmp)
+    def share_tmpfs(self, fds: FdTable) -> dict[tuple[int, int], tuple[int, int]]:
+        """Before a fork: tmpfs mounts become host directories every process shares; the
+        socket files' new (dev, ino) by their old."""
+        return share_tmpfs(self.vfs, fds, self.shared_tmp)
 
     def close(self) -> None:
         """The run has ended: the shared tmpfs directory goes."""

@@ -30,9 +30,21 @@ def new_dev() -> int:
 class Filesystem:
     readonly = False
     fstype = "none"  # what /proc/mounts would call it
+    # A host directory where every guest process of the run binds the AF_UNIX sockets of
+    # this filesystem's socket files, by their (dev, ino): a filesystem the processes
+    # share (net/unix.py). None: names are this process's own.
+    sockets_dir: str | None = None
 
     def __init__(self) -> None:
         self.dev = new_dev()
+
+    def socket_host_path(self, key: tuple[int, int]) -> str | None:
+        """Where the socket of this filesystem's socket file key = (dev, ino) is bound on
+        the host, if the filesystem is shared by processes: a name made of numbers, never
+        a guest path (and short enough for sun_path)."""
+        if self.sockets_dir is None:
+            return None
+        return os.path.join(self.sockets_dir, f"{key[0]:x}-{key[1]:x}")
 
     # -- lookups -------------------------------------------------------------------
     def lstat(self, rel: Rel) -> Stat:

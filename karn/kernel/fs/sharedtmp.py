@@ -331,6 +331,9 @@ class SharedTmpFs(HostDirFs):
     def __init__(self, host_root: str, usage: Usage,
                  owners: dict[tuple[int, int], tuple[int, int]]) -> None:
         super().__init__(host_root)
+        # beside the mounts' directories, in the run's shared directory (no guest path)
+        self.sockets_dir = os.path.join(os.path.dirname(host_root), ".sockets")
+        os.makedirs(self.sockets_dir, mode=0o700, exist_ok=True)
         self.usage = usage  # --tmpfs-size, for bytes and names, across the processes
         # chown as the guest asked (the monitor holds no CAP_CHOWN): in an extended
         # attribute of the host file, seen by every process; for what takes none
@@ -397,8 +400,15 @@ class SharedTmpFs(HostDirFs):
 
     def unlink(self, rel: Rel) -> None:
         st = HostDirFs.lstat(self, rel)
+        sock = (self.socket_host_path((self.dev, st.ino)) if st.mode & S_IFMT == S_IFSOCK
+                else None)
         super().unlink(rel)
         self.usage.charge(-self._held(st), -1)
+        if sock is not None:  # the name goes with the file (a socket bound to it lives on)
+            try:
+                os.unlink(sock)
+            except FileNotFoundError:
+                pass
 
     def rmdir(self, rel: Rel) -> None:
         super().rmdir(rel)
@@ -501,12 +511,15 @@ class SharedTmpFs(HostDirFs):
                       max(0, usage.max_entries - entries), 255, ST_VALID)
 
 
-def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir) -> None:
+def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir
+                ) -> dict[tuple[int, int], tuple[int, int]]:
     """Before the first fork: every in-memory tmpfs of the process becomes a host
-    directory its children will share (a no-op once done)."""
+    directory its children will share (a no-op once done). Returns the socket files'
+    new (dev, ino) by their old: what a bound AF_UNIX name is found by (net/unix.py)."""
     mounts = [(path, fs) for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)]
+    moved_sockets: dict[tuple[int, int], tuple[int, int]] = {}
     if not mounts:
-        return
+        return moved_sockets
     base = shared.path()
     for path, tmp in mounts:
         # a name of its own (a copy that failed half-way leaves its directory behind)
@@ -525,9 +538,15 @@ def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir) -> None:
         shared_fs = SharedTmpFs(host_root, usage, owners)
         vfs.replace(path, shared_fs)
         _reopen_descriptions(fds, tmp, shared_fs, copied)
+        for node in (tmp.root, *_nodes(tmp.root)):
+            if node.mode & S_IFMT == S_IFSOCK and id(node) in copied:
+                rel = tuple(os.path.relpath(copied[id(node)], host_root).split("/"))
+                new = shared_fs.lstat(rel)
+                moved_sockets[(tmp.dev, node.ino)] = (new.dev, new.ino)
         if tmp.account is not None:  # the data is the host tmpfs's now, not guest memory
             tmp.account.charge(-(tmp.used + tmp.entries * ENTRY_COST))
         log.debug("tmpfs %s moved to %s for sharing across processes", path, host_root)
+    return moved_sockets
 
 
 def _nodes(root: Node) -> Iterator[Node]:

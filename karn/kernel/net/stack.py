@@ -17,8 +17,8 @@ from karn.kernel.net.policy import NetPolicy, PolicyError, Publish
 
 if TYPE_CHECKING:
     from karn.kernel.net.addr import InetAddr
-    from karn.kernel.net.base import SocketFile
     from karn.kernel.net.inet import InetSocket
+    from karn.kernel.net.unix import UnixSocket
     from karn.kernel.process import Process
 
 PROTOS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
@@ -34,7 +34,7 @@ class NetStack:
         self.reserved: dict[tuple[str, int], socket.socket] = {}
         self.claimed: dict[tuple[str, int], InetSocket] = {}  # who holds a published port
         # abstract name, or (dev, ino) of a bound path's socket file -> host path, socket
-        self.unix_names: dict[bytes | tuple[int, int], tuple[str, SocketFile]] = {}
+        self.unix_names: dict[bytes | tuple[int, int], tuple[str, UnixSocket]] = {}
         self.unix_hosts: dict[str, bytes] = {}  # host path -> guest name
         self.in_flight = InFlight()  # files passed with SCM_RIGHTS, not yet received
         self.tcp_key = os.urandom(80)  # signs the guest's own TCP connections (inet.py)
@@ -128,6 +128,17 @@ class NetStack:
         return None
 
     # -- AF_UNIX names ---------------------------------------------------------------
+    def socket_files_moved(self, moved: dict[tuple[int, int], tuple[int, int]]) -> None:
+        """The first fork copied the tmpfs to a host directory: names bound to socket files
+        there are found by the copies' (dev, ino) from now on, in this process and the
+        children that inherit the table."""
+        with self.lock:
+            for old, new in moved.items():
+                entry = self.unix_names.pop(old, None)
+                if entry is not None:
+                    self.unix_names[new] = entry
+                    entry[1].bound_key = new
+
     def unix_dir(self) -> str:
         with self.lock:
             if self._unix_dir is None:

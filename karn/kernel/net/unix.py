@@ -40,6 +40,8 @@ class UnixSocket(SocketFile):
     guest_name: bytes = b""
     peer_name: bytes | None = None  # b"": connected to an unnamed socket (socketpair)
     bound_key: bytes | tuple[int, int] | None = None  # its entry in the stack's unix_names
+    bound_by = 0  # the monitor process that bound it: the one that removes its host name
+    shared_name = False  # bound on a filesystem processes share (a name of the run's)
 
     def _guest_name(self, task: Task, addr: Address) -> bytes:
         if not isinstance(addr, UnixAddr):
@@ -60,7 +62,13 @@ class UnixSocket(SocketFile):
         net = self.net
         host = net.new_unix_path()
         with net.lock:
-            key = name if name[:1] == b"\0" else _make_socket_file(task, name)
+            key: bytes | tuple[int, int] = name
+            host_is_shared = False
+            if name[:1] != b"\0":
+                key, shared = _make_socket_file(task, name)
+                if shared is not None:  # other processes find it by the file's (dev, ino)
+                    host, host_is_shared = shared, True
+                    _remove_stale(host)
             if key in net.unix_names:
                 raise SyscallError(errno.EADDRINUSE)
             try:
@@ -73,21 +81,28 @@ class UnixSocket(SocketFile):
             net.unix_hosts[host] = name
         self.guest_name = name
         self.bound_key = key
+        self.bound_by = os.getpid()
+        self.shared_name = host_is_shared
 
     def _target(self, task: Task, name: bytes) -> str:
         """The host path of the socket a guest name reaches: an abstract name's, or the one
         bound to the socket file at a path (ENOENT without one, ECONNREFUSED for a file
         that is no socket or one nothing is bound to now)."""
         key: bytes | tuple[int, int] = name
+        shared = None
         if name[:1] != b"\0":
-            st = task.process.fs.stat(os.fsdecode(name))
+            r = task.process.fs.resolve(os.fsdecode(name))
+            st = r.require()
             if st.mode & S_IFMT != S_IFSOCK:
                 raise SyscallError(errno.ECONNREFUSED)
             key = (st.dev, st.ino)
+            shared = r.fs.socket_host_path(key)
         entry = self.net.unix_names.get(key)
-        if entry is None:
-            raise SyscallError(errno.ECONNREFUSED)
-        return entry[0]
+        if entry is not None:
+            return entry[0]
+        if shared is not None:  # bound by another process of the run, or by none
+            return shared  # ECONNREFUSED from the host if none
+        raise SyscallError(errno.ECONNREFUSED)
 
     def connect(self, task: Task, addr: Address) -> None:
         name = self._guest_name(task, addr)
@@ -173,10 +188,14 @@ class UnixSocket(SocketFile):
                 if entry is not None and entry[1] is self:
                     del net.unix_names[self.bound_key]
                     net.unix_hosts.pop(entry[0], None)
-                    try:
-                        os.unlink(entry[0])
-                    except OSError:
-                        pass
+                    # A name on a filesystem processes share stays while any process
+                    # holds the socket (it goes with the socket file: unlink); a forked
+                    # process closing its copy (at exec, say) leaves the name to the binder.
+                    if self.bound_by == os.getpid() and not self.shared_name:
+                        try:
+                            os.unlink(entry[0])
+                        except OSError:
+                            pass
         super().close()
         net.in_flight.reap()  # messages queued on this socket went with it
 
@@ -257,9 +276,10 @@ def adopt_host_fd(net: NetStack, fd: int, in_flight: bool) -> OpenFile:
     return file
 
 
-def _make_socket_file(task: Task, name: bytes) -> tuple[int, int]:
+def _make_socket_file(task: Task, name: bytes) -> tuple[tuple[int, int], str | None]:
     """bind(2) on a path: a socket file there (EADDRINUSE if anything is), which stat
-    shows and connect finds; its (dev, ino) names the bound socket."""
+    shows and connect finds; its (dev, ino) names the bound socket; and the host
+    path its socket is bound at if its filesystem is shared by processes."""
     fs = task.process.fs
     r = fs.resolve(os.fsdecode(name), follow=False)
     if r.stat is not None:
@@ -268,7 +288,19 @@ def _make_socket_file(task: Task, name: bytes) -> tuple[int, int]:
         raise SyscallError(errno.EADDRINUSE)
     r.fs.mknod(r.rel, S_IFSOCK | (0o777 & ~fs.umask))
     st = r.fs.lstat(r.rel)
-    return st.dev, st.ino
+    key = (st.dev, st.ino)
+    return key, r.fs.socket_host_path(key)
+
+
+def _remove_stale(host: str) -> None:
+    """A socket left at a file's (dev, ino) belonged to a file since removed (its inode
+    number now the new file's): it reaches nothing the guest can name."""
+    try:
+        os.unlink(host)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise host_error(err) from None
 
 
 def _remove_socket_file(task: Task, name: bytes) -> None:
