@@ -158,8 +158,8 @@ class FastTransport:
         """In a forked monitor: the transport of the child's VM (its TSC offset given)
         over the same memory. The parent's patched sites and arenas are in the child's
         copy and stay; its slots, leases, back-offs, counters and server do not carry over
-        (the slots are written afresh as the child's vCPUs come, the server starts when
-        the first binds). The fork was made on the exit path (clone and fork are no fast
+        (the slots are written afresh as the child's vCPUs come, the server starts at
+        the first wake). The fork was made on the exit path (clone and fork are no fast
         calls), so the child's one thread starts outside karn's entry code."""
         lo, hi = self._user
         return FastTransport(self._helper, self._raw, self._host_base, self._slots_addr,
@@ -198,7 +198,6 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
-        self.server.start()
 
     def unbind(self, cpu: SlotCpu) -> None:
         if os.getpid() != self._monitor_pid:  # a forked monitor unwinding the forking
