@@ -78,6 +78,53 @@ def test_futex_wakes_are_served_in_shared_memory(build, native):
     assert calls >= 1, got.stderr
 
 
+def served_lines(result: subprocess.CompletedProcess[bytes]) -> list[tuple[int, int]]:
+    """(sites patched, calls served) of every monitor's info line: forked processes' first,
+    the first process's last (its monitor ends after its children's)."""
+    return [(int(m[1]), int(m[2])) for m in SERVED.finditer(result.stderr)]
+
+
+@pytest.mark.parametrize("mode", ["child", "exec"])
+def test_forked_child_is_served_in_shared_memory(mode, build, native):
+    """A forked child calls getpid 20000 times through the site its parent patched
+    (child), or execs and calls through sites of its new image (exec); its own monitor's
+    info line says its calls were served in shared memory (repeated until one is: the
+    server needs a host core, as in the getpid case)."""
+    exe = build("fork_fast", "static", ("-pthread",))
+    expected = native(exe, mode)
+    assert expected.returncode == 0 and b"exited 0" in expected.stdout, expected.stderr
+    deadline = time.monotonic() + SERVED_DEADLINE
+    while True:
+        got = karn_info("--syscall-transport", "fast", exe, mode)
+        assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+        lines = served_lines(got)
+        assert len(lines) == 2, got.stderr  # the child's monitor, then the parent's
+        (child_sites, child_calls), _parent = lines
+        assert child_sites >= 1, got.stderr
+        if child_calls >= 1 or time.monotonic() > deadline:
+            break
+    assert child_calls >= 1, got.stderr
+
+
+def test_forked_child_of_exit_transport_patches_nothing(build, native):
+    exe = build("fork_fast", "static", ("-pthread",))
+    expected = native(exe, "child", "1000")
+    got = karn_info("--syscall-transport", "exit", exe, "child", "1000")
+    assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+    assert not SERVED.search(got.stderr), got.stderr
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_fork_storm_while_threads_patch(transport, build, karn, native, same):
+    """24 forks, 4 at a time, while two parent threads call 64 unpatched sites (each patched
+    while the others run it, some at the moment of a fork); every child calls through the
+    inherited sites on two threads of its own. All results right, no crash."""
+    exe = build("fork_fast", "static", ("-pthread",))
+    expected = native(exe, "storm", "24", "4")
+    same(expected, run(karn, transport, "--cpus", "2", exe, "storm", "24", "4", timeout=180),
+         f"fork storm ({transport})")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of every thread of process pid so far (/proc/PID/stat)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

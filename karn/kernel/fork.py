@@ -112,7 +112,7 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
     fs_base = tls if flags & CLONE_SETTLS else cpu.get_fs_base()
     start = ChildStart(pid, proc.pid, regs, fs_base, cpu.get_gs_base(), cpu.get_fpu(),
                        flags, child_tid)
-    sites = process_locks(proc)
+    sites = process_locks(proc) + [LockSite(*site) for site in proc.machine.fork_locks()]
     # What every child would import on its way (policy.LimitWatch.forked): imported once
     # here, or each child pays a module load.
     import copy  # noqa: F401
@@ -195,7 +195,7 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     assert old_link is not None
     old_link.close_in_child()
     machine = _drop_parent_threads(proc)
-    proc.mm.code_watcher = None  # the machine put patched fast-syscall sites back
+    proc.mm.code_watcher = machine.code_watcher()  # the child's fast-syscall patcher
     proc.machine = machine
     proc.pid, proc.ppid = start.pid, start.ppid
     _reset_process_state(proc)

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import GuestMemory
     from karn.kernel.link import Link
-    from karn.kernel.mm import AddressSpace
+    from karn.kernel.mm import AddressSpace, CodeWatcher
     from karn.kernel.net.stack import NetStack
     from karn.kernel.sys_timer import PosixTimer
     from karn.kernel.threads import Observer, TaskLoop
@@ -107,6 +107,15 @@ class Machine(Protocol[CpuT]):
     def overhead_cpu_ns(self) -> int:
         """Host CPU time the platform spent for none of the guest's threads (the fast
         transport's server polling for calls): not the guest process's CPU time."""
+        ...
+
+    def code_watcher(self) -> CodeWatcher | None:
+        """What must hear of guest code going away (the fast transport's patcher)."""
+        ...
+
+    def fork_locks(self) -> list[tuple[object, str, type]]:
+        """The platform's locks a host fork holds with the kernel's (owner, attribute,
+        kind: forklocks.LockSite)."""
         ...
 
 

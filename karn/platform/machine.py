@@ -17,7 +17,7 @@ from karn.platform.layout import MAX_VCPUS
 from karn.platform.vcpu import Vcpu
 
 if TYPE_CHECKING:
-    from karn.platform.fastcall.patcher import CodeSpace
+    from karn.platform.fastcall.patcher import CodeSpace, Patcher
     from karn.platform.fastcall.transport import FastTransport
 
 
@@ -49,11 +49,8 @@ class KvmMachine:
         finally:
             self.release_cpu(cpu)
         mem, lay = self.vm.memory, self.vm.layout
-        self.fast = FastTransport(helper, mem.raw, mem.host_address, lay.fast_slots, code,
-                                  lay.user_start, lay.user_end, fastmap, khz, offset)
-        with self._lock:
-            for free in self._free:
-                free.attach_fast(self.fast)
+        self._attach(FastTransport(helper, mem.raw, mem.host_address, lay.fast_slots, code,
+                                   lay.user_start, lay.user_end, fastmap, khz, offset))
         return True
 
     def new_cpu(self) -> Vcpu:
@@ -76,13 +73,27 @@ class KvmMachine:
     def overhead_cpu_ns(self) -> int:
         return self.fast.server.cpu_ns() if self.fast is not None else 0
 
+    def code_watcher(self) -> Patcher | None:
+        """What must hear of guest code going away (munmap, MAP_FIXED, execve): the fast
+        transport's patcher."""
+        return self.fast.patcher if self.fast is not None else None
+
+    def fork_locks(self) -> list[tuple[object, str, type]]:
+        """The locks a host fork of this monitor holds (owner, attribute, kind, as
+        kernel/forklocks.py LockSite): the patcher's, so that no site is half-written and
+        no bookkeeping half-changed in the child's copy."""
+        if self.fast is None:
+            return []
+        return [(self.fast.patcher, "_lock", threading.RLock)]
+
     def forked(self, in_use: Iterable[Vcpu]) -> KvmMachine:
         """In a forked monitor: a machine with a fresh VM over the inherited guest memory
         (a KVM VM cannot be shared across a fork; the page tables are in guest RAM and a
         new VM reads them as they are). The parent's VM and vCPUs (those its threads held,
-        in_use, and the free ones) are closed here and never used again. Patched fast
-        syscall sites get their original bytes back in this copy of the code: the child
-        has no server for them and makes every call by exit."""
+        in_use, and the free ones) are closed here and never used again. The fast
+        transport follows: the patched sites and arenas in the child's copy of the memory
+        stay (fork_locks: none half-written), with slots, counters and a server of the
+        child's own."""
         old = self.vm
         cpus = {id(cpu): cpu for cpu in (*in_use, *self._free)}
         for fd in [cpu.fd for cpu in cpus.values()] + [old.fd]:  # not /dev/kvm's
@@ -90,15 +101,26 @@ class KvmMachine:
                 os.close(fd)
             except OSError:
                 pass
-        if self.fast is not None:
-            raw = old.memory.raw
-            for site in self.fast.patcher.patched.values():
-                raw[site.start : site.start + len(site.original)] = site.original
         # The parent's CPUID table: the same device supports the same (it is not asked
         # again, ~0.3 ms of host CPU per fork).
         vm = VirtualMachine(old.layout, memory=old.memory, kvm_fd=old.kvm_fd, cpuid=old.cpuid)
-        return KvmMachine(vm, self.max_vcpus)
+        machine = KvmMachine(vm, self.max_vcpus)
+        if self.fast is not None:
+            offset = self.fast.guest_tsc_offset
+            if offset:  # the platform offsets the guest TSC per VM: this VM's own
+                cpu = machine.new_cpu()
+                try:
+                    offset = _guest_tsc_offset(cpu, self.fast.host_tsc)
+                finally:
+                    machine.release_cpu(cpu)
+            machine._attach(self.fast.forked(offset))
+        return machine
 
+    def _attach(self, fast: FastTransport) -> None:
+        self.fast = fast
+        with self._lock:
+            for free in self._free:
+                free.attach_fast(fast)
 
 def _guest_tsc_offset(cpu: Vcpu, host_tsc: Callable[[], int], samples: int = 5) -> int:
     """The guest's TSC minus the host's, from the narrowest of `samples` host TSC reads

@@ -73,6 +73,12 @@ class Arena:
         self.next_stub = start + STUBS_OFFSET
         self.sites: dict[int, Site] = {}  # stub address -> site
 
+    def copy(self) -> Arena:
+        arena = Arena(self.start)
+        arena.next_stub = self.next_stub
+        arena.sites = dict(self.sites)
+        return arena
+
     @property
     def entry(self) -> int:
         return self.start
@@ -114,6 +120,17 @@ class Patcher:
         self.known: dict[int, bool] = {}  # P -> patched (True) or refused (False)
         self.patched: dict[int, Site] = {}  # by S
         self.arenas: list[Arena] = []
+
+    def forked(self, cpus: Callable[[], Iterable[RunningCpu]]) -> Patcher:
+        """In a forked monitor: a patcher for the child's copy of the guest memory, which
+        holds this one's patched sites and arenas as they were at the fork (a fork holds
+        the lock: no patch was half-written). Its vCPUs are the child's (cpus)."""
+        child = Patcher(self._raw, self._host_base, self._code, *self._user, cpus)
+        child.enabled = self.enabled
+        child.known = dict(self.known)
+        child.patched = dict(self.patched)
+        child.arenas = [arena.copy() for arena in self.arenas]
+        return child
 
     # -- patching ------------------------------------------------------------------------
 

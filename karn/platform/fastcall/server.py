@@ -11,6 +11,7 @@ of spinning for nothing. An idle or blocked guest costs no host core.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import importlib
 import struct
@@ -51,10 +52,12 @@ class Server:
         self._raw = raw
         self._slots = slots_addr  # guest address of slot 0
         self._host_slots = host_base + slots_addr  # the same, as a host address
-        self._control = (ctypes.c_uint32 * 2)(AWAKE, 0)  # bell, slots in use
+        # bell, slots in use; asleep until the first wake starts the thread
+        self._control = (ctypes.c_uint32 * 2)(ASLEEP, 0)
         self._control_addr = ctypes.addressof(self._control)
         self._serve = serve
-        self._thread: threading.Thread | None = None
+        self._started = False
+        self._start_lock = threading.Lock()
         # The thread's CPU clock, taken by the thread itself: a clock id names the kernel
         # thread and fails once it ends, where a pthread_t of an ended thread is unsafe.
         self._clock: int | None = None
@@ -68,11 +71,6 @@ class Server:
         """Slots in use (vCPUs created): the poller reads it every round."""
         self._control[1] = count
 
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="karn-fastcall",
-                                            daemon=True)
-            self._thread.start()
 
     def cpu_ns(self) -> int:
         """The host CPU time of the server's thread (polling included): 0 before it starts,
@@ -86,7 +84,18 @@ class Server:
 
     def wake(self) -> None:
         """From the exit path: the guest's next calls may wait for the server (once it
-        polls and its lease says so)."""
+        polls and its lease says so). The first wake starts the thread: a process whose
+        fast calls never come close together (a short-lived child of a shell) makes no
+        thread, and no first poll takes a core from its vCPU."""
+        if not self._started:
+            with self._start_lock:
+                if not self._started:
+                    self._control[0] = AWAKE
+                    # Not threading.Thread: its start() waits until the thread runs
+                    # (1-2.5 ms on a busy host), here on the guest's exit path.
+                    _thread.start_new_thread(self._run, ())
+                    self._started = True
+                    return
         self._wake(self._control_addr)
 
     def _run(self) -> None:

@@ -17,6 +17,7 @@ probe doubles `skip` (to MAX_SKIP); a run of served calls resets it.
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 import time
@@ -128,11 +129,16 @@ class _Slot:
 class FastTransport:
     def __init__(self, helper: ModuleType, raw: memoryview, host_base: int, slots_addr: int,
                  code: CodeSpace, user_start: int, user_end: int, fastmap: Iterable[int],
-                 tsc_khz: int, guest_tsc_offset: int) -> None:
+                 tsc_khz: int, guest_tsc_offset: int, inherited: Patcher | None = None) -> None:
+        """inherited: a forked process's parent's patcher (forked())."""
+        self._monitor_pid = os.getpid()
+        self._helper = helper
+        self._code = code
         self._raw = raw
         self._cas = helper.cas32
-        self._host_tsc = helper.tsc
-        self._guest_tsc_offset = guest_tsc_offset
+        self.host_tsc = helper.tsc
+        self._tsc_khz = tsc_khz
+        self.guest_tsc_offset = guest_tsc_offset
         self._host_base = host_base
         self._slots_addr = slots_addr
         self._slots: list[_Slot] = []
@@ -143,9 +149,25 @@ class FastTransport:
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
         self._user = (user_start, user_end)
         self._lock = threading.Lock()
-        self.patcher = Patcher(raw, host_base, code, user_start, user_end, self._running)
+        self.patcher = inherited.forked(self._running) if inherited is not None else \
+            Patcher(raw, host_base, code, user_start, user_end, self._running)
         self.server = Server(helper, raw, slots_addr, host_base, self._serve, tsc_khz,
                              guest_tsc_offset)
+
+    def forked(self, guest_tsc_offset: int) -> FastTransport:
+        """In a forked monitor: the transport of the child's VM (its TSC offset given)
+        over the same memory. The parent's patched sites and arenas are in the child's
+        copy and stay; its slots, leases, back-offs, counters and server do not carry over
+        (the slots are written afresh as the child's vCPUs come, the server starts at
+        the first wake). The fork was made on the exit path (clone and fork are no fast
+        calls), so the child's one thread starts outside karn's entry code."""
+        lo, hi = self._user
+        return FastTransport(self._helper, self._raw, self._host_base, self._slots_addr,
+                             self._code, lo, hi, self.fast_calls(), self._tsc_khz,
+                             guest_tsc_offset, inherited=self.patcher)
+
+    def fast_calls(self) -> list[int]:
+        return [nr for nr in range(FASTMAP_BITS) if self.fast_call(nr)]
 
     @property
     def active(self) -> bool:
@@ -176,9 +198,10 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
-        self.server.start()
 
     def unbind(self, cpu: SlotCpu) -> None:
+        if os.getpid() != self._monitor_pid:  # a forked monitor unwinding the forking
+            return  # thread of its parent's: these counts and locks are the parent's
         slot = self._slots[cpu.index]
         with slot.lock:
             slot.client = None
@@ -247,7 +270,7 @@ class FastTransport:
         """Wake the sleeping server, and give the slot a lease of the budget's length in
         its name: the next call waits that long for the server to get a core and take it
         (served: the fast path is back; withdrawn: the slot backs off further)."""
-        now = (self._host_tsc() + self._guest_tsc_offset) & MASK64
+        now = (self.host_tsc() + self.guest_tsc_offset) & MASK64
         _U64.pack_into(self._raw, slot.addr + SLOT_ALIVE, now + self._budget)
         self.server.wake()
 
