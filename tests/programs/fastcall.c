@@ -14,22 +14,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-/* mov $nr,%eax; syscall: the window karn patches (glibc's wrappers look like this). */
-#define SITE(name, nr)                                                                 \
-    static __attribute__((noinline)) long name(void)                                   \
-    {                                                                                  \
-        long r;                                                                        \
-        __asm__ volatile("mov $" #nr ", %%eax\n\tsyscall" : "=a"(r) : : "rcx", "r11", \
-                         "memory");                                                   \
-        return r;                                                                      \
-    }
-#define SITES8(p) SITE(p##0, 39) SITE(p##1, 39) SITE(p##2, 39) SITE(p##3, 39) \
-    SITE(p##4, 39) SITE(p##5, 39) SITE(p##6, 39) SITE(p##7, 39)
-SITES8(s0) SITES8(s1) SITES8(s2) SITES8(s3) SITES8(s4) SITES8(s5) SITES8(s6) SITES8(s7)
-#define LIST8(p) p##0, p##1, p##2, p##3, p##4, p##5, p##6, p##7
-static long (*const sites[])(void) = {LIST8(s0), LIST8(s1), LIST8(s2), LIST8(s3),
-                                      LIST8(s4), LIST8(s5), LIST8(s6), LIST8(s7)};
-#define NSITES (sizeof(sites) / sizeof(sites[0]))
+#include "getpid_sites.h"
 
 static long loop_getpid(long n)
 {
