@@ -367,7 +367,7 @@ class Vcpu:
                     nr = regs.rax
                     real = 0 <= regs.rip - tramp < 4096  # a `syscall` instruction
                     if fast is not None:
-                        fast.exit_path_call(self.index, nr, real)
+                        fast.exit_path_call(self.index, nr, real, regs.rcx - 2)
                     result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
                     if not self._context_replaced:
                         if fast is not None and real:

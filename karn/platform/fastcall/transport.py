@@ -222,9 +222,9 @@ class FastTransport:
     def fast_call(self, nr: int) -> bool:
         return 0 <= nr < FASTMAP_BITS and bool(self._fastmap[nr // 8] >> (nr % 8) & 1)
 
-    def exit_path_call(self, index: int, nr: int, real: bool) -> None:
-        """vCPU `index` makes call nr through the exit path, by a real `syscall` (real) or
-        from a stub: count it, and back its slot off when the server did not serve it
+    def exit_path_call(self, index: int, nr: int, real: bool, site: int) -> None:
+        """vCPU `index` makes call nr through the exit path, by a real `syscall` at site
+        (real) or from a stub: count it, and back its slot off when the server did not serve it
         (the stub withdrew it, or QUIET_US passed since the slot's last served call
         while its calls were sent past an absent server); else wake the server if it
         sleeps and the slot's calls come DENSE_US apart or closer. A futex wait the stub
@@ -235,6 +235,9 @@ class FastTransport:
             return
         if real:
             slot.exit += 1  # an unpatched site: its next call may reach the server
+            if self.patcher.known.get(site) is False:
+                return  # unless it cannot be patched (no window): waking the server
+                # for it only takes a core from this vCPU (glibc's syscall(), musl)
         else:
             state_at = slot.addr + SLOT_STATE
             state = _U32.unpack_from(self._raw, state_at)[0]
