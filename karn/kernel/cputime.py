@@ -58,8 +58,8 @@ def process_times(proc: Process) -> CpuTimes:
     (taken from user time first: the server's polling is user time)."""
     times = monitor_times().since(proc.cpu_base)
     overhead = _overhead_ns(proc)
-    user = max(times.user_ns - overhead, 0)
-    return CpuTimes(user, max(times.system_ns - (overhead - (times.user_ns - user)), 0))
+    from_user = min(overhead, times.user_ns)
+    return CpuTimes(times.user_ns - from_user, max(times.system_ns - (overhead - from_user), 0))
 
 
 def process_clock_ns(proc: Process) -> int:

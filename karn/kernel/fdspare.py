@@ -1,8 +1,9 @@
 """A few host fds held in reserve for the monitor's own imports made while a guest runs
 (the syscall areas and mounts load on first use): a guest may hold every fd the monitor
-can open (EMFILE), and Python opens a module's file to import it (and a module may keep
-an fd of its own, a timer's or a waker's). The spares are given up for the import and
-taken again after it, as servers keep a spare fd for accept's EMFILE."""
+can open (EMFILE), and Python opens a module's file to import it. The spares are given up
+for the import and taken again after it, as servers keep a spare fd for accept's EMFILE;
+a few rather than one, so that another monitor thread opening a file in between does not
+leave the import without."""
 
 from __future__ import annotations
 
