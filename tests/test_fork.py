@@ -201,7 +201,9 @@ def test_gcc_compiles_and_links_in_the_guest(karn, native, same, tmp_path):
 def test_named_unix_sockets_between_processes(build, karn, native, same):
     """AF_UNIX names in /tmp reach across processes: bound before the first fork (the
     guest's /tmp then moves to a host directory), after it, and by a sibling forked
-    after the connecting process (which never saw the bind)."""
+    after the connecting process (which never saw the bind); abstract names bound by a
+    child reach its parent and are free again once the child ended; autobinds in two
+    processes do not collide."""
     probe = build("unix_across_fork")
     same(native(probe), karn(probe), "named AF_UNIX sockets across processes")
 

@@ -327,6 +327,8 @@ def _finish(proc: Process) -> None:
         from karn.kernel.sys_mm import write_back
 
         write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
+    if proc.net is not None:
+        proc.net.process_ended()
     if proc.internal_failure is not None:
         os.write(2, f"karn: process {proc.pid}: internal error: "
                     f"{proc.internal_failure!r}\n".encode())

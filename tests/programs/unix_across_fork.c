@@ -1,6 +1,10 @@
 /* Named AF_UNIX sockets in /tmp between processes (tests/test_fork.py): bound before the
  * first fork (the guest's /tmp then moves to a host directory), bound after it, and bound
- * by one child for a sibling forked before the bind, which connects to it by name. */
+ * by one child for a sibling forked before the bind, which connects to it by name. Then
+ * abstract names: bound by a child for its parent, free again once the child has ended,
+ * and autobound in a parent and its child at once. */
+#include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,6 +44,13 @@ static void serve(int s, const char *what) {
     int c = accept(s, 0, 0);
     read(c, buf, sizeof buf - 1);
     printf("%s: got %s\n", what, buf);
+}
+
+static socklen_t abstract(struct sockaddr_un *a, const char *name) {
+    memset(a, 0, sizeof *a);
+    a->sun_family = AF_UNIX;
+    int n = snprintf(a->sun_path + 1, sizeof a->sun_path - 1, "karn-ux-%d-%s", run_id, name);
+    return offsetof(struct sockaddr_un, sun_path) + 1 + n;
 }
 
 static int reaped(pid_t pid) {
@@ -86,6 +97,36 @@ int main(void) {
     write(go[1], "g", 1);
     printf("server exit %d\n", reaped(server)); /* after its line: one order */
     printf("connector exit %d\n", reaped(connector));
+
+    struct sockaddr_un a;
+    socklen_t len = abstract(&a, "child");
+    pid_t binder = fork();
+    if (binder == 0) {
+        int u = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (bind(u, (void *)&a, len) || listen(u, 4))
+            perror("abstract bind/listen");
+        write(ready[1], "r", 1);
+        serve(u, "abstract name bound by the child");
+        _exit(0);
+    }
+    read(ready[0], &b, 1);
+    int c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(c, (void *)&a, len))
+        perror("abstract connect");
+    write(c, "four", 4);
+    printf("binder exit %d\n", reaped(binder));
+    int again = socket(AF_UNIX, SOCK_STREAM, 0);
+    printf("abstract name free after its binder ended: %s\n",
+           bind(again, (void *)&a, len) ? strerror(errno) : "yes");
+
+    pid_t twin = fork(); /* both autobind after the fork: two distinct names */
+    int d = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un unnamed = {.sun_family = AF_UNIX};
+    int bound = bind(d, (void *)&unnamed, sizeof(sa_family_t));
+    if (twin == 0)
+        _exit(bound ? 1 : 0);
+    printf("autobind after a fork, parent: %s\n", bound ? strerror(errno) : "ok");
+    printf("autobind after a fork, child exit %d\n", reaped(twin));
     const char *names[] = {"before", "after", "sibling"};
     for (int i = 0; i < 3; i++) {
         struct sockaddr_un a = address(names[i]);

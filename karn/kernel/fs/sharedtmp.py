@@ -518,9 +518,9 @@ def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir
     new (dev, ino) by their old: what a bound AF_UNIX name is found by (net/unix.py)."""
     mounts = [(path, fs) for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)]
     moved_sockets: dict[tuple[int, int], tuple[int, int]] = {}
-    if not mounts:
+    base = shared.path()  # made before the first fork even without a tmpfs: abstract
+    if not mounts:  # AF_UNIX names of the run's processes live there too (net/unix.py)
         return moved_sockets
-    base = shared.path()
     for path, tmp in mounts:
         # a name of its own (a copy that failed half-way leaves its directory behind)
         host_root = tempfile.mkdtemp(dir=base)

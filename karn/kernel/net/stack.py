@@ -139,6 +139,15 @@ class NetStack:
                     self.unix_names[new] = entry
                     entry[1].bound_key = new
 
+    def process_ended(self) -> None:
+        """A forked process's monitor ends without closing the guest's files: the names
+        it bound go as its sockets' close would take them (net/unix.py)."""
+        with self.lock:
+            ours = [sock for _host, sock in self.unix_names.values()
+                    if sock.bound_by == os.getpid()]
+        for sock in ours:
+            sock.release_name()
+
     def unix_dir(self) -> str:
         with self.lock:
             if self._unix_dir is None:
@@ -149,7 +158,9 @@ class NetStack:
         base = self.unix_dir()
         with self.lock:
             self._unix_seq += 1
-            return os.path.join(base, str(self._unix_seq))
+            # a forked process inherits the directory and the count: the pid keeps names
+            # of the run's processes apart
+            return os.path.join(base, f"{os.getpid()}.{self._unix_seq}")
 
     # -- logging ---------------------------------------------------------------------
     def denied(self, what: str, dest: object) -> None:

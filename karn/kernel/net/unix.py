@@ -2,9 +2,12 @@
 
 A name the guest binds (a path, or an abstract name) becomes a host socket file in a
 private directory of the monitor, never a host path the guest names; other guest
-sockets reach it by the guest name. SCM_RIGHTS passes guest open files: the host message
-carries a token fd that stands for the guest files, kept in the stack (inflight.py) until
-received or dropped with the socket buffer that holds it.
+sockets reach it by the guest name. Once the run has several processes (its first fork),
+an abstract name is bound at a host path made from the name in the run's shared
+directory, so every process of the run reaches it (a path name on a shared tmpfs is
+found by its socket file, kernel/fs/sharedtmp.py). SCM_RIGHTS passes guest open files:
+the host message carries a token fd that stands for the guest files, kept in the stack
+(inflight.py) until received or dropped with the socket buffer that holds it.
 """
 
 from __future__ import annotations
@@ -69,6 +72,10 @@ class UnixSocket(SocketFile):
                 if shared is not None:  # other processes find it by the file's (dev, ino)
                     host, host_is_shared = shared, True
                     _remove_stale(host)
+            else:
+                # the run's processes find it by its name; like a private one it goes at
+                # the binder's close (the host's bind says EADDRINUSE while it is bound)
+                host = _abstract_host_path(task, name) or host
             if key in net.unix_names:
                 raise SyscallError(errno.EADDRINUSE)
             try:
@@ -97,6 +104,8 @@ class UnixSocket(SocketFile):
                 raise SyscallError(errno.ECONNREFUSED)
             key = (st.dev, st.ino)
             shared = r.fs.socket_host_path(key)
+        else:
+            shared = _abstract_host_path(task, name)
         entry = self.net.unix_names.get(key)
         if entry is not None:
             return entry[0]
@@ -180,24 +189,29 @@ class UnixSocket(SocketFile):
         return self.send(task, bufs, flags, target, ancdata)
 
     def close(self) -> None:
-        net = self.net
-        if self.bound_key is not None:
-            # The socket file stays, as on Linux: only what it reaches goes.
-            with net.lock:
-                entry = net.unix_names.get(self.bound_key)
-                if entry is not None and entry[1] is self:
-                    del net.unix_names[self.bound_key]
-                    net.unix_hosts.pop(entry[0], None)
-                    # A name on a filesystem processes share stays while any process
-                    # holds the socket (it goes with the socket file: unlink); a forked
-                    # process closing its copy (at exec, say) leaves the name to the binder.
-                    if self.bound_by == os.getpid() and not self.shared_name:
-                        try:
-                            os.unlink(entry[0])
-                        except OSError:
-                            pass
+        self.release_name()
         super().close()
-        net.in_flight.reap()  # messages queued on this socket went with it
+        self.net.in_flight.reap()  # messages queued on this socket went with it
+
+    def release_name(self) -> None:
+        """The socket is closed: what it is bound to goes. The socket file stays, as on
+        Linux: only what it reaches goes."""
+        net = self.net
+        if self.bound_key is None:
+            return
+        with net.lock:
+            entry = net.unix_names.get(self.bound_key)
+            if entry is not None and entry[1] is self:
+                del net.unix_names[self.bound_key]
+                net.unix_hosts.pop(entry[0], None)
+                # A name on a filesystem processes share stays while any process holds
+                # the socket (it goes with the socket file: unlink); a forked process
+                # closing its copy (at exec, say) leaves the name to the binder.
+                if self.bound_by == os.getpid() and not self.shared_name:
+                    try:
+                        os.unlink(entry[0])
+                    except OSError:
+                        pass
 
     def recv(self, task: Task, views: list[memoryview], flags: int,
              ancbufsize: int = 0, msg: bool = False) -> tuple[int, list, int, object]:
@@ -290,6 +304,20 @@ def _make_socket_file(task: Task, name: bytes) -> tuple[tuple[int, int], str | N
     st = r.fs.lstat(r.rel)
     key = (st.dev, st.ino)
     return key, r.fs.socket_host_path(key)
+
+
+def _abstract_host_path(task: Task, name: bytes) -> str | None:
+    """Where an abstract name is bound on the host once the run has several processes
+    (None before: a process alone keeps its names private): in the run's shared
+    directory, made at the first fork, under a digest of the name (sun_path is short)."""
+    proc = task.process
+    if proc.link is None:
+        return None
+    import hashlib
+
+    names = os.path.join(proc.fs.shared_tmp.path(), ".abstract")
+    os.makedirs(names, mode=0o700, exist_ok=True)
+    return os.path.join(names, hashlib.sha256(name).hexdigest()[:40])
 
 
 def _remove_stale(host: str) -> None:
