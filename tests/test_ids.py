@@ -183,8 +183,13 @@ def test_system_detects_blocks_and_survives_a_tids_crash(
         wait_for(lambda: re.search(r"^dac: no verdict from the TIDS .* closed",
                                    logs(state_env, "ids", "dac"), re.M),
                  what="the DAC closing while the TIDS is down")
-        wait_for(lambda: "streams ended" in logs(state_env, "ids", "dac"),
-                 what="the run to finish", timeout=400)
+        try:
+            wait_for(lambda: "streams ended" in logs(state_env, "ids", "dac"),
+                     what="the run to finish", timeout=400)
+        except BaseException:  # pytest's Failed: say where each partition and channel got
+            print(json.dumps(status(state_env, "ids"), indent=1))
+            print(logs(state_env, "ids", "dac")[-3000:])
+            raise
         dac_log = logs(state_env, "ids", "dac")
     finally:
         karn_system(state_env, "down", "ids")

@@ -129,8 +129,14 @@ class Dac:
         for key in sorted(self.frames, key=lambda k: k[1]):
             frame = self.frames[key]
             if not frame["complete"]:
-                continue
-            if key in self.verdicts:
+                if now - frame["arrived"] <= self.hold:
+                    continue
+                # a piece lost on the way (a diode drops what a receiver falling behind
+                # has not read): it never becomes whole, and is blocked like one unjudged
+                self.dropped += len(frame["rows"])
+                log(f"drop {key[0]} frame {key[1]}: incomplete after {self.hold:g} s, "
+                    f"{len(frame['rows'])} messages blocked (fail closed)")
+            elif key in self.verdicts:
                 self.verdicts.discard(key)
                 self._forward(key, frame)
             elif self.first_word is not None and \
