@@ -99,7 +99,7 @@ def test_signals_and_threads(variant, mode, build, karn, native, same):
     exe = build("sig_thread", variant)
     expected = native(exe, mode)
     assert expected.returncode == 0 and expected.stdout
-    same(expected, karn("--cpus", "2", exe, mode, timeout=20), f"signals and threads: {mode}")
+    same(expected, karn("--cpus", "2", exe, mode, timeout=60), f"signals and threads: {mode}")
 
 
 @pytest.mark.parametrize("variant", SIGNAL_VARIANTS)

@@ -437,8 +437,10 @@ def test_cyclic_schedule_shares_the_cpu_by_windows(tmp_path: Path, state_env: di
                                                    spin: Path) -> None:
     path = write(tmp_path, CYCLIC.format(spin=spin, cpu=LAST_CPU))
     with SystemUp(state_env, path, "cyclic"):
+        # start-up done: each monitor starts within its own windows on one shared CPU,
+        # which a loaded host makes slow (60 s was not enough at load 9)
         wait_for(lambda: all("spinning" in logs(state_env, "cyclic", n) for n in "ab"),
-                 what="both guests to spin")  # start-up done
+                 what="both guests to spin", timeout=240)
         pids = {p["name"]: p["pid"] for p in status(state_env, "cyclic")["partitions"]}
         t0, before = time.monotonic(), {n: cpu_seconds(p) for n, p in pids.items()}
         time.sleep(10)

@@ -146,7 +146,7 @@ def test_vdso_rebuilds_from_source_with_the_same_symbols(tmp_path):
 @pytest.mark.parametrize("variant", C_VARIANTS)
 def test_clocks_agree_with_the_kernel(variant, build, karn):
     """Every clock the vDSO serves lies within 1 ms of the kernel's answer (a coarse
-    clock within its resolution more), resolutions are the kernel's, and clocks it does
+    clock within two resolutions more), resolutions are the kernel's, and clocks it does
     not serve still work; --no-vdso gives the same answers."""
     exe = build("vdso_clocks", variant)
     runs = {}
@@ -158,7 +158,9 @@ def test_clocks_agree_with_the_kernel(variant, build, karn):
     assert with_vdso["vdso"] == ["yes"] and without["vdso"] == ["no"]
     for name, clock in clock_report(runs[()]).items():
         assert clock["res"] == clock["kernel_res"] > 0, (name, clock)
-        slack = MS + (clock["res"] if "COARSE" in name else 0)
+        # a coarse clock is as old as its last tick, which a loaded host can run late by
+        # more than a tick (seen: 5.2 ms behind at a 4 ms tick, load 9)
+        slack = MS + (2 * clock["res"] if "COARSE" in name else 0)
         assert clock["outside_ns"] <= slack, (name, clock)
     assert with_vdso["gettimeofday"][0] == "outside_us"
     assert int(with_vdso["gettimeofday"][1]) <= MS // 1000

@@ -194,7 +194,15 @@ static void main_process(void)
     CHECK("GET_SEMAPHORE_ID/known", GET_SEMAPHORE_ID("sem", &id, RC));
     CHECK("GET_EVENT_STATUS/bad-id", GET_EVENT_STATUS(0, NULL, RC));
     CHECK("RESUME/self-suspended", RESUME(helper_pid, RC));
-    TIMED_WAIT(2000000, &rc);  /* the helper runs on and stops itself */
+    /* the helper runs on and stops itself: waited for (a loaded host can hold it back
+     * past any fixed wait), at most ~20 s */
+    PROCESS_STATUS_TYPE helper;
+    for (int i = 0; i < 10000; i++) {
+        GET_PROCESS_STATUS(helper_pid, &helper, &rc);
+        if (rc != NO_ERROR || helper.PROCESS_STATE == DORMANT)
+            break;
+        TIMED_WAIT(2000000, &rc);
+    }
     CHECK("STOP/stopped-itself", STOP(helper_pid, RC));
 
     /* health monitoring */

@@ -2,6 +2,9 @@
  * blocking read (EINTR) and nanosleep; a process-directed signal goes to the one thread
  * that does not block it, even while that thread blocks in read; a new thread inherits
  * its creator's mask; a dedicated thread collects a process signal with sigwait.
+ * A signal that comes before its target blocks (a loaded host can delay the thread past
+ * any pause) is handled and the call then blocks: the signal is sent again every 30 ms
+ * until the call returns, so the output is the same however the threads are scheduled.
  * Usage: sig_thread [read|sleep|process|sigwait|all] (default all). */
 #include "karntest.h"
 #include <pthread.h>
@@ -13,13 +16,15 @@
 static int pipefd[2];
 static volatile long handler_tid;
 static volatile sig_atomic_t handled;
+static volatile int returned; /* the target's blocking call returned */
 static pthread_barrier_t ready;
 
 static void handler(int sig)
 {
     (void)sig;
     handled++;
-    handler_tid = syscall(SYS_gettid);
+    if (!handler_tid) /* the first: a repeat may find the target gone */
+        handler_tid = syscall(SYS_gettid);
 }
 
 static void pause_ms(long ms)
@@ -41,6 +46,7 @@ static void *reader(void *arg)
     errno = 0;
     res->r = read(pipefd[0], &c, 1);
     res->err = errno;
+    returned = 1;
     return NULL;
 }
 
@@ -53,6 +59,7 @@ static void *sleeper(void *arg)
     errno = 0;
     res->r = nanosleep(&ts, &rem);
     res->err = errno;
+    returned = 1;
     return NULL;
 }
 
@@ -63,10 +70,11 @@ static const char *err_name(long e)
 
 static void report(const char *what, struct result *res)
 {
-    printf("%s: returned %ld %s, handled %d, on that thread %s\n", what, res->r,
-           err_name(res->err), (int)handled, handler_tid == res->tid ? "yes" : "no");
+    printf("%s: returned %ld %s, handled %s, on that thread %s\n", what, res->r,
+           err_name(res->err), handled ? "yes" : "no", handler_tid == res->tid ? "yes" : "no");
     handled = 0;
     handler_tid = 0;
+    returned = 0;
 }
 
 static void directed(const char *what, void *(*fn)(void *))
@@ -76,8 +84,11 @@ static void directed(const char *what, void *(*fn)(void *))
     MUST(pthread_barrier_init(&ready, NULL, 2) == 0);
     MUST(pthread_create(&t, NULL, fn, &res) == 0);
     pthread_barrier_wait(&ready);
-    pause_ms(30);
-    pthread_kill(t, SIGUSR1);
+    while (!returned) {
+        pause_ms(30);
+        if (!returned)
+            pthread_kill(t, SIGUSR1);
+    }
     pthread_join(t, NULL);
     pthread_barrier_destroy(&ready);
     report(what, &res);
@@ -95,8 +106,11 @@ static void process_directed(void)
     MUST(pthread_create(&t, NULL, reader, &res) == 0);
     pthread_sigmask(SIG_BLOCK, &s, NULL);
     pthread_barrier_wait(&ready);
-    pause_ms(30);
-    kill(getpid(), SIGUSR1);
+    while (!returned) {
+        pause_ms(30);
+        if (!returned)
+            kill(getpid(), SIGUSR1);
+    }
     pthread_join(t, NULL);
     pthread_barrier_destroy(&ready);
     pthread_sigmask(SIG_UNBLOCK, &s, NULL);
