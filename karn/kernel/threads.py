@@ -1,4 +1,5 @@
-"""Guest threads: one host thread and one vCPU per task, the kernel side of the exit loop
+"""Guest threads: one host thread and one vCPU per task (both kept by the platform for
+the next task when one ends), the kernel side of the exit loop
 (and of the fast transport's server, which serves calls through the same loop), signal
 delivery at the points Linux delivers them, and the --cpus gate.
 """
@@ -297,5 +298,3 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
         proc.internal_error(err)
     finally:
         proc.task_exited(task)
-        if task.host_cost:
-            proc.mm.account.charge(-task.host_cost)
