@@ -18,7 +18,7 @@ from karn.abi.signals import NSIG, SIGCONT, SIGKILL, SIGSEGV
 from karn.kernel import jobcontrol
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.cputime import monitor_times
+from karn.kernel.cputime import CpuTimes, monitor_times
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC, default_rlimits
 from karn.kernel.signals import (
@@ -493,7 +493,8 @@ class Task:
         self.saved_mask: int | None = None  # sigsuspend's mask, restored by the frame
         self.waker = Waker()
         self.loop: TaskLoop | None = None  # once running
-        self.host_thread = 0
+        self.host_thread = 0  # while it runs (0: not yet, or no more)
+        self.cpu_base = CpuTimes(0, 0)  # its host thread's CPU time when it began (cputime)
         self.exit_requested = False
         self.exit_status = 0
         self.sched_policy = 0

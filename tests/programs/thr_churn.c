@@ -1,0 +1,138 @@
+/* Thread churn: N pthread_create + pthread_join cycles one at a time, each new thread
+ * checking what it starts with (its own TLS, the creator's signal mask, a CPU-time clock
+ * of its own, a tid of its own, a signal sent to it); then detached threads exiting while
+ * others are being created and joined; then N cycles more.
+ * Usage: thr_churn [N] [--serial-only]. Prints counts only. */
+#include "karntest.h"
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BURN_NS 10000000L /* CPU time each checked thread spends before it ends */
+#define DETACHED 200
+
+static __thread long tls_value = 7;
+static __thread volatile sig_atomic_t signals_here;
+
+struct check {
+    int expect_usr2_blocked;
+    int tls_ok, mask_ok, clock_fresh, signal_ok;
+    long tid;
+};
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    signals_here++;
+}
+
+static long thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+static void *checked(void *arg)
+{
+    struct check *c = arg;
+    long start = thread_cpu_ns();
+    /* the threads before this one each spent BURN_NS: none of it is this one's */
+    c->clock_fresh = start < BURN_NS;
+    c->tls_ok = tls_value == 7;
+    tls_value = 99;
+    sigset_t now;
+    MUST(pthread_sigmask(SIG_SETMASK, NULL, &now) == 0);
+    c->mask_ok = sigismember(&now, SIGUSR2) == c->expect_usr2_blocked;
+    MUST(pthread_kill(pthread_self(), SIGUSR1) == 0);
+    c->signal_ok = signals_here == 1;
+    c->tid = syscall(SYS_gettid);
+    while (thread_cpu_ns() - start < BURN_NS)
+        ;
+    return (void *)(c->tid + 1);
+}
+
+static long cycles(long n, const char *label)
+{
+    long tls = 0, mask = 0, fresh = 0, sig = 0, tids = 0, results = 0;
+    long last_tid = syscall(SYS_gettid);
+    sigset_t usr2;
+    sigemptyset(&usr2);
+    sigaddset(&usr2, SIGUSR2);
+    for (long i = 0; i < n; i++) {
+        struct check c = {.expect_usr2_blocked = (int)(i % 2)};
+        MUST(pthread_sigmask(i % 2 ? SIG_BLOCK : SIG_UNBLOCK, &usr2, NULL) == 0);
+        pthread_t t;
+        void *r;
+        MUST(pthread_create(&t, NULL, checked, &c) == 0);
+        MUST(pthread_join(t, &r) == 0);
+        tls += c.tls_ok;
+        mask += c.mask_ok;
+        fresh += c.clock_fresh;
+        sig += c.signal_ok;
+        tids += c.tid != last_tid && c.tid != getpid();
+        results += (long)r == c.tid + 1;
+        last_tid = c.tid;
+    }
+    MUST(pthread_sigmask(SIG_UNBLOCK, &usr2, NULL) == 0);
+    printf("%s: %ld cycles, tls %ld, mask %ld, fresh clock %ld, signal %ld, new tid %ld, "
+           "result %ld\n", label, n, tls, mask, fresh, sig, tids, results);
+    return tls + mask + fresh + sig + tids + results == 6 * n;
+}
+
+static sem_t finished;
+static atomic_long detached_sum;
+
+static void *detached(void *arg)
+{
+    atomic_fetch_add(&detached_sum, (long)arg);
+    sem_post(&finished);
+    return NULL;
+}
+
+static void *joined(void *arg)
+{
+    return (void *)((long)arg * 3);
+}
+
+/* Detached threads end while the main thread creates and joins others. */
+static int overlap(void)
+{
+    pthread_attr_t attr;
+    MUST(sem_init(&finished, 0, 0) == 0);
+    MUST(pthread_attr_init(&attr) == 0);
+    MUST(pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0);
+    long wrong = 0;
+    for (long i = 1; i <= DETACHED; i++) {
+        pthread_t t;
+        void *r;
+        MUST(pthread_create(&t, &attr, detached, (void *)i) == 0);
+        MUST(pthread_create(&t, NULL, joined, (void *)i) == 0);
+        MUST(pthread_join(t, &r) == 0);
+        wrong += (long)r != i * 3;
+    }
+    for (long i = 0; i < DETACHED; i++)
+        MUST(sem_wait(&finished) == 0);
+    printf("overlap: %d detached, sum %ld, joined wrong %ld\n", DETACHED,
+           atomic_load(&detached_sum), wrong);
+    return wrong == 0 && atomic_load(&detached_sum) == DETACHED * (DETACHED + 1) / 2;
+}
+
+int main(int argc, char **argv)
+{
+    long n = argc > 1 ? atol(argv[1]) : 50;
+    int serial_only = argc > 2 && strcmp(argv[2], "--serial-only") == 0;
+    struct sigaction sa = {.sa_handler = on_usr1};
+    MUST(sigaction(SIGUSR1, &sa, NULL) == 0);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int ok = cycles(n, "first");
+    if (!serial_only) {
+        ok &= overlap();
+        ok &= cycles(n, "after");
+    }
+    return ok ? 0 : 1;
+}
