@@ -83,7 +83,10 @@ class Cpu(Protocol):
         """Make the vCPU leave guest mode soon (from any host thread)."""
         ...
 
-    def start(self, regs: dict[str, int], fs_base: int) -> None: ...
+    def start(self, regs: dict[str, int], fs_base: int, fpu: bytes | None = None) -> None:
+        """Initial user-mode state; fpu: an XSAVE image (get_fpu) to start from, None:
+        the FPU's reset state."""
+        ...
 
     def run(self, loop: object, gate: object) -> None: ...
 
@@ -304,15 +307,17 @@ class Process:
             leader = self.tasks.get(self.pid)
             self.link.call("exec", leader.comm.decode(errors="replace") if leader else "")
 
-    def start_task(self, task: Task, regs: dict[str, int], fs_base: int) -> None:
-        """Give the task a vCPU and a host thread, and let it run from `regs`."""
+    def start_task(self, task: Task, regs: dict[str, int], fs_base: int,
+                   fpu: bytes | None = None) -> None:
+        """Give the task a vCPU and a host thread, and let it run from `regs` (and the FPU
+        state `fpu`, or the reset one)."""
         from karn.kernel.threads import run_task
 
         machine = self.machine
         assert machine is not None
         cpu = machine.new_cpu()
         try:
-            cpu.start(regs, fs_base)
+            cpu.start(regs, fs_base, fpu)
         except BaseException:
             machine.release_cpu(cpu)
             raise

@@ -190,17 +190,22 @@ class Vcpu:
         if done != len(values):
             raise PlatformError(f"KVM refused MSR {msrs.entries[done].index:#x}")
 
-    def start(self, regs: dict[str, int], fs_base: int = 0) -> None:
-        """Initial user-mode registers (a new process or a new thread). The general and
-        system registers (FS and GS bases among them) go in through the run page's synced
-        copies, applied by the next KVM_RUN: an ioctl each costs ~10 µs under PVM. The
-        system registers are the vCPU's initial ones, whatever a previous thread left."""
+    def start(self, regs: dict[str, int], fs_base: int = 0, fpu: bytes | None = None) -> None:
+        """Initial user-mode registers (a new process or a new thread) and FPU state (an
+        XSAVE image: a new thread has a copy of its creator's, as on Linux; None: the reset
+        state). The general and system registers (FS and GS bases among them) go in
+        through the run page's synced copies, applied by the next KVM_RUN: an ioctl each
+        costs ~10 µs under PVM. The system registers are the vCPU's initial ones, whatever
+        a previous thread left."""
         page = self.run_page
         r = K.kvm_regs(rflags=0x2)
         for name, value in regs.items():
             setattr(r, name, value & MASK64)
         page.s.regs = r
-        fcntl.ioctl(self.fd, K.KVM_SET_FPU, K.kvm_fpu(fcw=0x37F, mxcsr=0x1F80))
+        if fpu is None:
+            fcntl.ioctl(self.fd, K.KVM_SET_FPU, K.kvm_fpu(fcw=0x37F, mxcsr=0x1F80))
+        else:
+            self.set_fpu(fpu)
         self._guest_gs = 0
         fast = self.fast
         page.s.sregs = self._initial_sregs  # a copy

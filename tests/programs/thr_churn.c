@@ -1,9 +1,10 @@
 /* Thread churn: N pthread_create + pthread_join cycles one at a time, each new thread
- * checking what it starts with (its own TLS, the creator's signal mask, a CPU-time clock
- * of its own, a tid of its own, a signal sent to it); then detached threads exiting while
+ * checking what it starts with (its own TLS, the creator's signal mask and rounding mode,
+ * a CPU-time clock of its own, a tid of its own, a signal sent to it); then detached threads exiting while
  * others are being created and joined; then N cycles more.
  * Usage: thr_churn [N] [--serial-only]. Prints counts only. */
 #include "karntest.h"
+#include <fenv.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <signal.h>
@@ -19,8 +20,8 @@ static __thread long tls_value = 7;
 static __thread volatile sig_atomic_t signals_here;
 
 struct check {
-    int expect_usr2_blocked;
-    int tls_ok, mask_ok, clock_fresh, signal_ok;
+    int expect_usr2_blocked, expect_rounding;
+    int tls_ok, mask_ok, rounding_ok, clock_fresh, signal_ok;
     long tid;
 };
 
@@ -48,6 +49,8 @@ static void *checked(void *arg)
     sigset_t now;
     MUST(pthread_sigmask(SIG_SETMASK, NULL, &now) == 0);
     c->mask_ok = sigismember(&now, SIGUSR2) == c->expect_usr2_blocked;
+    c->rounding_ok = fegetround() == c->expect_rounding;
+    fesetround(FE_UPWARD); /* this thread's own: neither its creator's nor the next one's */
     MUST(pthread_kill(pthread_self(), SIGUSR1) == 0);
     c->signal_ok = signals_here == 1;
     c->tid = syscall(SYS_gettid);
@@ -58,20 +61,23 @@ static void *checked(void *arg)
 
 static long cycles(long n, const char *label)
 {
-    long tls = 0, mask = 0, fresh = 0, sig = 0, tids = 0, results = 0;
+    long tls = 0, mask = 0, rounding = 0, fresh = 0, sig = 0, tids = 0, results = 0;
     long last_tid = syscall(SYS_gettid);
     sigset_t usr2;
     sigemptyset(&usr2);
     sigaddset(&usr2, SIGUSR2);
     for (long i = 0; i < n; i++) {
-        struct check c = {.expect_usr2_blocked = (int)(i % 2)};
+        struct check c = {.expect_usr2_blocked = (int)(i % 2),
+                          .expect_rounding = i % 3 ? FE_TONEAREST : FE_DOWNWARD};
         MUST(pthread_sigmask(i % 2 ? SIG_BLOCK : SIG_UNBLOCK, &usr2, NULL) == 0);
+        MUST(fesetround(c.expect_rounding) == 0);
         pthread_t t;
         void *r;
         MUST(pthread_create(&t, NULL, checked, &c) == 0);
         MUST(pthread_join(t, &r) == 0);
         tls += c.tls_ok;
         mask += c.mask_ok;
+        rounding += c.rounding_ok;
         fresh += c.clock_fresh;
         sig += c.signal_ok;
         tids += c.tid != last_tid && c.tid != getpid();
@@ -79,9 +85,10 @@ static long cycles(long n, const char *label)
         last_tid = c.tid;
     }
     MUST(pthread_sigmask(SIG_UNBLOCK, &usr2, NULL) == 0);
-    printf("%s: %ld cycles, tls %ld, mask %ld, fresh clock %ld, signal %ld, new tid %ld, "
-           "result %ld\n", label, n, tls, mask, fresh, sig, tids, results);
-    return tls + mask + fresh + sig + tids + results == 6 * n;
+    MUST(fesetround(FE_TONEAREST) == 0);
+    printf("%s: %ld cycles, tls %ld, mask %ld, rounding %ld, fresh clock %ld, signal %ld, "
+           "new tid %ld, result %ld\n", label, n, tls, mask, rounding, fresh, sig, tids, results);
+    return tls + mask + rounding + fresh + sig + tids + results == 7 * n;
 }
 
 static sem_t finished;
