@@ -30,8 +30,9 @@ PARKED_LIMIT = 32
 
 class _Worker:
     """The host thread of one vCPU: it runs the guest threads given that vCPU one after
-    another, parked in between, so that a new guest thread costs a hand-over instead of a
-    host thread's creation (~100-200 µs of a thread create+join under PVM)."""
+    another, parked in between, so that a new guest thread costs a hand-over (~30 µs of
+    host CPU here) instead of a host thread's start and end (~65 µs), and its creator
+    does not wait for a new thread to be scheduled (`threading.Thread.start` does)."""
 
     __slots__ = ("job", "wake", "parked")
 
