@@ -59,3 +59,26 @@ def test_robust_mutex_owner_died(variant, build, karn, native, same):
     expected = native(exe)
     assert b"lock after owner died: EOWNERDEAD" in expected.stdout
     same(expected, karn(exe), "robust mutex")
+
+
+@pytest.mark.parametrize("variant", THREAD_VARIANTS)
+def test_thread_churn(variant, build, karn, native, same):
+    """Create+join cycles (karn reuses the vCPU and host thread of an ended thread), each
+    new thread starting with its own TLS, its creator's signal mask and rounding mode (not
+    the vCPU's last thread's), a CPU clock of its own (not its host thread's), a new tid
+    and working signals; detached threads ending
+    while others are created and joined."""
+    exe = build("thr_churn", variant, extra_flags=("-lm",))
+    expected = native(exe, "30")
+    assert expected.returncode == 0 and b"overlap: 200 detached, sum 20100" in expected.stdout
+    same(expected, karn("--cpus", "2", exe, "30", timeout=120), "thread churn")
+
+
+def test_joined_thread_is_not_counted_by_the_next_create(build, karn, native, same):
+    """With room for one thread beside main (--pids-limit 2), pthread_create after each
+    pthread_join succeeds: the ended thread is off the count before the join returns."""
+    exe = build("thr_churn", extra_flags=("-lm",))
+    expected = native(exe, "60", "--serial-only")
+    assert expected.returncode == 0
+    same(expected, karn("--pids-limit", "2", exe, "60", "--serial-only", timeout=120),
+         "create after join at the thread limit")

@@ -2,8 +2,10 @@
 
 A guest thread runs on its own host thread (the vCPU's), and the host counts the time that
 thread spends in guest mode as its user time, beside the time the monitor spends serving
-the thread's syscalls there: a thread's host CPU time is the guest thread's CPU time, the
-monitor's work for it standing in for Linux's kernel time. The process's CPU time is the
+the thread's syscalls there: a thread's host CPU time since the guest thread began on it
+(the host thread may have run earlier guest threads: platform/machine.py keeps it for the
+vCPU's next one) is the guest thread's CPU time, the monitor's work for it standing in for
+Linux's kernel time. The process's CPU time is the
 monitor's since the guest process was made (Process.cpu_base), so that the monitor's own
 start (Python, the image) is not counted.
 """
@@ -77,17 +79,24 @@ def thread_times(task: Task) -> CpuTimes:
     """A guest thread's user and system time. Only the calling thread's own host thread
     can be split in two; another thread's total is reported as user time."""
     if task.host_thread == threading.get_ident():
-        return _from_rusage(resource.getrusage(resource.RUSAGE_THREAD))
+        return _from_rusage(resource.getrusage(resource.RUSAGE_THREAD)).since(task.cpu_base)
     return CpuTimes(_thread_clock_ns(task), 0)
+
+
+def thread_start_times() -> CpuTimes:
+    """The calling host thread's CPU time now: a guest thread starting on it counts from
+    here (Task.cpu_base)."""
+    return _from_rusage(resource.getrusage(resource.RUSAGE_THREAD))
 
 
 def _thread_clock_ns(task: Task) -> int:
     if not task.host_thread:
-        return 0  # not started yet
+        return 0  # not started yet, or ended
     try:
-        return time.clock_gettime_ns(time.pthread_getcpuclockid(task.host_thread))
+        ns = time.clock_gettime_ns(time.pthread_getcpuclockid(task.host_thread))
     except OSError:
         return 0  # its host thread just ended
+    return max(ns - task.cpu_base.total_ns, 0)
 
 
 def _clock_value(times: CpuTimes, which: int) -> int:
@@ -140,6 +149,7 @@ def cpu_clock_ns(task: Task, clock_id: int) -> int:
         return _clock_value(process_times(task.process), which)
     if which == CPUCLOCK_SCHED:
         if target is task and task.host_thread == threading.get_ident():
-            return time.clock_gettime_ns(time.CLOCK_THREAD_CPUTIME_ID)
+            return max(time.clock_gettime_ns(time.CLOCK_THREAD_CPUTIME_ID)
+                       - task.cpu_base.total_ns, 0)
         return _thread_clock_ns(target)
     return _clock_value(thread_times(target), which)

@@ -18,7 +18,7 @@ from karn.abi.signals import NSIG, SIGCONT, SIGKILL, SIGSEGV
 from karn.kernel import jobcontrol
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.cputime import monitor_times
+from karn.kernel.cputime import CpuTimes, monitor_times
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC, default_rlimits
 from karn.kernel.signals import (
@@ -83,7 +83,10 @@ class Cpu(Protocol):
         """Make the vCPU leave guest mode soon (from any host thread)."""
         ...
 
-    def start(self, regs: dict[str, int], fs_base: int) -> None: ...
+    def start(self, regs: dict[str, int], fs_base: int, fpu: bytes | None = None) -> None:
+        """Initial user-mode state; fpu: an XSAVE image (get_fpu) to start from, None:
+        the FPU's reset state."""
+        ...
 
     def run(self, loop: object, gate: object) -> None: ...
 
@@ -98,6 +101,16 @@ class Machine(Protocol[CpuT]):
     def new_cpu(self) -> CpuT: ...
 
     def release_cpu(self, cpu: CpuT) -> None: ...
+
+    def launch(self, cpu: CpuT, body: Callable[[], None]) -> None:
+        """Run body on a host thread for cpu (one the platform may keep for the vCPU's
+        next thread), without waiting for it to start; body releases cpu before it ends.
+        PlatformError if no thread can be had."""
+        ...
+
+    def close_workers(self) -> None:
+        """The process has no threads left: the platform's idle host threads end."""
+        ...
 
     def forked(self, in_use: Iterable[CpuT]) -> Machine[CpuT]:
         """In a forked monitor: a new machine over the same (inherited) guest memory; this
@@ -294,20 +307,32 @@ class Process:
             leader = self.tasks.get(self.pid)
             self.link.call("exec", leader.comm.decode(errors="replace") if leader else "")
 
-    def start_task(self, task: Task, regs: dict[str, int], fs_base: int) -> None:
-        """Give the task a vCPU and a host thread, and let it run from `regs`."""
+    def start_task(self, task: Task, regs: dict[str, int], fs_base: int,
+                   fpu: bytes | None = None) -> None:
+        """Give the task a vCPU and a host thread, and let it run from `regs` (and the FPU
+        state `fpu`, or the reset one)."""
         from karn.kernel.threads import run_task
 
-        assert self.machine is not None
-        cpu = self.machine.new_cpu()
-        cpu.start(regs, fs_base)
+        machine = self.machine
+        assert machine is not None
+        cpu = machine.new_cpu()
+        try:
+            cpu.start(regs, fs_base, fpu)
+        except BaseException:
+            machine.release_cpu(cpu)
+            raise
         task.cpu = cpu
-        if self.gate is not None:
-            self.gate.thread_started(cpu, self._kick_all)
-        thread = threading.Thread(
-            target=run_task, args=(task, self.gate), name=f"guest-{task.tid}", daemon=True
-        )
-        thread.start()
+        gate = self.gate
+        if gate is not None:
+            gate.thread_started(cpu, self._kick_all)
+        try:
+            machine.launch(cpu, lambda: run_task(task, gate))
+        except BaseException:
+            task.cpu = None
+            if gate is not None:
+                gate.thread_exited()
+            machine.release_cpu(cpu)
+            raise
 
     def _kick_all(self) -> None:
         for task in list(self.tasks.values()):
@@ -317,14 +342,10 @@ class Process:
     def task_exited(self, task: Task) -> None:
         """Thread teardown as Linux does it: robust futexes, clear_child_tid, last thread.
         Robust mutexes first (Linux's exit_mm_release): a joiner woken by the tid futex
-        must already find the dead owner's mutexes marked EOWNERDEAD."""
+        must already find the dead owner's mutexes marked EOWNERDEAD. And all the thread
+        held (its tid, its --memory charge, its vCPU and host thread) is given back before
+        that wake: a joiner's next pthread_create must find them free."""
         release_robust_futexes(task)
-        if task.clear_child_tid:
-            try:
-                task.mem.write_u32(task.clear_child_tid, 0)
-                self.futex.wake(task.clear_child_tid, 1)
-            except SyscallError:
-                pass
         with self.signal_lock:
             self.tasks.pop(task.tid, None)
             last = not self.tasks
@@ -332,12 +353,24 @@ class Process:
                 self.exit_status = task.exit_status
         if not last and self.link is not None:  # the process's own end is counted apart
             self.link.notify("thread_ended")
-        task.waker.close()
+        if task.host_cost:
+            self.mm.account.charge(-task.host_cost)
+            task.host_cost = 0
         if self.gate is not None:
             self.gate.thread_exited()
-        if self.machine is not None and task.cpu is not None:
-            self.machine.release_cpu(task.cpu)
+        machine = self.machine
+        if machine is not None and task.cpu is not None:
+            machine.release_cpu(task.cpu)
+        if task.clear_child_tid:
+            try:
+                task.mem.write_u32(task.clear_child_tid, 0)
+                self.futex.wake(task.clear_child_tid, 1)
+            except SyscallError:
+                pass
+        task.waker.close()
         if last:
+            if machine is not None:
+                machine.close_workers()
             self.done.set()
 
     def exit_group(self, status: int) -> None:
@@ -465,7 +498,8 @@ class Task:
         self.saved_mask: int | None = None  # sigsuspend's mask, restored by the frame
         self.waker = Waker()
         self.loop: TaskLoop | None = None  # once running
-        self.host_thread = 0
+        self.host_thread = 0  # while it runs (0: not yet, or no more)
+        self.cpu_base = CpuTimes(0, 0)  # its host thread's CPU time when it began (cputime)
         self.exit_requested = False
         self.exit_status = 0
         self.sched_policy = 0

@@ -95,6 +95,7 @@ def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, 
     if stack:
         context["rsp"] = stack
     fs_base = tls if flags & CLONE_SETTLS else task.vcpu.get_fs_base()
+    fpu = task.vcpu.get_fpu()  # Linux's clone copies the FPU state: rounding modes, MXCSR
     account = proc.mm.account
     if not account.charge(THREAD_HOST_COST):
         raise SyscallError(errno.EAGAIN)  # as clone under a memory cgroup's limit
@@ -113,7 +114,7 @@ def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, 
         if flags & CLONE_CHILD_CLEARTID:
             child.clear_child_tid = child_tid
         child.set_blocked(task.blocked)
-        proc.start_task(child, context, fs_base)
+        proc.start_task(child, context, fs_base, fpu)
     except (SyscallError, PlatformError) as err:  # no thread started: undo the task
         with proc.signal_lock:
             proc.tasks.pop(child.tid, None)

@@ -1,4 +1,5 @@
-"""Guest threads: one host thread and one vCPU per task, the kernel side of the exit loop
+"""Guest threads: one host thread and one vCPU per task (both kept by the platform for
+the next task when one ends), the kernel side of the exit loop
 (and of the fast transport's server, which serves calls through the same loop), signal
 delivery at the points Linux delivers them, and the --cpus gate.
 """
@@ -15,6 +16,7 @@ from karn.abi.signals import SIGSEGV
 from karn.kernel import jobcontrol
 from karn.kernel.blocking import WouldBlock, forbid_waits
 from karn.kernel.cpugate import CpuGate
+from karn.kernel.cputime import thread_start_times
 from karn.kernel.fastmap import may_wait
 from karn.kernel.process import COUNTED_SYSCALLS, Forked, ProcessExit, ThreadExit
 from karn.kernel.signals import (
@@ -280,6 +282,7 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
     task.loop = loop
     if task.signal_pending():  # sent before the loop existed (a Ctrl-C while karn starts):
         loop.work_pending = True  # delivered at the first chance, not left to make EINTRs
+    task.cpu_base = thread_start_times()
     task.host_thread = threading.get_ident()
     try:
         if observer is not None:
@@ -296,6 +299,5 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
     except BaseException as err:  # a monitor bug: end the guest, keep the report
         proc.internal_error(err)
     finally:
+        task.host_thread = 0  # its CPU clock stops; the host thread may run another task
         proc.task_exited(task)
-        if task.host_cost:
-            proc.mm.account.charge(-task.host_cost)
