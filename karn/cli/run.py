@@ -378,10 +378,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def start(config: RunConfig) -> int:
     """Build the guest of a resolved config and run it (karn/run/)."""
+    from karn.run.vmstart import PendingVm
+
+    vm = PendingVm(config.memory)  # made in a thread while the rest is imported and built
     from karn.run.builder import build
     from karn.run.runner import run
 
-    return run(build(config))
+    return run(build(config, vm))
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

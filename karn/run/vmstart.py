@@ -1,0 +1,58 @@
+"""The guest's KVM VM, made in a thread while the main thread imports and builds the rest
+of the guest (builder.py).
+
+Giving KVM the guest's memory (KVM_SET_USER_MEMORY_REGION of a 4 GiB span) keeps the
+calling thread waiting ~5 ms with the CPU idle (measured here: 4.9-6.4 ms of wall time in
+that one ioctl, against ~2.4 ms of CPU for the whole VM). The ioctl releases the GIL, so
+made beside the main thread's ~15 ms of imports and filesystem set-up, the wait costs no
+wall time. Nothing here imports: the thread never contends for an import lock.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from karn.platform.kvm import VirtualMachine
+from karn.platform.layout import GIB, layout_for
+from karn.run.config import MAX_SPAN
+
+MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
+
+
+def address_space_span(memory: int) -> int:
+    span = max(MIN_SPAN, 4 * memory)
+    return min(MAX_SPAN, (span + GIB - 1) // GIB * GIB)
+
+
+class PendingVm:
+    """A VM for a guest of `memory` bytes, being made; result() waits for it."""
+
+    def __init__(self, memory: int) -> None:
+        self._span = address_space_span(memory)
+        self._vm: VirtualMachine | None = None
+        self._error: BaseException | None = None
+        self._taken = False
+        self._thread = threading.Thread(target=self._make, name="karn-vm-setup", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> None:
+        try:
+            self._vm = VirtualMachine(layout_for(self._span))
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+            self._error = err
+
+    def result(self) -> VirtualMachine:
+        """The VM, once made; what making it raised (a PlatformError), raised here."""
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        assert self._vm is not None
+        self._taken = True
+        return self._vm
+
+    def discard(self) -> None:
+        """A build that failed: the VM, if made and never handed out, is closed."""
+        self._thread.join()
+        if self._vm is not None and not self._taken:
+            self._vm.close()
