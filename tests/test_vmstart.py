@@ -35,6 +35,8 @@ def test_discard_closes_a_vm_never_handed_out() -> None:
 def test_result_is_the_vm_and_discard_then_leaves_it_open() -> None:
     pending = PendingVm(512 << 20)
     vm = pending.result()
+    # the thread has left the kernel too: the sandbox signals every task it finds there
+    assert not os.path.exists(f"/proc/self/task/{pending._thread.native_id}")
     pending.discard()
     os.fstat(vm.fd)  # still the caller's
     vm.close()

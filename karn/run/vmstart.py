@@ -10,12 +10,15 @@ wall time. Nothing here imports: the thread never contends for an import lock.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
 from karn.run.config import MAX_SPAN
 
+EXIT_WAIT = 1.0  # seconds a finished thread may take to leave the kernel (normally µs)
 MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
 
 
@@ -41,9 +44,19 @@ class PendingVm:
         except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
             self._error = err
 
+    def _join(self) -> None:
+        """Wait for the thread to end, in the kernel too: the sandbox signals every task
+        it finds in /proc/self/task and waits for each to confine itself, which a thread
+        still in its exit could not do (the run would fail to confine)."""
+        self._thread.join()
+        task = f"/proc/self/task/{self._thread.native_id}"
+        deadline = time.monotonic() + EXIT_WAIT
+        while os.path.exists(task) and time.monotonic() < deadline:
+            time.sleep(0.0001)
+
     def result(self) -> VirtualMachine:
         """The VM, once made; what making it raised (a PlatformError), raised here."""
-        self._thread.join()
+        self._join()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
@@ -53,6 +66,6 @@ class PendingVm:
 
     def discard(self) -> None:
         """A build that failed: the VM, if made and never handed out, is closed."""
-        self._thread.join()
+        self._join()
         if self._vm is not None and not self._taken:
             self._vm.close()
