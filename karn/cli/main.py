@@ -9,7 +9,6 @@ import gc
 import os
 import signal
 import sys
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, NoReturn
 
 from karn import log
@@ -19,6 +18,7 @@ from karn.errors import KarnError, UsageError
 
 if TYPE_CHECKING:
     import argparse
+    from types import SimpleNamespace
 
 
 def _command(argv: list[str]) -> str | None:
