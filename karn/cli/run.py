@@ -380,7 +380,13 @@ def start(config: RunConfig) -> int:
     """Build the guest of a resolved config and run it (karn/run/)."""
     from karn.run.vmstart import PendingVm
 
-    vm = PendingVm(config.memory)  # made in a thread while the rest is imported and built
+    ahead = None
+    if config.sandbox:
+        from karn.sandbox.jail import ahead_of_time
+
+        ahead = ahead_of_time(config)
+    # made in a thread while the rest is imported and built
+    vm = PendingVm(config.memory, ahead)
     from karn.run.builder import build
     from karn.run.runner import run
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import GIB, layout_for
@@ -28,10 +29,12 @@ def address_space_span(memory: int) -> int:
 
 
 class PendingVm:
-    """A VM for a guest of `memory` bytes, being made; result() waits for it."""
+    """A VM for a guest of `memory` bytes, being made; result() waits for it. `also`:
+    more of the run's set-up for the same thread, after the VM (the sandbox's)."""
 
-    def __init__(self, memory: int) -> None:
+    def __init__(self, memory: int, also: Callable[[], None] | None = None) -> None:
         self._span = address_space_span(memory)
+        self._also = also
         self._vm: VirtualMachine | None = None
         self._error: BaseException | None = None
         self._taken = False
@@ -43,6 +46,9 @@ class PendingVm:
             self._vm = VirtualMachine(layout_for(self._span))
         except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
             self._error = err
+            return
+        if self._also is not None:
+            self._also()
 
     def _join(self) -> None:
         """Wait for the thread to end, in the kernel too: the sandbox signals every task
