@@ -1,11 +1,12 @@
 """The guest's KVM VM, made in a thread while the main thread imports and builds the rest
 of the guest (builder.py).
 
-Giving KVM the guest's memory (KVM_SET_USER_MEMORY_REGION of a 4 GiB span) keeps the
-calling thread waiting ~5 ms with the CPU idle (measured here: 4.9-6.4 ms of wall time in
-that one ioctl, against ~2.4 ms of CPU for the whole VM). The ioctl releases the GIL, so
-made beside the main thread's ~15 ms of imports and filesystem set-up, the wait costs no
-wall time. Nothing here imports: the thread never contends for an import lock.
+Giving KVM the guest's memory (KVM_SET_USER_MEMORY_REGION of a 4 GiB span) took 1.1-6.8
+ms of wall time here for ~1.2 ms of CPU (the rest an idle wait in the kernel), the whole
+VM ~2.4 ms of CPU; as root, the sandbox's network namespace (`also`) waits likewise now
+and then. The ioctls release the GIL, so beside the main thread's ~15 ms of imports and
+filesystem set-up those waits cost no wall time. Nothing done here imports (`also` must
+not either): the thread never contends for an import lock.
 """
 
 from __future__ import annotations
