@@ -229,3 +229,28 @@ def test_non_root_user() -> None:
         shutil.rmtree(where, ignore_errors=True)
     assert got.returncode == 0 and got.stdout == b"ok\n", got.stderr
     assert probe_lines(got.stderr)[("main thread", str(secret))] == "denied (EACCES)"
+
+
+PREPARED_NETNS = r"""
+import os, threading
+from karn.sandbox import privileges
+host = os.readlink("/proc/thread-self/ns/net")
+t = threading.Thread(target=privileges.prepare_private_network)
+t.start()
+t.join()
+fd = privileges.private_network()
+print(os.readlink(f"/proc/self/fd/{fd}") != host,  # a namespace of its own
+      os.readlink("/proc/thread-self/ns/net") == host,  # this thread not moved yet
+      privileges._prepared is None)  # handed over once
+"""
+
+
+def test_a_network_namespace_made_ahead_is_handed_over_once() -> None:
+    """The run's set-up thread may make the private network namespace ahead
+    (karn/run/vmstart.py); confinement takes that one, and moves its threads into it."""
+    if os.geteuid() != 0:
+        pytest.skip("a network namespace needs CAP_SYS_ADMIN")
+    got = subprocess.run([sys.executable, "-c", PREPARED_NETNS], capture_output=True,
+                         text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.split() == ["True", "True", "True"]

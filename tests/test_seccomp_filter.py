@@ -100,3 +100,82 @@ def test_filter_kills_the_monitor_on_calls_it_never_makes() -> None:
         assert "survived" not in child.stdout
         plain = run_child("plain", last)
         assert plain.returncode == 0 and "survived" in plain.stdout
+
+
+def run_bpf(prog: list[tuple[int, int, int, int]], nr: int, args: tuple[int, ...],
+            arch: int) -> int:
+    """The classic BPF subset bpf.py emits, run over one struct seccomp_data."""
+    from karn.sandbox import bpf
+
+    words = {bpf.OFFSET_NR: nr & 0xFFFFFFFF, bpf.OFFSET_ARCH: arch}
+    for i, arg in enumerate(args):
+        words[bpf.OFFSET_ARGS + 8 * i] = arg & 0xFFFFFFFF
+        words[bpf.OFFSET_ARGS + 8 * i + 4] = arg >> 32
+    acc, pc = 0, 0
+    while True:
+        code, jt, jf, k = prog[pc]
+        pc += 1
+        if code == bpf.LD_W_ABS:
+            acc = words[k]
+        elif code == bpf.ALU_AND_K:
+            acc &= k
+        elif code == bpf.JMP_JA:
+            pc += k
+        elif code in (bpf.JMP_JEQ_K, bpf.JMP_JGE_K):
+            taken = acc == k if code == bpf.JMP_JEQ_K else acc >= k
+            pc += jt if taken else jf
+        elif code == bpf.RET_K:
+            return k
+        else:
+            raise AssertionError(f"unexpected instruction {code:#x}")
+
+
+def expected_action(rules: dict, nr: int, args: tuple[int, ...], default: int) -> int:
+    for rule in rules.get(nr, []):
+        if all(args[a.position] & a.mask == a.value for a in rule.conditions):
+            return rule.action
+    return default
+
+
+def test_compiled_filter_gives_every_call_its_rules_action() -> None:
+    """Every number up to well past the highest, with arguments that meet each of its
+    rules' conditions and arguments that miss them, decides as the rules say."""
+    import os
+
+    from karn.sandbox import bpf, seccomp
+
+    rules = seccomp.rules(os.getpid())
+    prog = bpf.compile_filter(rules, seccomp.DENY)
+    arg_sets = [(0,) * 6, ((1 << 64) - 1,) * 6]
+    for number_rules in rules.values():
+        for rule in number_rules:
+            args = [0] * 6
+            for cond in rule.conditions:
+                args[cond.position] = cond.value
+            arg_sets.append(tuple(args))
+            arg_sets.append(tuple(a ^ (1 << 63) for a in args))  # high word differs
+            arg_sets.append(tuple(a ^ 1 for a in args))  # low word differs
+    for nr in range(max(rules) + 64):
+        for args in arg_sets:
+            got = run_bpf(prog, nr, args, bpf.AUDIT_ARCH_X86_64)
+            assert got == expected_action(rules, nr, args, seccomp.DENY), (nr, args)
+    assert run_bpf(prog, 39, (0,) * 6, 0x40000003) == bpf.RET_KILL_PROCESS  # i386
+    assert run_bpf(prog, bpf.X32_BIT | 39, (0,) * 6, bpf.AUDIT_ARCH_X86_64) == seccomp.DENY
+    assert run_bpf(prog, -1, (0,) * 6, bpf.AUDIT_ARCH_X86_64) == seccomp.DENY
+
+
+def test_consecutive_numbers_with_the_same_rules_are_one_span() -> None:
+    from karn.sandbox import bpf
+
+    allow = bpf.RET_ALLOW
+    rules = {n: [bpf.Rule(allow)] for n in (0, 1, 2, 5, 6)}
+    rules[7] = [bpf.Rule(allow, (bpf.Arg(0, 3),))]
+    spans = bpf._spans(rules)
+    assert [(first, None if r is None else len(r)) for first, r in spans] == [
+        (0, 1), (3, None), (5, 1), (7, 1), (8, None)]
+    prog = bpf.compile_filter(rules, 0)
+    for nr in range(10):
+        for arg in (0, 3):
+            args = (arg,) + (0,) * 5
+            assert run_bpf(prog, nr, args, bpf.AUDIT_ARCH_X86_64) == expected_action(
+                rules, nr, args, 0), (nr, arg)

@@ -3,20 +3,24 @@ the policy (docs/security.md)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from karn.errors import UsageError
 from karn.sizes import parse_size as size_of
 
 if TYPE_CHECKING:
+    import argparse
+
     from karn.debug.options import DebugOptions
     from karn.run.config import RunConfig, Volume
 
 
 def parse_size(text: str) -> int:
+    import argparse  # (these run within argparse: imported by then)
+
     try:
         return size_of(text)
     except ValueError:
@@ -24,6 +28,8 @@ def parse_size(text: str) -> int:
 
 
 def parse_volume(text: str) -> Volume:
+    import argparse
+
     from karn.run.config import Volume
 
     parts = text.split(":")
@@ -36,6 +42,8 @@ def parse_volume(text: str) -> Volume:
 
 
 def parse_user(text: str) -> tuple[int, int]:
+    import argparse
+
     uid, sep, gid = text.partition(":")
     if not uid.isdigit() or (sep and not gid.isdigit()):
         raise argparse.ArgumentTypeError(f"invalid user {text!r} (use numeric UID[:GID])")
@@ -43,6 +51,8 @@ def parse_user(text: str) -> tuple[int, int]:
 
 
 def parse_port(text: str):  # noqa: ANN201 - a PortSpec (karn/kernel/fs/ports.py)
+    import argparse
+
     from karn.kernel.fs.ports import PortSpec
 
     try:
@@ -52,7 +62,10 @@ def parse_port(text: str):  # noqa: ANN201 - a PortSpec (karn/kernel/fs/ports.py
 
 
 def register(sub: Any) -> argparse.ArgumentParser:
-    """Add `run` to the top-level subcommands; returns its parser."""
+    """Add `run` to the top-level subcommands; returns its parser. (Its defaults are
+    plain_run's too: tests/test_cli_plain_run.py holds the two to the same namespace.)"""
+    import argparse
+
     run = sub.add_parser(
         "run",
         help="run a program in its own unikernel VM",
@@ -183,6 +196,34 @@ def register(sub: Any) -> argparse.ArgumentParser:
     return run
 
 
+def plain_run(argv: list[str]) -> SimpleNamespace | None:
+    """`karn run PROGRAM [ARGS...]`, no option before PROGRAM (the common form), as the
+    namespace argparse makes of it, without argparse: its import and the run parser are
+    ~3 ms of a run's start-up. None for any other command line, which argparse parses
+    (its help, its errors): here nothing can be wrong, as argparse takes every word
+    after PROGRAM as the program's, whatever it looks like, except a `--` (which it
+    drops right after PROGRAM)."""
+    if len(argv) < 2 or argv[0] != "run" or argv[1].startswith("-") or "--" in argv:
+        return None
+    return SimpleNamespace(
+        debug=False, log_level="warning", command="run", func=cmd_run,
+        program=argv[1], args=argv[2:],
+        memory=None, env=[], env_file=[], user=None, volume=[], tty=False,
+        interactive=False, workdir=None, hostname="karn", cpus=None, root=None, collect=[],
+        entrypoint=None, publish=[], publish_all=False, network=None, port=[],
+        no_sandbox=False,
+        syscall_transport=os.environ.get("KARN_SYSCALL_TRANSPORT", "fast"),
+        # instances
+        detach=False, name=None, rm=False, metrics=None,
+        # policy
+        syscalls=None, on_denied=None, pids_limit=None, ulimit=[], tmpfs_size=None,
+        no_aslr=False, no_vdso=False, trust_image_policy=False,
+        # observability and debugging
+        trace=False, trace_filter=None, trace_file=None, trace_summary=False, gdb=None,
+        core_dump=None, crash_history=False,
+    )
+
+
 def _add_policy_options(run: argparse.ArgumentParser) -> None:
     group = run.add_argument_group("policy: override the image's (docs/security.md)")
     group.add_argument(
@@ -258,6 +299,8 @@ def _add_instance_options(run: argparse.ArgumentParser) -> None:
 
 
 def _add_debug_options(run: argparse.ArgumentParser) -> None:
+    import argparse
+
     group = run.add_argument_group("observability and debugging (docs/debugging.md)")
     group.add_argument(
         "--trace",
@@ -335,10 +378,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def start(config: RunConfig) -> int:
     """Build the guest of a resolved config and run it (karn/run/)."""
+    from karn.run.vmstart import PendingVm
+
+    ahead = None
+    if config.sandbox:
+        from karn.sandbox.jail import ahead_of_time
+
+        ahead = ahead_of_time(config)
+    # made in a thread while the rest is imported and built
+    vm = PendingVm(config.memory, ahead)
     from karn.run.builder import build
     from karn.run.runner import run
 
-    return run(build(config))
+    return run(build(config, vm))
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

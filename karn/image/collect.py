@@ -438,7 +438,8 @@ class _Resolver:
 class _GlibcResolver(_Resolver):
     def __init__(self, rule: CollectRule) -> None:
         super().__init__(rule)
-        self._cache: dict[str, str] | None = None
+        self._cache: _LdSoCache | None = None
+        self._cache_read = False
         self._conf_dirs: list[str] | None = None
 
     def find(self, name: str, obj: _Loaded, main: _Loaded) -> str | None:
@@ -468,9 +469,9 @@ class _GlibcResolver(_Resolver):
         return dirs
 
     def _from_cache(self, name: str) -> str | None:
-        if self._cache is None:
-            self._cache = _read_ld_so_cache(LD_SO_CACHE)
-        if self._cache:
+        if not self._cache_read:
+            self._cache, self._cache_read = _read_ld_so_cache(LD_SO_CACHE), True
+        if self._cache is not None:
             path = self._cache.get(name)
             return path if path and is_compatible_elf(path) else None
         if self._conf_dirs is None:  # no usable cache: ldconfig's configuration instead
@@ -521,34 +522,48 @@ def _expand(path: str, obj: _Loaded) -> str:
     return path
 
 
-def _read_ld_so_cache(path: str) -> dict[str, str]:
-    """soname -> path for x86-64 entries of glibc's ld.so.cache; {} if absent/unusable."""
+class _LdSoCache:
+    """The x86-64 entries of glibc's ld.so.cache, looked up by soname. Names are compared
+    as bytes in place: a program needs two or three of the ~600 entries, and decoding
+    them all cost ~0.6 ms of a dynamic program's start-up."""
+
+    def __init__(self, data: bytes, base: int, entries: list[tuple[int, int]]) -> None:
+        self._data, self._base, self._entries = data, base, entries
+
+    def get(self, name: str) -> str | None:
+        """The first entry's path for `name` (as ld.so takes it); None if none, or if
+        that entry is unreadable."""
+        data, base, needle = self._data, self._base, name.encode() + b"\0"
+        for key, value in self._entries:
+            if data.startswith(needle, base + key):
+                try:
+                    return data[base + value : data.index(b"\0", base + value)].decode()
+                except (ValueError, UnicodeDecodeError):
+                    return None
+        return None
+
+
+def _read_ld_so_cache(path: str) -> _LdSoCache | None:
+    """The x86-64 entries of glibc's ld.so.cache; None if absent or unusable."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
-        return {}
+        return None
     base = 0
     if data.startswith(_CACHE_MAGIC_OLD):  # old+new combined: skip the old table
         (nlibs,) = struct.unpack_from("<I", data, 12)
         base = (16 + nlibs * 12 + 7) & ~7
     if data[base : base + len(_CACHE_MAGIC_NEW)] != _CACHE_MAGIC_NEW:
-        return {}
+        return None
     try:
         _, nlibs, _ = _CACHE_HEADER.unpack_from(data, base)
         entries = _CACHE_ENTRY.iter_unpack(data[base + 48 : base + 48 + nlibs * _CACHE_ENTRY.size])
-        out: dict[str, str] = {}
-        for flags, key, value, _, hwcap in entries:
-            if flags not in _CACHE_FLAGS_X8664 or hwcap:
-                continue  # other ABIs, and glibc-hwcaps variants (we ship the baseline)
-            out.setdefault(_cstr(data, base + key), _cstr(data, base + value))
-        return out
-    except (struct.error, ValueError, UnicodeDecodeError):
-        return {}
-
-
-def _cstr(data: bytes, offset: int) -> str:
-    return data[offset : data.index(b"\0", offset)].decode()
+        # other ABIs, and glibc-hwcaps variants (we ship the baseline), left out
+        return _LdSoCache(data, base, [(key, value) for flags, key, value, _, hwcap in entries
+                                       if flags in _CACHE_FLAGS_X8664 and not hwcap])
+    except struct.error:
+        return None
 
 
 def _read_ld_so_conf(path: str, seen: set[str]) -> list[str]:

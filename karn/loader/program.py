@@ -8,7 +8,6 @@ new image in an empty address space (past execve's point of no return).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 from karn.abi.errno import SyscallError, errno_name
 from karn.errors import ImageError
@@ -26,31 +25,45 @@ PIE_BASE = 0x5555_4000  # where a position-independent executable goes (+ aslr.p
 RT_SIGFRAME_BASE = 440 + 4  # struct rt_sigframe without FPU state, + FP_XSTATE_MAGIC2
 
 
-class ProgramImage(NamedTuple):
-    rip: int  # first instruction: the interpreter's entry, or the program's
-    rsp: int
-    objects: list[LoadedObject]
+# Records as plain classes with __slots__: a typing.NamedTuple costs ~0.1 ms of every
+# start-up to create, and these are never used as tuples.
+class ProgramImage:
+    __slots__ = ("rip", "rsp", "objects")
+
+    def __init__(self, rip: int, rsp: int, objects: list[LoadedObject]) -> None:
+        self.rip = rip  # first instruction: the interpreter's entry, or the program's
+        self.rsp = rsp
+        self.objects = objects
 
 
-class ElfFile(NamedTuple):
-    path: str  # the guest path its mappings are named by
-    data: bytes
-    info: ElfInfo
+class ElfFile:
+    __slots__ = ("path", "data", "info")
+
+    def __init__(self, path: str, data: bytes, info: ElfInfo) -> None:
+        self.path = path  # the guest path its mappings are named by
+        self.data = data
+        self.info = info
 
 
-class Executable(NamedTuple):
+class Executable:
     """A program read and checked, ready to map: the executable and its PT_INTERP."""
 
-    main: ElfFile
-    interp: ElfFile | None
+    __slots__ = ("main", "interp")
+
+    def __init__(self, main: ElfFile, interp: ElfFile | None) -> None:
+        self.main = main
+        self.interp = interp
 
 
-class LoadSettings(NamedTuple):
+class LoadSettings:
     """What every program loaded into one VM shares: execve loads the next one alike."""
 
-    cpu: CpuFeatures
-    randomize: bool  # ASLR (aslr.py); False: --no-aslr
-    clock: TimeSource | None  # keeps the vDSO's time page; None: no vDSO (--no-vdso)
+    __slots__ = ("cpu", "randomize", "clock")
+
+    def __init__(self, cpu: CpuFeatures, randomize: bool, clock: TimeSource | None) -> None:
+        self.cpu = cpu
+        self.randomize = randomize  # ASLR (aslr.py); False: --no-aslr
+        self.clock = clock  # keeps the vDSO's time page; None: no vDSO (--no-vdso)
 
 
 ReadFile = Callable[[str], bytes]

@@ -13,54 +13,51 @@ from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import Identity, KernelConfig, Process
 from karn.loader.aslr import choose_placement, mmap_top
 from karn.loader.program import LoadSettings, load_program
-from karn.platform.kvm import VirtualMachine
-from karn.platform.layout import GIB, layout_for
 from karn.platform.machine import KvmMachine
 from karn.platform.timepage import GuestTsc, TimePage
 from karn.policy import apply_policy
-from karn.run.config import MAX_SPAN, RunConfig, guest_environment
+from karn.run.config import RunConfig, guest_environment
 from karn.run.guest import Guest
+from karn.run.vmstart import PendingVm
 
 if TYPE_CHECKING:
     from karn.kernel.fs.context import FsContext, HostSeed
     from karn.kernel.fs.filesystem import Filesystem
     from karn.kernel.net.stack import NetStack
 
-MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
-
-
-def address_space_span(memory: int) -> int:
-    span = max(MIN_SPAN, 4 * memory)
-    return min(MAX_SPAN, (span + GIB - 1) // GIB * GIB)
-
-
-def build(config: RunConfig) -> Guest:
+def build(config: RunConfig, vm: PendingVm | None = None) -> Guest:
     """The guest of a resolved config (resolve()); UsageError for what only the guest's
-    files can tell (a missing program, a --workdir that is not there)."""
-    manifest = root_manifest(config)
-    memory = MemoryAccount(config.memory)
-    fs = filesystem(config, manifest, memory)
+    files can tell (a missing program, a --workdir that is not there). `vm`: its VM,
+    started early (karn/run/vmstart.py); otherwise it is started here."""
+    pending = PendingVm(config.memory) if vm is None else vm
     try:
-        fs.chdir(config.workdir)
-    except SyscallError as err:
-        raise UsageError(
-            f"--workdir {config.workdir}: {os.strerror(err.errno)} in the guest"
-        ) from None
-    net = network(config)
-    try:
-        return _machine(config, manifest, memory, fs, net)
+        manifest = root_manifest(config)
+        memory = MemoryAccount(config.memory)
+        fs = filesystem(config, manifest, memory)
+        try:
+            fs.chdir(config.workdir)
+        except SyscallError as err:
+            raise UsageError(
+                f"--workdir {config.workdir}: {os.strerror(err.errno)} in the guest"
+            ) from None
+        net = network(config)
+        try:
+            return _machine(config, manifest, memory, fs, net, pending)
+        except BaseException:
+            net.close()  # published ports and the AF_UNIX directory go with a failed build
+            raise
     except BaseException:
-        net.close()  # published ports and the AF_UNIX directory go with a failed build
+        pending.discard()
         raise
 
 
 def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
-             fs: FsContext, net: NetStack) -> Guest:
+             fs: FsContext, net: NetStack, pending: PendingVm) -> Guest:
     """The VM, its address space and the process in it, the program loaded."""
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import MappedMemory
 
-    vm = VirtualMachine(layout_for(address_space_span(config.memory)))
+    vm = pending.result()
     lay = vm.layout
     placement = choose_placement(config.policy.aslr)
     region = Region(

@@ -8,7 +8,7 @@ sets, once it is found, before any VM exists. The builder takes a resolved RunCo
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from karn.errors import UsageError
 from karn.platform.layout import GIB
@@ -40,10 +40,14 @@ DEFAULT_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 KARN_MOUNTS = {"/dev": "devfs", "/proc": "procfs", "/dev/ports": "ports"}
 
 
-class Volume(NamedTuple):
-    host: str
-    guest: str
-    readonly: bool = False
+class Volume:
+    """A host directory or file mounted into the guest. (A plain class: a NamedTuple
+    costs ~60 µs of every start-up to create.)"""
+
+    __slots__ = ("host", "guest", "readonly")
+
+    def __init__(self, host: str, guest: str, readonly: bool = False) -> None:
+        self.host, self.guest, self.readonly = host, guest, readonly
 
 
 class RunConfig:
