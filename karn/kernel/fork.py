@@ -163,7 +163,9 @@ def _load_areas() -> None:
     def load() -> None:
         global _areas_loaded
         try:
-            for area in AREA_CALLS:
+            # execve first: what children call that their parent has not (the parent's
+            # next forks may come before the rest is loaded)
+            for area in sorted(AREA_CALLS, key=lambda area: area != "exec"):
                 area_module(area)
         except Exception as err:  # a monitor bug: its first call will say it again
             log.warning("fork: syscall areas not loaded: %r", err)
@@ -210,7 +212,7 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
         # the process with no thread told to exit, and the guest ran on.
         link = proc.link
         assert isinstance(link, RemoteLink)
-        link.start(_tending(proc))
+        link.start(*_tending(proc))
         from karn.kernel.threads import run_task
 
         run_task(task, proc.gate)
@@ -274,16 +276,17 @@ def _time_page(proc: Process) -> TimeSource | None:
     return settings.clock if settings is not None else None
 
 
-def _tending(proc: Process) -> Callable[[], float] | None:
+def _tending(proc: Process) -> tuple[Callable[[], float] | None, float]:
     """What the first monitor's main loop does for it (run/runner.py), for the link's
     listener to run: the limits (policy.py LimitWatch: RLIMIT_CPU and the --memory
     backstop, over this monitor's own CPU time and memory; the watch is made on the first
     round, off the fork's critical path) and the time page following the host's clocks
-    (resync is cheap until its interval has passed). One round; the seconds to the next."""
+    (resync is cheap until its interval has passed). One round, returning the seconds to
+    the next; and the seconds to the first."""
     inherited = proc.limit_watch
     clock = _time_page(proc)
     if inherited is None and clock is None:
-        return None
+        return None, 0.0
     watch = None
 
     def tend() -> float:
@@ -296,7 +299,7 @@ def _tending(proc: Process) -> Callable[[], float] | None:
             clock.resync()
         return 1.0 if watch is None else watch.tick
 
-    return tend
+    return tend, 1.0 if inherited is None else inherited.TICK
 
 
 def _drop_parent_threads(proc: Process) -> Machine:
