@@ -29,6 +29,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -51,6 +52,7 @@ from karn.kernel.syscalls import AREA_CALLS, area_module
 from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
+    from karn.kernel.fs.context import FsContext
     from karn.kernel.process import Machine, Process
     from karn.kernel.threads import Observer
     from karn.loader.vdso import TimeSource
@@ -72,6 +74,8 @@ _fork_lock = threading.Lock()
 # (the vCPUs' run pages are not mapped in the child: Vcpu maps them MADV_DONTFORK).
 _inherited: list[object] = []
 _areas_started = _areas_loaded = False  # every syscall area imported (_load_areas)
+# File systems whose tmpfs mounts are host directories already (_share_tmpfs)
+_tmpfs_shared: weakref.WeakSet[FsContext] = weakref.WeakSet()
 
 
 class ChildStart(NamedTuple):
@@ -179,6 +183,8 @@ def _share_tmpfs(proc: Process) -> None:
     """The first fork moves the tmpfs mounts to a host directory all processes share
     (kernel/fs/sharedtmp.py); ENOMEM if the host cannot hold the copy. Shared mappings
     of their files become mappings of the host copies (sys_mm.map_moved_files)."""
+    if proc.fs in _tmpfs_shared:  # mounts are made at start only: none is in memory now
+        return
     with _fork_lock:
         vfs = proc.fs.vfs
         tmpfs = {path: fs for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)}
@@ -192,6 +198,7 @@ def _share_tmpfs(proc: Process) -> None:
             proc.net.socket_files_moved(sockets)
         if moved:
             map_moved_files(proc.mem, proc.mm, moved, dict(vfs.mount_list()))
+        _tmpfs_shared.add(proc.fs)
 
 
 # -- in the child ---------------------------------------------------------------------
