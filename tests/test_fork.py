@@ -331,6 +331,79 @@ def test_process_table_rules():
     assert table.group_members(stopped) == [stopped]
 
 
+def test_fork_takes_the_lock_of_area_imports(monkeypatch):
+    """No syscall area is halfway imported at a fork (the child would wait forever for its
+    module's lock): an area's import holds the lock that a fork takes first."""
+    import threading
+
+    from karn.kernel import fdspare, syscalls
+    from karn.kernel.forklocks import LockSite, process_locks
+
+    class Proc:  # what process_locks reads
+        signal_lock = fds = account = None
+        net = None
+
+        def __init__(self) -> None:
+            self.fds = self.mm = self.account = self
+            self._lock = threading.Lock()
+
+    assert process_locks(Proc())[0] == LockSite(syscalls, "import_lock", threading.RLock)
+    held = []
+    monkeypatch.setattr(fdspare, "import_module",
+                        lambda name: held.append(syscalls.import_lock._is_owned()))
+    syscalls.area_module("sys_wait")
+    assert held == [True]
+
+
+def test_link_listener_tends_between_messages():
+    """A forked monitor's housekeeping (limits, time page) runs on its link's listener at
+    the interval it asks, while the table's replies still come, until its process ends.
+    In a host child: the listener ends its process when the link closes."""
+    import socket
+    import threading
+    import time
+
+    from karn.kernel.link import RemoteLink, decode_message, send_message
+
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            class Proc:
+                done = threading.Event()
+
+            ours, table = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            link = RemoteLink(Proc(), ours)  # type: ignore[arg-type]
+            rounds: list[float] = []
+            link.start(lambda: rounds.append(time.monotonic()) or 0.01)
+
+            def answer() -> None:
+                _kind, ident, _op, args = decode_message(table.recv(4096))
+                send_message(table, ("reply", ident, True, args[0] + 1))
+
+            threading.Thread(target=answer).start()
+            assert link.call("echo", 41) == 42
+            deadline = time.monotonic() + 30
+            while len(rounds) < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(rounds) >= 5
+            Proc.done.set()
+            time.sleep(0.05)
+            after = len(rounds)
+            time.sleep(0.1)
+            assert len(rounds) <= after + 1  # none once the process has ended
+            status = 0
+        finally:
+            os._exit(status)
+    deadline = time.monotonic() + 60
+    while (ended := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if ended[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert ended[0] == pid and os.waitstatus_to_exitcode(ended[1]) == 0
+
+
 def test_fork_with_the_fast_transport(build, karn, native, same):
     """Under --syscall-transport fast the child puts the parent's patched call sites back
     (it has no server for them) and makes its calls by exit."""

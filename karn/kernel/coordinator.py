@@ -13,6 +13,7 @@ subreaper, so monitors orphaned by an ending parent monitor are reaped here too.
 
 from __future__ import annotations
 
+import _thread
 import ctypes
 import errno
 import os
@@ -44,18 +45,18 @@ class Coordinator:
                                leader.comm.decode(errors="replace") if leader else "")
         self.table.entries[proc.pid].threads = max(len(proc.tasks) - 1, 0)
         self.lock = threading.Lock()
-        self._selector = selectors.DefaultSelector()
+        # epoll: a link registered while the server waits is seen by that wait, so a fork
+        # need not wake the server (a thread hand-over on its critical path)
+        self._selector = selectors.EpollSelector()
         self._socks: dict[int, socket.socket] = {}  # pid -> its monitor's link
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._selector.register(self._wake_r, selectors.EVENT_READ, 0)
         self._ended: set[int] = set()  # processes that said how they ended
         self._watchers: dict[int, set[int]] = {}  # pid -> processes with a pidfd to it
         self._queries: dict[int, tuple[threading.Event, list]] = {}  # /proc reads asked
         self._next_query = 0
         _reap_host_children()
-        self._thread = threading.Thread(target=self._serve, name="karn-coordinator",
-                                        daemon=True)
-        self._thread.start()
+        # Not threading.Thread: its start() waits until the thread runs (a hand-over on the
+        # first fork's critical path)
+        _thread.start_new_thread(self._serve, ())
 
     # -- requests ----------------------------------------------------------------------
 
@@ -223,15 +224,12 @@ class Coordinator:
         with self.lock:
             self._socks[pid] = sock
         self._selector.register(sock, selectors.EVENT_READ, pid)
-        self._wake_w.send(b"x")  # the server's select() must see the new link
 
     def close_in_child(self) -> None:
         """In a forked monitor: close the server's sockets (copies of the first monitor's;
         a link kept open here would never reach end of file)."""
         for sock in list(self._socks.values()):
             sock.close()
-        self._wake_r.close()
-        self._wake_w.close()
         self._selector.close()
 
     def send(self, pid: int, message: tuple) -> None:
@@ -251,11 +249,7 @@ class Coordinator:
     def _serve(self) -> None:
         while True:
             for key, _mask in self._selector.select():
-                pid = key.data
-                if not pid:
-                    self._wake_r.recv(4096)
-                    continue
-                self._read(pid, key.fileobj)
+                self._read(key.data, key.fileobj)
 
     def _read(self, pid: int, sock: Any) -> None:
         try:

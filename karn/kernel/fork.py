@@ -29,6 +29,8 @@ import signal
 import socket
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from karn import log
@@ -46,9 +48,11 @@ from karn.kernel.process import COUNTED_SYSCALLS, Forked, Task
 from karn.kernel.proctable import exit_wstatus, signal_wstatus
 from karn.kernel.signals import PendingSignals, SigInfo
 from karn.kernel.sys_mm import map_moved_files, tmpfs_mappings
+from karn.kernel.syscalls import AREA_CALLS, area_module
 from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
+    from karn.kernel.fs.context import FsContext
     from karn.kernel.process import Machine, Process
     from karn.kernel.threads import Observer
     from karn.loader.vdso import TimeSource
@@ -69,6 +73,9 @@ _fork_lock = threading.Lock()
 # What a child inherits and must never use or free: the parent's VM, vCPUs and tasks
 # (the vCPUs' run pages are not mapped in the child: Vcpu maps them MADV_DONTFORK).
 _inherited: list[object] = []
+_areas_started = _areas_loaded = False  # every syscall area imported (_load_areas)
+# File systems whose tmpfs mounts are host directories already (_share_tmpfs)
+_tmpfs_shared: weakref.WeakSet[FsContext] = weakref.WeakSet()
 
 
 class ChildStart(NamedTuple):
@@ -138,6 +145,7 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
         if host_pid == 0:
             raise Forked(lambda: become_child(task, start, theirs, sites))
         theirs.close()
+    _load_areas()
     if flags & CLONE_PARENT_SETTID:
         task.mem.write_u32(parent_tid, pid)
     if vfork:
@@ -145,10 +153,38 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
     return pid
 
 
+def _load_areas() -> None:
+    """After this monitor's first fork, in the parent: every syscall area, so that later
+    children find each loaded (else each would import what it calls). On a thread of its
+    own, one area at a time (area_module holds the lock a fork takes only for one): the
+    fork's child, the parent's guest and its next fork run meanwhile. Not before the first
+    fork: ~5 ms on its critical path."""
+    global _areas_started
+    if _areas_started:
+        return
+    _areas_started = True
+
+    def load() -> None:
+        global _areas_loaded
+        try:
+            # execve first: what children call that their parent has not (the parent's
+            # next forks may come before the rest is loaded)
+            for area in sorted(AREA_CALLS, key=lambda area: area != "exec"):
+                area_module(area)
+        except Exception as err:  # a monitor bug: its first call will say it again
+            log.warning("fork: syscall areas not loaded: %r", err)
+            return
+        _areas_loaded = True
+
+    _thread.start_new_thread(load, ())
+
+
 def _share_tmpfs(proc: Process) -> None:
     """The first fork moves the tmpfs mounts to a host directory all processes share
     (kernel/fs/sharedtmp.py); ENOMEM if the host cannot hold the copy. Shared mappings
     of their files become mappings of the host copies (sys_mm.map_moved_files)."""
+    if proc.fs in _tmpfs_shared:  # mounts are made at start only: none is in memory now
+        return
     with _fork_lock:
         vfs = proc.fs.vfs
         tmpfs = {path: fs for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)}
@@ -162,6 +198,7 @@ def _share_tmpfs(proc: Process) -> None:
             proc.net.socket_files_moved(sockets)
         if moved:
             map_moved_files(proc.mem, proc.mm, moved, dict(vfs.mount_list()))
+        _tmpfs_shared.add(proc.fs)
 
 
 # -- in the child ---------------------------------------------------------------------
@@ -171,12 +208,18 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
                  sites: list[LockSite]) -> None:
     """The forked monitor's life: rebuild, run the one thread, report, end. Never
     returns (os._exit: the parent's Python state must not run its clean-ups here)."""
+    global _areas_started
+    _areas_started = _areas_loaded  # a thread halfway through them is not in this monitor
     try:
         renew(sites)
         proc = parent_task.process
         task = _rebuild(proc, parent_task, start, link_end)
         _forward_host_signals(proc)
-        _tend(proc)
+        # Only now may the table's messages come: a SIGKILL before the task existed ended
+        # the process with no thread told to exit, and the guest ran on.
+        link = proc.link
+        assert isinstance(link, RemoteLink)
+        link.start(*_tending(proc))
         from karn.kernel.threads import run_task
 
         run_task(task, proc.gate)
@@ -224,9 +267,6 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     task.cpu = cpu
     assert proc.gate is not None
     proc.gate.thread_started(cpu, proc._kick_all)
-    # Only now may the table's messages come: a SIGKILL before the task existed ended the
-    # process with no thread told to exit, and the guest ran on.
-    link.start()
     return task
 
 
@@ -243,26 +283,30 @@ def _time_page(proc: Process) -> TimeSource | None:
     return settings.clock if settings is not None else None
 
 
-def _tend(proc: Process) -> None:
-    """What the first monitor's main loop does for it (run/runner.py), on one thread: the
-    limits (policy.py LimitWatch: RLIMIT_CPU and the --memory backstop, over this
-    monitor's own CPU time and memory) and the time page following the host's clocks
-    (resync is cheap until its interval has passed)."""
-    watch = proc.limit_watch = None if proc.limit_watch is None else proc.limit_watch.forked()
+def _tending(proc: Process) -> tuple[Callable[[], float] | None, float]:
+    """What the first monitor's main loop does for it (run/runner.py), for the link's
+    listener to run: the limits (policy.py LimitWatch: RLIMIT_CPU and the --memory
+    backstop, over this monitor's own CPU time and memory; the watch is made on the first
+    round, off the fork's critical path) and the time page following the host's clocks
+    (resync is cheap until its interval has passed). One round, returning the seconds to
+    the next; and the seconds to the first."""
+    inherited = proc.limit_watch
     clock = _time_page(proc)
-    if watch is None and clock is None:
-        return
-    tick = 1.0 if watch is None else watch.tick
+    if inherited is None and clock is None:
+        return None, 0.0
+    watch = None
 
-    def tend() -> None:
-        while not proc.done.wait(tick):
-            if watch is not None:
-                watch.check()
-            if clock is not None:
-                clock.resync()
+    def tend() -> float:
+        nonlocal watch
+        if inherited is not None:
+            if watch is None:
+                watch = proc.limit_watch = inherited.forked()
+            watch.check()
+        if clock is not None:
+            clock.resync()
+        return 1.0 if watch is None else watch.tick
 
-    # Not threading.Thread: its start() waits until the thread runs (~1 ms on a busy host)
-    _thread.start_new_thread(tend, ())
+    return tend, 1.0 if inherited is None else inherited.TICK
 
 
 def _drop_parent_threads(proc: Process) -> Machine:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NamedTuple
 
+from karn.kernel import syscalls
 from karn.kernel.process import ThreadExit
 
 if TYPE_CHECKING:
@@ -36,8 +37,10 @@ class LockSite(NamedTuple):
 
 
 def process_locks(proc: Process) -> list[LockSite]:
-    """The process's kernel locks that a fork takes, in the order it takes them."""
-    sites = [LockSite(proc, "signal_lock", threading.RLock),
+    """The process's kernel locks that a fork takes, in the order it takes them (first
+    the monitor's import of syscall areas: no import is halfway at the fork)."""
+    sites = [LockSite(syscalls, "import_lock", threading.RLock),
+             LockSite(proc, "signal_lock", threading.RLock),
              LockSite(proc.fds, "_lock", threading.Lock),
              LockSite(proc.mm.account, "_lock", threading.Lock)]
     if proc.net is not None:

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import _thread
 import json
+import math
 import os
+import select
 import socket
 import struct
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER, SIGCHLD
 from karn.kernel.blocking import Interrupted
@@ -239,10 +244,14 @@ class RemoteLink(Link):
         self._replies: dict[int, tuple[threading.Event, list]] = {}
         self._next_id = 0
 
-    def start(self) -> None:
+    def start(self, tend: Callable[[], float] | None = None, first: float = 0.0) -> None:
+        """The listener; `tend` (the monitor's housekeeping: one round, then the seconds
+        to the next) runs on it `first` seconds from now and then as often as it asks,
+        until the process has ended: one thread fewer to start on each fork's critical
+        path."""
         # Not threading.Thread: its start() waits until the thread runs, 1.5-2.5 ms of each
         # fork's critical path on a busy host (docs/design/processes.md 3.3)
-        _thread.start_new_thread(self._listen, ())
+        _thread.start_new_thread(self._listen, (tend, time.monotonic() + first))
 
     def _request(self, op: str, args: tuple, fds: list[int] | None = None) -> Any:
         done = threading.Event()
@@ -271,8 +280,25 @@ class RemoteLink(Link):
     def close_in_child(self) -> None:
         self.sock.close()
 
-    def _listen(self) -> None:
+    def _listen(self, tend: Callable[[], float] | None, due: float) -> None:
+        """Replies and news from the table; tend's rounds, each when `due` (monotonic)."""
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
         while True:
+            if tend is not None:
+                if time.monotonic() >= due:
+                    if self.proc.done.is_set():
+                        tend = None
+                        continue
+                    try:
+                        due = time.monotonic() + tend()
+                    except Exception as err:  # a monitor bug: the link must go on
+                        log.warning("process %d: housekeeping stopped: %r", self.proc.pid, err)
+                        tend = None
+                        continue
+                wait = max(0.0, due - time.monotonic())
+                if not poller.poll(math.ceil(wait * 1000)):
+                    continue
             try:
                 data = self.sock.recv(MESSAGE_MAX)
             except OSError:

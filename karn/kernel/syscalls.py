@@ -15,7 +15,6 @@ calls every Error row from a real guest to check that it returns what the table 
 from __future__ import annotations
 
 import errno
-import os
 import threading
 from collections.abc import Callable
 from types import ModuleType
@@ -191,10 +190,17 @@ class Syscall:
         return handler
 
 
+# Held while an area is imported, and by a fork (kernel/forklocks.py): a thread halfway
+# through an import at the fork would leave the child waiting forever for that module's
+# lock. Renewed in the child.
+import_lock = threading.RLock()
+
+
 def area_module(area: str) -> ModuleType:
     """The area's module, imported now if it is not yet (through the spare fd if the
     guest holds every other: kernel/fdspare.py)."""
-    return fdspare.import_module(f"karn.kernel.{area}")
+    with import_lock:
+        return fdspare.import_module(f"karn.kernel.{area}")
 
 
 def _status(name: str, notes: dict[str, str]) -> Status:
@@ -249,17 +255,6 @@ def load_areas() -> list[ModuleType]:
             entry.load()
     return modules
 
-
-def _load_before_fork() -> None:
-    """Before os.fork with other threads about: load every area, so that no thread is
-    halfway through importing one at the fork (the child would wait forever for the
-    import lock of a thread it does not have)."""
-    if threading.active_count() > 1:
-        for area in AREA_CALLS:
-            area_module(area)
-
-
-os.register_at_fork(before=_load_before_fork)
 
 _warned: set[int] = set()
 
