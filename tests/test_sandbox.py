@@ -106,7 +106,13 @@ class Monitor:
         return out
 
     def wait_confined(self, threads: int) -> list[dict[str, str]]:
-        """Wait until the guest's threads exist; then the monitor is confined."""
+        """Wait until the guest's threads exist (the service's first tick comes after it
+        made them; the monitor has other threads, such as the VM set-up's, before the
+        guest starts); then the monitor is confined."""
+        assert self.proc.stdout is not None
+        if not self.proc.stdout.readline().startswith(b"tick"):
+            self.proc.wait(TIMEOUT)
+            pytest.fail(f"karn ended early: {self.proc.stderr.read().decode()}")
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
