@@ -208,3 +208,24 @@ def test_cpu_limit_counts_per_process(build, karn, native):
     got = karn("--ulimit", "cpu=2", probe)
     assert got.stdout == expected.stdout, got.stderr
     assert got.returncode == expected.returncode == 0
+
+
+def test_nothing_of_the_run_outlives_karn_run():
+    """pid 1 ends with children still running (as a pid namespace's init): they end with
+    it, and `karn run` returns only once every forked monitor is gone from the host, not
+    even a zombie left to the host's init (before: the children's monitors ended after
+    karn run had returned)."""
+    script = "for i in 1 2 3 4; do /bin/busybox sleep 100 & done; echo started"
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c",
+                                 script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0 and out == b"started\n", err
+        assert b"karn:" not in err, err  # the children end quietly
+        try:
+            os.killpg(proc.pid, 0)  # karn run's own process group: its monitors
+        except ProcessLookupError:
+            continue
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("forked monitors outlived karn run")

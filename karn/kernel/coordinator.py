@@ -21,6 +21,7 @@ import selectors
 import signal
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from karn import log
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 PR_SET_CHILD_SUBREAPER = 36
 QUERY_TIMEOUT = 5.0  # seconds a monitor has to answer for one of its /proc files
+END_TIMEOUT = 10.0  # seconds the other monitors have to end after pid 1
 
 
 class Coordinator:
@@ -231,6 +233,33 @@ class Coordinator:
         for sock in list(self._socks.values()):
             sock.close()
         self._selector.close()
+
+    def end_run(self, timeout: float = END_TIMEOUT) -> bool:
+        """pid 1 has ended, and every other process ends with it, as a pid namespace's
+        when its init dies: each link is shut, so its monitor ends as by SIGKILL. Waits,
+        up to timeout, until no forked monitor is left on the host (SIGCHLD is ignored:
+        wait says ECHILD once the last child, adopted ones included, is gone), so nothing
+        of the run outlives `karn run`, not even a zombie left to the host's init. True
+        if none is left."""
+        for sock in list(self._socks.values()):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
+        deadline = time.monotonic() + timeout
+        while True:
+            try:  # waitid: the call the sandbox lets monitors reap with
+                os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                return True
+            except OSError as err:
+                log.debug("process table: cannot wait for the forked monitors: %s", err)
+                return False
+            if time.monotonic() > deadline:
+                log.warning("process table: forked monitors still running %g s after pid 1 "
+                            "ended", timeout)
+                return False
+            time.sleep(0.002)
 
     def send(self, pid: int, message: tuple) -> None:
         if pid == self.proc.pid:

@@ -260,7 +260,7 @@ class RemoteLink(Link):
             self._next_id += 1
             ident = self._next_id
             self._replies[ident] = (done, box)
-            send_message(self.sock, ("call", ident, op, args), fds)
+            self._send(("call", ident, op, args), fds)
         done.wait()
         ok, value = box[0]
         if not ok:
@@ -272,7 +272,13 @@ class RemoteLink(Link):
 
     def notify(self, op: str, *args: Any) -> None:
         with self._send_lock:
-            send_message(self.sock, ("call", 0, op, args))
+            self._send(("call", 0, op, args))
+
+    def _send(self, message: tuple, fds: list[int] | None = None) -> None:
+        try:
+            send_message(self.sock, message, fds)
+        except ConnectionError:  # the first monitor is gone: the unikernel has ended, and
+            os._exit(LOST_MONITOR_STATUS)  # this process with it (as the listener's EOF)
 
     def attach_child(self, pid: int, end: socket.socket) -> None:
         self._request("attach", (pid,), [end.fileno()])

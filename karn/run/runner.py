@@ -104,6 +104,11 @@ class Runner:
 
     def _finish(self) -> None:
         guest, proc = self.guest, self.guest.process
+        if proc.link is not None:  # it forked: the other processes end before the run
+            from karn.kernel.coordinator import LocalLink  # (their shared tmpfs goes)
+
+            assert isinstance(proc.link, LocalLink)
+            proc.link.coordinator.end_run()
         mm = guest.mm
         if mm.shared_files:  # dirty shared pages reach their files at exit
             from karn.kernel.sys_mm import write_back

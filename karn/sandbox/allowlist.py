@@ -20,6 +20,9 @@ UNCONDITIONAL: tuple[str, ...] = (
     "getgid", "getegid", "getppid", "clock_gettime", "clock_getres", "clock_nanosleep",
     "nanosleep", "gettimeofday", "sched_yield", "sched_getaffinity", "getrandom", "times",
     "getrusage", "prlimit64", "getrlimit", "uname", "sysinfo",
+    # the first monitor waits, as the run ends, until its forked monitors are gone (only
+    # its own children: coordinator.end_run)
+    "waitid",
     # files: guest files in the root and volumes, lazy imports, core dumps, AF_UNIX names
     # (where: Landlock decides; these only say how)
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
