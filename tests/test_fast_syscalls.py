@@ -78,6 +78,34 @@ def test_futex_wakes_are_served_in_shared_memory(build, native):
     assert calls >= 1, got.stderr
 
 
+IN_GUEST = re.compile(rb"(\d+) futex calls answered in the guest")
+
+
+@pytest.mark.parametrize("mode", ["wake", "broadcast", "bitset", "requeue", "signal"])
+def test_futex_waits_spinning_in_the_guest(mode, build, native):
+    """Untimed futex waits spin in their stub, registered in their slot, before they block;
+    wakes in another stub or in the monitor end them. Every waiter is woken exactly once,
+    every wake counts whom it woke (the sums are native's), a bitset wake reaches only its
+    waiters, a requeue counts every waiter (a spinning one is woken instead of moved) and
+    a signal handled during the wait (SA_RESTART) leaves it waiting. Repeated until some
+    calls were answered in the guest (the info line; a waiter and its waker need host
+    cores at the same time), and in the exit transport once."""
+    exe = build("futex_spin", "static", ("-pthread",))
+    expected = native(exe, mode)
+    assert expected.returncode == 0 and b"each wait returned 0: 1" in expected.stdout
+    got = karn_info("--syscall-transport", "exit", "--cpus", "5", exe, mode)
+    assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+    deadline = time.monotonic() + SERVED_DEADLINE
+    while True:
+        got = karn_info("--syscall-transport", "fast", "--cpus", "5", exe, mode)
+        assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+        m = IN_GUEST.search(got.stderr)
+        assert m, got.stderr
+        if int(m[1]) >= 1 or time.monotonic() > deadline:
+            break
+    assert int(m[1]) >= 1, got.stderr
+
+
 def served_lines(result: subprocess.CompletedProcess[bytes]) -> list[tuple[int, int]]:
     """(sites patched, calls served) of every monitor's info line: forked processes' first,
     the first process's last (its monitor ends after its children's)."""
@@ -279,7 +307,8 @@ def test_inspect_counts_calls_per_transport(transport, build, karn_cli):
         assert counts == {"exit": total}, counts
         return
     assert counts.pop("sites_patched") >= 1, counts
-    assert set(counts) == {"fast", "redone", "withdrawn", "skipped", "exit"}, counts
+    assert set(counts) == {"fast", "redone", "withdrawn", "skipped", "exit", "in_guest"}, \
+        counts
     assert sum(counts.values()) == total, (counts, total)
     # the loop's calls all came from a patched site: through its stub
     assert counts["fast"] + counts["withdrawn"] + counts["skipped"] >= 3000, counts
