@@ -31,11 +31,13 @@ SLOT_WBITSET = 120  # u32
 SLOT_INGUEST = 124  # u32: 1 = futex wakes may be answered in the guest
 SLOT_FASTMAP = 128  # 64 bytes: bit nr set = the server may take call nr
 SLOT_SPIN = 192  # u64: TSC ticks an untimed futex wait spins before the exit path; 0: none
-SLOT_BLOCKED = 200  # u64: the futex word this vCPU's thread waits on in the monitor; 0: none
+SLOT_BLOCKED = 200  # u64: the futex word this vCPU's thread waits on in the monitor; 0: none;
+BLOCKED_WOKEN = 1  # or woken there, on its way back to the guest
 SLOT_SLOT0 = 208  # u64: the guest address of slot 0, and (u32) the slots in use: what an
 SLOT_NSLOTS = 216  # in-guest wake scans
 SLOT_KICKED = 220  # u32: a kick found the stub in an in-guest wake: leave by WORK_PORT
 SLOT_GCALLS = 224  # u64: futex calls answered in the guest (counted by the stub)
+SLOT_NBOUND = 232  # u32: the process's threads (vCPUs running one)
 
 FASTMAP_BITS = 512  # calls numbered above go through the exit path
 

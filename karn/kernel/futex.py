@@ -64,6 +64,10 @@ class GuestWaiters(Protocol):
         is visible to the guest before the caller reads the word."""
         ...
 
+    def woken(self, cpu: object) -> None:
+        """The thread of vCPU cpu was woken here: on its way back to the guest."""
+        ...
+
     def futex_attached(self, shared: Callable[[], bool]) -> None:
         """This table wakes them from now on; shared(): memory is shared with other
         processes (whose waiters only the host kernel sees)."""
@@ -136,6 +140,8 @@ class FutexTable:
                             del self._queues[waiter.addr]
                     if guest is not None:
                         guest.blocking(task.vcpu, 0)
+            elif guest is not None:
+                guest.blocking(task.vcpu, 0)  # back (woken(): on its way)
 
     def _wait_shared(self, task: Task, addr: int, expected: int, deadline: float | None,
                      bitset: int) -> int:
@@ -175,7 +181,7 @@ class FutexTable:
                 if woken < count and waiter.bitset & bitset:
                     waiter.woken = True
                     if guest is not None:
-                        guest.blocking(waiter.task.vcpu, 0)
+                        guest.woken(waiter.task.vcpu)
                     waiter.task.waker.wake()
                     woken += 1
                 else:

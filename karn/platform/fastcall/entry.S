@@ -9,6 +9,7 @@
         .set S_USER_HI,104; .set S_WADDR,112; .set S_WBITSET,120; .set S_INGUEST,124
         .set S_FASTMAP,128; .set S_SPIN,192; .set S_BLOCKED,200; .set S_SLOT0,208
         .set S_NSLOTS,216; .set S_KICKED,220; .set S_GCALLS,224
+        .set S_NBOUND,232
         .set FUTEX,202; .set FUTEX_CMD_MASK,~0x180; .set FUTEX_WAIT_BITSET,9
         .set FUTEX_WAKE,1; .set FUTEX_WAKE_BITSET,10; .set SLOT_SIZE,256
         .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
@@ -79,6 +80,19 @@ futex_wait:
         testl   %eax, %eax              # 0: EINVAL, from the server
         jz      ask
 1:      movl    %eax, %gs:S_WBITSET
+        movq    %gs:S_SLOT0, %rcx       # every other thread waits in the monitor: none
+        movl    %gs:S_NSLOTS, %r11d     # can wake this one soon, and whoever wakes
+        movl    $1, %edx                # them needs a host core: no spinning
+2:      xorl    %eax, %eax              # (S_BLOCKED 1: woken, on its way back)
+        cmpq    $1, S_BLOCKED(%rcx)
+        seta    %al
+        addl    %eax, %edx              # edx = 1 + the others waiting in the monitor
+        addq    $SLOT_SIZE, %rcx
+        decl    %r11d
+        jnz     2b
+        cmpl    %gs:S_NBOUND, %edx
+        movq    %gs:S_A2, %rdx          # val again (movs keep the flags)
+        jae     waits
         movq    %rdi, %gs:S_WADDR
         jmp     spin_wait               # (in the published range: settle reads the state)
 waits:

@@ -27,6 +27,7 @@ from typing import NamedTuple, Protocol
 
 from karn import log
 from karn.abi.fastcall import (
+    BLOCKED_WOKEN,
     DONE,
     DONE_WORK,
     FASTMAP_BITS,
@@ -46,6 +47,7 @@ from karn.abi.fastcall import (
     SLOT_GCALLS,
     SLOT_INGUEST,
     SLOT_KICKED,
+    SLOT_NBOUND,
     SLOT_NR,
     SLOT_NSLOTS,
     SLOT_RESULT,
@@ -82,11 +84,11 @@ DENSE_US = 100
 # An untimed futex wait that would block spins this long in its stub, registered in its
 # slot, before the exit path: about what blocking costs (an exit, a host wake-up, the
 # way back).
-SPIN_US = 50
+SPIN_US = int(os.environ.get("PP_SPIN", "50")) or 0
 # Waits that do not spin after one spun in vain: few, so that two threads handing a futex
 # back and forth both spin again soon after a slow spell (with a doubling back-off each
 # mostly spun while the other blocked, and both stayed on the slow path).
-SPIN_SKIP = 4
+SPIN_SKIP = int(os.environ.get("PP_SKIP", "4"))
 # Calls that may make memory shared with other processes (whose futex waiters only the
 # monitor can wake): in-guest wakes are off from before such a call until the monitor
 # sees the calling thread again (its next call) and no shared memory.
@@ -187,7 +189,7 @@ class FastTransport:
             if 0 <= nr < FASTMAP_BITS:
                 self._fastmap[nr // 8] |= 1 << (nr % 8)
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
-        self._spin = max(1, tsc_khz * SPIN_US // 1000)
+        self._spin = tsc_khz * SPIN_US // 1000
         self._user = (user_start, user_end)
         self._lock = threading.Lock()
         self._publish = helper.publish64
@@ -248,6 +250,7 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
+        self._count_bound()
         client.attach_waiters(self)
 
     def unbind(self, cpu: SlotCpu) -> None:
@@ -259,6 +262,7 @@ class FastTransport:
             self._pass_counts(slot, client)
         with slot.lock:
             slot.client = None
+        self._count_bound()
         if not any(s.client is not None for s in self._slots):
             counts = self.counts()
             log.info("fast syscalls: %d sites patched, %d calls served in shared memory, "
@@ -363,6 +367,19 @@ class FastTransport:
         index = getattr(cpu, "index", None)
         if index is not None and 0 <= index < len(self._slots):
             self._publish(self._host_base + self._slots[index].addr + SLOT_BLOCKED, addr)
+
+    def woken(self, cpu: object) -> None:
+        """cpu's thread, waiting in the monitor, was woken: on its way back to the guest
+        (a waiter in a stub may spin for its wake to come)."""
+        self.blocking(cpu, BLOCKED_WOKEN)
+
+    def _count_bound(self) -> None:
+        """The threads running on the slots' vCPUs, in every slot: a stub spins for a
+        futex wake only while some other thread is not waiting in the monitor."""
+        with self._lock:
+            bound = sum(1 for s in self._slots if s.client is not None)
+            for slot in self._slots:
+                _U32.pack_into(self._raw, slot.addr + SLOT_NBOUND, bound)
 
     def _watch_sharing(self, slot: _Slot, nr: int) -> None:
         """Before call nr of the slot's thread (its previous call is over): in-guest wakes
