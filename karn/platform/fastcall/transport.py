@@ -84,11 +84,11 @@ DENSE_US = 100
 # An untimed futex wait that would block spins this long in its stub, registered in its
 # slot, before the exit path: about what blocking costs (an exit, a host wake-up, the
 # way back).
-SPIN_US = int(os.environ.get("PP_SPIN", "50")) or 0
+SPIN_US = 50
 # Waits that do not spin after one spun in vain: few, so that two threads handing a futex
 # back and forth both spin again soon after a slow spell (with a doubling back-off each
 # mostly spun while the other blocked, and both stayed on the slow path).
-SPIN_SKIP = int(os.environ.get("PP_SKIP", "4"))
+SPIN_SKIP = 4
 # Calls that may make memory shared with other processes (whose futex waiters only the
 # monitor can wake): in-guest wakes are off from before such a call until the monitor
 # sees the calling thread again (its next call) and no shared memory.
@@ -189,7 +189,7 @@ class FastTransport:
             if 0 <= nr < FASTMAP_BITS:
                 self._fastmap[nr // 8] |= 1 << (nr % 8)
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
-        self._spin = tsc_khz * SPIN_US // 1000
+        self._spin = max(1, tsc_khz * SPIN_US // 1000)
         self._user = (user_start, user_end)
         self._lock = threading.Lock()
         self._publish = helper.publish64
