@@ -4,11 +4,13 @@
  * `wake` (N waiters, FUTEX_WAKE of 1 until all are counted), `broadcast` (FUTEX_WAKE of
  * INT_MAX), `bitset` (WAIT_BITSET/WAKE_BITSET: a wake reaches only its bitset's waiters),
  * `requeue` (CMP_REQUEUE counts every waiter, woken or moved), `signal` (a signal handled
- * by a waiting thread; SA_RESTART: the wait goes on until woken). */
+ * by a waiting thread; SA_RESTART: the wait goes on until woken), `pingpong` (two threads
+ * handing a turn over through one word). */
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <x86intrin.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,13 @@ static void *waiter(void *arg)
     return NULL;
 }
 
+/* Wait without a system call (a sched_yield would take karn's exit path while the
+ * waiters spin in their stubs). */
+static void relax(void)
+{
+    __builtin_ia32_pause();
+}
+
 /* Wake until `want` waiters are counted; the counts' sum is exact (never above want). */
 static long wake_all(unsigned int *addr, long op, long count, long bitset, long want)
 {
@@ -59,9 +68,31 @@ static long wake_all(unsigned int *addr, long op, long count, long bitset, long 
             return r;
         woken += r;
         if (woken < want)
-            sched_yield();
+            relax();
     }
     return woken;
+}
+
+/* Two threads handing a turn back and forth through one word: no hand-over may be lost
+ * (a lost wake-up hangs both). */
+#define ROUNDS 3000
+static unsigned int turn;
+
+static void hand_over(unsigned int me, unsigned int other)
+{
+    for (int i = 0; i < ROUNDS; i++) {
+        while (__atomic_load_n(&turn, __ATOMIC_SEQ_CST) != me)
+            futex_site(&turn, FUTEX_WAIT_PRIVATE, other, NULL, NULL, 0);
+        __atomic_store_n(&turn, other, __ATOMIC_SEQ_CST);
+        futex_site(&turn, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    }
+}
+
+static void *pong(void *arg)
+{
+    (void)arg;
+    hand_over(1, 0);
+    return NULL;
 }
 
 static void on_usr1(int sig)
@@ -75,6 +106,15 @@ int main(int argc, char **argv)
     if (argc != 2)
         return 2;
     mode = argv[1];
+    if (!strcmp(mode, "pingpong")) {
+        futex_site(&word2, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        pthread_t t;
+        pthread_create(&t, NULL, pong, NULL);
+        hand_over(0, 1);
+        pthread_join(t, NULL);
+        printf("pingpong: %d rounds\n", ROUNDS);
+        return 0;
+    }
     int n = !strcmp(mode, "signal") ? 1 : WAITERS;
     if (!strcmp(mode, "signal")) {
         struct sigaction sa;
@@ -83,11 +123,13 @@ int main(int argc, char **argv)
         sa.sa_flags = SA_RESTART;
         sigaction(SIGUSR1, &sa, NULL);
     }
+    /* the site is patched at its first call (karn): the waits then go through the stub */
+    futex_site(&word2, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
     pthread_t t[WAITERS];
     for (long i = 0; i < n; i++)
         pthread_create(&t[i], NULL, waiter, (void *)i);
     while (__atomic_load_n(&ready, __ATOMIC_SEQ_CST) < n)
-        sched_yield();
+        relax();
     long woken = 0, extra;
     if (!strcmp(mode, "wake")) {
         woken = wake_all(&word, FUTEX_WAKE_PRIVATE, 1, 0, n);

@@ -140,6 +140,11 @@ wake_scan:                              # to wake_end: a kick lets it finish (S_
         movl    $WOKEN, %edx
         lock cmpxchgl %edx, S_STATE(%rcx)
         jne     5f                      # it gave up spinning: it reads the word again
+        cmpq    %rdi, S_WADDR(%rcx)     # still a wait on this word, not a later one that
+        jne     5f                      # took the slot meanwhile (woken: a spurious 0)
+        movl    %gs:S_WBITSET, %eax
+        testl   %eax, S_WBITSET(%rcx)
+        jz      5f
         incq    %gs:S_RES
         movq    %gs:S_RES, %rax
         cmpl    %gs:S_A2, %eax

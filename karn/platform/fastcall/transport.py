@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from karn import log
 from karn.abi.fastcall import (
@@ -89,11 +89,12 @@ SPIN_US = 50
 # back and forth both spin again soon after a slow spell (with a doubling back-off each
 # mostly spun while the other blocked, and both stayed on the slow path).
 SPIN_SKIP = 4
-# Calls that may make memory shared with other processes (whose futex waiters only the
-# monitor can wake): in-guest wakes are off from before such a call until the monitor
-# sees the calling thread again (its next call) and no shared memory.
-SHARING_CALLS = frozenset({9, 25, 30, 56, 57, 58, 435})  # mmap mremap shmat clone fork
-#                                                           vfork clone3
+# mmap(MAP_SHARED) may make memory shared with other processes (whose futex waiters
+# only the monitor can wake): in-guest futex calls are off from before the call (on the
+# exit path) until the monitor sees the calling thread again with no memory shared. A fork
+# shares nothing new (MAP_SHARED memory is host-shared from its mmap on), a move of a
+# shared range (mremap) makes it no more shared, karn has no SysV shm.
+MMAP, MAP_SHARED = 9, 0x01  # MAP_SHARED_VALIDATE (0x03) has the bit too
 MASK64 = (1 << 64) - 1
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -125,6 +126,7 @@ class FastClient(Protocol):
 
 class SlotCpu(RunningCpu, Protocol):
     index: int
+    regs: Any  # the registers at an exit (kvm_regs)
 
     def snapshot_regs(self) -> dict[str, int]: ...
 
@@ -165,7 +167,7 @@ class _Slot:
         self.quiet_since = 0.0  # monotonic seconds; 0: no quiet spell
         self.passed_at = 0.0  # when a call the server could take last went past it
         self.spin_left = 0  # futex waits not to spin (SPIN_SKIP), the vCPU's thread only
-        self.sharing = False  # its last call may have made memory shared (SHARING_CALLS)
+        self.sharing = False  # its last call may have made memory shared (MAP_SHARED)
 
 
 class FastTransport:
@@ -353,12 +355,17 @@ class FastTransport:
             if woken >= count:
                 break
             at = slot.addr
-            if _U32.unpack_from(raw, at + SLOT_STATE)[0] == SPINWAIT and \
-                    _U64.unpack_from(raw, at + SLOT_WADDR)[0] == addr and \
-                    _U32.unpack_from(raw, at + SLOT_WBITSET)[0] & bitset and \
-                    cas(host + at + SLOT_STATE, SPINWAIT, WOKEN):
-                woken += 1
+            if self._waits_on(at, addr, bitset) and \
+                    _U32.unpack_from(raw, at + SLOT_STATE)[0] == SPINWAIT and \
+                    cas(host + at + SLOT_STATE, SPINWAIT, WOKEN) and \
+                    self._waits_on(at, addr, bitset):  # not a later wait of the slot's
+                woken += 1  # (that one returns a spurious 0, uncounted)
         return woken
+
+    def _waits_on(self, at: int, addr: int, bitset: int) -> bool:
+        raw = self._raw
+        return _U64.unpack_from(raw, at + SLOT_WADDR)[0] == addr and \
+            bool(_U32.unpack_from(raw, at + SLOT_WBITSET)[0] & bitset)
 
     def blocking(self, cpu: object, addr: int) -> None:
         """cpu's thread waits on the futex word addr in the monitor (0: no longer): an
@@ -385,7 +392,9 @@ class FastTransport:
         """Before call nr of the slot's thread (its previous call is over): in-guest wakes
         stop before a call that may share memory with another process, until the monitor
         sees the thread again and no memory is shared."""
-        was, slot.sharing = slot.sharing, nr in SHARING_CALLS
+        cpu = slot.cpu
+        was = slot.sharing
+        slot.sharing = nr == MMAP and cpu is not None and bool(cpu.regs.r10 & MAP_SHARED)
         if was or slot.sharing or not self._in_guest:
             self._update_in_guest()
 
@@ -471,7 +480,7 @@ class FastTransport:
             self._update_in_guest()
         if client is not None and self.fast_call(nr):  # the slot's own bitmap is guest data
             result = client.serve_fast(*call)
-            if nr in SHARING_CALLS and self._shared is not None:
+            if nr == MMAP and call[4] & MAP_SHARED and self._shared is not None:
                 self._update_in_guest()  # before the answer: memory shared now stops them
         with slot.lock:
             if result is None:
