@@ -317,6 +317,22 @@ def test_inspect_counts_calls_per_transport(transport, build, karn_cli):
     assert counts["fast"] + counts["withdrawn"] + counts["skipped"] >= 3000, counts
 
 
+def test_window_with_an_instruction_between():
+    """glibc's __lll_lock_wait: `mov $202,%eax; xor $0x80,%sil; syscall` is a window whose
+    stub replays the xor; a vCPU stopped in the stub resumes at the instruction in place
+    that the stub's next one replays; without the mov's immediate == nr, or after a REX
+    byte, it is no window."""
+    from karn.platform.fastcall.patcher import Site, find_window
+
+    code = bytes.fromhex("90b8ca00000040 80f680 0f05".replace(" ", ""))
+    assert find_window(code, 202) == (-9, 11, bytes.fromhex("4080f680"))
+    assert find_window(code, 203) is None
+    assert find_window(bytes.fromhex("41b8ca0000004080f6800f05"), 202) is None
+    site = Site(0x1000, 11, 202, b"", 0x2000, bytes.fromhex("4080f680"))
+    assert [site.resume_at(o) for o in (0, 5, 9, 12, 16)] == [0x1000, 0x1005] + [0x1009] * 3
+    assert find_window(bytes.fromhex("9090909090b8270000000f05"), 39) == (-5, 7, b"")
+
+
 def test_bad_transport_is_one_line(karn):
     got = subprocess.run([sys.executable, "-m", "karn", "run", "--syscall-transport", "warp",
                           "/bin/true"], capture_output=True)

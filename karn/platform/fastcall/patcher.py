@@ -4,7 +4,9 @@ At a site's first exit (P = RCX - 2, nr = RAX) the window `mov $nr,%eax; syscall
 (b8 imm32 0f 05) or `mov $nr,%rax; syscall` (48 c7 c0 imm32 0f 05) has its `mov`
 overwritten with `jmp rel32` to a per-site stub in an arena within +-2 GiB. The `0f 05`
 stays: a thread already past the old `mov`, or a jump into the window, still makes a
-correct real syscall, and a restarted call (RIP = return - 2) lands on it.
+correct real syscall, and a restarted call (RIP = return - 2) lands on it. One known
+instruction may stand between the `mov` and the `syscall` (BETWEEN: glibc's contended
+mutex wait); the per-site stub replays it, and it stays in place for a jump to it.
 
 Writes another vCPU may be executing follow the order of Linux's text_poke_bp, with a
 self-loop `jmp .` (eb fe) where Linux puts an int3: the loop at the first two bytes (one
