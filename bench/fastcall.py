@@ -32,10 +32,13 @@ BENCH = Path(__file__).resolve().parent
 KARN = [sys.executable, "-m", "karn", "run", "--cpus", "2"]
 
 
-def run_once(cmd: list[str], env: dict[str, str] | None) -> tuple[float, float]:
-    """(µs per operation the program measured, host CPU µs of the whole run)."""
+def run_once(cmd: list[str], tree: Path | None) -> tuple[float, float]:
+    """(µs per operation the program measured, host CPU µs of the whole run); tree: the
+    karn source tree to run (`python3 -m` imports from the working directory first)."""
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd, capture_output=True, check=True, timeout=600, env=env).stdout
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=600, env=env,
+                         cwd=tree).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1e6
     return float(out.split()[-1]), cpu
@@ -59,14 +62,14 @@ def main() -> int:
         exe = Path(tmp) / "fastcall_loops"
         subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe),
                         str(BENCH / "fastcall_loops.c")], check=True)
-        runners: dict[str, tuple[list[str], dict[str, str] | None]] = {
+        runners: dict[str, tuple[list[str], Path | None]] = {
             "native": ([], None),
             "karn exit": ([*KARN, "--syscall-transport", "exit"], None),
             "karn fast": ([*KARN, "--syscall-transport", "fast"], None),
         }
         if args.base is not None:
-            base = {**os.environ, "PYTHONPATH": str(args.base.resolve())}
-            runners["karn fast (base)"] = ([*KARN, "--syscall-transport", "fast"], base)
+            runners["karn fast (base)"] = ([*KARN, "--syscall-transport", "fast"],
+                                           args.base.resolve())
         sizes = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads}
         cases = {case: sizes[case] for case in args.cases.split(",")}
         load = busy_loops(args.load)
@@ -77,8 +80,8 @@ def main() -> int:
                 times: dict[str, list[float]] = {name: [] for name in runners}
                 cpus: dict[str, list[float]] = {name: [] for name in runners}
                 for _ in range(args.runs):
-                    for name, (prefix, env) in runners.items():
-                        per_op, cpu = run_once([*prefix, str(exe), case, str(n)], env)
+                    for name, (prefix, tree) in runners.items():
+                        per_op, cpu = run_once([*prefix, str(exe), case, str(n)], tree)
                         times[name].append(per_op)
                         cpus[name].append(cpu / n)
                 rows.append((case, times, cpus))
