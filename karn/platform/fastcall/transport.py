@@ -84,7 +84,7 @@ DENSE_US = 100
 # An untimed futex wait that would block spins this long in its stub, registered in its
 # slot, before the exit path: a hand-over between two threads on host cores takes a few µs
 # in the guest; a spin in vain (the partner is off its core) takes a core that partner may
-# need (measured: 20 µs gave shorter ping-pong rounds than 50 on a busy host).
+# need (measured: 50 µs gave ~10% longer ping-pong rounds than 20 on a busy host).
 SPIN_US = 20
 # Waits that do not spin after one spun in vain: few, so that two threads handing a futex
 # back and forth both spin again soon after a slow spell (with a doubling back-off each
