@@ -2,6 +2,7 @@
 """The fast syscall transport beside the exit transport and native (issue 14):
 
     python3 bench/fastcall.py [--runs N] [--calls N] [--rounds N] [--threads N] [--load N]
+                              [--cases LIST] [--base DIR]
 
 getpid: glibc's getpid() in a loop; pingpong: a futex hand-over between two threads (one
 round = two hand-overs); threads: pthread_create + pthread_join, one thread at a time; on
@@ -11,7 +12,9 @@ of them alike. Prints medians of --runs runs in microseconds per operation, and 
 CPU time (user+sys of the whole run, start-up included) per operation, with the load
 average, which these numbers depend on (the fast path needs the guest's vCPU and the
 server thread on host cores at the same time). --load N adds N busy-looping processes for
-the whole measurement (a host short of cores).
+the whole measurement (a host short of cores). --base DIR adds a runner: the fast
+transport of the karn source tree DIR (another checkout, before a change), taking turns
+with the others.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ BENCH = Path(__file__).resolve().parent
 KARN = [sys.executable, "-m", "karn", "run", "--cpus", "2"]
 
 
-def run_once(cmd: list[str]) -> tuple[float, float]:
-    """(µs per operation the program measured, host CPU µs of the whole run)."""
+def run_once(cmd: list[str], tree: Path | None) -> tuple[float, float]:
+    """(µs per operation the program measured, host CPU µs of the whole run); tree: the
+    karn source tree to run (`python3 -m` imports from the working directory first)."""
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(cmd, capture_output=True, check=True, timeout=600).stdout
+    out = subprocess.run(cmd, capture_output=True, check=True, timeout=600, env=env,
+                         cwd=tree).stdout
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1e6
     return float(out.split()[-1]), cpu
@@ -49,17 +55,23 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=500)
     parser.add_argument("--load", type=int, default=0, help="busy-looping processes to add")
+    parser.add_argument("--cases", default="getpid,pingpong,threads")
+    parser.add_argument("--base", type=Path, help="also the fast transport of this karn tree")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         exe = Path(tmp) / "fastcall_loops"
         subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe),
                         str(BENCH / "fastcall_loops.c")], check=True)
-        runners = {
-            "native": [],
-            "karn exit": [*KARN, "--syscall-transport", "exit"],
-            "karn fast": [*KARN, "--syscall-transport", "fast"],
+        runners: dict[str, tuple[list[str], Path | None]] = {
+            "native": ([], None),
+            "karn exit": ([*KARN, "--syscall-transport", "exit"], None),
+            "karn fast": ([*KARN, "--syscall-transport", "fast"], None),
         }
-        cases = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads}
+        if args.base is not None:
+            runners["karn fast (base)"] = ([*KARN, "--syscall-transport", "fast"],
+                                           args.base.resolve())
+        sizes = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads}
+        cases = {case: sizes[case] for case in args.cases.split(",")}
         load = busy_loops(args.load)
         try:
             before = os.getloadavg()[0]
@@ -68,8 +80,8 @@ def main() -> int:
                 times: dict[str, list[float]] = {name: [] for name in runners}
                 cpus: dict[str, list[float]] = {name: [] for name in runners}
                 for _ in range(args.runs):
-                    for name, prefix in runners.items():
-                        per_op, cpu = run_once([*prefix, str(exe), case, str(n)])
+                    for name, (prefix, tree) in runners.items():
+                        per_op, cpu = run_once([*prefix, str(exe), case, str(n)], tree)
                         times[name].append(per_op)
                         cpus[name].append(cpu / n)
                 rows.append((case, times, cpus))

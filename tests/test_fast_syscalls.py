@@ -78,6 +78,37 @@ def test_futex_wakes_are_served_in_shared_memory(build, native):
     assert calls >= 1, got.stderr
 
 
+IN_GUEST = re.compile(rb"(\d+) futex calls answered in the guest")
+
+
+@pytest.mark.parametrize("mode", ["wake", "broadcast", "bitset", "requeue", "signal",
+                                  "pingpong"])
+def test_futex_waits_spinning_in_the_guest(mode, build, native):
+    """Untimed futex waits spin in their stub, registered in their slot, before they block;
+    wakes in another stub or in the monitor end them. Every waiter is woken exactly once,
+    every wake counts whom it woke (the sums are native's), a bitset wake reaches only its
+    waiters, a requeue counts every waiter (a spinning one is woken instead of moved) and
+    a signal handled during the wait (SA_RESTART) leaves it waiting; two threads hand a
+    turn over through one word 3000 times (a lost wake-up hangs them). Repeated until some
+    calls were answered in the guest (the info line; a waiter and its waker need host
+    cores at the same time), and in the exit transport once."""
+    exe = build("futex_spin", "static", ("-pthread",))
+    expected = native(exe, mode)
+    assert expected.returncode == 0 and expected.stdout.startswith(mode.encode()) \
+        and b"returned 0: 0" not in expected.stdout, expected.stdout
+    got = karn_info("--syscall-transport", "exit", "--cpus", "5", exe, mode)
+    assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+    deadline = time.monotonic() + SERVED_DEADLINE
+    while True:
+        got = karn_info("--syscall-transport", "fast", "--cpus", "5", exe, mode)
+        assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+        m = IN_GUEST.search(got.stderr)
+        assert m, got.stderr
+        if int(m[1]) >= 1 or time.monotonic() > deadline:
+            break
+    assert int(m[1]) >= 1, got.stderr
+
+
 def served_lines(result: subprocess.CompletedProcess[bytes]) -> list[tuple[int, int]]:
     """(sites patched, calls served) of every monitor's info line: forked processes' first,
     the first process's last (its monitor ends after its children's)."""
@@ -279,10 +310,27 @@ def test_inspect_counts_calls_per_transport(transport, build, karn_cli):
         assert counts == {"exit": total}, counts
         return
     assert counts.pop("sites_patched") >= 1, counts
-    assert set(counts) == {"fast", "redone", "withdrawn", "skipped", "exit"}, counts
+    assert set(counts) == {"fast", "redone", "withdrawn", "skipped", "exit", "in_guest"}, \
+        counts
     assert sum(counts.values()) == total, (counts, total)
     # the loop's calls all came from a patched site: through its stub
     assert counts["fast"] + counts["withdrawn"] + counts["skipped"] >= 3000, counts
+
+
+def test_window_with_an_instruction_between():
+    """glibc's __lll_lock_wait: `mov $202,%eax; xor $0x80,%sil; syscall` is a window whose
+    stub replays the xor; a vCPU stopped in the stub resumes at the instruction in place
+    that the stub's next one replays; without the mov's immediate == nr, or after a REX
+    byte, it is no window."""
+    from karn.platform.fastcall.patcher import Site, find_window
+
+    code = bytes.fromhex("90b8ca00000040 80f680 0f05".replace(" ", ""))
+    assert find_window(code, 202) == (-9, 11, bytes.fromhex("4080f680"))
+    assert find_window(code, 203) is None
+    assert find_window(bytes.fromhex("41b8ca0000004080f6800f05"), 202) is None
+    site = Site(0x1000, 11, 202, b"", 0x2000, bytes.fromhex("4080f680"))
+    assert [site.resume_at(o) for o in (0, 5, 9, 12, 16)] == [0x1000, 0x1005] + [0x1009] * 3
+    assert find_window(bytes.fromhex("9090909090b8270000000f05"), 39) == (-5, 7, b"")
 
 
 def test_bad_transport_is_one_line(karn):

@@ -24,13 +24,28 @@ SLOT_BUDGET = 88  # u64: TSC ticks a stub waits for an untaken request; 0 = go s
 #                   the exit path (the monitor backs a slot off after withdrawn calls)
 SLOT_USER_LO = 96  # u64, u64: the user range [lo, hi), mapped in every page table: a stub
 SLOT_USER_HI = 104  # reads a futex word there (never outside) to see if a wait would block
+# A futex wait spinning in the stub (state SPINWAIT) registers its word and bitset here; a
+# wake in another slot's stub, or in the monitor, ends it (state WOKEN, result 0).
+SLOT_WADDR = 112  # u64
+SLOT_WBITSET = 120  # u32
+SLOT_INGUEST = 124  # u32: 1 = futex wakes may be answered in the guest
 SLOT_FASTMAP = 128  # 64 bytes: bit nr set = the server may take call nr
+SLOT_SPIN = 192  # u64: TSC ticks an untimed futex wait spins before the exit path; 0: none
+SLOT_BLOCKED = 200  # u64: the futex word this vCPU's thread waits on in the monitor; 0: none;
+BLOCKED_WOKEN = 1  # or woken there, on its way back to the guest
+SLOT_SLOT0 = 208  # u64: the guest address of slot 0, and (u32) the slots in use: what an
+SLOT_NSLOTS = 216  # in-guest wake scans
+SLOT_KICKED = 220  # u32: a kick found the stub in an in-guest wake: leave by WORK_PORT
+SLOT_GCALLS = 224  # u64: futex calls answered in the guest (counted by the stub)
+SLOT_NBOUND = 232  # u32: the process's threads (vCPUs running one)
 
 FASTMAP_BITS = 512  # calls numbered above go through the exit path
 
-# Slot states. REDO, WITHDRAWN and WAITS stay in the slot until the exit path reads them.
-# WAITS: the stub saw a futex wait that would block and sent it to the exit path itself.
-IDLE, REQ, TAKEN, DONE, DONE_WORK, REDO, WITHDRAWN, WAITS = range(8)
+# Slot states. REDO, WITHDRAWN, WAITS and SPUN stay in the slot until the exit path reads
+# them. WAITS: the stub saw a futex wait that would block and sent it to the exit path
+# itself; SPUN: the same after spinning (SPINWAIT) without a wake; WOKEN: a wake ended the
+# spin.
+IDLE, REQ, TAKEN, DONE, DONE_WORK, REDO, WITHDRAWN, WAITS, SPINWAIT, WOKEN, SPUN = range(11)
 
 FUTEX = 202  # futex(2): the stub looks at its command (entry.S)
 

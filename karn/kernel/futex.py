@@ -5,6 +5,12 @@ futex instead, whatever the private flag says: each process is its own monitor, 
 host kernel matches a wait in one with a wake in another by the shared page, with no
 round trip through karn. A thread in a host wait is interrupted by its vCPU kick (a host
 signal: EINTR); a kick landing just before the wait starts is seen at the next slice.
+
+With the fast transport, some waiters never reach this table: a wait spins a while in its
+stub in the guest, registered in its vCPU's slot, and a wake in another stub ends it
+without the monitor (platform/fastcall/entry.S). Those GuestWaiters are woken here too,
+after the queued ones; and a waiter queued here says so in its slot (blocking) before it
+reads the word, so that an in-guest wake of that word is left to this table.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from karn import log
@@ -33,6 +40,8 @@ class SharedWords(Protocol):
 
     def shared_word(self, addr: int) -> bool: ...
 
+    def is_shared(self, start: int, end: int) -> bool: ...
+
     def futex_wait(self, addr: int, expected: int, until: float, bitset: int) -> None: ...
 
     def futex_wake(self, addr: int, count: int, bitset: int) -> int: ...
@@ -43,11 +52,34 @@ class SharedWords(Protocol):
     def futex_wake_op(self, addr: int, count: int, addr2: int, count2: int, op: int) -> int: ...
 
 
-class _Waiter:
-    __slots__ = ("task", "bitset", "woken")
+class GuestWaiters(Protocol):
+    """Futex waiters spinning in the guest (the fast transport, platform/fastcall)."""
 
-    def __init__(self, task: Task, bitset: int) -> None:
+    def wake(self, addr: int, count: int, bitset: int) -> int:
+        """Wake up to count of those waiting on addr (bitsets matching); how many."""
+        ...
+
+    def blocking(self, cpu: object, addr: int) -> None:
+        """The thread of vCPU cpu waits on addr in this table (0: no longer); the store
+        is visible to the guest before the caller reads the word."""
+        ...
+
+    def woken(self, cpu: object) -> None:
+        """The thread of vCPU cpu was woken here: on its way back to the guest."""
+        ...
+
+    def futex_attached(self, shared: Callable[[], bool]) -> None:
+        """This table wakes them from now on; shared(): memory is shared with other
+        processes (whose waiters only the host kernel sees)."""
+        ...
+
+
+class _Waiter:
+    __slots__ = ("task", "addr", "bitset", "woken")
+
+    def __init__(self, task: Task, addr: int, bitset: int) -> None:
         self.task = task
+        self.addr = addr  # the queue it is in (a requeue moves it)
         self.bitset = bitset
         self.woken = False
 
@@ -57,6 +89,16 @@ class FutexTable:
         self._lock = threading.Lock()
         self._queues: dict[int, list[_Waiter]] = {}
         self._words = words
+        self._guest: GuestWaiters | None = None
+
+    def attach(self, guest: GuestWaiters) -> None:
+        """Waiters in the guest (each vCPU's thread attaches its transport's, the same)."""
+        if self._guest is not guest:
+            self._guest = guest
+            guest.futex_attached(self._any_shared)
+
+    def _any_shared(self) -> bool:
+        return self._words is not None and self._words.is_shared(0, 1 << 64)
 
     def _shared(self, addr: int) -> bool:
         return self._words is not None and self._words.shared_word(addr)
@@ -67,11 +109,17 @@ class FutexTable:
             raise SyscallError(errno.EINVAL)
         if self._shared(addr):
             return self._wait_shared(task, addr, expected, deadline, bitset)
-        waiter = _Waiter(task, bitset)
+        waiter = _Waiter(task, addr, bitset)
+        guest = self._guest
         with self._lock:
             # The value check and the enqueue are atomic with respect to wake(): a waker
-            # changes the value first and then calls wake() under this lock.
+            # changes the value first and then calls wake() under this lock. A waker in
+            # the guest changes it, then reads the slots: published before the check.
+            if guest is not None:
+                guest.blocking(task.vcpu, addr)
             if task.mem.read_u32(addr) != expected & 0xFFFFFFFF:
+                if guest is not None:
+                    guest.blocking(task.vcpu, 0)
                 raise SyscallError(errno.EAGAIN)
             self._queues.setdefault(addr, []).append(waiter)
         try:
@@ -85,11 +133,15 @@ class FutexTable:
         finally:
             if not waiter.woken:
                 with self._lock:
-                    queue = self._queues.get(addr)
+                    queue = self._queues.get(waiter.addr)
                     if queue and waiter in queue:
                         queue.remove(waiter)
                         if not queue:
-                            del self._queues[addr]
+                            del self._queues[waiter.addr]
+                    if guest is not None:
+                        guest.blocking(task.vcpu, 0)
+            elif guest is not None:
+                guest.blocking(task.vcpu, 0)  # back (woken(): on its way)
 
     def _wait_shared(self, task: Task, addr: int, expected: int, deadline: float | None,
                      bitset: int) -> int:
@@ -118,22 +170,28 @@ class FutexTable:
             first = False
 
     def _wake_locked(self, addr: int, count: int, bitset: int) -> int:
+        """Wake up to count waiters of addr: the queued ones first (they waited longer),
+        then those spinning in the guest."""
         queue = self._queues.get(addr)
-        if not queue:
-            return 0
         woken = 0
-        kept = []
-        for waiter in queue:
-            if woken < count and waiter.bitset & bitset:
-                waiter.woken = True
-                waiter.task.waker.wake()
-                woken += 1
+        if queue:
+            kept = []
+            guest = self._guest
+            for waiter in queue:
+                if woken < count and waiter.bitset & bitset:
+                    waiter.woken = True
+                    if guest is not None:
+                        guest.woken(waiter.task.vcpu)
+                    waiter.task.waker.wake()
+                    woken += 1
+                else:
+                    kept.append(waiter)
+            if kept:
+                self._queues[addr] = kept
             else:
-                kept.append(waiter)
-        if kept:
-            self._queues[addr] = kept
-        else:
-            del self._queues[addr]
+                del self._queues[addr]
+        if woken < count and self._guest is not None:
+            woken += self._guest.wake(addr, count - woken, bitset)
         return woken
 
     def wake(self, addr: int, count: int, bitset: int = FUTEX_BITSET_MATCH_ANY) -> int:
@@ -160,11 +218,20 @@ class FutexTable:
             woken = self._wake_locked(addr, count, FUTEX_BITSET_MATCH_ANY)
             moved = 0
             queue = self._queues.get(addr, [])
+            guest = self._guest
             while queue and moved < requeue:
-                self._queues.setdefault(addr2, []).append(queue.pop(0))
+                waiter = queue.pop(0)
+                waiter.addr = addr2
+                if guest is not None:
+                    guest.blocking(waiter.task.vcpu, addr2)
+                self._queues.setdefault(addr2, []).append(waiter)
                 moved += 1
             if not queue:
                 self._queues.pop(addr, None)
+            if moved < requeue and guest is not None:
+                # a waiter spinning in the guest cannot move: it returns (a spurious
+                # wake-up, futex(2)) and waits again where its caller decides
+                moved += guest.wake(addr, requeue - moved, FUTEX_BITSET_MATCH_ANY)
             return woken + moved
 
     def wake_op(self, task: Task, addr: int, count: int, addr2: int, count2: int,

@@ -35,6 +35,7 @@ from karn.kernel.signals import (
 from karn.kernel.syscalls import TABLE, dispatch
 
 if TYPE_CHECKING:
+    from karn.kernel.futex import GuestWaiters
     from karn.kernel.process import Process, Task
 
 SYSCALL_INSN_LEN = 2  # `syscall` is 0f 05: a restart re-executes it
@@ -82,6 +83,16 @@ class TaskLoop:
         except ProcessExit as done:
             self.task.process.exit_group(done.status)
             return 0
+
+    def attach_waiters(self, waiters: GuestWaiters) -> None:
+        """The fast transport's futex waiters spinning in the guest join the process's
+        futex table (kernel/futex.py), which turns in-guest futex calls on."""
+        self.task.process.futex.attach(waiters)
+
+    def count_calls(self, nr: int, calls: int) -> None:
+        """Calls the fast transport's stubs answered in the guest (futex)."""
+        if nr < COUNTED_SYSCALLS:
+            self._counts[nr] += calls
 
     def work_due(self) -> bool:
         task = self.task
@@ -197,6 +208,9 @@ class ObservedTaskLoop(TaskLoop):
         if may_wait(nr, a1):
             return None  # a redone call would reach the observer twice
         return TaskLoop.serve_fast(self, nr, a0, a1, a2, a3, a4, a5)
+
+    def attach_waiters(self, waiters: GuestWaiters) -> None:
+        """None: every futex call must reach the observer (no in-guest answers)."""
 
     def interrupted(self) -> None:
         self.observer.interrupted(self.task)

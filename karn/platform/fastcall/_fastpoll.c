@@ -168,11 +168,24 @@ static PyObject *fastpoll_cas32(PyObject *self, PyObject *args)
     return PyBool_FromLong(done);
 }
 
+/* publish64(addr, value): store the u64 at host address addr with a full barrier (xchg):
+ * later reads of guest memory (a futex word) come after the store is visible to the
+ * guest's vCPUs, as a stub's mfence orders its own store before its read. */
+static PyObject *fastpoll_publish64(PyObject *self, PyObject *args)
+{
+    unsigned long long addr, value;
+    if (!PyArg_ParseTuple(args, "KK", &addr, &value))
+        return NULL;
+    __atomic_exchange_n((uint64_t *)(uintptr_t)addr, (uint64_t)value, __ATOMIC_SEQ_CST);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"poll", fastpoll_poll, METH_VARARGS, "Take a requested slot (sleeping while idle)."},
     {"wake", fastpoll_wake, METH_VARARGS, "Wake a sleeping poll()."},
     {"tsc", fastpoll_tsc, METH_NOARGS, "The host's time-stamp counter."},
     {"cas32", fastpoll_cas32, METH_VARARGS, "Atomic compare-and-swap of a u32."},
+    {"publish64", fastpoll_publish64, METH_VARARGS, "Store a u64 with a full barrier."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -6,10 +6,14 @@
         .set S_STATE,0; .set S_FLAGS,4; .set S_NR,8; .set S_A0,16; .set S_A1,24
         .set S_A2,32; .set S_A3,40; .set S_A4,48; .set S_A5,56; .set S_RET,64
         .set S_RES,72; .set S_ALIVE,80; .set S_BUDGET,88; .set S_USER_LO,96
-        .set S_USER_HI,104; .set S_FASTMAP,128
+        .set S_USER_HI,104; .set S_WADDR,112; .set S_WBITSET,120; .set S_INGUEST,124
+        .set S_FASTMAP,128; .set S_SPIN,192; .set S_BLOCKED,200; .set S_SLOT0,208
+        .set S_NSLOTS,216; .set S_KICKED,220; .set S_GCALLS,224
+        .set S_NBOUND,232
         .set FUTEX,202; .set FUTEX_CMD_MASK,~0x180; .set FUTEX_WAIT_BITSET,9
+        .set FUTEX_WAKE,1; .set FUTEX_WAKE_BITSET,10; .set SLOT_SIZE,256
         .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
-        .set WITHDRAWN,6; .set WAITS,7
+        .set WITHDRAWN,6; .set WAITS,7; .set SPINWAIT,8; .set WOKEN,9; .set SPUN,10
         .set SYSCALL_PORT,0x10; .set WORK_PORT,0x12
         .macro  restore_user_state      # rdx and the flags as at the site
         movq    %gs:S_A2, %rdx
@@ -43,13 +47,19 @@ saved:                                  # the user's flags and rdx are in the sl
         jnc     slow
         cmpl    $FUTEX, %eax
         jne     ask
-        # futex: a wait that would block goes to the exit path (no server on the way to
-        # its wait); wakes, requeues and waits on a changed word go to the server
+        # futex: a wait that would block spins a while registered in the slot (a wake
+        # finds it there), then goes to the exit path; a wake finds the spinning waiters
+        # itself unless a waiter is blocked in the monitor; the rest goes to the server
         movl    %esi, %r11d
         andl    $FUTEX_CMD_MASK, %r11d  # the command: PRIVATE and CLOCK_REALTIME off
         jz      futex_wait              # FUTEX_WAIT
         cmpl    $FUTEX_WAIT_BITSET, %r11d
-        jne     ask
+        je      futex_wait
+        cmpl    $FUTEX_WAKE, %r11d
+        je      futex_wake
+        cmpl    $FUTEX_WAKE_BITSET, %r11d
+        je      futex_wake
+        jmp     ask
 futex_wait:
         testb   $3, %dil                # misaligned (EINVAL) or outside the user range
         jnz     ask                     # (EFAULT): the server answers, the word is not
@@ -57,10 +67,97 @@ futex_wait:
         jb      ask
         cmpq    %gs:S_USER_HI, %rdi     # aligned below a page-aligned end: 4 bytes fit
         jae     ask
-        cmpl    (%rdi), %edx            # rdx = val: a changed word is EAGAIN, served fast
-        jne     ask
+        cmpl    (%rdi), %edx            # rdx = val: a changed word is EAGAIN (or EFAULT:
+        jne     ask                     # unmapped pages read 0 here), from the server
+        testq   %r10, %r10              # a timeout: no spinning
+        jnz     waits
+        cmpq    $0, %gs:S_SPIN          # the monitor lets this slot spin (in-guest futex
+        je      waits                   # on, not backed off)
+        movl    $-1, %eax               # the waiter's bitset: FUTEX_WAIT matches any
+        cmpl    $FUTEX_WAIT_BITSET, %r11d
+        jne     1f
+        movl    %r9d, %eax
+        testl   %eax, %eax              # 0: EINVAL, from the server
+        jz      ask
+1:      movl    %eax, %gs:S_WBITSET
+        movq    %gs:S_SLOT0, %rcx       # every other thread waits in the monitor: none
+        movl    %gs:S_NSLOTS, %r11d     # can wake this one soon, and whoever wakes
+        movl    $1, %edx                # them needs a host core: no spinning
+2:      xorl    %eax, %eax              # (S_BLOCKED 1: woken, on its way back)
+        cmpq    $1, S_BLOCKED(%rcx)
+        seta    %al
+        addl    %eax, %edx              # edx = 1 + the others waiting in the monitor
+        addq    $SLOT_SIZE, %rcx
+        decl    %r11d
+        jnz     2b
+        cmpl    %gs:S_NBOUND, %edx
+        movq    %gs:S_A2, %rdx          # val again (movs keep the flags)
+        jae     waits
+        movq    %rdi, %gs:S_WADDR
+        jmp     spin_wait               # (in the published range: settle reads the state)
+waits:
         movl    $WAITS, %gs:S_STATE     # the same value: it would wait (the exit
         jmp     slow                    # path neither counts it skipped nor backs off)
+futex_wake:
+        cmpl    $0, %gs:S_INGUEST       # the monitor allows in-guest wakes (no observer,
+        je      ask                     # no memory shared with other processes)
+        testb   $3, %dil
+        jnz     ask
+        cmpl    $0, %edx                # count <= 0: the server's answer
+        jle     ask
+        movl    $-1, %eax
+        cmpl    $FUTEX_WAKE_BITSET, %r11d
+        jne     1f
+        movl    %r9d, %eax
+        testl   %eax, %eax              # bitset 0: EINVAL
+        jz      ask
+1:      movl    %eax, %gs:S_WBITSET     # this slot waits on nothing: a scratch field
+        movq    $0, %gs:S_RES           # waiters woken
+        movl    $0, %gs:S_KICKED
+wake_scan:                              # to wake_end: a kick lets it finish (S_KICKED)
+        mfence                          # the caller's store to the word before the reads
+        movq    %gs:S_SLOT0, %rcx
+        movl    %gs:S_NSLOTS, %r11d
+1:      testl   %r11d, %r11d            # a waiter blocked in the monitor on this word:
+        jz      2f                      # the server wakes (all of them, in order)
+        cmpq    %rdi, S_BLOCKED(%rcx)
+        je      ask
+        addq    $SLOT_SIZE, %rcx
+        decl    %r11d
+        jmp     1b
+2:      movq    %gs:S_SLOT0, %rcx
+        movl    %gs:S_NSLOTS, %r11d
+3:      testl   %r11d, %r11d
+        jz      4f
+        cmpl    $SPINWAIT, S_STATE(%rcx)
+        jne     5f
+        cmpq    %rdi, S_WADDR(%rcx)
+        jne     5f
+        movl    %gs:S_WBITSET, %eax
+        testl   %eax, S_WBITSET(%rcx)
+        jz      5f
+        movl    $SPINWAIT, %eax
+        movl    $WOKEN, %edx
+        lock cmpxchgl %edx, S_STATE(%rcx)
+        jne     5f                      # it gave up spinning: it reads the word again
+        cmpq    %rdi, S_WADDR(%rcx)     # still a wait on this word, not a later one that
+        jne     5f                      # took the slot meanwhile (woken: a spurious 0)
+        movl    %gs:S_WBITSET, %eax
+        testl   %eax, S_WBITSET(%rcx)
+        jz      5f
+        incq    %gs:S_RES
+        movq    %gs:S_RES, %rax
+        cmpl    %gs:S_A2, %eax
+        jae     4f
+5:      addq    $SLOT_SIZE, %rcx
+        decl    %r11d
+        jmp     3b
+4:      incq    %gs:S_GCALLS            # answered here: S_RES holds the result
+wake_end:                               # to wake_tail: answered (settle's view)
+        cmpl    $0, %gs:S_KICKED
+        jne     done_work
+        jmp     done
+wake_tail:
 ask:
         movq    %gs:S_BUDGET, %r11
         testq   %r11, %r11              # 0: the monitor backs this slot off
@@ -95,6 +192,41 @@ withdraw:
         movl    $WITHDRAWN, %edx
         lock cmpxchgl %edx, %gs:S_STATE
         jne     spin                    # taken meanwhile: wait for the answer
+        jmp     slow
+spin_wait:                              # a futex wait, registered: only a wake ends it
+        movl    $SPINWAIT, %gs:S_STATE
+        mfence                          # registered before the word is read again
+        cmpl    (%rdi), %edx
+        jne     unregister              # changed meanwhile: EAGAIN, from the server
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rax, %rdx
+        movq    %gs:S_SPIN, %r11
+        addq    %rdx, %r11              # r11 = deadline
+1:      pause
+        cmpl    $WOKEN, %gs:S_STATE
+        je      woken
+        rdtsc
+        shlq    $32, %rdx
+        orq     %rax, %rdx
+        cmpq    %r11, %rdx
+        jb      1b
+        movl    $SPINWAIT, %eax         # no wake in time: the exit path waits
+        movl    $SPUN, %edx
+        lock cmpxchgl %edx, %gs:S_STATE
+        jne     woken                   # woken meanwhile
+        jmp     slow
+unregister:
+        movl    $SPINWAIT, %eax
+        movl    $IDLE, %edx
+        lock cmpxchgl %edx, %gs:S_STATE
+        jne     woken
+        jmp     ask
+woken:                                  # a wake ended the wait: 0
+        incq    %gs:S_GCALLS
+woken_counted:
+        movq    $0, %gs:S_RES
+        jmp     done
 slow:                                   # the exit path, registers as at the site
         restore_user_state
         movq    %gs:S_NR, %rax          # movs: the flags stay

@@ -4,7 +4,9 @@ At a site's first exit (P = RCX - 2, nr = RAX) the window `mov $nr,%eax; syscall
 (b8 imm32 0f 05) or `mov $nr,%rax; syscall` (48 c7 c0 imm32 0f 05) has its `mov`
 overwritten with `jmp rel32` to a per-site stub in an arena within +-2 GiB. The `0f 05`
 stays: a thread already past the old `mov`, or a jump into the window, still makes a
-correct real syscall, and a restarted call (RIP = return - 2) lands on it.
+correct real syscall, and a restarted call (RIP = return - 2) lands on it. One known
+instruction may stand between the `mov` and the `syscall` (BETWEEN: glibc's contended
+mutex wait); the per-site stub replays it, and it stays in place for a jump to it.
 
 Writes another vCPU may be executing follow the order of Linux's text_poke_bp, with a
 self-loop `jmp .` (eb fe) where Linux puts an int3: the loop at the first two bytes (one
@@ -57,12 +59,26 @@ class RunningCpu(Protocol):
     def kick(self) -> None: ...
 
 
+# Instructions a window may have between its `mov $nr,%eax` and the `syscall`, replayed by
+# the per-site stub: each touches no memory, and neither rax, rcx nor r11 (the stub's).
+# glibc's __lll_lock_wait(_private), a contended mutex's wait: `xor $0x80,%sil` (the
+# private flag, FUTEX_WAIT | FUTEX_PRIVATE_FLAG).
+BETWEEN = (b"\x40\x80\xf6\x80",)
+
+
 class Site(NamedTuple):
     start: int  # S: the window's first byte
-    length: int  # 7 or 9
+    length: int  # 7 or 9, or 7 + len(between)
     nr: int
     original: bytes  # the 5 bytes the jmp replaced
     stub: int
+    between: bytes = b""  # the instruction between the mov and the syscall (BETWEEN)
+
+    def resume_at(self, offset: int) -> int:
+        """Where a vCPU stopped at `offset` in the per-site stub goes on, the call not
+        made: the window's instruction the stub's next one replays (rax = nr from the
+        stub's mov on)."""
+        return self.start + min(offset, 5 + len(self.between))
 
 
 class Arena:
@@ -94,16 +110,22 @@ class Arena:
         return start + length - REACH < self.start and self.end < start + REACH
 
 
-def find_window(code: bytes, nr: int) -> tuple[int, int] | None:
-    """`code` = the 9 bytes before P and the 2 at P; (offset of S from P, length) of a
-    tier-1 window whose immediate is nr, or None."""
-    if code[9:11] != SYSCALL:
+def find_window(code: bytes, nr: int) -> tuple[int, int, bytes] | None:
+    """`code` = the 10 bytes before P and the 2 at P; (offset of S from P, length, the
+    instruction between) of a window whose immediate is nr, or None."""
+    if code[10:12] != SYSCALL:
         return None
-    if code[4] == 0xB8 and struct.unpack_from("<I", code, 5)[0] == nr \
-            and not 0x40 <= code[3] <= 0x4F:  # a REX byte would make it mov r8d..r15d
-        return -5, 7
-    if code[2:5] == b"\x48\xc7\xc0" and struct.unpack_from("<i", code, 5)[0] == nr:
-        return -7, 9
+    if code[5] == 0xB8 and struct.unpack_from("<I", code, 6)[0] == nr \
+            and not 0x40 <= code[4] <= 0x4F:  # a REX byte would make it mov r8d..r15d
+        return -5, 7, b""
+    if code[3:6] == b"\x48\xc7\xc0" and struct.unpack_from("<i", code, 6)[0] == nr:
+        return -7, 9, b""
+    for between in BETWEEN:
+        at = 10 - len(between)
+        if code[at:10] == between and code[at - 5] == 0xB8 \
+                and struct.unpack_from("<I", code, at - 4)[0] == nr \
+                and not 0x40 <= code[at - 6] <= 0x4F:
+            return at - 15, 7 + len(between), between
     return None
 
 
@@ -143,12 +165,12 @@ class Patcher:
 
     def _patch(self, caller: RunningCpu, p: int, nr: int) -> bool:
         lo, hi = self._user
-        if not 0 <= nr < FASTMAP_BITS or p - 9 < lo or p + 2 > hi:
+        if not 0 <= nr < FASTMAP_BITS or p - 10 < lo or p + 2 > hi:
             return False
-        window = find_window(bytes(self._raw[p - 9 : p + 2]), nr)
+        window = find_window(bytes(self._raw[p - 10 : p + 2]), nr)
         if window is None:
             return False
-        start, length = p + window[0], window[1]
+        start, length, between = p + window[0], window[1], window[2]
         if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic
             return False
         if not self._code.is_private_code(start, p + 2):
@@ -159,8 +181,8 @@ class Patcher:
         stub = arena.next_stub
         arena.next_stub += SITE_STUB_STRIDE
         self._raw[stub : stub + SITE_STUB_STRIDE] = site_stub(
-            stub, nr, start + length, arena.entry).ljust(SITE_STUB_STRIDE, b"\xcc")
-        site = Site(start, length, nr, bytes(self._raw[start : start + 5]), stub)
+            stub, nr, start + length, arena.entry, between).ljust(SITE_STUB_STRIDE, b"\xcc")
+        site = Site(start, length, nr, bytes(self._raw[start : start + 5]), stub, between)
         self._poke(caller, start, bytes((JMP_REL32,)) + struct.pack("<i", stub - start - 5))
         self.patched[start] = site
         arena.sites[stub] = site

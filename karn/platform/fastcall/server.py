@@ -32,11 +32,13 @@ ASLEEP, AWAKE, STOPPED = 0, 1, 2  # the bell (_fastpoll.c struct control)
 
 
 def load_helper() -> ModuleType | None:
-    """The C helper, or None (built by `pip install`, optional; needs a C compiler)."""
+    """The C helper, or None (built by `pip install`, optional; needs a C compiler; a
+    build older than its source's publish64 counts as none)."""
     try:
-        return importlib.import_module("karn.platform.fastcall._fastpoll")
+        helper = importlib.import_module("karn.platform.fastcall._fastpoll")
     except ImportError:
         return None
+    return helper if hasattr(helper, "publish64") else None
 
 
 class Server:

@@ -21,15 +21,17 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from karn import log
 from karn.abi.fastcall import (
+    BLOCKED_WOKEN,
     DONE,
     DONE_WORK,
     FASTMAP_BITS,
+    FUTEX,
     IDLE,
     IF_FLAG,
     LAHF_FLAGS,
@@ -38,19 +40,32 @@ from karn.abi.fastcall import (
     REQ,
     SLOT_ALIVE,
     SLOT_ARGS,
+    SLOT_BLOCKED,
     SLOT_BUDGET,
     SLOT_FASTMAP,
     SLOT_FLAGS,
+    SLOT_GCALLS,
+    SLOT_INGUEST,
+    SLOT_KICKED,
+    SLOT_NBOUND,
     SLOT_NR,
+    SLOT_NSLOTS,
     SLOT_RESULT,
     SLOT_RET,
     SLOT_SIZE,
+    SLOT_SLOT0,
+    SLOT_SPIN,
     SLOT_STATE,
     SLOT_USER_HI,
     SLOT_USER_LO,
+    SLOT_WADDR,
+    SLOT_WBITSET,
+    SPINWAIT,
+    SPUN,
     TAKEN,
     WAITS,
     WITHDRAWN,
+    WOKEN,
 )
 from karn.platform.fastcall import stubs
 from karn.platform.fastcall.patcher import STUBS_OFFSET, CodeSpace, Patcher, RunningCpu
@@ -66,6 +81,21 @@ QUIET_US = 300
 # loop of calls); sparser ones (a thread's start and exit) would only take a core from
 # the guest for the server's wake-up spin.
 DENSE_US = 100
+# An untimed futex wait that would block spins this long in its stub, registered in its
+# slot, before the exit path: a hand-over between two threads on host cores takes a few µs
+# in the guest; a spin in vain (the partner is off its core) takes a core that partner may
+# need (measured: 50 µs gave ~10% longer ping-pong rounds than 20 on a busy host).
+SPIN_US = 20
+# Waits that do not spin after one spun in vain: few, so that two threads handing a futex
+# back and forth both spin again soon after a slow spell (with a doubling back-off each
+# mostly spun while the other blocked, and both stayed on the slow path).
+SPIN_SKIP = 4
+# mmap(MAP_SHARED) may make memory shared with other processes (whose futex waiters
+# only the monitor can wake): in-guest futex calls are off from before the call (on the
+# exit path) until the monitor sees the calling thread again with no memory shared. A fork
+# shares nothing new (MAP_SHARED memory is host-shared from its mmap on), a move of a
+# shared range (mremap) makes it no more shared, karn has no SysV shm.
+MMAP, MAP_SHARED = 9, 0x01  # MAP_SHARED_VALIDATE (0x03) has the bit too
 MASK64 = (1 << 64) - 1
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -84,9 +114,20 @@ class FastClient(Protocol):
         """Signals to deliver or an exit requested: the answer makes the vCPU exit."""
         ...
 
+    def attach_waiters(self, waiters: FastTransport) -> None:
+        """The process's futexes learn of the waiters spinning in the slots (waiters.wake,
+        .blocking) and turn in-guest futex calls on (waiters.futex_attached); a loop whose
+        calls must all reach the monitor (observed) declines."""
+        ...
+
+    def count_calls(self, nr: int, calls: int) -> None:
+        """Calls answered in the guest (in-guest futex calls), for the syscall counts."""
+        ...
+
 
 class SlotCpu(RunningCpu, Protocol):
     index: int
+    regs: Any  # the registers at an exit (kvm_regs)
 
     def snapshot_regs(self) -> dict[str, int]: ...
 
@@ -102,12 +143,13 @@ class Counts(NamedTuple):
     skipped: int  # fast calls a stub sent straight to the exit path (server asleep, off
     #               its core or busy, or the slot backed off)
     exit: int  # every other call: unpatched sites, calls the server never takes
+    in_guest: int  # futex calls the stubs answered themselves (wakes, woken spinning waits)
 
 
 class _Slot:
     __slots__ = ("addr", "lock", "client", "cpu", "fast", "redone", "withdrawn", "skipped",
-                 "exit", "skip", "skip_left", "fast_at_back_off", "fast_seen", "quiet_since",
-                 "passed_at")
+                 "exit", "in_guest", "skip", "skip_left", "fast_at_back_off", "fast_seen",
+                 "quiet_since", "passed_at", "spin_left", "sharing")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
@@ -117,6 +159,7 @@ class _Slot:
         # Counters: fast written by the server thread only, the others by the vCPU's
         # thread only (no lost updates).
         self.fast = self.redone = self.withdrawn = self.skipped = self.exit = 0
+        self.in_guest = 0  # the stub's own count (SLOT_GCALLS) as far as passed on
         # Back-off, the vCPU's thread only.
         self.skip = 0  # calls to send straight to the exit path after a back-off
         self.skip_left = 0  # of those, still to come (0: not backed off)
@@ -124,6 +167,8 @@ class _Slot:
         self.fast_seen = 0  # self.fast when the current quiet spell began
         self.quiet_since = 0.0  # monotonic seconds; 0: no quiet spell
         self.passed_at = 0.0  # when a call the server could take last went past it
+        self.spin_left = 0  # futex waits not to spin (SPIN_SKIP), the vCPU's thread only
+        self.sharing = False  # its last call may have made memory shared (MAP_SHARED)
 
 
 class FastTransport:
@@ -147,8 +192,14 @@ class FastTransport:
             if 0 <= nr < FASTMAP_BITS:
                 self._fastmap[nr // 8] |= 1 << (nr % 8)
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
+        self._spin = max(1, tsc_khz * SPIN_US // 1000)
         self._user = (user_start, user_end)
         self._lock = threading.Lock()
+        self._publish = helper.publish64
+        # In-guest futex calls: on once the process's futexes know the slots' waiters
+        # (futex_attached) while no memory is shared with other processes.
+        self._shared: Callable[[], bool] | None = None
+        self._in_guest = False
         self.patcher = inherited.forked(self._running) if inherited is not None else \
             Patcher(raw, host_base, code, user_start, user_end, self._running)
         self.server = Server(helper, raw, slots_addr, host_base, self._serve, tsc_khz,
@@ -189,7 +240,11 @@ class FastTransport:
                 _U64.pack_into(self._raw, addr + SLOT_USER_HI, self._user[1])
                 self._raw[addr + SLOT_FASTMAP : addr + SLOT_FASTMAP + len(self._fastmap)] = \
                     self._fastmap
+                _U64.pack_into(self._raw, addr + SLOT_SLOT0, self._slots_addr)
                 self._slots.append(_Slot(addr))
+                self._set_in_guest(self._slots[-1], self._in_guest)
+                for slot in self._slots:  # what in-guest wakes scan
+                    _U32.pack_into(self._raw, slot.addr + SLOT_NSLOTS, len(self._slots))
                 self.server.set_count(len(self._slots))
             return self._slots[index].addr
 
@@ -198,19 +253,26 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
+        self._count_bound()
+        client.attach_waiters(self)
 
     def unbind(self, cpu: SlotCpu) -> None:
         if os.getpid() != self._monitor_pid:  # a forked monitor unwinding the forking
             return  # thread of its parent's: these counts and locks are the parent's
         slot = self._slots[cpu.index]
+        client = slot.client
+        if client is not None:
+            self._pass_counts(slot, client)
         with slot.lock:
             slot.client = None
+        self._count_bound()
         if not any(s.client is not None for s in self._slots):
             counts = self.counts()
             log.info("fast syscalls: %d sites patched, %d calls served in shared memory, "
-                     "%d redone on the exit path, %d withdrawn, %d skipped, %d other exits",
+                     "%d redone on the exit path, %d withdrawn, %d skipped, %d other exits, "
+                     "%d futex calls answered in the guest",
                      len(self.patcher.patched), counts.fast, counts.redone,
-                     counts.withdrawn, counts.skipped, counts.exit)
+                     counts.withdrawn, counts.skipped, counts.exit, counts.in_guest)
 
     def counts(self) -> Counts:
         slots = list(self._slots)
@@ -230,6 +292,11 @@ class FastTransport:
         sleeps and the slot's calls come DENSE_US apart or closer. A futex wait the stub
         saw would block (WAITS) is an ordinary exit."""
         slot = self._slots[index]
+        if self._shared is not None:
+            self._watch_sharing(slot, nr)
+            client = slot.client
+            if client is not None:
+                self._pass_counts(slot, client)
         if not self.fast_call(nr):
             slot.exit += 1
             return
@@ -250,9 +317,10 @@ class FastTransport:
                 slot.withdrawn += 1
                 self._back_off(slot)
                 return
-            if state == WAITS:  # a futex wait that blocks: the server was not asked (and
-                slot.exit += 1  # is not woken: measured, waking it for the wake to come
-                return  # slowed a hand-over on a host short of cores)
+            if state in (WAITS, SPUN):  # a futex wait that blocks: the server was not
+                slot.exit += 1  # asked (and is not woken: measured, waking it for the
+                self._spun(slot, state == SPUN)  # wake to come slowed a hand-over on a
+                return  # host short of cores)
             slot.skipped += 1
             if slot.skip_left:
                 slot.skip_left -= 1
@@ -268,6 +336,103 @@ class FastTransport:
         slot.passed_at = now
         if dense and self.server.asleep and not slot.skip_left:
             self._probe(slot)
+
+    # -- futex waiters in the slots (kernel/futex.py GuestWaiters) -----------------------
+
+    def futex_attached(self, shared: Callable[[], bool]) -> None:
+        """The process's futex table wakes the slots' spinning waiters from now on (its
+        wakes call wake()) and hears of its blocked ones (blocking()): in-guest futex calls
+        may start, while shared() (memory shared with other processes) is False."""
+        with self._lock:
+            self._shared = shared
+        self._update_in_guest()
+
+    def wake(self, addr: int, count: int, bitset: int) -> int:
+        """Wake up to count futex waiters spinning on addr in their stubs (bitsets
+        matching); how many. From the monitor's futex wakes, after its queued waiters."""
+        woken = 0
+        raw, host, cas = self._raw, self._host_base, self._cas
+        for slot in list(self._slots):
+            if woken >= count:
+                break
+            at = slot.addr
+            if self._waits_on(at, addr, bitset) and \
+                    _U32.unpack_from(raw, at + SLOT_STATE)[0] == SPINWAIT and \
+                    cas(host + at + SLOT_STATE, SPINWAIT, WOKEN) and \
+                    self._waits_on(at, addr, bitset):  # not a later wait of the slot's
+                woken += 1  # (that one returns a spurious 0, uncounted)
+        return woken
+
+    def _waits_on(self, at: int, addr: int, bitset: int) -> bool:
+        raw = self._raw
+        return _U64.unpack_from(raw, at + SLOT_WADDR)[0] == addr and \
+            bool(_U32.unpack_from(raw, at + SLOT_WBITSET)[0] & bitset)
+
+    def blocking(self, cpu: object, addr: int) -> None:
+        """cpu's thread waits on the futex word addr in the monitor (0: no longer): an
+        in-guest wake of addr leaves it to the monitor. A full barrier follows the store
+        (the caller reads the word next)."""
+        index = getattr(cpu, "index", None)
+        if index is not None and 0 <= index < len(self._slots):
+            self._publish(self._host_base + self._slots[index].addr + SLOT_BLOCKED, addr)
+
+    def woken(self, cpu: object) -> None:
+        """cpu's thread, waiting in the monitor, was woken: on its way back to the guest
+        (a waiter in a stub may spin for its wake to come)."""
+        self.blocking(cpu, BLOCKED_WOKEN)
+
+    def _count_bound(self) -> None:
+        """The threads running on the slots' vCPUs, in every slot: a stub spins for a
+        futex wake only while some other thread is not waiting in the monitor."""
+        with self._lock:
+            bound = sum(1 for s in self._slots if s.client is not None)
+            for slot in self._slots:
+                _U32.pack_into(self._raw, slot.addr + SLOT_NBOUND, bound)
+
+    def _watch_sharing(self, slot: _Slot, nr: int) -> None:
+        """Before call nr of the slot's thread (its previous call is over): in-guest wakes
+        stop before a call that may share memory with another process, until the monitor
+        sees the thread again and no memory is shared."""
+        cpu = slot.cpu
+        was = slot.sharing
+        slot.sharing = nr == MMAP and cpu is not None and bool(cpu.regs.r10 & MAP_SHARED)
+        if was or slot.sharing or not self._in_guest:
+            self._update_in_guest()
+
+    def _update_in_guest(self) -> None:
+        with self._lock:
+            shared = self._shared
+            on = shared is not None and not shared() and \
+                not any(s.sharing for s in self._slots)
+            if on == self._in_guest:
+                return
+            self._in_guest = on
+            for slot in self._slots:
+                self._set_in_guest(slot, on)
+
+    def _set_in_guest(self, slot: _Slot, on: bool) -> None:
+        _U32.pack_into(self._raw, slot.addr + SLOT_INGUEST, int(on))
+        _U64.pack_into(self._raw, slot.addr + SLOT_SPIN,
+                       self._spin if on and not slot.spin_left else 0)
+
+    def _spun(self, slot: _Slot, in_vain: bool) -> None:
+        """A futex wait blocks (it spun in vain, or did not spin): after a spin in vain
+        the slot's next SPIN_SKIP waits do not spin; they count down here."""
+        if in_vain:
+            slot.spin_left = SPIN_SKIP
+        elif slot.spin_left:
+            slot.spin_left -= 1
+        else:
+            return
+        self._set_in_guest(slot, self._in_guest)
+
+    def _pass_counts(self, slot: _Slot, client: FastClient) -> None:
+        """Pass the calls the slot's stub answered in the guest on to the kernel's counts
+        (on the vCPU's own thread, or once it left the guest)."""
+        answered = _U64.unpack_from(self._raw, slot.addr + SLOT_GCALLS)[0]
+        if answered != slot.in_guest:
+            client.count_calls(FUTEX, (answered - slot.in_guest) & MASK64)
+            slot.in_guest = answered
 
     def _probe(self, slot: _Slot) -> None:
         """Wake the sleeping server, and give the slot a lease of the budget's length in
@@ -311,8 +476,13 @@ class FastTransport:
         nr = call[0]
         client = slot.client
         result = None
+        if slot.sharing:  # its last call is over
+            slot.sharing = False
+            self._update_in_guest()
         if client is not None and self.fast_call(nr):  # the slot's own bitmap is guest data
             result = client.serve_fast(*call)
+            if nr == MMAP and call[4] & MAP_SHARED and self._shared is not None:
+                self._update_in_guest()  # before the answer: memory shared now stops them
         with slot.lock:
             if result is None:
                 state = REDO
@@ -345,18 +515,33 @@ class FastTransport:
             stub = offset - (offset - STUBS_OFFSET) % stubs.SITE_STUB_STRIDE
             site = arena.sites.get(arena.start + stub)
             if site is not None:
-                regs["rip"] = site.start  # the window replays the stub's mov
+                regs["rip"] = site.resume_at(offset - stub)  # the window replays the rest
                 cpu.set_context(regs)
             return -1
         slot = self._slots[cpu.index]
         addr = slot.addr
+        raw = self._raw
+        if stubs.WAKE_SCAN <= offset < stubs.WAKE_END:  # an in-guest wake: it may have
+            _U32.pack_into(raw, addr + SLOT_KICKED, 1)  # woken some already; it finishes
+            return -1  # and leaves through WORK_PORT
+        if stubs.WAKE_END <= offset < stubs.WAKE_TAIL:
+            return self._answered(cpu, regs, addr)
         with slot.lock:
-            state = _U32.unpack_from(self._raw, addr + SLOT_STATE)[0]
+            state = _U32.unpack_from(raw, addr + SLOT_STATE)[0]
             if stubs.PUBLISHED <= offset < stubs.SLOW:  # spinning: the state says
                 if state == TAKEN:
                     return -1
                 if state == REQ and not self._cas(self._host_base + addr, REQ, IDLE):
                     return -1  # the server took it just now
+                if state == SPINWAIT and \
+                        self._cas(self._host_base + addr, SPINWAIT, IDLE):
+                    state = IDLE  # no longer a waiter: back at the site, the call not made
+                elif state in (SPINWAIT, WOKEN):  # a wake ended it: the wait returns 0
+                    if offset < stubs.WOKEN_COUNTED:
+                        at = addr + SLOT_GCALLS
+                        _U64.pack_into(raw, at, (_U64.unpack_from(raw, at)[0] + 1) & MASK64)
+                    _U64.pack_into(raw, addr + SLOT_RESULT, 0)
+                    return self._answered(cpu, regs, addr)
                 if state in (DONE, DONE_WORK):
                     return self._answered(cpu, regs, addr)
             elif offset >= stubs.DONE_WORK:
@@ -380,6 +565,7 @@ class FastTransport:
             regs["rax"] = _U64.unpack_from(raw, addr + SLOT_NR)[0]
         if offset >= stubs.SAVED:
             regs["rdx"] = _U64.unpack_from(raw, addr + SLOT_ARGS + 16)[0]
+            regs["rcx"] = _U64.unpack_from(raw, addr + SLOT_RET)[0]  # futex code uses rcx
             self._with_flags(regs, addr)
         regs["rip"] = (regs["rcx"] - 2) & MASK64
         _U32.pack_into(raw, addr + SLOT_STATE, IDLE)
