@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "getpid_sites.h"
+#include "futex_site.h" /* each operation repeated: later calls come through the stub */
 
 static long loop_getpid(long n)
 {
@@ -195,21 +196,6 @@ static int remap(void)
     return 0;
 }
 
-/* futex(2) through one patched site (a `mov $202,%eax; syscall` window): each operation
- * repeated, so later calls come through the stub, which reads a wait's word itself. */
-static __attribute__((noinline)) long futex_site(void *addr, long op, long val, void *timeout,
-                                                 void *addr2, long val3)
-{
-    long r;
-    register long r10 __asm__("r10") = (long)timeout;
-    register long r8 __asm__("r8") = (long)addr2;
-    register long r9 __asm__("r9") = val3;
-    __asm__ volatile("mov $202, %%eax\n\tsyscall"
-                     : "=a"(r)
-                     : "D"(addr), "S"(op), "d"(val), "r"(r10), "r"(r8), "r"(r9)
-                     : "rcx", "r11", "memory");
-    return r;
-}
 
 static unsigned int word = 5;
 
