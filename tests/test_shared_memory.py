@@ -90,3 +90,42 @@ def test_python_multiprocessing(karn, native, same, method, tmp_path):
     got = karn("--root", "/", "-v", f"{tmp_path}:/mp:ro", "/usr/bin/python3", "/mp/mp.py",
                timeout=180)
     same(expected, got, f"python3 multiprocessing ({method})")
+
+
+SENT_MAPPING = """\
+import mmap, os, socket
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+ready_r, ready_w = os.pipe()
+done_r, done_w = os.pipe()
+pid = os.fork()  # the first fork: the tmpfs is shared from here on
+if pid == 0:
+    _, fds, _, _ = socket.recv_fds(b, 1, 1)
+    m = mmap.mmap(fds[0], 4096)
+    m[0:5] = b"child"
+    os.write(ready_w, b"r")
+    os.read(done_r, 1)  # alive until the parent has looked
+    os._exit(0)
+fd = os.open("/dev/shm/arena", os.O_RDWR | os.O_CREAT, 0o600)
+os.unlink("/dev/shm/arena")
+os.ftruncate(fd, 4096)
+m = mmap.mmap(fd, 4096)
+socket.send_fds(a, [b"x"], [fd])
+os.read(ready_r, 1)
+print("parent sees the child's write:", bytes(m[0:5]))
+os.write(done_w, b"d")
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_mapped_file_sent_to_another_process_is_shared(karn, native, same, tmp_path):
+    """An unlinked /dev/shm file, as multiprocessing's heap arena, mapped MAP_SHARED by a
+    process that received its fd over AF_UNIX (SCM_RIGHTS) from another: the sender sees
+    the receiver's writes while both run (the receiver mapped a private copy, written
+    back only at its exit: forkserver workers lost each other's updates)."""
+    script = tmp_path / "sent.py"
+    script.write_text(SENT_MAPPING)
+    expected = native("/usr/bin/python3", script)
+    assert expected.returncode == 0 and b"child" in expected.stdout, expected.stderr
+    got = karn("--root", "/", "-v", f"{tmp_path}:/mp:ro", "/usr/bin/python3", "/mp/sent.py",
+               timeout=180)
+    same(expected, got, "a mapping of a file sent with SCM_RIGHTS")

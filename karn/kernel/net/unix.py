@@ -32,6 +32,7 @@ from karn.kernel.net.consts import MSG_PEEK, SCM_RIGHTS, SOCK_DGRAM, SOL_SOCKET
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
+    from karn.kernel.fs.sharedtmp import SharedTmpFs
     from karn.kernel.net.stack import NetStack
     from karn.kernel.process import Task
 
@@ -228,7 +229,7 @@ class UnixSocket(SocketFile):
         wants_files = control or bool(self.net.in_flight.messages)
         ancsize = socket.CMSG_SPACE(4 * (1 + SCM_MAX_FD)) if wants_files else 0  # token, fds
         n, ancdata, msg_flags, host_src = self.recv(task, views, flags, ancsize, msg=True)
-        files = [f for group in self.unpack_rights(ancdata, bool(flags & MSG_PEEK))
+        files = [f for group in self.unpack_rights(task, ancdata, bool(flags & MSG_PEEK))
                  for f in group] if ancdata else []
         return Received(n, msg_flags, self._source(host_src, named), files)
 
@@ -246,7 +247,7 @@ class UnixSocket(SocketFile):
             fds += [h for h in hosts if h is not None]
         return [(SOL_SOCKET, SCM_RIGHTS, array.array("i", fds).tobytes())], token
 
-    def unpack_rights(self, ancdata: list, peek: bool) -> list[list[OpenFile]]:
+    def unpack_rights(self, task: Task, ancdata: list, peek: bool) -> list[list[OpenFile]]:
         """The files of received messages: taken out of flight, or still there when only
         peeked at (the caller gives the in-flight reference up when not peeking)."""
         out = []
@@ -260,7 +261,8 @@ class UnixSocket(SocketFile):
             token, hosts = fds[0], list(fds[1:])
             files = self.net.in_flight.take(token, peek)
             if files is None and hosts:  # sent by another process
-                files = [adopt_host_fd(self.net, fd, in_flight=not peek) for fd in hosts]
+                files = [adopt_host_fd(task, self.net, fd, in_flight=not peek)
+                         for fd in hosts]
             else:
                 for fd in hosts:
                     os.close(fd)
@@ -269,15 +271,21 @@ class UnixSocket(SocketFile):
         return out
 
 
-def adopt_host_fd(net: NetStack, fd: int, in_flight: bool) -> OpenFile:
-    """A guest file over a host fd received from another process: a socket, or a host
-    file (pipes and the files of host-backed mounts). `in_flight`: it holds the message's
-    reference, which the receive gives up once installed."""
+def adopt_host_fd(task: Task, net: NetStack, fd: int, in_flight: bool) -> OpenFile:
+    """A guest file over a host fd received from another process: a socket, a file of
+    the run's shared tmpfs (mapped as itself, so MAP_SHARED pages stay one with the other
+    processes': multiprocessing's heap arenas reach its forkserver's workers this way),
+    or a host file (pipes and the files of host-backed mounts). `in_flight`: it holds the
+    message's reference, which the receive gives up once installed."""
     from karn.kernel.fs.file import HostFile
     from karn.kernel.net.inet import InetSocket
 
     file: OpenFile
-    if pystat.S_ISSOCK(os.fstat(fd).st_mode):
+    st = os.fstat(fd)
+    shared = _shared_tmpfs_of(task, st) if pystat.S_ISREG(st.st_mode) else None
+    if shared is not None:
+        file = shared._host_file(fd, "", fcntl.fcntl(fd, fcntl.F_GETFL))
+    elif pystat.S_ISSOCK(st.st_mode):
         sock = socket.socket(fileno=fd)
         cls = UnixSocket if sock.family == socket.AF_UNIX else InetSocket
         file = cls(net, sock.family, sock.type, sock.proto, sock, False)
@@ -288,6 +296,19 @@ def adopt_host_fd(net: NetStack, fd: int, in_flight: bool) -> OpenFile:
         file = HostFile(fd, "", accmode)
     file.refs = 1 if in_flight else 0
     return file
+
+
+def _shared_tmpfs_of(task: Task, st: os.stat_result) -> SharedTmpFs | None:
+    """The shared tmpfs mount (kernel/fs/sharedtmp.py) a received regular file lives on,
+    by its host device: the run's shared mounts are directories of one host directory,
+    so with several the file's own mount is not told apart (the first is taken: only
+    whose --tmpfs-size its growth is charged to differs)."""
+    from karn.kernel.fs.sharedtmp import SharedTmpFs
+
+    for _path, fs in task.process.fs.vfs.mount_list():
+        if isinstance(fs, SharedTmpFs) and os.fstat(fs.root_fd).st_dev == st.st_dev:
+            return fs
+    return None
 
 
 def _make_socket_file(task: Task, name: bytes) -> tuple[tuple[int, int], str | None]:
