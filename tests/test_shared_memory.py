@@ -94,38 +94,53 @@ def test_python_multiprocessing(karn, native, same, method, tmp_path):
 
 SENT_MAPPING = """\
 import mmap, os, socket
+
+def make_file():  # as multiprocessing's heap arena: unlinked at once, kept open, mapped
+    fd = os.open("/dev/shm/arena", os.O_RDWR | os.O_CREAT, 0o600)
+    os.unlink("/dev/shm/arena")
+    os.ftruncate(fd, 4096)
+    m = mmap.mmap(fd, 4096)
+    m[0:6] = b"parent"
+    return fd, m
+
 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
 ready_r, ready_w = os.pipe()
 done_r, done_w = os.pipe()
+if BEFORE_FORK:
+    fd, m = make_file()
 pid = os.fork()  # the first fork: the tmpfs is shared from here on
 if pid == 0:
     _, fds, _, _ = socket.recv_fds(b, 1, 1)
-    m = mmap.mmap(fds[0], 4096)
-    m[0:5] = b"child"
+    mine = mmap.mmap(fds[0], 4096)
+    print("child reads:", bytes(mine[0:6]), flush=True)
+    mine[0:5] = b"child"
     os.write(ready_w, b"r")
     os.read(done_r, 1)  # alive until the parent has looked
     os._exit(0)
-fd = os.open("/dev/shm/arena", os.O_RDWR | os.O_CREAT, 0o600)
-os.unlink("/dev/shm/arena")
-os.ftruncate(fd, 4096)
-m = mmap.mmap(fd, 4096)
+if not BEFORE_FORK:
+    fd, m = make_file()
 socket.send_fds(a, [b"x"], [fd])
 os.read(ready_r, 1)
-print("parent sees the child's write:", bytes(m[0:5]))
+print("parent sees the child's write:", bytes(m[0:5]), flush=True)
 os.write(done_w, b"d")
 os.waitpid(pid, 0)
 """
 
 
-def test_a_mapped_file_sent_to_another_process_is_shared(karn, native, same, tmp_path):
-    """An unlinked /dev/shm file, as multiprocessing's heap arena, mapped MAP_SHARED by a
-    process that received its fd over AF_UNIX (SCM_RIGHTS) from another: the sender sees
-    the receiver's writes while both run (the receiver mapped a private copy, written
-    back only at its exit: forkserver workers lost each other's updates)."""
+@pytest.mark.parametrize("made", ["before", "after"])
+def test_a_mapped_file_sent_to_another_process_is_shared(karn, native, same, tmp_path,
+                                                          made):
+    """An unlinked /dev/shm file, as multiprocessing's heap arena, made before or after
+    the first fork and mapped MAP_SHARED by a process that received its fd over AF_UNIX
+    (SCM_RIGHTS): the receiver reads the sender's data, and the sender sees the
+    receiver's writes while both run. Before: made before the fork, no file arrived (no
+    host fd: "received 0 items of ancdata" in multiprocessing's forkserver); made after,
+    the receiver mapped a private copy, written back only at its exit (forkserver
+    workers lost each other's updates)."""
     script = tmp_path / "sent.py"
-    script.write_text(SENT_MAPPING)
+    script.write_text(f"BEFORE_FORK = {made == 'before'}\n" + SENT_MAPPING)
     expected = native("/usr/bin/python3", script)
     assert expected.returncode == 0 and b"child" in expected.stdout, expected.stderr
     got = karn("--root", "/", "-v", f"{tmp_path}:/mp:ro", "/usr/bin/python3", "/mp/sent.py",
                timeout=180)
-    same(expected, got, "a mapping of a file sent with SCM_RIGHTS")
+    same(expected, got, f"a mapping of a file sent with SCM_RIGHTS, made {made} the fork")

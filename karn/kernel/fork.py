@@ -47,7 +47,7 @@ from karn.kernel.link import Link, RemoteLink
 from karn.kernel.process import COUNTED_SYSCALLS, Forked, Task
 from karn.kernel.proctable import exit_wstatus, signal_wstatus
 from karn.kernel.signals import PendingSignals, SigInfo
-from karn.kernel.sys_mm import map_moved_files, tmpfs_mappings
+from karn.kernel.sys_mm import map_moved_files, tmpfs_mappings, unlinked_mapped
 from karn.kernel.syscalls import AREA_CALLS, area_module
 from karn.kernel.timers import TimerService
 
@@ -190,14 +190,20 @@ def _share_tmpfs(proc: Process) -> None:
         tmpfs = {path: fs for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)}
         moved = tmpfs_mappings(proc.mem, proc.mm, tmpfs) if tmpfs else []
         try:
-            sockets = proc.fs.share_tmpfs(proc.fds)
+            shared = proc.fs.share_tmpfs(proc.fds, unlinked_mapped(moved))
         except OSError as err:
             log.warning("fork: the tmpfs mounts cannot be shared: %s", err)
             raise SyscallError(errno.ENOMEM) from None
-        if sockets and proc.net is not None:
-            proc.net.socket_files_moved(sockets)
+        if shared.sockets and proc.net is not None:
+            proc.net.socket_files_moved(shared.sockets)
         if moved:
-            map_moved_files(proc.mem, proc.mm, moved, dict(vfs.mount_list()))
+            map_moved_files(proc.mem, proc.mm, moved, dict(vfs.mount_list()),
+                            shared.unlinked)
+        for host_path in shared.unlinked.values():  # open and mapped now, as unlinked
+            try:
+                os.unlink(host_path)
+            except OSError as err:  # left for the run's end (the directory goes)
+                log.debug("fork: %s stays: %s", host_path, err)
         _tmpfs_shared.add(proc.fs)
 
 

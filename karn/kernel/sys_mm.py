@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from typing import TYPE_CHECKING, NamedTuple
 
 from karn import log
@@ -11,7 +12,7 @@ from karn.abi.registers import s32, s64
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.fs.sharedtmp import SharedTmpFile, SharedTmpFs
-from karn.kernel.fs.tmpfs import TmpFile, TmpFs
+from karn.kernel.fs.tmpfs import Node, TmpFile, TmpFs
 from karn.kernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, page_up
 from karn.kernel.process import Task
 
@@ -153,7 +154,8 @@ class TmpfsMapping(NamedTuple):
     length: int
     offset: int
     mount: str  # where its tmpfs is mounted
-    rel: tuple[str, ...]  # the file's path inside it
+    rel: tuple[str, ...]  # the file's path inside it; () for a file no longer linked
+    node: Node | None = None  # a file no longer linked: its node (its copy's key)
 
 
 def tmpfs_mappings(mem: GuestMemory, mm: AddressSpace, mounts: dict[str, TmpFs]
@@ -166,27 +168,48 @@ def tmpfs_mappings(mem: GuestMemory, mm: AddressSpace, mounts: dict[str, TmpFs]
     for mount, fs in mounts.items():
         for rel, node in fs.regular_files():
             paths.setdefault(id(node), (mount, rel))
+    mount_of = {id(fs): mount for mount, fs in mounts.items()}
     found = []
     for start, (file, off, length) in list(mm.shared_files.items()):
-        where = paths.get(id(file.node)) if isinstance(file, TmpFile) else None
+        if not isinstance(file, TmpFile) or id(file.fs) not in mount_of \
+                or file.node.data is None:
+            continue
+        write_back(mem, mm, start, start + length, forget=False)
+        where = paths.get(id(file.node))
         if where is not None:
-            write_back(mem, mm, start, start + length, forget=False)
             found.append(TmpfsMapping(start, length, off, *where))
+        else:  # unlinked: mapped from its host copy (sharedtmp.share_tmpfs)
+            found.append(TmpfsMapping(start, length, off, mount_of[id(file.fs)], (),
+                                      file.node))
     return found
 
 
+def unlinked_mapped(moved: list[TmpfsMapping]) -> dict[str, list[Node]]:
+    """The nodes of mapped files no longer linked, by mount (for share_tmpfs)."""
+    nodes: dict[str, list[Node]] = {}
+    for piece in moved:
+        if piece.node is not None:
+            nodes.setdefault(piece.mount, []).append(piece.node)
+    return nodes
+
+
 def map_moved_files(mem: GuestMemory, mm: AddressSpace, moved: list[TmpfsMapping],
-                    mounts: dict[str, Filesystem]) -> None:
+                    mounts: dict[str, Filesystem], unlinked: dict[int, str]) -> None:
     """After the tmpfs moved to the host: its files' shared mappings become mappings of
-    the host files themselves, so a process that opens and maps the file later, by name,
-    shares the pages with this one and its children."""
+    the host files themselves, so a process that opens and maps the file later, by name
+    or by an fd sent to it, shares the pages with this one and its children (unlinked:
+    the host copies of files no longer linked, by id(node))."""
     for piece in moved:
         fs = mounts.get(piece.mount)
         if not isinstance(fs, SharedTmpFs):
             continue
         try:
-            host = fs.open(piece.rel, OFlag.RDWR, 0, "/".join((piece.mount, *piece.rel)))
-        except SyscallError:
+            if piece.node is None:
+                host = fs.open(piece.rel, OFlag.RDWR, 0, "/".join((piece.mount, *piece.rel)))
+            else:
+                host = fs._host_file(os.open(unlinked[id(piece.node)],
+                                             os.O_RDWR | os.O_CLOEXEC), "", os.O_RDWR)
+        except (SyscallError, OSError, KeyError):
             continue  # the copy cannot be opened: the mapping stays a shared copy
         try:
             if not isinstance(host, SharedTmpFile):

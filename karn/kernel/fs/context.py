@@ -28,6 +28,8 @@ from karn.kernel.fs.vfs import Comps, Resolved, Vfs, join_path, split_path
 
 if TYPE_CHECKING:
     from karn.kernel.fs.fdtable import FdTable
+    from karn.kernel.fs.sharedtmp import Shared
+    from karn.kernel.fs.tmpfs import Node
     from karn.kernel.mm import MemoryAccount
     from karn.kernel.process import Process
 
@@ -167,10 +169,11 @@ class FsContext:
         # the host directory the tmpfs mounts move to at the first fork (sharedtmp.py)
         self.shared_tmp = SharedTmpDir()
 
-    def share_tmpfs(self, fds: FdTable) -> dict[tuple[int, int], tuple[int, int]]:
-        """Before a fork: tmpfs mounts become host directories every process shares; the
-        socket files' new (dev, ino) by their old."""
-        return share_tmpfs(self.vfs, fds, self.shared_tmp)
+    def share_tmpfs(self, fds: FdTable, mapped: dict[str, list[Node]] | None = None
+                    ) -> Shared:
+        """Before a fork: tmpfs mounts become host directories every process shares
+        (kernel/fs/sharedtmp.py share_tmpfs)."""
+        return share_tmpfs(self.vfs, fds, self.shared_tmp, mapped)
 
     def close(self) -> None:
         """The run has ended: the shared tmpfs directory goes."""

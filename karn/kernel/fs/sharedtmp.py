@@ -22,7 +22,7 @@ import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from karn import log
 from karn.abi.errno import SyscallError
@@ -511,22 +511,38 @@ class SharedTmpFs(HostDirFs):
                       max(0, usage.max_entries - entries), 255, ST_VALID)
 
 
-def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir
-                ) -> dict[tuple[int, int], tuple[int, int]]:
+class Shared(NamedTuple):
+    """What share_tmpfs moved: the socket files' new (dev, ino) by their old (what a
+    bound AF_UNIX name is found by, net/unix.py), and the host copies of files no longer
+    linked, by id(node), until the caller has mapped them (then it unlinks them)."""
+
+    sockets: dict[tuple[int, int], tuple[int, int]]
+    unlinked: dict[int, str]
+
+
+def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir,
+                mapped: dict[str, list[Node]] | None = None) -> Shared:
     """Before the first fork: every in-memory tmpfs of the process becomes a host
-    directory its children will share (a no-op once done). Returns the socket files'
-    new (dev, ino) by their old: what a bound AF_UNIX name is found by (net/unix.py)."""
+    directory its children will share (a no-op once done). A file no longer linked but
+    open (in fds) or mapped (mapped: mount path -> nodes) gets a host copy too, outside
+    the mounts' trees, so its fd can be sent to another process and its pages are one
+    in every process (multiprocessing's heap arenas are unlinked at once)."""
     mounts = [(path, fs) for path, fs in vfs.mount_list() if isinstance(fs, TmpFs)]
-    moved_sockets: dict[tuple[int, int], tuple[int, int]] = {}
+    moved = Shared({}, {})
     base = shared.path()  # made before the first fork even without a tmpfs: abstract
     if not mounts:  # AF_UNIX names of the run's processes live there too (net/unix.py)
-        return moved_sockets
+        return moved
     for path, tmp in mounts:
         # a name of its own (a copy that failed half-way leaves its directory behind)
         host_root = tempfile.mkdtemp(dir=base)
         owners: dict[tuple[int, int], tuple[int, int]] = {}
         copied: dict[int, str] = {}  # id(node) -> host path, for hard links and open files
         _copy_tree(tmp.root, host_root, owners, copied)
+        open_nodes = [f.node for _fd, f in fds.items()
+                      if isinstance(f, TmpFile) and f.fs is tmp and f.node.data is not None]
+        for node in [*open_nodes, *(mapped or {}).get(path, [])]:
+            if id(node) not in copied:
+                copied[id(node)] = moved.unlinked[id(node)] = _copy_unlinked(base, node)
         root = _HostTree(host_root)
         try:
             _set_attributes(root, tmp.root, ".", owners)
@@ -542,11 +558,24 @@ def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir
             if node.mode & S_IFMT == S_IFSOCK and id(node) in copied:
                 rel = tuple(os.path.relpath(copied[id(node)], host_root).split("/"))
                 new = shared_fs.lstat(rel)
-                moved_sockets[(tmp.dev, node.ino)] = (new.dev, new.ino)
+                moved.sockets[(tmp.dev, node.ino)] = (new.dev, new.ino)
         if tmp.account is not None:  # the data is the host tmpfs's now, not guest memory
             tmp.account.charge(-(tmp.used + tmp.entries * ENTRY_COST))
         log.debug("tmpfs %s moved to %s for sharing across processes", path, host_root)
-    return moved_sockets
+    return moved
+
+
+def _copy_unlinked(base: str, node: Node) -> str:
+    """A host copy of a regular file no longer linked, in the run's directory beside the
+    mounts (never under a guest path)."""
+    hidden = os.path.join(base, ".unlinked")
+    os.makedirs(hidden, mode=0o700, exist_ok=True)
+    fd, host_path = tempfile.mkstemp(dir=hidden)
+    try:
+        os.write(fd, node.data or b"")
+    finally:
+        os.close(fd)
+    return host_path
 
 
 def _nodes(root: Node) -> Iterator[Node]:
