@@ -207,8 +207,8 @@ def map_moved_files(mem: GuestMemory, mm: AddressSpace, moved: list[TmpfsMapping
             if piece.node is None:
                 host = fs.open(piece.rel, OFlag.RDWR, 0, "/".join((piece.mount, *piece.rel)))
             else:
-                host = fs._host_file(os.open(unlinked[id(piece.node)],
-                                             os.O_RDWR | os.O_CLOEXEC), "", os.O_RDWR)
+                host = fs.file_of(os.open(unlinked[id(piece.node)],
+                                          os.O_RDWR | os.O_CLOEXEC), "", os.O_RDWR)
         except (SyscallError, OSError, KeyError):
             continue  # the copy cannot be opened: the mapping stays a shared copy
         try:

@@ -343,6 +343,11 @@ class SharedTmpFs(HostDirFs):
 
     # -- the size cap: names and bytes charged as TmpFs charges them ------------------
     def _host_file(self, fd: int, path: str, flags: int) -> HostFile:
+        return self.file_of(fd, path, flags)
+
+    def file_of(self, fd: int, path: str, flags: int) -> SharedTmpFile:
+        """A file of this mount over a host fd the caller has (a copy no longer linked,
+        or an fd another process sent)."""
         file = SharedTmpFile(fd, path, flags)
         file.fs = self
         return file
@@ -683,8 +688,8 @@ def _set_attributes(tree: _HostTree, node: Node, rel: str,
 def _reopen_descriptions(fds: FdTable, tmp: TmpFs, shared: SharedTmpFs,
                          copied: dict[int, str]) -> None:
     """Open files of the old tmpfs become host fds on their copies, at their offsets,
-    so parent and child share them as Linux does (files no longer linked stay in
-    memory, a copy in each process)."""
+    so parent and child share them as Linux does (files no longer linked included: their
+    copies are outside the tree, share_tmpfs)."""
     new: dict[int, HostFile] = {}
     for guest_fd, file in fds.items():
         if not isinstance(file, TmpFile) or file.fs is not tmp:
@@ -698,7 +703,7 @@ def _reopen_descriptions(fds: FdTable, tmp: TmpFs, shared: SharedTmpFs,
         if replacement is None:
             flags = file.flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK)
             fd = os.open(host_path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
-            replacement = shared._host_file(fd, file.path, file.flags)
+            replacement = shared.file_of(fd, file.path, file.flags)
             if not replacement.is_dir:
                 os.lseek(fd, file.pos, os.SEEK_SET)
             new[id(file)] = replacement

@@ -284,7 +284,7 @@ def adopt_host_fd(task: Task, net: NetStack, fd: int, in_flight: bool) -> OpenFi
     st = os.fstat(fd)
     shared = _shared_tmpfs_of(task, st) if pystat.S_ISREG(st.st_mode) else None
     if shared is not None:
-        file = shared._host_file(fd, "", fcntl.fcntl(fd, fcntl.F_GETFL))
+        file = shared.file_of(fd, "", fcntl.fcntl(fd, fcntl.F_GETFL))
     elif pystat.S_ISSOCK(st.st_mode):
         sock = socket.socket(fileno=fd)
         cls = UnixSocket if sock.family == socket.AF_UNIX else InetSocket
