@@ -2,7 +2,8 @@
  * first fork (the guest's /tmp then moves to a host directory), bound after it, and bound
  * by one child for a sibling forked before the bind, which connects to it by name. Then
  * abstract names: bound by a child for its parent, free again once the child has ended,
- * and autobound in a parent and its child at once. */
+ * kept by a child after its binder closed its copy (free once the child ended too), and
+ * autobound in a parent and its child at once. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -118,6 +119,32 @@ int main(void) {
     int again = socket(AF_UNIX, SOCK_STREAM, 0);
     printf("abstract name free after its binder ended: %s\n",
            bind(again, (void *)&a, len) ? strerror(errno) : "yes");
+
+    len = abstract(&a, "held");
+    int held = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(held, (void *)&a, len) || listen(held, 4))
+        perror("abstract bind/listen");
+    pid_t holder = fork();
+    if (holder == 0) {
+        read(go[0], &b, 1);
+        serve(held, "abstract name kept by a child after its binder closed it");
+        _exit(0);
+    }
+    close(held); /* the child's copy keeps the name, as on Linux */
+    c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(c, (void *)&a, len))
+        perror("connect to a name its binder closed");
+    write(c, "five", 4);
+    write(go[1], "g", 1);
+    printf("holder exit %d\n", reaped(holder));
+    again = socket(AF_UNIX, SOCK_STREAM, 0);
+    printf("abstract name free after its last holder ended: %s\n",
+           bind(again, (void *)&a, len) ? strerror(errno) : "yes");
+
+    len = abstract(&a, "nobody");
+    c = socket(AF_UNIX, SOCK_STREAM, 0);
+    printf("connect to an abstract name nobody bound: %s\n",
+           connect(c, (void *)&a, len) ? strerror(errno) : "connected");
 
     pid_t twin = fork(); /* both autobind after the fork: two distinct names */
     int d = socket(AF_UNIX, SOCK_DGRAM, 0);

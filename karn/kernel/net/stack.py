@@ -141,10 +141,11 @@ class NetStack:
 
     def process_ended(self) -> None:
         """A forked process's monitor ends without closing the guest's files: the names
-        it bound go as its sockets' close would take them (net/unix.py)."""
+        it bound go as its sockets' close would take them, and abstract names it held go
+        if it was their last holder (net/unix.py)."""
         with self.lock:
             ours = [sock for _host, sock in self.unix_names.values()
-                    if sock.bound_by == os.getpid()]
+                    if sock.bound_by == os.getpid() or sock.name_hold >= 0]
         for sock in ours:
             sock.release_name()
 

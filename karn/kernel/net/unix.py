@@ -46,6 +46,7 @@ class UnixSocket(SocketFile):
     bound_key: bytes | tuple[int, int] | None = None  # its entry in the stack's unix_names
     bound_by = 0  # the monitor process that bound it: the one that removes its host name
     shared_name = False  # bound on a filesystem processes share (a name of the run's)
+    name_hold = -1  # an abstract name's hold (_NameHold): shared by every process's copy
 
     def _guest_name(self, task: Task, addr: Address) -> bytes:
         if not isinstance(addr, UnixAddr):
@@ -80,17 +81,29 @@ class UnixSocket(SocketFile):
             if key in net.unix_names:
                 raise SyscallError(errno.EADDRINUSE)
             try:
-                self.sock.bind(host)
+                self._bind_host(host, reclaim=not isinstance(key, tuple))
             except OSError as err:
                 if isinstance(key, tuple):
                     _remove_socket_file(task, name)
                 raise host_error(err) from None
+            if not isinstance(key, tuple):
+                self.name_hold = _hold(host)
             net.unix_names[key] = (host, self)
             net.unix_hosts[host] = name
         self.guest_name = name
         self.bound_key = key
         self.bound_by = os.getpid()
         self.shared_name = host_is_shared
+
+    def _bind_host(self, host: str, reclaim: bool) -> None:
+        """Bind the host socket; reclaim: an abstract name left by processes that all
+        ended without releasing it (killed) is free again."""
+        try:
+            self.sock.bind(host)
+        except OSError as err:
+            if not (reclaim and err.errno == errno.EADDRINUSE and _release_if_unheld(host)):
+                raise
+            self.sock.bind(host)
 
     def _target(self, task: Task, name: bytes) -> str:
         """The host path of the socket a guest name reaches: an abstract name's, or the one
@@ -107,6 +120,8 @@ class UnixSocket(SocketFile):
             shared = r.fs.socket_host_path(key)
         else:
             shared = _abstract_host_path(task, name)
+            if shared is not None and not os.path.lexists(shared):
+                raise SyscallError(errno.ECONNREFUSED)  # not ENOENT: no file is named
         entry = self.net.unix_names.get(key)
         if entry is not None:
             return entry[0]
@@ -205,10 +220,15 @@ class UnixSocket(SocketFile):
             if entry is not None and entry[1] is self:
                 del net.unix_names[self.bound_key]
                 net.unix_hosts.pop(entry[0], None)
-                # A name on a filesystem processes share stays while any process holds
-                # the socket (it goes with the socket file: unlink); a forked process
-                # closing its copy (at exec, say) leaves the name to the binder.
-                if self.bound_by == os.getpid() and not self.shared_name:
+                # An abstract name goes with the last process holding the socket; a
+                # name on a filesystem processes share stays while any process holds
+                # the socket (it goes with the socket file: unlink); a private path
+                # name goes with the binder's close.
+                if self.name_hold >= 0:
+                    os.close(self.name_hold)
+                    self.name_hold = -1
+                    _release_if_unheld(entry[0])
+                elif self.bound_by == os.getpid() and not self.shared_name:
                     try:
                         os.unlink(entry[0])
                     except OSError:
@@ -339,6 +359,39 @@ def _abstract_host_path(task: Task, name: bytes) -> str | None:
     names = os.path.join(proc.fs.shared_tmp.path(), ".abstract")
     os.makedirs(names, mode=0o700, exist_ok=True)
     return os.path.join(names, hashlib.sha256(name).hexdigest()[:40])
+
+
+def _hold(host: str) -> int:
+    """An abstract name's hold: a shared lock on a file beside its host socket, taken at
+    bind. Every process forked since holds the same open file (a lock goes with the last
+    fd of its open file), so the name is free exactly when no process holds the socket,
+    as on Linux, whichever process closed it last."""
+    fd = os.open(host + ".held", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def _release_if_unheld(host: str) -> bool:
+    """Remove an abstract name's host socket if no process holds it any more (True, or
+    it was gone already); False while some process does. The hold file goes first, under
+    the exclusive lock, so a new binder never locks a file about to be removed."""
+    try:
+        fd = os.open(host + ".held", os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = -1
+    try:
+        if fd >= 0:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.unlink(host + ".held")
+        os.unlink(host)
+    except BlockingIOError:
+        return False
+    except FileNotFoundError:
+        pass
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return True
 
 
 def _remove_stale(host: str) -> None:
