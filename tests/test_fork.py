@@ -538,3 +538,22 @@ def test_a_tmp_tree_made_before_the_first_fork(build, karn, native, same, tmp_pa
     remove_tree(str(native_dir))  # pytest's own clean-up recurses: too deep for it
     same(expected, got, f"a tree {depth} deep")
     assert [p.name for p in host_tmp.iterdir() if p.name.startswith("karn-tmpfs-")] == []
+
+
+@pytest.mark.parametrize("where", ["tmpfs", "volume"])
+def test_mkdir_keeps_the_guest_umask_after_a_fork(karn, native, same, where, tmp_path):
+    """mkdir gives the mode the guest's umask leaves, before and after the run's first
+    fork (which moves /tmp to a host directory) and on a volume: the monitor's own umask
+    (022) took group write from a guest's umask 002 (CPython's test_os.MakedirTests)."""
+    script = ("umask 002; mkdir d1 && true & wait; mkdir d2 && mkdir -m 777 d3 && "
+              "mkdir -m 700 d4 && stat -c '%n %a' d1 d2 d3 d4")
+    here = tmp_path / "native"
+    here.mkdir()
+    expected = native(BUSYBOX, "sh", "-c", script, cwd=here)
+    if where == "volume":
+        vol = tmp_path / "vol"
+        vol.mkdir()
+        got = karn("-v", f"{vol}:/vol", "-w", "/vol", BUSYBOX, "sh", "-c", script)
+    else:
+        got = karn("-w", "/tmp", BUSYBOX, "sh", "-c", script)
+    same(expected, got, f"mkdir modes under umask 002 ({where})")

@@ -16,6 +16,7 @@ from karn.abi.registers import s32, u32
 from karn.abi.signals import SI_TKILL, SI_USER
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import Buffer, HostFile
+from karn.kernel.fs.procfs import ProcPidDir
 from karn.kernel.process import Task
 from karn.kernel.signals import SigInfo, check_signal
 
@@ -83,9 +84,12 @@ def sys_pidfd_send_signal(task: Task, pidfd: int, sig: int, info: int, flags: in
     sig, flags = check_signal(s32(sig), allow_zero=True), u32(flags)
     if flags:
         raise SyscallError(errno.EINVAL)
-    file = pidfd_of(task, s32(pidfd))
-    if file.ended():
-        raise SyscallError(errno.ESRCH)
+    file = task.process.fds.get(s32(pidfd))
+    if isinstance(file, PidFd):
+        if file.ended():
+            raise SyscallError(errno.ESRCH)
+    elif not isinstance(file, ProcPidDir):  # /proc/PID is a pidfd too, as on Linux
+        raise SyscallError(errno.EBADF)
     proc = task.process
     code = SI_USER
     if info:
@@ -102,7 +106,8 @@ def sys_pidfd_send_signal(task: Task, pidfd: int, sig: int, info: int, flags: in
                                 else SigInfo.from_sender(sig, code, proc.pid))
         return 0
     link = proc.link
-    assert link is not None  # made with the pidfd
+    if link is None:  # another process's pidfd made the link; /proc lists none without
+        raise SyscallError(errno.ESRCH)
     link.call("tgkill", file.pid, 0, sig, code)  # to the process (thread 0: any)
     return 0
 

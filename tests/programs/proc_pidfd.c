@@ -135,5 +135,25 @@ int main(void) {
     fputs(line, stdout);
     waitpid(child, NULL, 0);
     printf("waitid(P_PIDFD, not a pidfd): %s\n", err(waitid(P_PIDFD, 1, &info, WEXITED)));
+
+    /* /proc/PID opened as a directory is a pidfd for pidfd_send_signal */
+    char dir[32];
+    snprintf(dir, sizeof dir, "/proc/%d", getpid());
+    int me = open(dir, O_RDONLY | O_DIRECTORY);
+    printf("pidfd_send_signal(own /proc dir, 0): %s\n", err(pidfd_signal(me, 0, NULL)));
+    int release2;
+    child = waiting_child(&release2, 0);
+    snprintf(dir, sizeof dir, "/proc/%d", child);
+    int dirfd = open(dir, O_RDONLY | O_DIRECTORY);
+    printf("pidfd_send_signal(child's /proc dir, SIGTERM): %s\n",
+           err(pidfd_signal(dirfd, SIGTERM, NULL)));
+    int status;
+    waitpid(child, &status, 0);
+    printf("child killed by signal %d\n", WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    printf("pidfd_send_signal(reaped child's /proc dir): %s\n",
+           err(pidfd_signal(dirfd, 0, NULL)));
+    int root = open("/", O_RDONLY | O_DIRECTORY);
+    printf("pidfd_send_signal(a plain directory): %s\n", err(pidfd_signal(root, 0, NULL)));
+    close(release2);
     return 0;
 }

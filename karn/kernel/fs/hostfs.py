@@ -82,6 +82,32 @@ def host_statfs(fd: int, readonly: bool) -> StatFs:
                   v.f_ffree, v.f_namemax, flags)
 
 
+def _monitor_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_MONITOR_UMASK = _monitor_umask()
+
+
+def _mkdir_exact(dir_fd: int, name: str, mode: int) -> None:
+    """mkdir with exactly the guest's mode (its umask already applied): the monitor's own
+    umask must not take more bits away (guest umask 002 made 0755, not 0775). The
+    directory is made owner-accessible, opened without following a symlink (another
+    process may have replaced it by now) and given its mode."""
+    if not mode & _MONITOR_UMASK:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+        return
+    os.mkdir(name, mode | 0o700, dir_fd=dir_fd)
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
 class HostDirFs(Filesystem):
     fstype = "hostfs"
 
@@ -207,7 +233,7 @@ class HostDirFs(Filesystem):
             raise host_error(err) from None
 
     def mkdir(self, rel: Rel, mode: int) -> None:
-        self._do(rel, lambda d, n: os.mkdir(n, mode, dir_fd=d))
+        self._do(rel, lambda d, n: _mkdir_exact(d, n, mode))
 
     def rmdir(self, rel: Rel) -> None:
         self._do(rel, lambda d, n: os.rmdir(n, dir_fd=d))

@@ -211,6 +211,9 @@ class ProcFs(Filesystem):
         if (flags & O_ACCMODE) != OFlag.RDONLY:
             raise SyscallError(errno.EISDIR if kind == "dir" else errno.EACCES)
         if kind == "dir":
+            if len(rel) == 1 and rel[0].isdigit():
+                return ProcPidDir(path, kept, self._children(rel), self.lstat(rel),
+                                  int(rel[0]))
             return DirListFile(path, kept, self._children(rel), self.lstat(rel))
         if kind == "link":
             raise SyscallError(errno.ELOOP)
@@ -227,3 +230,16 @@ class ProcFs(Filesystem):
 
     def statfs(self) -> StatFs:
         return StatFs(PROC_SUPER_MAGIC, flags=ST_VALID)
+
+
+class ProcPidDir(DirListFile):
+    """/proc/PID opened as a directory: pidfd_send_signal takes it as a pidfd, as Linux
+    does (CPython's test_signal sends itself SIGINT through /proc/<its pid>)."""
+
+    def __init__(self, path: str, flags: int, entries: list[DirEntry], st: Stat,
+                 pid: int) -> None:
+        super().__init__(path, flags, entries, st)
+        self.pid = pid
+
+    def reopen(self, flags: int) -> OpenFile:
+        return ProcPidDir(self.path, flags, self.list_dir(), self.stat(), self.pid)
