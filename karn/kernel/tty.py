@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import termios
 import threading
 from typing import TYPE_CHECKING
@@ -28,8 +27,12 @@ from karn.kernel import jobcontrol
 from karn.kernel.signals import SIG_IGN, SigInfo, bit
 
 if TYPE_CHECKING:
+    import signal
+
     from karn.kernel.process import Process, Task
     from karn.kernel.proctable import ProcTable
+else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of start-up
+    import _signal as signal
 
 # What the line discipline sends. The monitors catch SIGTSTP (Ctrl-Z) with a handler: left
 # at SIG_DFL, the host kernel would discard it for their orphaned host process group.
