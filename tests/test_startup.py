@@ -45,6 +45,8 @@ NOT_NEEDED = (
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",
     "asyncio", "logging", "tempfile",
+    # their C modules do (_signal, _heapq): signal makes enums of its names at import
+    "signal", "heapq",
     # copy: for a forked monitor's limit watch only
     "copy",
 ) + (
