@@ -70,7 +70,9 @@ class _Bundle:
 
     def code(self, name: str, where: str) -> tuple[str, bool, CodeType] | None:
         """The source path, package or not, and code of `name` looked for in directory
-        `where`, if the bundle has it and its source is as recorded."""
+        `where`, if the bundle has it and its source is as recorded. (A package made
+        since beside a bundled module of the same name is not seen: the bundle would
+        need making again, as after any upgrade.)"""
         entry = self.index.get(name)
         if entry is None or self.data is None:
             return None
