@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import py_compile
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,9 +38,13 @@ def _load(name: str, directory: Path, monkeypatch: pytest.MonkeyPatch) -> object
 
 
 def test_fresh_bytecode_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = _module(tmp_path, "X = 1\n")
+    source = tmp_path / "mod.py"
+    source.write_text("X = 1\ndef f():\n    pass\n")
+    py_compile.compile(str(source), cfile=importlib.util.cache_from_source(str(source)),
+                       dfile="karn/mod.py", doraise=True)  # as `compileall karn` names it
     module = _load("karn.mod", tmp_path, monkeypatch)
     assert module.X == 1  # type: ignore[attr-defined]
+    assert module.f.__code__.co_filename == str(source)  # type: ignore[attr-defined]
     assert module.__file__ == str(source)
     assert module.__cached__ == importlib.util.cache_from_source(str(source))
 
@@ -115,6 +120,16 @@ def test_the_bundle_serves_unchanged_modules(tmp_path: Path) -> None:
     source.write_text("X = 22\n")  # the recorded mtime, another size
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert bundle.code("karn.mod", str(root)) is None
+
+
+def test_a_moved_tree_names_its_sources_where_they_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = _package(tmp_path)
+    moved = tmp_path / "elsewhere" / "karn"
+    shutil.copytree(root, moved)  # mtimes kept: the bundle still holds for every module
+    monkeypatch.setattr(KarnBytecodeFinder, "bundle", _Bundle(str(moved)))
+    spec = KarnBytecodeFinder.find_spec("karn.mod", [str(moved)])
+    assert spec is not None and spec.loader_state.co_filename == str(moved / "mod.py")
 
 
 def test_a_damaged_bundle_is_not_used(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ missing or stale.
 
 from __future__ import annotations
 
+import _imp
 import marshal
 import mmap
 import os
@@ -110,6 +111,9 @@ class KarnBytecodeFinder:
             if found is None:
                 return None
         source, package, code = found
+        # the path the source has now, as the source loader sets it (compileall may have
+        # been given a relative one; the tree may have moved since the bundle was made)
+        _imp._fix_co_filename(code, source)  # type: ignore[attr-defined]
         where, _, file = source.rpartition("/")
         spec = ModuleSpec(name, cast("Loader", cls), origin=source, loader_state=code,
                           is_package=package)
