@@ -42,6 +42,8 @@ install: $(if $(filter $(abspath $(VENV))/%,$(KARN_PYTHON)),$(abspath $(VENV))/b
 	@# bytecode, as a wheel install has: an editable one has none, and where
 	@# PYTHONDONTWRITEBYTECODE is set every `karn run` would compile karn's sources again
 	@$(KARN_PYTHON) -m compileall -q '$(CURDIR)/karn'
+	@# the command line's bundle of karn's modules (karn/cli/bytecode.py): ~2 ms less start-up
+	@cd / && $(KARN_PYTHON) -m karn.cli.bundle >/dev/null
 	@test -x "$(KARN)" || { echo "karn: no karn command in $(dir $(KARN))"; exit 1; }
 
 # The venv (Debian's python3 needs python3-venv for ensurepip)

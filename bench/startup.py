@@ -9,7 +9,9 @@ sys) the process and its threads used. karn's own cost is its row minus python's
 --against DIR adds `karn run hello` of another checkout (e.g. `git worktree add DIR
 main`), for a before/after table. Bytecode is compiled first in every checkout measured
 (python3 -m compileall), as a wheel install has it: where PYTHONDONTWRITEBYTECODE is set,
-a checkout without it compiles karn's sources on every run.
+a checkout without it compiles karn's sources on every run; so is the command line's
+bundle of karn's modules where the checkout has one (python3 -m karn.cli.bundle, as
+`make install` makes it).
 --imports adds where `karn run hello`'s imports go (`-X importtime`, each module's own
 time, the median over the runs), by package, leaving out what `python3 -c pass` imports.
 """
@@ -31,6 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def compile_bytecode(tree: Path) -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "karn")], check=True)
+    if (tree / "karn/cli/bundle.py").exists():  # the command line's bundle, as installed
+        subprocess.run([sys.executable, "-m", "karn.cli.bundle"], check=True, cwd="/",
+                       env=dict(os.environ, PYTHONPATH=str(tree)), stdout=subprocess.DEVNULL)
 
 
 def time_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -45,6 +45,10 @@ NOT_NEEDED = (
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",
     "asyncio", "logging", "tempfile",
+    # their C modules do (_signal, _heapq): signal makes enums of its names at import
+    "signal", "heapq",
+    # the terminal ioctls are numbers (kernel/tty.py, fs/file.py, sandbox/allowlist.py)
+    "termios",
     # copy: for a forked monitor's limit watch only
     "copy",
 ) + (

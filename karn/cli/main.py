@@ -7,7 +7,6 @@ from __future__ import annotations
 import atexit
 import gc
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, NoReturn
 
@@ -18,7 +17,10 @@ from karn.errors import KarnError, UsageError
 
 if TYPE_CHECKING:
     import argparse
+    import signal
     from types import SimpleNamespace
+else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of start-up
+    import _signal as signal
 
 
 def _command(argv: list[str]) -> str | None:

@@ -382,7 +382,7 @@ def start(config: RunConfig) -> int:
 
     ahead = None
     if config.sandbox:
-        from karn.sandbox.jail import ahead_of_time
+        from karn.sandbox.privileges import ahead_of_time
 
         ahead = ahead_of_time(config)
     # made in a thread while the rest is imported and built

@@ -13,7 +13,6 @@ import errno
 import fcntl
 import mmap
 import os
-import signal
 import struct
 import threading
 from typing import TYPE_CHECKING, Protocol
@@ -40,7 +39,11 @@ from karn.platform.layout import (
 )
 
 if TYPE_CHECKING:
+    import signal
+
     from karn.platform.fastcall.transport import FastTransport
+else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of start-up
+    import _signal as signal
 
 MASK64 = (1 << 64) - 1
 SYNC_REGS_AND_SREGS = K.KVM_SYNC_X86_REGS | K.KVM_SYNC_X86_SREGS

@@ -9,7 +9,6 @@ code: the process is killed on the spot.
 from __future__ import annotations
 
 import _socket as socket  # not socket.py: ~3 ms of start-up (enums, selectors)
-import termios
 
 UNCONDITIONAL: tuple[str, ...] = (
     # Python itself: memory, locks, threads' lifecycle, signals, time
@@ -61,8 +60,9 @@ KVMIO = 0xAE  # every KVM ioctl has this type byte (bits 8..15 of the request)
 # Terminal ioctls the guest's tty calls pass through (kernel/fs/sys_fd.py), FIONREAD for
 # readiness; never TIOCSTI (typing into the host's terminal).
 # The guest's ptys (kernel/fs/pty.py): a new one's number, unlocking, its slave.
-IOCTLS = (termios.TCGETS, termios.TCSETS, termios.TCSETSW, termios.TCSETSF,
-          termios.TIOCGWINSZ, termios.TIOCSWINSZ, termios.FIONREAD, termios.FIONBIO,
+# (Numbers, not the termios module's names: its import is ~0.3 ms of every start-up.)
+IOCTLS = (0x5401, 0x5402, 0x5403, 0x5404,  # TCGETS, TCSETS, TCSETSW, TCSETSF
+          0x5413, 0x5414, 0x541B, 0x5421,  # TIOCGWINSZ, TIOCSWINSZ, FIONREAD, FIONBIO
           0x80045430, 0x40045431, 0x5441)  # TIOCGPTN, TIOCSPTLCK, TIOCGPTPEER
 
 # New processes, other programs, other processes' memory, the kernel's own state.

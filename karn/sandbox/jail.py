@@ -21,10 +21,6 @@ from karn.sandbox.probe import armed
 from karn.sandbox.threads import ThreadRoutine
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from karn.kernel.net.policy import NetPolicy
-    from karn.run.config import RunConfig
     from karn.run.guest import Guest
 
 _confined: Confinement | None = None
@@ -114,7 +110,7 @@ def _confine(guest: Guest, start: float) -> Confinement:
     netns, keep = -1, None
     caps = privileges.effective_capabilities()
     if caps:
-        if _private_network_wanted(caps, policy):
+        if privileges.private_network_wanted(caps, policy):
             netns = privileges.private_network()
             namespaces.append("net")
             guest.net.private = True
@@ -135,24 +131,6 @@ def _confine(guest: Guest, start: float) -> Confinement:
         threads=count, seconds=time.perf_counter() - start, namespaces=namespaces,
         capabilities=None if keep is None else privileges.describe_caps(keep),
         pinned=ruleset.pinned if ruleset else [])
-
-
-def _private_network_wanted(caps: int, policy: NetPolicy) -> bool:
-    """A privileged monitor whose guest has no network gets none of the host's."""
-    return privileges.can_unshare(caps) and policy.mode == "none" and not policy.publish
-
-
-def ahead_of_time(config: RunConfig) -> Callable[[], None] | None:
-    """What confine() will need that can be made before the guest is built, on a thread
-    that is otherwise waiting (karn/run/vmstart.py): the private network namespace."""
-    try:
-        policy = config.net_policy()
-    except KarnError:
-        return None  # the build reports it, in its order
-    caps = privileges.effective_capabilities()
-    if caps and _private_network_wanted(caps, policy):
-        return privileges.prepare_private_network
-    return None
 
 
 def _ruleset(guest: Guest, abi: int, restrict_bind: bool) -> L.Ruleset:

@@ -9,6 +9,15 @@ import ctypes
 import fcntl
 import os
 import struct
+from typing import TYPE_CHECKING
+
+from karn.errors import KarnError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from karn.kernel.net.policy import NetPolicy
+    from karn.run.config import RunConfig
 
 CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -60,6 +69,26 @@ def private_network() -> int:
         fd, _prepared = _prepared, None
         return fd
     return _new_private_network()
+
+
+def private_network_wanted(caps: int, policy: NetPolicy) -> bool:
+    """A privileged monitor whose guest has no network gets none of the host's."""
+    return can_unshare(caps) and policy.mode == "none" and not policy.publish
+
+
+def ahead_of_time(config: RunConfig) -> Callable[[], None] | None:
+    """What confinement (jail.py) will need that can be made before the guest is built,
+    on a thread that is otherwise waiting (karn/run/vmstart.py): the private network
+    namespace. (Here, not in jail.py: the run starts that thread before it imports the
+    rest of the sandbox.)"""
+    try:
+        policy = config.net_policy()
+    except KarnError:
+        return None  # the build reports it, in its order
+    caps = effective_capabilities()
+    if caps and private_network_wanted(caps, policy):
+        return prepare_private_network
+    return None
 
 
 def prepare_private_network() -> None:

@@ -17,9 +17,14 @@ import ctypes
 import errno
 import mmap
 import os
-import signal
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import signal
+else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of start-up
+    import _signal as signal
 
 SIGNAL = signal.SIGRTMIN + 6  # unused by karn (vCPU kicks use SIGRTMIN+2)
 TIMEOUT = 2.0

@@ -16,7 +16,6 @@ import errno
 import fcntl
 import os
 import stat as pystat
-import termios
 from typing import TYPE_CHECKING
 
 from karn import log
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 Buffer = bytes | bytearray | memoryview
+FIONREAD = 0x541B  # (not from the termios module: ~0.3 ms of every start-up to import)
 
 
 class DirEntry:
@@ -317,7 +317,7 @@ class HostFile(OpenFile):
             return max(0, os.fstat(self.fd).st_size - os.lseek(self.fd, 0, SEEK_CUR))
         buf = bytearray(4)
         try:
-            fcntl.ioctl(self.fd, termios.FIONREAD, buf)
+            fcntl.ioctl(self.fd, FIONREAD, buf)
         except OSError as err:
             raise host_error(err) from None
         return int.from_bytes(buf, "little")
