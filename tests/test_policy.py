@@ -41,6 +41,9 @@ def test_memory_hog_hits_the_cap_and_the_host_holds_no_more(exhaust):
     m = re.fullmatch(rb"mem (\d+) MiB: Cannot allocate memory\n", got.stdout)
     assert m, got.stdout  # the guest saw ENOMEM, and went on
     assert 32 <= int(m[1]) < 64
+    told = [line for line in got.stderr.decode().splitlines()
+            if "guest memory limit reached" in line]
+    assert len(told) == 1 and "of 64 MiB" in told[0], got.stderr  # once, with the limit
     # What the hog touched is bounded by the cap (plus the monitor's own memory).
     assert hog_rss - idle_rss < 64 * MIB, (hog_rss, idle_rss)
 

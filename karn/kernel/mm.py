@@ -14,6 +14,7 @@ import errno
 import threading
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
+from karn import log
 from karn.abi.errno import SyscallError
 from karn.kernel.futex import SharedWords
 
@@ -106,20 +107,34 @@ class MemoryAccount:
     """Guest memory held against the limit (--memory): accessible mappings plus tmpfs file
     data, i.e. the host memory a guest can make its monitor hold."""
 
-    __slots__ = ("limit", "used", "_lock")
+    __slots__ = ("limit", "used", "_lock", "_told")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self._lock = threading.Lock()  # mmap in one thread, a tmpfs write in another
+        self._told = False
 
     def charge(self, delta: int) -> bool:
         """Take (delta > 0) or give back bytes; False when taking would pass the limit."""
         with self._lock:
             if delta > 0 and self.used + delta > self.limit:
+                self._tell(delta)
                 return False
             self.used += delta
             return True
+
+    def _tell(self, delta: int) -> None:
+        """Say once why the guest's allocations fail: the limit counts memory mapped, not
+        only memory touched, so a program that maps large buffers it barely uses (xz's
+        encoder, thread arenas) meets it sooner than a container's limit."""
+        if self._told:
+            return
+        self._told = True
+        mib = 1 << 20
+        log.warning("guest memory limit reached: %.1f MiB more refused (ENOMEM), %.1f of "
+                    "%d MiB held in accessible mappings and tmpfs data; raise it with "
+                    "--memory", delta / mib, self.used / mib, self.limit // mib)
 
 
 class AddressSpace:
