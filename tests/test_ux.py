@@ -121,18 +121,23 @@ ETC_SCRIPT = """
 import pwd, grp, socket
 print(pwd.getpwnam("nobody").pw_uid, grp.getgrgid(0).gr_name, socket.gethostbyname("localhost"))
 print(open("/etc/nsswitch.conf").read().split()[:2], open("/etc/hosts").read().count("localhost"))
+print(socket.getservbyname("http", "tcp"), socket.getprotobyname("udp"))
 """
 
 
 def test_image_gets_the_generated_etc_files(python_image: Path) -> None:
     """An image with no /etc gets what `karn run PROGRAM` generates: getpwnam("nobody")
-    (nginx's user), the group file, /etc/hosts, nsswitch.conf."""
+    (nginx's user), the group file, /etc/hosts, nsswitch.conf, and the host's service
+    and protocol tables (getservbyname, getaddrinfo with a service name)."""
     from_image = karn_in(python_image, "run", "py:bare", "-c", ETC_SCRIPT)
     assert from_image.returncode == 0, from_image.stderr.decode(errors="replace")
     collected = karn_run(PYTHON, "-c", ETC_SCRIPT)
     assert collected.returncode == 0, collected.stderr.decode(errors="replace")
     assert from_image.stdout == collected.stdout
     assert from_image.stdout.startswith(b"65534 root 127.0.0.1\n")
+    names = native_run(PYTHON, "-c", "import socket; print(socket.getservbyname('http', "
+                       "'tcp'), socket.getprotobyname('udp'))")
+    assert from_image.stdout.splitlines()[2] == names.stdout.strip()  # the host's tables
 
 
 def test_root_keeps_its_own_etc_files(var_tmp: Path) -> None:

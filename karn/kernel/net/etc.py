@@ -1,6 +1,7 @@
 """Name-service files for guests whose root has none: getaddrinfo reads /etc/hosts,
-/etc/resolv.conf and /etc/nsswitch.conf; getpwnam (nginx, redis) /etc/passwd and
-/etc/group, which list root and nobody.
+/etc/resolv.conf and /etc/nsswitch.conf (and /etc/services for a service name);
+getpwnam (nginx, redis) /etc/passwd and /etc/group, which list root and nobody;
+getservbyname and getprotobyname the host's /etc/services and /etc/protocols.
 
 `guest_etc_files(exists, hostname, mode)` returns {guest path: content} for the files
 the root lacks; `add_to_manifest` writes them to a host cache directory (one file per
@@ -44,16 +45,30 @@ def _resolv(mode: str) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+def _host_table(path: str) -> bytes | None:
+    """A public lookup table of the host's (service and protocol names: the same on
+    every Linux, from the netbase package), or None if the host has none."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def guest_etc_files(exists: Callable[[str], bool], hostname: str, mode: str
                     ) -> dict[str, bytes]:
-    wanted = {
+    wanted: dict[str, bytes | None] = {
         "/etc/passwd": PASSWD,
         "/etc/group": GROUP,
         "/etc/hosts": _hosts(hostname),
         "/etc/resolv.conf": _resolv(mode),
         "/etc/nsswitch.conf": NSSWITCH,
+        # getservbyname, getaddrinfo(host, "http"), getprotobyname
+        "/etc/services": _host_table("/etc/services"),
+        "/etc/protocols": _host_table("/etc/protocols"),
     }
-    return {path: data for path, data in wanted.items() if not exists(path)}
+    return {path: data for path, data in wanted.items()
+            if data is not None and not exists(path)}
 
 
 def _cached(name: str, data: bytes) -> str:
