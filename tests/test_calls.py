@@ -103,6 +103,13 @@ def test_xattrs_and_owners_on_tmpfs(variant, native_shm_dir, like_native):
                 guest_args=("/dev/shm",))
 
 
+def test_owners_on_tmpfs_after_a_fork(native_shm_dir, like_native):
+    """The same once the run has forked (its tmpfs is then a host directory): chown of
+    files in an xattr, of symlinks in the monitor, both seen by stat."""
+    like_native("calls_xattr", "static", native_shm_dir, "forked", what="after a fork",
+                guest_args=("/dev/shm", "forked"))
+
+
 def test_xattrs_on_volume(volume, like_native):
     """A volume's extended attributes are the host file's."""
     native_dir, guest_dir, mount = volume

@@ -1,10 +1,12 @@
 /* Extended attributes and ownership on files in the directory argv[1] (a tmpfs, or a
  * host directory): set/get/list/remove with their flags and size rules, on files,
- * directories, symlinks and through fds; chown/fchown/lchown recorded in stat. */
+ * directories, symlinks and through fds; chown/fchown/lchown recorded in stat.
+ * argv[2] "forked": after a fork first (karn's tmpfs is then a host directory). */
 #include "karntest.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -40,6 +42,12 @@ static void owner(const char *label, const char *path)
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "/tmp";
+    if (argc > 2 && strcmp(argv[2], "forked") == 0) {
+        pid_t child = fork();
+        if (child == 0)
+            _exit(0);
+        MUST(waitpid(child, NULL, 0) == child);
+    }
     char file[512], sub[512], link[512], buf[128];
     snprintf(file, sizeof file, "%s/calls-xattr-file", dir);
     snprintf(sub, sizeof sub, "%s/calls-xattr-dir", dir);
@@ -111,6 +119,18 @@ int main(int argc, char **argv)
     owner("after fchownat", file);
     SHOW("chown dir", chown(sub, 1, 2));
     owner("dir", sub);
+    /* a symlink made where a chowned file was (CPython's test_posix.test_lchown) */
+    char again[512];
+    snprintf(again, sizeof again, "%s/calls-xattr-again", dir);
+    close(open(again, O_CREAT | O_WRONLY, 0644));
+    MUST(chown(again, 6000, 6000) == 0);
+    MUST(unlink(again) == 0);
+    MUST(symlink("calls-xattr-nowhere", again) == 0);
+    SHOW("lchown a dangling symlink", lchown(again, 2147483648u, 2147483648u));
+    owner("dangling symlink", again);
+    SHOW("lchown -1:-1", lchown(again, -1, -1));
+    owner("dangling symlink still", again);
+    MUST(unlink(again) == 0);
     /* as a user: only the group of an own file, to an own group */
     MUST(chown(file, 1000, 1000) == 0);
     MUST(setgid(1000) == 0 && setuid(1000) == 0);

@@ -477,12 +477,14 @@ class SharedTmpFs(HostDirFs):
         self.usage.set_owned()
         fd = self._open_plain(rel) if st.mode & S_IFMT in (S_IFREG, S_IFDIR) else None
         if fd is None:
-            self.owners[(st.dev, st.ino)] = owner
+            host = HostDirFs.lstat(self, rel)  # keyed as as_tmpfs looks: the host's ids
+            self.owners[(host.dev, host.ino)] = owner
         else:
             try:
                 os.setxattr(fd, OWNER_XATTR, f"{owner[0]}:{owner[1]}".encode())
             except OSError:  # a host filesystem without user xattrs: this process's record
-                self.owners[(st.dev, st.ino)] = owner
+                host = HostDirFs.lstat(self, rel)
+                self.owners[(host.dev, host.ino)] = owner
             finally:
                 os.close(fd)
         if st.mode & S_IFMT not in (S_IFDIR, S_IFLNK):
