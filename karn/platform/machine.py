@@ -157,11 +157,13 @@ class KvmMachine:
 
     def fork_locks(self) -> list[tuple[object, str, type]]:
         """The locks a host fork of this monitor holds (owner, attribute, kind, as
-        kernel/forklocks.py LockSite): the patcher's, so that no site is half-written and
-        no bookkeeping half-changed in the child's copy."""
-        if self.fast is None:
-            return []
-        return [(self.fast.patcher, "_lock", threading.RLock)]
+        kernel/forklocks.py LockSite): guest memory's memory-slot lock, so that the
+        child's copy lists every slot the parent made, and the fast transport patcher's,
+        so that no site is half-written and no bookkeeping half-changed in the copy."""
+        locks: list[tuple[object, str, type]] = [(self.vm.memory, "cover_lock", threading.Lock)]
+        if self.fast is not None:
+            locks.append((self.fast.patcher, "_lock", threading.RLock))
+        return locks
 
     def forked(self, in_use: Iterable[Vcpu]) -> KvmMachine:
         """In a forked monitor: a machine with a fresh VM over the inherited guest memory
