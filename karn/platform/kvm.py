@@ -140,7 +140,8 @@ class VirtualMachine:
             if not adopted:
                 memory.cover(layout.system_base, layout.span)  # tables, stubs, trampoline
         except (OSError, SyscallError) as err:
-            raise PlatformError(f"KVM refused guest memory: {os.strerror(err.errno or 0)}") from None
+            reason = os.strerror(err.errno or 0)
+            raise PlatformError(f"KVM refused guest memory: {reason}") from None
         if adopted:
             return
         self._build_page_tables()
