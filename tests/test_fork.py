@@ -341,6 +341,16 @@ def test_far_memory_before_and_after_a_fork(build, karn, native, same):
     same(native("setarch", "-R", probe), karn(probe), "far memory across a fork")
 
 
+def test_memory_never_mapped_is_still_guest_ram(build, karn):
+    """An access where no memory slot is (the guest never mapped it) is carried out on
+    guest RAM by the monitor, as before slots covered only what is mapped: reads give
+    zeros, writes read back (Linux would send SIGSEGV: a documented gap under PVM); the
+    run must not end with an unexpected VM exit."""
+    got = karn(build("never_mapped"))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"untouched reads 0\nread back 1122334455667788 11223344556677 ab\n"
+
+
 def test_memory_slots_cover_what_is_mapped():
     """cover() adds slots only for what no slot covers yet, granule-aligned and never
     overlapping; the covered ranges merge; a slot KVM refuses is ENOMEM to the mapping."""
