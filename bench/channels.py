@@ -6,7 +6,8 @@ queuing channel, a diode, a queuing channel with a guard (the sender held back b
 guard: its capacity), and a diode + guard (with its guard process; what a sender faster
 than the guard loses).
 
-    python3 bench/channels.py [--count N] [--runs R] [--guests]
+    python3 bench/channels.py [--count N] [--runs R] [--guests | --guests-only]
+                              [--channels diode,...] [--sizes 64,...]
 
 Throughput: the sender writes N messages as fast as it can; the receiver (blocking on the
 port's fd as a monitor does) times first to last. Latency: ping-pong over two channels,
@@ -179,24 +180,36 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--guests", action="store_true", help="also between real guests")
+    parser.add_argument("--guests-only", action="store_true",
+                        help="only between real guests (no monitors-only column)")
+    parser.add_argument("--channels", default=",".join(label for label, *_ in CHANNELS),
+                        help="comma-separated channel labels (default: all)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="comma-separated message sizes (default: all)")
     args = parser.parse_args()
     bench, work = None, None
-    if args.guests:
+    labels, sizes = args.channels.split(","), [int(n) for n in args.sizes.split(",")]
+    if args.guests or args.guests_only:
         import tempfile
 
         from system import Bench  # bench/system.py
 
         work = Path(tempfile.mkdtemp(prefix="kbc-", dir="/tmp"))  # short: socket paths
         bench = Bench(work)
-    head = "| channel | size | monitors only: one way / msg/s |"
+    head = "| channel | size |" + ("" if args.guests_only else
+                                       " monitors only: one way / msg/s |")
     print(head + (" guests: one way / msg/s |" if bench else ""))
-    print("| --- | ---: | ---: |" + (" ---: |" if bench else ""))
+    print("| --- | ---: |" + ("" if args.guests_only else " ---: |") + (" ---: |" if bench else ""))
     try:
         for label, diode, guarded in CHANNELS:
             for size in SIZES:
+                if label not in labels or size not in sizes:
+                    continue
                 count = args.count if size < 61440 else args.count // 10
-                row = f"| {label} | {size} | " + cell(medians(
-                    [monitors(size, diode, guarded, count) for _ in range(args.runs)])) + " |"
+                row = f"| {label} | {size} |"
+                if not args.guests_only:
+                    row += " " + cell(medians([monitors(size, diode, guarded, count)
+                                               for _ in range(args.runs)])) + " |"
                 if bench is not None:
                     row += " " + cell(medians([guests(bench, size, diode, guarded, count // 4)
                                                for _ in range(args.runs)])) + " |"

@@ -11,6 +11,9 @@ import errno
 import json
 import mmap
 import os
+import select
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,9 @@ from helpers import SystemUp, channel, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
-from karn.kernel.fs import ring
+from karn.kernel.fs import ports, ring
+from karn.system.channels import ChannelRun
+from karn.system.description import Channel, Port
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +123,46 @@ GUARD = """guard = "g"
 schema = { type = "object", required = ["id"], properties = { id = { type = "integer" } } }
 """
 
+
+
+def test_receiver_spins_for_a_message_before_it_blocks(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """DestPort.wait_for_data: a message published during the spin makes the port's fd
+    readable and is read; a spin in vain makes the next SPIN_SKIP waits block at once."""
+    if ports._wait_u64 is None:
+        pytest.skip("the C helper (_fastpoll) is not built")
+    src = Port("a", "out", "out", "queuing", 64, 8, 0.0)
+    dst = Port("b", "in", "in", "queuing", 64, 8, 0.0)
+    run = ChannelRun(Channel(src, dst, True, None, 64), lambda _line: None)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sender = ports.SourcePort(run.endpoint(src, -1)[0])
+    receiver = ports.DestPort(run.endpoint(dst, theirs.fileno())[0])
+    readable = select.poll()
+    readable.register(receiver.epoll.fileno(), select.POLLIN)
+
+    monkeypatch.setattr(ports, "SPIN_NS", 10_000)
+    assert not receiver.wait_for_data() and receiver.skip == ports.SPIN_SKIP
+    for left in range(ports.SPIN_SKIP, 0, -1):  # these block at once (no spin)
+        assert receiver.skip == left and not receiver.wait_for_data()
+    assert receiver.skip == 0 and not readable.poll(0)
+
+    monkeypatch.setattr(ports, "SPIN_NS", 30_000_000_000)  # ends with the message
+    started = threading.Event()
+
+    def send_later() -> None:
+        started.wait()
+        sender.send(b"during the spin")
+
+    thread = threading.Thread(target=send_later)
+    thread.start()
+    started.set()
+    assert receiver.wait_for_data()
+    thread.join()
+    assert readable.poll(0)
+    assert receiver.next_queued() == b"during the spin"
+    assert not readable.poll(0)  # exactly while messages wait
+    mine.close()
+    theirs.close()
 
 
 def held_memfds(pid: int) -> dict[str, tuple[int, str]]:

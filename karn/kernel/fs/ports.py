@@ -25,7 +25,9 @@ port's refresh period).
 from __future__ import annotations
 
 import errno
+import importlib
 import json
+import mmap
 import os
 import select
 import stat as pystat
@@ -55,7 +57,14 @@ from karn.kernel.fs.file import (
     SyntheticFile,
 )
 from karn.kernel.fs.filesystem import Filesystem, Rel
-from karn.kernel.fs.ring import Geometry, Message, ReaderPage, RingReader, RingWriter
+from karn.kernel.fs.ring import (
+    PUBLISHED,
+    Geometry,
+    Message,
+    ReaderPage,
+    RingReader,
+    RingWriter,
+)
 from karn.kernel.fs.stat import Stat, StatFs
 from karn.kernel.fs.sysutil import wait_until_ready
 
@@ -71,6 +80,28 @@ MAX_REASON = 200  # characters of a rejection's reason sent (it can quote the me
 WAKE_DRAIN = 65536
 
 Check = Callable[[bytes], bytes]  # a guard: the bytes to forward, or raises its Rejected
+
+# A receiver about to block spins (GIL released) up to SPIN_NS for the ring's published
+# count to move: a message that comes meanwhile costs no host sleep and wake-up of the
+# waiting thread (and on the fast transport's server, no redo on the VM-exit path). A
+# spin in vain makes the next SPIN_SKIP waits block at once, so an idle or slow
+# channel's receiver burns no core. Measured guest to guest (64 B ping-pong, medians of
+# 5, load 2.2-2.6): one way 133-136 µs without, 124-145 µs with 20 µs, 70 µs with 60 µs.
+SPIN_NS = 60_000
+SPIN_SKIP = 4
+
+
+def _spin_helper() -> Callable[[mmap.mmap, int, int, int], int] | None:
+    """The C spin (karn/platform/fastcall/_fastpoll.c wait_u64), or None where it was not
+    built: then a wait blocks at once, as before."""
+    try:
+        helper = importlib.import_module("karn.platform.fastcall._fastpoll")
+    except ImportError:
+        return None
+    return getattr(helper, "wait_u64", None)
+
+
+_wait_u64 = _spin_helper()
 
 
 class PortSpec(NamedTuple):
@@ -208,6 +239,7 @@ class DestPort:
         self.epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
         self.epoll.register(self.wake, select.EPOLLIN)
         self.epoll.register(self.flag, select.EPOLLIN)
+        self.skip = 0  # waits left that block without spinning (after a spin in vain)
         self.latest: bytes | None = None  # sampling: the latest accepted message
         self.latest_ns = 0  # its sender's monitor's monotonic time
         self.received = 0
@@ -246,6 +278,21 @@ class DestPort:
         waiting = self.ring.pending() > 0
         self._set_flag(waiting)
         return waiting
+
+    def wait_for_data(self) -> bool:
+        """Before the receiver blocks: spin a little for a message (SPIN_NS); True if one
+        waits now (the fd is readable)."""
+        if self.ring.pending():
+            return self._settle()
+        if _wait_u64 is None or self.skip:
+            self.skip = max(0, self.skip - 1)
+            return False
+        ring = self.ring
+        seen = PUBLISHED.unpack_from(ring.mem, 0)[0]
+        if _wait_u64(ring.mem, 0, seen, SPIN_NS) == seen:
+            self.skip = SPIN_SKIP
+            return False
+        return self._settle()
 
     # -- messages -------------------------------------------------------------------------
     def _judge(self, message: Message, count: bool = True) -> bytes | None:
@@ -434,7 +481,13 @@ class PortFile(OpenFile):
         """EAGAIN under O_NONBLOCK; else wait for the port's fd (a signal interrupts)."""
         if self.flags & OFlag.NONBLOCK:
             raise SyscallError(errno.EAGAIN)
+        if self.ready_soon(events):
+            return
         wait_until_ready(task, self, events, copying=True)
+
+    def ready_soon(self, events: int) -> bool:
+        dest = self.port.into
+        return dest is not None and bool(events & select.POLLIN) and dest.wait_for_data()
 
     def writev(self, task: Task, bufs: list[memoryview]) -> int:
         return self.write(task, b"".join(bufs))  # the buffers make one message
