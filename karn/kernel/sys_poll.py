@@ -216,6 +216,9 @@ class EpollFile(OpenFile):
         super().__init__("anon_inode:[eventpoll]", OFlag.RDWR | flags)
         self.epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
         self.watched: dict[int, tuple[OpenFile, int, int]] = {}  # host fd -> file, gfd, data
+        # the watched files with a way to wait before blocking (OpenFile.ready_soon), and
+        # their events: asked before a wait blocks, without a walk over every watched file
+        self.soon: dict[int, tuple[OpenFile, int]] = {}
 
     def host_fd(self) -> int | None:
         return self.epoll.fileno()
@@ -272,6 +275,8 @@ def sys_epoll_ctl(task: Task, epfd: int, op: int, fd: int, event: int) -> int:
         except FileNotFoundError:
             raise SyscallError(errno.ENOENT) from None
         ep.watched[host] = (target, fd, data)
+        if type(target).ready_soon is not OpenFile.ready_soon:
+            ep.soon[host] = (target, mask)
         return 0
     if op == EPOLL_CTL_DEL:
         try:
@@ -279,6 +284,7 @@ def sys_epoll_ctl(task: Task, epfd: int, op: int, fd: int, event: int) -> int:
         except FileNotFoundError:
             raise SyscallError(errno.ENOENT) from None
         ep.watched.pop(host, None)
+        ep.soon.pop(host, None)
         return 0
     raise SyscallError(errno.EINVAL)
 
@@ -301,6 +307,8 @@ def _epoll_wait(task: Task, epfd: int, events: int, maxevents: int,
             raise Interrupted
         if deadline is not None and time.monotonic() >= deadline:
             return 0
+        if any(file.ready_soon(mask) for file, mask in ep.soon.values()):
+            continue
         task.waker.wait(deadline, ((ep.epoll.fileno(), select.POLLIN),))
 
 
