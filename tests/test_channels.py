@@ -13,6 +13,7 @@ import mmap
 import os
 import select
 import socket
+import struct
 import threading
 from pathlib import Path
 
@@ -128,7 +129,8 @@ schema = { type = "object", required = ["id"], properties = { id = { type = "int
 def test_receiver_spins_for_a_message_before_it_blocks(monkeypatch: pytest.MonkeyPatch
                                                        ) -> None:
     """DestPort.wait_for_data: a message published during the spin makes the port's fd
-    readable and is read; a spin in vain makes the next SPIN_SKIP waits block at once."""
+    readable and is read; a spin in vain makes the next SPIN_SKIP waits block at once;
+    with no core to spare it does not spin."""
     if ports._wait_u64 is None:
         pytest.skip("the C helper (_fastpoll) is not built")
     src = Port("a", "out", "out", "queuing", 64, 8, 0.0)
@@ -140,6 +142,11 @@ def test_receiver_spins_for_a_message_before_it_blocks(monkeypatch: pytest.Monke
     readable = select.poll()
     readable.register(receiver.epoll.fileno(), select.POLLIN)
 
+    monkeypatch.setattr(ports, "spare_core", lambda: False)  # a busy host: no spin
+    monkeypatch.setattr(ports, "SPIN_NS", 30_000_000_000)  # (the test would hang)
+    assert not receiver.wait_for_data() and receiver.skip == 0
+
+    monkeypatch.setattr(ports, "spare_core", lambda: True)
     monkeypatch.setattr(ports, "SPIN_NS", 10_000)
     assert not receiver.wait_for_data() and receiver.skip == ports.SPIN_SKIP
     for left in range(ports.SPIN_SKIP, 0, -1):  # these block at once (no spin)
@@ -163,6 +170,22 @@ def test_receiver_spins_for_a_message_before_it_blocks(monkeypatch: pytest.Monke
     assert not readable.poll(0)  # exactly while messages wait
     mine.close()
     theirs.close()
+
+
+def test_spin_only_with_a_core_to_spare() -> None:
+    """The host's 1-minute load average against SPARE_LOAD per core, from sysinfo(2)."""
+    spare = ports._Spare()
+    assert isinstance(spare(), bool)  # the real one answers
+    load = 0.0
+
+    def sysinfo(buffer: object) -> int:
+        struct.pack_into("<Q", buffer, 8, int(load * (1 << 16)))  # type: ignore[arg-type]
+        return 0
+
+    spare.sysinfo = sysinfo
+    for load, expected in ((0.5, True), (spare.limit + 0.5, False), (spare.limit - 0.5, True)):
+        spare.when = -ports.LOAD_EVERY  # look again now
+        assert spare() is expected, load
 
 
 def held_memfds(pid: int) -> dict[str, tuple[int, str]]:
