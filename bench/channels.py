@@ -6,7 +6,8 @@ queuing channel, a diode, a queuing channel with a guard (the sender held back b
 guard: its capacity), and a diode + guard (with its guard process; what a sender faster
 than the guard loses).
 
-    python3 bench/channels.py [--count N] [--runs R] [--guests]
+    python3 bench/channels.py [--count N] [--runs R] [--guests | --guests-only]
+                              [--channels diode,...] [--sizes 64,...] [--offer MSG_S]
 
 Throughput: the sender writes N messages as fast as it can; the receiver (blocking on the
 port's fd as a monitor does) times first to last. Latency: ping-pong over two channels,
@@ -93,7 +94,10 @@ def send(source: SourcePort, data: bytes) -> None:
     source.send(data)
 
 
-def throughput(size: int, count: int, diode: bool, guarded: bool) -> tuple[float, int]:
+def throughput(size: int, count: int, diode: bool, guarded: bool, offer: float = 0.0
+               ) -> tuple[float, int]:
+    """offer: messages/s the sender of a diode paces itself to (0: as fast as it can, and
+    the receiver's rate is only what it caught of a burst)."""
     link = Link(size, diode, guarded)
     pid = os.fork()
     if pid == 0:  # the receiver
@@ -114,7 +118,12 @@ def throughput(size: int, count: int, diode: bool, guarded: bool) -> tuple[float
         os._exit(0)
     source = SourcePort(link.out)
     data = message(size)
-    for _ in range(count):
+    start = time.perf_counter()
+    for i in range(count):
+        if diode and offer:
+            while (late := i / offer - (time.perf_counter() - start)) > 0:
+                time.sleep(max(late, 0.0005))  # paced in small bursts (the ring holds
+                # them), not by spinning: the sender's spin would take a core from the guard
         send(source, data) if not diode else source.send(data)
     os.waitpid(pid, 0)
     got, secs = os.read(r, 100).split()
@@ -151,9 +160,10 @@ CHANNELS = (("queuing", False, False), ("diode", True, False), ("queuing + guard
 SIZES = (64, 1024, 61440)
 
 
-def monitors(size: int, diode: bool, guarded: bool, count: int) -> tuple[float, int, float]:
+def monitors(size: int, diode: bool, guarded: bool, count: int, offer: float = 0.0
+             ) -> tuple[float, int, float]:
     """(messages/s, dropped, one-way µs) between two host processes."""
-    rate, dropped = throughput(size, count, diode, guarded)
+    rate, dropped = throughput(size, count, diode, guarded, offer)
     return rate, dropped, latency(size, diode, guarded, min(count, 2000))
 
 
@@ -179,24 +189,39 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--runs", type=int, default=1, help="runs per figure (median)")
     parser.add_argument("--guests", action="store_true", help="also between real guests")
+    parser.add_argument("--guests-only", action="store_true",
+                        help="only between real guests (no monitors-only column)")
+    parser.add_argument("--channels", default=",".join(label for label, *_ in CHANNELS),
+                        help="comma-separated channel labels (default: all)")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="comma-separated message sizes (default: all)")
+    parser.add_argument("--offer", type=float, default=0.0,
+                        help="monitors only: a diode's sender paced to this many msg/s")
     args = parser.parse_args()
     bench, work = None, None
-    if args.guests:
+    labels, sizes = args.channels.split(","), [int(n) for n in args.sizes.split(",")]
+    if args.guests or args.guests_only:
         import tempfile
 
         from system import Bench  # bench/system.py
 
         work = Path(tempfile.mkdtemp(prefix="kbc-", dir="/tmp"))  # short: socket paths
         bench = Bench(work)
-    head = "| channel | size | monitors only: one way / msg/s |"
+    head = "| channel | size |" + ("" if args.guests_only else
+                                       " monitors only: one way / msg/s |")
     print(head + (" guests: one way / msg/s |" if bench else ""))
-    print("| --- | ---: | ---: |" + (" ---: |" if bench else ""))
+    print("| --- | ---: |" + ("" if args.guests_only else " ---: |") + (" ---: |" if bench else ""))
     try:
         for label, diode, guarded in CHANNELS:
             for size in SIZES:
+                if label not in labels or size not in sizes:
+                    continue
                 count = args.count if size < 61440 else args.count // 10
-                row = f"| {label} | {size} | " + cell(medians(
-                    [monitors(size, diode, guarded, count) for _ in range(args.runs)])) + " |"
+                row = f"| {label} | {size} |"
+                if not args.guests_only:
+                    row += " " + cell(medians([monitors(size, diode, guarded, count,
+                                                        args.offer)
+                                               for _ in range(args.runs)])) + " |"
                 if bench is not None:
                     row += " " + cell(medians([guests(bench, size, diode, guarded, count // 4)
                                                for _ in range(args.runs)])) + " |"

@@ -11,6 +11,10 @@ import errno
 import json
 import mmap
 import os
+import select
+import socket
+import struct
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,9 @@ from helpers import SystemUp, channel, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
-from karn.kernel.fs import ring
+from karn.kernel.fs import ports, ring
+from karn.system.channels import ChannelRun
+from karn.system.description import Channel, Port
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +124,68 @@ GUARD = """guard = "g"
 schema = { type = "object", required = ["id"], properties = { id = { type = "integer" } } }
 """
 
+
+
+def test_receiver_spins_for_a_message_before_it_blocks(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    """DestPort.wait_for_data: a message published during the spin makes the port's fd
+    readable and is read; a spin in vain makes the next SPIN_SKIP waits block at once;
+    with no core to spare it does not spin."""
+    if ports._wait_u64 is None:
+        pytest.skip("the C helper (_fastpoll) is not built")
+    src = Port("a", "out", "out", "queuing", 64, 8, 0.0)
+    dst = Port("b", "in", "in", "queuing", 64, 8, 0.0)
+    run = ChannelRun(Channel(src, dst, True, None, 64), lambda _line: None)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sender = ports.SourcePort(run.endpoint(src, -1)[0])
+    receiver = ports.DestPort(run.endpoint(dst, theirs.fileno())[0])
+    readable = select.poll()
+    readable.register(receiver.epoll.fileno(), select.POLLIN)
+
+    monkeypatch.setattr(ports, "spare_core", lambda: False)  # a busy host: no spin
+    monkeypatch.setattr(ports, "SPIN_NS", 30_000_000_000)  # (the test would hang)
+    assert not receiver.wait_for_data() and receiver.skip == 0
+
+    monkeypatch.setattr(ports, "spare_core", lambda: True)
+    monkeypatch.setattr(ports, "SPIN_NS", 10_000)
+    assert not receiver.wait_for_data() and receiver.skip == ports.SPIN_SKIP
+    for left in range(ports.SPIN_SKIP, 0, -1):  # these block at once (no spin)
+        assert receiver.skip == left and not receiver.wait_for_data()
+    assert receiver.skip == 0 and not readable.poll(0)
+
+    monkeypatch.setattr(ports, "SPIN_NS", 30_000_000_000)  # ends with the message
+    started = threading.Event()
+
+    def send_later() -> None:
+        started.wait()
+        sender.send(b"during the spin")
+
+    thread = threading.Thread(target=send_later)
+    thread.start()
+    started.set()
+    assert receiver.wait_for_data()
+    thread.join()
+    assert readable.poll(0)
+    assert receiver.next_queued() == b"during the spin"
+    assert not readable.poll(0)  # exactly while messages wait
+    mine.close()
+    theirs.close()
+
+
+def test_spin_only_with_a_core_to_spare() -> None:
+    """The host's 1-minute load average against SPARE_LOAD per core, from sysinfo(2)."""
+    spare = ports._Spare()
+    assert isinstance(spare(), bool)  # the real one answers
+    load = 0.0
+
+    def sysinfo(buffer: object) -> int:
+        struct.pack_into("<Q", buffer, 8, int(load * (1 << 16)))  # type: ignore[arg-type]
+        return 0
+
+    spare.sysinfo = sysinfo
+    for load, expected in ((0.5, True), (spare.limit + 0.5, False), (spare.limit - 0.5, True)):
+        spare.when = -ports.LOAD_EVERY  # look again now
+        assert spare() is expected, load
 
 
 def held_memfds(pid: int) -> dict[str, tuple[int, str]]:

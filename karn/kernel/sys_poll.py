@@ -86,8 +86,10 @@ def _masked(task: Task, addr: int, size: int, wait: Callable[[], int]) -> int:
 
 
 def _wait_ready(task: Task, watch: list[tuple[int, int]], deadline: float | None,
-                immediate: bool) -> dict[int, int]:
-    """Host fds ready among `watch` ((fd, events)); waits unless `immediate`."""
+                immediate: bool, soon: tuple[tuple[OpenFile, int], ...] = ()
+                ) -> dict[int, int]:
+    """Host fds ready among `watch` ((fd, events)); waits unless `immediate`. Before
+    blocking, the files of `soon` may wait a little their own way (OpenFile.ready_soon)."""
     while True:
         if watch:
             poller = select.poll()
@@ -102,6 +104,8 @@ def _wait_ready(task: Task, watch: list[tuple[int, int]], deadline: float | None
             raise Interrupted
         if deadline is not None and time.monotonic() >= deadline:
             return {}
+        if any(file.ready_soon(events) for file, events in soon):
+            continue
         task.waker.wait(deadline, tuple(watch))
 
 
@@ -112,6 +116,7 @@ def _poll_files(task: Task, entries: list[tuple[int, int]], deadline: float | No
     revents = [0] * len(entries)
     watch: list[tuple[int, int]] = []
     where: list[tuple[int, int]] = []
+    files: list[tuple[OpenFile, int]] = []
     for i, (fd, events) in enumerate(entries):
         if fd < 0:
             continue
@@ -126,7 +131,8 @@ def _poll_files(task: Task, entries: list[tuple[int, int]], deadline: float | No
         else:
             watch.append((host, events))
             where.append((i, host))
-    ready = _wait_ready(task, watch, deadline, immediate=any(revents))
+            files.append((file, events))
+    ready = _wait_ready(task, watch, deadline, immediate=any(revents), soon=tuple(files))
     for i, host in where:
         revents[i] = ready.get(host, 0) & (entries[i][1] | POLLERR | POLLHUP | POLLNVAL)
     return revents
@@ -210,6 +216,9 @@ class EpollFile(OpenFile):
         super().__init__("anon_inode:[eventpoll]", OFlag.RDWR | flags)
         self.epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
         self.watched: dict[int, tuple[OpenFile, int, int]] = {}  # host fd -> file, gfd, data
+        # the watched files with a way to wait before blocking (OpenFile.ready_soon), and
+        # their events: asked before a wait blocks, without a walk over every watched file
+        self.soon: dict[int, tuple[OpenFile, int]] = {}
 
     def host_fd(self) -> int | None:
         return self.epoll.fileno()
@@ -266,6 +275,8 @@ def sys_epoll_ctl(task: Task, epfd: int, op: int, fd: int, event: int) -> int:
         except FileNotFoundError:
             raise SyscallError(errno.ENOENT) from None
         ep.watched[host] = (target, fd, data)
+        if type(target).ready_soon is not OpenFile.ready_soon:
+            ep.soon[host] = (target, mask)
         return 0
     if op == EPOLL_CTL_DEL:
         try:
@@ -273,6 +284,7 @@ def sys_epoll_ctl(task: Task, epfd: int, op: int, fd: int, event: int) -> int:
         except FileNotFoundError:
             raise SyscallError(errno.ENOENT) from None
         ep.watched.pop(host, None)
+        ep.soon.pop(host, None)
         return 0
     raise SyscallError(errno.EINVAL)
 
@@ -295,6 +307,8 @@ def _epoll_wait(task: Task, epfd: int, events: int, maxevents: int,
             raise Interrupted
         if deadline is not None and time.monotonic() >= deadline:
             return 0
+        if any(file.ready_soon(mask) for file, mask in ep.soon.values()):
+            continue
         task.waker.wait(deadline, ((ep.epoll.fileno(), select.POLLIN),))
 
 

@@ -43,7 +43,8 @@ def serve(into: DestPort, out: SourcePort) -> None:
         else:
             data = into.next_queued()
         if data is None:
-            wait(into.epoll.fileno(), select.POLLIN)
+            if not into.wait_for_data():  # a short spin first, as a receiving monitor
+                wait(into.epoll.fileno(), select.POLLIN)
             continue
         try:
             out.send(data)

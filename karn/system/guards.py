@@ -22,6 +22,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from karn.system.schemacheck import compile_schema
+
 MAX_EXACT_INT = 2**53 - 1  # I-JSON: integers a double represents exactly
 # Code points I-JSON forbids in strings: surrogates (a decoded string holds one only
 # when it was lone: a valid pair decodes to one character) and noncharacters.
@@ -83,14 +85,19 @@ def validator(schema: dict) -> Any:
 def compile_allow(pattern: str) -> Any:
     """An allow-list pattern for RE2, whose matching takes linear time whatever the
     pattern and message (no catastrophic backtracking: a guard must not be stalled by a
-    message); ValueError for what RE2 does not accept (backreferences, lookaround)."""
+    message); ValueError for what RE2 does not accept (backreferences, lookaround).
+
+    It matches a message's UTF-8 bytes: RE2 matches a str as its UTF-8 encoding anyway
+    (in UTF-8 mode, `.` and classes take whole characters), so the pattern's bytes match
+    the same messages, without the wrapper's encoding and offset work per message
+    (~3.6 -> 1.5 µs for 64 B)."""
     import re2
 
     options = re2.Options()
     options.dot_nl = True  # DOTALL: the whole message, newlines included
     options.log_errors = False
     try:
-        return re2.compile(pattern, options)
+        return re2.compile(pattern.encode("utf-8"), options)
     except re2.error as err:
         detail = err.args[0].decode(errors="replace") if err.args else str(err)
         raise ValueError(f"not a pattern RE2 accepts: {detail}") from None
@@ -136,8 +143,9 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-def parse_strict(text: str) -> Any:
-    """One I-JSON document; Rejected otherwise."""
+def parse_strict(text: str, plain: bool = False) -> Any:
+    """One I-JSON document; Rejected otherwise. `plain`: the text is ASCII without a
+    backslash, so its strings are too (no escape can make a surrogate or noncharacter)."""
     try:
         doc = json.loads(
             text,
@@ -148,7 +156,7 @@ def parse_strict(text: str) -> Any:
         )
     except ValueError as err:
         raise Rejected(f"not JSON: {err}") from None
-    for s in strings(doc):
+    for s in () if plain else strings(doc):
         bad = None if s.isascii() else FORBIDDEN.search(s)  # the class is slow: ~45 ns/char
         if bad is not None:
             c = ord(bad.group())
@@ -217,6 +225,8 @@ class GuardCheck:
         self.allow = compile_allow(guard.allow) if guard.allow is not None else None
         self.deny = [normalise(w) for w in guard.deny]
         self.validator = validator(guard.schema) if guard.schema is not None else None
+        # Says quickly when a document is certainly valid; jsonschema decides otherwise.
+        self.valid = compile_schema(guard.schema) if guard.schema is not None else None
         self.rate = guard.rate
         self.burst = float(guard.burst)
         self.tokens = self.burst
@@ -239,16 +249,21 @@ class GuardCheck:
                 text = message.decode("utf-8")  # strict: no encoded surrogates either
             except UnicodeDecodeError:
                 raise Rejected("not UTF-8 text") from None
-            if self.allow is not None and not self.allow.fullmatch(text):
+            if self.allow is not None and not self.allow.fullmatch(message):
                 raise Rejected("does not match the allow-list pattern")
             self._deny([text])
             if self.validator is not None:
-                doc = parse_strict(text)
-                self._deny(strings(doc))
-                error = next(iter(self.validator.iter_errors(doc)), None)
-                if error is not None:
-                    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-                    raise Rejected(f"schema: {where}: {error.message}")
+                plain = text.isascii() and "\\" not in text
+                doc = parse_strict(text, plain)
+                if not plain:  # else every string and key is a piece of the text, whose
+                    # normalised form holds each one's (normalise maps a substring to a
+                    # substring): the text's check above covered them
+                    self._deny(strings(doc))
+                if self.valid is None or not self.valid(doc):
+                    error = next(iter(self.validator.iter_errors(doc)), None)
+                    if error is not None:
+                        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+                        raise Rejected(f"schema: {where}: {error.message}")
                 forward = canonical(doc)
             elif self.deny:
                 self._deny(self._lenient_strings(text))

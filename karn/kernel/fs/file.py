@@ -177,6 +177,12 @@ class OpenFile:
         """The host fd behind this file, if any (tty ioctls, polling)."""
         return None
 
+    def ready_soon(self, events: int) -> bool:
+        """Before a wait for `events` blocks: wait a little without sleeping in the host,
+        where the file has a way to (a channel port spins on its ring); True if they may
+        have come. Most files have none and answer False at once."""
+        return False
+
     def reopen(self, flags: int) -> OpenFile:
         """A new description of the same file (opening /proc/self/fd/N)."""
         raise SyscallError(errno.ENXIO)

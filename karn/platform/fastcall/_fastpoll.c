@@ -180,12 +180,53 @@ static PyObject *fastpoll_publish64(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* wait_u64(buffer, offset, old, spin_ns) -> the u64 at buffer[offset], once it is no longer
+ * old or after spin_ns of spinning (GIL released), whichever comes first. A channel's
+ * receiver watches its ring's published count with it before it blocks
+ * (docs/design/channels.md): a message that comes within the spin costs no host wake-up.
+ * The buffer may be read-only (the receiver's view of a ring). */
+static PyObject *fastpoll_wait_u64(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t offset;
+    unsigned long long old, spin_ns;
+    if (!PyArg_ParseTuple(args, "y*nKK", &view, &offset, &old, &spin_ns))
+        return NULL;
+    if (offset < 0 || offset % sizeof(uint64_t) ||
+        offset + (Py_ssize_t)sizeof(uint64_t) > view.len) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "offset outside the buffer");
+        return NULL;
+    }
+    const uint64_t *word = (const uint64_t *)((const char *)view.buf + offset);
+    uint64_t value;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t start = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    for (unsigned int round = 1;; round++) {
+        value = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+        if (value != old || spin_ns == 0)
+            break;
+        __builtin_ia32_pause();
+        if (round % 32)
+            continue;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec - start >= spin_ns)
+            break;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(value);
+}
+
 static PyMethodDef methods[] = {
     {"poll", fastpoll_poll, METH_VARARGS, "Take a requested slot (sleeping while idle)."},
     {"wake", fastpoll_wake, METH_VARARGS, "Wake a sleeping poll()."},
     {"tsc", fastpoll_tsc, METH_NOARGS, "The host's time-stamp counter."},
     {"cas32", fastpoll_cas32, METH_VARARGS, "Atomic compare-and-swap of a u32."},
     {"publish64", fastpoll_publish64, METH_VARARGS, "Store a u64 with a full barrier."},
+    {"wait_u64", fastpoll_wait_u64, METH_VARARGS, "Spin until a u64 changes, bounded."},
     {NULL, NULL, 0, NULL},
 };
 
