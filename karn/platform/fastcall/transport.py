@@ -301,12 +301,14 @@ class FastTransport:
         is an ordinary exit."""
         slot = self._slots[index]
         slot.wake_due = False
-        if self._shared is not None:
-            self._watch_sharing(slot, nr)
-            client = slot.client
-            if client is not None:
-                self._pass_counts(slot, client)
-        if not self.fast_call(nr):
+        if self._shared is not None:  # (inlined tests: this runs at every exit)
+            if nr == MMAP or slot.sharing or not self._in_guest:
+                self._watch_sharing(slot, nr)
+            if _U64.unpack_from(self._raw, slot.addr + SLOT_GCALLS)[0] != slot.in_guest:
+                client = slot.client
+                if client is not None:
+                    self._pass_counts(slot, client)
+        if not (0 <= nr < FASTMAP_BITS and self._fastmap[nr >> 3] >> (nr & 7) & 1):
             slot.exit += 1
             return
         if real:
@@ -337,8 +339,11 @@ class FastTransport:
                     return
                 self._set_budget(slot, self._budget)  # the next calls probe
                 slot.quiet_since = 0.0
-            elif self._quiet_too_long(slot):
+            elif self._quiet_too_long(slot, now := time.monotonic()):
                 self._back_off(slot)
+                return
+            else:
+                slot.wake_due = now - slot.returned_at < DENSE_US / 1e6
                 return
         slot.wake_due = not slot.skip_left and \
             time.monotonic() - slot.returned_at < DENSE_US / 1e6
@@ -459,10 +464,10 @@ class FastTransport:
         _U64.pack_into(self._raw, slot.addr + SLOT_ALIVE, now + self._budget)
         self.server.wake()
 
-    def _quiet_too_long(self, slot: _Slot) -> bool:
+    @staticmethod
+    def _quiet_too_long(slot: _Slot, now: float) -> bool:
         """The slot's calls went past the server for more than QUIET_US since it last
-        served one (or since this quiet spell began)."""
-        now = time.monotonic()
+        served one (or since this quiet spell began); now: time.monotonic()."""
         if slot.fast != slot.fast_seen or not slot.quiet_since:
             slot.fast_seen, slot.quiet_since = slot.fast, now
             return False
