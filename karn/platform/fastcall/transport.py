@@ -82,8 +82,9 @@ QUIET_US = 300
 # would only take a core from the guest for the server's wake-up spin. Measured from the
 # return to the guest, not from exit to exit: an exit's own cost (~40 µs, far more on a
 # busy host) made every call of a busy server look sparse (nginx at load 9: 0 served). The
-# wake itself comes as the vCPU goes back to the guest (returning()), so the server's
-# first spin and the probe's lease cover the guest's next call, not the exit's own time.
+# server is woken at once (its wake-up takes longer than the exit), the probe's lease is
+# lent as the vCPU goes back to the guest (returning()): it covers the guest's next call,
+# not the exit's own time.
 DENSE_US = 100
 # An untimed futex wait that would block spins this long in its stub, registered in its
 # slot, before the exit path: a hand-over between two threads on host cores takes a few µs
@@ -297,8 +298,8 @@ class FastTransport:
         (the stub withdrew it, or QUIET_US passed since the slot's last served call
         while its calls were sent past an absent server); else wake the server if it
         sleeps and the call came DENSE_US or less after the slot's last return to the
-        guest (at the return: returning()). A futex wait the stub saw would block (WAITS)
-        is an ordinary exit."""
+        guest (its lease lent at the return: returning()). A futex wait the stub saw would
+        block (WAITS) is an ordinary exit."""
         slot = self._slots[index]
         slot.wake_due = False
         if self._shared is not None:  # (inlined tests: this runs at every exit)
@@ -343,20 +344,27 @@ class FastTransport:
                 self._back_off(slot)
                 return
             else:
-                slot.wake_due = now - slot.returned_at < DENSE_US / 1e6
+                self._wake_if_dense(slot, now)
                 return
-        slot.wake_due = not slot.skip_left and \
-            time.monotonic() - slot.returned_at < DENSE_US / 1e6
+        if not slot.skip_left:
+            self._wake_if_dense(slot, time.monotonic())
+
+    def _wake_if_dense(self, slot: _Slot, now: float) -> None:
+        """The slot's call came DENSE_US or less after its last return to the guest: wake a
+        sleeping server now (its wake-up takes longer than the exit: a head start), and
+        lend the slot a lease as it goes back (returning())."""
+        if now - slot.returned_at < DENSE_US / 1e6 and self.server.asleep:
+            self.server.wake()
+            slot.wake_due = True
 
     def returning(self, index: int) -> None:
         """vCPU `index` goes back to the guest after a call served on its exit path: the
-        guest's time to its next call starts now; a wake exit_path_call found due is made
-        now (the server's first spin and the probe's lease then wait for that call)."""
+        guest's time to its next call starts now; after a wake exit_path_call made, the
+        probe's lease is lent now (it covers the next call, not the exit's own time)."""
         slot = self._slots[index]
         if slot.wake_due:
             slot.wake_due = False
-            if self.server.asleep:
-                self._probe(slot)
+            self._lend(slot)
         slot.returned_at = time.monotonic()
 
     # -- futex waiters in the slots (kernel/futex.py GuestWaiters) -----------------------
@@ -456,13 +464,12 @@ class FastTransport:
             client.count_calls(FUTEX, (answered - slot.in_guest) & MASK64)
             slot.in_guest = answered
 
-    def _probe(self, slot: _Slot) -> None:
-        """Wake the sleeping server, and give the slot a lease of the budget's length in
-        its name: the next call waits that long for the server to get a core and take it
+    def _lend(self, slot: _Slot) -> None:
+        """After a wake of the server: give the slot a lease of the budget's length in its
+        name: the next call waits that long for the server to get a core and take it
         (served: the fast path is back; withdrawn: the slot backs off further)."""
         now = (self.host_tsc() + self.guest_tsc_offset) & MASK64
         _U64.pack_into(self._raw, slot.addr + SLOT_ALIVE, now + self._budget)
-        self.server.wake()
 
     @staticmethod
     def _quiet_too_long(slot: _Slot, now: float) -> bool:
