@@ -2,6 +2,7 @@
 """Network benchmarks for issue 5: nginx under wrk and redis under redis-benchmark.
 
     python3 bench/net.py [--runs N] [--seconds S] [--requests N] [--write] [--no-runsc]
+                         [--base DIR] [--runners LIST]
 
 1. nginx (Debian's, `daemon off; master_process off;`, one worker) serving a 612-byte page
    (the page size the Unikraft paper measures), `wrk -t2 -c16 -dS`: requests/s and p50.
@@ -14,7 +15,9 @@ HOSTPORT:GUESTPORT) and gVisor (`runsc --network=host --platform=ptrace do`) whe
 and running as root. `runsc do` puts its sandbox in a network namespace of its own with a
 veth (host networking inside that namespace), so its servers are reached at the sandbox's
 address, not at 127.0.0.1. The runners
-take turns, --runs rounds; each figure is the median over the rounds.
+take turns, --runs rounds; each figure is the median over the rounds. --base DIR adds
+`karn-base`: the fast transport of the karn source tree DIR (another checkout, before a
+change); --runners picks some of them (e.g. native,karn,karn-base).
 Prints a markdown section; --write replaces the "Network" section of docs/benchmarks.md.
 """
 
@@ -41,7 +44,9 @@ SECTION = "## Network"
 KARN = [sys.executable, "-m", "karn", "run"]
 RUNSC_IP = "192.168.10.2"
 RUNSC = ["runsc", "--network=host", "--platform=ptrace", "do", "-ip", RUNSC_IP]
-TRANSPORT = {"karn": "fast", "karn-exit": "exit"}  # karn runners: --syscall-transport
+TRANSPORT = {"karn": "fast", "karn-exit": "exit",  # karn runners: --syscall-transport
+             "karn-base": "fast"}
+BASE: Path | None = None  # the karn tree karn-base runs (--base)
 NGINX_CONF = """daemon off;
 master_process off;
 worker_processes 1;
@@ -108,6 +113,13 @@ def server_cmd(runner: str, port: int, guest_port: int, argv: list[str],
             "-p", f"{port}:{guest_port}", *argv]
 
 
+def server_env(runner: str) -> dict[str, str] | None:
+    """karn-base imports karn from the --base tree (`python3 -m` looks there first)."""
+    if runner != "karn-base" or BASE is None:
+        return None
+    return {**os.environ, "PYTHONPATH": str(BASE)}
+
+
 def nginx(runner: str, site: Path, seconds: int, trace: Path | None = None
           ) -> tuple[float, float, int]:
     port = free_port()
@@ -123,7 +135,8 @@ def nginx(runner: str, site: Path, seconds: int, trace: Path | None = None
     cfg = f"/site/{conf.name}" if in_karn else str(conf)
     argv = [shutil.which("nginx") or "/usr/sbin/nginx", "-c", cfg, "-p", tmp]
     proc = subprocess.Popen(server_cmd(runner, port, guest_port, argv, extra),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=server_env(runner), cwd=BASE if server_env(runner) else None)
     try:
         wait_port(address(runner), port, proc)
         out = subprocess.run(["wrk", "-t2", "-c16", f"-d{seconds}s", "--latency",
@@ -152,7 +165,8 @@ def redis(runner: str, requests: int) -> dict[str, float]:
             "--save", "", "--appendonly", "no", "--dir", "/tmp",
             "--protected-mode", "no"]  # runsc's clients come from its veth peer
     proc = subprocess.Popen(server_cmd(runner, port, guest_port, argv, []),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=server_env(runner), cwd=BASE if server_env(runner) else None)
     try:
         wait_port(address(runner), port, proc)
         out = subprocess.run(["redis-benchmark", "-h", address(runner), "-p", str(port),
@@ -182,15 +196,23 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--no-runsc", action="store_true")
+    ap.add_argument("--base", type=Path, help="also karn-base: the fast transport of this tree")
+    ap.add_argument("--runners", help="comma-separated subset of the runners")
     args = ap.parse_args()
+    global BASE
+    BASE = args.base.resolve() if args.base is not None else None
     for tool in ("nginx", "wrk", "redis-server", "redis-benchmark"):
         if not (shutil.which(tool) or os.path.exists(f"/usr/sbin/{tool}")):
             print(f"{tool} missing: apt-get install nginx wrk redis-server redis-tools",
                   file=sys.stderr)
             return 2
-    runners = ["native", *TRANSPORT]
+    runners = ["native", "karn", "karn-exit"]
+    if BASE is not None:
+        runners.append("karn-base")
     if not args.no_runsc and shutil.which("runsc") and os.geteuid() == 0:
         runners.append("runsc")
+    if args.runners:
+        runners = [r for r in runners if r in args.runners.split(",")]
     site = Path(tempfile.mkdtemp(prefix="karn-bench-site-", dir="/var/tmp"))
     (site / "html").mkdir()
     (site / "html" / "index.html").write_bytes(b"k" * 611 + b"\n")

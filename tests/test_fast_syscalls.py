@@ -333,6 +333,51 @@ def test_window_with_an_instruction_between():
     assert find_window(bytes.fromhex("9090909090b8270000000f05"), 39) == (-5, 7, b"")
 
 
+def test_window_with_a_lea_between():
+    """A 64-bit lea between the mov and the syscall: replayed as it is, or, RIP-relative, as
+    a movabs of the address it computes; a lea into rax, with a SIB byte or 32-bit is no
+    window; a vCPU stopped after the (longer) movabs resumes at the syscall in place."""
+    from karn.platform.fastcall.patcher import Site, find_window, replayed
+
+    rip = bytes.fromhex("4c89f2b80e000000488d35dd781100 0f05".replace(" ", ""))
+    assert find_window(rip, 14) == (-12, 14, bytes.fromhex("488d35dd781100"))
+    assert replayed(bytes.fromhex("488d35dd781100"), 0x1000) == \
+        bytes.fromhex("48be") + (0x1007 + 0x1178DD).to_bytes(8, "little")
+    assert replayed(bytes.fromhex("4c8d05f0ffffff"), 0x1000) == \
+        bytes.fromhex("49b8") + (0x1007 - 16).to_bytes(8, "little")
+    base = bytes.fromhex("90b80e000000488db3f00800000f05")
+    assert find_window(base, 14) == (-12, 14, bytes.fromhex("488db3f0080000"))
+    assert replayed(bytes.fromhex("488db3f0080000"), 0x1000) == bytes.fromhex("488db3f0080000")
+    assert find_window(bytes.fromhex("90b80e0000004c8d40080f05"), 14) == \
+        (-9, 11, bytes.fromhex("4c8d4008"))
+    for no in ("488d4508", "488d4424", "8d7508"):  # into rax; SIB; 32-bit
+        assert find_window(bytes.fromhex("90b80e000000" + no + "0f05"), 14) is None, no
+    site = Site(0x1000, 14, 14, b"", 0x2000, bytes.fromhex("488d35dd781100"))
+    assert [site.resume_at(o) for o in (0, 5, 15, 22)] == [0x1000, 0x1005, 0x100C, 0x100C]
+
+
+STUB_CALLS = re.compile(rb"(\d+) calls served in shared memory, (\d+) redone on the exit "
+                        rb"path, (\d+) withdrawn, (\d+) skipped")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_windows_with_a_lea_between(transport, build, native, same):
+    """`mov $nr,%eax; lea ...,%reg; syscall` windows (glibc's pthread_create and
+    start_thread): RIP-relative (the stub loads the address with a movabs), base + disp32,
+    base + disp8 into r8; each call's result and the lea's register checked by the program,
+    and in fast mode all but each site's first call came through its stub (7 a round: the
+    4 lea windows, glibc's 3 sigprocmask; without the lea windows 3)."""
+    exe = build("fastcall_lea", "static")
+    expected = native(exe, "1000")
+    assert expected.returncode == 0, expected.stdout
+    got = karn_info("--syscall-transport", transport, exe, "1000")
+    same(expected, got, f"lea windows ({transport})")
+    if transport == "fast":
+        m = STUB_CALLS.search(got.stderr)
+        assert m, got.stderr
+        assert sum(int(n) for n in m.groups()) >= 6 * 999, got.stderr
+
+
 def test_bad_transport_is_one_line(karn):
     got = subprocess.run([sys.executable, "-m", "karn", "run", "--syscall-transport", "warp",
                           "/bin/true"], capture_output=True)

@@ -401,6 +401,8 @@ class Vcpu:
                         page.kvm_dirty_regs |= dirty
                     if client.work_pending:
                         client.do_work()
+                    if fast is not None:
+                        fast.returning(self.index)
                     continue
                 if port == WORK_PORT and fast is not None:
                     # an answered fast call with work due: return from it, then the work

@@ -6,7 +6,9 @@ overwritten with `jmp rel32` to a per-site stub in an arena within +-2 GiB. The 
 stays: a thread already past the old `mov`, or a jump into the window, still makes a
 correct real syscall, and a restarted call (RIP = return - 2) lands on it. One known
 instruction may stand between the `mov` and the `syscall` (BETWEEN: glibc's contended
-mutex wait); the per-site stub replays it, and it stays in place for a jump to it.
+mutex wait; or a 64-bit `lea`, as in glibc's pthread_create and start_thread); the
+per-site stub replays it (a RIP-relative `lea` as a `movabs` of its address), and it stays
+in place for a jump to it.
 
 Writes another vCPU may be executing follow the order of Linux's text_poke_bp, with a
 self-loop `jmp .` (eb fe) where Linux puts an int3: the loop at the first two bytes (one
@@ -64,6 +66,42 @@ class RunningCpu(Protocol):
 # glibc's __lll_lock_wait(_private), a contended mutex's wait: `xor $0x80,%sil` (the
 # private flag, FUTEX_WAIT | FUTEX_PRIVATE_FLAG).
 BETWEEN = (b"\x40\x80\xf6\x80",)
+# And a 64-bit `lea` (REX.W, opcode 8d, no SIB byte), which computes an address and touches
+# no memory either: `lea disp32(%base),%reg` or `lea disp8(%base),%reg`, replayed as it
+# is, or `lea disp32(%rip),%reg`, replayed as `movabs $address,%reg` (the stub is
+# elsewhere). glibc's pthread_create: `mov $14,%eax; lea sigall_set(%rip),%rsi; syscall`;
+# start_thread: `mov $14,%eax; lea 0x8f0(%rbx),%rsi; syscall` (rt_sigprocmask, twice a
+# thread).
+LEA_REX = (0x48, 0x49, 0x4C, 0x4D)
+LEA = 0x8D
+BEFORE = 16  # bytes read before P: the longest window (mov + lea + a REX check byte) fits
+
+
+def _lea_length(code: bytes, end: int) -> int:
+    """The length (7 or 4) of a 64-bit `lea` without SIB that ends at code[end], or 0. A
+    destination rax is none (the window's nr would not survive it)."""
+    for length, mod in ((7, 0b10), (7, 0b00), (4, 0b01)):
+        at = end - length
+        if at < 0 or code[at] not in LEA_REX or code[at + 1] != LEA:
+            continue
+        modrm = code[at + 2]
+        rm = modrm & 7
+        if modrm >> 6 != mod or rm == 0b100 or (mod == 0b00 and rm != 0b101):
+            continue
+        if (modrm >> 3) & 7 == 0 and not code[at] & 4:
+            return 0
+        return length
+    return 0
+
+
+def replayed(between: bytes, address: int) -> bytes:
+    """What the per-site stub executes for the instruction `between` found at `address` in
+    the window: itself, or for a RIP-relative `lea` a `movabs` of the address it computes."""
+    if len(between) == 7 and between[1] == LEA and between[2] & 0xC7 == 0x05:
+        target = (address + 7 + struct.unpack_from("<i", between, 3)[0]) & ((1 << 64) - 1)
+        reg = (between[2] >> 3) & 7
+        return bytes((0x48 | (between[0] & 4) >> 2, 0xB8 + reg)) + struct.pack("<Q", target)
+    return between
 
 
 class Site(NamedTuple):
@@ -75,10 +113,11 @@ class Site(NamedTuple):
     between: bytes = b""  # the instruction between the mov and the syscall (BETWEEN)
 
     def resume_at(self, offset: int) -> int:
-        """Where a vCPU stopped at `offset` in the per-site stub goes on, the call not
-        made: the window's instruction the stub's next one replays (rax = nr from the
-        stub's mov on)."""
-        return self.start + min(offset, 5 + len(self.between))
+        """Where a vCPU stopped at `offset` (an instruction boundary) in the per-site stub
+        goes on, the call not made: the window's instruction the stub's next one replays
+        (rax = nr from the stub's mov on; the replayed instruction may be longer than the
+        one in place, a relocated lea)."""
+        return self.start + (offset if offset <= 5 else 5 + len(self.between))
 
 
 class Arena:
@@ -111,21 +150,26 @@ class Arena:
 
 
 def find_window(code: bytes, nr: int) -> tuple[int, int, bytes] | None:
-    """`code` = the 10 bytes before P and the 2 at P; (offset of S from P, length, the
-    instruction between) of a window whose immediate is nr, or None."""
-    if code[10:12] != SYSCALL:
+    """`code` = bytes before P (up to BEFORE) and the 2 at P; (offset of S from P, length,
+    the instruction between) of a window whose immediate is nr, or None."""
+    p = len(code) - 2
+    if code[p:] != SYSCALL or p < 6:
         return None
-    if code[5] == 0xB8 and struct.unpack_from("<I", code, 6)[0] == nr \
-            and not 0x40 <= code[4] <= 0x4F:  # a REX byte would make it mov r8d..r15d
+    if code[p - 5] == 0xB8 and struct.unpack_from("<I", code, p - 4)[0] == nr \
+            and not 0x40 <= code[p - 6] <= 0x4F:  # a REX byte would make it mov r8d..r15d
         return -5, 7, b""
-    if code[3:6] == b"\x48\xc7\xc0" and struct.unpack_from("<i", code, 6)[0] == nr:
+    if p >= 7 and code[p - 7 : p - 4] == b"\x48\xc7\xc0" \
+            and struct.unpack_from("<i", code, p - 4)[0] == nr:
         return -7, 9, b""
-    for between in BETWEEN:
-        at = 10 - len(between)
-        if code[at:10] == between and code[at - 5] == 0xB8 \
+    lea = _lea_length(code, p)
+    for between in (*BETWEEN, code[p - lea : p] if lea else None):
+        if between is None:
+            continue
+        at = p - len(between)
+        if at >= 6 and code[at:p] == between and code[at - 5] == 0xB8 \
                 and struct.unpack_from("<I", code, at - 4)[0] == nr \
                 and not 0x40 <= code[at - 6] <= 0x4F:
-            return at - 15, 7 + len(between), between
+            return at - 5 - p, 7 + len(between), between
     return None
 
 
@@ -167,7 +211,7 @@ class Patcher:
         lo, hi = self._user
         if not 0 <= nr < FASTMAP_BITS or p - 10 < lo or p + 2 > hi:
             return False
-        window = find_window(bytes(self._raw[p - 10 : p + 2]), nr)
+        window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
         if window is None:
             return False
         start, length, between = p + window[0], window[1], window[2]
@@ -181,7 +225,8 @@ class Patcher:
         stub = arena.next_stub
         arena.next_stub += SITE_STUB_STRIDE
         self._raw[stub : stub + SITE_STUB_STRIDE] = site_stub(
-            stub, nr, start + length, arena.entry, between).ljust(SITE_STUB_STRIDE, b"\xcc")
+            stub, nr, start + length, arena.entry, replayed(between, start + 5),
+        ).ljust(SITE_STUB_STRIDE, b"\xcc")
         site = Site(start, length, nr, bytes(self._raw[start : start + 5]), stub, between)
         self._poke(caller, start, bytes((JMP_REL32,)) + struct.pack("<i", stub - start - 5))
         self.patched[start] = site

@@ -77,9 +77,14 @@ RESET_AFTER = 64  # served calls since the last back-off that end a back-off str
 # A slot whose fast calls all went past the server this long (a few exits' time: a woken
 # server gets a core within it unless the host is short of cores) is backed off.
 QUIET_US = 300
-# A sleeping server is woken for a slot whose fast calls come this close together (a
-# loop of calls); sparser ones (a thread's start and exit) would only take a core from
-# the guest for the server's wake-up spin.
+# A sleeping server is woken for a slot whose thread makes a fast call within this much
+# time back in the guest after its last exit-path call (a loop of calls); sparser ones
+# would only take a core from the guest for the server's wake-up spin. Measured from the
+# return to the guest, not from exit to exit: an exit's own cost (~40 µs, far more on a
+# busy host) made every call of a busy server look sparse (nginx at load 9: 0 served). The
+# server is woken at once (its wake-up takes longer than the exit), the probe's lease is
+# lent as the vCPU goes back to the guest (returning()): it covers the guest's next call,
+# not the exit's own time.
 DENSE_US = 100
 # An untimed futex wait that would block spins this long in its stub, registered in its
 # slot, before the exit path: a hand-over between two threads on host cores takes a few µs
@@ -149,7 +154,7 @@ class Counts(NamedTuple):
 class _Slot:
     __slots__ = ("addr", "lock", "client", "cpu", "fast", "redone", "withdrawn", "skipped",
                  "exit", "in_guest", "skip", "skip_left", "fast_at_back_off", "fast_seen",
-                 "quiet_since", "passed_at", "spin_left", "sharing")
+                 "quiet_since", "returned_at", "wake_due", "spin_left", "sharing")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
@@ -166,7 +171,8 @@ class _Slot:
         self.fast_at_back_off = 0
         self.fast_seen = 0  # self.fast when the current quiet spell began
         self.quiet_since = 0.0  # monotonic seconds; 0: no quiet spell
-        self.passed_at = 0.0  # when a call the server could take last went past it
+        self.returned_at = 0.0  # when its thread last went back to the guest from an exit
+        self.wake_due = False  # wake the server as it goes back (returning())
         self.spin_left = 0  # futex waits not to spin (SPIN_SKIP), the vCPU's thread only
         self.sharing = False  # its last call may have made memory shared (MAP_SHARED)
 
@@ -253,6 +259,8 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
+        slot.returned_at = time.monotonic()  # its thread starts in the guest: a call soon
+        # after is a dense one (a new thread's first calls)
         self._count_bound()
         client.attach_waiters(self)
 
@@ -289,15 +297,19 @@ class FastTransport:
         (real) or from a stub: count it, and back its slot off when the server did not serve it
         (the stub withdrew it, or QUIET_US passed since the slot's last served call
         while its calls were sent past an absent server); else wake the server if it
-        sleeps and the slot's calls come DENSE_US apart or closer. A futex wait the stub
-        saw would block (WAITS) is an ordinary exit."""
+        sleeps and the call came DENSE_US or less after the slot's last return to the
+        guest (its lease lent at the return: returning()). A futex wait the stub saw would
+        block (WAITS) is an ordinary exit."""
         slot = self._slots[index]
-        if self._shared is not None:
-            self._watch_sharing(slot, nr)
-            client = slot.client
-            if client is not None:
-                self._pass_counts(slot, client)
-        if not self.fast_call(nr):
+        slot.wake_due = False
+        if self._shared is not None:  # (inlined tests: this runs at every exit)
+            if nr == MMAP or slot.sharing or not self._in_guest:
+                self._watch_sharing(slot, nr)
+            if _U64.unpack_from(self._raw, slot.addr + SLOT_GCALLS)[0] != slot.in_guest:
+                client = slot.client
+                if client is not None:
+                    self._pass_counts(slot, client)
+        if not (0 <= nr < FASTMAP_BITS and self._fastmap[nr >> 3] >> (nr & 7) & 1):
             slot.exit += 1
             return
         if real:
@@ -328,14 +340,32 @@ class FastTransport:
                     return
                 self._set_budget(slot, self._budget)  # the next calls probe
                 slot.quiet_since = 0.0
-            elif self._quiet_too_long(slot):
+            elif self._quiet_too_long(slot, now := time.monotonic()):
                 self._back_off(slot)
                 return
-        now = time.monotonic()
-        dense = now - slot.passed_at < DENSE_US / 1e6
-        slot.passed_at = now
-        if dense and self.server.asleep and not slot.skip_left:
-            self._probe(slot)
+            else:
+                self._wake_if_dense(slot, now)
+                return
+        if not slot.skip_left:
+            self._wake_if_dense(slot, time.monotonic())
+
+    def _wake_if_dense(self, slot: _Slot, now: float) -> None:
+        """The slot's call came DENSE_US or less after its last return to the guest: wake a
+        sleeping server now (its wake-up takes longer than the exit: a head start), and
+        lend the slot a lease as it goes back (returning())."""
+        if now - slot.returned_at < DENSE_US / 1e6 and self.server.asleep:
+            self.server.wake()
+            slot.wake_due = True
+
+    def returning(self, index: int) -> None:
+        """vCPU `index` goes back to the guest after a call served on its exit path: the
+        guest's time to its next call starts now; after a wake exit_path_call made, the
+        probe's lease is lent now (it covers the next call, not the exit's own time)."""
+        slot = self._slots[index]
+        if slot.wake_due:
+            slot.wake_due = False
+            self._lend(slot)
+        slot.returned_at = time.monotonic()
 
     # -- futex waiters in the slots (kernel/futex.py GuestWaiters) -----------------------
 
@@ -434,18 +464,17 @@ class FastTransport:
             client.count_calls(FUTEX, (answered - slot.in_guest) & MASK64)
             slot.in_guest = answered
 
-    def _probe(self, slot: _Slot) -> None:
-        """Wake the sleeping server, and give the slot a lease of the budget's length in
-        its name: the next call waits that long for the server to get a core and take it
+    def _lend(self, slot: _Slot) -> None:
+        """After a wake of the server: give the slot a lease of the budget's length in its
+        name: the next call waits that long for the server to get a core and take it
         (served: the fast path is back; withdrawn: the slot backs off further)."""
         now = (self.host_tsc() + self.guest_tsc_offset) & MASK64
         _U64.pack_into(self._raw, slot.addr + SLOT_ALIVE, now + self._budget)
-        self.server.wake()
 
-    def _quiet_too_long(self, slot: _Slot) -> bool:
+    @staticmethod
+    def _quiet_too_long(slot: _Slot, now: float) -> bool:
         """The slot's calls went past the server for more than QUIET_US since it last
-        served one (or since this quiet spell began)."""
-        now = time.monotonic()
+        served one (or since this quiet spell began); now: time.monotonic()."""
         if slot.fast != slot.fast_seen or not slot.quiet_since:
             slot.fast_seen, slot.quiet_since = slot.fast, now
             return False
