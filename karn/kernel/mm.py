@@ -136,8 +136,8 @@ class MemoryAccount:
             return
         self._told = True
         mib = 1 << 20
-        log.warning("guest memory limit reached: %.1f MiB more refused (ENOMEM), %.1f of "
-                    "%d MiB held in accessible mappings and tmpfs data; raise it with "
+        log.warning("guest memory limit reached: %.1f MiB more refused, %.1f of %d MiB "
+                    "held (accessible mappings, tmpfs data, threads); raise it with "
                     "--memory", delta / mib, self.used / mib, self.limit // mib)
 
 
