@@ -604,3 +604,18 @@ def test_mkdir_keeps_the_guest_umask_after_a_fork(karn, native, same, where, tmp
     else:
         got = karn("-w", "/tmp", BUSYBOX, "sh", "-c", script)
     same(expected, got, f"mkdir modes under umask 002 ({where})")
+
+
+@pytest.mark.parametrize("where", ["tmpfs", "volume"])
+def test_file_locks_between_processes(build, karn, native, same, where, tmp_path):
+    """fcntl record locks (F_SETLK conflicts, F_GETLK's holder, F_SETLKW waiting and
+    interrupted, release at the holder's end), OFD locks and flock hold between the
+    guest's processes as on Linux (they were granted without checking: SQLite in two
+    processes could both write)."""
+    probe = build("file_locks")
+    expected = native(probe, tmp_path)
+    if where == "volume":
+        got = karn("-v", f"{tmp_path}:/vol", probe, "/vol")
+    else:
+        got = karn(probe, "/tmp")
+    same(expected, got, f"file locks between processes ({where})")

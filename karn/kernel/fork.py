@@ -27,6 +27,7 @@ import errno
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -379,6 +380,9 @@ def _finish(proc: Process) -> None:
         write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
     if proc.net is not None:
         proc.net.process_ended()
+    locks = sys.modules.get("karn.kernel.fs.locks")  # loaded only if the process locked
+    if locks is not None:
+        locks.release_at_exit()
     if proc.internal_failure is not None:
         os.write(2, f"karn: process {proc.pid}: internal error: "
                     f"{proc.internal_failure!r}\n".encode())

@@ -23,7 +23,6 @@ F_GETLK, F_SETLK, F_SETLKW, F_SETOWN, F_GETOWN = 5, 6, 7, 8, 9
 F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
 F_DUPFD_CLOEXEC, F_SETPIPE_SZ, F_GETPIPE_SZ = 1030, 1031, 1032
 F_ADD_SEALS, F_GET_SEALS = 1033, 1034
-F_UNLCK = 2
 FD_CLOEXEC = 1
 CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
 
@@ -90,13 +89,10 @@ def sys_fcntl(task: Task, fd: int, cmd: int, arg: int) -> int:
     if cmd == F_SETFL:
         file.set_status_flags(u32(arg) & (OFlag.APPEND | OFlag.NONBLOCK))
         return 0
-    if cmd in (F_GETLK, F_OFD_GETLK):
-        task.mem.read(arg, 32)  # struct flock must be there
-        task.mem.write(arg, F_UNLCK.to_bytes(2, "little"))  # nothing else holds locks
-        return 0
-    if cmd in (F_SETLK, F_SETLKW, F_OFD_SETLK, F_OFD_SETLKW):
-        task.mem.read(arg, 32)
-        return 0  # one process: every lock is granted
+    if cmd in (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW):
+        from karn.kernel.fs.locks import fcntl_lock  # loaded by the first lock
+
+        return fcntl_lock(task, file, cmd, arg)
     if cmd == F_GETOWN:
         return 0
     if cmd == F_SETOWN:
@@ -283,10 +279,9 @@ def sys_close_range(task: Task, first: int, last: int, flags: int) -> int:
 
 
 def sys_flock(task: Task, fd: int, operation: int) -> int:
-    task.process.fds.get(s32(fd))
-    if s32(operation) & ~(1 | 2 | 4 | 8) or not s32(operation) & 0b1011:
-        raise SyscallError(errno.EINVAL)
-    return 0
+    from karn.kernel.fs.locks import flock
+
+    return flock(task, task.process.fds.get(s32(fd)), s32(operation))
 
 
 def sys_fadvise64(task: Task, fd: int, offset: int, length: int, advice: int) -> int:
@@ -312,7 +307,9 @@ HANDLERS = {
     "fadvise64": sys_fadvise64,
 }
 NOTES = {
-    "fcntl": "record locks (F_SETLK, F_OFD_*) are granted without checking: one process; "
+    "fcntl": "record locks (F_SETLK, F_OFD_*) on host-backed files (volumes, tmpfs once "
+    "the run has forked) are host locks, so they hold between the guest's processes; "
+    "F_SETLKW is polled (no EDEADLK); on in-memory tmpfs (one process) they are granted; "
     "F_SETOWN/F_GETOWN are no-ops; F_SETFL changes only O_APPEND and O_NONBLOCK",
     "ioctl": "FIONREAD, FIONBIO, FIOCLEX, FIONCLEX, FIOASYNC (accepted, no SIGIO); "
     "TCGETS/TCSETS*/TIOC[GS]WINSZ reach the host only when the fd is a host tty; with "
@@ -320,6 +317,8 @@ NOTES = {
     "guest's process groups; TIOCGPTN/TIOCSPTLCK/TIOCGPTLCK/TIOCGPTPEER on /dev/ptmx; "
     "anything else ENOTTY",
     "close_range": "CLOSE_RANGE_UNSHARE is accepted (one fd table)",
-    "flock": "locks are granted without checking: one process",
+    "flock": "host flock on host-backed files (volumes, tmpfs once the run has forked), "
+    "shared by forked processes as Linux shares the open file; a blocking lock is polled; "
+    "granted on in-memory tmpfs (one process)",
     "fadvise64": "advice is accepted and ignored",
 }
