@@ -53,7 +53,8 @@ class Coordinator:
         self._socks: dict[int, socket.socket] = {}  # pid -> its monitor's link
         self._ended: set[int] = set()  # processes that said how they ended
         self._watchers: dict[int, set[int]] = {}  # pid -> processes with a pidfd to it
-        self._queries: dict[int, tuple[threading.Event, list]] = {}  # /proc reads asked
+        # /proc reads asked of other monitors: query id -> (answered, answer, of pid)
+        self._queries: dict[int, tuple[threading.Event, list, int]] = {}
         self._next_query = 0
         _reap_host_children()
         # Not threading.Thread: its start() waits until the thread runs (a hand-over on the
@@ -88,6 +89,7 @@ class Coordinator:
         if op == "exit":
             self._ended.add(caller)
             self._exited(caller, args[0], news)
+            self._unanswerable(caller)
             return None
         if op == "changed":  # a job-control stop (its signal) or continue (0)
             self._job_state(caller, args[0], news)
@@ -206,18 +208,32 @@ class Coordinator:
             qid = self._next_query
             box: list = []
             done = threading.Event()
-            self._queries[qid] = (done, box)
+            self._queries[qid] = (done, box, pid)
         try:
             self.send(pid, ("query", qid, name))
-            if not done.wait(QUERY_TIMEOUT):
-                raise SyscallError(errno.ESRCH)
+            done.wait(QUERY_TIMEOUT)
         finally:
             with self.lock:
                 self._queries.pop(qid, None)
-        ok, content = box[0]
-        if not ok:
-            raise SyscallError(content)
-        return content
+        if box:
+            ok, content = box[0]
+            if not ok:
+                raise SyscallError(content)
+            return content
+        with self.lock:  # no answer: it ended meanwhile (its exit came after the
+            entry = self.table.entries.get(pid)  # query went out), or it is wedged
+            if entry is not None and entry.zombie:
+                from karn.kernel.fs.procfiles import zombie_entry
+
+                return zombie_entry(entry, name).decode("latin-1")
+        raise SyscallError(errno.ESRCH)
+
+    def _unanswerable(self, pid: int) -> None:
+        """pid's monitor has ended: the /proc reads waiting for its answer look at the
+        table again now (the process is a zombie) instead of at their timeout."""
+        for done, _box, asked in list(self._queries.values()):
+            if asked == pid:
+                done.set()
 
     # -- links -------------------------------------------------------------------------
 
@@ -351,6 +367,7 @@ class Coordinator:
             self._socks.pop(pid, None)
             if pid not in self._ended:  # its monitor died without a word
                 self._exited(pid, signal_wstatus(SIGKILL, False), news)
+            self._unanswerable(pid)
         for target, message in news:
             self.send(target, message)
 
