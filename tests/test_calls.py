@@ -218,3 +218,11 @@ def test_an_armed_periodic_timer_never_reads_as_zero(like_native):
     """getitimer/timer_gettime just after an expiry, before karn's timer thread re-armed
     it, read 0 (as if disarmed; a flaky check of calls_cputimers on a loaded host)."""
     like_native("calls_itimer_left", "static")
+
+
+@BOTH_LIBCS
+def test_epoll_watches_two_fds_of_one_file_apart(variant, like_native):
+    """A dup of a watched fd is its own registration (Go's net.FileListener needs it):
+    events reach both with their own data; EEXIST, ENOENT, MOD and DEL per fd (the dup
+    was EEXIST: one host fd)."""
+    like_native("epoll_dup", variant)

@@ -210,15 +210,41 @@ def sys_pselect6(task: Task, n: int, inp: int, outp: int, exp: int, tsp: int, si
 # -- epoll -----------------------------------------------------------------------------
 
 class EpollFile(OpenFile):
-    """A guest epoll instance: a host epoll over the host fds of the watched files."""
+    """A guest epoll instance: a host epoll over the host fds of the watched files.
+
+    Linux keys a registration by file and fd, so two fds of one open file (a dup: Go's
+    net.FileListener) are watched apart, each with its events and data; both are one
+    host fd here, which a host epoll takes once. So the host registration asks for what
+    any of them asks for, and each event is reported to every registration that asked."""
 
     def __init__(self, flags: int) -> None:
         super().__init__("anon_inode:[eventpoll]", OFlag.RDWR | flags)
         self.epoll = select.epoll(flags=select.EPOLL_CLOEXEC)
-        self.watched: dict[int, tuple[OpenFile, int, int]] = {}  # host fd -> file, gfd, data
+        # guest fd -> its file, the file's host fd, events asked, data
+        self.watched: dict[int, tuple[OpenFile, int, int, int]] = {}
+        self.by_host: dict[int, set[int]] = {}  # host fd -> the guest fds watched on it
         # the watched files with a way to wait before blocking (OpenFile.ready_soon), and
         # their events: asked before a wait blocks, without a walk over every watched file
         self.soon: dict[int, tuple[OpenFile, int]] = {}
+
+    def host_mask(self, host: int) -> int:
+        mask = 0
+        for gfd in self.by_host.get(host, ()):
+            mask |= self.watched[gfd][2]
+        return mask
+
+    def events(self, ready: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+        """(events, data) for each registration a host event concerns, at most limit."""
+        out: list[tuple[int, int]] = []
+        for host, ev in ready:
+            if host not in self.by_host:  # never ours (a host fd closed and reused)
+                self.epoll.unregister(host)
+            for gfd in self.by_host.get(host, ()):
+                _file, _host, mask, data = self.watched[gfd]
+                got = ev & (mask | select.EPOLLERR | select.EPOLLHUP)
+                if got and len(out) < limit:
+                    out.append((got, data))
+        return out
 
     def host_fd(self) -> int | None:
         return self.epoll.fileno()
@@ -265,28 +291,66 @@ def sys_epoll_ctl(task: Task, epfd: int, op: int, fd: int, event: int) -> int:
     host = target.host_fd()
     if host is None or target.is_regular or target.is_dir:
         raise SyscallError(errno.EPERM)  # as Linux for regular files and directories
+    known = ep.watched.get(fd)
+    if known is not None and known[0] is not target:  # that fd's file was closed since
+        _forget(ep, fd)
+        known = None
     if op in (EPOLL_CTL_ADD, EPOLL_CTL_MOD):
         events, data = EPOLL_EVENT.unpack(task.mem.read(event, EPOLL_EVENT.size))
         mask = events & ~(EPOLLEXCLUSIVE | EPOLLWAKEUP)
+        if (known is not None) != (op == EPOLL_CTL_MOD):
+            raise SyscallError(errno.EEXIST if known is not None else errno.ENOENT)
+        registered = bool(ep.by_host.get(host))
+        others = ep.by_host.get(host, set()) - {fd}
+        if others and not _host_watches(ep, host):
+            for gone in others:  # a host fd closed and reused: its old files left
+                _forget(ep, gone)
+            registered = False
+        ep.watched[fd] = (target, host, mask, data)
+        ep.by_host.setdefault(host, set()).add(fd)
+        union = ep.host_mask(host)
         try:
-            (ep.epoll.register if op == EPOLL_CTL_ADD else ep.epoll.modify)(host, mask)
-        except FileExistsError:
-            raise SyscallError(errno.EEXIST) from None
-        except FileNotFoundError:
-            raise SyscallError(errno.ENOENT) from None
-        ep.watched[host] = (target, fd, data)
+            if registered:
+                ep.epoll.modify(host, union)
+            else:
+                ep.epoll.register(host, union)
+        except OSError as err:
+            _forget(ep, fd)
+            raise SyscallError(err.errno or errno.EINVAL) from None
         if type(target).ready_soon is not OpenFile.ready_soon:
-            ep.soon[host] = (target, mask)
+            ep.soon[host] = (target, union)
         return 0
     if op == EPOLL_CTL_DEL:
-        try:
-            ep.epoll.unregister(host)
-        except FileNotFoundError:
-            raise SyscallError(errno.ENOENT) from None
-        ep.watched.pop(host, None)
-        ep.soon.pop(host, None)
+        if known is None:
+            raise SyscallError(errno.ENOENT)
+        _forget(ep, fd)
         return 0
     raise SyscallError(errno.EINVAL)
+
+
+def _host_watches(ep: EpollFile, host: int) -> bool:
+    """Whether the host epoll still watches host (it drops a host fd closed since)."""
+    try:
+        ep.epoll.modify(host, ep.host_mask(host))
+        return True
+    except OSError:
+        return False
+
+
+def _forget(ep: EpollFile, fd: int) -> None:
+    """Drop guest fd's registration; the host one goes with the last on its host fd."""
+    host = ep.watched.pop(fd)[1]
+    guests = ep.by_host.get(host, set())
+    guests.discard(fd)
+    try:
+        if guests:
+            ep.epoll.modify(host, ep.host_mask(host))
+        else:
+            ep.by_host.pop(host, None)
+            ep.soon.pop(host, None)
+            ep.epoll.unregister(host)
+    except OSError:
+        pass  # the host fd was closed: the host epoll dropped it then
 
 
 def _epoll_wait(task: Task, epfd: int, events: int, maxevents: int,
@@ -298,11 +362,10 @@ def _epoll_wait(task: Task, epfd: int, events: int, maxevents: int,
     task.mem.view(events, maxevents * EPOLL_EVENT.size)  # EFAULT before waiting
     while True:
         ready = ep.epoll.poll(0, maxevents)
-        if ready:
-            out = b"".join(EPOLL_EVENT.pack(ev, ep.watched[host][2])
-                           for host, ev in ready if host in ep.watched)
-            task.mem.write(events, out)
-            return len(out) // EPOLL_EVENT.size
+        found = ep.events(ready, maxevents) if ready else None
+        if found:
+            task.mem.write(events, b"".join(EPOLL_EVENT.pack(*pair) for pair in found))
+            return len(found)
         if task.signal_pending():
             raise Interrupted
         if deadline is not None and time.monotonic() >= deadline:
