@@ -229,3 +229,12 @@ def test_nothing_of_the_run_outlives_karn_run():
             continue
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("forked monitors outlived karn run")
+
+
+def test_proc_task_directories_as_native(build, karn, native, same):
+    """/proc/self/task/TID for every thread (status with the thread's name and tid,
+    stat, comm), /proc/thread-self, the Groups line's form, MSG_CMSG_CLOEXEC handed back
+    by recvmsg (Go's syscall.TestSetuidEtc reads every thread's status; /proc/PID/task
+    was missing)."""
+    probe = build("proc_task", "static", ("-pthread",))
+    same(native(probe), karn(probe), "/proc/self/task")

@@ -335,6 +335,7 @@ def _do_recvmsg(task: Task, sock: SocketFile, msg: int, flags: int) -> int:
     views = iovecs(task, iov, iovlen) or [memoryview(bytearray(0))]
     got = sock.recvmsg(task, views, flags, bool(name and namelen), controllen > 0)
     msg_flags = got.flags & (c.MSG_TRUNC | c.MSG_CTRUNC | c.MSG_EOR | c.MSG_OOB)
+    msg_flags |= flags & c.MSG_CMSG_CLOEXEC  # Linux hands the request back in msg_flags
     cmsg, truncated = _deliver_rights(task, got.files, controllen,
                                       bool(flags & c.MSG_CMSG_CLOEXEC),
                                       bool(flags & c.MSG_PEEK))

@@ -25,6 +25,8 @@ def generate(proc: Process, rel: tuple[str, ...]) -> bytes:
         return read(proc, rel[1:])
     if len(rel) == 1:
         return _ROOT[name](proc)
+    if len(rel) == 4 and rel[1] == "task":
+        return task_file(proc, int(rel[2]), name)
     return _PID[name](proc)
 
 
@@ -78,15 +80,18 @@ def maps(proc: Process) -> bytes:
     return "".join(line + "\n" for line in lines).encode()
 
 
-def status(proc: Process) -> bytes:
+def status(proc: Process, tid: int = 0) -> bytes:
+    """/proc/PID/status, or /proc/PID/task/TID/status (the thread's name and id)."""
     ident = proc.identity
     size_kb = proc.mm.mapped_bytes // 1024
+    name = _task_comm(proc, tid) if tid else _comm(proc)
     return (
-        f"Name:\t{_comm(proc)}\nUmask:\t{proc.fs.umask:04o}\nState:\t{_state(proc)}\n"
-        f"Tgid:\t{proc.pid}\nNgid:\t0\nPid:\t{proc.pid}\nPPid:\t{proc.ppid}\nTracerPid:\t0\n"
+        f"Name:\t{name}\nUmask:\t{proc.fs.umask:04o}\nState:\t{_state(proc)}\n"
+        f"Tgid:\t{proc.pid}\nNgid:\t0\nPid:\t{tid or proc.pid}\nPPid:\t{proc.ppid}\n"
+        f"TracerPid:\t0\n"
         f"Uid:\t{ident.uid}\t{ident.euid}\t{ident.suid}\t{ident.euid}\n"
         f"Gid:\t{ident.gid}\t{ident.egid}\t{ident.sgid}\t{ident.egid}\n"
-        f"FDSize:\t{proc.fds.limit}\nGroups:\t\n"
+        f"FDSize:\t{proc.fds.limit}\nGroups:\t{' '.join(map(str, ident.groups))} \n"
         f"VmPeak:\t{size_kb:8d} kB\nVmSize:\t{size_kb:8d} kB\nVmHWM:\t{size_kb:8d} kB\n"
         f"VmRSS:\t{size_kb:8d} kB\nThreads:\t{len(proc.tasks)}\n"
         f"SigQ:\t0/0\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
@@ -98,11 +103,29 @@ def _nul_list(items: list[bytes]) -> bytes:
     return b"".join(item + b"\0" for item in items)
 
 
-def pid_stat(proc: Process) -> bytes:
+def pid_stat(proc: Process, tid: int = 0) -> bytes:
+    """/proc/PID/stat, or /proc/PID/task/TID/stat (the thread's id and name)."""
     vsize = proc.mm.mapped_bytes
     pgid, sid = _group_and_session(proc)
-    return _stat_line(proc.pid, _comm(proc), _state(proc)[0], proc.ppid, pgid, sid,
+    name = _task_comm(proc, tid) if tid else _comm(proc)
+    return _stat_line(tid or proc.pid, name, _state(proc)[0], proc.ppid, pgid, sid,
                       len(proc.tasks), vsize)
+
+
+def _task_comm(proc: Process, tid: int) -> str:
+    task = proc.tasks.get(tid)
+    if task is None:
+        raise SyscallError(errno.ENOENT)  # the thread ended
+    return task.comm.decode(errors="replace")
+
+
+def task_file(proc: Process, tid: int, name: str) -> bytes:
+    """A file of /proc/PID/task/TID: the thread's own status, stat and name."""
+    if name == "status":
+        return status(proc, tid)
+    if name == "stat":
+        return pid_stat(proc, tid)
+    return (_task_comm(proc, tid) + "\n").encode()
 
 
 def _group_and_session(proc: Process) -> tuple[int, int]:

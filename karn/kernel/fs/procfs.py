@@ -35,6 +35,7 @@ ROOT_FILES = ("cpuinfo", "meminfo", "uptime", "version", "filesystems", "stat", 
 ROOT_LINKS = ("self", "thread-self", "mounts")
 PID_FILES = ("maps", "status", "cmdline", "environ", "stat", "statm", "mounts", "comm")
 PID_LINKS = ("exe", "cwd", "root")
+TASK_FILES = ("status", "stat", "comm")  # of /proc/PID/task/TID, for each thread
 
 
 def _sys_lookup(rel: Rel) -> Tree | Value:
@@ -93,13 +94,26 @@ class ProcFs(Filesystem):
                 return "file"
             if sub in PID_LINKS:
                 return "link"
-            if sub == "fd":
+            if sub in ("fd", "task"):
                 return "dir"
             raise SyscallError(errno.ENOENT)
+        if sub == "task":
+            return self._task_kind(rel)
         if sub != "fd":
             raise SyscallError(errno.ENOTDIR if sub in PID_FILES else errno.ENOENT)
         if len(rel) == 3 and rel[2].isdigit() and self._fd(rel) is not None:
             return "link"
+        raise SyscallError(errno.ENOENT)
+
+    def _task_kind(self, rel: Rel) -> str:
+        """/proc/PID/task/TID/... of this process: a directory per thread."""
+        tid = rel[2]
+        if not tid.isdigit() or int(tid) not in self._proc().tasks:
+            raise SyscallError(errno.ENOENT)
+        if len(rel) == 3:
+            return "dir"
+        if len(rel) == 4 and rel[3] in TASK_FILES:
+            return "file"
         raise SyscallError(errno.ENOENT)
 
     # -- other processes: their monitors answer, through the process table ------------
@@ -161,7 +175,10 @@ class ProcFs(Filesystem):
         elif len(rel) == 1:
             names = [(n, DT_REG) for n in PID_FILES] + [(n, DT_LNK) for n in PID_LINKS]
             if self._own(rel):
-                names.append(("fd", DT_DIR))
+                names += [("fd", DT_DIR), ("task", DT_DIR)]
+        elif rel[1] == "task":
+            names = [(str(tid), DT_DIR) for tid in sorted(self._proc().tasks)] \
+                if len(rel) == 2 else [(n, DT_REG) for n in TASK_FILES]
         else:
             names = [(str(fd), DT_LNK) for fd in self._proc().fds.fds()]
         return [DirEntry(n, self._ino(rel + (n,)), dt) for n, dt in names]
