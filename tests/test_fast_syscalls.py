@@ -400,3 +400,65 @@ def test_entry_bytes_are_entry_s(tmp_path):
             "done_work": stubs.DONE_WORK, "end": len(stubs.ENTRY)}
     assert {k: int(labels[k], 16) for k in used} == used
     assert stubs.SLOW_END == stubs.DONE_WORK
+
+
+READS = 3000
+
+
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_glibc_read_sites_are_patched(transport, variant, build, native, same):
+    """glibc's read() is `xor %eax,%eax; syscall` (a short site, no room for a jmp rel32):
+    patched through dead padding, its calls come through the stub like the rest (one-byte
+    reads of /dev/zero and of a pipe, after a thread too: glibc's cancellable site), with
+    an SA_RESTART interval timer firing meanwhile; output as native's in both transports.
+    Before short sites: the reads all left through the exit path (about 2 in 3 calls)."""
+    exe = build("fastcall_read", variant, ("-pthread",))
+    for mode in ((), ("thread",)):
+        expected = native(exe, str(READS), *mode)
+        assert expected.stdout == f"zero {READS}\npipe {READS}\n".encode(), expected.stdout
+        got = karn_info("--syscall-transport", transport, exe, str(READS), *mode)
+        same(expected, got, f"reads ({transport}, {variant}, {mode})")
+        if transport == "fast":
+            m = STUB_CALLS.search(got.stderr)
+            assert m, got.stderr
+            # 2 * READS reads and READS writes; each site's first call exits
+            assert sum(int(n) for n in m.groups()) >= 3 * READS - 10, got.stderr
+
+
+def test_short_site_pads():
+    """Dead padding for a short site's jmp rel8, from glibc 2.36's bytes: after `ret` up to
+    a 16-byte boundary (read's first site, 10 bytes of `cs nopw`), after a 3-byte pad too
+    short, past it where a branch decoded before targets its end (read_nocancel); never
+    nops that code falls through into (a loop head's alignment), a pad a decoded branch
+    targets, or one not ending at a boundary; an unknown instruction stops the search."""
+    from karn.platform.fastcall.pads import find_pad
+
+    read = bytes.fromhex("483d00f0ffff775bc3" "662e0f1f840000000000" "4883ec28")
+    assert find_pad(read, 0x43064D, 125) == 0x430656
+    nocancel = bytes.fromhex("483d00f0ffff7704c3" "0f1f00" "488b15c95c0d00f7d8648902"
+                             "48c7c0ffffffffc3" "662e0f1f840000000000" "6690")
+    assert find_pad(nocancel, 0xFD104, 125) == 0xFD124
+    loop_head = bytes.fromhex("4885c0" "0f1f440000" "90" "ffc875fc")  # nops fall through
+    assert find_pad(loop_head, 0x1007, 125) is None
+    targeted = bytes.fromhex("7402" "c3" "0f1f440000" "90")  # je into the pad
+    assert find_pad(targeted, 0x1006, 125) is None
+    unaligned = bytes.fromhex("c3" "0f1f440000" "4889c7")
+    assert find_pad(unaligned, 0x1000, 125) is None
+    unknown = bytes.fromhex("0f0b" "c3" "0f1f440000" "90")  # ud2
+    assert find_pad(unknown, 0x1006, 125) is None
+    assert find_pad(read, 0x43064D, 8) is None  # out of reach
+
+
+def test_short_site_stub_resumes():
+    """A vCPU stopped in a short site's stub resumes at the xor (its jmp rel8) before the
+    stub replayed it, at the syscall after; the stub is `xor; lea ret(%rip),%rcx; jmp`."""
+    from karn.platform.fastcall.patcher import Site
+    from karn.platform.fastcall.stubs import short_stub
+
+    site = Site(0x1000, 4, 0, bytes.fromhex("31c0"), 0x9000, b"", 0x1010)
+    assert [site.resume_at(o) for o in (0, 2, 9)] == [0x1000, 0x1002, 0x1002]
+    assert site.syscall == 0x1002
+    stub = short_stub(0x9000, bytes.fromhex("31c0"), 0x1004, 0x8000)
+    assert stub == bytes.fromhex("31c0488d0d") + (0x1004 - 0x9009).to_bytes(4, "little",
+        signed=True) + b"\xe9" + (0x8000 - 0x900E).to_bytes(4, "little", signed=True)
