@@ -2,13 +2,17 @@
  * sites, docs/design/fast-syscalls.md section 3.5): N one-byte reads of /dev/zero and N of
  * a pipe the program fills itself, single-threaded (glibc's first site) and, with "thread",
  * after starting a thread (the cancellable site). A SIGALRM interval timer (SA_RESTART)
- * fires meanwhile: every read still returns 1 byte. Prints totals only, as native does. */
+ * fires meanwhile: every read still returns 1 byte. Then a read through the same (by now
+ * patched) site blocks on an empty pipe that a forked child fills after 20 ms: the ticks
+ * interrupt it and it restarts. Prints totals only, as native does. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -64,5 +68,20 @@ int main(int argc, char **argv)
         return 3;
     printf("zero %ld\n", loop(zero, -1, n));
     printf("pipe %ld\n", loop(p[0], p[1], n));
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) {
+        struct timespec later = {0, 20000000};
+        while (nanosleep(&later, &later) != 0)
+            ;
+        _exit(write(p[1], "z", 1) == 1 ? 0 : 1);
+    }
+    char c = 0;
+    ticks = 0;
+    ssize_t r = read(p[0], &c, 1);
+    int status = 0;
+    waitpid(child, &status, 0);
+    printf("blocked read %zd %c, interrupted %s, child %d\n", r, c, ticks > 0 ? "yes" : "no",
+           WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     return 0;
 }

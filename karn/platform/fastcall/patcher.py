@@ -123,7 +123,7 @@ class Site(NamedTuple):
     start: int  # S: the window's first byte
     length: int  # 7 or 9, or 7 + len(between)
     nr: int
-    original: bytes  # the 5 bytes the jmp replaced
+    original: bytes  # the 5 bytes the jmp replaced (a short site: the 2 of its xor)
     stub: int
     between: bytes = b""  # the instruction between the mov and the syscall (BETWEEN)
     pad: int = 0  # a short site's `jmp rel32` to the stub in dead padding; 0: a window
