@@ -413,12 +413,14 @@ def test_glibc_read_sites_are_patched(transport, variant, build, native, same):
     reads of /dev/zero and of a pipe, after a thread too: glibc's cancellable site), with
     an SA_RESTART interval timer firing meanwhile, then a read through the patched site
     blocked until a forked child writes, interrupted by the ticks and restarted (RIP at
-    the syscall in place); output as native's in both transports.
+    the syscall in place); and 4 threads meeting the unpatched site at once (a patch while
+    the others run); output as native's in both transports.
     Before short sites: the reads all left through the exit path (about 2 in 3 calls)."""
     exe = build("fastcall_read", variant, ("-pthread",))
-    for mode in ((), ("thread",)):
+    for mode in ((), ("thread",), ("race",)):
         expected = native(exe, str(READS), *mode)
-        assert expected.stdout == f"zero {READS}\npipe {READS}\nblocked read 1 z, " \
+        race = f"race {4 * READS}\n" if mode == ("race",) else ""
+        assert expected.stdout == f"{race}zero {READS}\npipe {READS}\nblocked read 1 z, " \
             "interrupted yes, child 0\n".encode(), expected.stdout
         got = karn_info("--syscall-transport", transport, exe, str(READS), *mode)
         same(expected, got, f"reads ({transport}, {variant}, {mode})")

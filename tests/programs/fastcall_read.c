@@ -4,7 +4,9 @@
  * after starting a thread (the cancellable site). A SIGALRM interval timer (SA_RESTART)
  * fires meanwhile: every read still returns 1 byte. Then a read through the same (by now
  * patched) site blocks on an empty pipe that a forked child fills after 20 ms: the ticks
- * interrupt it and it restarts. Prints totals only, as native does. */
+ * interrupt it and it restarts. With "race", first 4 threads read /dev/zero at once from a
+ * barrier (all meet the unpatched cancellable site together: a patch while the others
+ * run). Prints totals only, as native does. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +29,20 @@ static void on_alarm(int sig)
 static void *idle(void *arg)
 {
     return arg;
+}
+
+static pthread_barrier_t start;
+static long race_n;
+
+static long loop(int fd, int wfd, long n);
+
+static void *racer(void *arg)
+{
+    int fd = open("/dev/zero", O_RDONLY);
+    pthread_barrier_wait(&start);
+    *(long *)arg = fd < 0 ? -1 : loop(fd, -1, race_n);
+    close(fd);
+    return NULL;
 }
 
 static long loop(int fd, int wfd, long n)
@@ -54,6 +70,21 @@ int main(int argc, char **argv)
         pthread_t t;
         if (pthread_create(&t, NULL, idle, NULL) != 0 || pthread_join(t, NULL) != 0)
             return 2;
+    }
+    if (argc > 2 && strcmp(argv[2], "race") == 0) {
+        enum { RACERS = 4 };
+        pthread_t t[RACERS];
+        long got[RACERS], total = 0;
+        race_n = n;
+        pthread_barrier_init(&start, NULL, RACERS);
+        for (int i = 0; i < RACERS; i++)
+            if (pthread_create(&t[i], NULL, racer, &got[i]) != 0)
+                return 2;
+        for (int i = 0; i < RACERS; i++) {
+            pthread_join(t[i], NULL);
+            total += got[i];
+        }
+        printf("race %ld\n", total);
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
