@@ -400,3 +400,115 @@ def test_entry_bytes_are_entry_s(tmp_path):
             "done_work": stubs.DONE_WORK, "end": len(stubs.ENTRY)}
     assert {k: int(labels[k], 16) for k in used} == used
     assert stubs.SLOW_END == stubs.DONE_WORK
+
+
+READS = 3000
+
+
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_glibc_read_sites_are_patched(transport, variant, build, native, same):
+    """glibc's read() is `xor %eax,%eax; syscall` (a short site, no room for a jmp rel32):
+    patched through dead padding, its calls come through the stub like the rest (one-byte
+    reads of /dev/zero and of a pipe, after a thread too: glibc's cancellable site), with
+    an SA_RESTART interval timer firing meanwhile, then a read through the patched site
+    blocked until a forked child writes, interrupted by the ticks and restarted (RIP at
+    the syscall in place); and 4 threads meeting the unpatched site at once (a patch while
+    the others run); output as native's in both transports.
+    Before short sites: the reads all left through the exit path (about 2 in 3 calls)."""
+    exe = build("fastcall_read", variant, ("-pthread",))
+    for mode in ((), ("thread",), ("race",)):
+        expected = native(exe, str(READS), *mode)
+        race = f"race {4 * READS}\n" if mode == ("race",) else ""
+        assert expected.stdout == f"{race}zero {READS}\npipe {READS}\nblocked read 1 z, " \
+            "interrupted yes, child 0\n".encode(), expected.stdout
+        got = karn_info("--syscall-transport", transport, exe, str(READS), *mode)
+        same(expected, got, f"reads ({transport}, {variant}, {mode})")
+        if transport == "fast":
+            # the parent's line (the forked child has its own): 2 * READS reads and READS
+            # writes, each site's first call exits
+            stub = max(sum(map(int, m)) for m in STUB_CALLS.findall(got.stderr))
+            assert stub >= 3 * READS - 10, got.stderr
+
+
+def test_short_site_pads():
+    """Dead padding for a short site's jmp rel8, from glibc 2.36's bytes: after `ret` up to
+    a 16-byte boundary (read's first site, 10 bytes of `cs nopw`), after a 3-byte pad too
+    short, past it where a branch decoded before targets its end (read_nocancel); never
+    nops that code falls through into (a loop head's alignment), a pad a decoded branch
+    targets, or one not ending at a boundary; an unknown instruction stops the search."""
+    from karn.platform.fastcall.pads import find_pad
+
+    read = bytes.fromhex("483d00f0ffff775bc3" "662e0f1f840000000000" "4883ec28")
+    assert find_pad(read, 0x43064D, 125) == 0x430656
+    nocancel = bytes.fromhex("483d00f0ffff7704c3" "0f1f00" "488b15c95c0d00f7d8648902"
+                             "48c7c0ffffffffc3" "662e0f1f840000000000" "6690")
+    assert find_pad(nocancel, 0xFD104, 125) == 0xFD124
+    loop_head = bytes.fromhex("4885c0" "0f1f440000" "90" "ffc875fc")  # nops fall through
+    assert find_pad(loop_head, 0x1007, 125) is None
+    targeted = bytes.fromhex("7402" "c3" "0f1f440000" "90")  # je into the pad
+    assert find_pad(targeted, 0x1006, 125) is None
+    unaligned = bytes.fromhex("c3" "0f1f440000" "4889c7")
+    assert find_pad(unaligned, 0x1000, 125) is None
+    unknown = bytes.fromhex("0f0b" "c3" "0f1f440000" "90")  # ud2
+    assert find_pad(unknown, 0x1006, 125) is None
+    assert find_pad(read, 0x43064D, 8) is None  # out of reach
+
+
+def test_short_site_stub_resumes():
+    """A vCPU stopped in a short site's stub resumes at the xor (its jmp rel8) before the
+    stub replayed it, at the syscall after; the stub is `xor; lea ret(%rip),%rcx; jmp`."""
+    from karn.platform.fastcall.patcher import Site
+    from karn.platform.fastcall.stubs import short_stub
+
+    site = Site(0x1000, 4, 0, bytes.fromhex("31c0"), 0x9000, b"", 0x1010)
+    assert [site.resume_at(o) for o in (0, 2, 9)] == [0x1000, 0x1002, 0x1002]
+    assert site.syscall == 0x1002
+    stub = short_stub(0x9000, bytes.fromhex("31c0"), 0x1004, 0x8000)
+    assert stub == bytes.fromhex("31c0488d0d") + (0x1004 - 0x9009).to_bytes(4, "little",
+        signed=True) + b"\xe9" + (0x8000 - 0x900E).to_bytes(4, "little", signed=True)
+
+
+def test_short_site_patch_and_undo():
+    """On a copy of glibc's __libc_read bytes: the xor becomes `jmp rel8` to the pad, the
+    pad `jmp rel32` to a stub that replays the xor and returns after the syscall in place;
+    undone (the guest took GS), the xor is back and the pad jumps to it (a thread on its
+    way, or a signal frame's RIP at the pad, makes the real call); a site is tried once."""
+    import ctypes
+    import struct
+
+    from karn.platform.fastcall.patcher import Patcher
+    from karn.platform.fastcall.stubs import ENTRY
+
+    class Code:
+        def is_private_code(self, start: int, end: int) -> bool:
+            return True
+
+        def reserve_near(self, lo: int, hi: int, length: int) -> int | None:
+            return 0x80000
+
+    memory = bytearray(0x100000)
+    raw = memoryview(memory)
+    host = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    s = 0x10049  # as at 0x430649 in a static glibc program
+    code = bytes.fromhex("31c00f05" "483d00f0ffff775bc3" "662e0f1f840000000000" "4883ec28")
+    raw[s : s + len(code)] = code
+    patcher = Patcher(raw, host, Code(), 0x10000, 0x100000, lambda: [])
+    patcher.first_exit(None, s + 2, 0)  # type: ignore[arg-type]
+    site = patcher.patched[s]
+    assert site.pad == 0x10056 and patcher.known == {s + 2: True}
+    assert bytes(raw[s : s + 4]) == bytes((0xEB, 0x10056 - (s + 2))) + b"\x0f\x05"
+    assert raw[site.pad] == 0xE9
+    assert site.pad + 5 + struct.unpack_from("<i", raw, site.pad + 1)[0] == site.stub
+    stub = bytes(raw[site.stub : site.stub + 14])
+    assert stub[:5] == bytes.fromhex("31c0488d0d")
+    assert site.stub + 9 + struct.unpack_from("<i", stub, 5)[0] == s + 4  # rcx: after syscall
+    assert site.stub + 14 + struct.unpack_from("<i", stub, 10)[0] == 0x80000
+    assert bytes(raw[0x80000 : 0x80000 + len(ENTRY)]) == ENTRY
+    patcher.unpatch_all(None)  # type: ignore[arg-type]
+    assert bytes(raw[s : s + 4]) == bytes.fromhex("31c00f05")
+    assert raw[site.pad] == 0xE9 and \
+        site.pad + 5 + struct.unpack_from("<i", raw, site.pad + 1)[0] == s
+    patcher.enabled = True
+    patcher.first_exit(None, s + 2, 0)  # type: ignore[arg-type]
+    assert not patcher.patched  # known: not tried again

@@ -19,6 +19,11 @@ own exception stack, so int3 would work too, but the loop is kept: it needs no f
 and no special case on the signal path (a guest's own SIGTRAP handler or gdb can never
 take it for theirs), and a thread leaves it by itself. Its one cost: a window whose first
 two bytes straddle a cache line is not patched (one site in 64).
+
+Short sites (section 3.5): `xor %eax,%eax; syscall` (glibc's read, nr 0) has no room for
+a `jmp rel32`. The 2-byte xor (one instruction: no jump lands inside it) becomes `jmp
+rel8` (one 16-bit store) to dead padding within reach (pads.py) that first receives a
+`jmp rel32` to a per-site stub replaying the xor; the `syscall` stays in place.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from karn.abi.fastcall import FASTMAP_BITS
-from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, site_stub
+from karn.platform.fastcall.pads import find_pad
+from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, short_stub, site_stub
 
 ARENA_SIZE = 0x10000  # the entry, then per-site stubs
 STUBS_OFFSET = (len(ENTRY) + 0xFF) & ~0xFF  # per-site stubs follow the entry
@@ -41,6 +47,15 @@ JMP_REL32 = 0xE9
 SELF_LOOP = 0xFEEB  # eb fe as a little-endian u16
 CACHE_LINE = 64
 SYSCALL = b"\x0f\x05"
+JMP_REL8 = 0xEB
+# `xor %eax,%eax` (both encodings) before a `syscall` with nr 0: a short site. A raw scan
+# for `31 c0 0f 05` found only instruction-aligned hits (glibc 2.36 libc.so.6, static
+# glibc, busybox: 3 of 3 each); the bytes before must be no prefix of the xor.
+SHORT_HEADS = (b"\x31\xc0", b"\x33\xc0")
+PREFIXES = frozenset((0x66, 0x67, 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65, 0xF2, 0xF3,
+                      *range(0x40, 0x50)))
+PAD_REACH = 127  # of the jmp rel8, from the end of the xor (P)
+AFTER = PAD_REACH + 2 + 16  # bytes read after P for the pad search (a pad's last nop)
 
 
 class CodeSpace(Protocol):
@@ -108,16 +123,25 @@ class Site(NamedTuple):
     start: int  # S: the window's first byte
     length: int  # 7 or 9, or 7 + len(between)
     nr: int
-    original: bytes  # the 5 bytes the jmp replaced
+    original: bytes  # the 5 bytes the jmp replaced (a short site: the 2 of its xor)
     stub: int
     between: bytes = b""  # the instruction between the mov and the syscall (BETWEEN)
+    pad: int = 0  # a short site's `jmp rel32` to the stub in dead padding; 0: a window
 
     def resume_at(self, offset: int) -> int:
         """Where a vCPU stopped at `offset` (an instruction boundary) in the per-site stub
         goes on, the call not made: the window's instruction the stub's next one replays
         (rax = nr from the stub's mov on; the replayed instruction may be longer than the
-        one in place, a relocated lea)."""
+        one in place, a relocated lea). A short site's stub: the xor (its jmp rel8), or
+        once replayed the syscall."""
+        if self.pad:
+            return self.start + (0 if offset == 0 else 2)
         return self.start + (offset if offset <= 5 else 5 + len(self.between))
+
+    @property
+    def syscall(self) -> int:
+        """P, the `syscall` instruction's address."""
+        return self.start + self.length - 2
 
 
 class Arena:
@@ -211,6 +235,8 @@ class Patcher:
         lo, hi = self._user
         if not 0 <= nr < FASTMAP_BITS or p - 10 < lo or p + 2 > hi:
             return False
+        if nr == 0 and bytes(self._raw[p - 2 : p]) in SHORT_HEADS:
+            return self._patch_short(caller, p)
         window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
         if window is None:
             return False
@@ -228,10 +254,54 @@ class Patcher:
             stub, nr, start + length, arena.entry, replayed(between, start + 5),
         ).ljust(SITE_STUB_STRIDE, b"\xcc")
         site = Site(start, length, nr, bytes(self._raw[start : start + 5]), stub, between)
-        self._poke(caller, start, bytes((JMP_REL32,)) + struct.pack("<i", stub - start - 5))
+        self._poke(caller, start, _jmp_rel32(start, stub))
         self.patched[start] = site
         arena.sites[stub] = site
         return True
+
+    def _patch_short(self, caller: RunningCpu, p: int) -> bool:
+        """`xor %eax,%eax; syscall` at S = p - 2: the xor becomes `jmp rel8` to a pad
+        holding `jmp rel32` to the stub (see the top)."""
+        start = p - 2
+        if self._raw[start - 1] in PREFIXES or start % CACHE_LINE == CACHE_LINE - 1 \
+                or p + AFTER > self._user[1]:
+            return False
+        pad = find_pad(bytes(self._raw[p + 2 : p + AFTER]), p + 2, PAD_REACH - 2)
+        if pad is None or pad - p > PAD_REACH \
+                or not self._code.is_private_code(start, pad + 5):
+            return False
+        arena = self._arena_for(start, pad + 5 - start)
+        if arena is None:
+            return False
+        head = bytes(self._raw[start:p])
+        stub = arena.next_stub
+        arena.next_stub += SITE_STUB_STRIDE
+        self._raw[stub : stub + SITE_STUB_STRIDE] = short_stub(
+            stub, head, p + 2, arena.entry).ljust(SITE_STUB_STRIDE, b"\xcc")
+        # the pad: no code reaches it yet, and every other vCPU fetches it afresh after
+        # the sync; then the jmp rel8, one 16-bit store in a cache line
+        self._raw[pad : pad + 5] = _jmp_rel32(pad, stub)
+        others = [cpu for cpu in self._cpus() if cpu is not caller]
+        if others:
+            self._sync(others)
+        self._store16(start, bytes((JMP_REL8, pad - p)))
+        site = Site(start, 4, 0, head, stub, b"", pad)
+        self.patched[start] = site
+        arena.sites[stub] = site
+        return True
+
+    def _store16(self, addr: int, data: bytes) -> None:
+        ctypes.c_uint16.from_address(self._host_base + addr).value = data[0] | data[1] << 8
+
+    def _restore(self, caller: RunningCpu | None, site: Site) -> None:
+        """Put a site's bytes back. A short site's pad then jumps back to the xor: a thread
+        between the jmp rel8 and the pad, or one whose signal frame says the pad, makes
+        the real call."""
+        if not site.pad:
+            self._poke(caller, site.start, site.original)
+            return
+        self._store16(site.start, site.original)
+        self._poke(caller, site.pad, _jmp_rel32(site.pad, site.start))
 
     def _arena_for(self, start: int, length: int) -> Arena | None:
         for arena in self.arenas:
@@ -252,12 +322,11 @@ class Patcher:
         if not others:
             self._raw[start : start + 5] = data
             return
-        head = ctypes.c_uint16.from_address(self._host_base + start)
-        head.value = SELF_LOOP
+        self._store16(start, SELF_LOOP.to_bytes(2, "little"))
         self._sync(others)
         self._raw[start + 2 : start + 5] = data[2:]
         self._sync(others)
-        head.value = data[0] | data[1] << 8
+        self._store16(start, data)
 
     @staticmethod
     def _sync(cpus: list[RunningCpu]) -> None:
@@ -288,7 +357,7 @@ class Patcher:
         with self._lock:
             self.enabled = False
             for site in list(self.patched.values()):
-                self._poke(caller, site.start, site.original)
+                self._restore(caller, site)
             self.patched.clear()
 
     def forget(self, start: int, end: int) -> None:
@@ -299,9 +368,17 @@ class Patcher:
             self.known = {p: v for p, v in self.known.items() if not start <= p < end}
             for s in [s for s in self.patched if start <= s < end]:
                 del self.patched[s]
+            for site in [s for s in self.patched.values() if s.pad and start <= s.pad < end]:
+                del self.patched[site.start]  # its pad goes: the xor back (no pad write)
+                self._store16(site.start, site.original)
+                self.known.pop(site.syscall, None)
             for arena in [a for a in self.arenas if a.start < end and start < a.end]:
                 for site in arena.sites.values():
                     if self.patched.pop(site.start, None) is not None:
-                        self._poke(None, site.start, site.original)
-                        self.known.pop(site.start + site.length - 2, None)
+                        self._restore(None, site)
+                        self.known.pop(site.syscall, None)
                 self.arenas.remove(arena)
+
+
+def _jmp_rel32(at: int, to: int) -> bytes:
+    return bytes((JMP_REL32,)) + struct.pack("<i", to - at - 5)

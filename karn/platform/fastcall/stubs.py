@@ -72,3 +72,11 @@ def site_stub(addr: int, nr: int, ret: int, entry: int, between: bytes = b"") ->
     return (b"\xb8" + struct.pack("<I", nr) + between
             + b"\x48\x8d\x0d" + struct.pack("<i", ret - lea_end)
             + b"\xe9" + struct.pack("<i", entry - jmp_end))
+
+
+def short_stub(addr: int, head: bytes, ret: int, entry: int) -> bytes:
+    """`<head>; lea ret(%rip),%rcx; jmp entry` placed at `addr`: a short site's 2-byte
+    `xor %eax,%eax` (head) replayed, then the entry as from site_stub()."""
+    lea_end = addr + len(head) + 7
+    return (head + b"\x48\x8d\x0d" + struct.pack("<i", ret - lea_end)
+            + b"\xe9" + struct.pack("<i", entry - lea_end - 5))
