@@ -12,9 +12,9 @@ of them alike. Prints medians of --runs runs in microseconds per operation, and 
 CPU time (user+sys of the whole run, start-up included) per operation, with the load
 average, which these numbers depend on (the fast path needs the guest's vCPU and the
 server thread on host cores at the same time). --load N adds N busy-looping processes for
-the whole measurement (a host short of cores). --base DIR adds a runner: the fast
-transport of the karn source tree DIR (another checkout, before a change), taking turns
-with the others.
+the whole measurement (a host short of cores). --base DIR adds two runners: the exit and
+fast transports of the karn source tree DIR (another checkout, before a change), taking
+turns with the others.
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def main() -> int:
             "karn fast": ([*KARN, "--syscall-transport", "fast"], None),
         }
         if args.base is not None:
-            runners["karn fast (base)"] = ([*KARN, "--syscall-transport", "fast"],
-                                           args.base.resolve())
+            for transport in ("exit", "fast"):
+                runners[f"karn {transport} (base)"] = (
+                    [*KARN, "--syscall-transport", transport], args.base.resolve())
         sizes = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads}
         cases = {case: sizes[case] for case in args.cases.split(",")}
         load = busy_loops(args.load)

@@ -275,15 +275,36 @@ def unimplemented(number: int) -> int:
 def dispatch(
     task: object, number: int, args: tuple[int, ...], table: dict[int, Syscall] = TABLE
 ) -> int:
+    """serve() with the arguments as a tuple (missing ones are 0)."""
+    a = (*args, 0, 0, 0, 0, 0, 0)
+    return serve(task, number, a[0], a[1], a[2], a[3], a[4], a[5], table)
+
+
+def serve(task: object, number: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int,
+          table: dict[int, Syscall] = TABLE) -> int:
     """Serve one syscall; returns the raw result (negative errno on failure). `table` is
-    the process's own when a policy restricts it (restricted_table)."""
+    the process's own when a policy restricts it (restricted_table). Every syscall's path:
+    the row's slots, not its loading properties, and the handler called with its arity
+    spelled out (a call with *args[:arity] costs ~3x as much)."""
     entry = table.get(number)
     if entry is None:
         return unimplemented(number)
     try:
-        # The row's slots, not its loading properties: this is every syscall's path.
         handler = entry._handler or entry.load()
-        return handler(task, *args[: entry._arity])
+        arity = entry._arity
+        if arity == 0:
+            return handler(task)
+        if arity == 1:
+            return handler(task, a0)
+        if arity == 2:
+            return handler(task, a0, a1)
+        if arity == 3:
+            return handler(task, a0, a1, a2)
+        if arity == 4:
+            return handler(task, a0, a1, a2, a3)
+        if arity == 5:
+            return handler(task, a0, a1, a2, a3, a4)
+        return handler(task, a0, a1, a2, a3, a4, a5)
     except SyscallError as err:
         return -err.errno
     except (OverflowError, ValueError, UnicodeError) as err:

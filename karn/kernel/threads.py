@@ -32,13 +32,14 @@ from karn.kernel.signals import (
     build_frame,
     default_action,
 )
-from karn.kernel.syscalls import TABLE, dispatch
+from karn.kernel.syscalls import TABLE, serve
 
 if TYPE_CHECKING:
     from karn.kernel.futex import GuestWaiters
     from karn.kernel.process import Process, Task
 
 SYSCALL_INSN_LEN = 2  # `syscall` is 0f 05: a restart re-executes it
+_RESTART = -ERESTARTSYS
 
 
 class TaskLoop:
@@ -58,9 +59,9 @@ class TaskLoop:
         self.syscall_nr = self.serving = nr
         if nr < COUNTED_SYSCALLS:
             self._counts[nr] += 1
-        result = dispatch(self.task, nr, (a0, a1, a2, a3, a4, a5), self._table)
+        result = serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
         self.serving = -1
-        if result == -ERESTARTSYS:
+        if result == _RESTART:
             self.work_pending = True
         return result
 

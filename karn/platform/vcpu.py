@@ -90,6 +90,8 @@ class ExitClient(Protocol):
 
 
 class Gate(Protocol):
+    gated: bool  # False: enter and leave do nothing (the loop tests it before calling)
+
     def enter(self, cpu: Vcpu) -> None: ...
 
     def leave(self, cpu: Vcpu) -> None: ...
@@ -328,84 +330,89 @@ class Vcpu:
                 self._thread = 0
 
     def _loop(self, client: ExitClient, gate: Gate | None) -> None:
+        # Every exit passes here: what it reads is in locals, the common case (a syscall
+        # from CPL3, ungated) first; the rare ones are calls out of the loop.
         fd = self.fd
         page = self.run_page
         regs = self.regs
-        sregs = self.sregs
         io = page.exit.io
+        # The CS selector as a ctypes scalar over the run page's synced sregs: its .value
+        # costs half of sregs.cs.selector, which builds a kvm_segment object each time.
+        cs_selector = ctypes.c_uint16.from_address(
+            ctypes.addressof(self.sregs.cs) + K.kvm_segment.selector.offset)
         ioctl = fcntl.ioctl
         kvm_run = K.KVM_RUN
         exit_io = K.KVM_EXIT_IO
         dirty = K.KVM_SYNC_X86_REGS
+        mask64 = MASK64
+        syscall_port = SYSCALL_PORT
+        stop_syscall = STOP_SYSCALL
+        index = self.index
         syscall = client.syscall
-        enter = gate.enter if gate is not None else None
-        leave = gate.leave if gate is not None else None
         fast = self.fast
         tramp = self.vm.layout.trampoline
         while True:
-            if enter is not None:
-                enter(self)
+            if gate is not None and gate.gated:
+                gate.enter(self)
             self.in_guest = True
             try:
                 ioctl(fd, kvm_run, 0)
             except InterruptedError:
-                self.in_guest = False
-                self.exits += 1
-                if leave is not None:
-                    leave(self)
-                page.immediate_exit = 0
-                self._stop = STOP_USER
-                if fast is not None:
-                    nr = fast.settle(self)
-                    if nr >= 0:
-                        self._stop = STOP_SYSCALL
-                        client.answered(nr)
-                        continue
-                client.interrupted()
+                self._exited(gate)
+                self._interrupted(client)
                 continue
             except OSError as err:
                 if err.errno != errno.EFAULT:
                     raise
-                self.in_guest = False
-                self.exits += 1
-                if leave is not None:
-                    leave(self)
+                self._exited(gate)
                 self._stop = STOP_FAULT
                 client.fault(self._host_memory_fault())
                 continue
             self.in_guest = False
             self.exits += 1
-            if leave is not None:
-                leave(self)
+            if gate is not None and gate.gated:
+                gate.leave(self)
             reason = page.exit_reason
             if reason == exit_io:
                 port = io.port
-                if port == SYSCALL_PORT:
-                    self._stop = STOP_SYSCALL
+                if port == syscall_port:
+                    self._stop = stop_syscall
                     self._context_replaced = False
                     nr = regs.rax
+                    if fast is None:
+                        result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8,
+                                         regs.r9)
+                        if not self._context_replaced:
+                            regs.rax = result & mask64
+                            if cs_selector.value & 3:
+                                # PVM: `syscall` stayed at CPL3, so return to the caller here.
+                                regs.rip = regs.rcx
+                                regs.rflags = regs.r11
+                            page.kvm_dirty_regs |= dirty
+                        if client.work_pending:
+                            client.do_work()
+                        continue
                     real = 0 <= regs.rip - tramp < 4096  # a `syscall` instruction
-                    if fast is not None:
-                        fast.exit_path_call(self.index, nr, real, regs.rcx - 2)
+                    fast.exit_path_call(index, nr, real, regs.rcx - 2)
                     result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
                     if not self._context_replaced:
-                        if fast is not None and real:
-                            fast.patcher.first_exit(self, regs.rcx - 2, nr)
-                        regs.rax = result & MASK64
-                        if sregs.cs.selector & 3:
-                            # PVM: `syscall` stayed at CPL3, so return to the caller here.
+                        # first_exit's own first test, without its lock (a site stays known
+                        # until its code is unmapped)
+                        if real and (site := regs.rcx - 2) not in fast.patcher.known:
+                            fast.patcher.first_exit(self, site, nr)
+                        regs.rax = result & mask64
+                        if cs_selector.value & 3:
                             regs.rip = regs.rcx
                             regs.rflags = regs.r11
                         page.kvm_dirty_regs |= dirty
                     if client.work_pending:
                         client.do_work()
-                    if fast is not None:
-                        fast.returning(self.index)
+                    fast.returning(index)
                     continue
                 if port == WORK_PORT and fast is not None:
                     # an answered fast call with work due: return from it, then the work
                     self._stop = STOP_SYSCALL
-                    if sregs.cs.selector & 3:
+                    if cs_selector.value & 3:
                         regs.rip = regs.rcx
                         regs.rflags = regs.r11
                         page.kvm_dirty_regs |= dirty
@@ -417,6 +424,26 @@ class Vcpu:
                     client.fault(fault)
                     continue
             self._unexpected_exit(reason)
+
+    def _exited(self, gate: Gate | None) -> None:
+        """Out of KVM_RUN by an error (a kick, a host memory fault)."""
+        self.in_guest = False
+        self.exits += 1
+        if gate is not None:
+            gate.leave(self)
+
+    def _interrupted(self, client: ExitClient) -> None:
+        """KVM_RUN was kicked (EINTR): an answered fast call is returned from first."""
+        self.run_page.immediate_exit = 0
+        self._stop = STOP_USER
+        fast = self.fast
+        if fast is not None:
+            nr = fast.settle(self)
+            if nr >= 0:
+                self._stop = STOP_SYSCALL
+                client.answered(nr)
+                return
+        client.interrupted()
 
     def _fault(self, vector: int) -> GuestFault:
         """Read the interrupt frame the CPU pushed on this vCPU's own exception stack."""

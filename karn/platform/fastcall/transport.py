@@ -105,6 +105,7 @@ MASK64 = (1 << 64) - 1
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _CALL = struct.Struct("<7Q")  # nr and the six arguments
+_monotonic = time.monotonic
 
 
 class FastClient(Protocol):
@@ -152,12 +153,13 @@ class Counts(NamedTuple):
 
 
 class _Slot:
-    __slots__ = ("addr", "lock", "client", "cpu", "fast", "redone", "withdrawn", "skipped",
-                 "exit", "in_guest", "skip", "skip_left", "fast_at_back_off", "fast_seen",
-                 "quiet_since", "returned_at", "wake_due", "spin_left", "sharing")
+    __slots__ = ("addr", "gcalls_at", "lock", "client", "cpu", "fast", "redone", "withdrawn",
+                 "skipped", "exit", "in_guest", "skip", "skip_left", "fast_at_back_off",
+                 "fast_seen", "quiet_since", "returned_at", "wake_due", "spin_left", "sharing")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
+        self.gcalls_at = addr + SLOT_GCALLS
         self.lock = threading.Lock()  # the server's answer vs. settle on the vCPU thread
         self.client: FastClient | None = None
         self.cpu: SlotCpu | None = None
@@ -197,6 +199,8 @@ class FastTransport:
         for nr in fastmap:
             if 0 <= nr < FASTMAP_BITS:
                 self._fastmap[nr // 8] |= 1 << (nr % 8)
+        self._fast_nrs = frozenset(nr for nr in range(FASTMAP_BITS)  # the map, for a
+                                   if self._fastmap[nr >> 3] >> (nr & 7) & 1)  # test per exit
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
         self._spin = max(1, tsc_khz * SPIN_US // 1000)
         self._user = (user_start, user_end)
@@ -305,11 +309,11 @@ class FastTransport:
         if self._shared is not None:  # (inlined tests: this runs at every exit)
             if nr == MMAP or slot.sharing or not self._in_guest:
                 self._watch_sharing(slot, nr)
-            if _U64.unpack_from(self._raw, slot.addr + SLOT_GCALLS)[0] != slot.in_guest:
+            if _U64.unpack_from(self._raw, slot.gcalls_at)[0] != slot.in_guest:
                 client = slot.client
                 if client is not None:
                     self._pass_counts(slot, client)
-        if not (0 <= nr < FASTMAP_BITS and self._fastmap[nr >> 3] >> (nr & 7) & 1):
+        if nr not in self._fast_nrs:
             slot.exit += 1
             return
         if real:
@@ -317,37 +321,38 @@ class FastTransport:
             if self.patcher.known.get(site) is False:
                 return  # unless it cannot be patched (no window): waking the server
                 # for it only takes a core from this vCPU (glibc's syscall(), musl)
-        else:
-            state_at = slot.addr + SLOT_STATE
-            state = _U32.unpack_from(self._raw, state_at)[0]
-            if state != IDLE:
-                _U32.pack_into(self._raw, state_at, IDLE)  # no request is pending now
-            if state == REDO:
-                slot.redone += 1  # here, not by the server: a kick may turn it into a
-                return  # real syscall (settle), counted as such
-            if state == WITHDRAWN:
-                slot.withdrawn += 1
-                self._back_off(slot)
-                return
-            if state in (WAITS, SPUN):  # a futex wait that blocks: the server was not
-                slot.exit += 1  # asked (and is not woken: measured, waking it for the
-                self._spun(slot, state == SPUN)  # wake to come slowed a hand-over on a
-                return  # host short of cores)
-            slot.skipped += 1
+            if not slot.skip_left:
+                self._wake_if_dense(slot, _monotonic())
+            return
+        # from a stub (a fast call at a patched site)
+        raw = self._raw
+        state_at = slot.addr + SLOT_STATE
+        state = _U32.unpack_from(raw, state_at)[0]
+        if state != IDLE:
+            _U32.pack_into(raw, state_at, IDLE)  # no request is pending now
+        if state == REDO:
+            slot.redone += 1  # here, not by the server: a kick may turn it into a
+            return  # real syscall (settle), counted as such
+        if state == WITHDRAWN:
+            slot.withdrawn += 1
+            self._back_off(slot)
+            return
+        if state in (WAITS, SPUN):  # a futex wait that blocks: the server was not
+            slot.exit += 1  # asked (and is not woken: measured, waking it for the
+            self._spun(slot, state == SPUN)  # wake to come slowed a hand-over on a
+            return  # host short of cores)
+        slot.skipped += 1
+        if slot.skip_left:
+            slot.skip_left -= 1
             if slot.skip_left:
-                slot.skip_left -= 1
-                if slot.skip_left:
-                    return
-                self._set_budget(slot, self._budget)  # the next calls probe
-                slot.quiet_since = 0.0
-            elif self._quiet_too_long(slot, now := time.monotonic()):
-                self._back_off(slot)
                 return
-            else:
-                self._wake_if_dense(slot, now)
-                return
-        if not slot.skip_left:
-            self._wake_if_dense(slot, time.monotonic())
+            self._set_budget(slot, self._budget)  # the next calls probe
+            slot.quiet_since = 0.0
+            self._wake_if_dense(slot, _monotonic())
+        elif self._quiet_too_long(slot, now := _monotonic()):
+            self._back_off(slot)
+        else:
+            self._wake_if_dense(slot, now)
 
     def _wake_if_dense(self, slot: _Slot, now: float) -> None:
         """The slot's call came DENSE_US or less after its last return to the guest: wake a
@@ -365,7 +370,7 @@ class FastTransport:
         if slot.wake_due:
             slot.wake_due = False
             self._lend(slot)
-        slot.returned_at = time.monotonic()
+        slot.returned_at = _monotonic()
 
     # -- futex waiters in the slots (kernel/futex.py GuestWaiters) -----------------------
 
@@ -534,11 +539,11 @@ class FastTransport:
         result loaded as the stub would). Returns the call's number in the second case,
         -1 otherwise. A call the server is serving is left alone: its answer will say
         that work is due."""
-        regs = cpu.snapshot_regs()
-        rip = regs["rip"]
+        rip = cpu.regs.rip
         arena = self.patcher.arena_of(rip)
-        if arena is None:
+        if arena is None:  # (the common kick: every register read only past this test)
             return -1
+        regs = cpu.snapshot_regs()
         offset = rip - arena.start
         if offset >= len(stubs.ENTRY):  # a per-site stub: nothing done yet
             stub = offset - (offset - STUBS_OFFSET) % stubs.SITE_STUB_STRIDE
