@@ -379,35 +379,27 @@ class Vcpu:
                     self._stop = stop_syscall
                     self._context_replaced = False
                     nr = regs.rax
-                    if fast is None:
-                        result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8,
-                                         regs.r9)
-                        if not self._context_replaced:
-                            regs.rax = result & mask64
-                            if cs_selector.value & 3:
-                                # PVM: `syscall` stayed at CPL3, so return to the caller here.
-                                regs.rip = regs.rcx
-                                regs.rflags = regs.r11
-                            page.kvm_dirty_regs |= dirty
-                        if client.work_pending:
-                            client.do_work()
-                        continue
-                    real = 0 <= regs.rip - tramp < 4096  # a `syscall` instruction
-                    fast.exit_path_call(index, nr, real, regs.rcx - 2)
+                    real = False
+                    if fast is not None:
+                        real = 0 <= regs.rip - tramp < 4096  # a `syscall` instruction
+                        fast.exit_path_call(index, nr, real, regs.rcx - 2)
                     result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
                     if not self._context_replaced:
                         # first_exit's own first test, without its lock (a site stays known
                         # until its code is unmapped)
-                        if real and (site := regs.rcx - 2) not in fast.patcher.known:
+                        if real and fast is not None \
+                                and (site := regs.rcx - 2) not in fast.patcher.known:
                             fast.patcher.first_exit(self, site, nr)
                         regs.rax = result & mask64
                         if cs_selector.value & 3:
+                            # PVM: `syscall` stayed at CPL3, so return to the caller here.
                             regs.rip = regs.rcx
                             regs.rflags = regs.r11
                         page.kvm_dirty_regs |= dirty
                     if client.work_pending:
                         client.do_work()
-                    fast.returning(index)
+                    if fast is not None:
+                        fast.returning(index)
                     continue
                 if port == WORK_PORT and fast is not None:
                     # an answered fast call with work due: return from it, then the work
