@@ -82,28 +82,21 @@ def host_statfs(fd: int, readonly: bool) -> StatFs:
                   v.f_ffree, v.f_namemax, flags)
 
 
-def _monitor_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_MONITOR_UMASK = _monitor_umask()
-
-
 def _mkdir_exact(dir_fd: int, name: str, mode: int) -> None:
     """mkdir with exactly the guest's mode (its umask already applied): the monitor's own
-    umask must not take more bits away (guest umask 002 made 0755, not 0775). The
-    directory is made owner-accessible, opened without following a symlink (another
-    process may have replaced it by now) and given its mode."""
-    if not mode & _MONITOR_UMASK:
-        os.mkdir(name, mode, dir_fd=dir_fd)
-        return
+    umask must not take more bits away (guest umask 002 made 0755, not 0775). Made
+    owner-accessible; when the result differs from mode, opened without following a
+    symlink (another process may have replaced it by now) and given its mode. (Reading
+    the monitor's umask would mean setting it, for every thread at once.)"""
     os.mkdir(name, mode | 0o700, dir_fd=dir_fd)
+    have = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode & 0o7777
+    want = mode & 0o1777 | have & 0o2000  # as Linux: set-group-ID from the parent
+    if have == want:
+        return
     fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
                  dir_fd=dir_fd)
     try:
-        os.fchmod(fd, mode)
+        os.fchmod(fd, want)
     finally:
         os.close(fd)
 

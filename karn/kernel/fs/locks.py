@@ -125,23 +125,22 @@ def flock(task: Task, file: OpenFile, operation: int) -> int:
     host = _host_fd(file)
     if host is None:
         return 0
-    if not operation & LOCK_UN:
-        _file_locked.add(host)
     try:
         fcntl.flock(host, operation | LOCK_NB)
-        return 0
     except BlockingIOError:
         if operation & LOCK_NB:
             raise SyscallError(errno.EWOULDBLOCK) from None
+        _retry(task, lambda: fcntl.flock(host, operation | LOCK_NB))
     except OSError as err:
         raise SyscallError(err.errno or errno.EINVAL) from None
-    _retry(task, lambda: fcntl.flock(host, operation | LOCK_NB))
+    if not operation & LOCK_UN:
+        _file_locked.add(host)
     return 0
 
 
 def _host_fd(file: OpenFile) -> int | None:
     """The host fd to lock: a regular file's or a directory's (flock takes both)."""
-    if not (file.is_regular or getattr(file, "is_dir", False)):
+    if not (file.is_regular or file.is_dir):
         return None
     return file.host_fd()
 

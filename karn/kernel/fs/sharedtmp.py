@@ -477,20 +477,23 @@ class SharedTmpFs(HostDirFs):
         self.usage.set_owned()
         fd = self._open_plain(rel) if st.mode & S_IFMT in (S_IFREG, S_IFDIR) else None
         if fd is None:
-            host = HostDirFs.lstat(self, rel)  # keyed as as_tmpfs looks: the host's ids
-            self.owners[(host.dev, host.ino)] = owner
+            self._record_owner(rel, owner)
         else:
             try:
                 os.setxattr(fd, OWNER_XATTR, f"{owner[0]}:{owner[1]}".encode())
             except OSError:  # a host filesystem without user xattrs: this process's record
-                host = HostDirFs.lstat(self, rel)
-                self.owners[(host.dev, host.ino)] = owner
+                self._record_owner(rel, owner)
             finally:
                 os.close(fd)
         if st.mode & S_IFMT not in (S_IFDIR, S_IFLNK):
             kill = 0o4000 | (0o2000 if st.mode & 0o010 else 0)
             if st.mode & kill:
                 self.chmod(rel, st.mode & ~kill & 0o7777)
+
+    def _record_owner(self, rel: Rel, owner: tuple[int, int]) -> None:
+        """This process's record of a chown, keyed as as_tmpfs looks: the host's ids."""
+        host = HostDirFs.lstat(self, rel)
+        self.owners[(host.dev, host.ino)] = owner
 
     def chmod(self, rel: Rel, mode: int) -> None:
         fd = self._open_plain(rel)

@@ -46,7 +46,7 @@ class UnixSocket(SocketFile):
     bound_key: bytes | tuple[int, int] | None = None  # its entry in the stack's unix_names
     bound_by = 0  # the monitor process that bound it: the one that removes its host name
     shared_name = False  # bound on a filesystem processes share (a name of the run's)
-    name_hold = -1  # an abstract name's hold (_NameHold): shared by every process's copy
+    name_hold = -1  # an abstract name's hold fd (_hold): shared by every process's copy
 
     def _guest_name(self, task: Task, addr: Address) -> bytes:
         if not isinstance(addr, UnixAddr):
