@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import importlib
 import json
 import mmap
 import os
@@ -68,6 +67,7 @@ from karn.kernel.fs.ring import (
 )
 from karn.kernel.fs.stat import Stat, StatFs
 from karn.kernel.fs.sysutil import wait_until_ready
+from karn.platform.fastcall.server import load_helper
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
@@ -100,14 +100,15 @@ LOAD_EVERY = 0.1  # seconds between looks at the load average
 def _spin_helper() -> Callable[[mmap.mmap, int, int, int], int] | None:
     """The C spin (karn/platform/fastcall/_fastpoll.c wait_u64), or None where it was not
     built: then a wait blocks at once, as before."""
-    try:
-        helper = importlib.import_module("karn.platform.fastcall._fastpoll")
-    except ImportError:
-        return None
-    return getattr(helper, "wait_u64", None)
+    helper = load_helper()
+    return None if helper is None else getattr(helper, "wait_u64", None)
 
 
 _wait_u64 = _spin_helper()
+
+
+SYSINFO_SIZE = 112  # struct sysinfo on x86-64; the load averages follow a long at 0
+LOADS = struct.Struct("<Q")
 
 
 class _Spare:
@@ -135,8 +136,6 @@ class _Spare:
         return self.spare
 
 
-SYSINFO_SIZE = 112  # struct sysinfo on x86-64; the load averages follow a long at 0
-LOADS = struct.Struct("<Q")
 spare_core = _Spare()
 
 
