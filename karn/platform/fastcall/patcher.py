@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from karn.abi.fastcall import FASTMAP_BITS
-from karn.platform.fastcall.pads import find_pad
+from karn.platform.fastcall.pads import LEGACY, find_pad
 from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, short_stub, site_stub
 
 ARENA_SIZE = 0x10000  # the entry, then per-site stubs
@@ -52,8 +52,7 @@ JMP_REL8 = 0xEB
 # for `31 c0 0f 05` found only instruction-aligned hits (glibc 2.36 libc.so.6, static
 # glibc, busybox: 3 of 3 each); the bytes before must be no prefix of the xor.
 SHORT_HEADS = (b"\x31\xc0", b"\x33\xc0")
-PREFIXES = frozenset((0x66, 0x67, 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65, 0xF2, 0xF3,
-                      *range(0x40, 0x50)))
+PREFIXES = LEGACY | frozenset((0x67, *range(0x40, 0x50)))  # and address size, REX
 PAD_REACH = 127  # of the jmp rel8, from the end of the xor (P)
 AFTER = PAD_REACH + 2 + 16  # bytes read after P for the pad search (a pad's last nop)
 
