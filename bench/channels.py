@@ -8,12 +8,15 @@ than the guard loses).
 
     python3 bench/channels.py [--count N] [--runs R] [--guests | --guests-only]
                               [--channels diode,...] [--sizes 64,...] [--offer MSG_S]
+                              [--mapped]
 
 Throughput: the sender writes N messages as fast as it can; the receiver (blocking on the
 port's fd as a monitor does) times first to last. Latency: ping-pong over two channels,
 half the median round trip. With --guests, the same channels between real partitions
 (guests of tests/programs/sys_ports.c under `karn system up`, bench/system.py's
-harness) side by side. Medians of R runs.
+harness) side by side; --mapped makes the guests map their rings (karn/guest/
+karn_port.h: no system call per message) and send N messages instead of N/4. Medians of R
+runs.
 """
 
 from __future__ import annotations
@@ -167,11 +170,13 @@ def monitors(size: int, diode: bool, guarded: bool, count: int, offer: float = 0
     return rate, dropped, latency(size, diode, guarded, min(count, 2000))
 
 
-def guests(bench: object, size: int, diode: bool, guarded: bool, count: int
-           ) -> tuple[float, int, float]:
-    """(messages/s, dropped, one-way µs) between two partitions' guests."""
-    rate, _mbps, dropped = bench.throughput(size, count, diode, guarded)  # type: ignore[attr-defined]
-    return rate, dropped, bench.latency(size, diode, guarded)  # type: ignore[attr-defined]
+def guests(bench: object, size: int, diode: bool, guarded: bool, count: int,
+           mapped: bool = False, offer: float = 0.0) -> tuple[float, int, float]:
+    """(messages/s, dropped, one-way µs) between two partitions' guests (mapped: through
+    karn/guest/karn_port.h instead of write() and read())."""
+    rate, _mbps, dropped = bench.throughput(  # type: ignore[attr-defined]
+        size, count, diode, guarded, mapped, offer)
+    return rate, dropped, bench.latency(size, diode, guarded, mapped)  # type: ignore[attr-defined]
 
 
 def medians(runs: list[tuple[float, int, float]]) -> tuple[float, int, float]:
@@ -181,7 +186,8 @@ def medians(runs: list[tuple[float, int, float]]) -> tuple[float, int, float]:
 
 def cell(m: tuple[float, int, float]) -> str:
     rate, dropped, lat = m
-    return f"{lat:,.0f} µs / {rate:,.0f}" + (f" ({dropped:,} dropped)" if dropped else "")
+    places = 1 if lat < 10 else 0  # a mapped ring's sub-µs latency
+    return f"{lat:,.{places}f} µs / {rate:,.0f}" + (f" ({dropped:,} dropped)" if dropped else "")
 
 
 def main() -> int:
@@ -196,7 +202,9 @@ def main() -> int:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
                         help="comma-separated message sizes (default: all)")
     parser.add_argument("--offer", type=float, default=0.0,
-                        help="monitors only: a diode's sender paced to this many msg/s")
+                        help="a sender paced to this many msg/s")
+    parser.add_argument("--mapped", action="store_true",
+                        help="guests map their rings (karn/guest/karn_port.h)")
     args = parser.parse_args()
     bench, work = None, None
     labels, sizes = args.channels.split(","), [int(n) for n in args.sizes.split(",")]
@@ -223,7 +231,9 @@ def main() -> int:
                                                         args.offer)
                                                for _ in range(args.runs)])) + " |"
                 if bench is not None:
-                    row += " " + cell(medians([guests(bench, size, diode, guarded, count // 4)
+                    row += " " + cell(medians([guests(bench, size, diode, guarded,
+                                                      count if args.mapped else count // 4,
+                                                      args.mapped, args.offer)
                                                for _ in range(args.runs)])) + " |"
                 print(row, flush=True)
     finally:

@@ -120,12 +120,15 @@ class Bench:
     def log(self, name: str, part: str) -> str:
         return self.karn("logs", "-s", name, part)
 
-    def latency(self, size: int, diode: bool = False, guarded: bool = False) -> float:
-        """One-way latency in us: half the median round trip of 2000 pings."""
+    def latency(self, size: int, diode: bool = False, guarded: bool = False,
+                mapped: bool = False) -> float:
+        """One-way latency in us: half the median round trip of 2000 pings (mapped: the
+        guests map their rings, karn/guest/karn_port.h)."""
+        how = ["mapped"] if mapped else []
         name, path = self.system(
-            {"a": (["ping", "out", "in", "2000", str(size)], [("out", "out", ""),
-                                                                ("in", "in", "")]),
-             "b": (["echo", "in", "out"], [("in", "in", ""), ("out", "out", "")])},
+            {"a": ([*how, "ping", "out", "in", "2000", str(size)], [("out", "out", ""),
+                                                                      ("in", "in", "")]),
+             "b": ([*how, "echo", "in", "out"], [("in", "in", ""), ("out", "out", "")])},
             [("a.out", "b.in", diode, guarded), ("b.out", "a.in", diode, False)], size,
             stop_after="a")
         self.karn("up", str(path))
@@ -134,12 +137,15 @@ class Bench:
             raise BenchError(f"ping: {' '.join(words)[:200]}")
         return float(words[words.index("p50") + 1]) / 2
 
-    def throughput(self, size: int, count: int, diode: bool = False, guarded: bool = False
-                   ) -> tuple[float, float, int]:
-        """(messages/s, MB/s) at the receiver, and messages dropped."""
+    def throughput(self, size: int, count: int, diode: bool = False, guarded: bool = False,
+                   mapped: bool = False, offer: float = 0.0) -> tuple[float, float, int]:
+        """(messages/s, MB/s) at the receiver, and messages dropped (offer: the sender
+        paced to that many messages/s)."""
+        how = ["mapped"] if mapped else []
+        pace = [f"{offer:g}"] if offer else []
         name, path = self.system(
-            {"a": (["blast", "out", str(count), str(size)], [("out", "out", "")]),
-             "b": (["sink", "in", str(count)], [("in", "in", "")])},
+            {"a": ([*how, "blast", "out", str(count), str(size), *pace], [("out", "out", "")]),
+             "b": ([*how, "sink", "in", str(count)], [("in", "in", "")])},
             [("a.out", "b.in", diode, guarded)], size, stop_after="b")
         self.karn("up", str(path))
         words = self.log(name, "b").split()

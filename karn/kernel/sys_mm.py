@@ -58,12 +58,17 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     length = page_up(length)
     if length == 0 or length > mm.region.user_end:
         raise SyscallError(errno.ENOMEM)
-    file = None
+    file = device = None
     if not flags & MAP_ANONYMOUS:
         file = task.process.fds.get(s32(fd))
-        if not file.readable or (kind != MAP_PRIVATE and prot & PROT_WRITE and not file.writable):
+        device = file.device_mapping(off, length, prot)
+        if device is not None:
+            if kind == MAP_PRIVATE:
+                raise SyscallError(errno.EINVAL)
+        elif not file.readable or (kind != MAP_PRIVATE and prot & PROT_WRITE
+                                   and not file.writable):
             raise SyscallError(errno.EACCES)
-        if kind != MAP_PRIVATE and prot & PROT_WRITE:
+        elif kind != MAP_PRIVATE and prot & PROT_WRITE:
             file.map_shared_writable()  # EPERM on a write-sealed memfd
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         if addr & (PAGE - 1):
@@ -76,7 +81,7 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     name = file.path if file is not None else ""
     # MAP_NORESERVE asks for no reservation, MAP_STACK is a thread stack (glibc maps 8 MiB
     # each, mostly untouched): neither counts against --memory, as under overcommit.
-    charged = not flags & (MAP_NORESERVE | MAP_STACK)
+    charged = not flags & (MAP_NORESERVE | MAP_STACK) and device is None
     if mm.shared_files:
         write_back(task.mem, mm, start, start + length, forget=True)  # MAP_FIXED over one
     mm.map(start, length, prot, name, off, charged, shared=kind != MAP_PRIVATE)
@@ -85,6 +90,9 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
             _fill_from_file(task.mem, file, start, length, off)
         return start
     try:
+        if device is not None:
+            mm.memory.share_file(start, length, *device)
+            return start
         _map_shared(task, start, length, prot, file, off)
     except SyscallError:
         mm.unmap(start, length)

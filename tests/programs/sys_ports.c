@@ -9,7 +9,11 @@
  *   wakeup COUNT PERIOD_US wake-up latency percentiles of COUNT sleeps
  *   idle                   sleep forever
  *   exit CODE              exit with CODE
- *   ping OUT IN N SIZE, echo IN OUT, blast OUT N SIZE, sink IN N: bench/system.py
+ *   ping OUT IN N SIZE, echo IN OUT, blast OUT N SIZE [RATE], sink IN N: bench/system.py
+ *                          (blast: RATE messages/s at most, if given)
+ *   mapped ROLE ...        ping, echo, blast or sink through the mapped ring
+ *                          (karn/guest/karn_port.h) instead of write() and read()
+ *   mapprobe PORT          map PORT, write into the view, print what a mapping allows
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,7 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../karn/guest/karn_port.h"
+
 static char path[256];
+static int mapped; /* ping, echo, blast and sink go through karn_port.h */
 
 static const char *port(const char *name)
 {
@@ -225,11 +232,67 @@ static int wakeup(int count, int period_us)
     return 0;
 }
 
+/* One end of a channel for the benchmarks: its fd, or its mapped ring. */
+struct end {
+    int fd;
+    struct karn_port map;
+};
+
+static void end_open(struct end *e, const char *name, int flags)
+{
+    if (!mapped) {
+        e->fd = open_or_die(name, flags);
+        return;
+    }
+    if (karn_port_open(&e->map, name) != 0) {
+        printf("map %s: %s\n", name, strerror(errno));
+        exit(2);
+    }
+    e->fd = e->map.fd;
+}
+
+static ssize_t end_send(struct end *e, const void *buf, size_t len)
+{
+    if (!mapped)
+        return write(e->fd, buf, len);
+    return karn_port_send(&e->map, buf, len) == 0 ? (ssize_t)len : -1;
+}
+
+static ssize_t end_recv(struct end *e, void *buf, size_t size)
+{
+    return mapped ? karn_port_recv(&e->map, buf, size) : read(e->fd, buf, size);
+}
+
+/* A message within timeout_ms: its length, 0 on time-out, -1 on error. */
+static ssize_t end_recv_within(struct end *e, void *buf, size_t size, int timeout_ms)
+{
+    for (;;) {
+        ssize_t n = mapped ? karn_port_try_recv(&e->map, buf, size) : -1;
+        if (n >= 0 || (mapped && errno != EAGAIN))
+            return n;
+        if (mapped) {
+            int waiting = ioctl(e->fd, KARN_PORT_ARM);
+            if (waiting < 0)
+                return -1;
+            if (waiting)
+                continue;
+        }
+        struct pollfd pfd = {e->fd, POLLIN, 0};
+        int ready = poll(&pfd, 1, timeout_ms);
+        if (ready <= 0)
+            return ready;
+        if (!mapped)
+            return read(e->fd, buf, size);
+    }
+}
+
 /* Benchmarks (bench/system.py). ping: COUNT round trips of SIZE bytes through OUT and
  * back on IN, percentiles of the round trip; echo: send back what arrives. */
 static int ping(const char *out, const char *in, int count, int size)
 {
-    int wfd = open_or_die(out, O_WRONLY), rfd = open_or_die(in, O_RDONLY);
+    struct end w, r;
+    end_open(&w, out, O_WRONLY);
+    end_open(&r, in, O_RDONLY);
     char *buf = calloc(1, size + 1);
     double *rtt = calloc(count, sizeof *rtt);
     if (size >= 8) { /* a JSON document, so a guard's checks can pass it */
@@ -239,7 +302,7 @@ static int ping(const char *out, const char *in, int count, int size)
     }
     for (int i = 0; i < count; i++) {
         double t0 = now_us();
-        if (write(wfd, buf, size) != size || read(rfd, buf, size) != size) {
+        if (end_send(&w, buf, size) != size || end_recv(&r, buf, size) != size) {
             printf("ping %d: %s\n", i, strerror(errno));
             return 1;
         }
@@ -252,20 +315,23 @@ static int ping(const char *out, const char *in, int count, int size)
 
 static int echo(const char *in, const char *out)
 {
-    int rfd = open_or_die(in, O_RDONLY), wfd = open_or_die(out, O_WRONLY);
-    char buf[65536];
+    struct end r, w;
+    end_open(&r, in, O_RDONLY);
+    end_open(&w, out, O_WRONLY);
+    static char buf[65536];
     for (;;) {
-        ssize_t n = read(rfd, buf, sizeof buf);
-        if (n < 0 || write(wfd, buf, n) != n)
+        ssize_t n = end_recv(&r, buf, sizeof buf);
+        if (n < 0 || end_send(&w, buf, n) != n)
             return 1;
     }
 }
 
 /* blast: COUNT messages of SIZE bytes as fast as they go; sink: time from the first to
  * the last of up to COUNT messages (it stops 1 s after the last one arrived). */
-static int blast(const char *out, int count, int size)
+static int blast(const char *out, int count, int size, double rate)
 {
-    int fd = open_or_die(out, O_WRONLY);
+    struct end w;
+    end_open(&w, out, O_WRONLY);
     char *buf = calloc(1, size);
     if (size >= 8) { /* a JSON document, so a guard's checks can pass it (as ping) */
         memset(buf, 'x', size);
@@ -273,27 +339,30 @@ static int blast(const char *out, int count, int size)
         memcpy(buf + size - 2, "\"}", 2);
     }
     double t0 = now_us();
-    for (int i = 0; i < count; i++)
-        if (write(fd, buf, size) != size) {
+    for (int i = 0; i < count; i++) {
+        while (rate > 0 && now_us() < t0 + i * 1e6 / rate)
+            ; /* paced: the i-th message not before i/rate s */
+        if (end_send(&w, buf, size) != size) {
             printf("blast %d: %s\n", i, strerror(errno));
             return 1;
         }
+    }
     printf("blast_us %.0f\n", now_us() - t0);
     return 0;
 }
 
 static int sink(const char *in, int count)
 {
-    int fd = open_or_die(in, O_RDONLY);
+    struct end r;
+    end_open(&r, in, O_RDONLY);
     static char buf[65536];
     double first = 0, last = 0;
     long bytes = 0;
     int got = 0;
     while (got < count) {
-        struct pollfd pfd = {fd, POLLIN, 0};
-        if (poll(&pfd, 1, got ? 1000 : 60000) != 1)
+        ssize_t n = end_recv_within(&r, buf, sizeof buf, got ? 1000 : 60000);
+        if (n == 0)
             break;
-        ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0)
             return 1;
         last = now_us();
@@ -309,6 +378,11 @@ static int sink(const char *in, int count)
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc >= 2 && !strcmp(argv[1], "mapped")) {
+        mapped = 1;
+        argc--;
+        argv++;
+    }
     if (argc >= 3 && !strcmp(argv[1], "sensor"))
         return sensor(argv[2], argc - 3, argv + 3);
     if (argc >= 5 && !strcmp(argv[1], "detector"))
@@ -330,7 +404,7 @@ int main(int argc, char **argv)
     if (argc >= 4 && !strcmp(argv[1], "echo"))
         return echo(argv[2], argv[3]);
     if (argc >= 5 && !strcmp(argv[1], "blast"))
-        return blast(argv[2], atoi(argv[3]), atoi(argv[4]));
+        return blast(argv[2], atoi(argv[3]), atoi(argv[4]), argc >= 6 ? atof(argv[5]) : 0);
     if (argc >= 4 && !strcmp(argv[1], "sink"))
         return sink(argv[2], atoi(argv[3]));
     if (argc >= 2 && !strcmp(argv[1], "idle"))

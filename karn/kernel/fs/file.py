@@ -191,6 +191,13 @@ class OpenFile:
         """What readlink(/proc/self/fd/N) shows."""
         return self.path
 
+    def device_mapping(self, offset: int, length: int, prot: int
+                       ) -> tuple[int, int, bool] | None:
+        """For a device whose MAP_SHARED mappings are host memory of its own (a channel's
+        port): (host fd, offset in it, writable), or an error; None for a file mapped as
+        files are."""
+        return None
+
     def map_shared_writable(self) -> None:
         """A writable MAP_SHARED mapping of the file is about to be made (sealed memfds
         refuse it)."""

@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
+from karn.abi import portmap
 from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import (
     DT_CHR,
@@ -59,11 +60,13 @@ from karn.kernel.fs.file import (
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.ring import (
     PUBLISHED,
+    READER_SIZE,
     Geometry,
     Message,
     ReaderPage,
     RingReader,
     RingWriter,
+    now_ns,
 )
 from karn.kernel.fs.stat import Stat, StatFs
 from karn.kernel.fs.sysutil import wait_until_ready
@@ -95,6 +98,11 @@ SPIN_NS = 60_000
 SPIN_SKIP = 4
 SPARE_LOAD = 1.5
 LOAD_EVERY = 0.1  # seconds between looks at the load average
+
+# A sender's guest that maps its ring wakes the receiver at most this often (the rest of a
+# burst is seen by a receiver awake anyway, or by its last wait: DestPort.wait_for_data).
+NOTIFY_NS = 100_000
+PROT_WRITE = 2
 
 
 def _spin_helper() -> Callable[[mmap.mmap, int, int, int], int] | None:
@@ -234,11 +242,14 @@ class SourcePort:
         if self.page is not None and self.full():
             raise SyscallError(errno.EAGAIN)
         self.writer.write(data)
+        self.notify()
+        return len(data)
+
+    def notify(self) -> None:
         try:
             os.write(self.wake, b"\0")
         except OSError:
             pass  # full: the receiver has wake-ups enough; its result is never looked at
-        return len(data)
 
     def full(self) -> bool:
         """Is the queue full? If so, mark the shared eventfd unwritable, then look again:
@@ -275,6 +286,7 @@ class DestPort:
         self.epoll.register(self.wake, select.EPOLLIN)
         self.epoll.register(self.flag, select.EPOLLIN)
         self.skip = 0  # waits left that block without spinning (after a spin in vain)
+        self.drained_ns = 0  # when wake-up bytes were last drained (CLOCK_MONOTONIC)
         self.latest: bytes | None = None  # sampling: the latest accepted message
         self.latest_ns = 0  # its sender's monitor's monotonic time
         self.received = 0
@@ -310,24 +322,50 @@ class DestPort:
                 pass
         except OSError:
             pass
+        self.drained_ns = now_ns()
         waiting = self.ring.pending() > 0
         self._set_flag(waiting)
         return waiting
 
     def wait_for_data(self) -> bool:
         """Before the receiver blocks: spin a little for a message (SPIN_NS); True if one
-        waits now (the fd is readable)."""
-        if self.ring.pending():
-            return self._settle()
-        if _wait_u64 is None or self.skip or not spare_core():
-            self.skip = max(0, self.skip - 1)
-            return False
+        waits now (the fd is readable). Where the sender's guest publishes by itself and
+        wakes the receiver at most every N ns, the receiver also waits until N ns after
+        its last drain of wake-ups before it may block for good: a message not woken for
+        came within N ns of one that was, so it is seen by then (docs/design/channels.md,
+        "Mapped ports")."""
         ring = self.ring
-        seen = PUBLISHED.unpack_from(ring.mem, 0)[0]
-        if _wait_u64(ring.mem, 0, seen, SPIN_NS) == seen:
+        if ring.pending():
+            return self._settle()
+        if _wait_u64 is not None and not self.skip and spare_core():
+            seen = PUBLISHED.unpack_from(ring.mem, 0)[0]
+            if _wait_u64(ring.mem, 0, seen, SPIN_NS) != seen:
+                return self._settle()
             self.skip = SPIN_SKIP
-            return False
-        return self._settle()
+        else:
+            self.skip = max(0, self.skip - 1)
+        notify = ring.notify_ns()
+        if notify:
+            left = self.drained_ns + notify - now_ns()
+            if left > 0:
+                self.epoll.poll(left / 1e9)  # a wake-up byte ends it early
+            if ring.pending():  # looked at without a drain: the wake-ups since stay
+                return self._settle()
+        return False
+
+    def arm(self) -> int:
+        """The guest read the ring by itself: readiness follows the ring again (the
+        flag may say messages wait that the guest took). Messages waiting, at most 2^31."""
+        self._settle()
+        return min(self.ring.pending(), 1 << 31)
+
+    def free_space(self) -> None:
+        """The guest moved its position by itself: a sender held back may go on."""
+        if self.spec.space >= 0:
+            try:
+                os.eventfd_read(self.spec.space)
+            except BlockingIOError:
+                pass
 
     # -- messages -------------------------------------------------------------------------
     def _judge(self, message: Message, count: bool = True) -> bytes | None:
@@ -371,11 +409,7 @@ class DestPort:
     def _done(self) -> None:
         """Publish position and counters, then free the sender (queuing back-pressure)."""
         self.ring.commit()
-        if self.spec.space >= 0:
-            try:
-                os.eventfd_read(self.spec.space)
-            except BlockingIOError:
-                pass
+        self.free_space()
 
     def next_queued(self) -> bytes | None:
         """The next message the guard lets through, or None when none waits."""
@@ -447,6 +481,17 @@ class Port:
     @property
     def latest(self) -> bytes | None:
         return self.into.latest if self.into is not None else None
+
+    def info(self) -> bytes:
+        """struct karn_port_info for a guest that maps this port."""
+        spec, geo = self.spec, self.spec.geometry
+        flags = (portmap.FLAG_SOURCE if self.source else 0) | (
+            portmap.FLAG_QUEUING if spec.kind == "queuing" else 0) | (
+            portmap.FLAG_BACKPRESSURE if self.source and spec.reader >= 0 else 0)
+        limit = spec.max_size if self.source else spec.limit
+        return portmap.INFO.pack(portmap.INFO_VERSION, flags, geo.slots, geo.slot_size,
+                                 geo.stride, geo.size, geo.size, limit,
+                                 NOTIFY_NS if self.source else 0)
 
     def status(self) -> bytes:
         spec = self.spec
@@ -539,6 +584,45 @@ class PortFile(OpenFile):
 
     def reopen(self, flags: int) -> OpenFile:
         return PortFile(self.port, self.path, flags & ~O_OPEN_ONLY, self._stat)
+
+    # -- a guest that maps its port (abi/portmap.py) --------------------------------------
+    def own_ioctl(self, task: Task, request: int, arg: int) -> int | None:
+        port = self.port
+        if request == portmap.PORT_INFO:
+            task.mem.write(arg, port.info())
+            return 0
+        if request == portmap.PORT_NOTIFY and port.out is not None:
+            port.out.notify()
+            return 0
+        if request == portmap.PORT_ARM and port.into is not None:
+            return port.into.arm()
+        if request == portmap.PORT_FREED and port.into is not None:
+            port.into.free_space()
+            return 0
+        return None
+
+    def device_mapping(self, offset: int, length: int, prot: int) -> tuple[int, int, bool]:
+        """What a MAP_SHARED mapping at `offset` is: (host fd, its offset, writable).
+        Read-only ones are host private mappings of a read-only file, so nothing the
+        guest writes there reaches the other side (ring.reopen_readonly)."""
+        port, spec = self.port, self.port.spec
+        ring_size = spec.geometry.size
+        if offset == 0 and length <= ring_size:
+            if port.out is not None:
+                if prot & PROT_WRITE:
+                    port.out.writer.set_notify(NOTIFY_NS)
+                return spec.ring, 0, True
+            if prot & PROT_WRITE:
+                raise SyscallError(errno.EACCES)
+            return spec.ring, 0, False
+        if offset == ring_size and length <= READER_SIZE:
+            if port.into is not None:
+                port.into.ring.guest_reads = True
+                return spec.reader, 0, True
+            if spec.reader < 0 or prot & PROT_WRITE:
+                raise SyscallError(errno.EACCES)  # a diode's sender never sees it
+            return spec.reader, 0, False
+        raise SyscallError(errno.EINVAL)
 
 
 class PortsFs(Filesystem):

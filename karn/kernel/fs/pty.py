@@ -57,7 +57,7 @@ class PtyMaster(HostFile):
         except OSError as err:
             raise host_error(err, errno.EIO) from None
 
-    def tty_ioctl(self, task: Task, request: int, arg: int) -> int | None:
+    def own_ioctl(self, task: Task, request: int, arg: int) -> int | None:
         """The master's own ioctls; None for one the caller passes on."""
         if request == TIOCGPTN:
             task.mem.write_u32(arg, self.number)

@@ -2,11 +2,12 @@
 
 A channel is two memfds that the supervisor creates and never copies through:
 
-* the **ring**, written only by the sender's monitor: a header (the count of messages
-  published) and `slots` slots of `seq, time_ns, length, payload`. The receiver's
+* the **ring**, written only by the sender's side: a header (the count of messages
+  published, and how often a sender that publishes by itself wakes the receiver) and
+  `slots` slots of `seq, time_ns, length, payload`. The receiver's
   monitor gets the memfd reopened read-only, so the host kernel refuses it any writable
   mapping, write() or truncation: nothing it does can reach what the sender reads.
-* the **reader page**, written only by the receiver's monitor: its read position and
+* the **reader page**, written only by the receiver's side: its read position and
   counters (received, dropped, rejected). The sender of a diode never gets it; the
   sender of an ordinary queuing channel maps it read-only for back-pressure.
 
@@ -16,8 +17,11 @@ and the receiver sees the loss as a gap in the sequence (each slot is a seqlock:
 it before and after copying). x86-64 orders stores with stores and loads with loads,
 which is all a seqlock between two processes needs.
 
-Everything the other side wrote is untrusted: the geometry comes from the supervisor,
-never from shared memory, and lengths and sequence numbers are checked before use.
+The "side" is the monitor, or the guest itself where it maps its port (docs/design/
+channels.md, "Mapped ports"): then what the monitor caches is read again from the shared
+page before use. Everything the other side wrote is untrusted: the geometry comes from
+the supervisor, never from shared memory, and lengths and sequence numbers are checked
+before use.
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ import struct
 import time
 from typing import NamedTuple
 
-HEADER_SIZE = 64  # the ring's header: the published count, alone in its cache line
+HEADER_SIZE = 64  # the ring's header: the published count and the notify interval
+NOTIFY_AT = 8  # header: 0, or the ns between wake-ups of a sender's guest that maps the ring
+NOTIFY_MAX_NS = 1_000_000  # what a receiver believes of it at most
 SLOT_HEADER = struct.Struct("<QQI4x")  # seq (message number + 1; 0 while written), time, length
 PUBLISHED = struct.Struct("<Q")
 READER = struct.Struct("<QQQQ")  # read position, received, dropped, rejected
 READER_SIZE = 4096
 ALIGN = 64
+U64 = 0xFFFFFFFFFFFFFFFF  # counters from shared memory wrap, never overflow a pack
 
 
 def now_ns() -> int:
@@ -92,16 +99,26 @@ class RingWriter:
     def __init__(self, ring_fd: int, geometry: Geometry) -> None:
         self.geometry = geometry
         self.mem = map_writable(ring_fd, geometry.size)
-        self.published = PUBLISHED.unpack_from(self.mem, 0)[0]  # a restarted sender goes on
+        self.set_notify(0)  # until this run's guest maps the ring
+
+    @property
+    def published(self) -> int:
+        """Read from the ring each time: a guest that maps it publishes by itself (a
+        restarted sender goes on from the count)."""
+        return PUBLISHED.unpack_from(self.mem, 0)[0]
+
+    def set_notify(self, interval_ns: int) -> None:
+        """Tell the receiver that this sender's guest publishes without the monitor and
+        wakes it at most every interval_ns (0: every message wakes it)."""
+        PUBLISHED.pack_into(self.mem, NOTIFY_AT, interval_ns)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         seq, geo, mem = self.published, self.geometry, self.mem
         at = geo.slot(seq)
         SLOT_HEADER.pack_into(mem, at, 0, 0, 0)  # being written: a reader there retries
         mem[at + SLOT_HEADER.size : at + SLOT_HEADER.size + len(data)] = data
-        SLOT_HEADER.pack_into(mem, at, seq + 1, now_ns(), len(data))
-        self.published = seq + 1
-        PUBLISHED.pack_into(mem, 0, seq + 1)
+        SLOT_HEADER.pack_into(mem, at, (seq + 1) & U64, now_ns(), len(data))
+        PUBLISHED.pack_into(mem, 0, (seq + 1) & U64)
 
     def close(self) -> None:
         self.mem.close()
@@ -121,7 +138,8 @@ class ReaderPage:
         return PUBLISHED.unpack_from(self.mem, 0)[0]
 
     def store(self, position: int, received: int, dropped: int, rejected: int) -> None:
-        READER.pack_into(self.mem, 0, position, received, dropped, rejected)
+        READER.pack_into(self.mem, 0, position & U64, received & U64, dropped & U64,
+                         rejected & U64)
 
     def close(self) -> None:
         self.mem.close()
@@ -136,18 +154,31 @@ class RingReader:
         self.geometry = geometry
         self.mem = map_readonly(ring_fd, geometry.size)
         self.page = ReaderPage(reader_fd, writable=True)
+        self.guest_reads = False  # the guest maps the reader page and reads by itself
+        self.reload()
+
+    def reload(self) -> None:
         self.position, self.received, self.dropped, self.rejected = self.page.load()
 
     def published(self) -> int:
         return PUBLISHED.unpack_from(self.mem, 0)[0]
 
+    def notify_ns(self) -> int:
+        """0, or how long a message may wait for its wake-up (the sender's guest wakes
+        the receiver at most that often), believed up to NOTIFY_MAX_NS."""
+        return min(PUBLISHED.unpack_from(self.mem, NOTIFY_AT)[0], NOTIFY_MAX_NS)
+
     def pending(self) -> int:
         """Messages published and not yet read (the sender's count is not trusted to be
         ahead of ours)."""
+        if self.guest_reads:
+            self.reload()
         return max(0, self.published() - self.position)
 
     def take(self) -> Message | None:
         """The next message in order, or None when there is none yet."""
+        if self.guest_reads:
+            self.reload()
         while True:
             published = self.published()
             if published <= self.position:
@@ -165,6 +196,8 @@ class RingReader:
     def latest(self) -> Message | None:
         """The newest message if it is newer than the last one taken; what it replaced
         counts as dropped (superseded before it was read)."""
+        if self.guest_reads:
+            self.reload()
         while True:
             published = self.published()
             if published <= self.position:

@@ -214,9 +214,8 @@ def sys_ioctl(task: Task, fd: int, request: int, arg: int) -> int:
             raise SyscallError(errno.ENOTTY)
         task.mem.write_u32(arg, min(file.available(), 0x7FFFFFFF))
         return 0
-    # a file with terminal ioctls of its own (a pty master: not imported unless /dev/ptmx
-    # was opened) answers them first
-    own_ioctl = getattr(file, "tty_ioctl", None)
+    # a file with ioctls of its own (a pty master, a channel's port) answers them first
+    own_ioctl = getattr(file, "own_ioctl", None)
     if own_ioctl is not None:
         done = own_ioctl(task, req, arg)
         if done is not None:
