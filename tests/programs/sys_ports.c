@@ -13,7 +13,9 @@
  *                          (blast: RATE messages/s at most, if given)
  *   mapped ROLE ...        ping, echo, blast or sink through the mapped ring
  *                          (karn/guest/karn_port.h) instead of write() and read()
- *   mapprobe PORT          map PORT, write into the view, print what a mapping allows
+ *   mapprobe PORT N        print what mapping PORT allows; a receiver then writes over
+ *                          its view of the ring and reads N messages with read()
+ *   maphostile PORT        a sender that fills its ring with garbage, then write()s
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,12 +55,69 @@ static int open_or_die(const char *name, int flags)
     return fd;
 }
 
+/* One end of a channel: its fd, or its mapped ring ("mapped"). */
+struct end {
+    int fd;
+    struct karn_port map;
+};
+
+static void end_open(struct end *e, const char *name, int flags)
+{
+    if (!mapped) {
+        e->fd = open_or_die(name, flags);
+        return;
+    }
+    if (karn_port_open(&e->map, name) != 0) {
+        printf("map %s: %s\n", name, strerror(errno));
+        exit(2);
+    }
+    e->fd = e->map.fd;
+}
+
+static ssize_t end_send(struct end *e, const void *buf, size_t len)
+{
+    if (!mapped)
+        return write(e->fd, buf, len);
+    return karn_port_send(&e->map, buf, len) == 0 ? (ssize_t)len : -1;
+}
+
+static ssize_t end_recv(struct end *e, void *buf, size_t size)
+{
+    return mapped ? karn_port_recv(&e->map, buf, size) : read(e->fd, buf, size);
+}
+
+/* A message within timeout_ms: its length, or -1 with errno (ETIMEDOUT: none came). */
+static ssize_t end_recv_within(struct end *e, void *buf, size_t size, int timeout_ms)
+{
+    for (;;) {
+        ssize_t n = mapped ? karn_port_try_recv(&e->map, buf, size) : -1;
+        if (n >= 0 || (mapped && errno != EAGAIN))
+            return n;
+        if (mapped) {
+            int waiting = ioctl(e->fd, KARN_PORT_ARM);
+            if (waiting < 0)
+                return -1;
+            if (waiting)
+                continue;
+        }
+        struct pollfd pfd = {e->fd, POLLIN, 0};
+        int ready = poll(&pfd, 1, timeout_ms);
+        if (ready == 0)
+            errno = ETIMEDOUT;
+        if (ready <= 0)
+            return -1;
+        if (!mapped)
+            return read(e->fd, buf, size);
+    }
+}
+
 /* Each argument is one message: the test decides what is well-formed. */
 static int sensor(const char *name, int count, char **messages)
 {
-    int fd = open_or_die(name, O_WRONLY);
+    struct end w;
+    end_open(&w, name, O_WRONLY);
     for (int i = 0; i < count; i++) {
-        ssize_t n = write(fd, messages[i], strlen(messages[i]));
+        ssize_t n = end_send(&w, messages[i], strlen(messages[i]));
         if (n != (ssize_t)strlen(messages[i]))
             printf("write %d: %zd %s\n", i, n, strerror(errno));
     }
@@ -99,15 +158,15 @@ static int detector(const char *in, const char *out, int limit)
 
 static int logger(const char *name, int count)
 {
-    int fd = open_or_die(name, O_RDONLY | O_NONBLOCK);
+    struct end r;
+    end_open(&r, name, O_RDONLY | O_NONBLOCK);
     char buf[512];
     for (int i = 0; i < count;) {
-        struct pollfd pfd = {fd, POLLIN, 0};
-        if (poll(&pfd, 1, 20000) != 1) {
+        ssize_t n = end_recv_within(&r, buf, sizeof buf, 20000);
+        if (n < 0 && errno == ETIMEDOUT) {
             printf("poll timed out\n");
             return 1;
         }
-        ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0 && errno == EAGAIN)
             continue;
         if (n < 0) {
@@ -141,6 +200,67 @@ static int probe(const char *name)
     } else {
         printf("open wronly: %s\n", strerror(errno));
     }
+    return 0;
+}
+
+static const char *result(void *m)
+{
+    return m == MAP_FAILED ? strerror(errno) : "ok";
+}
+
+/* What mapping PORT allows; a receiver then writes over its whole view of the ring and
+ * reads COUNT messages with read(), which the monitor serves from its own view. */
+static int mapprobe(const char *name, int count)
+{
+    struct karn_port p;
+    if (karn_port_open(&p, name) != 0) {
+        printf("map: %s\n", strerror(errno));
+        return 1;
+    }
+    int source = (p.info.flags & KARN_PORT_SOURCE) != 0;
+    printf("slots %lu limit %lu source %d\n", (unsigned long)p.info.slots,
+           (unsigned long)p.info.limit, source);
+    printf("ring writable: %s\n", result(mmap(NULL, p.info.ring_size, PROT_READ | PROT_WRITE,
+                                              MAP_SHARED, p.fd, 0)));
+    printf("reader page: %s\n", result(mmap(NULL, 4096, PROT_READ, MAP_SHARED, p.fd,
+                                            (off_t)p.info.reader_offset)));
+    printf("private: %s\n", result(mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, p.fd, 0)));
+    printf("elsewhere: %s\n", result(mmap(NULL, 4096, PROT_READ, MAP_SHARED, p.fd,
+                                          (off_t)p.info.reader_offset + 4096)));
+    if (source)
+        return 0;
+    memset((void *)p.ring, 0xff, p.info.ring_size);
+    printf("scribbled\n");
+    char buf[512];
+    for (int i = 0; i < count; i++) {
+        ssize_t n = read(p.fd, buf, sizeof buf);
+        if (n < 0) {
+            printf("read: %s\n", strerror(errno));
+            return 1;
+        }
+        printf("got %.*s\n", (int)n, buf);
+    }
+    return 0;
+}
+
+/* A sender's guest that breaks its own ring: a published count at the top of the range,
+ * every slot's sequence and length garbage, then a wake-up and three write()s. */
+static int maphostile(const char *name)
+{
+    struct karn_port p;
+    if (karn_port_open(&p, name) != 0) {
+        printf("map: %s\n", strerror(errno));
+        return 1;
+    }
+    memset((void *)p.ring, 0xff, p.info.ring_size);
+    ioctl(p.fd, KARN_PORT_NOTIFY);
+    for (int i = 0; i < 3; i++) {
+        char msg[32];
+        int len = snprintf(msg, sizeof msg, "after %d", i);
+        if (write(p.fd, msg, len) != len)
+            printf("write %d: %s\n", i, strerror(errno));
+    }
+    printf("hostile done\n");
     return 0;
 }
 
@@ -232,60 +352,6 @@ static int wakeup(int count, int period_us)
     return 0;
 }
 
-/* One end of a channel for the benchmarks: its fd, or its mapped ring. */
-struct end {
-    int fd;
-    struct karn_port map;
-};
-
-static void end_open(struct end *e, const char *name, int flags)
-{
-    if (!mapped) {
-        e->fd = open_or_die(name, flags);
-        return;
-    }
-    if (karn_port_open(&e->map, name) != 0) {
-        printf("map %s: %s\n", name, strerror(errno));
-        exit(2);
-    }
-    e->fd = e->map.fd;
-}
-
-static ssize_t end_send(struct end *e, const void *buf, size_t len)
-{
-    if (!mapped)
-        return write(e->fd, buf, len);
-    return karn_port_send(&e->map, buf, len) == 0 ? (ssize_t)len : -1;
-}
-
-static ssize_t end_recv(struct end *e, void *buf, size_t size)
-{
-    return mapped ? karn_port_recv(&e->map, buf, size) : read(e->fd, buf, size);
-}
-
-/* A message within timeout_ms: its length, 0 on time-out, -1 on error. */
-static ssize_t end_recv_within(struct end *e, void *buf, size_t size, int timeout_ms)
-{
-    for (;;) {
-        ssize_t n = mapped ? karn_port_try_recv(&e->map, buf, size) : -1;
-        if (n >= 0 || (mapped && errno != EAGAIN))
-            return n;
-        if (mapped) {
-            int waiting = ioctl(e->fd, KARN_PORT_ARM);
-            if (waiting < 0)
-                return -1;
-            if (waiting)
-                continue;
-        }
-        struct pollfd pfd = {e->fd, POLLIN, 0};
-        int ready = poll(&pfd, 1, timeout_ms);
-        if (ready <= 0)
-            return ready;
-        if (!mapped)
-            return read(e->fd, buf, size);
-    }
-}
-
 /* Benchmarks (bench/system.py). ping: COUNT round trips of SIZE bytes through OUT and
  * back on IN, percentiles of the round trip; echo: send back what arrives. */
 static int ping(const char *out, const char *in, int count, int size)
@@ -361,7 +427,7 @@ static int sink(const char *in, int count)
     int got = 0;
     while (got < count) {
         ssize_t n = end_recv_within(&r, buf, sizeof buf, got ? 1000 : 60000);
-        if (n == 0)
+        if (n < 0 && errno == ETIMEDOUT)
             break;
         if (n < 0)
             return 1;
@@ -407,6 +473,10 @@ int main(int argc, char **argv)
         return blast(argv[2], atoi(argv[3]), atoi(argv[4]), argc >= 6 ? atof(argv[5]) : 0);
     if (argc >= 4 && !strcmp(argv[1], "sink"))
         return sink(argv[2], atoi(argv[3]));
+    if (argc >= 4 && !strcmp(argv[1], "mapprobe"))
+        return mapprobe(argv[2], atoi(argv[3]));
+    if (argc >= 3 && !strcmp(argv[1], "maphostile"))
+        return maphostile(argv[2]);
     if (argc >= 2 && !strcmp(argv[1], "idle"))
         for (;;)
             pause();
@@ -415,6 +485,6 @@ int main(int argc, char **argv)
         return atoi(argv[2]);
     }
     fprintf(stderr, "usage: sys_ports sensor|detector|logger|probe|sender|sampler|drain|"
-            "wakeup|idle|exit|ping|echo|blast|sink ...\n");
+            "wakeup|idle|exit|ping|echo|blast|sink|mapprobe|maphostile ...\n");
     return 2;
 }

@@ -414,8 +414,11 @@ class DestPort:
     def next_queued(self) -> bytes | None:
         """The next message the guard lets through, or None when none waits."""
         while True:
+            before = self.ring.position
             message = self.ring.take()
             if message is None:
+                if self.ring.position != before:
+                    self._done()  # slots skipped as overwritten: counted, and space freed
                 if self._settle():
                     continue
                 return None

@@ -1,0 +1,200 @@
+"""Mapped ports (docs/design/channels.md, "Mapped ports"): a guest maps its port's ring
+(karn/guest/karn_port.h) and moves messages without a system call each. Real partitions
+(KVM monitors running tests/programs/sys_ports.c, compiled with the header): messages
+arrive in order whichever ends map, a full queue holds a mapped sender back, a diode's
+receiver can only read and a diode's sender never sees the receiver's page, and a sender
+that fills its own ring with garbage crashes no monitor. The receiver's last wait before it
+blocks is tested on the monitor's code directly.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Builder
+from helpers import SystemUp, channel, wait_for
+from helpers import system_logs as logs
+from helpers import system_status as status
+
+from karn.kernel.fs import ports, ring
+from karn.system.channels import ChannelRun
+from karn.system.description import Channel, Port
+
+SYSTEM = """
+name = "{name}"
+[partitions.sender]
+program = "{tool}"
+args = {sender}
+[partitions.sender.ports.out]
+direction = "out"
+max_size = 256
+[partitions.receiver]
+program = "{tool}"
+args = {receiver}
+[partitions.receiver.ports.in]
+direction = "in"
+max_size = 256
+depth = 8
+[[channels]]
+from = "sender.out"
+to = "receiver.in"
+diode = {diode}
+"""
+NAME = "sender.out->receiver.in"
+
+
+@pytest.fixture(scope="module")
+def tool(build: Builder) -> Path:
+    return build("sys_ports")
+
+
+def write_system(path: Path, name: str, tool: Path, sender: list[str], receiver: list[str],
+                 diode: bool) -> Path:
+    path.write_text(SYSTEM.format(name=name, tool=tool, diode=str(diode).lower(),
+                                  sender=json.dumps(sender), receiver=json.dumps(receiver)))
+    return path
+
+
+@pytest.mark.parametrize("sender_maps,receiver_maps,diode", [
+    (True, True, False), (True, False, False), (False, True, False), (True, True, True)])
+def test_messages_arrive_in_order_whichever_ends_map(
+        tmp_path: Path, state_env: dict[str, str], tool: Path, sender_maps: bool,
+        receiver_maps: bool, diode: bool) -> None:
+    messages = [f"reading {i} {'x' * i}" for i in range(6)]
+    name = f"mapped{int(sender_maps)}{int(receiver_maps)}{int(diode)}"
+    path = write_system(tmp_path / "s.toml", name, tool,
+                        ["mapped"] * sender_maps + ["sensor", "out", *messages],
+                        ["mapped"] * receiver_maps + ["logger", "in", str(len(messages))],
+                        diode)
+    with SystemUp(state_env, path, name):
+        wait_for(lambda: "logger done" in logs(state_env, name, "receiver"), what="the logger")
+        counters = channel(status(state_env, name), NAME)
+        lines = logs(state_env, name, "receiver").splitlines()
+    assert lines == [*messages, "logger done"]
+    assert (counters["sent"], counters["received"], counters["dropped"],
+            counters["queued"]) == (len(messages), len(messages), 0, 0)
+
+
+def test_full_queue_holds_a_mapped_sender_back(tmp_path: Path, state_env: dict[str, str],
+                                               tool: Path) -> None:
+    """200 messages into a queue of 8: the mapped sender waits in write() when the
+    receiver is a whole ring behind, and the receiver frees it as it reads."""
+    messages = [f"m{i}" for i in range(200)]
+    path = write_system(tmp_path / "q.toml", "mappedfull", tool,
+                        ["mapped", "sensor", "out", *messages],
+                        ["mapped", "logger", "in", str(len(messages))], diode=False)
+    with SystemUp(state_env, path, "mappedfull"):
+        wait_for(lambda: "logger done" in logs(state_env, "mappedfull", "receiver"),
+                 what="the logger")
+        counters = channel(status(state_env, "mappedfull"), NAME)
+        lines = logs(state_env, "mappedfull", "receiver").splitlines()
+    assert lines == [*messages, "logger done"]
+    assert (counters["sent"], counters["received"], counters["dropped"]) == (200, 200, 0)
+
+
+def test_diode_receiver_maps_read_only_and_sender_never_sees_its_page(
+        tmp_path: Path, state_env: dict[str, str], tool: Path) -> None:
+    """The receiver cannot map the ring writable; writing over its read-only view changes
+    nothing the monitors read (read() still gets every message, the counts stay exact).
+    A diode's sender can map the ring writable but not the receiver's page."""
+    path = write_system(tmp_path / "r.toml", "mappedro", tool, ["sensor", "out", "a", "b", "c"],
+                        ["mapprobe", "in", "3"], diode=True)
+    with SystemUp(state_env, path, "mappedro"):
+        wait_for(lambda: "got c" in logs(state_env, "mappedro", "receiver"), what="the probe")
+        counters = channel(status(state_env, "mappedro"), NAME)
+        receiver = logs(state_env, "mappedro", "receiver").splitlines()
+    assert receiver[1:] == ["ring writable: Permission denied", "reader page: ok",
+                            "private: Invalid argument", "elsewhere: Invalid argument",
+                            "scribbled", "got a", "got b", "got c"]
+    assert (counters["sent"], counters["received"], counters["dropped"]) == (3, 3, 0)
+
+    path = write_system(tmp_path / "s.toml", "mappedsrc", tool, ["mapprobe", "out", "0"],
+                        ["idle"], diode=True)
+    with SystemUp(state_env, path, "mappedsrc"):
+        sender = wait_for(lambda: (text := logs(state_env, "mappedsrc", "sender")).count(
+            "\n") >= 5 and text.splitlines(), what="the probe")
+    assert sender[0].endswith("source 1")
+    assert sender[1:] == ["ring writable: ok", "reader page: Permission denied",
+                          "private: Invalid argument", "elsewhere: Invalid argument"]
+
+
+def test_garbage_in_a_senders_ring_crashes_no_monitor(
+        tmp_path: Path, state_env: dict[str, str], tool: Path) -> None:
+    """The published count at 2^64-1 and every slot garbage, then write()s: the sender's
+    monitor wraps the count, the receiver's reads what is valid (or nothing, if it saw
+    the count before it wrapped: the sender broke its own channel) and both stay up."""
+    path = write_system(tmp_path / "h.toml", "mappedbad", tool, ["maphostile", "out"],
+                        ["logger", "in", "1"], diode=False)
+    with SystemUp(state_env, path, "mappedbad"):
+        wait_for(lambda: "hostile done" in logs(state_env, "mappedbad", "sender"),
+                 what="the hostile sender")
+        text = wait_for(lambda: (t := logs(state_env, "mappedbad", "receiver")) and t,
+                        what="the logger's end", timeout=120)
+        st = status(state_env, "mappedbad")
+    assert text.splitlines() in (["after 1", "logger done"], ["poll timed out"])
+    assert "write" not in logs(state_env, "mappedbad", "sender")  # every write() worked
+    counters = channel(st, NAME)
+    assert counters["sent"] == 2  # wrapped: 2^64-1, then 0, 1, 2
+    for part in st["partitions"]:
+        assert part["restarts"] == 0, part
+
+
+def test_receivers_last_wait_covers_a_mapped_senders_silence(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapped sender wakes the receiver at most every notify_ns: before the receiver's
+    monitor blocks for good it waits until notify_ns after its last drain of wake-ups, so
+    a message published without a wake-up meanwhile is seen."""
+    src = Port("a", "out", "out", "queuing", 64, 8, 0.0)
+    dst = Port("b", "in", "in", "queuing", 64, 8, 0.0)
+    run = ChannelRun(Channel(src, dst, False, None, 64), lambda _line: None)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sender = ports.SourcePort(run.endpoint(src, -1)[0])
+    receiver = ports.DestPort(run.endpoint(dst, theirs.fileno())[0])
+    monkeypatch.setattr(ports, "spare_core", lambda: False)  # no spin: only the last wait
+
+    assert receiver.ring.notify_ns() == 0  # the sender's monitor publishes: no wait
+    assert not receiver.wait_for_data()
+
+    window = 0.3
+    monkeypatch.setattr(ring, "NOTIFY_MAX_NS", 60_000_000_000)
+    sender.writer.set_notify(int(window * 1e9))  # as when the sender's guest maps its ring
+    receiver.arm()  # drains the wake-ups
+    drained = time.monotonic()
+    assert not receiver.wait_for_data()
+    assert time.monotonic() - drained >= window * 0.99  # CLOCK_MONOTONIC both
+
+    sender.writer.set_notify(60_000_000_000)
+    receiver.arm()
+
+    def publish_silently() -> None:
+        sender.writer.write(b"no wake-up")  # as the guest does between its wake-ups
+
+    thread = threading.Thread(target=publish_silently)
+    thread.start()
+    assert receiver.wait_for_data()  # at once, or when the publication comes
+    thread.join()
+    assert receiver.next_queued() == b"no wake-up"
+    mine.close()
+    theirs.close()
+
+
+def test_counts_from_shared_memory_wrap_instead_of_overflowing() -> None:
+    geo = ring.Geometry(4, 64)
+    ring_fd = ring.create("wrap", geo.size)
+    reader_fd = ring.create("wrap-reader", ring.READER_SIZE)
+    writer = ring.RingWriter(ring_fd, geo)
+    ring.PUBLISHED.pack_into(writer.mem, 0, ring.U64)  # a guest's garbage
+    writer.write(b"x")
+    assert writer.published == 0
+    reader = ring.RingReader(ring.reopen_readonly(ring_fd), reader_fd, geo)
+    reader.guest_reads = True
+    reader.page.store(ring.U64, ring.U64, ring.U64, ring.U64)
+    assert reader.take() is None  # nothing past its (garbage) position
+    reader.dropped += 1
+    reader.commit()  # 2^64 wraps to 0
+    assert reader.page.load()[2] == 0
