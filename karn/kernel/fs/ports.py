@@ -245,6 +245,21 @@ class SourcePort:
         self.notify()
         return len(data)
 
+    def room(self) -> int:
+        """Messages that fit before the receiver must read (any number through a diode:
+        the oldest are overwritten)."""
+        if self.page is None:
+            return self.spec.slots
+        return max(0, self.spec.slots - (self.writer.published - self.page.position))
+
+    def send_many(self, messages: list[bytes]) -> None:
+        """Messages that fit (room(), each within max_size), with one wake-up for all."""
+        for data in messages:
+            if len(data) > self.spec.max_size:
+                raise SyscallError(errno.EMSGSIZE)
+            self.writer.write(data)
+        self.notify()
+
     def notify(self) -> None:
         try:
             os.write(self.wake, b"\0")
@@ -413,20 +428,30 @@ class DestPort:
 
     def next_queued(self) -> bytes | None:
         """The next message the guard lets through, or None when none waits."""
+        taken = self.take_queued(1)
+        return taken[0] if taken else None
+
+    def take_queued(self, limit: int) -> list[bytes]:
+        """Up to `limit` messages the guard lets through, in order (none when none
+        waits); the position and counters are published once for them all."""
+        ring, moved = self.ring, False
+        taken: list[bytes] = []
         while True:
-            before = self.ring.position
-            message = self.ring.take()
-            if message is None:
-                if self.ring.position != before:
-                    self._done()  # slots skipped as overwritten: counted, and space freed
-                if self._settle():
-                    continue
-                return None
-            forward = self._accept(message)
-            self._done()
-            self._settle()
-            if forward is not None:
-                return forward
+            while len(taken) < limit:
+                before = ring.position
+                message = ring.take()
+                moved = moved or ring.position != before  # skipped slots count too
+                if message is None:
+                    break
+                forward = self._accept(message)
+                if forward is not None:
+                    taken.append(forward)
+            if moved:
+                self._done()
+                moved = False
+            waiting = self._settle()
+            if taken or not waiting:
+                return taken
 
     def receive_queued(self, views: list[memoryview]) -> int:
         forward = self.next_queued()
