@@ -10,6 +10,7 @@ blocks is tested on the monitor's code directly.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -198,3 +199,25 @@ def test_counts_from_shared_memory_wrap_instead_of_overflowing() -> None:
     reader.dropped += 1
     reader.commit()  # 2^64 wraps to 0
     assert reader.page.load()[2] == 0
+
+
+def test_header_and_monitor_agree_on_the_abi() -> None:
+    """karn_port.h's numbers are abi/portmap.py's and ring.py's."""
+    from karn.abi import portmap
+    from karn.guest import INCLUDE
+
+    text = (Path(INCLUDE) / "karn_port.h").read_text()
+    defines = {name: int(value, 0) for name, value in re.findall(
+        r"#define (KARN_PORT_\w+) (0x[0-9a-fA-F]+|\d+)(?:UL|u)?\s", text)}
+    assert defines == {
+        "KARN_PORT_INFO": portmap.PORT_INFO, "KARN_PORT_NOTIFY": portmap.PORT_NOTIFY,
+        "KARN_PORT_ARM": portmap.PORT_ARM, "KARN_PORT_FREED": portmap.PORT_FREED,
+        "KARN_PORT_SOURCE": portmap.FLAG_SOURCE, "KARN_PORT_QUEUING": portmap.FLAG_QUEUING,
+        "KARN_PORT_BACKPRESSURE": portmap.FLAG_BACKPRESSURE,
+        "KARN_PORT_HEADER": ring.HEADER_SIZE, "KARN_PORT_SLOT_HEADER": ring.SLOT_HEADER.size}
+    body = re.search(r"struct karn_port_info \{(.*?)\};", text, re.S)
+    assert body is not None
+    formats = ""  # each declaration: its type's struct code once per name
+    for kind, names in re.findall(r"uint(32|64)_t ([\w, ]+);", body[1]):
+        formats += ("I" if kind == "32" else "Q") * len(names.split(","))
+    assert "<" + formats == portmap.INFO.format

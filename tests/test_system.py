@@ -377,7 +377,7 @@ kind = "sampling"
 max_size = 64
 [partitions.consumer]
 program = "{tool}"
-args = ["sampler", "value", "1500", "5000"]
+args = [{how}"sampler", "value", "1500", "5000"]
 [partitions.consumer.ports.value]
 direction = "in"
 kind = "sampling"
@@ -389,10 +389,11 @@ to = "consumer.value"
 """
 
 
+@pytest.mark.parametrize("mapped", [False, True])  # read(), or karn_port_latest()
 def test_sampling_port_latest_message_and_validity(tmp_path: Path,
                                                    state_env: dict[str, str],
-                                                   tool: Path) -> None:
-    path = write(tmp_path, SAMPLING.format(tool=tool))
+                                                   tool: Path, mapped: bool) -> None:
+    path = write(tmp_path, SAMPLING.format(tool=tool, how='"mapped", ' if mapped else ""))
     proc = karn_system(state_env, "up", str(path))
     assert proc.returncode == 0, proc.stderr
     out = logs(state_env, "sampling", "consumer").splitlines()

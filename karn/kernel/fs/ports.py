@@ -529,6 +529,9 @@ class Port:
         if dest is not None:
             if spec.kind == "sampling":
                 dest.refresh_sampling()
+                if dest.ring.guest_reads:  # it may have taken the newest itself
+                    newest = dest.ring.peek_latest()
+                    dest.latest_ns = max(dest.latest_ns, newest.time_ns if newest else 0)
                 lines.append(f"refresh_ms {spec.refresh_ms:g}")
             if dest.latest_ns:
                 age_ms = (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - dest.latest_ns) / 1e6
@@ -538,7 +541,11 @@ class Port:
                 lines.append(f"age_ms {age_ms:.3f}")
             elif spec.kind == "sampling":
                 lines.append("valid 0")
-            lines.append(f"received {dest.received}")
+            if dest.ring.guest_reads:  # counted in the reader page by the guest too
+                dest.ring.reload()
+                lines.append(f"received {dest.ring.received}")
+            else:
+                lines.append(f"received {dest.received}")
         return ("\n".join(lines) + "\n").encode()
 
 
