@@ -268,33 +268,49 @@ static inline ssize_t karn_port_latest(struct karn_port *p, void *buf, size_t si
     }
 }
 
-/* Receive the next message, waiting for one: spin_ns in user mode, then in the monitor
- * (an ioctl and a poll). -1 with errno EINTR when a signal came meanwhile. */
-static inline ssize_t karn_port_recv(struct karn_port *p, void *buf, size_t size)
+/* Receive the next message, waiting for one at most timeout_ms (-1: without end):
+ * spin_ns in user mode, then in the monitor (an ioctl and a poll). -1 with errno
+ * ETIMEDOUT when none came in time, EINTR when a signal came meanwhile. */
+static inline ssize_t karn_port_recv_within(struct karn_port *p, void *buf, size_t size,
+                                            int timeout_ms)
 {
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX
+                                       : karn_port_now_ns() + (uint64_t)timeout_ms * 1000000u;
     for (;;) {
         ssize_t n = karn_port_try_recv(p, buf, size);
         if (n >= 0 || errno != EAGAIN)
             return n;
-        uint64_t pos = p->reader[0], until = karn_port_now_ns() + p->spin_ns;
+        uint64_t pos = p->reader[0], now = karn_port_now_ns(), until = now + p->spin_ns;
         int moved = 0;
-        while (!moved && karn_port_now_ns() < until) {
+        while (!moved && now < until && now < deadline) {
             for (int i = 0; i < 64 && !moved; i++) {
                 __builtin_ia32_pause();
                 moved = *karn_port_published(p) != pos;
             }
+            now = karn_port_now_ns();
         }
         if (moved)
             continue;
+        if (now >= deadline) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
         int waiting = ioctl(p->fd, KARN_PORT_ARM);
         if (waiting < 0)
             return -1;
         if (waiting)
             continue;
         struct pollfd pfd = {p->fd, POLLIN, 0};
-        if (poll(&pfd, 1, -1) < 0)
+        int wait_ms = timeout_ms < 0 ? -1 : (int)((deadline - now + 999999) / 1000000);
+        if (poll(&pfd, 1, wait_ms) < 0)
             return -1;
     }
+}
+
+/* Receive the next message, waiting for one as long as it takes. */
+static inline ssize_t karn_port_recv(struct karn_port *p, void *buf, size_t size)
+{
+    return karn_port_recv_within(p, buf, size, -1);
 }
 
 #endif

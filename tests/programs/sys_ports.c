@@ -89,26 +89,13 @@ static ssize_t end_recv(struct end *e, void *buf, size_t size)
 /* A message within timeout_ms: its length, or -1 with errno (ETIMEDOUT: none came). */
 static ssize_t end_recv_within(struct end *e, void *buf, size_t size, int timeout_ms)
 {
-    for (;;) {
-        ssize_t n = mapped ? karn_port_try_recv(&e->map, buf, size) : -1;
-        if (n >= 0 || (mapped && errno != EAGAIN))
-            return n;
-        if (mapped) {
-            int waiting = ioctl(e->fd, KARN_PORT_ARM);
-            if (waiting < 0)
-                return -1;
-            if (waiting)
-                continue;
-        }
-        struct pollfd pfd = {e->fd, POLLIN, 0};
-        int ready = poll(&pfd, 1, timeout_ms);
-        if (ready == 0)
-            errno = ETIMEDOUT;
-        if (ready <= 0)
-            return -1;
-        if (!mapped)
-            return read(e->fd, buf, size);
-    }
+    if (mapped)
+        return karn_port_recv_within(&e->map, buf, size, timeout_ms);
+    struct pollfd pfd = {e->fd, POLLIN, 0};
+    int ready = poll(&pfd, 1, timeout_ms);
+    if (ready == 0)
+        errno = ETIMEDOUT;
+    return ready <= 0 ? -1 : read(e->fd, buf, size);
 }
 
 /* Each argument is one message: the test decides what is well-formed. */
