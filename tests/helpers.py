@@ -182,6 +182,31 @@ def system_logs(env: dict[str, str], name: str, part: str | None = None) -> str:
     return proc.stdout
 
 
+# A sender and a receiver partition of one program joined by one channel (depth 8), for
+# format(name=, tool=, sender=JSON args, receiver=JSON args, diode="true"|"false", guard=).
+PORT_PAIR = """
+name = "{name}"
+[partitions.sender]
+program = "{tool}"
+args = {sender}
+[partitions.sender.ports.out]
+direction = "out"
+max_size = 256
+[partitions.receiver]
+program = "{tool}"
+args = {receiver}
+[partitions.receiver.ports.in]
+direction = "in"
+max_size = 256
+depth = 8
+[[channels]]
+from = "sender.out"
+to = "receiver.in"
+diode = {diode}
+{guard}
+"""
+
+
 class SystemUp:
     """`karn system up -d FILE` for a `with` block (stdout must name the system); `down` at
     the end, whatever happened."""

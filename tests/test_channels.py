@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Builder
-from helpers import SystemUp, channel, wait_for
+from helpers import PORT_PAIR, SystemUp, channel, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
@@ -98,27 +98,6 @@ def test_sampling_reader_takes_the_newest_and_counts_the_superseded() -> None:
     assert reader.dropped == 2
 
 
-SYSTEM = """
-name = "{name}"
-[partitions.sender]
-program = "{tool}"
-args = {sender}
-[partitions.sender.ports.out]
-direction = "out"
-max_size = 256
-[partitions.receiver]
-program = "{tool}"
-args = {receiver}
-[partitions.receiver.ports.in]
-direction = "in"
-max_size = 256
-depth = 8
-[[channels]]
-from = "sender.out"
-to = "receiver.in"
-diode = {diode}
-{guard}
-"""
 GUARD = """guard = "g"
 [guards.g]
 schema = { type = "object", required = ["id"], properties = { id = { type = "integer" } } }
@@ -224,7 +203,7 @@ def test_diode_ends_hold_only_their_side(tmp_path: Path, state_env: dict[str, st
     """The receiver's monitor holds the ring read-only and maps it read-only; the sender's
     monitor holds nothing of the receiver's page (its read position)."""
     path = tmp_path / "diode.toml"
-    path.write_text(SYSTEM.format(name="ringdiode", tool=tool, diode="true", guard="",
+    path.write_text(PORT_PAIR.format(name="ringdiode", tool=tool, diode="true", guard="",
                                   sender=json.dumps(["idle"]),
                                   receiver=json.dumps(["idle"])))
     with SystemUp(state_env, path, "ringdiode"):
@@ -246,7 +225,7 @@ def test_diode_counters_exact_with_a_stalled_receiver(
         tmp_path: Path, state_env: dict[str, str], tool: Path) -> None:
     count = 50
     path = tmp_path / "gap.toml"
-    path.write_text(SYSTEM.format(name="ringgap", tool=tool, diode="true", guard="",
+    path.write_text(PORT_PAIR.format(name="ringgap", tool=tool, diode="true", guard="",
                                   sender=json.dumps(["sender", "out", str(count), "0"]),
                                   receiver=json.dumps(["idle"])))
     with SystemUp(state_env, path, "ringgap"):
@@ -262,7 +241,7 @@ def test_guard_process_cannot_be_bypassed(tmp_path: Path, state_env: dict[str, s
     reaches it, and its monitor holds no fd of the ring the sender writes."""
     messages = ['{"id": 1}', '{"id": "x"}', "not json", '{"id": 1, "id": 2}', '{"id": 4}']
     path = tmp_path / "guard.toml"
-    path.write_text(SYSTEM.format(name="ringguard", tool=tool, diode="true", guard=GUARD,
+    path.write_text(PORT_PAIR.format(name="ringguard", tool=tool, diode="true", guard=GUARD,
                                   sender=json.dumps(["sensor", "out", *messages]),
                                   # waits for a third message: alive while we look
                                   receiver=json.dumps(["logger", "in", "3"])))

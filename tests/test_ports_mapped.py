@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Builder
-from helpers import SystemUp, channel, wait_for
+from helpers import PORT_PAIR, SystemUp, channel, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
@@ -26,26 +26,6 @@ from karn.kernel.fs import ports, ring
 from karn.system.channels import ChannelRun
 from karn.system.description import Channel, Port
 
-SYSTEM = """
-name = "{name}"
-[partitions.sender]
-program = "{tool}"
-args = {sender}
-[partitions.sender.ports.out]
-direction = "out"
-max_size = 256
-[partitions.receiver]
-program = "{tool}"
-args = {receiver}
-[partitions.receiver.ports.in]
-direction = "in"
-max_size = 256
-depth = 8
-[[channels]]
-from = "sender.out"
-to = "receiver.in"
-diode = {diode}
-"""
 NAME = "sender.out->receiver.in"
 
 
@@ -56,8 +36,8 @@ def tool(build: Builder) -> Path:
 
 def write_system(path: Path, name: str, tool: Path, sender: list[str], receiver: list[str],
                  diode: bool) -> Path:
-    path.write_text(SYSTEM.format(name=name, tool=tool, diode=str(diode).lower(),
-                                  sender=json.dumps(sender), receiver=json.dumps(receiver)))
+    path.write_text(PORT_PAIR.format(name=name, tool=tool, diode=str(diode).lower(), guard="",
+                                     sender=json.dumps(sender), receiver=json.dumps(receiver)))
     return path
 
 
