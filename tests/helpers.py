@@ -30,6 +30,10 @@ from typing import TypeVar
 
 import pytest
 
+from karn.kernel.fs.ports import DestPort, SourcePort
+from karn.system.channels import ChannelRun
+from karn.system.description import Channel, Port
+
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 PROGRAMS = TESTS / "programs"
@@ -205,6 +209,17 @@ to = "receiver.in"
 diode = {diode}
 {guard}
 """
+
+
+def channel_ends(diode: bool) -> tuple[SourcePort, DestPort, tuple[socket.socket, ...]]:
+    """Both ends of a queuing channel of depth 8 (64 B), as the supervisor sets them up for
+    two monitors, in this process; close the sockets (the receiver's report socket) after."""
+    src = Port("a", "out", "out", "queuing", 64, 8, 0.0)
+    dst = Port("b", "in", "in", "queuing", 64, 8, 0.0)
+    run = ChannelRun(Channel(src, dst, diode, None, 64), lambda _line: None)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    return (SourcePort(run.endpoint(src, -1)[0]),
+            DestPort(run.endpoint(dst, theirs.fileno())[0]), (mine, theirs))
 
 
 class SystemUp:

@@ -12,20 +12,17 @@ import json
 import mmap
 import os
 import select
-import socket
 import struct
 import threading
 from pathlib import Path
 
 import pytest
 from conftest import Builder
-from helpers import PORT_PAIR, SystemUp, channel, wait_for
+from helpers import PORT_PAIR, SystemUp, channel, channel_ends, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
 from karn.kernel.fs import ports, ring
-from karn.system.channels import ChannelRun
-from karn.system.description import Channel, Port
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +109,7 @@ def test_receiver_spins_for_a_message_before_it_blocks(monkeypatch: pytest.Monke
     with no core to spare it does not spin."""
     if ports._wait_u64 is None:
         pytest.skip("the C helper (_fastpoll) is not built")
-    src = Port("a", "out", "out", "queuing", 64, 8, 0.0)
-    dst = Port("b", "in", "in", "queuing", 64, 8, 0.0)
-    run = ChannelRun(Channel(src, dst, True, None, 64), lambda _line: None)
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    sender = ports.SourcePort(run.endpoint(src, -1)[0])
-    receiver = ports.DestPort(run.endpoint(dst, theirs.fileno())[0])
+    sender, receiver, sockets = channel_ends(diode=True)
     readable = select.poll()
     readable.register(receiver.epoll.fileno(), select.POLLIN)
 
@@ -147,8 +139,8 @@ def test_receiver_spins_for_a_message_before_it_blocks(monkeypatch: pytest.Monke
     assert readable.poll(0)
     assert receiver.next_queued() == b"during the spin"
     assert not readable.poll(0)  # exactly while messages wait
-    mine.close()
-    theirs.close()
+    for sock in sockets:
+        sock.close()
 
 
 def test_spin_only_with_a_core_to_spare() -> None:

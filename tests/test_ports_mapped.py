@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
 from conftest import Builder
-from helpers import PORT_PAIR, SystemUp, channel, wait_for
+from helpers import PORT_PAIR, SystemUp, channel, channel_ends, wait_for
 from helpers import system_logs as logs
 from helpers import system_status as status
 
 from karn.kernel.fs import ports, ring
-from karn.system.channels import ChannelRun
-from karn.system.description import Channel, Port
 
 NAME = "sender.out->receiver.in"
 
@@ -130,12 +127,7 @@ def test_receivers_last_wait_covers_a_mapped_senders_silence(
     """A mapped sender wakes the receiver at most every notify_ns: before the receiver's
     monitor blocks for good it waits until notify_ns after its last drain of wake-ups, so
     a message published without a wake-up meanwhile is seen."""
-    src = Port("a", "out", "out", "queuing", 64, 8, 0.0)
-    dst = Port("b", "in", "in", "queuing", 64, 8, 0.0)
-    run = ChannelRun(Channel(src, dst, False, None, 64), lambda _line: None)
-    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    sender = ports.SourcePort(run.endpoint(src, -1)[0])
-    receiver = ports.DestPort(run.endpoint(dst, theirs.fileno())[0])
+    sender, receiver, sockets = channel_ends(diode=False)
     monkeypatch.setattr(ports, "spare_core", lambda: False)  # no spin: only the last wait
 
     assert receiver.ring.notify_ns() == 0  # the sender's monitor publishes: no wait
@@ -160,8 +152,8 @@ def test_receivers_last_wait_covers_a_mapped_senders_silence(
     assert receiver.wait_for_data()  # at once, or when the publication comes
     thread.join()
     assert receiver.next_queued() == b"no wake-up"
-    mine.close()
-    theirs.close()
+    for sock in sockets:
+        sock.close()
 
 
 def test_counts_from_shared_memory_wrap_instead_of_overflowing() -> None:
