@@ -8,7 +8,7 @@ than the guard loses).
 
     python3 bench/channels.py [--count N] [--runs R] [--guests | --guests-only]
                               [--channels diode,...] [--sizes 64,...] [--offer MSG_S]
-                              [--mapped]
+                              [--mapped] [--depth N]
 
 Throughput: the sender writes N messages as fast as it can; the receiver (blocking on the
 port's fd as a monitor does) times first to last. Latency: ping-pong over two channels,
@@ -171,11 +171,12 @@ def monitors(size: int, diode: bool, guarded: bool, count: int, offer: float = 0
 
 
 def guests(bench: object, size: int, diode: bool, guarded: bool, count: int,
-           mapped: bool = False, offer: float = 0.0) -> tuple[float, int, float]:
+           mapped: bool = False, offer: float = 0.0, depth: int = 64
+           ) -> tuple[float, int, float]:
     """(messages/s, dropped, one-way µs) between two partitions' guests (mapped: through
     karn/guest/karn_port.h instead of write() and read())."""
     rate, _mbps, dropped = bench.throughput(  # type: ignore[attr-defined]
-        size, count, diode, guarded, mapped, offer)
+        size, count, diode, guarded, mapped, offer, depth)
     return rate, dropped, bench.latency(size, diode, guarded, mapped)  # type: ignore[attr-defined]
 
 
@@ -203,6 +204,8 @@ def main() -> int:
                         help="comma-separated message sizes (default: all)")
     parser.add_argument("--offer", type=float, default=0.0,
                         help="a sender paced to this many msg/s")
+    parser.add_argument("--depth", type=int, default=64,
+                        help="guests: the receiving port's depth for throughput (default 64)")
     parser.add_argument("--mapped", action="store_true",
                         help="guests map their rings (karn/guest/karn_port.h)")
     args = parser.parse_args()
@@ -233,7 +236,7 @@ def main() -> int:
                 if bench is not None:
                     row += " " + cell(medians([guests(bench, size, diode, guarded,
                                                       count if args.mapped else count // 4,
-                                                      args.mapped, args.offer)
+                                                      args.mapped, args.offer, args.depth)
                                                for _ in range(args.runs)])) + " |"
                 print(row, flush=True)
     finally:

@@ -9,8 +9,8 @@
  *   wakeup COUNT PERIOD_US wake-up latency percentiles of COUNT sleeps
  *   idle                   sleep forever
  *   exit CODE              exit with CODE
- *   ping OUT IN N SIZE, echo IN OUT, blast OUT N SIZE [RATE], sink IN N: bench/system.py
- *                          (blast: RATE messages/s at most, if given)
+ *   ping OUT IN N SIZE, echo IN OUT, blast OUT N SIZE [RATE [DELAY_MS]], sink IN N:
+ *                          bench/system.py (blast: RATE messages/s at most, after DELAY_MS)
  *   mapped ROLE ...        ping, echo, blast or sink through the mapped ring
  *                          (karn/guest/karn_port.h) instead of write() and read()
  *   mapprobe PORT N        print what mapping PORT allows; a receiver then writes over
@@ -383,7 +383,7 @@ static int echo(const char *in, const char *out)
 
 /* blast: COUNT messages of SIZE bytes as fast as they go; sink: time from the first to
  * the last of up to COUNT messages (it stops 1 s after the last one arrived). */
-static int blast(const char *out, int count, int size, double rate)
+static int blast(const char *out, int count, int size, double rate, int delay_ms)
 {
     struct end w;
     end_open(&w, out, O_WRONLY);
@@ -393,6 +393,7 @@ static int blast(const char *out, int count, int size, double rate)
         memcpy(buf, "{\"v\":\"", 6);
         memcpy(buf + size - 2, "\"}", 2);
     }
+    sleep_ms(delay_ms); /* a diode's receiver may not be up yet: it would miss the start */
     double t0 = now_us();
     for (int i = 0; i < count; i++) {
         while (rate > 0 && now_us() < t0 + i * 1e6 / rate)
@@ -459,7 +460,8 @@ int main(int argc, char **argv)
     if (argc >= 4 && !strcmp(argv[1], "echo"))
         return echo(argv[2], argv[3]);
     if (argc >= 5 && !strcmp(argv[1], "blast"))
-        return blast(argv[2], atoi(argv[3]), atoi(argv[4]), argc >= 6 ? atof(argv[5]) : 0);
+        return blast(argv[2], atoi(argv[3]), atoi(argv[4]), argc >= 6 ? atof(argv[5]) : 0,
+                     argc >= 7 ? atoi(argv[6]) : 0);
     if (argc >= 4 && !strcmp(argv[1], "sink"))
         return sink(argv[2], atoi(argv[3]));
     if (argc >= 4 && !strcmp(argv[1], "mapprobe"))
