@@ -331,6 +331,53 @@ def test_process_table_rules():
     assert table.group_members(stopped) == [stopped]
 
 
+def test_far_memory_before_and_after_a_fork(build, karn, native, same):
+    """KVM's memory slots cover only what the guest maps: ranges far apart and a heap
+    grown past a slot's size, made before the fork (the child's new VM covers them too)
+    and after it in each process, are written and read by the guest; the child's writes
+    stay its own. Natively without ASLR (a static program's heap may land anywhere in the
+    low GiB)."""
+    probe = build("fork_far_memory")
+    same(native("setarch", "-R", probe), karn(probe), "far memory across a fork")
+
+
+def test_memory_never_mapped_is_still_guest_ram(build, karn):
+    """An access where no memory slot is (the guest never mapped it) is carried out on
+    guest RAM by the monitor, as before slots covered only what is mapped: reads give
+    zeros, writes read back (Linux would send SIGSEGV: a documented gap under PVM); the
+    run must not end with an unexpected VM exit."""
+    got = karn(build("never_mapped"))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"untouched reads 0\nread back 1122334455667788 11223344556677 ab\n"
+
+
+def test_memory_slots_cover_what_is_mapped():
+    """cover() adds slots only for what no slot covers yet, granule-aligned and never
+    overlapping; the covered ranges merge; a slot KVM refuses is ENOMEM to the mapping."""
+    from karn.abi.errno import SyscallError
+    from karn.platform.memory import SLOT_GRANULE as G
+    from karn.platform.memory import HostGuestMemory
+
+    mem = HostGuestMemory(64 * G, 0x10000, 63 * G)
+    slots: list[tuple[int, int]] = []
+    mem.add_slot = lambda start, end: slots.append((start, end))
+    mem.cover(63 * G, 64 * G)
+    mem.cover(5 * G + 10, 5 * G + 20)
+    mem.cover(5 * G, 6 * G)  # covered already: no slot
+    mem.cover(3 * G - 4096, 7 * G + 1)  # around the last: two gaps
+    assert slots == [(63 * G, 64 * G), (5 * G, 6 * G), (2 * G, 5 * G), (6 * G, 8 * G)]
+    assert mem.covered == ((2 * G, 8 * G), (63 * G, 64 * G))
+
+    def refuse(start: int, end: int) -> None:
+        raise OSError(errno.ENOSPC, "no slot")
+
+    mem.add_slot = refuse
+    with pytest.raises(SyscallError) as err:
+        mem.cover(20 * G, 20 * G + 1)
+    assert err.value.errno == errno.ENOMEM
+    assert mem.covered == ((2 * G, 8 * G), (63 * G, 64 * G))
+
+
 def test_fork_takes_the_lock_of_area_imports(monkeypatch):
     """No syscall area is halfway imported at a fork (the child would wait forever for its
     module's lock): an area's import holds the lock that a fork takes first."""

@@ -39,6 +39,10 @@ def page_down(value: int) -> int:
 class GuestRam(SharedWords, Protocol):
     """Guest RAM as the address space manages it (platform/memory.py)."""
 
+    def cover(self, start: int, end: int) -> None:
+        """The guest may touch the range from now on (ENOMEM if the platform cannot)."""
+        ...
+
     def discard(self, addr: int, size: int) -> None:
         """The range leaves the address space: it reads zeros, private, afterwards."""
         ...
@@ -247,6 +251,10 @@ class AddressSpace:
             candidate = page_down(top - length)
         if candidate < floor or candidate + length > top:
             return None
+        try:
+            self.memory.cover(candidate, candidate + length)
+        except SyscallError:
+            return None
         self._insert(Vma(candidate, candidate + length, PROT_READ | PROT_EXEC, 0, KARN_VMA,
                          charged=False))
         return candidate
@@ -299,6 +307,7 @@ class AddressSpace:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
+        self.memory.cover(start, end)
         replaced = self._overlapping(start, end)
         released = self._remove(start, end, discard=bool(replaced)) if replaced else 0
         vma = Vma(start, end, prot, offset, name, charged, shared)
@@ -383,6 +392,7 @@ class AddressSpace:
             if new_top > old_top:
                 if self._overlapping(old_top, new_top) or new_top > self.region.mmap_top:
                     return self.brk
+                self.memory.cover(old_top, new_top)
                 self._charge(new_top - old_top)
                 self._insert(Vma(old_top, new_top, PROT_READ | PROT_WRITE, 0, "[heap]"))
                 self._merge_around(old_top, new_top)
