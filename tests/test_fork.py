@@ -351,6 +351,49 @@ def test_memory_never_mapped_is_still_guest_ram(build, karn):
     assert got.stdout == b"untouched reads 0\nread back 1122334455667788 11223344556677 ab\n"
 
 
+def test_memory_stays_each_threads_own_while_slots_are_added(build, karn):
+    """Threads map memory while others map and check theirs, and a thread maps fresh far
+    pieces (each a new memory slot, added while the other vCPUs run) and starts a thread
+    on a stack in each: every word reads back what its writer wrote. A slot added between
+    choosing a free range and booking it let two threads' mmaps get one range (glibc
+    malloc and Go's runtime then died now and then: docs/design/processes.md 3.3)."""
+    got = karn("--cpus", "4", build("slot_race"))
+    assert (got.returncode, got.stdout) == (0, b"ok\n"), got.stdout + got.stderr
+
+
+def test_mappings_are_booked_before_their_memory_slot():
+    """Adding a slot waits in the kernel with the GIL released: the range must already be
+    booked then, so no other thread's mmap is handed it (mmap, brk, karn's code). A slot
+    KVM refuses leaves nothing booked."""
+    from karn.abi.errno import SyscallError
+    from karn.kernel.mm import PROT_READ, AddressSpace, Region
+    from karn.platform.memory import SLOT_GRANULE as G
+    from karn.platform.memory import HostGuestMemory
+
+    mem = HostGuestMemory(64 * G, 0x10000, 64 * G)
+    mm = AddressSpace(mem, Region(0x10000, 64 * G, 64 * G, 64 * G))
+    booked: list[bool] = []  # whether the piece a slot is added for holds the mapping yet
+    mem.add_slot = lambda start, end: booked.append(mm.overlaps(start, end))
+    top = mm.find_free(4096)
+    mm.map(top, 4096, PROT_READ)
+    mm.set_brk_start(G)
+    mm.set_brk(G + 4096)
+    assert mm.reserve_near(20 * G, 21 * G, 4096) is not None
+    assert booked == [True, True, True]
+
+    def refuse(start: int, end: int) -> None:
+        raise OSError(errno.ENOSPC, "no slot")
+
+    mem.add_slot = refuse
+    with pytest.raises(SyscallError):
+        mm.map(4 * G, 4096, PROT_READ)
+    assert mm.set_brk(2 * G + 4096) == G + 4096  # into the next piece
+    assert mm.reserve_near(30 * G, 31 * G, 4096) is None
+    assert not mm.overlaps(4 * G, 5 * G) and not mm.overlaps(G + 4096, 3 * G)
+    assert not mm.overlaps(30 * G, 31 * G)
+    assert mm.mapped_bytes == 2 * 4096
+
+
 def test_memory_slots_cover_what_is_mapped():
     """cover() adds slots only for what no slot covers yet, granule-aligned and never
     overlapping; the covered ranges merge; a slot KVM refuses is ENOMEM to the mapping."""

@@ -251,12 +251,14 @@ class AddressSpace:
             candidate = page_down(top - length)
         if candidate < floor or candidate + length > top:
             return None
+        vma = Vma(candidate, candidate + length, PROT_READ | PROT_EXEC, 0, KARN_VMA,
+                  charged=False)
+        self._insert(vma)
         try:
-            self.memory.cover(candidate, candidate + length)
+            self.memory.cover(candidate, candidate + length)  # booked first: see map
         except SyscallError:
+            self._delete(vma)
             return None
-        self._insert(Vma(candidate, candidate + length, PROT_READ | PROT_EXEC, 0, KARN_VMA,
-                         charged=False))
         return candidate
 
     # -- changes -----------------------------------------------------------------------
@@ -307,7 +309,6 @@ class AddressSpace:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
-        self.memory.cover(start, end)
         replaced = self._overlapping(start, end)
         released = self._remove(start, end, discard=bool(replaced)) if replaced else 0
         vma = Vma(start, end, prot, offset, name, charged, shared)
@@ -317,6 +318,14 @@ class AddressSpace:
             self._charge(-released)
             raise
         self._insert(vma)
+        # Memory slots only once the range is booked: adding one waits in the kernel with
+        # the GIL released, and another thread's mmap must not be handed this free range
+        # meanwhile (two threads given one range: docs/design/processes.md 3.3).
+        try:
+            self.memory.cover(start, end)
+        except SyscallError:
+            self._charge(-self._remove(start, end, discard=False))
+            raise
         return start
 
     def unmap(self, start: int, length: int) -> None:
@@ -392,10 +401,14 @@ class AddressSpace:
             if new_top > old_top:
                 if self._overlapping(old_top, new_top) or new_top > self.region.mmap_top:
                     return self.brk
-                self.memory.cover(old_top, new_top)
                 self._charge(new_top - old_top)
                 self._insert(Vma(old_top, new_top, PROT_READ | PROT_WRITE, 0, "[heap]"))
                 self._merge_around(old_top, new_top)
+                try:
+                    self.memory.cover(old_top, new_top)  # booked first: see map
+                except SyscallError:
+                    self._charge(-self._remove(old_top, new_top, discard=False))
+                    raise
             elif new_top < old_top:
                 self._charge(-self._remove(new_top, old_top, discard=True))
         except SyscallError:
