@@ -394,6 +394,31 @@ def test_mappings_are_booked_before_their_memory_slot():
     assert mm.mapped_bytes == 2 * 4096
 
 
+def test_a_free_range_is_handed_to_one_thread_until_it_maps():
+    """sys_mmap finds a free range, then maps it: a thread switch in between must not let
+    another thread be handed the same range (hint or not), nor the mapping once booked."""
+    import threading
+
+    from karn.kernel.mm import PROT_READ, AddressSpace, Region
+    from karn.platform.memory import HostGuestMemory
+
+    mib = 1 << 20
+    mm = AddressSpace(HostGuestMemory(256 * mib, 0x10000, 256 * mib),
+                      Region(0x10000, 256 * mib, 256 * mib, 256 * mib))
+    found: list[int] = []
+
+    def other(hint: int) -> None:
+        found.append(mm.find_free(mib, hint))
+
+    mine = mm.find_free(mib)
+    thread = threading.Thread(target=other, args=(mine,))
+    thread.start()
+    thread.join()
+    assert found[0] + mib <= mine  # below this thread's claim, not at its hint
+    mm.map(mine, mib, PROT_READ)  # booked: this thread's claim goes
+    assert mm.find_free(mib, mine) + mib <= found[0]
+
+
 def test_memory_slots_cover_what_is_mapped():
     """cover() adds slots only for what no slot covers yet, granule-aligned and never
     overlapping; the covered ranges merge; a slot KVM refuses is ENOMEM to the mapping."""
