@@ -1,11 +1,13 @@
-/* Memory written by one thread must read back, on any thread, while other threads map
-   fresh far memory. Under karn each fresh 64 MiB piece is a new KVM memory slot made
-   while the other vCPUs run (platform/memory.py cover). One thread maps ROUNDS regions,
-   each in a piece no slot covered yet; in each it writes a pattern and starts a thread
-   whose stack is in that region and which checks the pattern and writes its own (as
-   pthread_create does with a new thread's TLS). CHECKERS threads meanwhile rewrite and
-   check memory of their own and the regions already made. Prints "ok" or what was
-   wrong. */
+/* Memory written by one thread must read back, on any thread, while other threads map.
+   Under karn each fresh 64 MiB piece gets a new KVM memory slot while the other vCPUs
+   run (platform/memory.py cover), and adding one releases the GIL. CHECKERS threads each
+   map OWN_REGIONS ranges where the kernel chooses (the mmap area grows down into new
+   pieces) and keep checking that every one holds their own words: two threads handed one
+   range see each other's (docs/design/processes.md 3.3). Meanwhile one thread maps
+   ROUNDS regions at fixed addresses, each in a piece no slot covered yet; in each it
+   writes a pattern and starts a thread whose stack is in that region, which checks the
+   pattern and writes its own (as pthread_create does with a new thread's TLS); the
+   checkers check and write those regions too. Prints "ok" or what was wrong. */
 #include "karntest.h"
 
 #include <pthread.h>
@@ -20,7 +22,7 @@
 #define PAGES 64 /* pages written in each region, spread over its first 4 MiB */
 #define OWN_REGIONS 24 /* each checker maps this many of OWN_SIZE */
 #define OWN_SIZE (8 * MIB)
-#define BASE 0x40000000UL /* regions at BASE + k * PIECE, clear of program and mmap area */
+#define BASE 0x40000000UL /* fixed regions from here up, 1.5 pieces apart, below the mmap area */
 
 static char *regions[ROUNDS];
 static atomic_int made;    /* regions[0, made) are written and published */
