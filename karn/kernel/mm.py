@@ -367,6 +367,7 @@ class AddressSpace:
             self.code_watcher.forget(start, end)
         vma = Vma(start, end, prot, offset, name, charged, shared)
         with self._lock:
+            self._claims.pop(threading.get_ident(), None)  # booked below, or the call fails
             replaced = self._overlapping(start, end)
             released = self._unbook(start, end) if replaced else 0
             try:
@@ -378,7 +379,6 @@ class AddressSpace:
                 if replaced:
                     self.memory.discard(start, end - start)
             self._insert(vma)
-            self._claims.pop(threading.get_ident(), None)  # booked now (find_free)
         # Memory slots only once the range is booked: adding one waits in the kernel with
         # the GIL released, and another thread's mmap must not be handed this free range
         # meanwhile (two threads given one range: docs/design/processes.md 3.3).
