@@ -109,6 +109,8 @@ class Bench:
         for src, dst, diode, guarded in channels:
             lines += ["[[channels]]", f'from = "{src}"', f'to = "{dst}"',
                       f"diode = {str(diode).lower()}"]
+            if diode:  # its sender may map the ring (the mapped rows)
+                lines.append("mapped_sender = true")
             if guarded:
                 lines.append('guard = "g"')
         if any(c[3] for c in channels):

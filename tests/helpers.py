@@ -187,7 +187,8 @@ def system_logs(env: dict[str, str], name: str, part: str | None = None) -> str:
 
 
 # A sender and a receiver partition of one program joined by one channel (depth 8), for
-# format(name=, tool=, sender=JSON args, receiver=JSON args, diode="true"|"false", guard=).
+# format(name=, tool=, sender=JSON args, receiver=JSON args, diode="true"|"false", more=
+# further keys of the channel table).
 PORT_PAIR = """
 name = "{name}"
 [partitions.sender]
@@ -207,7 +208,7 @@ depth = 8
 from = "sender.out"
 to = "receiver.in"
 diode = {diode}
-{guard}
+{more}
 """
 
 

@@ -195,7 +195,7 @@ def test_diode_ends_hold_only_their_side(tmp_path: Path, state_env: dict[str, st
     """The receiver's monitor holds the ring read-only and maps it read-only; the sender's
     monitor holds nothing of the receiver's page (its read position)."""
     path = tmp_path / "diode.toml"
-    path.write_text(PORT_PAIR.format(name="ringdiode", tool=tool, diode="true", guard="",
+    path.write_text(PORT_PAIR.format(name="ringdiode", tool=tool, diode="true", more="",
                                   sender=json.dumps(["idle"]),
                                   receiver=json.dumps(["idle"])))
     with SystemUp(state_env, path, "ringdiode"):
@@ -217,7 +217,7 @@ def test_diode_counters_exact_with_a_stalled_receiver(
         tmp_path: Path, state_env: dict[str, str], tool: Path) -> None:
     count = 50
     path = tmp_path / "gap.toml"
-    path.write_text(PORT_PAIR.format(name="ringgap", tool=tool, diode="true", guard="",
+    path.write_text(PORT_PAIR.format(name="ringgap", tool=tool, diode="true", more="",
                                   sender=json.dumps(["sender", "out", str(count), "0"]),
                                   receiver=json.dumps(["idle"])))
     with SystemUp(state_env, path, "ringgap"):
@@ -233,7 +233,7 @@ def test_guard_process_cannot_be_bypassed(tmp_path: Path, state_env: dict[str, s
     reaches it, and its monitor holds no fd of the ring the sender writes."""
     messages = ['{"id": 1}', '{"id": "x"}', "not json", '{"id": 1, "id": 2}', '{"id": 4}']
     path = tmp_path / "guard.toml"
-    path.write_text(PORT_PAIR.format(name="ringguard", tool=tool, diode="true", guard=GUARD,
+    path.write_text(PORT_PAIR.format(name="ringguard", tool=tool, diode="true", more=GUARD,
                                   sender=json.dumps(["sensor", "out", *messages]),
                                   # waits for a third message: alive while we look
                                   receiver=json.dumps(["logger", "in", "3"])))

@@ -21,7 +21,7 @@ INFO = struct.Struct("<IIQQQQQQQ")
 INFO_VERSION = 1
 FLAG_SOURCE = 1  # this end sends
 FLAG_QUEUING = 2  # a queuing port (else sampling)
-FLAG_BACKPRESSURE = 4  # a source that sees the reader page: it must not overrun it
+FLAG_BACKPRESSURE = 4  # an ordinary queuing channel: the receiver holds the sender back
 
 # The ring: published count at 0, notify interval at 8, slots from 64 (each: seq + 1 or 0
 # while written, CLOCK_MONOTONIC ns, length, 4 bytes of padding, payload at 24).

@@ -42,7 +42,8 @@
 
 #define KARN_PORT_SOURCE 1u           /* info.flags: this end sends */
 #define KARN_PORT_QUEUING 2u          /* a queuing port (else sampling) */
-#define KARN_PORT_BACKPRESSURE 4u     /* a sender that must not overrun the receiver */
+#define KARN_PORT_BACKPRESSURE 4u     /* an ordinary queuing channel: the receiver holds
+                                         the sender back (not a diode) */
 
 #define KARN_PORT_HEADER 64           /* ring: published count at 0, slots from here */
 #define KARN_PORT_SLOT_HEADER 24      /* slot: seq + 1 (0 while written), time, length */
@@ -114,7 +115,7 @@ static inline int karn_port_open(struct karn_port *p, const char *name)
     if (ring == MAP_FAILED)
         goto fail;
     p->ring = ring;
-    if (!source || (p->info.flags & KARN_PORT_BACKPRESSURE)) {
+    if (!source || (p->info.flags & KARN_PORT_BACKPRESSURE)) { /* a diode's sender: never */
         void *page = mmap(NULL, 4096, source ? PROT_READ : PROT_READ | PROT_WRITE,
                           MAP_SHARED, p->fd, (off_t)p->info.reader_offset);
         if (page == MAP_FAILED)
@@ -192,7 +193,7 @@ static inline void karn_port_moved(struct karn_port *p, uint64_t start, uint64_t
     r[3] += rejected;
     KARN_PORT_BARRIER();
     r[0] = pos;
-    if (p->info.flags & KARN_PORT_QUEUING) {
+    if (p->info.flags & KARN_PORT_BACKPRESSURE) {
         /* The sender marks itself held back, then reads our position: with a full
          * fence between our store and this load, either it saw our new position or we
          * see the count it published before it stopped. */
@@ -250,22 +251,23 @@ static inline ssize_t karn_port_try_recv(struct karn_port *p, void *buf, size_t 
     return got;
 }
 
-/* The newest message of a sampling port (taken or not), or -1 with EAGAIN if none came. */
+/* The newest message of a sampling port (taken or not), or -1 with EAGAIN if none came
+ * (or the newest is being rewritten: the newer one is coming; or over the limit). */
 static inline ssize_t karn_port_latest(struct karn_port *p, void *buf, size_t size)
 {
-    for (;;) {
+    for (int tries = 0; tries < 4; tries++) {
         uint64_t published = *karn_port_published(p), pos = p->reader[0];
-        if (!published) {
-            errno = EAGAIN;
-            return -1;
-        }
+        if (!published)
+            break;
         int64_t len = karn_port_copy(p, published - 1, buf, size);
-        if (len < 0)
-            continue; /* being rewritten: the newer one is coming */
+        if (len < 0 || (uint64_t)len > p->info.limit)
+            continue;
         if ((int64_t)(published - pos) > 0)
             karn_port_moved(p, pos, published, 1, published - 1 - pos, 0);
         return (ssize_t)(len < (int64_t)size ? len : (int64_t)size);
     }
+    errno = EAGAIN;
+    return -1;
 }
 
 /* Receive the next message, waiting for one at most timeout_ms (-1: without end):

@@ -61,15 +61,13 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     file = device = None
     if not flags & MAP_ANONYMOUS:
         file = task.process.fds.get(s32(fd))
-        device = file.device_mapping(off, length, prot)
-        if device is not None:
-            if kind == MAP_PRIVATE:
-                raise SyscallError(errno.EINVAL)
-        elif not file.readable or (kind != MAP_PRIVATE and prot & PROT_WRITE
-                                   and not file.writable):
-            raise SyscallError(errno.EACCES)
-        elif kind != MAP_PRIVATE and prot & PROT_WRITE:
-            file.map_shared_writable()  # EPERM on a write-sealed memfd
+        device = file.device_mapping(off, length, prot, kind != MAP_PRIVATE)
+        if device is None:
+            if not file.readable or (kind != MAP_PRIVATE and prot & PROT_WRITE
+                                     and not file.writable):
+                raise SyscallError(errno.EACCES)
+            if kind != MAP_PRIVATE and prot & PROT_WRITE:
+                file.map_shared_writable()  # EPERM on a write-sealed memfd
     if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE):
         if addr & (PAGE - 1):
             raise SyscallError(errno.EINVAL)

@@ -127,7 +127,7 @@ class ChannelRun:
         """One partition's end and the fds its monitor inherits (`report`: the reader's
         end of its report socket)."""
         if port.direction == "out":
-            return self.hops[0].writer(**self._port(port))
+            return self.hops[0].writer(map_ring=self.desc.sender_maps, **self._port(port))
         return self.hops[-1].reader(report, **self._port(port))
 
     def guard_ends(self, report: int) -> tuple[PortSpec, PortSpec, list[int]]:
@@ -192,7 +192,8 @@ class ChannelRun:
         whose report never came (the socket was full) are summed up too. The counter is
         read first and the reports after: the reader sends a report before it counts,
         so every rejection in the count has its report read by then (or lost)."""
-        counted = self.counters_now().rejected
+        counted = self.hops[0].counters().rejected  # the page of the judging reader,
+        # which no guest of a guarded channel writes (a mapped receiver writes its own)
         if self.reports is not None:
             self.reports_readable()
         elapsed = time.monotonic() - self.log_window
@@ -216,10 +217,9 @@ class ChannelRun:
         first = self.hops[0].counters()
         if not self.guarded:
             return first
-        second = self.hops[1].counters()
+        second = self.hops[1].counters()  # (only the guard rejects: the guard's count)
         return ring.ChannelCounters(first.sent, second.received,
-                                    first.dropped + second.dropped,
-                                    first.rejected + second.rejected,
+                                    first.dropped + second.dropped, first.rejected,
                                     first.queued + second.queued)
 
     def counters(self) -> dict:

@@ -87,12 +87,15 @@ class Partition:
 
 class Channel:
     def __init__(self, source: Port, dest: Port, diode: bool, guard: Guard | None,
-                 max_size: int) -> None:
+                 max_size: int, mapped_sender: bool = False) -> None:
         self.source = source
         self.dest = dest
         self.diode = diode
         self.guard = guard
         self.max_size = max_size
+        # A diode's sender may map its ring only when the system says so: sharing the
+        # pages the receiver reads lets it time the receiver's reads through the cache.
+        self.sender_maps = mapped_sender or not diode
 
     @property
     def name(self) -> str:
@@ -375,7 +378,7 @@ class _Loader:
         where = f"channel {index + 1}"
         if not isinstance(table, dict):
             raise self.fail(where, "must be a table")
-        self._keys(where, table, {"from", "to", "diode", "guard", "max_size"})
+        self._keys(where, table, {"from", "to", "diode", "guard", "max_size", "mapped_sender"})
         for key in ("from", "to"):
             if key not in table:
                 raise self.fail(where, f"{key} is required (\"PARTITION.PORT\")")
@@ -412,12 +415,13 @@ class _Loader:
                 raise self.fail(where, f"unknown guard {gname!r}")
             guard = system.guards[gname]
         diode = self._get(where, table, "diode", bool, False)
+        mapped_sender = self._get(where, table, "mapped_sender", bool, False)
         for ch in system.channels:
             if ch.source is source:
                 raise self.fail(where, f"port {source.ref} already feeds {ch.dest.ref}")
             if ch.dest is dest:
                 raise self.fail(where, f"port {dest.ref} is already fed by {ch.source.ref}")
-        return Channel(source, dest, diode, guard, max_size)
+        return Channel(source, dest, diode, guard, max_size, mapped_sender)
 
     def _check_ports_connected(self, system: SystemDescription) -> None:
         joined = {id(ch.source) for ch in system.channels} | {id(ch.dest) for ch in

@@ -34,19 +34,23 @@ def wait(fd: int, events: int) -> None:
 def serve(into: DestPort, out: SourcePort) -> None:
     sampling = into.spec.kind == "sampling"
     while True:
-        if out.page is not None and out.full():  # back-pressure: leave it in the first ring
-            wait(out.ready, select.POLLOUT)
+        room = out.room()
+        if not room:  # back-pressure: leave it in the first ring
+            if out.full():
+                wait(out.ready, select.POLLOUT)
             continue
         if sampling:
             batch = [into.latest] if into.refresh_sampling() and into.latest is not None \
                 else []
         else:  # what has come, up to what fits: one wake-up and one commit for them all
-            batch = into.take_queued(min(out.room(), BATCH))
+            batch = into.take_queued(min(room, BATCH), commit=False)
         if not batch:
+            into.commit_taken()  # slots skipped as overwritten, if any
             if not into.wait_for_data():  # a short spin first, as a receiving monitor
                 wait(into.epoll.fileno(), select.POLLIN)
             continue
         out.send_many(batch)  # this process is the ring's only writer: room() holds
+        into.commit_taken()  # only now: one that dies before re-sends them (at least once)
 
 
 def main(argv: list[str]) -> int:

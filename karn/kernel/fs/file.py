@@ -191,11 +191,11 @@ class OpenFile:
         """What readlink(/proc/self/fd/N) shows."""
         return self.path
 
-    def device_mapping(self, offset: int, length: int, prot: int
+    def device_mapping(self, offset: int, length: int, prot: int, shared: bool
                        ) -> tuple[int, int, bool] | None:
-        """For a device whose MAP_SHARED mappings are host memory of its own (a channel's
-        port): (host fd, offset in it, writable), or an error; None for a file mapped as
-        files are."""
+        """For a device whose mappings are host memory of its own (a channel's port):
+        (host fd, offset in it, writable), or an error; None for a file mapped as files
+        are."""
         return None
 
     def map_shared_writable(self) -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi import portmap
 from karn.abi.errno import SyscallError
+from karn.kernel.blocking import Interrupted
 from karn.kernel.fs.constants import (
     DT_CHR,
     DT_REG,
@@ -61,6 +62,7 @@ from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.ring import (
     PUBLISHED,
     READER_SIZE,
+    U64,
     Geometry,
     Message,
     ReaderPage,
@@ -165,6 +167,7 @@ class PortSpec(NamedTuple):
     slot_size: int = 0
     limit: int = 0  # the channel's max_size
     refresh_ms: float = 0.0
+    map_ring: bool = True  # a source's guest may map the ring (a diode's: if the system says)
     guard: dict | None = None
     check: Check | None = None
 
@@ -189,6 +192,7 @@ class PortSpec(NamedTuple):
         if (spec.direction not in DIRECTIONS or spec.kind not in KINDS
                 or not all(type(n) is int for n in numbers)
                 or not isinstance(spec.refresh_ms, (int, float)) or spec.refresh_ms < 0
+                or type(spec.map_ring) is not bool
                 or spec.max_size <= 0 or spec.slots <= 0 or spec.limit <= 0
                 or (spec.direction == "out" and spec.slot_size < spec.max_size)
                 or (spec.guard is not None and not isinstance(spec.guard, dict))):
@@ -248,9 +252,12 @@ class SourcePort:
     def room(self) -> int:
         """Messages that fit before the receiver must read (any number through a diode:
         the oldest are overwritten)."""
+        slots = self.spec.slots
         if self.page is None:
-            return self.spec.slots
-        return max(0, self.spec.slots - (self.writer.published - self.page.position))
+            return slots
+        # the receiver's position is what it says (a guest may write it): never more
+        # than the ring, so no unread slot is overwritten
+        return max(0, min(slots, slots - (self.writer.published - self.page.position)))
 
     def send_many(self, messages: list[bytes]) -> None:
         """Messages that fit (room(), each within max_size), with one wake-up for all."""
@@ -302,6 +309,7 @@ class DestPort:
         self.epoll.register(self.flag, select.EPOLLIN)
         self.skip = 0  # waits left that block without spinning (after a spin in vain)
         self.drained_ns = 0  # when wake-up bytes were last drained (CLOCK_MONOTONIC)
+        self.moved = False  # the position moved since it was last published
         self.latest: bytes | None = None  # sampling: the latest accepted message
         self.latest_ns = 0  # its sender's monitor's monotonic time
         self.received = 0
@@ -309,6 +317,7 @@ class DestPort:
             message = self.ring.peek_latest()  # a restarted receiver sees the current value
             if message is not None and message.seq < self.ring.position:
                 self.latest = self._accept(message, count=False)
+        self.seen = self.ring.position  # where the guest had read to, when it reads itself
         self._settle()
 
     # -- readiness ------------------------------------------------------------------------
@@ -361,18 +370,19 @@ class DestPort:
             self.skip = max(0, self.skip - 1)
         notify = ring.notify_ns()
         if notify:
-            left = self.drained_ns + notify - now_ns()
-            if left > 0:
-                self.epoll.poll(left / 1e9)  # a wake-up byte ends it early
+            # (+1/64: the sender's clock is the guest's, slewed against the host's)
+            left = self.drained_ns + notify + notify // 64 - now_ns()
+            if left > 0:  # select: µs where epoll rounds up to whole ms
+                select.select([self.epoll.fileno()], [], [], left / 1e9)  # a wake-up ends it
             if ring.pending():  # looked at without a drain: the wake-ups since stay
                 return self._settle()
         return False
 
     def arm(self) -> int:
         """The guest read the ring by itself: readiness follows the ring again (the
-        flag may say messages wait that the guest took). Messages waiting, at most 2^31."""
+        flag may say messages wait that the guest took). Messages waiting."""
         self._settle()
-        return min(self.ring.pending(), 1 << 31)
+        return min(self.ring.pending(), 0x7FFFFFFF)  # ioctl returns an int
 
     def free_space(self) -> None:
         """The guest moved its position by itself: a sender held back may go on."""
@@ -407,7 +417,7 @@ class DestPort:
         if len(reason) > MAX_REASON:
             reason = reason[:MAX_REASON] + "..."
         try:
-            os.write(self.spec.report, REPORT.pack(ring.rejected, message.seq + 1,
+            os.write(self.spec.report, REPORT.pack(ring.rejected & U64, message.seq + 1,
                                                    len(message.data)) + reason.encode())
         except OSError:
             pass  # supervisor busy or gone: it sums up from the counter instead
@@ -431,27 +441,34 @@ class DestPort:
         taken = self.take_queued(1)
         return taken[0] if taken else None
 
-    def take_queued(self, limit: int) -> list[bytes]:
+    def take_queued(self, limit: int, commit: bool = True) -> list[bytes]:
         """Up to `limit` messages the guard lets through, in order (none when none
-        waits); the position and counters are published once for them all."""
-        ring, moved = self.ring, False
+        waits); the position and counters are published once for them all, here or
+        (commit False: the guard process, once it has passed them on) by commit_taken."""
+        ring = self.ring
+        if ring.guest_reads:
+            ring.reload()  # once: the guest may have read on by itself
         taken: list[bytes] = []
-        while True:
+        for _ in range(2):  # a second look if a message came as the wake-ups were drained
             while len(taken) < limit:
                 before = ring.position
                 message = ring.take()
-                moved = moved or ring.position != before  # skipped slots count too
+                self.moved = self.moved or ring.position != before  # skipped slots too
                 if message is None:
                     break
                 forward = self._accept(message)
                 if forward is not None:
                     taken.append(forward)
-            if moved:
-                self._done()
-                moved = False
-            waiting = self._settle()
-            if taken or not waiting:
-                return taken
+            if commit:
+                self.commit_taken()
+            if not self._settle() or taken or limit <= 0:
+                break
+        return taken
+
+    def commit_taken(self) -> None:
+        if self.moved:
+            self.moved = False
+            self._done()
 
     def receive_queued(self, views: list[memoryview]) -> int:
         forward = self.next_queued()
@@ -462,7 +479,17 @@ class DestPort:
     def refresh_sampling(self) -> bool:
         """Take the newest message, if newer than the last one; True if it was let
         through (a new latest)."""
-        message = self.ring.latest()
+        ring = self.ring
+        if ring.guest_reads:
+            ring.reload()
+            if ring.position != self.seen:  # the guest took newer ones itself
+                newest = ring.peek_latest()
+                forward = None if newest is None or newest.seq >= ring.position \
+                    else self._accept(newest, count=False)
+                if forward is not None:
+                    self.latest = forward
+        message = ring.latest()
+        self.seen = ring.position
         fresh = False
         if message is not None:
             forward = self._accept(message)
@@ -515,7 +542,7 @@ class Port:
         spec, geo = self.spec, self.spec.geometry
         flags = (portmap.FLAG_SOURCE if self.source else 0) | (
             portmap.FLAG_QUEUING if spec.kind == "queuing" else 0) | (
-            portmap.FLAG_BACKPRESSURE if self.source and spec.reader >= 0 else 0)
+            portmap.FLAG_BACKPRESSURE if spec.space >= 0 else 0)
         limit = spec.max_size if self.source else spec.limit
         return portmap.INFO.pack(portmap.INFO_VERSION, flags, geo.slots, geo.slot_size,
                                  geo.stride, geo.size, geo.size, limit,
@@ -529,9 +556,6 @@ class Port:
         if dest is not None:
             if spec.kind == "sampling":
                 dest.refresh_sampling()
-                if dest.ring.guest_reads:  # it may have taken the newest itself
-                    newest = dest.ring.peek_latest()
-                    dest.latest_ns = max(dest.latest_ns, newest.time_ns if newest else 0)
                 lines.append(f"refresh_ms {spec.refresh_ms:g}")
             if dest.latest_ns:
                 age_ms = (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - dest.latest_ns) / 1e6
@@ -596,6 +620,8 @@ class PortFile(OpenFile):
         """EAGAIN under O_NONBLOCK; else wait for the port's fd (a signal interrupts)."""
         if self.flags & OFlag.NONBLOCK:
             raise SyscallError(errno.EAGAIN)
+        if task.signal_pending():  # a sender that keeps publishing garbage never lets
+            raise Interrupted  # a read find a message: it must not keep it from signals
         if self.ready_soon(events):
             return
         wait_until_ready(task, self, events, copying=True)
@@ -636,16 +662,20 @@ class PortFile(OpenFile):
             return 0
         return None
 
-    def device_mapping(self, offset: int, length: int, prot: int) -> tuple[int, int, bool]:
+    def device_mapping(self, offset: int, length: int, prot: int, shared: bool
+                       ) -> tuple[int, int, bool]:
         """What a MAP_SHARED mapping at `offset` is: (host fd, its offset, writable).
         Read-only ones are host private mappings of a read-only file, so nothing the
         guest writes there reaches the other side (ring.reopen_readonly)."""
         port, spec = self.port, self.port.spec
         ring_size = spec.geometry.size
+        if not shared:
+            raise SyscallError(errno.EINVAL)
         if offset == 0 and length <= ring_size:
             if port.out is not None:
-                if prot & PROT_WRITE:
-                    port.out.writer.set_notify(NOTIFY_NS)
+                if not spec.map_ring:  # a diode whose system did not allow it
+                    raise SyscallError(errno.EACCES)
+                port.out.writer.set_notify(NOTIFY_NS)  # it may publish by itself now
                 return spec.ring, 0, True
             if prot & PROT_WRITE:
                 raise SyscallError(errno.EACCES)

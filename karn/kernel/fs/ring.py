@@ -173,40 +173,45 @@ class RingReader:
         ahead of ours)."""
         if self.guest_reads:
             self.reload()
-        return max(0, self.published() - self.position)
+        return max(0, min(self.published() - self.position, self.geometry.slots))
+
+    def _look(self) -> int:
+        """The sender's published count, read once. A count behind our position (only
+        garbage, or a 64-bit count that wrapped, can be) sets the position back to what
+        the ring holds, so a sender that broke its count is read again once it writes on."""
+        published = self.published()
+        if published < self.position:
+            self.position = max(0, published - self.geometry.slots)
+        return published
 
     def take(self) -> Message | None:
-        """The next message in order, or None when there is none yet."""
-        if self.guest_reads:
-            self.reload()
-        while True:
-            published = self.published()
-            if published <= self.position:
-                return None
-            oldest = published - self.geometry.slots
-            if self.position < oldest:  # overwritten before we came: a gap
-                self.dropped += oldest - self.position
-                self.position = oldest
+        """The next message in order, or None when there is none yet. One look at the
+        count and at most `slots` slots a call, whatever the sender writes meanwhile."""
+        published = self._look()
+        oldest = published - self.geometry.slots
+        if self.position < oldest:  # overwritten before we came: a gap
+            self.dropped += oldest - self.position
+            self.position = oldest
+        while self.position < published:
             message = self._copy(self.position)
             self.position += 1
             if message is not None:
                 return message
             self.dropped += 1  # overwritten while we copied it
+        return None
 
     def latest(self) -> Message | None:
-        """The newest message if it is newer than the last one taken; what it replaced
-        counts as dropped (superseded before it was read)."""
-        if self.guest_reads:
-            self.reload()
-        while True:
-            published = self.published()
-            if published <= self.position:
-                return None
-            message = self._copy(published - 1)
-            if message is not None:
-                self.dropped += published - 1 - self.position
-                self.position = published
-                return message
+        """The newest message if it is newer than the last one taken (None too while it
+        is being rewritten: the next look gets the newer one); what it replaced counts as
+        dropped (superseded before it was read)."""
+        published = self._look()
+        if published <= self.position:
+            return None
+        message = self._copy(published - 1)
+        if message is not None:
+            self.dropped += published - 1 - self.position
+            self.position = published
+        return message
 
     def peek_latest(self) -> Message | None:
         """The newest message, taken or not, without moving (a restarted receiver)."""
