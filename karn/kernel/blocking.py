@@ -42,17 +42,9 @@ class WouldBlock(BaseException):
 _thread = threading.local()
 
 
-def forbid_waits() -> bool:
-    """From now on, waits on this thread that would block raise WouldBlock; whether they
-    did already."""
-    was = getattr(_thread, "nowait", False)
+def forbid_waits() -> None:
+    """From now on, waits on this thread that would block raise WouldBlock."""
     _thread.nowait = True
-    return was
-
-
-def allow_waits() -> None:
-    """Waits on this thread block again (a vCPU's thread that served another's call)."""
-    _thread.nowait = False
 
 
 class Waker:

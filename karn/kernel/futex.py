@@ -73,17 +73,6 @@ class GuestWaiters(Protocol):
         processes (whose waiters only the host kernel sees)."""
         ...
 
-    def joinable(self, cpu: object, addr: int) -> None:
-        """The thread of vCPU cpu ends with a wake of addr (its clear-child-tid word; 0:
-        none, or it is ending): a wait on addr is a join."""
-        ...
-
-    def help(self, cpu: object, addr: int, since: float) -> bool:
-        """The thread of vCPU cpu waits here on addr (blocking() published) since `since`:
-        if it is a join, serve other threads' fast calls a while instead of sleeping; True:
-        call again once the wake and signals are looked at, False: sleep."""
-        ...
-
 
 class _Waiter:
     __slots__ = ("task", "addr", "bitset", "woken")
@@ -107,12 +96,6 @@ class FutexTable:
         if self._guest is not guest:
             self._guest = guest
             guest.futex_attached(self._any_shared)
-
-    def joinable(self, cpu: object | None, addr: int) -> None:
-        """cpu's thread ends with a wake of addr (0: none, or it is ending now)."""
-        guest = self._guest
-        if guest is not None and cpu is not None:
-            guest.joinable(cpu, addr)
 
     def _any_shared(self) -> bool:
         return self._words is not None and self._words.is_shared(0, 1 << 64)
@@ -139,17 +122,12 @@ class FutexTable:
                     guest.blocking(task.vcpu, 0)
                 raise SyscallError(errno.EAGAIN)
             self._queues.setdefault(addr, []).append(waiter)
-        helping = guest is not None and deadline is None
-        since = time.monotonic()
         try:
             while not waiter.woken:
                 if task.signal_pending():
                     raise Interrupted
                 if deadline is not None and time.monotonic() >= deadline:
                     raise SyscallError(errno.ETIMEDOUT)
-                if helping and guest is not None:  # a join: no sleep, no host wake-up
-                    helping = guest.help(task.vcpu, addr, since)  # (platform/fastcall)
-                    continue
                 task.waker.wait(deadline)
             return 0
         finally:

@@ -325,11 +325,9 @@ class Process:
         gate = self.gate
         if gate is not None:
             gate.thread_started(cpu, self._kick_all)
-        self.futex.joinable(cpu, task.clear_child_tid)  # before its creator can join it
         try:
             machine.launch(cpu, lambda: run_task(task, gate))
         except BaseException:
-            self.futex.joinable(cpu, 0)
             task.cpu = None
             if gate is not None:
                 gate.thread_exited()
@@ -362,7 +360,6 @@ class Process:
             self.gate.thread_exited()
         machine = self.machine
         if machine is not None and task.cpu is not None:
-            self.futex.joinable(task.cpu, 0)  # before another thread may take the vCPU
             machine.release_cpu(task.cpu)
         if task.clear_child_tid:
             try:

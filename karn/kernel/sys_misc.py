@@ -75,7 +75,6 @@ def sys_arch_prctl(task: Task, code: int, addr: int) -> int:
 
 def sys_set_tid_address(task: Task, tidptr: int) -> int:
     task.clear_child_tid = tidptr
-    task.process.futex.joinable(task.cpu, tidptr)
     return task.tid
 
 

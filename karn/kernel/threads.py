@@ -14,7 +14,7 @@ from karn.abi.errno import ERESTARTSYS, SyscallError
 from karn.abi.faults import GuestFault, fault_signal
 from karn.abi.signals import SIGSEGV
 from karn.kernel import jobcontrol
-from karn.kernel.blocking import WouldBlock, allow_waits, forbid_waits
+from karn.kernel.blocking import WouldBlock, forbid_waits
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.cputime import thread_start_times
 from karn.kernel.fastmap import may_wait
@@ -70,7 +70,7 @@ class TaskLoop:
         """Serve a call the fast transport's server took (on the server thread, while the
         task's vCPU spins for the answer); None: redo it on the exit path (it would block).
         ThreadExit and ProcessExit become an exit request the answer's work check sees."""
-        forbade = forbid_waits()  # the server's thread, or a joining vCPU's (futex.py)
+        forbid_waits()
         try:
             return self.syscall(nr, a0, a1, a2, a3, a4, a5)
         except WouldBlock:
@@ -84,9 +84,6 @@ class TaskLoop:
         except ProcessExit as done:
             self.task.process.exit_group(done.status)
             return 0
-        finally:
-            if not forbade:
-                allow_waits()
 
     def attach_waiters(self, waiters: GuestWaiters) -> None:
         """The fast transport's futex waiters spinning in the guest join the process's

@@ -135,59 +135,6 @@ static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
     return PyLong_FromLong(found);
 }
 
-/* help(base, stride, control, start, watch, watched, ticks, alive_at, guest_offset,
- *      lease_ticks)
- * -> index of a slot whose state went REQ -> TAKEN, or -1 once the u64 at host address
- * watch is no longer `watched` or after ticks (host TSC). For a vCPU's thread that would
- * otherwise sleep in the monitor (a join: transport.py help()): it already holds a host
- * core, so it polls as the server does, with no wake-up to wait for, and renews the
- * leases while it polls. Leaving with nothing taken while the server sleeps, it ends the
- * leases and takes a request published before they ended, as the server does before it
- * sleeps. */
-static PyObject *fastpoll_help(PyObject *self, PyObject *args)
-{
-    unsigned long long base, control, watch, watched, ticks, guest_offset, lease_ticks;
-    unsigned int stride, start, alive_at;
-    if (!PyArg_ParseTuple(args, "KIKIKKKIKK", &base, &stride, &control, &start, &watch,
-                          &watched, &ticks, &alive_at, &guest_offset, &lease_ticks))
-        return NULL;
-    if (stride < sizeof(uint32_t) || stride % sizeof(uint32_t) ||
-        alive_at % sizeof(uint64_t) || alive_at + sizeof(uint64_t) > stride ||
-        watch % sizeof(uint64_t)) {
-        PyErr_SetString(PyExc_ValueError, "bad slot layout");
-        return NULL;
-    }
-    struct slots s = {base, stride, alive_at};
-    struct control *ctl = (struct control *)(uintptr_t)control;
-    const uint64_t *word = (const uint64_t *)(uintptr_t)watch;
-    long found = -1;
-    Py_BEGIN_ALLOW_THREADS
-    uint64_t now = __rdtsc();
-    uint64_t deadline = now + ticks;
-    unsigned int count = __atomic_load_n(&ctl->count, __ATOMIC_ACQUIRE);
-    refresh(&s, count, now + guest_offset + lease_ticks);
-    for (unsigned int round = 1;; round++) {
-        count = __atomic_load_n(&ctl->count, __ATOMIC_ACQUIRE);
-        found = take(&s, count, count ? start % count : 0);
-        if (found >= 0 || __atomic_load_n(word, __ATOMIC_ACQUIRE) != watched)
-            break;
-        __builtin_ia32_pause();
-        if (round % REFRESH_ROUNDS)
-            continue;
-        now = __rdtsc();
-        if (now >= deadline)
-            break;
-        refresh(&s, count, now + guest_offset + lease_ticks);
-    }
-    if (found < 0 && __atomic_load_n(&ctl->bell, __ATOMIC_SEQ_CST) == ASLEEP) {
-        refresh(&s, count, 0);
-        __atomic_thread_fence(__ATOMIC_SEQ_CST);
-        found = take(&s, count, start);
-    }
-    Py_END_ALLOW_THREADS
-    return PyLong_FromLong(found);
-}
-
 /* wake(control): a sleeping poll() starts polling again. */
 static PyObject *fastpoll_wake(PyObject *self, PyObject *args)
 {
@@ -275,7 +222,6 @@ static PyObject *fastpoll_wait_u64(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"poll", fastpoll_poll, METH_VARARGS, "Take a requested slot (sleeping while idle)."},
-    {"help", fastpoll_help, METH_VARARGS, "Poll for a waiting vCPU thread, bounded."},
     {"wake", fastpoll_wake, METH_VARARGS, "Wake a sleeping poll()."},
     {"tsc", fastpoll_tsc, METH_NOARGS, "The host's time-stamp counter."},
     {"cas32", fastpoll_cas32, METH_VARARGS, "Atomic compare-and-swap of a u32."},

@@ -33,12 +33,12 @@ ASLEEP, AWAKE, STOPPED = 0, 1, 2  # the bell (_fastpoll.c struct control)
 
 def load_helper() -> ModuleType | None:
     """The C helper, or None (built by `pip install`, optional; needs a C compiler; a
-    build older than its source's help counts as none)."""
+    build older than its source's publish64 counts as none)."""
     try:
         helper = importlib.import_module("karn.platform.fastcall._fastpoll")
     except ImportError:
         return None
-    return helper if hasattr(helper, "help") else None
+    return helper if hasattr(helper, "publish64") else None
 
 
 class Server:
@@ -47,8 +47,6 @@ class Server:
         """guest_offset: the guest's TSC minus the host's (0 under PVM)."""
         self._poll = helper.poll
         self._wake = helper.wake
-        self._help = helper.help
-        self._tsc_khz = tsc_khz
         self._idle_ticks = tsc_khz * IDLE_US // 1000
         self._cold_ticks = tsc_khz * COLD_US // 1000
         self._lease_ticks = tsc_khz * LEASE_US // 1000
@@ -75,14 +73,6 @@ class Server:
         """Slots in use (vCPUs created): the poller reads it every round."""
         self._control[1] = count
 
-
-    def help(self, watch: int, watched: int, us: int, start: int) -> int:
-        """Poll the slots from a vCPU's thread that would sleep in the monitor (a join,
-        transport.py): the index of a slot taken (REQ -> TAKEN), or -1 once the u64 at
-        host address watch is no longer `watched` or after `us` µs."""
-        return self._help(self._host_slots, SLOT_SIZE, self._control_addr, start, watch,
-                          watched, self._tsc_khz * us // 1000, SLOT_ALIVE,
-                          self._guest_offset, self._lease_ticks)
 
     def cpu_ns(self) -> int:
         """The host CPU time of the server's thread (polling included): 0 before it starts,

@@ -95,13 +95,6 @@ SPIN_US = 20
 # back and forth both spin again soon after a slow spell (with a doubling back-off each
 # mostly spun while the other blocked, and both stayed on the slow path).
 SPIN_SKIP = 4
-# A join (an untimed futex wait in the monitor on the clear-child-tid word of a thread on
-# a vCPU) makes the joiner's vCPU thread, which holds a host core, poll the slots as the
-# server does for up to this long, HELP_CHUNK_US at a time (then it looks for signals),
-# while the thread joined does not wait in the monitor: it serves that thread's start and
-# end calls without the server's wake-up, and sees the join's wake without its own.
-HELP_US = 2000
-HELP_CHUNK_US = 200
 # mmap(MAP_SHARED) may make memory shared with other processes (whose futex waiters
 # only the monitor can wake): in-guest futex calls are off from before the call (on the
 # exit path) until the monitor sees the calling thread again with no memory shared. A fork
@@ -162,8 +155,7 @@ class Counts(NamedTuple):
 class _Slot:
     __slots__ = ("addr", "gcalls_at", "lock", "client", "cpu", "fast", "redone", "withdrawn",
                  "skipped", "exit", "in_guest", "skip", "skip_left", "fast_at_back_off",
-                 "fast_seen", "quiet_since", "returned_at", "wake_due", "spin_left", "sharing",
-                 "ctid")
+                 "fast_seen", "quiet_since", "returned_at", "wake_due", "spin_left", "sharing")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
@@ -185,7 +177,6 @@ class _Slot:
         self.wake_due = False  # wake the server as it goes back (returning())
         self.spin_left = 0  # futex waits not to spin (SPIN_SKIP), the vCPU's thread only
         self.sharing = False  # its last call may have made memory shared (MAP_SHARED)
-        self.ctid = 0  # its thread's clear-child-tid word: a wait on it is a join (help())
 
 
 class FastTransport:
@@ -212,7 +203,6 @@ class FastTransport:
                                    if self._fastmap[nr >> 3] >> (nr & 7) & 1)  # test per exit
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
         self._spin = max(1, tsc_khz * SPIN_US // 1000)
-        self._help_us = HELP_US / 1e6
         self._user = (user_start, user_end)
         self._lock = threading.Lock()
         self._publish = helper.publish64
@@ -273,10 +263,6 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
-        if slot.skip_left:  # a back-off earned by the vCPU's last thread: this one starts
-            slot.skip = slot.skip_left = 0  # afresh (a join may serve its first calls)
-            self._set_budget(slot, self._budget)
-        slot.quiet_since = 0.0
         slot.returned_at = time.monotonic()  # its thread starts in the guest: a call soon
         # after is a dense one (a new thread's first calls)
         self._count_bound()
@@ -424,38 +410,6 @@ class FastTransport:
         index = getattr(cpu, "index", None)
         if index is not None and 0 <= index < len(self._slots):
             self._publish(self._host_base + self._slots[index].addr + SLOT_BLOCKED, addr)
-
-    def joinable(self, cpu: object, addr: int) -> None:
-        """cpu's thread ends with a wake of addr (its clear-child-tid word; 0: none, or it
-        is ending): a wait on addr is a join (help())."""
-        index = getattr(cpu, "index", None)
-        if index is not None and 0 <= index < len(self._slots):
-            self._slots[index].ctid = addr
-
-    def help(self, cpu: object, addr: int, since: float) -> bool:
-        """cpu's thread waits in the monitor on the futex word addr (blocking() published),
-        since `since` (time.monotonic()). A join (addr is the clear-child-tid word of the
-        thread on another slot, which does not wait in the monitor) polls the slots for up
-        to HELP_CHUNK_US and serves what it takes; True: call again (after looking for
-        signals and the wake), False: sleep (no join, the thread joined waits in the
-        monitor, or HELP_US passed)."""
-        index = getattr(cpu, "index", None)
-        if index is None or not 0 <= index < len(self._slots) or \
-                _monotonic() - since > self._help_us:
-            return False
-        raw = self._raw
-        for slot in self._slots:
-            if slot.ctid == addr:  # (from its start on, before its vCPU is bound)
-                if _U64.unpack_from(raw, slot.addr + SLOT_BLOCKED)[0] > BLOCKED_WOKEN:
-                    return False  # it waits itself: its end is not near
-                break
-        else:
-            return False
-        taken = self.server.help(self._host_base + self._slots[index].addr + SLOT_BLOCKED,
-                                 addr, HELP_CHUNK_US, index + 1)
-        if taken >= 0:
-            self._serve(taken)
-        return True
 
     def woken(self, cpu: object) -> None:
         """cpu's thread, waiting in the monitor, was woken: on its way back to the guest
