@@ -484,8 +484,8 @@ class FastTransport:
                 client.count_calls(SET_ROBUST_LIST, heads)
                 slot.robust_counted = robust
             futex = ((answered - slot.in_guest) & MASK64) - heads
-            if futex > 0:  # (< 0 only after a kick between the stub's two counts)
-                client.count_calls(FUTEX, futex)
+            if futex > 0:  # (a kick between the stub's two counts puts the thread back
+                client.count_calls(FUTEX, futex)  # at its site: one futex too many)
             slot.in_guest = answered
 
     def robust_head(self, cpu: object) -> int | None:
