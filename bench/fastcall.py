@@ -2,7 +2,7 @@
 """The fast syscall transport beside the exit transport and native (issue 14):
 
     python3 bench/fastcall.py [--runs N] [--calls N] [--rounds N] [--threads N] [--load N]
-                              [--cases LIST] [--base DIR]
+                              [--cases LIST] [--base DIR]... [--transports LIST]
 
 getpid: glibc's getpid() in a loop; pingpong: a futex hand-over between two threads (one
 round = two hand-overs); threads: pthread_create + pthread_join, one thread at a time; on
@@ -12,9 +12,9 @@ of them alike. Prints medians of --runs runs in microseconds per operation, and 
 CPU time (user+sys of the whole run, start-up included) per operation, with the load
 average, which these numbers depend on (the fast path needs the guest's vCPU and the
 server thread on host cores at the same time). --load N adds N busy-looping processes for
-the whole measurement (a host short of cores). --base DIR adds two runners: the exit and
-fast transports of the karn source tree DIR (another checkout, before a change), taking
-turns with the others.
+the whole measurement (a host short of cores). Each --base DIR adds runners: the
+transports (--transports) of the karn source tree DIR (another checkout, before a change),
+taking turns with the others.
 """
 
 from __future__ import annotations
@@ -56,21 +56,23 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=500)
     parser.add_argument("--load", type=int, default=0, help="busy-looping processes to add")
     parser.add_argument("--cases", default="getpid,pingpong,threads")
-    parser.add_argument("--base", type=Path, help="also the fast transport of this karn tree")
+    parser.add_argument("--base", type=Path, action="append", default=[],
+                        help="also the transports of this karn tree (repeatable)")
+    parser.add_argument("--transports", default="exit,fast",
+                        help="karn's transports to run, of this tree and each --base")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
         exe = Path(tmp) / "fastcall_loops"
         subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe),
                         str(BENCH / "fastcall_loops.c")], check=True)
-        runners: dict[str, tuple[list[str], Path | None]] = {
-            "native": ([], None),
-            "karn exit": ([*KARN, "--syscall-transport", "exit"], None),
-            "karn fast": ([*KARN, "--syscall-transport", "fast"], None),
-        }
-        if args.base is not None:
-            for transport in ("exit", "fast"):
-                runners[f"karn {transport} (base)"] = (
-                    [*KARN, "--syscall-transport", transport], args.base.resolve())
+        transports = args.transports.split(",")
+        runners: dict[str, tuple[list[str], Path | None]] = {"native": ([], None)}
+        for transport in transports:
+            runners[f"karn {transport}"] = ([*KARN, "--syscall-transport", transport], None)
+        for base in args.base:
+            for transport in transports:
+                runners[f"karn {transport} ({base.name})"] = (
+                    [*KARN, "--syscall-transport", transport], base.resolve())
         sizes = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads}
         cases = {case: sizes[case] for case in args.cases.split(",")}
         load = busy_loops(args.load)

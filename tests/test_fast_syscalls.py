@@ -109,6 +109,33 @@ def test_futex_waits_spinning_in_the_guest(mode, build, native):
     assert int(m[1]) >= 1, got.stderr
 
 
+ROBUST_IN_GUEST = re.compile(rb"(\d+) set_robust_list")
+
+
+@pytest.mark.parametrize("variant", ["static", "dynamic"])
+def test_robust_list_set_in_the_guest(variant, build, native, same):
+    """set_robust_list is answered in the stub once its site is patched (the first thread's
+    start patches it, the second's is answered in the guest: the info line counts it); the
+    monitor still walks the head it was given when that thread ends holding a robust
+    mutex (EOWNERDEAD, as native); with calls observed (--trace-summary) none is answered
+    in the guest and every one is counted."""
+    exe = build("thr_robust", variant)
+    expected = native(exe)
+    assert b"trylock after owner died: EOWNERDEAD" in expected.stdout, expected.stdout
+    got = karn_info("--syscall-transport", "fast", exe)
+    same(expected, got, "robust mutex")
+    m = ROBUST_IN_GUEST.search(got.stderr)
+    assert m and int(m[1]) >= 1, got.stderr
+    traced = karn_info("--syscall-transport", "fast", "--trace-summary", exe)
+    same(expected, traced, "robust mutex, traced")
+    m = ROBUST_IN_GUEST.search(traced.stderr)
+    assert m and int(m[1]) == 0, traced.stderr
+    row = [line.split() for line in traced.stderr.splitlines()  # the summary's row:
+           if line.endswith(b" set_robust_list") and not line.startswith(b"karn")]
+    assert row and int(row[0][3]) == 3, traced.stderr  # (% time, seconds, usecs/call,
+    # calls) the main thread's and two others'
+
+
 def served_lines(result: subprocess.CompletedProcess[bytes]) -> list[tuple[int, int]]:
     """(sites patched, calls served) of every monitor's info line: forked processes' first,
     the first process's last (its monitor ends after its children's)."""

@@ -36,8 +36,14 @@ BLOCKED_WOKEN = 1  # or woken there, on its way back to the guest
 SLOT_SLOT0 = 208  # u64: the guest address of slot 0, and (u32) the slots in use: what an
 SLOT_NSLOTS = 216  # in-guest wake scans
 SLOT_KICKED = 220  # u32: a kick found the stub in an in-guest wake: leave by WORK_PORT
-SLOT_GCALLS = 224  # u64: futex calls answered in the guest (counted by the stub)
+SLOT_GCALLS = 224  # u64: calls answered in the guest (futex, set_robust_list; by the stub)
 SLOT_NBOUND = 232  # u32: the process's threads (vCPUs running one)
+# set_robust_list answered in the guest (while SLOT_INGUEST is 1): the head it was given,
+# and how many such calls the stub answered (each also counted in SLOT_GCALLS); the monitor
+# takes the head for its thread when it needs it (FastTransport.robust_head).
+SLOT_RHEAD = 240  # u64
+SLOT_RCALLS = 248  # u64
+SET_ROBUST_LIST = 273
 
 FASTMAP_BITS = 512  # calls numbered above go through the exit path
 

@@ -384,6 +384,7 @@ def _reset_process(task: Task) -> None:
     task.saved_mask = None
     for timer in list(proc.posix_timers.values()):
         delete_posix_timer(proc, timer)
+    proc.futex.robust_list(task)  # one set in the guest before is gone too
     task.robust_list = task.robust_list_len = task.clear_child_tid = 0
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 FUTEX_BITSET_MATCH_ANY = 0xFFFFFFFF
+ROBUST_LIST_HEAD_SIZE = 24  # set_robust_list's only valid length
 # The longest single host wait on a shared word: how late at worst a signal or an exit
 # that raced with the start of the wait is noticed.
 SHARED_WAIT_SLICE = 0.1
@@ -73,6 +74,11 @@ class GuestWaiters(Protocol):
         processes (whose waiters only the host kernel sees)."""
         ...
 
+    def robust_head(self, cpu: object) -> int | None:
+        """The head of a set_robust_list answered in the guest for vCPU cpu's thread since
+        the last look, or None."""
+        ...
+
 
 class _Waiter:
     __slots__ = ("task", "addr", "bitset", "woken")
@@ -96,6 +102,16 @@ class FutexTable:
         if self._guest is not guest:
             self._guest = guest
             guest.futex_attached(self._any_shared)
+
+    def robust_list(self, task: Task) -> None:
+        """Bring task.robust_list up to date with a set_robust_list the fast transport
+        answered in the guest (the thread is stopped in the monitor, or ended): before
+        the robust list is read or set in the monitor."""
+        guest, cpu = self._guest, task.cpu
+        if guest is not None and cpu is not None:
+            head = guest.robust_head(cpu)
+            if head is not None:
+                task.robust_list, task.robust_list_len = head, ROBUST_LIST_HEAD_SIZE
 
     def _any_shared(self) -> bool:
         return self._words is not None and self._words.is_shared(0, 1 << 64)

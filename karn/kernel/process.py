@@ -569,6 +569,7 @@ FUTEX_WAITERS = 0x80000000
 
 def release_robust_futexes(task: Task) -> None:
     """Mark robust mutexes the dying thread holds as owner-died and wake a waiter."""
+    task.process.futex.robust_list(task)  # as set in the guest (the fast transport)
     head = task.robust_list
     if not head:
         return

@@ -9,6 +9,7 @@ import time
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
+from karn.kernel.futex import ROBUST_LIST_HEAD_SIZE
 from karn.kernel.limits import (
     NR_OPEN,
     RLIM_NLIMITS,
@@ -49,7 +50,6 @@ PR_GET_NO_NEW_PRIVS = 39
 PR_CAP_AMBIENT = 47
 
 RLIMIT = struct.Struct("<QQ")
-ROBUST_LIST_HEAD_SIZE = 24
 USER_ADDR_LIMIT = 1 << 47  # canonical user-half addresses
 
 
@@ -81,6 +81,7 @@ def sys_set_tid_address(task: Task, tidptr: int) -> int:
 def sys_set_robust_list(task: Task, head: int, length: int) -> int:
     if length != ROBUST_LIST_HEAD_SIZE:
         raise SyscallError(errno.EINVAL)
+    task.process.futex.robust_list(task)  # one answered in the guest before is older
     task.robust_list, task.robust_list_len = head, length
     return 0
 
@@ -88,6 +89,7 @@ def sys_set_robust_list(task: Task, head: int, length: int) -> int:
 def sys_get_robust_list(task: Task, pid: int, head_ptr: int, len_ptr: int) -> int:
     if s32(pid) not in (0, task.tid):
         raise SyscallError(errno.ESRCH)
+    task.process.futex.robust_list(task)
     task.mem.write_u64(head_ptr, task.robust_list)
     task.mem.write_u64(len_ptr, ROBUST_LIST_HEAD_SIZE)
     return 0

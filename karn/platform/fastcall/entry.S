@@ -9,7 +9,8 @@
         .set S_USER_HI,104; .set S_WADDR,112; .set S_WBITSET,120; .set S_INGUEST,124
         .set S_FASTMAP,128; .set S_SPIN,192; .set S_BLOCKED,200; .set S_SLOT0,208
         .set S_NSLOTS,216; .set S_KICKED,220; .set S_GCALLS,224
-        .set S_NBOUND,232
+        .set S_NBOUND,232; .set S_RHEAD,240; .set S_RCALLS,248
+        .set SET_ROBUST_LIST,273; .set ROBUST_LIST_HEAD_SIZE,24
         .set FUTEX,202; .set FUTEX_CMD_MASK,~0x180; .set FUTEX_WAIT_BITSET,9
         .set FUTEX_WAKE,1; .set FUTEX_WAKE_BITSET,10; .set SLOT_SIZE,256
         .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
@@ -46,8 +47,19 @@ saved:                                  # the user's flags and rdx are in the sl
         btq     %rax, %gs:S_FASTMAP     # calls the server may take
         jnc     slow
         cmpl    $FUTEX, %eax
-        jne     ask
-        # futex: a wait that would block spins a while registered in the slot (a wake
+        je      futex
+        cmpl    $SET_ROBUST_LIST, %eax  # set_robust_list: answered here (no observer:
+        jne     ask                     # S_INGUEST); the monitor reads the head from the
+        cmpl    $0, %gs:S_INGUEST       # slot when it needs it (a thread's end,
+        je      ask                     # get_robust_list, execve, another
+        cmpq    $ROBUST_LIST_HEAD_SIZE, %rsi # set_robust_list)
+        jne     ask                     # EINVAL: the server's answer
+        movq    $0, %gs:S_RES
+        movq    %rdi, %gs:S_RHEAD
+        incq    %gs:S_GCALLS            # answered in the guest (a kick before it: made
+        incq    %gs:S_RCALLS            # again, the same head)
+        jmp     done
+futex:  # futex: a wait that would block spins a while registered in the slot (a wake
         # finds it there), then goes to the exit path; a wake finds the spinning waiters
         # itself unless a waiter is blocked in the monitor; the rest goes to the server
         movl    %esi, %r11d

@@ -38,6 +38,7 @@ from karn.abi.fastcall import (
     OF_FLAG,
     REDO,
     REQ,
+    SET_ROBUST_LIST,
     SLOT_ALIVE,
     SLOT_ARGS,
     SLOT_BLOCKED,
@@ -50,8 +51,10 @@ from karn.abi.fastcall import (
     SLOT_NBOUND,
     SLOT_NR,
     SLOT_NSLOTS,
+    SLOT_RCALLS,
     SLOT_RESULT,
     SLOT_RET,
+    SLOT_RHEAD,
     SLOT_SIZE,
     SLOT_SLOT0,
     SLOT_SPIN,
@@ -149,13 +152,15 @@ class Counts(NamedTuple):
     skipped: int  # fast calls a stub sent straight to the exit path (server asleep, off
     #               its core or busy, or the slot backed off)
     exit: int  # every other call: unpatched sites, calls the server never takes
-    in_guest: int  # futex calls the stubs answered themselves (wakes, woken spinning waits)
+    in_guest: int  # calls the stubs answered themselves: futex (wakes, woken spinning
+    #                waits), set_robust_list
 
 
 class _Slot:
     __slots__ = ("addr", "gcalls_at", "lock", "client", "cpu", "fast", "redone", "withdrawn",
                  "skipped", "exit", "in_guest", "skip", "skip_left", "fast_at_back_off",
-                 "fast_seen", "quiet_since", "returned_at", "wake_due", "spin_left", "sharing")
+                 "fast_seen", "quiet_since", "returned_at", "wake_due", "spin_left", "sharing",
+                 "robust_counted", "robust_taken")
 
     def __init__(self, addr: int) -> None:
         self.addr = addr
@@ -177,6 +182,9 @@ class _Slot:
         self.wake_due = False  # wake the server as it goes back (returning())
         self.spin_left = 0  # futex waits not to spin (SPIN_SKIP), the vCPU's thread only
         self.sharing = False  # its last call may have made memory shared (MAP_SHARED)
+        # SLOT_RCALLS as far as counted (_pass_counts) and as far as its head was taken
+        # (robust_head)
+        self.robust_counted = self.robust_taken = 0
 
 
 class FastTransport:
@@ -263,6 +271,8 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
+        # a robust-list head the vCPU's last thread set in the guest is not this one's
+        slot.robust_taken = _U64.unpack_from(self._raw, slot.addr + SLOT_RCALLS)[0]
         slot.returned_at = time.monotonic()  # its thread starts in the guest: a call soon
         # after is a dense one (a new thread's first calls)
         self._count_bound()
@@ -280,11 +290,13 @@ class FastTransport:
         self._count_bound()
         if not any(s.client is not None for s in self._slots):
             counts = self.counts()
+            robust = sum(s.robust_counted for s in self._slots)
             log.info("fast syscalls: %d sites patched, %d calls served in shared memory, "
                      "%d redone on the exit path, %d withdrawn, %d skipped, %d other exits, "
-                     "%d futex calls answered in the guest",
+                     "%d futex calls answered in the guest, %d set_robust_list",
                      len(self.patcher.patched), counts.fast, counts.redone,
-                     counts.withdrawn, counts.skipped, counts.exit, counts.in_guest)
+                     counts.withdrawn, counts.skipped, counts.exit,
+                     counts.in_guest - robust, robust)
 
     def counts(self) -> Counts:
         slots = list(self._slots)
@@ -466,8 +478,30 @@ class FastTransport:
         (on the vCPU's own thread, or once it left the guest)."""
         answered = _U64.unpack_from(self._raw, slot.addr + SLOT_GCALLS)[0]
         if answered != slot.in_guest:
-            client.count_calls(FUTEX, (answered - slot.in_guest) & MASK64)
+            robust = _U64.unpack_from(self._raw, slot.addr + SLOT_RCALLS)[0]
+            heads = (robust - slot.robust_counted) & MASK64
+            if heads:
+                client.count_calls(SET_ROBUST_LIST, heads)
+                slot.robust_counted = robust
+            futex = ((answered - slot.in_guest) & MASK64) - heads
+            if futex > 0:  # (a kick between the stub's two counts puts the thread back
+                client.count_calls(FUTEX, futex)  # at its site: one futex too many)
             slot.in_guest = answered
+
+    def robust_head(self, cpu: object) -> int | None:
+        """The head the last set_robust_list answered in cpu's slot gave, if one was made
+        there since the last look (None: none), for the slot's thread, stopped in the
+        monitor or ended; the monitor's own set_robust_list looks first, so the newest
+        call wins."""
+        index = getattr(cpu, "index", None)
+        if index is None or not 0 <= index < len(self._slots):
+            return None
+        slot = self._slots[index]
+        calls = _U64.unpack_from(self._raw, slot.addr + SLOT_RCALLS)[0]
+        if calls == slot.robust_taken:
+            return None
+        slot.robust_taken = calls
+        return _U64.unpack_from(self._raw, slot.addr + SLOT_RHEAD)[0]
 
     def _lend(self, slot: _Slot) -> None:
         """After a wake of the server: give the slot a lease of the budget's length in its
