@@ -1,5 +1,5 @@
 """Mapped ports (docs/design/channels.md, "Mapped ports"): what a guest that maps its
-ports' rings (karn/guest/karn_port.h, karn/guest/karn_port.py) and the monitor agree on.
+ports' rings (karn/guest/karn_port.h) and the monitor agree on.
 
 A port's fd maps two things: the ring at offset 0 (`ring_size` bytes: the sender's side
 writable, the receiver's read-only) and the reader page at `reader_offset` (the

@@ -60,7 +60,6 @@ from karn.kernel.fs.file import (
 )
 from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.ring import (
-    PUBLISHED,
     READER_SIZE,
     U64,
     Geometry,
@@ -104,7 +103,6 @@ LOAD_EVERY = 0.1  # seconds between looks at the load average
 # A sender's guest that maps its ring wakes the receiver at most this often (the rest of a
 # burst is seen by a receiver awake anyway, or by its last wait: DestPort.wait_for_data).
 NOTIFY_NS = 100_000
-PROT_WRITE = 2
 
 
 def _spin_helper() -> Callable[[mmap.mmap, int, int, int], int] | None:
@@ -362,7 +360,7 @@ class DestPort:
         if ring.pending():
             return self._settle()
         if _wait_u64 is not None and not self.skip and spare_core():
-            seen = PUBLISHED.unpack_from(ring.mem, 0)[0]
+            seen = ring.published()
             if _wait_u64(ring.mem, 0, seen, SPIN_NS) != seen:
                 return self._settle()
             self.skip = SPIN_SKIP
@@ -385,7 +383,8 @@ class DestPort:
         return min(self.ring.pending(), 0x7FFFFFFF)  # ioctl returns an int
 
     def free_space(self) -> None:
-        """The guest moved its position by itself: a sender held back may go on."""
+        """The position moved (here, or by the guest itself: PORT_FREED): a sender held
+        back may go on."""
         if self.spec.space >= 0:
             try:
                 os.eventfd_read(self.spec.space)
@@ -677,14 +676,14 @@ class PortFile(OpenFile):
                     raise SyscallError(errno.EACCES)
                 port.out.writer.set_notify(NOTIFY_NS)  # it may publish by itself now
                 return spec.ring, 0, True
-            if prot & PROT_WRITE:
+            if prot & mmap.PROT_WRITE:
                 raise SyscallError(errno.EACCES)
             return spec.ring, 0, False
         if offset == ring_size and length <= READER_SIZE:
             if port.into is not None:
                 port.into.ring.guest_reads = True
                 return spec.reader, 0, True
-            if spec.reader < 0 or prot & PROT_WRITE:
+            if spec.reader < 0 or prot & mmap.PROT_WRITE:
                 raise SyscallError(errno.EACCES)  # a diode's sender never sees it
             return spec.reader, 0, False
         raise SyscallError(errno.EINVAL)
