@@ -173,7 +173,9 @@ class RingReader:
         ahead of ours)."""
         if self.guest_reads:
             self.reload()
-        return max(0, min(self.published() - self.position, self.geometry.slots))
+        # _look as take() does: a count behind the position (reset there) must read as
+        # messages waiting here too, or the fd is not readable for them
+        return max(0, min(self._look() - self.position, self.geometry.slots))
 
     def _look(self) -> int:
         """The sender's published count, read once. A count behind our position (only
