@@ -78,6 +78,14 @@ def reopen_readonly(fd: int) -> int:
     return os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
 
 
+def counts(mem: mmap.mmap) -> memoryview:
+    """The mapping as native u64 words. An item of it is read and written with one 8-byte
+    load or store (memoryview copies the item whole), where struct works byte by byte: a
+    count read while the other side writes it must be its old value or its new one, never
+    a mix (a published count read as 0 at 255 -> 256 would look like a count gone back)."""
+    return memoryview(mem).cast("Q")
+
+
 def map_readonly(fd: int, size: int) -> mmap.mmap:
     return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
 
@@ -99,18 +107,19 @@ class RingWriter:
     def __init__(self, ring_fd: int, geometry: Geometry) -> None:
         self.geometry = geometry
         self.mem = map_writable(ring_fd, geometry.size)
+        self.words = counts(self.mem)
         self.set_notify(0)  # until this run's guest maps the ring
 
     @property
     def published(self) -> int:
         """Read from the ring each time: a guest that maps it publishes by itself (a
         restarted sender goes on from the count)."""
-        return PUBLISHED.unpack_from(self.mem, 0)[0]
+        return self.words[0]
 
     def set_notify(self, interval_ns: int) -> None:
         """Tell the receiver that this sender's guest publishes without the monitor and
         wakes it at most every interval_ns (0: every message wakes it)."""
-        PUBLISHED.pack_into(self.mem, NOTIFY_AT, interval_ns)
+        self.words[NOTIFY_AT // 8] = interval_ns
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         seq, geo, mem = self.published, self.geometry, self.mem
@@ -118,9 +127,10 @@ class RingWriter:
         SLOT_HEADER.pack_into(mem, at, 0, 0, 0)  # being written: a reader there retries
         mem[at + SLOT_HEADER.size : at + SLOT_HEADER.size + len(data)] = data
         SLOT_HEADER.pack_into(mem, at, (seq + 1) & U64, now_ns(), len(data))
-        PUBLISHED.pack_into(mem, 0, (seq + 1) & U64)
+        self.words[0] = (seq + 1) & U64
 
     def close(self) -> None:
+        self.words.release()
         self.mem.close()
 
 
@@ -153,6 +163,7 @@ class RingReader:
     def __init__(self, ring_fd: int, reader_fd: int, geometry: Geometry) -> None:
         self.geometry = geometry
         self.mem = map_readonly(ring_fd, geometry.size)
+        self.words = counts(self.mem)
         self.page = ReaderPage(reader_fd, writable=True)
         self.guest_reads = False  # the guest maps the reader page and reads by itself
         self.reload()
@@ -161,12 +172,12 @@ class RingReader:
         self.position, self.received, self.dropped, self.rejected = self.page.load()
 
     def published(self) -> int:
-        return PUBLISHED.unpack_from(self.mem, 0)[0]
+        return self.words[0]
 
     def notify_ns(self) -> int:
         """0, or how long a message may wait for its wake-up (the sender's guest wakes
         the receiver at most that often), believed up to NOTIFY_MAX_NS."""
-        return min(PUBLISHED.unpack_from(self.mem, NOTIFY_AT)[0], NOTIFY_MAX_NS)
+        return min(self.words[NOTIFY_AT // 8], NOTIFY_MAX_NS)
 
     def pending(self) -> int:
         """Messages published and not yet read (the sender's count is not trusted to be
@@ -238,6 +249,7 @@ class RingReader:
         self.page.store(self.position, self.received, self.dropped, self.rejected)
 
     def close(self) -> None:
+        self.words.release()
         self.mem.close()
         self.page.close()
 
@@ -254,7 +266,7 @@ def counters(ring: mmap.mmap, page: ReaderPage, geometry: Geometry, sampling: bo
              ) -> ChannelCounters:
     """What the supervisor reports: sent from the ring, the rest from the reader page;
     messages overwritten and not yet noticed by the receiver count as dropped."""
-    sent = PUBLISHED.unpack_from(ring, 0)[0]
+    sent = counts(ring)[0]
     position, received, dropped, rejected = page.load()
     behind = max(0, sent - position)
     keep = 1 if sampling else geometry.slots
