@@ -10,7 +10,7 @@ guest code too, so the monitor treats all of it as untrusted input.
 # Calls the server declines leave through the ordinary syscall port (layout.SYSCALL_PORT).
 WORK_PORT = 0x12
 
-SLOT_SIZE = 256  # bytes, slot-aligned; one per vCPU
+SLOT_SIZE = 512  # bytes, slot-aligned; one per vCPU
 
 # Slot fields: byte offsets.
 SLOT_STATE = 0  # u32, one of the states below
@@ -44,6 +44,19 @@ SLOT_NBOUND = 232  # u32: the process's threads (vCPUs running one)
 SLOT_RHEAD = 240  # u64
 SLOT_RCALLS = 248  # u64
 SET_ROBUST_LIST = 273
+# rt_sigprocmask answered in the guest (while SLOT_MASKON is 1): the slot holds the
+# thread's signal mask, and the monitor reads and writes it there (kernel Task.blocked).
+# Before it reads the mask to decide whether a signal wakes the thread, the monitor
+# publishes the signal in SLOT_PENDING with a full barrier; a stub stores the new mask,
+# fences, and reads SLOT_PENDING: one of the two sees the other (docs/design/
+# fast-syscalls.md, "Signal masks in the guest"). SLOT_PENDING may hold signals no longer
+# pending (a spurious WORK_PORT exit), never lack one that is.
+SLOT_MASK = 256  # u64: the blocked signals (bit sig-1)
+SLOT_PENDING = 264  # u64: signals pending for the thread or its process (a superset)
+SLOT_MCALLS = 272  # u64: rt_sigprocmask calls answered here (each also in SLOT_GCALLS)
+SLOT_MASKON = 280  # u32: 1 = the slot holds the mask and the stub may answer
+RT_SIGPROCMASK = 14
+UNBLOCKABLE = (1 << 8) | (1 << 18)  # SIGKILL, SIGSTOP
 
 FASTMAP_BITS = 512  # calls numbered above go through the exit path
 

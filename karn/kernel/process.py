@@ -26,6 +26,7 @@ from karn.kernel.signals import (
     SIG_DFL,
     UNBLOCKABLE,
     AltStack,
+    MaskCell,
     PendingSignals,
     SigAction,
     SigInfo,
@@ -436,6 +437,8 @@ class Process:
     def _signal_process(self, info: SigInfo) -> None:
         sig = info.signo
         with self.signal_lock:
+            for task in self.tasks.values():  # before their masks are read (slotmask.py)
+                task.post_signal(sig)
             action = self.actions[sig]
             dropped = action.ignored(sig) or self.namespace_init and action.handler == SIG_DFL
             # a dropped signal still queues while blocked (a sigwaitinfo may take it), as Linux
@@ -468,6 +471,7 @@ class Process:
     def _signal_thread(self, task: Task, info: SigInfo) -> None:
         sig = info.signo
         with self.signal_lock:
+            task.post_signal(sig)  # before its mask is read (slotmask.py)
             if self.actions[sig].ignored(sig) and sig != SIGKILL and not task.blocked & bit(sig):
                 return
             fatal = self._kills_process(sig) and not task.blocked & bit(sig) \
@@ -492,7 +496,10 @@ class Task:
         self.robust_list = 0
         self.robust_list_len = 0
         self.comm = os.path.basename(process.config.exe_path).encode()[:15]
-        self.blocked = 0
+        self._blocked = 0
+        # Where the mask lives while the thread runs on a vCPU whose fast-transport slot
+        # holds it (the in-guest stub answers rt_sigprocmask); None: _blocked.
+        self.slot_mask: MaskCell | None = None
         self.pending = PendingSignals()
         self.altstack = AltStack()
         self.saved_mask: int | None = None  # sigsuspend's mask, restored by the frame
@@ -517,10 +524,48 @@ class Task:
             raise RuntimeError(f"thread {self.tid} has no vCPU")
         return cpu
 
+    @property
+    def blocked(self) -> int:
+        cell = self.slot_mask
+        return self._blocked if cell is None else cell.get()
+
     def set_blocked(self, mask: int) -> None:
-        self.blocked = mask & ~UNBLOCKABLE & FULL_MASK
+        mask &= ~UNBLOCKABLE & FULL_MASK
+        self._blocked = mask
+        cell = self.slot_mask
+        if cell is not None:
+            cell.set(mask)
         if self.signal_pending() and self.loop is not None:
             self.loop.work_pending = True
+
+    def keep_mask_in(self, cell: MaskCell | None) -> None:
+        """The signal mask lives in `cell` from now on (None: in the task again); the
+        thread is out of the guest."""
+        with self.process.signal_lock:
+            old = self.slot_mask
+            if old is not None:
+                self._blocked = old.get()
+                old.enable(False)
+            self.slot_mask = cell
+            if cell is not None:
+                cell.set(self._blocked)
+                cell.set_pending(self.pending.mask | self.process.pending.mask)
+                cell.enable(True)
+
+    def post_signal(self, sig: int) -> None:
+        """sig is about to be pending for this thread: tell its slot before the mask is
+        read (slotmask.py); under the process's signal lock."""
+        cell = self.slot_mask
+        if cell is not None:
+            cell.post(bit(sig))
+
+    def refresh_posted(self) -> None:
+        """Clear signals from the slot's pending set that are no longer pending."""
+        if self.slot_mask is not None:
+            with self.process.signal_lock:
+                cell = self.slot_mask
+                if cell is not None:
+                    cell.set_pending(self.pending.mask | self.process.pending.mask)
 
     def signal_pending(self) -> bool:
         if self.exit_requested:

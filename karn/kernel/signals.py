@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import struct
 from collections import deque
+from typing import Protocol
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import (
@@ -178,6 +179,23 @@ class PendingSignals:
     def discard(self, sig: int) -> None:
         self.queue = deque(q for q in self.queue if q.signo != sig)
         self.mask &= ~bit(sig)
+
+
+class MaskCell(Protocol):
+    """A thread's signal mask kept outside the kernel while the thread runs: in its vCPU's
+    fast-transport slot, where the in-guest stub answers rt_sigprocmask
+    (platform/fastcall/slotmask.py). post() has a full barrier after it: a signal posted,
+    then the mask read, against a stub's mask stored, then the pending set read."""
+
+    def get(self) -> int: ...
+
+    def set(self, mask: int) -> None: ...
+
+    def post(self, bits: int) -> None: ...
+
+    def set_pending(self, bits: int) -> None: ...
+
+    def enable(self, on: bool) -> None: ...
 
 
 class AltStack:

@@ -26,6 +26,7 @@ from karn.kernel.signals import (
     SIG_DFL,
     SIG_IGN,
     FrameError,
+    MaskCell,
     SigAction,
     SigInfo,
     bit,
@@ -91,9 +92,17 @@ class TaskLoop:
         self.task.process.futex.attach(waiters)
 
     def count_calls(self, nr: int, calls: int) -> None:
-        """Calls the fast transport's stubs answered in the guest (futex)."""
+        """Calls the fast transport's stubs answered in the guest (futex, set_robust_list,
+        rt_sigprocmask)."""
         if nr < COUNTED_SYSCALLS:
             self._counts[nr] += calls
+
+    def attach_mask(self, cell: MaskCell) -> None:
+        """The fast transport's slot holds the task's signal mask while it runs there."""
+        self.task.keep_mask_in(cell)
+
+    def detach_mask(self) -> None:
+        self.task.keep_mask_in(None)
 
     def work_due(self) -> bool:
         task = self.task
@@ -119,6 +128,7 @@ class TaskLoop:
         if restart and not delivered:
             _restart_syscall(task, self.syscall_nr)
         self.syscall_nr = -1
+        task.refresh_posted()  # what was delivered no longer sends the stub here
         if task.signal_pending():
             self.work_pending = True
 
@@ -212,6 +222,9 @@ class ObservedTaskLoop(TaskLoop):
 
     def attach_waiters(self, waiters: GuestWaiters) -> None:
         """None: every futex call must reach the observer (no in-guest answers)."""
+
+    def attach_mask(self, cell: MaskCell) -> None:
+        """None: every rt_sigprocmask must reach the observer (the mask stays here)."""
 
     def interrupted(self) -> None:
         self.observer.interrupted(self.task)

@@ -33,12 +33,12 @@ SYS_STUBS = 7  # exception stubs, supervisor executable
 SYS_TRAMPOLINE = 8  # syscall trampoline, user executable
 SYS_PD_FIRST = 16  # one page directory per GiB of address space
 SYS_FAST_SLOTS = 128  # the fast transport's per-vCPU slots (karn/abi/fastcall.py)
-SYS_FAST_PAGES = 64  # 16 slots of 256 bytes a page: MAX_VCPUS of them
+SYS_FAST_PAGES = 128  # 8 slots of 512 bytes a page: MAX_VCPUS of them
 MAX_VCPUS = 1024
 # Each vCPU's own descriptor tables and exception stack, CPU_TABLES_SIZE bytes apiece: its
 # GDT at +0, its TSS at +CPU_TSS_OFFSET, and the stack below +CPU_TABLES_SIZE (IST1).
 # One exception stack per vCPU: two threads faulting at once must not share a frame.
-SYS_CPU_TABLES = 192  # to page 447: MAX_VCPUS of them
+SYS_CPU_TABLES = 256  # to page 511, the last: MAX_VCPUS of them
 CPU_TABLES_SIZE = 1024
 CPU_TSS_OFFSET = 64
 

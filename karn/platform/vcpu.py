@@ -41,6 +41,7 @@ from karn.platform.layout import (
 if TYPE_CHECKING:
     import signal
 
+    from karn.platform.fastcall.slotmask import SlotMask
     from karn.platform.fastcall.transport import FastTransport
 else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of start-up
     import _signal as signal
@@ -87,6 +88,10 @@ class ExitClient(Protocol):
     def attach_waiters(self, waiters: FastTransport) -> None: ...
 
     def count_calls(self, nr: int, calls: int) -> None: ...
+
+    def attach_mask(self, mask: SlotMask) -> None: ...
+
+    def detach_mask(self) -> None: ...
 
 
 class Gate(Protocol):

@@ -10,9 +10,11 @@
         .set S_FASTMAP,128; .set S_SPIN,192; .set S_BLOCKED,200; .set S_SLOT0,208
         .set S_NSLOTS,216; .set S_KICKED,220; .set S_GCALLS,224
         .set S_NBOUND,232; .set S_RHEAD,240; .set S_RCALLS,248
-        .set SET_ROBUST_LIST,273; .set ROBUST_LIST_HEAD_SIZE,24
+        .set S_MASK,256; .set S_PENDING,264; .set S_MCALLS,272; .set S_MASKON,280
+        .set SET_ROBUST_LIST,273; .set ROBUST_LIST_HEAD_SIZE,24; .set RT_SIGPROCMASK,14
+        .set UNBLOCKABLE,0x40100
         .set FUTEX,202; .set FUTEX_CMD_MASK,~0x180; .set FUTEX_WAIT_BITSET,9
-        .set FUTEX_WAKE,1; .set FUTEX_WAKE_BITSET,10; .set SLOT_SIZE,256
+        .set FUTEX_WAKE,1; .set FUTEX_WAKE_BITSET,10; .set SLOT_SIZE,512
         .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
         .set WITHDRAWN,6; .set WAITS,7; .set SPINWAIT,8; .set WOKEN,9; .set SPUN,10
         .set SYSCALL_PORT,0x10; .set WORK_PORT,0x12
@@ -48,6 +50,8 @@ saved:                                  # the user's flags and rdx are in the sl
         jnc     slow
         cmpl    $FUTEX, %eax
         je      futex
+        cmpl    $RT_SIGPROCMASK, %eax
+        je      sigmask
         cmpl    $SET_ROBUST_LIST, %eax  # set_robust_list: answered here (no observer:
         jne     ask                     # S_INGUEST); the monitor reads the head from the
         cmpl    $0, %gs:S_INGUEST       # slot when it needs it (a thread's end,
@@ -59,6 +63,58 @@ saved:                                  # the user's flags and rdx are in the sl
         incq    %gs:S_GCALLS            # answered in the guest (a kick before it: made
         incq    %gs:S_RCALLS            # again, the same head)
         jmp     done
+sigmask:  # rt_sigprocmask: the thread's mask is in the slot (S_MASKON); answered here
+        # unless an argument needs the server's refusal (EINVAL, EFAULT)
+        cmpl    $0, %gs:S_MASKON
+        je      ask
+        cmpq    $8, %r10                # sigsetsize
+        jne     ask
+        movq    %gs:S_USER_HI, %r11
+        subq    $8, %r11                # r11 = the last address 8 bytes fit at
+        testq   %rdx, %rdx              # oldset: NULL, or in the user range
+        jz      1f
+        cmpq    %gs:S_USER_LO, %rdx
+        jb      ask
+        cmpq    %r11, %rdx
+        ja      ask
+1:      movq    %gs:S_MASK, %rax        # rax = the new mask: the old one if no set
+        testq   %rsi, %rsi
+        jz      4f
+        cmpq    %gs:S_USER_LO, %rsi
+        jb      ask
+        cmpq    %r11, %rsi
+        ja      ask
+        movq    (%rsi), %rcx            # the set
+        cmpl    $1, %edi                # how: SIG_BLOCK 0, SIG_UNBLOCK 1, SIG_SETMASK 2
+        jb      2f
+        je      3f
+        cmpl    $2, %edi
+        jne     ask                     # EINVAL
+        movq    %rcx, %rax
+        jmp     5f
+2:      orq     %rcx, %rax
+        jmp     5f
+3:      notq    %rcx
+        andq    %rcx, %rax
+5:      movq    $~UNBLOCKABLE, %rcx
+        andq    %rcx, %rax
+4:      testq   %rdx, %rdx
+        jz      6f
+        movq    %gs:S_MASK, %rcx        # *oldset before the commit: a kick before it puts
+        movq    %rcx, (%rdx)            # the call back at its site, made again alike
+6:      movq    $0, %gs:S_RES
+        movq    %rax, %gs:S_MASK        # the commit: a kick from here on answers the call
+mask_made:
+        incq    %gs:S_MCALLS
+mask_mcounted:
+        incq    %gs:S_GCALLS
+mask_counted:
+        mfence                          # the mask stored before the pending set is read
+        notq    %rax                    # (the monitor: pending stored, then mask read)
+        testq   %rax, %gs:S_PENDING
+        jnz     done_work               # a pending signal unblocked: delivered on return
+        jmp     done
+mask_end:
 futex:  # futex: a wait that would block spins a while registered in the slot (a wake
         # finds it there), then goes to the exit path; a wake finds the spinning waiters
         # itself unless a waiter is blocked in the monitor; the rest goes to the server

@@ -38,6 +38,7 @@ from karn.abi.fastcall import (
     OF_FLAG,
     REDO,
     REQ,
+    RT_SIGPROCMASK,
     SET_ROBUST_LIST,
     SLOT_ALIVE,
     SLOT_ARGS,
@@ -48,6 +49,7 @@ from karn.abi.fastcall import (
     SLOT_GCALLS,
     SLOT_INGUEST,
     SLOT_KICKED,
+    SLOT_MCALLS,
     SLOT_NBOUND,
     SLOT_NR,
     SLOT_NSLOTS,
@@ -73,6 +75,7 @@ from karn.abi.fastcall import (
 from karn.platform.fastcall import stubs
 from karn.platform.fastcall.patcher import STUBS_OFFSET, CodeSpace, Patcher, RunningCpu
 from karn.platform.fastcall.server import Server
+from karn.platform.fastcall.slotmask import SlotMask
 
 BUDGET_US = 50  # a stub waits this long for an untaken request: about one exit's cost
 MAX_SKIP = 256  # calls a backed-off slot sends straight to the exit path between probes
@@ -133,6 +136,15 @@ class FastClient(Protocol):
         """Calls answered in the guest (in-guest futex calls), for the syscall counts."""
         ...
 
+    def attach_mask(self, mask: SlotMask) -> None:
+        """The thread's signal mask lives in its slot from now on (the stub answers
+        rt_sigprocmask); a loop whose calls must all reach the monitor declines."""
+        ...
+
+    def detach_mask(self) -> None:
+        """The thread leaves the vCPU: its mask goes back to the kernel."""
+        ...
+
 
 class SlotCpu(RunningCpu, Protocol):
     index: int
@@ -153,17 +165,18 @@ class Counts(NamedTuple):
     #               its core or busy, or the slot backed off)
     exit: int  # every other call: unpatched sites, calls the server never takes
     in_guest: int  # calls the stubs answered themselves: futex (wakes, woken spinning
-    #                waits), set_robust_list
+    #                waits), set_robust_list, rt_sigprocmask
 
 
 class _Slot:
     __slots__ = ("addr", "gcalls_at", "lock", "client", "cpu", "fast", "redone", "withdrawn",
                  "skipped", "exit", "in_guest", "skip", "skip_left", "fast_at_back_off",
                  "fast_seen", "quiet_since", "returned_at", "wake_due", "spin_left", "sharing",
-                 "robust_counted", "robust_taken")
+                 "robust_counted", "robust_taken", "mask_counted", "mask")
 
-    def __init__(self, addr: int) -> None:
+    def __init__(self, addr: int, mask: SlotMask) -> None:
         self.addr = addr
+        self.mask = mask
         self.gcalls_at = addr + SLOT_GCALLS
         self.lock = threading.Lock()  # the server's answer vs. settle on the vCPU thread
         self.client: FastClient | None = None
@@ -185,6 +198,7 @@ class _Slot:
         # SLOT_RCALLS as far as counted (_pass_counts) and as far as its head was taken
         # (robust_head)
         self.robust_counted = self.robust_taken = 0
+        self.mask_counted = 0  # SLOT_MCALLS as far as counted
 
 
 class FastTransport:
@@ -259,7 +273,8 @@ class FastTransport:
                 self._raw[addr + SLOT_FASTMAP : addr + SLOT_FASTMAP + len(self._fastmap)] = \
                     self._fastmap
                 _U64.pack_into(self._raw, addr + SLOT_SLOT0, self._slots_addr)
-                self._slots.append(_Slot(addr))
+                self._slots.append(_Slot(addr, SlotMask(self._raw, addr, self._host_base,
+                                                        self._publish)))
                 self._set_in_guest(self._slots[-1], self._in_guest)
                 for slot in self._slots:  # what in-guest wakes scan
                     _U32.pack_into(self._raw, slot.addr + SLOT_NSLOTS, len(self._slots))
@@ -277,6 +292,7 @@ class FastTransport:
         # after is a dense one (a new thread's first calls)
         self._count_bound()
         client.attach_waiters(self)
+        client.attach_mask(slot.mask)
 
     def unbind(self, cpu: SlotCpu) -> None:
         if os.getpid() != self._monitor_pid:  # a forked monitor unwinding the forking
@@ -285,18 +301,20 @@ class FastTransport:
         client = slot.client
         if client is not None:
             self._pass_counts(slot, client)
+            client.detach_mask()
         with slot.lock:
             slot.client = None
         self._count_bound()
         if not any(s.client is not None for s in self._slots):
             counts = self.counts()
             robust = sum(s.robust_counted for s in self._slots)
+            masks = sum(s.mask_counted for s in self._slots)
             log.info("fast syscalls: %d sites patched, %d calls served in shared memory, "
                      "%d redone on the exit path, %d withdrawn, %d skipped, %d other exits, "
-                     "%d futex calls answered in the guest, %d set_robust_list",
-                     len(self.patcher.patched), counts.fast, counts.redone,
-                     counts.withdrawn, counts.skipped, counts.exit,
-                     counts.in_guest - robust, robust)
+                     "%d futex calls answered in the guest, %d set_robust_list, "
+                     "%d rt_sigprocmask", len(self.patcher.patched), counts.fast,
+                     counts.redone, counts.withdrawn, counts.skipped, counts.exit,
+                     counts.in_guest - robust - masks, robust, masks)
 
     def counts(self) -> Counts:
         slots = list(self._slots)
@@ -483,7 +501,12 @@ class FastTransport:
             if heads:
                 client.count_calls(SET_ROBUST_LIST, heads)
                 slot.robust_counted = robust
-            futex = ((answered - slot.in_guest) & MASK64) - heads
+            masked = _U64.unpack_from(self._raw, slot.addr + SLOT_MCALLS)[0]
+            masks = (masked - slot.mask_counted) & MASK64
+            if masks:
+                client.count_calls(RT_SIGPROCMASK, masks)
+                slot.mask_counted = masked
+            futex = ((answered - slot.in_guest) & MASK64) - heads - masks
             if futex > 0:  # (a kick between the stub's two counts puts the thread back
                 client.count_calls(FUTEX, futex)  # at its site: one futex too many)
             slot.in_guest = answered
@@ -594,6 +617,12 @@ class FastTransport:
             return -1  # and leaves through WORK_PORT
         if stubs.WAKE_END <= offset < stubs.WAKE_TAIL:
             return self._answered(cpu, regs, addr)
+        if stubs.MASK_MADE <= offset < stubs.MASK_END:  # an in-guest rt_sigprocmask,
+            if offset < stubs.MASK_MCOUNTED:  # made: counted as the stub would
+                self._bump(addr + SLOT_MCALLS)
+            if offset < stubs.MASK_COUNTED:
+                self._bump(addr + SLOT_GCALLS)
+            return self._answered(cpu, regs, addr)
         with slot.lock:
             state = _U32.unpack_from(raw, addr + SLOT_STATE)[0]
             if stubs.PUBLISHED <= offset < stubs.SLOW:  # spinning: the state says
@@ -606,8 +635,7 @@ class FastTransport:
                     state = IDLE  # no longer a waiter: back at the site, the call not made
                 elif state in (SPINWAIT, WOKEN):  # a wake ended it: the wait returns 0
                     if offset < stubs.WOKEN_COUNTED:
-                        at = addr + SLOT_GCALLS
-                        _U64.pack_into(raw, at, (_U64.unpack_from(raw, at)[0] + 1) & MASK64)
+                        self._bump(addr + SLOT_GCALLS)
                     _U64.pack_into(raw, addr + SLOT_RESULT, 0)
                     return self._answered(cpu, regs, addr)
                 if state in (DONE, DONE_WORK):
@@ -616,6 +644,10 @@ class FastTransport:
                 return self._answered(cpu, regs, addr)
             self._at_site(cpu, regs, addr, offset)
             return -1
+
+    def _bump(self, at: int) -> None:
+        """A slot counter the stub would have incremented had it not been kicked."""
+        _U64.pack_into(self._raw, at, (_U64.unpack_from(self._raw, at)[0] + 1) & MASK64)
 
     def _flags(self, addr: int) -> tuple[int, int]:
         """(lahf byte, OF) the stub saved."""
