@@ -415,6 +415,21 @@ def test_window_with_a_lea_between():
         assert find_window(bytes.fromhex("90b80e000000" + no + "0f05"), 14) is None, no
     site = Site(0x1000, 14, 14, b"", 0x2000, bytes.fromhex("488d35dd781100"))
     assert [site.resume_at(o) for o in (0, 5, 15, 22)] == [0x1000, 0x1005, 0x100C, 0x100C]
+    go = Site(0x1000, 9, 39, b"", 0x2000)  # `48 c7 c0 imm32; 0f 05`: a 7-byte mov
+    assert [go.resume_at(o) for o in (0, 5, 12)] == [0x1000, 0x1007, 0x1007]
+
+
+@pytest.mark.parametrize("form", ["long", "short"])
+def test_a_kick_in_a_site_stub_resumes_at_the_syscall(form, build, karn):
+    """Go writes every syscall window as `mov $nr,%rax; syscall` (a 7-byte mov, where
+    glibc's is 5): a kick (here a 2 kHz SIGALRM) that stops a vCPU just after the per-site
+    stub's replayed mov must send it back to the window's `syscall`, not 5 bytes in, into
+    the old mov's `00 00` (`add %al,(%rax)`: SIGSEGV at the call's number). Seen as Go
+    runtime deaths at 0xe4 (clock_gettime) and 0x1c (madvise) in full-suite runs; the probe
+    failed in 8 of 8 runs before the fix."""
+    got = karn("--syscall-transport", "fast", build("site_kick"), form, "3", timeout=60)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert got.stdout == f"{form} form: calls many, alarms some\nok\n".encode()
 
 
 STUB_CALLS = re.compile(rb"(\d+) calls served in shared memory, (\d+) redone on the exit "

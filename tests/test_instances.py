@@ -69,12 +69,18 @@ def test_detached_service_lifecycle(cli, service, state_dir):
         seen = [follow.stdout.readline() for _ in range(3)]
         assert seen == ["tick 0\n", "tick 1\n", "tick 2\n"]  # streamed while running
 
-        info = json.loads(cli("inspect", "svc").stdout)[0]
+        def settled() -> dict | None:
+            """inspect once the helper threads are in pause() and the main thread sleeps
+            between ticks (a snapshot is of a moment: it may catch a thread in a write)."""
+            info = json.loads(cli("inspect", "svc").stdout)[0]
+            states = sorted(t["state"] for t in info["threads"])
+            return info if states[-3:] == ["in syscall pause"] * 3 and \
+                "nanosleep" in states[0] else None
+
+        info = wait_for(settled, "three threads in pause(), the main one in nanosleep")
         assert info["State"] == "running"
         threads = info["threads"]
         assert len(threads) == 4 and info["stats"]["threads"] == 4
-        states = sorted(t["state"] for t in threads)
-        assert states[-3:] == ["in syscall pause"] * 3, states
         main = next(t for t in threads if t["tid"] == 1)
         assert "nanosleep" in main["symbol"], main  # RIP symbolized in the guest libc
         targets = [f["target"] for f in info["fds"]]

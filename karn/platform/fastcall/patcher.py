@@ -135,7 +135,12 @@ class Site(NamedTuple):
         once replayed the syscall."""
         if self.pad:
             return self.start + (0 if offset == 0 else 2)
-        return self.start + (offset if offset <= 5 else 5 + len(self.between))
+        if offset == 0:
+            return self.start
+        # after the stub's 5-byte mov: past the window's own mov, which is 7 bytes in Go's
+        # `mov $nr,%rax` (start + 5 is inside it: Go's runtime died at the call's number)
+        mov = self.length - 2 - len(self.between)
+        return self.start + mov + (0 if offset == 5 else len(self.between))
 
     @property
     def syscall(self) -> int:

@@ -1,0 +1,75 @@
+/* A syscall window written as Go writes every one, `mov $nr,%rax; syscall` (48 c7 c0
+   imm32 0f 05: a 7-byte mov), called in a tight loop while a 2 kHz interval timer sends
+   SIGALRM: under karn's fast transport the site is patched to jump to a per-site stub,
+   and each signal kicks the vCPU out of guest mode wherever it is, now and then inside
+   that stub. A kick after the stub's replayed mov must resume at the window's `syscall`
+   (the call not made yet), not inside the old 7-byte mov, whose leftover bytes `00 00`
+   are `add %al,(%rax)`: a fault at the call's number (Go: SIGSEGV at 0x1c, madvise; at
+   0xe4, clock_gettime). Also the 5-byte form (b8 imm32 0f 05, glibc's). Arguments: form
+   ("long" or "short") and seconds. Prints the calls made and "ok". */
+#include "karntest.h"
+
+#include <signal.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile long alarms;
+
+static void on_alarm(int sig) {
+    (void)sig;
+    alarms++;
+}
+
+__attribute__((noinline)) static long getpid_long(void) {
+    long ret;
+    __asm__ volatile(".p2align 4\n\t"
+                     ".byte 0x48, 0xc7, 0xc0, 0x27, 0x00, 0x00, 0x00\n\t" /* mov $39,%rax */
+                     "syscall"
+                     : "=a"(ret)
+                     :
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+__attribute__((noinline)) static long getpid_short(void) {
+    long ret;
+    __asm__ volatile(".p2align 4\n\t"
+                     ".byte 0xb8, 0x27, 0x00, 0x00, 0x00\n\t" /* mov $39,%eax */
+                     "syscall"
+                     : "=a"(ret)
+                     :
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+int main(int argc, char **argv) {
+    int long_form = argc < 2 || strcmp(argv[1], "short") != 0;
+    double seconds = argc > 2 ? atof(argv[2]) : 2.0;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_alarm;
+    sa.sa_flags = SA_RESTART;
+    MUST(sigaction(SIGALRM, &sa, NULL) == 0);
+    struct itimerval every = {{0, 500}, {0, 500}};
+    MUST(setitimer(ITIMER_REAL, &every, NULL) == 0);
+    long pid = getpid(), calls = 0;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        for (int i = 0; i < 1000; i++, calls++) {
+            long got = long_form ? getpid_long() : getpid_short();
+            if (got != pid) {
+                printf("getpid gave %ld, not %ld\n", got, pid);
+                return 1;
+            }
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < seconds);
+    struct itimerval off = {{0, 0}, {0, 0}};
+    MUST(setitimer(ITIMER_REAL, &off, NULL) == 0);
+    printf("%s form: calls %s, alarms %s\nok\n", long_form ? "long" : "short",
+           calls > 1000 ? "many" : "few", alarms > 0 ? "some" : "none");
+    return 0;
+}
