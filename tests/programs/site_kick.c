@@ -23,27 +23,19 @@ static void on_alarm(int sig) {
     alarms++;
 }
 
-__attribute__((noinline)) static long getpid_long(void) {
-    long ret;
-    __asm__ volatile(".p2align 4\n\t"
-                     ".byte 0x48, 0xc7, 0xc0, 0x27, 0x00, 0x00, 0x00\n\t" /* mov $39,%rax */
-                     "syscall"
-                     : "=a"(ret)
-                     :
-                     : "rcx", "r11", "memory");
-    return ret;
-}
+/* A getpid window whose mov is `mov_bytes` (then `syscall`), aligned as its own site. */
+#define GETPID_WINDOW(name, mov_bytes)                                          \
+    __attribute__((noinline)) static long name(void) {                          \
+        long ret;                                                               \
+        __asm__ volatile(".p2align 4\n\t.byte " mov_bytes "\n\tsyscall"          \
+                         : "=a"(ret)                                            \
+                         :                                                      \
+                         : "rcx", "r11", "memory");                             \
+        return ret;                                                             \
+    }
 
-__attribute__((noinline)) static long getpid_short(void) {
-    long ret;
-    __asm__ volatile(".p2align 4\n\t"
-                     ".byte 0xb8, 0x27, 0x00, 0x00, 0x00\n\t" /* mov $39,%eax */
-                     "syscall"
-                     : "=a"(ret)
-                     :
-                     : "rcx", "r11", "memory");
-    return ret;
-}
+GETPID_WINDOW(getpid_long, "0x48, 0xc7, 0xc0, 0x27, 0x00, 0x00, 0x00") /* mov $39,%rax */
+GETPID_WINDOW(getpid_short, "0xb8, 0x27, 0x00, 0x00, 0x00")           /* mov $39,%eax */
 
 int main(int argc, char **argv) {
     int long_form = argc < 2 || strcmp(argv[1], "short") != 0;
