@@ -328,8 +328,8 @@ class AddressSpace:
             self.code_watcher.forget(start, end)
         with self._lock:
             released = self._unbook(start, end)
-        if discard:
-            self.memory.discard(start, end - start)
+            if discard:  # before another thread's mmap may be handed the range and use it
+                self.memory.discard(start, end - start)
         return released
 
     def _unbook(self, start: int, end: int) -> int:
