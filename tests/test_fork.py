@@ -331,6 +331,121 @@ def test_process_table_rules():
     assert table.group_members(stopped) == [stopped]
 
 
+def test_far_memory_before_and_after_a_fork(build, karn, native, same):
+    """KVM's memory slots cover only what the guest maps: ranges far apart and a heap
+    grown past a slot's size, made before the fork (the child's new VM covers them too)
+    and after it in each process, are written and read by the guest; the child's writes
+    stay its own. Natively without ASLR (a static program's heap may land anywhere in the
+    low GiB)."""
+    probe = build("fork_far_memory")
+    same(native("setarch", "-R", probe), karn(probe), "far memory across a fork")
+
+
+def test_memory_never_mapped_is_still_guest_ram(build, karn):
+    """An access where no memory slot is (the guest never mapped it) is carried out on
+    guest RAM by the monitor, as before slots covered only what is mapped: reads give
+    zeros, writes read back (Linux would send SIGSEGV: a documented gap under PVM); the
+    run must not end with an unexpected VM exit."""
+    got = karn(build("never_mapped"))
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == b"untouched reads 0\nread back 1122334455667788 11223344556677 ab\n"
+
+
+def test_memory_stays_each_threads_own_while_slots_are_added(build, karn):
+    """Threads map memory while others map and check theirs, and a thread maps fresh far
+    pieces (each a new memory slot, added while the other vCPUs run) and starts a thread
+    on a stack in each: every word reads back what its writer wrote. A slot added between
+    choosing a free range and booking it let two threads' mmaps get one range (glibc
+    malloc and Go's runtime then died now and then: docs/design/processes.md 3.3)."""
+    got = karn("--cpus", "4", build("slot_race"))
+    assert (got.returncode, got.stdout) == (0, b"ok\n"), got.stdout + got.stderr
+
+
+def test_mappings_are_booked_before_their_memory_slot():
+    """Adding a slot waits in the kernel with the GIL released: the range must already be
+    booked then, so no other thread's mmap is handed it (mmap, brk, karn's code). A slot
+    KVM refuses leaves nothing booked."""
+    from karn.abi.errno import SyscallError
+    from karn.kernel.mm import PROT_READ, AddressSpace, Region
+    from karn.platform.memory import SLOT_GRANULE as G
+    from karn.platform.memory import HostGuestMemory
+
+    mem = HostGuestMemory(64 * G, 0x10000, 64 * G)
+    mm = AddressSpace(mem, Region(0x10000, 64 * G, 64 * G, 64 * G))
+    booked: list[bool] = []  # whether the piece a slot is added for holds the mapping yet
+    mem.add_slot = lambda start, end: booked.append(mm.overlaps(start, end))
+    top = mm.find_free(4096)
+    mm.map(top, 4096, PROT_READ)
+    mm.set_brk_start(G)
+    mm.set_brk(G + 4096)
+    assert mm.reserve_near(20 * G, 21 * G, 4096) is not None
+    assert booked == [True, True, True]
+
+    def refuse(start: int, end: int) -> None:
+        raise OSError(errno.ENOSPC, "no slot")
+
+    mem.add_slot = refuse
+    with pytest.raises(SyscallError):
+        mm.map(4 * G, 4096, PROT_READ)
+    assert mm.set_brk(2 * G + 4096) == G + 4096  # into the next piece
+    assert mm.reserve_near(30 * G, 31 * G, 4096) is None
+    assert not mm.overlaps(4 * G, 5 * G) and not mm.overlaps(G + 4096, 3 * G)
+    assert not mm.overlaps(30 * G, 31 * G)
+    assert mm.mapped_bytes == 2 * 4096
+
+
+def test_a_free_range_is_handed_to_one_thread_until_it_maps():
+    """sys_mmap finds a free range, then maps it: a thread switch in between must not let
+    another thread be handed the same range (hint or not), nor the mapping once booked."""
+    import threading
+
+    from karn.kernel.mm import PROT_READ, AddressSpace, Region
+    from karn.platform.memory import HostGuestMemory
+
+    mib = 1 << 20
+    mm = AddressSpace(HostGuestMemory(256 * mib, 0x10000, 256 * mib),
+                      Region(0x10000, 256 * mib, 256 * mib, 256 * mib))
+    found: list[int] = []
+
+    def other(hint: int) -> None:
+        found.append(mm.find_free(mib, hint))
+
+    mine = mm.find_free(mib)
+    thread = threading.Thread(target=other, args=(mine,))
+    thread.start()
+    thread.join()
+    assert found[0] + mib <= mine  # below this thread's claim, not at its hint
+    mm.map(mine, mib, PROT_READ)  # booked: this thread's claim goes
+    assert mm.find_free(mib, mine) + mib <= found[0]
+
+
+def test_memory_slots_cover_what_is_mapped():
+    """cover() adds slots only for what no slot covers yet, granule-aligned and never
+    overlapping; the covered ranges merge; a slot KVM refuses is ENOMEM to the mapping."""
+    from karn.abi.errno import SyscallError
+    from karn.platform.memory import SLOT_GRANULE as G
+    from karn.platform.memory import HostGuestMemory
+
+    mem = HostGuestMemory(64 * G, 0x10000, 63 * G)
+    slots: list[tuple[int, int]] = []
+    mem.add_slot = lambda start, end: slots.append((start, end))
+    mem.cover(63 * G, 64 * G)
+    mem.cover(5 * G + 10, 5 * G + 20)
+    mem.cover(5 * G, 6 * G)  # covered already: no slot
+    mem.cover(3 * G - 4096, 7 * G + 1)  # around the last: two gaps
+    assert slots == [(63 * G, 64 * G), (5 * G, 6 * G), (2 * G, 5 * G), (6 * G, 8 * G)]
+    assert mem.covered == ((2 * G, 8 * G), (63 * G, 64 * G))
+
+    def refuse(start: int, end: int) -> None:
+        raise OSError(errno.ENOSPC, "no slot")
+
+    mem.add_slot = refuse
+    with pytest.raises(SyscallError) as err:
+        mem.cover(20 * G, 20 * G + 1)
+    assert err.value.errno == errno.ENOMEM
+    assert mem.covered == ((2 * G, 8 * G), (63 * G, 64 * G))
+
+
 def test_fork_takes_the_lock_of_area_imports(monkeypatch):
     """No syscall area is halfway imported at a fork (the child would wait forever for its
     module's lock): an area's import holds the lock that a fork takes first."""

@@ -120,7 +120,8 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
     fs_base = tls if flags & CLONE_SETTLS else cpu.get_fs_base()
     start = ChildStart(pid, proc.pid, regs, fs_base, cpu.get_gs_base(), cpu.get_fpu(),
                        flags, child_tid)
-    sites = process_locks(proc) + [LockSite(*site) for site in proc.machine.fork_locks()]
+    sites = [LockSite(proc.mm, "_lock", threading.Lock), *process_locks(proc),
+             *(LockSite(*site) for site in proc.machine.fork_locks())]
     # What every child would import on its way (policy.LimitWatch.forked): imported once
     # here, or each child pays a module load.
     import copy  # noqa: F401
@@ -338,6 +339,7 @@ def _reset_process_state(proc: Process) -> None:
     counters; and per-monitor services made anew."""
     proc.gate = CpuGate(proc.config.ncpus)
     proc.futex = FutexTable(proc.mm.memory)  # private futexes are per address space
+    proc.mm.forked()
     proc.timer_service = TimerService()
     proc.itimer_real = None
     proc.cpu_itimers = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import errno
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from karn import log
@@ -38,6 +39,10 @@ def page_down(value: int) -> int:
 
 class GuestRam(SharedWords, Protocol):
     """Guest RAM as the address space manages it (platform/memory.py)."""
+
+    def cover(self, start: int, end: int) -> None:
+        """The guest may touch the range from now on (ENOMEM if the platform cannot)."""
+        ...
 
     def discard(self, addr: int, size: int) -> None:
         """The range leaves the address space: it reads zeros, private, afterwards."""
@@ -152,6 +157,20 @@ class AddressSpace:
         # start -> (file, offset, length), see sys_mm._map_shared.
         self.shared_files: dict[int, tuple[OpenFile, int, int]] = {}
         self.code_watcher: CodeWatcher | None = None
+        # Guest threads change the books at once (mmap on one, mprotect on another), and
+        # a thread switch may fall anywhere: the lock is held while the books are being
+        # changed or searched, never over a call that takes a lock of its own or waits
+        # (the code watcher, memory slots). Free ranges find_free handed a thread that
+        # has not mapped them yet (thread ident -> range) are kept from the others:
+        # sys_mmap finds a range, then maps it, and two threads handed one range would
+        # share its memory (docs/design/processes.md 3.3). A claim goes when its thread
+        # maps or looks again.
+        self._lock = threading.Lock()  # a fork takes it (kernel/fork.py)
+        self._claims: dict[int, tuple[int, int]] = {}
+
+    def forked(self) -> None:
+        """In a forked monitor's copy: the other threads, and their claims, are gone."""
+        self._claims = {}
 
     # -- queries -----------------------------------------------------------------------
 
@@ -194,25 +213,40 @@ class AddressSpace:
         return out
 
     def find_free(self, length: int, hint: int = 0) -> int:
-        """A free page-aligned range: at the hint if it is free, else top-down."""
+        """A free page-aligned range: at the hint if it is free, else top-down. Claimed
+        for the calling thread until it maps (or looks again): no other thread's
+        find_free returns it meanwhile."""
+        me = threading.get_ident()
+        with self._lock:
+            self._claims.pop(me, None)
+            start = self._free(length, hint, self._claims.values())
+            self._claims[me] = (start, start + length)
+        return start
+
+    def _free(self, length: int, hint: int, claims: Iterable[tuple[int, int]]) -> int:
         reg = self.region
         if hint:
             hint = page_down(hint)
             if reg.user_start <= hint and hint + length <= reg.mmap_top:
-                if not self._overlapping(hint, hint + length):
+                if not self._overlapping(hint, hint + length) \
+                        and _meeting(claims, hint, hint + length) is None:
                     return hint
-        top = reg.mmap_top
-        for vma in reversed(self._vmas):
-            if vma.start >= top:
-                continue
-            if vma.end <= top - length:
-                break
-            top = min(top, vma.start)
-        candidate = top - length
         floor = max(reg.user_start, page_up(self.brk or reg.user_start))
-        if candidate < floor:
-            raise SyscallError(errno.ENOMEM)
-        return candidate
+        top = reg.mmap_top
+        while True:
+            for vma in reversed(self._vmas):
+                if vma.start >= top:
+                    continue
+                if vma.end <= top - length:
+                    break
+                top = min(top, vma.start)
+            candidate = top - length
+            if candidate < floor:
+                raise SyscallError(errno.ENOMEM)
+            claimed = _meeting(claims, candidate, top)
+            if claimed is None:
+                return candidate
+            top = claimed[0]  # below another thread's claim
 
     def is_private_code(self, start: int, end: int) -> bool:
         """Whether [start, end) is executable guest code that karn may rewrite in place:
@@ -234,22 +268,46 @@ class AddressSpace:
         afterwards simply go around it."""
         reg = self.region
         floor = max(lo, reg.user_start, self.brk_start + BRK_ROOM if self.brk_start else 0)
-        top = min(hi, reg.mmap_top)
-        for vma in reversed([*self._vmas]):
-            if vma.start >= top:
-                continue
-            gap_start = max(vma.end, floor)
-            candidate = page_down(top - length)
-            if candidate >= gap_start:
+        while True:
+            top = min(hi, reg.mmap_top)
+            for vma in reversed([*self._vmas]):
+                if vma.start >= top:
+                    continue
+                gap_start = max(vma.end, floor)
+                candidate = page_down(top - length)
+                if candidate >= gap_start:
+                    break
+                top = min(top, vma.start)
+            else:
+                candidate = page_down(top - length)
+            if candidate < floor or candidate + length > top:
+                return None
+            vma = Vma(candidate, candidate + length, PROT_READ | PROT_EXEC, 0, KARN_VMA,
+                      charged=False)
+            there = self._book_free(vma)
+            if there is None:
                 break
-            top = min(top, vma.start)
-        else:
-            candidate = page_down(top - length)
-        if candidate < floor or candidate + length > top:
+            hi = there[0]  # booked or claimed by another thread meanwhile: look below it
+        try:
+            self.memory.cover(candidate, candidate + length)  # booked first: see map
+        except SyscallError:
+            self._delete(vma)
             return None
-        self._insert(Vma(candidate, candidate + length, PROT_READ | PROT_EXEC, 0, KARN_VMA,
-                         charged=False))
         return candidate
+
+    def _book_free(self, vma: Vma, merge: bool = False) -> tuple[int, int] | None:
+        """Book `vma` (searched for without the lock) unless a mapping or another thread's
+        claim is there now; returns what is there."""
+        with self._lock:
+            met = self._overlapping(vma.start, vma.end)
+            if met:
+                return met[0].start, met[0].end
+            claimed = _meeting(self._claims.values(), vma.start, vma.end)
+            if claimed is None:
+                self._insert(vma)
+                if merge:
+                    self._merge_around(vma.start, vma.end)
+            return claimed
 
     # -- changes -----------------------------------------------------------------------
 
@@ -268,6 +326,14 @@ class AddressSpace:
         """Drop [start, end) from the books; returns the accessible bytes released."""
         if discard and self.code_watcher is not None:
             self.code_watcher.forget(start, end)
+        with self._lock:
+            released = self._unbook(start, end)
+            if discard:  # before another thread's mmap may be handed the range and use it
+                self.memory.discard(start, end - start)
+        return released
+
+    def _unbook(self, start: int, end: int) -> int:
+        """_remove's change of the books, the lock held."""
         released = 0
         kept: list[Vma] = []
         for vma in self._overlapping(start, end):
@@ -280,8 +346,6 @@ class AddressSpace:
                 kept.append(vma.sliced(hi, vma.end))
         for vma in kept:
             self._insert(vma)
-        if discard:
-            self.memory.discard(start, end - start)
         return released
 
     def _insert(self, vma: Vma) -> None:
@@ -299,15 +363,30 @@ class AddressSpace:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
-        replaced = self._overlapping(start, end)
-        released = self._remove(start, end, discard=bool(replaced)) if replaced else 0
+        if self.code_watcher is not None and self._overlapping(start, end):
+            self.code_watcher.forget(start, end)
         vma = Vma(start, end, prot, offset, name, charged, shared)
+        with self._lock:
+            self._claims.pop(threading.get_ident(), None)  # booked below, or the call fails
+            replaced = self._overlapping(start, end)
+            released = self._unbook(start, end) if replaced else 0
+            try:
+                self._charge(vma.cost(start, end) - released)
+            except SyscallError:
+                self._charge(-released)
+                raise
+            finally:
+                if replaced:
+                    self.memory.discard(start, end - start)
+            self._insert(vma)
+        # Memory slots only once the range is booked: adding one waits in the kernel with
+        # the GIL released, and another thread's mmap must not be handed this free range
+        # meanwhile (two threads given one range: docs/design/processes.md 3.3).
         try:
-            self._charge(vma.cost(start, end) - released)
+            self.memory.cover(start, end)
         except SyscallError:
-            self._charge(-released)
+            self._charge(-self._remove(start, end, discard=False))
             raise
-        self._insert(vma)
         return start
 
     def unmap(self, start: int, length: int) -> None:
@@ -318,21 +397,22 @@ class AddressSpace:
     def protect(self, start: int, length: int, prot: int) -> None:
         end = start + page_up(length)
         self._check_range(start, end)
-        if not self.is_mapped(start, end):
-            raise SyscallError(errno.ENOMEM)
-        pieces = self._overlapping(start, end)
-        delta = 0
-        for vma in pieces:
-            lo, hi = max(vma.start, start), min(vma.end, end)
-            delta += vma.cost(lo, hi, prot) - vma.cost(lo, hi)
-        self._charge(delta)
-        self._remove(start, end, discard=False)
-        for vma in pieces:
-            lo, hi = max(vma.start, start), min(vma.end, end)
-            piece = vma.sliced(lo, hi)
-            piece.prot = prot
-            self._insert(piece)
-        self._merge_around(start, end)
+        with self._lock:
+            if not self.is_mapped(start, end):
+                raise SyscallError(errno.ENOMEM)
+            pieces = self._overlapping(start, end)
+            delta = 0
+            for vma in pieces:
+                lo, hi = max(vma.start, start), min(vma.end, end)
+                delta += vma.cost(lo, hi, prot) - vma.cost(lo, hi)
+            self._charge(delta)
+            self._unbook(start, end)
+            for vma in pieces:
+                lo, hi = max(vma.start, start), min(vma.end, end)
+                piece = vma.sliced(lo, hi)
+                piece.prot = prot
+                self._insert(piece)
+            self._merge_around(start, end)
 
     def _merge_around(self, start: int, end: int) -> None:
         """Join neighbours with identical attributes, so maps stays readable."""
@@ -364,7 +444,8 @@ class AddressSpace:
         for vma in self._vmas:
             self.memory.discard(vma.start, vma.end - vma.start)
         self._charge(-self.mapped_bytes)
-        self._vmas, self._starts = [], []
+        with self._lock:
+            self._vmas, self._starts = [], []
         self.shared_files.clear()
         self.brk_start = self.brk = 0
         self.region = reg._replace(mmap_top=mmap_top)
@@ -381,14 +462,26 @@ class AddressSpace:
         old_top, new_top = page_up(self.brk), page_up(new)
         try:
             if new_top > old_top:
-                if self._overlapping(old_top, new_top) or new_top > self.region.mmap_top:
+                if new_top > self.region.mmap_top:
                     return self.brk
                 self._charge(new_top - old_top)
-                self._insert(Vma(old_top, new_top, PROT_READ | PROT_WRITE, 0, "[heap]"))
-                self._merge_around(old_top, new_top)
+                heap = Vma(old_top, new_top, PROT_READ | PROT_WRITE, 0, "[heap]")
+                if self._book_free(heap, merge=True) is not None:
+                    self._charge(old_top - new_top)
+                    return self.brk
+                try:
+                    self.memory.cover(old_top, new_top)  # booked first: see map
+                except SyscallError:
+                    self._charge(-self._remove(old_top, new_top, discard=False))
+                    raise
             elif new_top < old_top:
                 self._charge(-self._remove(new_top, old_top, discard=True))
         except SyscallError:
             return self.brk
         self.brk = new
         return new
+
+
+def _meeting(ranges: Iterable[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """One of `ranges` that overlaps [start, end), or None."""
+    return next(((a, b) for a, b in ranges if a < end and start < b), None)

@@ -8,6 +8,7 @@ import os
 import struct
 from typing import Any
 
+from karn.abi.errno import SyscallError
 from karn.abi.fastcall import WORK_PORT
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
@@ -127,22 +128,33 @@ class VirtualMachine:
         if memory is None:
             memory = HostGuestMemory(layout.span, NULL_GUARD, layout.user_end)
         self.memory = memory
-        region = K.kvm_userspace_memory_region(
-            slot=0,
-            flags=0,
-            guest_phys_addr=0,
-            memory_size=layout.span,
-            userspace_addr=self.memory.host_address,
-        )
+        # Memory slots cover only what the guest maps (HostGuestMemory.cover), not the
+        # span: a 4 GiB slot took 1.3 ms of CPU to set up, and a host fork's MMU-notifier
+        # walk of it 0.45 ms (docs/design/processes.md 3.3). Adopted memory: one slot per
+        # range the parent's slots covered.
+        self._slots = 0
         try:
-            _ioctl(self.fd, K.KVM_SET_USER_MEMORY_REGION, region)
-        except OSError as err:
-            raise PlatformError(f"KVM refused guest memory: {err.strerror}") from None
+            for start, end in memory.covered:
+                self._add_slot(start, end)
+            memory.add_slot = self._add_slot
+            if not adopted:
+                memory.cover(layout.system_base, layout.span)  # tables, stubs, trampoline
+        except (OSError, SyscallError) as err:
+            reason = os.strerror(err.errno or 0)
+            raise PlatformError(f"KVM refused guest memory: {reason}") from None
         if adopted:
             return
         self._build_page_tables()
         self._build_idt()
         self._build_code_pages()
+
+    def _add_slot(self, start: int, end: int) -> None:
+        """A memory slot for guest-physical [start, end) (OSError if KVM refuses)."""
+        region = K.kvm_userspace_memory_region(
+            slot=self._slots, flags=0, guest_phys_addr=start, memory_size=end - start,
+            userspace_addr=self.memory.host_address + start)
+        _ioctl(self.fd, K.KVM_SET_USER_MEMORY_REGION, region)
+        self._slots += 1
 
     # -- static guest structures -------------------------------------------------------
 

@@ -10,6 +10,8 @@ user read/write/execute, except
                               trampoline page for `syscall` and the user read/write
                               (never executable) slots of the fast-syscall transport.
 Host memory behind it is MAP_NORESERVE: pages cost nothing until the guest touches them.
+KVM's memory slots cover only what the guest has mapped (memory.py, cover): a slot's
+set-up, and a host fork's walk of it, cost by its size.
 """
 
 from typing import NamedTuple

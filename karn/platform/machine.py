@@ -157,11 +157,15 @@ class KvmMachine:
 
     def fork_locks(self) -> list[tuple[object, str, type]]:
         """The locks a host fork of this monitor holds (owner, attribute, kind, as
-        kernel/forklocks.py LockSite): the patcher's, so that no site is half-written and
-        no bookkeeping half-changed in the child's copy."""
-        if self.fast is None:
-            return []
-        return [(self.fast.patcher, "_lock", threading.RLock)]
+        kernel/forklocks.py LockSite), in the order they nest: the fast transport
+        patcher's (a new arena's mapping takes the next one inside it), so that no site
+        is half-written and no bookkeeping half-changed in the child's copy, and guest
+        memory's memory-slot lock, so that the copy lists every slot the parent made."""
+        locks: list[tuple[object, str, type]] = []
+        if self.fast is not None:
+            locks.append((self.fast.patcher, "_lock", threading.RLock))
+        locks.append((self.vm.memory, "cover_lock", threading.Lock))
+        return locks
 
     def forked(self, in_use: Iterable[Vcpu]) -> KvmMachine:
         """In a forked monitor: a machine with a fresh VM over the inherited guest memory

@@ -14,6 +14,8 @@ import ctypes
 import errno
 import mmap
 import struct
+import threading
+from collections.abc import Callable
 
 from karn.abi.errno import SyscallError
 
@@ -29,6 +31,12 @@ _FUTEX_REQUEUE = 3
 _FUTEX_CMP_REQUEUE = 4
 _FUTEX_WAIT_BITSET = 9
 _FUTEX_WAKE_BITSET = 10
+# KVM memory slots cover guest memory in pieces of this size, aligned, as the guest maps
+# it (cover): a slot's set-up (reverse maps and write tracking, ~10 bytes a 4 KiB page,
+# zeroed) and a host fork's MMU-notifier walk of the parent's VM cost by the slots' size,
+# and a fork's child sets up its own. Large enough that a growing heap or mmap area adds
+# a slot (an ioctl and an SRCU grace period) only now and then.
+SLOT_GRANULE = 64 << 20
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
@@ -62,6 +70,13 @@ class HostGuestMemory:
         # futex words are this process's own). Replaced whole on a change, so a futex call
         # on another thread reads a consistent set without a lock.
         self._shared: tuple[tuple[int, int, bool], ...] = ()
+        # What KVM's memory slots cover: disjoint sorted ranges, merged when adjacent;
+        # replaced whole, so a reader needs no lock. add_slot gives KVM one more range
+        # (the VM that owns the slots sets it; a forked monitor's new VM registers
+        # `covered` and sets its own).
+        self.covered: tuple[tuple[int, int], ...] = ()
+        self.add_slot: Callable[[int, int], None] | None = None
+        self.cover_lock = threading.Lock()
 
     def _check(self, addr: int, size: int) -> None:
         if size < 0 or addr < self.user_start or addr + size > self.user_end:
@@ -127,6 +142,25 @@ class HostGuestMemory:
         self._check(addr, size)
         if size:
             self._map.madvise(mmap.MADV_DONTNEED, addr, size)
+
+    # -- what the guest may touch: KVM memory slots ----------------------------------------
+
+    def cover(self, start: int, end: int) -> None:
+        """The guest may touch [start, end) from now on (a mapping is made there): KVM's
+        memory slots must cover it. A guest access outside every slot is an MMIO exit.
+        ENOMEM if KVM takes no more slots."""
+        if any(lo <= start and end <= hi for lo, hi in self.covered):
+            return
+        lo = start // SLOT_GRANULE * SLOT_GRANULE
+        hi = min(self.size, -(-end // SLOT_GRANULE) * SLOT_GRANULE)
+        with self.cover_lock:
+            for gap in _gaps(self.covered, lo, hi):
+                if self.add_slot is not None:
+                    try:
+                        self.add_slot(*gap)
+                    except OSError:
+                        raise SyscallError(errno.ENOMEM) from None
+                self.covered = _merged((*self.covered, gap))
 
     # -- host-shared ranges ------------------------------------------------------------
 
@@ -225,3 +259,29 @@ class HostGuestMemory:
             return 0
         raw = vec.raw  # one byte per page: bit 0 set when resident, other bits reserved (0)
         return (len(raw) - raw.count(0)) * PAGE
+
+
+def _gaps(covered: tuple[tuple[int, int], ...], lo: int, hi: int) -> list[tuple[int, int]]:
+    """The parts of [lo, hi) outside the sorted disjoint ranges `covered`."""
+    gaps = []
+    for a, b in covered:
+        if b <= lo:
+            continue
+        if a >= hi:
+            break
+        if a > lo:
+            gaps.append((lo, a))
+        lo = max(lo, b)
+    if lo < hi:
+        gaps.append((lo, hi))
+    return gaps
+
+
+def _merged(ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return tuple(out)

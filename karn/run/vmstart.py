@@ -1,11 +1,12 @@
 """The guest's KVM VM, made in a thread while the main thread imports and builds the rest
 of the guest (builder.py).
 
-Giving KVM the guest's memory (KVM_SET_USER_MEMORY_REGION of a 4 GiB span) took 1.1-6.8
-ms of wall time here for ~1.2 ms of CPU (the rest an idle wait in the kernel), the whole
-VM ~2.4 ms of CPU; as root, the sandbox's network namespace (`also`) waits likewise now
-and then. The ioctls release the GIL, so beside the main thread's ~15 ms of imports and
-filesystem set-up those waits cost no wall time. Nothing done here imports (`also` must
+Giving KVM the guest's memory (KVM_SET_USER_MEMORY_REGION; since 2026-12-02 the slots
+cover only what is mapped, platform/memory.py `cover`) waits in the kernel now and then
+(an SRCU grace period: up to a few ms under load for little CPU); as root, the
+sandbox's network namespace (`also`) waits likewise now and then. The ioctls release
+the GIL, so beside the main thread's ~15 ms of imports and filesystem set-up those
+waits cost no wall time. Nothing done here imports (`also` must
 not either): the thread never contends for an import lock.
 """
 
@@ -21,7 +22,7 @@ from karn.platform.layout import GIB, layout_for
 from karn.run.config import MAX_SPAN
 
 EXIT_WAIT = 1.0  # seconds a finished thread may take to leave the kernel (normally µs)
-MIN_SPAN = 4 * GIB  # KVM memslot set-up cost grows with the span: 4 GiB ~7 ms, 8 GiB ~25 ms
+MIN_SPAN = 4 * GIB  # guest address space; KVM slots cover only what the guest maps in it
 
 
 def address_space_span(memory: int) -> int:
