@@ -14,6 +14,7 @@
         .set SET_ROBUST_LIST,273; .set ROBUST_LIST_HEAD_SIZE,24; .set RT_SIGPROCMASK,14
         .set UNBLOCKABLE,0x40100
         .set FUTEX,202; .set FUTEX_CMD_MASK,~0x180; .set FUTEX_WAIT_BITSET,9
+        .set FUTEX_PRIVATE,0x80
         .set FUTEX_WAKE,1; .set FUTEX_WAKE_BITSET,10; .set SLOT_SIZE,512
         .set IDLE,0; .set REQ,1; .set TAKEN,2; .set DONE,3; .set DONE_WORK,4; .set REDO,5
         .set WITHDRAWN,6; .set WAITS,7; .set SPINWAIT,8; .set WOKEN,9; .set SPUN,10
@@ -270,7 +271,10 @@ spin_wait:                              # a futex wait, registered: only a wake 
         shlq    $32, %rdx
         orq     %rax, %rdx
         movq    %gs:S_SPIN, %r11
-        addq    %rdx, %r11              # r11 = deadline
+        testl   $FUTEX_PRIVATE, %esi    # a shared wait (pthread_join's on the tid: its
+        jnz     2f                      # wake is the thread's end, in the monitor) spins
+        shrq    $2, %r11                # a quarter as long
+2:      addq    %rdx, %r11              # r11 = deadline
 1:      pause
         cmpl    $WOKEN, %gs:S_STATE
         je      woken

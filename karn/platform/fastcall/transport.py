@@ -92,11 +92,16 @@ QUIET_US = 300
 # lent as the vCPU goes back to the guest (returning()): it covers the guest's next call,
 # not the exit's own time.
 DENSE_US = 100
-# An untimed futex wait that would block spins this long in its stub, registered in its
-# slot, before the exit path: a hand-over between two threads on host cores takes a few µs
-# in the guest; a spin in vain (the partner is off its core) takes a core that partner may
-# need (measured: 50 µs gave ~10% longer ping-pong rounds than 20 on a busy host).
-SPIN_US = 20
+# An untimed private futex wait that would block spins this long in its stub, registered
+# in its slot, before the exit path (a shared one, pthread_join's on a tid whose wake is
+# the thread's end in the monitor, a quarter as long: entry.S): a hand-over between two
+# threads on host cores takes a few µs in the guest, and a partner on its way back from a
+# wake in the monitor (an exit and a host wake-up, ~60 µs) is caught only by a spin that
+# outlasts it. Measured in turns (bench/fastcall.py): 80 µs against 20, ping-pong 49-54
+# against 146-165 µs a round on a quiet host, 96-363 against 306-392 with two busy loops;
+# the join's spin at 80 too made thread create+join 714-851 against 307-511 µs with two
+# busy loops (the joiner took the core the new thread needed), hence a quarter for it.
+SPIN_US = 80
 # Waits that do not spin after one spun in vain: few, so that two threads handing a futex
 # back and forth both spin again soon after a slow spell (with a doubling back-off each
 # mostly spun while the other blocked, and both stayed on the slow path).
