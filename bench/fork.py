@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""fork+exit+wait and fork+exec+wait per operation, native and under karn, posix_spawn
+"""fork+exit+wait and fork+exec+wait per operation, native, under karn and under gVisor
+(`runsc --platform=ptrace do`, when installed and run as root), posix_spawn
 (vfork) of a program that exits, a shell pipeline, and what a forked child of a big
 parent adds to the host's resident memory (issue 15):
 
-    python3 bench/fork.py [--runs N] [--forks N] [--mib N]
+    python3 bench/fork.py [--runs N] [--forks N] [--mib N] [--no-runsc]
 
 Each fork run measures inside the program (bench/fork_loop.c; start-up excluded); medians
 of --runs runs in ms per operation. The spawn rows give the time posix_spawn takes (the
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +32,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 KARN = [sys.executable, "-m", "karn", "run"]
+RUNSC = ["runsc", "--network=none", "--platform=ptrace", "do"]
 BUSYBOX = "/bin/busybox"
 PIPELINE = "i=0; while [ $i -lt {n} ]; do echo x | cat | wc -c >/dev/null; i=$((i+1)); done"
 
@@ -128,45 +131,57 @@ def cow(program: Path, mib: int) -> None:
         proc.communicate(b"\n", timeout=120)
 
 
+def runners_here(no_runsc: bool) -> dict[str, tuple[list[str], int, int]]:
+    """name: (command prefix, forks per --forks, pipeline loops per --forks)."""
+    found = {"native": ([], 10, 5), "karn": (KARN, 1, 1)}
+    if not no_runsc and shutil.which("runsc") and os.geteuid() == 0:
+        found["runsc"] = (RUNSC, 2, 2)
+    return found
+
+
+def report(what: str, results: dict[str, list[float]], runs: int, unit: str = "") -> None:
+    cells = "   ".join(f"{name} {statistics.median(values):8.2f} ms"
+                       for name, values in results.items())
+    print(f"{what}  {cells}   {unit}(median of {runs}, load average "
+          f"{os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--forks", type=int, default=20)
     parser.add_argument("--mib", type=int, default=200)
+    parser.add_argument("--no-runsc", action="store_true", help="leave gVisor out")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         program = build(Path(tmp))
+        runners = runners_here(args.no_runsc)
         for what, mode in (("fork+exit+wait", []), ("fork+exec+wait", ["exec"])):
-            native, karn = [], []
-            for _ in range(args.runs):  # taking turns: a change in load falls on both
-                native.append(per_fork([str(program), *mode, str(args.forks * 10)]))
-                karn.append(per_fork([*KARN, str(program), *mode, str(args.forks)]))
-            print(f"{what}  native {statistics.median(native):8.2f} ms   "
-                  f"karn {statistics.median(karn):8.2f} ms   (median of {args.runs}, "
-                  f"load average {os.getloadavg()[0]:.1f})")
-        native_spawn, karn_spawn = [], []
+            results: dict[str, list[float]] = {name: [] for name in runners}
+            for _ in range(args.runs):  # taking turns: a change in load falls on all
+                for name, (prefix, scale, _) in runners.items():
+                    results[name].append(
+                        per_fork([*prefix, str(program), *mode, str(args.forks * scale)]))
+            report(what, results, args.runs)
+        spawns: dict[str, list[list[float]]] = {name: [] for name in runners}
         for _ in range(args.runs):
-            native_spawn.append(per_op([str(program), "spawn", str(args.forks * 10)]))
-            karn_spawn.append(per_op([*KARN, str(program), "spawn", str(args.forks)]))
+            for name, (prefix, scale, _) in runners.items():
+                spawns[name].append(per_op([*prefix, str(program), "spawn",
+                                            str(args.forks * scale)]))
         for i, what in enumerate(("posix_spawn returns", "posix_spawn+wait")):
-            print(f"{what}  native {statistics.median(r[i] for r in native_spawn):8.2f} ms   "
-                  f"karn {statistics.median(r[i] for r in karn_spawn):8.2f} ms   (median of "
-                  f"{args.runs}, load average {os.getloadavg()[0]:.1f})")
-        native, karn = [], []
+            report(what, {name: [r[i] for r in rows] for name, rows in spawns.items()},
+                   args.runs)
+        results = {name: [] for name in runners}
         for _ in range(args.runs):
-            native.append(per_pipeline([], args.forks * 5))
-            karn.append(per_pipeline(KARN, args.forks))
-        print(f"sh pipeline  native {statistics.median(native):8.2f} ms   "
-              f"karn {statistics.median(karn):8.2f} ms   per `echo | cat | wc` (median of "
-              f"{args.runs}, load average {os.getloadavg()[0]:.1f})")
+            for name, (prefix, _, loops) in runners.items():
+                results[name].append(per_pipeline(prefix, args.forks * loops))
+        report("sh pipeline", results, args.runs, "per `echo | cat | wc` ")
         project = make_project(Path(tmp) / "project")
-        native, karn = [], []
+        results = {"native": [], "karn": []}  # (karn's own -v mounts the toolchain)
         for _ in range(args.runs):
-            native.append(per_make([], project))
-            karn.append(per_make(KARN, project))
-        print(f"make -j2  native {statistics.median(native):8.2f} ms   "
-              f"karn {statistics.median(karn):8.2f} ms   5 C files, whole run (median of "
-              f"{args.runs}, load average {os.getloadavg()[0]:.1f})")
+            results["native"].append(per_make([], project))
+            results["karn"].append(per_make(KARN, project))
+        report("make -j2", results, args.runs, "5 C files, whole run ")
         print(f"a {args.mib} MiB parent forks a child that waits:")
         cow(program, args.mib)
 
