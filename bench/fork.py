@@ -7,10 +7,12 @@ parent adds to the host's resident memory (issue 15):
     python3 bench/fork.py [--runs N] [--forks N] [--mib N] [--no-runsc]
 
 Each fork run measures inside the program (bench/fork_loop.c; start-up excluded); medians
-of --runs runs in ms per operation. The spawn rows give the time posix_spawn takes (the
-parent is suspended until its child execs) and spawn+wait. The pipeline row times whole
-`busybox sh -c` runs of a loop of `echo | cat | wc -c` (three processes each) with N and
-with 0 iterations and divides the difference by N, so start-up cancels out. The make row
+of --runs runs in ms per operation, the first fork of a run apart (under karn it also
+starts the process table and moves /tmp to the host). The spawn rows give the time
+posix_spawn takes (the parent is suspended until its child execs) and spawn+wait. The
+pipeline row times whole `busybox sh -c` runs of a loop of `echo | cat | wc -c` (three
+processes each) with N and with 0 iterations and divides the difference by N, so
+start-up cancels out. The make row
 times `make -j2` of a five-file C project (gcc spawning cc1, as, collect2 and ld for each)
 from scratch, the toolchain mounted read-only (`-v /usr:/usr:ro`), whole runs. Then a parent
 touching --mib MiB forks a child that waits: the host memory of the child's monitor
@@ -42,10 +44,6 @@ def build(out: Path) -> Path:
     subprocess.run(["gcc", "-static", "-O2", "-o", str(program), str(BENCH / "fork_loop.c")],
                    check=True)
     return program
-
-
-def per_fork(cmd: list[str]) -> float:
-    return per_op(cmd)[-1]
 
 
 def per_op(cmd: list[str]) -> list[float]:
@@ -157,12 +155,15 @@ def main() -> None:
         program = build(Path(tmp))
         runners = runners_here(args.no_runsc)
         for what, mode in (("fork+exit+wait", []), ("fork+exec+wait", ["exec"])):
-            results: dict[str, list[float]] = {name: [] for name in runners}
+            forks: dict[str, list[list[float]]] = {name: [] for name in runners}
             for _ in range(args.runs):  # taking turns: a change in load falls on all
                 for name, (prefix, scale, _) in runners.items():
-                    results[name].append(
-                        per_fork([*prefix, str(program), *mode, str(args.forks * scale)]))
-            report(what, results, args.runs)
+                    forks[name].append(
+                        per_op([*prefix, str(program), *mode, str(args.forks * scale)]))
+            report(what, {name: [r[1] for r in rows] for name, rows in forks.items()},
+                   args.runs, "after the first ")
+            report(f"  the first {what}", {name: [r[0] for r in rows]
+                                          for name, rows in forks.items()}, args.runs)
         spawns: dict[str, list[list[float]]] = {name: [] for name in runners}
         for _ in range(args.runs):
             for name, (prefix, scale, _) in runners.items():
