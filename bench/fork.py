@@ -172,7 +172,7 @@ def main() -> None:
         for i, what in enumerate(("posix_spawn returns", "posix_spawn+wait")):
             report(what, {name: [r[i] for r in rows] for name, rows in spawns.items()},
                    args.runs)
-        results = {name: [] for name in runners}
+        results: dict[str, list[float]] = {name: [] for name in runners}
         for _ in range(args.runs):
             for name, (prefix, _, loops) in runners.items():
                 results[name].append(per_pipeline(prefix, args.forks * loops))
