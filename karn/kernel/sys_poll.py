@@ -8,6 +8,7 @@ task's waker, so signals and exit interrupt it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -237,8 +238,12 @@ class EpollFile(OpenFile):
         """(events, data) for each registration a host event concerns, at most limit."""
         out: list[tuple[int, int]] = []
         for host, ev in ready:
-            if host not in self.by_host:  # never ours (a host fd closed and reused)
-                self.epoll.unregister(host)
+            if host not in self.by_host:  # no longer ours: its guest fd was closed, by
+                # another thread since this poll (the host fd is closed, the kernel
+                # dropped it: ENOENT or EBADF), or its host fd was reused meanwhile
+                with contextlib.suppress(OSError):
+                    self.epoll.unregister(host)
+                continue
             for gfd in self.by_host.get(host, ()):
                 _file, _host, mask, data = self.watched[gfd]
                 got = ev & (mask | select.EPOLLERR | select.EPOLLHUP)
