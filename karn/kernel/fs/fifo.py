@@ -110,7 +110,8 @@ class FifoState:
                 except SyscallError as err:
                     if err.errno != errno.ENXIO:
                         raise
-            self._sleep(task, time.monotonic() + HOST_READER_POLL if self.host_poll else None)
+            self._sleep(task, time.monotonic() + HOST_READER_POLL if self.host_poll else None,
+                        lambda: self.readers > 0 or self.read_opens != seen)
         with self.lock:
             end = FifoEnd(fd, path, flags & ~O_OPEN_ONLY, stat, self)
             self.writers += 1
@@ -132,15 +133,22 @@ class FifoState:
                         return
                 if watched and probe.poll(0):
                     return
-                self._sleep(task, None, *watched)
+                self._sleep(task, None, partner_came, *watched)
         except BaseException:
             end.close()
             raise
 
-    def _sleep(self, task: Task, deadline: float | None, *fds: tuple[int, int]) -> None:
+    def _sleep(self, task: Task, deadline: float | None, came: Callable[[], bool],
+               *fds: tuple[int, int]) -> None:
+        """Wait for a wake (a partner's open or close, a signal), the deadline or a host
+        fd; not at all if `came` already holds. It is checked again with the waker
+        registered, in one hold of the lock: a partner that came after the caller's own
+        check would otherwise have found no waker to wake."""
         if task.signal_pending():
             raise Interrupted
         with self.lock:
+            if came():
+                return
             self.waiting.add(task.waker)
         try:
             task.waker.wait(deadline, fds)
