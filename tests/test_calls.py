@@ -96,6 +96,14 @@ def test_fifo_on_volume(volume, like_native):
     assert list(guest_dir.iterdir()) == [], "the program cleans up after itself"
 
 
+@BOTH_LIBCS
+def test_sendfile_reads_only_what_linux_splices(variant, tmp_path, like_native):
+    """sendfile from files (with and without an offset) and /dev/zero; EINVAL from a pipe,
+    a socket and an eventfd, as Linux (Go's net tests hung on an io.Copy of a pipe into a
+    TCP connection when karn copied from the pipe instead)."""
+    like_native("calls_sendfile", variant, tmp_path, guest_args=("/tmp",))
+
+
 @pytest.mark.parametrize("transport", ["exit", "fast"])
 def test_fifo_rendezvous_never_loses_its_partner(transport, tmp_path, like_native):
     """500 rounds of a reader and a writer opening one FIFO, whichever comes first waiting

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64
+from karn.kernel.fs.constants import S_IFBLK, S_IFCHR, S_IFMT
 from karn.kernel.fs.sysutil import (
     MAX_RW,
     ctx,
@@ -126,6 +127,11 @@ def sys_lseek(task: Task, fd: int, offset: int, whence: int) -> int:
 
 def sys_sendfile(task: Task, out_fd: int, in_fd: int, offset_ptr: int, count: int) -> int:
     src = readable(task, in_fd)
+    if not src.is_regular and src.stat().mode & S_IFMT not in (S_IFCHR, S_IFBLK):
+        # Linux reads only what it can splice from: pipes, sockets, eventfds are EINVAL,
+        # and programs rely on it to fall back to read and write (Go's io.Copy of a pipe
+        # into a TCP connection waited forever for a socket edge after an EAGAIN).
+        raise SyscallError(errno.EINVAL)
     dst = writable(task, out_fd)
     pos = _offset(task.mem.read_u64(offset_ptr)) if offset_ptr else None
     count = min(count, MAX_RW)
