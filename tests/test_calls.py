@@ -107,10 +107,9 @@ def test_sendfile_reads_only_what_linux_splices(variant, tmp_path, like_native):
 @pytest.mark.parametrize("transport", ["exit", "fast"])
 def test_fifo_rendezvous_never_loses_its_partner(transport, tmp_path, like_native):
     """500 rounds of a reader and a writer opening one FIFO, whichever comes first waiting
-    for the other, while a third thread keeps the fast transport's server busy (its
-    opens may come to the server, which hands a FIFO's open to the exit path whole). A
-    partner arriving between a waiter's check and its sleep used to be missed: the run
-    hung in about one of six."""
+    for the other, while a third thread keeps the fast transport's server busy. A partner
+    arriving between a waiter's check and its sleep used to be missed: the run hung in
+    about one of five."""
     like_native("fifo_open_fast", "static", tmp_path, "500", flags=THREADED,
                 karn_opts=("--cpus", "2", "--syscall-transport", transport),
                 guest_args=("/tmp", "500"))

@@ -47,12 +47,6 @@ def forbid_waits() -> None:
     _thread.nowait = True
 
 
-def waits_forbidden() -> bool:
-    """Whether this thread must not block (the fast transport's server): a handler that
-    would change state before a wait asks this instead of waiting."""
-    return getattr(_thread, "nowait", False)
-
-
 class Waker:
     """A task's wake-up eventfd. Other threads may wake it while its task exits: wake and
     close are serialised, so a wake never writes to a closed (or reused) fd number."""
@@ -92,7 +86,7 @@ class Waker:
         else:
             left = min(deadline - time.monotonic(), MAX_HOST_WAIT)
             timeout_ms = max(0, int(left * 1000 + 0.999))
-        if timeout_ms != 0 and waits_forbidden():
+        if timeout_ms != 0 and getattr(_thread, "nowait", False):
             ready = poller.poll(0)
             if not ready:
                 raise WouldBlock
