@@ -248,6 +248,34 @@ def test_window_size_and_its_changes_reach_the_guest(terminal) -> None:
     assert term.wait() == 0
 
 
+def test_window_changes_during_forks_leave_every_monitor_listening(terminal) -> None:
+    """Window changes while a forked shell forks 300 times: each monitor's SIGWINCH handler
+    asks the table whether its process is in the foreground, and a child forked a moment before
+    used to ask through its parent's link (the parent's listener died on the answer, and
+    that process heard nothing from the table again). Then the shell's trap must still
+    see a window change."""
+    term = terminal(*karn_it(BUSYBOX, "sh"), rows=33, columns=99)
+    term.expect(PROMPT)
+    term.type("sh -c 'i=0; while [ $i -lt 300 ]; do /bin/busybox true; i=$((i+1)); done; "
+              "echo loops done; trap \"stty size; exit\" WINCH; echo ready; "
+              "while :; do sleep 1; done'\r")
+    deadline = time.monotonic() + DEADLINE
+    rows = 33
+    while b"\nloops done" not in term.output and time.monotonic() < deadline:
+        rows = 67 - rows  # a change: the host kernel signals the terminal's foreground
+        fcntl.ioctl(term.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 99, 0, 0))
+        term._read(0.005)  # group, every monitor of the run
+    term.expect(rb"\r\nloops done(?=\r\n)")
+    term.expect(rb"\r\nready(?=\r\n)")
+    fcntl.ioctl(term.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    term.proc.send_signal(signal.SIGWINCH)
+    term.expect(rb"\r\n40 120\r\n")
+    term.expect(PROMPT)
+    assert b"Exception" not in term.output and b"Traceback" not in term.output
+    term.type("exit\r")
+    assert term.wait() == 0
+
+
 @pytest.mark.parametrize("variant", ["static", "musl-static"])
 def test_guest_program_opens_its_own_pty(terminal, build, variant: str) -> None:
     program = build("tty_openpty", variant, ("-lutil",) if variant == "static" else ())

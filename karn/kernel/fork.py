@@ -131,12 +131,18 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
         except OSError:
             link.call("forget", pid)
             raise SyscallError(errno.EAGAIN) from None
+        # Host signals wait in this thread across the fork: until the child has installed
+        # handlers of its own, the parent's would run in it, and a terminal signal's asks
+        # the table through the parent's link (its copy of the socket is still open): the
+        # answer went to the parent, whose listener died on a reply it never asked for.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _host_signals())
         try:
             link.attach_child(pid, ours)
             with quiesced(task, sites):
                 host_pid = os.fork()
         except BaseException as err:  # no child: the table forgets the pid before its
-            link.call("forget", pid)  # link closes (a link's EOF would make a zombie)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # link closes (a link's
+            link.call("forget", pid)  # EOF would make a zombie)
             theirs.close()
             if isinstance(err, OSError):
                 log.debug("fork: %s", err)
@@ -145,7 +151,8 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
         finally:
             ours.close()
         if host_pid == 0:
-            raise Forked(lambda: become_child(task, start, theirs, sites))
+            raise Forked(lambda: become_child(task, start, theirs, sites, held))
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         theirs.close()
     _load_areas()
     if flags & CLONE_PARENT_SETTID:
@@ -213,9 +220,11 @@ def _share_tmpfs(proc: Process) -> None:
 
 
 def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
-                 sites: list[LockSite]) -> None:
+                 sites: list[LockSite], signal_mask: set[int]) -> None:
     """The forked monitor's life: rebuild, run the one thread, report, end. Never
-    returns (os._exit: the parent's Python state must not run its clean-ups here)."""
+    returns (os._exit: the parent's Python state must not run its clean-ups here).
+    signal_mask: the forking thread's host signal mask, restored once this monitor's
+    own handlers are in place (the host signals are blocked until then)."""
     global _areas_started
     _areas_started = _areas_loaded  # a thread halfway through them is not in this monitor
     try:
@@ -223,6 +232,7 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
         proc = parent_task.process
         task = _rebuild(proc, parent_task, start, link_end)
         _forward_host_signals(proc)
+        signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
         # Only now may the table's messages come: a SIGKILL before the task existed ended
         # the process with no thread told to exit, and the guest ran on.
         link = proc.link
@@ -360,6 +370,10 @@ def _reset_process_state(proc: Process) -> None:
     proc.syscall_counts[:] = [0] * COUNTED_SYSCALLS
 
 
+def _host_signals() -> tuple[int, ...]:
+    return FORWARDED_SIGNALS + tty.host_signals()
+
+
 def _forward_host_signals(proc: Process) -> None:
     """Host signals to this monitor go to its guest process (this thread is the child's
     main thread, where Python runs signal handlers)."""
@@ -369,7 +383,7 @@ def _forward_host_signals(proc: Process) -> None:
         elif not proc.done.is_set():
             proc.signal_process(SigInfo.from_sender(signum, SI_USER, 0))
 
-    for sig in FORWARDED_SIGNALS + tty.host_signals():
+    for sig in _host_signals():
         signal.signal(sig, forward)
 
 
