@@ -252,8 +252,9 @@ def test_window_changes_during_forks_leave_every_monitor_listening(terminal) -> 
     """Window changes while a forked shell forks 300 times: each monitor's SIGWINCH handler
     asks the table whether its process is in the foreground, and a child forked a moment before
     used to ask through its parent's link (the parent's listener died on the answer, and
-    that process heard nothing from the table again). Then the shell's trap must still
-    see a window change."""
+    that process heard nothing from the table again: on the code before the fix, a
+    KeyError in RemoteLink._listen and no "ready"). Then the shell's trap must still see
+    a window change."""
     term = terminal(*karn_it(BUSYBOX, "sh"), rows=33, columns=99)
     term.expect(PROMPT)
     term.type("sh -c 'i=0; while [ $i -lt 300 ]; do /bin/busybox true; i=$((i+1)); done; "
@@ -262,9 +263,10 @@ def test_window_changes_during_forks_leave_every_monitor_listening(terminal) -> 
     deadline = time.monotonic() + DEADLINE
     rows = 33
     while b"\nloops done" not in term.output and time.monotonic() < deadline:
-        rows = 67 - rows  # a change: the host kernel signals the terminal's foreground
+        rows = 67 - rows  # a new size, told to karn as a terminal emulator does; karn
         fcntl.ioctl(term.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 99, 0, 0))
-        term._read(0.005)  # group, every monitor of the run
+        term.proc.send_signal(signal.SIGWINCH)  # gives it to the guest's terminal, whose
+        term._read(0.005)  # foreground group (every monitor) the host kernel signals
     term.expect(rb"\r\nloops done(?=\r\n)")
     term.expect(rb"\r\nready(?=\r\n)")
     fcntl.ioctl(term.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
