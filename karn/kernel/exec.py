@@ -400,13 +400,15 @@ def _initial_fpu(size: int) -> bytes:
 def _take_identity(task: Task, image: _Image, envp: list[bytes], filename: str,
                    name: str) -> None:
     """What /proc and `karn ps` show of the new program, set before the table hears of
-    the exec: a vfork parent released then already sees the child as the new program."""
+    the exec: a vfork parent released then already sees the child as the new program.
+    The name first: a reader that sees the new command line sees the new name too (one
+    waiting for the exec reads cmdline, then comm)."""
     proc = task.process
+    task.comm = os.fsencode(os.path.basename(name))[:15]
     proc.config.argv = image.argv
     proc.config.envp = envp
     proc.config.exe_path = image.exe_path
     proc.exec_path = filename
-    task.comm = os.fsencode(os.path.basename(name))[:15]
 
 
 def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str) -> None:
