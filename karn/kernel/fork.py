@@ -141,8 +141,8 @@ def fork_process(task: Task, flags: int, stack: int, parent_tid: int, child_tid:
             with quiesced(task, sites):
                 host_pid = os.fork()
         except BaseException as err:  # no child: the table forgets the pid before its
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # link closes (a link's
-            link.call("forget", pid)  # EOF would make a zombie)
+            link.call("forget", pid)  # link closes (a link's EOF would make a zombie)
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
             theirs.close()
             if isinstance(err, OSError):
                 log.debug("fork: %s", err)

@@ -17,7 +17,8 @@ import os
 import select
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
@@ -98,20 +99,21 @@ class FifoState:
                 raise SyscallError(errno.ENXIO)
             seen = self.read_opens
         fd = opened if opened is not None else -1
-        while fd < 0:
-            with self.lock:
-                if self.readers > 0 or self.read_opens != seen:
-                    fd = self._new_end(os.O_WRONLY)
-                    break
-            if self.host_poll:  # a reader outside the guest (a volume's FIFO) will do
-                try:
-                    fd = self._open_first(os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-                    break
-                except SyscallError as err:
-                    if err.errno != errno.ENXIO:
-                        raise
-            self._sleep(task, time.monotonic() + HOST_READER_POLL if self.host_poll else None,
-                        lambda: self.readers > 0 or self.read_opens != seen)
+        with self._listening(task):
+            while fd < 0:
+                with self.lock:
+                    if self.readers > 0 or self.read_opens != seen:
+                        fd = self._new_end(os.O_WRONLY)
+                        break
+                if self.host_poll:  # a reader outside the guest (a volume's FIFO) will do
+                    try:
+                        fd = self._open_first(os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                        break
+                    except SyscallError as err:
+                        if err.errno != errno.ENXIO:
+                            raise
+                self._sleep(task,
+                            time.monotonic() + HOST_READER_POLL if self.host_poll else None)
         with self.lock:
             end = FifoEnd(fd, path, flags & ~O_OPEN_ONLY, stat, self)
             self.writers += 1
@@ -127,34 +129,35 @@ class FifoState:
         probe.register(*host)
         watched = (host,) if self.host_poll else ()
         try:
-            while True:
-                with self.lock:
-                    if partner_came():
+            with self._listening(task):
+                while True:
+                    with self.lock:
+                        if partner_came():
+                            return
+                    if watched and probe.poll(0):
                         return
-                if watched and probe.poll(0):
-                    return
-                self._sleep(task, None, partner_came, *watched)
+                    self._sleep(task, None, *watched)
         except BaseException:
             end.close()
             raise
 
-    def _sleep(self, task: Task, deadline: float | None, came: Callable[[], bool],
-               *fds: tuple[int, int]) -> None:
-        """Wait for a wake (a partner's open or close, a signal), the deadline or a host
-        fd; not at all if `came` already holds. It is checked again with the waker
-        registered, in one hold of the lock: a partner that came after the caller's own
-        check would otherwise have found no waker to wake."""
-        if task.signal_pending():
-            raise Interrupted
+    @contextmanager
+    def _listening(self, task: Task) -> Iterator[None]:
+        """The task's waker hears every partner's open and close for the whole wait, from
+        before its first check: a partner that came between a check and the sleep after
+        it would otherwise have found no waker to wake (its wake stays in the eventfd)."""
         with self.lock:
-            if came():
-                return
             self.waiting.add(task.waker)
         try:
-            task.waker.wait(deadline, fds)
+            yield
         finally:
             with self.lock:
                 self.waiting.discard(task.waker)
+
+    def _sleep(self, task: Task, deadline: float | None, *fds: tuple[int, int]) -> None:
+        if task.signal_pending():
+            raise Interrupted
+        task.waker.wait(deadline, fds)
 
     def closed(self, fd: int | None, reading: bool, writing: bool) -> None:
         with self.lock:
