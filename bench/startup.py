@@ -3,6 +3,12 @@
 
     python3 bench/startup.py [--runs N] [--against DIR] [--imports]
 
+Both run in a fresh virtual environment of this interpreter (`python3 -m venv
+--without-pip`), as after `pip install karn` into a venv: its site imports nothing, where
+this interpreter's own site may import modules karn needs (a pyenv build here imports
+pathlib, tempfile, typing, re and more from `.pth` files, ~40 ms) and so hide their cost
+from karn's row. karn runs through the script pip writes for its entry point (which
+imports `re` and calls `karn.cli.main:main`), with the checkout on PYTHONPATH.
 The commands take turns run by run (A B A B ...), so that a machine whose speed drifts
 slows them alike; each row is the median of N runs: wall time, and the CPU time (user +
 sys) the process and its threads used. karn's own cost is its row minus python's.
@@ -38,6 +44,26 @@ def compile_bytecode(tree: Path) -> None:
                        env=dict(os.environ, PYTHONPATH=str(tree)), stdout=subprocess.DEVNULL)
 
 
+# what pip writes for a console_scripts entry point (karn = karn.cli.main:main)
+CONSOLE_SCRIPT = """import re
+import sys
+from karn.cli.main import main
+if __name__ == "__main__":
+    sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
+    sys.exit(main())
+"""
+
+
+def fresh_venv(where: Path) -> tuple[str, Path]:
+    """A virtual environment of this interpreter with nothing installed: its python, and
+    a `karn` script in it as pip would write it."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    script = where / "bin/karn"
+    script.write_text(f"#!{where}/bin/python3\n{CONSOLE_SCRIPT}")
+    script.chmod(0o755)
+    return str(where / "bin/python3"), script
+
+
 def time_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU seconds of one run; exits on a failed run. Run from / : `python3 -m`
     imports from the working directory first, which would take a checkout's karn there."""
@@ -71,7 +97,7 @@ def self_times(cmd: list[str], env: dict[str, str]) -> dict[str, int]:
 
 
 def import_breakdown(cmd: list[str], env: dict[str, str], runs: int) -> list[str]:
-    python_itself = set(self_times([sys.executable, "-c", "pass"], env))
+    python_itself = set(self_times([cmd[0], "-c", "pass"], env))
     samples: dict[str, list[int]] = collections.defaultdict(list)
     for _ in range(runs):
         for name, own in self_times(cmd, env).items():
@@ -114,12 +140,13 @@ def main() -> int:
         hello = Path(tmp) / "hello"
         subprocess.run(["gcc", "-O2", "-static", "-o", str(hello), str(REPO / "examples/hello.c")],
                        check=True)
+        python, karn = fresh_venv(Path(tmp) / "venv")
         commands: dict[str, tuple[list[str], dict[str, str]]] = {
-            "python3 -c pass": ([sys.executable, "-c", "pass"], dict(os.environ)),
+            "python3 -c pass": ([python, "-c", "pass"], dict(os.environ)),
         }
         for name, tree in trees.items():
             env = dict(os.environ, PYTHONPATH=str(tree))
-            commands[name] = ([sys.executable, "-m", "karn", "run", str(hello)], env)
+            commands[name] = ([python, str(karn), "run", str(hello)], env)
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
         for cmd, env in commands.values():  # warm-up: page cache
             time_once(cmd, env)
@@ -128,8 +155,8 @@ def main() -> int:
                 times[name].append(time_once(cmd, env))
         imports = import_breakdown(*commands[next(iter(trees))], args.runs) if args.imports else []
     load = os.getloadavg()[0]
-    print(f"Medians of {args.runs} runs, commands in turn; bytecode compiled; "
-          f"{sys.executable}; load average {load:.1f} at the end.\n")
+    print(f"Medians of {args.runs} runs, commands in turn; bytecode compiled; a fresh venv "
+          f"of {sys.executable}; load average {load:.1f} at the end.\n")
     print("| command | wall | CPU (user+sys) |\n| --- | ---: | ---: |")
     medians = {}
     for name, runs in times.items():

@@ -21,7 +21,7 @@ import pytest
 from conftest import BUSYBOX
 from helpers import go_build, wait_for
 
-from karn.kernel.fs.sharedtmp import remove_tree
+from karn.kernel.hosttmp import remove_tree
 
 SCRIPT = """\
 greet() { echo "hello $1"; }

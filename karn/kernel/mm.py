@@ -9,7 +9,7 @@ new anonymous mapping needs no clearing.
 
 from __future__ import annotations
 
-import bisect
+import _bisect as bisect  # the C module: bisect.py adds ~0.3 ms to every run
 import errno
 import threading
 from collections.abc import Iterable

@@ -19,7 +19,6 @@ import fcntl
 import mmap
 import os
 import struct
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
@@ -45,6 +44,7 @@ from karn.kernel.fs.hostfs import HostDirFs, openat2
 from karn.kernel.fs.stat import Stat, StatFs
 from karn.kernel.fs.tmpfs import ENTRY_COST, Node, TmpFile, TmpFs
 from karn.kernel.fs.xattr import HostStore, XattrStore
+from karn.kernel.hosttmp import private_dir, private_file, remove_tree, temp_dir
 
 if TYPE_CHECKING:
     from karn.kernel.fs.fdtable import FdTable
@@ -61,54 +61,10 @@ _COUNTERS = struct.Struct("qqq")  # bytes, names, whether any owner was recorded
 
 def _host_base() -> str:
     if os.environ.get("TMPDIR"):
-        return tempfile.gettempdir()
+        return temp_dir()
     if os.path.isdir(HOST_TMPFS) and os.access(HOST_TMPFS, os.W_OK | os.X_OK):
         return HOST_TMPFS
-    return tempfile.gettempdir()
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def remove_tree(path: str) -> None:
-    """rm -rf of a guest's tree, without recursion (it may be nested deeper than
-    Python's stack) and with one directory fd open at a time; directories the guest
-    made read-only are opened up first. Stops at the first thing it cannot remove."""
-    try:
-        fd = os.open(path, _DIR_FLAGS)
-    except OSError:
-        return
-    below: list[str] = []  # names from path down to fd's directory
-    try:
-        while True:
-            subdir = None
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        subdir = entry.name
-                        break
-                    os.unlink(entry.name, dir_fd=fd)
-            if subdir is not None:
-                os.chmod(subdir, 0o700, dir_fd=fd)
-                inner = os.open(subdir, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = inner
-                below.append(subdir)
-                continue
-            if not below:
-                break
-            outer = os.open("..", _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = outer
-            os.rmdir(below.pop(), dir_fd=fd)
-        os.close(fd)
-        fd = -1
-        os.rmdir(path)
-    except OSError as err:
-        log.debug("removing %s: %s", path, err)
-    finally:
-        if fd >= 0:
-            os.close(fd)
+    return temp_dir()
 
 
 def _sweep(base: str) -> None:
@@ -152,7 +108,7 @@ class SharedTmpDir:
                 base = _host_base()
                 _sweep(base)
                 # made under a name no sweep looks at, locked, then named
-                made = tempfile.mkdtemp(prefix="." + PREFIX, dir=base)
+                made = private_dir("." + PREFIX, base)
                 fd = os.open(made, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 path = os.path.join(base, os.path.basename(made)[1:])
@@ -544,7 +500,7 @@ def share_tmpfs(vfs: Vfs, fds: FdTable, shared: SharedTmpDir,
         return moved
     for path, tmp in mounts:
         # a name of its own (a copy that failed half-way leaves its directory behind)
-        host_root = tempfile.mkdtemp(dir=base)
+        host_root = private_dir(base=base)
         owners: dict[tuple[int, int], tuple[int, int]] = {}
         copied: dict[int, str] = {}  # id(node) -> host path, for hard links and open files
         _copy_tree(tmp.root, host_root, owners, copied)
@@ -580,7 +536,7 @@ def _copy_unlinked(base: str, node: Node) -> str:
     mounts (never under a guest path)."""
     hidden = os.path.join(base, ".unlinked")
     os.makedirs(hidden, mode=0o700, exist_ok=True)
-    fd, host_path = tempfile.mkstemp(dir=hidden)
+    fd, host_path = private_file(hidden)
     try:
         os.write(fd, node.data or b"")
     finally:

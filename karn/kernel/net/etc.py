@@ -12,9 +12,10 @@ distinct content, so nothing accumulates per run) and adds them to a collected r
 from __future__ import annotations
 
 import os
-import tempfile
 import zlib
 from collections.abc import Callable
+
+from karn.kernel.hosttmp import temp_dir
 
 NSSWITCH = b"passwd: files\ngroup: files\nhosts: files dns\nnetworks: files\n" \
     b"protocols: files\nservices: files\n"
@@ -72,7 +73,7 @@ def guest_etc_files(exists: Callable[[str], bool], hostname: str, mode: str
 
 
 def _cached(name: str, data: bytes) -> str:
-    base = os.path.join(tempfile.gettempdir(), f"karn-etc-{os.getuid()}")
+    base = os.path.join(temp_dir(), f"karn-etc-{os.getuid()}")
     os.makedirs(base, mode=0o700, exist_ok=True)
     path = os.path.join(base, f"{zlib.crc32(data):08x}-{name}")
     try:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import _socket as socket
 import os
-import shutil
-import tempfile
 import threading
 from typing import TYPE_CHECKING
 
 from karn import log
+from karn.kernel.hosttmp import private_dir, remove_tree
 from karn.kernel.net.consts import AF_INET, AF_INET6
 from karn.kernel.net.inflight import InFlight
 from karn.kernel.net.policy import NetPolicy, PolicyError, Publish
@@ -152,7 +151,7 @@ class NetStack:
     def unix_dir(self) -> str:
         with self.lock:
             if self._unix_dir is None:
-                self._unix_dir = tempfile.mkdtemp(prefix="karn-unix-")
+                self._unix_dir = private_dir("karn-unix-")
             return self._unix_dir
 
     def new_unix_path(self) -> str:
@@ -180,7 +179,7 @@ class NetStack:
         self.reserved.clear()
         self.in_flight.close()
         if self._unix_dir is not None:
-            shutil.rmtree(self._unix_dir, ignore_errors=True)
+            remove_tree(self._unix_dir)
 
 
 _default_lock = threading.Lock()
