@@ -104,6 +104,25 @@ def test_sendfile_reads_only_what_linux_splices(variant, tmp_path, like_native):
     like_native("calls_sendfile", variant, tmp_path, guest_args=("/tmp",))
 
 
+@BOTH_LIBCS
+def test_thread_affinity_is_recorded_inherited_and_read_back(variant, like_native):
+    """sched_setaffinity of this thread and of another, read back by sched_getaffinity,
+    inherited by new threads and a fork's child, with Linux's refusals (CPython's
+    test_posix sets a mask and reads it back). karn gets as many CPUs as the native run
+    has, so that the initial masks agree."""
+    cpus = len(os.sched_getaffinity(0))
+    like_native("calls_affinity", variant, flags=THREADED, karn_opts=("--cpus", str(cpus)))
+
+
+@BOTH_LIBCS
+def test_sync_and_syncfs(variant, volume, like_native):
+    """sync and syncfs succeed (they were ENOSYS: CPython's test_posix calls sync), on a
+    volume's file, its directory and a pipe, under the sandbox; EBADF for a closed fd."""
+    native_dir, _guest_dir, mount = volume
+    like_native("calls_sync", variant, native_dir, karn_opts=mount, guest_args=("/data",))
+    like_native("calls_sync", variant, native_dir, what="on tmpfs", guest_args=("/tmp",))
+
+
 @pytest.mark.parametrize("transport", ["exit", "fast"])
 def test_fifo_rendezvous_never_loses_its_partner(transport, tmp_path, like_native):
     """500 rounds of a reader and a writer opening one FIFO, whichever comes first waiting

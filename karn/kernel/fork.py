@@ -269,6 +269,7 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
     task.set_blocked(parent_task.blocked)
     task.altstack = parent_task.altstack
     task.nice = parent_task.nice
+    task.affinity = parent_task.affinity
     task.sched_policy, task.sched_priority = parent_task.sched_policy, parent_task.sched_priority
     if start.flags & CLONE_CHILD_SETTID:
         task.mem.write_u32(start.child_tid, start.pid)

@@ -512,6 +512,7 @@ class Task:
         self.sched_policy = 0
         self.sched_priority = 0
         self.nice = 0  # getpriority/setpriority: per thread, as Linux
+        self.affinity = 0  # sched_setaffinity's guest CPUs (a bit each); 0: all
         self.pdeath_signal = 0  # prctl(PR_SET_PDEATHSIG)
         self.host_cost = 0  # host memory charged to --memory for this thread (sys_thread)
         process.tasks[tid] = self

@@ -172,18 +172,6 @@ def sys_sched_yield(task: Task) -> int:
     return 0
 
 
-def sys_sched_getaffinity(task: Task, pid: int, size: int, mask: int) -> int:
-    if s32(pid) not in (0, task.tid, task.process.pid):
-        raise SyscallError(errno.ESRCH)
-    ncpus = task.process.config.ncpus
-    needed = (ncpus + 63) // 64 * 8
-    if size < needed or size & 7:
-        raise SyscallError(errno.EINVAL)
-    bits = (1 << ncpus) - 1
-    task.mem.write(mask, bits.to_bytes(needed, "little"))
-    return needed
-
-
 PRIO_PROCESS, PRIO_PGRP, PRIO_USER = 0, 1, 2
 NICE_MIN, NICE_MAX = -20, 19
 
@@ -343,7 +331,6 @@ HANDLERS = {
     "setrlimit": sys_setrlimit,
     "sysinfo": sys_sysinfo,
     "sched_yield": sys_sched_yield,
-    "sched_getaffinity": sys_sched_getaffinity,
     "getcpu": sys_getcpu,
     "getpriority": sys_getpriority,
     "setpriority": sys_setpriority,
@@ -358,7 +345,6 @@ NOTES = {
     "SYS_TIME, WAKE_ALARM), an empty ambient one); other options EINVAL.",
     "arch_prctl": "ARCH_SET/GET_FS/GS; ARCH_GET_CPUID reads 1 (cpuid never faults); "
     "ARCH_SET_CPUID and other codes EINVAL.",
-    "sched_getaffinity": "Reports the guest's --cpus, not the host's CPUs.",
     "getpriority": "Nice values are recorded per thread; the host schedules the vCPU "
     "threads as it does the monitor's.",
     "setpriority": "Recorded per thread (EACCES past RLIMIT_NICE unless root), not applied "

@@ -106,6 +106,7 @@ def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, 
         raise
     child.host_cost = THREAD_HOST_COST  # given back when its thread ends (threads.py)
     child.nice = task.nice  # inherited, as Linux's clone
+    child.affinity = task.affinity
     try:
         if flags & CLONE_PARENT_SETTID:
             task.mem.write_u32(parent_tid, child.tid)
@@ -253,13 +254,28 @@ def sys_sched_get_priority_min(task: Task, policy: int) -> int:
     return _priority_range(s32(policy))[0]
 
 
-def sys_sched_setaffinity(task: Task, pid: int, size: int, mask: int) -> int:
-    _policy_target(task, pid)
-    ncpus = task.process.config.ncpus
-    data = task.mem.read(mask, min(size, 128))
-    if not int.from_bytes(data, "little") & ((1 << ncpus) - 1):
+def _guest_cpus(task: Task) -> int:
+    return (1 << task.process.config.ncpus) - 1
+
+
+def sys_sched_getaffinity(task: Task, pid: int, size: int, mask: int) -> int:
+    needed = (task.process.config.ncpus + 63) // 64 * 8
+    if size < needed or size & 7:
         raise SyscallError(errno.EINVAL)
-    return 0  # recorded nowhere: vCPUs float over the host's CPUs (docs/syscalls.md)
+    cpus = _policy_target(task, pid).affinity or _guest_cpus(task)
+    task.mem.write(mask, cpus.to_bytes(needed, "little"))
+    return needed
+
+
+def sys_sched_setaffinity(task: Task, pid: int, size: int, mask: int) -> int:
+    target = _policy_target(task, pid)
+    cpus = int.from_bytes(task.mem.read(mask, min(size, 128)), "little") & _guest_cpus(task)
+    if not cpus:
+        raise SyscallError(errno.EINVAL)
+    # recorded for the thread and its future children, not enforced: vCPUs float over the
+    # host's CPUs (docs/syscalls.md)
+    target.affinity = 0 if cpus == _guest_cpus(task) else cpus
+    return 0
 
 
 def sys_sched_rr_get_interval(task: Task, pid: int, interval: int) -> int:
@@ -289,6 +305,7 @@ HANDLERS = {
     "sched_get_priority_max": sys_sched_get_priority_max,
     "sched_get_priority_min": sys_sched_get_priority_min,
     "sched_setaffinity": sys_sched_setaffinity,
+    "sched_getaffinity": sys_sched_getaffinity,
 }
 
 NOTES = {
@@ -303,5 +320,9 @@ NOTES = {
     "threads as before.",
     "sched_setparam": "Recorded and reported back; the host schedules the vCPU threads as "
     "before.",
-    "sched_setaffinity": "Accepted when the mask names a guest CPU; not enforced.",
+    "sched_setaffinity": "The mask (its guest CPUs; EINVAL if none) is recorded per thread, "
+    "inherited by clone and fork and reported by sched_getaffinity; not enforced: the vCPU "
+    "threads float over the host's CPUs.",
+    "sched_getaffinity": "The thread's mask from sched_setaffinity, else the guest's --cpus "
+    "(not the host's CPUs).",
 }

@@ -32,7 +32,7 @@ AREA_CALLS: dict[str, str] = {
     # the file calls, by module of karn.kernel.fs: a write loads sys_io alone
     "fs.sys_io": (
         "read write pread64 pwrite64 readv writev preadv pwritev preadv2 pwritev2 lseek sendfile "
-        "fsync fdatasync ftruncate getdents64 getdents"),
+        "fsync fdatasync sync syncfs ftruncate getdents64 getdents"),
     "fs.sys_open": (
         "openat open creat fstat newfstatat stat lstat statx readlinkat readlink faccessat2 "
         "faccessat access getcwd chdir fchdir"),
@@ -55,7 +55,7 @@ AREA_CALLS: dict[str, str] = {
         "clock_nanosleep times"),
     "sys_misc": (
         "exit_group ptrace arch_prctl set_tid_address set_robust_list get_robust_list getrandom "
-        "prlimit64 getrlimit setrlimit sysinfo sched_yield sched_getaffinity getcpu getpriority "
+        "prlimit64 getrlimit setrlimit sysinfo sched_yield getcpu getpriority "
         "setpriority prctl"),
     "sys_signal": (
         "rt_sigaction rt_sigprocmask rt_sigpending rt_sigsuspend rt_sigtimedwait rt_sigqueueinfo "
@@ -63,7 +63,7 @@ AREA_CALLS: dict[str, str] = {
     "sys_thread": (
         "sched_rr_get_interval clone clone3 fork vfork exit futex sched_getscheduler "
         "sched_setscheduler sched_getparam sched_setparam sched_get_priority_max "
-        "sched_get_priority_min sched_setaffinity"),
+        "sched_get_priority_min sched_setaffinity sched_getaffinity"),
     "sys_poll": (
         "poll ppoll select pselect6 epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait "
         "epoll_pwait2 eventfd eventfd2"),

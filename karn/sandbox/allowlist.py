@@ -31,6 +31,7 @@ UNCONDITIONAL: tuple[str, ...] = (
     "fcntl", "pipe2", "mkdirat", "mkdir", "unlinkat", "unlink", "rmdir", "renameat",
     "renameat2", "rename", "linkat", "symlinkat", "mknodat", "chmod", "fchmod", "fchmodat",
     "fchown", "fchownat", "utimensat", "ftruncate", "truncate", "fsync", "fdatasync",
+    "syncfs",  # the guest's sync and syncfs, of its volumes' host filesystems
     "fallocate", "flock", "fadvise64", "copy_file_range", "sendfile", "splice", "tee",
     "umask",
     "getxattr", "setxattr", "listxattr", "removexattr",  # volumes' xattrs, by /proc/self/fd

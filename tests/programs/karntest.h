@@ -39,6 +39,7 @@ static inline const char *errno_name(int e)
     switch (e) {
     case 0: return "OK";
     case EPERM: return "EPERM";
+    case ESRCH: return "ESRCH";
     case ENOENT: return "ENOENT";
     case EBADF: return "EBADF";
     case EAGAIN: return "EAGAIN";

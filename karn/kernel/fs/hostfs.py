@@ -74,6 +74,12 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
     return fd
 
 
+def host_syncfs(fd: int) -> None:
+    """syncfs(2) of the host filesystem holding fd (an error: SyscallError, EIO as a rule)."""
+    if _libc.syncfs(fd) < 0:
+        raise SyscallError(ctypes.get_errno())
+
+
 def host_statfs(fd: int, readonly: bool) -> StatFs:
     """statfs of the host filesystem holding fd, as a karn host mount reports it."""
     v = os.statvfs(f"/proc/self/fd/{fd}")
@@ -131,6 +137,15 @@ class HostDirFs(Filesystem):
     def _check_writable(self) -> None:
         if self.readonly:
             raise SyscallError(errno.EROFS)
+
+    def sync(self) -> None:
+        """Write what the guest changed here to the host's disk (sync(2) in the guest):
+        syncfs of the host filesystem holding the mount (O_PATH fds are refused)."""
+        fd = os.open(self.host_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            host_syncfs(fd)
+        finally:
+            os.close(fd)
 
     def lstat(self, rel: Rel) -> Stat:
         try:

@@ -7,9 +7,11 @@ import select
 import struct
 from typing import TYPE_CHECKING
 
+from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64
 from karn.kernel.fs.constants import S_IFBLK, S_IFCHR, S_IFMT
+from karn.kernel.fs.hostfs import HostDirFs, host_syncfs
 from karn.kernel.fs.sysutil import (
     MAX_RW,
     ctx,
@@ -171,6 +173,28 @@ def sys_fsync(task: Task, fd: int) -> int:
     return 0
 
 
+def sys_sync(task: Task) -> int:
+    """The guest's writable volumes reach the host's disk (its tmpfs mounts live in
+    memory; the root and read-only volumes hold nothing unwritten). Errors are not told:
+    sync(2) has no return value."""
+    for _path, fs in task.process.fs.vfs.mount_list():
+        if isinstance(fs, HostDirFs) and not fs.readonly:
+            try:
+                fs.sync()
+            except (OSError, SyscallError) as err:
+                log.debug("sync of %s: %s", fs.host_root, err)
+    return 0
+
+
+def sys_syncfs(task: Task, fd: int) -> int:
+    """The host filesystem holding the guest file's host fd; nothing to write for a
+    file that lives in memory (tmpfs, karn's pipes and devices)."""
+    host = task.process.fds.get(s32(fd)).host_fd()
+    if host is not None:
+        host_syncfs(host)
+    return 0
+
+
 def sys_ftruncate(task: Task, fd: int, length: int) -> int:
     file = task.process.fds.get(s32(fd))
     size = s64(length)
@@ -245,11 +269,15 @@ HANDLERS = {
     "sendfile": sys_sendfile,
     "fsync": sys_fsync,
     "fdatasync": sys_fsync,
+    "sync": sys_sync,
+    "syncfs": sys_syncfs,
     "ftruncate": sys_ftruncate,
     "getdents64": sys_getdents64,
     "getdents": sys_getdents,
 }
 NOTES = {
+    "sync": "syncfs of the host filesystems of the guest's writable volumes (the root and "
+    "read-only volumes hold nothing unwritten; tmpfs lives in memory).",
     "preadv2": "flags (RWF_*) are ignored",
     "pwritev2": "flags (RWF_*) are ignored",
 }
