@@ -258,17 +258,26 @@ def _guest_cpus(task: Task) -> int:
     return (1 << task.process.config.ncpus) - 1
 
 
+def _affinity_target(task: Task, pid: int) -> Task:
+    """The thread pid names (0: the caller); ESRCH for any other, a negative pid included
+    (not _policy_target's EINVAL: CPython grows its mask while the answer is EINVAL)."""
+    target = task if s32(pid) == 0 else task.process.tasks.get(s32(pid))
+    if target is None:
+        raise SyscallError(errno.ESRCH)
+    return target
+
+
 def sys_sched_getaffinity(task: Task, pid: int, size: int, mask: int) -> int:
     needed = (task.process.config.ncpus + 63) // 64 * 8
     if size < needed or size & 7:
         raise SyscallError(errno.EINVAL)
-    cpus = _policy_target(task, pid).affinity or _guest_cpus(task)
+    cpus = _affinity_target(task, pid).affinity or _guest_cpus(task)
     task.mem.write(mask, cpus.to_bytes(needed, "little"))
     return needed
 
 
 def sys_sched_setaffinity(task: Task, pid: int, size: int, mask: int) -> int:
-    target = _policy_target(task, pid)
+    target = _affinity_target(task, pid)
     cpus = int.from_bytes(task.mem.read(mask, min(size, 128)), "little") & _guest_cpus(task)
     if not cpus:
         raise SyscallError(errno.EINVAL)

@@ -103,6 +103,8 @@ int main(void) {
     SHOW("getaffinity into 12 bytes", syscall(SYS_sched_getaffinity, 0, 12, &now));
     SHOW("getaffinity of no such thread", sched_getaffinity(999999, sizeof now, &now));
     SHOW("setaffinity of no such thread", sched_setaffinity(999999, sizeof now, &first_only));
+    SHOW("getaffinity of pid -1", sched_getaffinity(-1, sizeof now, &now));
+    SHOW("setaffinity of pid -1", sched_setaffinity(-1, sizeof now, &first_only));
 
     SHOW("setaffinity back to all", sched_setaffinity(0, sizeof initial, &initial));
     YESNO("all again", same_as(0, &initial));
