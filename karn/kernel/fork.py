@@ -277,7 +277,7 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
         task.clear_child_tid = start.child_tid
     clock = _time_page(proc)
     if clock is not None:
-        clock.forked(machine)  # its TSC sample's vCPU goes back to the pool, for the task
+        clock.forked(machine)  # a sample's vCPU, if it takes one, is the task's next
     cpu = machine.new_cpu()
     cpu.start(start.regs, start.fs_base)
     cpu.set_fpu(start.fpu)

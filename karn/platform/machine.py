@@ -54,6 +54,9 @@ class KvmMachine:
         self._parked = 0
         self._closed = False
         self.fast: FastTransport | None = None
+        # a forked monitor's VM whose TSC is its parent's (both read the host's: the fast
+        # transport measured no offset), so the parent's time-page parameters hold
+        self.tsc_as_parent = False
 
     def enable_fast(self, code: CodeSpace, fastmap: Iterable[int]) -> bool:
         """Use the fast syscall transport for calls numbered in fastmap; False (said in
@@ -194,6 +197,8 @@ class KvmMachine:
                     offset = _guest_tsc_offset(cpu, self.fast.host_tsc)
                 finally:
                     machine.release_cpu(cpu)
+            else:
+                machine.tsc_as_parent = True
             machine._attach(self.fast.forked(offset))
         return machine
 

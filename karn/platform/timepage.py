@@ -218,10 +218,16 @@ class TimePage:
     def forked(self, machine: KvmMachine) -> None:
         """In a forked monitor: read the TSC through the child's own VM (the parent's
         vCPUs are not there) and start over from a sample, since a new VM's TSC may not
-        be its parent's (hardware KVM offsets it per VM)."""
+        be its parent's (hardware KVM offsets it per VM); unless it is known to be the
+        parent's (PVM: both read the host's), when the parent's parameters, already in
+        the child's copy of the page, hold as they are (~0.3 ms of every fork)."""
         self._lock = threading.Lock()
+        khz = self._tsc.khz
         self._tsc = GuestTsc(machine)
         if self._mono is None:
+            return
+        if machine.tsc_as_parent:
+            self._tsc.khz = khz
             return
         try:
             self._start(self._tsc.sample())

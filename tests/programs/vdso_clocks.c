@@ -7,6 +7,8 @@
  *   vdso_clocks compare     each clock read by libc just before and after a real system
  *                           call (syscall(2)): how far the kernel's value lies outside
  *                           the two libc reads, in ns; resolutions from both; CPU clocks
+ *   vdso_clocks compare-forked   the same in a grandchild (a fork of a fork): a forked
+ *                           process's time page
  *   vdso_clocks watch SECS  MONOTONIC and REALTIME read in a loop for SECS seconds,
  *                           compared with the kernel's every 1000 reads
  *   vdso_clocks maps        AT_SYSINFO_EHDR and the [vvar]/[vdso] lines of /proc/self/maps
@@ -19,6 +21,7 @@
 #include <sys/auxv.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -138,9 +141,12 @@ static int compare(void)
     printf("time outside_s %lld\n", worst);
     /* Clocks the vDSO does not serve: libc must still answer (through the system call). */
     struct timespec t;
-    printf("process_cputime %d %d\n", clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t),
-           ns(t) > 0);
-    printf("thread_cputime %d %d\n", clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t), ns(t) > 0);
+    /* the call first: C leaves the order of a call's arguments open, and ns(t) evaluated
+       before clock_gettime read whatever the stack held (0 in a forked grandchild) */
+    int r = clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    printf("process_cputime %d %d\n", r, ns(t) > 0);
+    r = clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    printf("thread_cputime %d %d\n", r, ns(t) > 0);
     printf("bad_clock %d\n", clock_gettime((clockid_t)12345, &t) == -1);
     printf("sched_getcpu %d\n", sched_getcpu());
     printf("vdso %s\n", getauxval(AT_SYSINFO_EHDR) ? "yes" : "no");
@@ -188,16 +194,39 @@ static int maps(void)
     return 0;
 }
 
+/* compare() in a child of a child; the exit status is the grandchild's */
+static int compare_forked(int depth)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return 2;
+    }
+    if (pid == 0) {
+        int rc = depth > 1 ? compare_forked(depth - 1) : compare();
+        fflush(stdout); /* _exit does not */
+        _exit(rc);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+        return 2;
+    return WEXITSTATUS(status);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "loop") == 0)
         return loop(atol(argv[2]));
     if (argc == 2 && strcmp(argv[1], "compare") == 0)
         return compare();
+    if (argc == 2 && strcmp(argv[1], "compare-forked") == 0)
+        return compare_forked(2);
     if (argc == 3 && strcmp(argv[1], "watch") == 0)
         return watch(atoi(argv[2]));
     if (argc == 2 && strcmp(argv[1], "maps") == 0)
         return maps();
-    fprintf(stderr, "usage: vdso_clocks loop N | compare | watch SECONDS | maps\n");
+    fprintf(stderr, "usage: vdso_clocks loop N | compare | compare-forked | watch SECONDS "
+                    "| maps\n");
     return 2;
 }
