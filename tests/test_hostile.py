@@ -190,6 +190,8 @@ NET_REFUSALS = {
     "raw ip socket": "-1 EPERM",
     "packet socket": "-1 EPERM",
     "packet dgram socket": "-1 EPERM",
+    "icmp ping socket": "-1 EACCES",  # as Linux outside net.ipv4.ping_group_range
+    "udplite socket": "-1 EPROTONOSUPPORT",  # as a kernel without UDP-Lite (was EACCES)
     # the guest's own loopback, where nothing listens on that port
     "connect 127.0.0.1": "-1 ECONNREFUSED",
     "connect 127.0.0.2": "-1 ECONNREFUSED",

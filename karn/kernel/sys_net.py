@@ -58,8 +58,10 @@ def _check_type(family: int, stype: int, proto: int) -> None:
         if wanted is None:
             raise SyscallError(errno.ESOCKTNOSUPPORT)
         if proto not in (0, wanted):
-            raise SyscallError(errno.EPROTONOSUPPORT if stype == c.SOCK_STREAM
-                               else errno.EACCES)  # e.g. ICMP ping sockets
+            # ICMP ping sockets: EACCES, as Linux outside ping_group_range; any other
+            # protocol (UDP-Lite, SCTP): as a kernel built without it
+            ping = stype == c.SOCK_DGRAM and proto in (c.IPPROTO_ICMP, c.IPPROTO_ICMPV6)
+            raise SyscallError(errno.EACCES if ping else errno.EPROTONOSUPPORT)
     elif family == c.AF_UNIX:
         if stype not in (c.SOCK_STREAM, c.SOCK_DGRAM, c.SOCK_SEQPACKET):
             raise SyscallError(errno.ESOCKTNOSUPPORT)

@@ -165,6 +165,8 @@ static void net_escapes(int port)
     SHOW("raw ip socket", socket(AF_INET, SOCK_RAW, IPPROTO_RAW));
     SHOW("packet socket", socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)));
     SHOW("packet dgram socket", socket(AF_PACKET, SOCK_DGRAM, htons(ETH_P_IP)));
+    SHOW("icmp ping socket", socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP));
+    SHOW("udplite socket", socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE));
     SHOW("connect 127.0.0.1", try_connect(AF_INET, "127.0.0.1", port));
     SHOW("connect 127.0.0.2", try_connect(AF_INET, "127.0.0.2", port));
     SHOW("connect 0.0.0.0", try_connect(AF_INET, "0.0.0.0", port));

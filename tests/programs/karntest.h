@@ -45,6 +45,7 @@ static inline const char *errno_name(int e)
     case EAGAIN: return "EAGAIN";
     case ENOMEM: return "ENOMEM";
     case EACCES: return "EACCES";
+    case EPROTONOSUPPORT: return "EPROTONOSUPPORT";
     case EFAULT: return "EFAULT";
     case EEXIST: return "EEXIST";
     case EXDEV: return "EXDEV";
