@@ -13,13 +13,12 @@ subreaper, so monitors orphaned by an ending parent monitor are reaped here too.
 
 from __future__ import annotations
 
+import _socket as socket
 import _thread
 import ctypes
 import errno
 import os
-import selectors
-import signal
-import socket
+import select
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -28,11 +27,15 @@ from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_KERNEL, SI_USER, SIGCONT, SIGHUP, SIGKILL
 from karn.kernel import tty
-from karn.kernel.link import MESSAGE_MAX, Link, decode_message, send_message
+from karn.kernel.link import Link, decode_message, receive_message, send_message
 from karn.kernel.proctable import ProcTable, signal_wstatus
 
 if TYPE_CHECKING:
+    import signal
+
     from karn.kernel.process import Process
+else:  # the C module: `signal` makes enums of its names at import
+    import _signal as signal
 
 PR_SET_CHILD_SUBREAPER = 36
 QUERY_TIMEOUT = 5.0  # seconds a monitor has to answer for one of its /proc files
@@ -49,7 +52,8 @@ class Coordinator:
         self.lock = threading.Lock()
         # epoll: a link registered while the server waits is seen by that wait, so a fork
         # need not wake the server (a thread hand-over on its critical path)
-        self._selector = selectors.EpollSelector()
+        self._epoll = select.epoll()  # the links' fds, to their (pid, socket)
+        self._polled: dict[int, tuple[int, socket.socket]] = {}
         self._socks: dict[int, socket.socket] = {}  # pid -> its monitor's link
         self._ended: set[int] = set()  # processes that said how they ended
         self._watchers: dict[int, set[int]] = {}  # pid -> processes with a pidfd to it
@@ -241,14 +245,15 @@ class Coordinator:
         sock.setblocking(False)
         with self.lock:
             self._socks[pid] = sock
-        self._selector.register(sock, selectors.EVENT_READ, pid)
+        self._polled[sock.fileno()] = (pid, sock)
+        self._epoll.register(sock.fileno(), select.EPOLLIN)
 
     def close_in_child(self) -> None:
         """In a forked monitor: close the server's sockets (copies of the first monitor's;
         a link kept open here would never reach end of file)."""
         for sock in list(self._socks.values()):
             sock.close()
-        self._selector.close()
+        self._epoll.close()
 
     def end_run(self, timeout: float = END_TIMEOUT) -> bool:
         """pid 1 has ended, and every other process ends with it, as a pid namespace's
@@ -293,12 +298,14 @@ class Coordinator:
 
     def _serve(self) -> None:
         while True:
-            for key, _mask in self._selector.select():
-                self._read(key.data, key.fileobj)
+            for fd, _events in self._epoll.poll():
+                polled = self._polled.get(fd)
+                if polled is not None:
+                    self._read(*polled)
 
     def _read(self, pid: int, sock: Any) -> None:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(sock, MESSAGE_MAX, 1)
+            data, fds = receive_message(sock, 1)
         except BlockingIOError:
             return
         except OSError:
@@ -360,7 +367,8 @@ class Coordinator:
         self.attach(pid, end)
 
     def _detach(self, pid: int, sock: Any) -> None:
-        self._selector.unregister(sock)
+        self._epoll.unregister(sock.fileno())
+        del self._polled[sock.fileno()]
         sock.close()
         news: list[tuple[int, tuple]] = []
         with self.lock:

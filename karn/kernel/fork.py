@@ -22,15 +22,14 @@ vfork is this fork with the parent suspended until the child execs or exits.
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py, signal.py, weakref.py: ~2 ms of the first fork
 import _thread
 import errno
 import os
-import signal
-import socket
 import sys
 import threading
 import time
-import weakref
+from _weakrefset import WeakSet
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -53,10 +52,14 @@ from karn.kernel.syscalls import AREA_CALLS, area_module
 from karn.kernel.timers import TimerService
 
 if TYPE_CHECKING:
+    import signal
+
     from karn.kernel.fs.context import FsContext
     from karn.kernel.process import Machine, Process
     from karn.kernel.threads import Observer
     from karn.loader.vdso import TimeSource
+else:  # the C module: `signal` makes enums of its names at import
+    import _signal as signal
 
 CLONE_SETTLS = 0x80000
 CLONE_PARENT_SETTID = 0x100000
@@ -76,7 +79,7 @@ _fork_lock = threading.Lock()
 _inherited: list[object] = []
 _areas_started = _areas_loaded = False  # every syscall area imported (_load_areas)
 # File systems whose tmpfs mounts are host directories already (_share_tmpfs)
-_tmpfs_shared: weakref.WeakSet[FsContext] = weakref.WeakSet()
+_tmpfs_shared: WeakSet[FsContext] = WeakSet()
 
 
 class ChildStart(NamedTuple):

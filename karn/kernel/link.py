@@ -14,12 +14,12 @@ gone, and with it the unikernel: the monitor ends at once (nothing is left runni
 
 from __future__ import annotations
 
+import _socket as socket  # not socket.py (enums, selectors): the first fork imports this
 import _thread
 import json
 import math
 import os
 import select
-import socket
 import struct
 import threading
 import time
@@ -42,12 +42,26 @@ LOST_MONITOR_STATUS = 128 + 9  # a monitor whose first monitor vanished ends as 
 
 
 def send_message(sock: socket.socket, message: tuple, fds: list[int] | None = None) -> None:
-    """One message: JSON (ints, strings, lists: nothing a peer could make run)."""
+    """One message: JSON (ints, strings, lists: nothing a peer could make run), and the
+    fds passed with it."""
     data = json.dumps(message).encode()
     if fds:
-        socket.send_fds(sock, [data], fds)
+        rights = struct.pack(f"{len(fds)}i", *fds)
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
     else:
         sock.sendall(data)
+
+
+def receive_message(sock: socket.socket, max_fds: int) -> tuple[bytes, list[int]]:
+    """One message's bytes and the fds passed with it (at most max_fds; any beyond are
+    closed by the kernel)."""
+    data, ancillary, _flags, _addr = sock.recvmsg(MESSAGE_MAX, socket.CMSG_LEN(4 * max_fds))
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            whole = len(payload) - len(payload) % 4
+            fds += struct.unpack(f"{whole // 4}i", payload[:whole])
+    return data, fds
 
 
 def decode_message(data: bytes) -> tuple:
