@@ -5,7 +5,8 @@
 
 1. start-up: wall time of a static `hello` natively, `python3 -c pass`, `karn run hello`,
    and gVisor (`runsc --network=none --platform=ptrace do hello`, when runsc is installed
-   and we are root). karn's own cost is karn minus `python3 -c pass`.
+   and we are root). karn's own cost is karn minus `python3 -c pass`, both in a fresh
+   venv, karn through the script pip writes (bench/startup.py says why).
 2. per-syscall cost of a getpid loop: (t(N_large) - t(N_small)) / (N_large - N_small),
    which removes start-up, for native, karn (fast and exit syscall transports) and runsc,
    through glibc's getpid() (a site the fast transport patches) and through syscall() (a
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from report import merge
+from startup import fresh_venv
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -178,10 +180,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # 1. start-up
         startup: dict[str, float | None] = {}
         print(f"start-up ({runs} runs each) ...", file=sys.stderr)
-        startup["python3 -c pass"] = median_time([sys.executable, "-c", "pass"], runs)
+        venv_python, karn_script = fresh_venv(out / "venv")
+        os.environ["PYTHONPATH"] = str(REPO)  # what the venv's karn script imports
+        startup["python3 -c pass"] = median_time([venv_python, "-c", "pass"], runs)
         for r in runners:
+            cmd = [venv_python, str(karn_script), "run", str(hello)] if r.name == "karn" \
+                else r.cmd(hello)
             try:
-                startup[r.name] = median_time(r.cmd(hello), runs)
+                startup[r.name] = median_time(cmd, runs)
             except BenchError as exc:
                 startup[r.name] = None
                 problems.append(f"start-up, {r.name}: {exc}")
