@@ -143,14 +143,15 @@ def test_vdso_rebuilds_from_source_with_the_same_symbols(tmp_path):
 
 # -- what guests read --------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["compare", "compare-forked"])
+@pytest.mark.parametrize("mode", ["compare", "compare-forked", "compare-exec"])
 @pytest.mark.parametrize("variant", C_VARIANTS)
 def test_clocks_agree_with_the_kernel(variant, mode, build, karn):
     """Every clock the vDSO serves lies within 1 ms of the kernel's answer (a coarse
     clock within two resolutions more), resolutions are the kernel's, and clocks it does
     not serve still work; --no-vdso gives the same answers. compare-forked reads them in
     a fork of a fork, whose monitor keeps its parent's time page when its VM reads the
-    same TSC (fork.py)."""
+    same TSC (fork.py); compare-exec after an execve, whose new page gets the parameters
+    the VM follows already."""
     exe = build("vdso_clocks", variant)
     runs = {}
     for flags in ((), ("--no-vdso",)):

@@ -9,6 +9,8 @@
  *                           the two libc reads, in ns; resolutions from both; CPU clocks
  *   vdso_clocks compare-forked   the same in a grandchild (a fork of a fork): a forked
  *                           process's time page
+ *   vdso_clocks compare-exec     the same after an execve of this program: the new
+ *                           program's time page
  *   vdso_clocks watch SECS  MONOTONIC and REALTIME read in a loop for SECS seconds,
  *                           compared with the kernel's every 1000 reads
  *   vdso_clocks maps        AT_SYSINFO_EHDR and the [vvar]/[vdso] lines of /proc/self/maps
@@ -222,11 +224,16 @@ int main(int argc, char **argv)
         return compare();
     if (argc == 2 && strcmp(argv[1], "compare-forked") == 0)
         return compare_forked(2);
+    if (argc == 2 && strcmp(argv[1], "compare-exec") == 0) {
+        execl("/proc/self/exe", argv[0], "compare", (char *)NULL);
+        perror("execl");
+        return 2;
+    }
     if (argc == 3 && strcmp(argv[1], "watch") == 0)
         return watch(atoi(argv[2]));
     if (argc == 2 && strcmp(argv[1], "maps") == 0)
         return maps();
-    fprintf(stderr, "usage: vdso_clocks loop N | compare | compare-forked | watch SECONDS "
-                    "| maps\n");
+    fprintf(stderr, "usage: vdso_clocks loop N | compare | compare-forked | compare-exec "
+                    "| watch SECONDS | maps\n");
     return 2;
 }
