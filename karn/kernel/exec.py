@@ -35,6 +35,7 @@ from karn.kernel.fs.constants import (
     X_OK,
     OFlag,
 )
+from karn.kernel.fs.file import host_error
 from karn.kernel.fs.sysutil import base_of, path_arg
 from karn.kernel.limits import RLIMIT_STACK
 from karn.kernel.process import ThreadExit
@@ -141,6 +142,23 @@ def _busy(proc: Process, st: Stat) -> bool:
 
 
 def _read(file: OpenFile, size: int) -> bytes:
+    """The first `size` bytes (fewer at end of file). A host file is read straight into
+    the result, other files through one buffer and one copy: each extra copy of a 1 MiB
+    program costs ~0.5 ms of page faults here."""
+    host = file.host_fd() if file.is_regular else None
+    if host is not None:
+        parts: list[bytes] = []
+        got = 0
+        while got < size:
+            try:
+                part = os.pread(host, size - got, got)
+            except OSError as err:
+                raise host_error(err) from None
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
@@ -149,7 +167,7 @@ def _read(file: OpenFile, size: int) -> bytes:
         if n <= 0:
             break
         got += n
-    return bytes(buf[:got])
+    return bytes(view[:got])
 
 
 def _read_whole(file: OpenFile) -> bytes:
