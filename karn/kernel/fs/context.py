@@ -17,7 +17,7 @@ from karn.abi.errno import SyscallError
 from karn.errors import UsageError
 from karn.kernel import fdspare
 from karn.kernel.fs.constants import DT_DIR, O_ACCMODE, S_IFDIR, S_IFLNK, S_IFMT, OFlag
-from karn.kernel.fs.file import DirEntry, DirListFile, HostFile, OpenFile, host_error
+from karn.kernel.fs.file import DirEntry, DirListFile, OpenFile, read_prefix
 from karn.kernel.fs.filesystem import Filesystem
 from karn.kernel.fs.hostfs import HostDirFs
 from karn.kernel.fs.procfs import ProcFs
@@ -123,19 +123,6 @@ def _read_host(path: str) -> tuple[bytes, int]:
         return b"".join(chunks), stat.S_IMODE(st.st_mode)
     finally:
         os.close(fd)
-
-
-def _pread_whole(fd: int, size: int) -> bytes:
-    """The first `size` bytes of a host file (fewer if it is shorter), one read as a rule."""
-    chunks = []
-    got = 0
-    try:
-        while got < size and (chunk := os.pread(fd, size - got, got)):
-            chunks.append(chunk)
-            got += len(chunk)
-    except OSError as err:
-        raise host_error(err) from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _devfs() -> Filesystem:
@@ -271,9 +258,7 @@ class FsContext:
         return r.fs.open(r.rel, flags & ~int(OFlag.CREAT | OFlag.EXCL), 0, r.path)
 
     def read_file(self, path: str, base: Comps | None = None) -> bytes:
-        """A whole file, following symlinks (the loader: the program, PT_INTERP). A host
-        file's bytes are read straight into the object returned: a program is copied once
-        (each copy of a 745 KiB one costs ~180 page faults)."""
+        """A whole file, following symlinks (the loader: the program, PT_INTERP)."""
         f = self.open(path, OFlag.RDONLY)
         try:
             st = f.stat()
@@ -281,17 +266,7 @@ class FsContext:
                 raise SyscallError(errno.EISDIR)
             if st.size > READ_FILE_LIMIT:
                 raise SyscallError(errno.EFBIG)
-            if isinstance(f, HostFile) and f.is_regular:
-                return _pread_whole(f.fd, st.size)
-            buf = bytearray(st.size)
-            view = memoryview(buf)
-            got = 0
-            while got < len(buf):
-                n = f.pread_into(view[got:], got)
-                if n == 0:
-                    break
-                got += n
-            return bytes(view[:got])
+            return read_prefix(f, st.size)
         finally:
             f.close()
 
