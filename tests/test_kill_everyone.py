@@ -4,8 +4,6 @@ an init-like program's shutdown (kill(-1, SIGTERM)) would kill the program itsel
 
 from __future__ import annotations
 
-import errno
-
 import pytest
 
 
@@ -14,6 +12,6 @@ def test_kill_minus_one_reaches_no_one(variant, build, karn, native, same):
     exe = build("kill_everyone", variant)
     expected = native("unshare", "--pid", "--fork", exe)
     assert expected.returncode == 0, expected.stderr.decode()
-    esrch = f"kill(-1, SIGUSR1) = -1 errno{errno.ESRCH}".encode()  # karntest.h's spelling
+    esrch = b"kill(-1, SIGUSR1) = -1 ESRCH"
     assert esrch in expected.stdout  # pid 1 natively, alone in its pid namespace
     same(expected, karn(exe), f"kill_everyone ({variant})")
