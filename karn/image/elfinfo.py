@@ -120,7 +120,7 @@ class ElfInfo:
 class _Source:
     """Bounded reads from either a byte string or an open file."""
 
-    def __init__(self, data: bytes | None, fd: int | None, size: int) -> None:
+    def __init__(self, data: bytes | bytearray | None, fd: int | None, size: int) -> None:
         self._data = data
         self._fd = fd
         self.size = size
@@ -129,7 +129,7 @@ class _Source:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise _Malformed(f"data at offset {offset:#x}+{length:#x} is past the end of file")
         if self._data is not None:
-            return self._data[offset : offset + length]
+            return bytes(self._data[offset : offset + length])
         assert self._fd is not None
         out = os.pread(self._fd, length, offset)
         if len(out) != length:
@@ -141,15 +141,15 @@ class _Malformed(Exception):
     """Internal: turned into ImageError with the file name by inspect_elf."""
 
 
-def inspect_elf(data_or_path: bytes | str | os.PathLike[str], name: str | None = None) -> ElfInfo:
+def inspect_elf(data_or_path: bytes | bytearray | str | os.PathLike[str],
+                name: str | None = None) -> ElfInfo:
     """Parse and validate an x86-64 ELF executable/shared object; ImageError if unusable.
 
     `name` is the path used in messages (defaults to the path, or "<memory>" for bytes).
     """
-    if isinstance(data_or_path, bytes | bytearray | memoryview):
-        data = bytes(data_or_path)
+    if isinstance(data_or_path, bytes | bytearray):  # read as is: a program is not copied
         label = name or "<memory>"
-        return _parse_checked(_Source(data, None, len(data)), label)
+        return _parse_checked(_Source(data_or_path, None, len(data_or_path)), label)
     path = os.fspath(data_or_path)
     label = name or path
     fd = _open(path, label)

@@ -141,7 +141,7 @@ def _busy(proc: Process, st: Stat) -> bool:
     return False
 
 
-def _read_whole(file: OpenFile) -> bytes:
+def _read_whole(file: OpenFile) -> bytearray:
     size = file.stat().size
     if size > MAX_PROGRAM_SIZE:
         raise SyscallError(errno.ENOMEM)
@@ -287,7 +287,7 @@ def _find_image(task: Task, program: _Program, filename: str, argv: list[bytes],
         try:
             if _busy(proc, program.file.stat()):
                 raise SyscallError(errno.ETXTBSY)
-            head = read_prefix(program.file, BINPRM_BUF_SIZE)
+            head = bytes(read_prefix(program.file, BINPRM_BUF_SIZE))
             if head.startswith(ELF_MAGIC):
                 data = _read_whole(program.file)
                 return _Image(_elf(task, program.path, data), argv, program.path)
@@ -307,7 +307,7 @@ def _find_image(task: Task, program: _Program, filename: str, argv: list[bytes],
             raise SyscallError(errno.ELOOP)
 
 
-def _elf(task: Task, path: str, data: bytes) -> Executable:
+def _elf(task: Task, path: str, data: bytearray) -> Executable:
     try:
         info = inspect_elf(data, name=path)
     except ImageError:

@@ -48,7 +48,7 @@ def load_object(
     mem: GuestMemory,
     mm: AddressSpace,
     info: ElfInfo,
-    data: bytes,
+    data: bytearray,
     guest_path: str,
     bias: int,
 ) -> LoadedObject:

@@ -39,7 +39,7 @@ class ProgramImage:
 class ElfFile:
     __slots__ = ("path", "data", "info")
 
-    def __init__(self, path: str, data: bytes, info: ElfInfo) -> None:
+    def __init__(self, path: str, data: bytearray, info: ElfInfo) -> None:
         self.path = path  # the guest path its mappings are named by
         self.data = data
         self.info = info
@@ -66,10 +66,10 @@ class LoadSettings:
         self.clock = clock  # keeps the vDSO's time page; None: no vDSO (--no-vdso)
 
 
-ReadFile = Callable[[str], bytes]
+ReadFile = Callable[[str], bytearray]  # a file's bytes as read: never copied (fs/file.py)
 
 
-def _read(read_file: ReadFile, path: str, what: str) -> bytes:
+def _read(read_file: ReadFile, path: str, what: str) -> bytearray:
     try:
         return read_file(path)
     except SyscallError as err:

@@ -257,7 +257,7 @@ class FsContext:
             return DirListFile(r.path, flags & ~int(OFlag.CLOEXEC), [], r.stat)
         return r.fs.open(r.rel, flags & ~int(OFlag.CREAT | OFlag.EXCL), 0, r.path)
 
-    def read_file(self, path: str, base: Comps | None = None) -> bytes:
+    def read_file(self, path: str, base: Comps | None = None) -> bytearray:
         """A whole file, following symlinks (the loader: the program, PT_INTERP)."""
         f = self.open(path, OFlag.RDONLY)
         try:
