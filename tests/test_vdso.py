@@ -163,7 +163,9 @@ def test_clocks_agree_with_the_kernel(variant, mode, build, karn):
     for name, clock in clock_report(runs[()]).items():
         assert clock["res"] == clock["kernel_res"] > 0, (name, clock)
         # a coarse clock is as old as its last tick, which a loaded host can run late by
-        # more than a tick (seen: 5.2 ms behind at a 4 ms tick, load 9)
+        # more than a tick (seen: 5.2 ms behind at a 4 ms tick, load 9; 10.2 ms in a full
+        # suite beside other tests): the program takes off the lag the host's own coarse
+        # clock showed against its precise one, and this allows two ticks more
         slack = MS + (2 * clock["res"] if "COARSE" in name else 0)
         assert clock["outside_ns"] <= slack, (name, clock)
     assert with_vdso["gettimeofday"][0] == "outside_us"
