@@ -288,6 +288,19 @@ def test_guest_program_opens_its_own_pty(terminal, build, variant: str) -> None:
     assert guest.output == native.output
 
 
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_a_session_on_its_own_pty_as_login_tty_makes_it(terminal, build, variant: str) -> None:
+    """setsid, TIOCSCTTY on the program's own pty, then /dev/tty in the session leader and
+    its child (forkpty and Python's pty.fork: TIOCSCTTY was ENOTTY, so their child died)."""
+    program = build("tty_login", variant, ("-lutil",) if variant == "static" else ())
+    native = terminal(program)
+    native_status = native.wait()
+    guest = terminal(*karn_it(program))
+    assert guest.wait() == native_status == 0
+    assert guest.output == native.output
+    assert b"its child wrote through /dev/tty" in guest.output
+
+
 def test_killed_monitor_leaves_the_terminal_restored(terminal) -> None:
     term = terminal(*karn_it(BUSYBOX, "sh"))
     term.expect(PROMPT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import sys
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
@@ -195,7 +196,11 @@ def sys_setsid(task: Task) -> int:
     link = task.process.link
     if link is None:
         raise SyscallError(errno.EPERM)  # pid 1 already leads a process group
-    return link.call("setsid")
+    sid = link.call("setsid")
+    pty = sys.modules.get("karn.kernel.fs.pty")  # loaded if the guest opened a pty
+    if pty is not None:
+        pty.PTYS.drop_controlling()  # a new session has no controlling terminal
+    return sid
 
 
 def sys_setpgid(task: Task, pid: int, pgid: int) -> int:

@@ -6,6 +6,13 @@ the terminal of `karn run -t` (karn/kernel/tty.py) and the guest's own ptys shar
 numbering. The host pty is unlocked at once; the guest's lock (TIOCSPTLCK, which
 unlockpt clears) is kept here and checked when /dev/pts/N is opened, which opens the
 host slave through the master (TIOCGPTPEER: no host path is looked up).
+
+A session leader may make one of its ptys its controlling terminal (TIOCSCTTY: login_tty,
+forkpty, Python's pty.fork): it is then the process's /dev/tty, kept across fork and
+execve and dropped by setsid and TIOCNOTTY (without the SIGHUP Linux then sends a session
+leader's foreground group). A monitor serves one process, so this is the monitor's own
+record. There is no job control on such a pty: the signal characters the host's line
+discipline sends reach no guest process group, and TIOCSPGRP is refused.
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import O_ACCMODE, OFlag
 from karn.kernel.fs.file import HostFile, host_error
 from karn.kernel.fs.stat import Stat
-from karn.kernel.tty import TERMINAL
+from karn.kernel.tty import SESSION, TERMINAL, own_session
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 TIOCGPTN, TIOCSPTLCK, TIOCGPTLCK, TIOCGPTPEER = 0x80045430, 0x40045431, 0x80045439, 0x5441
+TIOCSCTTY, TIOCNOTTY, TIOCGSID = 0x540E, 0x5422, 0x5429
 PTY_MAJOR_FIRST, PTY_MAJOR_LAST = 136, 143  # Unix98 pty slaves
 
 
@@ -89,6 +97,31 @@ class PtyMaster(HostFile):
 class PtySlave(HostFile):
     def __init__(self, fd: int, number: int, flags: int) -> None:
         super().__init__(fd, f"/dev/pts/{number}", flags)
+        self.number = number
+
+    def own_ioctl(self, task: Task, request: int, arg: int) -> int | None:
+        """The pty as the caller's controlling terminal (see the module docstring); None
+        for the ioctls the caller passes on."""
+        if request == TIOCSCTTY:
+            if PTYS.controlling == self.number:
+                return 0  # its own already
+            proc = task.process
+            session = own_session(proc)
+            # EPERM, as Linux: not a session leader, or its session has a terminal
+            if session != proc.pid or PTYS.controlling is not None or (
+                    TERMINAL.active and session == SESSION):
+                raise SyscallError(errno.EPERM)
+            PTYS.take_controlling(self.number, self.fd)
+            return 0
+        if request in (TIOCNOTTY, TIOCGSID):
+            if PTYS.controlling != self.number:
+                raise SyscallError(errno.ENOTTY)
+            if request == TIOCGSID:
+                task.mem.write_u32(arg, own_session(task.process))
+            else:
+                PTYS.drop_controlling()
+            return 0
+        return None
 
 
 class PtyRegistry:
@@ -98,6 +131,8 @@ class PtyRegistry:
     def __init__(self) -> None:
         self._masters: dict[int, PtyMaster] = {}
         self._lock = threading.Lock()
+        self.controlling: int | None = None  # this process's controlling pty, if it set one
+        self._controlling_fd = -1  # a copy of its slave: /dev/tty (the master may be closed)
 
     def open_master(self, flags: int) -> PtyMaster:
         host_flags = os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC
@@ -117,6 +152,22 @@ class PtyRegistry:
         with self._lock:
             self._masters[master.number] = master
         return master
+
+    def take_controlling(self, number: int, slave_fd: int) -> None:
+        held = os.dup(slave_fd)  # not inheritable (os.dup): no host child gets it
+        self.drop_controlling()
+        self.controlling, self._controlling_fd = number, held
+
+    def drop_controlling(self) -> None:
+        if self._controlling_fd >= 0:
+            os.close(self._controlling_fd)
+        self.controlling, self._controlling_fd = None, -1
+
+    def open_controlling(self, flags: int) -> PtySlave:
+        """/dev/tty when this process set a pty as its controlling terminal (the same
+        open file as the slave it used: O_NONBLOCK is shared)."""
+        assert self.controlling is not None
+        return PtySlave(os.dup(self._controlling_fd), self.controlling, flags)
 
     def forget(self, master: PtyMaster) -> None:
         with self._lock:
@@ -153,6 +204,8 @@ class PtyRegistry:
 
 def open_terminal(flags: int) -> HostFile:
     """/dev/tty: the controlling terminal, ENXIO without one (as Linux)."""
+    if PTYS.controlling is not None:
+        return PTYS.open_controlling(flags)
     if not TERMINAL.active:
         raise SyscallError(errno.ENXIO)
     from karn.kernel.fs.fdtable import StdioFile

@@ -314,7 +314,8 @@ NOTES = {
     "TCGETS/TCSETS*/TIOC[GS]WINSZ reach the host only when the fd is a host tty; with "
     "`karn run -t`, TIOC[GS]PGRP, TIOCSCTTY, TIOCGSID, TIOCNOTTY on the terminal act on the "
     "guest's process groups; TIOCGPTN/TIOCSPTLCK/TIOCGPTLCK/TIOCGPTPEER on /dev/ptmx; "
-    "anything else ENOTTY",
+    "TIOCSCTTY/TIOCGSID/TIOCNOTTY on the guest's own ptys make, report and drop its "
+    "controlling terminal (no job control on those); anything else ENOTTY",
     "close_range": "CLOSE_RANGE_UNSHARE is accepted (one fd table)",
     "flock": "host flock on host-backed files (volumes, tmpfs once the run has forked), "
     "shared by forked processes as Linux shares the open file; a blocking lock is polled; "
