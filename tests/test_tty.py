@@ -278,27 +278,29 @@ def test_window_changes_during_forks_leave_every_monitor_listening(terminal) -> 
     assert term.wait() == 0
 
 
-@pytest.mark.parametrize("variant", ["static", "musl-static"])
-def test_guest_program_opens_its_own_pty(terminal, build, variant: str) -> None:
-    program = build("tty_openpty", variant, ("-lutil",) if variant == "static" else ())
+def on_a_terminal_as_native(terminal, build, name: str, variant: str) -> bytes:
+    """Build tests/programs/NAME.c (with libutil for glibc), run it on a terminal natively
+    and under `karn run -it`; both must succeed and print the same. Its output."""
+    program = build(name, variant, ("-lutil",) if variant == "static" else ())
     native = terminal(program)
     native_status = native.wait()
     guest = terminal(*karn_it(program))
     assert guest.wait() == native_status == 0
     assert guest.output == native.output
+    return guest.output
+
+
+@pytest.mark.parametrize("variant", ["static", "musl-static"])
+def test_guest_program_opens_its_own_pty(terminal, build, variant: str) -> None:
+    on_a_terminal_as_native(terminal, build, "tty_openpty", variant)
 
 
 @pytest.mark.parametrize("variant", ["static", "musl-static"])
 def test_a_session_on_its_own_pty_as_login_tty_makes_it(terminal, build, variant: str) -> None:
     """setsid, TIOCSCTTY on the program's own pty, then /dev/tty in the session leader and
     its child (forkpty and Python's pty.fork: TIOCSCTTY was ENOTTY, so their child died)."""
-    program = build("tty_login", variant, ("-lutil",) if variant == "static" else ())
-    native = terminal(program)
-    native_status = native.wait()
-    guest = terminal(*karn_it(program))
-    assert guest.wait() == native_status == 0
-    assert guest.output == native.output
-    assert b"its child wrote through /dev/tty" in guest.output
+    output = on_a_terminal_as_native(terminal, build, "tty_login", variant)
+    assert b"its child wrote through /dev/tty" in output
 
 
 def test_killed_monitor_leaves_the_terminal_restored(terminal) -> None:
