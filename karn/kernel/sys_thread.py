@@ -283,7 +283,7 @@ def sys_sched_setaffinity(task: Task, pid: int, size: int, mask: int) -> int:
         raise SyscallError(errno.EINVAL)
     # recorded for the thread and its future children, not enforced: vCPUs float over the
     # host's CPUs (docs/syscalls.md)
-    target.affinity = 0 if cpus == _guest_cpus(task) else cpus
+    target.affinity = cpus
     return 0
 
 

@@ -37,6 +37,8 @@ else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of s
 # tcgetattr's ioctl, without the termios module (~0.3 ms of every start-up to import):
 # the kernel's struct termios is 36 bytes, c_lflag the fourth 32-bit word
 TCGETS, TERMIOS_SIZE, C_LFLAG, TOSTOP = 0x5401, 36, 12, 0o400
+# the controlling terminal's ioctls (fs/sys_fd.py on -t's terminal, fs/pty.py on a guest pty)
+TIOCSCTTY, TIOCNOTTY, TIOCGSID = 0x540E, 0x5422, 0x5429
 
 # What the line discipline sends. The monitors catch SIGTSTP (Ctrl-Z) with a handler: left
 # at SIG_DFL, the host kernel would discard it for their orphaned host process group.

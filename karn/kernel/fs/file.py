@@ -65,17 +65,10 @@ def read_prefix(file: OpenFile, size: int) -> bytearray:
     same read into a bytes object, or a bytes copy, takes ~20 ms.)"""
     buf = bytearray(size)
     view = memoryview(buf)
-    host = file.host_fd() if file.is_regular else None
     got = 0
     try:
         while got < size:
-            if host is not None:
-                try:
-                    n = os.preadv(host, [view[got:]], got)
-                except OSError as err:
-                    raise host_error(err) from None
-            else:
-                n = file.pread_into(view[got:], got)
+            n = file.pread_into(view[got:], got)  # a host file's: os.preadv into buf
             if n <= 0:
                 break
             got += n

@@ -28,13 +28,12 @@ from karn.abi.errno import SyscallError
 from karn.kernel.fs.constants import O_ACCMODE, OFlag
 from karn.kernel.fs.file import HostFile, host_error
 from karn.kernel.fs.stat import Stat
-from karn.kernel.tty import SESSION, TERMINAL, own_session
+from karn.kernel.tty import SESSION, TERMINAL, TIOCGSID, TIOCNOTTY, TIOCSCTTY, own_session
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 TIOCGPTN, TIOCSPTLCK, TIOCGPTLCK, TIOCGPTPEER = 0x80045430, 0x40045431, 0x80045439, 0x5441
-TIOCSCTTY, TIOCNOTTY, TIOCGSID = 0x540E, 0x5422, 0x5429
 PTY_MAJOR_FIRST, PTY_MAJOR_LAST = 136, 143  # Unix98 pty slaves
 
 

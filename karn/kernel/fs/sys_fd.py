@@ -14,6 +14,7 @@ from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile, OpenFile, host_error
 from karn.kernel.fs.tmpfs import TmpFile
 from karn.kernel.limits import PIPE_DEF_SIZE, PIPE_MAX_SIZE, PIPE_MIN_SIZE, Charge, buffer_budget
+from karn.kernel.tty import TIOCGSID, TIOCNOTTY, TIOCSCTTY
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
@@ -27,8 +28,7 @@ FD_CLOEXEC = 1
 CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
 
 TCGETS, TCSETS, TCSETSW, TCSETSF = 0x5401, 0x5402, 0x5403, 0x5404
-TIOCSCTTY, TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540E, 0x540F, 0x5410, 0x5413, 0x5414
-TIOCNOTTY, TIOCGSID = 0x5422, 0x5429
+TIOCGPGRP, TIOCSPGRP, TIOCGWINSZ, TIOCSWINSZ = 0x540F, 0x5410, 0x5413, 0x5414
 FIONREAD, FIONBIO, FIONCLEX, FIOCLEX = 0x541B, 0x5421, 0x5450, 0x5451
 FIOASYNC = 0x5452
 # tty ioctls passed to the host tty: request -> (bytes copied in, bytes copied out)
