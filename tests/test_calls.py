@@ -77,6 +77,20 @@ def test_prctl_priority_ids_and_nofile(variant, like_native):
                 karn_opts=("-e", f"HOST_NOFILE_HARD={hard}"))
 
 
+def _host_has_protection_keys() -> bool:
+    with open("/proc/cpuinfo") as f:
+        return any(line.startswith("flags") and " pku" in line for line in f)
+
+
+@BOTH_LIBCS
+def test_capability_sets_and_protection_keys(variant, like_native):
+    """capget/capset (libcap's version handshake, capset's rules, the ambient set, setuid,
+    seteuid and execve) as relations between the sets, so a container's smaller root set
+    natively compares; protection keys where the host CPU has none, as karn's guests."""
+    args = () if _host_has_protection_keys() else ("pkeys",)
+    like_native("calls_caps", variant, *args)
+
+
 @BOTH_LIBCS
 def test_memfd_sealing_and_shared_mappings(variant, like_native):
     like_native("calls_memfd", variant)

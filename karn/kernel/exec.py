@@ -25,6 +25,7 @@ from karn.abi.registers import s32
 from karn.abi.signals import NSIG, SIGSEGV
 from karn.errors import ImageError
 from karn.image.elfinfo import inspect_elf
+from karn.kernel import caps
 from karn.kernel.fs.constants import (
     AT_EMPTY_PATH,
     AT_FDCWD,
@@ -356,9 +357,11 @@ def _end_other_threads(task: Task) -> None:
 
 def _reset_process(task: Task) -> None:
     """What execve resets: close-on-exec fds, caught signals (ignored ones stay ignored),
-    the alternate stack, POSIX timers, the robust list and clear_child_tid. The blocked
-    mask, pending signals and interval timers (alarm, setitimer) stay."""
+    the alternate stack, POSIX timers, the robust list and clear_child_tid; the
+    capability sets are a new program's. The blocked mask, pending signals and interval
+    timers (alarm, setitimer) stay."""
     proc = task.process
+    caps.executed(proc.identity)
     fds = proc.fds
     for fd in fds.fds():
         if fds.get_cloexec(fd):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import NSIG, SIGCONT, SIGKILL, SIGSEGV
-from karn.kernel import jobcontrol
+from karn.kernel import caps, jobcontrol
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.cputime import CpuTimes, monitor_times
@@ -135,7 +135,7 @@ class Machine(Protocol[CpuT]):
 
 class Identity:
     __slots__ = ("uid", "gid", "euid", "egid", "suid", "sgid", "keepcaps", "dropped_caps",
-                 "groups")
+                 "groups", "cap_effective", "cap_permitted", "cap_inheritable", "cap_ambient")
 
     def __init__(self, uid: int = 0, gid: int = 0, euid: int = 0, egid: int = 0) -> None:
         self.uid = uid
@@ -147,6 +147,8 @@ class Identity:
         self.keepcaps = 0  # prctl(PR_SET_KEEPCAPS)
         self.dropped_caps = 0  # capabilities PR_CAPBSET_DROP took from the bounding set
         self.groups: tuple[int, ...] = ()  # supplementary groups (setgroups)
+        self.cap_effective = self.cap_permitted = self.cap_inheritable = self.cap_ambient = 0
+        caps.initial(self)  # karn/kernel/caps.py: bookkeeping, capget and capset
 
 
 class KernelConfig:

@@ -9,6 +9,7 @@ import sys
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
+from karn.kernel import caps
 from karn.kernel.process import Identity, Task
 
 UTS_FIELD = 65
@@ -109,9 +110,13 @@ def _set_ids(task: Task, names: tuple[str, str, str], wanted: tuple[int | None, 
 
 def _assign(ident: Identity, names: tuple[str, str, str], values: tuple[int | None, ...]
             ) -> None:
+    """Set the ids; a change of uids changes the capability sets as on Linux."""
+    old_uids = ident.uid, ident.euid, ident.suid
     for name, value in zip(names, values, strict=True):
         if value is not None:
             setattr(ident, name, value)
+    if names is _UIDS:
+        caps.uids_changed(ident, *old_uids)
 
 
 def _set_one(task: Task, value: int, names: tuple[str, str, str]) -> int:
@@ -170,6 +175,65 @@ def sys_setreuid(task: Task, ruid: int, euid: int) -> int:
 
 def sys_setregid(task: Task, rgid: int, egid: int) -> int:
     return _set_re(task, rgid, egid, _GIDS)
+
+
+# capget/capset's header versions: v1 has one 32-bit word per set, v2 and v3 two.
+CAP_VERSION_1, CAP_VERSION_2, CAP_VERSION_3 = 0x19980330, 0x20071026, 0x20080522
+_CAP_WORDS = {CAP_VERSION_1: 1, CAP_VERSION_2: 2, CAP_VERSION_3: 2}
+_CAP_DATA = struct.Struct("<3I")  # one word of effective, permitted, inheritable
+
+
+def _cap_header(task: Task, header: int) -> tuple[int, int]:
+    """The header's number of words per set and pid. An unknown version: the version
+    this kernel prefers is written back and the call is EINVAL (how libcap asks)."""
+    words = _CAP_WORDS.get(task.mem.read_u32(header))
+    if words is None:
+        task.mem.write_u32(header, CAP_VERSION_3)
+        raise SyscallError(errno.EINVAL)
+    return words, s32(task.mem.read_u32(header + 4))
+
+
+def _caps_process(task: Task, pid: int) -> None:
+    """capget's pid: 0, or a thread of this process (its sets are the process's). Another
+    process's sets live in its own monitor: ESRCH, a documented gap."""
+    if pid < 0:
+        raise SyscallError(errno.EINVAL)
+    if pid not in (0, task.process.pid) and pid not in task.process.tasks:
+        raise SyscallError(errno.ESRCH)
+
+
+def sys_capget(task: Task, header: int, data: int) -> int:
+    try:
+        words, pid = _cap_header(task, header)
+    except SyscallError as err:
+        if err.errno == errno.EINVAL and not data:
+            return 0  # a NULL data pointer only asks for the version
+        raise
+    if not data:
+        return 0
+    _caps_process(task, pid)
+    ident = task.process.identity
+    sets = (ident.cap_effective, ident.cap_permitted, ident.cap_inheritable)
+    task.mem.write(data, b"".join(_CAP_DATA.pack(*(s >> 32 * w & 0xFFFFFFFF for s in sets))
+                                  for w in range(words)))
+    return 0
+
+
+def sys_capset(task: Task, header: int, data: int) -> int:
+    words, pid = _cap_header(task, header)
+    if pid not in (0, task.tid):
+        raise SyscallError(errno.EPERM)  # only the caller's own sets
+    raw = task.mem.read(data, _CAP_DATA.size * words)
+    effective = permitted = inheritable = 0
+    for w in range(words):
+        e, p, i = _CAP_DATA.unpack_from(raw, _CAP_DATA.size * w)
+        effective, permitted = effective | e << 32 * w, permitted | p << 32 * w
+        inheritable |= i << 32 * w
+    valid = caps.ALL_CAPS
+    if not caps.set_sets(task.process.identity, effective & valid, permitted & valid,
+                         inheritable & valid):
+        raise SyscallError(errno.EPERM)
+    return 0
 
 
 def sys_getpgrp(task: Task) -> int:
@@ -279,4 +343,16 @@ HANDLERS = {
     "setpgid": sys_setpgid,
     "uname": sys_uname,
     "sethostname": sys_sethostname,
+    "capget": sys_capget,
+    "capset": sys_capset,
+}
+
+NOTES = {
+    "capget": "The sets are bookkeeping (karn/kernel/caps.py): root's are the full set "
+    "without the capabilities karn refuses (SYS_PTRACE, SYS_RESOURCE, SYS_TIME, "
+    "WAKE_ALARM), changed by capset, set*uid and execve as on Linux; karn's permission "
+    "checks go by the effective uid. Another process's sets: ESRCH (they are in its "
+    "monitor).",
+    "capset": "Linux's rules (permitted only shrinks, effective within it); the sets are "
+    "bookkeeping, as capget says.",
 }

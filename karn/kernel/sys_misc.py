@@ -9,6 +9,7 @@ import time
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
+from karn.kernel import caps
 from karn.kernel.futex import ROBUST_LIST_HEAD_SIZE
 from karn.kernel.limits import (
     NR_OPEN,
@@ -223,15 +224,7 @@ def sys_getcpu(task: Task, cpu: int, node: int, cache: int) -> int:
     return 0
 
 
-CAP_LAST_CAP = 40  # CAP_CHECKPOINT_RESTORE, Linux 5.9+
-PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_RAISE = 1, 2
-PR_CAP_AMBIENT_LOWER, PR_CAP_AMBIENT_CLEAR_ALL = 3, 4
 SECCOMP_MODE_FILTER = 2
-# Capabilities karn refuses root's uses of (ptrace, rlimits past a policy, the clock, alarm
-# timers): never in the bounding set PR_CAPBSET_READ reports.
-CAP_SYS_PTRACE, CAP_SYS_RESOURCE, CAP_SYS_TIME, CAP_WAKE_ALARM = 19, 24, 25, 35
-NOT_GRANTED = sum(1 << cap for cap in (CAP_SYS_PTRACE, CAP_SYS_RESOURCE, CAP_SYS_TIME,
-                                      CAP_WAKE_ALARM))
 
 
 def _flag(value: int) -> int:
@@ -242,26 +235,25 @@ def _flag(value: int) -> int:
 
 
 def _prctl_caps(task: Task, option: int, arg2: int, arg3: int) -> int:
-    """The capability bounding and ambient sets: root's but NOT_GRANTED, none ambient
-    (bookkeeping: the guest runs nothing that could gain them)."""
-    proc = task.process
+    """The capability bounding and ambient sets (karn/kernel/caps.py)."""
+    ident = task.process.identity
     if option == PR_CAP_AMBIENT:
-        if arg2 in (PR_CAP_AMBIENT_IS_SET, PR_CAP_AMBIENT_RAISE, PR_CAP_AMBIENT_LOWER):
-            if arg3 > CAP_LAST_CAP:
-                raise SyscallError(errno.EINVAL)
-            if arg2 == PR_CAP_AMBIENT_RAISE:
-                raise SyscallError(errno.EPERM)  # not in the (empty) inheritable set
-            return 0
-        if arg2 == PR_CAP_AMBIENT_CLEAR_ALL:
-            return 0
-        raise SyscallError(errno.EINVAL)
-    if arg2 > CAP_LAST_CAP:
+        if arg2 not in (caps.AMBIENT_IS_SET, caps.AMBIENT_RAISE, caps.AMBIENT_LOWER,
+                        caps.AMBIENT_CLEAR_ALL):
+            raise SyscallError(errno.EINVAL)
+        if arg2 != caps.AMBIENT_CLEAR_ALL and arg3 > caps.CAP_LAST_CAP:
+            raise SyscallError(errno.EINVAL)
+        try:
+            return caps.ambient(ident, arg2, arg3)
+        except PermissionError:
+            raise SyscallError(errno.EPERM) from None
+    if arg2 > caps.CAP_LAST_CAP:
         raise SyscallError(errno.EINVAL)
     if option == PR_CAPBSET_READ:
-        return int(not (proc.identity.dropped_caps | NOT_GRANTED) >> arg2 & 1)
-    if proc.identity.euid != 0:
+        return caps.bounding(ident) >> arg2 & 1
+    if not ident.cap_effective >> caps.CAP_SETPCAP & 1:
         raise SyscallError(errno.EPERM)  # PR_CAPBSET_DROP needs CAP_SETPCAP
-    proc.identity.dropped_caps |= 1 << arg2
+    ident.dropped_caps |= 1 << arg2
     return 0
 
 
@@ -340,9 +332,8 @@ HANDLERS = {
 NOTES = {
     "prctl": "PR_SET/GET_NAME, DUMPABLE, NO_NEW_PRIVS, KEEPCAPS, CHILD_SUBREAPER, "
     "PDEATHSIG (recorded: the parent, the monitor, outlives the guest), PR_GET_SECCOMP (2 "
-    "under a policy's syscall list), PR_CAPBSET_READ/DROP and PR_CAP_AMBIENT (bookkeeping: "
-    "root's bounding set without the capabilities karn refuses (SYS_PTRACE, SYS_RESOURCE, "
-    "SYS_TIME, WAKE_ALARM), an empty ambient one); other options EINVAL.",
+    "under a policy's syscall list), PR_CAPBSET_READ/DROP and PR_CAP_AMBIENT (bookkeeping, "
+    "as capget says); other options EINVAL.",
     "arch_prctl": "ARCH_SET/GET_FS/GS; ARCH_GET_CPUID reads 1 (cpuid never faults); "
     "ARCH_SET_CPUID and other codes EINVAL.",
     "getpriority": "Nice values are recorded per thread; the host schedules the vCPU "

@@ -269,6 +269,27 @@ def sys_mprotect(task: Task, addr: int, length: int, prot: int) -> int:
     return 0
 
 
+# Protection keys as on a CPU without PKU (this host's; karn's guests never have
+# CR4.PKE): Linux allocates no key there (pkey_alloc and pkey_free are EINVAL) and
+# pkey_mprotect takes only -1, "no key".
+
+
+def sys_pkey_mprotect(task: Task, addr: int, length: int, prot: int, pkey: int) -> int:
+    if addr & (PAGE - 1) or s32(prot) & ~PROT_KNOWN:
+        raise SyscallError(errno.EINVAL)
+    if length and s32(pkey) != -1:
+        raise SyscallError(errno.EINVAL)  # a key never allocated
+    return sys_mprotect(task, addr, length, prot)
+
+
+def sys_pkey_alloc(task: Task, flags: int, access_rights: int) -> int:
+    raise SyscallError(errno.EINVAL)
+
+
+def sys_pkey_free(task: Task, pkey: int) -> int:
+    raise SyscallError(errno.EINVAL)
+
+
 def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_addr: int) -> int:
     """A shared file mapping keeps its file when it moves, grows or shrinks (_mremap moves
     the pieces); grown pages show the file and are written back to it, as on Linux."""
@@ -397,9 +418,16 @@ HANDLERS = {
     "msync": sys_msync,
     "mlock": sys_mlock,
     "munlock": sys_munlock,
+    "pkey_mprotect": sys_pkey_mprotect,
+    "pkey_alloc": sys_pkey_alloc,
+    "pkey_free": sys_pkey_free,
 }
 
 NOTES = {
+    "pkey_alloc": "EINVAL, as Linux on a CPU without protection keys.",
+    "pkey_free": "EINVAL, as Linux on a CPU without protection keys (no key is allocated).",
+    "pkey_mprotect": "Key -1 is mprotect; any other key EINVAL, as Linux on a CPU without "
+    "protection keys.",
     "mmap": "MAP_SHARED memory stays shared with forked processes. A file of /tmp or "
     "/dev/shm after the first fork is mapped itself (coherent with read/write, across "
     "processes); other files' MAP_SHARED mappings are copies written back to the file on "

@@ -45,11 +45,12 @@ AREA_CALLS: dict[str, str] = {
         "fsetxattr removexattr lremovexattr fremovexattr fchownat chown lchown fchown"),
     "fs.memfd": "memfd_create",
     "fs.sys_splice": "splice tee vmsplice copy_file_range fallocate",
-    "sys_mm": "brk mmap munmap mprotect mremap madvise msync mlock munlock",
+    "sys_mm": ("brk mmap munmap mprotect mremap madvise msync mlock munlock pkey_mprotect "
+               "pkey_alloc pkey_free"),
     "sys_identity": (
         "getpid gettid getppid getuid geteuid getgid getegid getresuid getresgid getgroups setuid "
         "setgid setresuid setresgid setreuid setregid getpgrp getpgid getsid setsid setpgid uname "
-        "sethostname setgroups"),
+        "sethostname setgroups capget capset"),
     "sys_time": (
         "clock_gettime clock_getres clock_settime getrusage gettimeofday time nanosleep "
         "clock_nanosleep times"),
