@@ -67,6 +67,20 @@ static struct sets now(void)
 
 #define HAS(set, cap) ((int)((set) >> (cap) & 1))
 
+/* /proc/self/status's CapEff line agrees with capget */
+static int status_agrees(void)
+{
+    char line[256];
+    unsigned long long eff = ~0ULL;
+    FILE *f = fopen("/proc/self/status", "r");
+    MUST(f != NULL);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "CapEff:", 7) == 0)
+            eff = strtoull(line + 7, NULL, 16);
+    fclose(f);
+    return eff == now().eff;
+}
+
 static void describe(const char *label)
 {
     struct sets s = now();
@@ -93,6 +107,7 @@ static void drop_all_uids(void)
 {
     SHOW("setuid 1000", setuid(1000));
     describe("after setuid 1000");
+    printf("/proc/self/status CapEff agrees %d\n", status_agrees());
     struct sets s = now();
     s.prm = s.eff = 0x1;
     SHOW("capset raising after setuid", capset_v3(0, &s));
@@ -189,6 +204,7 @@ int main(int argc, char **argv)
     t.eff &= ~(1ULL << CAP_CHOWN);
     SHOW("capset drop chown from effective", capset_v3(0, &t));
     printf("chown effective %d permitted %d\n", HAS(now().eff, CAP_CHOWN), HAS(now().prm, CAP_CHOWN));
+    printf("/proc/self/status CapEff agrees %d\n", status_agrees());
     SHOW("capset raise it again", capset_v3(0, &s));
     printf("chown effective %d\n", HAS(now().eff, CAP_CHOWN));
     SHOW("capset other pid", capset_v3(getpid() + 4242, &s));

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.kernel import caps
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process
@@ -95,6 +96,9 @@ def status(proc: Process, tid: int = 0) -> bytes:
         f"VmPeak:\t{size_kb:8d} kB\nVmSize:\t{size_kb:8d} kB\nVmHWM:\t{size_kb:8d} kB\n"
         f"VmRSS:\t{size_kb:8d} kB\nThreads:\t{len(proc.tasks)}\n"
         f"SigQ:\t0/0\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
+        f"CapInh:\t{ident.cap_inheritable:016x}\nCapPrm:\t{ident.cap_permitted:016x}\n"
+        f"CapEff:\t{ident.cap_effective:016x}\nCapBnd:\t{caps.bounding(ident):016x}\n"
+        f"CapAmb:\t{ident.cap_ambient:016x}\nNoNewPrivs:\t{int(proc.no_new_privs)}\n"
         f"Cpus_allowed_list:\t0-{proc.config.ncpus - 1}\n"
     ).encode()
 
