@@ -5,6 +5,10 @@ all of this crosses host processes. Compared with native runs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+
 import pytest
 
 PARTS = ["atomics", "mutex", "semaphores", "shm", "interrupted", "truncated"]
@@ -144,3 +148,96 @@ def test_a_mapped_file_sent_to_another_process_is_shared(karn, native, same, tmp
     got = karn("--root", "/", "-v", f"{tmp_path}:/mp:ro", "/usr/bin/python3", "/mp/sent.py",
                timeout=180)
     same(expected, got, f"a mapping of a file sent with SCM_RIGHTS, made {made} the fork")
+
+
+SQLITE_WAL = """\
+import os, sqlite3, subprocess, sys
+
+db = os.path.join(sys.argv[1], "wal.db")
+READ = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=0); "
+        "print(c.execute('select sum(a) from t').fetchone()[0])")
+WRITE = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], timeout=60, "
+         "isolation_level=None)\\nfor i in range(40): c.execute('insert into t values (1)')")
+
+
+def read():
+    done = subprocess.run([sys.executable, "-c", READ, db], capture_output=True, text=True)
+    return done.stdout.strip() or done.stderr.strip().splitlines()[-1]
+
+
+con = sqlite3.connect(db, timeout=0, isolation_level=None)
+print("journal mode:", con.execute("pragma journal_mode=wal").fetchone()[0])
+con.execute("create table t(a)")
+con.execute("insert into t values (1), (2)")
+con.execute("begin immediate")
+con.execute("insert into t values (10)")
+print("another process reads during the write:", read())
+con.execute("commit")
+print("and after the commit:", read())
+writers = [subprocess.Popen([sys.executable, "-c", WRITE, db]) for _ in range(3)]
+print("three writers at once exit", [w.wait() for w in writers])
+print("rows:", con.execute("select count(*) from t").fetchone()[0])
+print("integrity:", con.execute("pragma integrity_check").fetchone()[0])
+"""
+
+
+def test_sqlite_wal_across_processes_on_a_volume(karn, native, same, tmp_path):
+    """SQLite in WAL mode, its database on a volume, used by several guest processes at
+    once (each its own monitor): a reader does not wait for a writer's open transaction
+    and sees the committed rows, concurrent writers lose nothing, the file stays sound.
+    Its WAL index is a MAP_SHARED mapping of the -shm file that every process must see
+    as one. Before: each process mapped a private copy of a volume file, so a reader
+    found no valid index, waited for the writer's lock ("database is locked" with no
+    timeout) and writers could not see each other's commits."""
+    script = tmp_path / "wal.py"
+    script.write_text(SQLITE_WAL)
+    for where in ("native", "karn"):
+        (tmp_path / where).mkdir()
+    expected = native("/usr/bin/python3", script, tmp_path / "native")
+    assert expected.returncode == 0 and b"integrity: ok" in expected.stdout, expected.stderr
+    got = karn("--root", "/", "-v", f"{tmp_path}:/wal", "/usr/bin/python3", "/wal/wal.py",
+               "/wal/karn", timeout=180)
+    same(expected, got, "sqlite3 WAL on a volume, several processes")
+
+
+MAP_VOLUME_FILE = """\
+import mmap, sys
+with open(sys.argv[1], "r+b") as f:
+    m = mmap.mmap(f.fileno(), 4096)
+m[0:5] = b"guest"
+print("written", flush=True)
+sys.stdin.readline()
+print("reads", bytes(m[0:4]).decode(), flush=True)
+"""
+
+
+def test_a_shared_mapping_of_a_volume_file_is_the_host_file(tmp_path):
+    """A guest's MAP_SHARED mapping of a volume file is the file's own pages: the host
+    reads the guest's write while the guest still runs (no msync, no exit), and the guest
+    reads what the host wrote. Before: a copy, written back at munmap, msync or exit."""
+    (tmp_path / "map.py").write_text(MAP_VOLUME_FILE)
+    data = tmp_path / "data"
+    data.write_bytes(bytes(4096))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "karn", "run", "--root", "/", "-v", f"{tmp_path}:/v",
+         "/usr/bin/python3", "/v/map.py", "/v/data"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    watchdog = threading.Timer(120, proc.kill)  # never hang the suite
+    watchdog.start()
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdout.readline() == b"written\n"
+        seen_by_host = data.read_bytes()[:5]
+        with open(data, "r+b") as f:
+            f.write(b"host")
+        proc.stdin.write(b"\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert seen_by_host == b"guest", "the host reads the guest's write while it runs"
+    assert proc.returncode == 0, err.decode(errors="replace")
+    assert out == b"reads host\n", "the guest reads the host's write through its mapping"

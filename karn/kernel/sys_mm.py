@@ -11,6 +11,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.fdtable import FdTable
+from karn.kernel.fs.file import HostFile
 from karn.kernel.fs.sharedtmp import SharedTmpFile, SharedTmpFs
 from karn.kernel.fs.tmpfs import Node, TmpFile, TmpFs
 from karn.kernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, page_up
@@ -101,23 +102,36 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
 def _map_shared(task: Task, start: int, length: int, prot: int, file: OpenFile | None,
                 off: int) -> None:
     """MAP_SHARED memory stays one with the other processes' after a fork (host-shared
-    pages, platform/memory.py; docs/design/processes.md 6.2). A file of the shared tmpfs
-    is mapped itself: every process mapping it sees every write, read(2) included.
-    Another file's pages are a shared copy of its data, written back to it on msync,
-    munmap and exit."""
+    pages, platform/memory.py; docs/design/processes.md 6.2). A regular host file (a
+    volume's, the shared tmpfs's, the root's) is mapped in place: every process mapping it,
+    in the guest or on the host, sees every write, read(2) included, as SQLite's WAL index
+    needs. Another file's pages (an in-memory one), or a host file the host will not map,
+    are a shared copy of its data, written back to it on msync, munmap and exit."""
     mm = task.process.mm
-    if isinstance(file, SharedTmpFile) and file.is_regular:
-        in_file = min(length, max(page_up(file.stat().size - off), 0))
-        if in_file:
-            mm.memory.share_file(start, in_file, file.fd, off, file.writable)
-        if in_file < length:  # past the end of the file: SIGBUS on Linux, zeros here
-            mm.memory.share_anonymous(start + in_file, length - in_file)
-        return
+    if isinstance(file, HostFile) and file.is_regular:
+        try:
+            in_file = _map_in_place(mm, file, start, length, off)
+        except SyscallError as err:  # e.g. a file system that cannot map: a copy, below
+            log.debug("mmap %s: a shared copy (%s)", file.path, os.strerror(err.errno))
+        else:
+            if in_file < length:  # past the end of the file: SIGBUS on Linux, zeros here
+                mm.memory.share_anonymous(start + in_file, length - in_file)
+            return
     mm.memory.share_anonymous(start, length)
     if file is not None:
         _fill_from_file(task.mem, file, start, length, off)
         if prot & PROT_WRITE:
             _share(mm, start, file, off, length)
+
+
+def _map_in_place(mm: AddressSpace, file: HostFile, start: int, length: int, off: int) -> int:
+    """Map the host file's own pages at [start, start+length) as far as the file reaches
+    (tracked: mremap maps the file again, ETXTBSY sees it); the bytes mapped."""
+    in_file = min(length, max(page_up(file.stat().size - off), 0))
+    if in_file:
+        mm.memory.share_file(start, in_file, file.fd, off, file.writable)
+        _share(mm, start, file, off, in_file)
+    return in_file
 
 
 def _share(mm: AddressSpace, start: int, file: OpenFile, off: int, length: int) -> None:
@@ -128,20 +142,22 @@ def _share(mm: AddressSpace, start: int, file: OpenFile, off: int, length: int) 
 
 
 def write_back(mem: GuestMemory, mm: AddressSpace, start: int, end: int, forget: bool) -> None:
-    """Write shared file mappings overlapping [start, end) back to their files; with
-    forget, the range is leaving the address space (munmap, replaced, moved, exit)."""
+    """Write shared file mappings overlapping [start, end) back to their files (those
+    mapped in place are the file's pages already); with forget, the range is leaving the
+    address space (munmap, replaced, moved, exit)."""
     shared = mm.shared_files
     for base, (file, off, length) in list(shared.items()):
         lo, hi = max(base, start), min(base + length, end)
         if lo >= hi:
             continue
-        try:
-            size = file.stat().size
-            limit = min(hi, base + max(size - off, 0))  # never extend the file
-            if limit > lo:
-                file.pwrite(mem.view(lo, limit - lo), off + (lo - base))
-        except SyscallError:
-            pass  # the file went away or became unwritable: as with a lost page
+        if not mm.memory.maps_file(lo, hi):
+            try:
+                size = file.stat().size
+                limit = min(hi, base + max(size - off, 0))  # never extend the file
+                if limit > lo:
+                    file.pwrite(mem.view(lo, limit - lo), off + (lo - base))
+            except SyscallError:
+                pass  # the file went away or became unwritable: as with a lost page
         if forget:
             if shared.pop(base, None) is None:
                 continue  # another thread released it meanwhile (exit racing a munmap)
@@ -295,12 +311,17 @@ def sys_mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new
     the pieces); grown pages show the file and are written back to it, as on Linux."""
     mm = task.process.mm
     shared = _shared_at(mm, old) if mm.shared_files and not old & (PAGE - 1) else None
+    in_place = shared is not None and mm.memory.maps_file(old, old + PAGE)
     result = _mremap(task, old, old_len, new_len, flags, new_addr)
     old_len, new_len = page_up(old_len), page_up(new_len)
     if shared is not None and new_len > old_len:
         file, off = shared
-        _fill_from_file(task.mem, file, result + old_len, new_len - old_len, off + old_len)
-        _share(mm, result + old_len, file, off + old_len, new_len - old_len)
+        grown, grown_off = result + old_len, off + old_len
+        if in_place and isinstance(file, HostFile):
+            _map_in_place(mm, file, grown, new_len - old_len, grown_off)
+        else:
+            _fill_from_file(task.mem, file, grown, new_len - old_len, grown_off)
+            _share(mm, grown, file, grown_off, new_len - old_len)
     return result
 
 
@@ -357,9 +378,10 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     data = task.mem.read(old, keep)
     # Shared file pieces move with the pages (written back now, tracked at the target).
     moved = [
-        (base - old, piece) for base, piece in mm.shared_files.items() if old <= base < old + keep
+        (base - old, piece, mm.memory.maps_file(base, base + PAGE))
+        for base, piece in mm.shared_files.items() if old <= base < old + keep
     ]
-    for _, (file, _, _) in moved:
+    for _, (file, _, _), _ in moved:
         file.refs += 1  # held across the move
     if mm.shared_files:
         write_back(task.mem, mm, old, old + old_len, forget=True)
@@ -369,8 +391,11 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
         mm.memory.share_anonymous(target, new_len)
     task.mem.write(target, data)
     mm.unmap(old, old_len)
-    for rel, (file, off, length) in moved:
-        _share(mm, target + rel, file, off, min(length, keep - rel))
+    for rel, (file, off, length), in_place in moved:
+        if in_place and isinstance(file, HostFile):  # the file's pages again, not a copy
+            _map_in_place(mm, file, target + rel, min(length, keep - rel), off)
+        else:
+            _share(mm, target + rel, file, off, min(length, keep - rel))
         FdTable.unref(file)
     return target
 
@@ -428,10 +453,12 @@ NOTES = {
     "pkey_free": "EINVAL, as Linux on a CPU without protection keys (no key is allocated).",
     "pkey_mprotect": "Key -1 is mprotect; any other key EINVAL, as Linux on a CPU without "
     "protection keys.",
-    "mmap": "MAP_SHARED memory stays shared with forked processes. A file of /tmp or "
-    "/dev/shm after the first fork is mapped itself (coherent with read/write, across "
-    "processes); other files' MAP_SHARED mappings are copies written back to the file on "
-    "msync, munmap and exit. Pages past the end of a file read zeros (no SIGBUS).",
+    "mmap": "MAP_SHARED memory stays shared with forked processes. A host file (a "
+    "volume's, the root's, /tmp's and /dev/shm's after the first fork) is mapped itself: "
+    "coherent with read/write and with every process mapping it, guest or host. An "
+    "in-memory file's (/tmp before the first fork) MAP_SHARED mapping is a copy written "
+    "back to the file on msync, munmap and exit. Pages past the end of a file read zeros "
+    "(no SIGBUS).",
     "mprotect": "Bookkeeping only: page tables are fixed at start (PVM), so protections are "
     "not enforced by the MMU.",
     "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (private ones read back as zeros, "

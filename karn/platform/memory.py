@@ -65,11 +65,11 @@ class HostGuestMemory:
         self.host_address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
         self.user_start = user_start
         self.user_end = user_end
-        # Host-shared ranges (start, end, words_shared), disjoint; words_shared is False for
-        # a read-only file mapping (host MAP_PRIVATE: it sees the file's changes, but its
-        # futex words are this process's own). Replaced whole on a change, so a futex call
-        # on another thread reads a consistent set without a lock.
-        self._shared: tuple[tuple[int, int, bool], ...] = ()
+        # Host-shared ranges (start, end, words_shared, a file's pages), disjoint;
+        # words_shared is False for a read-only file mapping (host MAP_PRIVATE: it sees the
+        # file's changes, but its futex words are this process's own). Replaced whole on a
+        # change, so a futex call on another thread reads a consistent set without a lock.
+        self._shared: tuple[tuple[int, int, bool, bool], ...] = ()
         # What KVM's memory slots cover: disjoint sorted ranges, merged when adjacent;
         # replaced whole, so a reader needs no lock. add_slot gives KVM one more range
         # (the VM that owns the slots sets it; a forked monitor's new VM registers
@@ -173,10 +173,10 @@ class HostGuestMemory:
         are the file's (every process mapping it sees every write); read-only, a private
         mapping that reads the file's current data."""
         kind = mmap.MAP_SHARED if writable else mmap.MAP_PRIVATE
-        self._share(addr, size, kind, fd, offset, writable)
+        self._share(addr, size, kind, fd, offset, writable, True)
 
     def _share(self, addr: int, size: int, flags: int, fd: int, offset: int,
-               words_shared: bool) -> None:
+               words_shared: bool, file_pages: bool = False) -> None:
         self._check(addr, size)
         if addr % PAGE or size % PAGE or not size:
             raise SyscallError(errno.EINVAL)
@@ -186,18 +186,18 @@ class HostGuestMemory:
         except SyscallError:  # the range must stay guest RAM whatever happened
             self._host_map(addr, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE, -1, 0)
             raise
-        self._shared = (*self._shared, (addr, addr + size, words_shared))
+        self._shared = (*self._shared, (addr, addr + size, words_shared, file_pages))
 
     def _cut_shared(self, start: int, end: int) -> bool:
         """Forget the host-shared ranges' parts inside [start, end); whether there were any."""
-        kept: list[tuple[int, int, bool]] = []
+        kept: list[tuple[int, int, bool, bool]] = []
         cut = False
-        for lo, hi, words in self._shared:
+        for lo, hi, words, file_pages in self._shared:
             if hi <= start or end <= lo:
-                kept.append((lo, hi, words))
+                kept.append((lo, hi, words, file_pages))
                 continue
             cut = True
-            kept.extend((a, b, words) for a, b in ((lo, start), (end, hi)) if a < b)
+            kept.extend((a, b, words, file_pages) for a, b in ((lo, start), (end, hi)) if a < b)
         if cut:
             self._shared = tuple(kept)
         return cut
@@ -210,11 +210,16 @@ class HostGuestMemory:
 
     def shared_word(self, addr: int) -> bool:
         """Whether the futex word at addr lives in memory other processes share."""
-        return any(lo <= addr and addr + 4 <= hi and words for lo, hi, words in self._shared)
+        return any(lo <= addr and addr + 4 <= hi and words for lo, hi, words, _ in self._shared)
 
     def is_shared(self, start: int, end: int) -> bool:
         """Whether any of [start, end) is host-shared memory."""
-        return any(lo < end and start < hi for lo, hi, _ in self._shared)
+        return any(lo < end and start < hi for lo, hi, _, _ in self._shared)
+
+    def maps_file(self, start: int, end: int) -> bool:
+        """Whether any of [start, end) is a host file's own pages (share_file)."""
+        return any(lo < end and start < hi and file_pages
+                   for lo, hi, _, file_pages in self._shared)
 
     # -- host futexes on shared words (errors come back as SyscallError) ---------------
 
