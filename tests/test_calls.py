@@ -77,6 +77,14 @@ def test_prctl_priority_ids_and_nofile(variant, like_native):
                 karn_opts=("-e", f"HOST_NOFILE_HARD={hard}"))
 
 
+@BOTH_LIBCS
+def test_sigpipe_for_a_pipe_nobody_reads(variant, like_native):
+    """write, writev and splice into a pipe or FIFO without readers: EPIPE and SIGPIPE
+    (the default action ends the writer; a handler sees SI_USER from its own process).
+    Before: EPIPE only, so `cmd | head -1` left cmd running on and printing errors."""
+    like_native("calls_sigpipe", variant)
+
+
 def _host_has_protection_keys() -> bool:
     with open("/proc/cpuinfo") as f:
         return any(line.startswith("flags") and " pku" in line for line in f)

@@ -8,6 +8,7 @@ death by signal n (returncode -n) is karn's exit status 128+n, as a shell report
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -150,3 +151,26 @@ def test_signal_to_the_karn_process(case, variant, build):
     got = signal_when_ready([sys.executable, "-m", "karn", "run", str(exe), mode], sig)
     assert got[:2] == want[:2], f"karn (status, stdout) {got[:2]}, native {want[:2]}\n{got[2]}"
     assert "Traceback" not in got[2], got[2]
+
+
+def test_stdout_read_by_a_closed_pipe_ends_the_guest_with_sigpipe():
+    """`karn run yes | head -1`: once the reader has gone, the guest's next write to its
+    stdout (a host pipe) ends it with SIGPIPE and karn exits 141, silently, as the same
+    command natively. Before: the guest saw EPIPE only and carried on."""
+    statuses = {}
+    for name, prefix in (("native", []), ("karn", [sys.executable, "-m", "karn", "run"])):
+        proc = subprocess.Popen([*prefix, "/bin/busybox", "yes"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stderr is not None
+        assert proc.stdout.readline() == b"y\n"
+        proc.stdout.close()  # as head does after its line
+        try:
+            err = proc.stderr.read()
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        statuses[name] = (shell_status(proc.returncode), err)
+    assert statuses["native"] == (128 + signal.SIGPIPE, b"")
+    assert statuses["karn"] == statuses["native"]

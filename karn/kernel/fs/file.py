@@ -58,6 +58,19 @@ def host_error(err: OSError, fallback: int = errno.EIO) -> SyscallError:
     return SyscallError(err.errno or fallback)
 
 
+def write_error(task: Task, err: OSError) -> SyscallError:
+    """A failed host write as the guest sees it. EPIPE (a pipe, FIFO or terminal nobody
+    reads any more) also sends the writer SIGPIPE, as Linux does: the monitor ignores its
+    own SIGPIPE, so the host only says EPIPE."""
+    if err.errno == errno.EPIPE:
+        from karn.abi.signals import SI_USER, SIGPIPE
+        from karn.kernel.signals import SigInfo
+
+        proc = task.process
+        proc.signal_thread(task, SigInfo.from_sender(SIGPIPE, SI_USER, proc.pid))
+    return host_error(err)
+
+
 def read_prefix(file: OpenFile, size: int) -> bytearray:
     """The first `size` bytes of a file (fewer if it is shorter), for the loader and
     execve, in the buffer they were read into: a program is never copied on its way to
@@ -254,7 +267,7 @@ class HostFile(OpenFile):
         try:
             n = os.write(self.fd, data)
         except OSError as err:
-            raise host_error(err) from None
+            raise write_error(task, err) from None
         if self.shares_log and n:
             log.guest_wrote(data[n - 1])
         return n
@@ -271,7 +284,7 @@ class HostFile(OpenFile):
         try:
             n = os.writev(self.fd, bufs)
         except OSError as err:
-            raise host_error(err) from None
+            raise write_error(task, err) from None
         if self.shares_log and n:
             log.guest_wrote(_byte_at(bufs, n - 1))
         return n

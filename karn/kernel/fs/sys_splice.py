@@ -18,7 +18,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64, u32
 from karn.kernel.blocking import Interrupted
 from karn.kernel.fs.constants import SEEK_CUR, SEEK_SET, OFlag
-from karn.kernel.fs.file import OpenFile, host_error
+from karn.kernel.fs.file import OpenFile, host_error, write_error
 from karn.kernel.fs.sysutil import MAX_RW, iovecs, readable, wait_until_ready, writable
 from karn.kernel.fs.tmpfs import WRITE_SEALS, TmpFile
 
@@ -48,7 +48,7 @@ def _host_call(task: Task, call, nonblock: bool, waits: tuple[tuple[int, int], .
             return call()
         except OSError as err:
             if err.errno != errno.EAGAIN or nonblock:
-                raise host_error(err) from None
+                raise write_error(task, err) from None  # SIGPIPE with EPIPE, as a write
         if task.signal_pending():
             raise Interrupted
         task.waker.wait(None, waits)
