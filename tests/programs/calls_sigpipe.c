@@ -50,6 +50,20 @@ static void killed_by_default(const char *how)
            WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
 }
 
+/* bit `sig` of the /proc/self/status line `name` */
+static int status_bit(const char *name, int sig)
+{
+    char line[256];
+    unsigned long long set = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    MUST(f != NULL);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, name, strlen(name)) == 0 && line[strlen(name)] == ':')
+            set = strtoull(line + strlen(name) + 1, NULL, 16);
+    fclose(f);
+    return (int)(set >> (sig - 1) & 1);
+}
+
 int main(void)
 {
     killed_by_default("write");
@@ -86,5 +100,19 @@ int main(void)
     SHOW("write to a FIFO nobody reads, handled", write(w, "x", 1));
     printf("handler ran %d\n", handled);
     unlink(fifo);
+
+    /* what /proc/self/status says of the dispositions and the mask */
+    signal(SIGUSR2, SIG_IGN);
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGUSR1);
+    MUST(sigprocmask(SIG_BLOCK, &block, NULL) == 0);
+    raise(SIGUSR1);
+    printf("status: SIGPIPE caught %d ignored %d, SIGUSR2 ignored %d caught %d, "
+           "SIGUSR1 blocked %d pending %d, SIGTERM caught %d\n",
+           status_bit("SigCgt", SIGPIPE), status_bit("SigIgn", SIGPIPE),
+           status_bit("SigIgn", SIGUSR2), status_bit("SigCgt", SIGUSR2),
+           status_bit("SigBlk", SIGUSR1), status_bit("SigPnd", SIGUSR1) | status_bit("ShdPnd", SIGUSR1),
+           status_bit("SigCgt", SIGTERM));
     return 0;
 }

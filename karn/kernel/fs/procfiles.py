@@ -95,12 +95,29 @@ def status(proc: Process, tid: int = 0) -> bytes:
         f"FDSize:\t{proc.fds.limit}\nGroups:\t{' '.join(map(str, ident.groups))} \n"
         f"VmPeak:\t{size_kb:8d} kB\nVmSize:\t{size_kb:8d} kB\nVmHWM:\t{size_kb:8d} kB\n"
         f"VmRSS:\t{size_kb:8d} kB\nThreads:\t{len(proc.tasks)}\n"
-        f"SigQ:\t0/0\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000000\n"
+        f"SigQ:\t0/0\n{_signal_sets(proc, tid)}"
         f"CapInh:\t{ident.cap_inheritable:016x}\nCapPrm:\t{ident.cap_permitted:016x}\n"
         f"CapEff:\t{ident.cap_effective:016x}\nCapBnd:\t{caps.bounding(ident):016x}\n"
         f"CapAmb:\t{ident.cap_ambient:016x}\nNoNewPrivs:\t{int(proc.no_new_privs)}\n"
         f"Cpus_allowed_list:\t0-{proc.config.ncpus - 1}\n"
     ).encode()
+
+
+def _signal_sets(proc: Process, tid: int) -> str:
+    """status's signal lines: the thread's (the main thread's for /proc/PID) pending and
+    blocked signals, the process's pending ones and its ignored and caught signals."""
+    from karn.kernel.signals import SIG_DFL, SIG_IGN
+
+    task = proc.tasks.get(tid or proc.pid) or next(iter(proc.tasks.values()), None)
+    ignored = caught = 0
+    for sig, action in enumerate(proc.actions[1:], 1):
+        if action.handler == SIG_IGN:
+            ignored |= 1 << (sig - 1)
+        elif action.handler != SIG_DFL:
+            caught |= 1 << (sig - 1)
+    pending, blocked = (task.pending.mask, task.blocked) if task is not None else (0, 0)
+    return (f"SigPnd:\t{pending:016x}\nShdPnd:\t{proc.pending.mask:016x}\n"
+            f"SigBlk:\t{blocked:016x}\nSigIgn:\t{ignored:016x}\nSigCgt:\t{caught:016x}\n")
 
 
 def _nul_list(items: list[bytes]) -> bytes:
