@@ -69,9 +69,11 @@ ROUNDS = "600000000"  # about 1 s of CPU natively, split over 4 goroutines
 @pytest.mark.slow
 @pytest.mark.serial
 def test_go_parallel_uses_two_vcpus(go_build):
-    """A CPU-bound program with --cpus 2 keeps two vCPUs busy (CPU time / wall > 1.3),
-    with --cpus 1 one (<= 1.1). The machine is shared and noisy: up to four tries, each
-    measuring the native program too, so a failure says whether the host had two CPUs free."""
+    """A CPU-bound program with --cpus 2 keeps two vCPUs busy (CPU time / wall > 1.3, or
+    on a busy host above 1.15 and at least half of what the native run beside it got
+    beyond one CPU), with --cpus 1 one (<= 1.1). The machine is shared and noisy: up to
+    four tries, each measuring the native program too, so a failure says whether the host
+    had two CPUs free."""
     exe = go_build("parallel")
     karn_cmd = [sys.executable, "-m", "karn", "run"]
     tries: list[tuple[float, float]] = []
@@ -80,13 +82,14 @@ def test_go_parallel_uses_two_vcpus(go_build):
         two, out2 = cpu_over_wall([*karn_cmd, "--cpus", "2", str(exe), ROUNDS])
         assert out2 == expected, (out2, expected)
         tries.append((round(two, 2), round(native_ratio, 2)))
-        if two > 1.3:
+        if two > 1.3 or (two > 1.15 and two - 1 >= (native_ratio - 1) / 2):
             break
     else:
         if max(n for _, n in tries) <= 1.3:
             # Nothing can be concluded when the host itself gives no two free CPUs.
             pytest.skip(f"host busy: native got no two CPUs either (tries {tries})")
-        pytest.fail(f"--cpus 2: CPU/wall (karn, native) per try {tries}, want karn > 1.3",
+        pytest.fail(f"--cpus 2: CPU/wall (karn, native) per try {tries}, want karn > 1.3 "
+                    "(or > 1.15 and half native's share beyond one CPU)",
                     pytrace=False)
     one, out1 = cpu_over_wall([*karn_cmd, "--cpus", "1", str(exe), ROUNDS])
     assert out1 == expected
