@@ -159,6 +159,11 @@ def inspect_elf(data_or_path: bytes | bytearray | str | os.PathLike[str],
         os.close(fd)
 
 
+def inspect_open_elf(fd: int, name: str) -> ElfInfo:
+    """inspect_elf of an open host file, read where it looks (the loader maps the rest)."""
+    return _parse_checked(_Source(None, fd, os.fstat(fd).st_size), name)
+
+
 def is_compatible_elf(path: str) -> bool:
     """True if `path` is a readable 64-bit little-endian x86-64 ELF (the ld.so check)."""
     try:

@@ -24,7 +24,6 @@ from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
 from karn.abi.signals import NSIG, SIGSEGV
 from karn.errors import ImageError
-from karn.image.elfinfo import inspect_elf
 from karn.kernel import caps
 from karn.kernel.fs.constants import (
     AT_EMPTY_PATH,
@@ -43,7 +42,7 @@ from karn.kernel.process import ThreadExit
 from karn.kernel.signals import SIG_IGN, AltStack, SigAction
 from karn.kernel.sys_timer import delete_posix_timer
 from karn.loader.aslr import choose_placement, mmap_top
-from karn.loader.program import ElfFile, Executable, map_executable
+from karn.loader.program import ElfFile, Executable, map_executable, open_elf
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
@@ -56,7 +55,7 @@ ARG_MAX = 32 * PAGE  # the least room for them all, whatever RLIMIT_STACK says
 STK_LIM = 8 << 20  # Linux's _STK_LIM: at most 3/4 of it for them all
 BINPRM_BUF_SIZE = 256  # how much of a file decides what it is (`#!` line included)
 MAX_SCRIPT_DEPTH = 5  # nested `#!` interpreters (Linux's exec_binprm)
-MAX_PROGRAM_SIZE = 1 << 30  # the loader reads whole ELF files
+MAX_PROGRAM_SIZE = 1 << 30  # a program that is not a host file is read whole: at most
 SPACETAB = b" \t"
 ELF_MAGIC = b"\x7fELF"
 INITIAL_RFLAGS = 0x2  # as the first program starts (platform/vcpu.py start)
@@ -140,13 +139,6 @@ def _busy(proc: Process, st: Stat) -> bool:
         if (other.dev, other.ino) == (st.dev, st.ino):
             return True
     return False
-
-
-def _read_whole(file: OpenFile) -> bytearray:
-    size = file.stat().size
-    if size > MAX_PROGRAM_SIZE:
-        raise SyscallError(errno.ENOMEM)
-    return read_prefix(file, size)
 
 
 # -- arguments ------------------------------------------------------------------------
@@ -290,8 +282,8 @@ def _find_image(task: Task, program: _Program, filename: str, argv: list[bytes],
                 raise SyscallError(errno.ETXTBSY)
             head = bytes(read_prefix(program.file, BINPRM_BUF_SIZE))
             if head.startswith(ELF_MAGIC):
-                data = _read_whole(program.file)
-                return _Image(_elf(task, program.path, data), argv, program.path)
+                main = _open_elf(program, errno.ENOEXEC)
+                return _Image(_with_interpreter(task, main), argv, program.path)
             script = parse_shebang(head)
         finally:
             program.close()
@@ -308,23 +300,29 @@ def _find_image(task: Task, program: _Program, filename: str, argv: list[bytes],
             raise SyscallError(errno.ELOOP)
 
 
-def _elf(task: Task, path: str, data: bytearray) -> Executable:
+def _open_elf(program: _Program, bad: int) -> ElfFile:
+    """The program or interpreter checked (errno `bad` if it is no usable ELF); a host
+    file's own fd kept to map it from, another file read whole."""
     try:
-        info = inspect_elf(data, name=path)
+        return open_elf(program.file, program.path, MAX_PROGRAM_SIZE)
     except ImageError:
-        raise SyscallError(errno.ENOEXEC) from None
-    if not info.interpreter:
-        return Executable(ElfFile(path, data, info), None)
-    interp = _open_interpreter(task, info.interpreter)
+        raise SyscallError(bad) from None
+    except SyscallError as err:
+        raise SyscallError(errno.ENOMEM if err.errno == errno.EFBIG else err.errno) from None
+
+
+def _with_interpreter(task: Task, main: ElfFile) -> Executable:
+    if not main.info.interpreter:
+        return Executable(main, None)
     try:
-        interp_data = _read_whole(interp.file)
-    finally:
-        interp.close()
-    try:
-        interp_info = inspect_elf(interp_data, name=interp.path)
-    except ImageError:
-        raise SyscallError(errno.ELIBBAD) from None
-    return Executable(ElfFile(path, data, info), ElfFile(interp.path, interp_data, interp_info))
+        interp = _open_interpreter(task, main.info.interpreter)
+        try:
+            return Executable(main, _open_elf(interp, errno.ELIBBAD))
+        finally:
+            interp.close()
+    except BaseException:
+        main.close()
+        raise
 
 
 # -- past the point of no return ------------------------------------------------------
@@ -451,18 +449,22 @@ def _execveat(task: Task, dirfd: int, pathname: int, argv: int, envp: int, flags
             program.close()
             raise
         image = _find_image(task, program, filename, args, space)
-        _end_other_threads(task)
         try:
-            # The table hears of the exec at the point of no return, as Linux's exec_mmap
-            # releases a vfork parent: the parent runs on while the new image is loaded.
-            _take_identity(task, image, env, filename, name)
-            proc.execed()
-            _replace_image(task, image, env, filename)
-        except (SyscallError, ImageError, OSError, ValueError) as err:
-            log.warning("execve %s failed past the point of no return (%s); the process "
-                        "is killed with SIGSEGV, as Linux does", filename, err)
-            proc.terminate_by_signal(SIGSEGV, core=False)
-            raise ThreadExit from None
+            _end_other_threads(task)
+            try:
+                # The table hears of the exec at the point of no return, as Linux's
+                # exec_mmap releases a vfork parent: the parent runs on while the new
+                # image is loaded.
+                _take_identity(task, image, env, filename, name)
+                proc.execed()
+                _replace_image(task, image, env, filename)
+            except (SyscallError, ImageError, OSError, ValueError) as err:
+                log.warning("execve %s failed past the point of no return (%s); the "
+                            "process is killed with SIGSEGV, as Linux does", filename, err)
+                proc.terminate_by_signal(SIGSEGV, core=False)
+                raise ThreadExit from None
+        finally:
+            image.executable.close()  # mapped: the mappings hold the files now
     finally:
         proc.exec_lock.release()
     return 0

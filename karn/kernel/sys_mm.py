@@ -86,7 +86,7 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     mm.map(start, length, prot, name, off, charged, shared=kind != MAP_PRIVATE)
     if kind == MAP_PRIVATE:
         if file is not None:
-            _fill_from_file(task.mem, file, start, length, off)
+            _map_private(task, start, length, file, off)
         return start
     try:
         if device is not None:
@@ -97,6 +97,23 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
         mm.unmap(start, length)
         raise
     return start
+
+
+def _map_private(task: Task, start: int, length: int, file: OpenFile, off: int) -> None:
+    """A private file mapping: a regular host file's pages mapped in place, copy on
+    write (read when touched, as Linux maps libraries: a 20 MiB library costs nothing
+    until used, and every guest mapping it shares the host's page cache); pages past the
+    end of the file read zeros. Another file (in memory, or one the host will not map) is
+    copied in now."""
+    if isinstance(file, HostFile) and file.is_regular:
+        in_file = min(length, max(page_up(file.stat().size - off), 0))
+        try:
+            if in_file:
+                task.process.mm.memory.map_file_private(start, in_file, file.fd, off)
+            return
+        except SyscallError as err:
+            log.debug("mmap %s: a private copy (%s)", file.path, os.strerror(err.errno))
+    _fill_from_file(task.mem, file, start, length, off)
 
 
 def _map_shared(task: Task, start: int, length: int, prot: int, file: OpenFile | None,

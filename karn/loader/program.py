@@ -7,11 +7,15 @@ new image in an empty address space (past execve's point of no return).
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Callable
 
 from karn.abi.errno import SyscallError, errno_name
 from karn.errors import ImageError
-from karn.image.elfinfo import ElfInfo, inspect_elf
+from karn.image.elfinfo import ElfInfo, inspect_elf, inspect_open_elf
+from karn.kernel.fs.constants import S_IFDIR, S_IFMT
+from karn.kernel.fs.file import HostFile, OpenFile, read_prefix
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.limits import STACK_SIZE
 from karn.kernel.mm import PROT_READ, PROT_WRITE, AddressSpace
@@ -37,12 +41,42 @@ class ProgramImage:
 
 
 class ElfFile:
-    __slots__ = ("path", "data", "info")
+    """An ELF object checked and ready to map: a regular host file's own host fd (a
+    duplicate it owns until close(): its segments are mapped from the file, as Linux
+    does, not read), or another file's bytes, read whole."""
 
-    def __init__(self, path: str, data: bytearray, info: ElfInfo) -> None:
+    __slots__ = ("path", "info", "data", "fd")
+
+    def __init__(self, path: str, info: ElfInfo, data: bytearray | None = None,
+                 fd: int | None = None) -> None:
         self.path = path  # the guest path its mappings are named by
-        self.data = data
         self.info = info
+        self.data = data
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def open_elf(file: OpenFile, path: str, max_read: int) -> ElfFile:
+    """Check the ELF object `file` (ImageError if unusable); a file that is not a host
+    file is read whole, SyscallError EFBIG past max_read bytes."""
+    if isinstance(file, HostFile) and file.is_regular:
+        fd = os.dup(file.fd)
+        try:
+            return ElfFile(path, inspect_open_elf(fd, path), fd=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+    st = file.stat()
+    if st.mode & S_IFMT == S_IFDIR:
+        raise SyscallError(errno.EISDIR)
+    if st.size > max_read:
+        raise SyscallError(errno.EFBIG)
+    data = read_prefix(file, st.size)
+    return ElfFile(path, inspect_elf(data, name=path), data=data)
 
 
 class Executable:
@@ -53,6 +87,12 @@ class Executable:
     def __init__(self, main: ElfFile, interp: ElfFile | None) -> None:
         self.main = main
         self.interp = interp
+
+    def close(self) -> None:
+        """Once mapped, or not to be: the host fds of its files."""
+        self.main.close()
+        if self.interp is not None:
+            self.interp.close()
 
 
 class LoadSettings:
@@ -66,32 +106,41 @@ class LoadSettings:
         self.clock = clock  # keeps the vDSO's time page; None: no vDSO (--no-vdso)
 
 
-ReadFile = Callable[[str], bytearray]  # a file's bytes as read: never copied (fs/file.py)
+OpenPath = Callable[[str], OpenFile]  # a guest file opened for reading, symlinks followed
+READ_LIMIT = 1 << 30  # a program that is not a host file is read whole: at most this
 
 
-def _read(read_file: ReadFile, path: str, what: str) -> bytearray:
+def _open(open_path: OpenPath, path: str, what: str) -> ElfFile:
     try:
-        return read_file(path)
+        file = open_path(path)
     except SyscallError as err:
         raise ImageError(f"{what} {path}: {errno_name(err.errno)} in the guest root") from None
+    try:
+        return open_elf(file, path, READ_LIMIT)
+    except SyscallError as err:
+        raise ImageError(f"{what} {path}: {errno_name(err.errno)} in the guest root") from None
+    finally:
+        file.close()
 
 
-def prepare(read_file: ReadFile, path: str) -> Executable:
-    """Read and check the program at `path` and its interpreter; ImageError if unusable."""
-    data = _read(read_file, path, "program")
-    info = inspect_elf(data, name=path)
-    if not info.interpreter:
-        return Executable(ElfFile(path, data, info), None)
-    interp_data = _read(read_file, info.interpreter, f"{path}: interpreter")
-    interp = ElfFile(info.interpreter, interp_data,
-                     inspect_elf(interp_data, name=info.interpreter))
-    return Executable(ElfFile(path, data, info), interp)
+def prepare(open_path: OpenPath, path: str) -> Executable:
+    """Check the program at `path` and its interpreter; ImageError if unusable (the
+    Executable's close() gives back what it holds)."""
+    main = _open(open_path, path, "program")
+    if not main.info.interpreter:
+        return Executable(main, None)
+    try:
+        return Executable(main, _open(open_path, main.info.interpreter,
+                                      f"{path}: interpreter"))
+    except BaseException:
+        main.close()
+        raise
 
 
 def load_program(
     mem: GuestMemory,
     mm: AddressSpace,
-    read_file: ReadFile,
+    open_path: OpenPath,
     path: str,
     argv: list[bytes],
     envp: list[bytes],
@@ -101,8 +150,11 @@ def load_program(
 ) -> ProgramImage:
     """Map the program (and its interpreter), the stack and, given a clock to keep its
     time page, the vDSO; returns where the first thread starts."""
-    return map_executable(mem, mm, prepare(read_file, path), argv, envp, cpu, placement,
-                          clock, path.encode())
+    exe = prepare(open_path, path)
+    try:
+        return map_executable(mem, mm, exe, argv, envp, cpu, placement, clock, path.encode())
+    finally:
+        exe.close()
 
 
 def map_executable(
@@ -118,11 +170,11 @@ def map_executable(
 ) -> ProgramImage:
     """Map a prepared program into `mm` (empty of program mappings); execfn is the path
     AT_EXECFN names (the one execve was given)."""
-    info, path = exe.main.info, exe.main.path
+    info = exe.main.info
     low, _high = extent(info)
     pie_base = PIE_BASE + placement.pie_offset
     bias = pie_base - low if is_position_independent(info) else 0
-    main = load_object(mem, mm, info, exe.main.data, path, bias)
+    main = load_object(mem, mm, exe.main, bias)
     mm.set_brk_start(main.end)
     objects = [main]
 
@@ -135,8 +187,7 @@ def map_executable(
             interp_bias = mm.find_free(ihigh - ilow) - ilow
         except SyscallError:
             raise ImageError(f"{exe.interp.path}: no room in the guest address space") from None
-        interp = load_object(mem, mm, interp_info, exe.interp.data, exe.interp.path,
-                             interp_bias)
+        interp = load_object(mem, mm, exe.interp, interp_bias)
         objects.append(interp)
         interp_base, rip = interp.bias + ilow, interp.entry
 

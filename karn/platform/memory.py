@@ -24,6 +24,13 @@ _U64 = struct.Struct("<Q")
 _U32 = struct.Struct("<I")
 _NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)
 _MAP_FIXED = 0x10
+# What backs a range mapped over guest RAM on its own (HostGuestMemory._mapped): shared
+# anonymous memory; a host file shared (MAP_SHARED of a writable description: every
+# process sees every write); a shared mapping of a read-only description (host
+# MAP_PRIVATE: it sees the file's changes, but its futex words are this process's own);
+# a private mapping of a file (programs, libraries: copied on write, never shared).
+ANON_SHARED, FILE_SHARED, FILE_READ_ONLY, FILE_PRIVATE = range(4)
+_WORDS_SHARED = (ANON_SHARED, FILE_SHARED)  # a futex word there is a host futex
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _SYS_FUTEX = 202
 _FUTEX_WAKE_OP = 5
@@ -65,11 +72,10 @@ class HostGuestMemory:
         self.host_address = ctypes.addressof(ctypes.c_char.from_buffer(self._map))
         self.user_start = user_start
         self.user_end = user_end
-        # Host-shared ranges (start, end, words_shared, a file's pages), disjoint;
-        # words_shared is False for a read-only file mapping (host MAP_PRIVATE: it sees the
-        # file's changes, but its futex words are this process's own). Replaced whole on a
-        # change, so a futex call on another thread reads a consistent set without a lock.
-        self._shared: tuple[tuple[int, int, bool, bool], ...] = ()
+        # Ranges backed by host mappings of their own (start, end, kind), disjoint: shared
+        # memory and files mapped in place (_KINDS). Replaced whole on a change, so a futex
+        # call on another thread reads a consistent set without a lock.
+        self._mapped: tuple[tuple[int, int, int], ...] = ()
         # What KVM's memory slots cover: disjoint sorted ranges, merged when adjacent;
         # replaced whole, so a reader needs no lock. add_slot gives KVM one more range
         # (the VM that owns the slots sets it; a forked monitor's new VM registers
@@ -131,7 +137,7 @@ class HostGuestMemory:
         self._check(addr, size)
         if not size:
             return
-        if self._cut_shared(addr, addr + size):
+        if self._cut_mapped(addr, addr + size):
             self._host_map(addr, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE, -1, 0)
         else:
             self._map.madvise(mmap.MADV_DONTNEED, addr, size)
@@ -166,40 +172,50 @@ class HostGuestMemory:
 
     def share_anonymous(self, addr: int, size: int) -> None:
         """Make [addr, addr+size) zeroed memory that stays shared with forked monitors."""
-        self._share(addr, size, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | _NORESERVE, -1, 0, True)
+        self._share(addr, size, mmap.MAP_SHARED | mmap.MAP_ANONYMOUS | _NORESERVE, -1, 0,
+                    ANON_SHARED)
 
     def share_file(self, addr: int, size: int, fd: int, offset: int, writable: bool) -> None:
         """Map the host file `fd` at `offset` over [addr, addr+size): writable, its pages
         are the file's (every process mapping it sees every write); read-only, a private
         mapping that reads the file's current data."""
-        kind = mmap.MAP_SHARED if writable else mmap.MAP_PRIVATE
-        self._share(addr, size, kind, fd, offset, writable, True)
+        if writable:
+            self._share(addr, size, mmap.MAP_SHARED, fd, offset, FILE_SHARED)
+        else:
+            self._share(addr, size, mmap.MAP_PRIVATE, fd, offset, FILE_READ_ONLY)
+
+    def map_file_private(self, addr: int, size: int, fd: int, offset: int) -> None:
+        """A private mapping (MAP_PRIVATE) of the host file `fd` at `offset` over [addr,
+        addr+size), as Linux maps programs and libraries: its pages are read from the
+        file when first touched and shared with every other mapping of the file until
+        written (then copied). Nothing is read now."""
+        self._share(addr, size, mmap.MAP_PRIVATE, fd, offset, FILE_PRIVATE)
 
     def _share(self, addr: int, size: int, flags: int, fd: int, offset: int,
-               words_shared: bool, file_pages: bool = False) -> None:
+               kind: int) -> None:
         self._check(addr, size)
         if addr % PAGE or size % PAGE or not size:
             raise SyscallError(errno.EINVAL)
-        self._cut_shared(addr, addr + size)
+        self._cut_mapped(addr, addr + size)
         try:
             self._host_map(addr, size, flags, fd, offset)
         except SyscallError:  # the range must stay guest RAM whatever happened
             self._host_map(addr, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _NORESERVE, -1, 0)
             raise
-        self._shared = (*self._shared, (addr, addr + size, words_shared, file_pages))
+        self._mapped = (*self._mapped, (addr, addr + size, kind))
 
-    def _cut_shared(self, start: int, end: int) -> bool:
-        """Forget the host-shared ranges' parts inside [start, end); whether there were any."""
-        kept: list[tuple[int, int, bool, bool]] = []
+    def _cut_mapped(self, start: int, end: int) -> bool:
+        """Forget the mapped ranges' parts inside [start, end); whether there were any."""
+        kept: list[tuple[int, int, int]] = []
         cut = False
-        for lo, hi, words, file_pages in self._shared:
+        for lo, hi, kind in self._mapped:
             if hi <= start or end <= lo:
-                kept.append((lo, hi, words, file_pages))
+                kept.append((lo, hi, kind))
                 continue
             cut = True
-            kept.extend((a, b, words, file_pages) for a, b in ((lo, start), (end, hi)) if a < b)
+            kept.extend((a, b, kind) for a, b in ((lo, start), (end, hi)) if a < b)
         if cut:
-            self._shared = tuple(kept)
+            self._mapped = tuple(kept)
         return cut
 
     def _host_map(self, addr: int, size: int, flags: int, fd: int, offset: int) -> None:
@@ -210,16 +226,19 @@ class HostGuestMemory:
 
     def shared_word(self, addr: int) -> bool:
         """Whether the futex word at addr lives in memory other processes share."""
-        return any(lo <= addr and addr + 4 <= hi and words for lo, hi, words, _ in self._shared)
+        return any(lo <= addr and addr + 4 <= hi and kind in _WORDS_SHARED
+                   for lo, hi, kind in self._mapped)
 
     def is_shared(self, start: int, end: int) -> bool:
         """Whether any of [start, end) is host-shared memory."""
-        return any(lo < end and start < hi for lo, hi, _, _ in self._shared)
+        return any(lo < end and start < hi and kind != FILE_PRIVATE
+                   for lo, hi, kind in self._mapped)
 
     def maps_file(self, start: int, end: int) -> bool:
-        """Whether any of [start, end) is a host file's own pages (share_file)."""
-        return any(lo < end and start < hi and file_pages
-                   for lo, hi, _, file_pages in self._shared)
+        """Whether any of [start, end) is a shared mapping of a host file's own pages
+        (share_file)."""
+        return any(lo < end and start < hi and kind in (FILE_SHARED, FILE_READ_ONLY)
+                   for lo, hi, kind in self._mapped)
 
     # -- host futexes on shared words (errors come back as SyscallError) ---------------
 

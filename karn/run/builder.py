@@ -94,7 +94,7 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
     # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
     time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
     process.load_settings = LoadSettings(vm.cpu_features(), config.policy.aslr, time_page)
-    image = load_program(vm.memory, mm, fs.read_file, manifest.entry, kconfig.argv,
+    image = load_program(vm.memory, mm, fs.open_readable, manifest.entry, kconfig.argv,
                          kconfig.envp, process.load_settings.cpu, placement, time_page)
     return Guest(config, manifest, vm, machine, mm, fs, process, image, time_page)
 

@@ -257,8 +257,13 @@ class FsContext:
             return DirListFile(r.path, flags & ~int(OFlag.CLOEXEC), [], r.stat)
         return r.fs.open(r.rel, flags & ~int(OFlag.CREAT | OFlag.EXCL), 0, r.path)
 
+    def open_readable(self, path: str) -> OpenFile:
+        """A file opened for reading, symlinks followed (the loader's program and
+        PT_INTERP)."""
+        return self.open(path, OFlag.RDONLY)
+
     def read_file(self, path: str, base: Comps | None = None) -> bytearray:
-        """A whole file, following symlinks (the loader: the program, PT_INTERP)."""
+        """A whole file, following symlinks."""
         f = self.open(path, OFlag.RDONLY)
         try:
             st = f.stat()
