@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -218,18 +219,46 @@ def test_a_shared_mapping_of_a_volume_file_is_the_host_file(tmp_path):
     (tmp_path / "map.py").write_text(MAP_VOLUME_FILE)
     data = tmp_path / "data"
     data.write_bytes(bytes(4096))
-    proc = subprocess.Popen(
+    seen_by_host = []
+
+    def host_reads_then_writes() -> None:
+        seen_by_host.append(data.read_bytes()[:5])
+        with open(data, "r+b") as f:
+            f.write(b"host")
+
+    lines, err, status = _interact(
         [sys.executable, "-m", "karn", "run", "--root", "/", "-v", f"{tmp_path}:/v",
-         "/usr/bin/python3", "/v/map.py", "/v/data"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+         "/usr/bin/python3", "/v/map.py", "/v/data"], 1, host_reads_then_writes)
+    assert status == 0, err.decode(errors="replace")
+    assert lines[0] == b"written\n"
+    assert seen_by_host == [b"guest"], "the host reads the guest's write while it runs"
+    assert lines[1] == b"reads host\n", "the guest reads the host's write through its mapping"
+
+
+MAP_PRIVATE_FILE = """\
+import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    m = mmap.mmap(f.fileno(), 8192, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+print("first pages", bytes(m[0:3]).decode(), bytes(m[4096:4099]).decode(), flush=True)
+m[0:3] = b"own"  # this page is the process's own copy from now on
+print("wrote", flush=True)
+sys.stdin.readline()
+print("then", bytes(m[0:3]).decode(), bytes(m[4096:4099]).decode(), flush=True)
+"""
+
+
+def _interact(cmd: list[str], first: int, between: Callable[[], None]
+              ) -> tuple[list[bytes], bytes, int]:
+    """Run cmd; after its first `first` lines call between(), then give it a line and let
+    it finish: (those lines and the rest of its output, its stderr, its status)."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     watchdog = threading.Timer(120, proc.kill)  # never hang the suite
     watchdog.start()
     try:
         assert proc.stdin is not None and proc.stdout is not None
-        assert proc.stdout.readline() == b"written\n"
-        seen_by_host = data.read_bytes()[:5]
-        with open(data, "r+b") as f:
-            f.write(b"host")
+        lines = [proc.stdout.readline() for _ in range(first)]
+        between()
         proc.stdin.write(b"\n")
         proc.stdin.flush()
         out, err = proc.communicate(timeout=60)
@@ -238,6 +267,33 @@ def test_a_shared_mapping_of_a_volume_file_is_the_host_file(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert seen_by_host == b"guest", "the host reads the guest's write while it runs"
-    assert proc.returncode == 0, err.decode(errors="replace")
-    assert out == b"reads host\n", "the guest reads the host's write through its mapping"
+    return [*lines, out], err, proc.returncode
+
+
+def test_a_private_mapping_of_a_volume_file_is_the_file_until_written(tmp_path):
+    """A guest's MAP_PRIVATE mapping of a volume file, as natively: the pages it has not
+    written show what the host writes to the file later, the page it wrote stays its own,
+    and the file never sees the guest's write. (karn maps the host file itself, copy on
+    write, as Linux maps programs and libraries; before, the mapping was a copy made at
+    mmap time.)"""
+    (tmp_path / "map.py").write_text(MAP_PRIVATE_FILE)
+    results = {}
+    for name, prefix, script, data in (
+            ("native", ["/usr/bin/python3"], tmp_path / "map.py", tmp_path / "native"),
+            ("karn", [sys.executable, "-m", "karn", "run", "--root", "/", "-v",
+                      f"{tmp_path}:/v", "/usr/bin/python3"], "/v/map.py", "/v/karn")):
+        host_file = tmp_path / name
+        host_file.write_bytes(b"one" + bytes(4093) + b"two" + bytes(4093))
+
+        def host_writes(host_file=host_file) -> None:
+            with open(host_file, "r+b") as f:
+                f.write(b"NEW")
+                f.seek(4096)
+                f.write(b"TWO")
+
+        lines, err, status = _interact([*prefix, str(script), str(data)], 2, host_writes)
+        assert status == 0, err.decode(errors="replace")
+        results[name] = (lines, host_file.read_bytes()[:3])
+    assert results["native"] == ([b"first pages one two\n", b"wrote\n", b"then own TWO\n"],
+                                 b"NEW")
+    assert results["karn"] == results["native"]
