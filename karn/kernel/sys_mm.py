@@ -474,8 +474,9 @@ NOTES = {
     "volume's, the root's, /tmp's and /dev/shm's after the first fork) is mapped itself: "
     "coherent with read/write and with every process mapping it, guest or host. An "
     "in-memory file's (/tmp before the first fork) MAP_SHARED mapping is a copy written "
-    "back to the file on msync, munmap and exit. Pages past the end of a file read zeros "
-    "(no SIGBUS).",
+    "back to the file on msync, munmap and exit. A MAP_PRIVATE mapping of a host file is "
+    "the file's pages, copied on write; of an in-memory file, a copy. Pages past the end "
+    "of a file read zeros (no SIGBUS).",
     "mprotect": "Bookkeeping only: page tables are fixed at start (PVM), so protections are "
     "not enforced by the MMU.",
     "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (private ones read back as zeros, "
