@@ -16,6 +16,7 @@ import os
 import select
 import threading
 import time
+from collections.abc import Callable
 
 from karn.abi.errno import ERESTARTSYS, SyscallError
 
@@ -36,7 +37,14 @@ class Interrupted(SyscallError):
 
 
 class WouldBlock(BaseException):
-    """A wait on a thread that must not block (not an Exception: no handler swallows it)."""
+    """A wait on a thread that must not block (not an Exception: no handler swallows it).
+    A handler that has already done what its redo must not do again (a blocking stream
+    send that sent part of its data) gives `rest`: what is left of the call, which the
+    redo on the exit path runs instead of the whole call (threads.py)."""
+
+    def __init__(self, rest: Callable[[], int] | None = None) -> None:
+        super().__init__()
+        self.rest = rest
 
 
 _thread = threading.local()

@@ -319,6 +319,15 @@ def serve(task: object, number: int, a0: int, a1: int, a2: int, a3: int, a4: int
         return -errno.EINVAL
 
 
+def finish(rest: Callable[[], int]) -> int:
+    """The rest of a call the fast transport's server began but could not finish without
+    waiting (blocking.WouldBlock.rest), run on the exit path: its result as serve's."""
+    try:
+        return rest()
+    except SyscallError as err:
+        return -err.errno
+
+
 _reported: set[str] = set()
 
 

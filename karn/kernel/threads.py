@@ -33,9 +33,11 @@ from karn.kernel.signals import (
     build_frame,
     default_action,
 )
-from karn.kernel.syscalls import TABLE, serve
+from karn.kernel.syscalls import TABLE, finish, serve
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from karn.kernel.futex import GuestWaiters
     from karn.kernel.process import Process, Task
 
@@ -46,7 +48,8 @@ _RESTART = -ERESTARTSYS
 class TaskLoop:
     """The kernel's side of one vCPU's exit loop (see platform/vcpu.py Vcpu.run)."""
 
-    __slots__ = ("task", "work_pending", "syscall_nr", "serving", "_counts", "_table")
+    __slots__ = ("task", "work_pending", "syscall_nr", "serving", "_counts", "_table",
+                 "_rest")
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -55,12 +58,21 @@ class TaskLoop:
         self.serving = -1  # the syscall being served now, for `karn inspect`
         self._counts = task.process.syscall_counts
         self._table = task.process.syscall_table or TABLE  # a policy's restricted_table
+        # a call the fast server began and could not finish: (its number and arguments,
+        # what is left of it), for its redo on the exit path
+        self._rest: tuple[tuple[int, ...], Callable[[], int]] | None = None
 
     def syscall(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int:
         self.syscall_nr = self.serving = nr
         if nr < COUNTED_SYSCALLS:
             self._counts[nr] += 1
-        result = serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
+        rest = self._rest
+        if rest is not None:  # the redo of a call the server began (serve_fast)
+            self._rest = None
+            result = finish(rest[1]) if rest[0] == (nr, a0, a1, a2, a3, a4, a5) else \
+                serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
+        else:
+            result = serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
         self.serving = -1
         if result == _RESTART:
             self.work_pending = True
@@ -74,7 +86,9 @@ class TaskLoop:
         forbid_waits()
         try:
             return self.syscall(nr, a0, a1, a2, a3, a4, a5)
-        except WouldBlock:
+        except WouldBlock as stop:
+            if stop.rest is not None:  # part done: the redo does only the rest
+                self._rest = ((nr, a0, a1, a2, a3, a4, a5), stop.rest)
             self.serving = -1
             if nr < COUNTED_SYSCALLS:
                 self._counts[nr] -= 1  # counted when redone
