@@ -7,7 +7,8 @@ sleeps, sigsuspend and readiness waits, and all of them are interruptible by sig
 The fast-syscall server thread must never block (it serves every vCPU): there a wait that
 would block raises WouldBlock instead, and the call is redone on the exit path, in the
 calling vCPU's own thread. Handlers make no change before their wait that a redo would
-repeat (a futex waiter is dequeued, nothing is consumed).
+repeat (a futex waiter is dequeued, nothing is consumed), or say what is left to do
+(WouldBlock.rest: a blocking stream send that sent part of its data).
 """
 
 from __future__ import annotations
