@@ -11,13 +11,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#ifndef PR_CAP_AMBIENT
-#define PR_CAP_AMBIENT 47
-#define PR_CAP_AMBIENT_IS_SET 1
-#define PR_CAP_AMBIENT_RAISE 2
-#define PR_CAP_AMBIENT_CLEAR_ALL 4
-#endif
-
 /* <linux/capability.h>'s, spelt out: musl's headers do not include the kernel's */
 #define _LINUX_CAPABILITY_VERSION_1 0x19980330
 #define _LINUX_CAPABILITY_VERSION_3 0x20080522

@@ -9,6 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* prctl's ambient-capability options, for C libraries whose headers lack them */
+#ifndef PR_CAP_AMBIENT
+#define PR_CAP_AMBIENT 47
+#define PR_CAP_AMBIENT_IS_SET 1
+#define PR_CAP_AMBIENT_RAISE 2
+#define PR_CAP_AMBIENT_CLEAR_ALL 4
+#endif
+
 /* Evaluate EXPR, print "label = value" and, when it failed (-1), the errno name. */
 #define SHOW(label, expr)                                                     \
     do {                                                                      \
