@@ -60,7 +60,15 @@ class GuestRam(SharedWords, Protocol):
         """The host file's own pages at the range (see platform/memory.py)."""
         ...
 
+    def map_file_private(self, addr: int, size: int, fd: int, offset: int) -> None:
+        """A private, copy-on-write mapping of the host file at the range."""
+        ...
+
     def is_shared(self, start: int, end: int) -> bool: ...
+
+    def maps_file(self, start: int, end: int) -> bool:
+        """Whether any of the range is a shared mapping of a host file's own pages."""
+        ...
 
 
 class CodeWatcher(Protocol):
