@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import BUSYBOX
 
 from karn.errors import ImageError
 from karn.image.collect import collect_program
@@ -202,7 +203,6 @@ def _elf_header(klass: int, machine: int, e_type: int = 2) -> bytes:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"#!/bin/sh\necho hi\n", "not an ELF executable"),
         (b"", "not an ELF executable"),
         (b"\x7fEL", "not an ELF executable"),
         (_elf_header(1, 3), "32-bit ELF is not supported; karn runs x86-64 programs"),
@@ -220,6 +220,31 @@ def test_bad_inputs(tmp_path: Path, content: bytes, message: str) -> None:
         collect_program(str(bad))
     with pytest.raises(ImageError, match=re.escape(message)):
         inspect_elf(content)  # bytes work too
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"#!\necho hi\n", "its `#!` line names no interpreter"),
+        (b"#!sh\necho hi\n", "`#!` sh: not an absolute path"),
+        (b"#!/nonexistent/sh\n", "`#!` /nonexistent/sh: no such file or directory"),
+    ],
+)
+def test_bad_scripts(tmp_path: Path, content: bytes, message: str) -> None:
+    bad = tmp_path / "bad"
+    bad.write_bytes(content)
+    with pytest.raises(ImageError, match=f"^{re.escape(str(bad))}: .*{re.escape(message)}"):
+        collect_program(str(bad))
+
+
+def test_a_script_brings_its_interpreter(tmp_path: Path) -> None:
+    """A `#!` script is collected with the program its line names and what that needs;
+    the script stays the entry (the run starts its interpreter, as execve does)."""
+    script = tmp_path / "script"
+    script.write_text(f"#!{BUSYBOX} sh\necho hi\n")
+    manifest = collect_program(str(script))
+    assert manifest.entry == str(script)
+    assert set(manifest.files.values()) == {str(script), os.path.realpath(BUSYBOX)}
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:

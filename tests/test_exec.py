@@ -112,6 +112,28 @@ def test_exec_scripts(build, karn, native, same, scripts):
     assert got.stdout == b"execv nested6: ELOOP\n"
 
 
+@pytest.mark.parametrize("root", ["--root /", "collected"])
+def test_a_script_as_the_program_runs_its_interpreter(build, karn, native, same, scripts,
+                                                      root):
+    """`karn run SCRIPT ARGS` runs the script's `#!` interpreter as execve would (argv
+    [interpreter, its argument, script, ARGS], nested levels too), with the guest's root
+    or with the interpreter collected from the host; a `#!` naming no program is a one-line
+    error. Before: "not an ELF executable"."""
+    probe = build("exec_probe")
+    sh = _script(scripts / "sh-script", '#!/bin/busybox sh\necho "0=$0 args=$*"; exit 3\n')
+    spaced = _script(scripts / "arg-with-spaces", f"#!{probe} show  a b\t c \n")
+    nested = _script(scripts / "nested", f"#!{spaced}\n")
+    opts = ["--root", "/"] if root == "--root /" else []
+    for script, args in ((sh, ["a", "b c"]), (spaced, ["y"]), (nested, ["n"])):
+        expected = native(script, *args)
+        same(expected, karn(*opts, script, *args), f"{script.name} as the program ({root})")
+    bad = _script(scripts / "bad", "#!/nonexistent/interpreter\n")
+    got = karn(*opts, bad)
+    err = got.stderr.decode()
+    assert got.returncode == 127 and err.count("\n") == 1 and "/nonexistent/interpreter" in err, \
+        err
+
+
 def test_busybox_sh_exec(karn, native, same):
     cmd = "echo before; exec /bin/busybox echo hi; echo never"
     same(native(BUSYBOX, "sh", "-c", cmd), karn(BUSYBOX, "sh", "-c", cmd), "sh -c exec")

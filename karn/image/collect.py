@@ -27,8 +27,10 @@ from collections import deque
 from collections.abc import Iterable
 
 from karn import log
+from karn.abi.errno import SyscallError
 from karn.errors import ImageError
 from karn.image.elfinfo import ElfInfo, inspect_elf, is_compatible_elf
+from karn.image.shebang import BINPRM_BUF_SIZE, MAX_SCRIPT_DEPTH, parse_shebang
 
 LD_SO_CACHE = "/etc/ld.so.cache"
 LD_SO_CONF = "/etc/ld.so.conf"
@@ -236,10 +238,24 @@ class _Loaded:
         self.loader = loader  # the object whose DT_NEEDED brought this one in
 
 
-def collect_program(host_path: str, collect: Iterable[str] = ()) -> RootManifest:
+def collect_program(host_path: str, collect: Iterable[str] = (), depth: int = 0
+                    ) -> RootManifest:
     """Find the program, its interpreter and its libraries; ImageError if any is missing
-    or may not be collected (CollectRule; `collect`: the --collect paths)."""
+    or may not be collected (CollectRule; `collect`: the --collect paths). A `#!` script
+    brings the program its line names, with what that needs (the script stays the
+    entry: the run starts its interpreter, as execve does)."""
     guest = _locate_program(host_path)
+    interpreter = _script_interpreter(guest, host_path)
+    if interpreter is not None:
+        if depth >= MAX_SCRIPT_DEPTH:
+            raise ImageError(f"{host_path}: too many levels of `#!` interpreters")
+        try:
+            manifest = collect_program(interpreter, collect, depth + 1)
+        except ImageError as err:
+            raise ImageError(f"{host_path}: `#!` {err}") from None
+        manifest.files[guest] = os.path.realpath(guest)
+        manifest.entry = guest
+        return manifest
     info = inspect_elf(guest, name=host_path)
     manifest = RootManifest(files={guest: os.path.realpath(guest)}, symlinks={}, entry=guest)
     if info.interpreter is None:
@@ -349,6 +365,24 @@ def _trace_links(path: str, links: dict[str, str]) -> str:
         else:
             current = candidate
     return current or "/"
+
+
+def _script_interpreter(path: str, label: str) -> str | None:
+    """The absolute program a `#!` script's line names; None for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(BINPRM_BUF_SIZE)
+        script = parse_shebang(head)
+    except OSError:
+        return None  # inspect_elf says why
+    except SyscallError:
+        raise ImageError(f"{label}: its `#!` line names no interpreter") from None
+    if script is None:
+        return None
+    interpreter = os.fsdecode(script[0])
+    if not interpreter.startswith("/"):
+        raise ImageError(f"{label}: `#!` {interpreter}: not an absolute path")
+    return interpreter
 
 
 def _locate_program(host_path: str) -> str:

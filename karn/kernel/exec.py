@@ -24,6 +24,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
 from karn.abi.signals import NSIG, SIGSEGV
 from karn.errors import ImageError
+from karn.image.shebang import BINPRM_BUF_SIZE, MAX_SCRIPT_DEPTH, parse_shebang
 from karn.kernel import caps
 from karn.kernel.fs.constants import (
     AT_EMPTY_PATH,
@@ -53,10 +54,7 @@ PAGE = 4096
 MAX_ARG_STRLEN = 32 * PAGE  # one argument or environment string, with its NUL
 ARG_MAX = 32 * PAGE  # the least room for them all, whatever RLIMIT_STACK says
 STK_LIM = 8 << 20  # Linux's _STK_LIM: at most 3/4 of it for them all
-BINPRM_BUF_SIZE = 256  # how much of a file decides what it is (`#!` line included)
-MAX_SCRIPT_DEPTH = 5  # nested `#!` interpreters (Linux's exec_binprm)
 MAX_PROGRAM_SIZE = 1 << 30  # a program that is not a host file is read whole: at most
-SPACETAB = b" \t"
 ELF_MAGIC = b"\x7fELF"
 INITIAL_RFLAGS = 0x2  # as the first program starts (platform/vcpu.py start)
 DE_THREAD_KICK = 0.05  # seconds between reminders to threads told to end
@@ -205,61 +203,6 @@ def _arguments(task: Task, argv: int, envp: int, filename: str) -> tuple[list[by
     if not args:  # Linux gives a program started with no argv an empty argv[0]
         args = [space.take(b"")]
     return args, env, space
-
-
-# -- `#!` scripts ---------------------------------------------------------------------
-
-
-def _next_non_spacetab(buf: bytearray, first: int, last: int) -> int | None:
-    for i in range(first, last + 1):
-        if buf[i] not in SPACETAB:
-            return i
-    return None
-
-
-def _next_terminator(buf: bytearray, first: int, last: int) -> int | None:
-    for i in range(first, last + 1):
-        if buf[i] in SPACETAB or buf[i] == 0:
-            return i
-    return None
-
-
-def _cstring(buf: bytearray, start: int) -> bytes:
-    end = buf.find(b"\0", start)
-    return bytes(buf[start:end])
-
-
-def parse_shebang(head: bytes) -> tuple[bytes, bytes | None] | None:
-    """The interpreter and optional argument of a `#!` line, read from the file's first
-    BINPRM_BUF_SIZE bytes as Linux's binfmt_script does; None if not a script, ENOEXEC
-    for a line that names no interpreter or whose name does not fit."""
-    buf = bytearray(head[:BINPRM_BUF_SIZE].ljust(BINPRM_BUF_SIZE, b"\0"))
-    if buf[:2] != b"#!":
-        return None
-    last = BINPRM_BUF_SIZE - 1
-    end: int | None = None
-    for i in range(BINPRM_BUF_SIZE):  # strnchr: a newline before any NUL
-        if buf[i] in (0, 0x0A):
-            end = i if buf[i] == 0x0A else None
-            break
-    if end is None:
-        first = _next_non_spacetab(buf, 2, last)
-        if first is None or _next_terminator(buf, first, last) is None:
-            raise SyscallError(errno.ENOEXEC)  # all blank, or a name cut off by the limit
-        end = last
-    while buf[end - 1] in SPACETAB:
-        end -= 1
-    name = _next_non_spacetab(buf, 2, end)
-    if name is None or name == end:
-        raise SyscallError(errno.ENOEXEC)
-    arg = None
-    sep = _next_terminator(buf, name, end)
-    if sep is not None and buf[sep] != 0:
-        arg = _next_non_spacetab(buf, sep, end)
-    buf[end] = 0
-    if arg is not None and sep is not None:
-        buf[sep] = 0
-    return _cstring(buf, name), (None if arg is None else _cstring(buf, arg))
 
 
 # -- the new program, checked ---------------------------------------------------------

@@ -32,12 +32,13 @@ RT_SIGFRAME_BASE = 440 + 4  # struct rt_sigframe without FPU state, + FP_XSTATE_
 # Records as plain classes with __slots__: a typing.NamedTuple costs ~0.1 ms of every
 # start-up to create, and these are never used as tuples.
 class ProgramImage:
-    __slots__ = ("rip", "rsp", "objects")
+    __slots__ = ("rip", "rsp", "objects", "execfn")
 
-    def __init__(self, rip: int, rsp: int, objects: list[LoadedObject]) -> None:
+    def __init__(self, rip: int, rsp: int, objects: list[LoadedObject], execfn: bytes) -> None:
         self.rip = rip  # first instruction: the interpreter's entry, or the program's
         self.rsp = rsp
         self.objects = objects
+        self.execfn = execfn  # the file execve was given (a script's, not its interpreter's)
 
 
 class ElfFile:
@@ -147,12 +148,15 @@ def load_program(
     cpu: CpuFeatures,
     placement: Placement = FIXED,
     clock: TimeSource | None = None,
+    execfn: str | None = None,
 ) -> ProgramImage:
     """Map the program (and its interpreter), the stack and, given a clock to keep its
-    time page, the vDSO; returns where the first thread starts."""
+    time page, the vDSO; returns where the first thread starts. execfn: the file the run
+    was given, if not `path` (a `#!` script that `path` interprets)."""
     exe = prepare(open_path, path)
     try:
-        return map_executable(mem, mm, exe, argv, envp, cpu, placement, clock, path.encode())
+        return map_executable(mem, mm, exe, argv, envp, cpu, placement, clock,
+                              (execfn or path).encode())
     finally:
         exe.close()
 
@@ -209,4 +213,4 @@ def map_executable(
         vdso=vdso,
     )
     rsp = build_stack(mem, stack_top, start)
-    return ProgramImage(rip=rip, rsp=rsp, objects=objects)
+    return ProgramImage(rip=rip, rsp=rsp, objects=objects, execfn=execfn)

@@ -13,6 +13,7 @@ from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import Identity, KernelConfig, Process
 from karn.loader.aslr import choose_placement, mmap_top
 from karn.loader.program import LoadSettings, load_program
+from karn.loader.script import script_command
 from karn.platform.machine import KvmMachine
 from karn.platform.timepage import GuestTsc, TimePage
 from karn.policy import apply_policy
@@ -69,11 +70,15 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
         limit=config.memory,
     )
     mm = AddressSpace(vm.memory, region, memory)
+    # a `#!` script runs its interpreter, as execve runs it
+    entry, argv = script_command(
+        fs.open_readable, manifest.entry,
+        [(config.argv0 or config.program).encode(), *(a.encode() for a in config.args)])
     kconfig = KernelConfig(
         hostname=config.hostname,
-        argv=[(config.argv0 or config.program).encode(), *(a.encode() for a in config.args)],
+        argv=argv,
         envp=guest_environment(config.env),
-        exe_path=_canonical(fs, manifest.entry),
+        exe_path=_canonical(fs, entry),
         memory_limit=config.memory,
         ncpus=config.cpus,
     )
@@ -94,8 +99,9 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
     # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
     time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
     process.load_settings = LoadSettings(vm.cpu_features(), config.policy.aslr, time_page)
-    image = load_program(vm.memory, mm, fs.open_readable, manifest.entry, kconfig.argv,
-                         kconfig.envp, process.load_settings.cpu, placement, time_page)
+    image = load_program(vm.memory, mm, fs.open_readable, entry, kconfig.argv,
+                         kconfig.envp, process.load_settings.cpu, placement, time_page,
+                         manifest.entry)
     return Guest(config, manifest, vm, machine, mm, fs, process, image, time_page)
 
 

@@ -80,6 +80,7 @@ class Runner:
             proc.crash_reporter = self._report_forked_crash
             proc.limit_watch = watch  # forked monitors watch their own (kernel/fork.py)
             main = Task(proc, proc.pid, None)
+            main.comm = os.path.basename(guest.image.execfn)[:15]  # a script's own name
             _collect_from_now()
             proc.start_task(main, {"rip": guest.image.rip, "rsp": guest.image.rsp}, 0)
             for plugin in self.plugins:
