@@ -85,6 +85,14 @@ def test_sigpipe_for_a_pipe_nobody_reads(variant, like_native):
     like_native("calls_sigpipe", variant)
 
 
+@BOTH_LIBCS
+def test_scm_rights_into_too_small_a_control_buffer(variant, like_native):
+    """Descriptors received into control buffers too small for them: msg_controllen,
+    MSG_CTRUNC, the messages and descriptors as Linux gives them, nothing written past
+    the buffer. Before: a header written into 15 bytes and a controllen past them."""
+    like_native("calls_scm_trunc", variant)
+
+
 def _host_has_protection_keys() -> bool:
     with open("/proc/cpuinfo") as f:
         return any(line.startswith("flags") and " pku" in line for line in f)

@@ -324,6 +324,8 @@ def _deliver_rights(task: Task, files: list[OpenFile], room: int, cloexec: bool,
                 fit = i
         if not peek:
             task.process.fds.unref(f)  # the in-flight reference
+    if not fds:  # no room for one: no message at all, as Linux's scm_detach_fds
+        return b"", True
     data = struct.pack(f"<{len(fds)}i", *fds)
     cmsg = CMSGHDR.pack(CMSGHDR.size + len(data), c.SOL_SOCKET, c.SCM_RIGHTS) + data
     return cmsg, len(fds) < len(files)
@@ -343,7 +345,6 @@ def _do_recvmsg(task: Task, sock: SocketFile, msg: int, flags: int) -> int:
                                       bool(flags & c.MSG_PEEK))
     if truncated:
         msg_flags |= c.MSG_CTRUNC
-        cmsg = cmsg[:controllen] if len(cmsg) > controllen else cmsg
     if cmsg and control:
         task.mem.write(control, cmsg)
     written_namelen = 0
@@ -352,7 +353,8 @@ def _do_recvmsg(task: Task, sock: SocketFile, msg: int, flags: int) -> int:
         task.mem.write(name, raw[:namelen])
         written_namelen = len(raw)
     task.mem.write(msg + 8, struct.pack("<I", written_namelen))
-    task.mem.write(msg + 40, struct.pack("<Q", _align(len(cmsg)) if cmsg else 0))
+    # the room used: the message's CMSG_SPACE, or what there was of it
+    task.mem.write(msg + 40, struct.pack("<Q", min(_align(len(cmsg)), controllen)))
     task.mem.write(msg + 48, struct.pack("<i", msg_flags))
     return got.nbytes
 
