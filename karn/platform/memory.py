@@ -73,8 +73,8 @@ class HostGuestMemory:
         self.user_start = user_start
         self.user_end = user_end
         # Ranges backed by host mappings of their own (start, end, kind), disjoint: shared
-        # memory and files mapped in place (_KINDS). Replaced whole on a change, so a futex
-        # call on another thread reads a consistent set without a lock.
+        # memory and files mapped in place (the kinds above). Replaced whole on a change,
+        # so a futex call on another thread reads a consistent set without a lock.
         self._mapped: tuple[tuple[int, int, int], ...] = ()
         # What KVM's memory slots cover: disjoint sorted ranges, merged when adjacent;
         # replaced whole, so a reader needs no lock. add_slot gives KVM one more range
