@@ -54,7 +54,6 @@ PAGE = 4096
 MAX_ARG_STRLEN = 32 * PAGE  # one argument or environment string, with its NUL
 ARG_MAX = 32 * PAGE  # the least room for them all, whatever RLIMIT_STACK says
 STK_LIM = 8 << 20  # Linux's _STK_LIM: at most 3/4 of it for them all
-MAX_PROGRAM_SIZE = 1 << 30  # a program that is not a host file is read whole: at most
 ELF_MAGIC = b"\x7fELF"
 INITIAL_RFLAGS = 0x2  # as the first program starts (platform/vcpu.py start)
 DE_THREAD_KICK = 0.05  # seconds between reminders to threads told to end
@@ -247,10 +246,10 @@ def _open_elf(program: _Program, bad: int) -> ElfFile:
     """The program or interpreter checked (errno `bad` if it is no usable ELF); a host
     file's own fd kept to map it from, another file read whole."""
     try:
-        return open_elf(program.file, program.path, MAX_PROGRAM_SIZE)
+        return open_elf(program.file, program.path)
     except ImageError:
         raise SyscallError(bad) from None
-    except SyscallError as err:
+    except SyscallError as err:  # too big to read whole: karn cannot hold it
         raise SyscallError(errno.ENOMEM if err.errno == errno.EFBIG else err.errno) from None
 
 

@@ -106,7 +106,7 @@ def _map_private(task: Task, start: int, length: int, file: OpenFile, off: int) 
     end of the file read zeros. Another file (in memory, or one the host will not map) is
     copied in now."""
     if isinstance(file, HostFile) and file.is_regular:
-        in_file = min(length, max(page_up(file.stat().size - off), 0))
+        in_file = _in_file(file, length, off)
         try:
             if in_file:
                 task.process.mm.memory.map_file_private(start, in_file, file.fd, off)
@@ -144,11 +144,17 @@ def _map_shared(task: Task, start: int, length: int, prot: int, file: OpenFile |
 def _map_in_place(mm: AddressSpace, file: HostFile, start: int, length: int, off: int) -> int:
     """Map the host file's own pages at [start, start+length) as far as the file reaches
     (tracked: mremap maps the file again, ETXTBSY sees it); the bytes mapped."""
-    in_file = min(length, max(page_up(file.stat().size - off), 0))
+    in_file = _in_file(file, length, off)
     if in_file:
         mm.memory.share_file(start, in_file, file.fd, off, file.writable)
         _share(mm, start, file, off, in_file)
     return in_file
+
+
+def _in_file(file: OpenFile, length: int, off: int) -> int:
+    """How much of `length` bytes mapped from `off` the file's pages reach (page-rounded:
+    the last page is the file's, zeros past its end)."""
+    return min(length, max(page_up(file.stat().size - off), 0))
 
 
 def _share(mm: AddressSpace, start: int, file: OpenFile, off: int, length: int) -> None:
@@ -253,7 +259,7 @@ def map_moved_files(mem: GuestMemory, mm: AddressSpace, moved: list[TmpfsMapping
         try:
             if not isinstance(host, SharedTmpFile):
                 continue
-            in_file = min(piece.length, max(page_up(host.stat().size - piece.offset), 0))
+            in_file = _in_file(host, piece.length, piece.offset)
             if in_file:
                 try:
                     mm.memory.share_file(piece.start, in_file, host.fd, piece.offset, True)

@@ -7,19 +7,18 @@ new image in an empty address space (past execve's point of no return).
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Callable
 
 from karn.abi.errno import SyscallError, errno_name
 from karn.errors import ImageError
 from karn.image.elfinfo import ElfInfo, inspect_elf, inspect_open_elf
-from karn.kernel.fs.constants import S_IFDIR, S_IFMT
-from karn.kernel.fs.file import HostFile, OpenFile, read_prefix
+from karn.image.shebang import BINPRM_BUF_SIZE, MAX_SCRIPT_DEPTH, parse_shebang
+from karn.kernel.fs.file import HostFile, OpenFile, read_prefix, read_whole
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.limits import STACK_SIZE
 from karn.kernel.mm import PROT_READ, PROT_WRITE, AddressSpace
-from karn.loader.aslr import FIXED, Placement
+from karn.loader.aslr import Placement
 from karn.loader.elf_load import LoadedObject, extent, is_position_independent, load_object
 from karn.loader.stack import StartInfo, build_stack
 from karn.loader.vdso import TimeSource, map_vdso
@@ -61,9 +60,9 @@ class ElfFile:
             self.fd = None
 
 
-def open_elf(file: OpenFile, path: str, max_read: int) -> ElfFile:
+def open_elf(file: OpenFile, path: str) -> ElfFile:
     """Check the ELF object `file` (ImageError if unusable); a file that is not a host
-    file is read whole, SyscallError EFBIG past max_read bytes."""
+    file is read whole (fs/file.py read_whole's errors)."""
     if isinstance(file, HostFile) and file.is_regular:
         fd = os.dup(file.fd)
         try:
@@ -71,12 +70,7 @@ def open_elf(file: OpenFile, path: str, max_read: int) -> ElfFile:
         except BaseException:
             os.close(fd)
             raise
-    st = file.stat()
-    if st.mode & S_IFMT == S_IFDIR:
-        raise SyscallError(errno.EISDIR)
-    if st.size > max_read:
-        raise SyscallError(errno.EFBIG)
-    data = read_prefix(file, st.size)
+    data = read_whole(file)
     return ElfFile(path, inspect_elf(data, name=path), data=data)
 
 
@@ -108,57 +102,67 @@ class LoadSettings:
 
 
 OpenPath = Callable[[str], OpenFile]  # a guest file opened for reading, symlinks followed
-READ_LIMIT = 1 << 30  # a program that is not a host file is read whole: at most this
 
 
-def _open(open_path: OpenPath, path: str, what: str) -> ElfFile:
+def _open(open_path: OpenPath, path: str, what: str) -> OpenFile:
     try:
-        file = open_path(path)
+        return open_path(path)
     except SyscallError as err:
         raise ImageError(f"{what} {path}: {errno_name(err.errno)} in the guest root") from None
+
+
+def _elf(file: OpenFile, path: str, what: str) -> ElfFile:
     try:
-        return open_elf(file, path, READ_LIMIT)
+        return open_elf(file, path)
     except SyscallError as err:
         raise ImageError(f"{what} {path}: {errno_name(err.errno)} in the guest root") from None
-    finally:
-        file.close()
 
 
-def prepare(open_path: OpenPath, path: str) -> Executable:
+def _script(file: OpenFile, path: str) -> tuple[bytes, bytes | None] | None:
+    """The interpreter and argument of the `#!` line `file` starts with, if it does."""
+    try:
+        head = bytes(read_prefix(file, BINPRM_BUF_SIZE))
+    except SyscallError:
+        return None  # (a directory): _elf says why
+    try:
+        return parse_shebang(head)
+    except SyscallError:
+        raise ImageError(f"{path}: its `#!` line names no interpreter") from None
+
+
+def prepare(open_path: OpenPath, path: str, argv: list[bytes]
+            ) -> tuple[Executable, list[bytes]]:
     """Check the program at `path` and its interpreter; ImageError if unusable (the
-    Executable's close() gives back what it holds)."""
-    main = _open(open_path, path, "program")
+    Executable's close() gives back what it holds). A `#!` script runs the program its
+    line names, as execve runs it: argv becomes [interpreter, its argument, path,
+    argv[1:]...], for as many levels as Linux allows. Each file is opened once."""
+    first = path
+    for _ in range(MAX_SCRIPT_DEPTH + 1):
+        file = _open(open_path, path, "program")
+        try:
+            script = _script(file, path)
+            if script is None:
+                main = _elf(file, path, "program")
+                break
+        finally:
+            file.close()
+        interp, arg = script
+        argv = [interp, *([arg] if arg is not None else []), os.fsencode(path), *argv[1:]]
+        path = os.fsdecode(interp)
+    else:
+        raise ImageError(f"{first}: too many levels of `#!` interpreters")
     if not main.info.interpreter:
-        return Executable(main, None)
+        return Executable(main, None), argv
     try:
-        return Executable(main, _open(open_path, main.info.interpreter,
-                                      f"{path}: interpreter"))
+        what = f"{path}: interpreter"
+        file = _open(open_path, main.info.interpreter, what)
+        try:
+            return Executable(main, _elf(file, main.info.interpreter, what)), argv
+        finally:
+            file.close()
     except BaseException:
         main.close()
         raise
-
-
-def load_program(
-    mem: GuestMemory,
-    mm: AddressSpace,
-    open_path: OpenPath,
-    path: str,
-    argv: list[bytes],
-    envp: list[bytes],
-    cpu: CpuFeatures,
-    placement: Placement = FIXED,
-    clock: TimeSource | None = None,
-    execfn: str | None = None,
-) -> ProgramImage:
-    """Map the program (and its interpreter), the stack and, given a clock to keep its
-    time page, the vDSO; returns where the first thread starts. execfn: the file the run
-    was given, if not `path` (a `#!` script that `path` interprets)."""
-    exe = prepare(open_path, path)
-    try:
-        return map_executable(mem, mm, exe, argv, envp, cpu, placement, clock,
-                              (execfn or path).encode())
-    finally:
-        exe.close()
 
 
 def map_executable(

@@ -12,8 +12,7 @@ from karn.image.collect import RootManifest, check_placement, collect_program
 from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import Identity, KernelConfig, Process
 from karn.loader.aslr import choose_placement, mmap_top
-from karn.loader.program import LoadSettings, load_program
-from karn.loader.script import script_command
+from karn.loader.program import LoadSettings, map_executable, prepare
 from karn.platform.machine import KvmMachine
 from karn.platform.timepage import GuestTsc, TimePage
 from karn.policy import apply_policy
@@ -58,50 +57,55 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
     from karn.kernel.fs.fdtable import FdTable
     from karn.kernel.guestmem import MappedMemory
 
-    vm = pending.result()
-    lay = vm.layout
-    placement = choose_placement(config.policy.aslr)
-    region = Region(
-        user_start=lay.user_start,
-        user_end=lay.user_end,
-        mmap_top=mmap_top(lay.user_end, placement),
-        # --memory caps what the guest can make the host hold: accessible mappings and
-        # tmpfs file data (MemoryAccount). Guest RAM outside them is never touched.
-        limit=config.memory,
-    )
-    mm = AddressSpace(vm.memory, region, memory)
-    # a `#!` script runs its interpreter, as execve runs it
-    entry, argv = script_command(
+    # checked before anything is made for it (a `#!` script: the program it names)
+    exe, argv = prepare(
         fs.open_readable, manifest.entry,
         [(config.argv0 or config.program).encode(), *(a.encode() for a in config.args)])
-    kconfig = KernelConfig(
-        hostname=config.hostname,
-        argv=argv,
-        envp=guest_environment(config.env),
-        exe_path=_canonical(fs, entry),
-        memory_limit=config.memory,
-        ncpus=config.cpus,
-    )
-    machine = KvmMachine(vm)
-    # Syscall handlers reach guest memory only where the guest has mappings (EFAULT).
-    process = Process(MappedMemory(vm.memory, mm), mm, fs, FdTable.with_stdio(), kconfig,
-                      machine=machine, net=net)
-    apply_policy(process, config.policy)
-    if config.user is not None:  # -u UID[:GID]
-        process.identity = Identity(*config.user, *config.user)
-    if config.syscall_transport == "fast" and not (config.debug and config.debug.gdb):
-        from karn.kernel.fastmap import fastmap  # gdb parks threads in syscalls: exit only
+    try:
+        vm = pending.result()
+        lay = vm.layout
+        placement = choose_placement(config.policy.aslr)
+        region = Region(
+            user_start=lay.user_start,
+            user_end=lay.user_end,
+            mmap_top=mmap_top(lay.user_end, placement),
+            # --memory caps what the guest can make the host hold: accessible mappings
+            # and tmpfs file data (MemoryAccount). Guest RAM outside them is never touched.
+            limit=config.memory,
+        )
+        mm = AddressSpace(vm.memory, region, memory)
+        kconfig = KernelConfig(
+            hostname=config.hostname,
+            argv=argv,
+            envp=guest_environment(config.env),
+            exe_path=_canonical(fs, exe.main.path),
+            memory_limit=config.memory,
+            ncpus=config.cpus,
+        )
+        machine = KvmMachine(vm)
+        # Syscall handlers reach guest memory only where the guest has mappings (EFAULT).
+        process = Process(MappedMemory(vm.memory, mm), mm, fs, FdTable.with_stdio(),
+                          kconfig, machine=machine, net=net)
+        apply_policy(process, config.policy)
+        if config.user is not None:  # -u UID[:GID]
+            process.identity = Identity(*config.user, *config.user)
+        # gdb parks threads in syscalls: exit only
+        if config.syscall_transport == "fast" and not (config.debug and config.debug.gdb):
+            from karn.kernel.fastmap import fastmap
 
-        observed = config.debug is not None and config.debug.any()
-        if machine.enable_fast(mm, fastmap(process.syscall_table, observed)):
-            # munmap, MAP_FIXED and execve: patched sites and arenas in the range go
-            mm.code_watcher = machine.fast.patcher if machine.fast is not None else None
-    # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
-    time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
-    process.load_settings = LoadSettings(vm.cpu_features(), config.policy.aslr, time_page)
-    image = load_program(vm.memory, mm, fs.open_readable, entry, kconfig.argv,
-                         kconfig.envp, process.load_settings.cpu, placement, time_page,
-                         manifest.entry)
+            observed = config.debug is not None and config.debug.any()
+            if machine.enable_fast(mm, fastmap(process.syscall_table, observed)):
+                # munmap, MAP_FIXED and execve: patched sites and arenas in the range go
+                mm.code_watcher = machine.fast.patcher if machine.fast is not None else None
+        # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
+        time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
+        process.load_settings = LoadSettings(vm.cpu_features(), config.policy.aslr,
+                                             time_page)
+        image = map_executable(vm.memory, mm, exe, kconfig.argv, kconfig.envp,
+                               process.load_settings.cpu, placement, time_page,
+                               manifest.entry.encode())
+    finally:
+        exe.close()  # mapped by now, or not to be: the mappings hold the files
     return Guest(config, manifest, vm, machine, mm, fs, process, image, time_page)
 
 
@@ -192,4 +196,4 @@ def _canonical(fs: FsContext, guest_path: str) -> str:
     try:
         return fs.resolve(guest_path).path
     except SyscallError:
-        return guest_path  # missing: load_program reports it
+        return guest_path  # missing: prepare reports it

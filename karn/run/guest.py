@@ -74,7 +74,7 @@ class Guest:
         try:
             return self.fs.resolve(guest_path).path
         except SyscallError:
-            return guest_path  # missing: load_program reports it
+            return guest_path  # missing: prepare reports it
 
     def host_path(self, guest_path: str) -> str | None:
         """The host file behind a guest path of the root; None if there is none."""

@@ -17,7 +17,7 @@ from karn.abi.errno import SyscallError
 from karn.errors import UsageError
 from karn.kernel import fdspare
 from karn.kernel.fs.constants import DT_DIR, O_ACCMODE, S_IFDIR, S_IFLNK, S_IFMT, OFlag
-from karn.kernel.fs.file import DirEntry, DirListFile, OpenFile, read_prefix
+from karn.kernel.fs.file import WHOLE_FILE_LIMIT, DirEntry, DirListFile, OpenFile, read_whole
 from karn.kernel.fs.filesystem import Filesystem
 from karn.kernel.fs.hostfs import HostDirFs
 from karn.kernel.fs.procfs import ProcFs
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from karn.kernel.mm import MemoryAccount
     from karn.kernel.process import Process
 
-READ_FILE_LIMIT = 1 << 30  # the loader reads whole ELF files; refuse absurd ones
 
 
 class HostSeed:
@@ -115,7 +114,7 @@ def _read_host(path: str) -> tuple[bytes, int]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
-        if st.st_size > READ_FILE_LIMIT:
+        if st.st_size > WHOLE_FILE_LIMIT:
             raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
         chunks = []
         while chunk := os.read(fd, 1 << 20):
@@ -266,12 +265,7 @@ class FsContext:
         """A whole file, following symlinks."""
         f = self.open(path, OFlag.RDONLY)
         try:
-            st = f.stat()
-            if st.mode & S_IFMT == S_IFDIR:
-                raise SyscallError(errno.EISDIR)
-            if st.size > READ_FILE_LIMIT:
-                raise SyscallError(errno.EFBIG)
-            return read_prefix(f, st.size)
+            return read_whole(f)
         finally:
             f.close()
 

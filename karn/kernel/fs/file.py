@@ -27,6 +27,8 @@ from karn.kernel.fs.constants import (
     DT_UNKNOWN,
     O_ACCMODE,
     O_OPEN_ONLY,
+    S_IFDIR,
+    S_IFMT,
     S_IFREG,
     SEEK_CUR,
     SEEK_END,
@@ -90,6 +92,20 @@ def read_prefix(file: OpenFile, size: int) -> bytearray:
     if got < size:
         del buf[got:]
     return buf
+
+
+WHOLE_FILE_LIMIT = 1 << 30  # a file read whole (a program that is no host file): at most
+
+
+def read_whole(file: OpenFile) -> bytearray:
+    """A whole file, as read_prefix reads it: EISDIR for a directory, EFBIG past
+    WHOLE_FILE_LIMIT."""
+    st = file.stat()
+    if st.mode & S_IFMT == S_IFDIR:
+        raise SyscallError(errno.EISDIR)
+    if st.size > WHOLE_FILE_LIMIT:
+        raise SyscallError(errno.EFBIG)
+    return read_prefix(file, st.size)
 
 
 class OpenFile:
