@@ -67,10 +67,10 @@ class TaskLoop:
         if nr < COUNTED_SYSCALLS:
             self._counts[nr] += 1
         rest = self._rest
-        if rest is not None:  # the redo of a call the server began (serve_fast)
+        if rest is not None:  # kept for one call: the redo of the one the server began
             self._rest = None
-            result = finish(rest[1]) if rest[0] == (nr, a0, a1, a2, a3, a4, a5) else \
-                serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
+        if rest is not None and rest[0] == (nr, a0, a1, a2, a3, a4, a5):
+            result = finish(rest[1])
         else:
             result = serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
         self.serving = -1
