@@ -101,11 +101,18 @@ def test_run_hello_imports_only_what_it_needs() -> None:
     owner = imports_by_top_level(proc.stderr)
     assert "karn.run.builder" in owner, "the importtime report was not parsed"
     python_itself = imports_by_top_level(importtime("-c", "pass").stderr)  # site, .pth files
+    # Registering imports on the main thread while the guest's first calls import their
+    # areas on another: importtime's lines interleave, so what registering brought in can
+    # be shown under an area. Where the run registered, what registering imports (measured
+    # alone) is needed, whichever import it is shown under.
+    registered = any(module in owner for module in LATE)
+    late = set(imports_by_top_level(importtime("-c", "import " + ", ".join(LATE)).stderr)) \
+        if registered else set()
     unneeded = sorted(
         f"{module} (through {owner[module]})"
         for module in owner
         if any(module == bad or module.startswith(bad + ".") for bad in NOT_NEEDED)
-        and owner[module] not in LATE and module not in python_itself
+        and owner[module] not in LATE and module not in python_itself and module not in late
     )
     assert not unneeded, "karn run hello imported: " + ", ".join(unneeded)
 
