@@ -19,12 +19,14 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import BUSYBOX
+from helpers import free_port
 
 TIMEOUT = 30.0
 PROBE = "KARN_TEST_MONITOR_PROBE"
@@ -157,6 +159,34 @@ def test_every_monitor_thread_is_confined(build, state_dir: str) -> None:
         assert sandbox["namespaces"] == ["net"] and sandbox["landlock"].startswith("ABI ")
     finally:
         monitor.stop()
+
+
+def test_threads_started_while_the_monitor_confines_itself(karn) -> None:
+    """Clients of --metrics connecting throughout start-up make the monitor start a thread
+    for each, during its confinement too: from a thread not yet confined (the new one is
+    then confined in its turn) or from one already confined (the new one inherits it; the
+    routine's setns would fail there), and some of them end at once. Every run starts."""
+    port = free_port()
+    stop = threading.Event()
+
+    def connect_until_stopped() -> None:
+        while not stop.is_set():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            except OSError:
+                stop.wait(0.001)
+
+    clients = [threading.Thread(target=connect_until_stopped) for _ in range(4)]
+    for client in clients:
+        client.start()
+    try:
+        for _ in range(5):
+            got = karn("--metrics", f"127.0.0.1:{port}", BUSYBOX, "echo", "started")
+            assert (got.returncode, got.stdout) == (0, b"started\n"), got.stderr.decode()
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
 
 
 def test_published_port_keeps_the_host_network(build, state_dir: str) -> None:

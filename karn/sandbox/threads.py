@@ -63,6 +63,7 @@ class ThreadRoutine:
         self._base = ctypes.addressof(ctypes.c_char.from_buffer(self._page))
         self._set(_RULESET, ruleset_fd)
         self._set(_NETNS, netns_fd)
+        self._netns = _namespace(os.fstat(netns_fd)) if netns_fd >= 0 else None
         self._set(_CAPS, keep_caps is not None)
         if keep_caps is not None:  # version 3: two 32-bit halves of effective/permitted
             self._set(_HDR, _CAP_VERSION_3)
@@ -83,6 +84,7 @@ class ThreadRoutine:
         OSError if a thread failed or did not answer."""
         self._fn(0)
         done = {threading.get_native_id()}
+        answers = 1  # the routine's runs so far, each counted done or failed
         action = _Sigaction(handler=self._base, flags=0x10000000)  # SA_RESTART
         old = _Sigaction()
         if _libc.sigaction(SIGNAL, ctypes.byref(action), ctypes.byref(old)) != 0:
@@ -92,14 +94,27 @@ class ThreadRoutine:
                 todo = [tid for tid in _thread_ids() if tid not in done]
                 if not todo:
                     break
-                sent = [tid for tid in todo if _tgkill(tid)]
-                self._wait(len(done) + len(sent))
+                sent = [tid for tid in todo if not self._inherited(tid) and _tgkill(tid)]
+                answers += len(sent)
+                self._wait(answers)
                 done.update(todo)
         finally:
             _libc.sigaction(SIGNAL, ctypes.byref(old), None)
         if self._get(_FAILED):
             raise OSError(0, f"{self._get(_FAILED)} thread(s) could not be confined")
         return len(done)
+
+    def _inherited(self, tid: int) -> bool:
+        """Whether the thread was started by a thread already confined, and so is confined
+        too (it inherited the creds, the Landlock domain and the network namespace): the
+        routine's setns would fail there, the capabilities to do it being gone. Only a
+        confined thread can have started a thread in the new network namespace."""
+        if self._netns is None:
+            return False  # the routine's other steps may safely run twice
+        try:
+            return _namespace(os.stat(f"/proc/self/task/{tid}/ns/net")) == self._netns
+        except OSError:
+            return False  # it ended: tgkill says so
 
     def _wait(self, expected: int) -> None:
         deadline = time.monotonic() + TIMEOUT
@@ -112,6 +127,10 @@ class ThreadRoutine:
 def _thread_ids() -> list[int]:
     """Every thread of the process, Python's or not."""
     return [int(tid) for tid in os.listdir("/proc/self/task")]
+
+
+def _namespace(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def _tgkill(tid: int) -> bool:
