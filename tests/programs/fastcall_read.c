@@ -3,8 +3,9 @@
  * a pipe the program fills itself, single-threaded (glibc's first site) and, with "thread",
  * after starting a thread (the cancellable site). A SIGALRM interval timer (SA_RESTART)
  * fires meanwhile: every read still returns 1 byte. Then a read through the same (by now
- * patched) site blocks on an empty pipe that a forked child fills after 20 ms: the ticks
- * interrupt it and it restarts. With "race", first 4 threads read /dev/zero at once from a
+ * patched) site blocks on an empty pipe that a forked child fills once 3 ticks came while
+ * the parent was in that read (counted in a shared page): they interrupt it and it
+ * restarts. With "race", first 4 threads read /dev/zero at once from a
  * barrier (all meet the unpatched cancellable site together: a patch while the others
  * run). Prints totals only, as native does. */
 #include <pthread.h>
@@ -12,18 +13,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t ticks;
+static volatile sig_atomic_t ticks, reading;
+static volatile sig_atomic_t *ticks_in_read; /* shared with the forked writer */
 
 static void on_alarm(int sig)
 {
     (void)sig;
     ticks++;
+    if (reading)
+        (*ticks_in_read)++;
 }
 
 static void *idle(void *arg)
@@ -100,16 +105,24 @@ int main(int argc, char **argv)
     printf("zero %ld\n", loop(zero, -1, n));
     printf("pipe %ld\n", loop(p[0], p[1], n));
     fflush(stdout);
+    ticks_in_read = mmap(NULL, sizeof *ticks_in_read, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (ticks_in_read == MAP_FAILED)
+        return 3;
     pid_t child = fork();
-    if (child == 0) {
-        struct timespec later = {0, 20000000};
-        while (nanosleep(&later, &later) != 0)
-            ;
+    if (child == 0) { /* waits for the ticks, not for a time (a loaded host) */
+        for (int i = 0; i < 60000 && *ticks_in_read < 3; i++) {
+            struct timespec later = {0, 1000000};
+            while (nanosleep(&later, &later) != 0)
+                ;
+        }
         _exit(write(p[1], "z", 1) == 1 ? 0 : 1);
     }
     char c = 0;
     ticks = 0;
+    reading = 1;
     ssize_t r = read(p[0], &c, 1);
+    reading = 0;
     int status = 0;
     waitpid(child, &status, 0);
     printf("blocked read %zd %c, interrupted %s, child %d\n", r, c, ticks > 0 ? "yes" : "no",
