@@ -18,6 +18,7 @@ from karn.errors import KarnError, UsageError
 if TYPE_CHECKING:
     import argparse
     import signal
+    from collections.abc import Callable
     from types import SimpleNamespace
 else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of start-up
     import _signal as signal
@@ -34,7 +35,7 @@ def _command(argv: list[str]) -> str | None:
     return None
 
 
-def _leave(status: int) -> NoReturn:
+def _leave(status: int, leaving: Callable[[int], None] | None) -> NoReturn:
     """End a run here, at once: guest threads may remain (blocked in host calls after
     exit_group), and the interpreter's own shutdown would spend ~14 ms tearing down the
     modules of a run, a third of a hello's start-up cost. Exit handlers still run; the
@@ -47,17 +48,24 @@ def _leave(status: int) -> NoReturn:
         status = 128 + signal.SIGPIPE
     except (OSError, ValueError):
         pass  # a closed stream must not keep us alive
+    if leaving is not None:
+        leaving(status)
     os._exit(status)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None,
+         vet: Callable[[argparse.Namespace | SimpleNamespace], None] | None = None,
+         leaving: Callable[[int], None] | None = None) -> int:
+    """`karn ARGV`. For the daemon's runs: `vet` sees the parsed command line before
+    anything runs (the run may be declined there), `leaving` the status of a run that
+    ends the process, before the process's own teardown."""
     quiet_interrupts()  # (the `karn` script imports this module first)
     # Start-up makes no garbage cycles worth collecting, yet the collector would walk every
     # object of the ~120 modules it imports several times (~5 ms): a run turns it back on
     # once its guest is built (karn/run/runner.py), any other command after parsing.
     gc.disable()
     try:
-        status = _main(argv)
+        status = _main(argv, vet, leaving)
         sys.stdout.flush()  # here, not at interpreter exit, where an error is a traceback
         sys.stderr.flush()
         return status
@@ -97,16 +105,20 @@ def _parse(argv: list[str]) -> argparse.Namespace | SimpleNamespace | None:
     return args
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None,
+          vet: Callable[[argparse.Namespace | SimpleNamespace], None] | None,
+          leaving: Callable[[int], None] | None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     if args is None:
         return 125
+    if vet is not None:
+        vet(args)
     if args.command not in ("run", "policy"):  # they run a guest: the runner turns it on
         gc.enable()
     log.set_level("debug" if args.debug else args.log_level)
     try:
         if args.command in ("run", "policy"):  # they run a guest
-            _leave(args.func(args))
+            _leave(args.func(args), leaving)
         if hasattr(args, "func"):  # the image commands (karn/cli/images.py)
             return args.func(args)
         raise UsageError(f"unknown command {args.command}")

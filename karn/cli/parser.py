@@ -73,8 +73,9 @@ def build_parser(
         images.register(sub, run.parse_size)
         instances.register(sub)
         policy.register(sub, run_parser)
-        from karn.cli import system
+        from karn.cli import daemon, system
 
         system.register(sub)
+        daemon.register(sub)
         __import__("karn.oci.cli", fromlist=["register"]).register(sub)  # `karn oci ...`
     return parser, run_parser

@@ -1,0 +1,149 @@
+"""`karn daemon`: `karn run` served by a resident karn's forked children behaves as an
+in-process run (output, status, working directory, umask, limits, signals), says so in
+`karn daemon --status`, and falls back to running in-process when it must."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import BUSYBOX
+from helpers import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+TIMEOUT = 60
+
+
+class Daemon:
+    def __init__(self, state: Path, tree: Path = REPO) -> None:
+        self.env = dict(os.environ, KARN_STATE_DIR=str(state), PYTHONPATH=str(tree))
+        self.env.pop("KARN_DAEMON", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "karn", "daemon"], env=self.env,
+                                     cwd="/", stderr=subprocess.PIPE, text=True)
+        assert self.proc.stderr is not None
+        line = self.proc.stderr.readline()  # after its imports: serving
+        assert "serving `karn run`" in line, line + self.proc.stderr.read()
+
+    def karn(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """`karn ARGS` of this daemon's tree (from /: `python -m` looks in the working
+        directory first)."""
+        return subprocess.run([sys.executable, "-m", "karn", *args], env=self.env, cwd="/",
+                              capture_output=True, timeout=TIMEOUT)
+
+    def status(self) -> tuple[int, list[int]]:
+        """Runs served, and the pids of those still running."""
+        got = self.karn("daemon", "--status")
+        assert got.returncode == 0, got
+        served = int(got.stdout.split(b"; ")[1].split()[0])
+        running = got.stdout.split(b"running: ")[1].split()
+        return served, [int(pid) for pid in running if pid != b"none"]
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        _, err = self.proc.communicate(timeout=TIMEOUT)
+        return err
+
+
+@pytest.fixture()
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(tmp_path / "state")
+    yield d
+    d.stop()
+
+
+def test_a_run_through_the_daemon_is_an_in_process_run(daemon: Daemon, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(BUSYBOX, work / "busybox")  # found from the client's working directory
+    script = "read line; echo out $line; echo err >&2; pwd; umask; ulimit -n; exit 3"
+    argv = ("run", "-v", f"{work}:/w", "-w", "/w", "./busybox", "sh", "-c", script)
+
+    def run(**env: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["sh", "-c", 'umask 027; ulimit -n 777; exec "$@"', "sh",
+             sys.executable, "-m", "karn", *argv],
+            env={**daemon.env, **env}, cwd=work, input=b"in\n", capture_output=True,
+            timeout=TIMEOUT)
+
+    served, _ = daemon.status()
+    here = run(KARN_DAEMON="0")
+    assert daemon.status()[0] == served  # KARN_DAEMON=0: in-process
+    there = run()
+    assert daemon.status()[0] == served + 1
+    assert (there.returncode, there.stdout, there.stderr) == \
+        (here.returncode, here.stdout, here.stderr)
+    assert here.returncode == 3 and here.stdout.startswith(b"out in\n/w\n"), here
+
+
+def test_guest_killed_and_usage_errors_give_in_process_statuses(daemon: Daemon) -> None:
+    killed = daemon.karn("run", BUSYBOX, "sh", "-c", "kill -9 $$")
+    assert killed.returncode == 128 + signal.SIGKILL, killed
+    bad = daemon.karn("run", "--memory", "lots", BUSYBOX, "true")
+    assert bad.returncode != 0 and bad.stderr.count(b"\n") == 1, bad
+    assert b"Traceback" not in bad.stderr
+    assert daemon.status()[0] == 2
+
+
+def test_signals_reach_the_run_and_a_vanished_client_ends_it(daemon: Daemon) -> None:
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", "echo ready; sleep 60"],
+            env=daemon.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        return proc
+
+    interrupted = start()
+    interrupted.send_signal(signal.SIGINT)  # Ctrl-C, as a terminal would send it
+    assert interrupted.wait(TIMEOUT) == 130
+    abandoned = start()
+    [run] = daemon.status()[1]
+    abandoned.kill()  # no chance to forward anything: the daemon sees its socket close
+    abandoned.wait(TIMEOUT)
+    wait_for(lambda: run not in daemon.status()[1], "the abandoned run to end", TIMEOUT)
+    assert not Path(f"/proc/{run}").exists() or \
+        Path(f"/proc/{run}/stat").read_text().split()[2] == "Z"
+
+
+def test_declined_runs_run_in_process(tmp_path: Path) -> None:
+    """A run with -t is not the daemon's, silently; one after karn's sources changed runs
+    in-process and says why."""
+    tree = tmp_path / "tree"
+    shutil.copytree(REPO / "karn", tree / "karn", symlinks=True)
+    daemon = Daemon(tmp_path / "state", tree)
+    try:
+        terminal = daemon.karn("run", "-t", BUSYBOX, "echo", "hi")
+        assert terminal.returncode == 0 and b"hi" in terminal.stdout, terminal
+        assert daemon.status()[0] == 1  # handed over, then declined
+        source = tree / "karn/kernel/sys_misc.py"
+        os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
+        changed = daemon.karn("run", BUSYBOX, "echo", "hi")
+        assert changed.returncode == 0 and changed.stdout == b"hi\n", changed
+        assert b"karn changed since the daemon started" in changed.stderr
+        assert b"restart it" in changed.stderr
+    finally:
+        daemon.stop()
+
+
+def test_one_daemon_at_a_time_and_stop(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "state")
+    try:
+        second = daemon.karn("daemon")
+        assert second.returncode != 0
+        assert second.stderr.decode().strip() == \
+            f"karn: a karn daemon already serves {tmp_path / 'state' / 'daemon.sock'}"
+        stopped = daemon.karn("daemon", "--stop")
+        assert stopped.returncode == 0 and b"stopping" in stopped.stdout, stopped
+        assert daemon.proc.wait(TIMEOUT) == 0
+        assert not (tmp_path / "state/daemon.sock").exists()
+        assert daemon.karn("daemon", "--status").returncode == 3
+        after = daemon.karn("run", BUSYBOX, "echo", "here")  # no daemon: in-process
+        assert after.returncode == 0 and after.stdout == b"here\n", after
+    finally:
+        daemon.stop()
