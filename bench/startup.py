@@ -8,7 +8,9 @@ Both run in a fresh virtual environment of this interpreter (`python3 -m venv
 this interpreter's own site may import modules karn needs (a pyenv build here imports
 pathlib, tempfile, typing, re and more from `.pth` files, ~40 ms) and so hide their cost
 from karn's row. karn runs through the script pip writes for its entry point (which
-imports `re` and calls `karn.cli.main:main`), with the checkout on PYTHONPATH.
+imports `re` and calls `karn.cli.entry:main`), with the checkout on PYTHONPATH. A third
+row runs the same command served by a `karn daemon` of this tree (KARN_STATE_DIR of its
+own; the other rows set KARN_DAEMON=0).
 The commands take turns run by run (A B A B ...), so that a machine whose speed drifts
 slows them alike; each row is the median of N runs: wall time, and the CPU time (user +
 sys) the process and its threads used. karn's own cost is its row minus python's.
@@ -47,7 +49,10 @@ def compile_bytecode(tree: Path) -> None:
 # what pip writes for a console_scripts entry point (karn = karn.cli.main:main)
 CONSOLE_SCRIPT = """import re
 import sys
-from karn.cli.main import main
+try:
+    from karn.cli.entry import main
+except ImportError:  # an --against checkout from before the daemon
+    from karn.cli.main import main
 if __name__ == "__main__":
     sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
     sys.exit(main())
@@ -145,14 +150,27 @@ def main() -> int:
             "python3 -c pass": ([python, "-c", "pass"], dict(os.environ)),
         }
         for name, tree in trees.items():
-            env = dict(os.environ, PYTHONPATH=str(tree))
+            env = dict(os.environ, PYTHONPATH=str(tree), KARN_DAEMON="0")
             commands[name] = ([python, str(karn), "run", str(hello)], env)
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
-        for cmd, env in commands.values():  # warm-up: page cache
-            time_once(cmd, env)
-        for _ in range(args.runs):
-            for name, (cmd, env) in commands.items():
-                times[name].append(time_once(cmd, env))
+        served = dict(os.environ, PYTHONPATH=str(REPO), KARN_STATE_DIR=f"{tmp}/state")
+        served.pop("KARN_DAEMON", None)
+        commands["karn run hello (karn daemon)"] = ([python, str(karn), "run", str(hello)],
+                                                    served)
+        daemon = subprocess.Popen([python, str(karn), "daemon"], env=served, cwd="/",
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            assert daemon.stderr is not None
+            if b"serving" not in daemon.stderr.readline():  # ready once it says so
+                sys.exit("karn daemon did not start")
+            times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+            for cmd, env in commands.values():  # warm-up: page cache
+                time_once(cmd, env)
+            for _ in range(args.runs):
+                for name, (cmd, env) in commands.items():
+                    times[name].append(time_once(cmd, env))
+        finally:
+            daemon.terminate()
+            daemon.wait()
         imports = import_breakdown(*commands[next(iter(trees))], args.runs) if args.imports else []
     load = os.getloadavg()[0]
     print(f"Medians of {args.runs} runs, commands in turn; bytecode compiled; a fresh venv "
@@ -166,7 +184,7 @@ def main() -> int:
         print(f"| {name} | {wall * 1e3:.1f} ms | {cpu * 1e3:.1f} ms |")
     py_wall, py_cpu = medians["python3 -c pass"]
     print()
-    for name in trees:
+    for name in [*trees, "karn run hello (karn daemon)"]:
         wall, cpu = medians[name]
         print(f"{name} minus python3 -c pass: {(wall - py_wall) * 1e3:.1f} ms wall, "
               f"{(cpu - py_cpu) * 1e3:.1f} ms CPU")

@@ -91,7 +91,8 @@ def test_guest_killed_and_usage_errors_give_in_process_statuses(daemon: Daemon) 
     assert daemon.status()[0] == 2
 
 
-def test_signals_reach_the_run_and_a_vanished_client_ends_it(daemon: Daemon) -> None:
+def test_signals_reach_the_run_it_is_confined_and_a_vanished_client_ends_it(
+        daemon: Daemon) -> None:
     def start() -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", "echo ready; sleep 60"],
@@ -104,6 +105,13 @@ def test_signals_reach_the_run_and_a_vanished_client_ends_it(daemon: Daemon) -> 
     assert interrupted.wait(TIMEOUT) == 130
     abandoned = start()
     [run] = daemon.status()[1]
+    # confined as an in-process run is (the daemon itself is not), its network made ahead
+    for task in Path(f"/proc/{run}/task").iterdir():
+        status = dict(line.split(":\t", 1) for line in
+                      (task / "status").read_text().splitlines() if ":\t" in line)
+        assert (status["Seccomp"], status["NoNewPrivs"]) == ("2", "1"), status["Name"]
+        if os.geteuid() == 0:  # (as root the run's network is a namespace of its own)
+            assert os.readlink(task / "ns/net") != os.readlink("/proc/self/ns/net")
     abandoned.kill()  # no chance to forward anything: the daemon sees its socket close
     abandoned.wait(TIMEOUT)
     wait_for(lambda: run not in daemon.status()[1], "the abandoned run to end", TIMEOUT)

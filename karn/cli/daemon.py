@@ -212,15 +212,15 @@ class Daemon:
                 self.stopping = self.stopping or message[0] == "stop"
                 _answer(conn, ("daemon", os.getpid(), self.served, sorted(self.runs)))
                 conn.close()
-            elif message[0] == "run" and len(fds) == 4 and self.spare is not None:
+            elif message[0] == "run" and len(fds) == 4:
+                if self.spare is None:  # runs at once: the spare is taken
+                    self.spare = self._fork_spare()
                 self._hand_over(conn, message, fds, poller)
             else:
                 conn.close()
         finally:
             for fd in fds:  # before the next spare is forked: the client's, not its
                 os.close(fd)
-        if self.spare is None and not self.stopping:
-            self.spare = self._fork_spare()
 
     def _hand_over(self, conn: socket.socket, message: tuple, fds: list[int],
                    poller: select.poll) -> None:
@@ -246,19 +246,22 @@ class Daemon:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                break
             if pid == 0:
-                return
+                break
             if self.spare is not None and pid == self.spare[0]:  # died waiting
                 self.spare[1].close()
-                self.spare = None if self.stopping else self._fork_spare()
+                self.spare = None
             conn = self.runs.pop(pid, None)
-            if conn is None:
-                continue
-            code = os.waitstatus_to_exitcode(status)  # (the run said it, unless killed)
-            _answer(conn, ("exit", code if code >= 0 else 128 - code))
-            poller.unregister(conn)
-            conn.close()
+            if conn is not None:
+                code = os.waitstatus_to_exitcode(status)  # (the run said it, unless killed)
+                _answer(conn, ("exit", code if code >= 0 else 128 - code))
+                poller.unregister(conn)
+                conn.close()
+        # The next run's spare, made once this one has ended (not beside a run, whose
+        # start-up it would slow on a small host) or at once if none is going.
+        if self.spare is None and not self.stopping and not self.runs:
+            self.spare = self._fork_spare()
 
     def _client_left(self, fd: int, poller: select.poll) -> None:
         """Readable: the client's end (it sends nothing more): it has the status the run
@@ -288,6 +291,7 @@ class Daemon:
             for other in self.runs.values():
                 other.close()
             os.setsid()
+            _make_ahead()
             try:
                 message, fds = wire.receive(channel)
             except (EOFError, OSError):
@@ -343,6 +347,21 @@ class Daemon:
         from karn.cli.main import main
 
         return main(argv, vet, leaving)
+
+
+def _make_ahead() -> None:
+    """While the spare waits: what a run of the default size will need first."""
+    from karn.run.config import DEFAULT_MEMORY
+    from karn.run.vmstart import make_ahead
+    from karn.sandbox import seccomp
+    from karn.sandbox.privileges import prepare_private_network_ahead
+
+    try:
+        make_ahead(DEFAULT_MEMORY)
+    except KarnError:
+        pass  # (no KVM: the run says so)
+    prepare_private_network_ahead()
+    seccomp.compile_ahead()
 
 
 def _modules_of(packages: tuple[str, ...]) -> list[str]:

@@ -379,12 +379,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def start(config: RunConfig) -> int:
     """Build the guest of a resolved config and run it (karn/run/)."""
     from karn.run.vmstart import PendingVm
+    from karn.sandbox.privileges import ahead_of_time
 
-    ahead = None
-    if config.sandbox:
-        from karn.sandbox.privileges import ahead_of_time
-
-        ahead = ahead_of_time(config)
+    ahead = ahead_of_time(config)
     # made in a thread while the rest is imported and built
     vm = PendingVm(config.memory, ahead)
     from karn.run.builder import build

@@ -24,6 +24,15 @@ from karn.run.config import MAX_SPAN
 EXIT_WAIT = 1.0  # seconds a finished thread may take to leave the kernel (normally µs)
 MIN_SPAN = 4 * GIB  # guest address space; KVM slots cover only what the guest maps in it
 
+_ahead: VirtualMachine | None = None  # made before this process's run was known
+
+
+def make_ahead(memory: int) -> None:
+    """Make the VM of a run of `memory` bytes before the run is known (a `karn daemon`'s
+    spare, karn/cli/daemon.py): the run takes it if its span is the same."""
+    global _ahead
+    _ahead = VirtualMachine(layout_for(address_space_span(memory)))
+
 
 def address_space_span(memory: int) -> int:
     span = max(MIN_SPAN, 4 * memory)
@@ -35,17 +44,25 @@ class PendingVm:
     more of the run's set-up for the same thread, after the VM (the sandbox's)."""
 
     def __init__(self, memory: int, also: Callable[[], None] | None = None) -> None:
+        global _ahead
         self._span = address_space_span(memory)
         self._also = also
-        self._vm: VirtualMachine | None = None
+        self._vm, _ahead = _ahead, None
+        if self._vm is not None and self._vm.layout.span != self._span:
+            self._vm.close()  # made ahead for another size
+            self._vm = None
         self._error: BaseException | None = None
         self._taken = False
-        self._thread = threading.Thread(target=self._make, name="karn-vm-setup", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self._vm is None or also is not None:
+            self._thread = threading.Thread(target=self._make, name="karn-vm-setup",
+                                            daemon=True)
+            self._thread.start()
 
     def _make(self) -> None:
         try:
-            self._vm = VirtualMachine(layout_for(self._span))
+            if self._vm is None:
+                self._vm = VirtualMachine(layout_for(self._span))
         except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
             self._error = err
             return
@@ -56,6 +73,8 @@ class PendingVm:
         """Wait for the thread to end, in the kernel too: the sandbox signals every task
         it finds in /proc/self/task and waits for each to confine itself, which a thread
         still in its exit could not do (the run would fail to confine)."""
+        if self._thread is None:
+            return  # the VM was made ahead, and there is nothing more to make
         self._thread.join()
         task = f"/proc/self/task/{self._thread.native_id}"
         deadline = time.monotonic() + EXIT_WAIT

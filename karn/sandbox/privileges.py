@@ -9,6 +9,7 @@ import ctypes
 import fcntl
 import os
 import struct
+import threading
 from typing import TYPE_CHECKING
 
 from karn.errors import KarnError
@@ -79,16 +80,30 @@ def private_network_wanted(caps: int, policy: NetPolicy) -> bool:
 def ahead_of_time(config: RunConfig) -> Callable[[], None] | None:
     """What confinement (jail.py) will need that can be made before the guest is built,
     on a thread that is otherwise waiting (karn/run/vmstart.py): the private network
-    namespace. (Here, not in jail.py: the run starts that thread before it imports the
-    rest of the sandbox.)"""
+    namespace, unless it was made before the run was known (a `karn daemon`'s spare);
+    one made so for a run with no use for it is closed. (Here, not in jail.py: the run
+    starts that thread before it imports the rest of the sandbox.)"""
+    global _prepared
     try:
         policy = config.net_policy()
     except KarnError:
         return None  # the build reports it, in its order
     caps = effective_capabilities()
-    if caps and private_network_wanted(caps, policy):
-        return prepare_private_network
+    if config.sandbox and caps and private_network_wanted(caps, policy):
+        return None if _prepared is not None else prepare_private_network
+    if _prepared is not None:
+        os.close(_prepared)
+        _prepared = None
     return None
+
+
+def prepare_private_network_ahead() -> None:
+    """For a run not known yet (karn daemon's spare): its private network namespace,
+    made on a thread of its own (unshare moves the thread that calls it)."""
+    if can_unshare(effective_capabilities()):
+        maker = threading.Thread(target=prepare_private_network, name="karn-netns-ahead")
+        maker.start()
+        maker.join()
 
 
 def prepare_private_network() -> None:

@@ -20,6 +20,7 @@ else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of s
 ALLOW = bpf.RET_ALLOW
 DENY = bpf.errno_action(errno.EPERM)
 KICK_SIGNAL = signal.SIGRTMIN + 2  # platform/vcpu.py's (not imported: it loads KVM)
+_ahead: tuple[int, list[bpf.Insn]] | None = None  # (pid, program) compiled ahead
 
 
 def allowed_names() -> list[str]:
@@ -52,6 +53,13 @@ def rules(pid: int) -> dict[int, list[Rule]]:
     return {SYSCALL_NUMBERS[name]: r for name, r in by_name.items()}
 
 
+def compile_ahead() -> None:
+    """Compile this process's filter before its run is known (a `karn daemon`'s spare):
+    the program depends only on the pid."""
+    global _ahead
+    _ahead = (os.getpid(), bpf.compile_filter(rules(os.getpid()), DENY))
+
+
 def load_filter() -> int:
     """Install the filter on every thread (TSYNC); the number of calls it allows."""
     flags = bpf.FLAG_TSYNC  # every thread, those started before included
@@ -59,5 +67,7 @@ def load_filter() -> int:
     # audit: "type=1326 ... syscall=N").
     if log.enabled("debug"):
         flags |= bpf.FLAG_LOG
-    bpf.install(bpf.compile_filter(rules(os.getpid()), DENY), flags)
+    pid = os.getpid()
+    ahead = _ahead[1] if _ahead is not None and _ahead[0] == pid else None
+    bpf.install(ahead or bpf.compile_filter(rules(pid), DENY), flags)
     return len(allowed_names())
