@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from karn.cli import daemon_client as wire
 from karn.errors import KarnError, UsageError
+from karn.instance.paths import daemon_socket
 
 if TYPE_CHECKING:
     import argparse
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    path = wire.socket_path()
+    path = daemon_socket()
     if args.stop or args.status:
         return _control(path, "stop" if args.stop else "status")
     return Daemon(path).serve()

@@ -1,12 +1,13 @@
 """`karn run` through a running `karn daemon` (karn/cli/daemon.py), and the messages both
 sides exchange.
 
-The client is what the `karn` command runs first, before karn's own modules: it imports
-only C modules, sends its command line, environment, working directory, umask, resource
-limits and standard streams to the daemon's socket, forwards the signals it gets to the
-run the daemon forked, and exits with that run's status. With no daemon (no socket, or
-nobody listening) or when the daemon declines (a terminal run, a detached one, karn's
-code changed since the daemon started), `run` returns None and karn runs in-process.
+The `karn` command (karn/cli/entry.py) comes here when a daemon's socket exists, before
+it imports karn's own modules; this imports only C modules. It sends its command line,
+environment, working directory, umask, resource limits and standard streams to the
+daemon, forwards the signals it gets to the run the daemon forked, and exits with that
+run's status. When nobody listens or the daemon declines (a terminal run, a detached
+one, karn's code changed since the daemon started), `run` returns None and karn runs
+in-process.
 
 A message is 4 bytes of length, then a marshalled tuple (only the user's own processes
 may connect: the socket is the user's, and the daemon checks the peer's uid).
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 else:  # the C module: `signal` makes enums of its names at import
     import _signal
 
-SOCKET_NAME = "daemon.sock"
 LIMITS = (resource.RLIMIT_NOFILE, resource.RLIMIT_CORE, resource.RLIMIT_STACK,
           resource.RLIMIT_NPROC, resource.RLIMIT_AS, resource.RLIMIT_DATA,
           resource.RLIMIT_FSIZE, resource.RLIMIT_MEMLOCK, resource.RLIMIT_CPU)
@@ -39,28 +39,9 @@ MAX_FDS = 5  # the streams and the working directory; to a spare, the client too
 DAEMON_GONE = 125
 
 
-def socket_path() -> str:
-    from karn.instance.paths import state_dir  # (imports os only)
-
-    return os.path.join(state_dir(), SOCKET_NAME)
-
-
 def identity() -> tuple[str, str]:
     """Which karn and which Python: a daemon serves only clients of its own."""
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__))), sys.version
-
-
-def wanted(argv: list[str]) -> bool:
-    """A `karn run` (karn's own options skipped), and KARN_DAEMON not set to 0/off/no."""
-    if os.environ.get("KARN_DAEMON", "").lower() in ("0", "off", "no"):
-        return False
-    words = iter(argv)
-    for word in words:
-        if word == "--log-level":
-            next(words, None)
-        elif not word.startswith("-"):
-            return word == "run"
-    return False
 
 
 def send(sock: _socket.socket, message: tuple, fds: tuple[int, ...] = ()) -> None:
@@ -107,12 +88,12 @@ def receive(sock: _socket.socket) -> tuple[tuple, list[int]]:
     return message, fds
 
 
-def run(argv: list[str]) -> int | None:
-    """The exit status of `karn ARGV` run by the daemon; None if there is none to run it
-    or it declined (then nothing has run)."""
+def run(argv: list[str], path: str) -> int | None:
+    """The exit status of `karn ARGV` run by the daemon at `path`; None if there is none
+    to run it or it declined (then nothing has run)."""
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
-        sock.connect(socket_path())
+        sock.connect(path)
     except OSError:
         sock.close()
         return None

@@ -16,5 +16,10 @@ def state_dir() -> str:
     return os.path.join(runtime, "karn") if runtime else f"/tmp/karn-{os.getuid()}"
 
 
+def daemon_socket() -> str:
+    """Where a `karn daemon` of this state dir listens (karn/cli/daemon.py)."""
+    return os.path.join(state_dir(), "daemon.sock")
+
+
 def instances_dir() -> str:
     return os.path.join(state_dir(), "instances")
