@@ -1,6 +1,6 @@
 """The `karn` command's first step: a `karn run` goes to a running `karn daemon` when
 its socket exists (karn/cli/daemon_client.py, C modules only), anything else to karn's
-command line (karn/cli/main.py)."""
+command line (karn/cli/main.py), loaded through karn's bytecode finder."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def main() -> int:
         status = daemon_client.run(argv, path)
         if status is not None:
             return status
+    from karn.cli import bytecode
+
+    bytecode.install(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from karn.cli.main import main as run_here
 
     return run_here(argv)
