@@ -120,8 +120,8 @@ def test_signals_reach_the_run_it_is_confined_and_a_vanished_client_ends_it(
 
 
 def test_declined_runs_run_in_process(tmp_path: Path) -> None:
-    """A run with -t is not the daemon's, silently; one after karn's sources changed runs
-    in-process and says why."""
+    """A run with -t is not the daemon's, silently, nor one whose request is too large;
+    one after karn's sources changed runs in-process and says why."""
     tree = tmp_path / "tree"
     shutil.copytree(REPO / "karn", tree / "karn", symlinks=True)
     daemon = Daemon(tmp_path / "state", tree)
@@ -129,6 +129,12 @@ def test_declined_runs_run_in_process(tmp_path: Path) -> None:
         terminal = daemon.karn("run", "-t", BUSYBOX, "echo", "hi")
         assert terminal.returncode == 0 and b"hi" in terminal.stdout, terminal
         assert daemon.status()[0] == 1  # handed over, then declined
+        # a request too large for the daemon (an environment over 1 MiB): refused unread
+        daemon.env.update({f"BIG{i}": "x" * 120_000 for i in range(10)})
+        big = daemon.karn("run", BUSYBOX, "echo", "hi")
+        assert big.returncode == 0 and big.stdout == b"hi\n", big
+        assert daemon.status()[0] == 1
+        daemon.env = {k: v for k, v in daemon.env.items() if not k.startswith("BIG")}
         source = tree / "karn/kernel/sys_misc.py"
         os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))
         changed = daemon.karn("run", BUSYBOX, "echo", "hi")

@@ -95,13 +95,19 @@ class Daemon:
         self.listener = self._listen()
 
     def _listen(self) -> socket.socket:
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        except OSError as err:
+            raise KarnError(f"cannot make {os.path.dirname(self.path)}: {err.strerror}"
+                            ) from None
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(self.path)
             raise UsageError(f"a karn daemon already serves {self.path}")
         except (FileNotFoundError, ConnectionRefusedError):
             pass
+        except OSError as err:  # (a path too long for a socket has no strerror)
+            raise KarnError(f"cannot listen at {self.path}: {err.strerror or err}") from None
         finally:
             probe.close()
         try:
@@ -112,8 +118,8 @@ class Daemon:
         old = os.umask(0o177)  # the socket is the user's alone
         try:
             listener.bind(self.path)
-        except OSError as err:
-            raise KarnError(f"cannot listen at {self.path}: {err.strerror}") from None
+        except OSError as err:  # (a path too long for a socket has no strerror)
+            raise KarnError(f"cannot listen at {self.path}: {err.strerror or err}") from None
         finally:
             os.umask(old)
         listener.listen(64)
@@ -243,6 +249,7 @@ class Daemon:
             os.kill(pid, signal.SIGKILL)  # the client went away already
 
     def _reap(self, poller: select.poll) -> None:
+        lost_spare = False
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -250,9 +257,10 @@ class Daemon:
                 break
             if pid == 0:
                 break
-            if self.spare is not None and pid == self.spare[0]:  # died waiting
-                self.spare[1].close()
-                self.spare = None
+            if self.spare is not None and pid == self.spare[0]:  # died waiting: the
+                self.spare[1].close()  # next run forks one (not at once: it might die
+                self.spare = None  # again at once, and again)
+                lost_spare = True
             conn = self.runs.pop(pid, None)
             if conn is not None:
                 code = os.waitstatus_to_exitcode(status)  # (the run said it, unless killed)
@@ -261,7 +269,7 @@ class Daemon:
                 conn.close()
         # The next run's spare, made once this one has ended (not beside a run, whose
         # start-up it would slow on a small host) or at once if none is going.
-        if self.spare is None and not self.stopping and not self.runs:
+        if self.spare is None and not (self.stopping or self.runs or lost_spare):
             self.spare = self._fork_spare()
 
     def _client_left(self, fd: int, poller: select.poll) -> None:
@@ -359,10 +367,10 @@ def _make_ahead() -> None:
 
     try:
         make_ahead(DEFAULT_MEMORY)
-    except KarnError:
-        pass  # (no KVM: the run says so)
-    prepare_private_network_ahead()
-    seccomp.compile_ahead()
+        prepare_private_network_ahead()
+        seccomp.compile_ahead()
+    except Exception:  # noqa: BLE001 - only a head start: the run meets it and says so
+        pass
 
 
 def _modules_of(packages: tuple[str, ...]) -> list[str]:

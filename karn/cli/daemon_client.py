@@ -121,6 +121,8 @@ def _converse(sock: _socket.socket, argv: list[str]) -> int | None:
             try:
                 message, fds = receive(sock)
             except (EOFError, OSError):
+                if not forwarder.pid:
+                    return None  # refused before any run began: run in-process
                 sys.stderr.write("karn: the daemon went away during the run\n")
                 return DAEMON_GONE
             for fd in fds:
