@@ -119,6 +119,32 @@ def test_signals_reach_the_run_it_is_confined_and_a_vanished_client_ends_it(
         Path(f"/proc/{run}/stat").read_text().split()[2] == "Z"
 
 
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_ctrl_z_stops_the_run_and_fg_continues_it(daemon: Daemon) -> None:
+    """As an in-process run, which SIGTSTP's default action stops (the served run leads
+    a session of its own, where Linux would drop a SIGTSTP)."""
+    client = subprocess.Popen(
+        [sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", "echo ready; sleep 60"],
+        env=daemon.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"ready\n"
+        [run] = daemon.status()[1]
+        client.send_signal(signal.SIGTSTP)
+        wait_for(lambda: _state(run) == "T" and _state(client.pid) == "T",
+                 "the run and its client to stop", TIMEOUT)
+        client.send_signal(signal.SIGCONT)  # what `fg` sends
+        wait_for(lambda: _state(run) != "T" and _state(client.pid) != "T",
+                 "the run and its client to continue", TIMEOUT)
+        client.send_signal(signal.SIGINT)
+        assert client.wait(TIMEOUT) == 130
+    finally:
+        client.kill()
+        client.wait(TIMEOUT)
+
+
 def test_declined_runs_run_in_process(tmp_path: Path) -> None:
     """A run with -t is not the daemon's, silently, nor one whose request is too large;
     one after karn's sources changed runs in-process and says why."""

@@ -164,9 +164,12 @@ class _Forwarder:
             self.waiting.append(sig)
 
     def _send(self, sig: int) -> None:
+        # Ctrl-Z stops an in-process run (SIGTSTP's default); the run here leads a session
+        # of its own, an orphaned process group, where Linux drops SIGTSTP: SIGSTOP it.
+        stop = sig == _signal.SIGTSTP
         try:
-            os.kill(self.pid, sig)
+            os.kill(self.pid, _signal.SIGSTOP if stop else sig)
         except ProcessLookupError:
             return
-        if sig == _signal.SIGTSTP:  # the run stopped: so does its job, this client
+        if stop:  # the run stopped: so does its job, this client, for the shell
             os.kill(os.getpid(), _signal.SIGSTOP)
