@@ -20,6 +20,14 @@ REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 60
 
 
+def _state(pid: int) -> str:
+    """The process's state letter (R, S, T, Z...), or 'gone'."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
 class Daemon:
     def __init__(self, state: Path, tree: Path = REPO) -> None:
         self.env = dict(os.environ, KARN_STATE_DIR=str(state), PYTHONPATH=str(tree))
@@ -107,20 +115,20 @@ def test_signals_reach_the_run_it_is_confined_and_a_vanished_client_ends_it(
     [run] = daemon.status()[1]
     # confined as an in-process run is (the daemon itself is not), its network made ahead
     for task in Path(f"/proc/{run}/task").iterdir():
-        status = dict(line.split(":\t", 1) for line in
-                      (task / "status").read_text().splitlines() if ":\t" in line)
+        try:
+            status = dict(line.split(":\t", 1) for line in
+                          (task / "status").read_text().splitlines() if ":\t" in line)
+            net = os.readlink(task / "ns/net")
+        except FileNotFoundError:
+            continue  # a thread that ended meanwhile
         assert (status["Seccomp"], status["NoNewPrivs"]) == ("2", "1"), status["Name"]
         if os.geteuid() == 0:  # (as root the run's network is a namespace of its own)
-            assert os.readlink(task / "ns/net") != os.readlink("/proc/self/ns/net")
+            assert net != os.readlink("/proc/self/ns/net")
     abandoned.kill()  # no chance to forward anything: the daemon sees its socket close
     abandoned.wait(TIMEOUT)
-    wait_for(lambda: run not in daemon.status()[1], "the abandoned run to end", TIMEOUT)
-    assert not Path(f"/proc/{run}").exists() or \
-        Path(f"/proc/{run}/stat").read_text().split()[2] == "Z"
+    wait_for(lambda: _state(run) in ("gone", "Z"), "the abandoned run to end", TIMEOUT)
 
 
-def _state(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_ctrl_z_stops_the_run_and_fg_continues_it(daemon: Daemon) -> None:
@@ -187,3 +195,73 @@ def test_one_daemon_at_a_time_and_stop(tmp_path: Path) -> None:
         assert after.returncode == 0 and after.stdout == b"here\n", after
     finally:
         daemon.stop()
+
+
+def test_concurrent_runs_hold_only_their_own_streams(daemon: Daemon) -> None:
+    """The second run's child is forked while the daemon holds the request's descriptors:
+    it keeps one copy of each of its client's streams, and none of the other run's."""
+    def start() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", "echo ready; sleep 60"],
+            env=daemon.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        return proc
+
+    clients = [start(), start()]
+    try:
+        runs = daemon.status()[1]
+        assert len(runs) == 2
+        pipes = [[os.readlink(f"/proc/{c.pid}/fd/{fd}") for fd in (1, 2)] for c in clients]
+        held = [[os.readlink(fd) for fd in Path(f"/proc/{run}/fd").iterdir()] for run in runs]
+        counts = [[[h.count(pipe) for pipe in client] for client in pipes] for h in held]
+        # each run holds its client's two pipes as many times as the other run does its
+        # client's (the run's own use, fd 1 and 2 and the guest's copies), the other's never
+        mine = sorted(((c[0], c[1]) for c in counts), key=lambda c: c[0][0] == 0)
+        assert mine[0][1] == [0, 0] and mine[1][0] == [0, 0], counts
+        assert mine[0][0] == mine[1][1] and mine[0][0][0] > 0, counts
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait(TIMEOUT)
+
+
+def test_a_socket_someone_else_could_have_placed_is_not_used(tmp_path: Path) -> None:
+    """A state dir others may write to, or a socket of another user: `karn run` runs
+    in-process and sends nothing there (its environment and streams are the user's)."""
+    import socket
+
+    state = tmp_path / "state"
+    state.mkdir()
+    env = dict(os.environ, KARN_STATE_DIR=str(state), PYTHONPATH=str(REPO))
+    env.pop("KARN_DAEMON", None)
+    for mode, owner in ((0o777, os.geteuid()), (0o700, 65534)):
+        state.chmod(mode)
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(state / "daemon.sock"))
+            listener.listen(1)
+            if owner != os.geteuid():
+                if os.geteuid() != 0:
+                    continue  # (only root can give the socket away)
+                os.chown(state / "daemon.sock", owner, owner)
+            got = subprocess.run([sys.executable, "-m", "karn", "run", BUSYBOX, "echo", "hi"],
+                                 env=env, cwd="/", capture_output=True, timeout=TIMEOUT)
+            assert got.returncode == 0 and got.stdout == b"hi\n", got
+            listener.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                listener.accept()  # never connected to
+        (state / "daemon.sock").unlink()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare(1)")
+def test_a_client_confined_more_than_the_daemon_runs_in_process(daemon: Daemon) -> None:
+    """A run the daemon forks would have the daemon's namespaces and privileges: a client
+    in a network namespace of its own (or with fewer capabilities, no_new_privs, a seccomp
+    filter) is declined, and its run goes on in-process, said on stderr."""
+    served = daemon.status()[0]
+    got = subprocess.run(["unshare", "--net", sys.executable, "-m", "karn", "run", BUSYBOX,
+                          "echo", "hi"], env=daemon.env, cwd="/", capture_output=True,
+                         timeout=TIMEOUT)
+    assert got.returncode == 0 and got.stdout == b"hi\n", got
+    assert b"namespaces differ from the daemon's: running here" in got.stderr, got.stderr
+    assert daemon.status()[0] == served + 1  # handed over, then declined

@@ -41,6 +41,11 @@ PRELOADED = ("karn.abi", "karn.cli.run", "karn.debug", "karn.image", "karn.insta
              "karn.kernel", "karn.loader", "karn.platform", "karn.policy", "karn.run",
              "karn.sandbox")
 CLIENT_TIMEOUT = 5.0  # seconds a connected client has to send its request
+NAMESPACES = ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")
+CREDENTIALS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+               "NoNewPrivs", "Seccomp", "Seccomp_filters")
+# limits under which an in-process run would have made its VM: one made ahead is not used
+AHEAD_LIMITS = (resource.RLIMIT_AS, resource.RLIMIT_DATA, resource.RLIMIT_MEMLOCK)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -244,7 +249,7 @@ class Daemon:
         conn.settimeout(None)
         self.served += 1
         self.runs[pid] = conn
-        poller.register(conn, select.POLLIN)
+        poller.register(conn, select.POLLRDHUP)  # its end only: what it sends is the run's
         if not _answer(conn, ("pid", pid)):
             os.kill(pid, signal.SIGKILL)  # the client went away already
 
@@ -264,7 +269,7 @@ class Daemon:
             conn = self.runs.pop(pid, None)
             if conn is not None:
                 code = os.waitstatus_to_exitcode(status)  # (the run said it, unless killed)
-                _answer(conn, ("exit", code if code >= 0 else 128 - code))
+                _answer(conn, ("exit", code) if code >= 0 else ("signal", -code))
                 poller.unregister(conn)
                 conn.close()
         # The next run's spare, made once this one has ended (not beside a run, whose
@@ -291,14 +296,16 @@ class Daemon:
         status, conn = 1, None
         try:
             signal.set_wakeup_fd(-1)
-            os.close(self.wake[0])
-            os.close(self.wake[1])
             for sig in (signal.SIGCHLD, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             self.listener.close()
             for other in self.runs.values():
                 other.close()
+            # Only the streams and the channel: not the wake-up pipe, not what the daemon
+            # inherited, nor a request's descriptors the daemon held when it forked this.
+            os.closerange(3, channel.fileno())
+            os.closerange(channel.fileno() + 1, os.sysconf("SC_OPEN_MAX"))
             os.setsid()
             _make_ahead()
             try:
@@ -310,7 +317,11 @@ class Daemon:
             conn = socket.socket(fileno=fds.pop())
             status = self._run(conn, message, fds)
         except SystemExit as leaving:  # argparse's usage errors, --help
-            status = leaving.code if isinstance(leaving.code, int) else 1
+            code = leaving.code
+            status = code if isinstance(code, int) else 0 if code is None else 1
+        except KeyboardInterrupt:  # a Ctrl-C the client passed on before main's handling
+            sys.stderr.write("karn: interrupted\n")
+            status = 130
         except BaseException:
             traceback.print_exc()
         finally:
@@ -323,18 +334,25 @@ class Daemon:
                 os._exit(status)
 
     def _run(self, conn: socket.socket, message: tuple, fds: list[int]) -> int:
-        _, identity, argv0, argv, env, umask, limits = message
+        _, identity, argv0, argv, env, umask, limits, (nice, cpus) = message
+        for target, fd in enumerate(fds[:3]):  # first: what follows speaks there
+            os.dup2(fd, target)
+        os.fchdir(fds[3])
+        for fd in fds:
+            os.close(fd)
         if tuple(identity) != wire.identity():
             return _decline(conn, "the daemon runs another karn or Python: running here")
         stale = [path for path, mtime, size in self.sources if _changed(path, mtime, size)]
         if stale:
             return _decline(conn, f"karn changed since the daemon started ({stale[0]}): "
                             "running here; restart it (karn daemon --stop; karn daemon)")
-        for target, fd in enumerate(fds[:3]):
-            os.dup2(fd, target)
-        os.fchdir(fds[3])
-        for fd in fds:
-            os.close(fd)
+        peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                   12))[0]
+        different = _unlike(peer)
+        if different:
+            return _decline(conn, f"this process's {different} differ from the daemon's: "
+                            "running here")
+        kvm_device = os.environ.get("KARN_KVM_DEVICE")
         os.environ.clear()
         os.environ.update(env)
         os.umask(umask)
@@ -344,6 +362,22 @@ class Daemon:
             except (ValueError, OSError):
                 return _decline(conn, f"the daemon cannot give its runs resource limit "
                                 f"{which} {(soft, hard)}: running here")
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+            os.sched_setaffinity(0, cpus)
+        except OSError:
+            return _decline(conn, f"the daemon cannot give its runs nice {nice} or CPUs "
+                            f"{cpus}: running here")
+        if env.get("KARN_KVM_DEVICE") != kvm_device or any(
+                resource.getrlimit(which)[0] != resource.RLIM_INFINITY for which in AHEAD_LIMITS):
+            from karn.run.vmstart import discard_ahead
+
+            discard_ahead()  # made for another device, or beyond the run's limits
+        try:
+            if wire.receive(conn)[0] != ("go",):
+                return 0
+        except (EOFError, OSError):
+            return 0  # the client left (or gave up waiting) before its run began
         sys.argv = [argv0, *argv]
 
         def vet(args: argparse.Namespace | SimpleNamespace) -> None:
@@ -356,6 +390,26 @@ class Daemon:
         from karn.cli.main import main
 
         return main(argv, vet, leaving)
+
+
+def _unlike(pid: int) -> str:
+    """What of process `pid`'s confinement differs from this one's: its namespaces, ids,
+    capabilities, no_new_privs or seccomp (a run the daemon forks has the daemon's, so a
+    process confined more than it must not get one); '' if nothing does."""
+    try:
+        for ns in NAMESPACES:
+            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
+                return "namespaces"
+        if _credentials(pid) != _credentials("self"):
+            return "ids, capabilities or seccomp filters"
+    except OSError:
+        return "namespaces (unreadable)"
+    return ""
+
+
+def _credentials(pid: int | str) -> list[str]:
+    with open(f"/proc/{pid}/status") as f:
+        return [line for line in f if line.split(":", 1)[0] in CREDENTIALS]
 
 
 def _make_ahead() -> None:

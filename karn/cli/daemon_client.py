@@ -34,6 +34,8 @@ LIMITS = (resource.RLIMIT_NOFILE, resource.RLIMIT_CORE, resource.RLIMIT_STACK,
 FORWARDED = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
              _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH, _signal.SIGCONT,
              _signal.SIGTSTP, _signal.SIGALRM)
+TERMINATING = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT)
+TAKEN_WITHIN = 10.0  # seconds for the daemon to take a run; else it runs in-process
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 5  # the streams and the working directory; to a spare, the client too
 DAEMON_GONE = 125
@@ -90,45 +92,68 @@ def receive(sock: _socket.socket) -> tuple[tuple, list[int]]:
 
 def run(argv: list[str], path: str) -> int | None:
     """The exit status of `karn ARGV` run by the daemon at `path`; None if there is none
-    to run it or it declined (then nothing has run)."""
+    to run it, it is not this user's, or it declined (then nothing has run)."""
+    if not _ours(path):
+        return None
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
-    except OSError:
-        sock.close()
-        return None
-    try:
+        if _peer(sock)[1] != os.geteuid():
+            return None
         return _converse(sock, argv)
+    except OSError:
+        return None
     finally:
         sock.close()
+
+
+def _ours(path: str) -> bool:
+    """The socket and its directory are this user's, and nobody else may write there (so
+    nobody else can have put a listener there)."""
+    for where in (path, os.path.dirname(path)):
+        try:
+            st = os.lstat(where)
+        except OSError:
+            return False
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return False
+    return True
+
+
+def _peer(sock: _socket.socket) -> tuple[int, int]:
+    """The pid and uid of the process at the other end (SO_PEERCRED)."""
+    cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(cred[0:4], "little"), int.from_bytes(cred[4:8], "little")
 
 
 def _converse(sock: _socket.socket, argv: list[str]) -> int | None:
     umask = os.umask(0)
     os.umask(umask)
     limits = [(which, resource.getrlimit(which)) for which in LIMITS]
+    scheduling = (os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)))
     cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        send(sock, ("run", identity(), sys.argv[0], argv, dict(os.environ), umask, limits),
-             (0, 1, 2, cwd))
-    except OSError:
-        return None
+        send(sock, ("run", identity(), sys.argv[0], argv, dict(os.environ), umask, limits,
+                    scheduling), (0, 1, 2, cwd))
     finally:
         os.close(cwd)
     forwarder = _Forwarder()
     try:
+        sock.settimeout(TAKEN_WITHIN)
         while True:
             try:
                 message, fds = receive(sock)
             except (EOFError, OSError):
                 if not forwarder.pid:
-                    return None  # refused before any run began: run in-process
+                    return None  # not taken (refused, or too slow): nothing ran
                 sys.stderr.write("karn: the daemon went away during the run\n")
                 return DAEMON_GONE
             for fd in fds:
                 os.close(fd)
             kind = message[0]
-            if kind == "pid":
+            if kind == "pid":  # taken: the run starts at our word, once (not if we left)
+                send(sock, ("go",))
+                sock.settimeout(None)
                 forwarder.start(message[1])
             elif kind == "declined":
                 if message[2]:
@@ -136,12 +161,25 @@ def _converse(sock: _socket.socket, argv: list[str]) -> int | None:
                 return None
             elif kind == "exit":
                 return message[1]
+            elif kind == "signal":  # the run died of it: so does this client
+                forwarder.stop()
+                _signal.signal(message[1], _signal.SIG_DFL)
+                os.kill(os.getpid(), message[1])
+                return 128 + message[1]
+    except _Ended as ended:  # a terminating signal before the run was taken
+        return ended.status
     finally:
         forwarder.stop()
 
 
+class _Ended(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
 class _Forwarder:
-    """Signals this client gets go to the run; they wait until its pid is known."""
+    """Signals this client gets go to the run once it is taken; before, a terminating one
+    ends the client (nothing has run), as it ends an in-process karn that early."""
 
     def __init__(self) -> None:
         self.pid = 0
@@ -156,10 +194,19 @@ class _Forwarder:
     def stop(self) -> None:
         for sig, handler in self.previous.items():
             _signal.signal(sig, handler)
+        self.previous = {}
 
     def _got(self, sig: int, frame: object) -> None:
         if self.pid:
             self._send(sig)
+        elif sig == _signal.SIGINT:
+            sys.stderr.write("karn: interrupted\n")
+            raise _Ended(130)
+        elif sig in TERMINATING:
+            self.stop()
+            _signal.signal(sig, _signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+            raise _Ended(128 + sig)
         else:
             self.waiting.append(sig)
 

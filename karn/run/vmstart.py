@@ -39,6 +39,13 @@ def address_space_span(memory: int) -> int:
     return min(MAX_SPAN, (span + GIB - 1) // GIB * GIB)
 
 
+def discard_ahead() -> None:
+    global _ahead
+    if _ahead is not None:
+        _ahead.close()
+        _ahead = None
+
+
 class PendingVm:
     """A VM for a guest of `memory` bytes, being made; result() waits for it. `also`:
     more of the run's set-up for the same thread, after the VM (the sandbox's)."""
