@@ -195,11 +195,22 @@ class Daemon:
             except FileNotFoundError:
                 pass
 
-    def _fork_spare(self) -> tuple[int, socket.socket]:
+    def _fork_spare(self) -> tuple[int, socket.socket] | None:
         """A child forked ahead of the next run: forking and its first page faults are
-        not in a run's start-up."""
-        ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
+        not in a run's start-up. None if the host refuses (no fds, no processes left):
+        the runs asked for meanwhile go in-process."""
+        try:
+            ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        except OSError as err:
+            sys.stderr.write(f"karn: daemon: cannot make a spare: {err.strerror}\n")
+            return None
+        try:
+            pid = os.fork()
+        except OSError as err:
+            sys.stderr.write(f"karn: daemon: cannot fork a spare: {err.strerror}\n")
+            ours.close()
+            its.close()
+            return None
         if pid == 0:
             ours.close()
             self._child(its)
@@ -207,10 +218,13 @@ class Daemon:
         return pid, ours
 
     def _accept(self, poller: select.poll) -> None:
-        conn, _ = self.listener.accept()
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:  # (out of fds: the client waits, or its connect fails)
+            return
         uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                   12))[1]
-        if uid != os.getuid():
+        if uid != os.geteuid():
             conn.close()
             return
         conn.settimeout(CLIENT_TIMEOUT)
@@ -227,7 +241,10 @@ class Daemon:
             elif message[0] == "run" and len(fds) == 4:
                 if self.spare is None:  # runs at once: the spare is taken
                     self.spare = self._fork_spare()
-                self._hand_over(conn, message, fds, poller)
+                if self.spare is None:
+                    conn.close()  # the client runs in-process
+                else:
+                    self._hand_over(conn, message, fds, poller)
             else:
                 conn.close()
         finally:
