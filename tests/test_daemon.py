@@ -55,8 +55,11 @@ class Daemon:
     def stop(self) -> str:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        _, err = self.proc.communicate(timeout=TIMEOUT)
-        return err
+        try:
+            return self.proc.communicate(timeout=TIMEOUT)[1]
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # (a failing test: leave nothing behind)
+            return self.proc.communicate()[1]
 
 
 @pytest.fixture()
@@ -265,3 +268,18 @@ def test_a_client_confined_more_than_the_daemon_runs_in_process(daemon: Daemon) 
     assert got.returncode == 0 and got.stdout == b"hi\n", got
     assert b"namespaces differ from the daemon's: running here" in got.stderr, got.stderr
     assert daemon.status()[0] == served + 1  # handed over, then declined
+
+
+def test_a_daemon_without_a_spare_still_stops(tmp_path: Path) -> None:
+    """SIGTERM when nothing else will wake the daemon (its spare died and no run goes)."""
+    daemon = Daemon(tmp_path / "state")
+    try:
+        children = Path(f"/proc/{daemon.proc.pid}/task/{daemon.proc.pid}/children")
+        [spare] = wait_for(lambda: children.read_text().split(), "the spare", TIMEOUT)
+        os.kill(int(spare), signal.SIGKILL)
+        wait_for(lambda: not children.read_text().split(), "the spare to be reaped", TIMEOUT)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(TIMEOUT) == 0
+        assert not (tmp_path / "state/daemon.sock").exists()
+    finally:
+        daemon.stop()

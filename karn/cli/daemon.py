@@ -170,7 +170,7 @@ class Daemon:
         poller.register(self.listener, select.POLLIN)
         poller.register(wake, select.POLLIN)
         accepting = True
-        while accepting or self.runs:  # (stopping: until the runs going have ended)
+        while True:
             if accepting and self.stopping:  # no new runs; the ones going may end
                 accepting = False
                 poller.unregister(self.listener)
@@ -178,6 +178,8 @@ class Daemon:
                 if self.spare is not None:
                     self.spare[1].close()  # it ends at this end of its channel
                     self.spare = None
+            if not accepting and not self.runs:
+                return  # (checked before waiting: nothing may come to wake the poll)
             for fd, _ in poller.poll():
                 if fd == wake:
                     os.read(wake, 4096)
