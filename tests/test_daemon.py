@@ -62,6 +62,15 @@ class Daemon:
             return self.proc.communicate()[1]
 
 
+def _sleeper(daemon: Daemon) -> subprocess.Popen[bytes]:
+    """`karn run` of a guest that sleeps a minute, through the daemon, once it is running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", "echo ready; sleep 60"],
+        env=daemon.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    return proc
+
+
 @pytest.fixture()
 def daemon(tmp_path: Path) -> Iterator[Daemon]:
     d = Daemon(tmp_path / "state")
@@ -104,17 +113,10 @@ def test_guest_killed_and_usage_errors_give_in_process_statuses(daemon: Daemon) 
 
 def test_signals_reach_the_run_it_is_confined_and_a_vanished_client_ends_it(
         daemon: Daemon) -> None:
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", "echo ready; sleep 60"],
-            env=daemon.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        return proc
-
-    interrupted = start()
+    interrupted = _sleeper(daemon)
     interrupted.send_signal(signal.SIGINT)  # Ctrl-C, as a terminal would send it
     assert interrupted.wait(TIMEOUT) == 130
-    abandoned = start()
+    abandoned = _sleeper(daemon)
     [run] = daemon.status()[1]
     # confined as an in-process run is (the daemon itself is not), its network made ahead
     for task in Path(f"/proc/{run}/task").iterdir():
@@ -137,11 +139,8 @@ def test_signals_reach_the_run_it_is_confined_and_a_vanished_client_ends_it(
 def test_ctrl_z_stops_the_run_and_fg_continues_it(daemon: Daemon) -> None:
     """As an in-process run, which SIGTSTP's default action stops (the served run leads
     a session of its own, where Linux would drop a SIGTSTP)."""
-    client = subprocess.Popen(
-        [sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", "echo ready; sleep 60"],
-        env=daemon.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    client = _sleeper(daemon)
     try:
-        assert client.stdout is not None and client.stdout.readline() == b"ready\n"
         [run] = daemon.status()[1]
         client.send_signal(signal.SIGTSTP)
         wait_for(lambda: _state(run) == "T" and _state(client.pid) == "T",
@@ -203,14 +202,7 @@ def test_one_daemon_at_a_time_and_stop(tmp_path: Path) -> None:
 def test_concurrent_runs_hold_only_their_own_streams(daemon: Daemon) -> None:
     """The second run's child is forked while the daemon holds the request's descriptors:
     it keeps one copy of each of its client's streams, and none of the other run's."""
-    def start() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "karn", "run", BUSYBOX, "sh", "-c", "echo ready; sleep 60"],
-            env=daemon.env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        return proc
-
-    clients = [start(), start()]
+    clients = [_sleeper(daemon), _sleeper(daemon)]
     try:
         runs = daemon.status()[1]
         assert len(runs) == 2
