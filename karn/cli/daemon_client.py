@@ -152,9 +152,10 @@ def _converse(sock: _socket.socket, argv: list[str]) -> int | None:
                 os.close(fd)
             kind = message[0]
             if kind == "pid":  # taken: the run starts at our word, once (not if we left)
+                forwarder.start(message[1])
                 send(sock, ("go",))
                 sock.settimeout(None)
-                forwarder.start(message[1])
+                forwarder.flush()
             elif kind == "declined":
                 if message[2]:
                     sys.stderr.write(f"karn: {message[1]}\n")
@@ -183,11 +184,18 @@ class _Forwarder:
 
     def __init__(self) -> None:
         self.pid = 0
+        self.pidfd = -1  # the run's, opened while it waits for our word: never another's
         self.waiting: list[int] = []
         self.previous = {sig: _signal.signal(sig, self._got) for sig in FORWARDED}
 
     def start(self, pid: int) -> None:
         self.pid = pid
+        try:
+            self.pidfd = os.pidfd_open(pid)
+        except OSError:
+            pass  # (it died already: the daemon says how)
+
+    def flush(self) -> None:
         while self.waiting:
             self._send(self.waiting.pop(0))
 
@@ -195,6 +203,9 @@ class _Forwarder:
         for sig, handler in self.previous.items():
             _signal.signal(sig, handler)
         self.previous = {}
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
 
     def _got(self, sig: int, frame: object) -> None:
         if self.pid:
@@ -214,8 +225,10 @@ class _Forwarder:
         # Ctrl-Z stops an in-process run (SIGTSTP's default); the run here leads a session
         # of its own, an orphaned process group, where Linux drops SIGTSTP: SIGSTOP it.
         stop = sig == _signal.SIGTSTP
+        if self.pidfd < 0:
+            return
         try:
-            os.kill(self.pid, _signal.SIGSTOP if stop else sig)
+            _signal.pidfd_send_signal(self.pidfd, _signal.SIGSTOP if stop else sig)
         except ProcessLookupError:
             return
         if stop:  # the run stopped: so does its job, this client, for the shell
