@@ -37,7 +37,9 @@ all: test
 
 # Install the package (editable) unless this checkout's karn and its dependencies import.
 install: $(if $(filter $(abspath $(VENV))/%,$(KARN_PYTHON)),$(abspath $(VENV))/bin/python)
+	@# (again when the karn script names an older entry point than karn.cli.entry)
 	@cd / && $(KARN_PYTHON) -c 'import $(RUNTIME_MODULES); $(THIS_KARN)' 2>/dev/null \
+	  && grep -qs 'karn.cli.entry' '$(KARN)' \
 	  || $(KARN_PYTHON) -m pip install -q -e '$(CURDIR)'
 	@# bytecode, as a wheel install has: an editable one has none, and where
 	@# PYTHONDONTWRITEBYTECODE is set every `karn run` would compile karn's sources again
