@@ -257,6 +257,7 @@ class Daemon:
                    poller: select.poll) -> None:
         assert self.spare is not None
         (pid, channel), self.spare = self.spare, None
+        conn.settimeout(None)  # blocking before it is shared: O_NONBLOCK is the file's
         try:
             wire.send(channel, message, (*fds, conn.fileno()))
         except OSError:
@@ -265,7 +266,6 @@ class Daemon:
             return
         finally:
             channel.close()
-        conn.settimeout(None)
         self.served += 1
         self.runs[pid] = conn
         poller.register(conn, select.POLLRDHUP)  # its end only: what it sends is the run's
@@ -334,6 +334,7 @@ class Daemon:
                 return
             channel.close()
             conn = socket.socket(fileno=fds.pop())
+            conn.settimeout(None)  # (Python takes a non-blocking fd's mode as timeout 0)
             status = self._run(conn, message, fds)
         except SystemExit as leaving:  # argparse's usage errors, --help
             code = leaving.code
@@ -392,11 +393,11 @@ class Daemon:
             from karn.run.vmstart import discard_ahead
 
             discard_ahead()  # made for another device, or beyond the run's limits
-        try:
+        try:  # nothing has run yet: without its word, the client runs it in-process
             if wire.receive(conn)[0] != ("go",):
-                return 0
+                return _decline(conn, "no go", tell=False)
         except (EOFError, OSError):
-            return 0  # the client left (or gave up waiting) before its run began
+            return _decline(conn, "no go", tell=False)  # (a client that left hears none)
         sys.argv = [argv0, *argv]
 
         def vet(args: argparse.Namespace | SimpleNamespace) -> None:
