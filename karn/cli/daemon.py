@@ -23,7 +23,6 @@ import resource
 import select
 import signal
 import socket
-import struct
 import sys
 import traceback
 from typing import TYPE_CHECKING
@@ -224,9 +223,7 @@ class Daemon:
             conn, _ = self.listener.accept()
         except OSError:  # (out of fds: the client waits, or its connect fails)
             return
-        uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                  12))[1]
-        if uid != os.geteuid():
+        if wire.peer(conn)[1] != os.geteuid():
             conn.close()
             return
         conn.settimeout(CLIENT_TIMEOUT)
@@ -297,8 +294,8 @@ class Daemon:
             self.spare = self._fork_spare()
 
     def _client_left(self, fd: int, poller: select.poll) -> None:
-        """Readable: the client's end (it sends nothing more): it has the status the run
-        sent, or went away, and the run ends with it."""
+        """The client's end hung up (what it sends goes to the run): it has the status the
+        run sent, or went away, and the run ends with it."""
         for pid, conn in self.runs.items():
             if conn.fileno() == fd:
                 try:
@@ -366,9 +363,7 @@ class Daemon:
         if stale:
             return _decline(conn, f"karn changed since the daemon started ({stale[0]}): "
                             "running here; restart it (karn daemon --stop; karn daemon)")
-        peer = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                                   12))[0]
-        different = _unlike(peer)
+        different = _unlike(wire.peer(conn)[0])
         if different:
             return _decline(conn, f"this process's {different} differ from the daemon's: "
                             "running here")

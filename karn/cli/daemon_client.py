@@ -98,7 +98,7 @@ def run(argv: list[str], path: str) -> int | None:
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
-        if _peer(sock)[1] != os.geteuid():
+        if peer(sock)[1] != os.geteuid():
             return None
         return _converse(sock, argv)
     except OSError:
@@ -120,7 +120,7 @@ def _ours(path: str) -> bool:
     return True
 
 
-def _peer(sock: _socket.socket) -> tuple[int, int]:
+def peer(sock: _socket.socket) -> tuple[int, int]:
     """The pid and uid of the process at the other end (SO_PEERCRED)."""
     cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
     return int.from_bytes(cred[0:4], "little"), int.from_bytes(cred[4:8], "little")

@@ -29,13 +29,18 @@ def main() -> int:
 
 
 def wanted(argv: list[str]) -> bool:
-    """A `karn run` (karn's own options skipped), and KARN_DAEMON not set to 0/off/no."""
+    """A `karn run`, and KARN_DAEMON not set to 0/off/no."""
     if os.environ.get("KARN_DAEMON", "").lower() in ("0", "off", "no"):
         return False
+    return command(argv) == "run"
+
+
+def command(argv: list[str]) -> str | None:
+    """The subcommand word in argv (skipping karn's own options)."""
     words = iter(argv)
     for word in words:
         if word == "--log-level":
             next(words, None)
         elif not word.startswith("-"):
-            return word == "run"
-    return False
+            return word
+    return None

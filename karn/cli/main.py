@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING, NoReturn
 
 from karn import log
-from karn.cli import run
+from karn.cli import entry, run
 from karn.cli.interrupt import quiet_interrupts
 from karn.errors import KarnError, UsageError
 
@@ -22,17 +22,6 @@ if TYPE_CHECKING:
     from types import SimpleNamespace
 else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of start-up
     import _signal as signal
-
-
-def _command(argv: list[str]) -> str | None:
-    """The subcommand word in argv (skipping karn's own options)."""
-    it = iter(argv)
-    for word in it:
-        if word == "--log-level":
-            next(it, None)
-        elif not word.startswith("-"):
-            return word
-    return None
 
 
 def _leave(status: int, leaving: Callable[[int], None] | None) -> NoReturn:
@@ -93,7 +82,7 @@ def _parse(argv: list[str]) -> argparse.Namespace | SimpleNamespace | None:
         return plain
     from karn.cli.parser import build_parser
 
-    command = _command(argv)
+    command = entry.command(argv)
     parser, run_parser = build_parser(with_images=command != "run")
     if command == "run":
         at = argv.index("run") + 1

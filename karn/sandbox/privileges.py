@@ -84,13 +84,14 @@ def ahead_of_time(config: RunConfig) -> Callable[[], None] | None:
     one made so for a run with no use for it is closed. (Here, not in jail.py: the run
     starts that thread before it imports the rest of the sandbox.)"""
     global _prepared
-    try:
-        policy = config.net_policy()
-    except KarnError:
-        return None  # the build reports it, in its order
-    caps = effective_capabilities()
-    if config.sandbox and caps and private_network_wanted(caps, policy):
-        return None if _prepared is not None else prepare_private_network
+    if config.sandbox:
+        try:
+            policy = config.net_policy()
+        except KarnError:
+            return None  # the build reports it, in its order
+        caps = effective_capabilities()
+        if caps and private_network_wanted(caps, policy):
+            return None if _prepared is not None else prepare_private_network
     if _prepared is not None:
         os.close(_prepared)
         _prepared = None
