@@ -105,8 +105,14 @@ def test_detached_service_lifecycle(cli, service, state_dir):
     assert ps_rows(cli, "-a") == []
 
 
-def test_stop_kills_a_guest_that_ignores_sigterm(cli, service):
+def test_stop_kills_a_guest_that_ignores_sigterm(cli, service, state_dir):
     instance_id = cli("run", "-d", str(service), "1", "ignore-term").stdout.strip()
+    # its first tick comes after it ignored SIGTERM (run -d returns before that)
+    env = {**os.environ, "KARN_STATE_DIR": state_dir}
+    with subprocess.Popen([sys.executable, "-m", "karn", "logs", "-f", instance_id],
+                          stdout=subprocess.PIPE, text=True, env=env) as follow:
+        assert follow.stdout is not None and follow.stdout.readline() == "tick 0\n"
+        follow.kill()
     started = time.monotonic()
     cli("stop", "-t", "1", instance_id)
     assert time.monotonic() - started >= 1.0  # it waited for the grace period
