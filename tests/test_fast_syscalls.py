@@ -419,17 +419,21 @@ def test_window_with_a_lea_between():
     assert [go.resume_at(o) for o in (0, 5, 12)] == [0x1000, 0x1007, 0x1007]
 
 
-@pytest.mark.parametrize("form", ["long", "short"])
-def test_a_kick_in_a_site_stub_resumes_at_the_syscall(form, build, karn):
+@pytest.mark.parametrize("form", ["long", "short", "windowless"])
+def test_a_kick_in_a_site_stub_resumes_at_the_syscall(form, build):
     """Go writes every syscall window as `mov $nr,%rax; syscall` (a 7-byte mov, where
     glibc's is 5): a kick (here a 2 kHz SIGALRM) that stops a vCPU just after the per-site
     stub's replayed mov must send it back to the window's `syscall`, not 5 bytes in, into
     the old mov's `00 00` (`add %al,(%rax)`: SIGSEGV at the call's number). Seen as Go
     runtime deaths at 0xe4 (clock_gettime) and 0x1c (madvise) in full-suite runs; the probe
-    failed in 8 of 8 runs before the fix."""
-    got = karn("--syscall-transport", "fast", build("site_kick"), form, "3", timeout=60)
+    failed in 8 of 8 runs before the fix. A windowless site's stub (its `syscall` became a
+    jmp) sends a kicked vCPU back to that jmp, rax still the number. Each form's calls
+    came through its stub."""
+    got = karn_info("--syscall-transport", "fast", build("site_kick"), form, "3", timeout=60)
     assert got.returncode == 0, got.stdout + got.stderr
     assert got.stdout == f"{form} form: calls many, alarms some\nok\n".encode()
+    m = STUB_CALLS.search(got.stderr)
+    assert m and sum(int(n) for n in m.groups()) >= 1000, got.stderr
 
 
 STUB_CALLS = re.compile(rb"(\d+) calls served in shared memory, (\d+) redone on the exit "
@@ -488,17 +492,20 @@ def test_entry_bytes_are_entry_s(tmp_path):
 READS = 3000
 
 
-@pytest.mark.parametrize("variant", ["static", "dynamic"])
+@pytest.mark.parametrize("variant", ["static", "dynamic", "musl-static"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_glibc_read_sites_are_patched(transport, variant, build, native, same):
-    """glibc's read() is `xor %eax,%eax; syscall` (a short site, no room for a jmp rel32):
-    patched through dead padding, its calls come through the stub like the rest (one-byte
+def test_read_sites_are_patched(transport, variant, build, native, same):
+    """glibc's read() is `xor %eax,%eax; syscall` (a short site, no room for a jmp rel32);
+    musl's read() and write() go through __syscall_cp_c's one windowless site (`mov
+    %rdi,%rax; ...; syscall`: the number from the caller). Both are patched through dead
+    padding, and their calls come through the stub like the rest (one-byte
     reads of /dev/zero and of a pipe, after a thread too: glibc's cancellable site), with
     an SA_RESTART interval timer firing meanwhile, then a read through the patched site
     blocked until a forked child writes, interrupted by the ticks and restarted (RIP at
     the syscall in place); and 4 threads meeting the unpatched site at once (a patch while
     the others run); output as native's in both transports.
-    Before short sites: the reads all left through the exit path (about 2 in 3 calls)."""
+    Before short sites: glibc's reads all left through the exit path (about 2 in 3 calls);
+    before windowless sites, all of musl's reads and writes."""
     exe = build("fastcall_read", variant, ("-pthread",))
     for mode in ((), ("thread",), ("race",)):
         expected = native(exe, str(READS), *mode)
@@ -536,6 +543,64 @@ def test_short_site_pads():
     unknown = bytes.fromhex("0f0b" "c3" "0f1f440000" "90")  # ud2
     assert find_pad(unknown, 0x1006, 125) is None
     assert find_pad(read, 0x43064D, 8) is None  # out of reach
+
+
+def test_windowless_site_pads():
+    """After a windowless site's `syscall`: decoding goes on past a `ret` where a branch
+    decoded before lands right after it (a known boundary), to the padding after the next
+    `ret`. Go 1.19's Syscall6 (int3 up to the next function) and glibc 2.36's syscall()
+    (`cs nopw` and `nopl` up to a 16-byte boundary); nothing past a `ret` that no branch
+    targets unless it is padding."""
+    from karn.platform.fastcall.pads import find_pad
+
+    go = bytes.fromhex("483d01f0ffff" "7615" "48f7d8" "4889c1" "48c7c0ffffffff"
+                       "48c7c300000000" "c3" "4889d3" "48c7c100000000" "c3" + "cc" * 10)
+    assert find_pad(go, 0x40268E, 127) == 0x4026B6
+    glibc = bytes.fromhex("483d01f0ffff" "7301" "c3" "488b0da7150d00" "f7d8" "648901"
+                          "4883c8ff" "c3" "662e0f1f840000000000" "0f1f00")
+    assert find_pad(glibc, 0x101829, 127) == 0x101843
+    untargeted = bytes.fromhex("c3" "4889d3" "c3" + "cc" * 10)  # no branch to after the ret
+    assert find_pad(untargeted, 0x1006, 127) is None
+
+
+def test_windowless_site_patch_and_undo():
+    """On a copy of Go's Syscall6 bytes (the number in rax from the caller): the `syscall`
+    becomes `jmp rel8` to the int3 padding, which jumps to a stub that only loads rcx and
+    enters (rax stays the number); a vCPU stopped anywhere in that stub resumes at the
+    site; undone, the `syscall` is back and the pad jumps to it."""
+    import ctypes
+    import struct
+
+    from karn.platform.fastcall.patcher import Patcher
+
+    class Code:
+        def is_private_code(self, start: int, end: int) -> bool:
+            return True
+
+        def reserve_near(self, lo: int, hi: int, length: int) -> int | None:
+            return 0x80000
+
+    memory = bytearray(0x100000)
+    raw = memoryview(memory)
+    host = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    s = 0x1068C  # the syscall, as at 0x40268c in a Go program
+    code = bytes.fromhex("0f05" "483d01f0ffff" "7615" "48f7d8" "4889c1" "48c7c0ffffffff"
+                         "48c7c300000000" "c3" "4889d3" "48c7c100000000" "c3" + "cc" * 10)
+    raw[s : s + len(code)] = code
+    patcher = Patcher(raw, host, Code(), 0x10000, 0x100000, lambda: [])
+    patcher.first_exit(None, s, 1)  # type: ignore[arg-type]
+    site = patcher.patched[s]
+    assert site.pad == 0x106B6 and site.syscall == s and patcher.known == {s: True}
+    assert bytes(raw[s : s + 2]) == bytes((0xEB, 0x106B6 - (s + 2)))
+    assert site.pad + 5 + struct.unpack_from("<i", raw, site.pad + 1)[0] == site.stub
+    stub = bytes(raw[site.stub : site.stub + 12])
+    assert stub[:3] == bytes.fromhex("488d0d")  # lea ret(%rip),%rcx: no mov, no replay
+    assert site.stub + 7 + struct.unpack_from("<i", stub, 3)[0] == s + 2
+    assert site.stub + 12 + struct.unpack_from("<i", stub, 8)[0] == 0x80000
+    assert [site.resume_at(o) for o in (0, 7)] == [s, s]
+    patcher.unpatch_all(None)  # type: ignore[arg-type]
+    assert bytes(raw[s : s + 2]) == b"\x0f\x05"
+    assert site.pad + 5 + struct.unpack_from("<i", raw, site.pad + 1)[0] == s
 
 
 def test_short_site_stub_resumes():

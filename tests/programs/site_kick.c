@@ -5,8 +5,12 @@
    that stub. A kick after the stub's replayed mov must resume at the window's `syscall`
    (the call not made yet), not inside the old 7-byte mov, whose leftover bytes `00 00`
    are `add %al,(%rax)`: a fault at the call's number (Go: SIGSEGV at 0x1c, madvise; at
-   0xe4, clock_gettime). Also the 5-byte form (b8 imm32 0f 05, glibc's). Arguments: form
-   ("long" or "short") and seconds. Prints the calls made and "ok". */
+   0xe4, clock_gettime). Also the 5-byte form (b8 imm32 0f 05, glibc's), and a windowless
+   site (the number in rax from a register, as in glibc's syscall(), musl's __syscall_cp
+   and Go's Syscall6), whose `syscall` itself jumps to the stub through the padding after
+   its `ret`: a kick anywhere in that stub must resume at the `syscall` (rax still the
+   number). Arguments: form ("long", "short" or "windowless") and seconds. Prints the
+   calls made and "ok". */
 #include "karntest.h"
 
 #include <signal.h>
@@ -37,8 +41,22 @@ static void on_alarm(int sig) {
 GETPID_WINDOW(getpid_long, "0x48, 0xc7, 0xc0, 0x27, 0x00, 0x00, 0x00") /* mov $39,%rax */
 GETPID_WINDOW(getpid_short, "0xb8, 0x27, 0x00, 0x00, 0x00")           /* mov $39,%eax */
 
+/* raw_syscall0(nr): `mov %rdi,%rax; syscall; ret`, then the assembler's nops up to a
+   16-byte boundary (dead padding) */
+long raw_syscall0(long nr);
+__asm__(".text\n.p2align 4\nraw_syscall0:\n\tmov %rdi,%rax\n\tsyscall\n\tret\n"
+        "\t.p2align 4\n");
+
+static long call(const char *form) {
+    if (!strcmp(form, "long"))
+        return getpid_long();
+    if (!strcmp(form, "short"))
+        return getpid_short();
+    return raw_syscall0(SYS_getpid);
+}
+
 int main(int argc, char **argv) {
-    int long_form = argc < 2 || strcmp(argv[1], "short") != 0;
+    const char *form = argc > 1 ? argv[1] : "long";
     double seconds = argc > 2 ? atof(argv[2]) : 2.0;
     struct sigaction sa = {0};
     sa.sa_handler = on_alarm;
@@ -51,7 +69,7 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
         for (int i = 0; i < 1000; i++, calls++) {
-            long got = long_form ? getpid_long() : getpid_short();
+            long got = call(form);
             if (got != pid) {
                 printf("getpid gave %ld, not %ld\n", got, pid);
                 return 1;
@@ -61,7 +79,7 @@ int main(int argc, char **argv) {
     } while ((t.tv_sec - t0.tv_sec) + (t.tv_nsec - t0.tv_nsec) / 1e9 < seconds);
     struct itimerval off = {{0, 0}, {0, 0}};
     MUST(setitimer(ITIMER_REAL, &off, NULL) == 0);
-    printf("%s form: calls %s, alarms %s\nok\n", long_form ? "long" : "short",
-           calls > 1000 ? "many" : "few", alarms > 0 ? "some" : "none");
+    printf("%s form: calls %s, alarms %s\nok\n", form, calls > 1000 ? "many" : "few",
+           alarms > 0 ? "some" : "none");
     return 0;
 }

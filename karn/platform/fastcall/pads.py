@@ -167,12 +167,10 @@ def find_pad(code: bytes, base: int, reach: int) -> int | None:
             if pad is None or not pad.nop:
                 break
             end += pad.length
-        if (base + end) % ALIGN:
-            break  # not padding up to a boundary: the next boundary is unknown
-        if end - at >= JMP_REL32_SIZE and at <= reach:
+        if not (base + end) % ALIGN and end - at >= JMP_REL32_SIZE and at <= reach:
             pads.append((at, end))
         if end not in targets:
-            break
+            break  # the next instruction boundary is unknown
         at = end
     for start, end in pads:
         if not any(start <= t < end for t in targets):

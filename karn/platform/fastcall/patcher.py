@@ -24,6 +24,13 @@ Short sites (section 3.5): `xor %eax,%eax; syscall` (glibc's read, nr 0) has no 
 a `jmp rel32`. The 2-byte xor (one instruction: no jump lands inside it) becomes `jmp
 rel8` (one 16-bit store) to dead padding within reach (pads.py) that first receives a
 `jmp rel32` to a per-site stub replaying the xor; the `syscall` stays in place.
+
+Windowless sites (section 3.4): the number comes from another register or from memory
+(glibc's syscall(), musl's __syscall_cp_c and its inline calls with arguments set up in
+between, Go's Syscall6). The `syscall` itself becomes the `jmp rel8` to a pad, whose `jmp
+rel32` goes to a stub that only loads the return address into rcx and enters: rax is
+already the number. A jump to the site, a restarted call (RIP = return - 2) and a kicked
+vCPU sent back to the site all take the jmp, which makes the same call.
 """
 
 from __future__ import annotations
@@ -119,13 +126,13 @@ def replayed(between: bytes, address: int) -> bytes:
 
 
 class Site(NamedTuple):
-    start: int  # S: the window's first byte
-    length: int  # 7 or 9, or 7 + len(between)
-    nr: int
-    original: bytes  # the 5 bytes the jmp replaced (a short site: the 2 of its xor)
+    start: int  # S: the window's first byte (a windowless site: its syscall)
+    length: int  # 7 or 9, or 7 + len(between); a short site 4, a windowless one 2
+    nr: int  # -1: a windowless site's calls have any number
+    original: bytes  # the 5 bytes the jmp replaced (short, windowless: the 2 of the jmp)
     stub: int
     between: bytes = b""  # the instruction between the mov and the syscall (BETWEEN)
-    pad: int = 0  # a short site's `jmp rel32` to the stub in dead padding; 0: a window
+    pad: int = 0  # `jmp rel32` to the stub in dead padding (short, windowless); 0: a window
 
     def resume_at(self, offset: int) -> int:
         """Where a vCPU stopped at `offset` (an instruction boundary) in the per-site stub
@@ -133,8 +140,8 @@ class Site(NamedTuple):
         (rax = nr from the stub's mov on; the replayed instruction may be longer than the
         one in place, a relocated lea). A short site's stub: the xor (its jmp rel8), or
         once replayed the syscall."""
-        if self.pad:
-            return self.start + (0 if offset == 0 else 2)
+        if self.pad:  # a windowless site's stub replays nothing: the syscall again
+            return self.start if offset == 0 else self.syscall
         if offset == 0:
             return self.start
         # after the stub's 5-byte mov: past the window's own mov, which is 7 bytes in Go's
@@ -237,13 +244,15 @@ class Patcher:
 
     def _patch(self, caller: RunningCpu, p: int, nr: int) -> bool:
         lo, hi = self._user
-        if not 0 <= nr < FASTMAP_BITS or p - 10 < lo or p + 2 > hi:
+        if p - 10 < lo or p + 2 > hi:
             return False
         if nr == 0 and bytes(self._raw[p - 2 : p]) in SHORT_HEADS:
-            return self._patch_short(caller, p)
-        window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
-        if window is None:
-            return False
+            return self._patch_pad(caller, p - 2, p)
+        window = None
+        if 0 <= nr < FASTMAP_BITS:
+            window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
+        if window is None:  # the number comes from elsewhere: the syscall itself goes
+            return self._patch_pad(caller, p, p)
         start, length, between = p + window[0], window[1], window[2]
         if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic
             return False
@@ -263,33 +272,36 @@ class Patcher:
         arena.sites[stub] = site
         return True
 
-    def _patch_short(self, caller: RunningCpu, p: int) -> bool:
-        """`xor %eax,%eax; syscall` at S = p - 2: the xor becomes `jmp rel8` to a pad
-        holding `jmp rel32` to the stub (see the top)."""
-        start = p - 2
-        if self._raw[start - 1] in PREFIXES or start % CACHE_LINE == CACHE_LINE - 1 \
-                or p + AFTER > self._user[1]:
+    def _patch_pad(self, caller: RunningCpu, start: int, p: int) -> bool:
+        """The 2 bytes at `start` become `jmp rel8` to a pad holding `jmp rel32` to the
+        stub (see the top): a short site's xor (start = p - 2, replayed by the stub), or a
+        windowless site's `syscall` itself (start = p: rax holds the number already)."""
+        ret = p + 2
+        if start % CACHE_LINE == CACHE_LINE - 1 or p + AFTER > self._user[1] \
+                or bytes(self._raw[p:ret]) != SYSCALL \
+                or (start < p and self._raw[start - 1] in PREFIXES):
             return False
-        pad = find_pad(bytes(self._raw[p + 2 : p + AFTER]), p + 2, PAD_REACH - 2)
-        if pad is None or pad - p > PAD_REACH \
+        pad = find_pad(bytes(self._raw[ret : p + AFTER]), ret, start + 2 + PAD_REACH - ret)
+        if pad is None or pad - (start + 2) > PAD_REACH \
                 or not self._code.is_private_code(start, pad + 5):
             return False
         arena = self._arena_for(start, pad + 5 - start)
         if arena is None:
             return False
-        head = bytes(self._raw[start:p])
+        original = bytes(self._raw[start : start + 2])
         stub = arena.next_stub
         arena.next_stub += SITE_STUB_STRIDE
         self._raw[stub : stub + SITE_STUB_STRIDE] = short_stub(
-            stub, head, p + 2, arena.entry).ljust(SITE_STUB_STRIDE, b"\xcc")
+            stub, original if start < p else b"", ret, arena.entry,
+        ).ljust(SITE_STUB_STRIDE, b"\xcc")
         # the pad: no code reaches it yet, and every other vCPU fetches it afresh after
         # the sync; then the jmp rel8, one 16-bit store in a cache line
         self._raw[pad : pad + 5] = _jmp_rel32(pad, stub)
         others = [cpu for cpu in self._cpus() if cpu is not caller]
         if others:
             self._sync(others)
-        self._store16(start, bytes((JMP_REL8, pad - p)))
-        site = Site(start, 4, 0, head, stub, b"", pad)
+        self._store16(start, bytes((JMP_REL8, pad - (start + 2))))
+        site = Site(start, ret - start, 0 if start < p else -1, original, stub, b"", pad)
         self.patched[start] = site
         arena.sites[stub] = site
         return True
