@@ -1,6 +1,6 @@
 /* Syscall cost: N getpid system calls (argv[1], default 1000), through glibc's getpid()
  * (a `mov $39,%eax; syscall` site karn's fast transport patches), or with argv[2] "raw"
- * through glibc's syscall() (a site it cannot patch: no window, so every call exits). The
+ * through glibc's syscall() (a windowless site: the number from a register). The
  * per-call cost is taken from the difference between a large and a small N, which removes
  * start-up. */
 #include <stdio.h>

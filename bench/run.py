@@ -9,8 +9,9 @@
    venv, karn through the script pip writes (bench/startup.py says why).
 2. per-syscall cost of a getpid loop: (t(N_large) - t(N_small)) / (N_large - N_small),
    which removes start-up, for native, karn (fast and exit syscall transports) and runsc,
-   through glibc's getpid() (a site the fast transport patches) and through syscall() (a
-   site it cannot patch); the same for clock_gettime through libc (the vDSO), with karn
+   through glibc's getpid() (a `mov $39,%eax; syscall` window the fast transport patches)
+   and through syscall() (a windowless site: the number from a register, patched through
+   dead padding); the same for clock_gettime through libc (the vDSO), with karn
    also run with --no-vdso.
 3. compute: a fixed integer hash loop (~1 s natively); karn/native ratio of the loop time
    the program measures itself (and of the wall time).
@@ -297,8 +298,9 @@ def render(
         "Per call = (t(N large) − t(N small)) / (N large − N small), which removes start-up. "
         "Through glibc's `getpid()`, a `mov $39,%eax; syscall` site that karn's fast "
         "transport (the default) patches into a call served in shared memory; the rows "
-        "marked `syscall()` go through glibc's `syscall()`, a site it cannot patch (every "
-        "call then exits, as with `--syscall-transport exit`).",
+        "marked `syscall()` go through glibc's `syscall()`, a windowless site (the number "
+        "comes from a register) that it patches through the padding after the function "
+        "(docs/design/fast-syscalls.md, section 3.4).",
         "",
         "| runner | N small | N large | per call |",
         "| --- | ---: | ---: | ---: |",
