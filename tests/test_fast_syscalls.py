@@ -563,13 +563,10 @@ def test_windowless_site_pads():
     assert find_pad(untargeted, 0x1006, 127) is None
 
 
-def test_windowless_site_patch_and_undo():
-    """On a copy of Go's Syscall6 bytes (the number in rax from the caller): the `syscall`
-    becomes `jmp rel8` to the int3 padding, which jumps to a stub that only loads rcx and
-    enters (rax stays the number); a vCPU stopped anywhere in that stub resumes at the
-    site; undone, the `syscall` is back and the pad jumps to it."""
+def patcher_over(at: int, code: bytes):
+    """A patcher over 1 MiB of host memory holding `code` at `at` (user range from 64 KiB;
+    every range rewritable, arenas at 0x80000): (the memory, the patcher)."""
     import ctypes
-    import struct
 
     from karn.platform.fastcall.patcher import Patcher
 
@@ -582,12 +579,22 @@ def test_windowless_site_patch_and_undo():
 
     memory = bytearray(0x100000)
     raw = memoryview(memory)
+    raw[at : at + len(code)] = code
     host = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    return raw, Patcher(raw, host, Code(), 0x10000, 0x100000, lambda: [])
+
+
+def test_windowless_site_patch_and_undo():
+    """On a copy of Go's Syscall6 bytes (the number in rax from the caller): the `syscall`
+    becomes `jmp rel8` to the int3 padding, which jumps to a stub that only loads rcx and
+    enters (rax stays the number); a vCPU stopped anywhere in that stub resumes at the
+    site; undone, the `syscall` is back and the pad jumps to it."""
+    import struct
+
     s = 0x1068C  # the syscall, as at 0x40268c in a Go program
-    code = bytes.fromhex("0f05" "483d01f0ffff" "7615" "48f7d8" "4889c1" "48c7c0ffffffff"
-                         "48c7c300000000" "c3" "4889d3" "48c7c100000000" "c3" + "cc" * 10)
-    raw[s : s + len(code)] = code
-    patcher = Patcher(raw, host, Code(), 0x10000, 0x100000, lambda: [])
+    raw, patcher = patcher_over(s, bytes.fromhex(
+        "0f05" "483d01f0ffff" "7615" "48f7d8" "4889c1" "48c7c0ffffffff" "48c7c300000000"
+        "c3" "4889d3" "48c7c100000000" "c3" + "cc" * 10))
     patcher.first_exit(None, s, 1)  # type: ignore[arg-type]
     site = patcher.patched[s]
     assert site.pad == 0x106B6 and site.syscall == s and patcher.known == {s: True}
@@ -622,26 +629,13 @@ def test_short_site_patch_and_undo():
     pad `jmp rel32` to a stub that replays the xor and returns after the syscall in place;
     undone (the guest took GS), the xor is back and the pad jumps to it (a thread on its
     way, or a signal frame's RIP at the pad, makes the real call); a site is tried once."""
-    import ctypes
     import struct
 
-    from karn.platform.fastcall.patcher import Patcher
     from karn.platform.fastcall.stubs import ENTRY
 
-    class Code:
-        def is_private_code(self, start: int, end: int) -> bool:
-            return True
-
-        def reserve_near(self, lo: int, hi: int, length: int) -> int | None:
-            return 0x80000
-
-    memory = bytearray(0x100000)
-    raw = memoryview(memory)
-    host = ctypes.addressof(ctypes.c_char.from_buffer(memory))
     s = 0x10049  # as at 0x430649 in a static glibc program
-    code = bytes.fromhex("31c00f05" "483d00f0ffff775bc3" "662e0f1f840000000000" "4883ec28")
-    raw[s : s + len(code)] = code
-    patcher = Patcher(raw, host, Code(), 0x10000, 0x100000, lambda: [])
+    raw, patcher = patcher_over(s, bytes.fromhex(
+        "31c00f05" "483d00f0ffff775bc3" "662e0f1f840000000000" "4883ec28"))
     patcher.first_exit(None, s + 2, 0)  # type: ignore[arg-type]
     site = patcher.patched[s]
     assert site.pad == 0x10056 and patcher.known == {s + 2: True}
