@@ -120,6 +120,23 @@ def test_stop_kills_a_guest_that_ignores_sigterm(cli, service, state_dir):
     assert (info["State"], info["ExitCode"]) == ("exited", 128 + 9)
 
 
+def test_logs_of_a_running_instance_prints_what_it_has(cli, service, state_dir):
+    """Without -f, logs prints the output so far and returns while the instance runs on
+    (as docker logs does). It used to wait up to 10 s for the log's writer after every
+    chunk it read, so for an instance that writes every 100 ms it never returned."""
+    instance_id = cli("run", "-d", str(service), "0").stdout.strip()
+    env = {**os.environ, "KARN_STATE_DIR": state_dir}
+    with subprocess.Popen([sys.executable, "-m", "karn", "logs", "-f", instance_id],
+                          stdout=subprocess.PIPE, text=True, env=env) as follow:
+        assert follow.stdout is not None and follow.stdout.readline() == "tick 0\n"
+        follow.kill()
+    so_far = cli("logs", instance_id).stdout
+    assert so_far.startswith("tick 0\n"), so_far
+    assert json.loads(cli("inspect", instance_id).stdout)[0]["State"] == "running"
+    cli("stop", instance_id)
+    assert cli("logs", instance_id).stdout.startswith(so_far)  # the whole output now
+
+
 def test_kill_sends_the_named_signal(cli, service):
     instance_id = cli("run", "-d", str(service), "0").stdout.strip()
     cli("kill", "-s", "TERM", instance_id)

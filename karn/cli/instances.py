@@ -223,11 +223,15 @@ def cmd_logs(args: argparse.Namespace) -> int:
     with log:
         log.seek(offset)
         while True:
-            running = args.follow and inst.refresh().alive()  # checked before the read
-            if not running:
+            alive = inst.refresh().alive()  # checked before the read
+            if not alive:
                 logs.wait_for_writer(inst.log_path)  # the last output is in the log
-            chunk = log.read(1 << 16)
-            if chunk:
+            # without -f: what the log holds now, though the instance may write on
+            end = None if args.follow and alive else os.fstat(log.fileno()).st_size
+            while end is None or offset < end:
+                chunk = log.read(1 << 16 if end is None else min(1 << 16, end - offset))
+                if not chunk:
+                    break
                 if times is not None:
                     if times.ends_before(offset + len(chunk)):  # output newer than we read
                         times = logs.Times(inst.log_path)
@@ -237,8 +241,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     out.write(chunk)
                 out.flush()
                 offset += len(chunk)
-                continue
-            if not running:
+            if end is not None:
                 return 0
             time.sleep(0.1)
 
