@@ -610,6 +610,22 @@ def test_windowless_site_patch_and_undo():
     assert site.pad + 5 + struct.unpack_from("<i", raw, site.pad + 1)[0] == s
 
 
+def test_window_across_a_cache_line_is_patched_at_its_syscall():
+    """A window whose first two bytes straddle a cache line cannot take the jmp rel32 (its
+    first 16-bit store would not be atomic): its `syscall` becomes the jmp rel8 to the
+    padding instead, as a windowless site's (the window's mov has set rax by then). As
+    glibc 2.36's ioctl: `mov %rsp,%rdx; mov $16,%eax; syscall`, the mov at offset 63."""
+    s = 0x1013F  # the window's mov at offset 63 of a cache line
+    raw, patcher = patcher_over(s - 3, bytes.fromhex(
+        "4889e2" "b810000000" "0f05" "483d01f0ffff" "7301" "c3" "48f7d8" "c3"
+        "662e0f1f840000000000" "0f1f00"))
+    p = s + 5
+    patcher.first_exit(None, p, 16)  # type: ignore[arg-type]
+    site = patcher.patched[p]
+    assert (site.start, site.length, site.nr, site.pad) == (p, 2, -1, 0x10153), site
+    assert raw[s] == 0xB8 and raw[p] == 0xEB  # the mov stays; the syscall jumps
+
+
 def test_short_site_stub_resumes():
     """A vCPU stopped in a short site's stub resumes at the xor (its jmp rel8) before the
     stub replayed it, at the syscall after; the stub is `xor; lea ret(%rip),%rcx; jmp`."""

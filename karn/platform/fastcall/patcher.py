@@ -18,7 +18,8 @@ fetches). A thread that meets the loop waits in it for the last store. Each vCPU
 own exception stack, so int3 would work too, but the loop is kept: it needs no fault exit
 and no special case on the signal path (a guest's own SIGTRAP handler or gdb can never
 take it for theirs), and a thread leaves it by itself. Its one cost: a window whose first
-two bytes straddle a cache line is not patched (one site in 64).
+two bytes straddle a cache line cannot take the jmp (one site in 64); its `syscall` is
+patched as a windowless site's instead (below).
 
 Short sites (section 3.5): `xor %eax,%eax; syscall` (glibc's read, nr 0) has no room for
 a `jmp rel32`. The 2-byte xor (one instruction: no jump lands inside it) becomes `jmp
@@ -254,8 +255,8 @@ class Patcher:
         if window is None:  # the number comes from elsewhere: the syscall itself goes
             return self._patch_pad(caller, p, p)
         start, length, between = p + window[0], window[1], window[2]
-        if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic
-            return False
+        if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic:
+            return self._patch_pad(caller, p, p)  # the syscall itself (rax set already)
         if not self._code.is_private_code(start, p + 2):
             return False
         arena = self._arena_for(start, length)
