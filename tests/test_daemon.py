@@ -275,3 +275,26 @@ def test_a_daemon_without_a_spare_still_stops(tmp_path: Path) -> None:
         assert not (tmp_path / "state/daemon.sock").exists()
     finally:
         daemon.stop()
+
+
+def test_clients_that_send_nothing_hold_up_no_run(daemon: Daemon) -> None:
+    """Connections that never send their request (a client stuck before it sends,
+    another program of the user's) keep no `karn run` or `karn daemon --status` waiting:
+    the daemon reads a request once it has come. It read each at once, with a 5 s
+    timeout: twenty in a row held it 100 s, the run went in-process after its 10 s wait,
+    and the status asked after it timed out."""
+    import socket
+
+    served_before = daemon.status()[0]
+    silent = []
+    for _ in range(20):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(daemon.env["KARN_STATE_DIR"] + "/daemon.sock")
+        silent.append(sock)
+    try:
+        got = daemon.karn("run", BUSYBOX, "echo", "served")
+        assert (got.returncode, got.stdout) == (0, b"served\n"), got.stderr
+        assert daemon.status()[0] == served_before + 1  # by the daemon, not in-process
+    finally:
+        for sock in silent:
+            sock.close()

@@ -24,6 +24,7 @@ import select
 import signal
 import socket
 import sys
+import time
 import traceback
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,8 @@ class Daemon:
     def __init__(self, path: str) -> None:
         self.path = path
         self.runs: dict[int, socket.socket] = {}  # run pid -> its client's connection
+        # connections accepted whose request has not come yet: fd -> (it, deadline)
+        self.pending: dict[int, tuple[socket.socket, float]] = {}
         self.spare: tuple[int, socket.socket] | None = None  # a forked child waiting
         self.stopping = False
         self.served = 0
@@ -177,16 +180,37 @@ class Daemon:
                 if self.spare is not None:
                     self.spare[1].close()  # it ends at this end of its channel
                     self.spare = None
+                for conn, _ in self.pending.values():  # they go in-process
+                    poller.unregister(conn)
+                    conn.close()
+                self.pending.clear()
             if not accepting and not self.runs:
                 return  # (checked before waiting: nothing may come to wake the poll)
-            for fd, _ in poller.poll():
+            for fd, _ in poller.poll(self._time_left(poller)):
                 if fd == wake:
                     os.read(wake, 4096)
                     self._reap(poller)
                 elif accepting and fd == self.listener.fileno():
                     self._accept(poller)
+                elif fd in self.pending:
+                    conn = self.pending.pop(fd)[0]
+                    poller.unregister(conn)
+                    self._request(conn, poller)
                 else:
                     self._client_left(fd, poller)
+
+    def _time_left(self, poller: select.poll) -> int | None:
+        """Milliseconds to the next pending client's deadline (None: none pending); those
+        past it are dropped (the client goes in-process when its own wait ends)."""
+        now = time.monotonic()
+        for fd, (conn, deadline) in list(self.pending.items()):
+            if deadline <= now:
+                del self.pending[fd]
+                poller.unregister(conn)
+                conn.close()
+        if not self.pending:
+            return None
+        return max(1, int((min(d for _, d in self.pending.values()) - now) * 1000) + 1)
 
     def _close_listener(self) -> None:
         if self.listener.fileno() >= 0:
@@ -226,6 +250,14 @@ class Daemon:
         if wire.peer(conn)[1] != os.geteuid():
             conn.close()
             return
+        # its request is read once it has come: a client that connects and sends nothing
+        # holds up no other (the loop is single-threaded)
+        self.pending[conn.fileno()] = (conn, time.monotonic() + CLIENT_TIMEOUT)
+        poller.register(conn, select.POLLIN)
+
+    def _request(self, conn: socket.socket, poller: select.poll) -> None:
+        """A client's request has begun to arrive: take it (the rest within
+        CLIENT_TIMEOUT) and answer, serve or decline it."""
         conn.settimeout(CLIENT_TIMEOUT)
         try:
             message, fds = wire.receive(conn)
