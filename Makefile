@@ -2,7 +2,8 @@
 #   make example   install karn if needed (a `karn` command: in .venv unless python3
 #                  already imports this checkout), build examples/hello.c, run it under karn
 #   make test      install what the tests need (only what is missing), run pytest: every
-#                  test, on TEST_JOBS workers (pytest-xdist; tests marked serial run alone)
+#                  test, on TEST_JOBS workers (pytest-xdist; tests marked serial run alone),
+#                  then EXIT_MODE_TESTS again with --syscall-transport exit
 #   make test-quick  the same without the tests marked slow (> ~10 s each) or breadth (many
 #                  similar cases): the edit loop, about 2 minutes on a quiet 2-core machine
 #   make bench     run the benchmarks (python3 bench/run.py; BENCH_ARGS="--runs 9 --write")
@@ -31,6 +32,10 @@ endif
 KARN = $(shell cd / && $(KARN_PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/karn
 PYTEST := $(KARN_PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadscope
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Run again with every syscall a VM exit (the fast transport off): threads, signals, crash
+# reports, tracing, gdb, core dumps and the policy must hold in both transports (issue 14)
+EXIT_MODE_TESTS := $(addprefix tests/,test_threads.py test_signals.py test_crash.py \
+	test_crash_report.py test_trace.py test_gdb.py test_core.py test_policy.py)
 
 .PHONY: all example test test-quick bench lint install install-test-deps clean vdso
 all: test
@@ -79,6 +84,7 @@ install-test-deps: install
 
 test: install-test-deps
 	$(PYTEST)
+	KARN_SYSCALL_TRANSPORT=exit $(PYTEST) $(EXIT_MODE_TESTS)
 
 test-quick: install-test-deps
 	$(PYTEST) -m "not slow and not breadth"
