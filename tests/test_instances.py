@@ -183,7 +183,13 @@ def test_metrics_endpoint(cli, service):
     assert first["karn_memory_limit_bytes"] == 512 << 20
     assert 0 < first["karn_guest_resident_bytes"] < first["karn_memory_limit_bytes"]
     name = 'karn_syscalls_total{name="clock_nanosleep"}'
-    wait_for(lambda: scrape().get(name, 0) > first.get(name, 0), "the sleep count to grow")
+    later = wait_for(lambda: (m := scrape()).get(name, 0) > first.get(name, 0) and m,
+                     "the sleep count to grow")
+    # every call on one of the transport's paths (read after the call counts)
+    paths = {k: v for k, v in later.items() if k.startswith("karn_syscall_paths_total{")}
+    assert sum(paths.values()) >= later[name] > 0, paths
+    fast = os.environ.get("KARN_SYSCALL_TRANSPORT", "fast") == "fast"
+    assert (later.get("karn_syscall_sites_patched", 0) >= 1) == fast, later
     cli("stop", instance_id)
 
 

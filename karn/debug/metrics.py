@@ -28,6 +28,8 @@ GAUGES = (  # stats key, metric name, help
     ("guest_resident", "karn_guest_resident_bytes", "Guest memory resident in host RAM."),
     ("monitor_rss", "karn_monitor_resident_bytes", "Resident memory of the monitor process."),
 )
+# How calls travel (introspect.transport): the exit transport has only "exit"
+TRANSPORT_PATHS = ("fast", "redone", "withdrawn", "skipped", "exit", "in_guest")
 
 
 MAX_CONNECTIONS = 16
@@ -99,6 +101,19 @@ def render(guest: Guest) -> str:
     ]
     for name, count in introspect.syscall_counts(guest.process.syscall_counts).items():
         lines.append(f'karn_syscalls_total{{name="{name}"}} {count}')
+    transport = introspect.transport(guest)
+    lines += [
+        "# HELP karn_syscall_paths_total Guest system calls by the way they travelled "
+        "(karn inspect's transport: fast, redone, withdrawn, skipped, exit, in_guest).",
+        "# TYPE karn_syscall_paths_total counter",
+    ]
+    for path in TRANSPORT_PATHS:
+        if path in transport:
+            lines.append(f'karn_syscall_paths_total{{path="{path}"}} {transport[path]}')
+    if "sites_patched" in transport:
+        lines += ["# HELP karn_syscall_sites_patched Syscall sites patched to the fast "
+                  "transport's stubs.", "# TYPE karn_syscall_sites_patched gauge",
+                  f"karn_syscall_sites_patched {transport['sites_patched']}"]
     return "\n".join(lines) + "\n"
 
 
