@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -197,6 +198,26 @@ def test_no_clock_syscalls_with_the_vdso_and_all_without(variant, build, karn):
     assert calls[()] == 0
     # 7 clock_gettime, 1 gettimeofday and 1 time per round (musl's are clock_gettime too)
     assert calls[("--no-vdso",)] >= 9 * ROUNDS
+
+
+@pytest.mark.parametrize("flags", [(), ("--no-vdso",)], ids=["vdso", "no-vdso"])
+@pytest.mark.parametrize("variant", C_VARIANTS)
+def test_the_vdso_fallback_call_is_patched(variant, flags, build, native, same):
+    """A clock the time page cannot answer (CPU time) takes the vDSO's fallback, its one
+    out-of-line syscall site, which the fast transport patches as a windowless site: the
+    reads come through its stub (all exits before), with native's output. And the process
+    CPU clock never goes back, however often the server (whose own CPU time is taken off
+    it) serves it: it went back hundreds of times in these 3,000 reads (also without the
+    vDSO, through the C library's own patched site)."""
+    exe = build("vdso_clocks", variant)
+    expected = native(exe, "cpuloop", "3000")
+    got = subprocess.run([sys.executable, "-m", "karn", "--log-level", "info", "run",
+                          "--syscall-transport", "fast", *flags, exe, "cpuloop", "3000"],
+                         capture_output=True, stdin=subprocess.DEVNULL, timeout=120)
+    same(expected, got, f"vDSO fallback ({variant}, {flags})")
+    stub = re.search(rb"(\d+) calls served in shared memory, (\d+) redone on the exit "
+                     rb"path, (\d+) withdrawn, (\d+) skipped", got.stderr)
+    assert stub and sum(map(int, stub.groups())) >= 2900, got.stderr
 
 
 def test_go_reads_the_time_through_the_vdso(karn):

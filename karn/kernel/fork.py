@@ -38,7 +38,7 @@ from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER
 from karn.kernel import tty
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.cputime import monitor_times
+from karn.kernel.cputime import CpuFloor, monitor_times
 from karn.kernel.forklocks import LockSite, process_locks, quiesced, renew
 from karn.kernel.fs.tmpfs import TmpFs
 from karn.kernel.futex import FutexTable
@@ -370,6 +370,7 @@ def _reset_process_state(proc: Process) -> None:
     proc.exec_lock = threading.Lock()
     proc.start_monotonic = time.monotonic()
     proc.cpu_base = monitor_times()
+    proc.cpu_floor = CpuFloor()  # (the parent's lock may have been held at the fork)
     proc.peak_resident = 0
     proc.syscall_counts[:] = [0] * COUNTED_SYSCALLS
 

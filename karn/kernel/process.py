@@ -18,7 +18,7 @@ from karn.abi.signals import NSIG, SIGCONT, SIGKILL, SIGSEGV
 from karn.kernel import caps, jobcontrol
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate
-from karn.kernel.cputime import CpuTimes, monitor_times
+from karn.kernel.cputime import CpuFloor, CpuTimes, monitor_times
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC, default_rlimits
 from karn.kernel.signals import (
@@ -239,6 +239,7 @@ class Process:
         self.rlimit_ceilings: dict[int, int] = {}  # hard limits a policy set: not raisable
         self.start_monotonic = time.monotonic()
         self.cpu_base = monitor_times()  # the monitor's CPU time before the guest's (cputime)
+        self.cpu_floor = CpuFloor()  # the CPU time reported last: never less (cputime)
         self.peak_resident = 0  # the most guest memory seen resident (getrusage's maxrss)
         self.dumpable = 1
         self.no_new_privs = False

@@ -16,6 +16,8 @@
  *   vdso_clocks watch SECS  MONOTONIC and REALTIME read in a loop for SECS seconds,
  *                           compared with the kernel's every 1000 reads
  *   vdso_clocks maps        AT_SYSINFO_EHDR and the [vvar]/[vdso] lines of /proc/self/maps
+ *   vdso_clocks cpuloop N   N reads of CLOCK_PROCESS_CPUTIME_ID through libc: the vDSO's
+ *                           fallback to the real call (the time page has no CPU time)
  */
 #define _GNU_SOURCE
 #include <sched.h>
@@ -103,6 +105,18 @@ static int loop(long rounds)
     printf("first_realtime %lld\n", first);
     printf("last_realtime %lld\n", libc_now(CLOCK_REALTIME));
     printf("backwards %ld\n", backwards);
+    return 0;
+}
+
+static int cpuloop(long reads)
+{
+    long long last = 0, backwards = 0;
+    for (long r = 0; r < reads; r++) {
+        long long v = libc_now(CLOCK_PROCESS_CPUTIME_ID);
+        backwards += v < last;
+        last = v;
+    }
+    printf("cpu_backwards %lld\ncpu_time %s\n", backwards, last > 0 ? "some" : "none");
     return 0;
 }
 
@@ -239,6 +253,8 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "watch") == 0)
         return watch(atoi(argv[2]));
+    if (argc == 3 && strcmp(argv[1], "cpuloop") == 0)
+        return cpuloop(atol(argv[2]));
     if (argc == 2 && strcmp(argv[1], "maps") == 0)
         return maps();
     fprintf(stderr, "usage: vdso_clocks loop N | compare | compare-forked | compare-exec "
