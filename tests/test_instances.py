@@ -54,6 +54,17 @@ def ps_rows(cli, *flags: str) -> list[list[str]]:
     return [line.split() for line in lines[1:]]
 
 
+def first_tick(instance_id: str, state_dir: str) -> None:
+    """Until the service printed its first tick (read with `logs -f`): by then it has set
+    up its SIGTERM handling, which `run -d`, returning once the guest runs, does not wait
+    for."""
+    env = {**os.environ, "KARN_STATE_DIR": state_dir}
+    with subprocess.Popen([sys.executable, "-m", "karn", "logs", "-f", instance_id],
+                          stdout=subprocess.PIPE, text=True, env=env) as follow:
+        assert follow.stdout is not None and follow.stdout.readline() == "tick 0\n"
+        follow.kill()
+
+
 def test_detached_service_lifecycle(cli, service, state_dir):
     instance_id = cli("run", "-d", "--name", "svc", str(service), "3").stdout.strip()
     assert len(instance_id) == 12
@@ -107,12 +118,7 @@ def test_detached_service_lifecycle(cli, service, state_dir):
 
 def test_stop_kills_a_guest_that_ignores_sigterm(cli, service, state_dir):
     instance_id = cli("run", "-d", str(service), "1", "ignore-term").stdout.strip()
-    # its first tick comes after it ignored SIGTERM (run -d returns before that)
-    env = {**os.environ, "KARN_STATE_DIR": state_dir}
-    with subprocess.Popen([sys.executable, "-m", "karn", "logs", "-f", instance_id],
-                          stdout=subprocess.PIPE, text=True, env=env) as follow:
-        assert follow.stdout is not None and follow.stdout.readline() == "tick 0\n"
-        follow.kill()
+    first_tick(instance_id, state_dir)  # after it ignored SIGTERM
     started = time.monotonic()
     cli("stop", "-t", "1", instance_id)
     assert time.monotonic() - started >= 1.0  # it waited for the grace period
@@ -125,11 +131,7 @@ def test_logs_of_a_running_instance_prints_what_it_has(cli, service, state_dir):
     (as docker logs does). It used to wait up to 10 s for the log's writer after every
     chunk it read, so for an instance that writes every 100 ms it never returned."""
     instance_id = cli("run", "-d", str(service), "0").stdout.strip()
-    env = {**os.environ, "KARN_STATE_DIR": state_dir}
-    with subprocess.Popen([sys.executable, "-m", "karn", "logs", "-f", instance_id],
-                          stdout=subprocess.PIPE, text=True, env=env) as follow:
-        assert follow.stdout is not None and follow.stdout.readline() == "tick 0\n"
-        follow.kill()
+    first_tick(instance_id, state_dir)
     so_far = cli("logs", instance_id).stdout
     assert so_far.startswith("tick 0\n"), so_far
     assert json.loads(cli("inspect", instance_id).stdout)[0]["State"] == "running"
@@ -137,8 +139,9 @@ def test_logs_of_a_running_instance_prints_what_it_has(cli, service, state_dir):
     assert cli("logs", instance_id).stdout.startswith(so_far)  # the whole output now
 
 
-def test_kill_sends_the_named_signal(cli, service):
+def test_kill_sends_the_named_signal(cli, service, state_dir):
     instance_id = cli("run", "-d", str(service), "0").stdout.strip()
+    first_tick(instance_id, state_dir)  # its handler is set: a SIGTERM before it killed it
     cli("kill", "-s", "TERM", instance_id)
     info = wait_for(lambda: (i := json.loads(cli("inspect", instance_id).stdout)[0])
                     ["State"] == "exited" and i, "the guest to exit")
