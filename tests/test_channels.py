@@ -23,6 +23,7 @@ from helpers import system_logs as logs
 from helpers import system_status as status
 
 from karn.kernel.fs import ports, ring
+from karn.platform.hostload import LOAD_EVERY, SpareCore
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_receiver_spins_for_a_message_before_it_blocks(monkeypatch: pytest.Monke
 
 def test_spin_only_with_a_core_to_spare() -> None:
     """The host's 1-minute load average against SPARE_LOAD per core, from sysinfo(2)."""
-    spare = ports._Spare()
+    spare = SpareCore(ports.SPARE_LOAD)
     assert isinstance(spare(), bool)  # the real one answers
     load = 0.0
 
@@ -155,7 +156,7 @@ def test_spin_only_with_a_core_to_spare() -> None:
 
     spare.sysinfo = sysinfo
     for load, expected in ((0.5, True), (spare.limit + 0.5, False), (spare.limit - 0.5, True)):
-        spare.when = -ports.LOAD_EVERY  # look again now
+        spare.when = -LOAD_EVERY  # look again now
         assert spare() is expected, load
 
 

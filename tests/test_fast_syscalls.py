@@ -689,3 +689,85 @@ def test_a_blocking_send_begun_by_the_server_sends_each_byte_once(build, native,
         if m and int(m[2]) > 0:
             return
     pytest.fail(f"no call was redone on the exit path in 4 runs: {got.stderr[-300:]!r}")
+
+
+def test_a_host_core_to_spare_needs_a_low_load_and_few_preemptions():
+    """The test behind the long spins of a guest's threads (platform/hostload.py): not
+    until a first interval was measured; then the load average under its limit and karn's
+    threads preempted fewer times a second than the limit since the last look."""
+    import struct as host_struct
+
+    from karn.platform import hostload
+
+    spare = hostload.SpareCore(per_core=0.75, preemptions=1000)
+    load, preempted = 0.2, 0
+
+    def sysinfo(buffer: object) -> int:
+        host_struct.pack_into("<Q", buffer, 8, int(load * (1 << 16)))  # type: ignore[arg-type]
+        return 0
+
+    clock = [1000.0]
+    spare.sysinfo = sysinfo
+    spare.clock = lambda: clock[0]
+    spare.count_preempted = lambda: preempted
+
+    def look(after: float) -> bool:
+        clock[0] += after
+        return spare()
+
+    assert look(0) is False  # the first look: nothing measured yet
+    preempted += 10  # 100 a second
+    assert look(0.1) is True
+    assert look(0.05) is True  # within LOAD_EVERY: the last answer
+    preempted += 150  # 1,500 a second: another process wants the cores
+    assert look(0.1) is False
+    preempted += 5
+    assert look(0.1) is True
+    load = spare.limit + 0.5
+    assert look(0.1) is False
+
+
+def test_a_shared_wait_spins_long_only_with_a_core_to_spare(monkeypatch):
+    """SLOT_SPIN_SHARED, how long a shared futex wait (pthread_join's) spins in its stub:
+    SHARED_SPIN_US while the host has a core to spare, else a quarter of SPIN_US, and none
+    while in-guest futex calls are off; a thread launched but not bound yet counts among
+    the slots' running threads (SLOT_NBOUND), so that its creator's join may spin."""
+    import ctypes
+    import struct
+
+    from karn.abi.fastcall import SLOT_NBOUND, SLOT_SIZE, SLOT_SPIN, SLOT_SPIN_SHARED
+    from karn.platform.fastcall import transport
+    from karn.platform.fastcall.server import load_helper
+
+    class Code:
+        def is_private_code(self, start: int, end: int) -> bool:
+            return False
+
+        def reserve_near(self, lo: int, hi: int, length: int) -> int | None:
+            return None
+
+    memory = bytearray(0x10000)
+    raw = memoryview(memory)
+    host = ctypes.addressof(ctypes.c_char.from_buffer(memory))
+    khz = 1_000_000  # 1 GHz: a tick a nanosecond
+    fast = transport.FastTransport(load_helper(), raw, host, 0x1000, Code(), 0x8000,
+                                   0x10000, [39], khz, 0)
+    spare = [True]
+    monkeypatch.setattr(transport, "spare_core", lambda: spare[0])
+
+    def spins(slot: int) -> tuple[int, int]:
+        addr = 0x1000 + slot * SLOT_SIZE
+        return (struct.unpack_from("<Q", raw, addr + SLOT_SPIN)[0],
+                struct.unpack_from("<Q", raw, addr + SLOT_SPIN_SHARED)[0])
+
+    fast.slot_address(0)
+    assert spins(0) == (0, 0)  # in-guest futex calls off: no spinning
+    fast.futex_attached(lambda: False)
+    assert spins(0) == (transport.SPIN_US * 1000, transport.SHARED_SPIN_US * 1000)
+    spare[0] = False
+    fast.slot_address(1)  # a new slot: written for the load now
+    assert spins(1) == (transport.SPIN_US * 1000, transport.SPIN_US * 1000 // 4)
+    fast.starting()
+    assert struct.unpack_from("<I", raw, 0x1000 + SLOT_NBOUND)[0] == 1
+    fast.starting(-1)
+    assert struct.unpack_from("<I", raw, 0x1000 + SLOT_NBOUND)[0] == 0

@@ -55,6 +55,8 @@ SLOT_MASK = 256  # u64: the blocked signals (bit sig-1)
 SLOT_PENDING = 264  # u64: signals pending for the thread or its process (a superset)
 SLOT_MCALLS = 272  # u64: rt_sigprocmask calls answered here (each also in SLOT_GCALLS)
 SLOT_MASKON = 280  # u32: 1 = the slot holds the mask and the stub may answer
+SLOT_SPIN_SHARED = 288  # u64: TSC ticks a shared futex wait spins (pthread_join's on a
+#                         thread's tid: its wake is the thread's end, in the monitor)
 RT_SIGPROCMASK = 14
 UNBLOCKABLE = (1 << 8) | (1 << 18)  # SIGKILL, SIGSTOP
 

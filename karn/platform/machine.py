@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from karn import log
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
+from karn.platform.hostload import spare_core
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import MAX_VCPUS
 from karn.platform.vcpu import Vcpu
@@ -27,6 +28,13 @@ if TYPE_CHECKING:
 # thread ends with its guest thread (a burst of threads leaves no more than this behind).
 PARKED_LIMIT = 32
 
+# A host thread whose guest thread ended watches for its next one this long (GIL
+# released) before it parks, while the host seems to have a core to spare: a guest that
+# creates a thread soon after one ended (a create+join loop, a thread per task) then starts
+# it without waking a parked thread, which costs here ~15 µs of the creator's time and
+# 50-90 µs before the new thread runs (docs/benchmarks.md, "Thread create+join").
+WATCH_NS = 300_000
+
 
 class _Worker:
     """The host thread of one vCPU: it runs the guest threads given that vCPU one after
@@ -34,13 +42,14 @@ class _Worker:
     host CPU here) instead of a host thread's start and end (~65 µs), and its creator
     does not wait for a new thread to be scheduled (`threading.Thread.start` does)."""
 
-    __slots__ = ("job", "wake", "parked")
+    __slots__ = ("job", "wake", "parked", "jobs")
 
     def __init__(self) -> None:
         self.job: Callable[[], None] | None = None
         self.wake = threading.Lock()  # held while there is no job
         self.wake.acquire()
         self.parked = False
+        self.jobs = bytearray(8)  # a count of the jobs given (mod 256), watched for a change
 
 
 class KvmMachine:
@@ -54,6 +63,9 @@ class KvmMachine:
         self._parked = 0
         self._closed = False
         self.fast: FastTransport | None = None
+        # the C helper's bounded spin on a u64 (platform/fastcall/_fastpoll.c wait_u64),
+        # with which a worker watches for its next job; None: workers park at once
+        self._watch: Callable[[bytearray, int, int, int], int] | None = None
         # a forked monitor's VM whose TSC is its parent's (both read the host's: the fast
         # transport measured no offset), so the parent's time-page parameters hold
         self.tsc_as_parent = False
@@ -70,6 +82,7 @@ class KvmMachine:
                         "_fastpoll is not built (reinstall karn where a C compiler is "
                         "installed); every syscall exits")
             return False
+        self._watch = helper.wait_u64
         cpu = self.new_cpu()
         try:
             khz = fcntl.ioctl(cpu.fd, K.KVM_GET_TSC_KHZ)
@@ -99,13 +112,27 @@ class KvmMachine:
             self._free.append(cpu)
 
     def launch(self, cpu: Vcpu, body: Callable[[], None]) -> None:
-        """Run body on cpu's host thread, without waiting for it to begin: the parked
-        thread of the vCPU (or the one finishing its last guest thread, which takes body
-        next), else a new one. body gives the vCPU back (release_cpu) before it ends."""
+        """Run body on cpu's host thread, without waiting for it to begin: the parked or
+        watching thread of the vCPU (or the one finishing its last guest thread, which
+        takes body next), else a new one. body gives the vCPU back (release_cpu) before it
+        ends; it binds the vCPU to the fast transport first (Vcpu.run), which counts it
+        as starting from here."""
+        fast = self.fast
+        if fast is not None:
+            fast.starting()
+        try:
+            self._launch(cpu, body)
+        except BaseException:
+            if fast is not None:
+                fast.starting(-1)
+            raise
+
+    def _launch(self, cpu: Vcpu, body: Callable[[], None]) -> None:
         with self._lock:
             worker = self._workers.get(cpu.index)
             if worker is not None:
                 worker.job = body
+                worker.jobs[0] = (worker.jobs[0] + 1) & 0xFF
                 if worker.parked:
                     worker.parked = False
                     self._parked -= 1
@@ -125,6 +152,10 @@ class KvmMachine:
                 body()
             except BaseException:  # what a Thread would print; the vCPU is given back
                 sys.excepthook(*sys.exc_info())
+            seen = int.from_bytes(worker.jobs, "little")  # before the look at job
+            watch = self._watch
+            if watch is not None and worker.job is None and spare_core():
+                watch(worker.jobs, 0, seen, WATCH_NS)
             with self._lock:
                 if worker.job is None:
                     if self._closed or self._parked >= PARKED_LIMIT:
@@ -189,6 +220,7 @@ class KvmMachine:
         # again, ~0.3 ms of host CPU per fork).
         vm = VirtualMachine(old.layout, memory=old.memory, kvm_fd=old.kvm_fd, cpuid=old.cpuid)
         machine = KvmMachine(vm, self.max_vcpus)
+        machine._watch = self._watch
         if self.fast is not None:
             offset = self.fast.guest_tsc_offset
             if offset:  # the platform offsets the guest TSC per VM: this VM's own

@@ -24,7 +24,6 @@ port's refresh period).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import mmap
@@ -72,6 +71,7 @@ from karn.kernel.fs.ring import (
 from karn.kernel.fs.stat import Stat, StatFs
 from karn.kernel.fs.sysutil import wait_until_ready
 from karn.platform.fastcall.server import load_helper
+from karn.platform.hostload import SpareCore
 
 if TYPE_CHECKING:
     from karn.kernel.process import Task
@@ -98,7 +98,6 @@ Check = Callable[[bytes], bytes]  # a guard: the bytes to forward, or raises its
 SPIN_NS = 60_000
 SPIN_SKIP = 4
 SPARE_LOAD = 1.5
-LOAD_EVERY = 0.1  # seconds between looks at the load average
 
 # A sender's guest that maps its ring wakes the receiver at most this often (the rest of a
 # burst is seen by a receiver awake anyway, or by its last wait: DestPort.wait_for_data).
@@ -115,36 +114,7 @@ def _spin_helper() -> Callable[[mmap.mmap, int, int, int], int] | None:
 _wait_u64 = _spin_helper()
 
 
-SYSINFO_SIZE = 112  # struct sysinfo on x86-64; the load averages follow a long at 0
-LOADS = struct.Struct("<Q")
-
-
-class _Spare:
-    """Whether a host core is likely idle: the host's 1-minute load average (sysinfo(2):
-    allowed in the monitor's sandbox, unlike /proc/loadavg) against its cores, looked at
-    every LOAD_EVERY seconds. Unknown (sysinfo failed): yes."""
-
-    def __init__(self) -> None:
-        self.when = -LOAD_EVERY
-        self.spare = True
-        self.limit = SPARE_LOAD * len(os.sched_getaffinity(0))
-        self.buffer = ctypes.create_string_buffer(SYSINFO_SIZE)
-        self.sysinfo: Callable[[ctypes.Array[ctypes.c_char]], int] | None = None
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now - self.when < LOAD_EVERY:
-            return self.spare
-        self.when = now
-        if self.sysinfo is None:
-            self.sysinfo = ctypes.CDLL(None).sysinfo
-        if self.sysinfo(self.buffer) == 0:
-            load = LOADS.unpack_from(self.buffer.raw, 8)[0] / (1 << 16)  # SI_LOAD_SHIFT
-            self.spare = load < self.limit
-        return self.spare
-
-
-spare_core = _Spare()
+spare_core = SpareCore(SPARE_LOAD)
 
 
 class PortSpec(NamedTuple):

@@ -11,6 +11,7 @@
         .set S_NSLOTS,216; .set S_KICKED,220; .set S_GCALLS,224
         .set S_NBOUND,232; .set S_RHEAD,240; .set S_RCALLS,248
         .set S_MASK,256; .set S_PENDING,264; .set S_MCALLS,272; .set S_MASKON,280
+        .set S_SPIN_SHARED,288
         .set SET_ROBUST_LIST,273; .set ROBUST_LIST_HEAD_SIZE,24; .set RT_SIGPROCMASK,14
         .set UNBLOCKABLE,0x40100
         .set FUTEX,202; .set FUTEX_CMD_MASK,~0x180; .set FUTEX_WAIT_BITSET,9
@@ -273,7 +274,7 @@ spin_wait:                              # a futex wait, registered: only a wake 
         movq    %gs:S_SPIN, %r11
         testl   $FUTEX_PRIVATE, %esi    # a shared wait (pthread_join's on the tid: its
         jnz     2f                      # wake is the thread's end, in the monitor) spins
-        shrq    $2, %r11                # a quarter as long
+        movq    %gs:S_SPIN_SHARED, %r11 # as long as the monitor says for those
 2:      addq    %rdx, %r11              # r11 = deadline
 1:      pause
         cmpl    $WOKEN, %gs:S_STATE

@@ -60,6 +60,7 @@ from karn.abi.fastcall import (
     SLOT_SIZE,
     SLOT_SLOT0,
     SLOT_SPIN,
+    SLOT_SPIN_SHARED,
     SLOT_STATE,
     SLOT_USER_HI,
     SLOT_USER_LO,
@@ -76,6 +77,7 @@ from karn.platform.fastcall import stubs
 from karn.platform.fastcall.patcher import STUBS_OFFSET, CodeSpace, Patcher, RunningCpu
 from karn.platform.fastcall.server import Server
 from karn.platform.fastcall.slotmask import SlotMask
+from karn.platform.hostload import spare_core
 
 BUDGET_US = 50  # a stub waits this long for an untaken request: about one exit's cost
 MAX_SKIP = 256  # calls a backed-off slot sends straight to the exit path between probes
@@ -93,15 +95,20 @@ QUIET_US = 300
 # not the exit's own time.
 DENSE_US = 100
 # An untimed private futex wait that would block spins this long in its stub, registered
-# in its slot, before the exit path (a shared one, pthread_join's on a tid whose wake is
-# the thread's end in the monitor, a quarter as long: entry.S): a hand-over between two
-# threads on host cores takes a few µs in the guest, and a partner on its way back from a
-# wake in the monitor (an exit and a host wake-up, ~60 µs) is caught only by a spin that
-# outlasts it. Measured in turns (bench/fastcall.py): 80 µs against 20, ping-pong 49-54
-# against 146-165 µs a round on a quiet host, 96-363 against 306-392 with two busy loops;
-# the join's spin at 80 too made thread create+join 714-851 against 307-511 µs with two
-# busy loops (the joiner took the core the new thread needed), hence a quarter for it.
+# in its slot, before the exit path: a hand-over between two threads on host cores takes
+# a few µs in the guest, and a partner on its way back from a wake in the monitor (an exit
+# and a host wake-up, ~60 µs) is caught only by a spin that outlasts it. Measured in turns
+# (bench/fastcall.py): 80 µs against 20, ping-pong 49-54 against 146-165 µs a round on a
+# quiet host, 96-363 against 306-392 with two busy loops.
 SPIN_US = 80
+# A shared one (pthread_join's on a thread's tid, whose wake is the thread's end in the
+# monitor, SLOT_SPIN_SHARED) spins SHARED_SPIN_US while the host seems to have a core to
+# spare (platform/hostload.py), long enough for a short thread's whole life: the join
+# then returns without an exit or a host wake-up of the joiner (thread create+join 323
+# against 427 µs in turns at load 1.2, with the workers' watch of machine.py). Else a
+# quarter of SPIN_US: the join's spin at 80 made create+join 714-851 against 307-511 µs
+# with two busy loops (the joiner took the core the new thread needed).
+SHARED_SPIN_US = 300
 # Waits that do not spin after one spun in vain: few, so that two threads handing a futex
 # back and forth both spin again soon after a slow spell (with a doubling back-off each
 # mostly spun while the other blocked, and both stayed on the slow path).
@@ -229,7 +236,10 @@ class FastTransport:
         self._fast_nrs = frozenset(nr for nr in range(FASTMAP_BITS)  # the map, for a
                                    if self._fastmap[nr >> 3] >> (nr & 7) & 1)  # test per exit
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
+        self._starting = 0  # threads launched, not bound yet (starting())
         self._spin = max(1, tsc_khz * SPIN_US // 1000)
+        self._spin_shared = (max(1, tsc_khz * SHARED_SPIN_US // 1000),
+                             max(1, tsc_khz * SPIN_US // 4000))  # spare core, or not
         self._user = (user_start, user_end)
         self._lock = threading.Lock()
         self._publish = helper.publish64
@@ -291,6 +301,9 @@ class FastTransport:
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
+        with self._lock:
+            self._starting = max(0, self._starting - 1)
+            self._set_in_guest(slot, self._in_guest)  # (the shared spin for the load now)
         # a robust-list head the vCPU's last thread set in the guest is not this one's
         slot.robust_taken = _U64.unpack_from(self._raw, slot.addr + SLOT_RCALLS)[0]
         slot.returned_at = time.monotonic()  # its thread starts in the guest: a call soon
@@ -451,11 +464,20 @@ class FastTransport:
         (a waiter in a stub may spin for its wake to come)."""
         self.blocking(cpu, BLOCKED_WOKEN)
 
-    def _count_bound(self) -> None:
-        """The threads running on the slots' vCPUs, in every slot: a stub spins for a
-        futex wake only while some other thread is not waiting in the monitor."""
+    def starting(self, change: int = 1) -> None:
+        """A guest thread was given a vCPU and will bind it soon (change -1: it will not
+        after all): counted as running from now on, so that its creator's join may spin
+        for its end before the thread's host thread is even scheduled."""
         with self._lock:
-            bound = sum(1 for s in self._slots if s.client is not None)
+            self._starting = max(0, self._starting + change)
+        self._count_bound()
+
+    def _count_bound(self) -> None:
+        """The threads running on the slots' vCPUs (or about to), in every slot: a stub
+        spins for a futex wake only while some other thread is not waiting in the
+        monitor."""
+        with self._lock:
+            bound = sum(1 for s in self._slots if s.client is not None) + self._starting
             for slot in self._slots:
                 _U32.pack_into(self._raw, slot.addr + SLOT_NBOUND, bound)
 
@@ -481,9 +503,11 @@ class FastTransport:
                 self._set_in_guest(slot, on)
 
     def _set_in_guest(self, slot: _Slot, on: bool) -> None:
+        spin = on and not slot.spin_left
         _U32.pack_into(self._raw, slot.addr + SLOT_INGUEST, int(on))
-        _U64.pack_into(self._raw, slot.addr + SLOT_SPIN,
-                       self._spin if on and not slot.spin_left else 0)
+        _U64.pack_into(self._raw, slot.addr + SLOT_SPIN, self._spin if spin else 0)
+        _U64.pack_into(self._raw, slot.addr + SLOT_SPIN_SHARED,
+                       self._spin_shared[0 if spare_core() else 1] if spin else 0)
 
     def _spun(self, slot: _Slot, in_vain: bool) -> None:
         """A futex wait blocks (it spun in vain, or did not spin): after a spin in vain
