@@ -48,6 +48,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("musl-static", "musl-gcc", ("-static",)),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
+# Built by the tests that name them, not in every test that runs each of VARIANTS.
+EXTRA_VARIANTS = (Variant("musl-dynamic", "musl-gcc", ()),)
 
 
 def _require_tools() -> None:
@@ -156,7 +158,7 @@ def build() -> Builder:
     program is the stem of tests/programs/<program>.c; binaries are cached across runs
     (tests/helpers.py: keyed by the source, its headers, the flags and the compiler).
     """
-    by_name = {v.name: v for v in VARIANTS}
+    by_name = {v.name: v for v in (*VARIANTS, *EXTRA_VARIANTS)}
 
     def _build(program: str, variant: str = "static", extra_flags: Sequence[str] = ()) -> Path:
         v = by_name[variant]

@@ -492,13 +492,14 @@ def test_entry_bytes_are_entry_s(tmp_path):
 READS = 3000
 
 
-@pytest.mark.parametrize("variant", ["static", "dynamic", "musl-static"])
+@pytest.mark.parametrize("variant", ["static", "dynamic", "musl-static", "musl-dynamic"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_read_sites_are_patched(transport, variant, build, native, same):
     """glibc's read() is `xor %eax,%eax; syscall` (a short site, no room for a jmp rel32);
-    musl's read() and write() go through __syscall_cp_c's one windowless site (`mov
-    %rdi,%rax; ...; syscall`: the number from the caller). Both are patched through dead
-    padding, and their calls come through the stub like the rest (one-byte
+    static musl's read() and write() go through __syscall_cp_c's one windowless site (`mov
+    %rdi,%rax; ...; syscall`: the number from the caller), dynamic musl's through
+    __syscall_cp_asm (no pad after it: its instruction before the syscall is replaced).
+    All are patched, and their calls come through the stub like the rest (one-byte
     reads of /dev/zero and of a pipe, after a thread too: glibc's cancellable site), with
     an SA_RESTART interval timer firing meanwhile, then a read through the patched site
     blocked until a forked child writes, interrupted by the ticks and restarted (RIP at
@@ -624,6 +625,34 @@ def test_window_across_a_cache_line_is_patched_at_its_syscall():
     site = patcher.patched[p]
     assert (site.start, site.length, site.nr, site.pad) == (p, 2, -1, 0x10153), site
     assert raw[s] == 0xB8 and raw[p] == 0xEB  # the mov stays; the syscall jumps
+
+
+def test_musl_syscall_cp_is_patched_at_its_last_instruction():
+    """Dynamic musl's __syscall_cp_asm (its bytes, from Debian's musl 1.2): no pad after
+    it, so its `mov %r11,8(%rsp)` before the syscall becomes `jmp rel32` to a stub that
+    replays it and enters with rax as set (no mov of a number); a vCPU stopped in the stub
+    resumes at that mov before the stub replayed it, at the syscall after; undone, the
+    mov is back."""
+    import struct
+
+    from karn.platform.fastcall.patcher import MUSL_CP
+
+    body = bytes.fromhex("8b0785c075244989fb4889f04889d74889ce4c89c24d89ca4c8b442408"
+                         "4c8b4c24104c895c24080f05" "c3" "e92213ffff" "4831ed4889e7")
+    s = 0x107C0
+    raw, patcher = patcher_over(s, body)
+    p = s + body.index(MUSL_CP) + len(MUSL_CP) - 2
+    patcher.first_exit(None, p, 0)  # type: ignore[arg-type]
+    site = patcher.patched[p - 5]
+    assert (site.start, site.length, site.nr, site.pad) == (p - 5, 7, -1, 0)
+    assert raw[p - 5] == 0xE9 and bytes(raw[p : p + 2]) == b"\x0f\x05"
+    assert p + 5 - 5 + struct.unpack_from("<i", raw, p - 4)[0] == site.stub
+    stub = bytes(raw[site.stub : site.stub + 17])
+    assert stub[:8] == bytes.fromhex("4c895c2408488d0d")  # the mov, then lea ret(%rip),%rcx
+    assert site.stub + 12 + struct.unpack_from("<i", stub, 8)[0] == p + 2
+    assert [site.resume_at(o) for o in (0, 5, 12)] == [p - 5, p, p]
+    patcher.unpatch_all(None)  # type: ignore[arg-type]
+    assert bytes(raw[p - 5 : p + 2]) == bytes.fromhex("4c895c24080f05")
 
 
 def test_short_site_stub_resumes():

@@ -26,6 +26,9 @@ a `jmp rel32`. The 2-byte xor (one instruction: no jump lands inside it) becomes
 rel8` (one 16-bit store) to dead padding within reach (pads.py) that first receives a
 `jmp rel32` to a per-site stub replaying the xor; the `syscall` stays in place.
 
+musl's __syscall_cp_asm (MUSL_CP) has no pad: its 5-byte instruction before the
+`syscall` takes the jmp rel32 instead, replayed by the stub.
+
 Windowless sites (section 3.4): the number comes from another register or from memory
 (glibc's syscall(), musl's __syscall_cp_c and its inline calls with arguments set up in
 between, Go's Syscall6). The `syscall` itself becomes the `jmp rel8` to a pad, whose `jmp
@@ -98,6 +101,16 @@ LEA_REX = (0x48, 0x49, 0x4C, 0x4D)
 LEA = 0x8D
 BEFORE = 16  # bytes read before P: the longest window (mov + lea + a REX check byte) fits
 
+# musl's __syscall_cp_asm, through which dynamic musl makes every cancellable call (read,
+# write, close, ...): the number from a register, and no padding after the function (the
+# next one follows its last jmp), so neither a window nor a pad. Its last instruction
+# before the syscall, `mov %r11,8(%rsp)` (MUSL_CP_HEAD bytes: one instruction, which no
+# branch targets), becomes the jmp rel32 to a stub that replays it. Matched on the
+# function's body from `mov %rdi,%r11` (musl 1.2's src/thread/x86_64/syscall_cp.s).
+MUSL_CP = bytes.fromhex("4989fb4889f04889d74889ce4c89c24d89ca4c8b4424084c8b4c2410"
+                        "4c895c2408") + SYSCALL
+MUSL_CP_HEAD = 5
+
 
 def _lea_length(code: bytes, end: int) -> int:
     """The length (7 or 4) of a 64-bit `lea` without SIB that ends at code[end], or 0. A
@@ -129,7 +142,7 @@ def replayed(between: bytes, address: int) -> bytes:
 class Site(NamedTuple):
     start: int  # S: the window's first byte (a windowless site: its syscall)
     length: int  # 7 or 9, or 7 + len(between); a short site 4, a windowless one 2
-    nr: int  # -1: a windowless site's calls have any number
+    nr: int  # -1: any number (a windowless site; with no pad, musl's MUSL_CP)
     original: bytes  # the 5 bytes the jmp replaced (short, windowless: the 2 of the jmp)
     stub: int
     between: bytes = b""  # the instruction between the mov and the syscall (BETWEEN)
@@ -141,7 +154,7 @@ class Site(NamedTuple):
         (rax = nr from the stub's mov on; the replayed instruction may be longer than the
         one in place, a relocated lea). A short site's stub: the xor (its jmp rel8), or
         once replayed the syscall."""
-        if self.pad:  # a windowless site's stub replays nothing: the syscall again
+        if self.pad or self.nr < 0:  # a stub replaying the head, if any (rax is set)
             return self.start if offset == 0 else self.syscall
         if offset == 0:
             return self.start
@@ -252,6 +265,8 @@ class Patcher:
         window = None
         if 0 <= nr < FASTMAP_BITS:
             window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
+        if window is None and bytes(self._raw[p + 2 - len(MUSL_CP) : p + 2]) == MUSL_CP:
+            return self._patch_head(caller, p, MUSL_CP_HEAD)
         if window is None:  # the number comes from elsewhere: the syscall itself goes
             return self._patch_pad(caller, p, p)
         start, length, between = p + window[0], window[1], window[2]
@@ -303,6 +318,26 @@ class Patcher:
             self._sync(others)
         self._store16(start, bytes((JMP_REL8, pad - (start + 2))))
         site = Site(start, ret - start, 0 if start < p else -1, original, stub, b"", pad)
+        self.patched[start] = site
+        arena.sites[stub] = site
+        return True
+
+    def _patch_head(self, caller: RunningCpu, p: int, length: int) -> bool:
+        """The one instruction of `length` (5) bytes before the syscall (rax set already)
+        becomes `jmp rel32` to a stub that replays it; the syscall stays."""
+        start = p - length
+        if start % CACHE_LINE == CACHE_LINE - 1 or not self._code.is_private_code(start, p + 2):
+            return False
+        arena = self._arena_for(start, length + 2)
+        if arena is None:
+            return False
+        head = bytes(self._raw[start:p])
+        stub = arena.next_stub
+        arena.next_stub += SITE_STUB_STRIDE
+        self._raw[stub : stub + SITE_STUB_STRIDE] = short_stub(
+            stub, head, p + 2, arena.entry).ljust(SITE_STUB_STRIDE, b"\xcc")
+        self._poke(caller, start, _jmp_rel32(start, stub))
+        site = Site(start, length + 2, -1, head, stub)
         self.patched[start] = site
         arena.sites[stub] = site
         return True
