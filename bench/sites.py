@@ -8,7 +8,8 @@ bench/go/io_loop.go) through three C libraries' wrappers, whose syscall sites ka
 transport patches differently (docs/design/fast-syscalls.md, section 3):
 - glibc (gcc, dynamic): `mov $nr,%eax; syscall` windows, and read's short site;
 - musl (musl-gcc, static): read and write through __syscall_cp_c's windowless site (the
-  number from a register), fstat and lseek inline;
+  number from a register), fstat and lseek inline; dynamic (as in Alpine images): read
+  and write through __syscall_cp_asm, patched at its instruction before the syscall;
 - Go (CGO_ENABLED=0): the syscall package's calls through Syscall6, windowless.
 Each run measures inside the program (µs per iteration of 4 calls, start-up excluded).
 Runners take turns run by run: native, karn with --syscall-transport fast and exit,
@@ -45,10 +46,11 @@ class BenchError(Exception):
 def build(out: Path) -> dict[str, Path]:
     """The loop for each C library: name -> executable."""
     programs = {}
-    for name, cc, flags in (("glibc", "gcc", []), ("musl", "musl-gcc", ["-static"])):
+    for name, cc, flags in (("glibc", "gcc", []), ("musl", "musl-gcc", ["-static"]),
+                            ("musl (dynamic)", "musl-gcc", [])):
         if not shutil.which(cc):
             raise BenchError(f"{cc} not found (apt-get install gcc musl-tools)")
-        exe = out / f"io_loop-{name}"
+        exe = out / f"io_loop-{name.replace(' ', '-').strip('()')}"
         subprocess.run([cc, "-O2", *flags, "-o", str(exe), str(BENCH / "io_loop.c")],
                        check=True)
         programs[name] = exe
@@ -81,11 +83,18 @@ def runners(bases: list[Path], runsc: bool) -> dict[str, tuple[list[str], Path |
     for transport in ("fast", "exit"):
         chosen[f"karn {transport}"] = ([*KARN, "--syscall-transport", transport], None)
     for base in bases:
-        chosen[f"karn fast ({base.name})"] = ([*KARN, "--syscall-transport", "fast"],
-                                              base.resolve())
+        chosen[f"karn fast ({_commit(base)})"] = ([*KARN, "--syscall-transport", "fast"],
+                                                  base.resolve())
     if runsc:
         chosen["runsc"] = (RUNSC, None)
     return chosen
+
+
+def _commit(tree: Path) -> str:
+    """The tree's commit (short), or its directory's name outside git."""
+    got = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    return got.stdout.strip() or tree.name
 
 
 def main() -> int:
