@@ -82,3 +82,17 @@ def test_joined_thread_is_not_counted_by_the_next_create(build, karn, native, sa
     assert expected.returncode == 0
     same(expected, karn("--pids-limit", "2", exe, "60", "--serial-only", timeout=120),
          "create after join at the thread limit")
+
+
+@pytest.mark.parametrize("cpus", ["1", "2"])
+def test_membarrier_private_expedited(cpus, build, karn, native, same):
+    """membarrier(2) as liburcu and musl's dynamic linker use it (musl registers at its
+    first pthread_create; karn answered ENOSYS and logged it): the private expedited
+    commands and their SYNC_CORE forms, EPERM before registering, EINVAL for bad flags or
+    commands, barriers while another thread spins in user mode; output as native's."""
+    exe = build("membarrier", "dynamic", ("-pthread",))
+    expected = native(exe)
+    assert b"barriers 100\n" in expected.stdout, expected.stdout
+    got = karn("--cpus", cpus, exe)
+    same(expected, got, f"membarrier, --cpus {cpus}")
+    assert b"unimplemented" not in got.stderr

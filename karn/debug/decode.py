@@ -140,7 +140,7 @@ SIGNATURES: dict[str, tuple[Arg, ...]] = {
     "eventfd2": ("u", "x"), "getrandom": ("p", "u", "x"),
     "uname": ("p",), "sysinfo": ("p",), "prlimit64": ("d", "d", "p", "p"),
     "getrlimit": ("d", "p"), "setrlimit": ("d", "p"),
-    "sched_getaffinity": ("d", "u", "p"), "sched_yield": (),
+    "sched_getaffinity": ("d", "u", "p"), "sched_yield": (), "membarrier": ("x", "x", "d"),
     "socket": ("family", "socktype", "d"), "connect": ("fd", "sockaddr:2", "u"),
     "bind": ("fd", "sockaddr:2", "u"), "listen": ("fd", "d"),
     "accept": ("fd", "p", "p"), "accept4": ("fd", "p", "p", "x"),

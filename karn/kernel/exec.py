@@ -297,10 +297,11 @@ def _end_other_threads(task: Task) -> None:
 
 def _reset_process(task: Task) -> None:
     """What execve resets: close-on-exec fds, caught signals (ignored ones stay ignored),
-    the alternate stack, POSIX timers, the robust list and clear_child_tid; the
-    capability sets are a new program's. The blocked mask, pending signals and interval
-    timers (alarm, setitimer) stay."""
+    the alternate stack, POSIX timers, the robust list and clear_child_tid, membarrier
+    registrations (a new mm's); the capability sets are a new program's. The blocked
+    mask, pending signals and interval timers (alarm, setitimer) stay."""
     proc = task.process
+    proc.membarrier = 0
     caps.executed(proc.identity)
     fds = proc.fds
     for fd in fds.fds():

@@ -118,6 +118,11 @@ class Machine(Protocol[CpuT]):
         one's vCPUs and in_use (the parent's threads') are closed, never used again."""
         ...
 
+    def barrier(self, cpus: Iterable[CpuT]) -> None:
+        """Each of cpus running guest code leaves guest mode once, which serialises its
+        instruction stream and orders its memory accesses (membarrier(2))."""
+        ...
+
     def overhead_cpu_ns(self) -> int:
         """Host CPU time the platform spent for none of the guest's threads (the fast
         transport's server polling for calls): not the guest process's CPU time."""
@@ -240,6 +245,7 @@ class Process:
         self.start_monotonic = time.monotonic()
         self.cpu_base = monitor_times()  # the monitor's CPU time before the guest's (cputime)
         self.cpu_floor = CpuFloor()  # the CPU time reported last: never less (cputime)
+        self.membarrier = 0  # the membarrier(2) commands registered (sys_thread)
         self.peak_resident = 0  # the most guest memory seen resident (getrusage's maxrss)
         self.dumpable = 1
         self.no_new_privs = False

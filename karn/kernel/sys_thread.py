@@ -287,6 +287,49 @@ def sys_sched_setaffinity(task: Task, pid: int, size: int, mask: int) -> int:
     return 0
 
 
+# membarrier(2) commands: the private ones, whose barrier is this process's other
+# threads each leaving guest mode once (Machine.barrier); a VM exit serialises a vCPU as
+# the kernel's IPI does a CPU, so the SYNC_CORE forms are the same. The global ones would
+# need every process sharing memory with this one: not offered (EINVAL, as a kernel
+# without them); nor RSEQ (karn has no rseq).
+MEMBARRIER_CMD_QUERY = 0
+MEMBARRIER_PRIVATE_EXPEDITED = 1 << 3
+MEMBARRIER_REGISTER_PRIVATE_EXPEDITED = 1 << 4
+MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE = 1 << 5
+MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE = 1 << 6
+MEMBARRIER_GET_REGISTRATIONS = 1 << 9
+MEMBARRIER_OFFERED = (MEMBARRIER_PRIVATE_EXPEDITED | MEMBARRIER_REGISTER_PRIVATE_EXPEDITED
+                      | MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE
+                      | MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE
+                      | MEMBARRIER_GET_REGISTRATIONS)
+
+
+def sys_membarrier(task: Task, cmd: int, flags: int, cpu_id: int) -> int:
+    cmd = s32(cmd)
+    if flags:
+        raise SyscallError(errno.EINVAL)
+    proc = task.process
+    if cmd == MEMBARRIER_CMD_QUERY:
+        return MEMBARRIER_OFFERED
+    if cmd == MEMBARRIER_GET_REGISTRATIONS:
+        return proc.membarrier
+    if cmd in (MEMBARRIER_REGISTER_PRIVATE_EXPEDITED,
+               MEMBARRIER_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE):
+        proc.membarrier |= cmd
+        return 0
+    if cmd in (MEMBARRIER_PRIVATE_EXPEDITED, MEMBARRIER_PRIVATE_EXPEDITED_SYNC_CORE):
+        if not proc.membarrier & cmd << 1:  # its registration's bit
+            raise SyscallError(errno.EPERM)
+        machine = proc.machine
+        if machine is not None:
+            with proc.signal_lock:
+                others = [t.cpu for t in proc.tasks.values()
+                          if t is not task and t.cpu is not None]
+            machine.barrier(others)
+        return 0
+    raise SyscallError(errno.EINVAL)
+
+
 def sys_sched_rr_get_interval(task: Task, pid: int, interval: int) -> int:
     target = _policy_target(task, pid)
     if target.sched_policy == SCHED_FIFO:
@@ -315,6 +358,7 @@ HANDLERS = {
     "sched_get_priority_min": sys_sched_get_priority_min,
     "sched_setaffinity": sys_sched_setaffinity,
     "sched_getaffinity": sys_sched_getaffinity,
+    "membarrier": sys_membarrier,
 }
 
 NOTES = {
@@ -334,4 +378,7 @@ NOTES = {
     "threads float over the host's CPUs.",
     "sched_getaffinity": "The thread's mask from sched_setaffinity, else the guest's --cpus "
     "(not the host's CPUs).",
+    "membarrier": "The private expedited commands (and their SYNC_CORE forms): each other "
+    "thread of the process running guest code leaves guest mode once; the global and "
+    "RSEQ commands give EINVAL, as a kernel without them.",
 }

@@ -64,7 +64,7 @@ AREA_CALLS: dict[str, str] = {
     "sys_thread": (
         "sched_rr_get_interval clone clone3 fork vfork exit futex sched_getscheduler "
         "sched_setscheduler sched_getparam sched_setparam sched_get_priority_max "
-        "sched_get_priority_min sched_setaffinity sched_getaffinity"),
+        "sched_get_priority_min sched_setaffinity sched_getaffinity membarrier"),
     "sys_poll": (
         "poll ppoll select pselect6 epoll_create epoll_create1 epoll_ctl epoll_wait epoll_pwait "
         "epoll_pwait2 eventfd eventfd2"),

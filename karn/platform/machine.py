@@ -18,7 +18,7 @@ from karn.platform import kvm_abi as K
 from karn.platform.hostload import spare_core
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import MAX_VCPUS
-from karn.platform.vcpu import Vcpu
+from karn.platform.vcpu import Vcpu, leave_guest_once
 
 if TYPE_CHECKING:
     from karn.platform.fastcall.patcher import CodeSpace, Patcher
@@ -180,6 +180,10 @@ class KvmMachine:
                     del self._workers[index]
                     worker.wake.release()
             self._parked = 0
+
+    def barrier(self, cpus: Iterable[Vcpu]) -> None:
+        """Each of cpus running guest code leaves guest mode once (membarrier(2))."""
+        leave_guest_once(cpus)
 
     def overhead_cpu_ns(self) -> int:
         return self.fast.server.cpu_ns() if self.fast is not None else 0

@@ -42,18 +42,17 @@ from __future__ import annotations
 import ctypes
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from karn.abi.fastcall import FASTMAP_BITS
 from karn.platform.fastcall.pads import LEGACY, find_pad
 from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, short_stub, site_stub
+from karn.platform.vcpu import leave_guest_once
 
 ARENA_SIZE = 0x10000  # the entry, then per-site stubs
 STUBS_OFFSET = (len(ENTRY) + 0xFF) & ~0xFF  # per-site stubs follow the entry
 REACH = 1 << 31  # of a rel32 jump
-SYNC_TIMEOUT = 1.0  # seconds a vCPU gets to leave guest mode once
 JMP_REL32 = 0xE9
 SELF_LOOP = 0xFEEB  # eb fe as a little-endian u16
 CACHE_LINE = 64
@@ -383,16 +382,7 @@ class Patcher:
     @staticmethod
     def _sync(cpus: list[RunningCpu]) -> None:
         """Every vCPU in guest mode leaves it once (a VM exit serialises its fetches)."""
-        waiting = []
-        for cpu in cpus:
-            if cpu.in_guest:
-                waiting.append((cpu, cpu.exits))
-                cpu.kick()
-        deadline = time.monotonic() + SYNC_TIMEOUT
-        while waiting and time.monotonic() < deadline:
-            waiting = [(cpu, n) for cpu, n in waiting if cpu.in_guest and cpu.exits == n]
-            if waiting:
-                time.sleep(0.0001)
+        leave_guest_once(cpus)
 
     # -- questions from the exit paths ---------------------------------------------------
 
