@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 from karn import log
 from karn.errors import PlatformError
 from karn.platform import kvm_abi as K
+from karn.platform.barrier import leave_guest_once
 from karn.platform.hostload import spare_core
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import MAX_VCPUS
-from karn.platform.vcpu import Vcpu, leave_guest_once
+from karn.platform.vcpu import Vcpu
 
 if TYPE_CHECKING:
     from karn.platform.fastcall.patcher import CodeSpace, Patcher

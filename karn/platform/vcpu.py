@@ -15,8 +15,6 @@ import mmap
 import os
 import struct
 import threading
-import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from karn.abi.errno import SyscallError
@@ -66,35 +64,6 @@ KICK_SIGNAL = signal.SIGRTMIN + 2
 
 def install_kick_handler() -> None:
     signal.signal(KICK_SIGNAL, lambda signum, frame: None)
-
-
-class GuestRunner(Protocol):
-    """A vCPU as leave_guest_once sees it."""
-
-    in_guest: bool
-    exits: int
-
-    def kick(self) -> None: ...
-
-
-LEAVE_TIMEOUT = 1.0  # seconds a vCPU gets to leave guest mode once
-
-
-def leave_guest_once(cpus: Iterable[GuestRunner]) -> None:
-    """Every one of cpus in guest mode leaves it once (kicked): a VM exit serialises the
-    vCPU's instruction fetches and orders its memory accesses, which is what a patch of
-    code another vCPU may run and membarrier(2) need. A vCPU whose exit does not come
-    within LEAVE_TIMEOUT (its host thread starved) is given up on."""
-    waiting = []
-    for cpu in cpus:
-        if cpu.in_guest:
-            waiting.append((cpu, cpu.exits))
-            cpu.kick()
-    deadline = time.monotonic() + LEAVE_TIMEOUT
-    while waiting and time.monotonic() < deadline:
-        waiting = [(cpu, n) for cpu, n in waiting if cpu.in_guest and cpu.exits == n]
-        if waiting:
-            time.sleep(0.0001)
 
 
 class ExitClient(Protocol):

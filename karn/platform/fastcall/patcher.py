@@ -46,9 +46,9 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple, Protocol
 
 from karn.abi.fastcall import FASTMAP_BITS
+from karn.platform.barrier import leave_guest_once
 from karn.platform.fastcall.pads import LEGACY, find_pad
 from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, short_stub, site_stub
-from karn.platform.vcpu import leave_guest_once
 
 ARENA_SIZE = 0x10000  # the entry, then per-site stubs
 STUBS_OFFSET = (len(ENTRY) + 0xFF) & ~0xFF  # per-site stubs follow the entry
