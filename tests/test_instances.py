@@ -302,6 +302,10 @@ def test_stats_measures_cpu_and_syscalls(cli):
                "while :; do echo x > /dev/null; done").stdout.strip()
     idle = cli("run", "-d", "--name", "idle", BUSYBOX, "sleep", "60").stdout.strip()
     try:
+        # idle once asleep: run -d returns before the guest's start-up calls are made, and
+        # a sample that took them in counted a few a second (a loaded full suite's: 6)
+        wait_for(lambda: "nanosleep" in json.loads(cli("inspect", idle).stdout)[0]
+                 ["threads"][0]["state"], "the idle guest to sleep")
         rows = {r["Name"]: r for r in json.loads(
             cli("stats", "--no-stream", "--format", "json").stdout)}
         assert sorted(rows) == ["busy", "idle"]
