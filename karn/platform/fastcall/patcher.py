@@ -103,12 +103,11 @@ BEFORE = 16  # bytes read before P: the longest window (mov + lea + a REX check 
 # musl's __syscall_cp_asm, through which dynamic musl makes every cancellable call (read,
 # write, close, ...): the number from a register, and no padding after the function (the
 # next one follows its last jmp), so neither a window nor a pad. Its last instruction
-# before the syscall, `mov %r11,8(%rsp)` (MUSL_CP_HEAD bytes: one instruction, which no
-# branch targets), becomes the jmp rel32 to a stub that replays it. Matched on the
+# before the syscall, `mov %r11,8(%rsp)` (5 bytes: one instruction, which no branch
+# targets), becomes the jmp rel32 to a stub that replays it. Matched on the
 # function's body from `mov %rdi,%r11` (musl 1.2's src/thread/x86_64/syscall_cp.s).
 MUSL_CP = bytes.fromhex("4989fb4889f04889d74889ce4c89c24d89ca4c8b4424084c8b4c2410"
                         "4c895c2408") + SYSCALL
-MUSL_CP_HEAD = 5
 
 
 def _lea_length(code: bytes, end: int) -> int:
@@ -265,7 +264,7 @@ class Patcher:
         if 0 <= nr < FASTMAP_BITS:
             window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
         if window is None and bytes(self._raw[p + 2 - len(MUSL_CP) : p + 2]) == MUSL_CP:
-            return self._patch_head(caller, p, MUSL_CP_HEAD)
+            return self._patch_head(caller, p)
         if window is None:  # the number comes from elsewhere: the syscall itself goes
             return self._patch_pad(caller, p, p)
         start, length, between = p + window[0], window[1], window[2]
@@ -276,15 +275,11 @@ class Patcher:
         arena = self._arena_for(start, length)
         if arena is None:
             return False
-        stub = arena.next_stub
-        arena.next_stub += SITE_STUB_STRIDE
-        self._raw[stub : stub + SITE_STUB_STRIDE] = site_stub(
-            stub, nr, start + length, arena.entry, replayed(between, start + 5),
-        ).ljust(SITE_STUB_STRIDE, b"\xcc")
+        stub = self._write_stub(arena, lambda at: site_stub(
+            at, nr, start + length, arena.entry, replayed(between, start + 5)))
         site = Site(start, length, nr, bytes(self._raw[start : start + 5]), stub, between)
         self._poke(caller, start, _jmp_rel32(start, stub))
-        self.patched[start] = site
-        arena.sites[stub] = site
+        self._record(arena, site)
         return True
 
     def _patch_pad(self, caller: RunningCpu, start: int, p: int) -> bool:
@@ -304,42 +299,43 @@ class Patcher:
         if arena is None:
             return False
         original = bytes(self._raw[start : start + 2])
-        stub = arena.next_stub
-        arena.next_stub += SITE_STUB_STRIDE
-        self._raw[stub : stub + SITE_STUB_STRIDE] = short_stub(
-            stub, original if start < p else b"", ret, arena.entry,
-        ).ljust(SITE_STUB_STRIDE, b"\xcc")
+        replay = original if start < p else b""
+        stub = self._write_stub(arena, lambda at: short_stub(at, replay, ret, arena.entry))
         # the pad: no code reaches it yet, and every other vCPU fetches it afresh after
         # the sync; then the jmp rel8, one 16-bit store in a cache line
         self._raw[pad : pad + 5] = _jmp_rel32(pad, stub)
-        others = [cpu for cpu in self._cpus() if cpu is not caller]
-        if others:
-            self._sync(others)
+        leave_guest_once(cpu for cpu in self._cpus() if cpu is not caller)
         self._store16(start, bytes((JMP_REL8, pad - (start + 2))))
-        site = Site(start, ret - start, 0 if start < p else -1, original, stub, b"", pad)
-        self.patched[start] = site
-        arena.sites[stub] = site
+        self._record(arena, Site(start, ret - start, 0 if start < p else -1, original, stub,
+                                 b"", pad))
         return True
 
-    def _patch_head(self, caller: RunningCpu, p: int, length: int) -> bool:
-        """The one instruction of `length` (5) bytes before the syscall (rax set already)
-        becomes `jmp rel32` to a stub that replays it; the syscall stays."""
-        start = p - length
+    def _patch_head(self, caller: RunningCpu, p: int) -> bool:
+        """The one 5-byte instruction before the syscall (rax set already) becomes `jmp
+        rel32` to a stub that replays it; the syscall stays."""
+        start = p - 5
         if start % CACHE_LINE == CACHE_LINE - 1 or not self._code.is_private_code(start, p + 2):
             return False
-        arena = self._arena_for(start, length + 2)
+        arena = self._arena_for(start, 7)
         if arena is None:
             return False
         head = bytes(self._raw[start:p])
+        stub = self._write_stub(arena, lambda at: short_stub(at, head, p + 2, arena.entry))
+        self._poke(caller, start, _jmp_rel32(start, stub))
+        self._record(arena, Site(start, 7, -1, head, stub))
+        return True
+
+    def _write_stub(self, arena: Arena, code_at: Callable[[int], bytes]) -> int:
+        """The arena's next per-site stub, written (code_at(its address)); its address."""
         stub = arena.next_stub
         arena.next_stub += SITE_STUB_STRIDE
-        self._raw[stub : stub + SITE_STUB_STRIDE] = short_stub(
-            stub, head, p + 2, arena.entry).ljust(SITE_STUB_STRIDE, b"\xcc")
-        self._poke(caller, start, _jmp_rel32(start, stub))
-        site = Site(start, length + 2, -1, head, stub)
-        self.patched[start] = site
-        arena.sites[stub] = site
-        return True
+        self._raw[stub : stub + SITE_STUB_STRIDE] = code_at(stub).ljust(SITE_STUB_STRIDE,
+                                                                        b"\xcc")
+        return stub
+
+    def _record(self, arena: Arena, site: Site) -> None:
+        self.patched[site.start] = site
+        arena.sites[site.stub] = site
 
     def _store16(self, addr: int, data: bytes) -> None:
         ctypes.c_uint16.from_address(self._host_base + addr).value = data[0] | data[1] << 8
@@ -374,15 +370,10 @@ class Patcher:
             self._raw[start : start + 5] = data
             return
         self._store16(start, SELF_LOOP.to_bytes(2, "little"))
-        self._sync(others)
+        leave_guest_once(others)
         self._raw[start + 2 : start + 5] = data[2:]
-        self._sync(others)
+        leave_guest_once(others)
         self._store16(start, data)
-
-    @staticmethod
-    def _sync(cpus: list[RunningCpu]) -> None:
-        """Every vCPU in guest mode leaves it once (a VM exit serialises its fetches)."""
-        leave_guest_once(cpus)
 
     # -- questions from the exit paths ---------------------------------------------------
 
