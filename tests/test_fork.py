@@ -687,3 +687,42 @@ def test_file_locks_between_processes(build, karn, native, same, where, tmp_path
     else:
         got = karn(probe, "/tmp")
     same(expected, got, f"file locks between processes ({where})")
+
+
+FORK_DURING_IMPORT = """
+import os, signal, sys, threading
+from karn.kernel.forklocks import drop_halfway_imports
+sys.path.insert(0, sys.argv[1])
+started, leave = threading.Event(), threading.Event()
+import builtins
+builtins.karn_test_events = (started, leave)
+threading.Thread(target=lambda: __import__("slowmod"), daemon=True).start()
+started.wait()
+pid = os.fork()
+if pid == 0:  # the importing thread is not here; its module lock and half module are
+    signal.alarm(2 if sys.argv[2] == "keep" else 60)  # a hung child ends (SIGALRM)
+    if sys.argv[2] == "drop":
+        drop_halfway_imports()
+    builtins.karn_test_events = (threading.Event(), threading.Event())
+    builtins.karn_test_events[1].set()
+    import slowmod
+    os.write(1, b"child imported %d\\n" % slowmod.VALUE)
+    os._exit(0)
+leave.set()
+status = os.waitpid(pid, 0)[1]
+if os.WIFSIGNALED(status):
+    print("child hung")
+"""
+
+
+@pytest.mark.parametrize("mode", ["drop", "keep"])
+def test_a_fork_during_another_threads_import(tmp_path, mode):
+    """A forked monitor imports what another thread of its parent was importing at the
+    fork (kernel/forklocks.py drop_halfway_imports; a guest's fork under load hung so).
+    Without the drop the child waits forever: the control case shows the test can fail."""
+    (tmp_path / "slowmod.py").write_text(
+        "import builtins\nstarted, leave = builtins.karn_test_events\n"
+        "started.set()\nleave.wait()\nVALUE = 42\n")
+    cmd = [sys.executable, "-c", FORK_DURING_IMPORT, str(tmp_path), mode]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert out == ("child imported 42\n" if mode == "drop" else "child hung\n")

@@ -39,7 +39,13 @@ from karn.abi.signals import SI_USER
 from karn.kernel import tty
 from karn.kernel.cpugate import CpuGate
 from karn.kernel.cputime import CpuFloor, monitor_times
-from karn.kernel.forklocks import LockSite, process_locks, quiesced, renew
+from karn.kernel.forklocks import (
+    LockSite,
+    drop_halfway_imports,
+    process_locks,
+    quiesced,
+    renew,
+)
 from karn.kernel.fs.tmpfs import TmpFs
 from karn.kernel.futex import FutexTable
 from karn.kernel.limits import RLIMIT_NPROC
@@ -231,6 +237,7 @@ def become_child(parent_task: Task, start: ChildStart, link_end: socket.socket,
     global _areas_started
     _areas_started = _areas_loaded  # a thread halfway through them is not in this monitor
     try:
+        drop_halfway_imports()
         renew(sites)
         proc = parent_task.process
         task = _rebuild(proc, parent_task, start, link_end)

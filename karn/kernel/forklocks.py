@@ -13,6 +13,7 @@ wakers) are not taken: the child makes new objects instead (kernel/fork.py).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -75,6 +76,25 @@ def quiesced(task: Task, sites: list[LockSite]) -> Iterator[None]:
     finally:
         for lock in reversed(locks):
             lock.release()
+
+
+def drop_halfway_imports() -> None:
+    """In the child, first: forget the imports other threads had under way at the fork.
+    Python's import holds a lock per module while it runs the module; a fork copies the
+    lock held by a thread that the child does not have (and the half-made module in
+    sys.modules), so the child's first import of that module waited forever: seen as a
+    forked monitor stuck importing `array`, which the parent's main thread was importing
+    (a late import for `karn ps`) at the fork. The child's only thread imports nothing at
+    this point, so every module lock in the table belongs to a thread that is gone: the
+    table is emptied (the next import makes a fresh lock) and the half-made modules go,
+    to be made again, as after a failed import. CPython's own table
+    (importlib._bootstrap._module_locks)."""
+    from importlib import _bootstrap
+
+    _bootstrap._module_locks.clear()
+    for name, module in list(sys.modules.items()):
+        if getattr(getattr(module, "__spec__", None), "_initializing", False):
+            del sys.modules[name]
 
 
 def renew(sites: list[LockSite]) -> None:
