@@ -91,7 +91,7 @@ def drop_halfway_imports() -> None:
     (importlib._bootstrap._module_locks)."""
     from importlib import _bootstrap
 
-    _bootstrap._module_locks.clear()
+    _bootstrap._module_locks.clear()  # type: ignore[attr-defined]
     for name, module in list(sys.modules.items()):
         if getattr(getattr(module, "__spec__", None), "_initializing", False):
             del sys.modules[name]
