@@ -760,7 +760,8 @@ def test_a_shared_wait_spins_long_only_with_a_core_to_spare(monkeypatch):
     """SLOT_SPIN_SHARED, how long a shared futex wait (pthread_join's) spins in its stub:
     SHARED_SPIN_US while the host has a core to spare, else a quarter of SPIN_US, and none
     while in-guest futex calls are off; a thread launched but not bound yet counts among
-    the slots' running threads (SLOT_NBOUND), so that its creator's join may spin."""
+    the slots' running threads (SLOT_NBOUND), so that its creator's join may spin; no
+    wait spins while the process has more threads than --cpus slots (allow_spins)."""
     import ctypes
     import struct
 
@@ -795,6 +796,10 @@ def test_a_shared_wait_spins_long_only_with_a_core_to_spare(monkeypatch):
     assert spins(0) == (transport.SPIN_US * 1000, transport.SHARED_SPIN_US * 1000)
     spare[0] = False
     fast.slot_address(1)  # a new slot: written for the load now
+    assert spins(1) == (transport.SPIN_US * 1000, transport.SPIN_US * 1000 // 4)
+    fast.allow_spins(False)  # more threads than --cpus slots: a partner cannot run
+    assert spins(0) == spins(1) == (0, 0)
+    fast.allow_spins(True)
     assert spins(1) == (transport.SPIN_US * 1000, transport.SPIN_US * 1000 // 4)
     fast.starting()
     assert struct.unpack_from("<I", raw, 0x1000 + SLOT_NBOUND)[0] == 1

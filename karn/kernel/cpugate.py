@@ -7,8 +7,10 @@ before KVM_RUN (enter) and frees it after (leave); a thread serving a syscall ho
 Who gets a freed slot: leave() hands it straight to the head of the queue. There are two
 queues, served in order: threads coming back from a syscall (they blocked or were woken:
 interactive work, Linux's wake-up preemption in spirit), then threads that were preempted,
-yielded or are new. A tick thread, alive only while someone waits, kicks the holder that
-has run longest once it has had its time slice (a shorter one when a woken thread waits).
+yielded or are new. A tick thread, started when the gate first closes and asleep on a
+condition while nobody waits (a thread start each time it closed made a pthread_create +
+join cycle under --cpus 1 a host thread start dearer), kicks the holder that has run
+longest once it has had its time slice (a shorter one when a woken thread waits).
 A waiter the kernel interrupts (exit, a signal to deliver) returns at once: the kick that
 interrupted it makes its KVM_RUN return before any guest code runs.
 """
@@ -203,9 +205,9 @@ class CpuGate:
     def _run_tick(self) -> None:
         """Preempt while someone waits; sleep on the condition (no timer) otherwise."""
         with self._lock:
-            while self.gated:
+            while True:
                 waiting = len(self._woken) + len(self._others)
-                if not waiting:
+                if not waiting or not self.gated:
                     self._tick.wait()
                     continue
                 running = [h for h in self._holders.values() if not h.kicked]
@@ -223,4 +225,3 @@ class CpuGate:
                 self._demoted.add(id(oldest.cpu))
                 self.kicks += 1
                 oldest.cpu.kick()
-            self._ticker = None

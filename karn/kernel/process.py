@@ -123,6 +123,11 @@ class Machine(Protocol[CpuT]):
         instruction stream and orders its memory accesses (membarrier(2))."""
         ...
 
+    def allow_spins(self, on: bool) -> None:
+        """Whether a thread may spin in the guest for another thread's futex wake: not
+        while the process has more threads than CPU slots (the other cannot run)."""
+        ...
+
     def overhead_cpu_ns(self) -> int:
         """Host CPU time the platform spent for none of the guest's threads (the fast
         transport's server polling for calls): not the guest process's CPU time."""
@@ -334,15 +339,24 @@ class Process:
         task.cpu = cpu
         gate = self.gate
         if gate is not None:
+            gated = gate.gated
             gate.thread_started(cpu, self._kick_all)
+            if gate.gated != gated:
+                machine.allow_spins(not gate.gated)
         try:
             machine.launch(cpu, lambda: run_task(task, gate))
         except BaseException:
             task.cpu = None
             if gate is not None:
-                gate.thread_exited()
+                self._thread_gone(gate)
             machine.release_cpu(cpu)
             raise
+
+    def _thread_gone(self, gate: CpuGate) -> None:
+        gated = gate.gated
+        gate.thread_exited()
+        if gate.gated != gated and self.machine is not None:
+            self.machine.allow_spins(not gate.gated)
 
     def _kick_all(self) -> None:
         for task in list(self.tasks.values()):
@@ -367,7 +381,7 @@ class Process:
             self.mm.account.charge(-task.host_cost)
             task.host_cost = 0
         if self.gate is not None:
-            self.gate.thread_exited()
+            self._thread_gone(self.gate)
         machine = self.machine
         if machine is not None and task.cpu is not None:
             machine.release_cpu(task.cpu)

@@ -186,6 +186,10 @@ class KvmMachine:
         """Each of cpus running guest code leaves guest mode once (membarrier(2))."""
         leave_guest_once(cpus)
 
+    def allow_spins(self, on: bool) -> None:
+        if self.fast is not None:
+            self.fast.allow_spins(on)
+
     def overhead_cpu_ns(self) -> int:
         return self.fast.server.cpu_ns() if self.fast is not None else 0
 

@@ -238,6 +238,7 @@ class FastTransport:
         self._budget = max(1, tsc_khz * BUDGET_US // 1000)
         self._starting = 0  # threads launched, not bound yet (starting())
         self._spin = max(1, tsc_khz * SPIN_US // 1000)
+        self._spins_allowed = True  # allow_spins
         self._spin_shared = (max(1, tsc_khz * SHARED_SPIN_US // 1000),
                              max(1, tsc_khz * SPIN_US // 4000))  # spare core, or not
         self._user = (user_start, user_end)
@@ -502,8 +503,18 @@ class FastTransport:
             for slot in self._slots:
                 self._set_in_guest(slot, on)
 
+    def allow_spins(self, on: bool) -> None:
+        """Futex waits spin in their stubs (SLOT_SPIN, SLOT_SPIN_SHARED) only while on:
+        off while the process's threads outnumber its CPU slots (kernel/cpugate.py), as a
+        waiter spinning for a partner holds the slot the partner needs to run (thread
+        create+join under the default --cpus 1: ~1 ms, the join's spin in vain each time)."""
+        with self._lock:
+            self._spins_allowed = on
+            for slot in self._slots:
+                self._set_in_guest(slot, self._in_guest)
+
     def _set_in_guest(self, slot: _Slot, on: bool) -> None:
-        spin = on and not slot.spin_left
+        spin = on and not slot.spin_left and self._spins_allowed
         _U32.pack_into(self._raw, slot.addr + SLOT_INGUEST, int(on))
         _U64.pack_into(self._raw, slot.addr + SLOT_SPIN, self._spin if spin else 0)
         _U64.pack_into(self._raw, slot.addr + SLOT_SPIN_SHARED,
