@@ -53,9 +53,11 @@ class CpuGate:
     # How long a holder runs before a thread woken by a syscall result preempts it.
     WAKEUP_SLICE = 0.001
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, on_change: Callable[[bool], None] | None = None) -> None:
         self.slots = slots
         self.gated = False  # only while threads > slots
+        # told each time the gate closes (True) or opens, under the lock: calls in order
+        self._on_change = on_change
         self._threads = 0
         # Re-entrant: karn's own signal handler (SIGTERM forwarded to the guest) runs on the
         # main thread and may interrupt a task while that thread is inside thread_started.
@@ -82,6 +84,8 @@ class CpuGate:
             self._demoted.add(key)
             if self._threads > self.slots and not self.gated:
                 self.gated = True
+                if self._on_change is not None:
+                    self._on_change(True)
                 if self._ticker is None:
                     self._ticker = threading.Thread(target=self._run_tick, name="cpugate-tick",
                                                     daemon=True)
@@ -94,6 +98,8 @@ class CpuGate:
             self._threads -= 1
             if self._threads <= self.slots and self.gated:
                 self.gated = False
+                if self._on_change is not None:
+                    self._on_change(False)
                 self._holders.clear()
                 self._demoted.clear()
                 self._interrupts.clear()

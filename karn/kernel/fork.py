@@ -37,7 +37,6 @@ from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER
 from karn.kernel import tty
-from karn.kernel.cpugate import CpuGate
 from karn.kernel.cputime import CpuFloor, monitor_times
 from karn.kernel.forklocks import (
     LockSite,
@@ -358,7 +357,7 @@ def _drop_parent_threads(proc: Process) -> Machine:
 def _reset_process_state(proc: Process) -> None:
     """What a child does not inherit (fork(2)): pending signals, timers, CPU times and
     counters; and per-monitor services made anew."""
-    proc.gate = CpuGate(proc.config.ncpus)
+    proc.gate = proc.new_gate()
     proc.futex = FutexTable(proc.mm.memory)  # private futexes are per address space
     proc.mm.forked()
     proc.timer_service = TimerService()

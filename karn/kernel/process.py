@@ -270,7 +270,7 @@ class Process:
         self.cpu_timers: CpuTimerService | None = None  # their sampler (cputimers.py)
         self.posix_timers: dict[int, PosixTimer] = {}
         self.next_timer_id = 0
-        self.gate = CpuGate(config.ncpus) if machine is not None else None
+        self.gate = self.new_gate() if machine is not None else None
         self._next_tid = self.pid + 1
         # How it ended: exit status, the fatal signal (0: a normal exit) and, for a fault,
         # what the CPU reported — the runner (karn/run/runner.py) turns these into the
@@ -339,24 +339,24 @@ class Process:
         task.cpu = cpu
         gate = self.gate
         if gate is not None:
-            gated = gate.gated
             gate.thread_started(cpu, self._kick_all)
-            if gate.gated != gated:
-                machine.allow_spins(not gate.gated)
         try:
             machine.launch(cpu, lambda: run_task(task, gate))
         except BaseException:
             task.cpu = None
             if gate is not None:
-                self._thread_gone(gate)
+                gate.thread_exited()
             machine.release_cpu(cpu)
             raise
 
-    def _thread_gone(self, gate: CpuGate) -> None:
-        gated = gate.gated
-        gate.thread_exited()
-        if gate.gated != gated and self.machine is not None:
-            self.machine.allow_spins(not gate.gated)
+    def new_gate(self) -> CpuGate:
+        """The --cpus gate; while it is closed no futex wait spins in the guest (the
+        partner a waiter spins for cannot run while the waiter holds the slot)."""
+        return CpuGate(self.config.ncpus, self._gate_changed)
+
+    def _gate_changed(self, gated: bool) -> None:
+        if self.machine is not None:
+            self.machine.allow_spins(not gated)
 
     def _kick_all(self) -> None:
         for task in list(self.tasks.values()):
@@ -381,7 +381,7 @@ class Process:
             self.mm.account.charge(-task.host_cost)
             task.host_cost = 0
         if self.gate is not None:
-            self._thread_gone(self.gate)
+            self.gate.thread_exited()
         machine = self.machine
         if machine is not None and task.cpu is not None:
             machine.release_cpu(task.cpu)
