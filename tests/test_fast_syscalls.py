@@ -63,6 +63,27 @@ def test_getpid_loop_is_served_in_shared_memory(variant, build, native, same):
     assert calls >= 1, got.stderr
 
 
+def test_opens_are_served_in_shared_memory(build, native, tmp_path):
+    """open and openat are fast calls: a loop of 1000 opens of a volume's file (none
+    closed, so opens are nearly all the calls the program makes) is served in shared
+    memory; before, each was an exit. A FIFO's open that must wait for its partner is
+    redone on the exit path (tests/test_calls.py, fifo_open_fast). Repeated until a run
+    is served, as the server needs a host core (see the getpid case)."""
+    exe = build("fastcall", "static", ("-pthread",))
+    (tmp_path / "data").write_bytes(b"k")
+    expected = native(exe, "open", str(tmp_path / "data"), "1000")
+    assert expected.stdout == b"open: 1000 opens, failed 0, first byte k\n", expected.stdout
+    deadline = time.monotonic() + SERVED_DEADLINE
+    while True:
+        got = karn_info("--syscall-transport", "fast", "-v", f"{tmp_path}:/v:ro", exe,
+                        "open", "/v/data", "1000")
+        assert got.stdout == expected.stdout and got.returncode == 0, got.stderr
+        calls = served(got)[1]
+        if calls >= 500 or time.monotonic() > deadline:
+            break
+    assert calls >= 500, got.stderr  # the program's other calls are a handful
+
+
 def test_futex_wakes_are_served_in_shared_memory(build, native):
     """The futex calls that cannot wait reach the server (repeated as the getpid case: the
     server needs a host core), and the output is native's."""

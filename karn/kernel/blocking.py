@@ -56,6 +56,11 @@ def forbid_waits() -> None:
     _thread.nowait = True
 
 
+def waits_forbidden() -> bool:
+    """This thread may not wait (the fast transport's server)."""
+    return getattr(_thread, "nowait", False)
+
+
 class Waker:
     """A task's wake-up eventfd. Other threads may wake it while its task exits: wake and
     close are serialised, so a wake never writes to a closed (or reused) fd number."""

@@ -4,8 +4,7 @@ section 5). Everything else leaves through the exit path, in the calling vCPU's 
 Never here: calls that read or replace the caller's registers (clone, execve, exit,
 rt_sigreturn, sigaltstack, arch_prctl), that must block in the caller's own thread or
 change its signal mask around a wait (sigsuspend, ppoll, pselect6, epoll_pwait, sleeps,
-wait4, accept, connect, open of a FIFO: the one opening its other end may need the
-server), that signal (the kill family: a core-dumping self-signal snapshots the calling
+wait4, accept, connect), that signal (the kill family: a core-dumping self-signal snapshots the calling
 thread), and sched_yield (the caller's time slice).
 
 futex is served by operation: the in-guest stub (platform/fastcall/entry.S) reads the word
@@ -34,9 +33,11 @@ NONBLOCKING = frozenset(SYSCALL_NUMBERS[name] for name in """
 
 # Served fast unless they would wait: then they are redone on the exit path (WouldBlock in
 # kernel/blocking.py); each waits only through Waker.wait, with nothing done before it
-# that a redo would repeat.
+# that a redo would repeat. An open waits only for a FIFO's other end: the server gives
+# such an open back before it begins (sys_open.py), as the one opening the other end
+# may need the server.
 MAY_BLOCK = frozenset(SYSCALL_NUMBERS[name] for name in """
-    read readv write writev recvfrom recvmsg sendto sendmsg poll select epoll_wait
+    read readv write writev recvfrom recvmsg sendto sendmsg poll select epoll_wait open openat
 """.split())
 
 FAST = NONBLOCKING | MAY_BLOCK | {FUTEX}

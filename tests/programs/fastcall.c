@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <asm/prctl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -278,6 +279,26 @@ static int idle(long seconds)
     return 0;
 }
 
+/* n opens of one file, none closed (so that opens are nearly all the calls made): the
+   server serves them unless the file is a FIFO that must wait (then the exit path). */
+static int open_many(const char *path, long n)
+{
+    long failed = 0;
+    int fd = -1;
+    for (long i = 0; i < n; i++) {
+        int got = open(path, O_RDONLY);
+        if (got < 0)
+            failed++;
+        else
+            fd = got;
+    }
+    char c = '?';
+    if (fd < 0 || read(fd, &c, 1) != 1)
+        c = '!';
+    printf("open: %ld opens, failed %ld, first byte %c\n", n, failed, c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "getpid";
@@ -305,6 +326,8 @@ int main(int argc, char **argv)
         return remap();
     if (!strcmp(mode, "futex"))
         return futex_ops();
+    if (!strcmp(mode, "open") && argc > 3)
+        return open_many(argv[2], atol(argv[3]));
     if (!strcmp(mode, "idle"))
         return idle(argc > 2 ? atol(argv[2]) : 3);
     fprintf(stderr, "unknown mode %s\n", mode);

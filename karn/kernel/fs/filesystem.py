@@ -34,6 +34,10 @@ class Filesystem:
     # this filesystem's socket files, by their (dev, ino): a filesystem the processes
     # share (net/unix.py). None: names are this process's own.
     sockets_dir: str | None = None
+    # lstat(rel) of a path of several components succeeds only where every component
+    # but the last is a directory (no symlink followed on the way): the VFS may then
+    # look a whole path up at once (Vfs._resolve_whole) instead of step by step.
+    whole_lookups = False
 
     def __init__(self) -> None:
         self.dev = new_dev()

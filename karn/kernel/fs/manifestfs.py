@@ -46,6 +46,7 @@ class _ManifestFile(HostFile):
 
 class ManifestFs(Filesystem):
     fstype = "rootfs"
+    whole_lookups = True  # every prefix of an entry is one of its directories
     readonly = True
 
     def __init__(self, files: dict[str, str], symlinks: dict[str, str] | None = None) -> None:

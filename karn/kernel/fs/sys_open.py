@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
+from karn.kernel.blocking import WouldBlock, waits_forbidden
 from karn.kernel.fs.constants import (
     AT_EACCESS,
     AT_EMPTY_PATH,
@@ -38,6 +39,9 @@ def sys_openat(task: Task, dirfd: int, pathname: int, flags: int, mode: int) -> 
     fs = ctx(task)
     file = fs.open(path, flags, u32(mode) & 0o7777, base_of(task, dirfd, path))
     if isinstance(file, PendingFifo):
+        if waits_forbidden():  # the fast server: the whole open is redone on the exit
+            file.close()  # path, where it may wait for the other end
+            raise WouldBlock
         file = file.finish_open(task)  # may wait for the other end, as Linux's open
     try:
         return task.process.fds.install(file, cloexec=bool(flags & OFlag.CLOEXEC))

@@ -117,6 +117,7 @@ class Node:
 
 class TmpFs(Filesystem):
     fstype = "tmpfs"
+    whole_lookups = True  # only a directory node has children to look in
 
     def __init__(self, size_limit: int = 256 << 20, mode: int = 0o1777,
                  account: MemoryAccount | None = None,

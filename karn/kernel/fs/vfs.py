@@ -146,6 +146,26 @@ class Vfs:
                 size=4096,
             ), True
 
+    def _resolve_whole(self, comps: Comps, follow: bool) -> Resolved | None:
+        """comps found by one lookup in the filesystem holding it, where that filesystem
+        can say (whole_lookups) and every step above its mount point is a mount point
+        too (a directory of another filesystem on the way could be a symlink). None when
+        the lookup fails or ends at a symlink to follow: the walk then decides, as
+        before (a host path of N components costs one host lookup, not N)."""
+        fs, rel = self.locate(comps)
+        if not fs.whole_lookups:
+            return None
+        for depth in range(1, len(comps) - len(rel)):
+            if comps[:depth] not in self._mounts:
+                return None
+        try:
+            st = fs.lstat(rel)
+        except SyscallError:
+            return None
+        if follow and st.mode & S_IFMT == S_IFLNK:
+            return None
+        return Resolved(comps, fs, rel, st)
+
     def resolve(self, path: str, base: Comps, follow: bool = True) -> Resolved:
         """Resolve path (relative ones from base, a directory's guest components).
 
@@ -159,6 +179,11 @@ class Vfs:
         if trailing:
             follow = True  # "link/" and "link/." mean the directory the link points to
         pending = split_path(path)
+        if not trailing and ".." not in pending:
+            whole = self._resolve_whole(
+                tuple(pending) if path.startswith("/") else (*base, *pending), follow)
+            if whole is not None:
+                return whole
         pending.reverse()
         comps: list[str] = [] if path.startswith("/") else list(base)
         links = 0

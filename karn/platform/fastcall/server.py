@@ -47,6 +47,7 @@ class Server:
         """guest_offset: the guest's TSC minus the host's (0 under PVM)."""
         self._poll = helper.poll
         self._wake = helper.wake
+        self._tsc = helper.tsc
         self._idle_ticks = tsc_khz * IDLE_US // 1000
         self._cold_ticks = tsc_khz * COLD_US // 1000
         self._lease_ticks = tsc_khz * LEASE_US // 1000
@@ -68,6 +69,12 @@ class Server:
     @property
     def asleep(self) -> bool:
         return self._control[0] == ASLEEP
+
+    def lease_end(self) -> int:
+        """The guest TSC a lease given now runs to. An answer renews its slot's lease: the
+        server goes straight back to polling, while a serve longer than the lease (an
+        open, a send) had let it run out, and the caller's next call went past it."""
+        return (self._tsc() + self._guest_offset + self._lease_ticks) % (1 << 64)
 
     def set_count(self, count: int) -> None:
         """Slots in use (vCPUs created): the poller reads it every round."""

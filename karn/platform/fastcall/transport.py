@@ -615,6 +615,7 @@ class FastTransport:
             if nr == MMAP and call[4] & MAP_SHARED and self._shared is not None:
                 self._update_in_guest()  # before the answer: memory shared now stops them
         with slot.lock:
+            _U64.pack_into(raw, slot.addr + SLOT_ALIVE, self.server.lease_end())
             if result is None:
                 state = REDO
             else:
