@@ -149,6 +149,35 @@ def test_volumes_and_virtual_mount_points(ctx: FsContext, task: Task, tmp_path: 
     assert (tmp_path / "vol" / "new.txt").read_bytes() == b"hi"
 
 
+def test_whole_path_lookups_agree_with_the_walk(ctx: FsContext, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path inside one filesystem is looked up at once (Vfs._resolve_whole); each path
+    below resolves to what the component-by-component walk makes of it, error or not:
+    symlinks on the way (a volume's link to an absolute guest path must reach the guest's
+    /etc, not the host's), links at the end, missing and wrong components, mounts."""
+    vol = tmp_path / "vol"
+    os.symlink("/etc", vol / "guest-etc")
+    (vol / "sub").mkdir()
+    os.symlink("../data.txt", vol / "sub" / "up")
+    paths = ["/data/guest-etc/passwd", "/data/sub/up", "/data/sub", "/data/data.txt",
+             "/lib/libc.so", "/abs-passwd", "/to-root/etc/passwd", "/etc/passwd",
+             "/srv/deep/ro/ro.txt", "/srv/deep", "/data/nope", "/data/nope/x",
+             "/data/data.txt/x", "/loop1", "/data/sub/up/x", "/tmp", "/"]
+
+    def outcome(path: str, follow: bool) -> object:
+        try:
+            r = ctx.resolve(path, follow=follow)
+        except SyscallError as err:
+            return err.errno
+        return r.path, r.rel, type(r.fs), r.stat and (r.stat.mode, r.stat.ino, r.stat.size)
+
+    found = {(p, f): outcome(p, f) for p in paths for f in (True, False)}
+    assert found[("/data/guest-etc/passwd", True)][0] == "/etc/passwd"
+    monkeypatch.setattr(HostDirFs, "whole_lookups", False)
+    monkeypatch.setattr(TmpFs, "whole_lookups", False)
+    assert found == {(p, f): outcome(p, f) for p in paths for f in (True, False)}
+
+
 def test_readonly_volume_gives_erofs(ctx: FsContext) -> None:
     assert errno_of(ctx.open, "/srv/deep/ro/ro.txt", OFlag.WRONLY) == errno.EROFS
     assert errno_of(ctx.open, "/srv/deep/ro/x", OFlag.CREAT | OFlag.WRONLY) == errno.EROFS
