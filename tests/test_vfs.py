@@ -151,8 +151,8 @@ def test_volumes_and_virtual_mount_points(ctx: FsContext, task: Task, tmp_path: 
 
 def test_whole_path_lookups_agree_with_the_walk(ctx: FsContext, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A path inside one filesystem is looked up at once (Vfs._resolve_whole); each path
-    below resolves to what the component-by-component walk makes of it, error or not:
+    """A path inside one filesystem is looked up, or opened, at once (Vfs.whole); each
+    path below resolves and opens as the component-by-component walk makes it, error or not:
     symlinks on the way (a volume's link to an absolute guest path must reach the guest's
     /etc, not the host's), links at the end, missing and wrong components, mounts."""
     vol = tmp_path / "vol"
@@ -171,11 +171,31 @@ def test_whole_path_lookups_agree_with_the_walk(ctx: FsContext, tmp_path: Path,
             return err.errno
         return r.path, r.rel, type(r.fs), r.stat and (r.stat.mode, r.stat.ino, r.stat.size)
 
-    found = {(p, f): outcome(p, f) for p in paths for f in (True, False)}
+    def opened(path: str, flags: int) -> object:
+        try:
+            f = ctx.open(path, flags)
+        except SyscallError as err:
+            return err.errno
+        try:
+            st = f.stat()
+            return f.path, st.mode, st.ino
+        finally:
+            f.close()
+
+    open_flags = (OFlag.RDONLY, OFlag.RDONLY | OFlag.NOFOLLOW, OFlag.RDONLY | OFlag.DIRECTORY,
+                  OFlag.WRONLY)
+
+    def outcomes() -> dict:
+        return {**{(p, f): outcome(p, f) for p in paths for f in (True, False)},
+                **{(p, int(f)): opened(p, f) for p in paths for f in open_flags}}
+
+    found = outcomes()
     assert found[("/data/guest-etc/passwd", True)][0] == "/etc/passwd"
+    assert found[("/data/guest-etc/passwd", int(OFlag.RDONLY))][0] == "/etc/passwd"
     monkeypatch.setattr(HostDirFs, "whole_lookups", False)
+    monkeypatch.setattr(HostDirFs, "opens_whole", False)
     monkeypatch.setattr(TmpFs, "whole_lookups", False)
-    assert found == {(p, f): outcome(p, f) for p in paths for f in (True, False)}
+    assert found == outcomes()
 
 
 def test_readonly_volume_gives_erofs(ctx: FsContext) -> None:

@@ -4,8 +4,8 @@ section 5). Everything else leaves through the exit path, in the calling vCPU's 
 Never here: calls that read or replace the caller's registers (clone, execve, exit,
 rt_sigreturn, sigaltstack, arch_prctl), that must block in the caller's own thread or
 change its signal mask around a wait (sigsuspend, ppoll, pselect6, epoll_pwait, sleeps,
-wait4, accept, connect), that signal (the kill family: a core-dumping self-signal snapshots the calling
-thread), and sched_yield (the caller's time slice).
+wait4, accept, connect), that signal (the kill family: a core-dumping self-signal
+snapshots the calling thread), and sched_yield (the caller's time slice).
 
 futex is served by operation: the in-guest stub (platform/fastcall/entry.S) reads the word
 of a FUTEX_WAIT(_BITSET) and sends a wait that would block straight to the exit path, so

@@ -230,6 +230,10 @@ class FsContext:
         creat, excl = flags & OFlag.CREAT, flags & OFlag.EXCL
         if flags & OFlag.TMPFILE == OFlag.TMPFILE:
             raise SyscallError(errno.EOPNOTSUPP)
+        if not flags & (OFlag.CREAT | OFlag.PATH):
+            file = self.vfs.open_whole(path, self.cwd_comps if base is None else base, flags)
+            if file is not None:
+                return file
         r = self.resolve(path, base, follow=not (flags & OFlag.NOFOLLOW or (creat and excl)))
         if r.magic is not None:
             if creat and excl:

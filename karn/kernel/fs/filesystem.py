@@ -38,6 +38,10 @@ class Filesystem:
     # but the last is a directory (no symlink followed on the way): the VFS may then
     # look a whole path up at once (Vfs._resolve_whole) instead of step by step.
     whole_lookups = False
+    # open(rel, flags) without O_CREAT or O_PATH fails (ELOOP) where a symlink is on the
+    # way or at the end, and otherwise opens what the walk would: the VFS may then open a
+    # whole path without looking it up first (Vfs.open_whole).
+    opens_whole = False
 
     def __init__(self) -> None:
         self.dev = new_dev()

@@ -109,7 +109,7 @@ def _mkdir_exact(dir_fd: int, name: str, mode: int) -> None:
 
 class HostDirFs(Filesystem):
     fstype = "hostfs"
-    whole_lookups = True  # its parents opened with RESOLVE_NO_SYMLINKS
+    whole_lookups = opens_whole = True  # host lookups with RESOLVE_NO_SYMLINKS
 
     def __init__(self, host_root: str, readonly: bool = False) -> None:
         super().__init__()

@@ -12,7 +12,7 @@ import errno
 from collections.abc import Callable
 
 from karn.abi.errno import SyscallError
-from karn.kernel.fs.constants import NAME_MAX, S_IFDIR, S_IFLNK, S_IFMT, SYMLOOP_MAX
+from karn.kernel.fs.constants import NAME_MAX, S_IFDIR, S_IFLNK, S_IFMT, SYMLOOP_MAX, OFlag
 from karn.kernel.fs.file import OpenFile
 from karn.kernel.fs.filesystem import Filesystem, Rel, new_dev
 from karn.kernel.fs.stat import Stat
@@ -146,25 +146,38 @@ class Vfs:
                 size=4096,
             ), True
 
-    def _resolve_whole(self, comps: Comps, follow: bool) -> Resolved | None:
-        """comps found by one lookup in the filesystem holding it, where that filesystem
-        can say (whole_lookups) and every step above its mount point is a mount point
-        too (a directory of another filesystem on the way could be a symlink). None when
-        the lookup fails or ends at a symlink to follow: the walk then decides, as
-        before (a host path of N components costs one host lookup, not N)."""
+    def whole(self, path: str, base: Comps) -> tuple[Comps, Filesystem, Rel] | None:
+        """(components, filesystem, path inside it) of a path one lookup there can find:
+        no '..', '.' or trailing slash, a filesystem that can say (whole_lookups), and
+        every step above its mount point a mount point too (a directory of another
+        filesystem on the way could be a symlink). None: only the walk can say. A host
+        path of N components then costs one host lookup, not N."""
+        if not path or path[-1] == "/":
+            return None
+        parts = split_path(path)
+        if ".." in parts or path.rsplit("/", 1)[-1] == ".":
+            return None
+        comps = tuple(parts) if path[0] == "/" else (*base, *parts)
         fs, rel = self.locate(comps)
         if not fs.whole_lookups:
             return None
         for depth in range(1, len(comps) - len(rel)):
             if comps[:depth] not in self._mounts:
                 return None
+        return comps, fs, rel
+
+    def open_whole(self, path: str, base: Comps, flags: int) -> OpenFile | None:
+        """The file an open without O_CREAT or O_PATH finds, opened by its filesystem in
+        one step where it can (opens_whole); None when that fails (a symlink on the way
+        or at the end, a missing file): the walk then decides, as before."""
+        found = self.whole(path, base)
+        if found is None or not found[1].opens_whole:
+            return None
+        comps, fs, rel = found
         try:
-            st = fs.lstat(rel)
+            return fs.open(rel, flags & ~int(OFlag.EXCL), 0, join_path(comps))
         except SyscallError:
             return None
-        if follow and st.mode & S_IFMT == S_IFLNK:
-            return None
-        return Resolved(comps, fs, rel, st)
 
     def resolve(self, path: str, base: Comps, follow: bool = True) -> Resolved:
         """Resolve path (relative ones from base, a directory's guest components).
@@ -178,12 +191,16 @@ class Vfs:
         trailing = (path.endswith("/") or last_raw in (".", "..")) and path.strip("/") != ""
         if trailing:
             follow = True  # "link/" and "link/." mean the directory the link points to
+        found = self.whole(path, base)
+        if found is not None:
+            comps_found, fs, rel = found
+            try:
+                st = fs.lstat(rel)
+            except SyscallError:  # the walk says which error, or finds a missing last
+                st = None  # component's parent
+            if st is not None and not (follow and st.mode & S_IFMT == S_IFLNK):
+                return Resolved(comps_found, fs, rel, st)
         pending = split_path(path)
-        if not trailing and ".." not in pending:
-            whole = self._resolve_whole(
-                tuple(pending) if path.startswith("/") else (*base, *pending), follow)
-            if whole is not None:
-                return whole
         pending.reverse()
         comps: list[str] = [] if path.startswith("/") else list(base)
         links = 0
