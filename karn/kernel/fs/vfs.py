@@ -166,6 +166,22 @@ class Vfs:
                 return None
         return comps, fs, rel
 
+    def _resolve_whole(self, path: str, base: Comps, follow: bool) -> Resolved | None:
+        """path found by one lookup (whole); None when that fails (the walk says which
+        error, or finds a missing last component's parent) or ends at a symlink to
+        follow."""
+        found = self.whole(path, base)
+        if found is None:
+            return None
+        comps, fs, rel = found
+        try:
+            st = fs.lstat(rel)
+        except SyscallError:
+            return None
+        if follow and st.mode & S_IFMT == S_IFLNK:
+            return None
+        return Resolved(comps, fs, rel, st)
+
     def open_whole(self, path: str, base: Comps, flags: int) -> OpenFile | None:
         """The file an open without O_CREAT or O_PATH finds, opened by its filesystem in
         one step where it can (opens_whole); None when that fails (a symlink on the way
@@ -191,15 +207,9 @@ class Vfs:
         trailing = (path.endswith("/") or last_raw in (".", "..")) and path.strip("/") != ""
         if trailing:
             follow = True  # "link/" and "link/." mean the directory the link points to
-        found = self.whole(path, base)
-        if found is not None:
-            comps_found, fs, rel = found
-            try:
-                st = fs.lstat(rel)
-            except SyscallError:  # the walk says which error, or finds a missing last
-                st = None  # component's parent
-            if st is not None and not (follow and st.mode & S_IFMT == S_IFLNK):
-                return Resolved(comps_found, fs, rel, st)
+        whole = self._resolve_whole(path, base, follow)
+        if whole is not None:
+            return whole
         pending = split_path(path)
         pending.reverse()
         comps: list[str] = [] if path.startswith("/") else list(base)
