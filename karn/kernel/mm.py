@@ -200,6 +200,11 @@ class AddressSpace:
 
     def accessible_prefix(self, start: int, end: int) -> int:
         """How many bytes from start on are mapped and not PROT_NONE (at most end-start)."""
+        i = bisect.bisect_right(self._starts, start) - 1
+        if i >= 0:  # (every guest buffer of every call is checked here: one VMA holding
+            vma = self._vmas[i]  # it all, the usual case, needs no list)
+            if vma.start <= start and vma.end >= end and vma.prot != PROT_NONE:
+                return max(end - start, 0)
         pos = start
         for vma in self._overlapping(start, end):
             if vma.start > pos or vma.prot == PROT_NONE:

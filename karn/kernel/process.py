@@ -594,7 +594,8 @@ class Task:
     def signal_pending(self) -> bool:
         if self.exit_requested:
             return True
-        return bool((self.pending.mask | self.process.pending.mask) & ~self.blocked)
+        pending = self.pending.mask | self.process.pending.mask
+        return bool(pending) and bool(pending & ~self.blocked)  # (after every served call)
 
     def take_signal(self, allowed: int) -> SigInfo | None:
         with self.process.signal_lock:
