@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 
@@ -154,14 +156,51 @@ def test_sync_and_syncfs(variant, volume, like_native):
 
 
 @pytest.mark.parametrize("transport", ["exit", "fast"])
-def test_fifo_rendezvous_never_loses_its_partner(transport, tmp_path, like_native):
+@pytest.mark.parametrize("where", ["tmpfs", "volume"])
+def test_fifo_rendezvous_never_loses_its_partner(transport, where, tmp_path, volume,
+                                                 like_native):
     """500 rounds of a reader and a writer opening one FIFO, whichever comes first waiting
     for the other, while a third thread keeps the fast transport's server busy. A partner
     arriving between a waiter's check and its sleep used to be missed: the run hung in
-    about one of five."""
+    about one of five. On a volume the FIFO is the host's, and its end is opened before
+    the open knows it is a FIFO: the fast server, which may not wait, leaves the rest of
+    the open to the exit path with that end (when it closed it and the exit path opened
+    it again, the partner saw an open and a close: an end of file, or a hang)."""
+    opts = ("--cpus", "2", "--syscall-transport", transport)
+    if where == "volume":
+        native_dir, _, mount = volume
+        like_native("fifo_open_fast", "static", native_dir, "500", flags=THREADED,
+                    karn_opts=(*opts, *mount), guest_args=("/data", "500"))
+        return
     like_native("fifo_open_fast", "static", tmp_path, "500", flags=THREADED,
-                karn_opts=("--cpus", "2", "--syscall-transport", transport),
-                guest_args=("/tmp", "500"))
+                karn_opts=opts, guest_args=("/tmp", "500"))
+
+
+@pytest.mark.parametrize("transport", ["exit", "fast"])
+def test_a_host_process_at_a_volume_fifo_sees_one_open(transport, build, karn, volume):
+    """A host process reads a FIFO in a volume while the guest opens it for writing with
+    the fast transport's server awake: the server opens the host end, cannot wait, and
+    leaves the rest of the open to the exit path with that end. The host reader gets the
+    guest's bytes (when the server closed its end and the exit path opened it again, the
+    reader saw an end of file first and the guest's open then waited for a reader that
+    was gone: a hang in about 1 run of 3). Five rounds, as the server must be awake."""
+    exe = build("fifo_host_partner", "static", THREADED)
+    _, guest_dir, mount = volume
+    os.mkfifo(guest_dir / "fifo")
+    (guest_dir / "plain").write_text("x")
+    for _ in range(5):
+        reader = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stdout.buffer.write(open(sys.argv[1], "
+             "'rb').read())", str(guest_dir / "fifo")], stdout=subprocess.PIPE)
+        try:
+            got = karn("--cpus", "2", "--syscall-transport", transport, *mount, exe,
+                       "/data/fifo", "/data/plain", timeout=60)
+            read = reader.communicate(timeout=60)[0]
+        finally:
+            reader.kill()
+            reader.wait()
+        assert got.returncode == 0 and got.stdout == b"wrote 21\n", got.stderr
+        assert read == b"hello from the guest\n"
 
 
 @BOTH_LIBCS

@@ -40,12 +40,15 @@ class Interrupted(SyscallError):
 class WouldBlock(BaseException):
     """A wait on a thread that must not block (not an Exception: no handler swallows it).
     A handler that has already done what its redo must not do again (a blocking stream
-    send that sent part of its data) gives `rest`: what is left of the call, which the
-    redo on the exit path runs instead of the whole call (threads.py)."""
+    send that sent part of its data, a host FIFO end opened) gives `rest`: what is left of
+    the call, which the redo on the exit path runs instead of the whole call (threads.py),
+    and `undo`, run if the call is made whole instead (a signal handler ran first)."""
 
-    def __init__(self, rest: Callable[[], int] | None = None) -> None:
+    def __init__(self, rest: Callable[[], int] | None = None,
+                 undo: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.rest = rest
+        self.undo = undo
 
 
 _thread = threading.local()

@@ -36,8 +36,6 @@ from karn.kernel.signals import (
 from karn.kernel.syscalls import TABLE, finish, serve
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from karn.kernel.futex import GuestWaiters
     from karn.kernel.process import Process, Task
 
@@ -59,24 +57,34 @@ class TaskLoop:
         self._counts = task.process.syscall_counts
         self._table = task.process.syscall_table or TABLE  # a policy's restricted_table
         # a call the fast server began and could not finish: (its number and arguments,
-        # what is left of it), for its redo on the exit path
-        self._rest: tuple[tuple[int, ...], Callable[[], int]] | None = None
+        # the WouldBlock that says what is left of it), for its redo on the exit path
+        self._rest: tuple[tuple[int, ...], WouldBlock] | None = None
 
     def syscall(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int:
         self.syscall_nr = self.serving = nr
         if nr < COUNTED_SYSCALLS:
             self._counts[nr] += 1
         rest = self._rest
-        if rest is not None:  # kept for one call: the redo of the one the server began
-            self._rest = None
-        if rest is not None and rest[0] == (nr, a0, a1, a2, a3, a4, a5):
-            result = finish(rest[1])
-        else:
+        if rest is None:
             result = serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
+        else:  # kept for one call: the redo of the one the server began
+            self._rest = None
+            result = self._redo(rest, nr, a0, a1, a2, a3, a4, a5)
         self.serving = -1
         if result == _RESTART:
             self.work_pending = True
         return result
+
+    def _redo(self, kept: tuple[tuple[int, ...], WouldBlock], nr: int, a0: int, a1: int,
+              a2: int, a3: int, a4: int, a5: int) -> int:
+        """The rest of the call the server began, if this is its redo; else that call's
+        undo (a signal handler ran first: the call will be made whole) and this call."""
+        call, stop = kept
+        if call == (nr, a0, a1, a2, a3, a4, a5) and stop.rest is not None:
+            return finish(stop.rest)
+        if stop.undo is not None:
+            stop.undo()
+        return serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
 
     def serve_fast(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int,
                    a5: int) -> int | None:
@@ -88,7 +96,7 @@ class TaskLoop:
             return self.syscall(nr, a0, a1, a2, a3, a4, a5)
         except WouldBlock as stop:
             if stop.rest is not None:  # part done: the redo does only the rest
-                self._rest = ((nr, a0, a1, a2, a3, a4, a5), stop.rest)
+                self._rest = ((nr, a0, a1, a2, a3, a4, a5), stop)
             self.serving = -1
             if nr < COUNTED_SYSCALLS:
                 self._counts[nr] -= 1  # counted when redone
@@ -227,6 +235,17 @@ class ObservedTaskLoop(TaskLoop):
             raise
         observer.syscall_exit(task, nr, args, result, token)
         return result
+
+    def _redo(self, kept: tuple[tuple[int, ...], WouldBlock], nr: int, a0: int, a1: int,
+              a2: int, a3: int, a4: int, a5: int) -> int:
+        """The rest of the call the server began, if this is its redo; else that call's
+        undo (a signal handler ran first: the call will be made whole) and this call."""
+        call, stop = kept
+        if call == (nr, a0, a1, a2, a3, a4, a5) and stop.rest is not None:
+            return finish(stop.rest)
+        if stop.undo is not None:
+            stop.undo()
+        return serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
 
     def serve_fast(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int,
                    a5: int) -> int | None:

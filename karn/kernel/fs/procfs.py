@@ -10,6 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.kernel.blocking import WouldBlock, waits_forbidden
 from karn.kernel.fs.constants import (
     DT_DIR,
     DT_LNK,
@@ -240,6 +241,8 @@ class ProcFs(Filesystem):
         from karn.kernel.fs.procfiles import generate
 
         if len(rel) == 2 and rel[0] != "sys" and not self._own(rel):
+            if waits_forbidden():  # the fast server: the other process's monitor may be
+                raise WouldBlock  # slow to answer; the exit path asks it
             content = self._other_entry(rel)
         else:
             content = generate(self._proc(), rel)

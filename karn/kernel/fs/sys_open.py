@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from functools import partial
 from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
@@ -38,10 +39,15 @@ def sys_openat(task: Task, dirfd: int, pathname: int, flags: int, mode: int) -> 
     path = path_arg(task, pathname)
     fs = ctx(task)
     file = fs.open(path, flags, u32(mode) & 0o7777, base_of(task, dirfd, path))
+    if isinstance(file, PendingFifo) and waits_forbidden():  # the fast server: the rest,
+        # which may wait for the other end, on the exit path (a host FIFO's end is open
+        # already: opened again, the other end would see an open and a close)
+        raise WouldBlock(partial(_finish_open, task, file, flags), file.close)
+    return _finish_open(task, file, flags)
+
+
+def _finish_open(task: Task, file: OpenFile, flags: int) -> int:
     if isinstance(file, PendingFifo):
-        if waits_forbidden():  # the fast server: the whole open is redone on the exit
-            file.close()  # path, where it may wait for the other end
-            raise WouldBlock
         file = file.finish_open(task)  # may wait for the other end, as Linux's open
     try:
         return task.process.fds.install(file, cloexec=bool(flags & OFlag.CLOEXEC))
