@@ -32,10 +32,11 @@ NONBLOCKING = frozenset(SYSCALL_NUMBERS[name] for name in """
 """.split())
 
 # Served fast unless they would wait: then they are redone on the exit path (WouldBlock in
-# kernel/blocking.py); each waits only through Waker.wait, with nothing done before it
-# that a redo would repeat. An open waits only for a FIFO's other end: the server gives
-# such an open back before it begins (sys_open.py), as the one opening the other end
-# may need the server.
+# kernel/blocking.py); each waits only through Waker.wait, and what a redo must not repeat
+# is handed to it (WouldBlock.rest: a stream send's bytes sent, a host FIFO's end opened).
+# An open waits only for a FIFO's other end: the exit path finishes such an open (the one
+# opening the other end may need the server), and another process's /proc entry (its
+# monitor answers).
 MAY_BLOCK = frozenset(SYSCALL_NUMBERS[name] for name in """
     read readv write writev recvfrom recvmsg sendto sendmsg poll select epoll_wait open openat
 """.split())
