@@ -86,6 +86,12 @@ class TaskLoop:
             stop.undo()
         return serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
 
+    def drop_rest(self) -> None:
+        """The thread ends: a call the server began will not be redone (its undo)."""
+        kept, self._rest = self._rest, None
+        if kept is not None and kept[1].undo is not None:
+            kept[1].undo()
+
     def serve_fast(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int,
                    a5: int) -> int | None:
         """Serve a call the fast transport's server took (on the server thread, while the
@@ -361,4 +367,5 @@ def run_task(task: Task, gate: CpuGate | None) -> None:
         proc.internal_error(err)
     finally:
         task.host_thread = 0  # its CPU clock stops; the host thread may run another task
+        loop.drop_rest()
         proc.task_exited(task)
