@@ -242,17 +242,6 @@ class ObservedTaskLoop(TaskLoop):
         observer.syscall_exit(task, nr, args, result, token)
         return result
 
-    def _redo(self, kept: tuple[tuple[int, ...], WouldBlock], nr: int, a0: int, a1: int,
-              a2: int, a3: int, a4: int, a5: int) -> int:
-        """The rest of the call the server began, if this is its redo; else that call's
-        undo (a signal handler ran first: the call will be made whole) and this call."""
-        call, stop = kept
-        if call == (nr, a0, a1, a2, a3, a4, a5) and stop.rest is not None:
-            return finish(stop.rest)
-        if stop.undo is not None:
-            stop.undo()
-        return serve(self.task, nr, a0, a1, a2, a3, a4, a5, self._table)
-
     def serve_fast(self, nr: int, a0: int, a1: int, a2: int, a3: int, a4: int,
                    a5: int) -> int | None:
         if may_wait(nr, a1):

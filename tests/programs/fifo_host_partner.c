@@ -8,14 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile int stop;
-
-static void *keep_server_awake(void *arg) {
-    (void)arg;
-    while (!stop)
-        getpid();
-    return NULL;
-}
+#include "server_awake.h"
 
 int main(int argc, char **argv) {
     if (argc < 3)
@@ -35,7 +28,7 @@ int main(int argc, char **argv) {
     const char *msg = "hello from the guest\n";
     ssize_t n = write(fd, msg, strlen(msg));
     close(fd);
-    stop = 1;
+    stop_server_awake = 1;
     pthread_join(spinner, NULL);
     printf("wrote %zd\n", n);
     return 0;

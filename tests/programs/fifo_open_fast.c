@@ -11,15 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static const char *path;
-static volatile int stop;
+#include "server_awake.h"
 
-static void *keep_server_awake(void *arg) {
-    (void)arg;
-    while (!stop)
-        getpid();
-    return NULL;
-}
+static const char *path;
 
 static void *writer(void *arg) {
     (void)arg;
@@ -60,7 +54,7 @@ int main(int argc, char **argv) {
         else if (late >= 0)
             close(late);
     }
-    stop = 1;
+    stop_server_awake = 1;
     pthread_join(spinner, NULL);
     unlink(path);
     printf("rounds %d: byte through %d, end of file %d, ENXIO %d\n", rounds, passed, eof,
