@@ -362,7 +362,7 @@ def _replace_image(task: Task, image: _Image, envp: list[bytes], filename: str) 
     regs = dict.fromkeys(cpu.get_context(), 0)
     regs.update(rip=loaded.rip, rsp=loaded.rsp, rflags=INITIAL_RFLAGS)
     cpu.set_context(regs)
-    cpu.set_fpu(_initial_fpu(len(cpu.get_fpu())))
+    cpu.set_fpu(_initial_fpu(cpu.xsave_size))
     cpu.set_fs_base(0)
     cpu.set_gs_base(0)
     proc.image = loaded

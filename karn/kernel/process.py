@@ -55,6 +55,7 @@ class Cpu(Protocol):
     """What the kernel may ask of the vCPU a task runs on."""
 
     xcr0: int
+    xsave_size: int  # bytes of an XSAVE image (get_fpu)
 
     def get_fs_base(self) -> int: ...
 
@@ -620,7 +621,7 @@ class Task:
         cpu = self.vcpu
         ctx = cpu.get_context()
         try:
-            restored = read_frame(self.mem, ctx["rsp"], ctx, len(cpu.get_fpu()))
+            restored = read_frame(self.mem, ctx["rsp"], ctx, cpu.xsave_size)
             if restored.fpu is not None:
                 cpu.set_fpu(restored.fpu)
         except (SyscallError, ValueError):

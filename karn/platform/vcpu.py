@@ -288,10 +288,11 @@ class Vcpu:
     def get_fpu(self) -> bytes:
         state = K.kvm_xsave()
         fcntl.ioctl(self.fd, K.KVM_GET_XSAVE, state)
-        return bytes(state)[: self.xsave_size]
+        return ctypes.string_at(ctypes.addressof(state), self.xsave_size)  # one copy
 
     def set_fpu(self, data: bytes) -> None:
-        state = K.kvm_xsave.from_buffer_copy(bytes(data[: self.xsave_size]).ljust(4096, b"\0"))
+        state = K.kvm_xsave()
+        ctypes.memmove(ctypes.addressof(state), bytes(data), min(len(data), self.xsave_size))
         try:
             fcntl.ioctl(self.fd, K.KVM_SET_XSAVE, state)
         except OSError:
