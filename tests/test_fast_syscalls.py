@@ -777,18 +777,16 @@ def test_a_host_core_to_spare_needs_a_low_load_and_few_preemptions():
     assert look(0.1) is False
 
 
-def test_a_shared_wait_spins_long_only_with_a_core_to_spare(monkeypatch):
-    """SLOT_SPIN_SHARED, how long a shared futex wait (pthread_join's) spins in its stub:
-    SHARED_SPIN_US while the host has a core to spare, else a quarter of SPIN_US, and none
-    while in-guest futex calls are off; a thread launched but not bound yet counts among
-    the slots' running threads (SLOT_NBOUND), so that its creator's join may spin; no
-    wait spins while the process has more threads than --cpus slots (allow_spins)."""
-    import ctypes
-    import struct
+TICKS_PER_US = 1000  # transport_in_host_memory's TSC: 1 GHz, a tick a nanosecond
 
-    from karn.abi.fastcall import SLOT_NBOUND, SLOT_SIZE, SLOT_SPIN, SLOT_SPIN_SHARED
-    from karn.platform.fastcall import transport
+
+def transport_in_host_memory():  # noqa: ANN201
+    """(a FastTransport over 64 KiB of host memory, slots at 0x1000, the getpid call
+    fast; that memory): for what the transport writes in its slots, with no VM."""
+    import ctypes
+
     from karn.platform.fastcall.server import load_helper
+    from karn.platform.fastcall.transport import FastTransport
 
     class Code:
         def is_private_code(self, start: int, end: int) -> bool:
@@ -800,9 +798,23 @@ def test_a_shared_wait_spins_long_only_with_a_core_to_spare(monkeypatch):
     memory = bytearray(0x10000)
     raw = memoryview(memory)
     host = ctypes.addressof(ctypes.c_char.from_buffer(memory))
-    khz = 1_000_000  # 1 GHz: a tick a nanosecond
-    fast = transport.FastTransport(load_helper(), raw, host, 0x1000, Code(), 0x8000,
-                                   0x10000, [39], khz, 0)
+    fast = FastTransport(load_helper(), raw, host, 0x1000, Code(), 0x8000, 0x10000, [39],
+                         TICKS_PER_US * 1000, 0)
+    return fast, raw
+
+
+def test_a_shared_wait_spins_long_only_with_a_core_to_spare(monkeypatch):
+    """SLOT_SPIN_SHARED, how long a shared futex wait (pthread_join's) spins in its stub:
+    SHARED_SPIN_US while the host has a core to spare, else a quarter of SPIN_US, and none
+    while in-guest futex calls are off; a thread launched but not bound yet counts among
+    the slots' running threads (SLOT_NBOUND), so that its creator's join may spin; no
+    wait spins while the process has more threads than --cpus slots (allow_spins)."""
+    import struct
+
+    from karn.abi.fastcall import SLOT_NBOUND, SLOT_SIZE, SLOT_SPIN, SLOT_SPIN_SHARED
+    from karn.platform.fastcall import transport
+
+    fast, raw = transport_in_host_memory()
     spare = [True]
     monkeypatch.setattr(transport, "spare_core", lambda: spare[0])
 
@@ -833,32 +845,19 @@ def test_an_answer_renews_its_slots_lease():
     than the lease (an open, a socket send) let it run out while the server served, and
     the caller's next call, made ~1 µs after the answer, went past a server about to poll
     again (opens served fast lost to the exit path; nginx 30% slower)."""
-    import ctypes
     import struct
 
     from karn.abi.fastcall import REDO, SLOT_ALIVE, SLOT_NR, SLOT_STATE, TAKEN
-    from karn.platform.fastcall import server, transport
+    from karn.platform.fastcall import server
     from karn.platform.fastcall.server import load_helper
 
-    class Code:
-        def is_private_code(self, start: int, end: int) -> bool:
-            return False
-
-        def reserve_near(self, lo: int, hi: int, length: int) -> int | None:
-            return None
-
-    memory = bytearray(0x10000)
-    raw = memoryview(memory)
-    host = ctypes.addressof(ctypes.c_char.from_buffer(memory))
-    khz = 1_000_000
     helper = load_helper()
-    fast = transport.FastTransport(helper, raw, host, 0x1000, Code(), 0x8000, 0x10000, [39],
-                                   khz, 0)
+    fast, raw = transport_in_host_memory()
     fast.slot_address(0)
     struct.pack_into("<Q", raw, 0x1000 + SLOT_ALIVE, 0)  # a server busy serving: run out
     struct.pack_into("<Q", raw, 0x1000 + SLOT_NR, 39)
     struct.pack_into("<I", raw, 0x1000 + SLOT_STATE, TAKEN)
-    lease = khz * server.LEASE_US // 1000
+    lease = TICKS_PER_US * server.LEASE_US
     before = helper.tsc()
     fast._serve(0)  # no thread bound to the slot: answered REDO (the exit path serves it)
     after = helper.tsc()
