@@ -28,6 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from trees import compile_tree
+
 BENCH = Path(__file__).resolve().parent
 KARN = [sys.executable, "-m", "karn", "run", "--cpus", "2"]
 
@@ -69,7 +71,9 @@ def main() -> int:
         runners: dict[str, tuple[list[str], Path | None]] = {"native": ([], None)}
         for transport in transports:
             runners[f"karn {transport}"] = ([*KARN, "--syscall-transport", transport], None)
+        compile_tree(BENCH.parent)
         for base in args.base:
+            compile_tree(base)
             for transport in transports:
                 runners[f"karn {transport} ({base.name})"] = (
                     [*KARN, "--syscall-transport", transport], base.resolve())

@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from report import merge
+from trees import compile_tree
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -207,7 +208,9 @@ def main() -> int:
                   file=sys.stderr)
             return 2
     runners = ["native", "karn", "karn-exit"]
+    compile_tree(Path(__file__).resolve().parent.parent)
     if BASE is not None:
+        compile_tree(BASE)
         runners.append("karn-base")
     if not args.no_runsc and shutil.which("runsc") and os.geteuid() == 0:
         runners.append("runsc")
