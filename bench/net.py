@@ -208,7 +208,7 @@ def main() -> int:
                   file=sys.stderr)
             return 2
     runners = ["native", "karn", "karn-exit"]
-    compile_tree(Path(__file__).resolve().parent.parent)
+    compile_tree(REPO)
     if BASE is not None:
         compile_tree(BASE)
         runners.append("karn-base")

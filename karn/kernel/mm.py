@@ -204,7 +204,7 @@ class AddressSpace:
         if i >= 0:  # (every guest buffer of every call is checked here: one VMA holding
             vma = self._vmas[i]  # it all, the usual case, needs no list)
             if vma.start <= start and vma.end >= end and vma.prot != PROT_NONE:
-                return max(end - start, 0)
+                return end - start
         pos = start
         for vma in self._overlapping(start, end):
             if vma.start > pos or vma.prot == PROT_NONE:

@@ -36,7 +36,7 @@ class Filesystem:
     sockets_dir: str | None = None
     # lstat(rel) of a path of several components succeeds only where every component
     # but the last is a directory (no symlink followed on the way): the VFS may then
-    # look a whole path up at once (Vfs._resolve_whole) instead of step by step.
+    # look a whole path up at once (Vfs.whole) instead of step by step.
     whole_lookups = False
     # open(rel, flags) without O_CREAT or O_PATH fails (ELOOP) where a symlink is on the
     # way or at the end, and otherwise opens what the walk would: the VFS may then open a
