@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The fast syscall transport beside the exit transport and native (issue 14):
 
-    python3 bench/fastcall.py [--runs N] [--calls N] [--rounds N] [--threads N] [--load N]
-                              [--cases LIST] [--base DIR]... [--transports LIST]
+    python3 bench/fastcall.py [--runs N] [--calls N] [--rounds N] [--threads N] [--files N]
+                              [--load N] [--cases LIST] [--base DIR]... [--transports LIST]
 
 getpid: glibc's getpid() in a loop; pingpong: a futex hand-over between two threads (one
-round = two hand-overs); threads: pthread_create + pthread_join, one thread at a time; on
---cpus 2. Each run measures inside the program (start-up
+round = two hand-overs); threads: pthread_create + pthread_join, one thread at a time;
+files: open, fstat, pread and close of a 612-byte file on a volume (a static web server's
+request, nginx's page); on --cpus 2. Each run measures inside the program (start-up
 excluded); the runners take turns run by run, so a change in the host's load falls on all
 of them alike. Prints medians of --runs runs in microseconds per operation, and the host
 CPU time (user+sys of the whole run, start-up included) per operation, with the load
@@ -56,8 +57,9 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=500)
+    parser.add_argument("--files", type=int, default=5000)
     parser.add_argument("--load", type=int, default=0, help="busy-looping processes to add")
-    parser.add_argument("--cases", default="getpid,pingpong,threads")
+    parser.add_argument("--cases", default="getpid,pingpong,threads,files")
     parser.add_argument("--base", type=Path, action="append", default=[],
                         help="also the transports of this karn tree (repeatable)")
     parser.add_argument("--transports", default="exit,fast",
@@ -67,28 +69,34 @@ def main() -> int:
         exe = Path(tmp) / "fastcall_loops"
         subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe),
                         str(BENCH / "fastcall_loops.c")], check=True)
+        page = Path(tmp) / "page.html"  # the files case's, at the same path in the guest
+        page.write_bytes(b"x" * 612)
+        karn = [*KARN, "-v", f"{tmp}:{tmp}:ro"]
         transports = args.transports.split(",")
         runners: dict[str, tuple[list[str], Path | None]] = {"native": ([], None)}
         for transport in transports:
-            runners[f"karn {transport}"] = ([*KARN, "--syscall-transport", transport], None)
+            runners[f"karn {transport}"] = ([*karn, "--syscall-transport", transport], None)
         compile_tree(BENCH.parent)
         for base in args.base:
             compile_tree(base)
             for transport in transports:
                 runners[f"karn {transport} ({base.name})"] = (
-                    [*KARN, "--syscall-transport", transport], base.resolve())
-        sizes = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads}
-        cases = {case: sizes[case] for case in args.cases.split(",")}
+                    [*karn, "--syscall-transport", transport], base.resolve())
+        sizes = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads,
+                 "files": args.files}
+        cases = {case: [str(sizes[case]), *([str(page)] if case == "files" else [])]
+                 for case in args.cases.split(",")}
         load = busy_loops(args.load)
         try:
             before = os.getloadavg()[0]
             rows = []
-            for case, n in cases.items():
+            for case, case_args in cases.items():
+                n = int(case_args[0])
                 times: dict[str, list[float]] = {name: [] for name in runners}
                 cpus: dict[str, list[float]] = {name: [] for name in runners}
                 for _ in range(args.runs):
                     for name, (prefix, tree) in runners.items():
-                        per_op, cpu = run_once([*prefix, str(exe), case, str(n)], tree)
+                        per_op, cpu = run_once([*prefix, str(exe), case, *case_args], tree)
                         times[name].append(per_op)
                         cpus[name].append(cpu / n)
                 rows.append((case, times, cpus))

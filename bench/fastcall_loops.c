@@ -1,12 +1,15 @@
 /* Per-operation cost measured inside the program (no start-up): `getpid N` (glibc's
  * getpid(), a `mov $39,%eax; syscall` site the fast transport patches), `pingpong N`
- * (two threads handing a turn over through a mutex and a condition variable: futexes)
- * and `threads N` (create a thread and join it, one at a time). Prints microseconds per
- * operation. */
+ * (two threads handing a turn over through a mutex and a condition variable: futexes),
+ * `threads N` (create a thread and join it, one at a time) and `files N PATH` (open,
+ * fstat, pread and close PATH: the file calls of a static web server's request). Prints
+ * microseconds per operation. */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,7 +46,7 @@ static void *nothing(void *arg)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3)
+    if (argc != 3 && !(argc == 4 && !strcmp(argv[1], "files")))
         return 2;
     long n = atol(argv[2]);
     double start = now_us();
@@ -53,6 +56,15 @@ int main(int argc, char **argv)
             sum += getpid();
         if (sum == 0)
             return 1;
+    } else if (!strcmp(argv[1], "files")) {
+        char buf[4096];
+        struct stat st;
+        for (long i = 0; i < n; i++) {
+            int fd = open(argv[3], O_RDONLY | O_CLOEXEC);
+            if (fd < 0 || fstat(fd, &st) || pread(fd, buf, sizeof buf, 0) != st.st_size ||
+                close(fd))
+                return 1;
+        }
     } else if (!strcmp(argv[1], "threads")) {
         for (long i = 0; i < n; i++) {
             pthread_t t;

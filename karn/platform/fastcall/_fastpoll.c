@@ -220,7 +220,35 @@ static PyObject *fastpoll_wait_u64(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLongLong(value);
 }
 
+/* answer(slot, alive_at, result_at, lease_ahead, result, state): the server's answer in
+ * one call (a served call's Python runs cold, ~0.3 µs a statement: four statements here
+ * took ~1.5 µs). slot is the slot's host address, alive_at and result_at offsets in it;
+ * the lease is renewed to (host TSC + lease_ahead) mod 2^64, the result stored (any int,
+ * taken mod 2^64), then the state, last: a stub reads the result once it sees the state. */
+static PyObject *fastpoll_answer(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "answer() takes 6 arguments");
+        return NULL;
+    }
+    uint64_t slot = PyLong_AsUnsignedLongLong(args[0]);
+    uint64_t alive_at = PyLong_AsUnsignedLongLong(args[1]);
+    uint64_t result_at = PyLong_AsUnsignedLongLong(args[2]);
+    uint64_t lease_ahead = PyLong_AsUnsignedLongLong(args[3]);
+    uint64_t result = PyLong_AsUnsignedLongLongMask(args[4]);
+    unsigned long state = PyLong_AsUnsignedLong(args[5]);
+    if (PyErr_Occurred())
+        return NULL;
+    __atomic_store_n((uint64_t *)(uintptr_t)(slot + alive_at), __rdtsc() + lease_ahead,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n((uint64_t *)(uintptr_t)(slot + result_at), result, __ATOMIC_RELAXED);
+    __atomic_store_n((uint32_t *)(uintptr_t)slot, (uint32_t)state, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"answer", (PyCFunction)(void (*)(void))fastpoll_answer, METH_FASTCALL,
+     "Renew a slot's lease, store its result, then its state."},
     {"poll", fastpoll_poll, METH_VARARGS, "Take a requested slot (sleeping while idle)."},
     {"wake", fastpoll_wake, METH_VARARGS, "Wake a sleeping poll()."},
     {"tsc", fastpoll_tsc, METH_NOARGS, "The host's time-stamp counter."},

@@ -33,12 +33,12 @@ ASLEEP, AWAKE, STOPPED = 0, 1, 2  # the bell (_fastpoll.c struct control)
 
 def load_helper() -> ModuleType | None:
     """The C helper, or None (built by `pip install`, optional; needs a C compiler; a
-    build older than its source's publish64 counts as none)."""
+    build older than its source's answer() counts as none)."""
     try:
         helper = importlib.import_module("karn.platform.fastcall._fastpoll")
     except ImportError:
         return None
-    return helper if hasattr(helper, "publish64") else None
+    return helper if hasattr(helper, "answer") else None
 
 
 class Server:
@@ -47,11 +47,12 @@ class Server:
         """guest_offset: the guest's TSC minus the host's (0 under PVM)."""
         self._poll = helper.poll
         self._wake = helper.wake
-        self._tsc = helper.tsc
         self._idle_ticks = tsc_khz * IDLE_US // 1000
         self._cold_ticks = tsc_khz * COLD_US // 1000
         self._lease_ticks = tsc_khz * LEASE_US // 1000
         self._guest_offset = guest_offset % (1 << 64)
+        # a lease given at host TSC t runs to guest TSC t + lease_ahead (mod 2^64)
+        self.lease_ahead = (guest_offset + self._lease_ticks) % (1 << 64)
         self._raw = raw
         self._slots = slots_addr  # guest address of slot 0
         self._host_slots = host_base + slots_addr  # the same, as a host address
@@ -69,12 +70,6 @@ class Server:
     @property
     def asleep(self) -> bool:
         return self._control[0] == ASLEEP
-
-    def lease_end(self) -> int:
-        """The guest TSC a lease given now runs to. An answer renews its slot's lease: the
-        server goes straight back to polling, while a serve longer than the lease (an
-        open, a send) had let it run out, and the caller's next call went past it."""
-        return (self._tsc() + self._guest_offset + self._lease_ticks) % (1 << 64)
 
     def set_count(self, count: int) -> None:
         """Slots in use (vCPUs created): the poller reads it every round."""

@@ -181,13 +181,14 @@ class Counts(NamedTuple):
 
 
 class _Slot:
-    __slots__ = ("addr", "gcalls_at", "lock", "client", "cpu", "fast", "redone", "withdrawn",
-                 "skipped", "exit", "in_guest", "skip", "skip_left", "fast_at_back_off",
-                 "fast_seen", "quiet_since", "returned_at", "wake_due", "spin_left", "sharing",
-                 "robust_counted", "robust_taken", "mask_counted", "mask")
+    __slots__ = ("addr", "host", "gcalls_at", "lock", "client", "cpu", "fast", "redone",
+                 "withdrawn", "skipped", "exit", "in_guest", "skip", "skip_left",
+                 "fast_at_back_off", "fast_seen", "quiet_since", "returned_at", "wake_due",
+                 "spin_left", "sharing", "robust_counted", "robust_taken", "mask_counted", "mask")
 
-    def __init__(self, addr: int, mask: SlotMask) -> None:
+    def __init__(self, addr: int, host: int, mask: SlotMask) -> None:
         self.addr = addr
+        self.host = host  # its host address
         self.mask = mask
         self.gcalls_at = addr + SLOT_GCALLS
         self.lock = threading.Lock()  # the server's answer vs. settle on the vCPU thread
@@ -244,6 +245,7 @@ class FastTransport:
         self._user = (user_start, user_end)
         self._lock = threading.Lock()
         self._publish = helper.publish64
+        self._answer = helper.answer
         # In-guest futex calls: on once the process's futexes know the slots' waiters
         # (futex_attached) while no memory is shared with other processes.
         self._shared: Callable[[], bool] | None = None
@@ -289,8 +291,9 @@ class FastTransport:
                 self._raw[addr + SLOT_FASTMAP : addr + SLOT_FASTMAP + len(self._fastmap)] = \
                     self._fastmap
                 _U64.pack_into(self._raw, addr + SLOT_SLOT0, self._slots_addr)
-                self._slots.append(_Slot(addr, SlotMask(self._raw, addr, self._host_base,
-                                                        self._publish)))
+                self._slots.append(_Slot(addr, self._host_base + addr,
+                                         SlotMask(self._raw, addr, self._host_base,
+                                                  self._publish)))
                 self._set_in_guest(self._slots[-1], self._in_guest)
                 for slot in self._slots:  # what in-guest wakes scan
                     _U32.pack_into(self._raw, slot.addr + SLOT_NSLOTS, len(self._slots))
@@ -602,27 +605,28 @@ class FastTransport:
 
     def _serve(self, index: int) -> None:
         slot = self._slots[index]
-        raw = self._raw
-        call = _CALL.unpack_from(raw, slot.addr + SLOT_NR)
+        call = _CALL.unpack_from(self._raw, slot.addr + SLOT_NR)
         nr = call[0]
         client = slot.client
         result = None
         if slot.sharing:  # its last call is over
             slot.sharing = False
             self._update_in_guest()
-        if client is not None and self.fast_call(nr):  # the slot's own bitmap is guest data
+        if client is not None and nr in self._fast_nrs:  # not the slot's map: guest data
             result = client.serve_fast(*call)
             if nr == MMAP and call[4] & MAP_SHARED and self._shared is not None:
                 self._update_in_guest()  # before the answer: memory shared now stops them
-        with slot.lock:
-            _U64.pack_into(raw, slot.addr + SLOT_ALIVE, self.server.lease_end())
+        with slot.lock:  # (settle: a kick for work after work_due() waits for the answer)
             if result is None:
-                state = REDO
+                state, result = REDO, 0
             else:
-                _U64.pack_into(raw, slot.addr + SLOT_RESULT, result & MASK64)
                 state = DONE_WORK if client is not None and client.work_due() else DONE
                 slot.fast += 1
-            _U32.pack_into(raw, slot.addr + SLOT_STATE, state)
+            # the lease renewed too: the server goes straight back to polling, while a
+            # serve longer than the lease (an open, a send) had let it run out, and the
+            # caller's next call went past it
+            self._answer(slot.host, SLOT_ALIVE, SLOT_RESULT, self.server.lease_ahead, result,
+                         state)
 
     # -- a vCPU stopped inside the entry code ---------------------------------------------
 
