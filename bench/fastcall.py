@@ -33,6 +33,7 @@ from trees import compile_tree
 
 BENCH = Path(__file__).resolve().parent
 KARN = [sys.executable, "-m", "karn", "run", "--cpus", "2"]
+GUEST_DIR = "/bench"  # where the guest sees the files case's directory
 
 
 def run_once(cmd: list[str], tree: Path | None) -> tuple[float, float]:
@@ -69,9 +70,8 @@ def main() -> int:
         exe = Path(tmp) / "fastcall_loops"
         subprocess.run(["gcc", "-O2", "-pthread", "-o", str(exe),
                         str(BENCH / "fastcall_loops.c")], check=True)
-        page = Path(tmp) / "page.html"  # the files case's, at the same path in the guest
-        page.write_bytes(b"x" * 612)
-        karn = [*KARN, "-v", f"{tmp}:{tmp}:ro"]
+        (Path(tmp) / "page.html").write_bytes(b"x" * 612)  # the files case's page, on a
+        karn = [*KARN, "-v", f"{tmp}:{GUEST_DIR}:ro"]  # volume at the top as nginx's site
         transports = args.transports.split(",")
         runners: dict[str, tuple[list[str], Path | None]] = {"native": ([], None)}
         for transport in transports:
@@ -84,19 +84,19 @@ def main() -> int:
                     [*karn, "--syscall-transport", transport], base.resolve())
         sizes = {"getpid": args.calls, "pingpong": args.rounds, "threads": args.threads,
                  "files": args.files}
-        cases = {case: [str(sizes[case]), *([str(page)] if case == "files" else [])]
-                 for case in args.cases.split(",")}
+        cases = {case: sizes[case] for case in args.cases.split(",")}
         load = busy_loops(args.load)
         try:
             before = os.getloadavg()[0]
             rows = []
-            for case, case_args in cases.items():
-                n = int(case_args[0])
+            for case, n in cases.items():
                 times: dict[str, list[float]] = {name: [] for name in runners}
                 cpus: dict[str, list[float]] = {name: [] for name in runners}
                 for _ in range(args.runs):
                     for name, (prefix, tree) in runners.items():
-                        per_op, cpu = run_once([*prefix, str(exe), case, *case_args], tree)
+                        page = Path(GUEST_DIR if prefix else tmp) / "page.html"
+                        files = [str(page)] if case == "files" else []
+                        per_op, cpu = run_once([*prefix, str(exe), case, str(n), *files], tree)
                         times[name].append(per_op)
                         cpus[name].append(cpu / n)
                 rows.append((case, times, cpus))

@@ -198,6 +198,46 @@ def test_whole_path_lookups_agree_with_the_walk(ctx: FsContext, tmp_path: Path,
     assert found == outcomes()
 
 
+def test_a_single_name_opens_as_openat2_would(tmp_path: Path) -> None:
+    """hostfs.openat2 opens a single name with a plain openat: it follows nothing and stays
+    below the directory as openat2 does (a name in a subdirectory still goes through
+    openat2, the reference): a file opens, a link is refused (ELOOP) or, with O_PATH,
+    opened itself, and '..' cannot leave."""
+    import stat as pystat
+
+    from karn.kernel.fs.hostfs import openat2
+
+    for parent in (tmp_path, tmp_path / "sub"):
+        parent.mkdir(exist_ok=True)
+        (parent / "file").write_text("x")
+        os.symlink("file", parent / "link")
+        os.symlink("/etc/passwd", parent / "out")
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+
+    def result(path: str, flags: int) -> object:
+        try:
+            fd = openat2(root, path, flags)
+        except SyscallError as err:
+            return errno.errorcode[err.errno]
+        try:
+            return pystat.S_IFMT(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+
+    try:
+        for name in ("file", "link", "out", "."):
+            for flags in (os.O_RDONLY, os.O_PATH):
+                single = result(name, flags)
+                assert single == result(f"sub/{name}", flags), (name, flags)
+                if name in ("link", "out"):
+                    assert single == ("ELOOP" if flags == os.O_RDONLY else pystat.S_IFLNK)
+        assert result("file", os.O_RDONLY) == pystat.S_IFREG
+        assert result("..", os.O_RDONLY) == result("..", os.O_PATH) == "ELOOP"
+        assert result("sub/..", os.O_RDONLY) == pystat.S_IFDIR  # (below the root: allowed)
+    finally:
+        os.close(root)
+
+
 def test_readonly_volume_gives_erofs(ctx: FsContext) -> None:
     assert errno_of(ctx.open, "/srv/deep/ro/ro.txt", OFlag.WRONLY) == errno.EROFS
     assert errno_of(ctx.open, "/srv/deep/ro/x", OFlag.CREAT | OFlag.WRONLY) == errno.EROFS

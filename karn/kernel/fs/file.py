@@ -267,9 +267,18 @@ class HostFile(OpenFile):
         self.is_dir = pystat.S_ISDIR(st.st_mode)
         self.is_regular = pystat.S_ISREG(st.st_mode)
         self._ino = st.st_ino
+        self._dev = st.st_dev
         self.is_pipe = pystat.S_ISFIFO(st.st_mode)
-        # the file karn's own log lines go to (log.py holds them while a line is open)
-        self.shares_log = (st.st_dev, st.st_ino) == log.stderr_identity()
+        self._log_shared: bool | None = None  # shares_log(), once asked
+
+    def shares_log(self) -> bool:
+        """Whether this is the file karn's own log lines go to (log.py holds them while a
+        line is open): asked at the first write, not at every open (an fstat of stderr,
+        for a static web server's every request)."""
+        shared = self._log_shared
+        if shared is None:
+            shared = self._log_shared = (self._dev, self._ino) == log.stderr_identity()
+        return shared
 
     def readinto(self, task: Task, view: memoryview) -> int:
         if self.is_dir:
@@ -284,7 +293,7 @@ class HostFile(OpenFile):
             n = os.write(self.fd, data)
         except OSError as err:
             raise write_error(task, err) from None
-        if self.shares_log and n:
+        if n and self.shares_log():
             log.guest_wrote(data[n - 1])
         return n
 
@@ -301,7 +310,7 @@ class HostFile(OpenFile):
             n = os.writev(self.fd, bufs)
         except OSError as err:
             raise write_error(task, err) from None
-        if self.shares_log and n:
+        if n and self.shares_log():
             log.guest_wrote(_byte_at(bufs, n - 1))
         return n
 
