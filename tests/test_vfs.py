@@ -14,8 +14,10 @@ from karn.abi.syscalls import SYSCALL_NUMBERS as NR
 from karn.kernel.fs.constants import O_ACCMODE, S_IFDIR, S_IFMT, S_IFREG, OFlag
 from karn.kernel.fs.context import FsContext
 from karn.kernel.fs.fdtable import FdTable
+from karn.kernel.fs.filesystem import Rel
 from karn.kernel.fs.hostfs import HostDirFs
 from karn.kernel.fs.manifestfs import ManifestFs
+from karn.kernel.fs.stat import Stat
 from karn.kernel.fs.tmpfs import TmpFs
 from karn.kernel.mm import AddressSpace, Region
 from karn.kernel.process import KernelConfig, Process, Task
@@ -460,3 +462,49 @@ def test_handlers_proc(task: Task) -> None:
     # /dev/stdout -> /proc/self/fd/1 -> the guest's fd 1 (a magic link)
     out = call(task, "open", put_path(task, "/dev/stdout"), OFlag.WRONLY, 0)
     assert out > 2 and call(task, "write", out, BUF, 0) == 0
+
+
+def test_a_volume_deep_in_the_tree_is_found_until_the_way_there_changes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path below a volume at /usr/share/site (as users mount a web site) is looked up
+    in one step once every directory on the way was seen to be a plain directory (the
+    walk's lookups of /usr and /usr/share are not made again); after the guest swaps /usr
+    with a symlink (renameat2 RENAME_EXCHANGE), paths follow the symlink as the walk does,
+    not into the volume. A symlink on the way from the start is followed too."""
+    root, site, other = tmp_path / "root", tmp_path / "site", tmp_path / "root" / "other"
+    (root / "usr" / "share").mkdir(parents=True)
+    (other / "share" / "site").mkdir(parents=True)
+    (other / "share" / "site" / "page").write_text("other")
+    os.symlink("other", root / "linked")
+    site.mkdir()
+    (site / "page").write_text("volume")
+    ctx = FsContext.build(HostDirFs(str(root)),
+                          volumes=[(str(site), "/usr/share/site", False),
+                                   (str(site), "/linked/share/site", False)])
+    task = task_of(ctx)
+    lookups: list[Rel] = []
+    real_lstat = HostDirFs.lstat
+
+    def counted(fs: HostDirFs, rel: Rel) -> Stat:
+        lookups.append(rel)
+        return real_lstat(fs, rel)
+
+    monkeypatch.setattr(HostDirFs, "lstat", counted)
+
+    def page(path: str) -> str:
+        fd = call(task, "openat", -100, put_path(task, path), 0, 0)
+        assert fd >= 0, errno.errorcode[-fd]
+        n = call(task, "read", fd, BUF, 100)
+        assert call(task, "close", fd) == 0
+        return task.mem.read(BUF, n).decode()
+
+    assert page("/usr/share/site/page") == "volume"
+    lookups.clear()
+    assert page("/usr/share/site/page") == "volume"
+    assert lookups == []  # one step: openat in the volume, nothing on the way
+    assert page("/linked/share/site/page") == "other"  # the link is followed, as the walk
+    assert call(task, "symlink", put_path(task, "/other"), put_path(task, "/to-other", BUF)) \
+        == 0
+    assert call(task, "renameat2", -100, put_path(task, "/to-other"), -100,  # swapped:
+                put_path(task, "/usr", BUF), 2) == 0  # RENAME_EXCHANGE (a missing /usr
+    assert page("/usr/share/site/page") == "other"  # would be a mount's way: EBUSY)
