@@ -468,9 +468,10 @@ def test_a_volume_deep_in_the_tree_is_found_until_the_way_there_changes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A path below a volume at /usr/share/site (as users mount a web site) is looked up
     in one step once every directory on the way was seen to be a plain directory (the
-    walk's lookups of /usr and /usr/share are not made again); after the guest swaps /usr
-    with a symlink (renameat2 RENAME_EXCHANGE), paths follow the symlink as the walk does,
-    not into the volume. A symlink on the way from the start is followed too."""
+    walk's lookups of /usr and /usr/share are not made again), a missing one as well;
+    after the guest swaps /usr with a symlink (renameat2 RENAME_EXCHANGE), paths follow
+    the symlink as the walk does, not into the volume. A symlink on the way from the
+    start is followed too."""
     root, site, other = tmp_path / "root", tmp_path / "site", tmp_path / "root" / "other"
     (root / "usr" / "share").mkdir(parents=True)
     (other / "share" / "site").mkdir(parents=True)
@@ -502,6 +503,9 @@ def test_a_volume_deep_in_the_tree_is_found_until_the_way_there_changes(
     lookups.clear()
     assert page("/usr/share/site/page") == "volume"
     assert lookups == []  # one step: openat in the volume, nothing on the way
+    assert call(task, "openat", -100, put_path(task, "/usr/share/site/nope"), 0, 0) \
+        == -errno.ENOENT
+    assert lookups == []  # a missing file too: the open's ENOENT is the walk's
     assert page("/linked/share/site/page") == "other"  # the link is followed, as the walk
     assert call(task, "symlink", put_path(task, "/other"), put_path(task, "/to-other", BUF)) \
         == 0

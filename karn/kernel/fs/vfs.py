@@ -213,14 +213,20 @@ class Vfs:
     def open_whole(self, path: str, base: Comps, flags: int) -> OpenFile | None:
         """The file an open without O_CREAT or O_PATH finds, opened by its filesystem in
         one step where it can (opens_whole); None when that fails (a symlink on the way
-        or at the end, a missing file): the walk then decides, as before."""
+        or at the end): the walk then decides, as before. A missing component (ENOENT:
+        every one before it a directory, no symlink) is the walk's answer too, unless a
+        mount below the path could make it a directory the walk shows."""
         found = self.whole(path, base)
         if found is None or not found[1].opens_whole:
             return None
         comps, fs, rel = found
         try:
             return fs.open(rel, flags & ~int(OFlag.EXCL), 0, join_path(comps))
-        except SyscallError:
+        except SyscallError as err:
+            if err.errno == errno.ENOENT and not any(
+                    comps[:depth] in self._virtual
+                    for depth in range(len(comps) - len(rel) + 1, len(comps) + 1)):
+                raise
             return None
 
     def resolve(self, path: str, base: Comps, follow: bool = True) -> Resolved:
