@@ -24,7 +24,7 @@ NONBLOCKING = frozenset(SYSCALL_NUMBERS[name] for name in """
     close stat fstat lstat newfstatat statx lseek access faccessat faccessat2
     mmap mprotect munmap mremap madvise brk rt_sigaction rt_sigprocmask ioctl pread64
     pwrite64 pipe pipe2 dup dup2 dup3 fcntl fsync fdatasync ftruncate getcwd mkdir mkdirat
-    rmdir unlink unlinkat readlink readlinkat umask getdents64 statfs fstatfs uname
+    rmdir unlink unlinkat umask getdents64 statfs fstatfs uname
     getpid gettid getppid getuid getgid geteuid getegid getpgrp getpgid getsid getgroups
     gettimeofday time clock_gettime clock_getres getrlimit prlimit64 sysinfo times
     getrandom set_tid_address set_robust_list sched_getaffinity rseq
@@ -35,10 +35,11 @@ NONBLOCKING = frozenset(SYSCALL_NUMBERS[name] for name in """
 # kernel/blocking.py); each waits only through Waker.wait, and what a redo must not repeat
 # is handed to it (WouldBlock.rest: a stream send's bytes sent, a host FIFO's end opened).
 # An open waits only for a FIFO's other end: the exit path finishes such an open (the one
-# opening the other end may need the server), and another process's /proc entry (its
-# monitor answers).
+# opening the other end may need the server); an open or readlink of another process's
+# /proc entry waits for that process's monitor to answer (up to seconds when it is busy).
 MAY_BLOCK = frozenset(SYSCALL_NUMBERS[name] for name in """
     read readv write writev recvfrom recvmsg sendto sendmsg poll select epoll_wait open openat
+    readlink readlinkat
 """.split())
 
 FAST = NONBLOCKING | MAY_BLOCK | {FUTEX}
