@@ -83,10 +83,10 @@ static long sleep_until_woken(const struct slots *s, struct control *ctl, unsign
  *      lease_ticks)
  * -> index of a slot whose state went REQ -> TAKEN. base and control are host addresses;
  * guest TSC = host TSC + guest_offset (mod 2^64). After idle_ticks (host TSC) of polling
- * with no request it sleeps until wake(); after only cold_ticks when it has just been
- * woken or was off its core (no stub is likely to be waiting then: spinning longer would
- * only take a core from the guest's own threads). Leases are renewed while polling, not
- * after: a server busy serving lets them run out. */
+ * with no request it sleeps until wake(); after cold_ticks when it has just been woken or
+ * was off its core (its callers went to the exit path meanwhile: the next call comes
+ * after such an exit). Leases are renewed while polling, not after: a server busy serving
+ * lets them run out. */
 static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
 {
     unsigned long long base, control, idle_ticks, cold_ticks, guest_offset, lease_ticks;
@@ -262,7 +262,16 @@ static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fastpoll", "karn's fast-syscall polling helper", -1, methods,
 };
 
+/* What server.py's load_helper checks: a module built from an older source (its calls
+ * differ) counts as none. */
+enum { ABI = 2 };
+
 PyMODINIT_FUNC PyInit__fastpoll(void)
 {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI", ABI) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -24,21 +24,28 @@ from karn import log
 from karn.abi.fastcall import SLOT_ALIVE, SLOT_SIZE
 
 IDLE_US = 200  # spin this long without a request before sleeping, after serving one
-COLD_US = 50  # and this long once woken or back on a core: a probe's wait (transport.py)
+# and this long once woken or back on a core: its callers went to the exit path
+# meanwhile (a wake comes from one), and the next call comes after the rest of that exit
+# (~50-150 µs of Python on a busy host). With 50 a server that got a core at once had
+# gone back to sleep by then: the probe waited in vain on the lease lent to it, and its
+# slot backed off, up to 256 calls at a time (redis under redis-benchmark: 45-70k of
+# ~160k calls went past the server, against 13-23k with 300; docs/benchmarks.md).
+COLD_US = 300
 # A lease covers a serve's usual few µs (the next call comes soon after an answer) and
 # bounds what a stub spends waiting for a server that stopped polling.
 LEASE_US = 20
 ASLEEP, AWAKE, STOPPED = 0, 1, 2  # the bell (_fastpoll.c struct control)
+HELPER_ABI = 2  # _fastpoll.c's: answer() is there
 
 
 def load_helper() -> ModuleType | None:
     """The C helper, or None (built by `pip install`, optional; needs a C compiler; a
-    build older than its source's answer() counts as none)."""
+    build of an older source, whose ABI differs, counts as none)."""
     try:
         helper = importlib.import_module("karn.platform.fastcall._fastpoll")
     except ImportError:
         return None
-    return helper if hasattr(helper, "answer") else None
+    return helper if getattr(helper, "ABI", None) == HELPER_ABI else None
 
 
 class Server:
