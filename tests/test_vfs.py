@@ -464,14 +464,14 @@ def test_handlers_proc(task: Task) -> None:
     assert out > 2 and call(task, "write", out, BUF, 0) == 0
 
 
-def test_a_volume_deep_in_the_tree_is_found_until_the_way_there_changes(
+def test_a_volume_deep_in_a_read_only_root_is_found_in_one_step(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A path below a volume at /usr/share/site (as users mount a web site) is looked up
-    in one step once every directory on the way was seen to be a plain directory (the
-    walk's lookups of /usr and /usr/share are not made again), a missing one as well;
-    after the guest swaps /usr with a symlink (renameat2 RENAME_EXCHANGE), paths follow
-    the symlink as the walk does, not into the volume. A symlink on the way from the
-    start is followed too."""
+    """A path below a volume at /usr/share/site (as users mount a web site) is looked up in
+    one step when every directory on the way is one of a read-only root (an image's): the
+    walk's lookups of /usr and /usr/share are not made again, for a missing file either.
+    A symlink on the way is followed, as the walk does. Under a writable root the walk
+    decides every time: after the guest swaps /usr with a symlink (renameat2
+    RENAME_EXCHANGE), paths follow the symlink, not into the volume."""
     root, site, other = tmp_path / "root", tmp_path / "site", tmp_path / "root" / "other"
     (root / "usr" / "share").mkdir(parents=True)
     (other / "share" / "site").mkdir(parents=True)
@@ -479,10 +479,6 @@ def test_a_volume_deep_in_the_tree_is_found_until_the_way_there_changes(
     os.symlink("other", root / "linked")
     site.mkdir()
     (site / "page").write_text("volume")
-    ctx = FsContext.build(HostDirFs(str(root)),
-                          volumes=[(str(site), "/usr/share/site", False),
-                                   (str(site), "/linked/share/site", False)])
-    task = task_of(ctx)
     lookups: list[Rel] = []
     real_lstat = HostDirFs.lstat
 
@@ -492,23 +488,34 @@ def test_a_volume_deep_in_the_tree_is_found_until_the_way_there_changes(
 
     monkeypatch.setattr(HostDirFs, "lstat", counted)
 
-    def page(path: str) -> str:
+    def page(task: Task, path: str) -> str:
         fd = call(task, "openat", -100, put_path(task, path), 0, 0)
         assert fd >= 0, errno.errorcode[-fd]
         n = call(task, "read", fd, BUF, 100)
         assert call(task, "close", fd) == 0
         return task.mem.read(BUF, n).decode()
 
-    assert page("/usr/share/site/page") == "volume"
+    def task_with_root(readonly: bool) -> Task:
+        return task_of(FsContext.build(HostDirFs(str(root), readonly),
+                                       volumes=[(str(site), "/usr/share/site", False),
+                                                (str(site), "/linked/share/site", False)]))
+
+    task = task_with_root(readonly=True)
+    assert page(task, "/usr/share/site/page") == "volume"
     lookups.clear()
-    assert page("/usr/share/site/page") == "volume"
-    assert lookups == []  # one step: openat in the volume, nothing on the way
+    assert page(task, "/usr/share/site/page") == "volume"
     assert call(task, "openat", -100, put_path(task, "/usr/share/site/nope"), 0, 0) \
         == -errno.ENOENT
-    assert lookups == []  # a missing file too: the open's ENOENT is the walk's
-    assert page("/linked/share/site/page") == "other"  # the link is followed, as the walk
+    assert lookups == []  # one step each: openat in the volume, nothing on the way
+    assert page(task, "/linked/share/site/page") == "other"  # the link is followed
+
+    task = task_with_root(readonly=False)
+    assert page(task, "/usr/share/site/page") == "volume"
+    lookups.clear()
+    assert page(task, "/usr/share/site/page") == "volume"
+    assert ("usr",) in lookups  # the walk
     assert call(task, "symlink", put_path(task, "/other"), put_path(task, "/to-other", BUF)) \
         == 0
     assert call(task, "renameat2", -100, put_path(task, "/to-other"), -100,  # swapped:
                 put_path(task, "/usr", BUF), 2) == 0  # RENAME_EXCHANGE (a missing /usr
-    assert page("/usr/share/site/page") == "other"  # would be a mount's way: EBUSY)
+    assert page(task, "/usr/share/site/page") == "other"  # would be a mount's way: EBUSY)

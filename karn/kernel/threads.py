@@ -236,6 +236,9 @@ class ObservedTaskLoop(TaskLoop):
             result = TaskLoop.syscall(self, nr, a0, a1, a2, a3, a4, a5)
         except Forked:
             raise  # a forked child: the parent reports the call (its result is the pid)
+        except WouldBlock:
+            raise  # redone on the exit path, which reports it (a walk of another
+            # process's /proc link, a lock wait: calls the observed server does serve)
         except BaseException:
             observer.syscall_exit(task, nr, args, None, token)
             raise

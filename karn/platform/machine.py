@@ -80,8 +80,9 @@ class KvmMachine:
         helper = load_helper()
         if helper is None:
             log.warning("--syscall-transport fast: the C helper karn.platform.fastcall."
-                        "_fastpoll is not built (reinstall karn where a C compiler is "
-                        "installed); every syscall exits")
+                        "_fastpoll is not built, or built from an older source "
+                        "(reinstall karn where a C compiler is installed); every syscall "
+                        "exits")
             return False
         self._watch = helper.wait_u64
         cpu = self.new_cpu()

@@ -196,7 +196,10 @@ class HostDirFs(Filesystem):
         host_flags = host_flags & (OFlag.PATH | OFlag.DIRECTORY) if flags & OFlag.PATH \
             else host_flags | os.O_NONBLOCK
         try:
-            fd = openat2(self.root_fd, "/".join(rel), host_flags, mode)
+            # (a mode without O_CREAT: EINVAL from openat2, where the file appeared
+            # since the lstat above and Linux would open it)
+            fd = openat2(self.root_fd, "/".join(rel), host_flags,
+                         mode if host_flags & OFlag.CREAT else 0)
         except SyscallError as err:
             if err.errno == errno.ENXIO and self.lstat(rel).mode & S_IFMT == S_IFIFO:
                 return self._fifo(rel, flags, path)  # a writer before any reader

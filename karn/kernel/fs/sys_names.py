@@ -87,7 +87,6 @@ def _rmdir(task: Task, dirfd: int, pathname: int) -> int:
     if r.require().mode & S_IFMT != S_IFDIR:
         raise SyscallError(errno.ENOTDIR)
     _changeable(r).fs.rmdir(r.rel)
-    ctx(task).vfs.namespace_changed()
     return 0
 
 
@@ -131,7 +130,6 @@ def sys_renameat2(
     _changeable(src)
     _changeable(dst)
     src.fs.rename(src.rel, dst.rel, flags)
-    ctx(task).vfs.namespace_changed()
     return 0
 
 

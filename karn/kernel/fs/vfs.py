@@ -79,8 +79,8 @@ class Vfs:
         self._depths: list[int] = [0]  # distinct mount depths, deepest first
         self._virtual: dict[Comps, set[str]] = {}  # dir -> child names that are mounts
         self._virtual_dev = new_dev()
-        # mount points whose every step from the root was seen to be a directory or a
-        # mount point, until the guest's next rename or rmdir (_plain_above)
+        # mount points whose every step from the root is a mount point or a directory of
+        # a read-only filesystem (_plain_above)
         self._plain: set[Comps] = set()
 
     def mount(self, guest_path: str, fs: Filesystem) -> None:
@@ -170,29 +170,26 @@ class Vfs:
 
     def _plain_above(self, mount: Comps) -> bool:
         """Whether every step on the way to the mount point is a mount point or a
-        directory of the filesystem above (not a symlink, which the walk would follow
-        elsewhere): remembered until namespace_changed. A volume at
-        /usr/share/nginx/html, as users mount a site, then costs no walk per request
-        (an open 2x dearer)."""
+        directory of a read-only filesystem (the image's root, most often), which the
+        guest cannot turn into a symlink the walk would follow elsewhere: remembered. A
+        volume at /usr/share/nginx/html, as users mount a site, then costs no walk per
+        request (an open 2x dearer). A step of a writable filesystem leaves the path to
+        the walk, every time: the guest may rename or remove it (and another process
+        sharing that directory would not tell this one)."""
         for depth in range(1, len(mount)):
-            if mount[:depth] in self._mounts:
+            step = mount[:depth]
+            if step in self._mounts:
                 continue
+            if not self.locate(step)[0].readonly:
+                return False
             try:
-                st, _ = self.lstat(mount[:depth])
+                st, _ = self.lstat(step)
             except SyscallError:
                 return False
             if st.mode & S_IFMT != S_IFDIR:
                 return False
         self._plain.add(mount)
         return True
-
-    def namespace_changed(self) -> None:
-        """The guest renamed something or removed a directory: a step on the way to a
-        mount point may be a symlink now (rename over it, or rmdir and symlink). Changes
-        made by another process (on a host directory, or a forked guest process's own
-        copy of this table) are not seen: a path on the way then keeps leading to the
-        mount point, as it did when this process first looked."""
-        self._plain.clear()
 
     def _resolve_whole(self, path: str, base: Comps, follow: bool) -> Resolved | None:
         """path found by one lookup (whole); None when that fails (the walk says which
@@ -225,8 +222,9 @@ class Vfs:
         except SyscallError as err:
             if err.errno == errno.ENOENT and not any(
                     comps[:depth] in self._virtual
-                    for depth in range(len(comps) - len(rel) + 1, len(comps) + 1)):
-                raise
+                    for depth in range(len(comps) - len(rel) + 1, len(comps) + 1)) and all(
+                    len(name.encode(errors="surrogateescape")) <= NAME_MAX for name in rel):
+                raise  # (a longer name: the walk's ENAMETOOLONG, a host that allows it)
             return None
 
     def resolve(self, path: str, base: Comps, follow: bool = True) -> Resolved:

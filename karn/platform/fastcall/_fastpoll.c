@@ -85,7 +85,8 @@ static long sleep_until_woken(const struct slots *s, struct control *ctl, unsign
  * guest TSC = host TSC + guest_offset (mod 2^64). After idle_ticks (host TSC) of polling
  * with no request it sleeps until wake(); after cold_ticks when it has just been woken or
  * was off its core (its callers went to the exit path meanwhile: the next call comes
- * after such an exit). Leases are renewed while polling, not after: a server busy serving
+ * after such an exit), but never more than 2 * (idle_ticks + cold_ticks) after the last
+ * request or wake. Leases are renewed while polling, not after: a server busy serving
  * lets them run out. */
 static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
 {
@@ -105,6 +106,9 @@ static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     uint64_t now = __rdtsc();
     uint64_t deadline = now + idle_ticks;
+    /* however often the host preempts it, it polls at most this long without a request
+     * since its last one or its wake (each return to its core gives cold_ticks more) */
+    uint64_t last_call = now, most = 2 * (idle_ticks + cold_ticks);
     unsigned int count = __atomic_load_n(&ctl->count, __ATOMIC_ACQUIRE);
     refresh(&s, count, now + guest_offset + lease_ticks);
     for (unsigned int round = 1;; round++) {
@@ -121,12 +125,13 @@ static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
          * ran out meanwhile, so stubs did not wait and no request came; that time is not
          * idleness. */
         if (now - last > lease_ticks)
-            deadline = now + cold_ticks;
+            deadline = now + cold_ticks < last_call + most ? now + cold_ticks
+                                                           : last_call + most;
         if (now >= deadline) {
             found = sleep_until_woken(&s, ctl, start);
             if (found >= 0)
                 break;
-            now = __rdtsc();
+            now = last_call = __rdtsc();
             deadline = now + cold_ticks;
         }
         refresh(&s, count, now + guest_offset + lease_ticks);
@@ -220,29 +225,36 @@ static PyObject *fastpoll_wait_u64(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLongLong(value);
 }
 
-/* answer(slot, alive_at, result_at, lease_ahead, result, state): the server's answer in
- * one call (a served call's Python runs cold, ~0.3 µs a statement: four statements here
- * took ~1.5 µs). slot is the slot's host address, alive_at and result_at offsets in it;
- * the lease is renewed to (host TSC + lease_ahead) mod 2^64, the result stored (any int,
- * taken mod 2^64), then the state, last: a stub reads the result once it sees the state. */
+/* answer(slot, state_at, alive_at, result_at, lease_ahead, result, state): the server's
+ * answer in one call (a served call's Python runs cold, ~0.3 µs a statement: four
+ * statements here took ~1.5 µs). slot is the slot's host address, the *_at offsets in
+ * it; the lease is renewed to (host TSC + lease_ahead) mod 2^64, the result stored (any
+ * int, taken mod 2^64), then the state, last: a stub reads the result once it sees the
+ * state. */
 static PyObject *fastpoll_answer(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "answer() takes 6 arguments");
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError, "answer() takes 7 arguments");
         return NULL;
     }
-    uint64_t slot = PyLong_AsUnsignedLongLong(args[0]);
-    uint64_t alive_at = PyLong_AsUnsignedLongLong(args[1]);
-    uint64_t result_at = PyLong_AsUnsignedLongLong(args[2]);
-    uint64_t lease_ahead = PyLong_AsUnsignedLongLong(args[3]);
-    uint64_t result = PyLong_AsUnsignedLongLongMask(args[4]);
-    unsigned long state = PyLong_AsUnsignedLong(args[5]);
-    if (PyErr_Occurred())
+    uint64_t word[5];
+    for (int i = 0; i < 5; i++) {
+        word[i] = PyLong_AsUnsignedLongLong(args[i]);
+        if (word[i] == (uint64_t)-1 && PyErr_Occurred())
+            return NULL;
+    }
+    uint64_t result = PyLong_AsUnsignedLongLongMask(args[5]);
+    if (result == (uint64_t)-1 && PyErr_Occurred())
         return NULL;
-    __atomic_store_n((uint64_t *)(uintptr_t)(slot + alive_at), __rdtsc() + lease_ahead,
+    unsigned long state = PyLong_AsUnsignedLong(args[6]);
+    if (state == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    uint64_t slot = word[0];
+    __atomic_store_n((uint64_t *)(uintptr_t)(slot + word[2]), __rdtsc() + word[4],
                      __ATOMIC_RELAXED);
-    __atomic_store_n((uint64_t *)(uintptr_t)(slot + result_at), result, __ATOMIC_RELAXED);
-    __atomic_store_n((uint32_t *)(uintptr_t)slot, (uint32_t)state, __ATOMIC_RELEASE);
+    __atomic_store_n((uint64_t *)(uintptr_t)(slot + word[3]), result, __ATOMIC_RELAXED);
+    __atomic_store_n((uint32_t *)(uintptr_t)(slot + word[1]), (uint32_t)state,
+                     __ATOMIC_RELEASE);
     Py_RETURN_NONE;
 }
 

@@ -625,8 +625,8 @@ class FastTransport:
             # the lease renewed too: the server goes straight back to polling, while a
             # serve longer than the lease (an open, a send) had let it run out, and the
             # caller's next call went past it
-            self._answer(slot.host, SLOT_ALIVE, SLOT_RESULT, self.server.lease_ahead, result,
-                         state)
+            self._answer(slot.host, SLOT_STATE, SLOT_ALIVE, SLOT_RESULT,
+                         self.server.lease_ahead, result, state)
 
     # -- a vCPU stopped inside the entry code ---------------------------------------------
 
