@@ -29,7 +29,9 @@ IDLE_US = 200  # spin this long without a request before sleeping, after serving
 # (~50-150 µs of Python on a busy host). With 50 a server that got a core at once had
 # gone back to sleep by then: the probe waited in vain on the lease lent to it, and its
 # slot backed off, up to 256 calls at a time (redis under redis-benchmark: 45-70k of
-# ~160k calls went past the server, against 13-23k with 300; docs/benchmarks.md).
+# ~160k calls went past the server, against 13-23k with 300; docs/benchmarks.md). It
+# costs a futex ping-pong ~10 µs a round on a quiet host (the spin takes a core from the
+# two threads; 150 cost as much and did less for redis).
 COLD_US = 300
 # A lease covers a serve's usual few µs (the next call comes soon after an answer) and
 # bounds what a stub spends waiting for a server that stopped polling.
