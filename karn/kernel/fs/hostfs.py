@@ -73,14 +73,14 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
         try:
             return os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode, dir_fd=dirfd)
         except OSError as err:
-            raise SyscallError(err.errno) from None
+            raise host_error(err) from None
     how = _OpenHow(flags | os.O_CLOEXEC | os.O_NOFOLLOW, mode, _RESOLVE)
     fd = _libc.syscall(
         SYS_openat2, dirfd, os.fsencode(path or "."), ctypes.byref(how), ctypes.sizeof(how)
     )
     if fd < 0:
-        err = ctypes.get_errno()
-        raise SyscallError(errno.ELOOP if err == errno.EXDEV else err)
+        code = ctypes.get_errno()
+        raise SyscallError(errno.ELOOP if code == errno.EXDEV else code)
     return fd
 
 
