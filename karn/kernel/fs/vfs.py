@@ -79,9 +79,9 @@ class Vfs:
         self._depths: list[int] = [0]  # distinct mount depths, deepest first
         self._virtual: dict[Comps, set[str]] = {}  # dir -> child names that are mounts
         self._virtual_dev = new_dev()
-        # mount points whose every step from the root is a mount point or a directory of
-        # a read-only filesystem (_plain_above)
-        self._plain: set[Comps] = set()
+        # mount point -> whether every step from the root to it is a mount point or a
+        # directory of a read-only filesystem (_plain_above)
+        self._plain: dict[Comps, bool] = {}
 
     def mount(self, guest_path: str, fs: Filesystem) -> None:
         comps = tuple(split_path(guest_path))
@@ -164,32 +164,35 @@ class Vfs:
         if not fs.whole_lookups:
             return None
         top = len(comps) - len(rel)
-        if top > 1 and comps[:top] not in self._plain and not self._plain_above(comps[:top]):
+        if top > 1 and not self._plain_above(comps[:top]):
             return None
         return comps, fs, rel
 
     def _plain_above(self, mount: Comps) -> bool:
         """Whether every step on the way to the mount point is a mount point or a
         directory of a read-only filesystem (the image's root, most often), which the
-        guest cannot turn into a symlink the walk would follow elsewhere: remembered. A
-        volume at /usr/share/nginx/html, as users mount a site, then costs no walk per
-        request (an open 2x dearer). A step of a writable filesystem leaves the path to
-        the walk, every time: the guest may rename or remove it (and another process
-        sharing that directory would not tell this one)."""
-        for depth in range(1, len(mount)):
-            step = mount[:depth]
-            if step in self._mounts:
-                continue
-            if not self.locate(step)[0].readonly:
-                return False
-            try:
-                st, _ = self.lstat(step)
-            except SyscallError:
-                return False
-            if st.mode & S_IFMT != S_IFDIR:
-                return False
-        self._plain.add(mount)
-        return True
+        guest cannot turn into a symlink the walk would follow elsewhere. A volume at
+        /usr/share/nginx/html, as users mount a site, then costs no walk per request (an
+        open 2x dearer). A step of a writable filesystem leaves the path to the walk,
+        every time: the guest may rename or remove it (and another process sharing that
+        directory would not tell this one). Remembered, either answer: neither can
+        change (a no was looked up again at every lookup below the mount point)."""
+        plain = self._plain.get(mount)
+        if plain is None:
+            plain = self._plain[mount] = all(
+                self._plain_step(mount[:depth]) for depth in range(1, len(mount)))
+        return plain
+
+    def _plain_step(self, step: Comps) -> bool:
+        if step in self._mounts:
+            return True
+        if not self.locate(step)[0].readonly:
+            return False
+        try:
+            st, _ = self.lstat(step)
+        except SyscallError:
+            return False
+        return st.mode & S_IFMT == S_IFDIR
 
     def _resolve_whole(self, path: str, base: Comps, follow: bool) -> Resolved | None:
         """path found by one lookup (whole); None when that fails (the walk says which
@@ -220,12 +223,19 @@ class Vfs:
         try:
             return fs.open(rel, flags & ~int(OFlag.EXCL), 0, join_path(comps))
         except SyscallError as err:
-            if err.errno == errno.ENOENT and not any(
-                    comps[:depth] in self._virtual
-                    for depth in range(len(comps) - len(rel) + 1, len(comps) + 1)) and all(
-                    len(name.encode(errors="surrogateescape")) <= NAME_MAX for name in rel):
-                raise  # (a longer name: the walk's ENAMETOOLONG, a host that allows it)
+            if err.errno == errno.ENOENT and self._missing_for_the_walk(comps, rel):
+                raise
             return None
+
+    def _missing_for_the_walk(self, comps: Comps, rel: Rel) -> bool:
+        """After the one-step open of rel (comps below its mount point) said ENOENT:
+        whether the walk would say so too: no mount below the path that could show a step
+        as a directory, and no name longer than NAME_MAX (the walk's ENAMETOOLONG, where
+        the host allows such names)."""
+        top = len(comps) - len(rel)
+        return not any(comps[:depth] in self._virtual
+                       for depth in range(top + 1, len(comps) + 1)) and \
+            all(len(name.encode(errors="surrogateescape")) <= NAME_MAX for name in rel)
 
     def resolve(self, path: str, base: Comps, follow: bool = True) -> Resolved:
         """Resolve path (relative ones from base, a directory's guest components).
