@@ -240,6 +240,50 @@ def test_a_single_name_opens_as_openat2_would(tmp_path: Path) -> None:
         os.close(root)
 
 
+def test_openat2_in_c_answers_as_through_ctypes(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C binding of openat2 (_hostcalls.c, built by the install) and the ctypes call
+    used where it is not built open and refuse the same paths, with the same errors."""
+    import stat
+
+    from karn.kernel.fs import hostfs
+
+    assert hostfs._hostcalls is not None, "karn/kernel/fs/_hostcalls.c is not built"
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "file").write_text("x")
+    os.symlink("file", tmp_path / "d" / "link")
+    os.symlink("/etc", tmp_path / "d" / "out")
+    root = os.open(tmp_path, os.O_PATH | os.O_DIRECTORY)
+    cases = [("d/file", os.O_RDONLY), ("d/file", os.O_PATH), ("d/link", os.O_RDONLY),
+             ("d/link", os.O_PATH), ("d/out/passwd", os.O_RDONLY), ("d/../d/file", 0),
+             ("../x", 0), ("d/none", 0), ("d/file/x", 0), ("", os.O_DIRECTORY),
+             ("d/file", os.O_DIRECTORY), ("d/new", os.O_CREAT | os.O_WRONLY | os.O_EXCL)]
+
+    def results() -> list[object]:
+        out: list[object] = []
+        for path, flags in cases:
+            try:
+                fd = hostfs.openat2(root, path, flags, 0o600 if flags & os.O_CREAT else 0)
+            except SyscallError as err:
+                out.append(errno.errorcode[err.errno])
+                continue
+            st = os.fstat(fd)
+            out.append((stat.S_IFMT(st.st_mode), st.st_size, os.get_inheritable(fd)))
+            os.close(fd)
+        os.unlink(tmp_path / "d" / "new")
+        return out
+
+    try:
+        in_c = results()
+        monkeypatch.setattr(hostfs, "_hostcalls", None)
+        assert results() == in_c
+    finally:
+        os.close(root)
+    assert in_c[0] == in_c[5] == (stat.S_IFREG, 1, False)
+    assert in_c[6] == in_c[4] == "ELOOP" and in_c[7] == "ENOENT"
+    assert in_c[8] == in_c[10] == "ENOTDIR"
+
+
 def test_readonly_volume_gives_erofs(ctx: FsContext) -> None:
     assert errno_of(ctx.open, "/srv/deep/ro/ro.txt", OFlag.WRONLY) == errno.EROFS
     assert errno_of(ctx.open, "/srv/deep/ro/x", OFlag.CREAT | OFlag.WRONLY) == errno.EROFS

@@ -67,21 +67,10 @@ class Stat:
 
     @classmethod
     def from_host(cls, st: os.stat_result) -> Stat:
-        return cls(
-            mode=st.st_mode,
-            ino=st.st_ino,
-            dev=st.st_dev,
-            nlink=st.st_nlink,
-            uid=st.st_uid,
-            gid=st.st_gid,
-            rdev=st.st_rdev,
-            size=st.st_size,
-            blksize=st.st_blksize,
-            blocks=st.st_blocks,
-            atime_ns=st.st_atime_ns,
-            mtime_ns=st.st_mtime_ns,
-            ctime_ns=st.st_ctime_ns,
-        )
+        # positional, in __init__'s order (keywords cost ~40% more: every fstat)
+        return cls(st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid,
+                   st.st_rdev, st.st_size, st.st_blksize, st.st_blocks, st.st_atime_ns,
+                   st.st_mtime_ns, st.st_ctime_ns)
 
     def pack(self) -> bytes:
         a, m, c = self.atime_ns, self.mtime_ns, self.ctime_ns
