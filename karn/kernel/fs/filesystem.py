@@ -58,6 +58,12 @@ class Filesystem:
     def lstat(self, rel: Rel) -> Stat:
         raise NotImplementedError
 
+    def plain_dirs(self, rel: Rel) -> bool:
+        """Whether rel and each step above it here is a directory, no symlink, now, told
+        by one lookup (Vfs.whole: the way to a mount point through a writable
+        filesystem). False where a filesystem cannot tell so: the walk decides."""
+        return False
+
     def readlink(self, rel: Rel) -> str:
         raise SyscallError(errno.EINVAL)
 

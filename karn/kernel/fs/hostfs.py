@@ -182,6 +182,13 @@ class HostDirFs(Filesystem):
         except OSError as err:
             raise host_error(err) from None
 
+    def plain_dirs(self, rel: Rel) -> bool:
+        try:  # (O_DIRECTORY: a symlink at the end is ENOTDIR, on the way ELOOP)
+            os.close(openat2(self.root_fd, "/".join(rel), os.O_PATH | os.O_DIRECTORY))
+        except SyscallError:
+            return False
+        return True
+
     def readlink(self, rel: Rel) -> str:
         if not rel:
             raise SyscallError(errno.EINVAL)

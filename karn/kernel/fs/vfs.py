@@ -79,9 +79,8 @@ class Vfs:
         self._depths: list[int] = [0]  # distinct mount depths, deepest first
         self._virtual: dict[Comps, set[str]] = {}  # dir -> child names that are mounts
         self._virtual_dev = new_dev()
-        # mount point -> whether every step from the root to it is a mount point or a
-        # directory of a read-only filesystem (_plain_above)
-        self._plain: dict[Comps, bool] = {}
+        # mount point -> the way to it (_way_to): plain, not, or what to check each time
+        self._ways: dict[Comps, bool | tuple[tuple[Filesystem, Rel], ...]] = {}
 
     def mount(self, guest_path: str, fs: Filesystem) -> None:
         comps = tuple(split_path(guest_path))
@@ -89,6 +88,7 @@ class Vfs:
             raise ValueError(f"two filesystems mounted at {guest_path}")
         self._mounts[comps] = fs
         self._depths = sorted({len(c) for c in self._mounts}, reverse=True)
+        self._ways.clear()
         for i in range(len(comps)):
             self._virtual.setdefault(comps[:i], set()).add(comps[i])
 
@@ -170,29 +170,43 @@ class Vfs:
 
     def _plain_above(self, mount: Comps) -> bool:
         """Whether every step on the way to the mount point is a mount point or a
-        directory of a read-only filesystem (the image's root, most often), which the
-        guest cannot turn into a symlink the walk would follow elsewhere. A volume at
+        directory, no symlink, which the walk would pass straight through. A volume at
         /usr/share/nginx/html, as users mount a site, then costs no walk per request (an
-        open 2x dearer). A step of a writable filesystem leaves the path to the walk,
-        every time: the guest may rename or remove it (and another process sharing that
-        directory would not tell this one). Remembered, either answer: neither can
-        change (a no was looked up again at every lookup below the mount point)."""
-        plain = self._plain.get(mount)
-        if plain is None:
-            plain = self._plain[mount] = all(
-                self._plain_step(mount[:depth]) for depth in range(1, len(mount)))
-        return plain
+        open 2x dearer). Steps of a read-only filesystem (an image's root, most often)
+        are looked at once; a run of steps of a writable one is checked at each lookup,
+        by one host lookup (Filesystem.plain_dirs): the guest, another thread or another
+        process sharing it may rename, remove or replace a step by a symlink."""
+        way = self._ways.get(mount)
+        if way is None:
+            way = self._ways[mount] = self._way_to(mount)
+        if way.__class__ is bool:
+            return way  # type: ignore[return-value]
+        return all(fs.plain_dirs(rel) for fs, rel in way)  # type: ignore[union-attr]
 
-    def _plain_step(self, step: Comps) -> bool:
-        if step in self._mounts:
-            return True
-        if not self.locate(step)[0].readonly:
-            return False
-        try:
-            st, _ = self.lstat(step)
-        except SyscallError:
-            return False
-        return st.mode & S_IFMT == S_IFDIR
+    def _way_to(self, mount: Comps) -> bool | tuple[tuple[Filesystem, Rel], ...]:
+        """True: every step is a mount point or a read-only filesystem's directory; False:
+        a read-only step is something else (a symlink: Debian's /lib), or missing (shown
+        as a directory on the way to a mount: the walk's); else each run of steps in one
+        writable filesystem, as (filesystem, its deepest step there)."""
+        checks: list[tuple[Filesystem, Rel]] = []
+        for depth in range(1, len(mount)):
+            step = mount[:depth]
+            if step in self._mounts:
+                continue
+            fs, rel = self.locate(step)
+            if not fs.readonly:
+                if checks and checks[-1][0] is fs and checks[-1][1] == rel[:-1]:
+                    checks[-1] = (fs, rel)  # the run goes on: one lookup checks it all
+                else:
+                    checks.append((fs, rel))
+                continue
+            try:
+                st, _ = self.lstat(step)
+            except SyscallError:
+                return False
+            if st.mode & S_IFMT != S_IFDIR:
+                return False
+        return tuple(checks) or True
 
     def _resolve_whole(self, path: str, base: Comps, follow: bool) -> Resolved | None:
         """path found by one lookup (whole); None when that fails (the walk says which
