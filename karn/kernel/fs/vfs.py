@@ -179,9 +179,9 @@ class Vfs:
         way = self._ways.get(mount)
         if way is None:
             way = self._ways[mount] = self._way_to(mount)
-        if way.__class__ is bool:
-            return way  # type: ignore[return-value]
-        return all(fs.plain_dirs(rel) for fs, rel in way)  # type: ignore[union-attr]
+        if isinstance(way, bool):
+            return way
+        return all(fs.plain_dirs(rel) for fs, rel in way)
 
     def _way_to(self, mount: Comps) -> bool | tuple[tuple[Filesystem, Rel], ...]:
         """True: every step is a mount point or a read-only filesystem's directory; False:
