@@ -273,3 +273,25 @@ def test_inspect_python3_fields() -> None:
     assert info.entry != 0
     lo, hi = info.vaddr_range
     assert lo < info.entry < hi
+
+
+def test_ld_so_cache_lookups_agree_with_ldconfig() -> None:
+    """Every x86-64 soname `ldconfig -p` lists is found at the path it gives, whether
+    looked up by a scan (a program's first few) or through the index built after them
+    (a runtime's dozens of modules)."""
+    from karn.image.collect import LD_SO_CACHE, _read_ld_so_cache
+
+    if not os.path.exists(LD_SO_CACHE):
+        pytest.skip("no ld.so.cache on this host")
+    listed = subprocess.run(["ldconfig", "-p", "-C", LD_SO_CACHE], capture_output=True,
+                            text=True, check=True).stdout
+    expected: dict[str, str] = {}
+    for name, kind, path in re.findall(r"^\s+(\S+) \(([^)]*)\) => (\S+)$", listed, re.M):
+        if "x86-64" in kind and "hwcap" not in kind:
+            expected.setdefault(name, path)  # ld.so takes the first
+    assert len(expected) > 20
+    cache = _read_ld_so_cache(LD_SO_CACHE)
+    assert cache is not None
+    found = {name: cache.get(name) for name in expected}
+    assert found == expected
+    assert cache.get("libkarn-none.so.1") is None

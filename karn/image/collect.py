@@ -559,21 +559,45 @@ def _expand(path: str, obj: _Loaded) -> str:
 class _LdSoCache:
     """The x86-64 entries of glibc's ld.so.cache, looked up by soname. Names are compared
     as bytes in place: a program needs two or three of the ~600 entries, and decoding
-    them all cost ~0.6 ms of a dynamic program's start-up."""
+    them all cost ~0.6 ms of a dynamic program's start-up. A runtime's modules need
+    dozens (python3: ~70, each a scan of the entries): past SCANS lookups the names are
+    indexed once."""
+
+    SCANS = 8
 
     def __init__(self, data: bytes, base: int, entries: list[tuple[int, int]]) -> None:
         self._data, self._base, self._entries = data, base, entries
+        self._scans = 0
+        self._index: dict[bytes, int] | None = None  # soname -> its first entry's value
 
     def get(self, name: str) -> str | None:
         """The first entry's path for `name` (as ld.so takes it); None if none, or if
         that entry is unreadable."""
-        data, base, needle = self._data, self._base, name.encode() + b"\0"
+        data, base, needle = self._data, self._base, name.encode()
+        value = self._lookup(needle)
+        if value is None:
+            return None
+        try:
+            return data[base + value : data.index(b"\0", base + value)].decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def _lookup(self, needle: bytes) -> int | None:
+        data, base = self._data, self._base
+        if self._index is None and self._scans >= self.SCANS:
+            self._index = {}
+            for key, value in self._entries:
+                start = base + key
+                end = data.find(b"\0", start)
+                if end >= 0:
+                    self._index.setdefault(data[start:end], value)
+        if self._index is not None:
+            return self._index.get(needle)
+        self._scans += 1
+        needle += b"\0"
         for key, value in self._entries:
             if data.startswith(needle, base + key):
-                try:
-                    return data[base + value : data.index(b"\0", base + value)].decode()
-                except (ValueError, UnicodeDecodeError):
-                    return None
+                return value
         return None
 
 
