@@ -151,6 +151,26 @@ def test_volumes_and_virtual_mount_points(ctx: FsContext, task: Task, tmp_path: 
     assert (tmp_path / "vol" / "new.txt").read_bytes() == b"hi"
 
 
+def test_remembered_lookups_follow_a_replaced_mount_and_stay_bounded(
+        ctx: FsContext, tmp_path: Path) -> None:
+    """One-step lookups are remembered by path: a mount replaced since (a tmpfs moved to
+    the host at a fork does this) is found anew, and a guest looking up ever new names
+    leaves at most WHOLES_KEPT of them in the monitor."""
+    from karn.kernel.fs import vfs as vfsmod
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.txt").write_text("replaced")
+    assert ctx.read_file("/data/data.txt") == b"volume data"
+    assert ctx.read_file("/data/data.txt") == b"volume data"  # (remembered)
+    ctx.vfs.replace("/data", HostDirFs(str(other)))
+    assert ctx.read_file("/data/data.txt") == b"replaced"
+    for i in range(vfsmod.WHOLES_KEPT + 10):
+        assert errno_of(ctx.stat, f"/data/none-{i}") == errno.ENOENT
+    assert len(ctx.vfs._wholes) <= vfsmod.WHOLES_KEPT
+    assert ctx.read_file("/data/data.txt") == b"replaced"
+
+
 def test_whole_path_lookups_agree_with_the_walk(ctx: FsContext, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A path inside one filesystem is looked up, or opened, at once (Vfs.whole); each

@@ -18,6 +18,9 @@ from karn.kernel.fs.filesystem import Filesystem, Rel, new_dev
 from karn.kernel.fs.stat import Stat
 
 Comps = tuple[str, ...]
+# Paths whose one-step answer is remembered (Vfs.whole); all forgotten past this many, so
+# a guest looking up endless new names cannot grow the monitor
+WHOLES_KEPT = 4096
 
 
 def split_path(path: str) -> list[str]:
@@ -81,6 +84,8 @@ class Vfs:
         self._virtual_dev = new_dev()
         # mount point -> the way to it (_way_to): plain, not, or what to check each time
         self._ways: dict[Comps, bool | tuple[tuple[Filesystem, Rel], ...]] = {}
+        # path (with its base if relative) -> _whole(); emptied when the mounts change
+        self._wholes: dict[object, tuple[Comps, Filesystem, Rel, int] | bool] = {}
 
     def mount(self, guest_path: str, fs: Filesystem) -> None:
         comps = tuple(split_path(guest_path))
@@ -89,6 +94,7 @@ class Vfs:
         self._mounts[comps] = fs
         self._depths = sorted({len(c) for c in self._mounts}, reverse=True)
         self._ways.clear()
+        self._wholes.clear()
         for i in range(len(comps)):
             self._virtual.setdefault(comps[:i], set()).add(comps[i])
 
@@ -112,6 +118,8 @@ class Vfs:
         if comps not in self._mounts:
             raise ValueError(f"nothing mounted at {guest_path}")
         self._mounts[comps] = fs
+        self._wholes.clear()
+        self._ways.clear()
 
     def mount_list(self) -> list[tuple[str, Filesystem]]:
         """Every mount (deferred ones made now: the list is for what looks at them all)."""
@@ -153,20 +161,37 @@ class Vfs:
         """(components, filesystem, path inside it) of a path one lookup there can find:
         no '..', '.' or trailing slash, a filesystem that can say (whole_lookups), and
         the way to its mount point plain (_plain_above). None: only the walk can say. A
-        host path of N components then costs one host lookup, not N."""
-        if not path or path[-1] == "/":
+        host path of N components then costs one host lookup, not N. What the path
+        string and the mounts decide is remembered (a program looks the same paths up
+        again and again: a web server its pages, an interpreter its modules); the way
+        to a mount is asked each time (a writable one may change)."""
+        key = (path, base) if path[:1] != "/" else path
+        found = self._wholes.get(key)
+        if found is None:
+            found = self._whole(path, base)
+            if len(self._wholes) >= WHOLES_KEPT:
+                self._wholes.clear()
+            self._wholes[key] = found
+        if found is False:
             return None
-        parts = split_path(path)
-        if ".." in parts or path.rsplit("/", 1)[-1] == ".":
-            return None
-        comps = tuple(parts) if path[0] == "/" else (*base, *parts)
-        fs, rel = self.locate(comps)
-        if not fs.whole_lookups:
-            return None
-        top = len(comps) - len(rel)
+        comps, fs, rel, top = found  # type: ignore[misc]
         if top > 1 and not self._plain_above(comps[:top]):
             return None
         return comps, fs, rel
+
+    def _whole(self, path: str, base: Comps) -> tuple[Comps, Filesystem, Rel, int] | bool:
+        """whole()'s answer as far as the path and the mounts decide: False, or
+        (components, filesystem, path in it, depth of its mount point)."""
+        if not path or path[-1] == "/":
+            return False
+        parts = split_path(path)
+        if ".." in parts or path.rsplit("/", 1)[-1] == ".":
+            return False
+        comps = tuple(parts) if path[0] == "/" else (*base, *parts)
+        fs, rel = self.locate(comps)
+        if not fs.whole_lookups:
+            return False
+        return comps, fs, rel, len(comps) - len(rel)
 
     def _plain_above(self, mount: Comps) -> bool:
         """Whether every step on the way to the mount point is a mount point or a
