@@ -209,10 +209,11 @@ class Vfs:
         return all(fs.plain_dirs(rel) for fs, rel in way)
 
     def _way_to(self, mount: Comps) -> bool | tuple[tuple[Filesystem, Rel], ...]:
-        """True: every step is a mount point or a read-only filesystem's directory; False:
-        a read-only step is something else (a symlink: Debian's /lib), or missing (shown
-        as a directory on the way to a mount: the walk's); else each run of steps in one
-        writable filesystem, as (filesystem, its deepest step there)."""
+        """True: every step is a mount point or a read-only filesystem's directory (one
+        missing there shows as a directory on the way to the mount, as in the walk);
+        False: a read-only step is something else (a symlink: Debian's /lib); else each
+        run of steps in one writable filesystem, as (filesystem, its deepest step
+        there)."""
         checks: list[tuple[Filesystem, Rel]] = []
         for depth in range(1, len(mount)):
             step = mount[:depth]
