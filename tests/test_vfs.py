@@ -155,7 +155,8 @@ def test_remembered_lookups_follow_a_replaced_mount_and_stay_bounded(
         ctx: FsContext, tmp_path: Path) -> None:
     """One-step lookups are remembered by path: a mount replaced since (a tmpfs moved to
     the host at a fork does this) is found anew, and a guest looking up ever new names
-    leaves at most WHOLES_KEPT of them in the monitor."""
+    leaves at most WHOLES_KEPT of them in the monitor, none longer than
+    WHOLE_PATH_KEPT."""
     from karn.kernel.fs import vfs as vfsmod
 
     other = tmp_path / "other"
@@ -168,6 +169,10 @@ def test_remembered_lookups_follow_a_replaced_mount_and_stay_bounded(
     for i in range(vfsmod.WHOLES_KEPT + 10):
         assert errno_of(ctx.stat, f"/data/none-{i}") == errno.ENOENT
     assert len(ctx.vfs._wholes) <= vfsmod.WHOLES_KEPT
+    ctx.vfs._wholes.clear()
+    long = "/data/" + "/".join(["x" * 100] * (vfsmod.WHOLE_PATH_KEPT // 100 + 1))
+    assert errno_of(ctx.stat, long) == errno.ENOENT
+    assert ctx.vfs._wholes == {}  # a long path is not kept
     assert ctx.read_file("/data/data.txt") == b"replaced"
 
 

@@ -18,9 +18,11 @@ from karn.kernel.fs.filesystem import Filesystem, Rel, new_dev
 from karn.kernel.fs.stat import Stat
 
 Comps = tuple[str, ...]
-# Paths whose one-step answer is remembered (Vfs.whole); all forgotten past this many, so
-# a guest looking up endless new names cannot grow the monitor
+# Paths whose one-step answer is remembered (Vfs.whole): all forgotten past this many, and
+# only paths this short (a guest looking up endless long names would make the monitor hold
+# ~50 MiB of them otherwise; a program's own paths are shorter)
 WHOLES_KEPT = 4096
+WHOLE_PATH_KEPT = 256
 
 
 def split_path(path: str) -> list[str]:
@@ -169,9 +171,10 @@ class Vfs:
         found = self._wholes.get(key)
         if found is None:
             found = self._whole(path, base)
-            if len(self._wholes) >= WHOLES_KEPT:
-                self._wholes.clear()
-            self._wholes[key] = found
+            if len(path) + sum(map(len, base)) <= WHOLE_PATH_KEPT:
+                if len(self._wholes) >= WHOLES_KEPT:
+                    self._wholes.clear()
+                self._wholes[key] = found
         if found is False:
             return None
         comps, fs, rel, top = found  # type: ignore[misc]
