@@ -176,6 +176,57 @@ def test_remembered_lookups_follow_a_replaced_mount_and_stay_bounded(
     assert ctx.read_file("/data/data.txt") == b"replaced"
 
 
+def test_a_lookup_under_way_as_a_mount_is_replaced_is_not_remembered(
+        rootdir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lookup that found a filesystem just replaced (another thread moved /tmp to the
+    host at a fork, between the lookup and its remembering) does not leave later lookups
+    finding the old one."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "f").write_text("shared")
+    ctx = FsContext.build(HostDirFs(str(rootdir), True))
+    vfs = ctx.vfs
+    ctx.open("/tmp/f", OFlag.CREAT | OFlag.WRONLY, 0o644).close()
+    old = vfs.locate(("tmp",))[0]
+    assert isinstance(old, TmpFs)
+    lookup = vfs._whole
+
+    def replaced_meanwhile(path: str, base: tuple[str, ...]) -> object:
+        found = lookup(path, base)
+        vfs.replace("/tmp", HostDirFs(str(shared)))
+        monkeypatch.undo()
+        return found
+
+    monkeypatch.setattr(vfs, "_whole", replaced_meanwhile)
+    path = "/tmp//f"  # (not looked up yet: /tmp/f was, by the open)
+    assert ctx.resolve(path).fs is old  # (begun before the move: as Linux may answer)
+    assert ctx.read_file(path) == b"shared"
+    assert ctx.resolve(path).fs is not old
+
+
+def test_remembered_lookups_cost_the_monitor_little(ctx: FsContext) -> None:
+    """A guest that looks up as many new, deep, long paths of undecodable names as it
+    can (one string object a component) makes the monitor hold a few MiB at most."""
+    import tracemalloc
+
+    from karn.kernel.fs import vfs as vfsmod
+
+    name = "\udc80" * 14
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(vfsmod.WHOLES_KEPT * 2):
+            path = "/data/" + "/".join([name] * (vfsmod.WHOLE_COMPS_KEPT - 3)) + f"/{i}"
+            if len(path) > vfsmod.WHOLE_PATH_KEPT:
+                path = path[len(path) - vfsmod.WHOLE_PATH_KEPT + 1:]
+            ctx.vfs.whole(path, ("data",))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(ctx.vfs._wholes) > 0
+    assert held < 8 << 20, f"{held / (1 << 20):.1f} MiB"
+
+
 def test_whole_path_lookups_agree_with_the_walk(ctx: FsContext, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A path inside one filesystem is looked up, or opened, at once (Vfs.whole); each

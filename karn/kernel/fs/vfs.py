@@ -19,10 +19,18 @@ from karn.kernel.fs.stat import Stat
 
 Comps = tuple[str, ...]
 # Paths whose one-step answer is remembered (Vfs.whole): all forgotten past this many, and
-# only paths this short (a guest looking up endless long names would make the monitor hold
-# ~50 MiB of them otherwise; a program's own paths are shorter)
-WHOLES_KEPT = 4096
+# only paths of at most this many characters and components, base included (each
+# component is a string object of its own: a guest looking up endless long or deep names
+# made the monitor hold 45-90 MiB with 4,096 of them; a program's own paths are shorter)
+WHOLES_KEPT = 1024
 WHOLE_PATH_KEPT = 256
+WHOLE_COMPS_KEPT = 16
+
+
+def _keepable(path: str, base: Comps) -> bool:
+    """Whether Vfs.whole may remember path's answer (its base: () for an absolute path)."""
+    return (len(base) + path.count("/") < WHOLE_COMPS_KEPT
+            and len(path) + len(base) + sum(map(len, base)) <= WHOLE_PATH_KEPT)
 
 
 def split_path(path: str) -> list[str]:
@@ -95,8 +103,7 @@ class Vfs:
             raise ValueError(f"two filesystems mounted at {guest_path}")
         self._mounts[comps] = fs
         self._depths = sorted({len(c) for c in self._mounts}, reverse=True)
-        self._ways.clear()
-        self._wholes.clear()
+        self._forget_ways()
         for i in range(len(comps)):
             self._virtual.setdefault(comps[:i], set()).add(comps[i])
 
@@ -120,8 +127,15 @@ class Vfs:
         if comps not in self._mounts:
             raise ValueError(f"nothing mounted at {guest_path}")
         self._mounts[comps] = fs
-        self._wholes.clear()
-        self._ways.clear()
+        self._forget_ways()
+
+    def _forget_ways(self) -> None:
+        """The mounts changed: what was remembered of lookups goes. New dictionaries, not
+        cleared ones: a lookup another thread began before the change stores its answer
+        in the old one (cleared, it would keep naming the filesystem replaced, as at a
+        fork's move of a tmpfs to the host)."""
+        self._ways = {}
+        self._wholes = {}
 
     def mount_list(self) -> list[tuple[str, Filesystem]]:
         """Every mount (deferred ones made now: the list is for what looks at them all)."""
@@ -167,14 +181,16 @@ class Vfs:
         string and the mounts decide is remembered (a program looks the same paths up
         again and again: a web server its pages, an interpreter its modules); the way
         to a mount is asked each time (a writable one may change)."""
-        key = (path, base) if path[:1] != "/" else path
-        found = self._wholes.get(key)
+        wholes = self._wholes  # (the one of the mounts this lookup saw: _forget_ways)
+        relative = path[:1] != "/"
+        key = (path, base) if relative else path
+        found = wholes.get(key)
         if found is None:
             found = self._whole(path, base)
-            if len(path) + sum(map(len, base)) <= WHOLE_PATH_KEPT:
-                if len(self._wholes) >= WHOLES_KEPT:
-                    self._wholes.clear()
-                self._wholes[key] = found
+            if _keepable(path, base if relative else ()):
+                if len(wholes) >= WHOLES_KEPT:
+                    wholes.clear()
+                wholes[key] = found
         if found is False:
             return None
         comps, fs, rel, top = found  # type: ignore[misc]
@@ -204,9 +220,10 @@ class Vfs:
         are looked at once; a run of steps of a writable one is checked at each lookup,
         by one host lookup (Filesystem.plain_dirs): the guest, another thread or another
         process sharing it may rename, remove or replace a step by a symlink."""
-        way = self._ways.get(mount)
+        ways = self._ways
+        way = ways.get(mount)
         if way is None:
-            way = self._ways[mount] = self._way_to(mount)
+            way = ways[mount] = self._way_to(mount)
         if isinstance(way, bool):
             return way
         return all(fs.plain_dirs(rel) for fs, rel in way)
