@@ -18,6 +18,9 @@ BENCH_ARGS ?=
 TEST_JOBS ?= auto
 VENV ?= .venv
 RUNTIME_MODULES := karn, karn.cli.main, elftools, capstone, jsonschema, re2
+# karn's C helpers (setup.py ext_modules): a checkout updated since its editable install
+# may have a helper its build does not, so `install` runs pip again to build it
+C_HELPERS := karn.platform.fastcall._fastpoll, karn.kernel.fs._hostcalls
 # The Python that runs karn: $(PYTHON) when it already imports this checkout's karn from
 # outside the repository directory (`pip install -e .` done, as CI does), else a venv in
 # $(VENV), made on first use (PEP 668: Debian's python3 refuses a system-wide pip install).
@@ -43,7 +46,7 @@ all: test
 # Install the package (editable) unless this checkout's karn and its dependencies import.
 install: $(if $(filter $(abspath $(VENV))/%,$(KARN_PYTHON)),$(abspath $(VENV))/bin/python)
 	@# (again when the karn script names an older entry point than karn.cli.entry)
-	@cd / && $(KARN_PYTHON) -c 'import $(RUNTIME_MODULES); $(THIS_KARN)' 2>/dev/null \
+	@cd / && $(KARN_PYTHON) -c 'import $(RUNTIME_MODULES), $(C_HELPERS); $(THIS_KARN)' 2>/dev/null \
 	  && grep -qs 'karn.cli.entry' '$(KARN)' \
 	  || $(KARN_PYTHON) -m pip install -q -e '$(CURDIR)'
 	@# bytecode, as a wheel install has: an editable one has none, and where
