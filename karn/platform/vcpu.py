@@ -393,11 +393,11 @@ class Vcpu:
                         fast.exit_path_call(index, nr, real, regs.rcx - 2)
                     result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
                     if not self._context_replaced:
-                        # first_exit's own first test, without its lock (a site stays known
+                        # site_exit's own first test, without its lock (a site stays known
                         # until its code is unmapped)
                         if real and fast is not None \
                                 and (site := regs.rcx - 2) not in fast.patcher.known:
-                            fast.patcher.first_exit(self, site, nr)
+                            fast.patcher.site_exit(self, site, nr)
                         regs.rax = result & mask64
                         if cs_selector.value & 3:
                             # PVM: `syscall` stayed at CPL3, so return to the caller here.

@@ -26,6 +26,11 @@ static void *die_holding(void *arg)
     return NULL; /* thread exits with the mutex locked */
 }
 
+static void *idle(void *arg)
+{
+    return arg;
+}
+
 static void init_robust(pthread_mutex_t *m)
 {
     pthread_mutexattr_t a;
@@ -48,6 +53,10 @@ int main(void)
     printf("lock again: %s\n", name(pthread_mutex_lock(&m1)));
     printf("unlock: %s\n", name(pthread_mutex_unlock(&m1)));
 
+    /* a third thread start before the next: under karn's fast transport the start's
+     * set_robust_list site is patched at its second exit, then answered in the guest */
+    MUST(pthread_create(&t, NULL, idle, NULL) == 0);
+    pthread_join(t, NULL);
     MUST(pthread_create(&t, NULL, die_holding, &m2) == 0);
     pthread_join(t, NULL);
     printf("trylock after owner died: %s\n", name(pthread_mutex_trylock(&m2)));

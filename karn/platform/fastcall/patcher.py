@@ -1,6 +1,6 @@
 """Syscall-site patching, tier 1 (docs/design/fast-syscalls.md, section 3.2).
 
-At a site's first exit (P = RCX - 2, nr = RAX) the window `mov $nr,%eax; syscall`
+At a site's second exit (P = RCX - 2, nr = RAX) the window `mov $nr,%eax; syscall`
 (b8 imm32 0f 05) or `mov $nr,%rax; syscall` (48 c7 c0 imm32 0f 05) has its `mov`
 overwritten with `jmp rel32` to a per-site stub in an arena within +-2 GiB. The `0f 05`
 stays: a thread already past the old `mov`, or a jump into the window, still makes a
@@ -231,6 +231,7 @@ class Patcher:
         self._lock = threading.RLock()  # forget() may come from inside a patch's mm call
         self.enabled = True
         self.known: dict[int, bool] = {}  # P -> patched (True) or refused (False)
+        self.seen: set[int] = set()  # P that exited once: patched at their next exit
         self.patched: dict[int, Site] = {}  # by S
         self.arenas: list[Arena] = []
 
@@ -241,17 +242,25 @@ class Patcher:
         child = Patcher(self._raw, self._host_base, self._code, *self._user, cpus)
         child.enabled = self.enabled
         child.known = dict(self.known)
+        child.seen = set(self.seen)
         child.patched = dict(self.patched)
         child.arenas = [arena.copy() for arena in self.arenas]
         return child
 
     # -- patching ------------------------------------------------------------------------
 
-    def first_exit(self, caller: RunningCpu, site: int, nr: int) -> None:
-        """A real `syscall` at `site` was just served on `caller`'s exit."""
+    def site_exit(self, caller: RunningCpu, site: int, nr: int) -> None:
+        """A real `syscall` at `site` was just served on `caller`'s exit. A site is
+        patched at its second exit: most of a program's start-up calls (the loader's,
+        libc's set-up) come from sites that run once, where a patch (~50 µs) and the
+        server it wakes cost more than the one exit they would save."""
         with self._lock:
             if site in self.known or not self.enabled:
                 return
+            if site not in self.seen:
+                self.seen.add(site)
+                return
+            self.seen.discard(site)
             self.known[site] = self._patch(caller, site, nr)
 
     def _patch(self, caller: RunningCpu, p: int, nr: int) -> bool:
@@ -399,6 +408,7 @@ class Patcher:
         put back first."""
         with self._lock:
             self.known = {p: v for p, v in self.known.items() if not start <= p < end}
+            self.seen = {p for p in self.seen if not start <= p < end}
             for s in [s for s in self.patched if start <= s < end]:
                 del self.patched[s]
             for site in [s for s in self.patched.values() if s.pad and start <= s.pad < end]:

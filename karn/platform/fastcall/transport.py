@@ -370,9 +370,11 @@ class FastTransport:
             return
         if real:
             slot.exit += 1  # an unpatched site: its next call may reach the server
-            if self.patcher.known.get(site) is False:
-                return  # unless it cannot be patched (no window): waking the server
-                # for it only takes a core from this vCPU (glibc's syscall(), musl)
+            patched = self.patcher.known.get(site)
+            if patched is False or (patched is None and site not in self.patcher.seen):
+                return  # unless it cannot be patched (no window) or this is its first
+                # exit (the next is one too): waking the server only takes a core from
+                # this vCPU
             if not slot.skip_left:
                 self._wake_if_dense(slot, _monotonic())
             return
