@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import os
 from resource import RUSAGE_SELF, getrusage
-from typing import Any
 
 from karn import log
 from karn.errors import UsageError
+from karn.hints import Any
 from karn.kernel.limits import host_nofile_hard
 from karn.sizes import parse_size
 

@@ -41,6 +41,9 @@ NOT_NEEDED = (
     "karn.kernel.sys_timerfd", "karn.kernel.sys_wait", "karn.kernel.exec",
     "karn.kernel.fs.sys_names", "karn.kernel.fs.sys_xattr", "karn.kernel.fs.memfd",
     "karn.kernel.fs.sys_splice",
+    # typing (and the re, enum and contextlib it imports): karn's modules take its names
+    # from karn/hints.py; re only where a pattern is matched (a runtime's name, argparse)
+    "typing", "re", "enum", "glob", "fnmatch",
     # the standard library's slow or unneeded modules
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",

@@ -5,8 +5,6 @@ signal with a si_code and si_addr. The kernel delivers that signal, the gdb stub
 it, and a crash report names it with a human cause: all three read it from here.
 """
 
-from typing import NamedTuple
-
 from karn.abi.signals import (
     BUS_ADRALN,
     BUS_ADRERR,
@@ -22,6 +20,7 @@ from karn.abi.signals import (
     SIGTRAP,
     TRAP_BRKPT,
 )
+from karn.hints import NamedTuple
 
 DEBUG, BREAKPOINT, PAGE_FAULT = 1, 3, 14  # the vectors other code asks about by name
 # Not a CPU exception the guest takes (#MC never reaches it): KVM_RUN failed with EFAULT,

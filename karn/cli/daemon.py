@@ -26,10 +26,10 @@ import socket
 import sys
 import time
 import traceback
-from typing import TYPE_CHECKING
 
 from karn.cli import daemon_client as wire
 from karn.errors import KarnError, UsageError
+from karn.hints import TYPE_CHECKING
 from karn.instance.paths import daemon_socket
 
 if TYPE_CHECKING:

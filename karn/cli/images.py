@@ -12,10 +12,10 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
 
 from karn.cli.output import add_format, print_fields, print_json
 from karn.errors import UsageError
+from karn.hints import Any
 
 # ---- `karn inspect IMAGE`
 

@@ -8,10 +8,10 @@ import os
 import signal
 import sys
 import time
-from typing import Any
 
 from karn.cli.output import add_format, print_json, rfc3339
 from karn.errors import KarnError, UsageError
+from karn.hints import Any
 from karn.instance import logs, registry
 from karn.instance.registry import Instance
 

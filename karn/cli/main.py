@@ -8,12 +8,12 @@ import atexit
 import gc
 import os
 import sys
-from typing import TYPE_CHECKING, NoReturn
 
 from karn import log
 from karn.cli import entry, run
 from karn.cli.interrupt import quiet_interrupts
 from karn.errors import KarnError, UsageError
+from karn.hints import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import argparse

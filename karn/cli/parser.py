@@ -8,10 +8,10 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from karn import __version__
 from karn.cli import run
+from karn.hints import NoReturn
 
 
 class Parser(argparse.ArgumentParser):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from karn.cli.run import rewrite_trace, run_config
 from karn.errors import UsageError
+from karn.hints import Any
 
 
 def register(sub: Any, run_parser: argparse.ArgumentParser) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import sys
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any
 
 from karn.errors import UsageError
+from karn.hints import TYPE_CHECKING, Any
 from karn.sizes import parse_size as size_of
 
 if TYPE_CHECKING:

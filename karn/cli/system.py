@@ -7,10 +7,10 @@ import json
 import os
 import sys
 import time
-from typing import Any
 
 from karn.cli.output import add_format, rfc3339
 from karn.errors import KarnError, NotFoundError, UsageError
+from karn.hints import Any
 
 DOWN_WAIT = 15.0  # seconds `down` waits for the supervisor to finish
 

@@ -17,10 +17,10 @@ import json
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.signals import NSIG, SI_USER
+from karn.hints import TYPE_CHECKING
 from karn.kernel.signals import SigInfo
 
 if TYPE_CHECKING:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SIGSEGV
 from karn.debug.objects import read_auxv
 from karn.debug.observe import BaseObserver
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karn.abi.faults import GuestFault

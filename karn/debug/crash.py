@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.faults import PAGE_FAULT, GuestFault, fault_signal
 from karn.abi.signals import SIGABRT, signal_name
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karn.debug.observe import SyscallRecord

@@ -20,7 +20,6 @@ import socket
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
@@ -30,6 +29,7 @@ from karn.debug import gdbregs
 from karn.debug.objects import read_auxv
 from karn.debug.observe import BaseObserver
 from karn.errors import UsageError
+from karn.hints import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from karn.abi.faults import GuestFault

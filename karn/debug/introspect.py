@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from karn.abi.syscalls import SYSCALL_NAMES
+from karn.hints import TYPE_CHECKING
 from karn.policy import resident_bytes
 
 if TYPE_CHECKING:

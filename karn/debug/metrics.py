@@ -13,9 +13,9 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
 
 from karn.errors import UsageError
+from karn.hints import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from karn.run.guest import Guest

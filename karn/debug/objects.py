@@ -8,9 +8,9 @@ at file offset 0 sits at its load bias plus its lowest PT_LOAD address.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn.errors import ImageError
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.image.elfinfo import inspect_elf
 
 if TYPE_CHECKING:

@@ -8,7 +8,8 @@ No feature is attached unless asked for, so a plain `karn run` pays nothing.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any, NamedTuple
+
+from karn.hints import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from karn.abi.faults import GuestFault

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from karn.debug.observe import BaseObserver, History, combine
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karn.debug.options import DebugOptions

@@ -10,9 +10,9 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from karn.errors import ImageError
+from karn.hints import TYPE_CHECKING, Any
 from karn.image.elfinfo import inspect_elf
 
 if TYPE_CHECKING:

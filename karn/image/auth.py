@@ -11,9 +11,9 @@ import contextlib
 import json
 import os
 import tempfile
-from typing import Any
 
 from karn.errors import UsageError
+from karn.hints import Any
 
 
 def docker_config_path() -> str:

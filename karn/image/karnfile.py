@@ -18,9 +18,9 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
 
 from karn.errors import UsageError
+from karn.hints import Any
 from karn.sizes import parse_size
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, NamedTuple
 
 from karn.errors import ImageError, UsageError
+from karn.hints import Any, NamedTuple
 from karn.image.oci import LABEL_PREFIX
 from karn.image.paths import guest_file
 from karn.image.store import Image, Store

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, NamedTuple
 
 from karn.errors import ImageError, UsageError
+from karn.hints import Any, NamedTuple
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -9,9 +9,7 @@ program's own (collect.py). Only trees in the standard library places (`/usr/lib
 
 from __future__ import annotations
 
-import glob
 import os
-import re
 import time
 
 from karn import log
@@ -30,16 +28,27 @@ RUNTIME_ROOTS = (*SYSTEM_LIB_ROOTS, "/usr/share", "/usr/local/share")
 
 
 class Runtime:
-    """An interpreter, recognised by its file's real name, and its library trees: glob
-    patterns relative to its installation prefix (the directory above bin/), in which
-    {0}, {1}... are the groups of the name's match."""
+    """An interpreter, recognised by its file's real name (a pattern that begins with the
+    runtime's name), and its library trees: glob patterns relative to its installation
+    prefix (the directory above bin/), in which {0}, {1}... are the groups of the name's
+    match."""
 
     __slots__ = ("name", "pattern", "trees")
 
     def __init__(self, name: str, pattern: str, trees: tuple[str, ...]) -> None:
         self.name = name
-        self.pattern = re.compile(pattern)
+        self.pattern = pattern
         self.trees = trees
+
+    def groups(self, filename: str) -> tuple[str, ...] | None:
+        """The groups of filename's match if it is this runtime's. Other programs are told
+        apart by their name's start: re (and the enum it imports) costs a run ~3 ms."""
+        if not filename.startswith(self.name):
+            return None
+        import re
+
+        match = re.fullmatch(self.pattern, filename)
+        return None if match is None else match.groups()
 
 
 RUNTIMES = (
@@ -58,13 +67,15 @@ def runtime_of(program: str) -> tuple[Runtime, list[str]] | None:
     other programs."""
     real = os.path.realpath(program)
     for runtime in RUNTIMES:
-        match = runtime.pattern.fullmatch(os.path.basename(real))
-        if match is None:
+        groups = runtime.groups(os.path.basename(real))
+        if groups is None:
             continue
+        import glob
+
         prefix = os.path.dirname(os.path.dirname(real))
         trees: list[str] = []
         for pattern in runtime.trees:
-            found = glob.glob(os.path.join(prefix, pattern.format(*match.groups())))
+            found = glob.glob(os.path.join(prefix, pattern.format(*groups)))
             trees.extend(t for t in sorted(found) if os.path.isdir(t))
         return runtime, trees
     return None

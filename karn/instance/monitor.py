@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.errors import UsageError
+from karn.hints import TYPE_CHECKING
 from karn.instance.paths import instances_dir
 from karn.instance.registry import Registration
 

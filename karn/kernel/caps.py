@@ -10,7 +10,7 @@ timers)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karn.kernel.process import Identity

@@ -21,11 +21,11 @@ import os
 import select
 import threading
 import time
-from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_KERNEL, SI_USER, SIGCONT, SIGHUP, SIGKILL
+from karn.hints import TYPE_CHECKING, Any
 from karn.kernel import tty
 from karn.kernel.link import Link, decode_message, receive_message, send_message
 from karn.kernel.proctable import ProcTable, signal_wstatus

@@ -21,7 +21,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+
+from karn.hints import Protocol
 
 
 class Kickable(Protocol):

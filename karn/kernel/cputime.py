@@ -17,9 +17,9 @@ import resource
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process, Task

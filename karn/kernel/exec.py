@@ -17,13 +17,13 @@ import errno
 import os
 import struct
 import time
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
 from karn.abi.signals import NSIG, SIGSEGV
 from karn.errors import ImageError
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.image.shebang import BINPRM_BUF_SIZE, MAX_SCRIPT_DEPTH, parse_shebang
 from karn.kernel import caps
 from karn.kernel.fs.constants import (

@@ -31,11 +31,11 @@ import threading
 import time
 from _weakrefset import WeakSet
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.kernel import tty
 from karn.kernel.cputime import CpuFloor, monitor_times
 from karn.kernel.forklocks import (

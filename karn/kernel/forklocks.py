@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, NamedTuple
 
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.kernel import syscalls
 from karn.kernel.process import ThreadExit
 

@@ -19,10 +19,10 @@ import errno
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
 
 from karn import log
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, Protocol
 from karn.kernel.blocking import Interrupted
 
 if TYPE_CHECKING:

@@ -8,9 +8,9 @@ guest's user range. A platform (KVM today, an emulator later) provides the imple
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Protocol
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from karn.kernel.mm import AddressSpace

@@ -14,9 +14,8 @@ and what wait's WUNTRACED and WCONTINUED report.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from karn.abi.signals import SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karn.kernel.process import Process, Task

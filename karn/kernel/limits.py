@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import resource
 import threading
-from typing import Any
+
+from karn.hints import Any
 
 RLIM_INFINITY = (1 << 64) - 1
 

@@ -25,11 +25,11 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER, SIGCHLD
+from karn.hints import TYPE_CHECKING, Any
 from karn.kernel.blocking import Interrupted
 from karn.kernel.proctable import Reaped, child_code
 from karn.kernel.signals import SA_NOCLDSTOP, SA_NOCLDWAIT, SIG_IGN, SigInfo

@@ -13,10 +13,10 @@ import _bisect as bisect  # the C module: bisect.py adds ~0.3 ms to every run
 import errno
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from karn import log
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, NamedTuple, Protocol
 from karn.kernel.futex import SharedWords
 
 if TYPE_CHECKING:

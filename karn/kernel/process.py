@@ -11,10 +11,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import NSIG, SIGCONT, SIGKILL, SIGSEGV
+from karn.hints import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 from karn.kernel import caps, jobcontrol
 from karn.kernel.blocking import Waker
 from karn.kernel.cpugate import CpuGate

@@ -9,10 +9,10 @@ Pids and tids come from one counter, as in a Linux pid namespace, and are not re
 from __future__ import annotations
 
 import errno
-from typing import NamedTuple
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SIGCONT
+from karn.hints import NamedTuple
 
 # wait options (include/uapi/linux/wait.h)
 WNOHANG = 0x1

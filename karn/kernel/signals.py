@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import struct
 from collections import deque
-from typing import Protocol
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import (
@@ -50,6 +49,7 @@ from karn.abi.signals import (
     SIGXCPU,
     SIGXFSZ,
 )
+from karn.hints import Protocol
 
 SIG_DFL = 0
 SIG_IGN = 1

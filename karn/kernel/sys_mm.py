@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.fs.file import HostFile

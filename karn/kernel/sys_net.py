@@ -6,11 +6,11 @@ from __future__ import annotations
 import _socket as socket
 import errno
 import struct
-from typing import TYPE_CHECKING, TypeVar
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
+from karn.hints import TYPE_CHECKING, TypeVar
 from karn.kernel.fs.file import host_error
 from karn.kernel.fs.sysutil import iovecs
 from karn.kernel.net import consts as c

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import errno
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
 
 from karn.abi.errno import ERESTARTSYS, SyscallError
 from karn.abi.faults import GuestFault, fault_signal
 from karn.abi.signals import SIGSEGV
+from karn.hints import TYPE_CHECKING, Any, Protocol
 from karn.kernel import jobcontrol
 from karn.kernel.blocking import WouldBlock, forbid_waits
 from karn.kernel.cpugate import CpuGate

@@ -8,8 +8,8 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from karn.hints import TYPE_CHECKING
 from karn.kernel.blocking import MAX_HOST_WAIT
 
 if TYPE_CHECKING:

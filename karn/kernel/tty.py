@@ -19,10 +19,10 @@ import errno
 import fcntl
 import os
 import threading
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import ERESTARTSYS, SyscallError
 from karn.abi.signals import SI_KERNEL, SIGTTIN, SIGTTOU
+from karn.hints import TYPE_CHECKING
 from karn.kernel import jobcontrol
 from karn.kernel.signals import SIG_IGN, SigInfo, bit
 

@@ -5,10 +5,10 @@ strings that typing.NamedTuple would compile one by one, ~10 µs each, at every 
 """
 
 import os
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi.errno import SyscallError
 from karn.errors import ImageError
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.image.elfinfo import ET_DYN, ElfInfo, LoadSegment
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.mm import (

@@ -8,8 +8,8 @@ counted against the memory limit. AT_SYSINFO_EHDR (stack.py) points at [vdso].
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
 
+from karn.hints import Any, Protocol
 from karn.kernel.guestmem import GuestMemory
 from karn.kernel.limits import STACK_SIZE
 from karn.kernel.mm import PROT_EXEC, PROT_READ, AddressSpace, page_up

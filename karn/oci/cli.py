@@ -13,10 +13,10 @@ import argparse
 import json
 import sys
 import time
-from typing import NoReturn
 
 from karn import log
 from karn.errors import KarnError
+from karn.hints import NoReturn
 from karn.oci import commands
 from karn.oci.state import DEFAULT_ROOT
 

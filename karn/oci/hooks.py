@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
 
 from karn import log
 from karn.errors import UsageError
+from karn.hints import Any
 
 
 def run_hooks(stage: str, hooks: list[dict[str, Any]], state: dict[str, Any],

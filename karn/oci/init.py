@@ -15,9 +15,9 @@ import os
 import signal
 import sys
 import traceback
-from typing import TYPE_CHECKING
 
 from karn.errors import KarnError, UsageError
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karn.oci.spec import ContainerSpec

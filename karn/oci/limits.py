@@ -5,9 +5,9 @@ beyond karn's own maximum is lowered to it (tighter, never looser)."""
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from karn.errors import UsageError
+from karn.hints import Any
 from karn.policy import MAX_THREADS
 from karn.run.config import MIB
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from karn.errors import UsageError
+from karn.hints import Any
 from karn.image.paths import guest_file
 from karn.oci.limits import limits
 from karn.run.config import Choices, RunConfig, Volume, resolve

@@ -13,9 +13,9 @@ import os
 import re
 import shutil
 import time
-from typing import Any
 
 from karn.errors import NotFoundError, UsageError
+from karn.hints import Any
 from karn.instance.registry import process_state
 
 OCI_VERSION = "1.0.2"

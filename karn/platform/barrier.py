@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Protocol
+
+from karn.hints import Protocol
 
 
 class GuestRunner(Protocol):

@@ -1,6 +1,6 @@
 """What a platform tells the loader about its CPU (a plain record, platform-neutral)."""
 
-from typing import NamedTuple
+from karn.hints import NamedTuple
 
 
 class CpuFeatures(NamedTuple):

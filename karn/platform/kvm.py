@@ -6,11 +6,11 @@ import errno
 import fcntl
 import os
 import struct
-from typing import Any
 
 from karn.abi.errno import SyscallError
 from karn.abi.fastcall import WORK_PORT
 from karn.errors import PlatformError
+from karn.hints import Any
 from karn.platform import kvm_abi as K
 from karn.platform.features import CpuFeatures
 from karn.platform.layout import (

@@ -14,7 +14,7 @@ KVM's memory slots cover only what the guest has mapped (memory.py, cover): a sl
 set-up, and a host fork's walk of it, cost by its size.
 """
 
-from typing import NamedTuple
+from karn.hints import NamedTuple
 
 PAGE = 0x1000
 LARGE_PAGE = 0x200000

@@ -10,10 +10,10 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.errors import PlatformError
+from karn.hints import TYPE_CHECKING
 from karn.platform import kvm_abi as K
 from karn.platform.barrier import leave_guest_once
 from karn.platform.hostload import spare_core

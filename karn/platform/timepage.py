@@ -26,10 +26,10 @@ import fcntl
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.errors import PlatformError
+from karn.hints import TYPE_CHECKING
 from karn.platform import kvm_abi as K
 from karn.platform.kvm import cpuid_entry
 

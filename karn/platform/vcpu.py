@@ -15,12 +15,12 @@ import mmap
 import os
 import struct
 import threading
-from typing import TYPE_CHECKING, Protocol
 
 from karn.abi.errno import SyscallError
 from karn.abi.fastcall import WORK_PORT
 from karn.abi.faults import HOST_MEMORY_FAULT, GuestFault
 from karn.errors import PlatformError
+from karn.hints import TYPE_CHECKING, Protocol
 from karn.platform import kvm_abi as K
 from karn.platform.kvm import (
     ERROR_CODE_VECTORS,

@@ -4,10 +4,10 @@ stack, VM, address space, process, loaded program. Nothing runs yet (runner.py).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.errors import UsageError
+from karn.hints import TYPE_CHECKING
 from karn.image.collect import RootManifest, check_placement, collect_program
 from karn.kernel.mm import AddressSpace, MemoryAccount, Region
 from karn.kernel.process import Identity, KernelConfig, Process

@@ -8,9 +8,9 @@ sets, once it is found, before any VM exists. The builder takes a resolved RunCo
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
 
 from karn.errors import UsageError
+from karn.hints import TYPE_CHECKING, Any
 from karn.platform.layout import GIB
 from karn.policy import OVERRIDE_OPTIONS, Policy, loosenings
 from karn.run.publish import needs_host_port, with_free_host_port

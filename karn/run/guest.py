@@ -8,9 +8,9 @@ runner; it imports nothing of theirs at module level.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Protocol
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from karn.debug.symbols import Symbolizer

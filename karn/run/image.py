@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import TYPE_CHECKING
 
 from karn.errors import UsageError
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from karn.image.launch import ImageRun

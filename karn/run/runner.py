@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.signals import SI_USER, signal_name
+from karn.hints import TYPE_CHECKING
 from karn.kernel import tty
 from karn.kernel.process import Task
 from karn.kernel.signals import SigInfo

@@ -8,11 +8,11 @@ import site
 import stat
 import sys
 import time
-from typing import TYPE_CHECKING
 
 import karn
 from karn import log
 from karn.errors import KarnError
+from karn.hints import TYPE_CHECKING
 from karn.instance.paths import instances_dir
 from karn.kernel.tty import TERMINAL
 from karn.sandbox import landlock as L

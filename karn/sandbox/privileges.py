@@ -10,9 +10,9 @@ import fcntl
 import os
 import struct
 import threading
-from typing import TYPE_CHECKING
 
 from karn.errors import KarnError
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.syscalls import SYSCALL_NUMBERS
+from karn.hints import TYPE_CHECKING
 from karn.sandbox import allowlist as A
 from karn.sandbox import bpf
 from karn.sandbox.bpf import Arg, Rule

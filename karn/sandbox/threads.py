@@ -19,7 +19,8 @@ import mmap
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import signal

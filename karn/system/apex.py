@@ -13,8 +13,8 @@ variables: its identifier, period and duration, and its queuing ports' depths.""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
 
+from karn.hints import Any, NamedTuple
 from karn.system.units import duration_ms
 
 MAX_NAME_LENGTH = 30  # APEX NAME_TYPE

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from typing import Any
 
 from karn.errors import UsageError
+from karn.hints import Any
 from karn.system.apex import configure as configure_apex
 from karn.system.guards import Guard, check_schema, compile_allow
 from karn.system.units import duration_ms, size_bytes

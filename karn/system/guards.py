@@ -20,8 +20,8 @@ import re
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
-from typing import Any
 
+from karn.hints import Any
 from karn.system.schemacheck import compile_schema
 
 MAX_EXACT_INT = 2**53 - 1  # I-JSON: integers a double represents exactly

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
+from karn.hints import NamedTuple
 from karn.system.description import Health
 
 

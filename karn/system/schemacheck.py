@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+
+from karn.hints import Any
 
 Predicate = Callable[[Any], bool]
 

@@ -20,9 +20,9 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from karn.errors import UsageError
+from karn.hints import Protocol
 from karn.system import schedule, state
 from karn.system.channels import LOG_WINDOW, ChannelRun
 from karn.system.description import SystemDescription

@@ -11,10 +11,10 @@ import os
 import stat
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.errors import UsageError
+from karn.hints import TYPE_CHECKING
 from karn.kernel import fdspare
 from karn.kernel.fs.constants import DT_DIR, O_ACCMODE, S_IFDIR, S_IFLNK, S_IFMT, OFlag
 from karn.kernel.fs.file import WHOLE_FILE_LIMIT, DirEntry, DirListFile, OpenFile, read_whole

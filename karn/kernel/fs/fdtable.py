@@ -6,9 +6,9 @@ import errno
 import fcntl
 import os
 import threading
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel import tty
 from karn.kernel.fs.file import HostFile, OpenFile
 

@@ -19,9 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel.blocking import Interrupted, Waker
 from karn.kernel.fs.constants import O_ACCMODE, O_OPEN_ONLY, OFlag
 from karn.kernel.fs.file import HostFile, OpenFile, host_error

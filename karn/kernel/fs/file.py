@@ -16,10 +16,10 @@ import errno
 import fcntl
 import os
 import stat as pystat
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel.fs.constants import (
     DT_DIR,
     DT_LNK,

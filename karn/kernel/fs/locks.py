@@ -28,9 +28,9 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel.blocking import Interrupted
 from karn.kernel.fs.constants import O_ACCMODE, OFlag
 from karn.kernel.fs.sys_fd import (

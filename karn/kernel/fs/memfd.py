@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Any
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import u32
+from karn.hints import TYPE_CHECKING, Any
 from karn.kernel.fs.constants import O_OPEN_ONLY, OFlag
 from karn.kernel.fs.file import OpenFile
 from karn.kernel.fs.tmpfs import F_SEAL_EXEC, Node, TmpFile, TmpFs

@@ -33,10 +33,10 @@ import stat as pystat
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi import portmap
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.kernel.blocking import Interrupted
 from karn.kernel.fs.constants import (
     DT_CHR,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel import caps
 
 if TYPE_CHECKING:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import errno
 import itertools
 import time
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel.blocking import WouldBlock, waits_forbidden
 from karn.kernel.fs.constants import (
     DT_DIR,

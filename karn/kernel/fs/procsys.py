@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Union
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel.limits import NR_OPEN, PIPE_MAX_SIZE, RLIMIT_NPROC
 from karn.kernel.sys_identity import KERNEL_RELEASE, KERNEL_VERSION
 
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from karn.kernel.process import Process
 
 Value = Callable[["Process"], str]
-Tree = dict[str, Union["Tree", Value]]
+if TYPE_CHECKING:  # a recursive alias: only the type checker reads it
+    Tree = dict[str, "Tree | Value"]
 
 _boot_id: list[str] = []  # one boot per monitor (one guest), made when first read
 

@@ -22,9 +22,9 @@ import fcntl
 import os
 import struct
 import threading
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel.fs.constants import O_ACCMODE, OFlag
 from karn.kernel.fs.file import HostFile, host_error
 from karn.kernel.fs.stat import Stat

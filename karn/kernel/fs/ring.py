@@ -30,7 +30,8 @@ import mmap
 import os
 import struct
 import time
-from typing import NamedTuple
+
+from karn.hints import NamedTuple
 
 HEADER_SIZE = 64  # the ring's header: the published count and the notify interval
 NOTIFY_AT = 8  # header: 0, or the ns between wake-ups of a sender's guest that maps the ring

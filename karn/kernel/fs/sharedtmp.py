@@ -21,10 +21,10 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn import log
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.kernel.fs.constants import (
     O_ACCMODE,
     RENAME_EXCHANGE,

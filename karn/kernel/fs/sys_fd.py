@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
+from karn.hints import TYPE_CHECKING
 from karn.kernel import tty
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import HostFile, OpenFile, host_error

@@ -5,11 +5,11 @@ from __future__ import annotations
 import errno
 import select
 import struct
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64
+from karn.hints import TYPE_CHECKING
 from karn.kernel.fs.constants import S_IFBLK, S_IFCHR, S_IFMT
 from karn.kernel.fs.hostfs import HostDirFs, host_syncfs
 from karn.kernel.fs.sysutil import (

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64, u32
+from karn.hints import TYPE_CHECKING
 from karn.kernel.fs.constants import (
     AT_EMPTY_PATH,
     AT_REMOVEDIR,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import errno
 from functools import partial
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
+from karn.hints import TYPE_CHECKING
 from karn.kernel.blocking import WouldBlock, waits_forbidden
 from karn.kernel.fs.constants import (
     AT_EACCESS,

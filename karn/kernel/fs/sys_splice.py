@@ -12,10 +12,10 @@ import ctypes
 import errno
 import os
 import select
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, s64, u32
+from karn.hints import TYPE_CHECKING
 from karn.kernel.blocking import Interrupted
 from karn.kernel.fs.constants import SEEK_CUR, SEEK_SET, OFlag
 from karn.kernel.fs.file import OpenFile, host_error, write_error

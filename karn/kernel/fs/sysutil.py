@@ -5,10 +5,10 @@ from __future__ import annotations
 import errno
 import os
 import select
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32
+from karn.hints import TYPE_CHECKING
 from karn.kernel.blocking import Interrupted
 from karn.kernel.fs.constants import AT_EMPTY_PATH, AT_FDCWD, PATH_MAX, OFlag
 from karn.kernel.fs.file import OpenFile

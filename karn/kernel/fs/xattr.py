@@ -9,9 +9,9 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, TypeVar
 from karn.kernel.fs.constants import S_IFDIR, S_IFMT, S_IFREG
 from karn.kernel.fs.file import host_error
 

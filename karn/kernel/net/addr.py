@@ -6,9 +6,9 @@ import _socket as socket
 import errno
 import ipaddress
 import struct
-from typing import TYPE_CHECKING, NamedTuple
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.kernel.net.consts import AF_INET, AF_INET6, AF_UNIX, AF_UNSPEC
 
 if TYPE_CHECKING:

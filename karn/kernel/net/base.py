@@ -22,10 +22,10 @@ import termios
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from karn.abi.errno import SyscallError
 from karn.abi.signals import SI_USER, SIGPIPE
+from karn.hints import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from karn.kernel.blocking import Interrupted, WouldBlock
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.file import Buffer, OpenFile, host_error

@@ -23,10 +23,10 @@ import errno
 import ipaddress
 import select
 import struct
-from typing import TYPE_CHECKING, Any
 
 from karn import log
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, Any
 from karn.kernel.fs.file import host_error
 from karn.kernel.net.addr import Address, InetAddr, UnspecAddr, from_host
 from karn.kernel.net.base import SocketFile, host_accept

@@ -7,9 +7,9 @@ import errno
 import os
 import select
 import threading
-from typing import TYPE_CHECKING
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.fs.file import host_error
 

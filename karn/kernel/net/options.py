@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import errno
 import struct
-from typing import TYPE_CHECKING
 
 from karn import log
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING
 from karn.kernel.fs.file import host_error
 from karn.kernel.limits import (
     SOCK_BUF_MAX,

@@ -9,7 +9,8 @@ destinations reach the host's network. `host`: sockets pass straight through.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING
+
+from karn.hints import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import ipaddress

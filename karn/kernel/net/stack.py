@@ -6,9 +6,9 @@ from __future__ import annotations
 import _socket as socket
 import os
 import threading
-from typing import TYPE_CHECKING
 
 from karn import log
+from karn.hints import TYPE_CHECKING
 from karn.kernel.hosttmp import private_dir, remove_tree
 from karn.kernel.net.consts import AF_INET, AF_INET6
 from karn.kernel.net.inflight import InFlight

@@ -20,9 +20,9 @@ import os
 import posixpath
 import select
 import stat as pystat
-from typing import TYPE_CHECKING, Any
 
 from karn.abi.errno import SyscallError
+from karn.hints import TYPE_CHECKING, Any
 from karn.kernel.fs.constants import S_IFMT, S_IFSOCK
 from karn.kernel.fs.file import host_error
 from karn.kernel.limits import RLIMIT_NOFILE

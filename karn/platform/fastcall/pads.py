@@ -13,7 +13,7 @@ inside alignment padding, which compilers never emit.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from karn.hints import NamedTuple
 
 LEGACY = frozenset((0x66, 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65, 0xF2, 0xF3))
 ALIGN = 16

@@ -43,9 +43,9 @@ import ctypes
 import struct
 import threading
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, Protocol
 
 from karn.abi.fastcall import FASTMAP_BITS
+from karn.hints import NamedTuple, Protocol
 from karn.platform.barrier import leave_guest_once
 from karn.platform.fastcall.pads import LEGACY, find_pad
 from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, short_stub, site_stub

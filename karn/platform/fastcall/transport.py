@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import ModuleType
-from typing import Any, NamedTuple, Protocol
 
 from karn import log
 from karn.abi.fastcall import (
@@ -73,6 +72,7 @@ from karn.abi.fastcall import (
     WITHDRAWN,
     WOKEN,
 )
+from karn.hints import Any, NamedTuple, Protocol
 from karn.platform.fastcall import stubs
 from karn.platform.fastcall.patcher import STUBS_OFFSET, CodeSpace, Patcher, RunningCpu
 from karn.platform.fastcall.server import Server
