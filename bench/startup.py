@@ -7,10 +7,10 @@ Both run in a fresh virtual environment of this interpreter (`python3 -m venv
 --without-pip`), as after `pip install karn` into a venv: its site imports nothing, where
 this interpreter's own site may import modules karn needs (a pyenv build here imports
 pathlib, tempfile, typing, re and more from `.pth` files, ~40 ms) and so hide their cost
-from karn's row. karn runs through the script pip writes for its entry point (which
-imports `re` and calls `karn.cli.entry:main`), with the checkout on PYTHONPATH. A third
-row runs the same command served by a `karn daemon` of this tree (KARN_STATE_DIR of its
-own; the other rows set KARN_DAEMON=0).
+from karn's row. karn runs through the `karn` command pip installs (the checkout's
+bin/karn; for an older checkout the script pip writes for an entry point, which imports
+`re`), with the checkout on PYTHONPATH. A third row runs the same command served by a
+`karn daemon` of this tree (KARN_STATE_DIR of its own; the other rows set KARN_DAEMON=0).
 The commands take turns run by run (A B A B ...), so that a machine whose speed drifts
 slows them alike; each row is the median of N runs: wall time, and the CPU time (user +
 sys) the process and its threads used. karn's own cost is its row minus python's.
@@ -46,12 +46,13 @@ def compile_bytecode(tree: Path) -> None:
                        env=dict(os.environ, PYTHONPATH=str(tree)), stdout=subprocess.DEVNULL)
 
 
-# what pip writes for a console_scripts entry point (karn = karn.cli.main:main)
+# what pip writes for a console_scripts entry point (an --against checkout from before
+# bin/karn had one: karn = karn.cli.entry:main, or karn.cli.main:main before the daemon)
 CONSOLE_SCRIPT = """import re
 import sys
 try:
     from karn.cli.entry import main
-except ImportError:  # an --against checkout from before the daemon
+except ImportError:
     from karn.cli.main import main
 if __name__ == "__main__":
     sys.argv[0] = re.sub(r"(-script\\.pyw|\\.exe)?$", "", sys.argv[0])
@@ -59,14 +60,21 @@ if __name__ == "__main__":
 """
 
 
-def fresh_venv(where: Path) -> tuple[str, Path]:
-    """A virtual environment of this interpreter with nothing installed: its python, and
-    a `karn` script in it as pip would write it."""
+def fresh_venv(where: Path) -> str:
+    """A venv at `where` as `python3 -m venv --without-pip` makes it; its python."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
-    script = where / "bin/karn"
-    script.write_text(f"#!{where}/bin/python3\n{CONSOLE_SCRIPT}")
+    return str(where / "bin/python3")
+
+
+def karn_script(tree: Path, venv: Path, name: str) -> Path:
+    """The `karn` command pip installs for `tree` into the venv: its bin/karn with the
+    venv's python in the first line, or the script pip writes for an entry point."""
+    own = tree / "bin/karn"
+    body = own.read_text().split("\n", 1)[1] if own.exists() else CONSOLE_SCRIPT
+    script = venv / "bin" / name
+    script.write_text(f"#!{venv}/bin/python3\n{body}")
     script.chmod(0o755)
-    return str(where / "bin/python3"), script
+    return script
 
 
 def time_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -145,13 +153,16 @@ def main() -> int:
         hello = Path(tmp) / "hello"
         subprocess.run(["gcc", "-O2", "-static", "-o", str(hello), str(REPO / "examples/hello.c")],
                        check=True)
-        python, karn = fresh_venv(Path(tmp) / "venv")
+        venv = Path(tmp) / "venv"
+        python = fresh_venv(venv)
         commands: dict[str, tuple[list[str], dict[str, str]]] = {
             "python3 -c pass": ([python, "-c", "pass"], dict(os.environ)),
         }
-        for name, tree in trees.items():
+        for n, (name, tree) in enumerate(trees.items()):
             env = dict(os.environ, PYTHONPATH=str(tree), KARN_DAEMON="0")
-            commands[name] = ([python, str(karn), "run", str(hello)], env)
+            script = karn_script(tree, venv, f"karn{n}")
+            commands[name] = ([python, str(script), "run", str(hello)], env)
+        karn = karn_script(REPO, venv, "karn")
         served = dict(os.environ, PYTHONPATH=str(REPO), KARN_STATE_DIR=f"{tmp}/state")
         served.pop("KARN_DAEMON", None)
         commands["karn run hello (karn daemon)"] = ([python, str(karn), "run", str(hello)],
