@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import importlib
 import os
 import threading
 from collections.abc import Iterator
@@ -39,7 +38,8 @@ from karn.kernel.fs.xattr import HostStore, XattrStore
 
 _hostcalls: ModuleType | None
 try:  # the C binding (_hostcalls.c; optional: built by `pip install` with a compiler)
-    _hostcalls = importlib.import_module("karn.kernel.fs._hostcalls")
+    _hostcalls = __import__("karn.kernel.fs._hostcalls", fromlist=("openat2",))  # (not
+    # importlib.import_module: the importlib package, with warnings, is start-up time)
 except ImportError:
     _hostcalls = None
 _libc = ctypes.CDLL(None, use_errno=True)

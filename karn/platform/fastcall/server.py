@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import _thread
 import ctypes
-import importlib
 import struct
 import threading
 import time
@@ -44,7 +43,7 @@ def load_helper() -> ModuleType | None:
     """The C helper, or None (built by `pip install`, optional; needs a C compiler; a
     build of an older source, whose ABI differs, counts as none)."""
     try:
-        helper = importlib.import_module("karn.platform.fastcall._fastpoll")
+        helper = __import__("karn.platform.fastcall._fastpoll", fromlist=("ABI",))
     except ImportError:
         return None
     return helper if getattr(helper, "ABI", None) == HELPER_ABI else None
