@@ -12,7 +12,6 @@ distinct content, so nothing accumulates per run) and adds them to a collected r
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable
 
 from karn.kernel.hosttmp import temp_dir
@@ -72,10 +71,17 @@ def guest_etc_files(exists: Callable[[str], bool], hostname: str, mode: str
             if data is not None and not exists(path)}
 
 
+def _checksum(data: bytes) -> int:
+    """The bytes as one number modulo the prime 2**61 - 1 (a polynomial hash in base 256):
+    a name for the cached copy, the same in every process (hash() is not). Not zlib's
+    crc32: importing zlib costs a run more than this takes for a few KiB."""
+    return int.from_bytes(data, "little") % ((1 << 61) - 1)
+
+
 def _cached(name: str, data: bytes) -> str:
     base = os.path.join(temp_dir(), f"karn-etc-{os.getuid()}")
     os.makedirs(base, mode=0o700, exist_ok=True)
-    path = os.path.join(base, f"{zlib.crc32(data):08x}-{name}")
+    path = os.path.join(base, f"{_checksum(data):016x}-{name}")
     try:
         with open(path, "rb") as f:
             same = f.read() == data
