@@ -53,10 +53,13 @@ int main(void)
     printf("lock again: %s\n", name(pthread_mutex_lock(&m1)));
     printf("unlock: %s\n", name(pthread_mutex_unlock(&m1)));
 
-    /* a third thread start before the next: under karn's fast transport the start's
-     * set_robust_list site is patched at its second exit, then answered in the guest */
-    MUST(pthread_create(&t, NULL, idle, NULL) == 0);
-    pthread_join(t, NULL);
+    /* thread starts before the next: under karn's fast transport the start's
+     * set_robust_list site is patched at its second exit once the process has made 32
+     * exits, then answered in the guest (tests/test_fast_syscalls.py IDLE_THREADS) */
+    for (int i = 0; i < 8; i++) {
+        MUST(pthread_create(&t, NULL, idle, NULL) == 0);
+        pthread_join(t, NULL);
+    }
     MUST(pthread_create(&t, NULL, die_holding, &m2) == 0);
     pthread_join(t, NULL);
     printf("trylock after owner died: %s\n", name(pthread_mutex_trylock(&m2)));

@@ -51,6 +51,10 @@ from karn.platform.fastcall.pads import LEGACY, find_pad
 from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, short_stub, site_stub
 
 ARENA_SIZE = 0x10000  # the entry, then per-site stubs
+# Exits at unpatched sites before any site is patched: a program that makes fewer calls
+# (hello makes ~20) would pay for an arena, its patches and the server's start (~1.5 ms of
+# a static hello's 3.5) and save nothing.
+WARM_EXITS = 32
 STUBS_OFFSET = (len(ENTRY) + 0xFF) & ~0xFF  # per-site stubs follow the entry
 REACH = 1 << 31  # of a rel32 jump
 JMP_REL32 = 0xE9
@@ -232,6 +236,8 @@ class Patcher:
         self.enabled = True
         self.known: dict[int, bool] = {}  # P -> patched (True) or refused (False)
         self.seen: set[int] = set()  # P that exited once: patched at their next exit
+        self.exits = 0  # exits at unpatched sites so far (WARM_EXITS)
+        self.warm_exits = WARM_EXITS
         self.patched: dict[int, Site] = {}  # by S
         self.arenas: list[Arena] = []
 
@@ -243,6 +249,7 @@ class Patcher:
         child.enabled = self.enabled
         child.known = dict(self.known)
         child.seen = set(self.seen)
+        child.exits = self.exits
         child.patched = dict(self.patched)
         child.arenas = [arena.copy() for arena in self.arenas]
         return child
@@ -251,17 +258,24 @@ class Patcher:
 
     def site_exit(self, caller: RunningCpu, site: int, nr: int) -> None:
         """A real `syscall` at `site` was just served on `caller`'s exit. A site is
-        patched at its second exit: most of a program's start-up calls (the loader's,
-        libc's set-up) come from sites that run once, where a patch (~50 µs) and the
-        server it wakes cost more than the one exit they would save."""
+        patched at its second exit, once the process has made WARM_EXITS exits: most of a
+        program's start-up calls (the loader's, libc's set-up) come from sites that run
+        once, where a patch (~50 µs) and the server it wakes cost more than the one exit
+        they would save."""
         with self._lock:
             if site in self.known or not self.enabled:
                 return
-            if site not in self.seen:
+            self.exits += 1
+            if site not in self.seen or self.exits <= self.warm_exits:
                 self.seen.add(site)
                 return
             self.seen.discard(site)
             self.known[site] = self._patch(caller, site, nr)
+
+    def will_patch(self, site: int) -> bool:
+        """Whether this exit's site_exit(site) will try to patch the site (its second exit
+        or later, the process warm)."""
+        return site in self.seen and self.exits >= self.warm_exits
 
     def _patch(self, caller: RunningCpu, p: int, nr: int) -> bool:
         lo, hi = self._user

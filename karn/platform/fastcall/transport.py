@@ -371,9 +371,9 @@ class FastTransport:
         if real:
             slot.exit += 1  # an unpatched site: its next call may reach the server
             patched = self.patcher.known.get(site)
-            if patched is False or (patched is None and site not in self.patcher.seen):
-                return  # unless it cannot be patched (no window) or this is its first
-                # exit (the next is one too): waking the server only takes a core from
+            if patched is False or (patched is None and not self.patcher.will_patch(site)):
+                return  # unless it cannot be patched (no window) or will not be at this
+                # exit (its next is one too): waking the server only takes a core from
                 # this vCPU
             if not slot.skip_left:
                 self._wake_if_dense(slot, _monotonic())
