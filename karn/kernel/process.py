@@ -85,6 +85,10 @@ class Cpu(Protocol):
         """Make the vCPU leave guest mode soon (from any host thread)."""
         ...
 
+    def runs_here(self) -> bool:
+        """Whether the calling host thread is the one that runs the vCPU."""
+        ...
+
     def start(self, regs: dict[str, int], fs_base: int, fpu: bytes | None = None) -> None:
         """Initial user-mode state; fpu: an XSAVE image (get_fpu) to start from, None:
         the FPU's reset state."""
@@ -340,7 +344,7 @@ class Process:
         task.cpu = cpu
         gate = self.gate
         if gate is not None:
-            gate.thread_started(cpu, self._kick_all)
+            gate.thread_started(cpu, lambda: self.kick_others(cpu))
         try:
             machine.launch(cpu, lambda: run_task(task, gate))
         except BaseException:
@@ -359,10 +363,15 @@ class Process:
         if self.machine is not None:
             self.machine.allow_spins(not gated)
 
-    def _kick_all(self) -> None:
+    def kick_others(self, new: Cpu) -> None:
+        """The gate closed as a thread starts on `new`: threads in guest mode hold no slot,
+        so each is kicked out to take one. Not `new` (its first run passes the gate) nor
+        the caller's own vCPU (it passes the gate before its next run): a kick there only
+        made one more exit (two in every create+join under --cpus 1)."""
         for task in list(self.tasks.values()):
-            if task.cpu is not None:
-                task.cpu.kick()
+            cpu = task.cpu
+            if cpu is not None and cpu is not new and not cpu.runs_here():
+                cpu.kick()
 
     def task_exited(self, task: Task) -> None:
         """Thread teardown as Linux does it: robust futexes, clear_child_tid, last thread.

@@ -307,6 +307,9 @@ class Vcpu:
             return False  # a call the server is serving: its answer makes the vCPU exit
         return not tramp <= rip < tramp + 4096
 
+    def runs_here(self) -> bool:
+        return self._thread == threading.get_ident()
+
     def kick(self) -> None:
         # immediate_exit stops a KVM_RUN about to start; the signal one already running.
         self.run_page.immediate_exit = 1
