@@ -48,7 +48,7 @@ install: $(if $(filter $(abspath $(VENV))/%,$(KARN_PYTHON)),$(abspath $(VENV))/b
 	@# (again when the karn command is an older one: pip's entry-point script, which
 	@# imports re, or one naming an older entry point than karn.cli.entry; bin/karn)
 	@cd / && $(KARN_PYTHON) -c 'import $(RUNTIME_MODULES), $(C_HELPERS); $(THIS_KARN)' 2>/dev/null \
-	  && grep -qs '^raise SystemExit(main())' '$(KARN)' \
+	  && grep -qs 'karn.cli.entry' '$(KARN)' && ! grep -qs '^import re$$' '$(KARN)' \
 	  || $(KARN_PYTHON) -m pip install -q -e '$(CURDIR)'
 	@# bytecode, as a wheel install has: an editable one has none, and where
 	@# PYTHONDONTWRITEBYTECODE is set every `karn run` would compile karn's sources again

@@ -50,18 +50,32 @@ else:
     _IMPLICIT = frozenset(("__module__", "__qualname__", "__annotations__",
                            "__orig_bases__", "__static_attributes__", "__firstlineno__"))
 
+    # what typing.NamedTuple refuses to let a class body set (__classcell__: super() in a
+    # method, which a class made by namedtuple() cannot serve)
+    _RESERVED = frozenset(("__new__", "__init__", "__slots__", "__getnewargs__", "_fields",
+                           "_field_defaults", "_make", "_replace", "_asdict", "_source",
+                           "__classcell__"))
+
     class _NamedTupleMeta(type):
         def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict) -> type:
             if namespace.get("_base_of_named_tuples"):
                 return super().__new__(mcs, name, bases, namespace)
-            fields = list(namespace.get("__annotations__", {}))
+            annotations = namespace.get("__annotations__")
+            if annotations is None:
+                if any(key.startswith("__annotate") for key in namespace):  # deferred
+                    raise TypeError(f"{name}: karn.hints.NamedTuple needs `from __future__ "
+                                    "import annotations` in its module (Python 3.14+)")
+                annotations = {}
+            fields = list(annotations)
+            if reserved := _RESERVED.intersection(namespace):
+                raise AttributeError(f"{name}: cannot set {', '.join(sorted(reserved))}")
             defaults = [namespace[field] for field in fields if field in namespace]
             if defaults and any(field not in namespace for field in fields[-len(defaults):]):
                 raise TypeError(f"{name}: a field without a default follows one with")
             made = namedtuple(name, fields, defaults=defaults,
                               module=namespace.get("__module__"))
             made.__qualname__ = namespace.get("__qualname__", name)
-            made.__annotations__ = namespace.get("__annotations__", {})
+            made.__annotations__ = annotations
             for key, value in namespace.items():
                 if key not in _IMPLICIT and key not in fields:
                     setattr(made, key, value)

@@ -1,6 +1,7 @@
 """--syscall-transport fast (docs/design/fast-syscalls.md): syscall sites patched at their
-first exit, later calls served through shared memory; every case against a native run of
-the same binary, with both transports where both make sense.
+second exit once the process has made WARM_EXITS exits, later calls served through shared
+memory; every case against a native run of the same binary, with both transports where
+both make sense.
 
 The fast transport reports at info level how many calls its server answered: a case that
 asserts the fast path was taken reads that line.
@@ -474,7 +475,7 @@ def test_windows_with_a_lea_between(transport, build, native, same):
     """`mov $nr,%eax; lea ...,%reg; syscall` windows (glibc's pthread_create and
     start_thread): RIP-relative (the stub loads the address with a movabs), base + disp32,
     base + disp8 into r8; each call's result and the lea's register checked by the program,
-    and in fast mode all but each site's first call came through its stub (7 a round: the
+    and in fast mode all but the first rounds came through its stub (7 a round: the
     4 lea windows, glibc's 3 sigprocmask, answered in the stub; without the lea windows
     3)."""
     exe = build("fastcall_lea", "static")
@@ -641,6 +642,24 @@ def test_a_site_is_patched_at_its_second_exit_once_the_process_is_warm():
     raw2, fresh = patcher_over(s - 5, code)  # warm: a site's first exit does not patch it
     fresh.site_exit(None, s, 39)  # type: ignore[arg-type]
     assert fresh.known == {} and bytes(raw2[s - 5 : s - 5 + len(code)]) == code
+
+
+def test_a_program_a_shell_execs_starts_cold(build):
+    """The exits a process made before execve do not count towards the new program's
+    WARM_EXITS: a short program run by a shell (which made more than WARM_EXITS calls by
+    then) patches no site, as when karn runs it itself."""
+    exe = build("fastcall", "static", ("-pthread",))
+    short = "getpid 6"  # one site, six calls: a second exit, but a short program
+    alone = karn_info("--syscall-transport", "fast", exe, *short.split())
+    assert alone.returncode == 0 and SERVED.search(alone.stderr)[1] == b"0", alone.stderr
+    # the shell's own calls first: WARM_EXITS reads of a file, a byte each
+    script = f"i=0; while [ $i -lt {WARM_EXITS} ]; do read -n 1 x < /x/{exe.name}; " \
+             f"i=$((i+1)); done; /x/{exe.name} {short}; /x/{exe.name} {short}"
+    got = karn_info("--syscall-transport", "fast", "-v", f"{exe.parent}:/x:ro",
+                    "/bin/busybox", "sh", "-c", script)
+    assert got.returncode == 0, got.stderr
+    # a forked child's program, then the shell's own (busybox execs the last command)
+    assert [int(m[0]) for m in SERVED.findall(got.stderr)] == [0, 0], got.stderr
 
 
 def test_windowless_site_patch_and_undo():

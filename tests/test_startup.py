@@ -44,8 +44,9 @@ NOT_NEEDED = (
     # typing (and the re, enum and contextlib it imports): karn's modules take its names
     # from karn/hints.py; re only where a pattern is matched (a runtime's name, argparse)
     "typing", "re", "enum", "glob", "fnmatch",
-    # importlib's package (and its warnings): optional C modules come through __import__
-    "importlib", "warnings",
+    # importlib's package: optional C modules come through __import__ (not warnings, which
+    # threading imports from Python 3.13 on)
+    "importlib",
     # the standard library's slow or unneeded modules
     "socket", "selectors", "ssl", "uuid", "platform", "dataclasses", "inspect",
     "subprocess", "tarfile", "json", "hashlib", "http.client", "urllib.request",

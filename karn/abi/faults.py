@@ -5,6 +5,8 @@ signal with a si_code and si_addr. The kernel delivers that signal, the gdb stub
 it, and a crash report names it with a human cause: all three read it from here.
 """
 
+from __future__ import annotations
+
 from karn.abi.signals import (
     BUS_ADRALN,
     BUS_ADRERR,

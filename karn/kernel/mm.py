@@ -77,6 +77,10 @@ class CodeWatcher(Protocol):
 
     def forget(self, start: int, end: int) -> None: ...
 
+    def new_program(self) -> None:
+        """execve: a program starts afresh (its start-up is not worth patching either)."""
+        ...
+
 
 KARN_VMA = "[karn]"  # karn's own code in the guest (fast-syscall stub arenas)
 BRK_ROOM = 256 << 20  # arenas stay this far above the heap's start: room for it to grow
@@ -454,6 +458,7 @@ class AddressSpace:
         reg = self.region
         if self.code_watcher is not None:  # first: nothing it knows is put back then
             self.code_watcher.forget(reg.user_start, reg.user_end)
+            self.code_watcher.new_program()
         for vma in self._vmas:
             self.memory.discard(vma.start, vma.end - vma.start)
         self._charge(-self.mapped_bytes)

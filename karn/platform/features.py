@@ -1,5 +1,7 @@
 """What a platform tells the loader about its CPU (a plain record, platform-neutral)."""
 
+from __future__ import annotations
+
 from karn.hints import NamedTuple
 
 

@@ -14,6 +14,8 @@ KVM's memory slots cover only what the guest has mapped (memory.py, cover): a sl
 set-up, and a host fork's walk of it, cost by its size.
 """
 
+from __future__ import annotations
+
 from karn.hints import NamedTuple
 
 PAGE = 0x1000

@@ -72,16 +72,17 @@ def guest_etc_files(exists: Callable[[str], bool], hostname: str, mode: str
 
 
 def _checksum(data: bytes) -> int:
-    """The bytes as one number modulo the prime 2**61 - 1 (a polynomial hash in base 256):
-    a name for the cached copy, the same in every process (hash() is not). Not zlib's
-    crc32: importing zlib costs a run more than this takes for a few KiB."""
-    return int.from_bytes(data, "little") % ((1 << 61) - 1)
+    """The bytes as one number modulo the prime 2**64 - 59 (a polynomial hash in base 256
+    whose powers have no short period): a name for the cached copy, the same in every
+    process (hash() is not). Not zlib's crc32: importing zlib costs a run more than this
+    takes for a few KiB."""
+    return int.from_bytes(data, "little") % ((1 << 64) - 59)
 
 
 def _cached(name: str, data: bytes) -> str:
     base = os.path.join(temp_dir(), f"karn-etc-{os.getuid()}")
     os.makedirs(base, mode=0o700, exist_ok=True)
-    path = os.path.join(base, f"{_checksum(data):016x}-{name}")
+    path = os.path.join(base, f"{_checksum(data):016x}-{len(data)}-{name}")
     try:
         with open(path, "rb") as f:
             same = f.read() == data

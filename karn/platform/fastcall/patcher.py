@@ -416,6 +416,11 @@ class Patcher:
                 self._restore(caller, site)
             self.patched.clear()
 
+    def new_program(self) -> None:
+        """execve: the new program's exits count from none (WARM_EXITS), not the old's."""
+        with self._lock:
+            self.exits = 0
+
     def forget(self, start: int, end: int) -> None:
         """[start, end) is about to be unmapped or replaced: sites inside are dropped (the
         code arriving there is patched afresh), sites outside that use an arena inside are
