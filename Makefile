@@ -31,6 +31,11 @@ KARN_PYTHON := $(PYTHON)
 else
 KARN_PYTHON := $(abspath $(VENV))/bin/python
 endif
+# Editable installs in setuptools' compat mode: a path in a .pth file. Its default mode's
+# import finder, set up at every interpreter start, imports re, pathlib and more: ~18 ms
+# more for every `karn` command (and every python3) than the run itself imports.
+EDITABLE := --config-settings editable_mode=compat
+NO_FINDER := import sys; sys.exit(any(m.startswith("__editable___karn") for m in sys.modules))
 # The `karn` command pip installed for KARN_PYTHON (looked up once it is installed)
 KARN = $(shell cd / && $(KARN_PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/karn
 PYTEST := $(KARN_PYTHON) -m pytest -q -n $(TEST_JOBS) --dist loadscope
@@ -46,10 +51,12 @@ all: test
 # Install the package (editable) unless this checkout's karn and its dependencies import.
 install: $(if $(filter $(abspath $(VENV))/%,$(KARN_PYTHON)),$(abspath $(VENV))/bin/python)
 	@# (again when the karn command is an older one: pip's entry-point script, which
-	@# imports re, or one naming an older entry point than karn.cli.entry; bin/karn)
+	@# imports re, or one naming an older entry point than karn.cli.entry; bin/karn; or
+	@# when the install is an editable one with an import finder: EDITABLE)
 	@cd / && $(KARN_PYTHON) -c 'import $(RUNTIME_MODULES), $(C_HELPERS); $(THIS_KARN)' 2>/dev/null \
+	  && $(KARN_PYTHON) -c '$(NO_FINDER)' \
 	  && grep -qs 'karn.cli.entry' '$(KARN)' && ! grep -qs '^import re$$' '$(KARN)' \
-	  || $(KARN_PYTHON) -m pip install -q -e '$(CURDIR)'
+	  || $(KARN_PYTHON) -m pip install -q -e '$(CURDIR)' $(EDITABLE)
 	@# bytecode, as a wheel install has: an editable one has none, and where
 	@# PYTHONDONTWRITEBYTECODE is set every `karn run` would compile karn's sources again
 	@$(KARN_PYTHON) -m compileall -q '$(CURDIR)/karn'
@@ -84,7 +91,7 @@ install-test-deps: install
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(APT_PACKAGES); \
 	fi
 	@$(KARN_PYTHON) -c 'import pytest, xdist, cryptography, hypothesis, $(RUNTIME_MODULES)' 2>/dev/null \
-	  || $(KARN_PYTHON) -m pip install -q -e '.[test]'
+	  || $(KARN_PYTHON) -m pip install -q -e '.[test]' $(EDITABLE)
 
 test: install-test-deps
 	$(PYTEST)
@@ -97,7 +104,7 @@ bench: install
 	$(KARN_PYTHON) bench/run.py $(BENCH_ARGS)
 
 lint: install
-	@$(KARN_PYTHON) -c 'import ruff, mypy' 2>/dev/null || $(KARN_PYTHON) -m pip install -q -e '.[lint]'
+	@$(KARN_PYTHON) -c 'import ruff, mypy' 2>/dev/null || $(KARN_PYTHON) -m pip install -q -e '.[lint]' $(EDITABLE)
 	$(KARN_PYTHON) -m ruff check karn tests bench
 	$(KARN_PYTHON) -m mypy
 
