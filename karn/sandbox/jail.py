@@ -99,7 +99,16 @@ def _reason(err: OSError | ImportError) -> str:
     return str(err)
 
 
+# Extension modules imported after confinement whose shared libraries lie outside what
+# the monitor may read then (Python's paths, not the system's library directories): loaded
+# before. zlib: pyelftools imports it (a crash report's symbols, `karn inspect`), and its
+# libz.so.1 is a system library.
+LOADED_BEFORE = ("zlib",)
+
+
 def _confine(guest: Guest, start: float) -> Confinement:
+    for module in LOADED_BEFORE:
+        __import__(module)
     policy = guest.net.policy
     abi = L.abi_version()
     ruleset = _ruleset(guest, abi, restrict_bind=policy.mode != "host") if abi else None

@@ -74,8 +74,8 @@ def guest_etc_files(exists: Callable[[str], bool], hostname: str, mode: str
 def _checksum(data: bytes) -> int:
     """The bytes as one number modulo the prime 2**64 - 59 (a polynomial hash in base 256
     whose powers have no short period): a name for the cached copy, the same in every
-    process (hash() is not). Not zlib's crc32: importing zlib costs a run more than this
-    takes for a few KiB."""
+    process (hash() is not), and 64 bits where crc32 has 32 (two contents of one name
+    would rewrite each other's copy)."""
     return int.from_bytes(data, "little") % ((1 << 64) - 59)
 
 
