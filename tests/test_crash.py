@@ -5,15 +5,19 @@ The expected signal comes from running the same binary natively.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import VARIANT_NAMES
+
+REPO = Path(__file__).resolve().parent.parent
 
 # (test id, program, arguments, the faulting function, access kind or None)
 CRASHES = [
@@ -81,6 +85,25 @@ def test_crash_without_symbols(build, karn, native):
     assert got.returncode == 128 + sig.value, err
     assert sig.name in err
     assert "Traceback" not in err
+
+
+def test_crash_report_from_a_bare_interpreter(build, native):
+    """With no site .pth files run (-S, the import path given), nothing but karn's own
+    imports comes before confinement: what a report imports after it (pyelftools, and
+    the zlib it loads, whose libz.so.1 the confined monitor cannot read) must still load.
+    An interpreter whose site imported zlib for its own reasons hid a report that failed
+    with ImportError."""
+    import site
+
+    exe = build("crash_segv", "static")
+    expected = native(exe)
+    path = os.pathsep.join([str(REPO), *site.getsitepackages()])
+    got = subprocess.run([sys.executable, "-S", "-m", "karn", "run", str(exe)],
+                         capture_output=True, stdin=subprocess.DEVNULL, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=path))
+    err = got.stderr.decode(errors="replace")
+    assert got.returncode == 128 - expected.returncode, err
+    assert "SIGSEGV" in err and "Traceback" not in err and "ImportError" not in err, err
 
 
 def test_exit_status_passes_through(build, karn, native):
