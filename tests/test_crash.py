@@ -5,19 +5,15 @@ The expected signal comes from running the same binary natively.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from conftest import VARIANT_NAMES
-
-REPO = Path(__file__).resolve().parent.parent
 
 # (test id, program, arguments, the faulting function, access kind or None)
 CRASHES = [
@@ -87,20 +83,18 @@ def test_crash_without_symbols(build, karn, native):
     assert "Traceback" not in err
 
 
-def test_crash_report_from_a_bare_interpreter(build, native):
-    """With no site .pth files run (-S, the import path given), nothing but karn's own
-    imports comes before confinement: what a report imports after it (pyelftools, and
-    the zlib it loads, whose libz.so.1 the confined monitor cannot read) must still load.
-    An interpreter whose site imported zlib for its own reasons hid a report that failed
-    with ImportError."""
-    import site
-
+def test_crash_report_where_nothing_loaded_zlib_before(build, karn, native):
+    """What a report imports after confinement (pyelftools, and the zlib it loads, whose
+    libz.so.1 the confined monitor cannot read) still loads. An interpreter whose start-up
+    imports zlib itself (site's .pth files: setuptools' editable finder) hid a report that
+    failed with ImportError; there this test cannot tell, and says so."""
+    started = subprocess.run([sys.executable, "-c", "import sys; print('zlib' in sys.modules)"],
+                             capture_output=True, text=True, check=True)
+    if started.stdout.strip() == "True":
+        pytest.skip("this interpreter's start-up imports zlib itself")
     exe = build("crash_segv", "static")
     expected = native(exe)
-    path = os.pathsep.join([str(REPO), *site.getsitepackages()])
-    got = subprocess.run([sys.executable, "-S", "-m", "karn", "run", str(exe)],
-                         capture_output=True, stdin=subprocess.DEVNULL, timeout=120,
-                         env=dict(os.environ, PYTHONPATH=path))
+    got = karn(exe)
     err = got.stderr.decode(errors="replace")
     assert got.returncode == 128 - expected.returncode, err
     assert "SIGSEGV" in err and "Traceback" not in err and "ImportError" not in err, err
