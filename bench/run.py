@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from report import merge
-from startup import fresh_venv
+from startup import fresh_venv, karn_script
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -181,11 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # 1. start-up
         startup: dict[str, float | None] = {}
         print(f"start-up ({runs} runs each) ...", file=sys.stderr)
-        venv_python, karn_script = fresh_venv(out / "venv")
+        venv_python = fresh_venv(out / "venv")
+        karn = karn_script(REPO, out / "venv", "karn")  # the command as pip installs it
         os.environ["PYTHONPATH"] = str(REPO)  # what the venv's karn script imports
         startup["python3 -c pass"] = median_time([venv_python, "-c", "pass"], runs)
         for r in runners:
-            cmd = [venv_python, str(karn_script), "run", str(hello)] if r.name == "karn" \
+            cmd = [venv_python, str(karn), "run", str(hello)] if r.name == "karn" \
                 else r.cmd(hello)
             try:
                 startup[r.name] = median_time(cmd, runs)
