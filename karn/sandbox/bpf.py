@@ -106,16 +106,18 @@ def _spans(rules: dict[int, list[Rule]]) -> list[tuple[int, list[Rule] | None]]:
     order, each span running to the next one's first number: consecutive numbers with the
     same rules are one span."""
     spans: list[tuple[int, list[Rule] | None]] = []
-    last_nr, last_key = -1, None
+    last_nr, last_rules, last_key = -1, None, None
     for nr in sorted(rules):
-        key = _key(rules[nr])
+        this = rules[nr]
+        # one list shared by many numbers (the unconditional ones) is compared once
+        key = last_key if this is last_rules else _key(this)
         if nr == last_nr + 1 and key == last_key:
-            last_nr = nr  # the run goes on
+            last_nr, last_rules = nr, this  # the run goes on
             continue
         if nr > last_nr + 1:  # a gap before it
             spans.append((last_nr + 1, None))
-        spans.append((nr, rules[nr]))
-        last_nr, last_key = nr, key
+        spans.append((nr, this))
+        last_nr, last_rules, last_key = nr, this, key
     spans.append((last_nr + 1, None))
     return spans
 

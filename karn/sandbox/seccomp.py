@@ -30,7 +30,8 @@ def allowed_names() -> list[str]:
 
 def rules(pid: int) -> dict[int, list[Rule]]:
     """allowlist.py as rules by syscall number; everything else is denied (EPERM)."""
-    by_name: dict[str, list[Rule]] = {name: [Rule(ALLOW)] for name in A.UNCONDITIONAL}
+    allow = [Rule(ALLOW)]  # one list for all: bpf's spans compare it once
+    by_name: dict[str, list[Rule]] = dict.fromkeys(A.UNCONDITIONAL, allow)
     # threads, and copies of the monitor for guest fork (kernel/fork.py: same filter, same
     # Landlock domain); never new namespaces, never a process sharing memory
     by_name["clone"] = [
