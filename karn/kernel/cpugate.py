@@ -76,8 +76,9 @@ class CpuGate:
 
     # -- threads come and go ------------------------------------------------------------
 
-    def thread_started(self, cpu: Kickable, kick_all: Callable[[], None]) -> None:
-        """A new thread on `cpu` (maybe a recycled one): it queues behind woken threads."""
+    def thread_started(self, cpu: Kickable, kick_others: Callable[[Kickable], None]) -> None:
+        """A new thread on `cpu` (maybe a recycled one): it queues behind woken threads.
+        kick_others(cpu) kicks the vCPUs that may be in guest mode if the gate closes."""
         key = id(cpu)
         with self._lock:
             self._threads += 1
@@ -92,7 +93,7 @@ class CpuGate:
                                                     daemon=True)
                     self._ticker.start()
                 # Threads already in guest mode hold no slot: make them come and take one.
-                kick_all()
+                kick_others(cpu)
 
     def thread_exited(self) -> None:
         with self._lock:

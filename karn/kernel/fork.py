@@ -294,7 +294,7 @@ def _rebuild(proc: Process, parent_task: Task, start: ChildStart,
         cpu.set_gs_base(start.gs_base)
     task.cpu = cpu
     assert proc.gate is not None
-    proc.gate.thread_started(cpu, lambda: proc.kick_others(cpu))
+    proc.gate.thread_started(cpu, proc.kick_others)
     return task
 
 

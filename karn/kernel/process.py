@@ -344,7 +344,7 @@ class Process:
         task.cpu = cpu
         gate = self.gate
         if gate is not None:
-            gate.thread_started(cpu, lambda: self.kick_others(cpu))
+            gate.thread_started(cpu, self.kick_others)
         try:
             machine.launch(cpu, lambda: run_task(task, gate))
         except BaseException:
@@ -363,7 +363,7 @@ class Process:
         if self.machine is not None:
             self.machine.allow_spins(not gated)
 
-    def kick_others(self, new: Cpu) -> None:
+    def kick_others(self, new: object) -> None:
         """The gate closed as a thread starts on `new`: threads in guest mode hold no slot,
         so each is kicked out to take one. Not `new` (its first run passes the gate) nor
         the caller's own vCPU (it passes the gate before its next run): a kick there only

@@ -265,8 +265,9 @@ class Patcher:
         with self._lock:
             if site in self.known or not self.enabled:
                 return
+            patch = self.will_patch(site)
             self.exits += 1
-            if site not in self.seen or self.exits <= self.warm_exits:
+            if not patch:
                 self.seen.add(site)
                 return
             self.seen.discard(site)
@@ -274,7 +275,7 @@ class Patcher:
 
     def will_patch(self, site: int) -> bool:
         """Whether this exit's site_exit(site) will try to patch the site (its second exit
-        or later, the process warm)."""
+        or later, the process warm: WARM_EXITS exits counted before this one)."""
         return site in self.seen and self.exits >= self.warm_exits
 
     def _patch(self, caller: RunningCpu, p: int, nr: int) -> bool:
