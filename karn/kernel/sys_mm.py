@@ -29,6 +29,7 @@ MAP_SHARED_VALIDATE = 0x03
 MAP_TYPE = 0x0F
 MAP_FIXED = 0x10
 MAP_ANONYMOUS = 0x20
+MAP_GROWSDOWN = 0x0100
 MAP_NORESERVE = 0x4000
 MAP_STACK = 0x20000
 MAP_FIXED_NOREPLACE = 0x100000
@@ -87,6 +88,10 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     if kind == MAP_PRIVATE:
         if file is not None:
             _map_private(task, start, length, file, off)
+        # anonymous only: a file's private pages must keep showing the file's later
+        # changes until written, as on Linux
+        elif prot & PROT_WRITE and not flags & MAP_NORESERVE:
+            mm.prefault(start, start + length, stack=bool(flags & (MAP_STACK | MAP_GROWSDOWN)))
         return start
     try:
         if device is not None:

@@ -69,6 +69,9 @@ def load_object(mem: GuestMemory, mm: AddressSpace, elf: "ElfFile", bias: int) -
         for seg in info.segments:
             if seg.filesz:
                 _fill(mem, mm, elf, seg, bias)
+            if seg.flags & PF_W:  # data and bss: written from the program's first steps
+                mm.prefault(page_down(bias + seg.vaddr), page_up(bias + seg.vaddr + seg.memsz),
+                            used=True)
     except SyscallError as err:
         raise ImageError(
             f"{guest_path}: does not fit in the guest address space ({err}); try a larger --memory"

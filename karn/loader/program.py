@@ -201,6 +201,7 @@ def map_executable(
 
     stack_top = mm.region.user_end - placement.stack_offset
     mm.map(stack_top - STACK_SIZE, STACK_SIZE, PROT_READ | PROT_WRITE, "[stack]")
+    mm.prefault(stack_top - STACK_SIZE, stack_top, stack=True)
     vdso = map_vdso(mem, mm, placement, clock) if clock is not None else 0
     start = StartInfo(
         argv=argv,
