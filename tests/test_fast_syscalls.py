@@ -24,12 +24,13 @@ from helpers import wait_for
 from test_gdb import debug
 from test_trace import trace_lines
 
-from karn.platform.fastcall.patcher import WARM_EXITS
+from karn.platform.warmup import WARM_EXITS
 
 TRANSPORTS = ("exit", "fast")
 CALLS = "10000"
 SERVED_DEADLINE = 120.0  # seconds
 SERVED = re.compile(rb"fast syscalls: (\d+) sites patched, (\d+) calls served")
+NOT_MADE = re.compile(rb"fast syscalls: not made")
 
 
 def run(karn, transport: str, *args, timeout: float = 60):
@@ -651,7 +652,8 @@ def test_a_program_a_shell_execs_starts_cold(build):
     exe = build("fastcall", "static", ("-pthread",))
     short = "getpid 6"  # one site, six calls: a second exit, but a short program
     alone = karn_info("--syscall-transport", "fast", exe, *short.split())
-    assert alone.returncode == 0 and SERVED.search(alone.stderr)[1] == b"0", alone.stderr
+    # too short for the transport to be made at all (platform/warmup.py)
+    assert alone.returncode == 0 and NOT_MADE.search(alone.stderr), alone.stderr
     # the shell's own calls first: WARM_EXITS reads of a file, a byte each
     script = f"i=0; while [ $i -lt {WARM_EXITS} ]; do read -n 1 x < /x/{exe.name}; " \
              f"i=$((i+1)); done; /x/{exe.name} {short}; /x/{exe.name} {short}"

@@ -75,3 +75,37 @@ def test_a_named_tuple_body_that_typing_refuses_is_refused() -> None:
 
             def __new__(cls, x: int) -> Point:
                 return super().__new__(cls, (x,))
+
+
+def test_a_named_tuple_takes_its_arguments_as_typings_does() -> None:
+    """Positional, by name, defaults, _make, _replace, and the same errors for the rest."""
+    import typing
+
+    from karn.hints import NamedTuple
+
+    class Ours(NamedTuple):
+        a: int
+        b: str
+        c: float = 0.5
+
+    class Theirs(typing.NamedTuple):
+        a: int
+        b: str
+        c: float = 0.5
+
+    good = [((1, "x"), {}), ((1, "x", 2.0), {}), ((1,), {"b": "y"}), ((), {"b": "y", "a": 3}),
+            ((), {"a": 1, "b": "x", "c": 9.0})]
+    for args, kwargs in good:
+        assert tuple(Ours(*args, **kwargs)) == tuple(Theirs(*args, **kwargs))
+    bad = [((1,), {}), ((1, "x", 2.0, 4), {}), ((1, "x"), {"a": 2}), ((1, "x"), {"d": 2})]
+    for args, kwargs in bad:
+        with pytest.raises(TypeError):
+            Theirs(*args, **kwargs)
+        with pytest.raises(TypeError):
+            Ours(*args, **kwargs)
+    assert Ours._make([1, "x", 3.0]) == Theirs._make([1, "x", 3.0])
+    with pytest.raises(TypeError):
+        Ours._make([1])
+    assert tuple(Ours(1, "x")._replace(b="z")) == tuple(Theirs(1, "x")._replace(b="z"))
+    with pytest.raises(ValueError):
+        Ours(1, "x")._replace(d=1)

@@ -29,7 +29,9 @@ NOT_NEEDED = (
     "karn.debug.crash", "karn.debug.coredump", "karn.debug.disasm", "karn.debug.symbols",
     # -d and --name (a foreground run registers late: see LATE below)
     "karn.instance.detach",
-    # what only some guests use (the fast transport, the default, is needed)
+    # the fast transport (the default): made once a process is warm (platform/warmup.py)
+    "karn.platform.fastcall",
+    # what only some guests use
     "karn.kernel.net.inet", "karn.kernel.net.unix",
     "karn.kernel.net.base", "karn.kernel.net.options", "karn.kernel.net.addr",
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",

@@ -73,8 +73,11 @@ def transport(guest: Guest) -> dict:
     server was asleep, busy or off its host core, or backed off (skipped), and every other
     exit (exit); many withdrawn or skipped calls mean the server is short of host CPU."""
     fast = guest.machine.fast
-    if fast is None:
-        return {"mode": "exit", "exit": sum(guest.process.syscall_counts)}
+    if fast is None:  # the exit transport, or the fast one before the process is warm
+        calls = sum(guest.process.syscall_counts)
+        if guest.machine.fast_deferred:
+            return {"mode": "fast", "sites_patched": 0, "exit": calls}
+        return {"mode": "exit", "exit": calls}
     return {"mode": "fast", "sites_patched": len(fast.patcher.patched),
             **fast.counts()._asdict()}
 

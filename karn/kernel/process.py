@@ -106,6 +106,10 @@ class Machine(Protocol[CpuT]):
 
     def new_cpu(self) -> CpuT: ...
 
+    def thread_cpu(self) -> CpuT:
+        """A vCPU for a thread to start on (new_cpu, with what a thread's start brings)."""
+        ...
+
     def release_cpu(self, cpu: CpuT) -> None: ...
 
     def launch(self, cpu: CpuT, body: Callable[[], None]) -> None:
@@ -335,7 +339,7 @@ class Process:
 
         machine = self.machine
         assert machine is not None
-        cpu = machine.new_cpu()
+        cpu = machine.thread_cpu()
         try:
             cpu.start(regs, fs_base, fpu)
         except BaseException:

@@ -20,6 +20,7 @@ from karn.platform.hostload import spare_core
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import MAX_VCPUS
 from karn.platform.vcpu import Vcpu
+from karn.platform.warmup import WarmUp
 
 if TYPE_CHECKING:
     from karn.platform.fastcall.patcher import CodeSpace, Patcher
@@ -64,6 +65,12 @@ class KvmMachine:
         self._parked = 0
         self._closed = False
         self.fast: FastTransport | None = None
+        self._cpus: list[Vcpu] = []  # every vCPU made: a transport made later attaches all
+        # the fast transport deferred (platform/warmup.py): what makes it, given this
+        # machine, and the count of exits towards it; thread vCPUs handed out so far
+        self._make_fast: Callable[[KvmMachine], bool] | None = None
+        self._warm: WarmUp | None = None
+        self._threads = 0
         # the C helper's bounded spin on a u64 (platform/fastcall/_fastpoll.c wait_u64),
         # with which a worker watches for its next job; None: workers park at once
         self._watch: Callable[[bytearray, int, int, int], int] | None = None
@@ -96,6 +103,40 @@ class KvmMachine:
                                    lay.user_start, lay.user_end, fastmap, khz, offset))
         return True
 
+    def defer_fast(self, make: Callable[[KvmMachine], bool]) -> None:
+        """Make the fast transport (make(machine): enable_fast and the kernel's side of
+        it) once the process is warm, not now (platform/warmup.py)."""
+        self._make_fast = make
+        self._warm = WarmUp(self._warmed)
+
+    def _warmed(self, warm: WarmUp) -> bool:
+        """The process is warm: its fast transport now, in an exit of its only running
+        vCPU, handed the sites that exited so far."""
+        make = self._make_fast
+        self._warm = self._make_fast = None
+        with self._lock:
+            for cpu in self._cpus:
+                cpu.warm_up = None
+        if make is None or not make(self) or self.fast is None:
+            return False
+        self.fast.warmed(warm.exits, warm.seen)
+        return True
+
+    @property
+    def fast_deferred(self) -> bool:
+        """The fast transport will be made once the process is warm."""
+        return self._warm is not None
+
+    def thread_cpu(self) -> Vcpu:
+        """A vCPU for a guest thread to start on. A second thread brings a deferred fast
+        transport in first, while its starter's exit is the only vCPU out of guest mode
+        (platform/warmup.py)."""
+        warm = self._warm
+        if warm is not None and self._threads:
+            warm.enable()
+        self._threads += 1
+        return self.new_cpu()
+
     def new_cpu(self) -> Vcpu:
         with self._lock:
             if self._free:
@@ -105,6 +146,9 @@ class KvmMachine:
             index = self._created
             self._created += 1
         cpu = Vcpu(self.vm, index)
+        with self._lock:
+            self._cpus.append(cpu)
+            cpu.warm_up = self._warm
         if self.fast is not None:
             cpu.attach_fast(self.fast)
         return cpu
@@ -175,6 +219,9 @@ class KvmMachine:
     def close_workers(self) -> None:
         """The guest's threads have all ended: parked host threads end too, and those
         still finishing do not park."""
+        if self._warm is not None:
+            log.info("fast syscalls: not made (the process ended after %d exits, before it "
+                     "was warm)", self._warm.exits)
         with self._lock:
             self._closed = True
             for index, worker in list(self._workers.items()):
@@ -242,13 +289,19 @@ class KvmMachine:
             else:
                 machine.tsc_as_parent = True
             machine._attach(self.fast.forked(offset))
+        elif self._warm is not None and self._make_fast is not None:  # still deferred
+            machine._make_fast = self._make_fast
+            machine._warm = WarmUp(machine._warmed, self._warm.exits, set(self._warm.seen))
+            machine._threads = 1  # the forking thread's, running in the child
         return machine
 
     def _attach(self, fast: FastTransport) -> None:
+        """Every vCPU uses fast from its next entry (one in use joins it on its way back
+        to the guest: Vcpu._join_fast)."""
         self.fast = fast
         with self._lock:
-            for free in self._free:
-                free.attach_fast(fast)
+            for cpu in self._cpus:
+                cpu.attach_fast(fast)
 
 def _guest_tsc_offset(cpu: Vcpu, host_tsc: Callable[[], int], samples: int = 5) -> int:
     """The guest's TSC minus the host's, from the narrowest of `samples` host TSC reads

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from karn.platform.fastcall.slotmask import SlotMask
     from karn.platform.fastcall.transport import FastTransport
+    from karn.platform.warmup import WarmUp
 else:  # the C module: `signal` makes enums of its names at import, ~0.5 ms of start-up
     import _signal as signal
 
@@ -148,6 +149,9 @@ class Vcpu:
         self.in_guest = False  # in KVM_RUN now; with exits, what a patch's sync waits on
         self.exits = 0
         self.fast: FastTransport | None = None
+        self._bound: FastTransport | None = None  # the transport run() bound this vCPU to
+        # the deferred fast transport's count of exits (platform/warmup.py), until made
+        self.warm_up: WarmUp | None = None
         self._fast_gs = 0  # this vCPU's slot: the GS base while the fast path is on
         self._guest_gs = 0  # the GS base the guest set (arch_prctl), virtual with fast on
 
@@ -193,8 +197,22 @@ class Vcpu:
         self.run_page.kvm_valid_regs = SYNC_REGS_AND_SREGS
 
     def attach_fast(self, fast: FastTransport) -> None:
+        if self.fast is None:  # (a vCPU in use: the guest's own GS base, kept virtual)
+            self._guest_gs = self.sregs.gs.base
         self.fast = fast
         self._fast_gs = fast.slot_address(self.index)
+
+    def _join_fast(self, client: ExitClient) -> FastTransport:
+        """This vCPU was in use when its machine's deferred fast transport was made
+        (platform/warmup.py): it uses it from its next entry, its slot as its GS base
+        unless the guest has one of its own (then no site is patched)."""
+        fast = self.fast
+        assert fast is not None
+        fast.bind(self, client)
+        self._bound = fast
+        if fast.active:
+            self.set_gs_base(self._guest_gs)
+        return fast
 
     def set_msrs(self, values: dict[int, int]) -> None:
         msrs = K.kvm_msrs(nmsrs=len(values))
@@ -331,11 +349,13 @@ class Vcpu:
         fast = self.fast
         if fast is not None:
             fast.bind(self, client)
+        self._bound = fast
         try:
             self._loop(client, gate)
         finally:
-            if fast is not None:
-                fast.unbind(self)
+            if self._bound is not None:
+                self._bound.unbind(self)
+                self._bound = None
             with self._thread_lock:
                 self._thread = 0
 
@@ -361,6 +381,7 @@ class Vcpu:
         index = self.index
         syscall = client.syscall
         fast = self.fast
+        warming = self.warm_up if fast is None else None
         tramp = self.vm.layout.trampoline
         while True:
             if gate is not None and gate.gated:
@@ -391,10 +412,14 @@ class Vcpu:
                     self._context_replaced = False
                     nr = regs.rax
                     real = False
+                    if warming is not None and warming.exit(regs.rcx - 2):
+                        fast, warming = self._join_fast(client), None
                     if fast is not None:
                         real = 0 <= regs.rip - tramp < 4096  # a `syscall` instruction
                         fast.exit_path_call(index, nr, real, regs.rcx - 2)
                     result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
+                    if fast is None and self.fast is not None:  # made by this call (a
+                        fast, warming = self._join_fast(client), None  # thread's start)
                     if not self._context_replaced:
                         # site_exit's own first test, without its lock (a site stays known
                         # until its code is unmapped)

@@ -4,6 +4,7 @@ stack, VM, address space, process, loaded program. Nothing runs yet (runner.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from karn.abi.errno import SyscallError
 from karn.errors import UsageError
@@ -91,12 +92,8 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
             process.identity = Identity(*config.user, *config.user)
         # gdb parks threads in syscalls: exit only
         if config.syscall_transport == "fast" and not (config.debug and config.debug.gdb):
-            from karn.kernel.fastmap import fastmap
-
-            observed = config.debug is not None and config.debug.any()
-            if machine.enable_fast(mm, fastmap(process.syscall_table, observed)):
-                # munmap, MAP_FIXED and execve: patched sites and arenas in the range go
-                mm.code_watcher = machine.fast.patcher if machine.fast is not None else None
+            machine.defer_fast(_fast_transport(process, config.debug is not None
+                                               and config.debug.any()))
         # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
         time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
         process.load_settings = LoadSettings(vm.cpu_features(), config.policy.aslr,
@@ -107,6 +104,22 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
     finally:
         exe.close()  # mapped by now, or not to be: the mappings hold the files
     return Guest(config, manifest, vm, machine, mm, fs, process, image, time_page)
+
+
+def _fast_transport(process: Process, observed: bool) -> Callable[[KvmMachine], bool]:
+    """What makes the process's fast syscall transport once it is warm (platform/
+    warmup.py); `observed`: every call must reach the tracer."""
+
+    def make(machine: KvmMachine) -> bool:
+        from karn.kernel.fastmap import fastmap
+
+        if not machine.enable_fast(process.mm, fastmap(process.syscall_table, observed)):
+            return False
+        # munmap, MAP_FIXED and execve: patched sites and arenas in the range go
+        process.mm.code_watcher = machine.code_watcher()
+        return True
+
+    return make
 
 
 def root_manifest(config: RunConfig) -> RootManifest:

@@ -49,12 +49,9 @@ from karn.hints import NamedTuple, Protocol
 from karn.platform.barrier import leave_guest_once
 from karn.platform.fastcall.pads import LEGACY, find_pad
 from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, short_stub, site_stub
+from karn.platform.warmup import WARM_EXITS
 
 ARENA_SIZE = 0x10000  # the entry, then per-site stubs
-# Exits at unpatched sites before any site is patched: a program that makes fewer calls
-# (hello makes ~20) would pay for an arena, its patches and the server's start (~1.5 ms of
-# a static hello's 3.5) and save nothing.
-WARM_EXITS = 32
 STUBS_OFFSET = (len(ENTRY) + 0xFF) & ~0xFF  # per-site stubs follow the entry
 REACH = 1 << 31  # of a rel32 jump
 JMP_REL32 = 0xE9
@@ -416,6 +413,13 @@ class Patcher:
             for site in list(self.patched.values()):
                 self._restore(caller, site)
             self.patched.clear()
+
+    def warmed(self, exits: int, seen: set[int]) -> None:
+        """A transport made once the process was warm (platform/warmup.py): the exits
+        it made before, and their sites."""
+        with self._lock:
+            self.exits = exits
+            self.seen = seen
 
     def new_program(self) -> None:
         """execve: the new program's exits count from none (WARM_EXITS), not the old's."""

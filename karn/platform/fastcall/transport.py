@@ -230,6 +230,7 @@ class FastTransport:
         self._host_base = host_base
         self._slots_addr = slots_addr
         self._slots: list[_Slot] = []
+        self._exits_before = 0  # exits before the transport was made (warmed)
         self._fastmap = bytearray(FASTMAP_BITS // 8)
         for nr in fastmap:
             if 0 <= nr < FASTMAP_BITS:
@@ -338,9 +339,16 @@ class FastTransport:
                      counts.redone, counts.withdrawn, counts.skipped, counts.exit,
                      counts.in_guest - robust - masks, robust, masks)
 
+    def warmed(self, exits: int, seen: set[int]) -> None:
+        """Made once the process was warm (platform/warmup.py): the exits it made before
+        (counted among the other exits) and their sites (the patcher's)."""
+        self._exits_before = exits
+        self.patcher.warmed(exits, seen)
+
     def counts(self) -> Counts:
         slots = list(self._slots)
-        return Counts(*(sum(getattr(s, field) for s in slots) for field in Counts._fields))
+        counts = Counts(*(sum(getattr(s, field) for s in slots) for field in Counts._fields))
+        return counts._replace(exit=counts.exit + self._exits_before)
 
     def patcher_lock(self) -> threading.RLock:
         return self.patcher._lock
