@@ -122,6 +122,13 @@ class KvmMachine:
         self.fast.warmed(warm.exits, warm.seen)
         return True
 
+    def ended(self) -> None:
+        """The process ended: say so if its fast transport was never made (a made one
+        says what it did as its last vCPU leaves it: FastTransport.unbind)."""
+        if self._warm is not None:
+            log.info("fast syscalls: not made (the process ended after %d exits, before it "
+                     "was warm)", self._warm.exits)
+
     @property
     def fast_deferred(self) -> bool:
         """The fast transport will be made once the process is warm."""
@@ -219,9 +226,6 @@ class KvmMachine:
     def close_workers(self) -> None:
         """The guest's threads have all ended: parked host threads end too, and those
         still finishing do not park."""
-        if self._warm is not None:
-            log.info("fast syscalls: not made (the process ended after %d exits, before it "
-                     "was warm)", self._warm.exits)
         with self._lock:
             self._closed = True
             for index, worker in list(self._workers.items()):

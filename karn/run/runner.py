@@ -118,6 +118,7 @@ class Runner:
             from karn.kernel.sys_mm import write_back
 
             write_back(proc.mem, mm, 0, mm.region.user_end, forget=True)
+        guest.machine.ended()
         guest.net.close()  # before a plug-in tells anyone the run ended: ports are free
         guest.fs.close()  # the shared tmpfs directory
         status = proc.exit_status
