@@ -35,6 +35,8 @@ NOT_NEEDED = (
     "karn.kernel.net.inet", "karn.kernel.net.unix",
     "karn.kernel.net.base", "karn.kernel.net.options", "karn.kernel.net.addr",
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
+    # the tmpfs mounts' move to the host at the first fork
+    "karn.kernel.fs.sharedtmp",
     # /dev (a mount made on first lookup), its ptys, /proc/sys
     "karn.kernel.fs.devfs", "karn.kernel.fs.pty", "karn.kernel.fs.procsys",
     # the syscall areas whose calls a static hello never makes (each loads on its first call)

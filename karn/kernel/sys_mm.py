@@ -12,7 +12,6 @@ from karn.hints import TYPE_CHECKING, NamedTuple
 from karn.kernel.fs.constants import OFlag
 from karn.kernel.fs.fdtable import FdTable
 from karn.kernel.fs.file import HostFile
-from karn.kernel.fs.sharedtmp import SharedTmpFile, SharedTmpFs
 from karn.kernel.fs.tmpfs import Node, TmpFile, TmpFs
 from karn.kernel.mm import PAGE, PROT_EXEC, PROT_READ, PROT_WRITE, page_up
 from karn.kernel.process import Task
@@ -249,6 +248,8 @@ def map_moved_files(mem: GuestMemory, mm: AddressSpace, moved: list[TmpfsMapping
     the host files themselves, so a process that opens and maps the file later, by name
     or by an fd sent to it, shares the pages with this one and its children (unlinked:
     the host copies of files no longer linked, by id(node))."""
+    from karn.kernel.fs.sharedtmp import SharedTmpFile, SharedTmpFs  # loaded by the move
+
     for piece in moved:
         fs = mounts.get(piece.mount)
         if not isinstance(fs, SharedTmpFs):

@@ -21,8 +21,8 @@ from karn.kernel.fs.file import WHOLE_FILE_LIMIT, DirEntry, DirListFile, OpenFil
 from karn.kernel.fs.filesystem import Filesystem
 from karn.kernel.fs.hostfs import HostDirFs
 from karn.kernel.fs.procfs import ProcFs
-from karn.kernel.fs.sharedtmp import SharedTmpDir, share_tmpfs
 from karn.kernel.fs.stat import Stat
+from karn.kernel.fs.tmpdir import SharedTmpDir
 from karn.kernel.fs.tmpfs import MAX_FILE_SIZE, TmpFs
 from karn.kernel.fs.vfs import Comps, Resolved, Vfs, join_path, split_path
 
@@ -159,6 +159,8 @@ class FsContext:
                     ) -> Shared:
         """Before a fork: tmpfs mounts become host directories every process shares
         (kernel/fs/sharedtmp.py share_tmpfs)."""
+        from karn.kernel.fs.sharedtmp import share_tmpfs  # only a run that forks
+
         return share_tmpfs(self.vfs, fds, self.shared_tmp, mapped)
 
     def close(self) -> None:
