@@ -1,7 +1,8 @@
 """Name-service files for guests whose root has none: getaddrinfo reads /etc/hosts,
 /etc/resolv.conf and /etc/nsswitch.conf (and /etc/services for a service name);
 getpwnam (nginx, redis) /etc/passwd and /etc/group, which list root and nobody;
-getservbyname and getprotobyname the host's /etc/services and /etc/protocols.
+getservbyname and getprotobyname the host's /etc/services and /etc/protocols (given as
+they are).
 
 `guest_etc_files(exists, hostname, mode)` returns {guest path: content} for the files
 the root lacks; `add_to_manifest` writes them to a host cache directory (one file per
@@ -45,30 +46,22 @@ def _resolv(mode: str) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def _host_table(path: str) -> bytes | None:
-    """A public lookup table of the host's (service and protocol names: the same on
-    every Linux, from the netbase package), or None if the host has none."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        return None
+# Public lookup tables of the host's, the same on every Linux (the netbase package):
+# getservbyname and getprotobyname read them. Given as the host's own files, not copies.
+HOST_TABLES = ("/etc/services", "/etc/protocols")
 
 
 def guest_etc_files(exists: Callable[[str], bool], hostname: str, mode: str
                     ) -> dict[str, bytes]:
-    wanted: dict[str, bytes | None] = {
+    """The generated name-service files the root lacks (`exists` says what it has)."""
+    wanted: dict[str, bytes] = {
         "/etc/passwd": PASSWD,
         "/etc/group": GROUP,
         "/etc/hosts": _hosts(hostname),
         "/etc/resolv.conf": _resolv(mode),
         "/etc/nsswitch.conf": NSSWITCH,
-        # getservbyname, getaddrinfo(host, "http"), getprotobyname
-        "/etc/services": _host_table("/etc/services"),
-        "/etc/protocols": _host_table("/etc/protocols"),
     }
-    return {path: data for path, data in wanted.items()
-            if data is not None and not exists(path)}
+    return {path: data for path, data in wanted.items() if not exists(path)}
 
 
 def _checksum(data: bytes) -> int:
@@ -79,9 +72,7 @@ def _checksum(data: bytes) -> int:
     return int.from_bytes(data, "little") % ((1 << 64) - 59)
 
 
-def _cached(name: str, data: bytes) -> str:
-    base = os.path.join(temp_dir(), f"karn-etc-{os.getuid()}")
-    os.makedirs(base, mode=0o700, exist_ok=True)
+def _cached(base: str, name: str, data: bytes) -> str:
     path = os.path.join(base, f"{_checksum(data):016x}-{len(data)}-{name}")
     try:
         with open(path, "rb") as f:
@@ -102,5 +93,12 @@ def add_to_manifest(files: dict[str, str], hostname: str, mode: str,
     """Add the missing name-service files to a root's {guest: host} files (`exists`: what
     the root already has; by default, what `files` lists)."""
     have = exists or (lambda p: p in files)
-    for guest, data in guest_etc_files(have, hostname, mode).items():
-        files[guest] = _cached(os.path.basename(guest), data)
+    generated = guest_etc_files(have, hostname, mode)
+    if generated:
+        base = os.path.join(temp_dir(), f"karn-etc-{os.getuid()}")
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        for guest, data in generated.items():
+            files[guest] = _cached(base, os.path.basename(guest), data)
+    for table in HOST_TABLES:
+        if not have(table) and os.path.isfile(table):
+            files[table] = table
