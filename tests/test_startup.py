@@ -48,6 +48,8 @@ NOT_NEEDED = (
     # typing (and the re, enum and contextlib it imports): karn's modules take its names
     # from karn/hints.py; re only where a pattern is matched (a runtime's name, argparse)
     "typing", "re", "enum", "glob", "fnmatch",
+    # contextlib: the few context managers on a run's path are classes of their own
+    "contextlib",
     # importlib's package: optional C modules come through __import__ (not warnings, which
     # threading imports from Python 3.13 on)
     "importlib",
