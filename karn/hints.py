@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from typing import Protocol as Protocol
     from typing import TypeVar as TypeVar
 else:
+    import sys
     from _collections import _tuplegetter  # the C accessor namedtuple's fields use
 
     Any = NoReturn = object
@@ -62,10 +63,10 @@ else:
     # path); this one binds its arguments itself where they are not exactly the fields.
     _tuple_new = tuple.__new__
 
-    def _new(cls: type, *args: object, **kwargs: object) -> tuple:
-        if kwargs or len(args) != len(cls._fields):  # type: ignore[attr-defined]
-            args = _bind(cls, args, kwargs)
-        return _tuple_new(cls, args)
+    def _new(_cls: type, *args: object, **kwargs: object) -> tuple:  # (a field may be `cls`)
+        if kwargs or len(args) != len(_cls._fields):  # type: ignore[attr-defined]
+            args = _bind(_cls, args, kwargs)
+        return _tuple_new(_cls, args)
 
     def _bind(cls: type, args: tuple, kwargs: dict[str, object]) -> tuple:
         fields: tuple[str, ...] = cls._fields  # type: ignore[attr-defined]
@@ -116,6 +117,8 @@ else:
 
     _SHARED = {"__new__": _new, "_make": classmethod(_make), "_replace": _replace,
                "__repr__": _repr, "_asdict": _asdict, "__getnewargs__": _getnewargs}
+    if sys.version_info >= (3, 13):  # copy.replace(), as namedtuple's from 3.13 on
+        _SHARED["__replace__"] = _replace
 
     def _named_tuple(name: str, fields: tuple[str, ...], defaults: dict[str, object],
                      module: str | None) -> type:

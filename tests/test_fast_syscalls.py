@@ -30,7 +30,7 @@ TRANSPORTS = ("exit", "fast")
 CALLS = "10000"
 SERVED_DEADLINE = 120.0  # seconds
 SERVED = re.compile(rb"fast syscalls: (\d+) sites patched, (\d+) calls served")
-NOT_MADE = re.compile(rb"fast syscalls: not made")
+NOT_MADE = re.compile(rb"fast syscalls: not made \(the process ended after (\d+) exits")
 
 
 def run(karn, transport: str, *args, timeout: float = 60):
@@ -285,13 +285,14 @@ def test_exit_transport_patches_nothing(build):
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("mode", ["pingpong", "futex", "timer", "restart", "eintr", "gs",
-                                  "remap"])
+                                  "gs_thread", "remap"])
 def test_cases_match_native(mode, transport, build, karn, native, same):
     """futex hand-over between threads; futex operations through one patched site (wakes,
     waits on a changed word, bad addresses, a wait that times out, one that is woken: the
     stub reads a wait's word itself); signal handlers while calls go through the stubs;
     a signal during a blocking read with and without SA_RESTART; a guest that sets its
-    own GS base (the stubs use GS: sites are put back, its %gs: loads see its memory);
+    own GS base (the stubs use GS: sites are put back, its %gs: loads see its memory),
+    and a thread it starts then, before the process is warm (its creator's GS base);
     code patched, unmapped and mapped again with another call at the same address."""
     exe = build("fastcall", "static", ("-pthread",))
     expected = native(exe, mode)
@@ -662,6 +663,18 @@ def test_a_program_a_shell_execs_starts_cold(build):
     assert got.returncode == 0, got.stderr
     # a forked child's program, then the shell's own (busybox execs the last command)
     assert [int(m[0]) for m in SERVED.findall(got.stderr)] == [0, 0], got.stderr
+
+
+def test_a_program_a_cold_process_execs_starts_cold_too(build):
+    """A process that execs before it is warm: the new program's exits count from none
+    (as when karn runs it itself), so a short program run by `exec` in a short shell
+    makes no transport, though the two together made more than WARM_EXITS exits."""
+    exe = build("fastcall", "static", ("-pthread",))
+    got = karn_info("--syscall-transport", "fast", "-v", f"{exe.parent}:/x:ro",
+                    "/bin/busybox", "sh", "-c", f"exec /x/{exe.name} getpid 6")
+    assert got.returncode == 0 and b"wrong results 0" in got.stdout, got.stderr
+    made = NOT_MADE.search(got.stderr)
+    assert made and int(made[1]) > WARM_EXITS, got.stderr
 
 
 def test_windowless_site_patch_and_undo():

@@ -92,11 +92,13 @@ class CodeWatcher(Protocol):
 # (CPython's 1 MiB object arenas, malloc's large blocks), the first PREFAULT_BIG_BYTES of
 # a larger one (Go's 64 MiB heap arenas, touched a little at a time), a stack's top
 # STACK_PREFAULT_BYTES (it grows down; glibc's 8 MiB thread stacks), a heap's growth and
-# a program's data and bss up to PREFAULT_BYTES. An untouched populated page costs host
-# memory and ~1.5 µs; a touched one saves ~25 µs (measured: docs/benchmarks.md).
+# a program's data and bss up to PREFAULT_BYTES (copied from the program file now, not at
+# the first write: a later change to the file is not seen, which Linux leaves open). An
+# untouched populated page costs host memory and ~1.5 µs; a touched one saves ~25 µs
+# (measured: docs/benchmarks.md).
 PREFAULT_BYTES = 1 << 20
 PREFAULT_BIG_BYTES = 64 << 10
-STACK_PREFAULT_BYTES = 64 << 10
+STACK_PREFAULT_BYTES = 32 << 10  # not charged to --memory (MAP_STACK): kept small
 KARN_VMA = "[karn]"  # karn's own code in the guest (fast-syscall stub arenas)
 BRK_ROOM = 256 << 20  # arenas stay this far above the heap's start: room for it to grow
 

@@ -332,9 +332,9 @@ class Process:
             self.link.call("exec", leader.comm.decode(errors="replace") if leader else "")
 
     def start_task(self, task: Task, regs: dict[str, int], fs_base: int,
-                   fpu: bytes | None = None) -> None:
+                   fpu: bytes | None = None, gs_base: int = 0) -> None:
         """Give the task a vCPU and a host thread, and let it run from `regs` (and the FPU
-        state `fpu`, or the reset one)."""
+        state `fpu`, or the reset one; the GS base `gs_base`, a clone's creator's)."""
         from karn.kernel.threads import run_task
 
         machine = self.machine
@@ -342,6 +342,8 @@ class Process:
         cpu = machine.thread_cpu()
         try:
             cpu.start(regs, fs_base, fpu)
+            if gs_base:
+                cpu.set_gs_base(gs_base)
         except BaseException:
             machine.release_cpu(cpu)
             raise

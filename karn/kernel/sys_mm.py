@@ -87,8 +87,8 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     if kind == MAP_PRIVATE:
         if file is not None:
             _map_private(task, start, length, file, off)
-        # anonymous only: a file's private pages must keep showing the file's later
-        # changes until written, as on Linux
+        # anonymous only: a file's private pages keep showing the file's later changes
+        # until written, as on Linux (the loader's program data aside: kernel/mm.py)
         elif prot & PROT_WRITE and not flags & MAP_NORESERVE:
             mm.prefault(start, start + length, stack=bool(flags & (MAP_STACK | MAP_GROWSDOWN)))
         return start

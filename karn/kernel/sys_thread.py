@@ -115,7 +115,8 @@ def _clone(task: Task, flags: int, stack: int, parent_tid: int, child_tid: int, 
         if flags & CLONE_CHILD_CLEARTID:
             child.clear_child_tid = child_tid
         child.set_blocked(task.blocked)
-        proc.start_task(child, context, fs_base, fpu)
+        # the GS base too: Linux's clone copies it (only the FS base is CLONE_SETTLS's)
+        proc.start_task(child, context, fs_base, fpu, task.vcpu.get_gs_base())
     except (SyscallError, PlatformError) as err:  # no thread started: undo the task
         with proc.signal_lock:
             proc.tasks.pop(child.tid, None)

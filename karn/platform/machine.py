@@ -110,16 +110,23 @@ class KvmMachine:
         self._warm = WarmUp(self._warmed)
 
     def _warmed(self, warm: WarmUp) -> bool:
-        """The process is warm: its fast transport now, in an exit of its only running
-        vCPU, handed the sites that exited so far."""
+        """The process is warm: its fast transport now, in an exit of its only vCPU in
+        use, on that vCPU's own thread (its WARM_EXITS-th exit, or a clone starting a
+        second thread), handed the sites that exited so far. That vCPU joins it at once,
+        before any other thread can start: a guest GS base of its own turns patching off
+        before a new thread's vCPU takes its slot as its GS base."""
         make = self._make_fast
         self._warm = self._make_fast = None
         with self._lock:
             for cpu in self._cpus:
                 cpu.warm_up = None
-        if make is None or not make(self) or self.fast is None:
+            here = [cpu for cpu in self._cpus if cpu.runs_here()]
+        fast = self.fast if make is not None and make(self) else None
+        if fast is None:
             return False
-        self.fast.warmed(warm.exits, warm.seen)
+        fast.warmed(warm.counted, warm.exits, warm.seen)
+        for cpu in here:
+            cpu.join_fast()
         return True
 
     def ended(self) -> None:
@@ -127,7 +134,7 @@ class KvmMachine:
         says what it did as its last vCPU leaves it: FastTransport.unbind)."""
         if self._warm is not None:
             log.info("fast syscalls: not made (the process ended after %d exits, before it "
-                     "was warm)", self._warm.exits)
+                     "was warm)", self._warm.counted)
 
     @property
     def fast_deferred(self) -> bool:
@@ -245,10 +252,10 @@ class KvmMachine:
     def overhead_cpu_ns(self) -> int:
         return self.fast.server.cpu_ns() if self.fast is not None else 0
 
-    def code_watcher(self) -> Patcher | None:
+    def code_watcher(self) -> Patcher | WarmUp | None:
         """What must hear of guest code going away (munmap, MAP_FIXED, execve): the fast
-        transport's patcher."""
-        return self.fast.patcher if self.fast is not None else None
+        transport's patcher, or while it is deferred the count towards it."""
+        return self.fast.patcher if self.fast is not None else self._warm
 
     def fork_locks(self) -> list[tuple[object, str, type]]:
         """The locks a host fork of this monitor holds (owner, attribute, kind, as
@@ -295,7 +302,7 @@ class KvmMachine:
             machine._attach(self.fast.forked(offset))
         elif self._warm is not None and self._make_fast is not None:  # still deferred
             machine._make_fast = self._make_fast
-            machine._warm = WarmUp(machine._warmed, self._warm.exits, set(self._warm.seen))
+            machine._warm = self._warm.forked(machine._warmed)
             machine._threads = 1  # the forking thread's, running in the child
         return machine
 

@@ -150,6 +150,7 @@ class Vcpu:
         self.exits = 0
         self.fast: FastTransport | None = None
         self._bound: FastTransport | None = None  # the transport run() bound this vCPU to
+        self._client: ExitClient | None = None  # what run() serves
         # the deferred fast transport's count of exits (platform/warmup.py), until made
         self.warm_up: WarmUp | None = None
         self._fast_gs = 0  # this vCPU's slot: the GS base while the fast path is on
@@ -202,17 +203,17 @@ class Vcpu:
         self.fast = fast
         self._fast_gs = fast.slot_address(self.index)
 
-    def _join_fast(self, client: ExitClient) -> FastTransport:
-        """This vCPU was in use when its machine's deferred fast transport was made
-        (platform/warmup.py): it uses it from its next entry, its slot as its GS base
-        unless the guest has one of its own (then no site is patched)."""
-        fast = self.fast
-        assert fast is not None
-        fast.bind(self, client)
+    def join_fast(self) -> None:
+        """This vCPU, in use (stopped in an exit, on its own thread) when its machine's
+        deferred fast transport was made (platform/warmup.py), uses it from its next
+        entry: bound for its thread, its slot as its GS base unless the guest has one of
+        its own (then no site is patched)."""
+        fast, client = self.fast, self._client
+        assert fast is not None and client is not None
+        fast.bind(self, client, launched=False)
         self._bound = fast
         if fast.active:
             self.set_gs_base(self._guest_gs)
-        return fast
 
     def set_msrs(self, values: dict[int, int]) -> None:
         msrs = K.kvm_msrs(nmsrs=len(values))
@@ -349,13 +350,13 @@ class Vcpu:
         fast = self.fast
         if fast is not None:
             fast.bind(self, client)
-        self._bound = fast
+        self._bound, self._client = fast, client
         try:
             self._loop(client, gate)
         finally:
             if self._bound is not None:
                 self._bound.unbind(self)
-                self._bound = None
+            self._bound = self._client = None
             with self._thread_lock:
                 self._thread = 0
 
@@ -413,13 +414,13 @@ class Vcpu:
                     nr = regs.rax
                     real = False
                     if warming is not None and warming.exit(regs.rcx - 2):
-                        fast, warming = self._join_fast(client), None
+                        fast, warming = self.fast, None  # made, and joined (join_fast)
                     if fast is not None:
                         real = 0 <= regs.rip - tramp < 4096  # a `syscall` instruction
                         fast.exit_path_call(index, nr, real, regs.rcx - 2)
                     result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
                     if fast is None and self.fast is not None:  # made by this call (a
-                        fast, warming = self._join_fast(client), None  # thread's start)
+                        fast, warming = self.fast, None  # thread's start), and joined
                     if not self._context_replaced:
                         # site_exit's own first test, without its lock (a site stays known
                         # until its code is unmapped)

@@ -23,23 +23,41 @@ WARM_EXITS = 32
 
 class WarmUp:
     """Counts a process's exits until its fast transport is due; `enable` makes it (False:
-    it could not be made, and the run stays on the exit path)."""
+    it could not be made, and the run stays on the exit path). Until then it is what
+    hears of guest code going away (the address space's code watcher, as the patcher is
+    later): sites unmapped are forgotten, and an execve starts the count afresh."""
 
     def __init__(self, enable: Callable[[WarmUp], bool], exits: int = 0,
                  seen: set[int] | None = None) -> None:
-        self._enable = enable
-        self.exits = exits
+        self._enable: Callable[[WarmUp], bool] | None = enable
+        self.exits = exits  # towards WARM_EXITS, since the program's start
+        self.counted = 0  # exits of this process (a forked child's count from none)
         self.seen: set[int] = set() if seen is None else seen  # sites that exited
 
     def exit(self, site: int) -> bool:
-        """A `syscall` at `site` exits; True when this one makes the transport: as the
+        """A `syscall` at `site` exits; True when this one made the transport: as the
         patcher would count (Patcher.site_exit), the exit after WARM_EXITS, whose site
         is then patched if it exited before."""
         if self.exits >= WARM_EXITS:
             return self.enable()
         self.exits += 1
+        self.counted += 1
         self.seen.add(site)
         return False
 
     def enable(self) -> bool:
-        return self._enable(self)
+        """Make the transport (once: a failed attempt is not repeated)."""
+        enable, self._enable = self._enable, None
+        return enable is not None and enable(self)
+
+    def forked(self, enable: Callable[[WarmUp], bool]) -> WarmUp:
+        """A forked process's: the program's count so far (it runs on), none of its own."""
+        return WarmUp(enable, self.exits, set(self.seen))
+
+    # -- the code watcher (kernel/mm.py CodeWatcher) ------------------------------------
+
+    def forget(self, start: int, end: int) -> None:
+        self.seen = {site for site in self.seen if not start <= site < end}
+
+    def new_program(self) -> None:
+        self.exits = 0

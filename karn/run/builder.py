@@ -94,6 +94,7 @@ def _machine(config: RunConfig, manifest: RootManifest, memory: MemoryAccount,
         if config.syscall_transport == "fast" and not (config.debug and config.debug.gdb):
             machine.defer_fast(_fast_transport(process, config.debug is not None
                                                and config.debug.any()))
+            mm.code_watcher = machine.code_watcher()  # an execve starts the count afresh
         # the vDSO's time page (--no-vdso: none, clock reads are syscalls)
         time_page = TimePage(GuestTsc(machine)) if config.policy.vdso else None
         process.load_settings = LoadSettings(vm.cpu_features(), config.policy.aslr,

@@ -171,6 +171,31 @@ static int own_gs(void)
     return 0;
 }
 
+/* GS taken before the process is warm, then a thread: it starts with its creator's GS
+   base, as on Linux (and a fast transport made at its start must not take GS from it). */
+static void *gs_reader(void *arg)
+{
+    unsigned long base = 0;
+    long third;
+    syscall(SYS_arch_prctl, ARCH_GET_GS, &base);
+    __asm__ volatile("mov %%gs:16, %0" : "=r"(third));
+    printf("thread: gs is ours %d, %%gs:16 = %ld\n", base == (unsigned long)gs_data, third);
+    return arg;
+}
+
+static int gs_then_thread(void)
+{
+    if (syscall(SYS_arch_prctl, ARCH_SET_GS, (unsigned long)gs_data))
+        return 1;
+    pthread_t t;
+    pthread_create(&t, NULL, gs_reader, NULL);
+    pthread_join(t, NULL);
+    long pid = getpid(), bad = loop_getpid(200) + (getpid() != pid), third;
+    __asm__ volatile("mov %%gs:16, %0" : "=r"(third));
+    printf("main: %%gs:16 = %ld, wrong results %ld\n", third, bad);
+    return 0;
+}
+
 /* Code mapped, patched, unmapped and mapped again with another call at the same place. */
 static int remap(void)
 {
@@ -322,6 +347,8 @@ int main(int argc, char **argv)
         return blocked_read(0);
     if (!strcmp(mode, "gs"))
         return own_gs();
+    if (!strcmp(mode, "gs_thread"))
+        return gs_then_thread();
     if (!strcmp(mode, "remap"))
         return remap();
     if (!strcmp(mode, "futex"))

@@ -301,13 +301,15 @@ class FastTransport:
                 self.server.set_count(len(self._slots))
             return self._slots[index].addr
 
-    def bind(self, cpu: SlotCpu, client: FastClient) -> None:
-        """cpu runs guest code for client from now on (Vcpu.run)."""
+    def bind(self, cpu: SlotCpu, client: FastClient, launched: bool = True) -> None:
+        """cpu runs guest code for client from now on (Vcpu.run; not `launched`: a vCPU
+        already running when the transport was made, Vcpu.join_fast)."""
         slot = self._slots[cpu.index]
         with self.patcher_lock():  # a patch in progress sees this vCPU or finishes first
             slot.cpu, slot.client = cpu, client
         with self._lock:
-            self._starting = max(0, self._starting - 1)
+            if launched:
+                self._starting = max(0, self._starting - 1)
             self._set_in_guest(slot, self._in_guest)  # (the shared spin for the load now)
         # a robust-list head the vCPU's last thread set in the guest is not this one's
         slot.robust_taken = _U64.unpack_from(self._raw, slot.addr + SLOT_RCALLS)[0]
@@ -339,10 +341,11 @@ class FastTransport:
                      counts.redone, counts.withdrawn, counts.skipped, counts.exit,
                      counts.in_guest - robust - masks, robust, masks)
 
-    def warmed(self, exits: int, seen: set[int]) -> None:
-        """Made once the process was warm (platform/warmup.py): the exits it made before
-        (counted among the other exits) and their sites (the patcher's)."""
-        self._exits_before = exits
+    def warmed(self, counted: int, exits: int, seen: set[int]) -> None:
+        """Made once the process was warm (platform/warmup.py): the exits this process
+        made before (counted among the other exits), the program's count towards
+        WARM_EXITS and the sites that exited (the patcher's)."""
+        self._exits_before = counted
         self.patcher.warmed(exits, seen)
 
     def counts(self) -> Counts:
