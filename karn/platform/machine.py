@@ -307,8 +307,8 @@ class KvmMachine:
         return machine
 
     def _attach(self, fast: FastTransport) -> None:
-        """Every vCPU uses fast from its next entry (one in use joins it on its way back
-        to the guest: Vcpu._join_fast)."""
+        """Every vCPU uses fast from its next entry (one in use when a deferred transport
+        is made joins it in the making: Vcpu.join_fast)."""
         self.fast = fast
         with self._lock:
             for cpu in self._cpus:

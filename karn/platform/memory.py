@@ -154,11 +154,11 @@ class HostGuestMemory:
 
     def populate(self, addr: int, size: int) -> None:
         """Give the private range its host pages now, as the guest's first write would:
-        under PVM a guest's first touch of a page costs ~25 µs (the host's fault taken
-        through the guest's exit path), the monitor's own ~1.5 µs a page. Best effort: a
-        kernel without MADV_POPULATE_WRITE, a shortage, or a file's end stops it quietly.
-        Never on host-shared ranges (it would dirty a file's pages, or take a private copy
-        of a read-only description's, which must keep seeing the file)."""
+        under PVM a guest's first touch of a page costs ~25 µs (the host's own page fault,
+        taken through PVM's handling of the guest's), the monitor's ~1.5 µs a page. Best
+        effort: a kernel without MADV_POPULATE_WRITE, a shortage, or a file's end stops it
+        quietly. Never on host-shared ranges (it would dirty a file's pages, or take a
+        private copy of a read-only description's, which must keep seeing the file)."""
         self._check(addr, size)
         if size <= 0 or not self._populate or any(
                 lo < addr + size and addr < hi and kind != FILE_PRIVATE

@@ -5,10 +5,10 @@ site is patched before WARM_EXITS exits (platform/fastcall/patcher.py), and buil
 (its modules, the C helper, a vCPU's TSC read, the slots) costs ~2.5 ms of start-up. So a
 run starts on the exit path alone and the transport is made at the WARM_EXITS-th exit, or
 when a second thread starts, whichever comes first. Either happens in an exit of the
-process's only running vCPU, so no vCPU is in guest mode while the transport is attached;
-that vCPU joins it on its way back to the guest (Vcpu._join_fast), later ones as they are
-made. The sites that exited meanwhile are handed over, so a hot one is patched at its next
-exit as if the transport had been there from the start.
+process's only vCPU in use, on its own thread, so no vCPU is in guest mode while the
+transport is attached; that vCPU joins it there (Vcpu.join_fast), later ones as they
+are made. The sites that exited meanwhile are handed over, so a hot one is patched at
+its next exit as if the transport had been there from the start.
 """
 
 from __future__ import annotations
