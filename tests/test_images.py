@@ -260,7 +260,7 @@ def test_whiteouts_and_opaque_dirs(home: Path, tmp_path: Path) -> None:
     ok(karn_in(home, "build", "-t", "wh", "--from", f"oci:{tmp_path / 'layout'}:t"))
     # (/etc also shows the name-service files karn adds to an image that lacks them; the
     # service and protocol tables are the host's, where it has them)
-    etc = ["group", "hosts", "keep", "nsswitch.conf", "passwd", "resolv.conf"]
+    etc = ["group", "hostname", "hosts", "keep", "nsswitch.conf", "passwd", "resolv.conf"]
     etc += [name for name in ("protocols", "services") if os.path.exists(f"/etc/{name}")]
     assert ok(karn_in(home, "run", "wh", "ls", "/etc", "/data", "/dir")) == (
         "/data:\nnew\n\n/dir:\n\n/etc:\n" + "".join(f"{n}\n" for n in sorted(etc))

@@ -154,6 +154,16 @@ def test_root_keeps_its_own_etc_files(var_tmp: Path) -> None:
     assert ran.stdout == b"4242 True True\n"
 
 
+def test_etc_hostname_names_the_guest() -> None:
+    """/etc/hostname says what `hostname` says, --hostname or the default, as in a
+    container."""
+    for args in ([], ["--hostname", "box-7"]):
+        ran = karn_run(*args, BUSYBOX, "sh", "-c", "cat /etc/hostname; hostname")
+        assert ran.returncode == 0, ran.stderr.decode(errors="replace")
+        file_name, told = ran.stdout.decode().splitlines()
+        assert file_name == told == (args[1] if args else "karn")
+
+
 # ---- volumes ----------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Name-service files for guests whose root has none: getaddrinfo reads /etc/hosts,
 /etc/resolv.conf and /etc/nsswitch.conf (and /etc/services for a service name);
+/etc/hostname holds the guest's host name, as a container runtime writes it;
 getpwnam (nginx, redis) /etc/passwd and /etc/group, which list root and nobody;
 getservbyname and getprotobyname the host's /etc/services and /etc/protocols (given as
 they are).
@@ -58,6 +59,7 @@ def guest_etc_files(exists: Callable[[str], bool], hostname: str, mode: str
         "/etc/passwd": PASSWD,
         "/etc/group": GROUP,
         "/etc/hosts": _hosts(hostname),
+        "/etc/hostname": f"{hostname}\n".encode(),
         "/etc/resolv.conf": _resolv(mode),
         "/etc/nsswitch.conf": NSSWITCH,
     }
