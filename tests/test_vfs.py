@@ -324,7 +324,7 @@ def test_openat2_in_c_answers_as_through_ctypes(tmp_path: Path,
 
     from karn.kernel.fs import hostfs
 
-    assert hostfs._hostcalls is not None, "karn/kernel/fs/_hostcalls.c is not built"
+    assert hostfs._load_hostcalls() is not None, "karn/kernel/fs/_hostcalls.c is not built"
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "file").write_text("x")
     os.symlink("file", tmp_path / "d" / "link")

@@ -34,12 +34,21 @@ from karn.kernel.fs.filesystem import Filesystem, Rel
 from karn.kernel.fs.stat import Stat, StatFs
 from karn.kernel.fs.xattr import HostStore, XattrStore
 
-_hostcalls: ModuleType | None
-try:  # the C binding (_hostcalls.c; optional: built by `pip install` with a compiler)
-    _hostcalls = __import__("karn.kernel.fs._hostcalls", fromlist=("openat2",))  # (not
-    # importlib.import_module: the importlib package, with warnings, is start-up time)
-except ImportError:
-    _hostcalls = None
+# The C binding (_hostcalls.c; optional: built by `pip install` with a compiler), loaded
+# at the first open that needs it: ~0.3 ms that a run opening no path of two names or more
+# (a static hello) does not pay.
+_hostcalls: ModuleType | None = None
+_hostcalls_looked_for = False
+
+
+def _load_hostcalls() -> ModuleType | None:
+    global _hostcalls, _hostcalls_looked_for
+    try:  # (not importlib.import_module: the importlib package, with warnings, costs more)
+        _hostcalls = __import__("karn.kernel.fs._hostcalls", fromlist=("openat2",))
+    except ImportError:
+        _hostcalls = None
+    _hostcalls_looked_for = True
+    return _hostcalls
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 SYS_openat2 = 437
@@ -81,9 +90,10 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0) -> int:
         except OSError as err:
             raise host_error(err) from None
     flags |= os.O_CLOEXEC | os.O_NOFOLLOW
-    if _hostcalls is not None:
+    binding = _hostcalls if _hostcalls_looked_for else _load_hostcalls()
+    if binding is not None:
         try:
-            return _hostcalls.openat2(dirfd, path or ".", flags, mode, _RESOLVE)
+            return binding.openat2(dirfd, path or ".", flags, mode, _RESOLVE)
         except OSError as err:
             code = err.errno or errno.EIO
     else:
