@@ -637,10 +637,10 @@ def test_a_site_is_patched_at_its_second_exit_once_the_process_is_warm():
         assert not patcher.will_patch(s)
         patcher.site_exit(None, s, 39)  # type: ignore[arg-type]
     assert bytes(raw[s - 5 : s - 5 + len(code)]) == code
-    assert patcher.known == {} and not patcher.arenas and patcher.seen == {s}
+    assert patcher.known == {} and not patcher.arenas and patcher.count.seen == {s}
     assert patcher.will_patch(s) and not patcher.will_patch(s + 0x40)
     patcher.site_exit(None, s, 39)  # type: ignore[arg-type]
-    assert patcher.known == {s: True} and raw[s - 5] == 0xE9 and not patcher.seen
+    assert patcher.known == {s: True} and raw[s - 5] == 0xE9 and not patcher.count.seen
     raw2, fresh = patcher_over(s - 5, code)  # warm: a site's first exit does not patch it
     fresh.site_exit(None, s, 39)  # type: ignore[arg-type]
     assert fresh.known == {} and bytes(raw2[s - 5 : s - 5 + len(code)]) == code

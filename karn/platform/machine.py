@@ -124,7 +124,7 @@ class KvmMachine:
         fast = self.fast if make is not None and make(self) else None
         if fast is None:
             return False
-        fast.warmed(warm.counted, warm.exits, warm.seen)
+        fast.warmed(warm.counted, warm.count)
         for cpu in here:
             cpu.join_fast()
         return True

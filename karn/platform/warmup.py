@@ -21,28 +21,51 @@ from collections.abc import Callable
 WARM_EXITS = 32
 
 
+class ExitCount:
+    """A program's exits at sites not patched, towards WARM_EXITS, and the sites they came
+    from: counted by the warm-up until the transport is made, then handed to the patcher
+    (Patcher.count), which counts on. Each is a code watcher's part: sites unmapped are
+    forgotten, and an execve starts the count afresh."""
+
+    __slots__ = ("exits", "seen")
+
+    def __init__(self, exits: int = 0, seen: set[int] | None = None) -> None:
+        self.exits = exits  # since the program's start
+        self.seen: set[int] = set() if seen is None else seen  # sites that exited
+
+    def copy(self) -> ExitCount:
+        """A forked process's: the program runs on there."""
+        return ExitCount(self.exits, set(self.seen))
+
+    def forget(self, start: int, end: int) -> None:
+        self.seen = {site for site in self.seen if not start <= site < end}
+
+    def new_program(self) -> None:
+        self.exits = 0
+
+
 class WarmUp:
     """Counts a process's exits until its fast transport is due; `enable` makes it (False:
     it could not be made, and the run stays on the exit path). Until then it is what
     hears of guest code going away (the address space's code watcher, as the patcher is
-    later): sites unmapped are forgotten, and an execve starts the count afresh."""
+    later)."""
 
-    def __init__(self, enable: Callable[[WarmUp], bool], exits: int = 0,
-                 seen: set[int] | None = None) -> None:
+    def __init__(self, enable: Callable[[WarmUp], bool], count: ExitCount | None = None
+                 ) -> None:
         self._enable: Callable[[WarmUp], bool] | None = enable
-        self.exits = exits  # towards WARM_EXITS, since the program's start
+        self.count = ExitCount() if count is None else count
         self.counted = 0  # exits of this process (a forked child's count from none)
-        self.seen: set[int] = set() if seen is None else seen  # sites that exited
 
     def exit(self, site: int) -> bool:
         """A `syscall` at `site` exits; True when this one made the transport: as the
         patcher would count (Patcher.site_exit), the exit after WARM_EXITS, whose site
         is then patched if it exited before."""
-        if self.exits >= WARM_EXITS:
+        count = self.count
+        if count.exits >= WARM_EXITS:
             return self.enable()
-        self.exits += 1
+        count.exits += 1
+        count.seen.add(site)
         self.counted += 1
-        self.seen.add(site)
         return False
 
     def enable(self) -> bool:
@@ -52,12 +75,12 @@ class WarmUp:
 
     def forked(self, enable: Callable[[WarmUp], bool]) -> WarmUp:
         """A forked process's: the program's count so far (it runs on), none of its own."""
-        return WarmUp(enable, self.exits, set(self.seen))
+        return WarmUp(enable, self.count.copy())
 
     # -- the code watcher (kernel/mm.py CodeWatcher) ------------------------------------
 
     def forget(self, start: int, end: int) -> None:
-        self.seen = {site for site in self.seen if not start <= site < end}
+        self.count.forget(start, end)
 
     def new_program(self) -> None:
-        self.exits = 0
+        self.count.new_program()

@@ -49,7 +49,7 @@ from karn.hints import NamedTuple, Protocol
 from karn.platform.barrier import leave_guest_once
 from karn.platform.fastcall.pads import LEGACY, find_pad
 from karn.platform.fastcall.stubs import ENTRY, SITE_STUB_STRIDE, short_stub, site_stub
-from karn.platform.warmup import WARM_EXITS
+from karn.platform.warmup import WARM_EXITS, ExitCount
 
 ARENA_SIZE = 0x10000  # the entry, then per-site stubs
 STUBS_OFFSET = (len(ENTRY) + 0xFF) & ~0xFF  # per-site stubs follow the entry
@@ -232,8 +232,9 @@ class Patcher:
         self._lock = threading.RLock()  # forget() may come from inside a patch's mm call
         self.enabled = True
         self.known: dict[int, bool] = {}  # P -> patched (True) or refused (False)
-        self.seen: set[int] = set()  # P that exited once: patched at their next exit
-        self.exits = 0  # exits at unpatched sites so far (WARM_EXITS)
+        # exits at unpatched sites so far (WARM_EXITS) and the P that exited: patched at
+        # their next exit (the warm-up's count, handed over: warmed)
+        self.count = ExitCount()
         self.warm_exits = WARM_EXITS
         self.patched: dict[int, Site] = {}  # by S
         self.arenas: list[Arena] = []
@@ -245,8 +246,7 @@ class Patcher:
         child = Patcher(self._raw, self._host_base, self._code, *self._user, cpus)
         child.enabled = self.enabled
         child.known = dict(self.known)
-        child.seen = set(self.seen)
-        child.exits = self.exits
+        child.count = self.count.copy()
         child.patched = dict(self.patched)
         child.arenas = [arena.copy() for arena in self.arenas]
         return child
@@ -263,17 +263,18 @@ class Patcher:
             if site in self.known or not self.enabled:
                 return
             patch = self.will_patch(site)
-            self.exits += 1
+            count = self.count
+            count.exits += 1
             if not patch:
-                self.seen.add(site)
+                count.seen.add(site)
                 return
-            self.seen.discard(site)
+            count.seen.discard(site)
             self.known[site] = self._patch(caller, site, nr)
 
     def will_patch(self, site: int) -> bool:
         """Whether this exit's site_exit(site) will try to patch the site (its second exit
         or later, the process warm: WARM_EXITS exits counted before this one)."""
-        return site in self.seen and self.exits >= self.warm_exits
+        return site in self.count.seen and self.count.exits >= self.warm_exits
 
     def _patch(self, caller: RunningCpu, p: int, nr: int) -> bool:
         lo, hi = self._user
@@ -414,17 +415,16 @@ class Patcher:
                 self._restore(caller, site)
             self.patched.clear()
 
-    def warmed(self, exits: int, seen: set[int]) -> None:
+    def warmed(self, count: ExitCount) -> None:
         """A transport made once the process was warm (platform/warmup.py): the exits
-        it made before, and their sites."""
+        it made before, and their sites, count on here."""
         with self._lock:
-            self.exits = exits
-            self.seen = seen
+            self.count = count
 
     def new_program(self) -> None:
         """execve: the new program's exits count from none (WARM_EXITS), not the old's."""
         with self._lock:
-            self.exits = 0
+            self.count.new_program()
 
     def forget(self, start: int, end: int) -> None:
         """[start, end) is about to be unmapped or replaced: sites inside are dropped (the
@@ -432,7 +432,7 @@ class Patcher:
         put back first."""
         with self._lock:
             self.known = {p: v for p, v in self.known.items() if not start <= p < end}
-            self.seen = {p for p in self.seen if not start <= p < end}
+            self.count.forget(start, end)
             for s in [s for s in self.patched if start <= s < end]:
                 del self.patched[s]
             for site in [s for s in self.patched.values() if s.pad and start <= s.pad < end]:

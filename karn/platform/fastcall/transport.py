@@ -78,6 +78,7 @@ from karn.platform.fastcall.patcher import STUBS_OFFSET, CodeSpace, Patcher, Run
 from karn.platform.fastcall.server import Server
 from karn.platform.fastcall.slotmask import SlotMask
 from karn.platform.hostload import spare_core
+from karn.platform.warmup import ExitCount
 
 BUDGET_US = 50  # a stub waits this long for an untaken request: about one exit's cost
 MAX_SKIP = 256  # calls a backed-off slot sends straight to the exit path between probes
@@ -341,12 +342,12 @@ class FastTransport:
                      counts.redone, counts.withdrawn, counts.skipped, counts.exit,
                      counts.in_guest - robust - masks, robust, masks)
 
-    def warmed(self, counted: int, exits: int, seen: set[int]) -> None:
+    def warmed(self, counted: int, count: ExitCount) -> None:
         """Made once the process was warm (platform/warmup.py): the exits this process
-        made before (counted among the other exits), the program's count towards
-        WARM_EXITS and the sites that exited (the patcher's)."""
+        made before (counted among the other exits), and the program's count towards
+        WARM_EXITS with the sites that exited (the patcher's from now on)."""
         self._exits_before = counted
-        self.patcher.warmed(exits, seen)
+        self.patcher.warmed(count)
 
     def counts(self) -> Counts:
         slots = list(self._slots)
