@@ -11,6 +11,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,10 +21,12 @@ enum { REQ = 1, TAKEN = 2 };
 enum { ASLEEP = 0, AWAKE = 1 }; /* control.bell (server.py adds STOPPED: never woken) */
 enum { REFRESH_ROUNDS = 64 };   /* polling rounds between lease refreshes */
 
-/* Shared with server.py (a ctypes array of two u32). */
+/* Shared with server.py (a ctypes array of six u32). */
 struct control {
-    uint32_t bell;  /* ASLEEP, AWAKE; wake() changes only ASLEEP */
-    uint32_t count; /* slots in use */
+    uint32_t bell;        /* ASLEEP, AWAKE; wake() changes only ASLEEP */
+    uint32_t count;       /* slots in use */
+    uint64_t yields_from; /* host TSC: no yield before (the poller's own, see poll) */
+    uint64_t yield_pause; /* how long yields stopped after the last one kept off long */
 };
 
 struct slots {
@@ -79,21 +82,45 @@ static long sleep_until_woken(const struct slots *s, struct control *ctl, unsign
     return -1;
 }
 
+/* The poller idle for yield_ticks lends its core: to whatever else the host wants to run
+ * there, most often the client the last answer woke (placed on the waker's core), which
+ * ran meanwhile on the guest's core or waited. A yield that kept it off longer than
+ * long_ticks met something that keeps the core for whole slices (a busy loop): yields
+ * stop for pause_ticks, twice as long when another comes soon after a pause (to 64
+ * times: a busy loop then costs the poller a slice every ~0.6 s). */
+static uint64_t lend_core(struct control *ctl, uint64_t now, uint64_t long_ticks,
+                          uint64_t pause_ticks)
+{
+    sched_yield();
+    uint64_t back = __rdtsc();
+    if (back - now > long_ticks) {
+        /* another soon after the last pause ended: twice as long; else from the start */
+        uint64_t pause = ctl->yield_pause;
+        pause = pause && back - ctl->yields_from < pause ? 2 * pause : pause_ticks;
+        ctl->yield_pause = pause < 64 * pause_ticks ? pause : 64 * pause_ticks;
+        ctl->yields_from = back + ctl->yield_pause;
+    }
+    return back;
+}
+
 /* poll(base, stride, control, start, idle_ticks, cold_ticks, alive_at, guest_offset,
- *      lease_ticks)
+ *      lease_ticks, yield_ticks, long_ticks, pause_ticks)
  * -> index of a slot whose state went REQ -> TAKEN. base and control are host addresses;
  * guest TSC = host TSC + guest_offset (mod 2^64). After idle_ticks (host TSC) of polling
  * with no request it sleeps until wake(); after cold_ticks when it has just been woken or
  * was off its core (its callers went to the exit path meanwhile: the next call comes
  * after such an exit), but never more than 2 * (idle_ticks + cold_ticks) after the last
  * request or wake. Leases are renewed while polling, not after: a server busy serving
- * lets them run out. */
+ * lets them run out. Every yield_ticks without a request it yields its core (lend_core;
+ * 0: never), keeping the leases: a call published meanwhile is taken when it is back. */
 static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
 {
     unsigned long long base, control, idle_ticks, cold_ticks, guest_offset, lease_ticks;
+    unsigned long long yield_ticks, long_ticks, pause_ticks;
     unsigned int stride, start, alive_at;
-    if (!PyArg_ParseTuple(args, "KIKIKKIKK", &base, &stride, &control, &start, &idle_ticks,
-                          &cold_ticks, &alive_at, &guest_offset, &lease_ticks))
+    if (!PyArg_ParseTuple(args, "KIKIKKIKKKKK", &base, &stride, &control, &start,
+                          &idle_ticks, &cold_ticks, &alive_at, &guest_offset, &lease_ticks,
+                          &yield_ticks, &long_ticks, &pause_ticks))
         return NULL;
     if (stride < sizeof(uint32_t) || stride % sizeof(uint32_t) ||
         alive_at % sizeof(uint64_t) || alive_at + sizeof(uint64_t) > stride) {
@@ -109,6 +136,7 @@ static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
     /* however often the host preempts it, it polls at most this long without a request
      * since its last one or its wake (each return to its core gives cold_ticks more) */
     uint64_t last_call = now, most = 2 * (idle_ticks + cold_ticks);
+    uint64_t lent = now; /* the last request, wake or yield */
     unsigned int count = __atomic_load_n(&ctl->count, __ATOMIC_ACQUIRE);
     refresh(&s, count, now + guest_offset + lease_ticks);
     for (unsigned int round = 1;; round++) {
@@ -121,6 +149,12 @@ static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
             continue;
         uint64_t last = now;
         now = __rdtsc();
+        if (yield_ticks && now - lent > yield_ticks && now >= ctl->yields_from) {
+            now = lent = lend_core(ctl, now, long_ticks, pause_ticks);
+            found = take(&s, count, count ? start % count : 0);
+            if (found >= 0)
+                break;
+        }
         /* Off the core since the last look (the host preempted this thread): the leases
          * ran out meanwhile, so stubs did not wait and no request came; that time is not
          * idleness. */
@@ -131,7 +165,7 @@ static PyObject *fastpoll_poll(PyObject *self, PyObject *args)
             found = sleep_until_woken(&s, ctl, start);
             if (found >= 0)
                 break;
-            now = last_call = __rdtsc();
+            now = last_call = lent = __rdtsc();
             deadline = now + cold_ticks;
         }
         refresh(&s, count, now + guest_offset + lease_ticks);
@@ -276,7 +310,7 @@ static struct PyModuleDef module = {
 
 /* What server.py's load_helper checks: a module built from an older source (its calls
  * differ) counts as none. */
-enum { ABI = 2 };
+enum { ABI = 3 };
 
 PyMODINIT_FUNC PyInit__fastpoll(void)
 {

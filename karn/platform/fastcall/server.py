@@ -35,8 +35,20 @@ COLD_US = 300
 # A lease covers a serve's usual few µs (the next call comes soon after an answer) and
 # bounds what a stub spends waiting for a server that stopped polling.
 LEASE_US = 20
+# Idle this long, the poller yields its host core (_fastpoll.c lend_core), keeping its
+# leases: a client on the same host (redis-benchmark, wrk) woken by the last answer runs
+# at once instead of taking the guest's core or a slice of the server's later. A yield
+# that kept it off longer than YIELD_LONG_US met a busy loop: yields stop for
+# YIELD_PAUSE_US, twice as long when another comes soon after (to 64 times). Measured in
+# turns (docs/benchmarks.md, session 19): redis-benchmark 25-60% more requests/s, nginx
+# ~5%; beside two busy loops a getpid loop took 58 µs a call against 10 with no pause,
+# 32 against 12 with a 2 ms one, level with this; with 300 µs for "long", redis lost
+# most of its gain.
+YIELD_US = 5
+YIELD_LONG_US = 1500
+YIELD_PAUSE_US = 10_000
 ASLEEP, AWAKE, STOPPED = 0, 1, 2  # the bell (_fastpoll.c struct control)
-HELPER_ABI = 2  # _fastpoll.c's: answer() is there
+HELPER_ABI = 3  # _fastpoll.c's: poll() yields
 
 
 def load_helper() -> ModuleType | None:
@@ -58,14 +70,18 @@ class Server:
         self._idle_ticks = tsc_khz * IDLE_US // 1000
         self._cold_ticks = tsc_khz * COLD_US // 1000
         self._lease_ticks = tsc_khz * LEASE_US // 1000
+        self._yield_ticks = tsc_khz * YIELD_US // 1000
+        self._long_ticks = tsc_khz * YIELD_LONG_US // 1000
+        self._pause_ticks = tsc_khz * YIELD_PAUSE_US // 1000
         self._guest_offset = guest_offset % (1 << 64)
         # a lease given at host TSC t runs to guest TSC t + lease_ahead (mod 2^64)
         self.lease_ahead = (guest_offset + self._lease_ticks) % (1 << 64)
         self._raw = raw
         self._slots = slots_addr  # guest address of slot 0
         self._host_slots = host_base + slots_addr  # the same, as a host address
-        # bell, slots in use; asleep until the first wake starts the thread
-        self._control = (ctypes.c_uint32 * 2)(ASLEEP, 0)
+        # bell, slots in use (asleep until the first wake starts the thread); the
+        # poller's yield state (two u64)
+        self._control = (ctypes.c_uint32 * 6)(ASLEEP, 0)
         self._control_addr = ctypes.addressof(self._control)
         self._serve = serve
         self._started = False
@@ -118,8 +134,8 @@ class Server:
             while True:
                 taken = poll(self._host_slots, SLOT_SIZE, self._control_addr, start,
                              self._idle_ticks, self._cold_ticks, SLOT_ALIVE,
-                             self._guest_offset,
-                             self._lease_ticks)
+                             self._guest_offset, self._lease_ticks, self._yield_ticks,
+                             self._long_ticks, self._pause_ticks)
                 start = taken + 1
                 serve(taken)
         except BaseException as err:  # a monitor bug: stubs fall back to the exit path
