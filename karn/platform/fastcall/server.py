@@ -42,8 +42,8 @@ LEASE_US = 20
 # YIELD_PAUSE_US, twice as long when another comes soon after (to 64 times). Measured in
 # turns (docs/benchmarks.md, session 19): redis-benchmark 25-60% more requests/s, nginx
 # ~5%; beside two busy loops a getpid loop took 58 µs a call against 10 with no pause,
-# 32 against 12 with a 2 ms one, level with this; with 300 µs for "long", redis lost
-# most of its gain.
+# 32 against 12 with a 2 ms one, 7.5 against 11.7 with this; with 300 µs for "long",
+# redis lost most of its gain.
 YIELD_US = 5
 YIELD_LONG_US = 1500
 YIELD_PAUSE_US = 10_000
