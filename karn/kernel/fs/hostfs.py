@@ -49,6 +49,8 @@ def _load_hostcalls() -> ModuleType | None:
         _hostcalls = None
     _hostcalls_looked_for = True
     return _hostcalls
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 SYS_openat2 = 437

@@ -6,7 +6,8 @@ wake from the exit path (wake()) needs no GIL hand-over. While it polls it renew
 in every slot (SLOT_ALIVE: a guest TSC LEASE_US ahead); a stub waits for it only while the
 lease holds, so when the server sleeps (the lease is 0), is busy serving another slot, or
 was put off its core by the host's scheduler, calls go straight to the exit path instead
-of spinning for nothing. An idle or blocked guest costs no host core.
+of spinning for nothing. An idle or blocked guest costs no host core, and while it polls
+with nothing to do it yields its core every YIELD_US to whatever else wants it there.
 """
 
 from __future__ import annotations
