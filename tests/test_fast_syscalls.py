@@ -935,3 +935,53 @@ def test_an_answer_renews_its_slots_lease():
     assert struct.unpack_from("<I", raw, 0x1000 + SLOT_STATE)[0] == REDO
     assert before + lease <= struct.unpack_from("<Q", raw, 0x1000 + SLOT_ALIVE)[0] \
         <= after + lease
+
+
+def test_the_idle_poller_stops_lending_its_core_to_a_busy_loop():
+    """The poller idle for YIELD_US yields its core (_fastpoll.c lend_core); a yield that
+    kept it off longer than YIELD_LONG_US met a busy loop, and yields pause. Here the
+    poller shares one host CPU with a busy loop: its first yield hands the loop a whole
+    slice, and the pause is set (without it, a getpid loop beside two busy loops took
+    58 µs a call against 10). A request published then is still taken."""
+    import ctypes
+    import struct
+    import threading
+
+    from karn.abi.fastcall import REQ, SLOT_ALIVE, SLOT_SIZE, SLOT_STATE, TAKEN
+    from karn.platform.fastcall.server import AWAKE, load_helper
+
+    helper = load_helper()
+    assert helper is not None, "the C helper _fastpoll is not built"
+    cpu = min(os.sched_getaffinity(0))
+    loop = subprocess.Popen([sys.executable, "-c", "import os\n"
+                             f"os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"])
+    slots = bytearray(SLOT_SIZE)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(slots))
+    control = (ctypes.c_uint32 * 6)(AWAKE, 1)
+    long_ticks, pause_ticks = 50_000, 1 << 40  # ~20 µs; a pause that outlasts the test
+    taken: list[int] = []
+
+    def poller() -> None:
+        os.sched_setaffinity(0, {cpu})
+        taken.append(helper.poll(base, SLOT_SIZE, ctypes.addressof(control), 0, 1 << 50,
+                                 1 << 50, SLOT_ALIVE, 0, 1 << 20, 1000, long_ticks,
+                                 pause_ticks))
+
+    def pause() -> tuple[int, int]:  # yields_from, yield_pause
+        return struct.unpack_from("<QQ", bytes(control), 8)
+
+    try:
+        wait_for(lambda: open(f"/proc/{loop.pid}/stat").read().split()[13] != "0",
+                 what="the busy loop running")
+        thread = threading.Thread(target=poller, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: pause()[1] != 0, what="a long yield pausing yields")
+            assert pause()[1] == pause_ticks and pause()[0] > helper.tsc()
+        finally:
+            struct.pack_into("<I", slots, SLOT_STATE, REQ)  # the poller returns
+            thread.join(timeout=60)
+        assert taken == [0] and struct.unpack_from("<I", slots, SLOT_STATE)[0] == TAKEN
+    finally:
+        loop.kill()
+        loop.wait()
