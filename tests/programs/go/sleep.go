@@ -12,8 +12,8 @@ func main() {
 	time.Sleep(100 * time.Millisecond)
 	fmt.Println("slept at least 100ms:", time.Since(start) >= 100*time.Millisecond)
 
+	start = time.Now() // before the ticker: its 10th tick comes 200ms or more after it
 	ticker := time.NewTicker(20 * time.Millisecond)
-	start = time.Now()
 	ticks := 0
 	for range ticker.C {
 		ticks++
