@@ -20,7 +20,7 @@ from karn.platform.hostload import spare_core
 from karn.platform.kvm import VirtualMachine
 from karn.platform.layout import MAX_VCPUS
 from karn.platform.vcpu import Vcpu
-from karn.platform.warmup import WarmUp
+from karn.platform.warmup import ExitCount, WarmUp
 
 if TYPE_CHECKING:
     from karn.platform.fastcall.patcher import CodeSpace, Patcher
@@ -252,10 +252,12 @@ class KvmMachine:
     def overhead_cpu_ns(self) -> int:
         return self.fast.server.cpu_ns() if self.fast is not None else 0
 
-    def code_watcher(self) -> Patcher | WarmUp | None:
+    def code_watcher(self) -> Patcher | ExitCount | None:
         """What must hear of guest code going away (munmap, MAP_FIXED, execve): the fast
         transport's patcher, or while it is deferred the count towards it."""
-        return self.fast.patcher if self.fast is not None else self._warm
+        if self.fast is not None:
+            return self.fast.patcher
+        return self._warm.count if self._warm is not None else None
 
     def fork_locks(self) -> list[tuple[object, str, type]]:
         """The locks a host fork of this monitor holds (owner, attribute, kind, as

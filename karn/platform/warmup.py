@@ -24,8 +24,9 @@ WARM_EXITS = 32
 class ExitCount:
     """A program's exits at sites not patched, towards WARM_EXITS, and the sites they came
     from: counted by the warm-up until the transport is made, then handed to the patcher
-    (Patcher.count), which counts on. Each is a code watcher's part: sites unmapped are
-    forgotten, and an execve starts the count afresh."""
+    (Patcher.count), which counts on. Until then it is the address space's code watcher
+    (kernel/mm.py CodeWatcher): sites unmapped are forgotten, and an execve starts the
+    count afresh."""
 
     __slots__ = ("exits", "seen")
 
@@ -46,9 +47,9 @@ class ExitCount:
 
 class WarmUp:
     """Counts a process's exits until its fast transport is due; `enable` makes it (False:
-    it could not be made, and the run stays on the exit path). Until then it is what
-    hears of guest code going away (the address space's code watcher, as the patcher is
-    later)."""
+    it could not be made, and the run stays on the exit path). Until then its count is
+    what hears of guest code going away (the address space's code watcher, as the
+    patcher is later)."""
 
     def __init__(self, enable: Callable[[WarmUp], bool], count: ExitCount | None = None
                  ) -> None:
@@ -76,11 +77,3 @@ class WarmUp:
     def forked(self, enable: Callable[[WarmUp], bool]) -> WarmUp:
         """A forked process's: the program's count so far (it runs on), none of its own."""
         return WarmUp(enable, self.count.copy())
-
-    # -- the code watcher (kernel/mm.py CodeWatcher) ------------------------------------
-
-    def forget(self, start: int, end: int) -> None:
-        self.count.forget(start, end)
-
-    def new_program(self) -> None:
-        self.count.new_program()
