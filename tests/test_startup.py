@@ -37,6 +37,9 @@ NOT_NEEDED = (
     "karn.kernel.fs.procfiles", "karn.kernel.syscall_groups",
     # the tmpfs mounts' move to the host at the first fork
     "karn.kernel.fs.sharedtmp",
+    # C modules loaded at their first use: openat2 of a path of two names or more, a
+    # process's first timer
+    "karn.kernel.fs._hostcalls", "_heapq",
     # /dev (a mount made on first lookup), its ptys, /proc/sys
     "karn.kernel.fs.devfs", "karn.kernel.fs.pty", "karn.kernel.fs.procsys",
     # the syscall areas whose calls a static hello never makes (each loads on its first call)
