@@ -69,6 +69,8 @@ FASTMAP_BITS = 512  # calls numbered above go through the exit path
 IDLE, REQ, TAKEN, DONE, DONE_WORK, REDO, WITHDRAWN, WAITS, SPINWAIT, WOKEN, SPUN = range(11)
 
 FUTEX = 202  # futex(2): the stub looks at its command (entry.S)
+EXIT = 60  # exit(2), a thread's end: its site is patched before it is served (it never
+# returns to where other sites are patched: platform/vcpu.py), if it is a libc's exit loop
 
 # rflags bits the stub keeps in SLOT_FLAGS: CF PF AF ZF SF (lahf) and OF (seto).
 LAHF_FLAGS = 0xD5

@@ -28,6 +28,9 @@ rel8` (one 16-bit store) to dead padding within reach (pads.py) that first recei
 
 musl's __syscall_cp_asm (MUSL_CP) has no pad: its 5-byte instruction before the
 `syscall` takes the jmp rel32 instead, replayed by the stub.
+glibc's and musl's thread exit loops (EXIT_LOOPS) have neither a window nor a pad: its two 2-byte
+instructions before the `syscall` and the syscall's first byte take the jmp rel32, and
+a thread sent back to the site goes to the loop's head (Site.covers_syscall).
 
 Windowless sites (section 3.4): the number comes from another register or from memory
 (glibc's syscall(), musl's __syscall_cp_c and its inline calls with arguments set up in
@@ -44,7 +47,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable
 
-from karn.abi.fastcall import FASTMAP_BITS
+from karn.abi.fastcall import EXIT, FASTMAP_BITS
 from karn.hints import NamedTuple, Protocol
 from karn.platform.barrier import leave_guest_once
 from karn.platform.fastcall.pads import LEGACY, find_pad
@@ -111,6 +114,19 @@ MUSL_CP = bytes.fromhex("4989fb4889f04889d74889ce4c89c24d89ca4c8b4424084c8b4c241
                         "4c895c2408") + SYSCALL
 
 
+# A thread's end in glibc (start_thread) and musl (pthread_exit, _Exit): a loop `for (;;)
+# exit(0)` whose number is in edx/rdx: `xor %edi,%edi; mov %edx,%eax; syscall; jmp .-8`
+# (glibc 2.36), `mov %rdx,%rax; syscall; jmp .-7` (musl 1.2). No window, no pad in reach,
+# and the call never returns, so each thread's end was a real `syscall` (~14 µs more than
+# the stub's way out here). The jmp rel32 goes at the loop's head, which the loop's own
+# jump targets, over the instructions before the syscall and the syscall's first byte or
+# two; the stub replays them (registers only: harmless to repeat). Patched only for exit
+# (EXIT): the call is never restarted, and a thread kicked before it goes back to the
+# head. The head's length is the bytes before the syscall.
+EXIT_LOOPS = ((bytes.fromhex("31ff89d0") + SYSCALL + b"\xeb\xf8", 4),
+              (bytes.fromhex("4889d0") + SYSCALL + b"\xeb\xf9", 3))
+
+
 def _lea_length(code: bytes, end: int) -> int:
     """The length (7 or 4) of a 64-bit `lea` without SIB that ends at code[end], or 0. A
     destination rax is none (the window's nr would not survive it)."""
@@ -141,7 +157,7 @@ def replayed(between: bytes, address: int) -> bytes:
 class Site(NamedTuple):
     start: int  # S: the window's first byte (a windowless site: its syscall)
     length: int  # 7 or 9, or 7 + len(between); a short site 4, a windowless one 2
-    nr: int  # -1: any number (a windowless site; with no pad, musl's MUSL_CP)
+    nr: int  # -1: any number (a windowless site; with no pad, MUSL_CP and EXIT_LOOPS)
     original: bytes  # the 5 bytes the jmp replaced (short, windowless: the 2 of the jmp)
     stub: int
     between: bytes = b""  # the instruction between the mov and the syscall (BETWEEN)
@@ -152,7 +168,9 @@ class Site(NamedTuple):
         goes on, the call not made: the window's instruction the stub's next one replays
         (rax = nr from the stub's mov on; the replayed instruction may be longer than the
         one in place, a relocated lea). A short site's stub: the xor (its jmp rel8), or
-        once replayed the syscall."""
+        once replayed the syscall. A site whose jmp covers its syscall: always its head."""
+        if self.covers_syscall:
+            return self.start
         if self.pad or self.nr < 0:  # a stub replaying the head, if any (rax is set)
             return self.start if offset == 0 else self.syscall
         if offset == 0:
@@ -166,6 +184,12 @@ class Site(NamedTuple):
     def syscall(self) -> int:
         """P, the `syscall` instruction's address."""
         return self.start + self.length - 2
+
+    @property
+    def covers_syscall(self) -> bool:
+        """The jmp rel32 at S overwrote the syscall (EXIT_LOOPS): a thread goes back to S,
+        never to P."""
+        return not self.pad and self.length < 7
 
 
 class Arena:
@@ -282,11 +306,15 @@ class Patcher:
             return False
         if nr == 0 and bytes(self._raw[p - 2 : p]) in SHORT_HEADS:
             return self._patch_pad(caller, p - 2, p)
+        if nr == EXIT:
+            for loop, head in EXIT_LOOPS:
+                if bytes(self._raw[p - head : p - head + len(loop)]) == loop:
+                    return self._patch_head(caller, p, head)
         window = None
         if 0 <= nr < FASTMAP_BITS:
             window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
         if window is None and bytes(self._raw[p + 2 - len(MUSL_CP) : p + 2]) == MUSL_CP:
-            return self._patch_head(caller, p)
+            return self._patch_head(caller, p, 5)
         if window is None:  # the number comes from elsewhere: the syscall itself goes
             return self._patch_pad(caller, p, p)
         start, length, between = p + window[0], window[1], window[2]
@@ -332,19 +360,22 @@ class Patcher:
                                  b"", pad))
         return True
 
-    def _patch_head(self, caller: RunningCpu, p: int) -> bool:
-        """The one 5-byte instruction before the syscall (rax set already) becomes `jmp
-        rel32` to a stub that replays it; the syscall stays."""
-        start = p - 5
+    def _patch_head(self, caller: RunningCpu, p: int, length: int) -> bool:
+        """The `length` bytes of instructions before the syscall (rax set by them or
+        before) become `jmp rel32` to a stub that replays them: musl's one 5-byte
+        instruction (the syscall stays), or an exit loop's (EXIT_LOOPS: the jmp covers
+        the syscall, or its first byte, too)."""
+        start = p - length
         if start % CACHE_LINE == CACHE_LINE - 1 or not self._code.is_private_code(start, p + 2):
             return False
-        arena = self._arena_for(start, 7)
+        arena = self._arena_for(start, length + 2)
         if arena is None:
             return False
         head = bytes(self._raw[start:p])
         stub = self._write_stub(arena, lambda at: short_stub(at, head, p + 2, arena.entry))
+        original = bytes(self._raw[start : start + 5])
         self._poke(caller, start, _jmp_rel32(start, stub))
-        self._record(arena, Site(start, 7, -1, head, stub))
+        self._record(arena, Site(start, length + 2, -1, original, stub))
         return True
 
     def _write_stub(self, arena: Arena, code_at: Callable[[int], bytes]) -> int:
@@ -398,6 +429,15 @@ class Patcher:
         self._store16(start, data)
 
     # -- questions from the exit paths ---------------------------------------------------
+
+    def restart_at(self, p: int) -> int:
+        """Where a thread goes to make the call of the syscall at p again, the call not
+        made (kicked in the entry code): p, or the head of a site whose jmp covers it."""
+        for _, head in EXIT_LOOPS:
+            site = self.patched.get(p - head)
+            if site is not None and site.covers_syscall:
+                return site.start
+        return p
 
     def arena_of(self, addr: int) -> Arena | None:
         for arena in self.arenas:

@@ -185,7 +185,8 @@ class _Slot:
     __slots__ = ("addr", "host", "gcalls_at", "lock", "client", "cpu", "fast", "redone",
                  "withdrawn", "skipped", "exit", "in_guest", "skip", "skip_left",
                  "fast_at_back_off", "fast_seen", "quiet_since", "returned_at", "wake_due",
-                 "spin_left", "sharing", "robust_counted", "robust_taken", "mask_counted", "mask")
+                 "spin_left", "sharing", "robust_counted", "robust_taken", "mask_counted", "mask",
+                 "unpatched")
 
     def __init__(self, addr: int, host: int, mask: SlotMask) -> None:
         self.addr = addr
@@ -198,6 +199,7 @@ class _Slot:
         # Counters: fast written by the server thread only, the others by the vCPU's
         # thread only (no lost updates).
         self.fast = self.redone = self.withdrawn = self.skipped = self.exit = 0
+        self.unpatched = 0  # of the exits, calls by a real `syscall` (an unpatched site)
         self.in_guest = 0  # the stub's own count (SLOT_GCALLS) as far as passed on
         # Back-off, the vCPU's thread only.
         self.skip = 0  # calls to send straight to the exit path after a back-off
@@ -336,10 +338,11 @@ class FastTransport:
             robust = sum(s.robust_counted for s in self._slots)
             masks = sum(s.mask_counted for s in self._slots)
             log.info("fast syscalls: %d sites patched, %d calls served in shared memory, "
-                     "%d redone on the exit path, %d withdrawn, %d skipped, %d other exits, "
-                     "%d futex calls answered in the guest, %d set_robust_list, "
-                     "%d rt_sigprocmask", len(self.patcher.patched), counts.fast,
-                     counts.redone, counts.withdrawn, counts.skipped, counts.exit,
+                     "%d redone on the exit path, %d withdrawn, %d skipped, %d other exits "
+                     "(%d by a `syscall` instruction), %d futex calls answered in the guest, "
+                     "%d set_robust_list, %d rt_sigprocmask", len(self.patcher.patched),
+                     counts.fast, counts.redone, counts.withdrawn, counts.skipped, counts.exit,
+                     sum(s.unpatched for s in self._slots) + self._exits_before,
                      counts.in_guest - robust - masks, robust, masks)
 
     def warmed(self, counted: int, count: ExitCount) -> None:
@@ -379,9 +382,11 @@ class FastTransport:
                     self._pass_counts(slot, client)
         if nr not in self._fast_nrs:
             slot.exit += 1
+            slot.unpatched += real
             return
         if real:
             slot.exit += 1  # an unpatched site: its next call may reach the server
+            slot.unpatched += 1
             patched = self.patcher.known.get(site)
             if patched is False or (patched is None and not self.patcher.will_patch(site)):
                 return  # unless it cannot be patched (no window) or will not be at this
@@ -726,7 +731,7 @@ class FastTransport:
             regs["rdx"] = _U64.unpack_from(raw, addr + SLOT_ARGS + 16)[0]
             regs["rcx"] = _U64.unpack_from(raw, addr + SLOT_RET)[0]  # futex code uses rcx
             self._with_flags(regs, addr)
-        regs["rip"] = (regs["rcx"] - 2) & MASK64
+        regs["rip"] = self.patcher.restart_at((regs["rcx"] - 2) & MASK64)
         _U32.pack_into(raw, addr + SLOT_STATE, IDLE)
         cpu.set_context(regs)
 
