@@ -785,6 +785,19 @@ def test_a_thread_exit_loop_is_patched_at_its_head(libc, body, head):
     assert bytes(raw[s : s + len(code)]) == code and patcher.restart_at(p) == p
 
 
+@pytest.mark.parametrize("variant", ["musl-static", "musl-dynamic"])
+def test_musl_maps_come_through_the_stub(variant, build, native, same):
+    """musl's mmap and munmap (register moves between the number and the `syscall`) are
+    patched windows: 300 maps and unmaps leave fewer real `syscall`s than maps (each was
+    two before); the pages read as native's."""
+    maps = 300
+    exe = build("fastcall_maps", variant)
+    expected = native(exe, str(maps))
+    got = karn_info(exe, str(maps))
+    same(expected, got, f"maps ({variant})")
+    assert int(SYSCALL_INSTRUCTIONS.search(got.stderr).group(1)) < maps, got.stderr
+
+
 def test_thread_ends_make_no_syscall_instruction(build, native, same):
     """Each thread's end (exit from glibc's exit loop, which never returns) comes through
     the stub once the loop's head is patched, instead of a real `syscall` per thread: 200
@@ -800,6 +813,69 @@ def test_thread_ends_make_no_syscall_instruction(build, native, same):
     got = karn_info("--cpus", "2", exe, str(threads), "--serial-only")
     same(expected, got, "thread join")
     assert int(SYSCALL_INSTRUCTIONS.search(got.stderr).group(1)) < threads, got.stderr
+
+
+def test_a_window_with_register_moves_between():
+    """musl's munmap sets its arguments up after the number: `mov $11,%eax; mov %rbx,%rdi;
+    mov %rbp,%rsi; syscall`. The mov takes the jmp rel32; the stub replays the moves as
+    they are; a vCPU stopped between two replayed moves resumes at the next one in place.
+    A move to rax or rsp, or one touching memory, is no window (the syscall's own patch,
+    which needs a pad, is tried instead)."""
+    import struct
+
+    from karn.platform.fastcall.patcher import find_window, register_moves
+
+    body = bytes.fromhex("b80b000000" "4889df" "4889ee" "0f05")
+    assert find_window(b"\xe8" + body, 11) == (-11, 13, bytes.fromhex("4889df4889ee"))
+    assert find_window(b"\xe8" + body, 9) is None  # another number
+    moves = ("4889df", "31ff", "4c89c2", "be80000000", "48c7c6ffffffff", "4863d2", "41ba08000000")
+    code = bytes.fromhex("".join(moves))
+    assert register_moves(code, 0, len(code))
+    for other in ("4889d8",  # mov %rbx,%rax
+                  "4889c4",  # mov %rax,%rsp
+                  "48890e",  # mov %rcx,(%rsi)
+                  "488b7c2408",  # mov 8(%rsp),%rdi
+                  "31c0",  # xor %eax,%eax
+                  "b801000000",  # mov $1,%eax
+                  "4883e6f0"):  # and $-16,%rsi: not a move this knows
+        one = bytes.fromhex(other)
+        assert not register_moves(one, 0, len(one)), other
+    assert not register_moves(code, 0, len(code) - 1)  # must end on an instruction
+    s = 0x10500
+    raw, patcher = patcher_over(s - 1, b"\xe8" + body + b"\xc3")
+    p = s + 11
+    exit_twice(patcher, p, 11)
+    site = patcher.patched[s]
+    assert (site.length, site.nr, site.between) == (13, 11, bytes.fromhex("4889df4889ee"))
+    assert raw[s] == 0xE9 and bytes(raw[s + 5 : p + 2]) == body[5:]
+    stub = bytes(raw[site.stub : site.stub + 28])
+    assert stub[:11] == bytes.fromhex("b80b000000" "4889df" "4889ee")
+    assert site.stub + 18 + struct.unpack_from("<i", stub, 14)[0] == p + 2
+    assert [site.resume_at(o) for o in (0, 5, 8, 11, 18)] == [s, s + 5, s + 8, p, p]
+
+
+def test_a_window_across_a_cache_line_gives_its_lea_the_jmp():
+    """glibc's pthread_create, static at -O1: `mov $14,%eax; lea sigall_set(%rip),%rsi;
+    syscall` with the mov at offset 63 of a cache line (its first 16-bit store would not be
+    atomic) and no pad in reach: the lea takes the jmp rel32 and the stub replays it as a
+    movabs of its address (rax set by the mov in place); stopped in the stub, a vCPU goes
+    back to the lea, or on to the syscall once the movabs ran."""
+    import struct
+
+    s = 0x1013F  # the mov
+    lea = bytes.fromhex("488d35a5450700")
+    raw, patcher = patcher_over(s, bytes.fromhex("b80e000000") + lea + bytes.fromhex(
+        "0f05" "498b442428" "4885c0" "0f8465020000"))
+    p = s + 12
+    exit_twice(patcher, p, 14)
+    site = patcher.patched[s + 5]
+    assert (site.start, site.length, site.nr, site.pad) == (s + 5, 9, -1, 0), site
+    assert raw[s] == 0xB8 and raw[s + 5] == 0xE9 and bytes(raw[p : p + 2]) == b"\x0f\x05"
+    stub = bytes(raw[site.stub : site.stub + 22])
+    target = s + 12 + struct.unpack_from("<i", lea, 3)[0]
+    assert stub[:10] == b"\x48\xbe" + struct.pack("<Q", target)  # movabs $target,%rsi
+    assert site.stub + 17 + struct.unpack_from("<i", stub, 13)[0] == p + 2
+    assert [site.resume_at(o) for o in (0, 10)] == [s + 5, p]
 
 
 def test_short_site_stub_resumes():

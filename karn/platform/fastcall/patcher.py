@@ -6,9 +6,11 @@ overwritten with `jmp rel32` to a per-site stub in an arena within +-2 GiB. The 
 stays: a thread already past the old `mov`, or a jump into the window, still makes a
 correct real syscall, and a restarted call (RIP = return - 2) lands on it. One known
 instruction may stand between the `mov` and the `syscall` (BETWEEN: glibc's contended
-mutex wait; or a 64-bit `lea`, as in glibc's pthread_create and start_thread); the
-per-site stub replays it (a RIP-relative `lea` as a `movabs` of its address), and it stays
-in place for a jump to it.
+mutex wait; or a 64-bit `lea`, as in glibc's pthread_create and start_thread), or a few
+register moves (musl's inline calls); the per-site stub replays them (a RIP-relative
+`lea` as a `movabs` of its address), and they stay in place for a jump to them. A window
+whose `mov` straddles a cache line gives its `lea` the jmp rel32 instead (the `mov` in
+place has set rax).
 
 Writes another vCPU may be executing follow the order of Linux's text_poke_bp, with a
 self-loop `jmp .` (eb fe) where Linux puts an int3: the loop at the first two bytes (one
@@ -28,9 +30,9 @@ rel8` (one 16-bit store) to dead padding within reach (pads.py) that first recei
 
 musl's __syscall_cp_asm (MUSL_CP) has no pad: its 5-byte instruction before the
 `syscall` takes the jmp rel32 instead, replayed by the stub.
-glibc's and musl's thread exit loops (EXIT_LOOPS) have neither a window nor a pad: its two 2-byte
-instructions before the `syscall` and the syscall's first byte take the jmp rel32, and
-a thread sent back to the site goes to the loop's head (Site.covers_syscall).
+glibc's and musl's thread exit loops (EXIT_LOOPS) have neither a window nor a pad: their
+instructions before the `syscall` and the syscall's first bytes take the jmp rel32, and a
+thread sent back to the site goes to the loop's head (Site.covers_syscall).
 
 Windowless sites (section 3.4): the number comes from another register or from memory
 (glibc's syscall(), musl's __syscall_cp_c and its inline calls with arguments set up in
@@ -102,7 +104,12 @@ BETWEEN = (b"\x40\x80\xf6\x80",)
 # thread).
 LEA_REX = (0x48, 0x49, 0x4C, 0x4D)
 LEA = 0x8D
-BEFORE = 16  # bytes read before P: the longest window (mov + lea + a REX check byte) fits
+# Or register set-up the compiler scheduled after the `mov $nr,%eax` (musl's inline calls:
+# munmap's `mov $11,%eax; mov %rbx,%rdi; mov %rbp,%rsi; syscall`, mmap's, ...): up to
+# MOVES_MAX bytes of instructions that only write a register other than rax and rsp from
+# registers or immediates (register_moves), replayed as they are.
+MOVES_MAX = 15  # a site stub's 32 bytes hold the mov, these, the lea and the jmp
+BEFORE = 5 + MOVES_MAX + 1  # bytes read before P: the longest window and a REX check byte
 
 # musl's __syscall_cp_asm, through which dynamic musl makes every cancellable call (read,
 # write, close, ...): the number from a register, and no padding after the function (the
@@ -144,14 +151,59 @@ def _lea_length(code: bytes, end: int) -> int:
     return 0
 
 
+# Register-only instructions (ModRM mod 11): mov r/m,r (89), mov r,r/m (8b), xor (31, 33),
+# movsxd (63), mov $imm32,r/m (c7 /0), mov $imm,r (b8+r); the register each writes is
+# ModRM's rm (89, 31, c7) or reg field (8b, 33, 63).
+WRITES_RM = frozenset((0x89, 0x31))
+WRITES_REG = frozenset((0x8B, 0x33, 0x63))
+MOV_IMM_RM = 0xC7
+RAX, RSP = 0, 4
+
+
+def register_moves(code: bytes, at: int, end: int) -> bool:
+    """code[at:end] is whole instructions that only write registers other than rax and
+    rsp, from registers or immediates (no memory, no branch): replayable elsewhere."""
+    while at < end:
+        rex = code[at] if 0x40 <= code[at] <= 0x4F else 0
+        i = at + (1 if rex else 0)
+        if i >= end:
+            return False
+        op = code[i]
+        if 0xB8 <= op <= 0xBF:
+            dest = (op & 7) | (rex & 1) << 3
+            length = i + 1 + (8 if rex & 8 else 4) - at
+        elif op in WRITES_RM or op in WRITES_REG or op == MOV_IMM_RM:
+            if i + 1 >= end or code[i + 1] >> 6 != 3:
+                return False
+            modrm = code[i + 1]
+            if op == MOV_IMM_RM and (modrm >> 3) & 7:
+                return False
+            if op in WRITES_REG:
+                dest = (modrm >> 3) & 7 | (rex & 4) << 1
+            else:
+                dest = modrm & 7 | (rex & 1) << 3
+            length = i + 2 + (4 if op == MOV_IMM_RM else 0) - at
+        else:
+            return False
+        if dest in (RAX, RSP):
+            return False
+        at += length
+    return at == end
+
+
 def replayed(between: bytes, address: int) -> bytes:
     """What the per-site stub executes for the instruction `between` found at `address` in
     the window: itself, or for a RIP-relative `lea` a `movabs` of the address it computes."""
-    if len(between) == 7 and between[1] == LEA and between[2] & 0xC7 == 0x05:
+    if _rip_lea(between):
         target = (address + 7 + struct.unpack_from("<i", between, 3)[0]) & ((1 << 64) - 1)
         reg = (between[2] >> 3) & 7
         return bytes((0x48 | (between[0] & 4) >> 2, 0xB8 + reg)) + struct.pack("<Q", target)
     return between
+
+
+def _rip_lea(between: bytes) -> bool:
+    return len(between) == 7 and between[0] in LEA_REX and between[1] == LEA \
+        and between[2] & 0xC7 == 0x05
 
 
 class Site(NamedTuple):
@@ -160,7 +212,7 @@ class Site(NamedTuple):
     nr: int  # -1: any number (a windowless site; with no pad, MUSL_CP and EXIT_LOOPS)
     original: bytes  # the 5 bytes the jmp replaced (short, windowless: the 2 of the jmp)
     stub: int
-    between: bytes = b""  # the instruction between the mov and the syscall (BETWEEN)
+    between: bytes = b""  # what stands between the mov and the syscall, replayed
     pad: int = 0  # `jmp rel32` to the stub in dead padding (short, windowless); 0: a window
 
     def resume_at(self, offset: int) -> int:
@@ -178,7 +230,10 @@ class Site(NamedTuple):
         # after the stub's 5-byte mov: past the window's own mov, which is 7 bytes in Go's
         # `mov $nr,%rax` (start + 5 is inside it: Go's runtime died at the call's number)
         mov = self.length - 2 - len(self.between)
-        return self.start + mov + (0 if offset == 5 else len(self.between))
+        done = offset - 5  # bytes of `between` replayed: its own instructions, or a lea's
+        if _rip_lea(self.between):  # movabs, all or nothing
+            done = len(self.between) if done else 0
+        return self.start + mov + min(done, len(self.between))
 
     @property
     def syscall(self) -> int:
@@ -223,7 +278,7 @@ class Arena:
 
 def find_window(code: bytes, nr: int) -> tuple[int, int, bytes] | None:
     """`code` = bytes before P (up to BEFORE) and the 2 at P; (offset of S from P, length,
-    the instruction between) of a window whose immediate is nr, or None."""
+    the instructions between) of a window whose immediate is nr, or None."""
     p = len(code) - 2
     if code[p:] != SYSCALL or p < 6:
         return None
@@ -242,6 +297,10 @@ def find_window(code: bytes, nr: int) -> tuple[int, int, bytes] | None:
                 and struct.unpack_from("<I", code, at - 4)[0] == nr \
                 and not 0x40 <= code[at - 6] <= 0x4F:
             return at - 5 - p, 7 + len(between), between
+    for at in range(p - 6, max(p - 5 - MOVES_MAX, 1) - 1, -1):  # the mov's first byte
+        if code[at] == 0xB8 and struct.unpack_from("<I", code, at + 1)[0] == nr \
+                and not 0x40 <= code[at - 1] <= 0x4F and register_moves(code, at + 5, p):
+            return at - p, p + 2 - at, code[at + 5 : p]
     return None
 
 
@@ -319,7 +378,9 @@ class Patcher:
             return self._patch_pad(caller, p, p)
         start, length, between = p + window[0], window[1], window[2]
         if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic:
-            return self._patch_pad(caller, p, p)  # the syscall itself (rax set already)
+            if _lea_length(between, len(between)) == 7 == len(between):  # the lea after
+                return self._patch_head(caller, p, 7)  # the mov (rax set by then) takes it
+            return self._patch_pad(caller, p, p)  # else the syscall itself (rax set already)
         if not self._code.is_private_code(start, p + 2):
             return False
         arena = self._arena_for(start, length)
@@ -363,15 +424,16 @@ class Patcher:
     def _patch_head(self, caller: RunningCpu, p: int, length: int) -> bool:
         """The `length` bytes of instructions before the syscall (rax set by them or
         before) become `jmp rel32` to a stub that replays them: musl's one 5-byte
-        instruction (the syscall stays), or an exit loop's (EXIT_LOOPS: the jmp covers
-        the syscall, or its first byte, too)."""
+        instruction or a window's lea whose mov straddles a cache line (the syscall
+        stays), or an exit loop's (EXIT_LOOPS: the jmp covers the syscall, or its first
+        byte, too)."""
         start = p - length
         if start % CACHE_LINE == CACHE_LINE - 1 or not self._code.is_private_code(start, p + 2):
             return False
         arena = self._arena_for(start, length + 2)
         if arena is None:
             return False
-        head = bytes(self._raw[start:p])
+        head = replayed(bytes(self._raw[start:p]), start)
         stub = self._write_stub(arena, lambda at: short_stub(at, head, p + 2, arena.entry))
         original = bytes(self._raw[start : start + 5])
         self._poke(caller, start, _jmp_rel32(start, stub))
