@@ -29,7 +29,9 @@ rel8` (one 16-bit store) to dead padding within reach (pads.py) that first recei
 `jmp rel32` to a per-site stub replaying the xor; the `syscall` stays in place.
 
 musl's __syscall_cp_asm (MUSL_CP) has no pad: its 5-byte instruction before the
-`syscall` takes the jmp rel32 instead, replayed by the stub.
+`syscall` takes the jmp rel32 instead, replayed by the stub. So does a register window's
+`mov $nr,%reg` (musl's futex wakes, the number moved to rax last), whose stub replays the
+whole sequence up to the `syscall`.
 glibc's and musl's thread exit loops (EXIT_LOOPS) have neither a window nor a pad: their
 instructions before the `syscall` and the syscall's first bytes take the jmp rel32, and a
 thread sent back to the site goes to the loop's head (Site.covers_syscall).
@@ -108,8 +110,12 @@ LEA = 0x8D
 # munmap's `mov $11,%eax; mov %rbx,%rdi; mov %rbp,%rsi; syscall`, mmap's, ...): up to
 # MOVES_MAX bytes of instructions that only write a register other than rax and rsp from
 # registers or immediates (register_moves), replayed as they are.
-MOVES_MAX = 15  # a site stub's 32 bytes hold the mov, these, the lea and the jmp
+MOVES_MAX = 15
 BEFORE = 5 + MOVES_MAX + 1  # bytes read before P: the longest window and a REX check byte
+# Or the number in another register, moved to rax last (find_register_window): the whole
+# sequence from its `mov $nr,%reg` is the head a stub replays (_patch_head), at most
+# HEAD_MAX bytes, which with the stub's lea and jmp fit its SITE_STUB_STRIDE.
+HEAD_MAX = SITE_STUB_STRIDE - 12
 
 # musl's __syscall_cp_asm, through which dynamic musl makes every cancellable call (read,
 # write, close, ...): the number from a register, and no padding after the function (the
@@ -160,9 +166,10 @@ MOV_IMM_RM = 0xC7
 RAX, RSP = 0, 4
 
 
-def register_moves(code: bytes, at: int, end: int) -> bool:
-    """code[at:end] is whole instructions that only write registers other than rax and
-    rsp, from registers or immediates (no memory, no branch): replayable elsewhere."""
+def register_moves(code: bytes, at: int, end: int, keep: int = RAX) -> bool:
+    """code[at:end] is whole instructions that only write registers other than rax, rsp
+    and `keep`, from registers or immediates (no memory, no branch): replayable
+    elsewhere."""
     while at < end:
         rex = code[at] if 0x40 <= code[at] <= 0x4F else 0
         i = at + (1 if rex else 0)
@@ -185,10 +192,36 @@ def register_moves(code: bytes, at: int, end: int) -> bool:
             length = i + 2 + (4 if op == MOV_IMM_RM else 0) - at
         else:
             return False
-        if dest in (RAX, RSP):
+        if dest in (RAX, RSP, keep):
             return False
         at += length
     return at == end
+
+
+def find_register_window(code: bytes, nr: int) -> int | None:
+    """`code` = bytes before P and the 2 at P: the offset from P of a `mov $nr,%reg`
+    (reg not rax) that register moves (none writing reg) and `mov %reg,%rax` follow up to
+    the `syscall` (musl's inline calls with the number in r8: futex wakes), or None."""
+    p = len(code) - 2
+    if code[p:] != SYSCALL or p < 8:
+        return None
+    last = code[p - 3 : p]  # mov %reg,%rax: REX.W (R or B for r8-r15), 89 or 8b, mod 11
+    if last[0] & 0xF0 != 0x40 or not last[0] & 8 or last[2] >> 6 != 3:
+        return None
+    if last[1] == 0x89 and last[2] & 7 == RAX:
+        reg = (last[2] >> 3) & 7 | (last[0] & 4) << 1
+    elif last[1] == 0x8B and (last[2] >> 3) & 7 == RAX:
+        reg = last[2] & 7 | (last[0] & 1) << 3
+    else:
+        return None
+    imm = bytes((0xB8 + (reg & 7),)) + struct.pack("<I", nr)
+    rex = b"\x41" if reg & 8 else b""
+    for at in range(p - 3 - len(rex) - 5, max(p - HEAD_MAX, 1) - 1, -1):
+        if code[at : at + len(rex) + 5] == rex + imm \
+                and (rex or not 0x40 <= code[at - 1] <= 0x4F) \
+                and register_moves(code, at + len(rex) + 5, p - 3, keep=reg):
+            return at - p
+    return None
 
 
 def replayed(between: bytes, address: int) -> bytes:
@@ -219,12 +252,14 @@ class Site(NamedTuple):
         """Where a vCPU stopped at `offset` (an instruction boundary) in the per-site stub
         goes on, the call not made: the window's instruction the stub's next one replays
         (rax = nr from the stub's mov on; the replayed instruction may be longer than the
-        one in place, a relocated lea). A short site's stub: the xor (its jmp rel8), or
-        once replayed the syscall. A site whose jmp covers its syscall: always its head."""
+        one in place, a relocated lea). A stub replaying the head before the syscall (a
+        short site's xor, musl's instruction, a register window's moves; none for a
+        windowless site) as it is, or one relocated lea: the next instruction in place,
+        or the syscall once all ran. A site whose jmp covers its syscall: its head."""
         if self.covers_syscall:
             return self.start
-        if self.pad or self.nr < 0:  # a stub replaying the head, if any (rax is set)
-            return self.start if offset == 0 else self.syscall
+        if self.pad or self.nr < 0:
+            return self.start + min(offset, self.syscall - self.start)
         if offset == 0:
             return self.start
         # after the stub's 5-byte mov: past the window's own mov, which is 7 bytes in Go's
@@ -374,6 +409,11 @@ class Patcher:
             window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
         if window is None and bytes(self._raw[p + 2 - len(MUSL_CP) : p + 2]) == MUSL_CP:
             return self._patch_head(caller, p, 5)
+        if window is None and 0 <= nr < FASTMAP_BITS:
+            moved = find_register_window(bytes(self._raw[max(lo, p - HEAD_MAX - 1) : p + 2]),
+                                         nr)
+            if moved is not None:
+                return self._patch_head(caller, p, -moved)
         if window is None:  # the number comes from elsewhere: the syscall itself goes
             return self._patch_pad(caller, p, p)
         start, length, between = p + window[0], window[1], window[2]

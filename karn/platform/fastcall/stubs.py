@@ -76,8 +76,9 @@ SLOW = 0x50E  # to SLOW_END: the exit-path tail (registers rebuilt as at the sit
 SLOW_END = 0x559
 DONE_WORK = 0x559  # to the end: the answered tails (registers loaded from the slot)
 
-SITE_STUB_SIZE = 17  # without a replayed instruction between the mov and the syscall
-SITE_STUB_STRIDE = 32
+# A per-site stub's room: 17 bytes for a plain window's (mov, lea, jmp), the replayed
+# instructions of a register window's head (patcher.HEAD_MAX) with the lea and jmp.
+SITE_STUB_STRIDE = 48
 
 
 def site_stub(addr: int, nr: int, ret: int, entry: int, between: bytes = b"") -> bytes:
