@@ -818,9 +818,8 @@ def test_thread_ends_make_no_syscall_instruction(build, native, same):
     threads created and joined one at a time leave fewer real `syscall`s than threads
     (the info line's count: the start-up's calls and each site's first exits). Before,
     every thread's exit was one; the output is native's. Dynamic: Debian's libc.so.6, whose
-    thread start makes no other real call (a static build's may, where a window's first
-    bytes straddle a cache line; musl's thread start and end keep four at sites with no
-    window: its exit loop is checked on its bytes above)."""
+    thread start makes no other real call (a static build's may have a window whose mov
+    straddles a cache line, patched at its lea: tested on its bytes below)."""
     threads = 200
     exe = build("thr_join", "dynamic", ("-pthread",))
     expected = native(exe, str(threads), "--serial-only")
