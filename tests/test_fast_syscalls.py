@@ -450,7 +450,7 @@ def test_window_with_a_lea_between():
     assert [go.resume_at(o) for o in (0, 5, 12)] == [0x1000, 0x1007, 0x1007]
 
 
-@pytest.mark.parametrize("form", ["long", "short", "windowless"])
+@pytest.mark.parametrize("form", ["long", "short", "windowless", "moves", "register"])
 def test_a_kick_in_a_site_stub_resumes_at_the_syscall(form, build):
     """Go writes every syscall window as `mov $nr,%rax; syscall` (a 7-byte mov, where
     glibc's is 5): a kick (here a 2 kHz SIGALRM) that stops a vCPU just after the per-site
@@ -458,8 +458,10 @@ def test_a_kick_in_a_site_stub_resumes_at_the_syscall(form, build):
     the old mov's `00 00` (`add %al,(%rax)`: SIGSEGV at the call's number). Seen as Go
     runtime deaths at 0xe4 (clock_gettime) and 0x1c (madvise) in full-suite runs; the probe
     failed in 8 of 8 runs before the fix. A windowless site's stub (its `syscall` became a
-    jmp) sends a kicked vCPU back to that jmp, rax still the number. Each form's calls
-    came through its stub."""
+    jmp) sends a kicked vCPU back to that jmp, rax still the number. A window with register
+    moves after its number, and a register window (the number moved to rax last), resume
+    at the next move in place: lseek answers with the offset it was given. Each form's
+    calls came through its stub."""
     got = karn_info("--syscall-transport", "fast", build("site_kick"), form, "3", timeout=60)
     assert got.returncode == 0, got.stdout + got.stderr
     assert got.stdout == f"{form} form: calls many, alarms some\nok\n".encode()

@@ -9,10 +9,13 @@
    site (the number in rax from a register, as in glibc's syscall(), musl's __syscall_cp
    and Go's Syscall6), whose `syscall` itself jumps to the stub through the padding after
    its `ret`: a kick anywhere in that stub must resume at the `syscall` (rax still the
-   number). Arguments: form ("long", "short" or "windowless") and seconds. Prints the
-   calls made and "ok". */
+   number). And lseek through a window with register moves after its number, and through
+   a register window (the number moved to rax last), under a 10 kHz timer: a kick between
+   the moves the stub replays resumes at the next one in place. Arguments: form ("long", "short",
+   "windowless", "moves" or "register") and seconds. Prints the calls made and "ok". */
 #include "karntest.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/syscall.h>
@@ -47,7 +50,44 @@ long raw_syscall0(long nr);
 __asm__(".text\n.p2align 4\nraw_syscall0:\n\tmov %rdi,%rax\n\tsyscall\n\tret\n"
         "\t.p2align 4\n");
 
-static long call(const char *form) {
+/* lseek(fd, off, SEEK_SET), whose result is its offset argument, through a window with
+   register moves after the number (musl's inline calls), or with the number in r8 moved to
+   rax last (musl's futex wakes): a kick between two moves the stub replays must resume at
+   the next move in place, or the call runs with an argument left zero. */
+__attribute__((noinline)) static long lseek_moves(long fd, long off) {
+    long ret;
+    register long r12 __asm__("r12") = fd;
+    register long r13 __asm__("r13") = off;
+    __asm__ volatile("xor %%edi,%%edi\n\txor %%esi,%%esi\n\tmov $8,%%eax\n\tmov %%r12,%%r9\n\tmov %%r13,%%r10\n\t"
+                     "mov %%r9,%%rdi\n\tmov %%r10,%%rsi\n\txor %%edx,%%edx\n\tsyscall"
+                     : "=a"(ret)
+                     : "r"(r12), "r"(r13)
+                     : "rdi", "rsi", "rdx", "r9", "r10", "rcx", "r11", "memory");
+    return ret;
+}
+
+__attribute__((noinline)) static long lseek_register(long fd, long off) {
+    long ret;
+    register long r12 __asm__("r12") = fd;
+    register long r13 __asm__("r13") = off;
+    __asm__ volatile("xor %%edi,%%edi\n\txor %%esi,%%esi\n\tmov $8,%%r8d\n\tmov %%r12,%%r9\n\tmov %%r13,%%r10\n\t"
+                     "mov %%r9,%%rdi\n\tmov %%r10,%%rsi\n\txor %%edx,%%edx\n\t"
+                     "mov %%r8,%%rax\n\tsyscall"
+                     : "=a"(ret)
+                     : "r"(r12), "r"(r13)
+                     : "rdi", "rsi", "rdx", "r8", "r9", "r10", "rcx", "r11", "memory");
+    return ret;
+}
+
+static int fd;
+
+/* One call of the form; its right answer is `want`. */
+static long call(const char *form, long i, long *want) {
+    if (!strcmp(form, "moves") || !strcmp(form, "register")) {
+        *want = i;
+        return form[0] == 'm' ? lseek_moves(fd, i) : lseek_register(fd, i);
+    }
+    *want = getpid();
     if (!strcmp(form, "long"))
         return getpid_long();
     if (!strcmp(form, "short"))
@@ -62,16 +102,20 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_alarm;
     sa.sa_flags = SA_RESTART;
     MUST(sigaction(SIGALRM, &sa, NULL) == 0);
-    struct itimerval every = {{0, 500}, {0, 500}};
+    /* the moves forms' stubs are short: kicks land in them less often, so more kicks */
+    long tick = !strcmp(form, "moves") || !strcmp(form, "register") ? 100 : 500;
+    struct itimerval every = {{0, tick}, {0, tick}};
     MUST(setitimer(ITIMER_REAL, &every, NULL) == 0);
-    long pid = getpid(), calls = 0;
+    fd = open(argv[0], O_RDONLY);
+    MUST(fd >= 0);
+    long calls = 0, want;
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
         for (int i = 0; i < 1000; i++, calls++) {
-            long got = call(form);
-            if (got != pid) {
-                printf("getpid gave %ld, not %ld\n", got, pid);
+            long got = call(form, calls, &want);
+            if (got != want) {
+                printf("%s gave %ld, not %ld\n", form, got, want);
                 return 1;
             }
         }
