@@ -29,7 +29,8 @@ rel8` (one 16-bit store) to dead padding within reach (pads.py) that first recei
 `jmp rel32` to a per-site stub replaying the xor; the `syscall` stays in place.
 
 musl's __syscall_cp_asm (MUSL_CP) has no pad: its 5-byte instruction before the
-`syscall` takes the jmp rel32 instead, replayed by the stub. So does a register window's
+`syscall` takes the jmp rel32 instead, replayed by the stub, as do the last two of musl's
+__clone (MUSL_CLONE). So does a register window's
 `mov $nr,%reg` (musl's futex wakes, the number moved to rax last), whose stub replays the
 whole sequence up to the `syscall`.
 glibc's and musl's thread exit loops (EXIT_LOOPS) have neither a window nor a pad: their
@@ -125,6 +126,13 @@ HEAD_MAX = SITE_STUB_STRIDE - 12
 # function's body from `mov %rdi,%r11` (musl 1.2's src/thread/x86_64/syscall_cp.s).
 MUSL_CP = bytes.fromhex("4989fb4889f04889d74889ce4c89c24d89ca4c8b4424084c8b4c2410"
                         "4c895c2408") + SYSCALL
+# musl's __clone (every pthread_create: src/thread/x86_64/clone.s) sets rax with `xor
+# %eax,%eax; mov $56,%al` (no window) and has no pad before the next function: its last two
+# instructions, `sub $8,%rsi; mov %rcx,(%rsi)` (the new stack's entry point; 7 bytes, no
+# branch lands inside), take the jmp rel32 and are replayed. Matched from `mov %rdi,%r11`.
+MUSL_CLONE = bytes.fromhex("4989fb4889d74c89c24d89c84c8b5424084d89d94883e6f0"
+                           "4883ee0848890e") + SYSCALL
+MUSL_CLONE_HEAD = 7
 
 
 # A thread's end in glibc (start_thread) and musl (pthread_exit, _Exit): a loop `for (;;)
@@ -409,6 +417,8 @@ class Patcher:
             window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
         if window is None and bytes(self._raw[p + 2 - len(MUSL_CP) : p + 2]) == MUSL_CP:
             return self._patch_head(caller, p, 5)
+        if window is None and bytes(self._raw[p + 2 - len(MUSL_CLONE) : p + 2]) == MUSL_CLONE:
+            return self._patch_head(caller, p, MUSL_CLONE_HEAD)
         if window is None and 0 <= nr < FASTMAP_BITS:
             moved = find_register_window(bytes(self._raw[max(lo, p - HEAD_MAX - 1) : p + 2]),
                                          nr)
