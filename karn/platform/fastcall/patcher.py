@@ -30,7 +30,7 @@ rel8` (one 16-bit store) to dead padding within reach (pads.py) that first recei
 
 musl's __syscall_cp_asm (MUSL_CP) has no pad: its 5-byte instruction before the
 `syscall` takes the jmp rel32 instead, replayed by the stub, as do the last two of musl's
-__clone (MUSL_CLONE). So does a register window's
+__clone and the three of its __wait loop's head (KNOWN_HEADS). So does a register window's
 `mov $nr,%reg` (musl's futex wakes, the number moved to rax last), whose stub replays the
 whole sequence up to the `syscall`.
 glibc's and musl's thread exit loops (EXIT_LOOPS) have neither a window nor a pad: their
@@ -132,7 +132,15 @@ MUSL_CP = bytes.fromhex("4989fb4889f04889d74889ce4c89c24d89ca4c8b4424084c8b4c241
 # branch lands inside), take the jmp rel32 and are replayed. Matched from `mov %rdi,%r11`.
 MUSL_CLONE = bytes.fromhex("4989fb4889d74c89c24d89c84c8b5424084d89d94883e6f0"
                            "4883ee0848890e") + SYSCALL
-MUSL_CLONE_HEAD = 7
+# musl's __wait (its internal locks' futex wait): `xor %r10d,%r10d; mov %rbp,%rax; mov
+# %rbx,%rsi; syscall` at the head of a loop whose only way in is that head (the je back at
+# its end): the three take the jmp rel32 and are replayed. Matched through the loop's end.
+MUSL_WAIT = bytes.fromhex("4531d24889e84889de") + SYSCALL + bytes.fromhex(
+    "4883f8da741f8b074439c874e8")
+# Bodies with neither a window nor a pad: (bytes, the syscall's offset in them, the length
+# of the instructions before it that take the jmp rel32 and are replayed).
+KNOWN_HEADS = ((MUSL_CP, len(MUSL_CP) - 2, 5), (MUSL_CLONE, len(MUSL_CLONE) - 2, 7),
+               (MUSL_WAIT, 9, 9))
 
 
 # A thread's end in glibc (start_thread) and musl (pthread_exit, _Exit): a loop `for (;;)
@@ -415,10 +423,10 @@ class Patcher:
         window = None
         if 0 <= nr < FASTMAP_BITS:
             window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
-        if window is None and bytes(self._raw[p + 2 - len(MUSL_CP) : p + 2]) == MUSL_CP:
-            return self._patch_head(caller, p, 5)
-        if window is None and bytes(self._raw[p + 2 - len(MUSL_CLONE) : p + 2]) == MUSL_CLONE:
-            return self._patch_head(caller, p, MUSL_CLONE_HEAD)
+        if window is None:
+            for body, at, head in KNOWN_HEADS:
+                if bytes(self._raw[p - at : p - at + len(body)]) == body:
+                    return self._patch_head(caller, p, head)
         if window is None and 0 <= nr < FASTMAP_BITS:
             moved = find_register_window(bytes(self._raw[max(lo, p - HEAD_MAX - 1) : p + 2]),
                                          nr)
