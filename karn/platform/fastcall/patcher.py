@@ -424,16 +424,7 @@ class Patcher:
         if 0 <= nr < FASTMAP_BITS:
             window = find_window(bytes(self._raw[max(lo, p - BEFORE) : p + 2]), nr)
         if window is None:
-            for body, at, head in KNOWN_HEADS:
-                if bytes(self._raw[p - at : p - at + len(body)]) == body:
-                    return self._patch_head(caller, p, head)
-        if window is None and 0 <= nr < FASTMAP_BITS:
-            moved = find_register_window(bytes(self._raw[max(lo, p - HEAD_MAX - 1) : p + 2]),
-                                         nr)
-            if moved is not None:
-                return self._patch_head(caller, p, -moved)
-        if window is None:  # the number comes from elsewhere: the syscall itself goes
-            return self._patch_pad(caller, p, p)
+            return self._patch_windowless(caller, p, nr)
         start, length, between = p + window[0], window[1], window[2]
         if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic:
             if _lea_length(between, len(between)) == 7 == len(between):  # the lea after
@@ -450,6 +441,20 @@ class Patcher:
         self._poke(caller, start, _jmp_rel32(start, stub))
         self._record(arena, site)
         return True
+
+    def _patch_windowless(self, caller: RunningCpu, p: int, nr: int) -> bool:
+        """A site with no `mov $nr,%eax` window: a known body's instructions before the
+        syscall, a register window's whole sequence, or else the syscall itself (a pad:
+        the number comes from elsewhere)."""
+        for body, at, head in KNOWN_HEADS:
+            if bytes(self._raw[p - at : p - at + len(body)]) == body:
+                return self._patch_head(caller, p, head)
+        if 0 <= nr < FASTMAP_BITS:
+            code = bytes(self._raw[max(self._user[0], p - HEAD_MAX - 1) : p + 2])
+            moved = find_register_window(code, nr)
+            if moved is not None:
+                return self._patch_head(caller, p, -moved)
+        return self._patch_pad(caller, p, p)
 
     def _patch_pad(self, caller: RunningCpu, start: int, p: int) -> bool:
         """The 2 bytes at `start` become `jmp rel8` to a pad holding `jmp rel32` to the
