@@ -53,31 +53,24 @@ __asm__(".text\n.p2align 4\nraw_syscall0:\n\tmov %rdi,%rax\n\tsyscall\n\tret\n"
 /* lseek(fd, off, SEEK_SET), whose result is its offset argument, through a window with
    register moves after the number (musl's inline calls), or with the number in r8 moved to
    rax last (musl's futex wakes): a kick between two moves the stub replays must resume at
-   the next move in place, or the call runs with an argument left zero. */
-__attribute__((noinline)) static long lseek_moves(long fd, long off) {
-    long ret;
-    register long r12 __asm__("r12") = fd;
-    register long r13 __asm__("r13") = off;
-    __asm__ volatile("xor %%edi,%%edi\n\txor %%esi,%%esi\n\tmov $8,%%eax\n\tmov %%r12,%%r9\n\tmov %%r13,%%r10\n\t"
-                     "mov %%r9,%%rdi\n\tmov %%r10,%%rsi\n\txor %%edx,%%edx\n\tsyscall"
-                     : "=a"(ret)
-                     : "r"(r12), "r"(r13)
-                     : "rdi", "rsi", "rdx", "r9", "r10", "rcx", "r11", "memory");
-    return ret;
-}
+   the next move in place, or the call runs with an argument left zero. The arguments go
+   through r9 and r10 (more moves to land a kick between). */
+#define LSEEK_WINDOW(name, number, to_rax)                                       \
+    __attribute__((noinline)) static long name(long fd, long off) {              \
+        long ret;                                                                \
+        register long r12 __asm__("r12") = fd;                                   \
+        register long r13 __asm__("r13") = off;                                  \
+        __asm__ volatile("xor %%edi,%%edi\n\txor %%esi,%%esi\n\t" number "\n\t"  \
+                         "mov %%r12,%%r9\n\tmov %%r13,%%r10\n\tmov %%r9,%%rdi\n\t"  \
+                         "mov %%r10,%%rsi\n\txor %%edx,%%edx\n\t" to_rax "syscall"  \
+                         : "=a"(ret)                                             \
+                         : "r"(r12), "r"(r13)                                    \
+                         : "rdi", "rsi", "rdx", "r8", "r9", "r10", "rcx", "r11", "memory"); \
+        return ret;                                                              \
+    }
 
-__attribute__((noinline)) static long lseek_register(long fd, long off) {
-    long ret;
-    register long r12 __asm__("r12") = fd;
-    register long r13 __asm__("r13") = off;
-    __asm__ volatile("xor %%edi,%%edi\n\txor %%esi,%%esi\n\tmov $8,%%r8d\n\tmov %%r12,%%r9\n\tmov %%r13,%%r10\n\t"
-                     "mov %%r9,%%rdi\n\tmov %%r10,%%rsi\n\txor %%edx,%%edx\n\t"
-                     "mov %%r8,%%rax\n\tsyscall"
-                     : "=a"(ret)
-                     : "r"(r12), "r"(r13)
-                     : "rdi", "rsi", "rdx", "r8", "r9", "r10", "rcx", "r11", "memory");
-    return ret;
-}
+LSEEK_WINDOW(lseek_moves, "mov $8,%%eax", "")
+LSEEK_WINDOW(lseek_register, "mov $8,%%r8d", "mov %%r8,%%rax\n\t")
 
 static int fd;
 
