@@ -722,6 +722,41 @@ def test_window_across_a_cache_line_is_patched_at_its_syscall():
     assert raw[s] == 0xB8 and raw[p] == 0xEB  # the mov stays; the syscall jumps
 
 
+def test_a_window_across_a_cache_line_with_no_pad_is_patched_while_alone():
+    """glibc 2.36's tcgetattr (every isatty: every Python open): `mov %rsp,%rdx; mov
+    $16,%eax; syscall`, the mov at offset 63 of a cache line, no lea, no pad in reach
+    (here a ud2 after it). While another vCPU may run it, it is left alone (the jmp's
+    first two bytes would straddle the line); while none does, it takes the jmp rel32 as
+    any window. Undone while others run (the guest took GS), its bytes stay and the stub's
+    mov jumps instead to a new piece that makes the mov and goes on at the syscall in
+    place."""
+    import struct
+
+    class Running:
+        in_guest, exits = False, 0
+
+        def kick(self) -> None:
+            pass
+
+    s = 0x1013F  # the window's mov
+    code = bytes.fromhex("4889e2" "b810000000" "0f05" "0f0b") + b"\xcc" * 40
+    raw, patcher = patcher_over(s - 3, code)
+    patcher._cpus = lambda: [Running()]
+    exit_twice(patcher, s + 5, 16)
+    assert patcher.known == {s + 5: False} and raw[s] == 0xB8
+    raw, patcher = patcher_over(s - 3, code)
+    exit_twice(patcher, s + 5, 16)
+    site = patcher.patched[s]
+    assert (site.length, site.nr, site.pad) == (7, 16, 0) and raw[s] == 0xE9
+    assert s + 5 + struct.unpack_from("<i", raw, s + 1)[0] == site.stub
+    patcher._cpus = lambda: [Running()]
+    patcher.unpatch_all(None)  # type: ignore[arg-type]
+    assert raw[s] == 0xE9 and raw[site.stub] == 0xE9  # S kept; the stub jumps on
+    back = site.stub + 5 + struct.unpack_from("<i", raw, site.stub + 1)[0]
+    assert bytes(raw[back : back + 5]) == bytes.fromhex("b810000000")
+    assert back + 10 + struct.unpack_from("<i", raw, back + 6)[0] == s + 5 and raw[back + 5] == 0xE9
+
+
 def test_musl_syscall_cp_is_patched_at_its_last_instruction():
     """Dynamic musl's __syscall_cp_asm (its bytes, from Debian's musl 1.2): no pad after
     it, so its `mov %r11,8(%rsp)` before the syscall becomes `jmp rel32` to a stub that
@@ -798,6 +833,19 @@ def test_musl_maps_come_through_the_stub(variant, build, native, same):
     got = karn_info(exe, str(maps))
     same(expected, got, f"maps ({variant})")
     assert int(SYSCALL_INSTRUCTIONS.search(got.stderr).group(1)) < maps, got.stderr
+
+
+def test_isatty_comes_through_the_stub(build, native, same):
+    """glibc's tcgetattr (isatty; every Python open() asks it) is a window whose mov
+    straddles a cache line in Debian's libc.so.6, with no pad: patched while the process
+    runs no other thread, 300 calls leave fewer real `syscall`s than calls (each was one
+    before); the answers are native's."""
+    calls = 300
+    exe = build("fastcall_isatty", "dynamic")
+    expected = native(exe, str(calls))
+    got = karn_info(exe, str(calls))
+    same(expected, got, "isatty")
+    assert int(SYSCALL_INSTRUCTIONS.search(got.stderr).group(1)) < calls, got.stderr
 
 
 def test_musl_thread_starts_and_ends_come_through_the_stub(build, native, same):

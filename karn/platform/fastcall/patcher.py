@@ -429,7 +429,10 @@ class Patcher:
         if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic:
             if _lea_length(between, len(between)) == 7 == len(between):  # the lea after
                 return self._patch_head(caller, p, 7)  # the mov (rax set by then) takes it
-            return self._patch_pad(caller, p, p)  # else the syscall itself (rax set already)
+            if self._patch_pad(caller, p, p):  # else the syscall itself (rax set already)
+                return True
+            if self._others(caller):  # no pad: only while no other vCPU can run the mov
+                return False  # (none binds while the lock is held); see _restore
         if not self._code.is_private_code(start, p + 2):
             return False
         arena = self._arena_for(start, length)
@@ -518,11 +521,28 @@ class Patcher:
     def _store16(self, addr: int, data: bytes) -> None:
         ctypes.c_uint16.from_address(self._host_base + addr).value = data[0] | data[1] << 8
 
-    def _restore(self, caller: RunningCpu | None, site: Site) -> None:
+    def _others(self, caller: RunningCpu | None) -> bool:
+        """Another vCPU than the caller's may run guest code now."""
+        return any(cpu is not caller for cpu in self._cpus())
+
+    def _restore(self, caller: RunningCpu | None, site: Site, stub_stays: bool = False
+                 ) -> None:
         """Put a site's bytes back. A short site's pad then jumps back to the xor: a thread
         between the jmp rel8 and the pad, or one whose signal frame says the pad, makes
-        the real call."""
+        the real call. A window whose mov straddles a cache line (patched while no other
+        vCPU ran) cannot be put back untorn while others run: if its stub stays
+        (stub_stays), the stub's mov jumps instead to a new piece that makes the mov and
+        goes on in place (the real call); else (its arena unmapped by the guest) the bytes
+        go back as they can."""
         if not site.pad:
+            straddles = site.start % CACHE_LINE == CACHE_LINE - 1
+            if straddles and stub_stays and self._others(caller):
+                arena = self.arena_of(site.stub)
+                if arena is not None and not arena.full():
+                    back = self._write_stub(arena, lambda at: site.original + _jmp_rel32(
+                        at + 5, site.start + 5))
+                    self._poke(caller, site.stub, _jmp_rel32(site.stub, back))
+                    return
             self._poke(caller, site.start, site.original)
             return
         self._store16(site.start, site.original)
@@ -577,7 +597,7 @@ class Patcher:
         with self._lock:
             self.enabled = False
             for site in list(self.patched.values()):
-                self._restore(caller, site)
+                self._restore(caller, site, stub_stays=True)
             self.patched.clear()
 
     def warmed(self, count: ExitCount) -> None:
