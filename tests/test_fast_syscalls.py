@@ -722,14 +722,15 @@ def test_window_across_a_cache_line_is_patched_at_its_syscall():
     assert raw[s] == 0xB8 and raw[p] == 0xEB  # the mov stays; the syscall jumps
 
 
-def test_a_window_across_a_cache_line_with_no_pad_is_patched_while_alone():
+@pytest.mark.parametrize("mov", ["b810000000", "48c7c010000000"])  # glibc's; Go's form
+def test_a_window_across_a_cache_line_with_no_pad_is_patched_while_alone(mov):
     """glibc 2.36's tcgetattr (every isatty: every Python open): `mov %rsp,%rdx; mov
     $16,%eax; syscall`, the mov at offset 63 of a cache line, no lea, no pad in reach
-    (here a ud2 after it). While another vCPU may run it, it is left alone (the jmp's
-    first two bytes would straddle the line); while none does, it takes the jmp rel32 as
-    any window. Undone while others run (the guest took GS), its bytes stay and the stub's
-    mov jumps instead to a new piece that makes the mov and goes on at the syscall in
-    place."""
+    (here a ud2 after it); also Go's 7-byte `mov $16,%rax`. While another vCPU may run
+    it, it is left alone (the jmp's first two bytes would straddle the line); while none
+    does, it takes the jmp rel32 as any window. Undone while others run (the guest took
+    GS), its bytes stay and the stub's first instruction jumps instead to a new piece that
+    makes the whole mov and goes on at the syscall in place."""
     import struct
 
     class Running:
@@ -739,22 +740,25 @@ def test_a_window_across_a_cache_line_with_no_pad_is_patched_while_alone():
             pass
 
     s = 0x1013F  # the window's mov
-    code = bytes.fromhex("4889e2" "b810000000" "0f05" "0f0b") + b"\xcc" * 40
+    mov_bytes = bytes.fromhex(mov)
+    p = s + len(mov_bytes)
+    code = bytes.fromhex("4889e2") + mov_bytes + bytes.fromhex("0f05" "0f0b") + b"\xcc" * 40
     raw, patcher = patcher_over(s - 3, code)
     patcher._cpus = lambda: [Running()]
-    exit_twice(patcher, s + 5, 16)
-    assert patcher.known == {s + 5: False} and raw[s] == 0xB8
+    exit_twice(patcher, p, 16)
+    assert patcher.known == {p: False} and bytes(raw[s : p]) == mov_bytes
     raw, patcher = patcher_over(s - 3, code)
-    exit_twice(patcher, s + 5, 16)
+    exit_twice(patcher, p, 16)
     site = patcher.patched[s]
-    assert (site.length, site.nr, site.pad) == (7, 16, 0) and raw[s] == 0xE9
+    assert (site.length, site.nr, site.pad) == (len(mov_bytes) + 2, 16, 0) and raw[s] == 0xE9
     assert s + 5 + struct.unpack_from("<i", raw, s + 1)[0] == site.stub
     patcher._cpus = lambda: [Running()]
     patcher.unpatch_all(None)  # type: ignore[arg-type]
     assert raw[s] == 0xE9 and raw[site.stub] == 0xE9  # S kept; the stub jumps on
     back = site.stub + 5 + struct.unpack_from("<i", raw, site.stub + 1)[0]
-    assert bytes(raw[back : back + 5]) == bytes.fromhex("b810000000")
-    assert back + 10 + struct.unpack_from("<i", raw, back + 6)[0] == s + 5 and raw[back + 5] == 0xE9
+    n = len(mov_bytes)
+    assert bytes(raw[back : back + n]) == mov_bytes and raw[back + n] == 0xE9
+    assert back + n + 5 + struct.unpack_from("<i", raw, back + n + 1)[0] == p
 
 
 def test_musl_syscall_cp_is_patched_at_its_last_instruction():

@@ -539,8 +539,10 @@ class Patcher:
             if straddles and stub_stays and self._others(caller):
                 arena = self.arena_of(site.stub)
                 if arena is not None and not arena.full():
-                    back = self._write_stub(arena, lambda at: site.original + _jmp_rel32(
-                        at + 5, site.start + 5))
+                    after = site.length - 2 - len(site.between)  # the mov's end (7 in Go)
+                    mov = site.original + bytes(self._raw[site.start + 5 : site.start + after])
+                    back = self._write_stub(arena, lambda at: mov + _jmp_rel32(
+                        at + len(mov), site.start + after))
                     self._poke(caller, site.stub, _jmp_rel32(site.stub, back))
                     return
             self._poke(caller, site.start, site.original)
