@@ -380,13 +380,12 @@ class FastTransport:
                 client = slot.client
                 if client is not None:
                     self._pass_counts(slot, client)
+        slot.unpatched += real
         if nr not in self._fast_nrs:
             slot.exit += 1
-            slot.unpatched += real
             return
         if real:
             slot.exit += 1  # an unpatched site: its next call may reach the server
-            slot.unpatched += 1
             patched = self.patcher.known.get(site)
             if patched is False or (patched is None and not self.patcher.will_patch(site)):
                 return  # unless it cannot be patched (no window) or will not be at this
