@@ -481,7 +481,7 @@ class Patcher:
         # the pad: no code reaches it yet, and every other vCPU fetches it afresh after
         # the sync; then the jmp rel8, one 16-bit store in a cache line
         self._raw[pad : pad + 5] = _jmp_rel32(pad, stub)
-        leave_guest_once(cpu for cpu in self._cpus() if cpu is not caller)
+        leave_guest_once(self._others(caller))
         self._store16(start, bytes((JMP_REL8, pad - (start + 2))))
         self._record(arena, Site(start, ret - start, 0 if start < p else -1, original, stub,
                                  b"", pad))
@@ -521,9 +521,9 @@ class Patcher:
     def _store16(self, addr: int, data: bytes) -> None:
         ctypes.c_uint16.from_address(self._host_base + addr).value = data[0] | data[1] << 8
 
-    def _others(self, caller: RunningCpu | None) -> bool:
-        """Another vCPU than the caller's may run guest code now."""
-        return any(cpu is not caller for cpu in self._cpus())
+    def _others(self, caller: RunningCpu | None) -> list[RunningCpu]:
+        """The vCPUs other than the caller's that may run guest code now."""
+        return [cpu for cpu in self._cpus() if cpu is not caller]
 
     def _restore(self, caller: RunningCpu | None, site: Site, stub_stays: bool = False
                  ) -> None:
@@ -565,7 +565,7 @@ class Patcher:
 
     def _poke(self, caller: RunningCpu | None, start: int, data: bytes) -> None:
         """Write 5 bytes of code that other vCPUs may be executing (see the top)."""
-        others = [cpu for cpu in self._cpus() if cpu is not caller]
+        others = self._others(caller)
         if not others:
             self._raw[start : start + 5] = data
             return
