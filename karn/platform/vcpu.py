@@ -42,6 +42,7 @@ from karn.platform.layout import (
 if TYPE_CHECKING:
     import signal
 
+    from karn.platform.fastcall.patcher import Undo
     from karn.platform.fastcall.slotmask import SlotMask
     from karn.platform.fastcall.transport import FastTransport
     from karn.platform.warmup import WarmUp
@@ -387,7 +388,9 @@ class Vcpu:
         while True:
             if gate is not None and gate.gated:
                 gate.enter(self)
-            self.in_guest = True
+            self.in_guest = True  # first: a patch from now on kicks this vCPU
+            if self.fast is not None and self.fast.patcher.interiors:
+                self._leave_head_inside(self.fast.patcher.interiors)
             try:
                 ioctl(fd, kvm_run, 0)
             except InterruptedError:
@@ -457,6 +460,18 @@ class Vcpu:
             elif reason == exit_mmio and self._uncovered_access(page.exit.mmio):
                 continue
             self._unexpected_exit(reason)
+
+    def _leave_head_inside(self, interiors: dict[int, tuple[int, Undo]]) -> None:
+        """About to run at an instruction boundary inside a patched head's jmp (the
+        patcher's INNER_STEPS): go back to the head instead, its effects undone."""
+        regs = self.regs
+        inside = interiors.get(regs.rip)
+        if inside is None:
+            return
+        regs.rip, undo = inside
+        for name, addend in undo:
+            setattr(regs, name, (getattr(regs, name) + addend) & MASK64)
+        self.run_page.kvm_dirty_regs |= K.KVM_SYNC_X86_REGS
 
     def _exited(self, gate: Gate | None) -> None:
         """Out of KVM_RUN by an error (a kick, a host memory fault)."""

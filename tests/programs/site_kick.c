@@ -11,8 +11,13 @@
    its `ret`: a kick anywhere in that stub must resume at the `syscall` (rax still the
    number). And lseek through a window with register moves after its number, and through
    a register window (the number moved to rax last), under a 10 kHz timer: a kick between
-   the moves the stub replays resumes at the next one in place. Arguments: form ("long", "short",
-   "windowless", "moves" or "register") and seconds. Prints the calls made and "ok". */
+   the moves the stub replays resumes at the next one in place. And getpid through musl's
+   own bytes at two sites patched at a head of several instructions (the patcher's
+   KNOWN_HEADS): __wait's loop head (`xor %r10d,%r10d; mov %rbp,%rax; mov %rbx,%rsi`) and
+   __clone's tail (`sub $8,%rsi; mov %rcx,(%rsi)`), where a kick after the first replayed
+   instruction must not resume in place, inside the jmp rel32 (SIGILL; or the store and the
+   call skipped). Arguments: form ("long", "short", "windowless", "moves", "register",
+   "wait" or "clone") and seconds. Prints the calls made and "ok". */
 #include "karntest.h"
 
 #include <fcntl.h>
@@ -72,13 +77,53 @@ __asm__(".text\n.p2align 4\nraw_syscall0:\n\tmov %rdi,%rax\n\tsyscall\n\tret\n"
 LSEEK_WINDOW(lseek_moves, "mov $8,%%eax", "")
 LSEEK_WINDOW(lseek_register, "mov $8,%%r8d", "mov %%r8,%%rax\n\t")
 
+/* musl_wait(&word, 39): __wait's loop, from its head to its end, the number in rbp; the
+   loop goes round while word == r9d (never: r9d = 1, word 0). Returns rsi, which the
+   head set from rbx (0x5a5a). */
+long musl_wait(int *word, long nr);
+__asm__(".text\n.p2align 6\nmusl_wait:\n"
+        "\tpush %rbp\n\tpush %rbx\n\tmov %rsi,%rbp\n\tmov $0x5a5a,%ebx\n\tmov $1,%r9d\n"
+        "\t.p2align 4\n1:\n"
+        "\t.byte 0x45,0x31,0xd2, 0x48,0x89,0xe8, 0x48,0x89,0xde\n"
+        "\tsyscall\n"
+        "\t.byte 0x48,0x83,0xf8,0xda, 0x74,0x1f\n"      /* cmp $-38,%rax; je 2f */
+        "\t.byte 0x8b,0x07, 0x44,0x39,0xc8, 0x74,0xe8\n" /* mov (%rdi),%eax; cmp; je 1b */
+        "\tmov %rsi,%rax\n\tpop %rbx\n\tpop %rbp\n\tret\n"
+        "\t.fill 0x1f-9,1,0x90\n"
+        "2:\tmov $-1,%rax\n\tpop %rbx\n\tpop %rbp\n\tret\n");
+
+/* musl_clone(stack_top, nr): __clone's body from `mov %rdi,%r11`, the number set as it
+   sets 56 (`xor %eax,%eax; mov $nr,%al`): stores 0x1234 (rcx) at the 16-aligned
+   stack_top - 8, then the call. */
+long musl_clone(char *stack_top, long nr);
+__asm__(".text\n.p2align 6\nmusl_clone:\n"
+        "\tmov %esi,%edx\n\tmov %rdi,%rsi\n\tsub $16,%rsp\n\tmov $0x1234,%ecx\n"
+        "\txor %eax,%eax\n\tmov %dl,%al\n"
+        "\t.byte 0x49,0x89,0xfb, 0x48,0x89,0xd7, 0x4c,0x89,0xc2, 0x4d,0x89,0xc8\n"
+        "\t.byte 0x4c,0x8b,0x54,0x24,0x08, 0x4d,0x89,0xd9, 0x48,0x83,0xe6,0xf0\n"
+        "\t.byte 0x48,0x83,0xee,0x08, 0x48,0x89,0x0e\n"
+        "\tsyscall\n\tadd $16,%rsp\n\tret\n");
+
 static int fd;
+static char clone_stack[64] __attribute__((aligned(16)));
 
 /* One call of the form; its right answer is `want`. */
 static long call(const char *form, long i, long *want) {
     if (!strcmp(form, "moves") || !strcmp(form, "register")) {
         *want = i;
         return form[0] == 'm' ? lseek_moves(fd, i) : lseek_register(fd, i);
+    }
+    if (!strcmp(form, "wait")) {
+        static int word;
+        *want = 0x5a5a;
+        return musl_wait(&word, SYS_getpid);
+    }
+    if (!strcmp(form, "clone")) {
+        long *stored = (long *)(clone_stack + sizeof clone_stack - 8);
+        *stored = 0;
+        *want = getpid();
+        long got = musl_clone(clone_stack + sizeof clone_stack, SYS_getpid);
+        return *stored == 0x1234 ? got : -2;
     }
     *want = getpid();
     if (!strcmp(form, "long"))
@@ -95,8 +140,9 @@ int main(int argc, char **argv) {
     sa.sa_handler = on_alarm;
     sa.sa_flags = SA_RESTART;
     MUST(sigaction(SIGALRM, &sa, NULL) == 0);
-    /* the moves forms' stubs are short: kicks land in them less often, so more kicks */
-    long tick = !strcmp(form, "moves") || !strcmp(form, "register") ? 100 : 500;
+    /* the stubs of these forms are short: kicks land in them less often, so more kicks */
+    long tick = !strcmp(form, "long") || !strcmp(form, "short") || !strcmp(form, "windowless")
+                    ? 500 : 100;
     struct itimerval every = {{0, tick}, {0, tick}};
     MUST(setitimer(ITIMER_REAL, &every, NULL) == 0);
     fd = open(argv[0], O_RDONLY);

@@ -155,6 +155,22 @@ KNOWN_HEADS = ((MUSL_CP, len(MUSL_CP) - 2, 5), (MUSL_CLONE, len(MUSL_CLONE) - 2,
 EXIT_LOOPS = ((bytes.fromhex("31ff89d0") + SYSCALL + b"\xeb\xf8", 4),
               (bytes.fromhex("4889d0") + SYSCALL + b"\xeb\xf9", 3))
 
+# Heads whose jmp rel32 covers more than their first instruction: the instruction
+# boundaries inside its 5 bytes (offsets from S, the syscall's own if it is one), each with
+# what undoes the head's instructions before it (register, addend). A thread about to run
+# at one (stopped there in place before the patch, a signal frame saying so, or a kick in
+# the stub sent back to the instruction in place) runs the jmp's bytes instead: it goes
+# back to S, the effects undone (platform/vcpu.py checks at each entry). `sub $8,%rsi` is
+# undone; the others (xor of a register with itself, register moves whose sources they
+# leave alone) are harmless to repeat.
+Undo = tuple[tuple[str, int], ...]
+INNER_STEPS: dict[bytes, tuple[tuple[int, Undo], ...]] = {
+    EXIT_LOOPS[0][0][:4]: ((2, ()), (4, ())),  # glibc's exit loop: xor; mov; syscall
+    EXIT_LOOPS[1][0][:3]: ((3, ()),),  # musl's: mov; syscall
+    MUSL_CLONE[-9:-2]: ((4, (("rsi", 8),)),),  # sub $8,%rsi; mov %rcx,(%rsi)
+    MUSL_WAIT[:9]: ((3, ()),),  # xor %r10d,%r10d; mov; mov
+}
+
 
 def _lea_length(code: bytes, end: int) -> int:
     """The length (7 or 4) of a 64-bit `lea` without SIB that ends at code[end], or 0. A
@@ -263,6 +279,7 @@ class Site(NamedTuple):
     stub: int
     between: bytes = b""  # what stands between the mov and the syscall, replayed
     pad: int = 0  # `jmp rel32` to the stub in dead padding (short, windowless); 0: a window
+    inner: tuple[tuple[int, Undo], ...] = ()  # a head's INNER_STEPS
 
     def resume_at(self, offset: int) -> int:
         """Where a vCPU stopped at `offset` (an instruction boundary) in the per-site stub
@@ -271,7 +288,8 @@ class Site(NamedTuple):
         one in place, a relocated lea). A stub replaying the head before the syscall (a
         short site's xor, musl's instruction, a register window's moves; none for a
         windowless site) as it is, or one relocated lea: the next instruction in place,
-        or the syscall once all ran. A site whose jmp covers its syscall: its head."""
+        or the syscall once all ran (an address inside the jmp is then taken back to the
+        head: INNER_STEPS). A site whose jmp covers its syscall: its head."""
         if self.covers_syscall:
             return self.start
         if self.pad or self.nr < 0:
@@ -371,6 +389,8 @@ class Patcher:
         self.count = ExitCount()
         self.warm_exits = WARM_EXITS
         self.patched: dict[int, Site] = {}  # by S
+        # the INNER_STEPS of patched heads (and of one being patched) by address: (S, undo)
+        self.interiors: dict[int, tuple[int, Undo]] = {}
         self.arenas: list[Arena] = []
 
     def forked(self, cpus: Callable[[], Iterable[RunningCpu]]) -> Patcher:
@@ -382,6 +402,7 @@ class Patcher:
         child.known = dict(self.known)
         child.count = self.count.copy()
         child.patched = dict(self.patched)
+        child.interiors = dict(self.interiors)
         child.arenas = [arena.copy() for arena in self.arenas]
         return child
 
@@ -501,9 +522,14 @@ class Patcher:
             return False
         head = replayed(bytes(self._raw[start:p]), start)
         stub = self._write_stub(arena, lambda at: short_stub(at, head, p + 2, arena.entry))
-        original = bytes(self._raw[start : start + 5])
+        site = Site(start, length + 2, -1, bytes(self._raw[start : start + 5]), stub,
+                    inner=INNER_STEPS.get(head, ()))
+        # known before the first byte changes: a vCPU entering the guest from then on is
+        # checked, and every one in it now is kicked (_poke's sync) and checked as it
+        # goes back
+        self.interiors.update((start + at, (start, undo)) for at, undo in site.inner)
         self._poke(caller, start, _jmp_rel32(start, stub))
-        self._record(arena, Site(start, length + 2, -1, original, stub))
+        self._record(arena, site)
         return True
 
     def _write_stub(self, arena: Arena, code_at: Callable[[int], bytes]) -> int:
@@ -601,6 +627,7 @@ class Patcher:
             for site in list(self.patched.values()):
                 self._restore(caller, site, stub_stays=True)
             self.patched.clear()
+            self._index_interiors()
 
     def warmed(self, count: ExitCount) -> None:
         """A transport made once the process was warm (platform/warmup.py): the exits
@@ -632,6 +659,13 @@ class Patcher:
                         self._restore(None, site)
                         self.known.pop(site.syscall, None)
                 self.arenas.remove(arena)
+            self._index_interiors()
+
+    def _index_interiors(self) -> None:
+        """interiors from the sites patched now (replaced whole: vCPUs read it unlocked);
+        an address left over would send a thread in other code to a head."""
+        self.interiors = {site.start + at: (site.start, undo)
+                          for site in self.patched.values() for at, undo in site.inner}
 
 
 def _jmp_rel32(at: int, to: int) -> bytes:
