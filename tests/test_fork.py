@@ -419,6 +419,48 @@ def test_a_free_range_is_handed_to_one_thread_until_it_maps():
     assert mm.find_free(mib, mine) + mib <= found[0]
 
 
+def test_a_buffer_check_never_sees_the_books_halfway_through_a_change():
+    """Every guest buffer is checked against the books (accessible_prefix) on whichever
+    thread serves the call, while another thread may be changing them: an mprotect of a
+    mapping's first page takes the whole mapping out of the books before it puts the
+    pieces back, and a check of another page of it in between said EFAULT, or raised
+    IndexError from the monitor (the two lists a step apart). Thread switches forced every
+    microsecond make the halfway state likely (IndexError in 3 of 3 runs before the books
+    got their lock)."""
+    import sys
+    import threading
+
+    from karn.kernel.mm import PROT_READ, PROT_WRITE, AddressSpace, Region
+    from karn.platform.memory import HostGuestMemory
+
+    mib, page = 1 << 20, 4096
+    mm = AddressSpace(HostGuestMemory(256 * mib, 0x10000, 256 * mib),
+                      Region(0x10000, 256 * mib, 256 * mib, 256 * mib))
+    area = mm.map(mm.find_free(16 * page), 16 * page, PROT_READ | PROT_WRITE)
+    done = threading.Event()
+    failed = checks = 0
+
+    def toggle() -> None:
+        for _ in range(1000):
+            mm.protect(area, page, PROT_READ)
+            mm.protect(area, page, PROT_READ | PROT_WRITE)
+        done.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        thread = threading.Thread(target=toggle)
+        thread.start()
+        while not done.is_set():
+            checks += 1
+            if mm.accessible_prefix(area + 8 * page, area + 9 * page) != page:
+                failed += 1
+        thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert checks > 100 and failed == 0, (checks, failed)
+
+
 def test_memory_slots_cover_what_is_mapped():
     """cover() adds slots only for what no slot covers yet, granule-aligned and never
     overlapping; the covered ranges merge; a slot KVM refuses is ENOMEM to the mapping."""

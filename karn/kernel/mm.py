@@ -196,10 +196,17 @@ class AddressSpace:
         # maps or looks again.
         self._lock = threading.Lock()  # a fork takes it (kernel/fork.py)
         self._claims: dict[int, tuple[int, int]] = {}
+        # Held (within _lock) while the VMA lists change, and by accessible_prefix, which
+        # checks every guest buffer from any thread, whatever locks that thread holds: a
+        # leaf (nothing is taken under it but the account's lock), so no lock order with
+        # the others a fork takes; made anew in a forked child (forked).
+        self._books_lock = threading.Lock()
 
     def forked(self) -> None:
-        """In a forked monitor's copy: the other threads, and their claims, are gone."""
+        """In a forked monitor's copy: the other threads, and their claims, are gone (one
+        of them may have held the books' lock at the fork)."""
         self._claims = {}
+        self._books_lock = threading.Lock()
 
     # -- queries -----------------------------------------------------------------------
 
@@ -220,18 +227,22 @@ class AddressSpace:
         return self.accessible_prefix(start, end) == end - start
 
     def accessible_prefix(self, start: int, end: int) -> int:
-        """How many bytes from start on are mapped and not PROT_NONE (at most end-start)."""
-        i = bisect.bisect_right(self._starts, start) - 1
-        if i >= 0:  # (every guest buffer of every call is checked here: one VMA holding
-            vma = self._vmas[i]  # it all, the usual case, needs no list)
-            if vma.start <= start and vma.end >= end and vma.prot != PROT_NONE:
-                return end - start
-        pos = start
-        for vma in self._overlapping(start, end):
-            if vma.start > pos or vma.prot == PROT_NONE:
-                break
-            pos = vma.end
-        return min(pos, end) - start
+        """How many bytes from start on are mapped and not PROT_NONE (at most end-start).
+        Under the books' lock: another thread's change of them (an mprotect splitting the
+        VMA, a mapping inserted below) passes through states where a mapped range is
+        missing, and a read then failed with EFAULT."""
+        with self._books_lock:
+            i = bisect.bisect_right(self._starts, start) - 1
+            if i >= 0:  # (every guest buffer of every call is checked here: one VMA
+                vma = self._vmas[i]  # holding it all, the usual case, needs no list)
+                if vma.start <= start and vma.end >= end and vma.prot != PROT_NONE:
+                    return end - start
+            pos = start
+            for vma in self._overlapping(start, end):
+                if vma.start > pos or vma.prot == PROT_NONE:
+                    break
+                pos = vma.end
+            return min(pos, end) - start
 
     def overlaps(self, start: int, end: int) -> bool:
         return bool(self._overlapping(start, end))
@@ -325,14 +336,15 @@ class AddressSpace:
         try:
             self.memory.cover(candidate, candidate + length)  # booked first: see map
         except SyscallError:
-            self._delete(vma)
+            with self._lock, self._books_lock:
+                self._delete(vma)
             return None
         return candidate
 
     def _book_free(self, vma: Vma, merge: bool = False) -> tuple[int, int] | None:
         """Book `vma` (searched for without the lock) unless a mapping or another thread's
         claim is there now; returns what is there."""
-        with self._lock:
+        with self._lock, self._books_lock:
             met = self._overlapping(vma.start, vma.end)
             if met:
                 return met[0].start, met[0].end
@@ -360,7 +372,7 @@ class AddressSpace:
         """Drop [start, end) from the books; returns the accessible bytes released."""
         if discard and self.code_watcher is not None:
             self.code_watcher.forget(start, end)
-        with self._lock:
+        with self._lock, self._books_lock:
             released = self._unbook(start, end)
             if discard:  # before another thread's mmap may be handed the range and use it
                 self.memory.discard(start, end - start)
@@ -400,7 +412,7 @@ class AddressSpace:
         if self.code_watcher is not None and self._overlapping(start, end):
             self.code_watcher.forget(start, end)
         vma = Vma(start, end, prot, offset, name, charged, shared)
-        with self._lock:
+        with self._lock, self._books_lock:
             self._claims.pop(threading.get_ident(), None)  # booked below, or the call fails
             replaced = self._overlapping(start, end)
             released = self._unbook(start, end) if replaced else 0
@@ -443,7 +455,7 @@ class AddressSpace:
     def protect(self, start: int, length: int, prot: int) -> None:
         end = start + page_up(length)
         self._check_range(start, end)
-        with self._lock:
+        with self._lock, self._books_lock:
             if not self.is_mapped(start, end):
                 raise SyscallError(errno.ENOMEM)
             pieces = self._overlapping(start, end)
@@ -491,7 +503,7 @@ class AddressSpace:
         for vma in self._vmas:
             self.memory.discard(vma.start, vma.end - vma.start)
         self._charge(-self.mapped_bytes)
-        with self._lock:
+        with self._lock, self._books_lock:
             self._vmas, self._starts = [], []
         self.shared_files.clear()
         self.brk_start = self.brk = 0
