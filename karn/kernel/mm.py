@@ -394,10 +394,12 @@ class AddressSpace:
             self._insert(vma)
         return released
 
+    # _starts is never longer than _vmas, even between two steps: find_vma and is_mapped,
+    # unlocked, may meet the books halfway through a change, but never index past them.
     def _insert(self, vma: Vma) -> None:
         i = bisect.bisect_left(self._starts, vma.start)
-        self._starts.insert(i, vma.start)
         self._vmas.insert(i, vma)
+        self._starts.insert(i, vma.start)
 
     def _delete(self, vma: Vma) -> None:
         i = bisect.bisect_left(self._starts, vma.start)
@@ -481,8 +483,8 @@ class AddressSpace:
             if a.end == b.start and a.prot == b.prot and a.name == b.name and contiguous_file \
                     and a.charged == b.charged and a.shared == b.shared:
                 a.end = b.end
-                del self._vmas[i + 1]
                 del self._starts[i + 1]
+                del self._vmas[i + 1]
             else:
                 i += 1
 
@@ -504,7 +506,7 @@ class AddressSpace:
             self.memory.discard(vma.start, vma.end - vma.start)
         self._charge(-self.mapped_bytes)
         with self._lock, self._books_lock:
-            self._vmas, self._starts = [], []
+            self._starts, self._vmas = [], []
         self.shared_files.clear()
         self.brk_start = self.brk = 0
         self.region = reg._replace(mmap_top=mmap_top)
