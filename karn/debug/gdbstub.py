@@ -100,7 +100,10 @@ class GdbStub(BaseObserver):
                 self._park(task)
 
     def interrupted(self, task: Task) -> None:
-        if self.attached:
+        # Not while it is on its way into a call (kicked in the syscall trampoline: its
+        # registers are not the program's, and gdb showed the page's nearest symbol for
+        # it): it goes on and parks as the call comes in (syscall_enter).
+        if self.attached and task.vcpu.interruptible():
             self._park(task)
 
     def fault(self, task: Task, fault: GuestFault) -> bool:
