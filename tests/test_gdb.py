@@ -84,6 +84,35 @@ def test_info_threads_shows_four_threads(build):
     assert s.rc == 0 and s.out == b"answer 42\n", s.err
 
 
+def test_a_step_of_a_thread_parked_as_its_call_returns_keeps_the_result(build):
+    """A thread stops at a breakpoint while main sleeps; main's nanosleep returns meanwhile
+    and main parks there. With scheduler-locking, gdb steps main alone (`vCont;s:1`): the
+    other thread stays stopped (the stub once resumed every thread, and gdb 13 died of an
+    internal error), and main goes on from the call's return with the call's result: the
+    step's trap flag once replaced the context the call returned with, and nanosleep gave
+    -1 (rax still the call's number)."""
+    exe = build("debug_gdb", "static", extra_flags=["-O0", "-pthread"])
+    s = debug(exe, ["break checkpoint", "continue", "shell sleep 0.3",
+                    "set scheduler-locking step", "thread 1", "stepi", "continue"], "sleeper")
+    assert re.search(r"Thread 2 hit Breakpoint 1, checkpoint ", s.gdb), s.gdb
+    assert re.search(r"^0x[0-9a-f]+ in clock_nanosleep", s.gdb, re.M), s.gdb  # the step
+    assert "internal-error" not in s.gdb, s.gdb
+    assert s.rc == 0 and s.out == b"sleeper ok\nanswer 42\n", (s.out, s.gdb)
+
+
+def test_a_stop_after_another_thread_was_selected_shows_the_stopped_one(build):
+    """gdb selects thread 3 (Hg3), then continues; main stops at its next breakpoint, and
+    gdb reads the registers of the thread the stop names without a new Hg, as gdbserver
+    lets it: the stub must not answer with thread 3's still (the frame shown was a
+    worker's)."""
+    exe = build("debug_gdb", "dynamic", extra_flags=["-O0", "-pthread"])
+    s = debug(exe, ["break checkpoint", "continue", "thread 3", "bt 1", "tbreak printf",
+                    "continue", "bt 1", "continue"], "threads")
+    assert re.search(r"Thread 1 \S* ?hit Temporary breakpoint 2, .*printf", s.gdb), s.gdb
+    assert re.search(r"^#0 .*printf", s.gdb.split("Temporary breakpoint 2,")[-1], re.M), s.gdb
+    assert s.rc == 0 and s.out == b"answer 42\n", s.err
+
+
 def test_stepi_moves_one_instruction(build):
     exe = build("debug_gdb", "static", extra_flags=["-O0", "-pthread"])
     s = debug(exe, ["break compute", "continue", "print $pc", "stepi", "print $pc",

@@ -24,6 +24,7 @@ import time
 from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.faults import BREAKPOINT, DEBUG, fault_signal
+from karn.abi.registers import MASK64
 from karn.abi.signals import SIGINT, SIGKILL, SIGTRAP
 from karn.debug import gdbregs
 from karn.debug.objects import read_auxv
@@ -63,6 +64,10 @@ class GdbStub(BaseObserver):
         self.in_syscall: set[int] = set()
         self.started: set[int] = set()
         self.step_tid: int | None = None
+        self.step_after_call: set[int] = set()  # tids stepped while parked at a call's entry
+        # the threads a vCont resumed (None: all); the others stay parked, as vCont's
+        # threads with no action do (gdb's scheduler-locking)
+        self.running: set[int] | None = None
         self.resume_signal: dict[int, int] = {}
         self.breakpoints: dict[int, bytes] = {}
         self.general_tid = 0  # Hg
@@ -84,9 +89,13 @@ class GdbStub(BaseObserver):
         if self.attached and self.stopped:
             task.vcpu.kick()  # the first KVM_RUN returns at once: park with synced registers
 
+    # A step asked of a thread parked at a call's entry or exit is taken once the call
+    # returns, its result in rax: a trap flag set in the context as it stands there would
+    # replace the context the call returns with (the result lost).
     def syscall_enter(self, task: Task, nr: int, args: tuple[int, ...]) -> object:
         if self.attached:
-            self._park(task)
+            if self._park(task):
+                self.step_after_call.add(task.tid)
             with self.cv:
                 self.in_syscall.add(task.tid)
         return None
@@ -96,15 +105,21 @@ class GdbStub(BaseObserver):
         if self.attached:
             with self.cv:
                 self.in_syscall.discard(task.tid)
-            if result is not None:
-                self._park(task)
+            if result is None:
+                return
+            step = self._park(task) or task.tid in self.step_after_call
+            self.step_after_call.discard(task.tid)
+            if step:
+                ctx = task.vcpu.get_context()  # where the call returns to
+                ctx["rax"] = result & MASK64
+                self._trap_after_one(task, ctx)
 
     def interrupted(self, task: Task) -> None:
         # Not while it is on its way into a call (kicked in the syscall trampoline: its
         # registers are not the program's, and gdb showed the page's nearest symbol for
         # it): it goes on and parks as the call comes in (syscall_enter).
         if self.attached and task.vcpu.interruptible():
-            self._park(task)
+            self._park_and_step(task)
 
     def fault(self, task: Task, fault: GuestFault) -> bool:
         if not self.attached:
@@ -145,7 +160,7 @@ class GdbStub(BaseObserver):
                 self.stopped = True
                 self.cv.notify_all()
         self._kick_others(task)
-        self._park(task)
+        self._park_and_step(task)
         return True
 
     def _kick_others(self, task: Task | None) -> None:
@@ -153,22 +168,31 @@ class GdbStub(BaseObserver):
             if other is not task and other.cpu is not None:
                 other.cpu.kick()
 
-    def _park(self, task: Task) -> None:
+    def _park(self, task: Task) -> bool:
+        """Wait here while the world is stopped; whether gdb then stepped this thread."""
         tid = task.tid
         proc = self.proc
         with self.cv:
-            if not self.stopped:
-                return
+            if not self._held(tid):
+                return False
             self.parked.add(tid)
             self.cv.notify_all()
-            while self.stopped and self.attached and proc.exit_status is None:
+            while self._held(tid) and self.attached and proc.exit_status is None:
                 self.cv.wait(0.2)
             self.parked.discard(tid)
-            step = self.step_tid == tid
-        if step:
-            ctx = task.vcpu.get_context()
-            ctx["rflags"] |= TF
-            task.vcpu.set_context(ctx)
+            return self.step_tid == tid
+
+    def _held(self, tid: int) -> bool:
+        return self.stopped or self.running is not None and tid not in self.running
+
+    def _park_and_step(self, task: Task) -> None:
+        if self._park(task):
+            self._trap_after_one(task, task.vcpu.get_context())
+
+    @staticmethod
+    def _trap_after_one(task: Task, ctx: dict[str, int]) -> None:
+        ctx["rflags"] |= TF
+        task.vcpu.set_context(ctx)
 
     def _all_parked(self) -> bool:
         live = set(self.proc.tasks) & self.started
@@ -192,10 +216,12 @@ class GdbStub(BaseObserver):
                     return
                 self.cv.wait(left)
 
-    def _resume(self, step_tid: int | None, signals: dict[int, int]) -> None:
+    def _resume(self, step_tid: int | None, signals: dict[int, int],
+                running: set[int] | None = None) -> None:
         with self.cv:
             self.step_tid = step_tid
             self.resume_signal = signals
+            self.running = running
             self.event = None
             self.stopped = False
             self.cv.notify_all()
@@ -254,6 +280,7 @@ class GdbStub(BaseObserver):
         with self.cv:
             self.attached = False
             self.stopped = False
+            self.running = None
             self.step_tid = None
             self.cv.notify_all()
 
@@ -363,14 +390,17 @@ class GdbStub(BaseObserver):
     def _stop_reply(self) -> bytes:
         if self.proc.done.is_set() and self.proc.exit_status is not None:
             return self._exit_packet()
+        # gdb takes the reported thread as the current one from here (as gdbserver
+        # does): an Hg from before must not make its next `g` read another thread's
+        self.general_tid = 0
         tid, sig, reason = self.event or (self._event_tid(), SIGTRAP, "")
         return f"T{sig:02x}{reason}thread:{tid:x};".encode()
 
     def _continue(self, step: int | None, signals: dict[int, int],
-                  reader: _PacketReader) -> bytes | None:
+                  reader: _PacketReader, running: set[int] | None = None) -> bytes | None:
         if self.proc.done.is_set():
             return self._exit_packet()
-        self._resume(step, signals)
+        self._resume(step, signals, running)
         while True:  # until a thread stops, gdb interrupts, or the process ends
             with self.cv:
                 self.cv.wait_for(lambda: self.event is not None or self.proc.done.is_set(),
@@ -387,6 +417,7 @@ class GdbStub(BaseObserver):
     def _vcont(self, actions: str, reader: _PacketReader) -> bytes | None:
         step = None
         signals: dict[int, int] = {}
+        running: set[int] | None = set()
         for action in actions.split(";"):
             verb, _, thread = action.partition(":")
             tid = int(thread, 16) if thread and thread != "-1" else None
@@ -396,7 +427,11 @@ class GdbStub(BaseObserver):
                 step = target
             if sig:
                 signals[target] = sig
-        return self._continue(step, signals, reader)
+            if tid is None:
+                running = None  # an action for every thread without one of its own
+            elif running is not None:
+                running.add(tid)
+        return self._continue(step, signals, reader, running)
 
     def _kill(self) -> None:
         proc = self.proc

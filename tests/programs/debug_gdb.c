@@ -1,8 +1,10 @@
 /* For the gdb stub tests: a local variable to print, a call chain for bt, and with the
- * argument "threads" four threads that wait in a barrier while main stops at a breakpoint. */
+ * argument "threads" four threads that wait in a barrier while main stops at a breakpoint;
+ * with "sleeper" a thread in a loop of sleeps (below). */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static pthread_barrier_t barrier;
 
@@ -16,6 +18,29 @@ static void *worker(void *arg)
     pthread_barrier_wait(&barrier);
     pthread_barrier_wait(&barrier);
     return arg;
+}
+
+/* "sleeper": main sleeps 5 ms at a time, each sleep's result checked, while another
+   thread stops at checkpoint: gdb steps main, parked as its call returns. */
+static void *stopper(void *arg)
+{
+    struct timespec twelve_ms = {0, 12000000};
+    nanosleep(&twelve_ms, NULL);
+    checkpoint(42);
+    return arg;
+}
+
+static void sleeper(void)
+{
+    struct timespec five_ms = {0, 5000000};
+    for (int i = 0; i < 20; i++) {
+        long r = nanosleep(&five_ms, NULL);
+        if (r != 0) {
+            printf("nanosleep gave %ld\n", r);
+            return;
+        }
+    }
+    puts("sleeper ok");
 }
 
 __attribute__((noinline)) int compute(int n)
@@ -39,6 +64,12 @@ int main(int argc, char **argv)
         pthread_barrier_wait(&barrier);
         for (int i = 0; i < 3; i++)
             pthread_join(t[i], NULL);
+    }
+    if (argc > 1 && strcmp(argv[1], "sleeper") == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, stopper, NULL);
+        sleeper();
+        pthread_join(t, NULL);
     }
     printf("answer %d\n", answer);
     return answer == 42 ? 0 : 1;
