@@ -7,23 +7,13 @@
    `sub` undone, instead of into the jmp's bytes). Prints what the call and the store did,
    and "ok". */
 #include "karntest.h"
+#include "musl_clone.h"
 
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
 #include <unistd.h>
-
-/* clone_tail(stack_top, nr): as site_kick.c's musl_clone: stores 0x1234 at the
-   16-aligned stack_top - 8, then makes call nr */
-long clone_tail(char *stack_top, long nr);
-__asm__(".text\n.p2align 6\nclone_tail:\n"
-        "\tmov %esi,%edx\n\tmov %rdi,%rsi\n\tsub $16,%rsp\n\tmov $0x1234,%ecx\n"
-        "\txor %eax,%eax\n\tmov %dl,%al\n"
-        "\t.byte 0x49,0x89,0xfb, 0x48,0x89,0xd7, 0x4c,0x89,0xc2, 0x4d,0x89,0xc8\n"
-        "\t.byte 0x4c,0x8b,0x54,0x24,0x08, 0x4d,0x89,0xd9, 0x48,0x83,0xe6,0xf0\n"
-        "\t.byte 0x48,0x83,0xee,0x08, 0x48,0x89,0x0e\n"
-        "\tsyscall\n\tadd $16,%rsp\n\tret\n");
 
 static long slot_a[4], slot_b[4];
 static volatile int faulted, b_done;
@@ -46,7 +36,7 @@ static void *thread_b(void *arg) {
     while (!faulted)
         ;
     for (int i = 0; i < 200; i++)
-        MUST(clone_tail((char *)&slot_b[4], SYS_getpid) == getpid());
+        MUST(musl_clone((char *)&slot_b[4], SYS_getpid) == getpid());
     b_done = 1;
     return NULL;
 }
@@ -60,7 +50,7 @@ int main(void) {
         getppid();
     pthread_t b;
     MUST(pthread_create(&b, NULL, thread_b, NULL) == 0);
-    long got = clone_tail((char *)16, SYS_getpid); /* stores at 8: SIGSEGV */
+    long got = musl_clone((char *)16, SYS_getpid); /* stores at 8: SIGSEGV */
     MUST(pthread_join(b, NULL) == 0);
     printf("call made: %s, stored: %s, faults: %d\nok\n", got == getpid() ? "yes" : "no",
            slot_a[1] == 0x1234 ? "yes" : "no", faulted);

@@ -19,6 +19,7 @@
    call skipped). Arguments: form ("long", "short", "windowless", "moves", "register",
    "wait" or "clone") and seconds. Prints the calls made and "ok". */
 #include "karntest.h"
+#include "musl_clone.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -91,18 +92,6 @@ __asm__(".text\n.p2align 6\nmusl_wait:\n"
         "\tmov %rsi,%rax\n\tpop %rbx\n\tpop %rbp\n\tret\n"
         "\t.fill 0x1f-9,1,0x90\n"
         "2:\tmov $-1,%rax\n\tpop %rbx\n\tpop %rbp\n\tret\n");
-
-/* musl_clone(stack_top, nr): __clone's body from `mov %rdi,%r11`, the number set as it
-   sets 56 (`xor %eax,%eax; mov $nr,%al`): stores 0x1234 (rcx) at the 16-aligned
-   stack_top - 8, then the call. */
-long musl_clone(char *stack_top, long nr);
-__asm__(".text\n.p2align 6\nmusl_clone:\n"
-        "\tmov %esi,%edx\n\tmov %rdi,%rsi\n\tsub $16,%rsp\n\tmov $0x1234,%ecx\n"
-        "\txor %eax,%eax\n\tmov %dl,%al\n"
-        "\t.byte 0x49,0x89,0xfb, 0x48,0x89,0xd7, 0x4c,0x89,0xc2, 0x4d,0x89,0xc8\n"
-        "\t.byte 0x4c,0x8b,0x54,0x24,0x08, 0x4d,0x89,0xd9, 0x48,0x83,0xe6,0xf0\n"
-        "\t.byte 0x48,0x83,0xee,0x08, 0x48,0x89,0x0e\n"
-        "\tsyscall\n\tadd $16,%rsp\n\tret\n");
 
 static int fd;
 static char clone_stack[64] __attribute__((aligned(16)));
