@@ -71,6 +71,9 @@ IDLE, REQ, TAKEN, DONE, DONE_WORK, REDO, WITHDRAWN, WAITS, SPINWAIT, WOKEN, SPUN
 FUTEX = 202  # futex(2): the stub looks at its command (entry.S)
 EXIT = 60  # exit(2), a thread's end: its site is patched before it is served (it never
 # returns to where other sites are patched: platform/vcpu.py), if it is a libc's exit loop
+RT_SIGRETURN = 15  # and a signal handler's return (its restorer's `mov $15,%rax; syscall`):
+# it returns to the interrupted code, with the context it restores
+PATCHED_BEFORE_SERVED = (EXIT, RT_SIGRETURN)
 
 # rflags bits the stub keeps in SLOT_FLAGS: CF PF AF ZF SF (lahf) and OF (seto).
 LAHF_FLAGS = 0xD5

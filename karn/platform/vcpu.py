@@ -17,7 +17,7 @@ import struct
 import threading
 
 from karn.abi.errno import SyscallError
-from karn.abi.fastcall import EXIT, WORK_PORT
+from karn.abi.fastcall import PATCHED_BEFORE_SERVED, WORK_PORT
 from karn.abi.faults import HOST_MEMORY_FAULT, GuestFault
 from karn.errors import PlatformError
 from karn.hints import TYPE_CHECKING, Protocol
@@ -421,8 +421,8 @@ class Vcpu:
                     if fast is not None:
                         real = 0 <= regs.rip - tramp < 4096  # a `syscall` instruction
                         fast.exit_path_call(index, nr, real, regs.rcx - 2)
-                        if real and nr == EXIT:  # it never returns: a thread's end
-                            fast.patcher.site_exit(self, regs.rcx - 2, nr)  # patches now
+                        if real and nr in PATCHED_BEFORE_SERVED:  # no return to the
+                            fast.patcher.site_exit(self, regs.rcx - 2, nr)  # site: now
                     result = syscall(nr, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9)
                     if fast is None and self.fast is not None:  # made by this call (a
                         fast, warming = self.fast, None  # thread's start), and joined
