@@ -90,11 +90,14 @@ def test_a_step_of_a_thread_parked_as_its_call_returns_keeps_the_result(build):
     other thread stays stopped (the stub once resumed every thread, and gdb 13 died of an
     internal error), and main goes on from the call's return with the call's result: the
     step's trap flag once replaced the context the call returned with, and nanosleep gave
-    -1 (rax still the call's number)."""
+    -1 (rax still the call's number). gdb reads the result in rax there (it read 230,
+    clock_nanosleep's number)."""
     exe = build("debug_gdb", "static", extra_flags=["-O0", "-pthread"])
     s = debug(exe, ["break checkpoint", "continue", "shell sleep 0.3",
-                    "set scheduler-locking step", "thread 1", "stepi", "continue"], "sleeper")
+                    "set scheduler-locking step", "thread 1", "print $rax", "stepi",
+                    "continue"], "sleeper")
     assert re.search(r"Thread 2 hit Breakpoint 1, checkpoint ", s.gdb), s.gdb
+    assert "$1 = 0\n" in s.gdb, s.gdb  # the call's result, not its number
     assert re.search(r"^0x[0-9a-f]+ in clock_nanosleep", s.gdb, re.M), s.gdb  # the step
     assert "internal-error" not in s.gdb, s.gdb
     assert s.rc == 0 and s.out == b"sleeper ok\nanswer 42\n", (s.out, s.gdb)

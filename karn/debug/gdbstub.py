@@ -65,6 +65,7 @@ class GdbStub(BaseObserver):
         self.started: set[int] = set()
         self.step_tid: int | None = None
         self.step_after_call: set[int] = set()  # tids stepped while parked at a call's entry
+        self.returning: dict[int, int] = {}  # tid -> the result of the call it parks after
         # the threads a vCont resumed (None: all); the others stay parked, as vCont's
         # threads with no action do (gdb's scheduler-locking)
         self.running: set[int] | None = None
@@ -107,12 +108,14 @@ class GdbStub(BaseObserver):
                 self.in_syscall.discard(task.tid)
             if result is None:
                 return
-            step = self._park(task) or task.tid in self.step_after_call
-            self.step_after_call.discard(task.tid)
-            if step:
-                ctx = task.vcpu.get_context()  # where the call returns to
-                ctx["rax"] = result & MASK64
-                self._trap_after_one(task, ctx)
+            self.returning[task.tid] = result & MASK64
+            try:
+                step = self._park(task) or task.tid in self.step_after_call
+                self.step_after_call.discard(task.tid)
+                if step:
+                    self._trap_after_one(task, self._context(task))
+            finally:
+                del self.returning[task.tid]
 
     def interrupted(self, task: Task) -> None:
         # Not while it is on its way into a call (kicked in the syscall trampoline: its
@@ -181,6 +184,16 @@ class GdbStub(BaseObserver):
                 self.cv.wait(0.2)
             self.parked.discard(tid)
             return self.step_tid == tid
+
+    def _context(self, task: Task) -> dict[str, int]:
+        """The registers gdb sees and changes: a thread parked as its call returns has the
+        call's result in rax already (the exit path loads it only once the thread goes
+        on, and not at all if gdb set the registers meanwhile)."""
+        ctx = task.vcpu.get_context()
+        result = self.returning.get(task.tid)
+        if result is not None:
+            ctx["rax"] = result
+        return ctx
 
     def _held(self, tid: int) -> bool:
         return self.stopped or self.running is not None and tid not in self.running
@@ -457,7 +470,7 @@ class GdbStub(BaseObserver):
         if task is None or task.cpu is None:
             return bytes(sum(size for _, size in gdbregs.OFFSETS))
         cpu = task.cpu
-        ctx = cpu.get_context()
+        ctx = self._context(task)
         if task.tid in self.in_syscall:
             ctx["orig_rax"] = ctx["rax"]
         return gdbregs.encode(ctx, cpu.get_fs_base(), cpu.get_gs_base(), cpu.get_fpu())
@@ -475,7 +488,7 @@ class GdbStub(BaseObserver):
         name = gdbregs.REGISTERS[number][0]
         n = int.from_bytes(value, "little")
         cpu = task.cpu
-        ctx = cpu.get_context()
+        ctx = self._context(task)
         if name in ctx and name != "rflags":
             ctx[name] = n
         elif name == "eflags":
