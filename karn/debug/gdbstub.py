@@ -113,7 +113,7 @@ class GdbStub(BaseObserver):
                 step = self._park(task) or task.tid in self.step_after_call
                 self.step_after_call.discard(task.tid)
                 if step:
-                    self._trap_after_one(task, self._context(task))
+                    self._trap_after_one(task)
             finally:
                 del self.returning[task.tid]
 
@@ -200,10 +200,11 @@ class GdbStub(BaseObserver):
 
     def _park_and_step(self, task: Task) -> None:
         if self._park(task):
-            self._trap_after_one(task, task.vcpu.get_context())
+            self._trap_after_one(task)
 
-    @staticmethod
-    def _trap_after_one(task: Task, ctx: dict[str, int]) -> None:
+    def _trap_after_one(self, task: Task) -> None:
+        """The thread goes on from the registers gdb sees (_context) for one instruction."""
+        ctx = self._context(task)
         ctx["rflags"] |= TF
         task.vcpu.set_context(ctx)
 
