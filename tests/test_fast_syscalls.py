@@ -773,9 +773,82 @@ def test_a_window_across_a_cache_line_with_no_pad_is_patched_while_alone(mov):
     patcher.unpatch_all(None)  # type: ignore[arg-type]
     assert raw[s] == 0xE9 and raw[site.stub] == 0xE9  # S kept; the stub jumps on
     back = site.stub + 5 + struct.unpack_from("<i", raw, site.stub + 1)[0]
-    n = len(mov_bytes)
-    assert bytes(raw[back : back + n]) == mov_bytes and raw[back + n] == 0xE9
-    assert back + n + 5 + struct.unpack_from("<i", raw, back + n + 1)[0] == p
+    assert s + 5 + struct.unpack_from("<i", raw, s + 1)[0] == back  # and so does S
+    assert_makes_the_call(raw, back, mov_bytes, p)
+
+
+def assert_makes_the_call(raw, piece: int, mov: bytes, p: int) -> None:
+    """The code at `piece` makes the window's mov and jumps to its syscall at p."""
+    import struct
+
+    n = len(mov)
+    assert bytes(raw[piece : piece + n]) == mov and raw[piece + n] == 0xE9
+    assert piece + n + 5 + struct.unpack_from("<i", raw, piece + n + 1)[0] == p
+
+
+def test_a_window_across_a_cache_line_is_undone_untorn_with_its_arena_full():
+    """The piece that undoes a window across a cache line while other vCPUs run (the
+    guest took GS) is written where its patch kept room: with the arena filled by other
+    sites since, the undo still leaves S's first bytes alone (two stores there could be
+    seen half-done by another vCPU) and the call is made."""
+    import struct
+
+    from karn.platform.fastcall.patcher import ARENA_SIZE
+
+    class Running:
+        in_guest, exits = False, 0
+
+    s = 0x1013F  # the window's mov, at offset 63 of a cache line, no pad (a ud2 after)
+    code = bytes.fromhex("4889e2" "b810000000" "0f05" "0f0b") + b"\xcc" * 40
+    others = bytes.fromhex("b827000000" "0f05" "c3")  # getpid sites, one per 16 bytes
+    raw, patcher = patcher_over(s - 3, code)
+    exit_twice(patcher, s + 5, 16)
+    site = patcher.patched[s]
+    at = 0x20000
+    while not patcher.arenas[0].full():
+        raw[at : at + len(others)] = others
+        exit_twice(patcher, at + 5, 39)
+        at += 16
+    assert len(patcher.arenas) == 1 and at - 0x20000 > ARENA_SIZE // 64  # it filled up
+    patcher._cpus = lambda: [Running()]
+    patcher.unpatch_all(None)  # type: ignore[arg-type]
+    assert raw[s] == 0xE9 and raw[s + 5 : s + 7] == b"\x0f\x05"
+    piece = s + 5 + struct.unpack_from("<i", raw, s + 1)[0]
+    assert_makes_the_call(raw, piece, bytes.fromhex("b810000000"), s + 5)
+    assert site.stub + 5 + struct.unpack_from("<i", raw, site.stub + 1)[0] == piece
+
+
+def test_a_window_across_a_cache_line_undone_still_works_when_its_arena_goes():
+    """After the undo above, the guest may unmap karn's arena (a munmap or MAP_FIXED
+    over it): the window's jmp then goes to a piece in another arena, not into the
+    unmapped one. So does a window across a cache line still patched whose arena goes
+    while other vCPUs run (its first bytes cannot be put back untorn)."""
+    import struct
+
+    from karn.platform.fastcall.patcher import ARENA_SIZE
+
+    class Running:
+        in_guest, exits = False, 0
+
+    s = 0x1013F
+    code = bytes.fromhex("4889e2" "b810000000" "0f05" "0f0b") + b"\xcc" * 40
+    mov = bytes.fromhex("b810000000")
+    for undone_first in (True, False):
+        raw, patcher = patcher_over(s - 3, code)
+        places = iter((0x80000, 0xA0000, 0xC0000))  # the arenas, one after another
+        patcher._code.reserve_near = lambda lo, hi, length, places=places: next(places)
+        exit_twice(patcher, s + 5, 16)
+        patcher._cpus = lambda: [Running()]
+        if undone_first:
+            patcher.unpatch_all(None)  # type: ignore[arg-type]
+        patcher.forget(0x80000, 0x80000 + ARENA_SIZE)
+        piece = s + 5 + struct.unpack_from("<i", raw, s + 1)[0]
+        assert raw[s] == 0xE9 and 0xA0000 <= piece < 0xA0000 + ARENA_SIZE, hex(piece)
+        assert_makes_the_call(raw, piece, mov, s + 5)
+        patcher.forget(0xA0000, 0xA0000 + ARENA_SIZE)  # and again
+        piece = s + 5 + struct.unpack_from("<i", raw, s + 1)[0]
+        assert 0xC0000 <= piece < 0xC0000 + ARENA_SIZE, hex(piece)
+        assert_makes_the_call(raw, piece, mov, s + 5)
 
 
 def test_musl_syscall_cp_is_patched_at_its_last_instruction():

@@ -338,8 +338,8 @@ class Arena:
     def end(self) -> int:
         return self.start + ARENA_SIZE
 
-    def full(self) -> bool:
-        return self.next_stub + SITE_STUB_STRIDE > self.end
+    def full(self, strides: int = 1) -> bool:
+        return self.next_stub + strides * SITE_STUB_STRIDE > self.end
 
     def reaches(self, start: int, length: int) -> bool:
         return start + length - REACH < self.start and self.end < start + REACH
@@ -392,6 +392,9 @@ class Patcher:
         # the INNER_STEPS of patched heads (and of one being patched) by address: (S, undo)
         self.interiors: dict[int, tuple[int, Undo]] = {}
         self.arenas: list[Arena] = []
+        # windows across a cache line put back while others ran (_redirect): S -> (the
+        # site, the address of the piece its jmp now goes to)
+        self.redirected: dict[int, tuple[Site, int]] = {}
 
     def forked(self, cpus: Callable[[], Iterable[RunningCpu]]) -> Patcher:
         """In a forked monitor: a patcher for the child's copy of the guest memory, which
@@ -404,6 +407,7 @@ class Patcher:
         child.patched = dict(self.patched)
         child.interiors = dict(self.interiors)
         child.arenas = [arena.copy() for arena in self.arenas]
+        child.redirected = dict(self.redirected)
         return child
 
     # -- patching ------------------------------------------------------------------------
@@ -447,7 +451,8 @@ class Patcher:
         if window is None:
             return self._patch_windowless(caller, p, nr)
         start, length, between = p + window[0], window[1], window[2]
-        if start % CACHE_LINE == CACHE_LINE - 1:  # a 16-bit store there is not atomic:
+        straddles = start % CACHE_LINE == CACHE_LINE - 1
+        if straddles:  # a 16-bit store there is not atomic:
             if _lea_length(between, len(between)) == 7 == len(between):  # the lea after
                 return self._patch_head(caller, p, 7)  # the mov (rax set by then) takes it
             if self._patch_pad(caller, p, p):  # else the syscall itself (rax set already)
@@ -456,11 +461,13 @@ class Patcher:
                 return False  # (none binds while the lock is held); see _restore
         if not self._code.is_private_code(start, p + 2):
             return False
-        arena = self._arena_for(start, length)
+        arena = self._arena_for(start, length, 2 if straddles else 1)
         if arena is None:
             return False
         stub = self._write_stub(arena, lambda at: site_stub(
             at, nr, start + length, arena.entry, replayed(between, start + 5)))
+        if straddles:  # the next stride is kept for the piece that may undo it (_restore)
+            self._write_stub(arena, lambda at: b"")
         site = Site(start, length, nr, bytes(self._raw[start : start + 5]), stub, between)
         self._poke(caller, start, _jmp_rel32(start, stub))
         self._record(arena, site)
@@ -556,29 +563,54 @@ class Patcher:
         """Put a site's bytes back. A short site's pad then jumps back to the xor: a thread
         between the jmp rel8 and the pad, or one whose signal frame says the pad, makes
         the real call. A window whose mov straddles a cache line (patched while no other
-        vCPU ran) cannot be put back untorn while others run: if its stub stays
-        (stub_stays), the stub's mov jumps instead to a new piece that makes the mov and
-        goes on in place (the real call); else (its arena unmapped by the guest) the bytes
-        go back as they can."""
+        vCPU ran) cannot be put back untorn while others run: _redirect. stub_stays: the
+        site's arena stays mapped (the guest took GS), not about to go."""
         if not site.pad:
-            straddles = site.start % CACHE_LINE == CACHE_LINE - 1
-            if straddles and stub_stays and self._others(caller):
-                arena = self.arena_of(site.stub)
-                if arena is not None and not arena.full():
-                    after = site.length - 2 - len(site.between)  # the mov's end (7 in Go)
-                    mov = site.original + bytes(self._raw[site.start + 5 : site.start + after])
-                    back = self._write_stub(arena, lambda at: mov + _jmp_rel32(
-                        at + len(mov), site.start + after))
-                    self._poke(caller, site.stub, _jmp_rel32(site.stub, back))
-                    return
+            if site.start % CACHE_LINE == CACHE_LINE - 1 and self._others(caller):
+                self._redirect(caller, site, site.stub + SITE_STUB_STRIDE if stub_stays
+                               else None)
+                return
             self._poke(caller, site.start, site.original)
             return
         self._store16(site.start, site.original)
         self._poke(caller, site.pad, _jmp_rel32(site.pad, site.start))
 
-    def _arena_for(self, start: int, length: int) -> Arena | None:
+    def _redirect(self, caller: RunningCpu | None, site: Site, piece: int | None) -> None:
+        """Undo a window whose mov straddles a cache line while other vCPUs run. Its first
+        two bytes cannot change in one store, but its jmp's rel32 can (4 bytes from the
+        line's start): it goes to a piece that makes the mov and goes on at the syscall
+        in place, the real call. The piece: `piece`, the stride its patch kept after the
+        stub, whose first instruction then jumps there too (a thread already in the
+        stub); or, the arena holding the stub or piece about to go, a new one in another
+        arena within reach. With none to be had the bytes go back as they can (torn)."""
+        after = site.length - 2 - len(site.between)  # the mov's end (7 in Go)
+        mov = site.original + bytes(self._raw[site.start + 5 : site.start + after])
+
+        def code_at(at: int) -> bytes:
+            return mov + _jmp_rel32(at + len(mov), site.start + after)
+
+        if piece is not None:
+            self._raw[piece : piece + SITE_STUB_STRIDE] = code_at(piece).ljust(
+                SITE_STUB_STRIDE, b"\xcc")
+            self._poke(caller, site.stub, _jmp_rel32(site.stub, piece))
+        else:
+            arena = self._arena_for(site.start, site.length)
+            if arena is None:
+                self.redirected.pop(site.start, None)
+                self._poke(caller, site.start, site.original)
+                return
+            piece = self._write_stub(arena, code_at)
+        rel32 = _jmp_rel32(site.start, piece)[1:]
+        ctypes.c_uint32.from_address(self._host_base + site.start + 1).value = \
+            int.from_bytes(rel32, "little")
+        leave_guest_once(self._others(caller))  # none goes on to a stub about to go
+        self.redirected[site.start] = (site, piece)
+
+    def _arena_for(self, start: int, length: int, strides: int = 1) -> Arena | None:
+        """An arena within reach of [start, start + length) with room for `strides`
+        stubs, reserved if none is."""
         for arena in self.arenas:
-            if not arena.full() and arena.reaches(start, length):
+            if not arena.full(strides) and arena.reaches(start, length):
                 return arena
         lo = max(self._user[0], start + length - REACH + 0x1000)
         addr = self._code.reserve_near(lo, start + REACH - ARENA_SIZE, ARENA_SIZE)
@@ -653,12 +685,19 @@ class Patcher:
                 del self.patched[site.start]  # its pad goes: the xor back (no pad write)
                 self._store16(site.start, site.original)
                 self.known.pop(site.syscall, None)
-            for arena in [a for a in self.arenas if a.start < end and start < a.end]:
+            self.redirected = {s: v for s, v in self.redirected.items()
+                               if not start <= s < end}
+            gone = [a for a in self.arenas if a.start < end and start < a.end]
+            for arena in gone:  # (none is where a piece then goes)
+                self.arenas.remove(arena)
+            for arena in gone:
                 for site in arena.sites.values():
                     if self.patched.pop(site.start, None) is not None:
                         self._restore(None, site)
                         self.known.pop(site.syscall, None)
-                self.arenas.remove(arena)
+            for site, piece in list(self.redirected.values()):
+                if start <= piece < end:
+                    self._redirect(None, site, None)
             self._index_interiors()
 
     def _index_interiors(self) -> None:
