@@ -19,7 +19,10 @@ class GuestRunner(Protocol):
     def kick(self) -> None: ...
 
 
-LEAVE_TIMEOUT = 1.0  # seconds a vCPU gets to leave guest mode once
+# Seconds a vCPU gets to leave guest mode once. One that has not by then is not running
+# on a host core (a running one takes the kick within µs): it was preempted, which took
+# it out of guest mode on that core, and it fetches afresh when it runs again.
+LEAVE_TIMEOUT = 1.0
 
 
 def leave_guest_once(cpus: Iterable[GuestRunner]) -> None:
