@@ -116,6 +116,21 @@ def test_detached_service_lifecycle(cli, service, state_dir):
     assert ps_rows(cli, "-a") == []
 
 
+def test_rm_refuses_a_running_instance_unless_forced(cli, service, state_dir):
+    """As docker's rm: a running instance is refused with a way out, and -f kills it
+    (its monitor ends) and removes it."""
+    instance_id = cli("run", "-d", "--name", "busy", str(service), "1").stdout.strip()
+    first_tick(instance_id, state_dir)
+    pid = json.loads(Path(state_dir, "instances", instance_id, "meta.json").read_text())["pid"]
+    refused = cli("rm", "busy", check=False)
+    assert refused.returncode != 0 and "is running" in refused.stderr and "-f" in refused.stderr
+    assert [row[:2] for row in ps_rows(cli)] == [[instance_id, "busy"]]  # nothing lost
+    assert cli("rm", "-f", "busy").stdout.strip() == "busy"
+    assert ps_rows(cli, "-a") == []
+    assert not Path(f"/proc/{pid}").exists() or \
+        Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z", "the monitor still runs"
+
+
 def test_stop_kills_a_guest_that_ignores_sigterm(cli, service, state_dir):
     instance_id = cli("run", "-d", str(service), "1", "ignore-term").stdout.strip()
     first_tick(instance_id, state_dir)  # after it ignored SIGTERM

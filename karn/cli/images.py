@@ -131,6 +131,8 @@ def register(sub: Any, parse_size: Any) -> None:
         "without names left is deleted with the blobs and extracted root no other image uses.",
     )
     p.add_argument("images", nargs="+", metavar="INSTANCE|IMAGE")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove running instances too, killed first (SIGKILL)")
     p.set_defaults(func=cmd_rm)
 
     p = sub.add_parser(
@@ -368,7 +370,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
     for text in args.images:
         inst = lookup(text)
         if inst is not None:
-            instances.remove(inst, text)
+            instances.remove(inst, text, args.force)
         else:
             images.append(text)
     _remove_images(images)

@@ -398,10 +398,14 @@ def inspect(inst: Instance) -> dict:
     return info
 
 
-def remove(inst: Instance, ref: str) -> None:
-    """Remove a stopped instance's record; print the name or id as given (docker's rm)."""
+def remove(inst: Instance, ref: str, force: bool = False) -> None:
+    """Remove a stopped instance's record, a running one killed first when forced; print
+    the name or id as given (docker's rm)."""
     if inst.alive():
-        raise UsageError(f"instance {ref} is running: stop it first (karn stop {ref})")
+        if not force:
+            raise UsageError(f"instance {ref} is running: stop it first (karn stop {ref}), "
+                             "or remove it with -f")
+        _kill_hard(inst)
     registry.remove(inst)
     print(ref)
 
