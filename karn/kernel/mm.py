@@ -171,6 +171,31 @@ class MemoryAccount:
                     "--memory", delta / mib, self.used / mib, self.limit // mib)
 
 
+NO_RANGE = (1, 0)  # holds no address
+
+
+class _Change:
+    """`with mm._change:` around every change of the books: both locks, and the hot
+    range dropped before anything changes (a class: contextlib would cost every run its
+    import)."""
+
+    __slots__ = ("_mm",)
+
+    def __init__(self, mm: AddressSpace) -> None:
+        self._mm = mm
+
+    def __enter__(self) -> None:
+        mm = self._mm
+        mm._lock.acquire()
+        mm._books_lock.acquire()
+        mm._hot = NO_RANGE
+
+    def __exit__(self, *exc: object) -> None:
+        mm = self._mm
+        mm._books_lock.release()
+        mm._lock.release()
+
+
 class AddressSpace:
     def __init__(self, memory: GuestRam, region: Region,
                  account: MemoryAccount | None = None) -> None:
@@ -201,6 +226,13 @@ class AddressSpace:
         # leaf (nothing is taken under it but the account's lock), so no lock order with
         # the others a fork takes; made anew in a forked child (forked).
         self._books_lock = threading.Lock()
+        # The VMA the last full check found accessible, as a range: a buffer inside it is
+        # accessible with no lock and no search (most of a thread's calls point into its
+        # stack or one heap). Read unlocked; every change of the books drops it first,
+        # under the lock (_Change), so a reader sees it either before the change began
+        # or not at all.
+        self._hot = NO_RANGE
+        self._change = _Change(self)
 
     def forked(self) -> None:
         """In a forked monitor's copy: the other threads, and their claims, are gone (one
@@ -224,6 +256,9 @@ class AddressSpace:
 
     def is_accessible(self, start: int, end: int) -> bool:
         """Whether [start, end) is mapped without holes and none of it is PROT_NONE."""
+        hot = self._hot
+        if hot[0] <= start and end <= hot[1]:
+            return True
         return self.accessible_prefix(start, end) == end - start
 
     def accessible_prefix(self, start: int, end: int) -> int:
@@ -231,11 +266,15 @@ class AddressSpace:
         Under the books' lock: another thread's change of them (an mprotect splitting the
         VMA, a mapping inserted below) passes through states where a mapped range is
         missing, and a read then failed with EFAULT."""
+        hot = self._hot
+        if hot[0] <= start and end <= hot[1]:
+            return end - start
         with self._books_lock:
             i = bisect.bisect_right(self._starts, start) - 1
             if i >= 0:  # (every guest buffer of every call is checked here: one VMA
                 vma = self._vmas[i]  # holding it all, the usual case, needs no list)
                 if vma.start <= start and vma.end >= end and vma.prot != PROT_NONE:
+                    self._hot = (vma.start, vma.end)
                     return end - start
             pos = start
             for vma in self._overlapping(start, end):
@@ -336,7 +375,7 @@ class AddressSpace:
         try:
             self.memory.cover(candidate, candidate + length)  # booked first: see map
         except SyscallError:
-            with self._lock, self._books_lock:
+            with self._change:
                 self._delete(vma)
             return None
         return candidate
@@ -344,7 +383,7 @@ class AddressSpace:
     def _book_free(self, vma: Vma, merge: bool = False) -> tuple[int, int] | None:
         """Book `vma` (searched for without the lock) unless a mapping or another thread's
         claim is there now; returns what is there."""
-        with self._lock, self._books_lock:
+        with self._change:
             met = self._overlapping(vma.start, vma.end)
             if met:
                 return met[0].start, met[0].end
@@ -372,7 +411,7 @@ class AddressSpace:
         """Drop [start, end) from the books; returns the accessible bytes released."""
         if discard and self.code_watcher is not None:
             self.code_watcher.forget(start, end)
-        with self._lock, self._books_lock:
+        with self._change:
             released = self._unbook(start, end)
             if discard:  # before another thread's mmap may be handed the range and use it
                 self.memory.discard(start, end - start)
@@ -414,7 +453,7 @@ class AddressSpace:
         if self.code_watcher is not None and self._overlapping(start, end):
             self.code_watcher.forget(start, end)
         vma = Vma(start, end, prot, offset, name, charged, shared)
-        with self._lock, self._books_lock:
+        with self._change:
             self._claims.pop(threading.get_ident(), None)  # booked below, or the call fails
             replaced = self._overlapping(start, end)
             released = self._unbook(start, end) if replaced else 0
@@ -457,7 +496,7 @@ class AddressSpace:
     def protect(self, start: int, length: int, prot: int) -> None:
         end = start + page_up(length)
         self._check_range(start, end)
-        with self._lock, self._books_lock:
+        with self._change:
             if not self.is_mapped(start, end):
                 raise SyscallError(errno.ENOMEM)
             pieces = self._overlapping(start, end)
@@ -505,7 +544,7 @@ class AddressSpace:
         for vma in self._vmas:
             self.memory.discard(vma.start, vma.end - vma.start)
         self._charge(-self.mapped_bytes)
-        with self._lock, self._books_lock:
+        with self._change:
             self._starts, self._vmas = [], []
         self.shared_files.clear()
         self.brk_start = self.brk = 0
