@@ -245,8 +245,15 @@ class AddressSpace:
     def vmas(self) -> list[Vma]:
         return list(self._vmas)
 
+    # The questions below are asked from any thread (mremap, msync, madvise, the
+    # patcher) while another may be changing the books: each reads them under the books'
+    # lock (a search of the two lists taken a step apart raised IndexError).
     def is_mapped(self, start: int, end: int) -> bool:
         """Whether [start, end) is covered by VMAs without holes."""
+        with self._books_lock:
+            return self._is_mapped(start, end)
+
+    def _is_mapped(self, start: int, end: int) -> bool:
         pos = start
         for vma in self._overlapping(start, end):
             if vma.start > pos:
@@ -284,7 +291,8 @@ class AddressSpace:
             return min(pos, end) - start
 
     def overlaps(self, start: int, end: int) -> bool:
-        return bool(self._overlapping(start, end))
+        with self._books_lock:
+            return bool(self._overlapping(start, end))
 
     def _overlapping(self, start: int, end: int) -> list[Vma]:
         i = bisect.bisect_right(self._starts, start) - 1
@@ -336,7 +344,9 @@ class AddressSpace:
         """Whether [start, end) is executable guest code that karn may rewrite in place:
         mapped, executable, not karn's own, not shared memory nor a shared file mapping."""
         pos = start
-        for vma in self._overlapping(start, end):
+        with self._books_lock:
+            pieces = self._overlapping(start, end)
+        for vma in pieces:
             if vma.start > pos or not vma.prot & PROT_EXEC or vma.name == KARN_VMA:
                 return False
             pos = vma.end
@@ -433,8 +443,6 @@ class AddressSpace:
             self._insert(vma)
         return released
 
-    # _starts is never longer than _vmas, even between two steps: find_vma and is_mapped,
-    # unlocked, may meet the books halfway through a change, but never index past them.
     def _insert(self, vma: Vma) -> None:
         i = bisect.bisect_left(self._starts, vma.start)
         self._vmas.insert(i, vma)
@@ -450,7 +458,7 @@ class AddressSpace:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
-        if self.code_watcher is not None and self._overlapping(start, end):
+        if self.code_watcher is not None and self.overlaps(start, end):
             self.code_watcher.forget(start, end)
         vma = Vma(start, end, prot, offset, name, charged, shared)
         with self._change:
@@ -497,7 +505,7 @@ class AddressSpace:
         end = start + page_up(length)
         self._check_range(start, end)
         with self._change:
-            if not self.is_mapped(start, end):
+            if not self._is_mapped(start, end):
                 raise SyscallError(errno.ENOMEM)
             pieces = self._overlapping(start, end)
             delta = 0
@@ -528,9 +536,10 @@ class AddressSpace:
                 i += 1
 
     def find_vma(self, addr: int) -> Vma | None:
-        i = bisect.bisect_right(self._starts, addr) - 1
-        if i >= 0 and self._vmas[i].end > addr:
-            return self._vmas[i]
+        with self._books_lock:
+            i = bisect.bisect_right(self._starts, addr) - 1
+            if i >= 0 and self._vmas[i].end > addr:
+                return self._vmas[i]
         return None
 
     def discard_all(self, mmap_top: int) -> None:
