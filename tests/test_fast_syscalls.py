@@ -769,7 +769,7 @@ def test_a_window_across_a_cache_line_with_no_pad_is_patched_while_alone(mov):
     site = patcher.patched[s]
     assert (site.length, site.nr, site.pad) == (len(mov_bytes) + 2, 16, 0) and raw[s] == 0xE9
     assert s + 5 + struct.unpack_from("<i", raw, s + 1)[0] == site.stub
-    patcher._cpus = lambda: [Running()]
+    patcher._cpus = lambda: [Running(), Running()]  # the caller's and another
     patcher.unpatch_all(None)  # type: ignore[arg-type]
     assert raw[s] == 0xE9 and raw[site.stub] == 0xE9  # S kept; the stub jumps on
     back = site.stub + 5 + struct.unpack_from("<i", raw, site.stub + 1)[0]
@@ -810,7 +810,7 @@ def test_a_window_across_a_cache_line_is_undone_untorn_with_its_arena_full():
         exit_twice(patcher, at + 5, 39)
         at += 16
     assert len(patcher.arenas) == 1 and at - 0x20000 > ARENA_SIZE // 64  # it filled up
-    patcher._cpus = lambda: [Running()]
+    patcher._cpus = lambda: [Running(), Running()]  # the caller's and another
     patcher.unpatch_all(None)  # type: ignore[arg-type]
     assert raw[s] == 0xE9 and raw[s + 5 : s + 7] == b"\x0f\x05"
     piece = s + 5 + struct.unpack_from("<i", raw, s + 1)[0]
@@ -838,7 +838,7 @@ def test_a_window_across_a_cache_line_undone_still_works_when_its_arena_goes():
         places = iter((0x80000, 0xA0000, 0xC0000))  # the arenas, one after another
         patcher._code.reserve_near = lambda lo, hi, length, places=places: next(places)
         exit_twice(patcher, s + 5, 16)
-        patcher._cpus = lambda: [Running()]
+        patcher._cpus = lambda: [Running(), Running()]  # the caller's and another
         if undone_first:
             patcher.unpatch_all(None)  # type: ignore[arg-type]
         patcher.forget(0x80000, 0x80000 + ARENA_SIZE)
@@ -849,6 +849,49 @@ def test_a_window_across_a_cache_line_undone_still_works_when_its_arena_goes():
         piece = s + 5 + struct.unpack_from("<i", raw, s + 1)[0]
         assert 0xC0000 <= piece < 0xC0000 + ARENA_SIZE, hex(piece)
         assert_makes_the_call(raw, piece, mov, s + 5)
+
+
+@pytest.mark.parametrize("vcpus", [1, 2])
+def test_a_window_across_a_cache_line_whose_arena_is_mapped_over_is_undone_outside(vcpus):
+    """Top-down placement puts an arena in the hole the guest freed last; when the guest
+    maps that range again (MAP_FIXED), the arena goes and the window across a cache line
+    patched through it is undone. With one vCPU (the caller's, in the monitor) its bytes
+    simply go back. With others running, its jmp goes to a piece in a new arena, which
+    must not be placed in the range being mapped over (it was: in a free hole of it, then
+    mapped over by the guest's data, and S jumped into it)."""
+    import struct
+
+    from karn.kernel.mm import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, Region
+    from karn.platform.fastcall.patcher import Patcher
+    from karn.platform.memory import HostGuestMemory
+
+    class Running:
+        in_guest, exits = False, 0
+
+    mib = 1 << 20
+    memory = HostGuestMemory(256 * mib, 0x10000, 256 * mib)
+    mm = AddressSpace(memory, Region(0x10000, 256 * mib, 256 * mib, 256 * mib))
+    cpus: list[Running] = []
+    patcher = Patcher(memory.raw, memory.host_address, mm, 0x10000, 256 * mib, lambda: cpus)
+    patcher.warm_exits = 0
+    mm.code_watcher = patcher
+    code = mm.map(mm.find_free(0x10000), 0x10000, PROT_READ | PROT_EXEC)
+    s = code + 0x13F  # the window's mov at offset 63 of a line; no pad (a ud2 after)
+    window = bytes.fromhex("b810000000" "0f05")
+    memory.raw[s - 3 : s + 9] = bytes.fromhex("4889e2") + window + bytes.fromhex("0f0b")
+    hole = mm.map(mm.find_free(mib), mib, PROT_READ | PROT_WRITE)
+    mm.unmap(hole, mib)
+    exit_twice(patcher, s + 5, 16)  # patched alone; its arena lands in the hole
+    assert hole <= patcher.arenas[0].start < hole + mib
+    cpus.extend(Running() for _ in range(vcpus))
+    mm.map(hole, mib, PROT_READ | PROT_WRITE)
+    if vcpus == 1:
+        assert bytes(memory.raw[s : s + 7]) == window
+        return
+    piece = s + 5 + struct.unpack_from("<i", memory.raw, s + 1)[0]
+    assert not hole <= piece < hole + mib, hex(piece)
+    assert mm.find_vma(piece).name == "[karn]"
+    assert_makes_the_call(memory.raw, piece, window[:5], s + 5)
 
 
 def test_musl_syscall_cp_is_patched_at_its_last_instruction():

@@ -221,6 +221,10 @@ class AddressSpace:
         # maps or looks again.
         self._lock = threading.Lock()  # a fork takes it (kernel/fork.py)
         self._claims: dict[int, tuple[int, int]] = {}
+        # Ranges a thread is unmapping or replacing, from the code watcher's forget until
+        # the change that unbooks them (thread ident -> range), kept from reserve_near:
+        # see _forget_code.
+        self._going: dict[int, tuple[int, int]] = {}
         # Held (within _lock) while the VMA lists change, and by accessible_prefix, which
         # checks every guest buffer from any thread, whatever locks that thread holds: a
         # leaf (nothing is taken under it but the account's lock), so no lock order with
@@ -238,6 +242,7 @@ class AddressSpace:
         """In a forked monitor's copy: the other threads, and their claims, are gone (one
         of them may have held the books' lock at the fork)."""
         self._claims = {}
+        self._going = {}
         self._books_lock = threading.Lock()
 
     # -- queries -----------------------------------------------------------------------
@@ -397,7 +402,8 @@ class AddressSpace:
             met = self._overlapping(vma.start, vma.end)
             if met:
                 return met[0].start, met[0].end
-            claimed = _meeting(self._claims.values(), vma.start, vma.end)
+            claimed = _meeting(self._claims.values(), vma.start, vma.end) or \
+                _meeting(self._going.values(), vma.start, vma.end)
             if claimed is None:
                 self._insert(vma)
                 if merge:
@@ -420,12 +426,30 @@ class AddressSpace:
     def _remove(self, start: int, end: int, discard: bool) -> int:
         """Drop [start, end) from the books; returns the accessible bytes released."""
         if discard and self.code_watcher is not None:
-            self.code_watcher.forget(start, end)
+            self._forget_code(start, end)
         with self._change:
+            self._going.pop(threading.get_ident(), None)
             released = self._unbook(start, end)
             if discard:  # before another thread's mmap may be handed the range and use it
                 self.memory.discard(start, end - start)
         return released
+
+    def _forget_code(self, start: int, end: int) -> None:
+        """The code watcher (the patcher) forgets [start, end) before the range is
+        unbooked; until then the range is kept from reserve_near (the caller's change
+        pops it). The watcher may reserve an arena as it forgets (for code it moves out
+        of an arena going), and so may another thread's patch: a free hole inside the
+        range would be handed to it and then unmapped, or mapped over, under it."""
+        watcher = self.code_watcher
+        if watcher is None:
+            return
+        me = threading.get_ident()
+        self._going[me] = (start, end)
+        try:
+            watcher.forget(start, end)
+        except BaseException:
+            self._going.pop(me, None)
+            raise
 
     def _unbook(self, start: int, end: int) -> int:
         """_remove's change of the books, the lock held."""
@@ -459,10 +483,11 @@ class AddressSpace:
         end = start + page_up(length)
         self._check_range(start, end)
         if self.code_watcher is not None and self.overlaps(start, end):
-            self.code_watcher.forget(start, end)
+            self._forget_code(start, end)
         vma = Vma(start, end, prot, offset, name, charged, shared)
         with self._change:
             self._claims.pop(threading.get_ident(), None)  # booked below, or the call fails
+            self._going.pop(threading.get_ident(), None)
             replaced = self._overlapping(start, end)
             released = self._unbook(start, end) if replaced else 0
             try:
@@ -548,12 +573,13 @@ class AddressSpace:
         area's top at `mmap_top` (the new program's ASLR placement)."""
         reg = self.region
         if self.code_watcher is not None:  # first: nothing it knows is put back then
-            self.code_watcher.forget(reg.user_start, reg.user_end)
+            self._forget_code(reg.user_start, reg.user_end)
             self.code_watcher.new_program()
         for vma in self._vmas:
             self.memory.discard(vma.start, vma.end - vma.start)
         self._charge(-self.mapped_bytes)
         with self._change:
+            self._going.pop(threading.get_ident(), None)
             self._starts, self._vmas = [], []
         self.shared_files.clear()
         self.brk_start = self.brk = 0

@@ -558,6 +558,13 @@ class Patcher:
         """The vCPUs other than the caller's that may run guest code now."""
         return [cpu for cpu in self._cpus() if cpu is not caller]
 
+    def _alone(self, caller: RunningCpu | None) -> bool:
+        """Whether no vCPU but the caller's may run guest code now. With no caller (the
+        books' forget(), from a guest's call): whether the process has one vCPU, the
+        calling thread's own, stopped in the monitor or waiting in a stub for the call."""
+        cpus = list(self._cpus())
+        return len(cpus) <= 1 if caller is None else all(cpu is caller for cpu in cpus)
+
     def _restore(self, caller: RunningCpu | None, site: Site, stub_stays: bool = False
                  ) -> None:
         """Put a site's bytes back. A short site's pad then jumps back to the xor: a thread
@@ -566,7 +573,7 @@ class Patcher:
         vCPU ran) cannot be put back untorn while others run: _redirect. stub_stays: the
         site's arena stays mapped (the guest took GS), not about to go."""
         if not site.pad:
-            if site.start % CACHE_LINE == CACHE_LINE - 1 and self._others(caller):
+            if site.start % CACHE_LINE == CACHE_LINE - 1 and not self._alone(caller):
                 self._redirect(caller, site, site.stub + SITE_STUB_STRIDE if stub_stays
                                else None)
                 return
