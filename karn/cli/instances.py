@@ -264,7 +264,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
         if inst.alive():
             ask(inst, "signal", signal=signal.SIGTERM)
             if not _wait_exit(inst, args.time):
-                _kill_hard(inst)
+                _kill_hard(inst, ref)
         print(ref)
     return 0
 
@@ -275,7 +275,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
         inst = registry.find(ref)
         ask(inst, "signal", signal=sig)
         if sig == signal.SIGKILL and not _wait_exit(inst, KILL_GRACE):
-            os.kill(inst.pid, signal.SIGKILL)
+            _kill_monitor(inst)
         print(ref)
     return 0
 
@@ -363,15 +363,25 @@ def _wait_exit(inst: Instance, timeout: float) -> bool:
     return True
 
 
-def _kill_hard(inst: Instance) -> None:
-    """SIGKILL to the guest; if the monitor does not end either, to the monitor."""
+def _kill_hard(inst: Instance, ref: str) -> None:
+    """SIGKILL to the guest; if the monitor does not end either, to the monitor; an error
+    if even that does not end it."""
     try:
         ask(inst, "signal", signal=signal.SIGKILL)
     except KarnError:
         pass
     if not _wait_exit(inst, KILL_GRACE):
+        _kill_monitor(inst)
+        if not _wait_exit(inst, KILL_GRACE):
+            raise KarnError(f"instance {ref} did not end after SIGKILL (its monitor, pid "
+                            f"{inst.pid}, may be stuck in the host kernel)")
+
+
+def _kill_monitor(inst: Instance) -> None:
+    try:
         os.kill(inst.pid, signal.SIGKILL)
-        _wait_exit(inst, KILL_GRACE)
+    except ProcessLookupError:  # it ended meanwhile
+        pass
 
 
 # -- inspect, rm: instances first, then images (karn/cli/images.py) ---------------------
@@ -405,7 +415,7 @@ def remove(inst: Instance, ref: str, force: bool = False) -> None:
         if not force:
             raise UsageError(f"instance {ref} is running: stop it first (karn stop {ref}), "
                              "or remove it with -f")
-        _kill_hard(inst)
+        _kill_hard(inst, ref)
     registry.remove(inst)
     print(ref)
 

@@ -248,7 +248,8 @@ class AddressSpace:
     # -- queries -----------------------------------------------------------------------
 
     def vmas(self) -> list[Vma]:
-        return list(self._vmas)
+        with self._books_lock:  # (not halfway through a change: /proc/PID/maps, cores)
+            return list(self._vmas)
 
     # The questions below are asked from any thread (mremap, msync, madvise, the
     # patcher) while another may be changing the books: each reads them under the books'
@@ -275,9 +276,10 @@ class AddressSpace:
 
     def accessible_prefix(self, start: int, end: int) -> int:
         """How many bytes from start on are mapped and not PROT_NONE (at most end-start).
-        Under the books' lock: another thread's change of them (an mprotect splitting the
-        VMA, a mapping inserted below) passes through states where a mapped range is
-        missing, and a read then failed with EFAULT."""
+        Inside the remembered range, with no lock (see _hot); else under the books' lock:
+        another thread's change of them (an mprotect splitting the VMA, a mapping inserted
+        below) passes through states where a mapped range is missing, and a read then
+        failed with EFAULT."""
         hot = self._hot
         if hot[0] <= start and end <= hot[1]:
             return end - start
