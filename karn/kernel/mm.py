@@ -171,12 +171,12 @@ class MemoryAccount:
                     "--memory", delta / mib, self.used / mib, self.limit // mib)
 
 
-NO_RANGE = (1, 0)  # holds no address
+HOT_RANGES = 4  # a thread's buffers: its stack, the heap, a pool or two (nginx: 4 hit ~all)
 
 
 class _Change:
     """`with mm._change:` around every change of the books: both locks, and the hot
-    range dropped before anything changes (a class: contextlib would cost every run its
+    ranges dropped before anything changes (a class: contextlib would cost every run its
     import)."""
 
     __slots__ = ("_mm",)
@@ -188,7 +188,7 @@ class _Change:
         mm = self._mm
         mm._lock.acquire()
         mm._books_lock.acquire()
-        mm._hot = NO_RANGE
+        mm._hot = ()
 
     def __exit__(self, *exc: object) -> None:
         mm = self._mm
@@ -230,12 +230,12 @@ class AddressSpace:
         # leaf (nothing is taken under it but the account's lock), so no lock order with
         # the others a fork takes; made anew in a forked child (forked).
         self._books_lock = threading.Lock()
-        # The VMA the last full check found accessible, as a range: a buffer inside it is
-        # accessible with no lock and no search (most of a thread's calls point into its
-        # stack or one heap). Read unlocked; every change of the books drops it first,
-        # under the lock (_Change), so a reader sees it either before the change began
-        # or not at all.
-        self._hot = NO_RANGE
+        # The VMAs the last full checks found accessible, as ranges, newest first: a
+        # buffer inside one is accessible with no lock and no search (a thread's calls
+        # point into its stack, the heap, a pool or two). Set under the books' lock and
+        # read without it; every change of the books drops them first (_Change), so a
+        # reader sees them as they were before the change began, or none.
+        self._hot: tuple[tuple[int, int], ...] = ()
         self._change = _Change(self)
 
     def forked(self) -> None:
@@ -269,26 +269,23 @@ class AddressSpace:
 
     def is_accessible(self, start: int, end: int) -> bool:
         """Whether [start, end) is mapped without holes and none of it is PROT_NONE."""
-        hot = self._hot
-        if hot[0] <= start and end <= hot[1]:
-            return True
         return self.accessible_prefix(start, end) == end - start
 
     def accessible_prefix(self, start: int, end: int) -> int:
         """How many bytes from start on are mapped and not PROT_NONE (at most end-start).
-        Inside the remembered range, with no lock (see _hot); else under the books' lock:
+        Inside a remembered range, with no lock (see _hot); else under the books' lock:
         another thread's change of them (an mprotect splitting the VMA, a mapping inserted
         below) passes through states where a mapped range is missing, and a read then
         failed with EFAULT."""
-        hot = self._hot
-        if hot[0] <= start and end <= hot[1]:
-            return end - start
+        for lo, hi in self._hot:
+            if lo <= start and end <= hi:
+                return end - start
         with self._books_lock:
             i = bisect.bisect_right(self._starts, start) - 1
             if i >= 0:  # (every guest buffer of every call is checked here: one VMA
                 vma = self._vmas[i]  # holding it all, the usual case, needs no list)
                 if vma.start <= start and vma.end >= end and vma.prot != PROT_NONE:
-                    self._hot = (vma.start, vma.end)
+                    self._hot = ((vma.start, vma.end), *self._hot[:HOT_RANGES - 1])
                     return end - start
             pos = start
             for vma in self._overlapping(start, end):
