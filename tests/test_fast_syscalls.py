@@ -894,6 +894,149 @@ def test_a_window_across_a_cache_line_whose_arena_is_mapped_over_is_undone_outsi
     assert_makes_the_call(memory.raw, piece, window[:5], s + 5)
 
 
+def books_with_patcher(cpus: list):
+    """A real AddressSpace over 256 MiB of host memory with a Patcher as its code watcher,
+    and executable code mapped with a window (`mov $16,%eax; syscall`) at code + 0x100
+    (not across a cache line), low in the space: (memory, mm, patcher, the window's
+    mov)."""
+    from karn.kernel.mm import PROT_EXEC, PROT_READ, AddressSpace, Region
+    from karn.platform.fastcall.patcher import Patcher
+    from karn.platform.memory import HostGuestMemory
+
+    mib = 1 << 20
+    memory = HostGuestMemory(256 * mib, 0x10000, 256 * mib)
+    mm = AddressSpace(memory, Region(0x10000, 256 * mib, 256 * mib, 256 * mib))
+    patcher = Patcher(memory.raw, memory.host_address, mm, 0x10000, 256 * mib, lambda: cpus)
+    patcher.warm_exits = 0
+    mm.code_watcher = patcher
+    code = mm.map(0x1000000, 0x10000, PROT_READ | PROT_EXEC)  # low: the tests map above
+    s = code + 0x100
+    memory.raw[s - 3 : s + 9] = bytes.fromhex("4889e2" "b810000000" "0f05" "0f0b")
+    return memory, mm, patcher, s
+
+
+def test_a_vcpu_kicked_as_its_arena_goes_is_still_settled_by_it():
+    """The guest maps over the hole karn's arena sits in while another vCPU runs: the
+    site's bytes go back with a kick of that vCPU, whose settle looks up the arena it
+    stopped in (Patcher.arena_of) to take it out of a stub. The arena must still be
+    listed then (it was removed first, and a vCPU in its stub ran on into zeros)."""
+    from karn.kernel.mm import PROT_READ, PROT_WRITE
+
+    cpus: list = []
+    memory, mm, patcher, s = books_with_patcher(cpus)
+    mib = 1 << 20
+    hole = mm.map(mm.find_free(mib), mib, PROT_READ | PROT_WRITE)
+    mm.unmap(hole, mib)
+    exit_twice(patcher, s + 5, 16)
+    site = patcher.patched[s]
+    assert hole <= patcher.arenas[0].start < hole + mib
+    found = []
+
+    class Running:  # another vCPU, in guest mode (in the stub) when kicked
+        in_guest, exits = True, 0
+
+        def kick(self) -> None:  # transport.settle's first step on its thread
+            found.append(patcher.arena_of(site.stub) is not None)
+            self.exits += 1
+
+    cpus.extend([Running(), Running()])
+    mm.map(hole, mib, PROT_READ | PROT_WRITE)
+    assert found and all(found), found
+    assert bytes(memory.raw[s : s + 5]) == bytes.fromhex("b810000000")
+    assert patcher.arena_of(site.stub) is None and not patcher.arenas
+
+
+def test_no_arena_is_placed_in_a_free_range_being_mapped_over():
+    """MAP_FIXED onto a range with nothing mapped: another thread's patch, between the
+    call's look at the range and its change of the books, must not get an arena there
+    (top-down placement picks the top of the free space: this very range), which the
+    mapping would then replace under the patcher."""
+    import struct
+    import sys
+    import threading
+
+    from karn.kernel.mm import PROT_READ, PROT_WRITE
+
+    memory, mm, patcher, s = books_with_patcher([])
+    mib = 1 << 20
+    top = 256 * mib - mib  # free, at the top: where reserve_near looks first
+    patched = threading.Event()
+
+    def patch_meanwhile(frame, event, arg):  # as the map's look at the range returns
+        if event == "return" and frame.f_code.co_name == "overlaps" \
+                and not patched.is_set():
+            patched.set()
+            other = threading.Thread(target=exit_twice, args=(patcher, s + 5, 16))
+            other.start()
+            other.join()
+        return patch_meanwhile if frame.f_code.co_name == "overlaps" else None
+
+    sys.settrace(patch_meanwhile)
+    try:
+        mm.map(top, mib, PROT_READ | PROT_WRITE)
+    finally:
+        sys.settrace(None)
+    assert patched.is_set() and s in patcher.patched
+    stub = s + 5 + struct.unpack_from("<i", memory.raw, s + 1)[0]
+    assert not top <= stub < top + mib, hex(stub)
+    assert mm.find_vma(stub).name == "[karn]"
+
+
+def test_a_heap_grows_while_another_thread_unmaps():
+    """An unmap marks its range for karn's arenas to keep off (AddressSpace._going) while
+    another thread's brk books its heap's growth: the booking looked through those
+    ranges, and a mark added meanwhile changed the dict under that look (RuntimeError out
+    of brk). Here the look is paused halfway, as a thread switch may."""
+    import sys
+    import threading
+
+    from karn.kernel.mm import AddressSpace, Region
+    from karn.platform.memory import HostGuestMemory
+
+    mib = 1 << 20
+    mm = AddressSpace(HostGuestMemory(256 * mib, 0x10000, 256 * mib),
+                      Region(0x10000, 256 * mib, 256 * mib, 256 * mib))
+    turn, added = threading.Event(), threading.Event()
+
+    class Watcher:
+        def forget(self, start: int, end: int) -> None:
+            added.set()
+
+    mm.code_watcher = Watcher()  # type: ignore[assignment]
+    mm.set_brk_start(0x100000)
+    mm._going[-1] = (0x9000000, 0x9001000)  # a third thread's unmap under way
+    results: list = []
+
+    def pause_in_marks(frame, event, arg):  # in a search through the one mark
+        if event == "call" and frame.f_code.co_name == "<genexpr>" \
+                and frame.f_back.f_code.co_name == "_meeting" \
+                and len(frame.f_back.f_locals["ranges"]) == 1 and not turn.is_set():
+            turn.set()
+            added.wait(1)  # the other thread's turn
+        return None
+
+    def grow() -> None:
+        sys.settrace(pause_in_marks)
+        try:
+            results.append(mm.set_brk(0x101000))
+        except Exception as err:  # noqa: BLE001 - what the test looks for
+            results.append(err)
+        finally:
+            sys.settrace(None)
+            turn.set()
+
+    def unmap() -> None:
+        turn.wait(5)
+        mm._forget_code(0x8000000, 0x8001000)  # an unmap's first step
+
+    threads = [threading.Thread(target=grow), threading.Thread(target=unmap)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [0x101000], results
+
+
 def test_musl_syscall_cp_is_patched_at_its_last_instruction():
     """Dynamic musl's __syscall_cp_asm (its bytes, from Debian's musl 1.2): no pad after
     it, so its `mov %r11,8(%rsp)` before the syscall becomes `jmp rel32` to a stub that

@@ -382,7 +382,7 @@ class AddressSpace:
                 return None
             vma = Vma(candidate, candidate + length, PROT_READ | PROT_EXEC, 0, KARN_VMA,
                       charged=False)
-            there = self._book_free(vma)
+            there = self._book_free(vma, karn=True)
             if there is None:
                 break
             hi = there[0]  # booked or claimed by another thread meanwhile: look below it
@@ -394,15 +394,18 @@ class AddressSpace:
             return None
         return candidate
 
-    def _book_free(self, vma: Vma, merge: bool = False) -> tuple[int, int] | None:
+    def _book_free(self, vma: Vma, merge: bool = False, karn: bool = False
+                   ) -> tuple[int, int] | None:
         """Book `vma` (searched for without the lock) unless a mapping or another thread's
-        claim is there now; returns what is there."""
+        claim is there now, or (karn: karn's own code) a range some thread is unmapping
+        or mapping over; returns what is there."""
         with self._change:
             met = self._overlapping(vma.start, vma.end)
             if met:
                 return met[0].start, met[0].end
-            claimed = _meeting(self._claims.values(), vma.start, vma.end) or \
-                _meeting(self._going.values(), vma.start, vma.end)
+            claimed = _meeting(self._claims.values(), vma.start, vma.end)
+            if claimed is None and karn:
+                claimed = _meeting(self._going.values(), vma.start, vma.end)
             if claimed is None:
                 self._insert(vma)
                 if merge:
@@ -433,21 +436,26 @@ class AddressSpace:
                 self.memory.discard(start, end - start)
         return released
 
-    def _forget_code(self, start: int, end: int) -> None:
+    def _forget_code(self, start: int, end: int, if_mapped: bool = False) -> None:
         """The code watcher (the patcher) forgets [start, end) before the range is
-        unbooked; until then the range is kept from reserve_near (the caller's change
-        pops it). The watcher may reserve an arena as it forgets (for code it moves out
-        of an arena going), and so may another thread's patch: a free hole inside the
-        range would be handed to it and then unmapped, or mapped over, under it."""
+        unbooked or mapped over (if_mapped: only if some of it is mapped now); until then
+        the whole range is kept from reserve_near (the caller's change pops it). The
+        watcher may reserve an arena as it forgets (for code it moves out of an arena
+        going), and so may another thread's patch: a free hole inside the range would be
+        handed to it and then unmapped, or mapped over, under it. (Under the lock:
+        _book_free looks through them.)"""
         watcher = self.code_watcher
         if watcher is None:
             return
         me = threading.get_ident()
-        self._going[me] = (start, end)
+        with self._lock:
+            self._going[me] = (start, end)
         try:
-            watcher.forget(start, end)
+            if not if_mapped or self.overlaps(start, end):
+                watcher.forget(start, end)
         except BaseException:
-            self._going.pop(me, None)
+            with self._lock:
+                self._going.pop(me, None)
             raise
 
     def _unbook(self, start: int, end: int) -> int:
@@ -481,8 +489,7 @@ class AddressSpace:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
-        if self.code_watcher is not None and self.overlaps(start, end):
-            self._forget_code(start, end)
+        self._forget_code(start, end, if_mapped=True)
         vma = Vma(start, end, prot, offset, name, charged, shared)
         with self._change:
             self._claims.pop(threading.get_ident(), None)  # booked below, or the call fails

@@ -392,6 +392,7 @@ class Patcher:
         # the INNER_STEPS of patched heads (and of one being patched) by address: (S, undo)
         self.interiors: dict[int, tuple[int, Undo]] = {}
         self.arenas: list[Arena] = []
+        self._leaving: list[Arena] = []  # arenas forget() is taking away (see there)
         # windows across a cache line put back while others ran (_redirect): S -> (the
         # site, the address of the piece its jmp now goes to)
         self.redirected: dict[int, tuple[Site, int]] = {}
@@ -617,7 +618,8 @@ class Patcher:
         """An arena within reach of [start, start + length) with room for `strides`
         stubs, reserved if none is."""
         for arena in self.arenas:
-            if not arena.full(strides) and arena.reaches(start, length):
+            if not arena.full(strides) and arena.reaches(start, length) \
+                    and arena not in self._leaving:
                 return arena
         lo = max(self._user[0], start + length - REACH + 0x1000)
         addr = self._code.reserve_near(lo, start + REACH - ARENA_SIZE, ARENA_SIZE)
@@ -694,17 +696,22 @@ class Patcher:
                 self.known.pop(site.syscall, None)
             self.redirected = {s: v for s, v in self.redirected.items()
                                if not start <= s < end}
-            gone = [a for a in self.arenas if a.start < end and start < a.end]
-            for arena in gone:  # (none is where a piece then goes)
-                self.arenas.remove(arena)
-            for arena in gone:
-                for site in arena.sites.values():
-                    if self.patched.pop(site.start, None) is not None:
-                        self._restore(None, site)
-                        self.known.pop(site.syscall, None)
-            for site, piece in list(self.redirected.values()):
-                if start <= piece < end:
-                    self._redirect(None, site, None)
+            # Arenas going stay listed while their sites are put back (a vCPU kicked
+            # meanwhile is settled by the arena it stopped in), but get no new piece.
+            self._leaving = [a for a in self.arenas if a.start < end and start < a.end]
+            try:
+                for arena in self._leaving:
+                    for site in arena.sites.values():
+                        if self.patched.pop(site.start, None) is not None:
+                            self._restore(None, site)
+                            self.known.pop(site.syscall, None)
+                for site, piece in list(self.redirected.values()):
+                    if start <= piece < end:
+                        self._redirect(None, site, None)
+            finally:
+                for arena in self._leaving:
+                    self.arenas.remove(arena)
+                self._leaving = []
             self._index_interiors()
 
     def _index_interiors(self) -> None:
