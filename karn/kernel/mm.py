@@ -427,7 +427,7 @@ class AddressSpace:
 
     def _remove(self, start: int, end: int, discard: bool) -> int:
         """Drop [start, end) from the books; returns the accessible bytes released."""
-        if discard and self.code_watcher is not None:
+        if discard:
             self._forget_code(start, end)
         with self._change:
             self._going.pop(threading.get_ident(), None)
