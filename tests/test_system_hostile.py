@@ -238,10 +238,18 @@ def test_rejection_flood_and_chatty_partition_keep_logs_bounded(
             timeout=180,
         )
         # Every rejection is accounted for, most in summary lines once their second is over.
-        wait_for(
-            lambda: rejections_logged(logs(state_env, "flood")) == count,
-            what="the event log to account for every rejection",
-        )
+        logged: list[int] = []
+        try:
+            wait_for(
+                lambda: logged.append(rejections_logged(logs(state_env, "flood")))
+                or logged[-1] == count,
+                what="the event log to account for every rejection",
+                timeout=180,
+            )
+        except pytest.fail.Exception:
+            pytest.fail(f"the event log accounts for {logged[-1]} of {count} rejections; "
+                        f"status: {channel(status(state_env, 'flood'), 'f.out->g.in')}",
+                        pytrace=False)
         counters = channel(status(state_env, "flood"), "f.out->g.in")
     assert (counters["sent"], counters["rejected"], counters["received"]) == (count, count, 0)
     events = (directory / "events.log").read_bytes()
