@@ -225,10 +225,11 @@ class AddressSpace:
         # the change that unbooks them (thread ident -> range), kept from reserve_near:
         # see _forget_code.
         self._going: dict[int, tuple[int, int]] = {}
-        # Held (within _lock) while the VMA lists change, and by accessible_prefix, which
-        # checks every guest buffer from any thread, whatever locks that thread holds: a
-        # leaf (nothing is taken under it but the account's lock), so no lock order with
-        # the others a fork takes; made anew in a forked child (forked).
+        # Held (within _lock) while the VMA lists change, and by every question about
+        # them (accessible_prefix checks every guest buffer, from any thread, whatever
+        # locks that thread holds): a leaf (nothing is taken under it but the account's
+        # lock), so no lock order with the others a fork takes; made anew in a forked
+        # child (forked).
         self._books_lock = threading.Lock()
         # The VMAs the last full checks found accessible, as ranges, newest first: a
         # buffer inside one is accessible with no lock and no search (a thread's calls

@@ -452,7 +452,7 @@ class Patcher:
         if window is None:
             return self._patch_windowless(caller, p, nr)
         start, length, between = p + window[0], window[1], window[2]
-        straddles = start % CACHE_LINE == CACHE_LINE - 1
+        straddles = _straddles(start)
         if straddles:  # a 16-bit store there is not atomic:
             if _lea_length(between, len(between)) == 7 == len(between):  # the lea after
                 return self._patch_head(caller, p, 7)  # the mov (rax set by then) takes it
@@ -493,7 +493,7 @@ class Patcher:
         stub (see the top): a short site's xor (start = p - 2, replayed by the stub), or a
         windowless site's `syscall` itself (start = p: rax holds the number already)."""
         ret = p + 2
-        if start % CACHE_LINE == CACHE_LINE - 1 or p + AFTER > self._user[1] \
+        if _straddles(start) or p + AFTER > self._user[1] \
                 or bytes(self._raw[p:ret]) != SYSCALL \
                 or (start < p and self._raw[start - 1] in PREFIXES):
             return False
@@ -523,7 +523,7 @@ class Patcher:
         stays), or an exit loop's (EXIT_LOOPS: the jmp covers the syscall, or its first
         byte, too)."""
         start = p - length
-        if start % CACHE_LINE == CACHE_LINE - 1 or not self._code.is_private_code(start, p + 2):
+        if _straddles(start) or not self._code.is_private_code(start, p + 2):
             return False
         arena = self._arena_for(start, length + 2)
         if arena is None:
@@ -563,8 +563,9 @@ class Patcher:
         """Whether no vCPU but the caller's may run guest code now. With no caller (the
         books' forget(), from a guest's call): whether the process has one vCPU, the
         calling thread's own, stopped in the monitor or waiting in a stub for the call."""
-        cpus = list(self._cpus())
-        return len(cpus) <= 1 if caller is None else all(cpu is caller for cpu in cpus)
+        if caller is None:
+            return len(list(self._cpus())) <= 1
+        return not self._others(caller)
 
     def _restore(self, caller: RunningCpu | None, site: Site, stub_stays: bool = False
                  ) -> None:
@@ -574,7 +575,7 @@ class Patcher:
         vCPU ran) cannot be put back untorn while others run: _redirect. stub_stays: the
         site's arena stays mapped (the guest took GS), not about to go."""
         if not site.pad:
-            if site.start % CACHE_LINE == CACHE_LINE - 1 and not self._alone(caller):
+            if _straddles(site.start) and not self._alone(caller):
                 self._redirect(caller, site, site.stub + SITE_STUB_STRIDE if stub_stays
                                else None)
                 return
@@ -719,6 +720,11 @@ class Patcher:
         an address left over would send a thread in other code to a head."""
         self.interiors = {site.start + at: (site.start, undo)
                           for site in self.patched.values() for at, undo in site.inner}
+
+
+def _straddles(addr: int) -> bool:
+    """Whether a 16-bit store at addr crosses a cache line (it is not atomic then)."""
+    return addr % CACHE_LINE == CACHE_LINE - 1
 
 
 def _jmp_rel32(at: int, to: int) -> bytes:
