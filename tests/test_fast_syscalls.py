@@ -861,24 +861,16 @@ def test_a_window_across_a_cache_line_whose_arena_is_mapped_over_is_undone_outsi
     mapped over by the guest's data, and S jumped into it)."""
     import struct
 
-    from karn.kernel.mm import PROT_EXEC, PROT_READ, PROT_WRITE, AddressSpace, Region
-    from karn.platform.fastcall.patcher import Patcher
-    from karn.platform.memory import HostGuestMemory
+    from karn.kernel.mm import PROT_READ, PROT_WRITE
 
     class Running:
         in_guest, exits = False, 0
 
     mib = 1 << 20
-    memory = HostGuestMemory(256 * mib, 0x10000, 256 * mib)
-    mm = AddressSpace(memory, Region(0x10000, 256 * mib, 256 * mib, 256 * mib))
     cpus: list[Running] = []
-    patcher = Patcher(memory.raw, memory.host_address, mm, 0x10000, 256 * mib, lambda: cpus)
-    patcher.warm_exits = 0
-    mm.code_watcher = patcher
-    code = mm.map(mm.find_free(0x10000), 0x10000, PROT_READ | PROT_EXEC)
-    s = code + 0x13F  # the window's mov at offset 63 of a line; no pad (a ud2 after)
+    # the window's mov at offset 63 of a line; no pad (a ud2 after)
+    memory, mm, patcher, s = books_with_patcher(cpus, 0x13F)
     window = bytes.fromhex("b810000000" "0f05")
-    memory.raw[s - 3 : s + 9] = bytes.fromhex("4889e2") + window + bytes.fromhex("0f0b")
     hole = mm.map(mm.find_free(mib), mib, PROT_READ | PROT_WRITE)
     mm.unmap(hole, mib)
     exit_twice(patcher, s + 5, 16)  # patched alone; its arena lands in the hole
@@ -894,11 +886,11 @@ def test_a_window_across_a_cache_line_whose_arena_is_mapped_over_is_undone_outsi
     assert_makes_the_call(memory.raw, piece, window[:5], s + 5)
 
 
-def books_with_patcher(cpus: list):
+def books_with_patcher(cpus: list, at: int = 0x100):
     """A real AddressSpace over 256 MiB of host memory with a Patcher as its code watcher,
-    and executable code mapped with a window (`mov $16,%eax; syscall`) at code + 0x100
-    (not across a cache line), low in the space: (memory, mm, patcher, the window's
-    mov)."""
+    and executable code mapped with a window (`mov $16,%eax; syscall`) at code + `at`
+    (0x100: not across a cache line), low in the space: (memory, mm, patcher, the
+    window's mov)."""
     from karn.kernel.mm import PROT_EXEC, PROT_READ, AddressSpace, Region
     from karn.platform.fastcall.patcher import Patcher
     from karn.platform.memory import HostGuestMemory
@@ -910,7 +902,7 @@ def books_with_patcher(cpus: list):
     patcher.warm_exits = 0
     mm.code_watcher = patcher
     code = mm.map(0x1000000, 0x10000, PROT_READ | PROT_EXEC)  # low: the tests map above
-    s = code + 0x100
+    s = code + at
     memory.raw[s - 3 : s + 9] = bytes.fromhex("4889e2" "b810000000" "0f05" "0f0b")
     return memory, mm, patcher, s
 
