@@ -647,3 +647,42 @@ def test_a_volume_deep_in_the_root_is_found_in_one_step(
     assert call(task, "renameat2", -100, put_path(task, "/to-other"), -100,  # swapped:
                 put_path(task, "/usr", BUF), 2) == 0  # RENAME_EXCHANGE (a missing /usr
     assert page(task, "/usr/share/site/page") == "other"  # would be a mount's way: EBUSY)
+
+
+@pytest.mark.parametrize("binding", ["C", "Python"])
+def test_a_host_mount_lstat_sees_what_the_host_sees_and_follows_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binding: str
+) -> None:
+    """HostDirFs.lstat of a path of two names or more: one C call (_hostcalls), or three
+    host calls where that binding is not built. Both give the host's lstat of the file or
+    of a last-name symlink itself, and follow no symlink on the way, however it points
+    (ELOOP; ENOTDIR as the parent's own name), with the host's errno for a missing or
+    non-directory step."""
+    from karn.kernel.fs import hostfs
+
+    if binding == "Python":
+        monkeypatch.setattr(hostfs, "_hostcalls", None)
+        monkeypatch.setattr(hostfs, "_hostcalls_looked_for", True)
+    else:
+        assert hostfs._load_hostcalls() is not None, "karn/kernel/fs/_hostcalls.c not built"
+    root = tmp_path / "vol"
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "page").write_text("x" * 612)
+    os.symlink("page", root / "a" / "b" / "link")
+    os.symlink(str(tmp_path), root / "a" / "out")  # outside the mount
+    os.symlink("b", root / "a" / "in")  # inside, but a symlink all the same
+    fs = HostDirFs(str(root), readonly=True)
+    for rel in [("a", "b", "page"), ("a", "b", "link"), ("a", "b"), ("a", "out")]:
+        host = os.lstat(root.joinpath(*rel))
+        st = fs.lstat(rel)
+        assert (st.mode, st.ino, st.dev, st.nlink, st.size, st.mtime_ns, st.ctime_ns) == (
+            host.st_mode, host.st_ino, host.st_dev, host.st_nlink, host.st_size,
+            host.st_mtime_ns, host.st_ctime_ns), rel
+    (root / "a" / "b" / "c").mkdir()
+    assert errno_of(fs.lstat, ("a", "out", "vol", "a")) == errno.ELOOP
+    assert errno_of(fs.lstat, ("a", "in", "c", "x")) == errno.ELOOP
+    assert errno_of(fs.lstat, ("a", "out", "vol")) == errno.ENOTDIR  # the parent's last
+    assert errno_of(fs.lstat, ("a", "in", "page")) == errno.ENOTDIR  # name: not a dir
+    assert errno_of(fs.lstat, ("a", "nope", "page")) == errno.ENOENT
+    assert errno_of(fs.lstat, ("a", "b", "nope")) == errno.ENOENT
+    assert errno_of(fs.lstat, ("a", "b", "page", "x")) == errno.ENOTDIR

@@ -10,6 +10,9 @@
 #include <Python.h>
 #include <limits.h>
 #include <linux/openat2.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -46,7 +49,72 @@ static PyObject *hostcalls_openat2(PyObject *self, PyObject *const *args, Py_ssi
     return PyLong_FromLong(fd);
 }
 
+/* lstat_beneath(dirfd, parent, name, resolve) -> (mode, ino, dev, nlink, uid, gid, rdev,
+ * size, blksize, blocks, atime_ns, mtime_ns, ctime_ns): the parent opened O_PATH below
+ * dirfd with openat2, name looked at there without following it, the parent closed. One
+ * call for what takes three from Python (~1 µs more: every stat of a path below a volume).
+ * OSError with the host's errno; EXDEV is openat2's "the path leaves dirfd". */
+static PyObject *hostcalls_lstat_beneath(PyObject *self, PyObject *const *args,
+                                         Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "lstat_beneath() takes 4 arguments");
+        return NULL;
+    }
+    long dirfd = PyLong_AsLong(args[0]);
+    if (dirfd == -1 && PyErr_Occurred())
+        return NULL;
+    if (dirfd < INT_MIN || dirfd > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "dirfd out of range");
+        return NULL;
+    }
+    struct open_how how = {0};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW;
+    how.resolve = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *parent = NULL, *name = NULL;
+    if (!PyUnicode_FSConverter(args[1], &parent))
+        return NULL;
+    if (!PyUnicode_FSConverter(args[2], &name)) {
+        Py_DECREF(parent);
+        return NULL;
+    }
+    struct stat st;
+    int failed = 0, code = 0;
+    Py_BEGIN_ALLOW_THREADS
+    long fd = syscall(SYS_openat2, dirfd, PyBytes_AS_STRING(parent), &how, sizeof(how));
+    if (fd < 0) {
+        failed = 1;
+        code = errno;
+    } else {
+        if (fstatat(fd, PyBytes_AS_STRING(name), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            failed = 1;
+            code = errno;
+        }
+        close(fd);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(parent);
+    Py_DECREF(name);
+    if (failed) {
+        errno = code;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(KKKKKKKLLLLLL)", (unsigned long long)st.st_mode,
+                         (unsigned long long)st.st_ino, (unsigned long long)st.st_dev,
+                         (unsigned long long)st.st_nlink, (unsigned long long)st.st_uid,
+                         (unsigned long long)st.st_gid, (unsigned long long)st.st_rdev,
+                         (long long)st.st_size, (long long)st.st_blksize,
+                         (long long)st.st_blocks,
+                         st.st_atim.tv_sec * 1000000000LL + st.st_atim.tv_nsec,
+                         st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec,
+                         st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec);
+}
+
 static PyMethodDef methods[] = {
+    {"lstat_beneath", (PyCFunction)(void (*)(void))hostcalls_lstat_beneath, METH_FASTCALL,
+     "lstat_beneath(dirfd, parent, name, resolve) -> the 13 fields of karn's Stat"},
     {"openat2", (PyCFunction)(void (*)(void))hostcalls_openat2, METH_FASTCALL,
      "openat2(dirfd, path, flags, mode, resolve) -> fd"},
     {NULL, NULL, 0, NULL},

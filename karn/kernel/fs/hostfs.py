@@ -201,10 +201,16 @@ class HostDirFs(Filesystem):
         try:
             if not rel:
                 return Stat.from_host(os.fstat(self.root_fd))
+            binding = None if len(rel) == 1 else \
+                _hostcalls if _hostcalls_looked_for else _load_hostcalls()
+            if binding is not None:  # the three host calls below in one C call (~1.5 µs)
+                return Stat(*binding.lstat_beneath(self.root_fd, "/".join(rel[:-1]), rel[-1],
+                                                   _RESOLVE))
             with self._at(rel) as (d, name):
                 return Stat.from_host(os.stat(name, dir_fd=d, follow_symlinks=False))
-        except OSError as err:
-            raise host_error(err) from None
+        except OSError as err:  # EXDEV: openat2's "leaves the mount", as openat2() says it
+            raise (SyscallError(errno.ELOOP) if err.errno == errno.EXDEV else host_error(err)
+                   ) from None
 
     def plain_dirs(self, rel: Rel) -> bool:
         try:  # (O_DIRECTORY: a symlink at the end is ENOTDIR, on the way ELOOP)
