@@ -107,16 +107,18 @@ IN_GUEST = re.compile(rb"(\d+) futex calls answered in the guest")
 
 
 @pytest.mark.parametrize("mode", ["wake", "broadcast", "bitset", "requeue", "signal",
-                                  "pingpong"])
+                                  "pingpong", "mapped"])
 def test_futex_waits_spinning_in_the_guest(mode, build, native):
     """Untimed futex waits spin in their stub, registered in their slot, before they block;
     wakes in another stub or in the monitor end them. Every waiter is woken exactly once,
     every wake counts whom it woke (the sums are native's), a bitset wake reaches only its
     waiters, a requeue counts every waiter (a spinning one is woken instead of moved) and
     a signal handled during the wait (SA_RESTART) leaves it waiting; two threads hand a
-    turn over through one word 3000 times (a lost wake-up hangs them). Repeated until some
-    calls were answered in the guest (the info line; a waiter and its waker need host
-    cores at the same time), and in the exit transport once."""
+    turn over through one word 3000 times (a lost wake-up hangs them), also with a file
+    mapped read-only and MAP_SHARED (private to the process: it kept every futex call out
+    of the guest). Repeated until some calls were answered in the guest (the info line; a
+    waiter and its waker need host cores at the same time), and in the exit transport
+    once."""
     exe = build("futex_spin", "static", ("-pthread",))
     expected = native(exe, mode)
     assert expected.returncode == 0 and expected.stdout.startswith(mode.encode()) \

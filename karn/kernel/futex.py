@@ -41,7 +41,7 @@ class SharedWords(Protocol):
 
     def shared_word(self, addr: int) -> bool: ...
 
-    def is_shared(self, start: int, end: int) -> bool: ...
+    def has_shared_words(self) -> bool: ...
 
     def futex_wait(self, addr: int, expected: int, until: float, bitset: int) -> None: ...
 
@@ -114,7 +114,7 @@ class FutexTable:
                 task.robust_list, task.robust_list_len = head, ROBUST_LIST_HEAD_SIZE
 
     def _any_shared(self) -> bool:
-        return self._words is not None and self._words.is_shared(0, 1 << 64)
+        return self._words is not None and self._words.has_shared_words()
 
     def _shared(self, addr: int) -> bool:
         return self._words is not None and self._words.shared_word(addr)

@@ -250,6 +250,11 @@ class HostGuestMemory:
         return any(lo <= addr and addr + 4 <= hi and kind in _WORDS_SHARED
                    for lo, hi, kind in self._mapped)
 
+    def has_shared_words(self) -> bool:
+        """Whether any futex word of the guest's is a host futex (shared_word): a read-only
+        MAP_SHARED file mapping (glibc's gconv cache), mapped privately, holds none."""
+        return any(kind in _WORDS_SHARED for _lo, _hi, kind in self._mapped)
+
     def is_shared(self, start: int, end: int) -> bool:
         """Whether any of [start, end) is host-shared memory."""
         return any(lo < end and start < hi and kind != FILE_PRIVATE

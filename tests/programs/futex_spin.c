@@ -5,7 +5,9 @@
  * INT_MAX), `bitset` (WAIT_BITSET/WAKE_BITSET: a wake reaches only its bitset's waiters),
  * `requeue` (CMP_REQUEUE counts every waiter, woken or moved), `signal` (a signal handled
  * by a waiting thread; SA_RESTART: the wait goes on until woken), `pingpong` (two threads
- * handing a turn over through one word). */
+ * handing a turn over through one word), `mapped` (pingpong with a file mapped read-only
+ * and MAP_SHARED, as glibc maps its gconv cache: no memory other processes write). */
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
@@ -15,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "futex_site.h"
 
 #define WAITERS 4
@@ -93,13 +97,19 @@ int main(int argc, char **argv)
     if (argc != 2)
         return 2;
     mode = argv[1];
-    if (!strcmp(mode, "pingpong")) {
+    if (!strcmp(mode, "pingpong") || !strcmp(mode, "mapped")) {
+        if (!strcmp(mode, "mapped")) {
+            int fd = open("/proc/self/exe", O_RDONLY);
+            if (fd < 0 || mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0) == MAP_FAILED)
+                return 3;
+            close(fd);
+        }
         futex_site(&word2, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
         pthread_t t;
         pthread_create(&t, NULL, pong, NULL);
         hand_over(0, 1);
         pthread_join(t, NULL);
-        printf("pingpong: %d rounds\n", ROUNDS);
+        printf("%s: %d rounds\n", mode, ROUNDS);
         return 0;
     }
     int n = !strcmp(mode, "signal") ? 1 : WAITERS;
