@@ -188,6 +188,16 @@ def test_files_passed_between_processes(build, karn, native, same):
     same(native(probe), karn(probe), "proc_scm")
 
 
+def test_loopback_ports_between_processes(build, karn, native, same):
+    """TCP and UDP on the guest's loopback between its processes (programs/proc_loopback.c):
+    a listener made after a fork, one a child closed its copy of, a datagram and its reply,
+    EADDRINUSE for a port another process holds, and a refusal once none does. Each
+    process has its own port table; the run's shared ports join them (net/sharedports.py).
+    Before, the first four failed (refused, dropped, bound twice)."""
+    probe = build("proc_loopback", "dynamic")
+    same(native(probe), karn(probe), "proc_loopback")
+
+
 def test_proc_of_other_processes_as_native(karn, native, same, tmp_path):
     """/proc/PID of every guest process: comm, cmdline, stat, status, exe, the listing of
     /proc, busybox ps; an ended process's directory is gone."""

@@ -213,6 +213,8 @@ def _share_tmpfs(proc: Process) -> None:
             raise SyscallError(errno.ENOMEM) from None
         if shared.sockets and proc.net is not None:
             proc.net.socket_files_moved(shared.sockets)
+        if proc.net is not None:  # its bound INET ports, for the processes to come
+            proc.net.share_ports(os.path.join(proc.fs.shared_tmp.path(), ".inet"))
         if moved:
             map_moved_files(proc.mem, proc.mm, moved, dict(vfs.mount_list()),
                             shared.unlinked)

@@ -42,6 +42,7 @@ from karn.kernel.net.consts import (
     SOCK_STREAM,
     SOL_SOCKET,
 )
+from karn.kernel.net.sharedports import PortEntry
 
 if TYPE_CHECKING:
     from karn.kernel.fs.file import OpenFile
@@ -90,6 +91,8 @@ class InetSocket(SocketFile):
         self.blackhole = False  # a UDP socket "connected" to a closed guest port
         self.pending_error = 0
         self.signed = False  # segments carry the guest's TCP MD5 signature
+        self.port_hold = -1  # its entry among the run's shared ports (share_port)
+        self.port_entry: PortEntry | None = None
 
     # -- addresses ---------------------------------------------------------------------
 
@@ -141,10 +144,14 @@ class InetSocket(SocketFile):
             host_ip = self._host_ip(addr)
             users = [u for u in net.bound.get((self.pname, port), []) if port
                      and u.covers() & self._covers(addr)]
-            if users:
-                if not (self.reuseport and all(u.reuseport for u in users)):
+            others = [] if users or not port or net.shared_ports is None else \
+                [e for e in net.shared_ports.find(self.pname, port)
+                 if e.covers & self._covers(addr)]  # bound in another process of the run
+            if users or others:
+                if not (self.reuseport and all(u.reuseport for u in users + others)):
                     raise SyscallError(errno.EADDRINUSE)
-                host_ip, host_port = users[0].host_bound[:2]
+                host_ip, host_port = users[0].host_bound[:2] if users else \
+                    (others[0].host_ip, others[0].host_port)
             elif port:
                 pub = net.claim(self.pname, port, self, self._covers(addr))
                 if pub is not None:
@@ -154,7 +161,21 @@ class InetSocket(SocketFile):
                 port = self.host_bound[1]
             net.register(self.pname, port, self.host_bound[1], self)
             self.guest_port = port
-        self.guest_local = addr.with_port(port)
+            self.guest_local = addr.with_port(port)
+            self.share_port()
+
+    def share_port(self) -> None:
+        """Publish this bound socket to the run's other processes, if it has several (net
+        share_ports; the caller holds the stack's lock)."""
+        shared = self.net.shared_ports
+        if shared is None or self.port_hold >= 0 or not self.guest_port or \
+                self.host_local is None:
+            return
+        published = self.net.claimed.get((self.pname, self.guest_port)) is self
+        self.port_entry = PortEntry(self.pname, self.guest_port, self.covers(), self.reuseport,
+                                    published, self.family, self.host_local[0],
+                                    self.host_local[1])
+        self.port_hold = shared.hold(self.port_entry)
 
     def _covers(self, addr: InetAddr) -> int:
         """Which loopbacks a bind on addr answers: 1 IPv4, 2 IPv6 (ports may be shared
@@ -242,8 +263,8 @@ class InetSocket(SocketFile):
                 dest = dest._replace(host="127.0.0.1" if dest.family == AF_INET else "::1")
             found = self.net.lookup(self.pname, dest, self.family)
             if found is not None:
-                target, listener = found
-                if listener.signed and not self.signed:
+                target, signed = found
+                if signed and not self.signed and self.stype == SOCK_STREAM:
                     self._sign()  # before the SYN: the listener takes only signed peers
                 return target
         if policy.egress_allowed(dest):
@@ -342,8 +363,7 @@ class InetSocket(SocketFile):
         ip = ipaddress.ip_address(src[0].removeprefix("::ffff:"))
         if not ip.is_loopback or any(r.allows(ip, src[1]) for r in net.policy.egress):
             return True  # not from this host, or a host service egress allows
-        with net.lock:
-            return (self.pname, src[1]) in net.guest_sources
+        return net.from_the_run(self.pname, src[1])
 
     def _refuse(self) -> None:
         """A datagram to a closed guest port: as Linux's ICMP error, fail the next call and
@@ -460,4 +480,8 @@ class InetSocket(SocketFile):
         if self.guest_port:
             self.net.unregister(self.pname, self.guest_port, self.host_bound[1], self)
             self.guest_port = 0
+        if self.port_hold >= 0 and self.port_entry is not None and \
+                self.net.shared_ports is not None:
+            self.net.shared_ports.release(self.port_hold, self.port_entry)
+            self.port_hold = -1
         super().close()

@@ -13,6 +13,7 @@ from karn.kernel.hosttmp import private_dir, remove_tree
 from karn.kernel.net.consts import AF_INET, AF_INET6
 from karn.kernel.net.inflight import InFlight
 from karn.kernel.net.policy import NetPolicy, PolicyError, Publish
+from karn.kernel.net.sharedports import SharedPorts
 
 if TYPE_CHECKING:
     from karn.kernel.net.addr import InetAddr
@@ -41,6 +42,7 @@ class NetStack:
         # (proto, host port) of every guest socket ever bound: a datagram may arrive after
         # its sender closed. Only grows, at most 65536 ports per protocol.
         self.guest_sources: set[tuple[str, int]] = set()
+        self.shared_ports: SharedPorts | None = None  # once the run has several processes
         self._unix_dir: str | None = None
         self._unix_seq = 0
         self._logged: set[str] = set()
@@ -99,10 +101,10 @@ class NetStack:
     def guest_port(self, proto: str, host_port: int) -> int:
         return self.host_ports.get((proto, host_port), host_port)
 
-    def lookup(self, proto: str, dest: InetAddr, family: int
-               ) -> tuple[tuple, InetSocket] | None:
-        """The host address (in the caller's family) and the guest socket that dest (a
-        loopback address) reaches; None when no guest socket is bound there."""
+    def lookup(self, proto: str, dest: InetAddr, family: int) -> tuple[tuple, bool] | None:
+        """The host address (in the caller's family) that dest (a loopback address)
+        reaches, and whether the socket there takes only signed peers; None when no
+        guest socket is bound there: this process's, or another's of the run."""
         want6 = dest.family == AF_INET6 and not dest.host.startswith("::ffff:")
         with self.lock:
             candidates = list(self.bound.get((proto, dest.port), ()))
@@ -110,21 +112,41 @@ class NetStack:
             if proto == "tcp" and not sock.listening:
                 continue
             host = sock.host_local
-            if host is None:
-                continue
-            ip = host[0]
-            mapped = ip.startswith("::ffff:")
-            if want6 and sock.family != AF_INET6:
-                continue  # an IPv6 destination reaches only IPv6 listeners (dual-stack
-                # ones through their IPv4-mapped host address)
-            if not want6 and sock.family == AF_INET6 and not mapped:
-                continue
-            if family == AF_INET:
-                return (ip.removeprefix("::ffff:"), host[1]), sock
-            if sock.family == AF_INET:
-                return ("::ffff:" + ip, host[1], 0, 0), sock
-            return (ip, host[1], 0, 0), sock
+            if host is not None:
+                target = _reach(want6, family, sock.family, host[0], host[1])
+                if target is not None:
+                    return target, sock.signed
+        if self.shared_ports is None:
+            return None
+        for entry in self.shared_ports.find(proto, dest.port):
+            target = _reach(want6, family, entry.family, entry.host_ip, entry.host_port)
+            if target is not None:  # (signed as its listen() signs: unpublished, unless
+                return target, not (entry.published or self.private)  # in a netns)
         return None
+
+    def share_ports(self, directory: str) -> None:
+        """The run is to have several processes (its first fork): every guest INET
+        socket bound from now on, and each bound now, is published to the others."""
+        with self.lock:
+            if self.shared_ports is not None or self.policy.passthrough:
+                return
+            self.shared_ports = SharedPorts(directory)
+            for socks in self.bound.values():
+                for sock in socks:
+                    sock.share_port()
+
+    def from_the_run(self, proto: str, host_port: int) -> bool:
+        """Whether a datagram's host source port is a guest socket's, in any process of
+        the run (remembered once seen)."""
+        with self.lock:
+            if (proto, host_port) in self.guest_sources:
+                return True
+        if self.shared_ports is None or not self.shared_ports.owns_host_port(proto,
+                                                                           host_port):
+            return False
+        with self.lock:
+            self.guest_sources.add((proto, host_port))
+        return True
 
     # -- AF_UNIX names ---------------------------------------------------------------
     def socket_files_moved(self, moved: dict[tuple[int, int], tuple[int, int]]) -> None:
@@ -180,6 +202,22 @@ class NetStack:
         self.in_flight.close()
         if self._unix_dir is not None:
             remove_tree(self._unix_dir)
+
+
+def _reach(want6: bool, family: int, bound_family: int, ip: str, port: int) -> tuple | None:
+    """The host address (in family) of a socket of bound_family bound at host (ip, port),
+    if a destination of the wanted family reaches it."""
+    mapped = ip.startswith("::ffff:")
+    if want6 and bound_family != AF_INET6:
+        return None  # an IPv6 destination reaches only IPv6 listeners (dual-stack ones
+        # through their IPv4-mapped host address)
+    if not want6 and bound_family == AF_INET6 and not mapped:
+        return None
+    if family == AF_INET:
+        return (ip.removeprefix("::ffff:"), port)
+    if bound_family == AF_INET:
+        return ("::ffff:" + ip, port, 0, 0)
+    return (ip, port, 0, 0)
 
 
 _default_lock = threading.Lock()
