@@ -98,5 +98,16 @@ def warning(message: str, *args: object) -> None:
     _emit("warning", message, args)
 
 
+_warned: set[str] = set()
+
+
+def warning_once(key: str, message: str, *args: object) -> None:
+    """A warning the first time only, per key (a fixed name, or one of a few values: the
+    guest must not grow the set without bound)."""
+    if key not in _warned:
+        _warned.add(key)
+        _emit("warning", message, args)
+
+
 def error(message: str, *args: object) -> None:
     _emit("error", message, args)

@@ -80,6 +80,13 @@ def test_prctl_priority_ids_and_nofile(variant, like_native):
 
 
 @BOTH_LIBCS
+def test_fcntl_signal_and_lease_queries(variant, like_native):
+    """F_GETSIG/F_SETSIG per open file description and F_GETLEASE's F_UNLCK (EINVAL
+    before, which failed CPython's test_fcntl)."""
+    like_native("calls_fcntl_sig", variant)
+
+
+@BOTH_LIBCS
 def test_sigpipe_for_a_pipe_nobody_reads(variant, like_native):
     """write, writev and splice into a pipe or FIFO without readers: EPIPE and SIGPIPE
     (the default action ends the writer; a handler sees SI_USER from its own process).

@@ -32,12 +32,6 @@ S = TypeVar("S", bound=SocketFile)
 _warned: set[str] = set()
 
 
-def _warn_once(key: str, message: str, *args: object) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        log.warning(message, *args)
-
-
 def _align(n: int) -> int:
     return (n + 7) & ~7
 
@@ -52,7 +46,7 @@ def _sock(task: Task, fd: int) -> SocketFile:
 def _check_type(family: int, stype: int, proto: int) -> None:
     if family in (c.AF_INET, c.AF_INET6):
         if stype == c.SOCK_RAW:
-            _warn_once("raw", "raw sockets are not allowed in the guest; returning EPERM")
+            log.warning_once("raw", "raw sockets are not allowed in the guest; returning EPERM")
             raise SyscallError(errno.EPERM)
         wanted = {c.SOCK_STREAM: c.IPPROTO_TCP, c.SOCK_DGRAM: c.IPPROTO_UDP}.get(stype)
         if wanted is None:
@@ -68,13 +62,13 @@ def _check_type(family: int, stype: int, proto: int) -> None:
         if proto not in (0, c.AF_UNIX):
             raise SyscallError(errno.EPROTONOSUPPORT)
     elif family == c.AF_PACKET:
-        _warn_once("packet", "packet sockets are not allowed in the guest; returning EPERM")
+        log.warning_once("packet", "packet sockets are not allowed in the guest; returning EPERM")
         raise SyscallError(errno.EPERM)  # as Linux without CAP_NET_RAW
     else:
         if family != c.AF_NETLINK:  # glibc probes netlink and copes without it
             # Keyed by family only for real ones: a guest must not flood the log.
             key = f"af{family}" if 0 <= family < c.AF_MAX else "af?"
-            _warn_once(key, "socket family %d is not supported; returning EAFNOSUPPORT",
+            log.warning_once(key, "socket family %d is not supported; returning EAFNOSUPPORT",
                        family)
         raise SyscallError(errno.EAFNOSUPPORT)
 

@@ -115,6 +115,7 @@ class OpenFile:
     is_regular = False  # reads return the full count when the data is there
     waits_itself = False  # its stream operations block on their own (sockets: timeouts)
     is_pipe = False  # a pipe or FIFO (F_GETPIPE_SZ, fadvise's ESPIPE)
+    io_signal = 0  # F_SETSIG's (sent by no I/O event: O_ASYNC is not supported)
 
     def __init__(self, path: str, flags: int) -> None:
         self.path = path  # guest path, for /proc/self/fd, fchdir and getcwd

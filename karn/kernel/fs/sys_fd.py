@@ -6,6 +6,7 @@ import errno
 import fcntl
 import os
 
+from karn import log
 from karn.abi.errno import SyscallError
 from karn.abi.registers import s32, u32
 from karn.hints import TYPE_CHECKING
@@ -24,6 +25,9 @@ F_GETLK, F_SETLK, F_SETLKW, F_SETOWN, F_GETOWN = 5, 6, 7, 8, 9
 F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 36, 37, 38
 F_DUPFD_CLOEXEC, F_SETPIPE_SZ, F_GETPIPE_SZ = 1030, 1031, 1032
 F_ADD_SEALS, F_GET_SEALS = 1033, 1034
+F_SETSIG, F_GETSIG, F_SETLEASE, F_GETLEASE, F_NOTIFY = 10, 11, 1024, 1025, 1026
+F_UNLCK = 2
+_NSIG = 64
 FD_CLOEXEC = 1
 CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
 
@@ -106,6 +110,18 @@ def sys_fcntl(task: Task, fd: int, cmd: int, arg: int) -> int:
         return _set_pipe_size(file, host, u32(arg))
     if cmd in (F_ADD_SEALS, F_GET_SEALS):
         return _seals(task, file, cmd, u32(arg))
+    if cmd == F_GETSIG:
+        return file.io_signal
+    if cmd == F_SETSIG:
+        if not 0 <= arg <= _NSIG:
+            raise SyscallError(errno.EINVAL)
+        file.io_signal = arg
+        return 0
+    if cmd == F_GETLEASE:
+        return F_UNLCK  # no lease is ever held: F_SETLEASE is not supported
+    name = {F_SETLEASE: "F_SETLEASE", F_NOTIFY: "F_NOTIFY"}.get(cmd)
+    if name is not None:
+        log.warning_once(name, "fcntl %s is not supported; returning EINVAL", name)
     raise SyscallError(errno.EINVAL)
 
 
