@@ -325,7 +325,9 @@ NOTES = {
     "fcntl": "record locks (F_SETLK, F_OFD_*) on host-backed files (volumes, tmpfs once "
     "the run has forked) are host locks, so they hold between the guest's processes; "
     "F_SETLKW is polled (no EDEADLK); on in-memory tmpfs (one process) they are granted; "
-    "F_SETOWN/F_GETOWN are no-ops; F_SETFL changes only O_APPEND and O_NONBLOCK",
+    "F_SETOWN/F_GETOWN are no-ops; F_SETFL changes only O_APPEND and O_NONBLOCK (no "
+    "O_ASYNC, so F_SETSIG's signal, kept per open file description for F_GETSIG, is never "
+    "sent); F_GETLEASE is F_UNLCK; F_SETLEASE and F_NOTIFY are EINVAL, logged once",
     "ioctl": "FIONREAD, FIONBIO, FIOCLEX, FIONCLEX, FIOASYNC (accepted, no SIGIO); "
     "TCGETS/TCSETS*/TIOC[GS]WINSZ reach the host only when the fd is a host tty; with "
     "`karn run -t`, TIOC[GS]PGRP, TIOCSCTTY, TIOCGSID, TIOCNOTTY on the terminal act on the "
