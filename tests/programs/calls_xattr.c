@@ -1,7 +1,8 @@
 /* Extended attributes and ownership on files in the directory argv[1] (a tmpfs, or a
  * host directory): set/get/list/remove with their flags and size rules, on files,
  * directories, symlinks and through fds; chown/fchown/lchown recorded in stat.
- * argv[2] "forked": after a fork first (karn's tmpfs is then a host directory). */
+ * argv[2] "forked": after a fork first (karn's tmpfs is then a host directory), with a
+ * file given user.* and trusted.* attributes before it. On tmpfs, as root: trusted.*. */
 #include "karntest.h"
 
 #include <fcntl.h>
@@ -42,7 +43,13 @@ static void owner(const char *label, const char *path)
 int main(int argc, char **argv)
 {
     const char *dir = argc > 1 ? argv[1] : "/tmp";
+    char pre[512];
+    snprintf(pre, sizeof pre, "%s/calls-xattr-pre", dir);
     if (argc > 2 && strcmp(argv[2], "forked") == 0) {
+        close(open(pre, O_CREAT | O_WRONLY | O_TRUNC, 0644));
+        MUST(setxattr(pre, "user.pre", "u", 1, 0) == 0);
+        MUST(setxattr(pre, "trusted.pre", "t", 1, 0) == 0);
+        fflush(stdout);
         pid_t child = fork();
         if (child == 0)
             _exit(0);
@@ -99,6 +106,18 @@ int main(int argc, char **argv)
 
     if (argc > 2 && strcmp(argv[2], "no-owners") == 0)
         return 0; /* a volume: karn keeps the host's owners */
+    /* trusted.* (root's, on tmpfs) */
+    SHOW("setxattr trusted.t", setxattr(file, "trusted.t", "tt", 2, 0));
+    SHOW("getxattr trusted.t", getxattr(file, "trusted.t", buf, sizeof buf));
+    SHOW("setxattr trusted.t CREATE", setxattr(file, "trusted.t", "x", 1, XATTR_CREATE));
+    list("with trusted.t", file);
+    SHOW("removexattr trusted.t", removexattr(file, "trusted.t"));
+    SHOW("getxattr trusted.t removed", getxattr(file, "trusted.t", buf, sizeof buf));
+    if (argc > 2 && strcmp(argv[2], "forked") == 0) {
+        list("set before the fork", pre);
+        SHOW("getxattr trusted.pre", getxattr(pre, "trusted.pre", buf, sizeof buf));
+        MUST(unlink(pre) == 0);
+    }
     /* ownership */
     owner("new file", file);
     SHOW("chown 1000:1000", chown(file, 1000, 1000));

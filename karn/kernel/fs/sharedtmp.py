@@ -52,6 +52,15 @@ if TYPE_CHECKING:
     from karn.kernel.process import Task
 
 OWNER_XATTR = "user.karn.owner"  # a guest chown's uid:gid, on the host file
+KARN_XATTRS = "user.karn."  # karn's own names on the host file, none the guest's
+# The guest's trusted.* and security.* attributes, which the host keeps from a monitor
+# without CAP_SYS_ADMIN, are kept under karn's names (user.karn.trusted.NAME).
+_PRIVILEGED = ("trusted.", "security.")
+
+
+def host_xattr(name: str) -> str:
+    """The host file's name for a guest attribute."""
+    return KARN_XATTRS + name if name.startswith(_PRIVILEGED) else name
 _COUNTERS = struct.Struct("qqq")  # bytes, names, whether any owner was recorded
 
 
@@ -74,22 +83,28 @@ class _FdStore(HostStore):
             os.close(fd)
 
     def get(self, name: str) -> bytes:
-        if name == OWNER_XATTR:
+        if name.startswith(KARN_XATTRS):
             raise SyscallError(errno.ENODATA)
-        return super().get(name)
+        return super().get(host_xattr(name))
 
     def names(self) -> list[str]:
-        return [n for n in super().names() if n != OWNER_XATTR]
+        shown = []
+        for name in super().names():
+            if not name.startswith(KARN_XATTRS):
+                shown.append(name)
+            elif name[len(KARN_XATTRS):].startswith(_PRIVILEGED):
+                shown.append(name[len(KARN_XATTRS):])
+        return shown
 
     def set(self, name: str, value: bytes, flags: int) -> None:
-        if name == OWNER_XATTR:
+        if name.startswith(KARN_XATTRS):
             raise SyscallError(errno.EPERM)
-        super().set(name, value, flags)
+        super().set(host_xattr(name), value, flags)
 
     def remove(self, name: str) -> None:
-        if name == OWNER_XATTR:
+        if name.startswith(KARN_XATTRS):
             raise SyscallError(errno.EPERM)
-        super().remove(name)
+        super().remove(host_xattr(name))
 
 
 class _SymlinkStore(XattrStore):
@@ -563,7 +578,7 @@ def _set_attributes(tree: _HostTree, node: Node, rel: str,
                 os.setxattr(fd, OWNER_XATTR, f"{node.uid}:{node.gid}".encode())
             for key, value in (node.xattrs or {}).items() if fd >= 0 else ():
                 try:
-                    os.setxattr(fd, key, value)
+                    os.setxattr(fd, host_xattr(key), value)
                 except OSError as err:
                     log.debug("tmpfs xattr %s of %s not copied: %s", key, rel, err)
         finally:
