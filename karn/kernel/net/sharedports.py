@@ -17,7 +17,8 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-from typing import NamedTuple
+
+from karn.hints import NamedTuple
 
 
 class PortEntry(NamedTuple):
