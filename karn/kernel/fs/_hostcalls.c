@@ -16,20 +16,32 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* The first arguments' check: nargs of them, args[0] an int fd. 0 and *dirfd set, or -1
+ * with the Python error set. */
+static int take_dirfd(const char *name, Py_ssize_t want, PyObject *const *args,
+                      Py_ssize_t nargs, int *dirfd)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments", name, want);
+        return -1;
+    }
+    long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred())
+        return -1;
+    if (fd < INT_MIN || fd > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "dirfd out of range");
+        return -1;
+    }
+    *dirfd = (int)fd;
+    return 0;
+}
+
 /* openat2(dirfd, path, flags, mode, resolve) -> fd; OSError with the host's errno. */
 static PyObject *hostcalls_openat2(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "openat2() takes 5 arguments");
+    int dirfd;
+    if (take_dirfd("openat2", 5, args, nargs, &dirfd) < 0)
         return NULL;
-    }
-    long dirfd = PyLong_AsLong(args[0]);
-    if (dirfd == -1 && PyErr_Occurred())
-        return NULL;
-    if (dirfd < INT_MIN || dirfd > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "dirfd out of range");
-        return NULL;
-    }
     struct open_how how = {0};
     how.flags = PyLong_AsUnsignedLongLong(args[2]);
     how.mode = PyLong_AsUnsignedLongLong(args[3]);
@@ -57,17 +69,9 @@ static PyObject *hostcalls_openat2(PyObject *self, PyObject *const *args, Py_ssi
 static PyObject *hostcalls_lstat_beneath(PyObject *self, PyObject *const *args,
                                          Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "lstat_beneath() takes 4 arguments");
+    int dirfd;
+    if (take_dirfd("lstat_beneath", 4, args, nargs, &dirfd) < 0)
         return NULL;
-    }
-    long dirfd = PyLong_AsLong(args[0]);
-    if (dirfd == -1 && PyErr_Occurred())
-        return NULL;
-    if (dirfd < INT_MIN || dirfd > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "dirfd out of range");
-        return NULL;
-    }
     struct open_how how = {0};
     how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW;
     how.resolve = PyLong_AsUnsignedLongLong(args[3]);
