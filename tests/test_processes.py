@@ -190,10 +190,11 @@ def test_files_passed_between_processes(build, karn, native, same):
 
 def test_loopback_ports_between_processes(build, karn, native, same):
     """TCP and UDP on the guest's loopback between its processes (programs/proc_loopback.c):
-    a listener made after a fork, one a child closed its copy of, a datagram and its reply,
-    EADDRINUSE for a port another process holds, and a refusal once none does. Each
+    a listener made after a fork, one a child closed its copy of, a datagram from a chosen
+    port and its reply, EADDRINUSE for a port another process holds, a refusal once none
+    does, and the port of a child that ended holding it free once it is waited for. Each
     process has its own port table; the run's shared ports join them (net/sharedports.py).
-    Before, the first four failed (refused, dropped, bound twice)."""
+    Before, the listeners were refused, the datagram dropped and the port bound twice."""
     probe = build("proc_loopback", "dynamic")
     same(native(probe), karn(probe), "proc_loopback")
 

@@ -1,8 +1,9 @@
 /* TCP and UDP on the loopback between processes, as one Linux host has them: a
  * listener made after a fork is reached by the parent; a child that closes its copy of
- * an inherited listener still reaches it (the parent holds it); a datagram goes to a
- * socket bound in another process and its reply comes back; a port bound in another
- * process is EADDRINUSE; once no process holds a listener, a connect is refused. Waits
+ * an inherited listener still reaches it (the parent holds it); a datagram to a socket
+ * bound in another process shows the sender's port there, and its reply comes back; a
+ * port bound in another process is EADDRINUSE, and free once a process that ended holding
+ * it is waited for; once no process holds a listener, a connect is refused. Waits
  * give up after 10 s (SO_RCVTIMEO), so a miss shows in the output instead of hanging. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -47,6 +48,14 @@ static int port_of(int s)
     socklen_t n = sizeof a;
     getsockname(s, (struct sockaddr *)&a, &n);
     return ntohs(a.sin_port);
+}
+
+static int free_port(int type)
+{
+    int s = bound(type, 0);
+    int port = port_of(s);
+    close(s);
+    return port;
 }
 
 static const char *connect_to(int port, char *got, size_t size)
@@ -115,7 +124,9 @@ int main(void)
     close(l);
     printf("after every close: %s\n", connect_to(port, got, sizeof got));
 
-    /* 3: a datagram to a socket bound in the child after the fork, and its reply */
+    /* 3: a datagram to a socket bound in the child after the fork, from a port the
+     * parent chose: the child sees that port and its reply comes back */
+    int cport = free_port(SOCK_DGRAM);
     fflush(stdout);
     pid = fork();
     if (pid == 0) {
@@ -127,17 +138,30 @@ int main(void)
         ssize_t k = recvfrom(u, got, sizeof got - 1, 0, (struct sockaddr *)&from, &n);
         got[k > 0 ? k : 0] = 0;
         sendto(u, "pong", 4, 0, (struct sockaddr *)&from, n);
-        printf("child got datagram: %s\n", got);
+        printf("child got datagram: %s, from the parent's port: %d\n", got,
+               ntohs(from.sin_port) == cport);
         fflush(stdout);
         _exit(0);
     }
     read(ready[0], &port, sizeof port);
-    int u = with_timeout(socket(AF_INET, SOCK_DGRAM, 0));
+    int u = bound(SOCK_DGRAM, cport);
     struct sockaddr_in to = loopback(port);
     sendto(u, "ping", 4, 0, (struct sockaddr *)&to, sizeof to);
     ssize_t k = recv(u, got, sizeof got - 1, 0);
     got[k > 0 ? k : 0] = 0;
     waitpid(pid, NULL, 0);
     printf("parent got reply: %s\n", got);
+
+    /* 4: a child ends without closing its socket: the port is free once it is waited for */
+    int q = free_port(SOCK_DGRAM);
+    fflush(stdout);
+    pid = fork();
+    if (pid == 0) {
+        bound(SOCK_DGRAM, q);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+    int again = bound(SOCK_DGRAM, q);
+    printf("the port of a child that ended: %s\n", again < 0 ? strerror(-again) : "bound");
     return 0;
 }

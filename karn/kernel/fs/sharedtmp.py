@@ -90,10 +90,11 @@ class _FdStore(HostStore):
     def names(self) -> list[str]:
         shown = []
         for name in super().names():
-            if not name.startswith(KARN_XATTRS):
+            if name.startswith(KARN_XATTRS):
+                if name[len(KARN_XATTRS):].startswith(_PRIVILEGED):
+                    shown.append(name[len(KARN_XATTRS):])
+            elif not name.startswith(_PRIVILEGED):  # (the host's own, security.selinux)
                 shown.append(name)
-            elif name[len(KARN_XATTRS):].startswith(_PRIVILEGED):
-                shown.append(name[len(KARN_XATTRS):])
         return shown
 
     def set(self, name: str, value: bytes, flags: int) -> None:

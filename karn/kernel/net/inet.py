@@ -147,11 +147,11 @@ class InetSocket(SocketFile):
             others = [] if users or not port or net.shared_ports is None else \
                 [e for e in net.shared_ports.find(self.pname, port)
                  if e.covers & self._covers(addr)]  # bound in another process of the run
-            if users or others:
-                if not (self.reuseport and all(u.reuseport for u in users + others)):
-                    raise SyscallError(errno.EADDRINUSE)
-                host_ip, host_port = users[0].host_bound[:2] if users else \
-                    (others[0].host_ip, others[0].host_port)
+            if not (self.reuseport and all(u.reuseport for u in users + others)) and \
+                    (users or others):
+                raise SyscallError(errno.EADDRINUSE)
+            if users:  # (another process's: a host port of its own, as the sandbox
+                host_ip, host_port = users[0].host_bound[:2]  # binds only ephemeral ones)
             elif port:
                 pub = net.claim(self.pname, port, self, self._covers(addr))
                 if pub is not None:
@@ -172,10 +172,22 @@ class InetSocket(SocketFile):
                 self.host_local is None:
             return
         published = self.net.claimed.get((self.pname, self.guest_port)) is self
-        self.port_entry = PortEntry(self.pname, self.guest_port, self.covers(), self.reuseport,
-                                    published, self.family, self.host_local[0],
-                                    self.host_local[1])
-        self.port_hold = shared.hold(self.port_entry)
+        entry = PortEntry(self.pname, self.guest_port, self.covers(), self.reuseport,
+                          published, self.family, self.host_local[0], self.host_local[1])
+        try:
+            self.port_hold = shared.hold(entry)
+        except OSError as err:  # (out of host fds, say): found by this process only
+            log.warning_once("shared ports", "guest port %s/%d is not shared with the "
+                             "run's other processes: %s", self.pname, self.guest_port, err)
+            return
+        self.port_entry = entry
+
+    def release_port(self) -> None:
+        """Its entry among the run's shared ports goes (this process's hold of it)."""
+        shared, entry = self.net.shared_ports, self.port_entry
+        if self.port_hold >= 0 and entry is not None and shared is not None:
+            shared.release(self.port_hold, entry)
+        self.port_hold, self.port_entry = -1, None
 
     def _covers(self, addr: InetAddr) -> int:
         """Which loopbacks a bind on addr answers: 1 IPv4, 2 IPv6 (ports may be shared
@@ -480,8 +492,5 @@ class InetSocket(SocketFile):
         if self.guest_port:
             self.net.unregister(self.pname, self.guest_port, self.host_bound[1], self)
             self.guest_port = 0
-        if self.port_hold >= 0 and self.port_entry is not None and \
-                self.net.shared_ports is not None:
-            self.net.shared_ports.release(self.port_hold, self.port_entry)
-            self.port_hold = -1
+        self.release_port()
         super().close()

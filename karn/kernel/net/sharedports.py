@@ -14,11 +14,19 @@ in its table.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
+import time
 
 from karn.hints import NamedTuple
+
+_libc = ctypes.CDLL(None, use_errno=True)
+SYS_renameat2, AT_FDCWD, RENAME_NOREPLACE = 316, -100, 1
+_BUSY = -2
+_ATTEMPTS = 200  # _BUSY_WAIT apart: a remover unlinks within µs, a stuck lock is given up on
+_BUSY_WAIT = 0.0005
 
 
 class PortEntry(NamedTuple):
@@ -59,21 +67,47 @@ class SharedPorts:
         """The entry published, held by the returned fd (release() it at the close). A
         socket sharing another's host port (SO_REUSEPORT) joins that entry."""
         path = self._path(entry.name())
+        for _ in range(_ATTEMPTS):
+            fd = self._join(path)
+            if fd >= 0:
+                return fd
+            if fd == _BUSY:  # being removed: gone in a moment
+                time.sleep(_BUSY_WAIT)
+                continue
+            # Made under another name, locked, then renamed where nothing is: never seen
+            # unheld, and a live entry of the same name (another process's bind just now)
+            # is joined instead. (Not link(): the sandbox's Landlock refuses it here.)
+            made = self._path(f".{os.getpid()}.{os.urandom(6).hex()}")
+            fd = os.open(made, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if _libc.syscall(SYS_renameat2, AT_FDCWD, os.fsencode(made), AT_FDCWD,
+                             os.fsencode(path), ctypes.c_uint(RENAME_NOREPLACE)) == 0:
+                return fd
+            code = ctypes.get_errno()
+            os.close(fd)
+            os.unlink(made)
+            if code != errno.EEXIST:
+                raise OSError(code, os.strerror(code))
+        raise OSError(errno.EBUSY, f"port entry {entry.name()} stays locked")
+
+    @staticmethod
+    def _join(path: str) -> int:
+        """A shared hold of the entry at path if it is there (-1 if not, _BUSY while an
+        exclusive lock is on it: a look about to remove it). Never waits on the lock: a
+        fork at that moment may copy the look's fd into a child for its whole life."""
         while True:
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
-                break
-            fcntl.flock(fd, fcntl.LOCK_SH)
+                return -1
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return _BUSY
             if _same_file(fd, path):
                 return fd
-            os.close(fd)  # removed as we locked it: publish afresh
-        # Made under another name, locked, then renamed: never seen unheld.
-        made = self._path(f".{os.getpid()}.{os.urandom(6).hex()}")
-        fd = os.open(made, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        os.rename(made, path)
-        return fd
+            os.close(fd)  # removed as we locked it
 
     def release(self, fd: int, entry: PortEntry) -> None:
         """This process's close of the socket: the entry goes if no process holds it now."""
@@ -94,17 +128,19 @@ class SharedPorts:
                 found.append(entry)
         return found
 
-    def owns_host_port(self, proto: str, host_port: int) -> bool:
-        """Whether some process of the run holds a guest socket bound at host_port (a
-        datagram's source)."""
-        suffix = f"-{host_port}"
+    def at_host_port(self, proto: str, host_port: int) -> PortEntry | None:
+        """The entry some process of the run holds for a guest socket bound at host_port
+        (a datagram's source, a peer), if any."""
         try:
-            names = [n for n in os.listdir(self.directory)
-                     if n.startswith(f"{proto}-") and n.endswith(suffix)]
+            names = os.listdir(self.directory)
         except FileNotFoundError:
-            return False
-        return any(PortEntry.parse(n) is not None and
-                   not self._remove_if_unheld(self._path(n)) for n in names)
+            return None
+        for name in names:
+            entry = PortEntry.parse(name)
+            if entry is not None and entry.proto == proto and entry.host_port == host_port \
+                    and not self._remove_if_unheld(self._path(name)):
+                return entry
+        return None
 
     @staticmethod
     def _remove_if_unheld(path: str) -> bool:

@@ -99,7 +99,16 @@ class NetStack:
                     del self.host_ports[(proto, host_port)]
 
     def guest_port(self, proto: str, host_port: int) -> int:
-        return self.host_ports.get((proto, host_port), host_port)
+        """The guest port of a guest socket bound at host_port: this process's, or another
+        process's of the run (a peer, a datagram's source); host_port if none."""
+        port = self.host_ports.get((proto, host_port))
+        if port is not None:
+            return port
+        if self.shared_ports is not None:
+            entry = self.shared_ports.at_host_port(proto, host_port)
+            if entry is not None:
+                return entry.guest_port
+        return host_port
 
     def lookup(self, proto: str, dest: InetAddr, family: int) -> tuple[tuple, bool] | None:
         """The host address (in the caller's family) that dest (a loopback address)
@@ -141,8 +150,8 @@ class NetStack:
         with self.lock:
             if (proto, host_port) in self.guest_sources:
                 return True
-        if self.shared_ports is None or not self.shared_ports.owns_host_port(proto,
-                                                                           host_port):
+        if self.shared_ports is None or \
+                self.shared_ports.at_host_port(proto, host_port) is None:
             return False
         with self.lock:
             self.guest_sources.add((proto, host_port))
@@ -162,13 +171,16 @@ class NetStack:
 
     def process_ended(self) -> None:
         """A forked process's monitor ends without closing the guest's files: the names
-        it bound go as its sockets' close would take them, and abstract names it held go
-        if it was their last holder (net/unix.py)."""
+        it bound go as its sockets' close would take them, abstract names it held go if it
+        was their last holder (net/unix.py), and so do its INET ports' entries."""
         with self.lock:
             ours = [sock for _host, sock in self.unix_names.values()
                     if sock.bound_by == os.getpid() or sock.name_hold >= 0]
+            ports = [sock for socks in self.bound.values() for sock in socks]
         for sock in ours:
             sock.release_name()
+        for port in ports:  # before the parent's wait returns, as Linux closes them
+            port.release_port()
 
     def unix_dir(self) -> str:
         with self.lock:
