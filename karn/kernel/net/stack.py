@@ -139,7 +139,11 @@ class NetStack:
         with self.lock:
             if self.shared_ports is not None or self.policy.passthrough:
                 return
-            self.shared_ports = SharedPorts(directory)
+            try:
+                self.shared_ports = SharedPorts(directory)
+            except OSError as err:  # each process then reaches its own ports only
+                log.warning("guest ports are not shared between processes: %s", err)
+                return
             for socks in self.bound.values():
                 for sock in socks:
                     sock.share_port()
