@@ -66,6 +66,8 @@ class SharedPorts:
     def hold(self, entry: PortEntry) -> int:
         """The entry published, held by the returned fd (release() it at the close). A
         socket sharing another's host port (SO_REUSEPORT) joins that entry."""
+        source = self._path(f"src-{entry.proto}-{entry.host_port}")
+        os.close(os.open(source, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
         path = self._path(entry.name())
         for _ in range(_ATTEMPTS):
             fd = self._join(path)
@@ -141,6 +143,12 @@ class SharedPorts:
                     and not self._remove_if_unheld(self._path(name)):
                 return entry
         return None
+
+    def was_bound(self, proto: str, host_port: int) -> bool:
+        """Whether a guest socket of the run was ever bound at host_port (a datagram's
+        source: one sent before its process closed the socket or ended is still the
+        guest's). Marked at each bind, never removed, as the stack's own guest_sources."""
+        return os.path.exists(self._path(f"src-{proto}-{host_port}"))
 
     @staticmethod
     def _remove_if_unheld(path: str) -> bool:

@@ -154,8 +154,7 @@ class NetStack:
         with self.lock:
             if (proto, host_port) in self.guest_sources:
                 return True
-        if self.shared_ports is None or \
-                self.shared_ports.at_host_port(proto, host_port) is None:
+        if self.shared_ports is None or not self.shared_ports.was_bound(proto, host_port):
             return False
         with self.lock:
             self.guest_sources.add((proto, host_port))
