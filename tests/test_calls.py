@@ -87,6 +87,14 @@ def test_fcntl_signal_and_lease_queries(variant, like_native):
 
 
 @BOTH_LIBCS
+def test_mprotect_write_of_a_shared_mapping_of_a_read_only_file(variant, like_native):
+    """EACCES, as mmap with PROT_WRITE: after a split and an mremap too; a private mapping
+    and a file open for writing are not refused (accepted before, the writes landing in a
+    private copy)."""
+    like_native("calls_mprotect_shared", variant)
+
+
+@BOTH_LIBCS
 def test_sigpipe_for_a_pipe_nobody_reads(variant, like_native):
     """write, writev and splice into a pipe or FIFO without readers: EPIPE and SIGPIPE
     (the default action ends the writer; a handler sees SI_USER from its own process).

@@ -104,10 +104,10 @@ BRK_ROOM = 256 << 20  # arenas stay this far above the heap's start: room for it
 
 
 class Vma:
-    __slots__ = ("start", "end", "prot", "offset", "name", "charged", "shared")
+    __slots__ = ("start", "end", "prot", "offset", "name", "charged", "shared", "no_write")
 
     def __init__(self, start: int, end: int, prot: int, offset: int = 0, name: str = "",
-                 charged: bool = True, shared: bool = False) -> None:
+                 charged: bool = True, shared: bool = False, no_write: bool = False) -> None:
         self.start = start
         self.end = end
         self.prot = prot
@@ -117,10 +117,14 @@ class Vma:
         # mappings are not (the resident-memory watchdog bounds them: LimitWatch in policy.py).
         self.charged = charged
         self.shared = shared  # MAP_SHARED: "s" in /proc/PID/maps
+        # a MAP_SHARED file not open for writing: PROT_WRITE is EACCES (Linux's
+        # VM_MAYWRITE clear), at mprotect as at mmap
+        self.no_write = no_write
 
     def sliced(self, start: int, end: int) -> Vma:
         offset = self.offset + (start - self.start) if self.name.startswith("/") else 0
-        return Vma(start, end, self.prot, offset, self.name, self.charged, self.shared)
+        return Vma(start, end, self.prot, offset, self.name, self.charged, self.shared,
+                   self.no_write)
 
     def cost(self, lo: int, hi: int, prot: int | None = None) -> int:
         """Bytes of [lo, hi) charged to the limit, with its protection or `prot`."""
@@ -486,12 +490,12 @@ class AddressSpace:
         del self._vmas[i]
 
     def map(self, start: int, length: int, prot: int, name: str = "", offset: int = 0,
-            charged: bool = True, shared: bool = False) -> int:
+            charged: bool = True, shared: bool = False, no_write: bool = False) -> int:
         """Book [start, start+length) (replacing what was there, as MAP_FIXED does)."""
         end = start + page_up(length)
         self._check_range(start, end)
         self._forget_code(start, end, if_mapped=True)
-        vma = Vma(start, end, prot, offset, name, charged, shared)
+        vma = Vma(start, end, prot, offset, name, charged, shared, no_write)
         with self._change:
             self._claims.pop(threading.get_ident(), None)  # booked below, or the call fails
             self._going.pop(threading.get_ident(), None)
@@ -540,6 +544,8 @@ class AddressSpace:
             if not self._is_mapped(start, end):
                 raise SyscallError(errno.ENOMEM)
             pieces = self._overlapping(start, end)
+            if prot & PROT_WRITE and any(vma.no_write for vma in pieces):
+                raise SyscallError(errno.EACCES)
             delta = 0
             for vma in pieces:
                 lo, hi = max(vma.start, start), min(vma.end, end)
@@ -560,7 +566,8 @@ class AddressSpace:
             a, b = self._vmas[i], self._vmas[i + 1]
             contiguous_file = not a.name.startswith("/") or a.offset + (a.end - a.start) == b.offset
             if a.end == b.start and a.prot == b.prot and a.name == b.name and contiguous_file \
-                    and a.charged == b.charged and a.shared == b.shared:
+                    and a.charged == b.charged and a.shared == b.shared \
+                    and a.no_write == b.no_write:
                 a.end = b.end
                 del self._starts[i + 1]
                 del self._vmas[i + 1]

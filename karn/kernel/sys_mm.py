@@ -83,7 +83,9 @@ def sys_mmap(task: Task, addr: int, length: int, prot: int, flags: int, fd: int,
     charged = not flags & (MAP_NORESERVE | MAP_STACK) and device is None
     if mm.shared_files:
         write_back(task.mem, mm, start, start + length, forget=True)  # MAP_FIXED over one
-    mm.map(start, length, prot, name, off, charged, shared=kind != MAP_PRIVATE)
+    mm.map(start, length, prot, name, off, charged, shared=kind != MAP_PRIVATE,
+           no_write=kind != MAP_PRIVATE and device is None and file is not None
+           and not file.writable)
     if kind == MAP_PRIVATE:
         if file is not None:
             _map_private(task, start, length, file, off)
@@ -377,7 +379,8 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     vma = mm.find_vma(old)
     if vma is None or not mm.is_mapped(old, old + old_len):
         raise SyscallError(errno.EFAULT)
-    prot, name, charged, shared_vma = vma.prot, vma.name, vma.charged, vma.shared
+    prot, name, charged, shared_vma, no_write = vma.prot, vma.name, vma.charged, \
+        vma.shared, vma.no_write
     offset = vma.offset + (old - vma.start)
     if new_len <= old_len and not flags & MREMAP_FIXED:
         if new_len < old_len:
@@ -391,7 +394,7 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     if not flags & MREMAP_FIXED and not mm.overlaps(old + old_len, old + new_len):
         if old + new_len <= mm.region.mmap_top:
             mm.map(old + old_len, new_len - old_len, prot, name, offset + old_len, charged,
-                   shared_vma)
+                   shared_vma, no_write)
             if shared:
                 mm.memory.share_anonymous(old + old_len, new_len - old_len)
             return old
@@ -415,7 +418,7 @@ def _mremap(task: Task, old: int, old_len: int, new_len: int, flags: int, new_ad
     if mm.shared_files:
         write_back(task.mem, mm, old, old + old_len, forget=True)
         write_back(task.mem, mm, target, target + new_len, forget=True)
-    mm.map(target, new_len, prot, name, offset, charged, shared_vma)
+    mm.map(target, new_len, prot, name, offset, charged, shared_vma, no_write)
     if shared:
         mm.memory.share_anonymous(target, new_len)
     task.mem.write(target, data)
@@ -490,7 +493,8 @@ NOTES = {
     "the file's pages, copied on write; of an in-memory file, a copy. Pages past the end "
     "of a file read zeros (no SIGBUS).",
     "mprotect": "Bookkeeping only: page tables are fixed at start (PVM), so protections are "
-    "not enforced by the MMU.",
+    "not enforced by the MMU. PROT_WRITE on a MAP_SHARED mapping of a file not open for "
+    "writing is EACCES, as Linux.",
     "madvise": "MADV_DONTNEED/FREE/REMOVE free the pages (private ones read back as zeros, "
     "shared ones keep their data; MADV_REMOVE punches no hole); other advice is accepted "
     "and ignored.",
