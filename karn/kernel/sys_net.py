@@ -69,7 +69,7 @@ def _check_type(family: int, stype: int, proto: int) -> None:
             # Keyed by family only for real ones: a guest must not flood the log.
             key = f"af{family}" if 0 <= family < c.AF_MAX else "af?"
             log.warning_once(key, "socket family %d is not supported; returning EAFNOSUPPORT",
-                       family)
+                             family)
         raise SyscallError(errno.EAFNOSUPPORT)
 
 

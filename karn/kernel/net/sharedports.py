@@ -19,6 +19,7 @@ import errno
 import fcntl
 import os
 import time
+from collections.abc import Callable, Iterator
 
 from karn.hints import NamedTuple
 
@@ -118,31 +119,24 @@ class SharedPorts:
 
     def find(self, proto: str, guest_port: int) -> list[PortEntry]:
         """The entries of guest_port that some process holds."""
-        prefix = f"{proto}-{guest_port}-"
-        try:
-            names = [n for n in os.listdir(self.directory) if n.startswith(prefix)]
-        except FileNotFoundError:
-            return []
-        found = []
-        for name in names:
-            entry = PortEntry.parse(name)
-            if entry is not None and not self._remove_if_unheld(self._path(name)):
-                found.append(entry)
-        return found
+        return list(self._held(lambda e: e.proto == proto and e.guest_port == guest_port))
 
     def at_host_port(self, proto: str, host_port: int) -> PortEntry | None:
         """The entry some process of the run holds for a guest socket bound at host_port
         (a datagram's source, a peer), if any."""
+        return next(self._held(lambda e: e.proto == proto and e.host_port == host_port), None)
+
+    def _held(self, wanted: Callable[[PortEntry], bool]) -> Iterator[PortEntry]:
+        """The wanted entries some process holds (unheld ones met on the way go)."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
-            return None
+            return
         for name in names:
             entry = PortEntry.parse(name)
-            if entry is not None and entry.proto == proto and entry.host_port == host_port \
-                    and not self._remove_if_unheld(self._path(name)):
-                return entry
-        return None
+            if entry is not None and wanted(entry) and \
+                    not self._remove_if_unheld(self._path(name)):
+                yield entry
 
     def was_bound(self, proto: str, host_port: int) -> bool:
         """Whether a guest socket of the run was ever bound at host_port (a datagram's
