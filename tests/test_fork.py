@@ -419,6 +419,9 @@ def test_a_free_range_is_handed_to_one_thread_until_it_maps():
     assert mm.find_free(mib, mine) + mib <= found[0]
 
 
+CHECKS, TOGGLES = 2000, 1000  # checks of one page, mprotects of another and back
+
+
 @pytest.mark.parametrize("question", ["accessible_prefix", "is_mapped", "find_vma"])
 def test_a_buffer_check_never_sees_the_books_halfway_through_a_change(question):
     """Every guest buffer is checked against the books (accessible_prefix) on whichever
@@ -439,31 +442,36 @@ def test_a_buffer_check_never_sees_the_books_halfway_through_a_change(question):
     mm = AddressSpace(HostGuestMemory(256 * mib, 0x10000, 256 * mib),
                       Region(0x10000, 256 * mib, 256 * mib, 256 * mib))
     area = mm.map(mm.find_free(16 * page), 16 * page, PROT_READ | PROT_WRITE)
-    done = threading.Event()
+    stop = threading.Event()
     failed = checks = 0
+    toggles = [0]
     ask = {"accessible_prefix": lambda a, b: mm.accessible_prefix(a, b) == b - a,
            "is_mapped": mm.is_mapped,
            "find_vma": lambda a, b: mm.find_vma(a) is not None}[question]
 
     def toggle() -> None:
-        for _ in range(1000):
+        while not stop.is_set():
             mm.protect(area, page, PROT_READ)
             mm.protect(area, page, PROT_READ | PROT_WRITE)
-        done.set()
+            toggles[0] += 1
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
         thread = threading.Thread(target=toggle)
         thread.start()
-        while not done.is_set():
+        # both sides go on until each has done its share, however the host schedules
+        # them (a fixed count of toggles once ended before a single check under load)
+        while checks < CHECKS or toggles[0] < TOGGLES:
             checks += 1
             if not ask(area + 8 * page, area + 9 * page):
                 failed += 1
+        stop.set()
         thread.join()
     finally:
         sys.setswitchinterval(interval)
-    assert checks > 100 and failed == 0, (checks, failed)
+    assert checks >= CHECKS and toggles[0] >= TOGGLES and failed == 0, \
+        (checks, toggles, failed)
 
 
 def test_memory_slots_cover_what_is_mapped():
